@@ -1,0 +1,56 @@
+import { onnx } from 'onnx-proto';
+import { OnnxModel } from '../onnx/model';
+import { createSession, dummyFeeds, externalDataFiles, ort } from '../onnx/runtime';
+
+/** What a run of the model showed about one tensor. */
+export interface TracedValue {
+  dims: number[];
+  type: string;
+  /** The values of small integer tensors (shapes, indices), which shape rewrites need. */
+  ints?: number[];
+}
+
+export type Trace = Map<string, TracedValue>;
+
+const MAX_TRACED_INTS = 64;
+
+/**
+ * Runs the model once with every intermediate tensor exposed as an output and records the
+ * shape of each (and the values of small integer tensors). onnxruntime's own shape logic thus
+ * follows the shapes through every op, including shapes computed at run time, so the analysis
+ * needs no shape inference of its own. Graph optimizations are off so names survive.
+ */
+export async function traceModel(model: OnnxModel, feeds?: Record<string, ort.Tensor>): Promise<Trace> {
+  const proto = onnx.ModelProto.decode(onnx.ModelProto.encode(model.proto).finish());
+  const graph = proto.graph as onnx.GraphProto;
+  const seen = new Set(graph.output.map((o) => o.name));
+  for (const node of graph.node) {
+    for (const out of node.output ?? []) {
+      if (out && !seen.has(out)) {
+        graph.output.push(onnx.ValueInfoProto.create({ name: out }));
+        seen.add(out);
+      }
+    }
+  }
+  const session = await createSession(onnx.ModelProto.encode(proto).finish(), {
+    graphOptimizationLevel: 'disabled',
+    externalData: externalDataFiles(model),
+  });
+  try {
+    const results = await session.run(feeds ?? dummyFeeds(model));
+    const trace: Trace = new Map();
+    for (const [name, t] of Object.entries(results)) {
+      const entry: TracedValue = { dims: [...t.dims], type: t.type };
+      if ((t.type === 'int64' || t.type === 'int32') && t.size <= MAX_TRACED_INTS) {
+        entry.ints = Array.from(t.data as ArrayLike<number | bigint>, (v) => Number(v));
+      }
+      trace.set(name, entry);
+    }
+    for (const [name, t] of Object.entries(feeds ?? dummyFeeds(model))) {
+      trace.set(name, { dims: [...t.dims], type: t.type });
+    }
+    return trace;
+  } finally {
+    await session.release();
+  }
+}

@@ -1,0 +1,247 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import { onnx } from 'onnx-proto';
+import { UserError } from '../errors';
+import { DataType, dtypeInfo, dtypeName, isSupportedDType } from './dtype';
+import { checkExternal, externalLocation, isExternal, readRange } from './external';
+import {
+  Tensor,
+  dataFromBytes,
+  dataFromTypedFields,
+  elementCount,
+  fromFloat32,
+  tensorToProto,
+  toNumber,
+} from './tensor';
+
+const LFS_POINTER = 'version https://git-lfs.github.com/spec/v1';
+
+/** Where a constant tensor of the graph is defined. */
+type ConstantSource =
+  | { kind: 'initializer'; index: number }
+  | { kind: 'constant-node'; node: onnx.INodeProto };
+
+/**
+ * An ONNX model in memory. The protobuf is decoded once; tensor data is read on demand (inline
+ * bytes are views of the file buffer, external data is read by offset when asked for), so memory
+ * follows the tensors being worked on, not the model's size.
+ */
+export class OnnxModel {
+  private constants = new Map<string, ConstantSource>();
+
+  private constructor(
+    readonly proto: onnx.ModelProto,
+    /** The file the model was read from ('' when built in memory). */
+    readonly path: string,
+  ) {
+    this.reindexConstants();
+  }
+
+  get graph(): onnx.GraphProto {
+    return this.proto.graph as onnx.GraphProto;
+  }
+
+  /** The graph's initializers (decoded messages, so every field has its default). */
+  get initializers(): onnx.TensorProto[] {
+    return this.initializers as onnx.TensorProto[];
+  }
+
+  /** Folder that external data locations are relative to. */
+  get dir(): string {
+    return this.path ? path.dirname(path.resolve(this.path)) : process.cwd();
+  }
+
+  static read(file: string): OnnxModel {
+    let bytes: Buffer;
+    try {
+      bytes = fs.readFileSync(file);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new UserError(`model file not found: ${file}`);
+      if (code === 'EISDIR') throw new UserError(`${file} is a folder, not an ONNX model file`);
+      throw new UserError(`cannot read model ${file}: ${(e as Error).message}`);
+    }
+    return OnnxModel.fromBytes(bytes, file);
+  }
+
+  static fromBytes(bytes: Uint8Array, file: string): OnnxModel {
+    const name = file || 'model';
+    if (bytes.byteLength === 0) throw new UserError(`${name} is empty, not an ONNX model`);
+    if (Buffer.from(bytes.subarray(0, LFS_POINTER.length)).toString('latin1') === LFS_POINTER) {
+      throw new UserError(
+        `${name} is a Git LFS pointer, not the model: fetch LFS files (set lfs: true on actions/checkout, or run git lfs pull)`,
+      );
+    }
+    let proto: onnx.ModelProto;
+    try {
+      proto = onnx.ModelProto.decode(bytes);
+    } catch (e) {
+      // A real model starts with field 1 (ir_version, varint): tag byte 0x08. If that much is
+      // right but decoding ran off the end, the file was cut short.
+      const truncated = bytes[0] === 0x08 && /index out of range|invalid wire type/i.test((e as Error).message);
+      throw new UserError(
+        truncated
+          ? `${name} is truncated: the ONNX protobuf ends early (${(e as Error).message}); re-download or re-export the model`
+          : `${name} is not an ONNX model (protobuf decoding failed: ${(e as Error).message})`,
+      );
+    }
+    if (!proto.graph) {
+      const looksLikeOnnx = toNumber(proto.irVersion) > 0 || (proto.opsetImport?.length ?? 0) > 0;
+      throw new UserError(
+        looksLikeOnnx
+          ? `${name} has no graph: it is an ONNX model without a computation graph`
+          : `${name} is not an ONNX model (no ir_version, opset or graph found)`,
+      );
+    }
+    const model = new OnnxModel(proto, file);
+    model.checkTensors();
+    return model;
+  }
+
+  /** Wraps a protobuf built in memory (tests, generated models). */
+  static fromProto(proto: onnx.ModelProto, file = ''): OnnxModel {
+    return new OnnxModel(proto, file);
+  }
+
+  /** Validates every initializer up front so a bad model fails at load with a clear message. */
+  private checkTensors(): void {
+    for (const t of this.initializers) {
+      if (!isSupportedDType(t.dataType)) continue; // strings etc.: never touched, kept as they are
+      const expected = elementCount(t.dims.map(toNumber)) * dtypeInfo(t.dataType).bytes;
+      if (isExternal(t)) {
+        const loc = externalLocation(t, this.dir, this.path);
+        checkExternal(t, loc, this.path, expected);
+      } else if (t.rawData && t.rawData.byteLength > 0 && t.rawData.byteLength !== expected) {
+        throw new UserError(
+          `${this.path}: initializer '${t.name}' holds ${t.rawData.byteLength} bytes but its shape [${t.dims.join(', ')}] of ${dtypeName(t.dataType)} needs ${expected}; the file is damaged`,
+        );
+      }
+    }
+  }
+
+  reindexConstants(): void {
+    this.constants.clear();
+    this.initializers.forEach((t, index) => this.constants.set(t.name, { kind: 'initializer', index }));
+    for (const node of this.graph.node) {
+      if (node.opType === 'Constant' && (node.domain ?? '') === '' && node.output?.[0]) {
+        this.constants.set(node.output[0], { kind: 'constant-node', node });
+      }
+    }
+  }
+
+  isConstant(name: string): boolean {
+    return this.constants.has(name);
+  }
+
+  isInitializer(name: string): boolean {
+    return this.constants.get(name)?.kind === 'initializer';
+  }
+
+  constantNames(): string[] {
+    return [...this.constants.keys()];
+  }
+
+  /** The proto of an initializer, without reading its data. */
+  initializerProto(name: string): onnx.TensorProto | undefined {
+    const src = this.constants.get(name);
+    return src?.kind === 'initializer' ? this.initializers[src.index] : undefined;
+  }
+
+  /** Shape and type of a constant without reading its data. */
+  constantInfo(name: string): { dtype: DataType; dims: number[] } | undefined {
+    const src = this.constants.get(name);
+    if (!src) return undefined;
+    if (src.kind === 'initializer') {
+      const t = this.initializers[src.index];
+      return { dtype: t.dataType, dims: t.dims.map(toNumber) };
+    }
+    const t = this.constantNodeValue(src.node);
+    return t && { dtype: t.dtype, dims: t.dims };
+  }
+
+  /** The value of an initializer or Constant node output, or undefined if `name` is computed. */
+  constant(name: string): Tensor | undefined {
+    const src = this.constants.get(name);
+    if (!src) return undefined;
+    if (src.kind === 'initializer') return this.readTensorProto(this.initializers[src.index]);
+    return this.constantNodeValue(src.node);
+  }
+
+  /** Replaces the value of an initializer or Constant node output (shape may change). */
+  setConstant(name: string, value: Tensor): void {
+    const src = this.constants.get(name);
+    if (!src) throw new Error(`internal: '${name}' is not a constant`);
+    const proto = tensorToProto(name, value);
+    if (src.kind === 'initializer') {
+      this.initializers[src.index] = proto;
+    } else {
+      proto.name = '';
+      src.node.attribute = [
+        onnx.AttributeProto.create({ name: 'value', type: onnx.AttributeProto.AttributeType.TENSOR, t: proto }),
+      ];
+    }
+  }
+
+  addInitializer(name: string, value: Tensor): void {
+    if (this.constants.has(name)) throw new Error(`internal: '${name}' already exists`);
+    this.graph.initializer.push(tensorToProto(name, value));
+    this.constants.set(name, { kind: 'initializer', index: this.initializers.length - 1 });
+  }
+
+  /** A tensor name not used anywhere in the graph yet. */
+  uniqueName(base: string): string {
+    const used = new Set<string>(this.constants.keys());
+    for (const n of this.graph.node) for (const o of [...(n.input ?? []), ...(n.output ?? [])]) used.add(o);
+    for (const v of [...this.graph.input, ...this.graph.output]) used.add(v.name ?? '');
+    if (!used.has(base)) return base;
+    for (let i = 1; ; i++) if (!used.has(`${base}_${i}`)) return `${base}_${i}`;
+  }
+
+  readTensorProto(t: onnx.ITensorProto): Tensor {
+    const dtype = t.dataType ?? DataType.UNDEFINED;
+    const dims = (t.dims ?? []).map(toNumber);
+    if (!isSupportedDType(dtype)) {
+      throw new UserError(`${this.path || 'model'}: tensor '${t.name}' has unsupported data type ${dtypeName(dtype)}`);
+    }
+    const count = elementCount(dims);
+    const bytes = count * dtypeInfo(dtype).bytes;
+    if (isExternal(t)) {
+      const loc = externalLocation(t, this.dir, this.path);
+      checkExternal(t, loc, this.path, bytes);
+      return { dtype, dims, data: dataFromBytes(dtype, readRange(loc.file, loc.offset, loc.length ?? bytes)) };
+    }
+    if (t.rawData && t.rawData.byteLength > 0) return { dtype, dims, data: dataFromBytes(dtype, t.rawData) };
+    return { dtype, dims, data: dataFromTypedFields(t, count) };
+  }
+
+  private constantNodeValue(node: onnx.INodeProto): Tensor | undefined {
+    const attr = node.attribute?.[0];
+    if (!attr) return undefined;
+    switch (attr.name) {
+      case 'value':
+        return attr.t ? this.readTensorProto(attr.t) : undefined;
+      case 'value_float':
+        return fromFloat32([attr.f ?? 0], DataType.FLOAT, []);
+      case 'value_floats':
+        return fromFloat32(attr.floats ?? [], DataType.FLOAT, [attr.floats?.length ?? 0]);
+      case 'value_int':
+        return fromFloat32([toNumber(attr.i)], DataType.INT64, []);
+      case 'value_ints': {
+        const ints = (attr.ints ?? []).map(toNumber);
+        return fromFloat32(ints, DataType.INT64, [ints.length]);
+      }
+      default:
+        return undefined; // sparse or string constants: not something we prune
+    }
+  }
+
+  /** Size of the model on disk: the .onnx file plus every external data file it references. */
+  bytesOnDisk(): number {
+    if (!this.path) return 0;
+    let total = fs.statSync(this.path).size;
+    const files = new Set<string>();
+    for (const t of this.initializers) if (isExternal(t)) files.add(externalLocation(t, this.dir, this.path).file);
+    for (const f of files) total += fs.statSync(f).size;
+    return total;
+  }
+}

@@ -1,0 +1,116 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import { onnx } from 'onnx-proto';
+import { UserError } from '../errors';
+import { dtypeInfo, isSupportedDType } from './dtype';
+import { externalLocation, isExternal } from './external';
+import { OnnxModel } from './model';
+import { dataAsBytes, elementCount, toNumber } from './tensor';
+
+/** protobuf messages cannot exceed 2 GiB; stay clear of it. */
+const INLINE_LIMIT = 2 ** 31 - 64 * 2 ** 20;
+/** Tensors smaller than this stay inline even in external-data mode (shape constants, biases). */
+const EXTERNAL_MIN_BYTES = 1024;
+const ALIGN = 64;
+
+export interface WriteOptions {
+  /** true: weights go to `<file>.data`; false: inline; default: inline unless above 2 GB. */
+  externalData?: boolean;
+}
+
+export interface WriteResult {
+  path: string;
+  dataPath?: string;
+  bytes: number;
+}
+
+function initializerBytes(t: onnx.ITensorProto): number {
+  if (!isSupportedDType(t.dataType ?? 0)) return 0;
+  return elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes;
+}
+
+function tmpName(file: string): string {
+  return `${file}.tmp-${process.pid}-${Date.now()}`;
+}
+
+/**
+ * Writes `model` to `file` without modifying it. Weights are streamed one tensor at a time into
+ * the external data file, so memory stays near the largest tensor. Both files are written under
+ * temporary names and renamed when complete: an interrupted write leaves no half model behind.
+ */
+export function writeModel(model: OnnxModel, file: string, options: WriteOptions = {}): WriteResult {
+  const out = path.resolve(file);
+  if (model.path && path.resolve(model.path) === out) {
+    throw new UserError(`refusing to overwrite the input model ${file}: choose another output path`);
+  }
+  const graph = model.graph;
+  const total = model.initializers.reduce((sum, t) => sum + initializerBytes(t), 0);
+  const external = options.externalData ?? total > INLINE_LIMIT;
+  const dataName = `${path.basename(out)}.data`;
+  const dataPath = path.join(path.dirname(out), dataName);
+
+  if (external) {
+    for (const t of model.initializers) {
+      if (isExternal(t) && externalLocation(t, model.dir, model.path).file === dataPath) {
+        throw new UserError(`refusing to overwrite ${dataPath}: it holds the input model's weights; choose another output path`);
+      }
+    }
+  }
+
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  const tmpModel = tmpName(out);
+  const tmpData = external ? tmpName(dataPath) : undefined;
+  let fd: number | undefined;
+  try {
+    let offset = 0;
+    if (tmpData) fd = fs.openSync(tmpData, 'w');
+    const initializers = model.initializers.map((t) => {
+      const bytes = initializerBytes(t);
+      const keepAsIs = !isSupportedDType(t.dataType) || (!isExternal(t) && (!external || bytes < EXTERNAL_MIN_BYTES));
+      if (keepAsIs) return t;
+      const data = dataAsBytes(model.readTensorProto(t).data);
+      const copy = onnx.TensorProto.create({ ...t, externalData: [], dataLocation: onnx.TensorProto.DataLocation.DEFAULT });
+      copy.floatData = [];
+      copy.int32Data = [];
+      copy.int64Data = [];
+      copy.doubleData = [];
+      copy.uint64Data = [];
+      if (fd === undefined || bytes < EXTERNAL_MIN_BYTES) {
+        copy.rawData = data;
+        return copy;
+      }
+      const pad = (ALIGN - (offset % ALIGN)) % ALIGN;
+      if (pad) fs.writeSync(fd, Buffer.alloc(pad), 0, pad, offset);
+      offset += pad;
+      let done = 0;
+      while (done < data.byteLength) done += fs.writeSync(fd, data, done, data.byteLength - done, offset + done);
+      copy.rawData = new Uint8Array(0);
+      copy.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+      copy.externalData = [
+        { key: 'location', value: dataName },
+        { key: 'offset', value: String(offset) },
+        { key: 'length', value: String(data.byteLength) },
+      ];
+      offset += data.byteLength;
+      return copy;
+    });
+    if (fd !== undefined) {
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+      fd = undefined;
+    }
+    const proto = onnx.ModelProto.create({
+      ...model.proto,
+      graph: onnx.GraphProto.create({ ...graph, initializer: initializers }),
+    });
+    const encoded = onnx.ModelProto.encode(proto).finish();
+    fs.writeFileSync(tmpModel, encoded);
+    if (tmpData) fs.renameSync(tmpData, dataPath);
+    fs.renameSync(tmpModel, out);
+    return { path: out, dataPath: external ? dataPath : undefined, bytes: encoded.byteLength + offset };
+  } catch (e) {
+    if (fd !== undefined) fs.closeSync(fd);
+    for (const f of [tmpModel, tmpData]) if (f && fs.existsSync(f)) fs.unlinkSync(f);
+    throw e;
+  }
+}
