@@ -1,6 +1,6 @@
 import { onnx } from 'onnx-proto';
-import { OnnxModel } from '../onnx/model';
-import { createSession, dummyFeeds, externalDataFiles, ort } from '../onnx/runtime';
+import { OnnxModel, decodeModelProto } from '../onnx/model';
+import { dummyFeeds, ort, sessionForProto } from '../onnx/runtime';
 
 /** What a run of the model showed about one tensor. */
 export interface TracedValue {
@@ -21,7 +21,7 @@ const MAX_TRACED_INTS = 64;
  * needs no shape inference of its own. Graph optimizations are off so names survive.
  */
 export async function traceModel(model: OnnxModel, feeds?: Record<string, ort.Tensor>): Promise<Trace> {
-  const proto = onnx.ModelProto.decode(onnx.ModelProto.encode(model.proto).finish());
+  const proto = decodeModelProto(onnx.ModelProto.encode(model.proto).finish());
   const graph = proto.graph as onnx.GraphProto;
   const seen = new Set(graph.output.map((o) => o.name));
   for (const node of graph.node) {
@@ -32,12 +32,10 @@ export async function traceModel(model: OnnxModel, feeds?: Record<string, ort.Te
       }
     }
   }
-  const session = await createSession(onnx.ModelProto.encode(proto).finish(), {
-    graphOptimizationLevel: 'disabled',
-    externalData: externalDataFiles(model),
-  });
+  const session = await sessionForProto(model, proto, { graphOptimizationLevel: 'disabled' });
+  const inputs = feeds ?? dummyFeeds(model);
   try {
-    const results = await session.run(feeds ?? dummyFeeds(model));
+    const results = await session.run(inputs);
     const trace: Trace = new Map();
     for (const [name, t] of Object.entries(results)) {
       const entry: TracedValue = { dims: [...t.dims], type: t.type };
@@ -46,7 +44,7 @@ export async function traceModel(model: OnnxModel, feeds?: Record<string, ort.Te
       }
       trace.set(name, entry);
     }
-    for (const [name, t] of Object.entries(feeds ?? dummyFeeds(model))) {
+    for (const [name, t] of Object.entries(inputs)) {
       trace.set(name, { dims: [...t.dims], type: t.type });
     }
     return trace;

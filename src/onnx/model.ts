@@ -16,6 +16,16 @@ import {
 
 const LFS_POINTER = 'version https://git-lfs.github.com/spec/v1';
 
+/**
+ * Decodes a ModelProto from a plain Uint8Array view of `bytes`. Given a Node Buffer, protobufjs 6
+ * makes empty bytes fields with `new Buffer(0)`, which prints a deprecation warning (DEP0005)
+ * once the code is bundled outside node_modules; a plain view also makes bytes fields views
+ * into the file instead of copies.
+ */
+export function decodeModelProto(bytes: Uint8Array): onnx.ModelProto {
+  return onnx.ModelProto.decode(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+}
+
 /** Where a constant tensor of the graph is defined. */
 type ConstantSource =
   | { kind: 'initializer'; index: number }
@@ -43,7 +53,7 @@ export class OnnxModel {
 
   /** The graph's initializers (decoded messages, so every field has its default). */
   get initializers(): onnx.TensorProto[] {
-    return this.initializers as onnx.TensorProto[];
+    return this.graph.initializer as onnx.TensorProto[];
   }
 
   /** Folder that external data locations are relative to. */
@@ -74,7 +84,7 @@ export class OnnxModel {
     }
     let proto: onnx.ModelProto;
     try {
-      proto = onnx.ModelProto.decode(bytes);
+      proto = decodeModelProto(bytes);
     } catch (e) {
       // A real model starts with field 1 (ir_version, varint): tag byte 0x08. If that much is
       // right but decoding ran off the end, the file was cut short.
@@ -232,6 +242,23 @@ export class OnnxModel {
       }
       default:
         return undefined; // sparse or string constants: not something we prune
+    }
+  }
+
+  /**
+   * A copy to edit. Nodes and the graph are copied; initializer protos are shared, which is safe
+   * because edits replace them (setConstant) rather than change them in place.
+   */
+  clone(): OnnxModel {
+    const graph = this.graph;
+    const initializers = graph.initializer;
+    graph.initializer = [];
+    try {
+      const copy = onnx.ModelProto.decode(onnx.ModelProto.encode(this.proto).finish());
+      (copy.graph as onnx.GraphProto).initializer = initializers.slice();
+      return new OnnxModel(copy, this.path);
+    } finally {
+      graph.initializer = initializers;
     }
   }
 

@@ -1,3 +1,6 @@
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
 import * as ort from 'onnxruntime-node';
 import { onnx } from 'onnx-proto';
 import { DataType } from './dtype';
@@ -59,6 +62,16 @@ export function valueDims(v: onnx.IValueInfoProto): (number | string | null)[] {
   );
 }
 
+const ZERO_ARRAY: Partial<Record<ort.Tensor.Type, { new (n: number): ort.Tensor.DataType }>> = {
+  float64: Float64Array,
+  int8: Int8Array,
+  uint8: Uint8Array,
+  int16: Int16Array,
+  uint16: Uint16Array,
+  uint32: Uint32Array,
+  uint64: BigUint64Array,
+};
+
 /**
  * Dummy inputs for running a model when no data is given: dynamic axes get `axis0` on the
  * first axis (the batch) and `otherAxes` elsewhere; integer inputs are 1 (a valid token id,
@@ -79,17 +92,22 @@ export function dummyFeeds(model: OnnxModel, axis0 = 2, otherAxes = 7): Record<s
     else if (type === 'int32') data = new Int32Array(n).fill(1);
     else if (type === 'bool') data = new Uint8Array(n).fill(1);
     else if (type === 'float16') data = new Uint16Array(n).fill(0x3800);
-    else data = new (Float64Array as unknown as { new (n: number): ort.Tensor.DataType })(n);
+    else data = new (ZERO_ARRAY[type] ?? Float64Array)(n); // other types: zeros of the right array type
     feeds[spec.name] = new ort.Tensor(type, data as never, dims);
   }
   return feeds;
 }
 
 /**
- * The external data files of a model, for a session created from bytes in memory (which has no
- * folder to resolve relative locations against).
+ * The external data files of a model read into memory, in the form onnxruntime-node accepts for
+ * a session created from bytes (its Node binding takes only buffers, not file paths).
  */
-export function externalDataFiles(model: OnnxModel): { path: string; data: string }[] {
+export function externalDataFiles(model: OnnxModel): { path: string; data: Uint8Array }[] {
+  return [...externalFileMap(model)].map(([location, file]) => ({ path: location, data: fs.readFileSync(file) }));
+}
+
+/** location as written in the model -> absolute path (checked to stay inside the model's folder). */
+function externalFileMap(model: OnnxModel): Map<string, string> {
   const files = new Map<string, string>();
   for (const t of model.initializers) {
     if (isExternal(t)) {
@@ -97,17 +115,45 @@ export function externalDataFiles(model: OnnxModel): { path: string; data: strin
       files.set(loc.location, loc.file);
     }
   }
-  return [...files].map(([location, file]) => ({ path: location, data: file }));
+  return files;
 }
 
 export async function createSession(
   model: OnnxModel | Uint8Array | string,
   options: ort.InferenceSession.SessionOptions = {},
 ): Promise<ort.InferenceSession> {
-  const source = model instanceof OnnxModel ? onnx.ModelProto.encode(model.proto).finish() : model;
-  const external = model instanceof OnnxModel ? externalDataFiles(model) : [];
-  const opts = { logSeverityLevel: 3 as const, ...(external.length ? { externalData: external } : {}), ...options };
-  return typeof source === 'string'
-    ? ort.InferenceSession.create(source, opts)
-    : ort.InferenceSession.create(source, opts);
+  if (model instanceof OnnxModel) return sessionForProto(model, model.proto, options);
+  const opts = { logSeverityLevel: 3 as const, ...options };
+  return typeof model === 'string' ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
+}
+
+/**
+ * A session for `proto` (the model's own protobuf or a modified copy, e.g. with extra outputs)
+ * whose external data are `model`'s files. A model without external data is passed as bytes.
+ * With external data, the protobuf is written to a temporary file in the model's own folder, so
+ * onnxruntime resolves the locations itself and maps the weights from disk instead of us reading
+ * every data file into memory (it refuses locations outside the model's folder, symlinks
+ * included, so a temporary folder elsewhere does not work); the file is removed as soon as the
+ * session exists. If the folder is not writable, the data files are read into memory instead.
+ */
+export async function sessionForProto(
+  model: OnnxModel,
+  proto: onnx.IModelProto,
+  options: ort.InferenceSession.SessionOptions = {},
+): Promise<ort.InferenceSession> {
+  const opts = { logSeverityLevel: 3 as const, ...options };
+  const bytes = onnx.ModelProto.encode(proto).finish();
+  const files = externalFileMap(model);
+  if (files.size === 0) return ort.InferenceSession.create(bytes, opts);
+  const tmp = path.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString('hex')}.onnx`);
+  try {
+    fs.writeFileSync(tmp, bytes, { flag: 'wx' });
+  } catch {
+    return ort.InferenceSession.create(bytes, { ...opts, externalData: externalDataFiles(model) });
+  }
+  try {
+    return await ort.InferenceSession.create(tmp, opts);
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
 }

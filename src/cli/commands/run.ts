@@ -1,0 +1,44 @@
+import { Command } from 'commander';
+import { resolveConfig } from '../../config/config';
+import { runGate } from '../../pipeline/run';
+import { CliContext } from '../context';
+
+export const DEFAULT_OUT = 'out';
+
+interface RunFlags {
+  config?: string;
+  model?: string;
+  calibration?: string;
+  out: string;
+  target?: string;
+  quantize?: string;
+  json?: boolean;
+}
+
+/**
+ * `prune-gate run`: the whole gate. Prints report.md (or report.json with --json) on stdout and
+ * progress on stderr; exit status 0 when the gate passes, 1 when it fails (2 for bad input, from main).
+ */
+export function register(program: Command, ctx: CliContext): void {
+  program
+    .command('run')
+    .description('prune the model step by step, evaluate it against the base on the calibration set, and gate it')
+    .option('-c, --config <file>', 'the config file (default: prune-gate.yml in the current folder)')
+    .option('-m, --model <file>', "the .onnx model (overrides the config's model)")
+    .option('--calibration <dir>', "the calibration folder (overrides the config's calibration)")
+    .option('-o, --out <dir>', 'where pruned.onnx, report.json and report.md are written', DEFAULT_OUT)
+    .option('-t, --target <ratio>', 'fraction of parameters to remove (0.3), or auto for the gradual search')
+    .option('--quantize <mode>', 'none, int8 or int4')
+    .option('--json', 'print report.json instead of the Markdown report')
+    .action(async (flags: RunFlags) => {
+      const config = resolveConfig(flags.config, {
+        model: flags.model,
+        calibration: flags.calibration,
+        target: flags.target,
+        quantize: flags.quantize,
+      });
+      const outcome = await runGate({ config, out: flags.out, log: (line) => ctx.stderr(`${line}\n`) });
+      ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}\n` : outcome.markdown);
+      ctx.exitCode = outcome.report.verdict === 'pass' ? 0 : 1;
+    });
+}

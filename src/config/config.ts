@@ -1,0 +1,257 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import YAML from 'yaml';
+import { z } from 'zod';
+import { UserError } from '../errors';
+import { DEFAULT_LATENCY, LatencyOptions } from '../eval/latency';
+import { BOUND_KINDS, BoundKind, METRICS, METRIC_NAMES, MetricName } from '../gate/metrics';
+import type { Compensation, Importance, Structure } from '../prune/types';
+import { closest, displayPath, keyPath, parseWith } from './issues';
+
+export const DEFAULT_CONFIG = 'prune-gate.yml';
+export const QUANTIZE_MODES = ['none', 'int8', 'int4'] as const;
+export type QuantizeMode = (typeof QUANTIZE_MODES)[number];
+
+/** One bound of the gate, as written and as understood. */
+export interface GateRule {
+  metric: MetricName;
+  bound: BoundKind;
+  value: number;
+  /** true: `value` is a percentage of the base model's value. */
+  percent: boolean;
+  /** As written, for the report: "max-increase 5%". */
+  text: string;
+}
+
+export interface PruneSettings {
+  target: number | 'auto';
+  maxTarget: number;
+  structures: Structure[];
+  importance: Importance;
+  compensate: Compensation;
+  steps: number;
+}
+
+export interface Config {
+  /** The config file (absolute), or undefined when running on flags alone. */
+  file?: string;
+  /** Absolute paths, resolved against the config file's folder (or the working folder for flags). */
+  model?: string;
+  calibration?: string;
+  prune: PruneSettings;
+  quantize: QuantizeMode;
+  gate: GateRule[];
+  latency: LatencyOptions;
+}
+
+export const DEFAULT_PRUNE: PruneSettings = {
+  target: 'auto',
+  maxTarget: 0.5,
+  structures: ['ffn', 'heads', 'channels'],
+  importance: 'activation',
+  compensate: 'bias',
+  steps: 5,
+};
+
+const fraction = (what: string) =>
+  z.number({ error: what }).gt(0, { error: what }).lt(1, { error: what });
+
+const ConfigFile = z.strictObject({
+  model: z.string({ error: 'a path to an .onnx file' }).optional(),
+  calibration: z.string({ error: 'a path to a calibration folder' }).optional(),
+  prune: z
+    .strictObject({
+      target: z.union([fraction('a fraction of parameters between 0 and 1'), z.literal('auto')], {
+        error: 'a fraction of parameters between 0 and 1 (0.3), or auto',
+      }).optional(),
+      'max-target': fraction('a fraction of parameters between 0 and 1 (0.6)').optional(),
+      structures: z
+        .array(z.enum(['ffn', 'heads', 'channels'], { error: (i) => `unknown structure '${String(i.input)}' (expected ffn, heads, channels)` }), {
+          error: 'a list of ffn, heads, channels',
+        })
+        .min(1, { error: 'at least one of ffn, heads, channels' })
+        .optional(),
+      importance: z.enum(['activation', 'magnitude']).optional(),
+      compensate: z.enum(['none', 'bias', 'reconstruct']).optional(),
+      steps: z.number({ error: 'a whole number of steps >= 1' }).int({ error: 'a whole number of steps >= 1' }).min(1, { error: 'a whole number of steps >= 1' }).max(100, { error: 'at most 100 steps' }).optional(),
+    })
+    .optional(),
+  quantize: z.enum(QUANTIZE_MODES).optional(),
+  gate: z.record(z.string(), z.unknown(), { error: 'a mapping of metric names to bounds' }).optional(),
+  latency: z
+    .strictObject({
+      warmup: z.number({ error: 'a whole number >= 0' }).int({ error: 'a whole number >= 0' }).min(0, { error: 'a whole number >= 0' }).optional(),
+      runs: z.number({ error: 'a whole number >= 1' }).int({ error: 'a whole number >= 1' }).min(1, { error: 'a whole number >= 1' }).optional(),
+    })
+    .optional(),
+});
+type ConfigFile = z.output<typeof ConfigFile>;
+
+/**
+ * Reads and validates a config file. Every problem is one line naming the file and the key:
+ * "prune-gate.yml: prune.targt: unknown key (did you mean target?)".
+ */
+export function loadConfig(file: string): Config {
+  const abs = path.resolve(file);
+  const shown = displayPath(abs);
+  let text: string;
+  try {
+    text = fs.readFileSync(abs, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new UserError(`config file not found: ${shown}`);
+    throw new UserError(`cannot read config file ${shown}: ${(e as Error).message}`);
+  }
+  return parseConfig(text, abs);
+}
+
+/** Validates config text; `file` names it in messages and anchors its relative paths. */
+export function parseConfig(text: string, file: string): Config {
+  const shown = displayPath(file);
+  const doc = YAML.parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const err = doc.errors[0];
+    const line = err.linePos?.[0].line;
+    throw new UserError(`${shown}:${line ? ` line ${line}:` : ''} not valid YAML: ${err.message.split('\n')[0]}`);
+  }
+  const data: unknown = doc.toJS() ?? {};
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw new UserError(`${shown}: expected a mapping of keys (model, calibration, prune, quantize, gate)`);
+  }
+  const raw = parseWith(ConfigFile, data, shown);
+  const dir = path.dirname(path.resolve(file));
+  const config = fromFile(raw, dir, shown);
+  config.file = path.resolve(file);
+  return config;
+}
+
+function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
+  const p = raw.prune ?? {};
+  return {
+    model: raw.model !== undefined ? existing(path.resolve(dir, raw.model), `${shown}: model`) : undefined,
+    calibration: raw.calibration !== undefined ? existing(path.resolve(dir, raw.calibration), `${shown}: calibration`) : undefined,
+    prune: {
+      target: p.target ?? DEFAULT_PRUNE.target,
+      maxTarget: p['max-target'] ?? DEFAULT_PRUNE.maxTarget,
+      structures: p.structures ? [...new Set(p.structures)] : DEFAULT_PRUNE.structures,
+      importance: p.importance ?? DEFAULT_PRUNE.importance,
+      compensate: p.compensate ?? DEFAULT_PRUNE.compensate,
+      steps: p.steps ?? DEFAULT_PRUNE.steps,
+    },
+    quantize: raw.quantize ?? 'none',
+    gate: parseGate(raw.gate ?? {}, shown),
+    latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs },
+  };
+}
+
+/** The configuration used when there is no config file: defaults, no bounds. */
+export function defaultConfig(): Config {
+  return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', gate: [], latency: { ...DEFAULT_LATENCY } };
+}
+
+function existing(file: string, where: string): string {
+  if (!fs.existsSync(file)) throw new UserError(`${where}: file not found: ${displayPath(file)}`);
+  return file;
+}
+
+/**
+ * The gate section: metric name -> one bound, e.g. perplexity: { max-increase: 5% }. Parsed by
+ * hand rather than by a schema so that each mistake gets its own message (which bounds a metric
+ * takes, what a bound value looks like).
+ */
+export function parseGate(gate: Record<string, unknown>, shown: string): GateRule[] {
+  const rules: GateRule[] = [];
+  for (const [metric, spec] of Object.entries(gate)) {
+    const at = keyPath(['gate', metric]);
+    if (!(METRIC_NAMES as readonly string[]).includes(metric)) {
+      const hint = closest(metric, METRIC_NAMES);
+      throw new UserError(`${shown}: ${at}: unknown metric${hint ? ` (did you mean ${hint}?)` : ` (metrics: ${METRIC_NAMES.join(', ')})`}`);
+    }
+    const name = metric as MetricName;
+    const allowed = METRICS[name].bounds;
+    if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) {
+      throw new UserError(`${shown}: ${at}: expected a bound such as { ${allowed[0]}: ${exampleValue(allowed[0])} }, found ${JSON.stringify(spec)}`);
+    }
+    const entries = Object.entries(spec);
+    if (entries.length !== 1) {
+      throw new UserError(`${shown}: ${at}: give exactly one bound (${allowed.join(' or ')}), found ${entries.length}`);
+    }
+    const [bound, value] = entries[0];
+    if (!(allowed as readonly string[]).includes(bound)) {
+      const what = (BOUND_KINDS as readonly string[]).includes(bound) ? 'is not a bound of this metric' : 'unknown bound';
+      throw new UserError(`${shown}: ${at}.${bound}: ${what}; ${metric} takes ${allowed.join(' or ')}`);
+    }
+    rules.push(parseRule(name, bound as BoundKind, value, `${shown}: ${at}.${bound}`));
+  }
+  return rules;
+}
+
+function exampleValue(bound: BoundKind): string {
+  return bound === 'max-drop' ? '0.01' : bound === 'max-increase' ? '5%' : bound === 'min-speedup' ? '1.2' : '0.5';
+}
+
+/** A bound's value: a plain number in the metric's unit, or "N%" relative to the base model. */
+export function parseRule(metric: MetricName, bound: BoundKind, value: unknown, where: string): GateRule {
+  let number: number;
+  let percent = false;
+  if (typeof value === 'number' && Number.isFinite(value)) number = value;
+  else if (typeof value === 'string' && /^\s*[-+]?(\d+(\.\d*)?|\.\d+)\s*%?\s*$/.test(value)) {
+    percent = value.includes('%');
+    number = parseFloat(value.replace('%', ''));
+  } else {
+    throw new UserError(`${where}: expected a number or a percentage such as ${exampleValue(bound)} or 5%, found ${JSON.stringify(value)}`);
+  }
+  if (percent && bound === 'min-speedup') {
+    throw new UserError(`${where}: min-speedup takes a factor such as 1.2 (20 % faster), not a percentage`);
+  }
+  if (number < 0 || ((bound === 'min-speedup' || bound === 'max-ratio') && number === 0)) {
+    throw new UserError(`${where}: must be ${bound === 'min-speedup' || bound === 'max-ratio' ? 'greater than 0' : '0 or more'}, found ${number}`);
+  }
+  return { metric, bound, value: number, percent, text: `${bound} ${percent ? `${number}%` : number}` };
+}
+
+/** Command-line flags that override the config's keys (paths relative to the working folder). */
+export interface Overrides {
+  model?: string;
+  calibration?: string;
+  target?: string;
+  quantize?: string;
+}
+
+export function applyOverrides(config: Config, o: Overrides): Config {
+  const out: Config = { ...config, prune: { ...config.prune } };
+  if (o.model !== undefined) out.model = existing(path.resolve(o.model), '--model');
+  if (o.calibration !== undefined) out.calibration = existing(path.resolve(o.calibration), '--calibration');
+  if (o.target !== undefined) out.prune.target = parseTarget(o.target, '--target');
+  if (o.quantize !== undefined) {
+    if (!(QUANTIZE_MODES as readonly string[]).includes(o.quantize)) {
+      throw new UserError(`--quantize: expected ${QUANTIZE_MODES.join(', ')}, found '${o.quantize}'`);
+    }
+    out.quantize = o.quantize as QuantizeMode;
+  }
+  return out;
+}
+
+export function parseTarget(text: string, where: string): number | 'auto' {
+  if (text.trim() === 'auto') return 'auto';
+  const n = Number(text);
+  if (!/^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(text) || !(n > 0 && n < 1)) {
+    throw new UserError(`${where}: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '${text}'`);
+  }
+  return n;
+}
+
+/**
+ * The config for a run: the file at `file` (default ./prune-gate.yml), or defaults when that
+ * default file does not exist and the flags name the model and calibration themselves.
+ */
+export function resolveConfig(file: string | undefined, overrides: Overrides): Config {
+  const explicit = file !== undefined;
+  const chosen = file ?? DEFAULT_CONFIG;
+  const base = explicit || fs.existsSync(chosen) ? loadConfig(chosen) : defaultConfig();
+  const config = applyOverrides(base, overrides);
+  const source = config.file ? displayPath(config.file) : `no ${DEFAULT_CONFIG} here`;
+  if (!config.model) throw new UserError(`${source}: no model: set "model:" in the config, or pass --model`);
+  if (!config.calibration) throw new UserError(`${source}: no calibration set: set "calibration:" in the config, or pass --calibration`);
+  return config;
+}

@@ -1,0 +1,511 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import YAML from 'yaml';
+import { z } from 'zod';
+import { displayPath, parseWith } from '../config/issues';
+import { UserError } from '../errors';
+import { DataType, dtypeInfo, dtypeName, floatToHalf, isFloatDType } from '../onnx/dtype';
+import { OnnxModel } from '../onnx/model';
+import { InputSpec, graphInputs, graphOutputs, ort, ortType } from '../onnx/runtime';
+import { Tensor, elementCount, toFloat32 } from '../onnx/tensor';
+import type { Feeds } from '../prune/types';
+import { readNpy } from './npy';
+
+export const TASKS = ['language-model', 'classification', 'generic'] as const;
+export type Task = (typeof TASKS)[number];
+
+export const DEFAULT_BATCH_SIZE = 16;
+const SPEC_NAMES = ['calibration.json', 'calibration.yml', 'calibration.yaml'];
+const SAMPLES_NAME = 'samples.jsonl';
+/** The input whose zeros mark padding (not counted in LM metrics, filled with ones if absent). */
+export const MASK_INPUT = 'attention_mask';
+
+const CalibrationFile = z.strictObject({
+  task: z.enum(TASKS, { error: (i) => `unknown task '${String(i.input)}' (expected ${TASKS.join(', ')})` }),
+  inputs: z.record(z.string(), z.string({ error: 'the name of an .npy file' })).optional(),
+  samples: z.string({ error: 'the name of a .jsonl file' }).optional(),
+  labels: z.string({ error: 'the name of an .npy file of class indices' }).optional(),
+  output: z.string({ error: "the name of the model's output" }).optional(),
+  tokens: z.string({ error: "the name of the model's token input" }).optional(),
+  batch_size: z.number({ error: 'a positive whole number' }).int({ error: 'a positive whole number' }).positive({ error: 'a positive whole number' }).optional(),
+});
+type CalibrationFile = z.output<typeof CalibrationFile>;
+
+const SampleLine = z.strictObject({
+  inputs: z.record(z.string(), z.unknown()),
+  label: z.number({ error: 'a class index' }).int({ error: 'a whole class index' }).nonnegative({ error: 'a class index >= 0' }).optional(),
+});
+
+/** A calibration set checked against a model and converted to its input types. */
+export interface CalibrationSet {
+  /** The file named in messages: calibration.json/.yml, or samples.jsonl. */
+  source: string;
+  task: Task;
+  /** Every model input, axis 0 the sample axis, in the model's element type. */
+  inputs: Record<string, Tensor>;
+  /** Class index per sample (classification). */
+  labels?: Int32Array;
+  /** The output the metrics read. */
+  output: string;
+  /** The token input (language-model). */
+  tokens?: string;
+  /** The attention mask input, when the model has one. */
+  mask?: string;
+  batchSize: number;
+  count: number;
+}
+
+/** One batch: the feeds for the model and what the metrics need about those samples. */
+export interface Batch {
+  start: number;
+  size: number;
+  feeds: Feeds;
+  labels?: Int32Array;
+}
+
+/**
+ * Loads the calibration set at `location` (a folder holding calibration.json/.yml or
+ * samples.jsonl, or one of those files) and checks it against the model's inputs and outputs.
+ */
+export function loadCalibration(location: string, model: OnnxModel, options: { batchSize?: number } = {}): CalibrationSet {
+  const specFile = findSpecFile(location);
+  const shown = displayPath(specFile);
+  const specs = graphInputs(model);
+  const outputs = graphOutputs(model).map((o) => o.name);
+  let spec: CalibrationFile;
+  let raw: { inputs: Record<string, Tensor>; labels?: Tensor; labelFile?: string };
+  if (specFile.endsWith('.jsonl')) {
+    const samples = readSamples(specFile, specs);
+    spec = { task: samples.labels ? 'classification' : 'generic' };
+    raw = samples;
+  } else {
+    spec = readSpec(specFile);
+    raw = readTensors(spec, specFile, specs);
+  }
+  const inputs = fitInputs(raw.inputs, specs, shown);
+  const count = sampleCount(inputs, shown);
+  const output = chooseOutput(spec.output, outputs, shown);
+  const set: CalibrationSet = {
+    source: shown,
+    task: spec.task,
+    inputs,
+    output,
+    count,
+    mask: specs.some((s) => s.name === MASK_INPUT) ? MASK_INPUT : undefined,
+    batchSize: batchSizeFor(specs, options.batchSize ?? spec.batch_size ?? DEFAULT_BATCH_SIZE),
+  };
+  if (spec.task === 'classification') set.labels = checkLabels(raw.labels, raw.labelFile, count, shown);
+  else if (raw.labels) throw new UserError(`${shown}: labels are used by the classification task only, this set's task is ${spec.task}; remove "labels"`);
+  if (spec.task === 'language-model') set.tokens = chooseTokens(spec.tokens, specs, shown);
+  return set;
+}
+
+function findSpecFile(location: string): string {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(location);
+  } catch {
+    throw new UserError(`calibration not found: ${location} (give a folder holding calibration.json or samples.jsonl)`);
+  }
+  if (!stat.isDirectory()) return location;
+  for (const name of [...SPEC_NAMES, SAMPLES_NAME]) {
+    const f = path.join(location, name);
+    if (fs.existsSync(f)) return f;
+  }
+  throw new UserError(
+    `${location}: no calibration.json, calibration.yml or samples.jsonl in this folder; add one (see the README, "Calibration data")`,
+  );
+}
+
+function readSpec(file: string): CalibrationFile {
+  const shown = displayPath(file);
+  const text = fs.readFileSync(file, 'utf8');
+  let data: unknown;
+  try {
+    data = file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+  } catch (e) {
+    throw new UserError(`${shown}: not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}`);
+  }
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+    throw new UserError(`${shown}: expected an object with "task" and "inputs"`);
+  }
+  const spec = parseWith(CalibrationFile, data, shown);
+  if (!spec.inputs === !spec.samples) {
+    throw new UserError(`${shown}: give either "inputs" (.npy files) or "samples" (a .jsonl file)${spec.inputs ? ', not both' : ''}`);
+  }
+  return spec;
+}
+
+/** Resolves a file named in the spec, relative to the spec's folder, or says which key named it. */
+function specPath(specFile: string, name: string, key: string): string {
+  const f = path.resolve(path.dirname(specFile), name);
+  if (!fs.existsSync(f)) {
+    throw new UserError(`${displayPath(specFile)}: ${key}: file not found: ${displayPath(f)}`);
+  }
+  return f;
+}
+
+function readTensors(
+  spec: CalibrationFile,
+  specFile: string,
+  specs: InputSpec[],
+): { inputs: Record<string, Tensor>; labels?: Tensor; labelFile?: string } {
+  if (spec.samples) {
+    const samples = readSamples(specPath(specFile, spec.samples, 'samples'), specs);
+    if (spec.labels) throw new UserError(`${displayPath(specFile)}: labels come from the "label" of each sample in ${spec.samples}; remove "labels"`);
+    return samples;
+  }
+  const inputs: Record<string, Tensor> = {};
+  for (const [name, file] of Object.entries(spec.inputs ?? {})) {
+    inputs[name] = withSource(readNpy(specPath(specFile, file, `inputs.${name}`)), file);
+  }
+  if (!spec.labels) return { inputs };
+  const labelFile = specPath(specFile, spec.labels, 'labels');
+  return { inputs, labels: readNpy(labelFile), labelFile: spec.labels };
+}
+
+/** Remembers which file a tensor came from, for messages. */
+const SOURCES = new WeakMap<Tensor, string>();
+function withSource(t: Tensor, file: string): Tensor {
+  SOURCES.set(t, file);
+  return t;
+}
+function sourceOf(t: Tensor, name: string): string {
+  const f = SOURCES.get(t);
+  return f ? `input '${name}' (${f})` : `input '${name}'`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// samples.jsonl
+// ---------------------------------------------------------------------------------------------
+
+/** Reads samples.jsonl: one sample a line, arrays without the sample axis, dtypes from the model. */
+export function readSamples(file: string, specs: InputSpec[]): { inputs: Record<string, Tensor>; labels?: Tensor; labelFile?: string } {
+  const shown = displayPath(file);
+  const lines = fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .map((text, i) => ({ text: text.trim(), line: i + 1 }))
+    .filter((l) => l.text.length > 0);
+  if (lines.length === 0) throw new UserError(`${shown}: the calibration set is empty: add one JSON sample a line`);
+  const values = new Map<string, number[]>();
+  const shapes = new Map<string, { dims: number[]; line: number }>();
+  const labels: number[] = [];
+  let firstLabelLine: number | undefined;
+  for (const [index, { text, line }] of lines.entries()) {
+    const where = `${shown} line ${line}`;
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (e) {
+      throw new UserError(`${where}: not valid JSON (${(e as Error).message})`);
+    }
+    const sample = parseWith(SampleLine, json, where);
+    if (sample.label !== undefined) {
+      if (firstLabelLine === undefined && line !== lines[0].line) {
+        throw new UserError(`${where}: has a "label" but line ${lines[0].line} has none; label every sample or none`);
+      }
+      firstLabelLine ??= line;
+      labels.push(sample.label);
+    } else if (firstLabelLine !== undefined) {
+      throw new UserError(`${where}: no "label" but line ${firstLabelLine} has one; label every sample or none`);
+    }
+    for (const [name, value] of Object.entries(sample.inputs)) {
+      const spec = specs.find((s) => s.name === name);
+      if (!spec) throw new UserError(`${where}: inputs.${name}: the model has no input '${name}' (its inputs: ${specs.map((s) => s.name).join(', ')})`);
+      const { dims, flat } = flattenNested(value, `${where}: inputs.${name}`);
+      // A line is one sample: drop a leading 1 if the user wrote the batch axis.
+      const sampleDims = dims.length === spec.dims.length && dims[0] === 1 ? dims.slice(1) : dims;
+      const first = shapes.get(name);
+      if (!first) shapes.set(name, { dims: sampleDims, line });
+      else if (first.dims.join() !== sampleDims.join()) {
+        throw new UserError(
+          `${where}: inputs.${name} has shape [${sampleDims.join(', ')}] but line ${first.line} has [${first.dims.join(', ')}]; every sample must have the same shape (pad, and mark padding with attention_mask)`,
+        );
+      }
+      let list = values.get(name);
+      if (!list) values.set(name, (list = []));
+      if (list.length !== index * elementCount(sampleDims)) {
+        throw new UserError(`${where}: inputs.${name} is missing on an earlier line; give every input on every line`);
+      }
+      for (const v of flat) list.push(v);
+    }
+    for (const name of values.keys()) {
+      if (!(name in sample.inputs)) throw new UserError(`${where}: inputs.${name} is missing; give every input on every line`);
+    }
+  }
+  const inputs: Record<string, Tensor> = {};
+  for (const [name, flat] of values) {
+    const spec = specs.find((s) => s.name === name) as InputSpec;
+    const dims = [lines.length, ...(shapes.get(name)?.dims ?? [])];
+    inputs[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), SAMPLES_NAME);
+  }
+  const labelTensor = firstLabelLine !== undefined ? { dtype: DataType.INT32, dims: [labels.length], data: Int32Array.from(labels) } : undefined;
+  return { inputs, labels: labelTensor, labelFile: labelTensor ? SAMPLES_NAME : undefined };
+}
+
+/** Shape and row-major values of a nested JSON array; refuses ragged arrays and non-numbers. */
+function flattenNested(value: unknown, where: string): { dims: number[]; flat: number[] } {
+  const dims: number[] = [];
+  for (let v = value; Array.isArray(v); v = v[0]) dims.push(v.length);
+  const flat: number[] = [];
+  const walk = (v: unknown, depth: number): void => {
+    if (depth === dims.length) {
+      if (typeof v === 'boolean') flat.push(v ? 1 : 0);
+      else if (typeof v === 'number' && Number.isFinite(v)) flat.push(v);
+      else throw new UserError(`${where}: expected numbers, found ${JSON.stringify(v)}`);
+      return;
+    }
+    if (!Array.isArray(v) || v.length !== dims[depth]) {
+      throw new UserError(`${where}: not a rectangular array (rows of different lengths at depth ${depth})`);
+    }
+    for (const x of v) walk(x, depth + 1);
+  };
+  walk(value, 0);
+  return { dims, flat };
+}
+
+function numbersToTensor(values: number[], dtype: DataType, dims: number[], where: string): Tensor {
+  const info = dtypeInfo(dtype);
+  const n = values.length;
+  const data = new info.array(n);
+  if (dtype === DataType.FLOAT16) for (let i = 0; i < n; i++) (data as Uint16Array)[i] = floatToHalf(values[i]);
+  else if (isFloatDType(dtype)) (data as Float32Array).set(values);
+  else {
+    for (let i = 0; i < n; i++) {
+      if (!Number.isInteger(values[i])) throw new UserError(`${where}: the model's input is ${dtypeName(dtype)}, found ${values[i]}`);
+    }
+    if (data instanceof BigInt64Array || data instanceof BigUint64Array) for (let i = 0; i < n; i++) data[i] = BigInt(values[i]);
+    else (data as Int32Array).set(values);
+  }
+  return { dtype, dims, data };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking against the model
+// ---------------------------------------------------------------------------------------------
+
+/** Every model input present, in the model's element type, with a shape that fits. */
+function fitInputs(given: Record<string, Tensor>, specs: InputSpec[], shown: string): Record<string, Tensor> {
+  const names = specs.map((s) => s.name);
+  for (const name of Object.keys(given)) {
+    if (!names.includes(name)) {
+      throw new UserError(`${shown}: inputs.${name}: the model has no input '${name}' (its inputs: ${names.join(', ')})`);
+    }
+  }
+  const out: Record<string, Tensor> = {};
+  for (const spec of specs) {
+    const t = given[spec.name];
+    if (t) out[spec.name] = convertDType(t, spec, shown);
+  }
+  // attention_mask is usually all ones for unpadded sets: fill it rather than insist on a file.
+  const mask = specs.find((s) => s.name === MASK_INPUT);
+  const reference = Object.values(out)[0];
+  if (mask && !out[MASK_INPUT] && reference) out[MASK_INPUT] = onesLike(mask, reference);
+  for (const spec of specs) {
+    if (!out[spec.name]) {
+      throw new UserError(`${shown}: inputs: no data for the model input '${spec.name}'; add "${spec.name}": "<file>.npy" to inputs`);
+    }
+  }
+  checkShapes(out, specs, shown);
+  return out;
+}
+
+function onesLike(spec: InputSpec, reference: Tensor): Tensor {
+  const dims = reference.dims.slice(0, spec.dims.length);
+  const n = elementCount(dims);
+  const info = dtypeInfo(spec.dtype);
+  const data = new info.array(n);
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) data.fill(1n);
+  else if (spec.dtype === DataType.FLOAT16) (data as Uint16Array).fill(floatToHalf(1));
+  else (data as Float32Array).fill(1);
+  return { dtype: spec.dtype, dims, data };
+}
+
+/**
+ * The data in the model input's element type. Lossless conversions are made (narrower integers
+ * to int32/int64, int64 to int32 when every value fits), and float64/float32 data go to the
+ * model's float type (numpy's default float64 would otherwise be refused everywhere).
+ */
+export function convertDType(t: Tensor, spec: InputSpec, shown: string): Tensor {
+  const want = spec.dtype;
+  if (t.dtype === want) return t;
+  const refuse = (extra = '') =>
+    new UserError(
+      `${shown}: ${sourceOf(t, spec.name)}: dtype ${dtypeName(t.dtype)} does not fit the model's ${dtypeName(want)} input${extra}; save it as ${dtypeName(want)}`,
+    );
+  if (isFloatDType(want)) {
+    if (!isFloatDType(t.dtype)) throw refuse();
+    const f = toFloat32(t);
+    if (want === DataType.FLOAT) return { dtype: want, dims: t.dims, data: f };
+    if (want === DataType.DOUBLE) return { dtype: want, dims: t.dims, data: Float64Array.from(f) };
+    if (want === DataType.FLOAT16) return { dtype: want, dims: t.dims, data: Uint16Array.from(f, floatToHalf) };
+    throw refuse();
+  }
+  if (want === DataType.BOOL) {
+    if (t.dtype !== DataType.UINT8 && t.dtype !== DataType.INT8) throw refuse();
+    return { dtype: want, dims: t.dims, data: Uint8Array.from(t.data as Uint8Array, (v) => (v ? 1 : 0)) };
+  }
+  if (isFloatDType(t.dtype) || t.dtype === DataType.BOOL) throw refuse();
+  const values = Array.from(t.data as ArrayLike<number | bigint>, Number);
+  const info = dtypeInfo(want);
+  const [lo, hi] = intRange(want);
+  for (let i = 0; i < values.length; i++) {
+    const v = (t.data as ArrayLike<number | bigint>)[i];
+    if (typeof v === 'bigint' ? v < BigInt(lo) || v > BigInt(hi) : v < lo || v > hi) {
+      throw refuse(` (value ${v} at index ${i} does not fit)`);
+    }
+  }
+  const data = new info.array(values.length);
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) {
+    const src = t.data as ArrayLike<number | bigint>;
+    for (let i = 0; i < values.length; i++) data[i] = BigInt(src[i]);
+  } else (data as Int32Array).set(values);
+  return { dtype: want, dims: t.dims, data };
+}
+
+function intRange(dtype: DataType): [number, number] {
+  switch (dtype) {
+    case DataType.INT8:
+      return [-128, 127];
+    case DataType.UINT8:
+      return [0, 255];
+    case DataType.INT16:
+      return [-32768, 32767];
+    case DataType.UINT16:
+      return [0, 65535];
+    case DataType.INT32:
+      return [-(2 ** 31), 2 ** 31 - 1];
+    case DataType.UINT32:
+      return [0, 2 ** 32 - 1];
+    case DataType.UINT64:
+      return [0, Number.MAX_SAFE_INTEGER];
+    default:
+      return [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER];
+  }
+}
+
+function showDims(dims: (number | string | null)[]): string {
+  return `[${dims.map((d, i) => (i === 0 ? 'N' : d === null ? '?' : d)).join(', ')}]`;
+}
+
+/** Rank and fixed sizes as the model declares them; named dynamic axes equal across inputs. */
+function checkShapes(inputs: Record<string, Tensor>, specs: InputSpec[], shown: string): void {
+  const named = new Map<string, { size: number; input: string }>();
+  for (const spec of specs) {
+    const t = inputs[spec.name];
+    const fits =
+      t.dims.length === spec.dims.length &&
+      spec.dims.every((d, i) => i === 0 || typeof d !== 'number' || d === t.dims[i]);
+    if (!fits) {
+      throw new UserError(
+        `${shown}: ${sourceOf(t, spec.name)}: expected shape ${showDims(spec.dims)} (axis 0 = samples), found [${t.dims.join(', ')}]`,
+      );
+    }
+    spec.dims.forEach((d, i) => {
+      if (i === 0 || typeof d !== 'string') return;
+      const seen = named.get(d);
+      if (!seen) named.set(d, { size: t.dims[i], input: spec.name });
+      else if (seen.size !== t.dims[i]) {
+        throw new UserError(
+          `${shown}: ${sourceOf(t, spec.name)} has ${d} = ${t.dims[i]} (axis ${i}) but input '${seen.input}' has ${d} = ${seen.size}; they must match`,
+        );
+      }
+    });
+  }
+}
+
+function sampleCount(inputs: Record<string, Tensor>, shown: string): number {
+  const entries = Object.entries(inputs);
+  const [firstName, first] = entries[0];
+  for (const [name, t] of entries) {
+    if (t.dims[0] !== first.dims[0]) {
+      throw new UserError(
+        `${shown}: inputs have different sample counts (axis 0): ${sourceOf(first, firstName)} has ${first.dims[0]}, ${sourceOf(t, name)} has ${t.dims[0]}`,
+      );
+    }
+  }
+  if (first.dims[0] === 0) throw new UserError(`${shown}: the calibration set is empty (${sourceOf(first, firstName)} has 0 samples on axis 0)`);
+  return first.dims[0];
+}
+
+/** A model with a fixed batch axis can only take batches of that size. */
+function batchSizeFor(specs: InputSpec[], wanted: number): number {
+  const fixed = specs.map((s) => s.dims[0]).find((d): d is number => typeof d === 'number');
+  return fixed ?? wanted;
+}
+
+function chooseOutput(wanted: string | undefined, outputs: string[], shown: string): string {
+  if (wanted !== undefined) {
+    if (!outputs.includes(wanted)) {
+      throw new UserError(`${shown}: output: the model has no output '${wanted}' (its outputs: ${outputs.join(', ')})`);
+    }
+    return wanted;
+  }
+  return outputs.includes('logits') ? 'logits' : outputs[0];
+}
+
+function chooseTokens(wanted: string | undefined, specs: InputSpec[], shown: string): string {
+  const integer = specs.filter((s) => !isFloatDType(s.dtype) && s.dtype !== DataType.BOOL && s.name !== MASK_INPUT);
+  if (wanted !== undefined) {
+    const spec = specs.find((s) => s.name === wanted);
+    if (!spec) throw new UserError(`${shown}: tokens: the model has no input '${wanted}' (its inputs: ${specs.map((s) => s.name).join(', ')})`);
+    if (!integer.includes(spec)) throw new UserError(`${shown}: tokens: input '${wanted}' is ${dtypeName(spec.dtype)}; the token input must hold integer ids`);
+    return wanted;
+  }
+  if (integer.length === 1) return integer[0].name;
+  throw new UserError(
+    integer.length === 0
+      ? `${shown}: task language-model needs an integer token input, and the model has none`
+      : `${shown}: the model has several integer inputs (${integer.map((s) => s.name).join(', ')}); name the token input with "tokens"`,
+  );
+}
+
+function checkLabels(labels: Tensor | undefined, file: string | undefined, count: number, shown: string): Int32Array {
+  if (!labels) throw new UserError(`${shown}: task classification needs "labels" (an .npy file with one class index per sample)`);
+  const n = labels.dims.length === 2 && labels.dims[1] === 1 ? labels.dims[0] : labels.dims.length === 1 ? labels.dims[0] : -1;
+  if (n < 0) throw new UserError(`${shown}: labels (${file}): expected shape [N] (one class index per sample), found [${labels.dims.join(', ')}]`);
+  if (n !== count) throw new UserError(`${shown}: labels (${file}) has ${n} labels but the inputs have ${count} samples; give one label per sample`);
+  const out = new Int32Array(n);
+  const src = labels.data as ArrayLike<number | bigint>;
+  for (let i = 0; i < n; i++) {
+    const v = Number(src[i]);
+    if (!Number.isInteger(v) || v < 0) throw new UserError(`${shown}: labels (${file}): label ${i} is ${v}; labels are class indices 0, 1, 2, ...`);
+    out[i] = v;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches
+// ---------------------------------------------------------------------------------------------
+
+/** Rows [start, end) of a tensor along axis 0, copied (so every batch owns its buffer). */
+export function sliceRows(t: Tensor, start: number, end: number): Tensor {
+  const row = elementCount(t.dims.slice(1));
+  const data = t.data.slice(start * row, end * row);
+  return { dtype: t.dtype, dims: [end - start, ...t.dims.slice(1)], data };
+}
+
+function toFeeds(inputs: Record<string, Tensor>): Feeds {
+  const feeds: Feeds = {};
+  for (const [name, t] of Object.entries(inputs)) feeds[name] = new ort.Tensor(ortType(t.dtype), t.data as never, t.dims);
+  return feeds;
+}
+
+/** The set in batches of `batchSize` samples along axis 0 (the last one may be smaller). */
+export function* batches(set: CalibrationSet, batchSize = set.batchSize): Generator<Batch> {
+  for (let start = 0; start < set.count; start += batchSize) {
+    const end = Math.min(set.count, start + batchSize);
+    const slice: Record<string, Tensor> = {};
+    for (const [name, t] of Object.entries(set.inputs)) slice[name] = sliceRows(t, start, end);
+    yield { start, size: end - start, feeds: toFeeds(slice), labels: set.labels?.slice(start, end) };
+  }
+}
+
+/** The set's batches as the pruning engine takes them (PruneOptions.calibration). */
+export function calibrationFeeds(set: CalibrationSet): () => Iterable<Feeds> {
+  return function* () {
+    for (const b of batches(set)) yield b.feeds;
+  };
+}

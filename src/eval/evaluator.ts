@@ -1,0 +1,149 @@
+import { countParams, measureMacs } from '../graph/cost';
+import type { MetricValues } from '../gate/metrics';
+import { OnnxModel } from '../onnx/model';
+import { createSession, ort } from '../onnx/runtime';
+import type { Feeds } from '../prune/types';
+import { Batch, CalibrationSet, batches } from './calibration';
+import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, measureLatency } from './latency';
+import { ComparisonAccumulator, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';
+
+/** What report.json says about each model. */
+export interface ModelStats {
+  path: string;
+  params: number;
+  /** The .onnx file plus its external data. */
+  bytes: number;
+  /** Multiply-accumulates per sample at the calibration set's input shape; null if unknown. */
+  macs: number | null;
+}
+
+export interface EvaluatorOptions {
+  latency?: LatencyOptions;
+  log?: (line: string) => void;
+  /** Base outputs up to this size are kept in memory instead of recomputed for each candidate. */
+  cacheBytes?: number;
+}
+
+/** One candidate compared with the base model. */
+export interface Evaluation {
+  base: ModelStats;
+  candidate: ModelStats;
+  /** Every metric the task has, for both models (latency re-measured with each candidate). */
+  values: { base: MetricValues; candidate: MetricValues };
+  latency: LatencyResult;
+}
+
+const DEFAULT_CACHE_BYTES = 256 * 2 ** 20;
+
+/**
+ * Runs the base model and candidates on the same calibration batches. The base session is
+ * created once and reused for every candidate (onnxruntime-node leaks memory across session
+ * create/release cycles); each candidate gets one session, released after its evaluation.
+ */
+export class Evaluator {
+  private constructor(
+    private readonly set: CalibrationSet,
+    private readonly baseSession: ort.InferenceSession,
+    readonly base: ModelStats,
+    /** The base model's own task metrics (accuracy, perplexity, ...). */
+    readonly baseTask: MetricValues,
+    /** The base outputs per batch when they fit in memory, else undefined (recomputed). */
+    private readonly cached: Rows[] | undefined,
+    private readonly options: Required<Omit<EvaluatorOptions, 'log'>> & Pick<EvaluatorOptions, 'log'>,
+  ) {}
+
+  static async create(model: OnnxModel, set: CalibrationSet, options: EvaluatorOptions = {}): Promise<Evaluator> {
+    const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log };
+    const session = await sessionFor(model);
+    try {
+      const stats = await modelStats(model, set, opts.log);
+      const task = new TaskAccumulator(set.task);
+      let cached: Rows[] | undefined = [];
+      let cachedBytes = 0;
+      for (const batch of batches(set)) {
+        const out = await runOutput(session, batch.feeds, set);
+        task.add(out, planRows(set, batch, out));
+        cachedBytes += out.data.byteLength;
+        if (cached && cachedBytes <= opts.cacheBytes) cached.push(out);
+        else cached = undefined;
+      }
+      return new Evaluator(set, session, stats, task.values(), cached, opts);
+    } catch (e) {
+      await session.release();
+      throw e;
+    }
+  }
+
+  /** The base model's values of the quality metrics (comparisons with itself are exact). */
+  get baseQuality(): MetricValues {
+    return { ...this.baseTask, ...SELF_COMPARISON };
+  }
+
+  async evaluate(candidate: OnnxModel): Promise<Evaluation> {
+    const session = await sessionFor(candidate);
+    try {
+      const task = new TaskAccumulator(this.set.task);
+      const comparison = new ComparisonAccumulator();
+      let index = 0;
+      let latencyFeeds: Feeds | undefined;
+      for (const batch of batches(this.set)) {
+        latencyFeeds ??= batch.feeds;
+        const base = this.cached?.[index] ?? (await runOutput(this.baseSession, batch.feeds, this.set));
+        const out = await runOutput(session, batch.feeds, this.set);
+        const plan = planRows(this.set, batch, out);
+        task.add(out, plan);
+        comparison.add(base, out, plan);
+        index++;
+      }
+      const latency = await measureLatency(this.baseSession, session, latencyFeeds as Feeds, this.options.latency);
+      const stats = await modelStats(candidate, this.set, this.options.log);
+      return {
+        base: this.base,
+        candidate: stats,
+        values: {
+          base: { ...this.baseQuality, ...efficiencyValues(this.base, latency.base) },
+          candidate: { ...task.values(), ...comparison.values(), ...efficiencyValues(stats, latency.candidate) },
+        },
+        latency,
+      };
+    } finally {
+      await session.release();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.baseSession.release();
+  }
+}
+
+function efficiencyValues(stats: ModelStats, latency: { p50_ms: number; p95_ms: number }): MetricValues {
+  const v: MetricValues = { 'latency-p50': latency.p50_ms, 'latency-p95': latency.p95_ms, size: stats.bytes, params: stats.params };
+  if (stats.macs !== null) v.macs = stats.macs;
+  return v;
+}
+
+/** From the file when there is one, so onnxruntime maps external data itself. */
+function sessionFor(model: OnnxModel): Promise<ort.InferenceSession> {
+  return model.path ? createSession(model.path) : createSession(model);
+}
+
+async function runOutput(session: ort.InferenceSession, feeds: Feeds, set: CalibrationSet): Promise<Rows> {
+  const result = await session.run(feeds, [set.output]);
+  return outputRows(result[set.output]);
+}
+
+/** Parameters, bytes on disk and MACs per sample (measured on the set's first sample). */
+export async function modelStats(model: OnnxModel, set: CalibrationSet, log?: (line: string) => void): Promise<ModelStats> {
+  let macs: number | null = null;
+  try {
+    macs = (await measureMacs(model, firstSample(set))).total;
+  } catch (e) {
+    log?.(`MACs of ${model.path || 'the model'} not measured: ${String((e as Error).message ?? e).split('\n')[0]}`);
+  }
+  return { path: model.path, params: countParams(model), bytes: model.bytesOnDisk(), macs };
+}
+
+/** One sample (a batch of 1): MACs are per sample, and tracing every intermediate of a whole batch costs memory. */
+function firstSample(set: CalibrationSet): Feeds {
+  return (batches(set, 1).next().value as Batch).feeds;
+}

@@ -1,0 +1,232 @@
+import { UserError } from '../errors';
+import { halfToFloat } from '../onnx/dtype';
+import type { ort } from '../onnx/runtime';
+import type { MetricValues } from '../gate/metrics';
+import type { Batch, CalibrationSet } from './calibration';
+
+/**
+ * The quality metrics, computed row by row over the output's last axis (a row = one vector of
+ * logits: one sample for a classifier, one position for a language model). Sums are float64.
+ */
+
+/** An output as float32 rows: `rows` vectors of `width` values each. */
+export interface Rows {
+  data: Float32Array;
+  rows: number;
+  width: number;
+  dims: number[];
+}
+
+export function outputRows(t: ort.Tensor): Rows {
+  const dims = [...t.dims];
+  const width = dims.length ? dims[dims.length - 1] : 1;
+  let data: Float32Array;
+  if (t.type === 'float32') data = t.data as Float32Array;
+  else if (t.type === 'float16') data = Float32Array.from(t.data as Uint16Array, halfToFloat);
+  else if (t.type === 'float64') data = Float32Array.from(t.data as Float64Array);
+  else throw new UserError(`the model's output is ${t.type}; the metrics need floating-point scores (logits)`);
+  return { data, rows: width ? data.length / width : 0, width, dims };
+}
+
+/** log softmax of `x[off, off+n)` into `out[0, n)`. */
+export function logSoftmax(x: Float32Array, off: number, n: number, out: Float64Array): void {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (x[off + i] > max) max = x[off + i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(x[off + i] - max);
+  const lse = max + Math.log(sum);
+  for (let i = 0; i < n; i++) out[i] = x[off + i] - lse;
+}
+
+/** Index of the largest value (the first one on ties, as numpy.argmax). */
+export function argmax(x: Float32Array, off: number, n: number): number {
+  let best = 0;
+  for (let i = 1; i < n; i++) if (x[off + i] > x[off + best]) best = i;
+  return best;
+}
+
+/** KL(p || q) = sum p (log p - log q), from log-probabilities. */
+export function klFromLog(logP: Float64Array, logQ: Float64Array, n: number): number {
+  let kl = 0;
+  for (let i = 0; i < n; i++) {
+    const p = Math.exp(logP[i]);
+    if (p > 0) kl += p * (logP[i] - logQ[i]);
+  }
+  return Math.max(0, kl); // rounding can make identical distributions a hair negative
+}
+
+/** Cosine similarity; two zero vectors are identical (1), one zero vector is unrelated (0). */
+export function cosine(a: Float32Array, aOff: number, b: Float32Array, bOff: number, n: number): number {
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < n; i++) {
+    dot += a[aOff + i] * b[bOff + i];
+    na += a[aOff + i] * a[aOff + i];
+    nb += b[bOff + i] * b[bOff + i];
+  }
+  if (na === 0 && nb === 0) return 1;
+  if (na === 0 || nb === 0) return 0;
+  return dot / Math.sqrt(na * nb);
+}
+
+/**
+ * Which rows of a batch's output count, and what each row should predict.
+ * - classification: one row per sample, target = its label.
+ * - language-model: output [batch, sequence, vocabulary]; the row at position t predicts the
+ *   token at t+1, counted when both positions are real (attention_mask 1); every position with
+ *   attention_mask 1 counts for the comparison metrics.
+ * - generic (and the comparisons of every task): every row, except rows of padding when the
+ *   output's leading axes are the attention mask's [batch, sequence].
+ */
+export interface RowPlan {
+  width: number;
+  /** 1 where the row counts for agreement, KL and cosine; undefined = every row. */
+  compare?: Uint8Array;
+  /** Target class per row, -1 where the row does not count for accuracy / perplexity. */
+  targets?: Int32Array;
+}
+
+function intValues(t: ort.Tensor): ArrayLike<number | bigint> {
+  return t.data as ArrayLike<number | bigint>;
+}
+
+export function planRows(set: CalibrationSet, batch: Batch, out: Rows): RowPlan {
+  const mask = set.mask ? batch.feeds[set.mask] : undefined;
+  const sameAsMask = mask !== undefined && out.dims.length === mask.dims.length + 1 && mask.dims.every((d, i) => d === out.dims[i]);
+  const compare = sameAsMask ? Uint8Array.from(intValues(mask), (v) => (Number(v) !== 0 ? 1 : 0)) : undefined;
+  if (set.task === 'classification') return { width: out.width, compare, targets: classificationTargets(set, batch, out) };
+  if (set.task === 'language-model') return { width: out.width, ...languageModelRows(set, batch, out) };
+  return { width: out.width, compare };
+}
+
+function classificationTargets(set: CalibrationSet, batch: Batch, out: Rows): Int32Array {
+  const labels = batch.labels as Int32Array;
+  if (out.rows !== batch.size) {
+    throw new UserError(
+      `${set.source}: task classification needs output '${set.output}' of shape [batch, classes]; the model gives [${out.dims.join(', ')}] for ${batch.size} samples`,
+    );
+  }
+  labels.forEach((label, i) => {
+    if (label >= out.width) {
+      throw new UserError(
+        `${set.source}: label ${label} of sample ${batch.start + i} is not a class of output '${set.output}' (${out.width} classes: 0..${out.width - 1})`,
+      );
+    }
+  });
+  return labels;
+}
+
+function languageModelRows(set: CalibrationSet, batch: Batch, out: Rows): { compare: Uint8Array; targets: Int32Array } {
+  const tokens = batch.feeds[set.tokens as string];
+  const [b, s] = tokens.dims;
+  if (out.dims.length !== 3 || out.dims[0] !== b || out.dims[1] !== s) {
+    throw new UserError(
+      `${set.source}: task language-model needs output '${set.output}' of shape [batch, sequence, vocabulary] matching '${set.tokens}' [${b}, ${s}]; the model gives [${out.dims.join(', ')}]`,
+    );
+  }
+  const ids = intValues(tokens);
+  const mask = set.mask ? intValues(batch.feeds[set.mask]) : undefined;
+  const real = (i: number) => !mask || Number(mask[i]) !== 0;
+  const compare = new Uint8Array(b * s);
+  const targets = new Int32Array(b * s).fill(-1);
+  for (let r = 0; r < b; r++) {
+    for (let t = 0; t < s; t++) {
+      const i = r * s + t;
+      compare[i] = real(i) ? 1 : 0;
+      if (t + 1 < s && real(i) && real(i + 1)) {
+        const next = Number(ids[i + 1]);
+        if (next < 0 || next >= out.width) {
+          throw new UserError(
+            `${set.source}: token ${next} (sample ${batch.start + r}, position ${t + 1}) is outside the vocabulary of output '${set.output}' (${out.width} logits)`,
+          );
+        }
+        targets[i] = next;
+      }
+    }
+  }
+  return { compare, targets };
+}
+
+/** accuracy (classification) or perplexity and next-token-accuracy (language-model) of one model. */
+export class TaskAccumulator {
+  private nll = 0;
+  private correct = 0;
+  private count = 0;
+  private buf = new Float64Array(0);
+
+  constructor(private readonly task: CalibrationSet['task']) {}
+
+  add(out: Rows, plan: RowPlan): void {
+    if (!plan.targets) return;
+    if (this.buf.length < out.width) this.buf = new Float64Array(out.width);
+    for (let r = 0; r < out.rows; r++) {
+      const target = plan.targets[r];
+      if (target < 0) continue;
+      const off = r * out.width;
+      if (argmax(out.data, off, out.width) === target) this.correct++;
+      if (this.task === 'language-model') {
+        logSoftmax(out.data, off, out.width, this.buf);
+        this.nll -= this.buf[target];
+      }
+      this.count++;
+    }
+  }
+
+  values(): MetricValues {
+    if (this.task === 'classification') return { accuracy: this.count ? this.correct / this.count : 0 };
+    if (this.task === 'language-model') {
+      return {
+        perplexity: this.count ? Math.exp(this.nll / this.count) : NaN,
+        'next-token-accuracy': this.count ? this.correct / this.count : 0,
+      };
+    }
+    return {};
+  }
+
+  /** Rows that counted (tokens predicted, samples classified). */
+  get counted(): number {
+    return this.count;
+  }
+}
+
+/** agreement, kl-divergence and cosine of a candidate's outputs with the base model's. */
+export class ComparisonAccumulator {
+  private agree = 0;
+  private kl = 0;
+  private cos = 0;
+  private count = 0;
+  private logP = new Float64Array(0);
+  private logQ = new Float64Array(0);
+
+  add(base: Rows, cand: Rows, plan: RowPlan): void {
+    if (base.data.length !== cand.data.length || base.width !== cand.width) {
+      throw new Error(
+        `the candidate's output has shape [${cand.dims.join(', ')}], the base model's [${base.dims.join(', ')}]: pruning must not change the output shape`,
+      );
+    }
+    const n = base.width;
+    if (this.logP.length < n) {
+      this.logP = new Float64Array(n);
+      this.logQ = new Float64Array(n);
+    }
+    for (let r = 0; r < base.rows; r++) {
+      if (plan.compare && !plan.compare[r]) continue;
+      const off = r * n;
+      if (argmax(base.data, off, n) === argmax(cand.data, off, n)) this.agree++;
+      logSoftmax(base.data, off, n, this.logP);
+      logSoftmax(cand.data, off, n, this.logQ);
+      this.kl += klFromLog(this.logP, this.logQ, n);
+      this.cos += cosine(base.data, off, cand.data, off, n);
+      this.count++;
+    }
+  }
+
+  values(): MetricValues {
+    const c = this.count || 1;
+    return { agreement: this.agree / c, 'kl-divergence': this.kl / c, cosine: this.cos / c };
+  }
+}
+
+/** What the comparison metrics are for the base model compared with itself. */
+export const SELF_COMPARISON: MetricValues = { agreement: 1, 'kl-divergence': 0, cosine: 1 };

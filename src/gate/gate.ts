@@ -1,0 +1,96 @@
+import type { GateRule } from '../config/config';
+import { UserError } from '../errors';
+import { COMMON_METRICS, METRICS, MetricName, MetricValues, TASK_METRICS, isQuality } from './metrics';
+
+/** One line of report.json's metrics[]. */
+export interface MetricResult {
+  name: MetricName;
+  base: number | null;
+  candidate: number | null;
+  /** The resolved number the candidate is held to; null when the metric has no bound. */
+  bound: number | null;
+  /** The bound as written, e.g. "max-increase 5%"; null when the metric has no bound. */
+  rule: string | null;
+  pass: boolean;
+}
+
+export type Verdict = 'pass' | 'fail';
+
+type Task = keyof typeof TASK_METRICS;
+
+/** The metrics a task reports, in report order: its own first, then comparisons and efficiency. */
+export function metricsOf(task: Task): MetricName[] {
+  return [...TASK_METRICS[task], ...COMMON_METRICS];
+}
+
+/** A bound on a metric the calibration task cannot produce is a config mistake: say so up front. */
+export function checkRulesFitTask(rules: readonly GateRule[], task: Task, where: string): void {
+  const available = metricsOf(task);
+  for (const r of rules) {
+    if (!available.includes(r.metric)) {
+      const needs = r.metric === 'accuracy' ? 'a classification set with labels' : 'a language-model calibration set';
+      throw new UserError(`${where}: gate.${r.metric}: the calibration task is ${task}, which has no ${r.metric}; it needs ${needs}`);
+    }
+  }
+}
+
+/**
+ * The number the candidate is held to. A plain value is in the metric's unit; a percentage is
+ * relative to the base model's value (max-drop 1% = 1 % of base accuracy; max 90% = 0.9 x base).
+ */
+export function resolveBound(rule: GateRule, base: number): number {
+  const v = rule.value;
+  const rel = (v / 100) * base;
+  switch (rule.bound) {
+    case 'max-drop':
+      return base - (rule.percent ? rel : v);
+    case 'max-increase':
+      return base + (rule.percent ? rel : v);
+    case 'min':
+    case 'max':
+      return rule.percent ? rel : v;
+    case 'max-ratio':
+      return base * (rule.percent ? v / 100 : v);
+    case 'min-speedup':
+      return base / v;
+  }
+}
+
+/** Equal within rounding passes: a bound of 0.97 and an agreement of 0.97 computed as 0.9699999. */
+export function withinBound(metric: MetricName, candidate: number, bound: number): boolean {
+  if (!Number.isFinite(candidate)) return false;
+  const eps = 1e-9 * Math.max(1, Math.abs(bound));
+  return METRICS[metric].higherIsBetter ? candidate >= bound - eps : candidate <= bound + eps;
+}
+
+/** Every metric of the task, each judged against its bound when the config sets one. */
+export function judge(values: { base: MetricValues; candidate: MetricValues }, rules: readonly GateRule[], task: Task): MetricResult[] {
+  return metricsOf(task).map((name) => {
+    const base = values.base[name] ?? null;
+    const candidate = values.candidate[name] ?? null;
+    const rule = rules.find((r) => r.metric === name);
+    if (!rule) return { name, base, candidate, bound: null, rule: null, pass: true };
+    // A relative bound needs the base value; an unknown value (e.g. MACs not measured) fails.
+    const bound = base === null && needsBase(rule) ? null : resolveBound(rule, base ?? NaN);
+    const pass = bound !== null && candidate !== null && withinBound(name, candidate, bound);
+    return { name, base, candidate, bound: bound !== null && Number.isFinite(bound) ? bound : null, rule: rule.text, pass };
+  });
+}
+
+function needsBase(rule: GateRule): boolean {
+  return rule.percent || rule.bound === 'max-drop' || rule.bound === 'max-increase' || rule.bound === 'max-ratio' || rule.bound === 'min-speedup';
+}
+
+export function verdictOf(results: readonly MetricResult[]): Verdict {
+  return results.every((r) => r.pass) ? 'pass' : 'fail';
+}
+
+/** Passes every quality bound (the gradual search continues past a step that does). */
+export function passesQuality(results: readonly MetricResult[]): boolean {
+  return results.every((r) => r.pass || !isQuality(r.name));
+}
+
+/** The bounded metrics that failed, for messages: "perplexity (max-increase 5%)". */
+export function failures(results: readonly MetricResult[]): string[] {
+  return results.filter((r) => !r.pass).map((r) => `${r.name} (${r.rule})`);
+}

@@ -1,0 +1,312 @@
+import { AtomSpace, Slot } from './atoms';
+import { GraphIndex, Node, nodeLabel, nodeReads } from './graph';
+import { OP_RULES, RuleContext } from './rules';
+import { Trace, traceModel } from './trace';
+import { OnnxModel } from '../onnx/model';
+import { dummyFeeds, ort } from '../onnx/runtime';
+import { isFloatDType } from '../onnx/dtype';
+import type { Structure } from '../prune/types';
+
+/** One removable unit: an FFN neuron, a head (or KV group), a conv channel. */
+export interface Unit {
+  /** Indices removed from each slot (by slot id) when this unit goes. */
+  indices: Map<number, number[]>;
+  /** Parameters removed with it. */
+  params: number;
+}
+
+/** Units that share the same slots: one layer's neurons, heads or channels. */
+export interface Group {
+  id: number;
+  kind: Structure;
+  where: string;
+  units: Unit[];
+  /** Constant slots (weights, biases, norm parameters) sliced when units go. */
+  constantSlots: Slot[];
+  /** Every slot the units touch. */
+  slots: Slot[];
+}
+
+export interface SkippedPlace {
+  where: string;
+  reason: string;
+  params: number;
+}
+
+export interface Analysis {
+  model: OnnxModel;
+  index: GraphIndex;
+  space: AtomSpace;
+  traces: [Trace, Trace];
+  groups: Group[];
+  skipped: SkippedPlace[];
+}
+
+/** Two runs with different dynamic sizes: axes that differ are dynamic (batch, sequence). */
+export const TRACE_SIZES: [number, number][] = [
+  [3, 11],
+  [5, 7],
+];
+
+export interface AnalyzeOptions {
+  /** Slots to treat as frozen (from a failed attempt), by tensor and axis. */
+  frozen?: { tensor: string; axis: number; reason: string }[];
+  feeds?: [Record<string, ort.Tensor>, Record<string, ort.Tensor>];
+  traces?: [Trace, Trace];
+}
+
+export async function traceTwice(model: OnnxModel): Promise<[Trace, Trace]> {
+  const t1 = await traceModel(model, dummyFeeds(model, ...TRACE_SIZES[0]));
+  const t2 = await traceModel(model, dummyFeeds(model, ...TRACE_SIZES[1]));
+  return [t1, t2];
+}
+
+const INT_TYPES = new Set(['int64', 'int32', 'uint64', 'uint32', 'int16', 'uint16', 'int8', 'uint8']);
+
+/**
+ * Finds every removable unit of the model: builds channel atoms for every static axis, lets each
+ * op's rule couple or freeze them, and reads the classes off the union-find.
+ */
+export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): Promise<Analysis> {
+  const index = new GraphIndex(model);
+  const traces = options.traces ?? (await traceTwice(model));
+  const [t1, t2] = traces;
+  const space = new AtomSpace();
+
+  const dimsOf = (name: string, which: 0 | 1): number[] | undefined => {
+    const traced = (which === 0 ? t1 : t2).get(name);
+    if (traced) return traced.dims;
+    return model.constantInfo(name)?.dims;
+  };
+  const isFloatConst = (name: string) => {
+    const info = model.constantInfo(name);
+    return !!info && isFloatDType(info.dtype);
+  };
+
+  // Slots: static axes (same size in both runs) of size > 1. Shape vectors and scalars of
+  // integer type are values, not channel spaces.
+  const addSlots = (name: string) => {
+    if (!name) return;
+    const d1 = dimsOf(name, 0);
+    const d2 = dimsOf(name, 1);
+    if (!d1 || !d2 || d1.length !== d2.length) return;
+    const type = t1.get(name)?.type;
+    const constInfo = model.constantInfo(name);
+    const isInt = type ? INT_TYPES.has(type) : constInfo ? !isFloatDType(constInfo.dtype) && constInfo.dtype !== 9 : false;
+    if (isInt && d1.length <= 1) return;
+    d1.forEach((size, axis) => {
+      if (size > 1 && size === d2[axis]) space.addSlot(name, axis, size, model.isConstant(name));
+    });
+  };
+  for (const name of model.constantNames()) addSlots(name);
+  for (const name of t1.keys()) addSlots(name);
+  space.seal();
+
+  // Slots that are the outer (head) axis of a reshape split.
+  const headAxes = new Set<number>();
+  const opset = defaultOpset(model);
+  for (const node of index.nodes) {
+    const touched = new Set<number>();
+    const mark = (s: Slot | undefined) => s && touched.add(s.id);
+    const slotOf = (name: string, axis: number): Slot | undefined => {
+      if (!name) return undefined;
+      const r = dimsOf(name, 0)?.length ?? 0;
+      return space.slot(name, axis < 0 ? axis + r : axis);
+    };
+    const ctx: RuleContext = {
+      node,
+      opset,
+      dims: (n) => dimsOf(n, 0),
+      dims2: (n) => dimsOf(n, 1),
+      ints: (n) => {
+        const c = model.constant(n);
+        if (c && !isFloatDType(c.dtype)) return Array.from(c.data as ArrayLike<number | bigint>, Number);
+        const v1 = t1.get(n)?.ints;
+        const v2 = t2.get(n)?.ints;
+        return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : undefined;
+      },
+      slot: slotOf,
+      same(a, axA, b, axB) {
+        const sa = slotOf(a, axA);
+        const sb = slotOf(b, axB);
+        mark(sa);
+        mark(sb);
+        if (sa && sb && sa.size === sb.size) space.same(sa, sb);
+        else if (sa && sb) {
+          space.freeze(sa, `${nodeLabel(node)}: axis sizes differ`);
+          space.freeze(sb, `${nodeLabel(node)}: axis sizes differ`);
+        } else if (sa || sb) {
+          // One side is dynamic or size 1: the static side cannot shrink through this op.
+          space.freeze((sa ?? sb)!, `${nodeLabel(node)} (${node.opType}) broadcasts or resizes it`);
+        }
+      },
+      offset(whole, axW, part, axP, off) {
+        const sw = slotOf(whole, axW);
+        const sp = slotOf(part, axP);
+        mark(sw);
+        mark(sp);
+        if (sw && sp) space.offset(sw, sp, off);
+        else if (sw || sp) space.freeze((sw ?? sp)!, `${nodeLabel(node)} (${node.opType}) cuts it`);
+      },
+      outer(merged, axM, outer, axO, inner) {
+        const sm = slotOf(merged, axM);
+        const so = slotOf(outer, axO);
+        mark(sm);
+        mark(so);
+        if (sm && so && Number.isInteger(inner) && so.size * inner === sm.size) {
+          space.outer(sm, so, inner);
+          headAxes.add(so.id);
+        } else if (sm || so) space.freeze((sm ?? so)!, `${nodeLabel(node)} (${node.opType}) mixes it with a dynamic axis`);
+      },
+      freeze(name, axis, reason) {
+        const s = slotOf(name, axis);
+        mark(s);
+        if (s) space.freeze(s, reason);
+      },
+      keep(name, axis) {
+        mark(slotOf(name, axis));
+      },
+    };
+    const rule = (node.domain ?? '') === '' || node.domain === 'ai.onnx' ? OP_RULES[node.opType] : undefined;
+    if (rule) rule.link(ctx);
+    // Whatever the rule did not account for is fixed in size: freeze it.
+    const reason = rule
+      ? `fixed by ${node.opType} ${nodeLabel(node)}`
+      : `${node.domain ? node.domain + '.' : ''}${node.opType} ${nodeLabel(node)} is not understood by the engine`;
+    for (const name of [...nodeReads(node), ...node.output]) {
+      for (const s of name ? space.slotsOf(name) : []) {
+        if (!touched.has(s.id)) {
+          space.freeze(s, reason);
+        }
+      }
+    }
+  }
+  // The model's interface keeps its shapes.
+  for (const v of model.graph.input) for (const s of space.slotsOf(v.name ?? '')) space.freeze(s, 'model input');
+  for (const v of model.graph.output) for (const s of space.slotsOf(v.name ?? '')) space.freeze(s, 'model output');
+  for (const f of options.frozen ?? []) {
+    const s = space.slot(f.tensor, f.axis);
+    if (s) space.freeze(s, f.reason);
+  }
+
+  const { groups, skipped } = collectGroups(model, index, space, headAxes, isFloatConst);
+  return { model, index, space, traces, groups, skipped };
+}
+
+function defaultOpset(model: OnnxModel): number {
+  const imp = model.proto.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx');
+  return imp ? Number(imp.version) : 13;
+}
+
+interface ClassInfo {
+  slots: number[];
+  counts: number[];
+  frozen?: string;
+}
+
+function collectGroups(
+  model: OnnxModel,
+  index: GraphIndex,
+  space: AtomSpace,
+  heads: Set<number>,
+  isFloatConst: (name: string) => boolean,
+) {
+  const classes = new Map<number, ClassInfo>();
+  const rootOf = new Int32Array(space.atomCount);
+  for (const slot of space.slots) {
+    const frozen = space.frozen.get(slot.id);
+    for (let i = 0; i < slot.size; i++) {
+      const root = space.find(slot.base + i);
+      rootOf[slot.base + i] = root;
+      let info = classes.get(root);
+      if (!info) classes.set(root, (info = { slots: [], counts: [] }));
+      if (info.slots[info.slots.length - 1] === slot.id) info.counts[info.counts.length - 1]++;
+      else {
+        info.slots.push(slot.id);
+        info.counts.push(1);
+      }
+      if (frozen && (!info.frozen || reasonRank(frozen) > reasonRank(info.frozen))) info.frozen = frozen;
+    }
+  }
+
+  const paramSlots = space.slots.filter((s) => s.constant && isFloatConst(s.tensor));
+  const isParamSlot = new Set(paramSlots.map((s) => s.id));
+  const bySignature = new Map<string, { roots: number[]; info: ClassInfo }>();
+  for (const [root, info] of classes) {
+    if (!info.slots.some((s) => isParamSlot.has(s))) continue;
+    const key = `${info.frozen ? 'F' : 'P'}|${info.slots.join(',')}|${info.counts.join(',')}`;
+    const entry = bySignature.get(key);
+    if (entry) entry.roots.push(root);
+    else bySignature.set(key, { roots: [root], info });
+  }
+
+  const groups: Group[] = [];
+  const skipped: SkippedPlace[] = [];
+  const slotParams = (slotId: number, count: number) => {
+    const s = space.slots[slotId];
+    const dims = model.constantInfo(s.tensor)?.dims ?? [];
+    return (count * dims.reduce((a, b) => a * b, 1)) / s.size;
+  };
+  for (const { roots, info } of bySignature.values()) {
+    const constantSlots = info.slots.filter((s) => isParamSlot.has(s)).map((s) => space.slots[s]);
+    const unitParams = info.slots.reduce((sum, s, i) => sum + (isParamSlot.has(s) ? slotParams(s, info.counts[i]) : 0), 0);
+    const where = describeWeights(constantSlots, index);
+    if (info.frozen) {
+      skipped.push({ where, reason: info.frozen, params: Math.round(unitParams * roots.length) });
+      continue;
+    }
+    if (roots.length < 2) {
+      skipped.push({ where, reason: 'a single unit: removing it would empty the layer', params: Math.round(unitParams) });
+      continue;
+    }
+    const rootSet = new Map(roots.map((r, i) => [r, i]));
+    const units: Unit[] = roots.map(() => ({ indices: new Map(), params: unitParams }));
+    for (const slotId of info.slots) {
+      const slot = space.slots[slotId];
+      for (let i = 0; i < slot.size; i++) {
+        const u = rootSet.get(rootOf[slot.base + i]);
+        if (u === undefined) continue;
+        const list = units[u].indices.get(slotId);
+        if (list) list.push(i);
+        else units[u].indices.set(slotId, [i]);
+      }
+    }
+    // Units in layout order (first index of their first slot), so unit k reads naturally.
+    const first = info.slots[0];
+    units.sort((a, b) => a.indices.get(first)![0] - b.indices.get(first)![0]);
+    const kind: Structure = constantSlots.some((s) => consumers(index, s.tensor).some((n) => n.opType === 'Conv'))
+      ? 'channels'
+      : info.slots.some((s) => heads.has(s))
+        ? 'heads'
+        : 'ffn';
+    groups.push({ id: groups.length, kind, where, units, constantSlots, slots: info.slots.map((s) => space.slots[s]) });
+  }
+  return { groups, skipped };
+}
+
+function consumers(index: GraphIndex, tensor: string): Node[] {
+  // Weights often reach their op through a Cast or Transpose; look one step further.
+  const direct = index.consumersOf(tensor);
+  return direct.flatMap((n) => (['Cast', 'Transpose', 'Identity'].includes(n.opType) ? index.consumersOf(n.output[0]) : [n]));
+}
+
+/** Unknown ops and normalizations explain a skip better than "fixed by Reshape". */
+function reasonRank(reason: string): number {
+  if (reason.includes('not understood')) return 5;
+  if (/normaliz|reduces over/.test(reason)) return 4;
+  if (reason === 'model output' || reason === 'model input') return 3;
+  if (reason.includes('Gather')) return 2;
+  return 1;
+}
+
+/** "/h.0/attn (c_attn/MatMul, c_proj/MatMul)": the ops that use the group's weights. */
+function describeWeights(slots: Slot[], index: GraphIndex): string {
+  const names = [...new Set(slots.flatMap((s) => consumers(index, s.tensor).map((n) => nodeLabel(n))))];
+  if (names.length === 0) return slots.map((s) => s.tensor).join(', ');
+  if (names.length === 1) return names[0];
+  let prefix = names[0];
+  for (const n of names) while (!n.startsWith(prefix)) prefix = prefix.slice(0, -1);
+  prefix = prefix.slice(0, prefix.lastIndexOf('/') + 1);
+  if (prefix.length < 2) return names.join(', ');
+  return `${prefix.replace(/\/$/, '')} (${names.map((n) => n.slice(prefix.length)).join(', ')})`;
+}

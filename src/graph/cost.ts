@@ -1,0 +1,173 @@
+import { onnx } from 'onnx-proto';
+import { DataType, isFloatDType } from '../onnx/dtype';
+import { OnnxModel } from '../onnx/model';
+import { dummyFeeds, ort } from '../onnx/runtime';
+import { elementCount, toNumber } from '../onnx/tensor';
+import { attrInt, nodeLabel } from './graph';
+import { Trace, traceModel } from './trace';
+
+/**
+ * Parameters of the model: elements of every floating-point initializer and of every
+ * floating-point Constant node with more than one element, in the top-level graph (paddle2onnx
+ * and others keep weights in Constant nodes).
+ * Integer tensors are shapes, indices and quantized codes, not parameters. Reads no tensor data.
+ */
+export function countParams(model: OnnxModel): number {
+  let total = 0;
+  for (const t of model.initializers) {
+    if (isFloatDType(t.dataType)) total += elementCount(t.dims.map(toNumber));
+  }
+  for (const node of model.graph.node) {
+    if (node.opType !== 'Constant' || (node.domain ?? '') !== '') continue;
+    // A Constant holding a single number is an op's scalar operand (an epsilon, sqrt(head_dim),
+    // GELU's 0.5), not a learned weight; counting it would disagree with the framework's count.
+    const info = constantNodeInfo(node);
+    if (info && isFloatDType(info.dtype) && elementCount(info.dims) > 1) total += elementCount(info.dims);
+  }
+  return total;
+}
+
+/** Element type and shape of a Constant node's value, from the attribute alone (no data read). */
+function constantNodeInfo(node: onnx.INodeProto): { dtype: number; dims: number[] } | undefined {
+  const a = node.attribute?.[0];
+  if (!a) return undefined;
+  switch (a.name) {
+    case 'value':
+      return a.t ? { dtype: a.t.dataType ?? DataType.UNDEFINED, dims: (a.t.dims ?? []).map(toNumber) } : undefined;
+    case 'value_float':
+      return { dtype: DataType.FLOAT, dims: [] };
+    case 'value_floats':
+      return { dtype: DataType.FLOAT, dims: [a.floats?.length ?? 0] };
+    default:
+      return undefined; // ints, strings, sparse tensors: not parameters
+  }
+}
+
+/** The multiply-accumulates of one node, per sample. */
+export interface NodeMacs {
+  /** The node's name, else its op and first output. */
+  node: string;
+  opType: string;
+  macs: number;
+}
+
+export interface MacEstimate {
+  /** Multiply-accumulates per sample: the run's total divided by its batch size. */
+  total: number;
+  /** The batch size of the traced run that the totals were divided by. */
+  batch: number;
+  /** Every node that does multiply-accumulates (MatMul, Gemm, Conv, ...), in graph order. */
+  nodes: NodeMacs[];
+  /** Per-sample MACs summed by op type. */
+  byOp: Record<string, number>;
+  /** Nodes that should have a cost but whose shapes the trace did not record (not counted). */
+  unknown: string[];
+}
+
+/** Ops whose cost is counted; everything else (element-wise, norms, softmax) is cheap by comparison. */
+const COUNTED = new Set(['MatMul', 'Gemm', 'Conv', 'ConvTranspose', 'MatMulInteger', 'MatMulNBits']);
+
+/**
+ * Estimates the multiply-accumulates of every MatMul, Gemm, Conv (grouped too), ConvTranspose,
+ * MatMulInteger and com.microsoft MatMulNBits of the top-level graph, from the shapes a run of the
+ * model recorded (`traceModel`). Bias additions are not counted (the usual MAC convention).
+ * Shapes of a transformer depend on the sequence length, so the result holds for the traced
+ * input shape only. `batch` defaults to axis 0 of the first graph input in the trace (PRODUCT:
+ * axis 0 of every input is the sample axis).
+ */
+export function estimateMacs(model: OnnxModel, trace: Trace, options: { batch?: number } = {}): MacEstimate {
+  const firstInput = model.graph.input.find((v) => !model.isInitializer(v.name ?? ''));
+  const traced = firstInput ? trace.get(firstInput.name ?? '') : undefined;
+  const batch = options.batch ?? (traced && traced.dims.length > 0 && traced.dims[0] > 0 ? traced.dims[0] : 1);
+
+  const shapeOf = (name: string | undefined): number[] | undefined => {
+    if (!name) return undefined;
+    const t = trace.get(name);
+    if (t) return t.dims;
+    return model.isInitializer(name) ? model.initializerProto(name)?.dims.map(toNumber) : undefined;
+  };
+
+  const nodes: NodeMacs[] = [];
+  const byOp: Record<string, number> = {};
+  const unknown: string[] = [];
+  let total = 0;
+  for (const node of model.graph.node) {
+    const op = node.opType ?? '';
+    const domain = node.domain ?? '';
+    if (!COUNTED.has(op) || !(domain === '' || domain === 'ai.onnx' || domain === 'com.microsoft')) continue;
+    const runMacs = nodeMacs(node, shapeOf);
+    if (runMacs === undefined) {
+      unknown.push(nodeLabel(node));
+      continue;
+    }
+    const macs = runMacs / batch;
+    nodes.push({ node: nodeLabel(node), opType: op, macs });
+    byOp[op] = (byOp[op] ?? 0) + macs;
+    total += macs;
+  }
+  return { total, batch, nodes, byOp, unknown };
+}
+
+/** MACs of one node over the whole traced run, or undefined when a needed shape is unknown. */
+function nodeMacs(node: onnx.INodeProto, shapeOf: (name: string | undefined) => number[] | undefined): number | undefined {
+  const inputs = node.input ?? [];
+  const out = shapeOf(node.output?.[0]);
+  switch (node.opType) {
+    case 'MatMul':
+    case 'MatMulInteger': {
+      // [..., M, K] x [..., K, N] -> [..., M, N]: each output element is a K-long dot product.
+      const a = shapeOf(inputs[0]);
+      if (!a || !out || a.length === 0) return undefined;
+      return elementCount(out) * a[a.length - 1];
+    }
+    case 'MatMulNBits': {
+      // A [..., K] times the dequantized [K, N] weight; K is an attribute.
+      const k = attrInt(node, 'K', 0);
+      if (!out || k <= 0) return undefined;
+      return elementCount(out) * k;
+    }
+    case 'Gemm': {
+      const a = shapeOf(inputs[0]);
+      if (!a || !out || a.length !== 2) return undefined;
+      const k = attrInt(node, 'transA', 0) ? a[0] : a[1];
+      return elementCount(out) * k;
+    }
+    case 'Conv': {
+      // W [C_out, C_in/group, k1, k2, ...]: each output element reads C_in/group * k1*k2*... inputs.
+      const w = shapeOf(inputs[1]);
+      if (!w || !out || w.length < 2) return undefined;
+      return elementCount(out) * elementCount(w.slice(1));
+    }
+    case 'ConvTranspose': {
+      // W [C_in, C_out/group, k...]: each input element is scattered to C_out/group * k... outputs.
+      const x = shapeOf(inputs[0]);
+      const w = shapeOf(inputs[1]);
+      if (!x || !w || w.length < 2) return undefined;
+      return elementCount(x) * elementCount(w.slice(1));
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** Dummy input shape for `inspect`: one sample, 16 along every other dynamic axis (e.g. tokens). */
+export const DUMMY_BATCH = 1;
+export const DUMMY_SEQUENCE = 16;
+
+/** The shapes the model was run at to measure its MACs, by input name. */
+export type InputShapes = Record<string, number[]>;
+
+/**
+ * Runs the model once (with `feeds`, else dummy inputs of batch 1 and length 16 on the other
+ * dynamic axes) and estimates its MACs per sample at that input shape.
+ */
+export async function measureMacs(
+  model: OnnxModel,
+  feeds?: Record<string, ort.Tensor>,
+): Promise<MacEstimate & { inputShapes: InputShapes }> {
+  const inputs = feeds ?? dummyFeeds(model, DUMMY_BATCH, DUMMY_SEQUENCE);
+  const trace = await traceModel(model, inputs);
+  const inputShapes: InputShapes = {};
+  for (const [name, t] of Object.entries(inputs)) inputShapes[name] = [...t.dims];
+  return { ...estimateMacs(model, trace), inputShapes };
+}

@@ -1,0 +1,364 @@
+import { Node, attrInt, attrInts } from './graph';
+import type { Slot } from './atoms';
+
+/**
+ * What an op rule can see and declare. Axes may be negative (counted from the end).
+ * `dims` come from a run of the model (so run-time shapes are known); `dims2` from a second run
+ * with other batch and sequence sizes, which tells static axes from dynamic ones.
+ */
+export interface RuleContext {
+  node: Node;
+  opset: number;
+  dims(name: string): number[] | undefined;
+  dims2(name: string): number[] | undefined;
+  /** Integer value of a constant (or traced small int tensor) input, if known. */
+  ints(name: string): number[] | undefined;
+  slot(name: string, axis: number): Slot | undefined;
+  /** Atom i of one axis is atom i of the other. */
+  same(a: string, axisA: number, b: string, axisB: number): void;
+  /** Atom i of `part`'s axis is atom offset+i of `whole`'s axis. */
+  offset(whole: string, axisW: number, part: string, axisP: number, offset: number): void;
+  /** Atom o*inner+k of `merged`'s axis belongs to atom o of `outer`'s axis. */
+  outer(merged: string, axisM: number, outer: string, axisO: number, inner: number): void;
+  freeze(name: string, axis: number, reason: string): void;
+  /** Marks an axis as handled without coupling it (e.g. Shape only reads it). */
+  keep(name: string, axis: number): void;
+}
+
+/** Per-op knowledge. `link` couples axes; every axis of the node it leaves alone is frozen. */
+export interface OpRule {
+  link(ctx: RuleContext): void;
+}
+
+const inputs = (n: Node) => n.input;
+const outputs = (n: Node) => n.output;
+const rank = (ctx: RuleContext, name: string) => ctx.dims(name)?.length ?? -1;
+
+/** Every axis of input 0 maps to the same axis of output 0. */
+function linkAllAxes(ctx: RuleContext, from: string, to: string): void {
+  const r = rank(ctx, from);
+  if (r < 0 || r !== rank(ctx, to)) return;
+  for (let a = 0; a < r; a++) ctx.same(from, a, to, a);
+}
+
+/** numpy broadcasting: each input axis equal to the output's (not 1) is the same axis. */
+function linkBroadcast(ctx: RuleContext, ins: string[], out: string): void {
+  const od = ctx.dims(out);
+  if (!od) return;
+  for (const name of ins) {
+    const d = ctx.dims(name);
+    if (!name || !d) continue;
+    const shift = od.length - d.length;
+    for (let a = 0; a < d.length; a++) if (d[a] === od[a + shift]) ctx.same(name, a, out, a + shift);
+  }
+}
+
+const unary: OpRule = { link: (ctx) => linkAllAxes(ctx, inputs(ctx.node)[0], outputs(ctx.node)[0]) };
+const broadcast: OpRule = { link: (ctx) => linkBroadcast(ctx, inputs(ctx.node), outputs(ctx.node)[0]) };
+
+function normAxis(axis: number, r: number): number {
+  return axis < 0 ? axis + r : axis;
+}
+
+/** Channel-wise affine normalization (BatchNorm, InstanceNorm): parameters follow axis 1. */
+const perChannelNorm: OpRule = {
+  link(ctx) {
+    const [x, ...params] = inputs(ctx.node);
+    const y = outputs(ctx.node)[0];
+    linkAllAxes(ctx, x, y);
+    for (const p of params) if (p && rank(ctx, p) === 1) ctx.same(p, 0, y, 1);
+  },
+};
+
+function normalizesOver(reason: string, axesOf: (ctx: RuleContext, r: number) => number[] | undefined): OpRule {
+  return {
+    link(ctx) {
+      const n = ctx.node;
+      const x = inputs(n)[0];
+      const r = rank(ctx, x);
+      if (r < 0) return;
+      const axes = axesOf(ctx, r);
+      if (!axes) return; // unknown axes: everything frozen by default
+      linkAllAxes(ctx, x, outputs(n)[0]);
+      for (const a of axes) {
+        ctx.freeze(x, a, reason);
+        ctx.freeze(outputs(n)[0], a, reason);
+      }
+      // Scale and bias (LayerNorm) cover the normalized axes: frozen with them.
+      for (const p of inputs(n).slice(1)) for (let a = 0; a < rank(ctx, p); a++) ctx.freeze(p, a, reason);
+      for (const o of outputs(n).slice(1)) for (let a = 0; a < rank(ctx, o); a++) ctx.keep(o, a);
+    },
+  };
+}
+
+const layerNorm = normalizesOver('LayerNormalization normalizes over it (the residual stream)', (ctx, r) => {
+  const axis = normAxis(attrInt(ctx.node, 'axis', -1), r);
+  return Array.from({ length: r - axis }, (_, i) => axis + i);
+});
+
+function softmaxRule(op: string): OpRule {
+  return normalizesOver(`${op} normalizes over it`, (ctx, r) => {
+    const axis = normAxis(attrInt(ctx.node, 'axis', ctx.opset >= 13 ? -1 : 1), r);
+    return ctx.opset >= 13 ? [axis] : Array.from({ length: r - axis }, (_, i) => axis + i);
+  });
+}
+
+/** Reduce ops: kept axes pass through; a reduced channel axis is a normalization or a sum. */
+function reduceRule(op: string): OpRule {
+  return {
+    link(ctx) {
+      const n = ctx.node;
+      const x = inputs(n)[0];
+      const y = outputs(n)[0];
+      const r = rank(ctx, x);
+      if (r < 0) return;
+      let axes = attrInts(n, 'axes') ?? (inputs(n)[1] ? ctx.ints(inputs(n)[1]) : undefined);
+      if (inputs(n)[1] && !axes) return; // computed axes: leave frozen
+      if (!axes || axes.length === 0) {
+        if (attrInt(n, 'noop_with_empty_axes', 0)) return linkAllAxes(ctx, x, y);
+        axes = Array.from({ length: r }, (_, i) => i);
+      }
+      const reduced = new Set(axes.map((a) => normAxis(a, r)));
+      const keepdims = attrInt(n, 'keepdims', 1) === 1;
+      let o = 0;
+      for (let a = 0; a < r; a++) {
+        if (reduced.has(a)) {
+          ctx.freeze(x, a, `${op} reduces over it (a normalization or sum over channels)`);
+          if (keepdims) o++;
+        } else ctx.same(x, a, y, o++);
+      }
+    },
+  };
+}
+
+/** Pooling keeps batch and channel; spatial axes are fixed by the window. */
+const pool: OpRule = {
+  link(ctx) {
+    const x = inputs(ctx.node)[0];
+    for (const y of outputs(ctx.node)) {
+      if (!y) continue;
+      ctx.same(x, 0, y, 0);
+      ctx.same(x, 1, y, 1);
+    }
+  },
+};
+
+const transpose: OpRule = {
+  link(ctx) {
+    const x = inputs(ctx.node)[0];
+    const y = outputs(ctx.node)[0];
+    const r = rank(ctx, x);
+    if (r < 0) return;
+    const perm = attrInts(ctx.node, 'perm') ?? Array.from({ length: r }, (_, i) => r - 1 - i);
+    perm.forEach((p, j) => ctx.same(x, p, y, j));
+  },
+};
+
+/**
+ * Groups the axes of a reshape into blocks whose sizes multiply to the same number on both
+ * sides, e.g. [B, S, 768] -> [B, S, 12, 64] gives [0]-[0], [1]-[1], [2]-[2, 3].
+ */
+export function reshapeBlocks(a: number[], b: number[]): { from: number[]; to: number[] }[] | undefined {
+  const blocks: { from: number[]; to: number[] }[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    const from: number[] = [];
+    const to: number[] = [];
+    let pa = 1;
+    let pb = 1;
+    if (i < a.length) pa *= a[(from.push(i), i++)];
+    if (j < b.length) pb *= b[(to.push(j), j++)];
+    while (pa !== pb) {
+      if (pa < pb && i < a.length) pa *= a[(from.push(i), i++)];
+      else if (pb < pa && j < b.length) pb *= b[(to.push(j), j++)];
+      else return undefined;
+    }
+    // Trailing size-1 axes join the block they follow, so blocks are the same in every run.
+    while (i < a.length && a[i] === 1 && !(j < b.length && b[j] === 1)) from.push(i++);
+    while (j < b.length && b[j] === 1 && !(i < a.length && a[i] === 1)) to.push(j++);
+    blocks.push({ from, to });
+  }
+  return blocks;
+}
+
+/**
+ * Reshape, Flatten, Squeeze, Unsqueeze: a kept axis is the same axis; an axis split into
+ * (outer, inner...) belongs to its outer part (heads), and the inner parts (head_dim) are fixed.
+ */
+const reshape: OpRule = {
+  link(ctx) {
+    const x = inputs(ctx.node)[0];
+    const y = outputs(ctx.node)[0];
+    const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
+    if (!a || !b || !a2 || !b2) return;
+    const blocks = reshapeBlocks(a, b);
+    const blocks2 = reshapeBlocks(a2, b2);
+    if (!blocks || JSON.stringify(blocks) !== JSON.stringify(blocks2)) return;
+    for (const { from, to } of blocks) {
+      const f = from.filter((k) => a[k] !== 1);
+      const t = to.filter((k) => b[k] !== 1);
+      if (f.length === 1 && t.length === 1) ctx.same(x, f[0], y, t[0]);
+      else if (f.length === 1 && t.length > 1) ctx.outer(x, f[0], y, t[0], a[f[0]] / b[t[0]]);
+      else if (f.length > 1 && t.length === 1) ctx.outer(y, t[0], x, f[0], b[t[0]] / a[f[0]]);
+    }
+  },
+};
+
+/** MatMul with numpy semantics: A[..., M, K] x B[..., K, N] -> Y[..., M, N]. */
+const matmul: OpRule = {
+  link(ctx) {
+    const [a, b] = inputs(ctx.node);
+    const y = outputs(ctx.node)[0];
+    const ra = rank(ctx, a);
+    const rb = rank(ctx, b);
+    const ry = rank(ctx, y);
+    if (ra < 2 || rb < 2) return;
+    ctx.same(a, ra - 2, y, ry - 2);
+    ctx.same(b, rb - 1, y, ry - 1);
+    ctx.same(a, ra - 1, b, rb - 2);
+    const ya = ctx.dims(y)!;
+    for (const [name, r] of [[a, ra], [b, rb]] as const) {
+      const d = ctx.dims(name)!;
+      for (let k = 0; k < r - 2; k++) if (d[k] === ya[k + ry - r]) ctx.same(name, k, y, k + ry - r);
+    }
+  },
+};
+
+const gemm: OpRule = {
+  link(ctx) {
+    const [a, b, c] = inputs(ctx.node);
+    const y = outputs(ctx.node)[0];
+    const ta = attrInt(ctx.node, 'transA', 0);
+    const tb = attrInt(ctx.node, 'transB', 0);
+    ctx.same(a, ta ? 1 : 0, y, 0);
+    ctx.same(a, ta ? 0 : 1, b, tb ? 1 : 0);
+    ctx.same(b, tb ? 0 : 1, y, 1);
+    if (c) linkBroadcast(ctx, [c], y);
+  },
+};
+
+/** Conv: W[Cout, Cin/group, k...]. Depthwise (group = Cin = Cout) passes channels through. */
+const conv: OpRule = {
+  link(ctx) {
+    const [x, w, bias] = inputs(ctx.node);
+    const y = outputs(ctx.node)[0];
+    const group = attrInt(ctx.node, 'group', 1);
+    const cin = ctx.dims(x)?.[1];
+    const cout = ctx.dims(w)?.[0];
+    ctx.same(x, 0, y, 0);
+    ctx.same(w, 0, y, 1);
+    if (bias) ctx.same(bias, 0, y, 1);
+    if (group === 1) ctx.same(x, 1, w, 1);
+    else if (group === cin && group === cout) ctx.same(x, 1, y, 1);
+    else ctx.freeze(y, 1, `grouped convolution ${ctx.node.name || ''} (group ${group})`.replace('  ', ' '));
+  },
+};
+
+/** Split and Concat: the split axis is laid out piece after piece; other axes are shared. */
+function piecewise(whole: string, parts: string[], axis: number, ctx: RuleContext): void {
+  const r = rank(ctx, whole);
+  const ax = normAxis(axis, r);
+  let offset = 0;
+  for (const p of parts) {
+    if (!p) continue;
+    const d = ctx.dims(p);
+    if (!d) return;
+    for (let a = 0; a < r; a++) {
+      if (a === ax) ctx.offset(whole, a, p, a, offset);
+      else ctx.same(whole, a, p, a);
+    }
+    offset += d[ax];
+  }
+}
+
+const split: OpRule = {
+  link: (ctx) => piecewise(inputs(ctx.node)[0], outputs(ctx.node), attrInt(ctx.node, 'axis', 0), ctx),
+};
+const concat: OpRule = {
+  link: (ctx) => piecewise(outputs(ctx.node)[0], inputs(ctx.node), attrInt(ctx.node, 'axis', 0), ctx),
+};
+
+/** Slice: axes it leaves whole (step 1, full range) pass through; a cut axis is fixed. */
+const slice: OpRule = {
+  link(ctx) {
+    const n = ctx.node;
+    const [x, , , axesName, stepsName] = inputs(n);
+    const y = outputs(n)[0];
+    const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
+    if (!a || !b || !a2 || !b2 || a.length !== b.length) return;
+    const axes = axesName ? ctx.ints(axesName) : Array.from({ length: a.length }, (_, i) => i);
+    const steps = stepsName ? ctx.ints(stepsName) : undefined;
+    if (!axes || (stepsName && !steps)) return;
+    const reversed = new Set(axes.map((ax, i) => normAxis(ax, a.length)).filter((_, i) => (steps?.[i] ?? 1) !== 1));
+    for (let k = 0; k < a.length; k++) {
+      if (a[k] === b[k] && a2[k] === b2[k] && !reversed.has(k)) ctx.same(x, k, y, k);
+    }
+  },
+};
+
+/** Gather: the gathered axis is indexed by data (vocabulary rows); the others pass through. */
+const gather: OpRule = {
+  link(ctx) {
+    const [data, indices] = inputs(ctx.node);
+    const y = outputs(ctx.node)[0];
+    const r = rank(ctx, data);
+    const ri = rank(ctx, indices);
+    if (r < 0 || ri < 0) return;
+    const axis = normAxis(attrInt(ctx.node, 'axis', 0), r);
+    for (let k = 0; k < r; k++) {
+      if (k < axis) ctx.same(data, k, y, k);
+      else if (k > axis) ctx.same(data, k, y, k - 1 + ri);
+    }
+    ctx.freeze(data, axis, `rows picked by Gather ${ctx.node.name ?? ''} (e.g. a vocabulary)`.trim());
+  },
+};
+
+/** Expand: input axes that are not broadcast pass through (repeat_kv of grouped-query attention). */
+const expand: OpRule = { link: (ctx) => linkBroadcast(ctx, [inputs(ctx.node)[0]], outputs(ctx.node)[0]) };
+
+/** Shape and Size read the dims of their input; the shape rewriter keeps their users right. */
+const readsShape: OpRule = {
+  link(ctx) {
+    const x = inputs(ctx.node)[0];
+    for (let a = 0; a < rank(ctx, x); a++) ctx.keep(x, a);
+  },
+};
+
+/** Resize/Upsample: batch and channel pass through; spatial axes are fixed by the scale. */
+const resize: OpRule = pool;
+
+const noop: OpRule = { link: () => undefined };
+
+/** The registry: op type (default domain) -> rule. An op not listed here freezes what it touches. */
+export const OP_RULES: Record<string, OpRule> = {
+  // element-wise, one input
+  Relu: unary, LeakyRelu: unary, PRelu: broadcast, Elu: unary, Selu: unary, Celu: unary, Gelu: unary,
+  Sigmoid: unary, HardSigmoid: unary, HardSwish: unary, Tanh: unary, Erf: unary, Softplus: unary,
+  Softsign: unary, Mish: unary, ThresholdedRelu: unary, Exp: unary, Log: unary, Sqrt: unary,
+  Reciprocal: unary, Neg: unary, Abs: unary, Sign: unary, Floor: unary, Ceil: unary, Round: unary,
+  Sin: unary, Cos: unary, Cast: unary, CastLike: broadcast, Identity: unary, Dropout: unary,
+  Not: unary, IsNaN: unary, IsInf: unary,
+  // element-wise with broadcasting (bias Add, SwiGLU Mul, squeeze-excite gate, residual Add)
+  Add: broadcast, Sub: broadcast, Mul: broadcast, Div: broadcast, Pow: broadcast, Max: broadcast,
+  Min: broadcast, Sum: broadcast, Mean: broadcast, Mod: broadcast, Where: broadcast, Clip: broadcast,
+  Equal: broadcast, Less: broadcast, Greater: broadcast, LessOrEqual: broadcast, GreaterOrEqual: broadcast,
+  And: broadcast, Or: broadcast, Xor: broadcast,
+  // normalizations
+  BatchNormalization: perChannelNorm, InstanceNormalization: perChannelNorm,
+  LayerNormalization: layerNorm,
+  Softmax: softmaxRule('Softmax'), LogSoftmax: softmaxRule('LogSoftmax'), Hardmax: softmaxRule('Hardmax'),
+  ReduceMean: reduceRule('ReduceMean'), ReduceSum: reduceRule('ReduceSum'), ReduceMax: reduceRule('ReduceMax'),
+  ReduceMin: reduceRule('ReduceMin'), ReduceProd: reduceRule('ReduceProd'), ReduceL1: reduceRule('ReduceL1'),
+  ReduceL2: reduceRule('ReduceL2'), ReduceSumSquare: reduceRule('ReduceSumSquare'),
+  ReduceLogSum: reduceRule('ReduceLogSum'), ReduceLogSumExp: reduceRule('ReduceLogSumExp'),
+  // weights
+  MatMul: matmul, Gemm: gemm, Conv: conv,
+  // layout
+  Transpose: transpose, Reshape: reshape, Flatten: reshape, Squeeze: reshape, Unsqueeze: reshape,
+  Split: split, Concat: concat, Slice: slice, Gather: gather, Expand: expand,
+  GlobalAveragePool: pool, GlobalMaxPool: pool, GlobalLpPool: pool, AveragePool: pool, MaxPool: pool,
+  LpPool: pool, Resize: resize, Upsample: resize,
+  Shape: readsShape, Size: readsShape,
+  Constant: noop,
+};

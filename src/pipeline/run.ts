@@ -1,0 +1,246 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import { onnx } from 'onnx-proto';
+import type { Config, QuantizeMode } from '../config/config';
+import { displayPath } from '../config/issues';
+import { CalibrationSet, calibrationFeeds, loadCalibration } from '../eval/calibration';
+import { Evaluation, Evaluator } from '../eval/evaluator';
+import { MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
+import { SearchDeps, gradualSearch, stepRatios } from '../gate/search';
+import { countParams } from '../graph/cost';
+import { isExternal } from '../onnx/external';
+import { OnnxModel } from '../onnx/model';
+import { writeModel } from '../onnx/write';
+import { pruneModel } from '../prune';
+import type { PruneOptions, PruneResult } from '../prune/types';
+import { buildReport, writeFileAtomic } from '../report/build';
+import { pullRequestFromEnv } from '../report/github';
+import { renderMarkdown } from '../report/markdown';
+import type { Report } from '../report/schema';
+import { UserError } from '../errors';
+
+export type PruneFn = (model: OnnxModel, options: PruneOptions) => Promise<PruneResult>;
+/** Turns a pruned model into its quantized form (quantize: int8 / int4); 'none' is the identity. */
+export type QuantizeFn = (model: OnnxModel, mode: QuantizeMode) => Promise<OnnxModel>;
+
+export const PRUNED_NAME = 'pruned.onnx';
+export const REPORT_JSON = 'report.json';
+export const REPORT_MD = 'report.md';
+const STEPS_DIR = '.prune-gate-steps';
+
+export interface RunOptions {
+  /** Resolved: model and calibration set (see resolveConfig). */
+  config: Config;
+  out: string;
+  /** The pruning engine (tests inject a fake). */
+  prune?: PruneFn;
+  quantize?: QuantizeFn;
+  /** Progress lines (stderr in the CLI). */
+  log?: (line: string) => void;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface RunOutcome {
+  report: Report;
+  markdown: string;
+  files: { model: string; data?: string; json: string; markdown: string };
+}
+
+/** Quantization is not built yet: only 'none' passes (the hook is where it will plug in). */
+export const defaultQuantize: QuantizeFn = async (model, mode) => {
+  if (mode === 'none') return model;
+  throw new UserError(`quantize: ${mode} is not implemented yet; use quantize: none`);
+};
+
+/** A written candidate: its folder (one per step) and the model read back lazily from it. */
+interface StepArtifact {
+  dir: string;
+  file: string;
+  dataFile?: string;
+  evaluation: Evaluation;
+}
+
+/**
+ * `prune-gate run`: prune the model step by step, evaluate each candidate against the base on
+ * the calibration set, gate it, and write OUT/pruned.onnx, OUT/report.json and OUT/report.md.
+ */
+export async function runGate(options: RunOptions): Promise<RunOutcome> {
+  const { config } = options;
+  const log = options.log ?? (() => undefined);
+  const prune = options.prune ?? pruneModel;
+  const quantize = options.quantize ?? defaultQuantize;
+  const out = path.resolve(options.out);
+  // Refuse an unavailable mode before any work is done, not after the base evaluation.
+  if (!options.quantize && config.quantize !== 'none') await defaultQuantize(OnnxModel.fromProto(emptyModelProto()), config.quantize);
+
+  log(`reading ${displayPath(config.model as string)}`);
+  const base = OnnxModel.read(config.model as string);
+  const set = loadCalibration(config.calibration as string, base);
+  checkRulesFitTask(config.gate, set.task, config.file ? displayPath(config.file) : 'the gate');
+  log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
+  const evaluator = await Evaluator.create(base, set, { latency: config.latency, log });
+  const stepsDir = path.join(out, STEPS_DIR);
+  try {
+    const external = base.initializers.some((t) => isExternal(t));
+    const deps = searchDeps({ options, set, evaluator, stepsDir, external, prune, quantize, log });
+    const mode = config.prune.target === 'auto' ? 'auto' : 'fixed';
+    const ratios = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps);
+    const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
+    const chosen = result.artifact;
+    const files = promote(chosen, out);
+    const evaluation = chosen.evaluation;
+    const metrics = result.steps[result.chosen].metrics;
+    const report = buildReport({
+      verdict: result.verdict,
+      task: set.task,
+      target: config.prune.target,
+      quantize: config.quantize,
+      base: evaluation.base,
+      candidate: { ...evaluation.candidate, path: files.model },
+      metrics,
+      latency: evaluation.latency,
+      steps: result.steps,
+      chosenStep: result.chosen,
+      pruned: result.pruned,
+      skipped: result.skipped,
+      pullRequest: pullRequestFromEnv(options.env ?? process.env),
+    });
+    const outcome = writeReports(report, out, files);
+    const failed = failures(metrics);
+    log(
+      result.verdict === 'pass'
+        ? `gate passed at ${ratioText(result.steps[result.chosen].ratio)} of the parameters removed`
+        : `gate failed: ${failed.join(', ')}`,
+    );
+    return outcome;
+  } finally {
+    await evaluator.close();
+    fs.rmSync(stepsDir, { recursive: true, force: true });
+  }
+}
+
+function emptyModelProto(): onnx.ModelProto {
+  return onnx.ModelProto.create({ irVersion: 8, graph: {} });
+}
+
+function ratioText(r: number): string {
+  return `${Math.round(r * 1000) / 10} %`;
+}
+
+interface DepsContext {
+  options: RunOptions;
+  set: CalibrationSet;
+  evaluator: Evaluator;
+  stepsDir: string;
+  external: boolean;
+  prune: PruneFn;
+  quantize: QuantizeFn;
+  log: (line: string) => void;
+}
+
+/** The search's steps made real: prune with the engine, write each candidate, evaluate it. */
+function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
+  const { config } = c.options;
+  return {
+    prune: (model, target) =>
+      c.prune(model, {
+        target,
+        structures: config.prune.structures,
+        importance: config.prune.importance,
+        compensate: config.prune.compensate,
+        calibration: calibrationFeeds(c.set),
+        log: c.log,
+      }),
+    quantize: (model) => c.quantize(model, config.quantize),
+    evaluate: async (candidate, step) => {
+      // Each candidate is written (its size on disk is a metric, and onnxruntime then maps its
+      // weights from the file) and read back lazily, which is also what the next step prunes.
+      const dir = path.join(c.stepsDir, `step-${step.index}`);
+      fs.rmSync(dir, { recursive: true, force: true });
+      const written = writeModel(candidate, path.join(dir, PRUNED_NAME), c.external ? { externalData: true } : {});
+      const model = OnnxModel.read(written.path);
+      const evaluation = await c.evaluator.evaluate(model);
+      const metrics: MetricResult[] = judge(evaluation.values, config.gate, c.set.task);
+      return {
+        metrics,
+        artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation },
+        next: config.quantize === 'none' ? model : undefined,
+      };
+    },
+    discard: (artifact) => fs.rmSync(artifact.dir, { recursive: true, force: true }),
+    log: c.log,
+  };
+}
+
+/**
+ * Moves the chosen candidate's files to OUT/pruned.onnx (+ OUT/pruned.onnx.data). The external
+ * data location inside the model is the file's base name, which stays the same.
+ */
+function promote(artifact: StepArtifact, out: string): { model: string; data?: string } {
+  const model = path.join(out, PRUNED_NAME);
+  const data = `${model}.data`;
+  fs.mkdirSync(out, { recursive: true });
+  if (artifact.dataFile) fs.renameSync(artifact.dataFile, data);
+  else fs.rmSync(data, { force: true }); // a stale data file of an earlier run would mislead
+  fs.renameSync(artifact.file, model);
+  return { model, data: artifact.dataFile ? data : undefined };
+}
+
+/** Writes report.json and report.md next to the model (each atomically). */
+export function writeReports(report: Report, out: string, files: { model: string; data?: string }): RunOutcome {
+  const markdown = renderMarkdown(report);
+  const json = path.join(out, REPORT_JSON);
+  const md = path.join(out, REPORT_MD);
+  writeFileAtomic(json, `${JSON.stringify(report, null, 2)}\n`);
+  writeFileAtomic(md, markdown);
+  return { report, markdown, files: { ...files, json, markdown: md } };
+}
+
+/** `prune-gate eval`: two given models compared on the calibration set, gated when rules are given. */
+export async function compareModels(options: {
+  base: string;
+  candidate: string;
+  calibration: string;
+  config?: Config;
+  out?: string;
+  log?: (line: string) => void;
+  env?: NodeJS.ProcessEnv;
+}): Promise<{ report: Report; markdown: string }> {
+  const log = options.log ?? (() => undefined);
+  const base = OnnxModel.read(options.base);
+  const candidate = OnnxModel.read(options.candidate);
+  const set = loadCalibration(options.calibration, base);
+  const rules = options.config?.gate ?? [];
+  checkRulesFitTask(rules, set.task, options.config?.file ? displayPath(options.config.file) : 'the gate');
+  log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
+  const evaluator = await Evaluator.create(base, set, { latency: options.config?.latency, log });
+  try {
+    log('evaluating the candidate');
+    const evaluation = await evaluator.evaluate(candidate);
+    const metrics = judge(evaluation.values, rules, set.task);
+    const report = buildReport({
+      verdict: verdictOf(metrics),
+      task: set.task,
+      target: null,
+      quantize: 'none',
+      base: evaluation.base,
+      candidate: evaluation.candidate,
+      metrics,
+      latency: evaluation.latency,
+      steps: [],
+      chosenStep: null,
+      pruned: [],
+      skipped: [],
+      pullRequest: pullRequestFromEnv(options.env ?? process.env),
+    });
+    const markdown = renderMarkdown(report);
+    if (options.out) {
+      const out = path.resolve(options.out);
+      writeFileAtomic(path.join(out, REPORT_JSON), `${JSON.stringify(report, null, 2)}\n`);
+      writeFileAtomic(path.join(out, REPORT_MD), markdown);
+    }
+    return { report, markdown };
+  } finally {
+    await evaluator.close();
+  }
+}

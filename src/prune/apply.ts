@@ -1,0 +1,222 @@
+import { onnx } from 'onnx-proto';
+import { Analysis, Group, Unit } from '../graph/analysis';
+import { GraphIndex, Node, attr, attrInt, attrInts, nodeLabel, setAttrInt, setAttrInts } from '../graph/graph';
+import { SmallValue, ShapeEvaluator, Unevaluable, broadcastDims, resolveReshape, shapeSubgraph } from '../graph/shape-eval';
+import { OnnxModel } from '../onnx/model';
+import { DataType } from '../onnx/dtype';
+import { intTensor, takeAlongAxis, fromFloat32 } from '../onnx/tensor';
+import { Removal } from './plan';
+
+/** A shape or attribute the pruner could not keep consistent; the groups involved are frozen. */
+export class FixFailure extends Error {
+  constructor(
+    message: string,
+    readonly tensors: string[],
+  ) {
+    super(message);
+  }
+}
+
+export interface Applied {
+  model: OnnxModel;
+  /** Removed index count per slot id. */
+  removed: Map<number, number>;
+}
+
+/**
+ * Removes the chosen units from a copy of the model: slices every weight, bias and constant of
+ * their slots, then fixes what depends on sizes (depthwise group counts, Split sizes, and the
+ * shape inputs of Reshape and Expand, computed at run time or constant).
+ */
+export function applyRemoval(analysis: Analysis, removals: Removal[]): Applied {
+  const { space } = analysis;
+  const model = analysis.model.clone();
+  const removedIdx = new Map<number, Set<number>>();
+  for (const { units } of removals) {
+    for (const u of units) {
+      for (const [slotId, indices] of u.indices) {
+        let set = removedIdx.get(slotId);
+        if (!set) removedIdx.set(slotId, (set = new Set()));
+        for (const i of indices) set.add(i);
+      }
+    }
+  }
+  const removed = new Map([...removedIdx].map(([k, v]) => [k, v.size]));
+
+  // 1. Slice constants, one tensor at a time (all of its pruned axes at once).
+  const byTensor = new Map<string, number[]>();
+  for (const slotId of removedIdx.keys()) {
+    const s = space.slots[slotId];
+    if (!s.constant) continue;
+    byTensor.set(s.tensor, [...(byTensor.get(s.tensor) ?? []), slotId]);
+  }
+  for (const [tensor, slotIds] of byTensor) {
+    let t = model.constant(tensor)!;
+    for (const slotId of slotIds) {
+      const s = space.slots[slotId];
+      const gone = removedIdx.get(slotId)!;
+      const keep: number[] = [];
+      for (let i = 0; i < s.size; i++) if (!gone.has(i)) keep.push(i);
+      t = takeAlongAxis(t, s.axis, keep);
+    }
+    model.setConstant(tensor, t);
+  }
+
+  // 2. Fix sizes written in attributes and shape inputs.
+  const index = new GraphIndex(model);
+  const newDims = (tensor: string, which: 0 | 1): number[] | undefined => {
+    const base = analysis.traces[which].get(tensor)?.dims ?? analysis.model.constantInfo(tensor)?.dims;
+    if (!base) return undefined;
+    const dims = [...base];
+    for (const s of space.slotsOf(tensor)) dims[s.axis] -= removed.get(s.id) ?? 0;
+    return dims;
+  };
+  const changed = (tensor: string) => space.slotsOf(tensor).some((s) => (removed.get(s.id) ?? 0) > 0);
+  // old size -> new size of the axes that shrank, for the tensors around one node.
+  const sizeChanges = (tensors: string[]): [number, number][] => {
+    const pairs = new Map<string, [number, number]>();
+    for (const t of tensors) {
+      for (const s of space.slotsOf(t)) {
+        const count = removed.get(s.id) ?? 0;
+        if (count > 0) pairs.set(`${s.size}>${s.size - count}`, [s.size, s.size - count]);
+      }
+    }
+    return [...pairs.values()];
+  };
+  const fixer = new ShapeFixer(model, index, newDims, sizeChanges);
+  for (const node of index.nodes) {
+    const touches = [...node.input, ...node.output].some((n) => n && changed(n));
+    if (!touches) continue;
+    switch (node.opType) {
+      case 'Conv':
+        fixDepthwise(node, analysis, newDims);
+        break;
+      case 'Split':
+        fixSplit(node, model, analysis, newDims);
+        break;
+      case 'Reshape':
+        fixer.fix(node, 1, (v, k) => resolveReshape(newDims(node.input[0], k)!, v.data, attrInt(node, 'allowzero', 0) === 1));
+        break;
+      case 'Expand':
+        fixer.fix(node, 1, (v, k) => broadcastDims(newDims(node.input[0], k)!, v.data));
+        break;
+      default:
+    }
+  }
+  return { model, removed };
+}
+
+/** Depthwise Conv: group equals the channel count, which just shrank. */
+function fixDepthwise(node: Node, analysis: Analysis, newDims: (t: string, k: 0 | 1) => number[] | undefined): void {
+  const group = attrInt(node, 'group', 1);
+  if (group === 1) return;
+  const cin = newDims(node.input[0], 0)?.[1];
+  if (cin !== undefined && cin !== group) setAttrInt(node, 'group', cin);
+}
+
+/** Split sizes follow the new sizes of its outputs. */
+function fixSplit(
+  node: Node,
+  model: OnnxModel,
+  analysis: Analysis,
+  newDims: (t: string, k: 0 | 1) => number[] | undefined,
+): void {
+  const r = newDims(node.input[0], 0)!.length;
+  let axis = attrInt(node, 'axis', 0);
+  if (axis < 0) axis += r;
+  const sizes = node.output.map((o) => newDims(o, 0)![axis]);
+  if (attr(node, 'split')) setAttrInts(node, 'split', sizes);
+  else if (node.input[1]) {
+    const name = model.uniqueName(`${node.input[1]}_pruned`);
+    model.addInitializer(name, intTensor(sizes));
+    node.input[1] = name;
+  } else if (analysisOpset(analysis) >= 13) {
+    const name = model.uniqueName(`${node.name || 'split'}_sizes`);
+    model.addInitializer(name, intTensor(sizes));
+    node.input.push(name);
+    node.attribute = node.attribute.filter((a) => a.name !== 'num_outputs');
+  } else setAttrInts(node, 'split', sizes);
+}
+
+function analysisOpset(analysis: Analysis): number {
+  const imp = analysis.model.proto.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx');
+  return imp ? Number(imp.version) : 13;
+}
+
+/**
+ * Keeps a shape input right after pruning: evaluates it with the new sizes (in both traced
+ * runs); if it no longer gives the output's new shape, finds the constant(s) in its arithmetic
+ * whose value is an old size (a head count, a width) and rewrites them to the new size,
+ * checking the result, and copies a constant first when other ops share it.
+ */
+class ShapeFixer {
+  constructor(
+    private readonly model: OnnxModel,
+    private readonly index: GraphIndex,
+    private readonly newDims: (t: string, k: 0 | 1) => number[] | undefined,
+    /** old size -> new size of the axes of these tensors that shrank. */
+    private readonly sizeChanges: (tensors: string[]) => [number, number][],
+  ) {}
+
+  fix(node: Node, input: number, result: (shapeValue: SmallValue, which: 0 | 1) => number[]): void {
+    const shapeName = node.input[input];
+    const out = node.output[0];
+    const expected = [this.newDims(out, 0), this.newDims(out, 1)];
+    const check = (overrides: Map<string, SmallValue>) =>
+      ([0, 1] as const).every((k) => {
+        try {
+          const ev = new ShapeEvaluator(this.model, this.index, (t) => this.newDims(t, k), overrides);
+          return JSON.stringify(result(ev.eval(shapeName), k)) === JSON.stringify(expected[k]);
+        } catch (e) {
+          if (e instanceof Unevaluable) return false;
+          throw e;
+        }
+      });
+    if (check(new Map())) return;
+    const { nodes, leaves } = shapeSubgraph(this.index, shapeName);
+    const leafValues = new Map<string, SmallValue>();
+    for (const leaf of leaves) {
+      const t = this.model.constant(leaf);
+      if (t && t.dtype !== DataType.FLOAT && t.data.length <= 64) {
+        leafValues.set(leaf, { dims: t.dims, data: Array.from(t.data as ArrayLike<number | bigint>, Number), float: false });
+      }
+    }
+    const candidates: Map<string, SmallValue>[] = [];
+    for (const [from, to] of this.sizeChanges([node.input[0], out])) {
+      // Every occurrence of the old size at once (e.g. a head count used for the heads entry
+      // and for head_dim = width / heads), then each occurrence alone.
+      const all = new Map<string, SmallValue>();
+      for (const [leaf, v] of leafValues) {
+        if (v.data.includes(from)) all.set(leaf, { ...v, data: v.data.map((x) => (x === from ? to : x)) });
+      }
+      if (all.size) candidates.push(all);
+      for (const [leaf, v] of leafValues) {
+        v.data.forEach((x, i) => {
+          if (x !== from) return;
+          const data = [...v.data];
+          data[i] = to;
+          candidates.push(new Map([[leaf, { ...v, data }]]));
+        });
+      }
+    }
+    const good = candidates.find(check);
+    if (!good) {
+      throw new FixFailure(`cannot rewrite the shape input of ${node.opType} ${nodeLabel(node)}`, [node.input[0], out]);
+    }
+    for (const [leaf, v] of good) this.writeLeaf(leaf, v, nodes);
+  }
+
+  /** Writes a rewritten constant, copying it first if ops outside this shape computation use it. */
+  private writeLeaf(leaf: string, value: SmallValue, within: Set<Node>): void {
+    const original = this.model.constant(leaf)!;
+    const tensor = fromFloat32(value.data, original.dtype, value.dims);
+    const users = this.index.consumersOf(leaf);
+    if (users.every((n) => within.has(n))) {
+      this.model.setConstant(leaf, tensor);
+      return;
+    }
+    const name = this.model.uniqueName(`${leaf}_pruned`);
+    this.model.addInitializer(name, tensor);
+    for (const n of users) if (within.has(n)) n.input = n.input.map((i) => (i === leaf ? name : i));
+  }
+}

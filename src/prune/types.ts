@@ -1,0 +1,48 @@
+import type { OnnxModel } from '../onnx/model';
+import type { ort } from '../onnx/runtime';
+
+/** What can be removed: FFN/hidden neurons, attention heads (or KV groups), conv channels. */
+export type Structure = 'ffn' | 'heads' | 'channels';
+export type Importance = 'magnitude' | 'activation';
+export type Compensation = 'none' | 'bias' | 'reconstruct';
+
+/** A batch of model inputs, keyed by graph input name (axis 0 is the sample axis). */
+export type Feeds = Record<string, ort.Tensor>;
+
+export interface PruneOptions {
+  /** Fraction of the model's parameters to remove, 0..1. */
+  target: number;
+  structures: Structure[];
+  importance: Importance;
+  compensate: Compensation;
+  /** Calibration batches, needed for activation importance and compensation. */
+  calibration?: () => AsyncIterable<Feeds> | Iterable<Feeds>;
+  /** Progress lines (to stderr in the CLI). */
+  log?: (line: string) => void;
+}
+
+/** One place where structures were removed. */
+export interface PrunedEntry {
+  kind: Structure;
+  /** Where, in model terms: the weights involved, e.g. "/h.0/attn/c_attn/MatMul -> /h.0/attn/c_proj". */
+  where: string;
+  /** Units (heads, neurons, channels) before and after. */
+  before: number;
+  after: number;
+  /** Parameters removed at this place. */
+  params: number;
+}
+
+/** A place the engine left alone, and why. */
+export interface SkippedEntry {
+  where: string;
+  reason: string;
+}
+
+export interface PruneResult {
+  model: OnnxModel;
+  pruned: PrunedEntry[];
+  skipped: SkippedEntry[];
+  paramsBefore: number;
+  paramsAfter: number;
+}

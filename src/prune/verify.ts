@@ -1,0 +1,41 @@
+import { Trace } from '../graph/trace';
+import { TRACE_SIZES } from '../graph/analysis';
+import { OnnxModel } from '../onnx/model';
+import { createSession, dummyFeeds } from '../onnx/runtime';
+
+/**
+ * Runs the pruned model at both traced input sizes and checks that it loads and that every
+ * output keeps the shape the base model had. Returns what went wrong, or undefined.
+ */
+export async function verifyPruned(model: OnnxModel, baseTraces: [Trace, Trace]): Promise<string | undefined> {
+  let session;
+  try {
+    session = await createSession(model);
+  } catch (e) {
+    return `onnxruntime rejects the pruned model: ${firstLine(e)}`;
+  }
+  try {
+    for (const k of [0, 1] as const) {
+      let out;
+      try {
+        out = await session.run(dummyFeeds(model, ...TRACE_SIZES[k]));
+      } catch (e) {
+        return `the pruned model fails to run: ${firstLine(e)}`;
+      }
+      for (const name of session.outputNames) {
+        const want = baseTraces[k].get(name)?.dims;
+        const got = out[name]?.dims;
+        if (want && JSON.stringify(want) !== JSON.stringify(got)) {
+          return `output ${name} has shape [${got}] instead of [${want}]`;
+        }
+      }
+    }
+    return undefined;
+  } finally {
+    await session.release();
+  }
+}
+
+function firstLine(e: unknown): string {
+  return String((e as Error)?.message ?? e).split('\n')[0];
+}

@@ -1,0 +1,103 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import { displayPath } from '../config/issues';
+import type { QuantizeMode } from '../config/config';
+import type { ModelStats } from '../eval/evaluator';
+import type { LatencyResult } from '../eval/latency';
+import type { MetricResult, Verdict } from '../gate/gate';
+import type { StepOutcome } from '../gate/search';
+import type { PrunedEntry, SkippedEntry } from '../prune/types';
+import { UserError } from '../errors';
+import { PullRequestRef } from './github';
+import { Report, ReportSchema } from './schema';
+
+export interface ReportInput {
+  verdict: Verdict;
+  task: Report['task'];
+  target: number | 'auto' | null;
+  quantize: QuantizeMode;
+  base: ModelStats;
+  candidate: ModelStats;
+  metrics: MetricResult[];
+  latency: LatencyResult;
+  steps: StepOutcome[];
+  chosenStep: number | null;
+  pruned: PrunedEntry[];
+  skipped: SkippedEntry[];
+  pullRequest?: PullRequestRef;
+}
+
+/** NaN and infinities have no JSON form: an unmeasurable value is null. */
+function finiteOrNull(v: number | null): number | null {
+  return v !== null && Number.isFinite(v) ? v : null;
+}
+
+function metricJson(m: MetricResult): MetricResult {
+  return { ...m, base: finiteOrNull(m.base), candidate: finiteOrNull(m.candidate), bound: finiteOrNull(m.bound) };
+}
+
+/** Paths as the repository sees them (relative to the working folder), not the runner's absolute paths. */
+function statsJson(s: ModelStats): ModelStats {
+  return { ...s, path: s.path ? displayPath(path.resolve(s.path)) : '' };
+}
+
+/** report.json's object, checked against the schema the action validates reports with. */
+export function buildReport(input: ReportInput): Report {
+  const report: Report = {
+    tool: 'prune-gate',
+    format: 1,
+    verdict: input.verdict,
+    task: input.task,
+    target: input.target,
+    quantize: input.quantize,
+    base: statsJson(input.base),
+    candidate: statsJson(input.candidate),
+    metrics: input.metrics.map(metricJson),
+    latency: {
+      base: input.latency.base,
+      candidate: input.latency.candidate,
+      speedup: finiteOrNull(input.latency.speedup),
+    },
+    steps: input.steps.map((s) => ({ ratio: s.ratio, metrics: s.metrics.map(metricJson), pass: s.pass, quality_pass: s.qualityPass })),
+    chosen_step: input.chosenStep,
+    pruned: input.pruned.map((p) => ({ kind: p.kind, where: p.where, before: p.before, after: p.after, params: p.params })),
+    skipped: input.skipped.map((s) => ({ where: s.where, reason: s.reason })),
+    ...(input.pullRequest ? { pull_request: input.pullRequest } : {}),
+  };
+  const checked = ReportSchema.safeParse(report);
+  if (!checked.success) {
+    throw new Error(`internal: the report does not fit its own schema: ${JSON.stringify(checked.error.issues[0])}`);
+  }
+  return checked.data;
+}
+
+/** Writes `text` to `file` under a temporary name first, so a reader never sees half a file. */
+export function writeFileAtomic(file: string, text: string): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
+  try {
+    fs.writeFileSync(tmp, text);
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** A report from a file, validated (the action's publish-only mode; untrusted input). */
+export function readReport(file: string): Report {
+  let data: unknown;
+  try {
+    data = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${file}: not a readable JSON report: ${(e as Error).message.split('\n')[0]}`);
+  }
+  return parseReport(data, file);
+}
+
+export function parseReport(data: unknown, file: string): Report {
+  const r = ReportSchema.safeParse(data);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  throw new UserError(`${file}: not a prune-gate report: ${issue.path.join('.') || '(top level)'}: ${issue.message}`);
+}

@@ -1,0 +1,283 @@
+import { bytes as formatBytes, si } from '../cli/format';
+import { METRICS, MetricName } from '../gate/metrics';
+import type { Report, ReportStep } from './schema';
+
+/**
+ * report.md: what the PR comment and the job summary show. Every string that comes from the
+ * model or the report (tensor and node names, paths, reasons) goes through escapeMarkdown: a
+ * report can come from an untrusted fork, and a model can name a tensor `<img src=x onerror=...>`.
+ * Numbers come from the schema-checked report, metric names from a fixed list.
+ */
+
+/** Characters with a meaning in GitHub Markdown or HTML, written as character references. */
+const ESCAPES: Record<string, string> = {
+  '&': '&amp;',
+  '<': '&lt;',
+  '>': '&gt;',
+  '"': '&quot;',
+  "'": '&#39;',
+  '|': '&#124;', // table cell separator
+  '\\': '&#92;',
+  '`': '&#96;',
+  '*': '&#42;',
+  _: '&#95;',
+  '~': '&#126;',
+  '[': '&#91;',
+  ']': '&#93;',
+  '(': '&#40;',
+  ')': '&#41;',
+  '!': '&#33;',
+  '#': '&#35;',
+  $: '&#36;', // math
+  ':': '&#58;', // autolinks (http://), emoji shortcodes
+  '=': '&#61;',
+  '{': '&#123;',
+  '}': '&#125;',
+};
+
+const MAX_NAME = 300;
+
+/**
+ * Makes an untrusted string inert inline text: no HTML, no Markdown syntax, no table breaks, no
+ * @mentions or autolinks, one line, bounded length.
+ */
+export function escapeMarkdown(s: string, max = MAX_NAME): string {
+  const oneLine = s.replace(/[\r\n\t\u2028\u2029]+/g, ' ');
+  const clipped = oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
+  return clipped
+    .replace(/[&<>"'|\\`*_~[\]()!#$:={}]/g, (c) => ESCAPES[c])
+    .replace(/@/g, '@\u200b') // a zero-width space after @ stops a mention
+    .replace(/www\./gi, (m) => `${m.slice(0, 3)}&#46;`); // bare www. autolinks
+}
+
+/** The hidden marker that finds this model's comment again (PRODUCT: one comment per model). */
+export function stickyMarker(modelPath: string): string {
+  // Inside an HTML comment only "--" and ">" matter; keep the marker one token-ish line.
+  return `<!-- prune-gate:${modelPath.replace(/[^A-Za-z0-9._/@+-]/g, '_').replace(/-{2,}/g, '-')} -->`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Number formatting
+// ---------------------------------------------------------------------------------------------
+
+function sig(n: number, digits = 4): string {
+  if (!Number.isFinite(n)) return '–';
+  if (n === 0) return '0';
+  const abs = Math.abs(n);
+  if (abs >= 1e4 || abs < 1e-3) return n.toPrecision(3);
+  return String(Number(n.toPrecision(digits)));
+}
+
+/** A metric's value in its unit. */
+export function formatValue(name: MetricName, v: number | null): string {
+  if (v === null || !Number.isFinite(v)) return '–';
+  switch (METRICS[name].unit) {
+    case 'fraction':
+      return `${(v * 100).toFixed(2)} %`;
+    case 'ms':
+      return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} ms`;
+    case 'bytes':
+      return formatBytes(v);
+    case 'count':
+      return si(v);
+    default:
+      return sig(v);
+  }
+}
+
+/** Candidate against base: points for fractions, a relative change for everything else. */
+export function formatChange(name: MetricName, base: number | null, cand: number | null): string {
+  if (base === null || cand === null || !Number.isFinite(base) || !Number.isFinite(cand)) return '–';
+  const unit = METRICS[name].unit;
+  if (unit === 'fraction') return `${signed((cand - base) * 100, 2)} pts`;
+  if (base === 0) return cand === 0 ? '0' : signed(cand, 4);
+  return `${signed(((cand - base) / Math.abs(base)) * 100, 1)} %`;
+}
+
+function signed(v: number, decimals: number): string {
+  const s = v.toFixed(decimals);
+  return v > 0 ? `+${s}` : v < 0 ? s.replace('-', '−') : s.replace('-', '');
+}
+
+function formatBound(name: MetricName, bound: number | null, rule: string | null): string {
+  if (rule === null) return '';
+  const op = METRICS[name].higherIsBetter ? '≥' : '≤';
+  return `${op} ${formatValue(name, bound)} (${escapeMarkdown(rule)})`;
+}
+
+function ratioText(base: number, cand: number): string {
+  if (!(base > 0) || !(cand > 0)) return '–';
+  return `${(base / cand).toFixed(2)}x smaller (${signed(((cand - base) / base) * 100, 1)} %)`;
+}
+
+function percentOf(r: number): string {
+  return `${Number((r * 100).toFixed(1))}%`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sections
+// ---------------------------------------------------------------------------------------------
+
+function row(cells: string[]): string {
+  return `| ${cells.join(' | ')} |`;
+}
+
+function table(header: string[], rows: string[][]): string[] {
+  return [row(header), row(header.map(() => '---')), ...rows.map(row)];
+}
+
+function verdictLine(r: Report): string {
+  // Not a code span: character references are not decoded inside one.
+  const model = `**${escapeMarkdown(r.base.path)}**`;
+  const what =
+    r.target === null
+      ? `compared with ${escapeMarkdown(r.candidate.path)}`
+      : r.steps.length && r.chosen_step !== null
+        ? `pruned ${percentOf(r.steps[r.chosen_step].ratio)} of the parameters`
+        : '';
+  const failed = r.metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? '')})`);
+  if (r.verdict === 'pass') return `### ✅ prune-gate passed: ${model} ${what}`.trimEnd();
+  return `### ❌ prune-gate failed: ${model} ${what}${failed.length ? ` — over the bound: ${failed.join(', ')}` : ''}`;
+}
+
+function metricsTable(r: Report): string[] {
+  return table(
+    ['metric', 'base', 'candidate', 'change', 'bound', 'pass'],
+    r.metrics.map((m) => [
+      m.name,
+      formatValue(m.name, m.base),
+      formatValue(m.name, m.candidate),
+      formatChange(m.name, m.base, m.candidate),
+      formatBound(m.name, m.bound, m.rule),
+      m.rule === null ? '' : m.pass ? '✅' : '❌',
+    ]),
+  );
+}
+
+function compressionTable(r: Report): string[] {
+  const macs = r.base.macs !== null && r.candidate.macs !== null;
+  return [
+    '#### Compression',
+    '',
+    ...table(
+      ['', 'base', 'candidate', 'change'],
+      [
+        ['params', si(r.base.params), si(r.candidate.params), ratioText(r.base.params, r.candidate.params)],
+        ['bytes on disk', formatBytes(r.base.bytes), formatBytes(r.candidate.bytes), ratioText(r.base.bytes, r.candidate.bytes)],
+        [
+          'MACs per sample',
+          r.base.macs === null ? '–' : si(r.base.macs),
+          r.candidate.macs === null ? '–' : si(r.candidate.macs),
+          macs ? ratioText(r.base.macs as number, r.candidate.macs as number) : '–',
+        ],
+      ],
+    ),
+  ];
+}
+
+function latencyTable(r: Report): string[] {
+  const l = r.latency;
+  const ms = (v: number) => formatValue('latency-p50', v);
+  return [
+    '#### Latency (one calibration batch, base and candidate runs interleaved)',
+    '',
+    ...table(
+      ['', 'p50', 'p95'],
+      [
+        ['base', ms(l.base.p50_ms), ms(l.base.p95_ms)],
+        ['candidate', ms(l.candidate.p50_ms), ms(l.candidate.p95_ms)],
+      ],
+    ),
+    '',
+    `Speedup (base p50 / candidate p50): **${l.speedup === null ? '–' : `${l.speedup.toFixed(2)}x`}**`,
+  ];
+}
+
+/** The metric the chart follows: the first bounded quality metric, else the task's own. */
+export function mainMetric(r: Report): MetricName {
+  const bounded = r.metrics.find((m) => m.rule !== null && METRICS[m.name].kind === 'quality');
+  if (bounded) return bounded.name;
+  return r.task === 'language-model' ? 'perplexity' : r.task === 'classification' ? 'accuracy' : 'agreement';
+}
+
+function stepValue(step: ReportStep, name: MetricName, field: 'candidate' | 'bound'): number | null {
+  return step.metrics.find((m) => m.name === name)?.[field] ?? null;
+}
+
+function stepsSection(r: Report): string[] {
+  if (r.steps.length === 0) return [];
+  const main = mainMetric(r);
+  const rows = r.steps.map((s, i) => [
+    String(i + 1) + (i === r.chosen_step ? ' ⬅' : ''),
+    percentOf(s.ratio),
+    formatValue('params', stepValue(s, 'params', 'candidate')),
+    formatValue('size', stepValue(s, 'size', 'candidate')),
+    formatValue(main, stepValue(s, main, 'candidate')),
+    s.pass ? '✅' : s.quality_pass ? '❌ efficiency' : '❌ quality',
+  ]);
+  const drawn = chart(r, main);
+  return [
+    '#### Gradual search',
+    '',
+    ...table(['step', 'params removed', 'params', 'size', main, 'pass'], rows),
+    ...(drawn.length ? ['', ...drawn] : []),
+  ];
+}
+
+/** A Mermaid xychart of the main metric (and its bound) against the ratio pruned. */
+export function chart(r: Report, main: MetricName = mainMetric(r)): string[] {
+  const points = r.steps.map((s) => ({ x: percentOf(s.ratio), y: stepValue(s, main, 'candidate') }));
+  if (points.length < 2 || points.some((p) => p.y === null)) return [];
+  const scale = METRICS[main].unit === 'fraction' ? 100 : 1;
+  const y = (v: number) => String(Number((v * scale).toPrecision(6)));
+  const bounds = r.steps.map((s) => stepValue(s, main, 'bound'));
+  const lines = ['```mermaid', 'xychart-beta', `    title "${main} by parameters removed"`];
+  lines.push(`    x-axis "parameters removed" [${points.map((p) => `"${p.x}"`).join(', ')}]`);
+  lines.push(`    y-axis "${main}${scale === 100 ? ' (%)' : ''}"`);
+  lines.push(`    line [${points.map((p) => y(p.y as number)).join(', ')}]`);
+  if (bounds.every((b) => b !== null)) lines.push(`    line [${bounds.map((b) => y(b as number)).join(', ')}]`);
+  lines.push('```');
+  return lines;
+}
+
+const MAX_ROWS = 200;
+
+function details(summary: string, header: string[], rows: string[][]): string[] {
+  if (rows.length === 0) return [];
+  const shown = rows.slice(0, MAX_ROWS);
+  const more = rows.length > MAX_ROWS ? ['', `… and ${rows.length - MAX_ROWS} more (see report.json)`] : [];
+  return ['<details>', `<summary>${summary}</summary>`, '', ...table(header, shown), ...more, '', '</details>'];
+}
+
+function prunedSection(r: Report): string[] {
+  return details(
+    `What was pruned (${r.pruned.length} ${r.pruned.length === 1 ? 'place' : 'places'})`,
+    ['kind', 'where', 'before', 'after', 'params removed'],
+    r.pruned.map((p) => [p.kind, escapeMarkdown(p.where), String(p.before), String(p.after), si(p.params)]),
+  );
+}
+
+function skippedSection(r: Report): string[] {
+  return details(
+    `Left alone (${r.skipped.length} ${r.skipped.length === 1 ? 'place' : 'places'})`,
+    ['where', 'why'],
+    r.skipped.map((s) => [escapeMarkdown(s.where), escapeMarkdown(s.reason, 500)]),
+  );
+}
+
+/** report.md for the job summary and the PR comment. */
+export function renderMarkdown(r: Report): string {
+  const sections: string[][] = [
+    [verdictLine(r)],
+    metricsTable(r),
+    compressionTable(r),
+    latencyTable(r),
+    stepsSection(r),
+    prunedSection(r),
+    skippedSection(r),
+  ];
+  return `${sections
+    .filter((s) => s.length > 0)
+    .map((s) => s.join('\n'))
+    .join('\n\n')}\n`;
+}

@@ -1,0 +1,79 @@
+import { z } from 'zod';
+import { METRIC_NAMES } from '../gate/metrics';
+
+/**
+ * report.json. The fields of PRODUCT.md are stable (users and the action's publish-only mode
+ * read them); this schema is also how the action validates a report it did not write itself
+ * (the fork pattern: a report downloaded from an untrusted PR's artifact). Numbers must be
+ * finite, strings are bounded, arrays are bounded: a hostile report cannot make the comment huge.
+ */
+
+const MAX_TEXT = 2000;
+const MAX_ITEMS = 100_000;
+
+const text = z.string().max(MAX_TEXT);
+const num = z.number().finite();
+const count = z.number().finite().nonnegative();
+
+export const ModelStatsSchema = z.object({
+  path: text,
+  params: count,
+  bytes: count,
+  macs: count.nullable(),
+});
+
+export const MetricResultSchema = z.object({
+  name: z.enum(METRIC_NAMES),
+  base: num.nullable(),
+  candidate: num.nullable(),
+  bound: num.nullable(),
+  rule: text.nullable(),
+  pass: z.boolean(),
+});
+
+export const LatencyStatsSchema = z.object({ p50_ms: count, p95_ms: count });
+
+export const StepSchema = z.object({
+  ratio: z.number().min(0).max(1),
+  metrics: z.array(MetricResultSchema).max(METRIC_NAMES.length),
+  pass: z.boolean(),
+  /** Passes every quality bound (the search goes on past such a step). */
+  quality_pass: z.boolean(),
+});
+
+export const ReportSchema = z.object({
+  tool: z.literal('prune-gate'),
+  /** The report format's version; bumped only when a stable field changes meaning. */
+  format: z.literal(1),
+  verdict: z.enum(['pass', 'fail']),
+  task: z.enum(['language-model', 'classification', 'generic']),
+  /** The prune settings of the run, or null for `eval` (two given models). */
+  target: z.union([z.number().min(0).max(1), z.literal('auto')]).nullable(),
+  quantize: z.enum(['none', 'int8', 'int4']),
+  base: ModelStatsSchema,
+  candidate: ModelStatsSchema,
+  metrics: z.array(MetricResultSchema).max(METRIC_NAMES.length),
+  latency: z.object({ base: LatencyStatsSchema, candidate: LatencyStatsSchema, speedup: count.nullable() }),
+  steps: z.array(StepSchema).max(100),
+  /** Index into steps of the model that was written, or null without a search. */
+  chosen_step: z.number().int().nonnegative().nullable(),
+  pruned: z
+    .array(
+      z.object({
+        kind: z.enum(['ffn', 'heads', 'channels']),
+        where: text,
+        before: count,
+        after: count,
+        params: count,
+      }),
+    )
+    .max(MAX_ITEMS),
+  skipped: z.array(z.object({ where: text, reason: text })).max(MAX_ITEMS),
+  /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
+  pull_request: z
+    .object({ number: z.number().int().positive(), head_sha: z.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) })
+    .optional(),
+});
+
+export type Report = z.output<typeof ReportSchema>;
+export type ReportStep = z.output<typeof StepSchema>;
