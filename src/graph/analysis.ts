@@ -252,6 +252,9 @@ function collectGroups(
     const unitParams = info.slots.reduce((sum, s, i) => sum + (isParamSlot.has(s) ? slotParams(s, info.counts[i]) : 0), 0);
     const where = describeWeights(constantSlots, index);
     if (info.frozen) {
+      // A lone weight axis coupled to nothing (a conv kernel's spatial axis) is not a channel
+      // space; only an op we do not understand makes it worth a line.
+      if (info.slots.length === 1 && !info.frozen.includes('not understood')) continue;
       skipped.push({ where, reason: info.frozen, params: Math.round(unitParams * roots.length) });
       continue;
     }
@@ -302,11 +305,16 @@ function reasonRank(reason: string): number {
 /** "/h.0/attn (c_attn/MatMul, c_proj/MatMul)": the ops that use the group's weights. */
 function describeWeights(slots: Slot[], index: GraphIndex): string {
   const names = [...new Set(slots.flatMap((s) => consumers(index, s.tensor).map((n) => nodeLabel(n))))];
-  if (names.length === 0) return slots.map((s) => s.tensor).join(', ');
+  if (names.length === 0) return listed(slots.map((s) => s.tensor));
   if (names.length === 1) return names[0];
   let prefix = names[0];
   for (const n of names) while (!n.startsWith(prefix)) prefix = prefix.slice(0, -1);
   prefix = prefix.slice(0, prefix.lastIndexOf('/') + 1);
-  if (prefix.length < 2) return names.join(', ');
-  return `${prefix.replace(/\/$/, '')} (${names.map((n) => n.slice(prefix.length)).join(', ')})`;
+  if (prefix.length < 2) return listed(names);
+  return `${prefix.replace(/\/$/, '')} (${listed(names.map((n) => n.slice(prefix.length)))})`;
+}
+
+/** At most six names, then how many more: a residual stream touches every layer. */
+function listed(names: string[]): string {
+  return names.length <= 6 ? names.join(', ') : `${names.slice(0, 5).join(', ')} and ${names.length - 5} more`;
 }

@@ -84,8 +84,11 @@ function normalizesOver(reason: string, axesOf: (ctx: RuleContext, r: number) =>
         ctx.freeze(x, a, reason);
         ctx.freeze(outputs(n)[0], a, reason);
       }
-      // Scale and bias (LayerNorm) cover the normalized axes: frozen with them.
-      for (const p of inputs(n).slice(1)) for (let a = 0; a < rank(ctx, p); a++) ctx.freeze(p, a, reason);
+      // Scale and bias (LayerNorm) broadcast over the trailing axes: they share those atoms.
+      for (const p of inputs(n).slice(1)) {
+        const rp = rank(ctx, p);
+        for (let a = 0; a < rp; a++) ctx.same(p, a, x, a + r - rp);
+      }
       for (const o of outputs(n).slice(1)) for (let a = 0; a < rank(ctx, o); a++) ctx.keep(o, a);
     },
   };
@@ -328,7 +331,13 @@ const readsShape: OpRule = {
 /** Resize/Upsample: batch and channel pass through; spatial axes are fixed by the scale. */
 const resize: OpRule = pool;
 
-const noop: OpRule = { link: () => undefined };
+/** A Constant node is a weight like an initializer: its users decide how it is coupled. */
+const constant: OpRule = {
+  link(ctx) {
+    const y = outputs(ctx.node)[0];
+    for (let a = 0; a < rank(ctx, y); a++) ctx.keep(y, a);
+  },
+};
 
 /** The registry: op type (default domain) -> rule. An op not listed here freezes what it touches. */
 export const OP_RULES: Record<string, OpRule> = {
@@ -360,5 +369,5 @@ export const OP_RULES: Record<string, OpRule> = {
   GlobalAveragePool: pool, GlobalMaxPool: pool, GlobalLpPool: pool, AveragePool: pool, MaxPool: pool,
   LpPool: pool, Resize: resize, Upsample: resize,
   Shape: readsShape, Size: readsShape,
-  Constant: noop,
+  Constant: constant,
 };

@@ -1,0 +1,158 @@
+// Issue 3: every fixture pruned at 10, 30 and 50 % of its parameters loads in onnxruntime,
+// runs at other batch sizes and sequence lengths, keeps its output shapes, and loses the
+// requested share of parameters; heads (KV groups for GQA), FFN neurons and conv channels are
+// really removed; an op the engine does not know is left alone, and the rest is still pruned.
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { onnx } from 'onnx-proto';
+import { countParams } from '../src/graph/cost';
+import { OnnxModel } from '../src/onnx/model';
+import { createSession, ort } from '../src/onnx/runtime';
+import { writeModel } from '../src/onnx/write';
+import { PruneResult, pruneModel } from '../src/prune';
+import { FIXTURES_DIR, outputBytes, sampleFeeds } from './helpers/fixtures';
+
+const FIXTURES = ['mlp', 'cnn', 'gpt2', 'llama', 'bert'];
+const ALL = ['ffn', 'heads', 'channels'] as const;
+
+let tmp: string;
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-prune-'));
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+async function run(model: OnnxModel | string, feeds: Record<string, ort.Tensor>) {
+  const session = await createSession(model);
+  try {
+    return await session.run(feeds);
+  } finally {
+    await session.release();
+  }
+}
+
+const prune = (model: OnnxModel, target: number) =>
+  pruneModel(model, { target, structures: [...ALL], importance: 'magnitude', compensate: 'none' });
+
+/** A weight's dims, found through the op that uses it (torch names MatMul weights anonymously). */
+function weightDims(model: OnnxModel, nodeName: string, input = 1): number[] {
+  const node = nodesOf(model).find((n) => n.name === nodeName);
+  if (!node) throw new Error(`no node ${nodeName}`);
+  return model.constantInfo(node.input[input])!.dims;
+}
+
+const nodesOf = (model: OnnxModel) => model.graph.node as onnx.NodeProto[];
+const sha = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+
+describe.each(FIXTURES)('%s', (name) => {
+  const file = path.join(FIXTURES_DIR, `${name}.onnx`);
+  const base = OnnxModel.read(file);
+  const before = sha(file);
+
+  test.each([0.1, 0.3, 0.5])('pruned at %p: loads, runs at other sizes, keeps output shapes', async (target) => {
+    const result = await prune(base, target);
+    const removed = 1 - result.paramsAfter / result.paramsBefore;
+    expect(Math.abs(removed - target)).toBeLessThanOrEqual(0.02);
+    expect(result.paramsAfter).toBe(countParams(result.model));
+
+    const out = path.join(tmp, `${name}-${target}.onnx`);
+    writeModel(result.model, out);
+    for (const [batch, length] of [[1, 3], [4, 16]]) {
+      const feeds = sampleFeeds(base, batch, length);
+      const want = await run(base, feeds);
+      const got = await run(out, feeds);
+      for (const [k, t] of Object.entries(want)) {
+        expect(got[k].dims).toEqual(t.dims);
+        expect(Array.from(got[k].data as Float32Array).every(Number.isFinite)).toBe(true);
+      }
+    }
+    expect(sha(file)).toBe(before); // the input model is never modified
+  });
+
+  test('pruning nothing gives outputs equal to the base', async () => {
+    const result = await prune(base, 0);
+    expect(result.pruned).toEqual([]);
+    const feeds = sampleFeeds(base, 2, 5);
+    expect(outputBytes(await run(result.model, feeds))).toEqual(outputBytes(await run(base, feeds)));
+  });
+});
+
+describe('structures removed where the model has them', () => {
+  const results = new Map<string, PruneResult>();
+  beforeAll(async () => {
+    for (const name of FIXTURES) results.set(name, await prune(OnnxModel.read(path.join(FIXTURES_DIR, `${name}.onnx`)), 0.3));
+  });
+  const kinds = (name: string) => new Set(results.get(name)!.pruned.filter((p) => p.after < p.before).map((p) => p.kind));
+
+  test('GPT-2 (fused QKV): heads and FFN neurons; c_attn loses whole heads from q, k and v', () => {
+    expect(kinds('gpt2')).toEqual(new Set(['heads', 'ffn']));
+    const model = results.get('gpt2')!.model;
+    const heads = results.get('gpt2')!.pruned.find((p) => p.kind === 'heads' && p.where.includes('h.0'))!;
+    const kept = heads.after; // 4 heads of 16 dims each in the fixture
+    expect(weightDims(model, '/transformer/h.0/attn/c_attn/MatMul')).toEqual([64, 3 * 16 * kept]);
+    expect(weightDims(model, '/transformer/h.0/attn/c_proj/MatMul')).toEqual([16 * kept, 64]);
+  });
+
+  test('LLaMA (GQA): a KV group goes with its query heads; SwiGLU neurons go from gate, up and down', () => {
+    expect(kinds('llama')).toEqual(new Set(['heads', 'ffn']));
+    const model = results.get('llama')!.model;
+    const attn = results.get('llama')!.pruned.filter((p) => p.kind === 'heads');
+    expect(attn.every((p) => p.before === 2 && p.after === 1)).toBe(true); // 2 KV groups, 1 left
+    const layer = '/model/layers.0/self_attn';
+    expect(weightDims(model, `${layer}/k_proj/MatMul`)).toEqual([64, 16]); // 1 KV head of 16
+    expect(weightDims(model, `${layer}/v_proj/MatMul`)).toEqual([64, 16]);
+    expect(weightDims(model, `${layer}/q_proj/MatMul`)).toEqual([64, 32]); // its 2 query heads
+    expect(weightDims(model, `${layer}/o_proj/MatMul`)).toEqual([32, 64]);
+    const mlp = results.get('llama')!.pruned.find((p) => p.kind === 'ffn' && p.where.includes('layers.0'))!;
+    expect(weightDims(model, '/model/layers.0/mlp/gate_proj/MatMul')).toEqual([64, mlp.after]);
+    expect(weightDims(model, '/model/layers.0/mlp/up_proj/MatMul')).toEqual([64, mlp.after]);
+    expect(weightDims(model, '/model/layers.0/mlp/down_proj/MatMul')).toEqual([mlp.after, 64]);
+  });
+
+  test('BERT (separate Q/K/V): heads and FFN neurons', () => {
+    expect(kinds('bert')).toEqual(new Set(['heads', 'ffn']));
+  });
+
+  test('CNN: conv channels (residual-coupled, depthwise, squeeze-excite) and the classifier hidden layer', () => {
+    expect(kinds('cnn')).toEqual(new Set(['channels', 'ffn']));
+    const r = results.get('cnn')!;
+    const dw = nodesOf(r.model).find((n) => n.name === '/dwsep/dw/dw.0/Conv')!;
+    const channels = r.model.constantInfo(dw.input[1])!.dims[0];
+    expect(channels).toBeLessThan(16);
+    expect(Number(dw.attribute.find((a) => a.name === 'group')!.i)).toBe(channels);
+    expect(r.pruned.some((p) => p.where.includes('/se'))).toBe(true);
+  });
+
+  test('the residual stream of transformers is left alone and reported', () => {
+    for (const name of ['gpt2', 'bert']) {
+      expect(results.get(name)!.skipped.some((s) => /LayerNormalization/.test(s.reason))).toBe(true);
+    }
+    expect(results.get('llama')!.skipped.some((s) => /ReduceMean/.test(s.reason))).toBe(true);
+  });
+});
+
+test('an op the engine does not know, in the middle of an FFN, is skipped there; the rest is pruned', async () => {
+  // The MLP fixture with a Shrink (a standard op onnxruntime runs, unknown to the engine)
+  // after its first hidden layer's Relu.
+  const proto = onnx.ModelProto.decode(fs.readFileSync(path.join(FIXTURES_DIR, 'mlp.onnx')));
+  const nodes = (proto.graph as onnx.GraphProto).node as onnx.NodeProto[];
+  const relu = nodes.findIndex((n) => n.opType === 'Relu');
+  const reluOut = nodes[relu].output[0];
+  const shrunk = `${reluOut}_shrink`;
+  for (const n of nodes) n.input = n.input.map((i) => (i === reluOut ? shrunk : i));
+  nodes.splice(relu + 1, 0, onnx.NodeProto.create({ opType: 'Shrink', name: 'mystery', input: [reluOut], output: [shrunk] }));
+  const file = path.join(tmp, 'mlp-shrink.onnx');
+  fs.writeFileSync(file, onnx.ModelProto.encode(proto).finish());
+
+  const model = OnnxModel.read(file);
+  const result = await prune(model, 0.1);
+  expect(result.skipped.some((s) => /Shrink mystery is not understood/.test(s.reason))).toBe(true);
+  const pruned = result.pruned.filter((p) => p.after < p.before);
+  expect(pruned.length).toBe(1);
+  expect(pruned[0].before).toBe(16); // the second hidden layer, after the unknown op
+  const out = path.join(tmp, 'mlp-shrink-pruned.onnx');
+  writeModel(result.model, out);
+  const feeds = sampleFeeds(model, 3, 1);
+  expect((await run(out, feeds)).logits.dims).toEqual([3, 10]);
+});
