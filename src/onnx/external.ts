@@ -56,6 +56,12 @@ export function checkExternal(t: onnx.ITensorProto, loc: ExternalLocation, model
       `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`,
     );
   }
+  // A length that disagrees with the shape would make us read the wrong number of elements.
+  if (loc.length !== undefined && loc.length !== expectedBytes) {
+    throw new UserError(
+      `${modelPath}: tensor '${t.name}' has external data length ${loc.length} but its shape needs ${expectedBytes} bytes; the model is damaged (re-export it)`,
+    );
+  }
   const length = loc.length ?? expectedBytes;
   if (loc.offset + length > size) {
     throw new UserError(

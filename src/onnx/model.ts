@@ -12,6 +12,7 @@ import {
   fromFloat32,
   tensorToProto,
   toNumber,
+  typedFieldLength,
 } from './tensor';
 
 const LFS_POINTER = 'version https://git-lfs.github.com/spec/v1';
@@ -121,10 +122,22 @@ export class OnnxModel {
       if (isExternal(t)) {
         const loc = externalLocation(t, this.dir, this.path);
         checkExternal(t, loc, this.path, expected);
-      } else if (t.rawData && t.rawData.byteLength > 0 && t.rawData.byteLength !== expected) {
-        throw new UserError(
-          `${this.path}: initializer '${t.name}' holds ${t.rawData.byteLength} bytes but its shape [${t.dims.join(', ')}] of ${dtypeName(t.dataType)} needs ${expected}; the file is damaged`,
-        );
+      } else if (t.rawData && t.rawData.byteLength > 0) {
+        if (t.rawData.byteLength !== expected) {
+          throw new UserError(
+            `${this.path}: initializer '${t.name}' holds ${t.rawData.byteLength} bytes but its shape [${t.dims.join(', ')}] of ${dtypeName(t.dataType)} needs ${expected}; the file is damaged`,
+          );
+        }
+      } else {
+        // Values in the typed fields (float_data, int64_data, ...): a short list would silently
+        // read as zeros.
+        const count = elementCount(t.dims.map(toNumber));
+        const found = typedFieldLength(t);
+        if (found !== count) {
+          throw new UserError(
+            `${this.path}: initializer '${t.name}' holds ${found} values but its shape [${t.dims.join(', ')}] needs ${count}; the file is damaged`,
+          );
+        }
       }
     }
   }
@@ -254,7 +267,7 @@ export class OnnxModel {
     const initializers = graph.initializer;
     graph.initializer = [];
     try {
-      const copy = onnx.ModelProto.decode(onnx.ModelProto.encode(this.proto).finish());
+      const copy = decodeModelProto(onnx.ModelProto.encode(this.proto).finish());
       (copy.graph as onnx.GraphProto).initializer = initializers.slice();
       return new OnnxModel(copy, this.path);
     } finally {

@@ -77,6 +77,23 @@ export function dataFromTypedFields(proto: onnx.ITensorProto, count: number): Te
   return out;
 }
 
+/** How many values the typed field that holds `proto`'s data type has (see dataFromTypedFields). */
+export function typedFieldLength(proto: onnx.ITensorProto): number {
+  switch (proto.dataType) {
+    case DataType.FLOAT:
+      return proto.floatData?.length ?? 0;
+    case DataType.DOUBLE:
+      return proto.doubleData?.length ?? 0;
+    case DataType.INT64:
+      return proto.int64Data?.length ?? 0;
+    case DataType.UINT64:
+    case DataType.UINT32:
+      return proto.uint64Data?.length ?? 0;
+    default:
+      return proto.int32Data?.length ?? 0;
+  }
+}
+
 export function toFloat32(t: Tensor): Float32Array {
   const n = t.data.length;
   if (t.dtype === DataType.FLOAT) return t.data as Float32Array;

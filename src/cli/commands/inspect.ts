@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { DUMMY_BATCH, DUMMY_SEQUENCE, countParams, estimateMacs } from '../../graph/cost';
 import { Trace, traceModel } from '../../graph/trace';
 import { dtypeName } from '../../onnx/dtype';
+import { externalLocation, isExternal } from '../../onnx/external';
 import { OnnxModel } from '../../onnx/model';
 import { InputSpec, dummyFeeds, graphInputs, graphOutputs } from '../../onnx/runtime';
 import { toNumber } from '../../onnx/tensor';
@@ -26,6 +27,8 @@ export interface Inspection {
   params: number;
   /** The .onnx file plus its external data files. */
   bytes: number;
+  /** External data files, as the model names them (relative to its folder). */
+  externalData: string[];
   /** Multiply-accumulates per sample at `macsInputShapes`; null when the model could not be run. */
   macs: number | null;
   macsInputShapes: Record<string, number[]>;
@@ -92,6 +95,9 @@ export async function inspectModel(file: string): Promise<Inspection> {
     outputs: graphOutputs(model).map(describe),
     params: countParams(model),
     bytes: model.bytesOnDisk(),
+    externalData: [
+      ...new Set(model.initializers.filter(isExternal).map((t) => externalLocation(t, model.dir, model.path).location)),
+    ],
     macs,
     macsInputShapes,
     macsByOp,
@@ -117,6 +123,7 @@ export function formatInspection(ins: Inspection): string {
     ins.macs === null
       ? `not measured (${ins.macsNote})`
       : `${grouped(ins.macs)} per sample (${si(ins.macs)}), at ${at}${ins.macsNote ? `; ${ins.macsNote}` : ''}`;
+  const external = ins.externalData.length ? `, with external data in ${ins.externalData.join(', ')}` : '';
   const producer = [ins.producer.name, ins.producer.version].filter(Boolean).join(' ') || 'unknown';
   const opsets = ins.opsets.map((o) => `${o.domain} ${o.version}`).join(', ');
 
@@ -126,7 +133,7 @@ export function formatInspection(ins: Inspection): string {
     ['Inputs', valueRows(ins.inputs)],
     ['Outputs', valueRows(ins.outputs)],
     ['Parameters', [`${grouped(ins.params)} (${si(ins.params)})`]],
-    ['Size', [`${grouped(ins.bytes)} bytes on disk (${bytes(ins.bytes)}), external data included`]],
+    ['Size', [`${grouped(ins.bytes)} bytes on disk (${bytes(ins.bytes)})${external}`]],
     ['MACs', [macsLine]],
     ['Nodes', [String(ins.nodes)]],
     ['Ops', [Object.entries(ins.ops).map(([op, n]) => `${op} ${n}`).join(', ')]],

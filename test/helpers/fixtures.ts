@@ -1,0 +1,63 @@
+// The exported fixture models (test/fixtures/*.onnx, made by tools/fixtures/export.py) and inputs
+// with varied values for running them.
+import * as fs from 'fs';
+import * as path from 'path';
+import { OnnxModel } from '../../src/onnx/model';
+import { graphInputs, ort, ortType } from '../../src/onnx/runtime';
+
+export const FIXTURES_DIR = path.resolve(__dirname, '..', 'fixtures');
+
+export function fixtureFiles(): string[] {
+  if (!fs.existsSync(FIXTURES_DIR)) return [];
+  return fs
+    .readdirSync(FIXTURES_DIR)
+    .filter((f) => f.endsWith('.onnx'))
+    .sort()
+    .map((f) => path.join(FIXTURES_DIR, f));
+}
+
+/**
+ * Inputs of `batch` samples: the first dynamic axis is the batch, other dynamic axes `length`.
+ * Integer inputs are token ids below 100 (every fixture's vocabulary is larger); an input named
+ * attention_mask masks the last position of every sample but the first.
+ */
+export function sampleFeeds(model: OnnxModel, batch: number, length: number): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const spec of graphInputs(model)) {
+    let sawBatch = false;
+    const dims = spec.dims.map((d) => {
+      if (typeof d === 'number') return d;
+      if (sawBatch) return length;
+      sawBatch = true;
+      return batch;
+    });
+    const n = dims.reduce((a, b) => a * b, 1);
+    const type = ortType(spec.dtype);
+    if (type === 'int64') {
+      const data = new BigInt64Array(n);
+      const last = dims[dims.length - 1];
+      for (let i = 0; i < n; i++) {
+        if (spec.name === 'attention_mask') data[i] = i >= last && i % last === last - 1 ? 0n : 1n;
+        else data[i] = BigInt((i * 37 + 11) % 100);
+      }
+      feeds[spec.name] = new ort.Tensor('int64', data, dims);
+    } else if (type === 'float32') {
+      const data = new Float32Array(n);
+      for (let i = 0; i < n; i++) data[i] = Math.sin(i * 1.618 + batch) * 0.8;
+      feeds[spec.name] = new ort.Tensor('float32', data, dims);
+    } else {
+      throw new Error(`sampleFeeds: no sample data for ${spec.name} of type ${type}`);
+    }
+  }
+  return feeds;
+}
+
+/** The bytes of every output, to compare two runs bit for bit. */
+export function outputBytes(results: Record<string, ort.Tensor>): Record<string, { dims: number[]; bytes: Buffer }> {
+  const out: Record<string, { dims: number[]; bytes: Buffer }> = {};
+  for (const [name, t] of Object.entries(results)) {
+    const data = t.data as unknown as ArrayBufferView;
+    out[name] = { dims: [...t.dims], bytes: Buffer.from(data.buffer, data.byteOffset, data.byteLength) };
+  }
+  return out;
+}
