@@ -28,9 +28,10 @@ export interface Applied {
  * their slots, then fixes what depends on sizes (depthwise group counts, Split sizes, and the
  * shape inputs of Reshape and Expand, computed at run time or constant).
  */
-export function applyRemoval(analysis: Analysis, removals: Removal[]): Applied {
+export function applyRemoval(analysis: Analysis, removals: Removal[], prepare?: (copy: OnnxModel) => void): Applied {
   const { space } = analysis;
   const model = analysis.model.clone();
+  prepare?.(model); // compensation edits the kept weights and biases before slicing
   const removedIdx = new Map<number, Set<number>>();
   for (const { units } of removals) {
     for (const u of units) {

@@ -1,11 +1,12 @@
 import { Analysis, Group, analyze, traceTwice } from '../graph/analysis';
 import { countParams } from '../graph/cost';
-
 import { OnnxModel } from '../onnx/model';
 import { UserError } from '../errors';
 import { FixFailure, applyRemoval } from './apply';
+import { compensate } from './compensate';
 import { Removal, planRemoval } from './plan';
 import { AxisNorms, magnitudeScores, standardize } from './score';
+import { ChannelStats, Consumer, StatsRequest, channelVariance, collectStats, findConsumers } from './stats';
 import { verifyPruned } from './verify';
 import { PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure } from './types';
 
@@ -15,18 +16,41 @@ export * from './types';
 const MAX_ATTEMPTS = 4;
 
 /**
- * Removes `options.target` of the model's parameters as whole structures. The input model is
- * not changed. Groups whose removal cannot be made consistent are frozen and reported in
+ * Removes `options.target` of the model's parameters as whole structures, in `options.steps`
+ * increments (statistics re-collected on the partly pruned model before each). The input model
+ * is not changed. Groups whose removal cannot be made consistent are frozen and reported in
  * `skipped`; the returned model always loads and keeps its output shapes.
  */
 export async function pruneModel(model: OnnxModel, options: PruneOptions): Promise<PruneResult> {
-  const log = options.log ?? (() => undefined);
   if (!(options.target >= 0 && options.target < 1)) {
     throw new UserError(`target must be a fraction of parameters between 0 and 1 (got ${options.target})`);
   }
-  if (options.importance === 'activation' && !options.calibration) {
-    throw new UserError('importance "activation" needs calibration data: give --calibration DIR, or use --importance magnitude');
+  const needsData = options.importance === 'activation' || options.compensate !== 'none';
+  if (needsData && !options.calibration) {
+    throw new UserError(
+      `importance "${options.importance}" with compensation "${options.compensate}" needs calibration data: give a calibration set, or use magnitude importance without compensation`,
+    );
   }
+  const steps = Math.max(1, Math.floor(options.steps ?? 1));
+  const paramsBefore = countParams(model);
+  let current = model;
+  let result: PruneResult | undefined;
+  const pruned: PrunedEntry[] = [];
+  for (let k = 1; k <= steps; k++) {
+    // Each step removes its share of the base's parameters from what is left.
+    const goal = (options.target * k) / steps;
+    const have = countParams(current);
+    const stepTarget = Math.max(0, (have - paramsBefore * (1 - goal)) / have);
+    if (steps > 1) options.log?.(`pruning step ${k} of ${steps}: towards ${(goal * 100).toFixed(1)} % of the parameters`);
+    result = await pruneOnce(current, { ...options, target: stepTarget });
+    pruned.push(...result.pruned);
+    current = result.model;
+  }
+  return { ...result!, pruned: mergePruned(pruned), paramsBefore, paramsAfter: countParams(current) };
+}
+
+async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<PruneResult> {
+  const log = options.log ?? (() => undefined);
   const paramsBefore = countParams(model);
   const traces = await traceTwice(model);
   const frozen: { tensor: string; axis: number; reason: string }[] = [];
@@ -37,12 +61,17 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
     const analysis = await analyze(model, { traces, frozen });
     const groups = analysis.groups.filter((g) => options.structures.includes(g.kind));
     const skipped = [...describeSkipped(analysis, options.structures), ...extraSkipped];
-    const scores = scoreGroups(analysis, groups);
-    const targetParams = options.target * paramsBefore;
+    const consumers = new Map(groups.map((g) => [g, findConsumers(analysis, g)]));
+    let stats = new Map<string, ChannelStats>();
+    if (options.calibration && (options.importance === 'activation' || options.compensate !== 'none')) {
+      log('collecting activation statistics on the calibration set');
+      stats = await collectStats(model, statsRequests([...consumers.values()].flat(), false), options.calibration);
+    }
+    const scores = scoreGroups(analysis, groups, options.importance === 'activation' ? { consumers, stats } : undefined);
     const { removals } = planRemoval({
       groups,
       scores,
-      targetParams,
+      targetParams: options.target * paramsBefore,
       slack: 0.01 * paramsBefore,
       slots: analysis.space.slots,
       paramDims: (t) => analysis.model.constantInfo(t)?.dims,
@@ -50,14 +79,22 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
     if (removals.length === 0) {
       return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore };
     }
+    if (options.compensate === 'reconstruct' && options.calibration) {
+      log('collecting activation covariances for least-squares reconstruction');
+      const chosen = removals.flatMap((r) => consumers.get(r.group) ?? []);
+      stats = await collectStats(model, statsRequests(chosen, true), options.calibration);
+    }
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
+    const prepare = (copy: OnnxModel) => {
+      for (const note of compensate(copy, analysis, removals, stats, options.compensate)) log(note);
+    };
     let failure: { message: string; groups: Group[] } | undefined;
     let applied;
     try {
-      applied = applyRemoval(analysis, removals);
+      applied = applyRemoval(analysis, removals, prepare);
     } catch (e) {
       if (!(e instanceof FixFailure)) throw e;
-      failure = { message: e.message, groups: groupsTouching(analysis, removals, e.tensors) };
+      failure = { message: e.message, groups: groupsTouching(removals, e.tensors) };
     }
     if (applied) {
       const problem = await verifyPruned(applied.model, traces);
@@ -78,12 +115,40 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
   }
 }
 
-function scoreGroups(analysis: Analysis, groups: Group[]): Map<Group, Float64Array> {
-  const norms = new AxisNorms(analysis);
-  return new Map(groups.map((g) => [g, standardize(magnitudeScores(g, norms))]));
+function statsRequests(consumers: Consumer[], gram: boolean): StatsRequest[] {
+  return consumers.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
 }
 
-function groupsTouching(analysis: Analysis, removals: Removal[], tensors: string[]): Group[] {
+/**
+ * Magnitude: the L2 norm of each unit's weights. Activation (FLAP's fluctuation): for every
+ * weight op that reads the unit's channels, Var(X_j) · ||W_j||² summed over the channels j of the
+ * unit: how much the output moves when the channel is replaced by its mean. Groups without a
+ * consumer whose input was measured fall back to magnitude. Both are standardized per group.
+ */
+function scoreGroups(
+  analysis: Analysis,
+  groups: Group[],
+  activation?: { consumers: Map<Group, Consumer[]>; stats: Map<string, ChannelStats> },
+): Map<Group, Float64Array> {
+  const norms = new AxisNorms(analysis);
+  return new Map(
+    groups.map((g) => {
+      const measured = (activation?.consumers.get(g) ?? []).filter((c) => activation!.stats.has(c.input));
+      if (measured.length === 0) return [g, standardize(magnitudeScores(g, norms))];
+      const scores = new Float64Array(g.units.length);
+      for (const c of measured) {
+        const variance = channelVariance(activation!.stats.get(c.input)!);
+        const w2 = norms.sumSquares(c.weightSlot);
+        g.units.forEach((u, k) => {
+          for (const j of u.indices.get(c.inputSlot.id) ?? []) scores[k] += variance[j] * w2[j];
+        });
+      }
+      return [g, standardize(scores)];
+    }),
+  );
+}
+
+function groupsTouching(removals: Removal[], tensors: string[]): Group[] {
   const names = new Set(tensors);
   return removals.filter((r) => r.group.slots.some((s) => names.has(s.tensor))).map((r) => r.group);
 }
@@ -104,13 +169,26 @@ async function culprits(analysis: Analysis, removals: Removal[], traces: Analysi
 }
 
 function describePruned(removals: Removal[]): PrunedEntry[] {
-  return removals.map(({ group, units, params }) => ({
-    kind: group.kind,
-    where: group.where,
-    before: group.units.length,
-    after: group.units.length - units.length,
-    params,
-  }));
+  return [...removals]
+    .sort((a, b) => a.group.id - b.group.id)
+    .map(({ group, units, params }) => ({
+      kind: group.kind,
+      where: group.where,
+      before: group.units.length,
+      after: group.units.length - units.length,
+      params,
+    }));
+}
+
+/** Steps prune the same places again: one entry per place, from the first count to the last. */
+function mergePruned(entries: PrunedEntry[]): PrunedEntry[] {
+  const byPlace = new Map<string, PrunedEntry>();
+  for (const e of entries) {
+    const prev = byPlace.get(e.where);
+    if (prev) byPlace.set(e.where, { ...prev, after: e.after, params: prev.params + e.params });
+    else byPlace.set(e.where, { ...e });
+  }
+  return [...byPlace.values()];
 }
 
 /** Skipped places, merged by place and reason, plus groups of structures not asked for. */
@@ -125,4 +203,3 @@ function describeSkipped(analysis: Analysis, structures: Structure[]): SkippedEn
   }
   return [...merged.values()];
 }
-

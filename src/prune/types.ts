@@ -15,6 +15,8 @@ export interface PruneOptions {
   structures: Structure[];
   importance: Importance;
   compensate: Compensation;
+  /** Reach the target in this many increments, statistics re-collected before each (default 1). */
+  steps?: number;
   /** Calibration batches, needed for activation importance and compensation. */
   calibration?: () => AsyncIterable<Feeds> | Iterable<Feeds>;
   /** Progress lines (to stderr in the CLI). */

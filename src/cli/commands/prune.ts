@@ -1,0 +1,118 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import { Command } from 'commander';
+import { UserError } from '../../errors';
+import { OnnxModel } from '../../onnx/model';
+import { writeModel } from '../../onnx/write';
+import { Importance, PruneResult, Structure, pruneModel } from '../../prune';
+import { CliContext } from '../context';
+import { grouped, table } from '../format';
+
+interface PruneFlags {
+  model: string;
+  out: string;
+  calibration?: string;
+  target: string;
+  structures: string;
+  importance?: string;
+  report?: string;
+  externalData?: boolean;
+}
+
+const STRUCTURES: Structure[] = ['ffn', 'heads', 'channels'];
+
+/** `prune-gate prune`: prune only; prints what was removed where, and why places were skipped. */
+export function register(program: Command, ctx: CliContext): void {
+  program
+    .command('prune')
+    .description('remove whole FFN neurons, attention heads and conv channels from a model')
+    .requiredOption('-m, --model <file>', 'the .onnx model to prune (never modified)')
+    .requiredOption('-o, --out <file>', 'where the pruned .onnx is written')
+    .option('--calibration <dir>', 'calibration data, for activation importance')
+    .option('-t, --target <ratio>', 'fraction of the parameters to remove', '0.2')
+    .option('--structures <list>', 'what may be removed: any of ffn,heads,channels', STRUCTURES.join(','))
+    .option('--importance <how>', 'magnitude or activation (default: activation with --calibration, else magnitude)')
+    .option('--report <file>', 'also write what was removed as JSON')
+    .option('--external-data', 'write the weights to <out>.data beside the model')
+    .action(async (flags: PruneFlags) => {
+      const target = parseTarget(flags.target);
+      const structures = parseStructures(flags.structures);
+      const importance = parseImportance(flags.importance, flags.calibration);
+      const model = OnnxModel.read(flags.model);
+      const result = await pruneModel(model, {
+        target,
+        structures,
+        importance,
+        compensate: 'none',
+        log: (line) => ctx.stderr(`${line}\n`),
+      });
+      const written = writeModel(result.model, flags.out, { externalData: flags.externalData });
+      if (flags.report) writeJsonAtomic(flags.report, pruneReport(flags.model, written.path, result));
+      ctx.stdout(formatPruned(result, flags.out));
+    });
+}
+
+export function parseTarget(text: string): number {
+  const value = Number(text);
+  if (!/^\s*\d*\.?\d+\s*$/.test(text) || !(value >= 0 && value < 1)) {
+    throw new UserError(`--target must be a fraction of the parameters between 0 and 1, e.g. 0.3 (got '${text}')`);
+  }
+  return value;
+}
+
+export function parseStructures(text: string): Structure[] {
+  const list = text.split(',').map((s) => s.trim()).filter(Boolean);
+  const bad = list.filter((s) => !STRUCTURES.includes(s as Structure));
+  if (bad.length || list.length === 0) {
+    throw new UserError(`--structures takes a list of ${STRUCTURES.join(', ')} (got '${text}')`);
+  }
+  return list as Structure[];
+}
+
+function parseImportance(text: string | undefined, calibration: string | undefined): Importance {
+  if (text === undefined) return calibration ? 'activation' : 'magnitude';
+  if (text !== 'magnitude' && text !== 'activation') {
+    throw new UserError(`--importance must be magnitude or activation (got '${text}')`);
+  }
+  if (text === 'activation' && !calibration) {
+    throw new UserError('--importance activation needs --calibration DIR (the data the activations come from)');
+  }
+  return text;
+}
+
+function pruneReport(input: string, output: string, r: PruneResult) {
+  return {
+    model: input,
+    pruned_model: output,
+    params: { before: r.paramsBefore, after: r.paramsAfter, removed_fraction: 1 - r.paramsAfter / r.paramsBefore },
+    pruned: r.pruned,
+    skipped: r.skipped,
+  };
+}
+
+function writeJsonAtomic(file: string, value: unknown): void {
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
+  fs.renameSync(tmp, file);
+}
+
+export function formatPruned(r: PruneResult, out: string): string {
+  const removed = r.paramsBefore - r.paramsAfter;
+  const pct = ((100 * removed) / r.paramsBefore).toFixed(1);
+  const lines = [`Removed ${grouped(removed)} of ${grouped(r.paramsBefore)} parameters (${pct} %); wrote ${out}`];
+  if (r.pruned.length) {
+    lines.push('', 'Pruned:');
+    lines.push(
+      ...table(
+        [['kind', 'units', 'params', 'where'], ...r.pruned.map((p) => [p.kind, `${p.before} -> ${p.after}`, grouped(p.params), p.where])],
+        '  ',
+      ),
+    );
+  } else lines.push('', 'Nothing was removed.');
+  if (r.skipped.length) {
+    lines.push('', 'Left alone:');
+    for (const s of r.skipped) lines.push(`  ${s.where}: ${s.reason}`);
+  }
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,235 @@
+import { onnx } from 'onnx-proto';
+import { Analysis } from '../graph/analysis';
+import { attrFloat } from '../graph/graph';
+import { OnnxModel } from '../onnx/model';
+import { fromFloat32, toFloat32 } from '../onnx/tensor';
+import { Removal } from './plan';
+import { ChannelStats, Consumer, channelMean, findConsumers, symmetricGram } from './stats';
+import { Compensation } from './types';
+
+/**
+ * A consumer's weight seen as a matrix M[j, o]: j the input channel (the pruned axis), o the
+ * output. Conv kernels are summed over their window for the bias (exact for 1x1, the mean
+ * effect away from the borders otherwise).
+ */
+class WeightMatrix {
+  readonly data: Float32Array;
+  readonly k: number;
+  readonly n: number;
+  private readonly window: number;
+  private readonly rowMajorKN: boolean;
+
+  constructor(
+    readonly dims: number[],
+    values: Float32Array,
+    op: string,
+    transB: boolean,
+  ) {
+    this.data = Float32Array.from(values);
+    if (op === 'Conv') {
+      [this.n, this.k] = dims;
+      this.window = dims.slice(2).reduce((a, b) => a * b, 1);
+      this.rowMajorKN = false;
+    } else {
+      this.window = 1;
+      this.rowMajorKN = !transB;
+      [this.k, this.n] = transB ? [dims[1], dims[0]] : [dims[0], dims[1]];
+    }
+  }
+
+  /** Σ over the kernel window of W[o, j] (the weight itself for MatMul/Gemm). */
+  get(j: number, o: number): number {
+    if (this.rowMajorKN) return this.data[j * this.n + o];
+    let s = 0;
+    const base = (o * this.k + j) * this.window;
+    for (let w = 0; w < this.window; w++) s += this.data[base + w];
+    return s;
+  }
+
+  set(j: number, o: number, v: number): void {
+    if (this.rowMajorKN) this.data[j * this.n + o] = v;
+    else this.data[o * this.k + j] = v; // window 1 only (checked by the caller)
+  }
+
+  get pointwise(): boolean {
+    return this.window === 1;
+  }
+}
+
+/**
+ * Edits the consumers of removed channels in `model` (a copy about to be sliced):
+ * bias: b += W[removed, :]ᵀ · mean(X[removed]) — FLAP's compensation, what the removed channels
+ *   contributed on average;
+ * reconstruct: the kept rows are refit by ridge least squares to what the full layer computed on
+ *   the calibration activations: W'_k = (Cov_kk + λI)⁻¹ Cov_k· W, and the bias takes the rest
+ *   of the mean, b' = b + μᵀW − μ_kᵀW'_k.
+ */
+export function compensate(
+  model: OnnxModel,
+  analysis: Analysis,
+  removals: Removal[],
+  stats: Map<string, ChannelStats>,
+  mode: Compensation,
+): string[] {
+  const notes: string[] = [];
+  if (mode === 'none') return notes;
+  // Consumers were found on the analysed graph; edit the same nodes of the copy.
+  const copyOf = new Map(analysis.model.graph.node.map((n, i) => [n, model.graph.node[i] as Consumer['node']]));
+  for (const removal of removals) {
+    for (const found of findConsumers(analysis, removal.group)) {
+      const c = { ...found, node: copyOf.get(found.node)! };
+      const s = stats.get(c.input);
+      if (!s) continue;
+      const removed = new Set<number>();
+      for (const u of removal.units) for (const j of u.indices.get(c.inputSlot.id) ?? []) removed.add(j);
+      if (removed.size === 0) continue;
+      const shared = analysis.index.consumersOf(c.weight).length > 1;
+      compensateConsumer(model, c, s, removed, mode === 'reconstruct' && !shared && !!s.gram, notes);
+    }
+  }
+  return notes;
+}
+
+function compensateConsumer(
+  model: OnnxModel,
+  c: Consumer,
+  s: ChannelStats,
+  removed: Set<number>,
+  reconstruct: boolean,
+  notes: string[],
+): void {
+  const wt = model.constant(c.weight)!;
+  const transB = c.node.opType === 'Gemm' && attrInt01(c.node, 'transB');
+  const w = new WeightMatrix(wt.dims, toFloat32(wt), c.node.opType, transB);
+  const mean = channelMean(s);
+  const delta = new Float64Array(w.n);
+  if (reconstruct && w.pointwise) {
+    const kept: number[] = [];
+    for (let j = 0; j < w.k; j++) if (!removed.has(j)) kept.push(j);
+    const refit = ridgeRefit(w, s, mean, kept);
+    if (refit) {
+      // b' - b = μᵀW − μ_kᵀW'_k, with W the original weight.
+      for (let o = 0; o < w.n; o++) {
+        let before = 0;
+        for (let j = 0; j < w.k; j++) before += mean[j] * w.get(j, o);
+        let after = 0;
+        kept.forEach((j, r) => (after += mean[j] * refit[r * w.n + o]));
+        delta[o] = before - after;
+      }
+      kept.forEach((j, r) => {
+        for (let o = 0; o < w.n; o++) w.set(j, o, refit[r * w.n + o]);
+      });
+      model.setConstant(c.weight, fromFloat32(w.data, wt.dtype, wt.dims));
+    } else notes.push(`${c.node.name}: least squares was ill-conditioned; bias compensation only`);
+  }
+  if (!reconstruct || !w.pointwise || delta.every((d) => d === 0)) {
+    for (const j of removed) for (let o = 0; o < w.n; o++) delta[o] += mean[j] * w.get(j, o);
+  }
+  addToBias(model, c, delta, wt.dtype);
+}
+
+function attrInt01(node: onnx.INodeProto, name: string): boolean {
+  const a = node.attribute?.find((x) => x.name === name);
+  return !!a && Number(a.i) === 1;
+}
+
+/** Solves (Cov_kk + λI) W'_k = Cov_k· W for the kept rows; undefined if not positive definite. */
+function ridgeRefit(w: WeightMatrix, s: ChannelStats, mean: Float64Array, kept: number[]): Float64Array | undefined {
+  const k = w.k;
+  const n = s.count;
+  const g = symmetricGram(s);
+  const cov = (i: number, j: number) => g[i * k + j] / n - mean[i] * mean[j];
+  const m = kept.length;
+  const a = new Float64Array(m * m);
+  let trace = 0;
+  for (let r = 0; r < m; r++) for (let q = 0; q < m; q++) a[r * m + q] = cov(kept[r], kept[q]);
+  for (let r = 0; r < m; r++) trace += a[r * m + r];
+  const lambda = 1e-2 * (trace / m) + 1e-8;
+  for (let r = 0; r < m; r++) a[r * m + r] += lambda;
+  // Right-hand side: Cov_k· W  (m x N).
+  const b = new Float64Array(m * w.n);
+  const col = new Float64Array(k);
+  for (let o = 0; o < w.n; o++) {
+    for (let j = 0; j < k; j++) col[j] = w.get(j, o);
+    for (let r = 0; r < m; r++) {
+      let acc = 0;
+      const i = kept[r];
+      for (let j = 0; j < k; j++) acc += cov(i, j) * col[j];
+      b[r * w.n + o] = acc;
+    }
+  }
+  return choleskySolve(a, m, b, w.n);
+}
+
+/** Solves A X = B for symmetric positive definite A (m x m), B (m x n); undefined if A is not. */
+export function choleskySolve(a: Float64Array, m: number, b: Float64Array, n: number): Float64Array | undefined {
+  const l = new Float64Array(m * m);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j <= i; j++) {
+      let sum = a[i * m + j];
+      for (let k = 0; k < j; k++) sum -= l[i * m + k] * l[j * m + k];
+      if (i === j) {
+        if (!(sum > 0)) return undefined;
+        l[i * m + i] = Math.sqrt(sum);
+      } else l[i * m + j] = sum / l[j * m + j];
+    }
+  }
+  const x = Float64Array.from(b);
+  for (let c = 0; c < n; c++) {
+    for (let i = 0; i < m; i++) {
+      let sum = x[i * n + c];
+      for (let k = 0; k < i; k++) sum -= l[i * m + k] * x[k * n + c];
+      x[i * n + c] = sum / l[i * m + i];
+    }
+    for (let i = m - 1; i >= 0; i--) {
+      let sum = x[i * n + c];
+      for (let k = i + 1; k < m; k++) sum -= l[k * m + i] * x[k * n + c];
+      x[i * n + c] = sum / l[i * m + i];
+    }
+  }
+  return x;
+}
+
+/**
+ * Adds `delta` to the consumer's bias: Conv's and Gemm's third input, or the Add that follows a
+ * MatMul; creates the bias when the layer has none (LLaMA has no biases).
+ */
+function addToBias(model: OnnxModel, c: Consumer, delta: Float64Array, dtype: number): void {
+  const node = c.node;
+  let scale = 1;
+  if (node.opType === 'Gemm') scale = 1 / attrFloat(node, 'beta', 1);
+  const add = (name: string) => {
+    const t = model.constant(name)!;
+    const v = Float32Array.from(toFloat32(t));
+    if (v.length !== delta.length) return false;
+    for (let o = 0; o < v.length; o++) v[o] += delta[o] * scale;
+    model.setConstant(name, fromFloat32(v, t.dtype, t.dims));
+    return true;
+  };
+  const biasTensor = () => fromFloat32(Array.from(delta, (d) => d * scale), dtype, [delta.length]);
+  if (node.opType === 'Conv' || node.opType === 'Gemm') {
+    const bias = node.input[2];
+    if (bias && model.isConstant(bias) && add(bias)) return;
+    if (bias) return; // a computed bias: leave it
+    const name = model.uniqueName(`${node.name || node.output[0]}_bias`);
+    model.addInitializer(name, biasTensor());
+    node.input[2] = name;
+    return;
+  }
+  // MatMul: the bias is the constant operand of the Add that alone consumes its output.
+  const out = node.output[0];
+  const users = model.graph.node.filter((n) => n.input?.includes(out));
+  if (users.length === 1 && users[0].opType === 'Add') {
+    const other = users[0].input!.find((i) => i !== out)!;
+    if (model.isConstant(other) && model.constantInfo(other)!.dims.reduce((a, b) => a * b, 1) === delta.length) {
+      if (add(other)) return;
+    }
+  }
+  const graph = model.graph;
+  const biasName = model.uniqueName(`${node.name || out}_bias`);
+  const before = model.uniqueName(`${out}_before_bias`);
+  model.addInitializer(biasName, biasTensor());
+  node.output[0] = before;
+  const at = graph.node.indexOf(node);
+  graph.node.splice(at + 1, 0, onnx.NodeProto.create({ opType: 'Add', name: `${node.name}_bias_add`, input: [before, biasName], output: [out] }));
+}

@@ -1,0 +1,156 @@
+import { onnx } from 'onnx-proto';
+import { Analysis, Group } from '../graph/analysis';
+import { Slot } from '../graph/atoms';
+import { Node, attrInt } from '../graph/graph';
+import { OnnxModel } from '../onnx/model';
+import { ort, sessionForProto } from '../onnx/runtime';
+import { Feeds } from './types';
+
+/**
+ * A weight op that reads a group's channels: MatMul/Gemm/Conv whose weight is a constant and
+ * whose contraction axis is in the group. Its input's statistics score the channels (FLAP:
+ * Var(X_j)·||W_j||²) and its bias absorbs what removed channels contributed on average.
+ */
+export interface Consumer {
+  node: Node;
+  input: string;
+  inputAxis: number;
+  inputSlot: Slot;
+  weight: string;
+  weightSlot: Slot;
+}
+
+export function findConsumers(analysis: Analysis, group: Group): Consumer[] {
+  const inGroup = new Set(group.slots.map((s) => s.id));
+  const out: Consumer[] = [];
+  for (const node of analysis.index.nodes) {
+    const [x, w] = node.input;
+    if (!w || !analysis.model.isConstant(w)) continue;
+    const xr = analysis.traces[0].get(x)?.dims.length;
+    const wr = analysis.model.constantInfo(w)?.dims.length;
+    if (xr === undefined || wr === undefined) continue;
+    let xAxis: number;
+    let wAxis: number;
+    if (node.opType === 'MatMul' && wr === 2) [xAxis, wAxis] = [xr - 1, 0];
+    else if (node.opType === 'Gemm' && !attrInt(node, 'transA', 0)) [xAxis, wAxis] = [1, attrInt(node, 'transB', 0) ? 1 : 0];
+    else if (node.opType === 'Conv' && attrInt(node, 'group', 1) === 1) [xAxis, wAxis] = [1, 1];
+    else continue;
+    const inputSlot = analysis.space.slot(x, xAxis);
+    const weightSlot = analysis.space.slot(w, wAxis);
+    if (inputSlot && weightSlot && inGroup.has(inputSlot.id) && inGroup.has(weightSlot.id)) {
+      out.push({ node, input: x, inputAxis: xAxis, inputSlot, weight: w, weightSlot });
+    }
+  }
+  return out;
+}
+
+/** Per-channel running statistics of one tensor over the calibration set. */
+export interface ChannelStats {
+  /** Number of vectors seen (positions x samples). */
+  count: number;
+  sum: Float64Array;
+  sumSquares: Float64Array;
+  /** Σ x xᵀ over vectors (C x C, row-major), when asked for (least-squares reconstruction). */
+  gram?: Float64Array;
+}
+
+export function channelMean(s: ChannelStats): Float64Array {
+  return s.sum.map((v) => v / Math.max(1, s.count));
+}
+
+export function channelVariance(s: ChannelStats): Float64Array {
+  return s.sumSquares.map((v, j) => Math.max(0, v / Math.max(1, s.count) - (s.sum[j] / Math.max(1, s.count)) ** 2));
+}
+
+export interface StatsRequest {
+  tensor: string;
+  axis: number;
+  gram: boolean;
+}
+
+/**
+ * Runs the model over the calibration batches with the requested intermediate tensors added as
+ * outputs and folds each batch into running sums per channel. Memory is the statistics plus one
+ * batch's activations, whatever the number of samples.
+ */
+export async function collectStats(
+  model: OnnxModel,
+  requests: StatsRequest[],
+  calibration: () => AsyncIterable<Feeds> | Iterable<Feeds>,
+): Promise<Map<string, ChannelStats>> {
+  const wanted = new Map<string, StatsRequest>();
+  for (const r of requests) {
+    const prev = wanted.get(r.tensor);
+    wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram });
+  }
+  const proto = model.clone().proto;
+  const graph = proto.graph as onnx.GraphProto;
+  const outputs = new Set(graph.output.map((o) => o.name));
+  for (const name of wanted.keys()) if (!outputs.has(name)) graph.output.push(onnx.ValueInfoProto.create({ name }));
+  const session = await sessionForProto(model, proto);
+  const stats = new Map<string, ChannelStats>();
+  try {
+    const fetches = [...wanted.keys()];
+    for await (const feeds of calibration()) {
+      const result = await session.run(feeds, fetches);
+      for (const [name, req] of wanted) accumulate(stats, name, req, result[name]);
+    }
+  } finally {
+    await session.release();
+  }
+  return stats;
+}
+
+function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRequest, t: ort.Tensor): void {
+  const dims = t.dims;
+  const data = t.data as Float32Array;
+  const c = dims[req.axis];
+  const inner = dims.slice(req.axis + 1).reduce((a, b) => a * b, 1);
+  const outer = dims.slice(0, req.axis).reduce((a, b) => a * b, 1);
+  let s = stats.get(name);
+  if (!s) {
+    s = { count: 0, sum: new Float64Array(c), sumSquares: new Float64Array(c) };
+    if (req.gram) s.gram = new Float64Array(c * c);
+    stats.set(name, s);
+  }
+  for (let o = 0; o < outer; o++) {
+    const base = o * c * inner;
+    for (let j = 0; j < c; j++) {
+      let sum = 0;
+      let sq = 0;
+      const off = base + j * inner;
+      for (let k = 0; k < inner; k++) {
+        const v = data[off + k];
+        sum += v;
+        sq += v * v;
+      }
+      s.sum[j] += sum;
+      s.sumSquares[j] += sq;
+    }
+  }
+  s.count += outer * inner;
+  if (s.gram) {
+    // Σ over vectors x (the channel values at one position) of x xᵀ.
+    const g = s.gram;
+    const x = new Float64Array(c);
+    for (let o = 0; o < outer; o++) {
+      for (let k = 0; k < inner; k++) {
+        for (let j = 0; j < c; j++) x[j] = data[o * c * inner + j * inner + k];
+        for (let i = 0; i < c; i++) {
+          const xi = x[i];
+          if (xi === 0) continue;
+          const row = i * c;
+          for (let j = i; j < c; j++) g[row + j] += xi * x[j];
+        }
+      }
+    }
+  }
+}
+
+/** The full symmetric matrix from the upper triangle accumulated above. */
+export function symmetricGram(s: ChannelStats): Float64Array {
+  const c = s.sum.length;
+  const g = Float64Array.from(s.gram!);
+  for (let i = 0; i < c; i++) for (let j = 0; j < i; j++) g[i * c + j] = g[j * c + i];
+  return g;
+}
