@@ -107,3 +107,35 @@ test('a model onnxruntime cannot run still gets the other figures, and says why 
   expect(r.stdout).toMatch(/^MACs\s+not measured \(onnxruntime could not run the model with dummy inputs: .*Frobnicate/m);
   expect(r.stdout).toMatch(/^Ops\s+.*com\.example::Frobnicate 1/m);
 });
+
+// Issue 3: inspect lists every group (kind, where, size) and every place left alone, with why.
+const EXPECTED_KINDS: Record<string, string[]> = {
+  'mlp.onnx': ['ffn'],
+  'cnn.onnx': ['channels', 'ffn'],
+  'gpt2.onnx': ['ffn', 'heads'],
+  'llama.onnx': ['ffn', 'heads'],
+  'bert.onnx': ['ffn', 'heads'],
+};
+
+test.each(fixtures.map((f) => [path.basename(f), f]))('%s: prunable groups and what is left alone', async (name, file) => {
+  const r = await cli(['inspect', '--model', file, '--json']);
+  const ins = JSON.parse(r.stdout) as Inspection;
+  expect(ins.prunableNote).toBeUndefined();
+  expect([...new Set(ins.prunable.map((g) => g.kind))].sort()).toEqual(EXPECTED_KINDS[name]);
+  for (const g of ins.prunable) {
+    expect(g.units).toBeGreaterThan(1);
+    expect(g.unitParams).toBeGreaterThan(0);
+    expect(g.where).not.toBe('');
+  }
+  for (const s of ins.skipped) expect(s.reason).not.toBe('');
+  const text = (await cli(['inspect', '--model', file])).stdout;
+  expect(text).toContain('Prunable groups');
+  expect(text).toContain('Left alone');
+  if (name === 'llama.onnx') {
+    // Grouped-query attention: the unit is a KV group (2 per layer), with its query heads.
+    expect(ins.prunable.filter((g) => g.kind === 'heads').map((g) => g.units)).toEqual([2, 2]);
+  }
+  if (name !== 'mlp.onnx' && name !== 'cnn.onnx') {
+    expect(ins.skipped.some((s) => /normaliz|reduces over/.test(s.reason))).toBe(true); // the residual stream
+  }
+});

@@ -284,6 +284,12 @@ function collectGroups(
         : 'ffn';
     groups.push({ id: groups.length, kind, where, units, constantSlots, slots: info.slots.map((s) => space.slots[s]) });
   }
+  // Groups in the order the graph runs their first weight.
+  const order = graphOrder(index);
+  const position = (g: Group) =>
+    Math.min(...g.constantSlots.flatMap((s) => consumers(index, s.tensor).map((n) => order.get(n) ?? Infinity)));
+  groups.sort((a, b) => position(a) - position(b));
+  groups.forEach((g, i) => (g.id = i));
   return { groups, skipped };
 }
 
@@ -291,6 +297,14 @@ function consumers(index: GraphIndex, tensor: string): Node[] {
   // Weights often reach their op through a Cast or Transpose; look one step further.
   const direct = index.consumersOf(tensor);
   return direct.flatMap((n) => (['Cast', 'Transpose', 'Identity'].includes(n.opType) ? index.consumersOf(n.output[0]) : [n]));
+}
+
+const orders = new WeakMap<GraphIndex, Map<Node, number>>();
+/** Position of each node in topological order, to list groups and ops as the graph runs. */
+function graphOrder(index: GraphIndex): Map<Node, number> {
+  let order = orders.get(index);
+  if (!order) orders.set(index, (order = new Map(index.nodes.map((n, i) => [n, i]))));
+  return order;
 }
 
 /** Unknown ops and normalizations explain a skip better than "fixed by Reshape". */
@@ -304,7 +318,9 @@ function reasonRank(reason: string): number {
 
 /** "/h.0/attn (c_attn/MatMul, c_proj/MatMul)": the ops that use the group's weights. */
 function describeWeights(slots: Slot[], index: GraphIndex): string {
-  const names = [...new Set(slots.flatMap((s) => consumers(index, s.tensor).map((n) => nodeLabel(n))))];
+  const order = graphOrder(index);
+  const ops = [...new Set(slots.flatMap((s) => consumers(index, s.tensor)))].sort((a, b) => order.get(a)! - order.get(b)!);
+  const names = [...new Set(ops.map((n) => nodeLabel(n)))];
   if (names.length === 0) return listed(slots.map((s) => s.tensor));
   if (names.length === 1) return names[0];
   let prefix = names[0];

@@ -203,3 +203,27 @@ function describeSkipped(analysis: Analysis, structures: Structure[]): SkippedEn
   }
   return [...merged.values()];
 }
+
+/** A group as `inspect` lists it. */
+export interface PrunableGroup {
+  kind: Structure;
+  where: string;
+  /** Heads (KV groups under grouped-query attention), neurons or channels. */
+  units: number;
+  /** Parameters that go with one unit. */
+  unitParams: number;
+}
+
+/** Every prunable group of the model and every place left alone, with why. */
+export async function findPrunable(model: OnnxModel): Promise<{ prunable: PrunableGroup[]; skipped: SkippedEntry[] }> {
+  const analysis = await analyze(model);
+  return {
+    prunable: analysis.groups.map((g) => ({
+      kind: g.kind,
+      where: g.where,
+      units: g.units.length,
+      unitParams: Math.round(g.units[0].params),
+    })),
+    skipped: describeSkipped(analysis, ['ffn', 'heads', 'channels']),
+  };
+}

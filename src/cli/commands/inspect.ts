@@ -7,6 +7,8 @@ import { OnnxModel } from '../../onnx/model';
 import { InputSpec, dummyFeeds, graphInputs, graphOutputs } from '../../onnx/runtime';
 import { toNumber } from '../../onnx/tensor';
 import { CliContext } from '../context';
+import { isUserError } from '../../errors';
+import { PrunableGroup, SkippedEntry, findPrunable } from '../../prune';
 import { bytes, grouped, shape, si, table } from '../format';
 
 export interface ValueSummary {
@@ -38,8 +40,11 @@ export interface Inspection {
   nodes: number;
   /** Node count per op type; ops outside the default domain are written domain::Op. */
   ops: Record<string, number>;
-  // The pruning engine adds `prunable` (groups found) and `skipped` (what is left alone, and why)
-  // here; see the hook in inspectModel.
+  /** The groups the engine can prune, and the places it leaves alone with the reason. */
+  prunable: PrunableGroup[];
+  skipped: SkippedEntry[];
+  /** Why the analysis could not run (the model does not run with dummy inputs). */
+  prunableNote?: string;
 }
 
 export function register(program: Command, ctx: CliContext): void {
@@ -104,11 +109,15 @@ export async function inspectModel(file: string): Promise<Inspection> {
     ...(macsNote ? { macsNote } : {}),
     nodes: model.graph.node.length,
     ops: Object.fromEntries(Object.entries(ops).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))),
+    prunable: [],
+    skipped: [],
   };
-  // Hook for the pruning engine (src/prune): add the prunable groups found and what was skipped,
-  // from the same model and trace, e.g.
-  //   Object.assign(inspection, describePrunableGroups(model, trace));
-  // and print them as two more sections in formatInspection ("Prunable groups", "Skipped").
+  try {
+    Object.assign(inspection, await findPrunable(model));
+  } catch (e) {
+    if (isUserError(e)) throw e;
+    inspection.prunableNote = `the graph could not be analysed: ${String((e as Error).message ?? e).split('\n')[0]}`;
+  }
   return inspection;
 }
 
@@ -143,7 +152,18 @@ export function formatInspection(ins: Inspection): string {
   for (const [key, values] of overview) {
     values.forEach((v, i) => lines.push(`${(i === 0 ? key : '').padEnd(width)}${v}`));
   }
-  // Further sections (the engine's "Prunable groups" and "Skipped") follow here, each as a blank
-  // line, a title line and indented lines.
+  lines.push('', 'Prunable groups');
+  if (ins.prunableNote) lines.push(`  none found: ${ins.prunableNote}`);
+  else if (ins.prunable.length === 0) lines.push('  none');
+  else
+    lines.push(
+      ...table(
+        [['kind', 'units', 'params/unit', 'where'], ...ins.prunable.map((g) => [g.kind, String(g.units), grouped(g.unitParams), g.where])],
+        '  ',
+      ),
+    );
+  lines.push('', 'Left alone');
+  if (ins.skipped.length === 0) lines.push('  nothing');
+  for (const s of ins.skipped) lines.push(`  ${s.where}: ${s.reason}`);
   return `${lines.join('\n')}\n`;
 }
