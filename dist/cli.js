@@ -1197,8 +1197,8 @@ var require_command = __commonJS({
   "node_modules/commander/lib/command.js"(exports2) {
     var EventEmitter = require("node:events").EventEmitter;
     var childProcess = require("node:child_process");
-    var path11 = require("node:path");
-    var fs12 = require("node:fs");
+    var path12 = require("node:path");
+    var fs13 = require("node:fs");
     var process2 = require("node:process");
     var { Argument: Argument2, humanReadableArgName } = require_argument();
     var { CommanderError: CommanderError2 } = require_error();
@@ -2192,7 +2192,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @param {string} subcommandName
        */
       _checkForMissingExecutable(executableFile, executableDir, subcommandName) {
-        if (fs12.existsSync(executableFile)) return;
+        if (fs13.existsSync(executableFile)) return;
         const executableDirMessage = executableDir ? `searched for local subcommand relative to directory '${executableDir}'` : "no directory for search for local subcommand, use .executableDir() to supply a custom directory";
         const executableMissing = `'${executableFile}' does not exist
  - if '${subcommandName}' is not meant to be an executable command, remove description parameter from '.command()' and use '.description()' instead
@@ -2210,11 +2210,11 @@ Expecting one of '${allowedValues.join("', '")}'`);
         let launchWithNode = false;
         const sourceExt = [".js", ".ts", ".tsx", ".mjs", ".cjs"];
         function findFile(baseDir, baseName) {
-          const localBin = path11.resolve(baseDir, baseName);
-          if (fs12.existsSync(localBin)) return localBin;
-          if (sourceExt.includes(path11.extname(baseName))) return void 0;
+          const localBin = path12.resolve(baseDir, baseName);
+          if (fs13.existsSync(localBin)) return localBin;
+          if (sourceExt.includes(path12.extname(baseName))) return void 0;
           const foundExt = sourceExt.find(
-            (ext) => fs12.existsSync(`${localBin}${ext}`)
+            (ext) => fs13.existsSync(`${localBin}${ext}`)
           );
           if (foundExt) return `${localBin}${foundExt}`;
           return void 0;
@@ -2226,21 +2226,21 @@ Expecting one of '${allowedValues.join("', '")}'`);
         if (this._scriptPath) {
           let resolvedScriptPath;
           try {
-            resolvedScriptPath = fs12.realpathSync(this._scriptPath);
+            resolvedScriptPath = fs13.realpathSync(this._scriptPath);
           } catch {
             resolvedScriptPath = this._scriptPath;
           }
-          executableDir = path11.resolve(
-            path11.dirname(resolvedScriptPath),
+          executableDir = path12.resolve(
+            path12.dirname(resolvedScriptPath),
             executableDir
           );
         }
         if (executableDir) {
           let localFile = findFile(executableDir, executableFile);
           if (!localFile && !subcommand._executableFile && this._scriptPath) {
-            const legacyName = path11.basename(
+            const legacyName = path12.basename(
               this._scriptPath,
-              path11.extname(this._scriptPath)
+              path12.extname(this._scriptPath)
             );
             if (legacyName !== this._name) {
               localFile = findFile(
@@ -2251,7 +2251,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
           }
           executableFile = localFile || executableFile;
         }
-        launchWithNode = sourceExt.includes(path11.extname(executableFile));
+        launchWithNode = sourceExt.includes(path12.extname(executableFile));
         let proc;
         if (process2.platform !== "win32") {
           if (launchWithNode) {
@@ -3166,7 +3166,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @return {Command}
        */
       nameFromFilename(filename) {
-        this._name = path11.basename(filename, path11.extname(filename));
+        this._name = path12.basename(filename, path12.extname(filename));
         return this;
       }
       /**
@@ -3180,9 +3180,9 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @param {string} [path]
        * @return {(string|null|Command)}
        */
-      executableDir(path12) {
-        if (path12 === void 0) return this._executableDir;
-        this._executableDir = path12;
+      executableDir(path13) {
+        if (path13 === void 0) return this._executableDir;
+        this._executableDir = path13;
         return this;
       }
       /**
@@ -3537,17 +3537,17 @@ var require_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path11) {
-      const ctrl = callVisitor(key, node2, visitor, path11);
+    function visit_(key, node2, visitor, path12) {
+      const ctrl = callVisitor(key, node2, visitor, path12);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path11, ctrl);
-        return visit_(key, ctrl, visitor, path11);
+        replaceNode(key, path12, ctrl);
+        return visit_(key, ctrl, visitor, path12);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path11 = Object.freeze(path11.concat(node2));
+          path12 = Object.freeze(path12.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = visit_(i, node2.items[i], visitor, path11);
+            const ci = visit_(i, node2.items[i], visitor, path12);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -3558,13 +3558,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path11 = Object.freeze(path11.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path11);
+          path12 = Object.freeze(path12.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path12);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path11);
+          const cv = visit_("value", node2.value, visitor, path12);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -3585,17 +3585,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path11) {
-      const ctrl = await callVisitor(key, node2, visitor, path11);
+    async function visitAsync_(key, node2, visitor, path12) {
+      const ctrl = await callVisitor(key, node2, visitor, path12);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path11, ctrl);
-        return visitAsync_(key, ctrl, visitor, path11);
+        replaceNode(key, path12, ctrl);
+        return visitAsync_(key, ctrl, visitor, path12);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path11 = Object.freeze(path11.concat(node2));
+          path12 = Object.freeze(path12.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = await visitAsync_(i, node2.items[i], visitor, path11);
+            const ci = await visitAsync_(i, node2.items[i], visitor, path12);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -3606,13 +3606,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path11 = Object.freeze(path11.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path11);
+          path12 = Object.freeze(path12.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path12);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path11);
+          const cv = await visitAsync_("value", node2.value, visitor, path12);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -3639,23 +3639,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path11) {
+    function callVisitor(key, node2, visitor, path12) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path11);
+        return visitor(key, node2, path12);
       if (identity.isMap(node2))
-        return visitor.Map?.(key, node2, path11);
+        return visitor.Map?.(key, node2, path12);
       if (identity.isSeq(node2))
-        return visitor.Seq?.(key, node2, path11);
+        return visitor.Seq?.(key, node2, path12);
       if (identity.isPair(node2))
-        return visitor.Pair?.(key, node2, path11);
+        return visitor.Pair?.(key, node2, path12);
       if (identity.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path11);
+        return visitor.Scalar?.(key, node2, path12);
       if (identity.isAlias(node2))
-        return visitor.Alias?.(key, node2, path11);
+        return visitor.Alias?.(key, node2, path12);
       return void 0;
     }
-    function replaceNode(key, path11, node2) {
-      const parent = path11[path11.length - 1];
+    function replaceNode(key, path12, node2) {
+      const parent = path12[path12.length - 1];
       if (identity.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity.isPair(parent)) {
@@ -4267,10 +4267,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity = require_identity();
     var Node6 = require_Node();
-    function collectionFromPath(schema, path11, value) {
+    function collectionFromPath(schema, path12, value) {
       let v = value;
-      for (let i = path11.length - 1; i >= 0; --i) {
-        const k = path11[i];
+      for (let i = path12.length - 1; i >= 0; --i) {
+        const k = path12[i];
         if (typeof k === "number" && Number.isInteger(k) && k >= 0) {
           const a = [];
           a[k] = v;
@@ -4289,7 +4289,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path11) => path11 == null || typeof path11 === "object" && !!path11[Symbol.iterator]().next().done;
+    var isEmptyPath = (path12) => path12 == null || typeof path12 === "object" && !!path12[Symbol.iterator]().next().done;
     var Collection = class extends Node6.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -4319,11 +4319,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path11, value) {
-        if (isEmptyPath(path11))
+      addIn(path12, value) {
+        if (isEmptyPath(path12))
           this.add(value);
         else {
-          const [key, ...rest] = path11;
+          const [key, ...rest] = path12;
           const node2 = this.get(key, true);
           if (identity.isCollection(node2))
             node2.addIn(rest, value);
@@ -4337,8 +4337,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path11) {
-        const [key, ...rest] = path11;
+      deleteIn(path12) {
+        const [key, ...rest] = path12;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -4352,8 +4352,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path11, keepScalar) {
-        const [key, ...rest] = path11;
+      getIn(path12, keepScalar) {
+        const [key, ...rest] = path12;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity.isScalar(node2) ? node2.value : node2;
@@ -4371,8 +4371,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path11) {
-        const [key, ...rest] = path11;
+      hasIn(path12) {
+        const [key, ...rest] = path12;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -4382,8 +4382,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path11, value) {
-        const [key, ...rest] = path11;
+      setIn(path12, value) {
+        const [key, ...rest] = path12;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -6898,9 +6898,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path11, value) {
+      addIn(path12, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path11, value);
+          this.contents.addIn(path12, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -6975,14 +6975,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path11) {
-        if (Collection.isEmptyPath(path11)) {
+      deleteIn(path12) {
+        if (Collection.isEmptyPath(path12)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path11) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path12) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -6997,10 +6997,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path11, keepScalar) {
-        if (Collection.isEmptyPath(path11))
+      getIn(path12, keepScalar) {
+        if (Collection.isEmptyPath(path12))
           return !keepScalar && identity.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity.isCollection(this.contents) ? this.contents.getIn(path11, keepScalar) : void 0;
+        return identity.isCollection(this.contents) ? this.contents.getIn(path12, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -7011,10 +7011,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path11) {
-        if (Collection.isEmptyPath(path11))
+      hasIn(path12) {
+        if (Collection.isEmptyPath(path12))
           return this.contents !== void 0;
-        return identity.isCollection(this.contents) ? this.contents.hasIn(path11) : false;
+        return identity.isCollection(this.contents) ? this.contents.hasIn(path12) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -7031,13 +7031,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path11, value) {
-        if (Collection.isEmptyPath(path11)) {
+      setIn(path12, value) {
+        if (Collection.isEmptyPath(path12)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path11), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path12), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path11, value);
+          this.contents.setIn(path12, value);
         }
       }
       /**
@@ -8998,9 +8998,9 @@ var require_cst_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    visit2.itemAtPath = (cst, path11) => {
+    visit2.itemAtPath = (cst, path12) => {
       let item = cst;
-      for (const [field, index] of path11) {
+      for (const [field, index] of path12) {
         const tok = item?.[field];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -9009,23 +9009,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit2.parentCollection = (cst, path11) => {
-      const parent = visit2.itemAtPath(cst, path11.slice(0, -1));
-      const field = path11[path11.length - 1][0];
+    visit2.parentCollection = (cst, path12) => {
+      const parent = visit2.itemAtPath(cst, path12.slice(0, -1));
+      const field = path12[path12.length - 1][0];
       const coll = parent?.[field];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path11, item, visitor) {
-      let ctrl = visitor(item, path11);
+    function _visit(path12, item, visitor) {
+      let ctrl = visitor(item, path12);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field of ["key", "value"]) {
         const token = item[field];
         if (token && "items" in token) {
           for (let i = 0; i < token.items.length; ++i) {
-            const ci = _visit(Object.freeze(path11.concat([[field, i]])), token.items[i], visitor);
+            const ci = _visit(Object.freeze(path12.concat([[field, i]])), token.items[i], visitor);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -9036,10 +9036,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field === "key")
-            ctrl = ctrl(item, path11);
+            ctrl = ctrl(item, path12);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path11) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path12) : ctrl;
     }
     exports2.visit = visit2;
   }
@@ -10341,14 +10341,14 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs12 = this.flowScalar(this.type);
+              const fs13 = this.flowScalar(this.type);
               if (atNextItem || it.value) {
-                map2.items.push({ start, key: fs12, sep: [] });
+                map2.items.push({ start, key: fs13, sep: [] });
                 this.onKeyLine = true;
               } else if (it.sep) {
-                this.stack.push(fs12);
+                this.stack.push(fs13);
               } else {
-                Object.assign(it, { key: fs12, sep: [] });
+                Object.assign(it, { key: fs13, sep: [] });
                 this.onKeyLine = true;
               }
               return;
@@ -10476,13 +10476,13 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs12 = this.flowScalar(this.type);
+              const fs13 = this.flowScalar(this.type);
               if (!it || it.value)
-                fc.items.push({ start: [], key: fs12, sep: [] });
+                fc.items.push({ start: [], key: fs13, sep: [] });
               else if (it.sep)
-                this.stack.push(fs12);
+                this.stack.push(fs13);
               else
-                Object.assign(it, { key: fs12, sep: [] });
+                Object.assign(it, { key: fs13, sep: [] });
               return;
             }
             case "flow-map-end":
@@ -12172,8 +12172,8 @@ var require_onnx = __commonJS({
     var $util = $protobuf.util;
     var $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
     $root.onnx = (function() {
-      var onnx11 = {};
-      onnx11.Version = (function() {
+      var onnx12 = {};
+      onnx12.Version = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "_START_VERSION"] = 0;
         values[valuesById[1] = "IR_VERSION_2017_10_10"] = 1;
@@ -12186,7 +12186,7 @@ var require_onnx = __commonJS({
         values[valuesById[8] = "IR_VERSION"] = 8;
         return values;
       })();
-      onnx11.AttributeProto = (function() {
+      onnx12.AttributeProto = (function() {
         function AttributeProto(properties) {
           this.floats = [];
           this.ints = [];
@@ -12865,7 +12865,7 @@ var require_onnx = __commonJS({
         })();
         return AttributeProto;
       })();
-      onnx11.ValueInfoProto = (function() {
+      onnx12.ValueInfoProto = (function() {
         function ValueInfoProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -12985,7 +12985,7 @@ var require_onnx = __commonJS({
         };
         return ValueInfoProto;
       })();
-      onnx11.NodeProto = (function() {
+      onnx12.NodeProto = (function() {
         function NodeProto(properties) {
           this.input = [];
           this.output = [];
@@ -13225,7 +13225,7 @@ var require_onnx = __commonJS({
         };
         return NodeProto;
       })();
-      onnx11.TrainingInfoProto = (function() {
+      onnx12.TrainingInfoProto = (function() {
         function TrainingInfoProto(properties) {
           this.initializationBinding = [];
           this.updateBinding = [];
@@ -13409,7 +13409,7 @@ var require_onnx = __commonJS({
         };
         return TrainingInfoProto;
       })();
-      onnx11.ModelProto = (function() {
+      onnx12.ModelProto = (function() {
         function ModelProto(properties) {
           this.opsetImport = [];
           this.metadataProps = [];
@@ -13785,7 +13785,7 @@ var require_onnx = __commonJS({
         };
         return ModelProto;
       })();
-      onnx11.StringStringEntryProto = (function() {
+      onnx12.StringStringEntryProto = (function() {
         function StringStringEntryProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -13883,7 +13883,7 @@ var require_onnx = __commonJS({
         };
         return StringStringEntryProto;
       })();
-      onnx11.TensorAnnotation = (function() {
+      onnx12.TensorAnnotation = (function() {
         function TensorAnnotation(properties) {
           this.quantParameterTensorNames = [];
           if (properties) {
@@ -14001,7 +14001,7 @@ var require_onnx = __commonJS({
         };
         return TensorAnnotation;
       })();
-      onnx11.GraphProto = (function() {
+      onnx12.GraphProto = (function() {
         function GraphProto(properties) {
           this.node = [];
           this.initializer = [];
@@ -14367,7 +14367,7 @@ var require_onnx = __commonJS({
         };
         return GraphProto;
       })();
-      onnx11.TensorProto = (function() {
+      onnx12.TensorProto = (function() {
         function TensorProto(properties) {
           this.dims = [];
           this.floatData = [];
@@ -15070,7 +15070,7 @@ var require_onnx = __commonJS({
         })();
         return TensorProto;
       })();
-      onnx11.SparseTensorProto = (function() {
+      onnx12.SparseTensorProto = (function() {
         function SparseTensorProto(properties) {
           this.dims = [];
           if (properties) {
@@ -15228,7 +15228,7 @@ var require_onnx = __commonJS({
         };
         return SparseTensorProto;
       })();
-      onnx11.TensorShapeProto = (function() {
+      onnx12.TensorShapeProto = (function() {
         function TensorShapeProto(properties) {
           this.dim = [];
           if (properties) {
@@ -15467,7 +15467,7 @@ var require_onnx = __commonJS({
         })();
         return TensorShapeProto;
       })();
-      onnx11.TypeProto = (function() {
+      onnx12.TypeProto = (function() {
         function TypeProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16167,7 +16167,7 @@ var require_onnx = __commonJS({
         })();
         return TypeProto;
       })();
-      onnx11.OperatorSetIdProto = (function() {
+      onnx12.OperatorSetIdProto = (function() {
         function OperatorSetIdProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16280,13 +16280,13 @@ var require_onnx = __commonJS({
         };
         return OperatorSetIdProto;
       })();
-      onnx11.OperatorStatus = (function() {
+      onnx12.OperatorStatus = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "EXPERIMENTAL"] = 0;
         values[valuesById[1] = "STABLE"] = 1;
         return values;
       })();
-      onnx11.FunctionProto = (function() {
+      onnx12.FunctionProto = (function() {
         function FunctionProto(properties) {
           this.input = [];
           this.output = [];
@@ -16579,7 +16579,7 @@ var require_onnx = __commonJS({
         };
         return FunctionProto;
       })();
-      return onnx11;
+      return onnx12;
     })();
     module2.exports = $root;
   }
@@ -18311,10 +18311,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path11) {
-  if (!path11)
+function getElementAtPath(obj, path12) {
+  if (!path12)
     return obj;
-  return path11.reduce((acc, key) => acc?.[key], obj);
+  return path12.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -18654,11 +18654,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path11, issues) {
+function prefixIssues(path12, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path11);
+    iss.path.unshift(path12);
     return iss;
   });
 }
@@ -19120,16 +19120,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path11 = []) => {
+  const processError = (error63, path12 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path11, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path12, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path11, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path12, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path11, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path12, ...issue2.path]);
       } else {
-        const fullpath = [...path11, ...issue2.path];
+        const fullpath = [...path12, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -19168,17 +19168,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path11 = []) => {
+  const processError = (error63, path12 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path11, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path12, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path11, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path12, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path11, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path12, ...issue2.path]);
       } else {
-        const fullpath = [...path11, ...issue2.path];
+        const fullpath = [...path12, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -19217,8 +19217,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path11 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path11) {
+  const path12 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path12) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -36356,13 +36356,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path11 = ref.slice(1).split("/").filter(Boolean);
-  if (path11.length === 0) {
+  const path12 = ref.slice(1).split("/").filter(Boolean);
+  if (path12.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path11[0] === defsKey) {
-    const key = path11[1] === void 0 ? void 0 : decodeJSONPointerSegment(path11[1]);
+  if (path12[0] === defsKey) {
+    const key = path12[1] === void 0 ? void 0 : decodeJSONPointerSegment(path12[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -37330,6 +37330,7 @@ function closest(word, choices) {
   }
   return best !== void 0 && bestD <= Math.max(2, Math.floor(word.length / 3)) && bestD < word.length ? best : void 0;
 }
+var TYPE_WORDS = { object: "a mapping", array: "a list", string: "a string", number: "a number", boolean: "true or false" };
 function describe3(v) {
   if (v === null) return "null";
   if (Array.isArray(v)) return "a list";
@@ -37364,8 +37365,9 @@ function formatIssue(file2, issue2, schema) {
       return `${at(keyPath([...issue2.path, key]))}unknown key${hint ? ` (did you mean ${hint}?)` : ""}`;
     }
     case "invalid_type": {
-      if (issue2.input === void 0) return `${at(where)}missing (expected ${issue2.expected})`;
-      return `${at(where)}expected ${issue2.message.startsWith("Invalid input") ? issue2.expected : issue2.message}, found ${describe3(issue2.input)}`;
+      const expected = issue2.message.startsWith("Invalid input") ? TYPE_WORDS[issue2.expected] ?? issue2.expected : issue2.message;
+      if (issue2.input === void 0) return `${at(where)}missing (expected ${expected})`;
+      return `${at(where)}expected ${expected}, found ${describe3(issue2.input)}`;
     }
     case "invalid_value":
       if (!issue2.message.startsWith("Invalid")) return `${at(where)}${issue2.message}`;
@@ -37552,12 +37554,12 @@ function resolveConfig(file2, overrides) {
 }
 
 // src/pipeline/run.ts
-var fs10 = __toESM(require("fs"));
-var path9 = __toESM(require("path"));
+var fs11 = __toESM(require("fs"));
+var path10 = __toESM(require("path"));
 
 // src/eval/calibration.ts
-var fs6 = __toESM(require("fs"));
-var path6 = __toESM(require("path"));
+var fs8 = __toESM(require("fs"));
+var path8 = __toESM(require("path"));
 var import_yaml2 = __toESM(require_dist());
 
 // src/onnx/dtype.ts
@@ -37639,14 +37641,49 @@ function floatToBfloat16(v) {
 
 // src/onnx/runtime.ts
 var crypto = __toESM(require("crypto"));
+var fs6 = __toESM(require("fs"));
+var os2 = __toESM(require("os"));
+var path7 = __toESM(require("path"));
+var ort = __toESM(require("onnxruntime-node"));
+var import_onnx_proto6 = __toESM(require_onnx());
+
+// src/onnx/spill.ts
+var fs2 = __toESM(require("fs"));
+var os = __toESM(require("os"));
+var path3 = __toESM(require("path"));
+var SPILL_MIN_BYTES = 8 * 2 ** 20;
+var spilled = /* @__PURE__ */ new WeakMap();
+var store;
+function openStore() {
+  if (store) return store;
+  const dir = fs2.mkdtempSync(path3.join(os.tmpdir(), "prune-gate-spill-"));
+  const file2 = path3.join(dir, "tensors.bin");
+  store = { file: file2, fd: fs2.openSync(file2, "w+"), size: 0 };
+  process.once("exit", () => fs2.rmSync(dir, { recursive: true, force: true }));
+  return store;
+}
+function spillTensor(proto, bytes2) {
+  const s = openStore();
+  let done = 0;
+  while (done < bytes2.byteLength) done += fs2.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
+  spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
+  s.size += bytes2.byteLength;
+}
+function spilledRange(proto) {
+  return spilled.get(proto);
+}
+function isSpilled(proto) {
+  return spilled.has(proto);
+}
+
+// src/onnx/write.ts
 var fs4 = __toESM(require("fs"));
 var path5 = __toESM(require("path"));
-var ort = __toESM(require("onnxruntime-node"));
-var import_onnx_proto5 = __toESM(require_onnx());
+var import_onnx_proto4 = __toESM(require_onnx());
 
 // src/onnx/external.ts
-var fs2 = __toESM(require("fs"));
-var path3 = __toESM(require("path"));
+var fs3 = __toESM(require("fs"));
+var path4 = __toESM(require("path"));
 var import_onnx_proto2 = __toESM(require_onnx());
 function isExternal(t) {
   return t.dataLocation === import_onnx_proto2.onnx.TensorProto.DataLocation.EXTERNAL;
@@ -37656,14 +37693,14 @@ function externalLocation(t, modelDir, modelPath) {
   const location = entries.get("location");
   if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
   const normalized = location.replace(/\\/g, "/");
-  if (path3.isAbsolute(location) || path3.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
+  if (path4.isAbsolute(location) || path4.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
     throw new UserError(
       `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
     );
   }
-  const root = path3.resolve(modelDir);
-  const file2 = path3.resolve(root, normalized);
-  if (file2 !== root && !file2.startsWith(root + path3.sep)) {
+  const root = path4.resolve(modelDir);
+  const file2 = path4.resolve(root, normalized);
+  if (file2 !== root && !file2.startsWith(root + path4.sep)) {
     throw new UserError(
       `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
     );
@@ -37678,7 +37715,7 @@ function externalLocation(t, modelDir, modelPath) {
 function checkExternal(t, loc, modelPath, expectedBytes) {
   let size;
   try {
-    size = fs2.statSync(loc.file).size;
+    size = fs3.statSync(loc.file).size;
   } catch {
     throw new UserError(
       `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
@@ -37696,26 +37733,24 @@ function checkExternal(t, loc, modelPath, expectedBytes) {
     );
   }
 }
-function readRange(file2, offset, length) {
-  const out = Buffer.allocUnsafe(length);
-  const fd = fs2.openSync(file2, "r");
+function readTensorData(dtype, file2, offset, length) {
+  const info = dtypeInfo(dtype);
+  if (length % info.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info.name} elements`);
+  const buffer = new ArrayBuffer(length);
+  const bytes2 = new Uint8Array(buffer);
+  const fd = fs3.openSync(file2, "r");
   try {
     let done = 0;
     while (done < length) {
-      const n = fs2.readSync(fd, out, done, length - done, offset + done);
+      const n = fs3.readSync(fd, bytes2, done, length - done, offset + done);
       if (n === 0) throw new Error(`unexpected end of ${file2}`);
       done += n;
     }
   } finally {
-    fs2.closeSync(fd);
+    fs3.closeSync(fd);
   }
-  return out;
+  return new info.array(buffer, 0, length / info.bytes);
 }
-
-// src/onnx/model.ts
-var fs3 = __toESM(require("fs"));
-var path4 = __toESM(require("path"));
-var import_onnx_proto4 = __toESM(require_onnx());
 
 // src/onnx/tensor.ts
 var import_long = __toESM(require_long());
@@ -37843,15 +37878,105 @@ function tensorToProto(name, t) {
   });
 }
 
+// src/onnx/write.ts
+var INLINE_LIMIT = 2 ** 31 - 64 * 2 ** 20;
+var EXTERNAL_MIN_BYTES = 1024;
+var ALIGN = 64;
+function initializerBytes(t) {
+  if (!isSupportedDType(t.dataType ?? 0)) return 0;
+  return elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes;
+}
+function tmpName(file2) {
+  return `${file2}.tmp-${process.pid}-${Date.now()}`;
+}
+function writeModel(model, file2, options = {}) {
+  const out = path5.resolve(file2);
+  if (model.path && path5.resolve(model.path) === out) {
+    throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
+  }
+  const graph = model.graph;
+  const total = model.initializers.reduce((sum, t) => sum + initializerBytes(t), 0);
+  const external = options.externalData ?? total > INLINE_LIMIT;
+  const dataName = `${path5.basename(out)}.data`;
+  const dataPath = path5.join(path5.dirname(out), dataName);
+  if (external) {
+    for (const t of model.initializers) {
+      if (isExternal(t) && externalLocation(t, model.dir, model.path).file === dataPath) {
+        throw new UserError(`refusing to overwrite ${dataPath}: it holds the input model's weights; choose another output path`);
+      }
+    }
+  }
+  fs4.mkdirSync(path5.dirname(out), { recursive: true });
+  const tmpModel = tmpName(out);
+  const tmpData = external ? tmpName(dataPath) : void 0;
+  let fd;
+  try {
+    let offset = 0;
+    if (tmpData) fd = fs4.openSync(tmpData, "w");
+    const initializers = model.initializers.map((t) => {
+      const bytes2 = initializerBytes(t);
+      const inMemory = !isExternal(t) && !isSpilled(t);
+      const keepAsIs = !isSupportedDType(t.dataType) || inMemory && (!external || bytes2 < EXTERNAL_MIN_BYTES);
+      if (keepAsIs) return t;
+      const data = dataAsBytes(model.readTensorProto(t).data);
+      const copy = import_onnx_proto4.onnx.TensorProto.create({ ...t, externalData: [], dataLocation: import_onnx_proto4.onnx.TensorProto.DataLocation.DEFAULT });
+      copy.floatData = [];
+      copy.int32Data = [];
+      copy.int64Data = [];
+      copy.doubleData = [];
+      copy.uint64Data = [];
+      if (fd === void 0 || bytes2 < EXTERNAL_MIN_BYTES) {
+        copy.rawData = data;
+        return copy;
+      }
+      const pad = (ALIGN - offset % ALIGN) % ALIGN;
+      if (pad) fs4.writeSync(fd, Buffer.alloc(pad), 0, pad, offset);
+      offset += pad;
+      let done = 0;
+      while (done < data.byteLength) done += fs4.writeSync(fd, data, done, data.byteLength - done, offset + done);
+      copy.rawData = new Uint8Array(0);
+      copy.dataLocation = import_onnx_proto4.onnx.TensorProto.DataLocation.EXTERNAL;
+      copy.externalData = [
+        { key: "location", value: dataName },
+        { key: "offset", value: String(offset) },
+        { key: "length", value: String(data.byteLength) }
+      ];
+      offset += data.byteLength;
+      return copy;
+    });
+    if (fd !== void 0) {
+      fs4.fsyncSync(fd);
+      fs4.closeSync(fd);
+      fd = void 0;
+    }
+    const proto = import_onnx_proto4.onnx.ModelProto.create({
+      ...model.proto,
+      graph: import_onnx_proto4.onnx.GraphProto.create({ ...graph, initializer: initializers })
+    });
+    const encoded = import_onnx_proto4.onnx.ModelProto.encode(proto).finish();
+    fs4.writeFileSync(tmpModel, encoded);
+    if (tmpData) fs4.renameSync(tmpData, dataPath);
+    fs4.renameSync(tmpModel, out);
+    return { path: out, dataPath: external ? dataPath : void 0, bytes: encoded.byteLength + offset };
+  } catch (e) {
+    if (fd !== void 0) fs4.closeSync(fd);
+    for (const f of [tmpModel, tmpData]) if (f && fs4.existsSync(f)) fs4.unlinkSync(f);
+    throw e;
+  }
+}
+
 // src/onnx/model.ts
+var fs5 = __toESM(require("fs"));
+var path6 = __toESM(require("path"));
+var import_onnx_proto5 = __toESM(require_onnx());
 var LFS_POINTER = "version https://git-lfs.github.com/spec/v1";
 function decodeModelProto(bytes2) {
-  return import_onnx_proto4.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
+  return import_onnx_proto5.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
 var OnnxModel = class _OnnxModel {
-  constructor(proto, path11) {
+  constructor(proto, path12) {
     this.proto = proto;
-    this.path = path11;
+    this.path = path12;
     this.reindexConstants();
   }
   proto;
@@ -37866,12 +37991,12 @@ var OnnxModel = class _OnnxModel {
   }
   /** Folder that external data locations are relative to. */
   get dir() {
-    return this.path ? path4.dirname(path4.resolve(this.path)) : process.cwd();
+    return this.path ? path6.dirname(path6.resolve(this.path)) : process.cwd();
   }
   static read(file2) {
     let bytes2;
     try {
-      bytes2 = fs3.readFileSync(file2);
+      bytes2 = fs5.readFileSync(file2);
     } catch (e) {
       const code = e.code;
       if (code === "ENOENT") throw new UserError(`model file not found: ${file2}`);
@@ -37967,6 +38092,8 @@ var OnnxModel = class _OnnxModel {
       const t2 = this.initializers[src.index];
       return { dtype: t2.dataType, dims: t2.dims.map(toNumber) };
     }
+    const a = src.node.attribute?.[0];
+    if (a?.name === "value" && a.t) return { dtype: a.t.dataType ?? DataType.UNDEFINED, dims: (a.t.dims ?? []).map(toNumber) };
     const t = this.constantNodeValue(src.node);
     return t && { dtype: t.dtype, dims: t.dims };
   }
@@ -37981,20 +38108,29 @@ var OnnxModel = class _OnnxModel {
   setConstant(name, value) {
     const src = this.constants.get(name);
     if (!src) throw new Error(`internal: '${name}' is not a constant`);
-    const proto = tensorToProto(name, value);
+    const proto = this.tensorProto(name, value, src.kind === "initializer");
     if (src.kind === "initializer") {
       this.initializers[src.index] = proto;
     } else {
       proto.name = "";
       src.node.attribute = [
-        import_onnx_proto4.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto4.onnx.AttributeProto.AttributeType.TENSOR, t: proto })
+        import_onnx_proto5.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto5.onnx.AttributeProto.AttributeType.TENSOR, t: proto })
       ];
     }
   }
   addInitializer(name, value) {
     if (this.constants.has(name)) throw new Error(`internal: '${name}' already exists`);
-    this.graph.initializer.push(tensorToProto(name, value));
+    this.graph.initializer.push(this.tensorProto(name, value, true));
     this.constants.set(name, { kind: "initializer", index: this.initializers.length - 1 });
+  }
+  /** Large initializers go to the spill file until the model is written (see spill.ts). */
+  tensorProto(name, value, mayspill) {
+    const proto = tensorToProto(name, value);
+    if (mayspill && proto.rawData.byteLength >= SPILL_MIN_BYTES) {
+      spillTensor(proto, proto.rawData);
+      proto.rawData = new Uint8Array(0);
+    }
+    return proto;
   }
   /** A tensor name not used anywhere in the graph yet. */
   uniqueName(base) {
@@ -38012,10 +38148,12 @@ var OnnxModel = class _OnnxModel {
     }
     const count2 = elementCount(dims);
     const bytes2 = count2 * dtypeInfo(dtype).bytes;
+    const spill = spilledRange(t);
+    if (spill) return { dtype, dims, data: readTensorData(dtype, spill.file, spill.offset, spill.length) };
     if (isExternal(t)) {
       const loc = externalLocation(t, this.dir, this.path);
       checkExternal(t, loc, this.path, bytes2);
-      return { dtype, dims, data: dataFromBytes(dtype, readRange(loc.file, loc.offset, loc.length ?? bytes2)) };
+      return { dtype, dims, data: readTensorData(dtype, loc.file, loc.offset, loc.length ?? bytes2) };
     }
     if (t.rawData && t.rawData.byteLength > 0) return { dtype, dims, data: dataFromBytes(dtype, t.rawData) };
     return { dtype, dims, data: dataFromTypedFields(t, count2) };
@@ -38049,7 +38187,7 @@ var OnnxModel = class _OnnxModel {
     const initializers = graph.initializer;
     graph.initializer = [];
     try {
-      const copy = import_onnx_proto4.onnx.ModelProto.decode(import_onnx_proto4.onnx.ModelProto.encode(this.proto).finish());
+      const copy = decodeModelProto(import_onnx_proto5.onnx.ModelProto.encode(this.proto).finish());
       copy.graph.initializer = initializers.slice();
       return new _OnnxModel(copy, this.path);
     } finally {
@@ -38059,10 +38197,10 @@ var OnnxModel = class _OnnxModel {
   /** Size of the model on disk: the .onnx file plus every external data file it references. */
   bytesOnDisk() {
     if (!this.path) return 0;
-    let total = fs3.statSync(this.path).size;
+    let total = fs5.statSync(this.path).size;
     const files = /* @__PURE__ */ new Set();
     for (const t of this.initializers) if (isExternal(t)) files.add(externalLocation(t, this.dir, this.path).file);
-    for (const f of files) total += fs3.statSync(f).size;
+    for (const f of files) total += fs5.statSync(f).size;
     return total;
   }
 };
@@ -38132,7 +38270,7 @@ function dummyFeeds(model, axis0 = 2, otherAxes = 7) {
   return feeds;
 }
 function externalDataFiles(model) {
-  return [...externalFileMap(model)].map(([location, file2]) => ({ path: location, data: fs4.readFileSync(file2) }));
+  return [...externalFileMap(model)].map(([location, file2]) => ({ path: location, data: fs6.readFileSync(file2) }));
 }
 function externalFileMap(model) {
   const files = /* @__PURE__ */ new Map();
@@ -38151,24 +38289,35 @@ async function createSession(model, options = {}) {
 }
 async function sessionForProto(model, proto, options = {}) {
   const opts = { logSeverityLevel: 3, ...options };
-  const bytes2 = import_onnx_proto5.onnx.ModelProto.encode(proto).finish();
+  if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
+  const bytes2 = import_onnx_proto6.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
   if (files.size === 0) return ort.InferenceSession.create(bytes2, opts);
-  const tmp = path5.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
+  const tmp = path7.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
   try {
-    fs4.writeFileSync(tmp, bytes2, { flag: "wx" });
+    fs6.writeFileSync(tmp, bytes2, { flag: "wx" });
   } catch {
     return ort.InferenceSession.create(bytes2, { ...opts, externalData: externalDataFiles(model) });
   }
   try {
     return await ort.InferenceSession.create(tmp, opts);
   } finally {
-    fs4.rmSync(tmp, { force: true });
+    fs6.rmSync(tmp, { force: true });
+  }
+}
+async function sessionFromWrittenCopy(model, proto, opts) {
+  const dir = fs6.mkdtempSync(path7.join(os2.tmpdir(), "prune-gate-session-"));
+  try {
+    const file2 = path7.join(dir, "model.onnx");
+    writeModel(OnnxModel.fromProto(proto, model.path), file2, { externalData: true });
+    return await ort.InferenceSession.create(file2, opts);
+  } finally {
+    fs6.rmSync(dir, { recursive: true, force: true });
   }
 }
 
 // src/eval/npy.ts
-var fs5 = __toESM(require("fs"));
+var fs7 = __toESM(require("fs"));
 var MAGIC = Buffer.from([147, 78, 85, 77, 80, 89]);
 var DESCR_TO_DTYPE = {
   f4: DataType.FLOAT,
@@ -38188,7 +38337,7 @@ var DTYPE_TO_DESCR = new Map(Object.entries(DESCR_TO_DTYPE).map(([k, v]) => [v, 
 function readNpy(file2) {
   let bytes2;
   try {
-    bytes2 = fs5.readFileSync(file2);
+    bytes2 = fs7.readFileSync(file2);
   } catch (e) {
     const code = e.code;
     if (code === "ENOENT") throw new UserError(`${file2}: file not found`);
@@ -38286,7 +38435,9 @@ var SPEC_NAMES = ["calibration.json", "calibration.yml", "calibration.yaml"];
 var SAMPLES_NAME = "samples.jsonl";
 var MASK_INPUT = "attention_mask";
 var CalibrationFile = external_exports.strictObject({
-  task: external_exports.enum(TASKS, { error: (i) => `unknown task '${String(i.input)}' (expected ${TASKS.join(", ")})` }),
+  task: external_exports.enum(TASKS, {
+    error: (i) => i.input === void 0 ? `missing: name the task (${TASKS.join(", ")})` : `unknown task '${String(i.input)}' (expected ${TASKS.join(", ")})`
+  }),
   inputs: external_exports.record(external_exports.string(), external_exports.string({ error: "the name of an .npy file" })).optional(),
   samples: external_exports.string({ error: "the name of a .jsonl file" }).optional(),
   labels: external_exports.string({ error: "the name of an .npy file of class indices" }).optional(),
@@ -38333,14 +38484,14 @@ function loadCalibration(location, model, options = {}) {
 function findSpecFile(location) {
   let stat;
   try {
-    stat = fs6.statSync(location);
+    stat = fs8.statSync(location);
   } catch {
     throw new UserError(`calibration not found: ${location} (give a folder holding calibration.json or samples.jsonl)`);
   }
   if (!stat.isDirectory()) return location;
   for (const name of [...SPEC_NAMES, SAMPLES_NAME]) {
-    const f = path6.join(location, name);
-    if (fs6.existsSync(f)) return f;
+    const f = path8.join(location, name);
+    if (fs8.existsSync(f)) return f;
   }
   throw new UserError(
     `${location}: no calibration.json, calibration.yml or samples.jsonl in this folder; add one (see the README, "Calibration data")`
@@ -38348,7 +38499,7 @@ function findSpecFile(location) {
 }
 function readSpec(file2) {
   const shown = displayPath(file2);
-  const text2 = fs6.readFileSync(file2, "utf8");
+  const text2 = fs8.readFileSync(file2, "utf8");
   let data;
   try {
     data = file2.endsWith(".json") ? JSON.parse(text2) : import_yaml2.default.parse(text2);
@@ -38365,8 +38516,8 @@ function readSpec(file2) {
   return spec;
 }
 function specPath(specFile, name, key) {
-  const f = path6.resolve(path6.dirname(specFile), name);
-  if (!fs6.existsSync(f)) {
+  const f = path8.resolve(path8.dirname(specFile), name);
+  if (!fs8.existsSync(f)) {
     throw new UserError(`${displayPath(specFile)}: ${key}: file not found: ${displayPath(f)}`);
   }
   return f;
@@ -38396,7 +38547,7 @@ function sourceOf(t, name) {
 }
 function readSamples(file2, specs) {
   const shown = displayPath(file2);
-  const lines = fs6.readFileSync(file2, "utf8").split("\n").map((text2, i) => ({ text: text2.trim(), line: i + 1 })).filter((l) => l.text.length > 0);
+  const lines = fs8.readFileSync(file2, "utf8").split("\n").map((text2, i) => ({ text: text2.trim(), line: i + 1 })).filter((l) => l.text.length > 0);
   if (lines.length === 0) throw new UserError(`${shown}: the calibration set is empty: add one JSON sample a line`);
   const values = /* @__PURE__ */ new Map();
   const shapes = /* @__PURE__ */ new Map();
@@ -38447,10 +38598,10 @@ function readSamples(file2, specs) {
   for (const [name, flat] of values) {
     const spec = specs.find((s) => s.name === name);
     const dims = [lines.length, ...shapes.get(name)?.dims ?? []];
-    inputs2[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), SAMPLES_NAME);
+    inputs2[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), path8.basename(file2));
   }
   const labelTensor = firstLabelLine !== void 0 ? { dtype: DataType.INT32, dims: [labels.length], data: Int32Array.from(labels) } : void 0;
-  return { inputs: inputs2, labels: labelTensor, labelFile: labelTensor ? SAMPLES_NAME : void 0 };
+  return { inputs: inputs2, labels: labelTensor, labelFile: labelTensor ? path8.basename(file2) : void 0 };
 }
 function flattenNested(value, where) {
   const dims = [];
@@ -38677,7 +38828,7 @@ function calibrationFeeds(set2) {
 }
 
 // src/graph/graph.ts
-var import_onnx_proto6 = __toESM(require_onnx());
+var import_onnx_proto7 = __toESM(require_onnx());
 function attr(node2, name) {
   return node2.attribute?.find((a) => a.name === name);
 }
@@ -38698,14 +38849,14 @@ function setAttrInts(node2, name, values) {
   if (a) a.ints = values;
   else
     (node2.attribute ??= []).push(
-      import_onnx_proto6.onnx.AttributeProto.create({ name, type: import_onnx_proto6.onnx.AttributeProto.AttributeType.INTS, ints: values })
+      import_onnx_proto7.onnx.AttributeProto.create({ name, type: import_onnx_proto7.onnx.AttributeProto.AttributeType.INTS, ints: values })
     );
 }
 function setAttrInt(node2, name, value) {
   const a = attr(node2, name);
   if (a) a.i = value;
   else
-    (node2.attribute ??= []).push(import_onnx_proto6.onnx.AttributeProto.create({ name, type: import_onnx_proto6.onnx.AttributeProto.AttributeType.INT, i: value }));
+    (node2.attribute ??= []).push(import_onnx_proto7.onnx.AttributeProto.create({ name, type: import_onnx_proto7.onnx.AttributeProto.AttributeType.INT, i: value }));
 }
 function nodeLabel(node2) {
   return node2.name || `${node2.opType}(${node2.output?.[0] ?? ""})`;
@@ -38789,21 +38940,74 @@ function topologicalOrder(nodes, producer) {
 }
 
 // src/graph/trace.ts
-var import_onnx_proto7 = __toESM(require_onnx());
+var import_onnx_proto9 = __toESM(require_onnx());
+
+// src/onnx/skeleton.ts
+var import_onnx_proto8 = __toESM(require_onnx());
+var SHAPE_ONLY_MIN_ELEMENTS = 4096;
+function shapeOnlyProto(model) {
+  const copy = model.clone();
+  const graph = copy.graph;
+  const replaced = /* @__PURE__ */ new Set();
+  const makers = [];
+  const kept = [];
+  for (const t of copy.initializers) {
+    const dims = t.dims.map(Number);
+    if (isFloatDType(t.dataType) && elementCount(dims) >= SHAPE_ONLY_MIN_ELEMENTS) {
+      replaced.add(t.name);
+      const shapeName = copy.uniqueName(`${t.name}__shape`);
+      kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
+      makers.push(constantOfShape(shapeName, t.name, t.dataType));
+    } else kept.push(t);
+  }
+  graph.initializer = kept;
+  graph.input = graph.input.filter((v) => !replaced.has(v.name ?? ""));
+  for (const node2 of graph.node) {
+    const value = node2.opType === "Constant" && (node2.domain ?? "") === "" ? node2.attribute?.find((a) => a.name === "value")?.t : void 0;
+    if (!value || !isFloatDType(value.dataType ?? 0)) continue;
+    const dims = (value.dims ?? []).map(Number);
+    if (elementCount(dims) < SHAPE_ONLY_MIN_ELEMENTS) continue;
+    const out = node2.output[0];
+    const shapeName = copy.uniqueName(`${out}__shape`);
+    kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
+    node2.opType = "ConstantOfShape";
+    node2.input = [shapeName];
+    node2.attribute = [fillValue(value.dataType ?? DataType.FLOAT)];
+    replaced.add(out);
+  }
+  graph.node = [...makers, ...graph.node];
+  return { proto: copy.proto, replaced };
+}
+function fillValue(dtype) {
+  const t = import_onnx_proto8.onnx.TensorProto.create({ dataType: dtype, dims: [1], rawData: new Uint8Array(dtypeInfo(dtype).bytes) });
+  return import_onnx_proto8.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.TENSOR, t });
+}
+function constantOfShape(shape2, out, dtype) {
+  return import_onnx_proto8.onnx.NodeProto.create({ opType: "ConstantOfShape", name: `${out}__make`, input: [shape2], output: [out], attribute: [fillValue(dtype)] });
+}
+function floatWeightBytes(model) {
+  let total = 0;
+  for (const t of model.initializers) {
+    if (isFloatDType(t.dataType)) total += elementCount(t.dims.map(Number)) * dtypeInfo(t.dataType).bytes;
+  }
+  return total;
+}
+
+// src/graph/trace.ts
 var MAX_TRACED_INTS = 64;
 async function traceModel(model, feeds) {
-  const proto = decodeModelProto(import_onnx_proto7.onnx.ModelProto.encode(model.proto).finish());
+  const { proto, replaced } = shapeOnlyProto(model);
   const graph = proto.graph;
-  const seen = new Set(graph.output.map((o) => o.name));
+  const seen = /* @__PURE__ */ new Set([...graph.output.map((o) => o.name), ...replaced]);
   for (const node2 of graph.node) {
     for (const out of node2.output ?? []) {
       if (out && !seen.has(out)) {
-        graph.output.push(import_onnx_proto7.onnx.ValueInfoProto.create({ name: out }));
+        graph.output.push(import_onnx_proto9.onnx.ValueInfoProto.create({ name: out }));
         seen.add(out);
       }
     }
   }
-  const session = await sessionForProto(model, proto, { graphOptimizationLevel: "disabled" });
+  const session = await sessionForProto(model, proto, { graphOptimizationLevel: "disabled", enableCpuMemArena: false });
   const inputs2 = feeds ?? dummyFeeds(model);
   try {
     const results = await session.run(inputs2);
@@ -38814,6 +39018,10 @@ async function traceModel(model, feeds) {
         entry.ints = Array.from(t.data, (v) => Number(v));
       }
       trace.set(name, entry);
+    }
+    for (const name of replaced) {
+      const info = model.constantInfo(name);
+      if (info) trace.set(name, { dims: info.dims, type: "float32" });
     }
     for (const [name, t] of Object.entries(inputs2)) {
       trace.set(name, { dims: [...t.dims], type: t.type });
@@ -39285,7 +39493,7 @@ async function gradualSearch(base, baseParams, mode, ratios, deps) {
   let currentParams = baseParams;
   for (const [i, ratio] of ratios.entries()) {
     const step = { index: i + 1, count: ratios.length, ratio };
-    deps.log?.(`step ${step.index} of ${step.count}: pruning to ${percent(ratio)} of the parameters`);
+    deps.log?.(`step ${step.index} of ${step.count}: pruning: ${percent(ratio)} of the parameters removed in total`);
     const target = incrementalTarget(baseParams, currentParams, ratio);
     const result = target > 1e-9 ? await deps.prune(current, target, step) : unchanged(current, currentParams);
     const candidate = await deps.quantize(result.model, step);
@@ -39364,95 +39572,6 @@ function mergeSkipped(steps) {
 }
 function percent(r) {
   return `${Math.round(r * 1e3) / 10} %`;
-}
-
-// src/onnx/write.ts
-var fs7 = __toESM(require("fs"));
-var path7 = __toESM(require("path"));
-var import_onnx_proto8 = __toESM(require_onnx());
-var INLINE_LIMIT = 2 ** 31 - 64 * 2 ** 20;
-var EXTERNAL_MIN_BYTES = 1024;
-var ALIGN = 64;
-function initializerBytes(t) {
-  if (!isSupportedDType(t.dataType ?? 0)) return 0;
-  return elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes;
-}
-function tmpName(file2) {
-  return `${file2}.tmp-${process.pid}-${Date.now()}`;
-}
-function writeModel(model, file2, options = {}) {
-  const out = path7.resolve(file2);
-  if (model.path && path7.resolve(model.path) === out) {
-    throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
-  }
-  const graph = model.graph;
-  const total = model.initializers.reduce((sum, t) => sum + initializerBytes(t), 0);
-  const external = options.externalData ?? total > INLINE_LIMIT;
-  const dataName = `${path7.basename(out)}.data`;
-  const dataPath = path7.join(path7.dirname(out), dataName);
-  if (external) {
-    for (const t of model.initializers) {
-      if (isExternal(t) && externalLocation(t, model.dir, model.path).file === dataPath) {
-        throw new UserError(`refusing to overwrite ${dataPath}: it holds the input model's weights; choose another output path`);
-      }
-    }
-  }
-  fs7.mkdirSync(path7.dirname(out), { recursive: true });
-  const tmpModel = tmpName(out);
-  const tmpData = external ? tmpName(dataPath) : void 0;
-  let fd;
-  try {
-    let offset = 0;
-    if (tmpData) fd = fs7.openSync(tmpData, "w");
-    const initializers = model.initializers.map((t) => {
-      const bytes2 = initializerBytes(t);
-      const keepAsIs = !isSupportedDType(t.dataType) || !isExternal(t) && (!external || bytes2 < EXTERNAL_MIN_BYTES);
-      if (keepAsIs) return t;
-      const data = dataAsBytes(model.readTensorProto(t).data);
-      const copy = import_onnx_proto8.onnx.TensorProto.create({ ...t, externalData: [], dataLocation: import_onnx_proto8.onnx.TensorProto.DataLocation.DEFAULT });
-      copy.floatData = [];
-      copy.int32Data = [];
-      copy.int64Data = [];
-      copy.doubleData = [];
-      copy.uint64Data = [];
-      if (fd === void 0 || bytes2 < EXTERNAL_MIN_BYTES) {
-        copy.rawData = data;
-        return copy;
-      }
-      const pad = (ALIGN - offset % ALIGN) % ALIGN;
-      if (pad) fs7.writeSync(fd, Buffer.alloc(pad), 0, pad, offset);
-      offset += pad;
-      let done = 0;
-      while (done < data.byteLength) done += fs7.writeSync(fd, data, done, data.byteLength - done, offset + done);
-      copy.rawData = new Uint8Array(0);
-      copy.dataLocation = import_onnx_proto8.onnx.TensorProto.DataLocation.EXTERNAL;
-      copy.externalData = [
-        { key: "location", value: dataName },
-        { key: "offset", value: String(offset) },
-        { key: "length", value: String(data.byteLength) }
-      ];
-      offset += data.byteLength;
-      return copy;
-    });
-    if (fd !== void 0) {
-      fs7.fsyncSync(fd);
-      fs7.closeSync(fd);
-      fd = void 0;
-    }
-    const proto = import_onnx_proto8.onnx.ModelProto.create({
-      ...model.proto,
-      graph: import_onnx_proto8.onnx.GraphProto.create({ ...graph, initializer: initializers })
-    });
-    const encoded = import_onnx_proto8.onnx.ModelProto.encode(proto).finish();
-    fs7.writeFileSync(tmpModel, encoded);
-    if (tmpData) fs7.renameSync(tmpData, dataPath);
-    fs7.renameSync(tmpModel, out);
-    return { path: out, dataPath: external ? dataPath : void 0, bytes: encoded.byteLength + offset };
-  } catch (e) {
-    if (fd !== void 0) fs7.closeSync(fd);
-    for (const f of [tmpModel, tmpData]) if (f && fs7.existsSync(f)) fs7.unlinkSync(f);
-    throw e;
-  }
 }
 
 // src/graph/atoms.ts
@@ -40080,11 +40199,21 @@ function collectGroups(model, index, space, heads, isFloatConst) {
     const kind = constantSlots.some((s) => consumers(index, s.tensor).some((n) => n.opType === "Conv")) ? "channels" : info.slots.some((s) => heads.has(s)) ? "heads" : "ffn";
     groups.push({ id: groups.length, kind, where, units, constantSlots, slots: info.slots.map((s) => space.slots[s]) });
   }
+  const order = graphOrder(index);
+  const position = (g) => Math.min(...g.constantSlots.flatMap((s) => consumers(index, s.tensor).map((n) => order.get(n) ?? Infinity)));
+  groups.sort((a, b) => position(a) - position(b));
+  groups.forEach((g, i) => g.id = i);
   return { groups, skipped };
 }
 function consumers(index, tensor) {
   const direct = index.consumersOf(tensor);
   return direct.flatMap((n) => ["Cast", "Transpose", "Identity"].includes(n.opType) ? index.consumersOf(n.output[0]) : [n]);
+}
+var orders = /* @__PURE__ */ new WeakMap();
+function graphOrder(index) {
+  let order = orders.get(index);
+  if (!order) orders.set(index, order = new Map(index.nodes.map((n, i) => [n, i])));
+  return order;
 }
 function reasonRank(reason) {
   if (reason.includes("not understood")) return 5;
@@ -40094,7 +40223,9 @@ function reasonRank(reason) {
   return 1;
 }
 function describeWeights(slots, index) {
-  const names = [...new Set(slots.flatMap((s) => consumers(index, s.tensor).map((n) => nodeLabel(n))))];
+  const order = graphOrder(index);
+  const ops = [...new Set(slots.flatMap((s) => consumers(index, s.tensor)))].sort((a, b) => order.get(a) - order.get(b));
+  const names = [...new Set(ops.map((n) => nodeLabel(n)))];
   if (names.length === 0) return listed(slots.map((s) => s.tensor));
   if (names.length === 1) return names[0];
   let prefix = names[0];
@@ -40578,10 +40709,10 @@ var ShapeFixer = class {
 };
 
 // src/prune/compensate.ts
-var import_onnx_proto10 = __toESM(require_onnx());
+var import_onnx_proto11 = __toESM(require_onnx());
 
 // src/prune/stats.ts
-var import_onnx_proto9 = __toESM(require_onnx());
+var import_onnx_proto10 = __toESM(require_onnx());
 function findConsumers(analysis, group) {
   const inGroup = new Set(group.slots.map((s) => s.id));
   const out = [];
@@ -40620,8 +40751,8 @@ async function collectStats(model, requests, calibration) {
   const proto = model.clone().proto;
   const graph = proto.graph;
   const outputs2 = new Set(graph.output.map((o) => o.name));
-  for (const name of wanted.keys()) if (!outputs2.has(name)) graph.output.push(import_onnx_proto9.onnx.ValueInfoProto.create({ name }));
-  const session = await createSession(import_onnx_proto9.onnx.ModelProto.encode(proto).finish(), { externalData: externalDataFiles(model) });
+  for (const name of wanted.keys()) if (!outputs2.has(name)) graph.output.push(import_onnx_proto10.onnx.ValueInfoProto.create({ name }));
+  const session = await sessionForProto(model, proto);
   const stats = /* @__PURE__ */ new Map();
   try {
     const fetches = [...wanted.keys()];
@@ -40861,7 +40992,7 @@ function addToBias(model, c, delta, dtype) {
   model.addInitializer(biasName, biasTensor());
   node2.output[0] = before;
   const at = graph.node.indexOf(node2);
-  graph.node.splice(at + 1, 0, import_onnx_proto10.onnx.NodeProto.create({ opType: "Add", name: `${node2.name}_bias_add`, input: [before, biasName], output: [out] }));
+  graph.node.splice(at + 1, 0, import_onnx_proto11.onnx.NodeProto.create({ opType: "Add", name: `${node2.name}_bias_add`, input: [before, biasName], output: [out] }));
 }
 
 // src/prune/plan.ts
@@ -40967,10 +41098,11 @@ function standardize(scores) {
 }
 
 // src/prune/verify.ts
+var FULL_CHECK_MAX_BYTES = 256 * 2 ** 20;
 async function verifyPruned(model, baseTraces) {
   let session;
   try {
-    session = await createSession(model);
+    session = floatWeightBytes(model) > FULL_CHECK_MAX_BYTES ? await sessionForProto(model, shapeOnlyProto(model).proto, { graphOptimizationLevel: "disabled", enableCpuMemArena: false }) : await createSession(model);
   } catch (e) {
     return `onnxruntime rejects the pruned model: ${firstLine(e)}`;
   }
@@ -41158,10 +41290,22 @@ function describeSkipped(analysis, structures) {
   }
   return [...merged.values()];
 }
+async function findPrunable(model) {
+  const analysis = await analyze(model);
+  return {
+    prunable: analysis.groups.map((g) => ({
+      kind: g.kind,
+      where: g.where,
+      units: g.units.length,
+      unitParams: Math.round(g.units[0].params)
+    })),
+    skipped: describeSkipped(analysis, ["ffn", "heads", "channels"])
+  };
+}
 
 // src/report/build.ts
-var fs8 = __toESM(require("fs"));
-var path8 = __toESM(require("path"));
+var fs9 = __toESM(require("fs"));
+var path9 = __toESM(require("path"));
 
 // src/report/schema.ts
 var MAX_TEXT = 2e3;
@@ -41229,7 +41373,7 @@ function metricJson(m) {
   return { ...m, base: finiteOrNull(m.base), candidate: finiteOrNull(m.candidate), bound: finiteOrNull(m.bound) };
 }
 function statsJson(s) {
-  return { ...s, path: s.path ? displayPath(path8.resolve(s.path)) : "" };
+  return { ...s, path: s.path ? displayPath(path9.resolve(s.path)) : "" };
 }
 function buildReport(input2) {
   const report = {
@@ -41260,26 +41404,26 @@ function buildReport(input2) {
   return checked.data;
 }
 function writeFileAtomic(file2, text2) {
-  fs8.mkdirSync(path8.dirname(file2), { recursive: true });
+  fs9.mkdirSync(path9.dirname(file2), { recursive: true });
   const tmp = `${file2}.tmp-${process.pid}-${Date.now()}`;
   try {
-    fs8.writeFileSync(tmp, text2);
-    fs8.renameSync(tmp, file2);
+    fs9.writeFileSync(tmp, text2);
+    fs9.renameSync(tmp, file2);
   } catch (e) {
-    fs8.rmSync(tmp, { force: true });
+    fs9.rmSync(tmp, { force: true });
     throw e;
   }
 }
 
 // src/report/github.ts
-var fs9 = __toESM(require("fs"));
+var fs10 = __toESM(require("fs"));
 function pullRequestFromEnv(env = process.env) {
   const event = env.GITHUB_EVENT_NAME;
   if (event !== "pull_request" && event !== "pull_request_target") return void 0;
   if (!env.GITHUB_EVENT_PATH) return void 0;
   let payload;
   try {
-    payload = JSON.parse(fs9.readFileSync(env.GITHUB_EVENT_PATH, "utf8"));
+    payload = JSON.parse(fs10.readFileSync(env.GITHUB_EVENT_PATH, "utf8"));
   } catch {
     return void 0;
   }
@@ -41562,7 +41706,10 @@ async function runGate(options) {
   const log = options.log ?? (() => void 0);
   const prune = options.prune ?? pruneModel;
   const quantize = options.quantize ?? defaultQuantize;
-  const out = path9.resolve(options.out);
+  const out = path10.resolve(options.out);
+  if (path10.resolve(config2.model) === path10.join(out, PRUNED_NAME)) {
+    throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
+  }
   if (!options.quantize && config2.quantize !== "none") throw notImplemented(config2.quantize);
   log(`reading ${displayPath(config2.model)}`);
   const base = OnnxModel.read(config2.model);
@@ -41570,7 +41717,7 @@ async function runGate(options) {
   checkRulesFitTask(config2.gate, set2.task, config2.file ? displayPath(config2.file) : "the gate");
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log });
-  const stepsDir = path9.join(out, STEPS_DIR);
+  const stepsDir = path10.join(out, STEPS_DIR);
   try {
     const external = base.initializers.some((t) => isExternal(t));
     const deps = searchDeps({ options, set: set2, evaluator, stepsDir, external, prune, quantize, log });
@@ -41604,7 +41751,7 @@ async function runGate(options) {
     return outcome;
   } finally {
     await evaluator.close();
-    fs10.rmSync(stepsDir, { recursive: true, force: true });
+    fs11.rmSync(stepsDir, { recursive: true, force: true });
   }
 }
 function ratioText2(r) {
@@ -41623,9 +41770,9 @@ function searchDeps(c) {
     }),
     quantize: (model) => c.quantize(model, config2.quantize),
     evaluate: async (candidate, step) => {
-      const dir = path9.join(c.stepsDir, `step-${step.index}`);
-      fs10.rmSync(dir, { recursive: true, force: true });
-      const written = writeModel(candidate, path9.join(dir, PRUNED_NAME), c.external ? { externalData: true } : {});
+      const dir = path10.join(c.stepsDir, `step-${step.index}`);
+      fs11.rmSync(dir, { recursive: true, force: true });
+      const written = writeModel(candidate, path10.join(dir, PRUNED_NAME), c.external ? { externalData: true } : {});
       const model = OnnxModel.read(written.path);
       const evaluation = await c.evaluator.evaluate(model);
       const metrics = judge(evaluation.values, config2.gate, c.set.task);
@@ -41635,23 +41782,23 @@ function searchDeps(c) {
         next: config2.quantize === "none" ? model : void 0
       };
     },
-    discard: (artifact) => fs10.rmSync(artifact.dir, { recursive: true, force: true }),
+    discard: (artifact) => fs11.rmSync(artifact.dir, { recursive: true, force: true }),
     log: c.log
   };
 }
 function promote(artifact, out) {
-  const model = path9.join(out, PRUNED_NAME);
+  const model = path10.join(out, PRUNED_NAME);
   const data = `${model}.data`;
-  fs10.mkdirSync(out, { recursive: true });
-  if (artifact.dataFile) fs10.renameSync(artifact.dataFile, data);
-  else fs10.rmSync(data, { force: true });
-  fs10.renameSync(artifact.file, model);
+  fs11.mkdirSync(out, { recursive: true });
+  if (artifact.dataFile) fs11.renameSync(artifact.dataFile, data);
+  else fs11.rmSync(data, { force: true });
+  fs11.renameSync(artifact.file, model);
   return { model, data: artifact.dataFile ? data : void 0 };
 }
 function writeReports(report, out, files) {
   const markdown = renderMarkdown(report);
-  const json2 = path9.join(out, REPORT_JSON);
-  const md = path9.join(out, REPORT_MD);
+  const json2 = path10.join(out, REPORT_JSON);
+  const md = path10.join(out, REPORT_MD);
   writeFileAtomic(json2, `${JSON.stringify(report, null, 2)}
 `);
   writeFileAtomic(md, markdown);
@@ -41687,10 +41834,10 @@ async function compareModels(options) {
     });
     const markdown = renderMarkdown(report);
     if (options.out) {
-      const out = path9.resolve(options.out);
-      writeFileAtomic(path9.join(out, REPORT_JSON), `${JSON.stringify(report, null, 2)}
+      const out = path10.resolve(options.out);
+      writeFileAtomic(path10.join(out, REPORT_JSON), `${JSON.stringify(report, null, 2)}
 `);
-      writeFileAtomic(path9.join(out, REPORT_MD), markdown);
+      writeFileAtomic(path10.join(out, REPORT_MD), markdown);
     }
     return { report, markdown };
   } finally {
@@ -41770,8 +41917,16 @@ async function inspectModel(file2) {
     macsByOp,
     ...macsNote ? { macsNote } : {},
     nodes: model.graph.node.length,
-    ops: Object.fromEntries(Object.entries(ops).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])))
+    ops: Object.fromEntries(Object.entries(ops).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))),
+    prunable: [],
+    skipped: []
   };
+  try {
+    Object.assign(inspection, await findPrunable(model));
+  } catch (e) {
+    if (isUserError(e)) throw e;
+    inspection.prunableNote = `the graph could not be analysed: ${String(e.message ?? e).split("\n")[0]}`;
+  }
   return inspection;
 }
 function formatInspection(ins) {
@@ -41797,13 +41952,26 @@ function formatInspection(ins) {
   for (const [key, values] of overview) {
     values.forEach((v, i) => lines.push(`${(i === 0 ? key : "").padEnd(width)}${v}`));
   }
+  lines.push("", "Prunable groups");
+  if (ins.prunableNote) lines.push(`  none found: ${ins.prunableNote}`);
+  else if (ins.prunable.length === 0) lines.push("  none");
+  else
+    lines.push(
+      ...table(
+        [["kind", "units", "params/unit", "where"], ...ins.prunable.map((g) => [g.kind, String(g.units), grouped(g.unitParams), g.where])],
+        "  "
+      )
+    );
+  lines.push("", "Left alone");
+  if (ins.skipped.length === 0) lines.push("  nothing");
+  for (const s of ins.skipped) lines.push(`  ${s.where}: ${s.reason}`);
   return `${lines.join("\n")}
 `;
 }
 
 // src/cli/commands/prune.ts
-var fs11 = __toESM(require("fs"));
-var path10 = __toESM(require("path"));
+var fs12 = __toESM(require("fs"));
+var path11 = __toESM(require("path"));
 var STRUCTURES = ["ffn", "heads", "channels"];
 function register3(program2, ctx) {
   program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels", STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--report <file>", "also write what was removed as JSON").option("--external-data", "write the weights to <out>.data beside the model").action(async (flags) => {
@@ -41859,11 +42027,11 @@ function pruneReport(input2, output2, r) {
   };
 }
 function writeJsonAtomic(file2, value) {
-  fs11.mkdirSync(path10.dirname(path10.resolve(file2)), { recursive: true });
+  fs12.mkdirSync(path11.dirname(path11.resolve(file2)), { recursive: true });
   const tmp = `${file2}.tmp-${process.pid}`;
-  fs11.writeFileSync(tmp, `${JSON.stringify(value, null, 2)}
+  fs12.writeFileSync(tmp, `${JSON.stringify(value, null, 2)}
 `);
-  fs11.renameSync(tmp, file2);
+  fs12.renameSync(tmp, file2);
 }
 function formatPruned(r, out) {
   const removed = r.paramsBefore - r.paramsAfter;

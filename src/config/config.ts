@@ -108,11 +108,12 @@ export function loadConfig(file: string): Config {
 /** Validates config text; `file` names it in messages and anchors its relative paths. */
 export function parseConfig(text: string, file: string): Config {
   const shown = displayPath(file);
-  const doc = YAML.parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const doc = YAML.parseDocument(text, { uniqueKeys: true });
   if (doc.errors.length > 0) {
     const err = doc.errors[0];
     const line = err.linePos?.[0].line;
-    throw new UserError(`${shown}:${line ? ` line ${line}:` : ''} not valid YAML: ${err.message.split('\n')[0]}`);
+    const message = err.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+    throw new UserError(`${shown}:${line ? ` line ${line}:` : ''} not valid YAML: ${message}`);
   }
   const data: unknown = doc.toJS() ?? {};
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
@@ -199,13 +200,16 @@ export function parseRule(metric: MetricName, bound: BoundKind, value: unknown, 
     percent = value.includes('%');
     number = parseFloat(value.replace('%', ''));
   } else {
-    throw new UserError(`${where}: expected a number or a percentage such as ${exampleValue(bound)} or 5%, found ${JSON.stringify(value)}`);
+    throw new UserError(`${where}: expected a number in the metric's unit (e.g. 0.01) or a percentage of the base model's value (e.g. 5%), found ${JSON.stringify(value)}`);
   }
   if (percent && bound === 'min-speedup') {
     throw new UserError(`${where}: min-speedup takes a factor such as 1.2 (20 % faster), not a percentage`);
   }
-  if (number < 0 || ((bound === 'min-speedup' || bound === 'max-ratio') && number === 0)) {
-    throw new UserError(`${where}: must be ${bound === 'min-speedup' || bound === 'max-ratio' ? 'greater than 0' : '0 or more'}, found ${number}`);
+  // min and max are thresholds on the value itself (a cosine can be negative); the others are
+  // amounts of change and must not be negative.
+  const positive = bound === 'min-speedup' || bound === 'max-ratio';
+  if ((bound !== 'min' && bound !== 'max' && number < 0) || (positive && number === 0)) {
+    throw new UserError(`${where}: must be ${positive ? 'greater than 0' : '0 or more'}, found ${number}`);
   }
   return { metric, bound, value: number, percent, text: `${bound} ${percent ? `${number}%` : number}` };
 }

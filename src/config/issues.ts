@@ -37,8 +37,11 @@ export function closest(word: string, choices: readonly string[]): string | unde
     const d = distance(word.toLowerCase(), c.toLowerCase());
     if (d < bestD) [best, bestD] = [c, d];
   }
-  return best !== undefined && bestD <= Math.max(1, Math.floor(word.length / 3)) ? best : undefined;
+  // Two edits (a swap of neighbours is two) is a likely typo; more is a different word.
+  return best !== undefined && bestD <= Math.max(2, Math.floor(word.length / 3)) && bestD < word.length ? best : undefined;
 }
+
+const TYPE_WORDS: Record<string, string> = { object: 'a mapping', array: 'a list', string: 'a string', number: 'a number', boolean: 'true or false' };
 
 function describe(v: unknown): string {
   if (v === null) return 'null';
@@ -83,10 +86,12 @@ export function formatIssue(file: string, issue: z.core.$ZodIssue, schema?: z.Zo
       return `${at(keyPath([...issue.path, key]))}unknown key${hint ? ` (did you mean ${hint}?)` : ''}`;
     }
     case 'invalid_type': {
-      if (issue.input === undefined) return `${at(where)}missing (expected ${issue.expected})`;
-      return `${at(where)}expected ${issue.message.startsWith('Invalid input') ? issue.expected : issue.message}, found ${describe(issue.input)}`;
+      const expected = issue.message.startsWith('Invalid input') ? (TYPE_WORDS[issue.expected] ?? issue.expected) : issue.message;
+      if (issue.input === undefined) return `${at(where)}missing (expected ${expected})`;
+      return `${at(where)}expected ${expected}, found ${describe(issue.input)}`;
     }
     case 'invalid_value':
+      if (!issue.message.startsWith('Invalid')) return `${at(where)}${issue.message}`;
       return `${at(where)}${describe(issue.input)} is not one of ${issue.values.map(String).join(', ')}`;
     default:
       return `${at(where)}${issue.message}${issue.input !== undefined && !issue.message.includes('found') ? ` (found ${describe(issue.input)})` : ''}`;

@@ -21,7 +21,9 @@ const SAMPLES_NAME = 'samples.jsonl';
 export const MASK_INPUT = 'attention_mask';
 
 const CalibrationFile = z.strictObject({
-  task: z.enum(TASKS, { error: (i) => `unknown task '${String(i.input)}' (expected ${TASKS.join(', ')})` }),
+  task: z.enum(TASKS, {
+    error: (i) => (i.input === undefined ? `missing: name the task (${TASKS.join(', ')})` : `unknown task '${String(i.input)}' (expected ${TASKS.join(', ')})`),
+  }),
   inputs: z.record(z.string(), z.string({ error: 'the name of an .npy file' })).optional(),
   samples: z.string({ error: 'the name of a .jsonl file' }).optional(),
   labels: z.string({ error: 'the name of an .npy file of class indices' }).optional(),
@@ -238,10 +240,10 @@ export function readSamples(file: string, specs: InputSpec[]): { inputs: Record<
   for (const [name, flat] of values) {
     const spec = specs.find((s) => s.name === name) as InputSpec;
     const dims = [lines.length, ...(shapes.get(name)?.dims ?? [])];
-    inputs[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), SAMPLES_NAME);
+    inputs[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), path.basename(file));
   }
   const labelTensor = firstLabelLine !== undefined ? { dtype: DataType.INT32, dims: [labels.length], data: Int32Array.from(labels) } : undefined;
-  return { inputs, labels: labelTensor, labelFile: labelTensor ? SAMPLES_NAME : undefined };
+  return { inputs, labels: labelTensor, labelFile: labelTensor ? path.basename(file) : undefined };
 }
 
 /** Shape and row-major values of a nested JSON array; refuses ragged arrays and non-numbers. */

@@ -92,7 +92,7 @@ export async function gradualSearch<A>(
   let currentParams = baseParams;
   for (const [i, ratio] of ratios.entries()) {
     const step: StepInfo = { index: i + 1, count: ratios.length, ratio };
-    deps.log?.(`step ${step.index} of ${step.count}: pruning to ${percent(ratio)} of the parameters`);
+    deps.log?.(`step ${step.index} of ${step.count}: pruning: ${percent(ratio)} of the parameters removed in total`);
     const target = incrementalTarget(baseParams, currentParams, ratio);
     const result = target > 1e-9 ? await deps.prune(current, target, step) : unchanged(current, currentParams);
     const candidate = await deps.quantize(result.model, step);

@@ -1,5 +1,6 @@
 import { onnx } from 'onnx-proto';
-import { OnnxModel, decodeModelProto } from '../onnx/model';
+import { OnnxModel } from '../onnx/model';
+import { shapeOnlyProto } from '../onnx/skeleton';
 import { dummyFeeds, ort, sessionForProto } from '../onnx/runtime';
 
 /** What a run of the model showed about one tensor. */
@@ -21,9 +22,10 @@ const MAX_TRACED_INTS = 64;
  * needs no shape inference of its own. Graph optimizations are off so names survive.
  */
 export async function traceModel(model: OnnxModel, feeds?: Record<string, ort.Tensor>): Promise<Trace> {
-  const proto = decodeModelProto(onnx.ModelProto.encode(model.proto).finish());
+  // Shapes do not depend on weight values: run a copy whose weights are made at run time.
+  const { proto, replaced } = shapeOnlyProto(model);
   const graph = proto.graph as onnx.GraphProto;
-  const seen = new Set(graph.output.map((o) => o.name));
+  const seen = new Set([...graph.output.map((o) => o.name), ...replaced]);
   for (const node of graph.node) {
     for (const out of node.output ?? []) {
       if (out && !seen.has(out)) {
@@ -32,7 +34,7 @@ export async function traceModel(model: OnnxModel, feeds?: Record<string, ort.Te
       }
     }
   }
-  const session = await sessionForProto(model, proto, { graphOptimizationLevel: 'disabled' });
+  const session = await sessionForProto(model, proto, { graphOptimizationLevel: 'disabled', enableCpuMemArena: false });
   const inputs = feeds ?? dummyFeeds(model);
   try {
     const results = await session.run(inputs);
@@ -43,6 +45,10 @@ export async function traceModel(model: OnnxModel, feeds?: Record<string, ort.Te
         entry.ints = Array.from(t.data as ArrayLike<number | bigint>, (v) => Number(v));
       }
       trace.set(name, entry);
+    }
+    for (const name of replaced) {
+      const info = model.constantInfo(name);
+      if (info) trace.set(name, { dims: info.dims, type: 'float32' });
     }
     for (const [name, t] of Object.entries(inputs)) {
       trace.set(name, { dims: [...t.dims], type: t.type });

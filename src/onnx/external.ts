@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { UserError } from '../errors';
+import { TensorData, dtypeInfo } from './dtype';
 import { toNumber } from './tensor';
 
 /** Where one tensor's bytes live outside the model file. */
@@ -70,19 +71,25 @@ export function checkExternal(t: onnx.ITensorProto, loc: ExternalLocation, model
   }
 }
 
-/** Reads `length` bytes at `offset` without loading the rest of the file. */
-export function readRange(file: string, offset: number, length: number): Uint8Array {
-  const out = Buffer.allocUnsafe(length);
+/**
+ * Reads a tensor's bytes straight into an aligned typed array of its element type: one copy in
+ * memory, however large the tensor.
+ */
+export function readTensorData(dtype: number, file: string, offset: number, length: number): TensorData {
+  const info = dtypeInfo(dtype);
+  if (length % info.bytes !== 0) throw new Error(`${file}: ${length} bytes is not a whole number of ${info.name} elements`);
+  const buffer = new ArrayBuffer(length);
+  const bytes = new Uint8Array(buffer);
   const fd = fs.openSync(file, 'r');
   try {
     let done = 0;
     while (done < length) {
-      const n = fs.readSync(fd, out, done, length - done, offset + done);
+      const n = fs.readSync(fd, bytes, done, length - done, offset + done);
       if (n === 0) throw new Error(`unexpected end of ${file}`);
       done += n;
     }
   } finally {
     fs.closeSync(fd);
   }
-  return out;
+  return new info.array(buffer, 0, length / info.bytes);
 }

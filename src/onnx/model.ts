@@ -3,7 +3,8 @@ import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { UserError } from '../errors';
 import { DataType, dtypeInfo, dtypeName, isSupportedDType } from './dtype';
-import { checkExternal, externalLocation, isExternal, readRange } from './external';
+import { checkExternal, externalLocation, isExternal, readTensorData } from './external';
+import { SPILL_MIN_BYTES, spillTensor, spilledRange } from './spill';
 import {
   Tensor,
   dataFromBytes,
@@ -178,7 +179,9 @@ export class OnnxModel {
       const t = this.initializers[src.index];
       return { dtype: t.dataType, dims: t.dims.map(toNumber) };
     }
-    const t = this.constantNodeValue(src.node);
+    const a = src.node.attribute?.[0];
+    if (a?.name === 'value' && a.t) return { dtype: a.t.dataType ?? DataType.UNDEFINED, dims: (a.t.dims ?? []).map(toNumber) };
+    const t = this.constantNodeValue(src.node); // the small value_* forms
     return t && { dtype: t.dtype, dims: t.dims };
   }
 
@@ -194,7 +197,7 @@ export class OnnxModel {
   setConstant(name: string, value: Tensor): void {
     const src = this.constants.get(name);
     if (!src) throw new Error(`internal: '${name}' is not a constant`);
-    const proto = tensorToProto(name, value);
+    const proto = this.tensorProto(name, value, src.kind === 'initializer');
     if (src.kind === 'initializer') {
       this.initializers[src.index] = proto;
     } else {
@@ -207,8 +210,18 @@ export class OnnxModel {
 
   addInitializer(name: string, value: Tensor): void {
     if (this.constants.has(name)) throw new Error(`internal: '${name}' already exists`);
-    this.graph.initializer.push(tensorToProto(name, value));
+    this.graph.initializer.push(this.tensorProto(name, value, true));
     this.constants.set(name, { kind: 'initializer', index: this.initializers.length - 1 });
+  }
+
+  /** Large initializers go to the spill file until the model is written (see spill.ts). */
+  private tensorProto(name: string, value: Tensor, mayspill: boolean): onnx.TensorProto {
+    const proto = tensorToProto(name, value);
+    if (mayspill && proto.rawData.byteLength >= SPILL_MIN_BYTES) {
+      spillTensor(proto, proto.rawData);
+      proto.rawData = new Uint8Array(0);
+    }
+    return proto;
   }
 
   /** A tensor name not used anywhere in the graph yet. */
@@ -228,10 +241,12 @@ export class OnnxModel {
     }
     const count = elementCount(dims);
     const bytes = count * dtypeInfo(dtype).bytes;
+    const spill = spilledRange(t);
+    if (spill) return { dtype, dims, data: readTensorData(dtype, spill.file, spill.offset, spill.length) };
     if (isExternal(t)) {
       const loc = externalLocation(t, this.dir, this.path);
       checkExternal(t, loc, this.path, bytes);
-      return { dtype, dims, data: dataFromBytes(dtype, readRange(loc.file, loc.offset, loc.length ?? bytes)) };
+      return { dtype, dims, data: readTensorData(dtype, loc.file, loc.offset, loc.length ?? bytes) };
     }
     if (t.rawData && t.rawData.byteLength > 0) return { dtype, dims, data: dataFromBytes(dtype, t.rawData) };
     return { dtype, dims, data: dataFromTypedFields(t, count) };

@@ -1,9 +1,12 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
 import { onnx } from 'onnx-proto';
 import { DataType } from './dtype';
+import { isSpilled } from './spill';
+import { writeModel } from './write';
 import { externalLocation, isExternal } from './external';
 import { OnnxModel } from './model';
 import { Tensor, elementCount, toNumber } from './tensor';
@@ -142,6 +145,7 @@ export async function sessionForProto(
   options: ort.InferenceSession.SessionOptions = {},
 ): Promise<ort.InferenceSession> {
   const opts = { logSeverityLevel: 3 as const, ...options };
+  if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
   const bytes = onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
   if (files.size === 0) return ort.InferenceSession.create(bytes, opts);
@@ -155,5 +159,24 @@ export async function sessionForProto(
     return await ort.InferenceSession.create(tmp, opts);
   } finally {
     fs.rmSync(tmp, { force: true });
+  }
+}
+
+/**
+ * A model holding pruned weights that wait in the spill file: written with external data to a
+ * temporary folder (streaming, one tensor at a time) and opened from there.
+ */
+async function sessionFromWrittenCopy(
+  model: OnnxModel,
+  proto: onnx.IModelProto,
+  opts: ort.InferenceSession.SessionOptions,
+): Promise<ort.InferenceSession> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-session-'));
+  try {
+    const file = path.join(dir, 'model.onnx');
+    writeModel(OnnxModel.fromProto(proto as onnx.ModelProto, model.path), file, { externalData: true });
+    return await ort.InferenceSession.create(file, opts);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -4,6 +4,7 @@ import { onnx } from 'onnx-proto';
 import { UserError } from '../errors';
 import { dtypeInfo, isSupportedDType } from './dtype';
 import { externalLocation, isExternal } from './external';
+import { isSpilled } from './spill';
 import { OnnxModel } from './model';
 import { dataAsBytes, elementCount, toNumber } from './tensor';
 
@@ -66,7 +67,8 @@ export function writeModel(model: OnnxModel, file: string, options: WriteOptions
     if (tmpData) fd = fs.openSync(tmpData, 'w');
     const initializers = model.initializers.map((t) => {
       const bytes = initializerBytes(t);
-      const keepAsIs = !isSupportedDType(t.dataType) || (!isExternal(t) && (!external || bytes < EXTERNAL_MIN_BYTES));
+      const inMemory = !isExternal(t) && !isSpilled(t);
+      const keepAsIs = !isSupportedDType(t.dataType) || (inMemory && (!external || bytes < EXTERNAL_MIN_BYTES));
       if (keepAsIs) return t;
       const data = dataAsBytes(model.readTensorProto(t).data);
       const copy = onnx.TensorProto.create({ ...t, externalData: [], dataLocation: onnx.TensorProto.DataLocation.DEFAULT });

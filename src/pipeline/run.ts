@@ -1,6 +1,5 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { onnx } from 'onnx-proto';
 import type { Config, QuantizeMode } from '../config/config';
 import { displayPath } from '../config/issues';
 import { CalibrationSet, calibrationFeeds, loadCalibration } from '../eval/calibration';
@@ -49,8 +48,12 @@ export interface RunOutcome {
 /** Quantization is not built yet: only 'none' passes (the hook is where it will plug in). */
 export const defaultQuantize: QuantizeFn = async (model, mode) => {
   if (mode === 'none') return model;
-  throw new UserError(`quantize: ${mode} is not implemented yet; use quantize: none`);
+  throw notImplemented(mode);
 };
+
+function notImplemented(mode: QuantizeMode): UserError {
+  return new UserError(`quantize: ${mode} is not implemented yet; use quantize: none`);
+}
 
 /** A written candidate: its folder (one per step) and the model read back lazily from it. */
 interface StepArtifact {
@@ -70,8 +73,11 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
   const prune = options.prune ?? pruneModel;
   const quantize = options.quantize ?? defaultQuantize;
   const out = path.resolve(options.out);
+  if (path.resolve(config.model as string) === path.join(out, PRUNED_NAME)) {
+    throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
+  }
   // Refuse an unavailable mode before any work is done, not after the base evaluation.
-  if (!options.quantize && config.quantize !== 'none') await defaultQuantize(OnnxModel.fromProto(emptyModelProto()), config.quantize);
+  if (!options.quantize && config.quantize !== 'none') throw notImplemented(config.quantize);
 
   log(`reading ${displayPath(config.model as string)}`);
   const base = OnnxModel.read(config.model as string);
@@ -119,9 +125,6 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
   }
 }
 
-function emptyModelProto(): onnx.ModelProto {
-  return onnx.ModelProto.create({ irVersion: 8, graph: {} });
-}
 
 function ratioText(r: number): string {
   return `${Math.round(r * 1000) / 10} %`;

@@ -1,0 +1,142 @@
+// Issue 5, item 3: prune-gate.yml is validated; a wrong key, type, value or missing file names itself.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { applyOverrides, loadConfig, parseConfig, resolveConfig } from '../src/config/config';
+import { UserError } from '../src/errors';
+
+let tmp: string;
+let cwd: string;
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-config-'));
+  cwd = process.cwd();
+  process.chdir(tmp);
+  fs.mkdirSync('models');
+  fs.writeFileSync('models/m.onnx', 'x');
+  fs.mkdirSync('calib');
+});
+afterAll(() => {
+  process.chdir(cwd);
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+function configError(text: string, file = 'prune-gate.yml'): string {
+  try {
+    parseConfig(text, path.resolve(file));
+  } catch (e) {
+    expect(e).toBeInstanceOf(UserError);
+    expect((e as Error).message).not.toContain('\n');
+    return (e as Error).message;
+  }
+  throw new Error('expected the config to be refused');
+}
+
+const VALID = `
+model: models/m.onnx
+calibration: calib
+prune:
+  target: auto
+  max-target: 0.6
+  structures: [ffn, heads]
+  importance: magnitude
+  compensate: none
+  steps: 3
+quantize: none
+gate:
+  accuracy: { max-drop: 0.01 }
+  perplexity: { max-increase: 5% }
+  agreement: { min: 0.97 }
+  latency-p50: { min-speedup: 1.2 }
+  size: { max-ratio: 0.5 }
+latency: { warmup: 2, runs: 5 }
+`;
+
+test('the example of PRODUCT.md parses, with paths relative to the config file', () => {
+  fs.mkdirSync('sub', { recursive: true });
+  fs.writeFileSync('sub/prune-gate.yml', VALID.replace('models/m.onnx', '../models/m.onnx').replace('calibration: calib\n', 'calibration: ../calib\n'));
+  const c = loadConfig('sub/prune-gate.yml');
+  expect(c.model).toBe(path.resolve('models/m.onnx'));
+  expect(c.calibration).toBe(path.resolve('calib'));
+  expect(c.prune).toEqual({ target: 'auto', maxTarget: 0.6, structures: ['ffn', 'heads'], importance: 'magnitude', compensate: 'none', steps: 3 });
+  expect(c.latency).toEqual({ warmup: 2, runs: 5 });
+  expect(c.gate.map((r) => r.text)).toEqual(['max-drop 0.01', 'max-increase 5%', 'min 0.97', 'min-speedup 1.2', 'max-ratio 0.5']);
+  expect(c.gate[1]).toMatchObject({ metric: 'perplexity', bound: 'max-increase', value: 5, percent: true });
+});
+
+test('defaults for what is left out', () => {
+  const c = parseConfig('model: models/m.onnx\n', path.resolve('prune-gate.yml'));
+  expect(c.prune).toMatchObject({ target: 'auto', maxTarget: 0.5, steps: 5, importance: 'activation', compensate: 'bias' });
+  expect(c.quantize).toBe('none');
+  expect(c.gate).toEqual([]);
+});
+
+describe('mistakes name themselves', () => {
+  test('an unknown key, with its path and a suggestion', () => {
+    expect(configError('prune:\n  targt: 0.3\n')).toBe('prune-gate.yml: prune.targt: unknown key (did you mean target?)');
+    expect(configError('modle: m.onnx\n')).toBe('prune-gate.yml: modle: unknown key (did you mean model?)');
+    expect(configError('prune:\n  zzzzzz: 1\n')).toBe('prune-gate.yml: prune.zzzzzz: unknown key');
+  });
+
+  test('a wrong type or value', () => {
+    expect(configError('prune:\n  steps: five\n')).toBe("prune-gate.yml: prune.steps: expected a whole number of steps >= 1, found 'five'");
+    expect(configError('prune:\n  steps: 2.5\n')).toBe('prune-gate.yml: prune.steps: expected a whole number of steps >= 1, found 2.5');
+    expect(configError('prune:\n  target: 1.5\n')).toMatch(/^prune-gate\.yml: prune\.target: .*a fraction of parameters between 0 and 1/);
+    expect(configError('prune:\n  target: most\n')).toMatch(/^prune-gate\.yml: prune\.target: .*a fraction of parameters between 0 and 1 \(0\.3\), or auto/);
+    expect(configError('quantize: int3\n')).toBe("prune-gate.yml: quantize: 'int3' is not one of none, int8, int4");
+    expect(configError('prune:\n  structures: [ffn, neurons]\n')).toBe("prune-gate.yml: prune.structures[1]: unknown structure 'neurons' (expected ffn, heads, channels)");
+    expect(configError('model: 3\n')).toBe('prune-gate.yml: model: expected a path to an .onnx file, found 3');
+  });
+
+  test('a missing model or calibration file', () => {
+    expect(configError('model: models/nope.onnx\n')).toBe('prune-gate.yml: model: file not found: models/nope.onnx');
+    expect(configError('calibration: calib/none\n')).toBe('prune-gate.yml: calibration: file not found: calib/none');
+    expect(() => loadConfig('other.yml')).toThrow('config file not found: other.yml');
+  });
+
+  test('bad gate entries: unknown metric, wrong bound, two bounds, bad value, bad percentage use', () => {
+    expect(configError('gate:\n  acuracy: { max-drop: 0.01 }\n')).toBe('prune-gate.yml: gate.acuracy: unknown metric (did you mean accuracy?)');
+    expect(configError('gate:\n  accuracy: { max-increase: 0.01 }\n')).toBe(
+      'prune-gate.yml: gate.accuracy.max-increase: is not a bound of this metric; accuracy takes max-drop or min',
+    );
+    expect(configError('gate:\n  accuracy: { maxdrop: 0.01 }\n')).toBe('prune-gate.yml: gate.accuracy.maxdrop: unknown bound; accuracy takes max-drop or min');
+    expect(configError('gate:\n  accuracy: { max-drop: 0.01, min: 0.5 }\n')).toBe('prune-gate.yml: gate.accuracy: give exactly one bound (max-drop or min), found 2');
+    expect(configError('gate:\n  perplexity: { max-increase: five percent }\n')).toBe(
+      `prune-gate.yml: gate.perplexity.max-increase: expected a number in the metric's unit (e.g. 0.01) or a percentage of the base model's value (e.g. 5%), found "five percent"`,
+    );
+    expect(configError('gate:\n  perplexity: { max-increase: 5%% }\n')).toMatch(/gate\.perplexity\.max-increase: expected a number in the metric's unit/);
+    expect(configError('gate:\n  latency-p50: { min-speedup: 20% }\n')).toBe(
+      'prune-gate.yml: gate.latency-p50.min-speedup: min-speedup takes a factor such as 1.2 (20 % faster), not a percentage',
+    );
+    expect(configError('gate:\n  size: { max-ratio: 0 }\n')).toBe('prune-gate.yml: gate.size.max-ratio: must be greater than 0, found 0');
+    expect(configError('gate:\n  accuracy: 0.01\n')).toBe('prune-gate.yml: gate.accuracy: expected a bound such as { max-drop: 0.01 }, found 0.01');
+  });
+
+  test('YAML that does not parse names the line', () => {
+    expect(configError('model: m.onnx\nprune:\n  target: [0.3\n')).toBe('prune-gate.yml: line 4: not valid YAML: Flow sequence in block collection must be sufficiently indented and end with a ]');
+    expect(configError('- a\n- b\n')).toBe('prune-gate.yml: expected a mapping of keys (model, calibration, prune, quantize, gate)');
+  });
+});
+
+describe('command-line overrides', () => {
+  test('flags override the config, paths relative to the working folder', () => {
+    const c = applyOverrides(parseConfig(VALID, path.resolve('prune-gate.yml')), { target: '0.25', quantize: 'none', model: 'models/m.onnx' });
+    expect(c.prune.target).toBe(0.25);
+    expect(c.model).toBe(path.resolve('models/m.onnx'));
+  });
+
+  test('bad flags name the flag', () => {
+    const c = parseConfig(VALID, path.resolve('prune-gate.yml'));
+    expect(() => applyOverrides(c, { target: '30%' })).toThrow("--target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '30%'");
+    expect(() => applyOverrides(c, { target: '1' })).toThrow(/--target: expected a fraction/);
+    expect(() => applyOverrides(c, { quantize: 'fp8' })).toThrow("--quantize: expected none, int8, int4, found 'fp8'");
+    expect(() => applyOverrides(c, { model: 'x.onnx' })).toThrow('--model: file not found: x.onnx');
+  });
+
+  test('without ./prune-gate.yml the flags must name model and calibration', () => {
+    expect(() => resolveConfig(undefined, {})).toThrow('no prune-gate.yml here: no model: set "model:" in the config, or pass --model');
+    const c = resolveConfig(undefined, { model: 'models/m.onnx', calibration: 'calib' });
+    expect(c.file).toBeUndefined();
+    expect(c.prune.target).toBe('auto');
+    expect(() => resolveConfig('missing.yml', {})).toThrow('config file not found: missing.yml');
+  });
+});

@@ -1,0 +1,157 @@
+// Issue 5, item 5: report.json follows its schema; report.md has the verdict, the metrics table,
+// compression, latency, the search chart, and escapes every string from the model or report.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { MetricResult } from '../src/gate/gate';
+import { buildReport, parseReport, readReport } from '../src/report/build';
+import { pullRequestFromEnv } from '../src/report/github';
+import { escapeMarkdown, renderMarkdown, stickyMarker } from '../src/report/markdown';
+import { Report, ReportSchema } from '../src/report/schema';
+
+const HOSTILE = '<img src=x onerror=alert(1)>|**x**';
+
+function metrics(ppl: number, pass = true): MetricResult[] {
+  return [
+    { name: 'perplexity', base: 20, candidate: ppl, bound: 21, rule: 'max-increase 5%', pass },
+    { name: 'next-token-accuracy', base: 0.4, candidate: 0.38, bound: null, rule: null, pass: true },
+    { name: 'agreement', base: 1, candidate: 0.9, bound: null, rule: null, pass: true },
+    { name: 'kl-divergence', base: 0, candidate: NaN, bound: null, rule: null, pass: true },
+    { name: 'size', base: 2000, candidate: 1200, bound: 1000, rule: 'max-ratio 0.5', pass: false },
+  ];
+}
+
+function sample(extra: Partial<Parameters<typeof buildReport>[0]> = {}): Report {
+  return buildReport({
+    verdict: 'fail',
+    task: 'language-model',
+    target: 'auto',
+    quantize: 'none',
+    base: { path: 'models/lm.onnx', params: 1000, bytes: 2000, macs: 5000 },
+    candidate: { path: 'out/pruned.onnx', params: 600, bytes: 1200, macs: null },
+    metrics: metrics(20.5, true),
+    latency: { base: { p50_ms: 4, p95_ms: 5 }, candidate: { p50_ms: 2, p95_ms: 2.5 }, speedup: 2 },
+    steps: [
+      { ratio: 0.2, metrics: metrics(20.2), pass: false, qualityPass: true },
+      { ratio: 0.4, metrics: metrics(20.5), pass: false, qualityPass: true },
+      { ratio: 0.6, metrics: metrics(30, false), pass: false, qualityPass: false },
+    ],
+    chosenStep: 1,
+    pruned: [{ kind: 'heads', where: HOSTILE, before: 4, after: 2, params: 200 }],
+    skipped: [{ where: `/h.0/${HOSTILE}`, reason: 'LayerNormalization normalizes over it (the residual stream)' }],
+    ...extra,
+  });
+}
+
+describe('report.json', () => {
+  test('has the stable fields and validates against the exported schema', () => {
+    const r = sample();
+    const json = JSON.parse(JSON.stringify(r));
+    expect(ReportSchema.safeParse(json).success).toBe(true);
+    expect(Object.keys(json)).toEqual(
+      expect.arrayContaining(['verdict', 'base', 'candidate', 'metrics', 'latency', 'steps', 'pruned', 'skipped']),
+    );
+    expect(json.base).toEqual({ path: 'models/lm.onnx', params: 1000, bytes: 2000, macs: 5000 });
+    expect(json.metrics[0]).toEqual({ name: 'perplexity', base: 20, candidate: 20.5, bound: 21, rule: 'max-increase 5%', pass: true });
+    expect(json.metrics.find((m: MetricResult) => m.name === 'kl-divergence').candidate).toBeNull(); // NaN has no JSON form
+    expect(json.latency).toEqual({ base: { p50_ms: 4, p95_ms: 5 }, candidate: { p50_ms: 2, p95_ms: 2.5 }, speedup: 2 });
+    expect(json.steps[2]).toMatchObject({ ratio: 0.6, pass: false, quality_pass: false });
+    expect(json.pull_request).toBeUndefined();
+  });
+
+  test('records the pull request of a pull_request event', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-event-'));
+    const event = path.join(dir, 'event.json');
+    const sha = 'a'.repeat(40);
+    fs.writeFileSync(event, JSON.stringify({ pull_request: { number: 42, head: { sha } } }));
+    const pr = pullRequestFromEnv({ GITHUB_EVENT_NAME: 'pull_request', GITHUB_EVENT_PATH: event });
+    expect(pr).toEqual({ number: 42, head_sha: sha });
+    expect(sample({ pullRequest: pr }).pull_request).toEqual({ number: 42, head_sha: sha });
+    expect(pullRequestFromEnv({ GITHUB_EVENT_NAME: 'push', GITHUB_EVENT_PATH: event })).toBeUndefined();
+    expect(pullRequestFromEnv({ GITHUB_EVENT_NAME: 'pull_request', GITHUB_EVENT_PATH: path.join(dir, 'none.json') })).toBeUndefined();
+    fs.writeFileSync(event, JSON.stringify({ pull_request: { number: 42, head: { sha: 'not-a-sha' } } }));
+    expect(pullRequestFromEnv({ GITHUB_EVENT_NAME: 'pull_request', GITHUB_EVENT_PATH: event })).toBeUndefined();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('an untrusted report that does not fit the schema is refused, naming the field', () => {
+    const good = JSON.parse(JSON.stringify(sample()));
+    expect(parseReport(good, 'r.json').verdict).toBe('fail');
+    expect(() => parseReport({ ...good, verdict: 'maybe' }, 'r.json')).toThrow(/^r\.json: not a prune-gate report: verdict: /);
+    const bigName = { ...good, pruned: [{ ...good.pruned[0], where: 'x'.repeat(5000) }] };
+    expect(() => parseReport(bigName, 'r.json')).toThrow(/pruned\.0\.where/);
+    const badMetric = { ...good, metrics: [{ ...good.metrics[0], name: 'evil<script>' }] };
+    expect(() => parseReport(badMetric, 'r.json')).toThrow(/metrics\.0\.name/);
+    const badSha = { ...good, pull_request: { number: 1, head_sha: 'HEAD; rm -rf /' } };
+    expect(() => parseReport(badSha, 'r.json')).toThrow(/pull_request\.head_sha/);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-report-'));
+    fs.writeFileSync(path.join(dir, 'r.json'), '{not json');
+    expect(() => readReport(path.join(dir, 'r.json'))).toThrow(/r\.json: not a readable JSON report: /);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+describe('report.md', () => {
+  const md = renderMarkdown(sample());
+
+  test('verdict line, metrics table with change / bound / pass, compression and latency', () => {
+    expect(md.split('\n')[0]).toMatch(/^### ❌ prune-gate failed: \*\*models\/lm\.onnx\*\* pruned 40% of the parameters — over the bound: size \(max-ratio 0\.5\)$/);
+    expect(md).toContain('| metric | base | candidate | change | bound | pass |');
+    expect(md).toContain('| perplexity | 20 | 20.5 | +2.5 % | ≤ 21 (max-increase 5%) | ✅ |');
+    expect(md).toContain('| next-token-accuracy | 40.00 % | 38.00 % | −2.00 pts |  |  |');
+    expect(md).toContain('| size | 1.95 KiB | 1.17 KiB | −40.0 % | ≤ 1000 B (max-ratio 0.5) | ❌ |');
+    expect(md).toContain('| params | 1.00 K | 600 | 1.67x smaller (−40.0 %) |');
+    expect(md).toContain('| MACs per sample | 5.00 K | – | – |');
+    expect(md).toContain('| candidate | 2.00 ms | 2.50 ms |');
+    expect(md).toContain('Speedup (base p50 / candidate p50): **2.00x**');
+  });
+
+  test('a Mermaid xychart of the main metric over the search steps, with its bound', () => {
+    const block = md.slice(md.indexOf('```mermaid'), md.indexOf('```', md.indexOf('```mermaid') + 3) + 3);
+    expect(block).toBe(
+      [
+        '```mermaid',
+        'xychart-beta',
+        '    title "perplexity by parameters removed"',
+        '    x-axis "parameters removed" ["20%", "40%", "60%"]',
+        '    y-axis "perplexity"',
+        '    line [20.2, 20.5, 30]',
+        '    line [21, 21, 21]',
+        '```',
+      ].join('\n'),
+    );
+    expect(md).toContain('| 2 ⬅ | 40% |');
+    expect(md).toContain('❌ quality');
+  });
+
+  test('what was pruned and what was skipped are in collapsed sections', () => {
+    expect(md).toMatch(/<details>\n<summary>What was pruned \(1 place\)<\/summary>\n\n\| kind \| where \| before \| after \| params removed \|/);
+    expect(md).toMatch(/<details>\n<summary>Left alone \(1 place\)<\/summary>/);
+  });
+
+  test('a hostile tensor name cannot inject HTML, Markdown or table cells', () => {
+    expect(md).not.toContain('<img');
+    expect(md).not.toContain('**x**');
+    expect(md).toContain('&lt;img src&#61;x onerror&#61;alert&#40;1&#41;&gt;&#124;&#42;&#42;x&#42;&#42;');
+    // every table row of the pruned section still has exactly its 5 cells
+    const row = md.split('\n').find((l) => l.startsWith('| heads |')) as string;
+    expect(row.split('|').length - 2).toBe(5);
+  });
+
+  test('escapeMarkdown: mentions, links, code, newlines, length', () => {
+    expect(escapeMarkdown('@octocat')).toBe('@\u200boctocat');
+    expect(escapeMarkdown('[a](javascript:x)')).toBe('&#91;a&#93;&#40;javascript&#58;x&#41;');
+    expect(escapeMarkdown('see www.evil.com')).toBe('see www&#46;evil.com');
+    expect(escapeMarkdown('`x`\n# h')).toBe('&#96;x&#96; &#35; h');
+    expect(escapeMarkdown('a'.repeat(400))).toHaveLength(300);
+    expect(stickyMarker('models/a --> <b>.onnx')).toBe('<!-- prune-gate:models/a_-___b_.onnx -->');
+  });
+
+  test('a report of eval (no search) has no search section', () => {
+    const r = sample({ target: null, steps: [], chosenStep: null, pruned: [], skipped: [], verdict: 'pass' });
+    const text = renderMarkdown(r);
+    expect(text.split('\n')[0]).toBe('### ✅ prune-gate passed: **models/lm.onnx** compared with out/pruned.onnx');
+    expect(text).not.toContain('```mermaid');
+    expect(text).not.toContain('<details>');
+  });
+});

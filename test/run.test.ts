@@ -1,0 +1,164 @@
+// Issue 5, "done when": `prune-gate run` on each fixture with its calibration set writes both
+// reports and the pruned model and exits with the right status; a too strict bound fails naming
+// the metric; target auto picks a ratio that passes. `eval` compares (exit 0) or gates. Run
+// in-process through the CLI's main() (the bundled CLI is covered by the foundation's tests).
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { main } from '../src/cli/main';
+import { countParams } from '../src/graph/cost';
+import { OnnxModel } from '../src/onnx/model';
+import { writeModel } from '../src/onnx/write';
+import { pruneModel } from '../src/prune';
+import { ReportSchema } from '../src/report/schema';
+
+const ROOT = path.resolve(__dirname, '..');
+const FIXTURES = ['mlp', 'cnn', 'gpt2', 'llama', 'bert'];
+
+let tmp: string;
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-run-'));
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+async function cli(args: string[]) {
+  let stdout = '';
+  let stderr = '';
+  const status = await main(args, { stdout: (s) => void (stdout += s), stderr: (s) => void (stderr += s) });
+  return { status, stdout, stderr };
+}
+
+function config(name: string, body: string): string {
+  const file = path.join(tmp, `${name}.yml`);
+  fs.writeFileSync(
+    file,
+    `model: ${path.join(ROOT, 'test/fixtures', `${name}.onnx`)}\ncalibration: ${path.join(ROOT, 'calibration', name)}\nlatency: { warmup: 0, runs: 1 }\n${body}`,
+  );
+  return file;
+}
+
+function readJson(file: string) {
+  return JSON.parse(fs.readFileSync(file, 'utf8'));
+}
+
+describe.each(FIXTURES)('prune-gate run on the %s fixture', (name) => {
+  test('writes pruned.onnx, report.json and report.md and passes a lenient gate', async () => {
+    const out = path.join(tmp, `out-${name}`);
+    const file = config(name, 'prune:\n  target: 0.2\n  steps: 1\n  importance: magnitude\ngate:\n  agreement: { min: 0 }\n  params: { max-ratio: 0.95 }\n');
+    const r = await cli(['run', '--config', file, '--out', out]);
+    expect(r.stderr).toMatch(/step 1 of 1: evaluating/);
+    expect(r.status).toBe(0);
+    const report = readJson(path.join(out, 'report.json'));
+    expect(ReportSchema.safeParse(report).success).toBe(true);
+    expect(report.verdict).toBe('pass');
+    expect(report.candidate.params).toBeLessThan(report.base.params);
+    expect(countParams(OnnxModel.read(path.join(out, 'pruned.onnx')))).toBe(report.candidate.params);
+    expect(fs.readFileSync(path.join(out, 'report.md'), 'utf8')).toBe(r.stdout);
+    expect(r.stdout).toMatch(/^### ✅ prune-gate passed/);
+    expect(fs.readdirSync(out).sort()).toEqual(['pruned.onnx', 'report.json', 'report.md']); // no step leftovers
+  });
+});
+
+test('a bound that is too strict fails (exit 1), naming the metric', async () => {
+  const out = path.join(tmp, 'strict');
+  const file = config('mlp', 'prune:\n  target: 0.3\n  steps: 2\n  importance: magnitude\ngate:\n  agreement: { min: 0.9999 }\n');
+  const r = await cli(['run', '--config', file, '--out', out, '--json']);
+  expect(r.status).toBe(1);
+  expect(r.stderr).toMatch(/gate failed: agreement \(min 0\.9999\)/);
+  const report = JSON.parse(r.stdout);
+  expect(report.verdict).toBe('fail');
+  expect(report.metrics.find((m: { name: string }) => m.name === 'agreement')).toMatchObject({ bound: 0.9999, pass: false });
+  expect(report.steps).toHaveLength(2); // a fixed target evaluates every step
+  expect(fs.existsSync(path.join(out, 'pruned.onnx'))).toBe(true);
+});
+
+test('target auto picks the largest ratio that passes; the step that broke the bound is reported', async () => {
+  const out = path.join(tmp, 'auto');
+  const file = config('mlp', 'prune:\n  target: auto\n  max-target: 0.6\n  steps: 3\n  importance: magnitude\ngate:\n  cosine: { min: 0.5 }\n');
+  const r = await cli(['run', '--config', file, '--out', out, '--json']);
+  const report = JSON.parse(r.stdout);
+  const cosines = report.steps.map((s: { metrics: { name: string; candidate: number }[] }) => s.metrics.find((m) => m.name === 'cosine')?.candidate);
+  // Whatever the engine achieves, the choice must follow the rule: the largest passing step, and
+  // the search stops at the first step under the bound.
+  const firstFail = cosines.findIndex((c: number) => c < 0.5);
+  expect(report.steps).toHaveLength(firstFail === -1 ? 3 : firstFail + 1);
+  if (firstFail === 0) {
+    expect(report).toMatchObject({ verdict: 'fail', chosen_step: 0 });
+    expect(r.status).toBe(1);
+  } else {
+    const chosen = firstFail === -1 ? 2 : firstFail - 1;
+    expect(report).toMatchObject({ verdict: 'pass', chosen_step: chosen });
+    expect(r.status).toBe(0);
+    expect(report.candidate.params).toBeLessThan(report.base.params);
+  }
+});
+
+test('bad input exits 2 with one line', async () => {
+  const file = config('mlp', 'prune:\n  targt: 0.3\n');
+  const r = await cli(['run', '--config', file, '--out', path.join(tmp, 'bad')]);
+  expect(r.status).toBe(2);
+  expect(r.stderr).toMatch(/^prune-gate: [^\n]*mlp\.yml: prune\.targt: unknown key \(did you mean target\?\)\n$/);
+  const bound = config('mlp', 'gate:\n  perplexity: { max: 10 }\n');
+  const r2 = await cli(['run', '--config', bound, '--out', path.join(tmp, 'bad')]);
+  expect(r2.status).toBe(2);
+  expect(r2.stderr).toMatch(/gate\.perplexity: the calibration task is classification, which has no perplexity/);
+  const q = await cli(['run', '--config', config('mlp', ''), '--quantize', 'int8', '--out', path.join(tmp, 'bad')]);
+  expect(q.status).toBe(2);
+  expect(q.stderr).toBe('prune-gate: quantize: int8 is not implemented yet; use quantize: none\n');
+});
+
+describe('prune-gate eval', () => {
+  const base = path.join(ROOT, 'test/fixtures/mlp.onnx');
+  const calibration = path.join(ROOT, 'calibration/mlp');
+
+  test('without a config it compares and exits 0; the same model agrees with itself', async () => {
+    const r = await cli(['eval', '--base', base, '--candidate', base, '--calibration', calibration, '--json']);
+    expect(r.status).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(ReportSchema.safeParse(report).success).toBe(true);
+    const get = (n: string) => report.metrics.find((m: { name: string }) => m.name === n);
+    expect(get('agreement').candidate).toBe(1);
+    expect(get('kl-divergence').candidate).toBeLessThan(1e-9);
+    expect(get('accuracy').candidate).toBe(get('accuracy').base);
+    expect(report.target).toBeNull();
+  });
+
+  test('with a config it gates like run', async () => {
+    const pruned = path.join(tmp, 'eval-candidate.onnx');
+    const result = await pruneModel(OnnxModel.read(base), { target: 0.3, structures: ['ffn'], importance: 'magnitude', compensate: 'none' });
+    writeModel(result.model, pruned);
+    const strict = path.join(tmp, 'strict-eval.yml');
+    fs.writeFileSync(strict, 'gate:\n  agreement: { min: 1 }\n  params: { max-ratio: 0.99 }\nlatency: { warmup: 0, runs: 1 }\n');
+    const r = await cli(['eval', '--base', base, '--candidate', pruned, '--calibration', calibration, '--config', strict]);
+    expect(r.stdout).toMatch(/^### ❌ prune-gate failed: \*\*[^*]*mlp\.onnx\*\* compared with .*eval-candidate\.onnx — over the bound: agreement \(min 1\)/);
+    expect(r.status).toBe(1);
+  });
+});
+
+test('runGate with an injected engine and quantize hook: the hook sees every step, an unchanged model agrees with itself', async () => {
+  const { runGate } = await import('../src/pipeline/run');
+  const { resolveConfig } = await import('../src/config/config');
+  const file = config('mlp', 'prune:\n  target: 0.3\n  steps: 3\nquantize: int8\ngate:\n  agreement: { min: 1 }\n  kl-divergence: { max: 0 }\n');
+  const targets: number[] = [];
+  const modes: string[] = [];
+  const outcome = await runGate({
+    config: resolveConfig(file, {}),
+    out: path.join(tmp, 'injected'),
+    prune: async (model, options) => {
+      targets.push(options.target);
+      expect(options.calibration).toBeDefined(); // the engine gets the calibration batches
+      const n = countParams(model);
+      return { model, pruned: [], skipped: [], paramsBefore: n, paramsAfter: n };
+    },
+    quantize: async (model, mode) => {
+      modes.push(mode);
+      return model;
+    },
+  });
+  expect(modes).toEqual(['int8', 'int8', 'int8']);
+  // Nothing was removed, so each step asks again for the whole cumulative ratio of the original.
+  expect(targets.map((t) => Number(t.toFixed(6)))).toEqual([0.1, 0.2, 0.3]);
+  expect(outcome.report).toMatchObject({ verdict: 'pass', quantize: 'int8', chosen_step: 2 });
+  expect(outcome.report.metrics.find((m) => m.name === 'agreement')).toMatchObject({ candidate: 1, pass: true });
+  expect(outcome.files.model).toBe(path.join(tmp, 'injected', 'pruned.onnx'));
+});
