@@ -41974,16 +41974,25 @@ var fs12 = __toESM(require("fs"));
 var path11 = __toESM(require("path"));
 var STRUCTURES = ["ffn", "heads", "channels"];
 function register3(program2, ctx) {
-  program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels", STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--report <file>", "also write what was removed as JSON").option("--external-data", "write the weights to <out>.data beside the model").action(async (flags) => {
+  program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels", STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--compensate <how>", "none, bias or reconstruct (default: bias with --calibration, else none)").option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--report <file>", "also write what was removed as JSON").option("--external-data", "write the weights to <out>.data beside the model").action(async (flags) => {
+    if (path11.resolve(flags.out) === path11.resolve(flags.model)) {
+      throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
+    }
     const target = parseTarget2(flags.target);
     const structures = parseStructures(flags.structures);
     const importance = parseImportance(flags.importance, flags.calibration);
+    const compensate2 = parseCompensate(flags.compensate, flags.calibration);
+    const steps = Number(flags.steps);
+    if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be a whole number of at least 1 (got '${flags.steps}')`);
     const model = OnnxModel.read(flags.model);
+    const calibration = flags.calibration ? calibrationFeeds(loadCalibration(flags.calibration, model)) : void 0;
     const result = await pruneModel(model, {
       target,
       structures,
       importance,
-      compensate: "none",
+      compensate: compensate2,
+      steps,
+      calibration,
       log: (line) => ctx.stderr(`${line}
 `)
     });
@@ -42015,6 +42024,14 @@ function parseImportance(text2, calibration) {
   if (text2 === "activation" && !calibration) {
     throw new UserError("--importance activation needs --calibration DIR (the data the activations come from)");
   }
+  return text2;
+}
+function parseCompensate(text2, calibration) {
+  if (text2 === void 0) return calibration ? "bias" : "none";
+  if (text2 !== "none" && text2 !== "bias" && text2 !== "reconstruct") {
+    throw new UserError(`--compensate must be none, bias or reconstruct (got '${text2}')`);
+  }
+  if (text2 !== "none" && !calibration) throw new UserError(`--compensate ${text2} needs --calibration DIR (it uses the activations' means)`);
   return text2;
 }
 function pruneReport(input2, output2, r) {

@@ -4,7 +4,8 @@ import { Command } from 'commander';
 import { UserError } from '../../errors';
 import { OnnxModel } from '../../onnx/model';
 import { writeModel } from '../../onnx/write';
-import { Importance, PruneResult, Structure, pruneModel } from '../../prune';
+import { loadCalibration, calibrationFeeds } from '../../eval/calibration';
+import { Compensation, Importance, PruneResult, Structure, pruneModel } from '../../prune';
 import { CliContext } from '../context';
 import { grouped, table } from '../format';
 
@@ -15,6 +16,8 @@ interface PruneFlags {
   target: string;
   structures: string;
   importance?: string;
+  compensate?: string;
+  steps: string;
   report?: string;
   externalData?: boolean;
 }
@@ -32,18 +35,29 @@ export function register(program: Command, ctx: CliContext): void {
     .option('-t, --target <ratio>', 'fraction of the parameters to remove', '0.2')
     .option('--structures <list>', 'what may be removed: any of ffn,heads,channels', STRUCTURES.join(','))
     .option('--importance <how>', 'magnitude or activation (default: activation with --calibration, else magnitude)')
+    .option('--compensate <how>', 'none, bias or reconstruct (default: bias with --calibration, else none)')
+    .option('--steps <n>', 'reach the target in n increments, re-measuring in between', '1')
     .option('--report <file>', 'also write what was removed as JSON')
     .option('--external-data', 'write the weights to <out>.data beside the model')
     .action(async (flags: PruneFlags) => {
+      if (path.resolve(flags.out) === path.resolve(flags.model)) {
+        throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
+      }
       const target = parseTarget(flags.target);
       const structures = parseStructures(flags.structures);
       const importance = parseImportance(flags.importance, flags.calibration);
+      const compensate = parseCompensate(flags.compensate, flags.calibration);
+      const steps = Number(flags.steps);
+      if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be a whole number of at least 1 (got '${flags.steps}')`);
       const model = OnnxModel.read(flags.model);
+      const calibration = flags.calibration ? calibrationFeeds(loadCalibration(flags.calibration, model)) : undefined;
       const result = await pruneModel(model, {
         target,
         structures,
         importance,
-        compensate: 'none',
+        compensate,
+        steps,
+        calibration,
         log: (line) => ctx.stderr(`${line}\n`),
       });
       const written = writeModel(result.model, flags.out, { externalData: flags.externalData });
@@ -77,6 +91,15 @@ function parseImportance(text: string | undefined, calibration: string | undefin
   if (text === 'activation' && !calibration) {
     throw new UserError('--importance activation needs --calibration DIR (the data the activations come from)');
   }
+  return text;
+}
+
+function parseCompensate(text: string | undefined, calibration: string | undefined): Compensation {
+  if (text === undefined) return calibration ? 'bias' : 'none';
+  if (text !== 'none' && text !== 'bias' && text !== 'reconstruct') {
+    throw new UserError(`--compensate must be none, bias or reconstruct (got '${text}')`);
+  }
+  if (text !== 'none' && !calibration) throw new UserError(`--compensate ${text} needs --calibration DIR (it uses the activations' means)`);
   return text;
 }
 

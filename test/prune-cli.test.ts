@@ -1,0 +1,76 @@
+// `prune-gate prune`: prints what it removed, writes the same as JSON with --report, and refuses
+// bad flags with one line and exit status 2.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { OnnxModel } from '../src/onnx/model';
+import { countParams } from '../src/graph/cost';
+import { FIXTURES_DIR } from './helpers/fixtures';
+import { ROOT, bundleInto, cliRunner } from './helpers/run-cli';
+
+let bundle: string;
+let tmp: string;
+let cli: ReturnType<typeof cliRunner>;
+beforeAll(() => {
+  bundle = bundleInto('cli-prune');
+  cli = cliRunner(bundle);
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-prune-cli-'));
+});
+afterAll(() => {
+  fs.rmSync(bundle, { recursive: true, force: true });
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+const gpt2 = path.join(FIXTURES_DIR, 'gpt2.onnx');
+
+test('prints what was removed where and writes the pruned model and the JSON report', async () => {
+  const out = path.join(tmp, 'gpt2-pruned.onnx');
+  const report = path.join(tmp, 'removed.json');
+  const r = await cli(['prune', '--model', gpt2, '--out', out, '--target', '0.3', '--report', report]);
+  expect(r.status).toBe(0);
+  expect(r.stdout).toMatch(/^Removed [\d,]+ of 136,960 parameters \(30\.\d %\)/);
+  expect(r.stdout).toMatch(/heads\s+4 -> \d/);
+  expect(r.stdout).toMatch(/ffn\s+256 -> \d+/);
+  expect(r.stdout).toContain('Left alone:');
+  expect(r.stderr).toContain('analyzing the graph'); // progress on stderr
+  const json = JSON.parse(fs.readFileSync(report, 'utf8'));
+  expect(json.params.after).toBe(countParams(OnnxModel.read(out)));
+  expect(json.pruned.map((p: { kind: string }) => p.kind).sort()).toEqual(['ffn', 'ffn', 'heads', 'heads']);
+});
+
+test('with calibration data: activation importance, bias compensation, steps', async () => {
+  const out = path.join(tmp, 'llama-pruned.onnx');
+  const r = await cli([
+    'prune', '--model', path.join(FIXTURES_DIR, 'llama.onnx'), '--out', out, '--target', '0.2',
+    '--calibration', path.join(ROOT, 'calibration', 'llama'), '--steps', '2',
+  ]);
+  expect(r.status).toBe(0);
+  expect(r.stderr).toContain('collecting activation statistics');
+  expect(r.stderr).toContain('pruning step 2 of 2');
+  const removed = 1 - countParams(OnnxModel.read(out)) / countParams(OnnxModel.read(path.join(FIXTURES_DIR, 'llama.onnx')));
+  expect(Math.abs(removed - 0.2)).toBeLessThan(0.02);
+});
+
+test.each([
+  [['--target', '1.5'], /--target must be a fraction/],
+  [['--target', 'half'], /--target must be a fraction/],
+  [['--structures', 'ffn,layers'], /--structures takes a list of ffn, heads, channels/],
+  [['--importance', 'activation'], /needs --calibration/],
+  [['--compensate', 'bias'], /needs --calibration/],
+])('bad flags %p: one line, exit 2', async (flags, message) => {
+  const r = await cli(['prune', '--model', gpt2, '--out', path.join(tmp, 'x.onnx'), ...(flags as string[])]);
+  expect(r.status).toBe(2);
+  expect(r.stderr).toMatch(/^prune-gate: [^\n]+\n$/);
+  expect(r.stderr).toMatch(message as RegExp);
+  expect(fs.existsSync(path.join(tmp, 'x.onnx'))).toBe(false);
+});
+
+test('refuses to overwrite the input model', async () => {
+  const copy = path.join(tmp, 'mlp.onnx');
+  fs.copyFileSync(path.join(FIXTURES_DIR, 'mlp.onnx'), copy);
+  const before = fs.readFileSync(copy);
+  const r = await cli(['prune', '--model', copy, '--out', copy]);
+  expect(r.status).toBe(2);
+  expect(r.stderr).toMatch(/refusing to overwrite the input model/);
+  expect(fs.readFileSync(copy).equals(before)).toBe(true);
+});
