@@ -11,6 +11,7 @@ import { countParams } from '../src/graph/cost';
 import { OnnxModel } from '../src/onnx/model';
 import { createSession, ort } from '../src/onnx/runtime';
 import { writeModel } from '../src/onnx/write';
+import { setSpillMinBytes } from '../src/onnx/spill';
 import { PruneResult, pruneModel } from '../src/prune';
 import { FIXTURES_DIR, outputBytes, sampleFeeds } from './helpers/fixtures';
 
@@ -155,4 +156,19 @@ test('an op the engine does not know, in the middle of an FFN, is skipped there;
   writeModel(result.model, out);
   const feeds = sampleFeeds(model, 3, 1);
   expect((await run(out, feeds)).logits.dims).toEqual([3, 10]);
+});
+
+test('large weights are sliced by streaming through the spill file, with the same result', async () => {
+  const base = OnnxModel.read(path.join(FIXTURES_DIR, 'llama.onnx'));
+  const inMemory = await prune(base, 0.3);
+  setSpillMinBytes(1024); // every weight of the fixture now takes the large-model path
+  try {
+    const streamed = await prune(base, 0.3);
+    const out = path.join(tmp, 'llama-streamed.onnx');
+    writeModel(streamed.model, out, { externalData: true });
+    const feeds = sampleFeeds(base, 2, 9);
+    expect(outputBytes(await run(out, feeds))).toEqual(outputBytes(await run(inMemory.model, feeds)));
+  } finally {
+    setSpillMinBytes(8 * 2 ** 20);
+  }
 });

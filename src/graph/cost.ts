@@ -11,20 +11,61 @@ import { Trace, traceModel } from './trace';
  * floating-point Constant node with more than one element, in the top-level graph (paddle2onnx
  * and others keep weights in Constant nodes).
  * Integer tensors are shapes, indices and quantized codes, not parameters. Reads no tensor data.
+ *
+ * Quantization does not change the number of weights, only their storage: a quantized weight
+ * counts as its logical elements (K·N for com.microsoft MatMulNBits, from its K and N
+ * attributes; V·D for GatherBlockQuantized; the integer tensor a DequantizeLinear reads), and
+ * its scales and zero points count as nothing. So a quantized model has the params of its float
+ * original.
  */
 export function countParams(model: OnnxModel): number {
-  let total = 0;
+  const { auxiliary, logical } = quantizedWeights(model);
+  let total = logical;
   for (const t of model.initializers) {
-    if (isFloatDType(t.dataType)) total += elementCount(t.dims.map(toNumber));
+    if (isFloatDType(t.dataType) && !auxiliary.has(t.name)) total += elementCount(t.dims.map(toNumber));
   }
   for (const node of model.graph.node) {
-    if (node.opType !== 'Constant' || (node.domain ?? '') !== '') continue;
+    if (node.opType !== 'Constant' || (node.domain ?? '') !== '' || auxiliary.has(node.output?.[0] ?? '')) continue;
     // A Constant holding a single number is an op's scalar operand (an epsilon, sqrt(head_dim),
     // GELU's 0.5), not a learned weight; counting it would disagree with the framework's count.
     const info = constantNodeInfo(node);
     if (info && isFloatDType(info.dtype) && elementCount(info.dims) > 1) total += elementCount(info.dims);
   }
   return total;
+}
+
+/**
+ * Weights stored quantized: their logical element count (each stored tensor counted once, however
+ * many ops read it), and the names of their scales and zero points, which are not parameters.
+ */
+function quantizedWeights(model: OnnxModel): { auxiliary: Set<string>; logical: number } {
+  const auxiliary = new Set<string>();
+  const counted = new Set<string>();
+  let logical = 0;
+  const add = (name: string | undefined, count: number) => {
+    if (!name || counted.has(name) || !model.isConstant(name)) return;
+    counted.add(name);
+    logical += count;
+  };
+  for (const node of model.graph.node) {
+    const inputs = node.input ?? [];
+    const domain = node.domain ?? '';
+    if (domain === 'com.microsoft' && node.opType === 'MatMulNBits') {
+      add(inputs[1], attrInt(node, 'K', 0) * attrInt(node, 'N', 0));
+      for (const i of [2, 3]) if (inputs[i]) auxiliary.add(inputs[i]);
+    } else if (domain === 'com.microsoft' && node.opType === 'GatherBlockQuantized') {
+      const dims = model.constantInfo(inputs[0] ?? '')?.dims ?? [];
+      const bits = attrInt(node, 'bits', 4);
+      const packed = model.constantInfo(inputs[0] ?? '')?.dtype === DataType.UINT8 ? 8 / bits : 1;
+      add(inputs[0], elementCount(dims) * packed);
+      for (const i of [2, 3]) if (inputs[i]) auxiliary.add(inputs[i]);
+    } else if ((domain === '' || domain === 'ai.onnx') && node.opType === 'DequantizeLinear') {
+      const info = model.constantInfo(inputs[0] ?? '');
+      if (info && !isFloatDType(info.dtype)) add(inputs[0], elementCount(info.dims));
+      for (const i of [1, 2]) if (inputs[i]) auxiliary.add(inputs[i]);
+    }
+  }
+  return { auxiliary, logical };
 }
 
 /** Element type and shape of a Constant node's value, from the attribute alone (no data read). */

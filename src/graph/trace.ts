@@ -25,7 +25,7 @@ export async function traceModel(model: OnnxModel, feeds?: Record<string, ort.Te
   // Shapes do not depend on weight values: run a copy whose weights are made at run time.
   const { proto, replaced } = shapeOnlyProto(model);
   const graph = proto.graph as onnx.GraphProto;
-  const seen = new Set([...graph.output.map((o) => o.name), ...replaced]);
+  const seen = new Set([...graph.output.map((o) => o.name), ...replaced.keys()]);
   for (const node of graph.node) {
     for (const out of node.output ?? []) {
       if (out && !seen.has(out)) {
@@ -46,10 +46,7 @@ export async function traceModel(model: OnnxModel, feeds?: Record<string, ort.Te
       }
       trace.set(name, entry);
     }
-    for (const name of replaced) {
-      const info = model.constantInfo(name);
-      if (info) trace.set(name, { dims: info.dims, type: 'float32' });
-    }
+    for (const [name, { dims }] of replaced) trace.set(name, { dims, type: 'float32' });
     for (const [name, t] of Object.entries(inputs)) {
       trace.set(name, { dims: [...t.dims], type: t.type });
     }

@@ -4,14 +4,19 @@ import { onnx } from 'onnx-proto';
 import { UserError } from '../errors';
 import { DataType, dtypeInfo, dtypeName, isSupportedDType } from './dtype';
 import { checkExternal, externalLocation, isExternal, readTensorData } from './external';
-import { SPILL_MIN_BYTES, spillTensor, spilledRange } from './spill';
+import { beginSpill, spillMinBytes, spillTensor, spilledRange } from './spill';
+
+const CHUNK_BYTES = 32 * 2 ** 20;
 import {
   Tensor,
+  dataAsBytes,
   dataFromBytes,
   dataFromTypedFields,
   elementCount,
   fromFloat32,
+  takeAlongAxis,
   tensorToProto,
+  toFloat32,
   toNumber,
   typedFieldLength,
 } from './tensor';
@@ -217,7 +222,7 @@ export class OnnxModel {
   /** Large initializers go to the spill file until the model is written (see spill.ts). */
   private tensorProto(name: string, value: Tensor, mayspill: boolean): onnx.TensorProto {
     const proto = tensorToProto(name, value);
-    if (mayspill && proto.rawData.byteLength >= SPILL_MIN_BYTES) {
+    if (mayspill && proto.rawData.byteLength >= spillMinBytes()) {
       spillTensor(proto, proto.rawData);
       proto.rawData = new Uint8Array(0);
     }
@@ -231,6 +236,113 @@ export class OnnxModel {
     for (const v of [...this.graph.input, ...this.graph.output]) used.add(v.name ?? '');
     if (!used.has(base)) return base;
     for (let i = 1; ; i++) if (!used.has(`${base}_${i}`)) return `${base}_${i}`;
+  }
+
+  /**
+   * Where a tensor's bytes are, without reading them when they are in a file: writers copy file
+   * ranges in chunks instead of holding the tensor.
+   */
+  tensorSource(t: onnx.ITensorProto): { file: string; offset: number; length: number } | { bytes: Uint8Array } {
+    const spill = spilledRange(t);
+    if (spill) return spill;
+    if (isExternal(t)) {
+      const bytes = elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes;
+      const loc = externalLocation(t, this.dir, this.path);
+      checkExternal(t, loc, this.path, bytes);
+      return { file: loc.file, offset: loc.offset, length: loc.length ?? bytes };
+    }
+    if (t.rawData && t.rawData.byteLength > 0) return { bytes: t.rawData };
+    return { bytes: dataAsBytes(this.readTensorProto(t).data) };
+  }
+
+  /**
+   * Streams a constant's values as float32 in chunks of whole rows of `rowElements` (at most
+   * about `maxBytes` at a time), through one reused buffer: reading a weight for statistics
+   * costs a chunk of memory, not the tensor.
+   */
+  forEachChunk(name: string, rowElements: number, fn: (values: Float32Array, firstElement: number) => void, maxBytes = CHUNK_BYTES): void {
+    const info = this.constantInfo(name)!;
+    const size = dtypeInfo(info.dtype).bytes;
+    this.forEachRawChunk(name, rowElements * size, (bytes, firstByte) => {
+      const data = new (dtypeInfo(info.dtype).array)(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / size);
+      fn(toFloat32({ dtype: info.dtype, dims: [data.length], data }), firstByte / size);
+    }, maxBytes);
+  }
+
+  /** The raw bytes of a constant in chunks of whole rows of `rowBytes`, aligned for typed views. */
+  private forEachRawChunk(name: string, rowBytes: number, fn: (bytes: Uint8Array, firstByte: number) => void, maxBytes = CHUNK_BYTES): void {
+    const proto = this.initializerProto(name);
+    const source = proto ? this.tensorSource(proto) : { bytes: dataAsBytes(this.constant(name)!.data) };
+    if ('bytes' in source) {
+      const aligned = new Uint8Array(source.bytes.byteLength);
+      aligned.set(source.bytes);
+      fn(aligned, 0);
+      return;
+    }
+    const chunk = Math.max(1, Math.floor(maxBytes / rowBytes)) * rowBytes;
+    const buffer = new Uint8Array(new ArrayBuffer(chunk));
+    const fd = fs.openSync(source.file, 'r');
+    try {
+      for (let first = 0; first < source.length; first += chunk) {
+        const bytes = buffer.subarray(0, Math.min(chunk, source.length - first));
+        for (let done = 0; done < bytes.byteLength; ) {
+          const n = fs.readSync(fd, bytes, done, bytes.byteLength - done, source.offset + first + done);
+          if (n === 0) throw new Error(`unexpected end of ${source.file}`);
+          done += n;
+        }
+        fn(bytes, first);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /**
+   * Keeps only the given indices along some axes of a constant (structured pruning). A large
+   * initializer is streamed row by row from where it lies into the spill file, so neither the
+   * old nor the new tensor is ever whole in memory.
+   */
+  sliceConstant(name: string, keep: Map<number, number[]>): void {
+    const info = this.constantInfo(name)!;
+    const proto = this.initializerProto(name);
+    const size = dtypeInfo(info.dtype).bytes;
+    const dims = info.dims;
+    if (!proto || elementCount(dims) * size < spillMinBytes() || dims.length === 0) {
+      let t = this.constant(name)!;
+      for (const [axis, k] of keep) t = takeAlongAxis(t, axis, k);
+      this.setConstant(name, t);
+      return;
+    }
+    const last = dims.length - 1;
+    const rowBytes = dims[last] * size;
+    const masks = dims.slice(0, last).map((d, a) => {
+      const k = keep.get(a);
+      if (!k) return undefined;
+      const m = new Uint8Array(d);
+      for (const i of k) m[i] = 1;
+      return m;
+    });
+    const columns = Int32Array.from(keep.get(last) ?? Array.from({ length: dims[last] }, (_, i) => i));
+    const spill = beginSpill();
+    const index = new Array<number>(last).fill(0); // multi-index of the current row
+    this.forEachRawChunk(name, rowBytes, (bytes) => {
+      const rows = bytes.byteLength / rowBytes;
+      const keptRows: number[] = [];
+      for (let r = 0; r < rows; r++) {
+        let kept = true;
+        for (let a = 0; a < last && kept; a++) if (masks[a] && !masks[a]![index[a]]) kept = false;
+        if (kept) keptRows.push(r);
+        for (let a = last - 1; a >= 0; a--) {
+          if (++index[a] < dims[a]) break;
+          index[a] = 0;
+        }
+      }
+      spill.write(gatherColumns(bytes, size, dims[last], keptRows, columns));
+    });
+    const sliced = onnx.TensorProto.create({ name, dataType: info.dtype, dims: dims.map((d, a) => keep.get(a)?.length ?? d) });
+    spill.finish(sliced);
+    const src = this.constants.get(name);
+    if (src?.kind === 'initializer') this.graph.initializer[src.index] = sliced;
   }
 
   readTensorProto(t: onnx.ITensorProto): Tensor {
@@ -299,4 +411,43 @@ export class OnnxModel {
     for (const f of files) total += fs.statSync(f).size;
     return total;
   }
+}
+
+/**
+ * The kept rows of a chunk with only the kept columns, copied as bits through an integer view
+ * of the element's width; one monomorphic loop per width keeps it fast on large weights.
+ */
+function gatherColumns(bytes: Uint8Array, size: number, rowLength: number, rows: number[], columns: Int32Array): Uint8Array {
+  const n = rows.length * columns.length;
+  if (size === 4) {
+    const input = new Uint32Array(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / 4);
+    const out = new Uint32Array(n);
+    let o = 0;
+    for (const r of rows) {
+      const base = r * rowLength;
+      for (let c = 0; c < columns.length; c++) out[o++] = input[base + columns[c]];
+    }
+    return new Uint8Array(out.buffer);
+  }
+  if (size === 2) {
+    const input = new Uint16Array(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / 2);
+    const out = new Uint16Array(n);
+    let o = 0;
+    for (const r of rows) {
+      const base = r * rowLength;
+      for (let c = 0; c < columns.length; c++) out[o++] = input[base + columns[c]];
+    }
+    return new Uint8Array(out.buffer);
+  }
+  // 1 and 8 byte elements: byte copies of each element.
+  const out = new Uint8Array(n * size);
+  let o = 0;
+  for (const r of rows) {
+    const base = r * rowLength * size;
+    for (let c = 0; c < columns.length; c++) {
+      const from = base + columns[c] * size;
+      for (let b = 0; b < size; b++) out[o++] = bytes[from + b];
+    }
+  }
+  return out;
 }

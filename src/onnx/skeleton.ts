@@ -1,7 +1,7 @@
 import { onnx } from 'onnx-proto';
 import { DataType, dtypeInfo, isFloatDType } from './dtype';
 import { OnnxModel } from './model';
-import { elementCount, intTensor, tensorToProto } from './tensor';
+import { elementCount, fromFloat32, intTensor, tensorToProto } from './tensor';
 
 /** Float weights smaller than this stay as they are (norm scales, biases, shape-like tables). */
 const SHAPE_ONLY_MIN_ELEMENTS = 4096;
@@ -12,19 +12,22 @@ const SHAPE_ONLY_MIN_ELEMENTS = 4096;
  * data read or held: runs that only need shapes (tracing the graph, checking a pruned model's
  * output shapes) then cost the memory of one weight at a time, not of the model.
  */
-export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; replaced: Set<string> } {
+export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; replaced: Map<string, { dims: number[]; dtype: number }> } {
   const copy = model.clone();
   const graph = copy.graph;
-  const replaced = new Set<string>();
+  const replaced = new Map<string, { dims: number[]; dtype: number }>();
+  const made = new Set<onnx.INodeProto>(); // ConstantOfShape nodes standing in for weights
   const makers: onnx.NodeProto[] = [];
   const kept: onnx.ITensorProto[] = [];
   for (const t of copy.initializers) {
     const dims = t.dims.map(Number);
     if (isFloatDType(t.dataType) && elementCount(dims) >= SHAPE_ONLY_MIN_ELEMENTS) {
-      replaced.add(t.name);
+      replaced.set(t.name, { dims, dtype: t.dataType });
       const shapeName = copy.uniqueName(`${t.name}__shape`);
       kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
-      makers.push(constantOfShape(shapeName, t.name, t.dataType));
+      const maker = constantOfShape(shapeName, t.name, t.dataType);
+      makers.push(maker);
+      made.add(maker);
     } else kept.push(t);
   }
   graph.initializer = kept;
@@ -40,10 +43,66 @@ export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; repl
     node.opType = 'ConstantOfShape';
     node.input = [shapeName];
     node.attribute = [fillValue(value.dataType ?? DataType.FLOAT)];
-    replaced.add(out);
+    replaced.set(out, { dims, dtype: value.dataType ?? DataType.FLOAT });
+    made.add(node);
   }
-  graph.node = [...makers, ...graph.node];
+  // A MatMul by a large constant weight only needs its output's shape: replace the product by
+  // Mul(A, zeros[K]) (which still fails if A's last axis is not K) -> ReduceSum -> * zeros[N].
+  // A trace of a 7B model then costs memory and time in proportion to its activations.
+  const opset = Number(copy.proto.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 13);
+  // A weight stored in float16 behind a Cast is a weight too: the Cast becomes a ConstantOfShape.
+  const weightOf = replaced;
+  for (const node of graph.node) {
+    if (node.opType === 'Cast' && weightOf.has(node.input![0])) {
+      const w = weightOf.get(node.input![0])!;
+      const to = Number(node.attribute!.find((a) => a.name === 'to')!.i);
+      const shapeName = copy.uniqueName(`${node.output![0]}__shape`);
+      kept.push(tensorToProto(shapeName, intTensor(w.dims, DataType.INT64, [w.dims.length])));
+      node.opType = 'ConstantOfShape';
+      node.input = [shapeName];
+      node.attribute = [fillValue(to)];
+      weightOf.set(node.output![0], { dims: w.dims, dtype: to });
+      made.add(node);
+    }
+  }
+  const rewritten: onnx.INodeProto[] = [];
+  for (const node of graph.node) {
+    const w = node.opType === 'MatMul' && (node.domain ?? '') === '' ? weightOf.get(node.input![1]) : undefined;
+    if (!w || w.dims.length !== 2) {
+      rewritten.push(node);
+      continue;
+    }
+    const [k, n] = w.dims;
+    const base = copy.uniqueName(`${node.output![0]}__shape_only`);
+    const zerosK = `${base}_k`;
+    const zerosN = `${base}_n`;
+    kept.push(tensorToProto(zerosK, zeros(w.dtype, k)), tensorToProto(zerosN, zeros(w.dtype, n)));
+    const reduceAxes = opset >= 13 ? [`${base}_axes`] : [];
+    if (opset >= 13) kept.push(tensorToProto(`${base}_axes`, intTensor([-1])));
+    rewritten.push(
+      onnx.NodeProto.create({ opType: 'Mul', name: `${base}_check`, input: [node.input![0], zerosK], output: [`${base}_a`] }),
+      onnx.NodeProto.create({
+        opType: 'ReduceSum',
+        name: `${base}_sum`,
+        input: [`${base}_a`, ...reduceAxes],
+        output: [`${base}_s`],
+        attribute: [
+          onnx.AttributeProto.create({ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 1 }),
+          ...(opset >= 13 ? [] : [onnx.AttributeProto.create({ name: 'axes', type: onnx.AttributeProto.AttributeType.INTS, ints: [-1] })]),
+        ],
+      }),
+      onnx.NodeProto.create({ opType: 'Mul', name: `${base}_widen`, input: [`${base}_s`, zerosN], output: [node.output![0]] }),
+    );
+  }
+  // Weights only the replaced MatMuls read are not made at all.
+  const read = new Set(rewritten.flatMap((n) => n.input ?? []));
+  for (const o of graph.output) read.add(o.name ?? '');
+  graph.node = [...makers, ...rewritten].filter((n) => !made.has(n) || read.has(n.output![0]));
   return { proto: copy.proto, replaced };
+}
+
+function zeros(dtype: number, n: number) {
+  return fromFloat32(new Float32Array(n), dtype, [n]);
 }
 
 function fillValue(dtype: number): onnx.AttributeProto {

@@ -9,7 +9,17 @@ import { onnx } from 'onnx-proto';
  * time in memory, not the whole pruned model. Entries are keyed by the TensorProto object, which
  * copies of a model share (OnnxModel.clone), so a spilled tensor reads the same in every copy.
  */
-export const SPILL_MIN_BYTES = 8 * 2 ** 20;
+let spillThreshold = 8 * 2 ** 20;
+
+/** Tensors at least this large are spilled and sliced by streaming. */
+export function spillMinBytes(): number {
+  return spillThreshold;
+}
+
+/** For tests: make small fixtures take the streaming path. */
+export function setSpillMinBytes(bytes: number): void {
+  spillThreshold = bytes;
+}
 
 interface SpillRange {
   file: string;
@@ -43,4 +53,20 @@ export function spilledRange(proto: onnx.ITensorProto): SpillRange | undefined {
 
 export function isSpilled(proto: onnx.ITensorProto): boolean {
   return spilled.has(proto);
+}
+
+/** Appends one tensor's bytes in pieces; `finish` records them for `proto`. */
+export function beginSpill(): { write(bytes: Uint8Array): void; finish(proto: onnx.ITensorProto): void } {
+  const s = openStore();
+  const start = s.size;
+  return {
+    write(bytes) {
+      let done = 0;
+      while (done < bytes.byteLength) done += fs.writeSync(s.fd, bytes, done, bytes.byteLength - done, s.size + done);
+      s.size += bytes.byteLength;
+    },
+    finish(proto) {
+      spilled.set(proto, { file: s.file, offset: start, length: s.size - start });
+    },
+  };
 }

@@ -94,11 +94,25 @@ export function typedFieldLength(proto: onnx.ITensorProto): number {
   }
 }
 
+let HALF_TABLE: Float32Array | undefined;
+/** Every float16 bit pattern's value: converting a large half-precision weight is one lookup each. */
+function halfTable(): Float32Array {
+  if (!HALF_TABLE) {
+    HALF_TABLE = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) HALF_TABLE[h] = halfToFloat(h);
+  }
+  return HALF_TABLE;
+}
+
 export function toFloat32(t: Tensor): Float32Array {
   const n = t.data.length;
   if (t.dtype === DataType.FLOAT) return t.data as Float32Array;
   const out = new Float32Array(n);
-  if (t.dtype === DataType.FLOAT16) for (let i = 0; i < n; i++) out[i] = halfToFloat((t.data as Uint16Array)[i]);
+  if (t.dtype === DataType.FLOAT16) {
+    const table = halfTable();
+    const d = t.data as Uint16Array;
+    for (let i = 0; i < n; i++) out[i] = table[d[i]];
+  }
   else if (t.dtype === DataType.BFLOAT16)
     for (let i = 0; i < n; i++) out[i] = bfloat16ToFloat((t.data as Uint16Array)[i]);
   else if (t.data instanceof BigInt64Array || t.data instanceof BigUint64Array)
@@ -145,13 +159,25 @@ export function takeAlongAxis(t: Tensor, axis: number, keep: readonly number[]):
   const out = new info.array(outer * keep.length * inner);
   const src = t.data as Float32Array;
   const dst = out as Float32Array;
+  // Copy runs of consecutive kept indices at once: a pruned axis keeps long runs, and per-element
+  // copies of a [4096, 11008] weight's columns would dominate the pruning time.
+  const runs: [number, number][] = [];
+  for (let i = 0; i < keep.length; ) {
+    let j = i + 1;
+    while (j < keep.length && keep[j] === keep[j - 1] + 1) j++;
+    runs.push([keep[i] * inner, (keep[j - 1] + 1) * inner]);
+    i = j;
+  }
   let o = 0;
   for (let a = 0; a < outer; a++) {
     const base = a * size * inner;
-    for (const k of keep) {
-      const start = base + k * inner;
-      dst.set(src.subarray(start, start + inner), o);
-      o += inner;
+    for (const [from, to] of runs) {
+      if (to - from < 16) {
+        for (let x = base + from; x < base + to; x++) dst[o++] = src[x];
+      } else {
+        dst.set(src.subarray(base + from, base + to), o);
+        o += to - from;
+      }
     }
   }
   const newDims = [...dims];

@@ -70,7 +70,7 @@ export function writeModel(model: OnnxModel, file: string, options: WriteOptions
       const inMemory = !isExternal(t) && !isSpilled(t);
       const keepAsIs = !isSupportedDType(t.dataType) || (inMemory && (!external || bytes < EXTERNAL_MIN_BYTES));
       if (keepAsIs) return t;
-      const data = dataAsBytes(model.readTensorProto(t).data);
+      const source = model.tensorSource(t);
       const copy = onnx.TensorProto.create({ ...t, externalData: [], dataLocation: onnx.TensorProto.DataLocation.DEFAULT });
       copy.floatData = [];
       copy.int32Data = [];
@@ -78,26 +78,26 @@ export function writeModel(model: OnnxModel, file: string, options: WriteOptions
       copy.doubleData = [];
       copy.uint64Data = [];
       if (fd === undefined || bytes < EXTERNAL_MIN_BYTES) {
-        copy.rawData = data;
+        copy.rawData = 'bytes' in source ? source.bytes : dataAsBytes(model.readTensorProto(t).data);
         return copy;
       }
       const pad = (ALIGN - (offset % ALIGN)) % ALIGN;
       if (pad) fs.writeSync(fd, Buffer.alloc(pad), 0, pad, offset);
       offset += pad;
-      let done = 0;
-      while (done < data.byteLength) done += fs.writeSync(fd, data, done, data.byteLength - done, offset + done);
+      const length = 'bytes' in source ? source.bytes.byteLength : source.length;
+      if ('bytes' in source) writeAll(fd, source.bytes, offset);
+      else copyRange(source.file, source.offset, length, fd, offset);
       copy.rawData = new Uint8Array(0);
       copy.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
       copy.externalData = [
         { key: 'location', value: dataName },
         { key: 'offset', value: String(offset) },
-        { key: 'length', value: String(data.byteLength) },
+        { key: 'length', value: String(length) },
       ];
-      offset += data.byteLength;
+      offset += length;
       return copy;
     });
     if (fd !== undefined) {
-      fs.fsyncSync(fd);
       fs.closeSync(fd);
       fd = undefined;
     }
@@ -114,5 +114,29 @@ export function writeModel(model: OnnxModel, file: string, options: WriteOptions
     if (fd !== undefined) fs.closeSync(fd);
     for (const f of [tmpModel, tmpData]) if (f && fs.existsSync(f)) fs.unlinkSync(f);
     throw e;
+  }
+}
+
+function writeAll(fd: number, data: Uint8Array, at: number): void {
+  let done = 0;
+  while (done < data.byteLength) done += fs.writeSync(fd, data, done, data.byteLength - done, at + done);
+}
+
+const CHUNK = 16 * 2 ** 20;
+let chunk: Buffer | undefined;
+
+/** Copies a byte range between files through one reused buffer: memory stays at one chunk. */
+function copyRange(file: string, from: number, length: number, fd: number, at: number): void {
+  chunk ??= Buffer.allocUnsafe(CHUNK);
+  const src = fs.openSync(file, 'r');
+  try {
+    for (let done = 0; done < length; ) {
+      const n = fs.readSync(src, chunk, 0, Math.min(CHUNK, length - done), from + done);
+      if (n === 0) throw new Error(`unexpected end of ${file}`);
+      writeAll(fd, chunk.subarray(0, n), at + done);
+      done += n;
+    }
+  } finally {
+    fs.closeSync(src);
   }
 }

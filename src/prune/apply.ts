@@ -4,7 +4,7 @@ import { GraphIndex, Node, attr, attrInt, attrInts, nodeLabel, setAttrInt, setAt
 import { SmallValue, ShapeEvaluator, Unevaluable, broadcastDims, resolveReshape, shapeSubgraph } from '../graph/shape-eval';
 import { OnnxModel } from '../onnx/model';
 import { DataType } from '../onnx/dtype';
-import { intTensor, takeAlongAxis, fromFloat32 } from '../onnx/tensor';
+import { intTensor, fromFloat32 } from '../onnx/tensor';
 import { Removal } from './plan';
 
 /** A shape or attribute the pruner could not keep consistent; the groups involved are frozen. */
@@ -52,15 +52,15 @@ export function applyRemoval(analysis: Analysis, removals: Removal[], prepare?: 
     byTensor.set(s.tensor, [...(byTensor.get(s.tensor) ?? []), slotId]);
   }
   for (const [tensor, slotIds] of byTensor) {
-    let t = model.constant(tensor)!;
+    const keep = new Map<number, number[]>();
     for (const slotId of slotIds) {
       const s = space.slots[slotId];
       const gone = removedIdx.get(slotId)!;
-      const keep: number[] = [];
-      for (let i = 0; i < s.size; i++) if (!gone.has(i)) keep.push(i);
-      t = takeAlongAxis(t, s.axis, keep);
+      const kept: number[] = [];
+      for (let i = 0; i < s.size; i++) if (!gone.has(i)) kept.push(i);
+      keep.set(s.axis, kept);
     }
-    model.setConstant(tensor, t);
+    model.sliceConstant(tensor, keep);
   }
 
   // 2. Fix sizes written in attributes and shape inputs.

@@ -1,11 +1,12 @@
 import { Analysis, Group } from '../graph/analysis';
 import { Slot } from '../graph/atoms';
-import { toFloat32 } from '../onnx/tensor';
 
 /**
  * Sum of squares of a constant's entries for each index along one axis, so a unit's L2 norm is
  * a sum over its indices. Cached per slot: a weight is read once however many groups use it.
  */
+const CHUNK_ROWS_HINT = 4096;
+
 export class AxisNorms {
   private cache = new Map<number, Float64Array>();
   constructor(private readonly analysis: Analysis) {}
@@ -13,17 +14,44 @@ export class AxisNorms {
   sumSquares(slot: Slot): Float64Array {
     const hit = this.cache.get(slot.id);
     if (hit) return hit;
-    const t = this.analysis.model.constant(slot.tensor)!;
-    const data = toFloat32(t);
-    const inner = t.dims.slice(slot.axis + 1).reduce((a, b) => a * b, 1);
-    const size = t.dims[slot.axis];
-    const out = new Float64Array(size);
-    for (let i = 0; i < data.length; i++) {
-      const idx = Math.floor(i / inner) % size;
-      out[idx] += data[i] * data[i];
-    }
-    this.cache.set(slot.id, out);
-    return out;
+    // One streamed pass over the tensor fills every axis of it that is a slot.
+    const { model, space } = this.analysis;
+    const dims = model.constantInfo(slot.tensor)!.dims;
+    const slots = space.slotsOf(slot.tensor);
+    const sums = slots.map((s) => new Float64Array(s.size));
+    const inner = slots.map((s) => dims.slice(s.axis + 1).reduce((a, b) => a * b, 1));
+    const rowElements = dims[dims.length - 1] ?? 1;
+    const lastAxis = dims.length - 1;
+    const lastK = slots.findIndex((s) => s.axis === lastAxis);
+    const rowSums = new Float64Array(Math.ceil(CHUNK_ROWS_HINT));
+    model.forEachChunk(slot.tensor, rowElements, (values, first) => {
+      // One pass: squares summed per row (for the outer axes) and per column (the last axis).
+      const rows = values.length / rowElements;
+      const firstRow = first / rowElements;
+      const perRow = rows <= rowSums.length ? rowSums : new Float64Array(rows);
+      const col = lastK >= 0 ? sums[lastK] : undefined;
+      for (let r = 0, i = 0; r < rows; r++) {
+        let acc = 0;
+        if (col) {
+          for (let j = 0; j < rowElements; j++, i++) {
+            const v2 = values[i] * values[i];
+            col[j] += v2;
+            acc += v2;
+          }
+        } else {
+          for (let j = 0; j < rowElements; j++, i++) acc += values[i] * values[i];
+        }
+        perRow[r] = acc;
+      }
+      slots.forEach((s, k) => {
+        if (k === lastK) return;
+        const rowsPerIndex = inner[k] / rowElements; // rows that share one index of this axis
+        const out = sums[k];
+        for (let r = 0; r < rows; r++) out[Math.floor((firstRow + r) / rowsPerIndex) % s.size] += perRow[r];
+      });
+    });
+    slots.forEach((s, k) => this.cache.set(s.id, sums[k]));
+    return this.cache.get(slot.id)!;
   }
 }
 

@@ -1,0 +1,75 @@
+// One measurement in a fresh process, so its peak RSS is its own. Prints one JSON line.
+// Usage: node -r ts-node/register/transpile-only tools/bench/child.ts <task> [args...]
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { OnnxModel } from '../../src/onnx/model';
+import { writeModel } from '../../src/onnx/write';
+import { pruneModel } from '../../src/prune';
+import { collectStats, findConsumers } from '../../src/prune/stats';
+import { analyze } from '../../src/graph/analysis';
+import { createSession, ort } from '../../src/onnx/runtime';
+import { floatWeightBytes } from '../../src/onnx/skeleton';
+import { Feeds } from '../../src/prune/types';
+
+const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
+
+function tokenFeeds(batches: number, batch: number, seq: number, vocab: number): Feeds[] {
+  const out: Feeds[] = [];
+  for (let b = 0; b < batches; b++) {
+    const ids = new BigInt64Array(batch * seq);
+    for (let i = 0; i < ids.length; i++) ids[i] = BigInt((i * 7919 + b * 104729) % vocab);
+    out.push({ input_ids: new ort.Tensor('int64', ids, [batch, seq]) });
+  }
+  return out;
+}
+
+async function main() {
+  const [task, ...args] = process.argv.slice(2);
+  if (task === 'prune') {
+    // Prune by magnitude (no calibration inference) and write the result: weight MB/s, peak RSS.
+    const [file, target] = args;
+    const t0 = performance.now();
+    const model = OnnxModel.read(file);
+    const result = await pruneModel(model, { target: Number(target), structures: ['ffn', 'heads'], importance: 'magnitude', compensate: 'none' });
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-bench-'));
+    const written = writeModel(result.model, path.join(out, 'pruned.onnx'), { externalData: true });
+    const seconds = (performance.now() - t0) / 1000;
+    const weights = floatWeightBytes(model);
+    let largest = 0;
+    for (const t of model.initializers) largest = Math.max(largest, t.dims.map(Number).reduce((a, b) => a * b, 1) * (t.dataType === 10 ? 2 : 4));
+    console.log(JSON.stringify({ task, file, weightsMb: weights / 2 ** 20, largestMb: largest / 2 ** 20, seconds, mbPerSecond: weights / 2 ** 20 / seconds, peakRssMb: peakRssMb(), removed: 1 - result.paramsAfter / result.paramsBefore, out: written.path }));
+    return;
+  }
+  if (task === 'stats' || task === 'infer') {
+    // Collecting statistics against plain inference over the same batches.
+    const [file, batches, batch, seq, vocab] = args.map((a, i) => (i === 0 ? a : Number(a))) as [string, number, number, number, number];
+    const model = OnnxModel.read(file);
+    const feeds = tokenFeeds(batches, batch, seq, vocab);
+    let seconds: number;
+    if (task === 'infer') {
+      const session = await createSession(model);
+      await session.run(feeds[0]);
+      const t0 = performance.now();
+      for (const f of feeds) await session.run(f);
+      seconds = (performance.now() - t0) / 1000;
+      await session.release();
+    } else {
+      const analysis = await analyze(model);
+      const consumers = analysis.groups.flatMap((g) => findConsumers(analysis, g));
+      const requests = consumers.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram: false }));
+      // The first batch warms the session up, like the plain run's warm-up.
+      const t0 = performance.now();
+      await collectStats(model, requests, () => feeds);
+      seconds = (performance.now() - t0) / 1000;
+    }
+    console.log(JSON.stringify({ task, file, samples: batches * batch, seconds, peakRssMb: peakRssMb() }));
+    return;
+  }
+  throw new Error(`unknown task ${task}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
