@@ -1,18 +1,245 @@
 import * as core from '@actions/core';
-import { isUserError } from './errors';
+import * as github from '@actions/github';
+import * as fs from 'fs';
+import { Config, defaultConfig, loadConfig } from './config/config';
+import { displayPath } from './config/issues';
+import { UserError, isUserError } from './errors';
+import { METRICS } from './gate/metrics';
+import { COMMENT_CUT_NOTE, COMMENT_LIMIT, SUMMARY_CUT_NOTE, SUMMARY_LIMIT_BYTES, apiError, commentBody, cutToLimit, upsertComment, utf8Bytes } from './github/comment';
+import { ActionContext, readContext } from './github/event';
+import { GateInputs, Inputs, readInputs } from './github/inputs';
+import { readReport } from './report/build';
+import { formatValue, renderMarkdown, stickyMarker } from './report/markdown';
+import type { Report } from './report/schema';
 
 /**
- * The GitHub Action. It will read its inputs (action.yml), run the same pipeline as
- * `prune-gate run`, publish the report and set its outputs. That pipeline does not exist yet,
- * so for now the action fails the step and says so rather than pretending to gate anything.
+ * The GitHub Action (action.yml runs dist/index.js, bundled from index.ts). It reads and
+ * validates its inputs, then either runs the gate (the same pipeline as `prune-gate run`) or,
+ * with `report:`, publishes an existing report.json; then it sets the outputs, writes the job
+ * summary, comments on the pull request, and fails the step when the gate failed.
  */
-export async function run(): Promise<void> {
+
+export interface ActionDeps {
+  /** Makes onnxruntime-node loadable before the pipeline is (index.ts installs it on a cold start). */
+  ensureRuntime?: () => Promise<void>;
+  env?: NodeJS.ProcessEnv;
+}
+
+interface Published {
+  report: Report;
+  markdown: string;
+  reportPath: string;
+  prunedModelPath: string;
+  /** The config file, for annotations (gate mode). */
+  configFile?: string;
+}
+
+export async function run(deps: ActionDeps = {}): Promise<void> {
+  const env = deps.env ?? process.env;
   try {
-    const config = core.getInput('config') || 'prune-gate.yml';
-    core.setFailed(`prune-gate run is not implemented yet (config: ${config})`);
+    const inputs = readInputs((name) => core.getInput(name), env);
+    const ctx = readContext(env);
+    const published = inputs.mode === 'gate' ? await gate(inputs, deps, env) : publishOnly(inputs.report);
+    setOutputs(published);
+    await writeSummary(published, inputs, env);
+    const commentFailure = await comment(published.report, published.markdown, inputs, ctx);
+    judge(published, inputs);
+    if (commentFailure) core.setFailed(commentFailure);
   } catch (e) {
     // A UserError is the user's to fix: its one-line message is enough. Anything else is a bug.
     if (isUserError(e)) core.setFailed(e.message);
     else core.setFailed(`internal error (a bug in prune-gate, please report it): ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two modes
+// ---------------------------------------------------------------------------------------------
+
+/** The config file (if any) with the inputs' overrides, as `prune-gate run` would resolve flags. */
+export function actionConfig(inputs: GateInputs): Config {
+  let config: Config;
+  if (fs.existsSync(inputs.config)) config = loadConfig(inputs.config);
+  else if (inputs.configGiven) throw new UserError(`input config: file not found: ${displayPath(inputs.config)}`);
+  else if (inputs.model && inputs.calibration) config = defaultConfig();
+  else throw new UserError(`input config: ${displayPath(inputs.config)} not found (set config to your config file, or set model and calibration)`);
+  config = { ...config, prune: { ...config.prune } };
+  if (inputs.model) config.model = inputs.model;
+  if (inputs.calibration) config.calibration = inputs.calibration;
+  if (inputs.target !== undefined) config.prune.target = inputs.target;
+  if (inputs.quantize !== undefined) config.quantize = inputs.quantize;
+  const source = config.file ? displayPath(config.file) : 'no config file';
+  if (!config.model) throw new UserError(`input model: not set, and ${source} has no model: key`);
+  if (!config.calibration) throw new UserError(`input calibration: not set, and ${source} has no calibration: key`);
+  return config;
+}
+
+async function gate(inputs: GateInputs, deps: ActionDeps, env: NodeJS.ProcessEnv): Promise<Published> {
+  const config = actionConfig(inputs);
+  await (deps.ensureRuntime ?? (async () => undefined))();
+  // Loaded only now: the pipeline requires onnxruntime-node, which ensureRuntime provides.
+  const { runGate } = await import('./pipeline/run');
+  core.startGroup(`prune-gate: pruning ${displayPath(config.model as string)} and evaluating it on ${displayPath(config.calibration as string)}`);
+  try {
+    const outcome = await runGate({ config, out: inputs.out, log: (line) => core.info(line), env });
+    return {
+      report: outcome.report,
+      markdown: outcome.markdown,
+      reportPath: outcome.files.json,
+      prunedModelPath: outcome.files.model,
+      configFile: config.file,
+    };
+  } finally {
+    core.endGroup();
+  }
+}
+
+function publishOnly(file: string): Published {
+  let report: Report;
+  try {
+    report = readReport(displayPath(file));
+  } catch (e) {
+    if (isUserError(e)) throw new UserError(`input report: ${e.message}`);
+    throw e;
+  }
+  core.info(`publishing ${displayPath(file)} (verdict: ${report.verdict}); nothing is pruned`);
+  return { report, markdown: renderMarkdown(report), reportPath: file, prunedModelPath: '' };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs, summary, verdict
+// ---------------------------------------------------------------------------------------------
+
+/** A ratio as an output: 4.2, not 4.199999; '' when it cannot be measured. */
+function ratioOutput(v: number | null): string {
+  return v === null || !Number.isFinite(v) || v <= 0 ? '' : String(Number(v.toFixed(3)));
+}
+
+function setOutputs(p: Published): void {
+  const { report } = p;
+  core.setOutput('verdict', report.verdict);
+  core.setOutput('report-path', p.reportPath);
+  core.setOutput('pruned-model-path', p.prunedModelPath);
+  core.setOutput('compression', ratioOutput(report.candidate.bytes > 0 ? report.base.bytes / report.candidate.bytes : null));
+  core.setOutput('speedup', ratioOutput(report.latency.speedup));
+}
+
+function publishedFrom(report: Report): string {
+  const pr = report.pull_request;
+  // Numbers and a hex SHA, both checked by the schema: nothing here can carry markup.
+  return pr ? `> Published from the report of pull request #${pr.number} (head ${pr.head_sha.slice(0, 12)}).\n\n` : '> Published from an existing report.\n\n';
+}
+
+async function writeSummary(p: Published, inputs: Inputs, env: NodeJS.ProcessEnv): Promise<void> {
+  if (!env.GITHUB_STEP_SUMMARY) {
+    core.info('no GITHUB_STEP_SUMMARY (not on a runner): the report is in report.md');
+    return;
+  }
+  const text = (inputs.mode === 'publish' ? publishedFrom(p.report) : '') + p.markdown;
+  await core.summary.addRaw(cutToLimit(text, SUMMARY_LIMIT_BYTES - 1024, SUMMARY_CUT_NOTE, utf8Bytes)).write();
+}
+
+/** One annotation per metric over its bound; the step fails naming them (fail-on: regression). */
+function judge(p: Published, inputs: Inputs): void {
+  const { report } = p;
+  core.info(`verdict: ${report.verdict}`);
+  if (report.verdict === 'pass') return;
+  const failing = report.metrics.filter((m) => m.rule !== null && !m.pass);
+  const names = failing.map((m) => `${m.name} (${m.rule})`);
+  const what = names.length ? `: ${names.join(', ')} over the bound` : '';
+  if (inputs.failOn === 'never') {
+    core.notice(`prune-gate: the gate failed${what}; fail-on is never, so the step passes`);
+    return;
+  }
+  const file = p.configFile ? displayPath(p.configFile) : undefined;
+  for (const m of failing) {
+    const op = METRICS[m.name].higherIsBetter ? '≥' : '≤';
+    core.error(`${m.name}: ${formatValue(m.name, m.candidate)} (base ${formatValue(m.name, m.base)}), bound ${op} ${formatValue(m.name, m.bound)} (${m.rule})`, {
+      title: `prune-gate: ${m.name} over its bound`,
+      file,
+    });
+  }
+  core.setFailed(`prune-gate: the gate failed${what}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pull-request comment
+// ---------------------------------------------------------------------------------------------
+
+interface Target {
+  number: number;
+  /** The run this report belongs to was for this commit: the PR's head must still be it. */
+  expectHead?: string;
+}
+
+/** Which pull request to comment on, or why none. */
+function commentTarget(report: Report, inputs: Inputs, ctx: ActionContext): Target | string {
+  const run = ctx.workflowRun;
+  const expectHead = run?.headSha;
+  if (inputs.prNumber !== undefined) return { number: inputs.prNumber, expectHead };
+  if (ctx.pullRequest) return { number: ctx.pullRequest.number };
+  if (inputs.mode === 'publish' && run) {
+    // The report came from an untrusted run's artifact: the PR it names must be the one the
+    // triggering run was for (GitHub's head SHA, not the report's), checked before commenting.
+    const recorded = report.pull_request;
+    if (recorded && recorded.head_sha !== run.headSha) {
+      return `report.json records head ${recorded.head_sha.slice(0, 12)} but the workflow run was for ${run.headSha.slice(0, 12)}: not the report of this run`;
+    }
+    const number = recorded?.number ?? run.pullRequests[0];
+    if (number !== undefined) return { number, expectHead };
+    return 'the report records no pull request and the workflow_run event names none: set pr-number';
+  }
+  return ctx.eventName ? `a ${ctx.eventName} event has no pull request to comment on` : 'no GITHUB_EVENT_NAME (not on a runner), so no pull request to comment on';
+}
+
+/** Comments (or says why not). Returns a failure message for publish mode, whose job it is. */
+async function comment(report: Report, markdown: string, inputs: Inputs, ctx: ActionContext): Promise<string | undefined> {
+  if (!inputs.comment) {
+    core.info('comment is false: no pull-request comment');
+    return undefined;
+  }
+  const target = commentTarget(report, inputs, ctx);
+  const publish = inputs.mode === 'publish';
+  if (typeof target === 'string') {
+    if (publish) core.warning(`prune-gate: not commenting: ${target}`);
+    else core.info(`not commenting: ${target}`);
+    return undefined;
+  }
+  if (!ctx.repository) return publish ? 'prune-gate: cannot comment: GITHUB_REPOSITORY is not set' : undefined;
+  if (!inputs.token) {
+    core.warning(`prune-gate: no github-token: not commenting on pull request #${target.number}`);
+    return undefined;
+  }
+  const { owner, repo } = ctx.repository;
+  const octokit = github.getOctokit(inputs.token, { baseUrl: ctx.apiUrl });
+  try {
+    if (target.expectHead) {
+      const pr = await octokit.rest.pulls.get({ owner, repo, pull_number: target.number });
+      if (pr.data.head.sha !== target.expectHead) {
+        core.warning(
+          `prune-gate: not commenting on pull request #${target.number}: its head is ${pr.data.head.sha.slice(0, 12)}, the workflow run was for ${target.expectHead.slice(0, 12)} (a newer push, or a report naming another pull request)`,
+        );
+        return undefined;
+      }
+    }
+    const marker = stickyMarker(report.base.path);
+    const body = commentBody(marker, markdown);
+    if (body.includes(COMMENT_CUT_NOTE)) core.info(`the report was cut to GitHub's ${COMMENT_LIMIT}-character limit for a comment`);
+    const r = await upsertComment(octokit, { owner, repo, number: target.number }, marker, body);
+    core.info(`${r.action} the comment on pull request #${target.number}: ${r.url}`);
+    return undefined;
+  } catch (e) {
+    const { status, message } = apiError(e);
+    const what = `cannot comment on pull request #${target.number}: ${message}${status ? ` (HTTP ${status})` : ''}`;
+    if (publish) return `prune-gate: ${what}`;
+    if (status === 403) {
+      const why = ctx.pullRequest?.fromFork
+        ? 'the pull request comes from a fork, whose token is read-only: the report is in the job summary, and the README shows how a workflow_run workflow comments on fork pull requests'
+        : 'give the job `permissions: pull-requests: write`';
+      core.warning(`prune-gate: ${what}; ${why}`);
+    } else {
+      core.warning(`prune-gate: ${what}`);
+    }
+    return undefined;
   }
 }

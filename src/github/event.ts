@@ -1,0 +1,111 @@
+import * as fs from 'fs';
+import { z } from 'zod';
+import { UserError } from '../errors';
+
+/**
+ * What the action needs from the workflow run's context: the repository, the event and, for the
+ * events that have one, the pull request. Read from the runner's environment (GITHUB_REPOSITORY,
+ * GITHUB_EVENT_NAME, GITHUB_EVENT_PATH, GITHUB_API_URL); the payload is checked field by field
+ * rather than trusted to have a shape.
+ */
+
+const SHA = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
+
+const PullRequestPayload = z.object({
+  pull_request: z.object({
+    number: z.number().int().positive(),
+    head: z.object({
+      sha: z.string().regex(SHA),
+      repo: z.object({ full_name: z.string() }).nullable().optional(),
+    }),
+    base: z.object({ repo: z.object({ full_name: z.string() }) }).optional(),
+  }),
+});
+
+const WorkflowRunPayload = z.object({
+  workflow_run: z.object({
+    id: z.number().int().optional(),
+    event: z.string(),
+    head_sha: z.string().regex(SHA),
+    pull_requests: z.array(z.object({ number: z.number().int().positive() })).default([]),
+    head_repository: z.object({ full_name: z.string() }).nullable().optional(),
+  }),
+});
+
+/** The events whose payload names a pull request the action can comment on. */
+export const PULL_REQUEST_EVENTS = ['pull_request', 'pull_request_target'] as const;
+
+export interface PullRequestEvent {
+  number: number;
+  headSha: string;
+  /** The head repository differs from the base one: the token is read-only (no secrets either). */
+  fromFork: boolean;
+}
+
+export interface WorkflowRunEvent {
+  /** The event of the run that triggered this one (pull_request for the fork pattern). */
+  event: string;
+  /** The commit that run was for: trusted (GitHub's, not the PR's). */
+  headSha: string;
+  pullRequests: number[];
+}
+
+export interface ActionContext {
+  eventName: string;
+  /** owner/name, or undefined outside GitHub Actions (a local run). */
+  repository?: { owner: string; repo: string };
+  apiUrl: string;
+  pullRequest?: PullRequestEvent;
+  workflowRun?: WorkflowRunEvent;
+}
+
+function readPayload(file: string | undefined): unknown {
+  if (!file) return {};
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return {};
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`GITHUB_EVENT_PATH ${file}: not JSON: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
+export function readContext(env: NodeJS.ProcessEnv = process.env): ActionContext {
+  const eventName = env.GITHUB_EVENT_NAME ?? '';
+  const payload = readPayload(env.GITHUB_EVENT_PATH);
+  const ctx: ActionContext = { eventName, apiUrl: (env.GITHUB_API_URL || 'https://api.github.com').replace(/\/+$/, '') };
+  const repo = env.GITHUB_REPOSITORY;
+  if (repo) {
+    const m = /^([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+)$/.exec(repo);
+    if (!m) throw new UserError(`GITHUB_REPOSITORY: expected owner/name, found '${repo}'`);
+    ctx.repository = { owner: m[1], repo: m[2] };
+  }
+  if ((PULL_REQUEST_EVENTS as readonly string[]).includes(eventName)) {
+    const pr = PullRequestPayload.safeParse(payload);
+    if (pr.success) {
+      const head = pr.data.pull_request.head.repo;
+      const base = pr.data.pull_request.base?.repo.full_name ?? repo;
+      ctx.pullRequest = {
+        number: pr.data.pull_request.number,
+        headSha: pr.data.pull_request.head.sha,
+        // A deleted head repository (null) was a fork.
+        fromFork: head === null ? true : head === undefined ? false : head.full_name !== base,
+      };
+    }
+  }
+  if (eventName === 'workflow_run') {
+    const run = WorkflowRunPayload.safeParse(payload);
+    if (run.success) {
+      ctx.workflowRun = {
+        event: run.data.workflow_run.event,
+        headSha: run.data.workflow_run.head_sha,
+        pullRequests: run.data.workflow_run.pull_requests.map((p) => p.number),
+      };
+    }
+  }
+  return ctx;
+}

@@ -1,0 +1,157 @@
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import { createRequire } from 'module';
+import * as path from 'path';
+import { UserError } from '../errors';
+
+/**
+ * How the action gets onnxruntime-node. A JavaScript action runs dist/ as it is, with no
+ * `npm install`, and a bundler cannot inline onnxruntime-node (it loads its native library by a
+ * computed path). So dist/index.js leaves it external and, on a cold start, installs this exact
+ * version with the runner's own npm into a cache folder (the runner's tool cache, else beside
+ * the action), keeps only this platform's binaries, and adds that folder to the bundle's module
+ * search paths before the pipeline is loaded. A warm start (self-hosted runner, second step in a
+ * job) finds the folder and installs nothing. Publishing a report needs no runtime at all.
+ */
+
+/** The version dist/ is built and tested against (test/action-runtime.test.ts checks it is the installed one). */
+export const ONNXRUNTIME_NODE_VERSION = '1.30.0';
+const PACKAGE = 'onnxruntime-node';
+const DONE = '.prune-gate-complete';
+
+export interface RuntimeOptions {
+  /** The bundle's module: its `paths` are where its `require('onnxruntime-node')` looks. */
+  module: NodeModule;
+  /** The action's folder (the parent of dist/): the cache goes there without a tool cache. */
+  actionRoot: string;
+  env?: NodeJS.ProcessEnv;
+  log?: (line: string) => void;
+}
+
+export interface RuntimeInfo {
+  /** Where onnxruntime-node's package.json is. */
+  packageDir: string;
+  source: 'resolved' | 'cache' | 'installed';
+  seconds?: number;
+}
+
+/** The cache folder for this version and platform. */
+export function runtimeDir(actionRoot: string, env: NodeJS.ProcessEnv = process.env): string {
+  const leaf = path.join(PACKAGE, ONNXRUNTIME_NODE_VERSION, `${process.platform}-${process.arch}`);
+  return env.RUNNER_TOOL_CACHE ? path.join(env.RUNNER_TOOL_CACHE, 'prune-gate', leaf) : path.join(actionRoot, '.runtime', leaf);
+}
+
+function resolvable(from: string): string | undefined {
+  try {
+    return path.dirname(createRequire(from).resolve(`${PACKAGE}/package.json`));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Makes `require('onnxruntime-node')` work from the bundle, installing it first when needed. */
+export async function ensureOnnxRuntime(o: RuntimeOptions): Promise<RuntimeInfo> {
+  const env = o.env ?? process.env;
+  const log = o.log ?? (() => undefined);
+  // A checkout with node_modules (a local run, this repository's tests) already has it.
+  const found = resolvable(o.module.filename);
+  if (found) return { packageDir: found, source: 'resolved' };
+
+  const dir = runtimeDir(o.actionRoot, env);
+  const modules = path.join(dir, 'node_modules');
+  let source: RuntimeInfo['source'] = 'cache';
+  let seconds: number | undefined;
+  if (!fs.existsSync(path.join(dir, DONE))) {
+    source = 'installed';
+    const started = Date.now();
+    log(`installing ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} into ${dir} (once per runner: it is not bundled, it ships a native library)`);
+    await install(dir, env, log);
+    seconds = (Date.now() - started) / 1000;
+    log(`installed ${PACKAGE} in ${seconds.toFixed(1)} s`);
+  } else {
+    log(`using ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} from ${dir}`);
+  }
+  if (!o.module.paths.includes(modules)) o.module.paths.unshift(modules);
+  return { packageDir: path.join(modules, PACKAGE), source, seconds };
+}
+
+/** npm-cli.js next to this node (the runner's node24 is a full Node.js layout), else npm on PATH. */
+function npmCommand(): { command: string; args: string[]; shell: boolean } {
+  const bin = path.dirname(process.execPath);
+  for (const cli of [path.join(bin, '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js'), path.join(bin, 'node_modules', 'npm', 'bin', 'npm-cli.js')]) {
+    if (fs.existsSync(cli)) return { command: process.execPath, args: [cli], shell: false };
+  }
+  return { command: process.platform === 'win32' ? 'npm.cmd' : 'npm', args: [], shell: process.platform === 'win32' };
+}
+
+async function install(dir: string, env: NodeJS.ProcessEnv, log: (line: string) => void): Promise<void> {
+  // Into a fresh folder, moved into place only when complete: a cancelled job or a concurrent
+  // one never leaves a half-installed runtime that a later run would trust.
+  fs.mkdirSync(path.dirname(dir), { recursive: true });
+  const tmp = fs.mkdtempSync(`${dir}.partial-`);
+  try {
+    fs.writeFileSync(path.join(tmp, 'package.json'), `${JSON.stringify({ private: true, description: 'prune-gate runtime' })}\n`);
+    const npm = npmCommand();
+    const args = [
+      ...npm.args,
+      'install',
+      `${PACKAGE}@${ONNXRUNTIME_NODE_VERSION}`,
+      // onnxruntime-node's postinstall would download CUDA binaries on linux-x64; the CPU ones
+      // are in the package.
+      '--ignore-scripts',
+      '--omit=dev',
+      '--no-package-lock',
+      '--no-audit',
+      '--no-fund',
+      '--prefer-offline',
+      '--loglevel=error',
+    ];
+    const childEnv = { ...env, ONNXRUNTIME_NODE_INSTALL: 'skip', npm_config_update_notifier: 'false' };
+    const { status, output } = await spawnCollect(npm.command, args, tmp, childEnv, npm.shell);
+    if (status !== 0) {
+      const last = output.trim().split('\n').filter(Boolean).slice(-3).join(' / ');
+      throw new UserError(`could not install ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} (npm exited with ${status}): ${last || 'no output'}`);
+    }
+    trimPlatforms(path.join(tmp, 'node_modules', PACKAGE));
+    fs.writeFileSync(path.join(tmp, DONE), `${ONNXRUNTIME_NODE_VERSION}\n`);
+    try {
+      fs.renameSync(tmp, dir);
+    } catch {
+      // Another job finished first (or a stale incomplete folder is there): keep a complete one.
+      if (fs.existsSync(path.join(dir, DONE))) return;
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.renameSync(tmp, dir);
+    }
+    log(`kept ${PACKAGE}'s ${process.platform}-${process.arch} binaries only`);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** The package holds every platform's binaries (~290 MB); this one needs ~45 MB of them. */
+function trimPlatforms(pkg: string): void {
+  const bin = path.join(pkg, 'bin');
+  if (!fs.existsSync(bin)) return;
+  for (const napi of fs.readdirSync(bin)) {
+    const mine = path.join(bin, napi, process.platform, process.arch);
+    if (!fs.existsSync(mine)) {
+      throw new UserError(`${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} has no binaries for ${process.platform}-${process.arch}; run the action on linux-x64, linux-arm64, darwin-arm64 or win32`);
+    }
+    for (const platform of fs.readdirSync(path.join(bin, napi))) {
+      const pdir = path.join(bin, napi, platform);
+      if (platform !== process.platform) fs.rmSync(pdir, { recursive: true, force: true });
+      else for (const arch of fs.readdirSync(pdir)) if (arch !== process.arch) fs.rmSync(path.join(pdir, arch), { recursive: true, force: true });
+    }
+  }
+}
+
+function spawnCollect(command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, shell: boolean): Promise<{ status: number; output: string }> {
+  return new Promise((resolve) => {
+    let output = '';
+    const child = spawn(command, args, { cwd, env, shell, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    child.on('error', (e) => resolve({ status: -1, output: `${command}: ${e.message}` }));
+    child.on('close', (code) => resolve({ status: code ?? -1, output }));
+  });
+}

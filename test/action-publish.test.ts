@@ -1,0 +1,212 @@
+// Issue 6, item 5: publish-only mode and the two-workflow fork pattern, end to end through the
+// built action. Workflow 1 runs on a pull_request from a fork with its read-only token: the gate
+// runs, the comment is refused (403, a warning) and report.json records the PR and its head.
+// The report travels as an artifact (copied here) to workflow 2, a workflow_run with a write
+// token, which publishes it with `report:` to the PR recorded in it, after checking that PR's
+// head is the commit the triggering run was for. The report is untrusted: a tampered one is
+// rejected by the schema, names the wrong PR, or tries to inject markup, and none of it works.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { COMMENT_CUT_NOTE, COMMENT_LIMIT } from '../src/github/comment';
+import { stickyMarker } from '../src/report/markdown';
+import { Report, ReportSchema } from '../src/report/schema';
+import { FakeGitHub } from './helpers/fake-github';
+import { ActionRun, ActionStep, runAction } from './helpers/run-action';
+import { bundleInto } from './helpers/run-cli';
+import { pullRequestFromFork, pullRequestOpened, workflowRunCompleted } from './helpers/webhooks';
+
+const WRITE = 'ghs_base_repository_write_token';
+const READ = 'ghs_fork_read_only_token';
+const FORK_HEAD = 'f0'.repeat(20);
+const OTHER_HEAD = 'be'.repeat(20);
+const MARKER = stickyMarker('test/fixtures/mlp.onnx');
+
+let bundle: string;
+let main: string;
+let gh: FakeGitHub;
+let api: string;
+const temps: string[] = [];
+
+beforeAll(async () => {
+  bundle = bundleInto('action-publish');
+  main = path.join(bundle, 'index.js');
+  // PR #2 from a fork (head FORK_HEAD), and PR #3, someone else's, with another head.
+  const fork = pullRequestFromFork(FORK_HEAD).pull_request;
+  const other = pullRequestOpened().pull_request;
+  other.number = 3;
+  other.head.sha = OTHER_HEAD;
+  gh = new FakeGitHub({ owner: 'Codertocat', repo: 'Hello-World', pulls: [fork, other] });
+  gh.addToken(WRITE, true).addToken(READ, false);
+  api = await gh.listen();
+});
+afterAll(async () => {
+  await gh.close();
+  fs.rmSync(bundle, { recursive: true, force: true });
+  for (const t of temps) fs.rmSync(t, { recursive: true, force: true });
+});
+
+async function step(s: Omit<ActionStep, 'main'>): Promise<ActionRun> {
+  const r = await runAction({ main, apiUrl: api, ...s });
+  temps.push(r.runnerTemp);
+  return r;
+}
+
+/** Workflow 2's workspace: no checkout, only the downloaded artifact. */
+function artifactWorkspace(report: unknown): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-workflow-run-'));
+  temps.push(dir);
+  fs.mkdirSync(path.join(dir, 'prune-gate-report'));
+  fs.writeFileSync(path.join(dir, 'prune-gate-report', 'report.json'), typeof report === 'string' ? report : JSON.stringify(report));
+  return dir;
+}
+
+function publishStep(workspace: string, extra: Record<string, string> = {}, headSha = FORK_HEAD) {
+  return step({
+    eventName: 'workflow_run',
+    payload: workflowRunCompleted(headSha),
+    githubToken: WRITE,
+    cwd: workspace,
+    with: { report: 'prune-gate-report/report.json', ...extra },
+  });
+}
+
+const ops = (from: number) => gh.requests.slice(from).map((r) => `${r.method} ${r.path.replace(/\?.*$/, '')} ${r.status}`);
+
+let workflow1: ActionRun;
+let report: Report;
+let reportMd: string;
+
+test('workflow 1 (pull_request from a fork, read-only token): the gate runs, the comment gets 403 -> a warning, report.json records the PR', async () => {
+  workflow1 = await step({ eventName: 'pull_request', payload: pullRequestFromFork(FORK_HEAD), githubToken: READ, with: { config: 'test/action-configs/pass.yml' } });
+  expect(workflow1.status).toBe(0);
+  expect(workflow1.annotations.map((a) => a.level)).toEqual(['warning']);
+  expect(workflow1.annotations[0].message).toMatch(/Resource not accessible by integration \(HTTP 403\); the pull request comes from a fork/);
+  expect(gh.forbidden).toEqual(['issues/create-comment']);
+  expect(gh.comments.size).toBe(0);
+  report = ReportSchema.parse(JSON.parse(fs.readFileSync(workflow1.outputs['report-path'], 'utf8')));
+  expect(report.pull_request).toEqual({ number: 2, head_sha: FORK_HEAD });
+  reportMd = fs.readFileSync(path.join(path.dirname(workflow1.outputs['report-path']), 'report.md'), 'utf8');
+  expect(gh.problems).toEqual([]);
+});
+
+test('workflow 2 (workflow_run, write token, report:): publishes the summary and creates the comment on the recorded PR; a rerun updates it', async () => {
+  expect(report).toBeDefined();
+  const ws = artifactWorkspace(report);
+  const from = gh.requests.length;
+  const r = await publishStep(ws);
+  expect(r.stderr).toBe('');
+  expect(r.annotations).toEqual([]);
+  expect(r.status).toBe(0);
+  expect(gh.problems).toEqual([]);
+  expect(ops(from)).toEqual([
+    'GET /repos/Codertocat/Hello-World/pulls/2 200', // the PR's head must be the run's head_sha
+    'GET /repos/Codertocat/Hello-World/issues/2/comments 200',
+    'POST /repos/Codertocat/Hello-World/issues/2/comments 201',
+  ]);
+  const comments = gh.commentsOn(2);
+  expect(comments).toHaveLength(1);
+  // Rendered again from report.json: exactly what workflow 1 would have posted.
+  expect(comments[0].body).toBe(`${MARKER}\n${reportMd}`);
+  expect(r.summary).toBe(`> Published from the report of pull request #2 (head ${FORK_HEAD.slice(0, 12)}).\n\n${reportMd}`);
+  expect(r.outputs).toEqual({
+    verdict: 'pass',
+    'report-path': path.join(ws, 'prune-gate-report', 'report.json'),
+    'pruned-model-path': '',
+    compression: workflow1.outputs.compression,
+    speedup: workflow1.outputs.speedup,
+  });
+  expect(r.stdout).toMatch(/nothing is pruned/);
+
+  const again = await publishStep(ws);
+  expect(again.status).toBe(0);
+  expect(gh.commentsOn(2)).toHaveLength(1);
+  expect(gh.requests[gh.requests.length - 1]).toMatchObject({ method: 'PATCH', path: `/repos/Codertocat/Hello-World/issues/comments/${comments[0].id}`, status: 200 });
+  expect(gh.problems).toEqual([]);
+});
+
+test('a report naming another pull request is not published there (its head is not the run head)', async () => {
+  const tampered = structuredClone(report);
+  tampered.pull_request = { number: 3, head_sha: FORK_HEAD };
+  const from = gh.requests.length;
+  const r = await publishStep(artifactWorkspace(tampered));
+  expect(r.status).toBe(0);
+  expect(ops(from)).toEqual(['GET /repos/Codertocat/Hello-World/pulls/3 200']);
+  expect(r.annotations.map((a) => [a.level, a.message])).toEqual([
+    [
+      'warning',
+      `prune-gate: not commenting on pull request #3: its head is ${OTHER_HEAD.slice(0, 12)}, the workflow run was for ${FORK_HEAD.slice(0, 12)} (a newer push, or a report naming another pull request)`,
+    ],
+  ]);
+  expect(gh.commentsOn(3)).toHaveLength(0);
+});
+
+test("a report whose recorded head is not the run's is not published at all", async () => {
+  const tampered = structuredClone(report);
+  tampered.pull_request = { number: 3, head_sha: OTHER_HEAD };
+  const from = gh.requests.length;
+  const r = await publishStep(artifactWorkspace(tampered));
+  expect(r.status).toBe(0);
+  expect(ops(from)).toEqual([]);
+  expect(r.annotations.map((a) => a.message)).toEqual([
+    `prune-gate: not commenting: report.json records head ${OTHER_HEAD.slice(0, 12)} but the workflow run was for ${FORK_HEAD.slice(0, 12)}: not the report of this run`,
+  ]);
+});
+
+test('a report that does not fit the schema fails the step with one line, and nothing is sent', async () => {
+  const from = gh.requests.length;
+  const bad = { ...report, verdict: 'maybe' };
+  const r = await publishStep(artifactWorkspace(bad));
+  expect(r.status).toBe(1);
+  expect(r.annotations.map((a) => a.message)).toEqual([
+    "input report: prune-gate-report/report.json: not a prune-gate report: verdict: Invalid option: expected one of \"pass\"|\"fail\"",
+  ]);
+  const huge = { ...report, metrics: report.metrics.map((m) => ({ ...m, rule: 'x'.repeat(5000) })) };
+  const r2 = await publishStep(artifactWorkspace(huge));
+  expect(r2.status).toBe(1);
+  expect(r2.annotations[0].message).toMatch(/^input report: prune-gate-report\/report\.json: not a prune-gate report: metrics\.0\.rule: /);
+  expect(ops(from)).toEqual([]);
+  expect(r.summary + r2.summary).toBe('');
+});
+
+test('a hostile report: every string is escaped, the marker stays one HTML comment, the comment is cut to 65,536 characters with a note', async () => {
+  const evil = structuredClone(report);
+  evil.base.path = 'models/--><img src=x onerror=alert(1)>.onnx';
+  const hostile = (i: number) =>
+    `<img src=x onerror=alert(${i})> @octocat [click](javascript:alert(1)) </details><script>alert(1)</script> | x | \`code\` https://evil.example ${'_*~'.repeat(80)}`;
+  evil.skipped = Array.from({ length: 400 }, (_, i) => ({ where: hostile(i), reason: hostile(i) }));
+  evil.metrics = evil.metrics.map((m) => (m.rule === null ? m : { ...m, rule: `${m.rule} <img src=x onerror=alert(2)> @octocat` }));
+  evil.pruned = Array.from({ length: 50 }, (_, i) => ({ kind: 'ffn' as const, where: hostile(i), before: 8, after: 4, params: 100 }));
+  const ws = artifactWorkspace(evil);
+  const r = await publishStep(ws, { 'pr-number': '2' });
+  expect(r.status).toBe(0);
+  expect(gh.problems).toEqual([]);
+  const mine = gh.commentsOn(2).filter((c) => c.body.startsWith('<!-- prune-gate:models/'));
+  expect(mine).toHaveLength(1);
+  const body = mine[0].body;
+  const [marker] = body.split('\n', 1);
+  expect(marker).toBe('<!-- prune-gate:models/-__img_src_x_onerror_alert_1__.onnx -->');
+  expect(marker.match(/-->/g)).toHaveLength(1);
+  expect(body.length).toBeLessThanOrEqual(COMMENT_LIMIT);
+  expect(body.length).toBeGreaterThan(COMMENT_LIMIT - 5000); // cut near the limit, not far below
+  expect(body.trimEnd().endsWith(COMMENT_CUT_NOTE)).toBe(true);
+  expect((body.match(/<details>/g) ?? []).length).toBe((body.match(/<\/details>/g) ?? []).length);
+  // The second marker-like string and every tag or link from the report are inert text.
+  for (const s of [body, r.summary]) {
+    expect(s).not.toMatch(/<img|<script|<\/details><script|\]\(javascript|@octocat|https:\/\/evil|onerror=/);
+    expect(s.split('\n').slice(1).join('\n')).not.toContain('-->');
+  }
+  expect(body).toContain('&lt;img src&#61;x onerror&#61;alert&#40;1&#41;&gt;');
+  expect(body).toContain('@\u200boctocat');
+  expect(body).toContain('(min 0.25 &lt;img src&#61;x onerror&#61;alert&#40;2&#41;&gt; @\u200boctocat)'); // a rule, in the metrics table
+  // The summary (1 MiB limit) holds all of it.
+  expect(Buffer.byteLength(r.summary)).toBeLessThan(1024 * 1024);
+  expect(r.summary).toContain('… and 200 more (see report.json)');
+});
+
+test('publish mode fails the step when it cannot comment (its only job), naming the pull request', async () => {
+  const r = await publishStep(artifactWorkspace(report), { 'pr-number': '99' });
+  expect(r.status).toBe(1);
+  expect(r.annotations.map((a) => a.message)).toEqual(['prune-gate: cannot comment on pull request #99: Not Found (HTTP 404)']);
+  expect(r.summary).toContain('### ✅ prune-gate passed'); // the summary is still written
+});

@@ -1,0 +1,117 @@
+// How the built action gets onnxruntime-node on a runner (src/github/onnxruntime.ts): the bundle
+// is copied where the runner puts an action (a folder with dist/index.js and no node_modules),
+// so nothing resolves onnxruntime-node. Publishing a report needs no runtime; the first gate run
+// installs the pinned version with npm into RUNNER_TOOL_CACHE, keeping only this platform's
+// binaries; the next run reuses it. That install needs the npm registry (npm ci does not cache
+// the package's metadata): without it, the install test is skipped, saying so.
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { ONNXRUNTIME_NODE_VERSION, runtimeDir } from '../src/github/onnxruntime';
+import { ReportSchema } from '../src/report/schema';
+import { ActionRun, ActionStep, runAction } from './helpers/run-action';
+import { ROOT, bundleInto } from './helpers/run-cli';
+import { push } from './helpers/webhooks';
+
+/** npm can reach its registry (with the user's npm config: registry, proxy). */
+function registryReachable(): boolean {
+  const r = spawnSync(process.platform === 'win32' ? 'npm.cmd' : 'npm', ['view', `onnxruntime-node@${ONNXRUNTIME_NODE_VERSION}`, 'version', '--prefer-online', '--fetch-retries=0', '--fetch-timeout=8000'], {
+    cwd: os.tmpdir(),
+    encoding: 'utf8',
+    timeout: 20_000,
+    shell: process.platform === 'win32',
+  });
+  return r.status === 0 && r.stdout.trim() === ONNXRUNTIME_NODE_VERSION;
+}
+const online = registryReachable();
+if (!online) console.warn('the npm registry is not reachable: skipping the test of the cold-start install of onnxruntime-node');
+
+let tmp: string;
+let actionRoot: string;
+let toolCache: string;
+const temps: string[] = [];
+
+beforeAll(() => {
+  // Outside the project: no node_modules above it (checked below).
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-action-runtime-'));
+  actionRoot = path.join(tmp, '_actions', 'owner', 'prune-gate', 'v1');
+  toolCache = path.join(tmp, 'hostedtoolcache');
+  const built = bundleInto('action-runtime');
+  try {
+    fs.mkdirSync(path.join(actionRoot, 'dist'), { recursive: true });
+    fs.copyFileSync(path.join(built, 'index.js'), path.join(actionRoot, 'dist', 'index.js'));
+    fs.copyFileSync(path.join(ROOT, 'action.yml'), path.join(actionRoot, 'action.yml'));
+    // A report to publish, made by the CLI of the same build (inside the project, where
+    // onnxruntime-node resolves).
+    const cli = spawnSync(process.execPath, [path.join(built, 'cli.js'), 'run', '--config', 'test/action-configs/pass.yml', '--out', path.join(tmp, 'out')], { cwd: ROOT, encoding: 'utf8' });
+    if (cli.status !== 0) throw new Error(`prune-gate run failed: ${cli.stderr}`);
+  } finally {
+    fs.rmSync(built, { recursive: true, force: true });
+  }
+});
+afterAll(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+  for (const t of temps) fs.rmSync(t, { recursive: true, force: true });
+});
+
+async function step(s: Omit<ActionStep, 'main'>): Promise<ActionRun> {
+  const r = await runAction({ main: path.join(actionRoot, 'dist', 'index.js'), env: { RUNNER_TOOL_CACHE: toolCache }, ...s });
+  temps.push(r.runnerTemp);
+  return r;
+}
+
+function du(dir: string): number {
+  let total = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    total += e.isDirectory() ? du(p) : fs.lstatSync(p).size;
+  }
+  return total;
+}
+
+test('the pinned version is the one the project installs and tests with', () => {
+  const installed = JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')).version;
+  expect(ONNXRUNTIME_NODE_VERSION).toBe(installed);
+});
+
+test('the copied action cannot resolve onnxruntime-node by itself', () => {
+  for (let dir = actionRoot; ; dir = path.dirname(dir)) {
+    expect(fs.existsSync(path.join(dir, 'node_modules', 'onnxruntime-node'))).toBe(false);
+    if (path.dirname(dir) === dir) break;
+  }
+});
+
+test('publishing a report needs no runtime: nothing is installed', async () => {
+  const r = await step({ eventName: 'push', payload: push(), cwd: tmp, with: { report: 'out/report.json' } });
+  expect(r.stderr).toBe('');
+  expect(r.status).toBe(0);
+  expect(r.outputs.verdict).toBe('pass');
+  expect(r.summary).toMatch(/^> Published from an existing report\.\n\n### ✅ prune-gate passed/);
+  expect(r.stdout).not.toMatch(/onnxruntime-node/);
+  expect(fs.existsSync(toolCache)).toBe(false);
+});
+
+(online ? test : test.skip)('the first gate run installs onnxruntime-node into the tool cache (this platform only); the next reuses it', async () => {
+  const config = path.join(ROOT, 'test/action-configs/pass.yml');
+  const dir = runtimeDir(actionRoot, { RUNNER_TOOL_CACHE: toolCache });
+  expect(dir).toBe(path.join(toolCache, 'prune-gate', 'onnxruntime-node', ONNXRUNTIME_NODE_VERSION, `${process.platform}-${process.arch}`));
+
+  const cold = await step({ eventName: 'push', payload: push(), with: { config } });
+  expect(cold.stderr).toBe('');
+  expect(cold.status).toBe(0);
+  expect(cold.stdout).toContain(`installing onnxruntime-node@${ONNXRUNTIME_NODE_VERSION} into ${dir}`);
+  expect(cold.stdout).toMatch(/installed onnxruntime-node in [\d.]+ s/);
+  expect(ReportSchema.parse(JSON.parse(fs.readFileSync(cold.outputs['report-path'], 'utf8'))).verdict).toBe('pass');
+
+  const bin = path.join(dir, 'node_modules', 'onnxruntime-node', 'bin', 'napi-v6');
+  expect(fs.readdirSync(bin)).toEqual([process.platform]);
+  expect(fs.readdirSync(path.join(bin, process.platform))).toEqual([process.arch]);
+  expect(du(dir)).toBeLessThan(80 * 1024 * 1024); // ~45 MB of binaries on linux-x64, not ~290 MB
+  expect(fs.readdirSync(path.dirname(dir)).filter((f) => f.includes('.partial-'))).toEqual([]);
+
+  const warm = await step({ eventName: 'push', payload: push(), with: { config } });
+  expect(warm.status).toBe(0);
+  expect(warm.stdout).toContain(`using onnxruntime-node@${ONNXRUNTIME_NODE_VERSION} from ${dir}`);
+  expect(warm.stdout).not.toContain('installing');
+}, 300_000);

@@ -1,0 +1,159 @@
+// The action's pure parts, in-process: input validation (one typed object, one-line errors),
+// cutting a report to GitHub's limits, and reading the event payload.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { COMMENT_CUT_NOTE, COMMENT_LIMIT, commentBody, cutToLimit, utf8Bytes } from '../src/github/comment';
+import { readContext } from '../src/github/event';
+import { INPUT_NAMES, readInputs } from '../src/github/inputs';
+import { pullRequestFromFork, pullRequestOpened, workflowRunCompleted } from './helpers/webhooks';
+
+function inputs(given: Record<string, string>) {
+  return readInputs((name) => given[name] ?? '', { RUNNER_TEMP: '/runner/temp' });
+}
+
+describe('readInputs', () => {
+  test('defaults: gate mode with prune-gate.yml, comment on, fail-on regression, out in RUNNER_TEMP', () => {
+    expect(inputs({})).toEqual({
+      mode: 'gate',
+      config: path.resolve('prune-gate.yml'),
+      configGiven: false,
+      model: undefined,
+      calibration: undefined,
+      target: undefined,
+      quantize: undefined,
+      out: path.resolve('/runner/temp/prune-gate'),
+      token: '',
+      comment: true,
+      failOn: 'regression',
+      prNumber: undefined,
+    });
+  });
+
+  test('every input typed', () => {
+    const v = inputs({
+      config: 'test/action-configs/pass.yml',
+      model: 'test/fixtures/mlp.onnx',
+      calibration: 'calibration/mlp',
+      target: 'auto',
+      quantize: 'int8',
+      out: 'out',
+      'github-token': 'ghs_x',
+      comment: 'False',
+      'fail-on': 'never',
+      'pr-number': '#42',
+    });
+    expect(v).toMatchObject({ mode: 'gate', configGiven: true, target: 'auto', quantize: 'int8', comment: false, failOn: 'never', prNumber: 42, token: 'ghs_x' });
+    expect(inputs({ target: '0.35' })).toMatchObject({ target: 0.35 });
+  });
+
+  test('report: publish mode', () => {
+    expect(inputs({ report: 'package.json', 'pr-number': '7' })).toEqual({
+      mode: 'publish',
+      report: path.resolve('package.json'),
+      token: '',
+      comment: true,
+      failOn: 'regression',
+      prNumber: 7,
+    });
+  });
+
+  test.each([
+    [{ target: '0' }, "input target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '0'"],
+    [{ target: '30%' }, "input target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '30%'"],
+    [{ 'pr-number': '0' }, "input pr-number: expected a pull request number such as 42, found '0'"],
+    [{ comment: 'on' }, "input comment: expected true or false, found 'on'"],
+    [{ model: 'calibration' }, 'input model: not a file: calibration'],
+    [{ calibration: 'package.json' }, 'input calibration: not a folder: package.json'],
+    [{ report: 'package.json', model: 'package.json', out: 'x' }, 'input report: publishes an existing report and prunes nothing: remove model, out (they apply only when the action prunes)'],
+    [{ quantize: 'a\nb' }, "input quantize: expected none, int8 or int4, found 'a\\nb'"],
+  ])('%j -> one line naming the input', (given, message) => {
+    expect(() => inputs(given)).toThrow(message);
+    try {
+      inputs(given);
+    } catch (e) {
+      expect((e as Error).message).not.toContain('\n');
+    }
+  });
+
+  test('reads exactly the inputs it declares', () => {
+    const asked: string[] = [];
+    readInputs((name) => (asked.push(name), ''), {});
+    expect(asked).toEqual([...INPUT_NAMES]);
+  });
+});
+
+describe('cutToLimit', () => {
+  const rows = (n: number, width = 50) => Array.from({ length: n }, (_, i) => `| ${String(i).padEnd(width, 'x')} |`).join('\n');
+
+  test('a text within the limit is unchanged', () => {
+    expect(cutToLimit('abc\n', 10, 'note')).toBe('abc\n');
+  });
+
+  test('cuts at a line, closes an open <details> and code fence, ends with the note, and fills the room', () => {
+    const text = `# title\n<details>\n<summary>s</summary>\n\n\`\`\`\n${rows(2000)}\n\`\`\`\n</details>\n`;
+    const out = cutToLimit(text, 10_000, 'NOTE');
+    expect(out.length).toBeLessThanOrEqual(10_000);
+    expect(out.length).toBeGreaterThan(10_000 - 60);
+    expect(out.endsWith('```\n</details>\n\n---\nNOTE\n')).toBe(true);
+    const lines = new Set(text.split('\n'));
+    for (const line of out.split('\n')) if (line !== '---' && line !== 'NOTE') expect(lines.has(line)).toBe(true); // whole lines only
+  });
+
+  test('measures UTF-8 bytes when asked (the summary limit is 1 MiB)', () => {
+    const text = Array.from({ length: 1000 }, () => '✅'.repeat(20)).join('\n');
+    const out = cutToLimit(text, 5000, 'cut', utf8Bytes);
+    expect(utf8Bytes(out)).toBeLessThanOrEqual(5000);
+    expect(utf8Bytes(out)).toBeGreaterThan(5000 - 70);
+  });
+
+  test('one line longer than the limit leaves the note alone', () => {
+    expect(cutToLimit('y'.repeat(100), 50, 'too long')).toBe('too long\n');
+  });
+
+  test('commentBody: the marker first, within 65,536 characters', () => {
+    const body = commentBody('<!-- prune-gate:m.onnx -->', rows(5000, 100));
+    expect(body.startsWith('<!-- prune-gate:m.onnx -->\n| 0')).toBe(true);
+    expect(body.length).toBeLessThanOrEqual(COMMENT_LIMIT);
+    expect(body.trimEnd().endsWith(COMMENT_CUT_NOTE)).toBe(true);
+  });
+});
+
+describe('readContext', () => {
+  let dir: string;
+  beforeAll(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-event-'))));
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const event = (name: string, payload: unknown) => {
+    const file = path.join(dir, `${name}.json`);
+    fs.writeFileSync(file, JSON.stringify(payload));
+    return readContext({ GITHUB_EVENT_NAME: name, GITHUB_EVENT_PATH: file, GITHUB_REPOSITORY: 'Codertocat/Hello-World', GITHUB_API_URL: 'https://ghe.example/api/v3/' });
+  };
+
+  test('pull_request: number, head, same repository', () => {
+    const p = pullRequestOpened();
+    expect(event('pull_request', p)).toEqual({
+      eventName: 'pull_request',
+      repository: { owner: 'Codertocat', repo: 'Hello-World' },
+      apiUrl: 'https://ghe.example/api/v3',
+      pullRequest: { number: 2, headSha: p.pull_request.head.sha, fromFork: false },
+    });
+  });
+
+  test('a fork', () => {
+    expect(event('pull_request', pullRequestFromFork()).pullRequest?.fromFork).toBe(true);
+  });
+
+  test('workflow_run: the triggering run head and its pull requests', () => {
+    expect(event('workflow_run', workflowRunCompleted('c'.repeat(40))).workflowRun).toEqual({ event: 'pull_request', headSha: 'c'.repeat(40), pullRequests: [] });
+  });
+
+  test('a payload that is not JSON is a one-line error', () => {
+    const file = path.join(dir, 'broken.json');
+    fs.writeFileSync(file, '{');
+    expect(() => readContext({ GITHUB_EVENT_NAME: 'push', GITHUB_EVENT_PATH: file })).toThrow(/^GITHUB_EVENT_PATH .*broken\.json: not JSON: /);
+  });
+
+  test('the repository name is checked', () => {
+    expect(() => readContext({ GITHUB_REPOSITORY: 'no-slash' })).toThrow("GITHUB_REPOSITORY: expected owner/name, found 'no-slash'");
+  });
+});

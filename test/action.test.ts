@@ -1,0 +1,243 @@
+// Issue 6: the built action (src/index.ts bundled as for dist/) run as a child process the way
+// the runner runs it: INPUT_* variables with action.yml's defaults, real pull_request payloads
+// from @octokit/webhooks-examples, GITHUB_OUTPUT / GITHUB_STEP_SUMMARY files, and GITHUB_API_URL
+// pointing at a local stand-in for the REST API that checks every request against GitHub's
+// OpenAPI description (test/helpers/fake-github.ts).
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { INPUT_NAMES } from '../src/github/inputs';
+import { ReportSchema } from '../src/report/schema';
+import { stickyMarker } from '../src/report/markdown';
+import { FakeGitHub } from './helpers/fake-github';
+import { ActionRun, ActionStep, actionYml, runAction } from './helpers/run-action';
+import { ROOT, bundleInto } from './helpers/run-cli';
+import { pullRequestFromFork, pullRequestOpened, pullRequestSynchronize, push } from './helpers/webhooks';
+
+const PASS = 'test/action-configs/pass.yml';
+const FAIL = 'test/action-configs/fail.yml';
+const MARKER = stickyMarker('test/fixtures/mlp.onnx');
+const WRITE = 'ghs_write_token';
+const READ = 'ghs_fork_read_only_token';
+
+let bundle: string;
+let main: string;
+const temps: string[] = [];
+beforeAll(() => {
+  bundle = bundleInto('action');
+  main = path.join(bundle, 'index.js');
+});
+afterAll(() => {
+  fs.rmSync(bundle, { recursive: true, force: true });
+  for (const t of temps) fs.rmSync(t, { recursive: true, force: true });
+});
+
+async function step(s: Omit<ActionStep, 'main'>): Promise<ActionRun> {
+  const r = await runAction({ main, ...s });
+  temps.push(r.runnerTemp);
+  return r;
+}
+
+/** A fake API for the example payloads' repository (Codertocat/Hello-World, PR #2). */
+async function fakeApi(maxPerPage = 100): Promise<{ gh: FakeGitHub; url: string }> {
+  const pr = pullRequestOpened();
+  const gh = new FakeGitHub({ owner: 'Codertocat', repo: 'Hello-World', pulls: [pr.pull_request] }, maxPerPage);
+  gh.addToken(WRITE, true).addToken(READ, false);
+  return { gh, url: await gh.listen() };
+}
+
+function readJson(file: string): unknown {
+  return JSON.parse(fs.readFileSync(file, 'utf8'));
+}
+
+const errors = (r: ActionRun) => r.annotations.filter((a) => a.level === 'error');
+const warnings = (r: ActionRun) => r.annotations.filter((a) => a.level === 'warning');
+
+test('action.yml: node24, dist/index.js, and exactly the inputs the code reads and the outputs it sets', () => {
+  const yml = actionYml();
+  expect(yml.runs).toEqual({ using: 'node24', main: 'dist/index.js' });
+  expect(Object.keys(yml.inputs)).toEqual([...INPUT_NAMES]);
+  expect(Object.keys(yml.outputs).sort()).toEqual(['compression', 'pruned-model-path', 'report-path', 'speedup', 'verdict']);
+  expect(yml.inputs['github-token'].default).toBe('${{ github.token }}');
+  for (const [name, spec] of Object.entries(yml.inputs)) expect([name, spec.required ?? false]).toEqual([name, false]);
+});
+
+describe('on pull_request events, with a write token', () => {
+  let gh: FakeGitHub;
+  let api: string;
+  beforeAll(async () => {
+    ({ gh, url: api } = await fakeApi(2)); // two comments a page: the action must follow the pages
+    // Others talk on the PR first, one of them quoting the marker: not the action's comment.
+    gh.addComment(2, 'Looks good to me');
+    gh.addComment(2, `> ${MARKER}\n> ### prune-gate passed\n\nnice`);
+    gh.addComment(2, 'one more thing');
+  });
+  afterAll(() => gh.close());
+
+  let first: ActionRun;
+  test('the first run gates the model, sets every output, writes the summary and creates the comment', async () => {
+    first = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: api, githubToken: WRITE, with: { config: PASS } });
+    expect(first.stderr).toBe('');
+    expect(errors(first)).toEqual([]);
+    expect(first.status).toBe(0);
+    expect(gh.problems).toEqual([]);
+
+    const report = ReportSchema.parse(readJson(first.outputs['report-path']));
+    expect(report.verdict).toBe('pass');
+    expect(report.pull_request).toEqual({ number: 2, head_sha: pullRequestOpened().pull_request.head.sha });
+    expect(first.outputs.verdict).toBe('pass');
+    expect(fs.existsSync(first.outputs['pruned-model-path'])).toBe(true);
+    expect(path.basename(first.outputs['pruned-model-path'])).toBe('pruned.onnx');
+    expect(Number(first.outputs.compression)).toBeCloseTo(report.base.bytes / report.candidate.bytes, 3);
+    expect(Number(first.outputs.compression)).toBeGreaterThan(1);
+    expect(Number(first.outputs.speedup)).toBeCloseTo(report.latency.speedup as number, 2);
+
+    const md = fs.readFileSync(path.join(path.dirname(first.outputs['report-path']), 'report.md'), 'utf8');
+    expect(first.summary).toContain(md.trim());
+    expect(first.summary).toMatch(/^### ✅ prune-gate passed/);
+
+    const mine = gh.commentsOn(2).filter((c) => c.user === 'github-actions[bot]');
+    expect(mine).toHaveLength(1);
+    expect(mine[0].body).toBe(`${MARKER}\n${md}`);
+    expect(gh.requests.map((r) => `${r.operationId} ${r.status}`)).toEqual([
+      'issues/list-comments 200',
+      'issues/list-comments 200',
+      'issues/create-comment 201',
+    ]);
+    expect(gh.requests[0].path).toMatch(/per_page=100/);
+  });
+
+  test('the second run (synchronize) updates the same comment in place', async () => {
+    expect(first).toBeDefined();
+    const before = gh.commentsOn(2).find((c) => c.body.startsWith(MARKER)) as { id: number; body: string };
+    before.body = `${MARKER}\nstale text from an earlier push`;
+    const requestsBefore = gh.requests.length;
+    const newHead = 'a'.repeat(40);
+    const r = await step({ eventName: 'pull_request', payload: pullRequestSynchronize(newHead), apiUrl: api, githubToken: WRITE, with: { config: PASS } });
+    expect(r.status).toBe(0);
+    expect(gh.problems).toEqual([]);
+    const mine = gh.commentsOn(2).filter((c) => c.body.startsWith(MARKER));
+    expect(mine).toHaveLength(1); // still one comment for the model
+    expect(mine[0].id).toBe(before.id);
+    expect(mine[0].body).toMatch(/^<!-- prune-gate:test\/fixtures\/mlp\.onnx -->\n### ✅ prune-gate passed/);
+    expect(mine[0].body).not.toContain('stale text');
+    const calls = gh.requests.slice(requestsBefore);
+    expect(calls.map((c) => c.operationId)).toEqual(['issues/list-comments', 'issues/list-comments', 'issues/update-comment']);
+    expect(calls[2].path).toBe(`/repos/Codertocat/Hello-World/issues/comments/${before.id}`);
+    expect(ReportSchema.parse(readJson(r.outputs['report-path'])).pull_request?.head_sha).toBe(newHead);
+    expect(gh.commentsOn(2)).toHaveLength(4); // the three others untouched
+  });
+
+  test('a failing gate fails the step naming the metrics, one error annotation per metric, and still comments', async () => {
+    const r = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: api, githubToken: WRITE, with: { config: FAIL } });
+    expect(r.status).toBe(1);
+    expect(r.outputs.verdict).toBe('fail');
+    expect(gh.problems).toEqual([]);
+    const errs = errors(r);
+    const perMetric = errs.filter((a) => a.properties.title);
+    expect(perMetric.map((a) => a.properties.title).sort()).toEqual(['prune-gate: agreement over its bound', 'prune-gate: cosine over its bound']);
+    for (const a of perMetric) expect(a.properties.file).toBe(FAIL);
+    expect(perMetric.find((a) => a.properties.title.includes('agreement'))?.message).toMatch(/^agreement: [\d.]+ % \(base 100\.00 %\), bound ≥ 99\.99 % \(min 0\.9999\)$/);
+    // core.setFailed: the step's own error, naming both metrics.
+    const failed = errs.filter((a) => !a.properties.title);
+    expect(failed).toHaveLength(1);
+    expect(failed[0].message).toBe('prune-gate: the gate failed: agreement (min 0.9999), cosine (min 0.999) over the bound');
+    expect(r.stdout).toMatch(/^::error title=prune-gate%3A agreement over its bound,file=test\/action-configs\/fail\.yml::agreement: /m);
+    expect(r.summary).toMatch(/^### ❌ prune-gate failed/);
+    const mine = gh.commentsOn(2).filter((c) => c.body.startsWith(MARKER));
+    expect(mine).toHaveLength(1);
+    expect(mine[0].body).toMatch(/### ❌ prune-gate failed/);
+  });
+
+  test('fail-on: never reports the failed gate without failing the step', async () => {
+    const r = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: api, githubToken: WRITE, with: { config: FAIL, 'fail-on': 'never' } });
+    expect(r.status).toBe(0);
+    expect(r.outputs.verdict).toBe('fail');
+    expect(errors(r)).toEqual([]);
+    expect(r.annotations.filter((a) => a.level === 'notice').map((a) => a.message)).toEqual([
+      'prune-gate: the gate failed: agreement (min 0.9999), cosine (min 0.999) over the bound; fail-on is never, so the step passes',
+    ]);
+    expect(r.summary).toMatch(/^### ❌ prune-gate failed/);
+  });
+
+  test('comment: false makes no API call', async () => {
+    const n = gh.requests.length;
+    const r = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: api, githubToken: WRITE, with: { config: PASS, comment: 'false' } });
+    expect(r.status).toBe(0);
+    expect(gh.requests.length).toBe(n);
+    expect(r.summary).toMatch(/^### ✅ prune-gate passed/);
+  });
+});
+
+test('a pull request from a fork (read-only token, 403): a warning, the summary, and the step does not fail', async () => {
+  const { gh, url } = await fakeApi();
+  try {
+    const r = await step({ eventName: 'pull_request', payload: pullRequestFromFork(), apiUrl: url, githubToken: READ, with: { config: PASS } });
+    expect(r.status).toBe(0);
+    expect(errors(r)).toEqual([]);
+    expect(gh.problems).toEqual([]);
+    expect(gh.forbidden).toEqual(['issues/create-comment']);
+    expect(gh.comments.size).toBe(0);
+    const w = warnings(r);
+    expect(w).toHaveLength(1);
+    expect(w[0].message).toMatch(/^prune-gate: cannot comment on pull request #2: Resource not accessible by integration \(HTTP 403\); the pull request comes from a fork/);
+    expect(w[0].message).not.toContain('\n');
+    expect(r.summary).toMatch(/^### ✅ prune-gate passed/);
+    expect(r.outputs.verdict).toBe('pass');
+  } finally {
+    await gh.close();
+  }
+});
+
+test("a push event runs the repository's own example (prune-gate.yml, the default config) and writes only the summary", async () => {
+  const { gh, url } = await fakeApi();
+  try {
+    const r = await step({ eventName: 'push', payload: push(), apiUrl: url, githubToken: WRITE });
+    const report = ReportSchema.parse(readJson(r.outputs['report-path']));
+    expect(report.base.path).toBe('test/fixtures/gpt2.onnx'); // prune-gate.yml's model
+    expect(report.pull_request).toBeUndefined();
+    expect(r.status).toBe(report.verdict === 'pass' ? 0 : 1);
+    expect(gh.requests).toEqual([]); // no comment, not even a look
+    expect(r.summary.trim()).toBe(fs.readFileSync(path.join(path.dirname(r.outputs['report-path']), 'report.md'), 'utf8').trim());
+    expect(r.stdout).toMatch(/not commenting: a push event has no pull request to comment on/);
+  } finally {
+    await gh.close();
+  }
+});
+
+test('a bad input fails the step with one line naming the input, before any work', async () => {
+  const cases: [Record<string, string>, string | RegExp][] = [
+    [{ target: '1.5' }, "input target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '1.5'"],
+    [{ comment: 'yes' }, "input comment: expected true or false, found 'yes'"],
+    [{ 'fail-on': 'always' }, "input fail-on: expected regression or never, found 'always'"],
+    [{ quantize: 'fp8' }, "input quantize: expected none, int8 or int4, found 'fp8'"],
+    [{ 'pr-number': '12abc' }, "input pr-number: expected a pull request number such as 42, found '12abc'"],
+    [{ model: 'models/missing.onnx' }, 'input model: file not found: models/missing.onnx'],
+    [{ calibration: 'calibration/nowhere' }, 'input calibration: folder not found: calibration/nowhere'],
+    [{ config: 'ci/prune-gate.yml' }, 'input config: file not found: ci/prune-gate.yml'],
+    [{ report: 'prune-gate.yml', target: '0.3' }, 'input report: publishes an existing report and prunes nothing: remove target (they apply only when the action prunes)'],
+    [{ report: 'prune-gate.yml' }, /^input report: prune-gate\.yml: not a readable JSON report: /],
+  ];
+  // Independent runs: in parallel, each checked on its own.
+  const runs = await Promise.all(cases.map(([inputs]) => step({ eventName: 'pull_request', payload: pullRequestOpened(), with: { config: PASS, ...inputs } })));
+  runs.forEach((r, i) => {
+    const [inputs, message] = cases[i];
+    const lines = r.stdout.split('\n').filter((l) => l.startsWith('::error'));
+    expect({ inputs, status: r.status, errorLines: lines.length }).toEqual({ inputs, status: 1, errorLines: 1 });
+    const [e] = errors(r);
+    if (typeof message === 'string') expect({ inputs, message: e.message }).toEqual({ inputs, message });
+    else expect(e.message).toMatch(message);
+    expect(r.stdout).not.toMatch(/internal error|\bat .+:\d+:\d+/);
+    expect({ inputs, outputs: r.outputs, summary: r.summary }).toEqual({ inputs, outputs: {}, summary: '' });
+  });
+});
+
+test('a wrong key in the config fails with one line naming the file and the key', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-action-config-'));
+  temps.push(dir);
+  const file = path.join(dir, 'prune-gate.yml');
+  fs.writeFileSync(file, `model: ${path.join(ROOT, 'test/fixtures/mlp.onnx')}\ncalibration: ${path.join(ROOT, 'calibration/mlp')}\nprune:\n  targt: 0.3\n`);
+  const r = await step({ eventName: 'push', payload: push(), cwd: dir });
+  expect(r.status).toBe(1);
+  expect(errors(r).map((a) => a.message)).toEqual(['prune-gate.yml: prune.targt: unknown key (did you mean target?)']);
+});
