@@ -773,15 +773,15 @@ ${itemIndentStr}`);
           }
           let sumChunks = [chunks.shift()];
           let sumWidth = this.displayWidth(sumChunks[0]);
-          chunks.forEach((chunk) => {
-            const visibleWidth = this.displayWidth(chunk);
+          chunks.forEach((chunk2) => {
+            const visibleWidth = this.displayWidth(chunk2);
             if (sumWidth + visibleWidth <= width) {
-              sumChunks.push(chunk);
+              sumChunks.push(chunk2);
               sumWidth += visibleWidth;
               return;
             }
             wrappedLines.push(sumChunks.join(""));
-            const nextChunk = chunk.trimStart();
+            const nextChunk = chunk2.trimStart();
             sumChunks = [nextChunk];
             sumWidth = this.displayWidth(nextChunk);
           });
@@ -10846,44 +10846,44 @@ var require_base64 = __commonJS({
       s64[b64[i] = i < 26 ? i + 65 : i < 52 ? i + 71 : i < 62 ? i - 4 : i - 59 | 43] = i++;
     var i;
     base643.encode = function encode3(buffer, start, end) {
-      var parts = null, chunk = [];
+      var parts = null, chunk2 = [];
       var i2 = 0, j = 0, t;
       while (start < end) {
         var b = buffer[start++];
         switch (j) {
           case 0:
-            chunk[i2++] = b64[b >> 2];
+            chunk2[i2++] = b64[b >> 2];
             t = (b & 3) << 4;
             j = 1;
             break;
           case 1:
-            chunk[i2++] = b64[t | b >> 4];
+            chunk2[i2++] = b64[t | b >> 4];
             t = (b & 15) << 2;
             j = 2;
             break;
           case 2:
-            chunk[i2++] = b64[t | b >> 6];
-            chunk[i2++] = b64[b & 63];
+            chunk2[i2++] = b64[t | b >> 6];
+            chunk2[i2++] = b64[b & 63];
             j = 0;
             break;
         }
         if (i2 > 8191) {
-          (parts || (parts = [])).push(String.fromCharCode.apply(String, chunk));
+          (parts || (parts = [])).push(String.fromCharCode.apply(String, chunk2));
           i2 = 0;
         }
       }
       if (j) {
-        chunk[i2++] = b64[t];
-        chunk[i2++] = 61;
+        chunk2[i2++] = b64[t];
+        chunk2[i2++] = 61;
         if (j === 1)
-          chunk[i2++] = 61;
+          chunk2[i2++] = 61;
       }
       if (parts) {
         if (i2)
-          parts.push(String.fromCharCode.apply(String, chunk.slice(0, i2)));
+          parts.push(String.fromCharCode.apply(String, chunk2.slice(0, i2)));
         return parts.join("");
       }
-      return String.fromCharCode.apply(String, chunk.slice(0, i2));
+      return String.fromCharCode.apply(String, chunk2.slice(0, i2));
     };
     var invalidEncoding = "invalid encoding";
     base643.decode = function decode3(string4, buffer, offset) {
@@ -11213,38 +11213,38 @@ var require_utf8 = __commonJS({
     utf8.read = function utf8_read(buffer, start, end) {
       if (end - start < 1)
         return "";
-      var parts = null, chunk = [], i = 0, t, t2, c2, c3;
+      var parts = null, chunk2 = [], i = 0, t, t2, c2, c3;
       while (start < end) {
         t = buffer[start++];
         if (t <= 127) {
-          chunk[i++] = t;
+          chunk2[i++] = t;
         } else if (t >= 192 && t < 224) {
           c2 = (t & 31) << 6 | buffer[start++] & 63;
-          chunk[i++] = c2 >= 128 ? c2 : replacementCharCode;
+          chunk2[i++] = c2 >= 128 ? c2 : replacementCharCode;
         } else if (t >= 224 && t < 240) {
           c3 = (t & 15) << 12 | (buffer[start++] & 63) << 6 | buffer[start++] & 63;
-          chunk[i++] = c3 >= 2048 ? c3 : replacementCharCode;
+          chunk2[i++] = c3 >= 2048 ? c3 : replacementCharCode;
         } else if (t >= 240) {
           t2 = (t & 7) << 18 | (buffer[start++] & 63) << 12 | (buffer[start++] & 63) << 6 | buffer[start++] & 63;
           if (t2 < 65536 || t2 > 1114111)
-            chunk[i++] = replacementCharCode;
+            chunk2[i++] = replacementCharCode;
           else {
             t2 -= 65536;
-            chunk[i++] = 55296 + (t2 >> 10);
-            chunk[i++] = 56320 + (t2 & 1023);
+            chunk2[i++] = 55296 + (t2 >> 10);
+            chunk2[i++] = 56320 + (t2 & 1023);
           }
         }
         if (i > 8191) {
-          (parts || (parts = [])).push(String.fromCharCode.apply(String, chunk.slice(0, i)));
+          (parts || (parts = [])).push(String.fromCharCode.apply(String, chunk2.slice(0, i)));
           i = 0;
         }
       }
       if (parts) {
         if (i)
-          parts.push(String.fromCharCode.apply(String, chunk.slice(0, i)));
+          parts.push(String.fromCharCode.apply(String, chunk2.slice(0, i)));
         return parts.join("");
       }
-      return String.fromCharCode.apply(String, chunk.slice(0, i));
+      return String.fromCharCode.apply(String, chunk2.slice(0, i));
     };
     utf8.write = function utf8_write(string4, buffer, offset) {
       var start = offset, c1, c2;
@@ -37651,7 +37651,10 @@ var import_onnx_proto6 = __toESM(require_onnx());
 var fs2 = __toESM(require("fs"));
 var os = __toESM(require("os"));
 var path3 = __toESM(require("path"));
-var SPILL_MIN_BYTES = 8 * 2 ** 20;
+var spillThreshold = 8 * 2 ** 20;
+function spillMinBytes() {
+  return spillThreshold;
+}
 var spilled = /* @__PURE__ */ new WeakMap();
 var store;
 function openStore() {
@@ -37674,6 +37677,20 @@ function spilledRange(proto) {
 }
 function isSpilled(proto) {
   return spilled.has(proto);
+}
+function beginSpill() {
+  const s = openStore();
+  const start = s.size;
+  return {
+    write(bytes2) {
+      let done = 0;
+      while (done < bytes2.byteLength) done += fs2.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
+      s.size += bytes2.byteLength;
+    },
+    finish(proto) {
+      spilled.set(proto, { file: s.file, offset: start, length: s.size - start });
+    }
+  };
 }
 
 // src/onnx/write.ts
@@ -37818,12 +37835,23 @@ function typedFieldLength(proto) {
       return proto.int32Data?.length ?? 0;
   }
 }
+var HALF_TABLE;
+function halfTable() {
+  if (!HALF_TABLE) {
+    HALF_TABLE = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) HALF_TABLE[h] = halfToFloat(h);
+  }
+  return HALF_TABLE;
+}
 function toFloat32(t) {
   const n = t.data.length;
   if (t.dtype === DataType.FLOAT) return t.data;
   const out = new Float32Array(n);
-  if (t.dtype === DataType.FLOAT16) for (let i = 0; i < n; i++) out[i] = halfToFloat(t.data[i]);
-  else if (t.dtype === DataType.BFLOAT16)
+  if (t.dtype === DataType.FLOAT16) {
+    const table3 = halfTable();
+    const d = t.data;
+    for (let i = 0; i < n; i++) out[i] = table3[d[i]];
+  } else if (t.dtype === DataType.BFLOAT16)
     for (let i = 0; i < n; i++) out[i] = bfloat16ToFloat(t.data[i]);
   else if (t.data instanceof BigInt64Array || t.data instanceof BigUint64Array)
     for (let i = 0; i < n; i++) out[i] = Number(t.data[i]);
@@ -37856,13 +37884,23 @@ function takeAlongAxis(t, axis, keep) {
   const out = new info.array(outer * keep.length * inner);
   const src = t.data;
   const dst = out;
+  const runs = [];
+  for (let i = 0; i < keep.length; ) {
+    let j = i + 1;
+    while (j < keep.length && keep[j] === keep[j - 1] + 1) j++;
+    runs.push([keep[i] * inner, (keep[j - 1] + 1) * inner]);
+    i = j;
+  }
   let o = 0;
   for (let a = 0; a < outer; a++) {
     const base = a * size * inner;
-    for (const k of keep) {
-      const start = base + k * inner;
-      dst.set(src.subarray(start, start + inner), o);
-      o += inner;
+    for (const [from, to] of runs) {
+      if (to - from < 16) {
+        for (let x = base + from; x < base + to; x++) dst[o++] = src[x];
+      } else {
+        dst.set(src.subarray(base + from, base + to), o);
+        o += to - from;
+      }
     }
   }
   const newDims = [...dims];
@@ -37891,7 +37929,7 @@ function tmpName(file2) {
 }
 function writeModel(model, file2, options = {}) {
   const out = path5.resolve(file2);
-  if (model.path && path5.resolve(model.path) === out) {
+  if (model.origin && path5.resolve(model.origin) === out) {
     throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
   }
   const graph = model.graph;
@@ -37901,7 +37939,7 @@ function writeModel(model, file2, options = {}) {
   const dataPath = path5.join(path5.dirname(out), dataName);
   if (external) {
     for (const t of model.initializers) {
-      if (isExternal(t) && externalLocation(t, model.dir, model.path).file === dataPath) {
+      if (isExternal(t) && externalLocation(t, model.dir, model.origin).file === dataPath) {
         throw new UserError(`refusing to overwrite ${dataPath}: it holds the input model's weights; choose another output path`);
       }
     }
@@ -37918,7 +37956,7 @@ function writeModel(model, file2, options = {}) {
       const inMemory = !isExternal(t) && !isSpilled(t);
       const keepAsIs = !isSupportedDType(t.dataType) || inMemory && (!external || bytes2 < EXTERNAL_MIN_BYTES);
       if (keepAsIs) return t;
-      const data = dataAsBytes(model.readTensorProto(t).data);
+      const source = model.tensorSource(t);
       const copy = import_onnx_proto4.onnx.TensorProto.create({ ...t, externalData: [], dataLocation: import_onnx_proto4.onnx.TensorProto.DataLocation.DEFAULT });
       copy.floatData = [];
       copy.int32Data = [];
@@ -37926,26 +37964,26 @@ function writeModel(model, file2, options = {}) {
       copy.doubleData = [];
       copy.uint64Data = [];
       if (fd === void 0 || bytes2 < EXTERNAL_MIN_BYTES) {
-        copy.rawData = data;
+        copy.rawData = "bytes" in source ? source.bytes : dataAsBytes(model.readTensorProto(t).data);
         return copy;
       }
       const pad = (ALIGN - offset % ALIGN) % ALIGN;
       if (pad) fs4.writeSync(fd, Buffer.alloc(pad), 0, pad, offset);
       offset += pad;
-      let done = 0;
-      while (done < data.byteLength) done += fs4.writeSync(fd, data, done, data.byteLength - done, offset + done);
+      const length = "bytes" in source ? source.bytes.byteLength : source.length;
+      if ("bytes" in source) writeAll(fd, source.bytes, offset);
+      else copyRange(source.file, source.offset, length, fd, offset);
       copy.rawData = new Uint8Array(0);
       copy.dataLocation = import_onnx_proto4.onnx.TensorProto.DataLocation.EXTERNAL;
       copy.externalData = [
         { key: "location", value: dataName },
         { key: "offset", value: String(offset) },
-        { key: "length", value: String(data.byteLength) }
+        { key: "length", value: String(length) }
       ];
-      offset += data.byteLength;
+      offset += length;
       return copy;
     });
     if (fd !== void 0) {
-      fs4.fsyncSync(fd);
       fs4.closeSync(fd);
       fd = void 0;
     }
@@ -37964,23 +38002,46 @@ function writeModel(model, file2, options = {}) {
     throw e;
   }
 }
+function writeAll(fd, data, at) {
+  let done = 0;
+  while (done < data.byteLength) done += fs4.writeSync(fd, data, done, data.byteLength - done, at + done);
+}
+var CHUNK = 16 * 2 ** 20;
+var chunk;
+function copyRange(file2, from, length, fd, at) {
+  chunk ??= Buffer.allocUnsafe(CHUNK);
+  const src = fs4.openSync(file2, "r");
+  try {
+    for (let done = 0; done < length; ) {
+      const n = fs4.readSync(src, chunk, 0, Math.min(CHUNK, length - done), from + done);
+      if (n === 0) throw new Error(`unexpected end of ${file2}`);
+      writeAll(fd, chunk.subarray(0, n), at + done);
+      done += n;
+    }
+  } finally {
+    fs4.closeSync(src);
+  }
+}
 
 // src/onnx/model.ts
 var fs5 = __toESM(require("fs"));
 var path6 = __toESM(require("path"));
 var import_onnx_proto5 = __toESM(require_onnx());
+var CHUNK_BYTES = 32 * 2 ** 20;
 var LFS_POINTER = "version https://git-lfs.github.com/spec/v1";
 function decodeModelProto(bytes2) {
   return import_onnx_proto5.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
 var OnnxModel = class _OnnxModel {
-  constructor(proto, path12) {
+  constructor(proto, path12, origin = path12) {
     this.proto = proto;
     this.path = path12;
+    this.origin = origin;
     this.reindexConstants();
   }
   proto;
   path;
+  origin;
   constants = /* @__PURE__ */ new Map();
   get graph() {
     return this.proto.graph;
@@ -37991,7 +38052,7 @@ var OnnxModel = class _OnnxModel {
   }
   /** Folder that external data locations are relative to. */
   get dir() {
-    return this.path ? path6.dirname(path6.resolve(this.path)) : process.cwd();
+    return this.origin ? path6.dirname(path6.resolve(this.origin)) : process.cwd();
   }
   static read(file2) {
     let bytes2;
@@ -38033,8 +38094,8 @@ var OnnxModel = class _OnnxModel {
     return model;
   }
   /** Wraps a protobuf built in memory (tests, generated models). */
-  static fromProto(proto, file2 = "") {
-    return new _OnnxModel(proto, file2);
+  static fromProto(proto, file2 = "", origin = file2) {
+    return new _OnnxModel(proto, file2, origin);
   }
   /** Validates every initializer up front so a bad model fails at load with a clear message. */
   checkTensors() {
@@ -38042,12 +38103,12 @@ var OnnxModel = class _OnnxModel {
       if (!isSupportedDType(t.dataType)) continue;
       const expected = elementCount(t.dims.map(toNumber)) * dtypeInfo(t.dataType).bytes;
       if (isExternal(t)) {
-        const loc = externalLocation(t, this.dir, this.path);
-        checkExternal(t, loc, this.path, expected);
+        const loc = externalLocation(t, this.dir, this.origin);
+        checkExternal(t, loc, this.origin, expected);
       } else if (t.rawData && t.rawData.byteLength > 0) {
         if (t.rawData.byteLength !== expected) {
           throw new UserError(
-            `${this.path}: initializer '${t.name}' holds ${t.rawData.byteLength} bytes but its shape [${t.dims.join(", ")}] of ${dtypeName(t.dataType)} needs ${expected}; the file is damaged`
+            `${this.origin}: initializer '${t.name}' holds ${t.rawData.byteLength} bytes but its shape [${t.dims.join(", ")}] of ${dtypeName(t.dataType)} needs ${expected}; the file is damaged`
           );
         }
       } else {
@@ -38055,7 +38116,7 @@ var OnnxModel = class _OnnxModel {
         const found = typedFieldLength(t);
         if (found !== count2) {
           throw new UserError(
-            `${this.path}: initializer '${t.name}' holds ${found} values but its shape [${t.dims.join(", ")}] needs ${count2}; the file is damaged`
+            `${this.origin}: initializer '${t.name}' holds ${found} values but its shape [${t.dims.join(", ")}] needs ${count2}; the file is damaged`
           );
         }
       }
@@ -38126,7 +38187,7 @@ var OnnxModel = class _OnnxModel {
   /** Large initializers go to the spill file until the model is written (see spill.ts). */
   tensorProto(name, value, mayspill) {
     const proto = tensorToProto(name, value);
-    if (mayspill && proto.rawData.byteLength >= SPILL_MIN_BYTES) {
+    if (mayspill && proto.rawData.byteLength >= spillMinBytes()) {
       spillTensor(proto, proto.rawData);
       proto.rawData = new Uint8Array(0);
     }
@@ -38140,19 +38201,122 @@ var OnnxModel = class _OnnxModel {
     if (!used.has(base)) return base;
     for (let i = 1; ; i++) if (!used.has(`${base}_${i}`)) return `${base}_${i}`;
   }
+  /**
+   * Where a tensor's bytes are, without reading them when they are in a file: writers copy file
+   * ranges in chunks instead of holding the tensor.
+   */
+  tensorSource(t) {
+    const spill = spilledRange(t);
+    if (spill) return spill;
+    if (isExternal(t)) {
+      const bytes2 = elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes;
+      const loc = externalLocation(t, this.dir, this.origin);
+      checkExternal(t, loc, this.origin, bytes2);
+      return { file: loc.file, offset: loc.offset, length: loc.length ?? bytes2 };
+    }
+    if (t.rawData && t.rawData.byteLength > 0) return { bytes: t.rawData };
+    return { bytes: dataAsBytes(this.readTensorProto(t).data) };
+  }
+  /**
+   * Streams a constant's values as float32 in chunks of whole rows of `rowElements` (at most
+   * about `maxBytes` at a time), through one reused buffer: reading a weight for statistics
+   * costs a chunk of memory, not the tensor.
+   */
+  forEachChunk(name, rowElements, fn, maxBytes = CHUNK_BYTES) {
+    const info = this.constantInfo(name);
+    const size = dtypeInfo(info.dtype).bytes;
+    this.forEachRawChunk(name, rowElements * size, (bytes2, firstByte) => {
+      const data = new (dtypeInfo(info.dtype)).array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength / size);
+      fn(toFloat32({ dtype: info.dtype, dims: [data.length], data }), firstByte / size);
+    }, maxBytes);
+  }
+  /** The raw bytes of a constant in chunks of whole rows of `rowBytes`, aligned for typed views. */
+  forEachRawChunk(name, rowBytes, fn, maxBytes = CHUNK_BYTES) {
+    const proto = this.initializerProto(name);
+    const source = proto ? this.tensorSource(proto) : { bytes: dataAsBytes(this.constant(name).data) };
+    if ("bytes" in source) {
+      const aligned = new Uint8Array(source.bytes.byteLength);
+      aligned.set(source.bytes);
+      fn(aligned, 0);
+      return;
+    }
+    const chunk2 = Math.max(1, Math.floor(maxBytes / rowBytes)) * rowBytes;
+    const buffer = new Uint8Array(new ArrayBuffer(chunk2));
+    const fd = fs5.openSync(source.file, "r");
+    try {
+      for (let first = 0; first < source.length; first += chunk2) {
+        const bytes2 = buffer.subarray(0, Math.min(chunk2, source.length - first));
+        for (let done = 0; done < bytes2.byteLength; ) {
+          const n = fs5.readSync(fd, bytes2, done, bytes2.byteLength - done, source.offset + first + done);
+          if (n === 0) throw new Error(`unexpected end of ${source.file}`);
+          done += n;
+        }
+        fn(bytes2, first);
+      }
+    } finally {
+      fs5.closeSync(fd);
+    }
+  }
+  /**
+   * Keeps only the given indices along some axes of a constant (structured pruning). A large
+   * initializer is streamed row by row from where it lies into the spill file, so neither the
+   * old nor the new tensor is ever whole in memory.
+   */
+  sliceConstant(name, keep) {
+    const info = this.constantInfo(name);
+    const proto = this.initializerProto(name);
+    const size = dtypeInfo(info.dtype).bytes;
+    const dims = info.dims;
+    if (!proto || elementCount(dims) * size < spillMinBytes() || dims.length === 0) {
+      let t = this.constant(name);
+      for (const [axis, k] of keep) t = takeAlongAxis(t, axis, k);
+      this.setConstant(name, t);
+      return;
+    }
+    const last = dims.length - 1;
+    const rowBytes = dims[last] * size;
+    const masks = dims.slice(0, last).map((d, a) => {
+      const k = keep.get(a);
+      if (!k) return void 0;
+      const m = new Uint8Array(d);
+      for (const i of k) m[i] = 1;
+      return m;
+    });
+    const columns = Int32Array.from(keep.get(last) ?? Array.from({ length: dims[last] }, (_, i) => i));
+    const spill = beginSpill();
+    const index = new Array(last).fill(0);
+    this.forEachRawChunk(name, rowBytes, (bytes2) => {
+      const rows = bytes2.byteLength / rowBytes;
+      const keptRows = [];
+      for (let r = 0; r < rows; r++) {
+        let kept = true;
+        for (let a = 0; a < last && kept; a++) if (masks[a] && !masks[a][index[a]]) kept = false;
+        if (kept) keptRows.push(r);
+        for (let a = last - 1; a >= 0; a--) {
+          if (++index[a] < dims[a]) break;
+          index[a] = 0;
+        }
+      }
+      spill.write(gatherColumns(bytes2, size, dims[last], keptRows, columns));
+    });
+    const sliced = import_onnx_proto5.onnx.TensorProto.create({ name, dataType: info.dtype, dims: dims.map((d, a) => keep.get(a)?.length ?? d) });
+    spill.finish(sliced);
+    const src = this.constants.get(name);
+    if (src?.kind === "initializer") this.graph.initializer[src.index] = sliced;
+  }
   readTensorProto(t) {
     const dtype = t.dataType ?? DataType.UNDEFINED;
     const dims = (t.dims ?? []).map(toNumber);
     if (!isSupportedDType(dtype)) {
-      throw new UserError(`${this.path || "model"}: tensor '${t.name}' has unsupported data type ${dtypeName(dtype)}`);
+      throw new UserError(`${this.origin || "model"}: tensor '${t.name}' has unsupported data type ${dtypeName(dtype)}`);
     }
     const count2 = elementCount(dims);
     const bytes2 = count2 * dtypeInfo(dtype).bytes;
     const spill = spilledRange(t);
     if (spill) return { dtype, dims, data: readTensorData(dtype, spill.file, spill.offset, spill.length) };
     if (isExternal(t)) {
-      const loc = externalLocation(t, this.dir, this.path);
-      checkExternal(t, loc, this.path, bytes2);
+      const loc = externalLocation(t, this.dir, this.origin);
+      checkExternal(t, loc, this.origin, bytes2);
       return { dtype, dims, data: readTensorData(dtype, loc.file, loc.offset, loc.length ?? bytes2) };
     }
     if (t.rawData && t.rawData.byteLength > 0) return { dtype, dims, data: dataFromBytes(dtype, t.rawData) };
@@ -38189,7 +38353,7 @@ var OnnxModel = class _OnnxModel {
     try {
       const copy = decodeModelProto(import_onnx_proto5.onnx.ModelProto.encode(this.proto).finish());
       copy.graph.initializer = initializers.slice();
-      return new _OnnxModel(copy, this.path);
+      return new _OnnxModel(copy, "", this.origin);
     } finally {
       graph.initializer = initializers;
     }
@@ -38199,11 +38363,44 @@ var OnnxModel = class _OnnxModel {
     if (!this.path) return 0;
     let total = fs5.statSync(this.path).size;
     const files = /* @__PURE__ */ new Set();
-    for (const t of this.initializers) if (isExternal(t)) files.add(externalLocation(t, this.dir, this.path).file);
+    for (const t of this.initializers) if (isExternal(t)) files.add(externalLocation(t, this.dir, this.origin).file);
     for (const f of files) total += fs5.statSync(f).size;
     return total;
   }
 };
+function gatherColumns(bytes2, size, rowLength, rows, columns) {
+  const n = rows.length * columns.length;
+  if (size === 4) {
+    const input2 = new Uint32Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength / 4);
+    const out2 = new Uint32Array(n);
+    let o2 = 0;
+    for (const r of rows) {
+      const base = r * rowLength;
+      for (let c = 0; c < columns.length; c++) out2[o2++] = input2[base + columns[c]];
+    }
+    return new Uint8Array(out2.buffer);
+  }
+  if (size === 2) {
+    const input2 = new Uint16Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength / 2);
+    const out2 = new Uint16Array(n);
+    let o2 = 0;
+    for (const r of rows) {
+      const base = r * rowLength;
+      for (let c = 0; c < columns.length; c++) out2[o2++] = input2[base + columns[c]];
+    }
+    return new Uint8Array(out2.buffer);
+  }
+  const out = new Uint8Array(n * size);
+  let o = 0;
+  for (const r of rows) {
+    const base = r * rowLength * size;
+    for (let c = 0; c < columns.length; c++) {
+      const from = base + columns[c] * size;
+      for (let b = 0; b < size; b++) out[o++] = bytes2[from + b];
+    }
+  }
+  return out;
+}
 
 // src/onnx/runtime.ts
 var ORT_TYPE = {
@@ -38276,7 +38473,7 @@ function externalFileMap(model) {
   const files = /* @__PURE__ */ new Map();
   for (const t of model.initializers) {
     if (isExternal(t)) {
-      const loc = externalLocation(t, model.dir, model.path);
+      const loc = externalLocation(t, model.dir, model.origin);
       files.set(loc.location, loc.file);
     }
   }
@@ -38309,7 +38506,7 @@ async function sessionFromWrittenCopy(model, proto, opts) {
   const dir = fs6.mkdtempSync(path7.join(os2.tmpdir(), "prune-gate-session-"));
   try {
     const file2 = path7.join(dir, "model.onnx");
-    writeModel(OnnxModel.fromProto(proto, model.path), file2, { externalData: true });
+    writeModel(OnnxModel.fromProto(proto, "", model.origin), file2, { externalData: true });
     return await ort.InferenceSession.create(file2, opts);
   } finally {
     fs6.rmSync(dir, { recursive: true, force: true });
@@ -38948,16 +39145,19 @@ var SHAPE_ONLY_MIN_ELEMENTS = 4096;
 function shapeOnlyProto(model) {
   const copy = model.clone();
   const graph = copy.graph;
-  const replaced = /* @__PURE__ */ new Set();
+  const replaced = /* @__PURE__ */ new Map();
+  const made = /* @__PURE__ */ new Set();
   const makers = [];
   const kept = [];
   for (const t of copy.initializers) {
     const dims = t.dims.map(Number);
     if (isFloatDType(t.dataType) && elementCount(dims) >= SHAPE_ONLY_MIN_ELEMENTS) {
-      replaced.add(t.name);
+      replaced.set(t.name, { dims, dtype: t.dataType });
       const shapeName = copy.uniqueName(`${t.name}__shape`);
       kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
-      makers.push(constantOfShape(shapeName, t.name, t.dataType));
+      const maker = constantOfShape(shapeName, t.name, t.dataType);
+      makers.push(maker);
+      made.add(maker);
     } else kept.push(t);
   }
   graph.initializer = kept;
@@ -38973,10 +39173,60 @@ function shapeOnlyProto(model) {
     node2.opType = "ConstantOfShape";
     node2.input = [shapeName];
     node2.attribute = [fillValue(value.dataType ?? DataType.FLOAT)];
-    replaced.add(out);
+    replaced.set(out, { dims, dtype: value.dataType ?? DataType.FLOAT });
+    made.add(node2);
   }
-  graph.node = [...makers, ...graph.node];
+  const opset = Number(copy.proto.opsetImport.find((o) => !o.domain || o.domain === "ai.onnx")?.version ?? 13);
+  const weightOf = replaced;
+  for (const node2 of graph.node) {
+    if (node2.opType === "Cast" && weightOf.has(node2.input[0])) {
+      const w = weightOf.get(node2.input[0]);
+      const to = Number(node2.attribute.find((a) => a.name === "to").i);
+      const shapeName = copy.uniqueName(`${node2.output[0]}__shape`);
+      kept.push(tensorToProto(shapeName, intTensor(w.dims, DataType.INT64, [w.dims.length])));
+      node2.opType = "ConstantOfShape";
+      node2.input = [shapeName];
+      node2.attribute = [fillValue(to)];
+      weightOf.set(node2.output[0], { dims: w.dims, dtype: to });
+      made.add(node2);
+    }
+  }
+  const rewritten = [];
+  for (const node2 of graph.node) {
+    const w = node2.opType === "MatMul" && (node2.domain ?? "") === "" ? weightOf.get(node2.input[1]) : void 0;
+    if (!w || w.dims.length !== 2) {
+      rewritten.push(node2);
+      continue;
+    }
+    const [k, n] = w.dims;
+    const base = copy.uniqueName(`${node2.output[0]}__shape_only`);
+    const zerosK = `${base}_k`;
+    const zerosN = `${base}_n`;
+    kept.push(tensorToProto(zerosK, zeros(w.dtype, k)), tensorToProto(zerosN, zeros(w.dtype, n)));
+    const reduceAxes = opset >= 13 ? [`${base}_axes`] : [];
+    if (opset >= 13) kept.push(tensorToProto(`${base}_axes`, intTensor([-1])));
+    rewritten.push(
+      import_onnx_proto8.onnx.NodeProto.create({ opType: "Mul", name: `${base}_check`, input: [node2.input[0], zerosK], output: [`${base}_a`] }),
+      import_onnx_proto8.onnx.NodeProto.create({
+        opType: "ReduceSum",
+        name: `${base}_sum`,
+        input: [`${base}_a`, ...reduceAxes],
+        output: [`${base}_s`],
+        attribute: [
+          import_onnx_proto8.onnx.AttributeProto.create({ name: "keepdims", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INT, i: 1 }),
+          ...opset >= 13 ? [] : [import_onnx_proto8.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INTS, ints: [-1] })]
+        ]
+      }),
+      import_onnx_proto8.onnx.NodeProto.create({ opType: "Mul", name: `${base}_widen`, input: [`${base}_s`, zerosN], output: [node2.output[0]] })
+    );
+  }
+  const read = new Set(rewritten.flatMap((n) => n.input ?? []));
+  for (const o of graph.output) read.add(o.name ?? "");
+  graph.node = [...makers, ...rewritten].filter((n) => !made.has(n) || read.has(n.output[0]));
   return { proto: copy.proto, replaced };
+}
+function zeros(dtype, n) {
+  return fromFloat32(new Float32Array(n), dtype, [n]);
 }
 function fillValue(dtype) {
   const t = import_onnx_proto8.onnx.TensorProto.create({ dataType: dtype, dims: [1], rawData: new Uint8Array(dtypeInfo(dtype).bytes) });
@@ -38998,7 +39248,7 @@ var MAX_TRACED_INTS = 64;
 async function traceModel(model, feeds) {
   const { proto, replaced } = shapeOnlyProto(model);
   const graph = proto.graph;
-  const seen = /* @__PURE__ */ new Set([...graph.output.map((o) => o.name), ...replaced]);
+  const seen = /* @__PURE__ */ new Set([...graph.output.map((o) => o.name), ...replaced.keys()]);
   for (const node2 of graph.node) {
     for (const out of node2.output ?? []) {
       if (out && !seen.has(out)) {
@@ -39019,10 +39269,7 @@ async function traceModel(model, feeds) {
       }
       trace.set(name, entry);
     }
-    for (const name of replaced) {
-      const info = model.constantInfo(name);
-      if (info) trace.set(name, { dims: info.dims, type: "float32" });
-    }
+    for (const [name, { dims }] of replaced) trace.set(name, { dims, type: "float32" });
     for (const [name, t] of Object.entries(inputs2)) {
       trace.set(name, { dims: [...t.dims], type: t.type });
     }
@@ -39034,16 +39281,46 @@ async function traceModel(model, feeds) {
 
 // src/graph/cost.ts
 function countParams(model) {
-  let total = 0;
+  const { auxiliary, logical } = quantizedWeights(model);
+  let total = logical;
   for (const t of model.initializers) {
-    if (isFloatDType(t.dataType)) total += elementCount(t.dims.map(toNumber));
+    if (isFloatDType(t.dataType) && !auxiliary.has(t.name)) total += elementCount(t.dims.map(toNumber));
   }
   for (const node2 of model.graph.node) {
-    if (node2.opType !== "Constant" || (node2.domain ?? "") !== "") continue;
+    if (node2.opType !== "Constant" || (node2.domain ?? "") !== "" || auxiliary.has(node2.output?.[0] ?? "")) continue;
     const info = constantNodeInfo(node2);
     if (info && isFloatDType(info.dtype) && elementCount(info.dims) > 1) total += elementCount(info.dims);
   }
   return total;
+}
+function quantizedWeights(model) {
+  const auxiliary = /* @__PURE__ */ new Set();
+  const counted = /* @__PURE__ */ new Set();
+  let logical = 0;
+  const add = (name, count2) => {
+    if (!name || counted.has(name) || !model.isConstant(name)) return;
+    counted.add(name);
+    logical += count2;
+  };
+  for (const node2 of model.graph.node) {
+    const inputs2 = node2.input ?? [];
+    const domain2 = node2.domain ?? "";
+    if (domain2 === "com.microsoft" && node2.opType === "MatMulNBits") {
+      add(inputs2[1], attrInt(node2, "K", 0) * attrInt(node2, "N", 0));
+      for (const i of [2, 3]) if (inputs2[i]) auxiliary.add(inputs2[i]);
+    } else if (domain2 === "com.microsoft" && node2.opType === "GatherBlockQuantized") {
+      const dims = model.constantInfo(inputs2[0] ?? "")?.dims ?? [];
+      const bits = attrInt(node2, "bits", 4);
+      const packed = model.constantInfo(inputs2[0] ?? "")?.dtype === DataType.UINT8 ? 8 / bits : 1;
+      add(inputs2[0], elementCount(dims) * packed);
+      for (const i of [2, 3]) if (inputs2[i]) auxiliary.add(inputs2[i]);
+    } else if ((domain2 === "" || domain2 === "ai.onnx") && node2.opType === "DequantizeLinear") {
+      const info = model.constantInfo(inputs2[0] ?? "");
+      if (info && !isFloatDType(info.dtype)) add(inputs2[0], elementCount(info.dims));
+      for (const i of [1, 2]) if (inputs2[i]) auxiliary.add(inputs2[i]);
+    }
+  }
+  return { auxiliary, logical };
 }
 function constantNodeInfo(node2) {
   const a = node2.attribute?.[0];
@@ -40008,8 +40285,8 @@ var OP_RULES = {
 
 // src/graph/analysis.ts
 var TRACE_SIZES = [
-  [3, 11],
-  [5, 7]
+  [2, 7],
+  [3, 5]
 ];
 async function traceTwice(model) {
   const t1 = await traceModel(model, dummyFeeds(model, ...TRACE_SIZES[0]));
@@ -40560,15 +40837,15 @@ function applyRemoval(analysis, removals, prepare) {
     byTensor.set(s.tensor, [...byTensor.get(s.tensor) ?? [], slotId]);
   }
   for (const [tensor, slotIds] of byTensor) {
-    let t = model.constant(tensor);
+    const keep = /* @__PURE__ */ new Map();
     for (const slotId of slotIds) {
       const s = space.slots[slotId];
       const gone = removedIdx.get(slotId);
-      const keep = [];
-      for (let i = 0; i < s.size; i++) if (!gone.has(i)) keep.push(i);
-      t = takeAlongAxis(t, s.axis, keep);
+      const kept = [];
+      for (let i = 0; i < s.size; i++) if (!gone.has(i)) kept.push(i);
+      keep.set(s.axis, kept);
     }
-    model.setConstant(tensor, t);
+    model.sliceConstant(tensor, keep);
   }
   const index = new GraphIndex(model);
   const newDims = (tensor, which) => {
@@ -41057,6 +41334,7 @@ function planRemoval(input2) {
 }
 
 // src/prune/score.ts
+var CHUNK_ROWS_HINT = 4096;
 var AxisNorms = class {
   constructor(analysis) {
     this.analysis = analysis;
@@ -41066,17 +41344,42 @@ var AxisNorms = class {
   sumSquares(slot) {
     const hit = this.cache.get(slot.id);
     if (hit) return hit;
-    const t = this.analysis.model.constant(slot.tensor);
-    const data = toFloat32(t);
-    const inner = t.dims.slice(slot.axis + 1).reduce((a, b) => a * b, 1);
-    const size = t.dims[slot.axis];
-    const out = new Float64Array(size);
-    for (let i = 0; i < data.length; i++) {
-      const idx = Math.floor(i / inner) % size;
-      out[idx] += data[i] * data[i];
-    }
-    this.cache.set(slot.id, out);
-    return out;
+    const { model, space } = this.analysis;
+    const dims = model.constantInfo(slot.tensor).dims;
+    const slots = space.slotsOf(slot.tensor);
+    const sums = slots.map((s) => new Float64Array(s.size));
+    const inner = slots.map((s) => dims.slice(s.axis + 1).reduce((a, b) => a * b, 1));
+    const rowElements = dims[dims.length - 1] ?? 1;
+    const lastAxis = dims.length - 1;
+    const lastK = slots.findIndex((s) => s.axis === lastAxis);
+    const rowSums = new Float64Array(Math.ceil(CHUNK_ROWS_HINT));
+    model.forEachChunk(slot.tensor, rowElements, (values, first) => {
+      const rows = values.length / rowElements;
+      const firstRow = first / rowElements;
+      const perRow = rows <= rowSums.length ? rowSums : new Float64Array(rows);
+      const col = lastK >= 0 ? sums[lastK] : void 0;
+      for (let r = 0, i = 0; r < rows; r++) {
+        let acc = 0;
+        if (col) {
+          for (let j = 0; j < rowElements; j++, i++) {
+            const v2 = values[i] * values[i];
+            col[j] += v2;
+            acc += v2;
+          }
+        } else {
+          for (let j = 0; j < rowElements; j++, i++) acc += values[i] * values[i];
+        }
+        perRow[r] = acc;
+      }
+      slots.forEach((s, k) => {
+        if (k === lastK) return;
+        const rowsPerIndex = inner[k] / rowElements;
+        const out = sums[k];
+        for (let r = 0; r < rows; r++) out[Math.floor((firstRow + r) / rowsPerIndex) % s.size] += perRow[r];
+      });
+    });
+    slots.forEach((s, k) => this.cache.set(s.id, sums[k]));
+    return this.cache.get(slot.id);
   }
 };
 function magnitudeScores(group, norms) {
@@ -41910,7 +42213,7 @@ async function inspectModel(file2) {
     params: countParams(model),
     bytes: model.bytesOnDisk(),
     externalData: [
-      ...new Set(model.initializers.filter(isExternal).map((t) => externalLocation(t, model.dir, model.path).location))
+      ...new Set(model.initializers.filter(isExternal).map((t) => externalLocation(t, model.dir, model.origin).location))
     ],
     macs,
     macsInputShapes,

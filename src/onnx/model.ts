@@ -48,8 +48,13 @@ export class OnnxModel {
 
   private constructor(
     readonly proto: onnx.ModelProto,
-    /** The file the model was read from ('' when built in memory). */
+    /** The file that holds exactly this model ('' once edited, or when built in memory). */
     readonly path: string,
+    /**
+     * The file the model came from: names it in messages, anchors external data, and is never
+     * overwritten. Copies (clone) keep it, but not `path`: they no longer match the file.
+     */
+    readonly origin: string = path,
   ) {
     this.reindexConstants();
   }
@@ -65,7 +70,7 @@ export class OnnxModel {
 
   /** Folder that external data locations are relative to. */
   get dir(): string {
-    return this.path ? path.dirname(path.resolve(this.path)) : process.cwd();
+    return this.origin ? path.dirname(path.resolve(this.origin)) : process.cwd();
   }
 
   static read(file: string): OnnxModel {
@@ -116,8 +121,8 @@ export class OnnxModel {
   }
 
   /** Wraps a protobuf built in memory (tests, generated models). */
-  static fromProto(proto: onnx.ModelProto, file = ''): OnnxModel {
-    return new OnnxModel(proto, file);
+  static fromProto(proto: onnx.ModelProto, file = '', origin = file): OnnxModel {
+    return new OnnxModel(proto, file, origin);
   }
 
   /** Validates every initializer up front so a bad model fails at load with a clear message. */
@@ -126,12 +131,12 @@ export class OnnxModel {
       if (!isSupportedDType(t.dataType)) continue; // strings etc.: never touched, kept as they are
       const expected = elementCount(t.dims.map(toNumber)) * dtypeInfo(t.dataType).bytes;
       if (isExternal(t)) {
-        const loc = externalLocation(t, this.dir, this.path);
-        checkExternal(t, loc, this.path, expected);
+        const loc = externalLocation(t, this.dir, this.origin);
+        checkExternal(t, loc, this.origin, expected);
       } else if (t.rawData && t.rawData.byteLength > 0) {
         if (t.rawData.byteLength !== expected) {
           throw new UserError(
-            `${this.path}: initializer '${t.name}' holds ${t.rawData.byteLength} bytes but its shape [${t.dims.join(', ')}] of ${dtypeName(t.dataType)} needs ${expected}; the file is damaged`,
+            `${this.origin}: initializer '${t.name}' holds ${t.rawData.byteLength} bytes but its shape [${t.dims.join(', ')}] of ${dtypeName(t.dataType)} needs ${expected}; the file is damaged`,
           );
         }
       } else {
@@ -141,7 +146,7 @@ export class OnnxModel {
         const found = typedFieldLength(t);
         if (found !== count) {
           throw new UserError(
-            `${this.path}: initializer '${t.name}' holds ${found} values but its shape [${t.dims.join(', ')}] needs ${count}; the file is damaged`,
+            `${this.origin}: initializer '${t.name}' holds ${found} values but its shape [${t.dims.join(', ')}] needs ${count}; the file is damaged`,
           );
         }
       }
@@ -247,8 +252,8 @@ export class OnnxModel {
     if (spill) return spill;
     if (isExternal(t)) {
       const bytes = elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes;
-      const loc = externalLocation(t, this.dir, this.path);
-      checkExternal(t, loc, this.path, bytes);
+      const loc = externalLocation(t, this.dir, this.origin);
+      checkExternal(t, loc, this.origin, bytes);
       return { file: loc.file, offset: loc.offset, length: loc.length ?? bytes };
     }
     if (t.rawData && t.rawData.byteLength > 0) return { bytes: t.rawData };
@@ -349,15 +354,15 @@ export class OnnxModel {
     const dtype = t.dataType ?? DataType.UNDEFINED;
     const dims = (t.dims ?? []).map(toNumber);
     if (!isSupportedDType(dtype)) {
-      throw new UserError(`${this.path || 'model'}: tensor '${t.name}' has unsupported data type ${dtypeName(dtype)}`);
+      throw new UserError(`${this.origin || 'model'}: tensor '${t.name}' has unsupported data type ${dtypeName(dtype)}`);
     }
     const count = elementCount(dims);
     const bytes = count * dtypeInfo(dtype).bytes;
     const spill = spilledRange(t);
     if (spill) return { dtype, dims, data: readTensorData(dtype, spill.file, spill.offset, spill.length) };
     if (isExternal(t)) {
-      const loc = externalLocation(t, this.dir, this.path);
-      checkExternal(t, loc, this.path, bytes);
+      const loc = externalLocation(t, this.dir, this.origin);
+      checkExternal(t, loc, this.origin, bytes);
       return { dtype, dims, data: readTensorData(dtype, loc.file, loc.offset, loc.length ?? bytes) };
     }
     if (t.rawData && t.rawData.byteLength > 0) return { dtype, dims, data: dataFromBytes(dtype, t.rawData) };
@@ -396,7 +401,7 @@ export class OnnxModel {
     try {
       const copy = decodeModelProto(onnx.ModelProto.encode(this.proto).finish());
       (copy.graph as onnx.GraphProto).initializer = initializers.slice();
-      return new OnnxModel(copy, this.path);
+      return new OnnxModel(copy, '', this.origin);
     } finally {
       graph.initializer = initializers;
     }
@@ -407,7 +412,7 @@ export class OnnxModel {
     if (!this.path) return 0;
     let total = fs.statSync(this.path).size;
     const files = new Set<string>();
-    for (const t of this.initializers) if (isExternal(t)) files.add(externalLocation(t, this.dir, this.path).file);
+    for (const t of this.initializers) if (isExternal(t)) files.add(externalLocation(t, this.dir, this.origin).file);
     for (const f of files) total += fs.statSync(f).size;
     return total;
   }

@@ -114,7 +114,7 @@ function externalFileMap(model: OnnxModel): Map<string, string> {
   const files = new Map<string, string>();
   for (const t of model.initializers) {
     if (isExternal(t)) {
-      const loc = externalLocation(t, model.dir, model.path);
+      const loc = externalLocation(t, model.dir, model.origin);
       files.set(loc.location, loc.file);
     }
   }
@@ -174,7 +174,7 @@ async function sessionFromWrittenCopy(
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-session-'));
   try {
     const file = path.join(dir, 'model.onnx');
-    writeModel(OnnxModel.fromProto(proto as onnx.ModelProto, model.path), file, { externalData: true });
+    writeModel(OnnxModel.fromProto(proto as onnx.ModelProto, '', model.origin), file, { externalData: true });
     return await ort.InferenceSession.create(file, opts);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -41,7 +41,7 @@ function tmpName(file: string): string {
  */
 export function writeModel(model: OnnxModel, file: string, options: WriteOptions = {}): WriteResult {
   const out = path.resolve(file);
-  if (model.path && path.resolve(model.path) === out) {
+  if (model.origin && path.resolve(model.origin) === out) {
     throw new UserError(`refusing to overwrite the input model ${file}: choose another output path`);
   }
   const graph = model.graph;
@@ -52,7 +52,7 @@ export function writeModel(model: OnnxModel, file: string, options: WriteOptions
 
   if (external) {
     for (const t of model.initializers) {
-      if (isExternal(t) && externalLocation(t, model.dir, model.path).file === dataPath) {
+      if (isExternal(t) && externalLocation(t, model.dir, model.origin).file === dataPath) {
         throw new UserError(`refusing to overwrite ${dataPath}: it holds the input model's weights; choose another output path`);
       }
     }

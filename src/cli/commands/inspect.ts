@@ -101,7 +101,7 @@ export async function inspectModel(file: string): Promise<Inspection> {
     params: countParams(model),
     bytes: model.bytesOnDisk(),
     externalData: [
-      ...new Set(model.initializers.filter(isExternal).map((t) => externalLocation(t, model.dir, model.path).location)),
+      ...new Set(model.initializers.filter(isExternal).map((t) => externalLocation(t, model.dir, model.origin).location)),
     ],
     macs,
     macsInputShapes,
