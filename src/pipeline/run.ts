@@ -10,7 +10,7 @@ import { countParams } from '../graph/cost';
 import { isExternal } from '../onnx/external';
 import { OnnxModel } from '../onnx/model';
 import { writeModel } from '../onnx/write';
-import { pruneModel } from '../prune';
+import { newPruneMemory, pruneModel } from '../prune';
 import type { PruneOptions, PruneResult } from '../prune/types';
 import { buildReport, writeFileAtomic } from '../report/build';
 import { pullRequestFromEnv } from '../report/github';
@@ -144,6 +144,7 @@ interface DepsContext {
 /** The search's steps made real: prune with the engine, write each candidate, evaluate it. */
 function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
   const { config } = c.options;
+  const memory = newPruneMemory(); // one for the whole search: steps share each group's score scale
   return {
     prune: (model, target) =>
       c.prune(model, {
@@ -152,6 +153,7 @@ function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
         importance: config.prune.importance,
         compensate: config.prune.compensate,
         calibration: calibrationFeeds(c.set),
+        memory,
         log: c.log,
       }),
     quantize: (model) => c.quantize(model, config.quantize),

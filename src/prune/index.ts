@@ -5,10 +5,10 @@ import { UserError } from '../errors';
 import { FixFailure, applyRemoval } from './apply';
 import { compensate } from './compensate';
 import { Removal, planRemoval } from './plan';
-import { AxisNorms, magnitudeScores, standardize } from './score';
+import { AxisNorms, magnitudeScores, scoreScale, standardize } from './score';
 import { ChannelStats, Consumer, StatsRequest, channelVariance, collectStats, findConsumers } from './stats';
 import { verifyPruned } from './verify';
-import { PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure } from './types';
+import { PruneMemory, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
 
 export * from './types';
 
@@ -32,6 +32,7 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
     );
   }
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
+  options = { ...options, memory: options.memory ?? newPruneMemory() };
   const paramsBefore = countParams(model);
   let current = model;
   let result: PruneResult | undefined;
@@ -67,7 +68,7 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       log('collecting activation statistics on the calibration set');
       stats = await collectStats(model, statsRequests([...consumers.values()].flat(), false), options.calibration);
     }
-    const scores = scoreGroups(analysis, groups, options.importance === 'activation' ? { consumers, stats } : undefined);
+    const scores = scoreGroups(analysis, groups, options.memory, options.importance === 'activation' ? { consumers, stats } : undefined);
     const { removals } = planRemoval({
       groups,
       scores,
@@ -128,13 +129,23 @@ function statsRequests(consumers: Consumer[], gram: boolean): StatsRequest[] {
 function scoreGroups(
   analysis: Analysis,
   groups: Group[],
+  memory: PruneMemory | undefined,
   activation?: { consumers: Map<Group, Consumer[]>; stats: Map<string, ChannelStats> },
 ): Map<Group, Float64Array> {
   const norms = new AxisNorms(analysis);
+  const scaled = (g: Group, raw: Float64Array): Float64Array => {
+    const key = `${g.kind} ${g.where}`;
+    let scale = memory?.scales.get(key);
+    if (!scale) {
+      scale = scoreScale(raw);
+      memory?.scales.set(key, scale);
+    }
+    return standardize(raw, scale);
+  };
   return new Map(
     groups.map((g) => {
       const measured = (activation?.consumers.get(g) ?? []).filter((c) => activation!.stats.has(c.input));
-      if (measured.length === 0) return [g, standardize(magnitudeScores(g, norms))];
+      if (measured.length === 0) return [g, scaled(g, magnitudeScores(g, norms))];
       const scores = new Float64Array(g.units.length);
       for (const c of measured) {
         const variance = channelVariance(activation!.stats.get(c.input)!);
@@ -143,7 +154,7 @@ function scoreGroups(
           for (const j of u.indices.get(c.inputSlot.id) ?? []) scores[k] += variance[j] * w2[j];
         });
       }
-      return [g, standardize(scores)];
+      return [g, scaled(g, scores)];
     }),
   );
 }

@@ -69,12 +69,17 @@ export function magnitudeScores(group: Group, norms: AxisNorms): Float64Array {
 
 /**
  * (s - mean) / std within a group, so heads, neurons and channels of different layers compete in
- * one ranking and each layer ends up with its own ratio.
+ * one ranking and each layer ends up with its own ratio. With `scale` (from an earlier step),
+ * that group's first mean and std are used instead of the current ones.
  */
-export function standardize(scores: Float64Array): Float64Array {
+export function standardize(scores: Float64Array, scale?: { mean: number; std: number }): Float64Array {
+  const { mean, std } = scale ?? scoreScale(scores);
+  return scores.map((s) => (std > 0 ? (s - mean) / std : 0));
+}
+
+export function scoreScale(scores: Float64Array): { mean: number; std: number } {
   const n = scores.length;
   const mean = scores.reduce((a, b) => a + b, 0) / n;
   const variance = scores.reduce((a, b) => a + (b - mean) ** 2, 0) / n;
-  const std = Math.sqrt(variance);
-  return scores.map((s) => (std > 0 ? (s - mean) / std : 0));
+  return { mean, std: Math.sqrt(variance) };
 }

@@ -19,6 +19,12 @@ export interface PruneOptions {
   steps?: number;
   /** Calibration batches, needed for activation importance and compensation. */
   calibration?: () => AsyncIterable<Feeds> | Iterable<Feeds>;
+  /**
+   * Kept by a caller that prunes in steps (one object for the whole search): each group's score
+   * scale from its first measurement, so a layer that already lost units is not cut again just
+   * because its weakest remaining unit is, relative to its neighbours, still the weakest.
+   */
+  memory?: PruneMemory;
   /** Progress lines (to stderr in the CLI). */
   log?: (line: string) => void;
 }
@@ -47,4 +53,13 @@ export interface PruneResult {
   skipped: SkippedEntry[];
   paramsBefore: number;
   paramsAfter: number;
+}
+
+/** State carried from one pruning step to the next (see PruneOptions.memory). */
+export interface PruneMemory {
+  scales: Map<string, { mean: number; std: number }>;
+}
+
+export function newPruneMemory(): PruneMemory {
+  return { scales: new Map() };
 }
