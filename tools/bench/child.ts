@@ -10,6 +10,7 @@ import { collectStats, findConsumers } from '../../src/prune/stats';
 import { analyze } from '../../src/graph/analysis';
 import { createSession, ort } from '../../src/onnx/runtime';
 import { floatWeightBytes } from '../../src/onnx/skeleton';
+import { measureMacs } from '../../src/graph/cost';
 import { Feeds } from '../../src/prune/types';
 
 const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
@@ -32,7 +33,9 @@ async function main() {
     const t0 = performance.now();
     const model = OnnxModel.read(file);
     const result = await pruneModel(model, { target: Number(target), structures: ['ffn', 'heads'], importance: 'magnitude', compensate: 'none' });
-    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-bench-'));
+    const out = args[2] ?? fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-bench-'));
+    fs.rmSync(out, { recursive: true, force: true }); // a fresh folder: replacing a file costs a flush
+    fs.mkdirSync(out, { recursive: true });
     const written = writeModel(result.model, path.join(out, 'pruned.onnx'), { externalData: true });
     const seconds = (performance.now() - t0) / 1000;
     const weights = floatWeightBytes(model);
@@ -64,6 +67,37 @@ async function main() {
       seconds = (performance.now() - t0) / 1000;
     }
     console.log(JSON.stringify({ task, file, samples: batches * batch, seconds, peakRssMb: peakRssMb() }));
+    return;
+  }
+  if (task === 'latency') {
+    // Pruned against base latency at batch 1 and a few hundred tokens, runs interleaved so
+    // machine drift cancels; and the MAC ratio at the same input shape.
+    const [baseFile, prunedFile, seq, runs] = args.map((a, i) => (i < 2 ? a : Number(a))) as [string, string, number, number];
+    const base = OnnxModel.read(baseFile);
+    const pruned = OnnxModel.read(prunedFile);
+    const [feeds] = tokenFeeds(1, 1, seq, 32000);
+    const sb = await createSession(base);
+    const sp = await createSession(pruned);
+    await sb.run(feeds);
+    await sp.run(feeds);
+    const tb: number[] = [];
+    const tp: number[] = [];
+    for (let r = 0; r < runs; r++) {
+      let t0 = performance.now();
+      await sb.run(feeds);
+      tb.push(performance.now() - t0);
+      t0 = performance.now();
+      await sp.run(feeds);
+      tp.push(performance.now() - t0);
+    }
+    await sb.release();
+    await sp.release();
+    const median = (x: number[]) => [...x].sort((a, b) => a - b)[Math.floor(x.length / 2)];
+    const macsBase = (await measureMacs(base, feeds)).total;
+    const macsPruned = (await measureMacs(pruned, feeds)).total;
+    const latencyRatio = median(tp) / median(tb);
+    const macRatio = macsPruned / macsBase;
+    console.log(JSON.stringify({ task, seq, runs, baseMs: median(tb), prunedMs: median(tp), latencyRatio, macRatio, gap: latencyRatio / macRatio - 1 }));
     return;
   }
   throw new Error(`unknown task ${task}`);
