@@ -5893,7 +5893,7 @@ var require_int = __commonJS({
       resolve: (str, _onError, opt) => intResolve(str, 2, 8, opt),
       stringify: (node2) => intStringify(node2, 8, "0o")
     };
-    var int2 = {
+    var int3 = {
       identify: intIdentify,
       default: true,
       tag: "tag:yaml.org,2002:int",
@@ -5910,7 +5910,7 @@ var require_int = __commonJS({
       resolve: (str, _onError, opt) => intResolve(str, 2, 16, opt),
       stringify: (node2) => intStringify(node2, 16, "0x")
     };
-    exports2.int = int2;
+    exports2.int = int3;
     exports2.intHex = intHex;
     exports2.intOct = intOct;
   }
@@ -5926,16 +5926,16 @@ var require_schema = __commonJS({
     var string4 = require_string();
     var bool = require_bool();
     var float = require_float();
-    var int2 = require_int();
+    var int3 = require_int();
     var schema = [
       map2.map,
       seq.seq,
       string4.string,
       _null4.nullTag,
       bool.boolTag,
-      int2.intOct,
-      int2.int,
-      int2.intHex,
+      int3.intOct,
+      int3.int,
+      int3.intHex,
       float.floatNaN,
       float.floatExp,
       float.float
@@ -6369,7 +6369,7 @@ var require_int2 = __commonJS({
       resolve: (str, _onError, opt) => intResolve(str, 1, 8, opt),
       stringify: (node2) => intStringify(node2, 8, "0")
     };
-    var int2 = {
+    var int3 = {
       identify: intIdentify,
       default: true,
       tag: "tag:yaml.org,2002:int",
@@ -6386,7 +6386,7 @@ var require_int2 = __commonJS({
       resolve: (str, _onError, opt) => intResolve(str, 2, 16, opt),
       stringify: (node2) => intStringify(node2, 16, "0x")
     };
-    exports2.int = int2;
+    exports2.int = int3;
     exports2.intBin = intBin;
     exports2.intHex = intHex;
     exports2.intOct = intOct;
@@ -6581,7 +6581,7 @@ var require_schema3 = __commonJS({
     var binary = require_binary();
     var bool = require_bool2();
     var float = require_float2();
-    var int2 = require_int2();
+    var int3 = require_int2();
     var merge2 = require_merge();
     var omap = require_omap();
     var pairs = require_pairs();
@@ -6594,10 +6594,10 @@ var require_schema3 = __commonJS({
       _null4.nullTag,
       bool.trueTag,
       bool.falseTag,
-      int2.intBin,
-      int2.intOct,
-      int2.int,
-      int2.intHex,
+      int3.intBin,
+      int3.intOct,
+      int3.int,
+      int3.intHex,
       float.floatNaN,
       float.floatExp,
       float.float,
@@ -6624,7 +6624,7 @@ var require_tags = __commonJS({
     var string4 = require_string();
     var bool = require_bool();
     var float = require_float();
-    var int2 = require_int();
+    var int3 = require_int();
     var schema = require_schema();
     var schema$1 = require_schema2();
     var binary = require_binary();
@@ -6648,9 +6648,9 @@ var require_tags = __commonJS({
       floatExp: float.floatExp,
       floatNaN: float.floatNaN,
       floatTime: timestamp.floatTime,
-      int: int2.int,
-      intHex: int2.intHex,
-      intOct: int2.intOct,
+      int: int3.int,
+      intHex: int3.intHex,
+      intOct: int3.intOct,
       intTime: timestamp.intTime,
       map: map2.map,
       merge: merge2.merge,
@@ -10845,7 +10845,7 @@ var require_base64 = __commonJS({
     for (i = 0; i < 64; )
       s64[b64[i] = i < 26 ? i + 65 : i < 52 ? i + 71 : i < 62 ? i - 4 : i - 59 | 43] = i++;
     var i;
-    base643.encode = function encode3(buffer, start, end) {
+    base643.encode = function encode4(buffer, start, end) {
       var parts = null, chunk2 = [];
       var i2 = 0, j = 0, t;
       while (start < end) {
@@ -12172,8 +12172,8 @@ var require_onnx = __commonJS({
     var $util = $protobuf.util;
     var $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
     $root.onnx = (function() {
-      var onnx12 = {};
-      onnx12.Version = (function() {
+      var onnx13 = {};
+      onnx13.Version = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "_START_VERSION"] = 0;
         values[valuesById[1] = "IR_VERSION_2017_10_10"] = 1;
@@ -12186,7 +12186,7 @@ var require_onnx = __commonJS({
         values[valuesById[8] = "IR_VERSION"] = 8;
         return values;
       })();
-      onnx12.AttributeProto = (function() {
+      onnx13.AttributeProto = (function() {
         function AttributeProto(properties) {
           this.floats = [];
           this.ints = [];
@@ -12222,7 +12222,7 @@ var require_onnx = __commonJS({
         AttributeProto.create = function create(properties) {
           return new AttributeProto(properties);
         };
-        AttributeProto.encode = function encode3(message, writer) {
+        AttributeProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.name != null && Object.hasOwnProperty.call(message, "name"))
@@ -12430,7 +12430,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        AttributeProto.verify = function verify(message) {
+        AttributeProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.name != null && message.hasOwnProperty("name")) {
@@ -12865,7 +12865,7 @@ var require_onnx = __commonJS({
         })();
         return AttributeProto;
       })();
-      onnx12.ValueInfoProto = (function() {
+      onnx13.ValueInfoProto = (function() {
         function ValueInfoProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -12879,7 +12879,7 @@ var require_onnx = __commonJS({
         ValueInfoProto.create = function create(properties) {
           return new ValueInfoProto(properties);
         };
-        ValueInfoProto.encode = function encode3(message, writer) {
+        ValueInfoProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.name != null && Object.hasOwnProperty.call(message, "name"))
@@ -12930,7 +12930,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        ValueInfoProto.verify = function verify(message) {
+        ValueInfoProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.name != null && message.hasOwnProperty("name")) {
@@ -12985,7 +12985,7 @@ var require_onnx = __commonJS({
         };
         return ValueInfoProto;
       })();
-      onnx12.NodeProto = (function() {
+      onnx13.NodeProto = (function() {
         function NodeProto(properties) {
           this.input = [];
           this.output = [];
@@ -13006,7 +13006,7 @@ var require_onnx = __commonJS({
         NodeProto.create = function create(properties) {
           return new NodeProto(properties);
         };
-        NodeProto.encode = function encode3(message, writer) {
+        NodeProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.input != null && message.input.length)
@@ -13098,7 +13098,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        NodeProto.verify = function verify(message) {
+        NodeProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.input != null && message.hasOwnProperty("input")) {
@@ -13225,7 +13225,7 @@ var require_onnx = __commonJS({
         };
         return NodeProto;
       })();
-      onnx12.TrainingInfoProto = (function() {
+      onnx13.TrainingInfoProto = (function() {
         function TrainingInfoProto(properties) {
           this.initializationBinding = [];
           this.updateBinding = [];
@@ -13242,7 +13242,7 @@ var require_onnx = __commonJS({
         TrainingInfoProto.create = function create(properties) {
           return new TrainingInfoProto(properties);
         };
-        TrainingInfoProto.encode = function encode3(message, writer) {
+        TrainingInfoProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.initialization != null && Object.hasOwnProperty.call(message, "initialization"))
@@ -13307,7 +13307,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TrainingInfoProto.verify = function verify(message) {
+        TrainingInfoProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.initialization != null && message.hasOwnProperty("initialization")) {
@@ -13409,7 +13409,7 @@ var require_onnx = __commonJS({
         };
         return TrainingInfoProto;
       })();
-      onnx12.ModelProto = (function() {
+      onnx13.ModelProto = (function() {
         function ModelProto(properties) {
           this.opsetImport = [];
           this.metadataProps = [];
@@ -13435,7 +13435,7 @@ var require_onnx = __commonJS({
         ModelProto.create = function create(properties) {
           return new ModelProto(properties);
         };
-        ModelProto.encode = function encode3(message, writer) {
+        ModelProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.irVersion != null && Object.hasOwnProperty.call(message, "irVersion"))
@@ -13562,7 +13562,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        ModelProto.verify = function verify(message) {
+        ModelProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.irVersion != null && message.hasOwnProperty("irVersion")) {
@@ -13785,7 +13785,7 @@ var require_onnx = __commonJS({
         };
         return ModelProto;
       })();
-      onnx12.StringStringEntryProto = (function() {
+      onnx13.StringStringEntryProto = (function() {
         function StringStringEntryProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -13798,7 +13798,7 @@ var require_onnx = __commonJS({
         StringStringEntryProto.create = function create(properties) {
           return new StringStringEntryProto(properties);
         };
-        StringStringEntryProto.encode = function encode3(message, writer) {
+        StringStringEntryProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.key != null && Object.hasOwnProperty.call(message, "key"))
@@ -13841,7 +13841,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        StringStringEntryProto.verify = function verify(message) {
+        StringStringEntryProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.key != null && message.hasOwnProperty("key")) {
@@ -13883,7 +13883,7 @@ var require_onnx = __commonJS({
         };
         return StringStringEntryProto;
       })();
-      onnx12.TensorAnnotation = (function() {
+      onnx13.TensorAnnotation = (function() {
         function TensorAnnotation(properties) {
           this.quantParameterTensorNames = [];
           if (properties) {
@@ -13897,7 +13897,7 @@ var require_onnx = __commonJS({
         TensorAnnotation.create = function create(properties) {
           return new TensorAnnotation(properties);
         };
-        TensorAnnotation.encode = function encode3(message, writer) {
+        TensorAnnotation.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.tensorName != null && Object.hasOwnProperty.call(message, "tensorName"))
@@ -13943,7 +13943,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TensorAnnotation.verify = function verify(message) {
+        TensorAnnotation.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.tensorName != null && message.hasOwnProperty("tensorName")) {
@@ -14001,7 +14001,7 @@ var require_onnx = __commonJS({
         };
         return TensorAnnotation;
       })();
-      onnx12.GraphProto = (function() {
+      onnx13.GraphProto = (function() {
         function GraphProto(properties) {
           this.node = [];
           this.initializer = [];
@@ -14028,7 +14028,7 @@ var require_onnx = __commonJS({
         GraphProto.create = function create(properties) {
           return new GraphProto(properties);
         };
-        GraphProto.encode = function encode3(message, writer) {
+        GraphProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.node != null && message.node.length)
@@ -14148,7 +14148,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        GraphProto.verify = function verify(message) {
+        GraphProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.node != null && message.hasOwnProperty("node")) {
@@ -14367,7 +14367,7 @@ var require_onnx = __commonJS({
         };
         return GraphProto;
       })();
-      onnx12.TensorProto = (function() {
+      onnx13.TensorProto = (function() {
         function TensorProto(properties) {
           this.dims = [];
           this.floatData = [];
@@ -14400,7 +14400,7 @@ var require_onnx = __commonJS({
         TensorProto.create = function create(properties) {
           return new TensorProto(properties);
         };
-        TensorProto.encode = function encode3(message, writer) {
+        TensorProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.dims != null && message.dims.length) {
@@ -14611,7 +14611,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TensorProto.verify = function verify(message) {
+        TensorProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.dims != null && message.hasOwnProperty("dims")) {
@@ -14947,7 +14947,7 @@ var require_onnx = __commonJS({
           Segment.create = function create(properties) {
             return new Segment(properties);
           };
-          Segment.encode = function encode3(message, writer) {
+          Segment.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.begin != null && Object.hasOwnProperty.call(message, "begin"))
@@ -14990,7 +14990,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Segment.verify = function verify(message) {
+          Segment.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.begin != null && message.hasOwnProperty("begin")) {
@@ -15070,7 +15070,7 @@ var require_onnx = __commonJS({
         })();
         return TensorProto;
       })();
-      onnx12.SparseTensorProto = (function() {
+      onnx13.SparseTensorProto = (function() {
         function SparseTensorProto(properties) {
           this.dims = [];
           if (properties) {
@@ -15085,7 +15085,7 @@ var require_onnx = __commonJS({
         SparseTensorProto.create = function create(properties) {
           return new SparseTensorProto(properties);
         };
-        SparseTensorProto.encode = function encode3(message, writer) {
+        SparseTensorProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.values != null && Object.hasOwnProperty.call(message, "values"))
@@ -15147,7 +15147,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        SparseTensorProto.verify = function verify(message) {
+        SparseTensorProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.values != null && message.hasOwnProperty("values")) {
@@ -15228,7 +15228,7 @@ var require_onnx = __commonJS({
         };
         return SparseTensorProto;
       })();
-      onnx12.TensorShapeProto = (function() {
+      onnx13.TensorShapeProto = (function() {
         function TensorShapeProto(properties) {
           this.dim = [];
           if (properties) {
@@ -15241,7 +15241,7 @@ var require_onnx = __commonJS({
         TensorShapeProto.create = function create(properties) {
           return new TensorShapeProto(properties);
         };
-        TensorShapeProto.encode = function encode3(message, writer) {
+        TensorShapeProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.dim != null && message.dim.length)
@@ -15279,7 +15279,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TensorShapeProto.verify = function verify(message) {
+        TensorShapeProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.dim != null && message.hasOwnProperty("dim")) {
@@ -15344,7 +15344,7 @@ var require_onnx = __commonJS({
           Dimension.create = function create(properties) {
             return new Dimension(properties);
           };
-          Dimension.encode = function encode3(message, writer) {
+          Dimension.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.dimValue != null && Object.hasOwnProperty.call(message, "dimValue"))
@@ -15395,7 +15395,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Dimension.verify = function verify(message) {
+          Dimension.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             var properties = {};
@@ -15467,7 +15467,7 @@ var require_onnx = __commonJS({
         })();
         return TensorShapeProto;
       })();
-      onnx12.TypeProto = (function() {
+      onnx13.TypeProto = (function() {
         function TypeProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -15489,7 +15489,7 @@ var require_onnx = __commonJS({
         TypeProto.create = function create(properties) {
           return new TypeProto(properties);
         };
-        TypeProto.encode = function encode3(message, writer) {
+        TypeProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.tensorType != null && Object.hasOwnProperty.call(message, "tensorType"))
@@ -15564,7 +15564,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TypeProto.verify = function verify(message) {
+        TypeProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           var properties = {};
@@ -15694,19 +15694,19 @@ var require_onnx = __commonJS({
           return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
         };
         TypeProto.Tensor = (function() {
-          function Tensor6(properties) {
+          function Tensor7(properties) {
             if (properties) {
               for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
                 if (properties[keys[i]] != null)
                   this[keys[i]] = properties[keys[i]];
             }
           }
-          Tensor6.prototype.elemType = 0;
-          Tensor6.prototype.shape = null;
-          Tensor6.create = function create(properties) {
-            return new Tensor6(properties);
+          Tensor7.prototype.elemType = 0;
+          Tensor7.prototype.shape = null;
+          Tensor7.create = function create(properties) {
+            return new Tensor7(properties);
           };
-          Tensor6.encode = function encode3(message, writer) {
+          Tensor7.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -15721,10 +15721,10 @@ var require_onnx = __commonJS({
               ).fork()).ldelim();
             return writer;
           };
-          Tensor6.encodeDelimited = function encodeDelimited(message, writer) {
+          Tensor7.encodeDelimited = function encodeDelimited(message, writer) {
             return this.encode(message, writer).ldelim();
           };
-          Tensor6.decode = function decode3(reader, length) {
+          Tensor7.decode = function decode3(reader, length) {
             if (!(reader instanceof $Reader))
               reader = $Reader.create(reader);
             var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TypeProto.Tensor();
@@ -15744,12 +15744,12 @@ var require_onnx = __commonJS({
             }
             return message;
           };
-          Tensor6.decodeDelimited = function decodeDelimited(reader) {
+          Tensor7.decodeDelimited = function decodeDelimited(reader) {
             if (!(reader instanceof $Reader))
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Tensor6.verify = function verify(message) {
+          Tensor7.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -15763,7 +15763,7 @@ var require_onnx = __commonJS({
             }
             return null;
           };
-          Tensor6.fromObject = function fromObject(object2) {
+          Tensor7.fromObject = function fromObject(object2) {
             if (object2 instanceof $root.onnx.TypeProto.Tensor)
               return object2;
             var message = new $root.onnx.TypeProto.Tensor();
@@ -15776,7 +15776,7 @@ var require_onnx = __commonJS({
             }
             return message;
           };
-          Tensor6.toObject = function toObject(message, options) {
+          Tensor7.toObject = function toObject(message, options) {
             if (!options)
               options = {};
             var object2 = {};
@@ -15790,10 +15790,10 @@ var require_onnx = __commonJS({
               object2.shape = $root.onnx.TensorShapeProto.toObject(message.shape, options);
             return object2;
           };
-          Tensor6.prototype.toJSON = function toJSON() {
+          Tensor7.prototype.toJSON = function toJSON() {
             return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
           };
-          return Tensor6;
+          return Tensor7;
         })();
         TypeProto.Sequence = (function() {
           function Sequence(properties) {
@@ -15807,7 +15807,7 @@ var require_onnx = __commonJS({
           Sequence.create = function create(properties) {
             return new Sequence(properties);
           };
-          Sequence.encode = function encode3(message, writer) {
+          Sequence.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -15842,7 +15842,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Sequence.verify = function verify(message) {
+          Sequence.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -15891,7 +15891,7 @@ var require_onnx = __commonJS({
           Map2.create = function create(properties) {
             return new Map2(properties);
           };
-          Map2.encode = function encode3(message, writer) {
+          Map2.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.keyType != null && Object.hasOwnProperty.call(message, "keyType"))
@@ -15934,7 +15934,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Map2.verify = function verify(message) {
+          Map2.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.keyType != null && message.hasOwnProperty("keyType")) {
@@ -15992,7 +15992,7 @@ var require_onnx = __commonJS({
           Optional.create = function create(properties) {
             return new Optional(properties);
           };
-          Optional.encode = function encode3(message, writer) {
+          Optional.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -16027,7 +16027,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Optional.verify = function verify(message) {
+          Optional.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -16076,7 +16076,7 @@ var require_onnx = __commonJS({
           SparseTensor.create = function create(properties) {
             return new SparseTensor(properties);
           };
-          SparseTensor.encode = function encode3(message, writer) {
+          SparseTensor.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -16119,7 +16119,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          SparseTensor.verify = function verify(message) {
+          SparseTensor.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -16167,7 +16167,7 @@ var require_onnx = __commonJS({
         })();
         return TypeProto;
       })();
-      onnx12.OperatorSetIdProto = (function() {
+      onnx13.OperatorSetIdProto = (function() {
         function OperatorSetIdProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16180,7 +16180,7 @@ var require_onnx = __commonJS({
         OperatorSetIdProto.create = function create(properties) {
           return new OperatorSetIdProto(properties);
         };
-        OperatorSetIdProto.encode = function encode3(message, writer) {
+        OperatorSetIdProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.domain != null && Object.hasOwnProperty.call(message, "domain"))
@@ -16223,7 +16223,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        OperatorSetIdProto.verify = function verify(message) {
+        OperatorSetIdProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.domain != null && message.hasOwnProperty("domain")) {
@@ -16280,13 +16280,13 @@ var require_onnx = __commonJS({
         };
         return OperatorSetIdProto;
       })();
-      onnx12.OperatorStatus = (function() {
+      onnx13.OperatorStatus = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "EXPERIMENTAL"] = 0;
         values[valuesById[1] = "STABLE"] = 1;
         return values;
       })();
-      onnx12.FunctionProto = (function() {
+      onnx13.FunctionProto = (function() {
         function FunctionProto(properties) {
           this.input = [];
           this.output = [];
@@ -16310,7 +16310,7 @@ var require_onnx = __commonJS({
         FunctionProto.create = function create(properties) {
           return new FunctionProto(properties);
         };
-        FunctionProto.encode = function encode3(message, writer) {
+        FunctionProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.name != null && Object.hasOwnProperty.call(message, "name"))
@@ -16416,7 +16416,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        FunctionProto.verify = function verify(message) {
+        FunctionProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.name != null && message.hasOwnProperty("name")) {
@@ -16579,7 +16579,7 @@ var require_onnx = __commonJS({
         };
         return FunctionProto;
       })();
-      return onnx12;
+      return onnx13;
     })();
     module2.exports = $root;
   }
@@ -41392,12 +41392,15 @@ function magnitudeScores(group, norms) {
   }
   return scores.map(Math.sqrt);
 }
-function standardize(scores) {
+function standardize(scores, scale) {
+  const { mean, std } = scale ?? scoreScale(scores);
+  return scores.map((s) => std > 0 ? (s - mean) / std : 0);
+}
+function scoreScale(scores) {
   const n = scores.length;
   const mean = scores.reduce((a, b) => a + b, 0) / n;
   const variance = scores.reduce((a, b) => a + (b - mean) ** 2, 0) / n;
-  const std = Math.sqrt(variance);
-  return scores.map((s) => std > 0 ? (s - mean) / std : 0);
+  return { mean, std: Math.sqrt(variance) };
 }
 
 // src/prune/verify.ts
@@ -41434,6 +41437,11 @@ function firstLine(e) {
   return String(e?.message ?? e).split("\n")[0];
 }
 
+// src/prune/types.ts
+function newPruneMemory() {
+  return { scales: /* @__PURE__ */ new Map() };
+}
+
 // src/prune/index.ts
 var MAX_ATTEMPTS = 4;
 async function pruneModel(model, options) {
@@ -41447,6 +41455,7 @@ async function pruneModel(model, options) {
     );
   }
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
+  options = { ...options, memory: options.memory ?? newPruneMemory() };
   const paramsBefore = countParams(model);
   let current = model;
   let result;
@@ -41479,7 +41488,7 @@ async function pruneOnce(model, options) {
       log("collecting activation statistics on the calibration set");
       stats = await collectStats(model, statsRequests([...consumers2.values()].flat(), false), options.calibration);
     }
-    const scores = scoreGroups(analysis, groups, options.importance === "activation" ? { consumers: consumers2, stats } : void 0);
+    const scores = scoreGroups(analysis, groups, options.memory, options.importance === "activation" ? { consumers: consumers2, stats } : void 0);
     const { removals } = planRemoval({
       groups,
       scores,
@@ -41529,12 +41538,21 @@ async function pruneOnce(model, options) {
 function statsRequests(consumers2, gram) {
   return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
 }
-function scoreGroups(analysis, groups, activation) {
+function scoreGroups(analysis, groups, memory, activation) {
   const norms = new AxisNorms(analysis);
+  const scaled = (g, raw) => {
+    const key = `${g.kind} ${g.where}`;
+    let scale = memory?.scales.get(key);
+    if (!scale) {
+      scale = scoreScale(raw);
+      memory?.scales.set(key, scale);
+    }
+    return standardize(raw, scale);
+  };
   return new Map(
     groups.map((g) => {
       const measured = (activation?.consumers.get(g) ?? []).filter((c) => activation.stats.has(c.input));
-      if (measured.length === 0) return [g, standardize(magnitudeScores(g, norms))];
+      if (measured.length === 0) return [g, scaled(g, magnitudeScores(g, norms))];
       const scores = new Float64Array(g.units.length);
       for (const c of measured) {
         const variance = channelVariance(activation.stats.get(c.input));
@@ -41543,7 +41561,7 @@ function scoreGroups(analysis, groups, activation) {
           for (const j of u.indices.get(c.inputSlot.id) ?? []) scores[k] += variance[j] * w2[j];
         });
       }
-      return [g, standardize(scores)];
+      return [g, scaled(g, scores)];
     })
   );
 }
@@ -41604,6 +41622,514 @@ async function findPrunable(model) {
     })),
     skipped: describeSkipped(analysis, ["ffn", "heads", "channels"])
   };
+}
+
+// src/quantize/index.ts
+var import_onnx_proto12 = __toESM(require_onnx());
+
+// src/quantize/pack.ts
+function defaultZeroPoint(bits) {
+  return 1 << bits - 1;
+}
+function quantizeBlocks(w, rows, cols, options) {
+  const { bits, blockSize } = options;
+  const [k, n] = options.transposed ? [cols, rows] : [rows, cols];
+  const blocks = Math.ceil(k / blockSize);
+  const blob = blockSize * bits / 8;
+  const packed = new Uint8Array(n * blocks * blob);
+  const scales = new Float32Array(n * blocks);
+  const zp = defaultZeroPoint(bits);
+  const values = new Float32Array(blockSize);
+  const codes = new Int32Array(blockSize);
+  const at = options.transposed ? (kk, col) => w[col * cols + kk] : (kk, col) => w[kk * cols + col];
+  for (let col = 0; col < n; col++) {
+    for (let b = 0; b < blocks; b++) {
+      const start = b * blockSize;
+      values.fill(0);
+      for (let i = 0; i < blockSize && start + i < k; i++) values[i] = at(start + i, col);
+      const scale = bits === 8 ? scale8(values) : scale4(values, options.search ?? true);
+      scales[col * blocks + b] = scale;
+      encode3(values, scale, bits, codes);
+      const out = (col * blocks + b) * blob;
+      if (bits === 8) for (let i = 0; i < blockSize; i++) packed[out + i] = codes[i] + zp;
+      else for (let i = 0; i < blockSize; i += 2) packed[out + i / 2] = codes[i] + zp | codes[i + 1] + zp << 4;
+    }
+  }
+  return { packed, scales, n, k, blocks, blockSize, bits };
+}
+function scale8(values) {
+  let max = 0;
+  for (const v of values) max = Math.max(max, Math.abs(v));
+  return Math.fround(max / 127);
+}
+var SEARCH = [1, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79];
+function scale4(values, search) {
+  let m = 0;
+  for (const v of values) if (Math.abs(v) > Math.abs(m)) m = v;
+  if (m === 0) return 0;
+  const base = m / -8;
+  if (!search) return Math.fround(base);
+  let best = Math.fround(base);
+  let bestError = Infinity;
+  for (const f of SEARCH) {
+    const s = Math.fround(base * f);
+    let err = 0;
+    for (const v of values) {
+      const q = Math.min(7, Math.max(-8, Math.round(v / s)));
+      err += (v - q * s) ** 2;
+    }
+    if (err < bestError) [best, bestError] = [s, err];
+  }
+  return best;
+}
+function encode3(values, scale, bits, out) {
+  const [lo, hi] = bits === 8 ? [-127, 127] : [-8, 7];
+  for (let i = 0; i < values.length; i++) out[i] = scale === 0 ? 0 : Math.min(hi, Math.max(lo, Math.round(values[i] / scale)));
+}
+function quantizePerChannel(w, dims, axis) {
+  const channels = dims[axis];
+  const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const outer = dims.slice(0, axis).reduce((a, b) => a * b, 1);
+  const max = new Float32Array(channels);
+  const channelOf = (i) => Math.floor(i / inner) % channels;
+  for (let i = 0; i < w.length; i++) max[channelOf(i)] = Math.max(max[channelOf(i)], Math.abs(w[i]));
+  const scales = max.map((m) => m / 127);
+  const codes = new Int8Array(w.length);
+  for (let o = 0; o < outer; o++) {
+    for (let c = 0; c < channels; c++) {
+      const s = scales[c];
+      const base = (o * channels + c) * inner;
+      for (let i = 0; i < inner; i++) codes[base + i] = s === 0 ? 0 : Math.max(-127, Math.min(127, Math.round(w[base + i] / s)));
+    }
+  }
+  return { codes, scales };
+}
+function blockSizeFor(k, wanted, bits = 4, scaleBytes = 4) {
+  let best = 16;
+  let bestBytes = Infinity;
+  for (let block = 16; block <= Math.min(wanted, 256); block *= 2) {
+    const bytes2 = Math.ceil(k / block) * (block * bits / 8 + scaleBytes);
+    if (bytes2 <= bestBytes) [best, bestBytes] = [block, bytes2];
+  }
+  return best;
+}
+
+// src/quantize/index.ts
+var MS_DOMAIN = "com.microsoft";
+var DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
+var DEFAULT_KEEP_FLOAT = 2;
+var DEFAULT_KEEP_FLOAT_RATIO = 1.5;
+var DEFAULT_EMBEDDING_BITS = 8;
+var PROBE_CHUNK = 32;
+async function quantizeModel(model, options) {
+  const opts = checkOptions(options);
+  const work = model.clone();
+  const log = options.log ?? (() => {
+  });
+  const keptFloat = [];
+  const candidates = planCandidates(work, opts, keptFloat);
+  log(`quantize: ${candidates.length} layers to quantize (${opts.bits} bits, blocks up to ${opts.blockSize})`);
+  if (opts.calibration && candidates.length > 0) {
+    await measureErrors(work, candidates, opts.calibration, log);
+    const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
+    const median = medianOf(ranked.map((c) => c.error ?? 0));
+    const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median);
+    const measured = candidates.length;
+    for (const [rank2, c] of keep.entries()) {
+      keptFloat.push({
+        node: c.label,
+        reason: `largest output error on the calibration data (${rank2 + 1} of ${measured}: ${formatError2(c.error)}, ${(c.error / median).toFixed(1)}x the median layer's)`,
+        error: c.error
+      });
+      candidates.splice(candidates.indexOf(c), 1);
+    }
+  }
+  const original = new Set(model.constantNames());
+  const weights = new Set(candidates.map((c) => c.weight));
+  apply(work, candidates, (name) => weights.has(name) || !original.has(name));
+  await verify(model, work);
+  const quantized = candidates.map(
+    (c) => ({
+      node: c.label,
+      kind: c.kind,
+      format: c.format,
+      bits: c.bits,
+      ...c.blockSize ? { blockSize: c.blockSize } : {},
+      bytesBefore: c.bytesBefore,
+      bytesAfter: c.bytesAfter,
+      ...c.error !== void 0 ? { error: c.error } : {}
+    })
+  );
+  const before = quantized.reduce((s, q) => s + q.bytesBefore, 0);
+  const after = quantized.reduce((s, q) => s + q.bytesAfter, 0);
+  log(`quantize: ${quantized.length} layers quantized, weights ${before} -> ${after} bytes; ${keptFloat.length} kept float`);
+  return { model: work, quantized, keptFloat };
+}
+function checkOptions(o) {
+  if (o.bits !== 8 && o.bits !== 4) throw new UserError(`quantize: bits must be 8 or 4 (got ${String(o.bits)})`);
+  const blockSize = o.blockSize ?? DEFAULT_BLOCK_SIZE[o.bits];
+  if (!Number.isInteger(blockSize) || blockSize < 16 || blockSize > 256 || (blockSize & blockSize - 1) !== 0) {
+    throw new UserError(`quantize: block size must be a power of two from 16 to 256 (got ${blockSize})`);
+  }
+  const keepFloat = o.keepFloat ?? DEFAULT_KEEP_FLOAT;
+  if (!Number.isInteger(keepFloat) || keepFloat < 0) throw new UserError(`quantize: keepFloat must be a whole number >= 0 (got ${keepFloat})`);
+  const keepFloatRatio = o.keepFloatRatio ?? DEFAULT_KEEP_FLOAT_RATIO;
+  if (!(keepFloatRatio >= 0)) throw new UserError(`quantize: keepFloatRatio must be a number >= 0 (got ${keepFloatRatio})`);
+  const embeddings = o.embeddings === void 0 || o.embeddings === true ? DEFAULT_EMBEDDING_BITS : o.embeddings;
+  if (embeddings !== false && embeddings !== 8 && embeddings !== 4) {
+    throw new UserError(`quantize: embeddings must be true, false, 8 or 4 (got ${String(o.embeddings)})`);
+  }
+  return {
+    bits: o.bits,
+    blockSize,
+    keepFloat,
+    keepFloatRatio,
+    embeddings,
+    embeddingBlockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE[embeddings || o.bits],
+    gemm: o.gemm ?? "int8",
+    conv: o.conv ?? "float",
+    accuracyLevel: o.accuracyLevel ?? 4,
+    calibration: o.calibration
+  };
+}
+function medianOf(values) {
+  const s = [...values].sort((a, b) => a - b);
+  if (s.length === 0) return 0;
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+function formatError2(e) {
+  return e === void 0 ? "not measured" : `relative error ${e.toPrecision(3)}`;
+}
+function defaultOpset2(model) {
+  const imp = model.proto.opsetImport.find((o) => !o.domain || o.domain === "ai.onnx");
+  return imp ? Number(imp.version) : 1;
+}
+function isFloatWeight(dtype) {
+  return dtype === DataType.FLOAT || dtype === DataType.FLOAT16;
+}
+var int2 = (name, i) => import_onnx_proto12.onnx.AttributeProto.create({ name, type: import_onnx_proto12.onnx.AttributeProto.AttributeType.INT, i });
+function planCandidates(work, opts, keptFloat) {
+  const candidates = [];
+  const cache = /* @__PURE__ */ new Map();
+  const opset = defaultOpset2(work);
+  const skip = (node2, reason) => keptFloat.push({ node: nodeLabel(node2), reason });
+  for (const node2 of work.graph.node) {
+    const domain2 = node2.domain ?? "";
+    if (domain2 !== "" && domain2 !== "ai.onnx") continue;
+    const op = node2.opType;
+    if (op === "MatMul" || op === "Gemm") {
+      const w = node2.input[1];
+      const info = w ? work.constantInfo(w) : void 0;
+      if (!info || info.dims.length !== 2 || !isFloatWeight(info.dtype) || work.isConstant(node2.input[0])) continue;
+      if (op === "MatMul") {
+        candidates.push(nbitsCandidate(work, node2, "matmul", w, false, void 0, opts, cache));
+        continue;
+      }
+      if (opts.gemm === "float") {
+        skip(node2, "Gemm weights stay float (gemm: float)");
+        continue;
+      }
+      if (opts.gemm === "nbits") {
+        const c = node2.input[2];
+        const cInfo = c ? work.constantInfo(c) : void 0;
+        const n = info.dims[attrInt(node2, "transB", 0) ? 0 : 1];
+        const plain = attrInt(node2, "transA", 0) === 0 && attrFloat(node2, "alpha", 1) === 1 && (!c || attrFloat(node2, "beta", 1) === 1 && cInfo?.dims.length === 1 && cInfo.dims[0] === n && cInfo.dtype === info.dtype);
+        if (!plain) {
+          skip(node2, "Gemm with transA, alpha, beta or a bias that is not a [N] constant: left float");
+          continue;
+        }
+        candidates.push(nbitsCandidate(work, node2, "gemm", w, !!attrInt(node2, "transB", 0), c || void 0, opts, cache));
+        continue;
+      }
+      const axis = attrInt(node2, "transB", 0) ? 0 : 1;
+      const cand = dequantizeCandidate(work, node2, "gemm", w, axis, opset, cache, skip);
+      if (cand) candidates.push(cand);
+    } else if (op === "Conv") {
+      const w = node2.input[1];
+      const info = w ? work.constantInfo(w) : void 0;
+      if (!info || !isFloatWeight(info.dtype)) continue;
+      if (opts.conv === "float") {
+        skip(node2, "Conv weights stay float (conv: float)");
+        continue;
+      }
+      const cand = dequantizeCandidate(work, node2, "conv", w, 0, opset, cache, skip);
+      if (cand) candidates.push(cand);
+    } else if (op === "Gather") {
+      const table3 = node2.input[0];
+      const info = table3 ? work.constantInfo(table3) : void 0;
+      if (!info || info.dims.length !== 2 || !isFloatWeight(info.dtype) || attrInt(node2, "axis", 0) !== 0) continue;
+      if (work.isConstant(node2.input[1])) continue;
+      if (opts.embeddings === false) {
+        skip(node2, "embedding tables stay float (embeddings: false)");
+        continue;
+      }
+      const cand = embeddingCandidate(work, node2, table3, info.dims, opts.embeddings, opts.embeddingBlockSize, cache, skip);
+      if (cand) candidates.push(cand);
+    }
+  }
+  return candidates.filter((c) => {
+    if (c.bytesAfter < c.bytesBefore) return true;
+    skip(c.node, `too small to gain from quantization (${c.bytesBefore} bytes float, ${c.bytesAfter} quantized)`);
+    return false;
+  });
+}
+function weightBytes(work, name) {
+  const info = work.constantInfo(name);
+  return elementCount(info.dims) * dtypeInfo(info.dtype).bytes;
+}
+function readWeight(work, name) {
+  const t = work.constant(name);
+  return { values: toFloat32(t), dtype: t.dtype, dims: t.dims };
+}
+function scaleTensor(values, dtype, dims) {
+  return dtype === DataType.FLOAT ? { dtype, dims, data: values } : fromFloat32(values, dtype, dims);
+}
+function nbitsCandidate(work, node2, kind, weight, transposed, bias, opts, cache) {
+  const info = work.constantInfo(weight);
+  const [k, n] = transposed ? [info.dims[1], info.dims[0]] : info.dims;
+  const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(info.dtype).bytes);
+  const key = `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}`;
+  let entry = cache.get(key);
+  if (!entry) {
+    const w = readWeight(work, weight);
+    const q = quantizeBlocks(w.values, info.dims[0], info.dims[1], { bits: opts.bits, blockSize, transposed });
+    const bName2 = work.uniqueName(`${weight}_Q${opts.bits}`);
+    work.addInitializer(bName2, { dtype: DataType.UINT8, dims: [n, q.blocks, blockSize * opts.bits / 8], data: q.packed });
+    const sName2 = work.uniqueName(`${weight}_scales`);
+    work.addInitializer(sName2, scaleTensor(q.scales, w.dtype, [n, q.blocks]));
+    entry = { names: [bName2, sName2], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, blockSize, shared: [] };
+    cache.set(key, entry);
+  }
+  const [bName, sName] = entry.names;
+  const a = node2.input[0];
+  const name = node2.name;
+  const accuracy = opts.accuracyLevel;
+  const bits = opts.bits;
+  return {
+    node: node2,
+    label: nodeLabel(node2),
+    kind,
+    format: "MatMulNBits",
+    bits,
+    blockSize,
+    weight,
+    bytesBefore: weightBytes(work, weight),
+    bytesAfter: entry.bytes,
+    shared: [],
+    build: (outputs2) => [
+      import_onnx_proto12.onnx.NodeProto.create({
+        name: name ? `${name}_Q${bits}` : "",
+        opType: "MatMulNBits",
+        domain: MS_DOMAIN,
+        input: bias ? [a, bName, sName, "", "", bias] : [a, bName, sName],
+        output: outputs2,
+        attribute: [int2("K", k), int2("N", n), int2("bits", bits), int2("block_size", blockSize), int2("accuracy_level", accuracy)]
+      })
+    ]
+  };
+}
+function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache, skip) {
+  const info = work.constantInfo(weight);
+  const needed = info.dtype === DataType.FLOAT ? 13 : 19;
+  if (opset < needed) {
+    skip(node2, `DequantizeLinear per channel${info.dtype === DataType.FLOAT ? "" : " to float16"} needs opset ${needed} (model: ${opset})`);
+    return void 0;
+  }
+  const key = `dq:${weight}:${axis}`;
+  let entry = cache.get(key);
+  if (!entry) {
+    const w = readWeight(work, weight);
+    const q = quantizePerChannel(w.values, w.dims, axis);
+    const qName = work.uniqueName(`${weight}_int8`);
+    work.addInitializer(qName, { dtype: DataType.INT8, dims: w.dims, data: q.codes });
+    const sName = work.uniqueName(`${weight}_scale`);
+    work.addInitializer(sName, scaleTensor(q.scales, w.dtype, [q.scales.length]));
+    const out = work.uniqueName(`${weight}_dequantized`);
+    const dq = import_onnx_proto12.onnx.NodeProto.create({
+      name: `${out}_DequantizeLinear`,
+      opType: "DequantizeLinear",
+      input: [qName, sName],
+      output: [out],
+      attribute: [int2("axis", axis)]
+    });
+    entry = { names: [out], bytes: q.codes.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, shared: [dq] };
+    cache.set(key, entry);
+  }
+  const dequantized = entry.names[0];
+  return {
+    node: node2,
+    label: nodeLabel(node2),
+    kind,
+    format: "DequantizeLinear",
+    bits: 8,
+    weight,
+    bytesBefore: weightBytes(work, weight),
+    bytesAfter: entry.bytes,
+    shared: entry.shared,
+    build: (outputs2) => {
+      const copy = import_onnx_proto12.onnx.NodeProto.decode(import_onnx_proto12.onnx.NodeProto.encode(node2).finish());
+      copy.input[1] = dequantized;
+      copy.output = outputs2;
+      return [copy];
+    }
+  };
+}
+function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache, skip) {
+  const [v, d] = dims;
+  let blockSize = blockSizeFor(d, wantedBlock, bits, dtypeInfo(work.constantInfo(table3).dtype).bytes);
+  while (blockSize > 16 && d % blockSize !== 0) blockSize /= 2;
+  if (d % blockSize !== 0) {
+    skip(node2, `embedding width ${d} is not a multiple of 16: left float`);
+    return void 0;
+  }
+  const key = `gbq:${table3}:${bits}:${blockSize}`;
+  let entry = cache.get(key);
+  if (!entry) {
+    const w = readWeight(work, table3);
+    const q = quantizeBlocks(w.values, v, d, { bits, blockSize, transposed: true });
+    const dName2 = work.uniqueName(`${table3}_Q${bits}`);
+    work.addInitializer(dName2, { dtype: DataType.UINT8, dims: [v, d * bits / 8], data: q.packed });
+    const sName2 = work.uniqueName(`${table3}_scales`);
+    work.addInitializer(sName2, scaleTensor(q.scales, w.dtype, [v, q.blocks]));
+    entry = { names: [dName2, sName2], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, blockSize, shared: [] };
+    cache.set(key, entry);
+  }
+  const [dName, sName] = entry.names;
+  const ids = node2.input[1];
+  const name = node2.name;
+  return {
+    node: node2,
+    label: nodeLabel(node2),
+    kind: "embedding",
+    format: "GatherBlockQuantized",
+    bits,
+    blockSize,
+    weight: table3,
+    bytesBefore: weightBytes(work, table3),
+    bytesAfter: entry.bytes,
+    shared: [],
+    build: (outputs2) => [
+      import_onnx_proto12.onnx.NodeProto.create({
+        name: name ? `${name}_Q${bits}` : "",
+        opType: "GatherBlockQuantized",
+        domain: MS_DOMAIN,
+        input: [dName, ids, sName],
+        output: outputs2,
+        attribute: [int2("bits", bits), int2("block_size", blockSize), int2("gather_axis", 0), int2("quantize_axis", 1)]
+      })
+    ]
+  };
+}
+async function measureErrors(work, candidates, calibration, log) {
+  for (let start = 0; start < candidates.length; start += PROBE_CHUNK) {
+    const chunk2 = candidates.slice(start, start + PROBE_CHUNK);
+    const probe = work.clone();
+    const graph = probe.graph;
+    const pairs = [];
+    const shared = /* @__PURE__ */ new Set();
+    for (const c of chunk2) {
+      const y = c.node.output[0];
+      const twin = probe.uniqueName(`${y}__quantized`);
+      for (const s of c.shared) shared.add(s);
+      graph.node.push(...c.build([twin]));
+      graph.output.push(import_onnx_proto12.onnx.ValueInfoProto.create({ name: twin }));
+      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto12.onnx.ValueInfoProto.create({ name: y }));
+      pairs.push([y, twin]);
+    }
+    graph.node = [...shared, ...graph.node];
+    addMsOpset(probe);
+    const session = await sessionForProto(work, probe.proto);
+    const sums = chunk2.map(() => ({ diff: 0, ref: 0 }));
+    try {
+      const fetches = [...new Set(pairs.flat())];
+      for await (const feeds of calibration()) {
+        const out = await session.run(feeds, fetches);
+        pairs.forEach(([y, twin], i) => {
+          const a = floatData(out[y]);
+          const b = floatData(out[twin]);
+          let diff = 0;
+          let ref = 0;
+          for (let j = 0; j < a.length; j++) {
+            diff += (a[j] - b[j]) ** 2;
+            ref += a[j] * a[j];
+          }
+          sums[i].diff += diff;
+          sums[i].ref += ref;
+        });
+      }
+    } finally {
+      await session.release();
+    }
+    chunk2.forEach((c, i) => {
+      c.error = sums[i].ref > 0 ? Math.sqrt(sums[i].diff / sums[i].ref) : sums[i].diff > 0 ? Infinity : 0;
+      log(`quantize: ${c.label}: relative output error ${formatError2(c.error)}`);
+    });
+  }
+}
+function floatData(t) {
+  if (t.type === "float16") return Float32Array.from(t.data, halfToFloat);
+  return t.data;
+}
+function addMsOpset(model) {
+  const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
+  if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
+    model.proto.opsetImport.push(import_onnx_proto12.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
+  }
+}
+function apply(work, candidates, removable) {
+  const graph = work.graph;
+  const byNode = new Map(candidates.map((c) => [c.node, c]));
+  const shared = /* @__PURE__ */ new Set();
+  const nodes = [];
+  for (const node2 of graph.node) {
+    const c = byNode.get(node2);
+    if (!c) {
+      nodes.push(node2);
+      continue;
+    }
+    for (const s of c.shared) shared.add(s);
+    nodes.push(...c.build([...node2.output]));
+  }
+  graph.node = [...shared, ...nodes];
+  addMsOpset(work);
+  removeUnused(work, removable);
+}
+function removeUnused(work, removable) {
+  const graph = work.graph;
+  const read = new Set(graph.output.map((o) => o.name ?? ""));
+  for (const n of graph.node) for (const i of nodeReads(n)) read.add(i);
+  const unread = (name) => !read.has(name) && removable(name);
+  const dropped = new Set(work.initializers.filter((t) => unread(t.name)).map((t) => t.name));
+  if (dropped.size > 0) {
+    graph.initializer = work.initializers.filter((t) => !dropped.has(t.name));
+    graph.input = graph.input.filter((v) => !dropped.has(v.name ?? ""));
+  }
+  graph.node = graph.node.filter((n) => !(n.opType === "Constant" && (n.domain ?? "") === "" && n.output?.length === 1 && unread(n.output[0])));
+  work.reindexConstants();
+}
+async function verify(original, quantized) {
+  const expected = graphOutputs(original);
+  let session;
+  try {
+    session = await createSession(quantized);
+  } catch (e) {
+    throw new Error(`internal: the quantized model does not load in onnxruntime: ${e.message}`);
+  }
+  try {
+    const out = await session.run(dummyFeeds(quantized, 1, 4));
+    for (const spec of expected) {
+      const t = out[spec.name];
+      const fits = t && t.dims.length === spec.dims.length && spec.dims.every((d, i) => typeof d !== "number" || t.dims[i] === d);
+      if (!fits) {
+        throw new Error(
+          `internal: the quantized model's output '${spec.name}' has shape [${t ? t.dims.join(", ") : "missing"}], expected [${spec.dims.map((d) => d ?? "?").join(", ")}]`
+        );
+      }
+    }
+  } finally {
+    await session.release();
+  }
 }
 
 // src/report/build.ts
@@ -41740,9 +42266,9 @@ function pullRequestFromEnv(env = process.env) {
 
 // src/cli/format.ts
 function grouped(n) {
-  const [int2, frac] = String(Math.round(n * 100) / 100).split(".");
-  const sign = int2.startsWith("-") ? "-" : "";
-  const digits = sign ? int2.slice(1) : int2;
+  const [int3, frac] = String(Math.round(n * 100) / 100).split(".");
+  const sign = int3.startsWith("-") ? "-" : "";
+  const digits = sign ? int3.slice(1) : int3;
   return sign + digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",") + (frac ? `.${frac}` : "");
 }
 function si(n) {
@@ -41997,26 +42523,27 @@ var PRUNED_NAME = "pruned.onnx";
 var REPORT_JSON = "report.json";
 var REPORT_MD = "report.md";
 var STEPS_DIR = ".prune-gate-steps";
-var defaultQuantize = async (model, mode) => {
-  if (mode === "none") return model;
-  throw notImplemented(mode);
-};
-function notImplemented(mode) {
-  return new UserError(`quantize: ${mode} is not implemented yet; use quantize: none`);
+function quantizeWith(set2, log) {
+  return async (model, mode) => {
+    if (mode === "none") return model;
+    log(`quantizing the candidate to ${mode}`);
+    const result = await quantizeModel(model, { bits: mode === "int8" ? 8 : 4, calibration: calibrationFeeds(set2), log });
+    for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
+    return result.model;
+  };
 }
 async function runGate(options) {
   const { config: config2 } = options;
   const log = options.log ?? (() => void 0);
   const prune = options.prune ?? pruneModel;
-  const quantize = options.quantize ?? defaultQuantize;
   const out = path10.resolve(options.out);
   if (path10.resolve(config2.model) === path10.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
   }
-  if (!options.quantize && config2.quantize !== "none") throw notImplemented(config2.quantize);
   log(`reading ${displayPath(config2.model)}`);
   const base = OnnxModel.read(config2.model);
   const set2 = loadCalibration(config2.calibration, base);
+  const quantize = options.quantize ?? quantizeWith(set2, log);
   checkRulesFitTask(config2.gate, set2.task, config2.file ? displayPath(config2.file) : "the gate");
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log });
@@ -42062,6 +42589,7 @@ function ratioText2(r) {
 }
 function searchDeps(c) {
   const { config: config2 } = c.options;
+  const memory = newPruneMemory();
   return {
     prune: (model, target) => c.prune(model, {
       target,
@@ -42069,6 +42597,7 @@ function searchDeps(c) {
       importance: config2.prune.importance,
       compensate: config2.prune.compensate,
       calibration: calibrationFeeds(c.set),
+      memory,
       log: c.log
     }),
     quantize: (model) => c.quantize(model, config2.quantize),

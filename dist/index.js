@@ -46102,7 +46102,7 @@ var require_int = __commonJS({
       resolve: (str, _onError, opt) => intResolve(str, 2, 8, opt),
       stringify: (node2) => intStringify(node2, 8, "0o")
     };
-    var int2 = {
+    var int3 = {
       identify: intIdentify,
       default: true,
       tag: "tag:yaml.org,2002:int",
@@ -46119,7 +46119,7 @@ var require_int = __commonJS({
       resolve: (str, _onError, opt) => intResolve(str, 2, 16, opt),
       stringify: (node2) => intStringify(node2, 16, "0x")
     };
-    exports2.int = int2;
+    exports2.int = int3;
     exports2.intHex = intHex;
     exports2.intOct = intOct;
   }
@@ -46135,16 +46135,16 @@ var require_schema = __commonJS({
     var string4 = require_string();
     var bool = require_bool();
     var float = require_float();
-    var int2 = require_int();
+    var int3 = require_int();
     var schema = [
       map2.map,
       seq.seq,
       string4.string,
       _null4.nullTag,
       bool.boolTag,
-      int2.intOct,
-      int2.int,
-      int2.intHex,
+      int3.intOct,
+      int3.int,
+      int3.intHex,
       float.floatNaN,
       float.floatExp,
       float.float
@@ -46578,7 +46578,7 @@ var require_int2 = __commonJS({
       resolve: (str, _onError, opt) => intResolve(str, 1, 8, opt),
       stringify: (node2) => intStringify(node2, 8, "0")
     };
-    var int2 = {
+    var int3 = {
       identify: intIdentify,
       default: true,
       tag: "tag:yaml.org,2002:int",
@@ -46595,7 +46595,7 @@ var require_int2 = __commonJS({
       resolve: (str, _onError, opt) => intResolve(str, 2, 16, opt),
       stringify: (node2) => intStringify(node2, 16, "0x")
     };
-    exports2.int = int2;
+    exports2.int = int3;
     exports2.intBin = intBin;
     exports2.intHex = intHex;
     exports2.intOct = intOct;
@@ -46790,7 +46790,7 @@ var require_schema3 = __commonJS({
     var binary = require_binary();
     var bool = require_bool2();
     var float = require_float2();
-    var int2 = require_int2();
+    var int3 = require_int2();
     var merge2 = require_merge();
     var omap = require_omap();
     var pairs = require_pairs();
@@ -46803,10 +46803,10 @@ var require_schema3 = __commonJS({
       _null4.nullTag,
       bool.trueTag,
       bool.falseTag,
-      int2.intBin,
-      int2.intOct,
-      int2.int,
-      int2.intHex,
+      int3.intBin,
+      int3.intOct,
+      int3.int,
+      int3.intHex,
       float.floatNaN,
       float.floatExp,
       float.float,
@@ -46833,7 +46833,7 @@ var require_tags = __commonJS({
     var string4 = require_string();
     var bool = require_bool();
     var float = require_float();
-    var int2 = require_int();
+    var int3 = require_int();
     var schema = require_schema();
     var schema$1 = require_schema2();
     var binary = require_binary();
@@ -46857,9 +46857,9 @@ var require_tags = __commonJS({
       floatExp: float.floatExp,
       floatNaN: float.floatNaN,
       floatTime: timestamp.floatTime,
-      int: int2.int,
-      intHex: int2.intHex,
-      intOct: int2.intOct,
+      int: int3.int,
+      intHex: int3.intHex,
+      intOct: int3.intOct,
       intTime: timestamp.intTime,
       map: map2.map,
       merge: merge2.merge,
@@ -72050,7 +72050,7 @@ var require_base64 = __commonJS({
     for (i = 0; i < 64; )
       s64[b64[i] = i < 26 ? i + 65 : i < 52 ? i + 71 : i < 62 ? i - 4 : i - 59 | 43] = i++;
     var i;
-    base643.encode = function encode3(buffer, start, end) {
+    base643.encode = function encode4(buffer, start, end) {
       var parts = null, chunk2 = [];
       var i2 = 0, j = 0, t;
       while (start < end) {
@@ -73377,8 +73377,8 @@ var require_onnx = __commonJS({
     var $util = $protobuf.util;
     var $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
     $root.onnx = (function() {
-      var onnx12 = {};
-      onnx12.Version = (function() {
+      var onnx13 = {};
+      onnx13.Version = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "_START_VERSION"] = 0;
         values[valuesById[1] = "IR_VERSION_2017_10_10"] = 1;
@@ -73391,7 +73391,7 @@ var require_onnx = __commonJS({
         values[valuesById[8] = "IR_VERSION"] = 8;
         return values;
       })();
-      onnx12.AttributeProto = (function() {
+      onnx13.AttributeProto = (function() {
         function AttributeProto(properties) {
           this.floats = [];
           this.ints = [];
@@ -73427,7 +73427,7 @@ var require_onnx = __commonJS({
         AttributeProto.create = function create(properties) {
           return new AttributeProto(properties);
         };
-        AttributeProto.encode = function encode3(message, writer) {
+        AttributeProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.name != null && Object.hasOwnProperty.call(message, "name"))
@@ -73635,7 +73635,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        AttributeProto.verify = function verify(message) {
+        AttributeProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.name != null && message.hasOwnProperty("name")) {
@@ -74070,7 +74070,7 @@ var require_onnx = __commonJS({
         })();
         return AttributeProto;
       })();
-      onnx12.ValueInfoProto = (function() {
+      onnx13.ValueInfoProto = (function() {
         function ValueInfoProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -74084,7 +74084,7 @@ var require_onnx = __commonJS({
         ValueInfoProto.create = function create(properties) {
           return new ValueInfoProto(properties);
         };
-        ValueInfoProto.encode = function encode3(message, writer) {
+        ValueInfoProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.name != null && Object.hasOwnProperty.call(message, "name"))
@@ -74135,7 +74135,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        ValueInfoProto.verify = function verify(message) {
+        ValueInfoProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.name != null && message.hasOwnProperty("name")) {
@@ -74190,7 +74190,7 @@ var require_onnx = __commonJS({
         };
         return ValueInfoProto;
       })();
-      onnx12.NodeProto = (function() {
+      onnx13.NodeProto = (function() {
         function NodeProto(properties) {
           this.input = [];
           this.output = [];
@@ -74211,7 +74211,7 @@ var require_onnx = __commonJS({
         NodeProto.create = function create(properties) {
           return new NodeProto(properties);
         };
-        NodeProto.encode = function encode3(message, writer) {
+        NodeProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.input != null && message.input.length)
@@ -74303,7 +74303,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        NodeProto.verify = function verify(message) {
+        NodeProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.input != null && message.hasOwnProperty("input")) {
@@ -74430,7 +74430,7 @@ var require_onnx = __commonJS({
         };
         return NodeProto;
       })();
-      onnx12.TrainingInfoProto = (function() {
+      onnx13.TrainingInfoProto = (function() {
         function TrainingInfoProto(properties) {
           this.initializationBinding = [];
           this.updateBinding = [];
@@ -74447,7 +74447,7 @@ var require_onnx = __commonJS({
         TrainingInfoProto.create = function create(properties) {
           return new TrainingInfoProto(properties);
         };
-        TrainingInfoProto.encode = function encode3(message, writer) {
+        TrainingInfoProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.initialization != null && Object.hasOwnProperty.call(message, "initialization"))
@@ -74512,7 +74512,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TrainingInfoProto.verify = function verify(message) {
+        TrainingInfoProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.initialization != null && message.hasOwnProperty("initialization")) {
@@ -74614,7 +74614,7 @@ var require_onnx = __commonJS({
         };
         return TrainingInfoProto;
       })();
-      onnx12.ModelProto = (function() {
+      onnx13.ModelProto = (function() {
         function ModelProto(properties) {
           this.opsetImport = [];
           this.metadataProps = [];
@@ -74640,7 +74640,7 @@ var require_onnx = __commonJS({
         ModelProto.create = function create(properties) {
           return new ModelProto(properties);
         };
-        ModelProto.encode = function encode3(message, writer) {
+        ModelProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.irVersion != null && Object.hasOwnProperty.call(message, "irVersion"))
@@ -74767,7 +74767,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        ModelProto.verify = function verify(message) {
+        ModelProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.irVersion != null && message.hasOwnProperty("irVersion")) {
@@ -74990,7 +74990,7 @@ var require_onnx = __commonJS({
         };
         return ModelProto;
       })();
-      onnx12.StringStringEntryProto = (function() {
+      onnx13.StringStringEntryProto = (function() {
         function StringStringEntryProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -75003,7 +75003,7 @@ var require_onnx = __commonJS({
         StringStringEntryProto.create = function create(properties) {
           return new StringStringEntryProto(properties);
         };
-        StringStringEntryProto.encode = function encode3(message, writer) {
+        StringStringEntryProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.key != null && Object.hasOwnProperty.call(message, "key"))
@@ -75046,7 +75046,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        StringStringEntryProto.verify = function verify(message) {
+        StringStringEntryProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.key != null && message.hasOwnProperty("key")) {
@@ -75088,7 +75088,7 @@ var require_onnx = __commonJS({
         };
         return StringStringEntryProto;
       })();
-      onnx12.TensorAnnotation = (function() {
+      onnx13.TensorAnnotation = (function() {
         function TensorAnnotation(properties) {
           this.quantParameterTensorNames = [];
           if (properties) {
@@ -75102,7 +75102,7 @@ var require_onnx = __commonJS({
         TensorAnnotation.create = function create(properties) {
           return new TensorAnnotation(properties);
         };
-        TensorAnnotation.encode = function encode3(message, writer) {
+        TensorAnnotation.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.tensorName != null && Object.hasOwnProperty.call(message, "tensorName"))
@@ -75148,7 +75148,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TensorAnnotation.verify = function verify(message) {
+        TensorAnnotation.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.tensorName != null && message.hasOwnProperty("tensorName")) {
@@ -75206,7 +75206,7 @@ var require_onnx = __commonJS({
         };
         return TensorAnnotation;
       })();
-      onnx12.GraphProto = (function() {
+      onnx13.GraphProto = (function() {
         function GraphProto(properties) {
           this.node = [];
           this.initializer = [];
@@ -75233,7 +75233,7 @@ var require_onnx = __commonJS({
         GraphProto.create = function create(properties) {
           return new GraphProto(properties);
         };
-        GraphProto.encode = function encode3(message, writer) {
+        GraphProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.node != null && message.node.length)
@@ -75353,7 +75353,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        GraphProto.verify = function verify(message) {
+        GraphProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.node != null && message.hasOwnProperty("node")) {
@@ -75572,7 +75572,7 @@ var require_onnx = __commonJS({
         };
         return GraphProto;
       })();
-      onnx12.TensorProto = (function() {
+      onnx13.TensorProto = (function() {
         function TensorProto(properties) {
           this.dims = [];
           this.floatData = [];
@@ -75605,7 +75605,7 @@ var require_onnx = __commonJS({
         TensorProto.create = function create(properties) {
           return new TensorProto(properties);
         };
-        TensorProto.encode = function encode3(message, writer) {
+        TensorProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.dims != null && message.dims.length) {
@@ -75816,7 +75816,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TensorProto.verify = function verify(message) {
+        TensorProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.dims != null && message.hasOwnProperty("dims")) {
@@ -76152,7 +76152,7 @@ var require_onnx = __commonJS({
           Segment.create = function create(properties) {
             return new Segment(properties);
           };
-          Segment.encode = function encode3(message, writer) {
+          Segment.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.begin != null && Object.hasOwnProperty.call(message, "begin"))
@@ -76195,7 +76195,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Segment.verify = function verify(message) {
+          Segment.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.begin != null && message.hasOwnProperty("begin")) {
@@ -76275,7 +76275,7 @@ var require_onnx = __commonJS({
         })();
         return TensorProto;
       })();
-      onnx12.SparseTensorProto = (function() {
+      onnx13.SparseTensorProto = (function() {
         function SparseTensorProto(properties) {
           this.dims = [];
           if (properties) {
@@ -76290,7 +76290,7 @@ var require_onnx = __commonJS({
         SparseTensorProto.create = function create(properties) {
           return new SparseTensorProto(properties);
         };
-        SparseTensorProto.encode = function encode3(message, writer) {
+        SparseTensorProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.values != null && Object.hasOwnProperty.call(message, "values"))
@@ -76352,7 +76352,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        SparseTensorProto.verify = function verify(message) {
+        SparseTensorProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.values != null && message.hasOwnProperty("values")) {
@@ -76433,7 +76433,7 @@ var require_onnx = __commonJS({
         };
         return SparseTensorProto;
       })();
-      onnx12.TensorShapeProto = (function() {
+      onnx13.TensorShapeProto = (function() {
         function TensorShapeProto(properties) {
           this.dim = [];
           if (properties) {
@@ -76446,7 +76446,7 @@ var require_onnx = __commonJS({
         TensorShapeProto.create = function create(properties) {
           return new TensorShapeProto(properties);
         };
-        TensorShapeProto.encode = function encode3(message, writer) {
+        TensorShapeProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.dim != null && message.dim.length)
@@ -76484,7 +76484,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TensorShapeProto.verify = function verify(message) {
+        TensorShapeProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.dim != null && message.hasOwnProperty("dim")) {
@@ -76549,7 +76549,7 @@ var require_onnx = __commonJS({
           Dimension.create = function create(properties) {
             return new Dimension(properties);
           };
-          Dimension.encode = function encode3(message, writer) {
+          Dimension.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.dimValue != null && Object.hasOwnProperty.call(message, "dimValue"))
@@ -76600,7 +76600,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Dimension.verify = function verify(message) {
+          Dimension.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             var properties = {};
@@ -76672,7 +76672,7 @@ var require_onnx = __commonJS({
         })();
         return TensorShapeProto;
       })();
-      onnx12.TypeProto = (function() {
+      onnx13.TypeProto = (function() {
         function TypeProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -76694,7 +76694,7 @@ var require_onnx = __commonJS({
         TypeProto.create = function create(properties) {
           return new TypeProto(properties);
         };
-        TypeProto.encode = function encode3(message, writer) {
+        TypeProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.tensorType != null && Object.hasOwnProperty.call(message, "tensorType"))
@@ -76769,7 +76769,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TypeProto.verify = function verify(message) {
+        TypeProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           var properties = {};
@@ -76899,19 +76899,19 @@ var require_onnx = __commonJS({
           return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
         };
         TypeProto.Tensor = (function() {
-          function Tensor6(properties) {
+          function Tensor7(properties) {
             if (properties) {
               for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
                 if (properties[keys[i]] != null)
                   this[keys[i]] = properties[keys[i]];
             }
           }
-          Tensor6.prototype.elemType = 0;
-          Tensor6.prototype.shape = null;
-          Tensor6.create = function create(properties) {
-            return new Tensor6(properties);
+          Tensor7.prototype.elemType = 0;
+          Tensor7.prototype.shape = null;
+          Tensor7.create = function create(properties) {
+            return new Tensor7(properties);
           };
-          Tensor6.encode = function encode3(message, writer) {
+          Tensor7.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -76926,10 +76926,10 @@ var require_onnx = __commonJS({
               ).fork()).ldelim();
             return writer;
           };
-          Tensor6.encodeDelimited = function encodeDelimited(message, writer) {
+          Tensor7.encodeDelimited = function encodeDelimited(message, writer) {
             return this.encode(message, writer).ldelim();
           };
-          Tensor6.decode = function decode3(reader, length) {
+          Tensor7.decode = function decode3(reader, length) {
             if (!(reader instanceof $Reader))
               reader = $Reader.create(reader);
             var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TypeProto.Tensor();
@@ -76949,12 +76949,12 @@ var require_onnx = __commonJS({
             }
             return message;
           };
-          Tensor6.decodeDelimited = function decodeDelimited(reader) {
+          Tensor7.decodeDelimited = function decodeDelimited(reader) {
             if (!(reader instanceof $Reader))
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Tensor6.verify = function verify(message) {
+          Tensor7.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -76968,7 +76968,7 @@ var require_onnx = __commonJS({
             }
             return null;
           };
-          Tensor6.fromObject = function fromObject(object2) {
+          Tensor7.fromObject = function fromObject(object2) {
             if (object2 instanceof $root.onnx.TypeProto.Tensor)
               return object2;
             var message = new $root.onnx.TypeProto.Tensor();
@@ -76981,7 +76981,7 @@ var require_onnx = __commonJS({
             }
             return message;
           };
-          Tensor6.toObject = function toObject(message, options) {
+          Tensor7.toObject = function toObject(message, options) {
             if (!options)
               options = {};
             var object2 = {};
@@ -76995,10 +76995,10 @@ var require_onnx = __commonJS({
               object2.shape = $root.onnx.TensorShapeProto.toObject(message.shape, options);
             return object2;
           };
-          Tensor6.prototype.toJSON = function toJSON() {
+          Tensor7.prototype.toJSON = function toJSON() {
             return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
           };
-          return Tensor6;
+          return Tensor7;
         })();
         TypeProto.Sequence = (function() {
           function Sequence(properties) {
@@ -77012,7 +77012,7 @@ var require_onnx = __commonJS({
           Sequence.create = function create(properties) {
             return new Sequence(properties);
           };
-          Sequence.encode = function encode3(message, writer) {
+          Sequence.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -77047,7 +77047,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Sequence.verify = function verify(message) {
+          Sequence.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -77096,7 +77096,7 @@ var require_onnx = __commonJS({
           Map2.create = function create(properties) {
             return new Map2(properties);
           };
-          Map2.encode = function encode3(message, writer) {
+          Map2.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.keyType != null && Object.hasOwnProperty.call(message, "keyType"))
@@ -77139,7 +77139,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Map2.verify = function verify(message) {
+          Map2.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.keyType != null && message.hasOwnProperty("keyType")) {
@@ -77197,7 +77197,7 @@ var require_onnx = __commonJS({
           Optional.create = function create(properties) {
             return new Optional(properties);
           };
-          Optional.encode = function encode3(message, writer) {
+          Optional.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -77232,7 +77232,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Optional.verify = function verify(message) {
+          Optional.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -77281,7 +77281,7 @@ var require_onnx = __commonJS({
           SparseTensor.create = function create(properties) {
             return new SparseTensor(properties);
           };
-          SparseTensor.encode = function encode3(message, writer) {
+          SparseTensor.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -77324,7 +77324,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          SparseTensor.verify = function verify(message) {
+          SparseTensor.verify = function verify2(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -77372,7 +77372,7 @@ var require_onnx = __commonJS({
         })();
         return TypeProto;
       })();
-      onnx12.OperatorSetIdProto = (function() {
+      onnx13.OperatorSetIdProto = (function() {
         function OperatorSetIdProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -77385,7 +77385,7 @@ var require_onnx = __commonJS({
         OperatorSetIdProto.create = function create(properties) {
           return new OperatorSetIdProto(properties);
         };
-        OperatorSetIdProto.encode = function encode3(message, writer) {
+        OperatorSetIdProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.domain != null && Object.hasOwnProperty.call(message, "domain"))
@@ -77428,7 +77428,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        OperatorSetIdProto.verify = function verify(message) {
+        OperatorSetIdProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.domain != null && message.hasOwnProperty("domain")) {
@@ -77485,13 +77485,13 @@ var require_onnx = __commonJS({
         };
         return OperatorSetIdProto;
       })();
-      onnx12.OperatorStatus = (function() {
+      onnx13.OperatorStatus = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "EXPERIMENTAL"] = 0;
         values[valuesById[1] = "STABLE"] = 1;
         return values;
       })();
-      onnx12.FunctionProto = (function() {
+      onnx13.FunctionProto = (function() {
         function FunctionProto(properties) {
           this.input = [];
           this.output = [];
@@ -77515,7 +77515,7 @@ var require_onnx = __commonJS({
         FunctionProto.create = function create(properties) {
           return new FunctionProto(properties);
         };
-        FunctionProto.encode = function encode3(message, writer) {
+        FunctionProto.encode = function encode4(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.name != null && Object.hasOwnProperty.call(message, "name"))
@@ -77621,7 +77621,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        FunctionProto.verify = function verify(message) {
+        FunctionProto.verify = function verify2(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.name != null && message.hasOwnProperty("name")) {
@@ -77784,7 +77784,7 @@ var require_onnx = __commonJS({
         };
         return FunctionProto;
       })();
-      return onnx12;
+      return onnx13;
     })();
     module2.exports = $root;
   }
@@ -82643,12 +82643,15 @@ function magnitudeScores(group, norms) {
   }
   return scores.map(Math.sqrt);
 }
-function standardize(scores) {
+function standardize(scores, scale) {
+  const { mean, std } = scale ?? scoreScale(scores);
+  return scores.map((s) => std > 0 ? (s - mean) / std : 0);
+}
+function scoreScale(scores) {
   const n = scores.length;
   const mean = scores.reduce((a, b) => a + b, 0) / n;
   const variance = scores.reduce((a, b) => a + (b - mean) ** 2, 0) / n;
-  const std = Math.sqrt(variance);
-  return scores.map((s) => std > 0 ? (s - mean) / std : 0);
+  return { mean, std: Math.sqrt(variance) };
 }
 var CHUNK_ROWS_HINT, AxisNorms;
 var init_score = __esm({
@@ -82749,6 +82752,9 @@ var init_verify = __esm({
 });
 
 // src/prune/types.ts
+function newPruneMemory() {
+  return { scales: /* @__PURE__ */ new Map() };
+}
 var init_types = __esm({
   "src/prune/types.ts"() {
     "use strict";
@@ -82767,6 +82773,7 @@ async function pruneModel(model, options) {
     );
   }
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
+  options = { ...options, memory: options.memory ?? newPruneMemory() };
   const paramsBefore = countParams(model);
   let current = model;
   let result;
@@ -82799,7 +82806,7 @@ async function pruneOnce(model, options) {
       log("collecting activation statistics on the calibration set");
       stats = await collectStats(model, statsRequests([...consumers2.values()].flat(), false), options.calibration);
     }
-    const scores = scoreGroups(analysis, groups, options.importance === "activation" ? { consumers: consumers2, stats } : void 0);
+    const scores = scoreGroups(analysis, groups, options.memory, options.importance === "activation" ? { consumers: consumers2, stats } : void 0);
     const { removals } = planRemoval({
       groups,
       scores,
@@ -82849,12 +82856,21 @@ async function pruneOnce(model, options) {
 function statsRequests(consumers2, gram) {
   return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
 }
-function scoreGroups(analysis, groups, activation) {
+function scoreGroups(analysis, groups, memory, activation) {
   const norms = new AxisNorms(analysis);
+  const scaled = (g, raw) => {
+    const key = `${g.kind} ${g.where}`;
+    let scale = memory?.scales.get(key);
+    if (!scale) {
+      scale = scoreScale(raw);
+      memory?.scales.set(key, scale);
+    }
+    return standardize(raw, scale);
+  };
   return new Map(
     groups.map((g) => {
       const measured = (activation?.consumers.get(g) ?? []).filter((c) => activation.stats.has(c.input));
-      if (measured.length === 0) return [g, standardize(magnitudeScores(g, norms))];
+      if (measured.length === 0) return [g, scaled(g, magnitudeScores(g, norms))];
       const scores = new Float64Array(g.units.length);
       for (const c of measured) {
         const variance = channelVariance(activation.stats.get(c.input));
@@ -82863,7 +82879,7 @@ function scoreGroups(analysis, groups, activation) {
           for (const j of u.indices.get(c.inputSlot.id) ?? []) scores[k] += variance[j] * w2[j];
         });
       }
-      return [g, standardize(scores)];
+      return [g, scaled(g, scores)];
     })
   );
 }
@@ -82927,7 +82943,533 @@ var init_prune = __esm({
     init_stats();
     init_verify();
     init_types();
+    init_types();
     MAX_ATTEMPTS = 4;
+  }
+});
+
+// src/quantize/pack.ts
+function defaultZeroPoint(bits) {
+  return 1 << bits - 1;
+}
+function quantizeBlocks(w, rows, cols, options) {
+  const { bits, blockSize } = options;
+  const [k, n] = options.transposed ? [cols, rows] : [rows, cols];
+  const blocks = Math.ceil(k / blockSize);
+  const blob = blockSize * bits / 8;
+  const packed = new Uint8Array(n * blocks * blob);
+  const scales = new Float32Array(n * blocks);
+  const zp = defaultZeroPoint(bits);
+  const values = new Float32Array(blockSize);
+  const codes = new Int32Array(blockSize);
+  const at = options.transposed ? (kk, col) => w[col * cols + kk] : (kk, col) => w[kk * cols + col];
+  for (let col = 0; col < n; col++) {
+    for (let b = 0; b < blocks; b++) {
+      const start = b * blockSize;
+      values.fill(0);
+      for (let i = 0; i < blockSize && start + i < k; i++) values[i] = at(start + i, col);
+      const scale = bits === 8 ? scale8(values) : scale4(values, options.search ?? true);
+      scales[col * blocks + b] = scale;
+      encode3(values, scale, bits, codes);
+      const out = (col * blocks + b) * blob;
+      if (bits === 8) for (let i = 0; i < blockSize; i++) packed[out + i] = codes[i] + zp;
+      else for (let i = 0; i < blockSize; i += 2) packed[out + i / 2] = codes[i] + zp | codes[i + 1] + zp << 4;
+    }
+  }
+  return { packed, scales, n, k, blocks, blockSize, bits };
+}
+function scale8(values) {
+  let max = 0;
+  for (const v of values) max = Math.max(max, Math.abs(v));
+  return Math.fround(max / 127);
+}
+function scale4(values, search) {
+  let m = 0;
+  for (const v of values) if (Math.abs(v) > Math.abs(m)) m = v;
+  if (m === 0) return 0;
+  const base = m / -8;
+  if (!search) return Math.fround(base);
+  let best = Math.fround(base);
+  let bestError = Infinity;
+  for (const f of SEARCH) {
+    const s = Math.fround(base * f);
+    let err = 0;
+    for (const v of values) {
+      const q = Math.min(7, Math.max(-8, Math.round(v / s)));
+      err += (v - q * s) ** 2;
+    }
+    if (err < bestError) [best, bestError] = [s, err];
+  }
+  return best;
+}
+function encode3(values, scale, bits, out) {
+  const [lo, hi] = bits === 8 ? [-127, 127] : [-8, 7];
+  for (let i = 0; i < values.length; i++) out[i] = scale === 0 ? 0 : Math.min(hi, Math.max(lo, Math.round(values[i] / scale)));
+}
+function quantizePerChannel(w, dims, axis) {
+  const channels = dims[axis];
+  const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const outer = dims.slice(0, axis).reduce((a, b) => a * b, 1);
+  const max = new Float32Array(channels);
+  const channelOf = (i) => Math.floor(i / inner) % channels;
+  for (let i = 0; i < w.length; i++) max[channelOf(i)] = Math.max(max[channelOf(i)], Math.abs(w[i]));
+  const scales = max.map((m) => m / 127);
+  const codes = new Int8Array(w.length);
+  for (let o = 0; o < outer; o++) {
+    for (let c = 0; c < channels; c++) {
+      const s = scales[c];
+      const base = (o * channels + c) * inner;
+      for (let i = 0; i < inner; i++) codes[base + i] = s === 0 ? 0 : Math.max(-127, Math.min(127, Math.round(w[base + i] / s)));
+    }
+  }
+  return { codes, scales };
+}
+function blockSizeFor(k, wanted, bits = 4, scaleBytes = 4) {
+  let best = 16;
+  let bestBytes = Infinity;
+  for (let block = 16; block <= Math.min(wanted, 256); block *= 2) {
+    const bytes2 = Math.ceil(k / block) * (block * bits / 8 + scaleBytes);
+    if (bytes2 <= bestBytes) [best, bestBytes] = [block, bytes2];
+  }
+  return best;
+}
+var SEARCH;
+var init_pack = __esm({
+  "src/quantize/pack.ts"() {
+    "use strict";
+    SEARCH = [1, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79];
+  }
+});
+
+// src/quantize/index.ts
+async function quantizeModel(model, options) {
+  const opts = checkOptions(options);
+  const work = model.clone();
+  const log = options.log ?? (() => {
+  });
+  const keptFloat = [];
+  const candidates = planCandidates(work, opts, keptFloat);
+  log(`quantize: ${candidates.length} layers to quantize (${opts.bits} bits, blocks up to ${opts.blockSize})`);
+  if (opts.calibration && candidates.length > 0) {
+    await measureErrors(work, candidates, opts.calibration, log);
+    const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
+    const median = medianOf(ranked.map((c) => c.error ?? 0));
+    const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median);
+    const measured = candidates.length;
+    for (const [rank2, c] of keep.entries()) {
+      keptFloat.push({
+        node: c.label,
+        reason: `largest output error on the calibration data (${rank2 + 1} of ${measured}: ${formatError2(c.error)}, ${(c.error / median).toFixed(1)}x the median layer's)`,
+        error: c.error
+      });
+      candidates.splice(candidates.indexOf(c), 1);
+    }
+  }
+  const original = new Set(model.constantNames());
+  const weights = new Set(candidates.map((c) => c.weight));
+  apply(work, candidates, (name) => weights.has(name) || !original.has(name));
+  await verify(model, work);
+  const quantized = candidates.map(
+    (c) => ({
+      node: c.label,
+      kind: c.kind,
+      format: c.format,
+      bits: c.bits,
+      ...c.blockSize ? { blockSize: c.blockSize } : {},
+      bytesBefore: c.bytesBefore,
+      bytesAfter: c.bytesAfter,
+      ...c.error !== void 0 ? { error: c.error } : {}
+    })
+  );
+  const before = quantized.reduce((s, q) => s + q.bytesBefore, 0);
+  const after = quantized.reduce((s, q) => s + q.bytesAfter, 0);
+  log(`quantize: ${quantized.length} layers quantized, weights ${before} -> ${after} bytes; ${keptFloat.length} kept float`);
+  return { model: work, quantized, keptFloat };
+}
+function checkOptions(o) {
+  if (o.bits !== 8 && o.bits !== 4) throw new UserError(`quantize: bits must be 8 or 4 (got ${String(o.bits)})`);
+  const blockSize = o.blockSize ?? DEFAULT_BLOCK_SIZE[o.bits];
+  if (!Number.isInteger(blockSize) || blockSize < 16 || blockSize > 256 || (blockSize & blockSize - 1) !== 0) {
+    throw new UserError(`quantize: block size must be a power of two from 16 to 256 (got ${blockSize})`);
+  }
+  const keepFloat = o.keepFloat ?? DEFAULT_KEEP_FLOAT;
+  if (!Number.isInteger(keepFloat) || keepFloat < 0) throw new UserError(`quantize: keepFloat must be a whole number >= 0 (got ${keepFloat})`);
+  const keepFloatRatio = o.keepFloatRatio ?? DEFAULT_KEEP_FLOAT_RATIO;
+  if (!(keepFloatRatio >= 0)) throw new UserError(`quantize: keepFloatRatio must be a number >= 0 (got ${keepFloatRatio})`);
+  const embeddings = o.embeddings === void 0 || o.embeddings === true ? DEFAULT_EMBEDDING_BITS : o.embeddings;
+  if (embeddings !== false && embeddings !== 8 && embeddings !== 4) {
+    throw new UserError(`quantize: embeddings must be true, false, 8 or 4 (got ${String(o.embeddings)})`);
+  }
+  return {
+    bits: o.bits,
+    blockSize,
+    keepFloat,
+    keepFloatRatio,
+    embeddings,
+    embeddingBlockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE[embeddings || o.bits],
+    gemm: o.gemm ?? "int8",
+    conv: o.conv ?? "float",
+    accuracyLevel: o.accuracyLevel ?? 4,
+    calibration: o.calibration
+  };
+}
+function medianOf(values) {
+  const s = [...values].sort((a, b) => a - b);
+  if (s.length === 0) return 0;
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+function formatError2(e) {
+  return e === void 0 ? "not measured" : `relative error ${e.toPrecision(3)}`;
+}
+function defaultOpset2(model) {
+  const imp = model.proto.opsetImport.find((o) => !o.domain || o.domain === "ai.onnx");
+  return imp ? Number(imp.version) : 1;
+}
+function isFloatWeight(dtype) {
+  return dtype === DataType.FLOAT || dtype === DataType.FLOAT16;
+}
+function planCandidates(work, opts, keptFloat) {
+  const candidates = [];
+  const cache = /* @__PURE__ */ new Map();
+  const opset = defaultOpset2(work);
+  const skip = (node2, reason) => keptFloat.push({ node: nodeLabel(node2), reason });
+  for (const node2 of work.graph.node) {
+    const domain2 = node2.domain ?? "";
+    if (domain2 !== "" && domain2 !== "ai.onnx") continue;
+    const op = node2.opType;
+    if (op === "MatMul" || op === "Gemm") {
+      const w = node2.input[1];
+      const info3 = w ? work.constantInfo(w) : void 0;
+      if (!info3 || info3.dims.length !== 2 || !isFloatWeight(info3.dtype) || work.isConstant(node2.input[0])) continue;
+      if (op === "MatMul") {
+        candidates.push(nbitsCandidate(work, node2, "matmul", w, false, void 0, opts, cache));
+        continue;
+      }
+      if (opts.gemm === "float") {
+        skip(node2, "Gemm weights stay float (gemm: float)");
+        continue;
+      }
+      if (opts.gemm === "nbits") {
+        const c = node2.input[2];
+        const cInfo = c ? work.constantInfo(c) : void 0;
+        const n = info3.dims[attrInt(node2, "transB", 0) ? 0 : 1];
+        const plain = attrInt(node2, "transA", 0) === 0 && attrFloat(node2, "alpha", 1) === 1 && (!c || attrFloat(node2, "beta", 1) === 1 && cInfo?.dims.length === 1 && cInfo.dims[0] === n && cInfo.dtype === info3.dtype);
+        if (!plain) {
+          skip(node2, "Gemm with transA, alpha, beta or a bias that is not a [N] constant: left float");
+          continue;
+        }
+        candidates.push(nbitsCandidate(work, node2, "gemm", w, !!attrInt(node2, "transB", 0), c || void 0, opts, cache));
+        continue;
+      }
+      const axis = attrInt(node2, "transB", 0) ? 0 : 1;
+      const cand = dequantizeCandidate(work, node2, "gemm", w, axis, opset, cache, skip);
+      if (cand) candidates.push(cand);
+    } else if (op === "Conv") {
+      const w = node2.input[1];
+      const info3 = w ? work.constantInfo(w) : void 0;
+      if (!info3 || !isFloatWeight(info3.dtype)) continue;
+      if (opts.conv === "float") {
+        skip(node2, "Conv weights stay float (conv: float)");
+        continue;
+      }
+      const cand = dequantizeCandidate(work, node2, "conv", w, 0, opset, cache, skip);
+      if (cand) candidates.push(cand);
+    } else if (op === "Gather") {
+      const table2 = node2.input[0];
+      const info3 = table2 ? work.constantInfo(table2) : void 0;
+      if (!info3 || info3.dims.length !== 2 || !isFloatWeight(info3.dtype) || attrInt(node2, "axis", 0) !== 0) continue;
+      if (work.isConstant(node2.input[1])) continue;
+      if (opts.embeddings === false) {
+        skip(node2, "embedding tables stay float (embeddings: false)");
+        continue;
+      }
+      const cand = embeddingCandidate(work, node2, table2, info3.dims, opts.embeddings, opts.embeddingBlockSize, cache, skip);
+      if (cand) candidates.push(cand);
+    }
+  }
+  return candidates.filter((c) => {
+    if (c.bytesAfter < c.bytesBefore) return true;
+    skip(c.node, `too small to gain from quantization (${c.bytesBefore} bytes float, ${c.bytesAfter} quantized)`);
+    return false;
+  });
+}
+function weightBytes(work, name) {
+  const info3 = work.constantInfo(name);
+  return elementCount(info3.dims) * dtypeInfo(info3.dtype).bytes;
+}
+function readWeight(work, name) {
+  const t = work.constant(name);
+  return { values: toFloat32(t), dtype: t.dtype, dims: t.dims };
+}
+function scaleTensor(values, dtype, dims) {
+  return dtype === DataType.FLOAT ? { dtype, dims, data: values } : fromFloat32(values, dtype, dims);
+}
+function nbitsCandidate(work, node2, kind, weight, transposed, bias, opts, cache) {
+  const info3 = work.constantInfo(weight);
+  const [k, n] = transposed ? [info3.dims[1], info3.dims[0]] : info3.dims;
+  const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(info3.dtype).bytes);
+  const key = `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}`;
+  let entry = cache.get(key);
+  if (!entry) {
+    const w = readWeight(work, weight);
+    const q = quantizeBlocks(w.values, info3.dims[0], info3.dims[1], { bits: opts.bits, blockSize, transposed });
+    const bName2 = work.uniqueName(`${weight}_Q${opts.bits}`);
+    work.addInitializer(bName2, { dtype: DataType.UINT8, dims: [n, q.blocks, blockSize * opts.bits / 8], data: q.packed });
+    const sName2 = work.uniqueName(`${weight}_scales`);
+    work.addInitializer(sName2, scaleTensor(q.scales, w.dtype, [n, q.blocks]));
+    entry = { names: [bName2, sName2], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, blockSize, shared: [] };
+    cache.set(key, entry);
+  }
+  const [bName, sName] = entry.names;
+  const a = node2.input[0];
+  const name = node2.name;
+  const accuracy = opts.accuracyLevel;
+  const bits = opts.bits;
+  return {
+    node: node2,
+    label: nodeLabel(node2),
+    kind,
+    format: "MatMulNBits",
+    bits,
+    blockSize,
+    weight,
+    bytesBefore: weightBytes(work, weight),
+    bytesAfter: entry.bytes,
+    shared: [],
+    build: (outputs2) => [
+      import_onnx_proto12.onnx.NodeProto.create({
+        name: name ? `${name}_Q${bits}` : "",
+        opType: "MatMulNBits",
+        domain: MS_DOMAIN,
+        input: bias ? [a, bName, sName, "", "", bias] : [a, bName, sName],
+        output: outputs2,
+        attribute: [int2("K", k), int2("N", n), int2("bits", bits), int2("block_size", blockSize), int2("accuracy_level", accuracy)]
+      })
+    ]
+  };
+}
+function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache, skip) {
+  const info3 = work.constantInfo(weight);
+  const needed = info3.dtype === DataType.FLOAT ? 13 : 19;
+  if (opset < needed) {
+    skip(node2, `DequantizeLinear per channel${info3.dtype === DataType.FLOAT ? "" : " to float16"} needs opset ${needed} (model: ${opset})`);
+    return void 0;
+  }
+  const key = `dq:${weight}:${axis}`;
+  let entry = cache.get(key);
+  if (!entry) {
+    const w = readWeight(work, weight);
+    const q = quantizePerChannel(w.values, w.dims, axis);
+    const qName = work.uniqueName(`${weight}_int8`);
+    work.addInitializer(qName, { dtype: DataType.INT8, dims: w.dims, data: q.codes });
+    const sName = work.uniqueName(`${weight}_scale`);
+    work.addInitializer(sName, scaleTensor(q.scales, w.dtype, [q.scales.length]));
+    const out = work.uniqueName(`${weight}_dequantized`);
+    const dq = import_onnx_proto12.onnx.NodeProto.create({
+      name: `${out}_DequantizeLinear`,
+      opType: "DequantizeLinear",
+      input: [qName, sName],
+      output: [out],
+      attribute: [int2("axis", axis)]
+    });
+    entry = { names: [out], bytes: q.codes.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, shared: [dq] };
+    cache.set(key, entry);
+  }
+  const dequantized = entry.names[0];
+  return {
+    node: node2,
+    label: nodeLabel(node2),
+    kind,
+    format: "DequantizeLinear",
+    bits: 8,
+    weight,
+    bytesBefore: weightBytes(work, weight),
+    bytesAfter: entry.bytes,
+    shared: entry.shared,
+    build: (outputs2) => {
+      const copy = import_onnx_proto12.onnx.NodeProto.decode(import_onnx_proto12.onnx.NodeProto.encode(node2).finish());
+      copy.input[1] = dequantized;
+      copy.output = outputs2;
+      return [copy];
+    }
+  };
+}
+function embeddingCandidate(work, node2, table2, dims, bits, wantedBlock, cache, skip) {
+  const [v, d] = dims;
+  let blockSize = blockSizeFor(d, wantedBlock, bits, dtypeInfo(work.constantInfo(table2).dtype).bytes);
+  while (blockSize > 16 && d % blockSize !== 0) blockSize /= 2;
+  if (d % blockSize !== 0) {
+    skip(node2, `embedding width ${d} is not a multiple of 16: left float`);
+    return void 0;
+  }
+  const key = `gbq:${table2}:${bits}:${blockSize}`;
+  let entry = cache.get(key);
+  if (!entry) {
+    const w = readWeight(work, table2);
+    const q = quantizeBlocks(w.values, v, d, { bits, blockSize, transposed: true });
+    const dName2 = work.uniqueName(`${table2}_Q${bits}`);
+    work.addInitializer(dName2, { dtype: DataType.UINT8, dims: [v, d * bits / 8], data: q.packed });
+    const sName2 = work.uniqueName(`${table2}_scales`);
+    work.addInitializer(sName2, scaleTensor(q.scales, w.dtype, [v, q.blocks]));
+    entry = { names: [dName2, sName2], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, blockSize, shared: [] };
+    cache.set(key, entry);
+  }
+  const [dName, sName] = entry.names;
+  const ids = node2.input[1];
+  const name = node2.name;
+  return {
+    node: node2,
+    label: nodeLabel(node2),
+    kind: "embedding",
+    format: "GatherBlockQuantized",
+    bits,
+    blockSize,
+    weight: table2,
+    bytesBefore: weightBytes(work, table2),
+    bytesAfter: entry.bytes,
+    shared: [],
+    build: (outputs2) => [
+      import_onnx_proto12.onnx.NodeProto.create({
+        name: name ? `${name}_Q${bits}` : "",
+        opType: "GatherBlockQuantized",
+        domain: MS_DOMAIN,
+        input: [dName, ids, sName],
+        output: outputs2,
+        attribute: [int2("bits", bits), int2("block_size", blockSize), int2("gather_axis", 0), int2("quantize_axis", 1)]
+      })
+    ]
+  };
+}
+async function measureErrors(work, candidates, calibration, log) {
+  for (let start = 0; start < candidates.length; start += PROBE_CHUNK) {
+    const chunk2 = candidates.slice(start, start + PROBE_CHUNK);
+    const probe = work.clone();
+    const graph = probe.graph;
+    const pairs = [];
+    const shared = /* @__PURE__ */ new Set();
+    for (const c of chunk2) {
+      const y = c.node.output[0];
+      const twin = probe.uniqueName(`${y}__quantized`);
+      for (const s of c.shared) shared.add(s);
+      graph.node.push(...c.build([twin]));
+      graph.output.push(import_onnx_proto12.onnx.ValueInfoProto.create({ name: twin }));
+      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto12.onnx.ValueInfoProto.create({ name: y }));
+      pairs.push([y, twin]);
+    }
+    graph.node = [...shared, ...graph.node];
+    addMsOpset(probe);
+    const session = await sessionForProto(work, probe.proto);
+    const sums = chunk2.map(() => ({ diff: 0, ref: 0 }));
+    try {
+      const fetches = [...new Set(pairs.flat())];
+      for await (const feeds of calibration()) {
+        const out = await session.run(feeds, fetches);
+        pairs.forEach(([y, twin], i) => {
+          const a = floatData(out[y]);
+          const b = floatData(out[twin]);
+          let diff = 0;
+          let ref = 0;
+          for (let j = 0; j < a.length; j++) {
+            diff += (a[j] - b[j]) ** 2;
+            ref += a[j] * a[j];
+          }
+          sums[i].diff += diff;
+          sums[i].ref += ref;
+        });
+      }
+    } finally {
+      await session.release();
+    }
+    chunk2.forEach((c, i) => {
+      c.error = sums[i].ref > 0 ? Math.sqrt(sums[i].diff / sums[i].ref) : sums[i].diff > 0 ? Infinity : 0;
+      log(`quantize: ${c.label}: relative output error ${formatError2(c.error)}`);
+    });
+  }
+}
+function floatData(t) {
+  if (t.type === "float16") return Float32Array.from(t.data, halfToFloat);
+  return t.data;
+}
+function addMsOpset(model) {
+  const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
+  if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
+    model.proto.opsetImport.push(import_onnx_proto12.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
+  }
+}
+function apply(work, candidates, removable) {
+  const graph = work.graph;
+  const byNode = new Map(candidates.map((c) => [c.node, c]));
+  const shared = /* @__PURE__ */ new Set();
+  const nodes = [];
+  for (const node2 of graph.node) {
+    const c = byNode.get(node2);
+    if (!c) {
+      nodes.push(node2);
+      continue;
+    }
+    for (const s of c.shared) shared.add(s);
+    nodes.push(...c.build([...node2.output]));
+  }
+  graph.node = [...shared, ...nodes];
+  addMsOpset(work);
+  removeUnused(work, removable);
+}
+function removeUnused(work, removable) {
+  const graph = work.graph;
+  const read = new Set(graph.output.map((o) => o.name ?? ""));
+  for (const n of graph.node) for (const i of nodeReads(n)) read.add(i);
+  const unread = (name) => !read.has(name) && removable(name);
+  const dropped = new Set(work.initializers.filter((t) => unread(t.name)).map((t) => t.name));
+  if (dropped.size > 0) {
+    graph.initializer = work.initializers.filter((t) => !dropped.has(t.name));
+    graph.input = graph.input.filter((v) => !dropped.has(v.name ?? ""));
+  }
+  graph.node = graph.node.filter((n) => !(n.opType === "Constant" && (n.domain ?? "") === "" && n.output?.length === 1 && unread(n.output[0])));
+  work.reindexConstants();
+}
+async function verify(original, quantized) {
+  const expected = graphOutputs(original);
+  let session;
+  try {
+    session = await createSession(quantized);
+  } catch (e) {
+    throw new Error(`internal: the quantized model does not load in onnxruntime: ${e.message}`);
+  }
+  try {
+    const out = await session.run(dummyFeeds(quantized, 1, 4));
+    for (const spec of expected) {
+      const t = out[spec.name];
+      const fits = t && t.dims.length === spec.dims.length && spec.dims.every((d, i) => typeof d !== "number" || t.dims[i] === d);
+      if (!fits) {
+        throw new Error(
+          `internal: the quantized model's output '${spec.name}' has shape [${t ? t.dims.join(", ") : "missing"}], expected [${spec.dims.map((d) => d ?? "?").join(", ")}]`
+        );
+      }
+    }
+  } finally {
+    await session.release();
+  }
+}
+var import_onnx_proto12, MS_DOMAIN, DEFAULT_BLOCK_SIZE, DEFAULT_KEEP_FLOAT, DEFAULT_KEEP_FLOAT_RATIO, DEFAULT_EMBEDDING_BITS, PROBE_CHUNK, int2;
+var init_quantize = __esm({
+  "src/quantize/index.ts"() {
+    "use strict";
+    import_onnx_proto12 = __toESM(require_onnx());
+    init_errors();
+    init_graph();
+    init_dtype();
+    init_runtime();
+    init_tensor();
+    init_pack();
+    init_pack();
+    MS_DOMAIN = "com.microsoft";
+    DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
+    DEFAULT_KEEP_FLOAT = 2;
+    DEFAULT_KEEP_FLOAT_RATIO = 1.5;
+    DEFAULT_EMBEDDING_BITS = 8;
+    PROBE_CHUNK = 32;
+    int2 = (name, i) => import_onnx_proto12.onnx.AttributeProto.create({ name, type: import_onnx_proto12.onnx.AttributeProto.AttributeType.INT, i });
   }
 });
 
@@ -82964,26 +83506,30 @@ __export(run_exports, {
   REPORT_JSON: () => REPORT_JSON,
   REPORT_MD: () => REPORT_MD,
   compareModels: () => compareModels,
-  defaultQuantize: () => defaultQuantize,
   runGate: () => runGate,
   writeReports: () => writeReports
 });
-function notImplemented(mode) {
-  return new UserError(`quantize: ${mode} is not implemented yet; use quantize: none`);
+function quantizeWith(set2, log) {
+  return async (model, mode) => {
+    if (mode === "none") return model;
+    log(`quantizing the candidate to ${mode}`);
+    const result = await quantizeModel(model, { bits: mode === "int8" ? 8 : 4, calibration: calibrationFeeds(set2), log });
+    for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
+    return result.model;
+  };
 }
 async function runGate(options) {
   const { config: config2 } = options;
   const log = options.log ?? (() => void 0);
   const prune = options.prune ?? pruneModel;
-  const quantize = options.quantize ?? defaultQuantize;
   const out = path12.resolve(options.out);
   if (path12.resolve(config2.model) === path12.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
   }
-  if (!options.quantize && config2.quantize !== "none") throw notImplemented(config2.quantize);
   log(`reading ${displayPath(config2.model)}`);
   const base = OnnxModel.read(config2.model);
   const set2 = loadCalibration(config2.calibration, base);
+  const quantize = options.quantize ?? quantizeWith(set2, log);
   checkRulesFitTask(config2.gate, set2.task, config2.file ? displayPath(config2.file) : "the gate");
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log });
@@ -83029,6 +83575,7 @@ function ratioText2(r) {
 }
 function searchDeps(c) {
   const { config: config2 } = c.options;
+  const memory = newPruneMemory();
   return {
     prune: (model, target2) => c.prune(model, {
       target: target2,
@@ -83036,6 +83583,7 @@ function searchDeps(c) {
       importance: config2.prune.importance,
       compensate: config2.prune.compensate,
       calibration: calibrationFeeds(c.set),
+      memory,
       log: c.log
     }),
     quantize: (model) => c.quantize(model, config2.quantize),
@@ -83114,7 +83662,7 @@ async function compareModels(options) {
     await evaluator.close();
   }
 }
-var fs14, path12, PRUNED_NAME, REPORT_JSON, REPORT_MD, STEPS_DIR, defaultQuantize;
+var fs14, path12, PRUNED_NAME, REPORT_JSON, REPORT_MD, STEPS_DIR;
 var init_run = __esm({
   "src/pipeline/run.ts"() {
     "use strict";
@@ -83130,6 +83678,7 @@ var init_run = __esm({
     init_model();
     init_write();
     init_prune();
+    init_quantize();
     init_build();
     init_github();
     init_markdown();
@@ -83138,10 +83687,6 @@ var init_run = __esm({
     REPORT_JSON = "report.json";
     REPORT_MD = "report.md";
     STEPS_DIR = ".prune-gate-steps";
-    defaultQuantize = async (model, mode) => {
-      if (mode === "none") return model;
-      throw notImplemented(mode);
-    };
   }
 });
 

@@ -102,9 +102,22 @@ test('bad input exits 2 with one line', async () => {
   const r2 = await cli(['run', '--config', bound, '--out', path.join(tmp, 'bad')]);
   expect(r2.status).toBe(2);
   expect(r2.stderr).toMatch(/gate\.perplexity: the calibration task is classification, which has no perplexity/);
-  const q = await cli(['run', '--config', config('mlp', ''), '--quantize', 'int8', '--out', path.join(tmp, 'bad')]);
+  const q = await cli(['run', '--config', config('mlp', ''), '--quantize', 'int3', '--out', path.join(tmp, 'bad')]);
   expect(q.status).toBe(2);
-  expect(q.stderr).toBe('prune-gate: quantize: int8 is not implemented yet; use quantize: none\n');
+  expect(q.stderr).toMatch(/^prune-gate: --quantize: expected none, int8, int4, found 'int3'\n$/);
+});
+
+test('quantize: the gate judges the quantized candidate (issue 8)', async () => {
+  const out = path.join(tmp, 'quantized');
+  const r = await cli(['run', '--config', config('gpt2', 'prune:\n  steps: 1\ngate:\n  agreement: { min: 0.5 }\n'), '--target', '0.3', '--quantize', 'int4', '--out', out, '--json']);
+  expect(r.stderr).not.toMatch(/internal error/);
+  const report = JSON.parse(r.stdout);
+  expect(report.quantize).toBe('int4');
+  // 30 % pruned and 4-bit weights: the file is several times smaller, and it still runs.
+  expect(report.base.bytes / report.candidate.bytes).toBeGreaterThan(3);
+  expect(report.candidate.params).toBeLessThan(report.base.params * 0.72);
+  expect(fs.readFileSync(path.join(out, 'pruned.onnx')).length).toBe(report.candidate.bytes);
+  expect(r.status).toBe(report.verdict === 'pass' ? 0 : 1);
 });
 
 describe('prune-gate eval', () => {

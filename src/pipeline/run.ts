@@ -11,6 +11,7 @@ import { isExternal } from '../onnx/external';
 import { OnnxModel } from '../onnx/model';
 import { writeModel } from '../onnx/write';
 import { newPruneMemory, pruneModel } from '../prune';
+import { quantizeModel } from '../quantize';
 import type { PruneOptions, PruneResult } from '../prune/types';
 import { buildReport, writeFileAtomic } from '../report/build';
 import { pullRequestFromEnv } from '../report/github';
@@ -45,14 +46,18 @@ export interface RunOutcome {
   files: { model: string; data?: string; json: string; markdown: string };
 }
 
-/** Quantization is not built yet: only 'none' passes (the hook is where it will plug in). */
-export const defaultQuantize: QuantizeFn = async (model, mode) => {
-  if (mode === 'none') return model;
-  throw notImplemented(mode);
-};
-
-function notImplemented(mode: QuantizeMode): UserError {
-  return new UserError(`quantize: ${mode} is not implemented yet; use quantize: none`);
+/**
+ * quantize: int8 | int4, calibration-aware (the layers that suffer most on the calibration
+ * activations stay float); 'none' is the identity.
+ */
+function quantizeWith(set: CalibrationSet, log: (line: string) => void): QuantizeFn {
+  return async (model, mode) => {
+    if (mode === 'none') return model;
+    log(`quantizing the candidate to ${mode}`);
+    const result = await quantizeModel(model, { bits: mode === 'int8' ? 8 : 4, calibration: calibrationFeeds(set), log });
+    for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
+    return result.model;
+  };
 }
 
 /** A written candidate: its folder (one per step) and the model read back lazily from it. */
@@ -71,17 +76,14 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
   const { config } = options;
   const log = options.log ?? (() => undefined);
   const prune = options.prune ?? pruneModel;
-  const quantize = options.quantize ?? defaultQuantize;
   const out = path.resolve(options.out);
   if (path.resolve(config.model as string) === path.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
   }
-  // Refuse an unavailable mode before any work is done, not after the base evaluation.
-  if (!options.quantize && config.quantize !== 'none') throw notImplemented(config.quantize);
-
   log(`reading ${displayPath(config.model as string)}`);
   const base = OnnxModel.read(config.model as string);
   const set = loadCalibration(config.calibration as string, base);
+  const quantize = options.quantize ?? quantizeWith(set, log);
   checkRulesFitTask(config.gate, set.task, config.file ? displayPath(config.file) : 'the gate');
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
   const evaluator = await Evaluator.create(base, set, { latency: config.latency, log });

@@ -1,0 +1,183 @@
+/**
+ * Weight quantization arithmetic, free of any graph: symmetric block-wise codes in the layout of
+ * onnxruntime's `com.microsoft` `MatMulNBits` (and `GatherBlockQuantized`), and symmetric int8
+ * per output channel for `DequantizeLinear`.
+ *
+ * MatMulNBits layout (onnxruntime docs/ContribOperators.md): for a weight B of K rows (input
+ * features) and N columns (outputs), `B` is uint8 [N, ceil(K/block), block·bits/8] holding each
+ * column's K values in blocks along K, packed low bits first (for 4 bits: the first value in the
+ * low nibble); `scales` is [N, ceil(K/block)]; a value is `(code - zero_point) · scale`, and with
+ * no `zero_points` input the zero point is 2^(bits-1) (8 for 4 bits, 128 for 8 bits). K is padded
+ * with zeros to a whole number of blocks.
+ *
+ * Codes are symmetric around that default zero point, so no zero points are stored:
+ * - 8 bits: q = round(w / s) in [-127, 127] with s = max|w| / 127, stored as q + 128.
+ * - 4 bits: q in [-8, 7] with s = m / -8, m the block's value of largest magnitude (the sign
+ *   trick of llama.cpp's Q4_0: the extreme value lands exactly on -8, so all 16 codes are used;
+ *   the scale may be negative). Then the scale is refined by a small search that minimizes the
+ *   block's squared error (clipping the extreme a little often lowers the error of all others).
+ */
+
+export type Bits = 4 | 8;
+
+export interface BlockQuantized {
+  /** [N, blocks, block·bits/8], low bits first. */
+  packed: Uint8Array;
+  /** [N, blocks], row-major. */
+  scales: Float32Array;
+  n: number;
+  k: number;
+  blocks: number;
+  blockSize: number;
+  bits: Bits;
+}
+
+/** The zero point onnxruntime assumes when `zero_points` is absent. */
+export function defaultZeroPoint(bits: Bits): number {
+  return 1 << (bits - 1);
+}
+
+/**
+ * Quantizes the weight `w`, given row-major as `rows` x `cols`, along the contraction axis.
+ * `transposed` false: w is [K, N] (MatMul's B; K = rows); true: w is [N, K] (Gemm transB=1, an
+ * embedding table [V, D] quantized along D; K = cols).
+ */
+export function quantizeBlocks(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  options: { bits: Bits; blockSize: number; transposed?: boolean; search?: boolean },
+): BlockQuantized {
+  const { bits, blockSize } = options;
+  const [k, n] = options.transposed ? [cols, rows] : [rows, cols];
+  const blocks = Math.ceil(k / blockSize);
+  const blob = (blockSize * bits) / 8;
+  const packed = new Uint8Array(n * blocks * blob);
+  const scales = new Float32Array(n * blocks);
+  const zp = defaultZeroPoint(bits);
+  const values = new Float32Array(blockSize);
+  const codes = new Int32Array(blockSize);
+  // Element (kk, col) of the [K, N] view.
+  const at = options.transposed ? (kk: number, col: number) => w[col * cols + kk] : (kk: number, col: number) => w[kk * cols + col];
+  for (let col = 0; col < n; col++) {
+    for (let b = 0; b < blocks; b++) {
+      const start = b * blockSize;
+      values.fill(0);
+      for (let i = 0; i < blockSize && start + i < k; i++) values[i] = at(start + i, col);
+      const scale = bits === 8 ? scale8(values) : scale4(values, options.search ?? true);
+      scales[col * blocks + b] = scale;
+      encode(values, scale, bits, codes);
+      const out = (col * blocks + b) * blob;
+      if (bits === 8) for (let i = 0; i < blockSize; i++) packed[out + i] = codes[i] + zp;
+      else for (let i = 0; i < blockSize; i += 2) packed[out + i / 2] = (codes[i] + zp) | ((codes[i + 1] + zp) << 4);
+    }
+  }
+  return { packed, scales, n, k, blocks, blockSize, bits };
+}
+
+function scale8(values: Float32Array): number {
+  let max = 0;
+  for (const v of values) max = Math.max(max, Math.abs(v));
+  return Math.fround(max / 127);
+}
+
+/** Candidate fractions of the extreme value tried by the 4-bit scale search. */
+const SEARCH = [1, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79];
+
+function scale4(values: Float32Array, search: boolean): number {
+  let m = 0;
+  for (const v of values) if (Math.abs(v) > Math.abs(m)) m = v;
+  if (m === 0) return 0;
+  const base = m / -8;
+  if (!search) return Math.fround(base);
+  let best = Math.fround(base);
+  let bestError = Infinity;
+  for (const f of SEARCH) {
+    const s = Math.fround(base * f);
+    let err = 0;
+    for (const v of values) {
+      const q = Math.min(7, Math.max(-8, Math.round(v / s)));
+      err += (v - q * s) ** 2;
+    }
+    if (err < bestError) [best, bestError] = [s, err];
+  }
+  return best;
+}
+
+function encode(values: Float32Array, scale: number, bits: Bits, out: Int32Array): void {
+  const [lo, hi] = bits === 8 ? [-127, 127] : [-8, 7];
+  for (let i = 0; i < values.length; i++) out[i] = scale === 0 ? 0 : Math.min(hi, Math.max(lo, Math.round(values[i] / scale)));
+}
+
+/**
+ * The weight as onnxruntime will see it, [K, N] row-major: for checking, and for measuring the
+ * quantization error of a weight without running anything.
+ */
+export function dequantizeBlocks(q: BlockQuantized): Float32Array {
+  const { n, k, blocks, blockSize, bits } = q;
+  const blob = (blockSize * bits) / 8;
+  const zp = defaultZeroPoint(bits);
+  const out = new Float32Array(k * n);
+  for (let col = 0; col < n; col++) {
+    for (let b = 0; b < blocks; b++) {
+      const scale = q.scales[col * blocks + b];
+      const base = (col * blocks + b) * blob;
+      for (let i = 0; i < blockSize; i++) {
+        const kk = b * blockSize + i;
+        if (kk >= k) break;
+        const code = bits === 8 ? q.packed[base + i] : (q.packed[base + (i >> 1)] >> ((i & 1) * 4)) & 0xf;
+        out[kk * n + col] = (code - zp) * scale;
+      }
+    }
+  }
+  return out;
+}
+
+/** Symmetric int8 codes with one scale per slice along `axis` (the output channel). */
+export interface ChannelQuantized {
+  codes: Int8Array;
+  scales: Float32Array;
+}
+
+/** Quantizes `w` of shape `dims` to int8 in [-127, 127] with one scale per index along `axis`. */
+export function quantizePerChannel(w: Float32Array, dims: readonly number[], axis: number): ChannelQuantized {
+  const channels = dims[axis];
+  const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const outer = dims.slice(0, axis).reduce((a, b) => a * b, 1);
+  const max = new Float32Array(channels);
+  const channelOf = (i: number) => Math.floor(i / inner) % channels;
+  for (let i = 0; i < w.length; i++) max[channelOf(i)] = Math.max(max[channelOf(i)], Math.abs(w[i]));
+  const scales = max.map((m) => m / 127);
+  const codes = new Int8Array(w.length);
+  for (let o = 0; o < outer; o++) {
+    for (let c = 0; c < channels; c++) {
+      const s = scales[c];
+      const base = (o * channels + c) * inner;
+      for (let i = 0; i < inner; i++) codes[base + i] = s === 0 ? 0 : Math.max(-127, Math.min(127, Math.round(w[base + i] / s)));
+    }
+  }
+  return { codes, scales };
+}
+
+export function dequantizePerChannel(q: ChannelQuantized, dims: readonly number[], axis: number): Float32Array {
+  const channels = dims[axis];
+  const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  return Float32Array.from(q.codes, (v, i) => v * q.scales[Math.floor(i / inner) % channels]);
+}
+
+/**
+ * The block length for a weight with `k` rows along the contraction axis: a power of two from 16
+ * up to `wanted`, the one that stores the weight in the fewest bytes (codes of K padded to whole
+ * blocks, plus a `scaleBytes` scale per block); on a tie the longer block. So K = 64 takes one
+ * block of 64 rather than a padded 128, and K = 176 takes blocks of 64 (3 blocks, 16 rows of
+ * padding) rather than 128 (2 blocks, 80 rows of padding).
+ */
+export function blockSizeFor(k: number, wanted: number, bits: Bits = 4, scaleBytes = 4): number {
+  let best = 16;
+  let bestBytes = Infinity;
+  for (let block = 16; block <= Math.min(wanted, 256); block *= 2) {
+    const bytes = Math.ceil(k / block) * ((block * bits) / 8 + scaleBytes);
+    if (bytes <= bestBytes) [best, bestBytes] = [block, bytes];
+  }
+  return best;
+}
