@@ -78,27 +78,45 @@ export async function collectStats(
   requests: StatsRequest[],
   calibration: () => AsyncIterable<Feeds> | Iterable<Feeds>,
 ): Promise<Map<string, ChannelStats>> {
-  const wanted = new Map<string, StatsRequest>();
-  for (const r of requests) {
-    const prev = wanted.get(r.tensor);
-    wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram });
-  }
-  const proto = model.clone().proto;
-  const graph = proto.graph as onnx.GraphProto;
-  const outputs = new Set(graph.output.map((o) => o.name));
-  for (const name of wanted.keys()) if (!outputs.has(name)) graph.output.push(onnx.ValueInfoProto.create({ name }));
-  const session = await sessionForProto(model, proto);
-  const stats = new Map<string, ChannelStats>();
+  const collector = await StatsCollector.create(model, requests);
   try {
-    const fetches = [...wanted.keys()];
-    for await (const feeds of calibration()) {
-      const result = await session.run(feeds, fetches);
-      for (const [name, req] of wanted) accumulate(stats, name, req, result[name]);
-    }
+    for await (const feeds of calibration()) await collector.add(feeds);
+    return collector.stats;
   } finally {
-    await session.release();
+    await collector.release();
   }
-  return stats;
+}
+
+/** One session over the model with the requested tensors exposed, fed batch by batch. */
+export class StatsCollector {
+  readonly stats = new Map<string, ChannelStats>();
+
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    private readonly wanted: Map<string, StatsRequest>,
+  ) {}
+
+  static async create(model: OnnxModel, requests: StatsRequest[]): Promise<StatsCollector> {
+    const wanted = new Map<string, StatsRequest>();
+    for (const r of requests) {
+      const prev = wanted.get(r.tensor);
+      wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram });
+    }
+    const proto = model.clone().proto;
+    const graph = proto.graph as onnx.GraphProto;
+    const outputs = new Set(graph.output.map((o) => o.name));
+    for (const name of wanted.keys()) if (!outputs.has(name)) graph.output.push(onnx.ValueInfoProto.create({ name }));
+    return new StatsCollector(await sessionForProto(model, proto), wanted);
+  }
+
+  async add(feeds: Feeds): Promise<void> {
+    const result = await this.session.run(feeds, [...this.wanted.keys()]);
+    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, result[name]);
+  }
+
+  release(): Promise<void> {
+    return this.session.release();
+  }
 }
 
 function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRequest, t: ort.Tensor): void {

@@ -6,7 +6,7 @@ import * as path from 'path';
 import { OnnxModel } from '../../src/onnx/model';
 import { writeModel } from '../../src/onnx/write';
 import { pruneModel } from '../../src/prune';
-import { collectStats, findConsumers } from '../../src/prune/stats';
+import { StatsCollector, findConsumers } from '../../src/prune/stats';
 import { analyze } from '../../src/graph/analysis';
 import { createSession, ort } from '../../src/onnx/runtime';
 import { floatWeightBytes } from '../../src/onnx/skeleton';
@@ -61,10 +61,13 @@ async function main() {
       const analysis = await analyze(model);
       const consumers = analysis.groups.flatMap((g) => findConsumers(analysis, g));
       const requests = consumers.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram: false }));
-      // The first batch warms the session up, like the plain run's warm-up.
+      // Same protocol as the plain run: session made and warmed up untimed, then the batches.
+      const collector = await StatsCollector.create(model, requests);
+      await collector.add(feeds[0]);
       const t0 = performance.now();
-      await collectStats(model, requests, () => feeds);
+      for (const f of feeds) await collector.add(f);
       seconds = (performance.now() - t0) / 1000;
+      await collector.release();
     }
     console.log(JSON.stringify({ task, file, samples: batches * batch, seconds, peakRssMb: peakRssMb() }));
     return;
