@@ -51933,9 +51933,9 @@ function $constructor(name, initializer3, proto, params) {
   function _(def) {
     const inst = params?.Parent ? newError(Definition) : this;
     init(inst, def);
-    const deferred = inst._zod.deferred;
-    if (deferred) {
-      for (const fn of deferred) {
+    const deferred2 = inst._zod.deferred;
+    if (deferred2) {
+      for (const fn of deferred2) {
         fn();
       }
       inst._zod.deferred = void 0;
@@ -77895,24 +77895,16 @@ function spillTensor(proto, bytes2) {
 function spilledRange(proto) {
   return spilled.get(proto);
 }
+function deferTensor(proto, stream) {
+  deferred.set(proto, stream);
+}
+function deferredStream(proto) {
+  return deferred.get(proto);
+}
 function isSpilled(proto) {
-  return spilled.has(proto);
+  return spilled.has(proto) || deferred.has(proto);
 }
-function beginSpill() {
-  const s = openStore();
-  const start = s.size;
-  return {
-    write(bytes2) {
-      let done = 0;
-      while (done < bytes2.byteLength) done += fs6.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
-      s.size += bytes2.byteLength;
-    },
-    finish(proto) {
-      spilled.set(proto, { file: s.file, offset: start, length: s.size - start });
-    }
-  };
-}
-var fs6, os2, path6, spillThreshold, spilled, store;
+var fs6, os2, path6, spillThreshold, spilled, store, deferred;
 var init_spill = __esm({
   "src/onnx/spill.ts"() {
     "use strict";
@@ -77921,6 +77913,7 @@ var init_spill = __esm({
     path6 = __toESM(require("path"));
     spillThreshold = 8 * 2 ** 20;
     spilled = /* @__PURE__ */ new WeakMap();
+    deferred = /* @__PURE__ */ new WeakMap();
   }
 });
 
@@ -79072,7 +79065,14 @@ function writeModel(model, file2, options = {}) {
       offset += pad;
       const length = "bytes" in source ? source.bytes.byteLength : source.length;
       if ("bytes" in source) writeAll(fd, source.bytes, offset);
-      else copyRange(source.file, source.offset, length, fd, offset);
+      else if ("stream" in source) {
+        let at = offset;
+        source.stream((chunk2) => {
+          writeAll(fd, chunk2, at);
+          at += chunk2.byteLength;
+        });
+        if (at - offset !== length) throw new Error(`internal: tensor '${t.name}' streamed ${at - offset} bytes, expected ${length}`);
+      } else copyRange(source.file, source.offset, length, fd, offset);
       copy.rawData = new Uint8Array(0);
       copy.dataLocation = import_onnx_proto4.onnx.TensorProto.DataLocation.EXTERNAL;
       copy.externalData = [
@@ -79364,6 +79364,8 @@ var init_model = __esm({
        * ranges in chunks instead of holding the tensor.
        */
       tensorSource(t) {
+        const stream = deferredStream(t);
+        if (stream) return { stream, length: elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes };
         const spill = spilledRange(t);
         if (spill) return spill;
         if (isExternal(t)) {
@@ -79391,7 +79393,19 @@ var init_model = __esm({
       /** The raw bytes of a constant in chunks of whole rows of `rowBytes`, aligned for typed views. */
       forEachRawChunk(name, rowBytes, fn, maxBytes = CHUNK_BYTES) {
         const proto = this.initializerProto(name);
-        const source = proto ? this.tensorSource(proto) : { bytes: dataAsBytes(this.constant(name).data) };
+        if (proto) this.forEachRawChunkOf(proto, rowBytes, fn, maxBytes);
+        else fn(Uint8Array.from(dataAsBytes(this.constant(name).data)), 0);
+      }
+      forEachRawChunkOf(proto, rowBytes, fn, maxBytes = CHUNK_BYTES) {
+        const source = this.tensorSource(proto);
+        if ("stream" in source) {
+          let first = 0;
+          source.stream((bytes2) => {
+            fn(bytes2, first);
+            first += bytes2.byteLength;
+          });
+          return;
+        }
         if ("bytes" in source) {
           const aligned = new Uint8Array(source.bytes.byteLength);
           aligned.set(source.bytes);
@@ -79441,24 +79455,25 @@ var init_model = __esm({
           return m;
         });
         const columns = Int32Array.from(keep.get(last) ?? Array.from({ length: dims[last] }, (_, i) => i));
-        const spill = beginSpill();
-        const index = new Array(last).fill(0);
-        this.forEachRawChunk(name, rowBytes, (bytes2) => {
-          const rows = bytes2.byteLength / rowBytes;
-          const keptRows = [];
-          for (let r = 0; r < rows; r++) {
-            let kept = true;
-            for (let a = 0; a < last && kept; a++) if (masks[a] && !masks[a][index[a]]) kept = false;
-            if (kept) keptRows.push(r);
-            for (let a = last - 1; a >= 0; a--) {
-              if (++index[a] < dims[a]) break;
-              index[a] = 0;
-            }
-          }
-          spill.write(gatherColumns(bytes2, size, dims[last], keptRows, columns));
-        });
+        const source = proto;
         const sliced = import_onnx_proto5.onnx.TensorProto.create({ name, dataType: info3.dtype, dims: dims.map((d, a) => keep.get(a)?.length ?? d) });
-        spill.finish(sliced);
+        deferTensor(sliced, (fn) => {
+          const index = new Array(last).fill(0);
+          this.forEachRawChunkOf(source, rowBytes, (bytes2) => {
+            const rows = bytes2.byteLength / rowBytes;
+            const keptRows = [];
+            for (let r = 0; r < rows; r++) {
+              let kept = true;
+              for (let a = 0; a < last && kept; a++) if (masks[a] && !masks[a][index[a]]) kept = false;
+              if (kept) keptRows.push(r);
+              for (let a = last - 1; a >= 0; a--) {
+                if (++index[a] < dims[a]) break;
+                index[a] = 0;
+              }
+            }
+            if (keptRows.length) fn(gatherColumns(bytes2, size, dims[last], keptRows, columns));
+          });
+        });
         const src = this.constants.get(name);
         if (src?.kind === "initializer") this.graph.initializer[src.index] = sliced;
       }
@@ -79472,6 +79487,16 @@ var init_model = __esm({
         const bytes2 = count2 * dtypeInfo(dtype).bytes;
         const spill = spilledRange(t);
         if (spill) return { dtype, dims, data: readTensorData(dtype, spill.file, spill.offset, spill.length) };
+        const stream = deferredStream(t);
+        if (stream) {
+          const buffer = new Uint8Array(new ArrayBuffer(bytes2));
+          let at = 0;
+          stream((chunk2) => {
+            buffer.set(chunk2, at);
+            at += chunk2.byteLength;
+          });
+          return { dtype, dims, data: new (dtypeInfo(dtype)).array(buffer.buffer, 0, count2) };
+        }
         if (isExternal(t)) {
           const loc = externalLocation(t, this.dir, this.origin);
           checkExternal(t, loc, this.origin, bytes2);
@@ -82294,27 +82319,13 @@ function channelVariance(s) {
   return s.sumSquares.map((v, j) => Math.max(0, v / Math.max(1, s.count) - (s.sum[j] / Math.max(1, s.count)) ** 2));
 }
 async function collectStats(model, requests, calibration) {
-  const wanted = /* @__PURE__ */ new Map();
-  for (const r of requests) {
-    const prev = wanted.get(r.tensor);
-    wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram });
-  }
-  const proto = model.clone().proto;
-  const graph = proto.graph;
-  const outputs2 = new Set(graph.output.map((o) => o.name));
-  for (const name of wanted.keys()) if (!outputs2.has(name)) graph.output.push(import_onnx_proto10.onnx.ValueInfoProto.create({ name }));
-  const session = await sessionForProto(model, proto);
-  const stats = /* @__PURE__ */ new Map();
+  const collector = await StatsCollector.create(model, requests);
   try {
-    const fetches = [...wanted.keys()];
-    for await (const feeds of calibration()) {
-      const result = await session.run(feeds, fetches);
-      for (const [name, req] of wanted) accumulate(stats, name, req, result[name]);
-    }
+    for await (const feeds of calibration()) await collector.add(feeds);
+    return collector.stats;
   } finally {
-    await session.release();
+    await collector.release();
   }
-  return stats;
 }
 function accumulate(stats, name, req, t) {
   const dims = t.dims;
@@ -82366,13 +82377,41 @@ function symmetricGram(s) {
   for (let i = 0; i < c; i++) for (let j = 0; j < i; j++) g[i * c + j] = g[j * c + i];
   return g;
 }
-var import_onnx_proto10;
+var import_onnx_proto10, StatsCollector;
 var init_stats = __esm({
   "src/prune/stats.ts"() {
     "use strict";
     import_onnx_proto10 = __toESM(require_onnx());
     init_graph();
     init_runtime();
+    StatsCollector = class _StatsCollector {
+      constructor(session, wanted) {
+        this.session = session;
+        this.wanted = wanted;
+      }
+      session;
+      wanted;
+      stats = /* @__PURE__ */ new Map();
+      static async create(model, requests) {
+        const wanted = /* @__PURE__ */ new Map();
+        for (const r of requests) {
+          const prev = wanted.get(r.tensor);
+          wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram });
+        }
+        const proto = model.clone().proto;
+        const graph = proto.graph;
+        const outputs2 = new Set(graph.output.map((o) => o.name));
+        for (const name of wanted.keys()) if (!outputs2.has(name)) graph.output.push(import_onnx_proto10.onnx.ValueInfoProto.create({ name }));
+        return new _StatsCollector(await sessionForProto(model, proto), wanted);
+      }
+      async add(feeds) {
+        const result = await this.session.run(feeds, [...this.wanted.keys()]);
+        for (const [name, req] of this.wanted) accumulate(this.stats, name, req, result[name]);
+      }
+      release() {
+        return this.session.release();
+      }
+    };
   }
 });
 

@@ -4,7 +4,7 @@ import { onnx } from 'onnx-proto';
 import { UserError } from '../errors';
 import { DataType, dtypeInfo, dtypeName, isSupportedDType } from './dtype';
 import { checkExternal, externalLocation, isExternal, readTensorData } from './external';
-import { beginSpill, spillMinBytes, spillTensor, spilledRange } from './spill';
+import { TensorStream, deferTensor, deferredStream, spillMinBytes, spillTensor, spilledRange } from './spill';
 
 const CHUNK_BYTES = 32 * 2 ** 20;
 import {
@@ -247,7 +247,11 @@ export class OnnxModel {
    * Where a tensor's bytes are, without reading them when they are in a file: writers copy file
    * ranges in chunks instead of holding the tensor.
    */
-  tensorSource(t: onnx.ITensorProto): { file: string; offset: number; length: number } | { bytes: Uint8Array } {
+  tensorSource(
+    t: onnx.ITensorProto,
+  ): { file: string; offset: number; length: number } | { bytes: Uint8Array } | { stream: TensorStream; length: number } {
+    const stream = deferredStream(t);
+    if (stream) return { stream, length: elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes };
     const spill = spilledRange(t);
     if (spill) return spill;
     if (isExternal(t)) {
@@ -277,7 +281,20 @@ export class OnnxModel {
   /** The raw bytes of a constant in chunks of whole rows of `rowBytes`, aligned for typed views. */
   private forEachRawChunk(name: string, rowBytes: number, fn: (bytes: Uint8Array, firstByte: number) => void, maxBytes = CHUNK_BYTES): void {
     const proto = this.initializerProto(name);
-    const source = proto ? this.tensorSource(proto) : { bytes: dataAsBytes(this.constant(name)!.data) };
+    if (proto) this.forEachRawChunkOf(proto, rowBytes, fn, maxBytes);
+    else fn(Uint8Array.from(dataAsBytes(this.constant(name)!.data)), 0);
+  }
+
+  private forEachRawChunkOf(proto: onnx.ITensorProto, rowBytes: number, fn: (bytes: Uint8Array, firstByte: number) => void, maxBytes = CHUNK_BYTES): void {
+    const source = this.tensorSource(proto);
+    if ('stream' in source) {
+      let first = 0;
+      source.stream((bytes) => {
+        fn(bytes, first);
+        first += bytes.byteLength;
+      });
+      return;
+    }
     if ('bytes' in source) {
       const aligned = new Uint8Array(source.bytes.byteLength);
       aligned.set(source.bytes);
@@ -328,24 +345,27 @@ export class OnnxModel {
       return m;
     });
     const columns = Int32Array.from(keep.get(last) ?? Array.from({ length: dims[last] }, (_, i) => i));
-    const spill = beginSpill();
-    const index = new Array<number>(last).fill(0); // multi-index of the current row
-    this.forEachRawChunk(name, rowBytes, (bytes) => {
-      const rows = bytes.byteLength / rowBytes;
-      const keptRows: number[] = [];
-      for (let r = 0; r < rows; r++) {
-        let kept = true;
-        for (let a = 0; a < last && kept; a++) if (masks[a] && !masks[a]![index[a]]) kept = false;
-        if (kept) keptRows.push(r);
-        for (let a = last - 1; a >= 0; a--) {
-          if (++index[a] < dims[a]) break;
-          index[a] = 0;
-        }
-      }
-      spill.write(gatherColumns(bytes, size, dims[last], keptRows, columns));
-    });
+    // Deferred: the sliced tensor is produced from its source whenever it is read (written,
+    // scored, sliced again), so pruning itself moves no weight bytes.
+    const source = proto;
     const sliced = onnx.TensorProto.create({ name, dataType: info.dtype, dims: dims.map((d, a) => keep.get(a)?.length ?? d) });
-    spill.finish(sliced);
+    deferTensor(sliced, (fn) => {
+      const index = new Array<number>(last).fill(0); // multi-index of the current row
+      this.forEachRawChunkOf(source, rowBytes, (bytes) => {
+        const rows = bytes.byteLength / rowBytes;
+        const keptRows: number[] = [];
+        for (let r = 0; r < rows; r++) {
+          let kept = true;
+          for (let a = 0; a < last && kept; a++) if (masks[a] && !masks[a]![index[a]]) kept = false;
+          if (kept) keptRows.push(r);
+          for (let a = last - 1; a >= 0; a--) {
+            if (++index[a] < dims[a]) break;
+            index[a] = 0;
+          }
+        }
+        if (keptRows.length) fn(gatherColumns(bytes, size, dims[last], keptRows, columns));
+      });
+    });
     const src = this.constants.get(name);
     if (src?.kind === 'initializer') this.graph.initializer[src.index] = sliced;
   }
@@ -360,6 +380,16 @@ export class OnnxModel {
     const bytes = count * dtypeInfo(dtype).bytes;
     const spill = spilledRange(t);
     if (spill) return { dtype, dims, data: readTensorData(dtype, spill.file, spill.offset, spill.length) };
+    const stream = deferredStream(t);
+    if (stream) {
+      const buffer = new Uint8Array(new ArrayBuffer(bytes));
+      let at = 0;
+      stream((chunk) => {
+        buffer.set(chunk, at);
+        at += chunk.byteLength;
+      });
+      return { dtype, dims, data: new (dtypeInfo(dtype).array)(buffer.buffer, 0, count) };
+    }
     if (isExternal(t)) {
       const loc = externalLocation(t, this.dir, this.origin);
       checkExternal(t, loc, this.origin, bytes);

@@ -51,22 +51,24 @@ export function spilledRange(proto: onnx.ITensorProto): SpillRange | undefined {
   return spilled.get(proto);
 }
 
-export function isSpilled(proto: onnx.ITensorProto): boolean {
-  return spilled.has(proto);
+/** Streams a tensor's bytes, in chunks of whole rows, in order. */
+export type TensorStream = (fn: (bytes: Uint8Array) => void) => void;
+
+/**
+ * Tensors computed from another when read (a pruned weight is its source with rows and columns
+ * left out): nothing is written until the model is, and then each weight is read once.
+ */
+const deferred = new WeakMap<onnx.ITensorProto, TensorStream>();
+
+export function deferTensor(proto: onnx.ITensorProto, stream: TensorStream): void {
+  deferred.set(proto, stream);
 }
 
-/** Appends one tensor's bytes in pieces; `finish` records them for `proto`. */
-export function beginSpill(): { write(bytes: Uint8Array): void; finish(proto: onnx.ITensorProto): void } {
-  const s = openStore();
-  const start = s.size;
-  return {
-    write(bytes) {
-      let done = 0;
-      while (done < bytes.byteLength) done += fs.writeSync(s.fd, bytes, done, bytes.byteLength - done, s.size + done);
-      s.size += bytes.byteLength;
-    },
-    finish(proto) {
-      spilled.set(proto, { file: s.file, offset: start, length: s.size - start });
-    },
-  };
+export function deferredStream(proto: onnx.ITensorProto): TensorStream | undefined {
+  return deferred.get(proto);
+}
+
+/** The tensor's bytes are not in the proto nor in the model's files: spilled or deferred. */
+export function isSpilled(proto: onnx.ITensorProto): boolean {
+  return spilled.has(proto) || deferred.has(proto);
 }

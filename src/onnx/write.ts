@@ -86,7 +86,14 @@ export function writeModel(model: OnnxModel, file: string, options: WriteOptions
       offset += pad;
       const length = 'bytes' in source ? source.bytes.byteLength : source.length;
       if ('bytes' in source) writeAll(fd, source.bytes, offset);
-      else copyRange(source.file, source.offset, length, fd, offset);
+      else if ('stream' in source) {
+        let at = offset;
+        source.stream((chunk) => {
+          writeAll(fd!, chunk, at);
+          at += chunk.byteLength;
+        });
+        if (at - offset !== length) throw new Error(`internal: tensor '${t.name}' streamed ${at - offset} bytes, expected ${length}`);
+      } else copyRange(source.file, source.offset, length, fd, offset);
       copy.rawData = new Uint8Array(0);
       copy.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
       copy.externalData = [

@@ -68,9 +68,9 @@ function scale(): void {
   const prunedDir = path.join(LARGE, 'pruned');
   const prune = [fp32, fp16].map((f, i) => child('child.ts', ['prune', f, '0.3', i === 0 ? prunedDir : path.join(LARGE, 'pruned-fp16')])[0]);
   results.prune = prune;
-  console.log('| model | weights (MB) | largest tensor (MB) | prune + write (s) | MB/s | peak RSS (MB) | removed |\n|---|---|---|---|---|---|---|');
+  console.log('| model | weights (MB) | largest tensor (MB) | prune (s) | MB/s | prune + write (s) | MB/s | peak RSS (MB) | removed |\n|---|---|---|---|---|---|---|---|---|');
   for (const r of prune) {
-    console.log(`| ${path.basename(r.file as string)} | ${fmt(r.weightsMb)} | ${fmt(r.largestMb)} | ${fmt(r.seconds)} | ${fmt(r.mbPerSecond)} | ${fmt(r.peakRssMb)} | ${fmt(r.removed)} |`);
+    console.log(`| ${path.basename(r.file as string)} | ${fmt(r.weightsMb)} | ${fmt(r.largestMb)} | ${fmt(r.pruneSeconds)} | ${fmt(r.pruneMbPerSecond)} | ${fmt(r.seconds)} | ${fmt(r.mbPerSecond)} | ${fmt(r.peakRssMb)} | ${fmt(r.removed)} |`);
   }
   const plain = child('child.ts', ['infer', fp32, '2', '1', '64', '32000'])[0];
   const stats = child('child.ts', ['stats', fp32, '2', '1', '64', '32000'])[0];
