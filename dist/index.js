@@ -78930,6 +78930,11 @@ function halfTable() {
   }
   return HALF_TABLE;
 }
+function halfToFloat32Into(src, out) {
+  const table2 = halfTable();
+  for (let i = 0; i < src.length; i++) out[i] = table2[src[i]];
+  return out;
+}
 function toFloat32(t) {
   const n = t.data.length;
   if (t.dtype === DataType.FLOAT) return t.data;
@@ -79385,9 +79390,13 @@ var init_model = __esm({
       forEachChunk(name, rowElements, fn, maxBytes = CHUNK_BYTES) {
         const info3 = this.constantInfo(name);
         const size = dtypeInfo(info3.dtype).bytes;
+        let halves;
         this.forEachRawChunk(name, rowElements * size, (bytes2, firstByte) => {
           const data = new (dtypeInfo(info3.dtype)).array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength / size);
-          fn(toFloat32({ dtype: info3.dtype, dims: [data.length], data }), firstByte / size);
+          if (info3.dtype === DataType.FLOAT16) {
+            if (!halves || halves.length < data.length) halves = new Float32Array(data.length);
+            fn(halfToFloat32Into(data, halves.subarray(0, data.length)), firstByte / size);
+          } else fn(toFloat32({ dtype: info3.dtype, dims: [data.length], data }), firstByte / size);
         }, maxBytes);
       }
       /** The raw bytes of a constant in chunks of whole rows of `rowBytes`, aligned for typed views. */

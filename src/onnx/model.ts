@@ -14,6 +14,7 @@ import {
   dataFromTypedFields,
   elementCount,
   fromFloat32,
+  halfToFloat32Into,
   takeAlongAxis,
   tensorToProto,
   toFloat32,
@@ -272,9 +273,13 @@ export class OnnxModel {
   forEachChunk(name: string, rowElements: number, fn: (values: Float32Array, firstElement: number) => void, maxBytes = CHUNK_BYTES): void {
     const info = this.constantInfo(name)!;
     const size = dtypeInfo(info.dtype).bytes;
+    let halves: Float32Array | undefined; // one conversion buffer for every chunk
     this.forEachRawChunk(name, rowElements * size, (bytes, firstByte) => {
       const data = new (dtypeInfo(info.dtype).array)(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / size);
-      fn(toFloat32({ dtype: info.dtype, dims: [data.length], data }), firstByte / size);
+      if (info.dtype === DataType.FLOAT16) {
+        if (!halves || halves.length < data.length) halves = new Float32Array(data.length);
+        fn(halfToFloat32Into(data as Uint16Array, halves.subarray(0, data.length)), firstByte / size);
+      } else fn(toFloat32({ dtype: info.dtype, dims: [data.length], data }), firstByte / size);
     }, maxBytes);
   }
 

@@ -104,6 +104,13 @@ function halfTable(): Float32Array {
   return HALF_TABLE;
 }
 
+/** float16 bit patterns to float32 values, into `out` (reused by streaming readers). */
+export function halfToFloat32Into(src: Uint16Array, out: Float32Array): Float32Array {
+  const table = halfTable();
+  for (let i = 0; i < src.length; i++) out[i] = table[src[i]];
+  return out;
+}
+
 export function toFloat32(t: Tensor): Float32Array {
   const n = t.data.length;
   if (t.dtype === DataType.FLOAT) return t.data as Float32Array;
