@@ -1,9 +1,10 @@
 // `npm run bench`: the figures the issues ask for, measured on this machine. Sections:
 //   quality  - held-out quality of each trained fixture at 20/40 % by importance/compensation (issue 4)
 //   memory   - peak RSS of statistics collection as the number of calibration samples grows (issue 4)
+//   quantization - size, latency and held-out perplexity: pruned, int8, int4, both (issue 8)
 //   scale    - a generated LLaMA-7B-shaped model: prune speed and peak RSS (fp32, fp16), statistics
 //              cost against plain inference, latency ratio against MAC ratio at 30 % (issue 9)
-// Usage: npm run bench [-- quality memory scale]. Results go to stdout and bench/results.json.
+// Usage: npm run bench [-- quality memory quantization scale]. Results go to stdout and bench/results.json.
 import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -81,7 +82,22 @@ function scale(): void {
   console.log(`Latency at 30 % removed, batch 1, 256 tokens: ${fmt(latency.prunedMs)} ms against ${fmt(latency.baseMs)} ms, ratio ${fmt(latency.latencyRatio)}; MAC ratio ${fmt(latency.macRatio)}; latency/MAC - 1 = ${fmt(((latency.gap as number) * 100))} %`);
 }
 
-const sections: Record<string, () => void> = { quality, memory, scale };
+function quantization(): void {
+  console.log('\n## Pruning and quantization: size, latency, held-out perplexity (issue 8)\n');
+  const example = path.join(ROOT, 'examples', 'fortunes-llama');
+  const extra = fs.existsSync(path.join(example, 'model.onnx'))
+    ? [path.join(example, 'model.onnx'), path.join(ROOT, 'calibration', 'fortunes-llama'), path.join(example, 'heldout')]
+    : [];
+  const fixtures = ['gpt2', 'llama'].flatMap((n) => [path.join(ROOT, 'test/fixtures', `${n}.onnx`), path.join(ROOT, 'calibration', n), path.join(ROOT, 'bench/heldout', n)]);
+  const rows = child('quantize.ts', [...fixtures, ...(extra.length === 3 && fs.existsSync(extra[2]) ? extra : [])]);
+  results.quantization = rows;
+  console.log('| model | variant | bytes | smaller | held-out perplexity | agreement | speedup (calibration batch) |\n|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    console.log(`| ${r.model} | ${r.variant} | ${r.bytes} | ${r.sizeRatio ? `${fmt(r.sizeRatio)}x` : ''} | ${fmt(r.perplexity)} | ${r.agreement === undefined ? '' : fmt(r.agreement)} | ${r.speedup ? `${fmt(r.speedup)}x` : ''} |`);
+  }
+}
+
+const sections: Record<string, () => void> = { quality, memory, quantization, scale };
 const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(sections);
 console.log(`# prune-gate benchmark (${new Date().toISOString().slice(0, 10)}, ${require('os').cpus().length} cores, load ${require('os').loadavg()[0].toFixed(1)})`);
 for (const name of wanted) {
