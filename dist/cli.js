@@ -39878,7 +39878,8 @@ function mergePruned(steps) {
 }
 function mergeSkipped(steps) {
   const seen = /* @__PURE__ */ new Map();
-  for (const entries of steps) for (const e of entries) seen.set(`${e.where}\0${e.reason}`, e);
+  const place = (where) => where.replace(/ and \d+ more\)?$/, "");
+  for (const entries of steps) for (const e of entries) seen.set(`${place(e.where)}\0${e.reason}`, e);
   return [...seen.values()];
 }
 function percent(r) {

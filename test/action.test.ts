@@ -194,7 +194,7 @@ test("a push event runs the repository's own example (prune-gate.yml, the defaul
   try {
     const r = await step({ eventName: 'push', payload: push(), apiUrl: url, githubToken: WRITE });
     const report = ReportSchema.parse(readJson(r.outputs['report-path']));
-    expect(report.base.path).toBe('test/fixtures/gpt2.onnx'); // prune-gate.yml's model
+    expect(report.base.path).toBe('examples/fortunes-llama/model.onnx'); // prune-gate.yml's model
     expect(report.pull_request).toBeUndefined();
     expect(r.status).toBe(report.verdict === 'pass' ? 0 : 1);
     expect(gh.requests).toEqual([]); // no comment, not even a look

@@ -176,7 +176,10 @@ export function mergePruned(steps: readonly PrunedEntry[][]): PrunedEntry[] {
 
 export function mergeSkipped(steps: readonly SkippedEntry[][]): SkippedEntry[] {
   const seen = new Map<string, SkippedEntry>();
-  for (const entries of steps) for (const e of entries) seen.set(`${e.where}\u0000${e.reason}`, e);
+  // A later step may name a place with more ops ("... and 36 more" where the first said 34: the
+  // biases compensation added); the latest description of the same place wins.
+  const place = (where: string) => where.replace(/ and \d+ more\)?$/, '');
+  for (const entries of steps) for (const e of entries) seen.set(`${place(e.where)}\u0000${e.reason}`, e);
   return [...seen.values()];
 }
 
