@@ -37390,6 +37390,7 @@ var DEFAULT_PRUNE = {
   maxTarget: 0.5,
   structures: ["ffn", "heads", "channels"],
   importance: "activation",
+  align: 1,
   compensate: "bias",
   steps: 5
 };
@@ -37407,6 +37408,7 @@ var ConfigFile = external_exports.strictObject({
     }).min(1, { error: "at least one of ffn, heads, channels" }).optional(),
     importance: external_exports.enum(["activation", "magnitude"]).optional(),
     compensate: external_exports.enum(["none", "bias", "reconstruct"]).optional(),
+    align: external_exports.number({ error: "a whole number of units >= 1 (8 keeps widths multiples of 8)" }).int({ error: "a whole number of units >= 1" }).min(1, { error: "a whole number of units >= 1" }).max(256, { error: "at most 256" }).optional(),
     steps: external_exports.number({ error: "a whole number of steps >= 1" }).int({ error: "a whole number of steps >= 1" }).min(1, { error: "a whole number of steps >= 1" }).max(100, { error: "at most 100 steps" }).optional()
   }).optional(),
   quantize: external_exports.enum(QUANTIZE_MODES).optional(),
@@ -37458,6 +37460,7 @@ function fromFile(raw, dir, shown) {
       maxTarget: p["max-target"] ?? DEFAULT_PRUNE.maxTarget,
       structures: p.structures ? [...new Set(p.structures)] : DEFAULT_PRUNE.structures,
       importance: p.importance ?? DEFAULT_PRUNE.importance,
+      align: p.align ?? DEFAULT_PRUNE.align,
       compensate: p.compensate ?? DEFAULT_PRUNE.compensate,
       steps: p.steps ?? DEFAULT_PRUNE.steps
     },
@@ -41379,7 +41382,38 @@ function planRemoval(input2) {
     entry.units.push(unit);
     taken.set(group, entry);
   }
-  return { removals: [...taken.values()], params: removed };
+  const align = input2.align ?? 1;
+  if (align <= 1) return { removals: [...taken.values()], params: removed };
+  return alignWidths(input2, ranked, taken, align);
+}
+function alignWidths(input2, ranked, taken, align) {
+  const order = new Map(ranked.map((r, i) => [r.unit, i]));
+  for (const group of input2.groups) {
+    const n = group.units.length;
+    if (group.kind === "heads" || n < 4 * align) continue;
+    const entry = taken.get(group) ?? { group, units: [], params: 0 };
+    const kept = n - entry.units.length;
+    const goal = Math.max(align, Math.round(kept / align) * align);
+    if (goal === kept) continue;
+    const removedSet = new Set(entry.units);
+    if (goal < kept) {
+      const more = group.units.filter((u) => !removedSet.has(u)).sort((a, b) => order.get(a) - order.get(b));
+      entry.units.push(...more.slice(0, kept - goal));
+    } else {
+      entry.units.sort((a, b) => order.get(a) - order.get(b));
+      entry.units.splice(entry.units.length - (goal - kept));
+    }
+    taken.set(group, entry);
+  }
+  const ledger = new ParamLedger(input2.slots, input2.paramDims);
+  let params = 0;
+  const removals = [...taken.values()].filter((r) => r.units.length > 0);
+  for (const r of removals) {
+    r.params = 0;
+    for (const u of r.units) r.params += ledger.take(u);
+    params += r.params;
+  }
+  return { removals, params };
 }
 
 // src/prune/score.ts
@@ -41544,7 +41578,8 @@ async function pruneOnce(model, options) {
       targetParams: options.target * paramsBefore,
       slack: 0.01 * paramsBefore,
       slots: analysis.space.slots,
-      paramDims: (t) => analysis.model.constantInfo(t)?.dims
+      paramDims: (t) => analysis.model.constantInfo(t)?.dims,
+      align: options.align
     });
     if (removals.length === 0) {
       return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore };
@@ -42645,6 +42680,7 @@ function searchDeps(c) {
       structures: config2.prune.structures,
       importance: config2.prune.importance,
       compensate: config2.prune.compensate,
+      align: config2.prune.align,
       calibration: calibrationFeeds(c.set),
       memory,
       log: c.log
@@ -42855,7 +42891,7 @@ var fs12 = __toESM(require("fs"));
 var path11 = __toESM(require("path"));
 var STRUCTURES = ["ffn", "heads", "channels"];
 function register3(program2, ctx) {
-  program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels", STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--compensate <how>", "none, bias or reconstruct (default: bias with --calibration, else none)").option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--report <file>", "also write what was removed as JSON").option("--external-data", "write the weights to <out>.data beside the model").action(async (flags) => {
+  program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels", STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--compensate <how>", "none, bias or reconstruct (default: bias with --calibration, else none)").option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--align <n>", "keep FFN and conv widths multiples of n (8 or 16 for fast kernels)", "1").option("--report <file>", "also write what was removed as JSON").option("--external-data", "write the weights to <out>.data beside the model").action(async (flags) => {
     if (path11.resolve(flags.out) === path11.resolve(flags.model)) {
       throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
     }
@@ -42865,6 +42901,8 @@ function register3(program2, ctx) {
     const compensate2 = parseCompensate(flags.compensate, flags.calibration);
     const steps = Number(flags.steps);
     if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be a whole number of at least 1 (got '${flags.steps}')`);
+    const align = Number(flags.align);
+    if (!Number.isInteger(align) || align < 1) throw new UserError(`--align must be a whole number of at least 1 (got '${flags.align}')`);
     const model = OnnxModel.read(flags.model);
     const calibration = flags.calibration ? calibrationFeeds(loadCalibration(flags.calibration, model)) : void 0;
     const result = await pruneModel(model, {
@@ -42873,6 +42911,7 @@ function register3(program2, ctx) {
       importance,
       compensate: compensate2,
       steps,
+      align,
       calibration,
       log: (line) => ctx.stderr(`${line}
 `)

@@ -82637,7 +82637,38 @@ function planRemoval(input2) {
     entry.units.push(unit);
     taken.set(group, entry);
   }
-  return { removals: [...taken.values()], params: removed };
+  const align = input2.align ?? 1;
+  if (align <= 1) return { removals: [...taken.values()], params: removed };
+  return alignWidths(input2, ranked, taken, align);
+}
+function alignWidths(input2, ranked, taken, align) {
+  const order = new Map(ranked.map((r, i) => [r.unit, i]));
+  for (const group of input2.groups) {
+    const n = group.units.length;
+    if (group.kind === "heads" || n < 4 * align) continue;
+    const entry = taken.get(group) ?? { group, units: [], params: 0 };
+    const kept = n - entry.units.length;
+    const goal = Math.max(align, Math.round(kept / align) * align);
+    if (goal === kept) continue;
+    const removedSet = new Set(entry.units);
+    if (goal < kept) {
+      const more = group.units.filter((u) => !removedSet.has(u)).sort((a, b) => order.get(a) - order.get(b));
+      entry.units.push(...more.slice(0, kept - goal));
+    } else {
+      entry.units.sort((a, b) => order.get(a) - order.get(b));
+      entry.units.splice(entry.units.length - (goal - kept));
+    }
+    taken.set(group, entry);
+  }
+  const ledger = new ParamLedger(input2.slots, input2.paramDims);
+  let params = 0;
+  const removals = [...taken.values()].filter((r) => r.units.length > 0);
+  for (const r of removals) {
+    r.params = 0;
+    for (const u of r.units) r.params += ledger.take(u);
+    params += r.params;
+  }
+  return { removals, params };
 }
 var ParamLedger, product;
 var init_plan = __esm({
@@ -82862,7 +82893,8 @@ async function pruneOnce(model, options) {
       targetParams: options.target * paramsBefore,
       slack: 0.01 * paramsBefore,
       slots: analysis.space.slots,
-      paramDims: (t) => analysis.model.constantInfo(t)?.dims
+      paramDims: (t) => analysis.model.constantInfo(t)?.dims,
+      align: options.align
     });
     if (removals.length === 0) {
       return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore };
@@ -83631,6 +83663,7 @@ function searchDeps(c) {
       structures: config2.prune.structures,
       importance: config2.prune.importance,
       compensate: config2.prune.compensate,
+      align: config2.prune.align,
       calibration: calibrationFeeds(c.set),
       memory,
       log: c.log
@@ -83880,6 +83913,7 @@ var DEFAULT_PRUNE = {
   maxTarget: 0.5,
   structures: ["ffn", "heads", "channels"],
   importance: "activation",
+  align: 1,
   compensate: "bias",
   steps: 5
 };
@@ -83897,6 +83931,7 @@ var ConfigFile = external_exports.strictObject({
     }).min(1, { error: "at least one of ffn, heads, channels" }).optional(),
     importance: external_exports.enum(["activation", "magnitude"]).optional(),
     compensate: external_exports.enum(["none", "bias", "reconstruct"]).optional(),
+    align: external_exports.number({ error: "a whole number of units >= 1 (8 keeps widths multiples of 8)" }).int({ error: "a whole number of units >= 1" }).min(1, { error: "a whole number of units >= 1" }).max(256, { error: "at most 256" }).optional(),
     steps: external_exports.number({ error: "a whole number of steps >= 1" }).int({ error: "a whole number of steps >= 1" }).min(1, { error: "a whole number of steps >= 1" }).max(100, { error: "at most 100 steps" }).optional()
   }).optional(),
   quantize: external_exports.enum(QUANTIZE_MODES).optional(),
@@ -83948,6 +83983,7 @@ function fromFile(raw, dir, shown2) {
       maxTarget: p["max-target"] ?? DEFAULT_PRUNE.maxTarget,
       structures: p.structures ? [...new Set(p.structures)] : DEFAULT_PRUNE.structures,
       importance: p.importance ?? DEFAULT_PRUNE.importance,
+      align: p.align ?? DEFAULT_PRUNE.align,
       compensate: p.compensate ?? DEFAULT_PRUNE.compensate,
       steps: p.steps ?? DEFAULT_PRUNE.steps
     },

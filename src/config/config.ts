@@ -28,6 +28,8 @@ export interface PruneSettings {
   maxTarget: number;
   structures: Structure[];
   importance: Importance;
+  /** Widths kept as multiples of this (1: any width). */
+  align: number;
   compensate: Compensation;
   steps: number;
 }
@@ -49,6 +51,7 @@ export const DEFAULT_PRUNE: PruneSettings = {
   maxTarget: 0.5,
   structures: ['ffn', 'heads', 'channels'],
   importance: 'activation',
+  align: 1,
   compensate: 'bias',
   steps: 5,
 };
@@ -73,6 +76,7 @@ const ConfigFile = z.strictObject({
         .optional(),
       importance: z.enum(['activation', 'magnitude']).optional(),
       compensate: z.enum(['none', 'bias', 'reconstruct']).optional(),
+      align: z.number({ error: 'a whole number of units >= 1 (8 keeps widths multiples of 8)' }).int({ error: 'a whole number of units >= 1' }).min(1, { error: 'a whole number of units >= 1' }).max(256, { error: 'at most 256' }).optional(),
       steps: z.number({ error: 'a whole number of steps >= 1' }).int({ error: 'a whole number of steps >= 1' }).min(1, { error: 'a whole number of steps >= 1' }).max(100, { error: 'at most 100 steps' }).optional(),
     })
     .optional(),
@@ -136,6 +140,7 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
       maxTarget: p['max-target'] ?? DEFAULT_PRUNE.maxTarget,
       structures: p.structures ? [...new Set(p.structures)] : DEFAULT_PRUNE.structures,
       importance: p.importance ?? DEFAULT_PRUNE.importance,
+      align: p.align ?? DEFAULT_PRUNE.align,
       compensate: p.compensate ?? DEFAULT_PRUNE.compensate,
       steps: p.steps ?? DEFAULT_PRUNE.steps,
     },

@@ -154,6 +154,7 @@ function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
         structures: config.prune.structures,
         importance: config.prune.importance,
         compensate: config.prune.compensate,
+        align: config.prune.align,
         calibration: calibrationFeeds(c.set),
         memory,
         log: c.log,

@@ -76,6 +76,7 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       slack: 0.01 * paramsBefore,
       slots: analysis.space.slots,
       paramDims: (t) => analysis.model.constantInfo(t)?.dims,
+      align: options.align,
     });
     if (removals.length === 0) {
       return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore };

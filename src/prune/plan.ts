@@ -19,6 +19,8 @@ export interface PlanInput {
   /** Every slot, by id, and the dims of the parameter tensors. */
   slots: Slot[];
   paramDims: (tensor: string) => number[] | undefined;
+  /** Keep a multiple of this many units in FFN and channel groups of at least 4·align units. */
+  align?: number;
 }
 
 /**
@@ -90,5 +92,46 @@ export function planRemoval(input: PlanInput): { removals: Removal[]; params: nu
     entry.units.push(unit);
     taken.set(group, entry);
   }
-  return { removals: [...taken.values()], params: removed };
+  const align = input.align ?? 1;
+  if (align <= 1) return { removals: [...taken.values()], params: removed };
+  return alignWidths(input, ranked, taken, align);
+}
+
+/**
+ * Rounds each wide FFN/channel group's kept count to the nearest multiple of `align` (taking more
+ * of its lowest-ranked units, or giving back its best removed ones), then recounts parameters.
+ */
+function alignWidths(
+  input: PlanInput,
+  ranked: { group: Group; unit: Unit; score: number }[],
+  taken: Map<Group, Removal>,
+  align: number,
+): { removals: Removal[]; params: number } {
+  const order = new Map(ranked.map((r, i) => [r.unit, i]));
+  for (const group of input.groups) {
+    const n = group.units.length;
+    if (group.kind === 'heads' || n < 4 * align) continue; // narrow layers would jump too far
+    const entry = taken.get(group) ?? { group, units: [], params: 0 };
+    const kept = n - entry.units.length;
+    const goal = Math.max(align, Math.round(kept / align) * align);
+    if (goal === kept) continue;
+    const removedSet = new Set(entry.units);
+    if (goal < kept) {
+      const more = group.units.filter((u) => !removedSet.has(u)).sort((a, b) => order.get(a)! - order.get(b)!);
+      entry.units.push(...more.slice(0, kept - goal));
+    } else {
+      entry.units.sort((a, b) => order.get(a)! - order.get(b)!);
+      entry.units.splice(entry.units.length - (goal - kept));
+    }
+    taken.set(group, entry);
+  }
+  const ledger = new ParamLedger(input.slots, input.paramDims);
+  let params = 0;
+  const removals = [...taken.values()].filter((r) => r.units.length > 0);
+  for (const r of removals) {
+    r.params = 0;
+    for (const u of r.units) r.params += ledger.take(u);
+    params += r.params;
+  }
+  return { removals, params };
 }

@@ -15,6 +15,12 @@ export interface PruneOptions {
   structures: Structure[];
   importance: Importance;
   compensate: Compensation;
+  /**
+   * Keep a multiple of this many neurons/channels in every FFN and conv layer wide enough
+   * (at least four times as many units): odd widths can make a pruned model slower, not faster, on
+   * runtimes that vectorize by 8 or 16. 1 (the default) leaves widths as the ranking makes them.
+   */
+  align?: number;
   /** Reach the target in this many increments, statistics re-collected before each (default 1). */
   steps?: number;
   /** Calibration batches, needed for activation importance and compensation. */

@@ -18,6 +18,7 @@ interface PruneFlags {
   importance?: string;
   compensate?: string;
   steps: string;
+  align: string;
   report?: string;
   externalData?: boolean;
 }
@@ -37,6 +38,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--importance <how>', 'magnitude or activation (default: activation with --calibration, else magnitude)')
     .option('--compensate <how>', 'none, bias or reconstruct (default: bias with --calibration, else none)')
     .option('--steps <n>', 'reach the target in n increments, re-measuring in between', '1')
+    .option('--align <n>', 'keep FFN and conv widths multiples of n (8 or 16 for fast kernels)', '1')
     .option('--report <file>', 'also write what was removed as JSON')
     .option('--external-data', 'write the weights to <out>.data beside the model')
     .action(async (flags: PruneFlags) => {
@@ -49,6 +51,8 @@ export function register(program: Command, ctx: CliContext): void {
       const compensate = parseCompensate(flags.compensate, flags.calibration);
       const steps = Number(flags.steps);
       if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be a whole number of at least 1 (got '${flags.steps}')`);
+      const align = Number(flags.align);
+      if (!Number.isInteger(align) || align < 1) throw new UserError(`--align must be a whole number of at least 1 (got '${flags.align}')`);
       const model = OnnxModel.read(flags.model);
       const calibration = flags.calibration ? calibrationFeeds(loadCalibration(flags.calibration, model)) : undefined;
       const result = await pruneModel(model, {
@@ -57,6 +61,7 @@ export function register(program: Command, ctx: CliContext): void {
         importance,
         compensate,
         steps,
+        align,
         calibration,
         log: (line) => ctx.stderr(`${line}\n`),
       });
