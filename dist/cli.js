@@ -41622,32 +41622,39 @@ async function pruneOnce(model, options) {
 function statsRequests(consumers2, gram) {
   return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
 }
+var MIN_UNITS_FOR_OWN_SCALE = 8;
 function scoreGroups(analysis, groups, memory, activation) {
   const norms = new AxisNorms(analysis);
-  const scaled = (g, raw) => {
-    const key = `${g.kind} ${g.where}`;
-    let scale = memory?.scales.get(key);
-    if (!scale) {
-      scale = scoreScale(raw);
-      memory?.scales.set(key, scale);
-    }
-    return standardize(raw, scale);
-  };
+  const raw = new Map(groups.map((g) => [g, rawScores(g, norms, activation)]));
+  const pooled = /* @__PURE__ */ new Map();
+  for (const kind of new Set(groups.map((g) => g.kind))) {
+    const small = groups.filter((g) => g.kind === kind && g.units.length < MIN_UNITS_FOR_OWN_SCALE);
+    if (small.length > 1) pooled.set(kind, scoreScale(Float64Array.from(small.flatMap((g) => [...raw.get(g)]))));
+  }
   return new Map(
     groups.map((g) => {
-      const measured = (activation?.consumers.get(g) ?? []).filter((c) => activation.stats.has(c.input));
-      if (measured.length === 0) return [g, scaled(g, magnitudeScores(g, norms))];
-      const scores = new Float64Array(g.units.length);
-      for (const c of measured) {
-        const variance = channelVariance(activation.stats.get(c.input));
-        const w2 = norms.sumSquares(c.weightSlot);
-        g.units.forEach((u, k) => {
-          for (const j of u.indices.get(c.inputSlot.id) ?? []) scores[k] += variance[j] * w2[j];
-        });
+      const key = `${g.kind} ${g.where}`;
+      let scale = memory?.scales.get(key);
+      if (!scale) {
+        scale = (g.units.length < MIN_UNITS_FOR_OWN_SCALE ? pooled.get(g.kind) : void 0) ?? scoreScale(raw.get(g));
+        memory?.scales.set(key, scale);
       }
-      return [g, scaled(g, scores)];
+      return [g, standardize(raw.get(g), scale)];
     })
   );
+}
+function rawScores(g, norms, activation) {
+  const measured = (activation?.consumers.get(g) ?? []).filter((c) => activation.stats.has(c.input));
+  if (measured.length === 0) return magnitudeScores(g, norms);
+  const scores = new Float64Array(g.units.length);
+  for (const c of measured) {
+    const variance = channelVariance(activation.stats.get(c.input));
+    const w2 = norms.sumSquares(c.weightSlot);
+    g.units.forEach((u, k) => {
+      for (const j of u.indices.get(c.inputSlot.id) ?? []) scores[k] += variance[j] * w2[j];
+    });
+  }
+  return scores;
 }
 function groupsTouching(removals, tensors) {
   const names = new Set(tensors);

@@ -29,11 +29,12 @@ const nodesOf = (m: OnnxModel) => m.graph.node as onnx.NodeProto[];
 
 /**
  * Closeness to the float model, from measurements on the (trained) fixtures over the two sample
- * sizes below, pooled: int8 mean cosine >= 0.9998 and top-1 agreement >= 0.97 on every fixture,
- * pruned ones included; int4 mean cosine >= 0.986 and agreement >= 0.75 (gpt2: 24 of 32 rows).
- * The bounds leave a margin for kernel differences between machines.
+ * sizes below, pooled: int8 mean cosine >= 0.9998 and top-1 agreement >= 0.97 on the fixtures,
+ * 0.9986 on the 30 %-pruned llama; int4 mean cosine >= 0.986 and agreement >= 0.75 (gpt2: 24 of
+ * 32 rows). The bounds leave a margin for kernel differences between machines; a broken packing
+ * or scale gives far less.
  */
-const CLOSE = { 8: { cosine: 0.999, agreement: 0.9 }, 4: { cosine: 0.97, agreement: 0.65 } } as const;
+const CLOSE = { 8: { cosine: 0.998, agreement: 0.9 }, 4: { cosine: 0.97, agreement: 0.65 } } as const;
 const SIZES: [number, number][] = [
   [1, 5],
   [3, 9],

@@ -127,6 +127,9 @@ function statsRequests(consumers: Consumer[], gram: boolean): StatsRequest[] {
  * unit: how much the output moves when the channel is replaced by its mean. Groups without a
  * consumer whose input was measured fall back to magnitude. Both are standardized per group.
  */
+/** Below this many units a group's own mean and spread say little: its kind's pooled ones are used. */
+const MIN_UNITS_FOR_OWN_SCALE = 8;
+
 function scoreGroups(
   analysis: Analysis,
   groups: Group[],
@@ -134,30 +137,43 @@ function scoreGroups(
   activation?: { consumers: Map<Group, Consumer[]>; stats: Map<string, ChannelStats> },
 ): Map<Group, Float64Array> {
   const norms = new AxisNorms(analysis);
-  const scaled = (g: Group, raw: Float64Array): Float64Array => {
-    const key = `${g.kind} ${g.where}`;
-    let scale = memory?.scales.get(key);
-    if (!scale) {
-      scale = scoreScale(raw);
-      memory?.scales.set(key, scale);
-    }
-    return standardize(raw, scale);
-  };
+  const raw = new Map(groups.map((g) => [g, rawScores(g, norms, activation)]));
+  // Few-unit groups (4 heads, or 2 KV groups under GQA) would always give their weaker unit a
+  // z-score near -1 whatever it is worth; pool them per kind across layers instead.
+  const pooled = new Map<string, { mean: number; std: number }>();
+  for (const kind of new Set(groups.map((g) => g.kind))) {
+    const small = groups.filter((g) => g.kind === kind && g.units.length < MIN_UNITS_FOR_OWN_SCALE);
+    if (small.length > 1) pooled.set(kind, scoreScale(Float64Array.from(small.flatMap((g) => [...raw.get(g)!]))));
+  }
   return new Map(
     groups.map((g) => {
-      const measured = (activation?.consumers.get(g) ?? []).filter((c) => activation!.stats.has(c.input));
-      if (measured.length === 0) return [g, scaled(g, magnitudeScores(g, norms))];
-      const scores = new Float64Array(g.units.length);
-      for (const c of measured) {
-        const variance = channelVariance(activation!.stats.get(c.input)!);
-        const w2 = norms.sumSquares(c.weightSlot);
-        g.units.forEach((u, k) => {
-          for (const j of u.indices.get(c.inputSlot.id) ?? []) scores[k] += variance[j] * w2[j];
-        });
+      const key = `${g.kind} ${g.where}`;
+      let scale = memory?.scales.get(key);
+      if (!scale) {
+        scale = (g.units.length < MIN_UNITS_FOR_OWN_SCALE ? pooled.get(g.kind) : undefined) ?? scoreScale(raw.get(g)!);
+        memory?.scales.set(key, scale);
       }
-      return [g, scaled(g, scores)];
+      return [g, standardize(raw.get(g)!, scale)];
     }),
   );
+}
+
+function rawScores(
+  g: Group,
+  norms: AxisNorms,
+  activation?: { consumers: Map<Group, Consumer[]>; stats: Map<string, ChannelStats> },
+): Float64Array {
+  const measured = (activation?.consumers.get(g) ?? []).filter((c) => activation!.stats.has(c.input));
+  if (measured.length === 0) return magnitudeScores(g, norms);
+  const scores = new Float64Array(g.units.length);
+  for (const c of measured) {
+    const variance = channelVariance(activation!.stats.get(c.input)!);
+    const w2 = norms.sumSquares(c.weightSlot);
+    g.units.forEach((u, k) => {
+      for (const j of u.indices.get(c.inputSlot.id) ?? []) scores[k] += variance[j] * w2[j];
+    });
+  }
+  return scores;
 }
 
 function groupsTouching(removals: Removal[], tensors: string[]): Group[] {
