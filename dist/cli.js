@@ -41808,6 +41808,7 @@ function blockSizeFor(k, wanted, bits = 4, scaleBytes = 4) {
 // src/quantize/index.ts
 var MS_DOMAIN = "com.microsoft";
 var DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
+var KEEP_FLOAT_MIN_ERROR = 0.02;
 var DEFAULT_KEEP_FLOAT = 2;
 var DEFAULT_KEEP_FLOAT_RATIO = 1.5;
 var DEFAULT_EMBEDDING_BITS = 8;
@@ -41824,7 +41825,7 @@ async function quantizeModel(model, options) {
     await measureErrors(work, candidates, opts.calibration, log);
     const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
     const median = medianOf(ranked.map((c) => c.error ?? 0));
-    const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median);
+    const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
     const measured = candidates.length;
     for (const [rank2, c] of keep.entries()) {
       keptFloat.push({

@@ -83142,7 +83142,7 @@ async function quantizeModel(model, options) {
     await measureErrors(work, candidates, opts.calibration, log);
     const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
     const median = medianOf(ranked.map((c) => c.error ?? 0));
-    const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median);
+    const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
     const measured = candidates.length;
     for (const [rank2, c] of keep.entries()) {
       keptFloat.push({
@@ -83539,7 +83539,7 @@ async function verify(original, quantized) {
     await session.release();
   }
 }
-var import_onnx_proto12, MS_DOMAIN, DEFAULT_BLOCK_SIZE, DEFAULT_KEEP_FLOAT, DEFAULT_KEEP_FLOAT_RATIO, DEFAULT_EMBEDDING_BITS, PROBE_CHUNK, int2;
+var import_onnx_proto12, MS_DOMAIN, DEFAULT_BLOCK_SIZE, KEEP_FLOAT_MIN_ERROR, DEFAULT_KEEP_FLOAT, DEFAULT_KEEP_FLOAT_RATIO, DEFAULT_EMBEDDING_BITS, PROBE_CHUNK, int2;
 var init_quantize = __esm({
   "src/quantize/index.ts"() {
     "use strict";
@@ -83553,6 +83553,7 @@ var init_quantize = __esm({
     init_pack();
     MS_DOMAIN = "com.microsoft";
     DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
+    KEEP_FLOAT_MIN_ERROR = 0.02;
     DEFAULT_KEEP_FLOAT = 2;
     DEFAULT_KEEP_FLOAT_RATIO = 1.5;
     DEFAULT_EMBEDDING_BITS = 8;

@@ -24,7 +24,7 @@
  * With calibration data, the output error of every quantized layer is measured on the real
  * activations (the float layer and its quantized twin read the same input in one run), and up
  * to `keepFloat` layers with the largest relative error ||Y - Ŷ|| / ||Y|| stay in float, those
- * whose error stands out (`keepFloatRatio` times the median layer's).
+ * whose error stands out (`keepFloatRatio` times the median layer's) and is at least 2 %.
  *
  * The input model is not changed. The result always loads in onnxruntime-node and keeps its
  * output names and shapes (checked by running it once before returning).
@@ -50,7 +50,9 @@ export const MS_DOMAIN = 'com.microsoft';
  */
 export const DEFAULT_BLOCK_SIZE: Record<Bits, number> = { 8: 128, 4: 32 };
 /** At most this many layers are kept float by calibration error when none is given... */
-export const DEFAULT_KEEP_FLOAT = 2;
+export /** Relative output error below which a layer is never kept in float (quantization costs too little). */
+const KEEP_FLOAT_MIN_ERROR = 0.02;
+const DEFAULT_KEEP_FLOAT = 2;
 /** ...and only those whose error is at least this many times the median layer's error. */
 export const DEFAULT_KEEP_FLOAT_RATIO = 1.5;
 /** Embedding tables are 8-bit unless asked (see the module comment). */
@@ -157,7 +159,11 @@ export async function quantizeModel(model: OnnxModel, options: QuantizeOptions):
     await measureErrors(work, candidates, opts.calibration, log);
     const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
     const median = medianOf(ranked.map((c) => c.error ?? 0));
-    const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median);
+    // An exception must stand out from the other layers and matter on its own: at int8 every
+    // layer's error is a fraction of a percent, and a float layer would cost bytes for nothing.
+    const keep = ranked
+      .slice(0, opts.keepFloat)
+      .filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
     const measured = candidates.length;
     for (const [rank, c] of keep.entries()) {
       keptFloat.push({
