@@ -38058,6 +38058,11 @@ var OnnxModel = class _OnnxModel {
   get initializers() {
     return this.graph.initializer;
   }
+  /** The version of the default (ai.onnx) operator set the model imports, if it names one. */
+  get defaultOpset() {
+    const imp = this.proto.opsetImport.find((o) => !o.domain || o.domain === "ai.onnx");
+    return imp ? toNumber(imp.version) : void 0;
+  }
   /** Folder that external data locations are relative to. */
   get dir() {
     return this.origin ? path6.dirname(path6.resolve(this.origin)) : process.cwd();
@@ -39213,7 +39218,7 @@ function shapeOnlyProto(model) {
     replaced.set(out, { dims, dtype: value.dataType ?? DataType.FLOAT });
     made.add(node2);
   }
-  const opset = Number(copy.proto.opsetImport.find((o) => !o.domain || o.domain === "ai.onnx")?.version ?? 13);
+  const opset = copy.defaultOpset ?? 13;
   const weightOf = replaced;
   for (const node2 of graph.node) {
     if (node2.opType === "Cast" && weightOf.has(node2.input[0])) {
@@ -40363,7 +40368,7 @@ async function analyze(model, options = {}) {
   for (const name of t1.keys()) addSlots(name);
   space.seal();
   const headAxes = /* @__PURE__ */ new Set();
-  const opset = defaultOpset(model);
+  const opset = model.defaultOpset ?? 13;
   for (const node2 of index.nodes) {
     const touched = /* @__PURE__ */ new Set();
     const mark = (s) => s && touched.add(s.id);
@@ -40378,8 +40383,10 @@ async function analyze(model, options = {}) {
       dims: (n) => dimsOf(n, 0),
       dims2: (n) => dimsOf(n, 1),
       ints: (n) => {
-        const c = model.constant(n);
-        if (c && !isFloatDType(c.dtype)) return Array.from(c.data, Number);
+        const info = model.constantInfo(n);
+        if (info && isFloatDType(info.dtype)) return void 0;
+        const c = info && model.constant(n);
+        if (c) return Array.from(c.data, Number);
         const v1 = t1.get(n)?.ints;
         const v2 = t2.get(n)?.ints;
         return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : void 0;
@@ -40444,10 +40451,6 @@ async function analyze(model, options = {}) {
   }
   const { groups, skipped } = collectGroups(model, index, space, headAxes, isFloatConst);
   return { model, index, space, traces, groups, skipped };
-}
-function defaultOpset(model) {
-  const imp = model.proto.opsetImport.find((o) => !o.domain || o.domain === "ai.onnx");
-  return imp ? Number(imp.version) : 13;
 }
 function collectGroups(model, index, space, heads, isFloatConst) {
   const classes = /* @__PURE__ */ new Map();
@@ -40942,16 +40945,12 @@ function fixSplit(node2, model, analysis, newDims) {
     const name = model.uniqueName(`${node2.input[1]}_pruned`);
     model.addInitializer(name, intTensor(sizes));
     node2.input[1] = name;
-  } else if (analysisOpset(analysis) >= 13) {
+  } else if ((analysis.model.defaultOpset ?? 13) >= 13) {
     const name = model.uniqueName(`${node2.name || "split"}_sizes`);
     model.addInitializer(name, intTensor(sizes));
     node2.input.push(name);
     node2.attribute = node2.attribute.filter((a) => a.name !== "num_outputs");
   } else setAttrInts(node2, "split", sizes);
-}
-function analysisOpset(analysis) {
-  const imp = analysis.model.proto.opsetImport.find((o) => !o.domain || o.domain === "ai.onnx");
-  return imp ? Number(imp.version) : 13;
 }
 var ShapeFixer = class {
   constructor(model, index, newDims, sizeChanges) {
@@ -41202,7 +41201,7 @@ function compensate(model, analysis, removals, stats, mode) {
 }
 function compensateConsumer(model, c, s, removed, reconstruct, notes) {
   const wt = model.constant(c.weight);
-  const transB = c.node.opType === "Gemm" && attrInt01(c.node, "transB");
+  const transB = c.node.opType === "Gemm" && attrInt(c.node, "transB", 0) === 1;
   const w = new WeightMatrix(wt.dims, toFloat32(wt), c.node.opType, transB);
   const mean = channelMean(s);
   const delta = new Float64Array(w.n);
@@ -41228,10 +41227,6 @@ function compensateConsumer(model, c, s, removed, reconstruct, notes) {
     for (const j of removed) for (let o = 0; o < w.n; o++) delta[o] += mean[j] * w.get(j, o);
   }
   addToBias(model, c, delta, wt.dtype);
-}
-function attrInt01(node2, name) {
-  const a = node2.attribute?.find((x) => x.name === name);
-  return !!a && Number(a.i) === 1;
 }
 function ridgeRefit(w, s, mean, kept) {
   const k = w.k;
@@ -41417,7 +41412,6 @@ function alignWidths(input2, ranked, taken, align) {
 }
 
 // src/prune/score.ts
-var CHUNK_ROWS_HINT = 4096;
 var AxisNorms = class {
   constructor(analysis) {
     this.analysis = analysis;
@@ -41435,11 +41429,11 @@ var AxisNorms = class {
     const rowElements = dims[dims.length - 1] ?? 1;
     const lastAxis = dims.length - 1;
     const lastK = slots.findIndex((s) => s.axis === lastAxis);
-    const rowSums = new Float64Array(Math.ceil(CHUNK_ROWS_HINT));
+    let perRow = new Float64Array(0);
     model.forEachChunk(slot.tensor, rowElements, (values, first) => {
       const rows = values.length / rowElements;
       const firstRow = first / rowElements;
-      const perRow = rows <= rowSums.length ? rowSums : new Float64Array(rows);
+      if (perRow.length < rows) perRow = new Float64Array(rows);
       const col = lastK >= 0 ? sums[lastK] : void 0;
       for (let r = 0, i = 0; r < rows; r++) {
         let acc = 0;
@@ -41893,10 +41887,6 @@ function medianOf(values) {
 function formatError2(e) {
   return e === void 0 ? "not measured" : `relative error ${e.toPrecision(3)}`;
 }
-function defaultOpset2(model) {
-  const imp = model.proto.opsetImport.find((o) => !o.domain || o.domain === "ai.onnx");
-  return imp ? Number(imp.version) : 1;
-}
 function isFloatWeight(dtype) {
   return dtype === DataType.FLOAT || dtype === DataType.FLOAT16;
 }
@@ -41904,7 +41894,7 @@ var int2 = (name, i) => import_onnx_proto12.onnx.AttributeProto.create({ name, t
 function planCandidates(work, opts, keptFloat) {
   const candidates = [];
   const cache = /* @__PURE__ */ new Map();
-  const opset = defaultOpset2(work);
+  const opset = work.defaultOpset ?? 1;
   const skip = (node2, reason) => keptFloat.push({ node: nodeLabel(node2), reason });
   for (const node2 of work.graph.node) {
     const domain2 = node2.domain ?? "";

@@ -1,25 +1,14 @@
 // Issue 2, item 4: every bad input gets one line on stderr, "prune-gate: <message>", exit
 // status 2, and no stack trace. Run through the real CLI in a child process.
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { fixtureFiles } from './helpers/fixtures';
 import { T, encode, floatTensor, tinyLinear } from './helpers/onnx-builders';
-import { CliResult, bundleInto, cliRunner } from './helpers/run-cli';
+import { CliResult, useBuiltCli } from './helpers/run-cli';
 
-let bundle: string;
-let tmp: string;
-let cli: ReturnType<typeof cliRunner>;
-beforeAll(() => {
-  bundle = bundleInto('cli-bad-input');
-  cli = cliRunner(bundle);
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-bad-'));
-});
-afterAll(() => {
-  fs.rmSync(bundle, { recursive: true, force: true });
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+const built = useBuiltCli('bad-input');
+const cli = built.cli;
 
 function expectUsageError(r: CliResult, message: RegExp) {
   expect(r.stdout).toBe('');
@@ -52,7 +41,7 @@ function externalModel(dir: string, name: string, location: string, length = '48
 const inspect = (file: string) => cli(['inspect', '--model', file]);
 
 test('a file that is not ONNX (text)', async () => {
-  const file = path.join(tmp, 'notes.onnx');
+  const file = path.join(built.tmp, 'notes.onnx');
   fs.writeFileSync(file, 'name,accuracy\nresnet,0.76\nmobilenet,0.71\n');
   expectUsageError(await inspect(file), /notes\.onnx is not an ONNX model/);
 });
@@ -60,13 +49,13 @@ test('a file that is not ONNX (text)', async () => {
 test('a truncated file (a real model cut in half)', async () => {
   const source = fixtureFiles().find((f) => f.endsWith('gpt2.onnx')) ?? fixtureFiles()[0];
   const bytes = fs.readFileSync(source);
-  const file = path.join(tmp, 'cut.onnx');
+  const file = path.join(built.tmp, 'cut.onnx');
   fs.writeFileSync(file, bytes.subarray(0, Math.floor(bytes.length / 2)));
   expectUsageError(await inspect(file), /cut\.onnx is truncated.*re-download or re-export/);
 });
 
 test('a Git LFS pointer says how to fetch the model', async () => {
-  const file = path.join(tmp, 'lfs.onnx');
+  const file = path.join(built.tmp, 'lfs.onnx');
   fs.writeFileSync(
     file,
     'version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n',
@@ -75,61 +64,61 @@ test('a Git LFS pointer says how to fetch the model', async () => {
 });
 
 test('a missing external data file is named', async () => {
-  const file = externalModel(path.join(tmp, 'missing'), 'model.onnx', 'model.weights');
+  const file = externalModel(path.join(built.tmp, 'missing'), 'model.onnx', 'model.weights');
   expectUsageError(await inspect(file), /external data file 'model\.weights' \(tensor 'w'\) not found next to the model/);
 });
 
 test('an external data file too short for its tensor', async () => {
-  const dir = path.join(tmp, 'short');
+  const dir = path.join(built.tmp, 'short');
   const file = externalModel(dir, 'model.onnx', 'w.bin');
   fs.writeFileSync(path.join(dir, 'w.bin'), Buffer.alloc(20));
   expectUsageError(await inspect(file), /external data file 'w\.bin' is too short for tensor 'w'/);
 });
 
 test('an external data length that disagrees with the tensor shape', async () => {
-  const dir = path.join(tmp, 'length');
+  const dir = path.join(built.tmp, 'length');
   const file = externalModel(dir, 'model.onnx', 'w.bin', '20');
   fs.writeFileSync(path.join(dir, 'w.bin'), Buffer.alloc(48));
   expectUsageError(await inspect(file), /tensor 'w' has external data length 20 but its shape needs 48 bytes/);
 });
 
 test('an initializer with fewer typed values than its shape needs', async () => {
-  const file = path.join(tmp, 'short-values.onnx');
+  const file = path.join(built.tmp, 'short-values.onnx');
   const w = onnx.TensorProto.create({ name: 'w', dataType: T.FLOAT, dims: [4, 3], floatData: [1, 2, 3] });
   fs.writeFileSync(file, encode(tinyLinear(w)));
   expectUsageError(await inspect(file), /initializer 'w' holds 3 values but its shape \[4, 3\] needs 12; the file is damaged/);
 });
 
 test('an absolute external data location is refused', async () => {
-  const secret = path.join(tmp, 'secret.bin');
+  const secret = path.join(built.tmp, 'secret.bin');
   fs.writeFileSync(secret, Buffer.alloc(48)); // it exists: refused for where it is, not for being absent
-  const file = externalModel(path.join(tmp, 'abs'), 'model.onnx', secret);
+  const file = externalModel(path.join(built.tmp, 'abs'), 'model.onnx', secret);
   expectUsageError(await inspect(file), /tensor 'w' has an absolute external data location .*secret\.bin.*refusing/);
 });
 
 test('a Windows drive path is refused as absolute too', async () => {
-  const file = externalModel(path.join(tmp, 'win'), 'model.onnx', 'C:\\weights\\w.bin');
+  const file = externalModel(path.join(built.tmp, 'win'), 'model.onnx', 'C:\\weights\\w.bin');
   expectUsageError(await inspect(file), /absolute external data location 'C:\\weights\\w\.bin'/);
 });
 
 test('an external data location escaping the folder with ../ is refused', async () => {
-  fs.writeFileSync(path.join(tmp, 'outside.bin'), Buffer.alloc(48)); // exists, one level up
-  const file = externalModel(path.join(tmp, 'escape'), 'model.onnx', '../outside.bin');
+  fs.writeFileSync(path.join(built.tmp, 'outside.bin'), Buffer.alloc(48)); // exists, one level up
+  const file = externalModel(path.join(built.tmp, 'escape'), 'model.onnx', '../outside.bin');
   expectUsageError(await inspect(file), /tensor 'w' has external data location '\.\.\/outside\.bin' that escapes the model's folder/);
 });
 
 test('a model without a graph', async () => {
-  const file = path.join(tmp, 'nograph.onnx');
+  const file = path.join(built.tmp, 'nograph.onnx');
   fs.writeFileSync(file, encode(onnx.ModelProto.create({ irVersion: 8, opsetImport: [{ domain: '', version: 17 }] })));
   expectUsageError(await inspect(file), /nograph\.onnx has no graph/);
 });
 
 test('a model file that does not exist', async () => {
-  expectUsageError(await inspect(path.join(tmp, 'nope.onnx')), /model file not found: .*nope\.onnx/);
+  expectUsageError(await inspect(path.join(built.tmp, 'nope.onnx')), /model file not found: .*nope\.onnx/);
 });
 
 test('a folder instead of a model', async () => {
-  expectUsageError(await inspect(tmp), /is a folder, not an ONNX model file/);
+  expectUsageError(await inspect(built.tmp), /is a folder, not an ONNX model file/);
 });
 
 describe('usage errors exit 2 with one line', () => {
@@ -156,7 +145,7 @@ test('--help and --version exit 0 on stdout', async () => {
 
 test('a well-formed model gives none of these errors', async () => {
   // Guards the tests above: the same builders make a model the CLI accepts.
-  const file = path.join(tmp, 'good.onnx');
+  const file = path.join(built.tmp, 'good.onnx');
   fs.writeFileSync(file, encode(tinyLinear(floatTensor('w', [4, 3]))));
   const r = await inspect(file);
   expect(r.stderr).toBe('');

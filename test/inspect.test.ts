@@ -1,6 +1,5 @@
 // Issue 2, item 5: `prune-gate inspect` prints the figures of every fixture.
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { countParams } from '../src/graph/cost';
 import { OnnxModel } from '../src/onnx/model';
@@ -10,20 +9,10 @@ import type { Inspection } from '../src/cli/commands/inspect';
 import { grouped } from '../src/cli/format';
 import { fixtureFiles } from './helpers/fixtures';
 import { T, encode, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
-import { bundleInto, cliRunner } from './helpers/run-cli';
+import { useBuiltCli } from './helpers/run-cli';
 
-let bundle: string;
-let tmp: string;
-let cli: ReturnType<typeof cliRunner>;
-beforeAll(() => {
-  bundle = bundleInto('cli-inspect');
-  cli = cliRunner(bundle);
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-inspect-'));
-});
-afterAll(() => {
-  fs.rmSync(bundle, { recursive: true, force: true });
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+const built = useBuiltCli('inspect');
+const cli = built.cli;
 
 const fixtures = fixtureFiles();
 
@@ -72,7 +61,7 @@ test('dynamic axes are shown by name, and the mlp figures are exact', async () =
 
 test('a model with external data: bytes include the data file, MACs are measured', async () => {
   const source = fixtures.find((f) => f.endsWith('gpt2.onnx'))!;
-  const dir = path.join(tmp, 'ext');
+  const dir = path.join(built.tmp, 'ext');
   const out = path.join(dir, 'model.onnx');
   writeModel(OnnxModel.read(source), out, { externalData: true });
   const inline = JSON.parse((await cli(['inspect', '--model', source, '--json'])).stdout) as Inspection;
@@ -99,7 +88,7 @@ test('a model onnxruntime cannot run still gets the other figures, and says why 
     initializers: [floatTensor('w', [4, 3])],
   });
   proto.opsetImport.push({ domain: 'com.example', version: 1 });
-  const file = path.join(tmp, 'custom-op.onnx');
+  const file = path.join(built.tmp, 'custom-op.onnx');
   fs.writeFileSync(file, encode(proto));
   const r = await cli(['inspect', '--model', file]);
   expect(r.status).toBe(0);

@@ -1,31 +1,20 @@
 // `prune-gate prune`: prints what it removed, writes the same as JSON with --report, and refuses
 // bad flags with one line and exit status 2.
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { OnnxModel } from '../src/onnx/model';
 import { countParams } from '../src/graph/cost';
 import { FIXTURES_DIR } from './helpers/fixtures';
-import { ROOT, bundleInto, cliRunner } from './helpers/run-cli';
+import { ROOT, useBuiltCli } from './helpers/run-cli';
 
-let bundle: string;
-let tmp: string;
-let cli: ReturnType<typeof cliRunner>;
-beforeAll(() => {
-  bundle = bundleInto('cli-prune');
-  cli = cliRunner(bundle);
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-prune-cli-'));
-});
-afterAll(() => {
-  fs.rmSync(bundle, { recursive: true, force: true });
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+const built = useBuiltCli('prune');
+const cli = built.cli;
 
 const gpt2 = path.join(FIXTURES_DIR, 'gpt2.onnx');
 
 test('prints what was removed where and writes the pruned model and the JSON report', async () => {
-  const out = path.join(tmp, 'gpt2-pruned.onnx');
-  const report = path.join(tmp, 'removed.json');
+  const out = path.join(built.tmp, 'gpt2-pruned.onnx');
+  const report = path.join(built.tmp, 'removed.json');
   const r = await cli(['prune', '--model', gpt2, '--out', out, '--target', '0.3', '--report', report]);
   expect(r.status).toBe(0);
   expect(r.stdout).toMatch(/^Removed [\d,]+ of 136,960 parameters \(30\.\d %\)/);
@@ -39,7 +28,7 @@ test('prints what was removed where and writes the pruned model and the JSON rep
 });
 
 test('with calibration data: activation importance, bias compensation, steps', async () => {
-  const out = path.join(tmp, 'llama-pruned.onnx');
+  const out = path.join(built.tmp, 'llama-pruned.onnx');
   const r = await cli([
     'prune', '--model', path.join(FIXTURES_DIR, 'llama.onnx'), '--out', out, '--target', '0.2',
     '--calibration', path.join(ROOT, 'calibration', 'llama'), '--steps', '2',
@@ -58,15 +47,15 @@ test.each([
   [['--importance', 'activation'], /needs --calibration/],
   [['--compensate', 'bias'], /needs --calibration/],
 ])('bad flags %p: one line, exit 2', async (flags, message) => {
-  const r = await cli(['prune', '--model', gpt2, '--out', path.join(tmp, 'x.onnx'), ...(flags as string[])]);
+  const r = await cli(['prune', '--model', gpt2, '--out', path.join(built.tmp, 'x.onnx'), ...(flags as string[])]);
   expect(r.status).toBe(2);
   expect(r.stderr).toMatch(/^prune-gate: [^\n]+\n$/);
   expect(r.stderr).toMatch(message as RegExp);
-  expect(fs.existsSync(path.join(tmp, 'x.onnx'))).toBe(false);
+  expect(fs.existsSync(path.join(built.tmp, 'x.onnx'))).toBe(false);
 });
 
 test('refuses to overwrite the input model', async () => {
-  const copy = path.join(tmp, 'mlp.onnx');
+  const copy = path.join(built.tmp, 'mlp.onnx');
   fs.copyFileSync(path.join(FIXTURES_DIR, 'mlp.onnx'), copy);
   const before = fs.readFileSync(copy);
   const r = await cli(['prune', '--model', copy, '--out', copy]);

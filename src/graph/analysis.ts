@@ -104,7 +104,7 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
 
   // Slots that are the outer (head) axis of a reshape split.
   const headAxes = new Set<number>();
-  const opset = defaultOpset(model);
+  const opset = model.defaultOpset ?? 13;
   for (const node of index.nodes) {
     const touched = new Set<number>();
     const mark = (s: Slot | undefined) => s && touched.add(s.id);
@@ -119,8 +119,10 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
       dims: (n) => dimsOf(n, 0),
       dims2: (n) => dimsOf(n, 1),
       ints: (n) => {
-        const c = model.constant(n);
-        if (c && !isFloatDType(c.dtype)) return Array.from(c.data as ArrayLike<number | bigint>, Number);
+        const info = model.constantInfo(n);
+        if (info && isFloatDType(info.dtype)) return undefined; // a weight: never read it for this
+        const c = info && model.constant(n);
+        if (c) return Array.from(c.data as ArrayLike<number | bigint>, Number);
         const v1 = t1.get(n)?.ints;
         const v2 = t2.get(n)?.ints;
         return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : undefined;
@@ -191,11 +193,6 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
 
   const { groups, skipped } = collectGroups(model, index, space, headAxes, isFloatConst);
   return { model, index, space, traces, groups, skipped };
-}
-
-function defaultOpset(model: OnnxModel): number {
-  const imp = model.proto.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx');
-  return imp ? Number(imp.version) : 13;
 }
 
 interface ClassInfo {

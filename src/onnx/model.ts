@@ -69,6 +69,12 @@ export class OnnxModel {
     return this.graph.initializer as onnx.TensorProto[];
   }
 
+  /** The version of the default (ai.onnx) operator set the model imports, if it names one. */
+  get defaultOpset(): number | undefined {
+    const imp = this.proto.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx');
+    return imp ? toNumber(imp.version) : undefined;
+  }
+
   /** Folder that external data locations are relative to. */
   get dir(): string {
     return this.origin ? path.dirname(path.resolve(this.origin)) : process.cwd();

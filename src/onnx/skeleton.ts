@@ -49,7 +49,7 @@ export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; repl
   // A MatMul by a large constant weight only needs its output's shape: replace the product by
   // Mul(A, zeros[K]) (which still fails if A's last axis is not K) -> ReduceSum -> * zeros[N].
   // A trace of a 7B model then costs memory and time in proportion to its activations.
-  const opset = Number(copy.proto.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 13);
+  const opset = copy.defaultOpset ?? 13;
   // A weight stored in float16 behind a Cast is a weight too: the Cast becomes a ConstantOfShape.
   const weightOf = replaced;
   for (const node of graph.node) {

@@ -131,17 +131,12 @@ function fixSplit(
     const name = model.uniqueName(`${node.input[1]}_pruned`);
     model.addInitializer(name, intTensor(sizes));
     node.input[1] = name;
-  } else if (analysisOpset(analysis) >= 13) {
+  } else if ((analysis.model.defaultOpset ?? 13) >= 13) {
     const name = model.uniqueName(`${node.name || 'split'}_sizes`);
     model.addInitializer(name, intTensor(sizes));
     node.input.push(name);
     node.attribute = node.attribute.filter((a) => a.name !== 'num_outputs');
   } else setAttrInts(node, 'split', sizes);
-}
-
-function analysisOpset(analysis: Analysis): number {
-  const imp = analysis.model.proto.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx');
-  return imp ? Number(imp.version) : 13;
 }
 
 /**

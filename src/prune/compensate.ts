@@ -1,6 +1,6 @@
 import { onnx } from 'onnx-proto';
 import { Analysis } from '../graph/analysis';
-import { attrFloat } from '../graph/graph';
+import { attrFloat, attrInt } from '../graph/graph';
 import { OnnxModel } from '../onnx/model';
 import { fromFloat32, toFloat32 } from '../onnx/tensor';
 import { Removal } from './plan';
@@ -99,7 +99,7 @@ function compensateConsumer(
   notes: string[],
 ): void {
   const wt = model.constant(c.weight)!;
-  const transB = c.node.opType === 'Gemm' && attrInt01(c.node, 'transB');
+  const transB = c.node.opType === 'Gemm' && attrInt(c.node, 'transB', 0) === 1;
   const w = new WeightMatrix(wt.dims, toFloat32(wt), c.node.opType, transB);
   const mean = channelMean(s);
   const delta = new Float64Array(w.n);
@@ -126,11 +126,6 @@ function compensateConsumer(
     for (const j of removed) for (let o = 0; o < w.n; o++) delta[o] += mean[j] * w.get(j, o);
   }
   addToBias(model, c, delta, wt.dtype);
-}
-
-function attrInt01(node: onnx.INodeProto, name: string): boolean {
-  const a = node.attribute?.find((x) => x.name === name);
-  return !!a && Number(a.i) === 1;
 }
 
 /** Solves (Cov_kk + λI) W'_k = Cov_k· W for the kept rows; undefined if not positive definite. */

@@ -5,8 +5,6 @@ import { Slot } from '../graph/atoms';
  * Sum of squares of a constant's entries for each index along one axis, so a unit's L2 norm is
  * a sum over its indices. Cached per slot: a weight is read once however many groups use it.
  */
-const CHUNK_ROWS_HINT = 4096;
-
 export class AxisNorms {
   private cache = new Map<number, Float64Array>();
   constructor(private readonly analysis: Analysis) {}
@@ -23,12 +21,12 @@ export class AxisNorms {
     const rowElements = dims[dims.length - 1] ?? 1;
     const lastAxis = dims.length - 1;
     const lastK = slots.findIndex((s) => s.axis === lastAxis);
-    const rowSums = new Float64Array(Math.ceil(CHUNK_ROWS_HINT));
+    let perRow = new Float64Array(0); // squares per row of the current chunk, reused
     model.forEachChunk(slot.tensor, rowElements, (values, first) => {
       // One pass: squares summed per row (for the outer axes) and per column (the last axis).
       const rows = values.length / rowElements;
       const firstRow = first / rowElements;
-      const perRow = rows <= rowSums.length ? rowSums : new Float64Array(rows);
+      if (perRow.length < rows) perRow = new Float64Array(rows);
       const col = lastK >= 0 ? sums[lastK] : undefined;
       for (let r = 0, i = 0; r < rows; r++) {
         let acc = 0;

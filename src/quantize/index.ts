@@ -247,11 +247,6 @@ function formatError(e: number | undefined): string {
 // Finding the layers and quantizing their weights
 // ---------------------------------------------------------------------------------------------
 
-function defaultOpset(model: OnnxModel): number {
-  const imp = model.proto.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx');
-  return imp ? Number(imp.version) : 1;
-}
-
 function isFloatWeight(dtype: number): boolean {
   return dtype === DataType.FLOAT || dtype === DataType.FLOAT16;
 }
@@ -266,7 +261,7 @@ const int = (name: string, i: number) => onnx.AttributeProto.create({ name, type
 function planCandidates(work: OnnxModel, opts: CheckedOptions, keptFloat: KeptFloatLayer[]): Candidate[] {
   const candidates: Candidate[] = [];
   const cache: Cache = new Map();
-  const opset = defaultOpset(work);
+  const opset = work.defaultOpset ?? 1;
   const skip = (node: onnx.NodeProto, reason: string) => keptFloat.push({ node: nodeLabel(node), reason });
 
   for (const node of work.graph.node as onnx.NodeProto[]) {

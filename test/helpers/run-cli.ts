@@ -4,6 +4,7 @@
 // script as `npm run build`. build/ sits inside the project so `onnxruntime-node` resolves.
 import { execFile, spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
@@ -32,4 +33,29 @@ export function cliRunner(bundleDir: string): (args: string[], cwd?: string) => 
         resolve({ status: typeof status === 'number' ? status : -1, stdout, stderr });
       });
     });
+}
+
+/**
+ * For a test file that runs the built CLI: bundles it before the tests and gives a scratch
+ * folder, both removed afterwards. `tmp` is read inside tests (it exists from beforeAll on).
+ */
+export function useBuiltCli(name: string): { cli: (args: string[], cwd?: string) => Promise<CliResult>; readonly tmp: string } {
+  let bundle = '';
+  let tmp = '';
+  let run: ReturnType<typeof cliRunner> | undefined;
+  beforeAll(() => {
+    bundle = bundleInto(`cli-${name}`);
+    run = cliRunner(bundle);
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), `prune-gate-${name}-`));
+  });
+  afterAll(() => {
+    fs.rmSync(bundle, { recursive: true, force: true });
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+  return {
+    cli: (args, cwd) => run!(args, cwd),
+    get tmp() {
+      return tmp;
+    },
+  };
 }
