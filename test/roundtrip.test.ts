@@ -6,9 +6,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { OnnxModel, decodeModelProto } from '../src/onnx/model';
-import { ort } from '../src/onnx/runtime';
 import { writeModel } from '../src/onnx/write';
-import { fixtureFiles, outputBytes, sampleFeeds } from './helpers/fixtures';
+import { expectSameOutputs, fixtureFiles } from './helpers/fixtures';
 import { T, encode, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
 
 const sha256 = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
@@ -18,35 +17,6 @@ beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-roundtrip-'));
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-/** Runs the file at `file` with onnxruntime reading it itself (ground truth, independent of our reader). */
-async function runFile(file: string, feeds: Record<string, ort.Tensor>) {
-  const session = await ort.InferenceSession.create(file, { logSeverityLevel: 3 });
-  try {
-    return outputBytes(await session.run(feeds));
-  } finally {
-    await session.release();
-  }
-}
-
-async function expectSameOutputs(original: string, copy: string, model: OnnxModel) {
-  // Two input sizes, so dynamic shapes and batch handling are exercised too.
-  for (const [batch, length] of [
-    [1, 5],
-    [3, 11],
-  ]) {
-    const feeds = sampleFeeds(model, batch, length);
-    const expected = await runFile(original, feeds);
-    const actual = await runFile(copy, feeds);
-    expect(Object.keys(actual).sort()).toEqual(Object.keys(expected).sort());
-    for (const name of Object.keys(expected)) {
-      expect(actual[name].dims).toEqual(expected[name].dims);
-      expect(expected[name].bytes.byteLength).toBeGreaterThan(0);
-      // Bit-identical, not merely close.
-      expect(actual[name].bytes.equals(expected[name].bytes)).toBe(true);
-    }
-  }
-}
 
 const externalCount = (file: string) =>
   (decodeModelProto(fs.readFileSync(file)).graph?.initializer ?? []).filter(

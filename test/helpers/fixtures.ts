@@ -61,3 +61,32 @@ export function outputBytes(results: Record<string, ort.Tensor>): Record<string,
   }
   return out;
 }
+
+/** Runs the file at `file` with onnxruntime reading it itself (ground truth, independent of our reader). */
+export async function runFile(file: string, feeds: Record<string, ort.Tensor>) {
+  const session = await ort.InferenceSession.create(file, { logSeverityLevel: 3 });
+  try {
+    return outputBytes(await session.run(feeds));
+  } finally {
+    await session.release();
+  }
+}
+
+/** The two files give bit-identical outputs at two input sizes (so dynamic shapes count too). */
+export async function expectSameOutputs(original: string, copy: string, model: OnnxModel) {
+  for (const [batch, length] of [
+    [1, 5],
+    [3, 11],
+  ]) {
+    const feeds = sampleFeeds(model, batch, length);
+    const expected = await runFile(original, feeds);
+    const actual = await runFile(copy, feeds);
+    expect(Object.keys(actual).sort()).toEqual(Object.keys(expected).sort());
+    for (const name of Object.keys(expected)) {
+      expect(actual[name].dims).toEqual(expected[name].dims);
+      expect(expected[name].bytes.byteLength).toBeGreaterThan(0);
+      // Bit-identical, not merely close.
+      expect(actual[name].bytes.equals(expected[name].bytes)).toBe(true);
+    }
+  }
+}
