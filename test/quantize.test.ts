@@ -357,7 +357,7 @@ describe('MatMulNBits built here', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('calibration-aware exceptions', () => {
-  test('gpt2: the layer with the largest calibration error stays float and is reported with it', async () => {
+  test('gpt2: the layer with the largest calibration error is reported, and stays float (exceptions: float) or goes to 8 bits (default)', async () => {
     const float = read('gpt2');
     const set = loadCalibration(path.join(ROOT, 'calibration', 'gpt2'), float);
     const batches = calibrationFeeds(set);
@@ -365,7 +365,7 @@ describe('calibration-aware exceptions', () => {
       let n = 0;
       for (const feeds of batches()) if (n++ < 2) yield feeds; // two batches of 16 are plenty here
     };
-    const options: QuantizeOptions = { bits: 4, calibration, keepFloat: 1, keepFloatRatio: 0 };
+    const options: QuantizeOptions = { bits: 4, calibration, keepFloat: 1, keepFloatRatio: 0, exceptions: 'float' };
     const result = await quantizeModel(float, options);
     const kept = result.keptFloat.filter((k) => k.error !== undefined);
     expect(kept).toHaveLength(1);
@@ -377,6 +377,20 @@ describe('calibration-aware exceptions', () => {
     expect(node.opType).toBe('MatMul');
     expect(result.model.constantInfo(node.input[1])!.dtype).toBe(DataType.FLOAT);
     await checkRuns(float, result, 4, path.join(tmp, 'gpt2-calibrated.onnx'));
+
+    // By default the same exception is stored at 8 bits, since that brings its error under 2 %.
+    const wider = await quantizeModel(float, { ...options, exceptions: undefined });
+    expect(wider.keptFloat.filter((k) => k.error !== undefined)).toEqual([]);
+    const at8 = wider.quantized.filter((q) => q.exception);
+    expect(at8).toHaveLength(1);
+    expect(at8[0]).toMatchObject({ node: kept[0].node, bits: 8, format: 'MatMulNBits' });
+    expect(at8[0].exception).toMatch(/^largest output error on the calibration data .*; at 8 bits: relative error /);
+    expect(at8[0].error!).toBeLessThan(0.02);
+    expect(at8[0].bytesAfter).toBeLessThan(at8[0].bytesBefore / 3);
+    expect(wider.quantized.filter((q) => q.bits === 4)).toHaveLength(result.quantized.filter((q) => q.bits === 4).length);
+    const nbits = nodesOf(wider.model).find((n) => n.name === `${kept[0].node}_Q8`)!;
+    expect(nbits.attribute.find((a) => a.name === 'bits')!.i).toEqual(8);
+    await checkRuns(float, wider, 4, path.join(tmp, 'gpt2-calibrated-8.onnx'));
   });
 
   test('by default only a layer whose error stands out stays float', async () => {

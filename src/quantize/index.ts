@@ -23,8 +23,11 @@
  *
  * With calibration data, the output error of every quantized layer is measured on the real
  * activations (the float layer and its quantized twin read the same input in one run), and up
- * to `keepFloat` layers with the largest relative error ||Y - Ŷ|| / ||Y|| stay in float, those
- * whose error stands out (`keepFloatRatio` times the median layer's) and is at least 2 %.
+ * to `keepFloat` layers with the largest relative error ||Y - Ŷ|| / ||Y|| are exceptions, those
+ * whose error stands out (`keepFloatRatio` times the median layer's) and is at least 2 %. At 4
+ * bits an exception is stored at 8 bits when that brings its error under 2 % (a quarter of the
+ * float bytes, and below the error at which a layer would be kept float); otherwise, and at 8
+ * bits, it stays float.
  *
  * The input model is not changed. The result always loads in onnxruntime-node and keeps its
  * output names and shapes (checked by running it once before returning).
@@ -93,6 +96,11 @@ export interface QuantizeOptions {
    * prepack the weight and the CNN fixture ran 4-15x slower) or int8 per output channel.
    */
   conv?: 'float' | 'int8';
+  /**
+   * How a 4-bit exception is stored: at 8 bits when its 8-bit error is under 2 % (the default),
+   * else float; 'float' always keeps it float.
+   */
+  exceptions?: 'int8' | 'float';
   /** MatMulNBits accuracy_level: 4 (int8 compute, the default) or 0 (compute in A's type). */
   accuracyLevel?: 0 | 4;
   log?: (line: string) => void;
@@ -111,6 +119,8 @@ export interface QuantizedLayer {
   bytesAfter: number;
   /** Relative output error on the calibration data, when measured. */
   error?: number;
+  /** Why this layer has more bits than asked (a calibration exception stored at 8 bits). */
+  exception?: string;
 }
 
 export interface KeptFloatLayer {
@@ -141,6 +151,9 @@ interface Candidate {
   /** Nodes shared by every user of the same quantized weight (DequantizeLinear), placed first. */
   shared: onnx.NodeProto[];
   error?: number;
+  /** The same layer at 8 bits, for a 4-bit MatMulNBits layer (see `exceptions`). */
+  at8Bits?: () => Candidate;
+  exception?: string;
 }
 
 /**
@@ -165,12 +178,20 @@ export async function quantizeModel(model: OnnxModel, options: QuantizeOptions):
       .slice(0, opts.keepFloat)
       .filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
     const measured = candidates.length;
-    for (const [rank, c] of keep.entries()) {
-      keptFloat.push({
-        node: c.label,
-        reason: `largest output error on the calibration data (${rank + 1} of ${measured}: ${formatError(c.error)}, ${(c.error! / median).toFixed(1)}x the median layer's)`,
-        error: c.error,
-      });
+    const reasons = new Map(
+      keep.map((c, rank) => [c, `largest output error on the calibration data (${rank + 1} of ${measured}: ${formatError(c.error)}, ${(c.error! / median).toFixed(1)}x the median layer's)`]),
+    );
+    // A 4-bit exception is first tried at 8 bits, measured the same way.
+    const wider = new Map(opts.exceptions === 'int8' ? keep.flatMap((c) => (c.at8Bits ? [[c, c.at8Bits()] as const] : [])) : []);
+    if (wider.size > 0) await measureErrors(work, [...wider.values()], opts.calibration, log);
+    for (const c of keep) {
+      const at8 = wider.get(c);
+      if (at8 && (at8.error ?? Infinity) < KEEP_FLOAT_MIN_ERROR) {
+        at8.exception = `${reasons.get(c)}; at 8 bits: ${formatError(at8.error)}`;
+        candidates[candidates.indexOf(c)] = at8;
+        continue;
+      }
+      keptFloat.push({ node: c.label, reason: reasons.get(c)!, error: c.error });
       candidates.splice(candidates.indexOf(c), 1);
     }
   }
@@ -189,6 +210,7 @@ export async function quantizeModel(model: OnnxModel, options: QuantizeOptions):
       bytesBefore: c.bytesBefore,
       bytesAfter: c.bytesAfter,
       ...(c.error !== undefined ? { error: c.error } : {}),
+      ...(c.exception ? { exception: c.exception } : {}),
     }),
   );
   const before = quantized.reduce((s, q) => s + q.bytesBefore, 0);
@@ -228,6 +250,7 @@ function checkOptions(o: QuantizeOptions): CheckedOptions {
     gemm: o.gemm ?? 'int8',
     conv: o.conv ?? 'float',
     accuracyLevel: o.accuracyLevel ?? 4,
+    exceptions: o.exceptions ?? 'int8',
     calibration: o.calibration,
   };
 }
@@ -380,6 +403,8 @@ function nbitsCandidate(
   const name = node.name;
   const accuracy = opts.accuracyLevel;
   const bits = opts.bits;
+  const at8Bits =
+    bits === 4 ? () => nbitsCandidate(work, node, kind, weight, transposed, bias, { ...opts, bits: 8, blockSize: DEFAULT_BLOCK_SIZE[8] }, cache) : undefined;
   return {
     node,
     label: nodeLabel(node),
@@ -391,6 +416,7 @@ function nbitsCandidate(
     bytesBefore: weightBytes(work, weight),
     bytesAfter: entry.bytes,
     shared: [],
+    at8Bits,
     build: (outputs) => [
       onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : '',
@@ -577,7 +603,7 @@ async function measureErrors(
     }
     chunk.forEach((c, i) => {
       c.error = sums[i].ref > 0 ? Math.sqrt(sums[i].diff / sums[i].ref) : sums[i].diff > 0 ? Infinity : 0;
-      log(`quantize: ${c.label}: relative output error ${formatError(c.error)}`);
+      log(`quantize: ${c.label} at ${c.bits} bits: output ${formatError(c.error)}`);
     });
   }
 }
