@@ -73377,8 +73377,8 @@ var require_onnx = __commonJS({
     var $util = $protobuf.util;
     var $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
     $root.onnx = (function() {
-      var onnx13 = {};
-      onnx13.Version = (function() {
+      var onnx14 = {};
+      onnx14.Version = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "_START_VERSION"] = 0;
         values[valuesById[1] = "IR_VERSION_2017_10_10"] = 1;
@@ -73391,7 +73391,7 @@ var require_onnx = __commonJS({
         values[valuesById[8] = "IR_VERSION"] = 8;
         return values;
       })();
-      onnx13.AttributeProto = (function() {
+      onnx14.AttributeProto = (function() {
         function AttributeProto(properties) {
           this.floats = [];
           this.ints = [];
@@ -74070,7 +74070,7 @@ var require_onnx = __commonJS({
         })();
         return AttributeProto;
       })();
-      onnx13.ValueInfoProto = (function() {
+      onnx14.ValueInfoProto = (function() {
         function ValueInfoProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -74190,7 +74190,7 @@ var require_onnx = __commonJS({
         };
         return ValueInfoProto;
       })();
-      onnx13.NodeProto = (function() {
+      onnx14.NodeProto = (function() {
         function NodeProto(properties) {
           this.input = [];
           this.output = [];
@@ -74430,7 +74430,7 @@ var require_onnx = __commonJS({
         };
         return NodeProto;
       })();
-      onnx13.TrainingInfoProto = (function() {
+      onnx14.TrainingInfoProto = (function() {
         function TrainingInfoProto(properties) {
           this.initializationBinding = [];
           this.updateBinding = [];
@@ -74614,7 +74614,7 @@ var require_onnx = __commonJS({
         };
         return TrainingInfoProto;
       })();
-      onnx13.ModelProto = (function() {
+      onnx14.ModelProto = (function() {
         function ModelProto(properties) {
           this.opsetImport = [];
           this.metadataProps = [];
@@ -74990,7 +74990,7 @@ var require_onnx = __commonJS({
         };
         return ModelProto;
       })();
-      onnx13.StringStringEntryProto = (function() {
+      onnx14.StringStringEntryProto = (function() {
         function StringStringEntryProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -75088,7 +75088,7 @@ var require_onnx = __commonJS({
         };
         return StringStringEntryProto;
       })();
-      onnx13.TensorAnnotation = (function() {
+      onnx14.TensorAnnotation = (function() {
         function TensorAnnotation(properties) {
           this.quantParameterTensorNames = [];
           if (properties) {
@@ -75206,7 +75206,7 @@ var require_onnx = __commonJS({
         };
         return TensorAnnotation;
       })();
-      onnx13.GraphProto = (function() {
+      onnx14.GraphProto = (function() {
         function GraphProto(properties) {
           this.node = [];
           this.initializer = [];
@@ -75572,7 +75572,7 @@ var require_onnx = __commonJS({
         };
         return GraphProto;
       })();
-      onnx13.TensorProto = (function() {
+      onnx14.TensorProto = (function() {
         function TensorProto(properties) {
           this.dims = [];
           this.floatData = [];
@@ -76275,7 +76275,7 @@ var require_onnx = __commonJS({
         })();
         return TensorProto;
       })();
-      onnx13.SparseTensorProto = (function() {
+      onnx14.SparseTensorProto = (function() {
         function SparseTensorProto(properties) {
           this.dims = [];
           if (properties) {
@@ -76433,7 +76433,7 @@ var require_onnx = __commonJS({
         };
         return SparseTensorProto;
       })();
-      onnx13.TensorShapeProto = (function() {
+      onnx14.TensorShapeProto = (function() {
         function TensorShapeProto(properties) {
           this.dim = [];
           if (properties) {
@@ -76672,7 +76672,7 @@ var require_onnx = __commonJS({
         })();
         return TensorShapeProto;
       })();
-      onnx13.TypeProto = (function() {
+      onnx14.TypeProto = (function() {
         function TypeProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -77372,7 +77372,7 @@ var require_onnx = __commonJS({
         })();
         return TypeProto;
       })();
-      onnx13.OperatorSetIdProto = (function() {
+      onnx14.OperatorSetIdProto = (function() {
         function OperatorSetIdProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -77485,13 +77485,13 @@ var require_onnx = __commonJS({
         };
         return OperatorSetIdProto;
       })();
-      onnx13.OperatorStatus = (function() {
+      onnx14.OperatorStatus = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "EXPERIMENTAL"] = 0;
         values[valuesById[1] = "STABLE"] = 1;
         return values;
       })();
-      onnx13.FunctionProto = (function() {
+      onnx14.FunctionProto = (function() {
         function FunctionProto(properties) {
           this.input = [];
           this.output = [];
@@ -77784,7 +77784,7 @@ var require_onnx = __commonJS({
         };
         return FunctionProto;
       })();
-      return onnx13;
+      return onnx14;
     })();
     module2.exports = $root;
   }
@@ -83138,12 +83138,19 @@ async function quantizeModel(model, options) {
     const median = medianOf(ranked.map((c) => c.error ?? 0));
     const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
     const measured = candidates.length;
-    for (const [rank2, c] of keep.entries()) {
-      keptFloat.push({
-        node: c.label,
-        reason: `largest output error on the calibration data (${rank2 + 1} of ${measured}: ${formatError2(c.error)}, ${(c.error / median).toFixed(1)}x the median layer's)`,
-        error: c.error
-      });
+    const reasons = new Map(
+      keep.map((c, rank2) => [c, `largest output error on the calibration data (${rank2 + 1} of ${measured}: ${formatError2(c.error)}, ${(c.error / median).toFixed(1)}x the median layer's)`])
+    );
+    const wider = new Map(opts.exceptions === "int8" ? keep.flatMap((c) => c.at8Bits ? [[c, c.at8Bits()]] : []) : []);
+    if (wider.size > 0) await measureErrors(work, [...wider.values()], opts.calibration, log);
+    for (const c of keep) {
+      const at8 = wider.get(c);
+      if (at8 && (at8.error ?? Infinity) < KEEP_FLOAT_MIN_ERROR) {
+        at8.exception = `${reasons.get(c)}; at 8 bits: ${formatError2(at8.error)}`;
+        candidates[candidates.indexOf(c)] = at8;
+        continue;
+      }
+      keptFloat.push({ node: c.label, reason: reasons.get(c), error: c.error });
       candidates.splice(candidates.indexOf(c), 1);
     }
   }
@@ -83160,7 +83167,8 @@ async function quantizeModel(model, options) {
       ...c.blockSize ? { blockSize: c.blockSize } : {},
       bytesBefore: c.bytesBefore,
       bytesAfter: c.bytesAfter,
-      ...c.error !== void 0 ? { error: c.error } : {}
+      ...c.error !== void 0 ? { error: c.error } : {},
+      ...c.exception ? { exception: c.exception } : {}
     })
   );
   const before = quantized.reduce((s, q) => s + q.bytesBefore, 0);
@@ -83192,6 +83200,7 @@ function checkOptions(o) {
     gemm: o.gemm ?? "int8",
     conv: o.conv ?? "float",
     accuracyLevel: o.accuracyLevel ?? 4,
+    exceptions: o.exceptions ?? "int8",
     calibration: o.calibration
   };
 }
@@ -83304,6 +83313,7 @@ function nbitsCandidate(work, node2, kind, weight, transposed, bias, opts, cache
   const name = node2.name;
   const accuracy = opts.accuracyLevel;
   const bits = opts.bits;
+  const at8Bits = bits === 4 ? () => nbitsCandidate(work, node2, kind, weight, transposed, bias, { ...opts, bits: 8, blockSize: DEFAULT_BLOCK_SIZE[8] }, cache) : void 0;
   return {
     node: node2,
     label: nodeLabel(node2),
@@ -83315,6 +83325,7 @@ function nbitsCandidate(work, node2, kind, weight, transposed, bias, opts, cache
     bytesBefore: weightBytes(work, weight),
     bytesAfter: entry.bytes,
     shared: [],
+    at8Bits,
     build: (outputs2) => [
       import_onnx_proto12.onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : "",
@@ -83461,7 +83472,7 @@ async function measureErrors(work, candidates, calibration, log) {
     }
     chunk2.forEach((c, i) => {
       c.error = sums[i].ref > 0 ? Math.sqrt(sums[i].diff / sums[i].ref) : sums[i].diff > 0 ? Infinity : 0;
-      log(`quantize: ${c.label}: relative output error ${formatError2(c.error)}`);
+      log(`quantize: ${c.label} at ${c.bits} bits: output ${formatError2(c.error)}`);
     });
   }
 }
@@ -83552,6 +83563,63 @@ var init_quantize = __esm({
   }
 });
 
+// src/graph/compact.ts
+function compactNames(model) {
+  const work = model.clone();
+  const graph = work.graph;
+  const before = graphBytes(graph);
+  const kept = /* @__PURE__ */ new Set([
+    ...graph.input.map((v) => v.name ?? ""),
+    ...graph.output.map((v) => v.name ?? ""),
+    ...graph.initializer.map((t) => t.name ?? ""),
+    ...(graph.sparseInitializer ?? []).map((t) => t.values?.name ?? "")
+  ]);
+  for (const node2 of graph.node) {
+    const outer = nodeReads(node2).slice(node2.input?.length ?? 0);
+    for (const name of outer) kept.add(name);
+  }
+  const renames = /* @__PURE__ */ new Map();
+  let counter = 0;
+  const shortName = () => {
+    for (; ; ) {
+      const name = (counter++).toString(36);
+      if (!kept.has(name)) return name;
+    }
+  };
+  for (const node2 of graph.node) {
+    for (const out of node2.output ?? []) {
+      if (out && !kept.has(out) && !renames.has(out)) renames.set(out, shortName());
+    }
+  }
+  const rename = (name) => renames.get(name) ?? name;
+  for (const node2 of graph.node) {
+    node2.input = (node2.input ?? []).map(rename);
+    node2.output = (node2.output ?? []).map(rename);
+    node2.name = "";
+    node2.docString = "";
+  }
+  for (const v of graph.valueInfo ?? []) v.name = rename(v.name ?? "");
+  work.reindexConstants();
+  return { model: work, bytesSaved: before - graphBytes(graph), renamed: renames.size };
+}
+function graphBytes(graph) {
+  const initializers = graph.initializer;
+  graph.initializer = [];
+  try {
+    return import_onnx_proto13.onnx.GraphProto.encode(graph).finish().byteLength;
+  } finally {
+    graph.initializer = initializers;
+  }
+}
+var import_onnx_proto13;
+var init_compact = __esm({
+  "src/graph/compact.ts"() {
+    "use strict";
+    import_onnx_proto13 = __toESM(require_onnx());
+    init_graph();
+  }
+});
+
 // src/report/github.ts
 function pullRequestFromEnv(env = process.env) {
   const event = env.GITHUB_EVENT_NAME;
@@ -83585,16 +83653,25 @@ __export(run_exports, {
   REPORT_JSON: () => REPORT_JSON,
   REPORT_MD: () => REPORT_MD,
   compareModels: () => compareModels,
+  quantizeArtifact: () => quantizeArtifact,
   runGate: () => runGate,
   writeReports: () => writeReports
 });
-function quantizeWith(set2, log) {
+async function quantizeArtifact(model, mode, options = {}) {
+  const log = options.log ?? (() => void 0);
+  const quantized = await quantizeModel(model, { bits: mode === "int8" ? 8 : 4, calibration: options.calibration, log });
+  for (const k of quantized.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
+  for (const q of quantized.quantized) if (q.exception) log(`kept at ${q.bits} bits: ${q.node} (${q.exception})`);
+  if (options.keepNames) return { model: quantized.model, quantized };
+  const compact = compactNames(quantized.model);
+  log(`shortened ${compact.renamed} intermediate names: ${compact.bytesSaved} bytes fewer`);
+  return { model: compact.model, quantized };
+}
+function quantizeWith(set2, keepNames, log) {
   return async (model, mode) => {
     if (mode === "none") return model;
     log(`quantizing the candidate to ${mode}`);
-    const result = await quantizeModel(model, { bits: mode === "int8" ? 8 : 4, calibration: calibrationFeeds(set2), log });
-    for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
-    return result.model;
+    return (await quantizeArtifact(model, mode, { calibration: calibrationFeeds(set2), keepNames, log })).model;
   };
 }
 async function runGate(options) {
@@ -83608,7 +83685,7 @@ async function runGate(options) {
   log(`reading ${displayPath(config2.model)}`);
   const base = OnnxModel.read(config2.model);
   const set2 = loadCalibration(config2.calibration, base);
-  const quantize = options.quantize ?? quantizeWith(set2, log);
+  const quantize = options.quantize ?? quantizeWith(set2, config2.keepNames, log);
   checkRulesFitTask(config2.gate, set2.task, config2.file ? displayPath(config2.file) : "the gate");
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log });
@@ -83759,6 +83836,7 @@ var init_run = __esm({
     init_write();
     init_prune();
     init_quantize();
+    init_compact();
     init_build();
     init_github();
     init_markdown();
@@ -83933,6 +84011,7 @@ var ConfigFile = external_exports.strictObject({
     steps: external_exports.number({ error: "a whole number of steps >= 1" }).int({ error: "a whole number of steps >= 1" }).min(1, { error: "a whole number of steps >= 1" }).max(100, { error: "at most 100 steps" }).optional()
   }).optional(),
   quantize: external_exports.enum(QUANTIZE_MODES).optional(),
+  "keep-names": external_exports.boolean({ error: "true or false" }).optional(),
   gate: external_exports.record(external_exports.string(), external_exports.unknown(), { error: "a mapping of metric names to bounds" }).optional(),
   latency: external_exports.strictObject({
     warmup: external_exports.number({ error: "a whole number >= 0" }).int({ error: "a whole number >= 0" }).min(0, { error: "a whole number >= 0" }).optional(),
@@ -83986,12 +84065,13 @@ function fromFile(raw, dir, shown2) {
       steps: p.steps ?? DEFAULT_PRUNE.steps
     },
     quantize: raw.quantize ?? "none",
+    keepNames: raw["keep-names"] ?? false,
     gate: parseGate(raw.gate ?? {}, shown2),
     latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs }
   };
 }
 function defaultConfig() {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", gate: [], latency: { ...DEFAULT_LATENCY } };
+  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, gate: [], latency: { ...DEFAULT_LATENCY } };
 }
 function existing(file2, where) {
   if (!fs2.existsSync(file2)) throw new UserError(`${where}: file not found: ${displayPath(file2)}`);

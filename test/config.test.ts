@@ -67,6 +67,7 @@ test('defaults for what is left out', () => {
   const c = parseConfig('model: models/m.onnx\n', path.resolve('prune-gate.yml'));
   expect(c.prune).toMatchObject({ target: 'auto', maxTarget: 0.5, steps: 5, importance: 'activation', compensate: 'bias' });
   expect(c.quantize).toBe('none');
+  expect(c.keepNames).toBe(false);
   expect(c.gate).toEqual([]);
 });
 
@@ -83,6 +84,7 @@ describe('mistakes name themselves', () => {
     expect(configError('prune:\n  target: 1.5\n')).toMatch(/^prune-gate\.yml: prune\.target: .*a fraction of parameters between 0 and 1/);
     expect(configError('prune:\n  target: most\n')).toMatch(/^prune-gate\.yml: prune\.target: .*a fraction of parameters between 0 and 1 \(0\.3\), or auto/);
     expect(configError('quantize: int3\n')).toBe("prune-gate.yml: quantize: 'int3' is not one of none, int8, int4");
+    expect(configError('keep-names: sometimes\n')).toBe("prune-gate.yml: keep-names: expected true or false, found 'sometimes'");
     expect(configError('prune:\n  structures: [ffn, neurons]\n')).toBe("prune-gate.yml: prune.structures[1]: unknown structure 'neurons' (expected ffn, heads, channels)");
     expect(configError('model: 3\n')).toBe('prune-gate.yml: model: expected a path to an .onnx file, found 3');
   });

@@ -118,6 +118,21 @@ test('quantize: the gate judges the quantized candidate (issue 8)', async () => 
   expect(report.candidate.params).toBeLessThan(report.base.params * 0.72);
   expect(fs.readFileSync(path.join(out, 'pruned.onnx')).length).toBe(report.candidate.bytes);
   expect(r.status).toBe(report.verdict === 'pass' ? 0 : 1);
+  // The shipped file has short intermediate names; its inputs, outputs and weights keep theirs.
+  const base = OnnxModel.read(path.join(ROOT, 'test/fixtures/gpt2.onnx'));
+  const shipped = OnnxModel.read(path.join(out, 'pruned.onnx'));
+  expect(shipped.graph.input.map((v) => v.name)).toEqual(base.graph.input.map((v) => v.name));
+  expect(shipped.graph.output.map((v) => v.name)).toEqual(base.graph.output.map((v) => v.name));
+  expect(shipped.graph.node.some((n) => (n.output ?? []).some((o) => o.startsWith('/')))).toBe(false);
+  expect(shipped.initializers.map((t) => t.name)).toEqual(expect.arrayContaining(['transformer.h.0.ln_1.weight']));
+  expect(r.stderr).toMatch(/shortened \d+ intermediate names: \d+ bytes fewer/);
+
+  const kept = path.join(tmp, 'quantized-names-kept');
+  const k = await cli(['run', '--config', config('gpt2', 'prune:\n  steps: 1\n'), '--target', '0.3', '--quantize', 'int4', '--keep-names', '--out', kept, '--json']);
+  expect(k.status).toBe(0);
+  const keptModel = OnnxModel.read(path.join(kept, 'pruned.onnx'));
+  expect(keptModel.graph.node.some((n) => (n.output ?? []).some((o) => o.startsWith('/')))).toBe(true);
+  expect(JSON.parse(k.stdout).candidate.bytes).toBeGreaterThan(report.candidate.bytes);
 });
 
 describe('prune-gate eval', () => {

@@ -42,6 +42,8 @@ export interface Config {
   calibration?: string;
   prune: PruneSettings;
   quantize: QuantizeMode;
+  /** Keep the exporter's intermediate tensor and node names in a quantized artifact (default: shortened). */
+  keepNames: boolean;
   gate: GateRule[];
   latency: LatencyOptions;
 }
@@ -81,6 +83,7 @@ const ConfigFile = z.strictObject({
     })
     .optional(),
   quantize: z.enum(QUANTIZE_MODES).optional(),
+  'keep-names': z.boolean({ error: 'true or false' }).optional(),
   gate: z.record(z.string(), z.unknown(), { error: 'a mapping of metric names to bounds' }).optional(),
   latency: z
     .strictObject({
@@ -145,6 +148,7 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
       steps: p.steps ?? DEFAULT_PRUNE.steps,
     },
     quantize: raw.quantize ?? 'none',
+    keepNames: raw['keep-names'] ?? false,
     gate: parseGate(raw.gate ?? {}, shown),
     latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs },
   };
@@ -152,7 +156,7 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
 
 /** The configuration used when there is no config file: defaults, no bounds. */
 export function defaultConfig(): Config {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', gate: [], latency: { ...DEFAULT_LATENCY } };
+  return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', keepNames: false, gate: [], latency: { ...DEFAULT_LATENCY } };
 }
 
 function existing(file: string, where: string): string {
@@ -225,6 +229,7 @@ export interface Overrides {
   calibration?: string;
   target?: string;
   quantize?: string;
+  keepNames?: boolean;
 }
 
 export function applyOverrides(config: Config, o: Overrides): Config {
@@ -238,6 +243,7 @@ export function applyOverrides(config: Config, o: Overrides): Config {
     }
     out.quantize = o.quantize as QuantizeMode;
   }
+  if (o.keepNames) out.keepNames = true;
   return out;
 }
 

@@ -11,7 +11,8 @@ import { isExternal } from '../onnx/external';
 import { OnnxModel } from '../onnx/model';
 import { writeModel } from '../onnx/write';
 import { newPruneMemory, pruneModel } from '../prune';
-import { quantizeModel } from '../quantize';
+import { QuantizeOptions, QuantizeResult, quantizeModel } from '../quantize';
+import { compactNames } from '../graph/compact';
 import type { PruneOptions, PruneResult } from '../prune/types';
 import { buildReport, writeFileAtomic } from '../report/build';
 import { pullRequestFromEnv } from '../report/github';
@@ -47,16 +48,30 @@ export interface RunOutcome {
 }
 
 /**
- * quantize: int8 | int4, calibration-aware (the layers that suffer most on the calibration
- * activations stay float); 'none' is the identity.
+ * The artifact `quantize: int8 | int4` ships: weights quantized, calibration-aware when
+ * calibration feeds are given (the layers that suffer most stay float), and, unless keepNames,
+ * the exporter's long intermediate tensor and node names shortened (see compactNames).
  */
-function quantizeWith(set: CalibrationSet, log: (line: string) => void): QuantizeFn {
+export async function quantizeArtifact(
+  model: OnnxModel,
+  mode: Exclude<QuantizeMode, 'none'>,
+  options: { calibration?: QuantizeOptions['calibration']; keepNames?: boolean; log?: (line: string) => void } = {},
+): Promise<{ model: OnnxModel; quantized: QuantizeResult }> {
+  const log = options.log ?? (() => undefined);
+  const quantized = await quantizeModel(model, { bits: mode === 'int8' ? 8 : 4, calibration: options.calibration, log });
+  for (const k of quantized.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
+  for (const q of quantized.quantized) if (q.exception) log(`kept at ${q.bits} bits: ${q.node} (${q.exception})`);
+  if (options.keepNames) return { model: quantized.model, quantized };
+  const compact = compactNames(quantized.model);
+  log(`shortened ${compact.renamed} intermediate names: ${compact.bytesSaved} bytes fewer`);
+  return { model: compact.model, quantized };
+}
+
+function quantizeWith(set: CalibrationSet, keepNames: boolean, log: (line: string) => void): QuantizeFn {
   return async (model, mode) => {
     if (mode === 'none') return model;
     log(`quantizing the candidate to ${mode}`);
-    const result = await quantizeModel(model, { bits: mode === 'int8' ? 8 : 4, calibration: calibrationFeeds(set), log });
-    for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
-    return result.model;
+    return (await quantizeArtifact(model, mode, { calibration: calibrationFeeds(set), keepNames, log })).model;
   };
 }
 
@@ -83,7 +98,7 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
   log(`reading ${displayPath(config.model as string)}`);
   const base = OnnxModel.read(config.model as string);
   const set = loadCalibration(config.calibration as string, base);
-  const quantize = options.quantize ?? quantizeWith(set, log);
+  const quantize = options.quantize ?? quantizeWith(set, config.keepNames, log);
   checkRulesFitTask(config.gate, set.task, config.file ? displayPath(config.file) : 'the gate');
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
   const evaluator = await Evaluator.create(base, set, { latency: config.latency, log });

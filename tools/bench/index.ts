@@ -91,9 +91,9 @@ function quantization(): void {
   const fixtures = ['gpt2', 'llama'].flatMap((n) => [path.join(ROOT, 'test/fixtures', `${n}.onnx`), path.join(ROOT, 'calibration', n), path.join(ROOT, 'bench/heldout', n)]);
   const rows = child('quantize.ts', [...fixtures, ...(extra.length === 3 && fs.existsSync(extra[2]) ? extra : [])]);
   results.quantization = rows;
-  console.log('| model | variant | bytes | smaller | held-out perplexity | agreement | speedup (calibration batch) |\n|---|---|---|---|---|---|---|');
+  console.log('| model | variant | bytes | smaller | smaller, names kept | held-out perplexity | agreement | speedup (calibration batch) |\n|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
-    console.log(`| ${r.model} | ${r.variant} | ${r.bytes} | ${r.sizeRatio ? `${fmt(r.sizeRatio)}x` : ''} | ${fmt(r.perplexity)} | ${r.agreement === undefined ? '' : fmt(r.agreement)} | ${r.speedup ? `${fmt(r.speedup)}x` : ''} |`);
+    console.log(`| ${r.model} | ${r.variant} | ${r.bytes} | ${r.sizeRatio ? `${fmt(r.sizeRatio)}x` : ''} | ${r.sizeRatioNamesKept ? `${fmt(r.sizeRatioNamesKept)}x` : ''} | ${fmt(r.perplexity)} | ${r.agreement === undefined ? '' : fmt(r.agreement)} | ${r.speedup ? `${fmt(r.speedup)}x` : ''} |`);
   }
 }
 

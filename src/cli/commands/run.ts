@@ -12,6 +12,7 @@ interface RunFlags {
   out: string;
   target?: string;
   quantize?: string;
+  keepNames?: boolean;
   json?: boolean;
 }
 
@@ -29,6 +30,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('-o, --out <dir>', 'where pruned.onnx, report.json and report.md are written', DEFAULT_OUT)
     .option('-t, --target <ratio>', 'fraction of parameters to remove (0.3), or auto for the gradual search')
     .option('--quantize <mode>', 'none, int8 or int4')
+    .option('--keep-names', "keep the exporter's intermediate tensor and node names in a quantized model (default: shortened)")
     .option('--json', 'print report.json instead of the Markdown report')
     .action(async (flags: RunFlags) => {
       const config = resolveConfig(flags.config, {
@@ -36,6 +38,7 @@ export function register(program: Command, ctx: CliContext): void {
         calibration: flags.calibration,
         target: flags.target,
         quantize: flags.quantize,
+        keepNames: flags.keepNames,
       });
       const outcome = await runGate({ config, out: flags.out, log: (line) => ctx.stderr(`${line}\n`) });
       ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}\n` : outcome.markdown);
