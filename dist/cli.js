@@ -37399,7 +37399,8 @@ var ConfigFile = external_exports.strictObject({
   model: external_exports.string({ error: "a path to an .onnx file" }).optional(),
   calibration: external_exports.string({ error: "a path to a calibration folder" }).optional(),
   prune: external_exports.strictObject({
-    target: external_exports.union([fraction("a fraction of parameters between 0 and 1"), external_exports.literal("auto")], {
+    // 0 prunes nothing: with quantize, the gate judges the quantized base model.
+    target: external_exports.union([fraction("a fraction of parameters between 0 and 1"), external_exports.literal(0), external_exports.literal("auto")], {
       error: "a fraction of parameters between 0 and 1 (0.3), or auto"
     }).optional(),
     "max-target": fraction("a fraction of parameters between 0 and 1 (0.6)").optional(),
@@ -37543,7 +37544,7 @@ function applyOverrides(config2, o) {
 function parseTarget(text2, where) {
   if (text2.trim() === "auto") return "auto";
   const n = Number(text2);
-  if (!/^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(text2) || !(n > 0 && n < 1)) {
+  if (!/^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(text2) || !(n >= 0 && n < 1)) {
     throw new UserError(`${where}: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '${text2}'`);
   }
   return n;
@@ -39799,6 +39800,7 @@ function failures(results) {
 // src/gate/search.ts
 function stepRatios(target, maxTarget, steps) {
   const end = target === "auto" ? maxTarget : target;
+  if (end === 0) return [0];
   const n = Math.max(1, Math.floor(steps));
   return Array.from({ length: n }, (_, i) => Math.round((i + 1) * end * 1e9 / n) / 1e9);
 }
@@ -42310,6 +42312,16 @@ var StepSchema = external_exports.object({
   /** Passes every quality bound (the search goes on past such a step). */
   quality_pass: external_exports.boolean()
 });
+var QuantizationSchema = external_exports.object({
+  /** Layers whose weights were quantized, and those weights' bytes before and after. */
+  layers: count,
+  weight_bytes_before: count,
+  weight_bytes_after: count,
+  /** Layers stored with more bits than asked: float, or 8 bits in an int4 model; and why. */
+  exceptions: external_exports.array(external_exports.object({ where: text, stored: external_exports.enum(["float", "int8"]), reason: text })).max(MAX_ITEMS),
+  /** Bytes saved by shortening intermediate tensor names (0 with keep-names). */
+  names_bytes_saved: count
+});
 var ReportSchema = external_exports.object({
   tool: external_exports.literal("prune-gate"),
   /** The report format's version; bumped only when a stable field changes meaning. */
@@ -42319,6 +42331,7 @@ var ReportSchema = external_exports.object({
   /** The prune settings of the run, or null for `eval` (two given models). */
   target: external_exports.union([external_exports.number().min(0).max(1), external_exports.literal("auto")]).nullable(),
   quantize: external_exports.enum(["none", "int8", "int4"]),
+  quantization: QuantizationSchema.optional(),
   base: ModelStatsSchema,
   candidate: ModelStatsSchema,
   metrics: external_exports.array(MetricResultSchema).max(METRIC_NAMES.length),
@@ -42358,6 +42371,7 @@ function buildReport(input2) {
     task: input2.task,
     target: input2.target,
     quantize: input2.quantize,
+    ...input2.quantization ? { quantization: input2.quantization } : {},
     base: statsJson(input2.base),
     candidate: statsJson(input2.candidate),
     metrics: input2.metrics.map(metricJson),
@@ -42533,7 +42547,7 @@ function table2(header, rows) {
 }
 function verdictLine(r) {
   const model = `**${escapeMarkdown(r.base.path)}**`;
-  const what = r.target === null ? `compared with ${escapeMarkdown(r.candidate.path)}` : r.steps.length && r.chosen_step !== null ? `pruned ${percentOf(r.steps[r.chosen_step].ratio)} of the parameters` : "";
+  const what = r.target === null ? `compared with ${escapeMarkdown(r.candidate.path)}` : r.steps.length && r.chosen_step !== null ? r.steps[r.chosen_step].ratio === 0 ? `quantized to ${r.quantize}, nothing pruned` : `pruned ${percentOf(r.steps[r.chosen_step].ratio)} of the parameters${r.quantize === "none" ? "" : ` and quantized to ${r.quantize}`}` : "";
   const failed = r.metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? "")})`);
   if (r.verdict === "pass") return `### ✅ prune-gate passed: ${model} ${what}`.trimEnd();
   return `### ❌ prune-gate failed: ${model} ${what}${failed.length ? ` — over the bound: ${failed.join(", ")}` : ""}`;
@@ -42570,6 +42584,21 @@ function compressionTable(r) {
       ]
     )
   ];
+}
+function quantizationSection(r) {
+  const q = r.quantization;
+  if (!q) return [];
+  const lines = [
+    `#### Quantization (${r.quantize})`,
+    "",
+    `Weights of ${q.layers} ${q.layers === 1 ? "layer" : "layers"} quantized: ${bytes(q.weight_bytes_before)} → ${bytes(q.weight_bytes_after)}, ${ratioText(q.weight_bytes_before, q.weight_bytes_after)}.` + (q.names_bytes_saved > 0 ? ` Intermediate tensor names shortened: ${bytes(q.names_bytes_saved)} fewer.` : "")
+  ];
+  const exceptions = details(
+    `Stored with more bits than ${r.quantize} (${q.exceptions.length} ${q.exceptions.length === 1 ? "layer" : "layers"})`,
+    ["where", "stored", "why"],
+    q.exceptions.map((e) => [escapeMarkdown(e.where), e.stored, escapeMarkdown(e.reason, 500)])
+  );
+  return exceptions.length ? [...lines, "", ...exceptions] : lines;
 }
 function latencyTable(r) {
   const l = r.latency;
@@ -42655,6 +42684,7 @@ function renderMarkdown(r) {
     [verdictLine(r)],
     metricsTable(r),
     compressionTable(r),
+    quantizationSection(r),
     latencyTable(r),
     stepsSection(r),
     prunedSection(r),
@@ -42671,19 +42701,28 @@ var REPORT_MD = "report.md";
 var STEPS_DIR = ".prune-gate-steps";
 async function quantizeArtifact(model, mode, options = {}) {
   const log = options.log ?? (() => void 0);
-  const quantized = await quantizeModel(model, { bits: mode === "int8" ? 8 : 4, calibration: options.calibration, log });
-  for (const k of quantized.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
-  for (const q of quantized.quantized) if (q.exception) log(`kept at ${q.bits} bits: ${q.node} (${q.exception})`);
-  if (options.keepNames) return { model: quantized.model, quantized };
-  const compact = compactNames(quantized.model);
-  log(`shortened ${compact.renamed} intermediate names: ${compact.bytesSaved} bytes fewer`);
-  return { model: compact.model, quantized };
+  const result = await quantizeModel(model, { bits: mode === "int8" ? 8 : 4, calibration: options.calibration, log });
+  for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
+  for (const q of result.quantized) if (q.exception) log(`kept at ${q.bits} bits: ${q.node} (${q.exception})`);
+  const compact = options.keepNames ? void 0 : compactNames(result.model);
+  if (compact) log(`shortened ${compact.renamed} intermediate names: ${compact.bytesSaved} bytes fewer`);
+  const quantization = {
+    layers: result.quantized.length,
+    weight_bytes_before: result.quantized.reduce((s, q) => s + q.bytesBefore, 0),
+    weight_bytes_after: result.quantized.reduce((s, q) => s + q.bytesAfter, 0),
+    exceptions: [
+      ...result.quantized.flatMap((q) => q.exception ? [{ where: q.node, stored: "int8", reason: q.exception }] : []),
+      ...result.keptFloat.map((k) => ({ where: k.node, stored: "float", reason: k.reason }))
+    ],
+    names_bytes_saved: compact?.bytesSaved ?? 0
+  };
+  return { model: compact?.model ?? result.model, quantization };
 }
 function quantizeWith(set2, keepNames, log) {
   return async (model, mode) => {
-    if (mode === "none") return model;
+    if (mode === "none") return { model };
     log(`quantizing the candidate to ${mode}`);
-    return (await quantizeArtifact(model, mode, { calibration: calibrationFeeds(set2), keepNames, log })).model;
+    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set2), keepNames, log });
   };
 }
 async function runGate(options) {
@@ -42693,6 +42732,11 @@ async function runGate(options) {
   const out = path10.resolve(options.out);
   if (path10.resolve(config2.model) === path10.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
+  }
+  if (config2.prune.target === 0 && config2.quantize === "none") {
+    throw new UserError(
+      `${config2.file ? `${displayPath(config2.file)}: ` : ""}target 0 prunes nothing and quantize is none, so there is nothing to gate: set quantize to int8 or int4, or a target above 0`
+    );
   }
   log(`reading ${displayPath(config2.model)}`);
   const base = OnnxModel.read(config2.model);
@@ -42717,6 +42761,7 @@ async function runGate(options) {
       task: set2.task,
       target: config2.prune.target,
       quantize: config2.quantize,
+      quantization: chosen.quantization,
       base: evaluation.base,
       candidate: { ...evaluation.candidate, path: files.model },
       metrics,
@@ -42744,6 +42789,7 @@ function ratioText2(r) {
 function searchDeps(c) {
   const { config: config2 } = c.options;
   const memory = newPruneMemory();
+  const quantization = /* @__PURE__ */ new Map();
   return {
     prune: (model, target) => c.prune(model, {
       target,
@@ -42755,7 +42801,11 @@ function searchDeps(c) {
       memory,
       log: c.log
     }),
-    quantize: (model) => c.quantize(model, config2.quantize),
+    quantize: async (model, step) => {
+      const quantized = await c.quantize(model, config2.quantize);
+      quantization.set(step.index, quantized.quantization);
+      return quantized.model;
+    },
     evaluate: async (candidate, step) => {
       const dir = path10.join(c.stepsDir, `step-${step.index}`);
       fs11.rmSync(dir, { recursive: true, force: true });
@@ -42765,7 +42815,7 @@ function searchDeps(c) {
       const metrics = judge(evaluation.values, config2.gate, c.set.task);
       return {
         metrics,
-        artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation },
+        artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
         next: config2.quantize === "none" ? model : void 0
       };
     },

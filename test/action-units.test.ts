@@ -45,6 +45,7 @@ describe('readInputs', () => {
     });
     expect(v).toMatchObject({ mode: 'gate', configGiven: true, target: 'auto', quantize: 'int8', comment: false, failOn: 'never', prNumber: 42, token: 'ghs_x' });
     expect(inputs({ target: '0.35' })).toMatchObject({ target: 0.35 });
+    expect(inputs({ target: '0' })).toMatchObject({ target: 0 }); // quantize only
   });
 
   test('report: publish mode', () => {
@@ -59,7 +60,7 @@ describe('readInputs', () => {
   });
 
   test.each([
-    [{ target: '0' }, "input target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '0'"],
+    [{ target: '1' }, "input target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '1'"],
     [{ target: '30%' }, "input target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '30%'"],
     [{ 'pr-number': '0' }, "input pr-number: expected a pull request number such as 42, found '0'"],
     [{ comment: 'on' }, "input comment: expected true or false, found 'on'"],

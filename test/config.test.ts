@@ -123,6 +123,9 @@ describe('command-line overrides', () => {
   test('flags override the config, paths relative to the working folder', () => {
     const c = applyOverrides(parseConfig(VALID, path.resolve('prune-gate.yml')), { target: '0.25', quantize: 'none', model: 'models/m.onnx' });
     expect(c.prune.target).toBe(0.25);
+    // 0 prunes nothing (quantize only), in the file and on the command line.
+    expect(parseConfig('prune:\n  target: 0\n', path.resolve('prune-gate.yml')).prune.target).toBe(0);
+    expect(applyOverrides(c, { target: '0' }).prune.target).toBe(0);
     expect(c.model).toBe(path.resolve('models/m.onnx'));
   });
 

@@ -129,6 +129,27 @@ describe('report.md', () => {
     expect(md).toMatch(/<details>\n<summary>Left alone \(1 place\)<\/summary>/);
   });
 
+  test('a quantized candidate: the headline says so, and a section gives the weight bytes and the exceptions', () => {
+    const q = renderMarkdown(
+      sample({
+        quantize: 'int4',
+        quantization: {
+          layers: 30,
+          weight_bytes_before: 2_209_792,
+          weight_bytes_after: 362_112,
+          exceptions: [{ where: HOSTILE, stored: 'int8', reason: 'largest output error on the calibration data (1 of 30: relative error 0.0717)' }],
+          names_bytes_saved: 118_502,
+        },
+      }),
+    );
+    expect(q.split('\n')[0]).toMatch(/ pruned 40% of the parameters and quantized to int4 — over the bound/);
+    expect(q).toContain('#### Quantization (int4)\n\nWeights of 30 layers quantized: 2.11 MiB → 354 KiB, 6.10x smaller (−83.6 %). Intermediate tensor names shortened: 116 KiB fewer.');
+    expect(q).toMatch(/<summary>Stored with more bits than int4 \(1 layer\)<\/summary>\n\n\| where \| stored \| why \|/);
+    expect(q).not.toContain('<img');
+    expect(md).not.toContain('#### Quantization');
+    expect(ReportSchema.safeParse(JSON.parse(JSON.stringify(sample({ quantize: 'int8', quantization: { layers: 1, weight_bytes_before: 4, weight_bytes_after: 1, exceptions: [], names_bytes_saved: 0 } })))).success).toBe(true);
+  });
+
   test('a hostile tensor name cannot inject HTML, Markdown or table cells', () => {
     expect(md).not.toContain('<img');
     expect(md).not.toContain('**x**');

@@ -126,6 +126,13 @@ test('quantize: the gate judges the quantized candidate (issue 8)', async () => 
   expect(shipped.graph.node.some((n) => (n.output ?? []).some((o) => o.startsWith('/')))).toBe(false);
   expect(shipped.initializers.map((t) => t.name)).toEqual(expect.arrayContaining(['transformer.h.0.ln_1.weight']));
   expect(r.stderr).toMatch(/shortened \d+ intermediate names: \d+ bytes fewer/);
+  // The report says what quantization did: weight bytes before and after, the names' bytes.
+  expect(report.quantization.layers).toBeGreaterThan(5);
+  expect(report.quantization.weight_bytes_after).toBeLessThan(report.quantization.weight_bytes_before / 3);
+  expect(report.quantization.names_bytes_saved).toBeGreaterThan(10_000);
+  const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
+  expect(md.split('\n')[0]).toMatch(/pruned 30% of the parameters and quantized to int4/);
+  expect(md).toContain('#### Quantization (int4)');
 
   const kept = path.join(tmp, 'quantized-names-kept');
   const k = await cli(['run', '--config', config('gpt2', 'prune:\n  steps: 1\n'), '--target', '0.3', '--quantize', 'int4', '--keep-names', '--out', kept, '--json']);
@@ -133,6 +140,24 @@ test('quantize: the gate judges the quantized candidate (issue 8)', async () => 
   const keptModel = OnnxModel.read(path.join(kept, 'pruned.onnx'));
   expect(keptModel.graph.node.some((n) => (n.output ?? []).some((o) => o.startsWith('/')))).toBe(true);
   expect(JSON.parse(k.stdout).candidate.bytes).toBeGreaterThan(report.candidate.bytes);
+  expect(JSON.parse(k.stdout).quantization.names_bytes_saved).toBe(0);
+});
+
+test('target 0 with quantize: the gate judges the quantized base; without quantize there is nothing to gate', async () => {
+  const out = path.join(tmp, 'quantize-only');
+  const r = await cli(['run', '--config', config('gpt2', 'gate:\n  perplexity: { max-increase: 2% }\n'), '--target', '0', '--quantize', 'int8', '--out', out]);
+  expect(r.stderr).not.toMatch(/internal error/);
+  expect(r.status).toBe(0);
+  expect(r.stdout.split('\n')[0]).toMatch(/^### ✅ prune-gate passed: \*\*[^*]*gpt2\.onnx\*\* quantized to int8, nothing pruned$/);
+  const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
+  expect(report.steps).toHaveLength(1);
+  expect(report.pruned).toEqual([]);
+  expect(report.candidate.params).toBe(report.base.params);
+  expect(report.base.bytes / report.candidate.bytes).toBeGreaterThan(3);
+
+  const none = await cli(['run', '--config', config('gpt2', ''), '--target', '0', '--out', path.join(tmp, 'nothing')]);
+  expect(none.status).toBe(2);
+  expect(none.stderr).toMatch(/^prune-gate: [^\n]*gpt2\.yml: target 0 prunes nothing and quantize is none, so there is nothing to gate: set quantize to int8 or int4, or a target above 0\n$/);
 });
 
 describe('prune-gate eval', () => {
@@ -180,7 +205,7 @@ test('runGate with an injected engine and quantize hook: the hook sees every ste
     },
     quantize: async (model, mode) => {
       modes.push(mode);
-      return model;
+      return { model };
     },
   });
   expect(modes).toEqual(['int8', 'int8', 'int8']);

@@ -66,7 +66,8 @@ const ConfigFile = z.strictObject({
   calibration: z.string({ error: 'a path to a calibration folder' }).optional(),
   prune: z
     .strictObject({
-      target: z.union([fraction('a fraction of parameters between 0 and 1'), z.literal('auto')], {
+      // 0 prunes nothing: with quantize, the gate judges the quantized base model.
+      target: z.union([fraction('a fraction of parameters between 0 and 1'), z.literal(0), z.literal('auto')], {
         error: 'a fraction of parameters between 0 and 1 (0.3), or auto',
       }).optional(),
       'max-target': fraction('a fraction of parameters between 0 and 1 (0.6)').optional(),
@@ -250,7 +251,7 @@ export function applyOverrides(config: Config, o: Overrides): Config {
 export function parseTarget(text: string, where: string): number | 'auto' {
   if (text.trim() === 'auto') return 'auto';
   const n = Number(text);
-  if (!/^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(text) || !(n > 0 && n < 1)) {
+  if (!/^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(text) || !(n >= 0 && n < 1)) {
     throw new UserError(`${where}: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '${text}'`);
   }
   return n;

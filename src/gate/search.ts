@@ -63,6 +63,7 @@ export interface SearchResult<A> {
 /** Cumulative ratios of the steps: auto goes to max-target, a fixed target to itself. */
 export function stepRatios(target: number | 'auto', maxTarget: number, steps: number): number[] {
   const end = target === 'auto' ? maxTarget : target;
+  if (end === 0) return [0]; // nothing pruned: one candidate, the (quantized) base
   const n = Math.max(1, Math.floor(steps));
   // Rounded so that 3 x 0.2 is reported as 0.6, not 0.6000000000000001.
   return Array.from({ length: n }, (_, i) => Math.round(((i + 1) * end * 1e9) / n) / 1e9);

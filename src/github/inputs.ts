@@ -95,7 +95,7 @@ const target = z.string().transform((s, ctx): number | 'auto' | undefined => {
   if (s === '') return undefined;
   if (s === 'auto') return 'auto';
   const n = Number(s);
-  if (/^(\d+(\.\d*)?|\.\d+)$/.test(s) && n > 0 && n < 1) return n;
+  if (/^(\d+(\.\d*)?|\.\d+)$/.test(s) && n >= 0 && n < 1) return n;
   ctx.addIssue({ code: 'custom', message: `expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found ${shown(s)}` });
   return z.NEVER;
 });

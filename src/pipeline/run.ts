@@ -11,18 +11,23 @@ import { isExternal } from '../onnx/external';
 import { OnnxModel } from '../onnx/model';
 import { writeModel } from '../onnx/write';
 import { newPruneMemory, pruneModel } from '../prune';
-import { QuantizeOptions, QuantizeResult, quantizeModel } from '../quantize';
+import { QuantizeOptions, quantizeModel } from '../quantize';
 import { compactNames } from '../graph/compact';
 import type { PruneOptions, PruneResult } from '../prune/types';
 import { buildReport, writeFileAtomic } from '../report/build';
 import { pullRequestFromEnv } from '../report/github';
 import { renderMarkdown } from '../report/markdown';
-import type { Report } from '../report/schema';
+import type { Report, ReportQuantization } from '../report/schema';
 import { UserError } from '../errors';
 
 export type PruneFn = (model: OnnxModel, options: PruneOptions) => Promise<PruneResult>;
+/** A candidate after the quantize step, with what quantization did (for the report). */
+export interface QuantizedCandidate {
+  model: OnnxModel;
+  quantization?: ReportQuantization;
+}
 /** Turns a pruned model into its quantized form (quantize: int8 / int4); 'none' is the identity. */
-export type QuantizeFn = (model: OnnxModel, mode: QuantizeMode) => Promise<OnnxModel>;
+export type QuantizeFn = (model: OnnxModel, mode: QuantizeMode) => Promise<QuantizedCandidate>;
 
 export const PRUNED_NAME = 'pruned.onnx';
 export const REPORT_JSON = 'report.json';
@@ -56,22 +61,31 @@ export async function quantizeArtifact(
   model: OnnxModel,
   mode: Exclude<QuantizeMode, 'none'>,
   options: { calibration?: QuantizeOptions['calibration']; keepNames?: boolean; log?: (line: string) => void } = {},
-): Promise<{ model: OnnxModel; quantized: QuantizeResult }> {
+): Promise<Required<QuantizedCandidate>> {
   const log = options.log ?? (() => undefined);
-  const quantized = await quantizeModel(model, { bits: mode === 'int8' ? 8 : 4, calibration: options.calibration, log });
-  for (const k of quantized.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
-  for (const q of quantized.quantized) if (q.exception) log(`kept at ${q.bits} bits: ${q.node} (${q.exception})`);
-  if (options.keepNames) return { model: quantized.model, quantized };
-  const compact = compactNames(quantized.model);
-  log(`shortened ${compact.renamed} intermediate names: ${compact.bytesSaved} bytes fewer`);
-  return { model: compact.model, quantized };
+  const result = await quantizeModel(model, { bits: mode === 'int8' ? 8 : 4, calibration: options.calibration, log });
+  for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
+  for (const q of result.quantized) if (q.exception) log(`kept at ${q.bits} bits: ${q.node} (${q.exception})`);
+  const compact = options.keepNames ? undefined : compactNames(result.model);
+  if (compact) log(`shortened ${compact.renamed} intermediate names: ${compact.bytesSaved} bytes fewer`);
+  const quantization: ReportQuantization = {
+    layers: result.quantized.length,
+    weight_bytes_before: result.quantized.reduce((s, q) => s + q.bytesBefore, 0),
+    weight_bytes_after: result.quantized.reduce((s, q) => s + q.bytesAfter, 0),
+    exceptions: [
+      ...result.quantized.flatMap((q) => (q.exception ? [{ where: q.node, stored: 'int8' as const, reason: q.exception }] : [])),
+      ...result.keptFloat.map((k) => ({ where: k.node, stored: 'float' as const, reason: k.reason })),
+    ],
+    names_bytes_saved: compact?.bytesSaved ?? 0,
+  };
+  return { model: compact?.model ?? result.model, quantization };
 }
 
 function quantizeWith(set: CalibrationSet, keepNames: boolean, log: (line: string) => void): QuantizeFn {
   return async (model, mode) => {
-    if (mode === 'none') return model;
+    if (mode === 'none') return { model };
     log(`quantizing the candidate to ${mode}`);
-    return (await quantizeArtifact(model, mode, { calibration: calibrationFeeds(set), keepNames, log })).model;
+    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set), keepNames, log });
   };
 }
 
@@ -81,6 +95,7 @@ interface StepArtifact {
   file: string;
   dataFile?: string;
   evaluation: Evaluation;
+  quantization?: ReportQuantization;
 }
 
 /**
@@ -94,6 +109,11 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
   const out = path.resolve(options.out);
   if (path.resolve(config.model as string) === path.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
+  }
+  if (config.prune.target === 0 && config.quantize === 'none') {
+    throw new UserError(
+      `${config.file ? `${displayPath(config.file)}: ` : ''}target 0 prunes nothing and quantize is none, so there is nothing to gate: set quantize to int8 or int4, or a target above 0`,
+    );
   }
   log(`reading ${displayPath(config.model as string)}`);
   const base = OnnxModel.read(config.model as string);
@@ -118,6 +138,7 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
       task: set.task,
       target: config.prune.target,
       quantize: config.quantize,
+      quantization: chosen.quantization,
       base: evaluation.base,
       candidate: { ...evaluation.candidate, path: files.model },
       metrics,
@@ -162,6 +183,7 @@ interface DepsContext {
 function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
   const { config } = c.options;
   const memory = newPruneMemory(); // one for the whole search: steps share each group's score scale
+  const quantization = new Map<number, ReportQuantization | undefined>(); // by step, for its artifact
   return {
     prune: (model, target) =>
       c.prune(model, {
@@ -174,7 +196,11 @@ function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
         memory,
         log: c.log,
       }),
-    quantize: (model) => c.quantize(model, config.quantize),
+    quantize: async (model, step) => {
+      const quantized = await c.quantize(model, config.quantize);
+      quantization.set(step.index, quantized.quantization);
+      return quantized.model;
+    },
     evaluate: async (candidate, step) => {
       // Each candidate is written (its size on disk is a metric, and onnxruntime then maps its
       // weights from the file) and read back lazily, which is also what the next step prunes.
@@ -186,7 +212,7 @@ function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
       const metrics: MetricResult[] = judge(evaluation.values, config.gate, c.set.task);
       return {
         metrics,
-        artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation },
+        artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
         next: config.quantize === 'none' ? model : undefined,
       };
     },

@@ -9,13 +9,14 @@ import type { StepOutcome } from '../gate/search';
 import type { PrunedEntry, SkippedEntry } from '../prune/types';
 import { UserError } from '../errors';
 import { PullRequestRef } from './github';
-import { Report, ReportSchema } from './schema';
+import { Report, ReportQuantization, ReportSchema } from './schema';
 
 export interface ReportInput {
   verdict: Verdict;
   task: Report['task'];
   target: number | 'auto' | null;
   quantize: QuantizeMode;
+  quantization?: ReportQuantization;
   base: ModelStats;
   candidate: ModelStats;
   metrics: MetricResult[];
@@ -50,6 +51,7 @@ export function buildReport(input: ReportInput): Report {
     task: input.task,
     target: input.target,
     quantize: input.quantize,
+    ...(input.quantization ? { quantization: input.quantization } : {}),
     base: statsJson(input.base),
     candidate: statsJson(input.candidate),
     metrics: input.metrics.map(metricJson),

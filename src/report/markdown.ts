@@ -133,7 +133,9 @@ function verdictLine(r: Report): string {
     r.target === null
       ? `compared with ${escapeMarkdown(r.candidate.path)}`
       : r.steps.length && r.chosen_step !== null
-        ? `pruned ${percentOf(r.steps[r.chosen_step].ratio)} of the parameters`
+        ? r.steps[r.chosen_step].ratio === 0
+          ? `quantized to ${r.quantize}, nothing pruned`
+          : `pruned ${percentOf(r.steps[r.chosen_step].ratio)} of the parameters${r.quantize === 'none' ? '' : ` and quantized to ${r.quantize}`}`
         : '';
   const failed = r.metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? '')})`);
   if (r.verdict === 'pass') return `### ✅ prune-gate passed: ${model} ${what}`.trimEnd();
@@ -173,6 +175,23 @@ function compressionTable(r: Report): string[] {
       ],
     ),
   ];
+}
+
+function quantizationSection(r: Report): string[] {
+  const q = r.quantization;
+  if (!q) return [];
+  const lines = [
+    `#### Quantization (${r.quantize})`,
+    '',
+    `Weights of ${q.layers} ${q.layers === 1 ? 'layer' : 'layers'} quantized: ${formatBytes(q.weight_bytes_before)} → ${formatBytes(q.weight_bytes_after)}, ${ratioText(q.weight_bytes_before, q.weight_bytes_after)}.` +
+      (q.names_bytes_saved > 0 ? ` Intermediate tensor names shortened: ${formatBytes(q.names_bytes_saved)} fewer.` : ''),
+  ];
+  const exceptions = details(
+    `Stored with more bits than ${r.quantize} (${q.exceptions.length} ${q.exceptions.length === 1 ? 'layer' : 'layers'})`,
+    ['where', 'stored', 'why'],
+    q.exceptions.map((e) => [escapeMarkdown(e.where), e.stored, escapeMarkdown(e.reason, 500)]),
+  );
+  return exceptions.length ? [...lines, '', ...exceptions] : lines;
 }
 
 function latencyTable(r: Report): string[] {
@@ -271,6 +290,7 @@ export function renderMarkdown(r: Report): string {
     [verdictLine(r)],
     metricsTable(r),
     compressionTable(r),
+    quantizationSection(r),
     latencyTable(r),
     stepsSection(r),
     prunedSection(r),

@@ -41,6 +41,18 @@ export const StepSchema = z.object({
   quality_pass: z.boolean(),
 });
 
+/** What quantization did to the chosen candidate (present when quantize is int8 or int4). */
+export const QuantizationSchema = z.object({
+  /** Layers whose weights were quantized, and those weights' bytes before and after. */
+  layers: count,
+  weight_bytes_before: count,
+  weight_bytes_after: count,
+  /** Layers stored with more bits than asked: float, or 8 bits in an int4 model; and why. */
+  exceptions: z.array(z.object({ where: text, stored: z.enum(['float', 'int8']), reason: text })).max(MAX_ITEMS),
+  /** Bytes saved by shortening intermediate tensor names (0 with keep-names). */
+  names_bytes_saved: count,
+});
+
 export const ReportSchema = z.object({
   tool: z.literal('prune-gate'),
   /** The report format's version; bumped only when a stable field changes meaning. */
@@ -50,6 +62,7 @@ export const ReportSchema = z.object({
   /** The prune settings of the run, or null for `eval` (two given models). */
   target: z.union([z.number().min(0).max(1), z.literal('auto')]).nullable(),
   quantize: z.enum(['none', 'int8', 'int4']),
+  quantization: QuantizationSchema.optional(),
   base: ModelStatsSchema,
   candidate: ModelStatsSchema,
   metrics: z.array(MetricResultSchema).max(METRIC_NAMES.length),
@@ -77,3 +90,4 @@ export const ReportSchema = z.object({
 
 export type Report = z.output<typeof ReportSchema>;
 export type ReportStep = z.output<typeof StepSchema>;
+export type ReportQuantization = z.output<typeof QuantizationSchema>;
