@@ -83407,6 +83407,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache, skip
     shared: entry.shared,
     build: (outputs2) => {
       const copy = import_onnx_proto12.onnx.NodeProto.decode(import_onnx_proto12.onnx.NodeProto.encode(node2).finish());
+      copy.name = node2.name ? `${node2.name}_Q8` : "";
       copy.input[1] = dequantized;
       copy.output = outputs2;
       return [copy];

@@ -393,6 +393,19 @@ describe('calibration-aware exceptions', () => {
     await checkRuns(float, wider, 4, path.join(tmp, 'gpt2-calibrated-8.onnx'));
   });
 
+  test.each([
+    ['mlp', {}, 'gemm'],
+    ['cnn', { conv: 'int8' as const }, 'conv'],
+  ])('%s: Gemm and Conv layers (int8 behind DequantizeLinear) are measured on the calibration data too', async (name, extra, kind) => {
+    const float = read(name);
+    const calibration = calibrationFeeds(loadCalibration(path.join(ROOT, 'calibration', name), float));
+    const result = await quantizeModel(float, { bits: 8, calibration, ...extra });
+    const layers = result.quantized.filter((q) => q.kind === kind);
+    expect(layers.length).toBeGreaterThan(0);
+    expect(layers.every((q) => q.error! > 0 && q.error! < 0.05)).toBe(true);
+    await checkRuns(float, result, 8, path.join(tmp, `${name}-calibrated.onnx`));
+  });
+
   test('by default only a layer whose error stands out stays float', async () => {
     // Three layers. The first reads inputs with a large common offset (every channel near 3) and
     // its weight's columns sum to zero, so its output is small while the quantization error of

@@ -481,6 +481,8 @@ function dequantizeCandidate(
     shared: entry.shared,
     build: (outputs) => {
       const copy = onnx.NodeProto.decode(onnx.NodeProto.encode(node).finish());
+      // Its own name: the float node and this twin sit in one graph while errors are measured.
+      copy.name = node.name ? `${node.name}_Q8` : '';
       copy.input[1] = dequantized;
       copy.output = outputs;
       return [copy];
