@@ -83629,6 +83629,7 @@ function compactNames(model) {
     node2.docString = "";
   }
   for (const v of graph.valueInfo ?? []) v.name = rename(v.name ?? "");
+  for (const a of graph.quantizationAnnotation ?? []) a.tensorName = rename(a.tensorName ?? "");
   work.reindexConstants();
   return { model: work, bytesSaved: before - graphBytes(graph), renamed: renames.size };
 }

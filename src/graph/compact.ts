@@ -19,9 +19,9 @@ export interface CompactResult {
  * a few MB that is 4-10 % of the file, and more once the weights are quantized.
  *
  * Kept as they are: the graph's inputs and outputs (callers feed and fetch them), initializers
- * (weights keep the names that map them back to the training code), value_info types (renamed
- * with their tensor), and every name a subgraph (If/Loop/Scan body) reads from the outer scope,
- * since those are bound by name.
+ * (weights keep the names that map them back to the training code), and every name a subgraph
+ * (If/Loop/Scan body) reads from the outer scope, since those are bound by name. value_info and
+ * quantization annotations follow their tensor's new name.
  */
 export function compactNames(model: OnnxModel): CompactResult {
   const work = model.clone();
@@ -61,6 +61,7 @@ export function compactNames(model: OnnxModel): CompactResult {
     node.docString = '';
   }
   for (const v of graph.valueInfo ?? []) v.name = rename(v.name ?? '');
+  for (const a of graph.quantizationAnnotation ?? []) a.tensorName = rename(a.tensorName ?? '');
   work.reindexConstants();
   return { model: work, bytesSaved: before - graphBytes(graph), renamed: renames.size };
 }
