@@ -37972,9 +37972,9 @@ function writeModel(model, file2, options = {}) {
         copy.rawData = "bytes" in source ? source.bytes : dataAsBytes(model.readTensorProto(t).data);
         return copy;
       }
-      const pad = (ALIGN - offset % ALIGN) % ALIGN;
-      if (pad) fs4.writeSync(fd, Buffer.alloc(pad), 0, pad, offset);
-      offset += pad;
+      const pad2 = (ALIGN - offset % ALIGN) % ALIGN;
+      if (pad2) fs4.writeSync(fd, Buffer.alloc(pad2), 0, pad2, offset);
+      offset += pad2;
       const length = "bytes" in source ? source.bytes.byteLength : source.length;
       if ("bytes" in source) writeAll(fd, source.bytes, offset);
       else if ("stream" in source) {
@@ -40199,6 +40199,23 @@ var slice = {
     }
   }
 };
+var pad = {
+  link(ctx) {
+    const n = ctx.node;
+    const [x, padsName, , axesName] = inputs(n);
+    const y = outputs(n)[0];
+    const r = rank(ctx, x);
+    if (r < 0) return;
+    const pads = ctx.opset >= 11 ? padsName ? ctx.ints(padsName) : void 0 : attrInts(n, "pads");
+    const axes = axesName ? ctx.ints(axesName)?.map((a) => normAxis(a, r)) : Array.from({ length: r }, (_, i) => i);
+    if (!pads || !axes || pads.length !== 2 * axes.length) return;
+    const padded = new Set(axes.filter((_, i) => pads[i] !== 0 || pads[i + axes.length] !== 0));
+    for (let k = 0; k < r; k++) {
+      if (!padded.has(k)) ctx.same(x, k, y, k);
+      else for (const t of [x, y]) ctx.freeze(t, k, `padded by Pad ${n.name ?? ""} (its width is part of the pads)`.replace("  ", " "));
+    }
+  }
+};
 var gather = {
   link(ctx) {
     const [data, indices] = inputs(ctx.node);
@@ -40316,6 +40333,7 @@ var OP_RULES = {
   Split: split,
   Concat: concat,
   Slice: slice,
+  Pad: pad,
   Gather: gather,
   Expand: expand,
   GlobalAveragePool: pool,

@@ -79093,9 +79093,9 @@ function writeModel(model, file2, options = {}) {
         copy.rawData = "bytes" in source ? source.bytes : dataAsBytes(model.readTensorProto(t).data);
         return copy;
       }
-      const pad = (ALIGN - offset % ALIGN) % ALIGN;
-      if (pad) fs8.writeSync(fd, Buffer.alloc(pad), 0, pad, offset);
-      offset += pad;
+      const pad2 = (ALIGN - offset % ALIGN) % ALIGN;
+      if (pad2) fs8.writeSync(fd, Buffer.alloc(pad2), 0, pad2, offset);
+      offset += pad2;
       const length = "bytes" in source ? source.bytes.byteLength : source.length;
       if ("bytes" in source) writeAll(fd, source.bytes, offset);
       else if ("stream" in source) {
@@ -81338,7 +81338,7 @@ function piecewise(whole, parts, axis, ctx) {
     offset += d[ax];
   }
 }
-var inputs, outputs, rank, unary, broadcast, perChannelNorm, layerNorm, pool, transpose, reshape, matmul, gemm, conv, split, concat, slice, gather, expand, readsShape, resize, constant, OP_RULES;
+var inputs, outputs, rank, unary, broadcast, perChannelNorm, layerNorm, pool, transpose, reshape, matmul, gemm, conv, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
 var init_rules = __esm({
   "src/graph/rules.ts"() {
     "use strict";
@@ -81465,6 +81465,23 @@ var init_rules = __esm({
         }
       }
     };
+    pad = {
+      link(ctx) {
+        const n = ctx.node;
+        const [x, padsName, , axesName] = inputs(n);
+        const y = outputs(n)[0];
+        const r = rank(ctx, x);
+        if (r < 0) return;
+        const pads = ctx.opset >= 11 ? padsName ? ctx.ints(padsName) : void 0 : attrInts(n, "pads");
+        const axes = axesName ? ctx.ints(axesName)?.map((a) => normAxis(a, r)) : Array.from({ length: r }, (_, i) => i);
+        if (!pads || !axes || pads.length !== 2 * axes.length) return;
+        const padded = new Set(axes.filter((_, i) => pads[i] !== 0 || pads[i + axes.length] !== 0));
+        for (let k = 0; k < r; k++) {
+          if (!padded.has(k)) ctx.same(x, k, y, k);
+          else for (const t of [x, y]) ctx.freeze(t, k, `padded by Pad ${n.name ?? ""} (its width is part of the pads)`.replace("  ", " "));
+        }
+      }
+    };
     gather = {
       link(ctx) {
         const [data, indices] = inputs(ctx.node);
@@ -81582,6 +81599,7 @@ var init_rules = __esm({
       Split: split,
       Concat: concat,
       Slice: slice,
+      Pad: pad,
       Gather: gather,
       Expand: expand,
       GlobalAveragePool: pool,

@@ -158,6 +158,32 @@ test('an op the engine does not know, in the middle of an FFN, is skipped there;
   expect((await run(out, feeds)).logits.dims).toEqual([3, 10]);
 });
 
+describe('Pad (tools/fixtures/export_ops.py)', () => {
+  const ops = path.join(FIXTURES_DIR, 'ops');
+
+  test('spatial padding passes channels through: every conv layer of pad-cnn is pruned, and it runs', async () => {
+    // ZeroPad2d and a reflect pad of the right/bottom edge, with pads computed by torch's export.
+    const base = OnnxModel.read(path.join(ops, 'pad-cnn.onnx'));
+    const result = await prune(base, 0.3);
+    expect(result.pruned.map((p) => p.before).sort((a, b) => a - b)).toEqual([16, 24, 32]);
+    expect(result.pruned.every((p) => p.after < p.before)).toBe(true);
+    expect(result.skipped.filter((s) => /Pad/.test(s.reason))).toEqual([]);
+    for (const batch of [1, 3]) {
+      const feeds = sampleFeeds(base, batch, 1);
+      expect((await run(result.model, feeds)).logits.dims).toEqual([batch, 10]);
+    }
+  });
+
+  test('padding the channel axis (a ResNet option-A shortcut) fixes those channels, reported', async () => {
+    const base = OnnxModel.read(path.join(ops, 'channel-pad.onnx'));
+    const result = await prune(base, 0.3);
+    expect(result.pruned.filter((p) => p.after < p.before)).toEqual([]);
+    expect(result.skipped.filter((s) => /^padded by Pad \/Pad/.test(s.reason)).length).toBe(2);
+    const feeds = sampleFeeds(base, 2, 1);
+    expect(outputBytes(await run(result.model, feeds))).toEqual(outputBytes(await run(base, feeds)));
+  });
+});
+
 test('large weights are sliced lazily (streamed when read, twice over in two steps), with the same result', async () => {
   const base = OnnxModel.read(path.join(FIXTURES_DIR, 'llama.onnx'));
   const twoSteps = (m: OnnxModel) =>

@@ -300,6 +300,30 @@ const slice: OpRule = {
   },
 };
 
+/**
+ * Pad: an axis padded by nothing at either end passes through (the channels of an image padded
+ * spatially, as ZeroPadding2D and TF's 'same' padding export it); a padded axis is fixed. The
+ * pads come from the `pads` input (opset 11+, often computed: its traced value is used) or
+ * attribute, over every axis or the `axes` input (opset 18+).
+ */
+const pad: OpRule = {
+  link(ctx) {
+    const n = ctx.node;
+    const [x, padsName, , axesName] = inputs(n);
+    const y = outputs(n)[0];
+    const r = rank(ctx, x);
+    if (r < 0) return;
+    const pads = ctx.opset >= 11 ? (padsName ? ctx.ints(padsName) : undefined) : attrInts(n, 'pads');
+    const axes = axesName ? ctx.ints(axesName)?.map((a) => normAxis(a, r)) : Array.from({ length: r }, (_, i) => i);
+    if (!pads || !axes || pads.length !== 2 * axes.length) return; // unknown pads: leave frozen
+    const padded = new Set(axes.filter((_, i) => pads[i] !== 0 || pads[i + axes.length] !== 0));
+    for (let k = 0; k < r; k++) {
+      if (!padded.has(k)) ctx.same(x, k, y, k);
+      else for (const t of [x, y]) ctx.freeze(t, k, `padded by Pad ${n.name ?? ''} (its width is part of the pads)`.replace('  ', ' '));
+    }
+  },
+};
+
 /** Gather: the gathered axis is indexed by data (vocabulary rows); the others pass through. */
 const gather: OpRule = {
   link(ctx) {
@@ -365,7 +389,7 @@ export const OP_RULES: Record<string, OpRule> = {
   MatMul: matmul, Gemm: gemm, Conv: conv,
   // layout
   Transpose: transpose, Reshape: reshape, Flatten: reshape, Squeeze: reshape, Unsqueeze: reshape,
-  Split: split, Concat: concat, Slice: slice, Gather: gather, Expand: expand,
+  Split: split, Concat: concat, Slice: slice, Pad: pad, Gather: gather, Expand: expand,
   GlobalAveragePool: pool, GlobalMaxPool: pool, GlobalLpPool: pool, AveragePool: pool, MaxPool: pool,
   LpPool: pool, Resize: resize, Upsample: resize,
   Shape: readsShape, Size: readsShape,
