@@ -40162,6 +40162,21 @@ var conv = {
     else ctx.freeze(y, 1, `grouped convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
   }
 };
+var convTranspose = {
+  link(ctx) {
+    const [x, w, bias] = inputs(ctx.node);
+    const y = outputs(ctx.node)[0];
+    const group = attrInt(ctx.node, "group", 1);
+    const cin = ctx.dims(x)?.[1];
+    const cout = ctx.dims(y)?.[1];
+    ctx.same(x, 0, y, 0);
+    ctx.same(x, 1, w, 0);
+    if (bias) ctx.same(bias, 0, y, 1);
+    if (group === 1) ctx.same(w, 1, y, 1);
+    else if (group === cin && group === cout) ctx.same(x, 1, y, 1);
+    else ctx.freeze(y, 1, `grouped transposed convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
+  }
+};
 function piecewise(whole, parts, axis, ctx) {
   const r = rank(ctx, whole);
   const ax = normAxis(axis, r);
@@ -40324,6 +40339,7 @@ var OP_RULES = {
   MatMul: matmul,
   Gemm: gemm,
   Conv: conv,
+  ConvTranspose: convTranspose,
   // layout
   Transpose: transpose,
   Reshape: reshape,
@@ -40537,7 +40553,7 @@ function collectGroups(model, index, space, heads, isFloatConst) {
     }
     const first = info.slots[0];
     units.sort((a, b) => a.indices.get(first)[0] - b.indices.get(first)[0]);
-    const kind = constantSlots.some((s) => consumers(index, s.tensor).some((n) => n.opType === "Conv")) ? "channels" : info.slots.some((s) => heads.has(s)) ? "heads" : "ffn";
+    const kind = constantSlots.some((s) => consumers(index, s.tensor).some((n) => n.opType === "Conv" || n.opType === "ConvTranspose")) ? "channels" : info.slots.some((s) => heads.has(s)) ? "heads" : "ffn";
     groups.push({ id: groups.length, kind, where, units, constantSlots, slots: info.slots.map((s) => space.slots[s]) });
   }
   const order = graphOrder(index);
@@ -40936,6 +40952,7 @@ function applyRemoval(analysis, removals, prepare) {
     if (!touches) continue;
     switch (node2.opType) {
       case "Conv":
+      case "ConvTranspose":
         fixDepthwise(node2, analysis, newDims);
         break;
       case "Split":
@@ -41064,6 +41081,7 @@ function findConsumers(analysis, group) {
     if (node2.opType === "MatMul" && wr === 2) [xAxis, wAxis] = [xr - 1, 0];
     else if (node2.opType === "Gemm" && !attrInt(node2, "transA", 0)) [xAxis, wAxis] = [1, attrInt(node2, "transB", 0) ? 1 : 0];
     else if (node2.opType === "Conv" && attrInt(node2, "group", 1) === 1) [xAxis, wAxis] = [1, 1];
+    else if (node2.opType === "ConvTranspose" && attrInt(node2, "group", 1) === 1) [xAxis, wAxis] = [1, 0];
     else continue;
     const inputSlot = analysis.space.slot(x, xAxis);
     const weightSlot = analysis.space.slot(w, wAxis);
@@ -41169,13 +41187,17 @@ function symmetricGram(s) {
 
 // src/prune/compensate.ts
 var WeightMatrix = class {
-  constructor(dims, values, op, transB) {
+  constructor(dims, values, node2) {
     this.dims = dims;
     this.data = Float32Array.from(values);
-    if (op === "Conv") {
-      [this.n, this.k] = dims;
+    const op = node2.opType;
+    const transB = op === "Gemm" && attrInt(node2, "transB", 0) === 1;
+    this.transposedConv = op === "ConvTranspose";
+    if (op === "Conv" || op === "ConvTranspose") {
+      [this.n, this.k] = op === "Conv" ? dims : [dims[1], dims[0]];
       this.window = dims.slice(2).reduce((a, b) => a * b, 1);
       this.rowMajorKN = false;
+      if (op === "ConvTranspose") this.taps = (attrInts(node2, "strides") ?? []).reduce((a, b) => a * b, 1);
     } else {
       this.window = 1;
       this.rowMajorKN = !transB;
@@ -41188,20 +41210,23 @@ var WeightMatrix = class {
   n;
   window;
   rowMajorKN;
+  /** ConvTranspose's layout, W[j, o, window...]; its kernel sum is divided by `taps`. */
+  transposedConv;
+  taps = 1;
   /** Σ over the kernel window of W[o, j] (the weight itself for MatMul/Gemm). */
   get(j, o) {
     if (this.rowMajorKN) return this.data[j * this.n + o];
     let s = 0;
-    const base = (o * this.k + j) * this.window;
+    const base = (this.transposedConv ? j * this.n + o : o * this.k + j) * this.window;
     for (let w = 0; w < this.window; w++) s += this.data[base + w];
-    return s;
+    return s / this.taps;
   }
   set(j, o, v) {
-    if (this.rowMajorKN) this.data[j * this.n + o] = v;
+    if (this.rowMajorKN || this.transposedConv) this.data[j * this.n + o] = v;
     else this.data[o * this.k + j] = v;
   }
   get pointwise() {
-    return this.window === 1;
+    return this.window === 1 && this.taps === 1;
   }
 };
 function compensate(model, analysis, removals, stats, mode) {
@@ -41224,8 +41249,7 @@ function compensate(model, analysis, removals, stats, mode) {
 }
 function compensateConsumer(model, c, s, removed, reconstruct, notes) {
   const wt = model.constant(c.weight);
-  const transB = c.node.opType === "Gemm" && attrInt(c.node, "transB", 0) === 1;
-  const w = new WeightMatrix(wt.dims, toFloat32(wt), c.node.opType, transB);
+  const w = new WeightMatrix(wt.dims, toFloat32(wt), c.node);
   const mean = channelMean(s);
   const delta = new Float64Array(w.n);
   if (reconstruct && w.pointwise) {
@@ -41316,7 +41340,7 @@ function addToBias(model, c, delta, dtype) {
     return true;
   };
   const biasTensor = () => fromFloat32(Array.from(delta, (d) => d * scale), dtype, [delta.length]);
-  if (node2.opType === "Conv" || node2.opType === "Gemm") {
+  if (node2.opType === "Conv" || node2.opType === "ConvTranspose" || node2.opType === "Gemm") {
     const bias = node2.input[2];
     if (bias && model.isConstant(bias) && add(bias)) return;
     if (bias) return;

@@ -81338,7 +81338,7 @@ function piecewise(whole, parts, axis, ctx) {
     offset += d[ax];
   }
 }
-var inputs, outputs, rank, unary, broadcast, perChannelNorm, layerNorm, pool, transpose, reshape, matmul, gemm, conv, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
+var inputs, outputs, rank, unary, broadcast, perChannelNorm, layerNorm, pool, transpose, reshape, matmul, gemm, conv, convTranspose, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
 var init_rules = __esm({
   "src/graph/rules.ts"() {
     "use strict";
@@ -81441,6 +81441,21 @@ var init_rules = __esm({
         if (group === 1) ctx.same(x, 1, w, 1);
         else if (group === cin && group === cout) ctx.same(x, 1, y, 1);
         else ctx.freeze(y, 1, `grouped convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
+      }
+    };
+    convTranspose = {
+      link(ctx) {
+        const [x, w, bias] = inputs(ctx.node);
+        const y = outputs(ctx.node)[0];
+        const group = attrInt(ctx.node, "group", 1);
+        const cin = ctx.dims(x)?.[1];
+        const cout = ctx.dims(y)?.[1];
+        ctx.same(x, 0, y, 0);
+        ctx.same(x, 1, w, 0);
+        if (bias) ctx.same(bias, 0, y, 1);
+        if (group === 1) ctx.same(w, 1, y, 1);
+        else if (group === cin && group === cout) ctx.same(x, 1, y, 1);
+        else ctx.freeze(y, 1, `grouped transposed convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
       }
     };
     split = {
@@ -81590,6 +81605,7 @@ var init_rules = __esm({
       MatMul: matmul,
       Gemm: gemm,
       Conv: conv,
+      ConvTranspose: convTranspose,
       // layout
       Transpose: transpose,
       Reshape: reshape,
@@ -81800,7 +81816,7 @@ function collectGroups(model, index, space, heads, isFloatConst) {
     }
     const first = info3.slots[0];
     units.sort((a, b) => a.indices.get(first)[0] - b.indices.get(first)[0]);
-    const kind = constantSlots.some((s) => consumers(index, s.tensor).some((n) => n.opType === "Conv")) ? "channels" : info3.slots.some((s) => heads.has(s)) ? "heads" : "ffn";
+    const kind = constantSlots.some((s) => consumers(index, s.tensor).some((n) => n.opType === "Conv" || n.opType === "ConvTranspose")) ? "channels" : info3.slots.some((s) => heads.has(s)) ? "heads" : "ffn";
     groups.push({ id: groups.length, kind, where, units, constantSlots, slots: info3.slots.map((s) => space.slots[s]) });
   }
   const order = graphOrder(index);
@@ -82218,6 +82234,7 @@ function applyRemoval(analysis, removals, prepare) {
     if (!touches) continue;
     switch (node2.opType) {
       case "Conv":
+      case "ConvTranspose":
         fixDepthwise(node2, analysis, newDims);
         break;
       case "Split":
@@ -82359,6 +82376,7 @@ function findConsumers(analysis, group) {
     if (node2.opType === "MatMul" && wr === 2) [xAxis, wAxis] = [xr - 1, 0];
     else if (node2.opType === "Gemm" && !attrInt(node2, "transA", 0)) [xAxis, wAxis] = [1, attrInt(node2, "transB", 0) ? 1 : 0];
     else if (node2.opType === "Conv" && attrInt(node2, "group", 1) === 1) [xAxis, wAxis] = [1, 1];
+    else if (node2.opType === "ConvTranspose" && attrInt(node2, "group", 1) === 1) [xAxis, wAxis] = [1, 0];
     else continue;
     const inputSlot = analysis.space.slot(x, xAxis);
     const weightSlot = analysis.space.slot(w, wAxis);
@@ -82492,8 +82510,7 @@ function compensate(model, analysis, removals, stats, mode) {
 }
 function compensateConsumer(model, c, s, removed, reconstruct, notes) {
   const wt = model.constant(c.weight);
-  const transB = c.node.opType === "Gemm" && attrInt(c.node, "transB", 0) === 1;
-  const w = new WeightMatrix(wt.dims, toFloat32(wt), c.node.opType, transB);
+  const w = new WeightMatrix(wt.dims, toFloat32(wt), c.node);
   const mean = channelMean(s);
   const delta = new Float64Array(w.n);
   if (reconstruct && w.pointwise) {
@@ -82584,7 +82601,7 @@ function addToBias(model, c, delta, dtype) {
     return true;
   };
   const biasTensor = () => fromFloat32(Array.from(delta, (d) => d * scale), dtype, [delta.length]);
-  if (node2.opType === "Conv" || node2.opType === "Gemm") {
+  if (node2.opType === "Conv" || node2.opType === "ConvTranspose" || node2.opType === "Gemm") {
     const bias = node2.input[2];
     if (bias && model.isConstant(bias) && add(bias)) return;
     if (bias) return;
@@ -82618,13 +82635,17 @@ var init_compensate = __esm({
     init_tensor();
     init_stats();
     WeightMatrix = class {
-      constructor(dims, values, op, transB) {
+      constructor(dims, values, node2) {
         this.dims = dims;
         this.data = Float32Array.from(values);
-        if (op === "Conv") {
-          [this.n, this.k] = dims;
+        const op = node2.opType;
+        const transB = op === "Gemm" && attrInt(node2, "transB", 0) === 1;
+        this.transposedConv = op === "ConvTranspose";
+        if (op === "Conv" || op === "ConvTranspose") {
+          [this.n, this.k] = op === "Conv" ? dims : [dims[1], dims[0]];
           this.window = dims.slice(2).reduce((a, b) => a * b, 1);
           this.rowMajorKN = false;
+          if (op === "ConvTranspose") this.taps = (attrInts(node2, "strides") ?? []).reduce((a, b) => a * b, 1);
         } else {
           this.window = 1;
           this.rowMajorKN = !transB;
@@ -82637,20 +82658,23 @@ var init_compensate = __esm({
       n;
       window;
       rowMajorKN;
+      /** ConvTranspose's layout, W[j, o, window...]; its kernel sum is divided by `taps`. */
+      transposedConv;
+      taps = 1;
       /** Σ over the kernel window of W[o, j] (the weight itself for MatMul/Gemm). */
       get(j, o) {
         if (this.rowMajorKN) return this.data[j * this.n + o];
         let s = 0;
-        const base = (o * this.k + j) * this.window;
+        const base = (this.transposedConv ? j * this.n + o : o * this.k + j) * this.window;
         for (let w = 0; w < this.window; w++) s += this.data[base + w];
-        return s;
+        return s / this.taps;
       }
       set(j, o, v) {
-        if (this.rowMajorKN) this.data[j * this.n + o] = v;
+        if (this.rowMajorKN || this.transposedConv) this.data[j * this.n + o] = v;
         else this.data[o * this.k + j] = v;
       }
       get pointwise() {
-        return this.window === 1;
+        return this.window === 1 && this.taps === 1;
       }
     };
   }

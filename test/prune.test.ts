@@ -9,7 +9,7 @@ import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { countParams } from '../src/graph/cost';
 import { OnnxModel } from '../src/onnx/model';
-import { createSession, ort } from '../src/onnx/runtime';
+import { createSession, ort, sessionForProto } from '../src/onnx/runtime';
 import { writeModel } from '../src/onnx/write';
 import { setSpillMinBytes } from '../src/onnx/spill';
 import { PruneResult, pruneModel } from '../src/prune';
@@ -158,8 +158,64 @@ test('an op the engine does not know, in the middle of an FFN, is skipped there;
   expect((await run(out, feeds)).logits.dims).toEqual([3, 10]);
 });
 
-describe('Pad (tools/fixtures/export_ops.py)', () => {
+describe('op fixtures (tools/fixtures/export_ops.py)', () => {
   const ops = path.join(FIXTURES_DIR, 'ops');
+
+  test('ConvTranspose: channels on both sides are pruned (a U-Net decoder), and the model runs', async () => {
+    const base = OnnxModel.read(path.join(ops, 'conv-transpose.onnx'));
+    const calibration = () => [0, 1, 2].map((k) => sampleFeeds(base, 4 + k, 1));
+    const result = await pruneModel(base, { target: 0.3, structures: [...ALL], importance: 'activation', compensate: 'bias', calibration });
+    // The upsampling ConvTranspose loses input (32) and output (24) channels, the refining one
+    // input channels from both sides of the concat (16 from the skip, 24 upsampled).
+    expect(result.pruned.map((p) => p.before)).toEqual(expect.arrayContaining([16, 24, 32]));
+    expect(result.pruned.every((p) => p.after < p.before)).toBe(true);
+    for (const batch of [1, 3]) {
+      const feeds = sampleFeeds(base, batch, 1);
+      expect((await run(result.model, feeds)).logits.dims).toEqual([batch, 2, 12, 12]);
+    }
+  });
+
+  test('ConvTranspose: bias compensation restores the mean of its output (kernel sum / stride taps)', async () => {
+    // At 10 % only the 16-channel skip is pruned; the refining ConvTranspose reads it. Its output
+    // (before the ReLU) is compared with the base's on calibration data.
+    const base = OnnxModel.read(path.join(ops, 'conv-transpose.onnx'));
+    const calibration = () => [0, 1, 2].map((k) => sampleFeeds(base, 4 + k, 1));
+    const refine = base.graph.node.find((n) => n.opType === 'ConvTranspose' && n.name === '/refine/ConvTranspose')!.output![0];
+    const fetch = async (m: OnnxModel) => {
+      const probe = m.clone();
+      probe.graph.output.push(onnx.ValueInfoProto.create({ name: refine }));
+      const session = await sessionForProto(probe, probe.proto);
+      try {
+        return (await session.run(calibration()[0]))[refine];
+      } finally {
+        await session.release();
+      }
+    };
+    const want = await fetch(base);
+    const errors: { rel: number; mean: number }[] = [];
+    for (const compensate of ['none', 'bias'] as const) {
+      const result = await pruneModel(base, { target: 0.1, structures: ['channels'], importance: 'activation', compensate, calibration });
+      expect(result.pruned.filter((p) => p.after < p.before).map((p) => p.before)).toEqual([16]);
+      const got = await fetch(result.model);
+      expect(got.dims).toEqual(want.dims);
+      const [a, b] = [want.data as Float32Array, got.data as Float32Array];
+      const [batch, channels, h, w] = want.dims;
+      let [diff, ref, meanError] = [0, 0, 0];
+      for (let o = 0; o < channels; o++) {
+        let shift = 0;
+        for (let n = 0; n < batch; n++) {
+          for (let p = 0; p < h * w; p++) {
+            const i = (n * channels + o) * h * w + p;
+            [diff, ref, shift] = [diff + (a[i] - b[i]) ** 2, ref + a[i] ** 2, shift + a[i] - b[i]];
+          }
+        }
+        meanError += Math.abs(shift / (batch * h * w)) / channels;
+      }
+      errors.push({ rel: Math.sqrt(diff / ref), mean: meanError });
+    }
+    expect(errors[1].mean).toBeLessThan(errors[0].mean / 2);
+    expect(errors[1].rel).toBeLessThan(errors[0].rel);
+  });
 
   test('spatial padding passes channels through: every conv layer of pad-cnn is pruned, and it runs', async () => {
     // ZeroPad2d and a reflect pad of the right/bottom edge, with pads computed by torch's export.

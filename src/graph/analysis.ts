@@ -274,7 +274,7 @@ function collectGroups(
     // Units in layout order (first index of their first slot), so unit k reads naturally.
     const first = info.slots[0];
     units.sort((a, b) => a.indices.get(first)![0] - b.indices.get(first)![0]);
-    const kind: Structure = constantSlots.some((s) => consumers(index, s.tensor).some((n) => n.opType === 'Conv'))
+    const kind: Structure = constantSlots.some((s) => consumers(index, s.tensor).some((n) => n.opType === 'Conv' || n.opType === 'ConvTranspose'))
       ? 'channels'
       : info.slots.some((s) => heads.has(s))
         ? 'heads'

@@ -258,6 +258,26 @@ const conv: OpRule = {
   },
 };
 
+/**
+ * ConvTranspose: W[Cin, Cout/group, k...], the transpose of Conv's layout. Depthwise (group =
+ * Cin = Cout) passes channels through.
+ */
+const convTranspose: OpRule = {
+  link(ctx) {
+    const [x, w, bias] = inputs(ctx.node);
+    const y = outputs(ctx.node)[0];
+    const group = attrInt(ctx.node, 'group', 1);
+    const cin = ctx.dims(x)?.[1];
+    const cout = ctx.dims(y)?.[1];
+    ctx.same(x, 0, y, 0);
+    ctx.same(x, 1, w, 0);
+    if (bias) ctx.same(bias, 0, y, 1);
+    if (group === 1) ctx.same(w, 1, y, 1);
+    else if (group === cin && group === cout) ctx.same(x, 1, y, 1);
+    else ctx.freeze(y, 1, `grouped transposed convolution ${ctx.node.name || ''} (group ${group})`.replace('  ', ' '));
+  },
+};
+
 /** Split and Concat: the split axis is laid out piece after piece; other axes are shared. */
 function piecewise(whole: string, parts: string[], axis: number, ctx: RuleContext): void {
   const r = rank(ctx, whole);
@@ -386,7 +406,7 @@ export const OP_RULES: Record<string, OpRule> = {
   ReduceL2: reduceRule('ReduceL2'), ReduceSumSquare: reduceRule('ReduceSumSquare'),
   ReduceLogSum: reduceRule('ReduceLogSum'), ReduceLogSumExp: reduceRule('ReduceLogSumExp'),
   // weights
-  MatMul: matmul, Gemm: gemm, Conv: conv,
+  MatMul: matmul, Gemm: gemm, Conv: conv, ConvTranspose: convTranspose,
   // layout
   Transpose: transpose, Reshape: reshape, Flatten: reshape, Squeeze: reshape, Unsqueeze: reshape,
   Split: split, Concat: concat, Slice: slice, Pad: pad, Gather: gather, Expand: expand,

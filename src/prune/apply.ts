@@ -90,6 +90,7 @@ export function applyRemoval(analysis: Analysis, removals: Removal[], prepare?: 
     if (!touches) continue;
     switch (node.opType) {
       case 'Conv':
+      case 'ConvTranspose':
         fixDepthwise(node, analysis, newDims);
         break;
       case 'Split':

@@ -1,6 +1,6 @@
 import { onnx } from 'onnx-proto';
 import { Analysis } from '../graph/analysis';
-import { attrFloat, attrInt } from '../graph/graph';
+import { attrFloat, attrInt, attrInts } from '../graph/graph';
 import { OnnxModel } from '../onnx/model';
 import { fromFloat32, toFloat32 } from '../onnx/tensor';
 import { Removal } from './plan';
@@ -10,7 +10,8 @@ import { Compensation } from './types';
 /**
  * A consumer's weight seen as a matrix M[j, o]: j the input channel (the pruned axis), o the
  * output. Conv kernels are summed over their window for the bias (exact for 1x1, the mean
- * effect away from the borders otherwise).
+ * effect away from the borders otherwise). A ConvTranspose output element receives
+ * window / ∏strides taps on average, so its kernel sum is divided by ∏strides.
  */
 class WeightMatrix {
   readonly data: Float32Array;
@@ -18,18 +19,24 @@ class WeightMatrix {
   readonly n: number;
   private readonly window: number;
   private readonly rowMajorKN: boolean;
+  /** ConvTranspose's layout, W[j, o, window...]; its kernel sum is divided by `taps`. */
+  private readonly transposedConv: boolean;
+  private readonly taps: number = 1;
 
   constructor(
     readonly dims: number[],
     values: Float32Array,
-    op: string,
-    transB: boolean,
+    node: onnx.INodeProto,
   ) {
     this.data = Float32Array.from(values);
-    if (op === 'Conv') {
-      [this.n, this.k] = dims;
+    const op = node.opType;
+    const transB = op === 'Gemm' && attrInt(node, 'transB', 0) === 1;
+    this.transposedConv = op === 'ConvTranspose';
+    if (op === 'Conv' || op === 'ConvTranspose') {
+      [this.n, this.k] = op === 'Conv' ? dims : [dims[1], dims[0]];
       this.window = dims.slice(2).reduce((a, b) => a * b, 1);
       this.rowMajorKN = false;
+      if (op === 'ConvTranspose') this.taps = (attrInts(node, 'strides') ?? []).reduce((a, b) => a * b, 1);
     } else {
       this.window = 1;
       this.rowMajorKN = !transB;
@@ -41,18 +48,19 @@ class WeightMatrix {
   get(j: number, o: number): number {
     if (this.rowMajorKN) return this.data[j * this.n + o];
     let s = 0;
-    const base = (o * this.k + j) * this.window;
+    const base = (this.transposedConv ? j * this.n + o : o * this.k + j) * this.window;
     for (let w = 0; w < this.window; w++) s += this.data[base + w];
-    return s;
+    return s / this.taps;
   }
 
   set(j: number, o: number, v: number): void {
-    if (this.rowMajorKN) this.data[j * this.n + o] = v;
-    else this.data[o * this.k + j] = v; // window 1 only (checked by the caller)
+    // Window 1 only (checked by the caller); a pointwise ConvTranspose with strides is not refit.
+    if (this.rowMajorKN || this.transposedConv) this.data[j * this.n + o] = v;
+    else this.data[o * this.k + j] = v;
   }
 
   get pointwise(): boolean {
-    return this.window === 1;
+    return this.window === 1 && this.taps === 1;
   }
 }
 
@@ -99,8 +107,7 @@ function compensateConsumer(
   notes: string[],
 ): void {
   const wt = model.constant(c.weight)!;
-  const transB = c.node.opType === 'Gemm' && attrInt(c.node, 'transB', 0) === 1;
-  const w = new WeightMatrix(wt.dims, toFloat32(wt), c.node.opType, transB);
+  const w = new WeightMatrix(wt.dims, toFloat32(wt), c.node);
   const mean = channelMean(s);
   const delta = new Float64Array(w.n);
   if (reconstruct && w.pointwise) {
@@ -202,7 +209,7 @@ function addToBias(model: OnnxModel, c: Consumer, delta: Float64Array, dtype: nu
     return true;
   };
   const biasTensor = () => fromFloat32(Array.from(delta, (d) => d * scale), dtype, [delta.length]);
-  if (node.opType === 'Conv' || node.opType === 'Gemm') {
+  if (node.opType === 'Conv' || node.opType === 'ConvTranspose' || node.opType === 'Gemm') {
     const bias = node.input[2];
     if (bias && model.isConstant(bias) && add(bias)) return;
     if (bias) return; // a computed bias: leave it

@@ -34,6 +34,7 @@ export function findConsumers(analysis: Analysis, group: Group): Consumer[] {
     if (node.opType === 'MatMul' && wr === 2) [xAxis, wAxis] = [xr - 1, 0];
     else if (node.opType === 'Gemm' && !attrInt(node, 'transA', 0)) [xAxis, wAxis] = [1, attrInt(node, 'transB', 0) ? 1 : 0];
     else if (node.opType === 'Conv' && attrInt(node, 'group', 1) === 1) [xAxis, wAxis] = [1, 1];
+    else if (node.opType === 'ConvTranspose' && attrInt(node, 'group', 1) === 1) [xAxis, wAxis] = [1, 0];
     else continue;
     const inputSlot = analysis.space.slot(x, xAxis);
     const weightSlot = analysis.space.slot(w, wAxis);
