@@ -40201,16 +40201,23 @@ var concat = {
 var slice = {
   link(ctx) {
     const n = ctx.node;
-    const [x, , , axesName, stepsName] = inputs(n);
+    const [x, startsName, endsName, axesName, stepsName] = inputs(n);
     const y = outputs(n)[0];
     const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
     if (!a || !b || !a2 || !b2 || a.length !== b.length) return;
-    const axes = axesName ? ctx.ints(axesName) : Array.from({ length: a.length }, (_, i) => i);
+    const axes = (axesName ? ctx.ints(axesName) : Array.from({ length: a.length }, (_, i) => i))?.map((ax) => normAxis(ax, a.length));
     const steps = stepsName ? ctx.ints(stepsName) : void 0;
     if (!axes || stepsName && !steps) return;
-    const reversed = new Set(axes.map((ax, i) => normAxis(ax, a.length)).filter((_, i) => (steps?.[i] ?? 1) !== 1));
+    const starts = startsName && ctx.isConstant(startsName) && endsName && ctx.isConstant(endsName) ? ctx.ints(startsName) : void 0;
     for (let k = 0; k < a.length; k++) {
-      if (a[k] === b[k] && a2[k] === b2[k] && !reversed.has(k)) ctx.same(x, k, y, k);
+      const i = axes.indexOf(k);
+      const step = i < 0 ? 1 : steps?.[i] ?? 1;
+      if (step !== 1) continue;
+      if (a[k] === b[k] && a2[k] === b2[k]) ctx.same(x, k, y, k);
+      else if (starts && i >= 0 && a[k] === a2[k] && b[k] === b2[k]) {
+        const start = Math.min(Math.max(starts[i] < 0 ? starts[i] + a[k] : starts[i], 0), a[k]);
+        if (start + b[k] <= a[k]) ctx.offset(x, k, y, k, start);
+      }
     }
   }
 };
@@ -40430,6 +40437,7 @@ async function analyze(model, options = {}) {
         const v2 = t2.get(n)?.ints;
         return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : void 0;
       },
+      isConstant: (n) => model.isConstant(n),
       slot: slotOf,
       same(a, axA, b, axB) {
         const sa = slotOf(a, axA);
@@ -40958,6 +40966,9 @@ function applyRemoval(analysis, removals, prepare) {
       case "Split":
         fixSplit(node2, model, analysis, newDims);
         break;
+      case "Slice":
+        fixSlice(node2, model, analysis, removedIdx, newDims);
+        break;
       case "Reshape":
         fixer.fix(node2, 1, (v, k) => resolveReshape(newDims(node2.input[0], k), v.data, attrInt(node2, "allowzero", 0) === 1));
         break;
@@ -40991,6 +41002,40 @@ function fixSplit(node2, model, analysis, newDims) {
     node2.input.push(name);
     node2.attribute = node2.attribute.filter((a) => a.name !== "num_outputs");
   } else setAttrInts(node2, "split", sizes);
+}
+function fixSlice(node2, model, analysis, removedIdx, newDims) {
+  const [x, startsName, endsName, axesName] = node2.input;
+  const y = node2.output[0];
+  const before = analysis.traces[0].get(y)?.dims;
+  const after = newDims(y, 0);
+  const starts = model.constant(startsName);
+  const ends = model.constant(endsName);
+  if (!before || !after || !starts || !ends) return;
+  const r = before.length;
+  const axes = axesName ? Array.from(model.constant(axesName).data, Number) : before.map((_, i) => i);
+  const bound = (v) => Math.max(-Number.MAX_SAFE_INTEGER, Math.min(Number.MAX_SAFE_INTEGER, Number(v)));
+  const newStarts = Array.from(starts.data, bound);
+  const newEnds = Array.from(ends.data, bound);
+  let edited = false;
+  for (const [i, ax] of axes.entries()) {
+    const k = ax < 0 ? ax + r : ax;
+    const slot = analysis.space.slotsOf(x).find((s) => s.axis === k);
+    const gone = slot ? removedIdx.get(slot.id) : void 0;
+    if (!slot || !gone && after[k] === before[k]) continue;
+    const start = Math.min(Math.max(newStarts[i] < 0 ? newStarts[i] + slot.size : newStarts[i], 0), slot.size);
+    let removedBefore = 0;
+    for (const g of gone ?? []) if (g < start) removedBefore++;
+    newStarts[i] = start - removedBefore;
+    newEnds[i] = newStarts[i] + after[k];
+    edited = true;
+  }
+  if (!edited) return;
+  const startsNew = model.uniqueName(`${startsName}_pruned`);
+  model.addInitializer(startsNew, intTensor(newStarts, starts.dtype, starts.dims));
+  const endsNew = model.uniqueName(`${endsName}_pruned`);
+  model.addInitializer(endsNew, intTensor(newEnds, ends.dtype, ends.dims));
+  node2.input[1] = startsNew;
+  node2.input[2] = endsNew;
 }
 var ShapeFixer = class {
   constructor(model, index, newDims, sizeChanges) {

@@ -8,6 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { countParams } from '../src/graph/cost';
+import { DataType } from '../src/onnx/dtype';
 import { OnnxModel } from '../src/onnx/model';
 import { createSession, ort, sessionForProto } from '../src/onnx/runtime';
 import { writeModel } from '../src/onnx/write';
@@ -215,6 +216,34 @@ describe('op fixtures (tools/fixtures/export_ops.py)', () => {
     }
     expect(errors[1].mean).toBeLessThan(errors[0].mean / 2);
     expect(errors[1].rel).toBeLessThan(errors[0].rel);
+  });
+
+  test('a fused gate-and-up projection sliced in two: each neuron is its gate and up columns, and the slices move', async () => {
+    const base = OnnxModel.read(path.join(ops, 'fused-gate-up.onnx'));
+    const result = await pruneModel(base, { target: 0.2, structures: [...ALL], importance: 'magnitude', compensate: 'none' });
+    const [ffn] = result.pruned.filter((p) => p.after < p.before);
+    // One unit: a gate column, an up column 48 further on, and a row of the down projection.
+    expect(ffn).toMatchObject({ kind: 'ffn', before: 48, params: (48 - ffn.after) * 3 * 32 });
+    // The pruned model computes exactly what the base computes with the removed neurons' rows of
+    // the down projection zeroed, which holds only if both slices were moved to the kept columns.
+    const down = base.graph.node.filter((n) => n.opType === 'MatMul')[1].input![1];
+    const before = base.constant(down)!.data as Float32Array;
+    const after = result.model.constant(down)!.data as Float32Array;
+    const width = 32;
+    const keptRows = new Set<number>();
+    for (let r = 0, j = 0; r < 48 && j < ffn.after; r++) {
+      if (before.subarray(r * width, (r + 1) * width).every((v, c) => v === after[j * width + c])) {
+        keptRows.add(r);
+        j++;
+      }
+    }
+    expect(keptRows.size).toBe(ffn.after);
+    const zeroed = base.clone();
+    zeroed.setConstant(down, { dtype: DataType.FLOAT, dims: [48, width], data: before.map((v, i) => (keptRows.has(Math.floor(i / width)) ? v : 0)) });
+    const feeds = sampleFeeds(base, 2, 6);
+    const [want, got] = [(await run(zeroed, feeds)).logits.data as Float32Array, (await run(result.model, feeds)).logits.data as Float32Array];
+    expect(got.length).toBe(want.length);
+    for (let i = 0; i < want.length; i++) expect(Math.abs(got[i] - want[i])).toBeLessThan(1e-4);
   });
 
   test('spatial padding passes channels through: every conv layer of pad-cnn is pruned, and it runs', async () => {

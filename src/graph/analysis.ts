@@ -127,6 +127,7 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
         const v2 = t2.get(n)?.ints;
         return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : undefined;
       },
+      isConstant: (n) => model.isConstant(n),
       slot: slotOf,
       same(a, axA, b, axB) {
         const sa = slotOf(a, axA);

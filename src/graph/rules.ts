@@ -13,6 +13,8 @@ export interface RuleContext {
   dims2(name: string): number[] | undefined;
   /** Integer value of a constant (or traced small int tensor) input, if known. */
   ints(name: string): number[] | undefined;
+  /** An initializer or Constant node output (so apply can rewrite it), not computed at run time. */
+  isConstant(name: string): boolean;
   slot(name: string, axis: number): Slot | undefined;
   /** Atom i of one axis is atom i of the other. */
   same(a: string, axisA: number, b: string, axisB: number): void;
@@ -302,20 +304,32 @@ const concat: OpRule = {
   link: (ctx) => piecewise(outputs(ctx.node)[0], inputs(ctx.node), attrInt(ctx.node, 'axis', 0), ctx),
 };
 
-/** Slice: axes it leaves whole (step 1, full range) pass through; a cut axis is fixed. */
+/**
+ * Slice: axes it leaves whole (step 1, full range) pass through. A static axis cut to one range
+ * with step 1 by constant starts and ends is a piece of the whole, as with Split (a fused
+ * projection sliced into gate and up, or q, k and v): apply rewrites the range. Other cuts are
+ * fixed.
+ */
 const slice: OpRule = {
   link(ctx) {
     const n = ctx.node;
-    const [x, , , axesName, stepsName] = inputs(n);
+    const [x, startsName, endsName, axesName, stepsName] = inputs(n);
     const y = outputs(n)[0];
     const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
     if (!a || !b || !a2 || !b2 || a.length !== b.length) return;
-    const axes = axesName ? ctx.ints(axesName) : Array.from({ length: a.length }, (_, i) => i);
+    const axes = (axesName ? ctx.ints(axesName) : Array.from({ length: a.length }, (_, i) => i))?.map((ax) => normAxis(ax, a.length));
     const steps = stepsName ? ctx.ints(stepsName) : undefined;
     if (!axes || (stepsName && !steps)) return;
-    const reversed = new Set(axes.map((ax, i) => normAxis(ax, a.length)).filter((_, i) => (steps?.[i] ?? 1) !== 1));
+    const starts = startsName && ctx.isConstant(startsName) && endsName && ctx.isConstant(endsName) ? ctx.ints(startsName) : undefined;
     for (let k = 0; k < a.length; k++) {
-      if (a[k] === b[k] && a2[k] === b2[k] && !reversed.has(k)) ctx.same(x, k, y, k);
+      const i = axes.indexOf(k);
+      const step = i < 0 ? 1 : (steps?.[i] ?? 1);
+      if (step !== 1) continue;
+      if (a[k] === b[k] && a2[k] === b2[k]) ctx.same(x, k, y, k);
+      else if (starts && i >= 0 && a[k] === a2[k] && b[k] === b2[k]) {
+        const start = Math.min(Math.max(starts[i] < 0 ? starts[i] + a[k] : starts[i], 0), a[k]);
+        if (start + b[k] <= a[k]) ctx.offset(x, k, y, k, start);
+      }
     }
   },
 };

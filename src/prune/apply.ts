@@ -96,6 +96,9 @@ export function applyRemoval(analysis: Analysis, removals: Removal[], prepare?: 
       case 'Split':
         fixSplit(node, model, analysis, newDims);
         break;
+      case 'Slice':
+        fixSlice(node, model, analysis, removedIdx, newDims);
+        break;
       case 'Reshape':
         fixer.fix(node, 1, (v, k) => resolveReshape(newDims(node.input[0], k)!, v.data, attrInt(node, 'allowzero', 0) === 1));
         break;
@@ -138,6 +141,54 @@ function fixSplit(
     node.input.push(name);
     node.attribute = node.attribute.filter((a) => a.name !== 'num_outputs');
   } else setAttrInts(node, 'split', sizes);
+}
+
+/**
+ * A Slice that cuts a pruned axis (a piece of a fused projection, see the Slice rule): its range
+ * moves to the kept channels. Starts and ends are constants (the rule couples nothing else);
+ * new ones are written, so constants shared with other ops stay as they were.
+ */
+function fixSlice(
+  node: Node,
+  model: OnnxModel,
+  analysis: Analysis,
+  removedIdx: Map<number, Set<number>>,
+  newDims: (t: string, k: 0 | 1) => number[] | undefined,
+): void {
+  const [x, startsName, endsName, axesName] = node.input;
+  const y = node.output[0];
+  const before = analysis.traces[0].get(y)?.dims;
+  const after = newDims(y, 0);
+  const starts = model.constant(startsName);
+  const ends = model.constant(endsName);
+  if (!before || !after || !starts || !ends) return;
+  const r = before.length;
+  const axes = axesName ? Array.from(model.constant(axesName)!.data as ArrayLike<number | bigint>, Number) : before.map((_, i) => i);
+  // INT64_MAX ("to the end") does not survive a trip through a double: any bound past 2^53 is
+  // as good as the end, and stays one.
+  const bound = (v: number | bigint) => Math.max(-Number.MAX_SAFE_INTEGER, Math.min(Number.MAX_SAFE_INTEGER, Number(v)));
+  const newStarts = Array.from(starts.data as ArrayLike<number | bigint>, bound);
+  const newEnds = Array.from(ends.data as ArrayLike<number | bigint>, bound);
+  let edited = false;
+  for (const [i, ax] of axes.entries()) {
+    const k = ax < 0 ? ax + r : ax;
+    const slot = analysis.space.slotsOf(x).find((s) => s.axis === k);
+    const gone = slot ? removedIdx.get(slot.id) : undefined;
+    if (!slot || (!gone && after[k] === before[k])) continue;
+    const start = Math.min(Math.max(newStarts[i] < 0 ? newStarts[i] + slot.size : newStarts[i], 0), slot.size);
+    let removedBefore = 0;
+    for (const g of gone ?? []) if (g < start) removedBefore++;
+    newStarts[i] = start - removedBefore;
+    newEnds[i] = newStarts[i] + after[k];
+    edited = true;
+  }
+  if (!edited) return;
+  const startsNew = model.uniqueName(`${startsName}_pruned`);
+  model.addInitializer(startsNew, intTensor(newStarts, starts.dtype, starts.dims));
+  const endsNew = model.uniqueName(`${endsName}_pruned`);
+  model.addInitializer(endsNew, intTensor(newEnds, ends.dtype, ends.dims));
+  node.input[1] = startsNew;
+  node.input[2] = endsNew;
 }
 
 /**
