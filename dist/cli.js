@@ -12172,8 +12172,8 @@ var require_onnx = __commonJS({
     var $util = $protobuf.util;
     var $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
     $root.onnx = (function() {
-      var onnx14 = {};
-      onnx14.Version = (function() {
+      var onnx15 = {};
+      onnx15.Version = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "_START_VERSION"] = 0;
         values[valuesById[1] = "IR_VERSION_2017_10_10"] = 1;
@@ -12186,7 +12186,7 @@ var require_onnx = __commonJS({
         values[valuesById[8] = "IR_VERSION"] = 8;
         return values;
       })();
-      onnx14.AttributeProto = (function() {
+      onnx15.AttributeProto = (function() {
         function AttributeProto(properties) {
           this.floats = [];
           this.ints = [];
@@ -12865,7 +12865,7 @@ var require_onnx = __commonJS({
         })();
         return AttributeProto;
       })();
-      onnx14.ValueInfoProto = (function() {
+      onnx15.ValueInfoProto = (function() {
         function ValueInfoProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -12985,7 +12985,7 @@ var require_onnx = __commonJS({
         };
         return ValueInfoProto;
       })();
-      onnx14.NodeProto = (function() {
+      onnx15.NodeProto = (function() {
         function NodeProto(properties) {
           this.input = [];
           this.output = [];
@@ -13225,7 +13225,7 @@ var require_onnx = __commonJS({
         };
         return NodeProto;
       })();
-      onnx14.TrainingInfoProto = (function() {
+      onnx15.TrainingInfoProto = (function() {
         function TrainingInfoProto(properties) {
           this.initializationBinding = [];
           this.updateBinding = [];
@@ -13409,7 +13409,7 @@ var require_onnx = __commonJS({
         };
         return TrainingInfoProto;
       })();
-      onnx14.ModelProto = (function() {
+      onnx15.ModelProto = (function() {
         function ModelProto(properties) {
           this.opsetImport = [];
           this.metadataProps = [];
@@ -13785,7 +13785,7 @@ var require_onnx = __commonJS({
         };
         return ModelProto;
       })();
-      onnx14.StringStringEntryProto = (function() {
+      onnx15.StringStringEntryProto = (function() {
         function StringStringEntryProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -13883,7 +13883,7 @@ var require_onnx = __commonJS({
         };
         return StringStringEntryProto;
       })();
-      onnx14.TensorAnnotation = (function() {
+      onnx15.TensorAnnotation = (function() {
         function TensorAnnotation(properties) {
           this.quantParameterTensorNames = [];
           if (properties) {
@@ -14001,7 +14001,7 @@ var require_onnx = __commonJS({
         };
         return TensorAnnotation;
       })();
-      onnx14.GraphProto = (function() {
+      onnx15.GraphProto = (function() {
         function GraphProto(properties) {
           this.node = [];
           this.initializer = [];
@@ -14367,7 +14367,7 @@ var require_onnx = __commonJS({
         };
         return GraphProto;
       })();
-      onnx14.TensorProto = (function() {
+      onnx15.TensorProto = (function() {
         function TensorProto(properties) {
           this.dims = [];
           this.floatData = [];
@@ -15070,7 +15070,7 @@ var require_onnx = __commonJS({
         })();
         return TensorProto;
       })();
-      onnx14.SparseTensorProto = (function() {
+      onnx15.SparseTensorProto = (function() {
         function SparseTensorProto(properties) {
           this.dims = [];
           if (properties) {
@@ -15228,7 +15228,7 @@ var require_onnx = __commonJS({
         };
         return SparseTensorProto;
       })();
-      onnx14.TensorShapeProto = (function() {
+      onnx15.TensorShapeProto = (function() {
         function TensorShapeProto(properties) {
           this.dim = [];
           if (properties) {
@@ -15467,7 +15467,7 @@ var require_onnx = __commonJS({
         })();
         return TensorShapeProto;
       })();
-      onnx14.TypeProto = (function() {
+      onnx15.TypeProto = (function() {
         function TypeProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16167,7 +16167,7 @@ var require_onnx = __commonJS({
         })();
         return TypeProto;
       })();
-      onnx14.OperatorSetIdProto = (function() {
+      onnx15.OperatorSetIdProto = (function() {
         function OperatorSetIdProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16280,13 +16280,13 @@ var require_onnx = __commonJS({
         };
         return OperatorSetIdProto;
       })();
-      onnx14.OperatorStatus = (function() {
+      onnx15.OperatorStatus = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "EXPERIMENTAL"] = 0;
         values[valuesById[1] = "STABLE"] = 1;
         return values;
       })();
-      onnx14.FunctionProto = (function() {
+      onnx15.FunctionProto = (function() {
         function FunctionProto(properties) {
           this.input = [];
           this.output = [];
@@ -16579,7 +16579,7 @@ var require_onnx = __commonJS({
         };
         return FunctionProto;
       })();
-      return onnx14;
+      return onnx15;
     })();
     module2.exports = $root;
   }
@@ -39961,9 +39961,13 @@ var AtomSpace = class {
   offset(whole, part, offset) {
     for (let i = 0; i < part.size && offset + i < whole.size; i++) this.union(whole.base + offset + i, part.base + i);
   }
-  /** Atom o*inner+k of `merged` belongs to atom o of `outer` (a reshape split into heads). */
+  /**
+   * Atom o*inner+k of `merged` belongs to atom o of `outer` (a reshape split into heads). When
+   * `merged` is a multiple of outer x inner, its leading factor selects among copies (q, k, v of
+   * a fused projection): atom s*outer*inner + o*inner + k belongs to o as well.
+   */
   outer(merged, outer, inner) {
-    for (let i = 0; i < merged.size; i++) this.union(merged.base + i, outer.base + Math.floor(i / inner));
+    for (let i = 0; i < merged.size; i++) this.union(merged.base + i, outer.base + Math.floor(i / inner) % outer.size);
   }
 };
 
@@ -40099,6 +40103,25 @@ function reshapeBlocks(a, b) {
   }
   return blocks;
 }
+function isSelection(ctx, tensor, axis, depth = 0) {
+  const users = ctx.consumers(tensor);
+  const r = rank(ctx, tensor);
+  if (users.length === 0 || axis < 0 || depth > 8) return false;
+  return users.every((u) => {
+    if (u.opType === "Transpose") {
+      const perm = attrInts(u, "perm") ?? Array.from({ length: r }, (_, i) => r - 1 - i);
+      return isSelection(ctx, u.output[0], perm.indexOf(axis), depth + 1);
+    }
+    if (u.opType === "Gather") {
+      const index = u.input[1];
+      return u.input[0] === tensor && normAxis(attrInt(u, "axis", 0), r) === axis && rank(ctx, index) === 0 && ctx.ints(index)?.length === 1;
+    }
+    if (u.opType === "Split") {
+      return normAxis(attrInt(u, "axis", 0), r) === axis && u.output.every((o) => ctx.dims(o)?.[axis] === 1);
+    }
+    return false;
+  });
+}
 var reshape = {
   link(ctx) {
     const x = inputs(ctx.node)[0];
@@ -40112,6 +40135,7 @@ var reshape = {
       const f = from.filter((k) => a[k] !== 1);
       const t = to.filter((k) => b[k] !== 1);
       if (f.length === 1 && t.length === 1) ctx.same(x, f[0], y, t[0]);
+      else if (f.length === 1 && t.length > 2 && isSelection(ctx, y, t[0])) ctx.outer(x, f[0], y, t[1], a[f[0]] / (b[t[0]] * b[t[1]]));
       else if (f.length === 1 && t.length > 1) ctx.outer(x, f[0], y, t[0], a[f[0]] / b[t[0]]);
       else if (f.length > 1 && t.length === 1) ctx.outer(y, t[0], x, f[0], b[t[0]] / a[f[0]]);
     }
@@ -40438,6 +40462,7 @@ async function analyze(model, options = {}) {
         return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : void 0;
       },
       isConstant: (n) => model.isConstant(n),
+      consumers: (n) => index.consumersOf(n),
       slot: slotOf,
       same(a, axA, b, axB) {
         const sa = slotOf(a, axA);
@@ -40465,7 +40490,7 @@ async function analyze(model, options = {}) {
         const so = slotOf(outer, axO);
         mark(sm);
         mark(so);
-        if (sm && so && Number.isInteger(inner) && so.size * inner === sm.size) {
+        if (sm && so && Number.isInteger(inner) && sm.size % (so.size * inner) === 0) {
           space.outer(sm, so, inner);
           headAxes.add(so.id);
         } else if (sm || so) space.freeze(sm ?? so, `${nodeLabel(node2)} (${node2.opType}) mixes it with a dynamic axis`);
@@ -40602,6 +40627,9 @@ function describeWeights(slots, index) {
 function listed(names) {
   return names.length <= 6 ? names.join(", ") : `${names.slice(0, 5).join(", ")} and ${names.length - 5} more`;
 }
+
+// src/prune/apply.ts
+var import_onnx_proto10 = __toESM(require_onnx());
 
 // src/graph/shape-eval.ts
 var Unevaluable = class extends Error {
@@ -41087,10 +41115,59 @@ var ShapeFixer = class {
       }
     }
     const good = candidates.find(check2);
-    if (!good) {
+    if (good) {
+      for (const [leaf, v] of good) this.writeLeaf(leaf, v, nodes);
+      return;
+    }
+    if (!this.pinStaticEntries(node2, input2, result, expected)) {
       throw new FixFailure(`cannot rewrite the shape input of ${node2.opType} ${nodeLabel(node2)}`, [node2.input[0], out]);
     }
-    for (const [leaf, v] of good) this.writeLeaf(leaf, v, nodes);
+  }
+  /**
+   * The fallback when no constant holds the old size: the size is read at run time from a tensor
+   * that was not pruned (timm writes `reshape(B, N, C)` with C = x.shape[-1], the residual
+   * width, for the attention output whose width shrank). The entries of the shape for static
+   * axes that changed are overwritten with their new sizes: shape * mask + sizes.
+   */
+  pinStaticEntries(node2, input2, result, expected) {
+    const shapeName = node2.input[input2];
+    const values = [];
+    for (const k of [0, 1]) {
+      try {
+        values.push(new ShapeEvaluator(this.model, this.index, (t) => this.newDims(t, k), /* @__PURE__ */ new Map()).eval(shapeName));
+      } catch (e) {
+        if (e instanceof Unevaluable) return false;
+        throw e;
+      }
+    }
+    const [e0, e1] = expected;
+    if (!e0 || !e1 || values.some((v) => v.float || v.data.length !== e0.length)) return false;
+    const pinned = /* @__PURE__ */ new Set();
+    for (const k of [0, 1]) {
+      result(values[k], k).forEach((size, p) => size !== expected[k][p] && pinned.add(p));
+    }
+    if (pinned.size === 0 || [...pinned].some((p) => e0[p] !== e1[p])) return false;
+    const fits = [0, 1].every((k) => {
+      const data = values[k].data.map((v, p) => pinned.has(p) ? expected[k][p] : v);
+      return JSON.stringify(result({ ...values[k], data }, k)) === JSON.stringify(expected[k]);
+    });
+    if (!fits) return false;
+    const label = node2.name || node2.output[0];
+    const mask = this.model.uniqueName(`${label}_shape_mask`);
+    this.model.addInitializer(mask, intTensor(e0.map((_, p) => pinned.has(p) ? 0 : 1)));
+    const sizes = this.model.uniqueName(`${label}_shape_sizes`);
+    this.model.addInitializer(sizes, intTensor(e0.map((size, p) => pinned.has(p) ? size : 0)));
+    const masked = this.model.uniqueName(`${shapeName}_masked`);
+    const shape2 = this.model.uniqueName(`${shapeName}_pinned`);
+    const graph = this.model.graph;
+    graph.node.splice(
+      graph.node.indexOf(node2),
+      0,
+      import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${label}_shape_mask`, input: [shapeName, mask], output: [masked] }),
+      import_onnx_proto10.onnx.NodeProto.create({ opType: "Add", name: `${label}_shape_pin`, input: [masked, sizes], output: [shape2] })
+    );
+    node2.input[input2] = shape2;
+    return true;
   }
   /** Writes a rewritten constant, copying it first if ops outside this shape computation use it. */
   writeLeaf(leaf, value, within) {
@@ -41108,10 +41185,10 @@ var ShapeFixer = class {
 };
 
 // src/prune/compensate.ts
-var import_onnx_proto11 = __toESM(require_onnx());
+var import_onnx_proto12 = __toESM(require_onnx());
 
 // src/prune/stats.ts
-var import_onnx_proto10 = __toESM(require_onnx());
+var import_onnx_proto11 = __toESM(require_onnx());
 function findConsumers(analysis, group) {
   const inGroup = new Set(group.slots.map((s) => s.id));
   const out = [];
@@ -41168,7 +41245,7 @@ var StatsCollector = class _StatsCollector {
     const proto = model.clone().proto;
     const graph = proto.graph;
     const outputs2 = new Set(graph.output.map((o) => o.name));
-    for (const name of wanted.keys()) if (!outputs2.has(name)) graph.output.push(import_onnx_proto10.onnx.ValueInfoProto.create({ name }));
+    for (const name of wanted.keys()) if (!outputs2.has(name)) graph.output.push(import_onnx_proto11.onnx.ValueInfoProto.create({ name }));
     return new _StatsCollector(await sessionForProto(model, proto), wanted);
   }
   async add(feeds) {
@@ -41408,7 +41485,7 @@ function addToBias(model, c, delta, dtype) {
   model.addInitializer(biasName, biasTensor());
   node2.output[0] = before;
   const at = graph.node.indexOf(node2);
-  graph.node.splice(at + 1, 0, import_onnx_proto11.onnx.NodeProto.create({ opType: "Add", name: `${node2.name}_bias_add`, input: [before, biasName], output: [out] }));
+  graph.node.splice(at + 1, 0, import_onnx_proto12.onnx.NodeProto.create({ opType: "Add", name: `${node2.name}_bias_add`, input: [before, biasName], output: [out] }));
 }
 
 // src/prune/plan.ts
@@ -41802,7 +41879,7 @@ async function findPrunable(model) {
 }
 
 // src/quantize/index.ts
-var import_onnx_proto12 = __toESM(require_onnx());
+var import_onnx_proto13 = __toESM(require_onnx());
 
 // src/quantize/pack.ts
 function defaultZeroPoint(bits) {
@@ -41991,7 +42068,7 @@ function formatError2(e) {
 function isFloatWeight(dtype) {
   return dtype === DataType.FLOAT || dtype === DataType.FLOAT16;
 }
-var int2 = (name, i) => import_onnx_proto12.onnx.AttributeProto.create({ name, type: import_onnx_proto12.onnx.AttributeProto.AttributeType.INT, i });
+var int2 = (name, i) => import_onnx_proto13.onnx.AttributeProto.create({ name, type: import_onnx_proto13.onnx.AttributeProto.AttributeType.INT, i });
 function planCandidates(work, opts, keptFloat) {
   const candidates = [];
   const cache = /* @__PURE__ */ new Map();
@@ -42103,7 +42180,7 @@ function nbitsCandidate(work, node2, kind, weight, transposed, bias, opts, cache
     shared: [],
     at8Bits,
     build: (outputs2) => [
-      import_onnx_proto12.onnx.NodeProto.create({
+      import_onnx_proto13.onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : "",
         opType: "MatMulNBits",
         domain: MS_DOMAIN,
@@ -42131,7 +42208,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache, skip
     const sName = work.uniqueName(`${weight}_scale`);
     work.addInitializer(sName, scaleTensor(q.scales, w.dtype, [q.scales.length]));
     const out = work.uniqueName(`${weight}_dequantized`);
-    const dq = import_onnx_proto12.onnx.NodeProto.create({
+    const dq = import_onnx_proto13.onnx.NodeProto.create({
       name: `${out}_DequantizeLinear`,
       opType: "DequantizeLinear",
       input: [qName, sName],
@@ -42153,7 +42230,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache, skip
     bytesAfter: entry.bytes,
     shared: entry.shared,
     build: (outputs2) => {
-      const copy = import_onnx_proto12.onnx.NodeProto.decode(import_onnx_proto12.onnx.NodeProto.encode(node2).finish());
+      const copy = import_onnx_proto13.onnx.NodeProto.decode(import_onnx_proto13.onnx.NodeProto.encode(node2).finish());
       copy.name = node2.name ? `${node2.name}_Q8` : "";
       copy.input[1] = dequantized;
       copy.output = outputs2;
@@ -42196,7 +42273,7 @@ function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache,
     bytesAfter: entry.bytes,
     shared: [],
     build: (outputs2) => [
-      import_onnx_proto12.onnx.NodeProto.create({
+      import_onnx_proto13.onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : "",
         opType: "GatherBlockQuantized",
         domain: MS_DOMAIN,
@@ -42219,8 +42296,8 @@ async function measureErrors(work, candidates, calibration, log) {
       const twin = probe.uniqueName(`${y}__quantized`);
       for (const s of c.shared) shared.add(s);
       graph.node.push(...c.build([twin]));
-      graph.output.push(import_onnx_proto12.onnx.ValueInfoProto.create({ name: twin }));
-      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto12.onnx.ValueInfoProto.create({ name: y }));
+      graph.output.push(import_onnx_proto13.onnx.ValueInfoProto.create({ name: twin }));
+      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto13.onnx.ValueInfoProto.create({ name: y }));
       pairs.push([y, twin]);
     }
     graph.node = [...shared, ...graph.node];
@@ -42260,7 +42337,7 @@ function floatData(t) {
 function addMsOpset(model) {
   const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
   if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
-    model.proto.opsetImport.push(import_onnx_proto12.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
+    model.proto.opsetImport.push(import_onnx_proto13.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
   }
 }
 function apply(work, candidates, removable) {
@@ -42319,7 +42396,7 @@ async function verify(original, quantized) {
 }
 
 // src/graph/compact.ts
-var import_onnx_proto13 = __toESM(require_onnx());
+var import_onnx_proto14 = __toESM(require_onnx());
 function compactNames(model) {
   const work = model.clone();
   const graph = work.graph;
@@ -42363,7 +42440,7 @@ function graphBytes(graph) {
   const initializers = graph.initializer;
   graph.initializer = [];
   try {
-    return import_onnx_proto13.onnx.GraphProto.encode(graph).finish().byteLength;
+    return import_onnx_proto14.onnx.GraphProto.encode(graph).finish().byteLength;
   } finally {
     graph.initializer = initializers;
   }

@@ -73405,8 +73405,8 @@ var require_onnx = __commonJS({
     var $util = $protobuf.util;
     var $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
     $root.onnx = (function() {
-      var onnx14 = {};
-      onnx14.Version = (function() {
+      var onnx15 = {};
+      onnx15.Version = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "_START_VERSION"] = 0;
         values[valuesById[1] = "IR_VERSION_2017_10_10"] = 1;
@@ -73419,7 +73419,7 @@ var require_onnx = __commonJS({
         values[valuesById[8] = "IR_VERSION"] = 8;
         return values;
       })();
-      onnx14.AttributeProto = (function() {
+      onnx15.AttributeProto = (function() {
         function AttributeProto(properties) {
           this.floats = [];
           this.ints = [];
@@ -74098,7 +74098,7 @@ var require_onnx = __commonJS({
         })();
         return AttributeProto;
       })();
-      onnx14.ValueInfoProto = (function() {
+      onnx15.ValueInfoProto = (function() {
         function ValueInfoProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -74218,7 +74218,7 @@ var require_onnx = __commonJS({
         };
         return ValueInfoProto;
       })();
-      onnx14.NodeProto = (function() {
+      onnx15.NodeProto = (function() {
         function NodeProto(properties) {
           this.input = [];
           this.output = [];
@@ -74458,7 +74458,7 @@ var require_onnx = __commonJS({
         };
         return NodeProto;
       })();
-      onnx14.TrainingInfoProto = (function() {
+      onnx15.TrainingInfoProto = (function() {
         function TrainingInfoProto(properties) {
           this.initializationBinding = [];
           this.updateBinding = [];
@@ -74642,7 +74642,7 @@ var require_onnx = __commonJS({
         };
         return TrainingInfoProto;
       })();
-      onnx14.ModelProto = (function() {
+      onnx15.ModelProto = (function() {
         function ModelProto(properties) {
           this.opsetImport = [];
           this.metadataProps = [];
@@ -75018,7 +75018,7 @@ var require_onnx = __commonJS({
         };
         return ModelProto;
       })();
-      onnx14.StringStringEntryProto = (function() {
+      onnx15.StringStringEntryProto = (function() {
         function StringStringEntryProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -75116,7 +75116,7 @@ var require_onnx = __commonJS({
         };
         return StringStringEntryProto;
       })();
-      onnx14.TensorAnnotation = (function() {
+      onnx15.TensorAnnotation = (function() {
         function TensorAnnotation(properties) {
           this.quantParameterTensorNames = [];
           if (properties) {
@@ -75234,7 +75234,7 @@ var require_onnx = __commonJS({
         };
         return TensorAnnotation;
       })();
-      onnx14.GraphProto = (function() {
+      onnx15.GraphProto = (function() {
         function GraphProto(properties) {
           this.node = [];
           this.initializer = [];
@@ -75600,7 +75600,7 @@ var require_onnx = __commonJS({
         };
         return GraphProto;
       })();
-      onnx14.TensorProto = (function() {
+      onnx15.TensorProto = (function() {
         function TensorProto(properties) {
           this.dims = [];
           this.floatData = [];
@@ -76303,7 +76303,7 @@ var require_onnx = __commonJS({
         })();
         return TensorProto;
       })();
-      onnx14.SparseTensorProto = (function() {
+      onnx15.SparseTensorProto = (function() {
         function SparseTensorProto(properties) {
           this.dims = [];
           if (properties) {
@@ -76461,7 +76461,7 @@ var require_onnx = __commonJS({
         };
         return SparseTensorProto;
       })();
-      onnx14.TensorShapeProto = (function() {
+      onnx15.TensorShapeProto = (function() {
         function TensorShapeProto(properties) {
           this.dim = [];
           if (properties) {
@@ -76700,7 +76700,7 @@ var require_onnx = __commonJS({
         })();
         return TensorShapeProto;
       })();
-      onnx14.TypeProto = (function() {
+      onnx15.TypeProto = (function() {
         function TypeProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -77400,7 +77400,7 @@ var require_onnx = __commonJS({
         })();
         return TypeProto;
       })();
-      onnx14.OperatorSetIdProto = (function() {
+      onnx15.OperatorSetIdProto = (function() {
         function OperatorSetIdProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -77513,13 +77513,13 @@ var require_onnx = __commonJS({
         };
         return OperatorSetIdProto;
       })();
-      onnx14.OperatorStatus = (function() {
+      onnx15.OperatorStatus = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "EXPERIMENTAL"] = 0;
         values[valuesById[1] = "STABLE"] = 1;
         return values;
       })();
-      onnx14.FunctionProto = (function() {
+      onnx15.FunctionProto = (function() {
         function FunctionProto(properties) {
           this.input = [];
           this.output = [];
@@ -77812,7 +77812,7 @@ var require_onnx = __commonJS({
         };
         return FunctionProto;
       })();
-      return onnx14;
+      return onnx15;
     })();
     module2.exports = $root;
   }
@@ -81220,9 +81220,13 @@ var init_atoms = __esm({
       offset(whole, part, offset) {
         for (let i = 0; i < part.size && offset + i < whole.size; i++) this.union(whole.base + offset + i, part.base + i);
       }
-      /** Atom o*inner+k of `merged` belongs to atom o of `outer` (a reshape split into heads). */
+      /**
+       * Atom o*inner+k of `merged` belongs to atom o of `outer` (a reshape split into heads). When
+       * `merged` is a multiple of outer x inner, its leading factor selects among copies (q, k, v of
+       * a fused projection): atom s*outer*inner + o*inner + k belongs to o as well.
+       */
       outer(merged, outer, inner) {
-        for (let i = 0; i < merged.size; i++) this.union(merged.base + i, outer.base + Math.floor(i / inner));
+        for (let i = 0; i < merged.size; i++) this.union(merged.base + i, outer.base + Math.floor(i / inner) % outer.size);
       }
     };
   }
@@ -81323,6 +81327,25 @@ function reshapeBlocks(a, b) {
   }
   return blocks;
 }
+function isSelection(ctx, tensor, axis, depth = 0) {
+  const users = ctx.consumers(tensor);
+  const r = rank(ctx, tensor);
+  if (users.length === 0 || axis < 0 || depth > 8) return false;
+  return users.every((u) => {
+    if (u.opType === "Transpose") {
+      const perm = attrInts(u, "perm") ?? Array.from({ length: r }, (_, i) => r - 1 - i);
+      return isSelection(ctx, u.output[0], perm.indexOf(axis), depth + 1);
+    }
+    if (u.opType === "Gather") {
+      const index = u.input[1];
+      return u.input[0] === tensor && normAxis(attrInt(u, "axis", 0), r) === axis && rank(ctx, index) === 0 && ctx.ints(index)?.length === 1;
+    }
+    if (u.opType === "Split") {
+      return normAxis(attrInt(u, "axis", 0), r) === axis && u.output.every((o) => ctx.dims(o)?.[axis] === 1);
+    }
+    return false;
+  });
+}
 function piecewise(whole, parts, axis, ctx) {
   const r = rank(ctx, whole);
   const ax = normAxis(axis, r);
@@ -81393,6 +81416,7 @@ var init_rules = __esm({
           const f = from.filter((k) => a[k] !== 1);
           const t = to.filter((k) => b[k] !== 1);
           if (f.length === 1 && t.length === 1) ctx.same(x, f[0], y, t[0]);
+          else if (f.length === 1 && t.length > 2 && isSelection(ctx, y, t[0])) ctx.outer(x, f[0], y, t[1], a[f[0]] / (b[t[0]] * b[t[1]]));
           else if (f.length === 1 && t.length > 1) ctx.outer(x, f[0], y, t[0], a[f[0]] / b[t[0]]);
           else if (f.length > 1 && t.length === 1) ctx.outer(y, t[0], x, f[0], b[t[0]] / a[f[0]]);
         }
@@ -81701,6 +81725,7 @@ async function analyze(model, options = {}) {
         return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : void 0;
       },
       isConstant: (n) => model.isConstant(n),
+      consumers: (n) => index.consumersOf(n),
       slot: slotOf,
       same(a, axA, b, axB) {
         const sa = slotOf(a, axA);
@@ -81728,7 +81753,7 @@ async function analyze(model, options = {}) {
         const so = slotOf(outer, axO);
         mark(sm);
         mark(so);
-        if (sm && so && Number.isInteger(inner) && so.size * inner === sm.size) {
+        if (sm && so && Number.isInteger(inner) && sm.size % (so.size * inner) === 0) {
           space.outer(sm, so, inner);
           headAxes.add(so.id);
         } else if (sm || so) space.freeze(sm ?? so, `${nodeLabel(node2)} (${node2.opType}) mixes it with a dynamic axis`);
@@ -82319,10 +82344,11 @@ function fixSlice(node2, model, analysis, removedIdx, newDims) {
   node2.input[1] = startsNew;
   node2.input[2] = endsNew;
 }
-var FixFailure, ShapeFixer;
+var import_onnx_proto10, FixFailure, ShapeFixer;
 var init_apply = __esm({
   "src/prune/apply.ts"() {
     "use strict";
+    import_onnx_proto10 = __toESM(require_onnx());
     init_graph();
     init_shape_eval();
     init_dtype();
@@ -82384,10 +82410,59 @@ var init_apply = __esm({
           }
         }
         const good = candidates.find(check2);
-        if (!good) {
+        if (good) {
+          for (const [leaf, v] of good) this.writeLeaf(leaf, v, nodes);
+          return;
+        }
+        if (!this.pinStaticEntries(node2, input2, result, expected)) {
           throw new FixFailure(`cannot rewrite the shape input of ${node2.opType} ${nodeLabel(node2)}`, [node2.input[0], out]);
         }
-        for (const [leaf, v] of good) this.writeLeaf(leaf, v, nodes);
+      }
+      /**
+       * The fallback when no constant holds the old size: the size is read at run time from a tensor
+       * that was not pruned (timm writes `reshape(B, N, C)` with C = x.shape[-1], the residual
+       * width, for the attention output whose width shrank). The entries of the shape for static
+       * axes that changed are overwritten with their new sizes: shape * mask + sizes.
+       */
+      pinStaticEntries(node2, input2, result, expected) {
+        const shapeName = node2.input[input2];
+        const values = [];
+        for (const k of [0, 1]) {
+          try {
+            values.push(new ShapeEvaluator(this.model, this.index, (t) => this.newDims(t, k), /* @__PURE__ */ new Map()).eval(shapeName));
+          } catch (e) {
+            if (e instanceof Unevaluable) return false;
+            throw e;
+          }
+        }
+        const [e0, e1] = expected;
+        if (!e0 || !e1 || values.some((v) => v.float || v.data.length !== e0.length)) return false;
+        const pinned = /* @__PURE__ */ new Set();
+        for (const k of [0, 1]) {
+          result(values[k], k).forEach((size, p) => size !== expected[k][p] && pinned.add(p));
+        }
+        if (pinned.size === 0 || [...pinned].some((p) => e0[p] !== e1[p])) return false;
+        const fits = [0, 1].every((k) => {
+          const data = values[k].data.map((v, p) => pinned.has(p) ? expected[k][p] : v);
+          return JSON.stringify(result({ ...values[k], data }, k)) === JSON.stringify(expected[k]);
+        });
+        if (!fits) return false;
+        const label = node2.name || node2.output[0];
+        const mask = this.model.uniqueName(`${label}_shape_mask`);
+        this.model.addInitializer(mask, intTensor(e0.map((_, p) => pinned.has(p) ? 0 : 1)));
+        const sizes = this.model.uniqueName(`${label}_shape_sizes`);
+        this.model.addInitializer(sizes, intTensor(e0.map((size, p) => pinned.has(p) ? size : 0)));
+        const masked = this.model.uniqueName(`${shapeName}_masked`);
+        const shape = this.model.uniqueName(`${shapeName}_pinned`);
+        const graph = this.model.graph;
+        graph.node.splice(
+          graph.node.indexOf(node2),
+          0,
+          import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${label}_shape_mask`, input: [shapeName, mask], output: [masked] }),
+          import_onnx_proto10.onnx.NodeProto.create({ opType: "Add", name: `${label}_shape_pin`, input: [masked, sizes], output: [shape] })
+        );
+        node2.input[input2] = shape;
+        return true;
       }
       /** Writes a rewritten constant, copying it first if ops outside this shape computation use it. */
       writeLeaf(leaf, value, within) {
@@ -82496,11 +82571,11 @@ function symmetricGram(s) {
   for (let i = 0; i < c; i++) for (let j = 0; j < i; j++) g[i * c + j] = g[j * c + i];
   return g;
 }
-var import_onnx_proto10, StatsCollector;
+var import_onnx_proto11, StatsCollector;
 var init_stats = __esm({
   "src/prune/stats.ts"() {
     "use strict";
-    import_onnx_proto10 = __toESM(require_onnx());
+    import_onnx_proto11 = __toESM(require_onnx());
     init_graph();
     init_runtime();
     StatsCollector = class _StatsCollector {
@@ -82520,7 +82595,7 @@ var init_stats = __esm({
         const proto = model.clone().proto;
         const graph = proto.graph;
         const outputs2 = new Set(graph.output.map((o) => o.name));
-        for (const name of wanted.keys()) if (!outputs2.has(name)) graph.output.push(import_onnx_proto10.onnx.ValueInfoProto.create({ name }));
+        for (const name of wanted.keys()) if (!outputs2.has(name)) graph.output.push(import_onnx_proto11.onnx.ValueInfoProto.create({ name }));
         return new _StatsCollector(await sessionForProto(model, proto), wanted);
       }
       async add(feeds) {
@@ -82669,13 +82744,13 @@ function addToBias(model, c, delta, dtype) {
   model.addInitializer(biasName, biasTensor());
   node2.output[0] = before;
   const at = graph.node.indexOf(node2);
-  graph.node.splice(at + 1, 0, import_onnx_proto11.onnx.NodeProto.create({ opType: "Add", name: `${node2.name}_bias_add`, input: [before, biasName], output: [out] }));
+  graph.node.splice(at + 1, 0, import_onnx_proto12.onnx.NodeProto.create({ opType: "Add", name: `${node2.name}_bias_add`, input: [before, biasName], output: [out] }));
 }
-var import_onnx_proto11, WeightMatrix;
+var import_onnx_proto12, WeightMatrix;
 var init_compensate = __esm({
   "src/prune/compensate.ts"() {
     "use strict";
-    import_onnx_proto11 = __toESM(require_onnx());
+    import_onnx_proto12 = __toESM(require_onnx());
     init_graph();
     init_tensor();
     init_stats();
@@ -83443,7 +83518,7 @@ function nbitsCandidate(work, node2, kind, weight, transposed, bias, opts, cache
     shared: [],
     at8Bits,
     build: (outputs2) => [
-      import_onnx_proto12.onnx.NodeProto.create({
+      import_onnx_proto13.onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : "",
         opType: "MatMulNBits",
         domain: MS_DOMAIN,
@@ -83471,7 +83546,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache, skip
     const sName = work.uniqueName(`${weight}_scale`);
     work.addInitializer(sName, scaleTensor(q.scales, w.dtype, [q.scales.length]));
     const out = work.uniqueName(`${weight}_dequantized`);
-    const dq = import_onnx_proto12.onnx.NodeProto.create({
+    const dq = import_onnx_proto13.onnx.NodeProto.create({
       name: `${out}_DequantizeLinear`,
       opType: "DequantizeLinear",
       input: [qName, sName],
@@ -83493,7 +83568,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache, skip
     bytesAfter: entry.bytes,
     shared: entry.shared,
     build: (outputs2) => {
-      const copy = import_onnx_proto12.onnx.NodeProto.decode(import_onnx_proto12.onnx.NodeProto.encode(node2).finish());
+      const copy = import_onnx_proto13.onnx.NodeProto.decode(import_onnx_proto13.onnx.NodeProto.encode(node2).finish());
       copy.name = node2.name ? `${node2.name}_Q8` : "";
       copy.input[1] = dequantized;
       copy.output = outputs2;
@@ -83536,7 +83611,7 @@ function embeddingCandidate(work, node2, table2, dims, bits, wantedBlock, cache,
     bytesAfter: entry.bytes,
     shared: [],
     build: (outputs2) => [
-      import_onnx_proto12.onnx.NodeProto.create({
+      import_onnx_proto13.onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : "",
         opType: "GatherBlockQuantized",
         domain: MS_DOMAIN,
@@ -83559,8 +83634,8 @@ async function measureErrors(work, candidates, calibration, log) {
       const twin = probe.uniqueName(`${y}__quantized`);
       for (const s of c.shared) shared.add(s);
       graph.node.push(...c.build([twin]));
-      graph.output.push(import_onnx_proto12.onnx.ValueInfoProto.create({ name: twin }));
-      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto12.onnx.ValueInfoProto.create({ name: y }));
+      graph.output.push(import_onnx_proto13.onnx.ValueInfoProto.create({ name: twin }));
+      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto13.onnx.ValueInfoProto.create({ name: y }));
       pairs.push([y, twin]);
     }
     graph.node = [...shared, ...graph.node];
@@ -83600,7 +83675,7 @@ function floatData(t) {
 function addMsOpset(model) {
   const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
   if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
-    model.proto.opsetImport.push(import_onnx_proto12.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
+    model.proto.opsetImport.push(import_onnx_proto13.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
   }
 }
 function apply(work, candidates, removable) {
@@ -83657,11 +83732,11 @@ async function verify(original, quantized) {
     await session.release();
   }
 }
-var import_onnx_proto12, MS_DOMAIN, DEFAULT_BLOCK_SIZE, KEEP_FLOAT_MIN_ERROR, DEFAULT_KEEP_FLOAT, DEFAULT_KEEP_FLOAT_RATIO, DEFAULT_EMBEDDING_BITS, PROBE_CHUNK, int2;
+var import_onnx_proto13, MS_DOMAIN, DEFAULT_BLOCK_SIZE, KEEP_FLOAT_MIN_ERROR, DEFAULT_KEEP_FLOAT, DEFAULT_KEEP_FLOAT_RATIO, DEFAULT_EMBEDDING_BITS, PROBE_CHUNK, int2;
 var init_quantize = __esm({
   "src/quantize/index.ts"() {
     "use strict";
-    import_onnx_proto12 = __toESM(require_onnx());
+    import_onnx_proto13 = __toESM(require_onnx());
     init_errors();
     init_graph();
     init_dtype();
@@ -83676,7 +83751,7 @@ var init_quantize = __esm({
     DEFAULT_KEEP_FLOAT_RATIO = 1.5;
     DEFAULT_EMBEDDING_BITS = 8;
     PROBE_CHUNK = 32;
-    int2 = (name, i) => import_onnx_proto12.onnx.AttributeProto.create({ name, type: import_onnx_proto12.onnx.AttributeProto.AttributeType.INT, i });
+    int2 = (name, i) => import_onnx_proto13.onnx.AttributeProto.create({ name, type: import_onnx_proto13.onnx.AttributeProto.AttributeType.INT, i });
   }
 });
 
@@ -83724,16 +83799,16 @@ function graphBytes(graph) {
   const initializers = graph.initializer;
   graph.initializer = [];
   try {
-    return import_onnx_proto13.onnx.GraphProto.encode(graph).finish().byteLength;
+    return import_onnx_proto14.onnx.GraphProto.encode(graph).finish().byteLength;
   } finally {
     graph.initializer = initializers;
   }
 }
-var import_onnx_proto13;
+var import_onnx_proto14;
 var init_compact = __esm({
   "src/graph/compact.ts"() {
     "use strict";
-    import_onnx_proto13 = __toESM(require_onnx());
+    import_onnx_proto14 = __toESM(require_onnx());
     init_graph();
   }
 });

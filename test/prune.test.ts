@@ -246,6 +246,43 @@ describe('op fixtures (tools/fixtures/export_ops.py)', () => {
     for (let i = 0; i < want.length; i++) expect(Math.abs(got[i] - want[i])).toBeLessThan(1e-4);
   });
 
+  test("timm's ViT attention, q, k and v picked from a (3, heads, head_dim) reshape: heads are pruned, exactly", async () => {
+    // Block 0 picks q, k, v by unbind (Split), block 1 by indexing (Gather). The attention output
+    // is reshaped to (B, N, C) with C read from the unpruned input's shape at run time.
+    const base = OnnxModel.read(path.join(ops, 'timm-vit.onnx'));
+    const result = await pruneModel(base, { target: 0.3, structures: ['heads'], importance: 'magnitude', compensate: 'none' });
+    const heads = result.pruned.filter((p) => p.kind === 'heads');
+    expect(heads.map((p) => p.where).sort()).toEqual([expect.stringMatching(/^\/attn\.0/), expect.stringMatching(/^\/attn\.1/)]);
+    expect(heads.every((p) => p.after < p.before)).toBe(true);
+    // Removing a head is the same as zeroing its rows of the output projection: find the kept
+    // rows of each block's projection, zero the others in the base, compare outputs.
+    const zeroed = base.clone();
+    const headDim = 8;
+    for (const block of [0, 1]) {
+      const proj = base.graph.node.find((n) => n.name === `/attn.${block}/proj/MatMul`)!.input![1];
+      const before = base.constant(proj)!.data as Float32Array;
+      const after = result.model.constant(proj)!.data as Float32Array;
+      const width = 32;
+      const rowsKept = after.length / width;
+      const kept = new Set<number>();
+      for (let h = 0, j = 0; h < 4 && j < rowsKept; h++) {
+        const same = before.subarray(h * headDim * width, (h + 1) * headDim * width).every((v, i) => v === after[j * width + i]);
+        if (same) {
+          kept.add(h);
+          j += headDim;
+        }
+      }
+      expect(kept.size * headDim).toBe(rowsKept);
+      zeroed.setConstant(proj, { dtype: DataType.FLOAT, dims: [32, width], data: before.map((v, i) => (kept.has(Math.floor(i / width / headDim)) ? v : 0)) });
+    }
+    for (const batch of [1, 3]) {
+      const feeds = sampleFeeds(base, batch, 1);
+      const [want, got] = [(await run(zeroed, feeds)).logits.data as Float32Array, (await run(result.model, feeds)).logits.data as Float32Array];
+      expect(got.length).toBe(want.length);
+      for (let i = 0; i < want.length; i++) expect(Math.abs(got[i] - want[i])).toBeLessThan(1e-4);
+    }
+  });
+
   test('spatial padding passes channels through: every conv layer of pad-cnn is pruned, and it runs', async () => {
     // ZeroPad2d and a reflect pad of the right/bottom edge, with pads computed by torch's export.
     const base = OnnxModel.read(path.join(ops, 'pad-cnn.onnx'));

@@ -128,6 +128,7 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
         return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : undefined;
       },
       isConstant: (n) => model.isConstant(n),
+      consumers: (n) => index.consumersOf(n),
       slot: slotOf,
       same(a, axA, b, axB) {
         const sa = slotOf(a, axA);
@@ -156,7 +157,7 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
         const so = slotOf(outer, axO);
         mark(sm);
         mark(so);
-        if (sm && so && Number.isInteger(inner) && so.size * inner === sm.size) {
+        if (sm && so && Number.isInteger(inner) && sm.size % (so.size * inner) === 0) {
           space.outer(sm, so, inner);
           headAxes.add(so.id);
         } else if (sm || so) space.freeze((sm ?? so)!, `${nodeLabel(node)} (${node.opType}) mixes it with a dynamic axis`);

@@ -88,8 +88,12 @@ export class AtomSpace {
     for (let i = 0; i < part.size && offset + i < whole.size; i++) this.union(whole.base + offset + i, part.base + i);
   }
 
-  /** Atom o*inner+k of `merged` belongs to atom o of `outer` (a reshape split into heads). */
+  /**
+   * Atom o*inner+k of `merged` belongs to atom o of `outer` (a reshape split into heads). When
+   * `merged` is a multiple of outer x inner, its leading factor selects among copies (q, k, v of
+   * a fused projection): atom s*outer*inner + o*inner + k belongs to o as well.
+   */
   outer(merged: Slot, outer: Slot, inner: number): void {
-    for (let i = 0; i < merged.size; i++) this.union(merged.base + i, outer.base + Math.floor(i / inner));
+    for (let i = 0; i < merged.size; i++) this.union(merged.base + i, outer.base + (Math.floor(i / inner) % outer.size));
   }
 }

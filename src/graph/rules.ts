@@ -15,12 +15,17 @@ export interface RuleContext {
   ints(name: string): number[] | undefined;
   /** An initializer or Constant node output (so apply can rewrite it), not computed at run time. */
   isConstant(name: string): boolean;
+  /** The nodes that read a tensor (for rules that must see how an axis is used downstream). */
+  consumers(name: string): Node[];
   slot(name: string, axis: number): Slot | undefined;
   /** Atom i of one axis is atom i of the other. */
   same(a: string, axisA: number, b: string, axisB: number): void;
   /** Atom i of `part`'s axis is atom offset+i of `whole`'s axis. */
   offset(whole: string, axisW: number, part: string, axisP: number, offset: number): void;
-  /** Atom o*inner+k of `merged`'s axis belongs to atom o of `outer`'s axis. */
+  /**
+   * Atom o*inner+k of `merged`'s axis belongs to atom o of `outer`'s axis; if `merged` is a
+   * multiple of outer x inner, the leading factor is a selection (see atoms.ts).
+   */
   outer(merged: string, axisM: number, outer: string, axisO: number, inner: number): void;
   freeze(name: string, axis: number, reason: string): void;
   /** Marks an axis as handled without coupling it (e.g. Shape only reads it). */
@@ -188,8 +193,35 @@ export function reshapeBlocks(a: number[], b: number[]): { from: number[]; to: n
 }
 
 /**
+ * Whether every use of `tensor`'s `axis` picks single entries of it, through Transposes: Gather
+ * of a constant scalar index (`qkv[0]`) or a Split into pieces of one (`qkv.unbind(0)`). Such an
+ * axis selects among copies (q, k and v), it is not a channel.
+ */
+function isSelection(ctx: RuleContext, tensor: string, axis: number, depth = 0): boolean {
+  const users = ctx.consumers(tensor);
+  const r = rank(ctx, tensor);
+  if (users.length === 0 || axis < 0 || depth > 8) return false;
+  return users.every((u) => {
+    if (u.opType === 'Transpose') {
+      const perm = attrInts(u, 'perm') ?? Array.from({ length: r }, (_, i) => r - 1 - i);
+      return isSelection(ctx, u.output[0], perm.indexOf(axis), depth + 1);
+    }
+    if (u.opType === 'Gather') {
+      const index = u.input[1];
+      return u.input[0] === tensor && normAxis(attrInt(u, 'axis', 0), r) === axis && rank(ctx, index) === 0 && ctx.ints(index)?.length === 1;
+    }
+    if (u.opType === 'Split') {
+      return normAxis(attrInt(u, 'axis', 0), r) === axis && u.output.every((o) => ctx.dims(o)?.[axis] === 1);
+    }
+    return false;
+  });
+}
+
+/**
  * Reshape, Flatten, Squeeze, Unsqueeze: a kept axis is the same axis; an axis split into
  * (outer, inner...) belongs to its outer part (heads), and the inner parts (head_dim) are fixed.
+ * A split into (3, heads, head_dim) whose leading axis is only ever selected from (q, k, v of a
+ * fused projection, as timm's ViT writes it) belongs to its heads axis instead.
  */
 const reshape: OpRule = {
   link(ctx) {
@@ -204,6 +236,7 @@ const reshape: OpRule = {
       const f = from.filter((k) => a[k] !== 1);
       const t = to.filter((k) => b[k] !== 1);
       if (f.length === 1 && t.length === 1) ctx.same(x, f[0], y, t[0]);
+      else if (f.length === 1 && t.length > 2 && isSelection(ctx, y, t[0])) ctx.outer(x, f[0], y, t[1], a[f[0]] / (b[t[0]] * b[t[1]]));
       else if (f.length === 1 && t.length > 1) ctx.outer(x, f[0], y, t[0], a[f[0]] / b[t[0]]);
       else if (f.length > 1 && t.length === 1) ctx.outer(y, t[0], x, f[0], b[t[0]] / a[f[0]]);
     }

@@ -248,10 +248,66 @@ class ShapeFixer {
       }
     }
     const good = candidates.find(check);
-    if (!good) {
+    if (good) {
+      for (const [leaf, v] of good) this.writeLeaf(leaf, v, nodes);
+      return;
+    }
+    if (!this.pinStaticEntries(node, input, result, expected)) {
       throw new FixFailure(`cannot rewrite the shape input of ${node.opType} ${nodeLabel(node)}`, [node.input[0], out]);
     }
-    for (const [leaf, v] of good) this.writeLeaf(leaf, v, nodes);
+  }
+
+  /**
+   * The fallback when no constant holds the old size: the size is read at run time from a tensor
+   * that was not pruned (timm writes `reshape(B, N, C)` with C = x.shape[-1], the residual
+   * width, for the attention output whose width shrank). The entries of the shape for static
+   * axes that changed are overwritten with their new sizes: shape * mask + sizes.
+   */
+  private pinStaticEntries(
+    node: Node,
+    input: number,
+    result: (shapeValue: SmallValue, which: 0 | 1) => number[],
+    expected: (number[] | undefined)[],
+  ): boolean {
+    const shapeName = node.input[input];
+    const values: SmallValue[] = [];
+    for (const k of [0, 1] as const) {
+      try {
+        values.push(new ShapeEvaluator(this.model, this.index, (t) => this.newDims(t, k), new Map()).eval(shapeName));
+      } catch (e) {
+        if (e instanceof Unevaluable) return false;
+        throw e;
+      }
+    }
+    const [e0, e1] = expected;
+    if (!e0 || !e1 || values.some((v) => v.float || v.data.length !== e0.length)) return false;
+    const pinned = new Set<number>();
+    for (const k of [0, 1] as const) {
+      result(values[k], k).forEach((size, p) => size !== expected[k]![p] && pinned.add(p));
+    }
+    // Only static axes (the same size in both runs) can take a constant.
+    if (pinned.size === 0 || [...pinned].some((p) => e0[p] !== e1[p])) return false;
+    const fits = ([0, 1] as const).every((k) => {
+      const data = values[k].data.map((v, p) => (pinned.has(p) ? expected[k]![p] : v));
+      return JSON.stringify(result({ ...values[k], data }, k)) === JSON.stringify(expected[k]);
+    });
+    if (!fits) return false;
+    const label = node.name || node.output[0];
+    const mask = this.model.uniqueName(`${label}_shape_mask`);
+    this.model.addInitializer(mask, intTensor(e0.map((_, p) => (pinned.has(p) ? 0 : 1))));
+    const sizes = this.model.uniqueName(`${label}_shape_sizes`);
+    this.model.addInitializer(sizes, intTensor(e0.map((size, p) => (pinned.has(p) ? size : 0))));
+    const masked = this.model.uniqueName(`${shapeName}_masked`);
+    const shape = this.model.uniqueName(`${shapeName}_pinned`);
+    const graph = this.model.graph;
+    graph.node.splice(
+      graph.node.indexOf(node as onnx.NodeProto),
+      0,
+      onnx.NodeProto.create({ opType: 'Mul', name: `${label}_shape_mask`, input: [shapeName, mask], output: [masked] }),
+      onnx.NodeProto.create({ opType: 'Add', name: `${label}_shape_pin`, input: [masked, sizes], output: [shape] }),
+    );
+    node.input[input] = shape;
+    return true;
   }
 
   /** Writes a rewritten constant, copying it first if ops outside this shape computation use it. */
