@@ -40171,36 +40171,30 @@ var gemm = {
     if (c) linkBroadcast(ctx, [c], y);
   }
 };
-var conv = {
-  link(ctx) {
-    const [x, w, bias] = inputs(ctx.node);
-    const y = outputs(ctx.node)[0];
-    const group = attrInt(ctx.node, "group", 1);
-    const cin = ctx.dims(x)?.[1];
-    const cout = ctx.dims(w)?.[0];
-    ctx.same(x, 0, y, 0);
-    ctx.same(w, 0, y, 1);
-    if (bias) ctx.same(bias, 0, y, 1);
-    if (group === 1) ctx.same(x, 1, w, 1);
-    else if (group === cin && group === cout) ctx.same(x, 1, y, 1);
-    else ctx.freeze(y, 1, `grouped convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
-  }
-};
-var convTranspose = {
-  link(ctx) {
-    const [x, w, bias] = inputs(ctx.node);
-    const y = outputs(ctx.node)[0];
-    const group = attrInt(ctx.node, "group", 1);
-    const cin = ctx.dims(x)?.[1];
-    const cout = ctx.dims(y)?.[1];
-    ctx.same(x, 0, y, 0);
-    ctx.same(x, 1, w, 0);
-    if (bias) ctx.same(bias, 0, y, 1);
-    if (group === 1) ctx.same(w, 1, y, 1);
-    else if (group === cin && group === cout) ctx.same(x, 1, y, 1);
-    else ctx.freeze(y, 1, `grouped transposed convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
-  }
-};
+function convRule(transposed) {
+  const [inAxis, outAxis] = transposed ? [0, 1] : [1, 0];
+  return {
+    link(ctx) {
+      const [x, w, bias] = inputs(ctx.node);
+      const y = outputs(ctx.node)[0];
+      const group = attrInt(ctx.node, "group", 1);
+      const cin = ctx.dims(x)?.[1];
+      const cout = ctx.dims(y)?.[1];
+      ctx.same(x, 0, y, 0);
+      if (bias) ctx.same(bias, 0, y, 1);
+      if (group === 1) {
+        ctx.same(x, 1, w, inAxis);
+        ctx.same(w, outAxis, y, 1);
+      } else if (group === cin && group === cout) {
+        ctx.same(x, 1, y, 1);
+        ctx.same(w, 0, y, 1);
+      } else {
+        if (!transposed) ctx.same(w, 0, y, 1);
+        ctx.freeze(y, 1, `grouped ${transposed ? "transposed " : ""}convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
+      }
+    }
+  };
+}
 function piecewise(whole, parts, axis, ctx) {
   const r = rank(ctx, whole);
   const ax = normAxis(axis, r);
@@ -40369,8 +40363,8 @@ var OP_RULES = {
   // weights
   MatMul: matmul,
   Gemm: gemm,
-  Conv: conv,
-  ConvTranspose: convTranspose,
+  Conv: convRule(false),
+  ConvTranspose: convRule(true),
   // layout
   Transpose: transpose,
   Reshape: reshape,

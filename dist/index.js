@@ -81346,6 +81346,30 @@ function isSelection(ctx, tensor, axis, depth = 0) {
     return false;
   });
 }
+function convRule(transposed) {
+  const [inAxis, outAxis] = transposed ? [0, 1] : [1, 0];
+  return {
+    link(ctx) {
+      const [x, w, bias] = inputs(ctx.node);
+      const y = outputs(ctx.node)[0];
+      const group = attrInt(ctx.node, "group", 1);
+      const cin = ctx.dims(x)?.[1];
+      const cout = ctx.dims(y)?.[1];
+      ctx.same(x, 0, y, 0);
+      if (bias) ctx.same(bias, 0, y, 1);
+      if (group === 1) {
+        ctx.same(x, 1, w, inAxis);
+        ctx.same(w, outAxis, y, 1);
+      } else if (group === cin && group === cout) {
+        ctx.same(x, 1, y, 1);
+        ctx.same(w, 0, y, 1);
+      } else {
+        if (!transposed) ctx.same(w, 0, y, 1);
+        ctx.freeze(y, 1, `grouped ${transposed ? "transposed " : ""}convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
+      }
+    }
+  };
+}
 function piecewise(whole, parts, axis, ctx) {
   const r = rank(ctx, whole);
   const ax = normAxis(axis, r);
@@ -81361,7 +81385,7 @@ function piecewise(whole, parts, axis, ctx) {
     offset += d[ax];
   }
 }
-var inputs, outputs, rank, unary, broadcast, perChannelNorm, layerNorm, pool, transpose, reshape, matmul, gemm, conv, convTranspose, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
+var inputs, outputs, rank, unary, broadcast, perChannelNorm, layerNorm, pool, transpose, reshape, matmul, gemm, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
 var init_rules = __esm({
   "src/graph/rules.ts"() {
     "use strict";
@@ -81450,36 +81474,6 @@ var init_rules = __esm({
         ctx.same(a, ta ? 0 : 1, b, tb ? 1 : 0);
         ctx.same(b, tb ? 0 : 1, y, 1);
         if (c) linkBroadcast(ctx, [c], y);
-      }
-    };
-    conv = {
-      link(ctx) {
-        const [x, w, bias] = inputs(ctx.node);
-        const y = outputs(ctx.node)[0];
-        const group = attrInt(ctx.node, "group", 1);
-        const cin = ctx.dims(x)?.[1];
-        const cout = ctx.dims(w)?.[0];
-        ctx.same(x, 0, y, 0);
-        ctx.same(w, 0, y, 1);
-        if (bias) ctx.same(bias, 0, y, 1);
-        if (group === 1) ctx.same(x, 1, w, 1);
-        else if (group === cin && group === cout) ctx.same(x, 1, y, 1);
-        else ctx.freeze(y, 1, `grouped convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
-      }
-    };
-    convTranspose = {
-      link(ctx) {
-        const [x, w, bias] = inputs(ctx.node);
-        const y = outputs(ctx.node)[0];
-        const group = attrInt(ctx.node, "group", 1);
-        const cin = ctx.dims(x)?.[1];
-        const cout = ctx.dims(y)?.[1];
-        ctx.same(x, 0, y, 0);
-        ctx.same(x, 1, w, 0);
-        if (bias) ctx.same(bias, 0, y, 1);
-        if (group === 1) ctx.same(w, 1, y, 1);
-        else if (group === cin && group === cout) ctx.same(x, 1, y, 1);
-        else ctx.freeze(y, 1, `grouped transposed convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
       }
     };
     split = {
@@ -81635,8 +81629,8 @@ var init_rules = __esm({
       // weights
       MatMul: matmul,
       Gemm: gemm,
-      Conv: conv,
-      ConvTranspose: convTranspose,
+      Conv: convRule(false),
+      ConvTranspose: convRule(true),
       // layout
       Transpose: transpose,
       Reshape: reshape,

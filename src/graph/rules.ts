@@ -276,42 +276,34 @@ const gemm: OpRule = {
   },
 };
 
-/** Conv: W[Cout, Cin/group, k...]. Depthwise (group = Cin = Cout) passes channels through. */
-const conv: OpRule = {
-  link(ctx) {
-    const [x, w, bias] = inputs(ctx.node);
-    const y = outputs(ctx.node)[0];
-    const group = attrInt(ctx.node, 'group', 1);
-    const cin = ctx.dims(x)?.[1];
-    const cout = ctx.dims(w)?.[0];
-    ctx.same(x, 0, y, 0);
-    ctx.same(w, 0, y, 1);
-    if (bias) ctx.same(bias, 0, y, 1);
-    if (group === 1) ctx.same(x, 1, w, 1);
-    else if (group === cin && group === cout) ctx.same(x, 1, y, 1);
-    else ctx.freeze(y, 1, `grouped convolution ${ctx.node.name || ''} (group ${group})`.replace('  ', ' '));
-  },
-};
-
 /**
- * ConvTranspose: W[Cin, Cout/group, k...], the transpose of Conv's layout. Depthwise (group =
- * Cin = Cout) passes channels through.
+ * Conv: W[Cout, Cin/group, k...]; ConvTranspose: W[Cin, Cout/group, k...], the transposed
+ * layout. Depthwise (group = Cin = Cout) passes channels through; other groupings are fixed.
  */
-const convTranspose: OpRule = {
-  link(ctx) {
-    const [x, w, bias] = inputs(ctx.node);
-    const y = outputs(ctx.node)[0];
-    const group = attrInt(ctx.node, 'group', 1);
-    const cin = ctx.dims(x)?.[1];
-    const cout = ctx.dims(y)?.[1];
-    ctx.same(x, 0, y, 0);
-    ctx.same(x, 1, w, 0);
-    if (bias) ctx.same(bias, 0, y, 1);
-    if (group === 1) ctx.same(w, 1, y, 1);
-    else if (group === cin && group === cout) ctx.same(x, 1, y, 1);
-    else ctx.freeze(y, 1, `grouped transposed convolution ${ctx.node.name || ''} (group ${group})`.replace('  ', ' '));
-  },
-};
+function convRule(transposed: boolean): OpRule {
+  const [inAxis, outAxis] = transposed ? [0, 1] : [1, 0];
+  return {
+    link(ctx) {
+      const [x, w, bias] = inputs(ctx.node);
+      const y = outputs(ctx.node)[0];
+      const group = attrInt(ctx.node, 'group', 1);
+      const cin = ctx.dims(x)?.[1];
+      const cout = ctx.dims(y)?.[1];
+      ctx.same(x, 0, y, 0);
+      if (bias) ctx.same(bias, 0, y, 1);
+      if (group === 1) {
+        ctx.same(x, 1, w, inAxis);
+        ctx.same(w, outAxis, y, 1);
+      } else if (group === cin && group === cout) {
+        ctx.same(x, 1, y, 1);
+        ctx.same(w, 0, y, 1); // [C, 1, k...] either way
+      } else {
+        if (!transposed) ctx.same(w, 0, y, 1); // a transposed one holds Cout/group there
+        ctx.freeze(y, 1, `grouped ${transposed ? 'transposed ' : ''}convolution ${ctx.node.name || ''} (group ${group})`.replace('  ', ' '));
+      }
+    },
+  };
+}
 
 /** Split and Concat: the split axis is laid out piece after piece; other axes are shared. */
 function piecewise(whole: string, parts: string[], axis: number, ctx: RuleContext): void {
@@ -453,7 +445,7 @@ export const OP_RULES: Record<string, OpRule> = {
   ReduceL2: reduceRule('ReduceL2'), ReduceSumSquare: reduceRule('ReduceSumSquare'),
   ReduceLogSum: reduceRule('ReduceLogSum'), ReduceLogSumExp: reduceRule('ReduceLogSumExp'),
   // weights
-  MatMul: matmul, Gemm: gemm, Conv: conv, ConvTranspose: convTranspose,
+  MatMul: matmul, Gemm: gemm, Conv: convRule(false), ConvTranspose: convRule(true),
   // layout
   Transpose: transpose, Reshape: reshape, Flatten: reshape, Squeeze: reshape, Unsqueeze: reshape,
   Split: split, Concat: concat, Slice: slice, Pad: pad, Gather: gather, Expand: expand,
