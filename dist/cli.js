@@ -4044,9 +4044,9 @@ var require_Alias = __commonJS({
     var anchors = require_anchors();
     var visit2 = require_visit();
     var identity = require_identity();
-    var Node6 = require_Node();
+    var Node5 = require_Node();
     var toJS = require_toJS();
-    var Alias = class extends Node6.NodeBase {
+    var Alias = class extends Node5.NodeBase {
       constructor(source) {
         super(identity.ALIAS);
         this.source = source;
@@ -4160,10 +4160,10 @@ var require_Scalar = __commonJS({
   "node_modules/yaml/dist/nodes/Scalar.js"(exports2) {
     "use strict";
     var identity = require_identity();
-    var Node6 = require_Node();
+    var Node5 = require_Node();
     var toJS = require_toJS();
     var isScalarValue = (value) => !value || typeof value !== "function" && typeof value !== "object";
-    var Scalar = class extends Node6.NodeBase {
+    var Scalar = class extends Node5.NodeBase {
       constructor(value) {
         super(identity.SCALAR);
         this.value = value;
@@ -4266,7 +4266,7 @@ var require_Collection = __commonJS({
     "use strict";
     var createNode = require_createNode();
     var identity = require_identity();
-    var Node6 = require_Node();
+    var Node5 = require_Node();
     function collectionFromPath(schema, path12, value) {
       let v = value;
       for (let i = path12.length - 1; i >= 0; --i) {
@@ -4290,7 +4290,7 @@ var require_Collection = __commonJS({
       });
     }
     var isEmptyPath = (path12) => path12 == null || typeof path12 === "object" && !!path12[Symbol.iterator]().next().done;
-    var Collection = class extends Node6.NodeBase {
+    var Collection = class extends Node5.NodeBase {
       constructor(type, schema) {
         super(type);
         Object.defineProperty(this, "schema", {
@@ -40142,6 +40142,7 @@ var reshape = {
   }
 };
 var matmul = {
+  weight: (_node, inputRank, weightRank) => weightRank === 2 ? { inputAxis: inputRank - 1, weightIn: 0, weightOut: 1, tapsPerOutput: 1 } : void 0,
   link(ctx) {
     const [a, b] = inputs(ctx.node);
     const y = outputs(ctx.node)[0];
@@ -40160,6 +40161,12 @@ var matmul = {
   }
 };
 var gemm = {
+  weight(node2) {
+    if (attrInt(node2, "transA", 0)) return void 0;
+    const transB = attrInt(node2, "transB", 0) === 1;
+    const biasScale = 1 / attrFloat(node2, "beta", 1);
+    return { inputAxis: 1, weightIn: transB ? 1 : 0, weightOut: transB ? 0 : 1, tapsPerOutput: 1, biasInput: 2, biasScale };
+  },
   link(ctx) {
     const [a, b, c] = inputs(ctx.node);
     const y = outputs(ctx.node)[0];
@@ -40174,6 +40181,12 @@ var gemm = {
 function convRule(transposed) {
   const [inAxis, outAxis] = transposed ? [0, 1] : [1, 0];
   return {
+    weight(node2) {
+      if (attrInt(node2, "group", 1) !== 1) return void 0;
+      const taps = transposed ? (attrInts(node2, "strides") ?? []).reduce((a, b) => a * b, 1) : 1;
+      return { inputAxis: 1, weightIn: inAxis, weightOut: outAxis, tapsPerOutput: taps, biasInput: 2 };
+    },
+    channels: true,
     link(ctx) {
       const [x, w, bias] = inputs(ctx.node);
       const y = outputs(ctx.node)[0];
@@ -40389,6 +40402,9 @@ var OP_RULES = {
   Size: readsShape,
   Constant: constant
 };
+function ruleOf(node2) {
+  return (node2.domain ?? "") === "" || node2.domain === "ai.onnx" ? OP_RULES[node2.opType] : void 0;
+}
 
 // src/graph/analysis.ts
 var TRACE_SIZES = [
@@ -40498,7 +40514,7 @@ async function analyze(model, options = {}) {
         mark(slotOf(name, axis));
       }
     };
-    const rule = (node2.domain ?? "") === "" || node2.domain === "ai.onnx" ? OP_RULES[node2.opType] : void 0;
+    const rule = ruleOf(node2);
     if (rule) rule.link(ctx);
     const reason = rule ? `fixed by ${node2.opType} ${nodeLabel(node2)}` : `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} is not understood by the engine`;
     for (const name of [...nodeReads(node2), ...node2.output]) {
@@ -40580,7 +40596,7 @@ function collectGroups(model, index, space, heads, isFloatConst) {
     }
     const first = info.slots[0];
     units.sort((a, b) => a.indices.get(first)[0] - b.indices.get(first)[0]);
-    const kind = constantSlots.some((s) => consumers(index, s.tensor).some((n) => n.opType === "Conv" || n.opType === "ConvTranspose")) ? "channels" : info.slots.some((s) => heads.has(s)) ? "heads" : "ffn";
+    const kind = constantSlots.some((s) => consumers(index, s.tensor).some((n) => ruleOf(n)?.channels)) ? "channels" : info.slots.some((s) => heads.has(s)) ? "heads" : "ffn";
     groups.push({ id: groups.length, kind, where, units, constantSlots, slots: info.slots.map((s) => space.slots[s]) });
   }
   const order = graphOrder(index);
@@ -41183,6 +41199,9 @@ var import_onnx_proto12 = __toESM(require_onnx());
 
 // src/prune/stats.ts
 var import_onnx_proto11 = __toESM(require_onnx());
+function weightUse(node2, inputRank, weightRank) {
+  return ruleOf(node2)?.weight?.(node2, inputRank, weightRank);
+}
 function findConsumers(analysis, group) {
   const inGroup = new Set(group.slots.map((s) => s.id));
   const out = [];
@@ -41192,17 +41211,12 @@ function findConsumers(analysis, group) {
     const xr = analysis.traces[0].get(x)?.dims.length;
     const wr = analysis.model.constantInfo(w)?.dims.length;
     if (xr === void 0 || wr === void 0) continue;
-    let xAxis;
-    let wAxis;
-    if (node2.opType === "MatMul" && wr === 2) [xAxis, wAxis] = [xr - 1, 0];
-    else if (node2.opType === "Gemm" && !attrInt(node2, "transA", 0)) [xAxis, wAxis] = [1, attrInt(node2, "transB", 0) ? 1 : 0];
-    else if (node2.opType === "Conv" && attrInt(node2, "group", 1) === 1) [xAxis, wAxis] = [1, 1];
-    else if (node2.opType === "ConvTranspose" && attrInt(node2, "group", 1) === 1) [xAxis, wAxis] = [1, 0];
-    else continue;
-    const inputSlot = analysis.space.slot(x, xAxis);
-    const weightSlot = analysis.space.slot(w, wAxis);
+    const use = weightUse(node2, xr, wr);
+    if (!use) continue;
+    const inputSlot = analysis.space.slot(x, use.inputAxis);
+    const weightSlot = analysis.space.slot(w, use.weightIn);
     if (inputSlot && weightSlot && inGroup.has(inputSlot.id) && inGroup.has(weightSlot.id)) {
-      out.push({ node: node2, input: x, inputAxis: xAxis, inputSlot, weight: w, weightSlot });
+      out.push({ node: node2, input: x, inputAxis: use.inputAxis, inputSlot, weight: w, weightSlot, use });
     }
   }
   return out;
@@ -41303,43 +41317,31 @@ function symmetricGram(s) {
 
 // src/prune/compensate.ts
 var WeightMatrix = class {
-  constructor(dims, values, node2) {
-    this.dims = dims;
-    this.data = Float32Array.from(values);
-    const op = node2.opType;
-    const transB = op === "Gemm" && attrInt(node2, "transB", 0) === 1;
-    this.transposedConv = op === "ConvTranspose";
-    if (op === "Conv" || op === "ConvTranspose") {
-      [this.n, this.k] = op === "Conv" ? dims : [dims[1], dims[0]];
-      this.window = dims.slice(2).reduce((a, b) => a * b, 1);
-      this.rowMajorKN = false;
-      if (op === "ConvTranspose") this.taps = (attrInts(node2, "strides") ?? []).reduce((a, b) => a * b, 1);
-    } else {
-      this.window = 1;
-      this.rowMajorKN = !transB;
-      [this.k, this.n] = transB ? [dims[1], dims[0]] : [dims[0], dims[1]];
-    }
-  }
-  dims;
   data;
   k;
   n;
   window;
-  rowMajorKN;
-  /** ConvTranspose's layout, W[j, o, window...]; its kernel sum is divided by `taps`. */
-  transposedConv;
-  taps = 1;
-  /** Σ over the kernel window of W[o, j] (the weight itself for MatMul/Gemm). */
+  strideIn;
+  strideOut;
+  taps;
+  constructor(dims, values, use) {
+    this.data = Float32Array.from(values);
+    const strides = dims.map((_, a) => dims.slice(a + 1).reduce((x, y) => x * y, 1));
+    [this.k, this.n] = [dims[use.weightIn], dims[use.weightOut]];
+    [this.strideIn, this.strideOut] = [strides[use.weightIn], strides[use.weightOut]];
+    this.window = dims.slice(Math.max(use.weightIn, use.weightOut) + 1).reduce((x, y) => x * y, 1);
+    this.taps = use.tapsPerOutput;
+  }
+  /** Σ over the kernel window of W[j, o] (the weight itself for MatMul/Gemm), per output tap. */
   get(j, o) {
-    if (this.rowMajorKN) return this.data[j * this.n + o];
+    const base = j * this.strideIn + o * this.strideOut;
     let s = 0;
-    const base = (this.transposedConv ? j * this.n + o : o * this.k + j) * this.window;
     for (let w = 0; w < this.window; w++) s += this.data[base + w];
     return s / this.taps;
   }
+  /** Window 1 only (checked by the caller through `pointwise`). */
   set(j, o, v) {
-    if (this.rowMajorKN || this.transposedConv) this.data[j * this.n + o] = v;
-    else this.data[o * this.k + j] = v;
+    this.data[j * this.strideIn + o * this.strideOut] = v;
   }
   get pointwise() {
     return this.window === 1 && this.taps === 1;
@@ -41365,7 +41367,7 @@ function compensate(model, analysis, removals, stats, mode) {
 }
 function compensateConsumer(model, c, s, removed, reconstruct, notes) {
   const wt = model.constant(c.weight);
-  const w = new WeightMatrix(wt.dims, toFloat32(wt), c.node);
+  const w = new WeightMatrix(wt.dims, toFloat32(wt), c.use);
   const mean = channelMean(s);
   const delta = new Float64Array(w.n);
   if (reconstruct && w.pointwise) {
@@ -41445,8 +41447,7 @@ function choleskySolve(a, m, b, n) {
 }
 function addToBias(model, c, delta, dtype) {
   const node2 = c.node;
-  let scale = 1;
-  if (node2.opType === "Gemm") scale = 1 / attrFloat(node2, "beta", 1);
+  const scale = c.use.biasScale ?? 1;
   const add = (name) => {
     const t = model.constant(name);
     const v = Float32Array.from(toFloat32(t));
@@ -41456,13 +41457,15 @@ function addToBias(model, c, delta, dtype) {
     return true;
   };
   const biasTensor = () => fromFloat32(Array.from(delta, (d) => d * scale), dtype, [delta.length]);
-  if (node2.opType === "Conv" || node2.opType === "ConvTranspose" || node2.opType === "Gemm") {
-    const bias = node2.input[2];
+  const biasAt = c.use.biasInput;
+  if (biasAt !== void 0) {
+    const bias = node2.input[biasAt];
     if (bias && model.isConstant(bias) && add(bias)) return;
     if (bias) return;
     const name = model.uniqueName(`${node2.name || node2.output[0]}_bias`);
     model.addInitializer(name, biasTensor());
-    node2.input[2] = name;
+    while (node2.input.length < biasAt) node2.input.push("");
+    node2.input[biasAt] = name;
     return;
   }
   const out = node2.output[0];

@@ -1,6 +1,6 @@
 import { AtomSpace, Slot } from './atoms';
 import { GraphIndex, Node, nodeLabel, nodeReads } from './graph';
-import { OP_RULES, RuleContext } from './rules';
+import { RuleContext, ruleOf } from './rules';
 import { Trace, traceModel } from './trace';
 import { OnnxModel } from '../onnx/model';
 import { dummyFeeds, ort } from '../onnx/runtime';
@@ -171,7 +171,7 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
         mark(slotOf(name, axis));
       },
     };
-    const rule = (node.domain ?? '') === '' || node.domain === 'ai.onnx' ? OP_RULES[node.opType] : undefined;
+    const rule = ruleOf(node);
     if (rule) rule.link(ctx);
     // Whatever the rule did not account for is fixed in size: freeze it.
     const reason = rule
@@ -276,7 +276,7 @@ function collectGroups(
     // Units in layout order (first index of their first slot), so unit k reads naturally.
     const first = info.slots[0];
     units.sort((a, b) => a.indices.get(first)![0] - b.indices.get(first)![0]);
-    const kind: Structure = constantSlots.some((s) => consumers(index, s.tensor).some((n) => n.opType === 'Conv' || n.opType === 'ConvTranspose'))
+    const kind: Structure = constantSlots.some((s) => consumers(index, s.tensor).some((n) => ruleOf(n)?.channels))
       ? 'channels'
       : info.slots.some((s) => heads.has(s))
         ? 'heads'

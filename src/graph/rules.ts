@@ -1,4 +1,4 @@
-import { Node, attrInt, attrInts } from './graph';
+import { Node, attrFloat, attrInt, attrInts } from './graph';
 import type { Slot } from './atoms';
 
 /**
@@ -32,9 +32,34 @@ export interface RuleContext {
   keep(name: string, axis: number): void;
 }
 
-/** Per-op knowledge. `link` couples axes; every axis of the node it leaves alone is frozen. */
+/**
+ * How a weight op reads its input's channels through a constant weight (input 1): what scoring
+ * (Var(X_j)·||W_j||²) and compensation need to know about the op.
+ */
+export interface WeightUse {
+  /** The data input's (input 0's) axis holding the channels the weight contracts. */
+  inputAxis: number;
+  /** The weight's axis for those channels, and its axis for the output channels. */
+  weightIn: number;
+  weightOut: number;
+  /** Output elements per input element and window tap, on average (a ConvTranspose's strides). */
+  tapsPerOutput: number;
+  /** The input that holds the bias (Gemm, Conv), or undefined when a following Add does (MatMul). */
+  biasInput?: number;
+  /** Factor for a change of the bias, so the op adds the change as is (Gemm: 1 / beta); default 1. */
+  biasScale?: number;
+}
+
+/**
+ * Per-op knowledge. `link` couples axes; every axis of the node it leaves alone is frozen.
+ * `weight`, for ops that read a constant weight, says how (undefined when this node's form is
+ * not one the scorer and compensation handle, e.g. a grouped convolution).
+ */
 export interface OpRule {
   link(ctx: RuleContext): void;
+  weight?(node: Node, inputRank: number, weightRank: number): WeightUse | undefined;
+  /** Its weights hold convolution channels: the groups it reads are reported as `channels`. */
+  channels?: boolean;
 }
 
 const inputs = (n: Node) => n.input;
@@ -245,6 +270,8 @@ const reshape: OpRule = {
 
 /** MatMul with numpy semantics: A[..., M, K] x B[..., K, N] -> Y[..., M, N]. */
 const matmul: OpRule = {
+  weight: (_node, inputRank, weightRank) =>
+    weightRank === 2 ? { inputAxis: inputRank - 1, weightIn: 0, weightOut: 1, tapsPerOutput: 1 } : undefined,
   link(ctx) {
     const [a, b] = inputs(ctx.node);
     const y = outputs(ctx.node)[0];
@@ -264,6 +291,12 @@ const matmul: OpRule = {
 };
 
 const gemm: OpRule = {
+  weight(node) {
+    if (attrInt(node, 'transA', 0)) return undefined;
+    const transB = attrInt(node, 'transB', 0) === 1;
+    const biasScale = 1 / attrFloat(node, 'beta', 1);
+    return { inputAxis: 1, weightIn: transB ? 1 : 0, weightOut: transB ? 0 : 1, tapsPerOutput: 1, biasInput: 2, biasScale };
+  },
   link(ctx) {
     const [a, b, c] = inputs(ctx.node);
     const y = outputs(ctx.node)[0];
@@ -283,6 +316,14 @@ const gemm: OpRule = {
 function convRule(transposed: boolean): OpRule {
   const [inAxis, outAxis] = transposed ? [0, 1] : [1, 0];
   return {
+    weight(node) {
+      if (attrInt(node, 'group', 1) !== 1) return undefined;
+      // A transposed convolution scatters each input over a window, strides apart: an output
+      // element receives window / ∏strides taps on average.
+      const taps = transposed ? (attrInts(node, 'strides') ?? []).reduce((a, b) => a * b, 1) : 1;
+      return { inputAxis: 1, weightIn: inAxis, weightOut: outAxis, tapsPerOutput: taps, biasInput: 2 };
+    },
+    channels: true,
     link(ctx) {
       const [x, w, bias] = inputs(ctx.node);
       const y = outputs(ctx.node)[0];
@@ -454,3 +495,8 @@ export const OP_RULES: Record<string, OpRule> = {
   Shape: readsShape, Size: readsShape,
   Constant: constant,
 };
+
+/** The registry's rule for a node: default-domain ops only (a com.microsoft op is another op). */
+export function ruleOf(node: Node): OpRule | undefined {
+  return (node.domain ?? '') === '' || node.domain === 'ai.onnx' ? OP_RULES[node.opType] : undefined;
+}

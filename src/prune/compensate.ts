@@ -1,6 +1,6 @@
 import { onnx } from 'onnx-proto';
 import { Analysis } from '../graph/analysis';
-import { attrFloat, attrInt, attrInts } from '../graph/graph';
+import type { WeightUse } from '../graph/rules';
 import { OnnxModel } from '../onnx/model';
 import { fromFloat32, toFloat32 } from '../onnx/tensor';
 import { Removal } from './plan';
@@ -9,54 +9,40 @@ import { Compensation } from './types';
 
 /**
  * A consumer's weight seen as a matrix M[j, o]: j the input channel (the pruned axis), o the
- * output. Conv kernels are summed over their window for the bias (exact for 1x1, the mean
- * effect away from the borders otherwise). A ConvTranspose output element receives
- * window / ∏strides taps on average, so its kernel sum is divided by ∏strides.
+ * output, in whatever layout the op keeps them (WeightUse). A convolution's kernel is summed over
+ * its window for the bias (exact for 1x1, the mean effect away from the borders otherwise), and
+ * divided by the taps an output receives on average (a ConvTranspose's strides).
  */
 class WeightMatrix {
   readonly data: Float32Array;
   readonly k: number;
   readonly n: number;
   private readonly window: number;
-  private readonly rowMajorKN: boolean;
-  /** ConvTranspose's layout, W[j, o, window...]; its kernel sum is divided by `taps`. */
-  private readonly transposedConv: boolean;
-  private readonly taps: number = 1;
+  private readonly strideIn: number;
+  private readonly strideOut: number;
+  private readonly taps: number;
 
-  constructor(
-    readonly dims: number[],
-    values: Float32Array,
-    node: onnx.INodeProto,
-  ) {
+  constructor(dims: number[], values: Float32Array, use: WeightUse) {
     this.data = Float32Array.from(values);
-    const op = node.opType;
-    const transB = op === 'Gemm' && attrInt(node, 'transB', 0) === 1;
-    this.transposedConv = op === 'ConvTranspose';
-    if (op === 'Conv' || op === 'ConvTranspose') {
-      [this.n, this.k] = op === 'Conv' ? dims : [dims[1], dims[0]];
-      this.window = dims.slice(2).reduce((a, b) => a * b, 1);
-      this.rowMajorKN = false;
-      if (op === 'ConvTranspose') this.taps = (attrInts(node, 'strides') ?? []).reduce((a, b) => a * b, 1);
-    } else {
-      this.window = 1;
-      this.rowMajorKN = !transB;
-      [this.k, this.n] = transB ? [dims[1], dims[0]] : [dims[0], dims[1]];
-    }
+    const strides = dims.map((_, a) => dims.slice(a + 1).reduce((x, y) => x * y, 1));
+    [this.k, this.n] = [dims[use.weightIn], dims[use.weightOut]];
+    [this.strideIn, this.strideOut] = [strides[use.weightIn], strides[use.weightOut]];
+    // The window is the trailing axes after the two channel axes (a kernel's spatial extent).
+    this.window = dims.slice(Math.max(use.weightIn, use.weightOut) + 1).reduce((x, y) => x * y, 1);
+    this.taps = use.tapsPerOutput;
   }
 
-  /** Σ over the kernel window of W[o, j] (the weight itself for MatMul/Gemm). */
+  /** Σ over the kernel window of W[j, o] (the weight itself for MatMul/Gemm), per output tap. */
   get(j: number, o: number): number {
-    if (this.rowMajorKN) return this.data[j * this.n + o];
+    const base = j * this.strideIn + o * this.strideOut;
     let s = 0;
-    const base = (this.transposedConv ? j * this.n + o : o * this.k + j) * this.window;
     for (let w = 0; w < this.window; w++) s += this.data[base + w];
     return s / this.taps;
   }
 
+  /** Window 1 only (checked by the caller through `pointwise`). */
   set(j: number, o: number, v: number): void {
-    // Window 1 only (checked by the caller); a pointwise ConvTranspose with strides is not refit.
-    if (this.rowMajorKN || this.transposedConv) this.data[j * this.n + o] = v;
-    else this.data[o * this.k + j] = v;
+    this.data[j * this.strideIn + o * this.strideOut] = v;
   }
 
   get pointwise(): boolean {
@@ -107,7 +93,7 @@ function compensateConsumer(
   notes: string[],
 ): void {
   const wt = model.constant(c.weight)!;
-  const w = new WeightMatrix(wt.dims, toFloat32(wt), c.node);
+  const w = new WeightMatrix(wt.dims, toFloat32(wt), c.use);
   const mean = channelMean(s);
   const delta = new Float64Array(w.n);
   if (reconstruct && w.pointwise) {
@@ -193,13 +179,12 @@ export function choleskySolve(a: Float64Array, m: number, b: Float64Array, n: nu
 }
 
 /**
- * Adds `delta` to the consumer's bias: Conv's and Gemm's third input, or the Add that follows a
+ * Adds `delta` to the consumer's bias: its bias input (Conv, Gemm), or the Add that follows a
  * MatMul; creates the bias when the layer has none (LLaMA has no biases).
  */
 function addToBias(model: OnnxModel, c: Consumer, delta: Float64Array, dtype: number): void {
   const node = c.node;
-  let scale = 1;
-  if (node.opType === 'Gemm') scale = 1 / attrFloat(node, 'beta', 1);
+  const scale = c.use.biasScale ?? 1;
   const add = (name: string) => {
     const t = model.constant(name)!;
     const v = Float32Array.from(toFloat32(t));
@@ -209,13 +194,15 @@ function addToBias(model: OnnxModel, c: Consumer, delta: Float64Array, dtype: nu
     return true;
   };
   const biasTensor = () => fromFloat32(Array.from(delta, (d) => d * scale), dtype, [delta.length]);
-  if (node.opType === 'Conv' || node.opType === 'ConvTranspose' || node.opType === 'Gemm') {
-    const bias = node.input[2];
+  const biasAt = c.use.biasInput;
+  if (biasAt !== undefined) {
+    const bias = node.input[biasAt];
     if (bias && model.isConstant(bias) && add(bias)) return;
     if (bias) return; // a computed bias: leave it
     const name = model.uniqueName(`${node.name || node.output[0]}_bias`);
     model.addInitializer(name, biasTensor());
-    node.input[2] = name;
+    while (node.input.length < biasAt) node.input.push('');
+    node.input[biasAt] = name;
     return;
   }
   // MatMul: the bias is the constant operand of the Add that alone consumes its output.

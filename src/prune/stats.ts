@@ -1,14 +1,15 @@
 import { onnx } from 'onnx-proto';
 import { Analysis, Group } from '../graph/analysis';
 import { Slot } from '../graph/atoms';
-import { Node, attrInt } from '../graph/graph';
+import { Node } from '../graph/graph';
+import { WeightUse, ruleOf } from '../graph/rules';
 import { OnnxModel } from '../onnx/model';
 import { ort, sessionForProto } from '../onnx/runtime';
 import { Feeds } from './types';
 
 /**
- * A weight op that reads a group's channels: MatMul/Gemm/Conv whose weight is a constant and
- * whose contraction axis is in the group. Its input's statistics score the channels (FLAP:
+ * A weight op that reads a group's channels: an op whose registry entry has a `weight` (MatMul,
+ * Gemm, Conv, ConvTranspose), whose weight is a constant and whose contraction axis is in the group. Its input's statistics score the channels (FLAP:
  * Var(X_j)·||W_j||²) and its bias absorbs what removed channels contributed on average.
  */
 export interface Consumer {
@@ -18,6 +19,12 @@ export interface Consumer {
   inputSlot: Slot;
   weight: string;
   weightSlot: Slot;
+  use: WeightUse;
+}
+
+/** The registry's WeightUse for this node, if it reads a weight in a way the registry knows. */
+function weightUse(node: Node, inputRank: number, weightRank: number): WeightUse | undefined {
+  return ruleOf(node)?.weight?.(node, inputRank, weightRank);
 }
 
 export function findConsumers(analysis: Analysis, group: Group): Consumer[] {
@@ -29,17 +36,12 @@ export function findConsumers(analysis: Analysis, group: Group): Consumer[] {
     const xr = analysis.traces[0].get(x)?.dims.length;
     const wr = analysis.model.constantInfo(w)?.dims.length;
     if (xr === undefined || wr === undefined) continue;
-    let xAxis: number;
-    let wAxis: number;
-    if (node.opType === 'MatMul' && wr === 2) [xAxis, wAxis] = [xr - 1, 0];
-    else if (node.opType === 'Gemm' && !attrInt(node, 'transA', 0)) [xAxis, wAxis] = [1, attrInt(node, 'transB', 0) ? 1 : 0];
-    else if (node.opType === 'Conv' && attrInt(node, 'group', 1) === 1) [xAxis, wAxis] = [1, 1];
-    else if (node.opType === 'ConvTranspose' && attrInt(node, 'group', 1) === 1) [xAxis, wAxis] = [1, 0];
-    else continue;
-    const inputSlot = analysis.space.slot(x, xAxis);
-    const weightSlot = analysis.space.slot(w, wAxis);
+    const use = weightUse(node, xr, wr);
+    if (!use) continue;
+    const inputSlot = analysis.space.slot(x, use.inputAxis);
+    const weightSlot = analysis.space.slot(w, use.weightIn);
     if (inputSlot && weightSlot && inGroup.has(inputSlot.id) && inGroup.has(weightSlot.id)) {
-      out.push({ node, input: x, inputAxis: xAxis, inputSlot, weight: w, weightSlot });
+      out.push({ node, input: x, inputAxis: use.inputAxis, inputSlot, weight: w, weightSlot, use });
     }
   }
   return out;
