@@ -81232,692 +81232,6 @@ var init_atoms = __esm({
   }
 });
 
-// src/graph/rules.ts
-function linkAllAxes(ctx, from, to) {
-  const r = rank(ctx, from);
-  if (r < 0 || r !== rank(ctx, to)) return;
-  for (let a = 0; a < r; a++) ctx.same(from, a, to, a);
-}
-function linkBroadcast(ctx, ins, out) {
-  const od = ctx.dims(out);
-  if (!od) return;
-  for (const name of ins) {
-    const d = ctx.dims(name);
-    if (!name || !d) continue;
-    const shift = od.length - d.length;
-    for (let a = 0; a < d.length; a++) if (d[a] === od[a + shift]) ctx.same(name, a, out, a + shift);
-  }
-}
-function normAxis(axis, r) {
-  return axis < 0 ? axis + r : axis;
-}
-function normalizesOver(reason, axesOf) {
-  return {
-    link(ctx) {
-      const n = ctx.node;
-      const x = inputs(n)[0];
-      const r = rank(ctx, x);
-      if (r < 0) return;
-      const axes = axesOf(ctx, r);
-      if (!axes) return;
-      linkAllAxes(ctx, x, outputs(n)[0]);
-      for (const a of axes) {
-        ctx.freeze(x, a, reason);
-        ctx.freeze(outputs(n)[0], a, reason);
-      }
-      for (const p of inputs(n).slice(1)) {
-        const rp = rank(ctx, p);
-        for (let a = 0; a < rp; a++) ctx.same(p, a, x, a + r - rp);
-      }
-      for (const o of outputs(n).slice(1)) for (let a = 0; a < rank(ctx, o); a++) ctx.keep(o, a);
-    }
-  };
-}
-function softmaxRule(op) {
-  return normalizesOver(`${op} normalizes over it`, (ctx, r) => {
-    const axis = normAxis(attrInt(ctx.node, "axis", ctx.opset >= 13 ? -1 : 1), r);
-    return ctx.opset >= 13 ? [axis] : Array.from({ length: r - axis }, (_, i) => axis + i);
-  });
-}
-function reduceRule(op) {
-  return {
-    link(ctx) {
-      const n = ctx.node;
-      const x = inputs(n)[0];
-      const y = outputs(n)[0];
-      const r = rank(ctx, x);
-      if (r < 0) return;
-      let axes = attrInts(n, "axes") ?? (inputs(n)[1] ? ctx.ints(inputs(n)[1]) : void 0);
-      if (inputs(n)[1] && !axes) return;
-      if (!axes || axes.length === 0) {
-        if (attrInt(n, "noop_with_empty_axes", 0)) return linkAllAxes(ctx, x, y);
-        axes = Array.from({ length: r }, (_, i) => i);
-      }
-      const reduced = new Set(axes.map((a) => normAxis(a, r)));
-      const keepdims = attrInt(n, "keepdims", 1) === 1;
-      let o = 0;
-      for (let a = 0; a < r; a++) {
-        if (reduced.has(a)) {
-          ctx.freeze(x, a, `${op} reduces over it (a normalization or sum over channels)`);
-          if (keepdims) o++;
-        } else ctx.same(x, a, y, o++);
-      }
-    }
-  };
-}
-function reshapeBlocks(a, b) {
-  const blocks = [];
-  let i = 0;
-  let j = 0;
-  while (i < a.length || j < b.length) {
-    const from = [];
-    const to = [];
-    let pa = 1;
-    let pb = 1;
-    if (i < a.length) pa *= a[from.push(i), i++];
-    if (j < b.length) pb *= b[to.push(j), j++];
-    while (pa !== pb) {
-      if (pa < pb && i < a.length) pa *= a[from.push(i), i++];
-      else if (pb < pa && j < b.length) pb *= b[to.push(j), j++];
-      else return void 0;
-    }
-    while (i < a.length && a[i] === 1 && !(j < b.length && b[j] === 1)) from.push(i++);
-    while (j < b.length && b[j] === 1 && !(i < a.length && a[i] === 1)) to.push(j++);
-    blocks.push({ from, to });
-  }
-  return blocks;
-}
-function isSelection(ctx, tensor, axis, depth = 0) {
-  const users = ctx.consumers(tensor);
-  const r = rank(ctx, tensor);
-  if (users.length === 0 || axis < 0 || depth > 8) return false;
-  return users.every((u) => {
-    if (u.opType === "Transpose") {
-      const perm = attrInts(u, "perm") ?? Array.from({ length: r }, (_, i) => r - 1 - i);
-      return isSelection(ctx, u.output[0], perm.indexOf(axis), depth + 1);
-    }
-    if (u.opType === "Gather") {
-      const index = u.input[1];
-      return u.input[0] === tensor && normAxis(attrInt(u, "axis", 0), r) === axis && rank(ctx, index) === 0 && ctx.ints(index)?.length === 1;
-    }
-    if (u.opType === "Split") {
-      return normAxis(attrInt(u, "axis", 0), r) === axis && u.output.every((o) => ctx.dims(o)?.[axis] === 1);
-    }
-    return false;
-  });
-}
-function convRule(transposed) {
-  const [inAxis, outAxis] = transposed ? [0, 1] : [1, 0];
-  return {
-    weight(node2) {
-      if (attrInt(node2, "group", 1) !== 1) return void 0;
-      const taps = transposed ? (attrInts(node2, "strides") ?? []).reduce((a, b) => a * b, 1) : 1;
-      return { inputAxis: 1, weightIn: inAxis, weightOut: outAxis, tapsPerOutput: taps, biasInput: 2 };
-    },
-    channels: true,
-    link(ctx) {
-      const [x, w, bias] = inputs(ctx.node);
-      const y = outputs(ctx.node)[0];
-      const group = attrInt(ctx.node, "group", 1);
-      const cin = ctx.dims(x)?.[1];
-      const cout = ctx.dims(y)?.[1];
-      ctx.same(x, 0, y, 0);
-      if (bias) ctx.same(bias, 0, y, 1);
-      if (group === 1) {
-        ctx.same(x, 1, w, inAxis);
-        ctx.same(w, outAxis, y, 1);
-      } else if (group === cin && group === cout) {
-        ctx.same(x, 1, y, 1);
-        ctx.same(w, 0, y, 1);
-      } else {
-        if (!transposed) ctx.same(w, 0, y, 1);
-        ctx.freeze(y, 1, `grouped ${transposed ? "transposed " : ""}convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
-      }
-    }
-  };
-}
-function piecewise(whole, parts, axis, ctx) {
-  const r = rank(ctx, whole);
-  const ax = normAxis(axis, r);
-  let offset = 0;
-  for (const p of parts) {
-    if (!p) continue;
-    const d = ctx.dims(p);
-    if (!d) return;
-    for (let a = 0; a < r; a++) {
-      if (a === ax) ctx.offset(whole, a, p, a, offset);
-      else ctx.same(whole, a, p, a);
-    }
-    offset += d[ax];
-  }
-}
-function ruleOf(node2) {
-  return (node2.domain ?? "") === "" || node2.domain === "ai.onnx" ? OP_RULES[node2.opType] : void 0;
-}
-var inputs, outputs, rank, unary, broadcast, perChannelNorm, layerNorm, pool, transpose, reshape, matmul, gemm, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
-var init_rules = __esm({
-  "src/graph/rules.ts"() {
-    "use strict";
-    init_graph();
-    inputs = (n) => n.input;
-    outputs = (n) => n.output;
-    rank = (ctx, name) => ctx.dims(name)?.length ?? -1;
-    unary = { link: (ctx) => linkAllAxes(ctx, inputs(ctx.node)[0], outputs(ctx.node)[0]) };
-    broadcast = { link: (ctx) => linkBroadcast(ctx, inputs(ctx.node), outputs(ctx.node)[0]) };
-    perChannelNorm = {
-      link(ctx) {
-        const [x, ...params] = inputs(ctx.node);
-        const y = outputs(ctx.node)[0];
-        linkAllAxes(ctx, x, y);
-        for (const p of params) if (p && rank(ctx, p) === 1) ctx.same(p, 0, y, 1);
-      }
-    };
-    layerNorm = normalizesOver("LayerNormalization normalizes over it (the residual stream)", (ctx, r) => {
-      const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
-      return Array.from({ length: r - axis }, (_, i) => axis + i);
-    });
-    pool = {
-      link(ctx) {
-        const x = inputs(ctx.node)[0];
-        for (const y of outputs(ctx.node)) {
-          if (!y) continue;
-          ctx.same(x, 0, y, 0);
-          ctx.same(x, 1, y, 1);
-        }
-      }
-    };
-    transpose = {
-      link(ctx) {
-        const x = inputs(ctx.node)[0];
-        const y = outputs(ctx.node)[0];
-        const r = rank(ctx, x);
-        if (r < 0) return;
-        const perm = attrInts(ctx.node, "perm") ?? Array.from({ length: r }, (_, i) => r - 1 - i);
-        perm.forEach((p, j) => ctx.same(x, p, y, j));
-      }
-    };
-    reshape = {
-      link(ctx) {
-        const x = inputs(ctx.node)[0];
-        const y = outputs(ctx.node)[0];
-        const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
-        if (!a || !b || !a2 || !b2) return;
-        const blocks = reshapeBlocks(a, b);
-        const blocks2 = reshapeBlocks(a2, b2);
-        if (!blocks || JSON.stringify(blocks) !== JSON.stringify(blocks2)) return;
-        for (const { from, to } of blocks) {
-          const f = from.filter((k) => a[k] !== 1);
-          const t = to.filter((k) => b[k] !== 1);
-          if (f.length === 1 && t.length === 1) ctx.same(x, f[0], y, t[0]);
-          else if (f.length === 1 && t.length > 2 && isSelection(ctx, y, t[0])) ctx.outer(x, f[0], y, t[1], a[f[0]] / (b[t[0]] * b[t[1]]));
-          else if (f.length === 1 && t.length > 1) ctx.outer(x, f[0], y, t[0], a[f[0]] / b[t[0]]);
-          else if (f.length > 1 && t.length === 1) ctx.outer(y, t[0], x, f[0], b[t[0]] / a[f[0]]);
-        }
-      }
-    };
-    matmul = {
-      weight: (_node, inputRank, weightRank) => weightRank === 2 ? { inputAxis: inputRank - 1, weightIn: 0, weightOut: 1, tapsPerOutput: 1 } : void 0,
-      link(ctx) {
-        const [a, b] = inputs(ctx.node);
-        const y = outputs(ctx.node)[0];
-        const ra = rank(ctx, a);
-        const rb = rank(ctx, b);
-        const ry = rank(ctx, y);
-        if (ra < 2 || rb < 2) return;
-        ctx.same(a, ra - 2, y, ry - 2);
-        ctx.same(b, rb - 1, y, ry - 1);
-        ctx.same(a, ra - 1, b, rb - 2);
-        const ya = ctx.dims(y);
-        for (const [name, r] of [[a, ra], [b, rb]]) {
-          const d = ctx.dims(name);
-          for (let k = 0; k < r - 2; k++) if (d[k] === ya[k + ry - r]) ctx.same(name, k, y, k + ry - r);
-        }
-      }
-    };
-    gemm = {
-      weight(node2) {
-        if (attrInt(node2, "transA", 0)) return void 0;
-        const transB = attrInt(node2, "transB", 0) === 1;
-        const biasScale = 1 / attrFloat(node2, "beta", 1);
-        return { inputAxis: 1, weightIn: transB ? 1 : 0, weightOut: transB ? 0 : 1, tapsPerOutput: 1, biasInput: 2, biasScale };
-      },
-      link(ctx) {
-        const [a, b, c] = inputs(ctx.node);
-        const y = outputs(ctx.node)[0];
-        const ta = attrInt(ctx.node, "transA", 0);
-        const tb = attrInt(ctx.node, "transB", 0);
-        ctx.same(a, ta ? 1 : 0, y, 0);
-        ctx.same(a, ta ? 0 : 1, b, tb ? 1 : 0);
-        ctx.same(b, tb ? 0 : 1, y, 1);
-        if (c) linkBroadcast(ctx, [c], y);
-      }
-    };
-    split = {
-      link: (ctx) => piecewise(inputs(ctx.node)[0], outputs(ctx.node), attrInt(ctx.node, "axis", 0), ctx)
-    };
-    concat = {
-      link: (ctx) => piecewise(outputs(ctx.node)[0], inputs(ctx.node), attrInt(ctx.node, "axis", 0), ctx)
-    };
-    slice = {
-      link(ctx) {
-        const n = ctx.node;
-        const [x, startsName, endsName, axesName, stepsName] = inputs(n);
-        const y = outputs(n)[0];
-        const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
-        if (!a || !b || !a2 || !b2 || a.length !== b.length) return;
-        const axes = (axesName ? ctx.ints(axesName) : Array.from({ length: a.length }, (_, i) => i))?.map((ax) => normAxis(ax, a.length));
-        const steps = stepsName ? ctx.ints(stepsName) : void 0;
-        if (!axes || stepsName && !steps) return;
-        const starts = startsName && ctx.isConstant(startsName) && endsName && ctx.isConstant(endsName) ? ctx.ints(startsName) : void 0;
-        for (let k = 0; k < a.length; k++) {
-          const i = axes.indexOf(k);
-          const step = i < 0 ? 1 : steps?.[i] ?? 1;
-          if (step !== 1) continue;
-          if (a[k] === b[k] && a2[k] === b2[k]) ctx.same(x, k, y, k);
-          else if (starts && i >= 0 && a[k] === a2[k] && b[k] === b2[k]) {
-            const start = Math.min(Math.max(starts[i] < 0 ? starts[i] + a[k] : starts[i], 0), a[k]);
-            if (start + b[k] <= a[k]) ctx.offset(x, k, y, k, start);
-          }
-        }
-      }
-    };
-    pad = {
-      link(ctx) {
-        const n = ctx.node;
-        const [x, padsName, , axesName] = inputs(n);
-        const y = outputs(n)[0];
-        const r = rank(ctx, x);
-        if (r < 0) return;
-        const pads = ctx.opset >= 11 ? padsName ? ctx.ints(padsName) : void 0 : attrInts(n, "pads");
-        const axes = axesName ? ctx.ints(axesName)?.map((a) => normAxis(a, r)) : Array.from({ length: r }, (_, i) => i);
-        if (!pads || !axes || pads.length !== 2 * axes.length) return;
-        const padded = new Set(axes.filter((_, i) => pads[i] !== 0 || pads[i + axes.length] !== 0));
-        for (let k = 0; k < r; k++) {
-          if (!padded.has(k)) ctx.same(x, k, y, k);
-          else for (const t of [x, y]) ctx.freeze(t, k, `padded by Pad ${n.name ?? ""} (its width is part of the pads)`.replace("  ", " "));
-        }
-      }
-    };
-    gather = {
-      link(ctx) {
-        const [data, indices] = inputs(ctx.node);
-        const y = outputs(ctx.node)[0];
-        const r = rank(ctx, data);
-        const ri = rank(ctx, indices);
-        if (r < 0 || ri < 0) return;
-        const axis = normAxis(attrInt(ctx.node, "axis", 0), r);
-        for (let k = 0; k < r; k++) {
-          if (k < axis) ctx.same(data, k, y, k);
-          else if (k > axis) ctx.same(data, k, y, k - 1 + ri);
-        }
-        ctx.freeze(data, axis, `rows picked by Gather ${ctx.node.name ?? ""} (e.g. a vocabulary)`.trim());
-      }
-    };
-    expand = { link: (ctx) => linkBroadcast(ctx, [inputs(ctx.node)[0]], outputs(ctx.node)[0]) };
-    readsShape = {
-      link(ctx) {
-        const x = inputs(ctx.node)[0];
-        for (let a = 0; a < rank(ctx, x); a++) ctx.keep(x, a);
-      }
-    };
-    resize = pool;
-    constant = {
-      link(ctx) {
-        const y = outputs(ctx.node)[0];
-        for (let a = 0; a < rank(ctx, y); a++) ctx.keep(y, a);
-      }
-    };
-    OP_RULES = {
-      // element-wise, one input
-      Relu: unary,
-      LeakyRelu: unary,
-      PRelu: broadcast,
-      Elu: unary,
-      Selu: unary,
-      Celu: unary,
-      Gelu: unary,
-      Sigmoid: unary,
-      HardSigmoid: unary,
-      HardSwish: unary,
-      Tanh: unary,
-      Erf: unary,
-      Softplus: unary,
-      Softsign: unary,
-      Mish: unary,
-      ThresholdedRelu: unary,
-      Exp: unary,
-      Log: unary,
-      Sqrt: unary,
-      Reciprocal: unary,
-      Neg: unary,
-      Abs: unary,
-      Sign: unary,
-      Floor: unary,
-      Ceil: unary,
-      Round: unary,
-      Sin: unary,
-      Cos: unary,
-      Cast: unary,
-      CastLike: broadcast,
-      Identity: unary,
-      Dropout: unary,
-      Not: unary,
-      IsNaN: unary,
-      IsInf: unary,
-      // element-wise with broadcasting (bias Add, SwiGLU Mul, squeeze-excite gate, residual Add)
-      Add: broadcast,
-      Sub: broadcast,
-      Mul: broadcast,
-      Div: broadcast,
-      Pow: broadcast,
-      Max: broadcast,
-      Min: broadcast,
-      Sum: broadcast,
-      Mean: broadcast,
-      Mod: broadcast,
-      Where: broadcast,
-      Clip: broadcast,
-      Equal: broadcast,
-      Less: broadcast,
-      Greater: broadcast,
-      LessOrEqual: broadcast,
-      GreaterOrEqual: broadcast,
-      And: broadcast,
-      Or: broadcast,
-      Xor: broadcast,
-      // normalizations
-      BatchNormalization: perChannelNorm,
-      InstanceNormalization: perChannelNorm,
-      LayerNormalization: layerNorm,
-      Softmax: softmaxRule("Softmax"),
-      LogSoftmax: softmaxRule("LogSoftmax"),
-      Hardmax: softmaxRule("Hardmax"),
-      ReduceMean: reduceRule("ReduceMean"),
-      ReduceSum: reduceRule("ReduceSum"),
-      ReduceMax: reduceRule("ReduceMax"),
-      ReduceMin: reduceRule("ReduceMin"),
-      ReduceProd: reduceRule("ReduceProd"),
-      ReduceL1: reduceRule("ReduceL1"),
-      ReduceL2: reduceRule("ReduceL2"),
-      ReduceSumSquare: reduceRule("ReduceSumSquare"),
-      ReduceLogSum: reduceRule("ReduceLogSum"),
-      ReduceLogSumExp: reduceRule("ReduceLogSumExp"),
-      // weights
-      MatMul: matmul,
-      Gemm: gemm,
-      Conv: convRule(false),
-      ConvTranspose: convRule(true),
-      // layout
-      Transpose: transpose,
-      Reshape: reshape,
-      Flatten: reshape,
-      Squeeze: reshape,
-      Unsqueeze: reshape,
-      Split: split,
-      Concat: concat,
-      Slice: slice,
-      Pad: pad,
-      Gather: gather,
-      Expand: expand,
-      GlobalAveragePool: pool,
-      GlobalMaxPool: pool,
-      GlobalLpPool: pool,
-      AveragePool: pool,
-      MaxPool: pool,
-      LpPool: pool,
-      Resize: resize,
-      Upsample: resize,
-      Shape: readsShape,
-      Size: readsShape,
-      Constant: constant
-    };
-  }
-});
-
-// src/graph/analysis.ts
-async function traceTwice(model) {
-  const t1 = await traceModel(model, dummyFeeds(model, ...TRACE_SIZES[0]));
-  const t2 = await traceModel(model, dummyFeeds(model, ...TRACE_SIZES[1]));
-  return [t1, t2];
-}
-async function analyze(model, options = {}) {
-  const index = new GraphIndex(model);
-  const traces = options.traces ?? await traceTwice(model);
-  const [t1, t2] = traces;
-  const space = new AtomSpace();
-  const dimsOf = (name, which) => {
-    const traced = (which === 0 ? t1 : t2).get(name);
-    if (traced) return traced.dims;
-    return model.constantInfo(name)?.dims;
-  };
-  const isFloatConst = (name) => {
-    const info3 = model.constantInfo(name);
-    return !!info3 && isFloatDType(info3.dtype);
-  };
-  const addSlots = (name) => {
-    if (!name) return;
-    const d1 = dimsOf(name, 0);
-    const d2 = dimsOf(name, 1);
-    if (!d1 || !d2 || d1.length !== d2.length) return;
-    const type = t1.get(name)?.type;
-    const constInfo = model.constantInfo(name);
-    const isInt = type ? INT_TYPES.has(type) : constInfo ? !isFloatDType(constInfo.dtype) && constInfo.dtype !== 9 : false;
-    if (isInt && d1.length <= 1) return;
-    d1.forEach((size, axis) => {
-      if (size > 1 && size === d2[axis]) space.addSlot(name, axis, size, model.isConstant(name));
-    });
-  };
-  for (const name of model.constantNames()) addSlots(name);
-  for (const name of t1.keys()) addSlots(name);
-  space.seal();
-  const headAxes = /* @__PURE__ */ new Set();
-  const opset = model.defaultOpset ?? 13;
-  for (const node2 of index.nodes) {
-    const touched = /* @__PURE__ */ new Set();
-    const mark = (s) => s && touched.add(s.id);
-    const slotOf = (name, axis) => {
-      if (!name) return void 0;
-      const r = dimsOf(name, 0)?.length ?? 0;
-      return space.slot(name, axis < 0 ? axis + r : axis);
-    };
-    const ctx = {
-      node: node2,
-      opset,
-      dims: (n) => dimsOf(n, 0),
-      dims2: (n) => dimsOf(n, 1),
-      ints: (n) => {
-        const info3 = model.constantInfo(n);
-        if (info3 && isFloatDType(info3.dtype)) return void 0;
-        const c = info3 && model.constant(n);
-        if (c) return Array.from(c.data, Number);
-        const v1 = t1.get(n)?.ints;
-        const v2 = t2.get(n)?.ints;
-        return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : void 0;
-      },
-      isConstant: (n) => model.isConstant(n),
-      consumers: (n) => index.consumersOf(n),
-      slot: slotOf,
-      same(a, axA, b, axB) {
-        const sa = slotOf(a, axA);
-        const sb = slotOf(b, axB);
-        mark(sa);
-        mark(sb);
-        if (sa && sb && sa.size === sb.size) space.same(sa, sb);
-        else if (sa && sb) {
-          space.freeze(sa, `${nodeLabel(node2)}: axis sizes differ`);
-          space.freeze(sb, `${nodeLabel(node2)}: axis sizes differ`);
-        } else if (sa || sb) {
-          space.freeze(sa ?? sb, `${nodeLabel(node2)} (${node2.opType}) broadcasts or resizes it`);
-        }
-      },
-      offset(whole, axW, part, axP, off) {
-        const sw = slotOf(whole, axW);
-        const sp = slotOf(part, axP);
-        mark(sw);
-        mark(sp);
-        if (sw && sp) space.offset(sw, sp, off);
-        else if (sw || sp) space.freeze(sw ?? sp, `${nodeLabel(node2)} (${node2.opType}) cuts it`);
-      },
-      outer(merged, axM, outer, axO, inner) {
-        const sm = slotOf(merged, axM);
-        const so = slotOf(outer, axO);
-        mark(sm);
-        mark(so);
-        if (sm && so && Number.isInteger(inner) && sm.size % (so.size * inner) === 0) {
-          space.outer(sm, so, inner);
-          headAxes.add(so.id);
-        } else if (sm || so) space.freeze(sm ?? so, `${nodeLabel(node2)} (${node2.opType}) mixes it with a dynamic axis`);
-      },
-      freeze(name, axis, reason2) {
-        const s = slotOf(name, axis);
-        mark(s);
-        if (s) space.freeze(s, reason2);
-      },
-      keep(name, axis) {
-        mark(slotOf(name, axis));
-      }
-    };
-    const rule = ruleOf(node2);
-    if (rule) rule.link(ctx);
-    const reason = rule ? `fixed by ${node2.opType} ${nodeLabel(node2)}` : `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} is not understood by the engine`;
-    for (const name of [...nodeReads(node2), ...node2.output]) {
-      for (const s of name ? space.slotsOf(name) : []) {
-        if (!touched.has(s.id)) {
-          space.freeze(s, reason);
-        }
-      }
-    }
-  }
-  for (const v of model.graph.input) for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model input");
-  for (const v of model.graph.output) for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model output");
-  for (const f of options.frozen ?? []) {
-    const s = space.slot(f.tensor, f.axis);
-    if (s) space.freeze(s, f.reason);
-  }
-  const { groups, skipped } = collectGroups(model, index, space, headAxes, isFloatConst);
-  return { model, index, space, traces, groups, skipped };
-}
-function collectGroups(model, index, space, heads, isFloatConst) {
-  const classes = /* @__PURE__ */ new Map();
-  const rootOf = new Int32Array(space.atomCount);
-  for (const slot of space.slots) {
-    const frozen = space.frozen.get(slot.id);
-    for (let i = 0; i < slot.size; i++) {
-      const root = space.find(slot.base + i);
-      rootOf[slot.base + i] = root;
-      let info3 = classes.get(root);
-      if (!info3) classes.set(root, info3 = { slots: [], counts: [] });
-      if (info3.slots[info3.slots.length - 1] === slot.id) info3.counts[info3.counts.length - 1]++;
-      else {
-        info3.slots.push(slot.id);
-        info3.counts.push(1);
-      }
-      if (frozen && (!info3.frozen || reasonRank(frozen) > reasonRank(info3.frozen))) info3.frozen = frozen;
-    }
-  }
-  const paramSlots = space.slots.filter((s) => s.constant && isFloatConst(s.tensor));
-  const isParamSlot = new Set(paramSlots.map((s) => s.id));
-  const bySignature = /* @__PURE__ */ new Map();
-  for (const [root, info3] of classes) {
-    if (!info3.slots.some((s) => isParamSlot.has(s))) continue;
-    const key = `${info3.frozen ? "F" : "P"}|${info3.slots.join(",")}|${info3.counts.join(",")}`;
-    const entry = bySignature.get(key);
-    if (entry) entry.roots.push(root);
-    else bySignature.set(key, { roots: [root], info: info3 });
-  }
-  const groups = [];
-  const skipped = [];
-  const slotParams = (slotId, count2) => {
-    const s = space.slots[slotId];
-    const dims = model.constantInfo(s.tensor)?.dims ?? [];
-    return count2 * dims.reduce((a, b) => a * b, 1) / s.size;
-  };
-  for (const { roots, info: info3 } of bySignature.values()) {
-    const constantSlots = info3.slots.filter((s) => isParamSlot.has(s)).map((s) => space.slots[s]);
-    const unitParams = info3.slots.reduce((sum, s, i) => sum + (isParamSlot.has(s) ? slotParams(s, info3.counts[i]) : 0), 0);
-    const where = describeWeights(constantSlots, index);
-    if (info3.frozen) {
-      if (info3.slots.length === 1 && !info3.frozen.includes("not understood")) continue;
-      skipped.push({ where, reason: info3.frozen, params: Math.round(unitParams * roots.length) });
-      continue;
-    }
-    if (roots.length < 2) {
-      skipped.push({ where, reason: "a single unit: removing it would empty the layer", params: Math.round(unitParams) });
-      continue;
-    }
-    const rootSet = new Map(roots.map((r, i) => [r, i]));
-    const units = roots.map(() => ({ indices: /* @__PURE__ */ new Map(), params: unitParams }));
-    for (const slotId of info3.slots) {
-      const slot = space.slots[slotId];
-      for (let i = 0; i < slot.size; i++) {
-        const u = rootSet.get(rootOf[slot.base + i]);
-        if (u === void 0) continue;
-        const list = units[u].indices.get(slotId);
-        if (list) list.push(i);
-        else units[u].indices.set(slotId, [i]);
-      }
-    }
-    const first = info3.slots[0];
-    units.sort((a, b) => a.indices.get(first)[0] - b.indices.get(first)[0]);
-    const kind = constantSlots.some((s) => consumers(index, s.tensor).some((n) => ruleOf(n)?.channels)) ? "channels" : info3.slots.some((s) => heads.has(s)) ? "heads" : "ffn";
-    groups.push({ id: groups.length, kind, where, units, constantSlots, slots: info3.slots.map((s) => space.slots[s]) });
-  }
-  const order = graphOrder(index);
-  const position = (g) => Math.min(...g.constantSlots.flatMap((s) => consumers(index, s.tensor).map((n) => order.get(n) ?? Infinity)));
-  groups.sort((a, b) => position(a) - position(b));
-  groups.forEach((g, i) => g.id = i);
-  return { groups, skipped };
-}
-function consumers(index, tensor) {
-  const direct = index.consumersOf(tensor);
-  return direct.flatMap((n) => ["Cast", "Transpose", "Identity"].includes(n.opType) ? index.consumersOf(n.output[0]) : [n]);
-}
-function graphOrder(index) {
-  let order = orders.get(index);
-  if (!order) orders.set(index, order = new Map(index.nodes.map((n, i) => [n, i])));
-  return order;
-}
-function reasonRank(reason) {
-  if (reason.includes("not understood")) return 5;
-  if (/normaliz|reduces over/.test(reason)) return 4;
-  if (reason === "model output" || reason === "model input") return 3;
-  if (reason.includes("Gather")) return 2;
-  return 1;
-}
-function describeWeights(slots, index) {
-  const order = graphOrder(index);
-  const ops = [...new Set(slots.flatMap((s) => consumers(index, s.tensor)))].sort((a, b) => order.get(a) - order.get(b));
-  const names = [...new Set(ops.map((n) => nodeLabel(n)))];
-  if (names.length === 0) return listed(slots.map((s) => s.tensor));
-  if (names.length === 1) return names[0];
-  let prefix = names[0];
-  for (const n of names) while (!n.startsWith(prefix)) prefix = prefix.slice(0, -1);
-  prefix = prefix.slice(0, prefix.lastIndexOf("/") + 1);
-  if (prefix.length < 2) return listed(names);
-  return `${prefix.replace(/\/$/, "")} (${listed(names.map((n) => n.slice(prefix.length)))})`;
-}
-function listed(names) {
-  return names.length <= 6 ? names.join(", ") : `${names.slice(0, 5).join(", ")} and ${names.length - 5} more`;
-}
-var TRACE_SIZES, INT_TYPES, orders;
-var init_analysis = __esm({
-  "src/graph/analysis.ts"() {
-    "use strict";
-    init_atoms();
-    init_graph();
-    init_rules();
-    init_trace();
-    init_runtime();
-    init_dtype();
-    TRACE_SIZES = [
-      [2, 7],
-      [3, 5]
-    ];
-    INT_TYPES = /* @__PURE__ */ new Set(["int64", "int32", "uint64", "uint32", "int16", "uint16", "int8", "uint8"]);
-    orders = /* @__PURE__ */ new WeakMap();
-  }
-});
-
 // src/graph/shape-eval.ts
 function broadcastDims(a, b) {
   const r = Math.max(a.length, b.length);
@@ -82219,6 +81533,757 @@ var init_shape_eval = __esm({
   }
 });
 
+// src/graph/rules.ts
+function linkAllAxes(ctx, from, to) {
+  const r = rank(ctx, from);
+  if (r < 0 || r !== rank(ctx, to)) return;
+  for (let a = 0; a < r; a++) ctx.same(from, a, to, a);
+}
+function linkBroadcast(ctx, ins, out) {
+  const od = ctx.dims(out);
+  if (!od) return;
+  for (const name of ins) {
+    const d = ctx.dims(name);
+    if (!name || !d) continue;
+    const shift = od.length - d.length;
+    for (let a = 0; a < d.length; a++) if (d[a] === od[a + shift]) ctx.same(name, a, out, a + shift);
+  }
+}
+function normAxis(axis, r) {
+  return axis < 0 ? axis + r : axis;
+}
+function normalizesOver(reason, axesOf) {
+  return {
+    link(ctx) {
+      const n = ctx.node;
+      const x = inputs(n)[0];
+      const r = rank(ctx, x);
+      if (r < 0) return;
+      const axes = axesOf(ctx, r);
+      if (!axes) return;
+      linkAllAxes(ctx, x, outputs(n)[0]);
+      for (const a of axes) {
+        ctx.freeze(x, a, reason);
+        ctx.freeze(outputs(n)[0], a, reason);
+      }
+      for (const p of inputs(n).slice(1)) {
+        const rp = rank(ctx, p);
+        for (let a = 0; a < rp; a++) ctx.same(p, a, x, a + r - rp);
+      }
+      for (const o of outputs(n).slice(1)) for (let a = 0; a < rank(ctx, o); a++) ctx.keep(o, a);
+    }
+  };
+}
+function softmaxRule(op) {
+  return normalizesOver(`${op} normalizes over it`, (ctx, r) => {
+    const axis = normAxis(attrInt(ctx.node, "axis", ctx.opset >= 13 ? -1 : 1), r);
+    return ctx.opset >= 13 ? [axis] : Array.from({ length: r - axis }, (_, i) => axis + i);
+  });
+}
+function reduceRule(op) {
+  return {
+    link(ctx) {
+      const n = ctx.node;
+      const x = inputs(n)[0];
+      const y = outputs(n)[0];
+      const r = rank(ctx, x);
+      if (r < 0) return;
+      let axes = attrInts(n, "axes") ?? (inputs(n)[1] ? ctx.ints(inputs(n)[1]) : void 0);
+      if (inputs(n)[1] && !axes) return;
+      if (!axes || axes.length === 0) {
+        if (attrInt(n, "noop_with_empty_axes", 0)) return linkAllAxes(ctx, x, y);
+        axes = Array.from({ length: r }, (_, i) => i);
+      }
+      const reduced = new Set(axes.map((a) => normAxis(a, r)));
+      const keepdims = attrInt(n, "keepdims", 1) === 1;
+      let o = 0;
+      for (let a = 0; a < r; a++) {
+        if (reduced.has(a)) {
+          ctx.freeze(x, a, `${op} reduces over it (a normalization or sum over channels)`);
+          if (keepdims) o++;
+        } else ctx.same(x, a, y, o++);
+      }
+    }
+  };
+}
+function reshapeBlocks(a, b) {
+  const blocks = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    const from = [];
+    const to = [];
+    let pa = 1;
+    let pb = 1;
+    if (i < a.length) pa *= a[from.push(i), i++];
+    if (j < b.length) pb *= b[to.push(j), j++];
+    while (pa !== pb) {
+      if (pa < pb && i < a.length) pa *= a[from.push(i), i++];
+      else if (pb < pa && j < b.length) pb *= b[to.push(j), j++];
+      else return void 0;
+    }
+    while (i < a.length && a[i] === 1 && !(j < b.length && b[j] === 1)) from.push(i++);
+    while (j < b.length && b[j] === 1 && !(i < a.length && a[i] === 1)) to.push(j++);
+    blocks.push({ from, to });
+  }
+  return blocks;
+}
+function isSelection(ctx, tensor, axis, depth = 0) {
+  const users = ctx.consumers(tensor);
+  const r = rank(ctx, tensor);
+  if (users.length === 0 || axis < 0 || depth > 8) return false;
+  return users.every((u) => {
+    if (u.opType === "Transpose") {
+      const perm = attrInts(u, "perm") ?? Array.from({ length: r }, (_, i) => r - 1 - i);
+      return isSelection(ctx, u.output[0], perm.indexOf(axis), depth + 1);
+    }
+    if (u.opType === "Gather") {
+      const index = u.input[1];
+      return u.input[0] === tensor && normAxis(attrInt(u, "axis", 0), r) === axis && rank(ctx, index) === 0 && ctx.ints(index)?.length === 1;
+    }
+    if (u.opType === "Split") {
+      return normAxis(attrInt(u, "axis", 0), r) === axis && u.output.every((o) => ctx.dims(o)?.[axis] === 1);
+    }
+    return false;
+  });
+}
+function convRule(transposed) {
+  const [inAxis, outAxis] = transposed ? [0, 1] : [1, 0];
+  return {
+    weight(node2) {
+      if (attrInt(node2, "group", 1) !== 1) return void 0;
+      const taps = transposed ? (attrInts(node2, "strides") ?? []).reduce((a, b) => a * b, 1) : 1;
+      return { inputAxis: 1, weightIn: inAxis, weightOut: outAxis, tapsPerOutput: taps, biasInput: 2 };
+    },
+    channels: true,
+    // Depthwise: group equals the channel count, which just shrank.
+    resize(ctx) {
+      const group = attrInt(ctx.node, "group", 1);
+      const cin = ctx.newDims(ctx.node.input[0], 0)?.[1];
+      if (group !== 1 && cin !== void 0 && cin !== group) setAttrInt(ctx.node, "group", cin);
+    },
+    link(ctx) {
+      const [x, w, bias] = inputs(ctx.node);
+      const y = outputs(ctx.node)[0];
+      const group = attrInt(ctx.node, "group", 1);
+      const cin = ctx.dims(x)?.[1];
+      const cout = ctx.dims(y)?.[1];
+      ctx.same(x, 0, y, 0);
+      if (bias) ctx.same(bias, 0, y, 1);
+      if (group === 1) {
+        ctx.same(x, 1, w, inAxis);
+        ctx.same(w, outAxis, y, 1);
+      } else if (group === cin && group === cout) {
+        ctx.same(x, 1, y, 1);
+        ctx.same(w, 0, y, 1);
+      } else {
+        if (!transposed) ctx.same(w, 0, y, 1);
+        ctx.freeze(y, 1, `grouped ${transposed ? "transposed " : ""}convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
+      }
+    }
+  };
+}
+function piecewise(whole, parts, axis, ctx) {
+  const r = rank(ctx, whole);
+  const ax = normAxis(axis, r);
+  let offset = 0;
+  for (const p of parts) {
+    if (!p) continue;
+    const d = ctx.dims(p);
+    if (!d) return;
+    for (let a = 0; a < r; a++) {
+      if (a === ax) ctx.offset(whole, a, p, a, offset);
+      else ctx.same(whole, a, p, a);
+    }
+    offset += d[ax];
+  }
+}
+function ruleOf(node2) {
+  return (node2.domain ?? "") === "" || node2.domain === "ai.onnx" ? OP_RULES[node2.opType] : void 0;
+}
+var inputs, outputs, rank, unary, broadcast, perChannelNorm, layerNorm, pool, transpose, reshape, reshapeWithShape, matmul, gemm, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
+var init_rules = __esm({
+  "src/graph/rules.ts"() {
+    "use strict";
+    init_graph();
+    init_shape_eval();
+    init_tensor();
+    inputs = (n) => n.input;
+    outputs = (n) => n.output;
+    rank = (ctx, name) => ctx.dims(name)?.length ?? -1;
+    unary = { link: (ctx) => linkAllAxes(ctx, inputs(ctx.node)[0], outputs(ctx.node)[0]) };
+    broadcast = { link: (ctx) => linkBroadcast(ctx, inputs(ctx.node), outputs(ctx.node)[0]) };
+    perChannelNorm = {
+      link(ctx) {
+        const [x, ...params] = inputs(ctx.node);
+        const y = outputs(ctx.node)[0];
+        linkAllAxes(ctx, x, y);
+        for (const p of params) if (p && rank(ctx, p) === 1) ctx.same(p, 0, y, 1);
+      }
+    };
+    layerNorm = normalizesOver("LayerNormalization normalizes over it (the residual stream)", (ctx, r) => {
+      const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
+      return Array.from({ length: r - axis }, (_, i) => axis + i);
+    });
+    pool = {
+      link(ctx) {
+        const x = inputs(ctx.node)[0];
+        for (const y of outputs(ctx.node)) {
+          if (!y) continue;
+          ctx.same(x, 0, y, 0);
+          ctx.same(x, 1, y, 1);
+        }
+      }
+    };
+    transpose = {
+      link(ctx) {
+        const x = inputs(ctx.node)[0];
+        const y = outputs(ctx.node)[0];
+        const r = rank(ctx, x);
+        if (r < 0) return;
+        const perm = attrInts(ctx.node, "perm") ?? Array.from({ length: r }, (_, i) => r - 1 - i);
+        perm.forEach((p, j) => ctx.same(x, p, y, j));
+      }
+    };
+    reshape = {
+      link(ctx) {
+        const x = inputs(ctx.node)[0];
+        const y = outputs(ctx.node)[0];
+        const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
+        if (!a || !b || !a2 || !b2) return;
+        const blocks = reshapeBlocks(a, b);
+        const blocks2 = reshapeBlocks(a2, b2);
+        if (!blocks || JSON.stringify(blocks) !== JSON.stringify(blocks2)) return;
+        for (const { from, to } of blocks) {
+          const f = from.filter((k) => a[k] !== 1);
+          const t = to.filter((k) => b[k] !== 1);
+          if (f.length === 1 && t.length === 1) ctx.same(x, f[0], y, t[0]);
+          else if (f.length === 1 && t.length > 2 && isSelection(ctx, y, t[0])) ctx.outer(x, f[0], y, t[1], a[f[0]] / (b[t[0]] * b[t[1]]));
+          else if (f.length === 1 && t.length > 1) ctx.outer(x, f[0], y, t[0], a[f[0]] / b[t[0]]);
+          else if (f.length > 1 && t.length === 1) ctx.outer(y, t[0], x, f[0], b[t[0]] / a[f[0]]);
+        }
+      }
+    };
+    reshapeWithShape = {
+      link: reshape.link,
+      resize: (ctx) => ctx.fixShapeInput(1, (v, run2) => resolveReshape(ctx.newDims(ctx.node.input[0], run2), v.data, attrInt(ctx.node, "allowzero", 0) === 1))
+    };
+    matmul = {
+      weight: (_node, inputRank, weightRank) => weightRank === 2 ? { inputAxis: inputRank - 1, weightIn: 0, weightOut: 1, tapsPerOutput: 1 } : void 0,
+      link(ctx) {
+        const [a, b] = inputs(ctx.node);
+        const y = outputs(ctx.node)[0];
+        const ra = rank(ctx, a);
+        const rb = rank(ctx, b);
+        const ry = rank(ctx, y);
+        if (ra < 2 || rb < 2) return;
+        ctx.same(a, ra - 2, y, ry - 2);
+        ctx.same(b, rb - 1, y, ry - 1);
+        ctx.same(a, ra - 1, b, rb - 2);
+        const ya = ctx.dims(y);
+        for (const [name, r] of [[a, ra], [b, rb]]) {
+          const d = ctx.dims(name);
+          for (let k = 0; k < r - 2; k++) if (d[k] === ya[k + ry - r]) ctx.same(name, k, y, k + ry - r);
+        }
+      }
+    };
+    gemm = {
+      weight(node2) {
+        if (attrInt(node2, "transA", 0)) return void 0;
+        const transB = attrInt(node2, "transB", 0) === 1;
+        const biasScale = 1 / attrFloat(node2, "beta", 1);
+        return { inputAxis: 1, weightIn: transB ? 1 : 0, weightOut: transB ? 0 : 1, tapsPerOutput: 1, biasInput: 2, biasScale };
+      },
+      link(ctx) {
+        const [a, b, c] = inputs(ctx.node);
+        const y = outputs(ctx.node)[0];
+        const ta = attrInt(ctx.node, "transA", 0);
+        const tb = attrInt(ctx.node, "transB", 0);
+        ctx.same(a, ta ? 1 : 0, y, 0);
+        ctx.same(a, ta ? 0 : 1, b, tb ? 1 : 0);
+        ctx.same(b, tb ? 0 : 1, y, 1);
+        if (c) linkBroadcast(ctx, [c], y);
+      }
+    };
+    split = {
+      link: (ctx) => piecewise(inputs(ctx.node)[0], outputs(ctx.node), attrInt(ctx.node, "axis", 0), ctx),
+      // The sizes follow the new sizes of its outputs, in the form the opset takes them.
+      resize({ node: node2, model, opset, newDims }) {
+        const axis = normAxis(attrInt(node2, "axis", 0), newDims(node2.input[0], 0).length);
+        const sizes = node2.output.map((o) => newDims(o, 0)[axis]);
+        if (attr(node2, "split")) setAttrInts(node2, "split", sizes);
+        else if (node2.input[1]) {
+          const name = model.uniqueName(`${node2.input[1]}_pruned`);
+          model.addInitializer(name, intTensor(sizes));
+          node2.input[1] = name;
+        } else if (opset >= 13) {
+          const name = model.uniqueName(`${node2.name || "split"}_sizes`);
+          model.addInitializer(name, intTensor(sizes));
+          node2.input.push(name);
+          node2.attribute = node2.attribute.filter((a) => a.name !== "num_outputs");
+        } else setAttrInts(node2, "split", sizes);
+      }
+    };
+    concat = {
+      link: (ctx) => piecewise(outputs(ctx.node)[0], inputs(ctx.node), attrInt(ctx.node, "axis", 0), ctx)
+    };
+    slice = {
+      link(ctx) {
+        const n = ctx.node;
+        const [x, startsName, endsName, axesName, stepsName] = inputs(n);
+        const y = outputs(n)[0];
+        const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
+        if (!a || !b || !a2 || !b2 || a.length !== b.length) return;
+        const axes = (axesName ? ctx.ints(axesName) : Array.from({ length: a.length }, (_, i) => i))?.map((ax) => normAxis(ax, a.length));
+        const steps = stepsName ? ctx.ints(stepsName) : void 0;
+        if (!axes || stepsName && !steps) return;
+        const starts = startsName && ctx.isConstant(startsName) && endsName && ctx.isConstant(endsName) ? ctx.ints(startsName) : void 0;
+        for (let k = 0; k < a.length; k++) {
+          const i = axes.indexOf(k);
+          const step = i < 0 ? 1 : steps?.[i] ?? 1;
+          if (step !== 1) continue;
+          if (a[k] === b[k] && a2[k] === b2[k]) ctx.same(x, k, y, k);
+          else if (starts && i >= 0 && a[k] === a2[k] && b[k] === b2[k]) {
+            const start = Math.min(Math.max(starts[i] < 0 ? starts[i] + a[k] : starts[i], 0), a[k]);
+            if (start + b[k] <= a[k]) ctx.offset(x, k, y, k, start);
+          }
+        }
+      },
+      // A cut pruned axis: the range moves to the kept channels. Starts and ends are constants (link
+      // couples nothing else); new ones are written, so constants other ops share stay as they were.
+      resize({ node: node2, model, newDims, oldDims, removed }) {
+        const [x, startsName, endsName, axesName] = node2.input;
+        const y = node2.output[0];
+        const before = oldDims(y);
+        const after = newDims(y, 0);
+        const starts = model.constant(startsName);
+        const ends = model.constant(endsName);
+        if (!before || !after || !starts || !ends) return;
+        const axes = axesName ? Array.from(model.constant(axesName).data, Number) : before.map((_, i) => i);
+        const bound = (v) => Math.max(-Number.MAX_SAFE_INTEGER, Math.min(Number.MAX_SAFE_INTEGER, Number(v)));
+        const newStarts = Array.from(starts.data, bound);
+        const newEnds = Array.from(ends.data, bound);
+        let edited = false;
+        for (const [i, ax] of axes.entries()) {
+          const k = normAxis(ax, before.length);
+          const cut = removed(x, k);
+          if (!cut || cut.indices.size === 0 && after[k] === before[k]) continue;
+          const start = Math.min(Math.max(newStarts[i] < 0 ? newStarts[i] + cut.size : newStarts[i], 0), cut.size);
+          let removedBefore = 0;
+          for (const g of cut.indices) if (g < start) removedBefore++;
+          newStarts[i] = start - removedBefore;
+          newEnds[i] = newStarts[i] + after[k];
+          edited = true;
+        }
+        if (!edited) return;
+        const startsNew = model.uniqueName(`${startsName}_pruned`);
+        model.addInitializer(startsNew, intTensor(newStarts, starts.dtype, starts.dims));
+        const endsNew = model.uniqueName(`${endsName}_pruned`);
+        model.addInitializer(endsNew, intTensor(newEnds, ends.dtype, ends.dims));
+        node2.input[1] = startsNew;
+        node2.input[2] = endsNew;
+      }
+    };
+    pad = {
+      link(ctx) {
+        const n = ctx.node;
+        const [x, padsName, , axesName] = inputs(n);
+        const y = outputs(n)[0];
+        const r = rank(ctx, x);
+        if (r < 0) return;
+        const pads = ctx.opset >= 11 ? padsName ? ctx.ints(padsName) : void 0 : attrInts(n, "pads");
+        const axes = axesName ? ctx.ints(axesName)?.map((a) => normAxis(a, r)) : Array.from({ length: r }, (_, i) => i);
+        if (!pads || !axes || pads.length !== 2 * axes.length) return;
+        const padded = new Set(axes.filter((_, i) => pads[i] !== 0 || pads[i + axes.length] !== 0));
+        for (let k = 0; k < r; k++) {
+          if (!padded.has(k)) ctx.same(x, k, y, k);
+          else for (const t of [x, y]) ctx.freeze(t, k, `padded by Pad ${n.name ?? ""} (its width is part of the pads)`.replace("  ", " "));
+        }
+      }
+    };
+    gather = {
+      link(ctx) {
+        const [data, indices] = inputs(ctx.node);
+        const y = outputs(ctx.node)[0];
+        const r = rank(ctx, data);
+        const ri = rank(ctx, indices);
+        if (r < 0 || ri < 0) return;
+        const axis = normAxis(attrInt(ctx.node, "axis", 0), r);
+        for (let k = 0; k < r; k++) {
+          if (k < axis) ctx.same(data, k, y, k);
+          else if (k > axis) ctx.same(data, k, y, k - 1 + ri);
+        }
+        ctx.freeze(data, axis, `rows picked by Gather ${ctx.node.name ?? ""} (e.g. a vocabulary)`.trim());
+      }
+    };
+    expand = {
+      link: (ctx) => linkBroadcast(ctx, [inputs(ctx.node)[0]], outputs(ctx.node)[0]),
+      resize: (ctx) => ctx.fixShapeInput(1, (v, run2) => broadcastDims(ctx.newDims(ctx.node.input[0], run2), v.data))
+    };
+    readsShape = {
+      link(ctx) {
+        const x = inputs(ctx.node)[0];
+        for (let a = 0; a < rank(ctx, x); a++) ctx.keep(x, a);
+      }
+    };
+    resize = pool;
+    constant = {
+      link(ctx) {
+        const y = outputs(ctx.node)[0];
+        for (let a = 0; a < rank(ctx, y); a++) ctx.keep(y, a);
+      }
+    };
+    OP_RULES = {
+      // element-wise, one input
+      Relu: unary,
+      LeakyRelu: unary,
+      PRelu: broadcast,
+      Elu: unary,
+      Selu: unary,
+      Celu: unary,
+      Gelu: unary,
+      Sigmoid: unary,
+      HardSigmoid: unary,
+      HardSwish: unary,
+      Tanh: unary,
+      Erf: unary,
+      Softplus: unary,
+      Softsign: unary,
+      Mish: unary,
+      ThresholdedRelu: unary,
+      Exp: unary,
+      Log: unary,
+      Sqrt: unary,
+      Reciprocal: unary,
+      Neg: unary,
+      Abs: unary,
+      Sign: unary,
+      Floor: unary,
+      Ceil: unary,
+      Round: unary,
+      Sin: unary,
+      Cos: unary,
+      Cast: unary,
+      CastLike: broadcast,
+      Identity: unary,
+      Dropout: unary,
+      Not: unary,
+      IsNaN: unary,
+      IsInf: unary,
+      // element-wise with broadcasting (bias Add, SwiGLU Mul, squeeze-excite gate, residual Add)
+      Add: broadcast,
+      Sub: broadcast,
+      Mul: broadcast,
+      Div: broadcast,
+      Pow: broadcast,
+      Max: broadcast,
+      Min: broadcast,
+      Sum: broadcast,
+      Mean: broadcast,
+      Mod: broadcast,
+      Where: broadcast,
+      Clip: broadcast,
+      Equal: broadcast,
+      Less: broadcast,
+      Greater: broadcast,
+      LessOrEqual: broadcast,
+      GreaterOrEqual: broadcast,
+      And: broadcast,
+      Or: broadcast,
+      Xor: broadcast,
+      // normalizations
+      BatchNormalization: perChannelNorm,
+      InstanceNormalization: perChannelNorm,
+      LayerNormalization: layerNorm,
+      Softmax: softmaxRule("Softmax"),
+      LogSoftmax: softmaxRule("LogSoftmax"),
+      Hardmax: softmaxRule("Hardmax"),
+      ReduceMean: reduceRule("ReduceMean"),
+      ReduceSum: reduceRule("ReduceSum"),
+      ReduceMax: reduceRule("ReduceMax"),
+      ReduceMin: reduceRule("ReduceMin"),
+      ReduceProd: reduceRule("ReduceProd"),
+      ReduceL1: reduceRule("ReduceL1"),
+      ReduceL2: reduceRule("ReduceL2"),
+      ReduceSumSquare: reduceRule("ReduceSumSquare"),
+      ReduceLogSum: reduceRule("ReduceLogSum"),
+      ReduceLogSumExp: reduceRule("ReduceLogSumExp"),
+      // weights
+      MatMul: matmul,
+      Gemm: gemm,
+      Conv: convRule(false),
+      ConvTranspose: convRule(true),
+      // layout
+      Transpose: transpose,
+      Reshape: reshapeWithShape,
+      Flatten: reshape,
+      Squeeze: reshape,
+      Unsqueeze: reshape,
+      Split: split,
+      Concat: concat,
+      Slice: slice,
+      Pad: pad,
+      Gather: gather,
+      Expand: expand,
+      GlobalAveragePool: pool,
+      GlobalMaxPool: pool,
+      GlobalLpPool: pool,
+      AveragePool: pool,
+      MaxPool: pool,
+      LpPool: pool,
+      Resize: resize,
+      Upsample: resize,
+      Shape: readsShape,
+      Size: readsShape,
+      Constant: constant
+    };
+  }
+});
+
+// src/graph/analysis.ts
+async function traceTwice(model) {
+  const t1 = await traceModel(model, dummyFeeds(model, ...TRACE_SIZES[0]));
+  const t2 = await traceModel(model, dummyFeeds(model, ...TRACE_SIZES[1]));
+  return [t1, t2];
+}
+async function analyze(model, options = {}) {
+  const index = new GraphIndex(model);
+  const traces = options.traces ?? await traceTwice(model);
+  const [t1, t2] = traces;
+  const space = new AtomSpace();
+  const dimsOf = (name, which) => {
+    const traced = (which === 0 ? t1 : t2).get(name);
+    if (traced) return traced.dims;
+    return model.constantInfo(name)?.dims;
+  };
+  const isFloatConst = (name) => {
+    const info3 = model.constantInfo(name);
+    return !!info3 && isFloatDType(info3.dtype);
+  };
+  const addSlots = (name) => {
+    if (!name) return;
+    const d1 = dimsOf(name, 0);
+    const d2 = dimsOf(name, 1);
+    if (!d1 || !d2 || d1.length !== d2.length) return;
+    const type = t1.get(name)?.type;
+    const constInfo = model.constantInfo(name);
+    const isInt = type ? INT_TYPES.has(type) : constInfo ? !isFloatDType(constInfo.dtype) && constInfo.dtype !== 9 : false;
+    if (isInt && d1.length <= 1) return;
+    d1.forEach((size, axis) => {
+      if (size > 1 && size === d2[axis]) space.addSlot(name, axis, size, model.isConstant(name));
+    });
+  };
+  for (const name of model.constantNames()) addSlots(name);
+  for (const name of t1.keys()) addSlots(name);
+  space.seal();
+  const headAxes = /* @__PURE__ */ new Set();
+  const opset = model.defaultOpset ?? 13;
+  for (const node2 of index.nodes) {
+    const touched = /* @__PURE__ */ new Set();
+    const mark = (s) => s && touched.add(s.id);
+    const slotOf = (name, axis) => {
+      if (!name) return void 0;
+      const r = dimsOf(name, 0)?.length ?? 0;
+      return space.slot(name, axis < 0 ? axis + r : axis);
+    };
+    const ctx = {
+      node: node2,
+      opset,
+      dims: (n) => dimsOf(n, 0),
+      dims2: (n) => dimsOf(n, 1),
+      ints: (n) => {
+        const info3 = model.constantInfo(n);
+        if (info3 && isFloatDType(info3.dtype)) return void 0;
+        const c = info3 && model.constant(n);
+        if (c) return Array.from(c.data, Number);
+        const v1 = t1.get(n)?.ints;
+        const v2 = t2.get(n)?.ints;
+        return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : void 0;
+      },
+      isConstant: (n) => model.isConstant(n),
+      consumers: (n) => index.consumersOf(n),
+      slot: slotOf,
+      same(a, axA, b, axB) {
+        const sa = slotOf(a, axA);
+        const sb = slotOf(b, axB);
+        mark(sa);
+        mark(sb);
+        if (sa && sb && sa.size === sb.size) space.same(sa, sb);
+        else if (sa && sb) {
+          space.freeze(sa, `${nodeLabel(node2)}: axis sizes differ`);
+          space.freeze(sb, `${nodeLabel(node2)}: axis sizes differ`);
+        } else if (sa || sb) {
+          space.freeze(sa ?? sb, `${nodeLabel(node2)} (${node2.opType}) broadcasts or resizes it`);
+        }
+      },
+      offset(whole, axW, part, axP, off) {
+        const sw = slotOf(whole, axW);
+        const sp = slotOf(part, axP);
+        mark(sw);
+        mark(sp);
+        if (sw && sp) space.offset(sw, sp, off);
+        else if (sw || sp) space.freeze(sw ?? sp, `${nodeLabel(node2)} (${node2.opType}) cuts it`);
+      },
+      outer(merged, axM, outer, axO, inner) {
+        const sm = slotOf(merged, axM);
+        const so = slotOf(outer, axO);
+        mark(sm);
+        mark(so);
+        if (sm && so && Number.isInteger(inner) && sm.size % (so.size * inner) === 0) {
+          space.outer(sm, so, inner);
+          headAxes.add(so.id);
+        } else if (sm || so) space.freeze(sm ?? so, `${nodeLabel(node2)} (${node2.opType}) mixes it with a dynamic axis`);
+      },
+      freeze(name, axis, reason2) {
+        const s = slotOf(name, axis);
+        mark(s);
+        if (s) space.freeze(s, reason2);
+      },
+      keep(name, axis) {
+        mark(slotOf(name, axis));
+      }
+    };
+    const rule = ruleOf(node2);
+    if (rule) rule.link(ctx);
+    const reason = rule ? `fixed by ${node2.opType} ${nodeLabel(node2)}` : `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} is not understood by the engine`;
+    for (const name of [...nodeReads(node2), ...node2.output]) {
+      for (const s of name ? space.slotsOf(name) : []) {
+        if (!touched.has(s.id)) {
+          space.freeze(s, reason);
+        }
+      }
+    }
+  }
+  for (const v of model.graph.input) for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model input");
+  for (const v of model.graph.output) for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model output");
+  for (const f of options.frozen ?? []) {
+    const s = space.slot(f.tensor, f.axis);
+    if (s) space.freeze(s, f.reason);
+  }
+  const { groups, skipped } = collectGroups(model, index, space, headAxes, isFloatConst);
+  return { model, index, space, traces, groups, skipped };
+}
+function collectGroups(model, index, space, heads, isFloatConst) {
+  const classes = /* @__PURE__ */ new Map();
+  const rootOf = new Int32Array(space.atomCount);
+  for (const slot of space.slots) {
+    const frozen = space.frozen.get(slot.id);
+    for (let i = 0; i < slot.size; i++) {
+      const root = space.find(slot.base + i);
+      rootOf[slot.base + i] = root;
+      let info3 = classes.get(root);
+      if (!info3) classes.set(root, info3 = { slots: [], counts: [] });
+      if (info3.slots[info3.slots.length - 1] === slot.id) info3.counts[info3.counts.length - 1]++;
+      else {
+        info3.slots.push(slot.id);
+        info3.counts.push(1);
+      }
+      if (frozen && (!info3.frozen || reasonRank(frozen) > reasonRank(info3.frozen))) info3.frozen = frozen;
+    }
+  }
+  const paramSlots = space.slots.filter((s) => s.constant && isFloatConst(s.tensor));
+  const isParamSlot = new Set(paramSlots.map((s) => s.id));
+  const bySignature = /* @__PURE__ */ new Map();
+  for (const [root, info3] of classes) {
+    if (!info3.slots.some((s) => isParamSlot.has(s))) continue;
+    const key = `${info3.frozen ? "F" : "P"}|${info3.slots.join(",")}|${info3.counts.join(",")}`;
+    const entry = bySignature.get(key);
+    if (entry) entry.roots.push(root);
+    else bySignature.set(key, { roots: [root], info: info3 });
+  }
+  const groups = [];
+  const skipped = [];
+  const slotParams = (slotId, count2) => {
+    const s = space.slots[slotId];
+    const dims = model.constantInfo(s.tensor)?.dims ?? [];
+    return count2 * dims.reduce((a, b) => a * b, 1) / s.size;
+  };
+  for (const { roots, info: info3 } of bySignature.values()) {
+    const constantSlots = info3.slots.filter((s) => isParamSlot.has(s)).map((s) => space.slots[s]);
+    const unitParams = info3.slots.reduce((sum, s, i) => sum + (isParamSlot.has(s) ? slotParams(s, info3.counts[i]) : 0), 0);
+    const where = describeWeights(constantSlots, index);
+    if (info3.frozen) {
+      if (info3.slots.length === 1 && !info3.frozen.includes("not understood")) continue;
+      skipped.push({ where, reason: info3.frozen, params: Math.round(unitParams * roots.length) });
+      continue;
+    }
+    if (roots.length < 2) {
+      skipped.push({ where, reason: "a single unit: removing it would empty the layer", params: Math.round(unitParams) });
+      continue;
+    }
+    const rootSet = new Map(roots.map((r, i) => [r, i]));
+    const units = roots.map(() => ({ indices: /* @__PURE__ */ new Map(), params: unitParams }));
+    for (const slotId of info3.slots) {
+      const slot = space.slots[slotId];
+      for (let i = 0; i < slot.size; i++) {
+        const u = rootSet.get(rootOf[slot.base + i]);
+        if (u === void 0) continue;
+        const list = units[u].indices.get(slotId);
+        if (list) list.push(i);
+        else units[u].indices.set(slotId, [i]);
+      }
+    }
+    const first = info3.slots[0];
+    units.sort((a, b) => a.indices.get(first)[0] - b.indices.get(first)[0]);
+    const kind = constantSlots.some((s) => consumers(index, s.tensor).some((n) => ruleOf(n)?.channels)) ? "channels" : info3.slots.some((s) => heads.has(s)) ? "heads" : "ffn";
+    groups.push({ id: groups.length, kind, where, units, constantSlots, slots: info3.slots.map((s) => space.slots[s]) });
+  }
+  const order = graphOrder(index);
+  const position = (g) => Math.min(...g.constantSlots.flatMap((s) => consumers(index, s.tensor).map((n) => order.get(n) ?? Infinity)));
+  groups.sort((a, b) => position(a) - position(b));
+  groups.forEach((g, i) => g.id = i);
+  return { groups, skipped };
+}
+function consumers(index, tensor) {
+  const direct = index.consumersOf(tensor);
+  return direct.flatMap((n) => ["Cast", "Transpose", "Identity"].includes(n.opType) ? index.consumersOf(n.output[0]) : [n]);
+}
+function graphOrder(index) {
+  let order = orders.get(index);
+  if (!order) orders.set(index, order = new Map(index.nodes.map((n, i) => [n, i])));
+  return order;
+}
+function reasonRank(reason) {
+  if (reason.includes("not understood")) return 5;
+  if (/normaliz|reduces over/.test(reason)) return 4;
+  if (reason === "model output" || reason === "model input") return 3;
+  if (reason.includes("Gather")) return 2;
+  return 1;
+}
+function describeWeights(slots, index) {
+  const order = graphOrder(index);
+  const ops = [...new Set(slots.flatMap((s) => consumers(index, s.tensor)))].sort((a, b) => order.get(a) - order.get(b));
+  const names = [...new Set(ops.map((n) => nodeLabel(n)))];
+  if (names.length === 0) return listed(slots.map((s) => s.tensor));
+  if (names.length === 1) return names[0];
+  let prefix = names[0];
+  for (const n of names) while (!n.startsWith(prefix)) prefix = prefix.slice(0, -1);
+  prefix = prefix.slice(0, prefix.lastIndexOf("/") + 1);
+  if (prefix.length < 2) return listed(names);
+  return `${prefix.replace(/\/$/, "")} (${listed(names.map((n) => n.slice(prefix.length)))})`;
+}
+function listed(names) {
+  return names.length <= 6 ? names.join(", ") : `${names.slice(0, 5).join(", ")} and ${names.length - 5} more`;
+}
+var TRACE_SIZES, INT_TYPES, orders;
+var init_analysis = __esm({
+  "src/graph/analysis.ts"() {
+    "use strict";
+    init_atoms();
+    init_graph();
+    init_rules();
+    init_trace();
+    init_runtime();
+    init_dtype();
+    TRACE_SIZES = [
+      [2, 7],
+      [3, 5]
+    ];
+    INT_TYPES = /* @__PURE__ */ new Set(["int64", "int32", "uint64", "uint32", "int16", "uint16", "int8", "uint8"]);
+    orders = /* @__PURE__ */ new WeakMap();
+  }
+});
+
 // src/prune/apply.ts
 function applyRemoval(analysis, removals, prepare) {
   const { space } = analysis;
@@ -82272,87 +82337,25 @@ function applyRemoval(analysis, removals, prepare) {
     return [...pairs.values()];
   };
   const fixer = new ShapeFixer(model, index, newDims, sizeChanges);
+  const opset = analysis.model.defaultOpset ?? 13;
   for (const node2 of index.nodes) {
     const touches = [...node2.input, ...node2.output].some((n) => n && changed(n));
-    if (!touches) continue;
-    switch (node2.opType) {
-      case "Conv":
-      case "ConvTranspose":
-        fixDepthwise(node2, analysis, newDims);
-        break;
-      case "Split":
-        fixSplit(node2, model, analysis, newDims);
-        break;
-      case "Slice":
-        fixSlice(node2, model, analysis, removedIdx, newDims);
-        break;
-      case "Reshape":
-        fixer.fix(node2, 1, (v, k) => resolveReshape(newDims(node2.input[0], k), v.data, attrInt(node2, "allowzero", 0) === 1));
-        break;
-      case "Expand":
-        fixer.fix(node2, 1, (v, k) => broadcastDims(newDims(node2.input[0], k), v.data));
-        break;
-      default:
-    }
+    const resize2 = touches ? ruleOf(node2)?.resize : void 0;
+    if (!resize2) continue;
+    resize2({
+      node: node2,
+      model,
+      opset,
+      newDims,
+      oldDims: (tensor) => analysis.traces[0].get(tensor)?.dims,
+      removed: (tensor, axis) => {
+        const slot = space.slotsOf(tensor).find((s) => s.axis === axis);
+        return slot ? { size: slot.size, indices: removedIdx.get(slot.id) ?? /* @__PURE__ */ new Set() } : void 0;
+      },
+      fixShapeInput: (input2, result) => fixer.fix(node2, input2, result)
+    });
   }
   return { model, removed };
-}
-function fixDepthwise(node2, analysis, newDims) {
-  const group = attrInt(node2, "group", 1);
-  if (group === 1) return;
-  const cin = newDims(node2.input[0], 0)?.[1];
-  if (cin !== void 0 && cin !== group) setAttrInt(node2, "group", cin);
-}
-function fixSplit(node2, model, analysis, newDims) {
-  const r = newDims(node2.input[0], 0).length;
-  let axis = attrInt(node2, "axis", 0);
-  if (axis < 0) axis += r;
-  const sizes = node2.output.map((o) => newDims(o, 0)[axis]);
-  if (attr(node2, "split")) setAttrInts(node2, "split", sizes);
-  else if (node2.input[1]) {
-    const name = model.uniqueName(`${node2.input[1]}_pruned`);
-    model.addInitializer(name, intTensor(sizes));
-    node2.input[1] = name;
-  } else if ((analysis.model.defaultOpset ?? 13) >= 13) {
-    const name = model.uniqueName(`${node2.name || "split"}_sizes`);
-    model.addInitializer(name, intTensor(sizes));
-    node2.input.push(name);
-    node2.attribute = node2.attribute.filter((a) => a.name !== "num_outputs");
-  } else setAttrInts(node2, "split", sizes);
-}
-function fixSlice(node2, model, analysis, removedIdx, newDims) {
-  const [x, startsName, endsName, axesName] = node2.input;
-  const y = node2.output[0];
-  const before = analysis.traces[0].get(y)?.dims;
-  const after = newDims(y, 0);
-  const starts = model.constant(startsName);
-  const ends = model.constant(endsName);
-  if (!before || !after || !starts || !ends) return;
-  const r = before.length;
-  const axes = axesName ? Array.from(model.constant(axesName).data, Number) : before.map((_, i) => i);
-  const bound = (v) => Math.max(-Number.MAX_SAFE_INTEGER, Math.min(Number.MAX_SAFE_INTEGER, Number(v)));
-  const newStarts = Array.from(starts.data, bound);
-  const newEnds = Array.from(ends.data, bound);
-  let edited = false;
-  for (const [i, ax] of axes.entries()) {
-    const k = ax < 0 ? ax + r : ax;
-    const slot = analysis.space.slotsOf(x).find((s) => s.axis === k);
-    const gone = slot ? removedIdx.get(slot.id) : void 0;
-    if (!slot || !gone && after[k] === before[k]) continue;
-    const start = Math.min(Math.max(newStarts[i] < 0 ? newStarts[i] + slot.size : newStarts[i], 0), slot.size);
-    let removedBefore = 0;
-    for (const g of gone ?? []) if (g < start) removedBefore++;
-    newStarts[i] = start - removedBefore;
-    newEnds[i] = newStarts[i] + after[k];
-    edited = true;
-  }
-  if (!edited) return;
-  const startsNew = model.uniqueName(`${startsName}_pruned`);
-  model.addInitializer(startsNew, intTensor(newStarts, starts.dtype, starts.dims));
-  const endsNew = model.uniqueName(`${endsName}_pruned`);
-  model.addInitializer(endsNew, intTensor(newEnds, ends.dtype, ends.dims));
-  node2.input[1] = startsNew;
-  node2.input[2] = endsNew;
 }
 var import_onnx_proto10, FixFailure, ShapeFixer;
 var init_apply = __esm({
@@ -82360,6 +82363,7 @@ var init_apply = __esm({
     "use strict";
     import_onnx_proto10 = __toESM(require_onnx());
     init_graph();
+    init_rules();
     init_shape_eval();
     init_dtype();
     init_tensor();

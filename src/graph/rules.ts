@@ -1,4 +1,7 @@
-import { Node, attrFloat, attrInt, attrInts } from './graph';
+import { Node, attr, attrFloat, attrInt, attrInts, setAttrInt, setAttrInts } from './graph';
+import { SmallValue, broadcastDims, resolveReshape } from './shape-eval';
+import { OnnxModel } from '../onnx/model';
+import { intTensor } from '../onnx/tensor';
 import type { Slot } from './atoms';
 
 /**
@@ -51,12 +54,36 @@ export interface WeightUse {
 }
 
 /**
+ * What an op's `resize` sees after pruning, in the pruned copy of the model: the sizes it must
+ * write (group counts, split sizes, slice ranges, shape inputs) follow from these.
+ */
+export interface ResizeContext {
+  node: Node;
+  /** The pruned copy (its constants may be read and new ones added). */
+  model: OnnxModel;
+  opset: number;
+  /** A tensor's dims after pruning, in traced run 0 or 1. */
+  newDims(tensor: string, run: 0 | 1): number[] | undefined;
+  /** Its dims before pruning (run 0). */
+  oldDims(tensor: string): number[] | undefined;
+  /** The indices removed from a static axis, and its size before; undefined for other axes. */
+  removed(tensor: string, axis: number): { size: number; indices: ReadonlySet<number> } | undefined;
+  /**
+   * Makes the shape input `input` give the output's new shape (`result` turns its value into the
+   * output's dims), rewriting the constants that hold old sizes; throws FixFailure if it cannot.
+   */
+  fixShapeInput(input: number, result: (value: SmallValue, run: 0 | 1) => number[]): void;
+}
+
+/**
  * Per-op knowledge. `link` couples axes; every axis of the node it leaves alone is frozen.
+ * `resize`, for ops that write sizes of the axes they touch, rewrites them after pruning.
  * `weight`, for ops that read a constant weight, says how (undefined when this node's form is
  * not one the scorer and compensation handle, e.g. a grouped convolution).
  */
 export interface OpRule {
   link(ctx: RuleContext): void;
+  resize?(ctx: ResizeContext): void;
   weight?(node: Node, inputRank: number, weightRank: number): WeightUse | undefined;
   /** Its weights hold convolution channels: the groups it reads are reported as `channels`. */
   channels?: boolean;
@@ -268,6 +295,13 @@ const reshape: OpRule = {
   },
 };
 
+/** Reshape proper: its shape input (often computed at run time) must give the new shape. */
+const reshapeWithShape: OpRule = {
+  link: reshape.link,
+  resize: (ctx) =>
+    ctx.fixShapeInput(1, (v, run) => resolveReshape(ctx.newDims(ctx.node.input[0], run)!, v.data, attrInt(ctx.node, 'allowzero', 0) === 1)),
+};
+
 /** MatMul with numpy semantics: A[..., M, K] x B[..., K, N] -> Y[..., M, N]. */
 const matmul: OpRule = {
   weight: (_node, inputRank, weightRank) =>
@@ -324,6 +358,12 @@ function convRule(transposed: boolean): OpRule {
       return { inputAxis: 1, weightIn: inAxis, weightOut: outAxis, tapsPerOutput: taps, biasInput: 2 };
     },
     channels: true,
+    // Depthwise: group equals the channel count, which just shrank.
+    resize(ctx) {
+      const group = attrInt(ctx.node, 'group', 1);
+      const cin = ctx.newDims(ctx.node.input[0], 0)?.[1];
+      if (group !== 1 && cin !== undefined && cin !== group) setAttrInt(ctx.node, 'group', cin);
+    },
     link(ctx) {
       const [x, w, bias] = inputs(ctx.node);
       const y = outputs(ctx.node)[0];
@@ -365,6 +405,22 @@ function piecewise(whole: string, parts: string[], axis: number, ctx: RuleContex
 
 const split: OpRule = {
   link: (ctx) => piecewise(inputs(ctx.node)[0], outputs(ctx.node), attrInt(ctx.node, 'axis', 0), ctx),
+  // The sizes follow the new sizes of its outputs, in the form the opset takes them.
+  resize({ node, model, opset, newDims }) {
+    const axis = normAxis(attrInt(node, 'axis', 0), newDims(node.input[0], 0)!.length);
+    const sizes = node.output.map((o) => newDims(o, 0)![axis]);
+    if (attr(node, 'split')) setAttrInts(node, 'split', sizes);
+    else if (node.input[1]) {
+      const name = model.uniqueName(`${node.input[1]}_pruned`);
+      model.addInitializer(name, intTensor(sizes));
+      node.input[1] = name;
+    } else if (opset >= 13) {
+      const name = model.uniqueName(`${node.name || 'split'}_sizes`);
+      model.addInitializer(name, intTensor(sizes));
+      node.input.push(name);
+      node.attribute = node.attribute.filter((a) => a.name !== 'num_outputs');
+    } else setAttrInts(node, 'split', sizes);
+  },
 };
 const concat: OpRule = {
   link: (ctx) => piecewise(outputs(ctx.node)[0], inputs(ctx.node), attrInt(ctx.node, 'axis', 0), ctx),
@@ -397,6 +453,42 @@ const slice: OpRule = {
         if (start + b[k] <= a[k]) ctx.offset(x, k, y, k, start);
       }
     }
+  },
+  // A cut pruned axis: the range moves to the kept channels. Starts and ends are constants (link
+  // couples nothing else); new ones are written, so constants other ops share stay as they were.
+  resize({ node, model, newDims, oldDims, removed }) {
+    const [x, startsName, endsName, axesName] = node.input;
+    const y = node.output[0];
+    const before = oldDims(y);
+    const after = newDims(y, 0);
+    const starts = model.constant(startsName);
+    const ends = model.constant(endsName);
+    if (!before || !after || !starts || !ends) return;
+    const axes = axesName ? Array.from(model.constant(axesName)!.data as ArrayLike<number | bigint>, Number) : before.map((_, i) => i);
+    // INT64_MAX ("to the end") does not survive a trip through a double: any bound past 2^53 is
+    // as good as the end, and stays one.
+    const bound = (v: number | bigint) => Math.max(-Number.MAX_SAFE_INTEGER, Math.min(Number.MAX_SAFE_INTEGER, Number(v)));
+    const newStarts = Array.from(starts.data as ArrayLike<number | bigint>, bound);
+    const newEnds = Array.from(ends.data as ArrayLike<number | bigint>, bound);
+    let edited = false;
+    for (const [i, ax] of axes.entries()) {
+      const k = normAxis(ax, before.length);
+      const cut = removed(x, k);
+      if (!cut || (cut.indices.size === 0 && after[k] === before[k])) continue;
+      const start = Math.min(Math.max(newStarts[i] < 0 ? newStarts[i] + cut.size : newStarts[i], 0), cut.size);
+      let removedBefore = 0;
+      for (const g of cut.indices) if (g < start) removedBefore++;
+      newStarts[i] = start - removedBefore;
+      newEnds[i] = newStarts[i] + after[k];
+      edited = true;
+    }
+    if (!edited) return;
+    const startsNew = model.uniqueName(`${startsName}_pruned`);
+    model.addInitializer(startsNew, intTensor(newStarts, starts.dtype, starts.dims));
+    const endsNew = model.uniqueName(`${endsName}_pruned`);
+    model.addInitializer(endsNew, intTensor(newEnds, ends.dtype, ends.dims));
+    node.input[1] = startsNew;
+    node.input[2] = endsNew;
   },
 };
 
@@ -442,7 +534,10 @@ const gather: OpRule = {
 };
 
 /** Expand: input axes that are not broadcast pass through (repeat_kv of grouped-query attention). */
-const expand: OpRule = { link: (ctx) => linkBroadcast(ctx, [inputs(ctx.node)[0]], outputs(ctx.node)[0]) };
+const expand: OpRule = {
+  link: (ctx) => linkBroadcast(ctx, [inputs(ctx.node)[0]], outputs(ctx.node)[0]),
+  resize: (ctx) => ctx.fixShapeInput(1, (v, run) => broadcastDims(ctx.newDims(ctx.node.input[0], run)!, v.data)),
+};
 
 /** Shape and Size read the dims of their input; the shape rewriter keeps their users right. */
 const readsShape: OpRule = {
@@ -488,7 +583,7 @@ export const OP_RULES: Record<string, OpRule> = {
   // weights
   MatMul: matmul, Gemm: gemm, Conv: convRule(false), ConvTranspose: convRule(true),
   // layout
-  Transpose: transpose, Reshape: reshape, Flatten: reshape, Squeeze: reshape, Unsqueeze: reshape,
+  Transpose: transpose, Reshape: reshapeWithShape, Flatten: reshape, Squeeze: reshape, Unsqueeze: reshape,
   Split: split, Concat: concat, Slice: slice, Pad: pad, Gather: gather, Expand: expand,
   GlobalAveragePool: pool, GlobalMaxPool: pool, GlobalLpPool: pool, AveragePool: pool, MaxPool: pool,
   LpPool: pool, Resize: resize, Upsample: resize,

@@ -3,7 +3,6 @@ import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { UserError } from '../errors';
 import { TensorData, dtypeInfo } from './dtype';
-import { toNumber } from './tensor';
 
 /** Where one tensor's bytes live outside the model file. */
 export interface ExternalLocation {

@@ -1,7 +1,8 @@
 import { onnx } from 'onnx-proto';
-import { Analysis, Group, Unit } from '../graph/analysis';
-import { GraphIndex, Node, attr, attrInt, attrInts, nodeLabel, setAttrInt, setAttrInts } from '../graph/graph';
-import { SmallValue, ShapeEvaluator, Unevaluable, broadcastDims, resolveReshape, shapeSubgraph } from '../graph/shape-eval';
+import { Analysis } from '../graph/analysis';
+import { GraphIndex, Node, nodeLabel } from '../graph/graph';
+import { ruleOf } from '../graph/rules';
+import { SmallValue, ShapeEvaluator, Unevaluable, shapeSubgraph } from '../graph/shape-eval';
 import { OnnxModel } from '../onnx/model';
 import { DataType } from '../onnx/dtype';
 import { intTensor, fromFloat32 } from '../onnx/tensor';
@@ -25,8 +26,9 @@ export interface Applied {
 
 /**
  * Removes the chosen units from a copy of the model: slices every weight, bias and constant of
- * their slots, then fixes what depends on sizes (depthwise group counts, Split sizes, and the
- * shape inputs of Reshape and Expand, computed at run time or constant).
+ * their slots, then lets each op whose axes changed rewrite the sizes it holds (its registry
+ * entry's `resize`: depthwise group counts, Split sizes, Slice ranges, and the shape inputs of
+ * Reshape and Expand, computed at run time or constant, through ShapeFixer).
  */
 export function applyRemoval(analysis: Analysis, removals: Removal[], prepare?: (copy: OnnxModel) => void): Applied {
   const { space } = analysis;
@@ -85,110 +87,25 @@ export function applyRemoval(analysis: Analysis, removals: Removal[], prepare?: 
     return [...pairs.values()];
   };
   const fixer = new ShapeFixer(model, index, newDims, sizeChanges);
+  const opset = analysis.model.defaultOpset ?? 13;
   for (const node of index.nodes) {
     const touches = [...node.input, ...node.output].some((n) => n && changed(n));
-    if (!touches) continue;
-    switch (node.opType) {
-      case 'Conv':
-      case 'ConvTranspose':
-        fixDepthwise(node, analysis, newDims);
-        break;
-      case 'Split':
-        fixSplit(node, model, analysis, newDims);
-        break;
-      case 'Slice':
-        fixSlice(node, model, analysis, removedIdx, newDims);
-        break;
-      case 'Reshape':
-        fixer.fix(node, 1, (v, k) => resolveReshape(newDims(node.input[0], k)!, v.data, attrInt(node, 'allowzero', 0) === 1));
-        break;
-      case 'Expand':
-        fixer.fix(node, 1, (v, k) => broadcastDims(newDims(node.input[0], k)!, v.data));
-        break;
-      default:
-    }
+    const resize = touches ? ruleOf(node)?.resize : undefined;
+    if (!resize) continue;
+    resize({
+      node,
+      model,
+      opset,
+      newDims,
+      oldDims: (tensor) => analysis.traces[0].get(tensor)?.dims,
+      removed: (tensor, axis) => {
+        const slot = space.slotsOf(tensor).find((s) => s.axis === axis);
+        return slot ? { size: slot.size, indices: removedIdx.get(slot.id) ?? new Set() } : undefined;
+      },
+      fixShapeInput: (input, result) => fixer.fix(node, input, result),
+    });
   }
   return { model, removed };
-}
-
-/** Depthwise Conv: group equals the channel count, which just shrank. */
-function fixDepthwise(node: Node, analysis: Analysis, newDims: (t: string, k: 0 | 1) => number[] | undefined): void {
-  const group = attrInt(node, 'group', 1);
-  if (group === 1) return;
-  const cin = newDims(node.input[0], 0)?.[1];
-  if (cin !== undefined && cin !== group) setAttrInt(node, 'group', cin);
-}
-
-/** Split sizes follow the new sizes of its outputs. */
-function fixSplit(
-  node: Node,
-  model: OnnxModel,
-  analysis: Analysis,
-  newDims: (t: string, k: 0 | 1) => number[] | undefined,
-): void {
-  const r = newDims(node.input[0], 0)!.length;
-  let axis = attrInt(node, 'axis', 0);
-  if (axis < 0) axis += r;
-  const sizes = node.output.map((o) => newDims(o, 0)![axis]);
-  if (attr(node, 'split')) setAttrInts(node, 'split', sizes);
-  else if (node.input[1]) {
-    const name = model.uniqueName(`${node.input[1]}_pruned`);
-    model.addInitializer(name, intTensor(sizes));
-    node.input[1] = name;
-  } else if ((analysis.model.defaultOpset ?? 13) >= 13) {
-    const name = model.uniqueName(`${node.name || 'split'}_sizes`);
-    model.addInitializer(name, intTensor(sizes));
-    node.input.push(name);
-    node.attribute = node.attribute.filter((a) => a.name !== 'num_outputs');
-  } else setAttrInts(node, 'split', sizes);
-}
-
-/**
- * A Slice that cuts a pruned axis (a piece of a fused projection, see the Slice rule): its range
- * moves to the kept channels. Starts and ends are constants (the rule couples nothing else);
- * new ones are written, so constants shared with other ops stay as they were.
- */
-function fixSlice(
-  node: Node,
-  model: OnnxModel,
-  analysis: Analysis,
-  removedIdx: Map<number, Set<number>>,
-  newDims: (t: string, k: 0 | 1) => number[] | undefined,
-): void {
-  const [x, startsName, endsName, axesName] = node.input;
-  const y = node.output[0];
-  const before = analysis.traces[0].get(y)?.dims;
-  const after = newDims(y, 0);
-  const starts = model.constant(startsName);
-  const ends = model.constant(endsName);
-  if (!before || !after || !starts || !ends) return;
-  const r = before.length;
-  const axes = axesName ? Array.from(model.constant(axesName)!.data as ArrayLike<number | bigint>, Number) : before.map((_, i) => i);
-  // INT64_MAX ("to the end") does not survive a trip through a double: any bound past 2^53 is
-  // as good as the end, and stays one.
-  const bound = (v: number | bigint) => Math.max(-Number.MAX_SAFE_INTEGER, Math.min(Number.MAX_SAFE_INTEGER, Number(v)));
-  const newStarts = Array.from(starts.data as ArrayLike<number | bigint>, bound);
-  const newEnds = Array.from(ends.data as ArrayLike<number | bigint>, bound);
-  let edited = false;
-  for (const [i, ax] of axes.entries()) {
-    const k = ax < 0 ? ax + r : ax;
-    const slot = analysis.space.slotsOf(x).find((s) => s.axis === k);
-    const gone = slot ? removedIdx.get(slot.id) : undefined;
-    if (!slot || (!gone && after[k] === before[k])) continue;
-    const start = Math.min(Math.max(newStarts[i] < 0 ? newStarts[i] + slot.size : newStarts[i], 0), slot.size);
-    let removedBefore = 0;
-    for (const g of gone ?? []) if (g < start) removedBefore++;
-    newStarts[i] = start - removedBefore;
-    newEnds[i] = newStarts[i] + after[k];
-    edited = true;
-  }
-  if (!edited) return;
-  const startsNew = model.uniqueName(`${startsName}_pruned`);
-  model.addInitializer(startsNew, intTensor(newStarts, starts.dtype, starts.dims));
-  const endsNew = model.uniqueName(`${endsName}_pruned`);
-  model.addInitializer(endsNew, intTensor(newEnds, ends.dtype, ends.dims));
-  node.input[1] = startsNew;
-  node.input[2] = endsNew;
 }
 
 /**
