@@ -4,7 +4,10 @@
 //   quantization - size, latency and held-out perplexity: pruned, int8, int4, both (issue 8)
 //   scale    - a generated LLaMA-7B-shaped model: prune speed and peak RSS (fp32, fp16), statistics
 //              cost against plain inference, latency ratio against MAC ratio at 30 % (issue 9)
-// Usage: npm run bench [-- quality memory quantization scale]. Results go to stdout and bench/results.json.
+//   exporters - architectures outside the fixtures (MobileNetV2-like, U-Net, torch's
+//              TransformerEncoder, a timm-style ViT, a GRU) at opsets 11/13/17: what is prunable,
+//              and whether pruned + quantized models load with their output shapes
+// Usage: npm run bench [-- quality memory quantization scale exporters]. Results go to stdout and bench/results.json.
 import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -97,7 +100,29 @@ function quantization(): void {
   }
 }
 
-const sections: Record<string, () => void> = { quality, memory, quantization, scale };
+function exporters(): void {
+  console.log('\n## Architectures outside the fixtures, three opsets: prunable share, and prune + quantize round trips\n');
+  const dir = path.join(ROOT, 'bench', 'sweep');
+  if (!fs.existsSync(dir) || fs.readdirSync(dir).length === 0) {
+    console.log('exporting them with tools/bench/export_sweep.py (needs Debian python3-torch, python3-onnx)...');
+    // torch's exporter warns at length on stderr: shown only if it fails.
+    const r = spawnSync('/usr/bin/python3', [path.join(__dirname, 'export_sweep.py'), '--out', dir], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+    if (r.status !== 0) {
+      console.log(`skipped: the models could not be exported\n${(r.stderr ?? '').split('\n').slice(-5).join('\n')}`);
+      return;
+    }
+  }
+  const files = fs.readdirSync(dir).filter((f) => f.endsWith('.onnx')).sort().map((f) => path.join(dir, f));
+  const rows = child('exporters.ts', files);
+  results.exporters = rows;
+  console.log('| model | params | in prunable weights | kinds | removed at 30 % | pruned | + int8 | + int4 |\n|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    if (r.error) console.log(`| ${r.model} | error: ${r.error} |  |  |  |  |  |  |`);
+    else console.log(`| ${r.model} | ${r.params} | ${fmt((r.prunableShare as number) * 100)} % | ${r.groups} | ${fmt((r.removed as number) * 100)} % | ${r.pruned} | ${r.int8} | ${r.int4} |`);
+  }
+}
+
+const sections: Record<string, () => void> = { quality, memory, quantization, scale, exporters };
 const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(sections);
 console.log(`# prune-gate benchmark (${new Date().toISOString().slice(0, 10)}, ${require('os').cpus().length} cores, load ${require('os').loadavg()[0].toFixed(1)})`);
 for (const name of wanted) {
