@@ -80277,6 +80277,10 @@ function attrFloat(node2, name, fallback) {
   const a = attr(node2, name);
   return a ? a.f ?? fallback : fallback;
 }
+function attrString(node2, name) {
+  const a = attr(node2, name);
+  return a?.s ? Buffer.from(a.s).toString("utf8") : void 0;
+}
 function setAttrInts(node2, name, values) {
   const a = attr(node2, name);
   if (a) a.ints = values;
@@ -81683,6 +81687,37 @@ function convRule(transposed) {
     }
   };
 }
+function einsumLabels(equation, ranks) {
+  const eq = equation.replace(/\s+/g, "");
+  const [lhs, rhs] = eq.split("->");
+  const terms = lhs.split(",");
+  if (terms.length !== ranks.length) return void 0;
+  let ellipsis = 0;
+  const expand2 = (term, rank2) => {
+    const parts2 = term.split("...");
+    if (parts2.length > 2) return void 0;
+    if (parts2.length === 1) return term.length === rank2 ? [...term] : void 0;
+    const n = rank2 - parts2[0].length - parts2[1].length;
+    if (n < 0) return void 0;
+    ellipsis = Math.max(ellipsis, n);
+    return [...parts2[0], ...Array.from({ length: n }, (_, i) => `.${n - i}`), ...parts2[1]];
+  };
+  const inputs2 = [];
+  for (const [i, term] of terms.entries()) {
+    const labels = expand2(term, ranks[i]);
+    if (!labels) return void 0;
+    inputs2.push(labels);
+  }
+  const dots = Array.from({ length: ellipsis }, (_, i) => `.${ellipsis - i}`);
+  if (rhs === void 0) {
+    const counts = /* @__PURE__ */ new Map();
+    for (const l of inputs2.flat()) if (!l.startsWith(".")) counts.set(l, (counts.get(l) ?? 0) + 1);
+    return { inputs: inputs2, output: [...dots, ...[...counts].filter(([, c]) => c === 1).map(([l]) => l).sort()] };
+  }
+  const parts = rhs.split("...");
+  if (parts.length > 2) return void 0;
+  return { inputs: inputs2, output: parts.length === 1 ? [...rhs] : [...parts[0], ...dots, ...parts[1]] };
+}
 function piecewise(whole, parts, axis, ctx) {
   const r = rank(ctx, whole);
   const ax = normAxis(axis, r);
@@ -81701,7 +81736,7 @@ function piecewise(whole, parts, axis, ctx) {
 function ruleOf(node2) {
   return (node2.domain ?? "") === "" || node2.domain === "ai.onnx" ? OP_RULES[node2.opType] : void 0;
 }
-var inputs, outputs, rank, unary, broadcast, perChannelNorm, layerNorm, pool, transpose, reshape, reshapeWithShape, matmul, gemm, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
+var inputs, outputs, rank, unary, broadcast, perChannelNorm, layerNorm, pool, transpose, reshape, reshapeWithShape, matmul, gemm, einsum, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
 var init_rules = __esm({
   "src/graph/rules.ts"() {
     "use strict";
@@ -81803,6 +81838,32 @@ var init_rules = __esm({
         ctx.same(a, ta ? 0 : 1, b, tb ? 1 : 0);
         ctx.same(b, tb ? 0 : 1, y, 1);
         if (c) linkBroadcast(ctx, [c], y);
+      }
+    };
+    einsum = {
+      link(ctx) {
+        const names = [...inputs(ctx.node), outputs(ctx.node)[0]];
+        const ranks = names.map((n) => rank(ctx, n));
+        if (ranks.some((r) => r < 0)) return;
+        const labels = einsumLabels(attrString(ctx.node, "equation") ?? "", ranks.slice(0, -1));
+        if (!labels || labels.output.length !== ranks[ranks.length - 1]) return;
+        const first = /* @__PURE__ */ new Map();
+        [...labels.inputs, labels.output].forEach(
+          (ls, t) => ls.forEach((label, axis) => {
+            const seen = first.get(label);
+            if (!seen) first.set(label, [names[t], axis]);
+            else if (ctx.dims(seen[0])[seen[1]] === ctx.dims(names[t])[axis]) ctx.same(seen[0], seen[1], names[t], axis);
+          })
+        );
+      },
+      weight(node2, inputRank, weightRank) {
+        const labels = weightRank === 2 ? einsumLabels(attrString(node2, "equation") ?? "", [inputRank, 2]) : void 0;
+        if (!labels || node2.input.length !== 2) return void 0;
+        const [x, w] = labels.inputs;
+        const contracted = w.findIndex((l) => x.includes(l) && !labels.output.includes(l));
+        const out = 1 - contracted;
+        if (contracted < 0 || x.includes(w[out]) || !labels.output.includes(w[out]) || w[0] === w[1]) return void 0;
+        return { inputAxis: x.indexOf(w[contracted]), weightIn: contracted, weightOut: out, tapsPerOutput: 1 };
       }
     };
     split = {
@@ -82013,6 +82074,7 @@ var init_rules = __esm({
       Gemm: gemm,
       Conv: convRule(false),
       ConvTranspose: convRule(true),
+      Einsum: einsum,
       // layout
       Transpose: transpose,
       Reshape: reshapeWithShape,

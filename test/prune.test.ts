@@ -8,6 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { countParams } from '../src/graph/cost';
+import { einsumLabels } from '../src/graph/rules';
 import { DataType } from '../src/onnx/dtype';
 import { OnnxModel } from '../src/onnx/model';
 import { createSession, ort, sessionForProto } from '../src/onnx/runtime';
@@ -179,6 +180,50 @@ function channelErrors(want: ort.Tensor, got: ort.Tensor): { rel: number; mean: 
   return { rel: Math.sqrt(diff / ref), mean };
 }
 
+/**
+ * Removing a unit (an FFN neuron, a head) is the same as zeroing its rows of the projection that
+ * reads it: finds the rows of each weight in `projections` kept in the pruned model (blocks of
+ * `block` rows a unit, matched in order), zeros the others in a copy of the base, and checks that the
+ * pruned model computes what that copy does. Returns the kept block count per weight.
+ */
+async function expectSameAsZeroedRows(base: OnnxModel, pruned: OnnxModel, projections: [name: string, block: number][]): Promise<number[]> {
+  const zeroed = base.clone();
+  const keptCounts: number[] = [];
+  for (const [name, block] of projections) {
+    const before = base.constant(name)!;
+    const after = pruned.constant(name)!.data as Float32Array;
+    const [rows, width] = before.dims;
+    const data = before.data as Float32Array;
+    const kept = new Set<number>();
+    for (let b = 0, j = 0; b < rows / block && j < after.length / width; b++) {
+      const rowsOf = data.subarray(b * block * width, (b + 1) * block * width);
+      if (rowsOf.every((v, i) => v === after[j * width + i])) {
+        kept.add(b);
+        j += block;
+      }
+    }
+    expect(kept.size * block * width).toBe(after.length);
+    zeroed.setConstant(name, { dtype: DataType.FLOAT, dims: [rows, width], data: data.map((v, i) => (kept.has(Math.floor(i / width / block)) ? v : 0)) });
+    keptCounts.push(kept.size);
+  }
+  for (const batch of [1, 3]) {
+    const feeds = sampleFeeds(base, batch, 6);
+    const [want, got] = [(await run(zeroed, feeds)).logits.data as Float32Array, (await run(pruned, feeds)).logits.data as Float32Array];
+    expect(got.length).toBe(want.length);
+    for (let i = 0; i < want.length; i++) expect(Math.abs(got[i] - want[i])).toBeLessThan(1e-4);
+  }
+  return keptCounts;
+}
+
+test('einsumLabels: explicit and implicit outputs, ellipsis axes aligned from the right', () => {
+  expect(einsumLabels('bsd,df->bsf', [3, 2])).toEqual({ inputs: [['b', 's', 'd'], ['d', 'f']], output: ['b', 's', 'f'] });
+  expect(einsumLabels('ij, jk', [2, 2])).toEqual({ inputs: [['i', 'j'], ['j', 'k']], output: ['i', 'k'] });
+  expect(einsumLabels('...d,df->...f', [4, 2])).toEqual({ inputs: [['.3', '.2', '.1', 'd'], ['d', 'f']], output: ['.3', '.2', '.1', 'f'] });
+  expect(einsumLabels('...ij,...jk', [3, 4])).toEqual({ inputs: [['.1', 'i', 'j'], ['.2', '.1', 'j', 'k']], output: ['.2', '.1', 'i', 'k'] });
+  expect(einsumLabels('ij,jk->ik', [2])).toBeUndefined();
+  expect(einsumLabels('ijk->i', [2])).toBeUndefined();
+});
+
 describe('op fixtures (tools/fixtures/export_ops.py)', () => {
   const ops = path.join(FIXTURES_DIR, 'ops');
 
@@ -249,23 +294,7 @@ describe('op fixtures (tools/fixtures/export_ops.py)', () => {
     // The pruned model computes exactly what the base computes with the removed neurons' rows of
     // the down projection zeroed, which holds only if both slices were moved to the kept columns.
     const down = base.graph.node.filter((n) => n.opType === 'MatMul')[1].input![1];
-    const before = base.constant(down)!.data as Float32Array;
-    const after = result.model.constant(down)!.data as Float32Array;
-    const width = 32;
-    const keptRows = new Set<number>();
-    for (let r = 0, j = 0; r < 48 && j < ffn.after; r++) {
-      if (before.subarray(r * width, (r + 1) * width).every((v, c) => v === after[j * width + c])) {
-        keptRows.add(r);
-        j++;
-      }
-    }
-    expect(keptRows.size).toBe(ffn.after);
-    const zeroed = base.clone();
-    zeroed.setConstant(down, { dtype: DataType.FLOAT, dims: [48, width], data: before.map((v, i) => (keptRows.has(Math.floor(i / width)) ? v : 0)) });
-    const feeds = sampleFeeds(base, 2, 6);
-    const [want, got] = [(await run(zeroed, feeds)).logits.data as Float32Array, (await run(result.model, feeds)).logits.data as Float32Array];
-    expect(got.length).toBe(want.length);
-    for (let i = 0; i < want.length; i++) expect(Math.abs(got[i] - want[i])).toBeLessThan(1e-4);
+    expect(await expectSameAsZeroedRows(base, result.model, [[down, 1]])).toEqual([ffn.after]);
   });
 
   test("timm's ViT attention, q, k and v picked from a (3, heads, head_dim) reshape: heads are pruned, exactly", async () => {
@@ -276,33 +305,32 @@ describe('op fixtures (tools/fixtures/export_ops.py)', () => {
     const heads = result.pruned.filter((p) => p.kind === 'heads');
     expect(heads.map((p) => p.where).sort()).toEqual([expect.stringMatching(/^\/attn\.0/), expect.stringMatching(/^\/attn\.1/)]);
     expect(heads.every((p) => p.after < p.before)).toBe(true);
-    // Removing a head is the same as zeroing its rows of the output projection: find the kept
-    // rows of each block's projection, zero the others in the base, compare outputs.
-    const zeroed = base.clone();
-    const headDim = 8;
-    for (const block of [0, 1]) {
-      const proj = base.graph.node.find((n) => n.name === `/attn.${block}/proj/MatMul`)!.input![1];
-      const before = base.constant(proj)!.data as Float32Array;
-      const after = result.model.constant(proj)!.data as Float32Array;
-      const width = 32;
-      const rowsKept = after.length / width;
-      const kept = new Set<number>();
-      for (let h = 0, j = 0; h < 4 && j < rowsKept; h++) {
-        const same = before.subarray(h * headDim * width, (h + 1) * headDim * width).every((v, i) => v === after[j * width + i]);
-        if (same) {
-          kept.add(h);
-          j += headDim;
-        }
-      }
-      expect(kept.size * headDim).toBe(rowsKept);
-      zeroed.setConstant(proj, { dtype: DataType.FLOAT, dims: [32, width], data: before.map((v, i) => (kept.has(Math.floor(i / width / headDim)) ? v : 0)) });
-    }
-    for (const batch of [1, 3]) {
-      const feeds = sampleFeeds(base, batch, 1);
-      const [want, got] = [(await run(zeroed, feeds)).logits.data as Float32Array, (await run(result.model, feeds)).logits.data as Float32Array];
-      expect(got.length).toBe(want.length);
-      for (let i = 0; i < want.length; i++) expect(Math.abs(got[i] - want[i])).toBeLessThan(1e-4);
-    }
+    const projections = [0, 1].map((b) => base.graph.node.find((n) => n.name === `/attn.${b}/proj/MatMul`)!.input![1]);
+    expect(await expectSameAsZeroedRows(base, result.model, projections.map((p) => [p, 8]))).toEqual(heads.map((p) => p.after));
+  });
+
+  test('Einsum: heads and FFN neurons written with einsum are pruned, exactly', async () => {
+    const base = OnnxModel.read(path.join(ops, 'einsum.onnx'));
+    const result = await pruneModel(base, { target: 0.3, structures: [...ALL], importance: 'magnitude', compensate: 'none' });
+    const [heads, ffn] = ['heads', 'ffn'].map((k) => result.pruned.find((p) => p.kind === k)!);
+    expect([heads.after < heads.before, ffn.after < ffn.before]).toEqual([true, true]);
+    // The output projection (wo, rows by head of 8) and the FFN's down projection (w2).
+    const einsums = base.graph.node.filter((n) => n.opType === 'Einsum');
+    const [wo, w2] = [einsums[5].input![1], einsums[7].input![1]];
+    expect(await expectSameAsZeroedRows(base, result.model, [[wo, 8], [w2, 1]])).toEqual([heads.after, ffn.after]);
+  });
+
+  test('Einsum as a weight op: activation importance and bias compensation read it like a MatMul', async () => {
+    const base = OnnxModel.read(path.join(ops, 'einsum.onnx'));
+    const calibration = () => [0, 1].map((k) => sampleFeeds(base, 4 + k, 8));
+    const result = await pruneModel(base, { target: 0.3, structures: ['ffn'], importance: 'activation', compensate: 'bias', calibration });
+    expect(result.pruned.find((p) => p.kind === 'ffn')!.after).toBeLessThan(64);
+    // The down projection w2 has no bias of its own: compensation adds one after its Einsum.
+    const w2 = base.graph.node.filter((n) => n.opType === 'Einsum')[7];
+    const added = result.model.graph.node.find((n) => n.opType === 'Add' && n.input!.includes(`${w2.output![0]}_before_bias`));
+    expect(added).toBeDefined();
+    const feeds = sampleFeeds(base, 2, 5);
+    expect((await run(result.model, feeds)).logits.dims).toEqual([2, 5, 128]);
   });
 
   test('spatial padding passes channels through: every conv layer of pad-cnn is pruned, and it runs', async () => {

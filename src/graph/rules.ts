@@ -1,4 +1,4 @@
-import { Node, attr, attrFloat, attrInt, attrInts, setAttrInt, setAttrInts } from './graph';
+import { Node, attr, attrFloat, attrInt, attrInts, attrString, setAttrInt, setAttrInts } from './graph';
 import { SmallValue, broadcastDims, resolveReshape } from './shape-eval';
 import { OnnxModel } from '../onnx/model';
 import { intTensor } from '../onnx/tensor';
@@ -386,6 +386,75 @@ function convRule(transposed: boolean): OpRule {
   };
 }
 
+/**
+ * An Einsum equation's axis labels per operand, with `...` expanded to labels counted from its
+ * right end (so broadcast ellipsis axes line up) and the implicit output (`ij,jk` means `ij,jk->ik`:
+ * the labels used once, in alphabetical order, after the ellipsis).
+ */
+export function einsumLabels(equation: string, ranks: number[]): { inputs: string[][]; output: string[] } | undefined {
+  const eq = equation.replace(/\s+/g, '');
+  const [lhs, rhs] = eq.split('->');
+  const terms = lhs.split(',');
+  if (terms.length !== ranks.length) return undefined;
+  let ellipsis = 0;
+  const expand = (term: string, rank: number): string[] | undefined => {
+    const parts = term.split('...');
+    if (parts.length > 2) return undefined;
+    if (parts.length === 1) return term.length === rank ? [...term] : undefined;
+    const n = rank - parts[0].length - parts[1].length;
+    if (n < 0) return undefined;
+    ellipsis = Math.max(ellipsis, n);
+    return [...parts[0], ...Array.from({ length: n }, (_, i) => `.${n - i}`), ...parts[1]];
+  };
+  const inputs: string[][] = [];
+  for (const [i, term] of terms.entries()) {
+    const labels = expand(term, ranks[i]);
+    if (!labels) return undefined;
+    inputs.push(labels);
+  }
+  const dots = Array.from({ length: ellipsis }, (_, i) => `.${ellipsis - i}`);
+  if (rhs === undefined) {
+    const counts = new Map<string, number>();
+    for (const l of inputs.flat()) if (!l.startsWith('.')) counts.set(l, (counts.get(l) ?? 0) + 1);
+    return { inputs, output: [...dots, ...[...counts].filter(([, c]) => c === 1).map(([l]) => l).sort()] };
+  }
+  const parts = rhs.split('...');
+  if (parts.length > 2) return undefined;
+  return { inputs, output: parts.length === 1 ? [...rhs] : [...parts[0], ...dots, ...parts[1]] };
+}
+
+/**
+ * Einsum: every axis carrying the same label is the same axis (where the sizes agree: an
+ * ellipsis axis may broadcast). As a weight op (a constant 2-D weight, one label contracted with
+ * the data, the other in the output, e.g. `bsd,df->bsf`) it reads channels like a MatMul.
+ */
+const einsum: OpRule = {
+  link(ctx) {
+    const names = [...inputs(ctx.node), outputs(ctx.node)[0]];
+    const ranks = names.map((n) => rank(ctx, n));
+    if (ranks.some((r) => r < 0)) return;
+    const labels = einsumLabels(attrString(ctx.node, 'equation') ?? '', ranks.slice(0, -1));
+    if (!labels || labels.output.length !== ranks[ranks.length - 1]) return;
+    const first = new Map<string, [string, number]>();
+    [...labels.inputs, labels.output].forEach((ls, t) =>
+      ls.forEach((label, axis) => {
+        const seen = first.get(label);
+        if (!seen) first.set(label, [names[t], axis]);
+        else if (ctx.dims(seen[0])![seen[1]] === ctx.dims(names[t])![axis]) ctx.same(seen[0], seen[1], names[t], axis);
+      }),
+    );
+  },
+  weight(node, inputRank, weightRank) {
+    const labels = weightRank === 2 ? einsumLabels(attrString(node, 'equation') ?? '', [inputRank, 2]) : undefined;
+    if (!labels || node.input.length !== 2) return undefined;
+    const [x, w] = labels.inputs;
+    const contracted = w.findIndex((l) => x.includes(l) && !labels.output.includes(l));
+    const out = 1 - contracted;
+    if (contracted < 0 || x.includes(w[out]) || !labels.output.includes(w[out]) || w[0] === w[1]) return undefined;
+    return { inputAxis: x.indexOf(w[contracted]), weightIn: contracted, weightOut: out, tapsPerOutput: 1 };
+  },
+};
+
 /** Split and Concat: the split axis is laid out piece after piece; other axes are shared. */
 function piecewise(whole: string, parts: string[], axis: number, ctx: RuleContext): void {
   const r = rank(ctx, whole);
@@ -581,7 +650,7 @@ export const OP_RULES: Record<string, OpRule> = {
   ReduceL2: reduceRule('ReduceL2'), ReduceSumSquare: reduceRule('ReduceSumSquare'),
   ReduceLogSum: reduceRule('ReduceLogSum'), ReduceLogSumExp: reduceRule('ReduceLogSumExp'),
   // weights
-  MatMul: matmul, Gemm: gemm, Conv: convRule(false), ConvTranspose: convRule(true),
+  MatMul: matmul, Gemm: gemm, Conv: convRule(false), ConvTranspose: convRule(true), Einsum: einsum,
   // layout
   Transpose: transpose, Reshape: reshapeWithShape, Flatten: reshape, Squeeze: reshape, Unsqueeze: reshape,
   Split: split, Concat: concat, Slice: slice, Pad: pad, Gather: gather, Expand: expand,
