@@ -37283,16 +37283,9 @@ var TASK_METRICS = {
   classification: ["accuracy"],
   generic: []
 };
-var COMMON_METRICS = [
-  "agreement",
-  "kl-divergence",
-  "cosine",
-  "latency-p50",
-  "latency-p95",
-  "size",
-  "params",
-  "macs"
-];
+var COMMON_METRICS = METRIC_NAMES.filter(
+  (m) => !Object.values(TASK_METRICS).some((own2) => own2.includes(m))
+);
 function isQuality(name) {
   return METRICS[name].kind === "quality";
 }
@@ -37779,6 +37772,12 @@ function toNumber(v) {
 function elementCount(dims) {
   return dims.reduce((a, b) => a * b, 1);
 }
+function tensorBytes(dtype, dims) {
+  return elementCount(dims) * dtypeInfo(dtype).bytes;
+}
+function protoBytes(t) {
+  return tensorBytes(t.dataType ?? 0, (t.dims ?? []).map(toNumber));
+}
 function dataFromBytes(dtype, bytes2) {
   const info = dtypeInfo(dtype);
   if (bytes2.byteLength % info.bytes !== 0) {
@@ -37876,6 +37875,9 @@ function fromFloat32(values, dtype, dims) {
   else for (let i = 0; i < n; i++) data[i] = Math.round(values[i]);
   return { dtype, dims: [...dims], data };
 }
+function toNumbers(t) {
+  return Array.from(t.data, Number);
+}
 function intTensor(values, dtype = DataType.INT64, dims) {
   return fromFloat32(values, dtype, dims ?? [values.length]);
 }
@@ -37927,7 +37929,7 @@ var EXTERNAL_MIN_BYTES = 1024;
 var ALIGN = 64;
 function initializerBytes(t) {
   if (!isSupportedDType(t.dataType ?? 0)) return 0;
-  return elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes;
+  return protoBytes(t);
 }
 function tmpName(file2) {
   return `${file2}.tmp-${process.pid}-${Date.now()}`;
@@ -38118,7 +38120,7 @@ var OnnxModel = class _OnnxModel {
   checkTensors() {
     for (const t of this.initializers) {
       if (!isSupportedDType(t.dataType)) continue;
-      const expected = elementCount(t.dims.map(toNumber)) * dtypeInfo(t.dataType).bytes;
+      const expected = protoBytes(t);
       if (isExternal(t)) {
         const loc = externalLocation(t, this.dir, this.origin);
         checkExternal(t, loc, this.origin, expected);
@@ -38224,11 +38226,11 @@ var OnnxModel = class _OnnxModel {
    */
   tensorSource(t) {
     const stream = deferredStream(t);
-    if (stream) return { stream, length: elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes };
+    if (stream) return { stream, length: protoBytes(t) };
     const spill = spilledRange(t);
     if (spill) return spill;
     if (isExternal(t)) {
-      const bytes2 = elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes;
+      const bytes2 = protoBytes(t);
       const loc = externalLocation(t, this.dir, this.origin);
       checkExternal(t, loc, this.origin, bytes2);
       return { file: loc.file, offset: loc.offset, length: loc.length ?? bytes2 };
@@ -38467,6 +38469,9 @@ function ortType(dtype) {
   const t = ORT_TYPE[dtype];
   if (!t) throw new Error(`onnxruntime has no tensor type for ONNX data type ${dtype}`);
   return t;
+}
+function toOrtTensor(t) {
+  return new ort.Tensor(ortType(t.dtype), t.data, t.dims);
 }
 function graphInputs(model) {
   return model.graph.input.filter((v) => !model.isInitializer(v.name ?? "")).map((v) => ({ name: v.name ?? "", dtype: v.type?.tensorType?.elemType ?? DataType.FLOAT, dims: valueDims(v) }));
@@ -38932,7 +38937,7 @@ function convertDType(t, spec, shown) {
     return { dtype: want, dims: t.dims, data: Uint8Array.from(t.data, (v) => v ? 1 : 0) };
   }
   if (isFloatDType(t.dtype) || t.dtype === DataType.BOOL) throw refuse();
-  const values = Array.from(t.data, Number);
+  const values = toNumbers(t);
   const info = dtypeInfo(want);
   const [lo, hi] = intRange(want);
   for (let i = 0; i < values.length; i++) {
@@ -39053,7 +39058,7 @@ function sliceRows(t, start, end) {
 }
 function toFeeds(inputs2) {
   const feeds = {};
-  for (const [name, t] of Object.entries(inputs2)) feeds[name] = new ort.Tensor(ortType(t.dtype), t.data, t.dims);
+  for (const [name, t] of Object.entries(inputs2)) feeds[name] = toOrtTensor(t);
   return feeds;
 }
 function* batches(set2, batchSize = set2.batchSize) {
@@ -39288,7 +39293,7 @@ function constantOfShape(shape2, out, dtype) {
 function floatWeightBytes(model) {
   let total = 0;
   for (const t of model.initializers) {
-    if (isFloatDType(t.dataType)) total += elementCount(t.dims.map(Number)) * dtypeInfo(t.dataType).bytes;
+    if (isFloatDType(t.dataType)) total += protoBytes(t);
   }
   return total;
 }
@@ -39315,7 +39320,7 @@ async function traceModel(model, feeds) {
     for (const [name, t] of Object.entries(results)) {
       const entry = { dims: [...t.dims], type: t.type };
       if ((t.type === "int64" || t.type === "int32") && t.size <= MAX_TRACED_INTS) {
-        entry.ints = Array.from(t.data, (v) => Number(v));
+        entry.ints = toNumbers(t);
       }
       trace.set(name, entry);
     }
@@ -40006,7 +40011,7 @@ var ShapeEvaluator = class {
       if (c.data.length > MAX_ELEMENTS) throw new Unevaluable(`constant ${name} too large`);
       return {
         dims: c.dims,
-        data: Array.from(c.data, Number),
+        data: toNumbers(c),
         float: isFloatDType(c.dtype)
       };
     }
@@ -40608,6 +40613,9 @@ var split = {
 var concat = {
   link: (ctx) => piecewise(outputs(ctx.node)[0], inputs(ctx.node), attrInt(ctx.node, "axis", 0), ctx)
 };
+function sliceStart(start, size) {
+  return Math.min(Math.max(start < 0 ? start + size : start, 0), size);
+}
 var slice = {
   link(ctx) {
     const n = ctx.node;
@@ -40625,7 +40633,7 @@ var slice = {
       if (step !== 1) continue;
       if (a[k] === b[k] && a2[k] === b2[k]) ctx.same(x, k, y, k);
       else if (starts && i >= 0 && a[k] === a2[k] && b[k] === b2[k]) {
-        const start = Math.min(Math.max(starts[i] < 0 ? starts[i] + a[k] : starts[i], 0), a[k]);
+        const start = sliceStart(starts[i], a[k]);
         if (start + b[k] <= a[k]) ctx.offset(x, k, y, k, start);
       }
     }
@@ -40640,7 +40648,7 @@ var slice = {
     const starts = model.constant(startsName);
     const ends = model.constant(endsName);
     if (!before || !after || !starts || !ends) return;
-    const axes = axesName ? Array.from(model.constant(axesName).data, Number) : before.map((_, i) => i);
+    const axes = axesName ? toNumbers(model.constant(axesName)) : before.map((_, i) => i);
     const bound = (v) => Math.max(-Number.MAX_SAFE_INTEGER, Math.min(Number.MAX_SAFE_INTEGER, Number(v)));
     const newStarts = Array.from(starts.data, bound);
     const newEnds = Array.from(ends.data, bound);
@@ -40649,7 +40657,7 @@ var slice = {
       const k = normAxis(ax, before.length);
       const cut = removed(x, k);
       if (!cut || cut.indices.size === 0 && after[k] === before[k]) continue;
-      const start = Math.min(Math.max(newStarts[i] < 0 ? newStarts[i] + cut.size : newStarts[i], 0), cut.size);
+      const start = sliceStart(newStarts[i], cut.size);
       let removedBefore = 0;
       for (const g of cut.indices) if (g < start) removedBefore++;
       newStarts[i] = start - removedBefore;
@@ -40883,7 +40891,7 @@ async function analyze(model, options = {}) {
         const info = model.constantInfo(n);
         if (info && isFloatDType(info.dtype)) return void 0;
         const c = info && model.constant(n);
-        if (c) return Array.from(c.data, Number);
+        if (c) return toNumbers(c);
         const v1 = t1.get(n)?.ints;
         const v2 = t2.get(n)?.ints;
         return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : void 0;
@@ -41166,7 +41174,7 @@ var ShapeFixer = class {
     for (const leaf of leaves) {
       const t = this.model.constant(leaf);
       if (t && t.dtype !== DataType.FLOAT && t.data.length <= 64) {
-        leafValues.set(leaf, { dims: t.dims, data: Array.from(t.data, Number), float: false });
+        leafValues.set(leaf, { dims: t.dims, data: toNumbers(t), float: false });
       }
     }
     const candidates = [];
@@ -41408,12 +41416,12 @@ var WeightMatrix = class {
     return this.window === 1 && this.taps === 1;
   }
 };
-function compensate(model, analysis, removals, stats, mode) {
+function compensate(model, analysis, removals, consumers2, stats, mode) {
   const notes = [];
   if (mode === "none") return notes;
   const copyOf = new Map(analysis.model.graph.node.map((n, i) => [n, model.graph.node[i]]));
   for (const removal of removals) {
-    for (const found of findConsumers(analysis, removal.group)) {
+    for (const found of consumers2.get(removal.group) ?? []) {
       const c = { ...found, node: copyOf.get(found.node) };
       const s = stats.get(c.input);
       if (!s) continue;
@@ -41812,7 +41820,7 @@ async function pruneOnce(model, options) {
     }
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     const prepare = (copy) => {
-      for (const note of compensate(copy, analysis, removals, stats, options.compensate)) log(note);
+      for (const note of compensate(copy, analysis, removals, consumers2, stats, options.compensate)) log(note);
     };
     let failure2;
     let applied;
@@ -42081,10 +42089,10 @@ async function quantizeModel(model, options) {
       ...c.exception ? { exception: c.exception } : {}
     })
   );
-  const before = quantized.reduce((s, q) => s + q.bytesBefore, 0);
-  const after = quantized.reduce((s, q) => s + q.bytesAfter, 0);
-  log(`quantize: ${quantized.length} layers quantized, weights ${before} -> ${after} bytes; ${keptFloat.length} kept float`);
-  return { model: work, quantized, keptFloat };
+  const weightBytesBefore = quantized.reduce((s, q) => s + q.bytesBefore, 0);
+  const weightBytesAfter = quantized.reduce((s, q) => s + q.bytesAfter, 0);
+  log(`quantize: ${quantized.length} layers quantized, weights ${weightBytesBefore} -> ${weightBytesAfter} bytes; ${keptFloat.length} kept float`);
+  return { model: work, quantized, keptFloat, weightBytesBefore, weightBytesAfter };
 }
 function checkOptions(o) {
   if (o.bits !== 8 && o.bits !== 4) throw new UserError(`quantize: bits must be 8 or 4 (got ${String(o.bits)})`);
@@ -42192,9 +42200,23 @@ function planCandidates(work, opts, keptFloat) {
     return false;
   });
 }
+function storeBlocks(work, cache, key, weight, layout) {
+  const cached2 = cache.get(key);
+  if (cached2) return cached2;
+  const w = readWeight(work, weight);
+  const { bits, blockSize, transposed } = layout;
+  const q = quantizeBlocks(w.values, w.dims[0], w.dims[1], { bits, blockSize, transposed });
+  const codes = work.uniqueName(`${weight}_Q${bits}`);
+  work.addInitializer(codes, { dtype: DataType.UINT8, dims: layout.codesDims(q.blocks), data: q.packed });
+  const scales = work.uniqueName(`${weight}_scales`);
+  work.addInitializer(scales, scaleTensor(q.scales, w.dtype, [layout.outputs, q.blocks]));
+  const entry = { names: [codes, scales], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, blockSize, shared: [] };
+  cache.set(key, entry);
+  return entry;
+}
 function weightBytes(work, name) {
   const info = work.constantInfo(name);
-  return elementCount(info.dims) * dtypeInfo(info.dtype).bytes;
+  return tensorBytes(info.dtype, info.dims);
 }
 function readWeight(work, name) {
   const t = work.constant(name);
@@ -42207,18 +42229,13 @@ function nbitsCandidate(work, node2, kind, weight, transposed, bias, opts, cache
   const info = work.constantInfo(weight);
   const [k, n] = transposed ? [info.dims[1], info.dims[0]] : info.dims;
   const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(info.dtype).bytes);
-  const key = `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}`;
-  let entry = cache.get(key);
-  if (!entry) {
-    const w = readWeight(work, weight);
-    const q = quantizeBlocks(w.values, info.dims[0], info.dims[1], { bits: opts.bits, blockSize, transposed });
-    const bName2 = work.uniqueName(`${weight}_Q${opts.bits}`);
-    work.addInitializer(bName2, { dtype: DataType.UINT8, dims: [n, q.blocks, blockSize * opts.bits / 8], data: q.packed });
-    const sName2 = work.uniqueName(`${weight}_scales`);
-    work.addInitializer(sName2, scaleTensor(q.scales, w.dtype, [n, q.blocks]));
-    entry = { names: [bName2, sName2], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, blockSize, shared: [] };
-    cache.set(key, entry);
-  }
+  const entry = storeBlocks(work, cache, `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}`, weight, {
+    bits: opts.bits,
+    blockSize,
+    transposed,
+    outputs: n,
+    codesDims: (blocks) => [n, blocks, blockSize * opts.bits / 8]
+  });
   const [bName, sName] = entry.names;
   const a = node2.input[0];
   const name = node2.name;
@@ -42304,18 +42321,13 @@ function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache,
     skip(node2, `embedding width ${d} is not a multiple of 16: left float`);
     return void 0;
   }
-  const key = `gbq:${table3}:${bits}:${blockSize}`;
-  let entry = cache.get(key);
-  if (!entry) {
-    const w = readWeight(work, table3);
-    const q = quantizeBlocks(w.values, v, d, { bits, blockSize, transposed: true });
-    const dName2 = work.uniqueName(`${table3}_Q${bits}`);
-    work.addInitializer(dName2, { dtype: DataType.UINT8, dims: [v, d * bits / 8], data: q.packed });
-    const sName2 = work.uniqueName(`${table3}_scales`);
-    work.addInitializer(sName2, scaleTensor(q.scales, w.dtype, [v, q.blocks]));
-    entry = { names: [dName2, sName2], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, blockSize, shared: [] };
-    cache.set(key, entry);
-  }
+  const entry = storeBlocks(work, cache, `gbq:${table3}:${bits}:${blockSize}`, table3, {
+    bits,
+    blockSize,
+    transposed: true,
+    outputs: v,
+    codesDims: () => [v, d * bits / 8]
+  });
   const [dName, sName] = entry.names;
   const ids = node2.input[1];
   const name = node2.name;
@@ -42932,8 +42944,8 @@ async function quantizeArtifact(model, mode, options = {}) {
   if (compact) log(`shortened ${compact.renamed} intermediate names: ${compact.bytesSaved} bytes fewer`);
   const quantization = {
     layers: result.quantized.length,
-    weight_bytes_before: result.quantized.reduce((s, q) => s + q.bytesBefore, 0),
-    weight_bytes_after: result.quantized.reduce((s, q) => s + q.bytesAfter, 0),
+    weight_bytes_before: result.weightBytesBefore,
+    weight_bytes_after: result.weightBytesAfter,
     exceptions: [
       ...result.quantized.flatMap((q) => q.exception ? [{ where: q.node, stored: "int8", reason: q.exception }] : []),
       ...result.keptFloat.map((k) => ({ where: k.node, stored: "float", reason: k.reason }))

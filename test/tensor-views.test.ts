@@ -4,7 +4,7 @@ import Long from 'long';
 import { onnx } from 'onnx-proto';
 import { bfloat16ToFloat, floatToBfloat16, floatToHalf, halfToFloat } from '../src/onnx/dtype';
 import { OnnxModel } from '../src/onnx/model';
-import { toFloat32, toIntArray } from '../src/onnx/tensor';
+import { toFloat32, toNumbers } from '../src/onnx/tensor';
 import { T, encode, model, node, valueInfo } from './helpers/onnx-builders';
 
 describe('float16', () => {
@@ -100,7 +100,7 @@ describe('initializers stored in typed fields', () => {
     const t = m.constant('i')!;
     expect(t.data).toBeInstanceOf(BigInt64Array);
     expect(Array.from(t.data as BigInt64Array)).toEqual([1099511627779n, -5n, 7n]);
-    expect(toIntArray(t)).toEqual([1099511627779, -5, 7]);
+    expect(toNumbers(t)).toEqual([1099511627779, -5, 7]);
   });
 
   test('float16 and bfloat16 bit patterns in int32_data', () => {

@@ -6,8 +6,8 @@ import { displayPath, parseWith } from '../config/issues';
 import { UserError } from '../errors';
 import { DataType, dtypeInfo, dtypeName, floatToHalf, isFloatDType } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
-import { InputSpec, graphInputs, graphOutputs, ort, ortType } from '../onnx/runtime';
-import { Tensor, elementCount, toFloat32 } from '../onnx/tensor';
+import { InputSpec, graphInputs, graphOutputs, toOrtTensor } from '../onnx/runtime';
+import { Tensor, elementCount, toFloat32, toNumbers } from '../onnx/tensor';
 import type { Feeds } from '../prune/types';
 import { readNpy } from './npy';
 
@@ -349,7 +349,7 @@ export function convertDType(t: Tensor, spec: InputSpec, shown: string): Tensor 
     return { dtype: want, dims: t.dims, data: Uint8Array.from(t.data as Uint8Array, (v) => (v ? 1 : 0)) };
   }
   if (isFloatDType(t.dtype) || t.dtype === DataType.BOOL) throw refuse();
-  const values = Array.from(t.data as ArrayLike<number | bigint>, Number);
+  const values = toNumbers(t);
   const info = dtypeInfo(want);
   const [lo, hi] = intRange(want);
   for (let i = 0; i < values.length; i++) {
@@ -491,7 +491,7 @@ export function sliceRows(t: Tensor, start: number, end: number): Tensor {
 
 function toFeeds(inputs: Record<string, Tensor>): Feeds {
   const feeds: Feeds = {};
-  for (const [name, t] of Object.entries(inputs)) feeds[name] = new ort.Tensor(ortType(t.dtype), t.data as never, t.dims);
+  for (const [name, t] of Object.entries(inputs)) feeds[name] = toOrtTensor(t);
   return feeds;
 }
 

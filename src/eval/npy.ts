@@ -165,7 +165,3 @@ export function encodeNpy(t: Tensor): Buffer {
   prefix.writeUInt16LE(header.length, 8);
   return Buffer.concat([prefix, Buffer.from(header, 'latin1'), Buffer.from(dataAsBytes(t.data as TensorData))]);
 }
-
-export function writeNpy(file: string, t: Tensor): void {
-  fs.writeFileSync(file, encodeNpy(t));
-}

@@ -54,17 +54,10 @@ export const TASK_METRICS: Record<'language-model' | 'classification' | 'generic
   generic: [],
 };
 
-/** Metrics every task has: comparisons with the base model and the efficiency measures. */
-export const COMMON_METRICS: readonly MetricName[] = [
-  'agreement',
-  'kl-divergence',
-  'cosine',
-  'latency-p50',
-  'latency-p95',
-  'size',
-  'params',
-  'macs',
-];
+/** Metrics every task has (all but the task-specific ones): comparisons with the base model and the efficiency measures. */
+export const COMMON_METRICS: readonly MetricName[] = METRIC_NAMES.filter(
+  (m) => !Object.values(TASK_METRICS).some((own) => own.includes(m)),
+);
 
 export function isQuality(name: MetricName): boolean {
   return METRICS[name].kind === 'quality';

@@ -5,6 +5,7 @@ import { Trace, traceModel } from './trace';
 import { OnnxModel } from '../onnx/model';
 import { dummyFeeds, ort } from '../onnx/runtime';
 import { isFloatDType } from '../onnx/dtype';
+import { toNumbers } from '../onnx/tensor';
 import type { Structure } from '../prune/types';
 
 /** One removable unit: an FFN neuron, a head (or KV group), a conv channel. */
@@ -122,7 +123,7 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
         const info = model.constantInfo(n);
         if (info && isFloatDType(info.dtype)) return undefined; // a weight: never read it for this
         const c = info && model.constant(n);
-        if (c) return Array.from(c.data as ArrayLike<number | bigint>, Number);
+        if (c) return toNumbers(c);
         const v1 = t1.get(n)?.ints;
         const v2 = t2.get(n)?.ints;
         return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : undefined;

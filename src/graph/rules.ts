@@ -1,7 +1,7 @@
 import { Node, attr, attrFloat, attrInt, attrInts, attrString, setAttrInt, setAttrInts } from './graph';
 import { SmallValue, broadcastDims, resolveReshape } from './shape-eval';
 import { OnnxModel } from '../onnx/model';
-import { intTensor } from '../onnx/tensor';
+import { intTensor, toNumbers } from '../onnx/tensor';
 import type { Slot } from './atoms';
 
 /**
@@ -495,6 +495,11 @@ const concat: OpRule = {
   link: (ctx) => piecewise(outputs(ctx.node)[0], inputs(ctx.node), attrInt(ctx.node, 'axis', 0), ctx),
 };
 
+/** Where a Slice starts on an axis of `size`: negative counts from the end, clamped as ONNX does. */
+function sliceStart(start: number, size: number): number {
+  return Math.min(Math.max(start < 0 ? start + size : start, 0), size);
+}
+
 /**
  * Slice: axes it leaves whole (step 1, full range) pass through. A static axis cut to one range
  * with step 1 by constant starts and ends is a piece of the whole, as with Split (a fused
@@ -518,7 +523,7 @@ const slice: OpRule = {
       if (step !== 1) continue;
       if (a[k] === b[k] && a2[k] === b2[k]) ctx.same(x, k, y, k);
       else if (starts && i >= 0 && a[k] === a2[k] && b[k] === b2[k]) {
-        const start = Math.min(Math.max(starts[i] < 0 ? starts[i] + a[k] : starts[i], 0), a[k]);
+        const start = sliceStart(starts[i], a[k]);
         if (start + b[k] <= a[k]) ctx.offset(x, k, y, k, start);
       }
     }
@@ -533,7 +538,7 @@ const slice: OpRule = {
     const starts = model.constant(startsName);
     const ends = model.constant(endsName);
     if (!before || !after || !starts || !ends) return;
-    const axes = axesName ? Array.from(model.constant(axesName)!.data as ArrayLike<number | bigint>, Number) : before.map((_, i) => i);
+    const axes = axesName ? toNumbers(model.constant(axesName)!) : before.map((_, i) => i);
     // INT64_MAX ("to the end") does not survive a trip through a double: any bound past 2^53 is
     // as good as the end, and stays one.
     const bound = (v: number | bigint) => Math.max(-Number.MAX_SAFE_INTEGER, Math.min(Number.MAX_SAFE_INTEGER, Number(v)));
@@ -544,7 +549,7 @@ const slice: OpRule = {
       const k = normAxis(ax, before.length);
       const cut = removed(x, k);
       if (!cut || (cut.indices.size === 0 && after[k] === before[k])) continue;
-      const start = Math.min(Math.max(newStarts[i] < 0 ? newStarts[i] + cut.size : newStarts[i], 0), cut.size);
+      const start = sliceStart(newStarts[i], cut.size);
       let removedBefore = 0;
       for (const g of cut.indices) if (g < start) removedBefore++;
       newStarts[i] = start - removedBefore;

@@ -1,7 +1,7 @@
 import { GraphIndex, Node, attrInt, attrInts } from './graph';
 import { OnnxModel } from '../onnx/model';
 import { DataType, isFloatDType } from '../onnx/dtype';
-import { elementCount } from '../onnx/tensor';
+import { elementCount, toNumbers } from '../onnx/tensor';
 
 /** A small tensor computed while evaluating shape arithmetic. */
 export interface SmallValue {
@@ -45,7 +45,7 @@ export class ShapeEvaluator {
       if (c.data.length > MAX_ELEMENTS) throw new Unevaluable(`constant ${name} too large`);
       return {
         dims: c.dims,
-        data: Array.from(c.data as ArrayLike<number | bigint>, Number),
+        data: toNumbers(c),
         float: isFloatDType(c.dtype),
       };
     }

@@ -2,6 +2,7 @@ import { onnx } from 'onnx-proto';
 import { OnnxModel } from '../onnx/model';
 import { shapeOnlyProto } from '../onnx/skeleton';
 import { dummyFeeds, ort, sessionForProto } from '../onnx/runtime';
+import { toNumbers } from '../onnx/tensor';
 
 /** What a run of the model showed about one tensor. */
 export interface TracedValue {
@@ -42,7 +43,7 @@ export async function traceModel(model: OnnxModel, feeds?: Record<string, ort.Te
     for (const [name, t] of Object.entries(results)) {
       const entry: TracedValue = { dims: [...t.dims], type: t.type };
       if ((t.type === 'int64' || t.type === 'int32') && t.size <= MAX_TRACED_INTS) {
-        entry.ints = Array.from(t.data as ArrayLike<number | bigint>, (v) => Number(v));
+        entry.ints = toNumbers(t);
       }
       trace.set(name, entry);
     }

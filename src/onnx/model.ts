@@ -15,6 +15,7 @@ import {
   elementCount,
   fromFloat32,
   halfToFloat32Into,
+  protoBytes,
   takeAlongAxis,
   tensorToProto,
   toFloat32,
@@ -136,7 +137,7 @@ export class OnnxModel {
   private checkTensors(): void {
     for (const t of this.initializers) {
       if (!isSupportedDType(t.dataType)) continue; // strings etc.: never touched, kept as they are
-      const expected = elementCount(t.dims.map(toNumber)) * dtypeInfo(t.dataType).bytes;
+      const expected = protoBytes(t);
       if (isExternal(t)) {
         const loc = externalLocation(t, this.dir, this.origin);
         checkExternal(t, loc, this.origin, expected);
@@ -258,11 +259,11 @@ export class OnnxModel {
     t: onnx.ITensorProto,
   ): { file: string; offset: number; length: number } | { bytes: Uint8Array } | { stream: TensorStream; length: number } {
     const stream = deferredStream(t);
-    if (stream) return { stream, length: elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes };
+    if (stream) return { stream, length: protoBytes(t) };
     const spill = spilledRange(t);
     if (spill) return spill;
     if (isExternal(t)) {
-      const bytes = elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes;
+      const bytes = protoBytes(t);
       const loc = externalLocation(t, this.dir, this.origin);
       checkExternal(t, loc, this.origin, bytes);
       return { file: loc.file, offset: loc.offset, length: loc.length ?? bytes };

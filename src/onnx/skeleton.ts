@@ -1,7 +1,7 @@
 import { onnx } from 'onnx-proto';
 import { DataType, dtypeInfo, isFloatDType } from './dtype';
 import { OnnxModel } from './model';
-import { elementCount, fromFloat32, intTensor, tensorToProto } from './tensor';
+import { elementCount, fromFloat32, intTensor, protoBytes, tensorToProto } from './tensor';
 
 /** Float weights smaller than this stay as they are (norm scales, biases, shape-like tables). */
 const SHAPE_ONLY_MIN_ELEMENTS = 4096;
@@ -118,7 +118,7 @@ function constantOfShape(shape: string, out: string, dtype: number): onnx.NodePr
 export function floatWeightBytes(model: OnnxModel): number {
   let total = 0;
   for (const t of model.initializers) {
-    if (isFloatDType(t.dataType)) total += elementCount(t.dims.map(Number)) * dtypeInfo(t.dataType).bytes;
+    if (isFloatDType(t.dataType)) total += protoBytes(t);
   }
   return total;
 }

@@ -30,6 +30,11 @@ export function tensorBytes(dtype: number, dims: readonly number[]): number {
   return elementCount(dims) * dtypeInfo(dtype).bytes;
 }
 
+/** Bytes of a tensor proto's data, from its type and dims (wherever the data is kept). */
+export function protoBytes(t: onnx.ITensorProto): number {
+  return tensorBytes(t.dataType ?? 0, (t.dims ?? []).map(toNumber));
+}
+
 /** Copies `bytes` into a fresh, aligned typed array of the tensor's element type. */
 export function dataFromBytes(dtype: number, bytes: Uint8Array): TensorData {
   const info = dtypeInfo(dtype);
@@ -143,9 +148,9 @@ export function fromFloat32(values: ArrayLike<number>, dtype: DataType, dims: nu
   return { dtype, dims: [...dims], data };
 }
 
-/** Integer tensor values as plain numbers (shape constants, axes, split sizes). */
-export function toIntArray(t: Tensor): number[] {
-  return Array.from(t.data as ArrayLike<number | bigint>, (v) => Number(v));
+/** A tensor's values as plain numbers, int64 ones included (shape constants, axes, sizes). */
+export function toNumbers(t: { data: unknown }): number[] {
+  return Array.from(t.data as ArrayLike<number | bigint>, Number);
 }
 
 export function intTensor(values: number[], dtype: DataType = DataType.INT64, dims?: number[]): Tensor {

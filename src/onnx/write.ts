@@ -2,11 +2,11 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { UserError } from '../errors';
-import { dtypeInfo, isSupportedDType } from './dtype';
+import { isSupportedDType } from './dtype';
 import { externalLocation, isExternal } from './external';
 import { isSpilled } from './spill';
 import { OnnxModel } from './model';
-import { dataAsBytes, elementCount, toNumber } from './tensor';
+import { dataAsBytes, protoBytes } from './tensor';
 
 /** protobuf messages cannot exceed 2 GiB; stay clear of it. */
 const INLINE_LIMIT = 2 ** 31 - 64 * 2 ** 20;
@@ -27,7 +27,7 @@ export interface WriteResult {
 
 function initializerBytes(t: onnx.ITensorProto): number {
   if (!isSupportedDType(t.dataType ?? 0)) return 0;
-  return elementCount((t.dims ?? []).map(toNumber)) * dtypeInfo(t.dataType ?? 0).bytes;
+  return protoBytes(t);
 }
 
 function tmpName(file: string): string {

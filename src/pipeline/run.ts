@@ -70,8 +70,8 @@ export async function quantizeArtifact(
   if (compact) log(`shortened ${compact.renamed} intermediate names: ${compact.bytesSaved} bytes fewer`);
   const quantization: ReportQuantization = {
     layers: result.quantized.length,
-    weight_bytes_before: result.quantized.reduce((s, q) => s + q.bytesBefore, 0),
-    weight_bytes_after: result.quantized.reduce((s, q) => s + q.bytesAfter, 0),
+    weight_bytes_before: result.weightBytesBefore,
+    weight_bytes_after: result.weightBytesAfter,
     exceptions: [
       ...result.quantized.flatMap((q) => (q.exception ? [{ where: q.node, stored: 'int8' as const, reason: q.exception }] : [])),
       ...result.keptFloat.map((k) => ({ where: k.node, stored: 'float' as const, reason: k.reason })),

@@ -5,7 +5,7 @@ import { ruleOf } from '../graph/rules';
 import { SmallValue, ShapeEvaluator, Unevaluable, shapeSubgraph } from '../graph/shape-eval';
 import { OnnxModel } from '../onnx/model';
 import { DataType } from '../onnx/dtype';
-import { intTensor, fromFloat32 } from '../onnx/tensor';
+import { intTensor, fromFloat32, toNumbers } from '../onnx/tensor';
 import { Removal } from './plan';
 
 /** A shape or attribute the pruner could not keep consistent; the groups involved are frozen. */
@@ -143,7 +143,7 @@ class ShapeFixer {
     for (const leaf of leaves) {
       const t = this.model.constant(leaf);
       if (t && t.dtype !== DataType.FLOAT && t.data.length <= 64) {
-        leafValues.set(leaf, { dims: t.dims, data: Array.from(t.data as ArrayLike<number | bigint>, Number), float: false });
+        leafValues.set(leaf, { dims: t.dims, data: toNumbers(t), float: false });
       }
     }
     const candidates: Map<string, SmallValue>[] = [];

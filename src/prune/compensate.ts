@@ -1,10 +1,10 @@
 import { onnx } from 'onnx-proto';
-import { Analysis } from '../graph/analysis';
+import { Analysis, Group } from '../graph/analysis';
 import type { WeightUse } from '../graph/rules';
 import { OnnxModel } from '../onnx/model';
 import { fromFloat32, toFloat32 } from '../onnx/tensor';
 import { Removal } from './plan';
-import { ChannelStats, Consumer, channelMean, findConsumers, symmetricGram } from './stats';
+import { ChannelStats, Consumer, channelMean, symmetricGram } from './stats';
 import { Compensation } from './types';
 
 /**
@@ -57,11 +57,13 @@ class WeightMatrix {
  * reconstruct: the kept rows are refit by ridge least squares to what the full layer computed on
  *   the calibration activations: W'_k = (Cov_kk + λI)⁻¹ Cov_k· W, and the bias takes the rest
  *   of the mean, b' = b + μᵀW − μ_kᵀW'_k.
+ * `consumers` are each group's weight ops, as findConsumers found them on the analysed graph.
  */
 export function compensate(
   model: OnnxModel,
   analysis: Analysis,
   removals: Removal[],
+  consumers: ReadonlyMap<Group, Consumer[]>,
   stats: Map<string, ChannelStats>,
   mode: Compensation,
 ): string[] {
@@ -70,7 +72,7 @@ export function compensate(
   // Consumers were found on the analysed graph; edit the same nodes of the copy.
   const copyOf = new Map(analysis.model.graph.node.map((n, i) => [n, model.graph.node[i] as Consumer['node']]));
   for (const removal of removals) {
-    for (const found of findConsumers(analysis, removal.group)) {
+    for (const found of consumers.get(removal.group) ?? []) {
       const c = { ...found, node: copyOf.get(found.node)! };
       const s = stats.get(c.input);
       if (!s) continue;

@@ -88,7 +88,7 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
     }
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     const prepare = (copy: OnnxModel) => {
-      for (const note of compensate(copy, analysis, removals, stats, options.compensate)) log(note);
+      for (const note of compensate(copy, analysis, removals, consumers, stats, options.compensate)) log(note);
     };
     let failure: { message: string; groups: Group[] } | undefined;
     let applied;

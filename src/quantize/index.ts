@@ -38,7 +38,7 @@ import { attrFloat, attrInt, nodeLabel, nodeReads } from '../graph/graph';
 import { DataType, dtypeInfo, halfToFloat } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { createSession, dummyFeeds, graphOutputs, ort, sessionForProto } from '../onnx/runtime';
-import { Tensor, elementCount, fromFloat32, toFloat32 } from '../onnx/tensor';
+import { Tensor, fromFloat32, tensorBytes, toFloat32 } from '../onnx/tensor';
 import type { Feeds } from '../prune/types';
 import { Bits, blockSizeFor, quantizeBlocks, quantizePerChannel } from './pack';
 
@@ -133,6 +133,9 @@ export interface QuantizeResult {
   model: OnnxModel;
   quantized: QuantizedLayer[];
   keptFloat: KeptFloatLayer[];
+  /** The quantized layers' weights: float bytes, and bytes of what replaced them. */
+  weightBytesBefore: number;
+  weightBytesAfter: number;
 }
 
 /** A weight op that can be quantized, with the replacement built for it. */
@@ -213,10 +216,10 @@ export async function quantizeModel(model: OnnxModel, options: QuantizeOptions):
       ...(c.exception ? { exception: c.exception } : {}),
     }),
   );
-  const before = quantized.reduce((s, q) => s + q.bytesBefore, 0);
-  const after = quantized.reduce((s, q) => s + q.bytesAfter, 0);
-  log(`quantize: ${quantized.length} layers quantized, weights ${before} -> ${after} bytes; ${keptFloat.length} kept float`);
-  return { model: work, quantized, keptFloat };
+  const weightBytesBefore = quantized.reduce((s, q) => s + q.bytesBefore, 0);
+  const weightBytesAfter = quantized.reduce((s, q) => s + q.bytesAfter, 0);
+  log(`quantize: ${quantized.length} layers quantized, weights ${weightBytesBefore} -> ${weightBytesAfter} bytes; ${keptFloat.length} kept float`);
+  return { model: work, quantized, keptFloat, weightBytesBefore, weightBytesAfter };
 }
 
 type CheckedOptions = Required<Omit<QuantizeOptions, 'calibration' | 'log' | 'embeddings'>> & {
@@ -354,12 +357,39 @@ function planCandidates(work: OnnxModel, opts: CheckedOptions, keptFloat: KeptFl
   });
 }
 
-type Cache = Map<string, { names: string[]; bytes: number; blockSize?: number; shared: onnx.NodeProto[] }>;
+type CacheEntry = { names: string[]; bytes: number; blockSize?: number; shared: onnx.NodeProto[] };
+type Cache = Map<string, CacheEntry>;
 type Skip = (node: onnx.NodeProto, reason: string) => void;
+
+/**
+ * The block-wise codes and scales of `weight` (see ./pack.ts), stored once per `key` as two
+ * initializers, `<weight>_Q<bits>` shaped by `codesDims(blocks)` and `<weight>_scales` [rows of
+ * the result, blocks] in the weight's float type.
+ */
+function storeBlocks(
+  work: OnnxModel,
+  cache: Cache,
+  key: string,
+  weight: string,
+  layout: { bits: Bits; blockSize: number; transposed: boolean; outputs: number; codesDims: (blocks: number) => number[] },
+): CacheEntry {
+  const cached = cache.get(key);
+  if (cached) return cached;
+  const w = readWeight(work, weight);
+  const { bits, blockSize, transposed } = layout;
+  const q = quantizeBlocks(w.values, w.dims[0], w.dims[1], { bits, blockSize, transposed });
+  const codes = work.uniqueName(`${weight}_Q${bits}`);
+  work.addInitializer(codes, { dtype: DataType.UINT8, dims: layout.codesDims(q.blocks), data: q.packed });
+  const scales = work.uniqueName(`${weight}_scales`);
+  work.addInitializer(scales, scaleTensor(q.scales, w.dtype, [layout.outputs, q.blocks]));
+  const entry = { names: [codes, scales], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, blockSize, shared: [] };
+  cache.set(key, entry);
+  return entry;
+}
 
 function weightBytes(work: OnnxModel, name: string): number {
   const info = work.constantInfo(name)!;
-  return elementCount(info.dims) * dtypeInfo(info.dtype).bytes;
+  return tensorBytes(info.dtype, info.dims);
 }
 
 /** Float values of a weight, and the type its scales take (A's type: the weight's). */
@@ -386,18 +416,13 @@ function nbitsCandidate(
   const info = work.constantInfo(weight)!;
   const [k, n] = transposed ? [info.dims[1], info.dims[0]] : info.dims;
   const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(info.dtype).bytes);
-  const key = `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}`;
-  let entry = cache.get(key);
-  if (!entry) {
-    const w = readWeight(work, weight);
-    const q = quantizeBlocks(w.values, info.dims[0], info.dims[1], { bits: opts.bits, blockSize, transposed });
-    const bName = work.uniqueName(`${weight}_Q${opts.bits}`);
-    work.addInitializer(bName, { dtype: DataType.UINT8, dims: [n, q.blocks, (blockSize * opts.bits) / 8], data: q.packed });
-    const sName = work.uniqueName(`${weight}_scales`);
-    work.addInitializer(sName, scaleTensor(q.scales, w.dtype, [n, q.blocks]));
-    entry = { names: [bName, sName], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, blockSize, shared: [] };
-    cache.set(key, entry);
-  }
+  const entry = storeBlocks(work, cache, `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}`, weight, {
+    bits: opts.bits,
+    blockSize,
+    transposed,
+    outputs: n,
+    codesDims: (blocks) => [n, blocks, (blockSize * opts.bits) / 8],
+  });
   const [bName, sName] = entry.names;
   const a = node.input[0];
   const name = node.name;
@@ -509,18 +534,14 @@ function embeddingCandidate(
     skip(node, `embedding width ${d} is not a multiple of 16: left float`);
     return undefined;
   }
-  const key = `gbq:${table}:${bits}:${blockSize}`;
-  let entry = cache.get(key);
-  if (!entry) {
-    const w = readWeight(work, table);
-    const q = quantizeBlocks(w.values, v, d, { bits, blockSize, transposed: true });
-    const dName = work.uniqueName(`${table}_Q${bits}`);
-    work.addInitializer(dName, { dtype: DataType.UINT8, dims: [v, (d * bits) / 8], data: q.packed });
-    const sName = work.uniqueName(`${table}_scales`);
-    work.addInitializer(sName, scaleTensor(q.scales, w.dtype, [v, q.blocks]));
-    entry = { names: [dName, sName], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, blockSize, shared: [] };
-    cache.set(key, entry);
-  }
+  // GatherBlockQuantized keeps each row's D values unpadded (the block divides D).
+  const entry = storeBlocks(work, cache, `gbq:${table}:${bits}:${blockSize}`, table, {
+    bits,
+    blockSize,
+    transposed: true,
+    outputs: v,
+    codesDims: () => [v, (d * bits) / 8],
+  });
   const [dName, sName] = entry.names;
   const ids = node.input[1];
   const name = node.name;

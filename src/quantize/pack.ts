@@ -159,12 +159,6 @@ export function quantizePerChannel(w: Float32Array, dims: readonly number[], axi
   return { codes, scales };
 }
 
-export function dequantizePerChannel(q: ChannelQuantized, dims: readonly number[], axis: number): Float32Array {
-  const channels = dims[axis];
-  const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
-  return Float32Array.from(q.codes, (v, i) => v * q.scales[Math.floor(i / inner) % channels]);
-}
-
 /**
  * The block length for a weight with `k` rows along the contraction axis: a power of two from 16
  * up to `wanted`, the one that stores the weight in the fewest bytes (codes of K padded to whole

@@ -1,8 +1,10 @@
 // `npm run bench -- exporters`: models of architectures that are not among the fixtures (made by
 // export_sweep.py), each at three opsets: the share of parameters in weights the engine can
-// prune along some axis, and
-// whether the model pruned by 30 % and then quantized loads in onnxruntime with its output
-// shapes. Usage: ts-node tools/bench/exporters.ts model.onnx... ; prints JSON lines.
+// prune along some axis, and whether the model pruned by 30 % and then quantized loads in
+// onnxruntime with its output shapes.
+// Usage: ts-node tools/bench/exporters.ts model.onnx... ; prints JSON lines.
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { analyze } from '../../src/graph/analysis';
 import { countParams } from '../../src/graph/cost';
@@ -12,8 +14,6 @@ import { createSession, dummyFeeds } from '../../src/onnx/runtime';
 import { writeModel } from '../../src/onnx/write';
 import { quantizeArtifact } from '../../src/pipeline/run';
 import { pruneModel } from '../../src/prune';
-import * as fs from 'fs';
-import * as os from 'os';
 
 async function shapesOf(file: string | OnnxModel, feeds: ReturnType<typeof dummyFeeds>): Promise<string> {
   const session = await createSession(typeof file === 'string' ? OnnxModel.read(file) : file);
