@@ -1197,7 +1197,7 @@ var require_command = __commonJS({
   "node_modules/commander/lib/command.js"(exports2) {
     var EventEmitter = require("node:events").EventEmitter;
     var childProcess = require("node:child_process");
-    var path12 = require("node:path");
+    var path13 = require("node:path");
     var fs13 = require("node:fs");
     var process2 = require("node:process");
     var { Argument: Argument2, humanReadableArgName } = require_argument();
@@ -2210,9 +2210,9 @@ Expecting one of '${allowedValues.join("', '")}'`);
         let launchWithNode = false;
         const sourceExt = [".js", ".ts", ".tsx", ".mjs", ".cjs"];
         function findFile(baseDir, baseName) {
-          const localBin = path12.resolve(baseDir, baseName);
+          const localBin = path13.resolve(baseDir, baseName);
           if (fs13.existsSync(localBin)) return localBin;
-          if (sourceExt.includes(path12.extname(baseName))) return void 0;
+          if (sourceExt.includes(path13.extname(baseName))) return void 0;
           const foundExt = sourceExt.find(
             (ext) => fs13.existsSync(`${localBin}${ext}`)
           );
@@ -2230,17 +2230,17 @@ Expecting one of '${allowedValues.join("', '")}'`);
           } catch {
             resolvedScriptPath = this._scriptPath;
           }
-          executableDir = path12.resolve(
-            path12.dirname(resolvedScriptPath),
+          executableDir = path13.resolve(
+            path13.dirname(resolvedScriptPath),
             executableDir
           );
         }
         if (executableDir) {
           let localFile = findFile(executableDir, executableFile);
           if (!localFile && !subcommand._executableFile && this._scriptPath) {
-            const legacyName = path12.basename(
+            const legacyName = path13.basename(
               this._scriptPath,
-              path12.extname(this._scriptPath)
+              path13.extname(this._scriptPath)
             );
             if (legacyName !== this._name) {
               localFile = findFile(
@@ -2251,7 +2251,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
           }
           executableFile = localFile || executableFile;
         }
-        launchWithNode = sourceExt.includes(path12.extname(executableFile));
+        launchWithNode = sourceExt.includes(path13.extname(executableFile));
         let proc;
         if (process2.platform !== "win32") {
           if (launchWithNode) {
@@ -3166,7 +3166,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @return {Command}
        */
       nameFromFilename(filename) {
-        this._name = path12.basename(filename, path12.extname(filename));
+        this._name = path13.basename(filename, path13.extname(filename));
         return this;
       }
       /**
@@ -3180,9 +3180,9 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @param {string} [path]
        * @return {(string|null|Command)}
        */
-      executableDir(path13) {
-        if (path13 === void 0) return this._executableDir;
-        this._executableDir = path13;
+      executableDir(path14) {
+        if (path14 === void 0) return this._executableDir;
+        this._executableDir = path14;
         return this;
       }
       /**
@@ -3537,17 +3537,17 @@ var require_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path12) {
-      const ctrl = callVisitor(key, node2, visitor, path12);
+    function visit_(key, node2, visitor, path13) {
+      const ctrl = callVisitor(key, node2, visitor, path13);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path12, ctrl);
-        return visit_(key, ctrl, visitor, path12);
+        replaceNode(key, path13, ctrl);
+        return visit_(key, ctrl, visitor, path13);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path12 = Object.freeze(path12.concat(node2));
+          path13 = Object.freeze(path13.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = visit_(i, node2.items[i], visitor, path12);
+            const ci = visit_(i, node2.items[i], visitor, path13);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -3558,13 +3558,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path12 = Object.freeze(path12.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path12);
+          path13 = Object.freeze(path13.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path13);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path12);
+          const cv = visit_("value", node2.value, visitor, path13);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -3585,17 +3585,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path12) {
-      const ctrl = await callVisitor(key, node2, visitor, path12);
+    async function visitAsync_(key, node2, visitor, path13) {
+      const ctrl = await callVisitor(key, node2, visitor, path13);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path12, ctrl);
-        return visitAsync_(key, ctrl, visitor, path12);
+        replaceNode(key, path13, ctrl);
+        return visitAsync_(key, ctrl, visitor, path13);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path12 = Object.freeze(path12.concat(node2));
+          path13 = Object.freeze(path13.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = await visitAsync_(i, node2.items[i], visitor, path12);
+            const ci = await visitAsync_(i, node2.items[i], visitor, path13);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -3606,13 +3606,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path12 = Object.freeze(path12.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path12);
+          path13 = Object.freeze(path13.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path13);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path12);
+          const cv = await visitAsync_("value", node2.value, visitor, path13);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -3639,23 +3639,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path12) {
+    function callVisitor(key, node2, visitor, path13) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path12);
+        return visitor(key, node2, path13);
       if (identity.isMap(node2))
-        return visitor.Map?.(key, node2, path12);
+        return visitor.Map?.(key, node2, path13);
       if (identity.isSeq(node2))
-        return visitor.Seq?.(key, node2, path12);
+        return visitor.Seq?.(key, node2, path13);
       if (identity.isPair(node2))
-        return visitor.Pair?.(key, node2, path12);
+        return visitor.Pair?.(key, node2, path13);
       if (identity.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path12);
+        return visitor.Scalar?.(key, node2, path13);
       if (identity.isAlias(node2))
-        return visitor.Alias?.(key, node2, path12);
+        return visitor.Alias?.(key, node2, path13);
       return void 0;
     }
-    function replaceNode(key, path12, node2) {
-      const parent = path12[path12.length - 1];
+    function replaceNode(key, path13, node2) {
+      const parent = path13[path13.length - 1];
       if (identity.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity.isPair(parent)) {
@@ -4267,10 +4267,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity = require_identity();
     var Node5 = require_Node();
-    function collectionFromPath(schema, path12, value) {
+    function collectionFromPath(schema, path13, value) {
       let v = value;
-      for (let i = path12.length - 1; i >= 0; --i) {
-        const k = path12[i];
+      for (let i = path13.length - 1; i >= 0; --i) {
+        const k = path13[i];
         if (typeof k === "number" && Number.isInteger(k) && k >= 0) {
           const a = [];
           a[k] = v;
@@ -4289,7 +4289,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path12) => path12 == null || typeof path12 === "object" && !!path12[Symbol.iterator]().next().done;
+    var isEmptyPath = (path13) => path13 == null || typeof path13 === "object" && !!path13[Symbol.iterator]().next().done;
     var Collection = class extends Node5.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -4319,11 +4319,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path12, value) {
-        if (isEmptyPath(path12))
+      addIn(path13, value) {
+        if (isEmptyPath(path13))
           this.add(value);
         else {
-          const [key, ...rest] = path12;
+          const [key, ...rest] = path13;
           const node2 = this.get(key, true);
           if (identity.isCollection(node2))
             node2.addIn(rest, value);
@@ -4337,8 +4337,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path12) {
-        const [key, ...rest] = path12;
+      deleteIn(path13) {
+        const [key, ...rest] = path13;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -4352,8 +4352,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path12, keepScalar) {
-        const [key, ...rest] = path12;
+      getIn(path13, keepScalar) {
+        const [key, ...rest] = path13;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity.isScalar(node2) ? node2.value : node2;
@@ -4371,8 +4371,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path12) {
-        const [key, ...rest] = path12;
+      hasIn(path13) {
+        const [key, ...rest] = path13;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -4382,8 +4382,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path12, value) {
-        const [key, ...rest] = path12;
+      setIn(path13, value) {
+        const [key, ...rest] = path13;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -6898,9 +6898,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path12, value) {
+      addIn(path13, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path12, value);
+          this.contents.addIn(path13, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -6975,14 +6975,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path12) {
-        if (Collection.isEmptyPath(path12)) {
+      deleteIn(path13) {
+        if (Collection.isEmptyPath(path13)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path12) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path13) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -6997,10 +6997,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path12, keepScalar) {
-        if (Collection.isEmptyPath(path12))
+      getIn(path13, keepScalar) {
+        if (Collection.isEmptyPath(path13))
           return !keepScalar && identity.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity.isCollection(this.contents) ? this.contents.getIn(path12, keepScalar) : void 0;
+        return identity.isCollection(this.contents) ? this.contents.getIn(path13, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -7011,10 +7011,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path12) {
-        if (Collection.isEmptyPath(path12))
+      hasIn(path13) {
+        if (Collection.isEmptyPath(path13))
           return this.contents !== void 0;
-        return identity.isCollection(this.contents) ? this.contents.hasIn(path12) : false;
+        return identity.isCollection(this.contents) ? this.contents.hasIn(path13) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -7031,13 +7031,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path12, value) {
-        if (Collection.isEmptyPath(path12)) {
+      setIn(path13, value) {
+        if (Collection.isEmptyPath(path13)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path12), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path13), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path12, value);
+          this.contents.setIn(path13, value);
         }
       }
       /**
@@ -8998,9 +8998,9 @@ var require_cst_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    visit2.itemAtPath = (cst, path12) => {
+    visit2.itemAtPath = (cst, path13) => {
       let item = cst;
-      for (const [field, index] of path12) {
+      for (const [field, index] of path13) {
         const tok = item?.[field];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -9009,23 +9009,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit2.parentCollection = (cst, path12) => {
-      const parent = visit2.itemAtPath(cst, path12.slice(0, -1));
-      const field = path12[path12.length - 1][0];
+    visit2.parentCollection = (cst, path13) => {
+      const parent = visit2.itemAtPath(cst, path13.slice(0, -1));
+      const field = path13[path13.length - 1][0];
       const coll = parent?.[field];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path12, item, visitor) {
-      let ctrl = visitor(item, path12);
+    function _visit(path13, item, visitor) {
+      let ctrl = visitor(item, path13);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field of ["key", "value"]) {
         const token = item[field];
         if (token && "items" in token) {
           for (let i = 0; i < token.items.length; ++i) {
-            const ci = _visit(Object.freeze(path12.concat([[field, i]])), token.items[i], visitor);
+            const ci = _visit(Object.freeze(path13.concat([[field, i]])), token.items[i], visitor);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -9036,10 +9036,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field === "key")
-            ctrl = ctrl(item, path12);
+            ctrl = ctrl(item, path13);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path12) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path13) : ctrl;
     }
     exports2.visit = visit2;
   }
@@ -10799,7 +10799,7 @@ var require_aspromise = __commonJS({
       var params = new Array(arguments.length - 1), offset = 0, index = 2, pending = true;
       while (index < arguments.length)
         params[offset++] = arguments[index++];
-      return new Promise(function executor(resolve9, reject) {
+      return new Promise(function executor(resolve11, reject) {
         params[offset] = function callback(err) {
           if (pending) {
             pending = false;
@@ -10809,7 +10809,7 @@ var require_aspromise = __commonJS({
               var params2 = new Array(arguments.length - 1), offset2 = 0;
               while (offset2 < params2.length)
                 params2[offset2++] = arguments[offset2];
-              resolve9.apply(null, params2);
+              resolve11.apply(null, params2);
             }
           }
         };
@@ -17490,7 +17490,7 @@ function isUserError(e) {
 var version = "0.1.0";
 
 // src/config/config.ts
-var fs = __toESM(require("fs"));
+var fs2 = __toESM(require("fs"));
 var path2 = __toESM(require("path"));
 var import_yaml = __toESM(require_dist());
 
@@ -18311,10 +18311,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path12) {
-  if (!path12)
+function getElementAtPath(obj, path13) {
+  if (!path13)
     return obj;
-  return path12.reduce((acc, key) => acc?.[key], obj);
+  return path13.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -18654,11 +18654,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path12, issues) {
+function prefixIssues(path13, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path12);
+    iss.path.unshift(path13);
     return iss;
   });
 }
@@ -19120,16 +19120,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path12 = []) => {
+  const processError = (error63, path13 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path12, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path13, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path12, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path13, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path12, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path13, ...issue2.path]);
       } else {
-        const fullpath = [...path12, ...issue2.path];
+        const fullpath = [...path13, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -19168,17 +19168,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path12 = []) => {
+  const processError = (error63, path13 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path12, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path13, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path12, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path13, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path12, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path13, ...issue2.path]);
       } else {
-        const fullpath = [...path12, ...issue2.path];
+        const fullpath = [...path13, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -19217,8 +19217,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path12 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path12) {
+  const path13 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path13) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -22561,7 +22561,7 @@ var recursive = /* @__PURE__ */ new WeakMap();
 var NONE = 0;
 var ASSUMED = 1;
 var PROVEN = 2;
-function isRecursive(inst, stack, resolve9) {
+function isRecursive(inst, stack, resolve11) {
   const cached2 = recursive.get(inst);
   if (cached2 !== void 0)
     return cached2 ? PROVEN : NONE;
@@ -22571,7 +22571,7 @@ function isRecursive(inst, stack, resolve9) {
   let result = NONE;
   const check2 = (child) => {
     if (result !== PROVEN && child?._zod) {
-      const answer = isRecursive(child, stack, resolve9);
+      const answer = isRecursive(child, stack, resolve11);
       if (answer > result)
         result = answer;
     }
@@ -22582,7 +22582,7 @@ function isRecursive(inst, stack, resolve9) {
       const desc = Object.getOwnPropertyDescriptor(sh, key);
       if (spread && !desc.enumerable)
         continue;
-      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve9) : NONE;
+      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve11) : NONE;
       if (child > answer)
         answer = child;
     }
@@ -22646,7 +22646,7 @@ function isRecursive(inst, stack, resolve9) {
       break;
     // `$ZodLazy` caches its inner on the def, so a resolved edge is followed exactly
     case "lazy": {
-      const inner = def._cachedInner ?? (resolve9 ? inst._zod.innerType : void 0);
+      const inner = def._cachedInner ?? (resolve11 ? inst._zod.innerType : void 0);
       merge2(inner ? isRecursive(inner, stack, false) : ASSUMED);
       break;
     }
@@ -33013,8 +33013,8 @@ function describe(description) {
   const ch = new $ZodCheck({ check: "describe" });
   ch._zod.onattach = [
     (inst) => {
-      const existing2 = globalRegistry.get(inst) ?? {};
-      globalRegistry.add(inst, { ...existing2, description });
+      const existing = globalRegistry.get(inst) ?? {};
+      globalRegistry.add(inst, { ...existing, description });
     }
   ];
   ch._zod.check = () => {
@@ -33026,8 +33026,8 @@ function meta(metadata) {
   const ch = new $ZodCheck({ check: "meta" });
   ch._zod.onattach = [
     (inst) => {
-      const existing2 = globalRegistry.get(inst) ?? {};
-      globalRegistry.add(inst, { ...existing2, ...metadata });
+      const existing = globalRegistry.get(inst) ?? {};
+      globalRegistry.add(inst, { ...existing, ...metadata });
     }
   ];
   ch._zod.check = () => {
@@ -33219,8 +33219,8 @@ function extractDefs(ctx, schema) {
   for (const entry of ctx.seen.entries()) {
     const id = ctx.metadataRegistry.get(entry[0])?.id;
     if (id) {
-      const existing2 = idToSchema.get(id);
-      if (existing2 && existing2 !== entry[0]) {
+      const existing = idToSchema.get(id);
+      if (existing && existing !== entry[0]) {
         throw new Error(`Duplicate schema id "${id}" detected during JSON Schema conversion. Two different schemas cannot share the same id when converted together.`);
       }
       idToSchema.set(id, entry[0]);
@@ -33494,9 +33494,9 @@ function finalize(ctx, schema) {
           const allOf = json2?.allOf;
           if (!Array.isArray(allOf))
             continue;
-          const existing2 = carriers.get(allOf);
-          if (existing2)
-            existing2.push(json2);
+          const existing = carriers.get(allOf);
+          if (existing)
+            existing.push(json2);
           else
             carriers.set(allOf, [json2]);
         }
@@ -36356,13 +36356,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path12 = ref.slice(1).split("/").filter(Boolean);
-  if (path12.length === 0) {
+  const path13 = ref.slice(1).split("/").filter(Boolean);
+  if (path13.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path12[0] === defsKey) {
-    const key = path12[1] === void 0 ? void 0 : decodeJSONPointerSegment(path12[1]);
+  if (path13[0] === defsKey) {
+    const key = path13[1] === void 0 ? void 0 : decodeJSONPointerSegment(path13[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -37250,7 +37250,7 @@ async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY)
   return { base: b, candidate: c, speedup: c.p50_ms > 0 ? b.p50_ms / c.p50_ms : NaN };
 }
 
-// src/gate/metrics.ts
+// src/eval/metric-names.ts
 var METRIC_NAMES = [
   "accuracy",
   "perplexity",
@@ -37264,6 +37264,19 @@ var METRIC_NAMES = [
   "params",
   "macs"
 ];
+var TASK_METRICS = {
+  "language-model": ["perplexity", "next-token-accuracy"],
+  classification: ["accuracy"],
+  generic: []
+};
+var COMMON_METRICS = METRIC_NAMES.filter(
+  (m) => !Object.values(TASK_METRICS).some((own2) => own2.includes(m))
+);
+function metricsOf(task) {
+  return [...TASK_METRICS[task], ...COMMON_METRICS];
+}
+
+// src/gate/metrics.ts
 var BOUND_KINDS = ["max-drop", "max-increase", "min", "max", "min-speedup", "max-ratio"];
 var METRICS = {
   accuracy: { kind: "quality", higherIsBetter: true, bounds: ["max-drop", "min"], unit: "fraction" },
@@ -37278,24 +37291,74 @@ var METRICS = {
   params: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "count" },
   macs: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "count" }
 };
-var TASK_METRICS = {
-  "language-model": ["perplexity", "next-token-accuracy"],
-  classification: ["accuracy"],
-  generic: []
-};
-var COMMON_METRICS = METRIC_NAMES.filter(
-  (m) => !Object.values(TASK_METRICS).some((own2) => own2.includes(m))
-);
 function isQuality(name) {
   return METRICS[name].kind === "quality";
 }
 
-// src/config/issues.ts
+// src/quantize/options.ts
+var QUANTIZE_MODES = ["none", "int8", "int4"];
+
+// src/util/format.ts
+function grouped(n) {
+  const [int3, frac] = String(Math.round(n * 100) / 100).split(".");
+  const sign = int3.startsWith("-") ? "-" : "";
+  const digits = sign ? int3.slice(1) : int3;
+  return sign + digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",") + (frac ? `.${frac}` : "");
+}
+function si(n) {
+  const units = [
+    [1e12, "T"],
+    [1e9, "G"],
+    [1e6, "M"],
+    [1e3, "K"]
+  ];
+  for (const [scale, unit] of units) if (Math.abs(n) >= scale) return `${(n / scale).toPrecision(3)} ${unit}`;
+  return String(Math.round(n));
+}
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toPrecision(3)} ${units[i]}`;
+}
+function shape(dims) {
+  return `[${dims.map((d) => d === null ? "?" : String(d)).join(", ")}]`;
+}
+function table(rows, indent = "") {
+  const widths = [];
+  for (const row2 of rows) row2.forEach((cell, i) => widths[i] = Math.max(widths[i] ?? 0, cell.length));
+  return rows.map((row2) => indent + row2.map((cell, i) => i < row2.length - 1 ? cell.padEnd(widths[i]) : cell).join("  "));
+}
+function quoted(v) {
+  if (typeof v !== "string") return JSON.stringify(v) ?? String(v);
+  const s = JSON.stringify(v.length > 80 ? `${v.slice(0, 79)}…` : v);
+  return `'${s.slice(1, -1)}'`;
+}
+
+// src/util/paths.ts
+var fs = __toESM(require("fs"));
 var path = __toESM(require("path"));
 function displayPath(file2) {
   const rel = path.relative(process.cwd(), file2);
   return rel && !rel.startsWith("..") && !path.isAbsolute(rel) ? rel : file2;
 }
+function checkedPath(file2, where, kind, base) {
+  const abs = base ? path.resolve(base, file2) : path.resolve(file2);
+  let stat;
+  try {
+    stat = fs.statSync(abs);
+  } catch {
+    throw new UserError(`${where}: ${kind} not found: ${displayPath(abs)}`);
+  }
+  if (kind === "file" && !stat.isFile() || kind === "folder" && !stat.isDirectory()) throw new UserError(`${where}: not a ${kind}: ${displayPath(abs)}`);
+  return abs;
+}
+
+// src/util/validation.ts
 function keyPath(parts) {
   let out = "";
   for (const p of parts) out += typeof p === "number" ? `[${p}]` : out ? `.${String(p)}` : String(p);
@@ -37377,7 +37440,6 @@ function parseWith(schema, data, file2) {
 
 // src/config/config.ts
 var DEFAULT_CONFIG = "prune-gate.yml";
-var QUANTIZE_MODES = ["none", "int8", "int4"];
 var DEFAULT_PRUNE = {
   target: "auto",
   maxTarget: 0.5,
@@ -37393,9 +37455,7 @@ var ConfigFile = external_exports.strictObject({
   calibration: external_exports.string({ error: "a path to a calibration folder" }).optional(),
   prune: external_exports.strictObject({
     // 0 prunes nothing: with quantize, the gate judges the quantized base model.
-    target: external_exports.union([fraction("a fraction of parameters between 0 and 1"), external_exports.literal(0), external_exports.literal("auto")], {
-      error: "a fraction of parameters between 0 and 1 (0.3), or auto"
-    }).optional(),
+    target: external_exports.union([external_exports.number(), external_exports.string()], { error: (i) => targetExpected(true, i.input) }).transform((v, ctx) => targetValue(v, true) ?? (ctx.addIssue({ code: "custom", message: targetExpected(true, v) }), external_exports.NEVER)).optional(),
     "max-target": fraction("a fraction of parameters between 0 and 1 (0.6)").optional(),
     structures: external_exports.array(external_exports.enum(["ffn", "heads", "channels"], { error: (i) => `unknown structure '${String(i.input)}' (expected ffn, heads, channels)` }), {
       error: "a list of ffn, heads, channels"
@@ -37418,7 +37478,7 @@ function loadConfig(file2) {
   const shown = displayPath(abs);
   let text2;
   try {
-    text2 = fs.readFileSync(abs, "utf8");
+    text2 = fs2.readFileSync(abs, "utf8");
   } catch (e) {
     const code = e.code;
     if (code === "ENOENT") throw new UserError(`config file not found: ${shown}`);
@@ -37448,8 +37508,8 @@ function parseConfig(text2, file2) {
 function fromFile(raw, dir, shown) {
   const p = raw.prune ?? {};
   return {
-    model: raw.model !== void 0 ? existing(path2.resolve(dir, raw.model), `${shown}: model`) : void 0,
-    calibration: raw.calibration !== void 0 ? existing(path2.resolve(dir, raw.calibration), `${shown}: calibration`) : void 0,
+    model: raw.model !== void 0 ? checkedPath(raw.model, `${shown}: model`, "file", dir) : void 0,
+    calibration: raw.calibration !== void 0 ? checkedPath(raw.calibration, `${shown}: calibration`, "file or folder", dir) : void 0,
     prune: {
       target: p.target ?? DEFAULT_PRUNE.target,
       maxTarget: p["max-target"] ?? DEFAULT_PRUNE.maxTarget,
@@ -37467,10 +37527,6 @@ function fromFile(raw, dir, shown) {
 }
 function defaultConfig() {
   return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, gate: [], latency: { ...DEFAULT_LATENCY } };
-}
-function existing(file2, where) {
-  if (!fs.existsSync(file2)) throw new UserError(`${where}: file not found: ${displayPath(file2)}`);
-  return file2;
 }
 function parseGate(gate, shown) {
   const rules = [];
@@ -37520,46 +37576,148 @@ function parseRule(metric, bound, value, where) {
   }
   return { metric, bound, value: number4, percent: percent2, text: `${bound} ${percent2 ? `${number4}%` : number4}` };
 }
+function targetValue(value, auto) {
+  if (auto && typeof value === "string" && value.trim() === "auto") return "auto";
+  const n = typeof value === "number" ? value : typeof value === "string" && /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(value) ? Number(value) : NaN;
+  return n >= 0 && n < 1 ? n : void 0;
+}
+function targetExpected(auto, value) {
+  return `expected a fraction of parameters between 0 and 1 (e.g. 0.3)${auto ? " or auto" : ""}, found ${quoted(value)}`;
+}
+function parseTarget(value, where, options = { auto: true }) {
+  const target = targetValue(value, options.auto);
+  if (target === void 0) throw new UserError(`${where}: ${targetExpected(options.auto, value)}`);
+  return target;
+}
+function parseQuantize(value, where) {
+  if (QUANTIZE_MODES.includes(value)) return value;
+  throw new UserError(`${where}: expected ${QUANTIZE_MODES.join(", ")}, found ${quoted(value)}`);
+}
+function parseOverrides(raw, option) {
+  const o = {};
+  if (raw.model !== void 0) o.model = checkedPath(raw.model, option("model"), "file");
+  if (raw.calibration !== void 0) o.calibration = checkedPath(raw.calibration, option("calibration"), "file or folder");
+  if (raw.target !== void 0) o.target = parseTarget(raw.target, option("target"));
+  if (raw.quantize !== void 0) o.quantize = parseQuantize(raw.quantize, option("quantize"));
+  if (raw.keepNames) o.keepNames = true;
+  return o;
+}
 function applyOverrides(config2, o) {
   const out = { ...config2, prune: { ...config2.prune } };
-  if (o.model !== void 0) out.model = existing(path2.resolve(o.model), "--model");
-  if (o.calibration !== void 0) out.calibration = existing(path2.resolve(o.calibration), "--calibration");
-  if (o.target !== void 0) out.prune.target = parseTarget(o.target, "--target");
-  if (o.quantize !== void 0) {
-    if (!QUANTIZE_MODES.includes(o.quantize)) {
-      throw new UserError(`--quantize: expected ${QUANTIZE_MODES.join(", ")}, found '${o.quantize}'`);
-    }
-    out.quantize = o.quantize;
-  }
+  if (o.model !== void 0) out.model = o.model;
+  if (o.calibration !== void 0) out.calibration = o.calibration;
+  if (o.target !== void 0) out.prune.target = o.target;
+  if (o.quantize !== void 0) out.quantize = o.quantize;
   if (o.keepNames) out.keepNames = true;
   return out;
 }
-function parseTarget(text2, where) {
-  if (text2.trim() === "auto") return "auto";
-  const n = Number(text2);
-  if (!/^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(text2) || !(n >= 0 && n < 1)) {
-    throw new UserError(`${where}: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '${text2}'`);
+function resolveConfig(file2, overrides, option) {
+  const chosen = path2.resolve(file2 ?? DEFAULT_CONFIG);
+  let base;
+  if (fs2.existsSync(chosen)) base = loadConfig(chosen);
+  else if (file2 !== void 0) throw new UserError(`${option("config")}: file not found: ${displayPath(chosen)}`);
+  else if (overrides.model && overrides.calibration) base = defaultConfig();
+  else {
+    const missing = [overrides.model ? void 0 : option("model"), overrides.calibration ? void 0 : option("calibration")].filter(Boolean);
+    throw new UserError(`no ${DEFAULT_CONFIG} here and no ${missing.join(" or ")}: give ${option("config")} (a config file), or ${option("model")} and ${option("calibration")}`);
   }
-  return n;
-}
-function resolveConfig(file2, overrides) {
-  const explicit = file2 !== void 0;
-  const chosen = file2 ?? DEFAULT_CONFIG;
-  const base = explicit || fs.existsSync(chosen) ? loadConfig(chosen) : defaultConfig();
   const config2 = applyOverrides(base, overrides);
-  const source = config2.file ? displayPath(config2.file) : `no ${DEFAULT_CONFIG} here`;
-  if (!config2.model) throw new UserError(`${source}: no model: set "model:" in the config, or pass --model`);
-  if (!config2.calibration) throw new UserError(`${source}: no calibration set: set "calibration:" in the config, or pass --calibration`);
+  const source = () => displayPath(config2.file);
+  if (!config2.model) throw new UserError(`${source()}: no model: set "model:" in it, or give ${option("model")}`);
+  if (!config2.calibration) throw new UserError(`${source()}: no calibration set: set "calibration:" in it, or give ${option("calibration")}`);
   return config2;
 }
 
+// src/github/event.ts
+var fs3 = __toESM(require("fs"));
+var SHA = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
+var PullRequestPayload = external_exports.object({
+  pull_request: external_exports.object({
+    number: external_exports.number().int().positive(),
+    head: external_exports.object({
+      sha: external_exports.string().regex(SHA),
+      repo: external_exports.object({ full_name: external_exports.string() }).nullable().optional()
+    }),
+    base: external_exports.object({ repo: external_exports.object({ full_name: external_exports.string() }) }).optional()
+  })
+});
+var WorkflowRunPayload = external_exports.object({
+  workflow_run: external_exports.object({
+    id: external_exports.number().int().optional(),
+    event: external_exports.string(),
+    head_sha: external_exports.string().regex(SHA),
+    pull_requests: external_exports.array(external_exports.object({ number: external_exports.number().int().positive() })).default([]),
+    head_repository: external_exports.object({ full_name: external_exports.string() }).nullable().optional()
+  })
+});
+var PULL_REQUEST_EVENTS = ["pull_request", "pull_request_target"];
+function readPayload(file2) {
+  if (!file2) return {};
+  let text2;
+  try {
+    text2 = fs3.readFileSync(file2, "utf8");
+  } catch {
+    return {};
+  }
+  try {
+    return JSON.parse(text2);
+  } catch (e) {
+    throw new UserError(`GITHUB_EVENT_PATH ${file2}: not JSON: ${e.message.split("\n")[0]}`);
+  }
+}
+function pullRequestOf(eventName, payload, repository) {
+  if (!PULL_REQUEST_EVENTS.includes(eventName)) return void 0;
+  const pr = PullRequestPayload.safeParse(payload);
+  if (!pr.success) return void 0;
+  const head = pr.data.pull_request.head.repo;
+  const base = pr.data.pull_request.base?.repo.full_name ?? repository;
+  return {
+    number: pr.data.pull_request.number,
+    headSha: pr.data.pull_request.head.sha,
+    // A deleted head repository (null) was a fork.
+    fromFork: head === null ? true : head === void 0 ? false : head.full_name !== base
+  };
+}
+function pullRequestOfRun(env = process.env) {
+  let payload;
+  try {
+    payload = readPayload(env.GITHUB_EVENT_PATH);
+  } catch {
+    return void 0;
+  }
+  const pr = pullRequestOf(env.GITHUB_EVENT_NAME ?? "", payload, env.GITHUB_REPOSITORY);
+  return pr && { number: pr.number, head_sha: pr.headSha };
+}
+
 // src/pipeline/run.ts
-var fs11 = __toESM(require("fs"));
-var path10 = __toESM(require("path"));
+var fs12 = __toESM(require("fs"));
+var path11 = __toESM(require("path"));
+
+// src/util/files.ts
+var fs4 = __toESM(require("fs"));
+var path3 = __toESM(require("path"));
+function temporaryName(file2) {
+  return `${file2}.tmp-${process.pid}-${Date.now()}`;
+}
+function writeFileAtomic(file2, data) {
+  fs4.mkdirSync(path3.dirname(path3.resolve(file2)), { recursive: true });
+  const tmp = temporaryName(file2);
+  try {
+    fs4.writeFileSync(tmp, data);
+    fs4.renameSync(tmp, file2);
+  } catch (e) {
+    fs4.rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+function writeJsonAtomic(file2, value) {
+  writeFileAtomic(file2, `${JSON.stringify(value, null, 2)}
+`);
+}
 
 // src/eval/calibration.ts
-var fs8 = __toESM(require("fs"));
-var path8 = __toESM(require("path"));
+var fs11 = __toESM(require("fs"));
+var path9 = __toESM(require("path"));
 var import_yaml2 = __toESM(require_dist());
 
 // src/onnx/dtype.ts
@@ -37641,16 +37799,16 @@ function floatToBfloat16(v) {
 
 // src/onnx/runtime.ts
 var crypto = __toESM(require("crypto"));
-var fs6 = __toESM(require("fs"));
+var fs9 = __toESM(require("fs"));
 var os2 = __toESM(require("os"));
-var path7 = __toESM(require("path"));
+var path8 = __toESM(require("path"));
 var ort = __toESM(require("onnxruntime-node"));
 var import_onnx_proto6 = __toESM(require_onnx());
 
 // src/onnx/spill.ts
-var fs2 = __toESM(require("fs"));
+var fs5 = __toESM(require("fs"));
 var os = __toESM(require("os"));
-var path3 = __toESM(require("path"));
+var path4 = __toESM(require("path"));
 var spillThreshold = 8 * 2 ** 20;
 function spillMinBytes() {
   return spillThreshold;
@@ -37659,16 +37817,16 @@ var spilled = /* @__PURE__ */ new WeakMap();
 var store;
 function openStore() {
   if (store) return store;
-  const dir = fs2.mkdtempSync(path3.join(os.tmpdir(), "prune-gate-spill-"));
-  const file2 = path3.join(dir, "tensors.bin");
-  store = { file: file2, fd: fs2.openSync(file2, "w+"), size: 0 };
-  process.once("exit", () => fs2.rmSync(dir, { recursive: true, force: true }));
+  const dir = fs5.mkdtempSync(path4.join(os.tmpdir(), "prune-gate-spill-"));
+  const file2 = path4.join(dir, "tensors.bin");
+  store = { file: file2, fd: fs5.openSync(file2, "w+"), size: 0 };
+  process.once("exit", () => fs5.rmSync(dir, { recursive: true, force: true }));
   return store;
 }
 function spillTensor(proto, bytes2) {
   const s = openStore();
   let done = 0;
-  while (done < bytes2.byteLength) done += fs2.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
+  while (done < bytes2.byteLength) done += fs5.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
   spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
   s.size += bytes2.byteLength;
 }
@@ -37687,13 +37845,13 @@ function isSpilled(proto) {
 }
 
 // src/onnx/write.ts
-var fs4 = __toESM(require("fs"));
-var path5 = __toESM(require("path"));
+var fs7 = __toESM(require("fs"));
+var path6 = __toESM(require("path"));
 var import_onnx_proto4 = __toESM(require_onnx());
 
 // src/onnx/external.ts
-var fs3 = __toESM(require("fs"));
-var path4 = __toESM(require("path"));
+var fs6 = __toESM(require("fs"));
+var path5 = __toESM(require("path"));
 var import_onnx_proto2 = __toESM(require_onnx());
 function isExternal(t) {
   return t.dataLocation === import_onnx_proto2.onnx.TensorProto.DataLocation.EXTERNAL;
@@ -37703,14 +37861,14 @@ function externalLocation(t, modelDir, modelPath) {
   const location = entries.get("location");
   if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
   const normalized = location.replace(/\\/g, "/");
-  if (path4.isAbsolute(location) || path4.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
+  if (path5.isAbsolute(location) || path5.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
     throw new UserError(
       `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
     );
   }
-  const root = path4.resolve(modelDir);
-  const file2 = path4.resolve(root, normalized);
-  if (file2 !== root && !file2.startsWith(root + path4.sep)) {
+  const root = path5.resolve(modelDir);
+  const file2 = path5.resolve(root, normalized);
+  if (file2 !== root && !file2.startsWith(root + path5.sep)) {
     throw new UserError(
       `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
     );
@@ -37725,7 +37883,7 @@ function externalLocation(t, modelDir, modelPath) {
 function checkExternal(t, loc, modelPath, expectedBytes) {
   let size;
   try {
-    size = fs3.statSync(loc.file).size;
+    size = fs6.statSync(loc.file).size;
   } catch {
     throw new UserError(
       `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
@@ -37748,16 +37906,16 @@ function readTensorData(dtype, file2, offset, length) {
   if (length % info.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info.name} elements`);
   const buffer = new ArrayBuffer(length);
   const bytes2 = new Uint8Array(buffer);
-  const fd = fs3.openSync(file2, "r");
+  const fd = fs6.openSync(file2, "r");
   try {
     let done = 0;
     while (done < length) {
-      const n = fs3.readSync(fd, bytes2, done, length - done, offset + done);
+      const n = fs6.readSync(fd, bytes2, done, length - done, offset + done);
       if (n === 0) throw new Error(`unexpected end of ${file2}`);
       done += n;
     }
   } finally {
-    fs3.closeSync(fd);
+    fs6.closeSync(fd);
   }
   return new info.array(buffer, 0, length / info.bytes);
 }
@@ -37931,19 +38089,16 @@ function initializerBytes(t) {
   if (!isSupportedDType(t.dataType ?? 0)) return 0;
   return protoBytes(t);
 }
-function tmpName(file2) {
-  return `${file2}.tmp-${process.pid}-${Date.now()}`;
-}
 function writeModel(model, file2, options = {}) {
-  const out = path5.resolve(file2);
-  if (model.origin && path5.resolve(model.origin) === out) {
+  const out = path6.resolve(file2);
+  if (model.origin && path6.resolve(model.origin) === out) {
     throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
   }
   const graph = model.graph;
   const total = model.initializers.reduce((sum, t) => sum + initializerBytes(t), 0);
   const external = options.externalData ?? total > INLINE_LIMIT;
-  const dataName = `${path5.basename(out)}.data`;
-  const dataPath = path5.join(path5.dirname(out), dataName);
+  const dataName = `${path6.basename(out)}.data`;
+  const dataPath = path6.join(path6.dirname(out), dataName);
   if (external) {
     for (const t of model.initializers) {
       if (isExternal(t) && externalLocation(t, model.dir, model.origin).file === dataPath) {
@@ -37951,13 +38106,13 @@ function writeModel(model, file2, options = {}) {
       }
     }
   }
-  fs4.mkdirSync(path5.dirname(out), { recursive: true });
-  const tmpModel = tmpName(out);
-  const tmpData = external ? tmpName(dataPath) : void 0;
+  fs7.mkdirSync(path6.dirname(out), { recursive: true });
+  const tmpModel = temporaryName(out);
+  const tmpData = external ? temporaryName(dataPath) : void 0;
   let fd;
   try {
     let offset = 0;
-    if (tmpData) fd = fs4.openSync(tmpData, "w");
+    if (tmpData) fd = fs7.openSync(tmpData, "w");
     const initializers = model.initializers.map((t) => {
       const bytes2 = initializerBytes(t);
       const inMemory = !isExternal(t) && !isSpilled(t);
@@ -37975,7 +38130,7 @@ function writeModel(model, file2, options = {}) {
         return copy;
       }
       const pad2 = (ALIGN - offset % ALIGN) % ALIGN;
-      if (pad2) fs4.writeSync(fd, Buffer.alloc(pad2), 0, pad2, offset);
+      if (pad2) fs7.writeSync(fd, Buffer.alloc(pad2), 0, pad2, offset);
       offset += pad2;
       const length = "bytes" in source ? source.bytes.byteLength : source.length;
       if ("bytes" in source) writeAll(fd, source.bytes, offset);
@@ -37998,7 +38153,7 @@ function writeModel(model, file2, options = {}) {
       return copy;
     });
     if (fd !== void 0) {
-      fs4.closeSync(fd);
+      fs7.closeSync(fd);
       fd = void 0;
     }
     const proto = import_onnx_proto4.onnx.ModelProto.create({
@@ -38006,40 +38161,40 @@ function writeModel(model, file2, options = {}) {
       graph: import_onnx_proto4.onnx.GraphProto.create({ ...graph, initializer: initializers })
     });
     const encoded = import_onnx_proto4.onnx.ModelProto.encode(proto).finish();
-    fs4.writeFileSync(tmpModel, encoded);
-    if (tmpData) fs4.renameSync(tmpData, dataPath);
-    fs4.renameSync(tmpModel, out);
+    fs7.writeFileSync(tmpModel, encoded);
+    if (tmpData) fs7.renameSync(tmpData, dataPath);
+    fs7.renameSync(tmpModel, out);
     return { path: out, dataPath: external ? dataPath : void 0, bytes: encoded.byteLength + offset };
   } catch (e) {
-    if (fd !== void 0) fs4.closeSync(fd);
-    for (const f of [tmpModel, tmpData]) if (f && fs4.existsSync(f)) fs4.unlinkSync(f);
+    if (fd !== void 0) fs7.closeSync(fd);
+    for (const f of [tmpModel, tmpData]) if (f && fs7.existsSync(f)) fs7.unlinkSync(f);
     throw e;
   }
 }
 function writeAll(fd, data, at) {
   let done = 0;
-  while (done < data.byteLength) done += fs4.writeSync(fd, data, done, data.byteLength - done, at + done);
+  while (done < data.byteLength) done += fs7.writeSync(fd, data, done, data.byteLength - done, at + done);
 }
 var CHUNK = 16 * 2 ** 20;
 var chunk;
 function copyRange(file2, from, length, fd, at) {
   chunk ??= Buffer.allocUnsafe(CHUNK);
-  const src = fs4.openSync(file2, "r");
+  const src = fs7.openSync(file2, "r");
   try {
     for (let done = 0; done < length; ) {
-      const n = fs4.readSync(src, chunk, 0, Math.min(CHUNK, length - done), from + done);
+      const n = fs7.readSync(src, chunk, 0, Math.min(CHUNK, length - done), from + done);
       if (n === 0) throw new Error(`unexpected end of ${file2}`);
       writeAll(fd, chunk.subarray(0, n), at + done);
       done += n;
     }
   } finally {
-    fs4.closeSync(src);
+    fs7.closeSync(src);
   }
 }
 
 // src/onnx/model.ts
-var fs5 = __toESM(require("fs"));
-var path6 = __toESM(require("path"));
+var fs8 = __toESM(require("fs"));
+var path7 = __toESM(require("path"));
 var import_onnx_proto5 = __toESM(require_onnx());
 var CHUNK_BYTES = 32 * 2 ** 20;
 var LFS_POINTER = "version https://git-lfs.github.com/spec/v1";
@@ -38047,9 +38202,9 @@ function decodeModelProto(bytes2) {
   return import_onnx_proto5.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
 var OnnxModel = class _OnnxModel {
-  constructor(proto, path12, origin = path12) {
+  constructor(proto, path13, origin = path13) {
     this.proto = proto;
-    this.path = path12;
+    this.path = path13;
     this.origin = origin;
     this.reindexConstants();
   }
@@ -38071,12 +38226,12 @@ var OnnxModel = class _OnnxModel {
   }
   /** Folder that external data locations are relative to. */
   get dir() {
-    return this.origin ? path6.dirname(path6.resolve(this.origin)) : process.cwd();
+    return this.origin ? path7.dirname(path7.resolve(this.origin)) : process.cwd();
   }
   static read(file2) {
     let bytes2;
     try {
-      bytes2 = fs5.readFileSync(file2);
+      bytes2 = fs8.readFileSync(file2);
     } catch (e) {
       const code = e.code;
       if (code === "ENOENT") throw new UserError(`model file not found: ${file2}`);
@@ -38279,19 +38434,19 @@ var OnnxModel = class _OnnxModel {
     }
     const chunk2 = Math.max(1, Math.floor(maxBytes / rowBytes)) * rowBytes;
     const buffer = new Uint8Array(new ArrayBuffer(chunk2));
-    const fd = fs5.openSync(source.file, "r");
+    const fd = fs8.openSync(source.file, "r");
     try {
       for (let first = 0; first < source.length; first += chunk2) {
         const bytes2 = buffer.subarray(0, Math.min(chunk2, source.length - first));
         for (let done = 0; done < bytes2.byteLength; ) {
-          const n = fs5.readSync(fd, bytes2, done, bytes2.byteLength - done, source.offset + first + done);
+          const n = fs8.readSync(fd, bytes2, done, bytes2.byteLength - done, source.offset + first + done);
           if (n === 0) throw new Error(`unexpected end of ${source.file}`);
           done += n;
         }
         fn(bytes2, first);
       }
     } finally {
-      fs5.closeSync(fd);
+      fs8.closeSync(fd);
     }
   }
   /**
@@ -38409,10 +38564,10 @@ var OnnxModel = class _OnnxModel {
   /** Size of the model on disk: the .onnx file plus every external data file it references. */
   bytesOnDisk() {
     if (!this.path) return 0;
-    let total = fs5.statSync(this.path).size;
+    let total = fs8.statSync(this.path).size;
     const files = /* @__PURE__ */ new Set();
     for (const t of this.initializers) if (isExternal(t)) files.add(externalLocation(t, this.dir, this.origin).file);
-    for (const f of files) total += fs5.statSync(f).size;
+    for (const f of files) total += fs8.statSync(f).size;
     return total;
   }
 };
@@ -38518,7 +38673,7 @@ function dummyFeeds(model, axis0 = 2, otherAxes = 7) {
   return feeds;
 }
 function externalDataFiles(model) {
-  return [...externalFileMap(model)].map(([location, file2]) => ({ path: location, data: fs6.readFileSync(file2) }));
+  return [...externalFileMap(model)].map(([location, file2]) => ({ path: location, data: fs9.readFileSync(file2) }));
 }
 function externalFileMap(model) {
   const files = /* @__PURE__ */ new Map();
@@ -38541,31 +38696,31 @@ async function sessionForProto(model, proto, options = {}) {
   const bytes2 = import_onnx_proto6.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
   if (files.size === 0) return ort.InferenceSession.create(bytes2, opts);
-  const tmp = path7.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
+  const tmp = path8.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
   try {
-    fs6.writeFileSync(tmp, bytes2, { flag: "wx" });
+    fs9.writeFileSync(tmp, bytes2, { flag: "wx" });
   } catch {
     return ort.InferenceSession.create(bytes2, { ...opts, externalData: externalDataFiles(model) });
   }
   try {
     return await ort.InferenceSession.create(tmp, opts);
   } finally {
-    fs6.rmSync(tmp, { force: true });
+    fs9.rmSync(tmp, { force: true });
   }
 }
 async function sessionFromWrittenCopy(model, proto, opts) {
-  const dir = fs6.mkdtempSync(path7.join(os2.tmpdir(), "prune-gate-session-"));
+  const dir = fs9.mkdtempSync(path8.join(os2.tmpdir(), "prune-gate-session-"));
   try {
-    const file2 = path7.join(dir, "model.onnx");
+    const file2 = path8.join(dir, "model.onnx");
     writeModel(OnnxModel.fromProto(proto, "", model.origin), file2, { externalData: true });
     return await ort.InferenceSession.create(file2, opts);
   } finally {
-    fs6.rmSync(dir, { recursive: true, force: true });
+    fs9.rmSync(dir, { recursive: true, force: true });
   }
 }
 
 // src/eval/npy.ts
-var fs7 = __toESM(require("fs"));
+var fs10 = __toESM(require("fs"));
 var MAGIC = Buffer.from([147, 78, 85, 77, 80, 89]);
 var DESCR_TO_DTYPE = {
   f4: DataType.FLOAT,
@@ -38585,7 +38740,7 @@ var DTYPE_TO_DESCR = new Map(Object.entries(DESCR_TO_DTYPE).map(([k, v]) => [v, 
 function readNpy(file2) {
   let bytes2;
   try {
-    bytes2 = fs7.readFileSync(file2);
+    bytes2 = fs10.readFileSync(file2);
   } catch (e) {
     const code = e.code;
     if (code === "ENOENT") throw new UserError(`${file2}: file not found`);
@@ -38732,14 +38887,14 @@ function loadCalibration(location, model, options = {}) {
 function findSpecFile(location) {
   let stat;
   try {
-    stat = fs8.statSync(location);
+    stat = fs11.statSync(location);
   } catch {
     throw new UserError(`calibration not found: ${location} (give a folder holding calibration.json or samples.jsonl)`);
   }
   if (!stat.isDirectory()) return location;
   for (const name of [...SPEC_NAMES, SAMPLES_NAME]) {
-    const f = path8.join(location, name);
-    if (fs8.existsSync(f)) return f;
+    const f = path9.join(location, name);
+    if (fs11.existsSync(f)) return f;
   }
   throw new UserError(
     `${location}: no calibration.json, calibration.yml or samples.jsonl in this folder; add one (see the README, "Calibration data")`
@@ -38747,7 +38902,7 @@ function findSpecFile(location) {
 }
 function readSpec(file2) {
   const shown = displayPath(file2);
-  const text2 = fs8.readFileSync(file2, "utf8");
+  const text2 = fs11.readFileSync(file2, "utf8");
   let data;
   try {
     data = file2.endsWith(".json") ? JSON.parse(text2) : import_yaml2.default.parse(text2);
@@ -38764,8 +38919,8 @@ function readSpec(file2) {
   return spec;
 }
 function specPath(specFile, name, key) {
-  const f = path8.resolve(path8.dirname(specFile), name);
-  if (!fs8.existsSync(f)) {
+  const f = path9.resolve(path9.dirname(specFile), name);
+  if (!fs11.existsSync(f)) {
     throw new UserError(`${displayPath(specFile)}: ${key}: file not found: ${displayPath(f)}`);
   }
   return f;
@@ -38795,7 +38950,7 @@ function sourceOf(t, name) {
 }
 function readSamples(file2, specs) {
   const shown = displayPath(file2);
-  const lines = fs8.readFileSync(file2, "utf8").split("\n").map((text2, i) => ({ text: text2.trim(), line: i + 1 })).filter((l) => l.text.length > 0);
+  const lines = fs11.readFileSync(file2, "utf8").split("\n").map((text2, i) => ({ text: text2.trim(), line: i + 1 })).filter((l) => l.text.length > 0);
   if (lines.length === 0) throw new UserError(`${shown}: the calibration set is empty: add one JSON sample a line`);
   const values = /* @__PURE__ */ new Map();
   const shapes = /* @__PURE__ */ new Map();
@@ -38846,10 +39001,10 @@ function readSamples(file2, specs) {
   for (const [name, flat] of values) {
     const spec = specs.find((s) => s.name === name);
     const dims = [lines.length, ...shapes.get(name)?.dims ?? []];
-    inputs2[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), path8.basename(file2));
+    inputs2[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), path9.basename(file2));
   }
   const labelTensor = firstLabelLine !== void 0 ? { dtype: DataType.INT32, dims: [labels.length], data: Int32Array.from(labels) } : void 0;
-  return { inputs: inputs2, labels: labelTensor, labelFile: labelTensor ? path8.basename(file2) : void 0 };
+  return { inputs: inputs2, labels: labelTensor, labelFile: labelTensor ? path9.basename(file2) : void 0 };
 }
 function flattenNested(value, where) {
   const dims = [];
@@ -39748,9 +39903,6 @@ function firstSample(set2) {
 }
 
 // src/gate/gate.ts
-function metricsOf(task) {
-  return [...TASK_METRICS[task], ...COMMON_METRICS];
-}
 function checkRulesFitTask(rules, task, where) {
   const available = metricsOf(task);
   for (const r of rules) {
@@ -39919,8 +40071,8 @@ var AtomSpace = class {
   frozen = /* @__PURE__ */ new Map();
   addSlot(tensor, axis, size, constant2) {
     const key = `${axis}:${tensor}`;
-    const existing2 = this.byKey.get(key);
-    if (existing2) return existing2;
+    const existing = this.byKey.get(key);
+    if (existing) return existing;
     const slot = { id: this.slots.length, tensor, axis, size, base: this.atoms, constant: constant2 };
     this.atoms += size;
     this.slots.push(slot);
@@ -40832,6 +40984,7 @@ function ruleOf(node2) {
 }
 
 // src/graph/analysis.ts
+var STRUCTURES = ["ffn", "heads", "channels"];
 var TRACE_SIZES = [
   [2, 7],
   [3, 5]
@@ -42517,8 +42670,7 @@ function graphBytes(graph) {
 }
 
 // src/report/build.ts
-var fs9 = __toESM(require("fs"));
-var path9 = __toESM(require("path"));
+var path10 = __toESM(require("path"));
 
 // src/report/schema.ts
 var MAX_TEXT = 2e3;
@@ -42558,6 +42710,7 @@ var QuantizationSchema = external_exports.object({
   /** Bytes saved by shortening intermediate tensor names (0 with keep-names). */
   names_bytes_saved: count
 });
+var PullRequestSchema = external_exports.object({ number: external_exports.number().int().positive(), head_sha: external_exports.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) });
 var ReportSchema = external_exports.object({
   tool: external_exports.literal("prune-gate"),
   /** The report format's version; bumped only when a stable field changes meaning. */
@@ -42586,7 +42739,7 @@ var ReportSchema = external_exports.object({
   ).max(MAX_ITEMS),
   skipped: external_exports.array(external_exports.object({ where: text, reason: text })).max(MAX_ITEMS),
   /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
-  pull_request: external_exports.object({ number: external_exports.number().int().positive(), head_sha: external_exports.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) }).optional()
+  pull_request: PullRequestSchema.optional()
 });
 
 // src/report/build.ts
@@ -42597,7 +42750,7 @@ function metricJson(m) {
   return { ...m, base: finiteOrNull(m.base), candidate: finiteOrNull(m.candidate), bound: finiteOrNull(m.bound) };
 }
 function statsJson(s) {
-  return { ...s, path: s.path ? displayPath(path9.resolve(s.path)) : "" };
+  return { ...s, path: s.path ? displayPath(path10.resolve(s.path)) : "" };
 }
 function buildReport(input2) {
   const report = {
@@ -42627,73 +42780,6 @@ function buildReport(input2) {
     throw new Error(`internal: the report does not fit its own schema: ${JSON.stringify(checked.error.issues[0])}`);
   }
   return checked.data;
-}
-function writeFileAtomic(file2, text2) {
-  fs9.mkdirSync(path9.dirname(file2), { recursive: true });
-  const tmp = `${file2}.tmp-${process.pid}-${Date.now()}`;
-  try {
-    fs9.writeFileSync(tmp, text2);
-    fs9.renameSync(tmp, file2);
-  } catch (e) {
-    fs9.rmSync(tmp, { force: true });
-    throw e;
-  }
-}
-
-// src/report/github.ts
-var fs10 = __toESM(require("fs"));
-function pullRequestFromEnv(env = process.env) {
-  const event = env.GITHUB_EVENT_NAME;
-  if (event !== "pull_request" && event !== "pull_request_target") return void 0;
-  if (!env.GITHUB_EVENT_PATH) return void 0;
-  let payload;
-  try {
-    payload = JSON.parse(fs10.readFileSync(env.GITHUB_EVENT_PATH, "utf8"));
-  } catch {
-    return void 0;
-  }
-  const pr = payload.pull_request;
-  const number4 = pr?.number;
-  const sha = pr?.head?.sha;
-  if (typeof number4 !== "number" || !Number.isInteger(number4) || number4 <= 0) return void 0;
-  if (typeof sha !== "string" || !/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha)) return void 0;
-  return { number: number4, head_sha: sha };
-}
-
-// src/cli/format.ts
-function grouped(n) {
-  const [int3, frac] = String(Math.round(n * 100) / 100).split(".");
-  const sign = int3.startsWith("-") ? "-" : "";
-  const digits = sign ? int3.slice(1) : int3;
-  return sign + digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",") + (frac ? `.${frac}` : "");
-}
-function si(n) {
-  const units = [
-    [1e12, "T"],
-    [1e9, "G"],
-    [1e6, "M"],
-    [1e3, "K"]
-  ];
-  for (const [scale, unit] of units) if (Math.abs(n) >= scale) return `${(n / scale).toPrecision(3)} ${unit}`;
-  return String(Math.round(n));
-}
-function bytes(n) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toPrecision(3)} ${units[i]}`;
-}
-function shape(dims) {
-  return `[${dims.map((d) => d === null ? "?" : String(d)).join(", ")}]`;
-}
-function table(rows, indent = "") {
-  const widths = [];
-  for (const row2 of rows) row2.forEach((cell, i) => widths[i] = Math.max(widths[i] ?? 0, cell.length));
-  return rows.map((row2) => indent + row2.map((cell, i) => i < row2.length - 1 ? cell.padEnd(widths[i]) : cell).join("  "));
 }
 
 // src/report/markdown.ts
@@ -42965,8 +43051,8 @@ async function runGate(options) {
   const { config: config2 } = options;
   const log = options.log ?? (() => void 0);
   const prune = options.prune ?? pruneModel;
-  const out = path10.resolve(options.out);
-  if (path10.resolve(config2.model) === path10.join(out, PRUNED_NAME)) {
+  const out = path11.resolve(options.out);
+  if (path11.resolve(config2.model) === path11.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
   }
   if (config2.prune.target === 0 && config2.quantize === "none") {
@@ -42981,7 +43067,7 @@ async function runGate(options) {
   checkRulesFitTask(config2.gate, set2.task, config2.file ? displayPath(config2.file) : "the gate");
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log });
-  const stepsDir = path10.join(out, STEPS_DIR);
+  const stepsDir = path11.join(out, STEPS_DIR);
   try {
     const external = base.initializers.some((t) => isExternal(t));
     const deps = searchDeps({ options, set: set2, evaluator, stepsDir, external, prune, quantize, log });
@@ -43006,7 +43092,7 @@ async function runGate(options) {
       chosenStep: result.chosen,
       pruned: result.pruned,
       skipped: result.skipped,
-      pullRequest: pullRequestFromEnv(options.env ?? process.env)
+      pullRequest: options.pullRequest
     });
     const outcome = writeReports(report, out, files);
     const failed = failures(metrics);
@@ -43016,7 +43102,7 @@ async function runGate(options) {
     return outcome;
   } finally {
     await evaluator.close();
-    fs11.rmSync(stepsDir, { recursive: true, force: true });
+    fs12.rmSync(stepsDir, { recursive: true, force: true });
   }
 }
 function ratioText2(r) {
@@ -43043,9 +43129,9 @@ function searchDeps(c) {
       return quantized.model;
     },
     evaluate: async (candidate, step) => {
-      const dir = path10.join(c.stepsDir, `step-${step.index}`);
-      fs11.rmSync(dir, { recursive: true, force: true });
-      const written = writeModel(candidate, path10.join(dir, PRUNED_NAME), c.external ? { externalData: true } : {});
+      const dir = path11.join(c.stepsDir, `step-${step.index}`);
+      fs12.rmSync(dir, { recursive: true, force: true });
+      const written = writeModel(candidate, path11.join(dir, PRUNED_NAME), c.external ? { externalData: true } : {});
       const model = OnnxModel.read(written.path);
       const evaluation = await c.evaluator.evaluate(model);
       const metrics = judge(evaluation.values, config2.gate, c.set.task);
@@ -43055,25 +43141,24 @@ function searchDeps(c) {
         next: config2.quantize === "none" ? model : void 0
       };
     },
-    discard: (artifact) => fs11.rmSync(artifact.dir, { recursive: true, force: true }),
+    discard: (artifact) => fs12.rmSync(artifact.dir, { recursive: true, force: true }),
     log: c.log
   };
 }
 function promote(artifact, out) {
-  const model = path10.join(out, PRUNED_NAME);
+  const model = path11.join(out, PRUNED_NAME);
   const data = `${model}.data`;
-  fs11.mkdirSync(out, { recursive: true });
-  if (artifact.dataFile) fs11.renameSync(artifact.dataFile, data);
-  else fs11.rmSync(data, { force: true });
-  fs11.renameSync(artifact.file, model);
+  fs12.mkdirSync(out, { recursive: true });
+  if (artifact.dataFile) fs12.renameSync(artifact.dataFile, data);
+  else fs12.rmSync(data, { force: true });
+  fs12.renameSync(artifact.file, model);
   return { model, data: artifact.dataFile ? data : void 0 };
 }
 function writeReports(report, out, files) {
   const markdown = renderMarkdown(report);
-  const json2 = path10.join(out, REPORT_JSON);
-  const md = path10.join(out, REPORT_MD);
-  writeFileAtomic(json2, `${JSON.stringify(report, null, 2)}
-`);
+  const json2 = path11.join(out, REPORT_JSON);
+  const md = path11.join(out, REPORT_MD);
+  writeJsonAtomic(json2, report);
   writeFileAtomic(md, markdown);
   return { report, markdown, files: { ...files, json: json2, markdown: md } };
 }
@@ -43103,14 +43188,13 @@ async function compareModels(options) {
       chosenStep: null,
       pruned: [],
       skipped: [],
-      pullRequest: pullRequestFromEnv(options.env ?? process.env)
+      pullRequest: options.pullRequest
     });
     const markdown = renderMarkdown(report);
     if (options.out) {
-      const out = path10.resolve(options.out);
-      writeFileAtomic(path10.join(out, REPORT_JSON), `${JSON.stringify(report, null, 2)}
-`);
-      writeFileAtomic(path10.join(out, REPORT_MD), markdown);
+      const out = path11.resolve(options.out);
+      writeJsonAtomic(path11.join(out, REPORT_JSON), report);
+      writeFileAtomic(path11.join(out, REPORT_MD), markdown);
     }
     return { report, markdown };
   } finally {
@@ -43129,7 +43213,8 @@ function register(program2, ctx) {
       config: config2,
       out: flags.out,
       log: (line) => ctx.stderr(`${line}
-`)
+`),
+      pullRequest: pullRequestOfRun()
     });
     ctx.stdout(flags.json ? `${JSON.stringify(report, null, 2)}
 ` : markdown);
@@ -43243,15 +43328,13 @@ function formatInspection(ins) {
 }
 
 // src/cli/commands/prune.ts
-var fs12 = __toESM(require("fs"));
-var path11 = __toESM(require("path"));
-var STRUCTURES = ["ffn", "heads", "channels"];
+var path12 = __toESM(require("path"));
 function register3(program2, ctx) {
   program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels", STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--compensate <how>", "none, bias or reconstruct (default: bias with --calibration, else none)").option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--align <n>", "keep FFN and conv widths multiples of n (8 or 16 for fast kernels)", "1").option("--report <file>", "also write what was removed as JSON").option("--external-data", "write the weights to <out>.data beside the model").action(async (flags) => {
-    if (path11.resolve(flags.out) === path11.resolve(flags.model)) {
+    if (path12.resolve(flags.out) === path12.resolve(flags.model)) {
       throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
     }
-    const target = parseTarget2(flags.target);
+    const target = parseTarget(flags.target, "--target", { auto: false });
     const structures = parseStructures(flags.structures);
     const importance = parseImportance(flags.importance, flags.calibration);
     const compensate2 = parseCompensate(flags.compensate, flags.calibration);
@@ -43276,13 +43359,6 @@ function register3(program2, ctx) {
     if (flags.report) writeJsonAtomic(flags.report, pruneReport(flags.model, written.path, result));
     ctx.stdout(formatPruned(result, flags.out));
   });
-}
-function parseTarget2(text2) {
-  const value = Number(text2);
-  if (!/^\s*\d*\.?\d+\s*$/.test(text2) || !(value >= 0 && value < 1)) {
-    throw new UserError(`--target must be a fraction of the parameters between 0 and 1, e.g. 0.3 (got '${text2}')`);
-  }
-  return value;
 }
 function parseStructures(text2) {
   const list = text2.split(",").map((s) => s.trim()).filter(Boolean);
@@ -43319,13 +43395,6 @@ function pruneReport(input2, output2, r) {
     skipped: r.skipped
   };
 }
-function writeJsonAtomic(file2, value) {
-  fs12.mkdirSync(path11.dirname(path11.resolve(file2)), { recursive: true });
-  const tmp = `${file2}.tmp-${process.pid}`;
-  fs12.writeFileSync(tmp, `${JSON.stringify(value, null, 2)}
-`);
-  fs12.renameSync(tmp, file2);
-}
 function formatPruned(r, out) {
   const removed = r.paramsBefore - r.paramsAfter;
   const pct = (100 * removed / r.paramsBefore).toFixed(1);
@@ -43348,18 +43417,17 @@ function formatPruned(r, out) {
 }
 
 // src/cli/commands/run.ts
+var flagName = (key) => `--${key}`;
 var DEFAULT_OUT = "out";
 function register4(program2, ctx) {
   program2.command("run").description("prune the model step by step, evaluate it against the base on the calibration set, and gate it").option("-c, --config <file>", "the config file (default: prune-gate.yml in the current folder)").option("-m, --model <file>", "the .onnx model (overrides the config's model)").option("--calibration <dir>", "the calibration folder (overrides the config's calibration)").option("-o, --out <dir>", "where pruned.onnx, report.json and report.md are written", DEFAULT_OUT).option("-t, --target <ratio>", "fraction of parameters to remove (0.3), or auto for the gradual search").option("--quantize <mode>", "none, int8 or int4").option("--keep-names", "keep the exporter's intermediate tensor and node names in a quantized model (default: shortened)").option("--json", "print report.json instead of the Markdown report").action(async (flags) => {
-    const config2 = resolveConfig(flags.config, {
-      model: flags.model,
-      calibration: flags.calibration,
-      target: flags.target,
-      quantize: flags.quantize,
-      keepNames: flags.keepNames
-    });
+    const overrides = parseOverrides(
+      { model: flags.model, calibration: flags.calibration, target: flags.target, quantize: flags.quantize, keepNames: flags.keepNames },
+      flagName
+    );
+    const config2 = resolveConfig(flags.config, overrides, flagName);
     const outcome = await runGate({ config: config2, out: flags.out, log: (line) => ctx.stderr(`${line}
-`) });
+`), pullRequest: pullRequestOfRun() });
     ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}
 ` : outcome.markdown);
     ctx.exitCode = outcome.report.verdict === "pass" ? 0 : 1;

@@ -20,9 +20,9 @@ var __commonJS = (cb, mod) => function __require() {
     throw mod = 0, e;
   }
 };
-var __export = (target2, all) => {
+var __export = (target, all) => {
   for (var name in all)
-    __defProp(target2, name, { get: all[name], enumerable: true });
+    __defProp(target, name, { get: all[name], enumerable: true });
 };
 var __copyProps = (to, from, except, desc) => {
   if (from && typeof from === "object" || typeof from === "function") {
@@ -32,12 +32,12 @@ var __copyProps = (to, from, except, desc) => {
   }
   return to;
 };
-var __toESM = (mod, isNodeMode, target2) => (target2 = mod != null ? __create(__getProtoOf(mod)) : {}, __copyProps(
+var __toESM = (mod, isNodeMode, target) => (target = mod != null ? __create(__getProtoOf(mod)) : {}, __copyProps(
   // If the importer is in node compatibility mode or this is not an ESM
   // file that has been converted to a CommonJS file using a Babel-
   // compatible transform (i.e. "__esModule" has not been set), then set
   // "default" to the CommonJS "module.exports" for node compatibility.
-  isNodeMode || !mod || !mod.__esModule ? __defProp(target2, "default", { value: mod, enumerable: true }) : target2,
+  isNodeMode || !mod || !mod.__esModule ? __defProp(target, "default", { value: mod, enumerable: true }) : target,
   mod
 ));
 
@@ -212,7 +212,7 @@ var require_file_command = __commonJS({
     exports2.issueFileCommand = issueFileCommand;
     exports2.prepareKeyValueMessage = prepareKeyValueMessage;
     var crypto2 = __importStar(require("crypto"));
-    var fs16 = __importStar(require("fs"));
+    var fs15 = __importStar(require("fs"));
     var os4 = __importStar(require("os"));
     var utils_1 = require_utils();
     function issueFileCommand(command, message) {
@@ -220,10 +220,10 @@ var require_file_command = __commonJS({
       if (!filePath) {
         throw new Error(`Unable to find environment variable for file command ${command}`);
       }
-      if (!fs16.existsSync(filePath)) {
+      if (!fs15.existsSync(filePath)) {
         throw new Error(`Missing file at path: ${filePath}`);
       }
-      fs16.appendFileSync(filePath, `${(0, utils_1.toCommandValue)(message)}${os4.EOL}`, {
+      fs15.appendFileSync(filePath, `${(0, utils_1.toCommandValue)(message)}${os4.EOL}`, {
         encoding: "utf8"
       });
     }
@@ -518,7 +518,7 @@ var require_tunnel = __commonJS({
       }
       return host;
     }
-    function mergeOptions(target2) {
+    function mergeOptions(target) {
       for (var i = 1, len = arguments.length; i < len; ++i) {
         var overrides = arguments[i];
         if (typeof overrides === "object") {
@@ -526,12 +526,12 @@ var require_tunnel = __commonJS({
           for (var j = 0, keyLen = keys.length; j < keyLen; ++j) {
             var k = keys[j];
             if (overrides[k] !== void 0) {
-              target2[k] = overrides[k];
+              target[k] = overrides[k];
             }
           }
         }
       }
-      return target2;
+      return target;
     }
     var debug;
     if (process.env.NODE_DEBUG && /\btunnel\b/.test(process.env.NODE_DEBUG)) {
@@ -1361,14 +1361,14 @@ var require_util = __commonJS({
         }
         const port = url2.port != null ? url2.port : url2.protocol === "https:" ? 443 : 80;
         let origin = url2.origin != null ? url2.origin : `${url2.protocol || ""}//${url2.hostname || ""}:${port}`;
-        let path14 = url2.path != null ? url2.path : `${url2.pathname || ""}${url2.search || ""}`;
+        let path15 = url2.path != null ? url2.path : `${url2.pathname || ""}${url2.search || ""}`;
         if (origin[origin.length - 1] === "/") {
           origin = origin.slice(0, origin.length - 1);
         }
-        if (path14 && path14[0] !== "/") {
-          path14 = `/${path14}`;
+        if (path15 && path15[0] !== "/") {
+          path15 = `/${path15}`;
         }
-        return new URL(`${origin}${path14}`);
+        return new URL(`${origin}${path15}`);
       }
       if (!isHttpOrHttpsPrefixed(url2.origin || url2.protocol)) {
         throw new InvalidArgumentError("Invalid URL protocol: the URL must start with `http:` or `https:`.");
@@ -1819,39 +1819,39 @@ var require_diagnostics = __commonJS({
       });
       diagnosticsChannel.channel("undici:client:sendHeaders").subscribe((evt) => {
         const {
-          request: { method, path: path14, origin }
+          request: { method, path: path15, origin }
         } = evt;
-        debuglog("sending request to %s %s/%s", method, origin, path14);
+        debuglog("sending request to %s %s/%s", method, origin, path15);
       });
       diagnosticsChannel.channel("undici:request:headers").subscribe((evt) => {
         const {
-          request: { method, path: path14, origin },
+          request: { method, path: path15, origin },
           response: { statusCode }
         } = evt;
         debuglog(
           "received response to %s %s/%s - HTTP %d",
           method,
           origin,
-          path14,
+          path15,
           statusCode
         );
       });
       diagnosticsChannel.channel("undici:request:trailers").subscribe((evt) => {
         const {
-          request: { method, path: path14, origin }
+          request: { method, path: path15, origin }
         } = evt;
-        debuglog("trailers received from %s %s/%s", method, origin, path14);
+        debuglog("trailers received from %s %s/%s", method, origin, path15);
       });
       diagnosticsChannel.channel("undici:request:error").subscribe((evt) => {
         const {
-          request: { method, path: path14, origin },
+          request: { method, path: path15, origin },
           error: error63
         } = evt;
         debuglog(
           "request to %s %s/%s errored - %s",
           method,
           origin,
-          path14,
+          path15,
           error63.message
         );
       });
@@ -1900,9 +1900,9 @@ var require_diagnostics = __commonJS({
         });
         diagnosticsChannel.channel("undici:client:sendHeaders").subscribe((evt) => {
           const {
-            request: { method, path: path14, origin }
+            request: { method, path: path15, origin }
           } = evt;
-          debuglog("sending request to %s %s/%s", method, origin, path14);
+          debuglog("sending request to %s %s/%s", method, origin, path15);
         });
       }
       diagnosticsChannel.channel("undici:websocket:open").subscribe((evt) => {
@@ -1965,7 +1965,7 @@ var require_request = __commonJS({
     var kHandler = /* @__PURE__ */ Symbol("handler");
     var Request = class {
       constructor(origin, {
-        path: path14,
+        path: path15,
         method,
         body,
         headers,
@@ -1980,11 +1980,11 @@ var require_request = __commonJS({
         expectContinue,
         servername
       }, handler) {
-        if (typeof path14 !== "string") {
+        if (typeof path15 !== "string") {
           throw new InvalidArgumentError("path must be a string");
-        } else if (path14[0] !== "/" && !(path14.startsWith("http://") || path14.startsWith("https://")) && method !== "CONNECT") {
+        } else if (path15[0] !== "/" && !(path15.startsWith("http://") || path15.startsWith("https://")) && method !== "CONNECT") {
           throw new InvalidArgumentError("path must be an absolute URL or start with a slash");
-        } else if (invalidPathRegex.test(path14)) {
+        } else if (invalidPathRegex.test(path15)) {
           throw new InvalidArgumentError("invalid request path");
         }
         if (typeof method !== "string") {
@@ -2050,7 +2050,7 @@ var require_request = __commonJS({
         this.completed = false;
         this.aborted = false;
         this.upgrade = upgrade || null;
-        this.path = query ? buildURL(path14, query) : path14;
+        this.path = query ? buildURL(path15, query) : path15;
         this.origin = origin;
         this.idempotent = idempotent == null ? method === "HEAD" || method === "GET" : idempotent;
         this.blocking = blocking == null ? false : blocking;
@@ -2447,9 +2447,9 @@ var require_dispatcher_base = __commonJS({
       }
       close(callback) {
         if (callback === void 0) {
-          return new Promise((resolve10, reject) => {
+          return new Promise((resolve12, reject) => {
             this.close((err, data) => {
-              return err ? reject(err) : resolve10(data);
+              return err ? reject(err) : resolve12(data);
             });
           });
         }
@@ -2487,12 +2487,12 @@ var require_dispatcher_base = __commonJS({
           err = null;
         }
         if (callback === void 0) {
-          return new Promise((resolve10, reject) => {
+          return new Promise((resolve12, reject) => {
             this.destroy(err, (err2, data) => {
               return err2 ? (
                 /* istanbul ignore next: should never error */
                 reject(err2)
-              ) : resolve10(data);
+              ) : resolve12(data);
             });
           });
         }
@@ -4759,8 +4759,8 @@ var require_util2 = __commonJS({
     function createDeferredPromise() {
       let res;
       let rej;
-      const promise2 = new Promise((resolve10, reject) => {
-        res = resolve10;
+      const promise2 = new Promise((resolve12, reject) => {
+        res = resolve12;
         rej = reject;
       });
       return { promise: promise2, resolve: res, reject: rej };
@@ -4796,8 +4796,8 @@ var require_util2 = __commonJS({
          * @param {unknown} target
          * @param {'key' | 'value' | 'key+value'} kind
          */
-        constructor(target2, kind) {
-          this.#target = target2;
+        constructor(target, kind) {
+          this.#target = target;
           this.#kind = kind;
           this.#index = 0;
         }
@@ -4847,8 +4847,8 @@ var require_util2 = __commonJS({
         },
         next: { writable: true, enumerable: true, configurable: true }
       });
-      return function(target2, kind) {
-        return new FastIterableIterator(target2, kind);
+      return function(target, kind) {
+        return new FastIterableIterator(target, kind);
       };
     }
     function iteratorMixin(name, object2, kInternalIterator, keyIndex = 0, valueIndex = 1) {
@@ -6743,7 +6743,7 @@ var require_client_h1 = __commonJS({
       return method !== "GET" && method !== "HEAD" && method !== "OPTIONS" && method !== "TRACE" && method !== "CONNECT";
     }
     function writeH1(client, request) {
-      const { method, path: path14, host, upgrade, blocking, reset } = request;
+      const { method, path: path15, host, upgrade, blocking, reset } = request;
       let { body, headers, contentLength } = request;
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH" || method === "QUERY" || method === "PROPFIND" || method === "PROPPATCH";
       if (util.isFormDataLike(body)) {
@@ -6824,7 +6824,7 @@ var require_client_h1 = __commonJS({
       if (blocking) {
         socket[kBlocking] = true;
       }
-      let header = `${method} ${path14} HTTP/1.1\r
+      let header = `${method} ${path15} HTTP/1.1\r
 `;
       if (typeof host === "string") {
         header += `host: ${host}\r
@@ -7011,12 +7011,12 @@ upgrade: ${upgrade}\r
           cb();
         }
       }
-      const waitForDrain = () => new Promise((resolve10, reject) => {
+      const waitForDrain = () => new Promise((resolve12, reject) => {
         assert2(callback === null);
         if (socket[kError]) {
           reject(socket[kError]);
         } else {
-          callback = resolve10;
+          callback = resolve12;
         }
       });
       socket.on("close", onDrain).on("drain", onDrain);
@@ -7353,7 +7353,7 @@ var require_client_h2 = __commonJS({
     }
     function writeH2(client, request) {
       const session = client[kHTTP2Session];
-      const { method, path: path14, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
+      const { method, path: path15, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
       let { body } = request;
       if (upgrade) {
         util.errorRequest(client, request, new Error("Upgrade not supported for H2"));
@@ -7450,7 +7450,7 @@ var require_client_h2 = __commonJS({
         });
         return true;
       }
-      headers[HTTP2_HEADER_PATH] = path14;
+      headers[HTTP2_HEADER_PATH] = path15;
       headers[HTTP2_HEADER_SCHEME] = "https";
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH";
       if (body && typeof body.read === "function") {
@@ -7686,12 +7686,12 @@ var require_client_h2 = __commonJS({
           cb();
         }
       }
-      const waitForDrain = () => new Promise((resolve10, reject) => {
+      const waitForDrain = () => new Promise((resolve12, reject) => {
         assert2(callback === null);
         if (socket[kError]) {
           reject(socket[kError]);
         } else {
-          callback = resolve10;
+          callback = resolve12;
         }
       });
       h2stream.on("close", onDrain).on("drain", onDrain);
@@ -7803,9 +7803,9 @@ var require_redirect_handler = __commonJS({
           return this.handler.onHeaders(statusCode, headers, resume, statusText);
         }
         const { origin, pathname, search } = util.parseURL(new URL(this.location, this.opts.origin && new URL(this.opts.path, this.opts.origin)));
-        const path14 = search ? `${pathname}${search}` : pathname;
+        const path15 = search ? `${pathname}${search}` : pathname;
         this.opts.headers = cleanRequestHeaders(this.opts.headers, statusCode === 303, this.opts.origin !== origin);
-        this.opts.path = path14;
+        this.opts.path = path15;
         this.opts.origin = origin;
         this.opts.maxRedirections = 0;
         this.opts.query = null;
@@ -8170,16 +8170,16 @@ var require_client = __commonJS({
         return this[kNeedDrain] < 2;
       }
       async [kClose]() {
-        return new Promise((resolve10) => {
+        return new Promise((resolve12) => {
           if (this[kSize]) {
-            this[kClosedResolve] = resolve10;
+            this[kClosedResolve] = resolve12;
           } else {
-            resolve10(null);
+            resolve12(null);
           }
         });
       }
       async [kDestroy](err) {
-        return new Promise((resolve10) => {
+        return new Promise((resolve12) => {
           const requests = this[kQueue].splice(this[kPendingIdx]);
           for (let i = 0; i < requests.length; i++) {
             const request = requests[i];
@@ -8190,7 +8190,7 @@ var require_client = __commonJS({
               this[kClosedResolve]();
               this[kClosedResolve] = null;
             }
-            resolve10(null);
+            resolve12(null);
           };
           if (this[kHTTPContext]) {
             this[kHTTPContext].destroy(err, callback);
@@ -8241,7 +8241,7 @@ var require_client = __commonJS({
         });
       }
       try {
-        const socket = await new Promise((resolve10, reject) => {
+        const socket = await new Promise((resolve12, reject) => {
           client[kConnector]({
             host,
             hostname: hostname3,
@@ -8253,7 +8253,7 @@ var require_client = __commonJS({
             if (err) {
               reject(err);
             } else {
-              resolve10(socket2);
+              resolve12(socket2);
             }
           });
         });
@@ -8589,8 +8589,8 @@ var require_pool_base = __commonJS({
         if (this[kQueue].isEmpty()) {
           await Promise.all(this[kClients].map((c) => c.close()));
         } else {
-          await new Promise((resolve10) => {
-            this[kClosedResolve] = resolve10;
+          await new Promise((resolve12) => {
+            this[kClosedResolve] = resolve12;
           });
         }
       }
@@ -8715,8 +8715,8 @@ var require_pool = __commonJS({
         this[kOptions].interceptors = options.interceptors ? { ...options.interceptors } : void 0;
         this[kFactory] = factory;
         this.on("connectionError", (origin2, targets, error63) => {
-          for (const target2 of targets) {
-            const idx = this[kClients].indexOf(target2);
+          for (const target of targets) {
+            const idx = this[kClients].indexOf(target);
             if (idx !== -1) {
               this[kClients].splice(idx, 1);
             }
@@ -9044,10 +9044,10 @@ var require_proxy_agent = __commonJS({
         };
         const {
           origin,
-          path: path14 = "/",
+          path: path15 = "/",
           headers = {}
         } = opts;
-        opts.path = origin + path14;
+        opts.path = origin + path15;
         if (!("host" in headers) && !("Host" in headers)) {
           const { host } = new URL2(origin);
           headers.host = host;
@@ -9859,7 +9859,7 @@ var require_readable = __commonJS({
         if (this._readableState.closeEmitted) {
           return null;
         }
-        return await new Promise((resolve10, reject) => {
+        return await new Promise((resolve12, reject) => {
           if (this[kContentLength] > limit) {
             this.destroy(new AbortError());
           }
@@ -9872,7 +9872,7 @@ var require_readable = __commonJS({
             if (signal?.aborted) {
               reject(signal.reason ?? new AbortError());
             } else {
-              resolve10(null);
+              resolve12(null);
             }
           }).on("error", noop).on("data", function(chunk2) {
             limit -= chunk2.length;
@@ -9891,7 +9891,7 @@ var require_readable = __commonJS({
     }
     async function consume(stream, type) {
       assert2(!stream[kConsume]);
-      return new Promise((resolve10, reject) => {
+      return new Promise((resolve12, reject) => {
         if (isUnusable(stream)) {
           const rState = stream._readableState;
           if (rState.destroyed && rState.closeEmitted === false) {
@@ -9908,7 +9908,7 @@ var require_readable = __commonJS({
             stream[kConsume] = {
               type,
               stream,
-              resolve: resolve10,
+              resolve: resolve12,
               reject,
               length: 0,
               body: []
@@ -9978,18 +9978,18 @@ var require_readable = __commonJS({
       return buffer;
     }
     function consumeEnd(consume2) {
-      const { type, body, resolve: resolve10, stream, length } = consume2;
+      const { type, body, resolve: resolve12, stream, length } = consume2;
       try {
         if (type === "text") {
-          resolve10(chunksDecode(body, length));
+          resolve12(chunksDecode(body, length));
         } else if (type === "json") {
-          resolve10(JSON.parse(chunksDecode(body, length)));
+          resolve12(JSON.parse(chunksDecode(body, length)));
         } else if (type === "arrayBuffer") {
-          resolve10(chunksConcat(body, length).buffer);
+          resolve12(chunksConcat(body, length).buffer);
         } else if (type === "blob") {
-          resolve10(new Blob(body, { type: stream[kContentType] }));
+          resolve12(new Blob(body, { type: stream[kContentType] }));
         } else if (type === "bytes") {
-          resolve10(chunksConcat(body, length));
+          resolve12(chunksConcat(body, length));
         }
         consumeFinish(consume2);
       } catch (err) {
@@ -10246,9 +10246,9 @@ var require_api_request = __commonJS({
     };
     function request(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve10, reject) => {
+        return new Promise((resolve12, reject) => {
           request.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve10(data);
+            return err ? reject(err) : resolve12(data);
           });
         });
       }
@@ -10471,9 +10471,9 @@ var require_api_stream = __commonJS({
     };
     function stream(opts, factory, callback) {
       if (callback === void 0) {
-        return new Promise((resolve10, reject) => {
+        return new Promise((resolve12, reject) => {
           stream.call(this, opts, factory, (err, data) => {
-            return err ? reject(err) : resolve10(data);
+            return err ? reject(err) : resolve12(data);
           });
         });
       }
@@ -10758,9 +10758,9 @@ var require_api_upgrade = __commonJS({
     };
     function upgrade(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve10, reject) => {
+        return new Promise((resolve12, reject) => {
           upgrade.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve10(data);
+            return err ? reject(err) : resolve12(data);
           });
         });
       }
@@ -10852,9 +10852,9 @@ var require_api_connect = __commonJS({
     };
     function connect(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve10, reject) => {
+        return new Promise((resolve12, reject) => {
           connect.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve10(data);
+            return err ? reject(err) : resolve12(data);
           });
         });
       }
@@ -11019,20 +11019,20 @@ var require_mock_utils = __commonJS({
       }
       return true;
     }
-    function safeUrl(path14) {
-      if (typeof path14 !== "string") {
-        return path14;
+    function safeUrl(path15) {
+      if (typeof path15 !== "string") {
+        return path15;
       }
-      const pathSegments = path14.split("?");
+      const pathSegments = path15.split("?");
       if (pathSegments.length !== 2) {
-        return path14;
+        return path15;
       }
       const qp = new URLSearchParams(pathSegments.pop());
       qp.sort();
       return [...pathSegments, qp.toString()].join("?");
     }
-    function matchKey(mockDispatch2, { path: path14, method, body, headers }) {
-      const pathMatch = matchValue(mockDispatch2.path, path14);
+    function matchKey(mockDispatch2, { path: path15, method, body, headers }) {
+      const pathMatch = matchValue(mockDispatch2.path, path15);
       const methodMatch = matchValue(mockDispatch2.method, method);
       const bodyMatch = typeof mockDispatch2.body !== "undefined" ? matchValue(mockDispatch2.body, body) : true;
       const headersMatch = matchHeaders(mockDispatch2, headers);
@@ -11054,7 +11054,7 @@ var require_mock_utils = __commonJS({
     function getMockDispatch(mockDispatches, key) {
       const basePath = key.query ? buildURL(key.path, key.query) : key.path;
       const resolvedPath = typeof basePath === "string" ? safeUrl(basePath) : basePath;
-      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path14 }) => matchValue(safeUrl(path14), resolvedPath));
+      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path15 }) => matchValue(safeUrl(path15), resolvedPath));
       if (matchedMockDispatches.length === 0) {
         throw new MockNotMatchedError(`Mock dispatch not matched for path '${resolvedPath}'`);
       }
@@ -11092,9 +11092,9 @@ var require_mock_utils = __commonJS({
       }
     }
     function buildKey(opts) {
-      const { path: path14, method, body, headers, query } = opts;
+      const { path: path15, method, body, headers, query } = opts;
       return {
-        path: path14,
+        path: path15,
         method,
         body,
         headers,
@@ -11557,10 +11557,10 @@ var require_pending_interceptors_formatter = __commonJS({
       }
       format(pendingInterceptors) {
         const withPrettyHeaders = pendingInterceptors.map(
-          ({ method, path: path14, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
+          ({ method, path: path15, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
             Method: method,
             Origin: origin,
-            Path: path14,
+            Path: path15,
             "Status code": statusCode,
             Persistent: persist ? PERSISTENT : NOT_PERSISTENT,
             Invocations: timesInvoked,
@@ -12903,12 +12903,12 @@ var require_response = __commonJS({
         ...state
       };
       return new Proxy(response, {
-        get(target2, p) {
-          return p in state ? state[p] : target2[p];
+        get(target, p) {
+          return p in state ? state[p] : target[p];
         },
-        set(target2, p, value) {
+        set(target, p, value) {
           assert2(!(p in state));
-          target2[p] = value;
+          target[p] = value;
           return true;
         }
       });
@@ -14717,7 +14717,7 @@ var require_fetch = __commonJS({
       function dispatch({ body }) {
         const url2 = requestCurrentURL(request);
         const agent = fetchParams.controller.dispatcher;
-        return new Promise((resolve10, reject) => agent.dispatch(
+        return new Promise((resolve12, reject) => agent.dispatch(
           {
             path: url2.pathname + url2.search,
             origin: url2.origin,
@@ -14793,7 +14793,7 @@ var require_fetch = __commonJS({
               }
               this.body = new Readable({ read: resume });
               const onError = this.onError.bind(this);
-              resolve10({
+              resolve12({
                 status,
                 statusText,
                 headersList,
@@ -14836,7 +14836,7 @@ var require_fetch = __commonJS({
               for (let i = 0; i < rawHeaders.length; i += 2) {
                 headersList.append(bufferToLowerCasedHeaderName(rawHeaders[i]), rawHeaders[i + 1].toString("latin1"), true);
               }
-              resolve10({
+              resolve12({
                 status,
                 statusText: STATUS_CODES[status],
                 headersList,
@@ -16439,9 +16439,9 @@ var require_util6 = __commonJS({
         }
       }
     }
-    function validateCookiePath(path14) {
-      for (let i = 0; i < path14.length; ++i) {
-        const code = path14.charCodeAt(i);
+    function validateCookiePath(path15) {
+      for (let i = 0; i < path15.length; ++i) {
+        const code = path15.charCodeAt(i);
         if (code < 32 || // exclude CTLs (0-31)
         code > 126 || // exclude DEL and non-ascii
         code === 59) {
@@ -17212,9 +17212,9 @@ var require_util7 = __commonJS({
     function isClosed(ws) {
       return ws[kReadyState] === states.CLOSED;
     }
-    function fireEvent(e, target2, eventFactory = (type, init) => new Event(type, init), eventInitDict = {}) {
+    function fireEvent(e, target, eventFactory = (type, init) => new Event(type, init), eventInitDict = {}) {
       const event = eventFactory(e, eventInitDict);
-      target2.dispatchEvent(event);
+      target.dispatchEvent(event);
     }
     function websocketMessageReceived(ws, type, data) {
       if (ws[kReadyState] !== states.OPEN) {
@@ -18577,8 +18577,8 @@ var require_util8 = __commonJS({
       return true;
     }
     function delay(ms) {
-      return new Promise((resolve10) => {
-        setTimeout(resolve10, ms).unref();
+      return new Promise((resolve12) => {
+        setTimeout(resolve12, ms).unref();
       });
     }
     module2.exports = {
@@ -19361,11 +19361,11 @@ var require_undici = __commonJS({
           if (typeof opts.path !== "string") {
             throw new InvalidArgumentError("invalid opts.path");
           }
-          let path14 = opts.path;
+          let path15 = opts.path;
           if (!opts.path.startsWith("/")) {
-            path14 = `/${path14}`;
+            path15 = `/${path15}`;
           }
-          url2 = new URL(util.parseOrigin(url2).origin + path14);
+          url2 = new URL(util.parseOrigin(url2).origin + path15);
         } else {
           if (!opts) {
             opts = typeof url2 === "object" ? url2 : {};
@@ -19479,11 +19479,11 @@ var require_lib = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve10) {
-          resolve10(value);
+        return value instanceof P ? value : new P(function(resolve12) {
+          resolve12(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve10, reject) {
+      return new (P || (P = Promise))(function(resolve12, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -19499,7 +19499,7 @@ var require_lib = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve10(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -19586,26 +19586,26 @@ var require_lib = __commonJS({
       }
       readBody() {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve10) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve12) => __awaiter(this, void 0, void 0, function* () {
             let output2 = Buffer.alloc(0);
             this.message.on("data", (chunk2) => {
               output2 = Buffer.concat([output2, chunk2]);
             });
             this.message.on("end", () => {
-              resolve10(output2.toString());
+              resolve12(output2.toString());
             });
           }));
         });
       }
       readBodyBuffer() {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve10) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve12) => __awaiter(this, void 0, void 0, function* () {
             const chunks = [];
             this.message.on("data", (chunk2) => {
               chunks.push(chunk2);
             });
             this.message.on("end", () => {
-              resolve10(Buffer.concat(chunks));
+              resolve12(Buffer.concat(chunks));
             });
           }));
         });
@@ -19813,14 +19813,14 @@ var require_lib = __commonJS({
        */
       requestRaw(info3, data) {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve10, reject) => {
+          return new Promise((resolve12, reject) => {
             function callbackForResult(err, res) {
               if (err) {
                 reject(err);
               } else if (!res) {
                 reject(new Error("Unknown error"));
               } else {
-                resolve10(res);
+                resolve12(res);
               }
             }
             this.requestRawWithCallback(info3, data, callbackForResult);
@@ -20064,12 +20064,12 @@ var require_lib = __commonJS({
         return __awaiter(this, void 0, void 0, function* () {
           retryNumber = Math.min(ExponentialBackoffCeiling, retryNumber);
           const ms = ExponentialBackoffTimeSlice * Math.pow(2, retryNumber);
-          return new Promise((resolve10) => setTimeout(() => resolve10(), ms));
+          return new Promise((resolve12) => setTimeout(() => resolve12(), ms));
         });
       }
       _processResponse(res, options) {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve10, reject) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve12, reject) => __awaiter(this, void 0, void 0, function* () {
             const statusCode = res.message.statusCode || 0;
             const response = {
               statusCode,
@@ -20077,7 +20077,7 @@ var require_lib = __commonJS({
               headers: {}
             };
             if (statusCode === HttpCodes.NotFound) {
-              resolve10(response);
+              resolve12(response);
             }
             function dateTimeDeserializer(key, value) {
               if (typeof value === "string") {
@@ -20116,7 +20116,7 @@ var require_lib = __commonJS({
               err.result = response.result;
               reject(err);
             } else {
-              resolve10(response);
+              resolve12(response);
             }
           }));
         });
@@ -20133,11 +20133,11 @@ var require_auth = __commonJS({
     "use strict";
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve10) {
-          resolve10(value);
+        return value instanceof P ? value : new P(function(resolve12) {
+          resolve12(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve10, reject) {
+      return new (P || (P = Promise))(function(resolve12, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -20153,7 +20153,7 @@ var require_auth = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve10(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -20237,11 +20237,11 @@ var require_oidc_utils = __commonJS({
     "use strict";
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve10) {
-          resolve10(value);
+        return value instanceof P ? value : new P(function(resolve12) {
+          resolve12(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve10, reject) {
+      return new (P || (P = Promise))(function(resolve12, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -20257,7 +20257,7 @@ var require_oidc_utils = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve10(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -20335,11 +20335,11 @@ var require_summary = __commonJS({
     "use strict";
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve10) {
-          resolve10(value);
+        return value instanceof P ? value : new P(function(resolve12) {
+          resolve12(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve10, reject) {
+      return new (P || (P = Promise))(function(resolve12, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -20355,7 +20355,7 @@ var require_summary = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve10(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -20668,7 +20668,7 @@ var require_path_utils = __commonJS({
     exports2.toPosixPath = toPosixPath;
     exports2.toWin32Path = toWin32Path;
     exports2.toPlatformPath = toPlatformPath;
-    var path14 = __importStar(require("path"));
+    var path15 = __importStar(require("path"));
     function toPosixPath(pth) {
       return pth.replace(/[\\]/g, "/");
     }
@@ -20676,7 +20676,7 @@ var require_path_utils = __commonJS({
       return pth.replace(/[/]/g, "\\");
     }
     function toPlatformPath(pth) {
-      return pth.replace(/[/\\]/g, path14.sep);
+      return pth.replace(/[/\\]/g, path15.sep);
     }
   }
 });
@@ -20724,11 +20724,11 @@ var require_io_util = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve10) {
-          resolve10(value);
+        return value instanceof P ? value : new P(function(resolve12) {
+          resolve12(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve10, reject) {
+      return new (P || (P = Promise))(function(resolve12, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -20744,7 +20744,7 @@ var require_io_util = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve10(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -20758,13 +20758,13 @@ var require_io_util = __commonJS({
     exports2.isRooted = isRooted;
     exports2.tryGetExecutablePath = tryGetExecutablePath;
     exports2.getCmdPath = getCmdPath;
-    var fs16 = __importStar(require("fs"));
-    var path14 = __importStar(require("path"));
-    _a3 = fs16.promises, exports2.chmod = _a3.chmod, exports2.copyFile = _a3.copyFile, exports2.lstat = _a3.lstat, exports2.mkdir = _a3.mkdir, exports2.open = _a3.open, exports2.readdir = _a3.readdir, exports2.rename = _a3.rename, exports2.rm = _a3.rm, exports2.rmdir = _a3.rmdir, exports2.stat = _a3.stat, exports2.symlink = _a3.symlink, exports2.unlink = _a3.unlink;
+    var fs15 = __importStar(require("fs"));
+    var path15 = __importStar(require("path"));
+    _a3 = fs15.promises, exports2.chmod = _a3.chmod, exports2.copyFile = _a3.copyFile, exports2.lstat = _a3.lstat, exports2.mkdir = _a3.mkdir, exports2.open = _a3.open, exports2.readdir = _a3.readdir, exports2.rename = _a3.rename, exports2.rm = _a3.rm, exports2.rmdir = _a3.rmdir, exports2.stat = _a3.stat, exports2.symlink = _a3.symlink, exports2.unlink = _a3.unlink;
     exports2.IS_WINDOWS = process.platform === "win32";
     function readlink(fsPath) {
       return __awaiter(this, void 0, void 0, function* () {
-        const result = yield fs16.promises.readlink(fsPath);
+        const result = yield fs15.promises.readlink(fsPath);
         if (exports2.IS_WINDOWS && !result.endsWith("\\")) {
           return `${result}\\`;
         }
@@ -20772,7 +20772,7 @@ var require_io_util = __commonJS({
       });
     }
     exports2.UV_FS_O_EXLOCK = 268435456;
-    exports2.READONLY = fs16.constants.O_RDONLY;
+    exports2.READONLY = fs15.constants.O_RDONLY;
     function exists(fsPath) {
       return __awaiter(this, void 0, void 0, function* () {
         try {
@@ -20814,7 +20814,7 @@ var require_io_util = __commonJS({
         }
         if (stats && stats.isFile()) {
           if (exports2.IS_WINDOWS) {
-            const upperExt = path14.extname(filePath).toUpperCase();
+            const upperExt = path15.extname(filePath).toUpperCase();
             if (extensions.some((validExt) => validExt.toUpperCase() === upperExt)) {
               return filePath;
             }
@@ -20838,11 +20838,11 @@ var require_io_util = __commonJS({
           if (stats && stats.isFile()) {
             if (exports2.IS_WINDOWS) {
               try {
-                const directory = path14.dirname(filePath);
-                const upperName = path14.basename(filePath).toUpperCase();
+                const directory = path15.dirname(filePath);
+                const upperName = path15.basename(filePath).toUpperCase();
                 for (const actualName of yield (0, exports2.readdir)(directory)) {
                   if (upperName === actualName.toUpperCase()) {
-                    filePath = path14.join(directory, actualName);
+                    filePath = path15.join(directory, actualName);
                     break;
                   }
                 }
@@ -20921,11 +20921,11 @@ var require_io = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve10) {
-          resolve10(value);
+        return value instanceof P ? value : new P(function(resolve12) {
+          resolve12(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve10, reject) {
+      return new (P || (P = Promise))(function(resolve12, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -20941,7 +20941,7 @@ var require_io = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve10(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -20954,7 +20954,7 @@ var require_io = __commonJS({
     exports2.which = which;
     exports2.findInPath = findInPath;
     var assert_1 = require("assert");
-    var path14 = __importStar(require("path"));
+    var path15 = __importStar(require("path"));
     var ioUtil = __importStar(require_io_util());
     function cp(source_1, dest_1) {
       return __awaiter(this, arguments, void 0, function* (source, dest, options = {}) {
@@ -20963,7 +20963,7 @@ var require_io = __commonJS({
         if (destStat && destStat.isFile() && !force) {
           return;
         }
-        const newDest = destStat && destStat.isDirectory() && copySourceDirectory ? path14.join(dest, path14.basename(source)) : dest;
+        const newDest = destStat && destStat.isDirectory() && copySourceDirectory ? path15.join(dest, path15.basename(source)) : dest;
         if (!(yield ioUtil.exists(source))) {
           throw new Error(`no such file or directory: ${source}`);
         }
@@ -20975,7 +20975,7 @@ var require_io = __commonJS({
             yield cpDirRecursive(source, newDest, 0, force);
           }
         } else {
-          if (path14.relative(source, newDest) === "") {
+          if (path15.relative(source, newDest) === "") {
             throw new Error(`'${newDest}' and '${source}' are the same file`);
           }
           yield copyFile(source, newDest, force);
@@ -20987,7 +20987,7 @@ var require_io = __commonJS({
         if (yield ioUtil.exists(dest)) {
           let destExists = true;
           if (yield ioUtil.isDirectory(dest)) {
-            dest = path14.join(dest, path14.basename(source));
+            dest = path15.join(dest, path15.basename(source));
             destExists = yield ioUtil.exists(dest);
           }
           if (destExists) {
@@ -20998,7 +20998,7 @@ var require_io = __commonJS({
             }
           }
         }
-        yield mkdirP(path14.dirname(dest));
+        yield mkdirP(path15.dirname(dest));
         yield ioUtil.rename(source, dest);
       });
     }
@@ -21057,7 +21057,7 @@ var require_io = __commonJS({
         }
         const extensions = [];
         if (ioUtil.IS_WINDOWS && process.env["PATHEXT"]) {
-          for (const extension of process.env["PATHEXT"].split(path14.delimiter)) {
+          for (const extension of process.env["PATHEXT"].split(path15.delimiter)) {
             if (extension) {
               extensions.push(extension);
             }
@@ -21070,12 +21070,12 @@ var require_io = __commonJS({
           }
           return [];
         }
-        if (tool.includes(path14.sep)) {
+        if (tool.includes(path15.sep)) {
           return [];
         }
         const directories = [];
         if (process.env.PATH) {
-          for (const p of process.env.PATH.split(path14.delimiter)) {
+          for (const p of process.env.PATH.split(path15.delimiter)) {
             if (p) {
               directories.push(p);
             }
@@ -21083,7 +21083,7 @@ var require_io = __commonJS({
         }
         const matches = [];
         for (const directory of directories) {
-          const filePath = yield ioUtil.tryGetExecutablePath(path14.join(directory, tool), extensions);
+          const filePath = yield ioUtil.tryGetExecutablePath(path15.join(directory, tool), extensions);
           if (filePath) {
             matches.push(filePath);
           }
@@ -21182,11 +21182,11 @@ var require_toolrunner = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve10) {
-          resolve10(value);
+        return value instanceof P ? value : new P(function(resolve12) {
+          resolve12(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve10, reject) {
+      return new (P || (P = Promise))(function(resolve12, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -21202,7 +21202,7 @@ var require_toolrunner = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve10(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -21213,7 +21213,7 @@ var require_toolrunner = __commonJS({
     var os4 = __importStar(require("os"));
     var events = __importStar(require("events"));
     var child = __importStar(require("child_process"));
-    var path14 = __importStar(require("path"));
+    var path15 = __importStar(require("path"));
     var io = __importStar(require_io());
     var ioUtil = __importStar(require_io_util());
     var timers_1 = require("timers");
@@ -21428,10 +21428,10 @@ var require_toolrunner = __commonJS({
       exec() {
         return __awaiter(this, void 0, void 0, function* () {
           if (!ioUtil.isRooted(this.toolPath) && (this.toolPath.includes("/") || IS_WINDOWS && this.toolPath.includes("\\"))) {
-            this.toolPath = path14.resolve(process.cwd(), this.options.cwd || process.cwd(), this.toolPath);
+            this.toolPath = path15.resolve(process.cwd(), this.options.cwd || process.cwd(), this.toolPath);
           }
           this.toolPath = yield io.which(this.toolPath, true);
-          return new Promise((resolve10, reject) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve12, reject) => __awaiter(this, void 0, void 0, function* () {
             this._debug(`exec tool: ${this.toolPath}`);
             this._debug("arguments:");
             for (const arg of this.args) {
@@ -21514,7 +21514,7 @@ var require_toolrunner = __commonJS({
               if (error63) {
                 reject(error63);
               } else {
-                resolve10(exitCode);
+                resolve12(exitCode);
               }
             });
             if (this.options.input) {
@@ -21680,11 +21680,11 @@ var require_exec = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve10) {
-          resolve10(value);
+        return value instanceof P ? value : new P(function(resolve12) {
+          resolve12(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve10, reject) {
+      return new (P || (P = Promise))(function(resolve12, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -21700,7 +21700,7 @@ var require_exec = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve10(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -21800,11 +21800,11 @@ var require_platform = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve10) {
-          resolve10(value);
+        return value instanceof P ? value : new P(function(resolve12) {
+          resolve12(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve10, reject) {
+      return new (P || (P = Promise))(function(resolve12, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -21820,7 +21820,7 @@ var require_platform = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve10(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -21929,11 +21929,11 @@ var require_core = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve10) {
-          resolve10(value);
+        return value instanceof P ? value : new P(function(resolve12) {
+          resolve12(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve10, reject) {
+      return new (P || (P = Promise))(function(resolve12, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -21949,7 +21949,7 @@ var require_core = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve10(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -21981,7 +21981,7 @@ var require_core = __commonJS({
     var file_command_1 = require_file_command();
     var utils_1 = require_utils();
     var os4 = __importStar(require("os"));
-    var path14 = __importStar(require("path"));
+    var path15 = __importStar(require("path"));
     var oidc_utils_1 = require_oidc_utils();
     var ExitCode;
     (function(ExitCode2) {
@@ -22007,7 +22007,7 @@ var require_core = __commonJS({
       } else {
         (0, command_1.issueCommand)("add-path", {}, inputPath);
       }
-      process.env["PATH"] = `${inputPath}${path14.delimiter}${process.env["PATH"]}`;
+      process.env["PATH"] = `${inputPath}${path15.delimiter}${process.env["PATH"]}`;
     }
     function getInput2(name, options) {
       const val = process.env[`INPUT_${name.replace(/ /g, "_").toUpperCase()}`] || "";
@@ -22161,8 +22161,8 @@ var require_context = __commonJS({
           if ((0, fs_1.existsSync)(process.env.GITHUB_EVENT_PATH)) {
             this.payload = JSON.parse((0, fs_1.readFileSync)(process.env.GITHUB_EVENT_PATH, { encoding: "utf8" }));
           } else {
-            const path14 = process.env.GITHUB_EVENT_PATH;
-            process.stdout.write(`GITHUB_EVENT_PATH ${path14} does not exist${os_1.EOL}`);
+            const path15 = process.env.GITHUB_EVENT_PATH;
+            process.stdout.write(`GITHUB_EVENT_PATH ${path15} does not exist${os_1.EOL}`);
           }
         }
         this.eventName = process.env.GITHUB_EVENT_NAME;
@@ -22747,14 +22747,14 @@ var require_util9 = __commonJS({
         }
         const port = url2.port != null ? url2.port : url2.protocol === "https:" ? 443 : 80;
         let origin = url2.origin != null ? url2.origin : `${url2.protocol}//${url2.hostname}:${port}`;
-        let path14 = url2.path != null ? url2.path : `${url2.pathname || ""}${url2.search || ""}`;
+        let path15 = url2.path != null ? url2.path : `${url2.pathname || ""}${url2.search || ""}`;
         if (origin.endsWith("/")) {
           origin = origin.substring(0, origin.length - 1);
         }
-        if (path14 && !path14.startsWith("/")) {
-          path14 = `/${path14}`;
+        if (path15 && !path15.startsWith("/")) {
+          path15 = `/${path15}`;
         }
-        url2 = new URL(origin + path14);
+        url2 = new URL(origin + path15);
       }
       return url2;
     }
@@ -24368,20 +24368,20 @@ var require_parseParams = __commonJS({
 var require_basename = __commonJS({
   "node_modules/@fastify/busboy/lib/utils/basename.js"(exports2, module2) {
     "use strict";
-    module2.exports = function basename3(path14) {
-      if (typeof path14 !== "string") {
+    module2.exports = function basename3(path15) {
+      if (typeof path15 !== "string") {
         return "";
       }
-      for (var i = path14.length - 1; i >= 0; --i) {
-        switch (path14.charCodeAt(i)) {
+      for (var i = path15.length - 1; i >= 0; --i) {
+        switch (path15.charCodeAt(i)) {
           case 47:
           // '/'
           case 92:
-            path14 = path14.slice(i + 1);
-            return path14 === ".." || path14 === "." ? "" : path14;
+            path15 = path15.slice(i + 1);
+            return path15 === ".." || path15 === "." ? "" : path15;
         }
       }
-      return path14 === ".." || path14 === "." ? "" : path14;
+      return path15 === ".." || path15 === "." ? "" : path15;
     };
   }
 });
@@ -25774,8 +25774,8 @@ var require_util10 = __commonJS({
     function createDeferredPromise() {
       let res;
       let rej;
-      const promise2 = new Promise((resolve10, reject) => {
-        res = resolve10;
+      const promise2 = new Promise((resolve12, reject) => {
+        res = resolve12;
         rej = reject;
       });
       return { promise: promise2, resolve: res, reject: rej };
@@ -25826,8 +25826,8 @@ var require_util10 = __commonJS({
               `'next' called on an object that does not implement interface ${name} Iterator.`
             );
           }
-          const { index, kind: kind2, target: target2 } = object2;
-          const values = target2();
+          const { index, kind: kind2, target } = object2;
+          const values = target();
           const len = values.length;
           if (index >= len) {
             return { value: void 0, done: true };
@@ -27279,8 +27279,8 @@ Content-Type: ${value.type || "application/octet-stream"}\r
                 });
               }
             });
-            const busboyResolve = new Promise((resolve10, reject) => {
-              busboy.on("finish", resolve10);
+            const busboyResolve = new Promise((resolve12, reject) => {
+              busboy.on("finish", resolve12);
               busboy.on("error", (err) => reject(new TypeError(err)));
             });
             if (this.body !== null) for await (const chunk2 of consumeBody(this[kState].body)) busboy.write(chunk2);
@@ -27411,7 +27411,7 @@ var require_request3 = __commonJS({
     }
     var Request = class _Request {
       constructor(origin, {
-        path: path14,
+        path: path15,
         method,
         body,
         headers,
@@ -27425,11 +27425,11 @@ var require_request3 = __commonJS({
         throwOnError,
         expectContinue
       }, handler) {
-        if (typeof path14 !== "string") {
+        if (typeof path15 !== "string") {
           throw new InvalidArgumentError("path must be a string");
-        } else if (path14[0] !== "/" && !(path14.startsWith("http://") || path14.startsWith("https://")) && method !== "CONNECT") {
+        } else if (path15[0] !== "/" && !(path15.startsWith("http://") || path15.startsWith("https://")) && method !== "CONNECT") {
           throw new InvalidArgumentError("path must be an absolute URL or start with a slash");
-        } else if (invalidPathRegex.exec(path14) !== null) {
+        } else if (invalidPathRegex.exec(path15) !== null) {
           throw new InvalidArgumentError("invalid request path");
         }
         if (typeof method !== "string") {
@@ -27492,7 +27492,7 @@ var require_request3 = __commonJS({
         this.completed = false;
         this.aborted = false;
         this.upgrade = upgrade || null;
-        this.path = query ? util.buildURL(path14, query) : path14;
+        this.path = query ? util.buildURL(path15, query) : path15;
         this.origin = origin;
         this.idempotent = idempotent == null ? method === "HEAD" || method === "GET" : idempotent;
         this.blocking = blocking == null ? false : blocking;
@@ -27814,9 +27814,9 @@ var require_dispatcher_base2 = __commonJS({
       }
       close(callback) {
         if (callback === void 0) {
-          return new Promise((resolve10, reject) => {
+          return new Promise((resolve12, reject) => {
             this.close((err, data) => {
-              return err ? reject(err) : resolve10(data);
+              return err ? reject(err) : resolve12(data);
             });
           });
         }
@@ -27854,12 +27854,12 @@ var require_dispatcher_base2 = __commonJS({
           err = null;
         }
         if (callback === void 0) {
-          return new Promise((resolve10, reject) => {
+          return new Promise((resolve12, reject) => {
             this.destroy(err, (err2, data) => {
               return err2 ? (
                 /* istanbul ignore next: should never error */
                 reject(err2)
-              ) : resolve10(data);
+              ) : resolve12(data);
             });
           });
         }
@@ -28500,9 +28500,9 @@ var require_RedirectHandler = __commonJS({
           return this.handler.onHeaders(statusCode, headers, resume, statusText);
         }
         const { origin, pathname, search } = util.parseURL(new URL(this.location, this.opts.origin && new URL(this.opts.path, this.opts.origin)));
-        const path14 = search ? `${pathname}${search}` : pathname;
+        const path15 = search ? `${pathname}${search}` : pathname;
         this.opts.headers = cleanRequestHeaders(this.opts.headers, statusCode === 303, this.opts.origin !== origin);
-        this.opts.path = path14;
+        this.opts.path = path15;
         this.opts.origin = origin;
         this.opts.maxRedirections = 0;
         this.opts.query = null;
@@ -28919,16 +28919,16 @@ var require_client2 = __commonJS({
         return this[kNeedDrain] < 2;
       }
       async [kClose]() {
-        return new Promise((resolve10) => {
+        return new Promise((resolve12) => {
           if (!this[kSize]) {
-            resolve10(null);
+            resolve12(null);
           } else {
-            this[kClosedResolve] = resolve10;
+            this[kClosedResolve] = resolve12;
           }
         });
       }
       async [kDestroy](err) {
-        return new Promise((resolve10) => {
+        return new Promise((resolve12) => {
           const requests = this[kQueue].splice(this[kPendingIdx]);
           for (let i = 0; i < requests.length; i++) {
             const request = requests[i];
@@ -28939,7 +28939,7 @@ var require_client2 = __commonJS({
               this[kClosedResolve]();
               this[kClosedResolve] = null;
             }
-            resolve10();
+            resolve12();
           };
           if (this[kHTTP2Session] != null) {
             util.destroy(this[kHTTP2Session], err);
@@ -29519,7 +29519,7 @@ var require_client2 = __commonJS({
         });
       }
       try {
-        const socket = await new Promise((resolve10, reject) => {
+        const socket = await new Promise((resolve12, reject) => {
           client[kConnector]({
             host,
             hostname: hostname3,
@@ -29531,7 +29531,7 @@ var require_client2 = __commonJS({
             if (err) {
               reject(err);
             } else {
-              resolve10(socket2);
+              resolve12(socket2);
             }
           });
         });
@@ -29742,7 +29742,7 @@ var require_client2 = __commonJS({
         writeH2(client, client[kHTTP2Session], request);
         return;
       }
-      const { body, method, path: path14, host, upgrade, headers, blocking, reset } = request;
+      const { body, method, path: path15, host, upgrade, headers, blocking, reset } = request;
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH";
       if (body && typeof body.read === "function") {
         body.read(0);
@@ -29792,7 +29792,7 @@ var require_client2 = __commonJS({
       if (blocking) {
         socket[kBlocking] = true;
       }
-      let header = `${method} ${path14} HTTP/1.1\r
+      let header = `${method} ${path15} HTTP/1.1\r
 `;
       if (typeof host === "string") {
         header += `host: ${host}\r
@@ -29855,7 +29855,7 @@ upgrade: ${upgrade}\r
       return true;
     }
     function writeH2(client, session, request) {
-      const { body, method, path: path14, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
+      const { body, method, path: path15, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
       let headers;
       if (typeof reqHeaders === "string") headers = Request[kHTTP2CopyHeaders](reqHeaders.trim());
       else headers = reqHeaders;
@@ -29898,7 +29898,7 @@ upgrade: ${upgrade}\r
         });
         return true;
       }
-      headers[HTTP2_HEADER_PATH] = path14;
+      headers[HTTP2_HEADER_PATH] = path15;
       headers[HTTP2_HEADER_SCHEME] = "https";
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH";
       if (body && typeof body.read === "function") {
@@ -30155,12 +30155,12 @@ upgrade: ${upgrade}\r
           cb();
         }
       }
-      const waitForDrain = () => new Promise((resolve10, reject) => {
+      const waitForDrain = () => new Promise((resolve12, reject) => {
         assert2(callback === null);
         if (socket[kError]) {
           reject(socket[kError]);
         } else {
-          callback = resolve10;
+          callback = resolve12;
         }
       });
       if (client[kHTTPConnVersion] === "h2") {
@@ -30505,8 +30505,8 @@ var require_pool_base2 = __commonJS({
         if (this[kQueue].isEmpty()) {
           return Promise.all(this[kClients].map((c) => c.close()));
         } else {
-          return new Promise((resolve10) => {
-            this[kClosedResolve] = resolve10;
+          return new Promise((resolve12) => {
+            this[kClosedResolve] = resolve12;
           });
         }
       }
@@ -30631,8 +30631,8 @@ var require_pool2 = __commonJS({
         this[kOptions].interceptors = options.interceptors ? { ...options.interceptors } : void 0;
         this[kFactory] = factory;
         this.on("connectionError", (origin2, targets, error63) => {
-          for (const target2 of targets) {
-            const idx = this[kClients].indexOf(target2);
+          for (const target of targets) {
+            const idx = this[kClients].indexOf(target);
             if (idx !== -1) {
               this[kClients].splice(idx, 1);
             }
@@ -31084,7 +31084,7 @@ var require_readable2 = __commonJS({
         if (this.closed) {
           return Promise.resolve(null);
         }
-        return new Promise((resolve10, reject) => {
+        return new Promise((resolve12, reject) => {
           const signalListenerCleanup = signal ? util.addAbortListener(signal, () => {
             this.destroy();
           }) : noop;
@@ -31093,7 +31093,7 @@ var require_readable2 = __commonJS({
             if (signal && signal.aborted) {
               reject(signal.reason || Object.assign(new Error("The operation was aborted"), { name: "AbortError" }));
             } else {
-              resolve10(null);
+              resolve12(null);
             }
           }).on("error", noop).on("data", function(chunk2) {
             limit -= chunk2.length;
@@ -31115,11 +31115,11 @@ var require_readable2 = __commonJS({
         throw new TypeError("unusable");
       }
       assert2(!stream[kConsume]);
-      return new Promise((resolve10, reject) => {
+      return new Promise((resolve12, reject) => {
         stream[kConsume] = {
           type,
           stream,
-          resolve: resolve10,
+          resolve: resolve12,
           reject,
           length: 0,
           body: []
@@ -31154,12 +31154,12 @@ var require_readable2 = __commonJS({
       }
     }
     function consumeEnd(consume2) {
-      const { type, body, resolve: resolve10, stream, length } = consume2;
+      const { type, body, resolve: resolve12, stream, length } = consume2;
       try {
         if (type === "text") {
-          resolve10(toUSVString(Buffer.concat(body)));
+          resolve12(toUSVString(Buffer.concat(body)));
         } else if (type === "json") {
-          resolve10(JSON.parse(Buffer.concat(body)));
+          resolve12(JSON.parse(Buffer.concat(body)));
         } else if (type === "arrayBuffer") {
           const dst = new Uint8Array(length);
           let pos = 0;
@@ -31167,12 +31167,12 @@ var require_readable2 = __commonJS({
             dst.set(buf, pos);
             pos += buf.byteLength;
           }
-          resolve10(dst.buffer);
+          resolve12(dst.buffer);
         } else if (type === "blob") {
           if (!Blob2) {
             Blob2 = require("buffer").Blob;
           }
-          resolve10(new Blob2(body, { type: stream[kContentType] }));
+          resolve12(new Blob2(body, { type: stream[kContentType] }));
         }
         consumeFinish(consume2);
       } catch (err) {
@@ -31427,9 +31427,9 @@ var require_api_request2 = __commonJS({
     };
     function request(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve10, reject) => {
+        return new Promise((resolve12, reject) => {
           request.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve10(data);
+            return err ? reject(err) : resolve12(data);
           });
         });
       }
@@ -31602,9 +31602,9 @@ var require_api_stream2 = __commonJS({
     };
     function stream(opts, factory, callback) {
       if (callback === void 0) {
-        return new Promise((resolve10, reject) => {
+        return new Promise((resolve12, reject) => {
           stream.call(this, opts, factory, (err, data) => {
-            return err ? reject(err) : resolve10(data);
+            return err ? reject(err) : resolve12(data);
           });
         });
       }
@@ -31885,9 +31885,9 @@ var require_api_upgrade2 = __commonJS({
     };
     function upgrade(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve10, reject) => {
+        return new Promise((resolve12, reject) => {
           upgrade.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve10(data);
+            return err ? reject(err) : resolve12(data);
           });
         });
       }
@@ -31976,9 +31976,9 @@ var require_api_connect2 = __commonJS({
     };
     function connect(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve10, reject) => {
+        return new Promise((resolve12, reject) => {
           connect.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve10(data);
+            return err ? reject(err) : resolve12(data);
           });
         });
       }
@@ -32138,20 +32138,20 @@ var require_mock_utils2 = __commonJS({
       }
       return true;
     }
-    function safeUrl(path14) {
-      if (typeof path14 !== "string") {
-        return path14;
+    function safeUrl(path15) {
+      if (typeof path15 !== "string") {
+        return path15;
       }
-      const pathSegments = path14.split("?");
+      const pathSegments = path15.split("?");
       if (pathSegments.length !== 2) {
-        return path14;
+        return path15;
       }
       const qp = new URLSearchParams(pathSegments.pop());
       qp.sort();
       return [...pathSegments, qp.toString()].join("?");
     }
-    function matchKey(mockDispatch2, { path: path14, method, body, headers }) {
-      const pathMatch = matchValue(mockDispatch2.path, path14);
+    function matchKey(mockDispatch2, { path: path15, method, body, headers }) {
+      const pathMatch = matchValue(mockDispatch2.path, path15);
       const methodMatch = matchValue(mockDispatch2.method, method);
       const bodyMatch = typeof mockDispatch2.body !== "undefined" ? matchValue(mockDispatch2.body, body) : true;
       const headersMatch = matchHeaders(mockDispatch2, headers);
@@ -32169,7 +32169,7 @@ var require_mock_utils2 = __commonJS({
     function getMockDispatch(mockDispatches, key) {
       const basePath = key.query ? buildURL(key.path, key.query) : key.path;
       const resolvedPath = typeof basePath === "string" ? safeUrl(basePath) : basePath;
-      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path14 }) => matchValue(safeUrl(path14), resolvedPath));
+      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path15 }) => matchValue(safeUrl(path15), resolvedPath));
       if (matchedMockDispatches.length === 0) {
         throw new MockNotMatchedError(`Mock dispatch not matched for path '${resolvedPath}'`);
       }
@@ -32206,9 +32206,9 @@ var require_mock_utils2 = __commonJS({
       }
     }
     function buildKey(opts) {
-      const { path: path14, method, body, headers, query } = opts;
+      const { path: path15, method, body, headers, query } = opts;
       return {
-        path: path14,
+        path: path15,
         method,
         body,
         headers,
@@ -32657,10 +32657,10 @@ var require_pending_interceptors_formatter2 = __commonJS({
       }
       format(pendingInterceptors) {
         const withPrettyHeaders = pendingInterceptors.map(
-          ({ method, path: path14, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
+          ({ method, path: path15, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
             Method: method,
             Origin: origin,
-            Path: path14,
+            Path: path15,
             "Status code": statusCode,
             Persistent: persist ? "✅" : "❌",
             Invocations: timesInvoked,
@@ -33926,12 +33926,12 @@ var require_response2 = __commonJS({
         ...state
       };
       return new Proxy(response, {
-        get(target2, p) {
-          return p in state ? state[p] : target2[p];
+        get(target, p) {
+          return p in state ? state[p] : target[p];
         },
-        set(target2, p, value) {
+        set(target, p, value) {
           assert2(!(p in state));
-          target2[p] = value;
+          target[p] = value;
           return true;
         }
       });
@@ -35600,7 +35600,7 @@ var require_fetch2 = __commonJS({
       async function dispatch({ body }) {
         const url2 = requestCurrentURL(request);
         const agent = fetchParams.controller.dispatcher;
-        return new Promise((resolve10, reject) => agent.dispatch(
+        return new Promise((resolve12, reject) => agent.dispatch(
           {
             path: url2.pathname + url2.search,
             origin: url2.origin,
@@ -35676,7 +35676,7 @@ var require_fetch2 = __commonJS({
                   }
                 }
               }
-              resolve10({
+              resolve12({
                 status,
                 statusText,
                 headersList: headers[kHeadersList],
@@ -35719,7 +35719,7 @@ var require_fetch2 = __commonJS({
                 const val = headersList[n + 1].toString("latin1");
                 headers[kHeadersList].append(key, val);
               }
-              resolve10({
+              resolve12({
                 status,
                 statusText: STATUS_CODES[status],
                 headersList: headers[kHeadersList],
@@ -37280,8 +37280,8 @@ var require_util14 = __commonJS({
         }
       }
     }
-    function validateCookiePath(path14) {
-      for (const char of path14) {
+    function validateCookiePath(path15) {
+      for (const char of path15) {
         const code = char.charCodeAt(0);
         if (code < 33 || char === ";") {
           throw new Error("Invalid cookie path");
@@ -37981,9 +37981,9 @@ var require_util15 = __commonJS({
     function isClosed(ws) {
       return ws[kReadyState] === states.CLOSED;
     }
-    function fireEvent(e, target2, eventConstructor = Event, eventInitDict) {
+    function fireEvent(e, target, eventConstructor = Event, eventInitDict) {
       const event = new eventConstructor(e, eventInitDict);
-      target2.dispatchEvent(event);
+      target.dispatchEvent(event);
     }
     function websocketMessageReceived(ws, type, data) {
       if (ws[kReadyState] !== states.OPEN) {
@@ -38961,11 +38961,11 @@ var require_undici2 = __commonJS({
           if (typeof opts.path !== "string") {
             throw new InvalidArgumentError("invalid opts.path");
           }
-          let path14 = opts.path;
+          let path15 = opts.path;
           if (!opts.path.startsWith("/")) {
-            path14 = `/${path14}`;
+            path15 = `/${path15}`;
           }
-          url2 = new URL(util.parseOrigin(url2).origin + path14);
+          url2 = new URL(util.parseOrigin(url2).origin + path15);
         } else {
           if (!opts) {
             opts = typeof url2 === "object" ? url2 : {};
@@ -39073,11 +39073,11 @@ var require_lib2 = __commonJS({
     };
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve10) {
-          resolve10(value);
+        return value instanceof P ? value : new P(function(resolve12) {
+          resolve12(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve10, reject) {
+      return new (P || (P = Promise))(function(resolve12, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -39093,7 +39093,7 @@ var require_lib2 = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve10(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -39179,26 +39179,26 @@ var require_lib2 = __commonJS({
       }
       readBody() {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve10) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve12) => __awaiter(this, void 0, void 0, function* () {
             let output2 = Buffer.alloc(0);
             this.message.on("data", (chunk2) => {
               output2 = Buffer.concat([output2, chunk2]);
             });
             this.message.on("end", () => {
-              resolve10(output2.toString());
+              resolve12(output2.toString());
             });
           }));
         });
       }
       readBodyBuffer() {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve10) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve12) => __awaiter(this, void 0, void 0, function* () {
             const chunks = [];
             this.message.on("data", (chunk2) => {
               chunks.push(chunk2);
             });
             this.message.on("end", () => {
-              resolve10(Buffer.concat(chunks));
+              resolve12(Buffer.concat(chunks));
             });
           }));
         });
@@ -39407,14 +39407,14 @@ var require_lib2 = __commonJS({
        */
       requestRaw(info3, data) {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve10, reject) => {
+          return new Promise((resolve12, reject) => {
             function callbackForResult(err, res) {
               if (err) {
                 reject(err);
               } else if (!res) {
                 reject(new Error("Unknown error"));
               } else {
-                resolve10(res);
+                resolve12(res);
               }
             }
             this.requestRawWithCallback(info3, data, callbackForResult);
@@ -39596,12 +39596,12 @@ var require_lib2 = __commonJS({
         return __awaiter(this, void 0, void 0, function* () {
           retryNumber = Math.min(ExponentialBackoffCeiling, retryNumber);
           const ms = ExponentialBackoffTimeSlice * Math.pow(2, retryNumber);
-          return new Promise((resolve10) => setTimeout(() => resolve10(), ms));
+          return new Promise((resolve12) => setTimeout(() => resolve12(), ms));
         });
       }
       _processResponse(res, options) {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve10, reject) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve12, reject) => __awaiter(this, void 0, void 0, function* () {
             const statusCode = res.message.statusCode || 0;
             const response = {
               statusCode,
@@ -39609,7 +39609,7 @@ var require_lib2 = __commonJS({
               headers: {}
             };
             if (statusCode === HttpCodes.NotFound) {
-              resolve10(response);
+              resolve12(response);
             }
             function dateTimeDeserializer(key, value) {
               if (typeof value === "string") {
@@ -39648,7 +39648,7 @@ var require_lib2 = __commonJS({
               err.result = response.result;
               reject(err);
             } else {
-              resolve10(response);
+              resolve12(response);
             }
           }));
         });
@@ -39692,11 +39692,11 @@ var require_utils4 = __commonJS({
     };
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve10) {
-          resolve10(value);
+        return value instanceof P ? value : new P(function(resolve12) {
+          resolve12(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve10, reject) {
+      return new (P || (P = Promise))(function(resolve12, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -39712,7 +39712,7 @@ var require_utils4 = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve10(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -39924,9 +39924,9 @@ var require_dist_node2 = __commonJS({
     var __getOwnPropDesc2 = Object.getOwnPropertyDescriptor;
     var __getOwnPropNames2 = Object.getOwnPropertyNames;
     var __hasOwnProp2 = Object.prototype.hasOwnProperty;
-    var __export2 = (target2, all) => {
+    var __export2 = (target, all) => {
       for (var name in all)
-        __defProp2(target2, name, { get: all[name], enumerable: true });
+        __defProp2(target, name, { get: all[name], enumerable: true });
     };
     var __copyProps2 = (to, from, except, desc) => {
       if (from && typeof from === "object" || typeof from === "function") {
@@ -40364,9 +40364,9 @@ var require_dist_node4 = __commonJS({
     var __getOwnPropNames2 = Object.getOwnPropertyNames;
     var __getProtoOf2 = Object.getPrototypeOf;
     var __hasOwnProp2 = Object.prototype.hasOwnProperty;
-    var __export2 = (target2, all) => {
+    var __export2 = (target, all) => {
       for (var name in all)
-        __defProp2(target2, name, { get: all[name], enumerable: true });
+        __defProp2(target, name, { get: all[name], enumerable: true });
     };
     var __copyProps2 = (to, from, except, desc) => {
       if (from && typeof from === "object" || typeof from === "function") {
@@ -40376,12 +40376,12 @@ var require_dist_node4 = __commonJS({
       }
       return to;
     };
-    var __toESM2 = (mod, isNodeMode, target2) => (target2 = mod != null ? __create2(__getProtoOf2(mod)) : {}, __copyProps2(
+    var __toESM2 = (mod, isNodeMode, target) => (target = mod != null ? __create2(__getProtoOf2(mod)) : {}, __copyProps2(
       // If the importer is in node compatibility mode or this is not an ESM
       // file that has been converted to a CommonJS file using a Babel-
       // compatible transform (i.e. "__esModule" has not been set), then set
       // "default" to the CommonJS "module.exports" for node compatibility.
-      isNodeMode || !mod || !mod.__esModule ? __defProp2(target2, "default", { value: mod, enumerable: true }) : target2,
+      isNodeMode || !mod || !mod.__esModule ? __defProp2(target, "default", { value: mod, enumerable: true }) : target,
       mod
     ));
     var __toCommonJS = (mod) => __copyProps2(__defProp2({}, "__esModule", { value: true }), mod);
@@ -40454,9 +40454,9 @@ var require_dist_node5 = __commonJS({
     var __getOwnPropDesc2 = Object.getOwnPropertyDescriptor;
     var __getOwnPropNames2 = Object.getOwnPropertyNames;
     var __hasOwnProp2 = Object.prototype.hasOwnProperty;
-    var __export2 = (target2, all) => {
+    var __export2 = (target, all) => {
       for (var name in all)
-        __defProp2(target2, name, { get: all[name], enumerable: true });
+        __defProp2(target, name, { get: all[name], enumerable: true });
     };
     var __copyProps2 = (to, from, except, desc) => {
       if (from && typeof from === "object" || typeof from === "function") {
@@ -40664,9 +40664,9 @@ var require_dist_node6 = __commonJS({
     var __getOwnPropDesc2 = Object.getOwnPropertyDescriptor;
     var __getOwnPropNames2 = Object.getOwnPropertyNames;
     var __hasOwnProp2 = Object.prototype.hasOwnProperty;
-    var __export2 = (target2, all) => {
+    var __export2 = (target, all) => {
       for (var name in all)
-        __defProp2(target2, name, { get: all[name], enumerable: true });
+        __defProp2(target, name, { get: all[name], enumerable: true });
     };
     var __copyProps2 = (to, from, except, desc) => {
       if (from && typeof from === "object" || typeof from === "function") {
@@ -40801,9 +40801,9 @@ var require_dist_node7 = __commonJS({
     var __getOwnPropDesc2 = Object.getOwnPropertyDescriptor;
     var __getOwnPropNames2 = Object.getOwnPropertyNames;
     var __hasOwnProp2 = Object.prototype.hasOwnProperty;
-    var __export2 = (target2, all) => {
+    var __export2 = (target, all) => {
       for (var name in all)
-        __defProp2(target2, name, { get: all[name], enumerable: true });
+        __defProp2(target, name, { get: all[name], enumerable: true });
     };
     var __copyProps2 = (to, from, except, desc) => {
       if (from && typeof from === "object" || typeof from === "function") {
@@ -40872,9 +40872,9 @@ var require_dist_node8 = __commonJS({
     var __getOwnPropDesc2 = Object.getOwnPropertyDescriptor;
     var __getOwnPropNames2 = Object.getOwnPropertyNames;
     var __hasOwnProp2 = Object.prototype.hasOwnProperty;
-    var __export2 = (target2, all) => {
+    var __export2 = (target, all) => {
       for (var name in all)
-        __defProp2(target2, name, { get: all[name], enumerable: true });
+        __defProp2(target, name, { get: all[name], enumerable: true });
     };
     var __copyProps2 = (to, from, except, desc) => {
       if (from && typeof from === "object" || typeof from === "function") {
@@ -41038,9 +41038,9 @@ var require_dist_node9 = __commonJS({
     var __getOwnPropDesc2 = Object.getOwnPropertyDescriptor;
     var __getOwnPropNames2 = Object.getOwnPropertyNames;
     var __hasOwnProp2 = Object.prototype.hasOwnProperty;
-    var __export2 = (target2, all) => {
+    var __export2 = (target, all) => {
       for (var name in all)
-        __defProp2(target2, name, { get: all[name], enumerable: true });
+        __defProp2(target, name, { get: all[name], enumerable: true });
     };
     var __copyProps2 = (to, from, except, desc) => {
       if (from && typeof from === "object" || typeof from === "function") {
@@ -43074,28 +43074,28 @@ var require_dist_node9 = __commonJS({
       has({ scope }, methodName) {
         return endpointMethodsMap.get(scope).has(methodName);
       },
-      getOwnPropertyDescriptor(target2, methodName) {
+      getOwnPropertyDescriptor(target, methodName) {
         return {
-          value: this.get(target2, methodName),
+          value: this.get(target, methodName),
           // ensures method is in the cache
           configurable: true,
           writable: true,
           enumerable: true
         };
       },
-      defineProperty(target2, methodName, descriptor) {
-        Object.defineProperty(target2.cache, methodName, descriptor);
+      defineProperty(target, methodName, descriptor) {
+        Object.defineProperty(target.cache, methodName, descriptor);
         return true;
       },
-      deleteProperty(target2, methodName) {
-        delete target2.cache[methodName];
+      deleteProperty(target, methodName) {
+        delete target.cache[methodName];
         return true;
       },
       ownKeys({ scope }) {
         return [...endpointMethodsMap.get(scope).keys()];
       },
-      set(target2, methodName, value) {
-        return target2.cache[methodName] = value;
+      set(target, methodName, value) {
+        return target.cache[methodName] = value;
       },
       get({ octokit, scope, cache }, methodName) {
         if (cache[methodName]) {
@@ -43194,9 +43194,9 @@ var require_dist_node10 = __commonJS({
     var __getOwnPropDesc2 = Object.getOwnPropertyDescriptor;
     var __getOwnPropNames2 = Object.getOwnPropertyNames;
     var __hasOwnProp2 = Object.prototype.hasOwnProperty;
-    var __export2 = (target2, all) => {
+    var __export2 = (target, all) => {
       for (var name in all)
-        __defProp2(target2, name, { get: all[name], enumerable: true });
+        __defProp2(target, name, { get: all[name], enumerable: true });
     };
     var __copyProps2 = (to, from, except, desc) => {
       if (from && typeof from === "object" || typeof from === "function") {
@@ -43746,17 +43746,17 @@ var require_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path14) {
-      const ctrl = callVisitor(key, node2, visitor, path14);
+    function visit_(key, node2, visitor, path15) {
+      const ctrl = callVisitor(key, node2, visitor, path15);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path14, ctrl);
-        return visit_(key, ctrl, visitor, path14);
+        replaceNode(key, path15, ctrl);
+        return visit_(key, ctrl, visitor, path15);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path14 = Object.freeze(path14.concat(node2));
+          path15 = Object.freeze(path15.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = visit_(i, node2.items[i], visitor, path14);
+            const ci = visit_(i, node2.items[i], visitor, path15);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -43767,13 +43767,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path14 = Object.freeze(path14.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path14);
+          path15 = Object.freeze(path15.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path15);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path14);
+          const cv = visit_("value", node2.value, visitor, path15);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -43794,17 +43794,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path14) {
-      const ctrl = await callVisitor(key, node2, visitor, path14);
+    async function visitAsync_(key, node2, visitor, path15) {
+      const ctrl = await callVisitor(key, node2, visitor, path15);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path14, ctrl);
-        return visitAsync_(key, ctrl, visitor, path14);
+        replaceNode(key, path15, ctrl);
+        return visitAsync_(key, ctrl, visitor, path15);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path14 = Object.freeze(path14.concat(node2));
+          path15 = Object.freeze(path15.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = await visitAsync_(i, node2.items[i], visitor, path14);
+            const ci = await visitAsync_(i, node2.items[i], visitor, path15);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -43815,13 +43815,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path14 = Object.freeze(path14.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path14);
+          path15 = Object.freeze(path15.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path15);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path14);
+          const cv = await visitAsync_("value", node2.value, visitor, path15);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -43848,23 +43848,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path14) {
+    function callVisitor(key, node2, visitor, path15) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path14);
+        return visitor(key, node2, path15);
       if (identity.isMap(node2))
-        return visitor.Map?.(key, node2, path14);
+        return visitor.Map?.(key, node2, path15);
       if (identity.isSeq(node2))
-        return visitor.Seq?.(key, node2, path14);
+        return visitor.Seq?.(key, node2, path15);
       if (identity.isPair(node2))
-        return visitor.Pair?.(key, node2, path14);
+        return visitor.Pair?.(key, node2, path15);
       if (identity.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path14);
+        return visitor.Scalar?.(key, node2, path15);
       if (identity.isAlias(node2))
-        return visitor.Alias?.(key, node2, path14);
+        return visitor.Alias?.(key, node2, path15);
       return void 0;
     }
-    function replaceNode(key, path14, node2) {
-      const parent = path14[path14.length - 1];
+    function replaceNode(key, path15, node2) {
+      const parent = path15[path15.length - 1];
       if (identity.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity.isPair(parent)) {
@@ -44476,10 +44476,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity = require_identity();
     var Node5 = require_Node();
-    function collectionFromPath(schema, path14, value) {
+    function collectionFromPath(schema, path15, value) {
       let v = value;
-      for (let i = path14.length - 1; i >= 0; --i) {
-        const k = path14[i];
+      for (let i = path15.length - 1; i >= 0; --i) {
+        const k = path15[i];
         if (typeof k === "number" && Number.isInteger(k) && k >= 0) {
           const a = [];
           a[k] = v;
@@ -44498,7 +44498,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path14) => path14 == null || typeof path14 === "object" && !!path14[Symbol.iterator]().next().done;
+    var isEmptyPath = (path15) => path15 == null || typeof path15 === "object" && !!path15[Symbol.iterator]().next().done;
     var Collection = class extends Node5.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -44528,11 +44528,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path14, value) {
-        if (isEmptyPath(path14))
+      addIn(path15, value) {
+        if (isEmptyPath(path15))
           this.add(value);
         else {
-          const [key, ...rest] = path14;
+          const [key, ...rest] = path15;
           const node2 = this.get(key, true);
           if (identity.isCollection(node2))
             node2.addIn(rest, value);
@@ -44546,8 +44546,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path14) {
-        const [key, ...rest] = path14;
+      deleteIn(path15) {
+        const [key, ...rest] = path15;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -44561,8 +44561,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path14, keepScalar) {
-        const [key, ...rest] = path14;
+      getIn(path15, keepScalar) {
+        const [key, ...rest] = path15;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity.isScalar(node2) ? node2.value : node2;
@@ -44580,8 +44580,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path14) {
-        const [key, ...rest] = path14;
+      hasIn(path15) {
+        const [key, ...rest] = path15;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -44591,8 +44591,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path14, value) {
-        const [key, ...rest] = path14;
+      setIn(path15, value) {
+        const [key, ...rest] = path15;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -47107,9 +47107,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path14, value) {
+      addIn(path15, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path14, value);
+          this.contents.addIn(path15, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -47184,14 +47184,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path14) {
-        if (Collection.isEmptyPath(path14)) {
+      deleteIn(path15) {
+        if (Collection.isEmptyPath(path15)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path14) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path15) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -47206,10 +47206,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path14, keepScalar) {
-        if (Collection.isEmptyPath(path14))
+      getIn(path15, keepScalar) {
+        if (Collection.isEmptyPath(path15))
           return !keepScalar && identity.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity.isCollection(this.contents) ? this.contents.getIn(path14, keepScalar) : void 0;
+        return identity.isCollection(this.contents) ? this.contents.getIn(path15, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -47220,10 +47220,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path14) {
-        if (Collection.isEmptyPath(path14))
+      hasIn(path15) {
+        if (Collection.isEmptyPath(path15))
           return this.contents !== void 0;
-        return identity.isCollection(this.contents) ? this.contents.hasIn(path14) : false;
+        return identity.isCollection(this.contents) ? this.contents.hasIn(path15) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -47240,13 +47240,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path14, value) {
-        if (Collection.isEmptyPath(path14)) {
+      setIn(path15, value) {
+        if (Collection.isEmptyPath(path15)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path14), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path15), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path14, value);
+          this.contents.setIn(path15, value);
         }
       }
       /**
@@ -49207,9 +49207,9 @@ var require_cst_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    visit2.itemAtPath = (cst, path14) => {
+    visit2.itemAtPath = (cst, path15) => {
       let item = cst;
-      for (const [field, index] of path14) {
+      for (const [field, index] of path15) {
         const tok = item?.[field];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -49218,23 +49218,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit2.parentCollection = (cst, path14) => {
-      const parent = visit2.itemAtPath(cst, path14.slice(0, -1));
-      const field = path14[path14.length - 1][0];
+    visit2.parentCollection = (cst, path15) => {
+      const parent = visit2.itemAtPath(cst, path15.slice(0, -1));
+      const field = path15[path15.length - 1][0];
       const coll = parent?.[field];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path14, item, visitor) {
-      let ctrl = visitor(item, path14);
+    function _visit(path15, item, visitor) {
+      let ctrl = visitor(item, path15);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field of ["key", "value"]) {
         const token = item[field];
         if (token && "items" in token) {
           for (let i = 0; i < token.items.length; ++i) {
-            const ci = _visit(Object.freeze(path14.concat([[field, i]])), token.items[i], visitor);
+            const ci = _visit(Object.freeze(path15.concat([[field, i]])), token.items[i], visitor);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -49245,10 +49245,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field === "key")
-            ctrl = ctrl(item, path14);
+            ctrl = ctrl(item, path15);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path14) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path15) : ctrl;
     }
     exports2.visit = visit2;
   }
@@ -50047,12 +50047,12 @@ var require_parser = __commonJS({
       }
       return prev.splice(i, prev.length);
     }
-    function arrayPushArray(target2, source) {
+    function arrayPushArray(target, source) {
       if (source.length < 1e5)
-        Array.prototype.push.apply(target2, source);
+        Array.prototype.push.apply(target, source);
       else
         for (let i = 0; i < source.length; ++i)
-          target2.push(source[i]);
+          target.push(source[i]);
     }
     function fixFlowSeqItems(fc) {
       if (fc.start.type === "flow-seq-start") {
@@ -50550,14 +50550,14 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs16 = this.flowScalar(this.type);
+              const fs15 = this.flowScalar(this.type);
               if (atNextItem || it.value) {
-                map2.items.push({ start, key: fs16, sep: [] });
+                map2.items.push({ start, key: fs15, sep: [] });
                 this.onKeyLine = true;
               } else if (it.sep) {
-                this.stack.push(fs16);
+                this.stack.push(fs15);
               } else {
-                Object.assign(it, { key: fs16, sep: [] });
+                Object.assign(it, { key: fs15, sep: [] });
                 this.onKeyLine = true;
               }
               return;
@@ -50685,13 +50685,13 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs16 = this.flowScalar(this.type);
+              const fs15 = this.flowScalar(this.type);
               if (!it || it.value)
-                fc.items.push({ start: [], key: fs16, sep: [] });
+                fc.items.push({ start: [], key: fs15, sep: [] });
               else if (it.sep)
-                this.stack.push(fs16);
+                this.stack.push(fs15);
               else
-                Object.assign(it, { key: fs16, sep: [] });
+                Object.assign(it, { key: fs15, sep: [] });
               return;
             }
             case "flow-map-end":
@@ -51152,8 +51152,8 @@ function defineLazy(object2, key, getter) {
 function objectClone(obj) {
   return Object.create(Object.getPrototypeOf(obj), Object.getOwnPropertyDescriptors(obj));
 }
-function assignProp(target2, prop, value) {
-  Object.defineProperty(target2, prop, {
+function assignProp(target, prop, value) {
+  Object.defineProperty(target, prop, {
     value,
     writable: true,
     enumerable: true,
@@ -51167,8 +51167,8 @@ function rawShape(def) {
 function sourceShape(schema) {
   return rawShape(schema._zod.def) ?? schema._zod.def.shape;
 }
-function deferProp(target2, key, getter) {
-  Object.defineProperty(target2, key, {
+function deferProp(target, key, getter) {
+  Object.defineProperty(target, key, {
     get() {
       const value = getter();
       assignProp(this, key, value);
@@ -51178,36 +51178,36 @@ function deferProp(target2, key, getter) {
     configurable: true
   });
 }
-function putProp(target2, key, value) {
-  if (key in target2)
-    assignProp(target2, key, value);
+function putProp(target, key, value) {
+  if (key in target)
+    assignProp(target, key, value);
   else
-    target2[key] = value;
+    target[key] = value;
 }
-function mirrorShape(target2, source, keys, wrap) {
+function mirrorShape(target, source, keys, wrap) {
   const raw = sourceShape(source);
   for (const key of keys) {
     const desc = Object.getOwnPropertyDescriptor(raw, key);
     if (!desc.enumerable)
       continue;
     if (desc.get) {
-      deferProp(target2, key, () => {
+      deferProp(target, key, () => {
         const value = source._zod.def.shape[key];
         return wrap ? wrap(value, key) : value;
       });
     } else
-      putProp(target2, key, wrap ? wrap(desc.value, key) : desc.value);
+      putProp(target, key, wrap ? wrap(desc.value, key) : desc.value);
   }
 }
-function mirrorProps(target2, source) {
+function mirrorProps(target, source) {
   for (const key of Reflect.ownKeys(source)) {
     const desc = Object.getOwnPropertyDescriptor(source, key);
     if (!desc.enumerable)
       continue;
     if (desc.get)
-      deferProp(target2, key, () => source[key]);
+      deferProp(target, key, () => source[key]);
     else
-      putProp(target2, key, desc.value);
+      putProp(target, key, desc.value);
   }
 }
 function mergeDefs(...defs) {
@@ -51221,10 +51221,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path14) {
-  if (!path14)
+function getElementAtPath(obj, path15) {
+  if (!path15)
     return obj;
-  return path14.reduce((acc, key) => acc?.[key], obj);
+  return path15.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -51316,35 +51316,35 @@ function normalizeParams(_params) {
   return params;
 }
 function createTransparentProxy(getter) {
-  let target2;
+  let target;
   return new Proxy({}, {
     get(_, prop, receiver) {
-      target2 ?? (target2 = getter());
-      return Reflect.get(target2, prop, receiver);
+      target ?? (target = getter());
+      return Reflect.get(target, prop, receiver);
     },
     set(_, prop, value, receiver) {
-      target2 ?? (target2 = getter());
-      return Reflect.set(target2, prop, value, receiver);
+      target ?? (target = getter());
+      return Reflect.set(target, prop, value, receiver);
     },
     has(_, prop) {
-      target2 ?? (target2 = getter());
-      return Reflect.has(target2, prop);
+      target ?? (target = getter());
+      return Reflect.has(target, prop);
     },
     deleteProperty(_, prop) {
-      target2 ?? (target2 = getter());
-      return Reflect.deleteProperty(target2, prop);
+      target ?? (target = getter());
+      return Reflect.deleteProperty(target, prop);
     },
     ownKeys(_) {
-      target2 ?? (target2 = getter());
-      return Reflect.ownKeys(target2);
+      target ?? (target = getter());
+      return Reflect.ownKeys(target);
     },
     getOwnPropertyDescriptor(_, prop) {
-      target2 ?? (target2 = getter());
-      return Reflect.getOwnPropertyDescriptor(target2, prop);
+      target ?? (target = getter());
+      return Reflect.getOwnPropertyDescriptor(target, prop);
     },
     defineProperty(_, prop, descriptor) {
-      target2 ?? (target2 = getter());
-      return Reflect.defineProperty(target2, prop, descriptor);
+      target ?? (target = getter());
+      return Reflect.defineProperty(target, prop, descriptor);
     }
   });
 }
@@ -51483,11 +51483,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path14, issues) {
+function prefixIssues(path15, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path14);
+    iss.path.unshift(path15);
     return iss;
   });
 }
@@ -51911,10 +51911,10 @@ function $constructor(name, initializer3, proto, params) {
       let up = own2;
       while (up && up !== ctorProto)
         up = Object.getPrototypeOf(up);
-      const target2 = up ?? own2;
-      if (!initialized.has(target2)) {
-        initialized.add(target2);
-        members(target2, protoMembers);
+      const target = up ?? own2;
+      if (!initialized.has(target)) {
+        initialized.add(target);
+        members(target, protoMembers);
       }
     }
     const proto2 = _.prototype;
@@ -52020,16 +52020,16 @@ function flattenError(error63, mapper = (issue2) => issue2.message) {
 }
 function formatError(error63, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error64, path14 = []) => {
+  const processError = (error64, path15 = []) => {
     for (const issue2 of error64.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path14, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path15, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path14, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path15, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path14, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path15, ...issue2.path]);
       } else {
-        const fullpath = [...path14, ...issue2.path];
+        const fullpath = [...path15, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -52068,17 +52068,17 @@ function formatError(error63, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error63, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error64, path14 = []) => {
+  const processError = (error64, path15 = []) => {
     var _a3;
     for (const issue2 of error64.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path14, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path15, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path14, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path15, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path14, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path15, ...issue2.path]);
       } else {
-        const fullpath = [...path14, ...issue2.path];
+        const fullpath = [...path15, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -52117,8 +52117,8 @@ function treeifyError(error63, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path14 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path14) {
+  const path15 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path15) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -55536,7 +55536,7 @@ function isRef(value) {
 function cloneIssues(issues) {
   return issues.map((iss) => iss.path ? { ...iss, path: iss.path.slice() } : { ...iss });
 }
-function isRecursive(inst, stack, resolve10) {
+function isRecursive(inst, stack, resolve12) {
   const cached2 = recursive.get(inst);
   if (cached2 !== void 0)
     return cached2 ? PROVEN : NONE;
@@ -55546,7 +55546,7 @@ function isRecursive(inst, stack, resolve10) {
   let result = NONE;
   const check2 = (child) => {
     if (result !== PROVEN && child?._zod) {
-      const answer = isRecursive(child, stack, resolve10);
+      const answer = isRecursive(child, stack, resolve12);
       if (answer > result)
         result = answer;
     }
@@ -55557,7 +55557,7 @@ function isRecursive(inst, stack, resolve10) {
       const desc = Object.getOwnPropertyDescriptor(sh, key);
       if (spread && !desc.enumerable)
         continue;
-      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve10) : NONE;
+      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve12) : NONE;
       if (child > answer)
         answer = child;
     }
@@ -55621,7 +55621,7 @@ function isRecursive(inst, stack, resolve10) {
       break;
     // `$ZodLazy` caches its inner on the def, so a resolved edge is followed exactly
     case "lazy": {
-      const inner = def._cachedInner ?? (resolve10 ? inst._zod.innerType : void 0);
+      const inner = def._cachedInner ?? (resolve12 ? inst._zod.innerType : void 0);
       merge2(inner ? isRecursive(inner, stack, false) : ASSUMED);
       break;
     }
@@ -63926,8 +63926,8 @@ function withParser(schema, parser) {
     installCompiledUserMethods(clone2, schema, parser);
   return clone2;
 }
-function installCompiledUserMethods(target2, source, parser) {
-  const targetAny = target2;
+function installCompiledUserMethods(target, source, parser) {
+  const targetAny = target;
   const sourceAny = source;
   if (typeof sourceAny.safeParse === "function") {
     const originalSafeParse = sourceAny.safeParse;
@@ -66456,8 +66456,8 @@ function describe(description) {
   const ch = new $ZodCheck({ check: "describe" });
   ch._zod.onattach = [
     (inst) => {
-      const existing2 = globalRegistry.get(inst) ?? {};
-      globalRegistry.add(inst, { ...existing2, description });
+      const existing = globalRegistry.get(inst) ?? {};
+      globalRegistry.add(inst, { ...existing, description });
     }
   ];
   ch._zod.check = () => {
@@ -66469,8 +66469,8 @@ function meta(metadata) {
   const ch = new $ZodCheck({ check: "meta" });
   ch._zod.onattach = [
     (inst) => {
-      const existing2 = globalRegistry.get(inst) ?? {};
-      globalRegistry.add(inst, { ...existing2, ...metadata });
+      const existing = globalRegistry.get(inst) ?? {};
+      globalRegistry.add(inst, { ...existing, ...metadata });
     }
   ];
   ch._zod.check = () => {
@@ -66565,26 +66565,26 @@ var init_api = __esm({
 });
 
 // node_modules/zod/v4/core/to-json-schema.js
-function assignProps(target2, ...sources) {
+function assignProps(target, ...sources) {
   for (const source of sources) {
     for (const key of Reflect.ownKeys(source)) {
       if (Object.prototype.propertyIsEnumerable.call(source, key)) {
-        assignProp(target2, key, source[key]);
+        assignProp(target, key, source[key]);
       }
     }
   }
-  return target2;
+  return target;
 }
 function initializeContext(params) {
-  let target2 = params?.target ?? "draft-2020-12";
-  if (target2 === "draft-4")
-    target2 = "draft-04";
-  if (target2 === "draft-7")
-    target2 = "draft-07";
+  let target = params?.target ?? "draft-2020-12";
+  if (target === "draft-4")
+    target = "draft-04";
+  if (target === "draft-7")
+    target = "draft-07";
   return {
     processors: params.processors ?? {},
     metadataRegistry: params?.metadata ?? globalRegistry,
-    target: target2,
+    target,
     unrepresentable: params?.unrepresentable ?? "throw",
     override: params?.override ?? (() => {
     }),
@@ -66678,8 +66678,8 @@ function extractDefs(ctx, schema) {
   for (const entry of ctx.seen.entries()) {
     const id = ctx.metadataRegistry.get(entry[0])?.id;
     if (id) {
-      const existing2 = idToSchema.get(id);
-      if (existing2 && existing2 !== entry[0]) {
+      const existing = idToSchema.get(id);
+      if (existing && existing !== entry[0]) {
         throw new Error(`Duplicate schema id "${id}" detected during JSON Schema conversion. Two different schemas cannot share the same id when converted together.`);
       }
       idToSchema.set(id, entry[0]);
@@ -66951,9 +66951,9 @@ function finalize(ctx, schema) {
           const allOf = json2?.allOf;
           if (!Array.isArray(allOf))
             continue;
-          const existing2 = carriers.get(allOf);
-          if (existing2)
-            existing2.push(json2);
+          const existing = carriers.get(allOf);
+          if (existing)
+            existing.push(json2);
           else
             carriers.set(allOf, [json2]);
         }
@@ -67092,8 +67092,8 @@ var init_to_json_schema = __esm({
       return finalize(ctx, schema);
     };
     createStandardJSONSchemaMethod = (schema, io, processors = {}) => (params) => {
-      const { libraryOptions, target: target2 } = params ?? {};
-      const ctx = initializeContext({ ...libraryOptions ?? {}, target: target2, io, processors });
+      const { libraryOptions, target } = params ?? {};
+      const ctx = initializeContext({ ...libraryOptions ?? {}, target, io, processors });
       processSchema(schema, ctx);
       extractDefs(ctx, schema);
       return finalize(ctx, schema);
@@ -69163,8 +69163,8 @@ var init_schemas2 = __esm({
       catch(params) {
         return _catch2(this, params);
       },
-      pipe(target2) {
-        return pipe(this, target2);
+      pipe(target) {
+        return pipe(this, target);
       },
       readonly() {
         return readonly(this);
@@ -70150,13 +70150,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path14 = ref.slice(1).split("/").filter(Boolean);
-  if (path14.length === 0) {
+  const path15 = ref.slice(1).split("/").filter(Boolean);
+  if (path15.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path14[0] === defsKey) {
-    const key = path14[1] === void 0 ? void 0 : decodeJSONPointerSegment(path14[1]);
+  if (path15[0] === defsKey) {
+    const key = path15[1] === void 0 ? void 0 : decodeJSONPointerSegment(path15[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -71452,13 +71452,13 @@ var init_latency = __esm({
   }
 });
 
-// src/gate/metrics.ts
-function isQuality(name) {
-  return METRICS[name].kind === "quality";
+// src/eval/metric-names.ts
+function metricsOf(task) {
+  return [...TASK_METRICS[task], ...COMMON_METRICS];
 }
-var METRIC_NAMES, BOUND_KINDS, METRICS, TASK_METRICS, COMMON_METRICS;
-var init_metrics = __esm({
-  "src/gate/metrics.ts"() {
+var METRIC_NAMES, TASK_METRICS, COMMON_METRICS;
+var init_metric_names = __esm({
+  "src/eval/metric-names.ts"() {
     "use strict";
     METRIC_NAMES = [
       "accuracy",
@@ -71473,6 +71473,25 @@ var init_metrics = __esm({
       "params",
       "macs"
     ];
+    TASK_METRICS = {
+      "language-model": ["perplexity", "next-token-accuracy"],
+      classification: ["accuracy"],
+      generic: []
+    };
+    COMMON_METRICS = METRIC_NAMES.filter(
+      (m) => !Object.values(TASK_METRICS).some((own2) => own2.includes(m))
+    );
+  }
+});
+
+// src/gate/metrics.ts
+function isQuality(name) {
+  return METRICS[name].kind === "quality";
+}
+var BOUND_KINDS, METRICS;
+var init_metrics = __esm({
+  "src/gate/metrics.ts"() {
+    "use strict";
     BOUND_KINDS = ["max-drop", "max-increase", "min", "max", "min-speedup", "max-ratio"];
     METRICS = {
       accuracy: { kind: "quality", higherIsBetter: true, bounds: ["max-drop", "min"], unit: "fraction" },
@@ -71487,22 +71506,68 @@ var init_metrics = __esm({
       params: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "count" },
       macs: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "count" }
     };
-    TASK_METRICS = {
-      "language-model": ["perplexity", "next-token-accuracy"],
-      classification: ["accuracy"],
-      generic: []
-    };
-    COMMON_METRICS = METRIC_NAMES.filter(
-      (m) => !Object.values(TASK_METRICS).some((own2) => own2.includes(m))
-    );
   }
 });
 
-// src/config/issues.ts
+// src/util/format.ts
+function si(n) {
+  const units = [
+    [1e12, "T"],
+    [1e9, "G"],
+    [1e6, "M"],
+    [1e3, "K"]
+  ];
+  for (const [scale, unit] of units) if (Math.abs(n) >= scale) return `${(n / scale).toPrecision(3)} ${unit}`;
+  return String(Math.round(n));
+}
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toPrecision(3)} ${units[i]}`;
+}
+function quoted(v) {
+  if (typeof v !== "string") return JSON.stringify(v) ?? String(v);
+  const s = JSON.stringify(v.length > 80 ? `${v.slice(0, 79)}…` : v);
+  return `'${s.slice(1, -1)}'`;
+}
+var init_format = __esm({
+  "src/util/format.ts"() {
+    "use strict";
+  }
+});
+
+// src/util/paths.ts
 function displayPath(file2) {
   const rel = path2.relative(process.cwd(), file2);
   return rel && !rel.startsWith("..") && !path2.isAbsolute(rel) ? rel : file2;
 }
+function checkedPath(file2, where, kind, base) {
+  const abs = base ? path2.resolve(base, file2) : path2.resolve(file2);
+  let stat;
+  try {
+    stat = fs2.statSync(abs);
+  } catch {
+    throw new UserError(`${where}: ${kind} not found: ${displayPath(abs)}`);
+  }
+  if (kind === "file" && !stat.isFile() || kind === "folder" && !stat.isDirectory()) throw new UserError(`${where}: not a ${kind}: ${displayPath(abs)}`);
+  return abs;
+}
+var fs2, path2;
+var init_paths = __esm({
+  "src/util/paths.ts"() {
+    "use strict";
+    fs2 = __toESM(require("fs"));
+    path2 = __toESM(require("path"));
+    init_errors();
+  }
+});
+
+// src/util/validation.ts
 function keyPath(parts) {
   let out = "";
   for (const p of parts) out += typeof p === "number" ? `[${p}]` : out ? `.${String(p)}` : String(p);
@@ -71580,23 +71645,22 @@ function parseWith(schema, data, file2) {
   if (r.success) return r.data;
   throw new UserError(formatIssue(file2, r.error.issues[0], schema));
 }
-var path2, TYPE_WORDS;
-var init_issues = __esm({
-  "src/config/issues.ts"() {
+var TYPE_WORDS;
+var init_validation = __esm({
+  "src/util/validation.ts"() {
     "use strict";
-    path2 = __toESM(require("path"));
     init_errors();
     TYPE_WORDS = { object: "a mapping", array: "a list", string: "a string", number: "a number", boolean: "true or false" };
   }
 });
 
 // src/report/schema.ts
-var MAX_TEXT, MAX_ITEMS, text, num, count, ModelStatsSchema, MetricResultSchema, LatencyStatsSchema, StepSchema, QuantizationSchema, ReportSchema;
+var MAX_TEXT, MAX_ITEMS, text, num, count, ModelStatsSchema, MetricResultSchema, LatencyStatsSchema, StepSchema, QuantizationSchema, PullRequestSchema, ReportSchema;
 var init_schema = __esm({
   "src/report/schema.ts"() {
     "use strict";
     init_zod();
-    init_metrics();
+    init_metric_names();
     MAX_TEXT = 2e3;
     MAX_ITEMS = 1e5;
     text = external_exports.string().max(MAX_TEXT);
@@ -71634,6 +71698,7 @@ var init_schema = __esm({
       /** Bytes saved by shortening intermediate tensor names (0 with keep-names). */
       names_bytes_saved: count
     });
+    PullRequestSchema = external_exports.object({ number: external_exports.number().int().positive(), head_sha: external_exports.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) });
     ReportSchema = external_exports.object({
       tool: external_exports.literal("prune-gate"),
       /** The report format's version; bumped only when a stable field changes meaning. */
@@ -71662,7 +71727,7 @@ var init_schema = __esm({
       ).max(MAX_ITEMS),
       skipped: external_exports.array(external_exports.object({ where: text, reason: text })).max(MAX_ITEMS),
       /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
-      pull_request: external_exports.object({ number: external_exports.number().int().positive(), head_sha: external_exports.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) }).optional()
+      pull_request: PullRequestSchema.optional()
     });
   }
 });
@@ -71706,17 +71771,6 @@ function buildReport(input2) {
   }
   return checked.data;
 }
-function writeFileAtomic(file2, text2) {
-  fs5.mkdirSync(path5.dirname(file2), { recursive: true });
-  const tmp = `${file2}.tmp-${process.pid}-${Date.now()}`;
-  try {
-    fs5.writeFileSync(tmp, text2);
-    fs5.renameSync(tmp, file2);
-  } catch (e) {
-    fs5.rmSync(tmp, { force: true });
-    throw e;
-  }
-}
 function readReport(file2) {
   let data;
   try {
@@ -71738,36 +71792,9 @@ var init_build = __esm({
     "use strict";
     fs5 = __toESM(require("fs"));
     path5 = __toESM(require("path"));
-    init_issues();
+    init_paths();
     init_errors();
     init_schema();
-  }
-});
-
-// src/cli/format.ts
-function si(n) {
-  const units = [
-    [1e12, "T"],
-    [1e9, "G"],
-    [1e6, "M"],
-    [1e3, "K"]
-  ];
-  for (const [scale, unit] of units) if (Math.abs(n) >= scale) return `${(n / scale).toPrecision(3)} ${unit}`;
-  return String(Math.round(n));
-}
-function bytes(n) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toPrecision(3)} ${units[i]}`;
-}
-var init_format = __esm({
-  "src/cli/format.ts"() {
-    "use strict";
   }
 });
 
@@ -71946,9 +71973,9 @@ function chart(r, main = mainMetric(r)) {
 }
 function details(summary2, header, rows) {
   if (rows.length === 0) return [];
-  const shown2 = rows.slice(0, MAX_ROWS);
+  const shown = rows.slice(0, MAX_ROWS);
   const more = rows.length > MAX_ROWS ? ["", `… and ${rows.length - MAX_ROWS} more (see report.json)`] : [];
-  return ["<details>", `<summary>${summary2}</summary>`, "", ...table(header, shown2), ...more, "", "</details>"];
+  return ["<details>", `<summary>${summary2}</summary>`, "", ...table(header, shown), ...more, "", "</details>"];
 }
 function prunedSection(r) {
   return details(
@@ -72016,6 +72043,34 @@ var init_markdown = __esm({
   }
 });
 
+// src/util/files.ts
+function temporaryName(file2) {
+  return `${file2}.tmp-${process.pid}-${Date.now()}`;
+}
+function writeFileAtomic(file2, data) {
+  fs6.mkdirSync(path6.dirname(path6.resolve(file2)), { recursive: true });
+  const tmp = temporaryName(file2);
+  try {
+    fs6.writeFileSync(tmp, data);
+    fs6.renameSync(tmp, file2);
+  } catch (e) {
+    fs6.rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+function writeJsonAtomic(file2, value) {
+  writeFileAtomic(file2, `${JSON.stringify(value, null, 2)}
+`);
+}
+var fs6, path6;
+var init_files = __esm({
+  "src/util/files.ts"() {
+    "use strict";
+    fs6 = __toESM(require("fs"));
+    path6 = __toESM(require("path"));
+  }
+});
+
 // node_modules/@protobufjs/aspromise/index.js
 var require_aspromise = __commonJS({
   "node_modules/@protobufjs/aspromise/index.js"(exports2, module2) {
@@ -72025,7 +72080,7 @@ var require_aspromise = __commonJS({
       var params = new Array(arguments.length - 1), offset = 0, index = 2, pending = true;
       while (index < arguments.length)
         params[offset++] = arguments[index++];
-      return new Promise(function executor(resolve10, reject) {
+      return new Promise(function executor(resolve12, reject) {
         params[offset] = function callback(err) {
           if (pending) {
             pending = false;
@@ -72035,7 +72090,7 @@ var require_aspromise = __commonJS({
               var params2 = new Array(arguments.length - 1), offset2 = 0;
               while (offset2 < params2.length)
                 params2[offset2++] = arguments[offset2];
-              resolve10.apply(null, params2);
+              resolve12.apply(null, params2);
             }
           }
         };
@@ -77900,16 +77955,16 @@ function spillMinBytes() {
 }
 function openStore() {
   if (store) return store;
-  const dir = fs6.mkdtempSync(path6.join(os2.tmpdir(), "prune-gate-spill-"));
-  const file2 = path6.join(dir, "tensors.bin");
-  store = { file: file2, fd: fs6.openSync(file2, "w+"), size: 0 };
-  process.once("exit", () => fs6.rmSync(dir, { recursive: true, force: true }));
+  const dir = fs7.mkdtempSync(path7.join(os2.tmpdir(), "prune-gate-spill-"));
+  const file2 = path7.join(dir, "tensors.bin");
+  store = { file: file2, fd: fs7.openSync(file2, "w+"), size: 0 };
+  process.once("exit", () => fs7.rmSync(dir, { recursive: true, force: true }));
   return store;
 }
 function spillTensor(proto, bytes2) {
   const s = openStore();
   let done = 0;
-  while (done < bytes2.byteLength) done += fs6.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
+  while (done < bytes2.byteLength) done += fs7.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
   spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
   s.size += bytes2.byteLength;
 }
@@ -77925,13 +77980,13 @@ function deferredStream(proto) {
 function isSpilled(proto) {
   return spilled.has(proto) || deferred.has(proto);
 }
-var fs6, os2, path6, spillThreshold, spilled, store, deferred;
+var fs7, os2, path7, spillThreshold, spilled, store, deferred;
 var init_spill = __esm({
   "src/onnx/spill.ts"() {
     "use strict";
-    fs6 = __toESM(require("fs"));
+    fs7 = __toESM(require("fs"));
     os2 = __toESM(require("os"));
-    path6 = __toESM(require("path"));
+    path7 = __toESM(require("path"));
     spillThreshold = 8 * 2 ** 20;
     spilled = /* @__PURE__ */ new WeakMap();
     deferred = /* @__PURE__ */ new WeakMap();
@@ -77947,14 +78002,14 @@ function externalLocation(t, modelDir, modelPath) {
   const location = entries.get("location");
   if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
   const normalized = location.replace(/\\/g, "/");
-  if (path7.isAbsolute(location) || path7.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
+  if (path8.isAbsolute(location) || path8.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
     throw new UserError(
       `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
     );
   }
-  const root = path7.resolve(modelDir);
-  const file2 = path7.resolve(root, normalized);
-  if (file2 !== root && !file2.startsWith(root + path7.sep)) {
+  const root = path8.resolve(modelDir);
+  const file2 = path8.resolve(root, normalized);
+  if (file2 !== root && !file2.startsWith(root + path8.sep)) {
     throw new UserError(
       `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
     );
@@ -77969,7 +78024,7 @@ function externalLocation(t, modelDir, modelPath) {
 function checkExternal(t, loc, modelPath, expectedBytes) {
   let size;
   try {
-    size = fs7.statSync(loc.file).size;
+    size = fs8.statSync(loc.file).size;
   } catch {
     throw new UserError(
       `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
@@ -77992,25 +78047,25 @@ function readTensorData(dtype, file2, offset, length) {
   if (length % info3.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info3.name} elements`);
   const buffer = new ArrayBuffer(length);
   const bytes2 = new Uint8Array(buffer);
-  const fd = fs7.openSync(file2, "r");
+  const fd = fs8.openSync(file2, "r");
   try {
     let done = 0;
     while (done < length) {
-      const n = fs7.readSync(fd, bytes2, done, length - done, offset + done);
+      const n = fs8.readSync(fd, bytes2, done, length - done, offset + done);
       if (n === 0) throw new Error(`unexpected end of ${file2}`);
       done += n;
     }
   } finally {
-    fs7.closeSync(fd);
+    fs8.closeSync(fd);
   }
   return new info3.array(buffer, 0, length / info3.bytes);
 }
-var fs7, path7, import_onnx_proto2;
+var fs8, path8, import_onnx_proto2;
 var init_external2 = __esm({
   "src/onnx/external.ts"() {
     "use strict";
-    fs7 = __toESM(require("fs"));
-    path7 = __toESM(require("path"));
+    fs8 = __toESM(require("fs"));
+    path8 = __toESM(require("path"));
     import_onnx_proto2 = __toESM(require_onnx());
     init_errors();
     init_dtype();
@@ -79052,19 +79107,16 @@ function initializerBytes(t) {
   if (!isSupportedDType(t.dataType ?? 0)) return 0;
   return protoBytes(t);
 }
-function tmpName(file2) {
-  return `${file2}.tmp-${process.pid}-${Date.now()}`;
-}
 function writeModel(model, file2, options = {}) {
-  const out = path8.resolve(file2);
-  if (model.origin && path8.resolve(model.origin) === out) {
+  const out = path9.resolve(file2);
+  if (model.origin && path9.resolve(model.origin) === out) {
     throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
   }
   const graph = model.graph;
   const total = model.initializers.reduce((sum, t) => sum + initializerBytes(t), 0);
   const external = options.externalData ?? total > INLINE_LIMIT;
-  const dataName = `${path8.basename(out)}.data`;
-  const dataPath = path8.join(path8.dirname(out), dataName);
+  const dataName = `${path9.basename(out)}.data`;
+  const dataPath = path9.join(path9.dirname(out), dataName);
   if (external) {
     for (const t of model.initializers) {
       if (isExternal(t) && externalLocation(t, model.dir, model.origin).file === dataPath) {
@@ -79072,13 +79124,13 @@ function writeModel(model, file2, options = {}) {
       }
     }
   }
-  fs8.mkdirSync(path8.dirname(out), { recursive: true });
-  const tmpModel = tmpName(out);
-  const tmpData = external ? tmpName(dataPath) : void 0;
+  fs9.mkdirSync(path9.dirname(out), { recursive: true });
+  const tmpModel = temporaryName(out);
+  const tmpData = external ? temporaryName(dataPath) : void 0;
   let fd;
   try {
     let offset = 0;
-    if (tmpData) fd = fs8.openSync(tmpData, "w");
+    if (tmpData) fd = fs9.openSync(tmpData, "w");
     const initializers = model.initializers.map((t) => {
       const bytes2 = initializerBytes(t);
       const inMemory = !isExternal(t) && !isSpilled(t);
@@ -79096,7 +79148,7 @@ function writeModel(model, file2, options = {}) {
         return copy;
       }
       const pad2 = (ALIGN - offset % ALIGN) % ALIGN;
-      if (pad2) fs8.writeSync(fd, Buffer.alloc(pad2), 0, pad2, offset);
+      if (pad2) fs9.writeSync(fd, Buffer.alloc(pad2), 0, pad2, offset);
       offset += pad2;
       const length = "bytes" in source ? source.bytes.byteLength : source.length;
       if ("bytes" in source) writeAll(fd, source.bytes, offset);
@@ -79119,7 +79171,7 @@ function writeModel(model, file2, options = {}) {
       return copy;
     });
     if (fd !== void 0) {
-      fs8.closeSync(fd);
+      fs9.closeSync(fd);
       fd = void 0;
     }
     const proto = import_onnx_proto4.onnx.ModelProto.create({
@@ -79127,42 +79179,43 @@ function writeModel(model, file2, options = {}) {
       graph: import_onnx_proto4.onnx.GraphProto.create({ ...graph, initializer: initializers })
     });
     const encoded = import_onnx_proto4.onnx.ModelProto.encode(proto).finish();
-    fs8.writeFileSync(tmpModel, encoded);
-    if (tmpData) fs8.renameSync(tmpData, dataPath);
-    fs8.renameSync(tmpModel, out);
+    fs9.writeFileSync(tmpModel, encoded);
+    if (tmpData) fs9.renameSync(tmpData, dataPath);
+    fs9.renameSync(tmpModel, out);
     return { path: out, dataPath: external ? dataPath : void 0, bytes: encoded.byteLength + offset };
   } catch (e) {
-    if (fd !== void 0) fs8.closeSync(fd);
-    for (const f of [tmpModel, tmpData]) if (f && fs8.existsSync(f)) fs8.unlinkSync(f);
+    if (fd !== void 0) fs9.closeSync(fd);
+    for (const f of [tmpModel, tmpData]) if (f && fs9.existsSync(f)) fs9.unlinkSync(f);
     throw e;
   }
 }
 function writeAll(fd, data, at) {
   let done = 0;
-  while (done < data.byteLength) done += fs8.writeSync(fd, data, done, data.byteLength - done, at + done);
+  while (done < data.byteLength) done += fs9.writeSync(fd, data, done, data.byteLength - done, at + done);
 }
 function copyRange(file2, from, length, fd, at) {
   chunk ??= Buffer.allocUnsafe(CHUNK);
-  const src = fs8.openSync(file2, "r");
+  const src = fs9.openSync(file2, "r");
   try {
     for (let done = 0; done < length; ) {
-      const n = fs8.readSync(src, chunk, 0, Math.min(CHUNK, length - done), from + done);
+      const n = fs9.readSync(src, chunk, 0, Math.min(CHUNK, length - done), from + done);
       if (n === 0) throw new Error(`unexpected end of ${file2}`);
       writeAll(fd, chunk.subarray(0, n), at + done);
       done += n;
     }
   } finally {
-    fs8.closeSync(src);
+    fs9.closeSync(src);
   }
 }
-var fs8, path8, import_onnx_proto4, INLINE_LIMIT, EXTERNAL_MIN_BYTES, ALIGN, CHUNK, chunk;
+var fs9, path9, import_onnx_proto4, INLINE_LIMIT, EXTERNAL_MIN_BYTES, ALIGN, CHUNK, chunk;
 var init_write = __esm({
   "src/onnx/write.ts"() {
     "use strict";
-    fs8 = __toESM(require("fs"));
-    path8 = __toESM(require("path"));
+    fs9 = __toESM(require("fs"));
+    path9 = __toESM(require("path"));
     import_onnx_proto4 = __toESM(require_onnx());
     init_errors();
+    init_files();
     init_dtype();
     init_external2();
     init_spill();
@@ -79211,12 +79264,12 @@ function gatherColumns(bytes2, size, rowLength, rows, columns) {
   }
   return out;
 }
-var fs9, path9, import_onnx_proto5, CHUNK_BYTES, LFS_POINTER, OnnxModel;
+var fs10, path10, import_onnx_proto5, CHUNK_BYTES, LFS_POINTER, OnnxModel;
 var init_model = __esm({
   "src/onnx/model.ts"() {
     "use strict";
-    fs9 = __toESM(require("fs"));
-    path9 = __toESM(require("path"));
+    fs10 = __toESM(require("fs"));
+    path10 = __toESM(require("path"));
     import_onnx_proto5 = __toESM(require_onnx());
     init_errors();
     init_dtype();
@@ -79226,9 +79279,9 @@ var init_model = __esm({
     CHUNK_BYTES = 32 * 2 ** 20;
     LFS_POINTER = "version https://git-lfs.github.com/spec/v1";
     OnnxModel = class _OnnxModel {
-      constructor(proto, path14, origin = path14) {
+      constructor(proto, path15, origin = path15) {
         this.proto = proto;
-        this.path = path14;
+        this.path = path15;
         this.origin = origin;
         this.reindexConstants();
       }
@@ -79250,12 +79303,12 @@ var init_model = __esm({
       }
       /** Folder that external data locations are relative to. */
       get dir() {
-        return this.origin ? path9.dirname(path9.resolve(this.origin)) : process.cwd();
+        return this.origin ? path10.dirname(path10.resolve(this.origin)) : process.cwd();
       }
       static read(file2) {
         let bytes2;
         try {
-          bytes2 = fs9.readFileSync(file2);
+          bytes2 = fs10.readFileSync(file2);
         } catch (e) {
           const code = e.code;
           if (code === "ENOENT") throw new UserError(`model file not found: ${file2}`);
@@ -79458,19 +79511,19 @@ var init_model = __esm({
         }
         const chunk2 = Math.max(1, Math.floor(maxBytes / rowBytes)) * rowBytes;
         const buffer = new Uint8Array(new ArrayBuffer(chunk2));
-        const fd = fs9.openSync(source.file, "r");
+        const fd = fs10.openSync(source.file, "r");
         try {
           for (let first = 0; first < source.length; first += chunk2) {
             const bytes2 = buffer.subarray(0, Math.min(chunk2, source.length - first));
             for (let done = 0; done < bytes2.byteLength; ) {
-              const n = fs9.readSync(fd, bytes2, done, bytes2.byteLength - done, source.offset + first + done);
+              const n = fs10.readSync(fd, bytes2, done, bytes2.byteLength - done, source.offset + first + done);
               if (n === 0) throw new Error(`unexpected end of ${source.file}`);
               done += n;
             }
             fn(bytes2, first);
           }
         } finally {
-          fs9.closeSync(fd);
+          fs10.closeSync(fd);
         }
       }
       /**
@@ -79588,10 +79641,10 @@ var init_model = __esm({
       /** Size of the model on disk: the .onnx file plus every external data file it references. */
       bytesOnDisk() {
         if (!this.path) return 0;
-        let total = fs9.statSync(this.path).size;
+        let total = fs10.statSync(this.path).size;
         const files = /* @__PURE__ */ new Set();
         for (const t of this.initializers) if (isExternal(t)) files.add(externalLocation(t, this.dir, this.origin).file);
-        for (const f of files) total += fs9.statSync(f).size;
+        for (const f of files) total += fs10.statSync(f).size;
         return total;
       }
     };
@@ -79643,7 +79696,7 @@ function dummyFeeds(model, axis0 = 2, otherAxes = 7) {
   return feeds;
 }
 function externalDataFiles(model) {
-  return [...externalFileMap(model)].map(([location, file2]) => ({ path: location, data: fs10.readFileSync(file2) }));
+  return [...externalFileMap(model)].map(([location, file2]) => ({ path: location, data: fs11.readFileSync(file2) }));
 }
 function externalFileMap(model) {
   const files = /* @__PURE__ */ new Map();
@@ -79666,36 +79719,36 @@ async function sessionForProto(model, proto, options = {}) {
   const bytes2 = import_onnx_proto6.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
   if (files.size === 0) return ort.InferenceSession.create(bytes2, opts);
-  const tmp = path10.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
+  const tmp = path11.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
   try {
-    fs10.writeFileSync(tmp, bytes2, { flag: "wx" });
+    fs11.writeFileSync(tmp, bytes2, { flag: "wx" });
   } catch {
     return ort.InferenceSession.create(bytes2, { ...opts, externalData: externalDataFiles(model) });
   }
   try {
     return await ort.InferenceSession.create(tmp, opts);
   } finally {
-    fs10.rmSync(tmp, { force: true });
+    fs11.rmSync(tmp, { force: true });
   }
 }
 async function sessionFromWrittenCopy(model, proto, opts) {
-  const dir = fs10.mkdtempSync(path10.join(os3.tmpdir(), "prune-gate-session-"));
+  const dir = fs11.mkdtempSync(path11.join(os3.tmpdir(), "prune-gate-session-"));
   try {
-    const file2 = path10.join(dir, "model.onnx");
+    const file2 = path11.join(dir, "model.onnx");
     writeModel(OnnxModel.fromProto(proto, "", model.origin), file2, { externalData: true });
     return await ort.InferenceSession.create(file2, opts);
   } finally {
-    fs10.rmSync(dir, { recursive: true, force: true });
+    fs11.rmSync(dir, { recursive: true, force: true });
   }
 }
-var crypto, fs10, os3, path10, ort, import_onnx_proto6, ORT_TYPE, ZERO_ARRAY;
+var crypto, fs11, os3, path11, ort, import_onnx_proto6, ORT_TYPE, ZERO_ARRAY;
 var init_runtime = __esm({
   "src/onnx/runtime.ts"() {
     "use strict";
     crypto = __toESM(require("crypto"));
-    fs10 = __toESM(require("fs"));
+    fs11 = __toESM(require("fs"));
     os3 = __toESM(require("os"));
-    path10 = __toESM(require("path"));
+    path11 = __toESM(require("path"));
     ort = __toESM(require("onnxruntime-node"));
     import_onnx_proto6 = __toESM(require_onnx());
     init_dtype();
@@ -79734,7 +79787,7 @@ var init_runtime = __esm({
 function readNpy(file2) {
   let bytes2;
   try {
-    bytes2 = fs11.readFileSync(file2);
+    bytes2 = fs12.readFileSync(file2);
   } catch (e) {
     const code = e.code;
     if (code === "ENOENT") throw new UserError(`${file2}: file not found`);
@@ -79824,11 +79877,11 @@ function swapBytes(bytes2, size) {
     }
   }
 }
-var fs11, MAGIC, DESCR_TO_DTYPE, DTYPE_TO_DESCR;
+var fs12, MAGIC, DESCR_TO_DTYPE, DTYPE_TO_DESCR;
 var init_npy = __esm({
   "src/eval/npy.ts"() {
     "use strict";
-    fs11 = __toESM(require("fs"));
+    fs12 = __toESM(require("fs"));
     init_errors();
     init_dtype();
     init_tensor();
@@ -79854,7 +79907,7 @@ var init_npy = __esm({
 // src/eval/calibration.ts
 function loadCalibration(location, model, options = {}) {
   const specFile = findSpecFile(location);
-  const shown2 = displayPath(specFile);
+  const shown = displayPath(specFile);
   const specs = graphInputs(model);
   const outputs2 = graphOutputs(model).map((o) => o.name);
   let spec;
@@ -79867,11 +79920,11 @@ function loadCalibration(location, model, options = {}) {
     spec = readSpec(specFile);
     raw = readTensors(spec, specFile, specs);
   }
-  const inputs2 = fitInputs(raw.inputs, specs, shown2);
-  const count2 = sampleCount(inputs2, shown2);
-  const output2 = chooseOutput(spec.output, outputs2, shown2);
+  const inputs2 = fitInputs(raw.inputs, specs, shown);
+  const count2 = sampleCount(inputs2, shown);
+  const output2 = chooseOutput(spec.output, outputs2, shown);
   const set2 = {
-    source: shown2,
+    source: shown,
     task: spec.task,
     inputs: inputs2,
     output: output2,
@@ -79879,48 +79932,48 @@ function loadCalibration(location, model, options = {}) {
     mask: specs.some((s) => s.name === MASK_INPUT) ? MASK_INPUT : void 0,
     batchSize: batchSizeFor(specs, options.batchSize ?? spec.batch_size ?? DEFAULT_BATCH_SIZE)
   };
-  if (spec.task === "classification") set2.labels = checkLabels(raw.labels, raw.labelFile, count2, shown2);
-  else if (raw.labels) throw new UserError(`${shown2}: labels are used by the classification task only, this set's task is ${spec.task}; remove "labels"`);
-  if (spec.task === "language-model") set2.tokens = chooseTokens(spec.tokens, specs, shown2);
+  if (spec.task === "classification") set2.labels = checkLabels(raw.labels, raw.labelFile, count2, shown);
+  else if (raw.labels) throw new UserError(`${shown}: labels are used by the classification task only, this set's task is ${spec.task}; remove "labels"`);
+  if (spec.task === "language-model") set2.tokens = chooseTokens(spec.tokens, specs, shown);
   return set2;
 }
 function findSpecFile(location) {
   let stat;
   try {
-    stat = fs12.statSync(location);
+    stat = fs13.statSync(location);
   } catch {
     throw new UserError(`calibration not found: ${location} (give a folder holding calibration.json or samples.jsonl)`);
   }
   if (!stat.isDirectory()) return location;
   for (const name of [...SPEC_NAMES, SAMPLES_NAME]) {
-    const f = path11.join(location, name);
-    if (fs12.existsSync(f)) return f;
+    const f = path12.join(location, name);
+    if (fs13.existsSync(f)) return f;
   }
   throw new UserError(
     `${location}: no calibration.json, calibration.yml or samples.jsonl in this folder; add one (see the README, "Calibration data")`
   );
 }
 function readSpec(file2) {
-  const shown2 = displayPath(file2);
-  const text2 = fs12.readFileSync(file2, "utf8");
+  const shown = displayPath(file2);
+  const text2 = fs13.readFileSync(file2, "utf8");
   let data;
   try {
     data = file2.endsWith(".json") ? JSON.parse(text2) : import_yaml2.default.parse(text2);
   } catch (e) {
-    throw new UserError(`${shown2}: not valid ${file2.endsWith(".json") ? "JSON" : "YAML"}: ${e.message.split("\n")[0]}`);
+    throw new UserError(`${shown}: not valid ${file2.endsWith(".json") ? "JSON" : "YAML"}: ${e.message.split("\n")[0]}`);
   }
   if (data === null || typeof data !== "object" || Array.isArray(data)) {
-    throw new UserError(`${shown2}: expected an object with "task" and "inputs"`);
+    throw new UserError(`${shown}: expected an object with "task" and "inputs"`);
   }
-  const spec = parseWith(CalibrationFile, data, shown2);
+  const spec = parseWith(CalibrationFile, data, shown);
   if (!spec.inputs === !spec.samples) {
-    throw new UserError(`${shown2}: give either "inputs" (.npy files) or "samples" (a .jsonl file)${spec.inputs ? ", not both" : ""}`);
+    throw new UserError(`${shown}: give either "inputs" (.npy files) or "samples" (a .jsonl file)${spec.inputs ? ", not both" : ""}`);
   }
   return spec;
 }
 function specPath(specFile, name, key) {
-  const f = path11.resolve(path11.dirname(specFile), name);
-  if (!fs12.existsSync(f)) {
+  const f = path12.resolve(path12.dirname(specFile), name);
+  if (!fs13.existsSync(f)) {
     throw new UserError(`${displayPath(specFile)}: ${key}: file not found: ${displayPath(f)}`);
   }
   return f;
@@ -79948,15 +80001,15 @@ function sourceOf(t, name) {
   return f ? `input '${name}' (${f})` : `input '${name}'`;
 }
 function readSamples(file2, specs) {
-  const shown2 = displayPath(file2);
-  const lines = fs12.readFileSync(file2, "utf8").split("\n").map((text2, i) => ({ text: text2.trim(), line: i + 1 })).filter((l) => l.text.length > 0);
-  if (lines.length === 0) throw new UserError(`${shown2}: the calibration set is empty: add one JSON sample a line`);
+  const shown = displayPath(file2);
+  const lines = fs13.readFileSync(file2, "utf8").split("\n").map((text2, i) => ({ text: text2.trim(), line: i + 1 })).filter((l) => l.text.length > 0);
+  if (lines.length === 0) throw new UserError(`${shown}: the calibration set is empty: add one JSON sample a line`);
   const values = /* @__PURE__ */ new Map();
   const shapes = /* @__PURE__ */ new Map();
   const labels = [];
   let firstLabelLine;
   for (const [index, { text: text2, line }] of lines.entries()) {
-    const where = `${shown2} line ${line}`;
+    const where = `${shown} line ${line}`;
     let json2;
     try {
       json2 = JSON.parse(text2);
@@ -80000,10 +80053,10 @@ function readSamples(file2, specs) {
   for (const [name, flat] of values) {
     const spec = specs.find((s) => s.name === name);
     const dims = [lines.length, ...shapes.get(name)?.dims ?? []];
-    inputs2[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown2}: inputs.${name}`), path11.basename(file2));
+    inputs2[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), path12.basename(file2));
   }
   const labelTensor = firstLabelLine !== void 0 ? { dtype: DataType.INT32, dims: [labels.length], data: Int32Array.from(labels) } : void 0;
-  return { inputs: inputs2, labels: labelTensor, labelFile: labelTensor ? path11.basename(file2) : void 0 };
+  return { inputs: inputs2, labels: labelTensor, labelFile: labelTensor ? path12.basename(file2) : void 0 };
 }
 function flattenNested(value, where) {
   const dims = [];
@@ -80039,27 +80092,27 @@ function numbersToTensor(values, dtype, dims, where) {
   }
   return { dtype, dims, data };
 }
-function fitInputs(given, specs, shown2) {
+function fitInputs(given, specs, shown) {
   const names = specs.map((s) => s.name);
   for (const name of Object.keys(given)) {
     if (!names.includes(name)) {
-      throw new UserError(`${shown2}: inputs.${name}: the model has no input '${name}' (its inputs: ${names.join(", ")})`);
+      throw new UserError(`${shown}: inputs.${name}: the model has no input '${name}' (its inputs: ${names.join(", ")})`);
     }
   }
   const out = {};
   for (const spec of specs) {
     const t = given[spec.name];
-    if (t) out[spec.name] = convertDType(t, spec, shown2);
+    if (t) out[spec.name] = convertDType(t, spec, shown);
   }
   const mask = specs.find((s) => s.name === MASK_INPUT);
   const reference = Object.values(out)[0];
   if (mask && !out[MASK_INPUT] && reference) out[MASK_INPUT] = onesLike(mask, reference);
   for (const spec of specs) {
     if (!out[spec.name]) {
-      throw new UserError(`${shown2}: inputs: no data for the model input '${spec.name}'; add "${spec.name}": "<file>.npy" to inputs`);
+      throw new UserError(`${shown}: inputs: no data for the model input '${spec.name}'; add "${spec.name}": "<file>.npy" to inputs`);
     }
   }
-  checkShapes(out, specs, shown2);
+  checkShapes(out, specs, shown);
   return out;
 }
 function onesLike(spec, reference) {
@@ -80072,11 +80125,11 @@ function onesLike(spec, reference) {
   else data.fill(1);
   return { dtype: spec.dtype, dims, data };
 }
-function convertDType(t, spec, shown2) {
+function convertDType(t, spec, shown) {
   const want = spec.dtype;
   if (t.dtype === want) return t;
   const refuse = (extra = "") => new UserError(
-    `${shown2}: ${sourceOf(t, spec.name)}: dtype ${dtypeName(t.dtype)} does not fit the model's ${dtypeName(want)} input${extra}; save it as ${dtypeName(want)}`
+    `${shown}: ${sourceOf(t, spec.name)}: dtype ${dtypeName(t.dtype)} does not fit the model's ${dtypeName(want)} input${extra}; save it as ${dtypeName(want)}`
   );
   if (isFloatDType(want)) {
     if (!isFloatDType(t.dtype)) throw refuse();
@@ -80130,14 +80183,14 @@ function intRange(dtype) {
 function showDims(dims) {
   return `[${dims.map((d, i) => i === 0 ? "N" : d === null ? "?" : d).join(", ")}]`;
 }
-function checkShapes(inputs2, specs, shown2) {
+function checkShapes(inputs2, specs, shown) {
   const named = /* @__PURE__ */ new Map();
   for (const spec of specs) {
     const t = inputs2[spec.name];
     const fits = t.dims.length === spec.dims.length && spec.dims.every((d, i) => i === 0 || typeof d !== "number" || d === t.dims[i]);
     if (!fits) {
       throw new UserError(
-        `${shown2}: ${sourceOf(t, spec.name)}: expected shape ${showDims(spec.dims)} (axis 0 = samples), found [${t.dims.join(", ")}]`
+        `${shown}: ${sourceOf(t, spec.name)}: expected shape ${showDims(spec.dims)} (axis 0 = samples), found [${t.dims.join(", ")}]`
       );
     }
     spec.dims.forEach((d, i) => {
@@ -80146,61 +80199,61 @@ function checkShapes(inputs2, specs, shown2) {
       if (!seen) named.set(d, { size: t.dims[i], input: spec.name });
       else if (seen.size !== t.dims[i]) {
         throw new UserError(
-          `${shown2}: ${sourceOf(t, spec.name)} has ${d} = ${t.dims[i]} (axis ${i}) but input '${seen.input}' has ${d} = ${seen.size}; they must match`
+          `${shown}: ${sourceOf(t, spec.name)} has ${d} = ${t.dims[i]} (axis ${i}) but input '${seen.input}' has ${d} = ${seen.size}; they must match`
         );
       }
     });
   }
 }
-function sampleCount(inputs2, shown2) {
+function sampleCount(inputs2, shown) {
   const entries = Object.entries(inputs2);
   const [firstName, first] = entries[0];
   for (const [name, t] of entries) {
     if (t.dims[0] !== first.dims[0]) {
       throw new UserError(
-        `${shown2}: inputs have different sample counts (axis 0): ${sourceOf(first, firstName)} has ${first.dims[0]}, ${sourceOf(t, name)} has ${t.dims[0]}`
+        `${shown}: inputs have different sample counts (axis 0): ${sourceOf(first, firstName)} has ${first.dims[0]}, ${sourceOf(t, name)} has ${t.dims[0]}`
       );
     }
   }
-  if (first.dims[0] === 0) throw new UserError(`${shown2}: the calibration set is empty (${sourceOf(first, firstName)} has 0 samples on axis 0)`);
+  if (first.dims[0] === 0) throw new UserError(`${shown}: the calibration set is empty (${sourceOf(first, firstName)} has 0 samples on axis 0)`);
   return first.dims[0];
 }
 function batchSizeFor(specs, wanted) {
   const fixed = specs.map((s) => s.dims[0]).find((d) => typeof d === "number");
   return fixed ?? wanted;
 }
-function chooseOutput(wanted, outputs2, shown2) {
+function chooseOutput(wanted, outputs2, shown) {
   if (wanted !== void 0) {
     if (!outputs2.includes(wanted)) {
-      throw new UserError(`${shown2}: output: the model has no output '${wanted}' (its outputs: ${outputs2.join(", ")})`);
+      throw new UserError(`${shown}: output: the model has no output '${wanted}' (its outputs: ${outputs2.join(", ")})`);
     }
     return wanted;
   }
   return outputs2.includes("logits") ? "logits" : outputs2[0];
 }
-function chooseTokens(wanted, specs, shown2) {
+function chooseTokens(wanted, specs, shown) {
   const integer2 = specs.filter((s) => !isFloatDType(s.dtype) && s.dtype !== DataType.BOOL && s.name !== MASK_INPUT);
   if (wanted !== void 0) {
     const spec = specs.find((s) => s.name === wanted);
-    if (!spec) throw new UserError(`${shown2}: tokens: the model has no input '${wanted}' (its inputs: ${specs.map((s) => s.name).join(", ")})`);
-    if (!integer2.includes(spec)) throw new UserError(`${shown2}: tokens: input '${wanted}' is ${dtypeName(spec.dtype)}; the token input must hold integer ids`);
+    if (!spec) throw new UserError(`${shown}: tokens: the model has no input '${wanted}' (its inputs: ${specs.map((s) => s.name).join(", ")})`);
+    if (!integer2.includes(spec)) throw new UserError(`${shown}: tokens: input '${wanted}' is ${dtypeName(spec.dtype)}; the token input must hold integer ids`);
     return wanted;
   }
   if (integer2.length === 1) return integer2[0].name;
   throw new UserError(
-    integer2.length === 0 ? `${shown2}: task language-model needs an integer token input, and the model has none` : `${shown2}: the model has several integer inputs (${integer2.map((s) => s.name).join(", ")}); name the token input with "tokens"`
+    integer2.length === 0 ? `${shown}: task language-model needs an integer token input, and the model has none` : `${shown}: the model has several integer inputs (${integer2.map((s) => s.name).join(", ")}); name the token input with "tokens"`
   );
 }
-function checkLabels(labels, file2, count2, shown2) {
-  if (!labels) throw new UserError(`${shown2}: task classification needs "labels" (an .npy file with one class index per sample)`);
+function checkLabels(labels, file2, count2, shown) {
+  if (!labels) throw new UserError(`${shown}: task classification needs "labels" (an .npy file with one class index per sample)`);
   const n = labels.dims.length === 2 && labels.dims[1] === 1 ? labels.dims[0] : labels.dims.length === 1 ? labels.dims[0] : -1;
-  if (n < 0) throw new UserError(`${shown2}: labels (${file2}): expected shape [N] (one class index per sample), found [${labels.dims.join(", ")}]`);
-  if (n !== count2) throw new UserError(`${shown2}: labels (${file2}) has ${n} labels but the inputs have ${count2} samples; give one label per sample`);
+  if (n < 0) throw new UserError(`${shown}: labels (${file2}): expected shape [N] (one class index per sample), found [${labels.dims.join(", ")}]`);
+  if (n !== count2) throw new UserError(`${shown}: labels (${file2}) has ${n} labels but the inputs have ${count2} samples; give one label per sample`);
   const out = new Int32Array(n);
   const src = labels.data;
   for (let i = 0; i < n; i++) {
     const v = Number(src[i]);
-    if (!Number.isInteger(v) || v < 0) throw new UserError(`${shown2}: labels (${file2}): label ${i} is ${v}; labels are class indices 0, 1, 2, ...`);
+    if (!Number.isInteger(v) || v < 0) throw new UserError(`${shown}: labels (${file2}): label ${i} is ${v}; labels are class indices 0, 1, 2, ...`);
     out[i] = v;
   }
   return out;
@@ -80228,15 +80281,16 @@ function calibrationFeeds(set2) {
     for (const b of batches(set2)) yield b.feeds;
   };
 }
-var fs12, path11, import_yaml2, TASKS, DEFAULT_BATCH_SIZE, SPEC_NAMES, SAMPLES_NAME, MASK_INPUT, CalibrationFile, SampleLine, SOURCES;
+var fs13, path12, import_yaml2, TASKS, DEFAULT_BATCH_SIZE, SPEC_NAMES, SAMPLES_NAME, MASK_INPUT, CalibrationFile, SampleLine, SOURCES;
 var init_calibration = __esm({
   "src/eval/calibration.ts"() {
     "use strict";
-    fs12 = __toESM(require("fs"));
-    path11 = __toESM(require("path"));
+    fs13 = __toESM(require("fs"));
+    path12 = __toESM(require("path"));
     import_yaml2 = __toESM(require_dist());
     init_zod();
-    init_issues();
+    init_paths();
+    init_validation();
     init_errors();
     init_dtype();
     init_runtime();
@@ -80813,13 +80867,13 @@ var init_metrics2 = __esm({
         if (!plan.targets) return;
         if (this.buf.length < out.width) this.buf = new Float64Array(out.width);
         for (let r = 0; r < out.rows; r++) {
-          const target2 = plan.targets[r];
-          if (target2 < 0) continue;
+          const target = plan.targets[r];
+          if (target < 0) continue;
           const off = r * out.width;
-          if (argmax(out.data, off, out.width) === target2) this.correct++;
+          if (argmax(out.data, off, out.width) === target) this.correct++;
           if (this.task === "language-model") {
             logSoftmax(out.data, off, out.width, this.buf);
-            this.nll -= this.buf[target2];
+            this.nll -= this.buf[target];
           }
           this.count++;
         }
@@ -80991,9 +81045,6 @@ var init_evaluator = __esm({
 });
 
 // src/gate/gate.ts
-function metricsOf(task) {
-  return [...TASK_METRICS[task], ...COMMON_METRICS];
-}
 function checkRulesFitTask(rules, task, where) {
   const available = metricsOf(task);
   for (const r of rules) {
@@ -81052,13 +81103,14 @@ var init_gate = __esm({
   "src/gate/gate.ts"() {
     "use strict";
     init_errors();
+    init_metric_names();
     init_metrics();
   }
 });
 
 // src/gate/search.ts
-function stepRatios(target2, maxTarget, steps) {
-  const end = target2 === "auto" ? maxTarget : target2;
+function stepRatios(target, maxTarget, steps) {
+  const end = target === "auto" ? maxTarget : target;
   if (end === 0) return [0];
   const n = Math.max(1, Math.floor(steps));
   return Array.from({ length: n }, (_, i) => Math.round((i + 1) * end * 1e9 / n) / 1e9);
@@ -81077,8 +81129,8 @@ async function gradualSearch(base, baseParams, mode, ratios, deps) {
   for (const [i, ratio] of ratios.entries()) {
     const step = { index: i + 1, count: ratios.length, ratio };
     deps.log?.(`step ${step.index} of ${step.count}: pruning: ${percent(ratio)} of the parameters removed in total`);
-    const target2 = incrementalTarget(baseParams, currentParams, ratio);
-    const result = target2 > 1e-9 ? await deps.prune(current, target2, step) : unchanged(current, currentParams);
+    const target = incrementalTarget(baseParams, currentParams, ratio);
+    const result = target > 1e-9 ? await deps.prune(current, target, step) : unchanged(current, currentParams);
     const candidate = await deps.quantize(result.model, step);
     deps.log?.(`step ${step.index} of ${step.count}: evaluating`);
     const evaluation = await deps.evaluate(candidate, step);
@@ -81179,8 +81231,8 @@ var init_atoms = __esm({
       frozen = /* @__PURE__ */ new Map();
       addSlot(tensor, axis, size, constant2) {
         const key = `${axis}:${tensor}`;
-        const existing2 = this.byKey.get(key);
-        if (existing2) return existing2;
+        const existing = this.byKey.get(key);
+        if (existing) return existing;
         const slot = { id: this.slots.length, tensor, axis, size, base: this.atoms, constant: constant2 };
         this.atoms += size;
         this.slots.push(slot);
@@ -83889,32 +83941,6 @@ var init_compact = __esm({
   }
 });
 
-// src/report/github.ts
-function pullRequestFromEnv(env = process.env) {
-  const event = env.GITHUB_EVENT_NAME;
-  if (event !== "pull_request" && event !== "pull_request_target") return void 0;
-  if (!env.GITHUB_EVENT_PATH) return void 0;
-  let payload;
-  try {
-    payload = JSON.parse(fs13.readFileSync(env.GITHUB_EVENT_PATH, "utf8"));
-  } catch {
-    return void 0;
-  }
-  const pr = payload.pull_request;
-  const number4 = pr?.number;
-  const sha = pr?.head?.sha;
-  if (typeof number4 !== "number" || !Number.isInteger(number4) || number4 <= 0) return void 0;
-  if (typeof sha !== "string" || !/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha)) return void 0;
-  return { number: number4, head_sha: sha };
-}
-var fs13;
-var init_github = __esm({
-  "src/report/github.ts"() {
-    "use strict";
-    fs13 = __toESM(require("fs"));
-  }
-});
-
 // src/pipeline/run.ts
 var run_exports = {};
 __export(run_exports, {
@@ -83956,8 +83982,8 @@ async function runGate(options) {
   const { config: config2 } = options;
   const log = options.log ?? (() => void 0);
   const prune = options.prune ?? pruneModel;
-  const out = path12.resolve(options.out);
-  if (path12.resolve(config2.model) === path12.join(out, PRUNED_NAME)) {
+  const out = path13.resolve(options.out);
+  if (path13.resolve(config2.model) === path13.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
   }
   if (config2.prune.target === 0 && config2.quantize === "none") {
@@ -83972,7 +83998,7 @@ async function runGate(options) {
   checkRulesFitTask(config2.gate, set2.task, config2.file ? displayPath(config2.file) : "the gate");
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log });
-  const stepsDir = path12.join(out, STEPS_DIR);
+  const stepsDir = path13.join(out, STEPS_DIR);
   try {
     const external = base.initializers.some((t) => isExternal(t));
     const deps = searchDeps({ options, set: set2, evaluator, stepsDir, external, prune, quantize, log });
@@ -83997,7 +84023,7 @@ async function runGate(options) {
       chosenStep: result.chosen,
       pruned: result.pruned,
       skipped: result.skipped,
-      pullRequest: pullRequestFromEnv(options.env ?? process.env)
+      pullRequest: options.pullRequest
     });
     const outcome = writeReports(report, out, files);
     const failed = failures(metrics);
@@ -84018,8 +84044,8 @@ function searchDeps(c) {
   const memory = newPruneMemory();
   const quantization = /* @__PURE__ */ new Map();
   return {
-    prune: (model, target2) => c.prune(model, {
-      target: target2,
+    prune: (model, target) => c.prune(model, {
+      target,
       structures: config2.prune.structures,
       importance: config2.prune.importance,
       compensate: config2.prune.compensate,
@@ -84034,9 +84060,9 @@ function searchDeps(c) {
       return quantized.model;
     },
     evaluate: async (candidate, step) => {
-      const dir = path12.join(c.stepsDir, `step-${step.index}`);
+      const dir = path13.join(c.stepsDir, `step-${step.index}`);
       fs14.rmSync(dir, { recursive: true, force: true });
-      const written = writeModel(candidate, path12.join(dir, PRUNED_NAME), c.external ? { externalData: true } : {});
+      const written = writeModel(candidate, path13.join(dir, PRUNED_NAME), c.external ? { externalData: true } : {});
       const model = OnnxModel.read(written.path);
       const evaluation = await c.evaluator.evaluate(model);
       const metrics = judge(evaluation.values, config2.gate, c.set.task);
@@ -84051,7 +84077,7 @@ function searchDeps(c) {
   };
 }
 function promote(artifact, out) {
-  const model = path12.join(out, PRUNED_NAME);
+  const model = path13.join(out, PRUNED_NAME);
   const data = `${model}.data`;
   fs14.mkdirSync(out, { recursive: true });
   if (artifact.dataFile) fs14.renameSync(artifact.dataFile, data);
@@ -84061,10 +84087,9 @@ function promote(artifact, out) {
 }
 function writeReports(report, out, files) {
   const markdown = renderMarkdown(report);
-  const json2 = path12.join(out, REPORT_JSON);
-  const md = path12.join(out, REPORT_MD);
-  writeFileAtomic(json2, `${JSON.stringify(report, null, 2)}
-`);
+  const json2 = path13.join(out, REPORT_JSON);
+  const md = path13.join(out, REPORT_MD);
+  writeJsonAtomic(json2, report);
   writeFileAtomic(md, markdown);
   return { report, markdown, files: { ...files, json: json2, markdown: md } };
 }
@@ -84094,27 +84119,27 @@ async function compareModels(options) {
       chosenStep: null,
       pruned: [],
       skipped: [],
-      pullRequest: pullRequestFromEnv(options.env ?? process.env)
+      pullRequest: options.pullRequest
     });
     const markdown = renderMarkdown(report);
     if (options.out) {
-      const out = path12.resolve(options.out);
-      writeFileAtomic(path12.join(out, REPORT_JSON), `${JSON.stringify(report, null, 2)}
-`);
-      writeFileAtomic(path12.join(out, REPORT_MD), markdown);
+      const out = path13.resolve(options.out);
+      writeJsonAtomic(path13.join(out, REPORT_JSON), report);
+      writeFileAtomic(path13.join(out, REPORT_MD), markdown);
     }
     return { report, markdown };
   } finally {
     await evaluator.close();
   }
 }
-var fs14, path12, PRUNED_NAME, REPORT_JSON, REPORT_MD, STEPS_DIR;
+var fs14, path13, PRUNED_NAME, REPORT_JSON, REPORT_MD, STEPS_DIR;
 var init_run = __esm({
   "src/pipeline/run.ts"() {
     "use strict";
     fs14 = __toESM(require("fs"));
-    path12 = __toESM(require("path"));
-    init_issues();
+    path13 = __toESM(require("path"));
+    init_paths();
+    init_files();
     init_calibration();
     init_evaluator();
     init_gate();
@@ -84127,7 +84152,6 @@ var init_run = __esm({
     init_quantize();
     init_compact();
     init_build();
-    init_github();
     init_markdown();
     init_errors();
     PRUNED_NAME = "pruned.onnx";
@@ -84139,7 +84163,7 @@ var init_run = __esm({
 
 // src/index.ts
 var core2 = __toESM(require_core());
-var path13 = __toESM(require("path"));
+var path14 = __toESM(require("path"));
 
 // src/github/onnxruntime.ts
 var import_child_process = require("child_process");
@@ -84248,31 +84272,38 @@ function trimPlatforms(pkg) {
   }
 }
 function spawnCollect(command, args, cwd, env, shell) {
-  return new Promise((resolve10) => {
+  return new Promise((resolve12) => {
     let output2 = "";
     const child = (0, import_child_process.spawn)(command, args, { cwd, env, shell, stdio: ["ignore", "pipe", "pipe"] });
     child.stdout.on("data", (d) => output2 += d.toString());
     child.stderr.on("data", (d) => output2 += d.toString());
-    child.on("error", (e) => resolve10({ status: -1, output: `${command}: ${e.message}` }));
-    child.on("close", (code) => resolve10({ status: code ?? -1, output: output2 }));
+    child.on("error", (e) => resolve12({ status: -1, output: `${command}: ${e.message}` }));
+    child.on("close", (code) => resolve12({ status: code ?? -1, output: output2 }));
   });
 }
 
 // src/main.ts
 var core = __toESM(require_core());
 var github = __toESM(require_github());
-var fs15 = __toESM(require("fs"));
 
 // src/config/config.ts
-var fs2 = __toESM(require("fs"));
+var fs3 = __toESM(require("fs"));
 var path3 = __toESM(require("path"));
 var import_yaml = __toESM(require_dist());
 init_zod();
 init_errors();
 init_latency();
+init_metric_names();
 init_metrics();
-init_issues();
+
+// src/quantize/options.ts
 var QUANTIZE_MODES = ["none", "int8", "int4"];
+
+// src/config/config.ts
+init_format();
+init_paths();
+init_validation();
+var DEFAULT_CONFIG = "prune-gate.yml";
 var DEFAULT_PRUNE = {
   target: "auto",
   maxTarget: 0.5,
@@ -84288,9 +84319,7 @@ var ConfigFile = external_exports.strictObject({
   calibration: external_exports.string({ error: "a path to a calibration folder" }).optional(),
   prune: external_exports.strictObject({
     // 0 prunes nothing: with quantize, the gate judges the quantized base model.
-    target: external_exports.union([fraction("a fraction of parameters between 0 and 1"), external_exports.literal(0), external_exports.literal("auto")], {
-      error: "a fraction of parameters between 0 and 1 (0.3), or auto"
-    }).optional(),
+    target: external_exports.union([external_exports.number(), external_exports.string()], { error: (i) => targetExpected(true, i.input) }).transform((v, ctx) => targetValue(v, true) ?? (ctx.addIssue({ code: "custom", message: targetExpected(true, v) }), external_exports.NEVER)).optional(),
     "max-target": fraction("a fraction of parameters between 0 and 1 (0.6)").optional(),
     structures: external_exports.array(external_exports.enum(["ffn", "heads", "channels"], { error: (i) => `unknown structure '${String(i.input)}' (expected ffn, heads, channels)` }), {
       error: "a list of ffn, heads, channels"
@@ -84310,41 +84339,41 @@ var ConfigFile = external_exports.strictObject({
 });
 function loadConfig(file2) {
   const abs = path3.resolve(file2);
-  const shown2 = displayPath(abs);
+  const shown = displayPath(abs);
   let text2;
   try {
-    text2 = fs2.readFileSync(abs, "utf8");
+    text2 = fs3.readFileSync(abs, "utf8");
   } catch (e) {
     const code = e.code;
-    if (code === "ENOENT") throw new UserError(`config file not found: ${shown2}`);
-    throw new UserError(`cannot read config file ${shown2}: ${e.message}`);
+    if (code === "ENOENT") throw new UserError(`config file not found: ${shown}`);
+    throw new UserError(`cannot read config file ${shown}: ${e.message}`);
   }
   return parseConfig(text2, abs);
 }
 function parseConfig(text2, file2) {
-  const shown2 = displayPath(file2);
+  const shown = displayPath(file2);
   const doc = import_yaml.default.parseDocument(text2, { uniqueKeys: true });
   if (doc.errors.length > 0) {
     const err = doc.errors[0];
     const line = err.linePos?.[0].line;
     const message = err.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
-    throw new UserError(`${shown2}:${line ? ` line ${line}:` : ""} not valid YAML: ${message}`);
+    throw new UserError(`${shown}:${line ? ` line ${line}:` : ""} not valid YAML: ${message}`);
   }
   const data = doc.toJS() ?? {};
   if (typeof data !== "object" || data === null || Array.isArray(data)) {
-    throw new UserError(`${shown2}: expected a mapping of keys (model, calibration, prune, quantize, gate)`);
+    throw new UserError(`${shown}: expected a mapping of keys (model, calibration, prune, quantize, gate)`);
   }
-  const raw = parseWith(ConfigFile, data, shown2);
+  const raw = parseWith(ConfigFile, data, shown);
   const dir = path3.dirname(path3.resolve(file2));
-  const config2 = fromFile(raw, dir, shown2);
+  const config2 = fromFile(raw, dir, shown);
   config2.file = path3.resolve(file2);
   return config2;
 }
-function fromFile(raw, dir, shown2) {
+function fromFile(raw, dir, shown) {
   const p = raw.prune ?? {};
   return {
-    model: raw.model !== void 0 ? existing(path3.resolve(dir, raw.model), `${shown2}: model`) : void 0,
-    calibration: raw.calibration !== void 0 ? existing(path3.resolve(dir, raw.calibration), `${shown2}: calibration`) : void 0,
+    model: raw.model !== void 0 ? checkedPath(raw.model, `${shown}: model`, "file", dir) : void 0,
+    calibration: raw.calibration !== void 0 ? checkedPath(raw.calibration, `${shown}: calibration`, "file or folder", dir) : void 0,
     prune: {
       target: p.target ?? DEFAULT_PRUNE.target,
       maxTarget: p["max-target"] ?? DEFAULT_PRUNE.maxTarget,
@@ -84356,40 +84385,36 @@ function fromFile(raw, dir, shown2) {
     },
     quantize: raw.quantize ?? "none",
     keepNames: raw["keep-names"] ?? false,
-    gate: parseGate(raw.gate ?? {}, shown2),
+    gate: parseGate(raw.gate ?? {}, shown),
     latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs }
   };
 }
 function defaultConfig() {
   return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, gate: [], latency: { ...DEFAULT_LATENCY } };
 }
-function existing(file2, where) {
-  if (!fs2.existsSync(file2)) throw new UserError(`${where}: file not found: ${displayPath(file2)}`);
-  return file2;
-}
-function parseGate(gate2, shown2) {
+function parseGate(gate2, shown) {
   const rules = [];
   for (const [metric, spec] of Object.entries(gate2)) {
     const at = keyPath(["gate", metric]);
     if (!METRIC_NAMES.includes(metric)) {
       const hint = closest(metric, METRIC_NAMES);
-      throw new UserError(`${shown2}: ${at}: unknown metric${hint ? ` (did you mean ${hint}?)` : ` (metrics: ${METRIC_NAMES.join(", ")})`}`);
+      throw new UserError(`${shown}: ${at}: unknown metric${hint ? ` (did you mean ${hint}?)` : ` (metrics: ${METRIC_NAMES.join(", ")})`}`);
     }
     const name = metric;
     const allowed = METRICS[name].bounds;
     if (typeof spec !== "object" || spec === null || Array.isArray(spec)) {
-      throw new UserError(`${shown2}: ${at}: expected a bound such as { ${allowed[0]}: ${exampleValue(allowed[0])} }, found ${JSON.stringify(spec)}`);
+      throw new UserError(`${shown}: ${at}: expected a bound such as { ${allowed[0]}: ${exampleValue(allowed[0])} }, found ${JSON.stringify(spec)}`);
     }
     const entries = Object.entries(spec);
     if (entries.length !== 1) {
-      throw new UserError(`${shown2}: ${at}: give exactly one bound (${allowed.join(" or ")}), found ${entries.length}`);
+      throw new UserError(`${shown}: ${at}: give exactly one bound (${allowed.join(" or ")}), found ${entries.length}`);
     }
     const [bound, value] = entries[0];
     if (!allowed.includes(bound)) {
       const what = BOUND_KINDS.includes(bound) ? "is not a bound of this metric" : "unknown bound";
-      throw new UserError(`${shown2}: ${at}.${bound}: ${what}; ${metric} takes ${allowed.join(" or ")}`);
+      throw new UserError(`${shown}: ${at}.${bound}: ${what}; ${metric} takes ${allowed.join(" or ")}`);
     }
-    rules.push(parseRule(name, bound, value, `${shown2}: ${at}.${bound}`));
+    rules.push(parseRule(name, bound, value, `${shown}: ${at}.${bound}`));
   }
   return rules;
 }
@@ -84415,9 +84440,60 @@ function parseRule(metric, bound, value, where) {
   }
   return { metric, bound, value: number4, percent: percent2, text: `${bound} ${percent2 ? `${number4}%` : number4}` };
 }
+function targetValue(value, auto) {
+  if (auto && typeof value === "string" && value.trim() === "auto") return "auto";
+  const n = typeof value === "number" ? value : typeof value === "string" && /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(value) ? Number(value) : NaN;
+  return n >= 0 && n < 1 ? n : void 0;
+}
+function targetExpected(auto, value) {
+  return `expected a fraction of parameters between 0 and 1 (e.g. 0.3)${auto ? " or auto" : ""}, found ${quoted(value)}`;
+}
+function parseTarget(value, where, options = { auto: true }) {
+  const target = targetValue(value, options.auto);
+  if (target === void 0) throw new UserError(`${where}: ${targetExpected(options.auto, value)}`);
+  return target;
+}
+function parseQuantize(value, where) {
+  if (QUANTIZE_MODES.includes(value)) return value;
+  throw new UserError(`${where}: expected ${QUANTIZE_MODES.join(", ")}, found ${quoted(value)}`);
+}
+function parseOverrides(raw, option) {
+  const o = {};
+  if (raw.model !== void 0) o.model = checkedPath(raw.model, option("model"), "file");
+  if (raw.calibration !== void 0) o.calibration = checkedPath(raw.calibration, option("calibration"), "file or folder");
+  if (raw.target !== void 0) o.target = parseTarget(raw.target, option("target"));
+  if (raw.quantize !== void 0) o.quantize = parseQuantize(raw.quantize, option("quantize"));
+  if (raw.keepNames) o.keepNames = true;
+  return o;
+}
+function applyOverrides(config2, o) {
+  const out = { ...config2, prune: { ...config2.prune } };
+  if (o.model !== void 0) out.model = o.model;
+  if (o.calibration !== void 0) out.calibration = o.calibration;
+  if (o.target !== void 0) out.prune.target = o.target;
+  if (o.quantize !== void 0) out.quantize = o.quantize;
+  if (o.keepNames) out.keepNames = true;
+  return out;
+}
+function resolveConfig(file2, overrides, option) {
+  const chosen = path3.resolve(file2 ?? DEFAULT_CONFIG);
+  let base;
+  if (fs3.existsSync(chosen)) base = loadConfig(chosen);
+  else if (file2 !== void 0) throw new UserError(`${option("config")}: file not found: ${displayPath(chosen)}`);
+  else if (overrides.model && overrides.calibration) base = defaultConfig();
+  else {
+    const missing = [overrides.model ? void 0 : option("model"), overrides.calibration ? void 0 : option("calibration")].filter(Boolean);
+    throw new UserError(`no ${DEFAULT_CONFIG} here and no ${missing.join(" or ")}: give ${option("config")} (a config file), or ${option("model")} and ${option("calibration")}`);
+  }
+  const config2 = applyOverrides(base, overrides);
+  const source = () => displayPath(config2.file);
+  if (!config2.model) throw new UserError(`${source()}: no model: set "model:" in it, or give ${option("model")}`);
+  if (!config2.calibration) throw new UserError(`${source()}: no calibration set: set "calibration:" in it, or give ${option("calibration")}`);
+  return config2;
+}
 
 // src/main.ts
-init_issues();
+init_paths();
 init_errors();
 init_metrics();
 
@@ -84458,15 +84534,15 @@ function commentBody(marker, markdown) {
   return cutToLimit(`${marker}
 ${markdown}`, COMMENT_LIMIT, COMMENT_CUT_NOTE);
 }
-async function upsertComment(octokit, target2, marker, body) {
-  const { owner, repo, number: number4 } = target2;
-  let existing2;
+async function upsertComment(octokit, target, marker, body) {
+  const { owner, repo, number: number4 } = target;
+  let existing;
   for await (const page of octokit.paginate.iterator(octokit.rest.issues.listComments, { owner, repo, issue_number: number4, per_page: 100 })) {
-    existing2 = page.data.find((c) => (c.body ?? "").split("\n", 1)[0] === marker);
-    if (existing2) break;
+    existing = page.data.find((c) => (c.body ?? "").split("\n", 1)[0] === marker);
+    if (existing) break;
   }
-  if (existing2) {
-    const r2 = await octokit.rest.issues.updateComment({ owner, repo, comment_id: existing2.id, body });
+  if (existing) {
+    const r2 = await octokit.rest.issues.updateComment({ owner, repo, comment_id: existing.id, body });
     return { action: "updated", id: r2.data.id, url: r2.data.html_url };
   }
   const r = await octokit.rest.issues.createComment({ owner, repo, issue_number: number4, body });
@@ -84480,7 +84556,7 @@ function apiError(e) {
 }
 
 // src/github/event.ts
-var fs3 = __toESM(require("fs"));
+var fs4 = __toESM(require("fs"));
 init_zod();
 init_errors();
 var SHA = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
@@ -84508,7 +84584,7 @@ function readPayload(file2) {
   if (!file2) return {};
   let text2;
   try {
-    text2 = fs3.readFileSync(file2, "utf8");
+    text2 = fs4.readFileSync(file2, "utf8");
   } catch {
     return {};
   }
@@ -84517,6 +84593,19 @@ function readPayload(file2) {
   } catch (e) {
     throw new UserError(`GITHUB_EVENT_PATH ${file2}: not JSON: ${e.message.split("\n")[0]}`);
   }
+}
+function pullRequestOf(eventName, payload, repository) {
+  if (!PULL_REQUEST_EVENTS.includes(eventName)) return void 0;
+  const pr = PullRequestPayload.safeParse(payload);
+  if (!pr.success) return void 0;
+  const head = pr.data.pull_request.head.repo;
+  const base = pr.data.pull_request.base?.repo.full_name ?? repository;
+  return {
+    number: pr.data.pull_request.number,
+    headSha: pr.data.pull_request.head.sha,
+    // A deleted head repository (null) was a fork.
+    fromFork: head === null ? true : head === void 0 ? false : head.full_name !== base
+  };
 }
 function readContext(env = process.env) {
   const eventName = env.GITHUB_EVENT_NAME ?? "";
@@ -84528,19 +84617,8 @@ function readContext(env = process.env) {
     if (!m) throw new UserError(`GITHUB_REPOSITORY: expected owner/name, found '${repo}'`);
     ctx.repository = { owner: m[1], repo: m[2] };
   }
-  if (PULL_REQUEST_EVENTS.includes(eventName)) {
-    const pr = PullRequestPayload.safeParse(payload);
-    if (pr.success) {
-      const head = pr.data.pull_request.head.repo;
-      const base = pr.data.pull_request.base?.repo.full_name ?? repo;
-      ctx.pullRequest = {
-        number: pr.data.pull_request.number,
-        headSha: pr.data.pull_request.head.sha,
-        // A deleted head repository (null) was a fork.
-        fromFork: head === null ? true : head === void 0 ? false : head.full_name !== base
-      };
-    }
-  }
+  const pullRequest = pullRequestOf(eventName, payload, repo);
+  if (pullRequest) ctx.pullRequest = pullRequest;
   if (eventName === "workflow_run") {
     const run2 = WorkflowRunPayload.safeParse(payload);
     if (run2.success) {
@@ -84555,11 +84633,12 @@ function readContext(env = process.env) {
 }
 
 // src/github/inputs.ts
-var fs4 = __toESM(require("fs"));
 var os = __toESM(require("os"));
 var path4 = __toESM(require("path"));
 init_zod();
 init_errors();
+init_format();
+init_paths();
 var INPUT_NAMES = [
   "config",
   "model",
@@ -84573,72 +84652,42 @@ var INPUT_NAMES = [
   "report",
   "pr-number"
 ];
-var DEFAULT_CONFIG_INPUT = "prune-gate.yml";
-function shown(v) {
-  const s = JSON.stringify(v.length > 80 ? `${v.slice(0, 79)}…` : v);
-  return `'${s.slice(1, -1)}'`;
-}
+var inputName = (key) => `input ${key}`;
 var optionalText = external_exports.string().transform((s) => s === "" ? void 0 : s);
-function existingPath(kind) {
-  return optionalText.superRefine((v, ctx) => {
-    if (v === void 0) return;
-    let stat;
-    try {
-      stat = fs4.statSync(path4.resolve(v));
-    } catch {
-      stat = void 0;
-    }
-    if (!stat) ctx.addIssue({ code: "custom", message: `${kind} not found: ${v}` });
-    else if (kind === "file" && !stat.isFile()) ctx.addIssue({ code: "custom", message: `not a file: ${v}` });
-    else if (kind === "folder" && !stat.isDirectory()) ctx.addIssue({ code: "custom", message: `not a folder: ${v}` });
-  });
-}
 function choice(values, fallback) {
   return external_exports.string().transform((s, ctx) => {
     if (s === "") return fallback;
     if (values.includes(s)) return s;
-    ctx.addIssue({ code: "custom", message: `expected ${values.slice(0, -1).join(", ")} or ${values[values.length - 1]}, found ${shown(s)}` });
+    ctx.addIssue({ code: "custom", message: `expected ${values.slice(0, -1).join(", ")} or ${values[values.length - 1]}, found ${quoted(s)}` });
     return external_exports.NEVER;
   });
 }
-var target = external_exports.string().transform((s, ctx) => {
-  if (s === "") return void 0;
-  if (s === "auto") return "auto";
-  const n = Number(s);
-  if (/^(\d+(\.\d*)?|\.\d+)$/.test(s) && n >= 0 && n < 1) return n;
-  ctx.addIssue({ code: "custom", message: `expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found ${shown(s)}` });
-  return external_exports.NEVER;
-});
 var boolean4 = (fallback) => external_exports.string().transform((s, ctx) => {
   if (s === "") return fallback;
   if (["true", "True", "TRUE"].includes(s)) return true;
   if (["false", "False", "FALSE"].includes(s)) return false;
-  ctx.addIssue({ code: "custom", message: `expected true or false, found ${shown(s)}` });
+  ctx.addIssue({ code: "custom", message: `expected true or false, found ${quoted(s)}` });
   return external_exports.NEVER;
 });
 var prNumber = external_exports.string().transform((s, ctx) => {
   if (s === "") return void 0;
   const n = Number(s.replace(/^#/, ""));
   if (/^#?[1-9]\d{0,9}$/.test(s) && Number.isSafeInteger(n)) return n;
-  ctx.addIssue({ code: "custom", message: `expected a pull request number such as 42, found ${shown(s)}` });
+  ctx.addIssue({ code: "custom", message: `expected a pull request number such as 42, found ${quoted(s)}` });
   return external_exports.NEVER;
 });
 var RawInputs = external_exports.object({
-  config: external_exports.string().transform((s) => s || DEFAULT_CONFIG_INPUT),
-  model: existingPath("file"),
-  calibration: existingPath("folder"),
-  target,
-  quantize: external_exports.string().transform((s, ctx) => {
-    if (s === "") return void 0;
-    if (QUANTIZE_MODES.includes(s)) return s;
-    ctx.addIssue({ code: "custom", message: `expected none, int8 or int4, found ${shown(s)}` });
-    return external_exports.NEVER;
-  }),
+  // The config's overrides are checked by parseOverrides, as the command line's flags are.
+  config: optionalText,
+  model: optionalText,
+  calibration: optionalText,
+  target: optionalText,
+  quantize: optionalText,
   out: optionalText,
   "github-token": external_exports.string(),
   comment: boolean4(true),
   "fail-on": choice(["regression", "never"], "regression"),
-  report: existingPath("file"),
+  report: optionalText,
   "pr-number": prNumber
 }).superRefine((v, ctx) => {
   if (v.report === void 0) return;
@@ -84661,16 +84710,13 @@ function readInputs(get, env = process.env) {
   }
   const v = r.data;
   const common = { token: v["github-token"], comment: v.comment, failOn: v["fail-on"], prNumber: v["pr-number"] };
-  if (v.report !== void 0) return { mode: "publish", ...common, report: path4.resolve(v.report) };
+  if (v.report !== void 0) return { mode: "publish", ...common, report: checkedPath(v.report, "input report", "file") };
   return {
     mode: "gate",
     ...common,
-    config: path4.resolve(v.config),
-    configGiven: raw.config !== "" && raw.config !== DEFAULT_CONFIG_INPUT,
-    model: v.model === void 0 ? void 0 : path4.resolve(v.model),
-    calibration: v.calibration === void 0 ? void 0 : path4.resolve(v.calibration),
-    target: v.target,
-    quantize: v.quantize,
+    // action.yml's default: the file may be absent (then model and calibration must be given).
+    config: v.config === void 0 || v.config === DEFAULT_CONFIG ? void 0 : path4.resolve(v.config),
+    overrides: parseOverrides(v, inputName),
     out: path4.resolve(v.out ?? path4.join(env.RUNNER_TEMP || os.tmpdir(), "prune-gate"))
   };
 }
@@ -84683,7 +84729,7 @@ async function run(deps = {}) {
   try {
     const inputs2 = readInputs((name) => core.getInput(name), env);
     const ctx = readContext(env);
-    const published = inputs2.mode === "gate" ? await gate(inputs2, deps, env) : publishOnly(inputs2.report);
+    const published = inputs2.mode === "gate" ? await gate(inputs2, ctx, deps) : publishOnly(inputs2.report);
     setOutputs(published);
     await writeSummary(published, inputs2, env);
     const commentFailure = await comment(published.report, published.markdown, inputs2, ctx);
@@ -84694,29 +84740,14 @@ async function run(deps = {}) {
     else core.setFailed(`internal error (a bug in prune-gate, please report it): ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
   }
 }
-function actionConfig(inputs2) {
-  let config2;
-  if (fs15.existsSync(inputs2.config)) config2 = loadConfig(inputs2.config);
-  else if (inputs2.configGiven) throw new UserError(`input config: file not found: ${displayPath(inputs2.config)}`);
-  else if (inputs2.model && inputs2.calibration) config2 = defaultConfig();
-  else throw new UserError(`input config: ${displayPath(inputs2.config)} not found (set config to your config file, or set model and calibration)`);
-  config2 = { ...config2, prune: { ...config2.prune } };
-  if (inputs2.model) config2.model = inputs2.model;
-  if (inputs2.calibration) config2.calibration = inputs2.calibration;
-  if (inputs2.target !== void 0) config2.prune.target = inputs2.target;
-  if (inputs2.quantize !== void 0) config2.quantize = inputs2.quantize;
-  const source = config2.file ? displayPath(config2.file) : "no config file";
-  if (!config2.model) throw new UserError(`input model: not set, and ${source} has no model: key`);
-  if (!config2.calibration) throw new UserError(`input calibration: not set, and ${source} has no calibration: key`);
-  return config2;
-}
-async function gate(inputs2, deps, env) {
-  const config2 = actionConfig(inputs2);
+async function gate(inputs2, ctx, deps) {
+  const config2 = resolveConfig(inputs2.config, inputs2.overrides, inputName);
   await (deps.ensureRuntime ?? (async () => void 0))();
   const { runGate: runGate2 } = await Promise.resolve().then(() => (init_run(), run_exports));
   core.startGroup(`prune-gate: pruning ${displayPath(config2.model)} and evaluating it on ${displayPath(config2.calibration)}`);
   try {
-    const outcome = await runGate2({ config: config2, out: inputs2.out, log: (line) => core.info(line), env });
+    const pullRequest = ctx.pullRequest && { number: ctx.pullRequest.number, head_sha: ctx.pullRequest.headSha };
+    const outcome = await runGate2({ config: config2, out: inputs2.out, log: (line) => core.info(line), pullRequest });
     return {
       report: outcome.report,
       markdown: outcome.markdown,
@@ -84806,26 +84837,26 @@ async function comment(report, markdown, inputs2, ctx) {
     core.info("comment is false: no pull-request comment");
     return void 0;
   }
-  const target2 = commentTarget(report, inputs2, ctx);
+  const target = commentTarget(report, inputs2, ctx);
   const publish = inputs2.mode === "publish";
-  if (typeof target2 === "string") {
-    if (publish) core.warning(`prune-gate: not commenting: ${target2}`);
-    else core.info(`not commenting: ${target2}`);
+  if (typeof target === "string") {
+    if (publish) core.warning(`prune-gate: not commenting: ${target}`);
+    else core.info(`not commenting: ${target}`);
     return void 0;
   }
   if (!ctx.repository) return publish ? "prune-gate: cannot comment: GITHUB_REPOSITORY is not set" : void 0;
   if (!inputs2.token) {
-    core.warning(`prune-gate: no github-token: not commenting on pull request #${target2.number}`);
+    core.warning(`prune-gate: no github-token: not commenting on pull request #${target.number}`);
     return void 0;
   }
   const { owner, repo } = ctx.repository;
   const octokit = github.getOctokit(inputs2.token, { baseUrl: ctx.apiUrl });
   try {
-    if (target2.expectHead) {
-      const pr = await octokit.rest.pulls.get({ owner, repo, pull_number: target2.number });
-      if (pr.data.head.sha !== target2.expectHead) {
+    if (target.expectHead) {
+      const pr = await octokit.rest.pulls.get({ owner, repo, pull_number: target.number });
+      if (pr.data.head.sha !== target.expectHead) {
         core.warning(
-          `prune-gate: not commenting on pull request #${target2.number}: its head is ${pr.data.head.sha.slice(0, 12)}, the workflow run was for ${target2.expectHead.slice(0, 12)} (a newer push, or a report naming another pull request)`
+          `prune-gate: not commenting on pull request #${target.number}: its head is ${pr.data.head.sha.slice(0, 12)}, the workflow run was for ${target.expectHead.slice(0, 12)} (a newer push, or a report naming another pull request)`
         );
         return void 0;
       }
@@ -84833,12 +84864,12 @@ async function comment(report, markdown, inputs2, ctx) {
     const marker = stickyMarker(report.base.path);
     const body = commentBody(marker, markdown);
     if (body.includes(COMMENT_CUT_NOTE)) core.info(`the report was cut to GitHub's ${COMMENT_LIMIT}-character limit for a comment`);
-    const r = await upsertComment(octokit, { owner, repo, number: target2.number }, marker, body);
-    core.info(`${r.action} the comment on pull request #${target2.number}: ${r.url}`);
+    const r = await upsertComment(octokit, { owner, repo, number: target.number }, marker, body);
+    core.info(`${r.action} the comment on pull request #${target.number}: ${r.url}`);
     return void 0;
   } catch (e) {
     const { status, message } = apiError(e);
-    const what = `cannot comment on pull request #${target2.number}: ${message}${status ? ` (HTTP ${status})` : ""}`;
+    const what = `cannot comment on pull request #${target.number}: ${message}${status ? ` (HTTP ${status})` : ""}`;
     if (publish) return `prune-gate: ${what}`;
     if (status === 403) {
       const why = ctx.pullRequest?.fromFork ? "the pull request comes from a fork, whose token is read-only: the report is in the job summary, and the README shows how a workflow_run workflow comments on fork pull requests" : "give the job `permissions: pull-requests: write`";
@@ -84853,6 +84884,6 @@ async function comment(report, markdown, inputs2, ctx) {
 // src/index.ts
 void run({
   ensureRuntime: async () => {
-    await ensureOnnxRuntime({ module, actionRoot: path13.resolve(__dirname, ".."), log: (line) => core2.info(line) });
+    await ensureOnnxRuntime({ module, actionRoot: path14.resolve(__dirname, ".."), log: (line) => core2.info(line) });
   }
 });

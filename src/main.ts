@@ -1,13 +1,12 @@
 import * as core from '@actions/core';
 import * as github from '@actions/github';
-import * as fs from 'fs';
-import { Config, defaultConfig, loadConfig } from './config/config';
-import { displayPath } from './config/issues';
+import { resolveConfig } from './config/config';
+import { displayPath } from './util/paths';
 import { UserError, isUserError } from './errors';
 import { METRICS } from './gate/metrics';
 import { COMMENT_CUT_NOTE, COMMENT_LIMIT, SUMMARY_CUT_NOTE, SUMMARY_LIMIT_BYTES, apiError, commentBody, cutToLimit, upsertComment, utf8Bytes } from './github/comment';
 import { ActionContext, readContext } from './github/event';
-import { GateInputs, Inputs, readInputs } from './github/inputs';
+import { GateInputs, Inputs, inputName, readInputs } from './github/inputs';
 import { readReport } from './report/build';
 import { formatValue, renderMarkdown, stickyMarker } from './report/markdown';
 import type { Report } from './report/schema';
@@ -39,7 +38,7 @@ export async function run(deps: ActionDeps = {}): Promise<void> {
   try {
     const inputs = readInputs((name) => core.getInput(name), env);
     const ctx = readContext(env);
-    const published = inputs.mode === 'gate' ? await gate(inputs, deps, env) : publishOnly(inputs.report);
+    const published = inputs.mode === 'gate' ? await gate(inputs, ctx, deps) : publishOnly(inputs.report);
     setOutputs(published);
     await writeSummary(published, inputs, env);
     const commentFailure = await comment(published.report, published.markdown, inputs, ctx);
@@ -56,32 +55,15 @@ export async function run(deps: ActionDeps = {}): Promise<void> {
 // The two modes
 // ---------------------------------------------------------------------------------------------
 
-/** The config file (if any) with the inputs' overrides, as `prune-gate run` would resolve flags. */
-export function actionConfig(inputs: GateInputs): Config {
-  let config: Config;
-  if (fs.existsSync(inputs.config)) config = loadConfig(inputs.config);
-  else if (inputs.configGiven) throw new UserError(`input config: file not found: ${displayPath(inputs.config)}`);
-  else if (inputs.model && inputs.calibration) config = defaultConfig();
-  else throw new UserError(`input config: ${displayPath(inputs.config)} not found (set config to your config file, or set model and calibration)`);
-  config = { ...config, prune: { ...config.prune } };
-  if (inputs.model) config.model = inputs.model;
-  if (inputs.calibration) config.calibration = inputs.calibration;
-  if (inputs.target !== undefined) config.prune.target = inputs.target;
-  if (inputs.quantize !== undefined) config.quantize = inputs.quantize;
-  const source = config.file ? displayPath(config.file) : 'no config file';
-  if (!config.model) throw new UserError(`input model: not set, and ${source} has no model: key`);
-  if (!config.calibration) throw new UserError(`input calibration: not set, and ${source} has no calibration: key`);
-  return config;
-}
-
-async function gate(inputs: GateInputs, deps: ActionDeps, env: NodeJS.ProcessEnv): Promise<Published> {
-  const config = actionConfig(inputs);
+async function gate(inputs: GateInputs, ctx: ActionContext, deps: ActionDeps): Promise<Published> {
+  const config = resolveConfig(inputs.config, inputs.overrides, inputName);
   await (deps.ensureRuntime ?? (async () => undefined))();
   // Loaded only now: the pipeline requires onnxruntime-node, which ensureRuntime provides.
   const { runGate } = await import('./pipeline/run');
   core.startGroup(`prune-gate: pruning ${displayPath(config.model as string)} and evaluating it on ${displayPath(config.calibration as string)}`);
   try {
-    const outcome = await runGate({ config, out: inputs.out, log: (line) => core.info(line), env });
+    const pullRequest = ctx.pullRequest && { number: ctx.pullRequest.number, head_sha: ctx.pullRequest.headSha };
+    const outcome = await runGate({ config, out: inputs.out, log: (line) => core.info(line), pullRequest });
     return {
       report: outcome.report,
       markdown: outcome.markdown,

@@ -16,8 +16,8 @@ describe('readInputs', () => {
   test('defaults: gate mode with prune-gate.yml, comment on, fail-on regression, out in RUNNER_TEMP', () => {
     expect(inputs({})).toEqual({
       mode: 'gate',
-      config: path.resolve('prune-gate.yml'),
-      configGiven: false,
+      config: undefined,
+      overrides: {},
       model: undefined,
       calibration: undefined,
       target: undefined,
@@ -43,9 +43,18 @@ describe('readInputs', () => {
       'fail-on': 'never',
       'pr-number': '#42',
     });
-    expect(v).toMatchObject({ mode: 'gate', configGiven: true, target: 'auto', quantize: 'int8', comment: false, failOn: 'never', prNumber: 42, token: 'ghs_x' });
-    expect(inputs({ target: '0.35' })).toMatchObject({ target: 0.35 });
-    expect(inputs({ target: '0' })).toMatchObject({ target: 0 }); // quantize only
+    expect(v).toMatchObject({
+      mode: 'gate',
+      config: path.resolve('test/action-configs/pass.yml'),
+      overrides: { model: path.resolve('test/fixtures/mlp.onnx'), calibration: path.resolve('calibration/mlp'), target: 'auto', quantize: 'int8' },
+      comment: false,
+      failOn: 'never',
+      prNumber: 42,
+      token: 'ghs_x',
+    });
+    expect(inputs({ target: '0.35' })).toMatchObject({ overrides: { target: 0.35 } });
+    expect(inputs({ target: '0' })).toMatchObject({ overrides: { target: 0 } }); // quantize only
+    expect(inputs({ config: 'prune-gate.yml' })).toMatchObject({ config: undefined }); // action.yml's default: may be absent
   });
 
   test('report: publish mode', () => {
@@ -65,9 +74,9 @@ describe('readInputs', () => {
     [{ 'pr-number': '0' }, "input pr-number: expected a pull request number such as 42, found '0'"],
     [{ comment: 'on' }, "input comment: expected true or false, found 'on'"],
     [{ model: 'calibration' }, 'input model: not a file: calibration'],
-    [{ calibration: 'package.json' }, 'input calibration: not a folder: package.json'],
+    [{ calibration: 'calibration/nowhere' }, 'input calibration: file or folder not found: calibration/nowhere'],
     [{ report: 'package.json', model: 'package.json', out: 'x' }, 'input report: publishes an existing report and prunes nothing: remove model, out (they apply only when the action prunes)'],
-    [{ quantize: 'a\nb' }, "input quantize: expected none, int8 or int4, found 'a\\nb'"],
+    [{ quantize: 'a\nb' }, "input quantize: expected none, int8, int4, found 'a\\nb'"],
   ])('%j -> one line naming the input', (given, message) => {
     expect(() => inputs(given)).toThrow(message);
     try {

@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { applyOverrides, loadConfig, parseConfig, resolveConfig } from '../src/config/config';
+import { applyOverrides, loadConfig, parseConfig, parseOverrides, resolveConfig } from '../src/config/config';
 import { UserError } from '../src/errors';
 
 let tmp: string;
@@ -81,8 +81,9 @@ describe('mistakes name themselves', () => {
   test('a wrong type or value', () => {
     expect(configError('prune:\n  steps: five\n')).toBe("prune-gate.yml: prune.steps: expected a whole number of steps >= 1, found 'five'");
     expect(configError('prune:\n  steps: 2.5\n')).toBe('prune-gate.yml: prune.steps: expected a whole number of steps >= 1, found 2.5');
-    expect(configError('prune:\n  target: 1.5\n')).toMatch(/^prune-gate\.yml: prune\.target: .*a fraction of parameters between 0 and 1/);
-    expect(configError('prune:\n  target: most\n')).toMatch(/^prune-gate\.yml: prune\.target: .*a fraction of parameters between 0 and 1 \(0\.3\), or auto/);
+    expect(configError('prune:\n  target: 1.5\n')).toBe('prune-gate.yml: prune.target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found 1.5');
+    expect(configError('prune:\n  target: most\n')).toBe("prune-gate.yml: prune.target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found 'most'");
+    expect(configError('prune:\n  target: [0.3]\n')).toBe('prune-gate.yml: prune.target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found [0.3]');
     expect(configError('quantize: int3\n')).toBe("prune-gate.yml: quantize: 'int3' is not one of none, int8, int4");
     expect(configError('keep-names: sometimes\n')).toBe("prune-gate.yml: keep-names: expected true or false, found 'sometimes'");
     expect(configError('prune:\n  structures: [ffn, neurons]\n')).toBe("prune-gate.yml: prune.structures[1]: unknown structure 'neurons' (expected ffn, heads, channels)");
@@ -91,7 +92,7 @@ describe('mistakes name themselves', () => {
 
   test('a missing model or calibration file', () => {
     expect(configError('model: models/nope.onnx\n')).toBe('prune-gate.yml: model: file not found: models/nope.onnx');
-    expect(configError('calibration: calib/none\n')).toBe('prune-gate.yml: calibration: file not found: calib/none');
+    expect(configError('calibration: calib/none\n')).toBe('prune-gate.yml: calibration: file or folder not found: calib/none');
     expect(() => loadConfig('other.yml')).toThrow('config file not found: other.yml');
   });
 
@@ -120,28 +121,35 @@ describe('mistakes name themselves', () => {
 });
 
 describe('command-line overrides', () => {
+  const flag = (key: string) => `--${key}`;
+  const flags = (raw: Parameters<typeof parseOverrides>[0]) => parseOverrides(raw, flag);
+
   test('flags override the config, paths relative to the working folder', () => {
-    const c = applyOverrides(parseConfig(VALID, path.resolve('prune-gate.yml')), { target: '0.25', quantize: 'none', model: 'models/m.onnx' });
+    const c = applyOverrides(parseConfig(VALID, path.resolve('prune-gate.yml')), flags({ target: '0.25', quantize: 'none', model: 'models/m.onnx' }));
     expect(c.prune.target).toBe(0.25);
     // 0 prunes nothing (quantize only), in the file and on the command line.
     expect(parseConfig('prune:\n  target: 0\n', path.resolve('prune-gate.yml')).prune.target).toBe(0);
-    expect(applyOverrides(c, { target: '0' }).prune.target).toBe(0);
+    expect(applyOverrides(c, flags({ target: '0' })).prune.target).toBe(0);
+    expect(flags({ target: '0.' }).target).toBe(0); // one parser: "0." is 0 everywhere
+    expect(flags({ target: 'auto' }).target).toBe('auto');
     expect(c.model).toBe(path.resolve('models/m.onnx'));
   });
 
   test('bad flags name the flag', () => {
-    const c = parseConfig(VALID, path.resolve('prune-gate.yml'));
-    expect(() => applyOverrides(c, { target: '30%' })).toThrow("--target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '30%'");
-    expect(() => applyOverrides(c, { target: '1' })).toThrow(/--target: expected a fraction/);
-    expect(() => applyOverrides(c, { quantize: 'fp8' })).toThrow("--quantize: expected none, int8, int4, found 'fp8'");
-    expect(() => applyOverrides(c, { model: 'x.onnx' })).toThrow('--model: file not found: x.onnx');
+    expect(() => flags({ target: '30%' })).toThrow("--target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '30%'");
+    expect(() => flags({ target: '1' })).toThrow(/--target: expected a fraction/);
+    expect(() => flags({ quantize: 'fp8' })).toThrow("--quantize: expected none, int8, int4, found 'fp8'");
+    expect(() => flags({ model: 'x.onnx' })).toThrow('--model: file not found: x.onnx');
+    expect(() => flags({ calibration: 'nowhere' })).toThrow('--calibration: file or folder not found: nowhere');
   });
 
   test('without ./prune-gate.yml the flags must name model and calibration', () => {
-    expect(() => resolveConfig(undefined, {})).toThrow('no prune-gate.yml here: no model: set "model:" in the config, or pass --model');
-    const c = resolveConfig(undefined, { model: 'models/m.onnx', calibration: 'calib' });
+    expect(() => resolveConfig(undefined, {}, flag)).toThrow(
+      'no prune-gate.yml here and no --model or --calibration: give --config (a config file), or --model and --calibration',
+    );
+    const c = resolveConfig(undefined, flags({ model: 'models/m.onnx', calibration: 'calib' }), flag);
     expect(c.file).toBeUndefined();
     expect(c.prune.target).toBe('auto');
-    expect(() => resolveConfig('missing.yml', {})).toThrow('config file not found: missing.yml');
+    expect(() => resolveConfig('missing.yml', {}, flag)).toThrow('--config: file not found: missing.yml');
   });
 });

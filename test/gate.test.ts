@@ -1,8 +1,9 @@
 // Issue 5, items 3 and 4: bounds, the verdict, and the gradual search's stop rules.
 import * as path from 'path';
-import { GateRule, parseRule } from '../src/config/config';
+import { parseRule } from '../src/config/config';
+import { GateRule } from '../src/gate/gate';
 import { MetricResult, checkRulesFitTask, judge, passesQuality, resolveBound, verdictOf } from '../src/gate/gate';
-import { MetricName, MetricValues } from '../src/gate/metrics';
+import { MetricName, MetricValues } from '../src/eval/metric-names';
 import { SearchDeps, chooseStep, gradualSearch, incrementalTarget, mergePruned, stepRatios } from '../src/gate/search';
 import { OnnxModel } from '../src/onnx/model';
 import { pruneModel } from '../src/prune';

@@ -6,7 +6,7 @@ import { OnnxModel } from '../src/onnx/model';
 import { graphInputs, graphOutputs } from '../src/onnx/runtime';
 import { writeModel } from '../src/onnx/write';
 import type { Inspection } from '../src/cli/commands/inspect';
-import { grouped } from '../src/cli/format';
+import { grouped } from '../src/util/format';
 import { fixtureFiles } from './helpers/fixtures';
 import { T, encode, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
 import { useBuiltCli } from './helpers/run-cli';

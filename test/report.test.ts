@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { MetricResult } from '../src/gate/gate';
 import { buildReport, parseReport, readReport } from '../src/report/build';
-import { pullRequestFromEnv } from '../src/report/github';
+import { pullRequestOfRun } from '../src/github/event';
 import { escapeMarkdown, renderMarkdown, stickyMarker } from '../src/report/markdown';
 import { Report, ReportSchema } from '../src/report/schema';
 
@@ -64,13 +64,13 @@ describe('report.json', () => {
     const event = path.join(dir, 'event.json');
     const sha = 'a'.repeat(40);
     fs.writeFileSync(event, JSON.stringify({ pull_request: { number: 42, head: { sha } } }));
-    const pr = pullRequestFromEnv({ GITHUB_EVENT_NAME: 'pull_request', GITHUB_EVENT_PATH: event });
+    const pr = pullRequestOfRun({ GITHUB_EVENT_NAME: 'pull_request', GITHUB_EVENT_PATH: event });
     expect(pr).toEqual({ number: 42, head_sha: sha });
     expect(sample({ pullRequest: pr }).pull_request).toEqual({ number: 42, head_sha: sha });
-    expect(pullRequestFromEnv({ GITHUB_EVENT_NAME: 'push', GITHUB_EVENT_PATH: event })).toBeUndefined();
-    expect(pullRequestFromEnv({ GITHUB_EVENT_NAME: 'pull_request', GITHUB_EVENT_PATH: path.join(dir, 'none.json') })).toBeUndefined();
+    expect(pullRequestOfRun({ GITHUB_EVENT_NAME: 'push', GITHUB_EVENT_PATH: event })).toBeUndefined();
+    expect(pullRequestOfRun({ GITHUB_EVENT_NAME: 'pull_request', GITHUB_EVENT_PATH: path.join(dir, 'none.json') })).toBeUndefined();
     fs.writeFileSync(event, JSON.stringify({ pull_request: { number: 42, head: { sha: 'not-a-sha' } } }));
-    expect(pullRequestFromEnv({ GITHUB_EVENT_NAME: 'pull_request', GITHUB_EVENT_PATH: event })).toBeUndefined();
+    expect(pullRequestOfRun({ GITHUB_EVENT_NAME: 'pull_request', GITHUB_EVENT_PATH: event })).toBeUndefined();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 

@@ -195,7 +195,7 @@ test('runGate with an injected engine and quantize hook: the hook sees every ste
   const targets: number[] = [];
   const modes: string[] = [];
   const outcome = await runGate({
-    config: resolveConfig(file, {}),
+    config: resolveConfig(file, {}, (k) => `--${k}`),
     out: path.join(tmp, 'injected'),
     prune: async (model, options) => {
       targets.push(options.target);

@@ -4,24 +4,16 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { UserError } from '../errors';
 import { DEFAULT_LATENCY, LatencyOptions } from '../eval/latency';
-import { BOUND_KINDS, BoundKind, METRICS, METRIC_NAMES, MetricName } from '../gate/metrics';
+import { METRIC_NAMES, MetricName } from '../eval/metric-names';
+import { GateRule } from '../gate/gate';
+import { BOUND_KINDS, BoundKind, METRICS } from '../gate/metrics';
+import { QUANTIZE_MODES, QuantizeMode } from '../quantize/options';
 import type { Compensation, Importance, Structure } from '../prune/types';
-import { closest, displayPath, keyPath, parseWith } from './issues';
+import { quoted } from '../util/format';
+import { checkedPath, displayPath } from '../util/paths';
+import { closest, keyPath, parseWith } from '../util/validation';
 
 export const DEFAULT_CONFIG = 'prune-gate.yml';
-export const QUANTIZE_MODES = ['none', 'int8', 'int4'] as const;
-export type QuantizeMode = (typeof QUANTIZE_MODES)[number];
-
-/** One bound of the gate, as written and as understood. */
-export interface GateRule {
-  metric: MetricName;
-  bound: BoundKind;
-  value: number;
-  /** true: `value` is a percentage of the base model's value. */
-  percent: boolean;
-  /** As written, for the report: "max-increase 5%". */
-  text: string;
-}
 
 export interface PruneSettings {
   target: number | 'auto';
@@ -67,9 +59,10 @@ const ConfigFile = z.strictObject({
   prune: z
     .strictObject({
       // 0 prunes nothing: with quantize, the gate judges the quantized base model.
-      target: z.union([fraction('a fraction of parameters between 0 and 1'), z.literal(0), z.literal('auto')], {
-        error: 'a fraction of parameters between 0 and 1 (0.3), or auto',
-      }).optional(),
+      target: z
+        .union([z.number(), z.string()], { error: (i) => targetExpected(true, i.input) })
+        .transform((v, ctx) => targetValue(v, true) ?? (ctx.addIssue({ code: 'custom', message: targetExpected(true, v) }), z.NEVER))
+        .optional(),
       'max-target': fraction('a fraction of parameters between 0 and 1 (0.6)').optional(),
       structures: z
         .array(z.enum(['ffn', 'heads', 'channels'], { error: (i) => `unknown structure '${String(i.input)}' (expected ffn, heads, channels)` }), {
@@ -137,8 +130,8 @@ export function parseConfig(text: string, file: string): Config {
 function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
   const p = raw.prune ?? {};
   return {
-    model: raw.model !== undefined ? existing(path.resolve(dir, raw.model), `${shown}: model`) : undefined,
-    calibration: raw.calibration !== undefined ? existing(path.resolve(dir, raw.calibration), `${shown}: calibration`) : undefined,
+    model: raw.model !== undefined ? checkedPath(raw.model, `${shown}: model`, 'file', dir) : undefined,
+    calibration: raw.calibration !== undefined ? checkedPath(raw.calibration, `${shown}: calibration`, 'file or folder', dir) : undefined,
     prune: {
       target: p.target ?? DEFAULT_PRUNE.target,
       maxTarget: p['max-target'] ?? DEFAULT_PRUNE.maxTarget,
@@ -160,10 +153,6 @@ export function defaultConfig(): Config {
   return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', keepNames: false, gate: [], latency: { ...DEFAULT_LATENCY } };
 }
 
-function existing(file: string, where: string): string {
-  if (!fs.existsSync(file)) throw new UserError(`${where}: file not found: ${displayPath(file)}`);
-  return file;
-}
 
 /**
  * The gate section: metric name -> one bound, e.g. perplexity: { max-increase: 5% }. Parsed by
@@ -224,50 +213,86 @@ export function parseRule(metric: MetricName, bound: BoundKind, value: unknown, 
   return { metric, bound, value: number, percent, text: `${bound} ${percent ? `${number}%` : number}` };
 }
 
-/** Command-line flags that override the config's keys (paths relative to the working folder). */
+/**
+ * A target as a user writes it (a number in the config file; text on the command line and in the
+ * action's inputs): a fraction of the parameters from 0 up to 1 (1 excluded), or `auto` for the
+ * gradual search where `auto` is allowed. Undefined when it is neither.
+ */
+function targetValue(value: unknown, auto: boolean): number | 'auto' | undefined {
+  if (auto && typeof value === 'string' && value.trim() === 'auto') return 'auto';
+  const n = typeof value === 'number' ? value : typeof value === 'string' && /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(value) ? Number(value) : NaN;
+  return n >= 0 && n < 1 ? n : undefined;
+}
+
+function targetExpected(auto: boolean, value: unknown): string {
+  return `expected a fraction of parameters between 0 and 1 (e.g. 0.3)${auto ? ' or auto' : ''}, found ${quoted(value)}`;
+}
+
+/** The one reading of a target (see targetValue); `where` names the flag, input or key in the error. */
+export function parseTarget(value: unknown, where: string, options: { auto: boolean } = { auto: true }): number | 'auto' {
+  const target = targetValue(value, options.auto);
+  if (target === undefined) throw new UserError(`${where}: ${targetExpected(options.auto, value)}`);
+  return target;
+}
+
+export function parseQuantize(value: string, where: string): QuantizeMode {
+  if ((QUANTIZE_MODES as readonly string[]).includes(value)) return value as QuantizeMode;
+  throw new UserError(`${where}: expected ${QUANTIZE_MODES.join(', ')}, found ${quoted(value)}`);
+}
+
+/** Settings given outside the config file (command-line flags, action inputs), parsed; paths absolute. */
 export interface Overrides {
   model?: string;
   calibration?: string;
-  target?: string;
-  quantize?: string;
+  target?: number | 'auto';
+  quantize?: QuantizeMode;
   keepNames?: boolean;
+}
+
+/** What a caller calls its options in messages: "--model" on the command line, "input model" in the action. */
+export type OptionName = (key: 'config' | 'model' | 'calibration' | 'target' | 'quantize') => string;
+
+/** Overrides as written (flags, inputs), checked: paths exist, target and quantize parse. */
+export function parseOverrides(raw: { model?: string; calibration?: string; target?: string; quantize?: string; keepNames?: boolean }, option: OptionName): Overrides {
+  const o: Overrides = {};
+  if (raw.model !== undefined) o.model = checkedPath(raw.model, option('model'), 'file');
+  if (raw.calibration !== undefined) o.calibration = checkedPath(raw.calibration, option('calibration'), 'file or folder');
+  if (raw.target !== undefined) o.target = parseTarget(raw.target, option('target'));
+  if (raw.quantize !== undefined) o.quantize = parseQuantize(raw.quantize, option('quantize'));
+  if (raw.keepNames) o.keepNames = true;
+  return o;
 }
 
 export function applyOverrides(config: Config, o: Overrides): Config {
   const out: Config = { ...config, prune: { ...config.prune } };
-  if (o.model !== undefined) out.model = existing(path.resolve(o.model), '--model');
-  if (o.calibration !== undefined) out.calibration = existing(path.resolve(o.calibration), '--calibration');
-  if (o.target !== undefined) out.prune.target = parseTarget(o.target, '--target');
-  if (o.quantize !== undefined) {
-    if (!(QUANTIZE_MODES as readonly string[]).includes(o.quantize)) {
-      throw new UserError(`--quantize: expected ${QUANTIZE_MODES.join(', ')}, found '${o.quantize}'`);
-    }
-    out.quantize = o.quantize as QuantizeMode;
-  }
+  if (o.model !== undefined) out.model = o.model;
+  if (o.calibration !== undefined) out.calibration = o.calibration;
+  if (o.target !== undefined) out.prune.target = o.target;
+  if (o.quantize !== undefined) out.quantize = o.quantize;
   if (o.keepNames) out.keepNames = true;
   return out;
 }
 
-export function parseTarget(text: string, where: string): number | 'auto' {
-  if (text.trim() === 'auto') return 'auto';
-  const n = Number(text);
-  if (!/^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(text) || !(n >= 0 && n < 1)) {
-    throw new UserError(`${where}: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '${text}'`);
-  }
-  return n;
-}
-
 /**
- * The config for a run: the file at `file` (default ./prune-gate.yml), or defaults when that
- * default file does not exist and the flags name the model and calibration themselves.
+ * The config of a run, for the command line and the action alike: the config file `file` (by
+ * default ./prune-gate.yml, which may then be absent when the overrides name the model and the
+ * calibration themselves), with the overrides applied. Every way this fails is one line naming
+ * the option (`option`) or the file's key to set.
  */
-export function resolveConfig(file: string | undefined, overrides: Overrides): Config {
-  const explicit = file !== undefined;
-  const chosen = file ?? DEFAULT_CONFIG;
-  const base = explicit || fs.existsSync(chosen) ? loadConfig(chosen) : defaultConfig();
+export function resolveConfig(file: string | undefined, overrides: Overrides, option: OptionName): Config {
+  const chosen = path.resolve(file ?? DEFAULT_CONFIG);
+  let base: Config;
+  if (fs.existsSync(chosen)) base = loadConfig(chosen);
+  else if (file !== undefined) throw new UserError(`${option('config')}: file not found: ${displayPath(chosen)}`);
+  else if (overrides.model && overrides.calibration) base = defaultConfig();
+  else {
+    const missing = [overrides.model ? undefined : option('model'), overrides.calibration ? undefined : option('calibration')].filter(Boolean);
+    throw new UserError(`no ${DEFAULT_CONFIG} here and no ${missing.join(' or ')}: give ${option('config')} (a config file), or ${option('model')} and ${option('calibration')}`);
+  }
   const config = applyOverrides(base, overrides);
-  const source = config.file ? displayPath(config.file) : `no ${DEFAULT_CONFIG} here`;
-  if (!config.model) throw new UserError(`${source}: no model: set "model:" in the config, or pass --model`);
-  if (!config.calibration) throw new UserError(`${source}: no calibration set: set "calibration:" in the config, or pass --calibration`);
+  // Without a config file both were given: a missing one is the file's to set.
+  const source = () => displayPath(config.file as string);
+  if (!config.model) throw new UserError(`${source()}: no model: set "model:" in it, or give ${option('model')}`);
+  if (!config.calibration) throw new UserError(`${source()}: no calibration set: set "calibration:" in it, or give ${option('calibration')}`);
   return config;
 }

@@ -2,13 +2,14 @@ import * as fs from 'fs';
 import * as path from 'path';
 import YAML from 'yaml';
 import { z } from 'zod';
-import { displayPath, parseWith } from '../config/issues';
+import { displayPath } from '../util/paths';
+import { parseWith } from '../util/validation';
 import { UserError } from '../errors';
 import { DataType, dtypeInfo, dtypeName, floatToHalf, isFloatDType } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { InputSpec, graphInputs, graphOutputs, toOrtTensor } from '../onnx/runtime';
 import { Tensor, elementCount, toFloat32, toNumbers } from '../onnx/tensor';
-import type { Feeds } from '../prune/types';
+import type { Feeds } from '../onnx/runtime';
 import { readNpy } from './npy';
 
 export const TASKS = ['language-model', 'classification', 'generic'] as const;

@@ -1,8 +1,8 @@
 import { countParams, measureMacs } from '../graph/cost';
-import type { MetricValues } from '../gate/metrics';
+import type { MetricValues } from './metric-names';
 import { OnnxModel } from '../onnx/model';
 import { createSession, ort } from '../onnx/runtime';
-import type { Feeds } from '../prune/types';
+import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batches } from './calibration';
 import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, measureLatency } from './latency';
 import { ComparisonAccumulator, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';

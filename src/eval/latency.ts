@@ -1,5 +1,5 @@
 import type { ort } from '../onnx/runtime';
-import type { Feeds } from '../prune/types';
+import type { Feeds } from '../onnx/runtime';
 
 export interface LatencyOptions {
   /** Untimed runs of each model first (allocations, caches, thread pools). */

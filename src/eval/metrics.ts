@@ -1,7 +1,7 @@
 import { UserError } from '../errors';
 import { halfToFloat } from '../onnx/dtype';
 import type { ort } from '../onnx/runtime';
-import type { MetricValues } from '../gate/metrics';
+import type { MetricValues } from './metric-names';
 import type { Batch, CalibrationSet } from './calibration';
 
 /**

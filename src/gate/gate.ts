@@ -1,6 +1,18 @@
-import type { GateRule } from '../config/config';
 import { UserError } from '../errors';
-import { COMMON_METRICS, METRICS, MetricName, MetricValues, TASK_METRICS, isQuality } from './metrics';
+import type { Task } from '../eval/calibration';
+import { MetricName, MetricValues, metricsOf } from '../eval/metric-names';
+import { BoundKind, METRICS, isQuality } from './metrics';
+
+/** One bound of the gate, as written and as understood. */
+export interface GateRule {
+  metric: MetricName;
+  bound: BoundKind;
+  value: number;
+  /** true: `value` is a percentage of the base model's value. */
+  percent: boolean;
+  /** As written, for the report: "max-increase 5%". */
+  text: string;
+}
 
 /** One line of report.json's metrics[]. */
 export interface MetricResult {
@@ -15,13 +27,6 @@ export interface MetricResult {
 }
 
 export type Verdict = 'pass' | 'fail';
-
-type Task = keyof typeof TASK_METRICS;
-
-/** The metrics a task reports, in report order: its own first, then comparisons and efficiency. */
-export function metricsOf(task: Task): MetricName[] {
-  return [...TASK_METRICS[task], ...COMMON_METRICS];
-}
 
 /** A bound on a metric the calibration task cannot produce is a config mistake: say so up front. */
 export function checkRulesFitTask(rules: readonly GateRule[], task: Task, where: string): void {

@@ -1,28 +1,13 @@
-/**
- * The metrics of the gate (PRODUCT.md): their names (the same in the config, in report.json and
- * in the comment), which way is better, which bounds each takes, and whether a bound on it is a
- * quality bound (stops the gradual search) or an efficiency bound (does not).
- */
+import type { MetricName } from '../eval/metric-names';
 
-export const METRIC_NAMES = [
-  'accuracy',
-  'perplexity',
-  'next-token-accuracy',
-  'agreement',
-  'kl-divergence',
-  'cosine',
-  'latency-p50',
-  'latency-p95',
-  'size',
-  'params',
-  'macs',
-] as const;
-export type MetricName = (typeof METRIC_NAMES)[number];
+/**
+ * How the gate judges each metric (docs/contracts.md, "Config file"): which way is better, which
+ * bounds it takes, and whether a bound on it is a quality bound (stops the gradual search) or an
+ * efficiency bound (does not). The names themselves are eval's (src/eval/metric-names.ts).
+ */
 
 export const BOUND_KINDS = ['max-drop', 'max-increase', 'min', 'max', 'min-speedup', 'max-ratio'] as const;
 export type BoundKind = (typeof BOUND_KINDS)[number];
-
-export type MetricValues = Partial<Record<MetricName, number>>;
 
 export interface MetricInfo {
   /** quality bounds stop the gradual search; efficiency bounds do not (they only improve). */
@@ -46,18 +31,6 @@ export const METRICS: Record<MetricName, MetricInfo> = {
   params: { kind: 'efficiency', higherIsBetter: false, bounds: ['max-ratio', 'max'], unit: 'count' },
   macs: { kind: 'efficiency', higherIsBetter: false, bounds: ['max-ratio', 'max'], unit: 'count' },
 };
-
-/** Which metrics a calibration task can produce (the rest of the quality metrics need labels or tokens). */
-export const TASK_METRICS: Record<'language-model' | 'classification' | 'generic', readonly MetricName[]> = {
-  'language-model': ['perplexity', 'next-token-accuracy'],
-  classification: ['accuracy'],
-  generic: [],
-};
-
-/** Metrics every task has (all but the task-specific ones): comparisons with the base model and the efficiency measures. */
-export const COMMON_METRICS: readonly MetricName[] = METRIC_NAMES.filter(
-  (m) => !Object.values(TASK_METRICS).some((own) => own.includes(m)),
-);
 
 export function isQuality(name: MetricName): boolean {
   return METRICS[name].kind === 'quality';

@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import { z } from 'zod';
 import { UserError } from '../errors';
+import type { ReportPullRequest } from '../report/schema';
 
 /**
  * What the action needs from the workflow run's context: the repository, the event and, for the
@@ -74,6 +75,37 @@ function readPayload(file: string | undefined): unknown {
   }
 }
 
+/** The pull request of a pull_request(_target) event's payload; undefined for other events or payloads. */
+function pullRequestOf(eventName: string, payload: unknown, repository: string | undefined): PullRequestEvent | undefined {
+  if (!(PULL_REQUEST_EVENTS as readonly string[]).includes(eventName)) return undefined;
+  const pr = PullRequestPayload.safeParse(payload);
+  if (!pr.success) return undefined;
+  const head = pr.data.pull_request.head.repo;
+  const base = pr.data.pull_request.base?.repo.full_name ?? repository;
+  return {
+    number: pr.data.pull_request.number,
+    headSha: pr.data.pull_request.head.sha,
+    // A deleted head repository (null) was a fork.
+    fromFork: head === null ? true : head === undefined ? false : head.full_name !== base,
+  };
+}
+
+/**
+ * The pull request this run is for, as report.json records it (so that a later `workflow_run`
+ * job publishing the report knows which PR to comment on). For the command line, which may run
+ * anywhere: outside a pull_request event, or with an unreadable payload, there is none.
+ */
+export function pullRequestOfRun(env: NodeJS.ProcessEnv = process.env): ReportPullRequest | undefined {
+  let payload: unknown;
+  try {
+    payload = readPayload(env.GITHUB_EVENT_PATH);
+  } catch {
+    return undefined;
+  }
+  const pr = pullRequestOf(env.GITHUB_EVENT_NAME ?? '', payload, env.GITHUB_REPOSITORY);
+  return pr && { number: pr.number, head_sha: pr.headSha };
+}
+
 export function readContext(env: NodeJS.ProcessEnv = process.env): ActionContext {
   const eventName = env.GITHUB_EVENT_NAME ?? '';
   const payload = readPayload(env.GITHUB_EVENT_PATH);
@@ -84,19 +116,8 @@ export function readContext(env: NodeJS.ProcessEnv = process.env): ActionContext
     if (!m) throw new UserError(`GITHUB_REPOSITORY: expected owner/name, found '${repo}'`);
     ctx.repository = { owner: m[1], repo: m[2] };
   }
-  if ((PULL_REQUEST_EVENTS as readonly string[]).includes(eventName)) {
-    const pr = PullRequestPayload.safeParse(payload);
-    if (pr.success) {
-      const head = pr.data.pull_request.head.repo;
-      const base = pr.data.pull_request.base?.repo.full_name ?? repo;
-      ctx.pullRequest = {
-        number: pr.data.pull_request.number,
-        headSha: pr.data.pull_request.head.sha,
-        // A deleted head repository (null) was a fork.
-        fromFork: head === null ? true : head === undefined ? false : head.full_name !== base,
-      };
-    }
-  }
+  const pullRequest = pullRequestOf(eventName, payload, repo);
+  if (pullRequest) ctx.pullRequest = pullRequest;
   if (eventName === 'workflow_run') {
     const run = WorkflowRunPayload.safeParse(payload);
     if (run.success) {

@@ -1,9 +1,10 @@
-import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { z } from 'zod';
-import { QUANTIZE_MODES, QuantizeMode } from '../config/config';
+import { DEFAULT_CONFIG, OptionName, Overrides, parseOverrides } from '../config/config';
 import { UserError } from '../errors';
+import { quoted } from '../util/format';
+import { checkedPath } from '../util/paths';
 
 /**
  * The action's inputs (action.yml), read once and validated into one typed object before
@@ -27,8 +28,6 @@ export const INPUT_NAMES = [
 ] as const;
 export type InputName = (typeof INPUT_NAMES)[number];
 
-export const DEFAULT_CONFIG_INPUT = 'prune-gate.yml';
-
 interface Common {
   /** '' when there is none: the action then cannot comment (it says so). */
   token: string;
@@ -41,15 +40,15 @@ interface Common {
 /** Prune, evaluate and gate (the default). Paths are absolute. */
 export interface GateInputs extends Common {
   mode: 'gate';
-  config: string;
-  /** false when `config` is the default (prune-gate.yml), which may be absent when model and calibration are given. */
-  configGiven: boolean;
-  model?: string;
-  calibration?: string;
-  target?: number | 'auto';
-  quantize?: QuantizeMode;
+  /** The config file; undefined for the default (prune-gate.yml), which may be absent when model and calibration are given. */
+  config?: string;
+  /** The inputs that override the config's keys (model, calibration, target, quantize). */
+  overrides: Overrides;
   out: string;
 }
+
+/** How messages name the action's inputs. */
+export const inputName: OptionName = (key) => `input ${key}`;
 
 /** Publish an existing report.json (the workflow_run half of the fork pattern). */
 export interface PublishInputs extends Common {
@@ -59,46 +58,16 @@ export interface PublishInputs extends Common {
 
 export type Inputs = GateInputs | PublishInputs;
 
-/** How a value was written, for messages: quoted, one line, bounded. */
-function shown(v: string): string {
-  const s = JSON.stringify(v.length > 80 ? `${v.slice(0, 79)}…` : v);
-  return `'${s.slice(1, -1)}'`;
-}
-
 const optionalText = z.string().transform((s) => (s === '' ? undefined : s));
-
-function existingPath(kind: 'file' | 'folder') {
-  return optionalText.superRefine((v, ctx) => {
-    if (v === undefined) return;
-    let stat: fs.Stats | undefined;
-    try {
-      stat = fs.statSync(path.resolve(v));
-    } catch {
-      stat = undefined;
-    }
-    if (!stat) ctx.addIssue({ code: 'custom', message: `${kind} not found: ${v}` });
-    else if (kind === 'file' && !stat.isFile()) ctx.addIssue({ code: 'custom', message: `not a file: ${v}` });
-    else if (kind === 'folder' && !stat.isDirectory()) ctx.addIssue({ code: 'custom', message: `not a folder: ${v}` });
-  });
-}
 
 function choice<T extends string>(values: readonly T[], fallback: T) {
   return z.string().transform((s, ctx) => {
     if (s === '') return fallback;
     if ((values as readonly string[]).includes(s)) return s as T;
-    ctx.addIssue({ code: 'custom', message: `expected ${values.slice(0, -1).join(', ')} or ${values[values.length - 1]}, found ${shown(s)}` });
+    ctx.addIssue({ code: 'custom', message: `expected ${values.slice(0, -1).join(', ')} or ${values[values.length - 1]}, found ${quoted(s)}` });
     return z.NEVER;
   });
 }
-
-const target = z.string().transform((s, ctx): number | 'auto' | undefined => {
-  if (s === '') return undefined;
-  if (s === 'auto') return 'auto';
-  const n = Number(s);
-  if (/^(\d+(\.\d*)?|\.\d+)$/.test(s) && n >= 0 && n < 1) return n;
-  ctx.addIssue({ code: 'custom', message: `expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found ${shown(s)}` });
-  return z.NEVER;
-});
 
 const boolean = (fallback: boolean) =>
   z.string().transform((s, ctx) => {
@@ -106,7 +75,7 @@ const boolean = (fallback: boolean) =>
     if (s === '') return fallback;
     if (['true', 'True', 'TRUE'].includes(s)) return true;
     if (['false', 'False', 'FALSE'].includes(s)) return false;
-    ctx.addIssue({ code: 'custom', message: `expected true or false, found ${shown(s)}` });
+    ctx.addIssue({ code: 'custom', message: `expected true or false, found ${quoted(s)}` });
     return z.NEVER;
   });
 
@@ -114,27 +83,23 @@ const prNumber = z.string().transform((s, ctx) => {
   if (s === '') return undefined;
   const n = Number(s.replace(/^#/, ''));
   if (/^#?[1-9]\d{0,9}$/.test(s) && Number.isSafeInteger(n)) return n;
-  ctx.addIssue({ code: 'custom', message: `expected a pull request number such as 42, found ${shown(s)}` });
+  ctx.addIssue({ code: 'custom', message: `expected a pull request number such as 42, found ${quoted(s)}` });
   return z.NEVER;
 });
 
 const RawInputs = z
   .object({
-    config: z.string().transform((s) => s || DEFAULT_CONFIG_INPUT),
-    model: existingPath('file'),
-    calibration: existingPath('folder'),
-    target,
-    quantize: z.string().transform((s, ctx): QuantizeMode | undefined => {
-      if (s === '') return undefined;
-      if ((QUANTIZE_MODES as readonly string[]).includes(s)) return s as QuantizeMode;
-      ctx.addIssue({ code: 'custom', message: `expected none, int8 or int4, found ${shown(s)}` });
-      return z.NEVER;
-    }),
+    // The config's overrides are checked by parseOverrides, as the command line's flags are.
+    config: optionalText,
+    model: optionalText,
+    calibration: optionalText,
+    target: optionalText,
+    quantize: optionalText,
     out: optionalText,
     'github-token': z.string(),
     comment: boolean(true),
     'fail-on': choice(['regression', 'never'] as const, 'regression'),
-    report: existingPath('file'),
+    report: optionalText,
     'pr-number': prNumber,
   })
   .superRefine((v, ctx) => {
@@ -165,16 +130,13 @@ export function readInputs(get: (name: InputName) => string, env: NodeJS.Process
   }
   const v = r.data;
   const common: Common = { token: v['github-token'], comment: v.comment, failOn: v['fail-on'], prNumber: v['pr-number'] };
-  if (v.report !== undefined) return { mode: 'publish', ...common, report: path.resolve(v.report) };
+  if (v.report !== undefined) return { mode: 'publish', ...common, report: checkedPath(v.report, 'input report', 'file') };
   return {
     mode: 'gate',
     ...common,
-    config: path.resolve(v.config),
-    configGiven: raw.config !== '' && raw.config !== DEFAULT_CONFIG_INPUT,
-    model: v.model === undefined ? undefined : path.resolve(v.model),
-    calibration: v.calibration === undefined ? undefined : path.resolve(v.calibration),
-    target: v.target,
-    quantize: v.quantize,
+    // action.yml's default: the file may be absent (then model and calibration must be given).
+    config: v.config === undefined || v.config === DEFAULT_CONFIG ? undefined : path.resolve(v.config),
+    overrides: parseOverrides(v, inputName),
     out: path.resolve(v.out ?? path.join(env.RUNNER_TEMP || os.tmpdir(), 'prune-gate')),
   };
 }

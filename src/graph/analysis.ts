@@ -6,7 +6,10 @@ import { OnnxModel } from '../onnx/model';
 import { dummyFeeds, ort } from '../onnx/runtime';
 import { isFloatDType } from '../onnx/dtype';
 import { toNumbers } from '../onnx/tensor';
-import type { Structure } from '../prune/types';
+
+/** What can be removed: FFN/hidden neurons, attention heads (or KV groups), conv channels. */
+export const STRUCTURES = ['ffn', 'heads', 'channels'] as const;
+export type Structure = (typeof STRUCTURES)[number];
 
 /** One removable unit: an FFN neuron, a head (or KV group), a conv channel. */
 export interface Unit {

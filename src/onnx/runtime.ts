@@ -11,6 +11,9 @@ import { externalLocation, isExternal } from './external';
 import { OnnxModel } from './model';
 import { Tensor, elementCount, toNumber } from './tensor';
 
+/** A batch of model inputs, keyed by graph input name (axis 0 is the sample axis). */
+export type Feeds = Record<string, ort.Tensor>;
+
 export { ort };
 
 const ORT_TYPE: Partial<Record<number, ort.Tensor.Type>> = {

@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { UserError } from '../errors';
+import { temporaryName } from '../util/files';
 import { isSupportedDType } from './dtype';
 import { externalLocation, isExternal } from './external';
 import { isSpilled } from './spill';
@@ -30,10 +31,6 @@ function initializerBytes(t: onnx.ITensorProto): number {
   return protoBytes(t);
 }
 
-function tmpName(file: string): string {
-  return `${file}.tmp-${process.pid}-${Date.now()}`;
-}
-
 /**
  * Writes `model` to `file` without modifying it. Weights are streamed one tensor at a time into
  * the external data file, so memory stays near the largest tensor. Both files are written under
@@ -59,8 +56,8 @@ export function writeModel(model: OnnxModel, file: string, options: WriteOptions
   }
 
   fs.mkdirSync(path.dirname(out), { recursive: true });
-  const tmpModel = tmpName(out);
-  const tmpData = external ? tmpName(dataPath) : undefined;
+  const tmpModel = temporaryName(out);
+  const tmpData = external ? temporaryName(dataPath) : undefined;
   let fd: number | undefined;
   try {
     let offset = 0;

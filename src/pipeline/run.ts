@@ -1,7 +1,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import type { Config, QuantizeMode } from '../config/config';
-import { displayPath } from '../config/issues';
+import type { Config } from '../config/config';
+import type { QuantizeMode } from '../quantize/options';
+import { displayPath } from '../util/paths';
+import { writeFileAtomic, writeJsonAtomic } from '../util/files';
 import { CalibrationSet, calibrationFeeds, loadCalibration } from '../eval/calibration';
 import { Evaluation, Evaluator } from '../eval/evaluator';
 import { MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
@@ -14,10 +16,9 @@ import { newPruneMemory, pruneModel } from '../prune';
 import { QuantizeOptions, quantizeModel } from '../quantize';
 import { compactNames } from '../graph/compact';
 import type { PruneOptions, PruneResult } from '../prune/types';
-import { buildReport, writeFileAtomic } from '../report/build';
-import { pullRequestFromEnv } from '../report/github';
+import { buildReport } from '../report/build';
 import { renderMarkdown } from '../report/markdown';
-import type { Report, ReportQuantization } from '../report/schema';
+import type { Report, ReportPullRequest, ReportQuantization } from '../report/schema';
 import { UserError } from '../errors';
 
 export type PruneFn = (model: OnnxModel, options: PruneOptions) => Promise<PruneResult>;
@@ -43,7 +44,8 @@ export interface RunOptions {
   quantize?: QuantizeFn;
   /** Progress lines (stderr in the CLI). */
   log?: (line: string) => void;
-  env?: NodeJS.ProcessEnv;
+  /** The pull request the run is for, recorded in report.json. */
+  pullRequest?: ReportPullRequest;
 }
 
 export interface RunOutcome {
@@ -147,7 +149,7 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
       chosenStep: result.chosen,
       pruned: result.pruned,
       skipped: result.skipped,
-      pullRequest: pullRequestFromEnv(options.env ?? process.env),
+      pullRequest: options.pullRequest,
     });
     const outcome = writeReports(report, out, files);
     const failed = failures(metrics);
@@ -240,7 +242,7 @@ export function writeReports(report: Report, out: string, files: { model: string
   const markdown = renderMarkdown(report);
   const json = path.join(out, REPORT_JSON);
   const md = path.join(out, REPORT_MD);
-  writeFileAtomic(json, `${JSON.stringify(report, null, 2)}\n`);
+  writeJsonAtomic(json, report);
   writeFileAtomic(md, markdown);
   return { report, markdown, files: { ...files, json, markdown: md } };
 }
@@ -253,7 +255,7 @@ export async function compareModels(options: {
   config?: Config;
   out?: string;
   log?: (line: string) => void;
-  env?: NodeJS.ProcessEnv;
+  pullRequest?: ReportPullRequest;
 }): Promise<{ report: Report; markdown: string }> {
   const log = options.log ?? (() => undefined);
   const base = OnnxModel.read(options.base);
@@ -280,12 +282,12 @@ export async function compareModels(options: {
       chosenStep: null,
       pruned: [],
       skipped: [],
-      pullRequest: pullRequestFromEnv(options.env ?? process.env),
+      pullRequest: options.pullRequest,
     });
     const markdown = renderMarkdown(report);
     if (options.out) {
       const out = path.resolve(options.out);
-      writeFileAtomic(path.join(out, REPORT_JSON), `${JSON.stringify(report, null, 2)}\n`);
+      writeJsonAtomic(path.join(out, REPORT_JSON), report);
       writeFileAtomic(path.join(out, REPORT_MD), markdown);
     }
     return { report, markdown };

@@ -4,8 +4,7 @@ import { Slot } from '../graph/atoms';
 import { Node } from '../graph/graph';
 import { WeightUse, ruleOf } from '../graph/rules';
 import { OnnxModel } from '../onnx/model';
-import { ort, sessionForProto } from '../onnx/runtime';
-import { Feeds } from './types';
+import { Feeds, ort, sessionForProto } from '../onnx/runtime';
 
 /**
  * A weight op that reads a group's channels: an op whose registry entry has a `weight` (MatMul,

@@ -1,13 +1,12 @@
+import type { Structure } from '../graph/analysis';
 import type { OnnxModel } from '../onnx/model';
-import type { ort } from '../onnx/runtime';
+import type { Feeds } from '../onnx/runtime';
 
-/** What can be removed: FFN/hidden neurons, attention heads (or KV groups), conv channels. */
-export type Structure = 'ffn' | 'heads' | 'channels';
-export type Importance = 'magnitude' | 'activation';
-export type Compensation = 'none' | 'bias' | 'reconstruct';
-
-/** A batch of model inputs, keyed by graph input name (axis 0 is the sample axis). */
-export type Feeds = Record<string, ort.Tensor>;
+export type { Structure } from '../graph/analysis';
+export const IMPORTANCES = ['magnitude', 'activation'] as const;
+export type Importance = (typeof IMPORTANCES)[number];
+export const COMPENSATIONS = ['none', 'bias', 'reconstruct'] as const;
+export type Compensation = (typeof COMPENSATIONS)[number];
 
 export interface PruneOptions {
   /** Fraction of the model's parameters to remove, 0..1. */

@@ -39,7 +39,7 @@ import { DataType, dtypeInfo, halfToFloat } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { createSession, dummyFeeds, graphOutputs, ort, sessionForProto } from '../onnx/runtime';
 import { Tensor, fromFloat32, tensorBytes, toFloat32 } from '../onnx/tensor';
-import type { Feeds } from '../prune/types';
+import type { Feeds } from '../onnx/runtime';
 import { Bits, blockSizeFor, quantizeBlocks, quantizePerChannel } from './pack';
 
 export * from './pack';

@@ -1,15 +1,14 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { displayPath } from '../config/issues';
-import type { QuantizeMode } from '../config/config';
+import { displayPath } from '../util/paths';
+import type { QuantizeMode } from '../quantize/options';
 import type { ModelStats } from '../eval/evaluator';
 import type { LatencyResult } from '../eval/latency';
 import type { MetricResult, Verdict } from '../gate/gate';
 import type { StepOutcome } from '../gate/search';
 import type { PrunedEntry, SkippedEntry } from '../prune/types';
 import { UserError } from '../errors';
-import { PullRequestRef } from './github';
-import { Report, ReportQuantization, ReportSchema } from './schema';
+import { Report, ReportPullRequest, ReportQuantization, ReportSchema } from './schema';
 
 export interface ReportInput {
   verdict: Verdict;
@@ -25,7 +24,7 @@ export interface ReportInput {
   chosenStep: number | null;
   pruned: PrunedEntry[];
   skipped: SkippedEntry[];
-  pullRequest?: PullRequestRef;
+  pullRequest?: ReportPullRequest;
 }
 
 /** NaN and infinities have no JSON form: an unmeasurable value is null. */
@@ -71,19 +70,6 @@ export function buildReport(input: ReportInput): Report {
     throw new Error(`internal: the report does not fit its own schema: ${JSON.stringify(checked.error.issues[0])}`);
   }
   return checked.data;
-}
-
-/** Writes `text` to `file` under a temporary name first, so a reader never sees half a file. */
-export function writeFileAtomic(file: string, text: string): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  try {
-    fs.writeFileSync(tmp, text);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
 }
 
 /** A report from a file, validated (the action's publish-only mode; untrusted input). */

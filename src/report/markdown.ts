@@ -1,5 +1,6 @@
-import { bytes as formatBytes, si } from '../cli/format';
-import { METRICS, MetricName } from '../gate/metrics';
+import { bytes as formatBytes, si } from '../util/format';
+import type { MetricName } from '../eval/metric-names';
+import { METRICS } from '../gate/metrics';
 import type { Report, ReportStep } from './schema';
 
 /**

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { METRIC_NAMES } from '../gate/metrics';
+import { METRIC_NAMES } from '../eval/metric-names';
 
 /**
  * report.json. The fields of PRODUCT.md are stable (users and the action's publish-only mode
@@ -53,6 +53,9 @@ export const QuantizationSchema = z.object({
   names_bytes_saved: count,
 });
 
+/** The pull request a run was for: its number and the head commit it judged. */
+export const PullRequestSchema = z.object({ number: z.number().int().positive(), head_sha: z.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) });
+
 export const ReportSchema = z.object({
   tool: z.literal('prune-gate'),
   /** The report format's version; bumped only when a stable field changes meaning. */
@@ -83,11 +86,10 @@ export const ReportSchema = z.object({
     .max(MAX_ITEMS),
   skipped: z.array(z.object({ where: text, reason: text })).max(MAX_ITEMS),
   /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
-  pull_request: z
-    .object({ number: z.number().int().positive(), head_sha: z.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) })
-    .optional(),
+  pull_request: PullRequestSchema.optional(),
 });
 
 export type Report = z.output<typeof ReportSchema>;
 export type ReportStep = z.output<typeof StepSchema>;
 export type ReportQuantization = z.output<typeof QuantizationSchema>;
+export type ReportPullRequest = z.output<typeof PullRequestSchema>;

@@ -11,7 +11,7 @@ import { analyze } from '../../src/graph/analysis';
 import { createSession, ort } from '../../src/onnx/runtime';
 import { floatWeightBytes } from '../../src/onnx/skeleton';
 import { measureMacs } from '../../src/graph/cost';
-import { Feeds } from '../../src/prune/types';
+import type { Feeds } from '../../src/onnx/runtime';
 
 const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
 

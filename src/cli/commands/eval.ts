@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { loadConfig } from '../../config/config';
+import { pullRequestOfRun } from '../../github/event';
 import { compareModels } from '../../pipeline/run';
 import { CliContext } from '../context';
 
@@ -35,6 +36,7 @@ export function register(program: Command, ctx: CliContext): void {
         config,
         out: flags.out,
         log: (line) => ctx.stderr(`${line}\n`),
+        pullRequest: pullRequestOfRun(),
       });
       ctx.stdout(flags.json ? `${JSON.stringify(report, null, 2)}\n` : markdown);
       ctx.exitCode = config && report.verdict === 'fail' ? 1 : 0;

@@ -9,7 +9,7 @@ import { toNumber } from '../../onnx/tensor';
 import { CliContext } from '../context';
 import { isUserError } from '../../errors';
 import { PrunableGroup, SkippedEntry, findPrunable } from '../../prune';
-import { bytes, grouped, shape, si, table } from '../format';
+import { bytes, grouped, shape, si, table } from '../../util/format';
 
 export interface ValueSummary {
   name: string;

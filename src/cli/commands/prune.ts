@@ -1,13 +1,15 @@
-import * as fs from 'fs';
 import * as path from 'path';
 import { Command } from 'commander';
+import { parseTarget } from '../../config/config';
 import { UserError } from '../../errors';
 import { OnnxModel } from '../../onnx/model';
 import { writeModel } from '../../onnx/write';
 import { loadCalibration, calibrationFeeds } from '../../eval/calibration';
-import { Compensation, Importance, PruneResult, Structure, pruneModel } from '../../prune';
+import { STRUCTURES, Structure } from '../../graph/analysis';
+import { Compensation, Importance, PruneResult, pruneModel } from '../../prune';
 import { CliContext } from '../context';
-import { grouped, table } from '../format';
+import { writeJsonAtomic } from '../../util/files';
+import { grouped, table } from '../../util/format';
 
 interface PruneFlags {
   model: string;
@@ -22,8 +24,6 @@ interface PruneFlags {
   report?: string;
   externalData?: boolean;
 }
-
-const STRUCTURES: Structure[] = ['ffn', 'heads', 'channels'];
 
 /** `prune-gate prune`: prune only; prints what was removed where, and why places were skipped. */
 export function register(program: Command, ctx: CliContext): void {
@@ -45,7 +45,7 @@ export function register(program: Command, ctx: CliContext): void {
       if (path.resolve(flags.out) === path.resolve(flags.model)) {
         throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
       }
-      const target = parseTarget(flags.target);
+      const target = parseTarget(flags.target, '--target', { auto: false }) as number;
       const structures = parseStructures(flags.structures);
       const importance = parseImportance(flags.importance, flags.calibration);
       const compensate = parseCompensate(flags.compensate, flags.calibration);
@@ -69,14 +69,6 @@ export function register(program: Command, ctx: CliContext): void {
       if (flags.report) writeJsonAtomic(flags.report, pruneReport(flags.model, written.path, result));
       ctx.stdout(formatPruned(result, flags.out));
     });
-}
-
-export function parseTarget(text: string): number {
-  const value = Number(text);
-  if (!/^\s*\d*\.?\d+\s*$/.test(text) || !(value >= 0 && value < 1)) {
-    throw new UserError(`--target must be a fraction of the parameters between 0 and 1, e.g. 0.3 (got '${text}')`);
-  }
-  return value;
 }
 
 export function parseStructures(text: string): Structure[] {
@@ -116,13 +108,6 @@ function pruneReport(input: string, output: string, r: PruneResult) {
     pruned: r.pruned,
     skipped: r.skipped,
   };
-}
-
-function writeJsonAtomic(file: string, value: unknown): void {
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
-  fs.renameSync(tmp, file);
 }
 
 export function formatPruned(r: PruneResult, out: string): string {

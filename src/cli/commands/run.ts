@@ -1,7 +1,11 @@
 import { Command } from 'commander';
-import { resolveConfig } from '../../config/config';
+import { OptionName, parseOverrides, resolveConfig } from '../../config/config';
+import { pullRequestOfRun } from '../../github/event';
 import { runGate } from '../../pipeline/run';
 import { CliContext } from '../context';
+
+/** How messages name the command line's options. */
+export const flagName: OptionName = (key) => `--${key}`;
 
 export const DEFAULT_OUT = 'out';
 
@@ -33,14 +37,12 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--keep-names', "keep the exporter's intermediate tensor and node names in a quantized model (default: shortened)")
     .option('--json', 'print report.json instead of the Markdown report')
     .action(async (flags: RunFlags) => {
-      const config = resolveConfig(flags.config, {
-        model: flags.model,
-        calibration: flags.calibration,
-        target: flags.target,
-        quantize: flags.quantize,
-        keepNames: flags.keepNames,
-      });
-      const outcome = await runGate({ config, out: flags.out, log: (line) => ctx.stderr(`${line}\n`) });
+      const overrides = parseOverrides(
+        { model: flags.model, calibration: flags.calibration, target: flags.target, quantize: flags.quantize, keepNames: flags.keepNames },
+        flagName,
+      );
+      const config = resolveConfig(flags.config, overrides, flagName);
+      const outcome = await runGate({ config, out: flags.out, log: (line) => ctx.stderr(`${line}\n`), pullRequest: pullRequestOfRun() });
       ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}\n` : outcome.markdown);
       ctx.exitCode = outcome.report.verdict === 'pass' ? 0 : 1;
     });

@@ -43,3 +43,10 @@ export function table(rows: string[][], indent = ''): string[] {
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
   return rows.map((row) => indent + row.map((cell, i) => (i < row.length - 1 ? cell.padEnd(widths[i]) : cell)).join('  '));
 }
+
+/** A value the user wrote, for a message: quoted, one line, at most 80 characters. */
+export function quoted(v: unknown): string {
+  if (typeof v !== 'string') return JSON.stringify(v) ?? String(v);
+  const s = JSON.stringify(v.length > 80 ? `${v.slice(0, 79)}…` : v);
+  return `'${s.slice(1, -1)}'`;
+}

@@ -1,12 +1,11 @@
-import * as path from 'path';
 import type { z } from 'zod';
 import { UserError } from '../errors';
 
-/** A path as the user would write it: relative to the working folder when inside it. */
-export function displayPath(file: string): string {
-  const rel = path.relative(process.cwd(), file);
-  return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : file;
-}
+/**
+ * Schema problems as one line each, naming the file, the key path and what is wrong, with a
+ * "did you mean" for misspelt keys: how every file a user writes (config, calibration.json,
+ * samples.jsonl) reports its mistakes.
+ */
 
 /** `prune.target`, `gate.accuracy.max-drop`, `inputs.input_ids`, `[3]` for array items. */
 export function keyPath(parts: readonly PropertyKey[]): string {
