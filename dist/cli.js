@@ -12172,8 +12172,8 @@ var require_onnx = __commonJS({
     var $util = $protobuf.util;
     var $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
     $root.onnx = (function() {
-      var onnx15 = {};
-      onnx15.Version = (function() {
+      var onnx17 = {};
+      onnx17.Version = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "_START_VERSION"] = 0;
         values[valuesById[1] = "IR_VERSION_2017_10_10"] = 1;
@@ -12186,7 +12186,7 @@ var require_onnx = __commonJS({
         values[valuesById[8] = "IR_VERSION"] = 8;
         return values;
       })();
-      onnx15.AttributeProto = (function() {
+      onnx17.AttributeProto = (function() {
         function AttributeProto(properties) {
           this.floats = [];
           this.ints = [];
@@ -12430,7 +12430,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        AttributeProto.verify = function verify2(message) {
+        AttributeProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.name != null && message.hasOwnProperty("name")) {
@@ -12865,7 +12865,7 @@ var require_onnx = __commonJS({
         })();
         return AttributeProto;
       })();
-      onnx15.ValueInfoProto = (function() {
+      onnx17.ValueInfoProto = (function() {
         function ValueInfoProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -12930,7 +12930,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        ValueInfoProto.verify = function verify2(message) {
+        ValueInfoProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.name != null && message.hasOwnProperty("name")) {
@@ -12985,7 +12985,7 @@ var require_onnx = __commonJS({
         };
         return ValueInfoProto;
       })();
-      onnx15.NodeProto = (function() {
+      onnx17.NodeProto = (function() {
         function NodeProto(properties) {
           this.input = [];
           this.output = [];
@@ -13098,7 +13098,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        NodeProto.verify = function verify2(message) {
+        NodeProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.input != null && message.hasOwnProperty("input")) {
@@ -13225,7 +13225,7 @@ var require_onnx = __commonJS({
         };
         return NodeProto;
       })();
-      onnx15.TrainingInfoProto = (function() {
+      onnx17.TrainingInfoProto = (function() {
         function TrainingInfoProto(properties) {
           this.initializationBinding = [];
           this.updateBinding = [];
@@ -13307,7 +13307,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TrainingInfoProto.verify = function verify2(message) {
+        TrainingInfoProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.initialization != null && message.hasOwnProperty("initialization")) {
@@ -13409,7 +13409,7 @@ var require_onnx = __commonJS({
         };
         return TrainingInfoProto;
       })();
-      onnx15.ModelProto = (function() {
+      onnx17.ModelProto = (function() {
         function ModelProto(properties) {
           this.opsetImport = [];
           this.metadataProps = [];
@@ -13562,7 +13562,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        ModelProto.verify = function verify2(message) {
+        ModelProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.irVersion != null && message.hasOwnProperty("irVersion")) {
@@ -13785,7 +13785,7 @@ var require_onnx = __commonJS({
         };
         return ModelProto;
       })();
-      onnx15.StringStringEntryProto = (function() {
+      onnx17.StringStringEntryProto = (function() {
         function StringStringEntryProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -13841,7 +13841,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        StringStringEntryProto.verify = function verify2(message) {
+        StringStringEntryProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.key != null && message.hasOwnProperty("key")) {
@@ -13883,7 +13883,7 @@ var require_onnx = __commonJS({
         };
         return StringStringEntryProto;
       })();
-      onnx15.TensorAnnotation = (function() {
+      onnx17.TensorAnnotation = (function() {
         function TensorAnnotation(properties) {
           this.quantParameterTensorNames = [];
           if (properties) {
@@ -13943,7 +13943,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TensorAnnotation.verify = function verify2(message) {
+        TensorAnnotation.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.tensorName != null && message.hasOwnProperty("tensorName")) {
@@ -14001,7 +14001,7 @@ var require_onnx = __commonJS({
         };
         return TensorAnnotation;
       })();
-      onnx15.GraphProto = (function() {
+      onnx17.GraphProto = (function() {
         function GraphProto(properties) {
           this.node = [];
           this.initializer = [];
@@ -14148,7 +14148,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        GraphProto.verify = function verify2(message) {
+        GraphProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.node != null && message.hasOwnProperty("node")) {
@@ -14367,7 +14367,7 @@ var require_onnx = __commonJS({
         };
         return GraphProto;
       })();
-      onnx15.TensorProto = (function() {
+      onnx17.TensorProto = (function() {
         function TensorProto(properties) {
           this.dims = [];
           this.floatData = [];
@@ -14611,7 +14611,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TensorProto.verify = function verify2(message) {
+        TensorProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.dims != null && message.hasOwnProperty("dims")) {
@@ -14990,7 +14990,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Segment.verify = function verify2(message) {
+          Segment.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.begin != null && message.hasOwnProperty("begin")) {
@@ -15070,7 +15070,7 @@ var require_onnx = __commonJS({
         })();
         return TensorProto;
       })();
-      onnx15.SparseTensorProto = (function() {
+      onnx17.SparseTensorProto = (function() {
         function SparseTensorProto(properties) {
           this.dims = [];
           if (properties) {
@@ -15147,7 +15147,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        SparseTensorProto.verify = function verify2(message) {
+        SparseTensorProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.values != null && message.hasOwnProperty("values")) {
@@ -15228,7 +15228,7 @@ var require_onnx = __commonJS({
         };
         return SparseTensorProto;
       })();
-      onnx15.TensorShapeProto = (function() {
+      onnx17.TensorShapeProto = (function() {
         function TensorShapeProto(properties) {
           this.dim = [];
           if (properties) {
@@ -15279,7 +15279,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TensorShapeProto.verify = function verify2(message) {
+        TensorShapeProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.dim != null && message.hasOwnProperty("dim")) {
@@ -15395,7 +15395,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Dimension.verify = function verify2(message) {
+          Dimension.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             var properties = {};
@@ -15467,7 +15467,7 @@ var require_onnx = __commonJS({
         })();
         return TensorShapeProto;
       })();
-      onnx15.TypeProto = (function() {
+      onnx17.TypeProto = (function() {
         function TypeProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -15564,7 +15564,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TypeProto.verify = function verify2(message) {
+        TypeProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           var properties = {};
@@ -15749,7 +15749,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Tensor7.verify = function verify2(message) {
+          Tensor7.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -15842,7 +15842,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Sequence.verify = function verify2(message) {
+          Sequence.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -15934,7 +15934,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Map2.verify = function verify2(message) {
+          Map2.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.keyType != null && message.hasOwnProperty("keyType")) {
@@ -16027,7 +16027,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Optional.verify = function verify2(message) {
+          Optional.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -16119,7 +16119,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          SparseTensor.verify = function verify2(message) {
+          SparseTensor.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -16167,7 +16167,7 @@ var require_onnx = __commonJS({
         })();
         return TypeProto;
       })();
-      onnx15.OperatorSetIdProto = (function() {
+      onnx17.OperatorSetIdProto = (function() {
         function OperatorSetIdProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16223,7 +16223,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        OperatorSetIdProto.verify = function verify2(message) {
+        OperatorSetIdProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.domain != null && message.hasOwnProperty("domain")) {
@@ -16280,13 +16280,13 @@ var require_onnx = __commonJS({
         };
         return OperatorSetIdProto;
       })();
-      onnx15.OperatorStatus = (function() {
+      onnx17.OperatorStatus = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "EXPERIMENTAL"] = 0;
         values[valuesById[1] = "STABLE"] = 1;
         return values;
       })();
-      onnx15.FunctionProto = (function() {
+      onnx17.FunctionProto = (function() {
         function FunctionProto(properties) {
           this.input = [];
           this.output = [];
@@ -16416,7 +16416,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        FunctionProto.verify = function verify2(message) {
+        FunctionProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.name != null && message.hasOwnProperty("name")) {
@@ -16579,7 +16579,7 @@ var require_onnx = __commonJS({
         };
         return FunctionProto;
       })();
-      return onnx15;
+      return onnx17;
     })();
     module2.exports = $root;
   }
@@ -37297,6 +37297,39 @@ function isQuality(name) {
 
 // src/quantize/options.ts
 var QUANTIZE_MODES = ["none", "int8", "int4"];
+var DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
+var DEFAULT_KEEP_FLOAT = 2;
+var DEFAULT_KEEP_FLOAT_RATIO = 1.5;
+var KEEP_FLOAT_MIN_ERROR = 0.02;
+var DEFAULT_EMBEDDING_BITS = 8;
+function checkOptions(o) {
+  if (o.bits !== 8 && o.bits !== 4) throw new UserError(`quantize: bits must be 8 or 4 (got ${String(o.bits)})`);
+  const blockSize = o.blockSize ?? DEFAULT_BLOCK_SIZE[o.bits];
+  if (!Number.isInteger(blockSize) || blockSize < 16 || blockSize > 256 || (blockSize & blockSize - 1) !== 0) {
+    throw new UserError(`quantize: block size must be a power of two from 16 to 256 (got ${blockSize})`);
+  }
+  const keepFloat = o.keepFloat ?? DEFAULT_KEEP_FLOAT;
+  if (!Number.isInteger(keepFloat) || keepFloat < 0) throw new UserError(`quantize: keepFloat must be a whole number >= 0 (got ${keepFloat})`);
+  const keepFloatRatio = o.keepFloatRatio ?? DEFAULT_KEEP_FLOAT_RATIO;
+  if (!(keepFloatRatio >= 0)) throw new UserError(`quantize: keepFloatRatio must be a number >= 0 (got ${keepFloatRatio})`);
+  const embeddings = o.embeddings === void 0 || o.embeddings === true ? DEFAULT_EMBEDDING_BITS : o.embeddings;
+  if (embeddings !== false && embeddings !== 8 && embeddings !== 4) {
+    throw new UserError(`quantize: embeddings must be true, false, 8 or 4 (got ${String(o.embeddings)})`);
+  }
+  return {
+    bits: o.bits,
+    blockSize,
+    keepFloat,
+    keepFloatRatio,
+    embeddings,
+    embeddingBlockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE[embeddings || o.bits],
+    gemm: o.gemm ?? "int8",
+    conv: o.conv ?? "float",
+    accuracyLevel: o.accuracyLevel ?? 4,
+    exceptions: o.exceptions ?? "int8",
+    calibration: o.calibration
+  };
+}
 
 // src/util/format.ts
 function grouped(n) {
@@ -42097,7 +42130,13 @@ async function findPrunable(model) {
   };
 }
 
-// src/quantize/index.ts
+// src/quantize/calibration.ts
+var import_onnx_proto15 = __toESM(require_onnx());
+
+// src/quantize/rewrite.ts
+var import_onnx_proto14 = __toESM(require_onnx());
+
+// src/quantize/formats.ts
 var import_onnx_proto13 = __toESM(require_onnx());
 
 // src/quantize/pack.ts
@@ -42187,172 +42226,9 @@ function blockSizeFor(k, wanted, bits = 4, scaleBytes = 4) {
   return best;
 }
 
-// src/quantize/index.ts
+// src/quantize/formats.ts
 var MS_DOMAIN = "com.microsoft";
-var DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
-var KEEP_FLOAT_MIN_ERROR = 0.02;
-var DEFAULT_KEEP_FLOAT = 2;
-var DEFAULT_KEEP_FLOAT_RATIO = 1.5;
-var DEFAULT_EMBEDDING_BITS = 8;
-var PROBE_CHUNK = 32;
-async function quantizeModel(model, options) {
-  const opts = checkOptions(options);
-  const work = model.clone();
-  const log = options.log ?? (() => {
-  });
-  const keptFloat = [];
-  const candidates = planCandidates(work, opts, keptFloat);
-  log(`quantize: ${candidates.length} layers to quantize (${opts.bits} bits, blocks up to ${opts.blockSize})`);
-  if (opts.calibration && candidates.length > 0) {
-    await measureErrors(work, candidates, opts.calibration, log);
-    const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
-    const median = medianOf(ranked.map((c) => c.error ?? 0));
-    const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
-    const measured = candidates.length;
-    const reasons = new Map(
-      keep.map((c, rank2) => [c, `largest output error on the calibration data (${rank2 + 1} of ${measured}: ${formatError2(c.error)}, ${(c.error / median).toFixed(1)}x the median layer's)`])
-    );
-    const wider = new Map(opts.exceptions === "int8" ? keep.flatMap((c) => c.at8Bits ? [[c, c.at8Bits()]] : []) : []);
-    if (wider.size > 0) await measureErrors(work, [...wider.values()], opts.calibration, log);
-    for (const c of keep) {
-      const at8 = wider.get(c);
-      if (at8 && (at8.error ?? Infinity) < KEEP_FLOAT_MIN_ERROR) {
-        at8.exception = `${reasons.get(c)}; at 8 bits: ${formatError2(at8.error)}`;
-        candidates[candidates.indexOf(c)] = at8;
-        continue;
-      }
-      keptFloat.push({ node: c.label, reason: reasons.get(c), error: c.error });
-      candidates.splice(candidates.indexOf(c), 1);
-    }
-  }
-  const original = new Set(model.constantNames());
-  const weights = new Set(candidates.map((c) => c.weight));
-  apply(work, candidates, (name) => weights.has(name) || !original.has(name));
-  await verify(model, work);
-  const quantized = candidates.map(
-    (c) => ({
-      node: c.label,
-      kind: c.kind,
-      format: c.format,
-      bits: c.bits,
-      ...c.blockSize ? { blockSize: c.blockSize } : {},
-      bytesBefore: c.bytesBefore,
-      bytesAfter: c.bytesAfter,
-      ...c.error !== void 0 ? { error: c.error } : {},
-      ...c.exception ? { exception: c.exception } : {}
-    })
-  );
-  const weightBytesBefore = quantized.reduce((s, q) => s + q.bytesBefore, 0);
-  const weightBytesAfter = quantized.reduce((s, q) => s + q.bytesAfter, 0);
-  log(`quantize: ${quantized.length} layers quantized, weights ${weightBytesBefore} -> ${weightBytesAfter} bytes; ${keptFloat.length} kept float`);
-  return { model: work, quantized, keptFloat, weightBytesBefore, weightBytesAfter };
-}
-function checkOptions(o) {
-  if (o.bits !== 8 && o.bits !== 4) throw new UserError(`quantize: bits must be 8 or 4 (got ${String(o.bits)})`);
-  const blockSize = o.blockSize ?? DEFAULT_BLOCK_SIZE[o.bits];
-  if (!Number.isInteger(blockSize) || blockSize < 16 || blockSize > 256 || (blockSize & blockSize - 1) !== 0) {
-    throw new UserError(`quantize: block size must be a power of two from 16 to 256 (got ${blockSize})`);
-  }
-  const keepFloat = o.keepFloat ?? DEFAULT_KEEP_FLOAT;
-  if (!Number.isInteger(keepFloat) || keepFloat < 0) throw new UserError(`quantize: keepFloat must be a whole number >= 0 (got ${keepFloat})`);
-  const keepFloatRatio = o.keepFloatRatio ?? DEFAULT_KEEP_FLOAT_RATIO;
-  if (!(keepFloatRatio >= 0)) throw new UserError(`quantize: keepFloatRatio must be a number >= 0 (got ${keepFloatRatio})`);
-  const embeddings = o.embeddings === void 0 || o.embeddings === true ? DEFAULT_EMBEDDING_BITS : o.embeddings;
-  if (embeddings !== false && embeddings !== 8 && embeddings !== 4) {
-    throw new UserError(`quantize: embeddings must be true, false, 8 or 4 (got ${String(o.embeddings)})`);
-  }
-  return {
-    bits: o.bits,
-    blockSize,
-    keepFloat,
-    keepFloatRatio,
-    embeddings,
-    embeddingBlockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE[embeddings || o.bits],
-    gemm: o.gemm ?? "int8",
-    conv: o.conv ?? "float",
-    accuracyLevel: o.accuracyLevel ?? 4,
-    exceptions: o.exceptions ?? "int8",
-    calibration: o.calibration
-  };
-}
-function medianOf(values) {
-  const s = [...values].sort((a, b) => a - b);
-  if (s.length === 0) return 0;
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-}
-function formatError2(e) {
-  return e === void 0 ? "not measured" : `relative error ${e.toPrecision(3)}`;
-}
-function isFloatWeight(dtype) {
-  return dtype === DataType.FLOAT || dtype === DataType.FLOAT16;
-}
 var int2 = (name, i) => import_onnx_proto13.onnx.AttributeProto.create({ name, type: import_onnx_proto13.onnx.AttributeProto.AttributeType.INT, i });
-function planCandidates(work, opts, keptFloat) {
-  const candidates = [];
-  const cache = /* @__PURE__ */ new Map();
-  const opset = work.defaultOpset ?? 1;
-  const skip = (node2, reason) => keptFloat.push({ node: nodeLabel(node2), reason });
-  for (const node2 of work.graph.node) {
-    const domain2 = node2.domain ?? "";
-    if (domain2 !== "" && domain2 !== "ai.onnx") continue;
-    const op = node2.opType;
-    if (op === "MatMul" || op === "Gemm") {
-      const w = node2.input[1];
-      const info = w ? work.constantInfo(w) : void 0;
-      if (!info || info.dims.length !== 2 || !isFloatWeight(info.dtype) || work.isConstant(node2.input[0])) continue;
-      if (op === "MatMul") {
-        candidates.push(nbitsCandidate(work, node2, "matmul", w, false, void 0, opts, cache));
-        continue;
-      }
-      if (opts.gemm === "float") {
-        skip(node2, "Gemm weights stay float (gemm: float)");
-        continue;
-      }
-      if (opts.gemm === "nbits") {
-        const c = node2.input[2];
-        const cInfo = c ? work.constantInfo(c) : void 0;
-        const n = info.dims[attrInt(node2, "transB", 0) ? 0 : 1];
-        const plain = attrInt(node2, "transA", 0) === 0 && attrFloat(node2, "alpha", 1) === 1 && (!c || attrFloat(node2, "beta", 1) === 1 && cInfo?.dims.length === 1 && cInfo.dims[0] === n && cInfo.dtype === info.dtype);
-        if (!plain) {
-          skip(node2, "Gemm with transA, alpha, beta or a bias that is not a [N] constant: left float");
-          continue;
-        }
-        candidates.push(nbitsCandidate(work, node2, "gemm", w, !!attrInt(node2, "transB", 0), c || void 0, opts, cache));
-        continue;
-      }
-      const axis = attrInt(node2, "transB", 0) ? 0 : 1;
-      const cand = dequantizeCandidate(work, node2, "gemm", w, axis, opset, cache, skip);
-      if (cand) candidates.push(cand);
-    } else if (op === "Conv") {
-      const w = node2.input[1];
-      const info = w ? work.constantInfo(w) : void 0;
-      if (!info || !isFloatWeight(info.dtype)) continue;
-      if (opts.conv === "float") {
-        skip(node2, "Conv weights stay float (conv: float)");
-        continue;
-      }
-      const cand = dequantizeCandidate(work, node2, "conv", w, 0, opset, cache, skip);
-      if (cand) candidates.push(cand);
-    } else if (op === "Gather") {
-      const table3 = node2.input[0];
-      const info = table3 ? work.constantInfo(table3) : void 0;
-      if (!info || info.dims.length !== 2 || !isFloatWeight(info.dtype) || attrInt(node2, "axis", 0) !== 0) continue;
-      if (work.isConstant(node2.input[1])) continue;
-      if (opts.embeddings === false) {
-        skip(node2, "embedding tables stay float (embeddings: false)");
-        continue;
-      }
-      const cand = embeddingCandidate(work, node2, table3, info.dims, opts.embeddings, opts.embeddingBlockSize, cache, skip);
-      if (cand) candidates.push(cand);
-    }
-  }
-  return candidates.filter((c) => {
-    if (c.bytesAfter < c.bytesBefore) return true;
-    skip(c.node, `too small to gain from quantization (${c.bytesBefore} bytes float, ${c.bytesAfter} quantized)`);
-    return false;
-  });
-}
 function storeBlocks(work, cache, key, weight, layout) {
   const cached2 = cache.get(key);
   if (cached2) return cached2;
@@ -42419,12 +42295,11 @@ function nbitsCandidate(work, node2, kind, weight, transposed, bias, opts, cache
     ]
   };
 }
-function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache, skip) {
+function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
   const info = work.constantInfo(weight);
   const needed = info.dtype === DataType.FLOAT ? 13 : 19;
   if (opset < needed) {
-    skip(node2, `DequantizeLinear per channel${info.dtype === DataType.FLOAT ? "" : " to float16"} needs opset ${needed} (model: ${opset})`);
-    return void 0;
+    return `DequantizeLinear per channel${info.dtype === DataType.FLOAT ? "" : " to float16"} needs opset ${needed} (model: ${opset})`;
   }
   const key = `dq:${weight}:${axis}`;
   let entry = cache.get(key);
@@ -42466,14 +42341,11 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache, skip
     }
   };
 }
-function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache, skip) {
+function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache) {
   const [v, d] = dims;
   let blockSize = blockSizeFor(d, wantedBlock, bits, dtypeInfo(work.constantInfo(table3).dtype).bytes);
   while (blockSize > 16 && d % blockSize !== 0) blockSize /= 2;
-  if (d % blockSize !== 0) {
-    skip(node2, `embedding width ${d} is not a multiple of 16: left float`);
-    return void 0;
-  }
+  if (d % blockSize !== 0) return `embedding width ${d} is not a multiple of 16: left float`;
   const entry = storeBlocks(work, cache, `gbq:${table3}:${bits}:${blockSize}`, table3, {
     bits,
     blockSize,
@@ -42507,6 +42379,104 @@ function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache,
     ]
   };
 }
+
+// src/quantize/rewrite.ts
+function addMsOpset(model) {
+  const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
+  if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
+    model.proto.opsetImport.push(import_onnx_proto14.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
+  }
+}
+function applyCandidates(work, candidates, removable) {
+  const graph = work.graph;
+  const byNode = new Map(candidates.map((c) => [c.node, c]));
+  const shared = /* @__PURE__ */ new Set();
+  const nodes = [];
+  for (const node2 of graph.node) {
+    const c = byNode.get(node2);
+    if (!c) {
+      nodes.push(node2);
+      continue;
+    }
+    for (const s of c.shared) shared.add(s);
+    nodes.push(...c.build([...node2.output]));
+  }
+  graph.node = [...shared, ...nodes];
+  addMsOpset(work);
+  removeUnused(work, removable);
+}
+function removeUnused(work, removable) {
+  const graph = work.graph;
+  const read = new Set(graph.output.map((o) => o.name ?? ""));
+  for (const n of graph.node) for (const i of nodeReads(n)) read.add(i);
+  const unread = (name) => !read.has(name) && removable(name);
+  const dropped = new Set(work.initializers.filter((t) => unread(t.name)).map((t) => t.name));
+  if (dropped.size > 0) {
+    graph.initializer = work.initializers.filter((t) => !dropped.has(t.name));
+    graph.input = graph.input.filter((v) => !dropped.has(v.name ?? ""));
+  }
+  graph.node = graph.node.filter((n) => !(n.opType === "Constant" && (n.domain ?? "") === "" && n.output?.length === 1 && unread(n.output[0])));
+  work.reindexConstants();
+}
+async function verifyQuantized(original, quantized) {
+  const expected = graphOutputs(original);
+  let session;
+  try {
+    session = await createSession(quantized);
+  } catch (e) {
+    throw new Error(`internal: the quantized model does not load in onnxruntime: ${e.message}`);
+  }
+  try {
+    const out = await session.run(dummyFeeds(quantized, 1, 4));
+    for (const spec of expected) {
+      const t = out[spec.name];
+      const fits = t && t.dims.length === spec.dims.length && spec.dims.every((d, i) => typeof d !== "number" || t.dims[i] === d);
+      if (!fits) {
+        throw new Error(
+          `internal: the quantized model's output '${spec.name}' has shape [${t ? t.dims.join(", ") : "missing"}], expected [${spec.dims.map((d) => d ?? "?").join(", ")}]`
+        );
+      }
+    }
+  } finally {
+    await session.release();
+  }
+}
+
+// src/quantize/calibration.ts
+var PROBE_CHUNK = 32;
+function formatError2(e) {
+  return e === void 0 ? "not measured" : `relative error ${e.toPrecision(3)}`;
+}
+function medianOf(values) {
+  const s = [...values].sort((a, b) => a - b);
+  if (s.length === 0) return 0;
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+async function chooseExceptions(work, candidates, opts, calibration, log) {
+  const keptFloat = [];
+  await measureErrors(work, candidates, calibration, log);
+  const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
+  const median = medianOf(ranked.map((c) => c.error ?? 0));
+  const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
+  const measured = candidates.length;
+  const reasons = new Map(
+    keep.map((c, rank2) => [c, `largest output error on the calibration data (${rank2 + 1} of ${measured}: ${formatError2(c.error)}, ${(c.error / median).toFixed(1)}x the median layer's)`])
+  );
+  const wider = new Map(opts.exceptions === "int8" ? keep.flatMap((c) => c.at8Bits ? [[c, c.at8Bits()]] : []) : []);
+  if (wider.size > 0) await measureErrors(work, [...wider.values()], calibration, log);
+  for (const c of keep) {
+    const at8 = wider.get(c);
+    if (at8 && (at8.error ?? Infinity) < KEEP_FLOAT_MIN_ERROR) {
+      at8.exception = `${reasons.get(c)}; at 8 bits: ${formatError2(at8.error)}`;
+      candidates[candidates.indexOf(c)] = at8;
+      continue;
+    }
+    keptFloat.push({ node: c.label, reason: reasons.get(c), error: c.error });
+    candidates.splice(candidates.indexOf(c), 1);
+  }
+  return keptFloat;
+}
 async function measureErrors(work, candidates, calibration, log) {
   for (let start = 0; start < candidates.length; start += PROBE_CHUNK) {
     const chunk2 = candidates.slice(start, start + PROBE_CHUNK);
@@ -42519,8 +42489,8 @@ async function measureErrors(work, candidates, calibration, log) {
       const twin = probe.uniqueName(`${y}__quantized`);
       for (const s of c.shared) shared.add(s);
       graph.node.push(...c.build([twin]));
-      graph.output.push(import_onnx_proto13.onnx.ValueInfoProto.create({ name: twin }));
-      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto13.onnx.ValueInfoProto.create({ name: y }));
+      graph.output.push(import_onnx_proto15.onnx.ValueInfoProto.create({ name: twin }));
+      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto15.onnx.ValueInfoProto.create({ name: y }));
       pairs.push([y, twin]);
     }
     graph.node = [...shared, ...graph.node];
@@ -42557,69 +42527,139 @@ function floatData(t) {
   if (t.type === "float16") return Float32Array.from(t.data, halfToFloat);
   return t.data;
 }
-function addMsOpset(model) {
-  const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
-  if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
-    model.proto.opsetImport.push(import_onnx_proto13.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
-  }
+
+// src/quantize/registry.ts
+function isFloatWeight(dtype) {
+  return dtype === DataType.FLOAT || dtype === DataType.FLOAT16;
 }
-function apply(work, candidates, removable) {
-  const graph = work.graph;
-  const byNode = new Map(candidates.map((c) => [c.node, c]));
-  const shared = /* @__PURE__ */ new Set();
-  const nodes = [];
-  for (const node2 of graph.node) {
-    const c = byNode.get(node2);
-    if (!c) {
-      nodes.push(node2);
-      continue;
+function matrixWeight(node2, work) {
+  const w = node2.input[1];
+  const info = w ? work.constantInfo(w) : void 0;
+  if (!info || info.dims.length !== 2 || !isFloatWeight(info.dtype) || work.isConstant(node2.input[0])) return void 0;
+  return { name: w, ...info };
+}
+var floatOr = (answer) => typeof answer === "string" ? { keptFloat: answer } : answer;
+var matmul2 = {
+  candidate(node2, { work, opts, cache }) {
+    const w = matrixWeight(node2, work);
+    return w && nbitsCandidate(work, node2, "matmul", w.name, false, void 0, opts, cache);
+  }
+};
+var gemm2 = {
+  candidate(node2, { work, opts, cache, opset }) {
+    const w = matrixWeight(node2, work);
+    if (!w) return void 0;
+    const transB = !!attrInt(node2, "transB", 0);
+    if (opts.gemm === "float") return { keptFloat: "Gemm weights stay float (gemm: float)" };
+    if (opts.gemm === "nbits") {
+      const c = node2.input[2];
+      const cInfo = c ? work.constantInfo(c) : void 0;
+      const n = w.dims[transB ? 0 : 1];
+      const plain = attrInt(node2, "transA", 0) === 0 && attrFloat(node2, "alpha", 1) === 1 && (!c || attrFloat(node2, "beta", 1) === 1 && cInfo?.dims.length === 1 && cInfo.dims[0] === n && cInfo.dtype === w.dtype);
+      if (!plain) return { keptFloat: "Gemm with transA, alpha, beta or a bias that is not a [N] constant: left float" };
+      return nbitsCandidate(work, node2, "gemm", w.name, transB, c || void 0, opts, cache);
     }
-    for (const s of c.shared) shared.add(s);
-    nodes.push(...c.build([...node2.output]));
+    return floatOr(dequantizeCandidate(work, node2, "gemm", w.name, transB ? 0 : 1, opset, cache));
   }
-  graph.node = [...shared, ...nodes];
-  addMsOpset(work);
-  removeUnused(work, removable);
+};
+var conv = {
+  candidate(node2, { work, opts, cache, opset }) {
+    const w = node2.input[1];
+    const info = w ? work.constantInfo(w) : void 0;
+    if (!info || !isFloatWeight(info.dtype)) return void 0;
+    if (opts.conv === "float") return { keptFloat: "Conv weights stay float (conv: float)" };
+    return floatOr(dequantizeCandidate(work, node2, "conv", w, 0, opset, cache));
+  }
+};
+var convTranspose = {
+  candidate(node2, { work }) {
+    const info = node2.input[1] ? work.constantInfo(node2.input[1]) : void 0;
+    if (!info || !isFloatWeight(info.dtype)) return void 0;
+    return { keptFloat: "ConvTranspose weights stay float (no quantized form for them)" };
+  }
+};
+var gather2 = {
+  candidate(node2, { work, opts, cache }) {
+    const table3 = node2.input[0];
+    const info = table3 ? work.constantInfo(table3) : void 0;
+    if (!info || info.dims.length !== 2 || !isFloatWeight(info.dtype) || attrInt(node2, "axis", 0) !== 0) return void 0;
+    if (work.isConstant(node2.input[1])) return void 0;
+    if (opts.embeddings === false) return { keptFloat: "embedding tables stay float (embeddings: false)" };
+    return floatOr(embeddingCandidate(work, node2, table3, info.dims, opts.embeddings, opts.embeddingBlockSize, cache));
+  }
+};
+var einsum2 = {
+  candidate(node2, { work }) {
+    const weights = node2.input.filter((i) => {
+      const info = i ? work.constantInfo(i) : void 0;
+      return info && info.dims.length >= 2 && isFloatWeight(info.dtype);
+    });
+    return weights.length ? { keptFloat: "Einsum weights stay float (onnxruntime has no quantized Einsum)" } : void 0;
+  }
+};
+var QUANT_RULES = {
+  MatMul: matmul2,
+  Gemm: gemm2,
+  Conv: conv,
+  ConvTranspose: convTranspose,
+  Gather: gather2,
+  Einsum: einsum2
+};
+function quantRuleOf(node2) {
+  const domain2 = node2.domain ?? "";
+  return domain2 === "" || domain2 === "ai.onnx" ? QUANT_RULES[node2.opType] : void 0;
 }
-function removeUnused(work, removable) {
-  const graph = work.graph;
-  const read = new Set(graph.output.map((o) => o.name ?? ""));
-  for (const n of graph.node) for (const i of nodeReads(n)) read.add(i);
-  const unread = (name) => !read.has(name) && removable(name);
-  const dropped = new Set(work.initializers.filter((t) => unread(t.name)).map((t) => t.name));
-  if (dropped.size > 0) {
-    graph.initializer = work.initializers.filter((t) => !dropped.has(t.name));
-    graph.input = graph.input.filter((v) => !dropped.has(v.name ?? ""));
-  }
-  graph.node = graph.node.filter((n) => !(n.opType === "Constant" && (n.domain ?? "") === "" && n.output?.length === 1 && unread(n.output[0])));
-  work.reindexConstants();
+
+// src/quantize/index.ts
+async function quantizeModel(model, options) {
+  const opts = checkOptions(options);
+  const work = model.clone();
+  const log = options.log ?? (() => {
+  });
+  const keptFloat = [];
+  const candidates = planCandidates(work, opts, keptFloat);
+  log(`quantize: ${candidates.length} layers to quantize (${opts.bits} bits, blocks up to ${opts.blockSize})`);
+  if (opts.calibration && candidates.length > 0) keptFloat.push(...await chooseExceptions(work, candidates, opts, opts.calibration, log));
+  const original = new Set(model.constantNames());
+  const weights = new Set(candidates.map((c) => c.weight));
+  applyCandidates(work, candidates, (name) => weights.has(name) || !original.has(name));
+  await verifyQuantized(model, work);
+  const quantized = candidates.map(
+    (c) => ({
+      node: c.label,
+      kind: c.kind,
+      format: c.format,
+      bits: c.bits,
+      ...c.blockSize ? { blockSize: c.blockSize } : {},
+      bytesBefore: c.bytesBefore,
+      bytesAfter: c.bytesAfter,
+      ...c.error !== void 0 ? { error: c.error } : {},
+      ...c.exception ? { exception: c.exception } : {}
+    })
+  );
+  const weightBytesBefore = quantized.reduce((s, q) => s + q.bytesBefore, 0);
+  const weightBytesAfter = quantized.reduce((s, q) => s + q.bytesAfter, 0);
+  log(`quantize: ${quantized.length} layers quantized, weights ${weightBytesBefore} -> ${weightBytesAfter} bytes; ${keptFloat.length} kept float`);
+  return { model: work, quantized, keptFloat, weightBytesBefore, weightBytesAfter };
 }
-async function verify(original, quantized) {
-  const expected = graphOutputs(original);
-  let session;
-  try {
-    session = await createSession(quantized);
-  } catch (e) {
-    throw new Error(`internal: the quantized model does not load in onnxruntime: ${e.message}`);
+function planCandidates(work, opts, keptFloat) {
+  const ctx = { work, opts, cache: /* @__PURE__ */ new Map(), opset: work.defaultOpset ?? 1 };
+  const candidates = [];
+  for (const node2 of work.graph.node) {
+    const answer = quantRuleOf(node2)?.candidate(node2, ctx);
+    if (!answer) continue;
+    if ("keptFloat" in answer) keptFloat.push({ node: nodeLabel(node2), reason: answer.keptFloat });
+    else candidates.push(answer);
   }
-  try {
-    const out = await session.run(dummyFeeds(quantized, 1, 4));
-    for (const spec of expected) {
-      const t = out[spec.name];
-      const fits = t && t.dims.length === spec.dims.length && spec.dims.every((d, i) => typeof d !== "number" || t.dims[i] === d);
-      if (!fits) {
-        throw new Error(
-          `internal: the quantized model's output '${spec.name}' has shape [${t ? t.dims.join(", ") : "missing"}], expected [${spec.dims.map((d) => d ?? "?").join(", ")}]`
-        );
-      }
-    }
-  } finally {
-    await session.release();
-  }
+  return candidates.filter((c) => {
+    if (c.bytesAfter < c.bytesBefore) return true;
+    keptFloat.push({ node: c.label, reason: `too small to gain from quantization (${c.bytesBefore} bytes float, ${c.bytesAfter} quantized)` });
+    return false;
+  });
 }
 
 // src/graph/compact.ts
-var import_onnx_proto14 = __toESM(require_onnx());
+var import_onnx_proto16 = __toESM(require_onnx());
 function compactNames(model) {
   const work = model.clone();
   const graph = work.graph;
@@ -42663,7 +42703,7 @@ function graphBytes(graph) {
   const initializers = graph.initializer;
   graph.initializer = [];
   try {
-    return import_onnx_proto14.onnx.GraphProto.encode(graph).finish().byteLength;
+    return import_onnx_proto16.onnx.GraphProto.encode(graph).finish().byteLength;
   } finally {
     graph.initializer = initializers;
   }

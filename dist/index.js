@@ -15724,7 +15724,7 @@ var require_cache = __commonJS({
     var { fetching } = require_fetch();
     var { urlIsHttpHttpsScheme, createDeferredPromise, readAllBytes } = require_util2();
     var assert2 = require("node:assert");
-    var Cache = class _Cache {
+    var Cache2 = class _Cache {
       /**
        * @see https://w3c.github.io/ServiceWorker/#dfn-relevant-request-response-list
        * @type {requestResponseList}
@@ -16207,7 +16207,7 @@ var require_cache = __commonJS({
         return Object.freeze(responseList);
       }
     };
-    Object.defineProperties(Cache.prototype, {
+    Object.defineProperties(Cache2.prototype, {
       [Symbol.toStringTag]: {
         value: "Cache",
         configurable: true
@@ -16250,7 +16250,7 @@ var require_cache = __commonJS({
       webidl.converters.RequestInfo
     );
     module2.exports = {
-      Cache
+      Cache: Cache2
     };
   }
 });
@@ -16260,7 +16260,7 @@ var require_cachestorage = __commonJS({
   "node_modules/@actions/http-client/node_modules/undici/lib/web/cache/cachestorage.js"(exports2, module2) {
     "use strict";
     var { kConstruct } = require_symbols4();
-    var { Cache } = require_cache();
+    var { Cache: Cache2 } = require_cache();
     var { webidl } = require_webidl();
     var { kEnumerableProperty } = require_util();
     var CacheStorage = class _CacheStorage {
@@ -16283,12 +16283,12 @@ var require_cachestorage = __commonJS({
         if (options.cacheName != null) {
           if (this.#caches.has(options.cacheName)) {
             const cacheList = this.#caches.get(options.cacheName);
-            const cache = new Cache(kConstruct, cacheList);
+            const cache = new Cache2(kConstruct, cacheList);
             return await cache.match(request, options);
           }
         } else {
           for (const cacheList of this.#caches.values()) {
-            const cache = new Cache(kConstruct, cacheList);
+            const cache = new Cache2(kConstruct, cacheList);
             const response = await cache.match(request, options);
             if (response !== void 0) {
               return response;
@@ -16320,11 +16320,11 @@ var require_cachestorage = __commonJS({
         cacheName = webidl.converters.DOMString(cacheName, prefix, "cacheName");
         if (this.#caches.has(cacheName)) {
           const cache2 = this.#caches.get(cacheName);
-          return new Cache(kConstruct, cache2);
+          return new Cache2(kConstruct, cache2);
         }
         const cache = [];
         this.#caches.set(cacheName, cache);
-        return new Cache(kConstruct, cache);
+        return new Cache2(kConstruct, cache);
       }
       /**
        * @see https://w3c.github.io/ServiceWorker/#cache-storage-delete
@@ -36613,7 +36613,7 @@ var require_cache2 = __commonJS({
     var { urlIsHttpHttpsScheme, createDeferredPromise, readAllBytes } = require_util10();
     var assert2 = require("assert");
     var { getGlobalDispatcher } = require_global4();
-    var Cache = class _Cache {
+    var Cache2 = class _Cache {
       /**
        * @see https://w3c.github.io/ServiceWorker/#dfn-relevant-request-response-list
        * @type {requestResponseList}
@@ -37081,7 +37081,7 @@ var require_cache2 = __commonJS({
         return true;
       }
     };
-    Object.defineProperties(Cache.prototype, {
+    Object.defineProperties(Cache2.prototype, {
       [Symbol.toStringTag]: {
         value: "Cache",
         configurable: true
@@ -37124,7 +37124,7 @@ var require_cache2 = __commonJS({
       webidl.converters.RequestInfo
     );
     module2.exports = {
-      Cache
+      Cache: Cache2
     };
   }
 });
@@ -37134,7 +37134,7 @@ var require_cachestorage2 = __commonJS({
   "node_modules/undici/lib/cache/cachestorage.js"(exports2, module2) {
     "use strict";
     var { kConstruct } = require_symbols9();
-    var { Cache } = require_cache2();
+    var { Cache: Cache2 } = require_cache2();
     var { webidl } = require_webidl2();
     var { kEnumerableProperty } = require_util9();
     var CacheStorage = class _CacheStorage {
@@ -37156,12 +37156,12 @@ var require_cachestorage2 = __commonJS({
         if (options.cacheName != null) {
           if (this.#caches.has(options.cacheName)) {
             const cacheList = this.#caches.get(options.cacheName);
-            const cache = new Cache(kConstruct, cacheList);
+            const cache = new Cache2(kConstruct, cacheList);
             return await cache.match(request, options);
           }
         } else {
           for (const cacheList of this.#caches.values()) {
-            const cache = new Cache(kConstruct, cacheList);
+            const cache = new Cache2(kConstruct, cacheList);
             const response = await cache.match(request, options);
             if (response !== void 0) {
               return response;
@@ -37191,11 +37191,11 @@ var require_cachestorage2 = __commonJS({
         cacheName = webidl.converters.DOMString(cacheName);
         if (this.#caches.has(cacheName)) {
           const cache2 = this.#caches.get(cacheName);
-          return new Cache(kConstruct, cache2);
+          return new Cache2(kConstruct, cache2);
         }
         const cache = [];
         this.#caches.set(cacheName, cache);
-        return new Cache(kConstruct, cache);
+        return new Cache2(kConstruct, cache);
       }
       /**
        * @see https://w3c.github.io/ServiceWorker/#cache-storage-delete
@@ -43283,14 +43283,14 @@ var require_dist_node10 = __commonJS({
         mapFn = parameters;
         parameters = void 0;
       }
-      return gather2(
+      return gather3(
         octokit,
         [],
         iterator(octokit, route, parameters)[Symbol.asyncIterator](),
         mapFn
       );
     }
-    function gather2(octokit, results, iterator2, mapFn) {
+    function gather3(octokit, results, iterator2, mapFn) {
       return iterator2.next().then((result) => {
         if (result.done) {
           return results;
@@ -43305,7 +43305,7 @@ var require_dist_node10 = __commonJS({
         if (earlyExit) {
           return results;
         }
-        return gather2(octokit, results, iterator2, mapFn);
+        return gather3(octokit, results, iterator2, mapFn);
       });
     }
     var composePaginateRest = Object.assign(paginate, {
@@ -71509,6 +71509,49 @@ var init_metrics = __esm({
   }
 });
 
+// src/quantize/options.ts
+function checkOptions(o) {
+  if (o.bits !== 8 && o.bits !== 4) throw new UserError(`quantize: bits must be 8 or 4 (got ${String(o.bits)})`);
+  const blockSize = o.blockSize ?? DEFAULT_BLOCK_SIZE[o.bits];
+  if (!Number.isInteger(blockSize) || blockSize < 16 || blockSize > 256 || (blockSize & blockSize - 1) !== 0) {
+    throw new UserError(`quantize: block size must be a power of two from 16 to 256 (got ${blockSize})`);
+  }
+  const keepFloat = o.keepFloat ?? DEFAULT_KEEP_FLOAT;
+  if (!Number.isInteger(keepFloat) || keepFloat < 0) throw new UserError(`quantize: keepFloat must be a whole number >= 0 (got ${keepFloat})`);
+  const keepFloatRatio = o.keepFloatRatio ?? DEFAULT_KEEP_FLOAT_RATIO;
+  if (!(keepFloatRatio >= 0)) throw new UserError(`quantize: keepFloatRatio must be a number >= 0 (got ${keepFloatRatio})`);
+  const embeddings = o.embeddings === void 0 || o.embeddings === true ? DEFAULT_EMBEDDING_BITS : o.embeddings;
+  if (embeddings !== false && embeddings !== 8 && embeddings !== 4) {
+    throw new UserError(`quantize: embeddings must be true, false, 8 or 4 (got ${String(o.embeddings)})`);
+  }
+  return {
+    bits: o.bits,
+    blockSize,
+    keepFloat,
+    keepFloatRatio,
+    embeddings,
+    embeddingBlockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE[embeddings || o.bits],
+    gemm: o.gemm ?? "int8",
+    conv: o.conv ?? "float",
+    accuracyLevel: o.accuracyLevel ?? 4,
+    exceptions: o.exceptions ?? "int8",
+    calibration: o.calibration
+  };
+}
+var QUANTIZE_MODES, DEFAULT_BLOCK_SIZE, DEFAULT_KEEP_FLOAT, DEFAULT_KEEP_FLOAT_RATIO, KEEP_FLOAT_MIN_ERROR, DEFAULT_EMBEDDING_BITS;
+var init_options = __esm({
+  "src/quantize/options.ts"() {
+    "use strict";
+    init_errors();
+    QUANTIZE_MODES = ["none", "int8", "int4"];
+    DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
+    DEFAULT_KEEP_FLOAT = 2;
+    DEFAULT_KEEP_FLOAT_RATIO = 1.5;
+    KEEP_FLOAT_MIN_ERROR = 0.02;
+    DEFAULT_EMBEDDING_BITS = 8;
+  }
+});
+
 // src/util/format.ts
 function si(n) {
   const units = [
@@ -73453,8 +73496,8 @@ var require_onnx = __commonJS({
     var $util = $protobuf.util;
     var $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
     $root.onnx = (function() {
-      var onnx15 = {};
-      onnx15.Version = (function() {
+      var onnx17 = {};
+      onnx17.Version = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "_START_VERSION"] = 0;
         values[valuesById[1] = "IR_VERSION_2017_10_10"] = 1;
@@ -73467,7 +73510,7 @@ var require_onnx = __commonJS({
         values[valuesById[8] = "IR_VERSION"] = 8;
         return values;
       })();
-      onnx15.AttributeProto = (function() {
+      onnx17.AttributeProto = (function() {
         function AttributeProto(properties) {
           this.floats = [];
           this.ints = [];
@@ -73711,7 +73754,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        AttributeProto.verify = function verify2(message) {
+        AttributeProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.name != null && message.hasOwnProperty("name")) {
@@ -74146,7 +74189,7 @@ var require_onnx = __commonJS({
         })();
         return AttributeProto;
       })();
-      onnx15.ValueInfoProto = (function() {
+      onnx17.ValueInfoProto = (function() {
         function ValueInfoProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -74211,7 +74254,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        ValueInfoProto.verify = function verify2(message) {
+        ValueInfoProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.name != null && message.hasOwnProperty("name")) {
@@ -74266,7 +74309,7 @@ var require_onnx = __commonJS({
         };
         return ValueInfoProto;
       })();
-      onnx15.NodeProto = (function() {
+      onnx17.NodeProto = (function() {
         function NodeProto(properties) {
           this.input = [];
           this.output = [];
@@ -74379,7 +74422,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        NodeProto.verify = function verify2(message) {
+        NodeProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.input != null && message.hasOwnProperty("input")) {
@@ -74506,7 +74549,7 @@ var require_onnx = __commonJS({
         };
         return NodeProto;
       })();
-      onnx15.TrainingInfoProto = (function() {
+      onnx17.TrainingInfoProto = (function() {
         function TrainingInfoProto(properties) {
           this.initializationBinding = [];
           this.updateBinding = [];
@@ -74588,7 +74631,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TrainingInfoProto.verify = function verify2(message) {
+        TrainingInfoProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.initialization != null && message.hasOwnProperty("initialization")) {
@@ -74690,7 +74733,7 @@ var require_onnx = __commonJS({
         };
         return TrainingInfoProto;
       })();
-      onnx15.ModelProto = (function() {
+      onnx17.ModelProto = (function() {
         function ModelProto(properties) {
           this.opsetImport = [];
           this.metadataProps = [];
@@ -74843,7 +74886,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        ModelProto.verify = function verify2(message) {
+        ModelProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.irVersion != null && message.hasOwnProperty("irVersion")) {
@@ -75066,7 +75109,7 @@ var require_onnx = __commonJS({
         };
         return ModelProto;
       })();
-      onnx15.StringStringEntryProto = (function() {
+      onnx17.StringStringEntryProto = (function() {
         function StringStringEntryProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -75122,7 +75165,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        StringStringEntryProto.verify = function verify2(message) {
+        StringStringEntryProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.key != null && message.hasOwnProperty("key")) {
@@ -75164,7 +75207,7 @@ var require_onnx = __commonJS({
         };
         return StringStringEntryProto;
       })();
-      onnx15.TensorAnnotation = (function() {
+      onnx17.TensorAnnotation = (function() {
         function TensorAnnotation(properties) {
           this.quantParameterTensorNames = [];
           if (properties) {
@@ -75224,7 +75267,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TensorAnnotation.verify = function verify2(message) {
+        TensorAnnotation.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.tensorName != null && message.hasOwnProperty("tensorName")) {
@@ -75282,7 +75325,7 @@ var require_onnx = __commonJS({
         };
         return TensorAnnotation;
       })();
-      onnx15.GraphProto = (function() {
+      onnx17.GraphProto = (function() {
         function GraphProto(properties) {
           this.node = [];
           this.initializer = [];
@@ -75429,7 +75472,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        GraphProto.verify = function verify2(message) {
+        GraphProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.node != null && message.hasOwnProperty("node")) {
@@ -75648,7 +75691,7 @@ var require_onnx = __commonJS({
         };
         return GraphProto;
       })();
-      onnx15.TensorProto = (function() {
+      onnx17.TensorProto = (function() {
         function TensorProto(properties) {
           this.dims = [];
           this.floatData = [];
@@ -75892,7 +75935,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TensorProto.verify = function verify2(message) {
+        TensorProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.dims != null && message.hasOwnProperty("dims")) {
@@ -76271,7 +76314,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Segment.verify = function verify2(message) {
+          Segment.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.begin != null && message.hasOwnProperty("begin")) {
@@ -76351,7 +76394,7 @@ var require_onnx = __commonJS({
         })();
         return TensorProto;
       })();
-      onnx15.SparseTensorProto = (function() {
+      onnx17.SparseTensorProto = (function() {
         function SparseTensorProto(properties) {
           this.dims = [];
           if (properties) {
@@ -76428,7 +76471,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        SparseTensorProto.verify = function verify2(message) {
+        SparseTensorProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.values != null && message.hasOwnProperty("values")) {
@@ -76509,7 +76552,7 @@ var require_onnx = __commonJS({
         };
         return SparseTensorProto;
       })();
-      onnx15.TensorShapeProto = (function() {
+      onnx17.TensorShapeProto = (function() {
         function TensorShapeProto(properties) {
           this.dim = [];
           if (properties) {
@@ -76560,7 +76603,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TensorShapeProto.verify = function verify2(message) {
+        TensorShapeProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.dim != null && message.hasOwnProperty("dim")) {
@@ -76676,7 +76719,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Dimension.verify = function verify2(message) {
+          Dimension.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             var properties = {};
@@ -76748,7 +76791,7 @@ var require_onnx = __commonJS({
         })();
         return TensorShapeProto;
       })();
-      onnx15.TypeProto = (function() {
+      onnx17.TypeProto = (function() {
         function TypeProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -76845,7 +76888,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        TypeProto.verify = function verify2(message) {
+        TypeProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           var properties = {};
@@ -77030,7 +77073,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Tensor7.verify = function verify2(message) {
+          Tensor7.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -77123,7 +77166,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Sequence.verify = function verify2(message) {
+          Sequence.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -77215,7 +77258,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Map2.verify = function verify2(message) {
+          Map2.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.keyType != null && message.hasOwnProperty("keyType")) {
@@ -77308,7 +77351,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Optional.verify = function verify2(message) {
+          Optional.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -77400,7 +77443,7 @@ var require_onnx = __commonJS({
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          SparseTensor.verify = function verify2(message) {
+          SparseTensor.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -77448,7 +77491,7 @@ var require_onnx = __commonJS({
         })();
         return TypeProto;
       })();
-      onnx15.OperatorSetIdProto = (function() {
+      onnx17.OperatorSetIdProto = (function() {
         function OperatorSetIdProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -77504,7 +77547,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        OperatorSetIdProto.verify = function verify2(message) {
+        OperatorSetIdProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.domain != null && message.hasOwnProperty("domain")) {
@@ -77561,13 +77604,13 @@ var require_onnx = __commonJS({
         };
         return OperatorSetIdProto;
       })();
-      onnx15.OperatorStatus = (function() {
+      onnx17.OperatorStatus = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "EXPERIMENTAL"] = 0;
         values[valuesById[1] = "STABLE"] = 1;
         return values;
       })();
-      onnx15.FunctionProto = (function() {
+      onnx17.FunctionProto = (function() {
         function FunctionProto(properties) {
           this.input = [];
           this.output = [];
@@ -77697,7 +77740,7 @@ var require_onnx = __commonJS({
             reader = new $Reader(reader);
           return this.decode(reader, reader.uint32());
         };
-        FunctionProto.verify = function verify2(message) {
+        FunctionProto.verify = function verify(message) {
           if (typeof message !== "object" || message === null)
             return "object expected";
           if (message.name != null && message.hasOwnProperty("name")) {
@@ -77860,7 +77903,7 @@ var require_onnx = __commonJS({
         };
         return FunctionProto;
       })();
-      return onnx15;
+      return onnx17;
     })();
     module2.exports = $root;
   }
@@ -83438,164 +83481,7 @@ var init_pack = __esm({
   }
 });
 
-// src/quantize/index.ts
-async function quantizeModel(model, options) {
-  const opts = checkOptions(options);
-  const work = model.clone();
-  const log = options.log ?? (() => {
-  });
-  const keptFloat = [];
-  const candidates = planCandidates(work, opts, keptFloat);
-  log(`quantize: ${candidates.length} layers to quantize (${opts.bits} bits, blocks up to ${opts.blockSize})`);
-  if (opts.calibration && candidates.length > 0) {
-    await measureErrors(work, candidates, opts.calibration, log);
-    const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
-    const median = medianOf(ranked.map((c) => c.error ?? 0));
-    const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
-    const measured = candidates.length;
-    const reasons = new Map(
-      keep.map((c, rank2) => [c, `largest output error on the calibration data (${rank2 + 1} of ${measured}: ${formatError2(c.error)}, ${(c.error / median).toFixed(1)}x the median layer's)`])
-    );
-    const wider = new Map(opts.exceptions === "int8" ? keep.flatMap((c) => c.at8Bits ? [[c, c.at8Bits()]] : []) : []);
-    if (wider.size > 0) await measureErrors(work, [...wider.values()], opts.calibration, log);
-    for (const c of keep) {
-      const at8 = wider.get(c);
-      if (at8 && (at8.error ?? Infinity) < KEEP_FLOAT_MIN_ERROR) {
-        at8.exception = `${reasons.get(c)}; at 8 bits: ${formatError2(at8.error)}`;
-        candidates[candidates.indexOf(c)] = at8;
-        continue;
-      }
-      keptFloat.push({ node: c.label, reason: reasons.get(c), error: c.error });
-      candidates.splice(candidates.indexOf(c), 1);
-    }
-  }
-  const original = new Set(model.constantNames());
-  const weights = new Set(candidates.map((c) => c.weight));
-  apply(work, candidates, (name) => weights.has(name) || !original.has(name));
-  await verify(model, work);
-  const quantized = candidates.map(
-    (c) => ({
-      node: c.label,
-      kind: c.kind,
-      format: c.format,
-      bits: c.bits,
-      ...c.blockSize ? { blockSize: c.blockSize } : {},
-      bytesBefore: c.bytesBefore,
-      bytesAfter: c.bytesAfter,
-      ...c.error !== void 0 ? { error: c.error } : {},
-      ...c.exception ? { exception: c.exception } : {}
-    })
-  );
-  const weightBytesBefore = quantized.reduce((s, q) => s + q.bytesBefore, 0);
-  const weightBytesAfter = quantized.reduce((s, q) => s + q.bytesAfter, 0);
-  log(`quantize: ${quantized.length} layers quantized, weights ${weightBytesBefore} -> ${weightBytesAfter} bytes; ${keptFloat.length} kept float`);
-  return { model: work, quantized, keptFloat, weightBytesBefore, weightBytesAfter };
-}
-function checkOptions(o) {
-  if (o.bits !== 8 && o.bits !== 4) throw new UserError(`quantize: bits must be 8 or 4 (got ${String(o.bits)})`);
-  const blockSize = o.blockSize ?? DEFAULT_BLOCK_SIZE[o.bits];
-  if (!Number.isInteger(blockSize) || blockSize < 16 || blockSize > 256 || (blockSize & blockSize - 1) !== 0) {
-    throw new UserError(`quantize: block size must be a power of two from 16 to 256 (got ${blockSize})`);
-  }
-  const keepFloat = o.keepFloat ?? DEFAULT_KEEP_FLOAT;
-  if (!Number.isInteger(keepFloat) || keepFloat < 0) throw new UserError(`quantize: keepFloat must be a whole number >= 0 (got ${keepFloat})`);
-  const keepFloatRatio = o.keepFloatRatio ?? DEFAULT_KEEP_FLOAT_RATIO;
-  if (!(keepFloatRatio >= 0)) throw new UserError(`quantize: keepFloatRatio must be a number >= 0 (got ${keepFloatRatio})`);
-  const embeddings = o.embeddings === void 0 || o.embeddings === true ? DEFAULT_EMBEDDING_BITS : o.embeddings;
-  if (embeddings !== false && embeddings !== 8 && embeddings !== 4) {
-    throw new UserError(`quantize: embeddings must be true, false, 8 or 4 (got ${String(o.embeddings)})`);
-  }
-  return {
-    bits: o.bits,
-    blockSize,
-    keepFloat,
-    keepFloatRatio,
-    embeddings,
-    embeddingBlockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE[embeddings || o.bits],
-    gemm: o.gemm ?? "int8",
-    conv: o.conv ?? "float",
-    accuracyLevel: o.accuracyLevel ?? 4,
-    exceptions: o.exceptions ?? "int8",
-    calibration: o.calibration
-  };
-}
-function medianOf(values) {
-  const s = [...values].sort((a, b) => a - b);
-  if (s.length === 0) return 0;
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-}
-function formatError2(e) {
-  return e === void 0 ? "not measured" : `relative error ${e.toPrecision(3)}`;
-}
-function isFloatWeight(dtype) {
-  return dtype === DataType.FLOAT || dtype === DataType.FLOAT16;
-}
-function planCandidates(work, opts, keptFloat) {
-  const candidates = [];
-  const cache = /* @__PURE__ */ new Map();
-  const opset = work.defaultOpset ?? 1;
-  const skip = (node2, reason) => keptFloat.push({ node: nodeLabel(node2), reason });
-  for (const node2 of work.graph.node) {
-    const domain2 = node2.domain ?? "";
-    if (domain2 !== "" && domain2 !== "ai.onnx") continue;
-    const op = node2.opType;
-    if (op === "MatMul" || op === "Gemm") {
-      const w = node2.input[1];
-      const info3 = w ? work.constantInfo(w) : void 0;
-      if (!info3 || info3.dims.length !== 2 || !isFloatWeight(info3.dtype) || work.isConstant(node2.input[0])) continue;
-      if (op === "MatMul") {
-        candidates.push(nbitsCandidate(work, node2, "matmul", w, false, void 0, opts, cache));
-        continue;
-      }
-      if (opts.gemm === "float") {
-        skip(node2, "Gemm weights stay float (gemm: float)");
-        continue;
-      }
-      if (opts.gemm === "nbits") {
-        const c = node2.input[2];
-        const cInfo = c ? work.constantInfo(c) : void 0;
-        const n = info3.dims[attrInt(node2, "transB", 0) ? 0 : 1];
-        const plain = attrInt(node2, "transA", 0) === 0 && attrFloat(node2, "alpha", 1) === 1 && (!c || attrFloat(node2, "beta", 1) === 1 && cInfo?.dims.length === 1 && cInfo.dims[0] === n && cInfo.dtype === info3.dtype);
-        if (!plain) {
-          skip(node2, "Gemm with transA, alpha, beta or a bias that is not a [N] constant: left float");
-          continue;
-        }
-        candidates.push(nbitsCandidate(work, node2, "gemm", w, !!attrInt(node2, "transB", 0), c || void 0, opts, cache));
-        continue;
-      }
-      const axis = attrInt(node2, "transB", 0) ? 0 : 1;
-      const cand = dequantizeCandidate(work, node2, "gemm", w, axis, opset, cache, skip);
-      if (cand) candidates.push(cand);
-    } else if (op === "Conv") {
-      const w = node2.input[1];
-      const info3 = w ? work.constantInfo(w) : void 0;
-      if (!info3 || !isFloatWeight(info3.dtype)) continue;
-      if (opts.conv === "float") {
-        skip(node2, "Conv weights stay float (conv: float)");
-        continue;
-      }
-      const cand = dequantizeCandidate(work, node2, "conv", w, 0, opset, cache, skip);
-      if (cand) candidates.push(cand);
-    } else if (op === "Gather") {
-      const table2 = node2.input[0];
-      const info3 = table2 ? work.constantInfo(table2) : void 0;
-      if (!info3 || info3.dims.length !== 2 || !isFloatWeight(info3.dtype) || attrInt(node2, "axis", 0) !== 0) continue;
-      if (work.isConstant(node2.input[1])) continue;
-      if (opts.embeddings === false) {
-        skip(node2, "embedding tables stay float (embeddings: false)");
-        continue;
-      }
-      const cand = embeddingCandidate(work, node2, table2, info3.dims, opts.embeddings, opts.embeddingBlockSize, cache, skip);
-      if (cand) candidates.push(cand);
-    }
-  }
-  return candidates.filter((c) => {
-    if (c.bytesAfter < c.bytesBefore) return true;
-    skip(c.node, `too small to gain from quantization (${c.bytesBefore} bytes float, ${c.bytesAfter} quantized)`);
-    return false;
-  });
-}
+// src/quantize/formats.ts
 function storeBlocks(work, cache, key, weight, layout) {
   const cached2 = cache.get(key);
   if (cached2) return cached2;
@@ -83662,12 +83548,11 @@ function nbitsCandidate(work, node2, kind, weight, transposed, bias, opts, cache
     ]
   };
 }
-function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache, skip) {
+function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
   const info3 = work.constantInfo(weight);
   const needed = info3.dtype === DataType.FLOAT ? 13 : 19;
   if (opset < needed) {
-    skip(node2, `DequantizeLinear per channel${info3.dtype === DataType.FLOAT ? "" : " to float16"} needs opset ${needed} (model: ${opset})`);
-    return void 0;
+    return `DequantizeLinear per channel${info3.dtype === DataType.FLOAT ? "" : " to float16"} needs opset ${needed} (model: ${opset})`;
   }
   const key = `dq:${weight}:${axis}`;
   let entry = cache.get(key);
@@ -83709,14 +83594,11 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache, skip
     }
   };
 }
-function embeddingCandidate(work, node2, table2, dims, bits, wantedBlock, cache, skip) {
+function embeddingCandidate(work, node2, table2, dims, bits, wantedBlock, cache) {
   const [v, d] = dims;
   let blockSize = blockSizeFor(d, wantedBlock, bits, dtypeInfo(work.constantInfo(table2).dtype).bytes);
   while (blockSize > 16 && d % blockSize !== 0) blockSize /= 2;
-  if (d % blockSize !== 0) {
-    skip(node2, `embedding width ${d} is not a multiple of 16: left float`);
-    return void 0;
-  }
+  if (d % blockSize !== 0) return `embedding width ${d} is not a multiple of 16: left float`;
   const entry = storeBlocks(work, cache, `gbq:${table2}:${bits}:${blockSize}`, table2, {
     bits,
     blockSize,
@@ -83750,6 +83632,127 @@ function embeddingCandidate(work, node2, table2, dims, bits, wantedBlock, cache,
     ]
   };
 }
+var import_onnx_proto13, MS_DOMAIN, int2;
+var init_formats = __esm({
+  "src/quantize/formats.ts"() {
+    "use strict";
+    import_onnx_proto13 = __toESM(require_onnx());
+    init_graph();
+    init_dtype();
+    init_tensor();
+    init_options();
+    init_pack();
+    MS_DOMAIN = "com.microsoft";
+    int2 = (name, i) => import_onnx_proto13.onnx.AttributeProto.create({ name, type: import_onnx_proto13.onnx.AttributeProto.AttributeType.INT, i });
+  }
+});
+
+// src/quantize/rewrite.ts
+function addMsOpset(model) {
+  const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
+  if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
+    model.proto.opsetImport.push(import_onnx_proto14.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
+  }
+}
+function applyCandidates(work, candidates, removable) {
+  const graph = work.graph;
+  const byNode = new Map(candidates.map((c) => [c.node, c]));
+  const shared = /* @__PURE__ */ new Set();
+  const nodes = [];
+  for (const node2 of graph.node) {
+    const c = byNode.get(node2);
+    if (!c) {
+      nodes.push(node2);
+      continue;
+    }
+    for (const s of c.shared) shared.add(s);
+    nodes.push(...c.build([...node2.output]));
+  }
+  graph.node = [...shared, ...nodes];
+  addMsOpset(work);
+  removeUnused(work, removable);
+}
+function removeUnused(work, removable) {
+  const graph = work.graph;
+  const read = new Set(graph.output.map((o) => o.name ?? ""));
+  for (const n of graph.node) for (const i of nodeReads(n)) read.add(i);
+  const unread = (name) => !read.has(name) && removable(name);
+  const dropped = new Set(work.initializers.filter((t) => unread(t.name)).map((t) => t.name));
+  if (dropped.size > 0) {
+    graph.initializer = work.initializers.filter((t) => !dropped.has(t.name));
+    graph.input = graph.input.filter((v) => !dropped.has(v.name ?? ""));
+  }
+  graph.node = graph.node.filter((n) => !(n.opType === "Constant" && (n.domain ?? "") === "" && n.output?.length === 1 && unread(n.output[0])));
+  work.reindexConstants();
+}
+async function verifyQuantized(original, quantized) {
+  const expected = graphOutputs(original);
+  let session;
+  try {
+    session = await createSession(quantized);
+  } catch (e) {
+    throw new Error(`internal: the quantized model does not load in onnxruntime: ${e.message}`);
+  }
+  try {
+    const out = await session.run(dummyFeeds(quantized, 1, 4));
+    for (const spec of expected) {
+      const t = out[spec.name];
+      const fits = t && t.dims.length === spec.dims.length && spec.dims.every((d, i) => typeof d !== "number" || t.dims[i] === d);
+      if (!fits) {
+        throw new Error(
+          `internal: the quantized model's output '${spec.name}' has shape [${t ? t.dims.join(", ") : "missing"}], expected [${spec.dims.map((d) => d ?? "?").join(", ")}]`
+        );
+      }
+    }
+  } finally {
+    await session.release();
+  }
+}
+var import_onnx_proto14;
+var init_rewrite = __esm({
+  "src/quantize/rewrite.ts"() {
+    "use strict";
+    import_onnx_proto14 = __toESM(require_onnx());
+    init_graph();
+    init_runtime();
+    init_formats();
+  }
+});
+
+// src/quantize/calibration.ts
+function formatError2(e) {
+  return e === void 0 ? "not measured" : `relative error ${e.toPrecision(3)}`;
+}
+function medianOf(values) {
+  const s = [...values].sort((a, b) => a - b);
+  if (s.length === 0) return 0;
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+async function chooseExceptions(work, candidates, opts, calibration, log) {
+  const keptFloat = [];
+  await measureErrors(work, candidates, calibration, log);
+  const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
+  const median = medianOf(ranked.map((c) => c.error ?? 0));
+  const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
+  const measured = candidates.length;
+  const reasons = new Map(
+    keep.map((c, rank2) => [c, `largest output error on the calibration data (${rank2 + 1} of ${measured}: ${formatError2(c.error)}, ${(c.error / median).toFixed(1)}x the median layer's)`])
+  );
+  const wider = new Map(opts.exceptions === "int8" ? keep.flatMap((c) => c.at8Bits ? [[c, c.at8Bits()]] : []) : []);
+  if (wider.size > 0) await measureErrors(work, [...wider.values()], calibration, log);
+  for (const c of keep) {
+    const at8 = wider.get(c);
+    if (at8 && (at8.error ?? Infinity) < KEEP_FLOAT_MIN_ERROR) {
+      at8.exception = `${reasons.get(c)}; at 8 bits: ${formatError2(at8.error)}`;
+      candidates[candidates.indexOf(c)] = at8;
+      continue;
+    }
+    keptFloat.push({ node: c.label, reason: reasons.get(c), error: c.error });
+    candidates.splice(candidates.indexOf(c), 1);
+  }
+  return keptFloat;
+}
 async function measureErrors(work, candidates, calibration, log) {
   for (let start = 0; start < candidates.length; start += PROBE_CHUNK) {
     const chunk2 = candidates.slice(start, start + PROBE_CHUNK);
@@ -83762,8 +83765,8 @@ async function measureErrors(work, candidates, calibration, log) {
       const twin = probe.uniqueName(`${y}__quantized`);
       for (const s of c.shared) shared.add(s);
       graph.node.push(...c.build([twin]));
-      graph.output.push(import_onnx_proto13.onnx.ValueInfoProto.create({ name: twin }));
-      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto13.onnx.ValueInfoProto.create({ name: y }));
+      graph.output.push(import_onnx_proto15.onnx.ValueInfoProto.create({ name: twin }));
+      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto15.onnx.ValueInfoProto.create({ name: y }));
       pairs.push([y, twin]);
     }
     graph.node = [...shared, ...graph.node];
@@ -83800,86 +83803,166 @@ function floatData(t) {
   if (t.type === "float16") return Float32Array.from(t.data, halfToFloat);
   return t.data;
 }
-function addMsOpset(model) {
-  const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
-  if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
-    model.proto.opsetImport.push(import_onnx_proto13.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
+var import_onnx_proto15, PROBE_CHUNK;
+var init_calibration2 = __esm({
+  "src/quantize/calibration.ts"() {
+    "use strict";
+    import_onnx_proto15 = __toESM(require_onnx());
+    init_dtype();
+    init_runtime();
+    init_options();
+    init_rewrite();
+    PROBE_CHUNK = 32;
   }
+});
+
+// src/quantize/registry.ts
+function isFloatWeight(dtype) {
+  return dtype === DataType.FLOAT || dtype === DataType.FLOAT16;
 }
-function apply(work, candidates, removable) {
-  const graph = work.graph;
-  const byNode = new Map(candidates.map((c) => [c.node, c]));
-  const shared = /* @__PURE__ */ new Set();
-  const nodes = [];
-  for (const node2 of graph.node) {
-    const c = byNode.get(node2);
-    if (!c) {
-      nodes.push(node2);
-      continue;
-    }
-    for (const s of c.shared) shared.add(s);
-    nodes.push(...c.build([...node2.output]));
-  }
-  graph.node = [...shared, ...nodes];
-  addMsOpset(work);
-  removeUnused(work, removable);
+function matrixWeight(node2, work) {
+  const w = node2.input[1];
+  const info3 = w ? work.constantInfo(w) : void 0;
+  if (!info3 || info3.dims.length !== 2 || !isFloatWeight(info3.dtype) || work.isConstant(node2.input[0])) return void 0;
+  return { name: w, ...info3 };
 }
-function removeUnused(work, removable) {
-  const graph = work.graph;
-  const read = new Set(graph.output.map((o) => o.name ?? ""));
-  for (const n of graph.node) for (const i of nodeReads(n)) read.add(i);
-  const unread = (name) => !read.has(name) && removable(name);
-  const dropped = new Set(work.initializers.filter((t) => unread(t.name)).map((t) => t.name));
-  if (dropped.size > 0) {
-    graph.initializer = work.initializers.filter((t) => !dropped.has(t.name));
-    graph.input = graph.input.filter((v) => !dropped.has(v.name ?? ""));
-  }
-  graph.node = graph.node.filter((n) => !(n.opType === "Constant" && (n.domain ?? "") === "" && n.output?.length === 1 && unread(n.output[0])));
-  work.reindexConstants();
+function quantRuleOf(node2) {
+  const domain2 = node2.domain ?? "";
+  return domain2 === "" || domain2 === "ai.onnx" ? QUANT_RULES[node2.opType] : void 0;
 }
-async function verify(original, quantized) {
-  const expected = graphOutputs(original);
-  let session;
-  try {
-    session = await createSession(quantized);
-  } catch (e) {
-    throw new Error(`internal: the quantized model does not load in onnxruntime: ${e.message}`);
-  }
-  try {
-    const out = await session.run(dummyFeeds(quantized, 1, 4));
-    for (const spec of expected) {
-      const t = out[spec.name];
-      const fits = t && t.dims.length === spec.dims.length && spec.dims.every((d, i) => typeof d !== "number" || t.dims[i] === d);
-      if (!fits) {
-        throw new Error(
-          `internal: the quantized model's output '${spec.name}' has shape [${t ? t.dims.join(", ") : "missing"}], expected [${spec.dims.map((d) => d ?? "?").join(", ")}]`
-        );
+var floatOr, matmul2, gemm2, conv, convTranspose, gather2, einsum2, QUANT_RULES;
+var init_registry = __esm({
+  "src/quantize/registry.ts"() {
+    "use strict";
+    init_graph();
+    init_dtype();
+    init_formats();
+    floatOr = (answer) => typeof answer === "string" ? { keptFloat: answer } : answer;
+    matmul2 = {
+      candidate(node2, { work, opts, cache }) {
+        const w = matrixWeight(node2, work);
+        return w && nbitsCandidate(work, node2, "matmul", w.name, false, void 0, opts, cache);
       }
-    }
-  } finally {
-    await session.release();
+    };
+    gemm2 = {
+      candidate(node2, { work, opts, cache, opset }) {
+        const w = matrixWeight(node2, work);
+        if (!w) return void 0;
+        const transB = !!attrInt(node2, "transB", 0);
+        if (opts.gemm === "float") return { keptFloat: "Gemm weights stay float (gemm: float)" };
+        if (opts.gemm === "nbits") {
+          const c = node2.input[2];
+          const cInfo = c ? work.constantInfo(c) : void 0;
+          const n = w.dims[transB ? 0 : 1];
+          const plain = attrInt(node2, "transA", 0) === 0 && attrFloat(node2, "alpha", 1) === 1 && (!c || attrFloat(node2, "beta", 1) === 1 && cInfo?.dims.length === 1 && cInfo.dims[0] === n && cInfo.dtype === w.dtype);
+          if (!plain) return { keptFloat: "Gemm with transA, alpha, beta or a bias that is not a [N] constant: left float" };
+          return nbitsCandidate(work, node2, "gemm", w.name, transB, c || void 0, opts, cache);
+        }
+        return floatOr(dequantizeCandidate(work, node2, "gemm", w.name, transB ? 0 : 1, opset, cache));
+      }
+    };
+    conv = {
+      candidate(node2, { work, opts, cache, opset }) {
+        const w = node2.input[1];
+        const info3 = w ? work.constantInfo(w) : void 0;
+        if (!info3 || !isFloatWeight(info3.dtype)) return void 0;
+        if (opts.conv === "float") return { keptFloat: "Conv weights stay float (conv: float)" };
+        return floatOr(dequantizeCandidate(work, node2, "conv", w, 0, opset, cache));
+      }
+    };
+    convTranspose = {
+      candidate(node2, { work }) {
+        const info3 = node2.input[1] ? work.constantInfo(node2.input[1]) : void 0;
+        if (!info3 || !isFloatWeight(info3.dtype)) return void 0;
+        return { keptFloat: "ConvTranspose weights stay float (no quantized form for them)" };
+      }
+    };
+    gather2 = {
+      candidate(node2, { work, opts, cache }) {
+        const table2 = node2.input[0];
+        const info3 = table2 ? work.constantInfo(table2) : void 0;
+        if (!info3 || info3.dims.length !== 2 || !isFloatWeight(info3.dtype) || attrInt(node2, "axis", 0) !== 0) return void 0;
+        if (work.isConstant(node2.input[1])) return void 0;
+        if (opts.embeddings === false) return { keptFloat: "embedding tables stay float (embeddings: false)" };
+        return floatOr(embeddingCandidate(work, node2, table2, info3.dims, opts.embeddings, opts.embeddingBlockSize, cache));
+      }
+    };
+    einsum2 = {
+      candidate(node2, { work }) {
+        const weights = node2.input.filter((i) => {
+          const info3 = i ? work.constantInfo(i) : void 0;
+          return info3 && info3.dims.length >= 2 && isFloatWeight(info3.dtype);
+        });
+        return weights.length ? { keptFloat: "Einsum weights stay float (onnxruntime has no quantized Einsum)" } : void 0;
+      }
+    };
+    QUANT_RULES = {
+      MatMul: matmul2,
+      Gemm: gemm2,
+      Conv: conv,
+      ConvTranspose: convTranspose,
+      Gather: gather2,
+      Einsum: einsum2
+    };
   }
+});
+
+// src/quantize/index.ts
+async function quantizeModel(model, options) {
+  const opts = checkOptions(options);
+  const work = model.clone();
+  const log = options.log ?? (() => {
+  });
+  const keptFloat = [];
+  const candidates = planCandidates(work, opts, keptFloat);
+  log(`quantize: ${candidates.length} layers to quantize (${opts.bits} bits, blocks up to ${opts.blockSize})`);
+  if (opts.calibration && candidates.length > 0) keptFloat.push(...await chooseExceptions(work, candidates, opts, opts.calibration, log));
+  const original = new Set(model.constantNames());
+  const weights = new Set(candidates.map((c) => c.weight));
+  applyCandidates(work, candidates, (name) => weights.has(name) || !original.has(name));
+  await verifyQuantized(model, work);
+  const quantized = candidates.map(
+    (c) => ({
+      node: c.label,
+      kind: c.kind,
+      format: c.format,
+      bits: c.bits,
+      ...c.blockSize ? { blockSize: c.blockSize } : {},
+      bytesBefore: c.bytesBefore,
+      bytesAfter: c.bytesAfter,
+      ...c.error !== void 0 ? { error: c.error } : {},
+      ...c.exception ? { exception: c.exception } : {}
+    })
+  );
+  const weightBytesBefore = quantized.reduce((s, q) => s + q.bytesBefore, 0);
+  const weightBytesAfter = quantized.reduce((s, q) => s + q.bytesAfter, 0);
+  log(`quantize: ${quantized.length} layers quantized, weights ${weightBytesBefore} -> ${weightBytesAfter} bytes; ${keptFloat.length} kept float`);
+  return { model: work, quantized, keptFloat, weightBytesBefore, weightBytesAfter };
 }
-var import_onnx_proto13, MS_DOMAIN, DEFAULT_BLOCK_SIZE, KEEP_FLOAT_MIN_ERROR, DEFAULT_KEEP_FLOAT, DEFAULT_KEEP_FLOAT_RATIO, DEFAULT_EMBEDDING_BITS, PROBE_CHUNK, int2;
+function planCandidates(work, opts, keptFloat) {
+  const ctx = { work, opts, cache: /* @__PURE__ */ new Map(), opset: work.defaultOpset ?? 1 };
+  const candidates = [];
+  for (const node2 of work.graph.node) {
+    const answer = quantRuleOf(node2)?.candidate(node2, ctx);
+    if (!answer) continue;
+    if ("keptFloat" in answer) keptFloat.push({ node: nodeLabel(node2), reason: answer.keptFloat });
+    else candidates.push(answer);
+  }
+  return candidates.filter((c) => {
+    if (c.bytesAfter < c.bytesBefore) return true;
+    keptFloat.push({ node: c.label, reason: `too small to gain from quantization (${c.bytesBefore} bytes float, ${c.bytesAfter} quantized)` });
+    return false;
+  });
+}
 var init_quantize = __esm({
   "src/quantize/index.ts"() {
     "use strict";
-    import_onnx_proto13 = __toESM(require_onnx());
-    init_errors();
     init_graph();
-    init_dtype();
-    init_runtime();
-    init_tensor();
+    init_calibration2();
+    init_options();
+    init_registry();
+    init_rewrite();
     init_pack();
-    init_pack();
-    MS_DOMAIN = "com.microsoft";
-    DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
-    KEEP_FLOAT_MIN_ERROR = 0.02;
-    DEFAULT_KEEP_FLOAT = 2;
-    DEFAULT_KEEP_FLOAT_RATIO = 1.5;
-    DEFAULT_EMBEDDING_BITS = 8;
-    PROBE_CHUNK = 32;
-    int2 = (name, i) => import_onnx_proto13.onnx.AttributeProto.create({ name, type: import_onnx_proto13.onnx.AttributeProto.AttributeType.INT, i });
   }
 });
 
@@ -83927,16 +84010,16 @@ function graphBytes(graph) {
   const initializers = graph.initializer;
   graph.initializer = [];
   try {
-    return import_onnx_proto14.onnx.GraphProto.encode(graph).finish().byteLength;
+    return import_onnx_proto16.onnx.GraphProto.encode(graph).finish().byteLength;
   } finally {
     graph.initializer = initializers;
   }
 }
-var import_onnx_proto14;
+var import_onnx_proto16;
 var init_compact = __esm({
   "src/graph/compact.ts"() {
     "use strict";
-    import_onnx_proto14 = __toESM(require_onnx());
+    import_onnx_proto16 = __toESM(require_onnx());
     init_graph();
   }
 });
@@ -84295,11 +84378,7 @@ init_errors();
 init_latency();
 init_metric_names();
 init_metrics();
-
-// src/quantize/options.ts
-var QUANTIZE_MODES = ["none", "int8", "int4"];
-
-// src/config/config.ts
+init_options();
 init_format();
 init_paths();
 init_validation();

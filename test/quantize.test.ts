@@ -1,4 +1,4 @@
-// Issue 8: weight quantization after pruning. Every fixture at int8 and int4 loads and runs in
+// Weight quantization after pruning (docs/quantization.md). Every fixture at int8 and int4 loads and runs in
 // onnxruntime-node at two input sizes, keeps its output names and shapes, stays close to the
 // float model, and shrinks on disk; a MatMulNBits made here is checked against A·B with a
 // decoder written from onnxruntime's spec; calibration-aware exceptions stay float and are
@@ -11,6 +11,7 @@ import { onnx } from 'onnx-proto';
 import { UserError } from '../src/errors';
 import { calibrationFeeds, loadCalibration } from '../src/eval/calibration';
 import { countParams } from '../src/graph/cost';
+import { OP_RULES } from '../src/graph/rules';
 import { DataType, floatToHalf, halfToFloat } from '../src/onnx/dtype';
 import { OnnxModel } from '../src/onnx/model';
 import { createSession, ort } from '../src/onnx/runtime';
@@ -18,6 +19,7 @@ import { toFloat32, toNumber } from '../src/onnx/tensor';
 import { writeModel } from '../src/onnx/write';
 import { pruneModel } from '../src/prune';
 import { QuantizeOptions, QuantizeResult, blockSizeFor, dequantizeBlocks, quantizeBlocks, quantizeModel } from '../src/quantize';
+import { QUANT_RULES } from '../src/quantize/registry';
 import { FIXTURES_DIR, sampleFeeds } from './helpers/fixtures';
 import { T, attrInt, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
 
@@ -457,5 +459,27 @@ describe('options', () => {
     const gpt2 = await quantizeModel(read('gpt2'), { bits: 8, embeddings: false });
     expect(gpt2.quantized.some((q) => q.kind === 'embedding')).toBe(false);
     expect(gpt2.keptFloat.filter((k) => /embedding tables stay float/.test(k.reason))).toHaveLength(2);
+  });
+});
+
+describe('the registry', () => {
+  const ops = (name: string) => OnnxModel.read(path.join(FIXTURES_DIR, 'ops', `${name}.onnx`));
+
+  test('weights no form exists for stay float and are reported, not skipped in silence', async () => {
+    // Attention written with torch.einsum: its projections are Einsum weights; the LM head is a MatMul.
+    const einsum = await quantizeModel(ops('einsum'), { bits: 4 });
+    const einsumNodes = nodesOf(ops('einsum')).filter((n) => n.opType === 'Einsum' && n.input.some((i) => ops('einsum').constantInfo(i)?.dims.length === 2));
+    expect(einsumNodes.length).toBeGreaterThan(0);
+    expect(einsum.keptFloat.filter((k) => k.reason === 'Einsum weights stay float (onnxruntime has no quantized Einsum)').map((k) => k.node)).toEqual(
+      einsumNodes.map((n) => n.name),
+    );
+    expect(einsum.quantized.map((q) => q.kind).sort()).toEqual(['embedding', 'matmul']);
+    const upsampling = await quantizeModel(ops('upsampling-head'), { bits: 8 });
+    expect(upsampling.keptFloat.map((k) => k.reason)).toContain('ConvTranspose weights stay float (no quantized form for them)');
+  });
+
+  test('every weight op of the pruning engine has an entry', () => {
+    const weightOps = Object.entries(OP_RULES).filter(([, rule]) => rule.weight).map(([op]) => op);
+    for (const op of weightOps) expect(QUANT_RULES).toHaveProperty(op);
   });
 });

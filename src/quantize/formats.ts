@@ -1,0 +1,259 @@
+/**
+ * The three forms a quantized weight takes in the graph, and the replacement node each builds:
+ * - `MatMulNBits` (onnxruntime's com.microsoft op): block-wise codes along K, 8 or 4 bits.
+ * - int8 per output channel behind a `DequantizeLinear` that feeds the original op.
+ * - `GatherBlockQuantized` (com.microsoft): an embedding table's rows in block-wise codes.
+ * The codes themselves are computed in ./pack.ts. Which op takes which form is the registry's
+ * decision (./registry.ts).
+ */
+import { onnx } from 'onnx-proto';
+import { nodeLabel } from '../graph/graph';
+import { DataType, dtypeInfo } from '../onnx/dtype';
+import { OnnxModel } from '../onnx/model';
+import { Tensor, fromFloat32, tensorBytes, toFloat32 } from '../onnx/tensor';
+import { CheckedOptions, DEFAULT_BLOCK_SIZE } from './options';
+import { Bits, blockSizeFor, quantizeBlocks, quantizePerChannel } from './pack';
+
+export const MS_DOMAIN = 'com.microsoft';
+
+export type LayerKind = 'matmul' | 'gemm' | 'conv' | 'embedding';
+export type QuantFormat = 'MatMulNBits' | 'DequantizeLinear' | 'GatherBlockQuantized';
+
+/** A weight op that can be quantized, with the replacement built for it. */
+export interface Candidate {
+  node: onnx.NodeProto;
+  label: string;
+  kind: LayerKind;
+  format: QuantFormat;
+  bits: Bits;
+  blockSize?: number;
+  weight: string;
+  bytesBefore: number;
+  bytesAfter: number;
+  /** Nodes that compute the layer from its quantized weight, writing to `outputs`. */
+  build: (outputs: string[]) => onnx.NodeProto[];
+  /** Nodes shared by every user of the same quantized weight (DequantizeLinear), placed first. */
+  shared: onnx.NodeProto[];
+  /** Relative output error on the calibration data, when measured. */
+  error?: number;
+  /** The same layer at 8 bits, for a 4-bit MatMulNBits layer (see QuantizeOptions.exceptions). */
+  at8Bits?: () => Candidate;
+  /** Why this layer has more bits than asked. */
+  exception?: string;
+}
+
+/**
+ * Quantized initializers already written to the model, by what they are (weight, form, bits,
+ * block): every op that reads the same weight shares them.
+ */
+export type Cache = Map<string, CacheEntry>;
+type CacheEntry = { names: string[]; bytes: number; blockSize?: number; shared: onnx.NodeProto[] };
+
+const int = (name: string, i: number) => onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INT, i });
+
+/**
+ * The block-wise codes and scales of `weight` (see ./pack.ts), stored once per `key` as two
+ * initializers, `<weight>_Q<bits>` shaped by `codesDims(blocks)` and `<weight>_scales` [rows of
+ * the result, blocks] in the weight's float type.
+ */
+function storeBlocks(
+  work: OnnxModel,
+  cache: Cache,
+  key: string,
+  weight: string,
+  layout: { bits: Bits; blockSize: number; transposed: boolean; outputs: number; codesDims: (blocks: number) => number[] },
+): CacheEntry {
+  const cached = cache.get(key);
+  if (cached) return cached;
+  const w = readWeight(work, weight);
+  const { bits, blockSize, transposed } = layout;
+  const q = quantizeBlocks(w.values, w.dims[0], w.dims[1], { bits, blockSize, transposed });
+  const codes = work.uniqueName(`${weight}_Q${bits}`);
+  work.addInitializer(codes, { dtype: DataType.UINT8, dims: layout.codesDims(q.blocks), data: q.packed });
+  const scales = work.uniqueName(`${weight}_scales`);
+  work.addInitializer(scales, scaleTensor(q.scales, w.dtype, [layout.outputs, q.blocks]));
+  const entry = { names: [codes, scales], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, blockSize, shared: [] };
+  cache.set(key, entry);
+  return entry;
+}
+
+function weightBytes(work: OnnxModel, name: string): number {
+  const info = work.constantInfo(name)!;
+  return tensorBytes(info.dtype, info.dims);
+}
+
+/** Float values of a weight, and the type its scales take (A's type: the weight's). */
+function readWeight(work: OnnxModel, name: string): { values: Float32Array; dtype: DataType; dims: number[] } {
+  const t = work.constant(name)!;
+  return { values: toFloat32(t), dtype: t.dtype, dims: t.dims };
+}
+
+function scaleTensor(values: Float32Array, dtype: DataType, dims: number[]): Tensor {
+  return dtype === DataType.FLOAT ? { dtype, dims, data: values } : fromFloat32(values, dtype, dims);
+}
+
+/** MatMul (B [K, N]) or Gemm (B [K, N], or [N, K] with transB) -> MatMulNBits. */
+export function nbitsCandidate(
+  work: OnnxModel,
+  node: onnx.NodeProto,
+  kind: 'matmul' | 'gemm',
+  weight: string,
+  transposed: boolean,
+  bias: string | undefined,
+  opts: CheckedOptions,
+  cache: Cache,
+): Candidate {
+  const info = work.constantInfo(weight)!;
+  const [k, n] = transposed ? [info.dims[1], info.dims[0]] : info.dims;
+  const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(info.dtype).bytes);
+  const entry = storeBlocks(work, cache, `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}`, weight, {
+    bits: opts.bits,
+    blockSize,
+    transposed,
+    outputs: n,
+    codesDims: (blocks) => [n, blocks, (blockSize * opts.bits) / 8],
+  });
+  const [bName, sName] = entry.names;
+  const a = node.input[0];
+  const name = node.name;
+  const accuracy = opts.accuracyLevel;
+  const bits = opts.bits;
+  const at8Bits =
+    bits === 4 ? () => nbitsCandidate(work, node, kind, weight, transposed, bias, { ...opts, bits: 8, blockSize: DEFAULT_BLOCK_SIZE[8] }, cache) : undefined;
+  return {
+    node,
+    label: nodeLabel(node),
+    kind,
+    format: 'MatMulNBits',
+    bits,
+    blockSize,
+    weight,
+    bytesBefore: weightBytes(work, weight),
+    bytesAfter: entry.bytes,
+    shared: [],
+    at8Bits,
+    build: (outputs) => [
+      onnx.NodeProto.create({
+        name: name ? `${name}_Q${bits}` : '',
+        opType: 'MatMulNBits',
+        domain: MS_DOMAIN,
+        input: bias ? [a, bName, sName, '', '', bias] : [a, bName, sName],
+        output: outputs,
+        attribute: [int('K', k), int('N', n), int('bits', bits), int('block_size', blockSize), int('accuracy_level', accuracy)],
+      }),
+    ],
+  };
+}
+
+/**
+ * Gemm/Conv weight -> int8 per output channel (`axis`) + DequantizeLinear feeding the op; or,
+ * when the model's opset has no such DequantizeLinear, why the layer stays float.
+ */
+export function dequantizeCandidate(
+  work: OnnxModel,
+  node: onnx.NodeProto,
+  kind: 'gemm' | 'conv',
+  weight: string,
+  axis: number,
+  opset: number,
+  cache: Cache,
+): Candidate | string {
+  const info = work.constantInfo(weight)!;
+  // DequantizeLinear has a per-axis scale from opset 13, and a float16 output from opset 19.
+  const needed = info.dtype === DataType.FLOAT ? 13 : 19;
+  if (opset < needed) {
+    return `DequantizeLinear per channel${info.dtype === DataType.FLOAT ? '' : ' to float16'} needs opset ${needed} (model: ${opset})`;
+  }
+  const key = `dq:${weight}:${axis}`;
+  let entry = cache.get(key);
+  if (!entry) {
+    const w = readWeight(work, weight);
+    const q = quantizePerChannel(w.values, w.dims, axis);
+    const qName = work.uniqueName(`${weight}_int8`);
+    work.addInitializer(qName, { dtype: DataType.INT8, dims: w.dims, data: q.codes });
+    const sName = work.uniqueName(`${weight}_scale`);
+    work.addInitializer(sName, scaleTensor(q.scales, w.dtype, [q.scales.length]));
+    const out = work.uniqueName(`${weight}_dequantized`);
+    const dq = onnx.NodeProto.create({
+      name: `${out}_DequantizeLinear`,
+      opType: 'DequantizeLinear',
+      input: [qName, sName],
+      output: [out],
+      attribute: [int('axis', axis)],
+    });
+    entry = { names: [out], bytes: q.codes.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, shared: [dq] };
+    cache.set(key, entry);
+  }
+  const dequantized = entry.names[0];
+  return {
+    node,
+    label: nodeLabel(node),
+    kind,
+    format: 'DequantizeLinear',
+    bits: 8,
+    weight,
+    bytesBefore: weightBytes(work, weight),
+    bytesAfter: entry.bytes,
+    shared: entry.shared,
+    build: (outputs) => {
+      const copy = onnx.NodeProto.decode(onnx.NodeProto.encode(node).finish());
+      // Its own name: the float node and this twin sit in one graph while errors are measured.
+      copy.name = node.name ? `${node.name}_Q8` : '';
+      copy.input[1] = dequantized;
+      copy.output = outputs;
+      return [copy];
+    },
+  };
+}
+
+/**
+ * Gather on a [V, D] table -> GatherBlockQuantized, codes along D (gather_axis 0, quantize_axis
+ * 1); or why the table stays float.
+ */
+export function embeddingCandidate(
+  work: OnnxModel,
+  node: onnx.NodeProto,
+  table: string,
+  dims: number[],
+  bits: Bits,
+  wantedBlock: number,
+  cache: Cache,
+): Candidate | string {
+  const [v, d] = dims;
+  // GatherBlockQuantized keeps each row's D values unpadded: the block must divide D.
+  let blockSize = blockSizeFor(d, wantedBlock, bits, dtypeInfo(work.constantInfo(table)!.dtype).bytes);
+  while (blockSize > 16 && d % blockSize !== 0) blockSize /= 2;
+  if (d % blockSize !== 0) return `embedding width ${d} is not a multiple of 16: left float`;
+  const entry = storeBlocks(work, cache, `gbq:${table}:${bits}:${blockSize}`, table, {
+    bits,
+    blockSize,
+    transposed: true,
+    outputs: v,
+    codesDims: () => [v, (d * bits) / 8],
+  });
+  const [dName, sName] = entry.names;
+  const ids = node.input[1];
+  const name = node.name;
+  return {
+    node,
+    label: nodeLabel(node),
+    kind: 'embedding',
+    format: 'GatherBlockQuantized',
+    bits,
+    blockSize,
+    weight: table,
+    bytesBefore: weightBytes(work, table),
+    bytesAfter: entry.bytes,
+    shared: [],
+    build: (outputs) => [
+      onnx.NodeProto.create({
+        name: name ? `${name}_Q${bits}` : '',
+        opType: 'GatherBlockQuantized',
+        domain: MS_DOMAIN,
+        input: [dName, ids, sName],
+        output: outputs,
+        attribute: [int('bits', bits), int('block_size', blockSize), int('gather_axis', 0), int('quantize_axis', 1)],
+      }),
+    ],
+  };
+}

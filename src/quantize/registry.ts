@@ -1,0 +1,135 @@
+/**
+ * The quantizer's registry: op type (default domain) -> how a node of that op is quantized. An
+ * entry looks at one node and answers with a candidate (its quantized form, built by
+ * ./formats.ts, whose output error calibration then measures), with the reason its weights stay
+ * float, or with nothing when the node holds no weight to quantize. An op without an entry is
+ * left as it is. Teaching the quantizer an op is one entry here.
+ */
+import { onnx } from 'onnx-proto';
+import { attrFloat, attrInt } from '../graph/graph';
+import { DataType } from '../onnx/dtype';
+import { OnnxModel } from '../onnx/model';
+import { Cache, Candidate, dequantizeCandidate, embeddingCandidate, nbitsCandidate } from './formats';
+import { CheckedOptions } from './options';
+
+export interface QuantContext {
+  /** The copy being quantized: quantized weights are added to it as candidates are made. */
+  work: OnnxModel;
+  opts: CheckedOptions;
+  cache: Cache;
+  /** The model's default opset. */
+  opset: number;
+}
+
+/** A candidate, the reason the node's weights stay float, or undefined: nothing to quantize. */
+export type QuantAnswer = Candidate | { keptFloat: string } | undefined;
+
+export interface QuantRule {
+  candidate(node: onnx.NodeProto, ctx: QuantContext): QuantAnswer;
+}
+
+function isFloatWeight(dtype: number): boolean {
+  return dtype === DataType.FLOAT || dtype === DataType.FLOAT16;
+}
+
+/** The op's 2-D float weight at input 1, read by a data (non-constant) input 0. */
+function matrixWeight(node: onnx.NodeProto, work: OnnxModel): { name: string; dims: number[]; dtype: number } | undefined {
+  const w = node.input[1];
+  const info = w ? work.constantInfo(w) : undefined;
+  if (!info || info.dims.length !== 2 || !isFloatWeight(info.dtype) || work.isConstant(node.input[0])) return undefined;
+  return { name: w, ...info };
+}
+
+const floatOr = (answer: Candidate | string): QuantAnswer => (typeof answer === 'string' ? { keptFloat: answer } : answer);
+
+/** MatMul with a constant [K, N] weight: MatMulNBits, where a transformer's weights are. */
+const matmul: QuantRule = {
+  candidate(node, { work, opts, cache }) {
+    const w = matrixWeight(node, work);
+    return w && nbitsCandidate(work, node, 'matmul', w.name, false, undefined, opts, cache);
+  },
+};
+
+/** Gemm (classifier heads, poolers): int8 per output channel by default; see QuantizeOptions.gemm. */
+const gemm: QuantRule = {
+  candidate(node, { work, opts, cache, opset }) {
+    const w = matrixWeight(node, work);
+    if (!w) return undefined;
+    const transB = !!attrInt(node, 'transB', 0);
+    if (opts.gemm === 'float') return { keptFloat: 'Gemm weights stay float (gemm: float)' };
+    if (opts.gemm === 'nbits') {
+      const c = node.input[2];
+      const cInfo = c ? work.constantInfo(c) : undefined;
+      const n = w.dims[transB ? 0 : 1];
+      const plain =
+        attrInt(node, 'transA', 0) === 0 &&
+        attrFloat(node, 'alpha', 1) === 1 &&
+        (!c || (attrFloat(node, 'beta', 1) === 1 && cInfo?.dims.length === 1 && cInfo.dims[0] === n && cInfo.dtype === w.dtype));
+      if (!plain) return { keptFloat: 'Gemm with transA, alpha, beta or a bias that is not a [N] constant: left float' };
+      return nbitsCandidate(work, node, 'gemm', w.name, transB, c || undefined, opts, cache);
+    }
+    return floatOr(dequantizeCandidate(work, node, 'gemm', w.name, transB ? 0 : 1, opset, cache));
+  },
+};
+
+/** Conv: float by default (see QuantizeOptions.conv), else int8 per output channel. */
+const conv: QuantRule = {
+  candidate(node, { work, opts, cache, opset }) {
+    const w = node.input[1];
+    const info = w ? work.constantInfo(w) : undefined;
+    if (!info || !isFloatWeight(info.dtype)) return undefined;
+    if (opts.conv === 'float') return { keptFloat: 'Conv weights stay float (conv: float)' };
+    return floatOr(dequantizeCandidate(work, node, 'conv', w, 0, opset, cache));
+  },
+};
+
+/** ConvTranspose: its weights stay float; the quantizer has no form for them. */
+const convTranspose: QuantRule = {
+  candidate(node, { work }) {
+    const info = node.input[1] ? work.constantInfo(node.input[1]) : undefined;
+    if (!info || !isFloatWeight(info.dtype)) return undefined;
+    return { keptFloat: 'ConvTranspose weights stay float (no quantized form for them)' };
+  },
+};
+
+/** Gather on a constant [V, D] table along axis 0 (embeddings): GatherBlockQuantized. */
+const gather: QuantRule = {
+  candidate(node, { work, opts, cache }) {
+    const table = node.input[0];
+    const info = table ? work.constantInfo(table) : undefined;
+    if (!info || info.dims.length !== 2 || !isFloatWeight(info.dtype) || attrInt(node, 'axis', 0) !== 0) return undefined;
+    if (work.isConstant(node.input[1])) return undefined; // a constant row pick: folded by the runtime anyway
+    if (opts.embeddings === false) return { keptFloat: 'embedding tables stay float (embeddings: false)' };
+    return floatOr(embeddingCandidate(work, node, table, info.dims, opts.embeddings, opts.embeddingBlockSize, cache));
+  },
+};
+
+/**
+ * Einsum with a constant weight (a projection written with torch.einsum): its weights stay float,
+ * and the report says so; onnxruntime has no quantized Einsum, and the quantizer does not rewrite
+ * an Einsum as a MatMul.
+ */
+const einsum: QuantRule = {
+  candidate(node, { work }) {
+    const weights = node.input.filter((i) => {
+      const info = i ? work.constantInfo(i) : undefined;
+      return info && info.dims.length >= 2 && isFloatWeight(info.dtype);
+    });
+    return weights.length ? { keptFloat: 'Einsum weights stay float (onnxruntime has no quantized Einsum)' } : undefined;
+  },
+};
+
+export const QUANT_RULES: Record<string, QuantRule> = {
+  MatMul: matmul,
+  Gemm: gemm,
+  Conv: conv,
+  ConvTranspose: convTranspose,
+  Gather: gather,
+  Einsum: einsum,
+};
+
+/** The registry's entry for a node: default-domain ops only. */
+export function quantRuleOf(node: onnx.NodeProto): QuantRule | undefined {
+  const domain = node.domain ?? '';
+  return domain === '' || domain === 'ai.onnx' ? QUANT_RULES[node.opType] : undefined;
+}

@@ -1,0 +1,81 @@
+/** Rewriting the graph with the chosen candidates, and checking the result runs. */
+import { onnx } from 'onnx-proto';
+import { nodeReads } from '../graph/graph';
+import { OnnxModel } from '../onnx/model';
+import { createSession, dummyFeeds, graphOutputs, ort } from '../onnx/runtime';
+import { Candidate, MS_DOMAIN } from './formats';
+
+export function addMsOpset(model: OnnxModel): void {
+  const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
+  if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
+    model.proto.opsetImport.push(onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
+  }
+}
+
+/**
+ * Replaces every candidate's op by its quantized form, places shared DequantizeLinear nodes
+ * first (they read initializers only), drops the float weights nothing reads any more, and the
+ * quantized initializers of layers that were kept float (`removable` says which names are
+ * those). Other unread tensors of the model are left as they were.
+ */
+export function applyCandidates(work: OnnxModel, candidates: Candidate[], removable: (name: string) => boolean): void {
+  const graph = work.graph;
+  const byNode = new Map(candidates.map((c) => [c.node, c]));
+  const shared = new Set<onnx.NodeProto>();
+  const nodes: onnx.NodeProto[] = [];
+  for (const node of graph.node as onnx.NodeProto[]) {
+    const c = byNode.get(node);
+    if (!c) {
+      nodes.push(node);
+      continue;
+    }
+    for (const s of c.shared) shared.add(s);
+    nodes.push(...c.build([...node.output]));
+  }
+  graph.node = [...shared, ...nodes];
+  addMsOpset(work);
+  removeUnused(work, removable);
+}
+
+/** Drops the initializers and Constant nodes among `removable` that nothing reads any more. */
+function removeUnused(work: OnnxModel, removable: (name: string) => boolean): void {
+  const graph = work.graph;
+  const read = new Set<string>(graph.output.map((o) => o.name ?? ''));
+  for (const n of graph.node) for (const i of nodeReads(n)) read.add(i);
+  const unread = (name: string) => !read.has(name) && removable(name);
+  const dropped = new Set(work.initializers.filter((t) => unread(t.name)).map((t) => t.name));
+  if (dropped.size > 0) {
+    graph.initializer = work.initializers.filter((t) => !dropped.has(t.name));
+    graph.input = graph.input.filter((v) => !dropped.has(v.name ?? ''));
+  }
+  graph.node = graph.node.filter((n) => !(n.opType === 'Constant' && (n.domain ?? '') === '' && n.output?.length === 1 && unread(n.output[0])));
+  work.reindexConstants();
+}
+
+/**
+ * Runs the quantized model once (batch 1, 4 positions along other dynamic axes) and checks its
+ * outputs keep the float model's names, element types and ranks, and every fixed size.
+ */
+export async function verifyQuantized(original: OnnxModel, quantized: OnnxModel): Promise<void> {
+  const expected = graphOutputs(original);
+  let session: ort.InferenceSession;
+  try {
+    session = await createSession(quantized);
+  } catch (e) {
+    throw new Error(`internal: the quantized model does not load in onnxruntime: ${(e as Error).message}`);
+  }
+  try {
+    const out = await session.run(dummyFeeds(quantized, 1, 4));
+    for (const spec of expected) {
+      const t = out[spec.name];
+      const fits = t && t.dims.length === spec.dims.length && spec.dims.every((d, i) => typeof d !== 'number' || t.dims[i] === d);
+      if (!fits) {
+        throw new Error(
+          `internal: the quantized model's output '${spec.name}' has shape [${t ? t.dims.join(', ') : 'missing'}], expected [${spec.dims.map((d) => d ?? '?').join(', ')}]`,
+        );
+      }
+    }
+  } finally {
+    await session.release();
+  }
+}
