@@ -44253,9 +44253,9 @@ var require_Alias = __commonJS({
     var anchors = require_anchors();
     var visit2 = require_visit();
     var identity = require_identity();
-    var Node5 = require_Node();
+    var Node6 = require_Node();
     var toJS = require_toJS();
-    var Alias = class extends Node5.NodeBase {
+    var Alias = class extends Node6.NodeBase {
       constructor(source) {
         super(identity.ALIAS);
         this.source = source;
@@ -44369,10 +44369,10 @@ var require_Scalar = __commonJS({
   "node_modules/yaml/dist/nodes/Scalar.js"(exports2) {
     "use strict";
     var identity = require_identity();
-    var Node5 = require_Node();
+    var Node6 = require_Node();
     var toJS = require_toJS();
     var isScalarValue = (value) => !value || typeof value !== "function" && typeof value !== "object";
-    var Scalar = class extends Node5.NodeBase {
+    var Scalar = class extends Node6.NodeBase {
       constructor(value) {
         super(identity.SCALAR);
         this.value = value;
@@ -44475,7 +44475,7 @@ var require_Collection = __commonJS({
     "use strict";
     var createNode = require_createNode();
     var identity = require_identity();
-    var Node5 = require_Node();
+    var Node6 = require_Node();
     function collectionFromPath(schema, path15, value) {
       let v = value;
       for (let i = path15.length - 1; i >= 0; --i) {
@@ -44499,7 +44499,7 @@ var require_Collection = __commonJS({
       });
     }
     var isEmptyPath = (path15) => path15 == null || typeof path15 === "object" && !!path15[Symbol.iterator]().next().done;
-    var Collection = class extends Node5.NodeBase {
+    var Collection = class extends Node6.NodeBase {
       constructor(type, schema) {
         super(type);
         Object.defineProperty(this, "schema", {
@@ -80486,6 +80486,921 @@ var init_graph = __esm({
   }
 });
 
+// src/graph/shape-eval.ts
+function broadcastDims(a, b) {
+  const r = Math.max(a.length, b.length);
+  const out = [];
+  for (let i = 0; i < r; i++) {
+    const x = a[i - (r - a.length)] ?? 1;
+    const y = b[i - (r - b.length)] ?? 1;
+    if (x !== y && x !== 1 && y !== 1) throw new Unevaluable(`cannot broadcast ${a} with ${b}`);
+    out.push(x === 1 ? y : x);
+  }
+  return out;
+}
+function broadcastTo(v, dims) {
+  const count2 = elementCount(dims);
+  if (count2 > MAX_ELEMENTS) throw new Unevaluable("broadcast too large");
+  const r = dims.length;
+  const vd = [...new Array(r - v.dims.length).fill(1), ...v.dims];
+  const data = new Array(count2);
+  for (let flat = 0; flat < count2; flat++) {
+    let rem = flat;
+    let src = 0;
+    let stride = 1;
+    for (let ax = r - 1; ax >= 0; ax--) {
+      const coord = rem % dims[ax];
+      rem = Math.floor(rem / dims[ax]);
+      if (vd[ax] !== 1) src += coord * stride;
+      stride *= vd[ax];
+    }
+    data[flat] = v.data[src];
+  }
+  return { dims, data, float: v.float };
+}
+function elementwise(values, f, float) {
+  const dims = values.map((v) => v.dims).reduce((a, b) => broadcastDims(a, b));
+  const expanded = values.map((v) => broadcastTo(v, dims));
+  const data = expanded[0].data.map((_, i) => f(expanded.map((e) => e.data[i])));
+  return { dims, data, float };
+}
+function resolveReshape(dims, shape, allowZero = false) {
+  const out = shape.map((s, i) => s === 0 && !allowZero ? dims[i] : s);
+  const neg = out.indexOf(-1);
+  if (neg >= 0) {
+    const known = out.reduce((a, b, i) => i === neg ? a : a * b, 1);
+    out[neg] = known === 0 ? 0 : elementCount(dims) / known;
+  }
+  return out;
+}
+function shapeSubgraph(index, name) {
+  const nodes = /* @__PURE__ */ new Set();
+  const leaves = /* @__PURE__ */ new Set();
+  const stack = [name];
+  const seen = /* @__PURE__ */ new Set();
+  while (stack.length) {
+    const t = stack.pop();
+    if (!t || seen.has(t)) continue;
+    seen.add(t);
+    if (index.model.isConstant(t)) {
+      leaves.add(t);
+      const p2 = index.producerOf(t);
+      if (p2) nodes.add(p2);
+      continue;
+    }
+    const p = index.producerOf(t);
+    if (!p) continue;
+    nodes.add(p);
+    if (p.opType === "Shape" || p.opType === "Size") continue;
+    stack.push(...p.input);
+  }
+  return { nodes, leaves };
+}
+var Unevaluable, MAX_ELEMENTS, ShapeEvaluator, UNARY, BINARY, COMPARISONS;
+var init_shape_eval = __esm({
+  "src/graph/shape-eval.ts"() {
+    "use strict";
+    init_graph();
+    init_dtype();
+    init_tensor();
+    Unevaluable = class extends Error {
+    };
+    MAX_ELEMENTS = 4096;
+    ShapeEvaluator = class {
+      constructor(model, index, dimsOf, overrides = /* @__PURE__ */ new Map()) {
+        this.model = model;
+        this.index = index;
+        this.dimsOf = dimsOf;
+        this.overrides = overrides;
+      }
+      model;
+      index;
+      dimsOf;
+      overrides;
+      memo = /* @__PURE__ */ new Map();
+      eval(name) {
+        const hit = this.memo.get(name);
+        if (hit) return hit;
+        const value = this.compute(name);
+        this.memo.set(name, value);
+        return value;
+      }
+      compute(name) {
+        const o = this.overrides.get(name);
+        if (o) return o;
+        const c = this.model.isConstant(name) ? this.model.constant(name) : void 0;
+        if (c) {
+          if (c.data.length > MAX_ELEMENTS) throw new Unevaluable(`constant ${name} too large`);
+          return {
+            dims: c.dims,
+            data: toNumbers(c),
+            float: isFloatDType(c.dtype)
+          };
+        }
+        const node2 = this.index.producerOf(name);
+        if (!node2) throw new Unevaluable(`${name} is a model input`);
+        const outIndex = node2.output.indexOf(name);
+        return this.evalNode(node2, outIndex);
+      }
+      input(node2, i) {
+        const n = node2.input[i];
+        return n ? this.eval(n) : void 0;
+      }
+      evalNode(node2, outIndex) {
+        const op = node2.opType;
+        if (outIndex !== 0) throw new Unevaluable(`${op} output ${outIndex}`);
+        switch (op) {
+          case "Shape": {
+            const d = this.dimsOf(node2.input[0]);
+            if (!d) throw new Unevaluable(`no dims for ${node2.input[0]}`);
+            const r = d.length;
+            const norm = (v) => Math.min(Math.max(v < 0 ? v + r : v, 0), r);
+            const start = norm(attrInt(node2, "start", 0));
+            const end = norm(attrInt(node2, "end", r));
+            const data = d.slice(start, end);
+            return { dims: [data.length], data, float: false };
+          }
+          case "Size": {
+            const d = this.dimsOf(node2.input[0]);
+            if (!d) throw new Unevaluable(`no dims for ${node2.input[0]}`);
+            return { dims: [], data: [elementCount(d)], float: false };
+          }
+          case "Identity":
+            return this.input(node2, 0);
+          case "Cast": {
+            const v = this.input(node2, 0);
+            const to = attrInt(node2, "to", DataType.INT64);
+            const float = isFloatDType(to);
+            return { dims: v.dims, data: float ? v.data : v.data.map(Math.trunc), float };
+          }
+          case "Gather": {
+            const data = this.input(node2, 0);
+            const idx = this.input(node2, 1);
+            if (data.dims.length !== 1 || attrInt(node2, "axis", 0) !== 0) throw new Unevaluable("Gather rank");
+            const n = data.data.length;
+            return { dims: idx.dims, data: idx.data.map((i) => data.data[i < 0 ? i + n : i]), float: data.float };
+          }
+          case "Unsqueeze": {
+            const v = this.input(node2, 0);
+            const axes = attrInts(node2, "axes") ?? this.input(node2, 1)?.data;
+            if (!axes) throw new Unevaluable("Unsqueeze axes");
+            const r = v.dims.length + axes.length;
+            const set2 = new Set(axes.map((a) => a < 0 ? a + r : a));
+            const dims = [];
+            for (let i = 0, j = 0; i < r; i++) dims.push(set2.has(i) ? 1 : v.dims[j++]);
+            return { dims, data: v.data, float: v.float };
+          }
+          case "Squeeze": {
+            const v = this.input(node2, 0);
+            const axes = attrInts(node2, "axes") ?? this.input(node2, 1)?.data;
+            const r = v.dims.length;
+            const set2 = new Set((axes ?? v.dims.map((d, i) => d === 1 ? i : -1 - r)).map((a) => a < 0 ? a + r : a));
+            return { dims: v.dims.filter((_, i) => !set2.has(i)), data: v.data, float: v.float };
+          }
+          case "Reshape": {
+            const v = this.input(node2, 0);
+            const shape = this.input(node2, 1).data;
+            return { dims: resolveReshape(v.dims, shape, attrInt(node2, "allowzero", 0) === 1), data: v.data, float: v.float };
+          }
+          case "Concat": {
+            const parts = node2.input.map((_, i) => this.input(node2, i));
+            if (parts.some((p) => p.dims.length > 1)) throw new Unevaluable("Concat rank");
+            const data = parts.flatMap((p) => p.data);
+            return { dims: [data.length], data, float: parts.some((p) => p.float) };
+          }
+          case "Slice": {
+            const v = this.input(node2, 0);
+            if (v.dims.length !== 1) throw new Unevaluable("Slice rank");
+            const starts = attrInts(node2, "starts") ?? this.input(node2, 1).data;
+            const ends = attrInts(node2, "ends") ?? this.input(node2, 2).data;
+            const steps = this.input(node2, 4)?.data ?? [1];
+            const n = v.data.length;
+            const step = steps[0];
+            const clamp = (x, lo, hi) => Math.min(Math.max(x, lo), hi);
+            let s = starts[0] < 0 ? starts[0] + n : starts[0];
+            let e = ends[0] < 0 ? ends[0] + n : ends[0];
+            const data = [];
+            if (step > 0) {
+              s = clamp(s, 0, n);
+              e = clamp(e, 0, n);
+              for (let i = s; i < e; i += step) data.push(v.data[i]);
+            } else {
+              s = clamp(s, -1, n - 1);
+              e = clamp(e, -1, n - 1);
+              for (let i = s; i > e; i += step) data.push(v.data[i]);
+            }
+            return { dims: [data.length], data, float: v.float };
+          }
+          case "ConstantOfShape": {
+            const shape = this.input(node2, 0).data;
+            const count2 = elementCount(shape);
+            if (count2 > MAX_ELEMENTS) throw new Unevaluable("ConstantOfShape too large");
+            const valueAttr = node2.attribute.find((a) => a.name === "value");
+            let fill = 0;
+            let float = true;
+            if (valueAttr?.t) {
+              const t = this.model.readTensorProto(valueAttr.t);
+              fill = Number(t.data[0] ?? 0);
+              float = isFloatDType(t.dtype);
+            }
+            return { dims: shape, data: new Array(count2).fill(fill), float };
+          }
+          case "Range": {
+            const [start, limit, delta] = [0, 1, 2].map((i) => this.input(node2, i).data[0]);
+            const data = [];
+            for (let x = start; delta > 0 ? x < limit : x > limit; x += delta) {
+              data.push(x);
+              if (data.length > MAX_ELEMENTS) throw new Unevaluable("Range too large");
+            }
+            return { dims: [data.length], data, float: this.input(node2, 0).float };
+          }
+          case "Expand": {
+            const v = this.input(node2, 0);
+            const shape = this.input(node2, 1).data;
+            const dims = broadcastDims(v.dims, shape);
+            return broadcastTo(v, dims);
+          }
+          case "Neg":
+          case "Abs":
+          case "Sqrt":
+          case "Floor":
+          case "Ceil":
+          case "Reciprocal":
+          case "Not": {
+            const v = this.input(node2, 0);
+            const f = UNARY[op];
+            return { dims: v.dims, data: v.data.map(f), float: v.float || op === "Sqrt" || op === "Reciprocal" };
+          }
+          case "ReduceProd":
+          case "ReduceSum":
+          case "ReduceMax":
+          case "ReduceMin": {
+            const v = this.input(node2, 0);
+            if (v.dims.length > 1) throw new Unevaluable("Reduce rank");
+            const f = { ReduceProd: (a, b) => a * b, ReduceSum: (a, b) => a + b, ReduceMax: (a, b) => Math.max(a, b), ReduceMin: (a, b) => Math.min(a, b) }[op];
+            const init = { ReduceProd: 1, ReduceSum: 0, ReduceMax: -Infinity, ReduceMin: Infinity }[op];
+            const keep = attrInt(node2, "keepdims", 1) === 1;
+            return { dims: keep ? [1] : [], data: [v.data.reduce(f, init)], float: v.float };
+          }
+          default: {
+            const f = BINARY[op];
+            if (f && node2.input.length === 2) {
+              const a = this.input(node2, 0);
+              const b = this.input(node2, 1);
+              const intDiv = op === "Div" && !a.float && !b.float;
+              return elementwise([a, b], (x) => intDiv ? Math.trunc(x[0] / x[1]) : f(x[0], x[1]), COMPARISONS.has(op) ? false : a.float || b.float);
+            }
+            if (op === "Where") {
+              const [c, x, y] = [0, 1, 2].map((i) => this.input(node2, i));
+              return elementwise([c, x, y], (v) => v[0] ? v[1] : v[2], x.float || y.float);
+            }
+            throw new Unevaluable(`op ${op}`);
+          }
+        }
+      }
+    };
+    UNARY = {
+      Neg: (x) => -x,
+      Abs: Math.abs,
+      Sqrt: Math.sqrt,
+      Floor: Math.floor,
+      Ceil: Math.ceil,
+      Reciprocal: (x) => 1 / x,
+      Not: (x) => x ? 0 : 1
+    };
+    BINARY = {
+      Add: (a, b) => a + b,
+      Sub: (a, b) => a - b,
+      Mul: (a, b) => a * b,
+      Div: (a, b) => a / b,
+      Mod: (a, b) => a % b,
+      Pow: (a, b) => a ** b,
+      Max: Math.max,
+      Min: Math.min,
+      Equal: (a, b) => a === b ? 1 : 0,
+      Less: (a, b) => a < b ? 1 : 0,
+      Greater: (a, b) => a > b ? 1 : 0,
+      And: (a, b) => a && b ? 1 : 0,
+      Or: (a, b) => a || b ? 1 : 0
+    };
+    COMPARISONS = /* @__PURE__ */ new Set(["Equal", "Less", "Greater", "And", "Or"]);
+  }
+});
+
+// src/graph/rules.ts
+function linkAllAxes(ctx, from, to) {
+  const r = rank(ctx, from);
+  if (r < 0 || r !== rank(ctx, to)) return;
+  for (let a = 0; a < r; a++) ctx.same(from, a, to, a);
+}
+function linkBroadcast(ctx, ins, out) {
+  const od = ctx.dims(out);
+  if (!od) return;
+  for (const name of ins) {
+    const d = ctx.dims(name);
+    if (!name || !d) continue;
+    const shift = od.length - d.length;
+    for (let a = 0; a < d.length; a++) if (d[a] === od[a + shift]) ctx.same(name, a, out, a + shift);
+  }
+}
+function normAxis(axis, r) {
+  return axis < 0 ? axis + r : axis;
+}
+function normalizesOver(reason, axesOf) {
+  return {
+    link(ctx) {
+      const n = ctx.node;
+      const x = inputs(n)[0];
+      const r = rank(ctx, x);
+      if (r < 0) return;
+      const axes = axesOf(ctx, r);
+      if (!axes) return;
+      linkAllAxes(ctx, x, outputs(n)[0]);
+      for (const a of axes) {
+        ctx.freeze(x, a, reason);
+        ctx.freeze(outputs(n)[0], a, reason);
+      }
+      for (const p of inputs(n).slice(1)) {
+        const rp = rank(ctx, p);
+        for (let a = 0; a < rp; a++) ctx.same(p, a, x, a + r - rp);
+      }
+      for (const o of outputs(n).slice(1)) for (let a = 0; a < rank(ctx, o); a++) ctx.keep(o, a);
+    }
+  };
+}
+function softmaxRule(op) {
+  return normalizesOver(`${op} normalizes over it`, (ctx, r) => {
+    const axis = normAxis(attrInt(ctx.node, "axis", ctx.opset >= 13 ? -1 : 1), r);
+    return ctx.opset >= 13 ? [axis] : Array.from({ length: r - axis }, (_, i) => axis + i);
+  });
+}
+function reduceRule(op) {
+  return {
+    link(ctx) {
+      const n = ctx.node;
+      const x = inputs(n)[0];
+      const y = outputs(n)[0];
+      const r = rank(ctx, x);
+      if (r < 0) return;
+      let axes = attrInts(n, "axes") ?? (inputs(n)[1] ? ctx.ints(inputs(n)[1]) : void 0);
+      if (inputs(n)[1] && !axes) return;
+      if (!axes || axes.length === 0) {
+        if (attrInt(n, "noop_with_empty_axes", 0)) return linkAllAxes(ctx, x, y);
+        axes = Array.from({ length: r }, (_, i) => i);
+      }
+      const reduced = new Set(axes.map((a) => normAxis(a, r)));
+      const keepdims = attrInt(n, "keepdims", 1) === 1;
+      let o = 0;
+      for (let a = 0; a < r; a++) {
+        if (reduced.has(a)) {
+          ctx.freeze(x, a, `${op} reduces over it (a normalization or sum over channels)`);
+          if (keepdims) o++;
+        } else ctx.same(x, a, y, o++);
+      }
+    }
+  };
+}
+function reshapeBlocks(a, b) {
+  const blocks = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    const from = [];
+    const to = [];
+    let pa = 1;
+    let pb = 1;
+    if (i < a.length) pa *= a[from.push(i), i++];
+    if (j < b.length) pb *= b[to.push(j), j++];
+    while (pa !== pb) {
+      if (pa < pb && i < a.length) pa *= a[from.push(i), i++];
+      else if (pb < pa && j < b.length) pb *= b[to.push(j), j++];
+      else return void 0;
+    }
+    while (i < a.length && a[i] === 1 && !(j < b.length && b[j] === 1)) from.push(i++);
+    while (j < b.length && b[j] === 1 && !(i < a.length && a[i] === 1)) to.push(j++);
+    blocks.push({ from, to });
+  }
+  return blocks;
+}
+function isSelection(ctx, tensor, axis, depth = 0) {
+  const users = ctx.consumers(tensor);
+  const r = rank(ctx, tensor);
+  if (users.length === 0 || axis < 0 || depth > 8) return false;
+  return users.every((u) => {
+    if (u.opType === "Transpose") {
+      const perm = attrInts(u, "perm") ?? Array.from({ length: r }, (_, i) => r - 1 - i);
+      return isSelection(ctx, u.output[0], perm.indexOf(axis), depth + 1);
+    }
+    if (u.opType === "Gather") {
+      const index = u.input[1];
+      return u.input[0] === tensor && normAxis(attrInt(u, "axis", 0), r) === axis && rank(ctx, index) === 0 && ctx.ints(index)?.length === 1;
+    }
+    if (u.opType === "Split") {
+      return normAxis(attrInt(u, "axis", 0), r) === axis && u.output.every((o) => ctx.dims(o)?.[axis] === 1);
+    }
+    return false;
+  });
+}
+function matmulMacs(node2, shapeOf) {
+  const a = shapeOf(node2.input[0]);
+  const out = shapeOf(node2.output[0]);
+  if (!a || !out || a.length === 0) return void 0;
+  return elementCount(out) * a[a.length - 1];
+}
+function convRule(transposed) {
+  const [inAxis, outAxis] = transposed ? [0, 1] : [1, 0];
+  return {
+    // Conv: each output element reads Cin/group x k1 x k2 ... inputs. ConvTranspose: each input
+    // element is scattered to Cout/group x k1 x k2 ... outputs.
+    macs(node2, shapeOf) {
+      const w = shapeOf(node2.input[1]);
+      const counted = shapeOf(transposed ? node2.input[0] : node2.output[0]);
+      if (!w || !counted || w.length < 2) return void 0;
+      return elementCount(counted) * elementCount(w.slice(1));
+    },
+    weight(node2) {
+      if (attrInt(node2, "group", 1) !== 1) return void 0;
+      const taps = transposed ? (attrInts(node2, "strides") ?? []).reduce((a, b) => a * b, 1) : 1;
+      return { inputAxis: 1, weightIn: inAxis, weightOut: outAxis, tapsPerOutput: taps, biasInput: 2 };
+    },
+    channels: true,
+    // Depthwise: group equals the channel count, which just shrank.
+    resize(ctx) {
+      const group = attrInt(ctx.node, "group", 1);
+      const cin = ctx.newDims(ctx.node.input[0], 0)?.[1];
+      if (group !== 1 && cin !== void 0 && cin !== group) setAttrInt(ctx.node, "group", cin);
+    },
+    link(ctx) {
+      const [x, w, bias] = inputs(ctx.node);
+      const y = outputs(ctx.node)[0];
+      const group = attrInt(ctx.node, "group", 1);
+      const cin = ctx.dims(x)?.[1];
+      const cout = ctx.dims(y)?.[1];
+      ctx.same(x, 0, y, 0);
+      if (bias) ctx.same(bias, 0, y, 1);
+      if (group === 1) {
+        ctx.same(x, 1, w, inAxis);
+        ctx.same(w, outAxis, y, 1);
+      } else if (group === cin && group === cout) {
+        ctx.same(x, 1, y, 1);
+        ctx.same(w, 0, y, 1);
+      } else {
+        if (!transposed) ctx.same(w, 0, y, 1);
+        ctx.freeze(y, 1, `grouped ${transposed ? "transposed " : ""}convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
+      }
+    }
+  };
+}
+function einsumLabels(equation, ranks) {
+  const eq = equation.replace(/\s+/g, "");
+  const [lhs, rhs] = eq.split("->");
+  const terms = lhs.split(",");
+  if (terms.length !== ranks.length) return void 0;
+  let ellipsis = 0;
+  const expand2 = (term, rank2) => {
+    const parts2 = term.split("...");
+    if (parts2.length > 2) return void 0;
+    if (parts2.length === 1) return term.length === rank2 ? [...term] : void 0;
+    const n = rank2 - parts2[0].length - parts2[1].length;
+    if (n < 0) return void 0;
+    ellipsis = Math.max(ellipsis, n);
+    return [...parts2[0], ...Array.from({ length: n }, (_, i) => `.${n - i}`), ...parts2[1]];
+  };
+  const inputs2 = [];
+  for (const [i, term] of terms.entries()) {
+    const labels = expand2(term, ranks[i]);
+    if (!labels) return void 0;
+    inputs2.push(labels);
+  }
+  const dots = Array.from({ length: ellipsis }, (_, i) => `.${ellipsis - i}`);
+  if (rhs === void 0) {
+    const counts = /* @__PURE__ */ new Map();
+    for (const l of inputs2.flat()) if (!l.startsWith(".")) counts.set(l, (counts.get(l) ?? 0) + 1);
+    return { inputs: inputs2, output: [...dots, ...[...counts].filter(([, c]) => c === 1).map(([l]) => l).sort()] };
+  }
+  const parts = rhs.split("...");
+  if (parts.length > 2) return void 0;
+  return { inputs: inputs2, output: parts.length === 1 ? [...rhs] : [...parts[0], ...dots, ...parts[1]] };
+}
+function piecewise(whole, parts, axis, ctx) {
+  const r = rank(ctx, whole);
+  const ax = normAxis(axis, r);
+  let offset = 0;
+  for (const p of parts) {
+    if (!p) continue;
+    const d = ctx.dims(p);
+    if (!d) return;
+    for (let a = 0; a < r; a++) {
+      if (a === ax) ctx.offset(whole, a, p, a, offset);
+      else ctx.same(whole, a, p, a);
+    }
+    offset += d[ax];
+  }
+}
+function sliceStart(start, size) {
+  return Math.min(Math.max(start < 0 ? start + size : start, 0), size);
+}
+function ruleOf(node2) {
+  const domain2 = node2.domain ?? "";
+  const key = domain2 === "" || domain2 === "ai.onnx" ? node2.opType ?? "" : `${domain2}::${node2.opType}`;
+  return Object.prototype.hasOwnProperty.call(OP_RULES, key) ? OP_RULES[key] : void 0;
+}
+var inputs, outputs, rank, unary, broadcast, perChannelNorm, layerNorm, pool, transpose, reshape, reshapeWithShape, matmul, gemm, einsum, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
+var init_rules = __esm({
+  "src/graph/rules.ts"() {
+    "use strict";
+    init_graph();
+    init_shape_eval();
+    init_tensor();
+    inputs = (n) => n.input;
+    outputs = (n) => n.output;
+    rank = (ctx, name) => ctx.dims(name)?.length ?? -1;
+    unary = { link: (ctx) => linkAllAxes(ctx, inputs(ctx.node)[0], outputs(ctx.node)[0]) };
+    broadcast = { link: (ctx) => linkBroadcast(ctx, inputs(ctx.node), outputs(ctx.node)[0]) };
+    perChannelNorm = {
+      link(ctx) {
+        const [x, ...params] = inputs(ctx.node);
+        const y = outputs(ctx.node)[0];
+        linkAllAxes(ctx, x, y);
+        for (const p of params) if (p && rank(ctx, p) === 1) ctx.same(p, 0, y, 1);
+      }
+    };
+    layerNorm = normalizesOver("LayerNormalization normalizes over it (the residual stream)", (ctx, r) => {
+      const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
+      return Array.from({ length: r - axis }, (_, i) => axis + i);
+    });
+    pool = {
+      link(ctx) {
+        const x = inputs(ctx.node)[0];
+        for (const y of outputs(ctx.node)) {
+          if (!y) continue;
+          ctx.same(x, 0, y, 0);
+          ctx.same(x, 1, y, 1);
+        }
+      }
+    };
+    transpose = {
+      link(ctx) {
+        const x = inputs(ctx.node)[0];
+        const y = outputs(ctx.node)[0];
+        const r = rank(ctx, x);
+        if (r < 0) return;
+        const perm = attrInts(ctx.node, "perm") ?? Array.from({ length: r }, (_, i) => r - 1 - i);
+        perm.forEach((p, j) => ctx.same(x, p, y, j));
+      }
+    };
+    reshape = {
+      link(ctx) {
+        const x = inputs(ctx.node)[0];
+        const y = outputs(ctx.node)[0];
+        const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
+        if (!a || !b || !a2 || !b2) return;
+        const blocks = reshapeBlocks(a, b);
+        const blocks2 = reshapeBlocks(a2, b2);
+        if (!blocks || JSON.stringify(blocks) !== JSON.stringify(blocks2)) return;
+        for (const { from, to } of blocks) {
+          const f = from.filter((k) => a[k] !== 1);
+          const t = to.filter((k) => b[k] !== 1);
+          if (f.length === 1 && t.length === 1) ctx.same(x, f[0], y, t[0]);
+          else if (f.length === 1 && t.length > 2 && isSelection(ctx, y, t[0])) ctx.outer(x, f[0], y, t[1], a[f[0]] / (b[t[0]] * b[t[1]]));
+          else if (f.length === 1 && t.length > 1) ctx.outer(x, f[0], y, t[0], a[f[0]] / b[t[0]]);
+          else if (f.length > 1 && t.length === 1) ctx.outer(y, t[0], x, f[0], b[t[0]] / a[f[0]]);
+        }
+      }
+    };
+    reshapeWithShape = {
+      link: reshape.link,
+      resize: (ctx) => ctx.fixShapeInput(1, (v, run2) => resolveReshape(ctx.newDims(ctx.node.input[0], run2), v.data, attrInt(ctx.node, "allowzero", 0) === 1))
+    };
+    matmul = {
+      macs: matmulMacs,
+      weight: (_node, inputRank, weightRank) => weightRank === 2 ? { inputAxis: inputRank - 1, weightIn: 0, weightOut: 1, tapsPerOutput: 1 } : void 0,
+      link(ctx) {
+        const [a, b] = inputs(ctx.node);
+        const y = outputs(ctx.node)[0];
+        const ra = rank(ctx, a);
+        const rb = rank(ctx, b);
+        const ry = rank(ctx, y);
+        if (ra < 2 || rb < 2) return;
+        ctx.same(a, ra - 2, y, ry - 2);
+        ctx.same(b, rb - 1, y, ry - 1);
+        ctx.same(a, ra - 1, b, rb - 2);
+        const ya = ctx.dims(y);
+        for (const [name, r] of [[a, ra], [b, rb]]) {
+          const d = ctx.dims(name);
+          for (let k = 0; k < r - 2; k++) if (d[k] === ya[k + ry - r]) ctx.same(name, k, y, k + ry - r);
+        }
+      }
+    };
+    gemm = {
+      macs(node2, shapeOf) {
+        const a = shapeOf(node2.input[0]);
+        const out = shapeOf(node2.output[0]);
+        if (!a || !out || a.length !== 2) return void 0;
+        return elementCount(out) * (attrInt(node2, "transA", 0) ? a[0] : a[1]);
+      },
+      weight(node2) {
+        if (attrInt(node2, "transA", 0)) return void 0;
+        const transB = attrInt(node2, "transB", 0) === 1;
+        const biasScale = 1 / attrFloat(node2, "beta", 1);
+        return { inputAxis: 1, weightIn: transB ? 1 : 0, weightOut: transB ? 0 : 1, tapsPerOutput: 1, biasInput: 2, biasScale };
+      },
+      link(ctx) {
+        const [a, b, c] = inputs(ctx.node);
+        const y = outputs(ctx.node)[0];
+        const ta = attrInt(ctx.node, "transA", 0);
+        const tb = attrInt(ctx.node, "transB", 0);
+        ctx.same(a, ta ? 1 : 0, y, 0);
+        ctx.same(a, ta ? 0 : 1, b, tb ? 1 : 0);
+        ctx.same(b, tb ? 0 : 1, y, 1);
+        if (c) linkBroadcast(ctx, [c], y);
+      }
+    };
+    einsum = {
+      // A contraction of two or more operands multiplies once per combination of its labels: the
+      // product of every label's size (as a direct evaluation does; a 3-operand Einsum evaluated
+      // pairwise can do fewer). One operand only permutes or sums: no multiply-accumulates.
+      macs(node2, shapeOf) {
+        const shapes = node2.input.map((i) => shapeOf(i));
+        if (shapes.some((s) => !s)) return void 0;
+        if (shapes.length < 2) return 0;
+        const labels = einsumLabels(attrString(node2, "equation") ?? "", shapes.map((s) => s.length));
+        if (!labels) return void 0;
+        const size = /* @__PURE__ */ new Map();
+        labels.inputs.forEach((ls, t) => ls.forEach((l, axis) => size.set(l, Math.max(size.get(l) ?? 1, shapes[t][axis]))));
+        return [...size.values()].reduce((a, b) => a * b, 1);
+      },
+      link(ctx) {
+        const names = [...inputs(ctx.node), outputs(ctx.node)[0]];
+        const ranks = names.map((n) => rank(ctx, n));
+        if (ranks.some((r) => r < 0)) return;
+        const labels = einsumLabels(attrString(ctx.node, "equation") ?? "", ranks.slice(0, -1));
+        if (!labels || labels.output.length !== ranks[ranks.length - 1]) return;
+        const first = /* @__PURE__ */ new Map();
+        [...labels.inputs, labels.output].forEach(
+          (ls, t) => ls.forEach((label, axis) => {
+            const seen = first.get(label);
+            if (!seen) first.set(label, [names[t], axis]);
+            else if (ctx.dims(seen[0])[seen[1]] === ctx.dims(names[t])[axis]) ctx.same(seen[0], seen[1], names[t], axis);
+          })
+        );
+      },
+      weight(node2, inputRank, weightRank) {
+        const labels = weightRank === 2 ? einsumLabels(attrString(node2, "equation") ?? "", [inputRank, 2]) : void 0;
+        if (!labels || node2.input.length !== 2) return void 0;
+        const [x, w] = labels.inputs;
+        const contracted = w.findIndex((l) => x.includes(l) && !labels.output.includes(l));
+        const out = 1 - contracted;
+        if (contracted < 0 || x.includes(w[out]) || !labels.output.includes(w[out]) || w[0] === w[1]) return void 0;
+        return { inputAxis: x.indexOf(w[contracted]), weightIn: contracted, weightOut: out, tapsPerOutput: 1 };
+      }
+    };
+    split = {
+      link: (ctx) => piecewise(inputs(ctx.node)[0], outputs(ctx.node), attrInt(ctx.node, "axis", 0), ctx),
+      // The sizes follow the new sizes of its outputs, in the form the opset takes them.
+      resize({ node: node2, model, opset, newDims }) {
+        const axis = normAxis(attrInt(node2, "axis", 0), newDims(node2.input[0], 0).length);
+        const sizes = node2.output.map((o) => newDims(o, 0)[axis]);
+        if (attr(node2, "split")) setAttrInts(node2, "split", sizes);
+        else if (node2.input[1]) {
+          const name = model.uniqueName(`${node2.input[1]}_pruned`);
+          model.addInitializer(name, intTensor(sizes));
+          node2.input[1] = name;
+        } else if (opset >= 13) {
+          const name = model.uniqueName(`${node2.name || "split"}_sizes`);
+          model.addInitializer(name, intTensor(sizes));
+          node2.input.push(name);
+          node2.attribute = node2.attribute.filter((a) => a.name !== "num_outputs");
+        } else setAttrInts(node2, "split", sizes);
+      }
+    };
+    concat = {
+      link: (ctx) => piecewise(outputs(ctx.node)[0], inputs(ctx.node), attrInt(ctx.node, "axis", 0), ctx)
+    };
+    slice = {
+      link(ctx) {
+        const n = ctx.node;
+        const [x, startsName, endsName, axesName, stepsName] = inputs(n);
+        const y = outputs(n)[0];
+        const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
+        if (!a || !b || !a2 || !b2 || a.length !== b.length) return;
+        const axes = (axesName ? ctx.ints(axesName) : Array.from({ length: a.length }, (_, i) => i))?.map((ax) => normAxis(ax, a.length));
+        const steps = stepsName ? ctx.ints(stepsName) : void 0;
+        if (!axes || stepsName && !steps) return;
+        const starts = startsName && ctx.isConstant(startsName) && endsName && ctx.isConstant(endsName) ? ctx.ints(startsName) : void 0;
+        for (let k = 0; k < a.length; k++) {
+          const i = axes.indexOf(k);
+          const step = i < 0 ? 1 : steps?.[i] ?? 1;
+          if (step !== 1) continue;
+          if (a[k] === b[k] && a2[k] === b2[k]) ctx.same(x, k, y, k);
+          else if (starts && i >= 0 && a[k] === a2[k] && b[k] === b2[k]) {
+            const start = sliceStart(starts[i], a[k]);
+            if (start + b[k] <= a[k]) ctx.offset(x, k, y, k, start);
+          }
+        }
+      },
+      // A cut pruned axis: the range moves to the kept channels. Starts and ends are constants (link
+      // couples nothing else); new ones are written, so constants other ops share stay as they were.
+      resize({ node: node2, model, newDims, oldDims, removed }) {
+        const [x, startsName, endsName, axesName] = node2.input;
+        const y = node2.output[0];
+        const before = oldDims(y);
+        const after = newDims(y, 0);
+        const starts = model.constant(startsName);
+        const ends = model.constant(endsName);
+        if (!before || !after || !starts || !ends) return;
+        const axes = axesName ? toNumbers(model.constant(axesName)) : before.map((_, i) => i);
+        const bound = (v) => Math.max(-Number.MAX_SAFE_INTEGER, Math.min(Number.MAX_SAFE_INTEGER, Number(v)));
+        const newStarts = Array.from(starts.data, bound);
+        const newEnds = Array.from(ends.data, bound);
+        let edited = false;
+        for (const [i, ax] of axes.entries()) {
+          const k = normAxis(ax, before.length);
+          const cut = removed(x, k);
+          if (!cut || cut.indices.size === 0 && after[k] === before[k]) continue;
+          const start = sliceStart(newStarts[i], cut.size);
+          let removedBefore = 0;
+          for (const g of cut.indices) if (g < start) removedBefore++;
+          newStarts[i] = start - removedBefore;
+          newEnds[i] = newStarts[i] + after[k];
+          edited = true;
+        }
+        if (!edited) return;
+        const startsNew = model.uniqueName(`${startsName}_pruned`);
+        model.addInitializer(startsNew, intTensor(newStarts, starts.dtype, starts.dims));
+        const endsNew = model.uniqueName(`${endsName}_pruned`);
+        model.addInitializer(endsNew, intTensor(newEnds, ends.dtype, ends.dims));
+        node2.input[1] = startsNew;
+        node2.input[2] = endsNew;
+      }
+    };
+    pad = {
+      link(ctx) {
+        const n = ctx.node;
+        const [x, padsName, , axesName] = inputs(n);
+        const y = outputs(n)[0];
+        const r = rank(ctx, x);
+        if (r < 0) return;
+        const pads = ctx.opset >= 11 ? padsName ? ctx.ints(padsName) : void 0 : attrInts(n, "pads");
+        const axes = axesName ? ctx.ints(axesName)?.map((a) => normAxis(a, r)) : Array.from({ length: r }, (_, i) => i);
+        if (!pads || !axes || pads.length !== 2 * axes.length) return;
+        const padded = new Set(axes.filter((_, i) => pads[i] !== 0 || pads[i + axes.length] !== 0));
+        for (let k = 0; k < r; k++) {
+          if (!padded.has(k)) ctx.same(x, k, y, k);
+          else for (const t of [x, y]) ctx.freeze(t, k, `padded by Pad ${n.name ?? ""} (its width is part of the pads)`.replace("  ", " "));
+        }
+      }
+    };
+    gather = {
+      link(ctx) {
+        const [data, indices] = inputs(ctx.node);
+        const y = outputs(ctx.node)[0];
+        const r = rank(ctx, data);
+        const ri = rank(ctx, indices);
+        if (r < 0 || ri < 0) return;
+        const axis = normAxis(attrInt(ctx.node, "axis", 0), r);
+        for (let k = 0; k < r; k++) {
+          if (k < axis) ctx.same(data, k, y, k);
+          else if (k > axis) ctx.same(data, k, y, k - 1 + ri);
+        }
+        ctx.freeze(data, axis, `rows picked by Gather ${ctx.node.name ?? ""} (e.g. a vocabulary)`.trim());
+      }
+    };
+    expand = {
+      link: (ctx) => linkBroadcast(ctx, [inputs(ctx.node)[0]], outputs(ctx.node)[0]),
+      resize: (ctx) => ctx.fixShapeInput(1, (v, run2) => broadcastDims(ctx.newDims(ctx.node.input[0], run2), v.data))
+    };
+    readsShape = {
+      link(ctx) {
+        const x = inputs(ctx.node)[0];
+        for (let a = 0; a < rank(ctx, x); a++) ctx.keep(x, a);
+      }
+    };
+    resize = pool;
+    constant = {
+      link(ctx) {
+        const y = outputs(ctx.node)[0];
+        for (let a = 0; a < rank(ctx, y); a++) ctx.keep(y, a);
+      }
+    };
+    OP_RULES = {
+      // element-wise, one input
+      Relu: unary,
+      LeakyRelu: unary,
+      PRelu: broadcast,
+      Elu: unary,
+      Selu: unary,
+      Celu: unary,
+      Gelu: unary,
+      Sigmoid: unary,
+      HardSigmoid: unary,
+      HardSwish: unary,
+      Tanh: unary,
+      Erf: unary,
+      Softplus: unary,
+      Softsign: unary,
+      Mish: unary,
+      ThresholdedRelu: unary,
+      Exp: unary,
+      Log: unary,
+      Sqrt: unary,
+      Reciprocal: unary,
+      Neg: unary,
+      Abs: unary,
+      Sign: unary,
+      Floor: unary,
+      Ceil: unary,
+      Round: unary,
+      Sin: unary,
+      Cos: unary,
+      Cast: unary,
+      CastLike: broadcast,
+      Identity: unary,
+      Dropout: unary,
+      Not: unary,
+      IsNaN: unary,
+      IsInf: unary,
+      // element-wise with broadcasting (bias Add, SwiGLU Mul, squeeze-excite gate, residual Add)
+      Add: broadcast,
+      Sub: broadcast,
+      Mul: broadcast,
+      Div: broadcast,
+      Pow: broadcast,
+      Max: broadcast,
+      Min: broadcast,
+      Sum: broadcast,
+      Mean: broadcast,
+      Mod: broadcast,
+      Where: broadcast,
+      Clip: broadcast,
+      Equal: broadcast,
+      Less: broadcast,
+      Greater: broadcast,
+      LessOrEqual: broadcast,
+      GreaterOrEqual: broadcast,
+      And: broadcast,
+      Or: broadcast,
+      Xor: broadcast,
+      // normalizations
+      BatchNormalization: perChannelNorm,
+      InstanceNormalization: perChannelNorm,
+      LayerNormalization: layerNorm,
+      Softmax: softmaxRule("Softmax"),
+      LogSoftmax: softmaxRule("LogSoftmax"),
+      Hardmax: softmaxRule("Hardmax"),
+      ReduceMean: reduceRule("ReduceMean"),
+      ReduceSum: reduceRule("ReduceSum"),
+      ReduceMax: reduceRule("ReduceMax"),
+      ReduceMin: reduceRule("ReduceMin"),
+      ReduceProd: reduceRule("ReduceProd"),
+      ReduceL1: reduceRule("ReduceL1"),
+      ReduceL2: reduceRule("ReduceL2"),
+      ReduceSumSquare: reduceRule("ReduceSumSquare"),
+      ReduceLogSum: reduceRule("ReduceLogSum"),
+      ReduceLogSumExp: reduceRule("ReduceLogSumExp"),
+      // weights
+      MatMul: matmul,
+      Gemm: gemm,
+      Conv: convRule(false),
+      ConvTranspose: convRule(true),
+      Einsum: einsum,
+      // layout
+      Transpose: transpose,
+      Reshape: reshapeWithShape,
+      Flatten: reshape,
+      Squeeze: reshape,
+      Unsqueeze: reshape,
+      Split: split,
+      Concat: concat,
+      Slice: slice,
+      Pad: pad,
+      Gather: gather,
+      Expand: expand,
+      GlobalAveragePool: pool,
+      GlobalMaxPool: pool,
+      GlobalLpPool: pool,
+      AveragePool: pool,
+      MaxPool: pool,
+      LpPool: pool,
+      Resize: resize,
+      Upsample: resize,
+      Shape: readsShape,
+      Size: readsShape,
+      Constant: constant,
+      // counted, not understood by the engine (quantized models)
+      MatMulInteger: { macs: matmulMacs },
+      "com.microsoft::MatMulNBits": {
+        // A [..., K] times the dequantized [K, N] weight; K is an attribute.
+        macs(node2, shapeOf) {
+          const out = shapeOf(node2.output[0]);
+          const k = attrInt(node2, "K", 0);
+          return out && k > 0 ? elementCount(out) * k : void 0;
+        }
+      }
+    };
+  }
+});
+
 // src/onnx/skeleton.ts
 function shapeOnlyProto(model) {
   const copy = model.clone();
@@ -80716,56 +81631,20 @@ function estimateMacs(model, trace, options = {}) {
   const unknown2 = [];
   let total = 0;
   for (const node2 of model.graph.node) {
-    const op = node2.opType ?? "";
-    const domain2 = node2.domain ?? "";
-    if (!COUNTED.has(op) || !(domain2 === "" || domain2 === "ai.onnx" || domain2 === "com.microsoft")) continue;
-    const runMacs = nodeMacs(node2, shapeOf);
+    const count2 = ruleOf(node2)?.macs;
+    if (!count2) continue;
+    const runMacs = count2(node2, shapeOf);
     if (runMacs === void 0) {
       unknown2.push(nodeLabel(node2));
       continue;
     }
+    const op = node2.opType ?? "";
     const macs = runMacs / batch;
     nodes.push({ node: nodeLabel(node2), opType: op, macs });
     byOp[op] = (byOp[op] ?? 0) + macs;
     total += macs;
   }
   return { total, batch, nodes, byOp, unknown: unknown2 };
-}
-function nodeMacs(node2, shapeOf) {
-  const inputs2 = node2.input ?? [];
-  const out = shapeOf(node2.output?.[0]);
-  switch (node2.opType) {
-    case "MatMul":
-    case "MatMulInteger": {
-      const a = shapeOf(inputs2[0]);
-      if (!a || !out || a.length === 0) return void 0;
-      return elementCount(out) * a[a.length - 1];
-    }
-    case "MatMulNBits": {
-      const k = attrInt(node2, "K", 0);
-      if (!out || k <= 0) return void 0;
-      return elementCount(out) * k;
-    }
-    case "Gemm": {
-      const a = shapeOf(inputs2[0]);
-      if (!a || !out || a.length !== 2) return void 0;
-      const k = attrInt(node2, "transA", 0) ? a[0] : a[1];
-      return elementCount(out) * k;
-    }
-    case "Conv": {
-      const w = shapeOf(inputs2[1]);
-      if (!w || !out || w.length < 2) return void 0;
-      return elementCount(out) * elementCount(w.slice(1));
-    }
-    case "ConvTranspose": {
-      const x = shapeOf(inputs2[0]);
-      const w = shapeOf(inputs2[1]);
-      if (!x || !w || w.length < 2) return void 0;
-      return elementCount(x) * elementCount(w.slice(1));
-    }
-    default:
-      return void 0;
-  }
 }
 async function measureMacs(model, feeds) {
   const inputs2 = feeds ?? dummyFeeds(model, DUMMY_BATCH, DUMMY_SEQUENCE);
@@ -80774,7 +81653,7 @@ async function measureMacs(model, feeds) {
   for (const [name, t] of Object.entries(inputs2)) inputShapes[name] = [...t.dims];
   return { ...estimateMacs(model, trace), inputShapes };
 }
-var COUNTED, DUMMY_BATCH, DUMMY_SEQUENCE;
+var DUMMY_BATCH, DUMMY_SEQUENCE;
 var init_cost = __esm({
   "src/graph/cost.ts"() {
     "use strict";
@@ -80782,8 +81661,8 @@ var init_cost = __esm({
     init_runtime();
     init_tensor();
     init_graph();
+    init_rules();
     init_trace();
-    COUNTED = /* @__PURE__ */ new Set(["MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "MatMulNBits"]);
     DUMMY_BATCH = 1;
     DUMMY_SEQUENCE = 16;
   }
@@ -81337,875 +82216,6 @@ var init_atoms = __esm({
   }
 });
 
-// src/graph/shape-eval.ts
-function broadcastDims(a, b) {
-  const r = Math.max(a.length, b.length);
-  const out = [];
-  for (let i = 0; i < r; i++) {
-    const x = a[i - (r - a.length)] ?? 1;
-    const y = b[i - (r - b.length)] ?? 1;
-    if (x !== y && x !== 1 && y !== 1) throw new Unevaluable(`cannot broadcast ${a} with ${b}`);
-    out.push(x === 1 ? y : x);
-  }
-  return out;
-}
-function broadcastTo(v, dims) {
-  const count2 = elementCount(dims);
-  if (count2 > MAX_ELEMENTS) throw new Unevaluable("broadcast too large");
-  const r = dims.length;
-  const vd = [...new Array(r - v.dims.length).fill(1), ...v.dims];
-  const data = new Array(count2);
-  for (let flat = 0; flat < count2; flat++) {
-    let rem = flat;
-    let src = 0;
-    let stride = 1;
-    for (let ax = r - 1; ax >= 0; ax--) {
-      const coord = rem % dims[ax];
-      rem = Math.floor(rem / dims[ax]);
-      if (vd[ax] !== 1) src += coord * stride;
-      stride *= vd[ax];
-    }
-    data[flat] = v.data[src];
-  }
-  return { dims, data, float: v.float };
-}
-function elementwise(values, f, float) {
-  const dims = values.map((v) => v.dims).reduce((a, b) => broadcastDims(a, b));
-  const expanded = values.map((v) => broadcastTo(v, dims));
-  const data = expanded[0].data.map((_, i) => f(expanded.map((e) => e.data[i])));
-  return { dims, data, float };
-}
-function resolveReshape(dims, shape, allowZero = false) {
-  const out = shape.map((s, i) => s === 0 && !allowZero ? dims[i] : s);
-  const neg = out.indexOf(-1);
-  if (neg >= 0) {
-    const known = out.reduce((a, b, i) => i === neg ? a : a * b, 1);
-    out[neg] = known === 0 ? 0 : elementCount(dims) / known;
-  }
-  return out;
-}
-function shapeSubgraph(index, name) {
-  const nodes = /* @__PURE__ */ new Set();
-  const leaves = /* @__PURE__ */ new Set();
-  const stack = [name];
-  const seen = /* @__PURE__ */ new Set();
-  while (stack.length) {
-    const t = stack.pop();
-    if (!t || seen.has(t)) continue;
-    seen.add(t);
-    if (index.model.isConstant(t)) {
-      leaves.add(t);
-      const p2 = index.producerOf(t);
-      if (p2) nodes.add(p2);
-      continue;
-    }
-    const p = index.producerOf(t);
-    if (!p) continue;
-    nodes.add(p);
-    if (p.opType === "Shape" || p.opType === "Size") continue;
-    stack.push(...p.input);
-  }
-  return { nodes, leaves };
-}
-var Unevaluable, MAX_ELEMENTS, ShapeEvaluator, UNARY, BINARY, COMPARISONS;
-var init_shape_eval = __esm({
-  "src/graph/shape-eval.ts"() {
-    "use strict";
-    init_graph();
-    init_dtype();
-    init_tensor();
-    Unevaluable = class extends Error {
-    };
-    MAX_ELEMENTS = 4096;
-    ShapeEvaluator = class {
-      constructor(model, index, dimsOf, overrides = /* @__PURE__ */ new Map()) {
-        this.model = model;
-        this.index = index;
-        this.dimsOf = dimsOf;
-        this.overrides = overrides;
-      }
-      model;
-      index;
-      dimsOf;
-      overrides;
-      memo = /* @__PURE__ */ new Map();
-      eval(name) {
-        const hit = this.memo.get(name);
-        if (hit) return hit;
-        const value = this.compute(name);
-        this.memo.set(name, value);
-        return value;
-      }
-      compute(name) {
-        const o = this.overrides.get(name);
-        if (o) return o;
-        const c = this.model.isConstant(name) ? this.model.constant(name) : void 0;
-        if (c) {
-          if (c.data.length > MAX_ELEMENTS) throw new Unevaluable(`constant ${name} too large`);
-          return {
-            dims: c.dims,
-            data: toNumbers(c),
-            float: isFloatDType(c.dtype)
-          };
-        }
-        const node2 = this.index.producerOf(name);
-        if (!node2) throw new Unevaluable(`${name} is a model input`);
-        const outIndex = node2.output.indexOf(name);
-        return this.evalNode(node2, outIndex);
-      }
-      input(node2, i) {
-        const n = node2.input[i];
-        return n ? this.eval(n) : void 0;
-      }
-      evalNode(node2, outIndex) {
-        const op = node2.opType;
-        if (outIndex !== 0) throw new Unevaluable(`${op} output ${outIndex}`);
-        switch (op) {
-          case "Shape": {
-            const d = this.dimsOf(node2.input[0]);
-            if (!d) throw new Unevaluable(`no dims for ${node2.input[0]}`);
-            const r = d.length;
-            const norm = (v) => Math.min(Math.max(v < 0 ? v + r : v, 0), r);
-            const start = norm(attrInt(node2, "start", 0));
-            const end = norm(attrInt(node2, "end", r));
-            const data = d.slice(start, end);
-            return { dims: [data.length], data, float: false };
-          }
-          case "Size": {
-            const d = this.dimsOf(node2.input[0]);
-            if (!d) throw new Unevaluable(`no dims for ${node2.input[0]}`);
-            return { dims: [], data: [elementCount(d)], float: false };
-          }
-          case "Identity":
-            return this.input(node2, 0);
-          case "Cast": {
-            const v = this.input(node2, 0);
-            const to = attrInt(node2, "to", DataType.INT64);
-            const float = isFloatDType(to);
-            return { dims: v.dims, data: float ? v.data : v.data.map(Math.trunc), float };
-          }
-          case "Gather": {
-            const data = this.input(node2, 0);
-            const idx = this.input(node2, 1);
-            if (data.dims.length !== 1 || attrInt(node2, "axis", 0) !== 0) throw new Unevaluable("Gather rank");
-            const n = data.data.length;
-            return { dims: idx.dims, data: idx.data.map((i) => data.data[i < 0 ? i + n : i]), float: data.float };
-          }
-          case "Unsqueeze": {
-            const v = this.input(node2, 0);
-            const axes = attrInts(node2, "axes") ?? this.input(node2, 1)?.data;
-            if (!axes) throw new Unevaluable("Unsqueeze axes");
-            const r = v.dims.length + axes.length;
-            const set2 = new Set(axes.map((a) => a < 0 ? a + r : a));
-            const dims = [];
-            for (let i = 0, j = 0; i < r; i++) dims.push(set2.has(i) ? 1 : v.dims[j++]);
-            return { dims, data: v.data, float: v.float };
-          }
-          case "Squeeze": {
-            const v = this.input(node2, 0);
-            const axes = attrInts(node2, "axes") ?? this.input(node2, 1)?.data;
-            const r = v.dims.length;
-            const set2 = new Set((axes ?? v.dims.map((d, i) => d === 1 ? i : -1 - r)).map((a) => a < 0 ? a + r : a));
-            return { dims: v.dims.filter((_, i) => !set2.has(i)), data: v.data, float: v.float };
-          }
-          case "Reshape": {
-            const v = this.input(node2, 0);
-            const shape = this.input(node2, 1).data;
-            return { dims: resolveReshape(v.dims, shape, attrInt(node2, "allowzero", 0) === 1), data: v.data, float: v.float };
-          }
-          case "Concat": {
-            const parts = node2.input.map((_, i) => this.input(node2, i));
-            if (parts.some((p) => p.dims.length > 1)) throw new Unevaluable("Concat rank");
-            const data = parts.flatMap((p) => p.data);
-            return { dims: [data.length], data, float: parts.some((p) => p.float) };
-          }
-          case "Slice": {
-            const v = this.input(node2, 0);
-            if (v.dims.length !== 1) throw new Unevaluable("Slice rank");
-            const starts = attrInts(node2, "starts") ?? this.input(node2, 1).data;
-            const ends = attrInts(node2, "ends") ?? this.input(node2, 2).data;
-            const steps = this.input(node2, 4)?.data ?? [1];
-            const n = v.data.length;
-            const step = steps[0];
-            const clamp = (x, lo, hi) => Math.min(Math.max(x, lo), hi);
-            let s = starts[0] < 0 ? starts[0] + n : starts[0];
-            let e = ends[0] < 0 ? ends[0] + n : ends[0];
-            const data = [];
-            if (step > 0) {
-              s = clamp(s, 0, n);
-              e = clamp(e, 0, n);
-              for (let i = s; i < e; i += step) data.push(v.data[i]);
-            } else {
-              s = clamp(s, -1, n - 1);
-              e = clamp(e, -1, n - 1);
-              for (let i = s; i > e; i += step) data.push(v.data[i]);
-            }
-            return { dims: [data.length], data, float: v.float };
-          }
-          case "ConstantOfShape": {
-            const shape = this.input(node2, 0).data;
-            const count2 = elementCount(shape);
-            if (count2 > MAX_ELEMENTS) throw new Unevaluable("ConstantOfShape too large");
-            const valueAttr = node2.attribute.find((a) => a.name === "value");
-            let fill = 0;
-            let float = true;
-            if (valueAttr?.t) {
-              const t = this.model.readTensorProto(valueAttr.t);
-              fill = Number(t.data[0] ?? 0);
-              float = isFloatDType(t.dtype);
-            }
-            return { dims: shape, data: new Array(count2).fill(fill), float };
-          }
-          case "Range": {
-            const [start, limit, delta] = [0, 1, 2].map((i) => this.input(node2, i).data[0]);
-            const data = [];
-            for (let x = start; delta > 0 ? x < limit : x > limit; x += delta) {
-              data.push(x);
-              if (data.length > MAX_ELEMENTS) throw new Unevaluable("Range too large");
-            }
-            return { dims: [data.length], data, float: this.input(node2, 0).float };
-          }
-          case "Expand": {
-            const v = this.input(node2, 0);
-            const shape = this.input(node2, 1).data;
-            const dims = broadcastDims(v.dims, shape);
-            return broadcastTo(v, dims);
-          }
-          case "Neg":
-          case "Abs":
-          case "Sqrt":
-          case "Floor":
-          case "Ceil":
-          case "Reciprocal":
-          case "Not": {
-            const v = this.input(node2, 0);
-            const f = UNARY[op];
-            return { dims: v.dims, data: v.data.map(f), float: v.float || op === "Sqrt" || op === "Reciprocal" };
-          }
-          case "ReduceProd":
-          case "ReduceSum":
-          case "ReduceMax":
-          case "ReduceMin": {
-            const v = this.input(node2, 0);
-            if (v.dims.length > 1) throw new Unevaluable("Reduce rank");
-            const f = { ReduceProd: (a, b) => a * b, ReduceSum: (a, b) => a + b, ReduceMax: (a, b) => Math.max(a, b), ReduceMin: (a, b) => Math.min(a, b) }[op];
-            const init = { ReduceProd: 1, ReduceSum: 0, ReduceMax: -Infinity, ReduceMin: Infinity }[op];
-            const keep = attrInt(node2, "keepdims", 1) === 1;
-            return { dims: keep ? [1] : [], data: [v.data.reduce(f, init)], float: v.float };
-          }
-          default: {
-            const f = BINARY[op];
-            if (f && node2.input.length === 2) {
-              const a = this.input(node2, 0);
-              const b = this.input(node2, 1);
-              const intDiv = op === "Div" && !a.float && !b.float;
-              return elementwise([a, b], (x) => intDiv ? Math.trunc(x[0] / x[1]) : f(x[0], x[1]), COMPARISONS.has(op) ? false : a.float || b.float);
-            }
-            if (op === "Where") {
-              const [c, x, y] = [0, 1, 2].map((i) => this.input(node2, i));
-              return elementwise([c, x, y], (v) => v[0] ? v[1] : v[2], x.float || y.float);
-            }
-            throw new Unevaluable(`op ${op}`);
-          }
-        }
-      }
-    };
-    UNARY = {
-      Neg: (x) => -x,
-      Abs: Math.abs,
-      Sqrt: Math.sqrt,
-      Floor: Math.floor,
-      Ceil: Math.ceil,
-      Reciprocal: (x) => 1 / x,
-      Not: (x) => x ? 0 : 1
-    };
-    BINARY = {
-      Add: (a, b) => a + b,
-      Sub: (a, b) => a - b,
-      Mul: (a, b) => a * b,
-      Div: (a, b) => a / b,
-      Mod: (a, b) => a % b,
-      Pow: (a, b) => a ** b,
-      Max: Math.max,
-      Min: Math.min,
-      Equal: (a, b) => a === b ? 1 : 0,
-      Less: (a, b) => a < b ? 1 : 0,
-      Greater: (a, b) => a > b ? 1 : 0,
-      And: (a, b) => a && b ? 1 : 0,
-      Or: (a, b) => a || b ? 1 : 0
-    };
-    COMPARISONS = /* @__PURE__ */ new Set(["Equal", "Less", "Greater", "And", "Or"]);
-  }
-});
-
-// src/graph/rules.ts
-function linkAllAxes(ctx, from, to) {
-  const r = rank(ctx, from);
-  if (r < 0 || r !== rank(ctx, to)) return;
-  for (let a = 0; a < r; a++) ctx.same(from, a, to, a);
-}
-function linkBroadcast(ctx, ins, out) {
-  const od = ctx.dims(out);
-  if (!od) return;
-  for (const name of ins) {
-    const d = ctx.dims(name);
-    if (!name || !d) continue;
-    const shift = od.length - d.length;
-    for (let a = 0; a < d.length; a++) if (d[a] === od[a + shift]) ctx.same(name, a, out, a + shift);
-  }
-}
-function normAxis(axis, r) {
-  return axis < 0 ? axis + r : axis;
-}
-function normalizesOver(reason, axesOf) {
-  return {
-    link(ctx) {
-      const n = ctx.node;
-      const x = inputs(n)[0];
-      const r = rank(ctx, x);
-      if (r < 0) return;
-      const axes = axesOf(ctx, r);
-      if (!axes) return;
-      linkAllAxes(ctx, x, outputs(n)[0]);
-      for (const a of axes) {
-        ctx.freeze(x, a, reason);
-        ctx.freeze(outputs(n)[0], a, reason);
-      }
-      for (const p of inputs(n).slice(1)) {
-        const rp = rank(ctx, p);
-        for (let a = 0; a < rp; a++) ctx.same(p, a, x, a + r - rp);
-      }
-      for (const o of outputs(n).slice(1)) for (let a = 0; a < rank(ctx, o); a++) ctx.keep(o, a);
-    }
-  };
-}
-function softmaxRule(op) {
-  return normalizesOver(`${op} normalizes over it`, (ctx, r) => {
-    const axis = normAxis(attrInt(ctx.node, "axis", ctx.opset >= 13 ? -1 : 1), r);
-    return ctx.opset >= 13 ? [axis] : Array.from({ length: r - axis }, (_, i) => axis + i);
-  });
-}
-function reduceRule(op) {
-  return {
-    link(ctx) {
-      const n = ctx.node;
-      const x = inputs(n)[0];
-      const y = outputs(n)[0];
-      const r = rank(ctx, x);
-      if (r < 0) return;
-      let axes = attrInts(n, "axes") ?? (inputs(n)[1] ? ctx.ints(inputs(n)[1]) : void 0);
-      if (inputs(n)[1] && !axes) return;
-      if (!axes || axes.length === 0) {
-        if (attrInt(n, "noop_with_empty_axes", 0)) return linkAllAxes(ctx, x, y);
-        axes = Array.from({ length: r }, (_, i) => i);
-      }
-      const reduced = new Set(axes.map((a) => normAxis(a, r)));
-      const keepdims = attrInt(n, "keepdims", 1) === 1;
-      let o = 0;
-      for (let a = 0; a < r; a++) {
-        if (reduced.has(a)) {
-          ctx.freeze(x, a, `${op} reduces over it (a normalization or sum over channels)`);
-          if (keepdims) o++;
-        } else ctx.same(x, a, y, o++);
-      }
-    }
-  };
-}
-function reshapeBlocks(a, b) {
-  const blocks = [];
-  let i = 0;
-  let j = 0;
-  while (i < a.length || j < b.length) {
-    const from = [];
-    const to = [];
-    let pa = 1;
-    let pb = 1;
-    if (i < a.length) pa *= a[from.push(i), i++];
-    if (j < b.length) pb *= b[to.push(j), j++];
-    while (pa !== pb) {
-      if (pa < pb && i < a.length) pa *= a[from.push(i), i++];
-      else if (pb < pa && j < b.length) pb *= b[to.push(j), j++];
-      else return void 0;
-    }
-    while (i < a.length && a[i] === 1 && !(j < b.length && b[j] === 1)) from.push(i++);
-    while (j < b.length && b[j] === 1 && !(i < a.length && a[i] === 1)) to.push(j++);
-    blocks.push({ from, to });
-  }
-  return blocks;
-}
-function isSelection(ctx, tensor, axis, depth = 0) {
-  const users = ctx.consumers(tensor);
-  const r = rank(ctx, tensor);
-  if (users.length === 0 || axis < 0 || depth > 8) return false;
-  return users.every((u) => {
-    if (u.opType === "Transpose") {
-      const perm = attrInts(u, "perm") ?? Array.from({ length: r }, (_, i) => r - 1 - i);
-      return isSelection(ctx, u.output[0], perm.indexOf(axis), depth + 1);
-    }
-    if (u.opType === "Gather") {
-      const index = u.input[1];
-      return u.input[0] === tensor && normAxis(attrInt(u, "axis", 0), r) === axis && rank(ctx, index) === 0 && ctx.ints(index)?.length === 1;
-    }
-    if (u.opType === "Split") {
-      return normAxis(attrInt(u, "axis", 0), r) === axis && u.output.every((o) => ctx.dims(o)?.[axis] === 1);
-    }
-    return false;
-  });
-}
-function convRule(transposed) {
-  const [inAxis, outAxis] = transposed ? [0, 1] : [1, 0];
-  return {
-    weight(node2) {
-      if (attrInt(node2, "group", 1) !== 1) return void 0;
-      const taps = transposed ? (attrInts(node2, "strides") ?? []).reduce((a, b) => a * b, 1) : 1;
-      return { inputAxis: 1, weightIn: inAxis, weightOut: outAxis, tapsPerOutput: taps, biasInput: 2 };
-    },
-    channels: true,
-    // Depthwise: group equals the channel count, which just shrank.
-    resize(ctx) {
-      const group = attrInt(ctx.node, "group", 1);
-      const cin = ctx.newDims(ctx.node.input[0], 0)?.[1];
-      if (group !== 1 && cin !== void 0 && cin !== group) setAttrInt(ctx.node, "group", cin);
-    },
-    link(ctx) {
-      const [x, w, bias] = inputs(ctx.node);
-      const y = outputs(ctx.node)[0];
-      const group = attrInt(ctx.node, "group", 1);
-      const cin = ctx.dims(x)?.[1];
-      const cout = ctx.dims(y)?.[1];
-      ctx.same(x, 0, y, 0);
-      if (bias) ctx.same(bias, 0, y, 1);
-      if (group === 1) {
-        ctx.same(x, 1, w, inAxis);
-        ctx.same(w, outAxis, y, 1);
-      } else if (group === cin && group === cout) {
-        ctx.same(x, 1, y, 1);
-        ctx.same(w, 0, y, 1);
-      } else {
-        if (!transposed) ctx.same(w, 0, y, 1);
-        ctx.freeze(y, 1, `grouped ${transposed ? "transposed " : ""}convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
-      }
-    }
-  };
-}
-function einsumLabels(equation, ranks) {
-  const eq = equation.replace(/\s+/g, "");
-  const [lhs, rhs] = eq.split("->");
-  const terms = lhs.split(",");
-  if (terms.length !== ranks.length) return void 0;
-  let ellipsis = 0;
-  const expand2 = (term, rank2) => {
-    const parts2 = term.split("...");
-    if (parts2.length > 2) return void 0;
-    if (parts2.length === 1) return term.length === rank2 ? [...term] : void 0;
-    const n = rank2 - parts2[0].length - parts2[1].length;
-    if (n < 0) return void 0;
-    ellipsis = Math.max(ellipsis, n);
-    return [...parts2[0], ...Array.from({ length: n }, (_, i) => `.${n - i}`), ...parts2[1]];
-  };
-  const inputs2 = [];
-  for (const [i, term] of terms.entries()) {
-    const labels = expand2(term, ranks[i]);
-    if (!labels) return void 0;
-    inputs2.push(labels);
-  }
-  const dots = Array.from({ length: ellipsis }, (_, i) => `.${ellipsis - i}`);
-  if (rhs === void 0) {
-    const counts = /* @__PURE__ */ new Map();
-    for (const l of inputs2.flat()) if (!l.startsWith(".")) counts.set(l, (counts.get(l) ?? 0) + 1);
-    return { inputs: inputs2, output: [...dots, ...[...counts].filter(([, c]) => c === 1).map(([l]) => l).sort()] };
-  }
-  const parts = rhs.split("...");
-  if (parts.length > 2) return void 0;
-  return { inputs: inputs2, output: parts.length === 1 ? [...rhs] : [...parts[0], ...dots, ...parts[1]] };
-}
-function piecewise(whole, parts, axis, ctx) {
-  const r = rank(ctx, whole);
-  const ax = normAxis(axis, r);
-  let offset = 0;
-  for (const p of parts) {
-    if (!p) continue;
-    const d = ctx.dims(p);
-    if (!d) return;
-    for (let a = 0; a < r; a++) {
-      if (a === ax) ctx.offset(whole, a, p, a, offset);
-      else ctx.same(whole, a, p, a);
-    }
-    offset += d[ax];
-  }
-}
-function sliceStart(start, size) {
-  return Math.min(Math.max(start < 0 ? start + size : start, 0), size);
-}
-function ruleOf(node2) {
-  return (node2.domain ?? "") === "" || node2.domain === "ai.onnx" ? OP_RULES[node2.opType] : void 0;
-}
-var inputs, outputs, rank, unary, broadcast, perChannelNorm, layerNorm, pool, transpose, reshape, reshapeWithShape, matmul, gemm, einsum, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
-var init_rules = __esm({
-  "src/graph/rules.ts"() {
-    "use strict";
-    init_graph();
-    init_shape_eval();
-    init_tensor();
-    inputs = (n) => n.input;
-    outputs = (n) => n.output;
-    rank = (ctx, name) => ctx.dims(name)?.length ?? -1;
-    unary = { link: (ctx) => linkAllAxes(ctx, inputs(ctx.node)[0], outputs(ctx.node)[0]) };
-    broadcast = { link: (ctx) => linkBroadcast(ctx, inputs(ctx.node), outputs(ctx.node)[0]) };
-    perChannelNorm = {
-      link(ctx) {
-        const [x, ...params] = inputs(ctx.node);
-        const y = outputs(ctx.node)[0];
-        linkAllAxes(ctx, x, y);
-        for (const p of params) if (p && rank(ctx, p) === 1) ctx.same(p, 0, y, 1);
-      }
-    };
-    layerNorm = normalizesOver("LayerNormalization normalizes over it (the residual stream)", (ctx, r) => {
-      const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
-      return Array.from({ length: r - axis }, (_, i) => axis + i);
-    });
-    pool = {
-      link(ctx) {
-        const x = inputs(ctx.node)[0];
-        for (const y of outputs(ctx.node)) {
-          if (!y) continue;
-          ctx.same(x, 0, y, 0);
-          ctx.same(x, 1, y, 1);
-        }
-      }
-    };
-    transpose = {
-      link(ctx) {
-        const x = inputs(ctx.node)[0];
-        const y = outputs(ctx.node)[0];
-        const r = rank(ctx, x);
-        if (r < 0) return;
-        const perm = attrInts(ctx.node, "perm") ?? Array.from({ length: r }, (_, i) => r - 1 - i);
-        perm.forEach((p, j) => ctx.same(x, p, y, j));
-      }
-    };
-    reshape = {
-      link(ctx) {
-        const x = inputs(ctx.node)[0];
-        const y = outputs(ctx.node)[0];
-        const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
-        if (!a || !b || !a2 || !b2) return;
-        const blocks = reshapeBlocks(a, b);
-        const blocks2 = reshapeBlocks(a2, b2);
-        if (!blocks || JSON.stringify(blocks) !== JSON.stringify(blocks2)) return;
-        for (const { from, to } of blocks) {
-          const f = from.filter((k) => a[k] !== 1);
-          const t = to.filter((k) => b[k] !== 1);
-          if (f.length === 1 && t.length === 1) ctx.same(x, f[0], y, t[0]);
-          else if (f.length === 1 && t.length > 2 && isSelection(ctx, y, t[0])) ctx.outer(x, f[0], y, t[1], a[f[0]] / (b[t[0]] * b[t[1]]));
-          else if (f.length === 1 && t.length > 1) ctx.outer(x, f[0], y, t[0], a[f[0]] / b[t[0]]);
-          else if (f.length > 1 && t.length === 1) ctx.outer(y, t[0], x, f[0], b[t[0]] / a[f[0]]);
-        }
-      }
-    };
-    reshapeWithShape = {
-      link: reshape.link,
-      resize: (ctx) => ctx.fixShapeInput(1, (v, run2) => resolveReshape(ctx.newDims(ctx.node.input[0], run2), v.data, attrInt(ctx.node, "allowzero", 0) === 1))
-    };
-    matmul = {
-      weight: (_node, inputRank, weightRank) => weightRank === 2 ? { inputAxis: inputRank - 1, weightIn: 0, weightOut: 1, tapsPerOutput: 1 } : void 0,
-      link(ctx) {
-        const [a, b] = inputs(ctx.node);
-        const y = outputs(ctx.node)[0];
-        const ra = rank(ctx, a);
-        const rb = rank(ctx, b);
-        const ry = rank(ctx, y);
-        if (ra < 2 || rb < 2) return;
-        ctx.same(a, ra - 2, y, ry - 2);
-        ctx.same(b, rb - 1, y, ry - 1);
-        ctx.same(a, ra - 1, b, rb - 2);
-        const ya = ctx.dims(y);
-        for (const [name, r] of [[a, ra], [b, rb]]) {
-          const d = ctx.dims(name);
-          for (let k = 0; k < r - 2; k++) if (d[k] === ya[k + ry - r]) ctx.same(name, k, y, k + ry - r);
-        }
-      }
-    };
-    gemm = {
-      weight(node2) {
-        if (attrInt(node2, "transA", 0)) return void 0;
-        const transB = attrInt(node2, "transB", 0) === 1;
-        const biasScale = 1 / attrFloat(node2, "beta", 1);
-        return { inputAxis: 1, weightIn: transB ? 1 : 0, weightOut: transB ? 0 : 1, tapsPerOutput: 1, biasInput: 2, biasScale };
-      },
-      link(ctx) {
-        const [a, b, c] = inputs(ctx.node);
-        const y = outputs(ctx.node)[0];
-        const ta = attrInt(ctx.node, "transA", 0);
-        const tb = attrInt(ctx.node, "transB", 0);
-        ctx.same(a, ta ? 1 : 0, y, 0);
-        ctx.same(a, ta ? 0 : 1, b, tb ? 1 : 0);
-        ctx.same(b, tb ? 0 : 1, y, 1);
-        if (c) linkBroadcast(ctx, [c], y);
-      }
-    };
-    einsum = {
-      link(ctx) {
-        const names = [...inputs(ctx.node), outputs(ctx.node)[0]];
-        const ranks = names.map((n) => rank(ctx, n));
-        if (ranks.some((r) => r < 0)) return;
-        const labels = einsumLabels(attrString(ctx.node, "equation") ?? "", ranks.slice(0, -1));
-        if (!labels || labels.output.length !== ranks[ranks.length - 1]) return;
-        const first = /* @__PURE__ */ new Map();
-        [...labels.inputs, labels.output].forEach(
-          (ls, t) => ls.forEach((label, axis) => {
-            const seen = first.get(label);
-            if (!seen) first.set(label, [names[t], axis]);
-            else if (ctx.dims(seen[0])[seen[1]] === ctx.dims(names[t])[axis]) ctx.same(seen[0], seen[1], names[t], axis);
-          })
-        );
-      },
-      weight(node2, inputRank, weightRank) {
-        const labels = weightRank === 2 ? einsumLabels(attrString(node2, "equation") ?? "", [inputRank, 2]) : void 0;
-        if (!labels || node2.input.length !== 2) return void 0;
-        const [x, w] = labels.inputs;
-        const contracted = w.findIndex((l) => x.includes(l) && !labels.output.includes(l));
-        const out = 1 - contracted;
-        if (contracted < 0 || x.includes(w[out]) || !labels.output.includes(w[out]) || w[0] === w[1]) return void 0;
-        return { inputAxis: x.indexOf(w[contracted]), weightIn: contracted, weightOut: out, tapsPerOutput: 1 };
-      }
-    };
-    split = {
-      link: (ctx) => piecewise(inputs(ctx.node)[0], outputs(ctx.node), attrInt(ctx.node, "axis", 0), ctx),
-      // The sizes follow the new sizes of its outputs, in the form the opset takes them.
-      resize({ node: node2, model, opset, newDims }) {
-        const axis = normAxis(attrInt(node2, "axis", 0), newDims(node2.input[0], 0).length);
-        const sizes = node2.output.map((o) => newDims(o, 0)[axis]);
-        if (attr(node2, "split")) setAttrInts(node2, "split", sizes);
-        else if (node2.input[1]) {
-          const name = model.uniqueName(`${node2.input[1]}_pruned`);
-          model.addInitializer(name, intTensor(sizes));
-          node2.input[1] = name;
-        } else if (opset >= 13) {
-          const name = model.uniqueName(`${node2.name || "split"}_sizes`);
-          model.addInitializer(name, intTensor(sizes));
-          node2.input.push(name);
-          node2.attribute = node2.attribute.filter((a) => a.name !== "num_outputs");
-        } else setAttrInts(node2, "split", sizes);
-      }
-    };
-    concat = {
-      link: (ctx) => piecewise(outputs(ctx.node)[0], inputs(ctx.node), attrInt(ctx.node, "axis", 0), ctx)
-    };
-    slice = {
-      link(ctx) {
-        const n = ctx.node;
-        const [x, startsName, endsName, axesName, stepsName] = inputs(n);
-        const y = outputs(n)[0];
-        const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
-        if (!a || !b || !a2 || !b2 || a.length !== b.length) return;
-        const axes = (axesName ? ctx.ints(axesName) : Array.from({ length: a.length }, (_, i) => i))?.map((ax) => normAxis(ax, a.length));
-        const steps = stepsName ? ctx.ints(stepsName) : void 0;
-        if (!axes || stepsName && !steps) return;
-        const starts = startsName && ctx.isConstant(startsName) && endsName && ctx.isConstant(endsName) ? ctx.ints(startsName) : void 0;
-        for (let k = 0; k < a.length; k++) {
-          const i = axes.indexOf(k);
-          const step = i < 0 ? 1 : steps?.[i] ?? 1;
-          if (step !== 1) continue;
-          if (a[k] === b[k] && a2[k] === b2[k]) ctx.same(x, k, y, k);
-          else if (starts && i >= 0 && a[k] === a2[k] && b[k] === b2[k]) {
-            const start = sliceStart(starts[i], a[k]);
-            if (start + b[k] <= a[k]) ctx.offset(x, k, y, k, start);
-          }
-        }
-      },
-      // A cut pruned axis: the range moves to the kept channels. Starts and ends are constants (link
-      // couples nothing else); new ones are written, so constants other ops share stay as they were.
-      resize({ node: node2, model, newDims, oldDims, removed }) {
-        const [x, startsName, endsName, axesName] = node2.input;
-        const y = node2.output[0];
-        const before = oldDims(y);
-        const after = newDims(y, 0);
-        const starts = model.constant(startsName);
-        const ends = model.constant(endsName);
-        if (!before || !after || !starts || !ends) return;
-        const axes = axesName ? toNumbers(model.constant(axesName)) : before.map((_, i) => i);
-        const bound = (v) => Math.max(-Number.MAX_SAFE_INTEGER, Math.min(Number.MAX_SAFE_INTEGER, Number(v)));
-        const newStarts = Array.from(starts.data, bound);
-        const newEnds = Array.from(ends.data, bound);
-        let edited = false;
-        for (const [i, ax] of axes.entries()) {
-          const k = normAxis(ax, before.length);
-          const cut = removed(x, k);
-          if (!cut || cut.indices.size === 0 && after[k] === before[k]) continue;
-          const start = sliceStart(newStarts[i], cut.size);
-          let removedBefore = 0;
-          for (const g of cut.indices) if (g < start) removedBefore++;
-          newStarts[i] = start - removedBefore;
-          newEnds[i] = newStarts[i] + after[k];
-          edited = true;
-        }
-        if (!edited) return;
-        const startsNew = model.uniqueName(`${startsName}_pruned`);
-        model.addInitializer(startsNew, intTensor(newStarts, starts.dtype, starts.dims));
-        const endsNew = model.uniqueName(`${endsName}_pruned`);
-        model.addInitializer(endsNew, intTensor(newEnds, ends.dtype, ends.dims));
-        node2.input[1] = startsNew;
-        node2.input[2] = endsNew;
-      }
-    };
-    pad = {
-      link(ctx) {
-        const n = ctx.node;
-        const [x, padsName, , axesName] = inputs(n);
-        const y = outputs(n)[0];
-        const r = rank(ctx, x);
-        if (r < 0) return;
-        const pads = ctx.opset >= 11 ? padsName ? ctx.ints(padsName) : void 0 : attrInts(n, "pads");
-        const axes = axesName ? ctx.ints(axesName)?.map((a) => normAxis(a, r)) : Array.from({ length: r }, (_, i) => i);
-        if (!pads || !axes || pads.length !== 2 * axes.length) return;
-        const padded = new Set(axes.filter((_, i) => pads[i] !== 0 || pads[i + axes.length] !== 0));
-        for (let k = 0; k < r; k++) {
-          if (!padded.has(k)) ctx.same(x, k, y, k);
-          else for (const t of [x, y]) ctx.freeze(t, k, `padded by Pad ${n.name ?? ""} (its width is part of the pads)`.replace("  ", " "));
-        }
-      }
-    };
-    gather = {
-      link(ctx) {
-        const [data, indices] = inputs(ctx.node);
-        const y = outputs(ctx.node)[0];
-        const r = rank(ctx, data);
-        const ri = rank(ctx, indices);
-        if (r < 0 || ri < 0) return;
-        const axis = normAxis(attrInt(ctx.node, "axis", 0), r);
-        for (let k = 0; k < r; k++) {
-          if (k < axis) ctx.same(data, k, y, k);
-          else if (k > axis) ctx.same(data, k, y, k - 1 + ri);
-        }
-        ctx.freeze(data, axis, `rows picked by Gather ${ctx.node.name ?? ""} (e.g. a vocabulary)`.trim());
-      }
-    };
-    expand = {
-      link: (ctx) => linkBroadcast(ctx, [inputs(ctx.node)[0]], outputs(ctx.node)[0]),
-      resize: (ctx) => ctx.fixShapeInput(1, (v, run2) => broadcastDims(ctx.newDims(ctx.node.input[0], run2), v.data))
-    };
-    readsShape = {
-      link(ctx) {
-        const x = inputs(ctx.node)[0];
-        for (let a = 0; a < rank(ctx, x); a++) ctx.keep(x, a);
-      }
-    };
-    resize = pool;
-    constant = {
-      link(ctx) {
-        const y = outputs(ctx.node)[0];
-        for (let a = 0; a < rank(ctx, y); a++) ctx.keep(y, a);
-      }
-    };
-    OP_RULES = {
-      // element-wise, one input
-      Relu: unary,
-      LeakyRelu: unary,
-      PRelu: broadcast,
-      Elu: unary,
-      Selu: unary,
-      Celu: unary,
-      Gelu: unary,
-      Sigmoid: unary,
-      HardSigmoid: unary,
-      HardSwish: unary,
-      Tanh: unary,
-      Erf: unary,
-      Softplus: unary,
-      Softsign: unary,
-      Mish: unary,
-      ThresholdedRelu: unary,
-      Exp: unary,
-      Log: unary,
-      Sqrt: unary,
-      Reciprocal: unary,
-      Neg: unary,
-      Abs: unary,
-      Sign: unary,
-      Floor: unary,
-      Ceil: unary,
-      Round: unary,
-      Sin: unary,
-      Cos: unary,
-      Cast: unary,
-      CastLike: broadcast,
-      Identity: unary,
-      Dropout: unary,
-      Not: unary,
-      IsNaN: unary,
-      IsInf: unary,
-      // element-wise with broadcasting (bias Add, SwiGLU Mul, squeeze-excite gate, residual Add)
-      Add: broadcast,
-      Sub: broadcast,
-      Mul: broadcast,
-      Div: broadcast,
-      Pow: broadcast,
-      Max: broadcast,
-      Min: broadcast,
-      Sum: broadcast,
-      Mean: broadcast,
-      Mod: broadcast,
-      Where: broadcast,
-      Clip: broadcast,
-      Equal: broadcast,
-      Less: broadcast,
-      Greater: broadcast,
-      LessOrEqual: broadcast,
-      GreaterOrEqual: broadcast,
-      And: broadcast,
-      Or: broadcast,
-      Xor: broadcast,
-      // normalizations
-      BatchNormalization: perChannelNorm,
-      InstanceNormalization: perChannelNorm,
-      LayerNormalization: layerNorm,
-      Softmax: softmaxRule("Softmax"),
-      LogSoftmax: softmaxRule("LogSoftmax"),
-      Hardmax: softmaxRule("Hardmax"),
-      ReduceMean: reduceRule("ReduceMean"),
-      ReduceSum: reduceRule("ReduceSum"),
-      ReduceMax: reduceRule("ReduceMax"),
-      ReduceMin: reduceRule("ReduceMin"),
-      ReduceProd: reduceRule("ReduceProd"),
-      ReduceL1: reduceRule("ReduceL1"),
-      ReduceL2: reduceRule("ReduceL2"),
-      ReduceSumSquare: reduceRule("ReduceSumSquare"),
-      ReduceLogSum: reduceRule("ReduceLogSum"),
-      ReduceLogSumExp: reduceRule("ReduceLogSumExp"),
-      // weights
-      MatMul: matmul,
-      Gemm: gemm,
-      Conv: convRule(false),
-      ConvTranspose: convRule(true),
-      Einsum: einsum,
-      // layout
-      Transpose: transpose,
-      Reshape: reshapeWithShape,
-      Flatten: reshape,
-      Squeeze: reshape,
-      Unsqueeze: reshape,
-      Split: split,
-      Concat: concat,
-      Slice: slice,
-      Pad: pad,
-      Gather: gather,
-      Expand: expand,
-      GlobalAveragePool: pool,
-      GlobalMaxPool: pool,
-      GlobalLpPool: pool,
-      AveragePool: pool,
-      MaxPool: pool,
-      LpPool: pool,
-      Resize: resize,
-      Upsample: resize,
-      Shape: readsShape,
-      Size: readsShape,
-      Constant: constant
-    };
-  }
-});
-
 // src/graph/analysis.ts
 async function traceTwice(model) {
   const t1 = await traceModel(model, dummyFeeds(model, ...TRACE_SIZES[0]));
@@ -82309,9 +82319,9 @@ async function analyze(model, options = {}) {
         mark(slotOf(name, axis));
       }
     };
-    const rule = ruleOf(node2);
-    if (rule) rule.link(ctx);
-    const reason = rule ? `fixed by ${node2.opType} ${nodeLabel(node2)}` : `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} is not understood by the engine`;
+    const link = ruleOf(node2)?.link;
+    if (link) link(ctx);
+    const reason = link ? `fixed by ${node2.opType} ${nodeLabel(node2)}` : `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} is not understood by the engine`;
     for (const name of [...nodeReads(node2), ...node2.output]) {
       for (const s of name ? space.slotsOf(name) : []) {
         if (!touched.has(s.id)) {

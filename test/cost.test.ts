@@ -1,4 +1,4 @@
-// Issue 2, item 3: parameter count and MACs per sample.
+// Parameter count and MACs per sample (docs/pruning.md, "Cost").
 import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { countParams, estimateMacs, measureMacs } from '../src/graph/cost';
@@ -146,5 +146,28 @@ describe('MACs per sample', () => {
     const m = OnnxModel.fromBytes(encode(proto), 'synthetic.onnx');
     const explicit = estimateMacs(m, await traceModel(m, { a: floats([6, 2]), s: floats([2, 4, 6]) }), { batch: 2 });
     expect(explicit.total).toBe((60 + 240) / 2);
+  });
+
+  test('Einsum: attention and FFN written with torch.einsum, counted like their MatMul twins', async () => {
+    // test/fixtures/ops/einsum.onnx (tools/fixtures/export_ops.py): d 32, 4 heads of 8, FFN 64,
+    // a 128-way head as a MatMul; `inspect` measures at 1 sample of 16 tokens.
+    const r = await measureMacs(OnnxModel.read(path.join(FIXTURES_DIR, 'ops', 'einsum.onnx')));
+    const [S, d, h, hd, f, vocab] = [16, 32, 4, 8, 64, 128];
+    const projections = 4 * S * d * d; // q, k, v, o: bsd,de->bse
+    const attention = 2 * h * S * S * hd; // bhqd,bhkd->bhqk and bhqk,bhkd->bhqd
+    const ffn = 2 * S * d * f; // bsd,df->bsf and bsf,fd->bsd
+    expect(r.byOp.Einsum).toBe(projections + attention + ffn);
+    expect(r.byOp.MatMul).toBe(S * d * vocab);
+    expect(r.total).toBe(projections + attention + ffn + S * d * vocab);
+    expect(r.unknown).toEqual([]);
+  });
+
+  test('a single-operand Einsum (a transpose) multiplies nothing', async () => {
+    const proto = model({
+      nodes: [node('Einsum', ['x'], ['y'], [{ name: 'equation', type: onnx.AttributeProto.AttributeType.STRING, s: Buffer.from('bij->bji') }])],
+      inputs: [valueInfo('x', T.FLOAT, ['batch', 3, 4])],
+      outputs: [valueInfo('y', T.FLOAT, ['batch', 4, 3])],
+    });
+    expect((await macsOf(proto, { x: floats([1, 3, 4]) })).total).toBe(0);
   });
 });

@@ -175,10 +175,10 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
         mark(slotOf(name, axis));
       },
     };
-    const rule = ruleOf(node);
-    if (rule) rule.link(ctx);
+    const link = ruleOf(node)?.link;
+    if (link) link(ctx);
     // Whatever the rule did not account for is fixed in size: freeze it.
-    const reason = rule
+    const reason = link
       ? `fixed by ${node.opType} ${nodeLabel(node)}`
       : `${node.domain ? node.domain + '.' : ''}${node.opType} ${nodeLabel(node)} is not understood by the engine`;
     for (const name of [...nodeReads(node), ...node.output]) {

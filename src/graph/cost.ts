@@ -3,7 +3,8 @@ import { DataType, isFloatDType } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { dummyFeeds, ort } from '../onnx/runtime';
 import { elementCount, toNumber } from '../onnx/tensor';
-import { attrInt, nodeLabel } from './graph';
+import { Node, attrInt, nodeLabel } from './graph';
+import { ruleOf } from './rules';
 import { Trace, traceModel } from './trace';
 
 /**
@@ -97,7 +98,7 @@ export interface MacEstimate {
   total: number;
   /** The batch size of the traced run that the totals were divided by. */
   batch: number;
-  /** Every node that does multiply-accumulates (MatMul, Gemm, Conv, ...), in graph order. */
+  /** Every node whose multiply-accumulates are counted (MatMul, Gemm, Conv, ...), in graph order. */
   nodes: NodeMacs[];
   /** Per-sample MACs summed by op type. */
   byOp: Record<string, number>;
@@ -105,16 +106,13 @@ export interface MacEstimate {
   unknown: string[];
 }
 
-/** Ops whose cost is counted; everything else (element-wise, norms, softmax) is cheap by comparison. */
-const COUNTED = new Set(['MatMul', 'Gemm', 'Conv', 'ConvTranspose', 'MatMulInteger', 'MatMulNBits']);
-
 /**
- * Estimates the multiply-accumulates of every MatMul, Gemm, Conv (grouped too), ConvTranspose,
- * MatMulInteger and com.microsoft MatMulNBits of the top-level graph, from the shapes a run of the
- * model recorded (`traceModel`). Bias additions are not counted (the usual MAC convention).
- * Shapes of a transformer depend on the sequence length, so the result holds for the traced
- * input shape only. `batch` defaults to axis 0 of the first graph input in the trace (PRODUCT:
- * axis 0 of every input is the sample axis).
+ * Estimates the multiply-accumulates of the top-level graph from the shapes a run of the model
+ * recorded (`traceModel`): every op whose registry entry counts them (`macs` in
+ * src/graph/rules.ts: MatMul, Gemm, Conv (grouped too), ConvTranspose, Einsum, MatMulInteger,
+ * com.microsoft MatMulNBits). Shapes of a transformer depend on the sequence length, so the
+ * result holds for the traced input shape only. `batch` defaults to axis 0 of the first graph
+ * input in the trace (axis 0 of every input is the sample axis).
  */
 export function estimateMacs(model: OnnxModel, trace: Trace, options: { batch?: number } = {}): MacEstimate {
   const firstInput = model.graph.input.find((v) => !model.isInitializer(v.name ?? ''));
@@ -133,62 +131,20 @@ export function estimateMacs(model: OnnxModel, trace: Trace, options: { batch?: 
   const unknown: string[] = [];
   let total = 0;
   for (const node of model.graph.node) {
-    const op = node.opType ?? '';
-    const domain = node.domain ?? '';
-    if (!COUNTED.has(op) || !(domain === '' || domain === 'ai.onnx' || domain === 'com.microsoft')) continue;
-    const runMacs = nodeMacs(node, shapeOf);
+    const count = ruleOf(node)?.macs;
+    if (!count) continue;
+    const runMacs = count(node as Node, shapeOf);
     if (runMacs === undefined) {
       unknown.push(nodeLabel(node));
       continue;
     }
+    const op = node.opType ?? '';
     const macs = runMacs / batch;
     nodes.push({ node: nodeLabel(node), opType: op, macs });
     byOp[op] = (byOp[op] ?? 0) + macs;
     total += macs;
   }
   return { total, batch, nodes, byOp, unknown };
-}
-
-/** MACs of one node over the whole traced run, or undefined when a needed shape is unknown. */
-function nodeMacs(node: onnx.INodeProto, shapeOf: (name: string | undefined) => number[] | undefined): number | undefined {
-  const inputs = node.input ?? [];
-  const out = shapeOf(node.output?.[0]);
-  switch (node.opType) {
-    case 'MatMul':
-    case 'MatMulInteger': {
-      // [..., M, K] x [..., K, N] -> [..., M, N]: each output element is a K-long dot product.
-      const a = shapeOf(inputs[0]);
-      if (!a || !out || a.length === 0) return undefined;
-      return elementCount(out) * a[a.length - 1];
-    }
-    case 'MatMulNBits': {
-      // A [..., K] times the dequantized [K, N] weight; K is an attribute.
-      const k = attrInt(node, 'K', 0);
-      if (!out || k <= 0) return undefined;
-      return elementCount(out) * k;
-    }
-    case 'Gemm': {
-      const a = shapeOf(inputs[0]);
-      if (!a || !out || a.length !== 2) return undefined;
-      const k = attrInt(node, 'transA', 0) ? a[0] : a[1];
-      return elementCount(out) * k;
-    }
-    case 'Conv': {
-      // W [C_out, C_in/group, k1, k2, ...]: each output element reads C_in/group * k1*k2*... inputs.
-      const w = shapeOf(inputs[1]);
-      if (!w || !out || w.length < 2) return undefined;
-      return elementCount(out) * elementCount(w.slice(1));
-    }
-    case 'ConvTranspose': {
-      // W [C_in, C_out/group, k...]: each input element is scattered to C_out/group * k... outputs.
-      const x = shapeOf(inputs[0]);
-      const w = shapeOf(inputs[1]);
-      if (!x || !w || w.length < 2) return undefined;
-      return elementCount(x) * elementCount(w.slice(1));
-    }
-    default:
-      return undefined;
-  }
 }
 
 /** Dummy input shape for `inspect`: one sample, 16 along every other dynamic axis (e.g. tokens). */

@@ -1,7 +1,8 @@
+import { onnx } from 'onnx-proto';
 import { Node, attr, attrFloat, attrInt, attrInts, attrString, setAttrInt, setAttrInts } from './graph';
 import { SmallValue, broadcastDims, resolveReshape } from './shape-eval';
 import { OnnxModel } from '../onnx/model';
-import { intTensor, toNumbers } from '../onnx/tensor';
+import { elementCount, intTensor, toNumbers } from '../onnx/tensor';
 import type { Slot } from './atoms';
 
 /**
@@ -75,14 +76,22 @@ export interface ResizeContext {
   fixShapeInput(input: number, result: (value: SmallValue, run: 0 | 1) => number[]): void;
 }
 
+/** A tensor's dims in a traced run (or a constant's), undefined when unknown. */
+export type ShapeOf = (name: string | undefined) => number[] | undefined;
+
 /**
- * Per-op knowledge. `link` couples axes; every axis of the node it leaves alone is frozen.
+ * Per-op knowledge. `link` couples axes; every axis of the node it leaves alone is frozen (an op
+ * without `link` is not understood by the engine: all it touches is frozen).
  * `resize`, for ops that write sizes of the axes they touch, rewrites them after pruning.
  * `weight`, for ops that read a constant weight, says how (undefined when this node's form is
  * not one the scorer and compensation handle, e.g. a grouped convolution).
+ * `macs`, for ops whose multiply-accumulates are counted (src/graph/cost.ts): the node's MACs
+ * over a traced run, from its shapes (undefined when one is unknown). Element-wise ops, norms
+ * and softmax are cheap by comparison and not counted; neither are bias additions.
  */
 export interface OpRule {
-  link(ctx: RuleContext): void;
+  link?(ctx: RuleContext): void;
+  macs?(node: Node, shapeOf: ShapeOf): number | undefined;
   resize?(ctx: ResizeContext): void;
   weight?(node: Node, inputRank: number, weightRank: number): WeightUse | undefined;
   /** Its weights hold convolution channels: the groups it reads are reported as `channels`. */
@@ -302,8 +311,17 @@ const reshapeWithShape: OpRule = {
     ctx.fixShapeInput(1, (v, run) => resolveReshape(ctx.newDims(ctx.node.input[0], run)!, v.data, attrInt(ctx.node, 'allowzero', 0) === 1)),
 };
 
+/** [..., M, K] x [..., K, N] -> [..., M, N]: each output element is a K-long dot product. */
+function matmulMacs(node: Node, shapeOf: ShapeOf): number | undefined {
+  const a = shapeOf(node.input[0]);
+  const out = shapeOf(node.output[0]);
+  if (!a || !out || a.length === 0) return undefined;
+  return elementCount(out) * a[a.length - 1];
+}
+
 /** MatMul with numpy semantics: A[..., M, K] x B[..., K, N] -> Y[..., M, N]. */
 const matmul: OpRule = {
+  macs: matmulMacs,
   weight: (_node, inputRank, weightRank) =>
     weightRank === 2 ? { inputAxis: inputRank - 1, weightIn: 0, weightOut: 1, tapsPerOutput: 1 } : undefined,
   link(ctx) {
@@ -325,6 +343,12 @@ const matmul: OpRule = {
 };
 
 const gemm: OpRule = {
+  macs(node, shapeOf) {
+    const a = shapeOf(node.input[0]);
+    const out = shapeOf(node.output[0]);
+    if (!a || !out || a.length !== 2) return undefined;
+    return elementCount(out) * (attrInt(node, 'transA', 0) ? a[0] : a[1]);
+  },
   weight(node) {
     if (attrInt(node, 'transA', 0)) return undefined;
     const transB = attrInt(node, 'transB', 0) === 1;
@@ -350,6 +374,14 @@ const gemm: OpRule = {
 function convRule(transposed: boolean): OpRule {
   const [inAxis, outAxis] = transposed ? [0, 1] : [1, 0];
   return {
+    // Conv: each output element reads Cin/group x k1 x k2 ... inputs. ConvTranspose: each input
+    // element is scattered to Cout/group x k1 x k2 ... outputs.
+    macs(node, shapeOf) {
+      const w = shapeOf(node.input[1]);
+      const counted = shapeOf(transposed ? node.input[0] : node.output[0]);
+      if (!w || !counted || w.length < 2) return undefined;
+      return elementCount(counted) * elementCount(w.slice(1));
+    },
     weight(node) {
       if (attrInt(node, 'group', 1) !== 1) return undefined;
       // A transposed convolution scatters each input over a window, strides apart: an output
@@ -429,6 +461,19 @@ export function einsumLabels(equation: string, ranks: number[]): { inputs: strin
  * the data, the other in the output, e.g. `bsd,df->bsf`) it reads channels like a MatMul.
  */
 const einsum: OpRule = {
+  // A contraction of two or more operands multiplies once per combination of its labels: the
+  // product of every label's size (as a direct evaluation does; a 3-operand Einsum evaluated
+  // pairwise can do fewer). One operand only permutes or sums: no multiply-accumulates.
+  macs(node, shapeOf) {
+    const shapes = node.input.map((i) => shapeOf(i));
+    if (shapes.some((s) => !s)) return undefined;
+    if (shapes.length < 2) return 0;
+    const labels = einsumLabels(attrString(node, 'equation') ?? '', shapes.map((s) => s!.length));
+    if (!labels) return undefined;
+    const size = new Map<string, number>();
+    labels.inputs.forEach((ls, t) => ls.forEach((l, axis) => size.set(l, Math.max(size.get(l) ?? 1, shapes[t]![axis]))));
+    return [...size.values()].reduce((a, b) => a * b, 1);
+  },
   link(ctx) {
     const names = [...inputs(ctx.node), outputs(ctx.node)[0]];
     const ranks = names.map((n) => rank(ctx, n));
@@ -632,7 +677,10 @@ const constant: OpRule = {
   },
 };
 
-/** The registry: op type (default domain) -> rule. An op not listed here freezes what it touches. */
+/**
+ * The registry: op type -> rule, default-domain ops by name and others as `domain::Op`. An op not
+ * listed here, or listed without `link`, freezes what it touches.
+ */
 export const OP_RULES: Record<string, OpRule> = {
   // element-wise, one input
   Relu: unary, LeakyRelu: unary, PRelu: broadcast, Elu: unary, Selu: unary, Celu: unary, Gelu: unary,
@@ -663,9 +711,21 @@ export const OP_RULES: Record<string, OpRule> = {
   LpPool: pool, Resize: resize, Upsample: resize,
   Shape: readsShape, Size: readsShape,
   Constant: constant,
+  // counted, not understood by the engine (quantized models)
+  MatMulInteger: { macs: matmulMacs },
+  'com.microsoft::MatMulNBits': {
+    // A [..., K] times the dequantized [K, N] weight; K is an attribute.
+    macs(node, shapeOf) {
+      const out = shapeOf(node.output[0]);
+      const k = attrInt(node, 'K', 0);
+      return out && k > 0 ? elementCount(out) * k : undefined;
+    },
+  },
 };
 
-/** The registry's rule for a node: default-domain ops only (a com.microsoft op is another op). */
-export function ruleOf(node: Node): OpRule | undefined {
-  return (node.domain ?? '') === '' || node.domain === 'ai.onnx' ? OP_RULES[node.opType] : undefined;
+/** The registry's rule for a node (a com.microsoft op is another op than the default domain's of the same name). */
+export function ruleOf(node: onnx.INodeProto): OpRule | undefined {
+  const domain = node.domain ?? '';
+  const key = domain === '' || domain === 'ai.onnx' ? (node.opType ?? '') : `${domain}::${node.opType}`;
+  return Object.prototype.hasOwnProperty.call(OP_RULES, key) ? OP_RULES[key] : undefined;
 }
