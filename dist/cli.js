@@ -37224,12 +37224,13 @@ function percentile(values, p) {
 function latencyStats(times) {
   return { p50_ms: percentile(times, 50), p95_ms: percentile(times, 95) };
 }
-async function timed(fn) {
-  const start = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - start) / 1e6;
-}
-async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY) {
+var wallClock = () => Number(process.hrtime.bigint()) / 1e6;
+async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY, clock = wallClock) {
+  const timed = async (fn) => {
+    const start = clock();
+    await fn();
+    return clock() - start;
+  };
   for (let i = 0; i < options.warmup; i++) {
     await base.run(feeds);
     await candidate.run(feeds);

@@ -71419,12 +71419,12 @@ function percentile(values, p) {
 function latencyStats(times) {
   return { p50_ms: percentile(times, 50), p95_ms: percentile(times, 95) };
 }
-async function timed(fn) {
-  const start = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - start) / 1e6;
-}
-async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY) {
+async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY, clock = wallClock) {
+  const timed = async (fn) => {
+    const start = clock();
+    await fn();
+    return clock() - start;
+  };
   for (let i = 0; i < options.warmup; i++) {
     await base.run(feeds);
     await candidate.run(feeds);
@@ -71444,11 +71444,12 @@ async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY)
   const c = latencyStats(candTimes);
   return { base: b, candidate: c, speedup: c.p50_ms > 0 ? b.p50_ms / c.p50_ms : NaN };
 }
-var DEFAULT_LATENCY;
+var DEFAULT_LATENCY, wallClock;
 var init_latency = __esm({
   "src/eval/latency.ts"() {
     "use strict";
     DEFAULT_LATENCY = { warmup: 3, runs: 10 };
+    wallClock = () => Number(process.hrtime.bigint()) / 1e6;
   }
 });
 

@@ -192,19 +192,24 @@ describe('latency', () => {
   });
 
   test('base and candidate alternate, warm-up runs are not timed, speedup = base p50 / candidate p50', async () => {
+    // A clock that only the runs move: each run takes its model's duration, and the warm-up
+    // run a much longer one, which must not reach the percentiles.
+    let now = 0;
     const calls: string[] = [];
-    const sleeper = (name: string, ms: number) => ({
+    const model = (name: string, ms: number[]) => ({
       run: async () => {
+        const i = calls.filter((c) => c === name).length;
         calls.push(name);
-        await new Promise((r) => setTimeout(r, ms));
+        now += ms[Math.min(i, ms.length - 1)];
         return {} as ort.InferenceSession.ReturnType;
       },
     });
-    const result = await measureLatency(sleeper('b', 40), sleeper('c', 10), {}, { warmup: 1, runs: 4 });
+    const base = model('b', [1000, 40, 44, 40, 42]);
+    const candidate = model('c', [1000, 10, 10, 12, 10]);
+    const result = await measureLatency(base, candidate, {}, { warmup: 1, runs: 4 }, () => now);
     expect(calls.join('')).toBe('bc' + 'bc' + 'cb' + 'bc' + 'cb');
-    expect(result.base.p50_ms).toBeGreaterThanOrEqual(39);
-    expect(result.candidate.p50_ms).toBeLessThan(result.base.p50_ms);
-    expect(result.speedup).toBeCloseTo(result.base.p50_ms / result.candidate.p50_ms, 10);
-    expect(result.speedup).toBeGreaterThan(1.5);
+    expect(result.base).toEqual({ p50_ms: 41, p95_ms: 43.7 });
+    expect(result.candidate).toEqual({ p50_ms: 10, p95_ms: 11.7 });
+    expect(result.speedup).toBe(4.1);
   });
 });

@@ -37,12 +37,9 @@ export function latencyStats(times: readonly number[]): LatencyStats {
   return { p50_ms: percentile(times, 50), p95_ms: percentile(times, 95) };
 }
 
-/** Wall time of `fn` in milliseconds. */
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const start = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - start) / 1e6;
-}
+/** A monotonic clock in milliseconds. */
+export type Clock = () => number;
+const wallClock: Clock = () => Number(process.hrtime.bigint()) / 1e6;
 
 /**
  * Times base and candidate on the same batch, alternating them run by run (and which goes first)
@@ -53,7 +50,13 @@ export async function measureLatency(
   candidate: Pick<ort.InferenceSession, 'run'>,
   feeds: Feeds,
   options: LatencyOptions = DEFAULT_LATENCY,
+  clock: Clock = wallClock,
 ): Promise<LatencyResult> {
+  const timed = async (fn: () => Promise<unknown>): Promise<number> => {
+    const start = clock();
+    await fn();
+    return clock() - start;
+  };
   for (let i = 0; i < options.warmup; i++) {
     await base.run(feeds);
     await candidate.run(feeds);

@@ -121,15 +121,15 @@ function statsRequests(consumers: Consumer[], gram: boolean): StatsRequest[] {
   return consumers.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
 }
 
+/** Below this many units a group's own mean and spread say little: its kind's pooled ones are used. */
+const MIN_UNITS_FOR_OWN_SCALE = 8;
+
 /**
  * Magnitude: the L2 norm of each unit's weights. Activation (FLAP's fluctuation): for every
  * weight op that reads the unit's channels, Var(X_j) · ||W_j||² summed over the channels j of the
  * unit: how much the output moves when the channel is replaced by its mean. Groups without a
  * consumer whose input was measured fall back to magnitude. Both are standardized per group.
  */
-/** Below this many units a group's own mean and spread say little: its kind's pooled ones are used. */
-const MIN_UNITS_FOR_OWN_SCALE = 8;
-
 function scoreGroups(
   analysis: Analysis,
   groups: Group[],

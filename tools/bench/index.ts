@@ -1,22 +1,27 @@
-// `npm run bench`: the figures the issues ask for, measured on this machine. Sections:
-//   quality  - held-out quality of each trained fixture at 20/40 % by importance/compensation (issue 4)
-//   memory   - peak RSS of statistics collection as the number of calibration samples grows (issue 4)
-//   quantization - size, latency and held-out perplexity: pruned, int8, int4, both (issue 8)
-//   scale    - a generated LLaMA-7B-shaped model: prune speed and peak RSS (fp32, fp16), statistics
-//              cost against plain inference, latency ratio against MAC ratio at 30 % (issue 9)
-//   exporters - architectures outside the fixtures (MobileNetV2-like, U-Net, torch's
-//              TransformerEncoder, a timm-style ViT, a GRU) at opsets 11/13/17: what is prunable,
-//              and whether pruned + quantized models load with their output shapes
-// Usage: npm run bench [-- quality memory quantization scale exporters]. Results go to stdout and bench/results.json.
+// `npm run bench [-- section...]`: the measured figures of docs/, made on this machine. Sections:
+//   quality      held-out quality of each trained fixture at 20/40 % by importance/compensation
+//   memory       peak RSS of statistics collection as the number of calibration samples grows
+//   quantization size, latency and held-out perplexity: pruned, int8, int4, both
+//   scale        a generated LLaMA-7B-shaped model: prune speed and peak RSS (fp32, fp16),
+//                statistics cost against plain inference, latency ratio against MAC ratio
+//   exporters    architectures outside the fixtures at opsets 11/13/17: what is prunable, and
+//                whether pruned + quantized models load with their output shapes
+//   examples     the two examples as their configs gate them, and sweeps of every step
+//   cold-start   the action's first run on a fresh runner (installs onnxruntime-node)
+// Each section writes its raw rows to docs/results/<section>.json (with the commit measured) and
+// rewrites the tables between `<!-- bench:<block> -->` and `<!-- /bench:<block> -->` markers in
+// the repository's Markdown files, so the docs quote exactly what was measured.
 import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const LARGE = path.join(ROOT, 'bench', 'large');
-const results: Record<string, unknown> = {};
+const RESULTS = path.join(ROOT, 'docs', 'results');
+type Row = Record<string, unknown>;
 
-function child(script: string, args: string[]): Record<string, unknown>[] {
+function child(script: string, args: string[]): Row[] {
   const out = execFileSync(process.execPath, ['-r', 'ts-node/register/transpile-only', path.join(__dirname, script), ...args], {
     cwd: ROOT,
     encoding: 'utf8',
@@ -24,41 +29,94 @@ function child(script: string, args: string[]): Record<string, unknown>[] {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, 'tsconfig.json') },
   });
-  return out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  return out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Row);
 }
 
+const num = (v: unknown) => v as number;
 const fmt = (v: unknown, digits = 3) => (typeof v === 'number' ? (Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(digits)) : String(v));
+const pct = (v: unknown, decimals = 1) => `${(num(v) * 100).toFixed(decimals)} %`;
+const change = (cand: unknown, base: unknown) => `${num(cand) >= num(base) ? '+' : '−'}${Math.abs((num(cand) / num(base) - 1) * 100).toFixed(1)} %`;
+const x = (v: unknown, digits = 2) => `${num(v).toFixed(digits)}x`;
+const table = (header: string[], rows: string[][]) =>
+  [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 
-function quality(): void {
-  console.log('\n## Quality on held-out data (issue 4)\n');
-  const rows = child('quality.ts', []);
-  results.quality = rows;
-  const methods = [...new Set(rows.filter((r) => r.method !== 'base').map((r) => r.method as string))];
-  console.log(`| fixture | metric | base | removed | ${methods.join(' | ')} |`);
-  console.log(`|---|---|---|---|${methods.map(() => '---').join('|')}|`);
-  for (const name of [...new Set(rows.map((r) => r.name as string))]) {
-    const base = rows.find((r) => r.name === name && r.method === 'base')!;
-    for (const ratio of [0.2, 0.4]) {
-      const cells = methods.map((m) => {
-        const r = rows.find((x) => x.name === name && x.ratio === ratio && x.method === m)!;
-        return `${fmt(r.value)} (KL ${fmt(r.kl, 2)})`;
-      });
-      console.log(`| ${name} | ${base.metric} | ${fmt(base.value)} | ${ratio * 100} % | ${cells.join(' | ')} |`);
-    }
+/** What was measured: the commit, and whether files outside docs/ differed from it. */
+function provenance(): { commit: string; dirty: boolean } {
+  try {
+    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const status = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' });
+    const dirty = status.split('\n').some((l) => l.trim() && !l.slice(3).startsWith('docs/') && !l.slice(3).endsWith('.md'));
+    return { commit, dirty };
+  } catch {
+    return { commit: 'unknown', dirty: true };
   }
 }
 
+/**
+ * Saves a section's rows and puts each of its Markdown blocks between its markers wherever they
+ * are (README.md, docs/*.md, examples/*\/README.md), headed by how and where it was measured.
+ */
+function publish(section: string, rows: Row[], blocks: Record<string, string>): void {
+  const { commit, dirty } = provenance();
+  const cpus = os.cpus();
+  const meta = {
+    section,
+    command: `npm run bench -- ${section}`,
+    commit,
+    dirty,
+    date: new Date().toISOString().slice(0, 10),
+    machine: { cpu: cpus[0]?.model.trim() ?? 'unknown', cores: cpus.length, load: Number(os.loadavg()[0].toFixed(1)) },
+  };
+  fs.mkdirSync(RESULTS, { recursive: true });
+  fs.writeFileSync(path.join(RESULTS, `${section}.json`), `${JSON.stringify({ ...meta, rows }, null, 2)}\n`);
+  const files = [
+    path.join(ROOT, 'README.md'),
+    ...fs.readdirSync(path.join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => path.join(ROOT, 'docs', f)),
+    ...fs.readdirSync(path.join(ROOT, 'examples')).map((d) => path.join(ROOT, 'examples', d, 'README.md')),
+  ].filter((f) => fs.existsSync(f));
+  for (const [name, markdown] of Object.entries(blocks)) {
+    const open = `<!-- bench:${name} -->`;
+    const close = `<!-- /bench:${name} -->`;
+    let found = 0;
+    for (const file of files) {
+      const text = fs.readFileSync(file, 'utf8');
+      const a = text.indexOf(open);
+      const b = text.indexOf(close);
+      if (a < 0 || b < a) continue;
+      const results = path.relative(path.dirname(file), path.join(RESULTS, `${section}.json`));
+      const note = `_Measured by \`${meta.command}\` at commit ${commit.slice(0, 7)}${dirty ? ' with uncommitted changes' : ''} on ${meta.date} (${meta.machine.cores} cores, load ${meta.machine.load}); raw results: [${path.basename(results)}](${results})._`;
+      fs.writeFileSync(file, `${text.slice(0, a + open.length)}\n${note}\n\n${markdown}\n${text.slice(b)}`);
+      found++;
+    }
+    console.log(`${markdown}\n`);
+    if (found === 0) console.log(`(no ${open} marker found: the table above is not quoted anywhere)\n`);
+  }
+}
+
+function quality(): void {
+  const rows = child('quality.ts', []);
+  const methods = [...new Set(rows.filter((r) => r.method !== 'base').map((r) => r.method as string))];
+  const lines: string[][] = [];
+  for (const name of [...new Set(rows.map((r) => r.name as string))]) {
+    const base = rows.find((r) => r.name === name && r.method === 'base')!;
+    const value = (v: unknown) => (base.metric === 'accuracy' ? pct(v) : fmt(v));
+    for (const ratio of [0.2, 0.4]) {
+      const cells = methods.map((m) => value(rows.find((r) => r.name === name && r.ratio === ratio && r.method === m)!.value));
+      lines.push([`${name} (${base.metric})`, value(base.value), `${ratio * 100} %`, ...cells]);
+    }
+  }
+  publish('quality', rows, { quality: table(['fixture (held-out)', 'base', 'removed', ...methods], lines) });
+}
+
 function memory(): void {
-  console.log('\n## Statistics collection: peak RSS against calibration samples (issue 4)\n');
   const model = path.join(ROOT, 'test', 'fixtures', 'gpt2.onnx');
   const rows = [4, 16, 64].map((batches) => child('child.ts', ['stats', model, String(batches), '16', '64', '256'])[0]);
-  results.memory = rows;
-  console.log('| samples (64 tokens) | seconds | peak RSS (MB) |\n|---|---|---|');
-  for (const r of rows) console.log(`| ${r.samples} | ${fmt(r.seconds)} | ${fmt(r.peakRssMb)} |`);
+  publish('memory', rows, {
+    memory: table(['samples (64 tokens)', 'seconds', 'peak RSS'], rows.map((r) => [String(r.samples), fmt(r.seconds), `${fmt(r.peakRssMb)} MB`])),
+  });
 }
 
 function scale(): void {
-  console.log('\n## Scale: LLaMA-7B layer shapes, 2 layers, external data (issue 9)\n');
   const fp32 = path.join(LARGE, 'llama7b-shape.onnx');
   const fp16 = path.join(LARGE, 'llama7b-shape-fp16.onnx');
   if (!fs.existsSync(fp16)) {
@@ -71,37 +129,57 @@ function scale(): void {
   }
   const prunedDir = path.join(LARGE, 'pruned');
   const prune = [fp32, fp16].map((f, i) => child('child.ts', ['prune', f, '0.3', i === 0 ? prunedDir : path.join(LARGE, 'pruned-fp16')])[0]);
-  results.prune = prune;
-  console.log('| model | weights (MB) | largest tensor (MB) | prune (s) | MB/s | prune + write (s) | MB/s | peak RSS (MB) | removed |\n|---|---|---|---|---|---|---|---|---|');
-  for (const r of prune) {
-    console.log(`| ${path.basename(r.file as string)} | ${fmt(r.weightsMb)} | ${fmt(r.largestMb)} | ${fmt(r.pruneSeconds)} | ${fmt(r.pruneMbPerSecond)} | ${fmt(r.seconds)} | ${fmt(r.mbPerSecond)} | ${fmt(r.peakRssMb)} | ${fmt(r.removed)} |`);
-  }
   const plain = child('child.ts', ['infer', fp32, '2', '1', '64', '32000'])[0];
   const stats = child('child.ts', ['stats', fp32, '2', '1', '64', '32000'])[0];
-  results.statsCost = { plain, stats, ratio: (stats.seconds as number) / (plain.seconds as number) };
-  console.log(`\nStatistics collection against plain inference (2 x 64 tokens): ${fmt(stats.seconds)} s against ${fmt(plain.seconds)} s = ${fmt((stats.seconds as number) / (plain.seconds as number))}x`);
   const latency = child('child.ts', ['latency', fp32, path.join(prunedDir, 'pruned.onnx'), '256', '3'])[0];
-  results.latency = latency;
-  console.log(`Latency at 30 % removed, batch 1, 256 tokens: ${fmt(latency.prunedMs)} ms against ${fmt(latency.baseMs)} ms, ratio ${fmt(latency.latencyRatio)}; MAC ratio ${fmt(latency.macRatio)}; latency/MAC - 1 = ${fmt(((latency.gap as number) * 100))} %`);
+  const rows = [...prune, { task: 'stats-cost', plain, stats, ratio: num(stats.seconds) / num(plain.seconds) }, latency];
+  const pruneTable = table(
+    ['model', 'weights', 'largest tensor', 'prune', 'prune + write the result', 'peak RSS', 'removed'],
+    prune.map((r) => [
+      path.basename(r.file as string),
+      `${fmt(r.weightsMb)} MB`,
+      `${fmt(r.largestMb)} MB`,
+      `${fmt(r.pruneSeconds)} s (${fmt(r.pruneMbPerSecond)} MB/s)`,
+      `${fmt(r.seconds)} s (${fmt(r.mbPerSecond)} MB/s)`,
+      `${fmt(r.peakRssMb)} MB`,
+      pct(r.removed),
+    ]),
+  );
+  const notes = [
+    `- Statistics collection against plain inference on the same 2 × 64 tokens: ${fmt(stats.seconds)} s against ${fmt(plain.seconds)} s, ${x(num(stats.seconds) / num(plain.seconds))}.`,
+    `- The pruned model at batch 1 and 256 tokens: ${fmt(latency.prunedMs)} ms against ${fmt(latency.baseMs)} ms, a latency ratio of ${fmt(latency.latencyRatio)} for a MAC ratio of ${fmt(latency.macRatio)}.`,
+  ].join('\n');
+  publish('scale', rows, { scale: `${pruneTable}\n\n${notes}` });
 }
 
 function quantization(): void {
-  console.log('\n## Pruning and quantization: size, latency, held-out perplexity (issue 8)\n');
   const example = path.join(ROOT, 'examples', 'fortunes-llama');
-  const extra = fs.existsSync(path.join(example, 'model.onnx'))
-    ? [path.join(example, 'model.onnx'), path.join(ROOT, 'calibration', 'fortunes-llama'), path.join(example, 'heldout')]
-    : [];
-  const fixtures = ['gpt2', 'llama'].flatMap((n) => [path.join(ROOT, 'test/fixtures', `${n}.onnx`), path.join(ROOT, 'calibration', n), path.join(ROOT, 'bench/heldout', n)]);
-  const rows = child('quantize.ts', [...fixtures, ...(extra.length === 3 && fs.existsSync(extra[2]) ? extra : [])]);
-  results.quantization = rows;
-  console.log('| model | variant | bytes | smaller | smaller, names kept | held-out perplexity | agreement | speedup (calibration batch) |\n|---|---|---|---|---|---|---|---|');
-  for (const r of rows) {
-    console.log(`| ${r.model} | ${r.variant} | ${r.bytes} | ${r.sizeRatio ? `${fmt(r.sizeRatio)}x` : ''} | ${r.sizeRatioNamesKept ? `${fmt(r.sizeRatioNamesKept)}x` : ''} | ${fmt(r.perplexity)} | ${r.agreement === undefined ? '' : fmt(r.agreement)} | ${r.speedup ? `${fmt(r.speedup)}x` : ''} |`);
-  }
+  const sets = [
+    [path.join(example, 'model.onnx'), path.join(ROOT, 'calibration', 'fortunes-llama'), path.join(example, 'heldout')],
+    ...['gpt2', 'llama'].map((n) => [path.join(ROOT, 'test/fixtures', `${n}.onnx`), path.join(ROOT, 'calibration', n), path.join(ROOT, 'bench/heldout', n)]),
+  ];
+  const rows = child('quantize.ts', sets.flat());
+  const lines = rows
+    .filter((r) => r.variant !== 'base')
+    .map((r) => {
+      const base = rows.find((b) => b.model === r.model && b.variant === 'base')!;
+      return [
+        `${r.model} (base ${fmt(base.perplexity)})`,
+        r.variant as string,
+        x(r.sizeRatio),
+        r.sizeRatioNamesKept ? x(r.sizeRatioNamesKept) : '',
+        fmt(r.perplexity),
+        pct(r.agreement),
+        x(r.speedup),
+        x(r.speedupGeneration),
+      ];
+    });
+  publish('quantization', rows, {
+    quantization: table(['model (held-out perplexity)', 'variant', 'smaller', 'smaller, names kept', 'held-out perplexity', 'agreement', 'speedup, calibration batch', 'speedup, 1 × 8 tokens'], lines),
+  });
 }
 
 function exporters(): void {
-  console.log('\n## Architectures outside the fixtures, three opsets: prunable share, and prune + quantize round trips\n');
   const dir = path.join(ROOT, 'bench', 'sweep');
   if (!fs.existsSync(dir) || fs.readdirSync(dir).length === 0) {
     console.log('exporting them with tools/bench/export_sweep.py (needs Debian python3-torch, python3-onnx)...');
@@ -114,19 +192,114 @@ function exporters(): void {
   }
   const files = fs.readdirSync(dir).filter((f) => f.endsWith('.onnx')).sort().map((f) => path.join(dir, f));
   const rows = child('exporters.ts', files);
-  results.exporters = rows;
-  console.log('| model | params | in prunable weights | kinds | removed at 30 % | pruned | + int8 | + int4 |\n|---|---|---|---|---|---|---|---|');
-  for (const r of rows) {
-    if (r.error) console.log(`| ${r.model} | error: ${r.error} |  |  |  |  |  |  |`);
-    else console.log(`| ${r.model} | ${r.params} | ${fmt((r.prunableShare as number) * 100)} % | ${r.groups} | ${fmt((r.removed as number) * 100)} % | ${r.pruned} | ${r.int8} | ${r.int4} |`);
-  }
+  const lines = rows.map((r) =>
+    r.error
+      ? [r.model as string, `error: ${r.error}`, '', '', '', '', '', '']
+      : [r.model as string, String(r.params), pct(r.prunableShare), r.groups as string, pct(r.removed), r.pruned as string, r.int8 as string, r.int4 as string],
+  );
+  publish('exporters', rows, { exporters: table(['model', 'params', 'in prunable weights', 'kinds', 'removed at 30 %', 'pruned', '+ int8', '+ int4'], lines) });
 }
 
-const sections: Record<string, () => void> = { quality, memory, quantization, scale, exporters };
+function examples(): void {
+  const rows = child('examples.ts', []);
+  const run = (example: string, label: string) => rows.find((r) => r.example === example && r.run === label)!;
+  type Step = Record<string, unknown>;
+  const stepsOf = (r: Row) => r.steps as Step[];
+  const metricText = (r: Row, v: unknown) => (r.metric === 'accuracy' ? pct(v) : fmt(v, 4));
+  const outcome = (s: Step) => (s.pass ? 'passes' : s.qualityPass ? `fails ${(s.failed as string[]).join(', ')} (efficiency)` : `fails ${(s.failed as string[]).join(', ')} (quality)`);
+  const sweepTable = (r: Row) =>
+    table(
+      ['step', 'params removed', `${r.metric}, calibration`, 'agreement', 'size ratio', `${r.metric}, held-out`, 'speedup', 'gate'],
+      stepsOf(r).map((s, i) => [
+        String(i + 1),
+        pct(1 - num(s.paramsRatio)),
+        `${metricText(r, s.calibration)} (${r.metric === 'accuracy' ? `${((num(s.calibration) - num(s.calibrationBase)) * 100).toFixed(2)} pts` : change(s.calibration, s.calibrationBase)})`,
+        pct(s.agreement),
+        fmt(s.sizeRatio),
+        metricText(r, s.heldout),
+        x(s.speedup),
+        outcome(s),
+      ]),
+    );
+  const gateLine = (r: Row) => {
+    const s = stepsOf(r)[num(r.chosenStep)];
+    return `${r.verdict === 'pass' ? 'passes' : 'fails'} at step ${num(r.chosenStep) + 1} (${pct(1 - num(s.paramsRatio))} of the parameters removed)`;
+  };
+  const llama = run('fortunes-llama', 'gate');
+  const digits = run('digits-cnn', 'gate');
+  const llamaChosen = stepsOf(llama)[num(llama.chosenStep)];
+  const digitsChosen = stepsOf(digits)[num(digits.chosenStep)];
+  const summary = table(
+    ['example', 'model', 'config', 'gate'],
+    [
+      [
+        '`examples/fortunes-llama`',
+        `byte-level LLaMA (GQA, SwiGLU, RMSNorm, rotary), ${fmt(num((llama.base as Row).params) / 1000)} K parameters, held-out perplexity ${fmt((llama.base as Row).heldout)}`,
+        '`prune-gate.yml` (`npm start`)',
+        `perplexity +15 % at most, agreement ≥ 80 %, size ≤ 75 %: ${gateLine(llama)}; perplexity ${fmt(llamaChosen.calibrationBase, 4)} → ${fmt(llamaChosen.calibration, 4)} on the calibration set, ${fmt((llama.base as Row).heldout, 4)} → ${fmt(llamaChosen.heldout, 4)} held out`,
+      ],
+      [
+        '`examples/digits-cnn`',
+        `VGG-style CNN on sklearn's digits, ${fmt(num((digits.base as Row).params) / 1000)} K parameters, ${pct((digits.base as Row).heldout)} held-out`,
+        '`examples/digits-cnn/prune-gate.yml`',
+        `accuracy −1 point at most, agreement ≥ 99 %, size ≤ 75 %, widths aligned to 8: ${gateLine(digits)}; held-out accuracy ${pct((digits.base as Row).heldout)} → ${pct(digitsChosen.heldout)}, ${x(digitsChosen.speedup)} the base's speed`,
+      ],
+    ],
+  );
+  const quantized = ['gate, --target 0.3 --quantize int4', 'gate, --quantize int8', 'gate, --target 0 --quantize int8', 'gate, --target 0 --quantize int4'].map((label) => run('fortunes-llama', label));
+  const quantizedTable = table(
+    ['`prune-gate run` on the example', 'verdict', 'step kept', 'smaller', 'perplexity, calibration', 'perplexity, held-out'],
+    quantized.map((r) => {
+      const s = stepsOf(r)[num(r.chosenStep)];
+      return [`\`${(r.run as string).replace('gate, ', '')}\``, r.verdict as string, `${num(r.chosenStep) + 1} (${pct(1 - num(s.paramsRatio), 0)} removed)`, x(1 / num(s.sizeRatio)), `${fmt(s.calibrationBase, 4)} → ${fmt(s.calibration, 4)} (${change(s.calibration, s.calibrationBase)})`, fmt(s.heldout, 4)];
+    }),
+  );
+  const alternatives = ['heads allowed, first step', '30 %, compensate bias', '30 %, compensate none'].map((label) => {
+    const r = run('fortunes-llama', label);
+    const s = stepsOf(r)[stepsOf(r).length - 1];
+    return [label, `${fmt(s.calibration, 4)} (${change(s.calibration, s.calibrationBase)})`, pct(s.agreement), fmt(s.heldout, 4)];
+  });
+  const configured = stepsOf(run('fortunes-llama', 'sweep'))[2];
+  const alternativesTable = table(
+    ['fortunes-llama', 'perplexity, calibration', 'agreement', 'perplexity, held-out'],
+    [['as configured (FFN, reconstruct), step 3: 30 %', `${fmt(configured.calibration, 4)} (${change(configured.calibration, configured.calibrationBase)})`, pct(configured.agreement), fmt(configured.heldout, 4)], ...alternatives],
+  );
+  publish('examples', rows, {
+    'examples-summary': summary,
+    'examples-llama-sweep': `${sweepTable(run('fortunes-llama', 'sweep'))}\n\n${alternativesTable}\n\n${quantizedTable}`,
+    'examples-digits-sweep': `Widths aligned to 8, as configured:\n\n${sweepTable(run('digits-cnn', 'sweep'))}\n\nAny width (align 1):\n\n${sweepTable(run('digits-cnn', 'sweep, align 1'))}`,
+  });
+}
+
+function coldStart(): void {
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'tools', 'action-cold-start.mjs')], { cwd: ROOT, encoding: 'utf8' });
+  const text = r.stdout ?? '';
+  const seconds = (label: string) => Number(new RegExp(`${label}: exit \\d+, ([\\d.]+) s wall`).exec(text)?.[1]);
+  const row = {
+    status: r.status,
+    coldSeconds: seconds('cold'),
+    installSeconds: Number(/installing onnxruntime-node ([\d.]+) s/.exec(text)?.[1]),
+    warmSeconds: seconds('warm'),
+    runtimeMiB: Number(/runtime on disk: ([\d.]+) MiB/.exec(text)?.[1]),
+    npmCacheMiB: Number(/npm cache \(discarded with the runner\): ([\d.]+) MiB/.exec(text)?.[1]),
+    output: text,
+  };
+  publish('cold-start', [row], {
+    'cold-start': table(
+      ['run', 'wall time', 'of which installing onnxruntime-node', 'runtime on disk', 'npm cache downloaded'],
+      [
+        ['first (empty tool cache)', `${fmt(row.coldSeconds)} s`, `${fmt(row.installSeconds)} s`, `${fmt(row.runtimeMiB)} MiB`, `${fmt(row.npmCacheMiB)} MiB`],
+        ['second (same runner)', `${fmt(row.warmSeconds)} s`, '–', '', ''],
+      ],
+    ),
+  });
+}
+
+const sections: Record<string, () => void> = { quality, memory, quantization, scale, exporters, examples, 'cold-start': coldStart };
 const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(sections);
-console.log(`# prune-gate benchmark (${new Date().toISOString().slice(0, 10)}, ${require('os').cpus().length} cores, load ${require('os').loadavg()[0].toFixed(1)})`);
+for (const name of wanted) if (!sections[name]) throw new Error(`unknown section ${name}: choose from ${Object.keys(sections).join(', ')}`);
+console.log(`# prune-gate benchmark (${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)})`);
 for (const name of wanted) {
-  if (!sections[name]) throw new Error(`unknown section ${name}: choose from ${Object.keys(sections).join(', ')}`);
+  console.log(`\n## ${name}\n`);
   sections[name]();
 }
-fs.writeFileSync(path.join(ROOT, 'bench', 'results.json'), `${JSON.stringify(results, null, 2)}\n`);

@@ -1,4 +1,4 @@
-// Issue 4's table: held-out quality of each trained fixture at 20 % and 40 % of parameters
+// `npm run bench -- quality`: held-out quality of each trained fixture at 20 % and 40 % of parameters
 // removed, by importance and compensation method. Prints JSON lines (one per row) on stdout.
 import * as path from 'path';
 import { calibrationFeeds, loadCalibration } from '../../src/eval/calibration';

@@ -1,4 +1,6 @@
-// Issue 8's table: size, latency and held-out quality for prune only, quantize only, and both.
+// `npm run bench -- quantization`: size, latency and held-out quality for prune only, quantize
+// only, and both. Latency twice: on one calibration batch (16 x 64 tokens), and on 1 x 8 tokens,
+// the shape of generation, where weight-only quantization pays off on a CPU.
 // Quantized files are the ones `run` writes (short intermediate names); their size with the
 // exporter's names kept is reported next to it.
 // Usage: ts-node tools/bench/quantize.ts [model.onnx calibration-dir heldout-dir]...
@@ -8,6 +10,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { calibrationFeeds, loadCalibration } from '../../src/eval/calibration';
 import { Evaluator } from '../../src/eval/evaluator';
+import { measureLatency } from '../../src/eval/latency';
+import { createSession, ort } from '../../src/onnx/runtime';
 import { OnnxModel } from '../../src/onnx/model';
 import { writeModel } from '../../src/onnx/write';
 import { pruneModel } from '../../src/prune';
@@ -54,7 +58,9 @@ async function main() {
         writeModel(await make(true), kept);
         bytesNamesKept = fs.statSync(kept).size;
       }
-      const ev = await evaluator.evaluate(OnnxModel.read(out));
+      const candidate = OnnxModel.read(out);
+      const ev = await evaluator.evaluate(candidate);
+      const speedupGeneration = await generationSpeedup(base, candidate);
       console.log(JSON.stringify({
         model: name,
         variant: label,
@@ -64,11 +70,25 @@ async function main() {
         perplexity: ev.values.candidate.perplexity,
         agreement: ev.values.candidate.agreement,
         speedup: ev.latency.speedup,
+        speedupGeneration,
       }));
     }
     await evaluator.close();
   }
   fs.rmSync(tmp, { recursive: true, force: true });
+}
+
+/** base p50 / candidate p50 on one sequence of 8 tokens, runs alternated. */
+async function generationSpeedup(base: OnnxModel, candidate: OnnxModel): Promise<number> {
+  const ids = new BigInt64Array(8).map((_, i) => BigInt((i * 37 + 11) % 200));
+  const feeds = { input_ids: new ort.Tensor('int64', ids, [1, 8]) };
+  const [b, c] = [await createSession(base), await createSession(candidate)];
+  try {
+    return (await measureLatency(b, c, feeds, { warmup: 5, runs: 40 })).speedup;
+  } finally {
+    await b.release();
+    await c.release();
+  }
 }
 
 main().catch((e) => {
