@@ -159,24 +159,32 @@ function quantization(): void {
     ...['gpt2', 'llama'].map((n) => [path.join(ROOT, 'test/fixtures', `${n}.onnx`), path.join(ROOT, 'calibration', n), path.join(ROOT, 'bench/heldout', n)]),
   ];
   const rows = child('quantize.ts', sets.flat());
-  const lines = rows
-    .filter((r) => r.variant !== 'base')
-    .map((r) => {
-      const base = rows.find((b) => b.model === r.model && b.variant === 'base')!;
-      return [
-        `${r.model} (base ${fmt(base.perplexity)})`,
-        r.variant as string,
-        x(r.sizeRatio),
-        r.sizeRatioNamesKept ? x(r.sizeRatioNamesKept) : '',
-        fmt(r.perplexity),
-        pct(r.agreement),
-        x(r.speedup),
-        x(r.speedupGeneration),
-      ];
-    });
-  publish('quantization', rows, {
-    quantization: table(['model (held-out perplexity)', 'variant', 'smaller', 'smaller, names kept', 'held-out perplexity', 'agreement', 'speedup, calibration batch', 'speedup, 1 × 8 tokens'], lines),
-  });
+  const baseOf = (r: Row) => rows.find((b) => b.model === r.model && b.variant === 'base')!;
+  const value = (r: Row, v: unknown) => (r.metric === 'accuracy' ? pct(v) : fmt(v));
+  const lm = rows.filter((r) => r.variant !== 'base' && r.metric === 'perplexity');
+  const lmTable = table(
+    ['model (held-out perplexity)', 'variant', 'smaller', 'smaller, names kept', 'held-out perplexity', 'agreement', 'speedup, calibration batch', 'speedup, 1 × 8 tokens'],
+    lm.map((r) => [
+      `${r.model} (${fmt(baseOf(r).value)})`,
+      r.variant as string,
+      x(r.sizeRatio),
+      r.sizeRatioNamesKept ? x(r.sizeRatioNamesKept) : '',
+      fmt(r.value),
+      pct(r.agreement),
+      x(r.speedup),
+      x(r.speedupGeneration),
+    ]),
+  );
+  const conv = rows.filter((r) => r.variant !== 'base' && r.metric === 'accuracy');
+  const convTable = table(
+    ['model (held-out accuracy)', 'variant', 'smaller', 'held-out accuracy', 'agreement', 'speedup, calibration batch'],
+    conv.map((r) => [`${r.model} (${value(r, baseOf(r).value)})`, r.variant as string, x(r.sizeRatio), value(r, r.value), pct(r.agreement), x(r.speedup)]),
+  );
+  const exceptions = lm.flatMap((r) =>
+    (r.exceptions as { where: string; stored: string; reason: string }[]).map((e) => [`${r.model}`, r.variant as string, `\`${e.where}\``, e.stored, e.reason]),
+  );
+  const exceptionsTable = exceptions.length ? table(['model', 'variant', 'layer', 'stored', 'why'], exceptions) : 'No layer was stored with more bits than asked.';
+  publish('quantization', rows, { quantization: `${lmTable}\n\n${convTable}`, 'quantization-exceptions': exceptionsTable });
 }
 
 function exporters(): void {
