@@ -1,4 +1,4 @@
-// Issue 6, item 5: publish-only mode and the two-workflow fork pattern, end to end through the
+// Publish-only mode and the two-workflow fork pattern, end to end through the
 // built action. Workflow 1 runs on a pull_request from a fork with its read-only token: the gate
 // runs, the comment is refused (403, a warning) and report.json records the PR and its head.
 // The report travels as an artifact (copied here) to workflow 2, a workflow_run with a write

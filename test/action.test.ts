@@ -1,4 +1,4 @@
-// Issue 6: the built action (src/index.ts bundled as for dist/) run as a child process the way
+// The built action (src/index.ts bundled as for dist/) run as a child process the way
 // the runner runs it: INPUT_* variables with action.yml's defaults, real pull_request payloads
 // from @octokit/webhooks-examples, GITHUB_OUTPUT / GITHUB_STEP_SUMMARY files, and GITHUB_API_URL
 // pointing at a local stand-in for the REST API that checks every request against GitHub's

@@ -1,4 +1,4 @@
-// Issue 2, item 4: every bad input gets one line on stderr, "prune-gate: <message>", exit
+// Every bad input gets one line on stderr, "prune-gate: <message>", exit
 // status 2, and no stack trace. Run through the real CLI in a child process.
 import * as fs from 'fs';
 import * as path from 'path';

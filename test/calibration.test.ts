@@ -1,4 +1,4 @@
-// Issue 5, item 1: calibration sets are checked against the model, and every bad input is one
+// Calibration sets are checked against the model, and every bad input is one
 // line naming the file and what to do.
 import * as fs from 'fs';
 import * as os from 'os';

@@ -1,4 +1,4 @@
-// Issue 8: a quantized artifact is written with short intermediate names. The model must compute
+// A quantized artifact is written with short intermediate names. The model must compute
 // exactly what it computed before, and every name a caller or a weight map relies on must stay.
 import * as fs from 'fs';
 import * as os from 'os';

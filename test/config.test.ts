@@ -1,4 +1,4 @@
-// Issue 5, item 3: prune-gate.yml is validated; a wrong key, type, value or missing file names itself.
+// Prune-gate.yml is validated; a wrong key, type, value or missing file names itself.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -51,7 +51,7 @@ gate:
 latency: { warmup: 2, runs: 5 }
 `;
 
-test('the example of PRODUCT.md parses, with paths relative to the config file', () => {
+test('the example of docs/contracts.md parses, with paths relative to the config file', () => {
   fs.mkdirSync('sub', { recursive: true });
   fs.writeFileSync('sub/prune-gate.yml', VALID.replace('models/m.onnx', '../models/m.onnx').replace('calibration: calib\n', 'calibration: ../calib\n'));
   const c = loadConfig('sub/prune-gate.yml');

@@ -1,4 +1,4 @@
-// Issue 5, items 3 and 4: bounds, the verdict, and the gradual search's stop rules.
+// Bounds, the verdict, and the gradual search's stop rules.
 import * as path from 'path';
 import { parseRule } from '../src/config/config';
 import { GateRule } from '../src/gate/gate';

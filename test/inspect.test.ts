@@ -1,4 +1,4 @@
-// Issue 2, item 5: `prune-gate inspect` prints the figures of every fixture.
+// `prune-gate inspect` prints the figures of every fixture.
 import * as fs from 'fs';
 import * as path from 'path';
 import { countParams } from '../src/graph/cost';
@@ -97,7 +97,7 @@ test('a model onnxruntime cannot run still gets the other figures, and says why 
   expect(r.stdout).toMatch(/^Ops\s+.*com\.example::Frobnicate 1/m);
 });
 
-// Issue 3: inspect lists every group (kind, where, size) and every place left alone, with why.
+// Inspect lists every group (kind, where, size) and every place left alone, with why.
 const EXPECTED_KINDS: Record<string, string[]> = {
   'mlp.onnx': ['ffn'],
   'cnn.onnx': ['channels', 'ffn'],

@@ -1,4 +1,4 @@
-// Issue 5, item 2: the metrics agree with an independent computation. The models are built by
+// The metrics agree with an independent computation. The models are built by
 // hand so that their outputs are known exactly: a "bigram" language model whose logits at each
 // position are ln P[token] (a fixed table, so softmax gives P back), and a classifier whose
 // logits are its input.

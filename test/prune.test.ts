@@ -1,4 +1,4 @@
-// Issue 3: every fixture pruned at 10, 30 and 50 % of its parameters loads in onnxruntime,
+// Every fixture pruned at 10, 30 and 50 % of its parameters loads in onnxruntime,
 // runs at other batch sizes and sequence lengths, keeps its output shapes, and loses the
 // requested share of parameters; heads (KV groups for GQA), FFN neurons and conv channels are
 // really removed; an op the engine does not know is left alone, and the rest is still pruned.

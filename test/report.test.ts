@@ -1,4 +1,4 @@
-// Issue 5, item 5: report.json follows its schema; report.md has the verdict, the metrics table,
+// Report.json follows its schema; report.md has the verdict, the metrics table,
 // compression, latency, the search chart, and escapes every string from the model or report.
 import * as fs from 'fs';
 import * as os from 'os';

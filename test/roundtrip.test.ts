@@ -1,4 +1,4 @@
-// Issue 2, item 2: a model read and written back unchanged gives bit-identical outputs in
+// A model read and written back unchanged gives bit-identical outputs in
 // onnxruntime, inline and with external data, and the input file is never modified.
 import * as crypto from 'crypto';
 import * as fs from 'fs';

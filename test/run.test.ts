@@ -1,4 +1,4 @@
-// Issue 5, "done when": `prune-gate run` on each fixture with its calibration set writes both
+// `prune-gate run` on each fixture with its calibration set writes both
 // reports and the pruned model and exits with the right status; a too strict bound fails naming
 // the metric; target auto picks a ratio that passes. `eval` compares (exit 0) or gates. Run
 // in-process through the CLI's main() (the bundled CLI is covered by the foundation's tests).
@@ -107,7 +107,7 @@ test('bad input exits 2 with one line', async () => {
   expect(q.stderr).toMatch(/^prune-gate: --quantize: expected none, int8, int4, found 'int3'\n$/);
 });
 
-test('quantize: the gate judges the quantized candidate (issue 8)', async () => {
+test('quantize: the gate judges the quantized candidate', async () => {
   const out = path.join(tmp, 'quantized');
   const r = await cli(['run', '--config', config('gpt2', 'prune:\n  steps: 1\ngate:\n  agreement: { min: 0.5 }\n'), '--target', '0.3', '--quantize', 'int4', '--out', out, '--json']);
   expect(r.stderr).not.toMatch(/internal error/);

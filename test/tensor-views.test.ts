@@ -1,4 +1,4 @@
-// Issue 2, item 2: typed views of weights stored in raw_data, in the typed fields and in
+// Typed views of weights stored in raw_data, in the typed fields and in
 // Constant nodes, and the float16 / bfloat16 conversions they rely on.
 import Long from 'long';
 import { onnx } from 'onnx-proto';

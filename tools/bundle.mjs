@@ -23,7 +23,7 @@ export async function bundle(outdir) {
       target: 'node20',
       format: 'cjs',
       // onnxruntime-node loads its native library by a computed path, which a bundler cannot
-      // follow: it is required from node_modules at run time (issue 6 decides how the action
+      // follow: it is required from node_modules at run time (docs/action.md says how the action
       // gets it).
       external: ['onnxruntime-node'],
       legalComments: 'none',

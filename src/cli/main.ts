@@ -3,7 +3,7 @@ import { isUserError } from '../errors';
 import { CliContext } from './context';
 import { buildProgram } from './program';
 
-/** Exit statuses (PRODUCT.md): 0 passed, 1 gate failed, 2 bad input or usage; 3 is a bug of ours. */
+/** Exit statuses (docs/contracts.md): 0 passed, 1 gate failed, 2 bad input or usage; 3 is a bug of ours. */
 export const EXIT_USAGE = 2;
 export const EXIT_INTERNAL = 3;
 

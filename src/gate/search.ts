@@ -3,7 +3,7 @@ import type { PruneResult, PrunedEntry, SkippedEntry } from '../prune/types';
 import { MetricResult, Verdict, passesQuality, verdictOf } from './gate';
 
 /**
- * The gradual search of PRODUCT.md. Candidates at cumulative ratios (fractions of the ORIGINAL
+ * The gradual search (docs/contracts.md). Candidates at cumulative ratios (fractions of the ORIGINAL
  * model's parameters) max/steps, 2 max/steps, ... max; each is pruned from the previous one,
  * quantized if asked, and evaluated.
  * - target auto: a step that breaks a quality bound stops the search (quality only gets worse

@@ -7,7 +7,7 @@ import * as github from '@actions/github';
 
 export type Octokit = ReturnType<typeof github.getOctokit>;
 
-/** GitHub rejects a comment body longer than this many characters (REFERENCES: GitHub facts). */
+/** GitHub rejects a comment body longer than this many characters (its documented limit). */
 export const COMMENT_LIMIT = 65_536;
 /** The job summary of one step is at most 1 MiB. */
 export const SUMMARY_LIMIT_BYTES = 1024 * 1024;

@@ -19,7 +19,7 @@ export function isExternal(t: onnx.ITensorProto): boolean {
 /**
  * Resolves a tensor's external_data entries against the model's folder. A location that is
  * absolute or leaves the folder is refused: it could make us read any file on the runner
- * (onnx CVE-2024-27318).
+ * (docs/contracts.md, "Model files").
  */
 export function externalLocation(t: onnx.ITensorProto, modelDir: string, modelPath: string): ExternalLocation {
   const entries = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));

@@ -3,7 +3,7 @@
  * onnxruntime's `com.microsoft` `MatMulNBits` (and `GatherBlockQuantized`), and symmetric int8
  * per output channel for `DequantizeLinear`.
  *
- * MatMulNBits layout (onnxruntime docs/ContribOperators.md): for a weight B of K rows (input
+ * MatMulNBits layout (docs/quantization.md, "The stored formats"): for a weight B of K rows (input
  * features) and N columns (outputs), `B` is uint8 [N, ceil(K/block), block·bits/8] holding each
  * column's K values in blocks along K, packed low bits first (for 4 bits: the first value in the
  * low nibble); `scales` is [N, ceil(K/block)]; a value is `(code - zero_point) · scale`, and with

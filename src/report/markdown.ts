@@ -51,7 +51,7 @@ export function escapeMarkdown(s: string, max = MAX_NAME): string {
     .replace(/www\./gi, (m) => `${m.slice(0, 3)}&#46;`); // bare www. autolinks
 }
 
-/** The hidden marker that finds this model's comment again (PRODUCT: one comment per model). */
+/** The hidden marker that finds this model's comment again (one comment per model: docs/contracts.md). */
 export function stickyMarker(modelPath: string): string {
   // Inside an HTML comment only "--" and ">" matter; keep the marker one token-ish line.
   return `<!-- prune-gate:${modelPath.replace(/[^A-Za-z0-9._/@+-]/g, '_').replace(/-{2,}/g, '-')} -->`;

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { METRIC_NAMES } from '../eval/metric-names';
 
 /**
- * report.json. The fields of PRODUCT.md are stable (users and the action's publish-only mode
+ * report.json. The fields listed in docs/contracts.md are stable (users and the action's publish-only mode
  * read them); this schema is also how the action validates a report it did not write itself
  * (the fork pattern: a report downloaded from an untrusted PR's artifact). Numbers must be
  * finite, strings are bounded, arrays are bounded: a hostile report cannot make the comment huge.

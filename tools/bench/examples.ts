@@ -85,6 +85,7 @@ async function gateWithHeldOut(label: string, ex: Example, config: Config, heldO
       base: { heldout: held.baseTask[ex.metric], bytes: r.base.bytes, params: r.base.params },
       candidateBytes: r.candidate.bytes,
       steps,
+      markdown: outcome.markdown,
     });
   } finally {
     await held.close();

@@ -36,6 +36,7 @@ const num = (v: unknown) => v as number;
 const fmt = (v: unknown, digits = 3) => (typeof v === 'number' ? (Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(digits)) : String(v));
 const pct = (v: unknown, decimals = 1) => `${(num(v) * 100).toFixed(decimals)} %`;
 const change = (cand: unknown, base: unknown) => `${num(cand) >= num(base) ? '+' : '−'}${Math.abs((num(cand) / num(base) - 1) * 100).toFixed(1)} %`;
+const points = (cand: unknown, base: unknown) => `${num(cand) >= num(base) ? '+' : '−'}${Math.abs((num(cand) - num(base)) * 100).toFixed(2)} pts`;
 const x = (v: unknown, digits = 2) => `${num(v).toFixed(digits)}x`;
 const table = (header: string[], rows: string[][]) =>
   [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
@@ -221,7 +222,7 @@ function examples(): void {
       stepsOf(r).map((s, i) => [
         String(i + 1),
         pct(1 - num(s.paramsRatio)),
-        `${metricText(r, s.calibration)} (${r.metric === 'accuracy' ? `${((num(s.calibration) - num(s.calibrationBase)) * 100).toFixed(2)} pts` : change(s.calibration, s.calibrationBase)})`,
+        `${metricText(r, s.calibration)} (${r.metric === 'accuracy' ? points(s.calibration, s.calibrationBase) : change(s.calibration, s.calibrationBase)})`,
         pct(s.agreement),
         fmt(s.sizeRatio),
         metricText(r, s.heldout),
@@ -272,7 +273,13 @@ function examples(): void {
     ['fortunes-llama', 'perplexity, calibration', 'agreement', 'perplexity, held-out'],
     [['as configured (FFN, reconstruct), step 3: 30 %', `${fmt(configured.calibration, 4)} (${change(configured.calibration, configured.calibrationBase)})`, pct(configured.agreement), fmt(configured.heldout, 4)], ...alternatives],
   );
+  // The head of the report a pull request gets, as `npm start` prints it: up to the metrics
+  // table's end, without its latency rows (they change from run to run).
+  const report = (llama.markdown as string).split('\n');
+  const tableStart = report.findIndex((l) => l.startsWith('|'));
+  const head = report.slice(0, report.findIndex((l, i) => i > tableStart && l === '')).filter((l) => !l.startsWith('| latency-'));
   publish('examples', rows, {
+    'examples-report': ['````markdown', ...head, '...', '````'].join('\n'),
     'examples-summary': summary,
     'examples-llama-sweep': `${sweepTable(run('fortunes-llama', 'sweep'))}\n\n${alternativesTable}\n\n${quantizedTable}`,
     'examples-digits-sweep': `Widths aligned to 8, as configured:\n\n${sweepTable(run('digits-cnn', 'sweep'))}\n\nAny width (align 1):\n\n${sweepTable(run('digits-cnn', 'sweep, align 1'))}`,

@@ -1,0 +1,42 @@
+// The examples end as docs/measured.md documents them: `bin/prune-gate.js run`, the command
+// users run, on each example's config gives the verdict, the step kept, each step's outcome and
+// the main metric recorded in docs/results/examples.json by `npm run bench -- examples`.
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import type { Report } from '../src/report/schema';
+
+const ROOT = path.resolve(__dirname, '..');
+const documented = JSON.parse(fs.readFileSync(path.join(ROOT, 'docs', 'results', 'examples.json'), 'utf8')) as {
+  rows: { example: string; run: string; metric: string; verdict: string; chosenStep: number; steps: { ratio: number; pass: boolean; failed: string[]; calibration: number }[] }[];
+};
+let tmp: string;
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-examples-'));
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+test.each([
+  ['fortunes-llama', []],
+  ['digits-cnn', ['--config', 'examples/digits-cnn/prune-gate.yml']],
+])('%s: the gate ends as documented', (example, args) => {
+  const out = path.join(tmp, example);
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'prune-gate.js'), 'run', ...args, '--out', out, '--json'], { cwd: ROOT, encoding: 'utf8' });
+  const doc = documented.rows.find((row) => row.example === example && row.run === 'gate')!;
+  expect(r.stderr).not.toMatch(/internal error/);
+  expect(r.status).toBe(doc.verdict === 'pass' ? 0 : 1);
+  const report = JSON.parse(r.stdout) as Report;
+  expect(JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'))).toEqual(report);
+  expect(fs.existsSync(path.join(out, 'pruned.onnx'))).toBe(true);
+  expect(report.verdict).toBe(doc.verdict);
+  expect(report.chosen_step).toBe(doc.chosenStep);
+  expect(report.steps.map((s) => ({ ratio: s.ratio, pass: s.pass, failed: s.metrics.filter((m) => !m.pass).map((m) => m.name) }))).toEqual(
+    doc.steps.map((s) => ({ ratio: s.ratio, pass: s.pass, failed: s.failed })),
+  );
+  report.steps.forEach((s, i) => {
+    const value = s.metrics.find((m) => m.name === doc.metric)!.candidate as number;
+    // Deterministic, but onnxruntime's kernels may round differently on another CPU.
+    expect(Math.abs(value / doc.steps[i].calibration - 1)).toBeLessThan(1e-3);
+  });
+});
