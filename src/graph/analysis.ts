@@ -1,11 +1,13 @@
 import { AtomSpace, Slot } from './atoms';
-import { GraphIndex, Node, nodeLabel, nodeReads } from './graph';
+import { GraphIndex, Node, nodeLabel } from './graph';
+import { nodeReads } from '../onnx/reads';
 import { RuleContext, ruleOf } from './rules';
 import { Trace, traceModel } from './trace';
 import { OnnxModel } from '../onnx/model';
 import { dummyFeeds, ort } from '../onnx/runtime';
 import { isFloatDType } from '../onnx/dtype';
 import { toNumbers } from '../onnx/tensor';
+import { UserError } from '../errors';
 
 /** What can be removed: FFN/hidden neurons, attention heads (or KV groups), conv channels. */
 export const STRUCTURES = ['ffn', 'heads', 'channels'] as const;
@@ -46,10 +48,33 @@ export interface Analysis {
   skipped: SkippedPlace[];
 }
 
-/** Two runs with different dynamic sizes: axes that differ are dynamic (batch, sequence). */
-export const TRACE_SIZES: [number, number][] = [
-  [2, 7],
-  [3, 5],
+/**
+ * Two runs with different dynamic sizes: axes that differ are dynamic (batch, sequence). The
+ * pairs are tried in turn until the model runs at both sizes: an image net may need a side that
+ * survives its downsampling (multiples of 32), an audio model a window longer than its
+ * filters. Axis 0 gets the first number, every other dynamic axis the second.
+ */
+const TRACE_SIZES: [number, number][][] = [
+  [
+    [2, 7],
+    [3, 5],
+  ],
+  [
+    [2, 32],
+    [3, 64],
+  ],
+  [
+    [2, 96],
+    [3, 128],
+  ],
+  [
+    [1, 512],
+    [2, 640],
+  ],
+  [
+    [1, 1600],
+    [2, 2048],
+  ],
 ];
 
 export interface AnalyzeOptions {
@@ -59,10 +84,29 @@ export interface AnalyzeOptions {
   traces?: [Trace, Trace];
 }
 
+/**
+ * The model traced at two sizes (see TRACE_SIZES). A model that onnxruntime runs at none of
+ * them cannot be analysed: a UserError says so with onnxruntime's last complaint.
+ */
 export async function traceTwice(model: OnnxModel): Promise<[Trace, Trace]> {
-  const t1 = await traceModel(model, dummyFeeds(model, ...TRACE_SIZES[0]));
-  const t2 = await traceModel(model, dummyFeeds(model, ...TRACE_SIZES[1]));
-  return [t1, t2];
+  let lastError: string | undefined;
+  for (const pair of TRACE_SIZES) {
+    try {
+      const traces: Trace[] = [];
+      for (const sizes of pair) {
+        const trace = await traceModel(model, dummyFeeds(model, ...sizes));
+        trace.sizes = sizes;
+        traces.push(trace);
+      }
+      return [traces[0], traces[1]];
+    } catch (e) {
+      lastError = String((e as Error)?.message ?? e).split('\n')[0];
+    }
+  }
+  const tried = TRACE_SIZES.map((pair) => pair.map(([a, b]) => `${a}x${b}`).join(' and ')).join(', ');
+  throw new UserError(
+    `${model.origin || 'the model'}: onnxruntime does not run it on dummy inputs at any size tried (axis 0 x other dynamic axes: ${tried}), so its graph cannot be analysed (at the last): ${lastError}`,
+  );
 }
 
 const INT_TYPES = new Set(['int64', 'int32', 'uint64', 'uint32', 'int16', 'uint16', 'int8', 'uint8']);

@@ -1,5 +1,5 @@
 import { onnx } from 'onnx-proto';
-import { nodeReads } from './graph';
+import { nodeReads } from '../onnx/reads';
 import { OnnxModel } from '../onnx/model';
 
 /**

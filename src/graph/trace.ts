@@ -12,7 +12,8 @@ export interface TracedValue {
   ints?: number[];
 }
 
-export type Trace = Map<string, TracedValue>;
+/** Every tensor's traced value, and the (axis 0, other dynamic axes) sizes of the dummy inputs. */
+export type Trace = Map<string, TracedValue> & { sizes?: [number, number] };
 
 const MAX_TRACED_INTS = 64;
 

@@ -80,13 +80,17 @@ const ZERO_ARRAY: Partial<Record<ort.Tensor.Type, { new (n: number): ort.Tensor.
 
 /**
  * Dummy inputs for running a model when no data is given: dynamic axes get `axis0` on the
- * first axis (the batch) and `otherAxes` elsewhere; integer inputs are 1 (a valid token id,
- * a full attention mask), float inputs small deterministic values.
+ * first axis (the batch) and `otherAxes` elsewhere; an axis named like one that is first in
+ * some input gets `axis0` wherever it is (a recurrent state [layers, batch, hidden] follows the
+ * input's batch). Integer inputs are 1 (a valid token id, a full attention mask), float inputs
+ * small deterministic values.
  */
 export function dummyFeeds(model: OnnxModel, axis0 = 2, otherAxes = 7): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = {};
-  for (const spec of graphInputs(model)) {
-    const dims = spec.dims.map((d, i) => (typeof d === 'number' ? d : i === 0 ? axis0 : otherAxes));
+  const specs = graphInputs(model);
+  const batchNames = new Set(specs.map((s) => s.dims[0]).filter((d): d is string => typeof d === 'string'));
+  for (const spec of specs) {
+    const dims = spec.dims.map((d, i) => (typeof d === 'number' ? d : i === 0 || (typeof d === 'string' && batchNames.has(d)) ? axis0 : otherAxes));
     const n = elementCount(dims);
     const type = ortType(spec.dtype);
     let data: ort.Tensor.DataType;

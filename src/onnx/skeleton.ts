@@ -1,6 +1,7 @@
 import { onnx } from 'onnx-proto';
 import { DataType, dtypeInfo, isFloatDType } from './dtype';
 import { OnnxModel } from './model';
+import { nodeReads } from './reads';
 import { elementCount, fromFloat32, intTensor, protoBytes, tensorToProto } from './tensor';
 
 /** Float weights smaller than this stay as they are (norm scales, biases, shape-like tables). */
@@ -95,8 +96,9 @@ export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; repl
     );
   }
   // Weights only the replaced MatMuls read are not made at all.
-  const read = new Set(rewritten.flatMap((n) => n.input ?? []));
+  const read = new Set(rewritten.flatMap((n) => nodeReads(n)));
   for (const o of graph.output) read.add(o.name ?? '');
+  // (read by the graph's nodes, If/Loop/Scan bodies included: a body reads weights of the outer scope.)
   graph.node = [...makers, ...rewritten].filter((n) => !made.has(n) || read.has(n.output![0]));
   return { proto: copy.proto, replaced };
 }

@@ -1,3 +1,4 @@
+import * as path from 'path';
 import { Analysis, Group, analyze, traceTwice } from '../graph/analysis';
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
@@ -62,6 +63,9 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
     const analysis = await analyze(model, { traces, frozen });
     const groups = analysis.groups.filter((g) => options.structures.includes(g.kind));
     const skipped = [...describeSkipped(analysis, options.structures), ...extraSkipped];
+    if (groups.length === 0 && attempt === 1 && options.target > 0 && options.memory?.scales.size === 0) {
+      throw new UserError(nothingToPrune(model, skipped, options.structures));
+    }
     const consumers = new Map(groups.map((g) => [g, findConsumers(analysis, g)]));
     let stats = new Map<string, ChannelStats>();
     if (options.calibration && (options.importance === 'activation' || options.compensate !== 'none')) {
@@ -115,6 +119,20 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       for (const s of g.slots) frozen.push({ tensor: s.tensor, axis: s.axis, reason: failure!.message });
     }
   }
+}
+
+/**
+ * Why a model asked to lose parameters has nothing the engine can remove: its weights all sit
+ * inside control flow, or the places left alone and their reasons (the first few).
+ */
+function nothingToPrune(model: OnnxModel, skipped: SkippedEntry[], structures: Structure[]): string {
+  const name = model.origin ? path.basename(model.origin) : 'the model';
+  const topLevelWeights = model.graph.node.some(
+    (n) => !['If', 'Loop', 'Scan'].includes(n.opType ?? '') && (n.input ?? []).some((i) => (model.constantInfo(i)?.dims.length ?? 0) >= 2),
+  );
+  if (!topLevelWeights) return `${name}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`;
+  const reasons = [...new Map(skipped.map((s) => [s.reason, s])).values()].slice(0, 3).map((s) => `${s.where}: ${s.reason}`);
+  return `${name}: nothing to prune: no ${structures.join(', ')} the engine can remove${reasons.length ? ` (${reasons.join('; ')})` : ''}; \`prune-gate inspect\` lists every place and why`;
 }
 
 function statsRequests(consumers: Consumer[], gram: boolean): StatsRequest[] {

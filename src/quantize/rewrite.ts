@@ -1,6 +1,6 @@
 /** Rewriting the graph with the chosen candidates, and checking the result runs. */
 import { onnx } from 'onnx-proto';
-import { nodeReads } from '../graph/graph';
+import { nodeReads } from '../onnx/reads';
 import { OnnxModel } from '../onnx/model';
 import { createSession, dummyFeeds, graphOutputs, ort } from '../onnx/runtime';
 import { Candidate, MS_DOMAIN } from './formats';

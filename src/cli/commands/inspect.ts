@@ -115,7 +115,8 @@ export async function inspectModel(file: string): Promise<Inspection> {
   try {
     Object.assign(inspection, await findPrunable(model));
   } catch (e) {
-    if (isUserError(e)) throw e;
+    // The description above stands; only the analysis could not be made (a model that does not
+    // run on dummy inputs, say).
     inspection.prunableNote = `the graph could not be analysed: ${String((e as Error).message ?? e).split('\n')[0]}`;
   }
   return inspection;

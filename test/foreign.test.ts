@@ -1,0 +1,89 @@
+// Graphs written differently from our fixtures: control flow that reads the outer scope, models
+// that only run on inputs longer than a few positions, recurrent states that share the batch
+// axis. None may end in an internal error; what is written must load and keep its outputs.
+import { onnx } from 'onnx-proto';
+import { UserError } from '../src/errors';
+import { OnnxModel } from '../src/onnx/model';
+import { createSession, dummyFeeds } from '../src/onnx/runtime';
+import { pruneModel } from '../src/prune';
+import { T, attrInts, encode, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
+
+const load = (proto: onnx.ModelProto) => OnnxModel.fromBytes(encode(proto), 'synthetic.onnx');
+const MAGNITUDE = { structures: ['ffn', 'heads', 'channels'] as ('ffn' | 'heads' | 'channels')[], importance: 'magnitude' as const, compensate: 'none' as const };
+
+async function outputDims(m: OnnxModel, feeds: ReturnType<typeof dummyFeeds>): Promise<number[][]> {
+  const session = await createSession(m);
+  try {
+    const out = await session.run(feeds);
+    return session.outputNames.map((n) => [...out[n].dims]);
+  } finally {
+    await session.release();
+  }
+}
+
+test('an If body that reads a large weight of the outer scope: the weight stays, the FFN before it is pruned', async () => {
+  // x -> FFN 16 -> 32 -> 16 -> h; If(flag): then h . W, else relu(h . W), W [16, 512] read only
+  // inside the branches (large enough for the shape-only trace to make it at run time).
+  const branch = (relu: boolean) =>
+    onnx.GraphProto.create({
+      name: relu ? 'else' : 'then',
+      node: relu ? [node('MatMul', ['h', 'W'], ['bm']), node('Relu', ['bm'], ['b'])] : [node('MatMul', ['h', 'W'], ['b'])],
+      output: [valueInfo('b', T.FLOAT, ['batch', 512])],
+    });
+  const proto = model({
+    nodes: [
+      node('MatMul', ['x', 'A'], ['a']),
+      node('Relu', ['a'], ['r']),
+      node('MatMul', ['r', 'B'], ['h']),
+      node('If', ['flag'], ['y'], [
+        onnx.AttributeProto.create({ name: 'then_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: branch(false) }),
+        onnx.AttributeProto.create({ name: 'else_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: branch(true) }),
+      ]),
+    ],
+    inputs: [valueInfo('x', T.FLOAT, ['batch', 16]), valueInfo('flag', T.BOOL, [])],
+    outputs: [valueInfo('y', T.FLOAT, ['batch', 512])],
+    initializers: [floatTensor('A', [16, 32]), floatTensor('B', [32, 16]), floatTensor('W', [16, 512])],
+  });
+  const base = load(proto);
+  const r = await pruneModel(base, { target: 0.05, ...MAGNITUDE });
+  expect(r.pruned.map((p) => [p.kind, p.before])).toEqual([['ffn', 32]]);
+  expect(r.model.constantInfo('W')?.dims).toEqual([16, 512]);
+  expect(await outputDims(r.model, dummyFeeds(r.model, 3, 1))).toEqual([[3, 512]]);
+});
+
+test('a model that only runs on longer inputs is traced at a size it runs at, and pruned', async () => {
+  // A 1-D conv with a kernel of 9 fails on the first sizes tried (7 and 5 positions).
+  const proto = model({
+    nodes: [node('Conv', ['x', 'w1', 'b1'], ['c']), node('Relu', ['c'], ['r']), node('Conv', ['r', 'w2'], ['y'])],
+    inputs: [valueInfo('x', T.FLOAT, ['batch', 1, 'time'])],
+    outputs: [valueInfo('y', T.FLOAT, ['batch', 4, 'frames'])],
+    initializers: [floatTensor('w1', [16, 1, 9]), floatTensor('b1', [16]), floatTensor('w2', [4, 16, 1])],
+  });
+  const r = await pruneModel(load(proto), { target: 0.3, ...MAGNITUDE });
+  expect(r.pruned).toEqual([expect.objectContaining({ kind: 'channels', before: 16 })]);
+  expect(r.paramsAfter).toBeLessThan(r.paramsBefore);
+  expect(await outputDims(r.model, dummyFeeds(r.model, 2, 40))).toEqual([[2, 4, 32]]);
+});
+
+test('a model that runs at no size tried is a one-line UserError, not an internal error', async () => {
+  const proto = model({
+    nodes: [node('Conv', ['x', 'w'], ['y'], [attrInts('kernel_shape', [4097])])],
+    inputs: [valueInfo('x', T.FLOAT, ['batch', 1, 'time'])],
+    outputs: [valueInfo('y', T.FLOAT, ['batch', 2, 'frames'])],
+    initializers: [floatTensor('w', [2, 1, 4097])],
+  });
+  const attempt = pruneModel(load(proto), { target: 0.3, ...MAGNITUDE });
+  await expect(attempt).rejects.toThrow(UserError);
+  await expect(pruneModel(load(proto), { target: 0.3, ...MAGNITUDE })).rejects.toThrow(/does not run it on dummy inputs at any size tried.*Conv/);
+});
+
+test('dummy inputs: an axis named like an input batch axis gets the batch size wherever it is', () => {
+  const proto = model({
+    nodes: [node('Identity', ['x'], ['y']), node('Identity', ['state'], ['s'])],
+    inputs: [valueInfo('x', T.FLOAT, ['batch', 'time']), valueInfo('state', T.FLOAT, [2, 'batch', 8])],
+    outputs: [valueInfo('y', T.FLOAT, ['batch', 'time']), valueInfo('s', T.FLOAT, [2, 'batch', 8])],
+  });
+  const feeds = dummyFeeds(load(proto), 3, 11);
+  expect(feeds.x.dims).toEqual([3, 11]);
+  expect(feeds.state.dims).toEqual([2, 3, 8]);
+});
