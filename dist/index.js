@@ -83260,6 +83260,7 @@ async function pruneModel(model, options) {
       `importance "${options.importance}" with compensation "${options.compensate}" needs calibration data: give a calibration set, or use magnitude importance without compensation`
     );
   }
+  if (options.target > 0 && !hasTopLevelWeights(model)) throw new UserError(nothingToPrune(model, [], options.structures));
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
   options = { ...options, memory: options.memory ?? newPruneMemory() };
   const paramsBefore = countParams(model);
@@ -83269,7 +83270,7 @@ async function pruneModel(model, options) {
   for (let k = 1; k <= steps; k++) {
     const goal = options.target * k / steps;
     const have = countParams(current);
-    const stepTarget = Math.max(0, (have - paramsBefore * (1 - goal)) / have);
+    const stepTarget = have > 0 ? Math.max(0, (have - paramsBefore * (1 - goal)) / have) : 0;
     if (steps > 1) options.log?.(`pruning step ${k} of ${steps}: towards ${(goal * 100).toFixed(1)} % of the parameters`);
     result = await pruneOnce(current, { ...options, target: stepTarget });
     pruned.push(...result.pruned);
@@ -83345,12 +83346,12 @@ async function pruneOnce(model, options) {
     }
   }
 }
+function hasTopLevelWeights(model) {
+  return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).some((i) => (model.constantInfo(i)?.dims.length ?? 0) >= 2));
+}
 function nothingToPrune(model, skipped, structures) {
   const name = model.origin ? path13.basename(model.origin) : "the model";
-  const topLevelWeights = model.graph.node.some(
-    (n) => !["If", "Loop", "Scan"].includes(n.opType ?? "") && (n.input ?? []).some((i) => (model.constantInfo(i)?.dims.length ?? 0) >= 2)
-  );
-  if (!topLevelWeights) return `${name}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`;
+  if (!hasTopLevelWeights(model)) return `${name}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`;
   const reasons = [...new Map(skipped.map((s) => [s.reason, s])).values()].slice(0, 3).map((s) => `${s.where}: ${s.reason}`);
   return `${name}: nothing to prune: no ${structures.join(", ")} the engine can remove${reasons.length ? ` (${reasons.join("; ")})` : ""}; \`prune-gate inspect\` lists every place and why`;
 }
@@ -83443,6 +83444,7 @@ var init_prune = __esm({
     path13 = __toESM(require("path"));
     init_analysis();
     init_cost();
+    init_rules();
     init_errors();
     init_apply();
     init_compensate();

@@ -1,6 +1,7 @@
 import * as path from 'path';
 import { Analysis, Group, analyze, traceTwice } from '../graph/analysis';
 import { countParams } from '../graph/cost';
+import { ruleOf } from '../graph/rules';
 import { OnnxModel } from '../onnx/model';
 import { UserError } from '../errors';
 import { FixFailure, applyRemoval } from './apply';
@@ -32,6 +33,7 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
       `importance "${options.importance}" with compensation "${options.compensate}" needs calibration data: give a calibration set, or use magnitude importance without compensation`,
     );
   }
+  if (options.target > 0 && !hasTopLevelWeights(model)) throw new UserError(nothingToPrune(model, [], options.structures));
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
   options = { ...options, memory: options.memory ?? newPruneMemory() };
   const paramsBefore = countParams(model);
@@ -42,7 +44,7 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
     // Each step removes its share of the base's parameters from what is left.
     const goal = (options.target * k) / steps;
     const have = countParams(current);
-    const stepTarget = Math.max(0, (have - paramsBefore * (1 - goal)) / have);
+    const stepTarget = have > 0 ? Math.max(0, (have - paramsBefore * (1 - goal)) / have) : 0;
     if (steps > 1) options.log?.(`pruning step ${k} of ${steps}: towards ${(goal * 100).toFixed(1)} % of the parameters`);
     result = await pruneOnce(current, { ...options, target: stepTarget });
     pruned.push(...result.pruned);
@@ -121,16 +123,18 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
   }
 }
 
+/** Some weight op (MatMul, Gemm, Conv, ...) of the top-level graph, outside If/Loop/Scan bodies, reads a constant weight. */
+function hasTopLevelWeights(model: OnnxModel): boolean {
+  return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).some((i) => (model.constantInfo(i)?.dims.length ?? 0) >= 2));
+}
+
 /**
  * Why a model asked to lose parameters has nothing the engine can remove: its weights all sit
  * inside control flow, or the places left alone and their reasons (the first few).
  */
 function nothingToPrune(model: OnnxModel, skipped: SkippedEntry[], structures: Structure[]): string {
   const name = model.origin ? path.basename(model.origin) : 'the model';
-  const topLevelWeights = model.graph.node.some(
-    (n) => !['If', 'Loop', 'Scan'].includes(n.opType ?? '') && (n.input ?? []).some((i) => (model.constantInfo(i)?.dims.length ?? 0) >= 2),
-  );
-  if (!topLevelWeights) return `${name}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`;
+  if (!hasTopLevelWeights(model)) return `${name}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`;
   const reasons = [...new Map(skipped.map((s) => [s.reason, s])).values()].slice(0, 3).map((s) => `${s.where}: ${s.reason}`);
   return `${name}: nothing to prune: no ${structures.join(', ')} the engine can remove${reasons.length ? ` (${reasons.join('; ')})` : ''}; \`prune-gate inspect\` lists every place and why`;
 }

@@ -1,0 +1,73 @@
+// Real models from other toolchains (test/corpus/manifest.json, fetched by tools/corpus.ts):
+// a prune at 0.3 ends in a valid model or a one-line reason, never an internal error. Every
+// written model passes the ONNX checker when its input did, loads in onnxruntime, keeps its
+// outputs' shapes and stays finite; conv nets and MLPs lose at least 20 % of their parameters.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { UserError } from '../src/errors';
+import { traceTwice } from '../src/graph/analysis';
+import { OnnxModel } from '../src/onnx/model';
+import { createSession, dummyFeeds, ort } from '../src/onnx/runtime';
+import { writeModel } from '../src/onnx/write';
+import { pruneModel } from '../src/prune';
+import { CorpusModel, fetchCorpus } from '../tools/corpus';
+import { checkModel, checkerAvailable } from './helpers/onnx-checker';
+
+let corpus: CorpusModel[] = [];
+let unavailable: string | undefined;
+try {
+  corpus = fetchCorpus();
+} catch (e) {
+  unavailable = (e as Error).message.split('\n')[0];
+  if (process.env.CI === 'true') throw new Error(`the corpus could not be fetched: ${unavailable}`);
+}
+const checker = checkerAvailable();
+let tmp: string;
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-corpus-'));
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+async function outputsAt(m: OnnxModel, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+  const session = await createSession(m);
+  try {
+    return await session.run(feeds);
+  } finally {
+    await session.release();
+  }
+}
+
+if (unavailable) test.skip(`corpus not fetched here (${unavailable})`, () => undefined);
+
+describe.each(corpus.map((m) => [m.id, m] as const))('%s', (_id, m) => {
+  test(`prune at 0.3: ${m.expect === 'prune' ? 'a valid, smaller model' : 'one line saying why not'}`, async () => {
+    const base = OnnxModel.read(m.file);
+    const options = { target: 0.3, structures: ['ffn', 'heads', 'channels'] as ('ffn' | 'heads' | 'channels')[], importance: 'magnitude' as const, compensate: 'none' as const };
+    if (m.expect === 'nothing') {
+      const error = await pruneModel(base, options).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(UserError);
+      expect((error as Error).message).not.toContain('\n');
+      expect((error as Error).message).toContain(m.says);
+      return;
+    }
+    const result = await pruneModel(base, options);
+    const removed = 1 - result.paramsAfter / result.paramsBefore;
+    if (m.kind === 'conv' || m.kind === 'mlp') expect(removed).toBeGreaterThanOrEqual(0.2);
+    const file = path.join(tmp, `${m.id}.onnx`);
+    writeModel(result.model, file);
+    const written = OnnxModel.read(file);
+    const [trace] = await traceTwice(base);
+    const feeds = dummyFeeds(base, ...(trace.sizes as [number, number]));
+    const [want, got] = [await outputsAt(base, feeds), await outputsAt(written, feeds)];
+    for (const [name, t] of Object.entries(want)) {
+      expect([name, got[name]?.dims]).toEqual([name, t.dims]);
+      const data = got[name].data as Float32Array;
+      if (typeof data[0] === 'number') expect([name, Array.from(data).every((v) => Number.isFinite(v))]).toEqual([name, true]);
+    }
+    if (checker && checkModel(m.file).status === 'ok') expect(checkModel(file)).toEqual({ status: 'ok' });
+  });
+});

