@@ -38230,6 +38230,54 @@ function copyRange(file2, from, length, fd, at) {
 var fs8 = __toESM(require("fs"));
 var path7 = __toESM(require("path"));
 var import_onnx_proto5 = __toESM(require_onnx());
+
+// src/onnx/reads.ts
+function nodeReads(node2) {
+  const reads = [...node2.input ?? []];
+  for (const a of node2.attribute ?? []) {
+    for (const g of [a.g, ...a.graphs ?? []]) if (g) reads.push(...subgraphOuterReads(g));
+  }
+  return reads;
+}
+function subgraphOuterReads(g) {
+  const local = /* @__PURE__ */ new Set([
+    ...(g.input ?? []).map((v) => v.name ?? ""),
+    ...(g.initializer ?? []).map((t) => t.name ?? "")
+  ]);
+  for (const n of g.node ?? []) for (const o of n.output ?? []) local.add(o);
+  const reads = [];
+  for (const n of g.node ?? []) for (const i of nodeReads(n)) if (i && !local.has(i)) reads.push(i);
+  return reads;
+}
+function graphDefect(graph) {
+  const nodes = graph.node ?? [];
+  const provided = /* @__PURE__ */ new Set([...(graph.input ?? []).map((v) => v.name ?? ""), ...(graph.initializer ?? []).map((t) => t.name ?? "")]);
+  const producer = /* @__PURE__ */ new Map();
+  nodes.forEach((n, i) => (n.output ?? []).forEach((o) => o && producer.set(o, i)));
+  const label = (n) => `node '${n.name || n.output?.[0] || "?"}' (${n.opType})`;
+  for (const n of nodes) {
+    for (const i of nodeReads(n)) {
+      if (i && !provided.has(i) && !producer.has(i)) return `${label(n)} reads '${i}', which no node, graph input or initializer provides`;
+    }
+  }
+  const waiting = nodes.map((n) => new Set(nodeReads(n).filter((i) => i && !provided.has(i)).map((i) => producer.get(i))));
+  const readers = /* @__PURE__ */ new Map();
+  waiting.forEach((deps, i) => deps.forEach((d) => readers.set(d, [...readers.get(d) ?? [], i])));
+  const ready = waiting.flatMap((deps, i) => deps.size === 0 ? [i] : []);
+  let done = 0;
+  while (ready.length) {
+    const i = ready.pop();
+    done++;
+    for (const r of readers.get(i) ?? []) {
+      waiting[r].delete(i);
+      if (waiting[r].size === 0) ready.push(r);
+    }
+  }
+  if (done < nodes.length) return `the graph has a cycle through ${label(nodes[waiting.findIndex((w) => w.size > 0)])}`;
+  return void 0;
+}
+
+// src/onnx/model.ts
 var CHUNK_BYTES = 32 * 2 ** 20;
 var LFS_POINTER = "version https://git-lfs.github.com/spec/v1";
 function decodeModelProto(bytes2) {
@@ -38297,6 +38345,8 @@ var OnnxModel = class _OnnxModel {
         looksLikeOnnx ? `${name} has no graph: it is an ONNX model without a computation graph` : `${name} is not an ONNX model (no ir_version, opset or graph found)`
       );
     }
+    const defect = graphDefect(proto.graph);
+    if (defect) throw new UserError(`${name} is not a valid ONNX graph: ${defect}; fix or re-export the model`);
     const model = new _OnnxModel(proto, file2);
     model.checkTensors();
     return model;
@@ -39268,27 +39318,6 @@ function calibrationFeeds(set2) {
 
 // src/graph/graph.ts
 var import_onnx_proto7 = __toESM(require_onnx());
-
-// src/onnx/reads.ts
-function nodeReads(node2) {
-  const reads = [...node2.input ?? []];
-  for (const a of node2.attribute ?? []) {
-    for (const g of [a.g, ...a.graphs ?? []]) if (g) reads.push(...subgraphOuterReads(g));
-  }
-  return reads;
-}
-function subgraphOuterReads(g) {
-  const local = /* @__PURE__ */ new Set([
-    ...(g.input ?? []).map((v) => v.name ?? ""),
-    ...(g.initializer ?? []).map((t) => t.name ?? "")
-  ]);
-  for (const n of g.node ?? []) for (const o of n.output ?? []) local.add(o);
-  const reads = [];
-  for (const n of g.node ?? []) for (const i of nodeReads(n)) if (i && !local.has(i)) reads.push(i);
-  return reads;
-}
-
-// src/graph/graph.ts
 function attr(node2, name) {
   return node2.attribute?.find((a) => a.name === name);
 }

@@ -79271,6 +79271,57 @@ var init_write = __esm({
   }
 });
 
+// src/onnx/reads.ts
+function nodeReads(node2) {
+  const reads = [...node2.input ?? []];
+  for (const a of node2.attribute ?? []) {
+    for (const g of [a.g, ...a.graphs ?? []]) if (g) reads.push(...subgraphOuterReads(g));
+  }
+  return reads;
+}
+function subgraphOuterReads(g) {
+  const local = /* @__PURE__ */ new Set([
+    ...(g.input ?? []).map((v) => v.name ?? ""),
+    ...(g.initializer ?? []).map((t) => t.name ?? "")
+  ]);
+  for (const n of g.node ?? []) for (const o of n.output ?? []) local.add(o);
+  const reads = [];
+  for (const n of g.node ?? []) for (const i of nodeReads(n)) if (i && !local.has(i)) reads.push(i);
+  return reads;
+}
+function graphDefect(graph) {
+  const nodes = graph.node ?? [];
+  const provided = /* @__PURE__ */ new Set([...(graph.input ?? []).map((v) => v.name ?? ""), ...(graph.initializer ?? []).map((t) => t.name ?? "")]);
+  const producer = /* @__PURE__ */ new Map();
+  nodes.forEach((n, i) => (n.output ?? []).forEach((o) => o && producer.set(o, i)));
+  const label = (n) => `node '${n.name || n.output?.[0] || "?"}' (${n.opType})`;
+  for (const n of nodes) {
+    for (const i of nodeReads(n)) {
+      if (i && !provided.has(i) && !producer.has(i)) return `${label(n)} reads '${i}', which no node, graph input or initializer provides`;
+    }
+  }
+  const waiting = nodes.map((n) => new Set(nodeReads(n).filter((i) => i && !provided.has(i)).map((i) => producer.get(i))));
+  const readers = /* @__PURE__ */ new Map();
+  waiting.forEach((deps, i) => deps.forEach((d) => readers.set(d, [...readers.get(d) ?? [], i])));
+  const ready = waiting.flatMap((deps, i) => deps.size === 0 ? [i] : []);
+  let done = 0;
+  while (ready.length) {
+    const i = ready.pop();
+    done++;
+    for (const r of readers.get(i) ?? []) {
+      waiting[r].delete(i);
+      if (waiting[r].size === 0) ready.push(r);
+    }
+  }
+  if (done < nodes.length) return `the graph has a cycle through ${label(nodes[waiting.findIndex((w) => w.size > 0)])}`;
+  return void 0;
+}
+var init_reads = __esm({
+  "src/onnx/reads.ts"() {
+    "use strict";
+  }
+});
+
 // src/onnx/model.ts
 function decodeModelProto(bytes2) {
   return import_onnx_proto5.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
@@ -79318,6 +79369,7 @@ var init_model = __esm({
     init_errors();
     init_dtype();
     init_external2();
+    init_reads();
     init_spill();
     init_tensor();
     CHUNK_BYTES = 32 * 2 ** 20;
@@ -79384,6 +79436,8 @@ var init_model = __esm({
             looksLikeOnnx ? `${name} has no graph: it is an ONNX model without a computation graph` : `${name} is not an ONNX model (no ir_version, opset or graph found)`
           );
         }
+        const defect = graphDefect(proto.graph);
+        if (defect) throw new UserError(`${name} is not a valid ONNX graph: ${defect}; fix or re-export the model`);
         const model = new _OnnxModel(proto, file2);
         model.checkTensors();
         return model;
@@ -80363,30 +80417,6 @@ var init_calibration = __esm({
       label: external_exports.number({ error: "a class index" }).int({ error: "a whole class index" }).nonnegative({ error: "a class index >= 0" }).optional()
     });
     SOURCES = /* @__PURE__ */ new WeakMap();
-  }
-});
-
-// src/onnx/reads.ts
-function nodeReads(node2) {
-  const reads = [...node2.input ?? []];
-  for (const a of node2.attribute ?? []) {
-    for (const g of [a.g, ...a.graphs ?? []]) if (g) reads.push(...subgraphOuterReads(g));
-  }
-  return reads;
-}
-function subgraphOuterReads(g) {
-  const local = /* @__PURE__ */ new Set([
-    ...(g.input ?? []).map((v) => v.name ?? ""),
-    ...(g.initializer ?? []).map((t) => t.name ?? "")
-  ]);
-  for (const n of g.node ?? []) for (const o of n.output ?? []) local.add(o);
-  const reads = [];
-  for (const n of g.node ?? []) for (const i of nodeReads(n)) if (i && !local.has(i)) reads.push(i);
-  return reads;
-}
-var init_reads = __esm({
-  "src/onnx/reads.ts"() {
-    "use strict";
   }
 });
 

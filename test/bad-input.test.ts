@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { fixtureFiles } from './helpers/fixtures';
-import { T, encode, floatTensor, tinyLinear } from './helpers/onnx-builders';
+import { T, encode, floatTensor, model, node, tinyLinear, valueInfo } from './helpers/onnx-builders';
 import { CliResult, useBuiltCli } from './helpers/run-cli';
 
 const built = useBuiltCli('bad-input');
@@ -111,6 +111,40 @@ test('a model without a graph', async () => {
   const file = path.join(built.tmp, 'nograph.onnx');
   fs.writeFileSync(file, encode(onnx.ModelProto.create({ irVersion: 8, opsetImport: [{ domain: '', version: 17 }] })));
   expectUsageError(await inspect(file), /nograph\.onnx has no graph/);
+});
+
+describe('a graph that is invalid on input, for inspect, prune and run', () => {
+  const graphs = {
+    // y = relu(x . W + b), but the Add reads 'bias', which nothing provides.
+    dangling: model({
+      nodes: [node('MatMul', ['x', 'W'], ['xw']), node('Add', ['xw', 'bias'], ['a']), node('Relu', ['a'], ['y'])],
+      inputs: [valueInfo('x', T.FLOAT, ['batch', 4])],
+      outputs: [valueInfo('y', T.FLOAT, ['batch', 3])],
+      initializers: [floatTensor('W', [4, 3])],
+    }),
+    // a -> b -> a: each Add reads the other's output.
+    cycle: model({
+      nodes: [node('Add', ['x', 'b'], ['a']), node('Relu', ['a'], ['b']), node('Identity', ['a'], ['y'])],
+      inputs: [valueInfo('x', T.FLOAT, ['batch', 4])],
+      outputs: [valueInfo('y', T.FLOAT, ['batch', 4])],
+    }),
+  };
+  const messages = {
+    dangling: /dangling\.onnx is not a valid ONNX graph: node 'Add_a' \(Add\) reads 'bias', which no node, graph input or initializer provides; fix or re-export the model/,
+    cycle: /cycle\.onnx is not a valid ONNX graph: the graph has a cycle through node '\w+' \((Add|Relu)\)/,
+  };
+  test.each(['dangling', 'cycle'] as const)('%s', async (kind) => {
+    const file = path.join(built.tmp, `${kind}.onnx`);
+    fs.writeFileSync(file, encode(graphs[kind]));
+    expectUsageError(await inspect(file), messages[kind]);
+    expectUsageError(await cli(['prune', '--model', file, '--out', path.join(built.tmp, `${kind}-pruned.onnx`)]), messages[kind]);
+    // run prints its progress first ("reading ..."): the error is its last line.
+    const run = await cli(['run', '--model', file, '--calibration', path.resolve('calibration/mlp'), '--out', path.join(built.tmp, kind)]);
+    expect(run.status).toBe(2);
+    expect(run.stderr.trimEnd().split('\n').pop()).toMatch(new RegExp(`^prune-gate: .*${messages[kind].source}`));
+    expect(run.stderr).not.toMatch(/internal error|\bat .+:\d+:\d+/);
+    expect(fs.existsSync(path.join(built.tmp, `${kind}-pruned.onnx`))).toBe(false);
+  });
 });
 
 test('a model file that does not exist', async () => {

@@ -4,6 +4,7 @@ import { onnx } from 'onnx-proto';
 import { UserError } from '../errors';
 import { DataType, dtypeInfo, dtypeName, isSupportedDType } from './dtype';
 import { checkExternal, externalLocation, isExternal, readTensorData } from './external';
+import { graphDefect } from './reads';
 import { TensorStream, deferTensor, deferredStream, spillMinBytes, spillTensor, spilledRange } from './spill';
 
 const CHUNK_BYTES = 32 * 2 ** 20;
@@ -123,6 +124,8 @@ export class OnnxModel {
           : `${name} is not an ONNX model (no ir_version, opset or graph found)`,
       );
     }
+    const defect = graphDefect(proto.graph);
+    if (defect) throw new UserError(`${name} is not a valid ONNX graph: ${defect}; fix or re-export the model`);
     const model = new OnnxModel(proto, file);
     model.checkTensors();
     return model;
