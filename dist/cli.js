@@ -4044,9 +4044,9 @@ var require_Alias = __commonJS({
     var anchors = require_anchors();
     var visit2 = require_visit();
     var identity = require_identity();
-    var Node6 = require_Node();
+    var Node7 = require_Node();
     var toJS = require_toJS();
-    var Alias = class extends Node6.NodeBase {
+    var Alias = class extends Node7.NodeBase {
       constructor(source) {
         super(identity.ALIAS);
         this.source = source;
@@ -4160,10 +4160,10 @@ var require_Scalar = __commonJS({
   "node_modules/yaml/dist/nodes/Scalar.js"(exports2) {
     "use strict";
     var identity = require_identity();
-    var Node6 = require_Node();
+    var Node7 = require_Node();
     var toJS = require_toJS();
     var isScalarValue = (value) => !value || typeof value !== "function" && typeof value !== "object";
-    var Scalar = class extends Node6.NodeBase {
+    var Scalar = class extends Node7.NodeBase {
       constructor(value) {
         super(identity.SCALAR);
         this.value = value;
@@ -4266,7 +4266,7 @@ var require_Collection = __commonJS({
     "use strict";
     var createNode = require_createNode();
     var identity = require_identity();
-    var Node6 = require_Node();
+    var Node7 = require_Node();
     function collectionFromPath(schema, path14, value) {
       let v = value;
       for (let i = path14.length - 1; i >= 0; --i) {
@@ -4290,7 +4290,7 @@ var require_Collection = __commonJS({
       });
     }
     var isEmptyPath = (path14) => path14 == null || typeof path14 === "object" && !!path14[Symbol.iterator]().next().done;
-    var Collection = class extends Node6.NodeBase {
+    var Collection = class extends Node7.NodeBase {
       constructor(type, schema) {
         super(type);
         Object.defineProperty(this, "schema", {
@@ -42022,7 +42022,7 @@ function newPruneMemory() {
 }
 
 // src/prune/index.ts
-var MAX_ATTEMPTS = 4;
+var MAX_ATTEMPTS = 8;
 async function pruneModel(model, options) {
   if (!(options.target >= 0 && options.target < 1)) {
     throw new UserError(`target must be a fraction of parameters between 0 and 1 (got ${options.target})`);
@@ -42056,6 +42056,7 @@ async function pruneOnce(model, options) {
   const paramsBefore = countParams(model);
   const traces = await traceTwice(model);
   const frozen = [];
+  const frozenNodes = /* @__PURE__ */ new Set();
   const extraSkipped = [];
   for (let attempt = 1; ; attempt++) {
     log(`analyzing the graph${attempt > 1 ? ` (attempt ${attempt})` : ""}`);
@@ -42107,10 +42108,25 @@ async function pruneOnce(model, options) {
         const paramsAfter = countParams(applied.model);
         return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter };
       }
+      const node2 = failingNode(analysis, problem);
+      if (node2 && !frozenNodes.has(node2)) {
+        frozenNodes.add(node2);
+        const reason = `onnxruntime rejected the pruned model at ${nodeLabel(node2)} (${node2.opType}): ${problem}`;
+        log(`leaving ${nodeLabel(node2)} alone: ${problem}`);
+        for (const name of [...nodeReads(node2), ...node2.output]) for (const s of name ? analysis.space.slotsOf(name) : []) frozen.push({ tensor: s.tensor, axis: s.axis, reason });
+        continue;
+      }
       failure2 = { message: problem, groups: await culprits(analysis, removals, traces) };
     }
     if (attempt >= MAX_ATTEMPTS || failure2.groups.length === 0) {
-      throw new Error(`pruning produced an invalid model and no culprit could be isolated: ${failure2.message}`);
+      log(`no valid pruned model after ${attempt} plans: leaving the model as it is (${failure2.message})`);
+      return {
+        model: model.clone(),
+        pruned: [],
+        skipped: [...skipped, { where: "the whole model", reason: `no pruning plan gave a model onnxruntime accepts: ${failure2.message}` }],
+        paramsBefore,
+        paramsAfter: paramsBefore
+      };
     }
     for (const g of failure2.groups) {
       log(`leaving ${g.where} alone: ${failure2.message}`);
@@ -42118,6 +42134,10 @@ async function pruneOnce(model, options) {
       for (const s of g.slots) frozen.push({ tensor: s.tensor, axis: s.axis, reason: failure2.message });
     }
   }
+}
+function failingNode(analysis, message) {
+  const name = /Name:'([^']+)'/.exec(message)?.[1] ?? /Node \(([^)]+)\)/.exec(message)?.[1];
+  return name ? analysis.index.nodes.find((n) => n.name === name) : void 0;
 }
 function hasTopLevelWeights(model) {
   return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).some((i) => (model.constantInfo(i)?.dims.length ?? 0) >= 2));
@@ -42170,17 +42190,23 @@ function groupsTouching(removals, tensors) {
   return removals.filter((r) => r.group.slots.some((s) => names.has(s.tensor))).map((r) => r.group);
 }
 async function culprits(analysis, removals, traces) {
-  const bad = [];
-  for (const r of removals) {
+  const breaks = async (subset) => {
     try {
-      const one = applyRemoval(analysis, [r]);
-      if (await verifyPruned(one.model, traces)) bad.push(r.group);
+      return await verifyPruned(applyRemoval(analysis, subset).model, traces) !== void 0;
     } catch (e) {
       if (!(e instanceof FixFailure)) throw e;
-      bad.push(r.group);
+      return true;
     }
+  };
+  let suspects = removals;
+  while (suspects.length > 1) {
+    const half = suspects.slice(0, suspects.length >> 1);
+    const rest = suspects.slice(half.length);
+    if (await breaks(half)) suspects = half;
+    else if (await breaks(rest)) suspects = rest;
+    else return (half.length <= rest.length ? half : rest).map((r) => r.group);
   }
-  return bad;
+  return suspects.length === 1 && await breaks(suspects) ? [suspects[0].group] : [];
 }
 function describePruned(removals) {
   return [...removals].sort((a, b) => a.group.id - b.group.id).map(({ group, units, params }) => ({

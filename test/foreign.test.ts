@@ -5,6 +5,7 @@ import { onnx } from 'onnx-proto';
 import { UserError } from '../src/errors';
 import { OnnxModel } from '../src/onnx/model';
 import { createSession, dummyFeeds } from '../src/onnx/runtime';
+import { OP_RULES } from '../src/graph/rules';
 import { pruneModel } from '../src/prune';
 import { T, attrInts, encode, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
 
@@ -86,4 +87,43 @@ test('dummy inputs: an axis named like an input batch axis gets the batch size w
   const feeds = dummyFeeds(load(proto), 3, 11);
   expect(feeds.x.dims).toEqual([3, 11]);
   expect(feeds.state.dims).toEqual([2, 3, 8]);
+});
+
+test('a run-time failure at one node leaves that node alone, once, and the rest is still pruned', async () => {
+  // Two FFNs; the first passes through a Mul whose rule is made wrong here (it does not couple
+  // its constant operand), so the pruned model fails in onnxruntime at that Mul.
+  const proto = model({
+    nodes: [
+      node('MatMul', ['x', 'A1'], ['a1']),
+      node('Mul', ['a1', 'scale'], ['m']),
+      node('Relu', ['m'], ['r1']),
+      node('MatMul', ['r1', 'B1'], ['h']),
+      node('MatMul', ['h', 'A2'], ['a2']),
+      node('Relu', ['a2'], ['r2']),
+      node('MatMul', ['r2', 'B2'], ['y']),
+    ],
+    inputs: [valueInfo('x', T.FLOAT, ['batch', 16])],
+    outputs: [valueInfo('y', T.FLOAT, ['batch', 16])],
+    initializers: [floatTensor('A1', [16, 32]), floatTensor('scale', [1, 32]), floatTensor('B1', [32, 16]), floatTensor('A2', [16, 32]), floatTensor('B2', [32, 16])],
+  });
+  const mul = OP_RULES.Mul;
+  OP_RULES.Mul = {
+    link(ctx) {
+      const [a, c] = ctx.node.input;
+      const y = ctx.node.output[0];
+      ctx.same(a, 0, y, 0);
+      ctx.same(a, 1, y, 1);
+      ctx.keep(c, 0);
+      ctx.freeze(c, 1, 'a constant left as it is');
+    },
+  };
+  try {
+    const r = await pruneModel(load(proto), { target: 0.3, ...MAGNITUDE });
+    const atMul = r.skipped.filter((s) => s.reason.startsWith('onnxruntime rejected the pruned model at Mul_m (Mul)'));
+    expect(atMul.map((s) => s.where)).toEqual(['MatMul_a1, MatMul_h']); // the one group through it, nothing else
+    expect(r.pruned.map((p) => p.where)).toEqual(['MatMul_h, MatMul_a2', 'MatMul_a2, MatMul_y']);
+    expect(await outputDims(r.model, dummyFeeds(r.model, 2, 1))).toEqual([[2, 16]]);
+  } finally {
+    OP_RULES.Mul = mul;
+  }
 });

@@ -1,5 +1,7 @@
 import * as path from 'path';
 import { Analysis, Group, analyze, traceTwice } from '../graph/analysis';
+import { Node, nodeLabel } from '../graph/graph';
+import { nodeReads } from '../onnx/reads';
 import { countParams } from '../graph/cost';
 import { ruleOf } from '../graph/rules';
 import { OnnxModel } from '../onnx/model';
@@ -14,8 +16,8 @@ import { PruneMemory, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Stru
 
 export * from './types';
 
-/** Attempts before giving up on a group that keeps breaking shapes. */
-const MAX_ATTEMPTS = 4;
+/** Plans tried before giving up on making a valid pruned model (each failure freezes something). */
+const MAX_ATTEMPTS = 8;
 
 /**
  * Removes `options.target` of the model's parameters as whole structures, in `options.steps`
@@ -58,6 +60,7 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
   const paramsBefore = countParams(model);
   const traces = await traceTwice(model);
   const frozen: { tensor: string; axis: number; reason: string }[] = [];
+  const frozenNodes = new Set<Node>();
   const extraSkipped: SkippedEntry[] = [];
 
   for (let attempt = 1; ; attempt++) {
@@ -110,10 +113,29 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
         const paramsAfter = countParams(applied.model);
         return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter };
       }
+      // The node onnxruntime names is where the engine's understanding failed: leave that node
+      // alone (one place, one reason), not every group that happens to pass through it.
+      const node = failingNode(analysis, problem);
+      if (node && !frozenNodes.has(node)) {
+        frozenNodes.add(node);
+        const reason = `onnxruntime rejected the pruned model at ${nodeLabel(node)} (${node.opType}): ${problem}`;
+        // The groups through it are then reported, each with this reason, by the next analysis.
+        log(`leaving ${nodeLabel(node)} alone: ${problem}`);
+        for (const name of [...nodeReads(node), ...node.output]) for (const s of name ? analysis.space.slotsOf(name) : []) frozen.push({ tensor: s.tensor, axis: s.axis, reason });
+        continue;
+      }
       failure = { message: problem, groups: await culprits(analysis, removals, traces) };
     }
     if (attempt >= MAX_ATTEMPTS || failure!.groups.length === 0) {
-      throw new Error(`pruning produced an invalid model and no culprit could be isolated: ${failure!.message}`);
+      // A valid model is the promise: give up pruning this model rather than write a broken one.
+      log(`no valid pruned model after ${attempt} plans: leaving the model as it is (${failure!.message})`);
+      return {
+        model: model.clone(),
+        pruned: [],
+        skipped: [...skipped, { where: 'the whole model', reason: `no pruning plan gave a model onnxruntime accepts: ${failure!.message}` }],
+        paramsBefore,
+        paramsAfter: paramsBefore,
+      };
     }
     for (const g of failure!.groups) {
       log(`leaving ${g.where} alone: ${failure!.message}`);
@@ -121,6 +143,12 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       for (const s of g.slots) frozen.push({ tensor: s.tensor, axis: s.axis, reason: failure!.message });
     }
   }
+}
+
+/** The node an onnxruntime error names ("... running Add node. Name:'p2o.Add.252' ..."), if it is in the graph. */
+function failingNode(analysis: Analysis, message: string): Node | undefined {
+  const name = /Name:'([^']+)'/.exec(message)?.[1] ?? /Node \(([^)]+)\)/.exec(message)?.[1];
+  return name ? analysis.index.nodes.find((n) => n.name === name) : undefined;
 }
 
 /** Some weight op (MatMul, Gemm, Conv, ...) of the top-level graph, outside If/Loop/Scan bodies, reads a constant weight. */
@@ -203,19 +231,29 @@ function groupsTouching(removals: Removal[], tensors: string[]): Group[] {
   return removals.filter((r) => r.group.slots.some((s) => names.has(s.tensor))).map((r) => r.group);
 }
 
-/** Applies each group's removal alone to find the ones that break the model. */
+/**
+ * A group whose removal breaks the model, found by bisection: at most about 2·log2(groups)
+ * verification runs. When neither half breaks it alone (the failure needs groups from both),
+ * the smaller half is returned whole.
+ */
 async function culprits(analysis: Analysis, removals: Removal[], traces: Analysis['traces']): Promise<Group[]> {
-  const bad: Group[] = [];
-  for (const r of removals) {
+  const breaks = async (subset: Removal[]): Promise<boolean> => {
     try {
-      const one = applyRemoval(analysis, [r]);
-      if (await verifyPruned(one.model, traces)) bad.push(r.group);
+      return (await verifyPruned(applyRemoval(analysis, subset).model, traces)) !== undefined;
     } catch (e) {
       if (!(e instanceof FixFailure)) throw e;
-      bad.push(r.group);
+      return true;
     }
+  };
+  let suspects = removals;
+  while (suspects.length > 1) {
+    const half = suspects.slice(0, suspects.length >> 1);
+    const rest = suspects.slice(half.length);
+    if (await breaks(half)) suspects = half;
+    else if (await breaks(rest)) suspects = rest;
+    else return (half.length <= rest.length ? half : rest).map((r) => r.group);
   }
-  return bad;
+  return suspects.length === 1 && (await breaks(suspects)) ? [suspects[0].group] : [];
 }
 
 function describePruned(removals: Removal[]): PrunedEntry[] {
