@@ -38451,6 +38451,35 @@ var OnnxModel = class _OnnxModel {
     }
     return proto;
   }
+  /**
+   * Drops what nothing reads any more: initializers (and their graph-input entries), and nodes
+   * none of whose outputs is read or a graph output, repeatedly (a dead node can leave its
+   * inputs dead). Only names `removable` allows go. Reads include If/Loop/Scan bodies' reads of
+   * the outer scope. Returns how many initializers and nodes were dropped.
+   */
+  dropUnread(removable = () => true) {
+    const graph = this.graph;
+    let initializers = 0;
+    let nodes = 0;
+    for (; ; ) {
+      const read = new Set(graph.output.map((o) => o.name ?? ""));
+      for (const n of graph.node) for (const i of nodeReads(n)) read.add(i);
+      const unread = (name) => !read.has(name) && removable(name);
+      const deadNodes = graph.node.filter((n) => (n.output ?? []).length > 0 && (n.output ?? []).every((o) => !o || unread(o)));
+      const deadInits = new Set(this.initializers.filter((t) => unread(t.name)).map((t) => t.name));
+      if (deadNodes.length === 0 && deadInits.size === 0) break;
+      if (deadInits.size > 0) {
+        graph.initializer = this.initializers.filter((t) => !deadInits.has(t.name));
+        graph.input = graph.input.filter((v) => !deadInits.has(v.name ?? ""));
+      }
+      const dead = new Set(deadNodes);
+      graph.node = graph.node.filter((n) => !dead.has(n));
+      initializers += deadInits.size;
+      nodes += deadNodes.length;
+    }
+    if (initializers + nodes > 0) this.reindexConstants();
+    return { initializers, nodes };
+  }
   /** A tensor name not used anywhere in the graph yet. */
   uniqueName(base) {
     const used = new Set(this.constants.keys());
@@ -41217,7 +41246,10 @@ async function analyze(model, options = {}) {
       }
     }
   }
-  for (const v of model.graph.input) for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model input");
+  for (const v of model.graph.input) {
+    if (model.isInitializer(v.name ?? "")) continue;
+    for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model input");
+  }
   for (const v of model.graph.output) for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model output");
   for (const f of options.frozen ?? []) {
     const s = space.slot(f.tensor, f.axis);
@@ -41409,7 +41441,22 @@ function applyRemoval(analysis, removals, prepare) {
       fixShapeInput: (input2, result) => fixer.fix(node2, input2, result)
     });
   }
+  tidy(model, changed);
   return { model, removed };
+}
+function tidy(model, changed) {
+  const graph = model.graph;
+  graph.valueInfo = (graph.valueInfo ?? []).filter((v) => !changed(v.name ?? ""));
+  for (const v of graph.input) {
+    const info = model.constantInfo(v.name ?? "");
+    const dims = v.type?.tensorType?.shape?.dim;
+    if (!info || !dims || !changed(v.name ?? "")) continue;
+    info.dims.forEach((d, i) => {
+      if (dims[i]) dims[i] = import_onnx_proto10.onnx.TensorShapeProto.Dimension.create({ dimValue: d });
+    });
+  }
+  const interfaceNames = new Set(graph.input.map((v) => v.name ?? ""));
+  model.dropUnread((name) => !interfaceNames.has(name));
 }
 var ShapeFixer = class {
   constructor(model, index, newDims, sizeChanges) {
@@ -42523,20 +42570,7 @@ function applyCandidates(work, candidates, removable) {
   }
   graph.node = [...shared, ...nodes];
   addMsOpset(work);
-  removeUnused(work, removable);
-}
-function removeUnused(work, removable) {
-  const graph = work.graph;
-  const read = new Set(graph.output.map((o) => o.name ?? ""));
-  for (const n of graph.node) for (const i of nodeReads(n)) read.add(i);
-  const unread = (name) => !read.has(name) && removable(name);
-  const dropped = new Set(work.initializers.filter((t) => unread(t.name)).map((t) => t.name));
-  if (dropped.size > 0) {
-    graph.initializer = work.initializers.filter((t) => !dropped.has(t.name));
-    graph.input = graph.input.filter((v) => !dropped.has(v.name ?? ""));
-  }
-  graph.node = graph.node.filter((n) => !(n.opType === "Constant" && (n.domain ?? "") === "" && n.output?.length === 1 && unread(n.output[0])));
-  work.reindexConstants();
+  work.dropUnread(removable);
 }
 async function verifyQuantized(original, quantized) {
   const expected = graphOutputs(original);

@@ -1,12 +1,17 @@
 // Graphs written differently from our fixtures: control flow that reads the outer scope, models
 // that only run on inputs longer than a few positions, recurrent states that share the batch
 // axis. None may end in an internal error; what is written must load and keep its outputs.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { UserError } from '../src/errors';
 import { OnnxModel } from '../src/onnx/model';
 import { createSession, dummyFeeds } from '../src/onnx/runtime';
 import { OP_RULES } from '../src/graph/rules';
+import { writeModel } from '../src/onnx/write';
 import { pruneModel } from '../src/prune';
+import { checkModel, checkerAvailable } from './helpers/onnx-checker';
 import { T, attrInts, encode, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
 
 const load = (proto: onnx.ModelProto) => OnnxModel.fromBytes(encode(proto), 'synthetic.onnx');
@@ -125,5 +130,42 @@ test('a run-time failure at one node leaves that node alone, once, and the rest 
     expect(await outputDims(r.model, dummyFeeds(r.model, 2, 1))).toEqual([[2, 16]]);
   } finally {
     OP_RULES.Mul = mul;
+  }
+});
+
+test('older exports: initializers also listed as graph inputs are weights, pruned, with their input entries resized', async () => {
+  const proto = model({
+    nodes: [node('Gemm', ['x', 'W1', 'b1'], ['h']), node('Relu', ['h'], ['r']), node('Gemm', ['r', 'W2'], ['y'])],
+    inputs: [valueInfo('x', T.FLOAT, ['batch', 8]), valueInfo('W1', T.FLOAT, [8, 32]), valueInfo('b1', T.FLOAT, [32]), valueInfo('W2', T.FLOAT, [32, 4])],
+    outputs: [valueInfo('y', T.FLOAT, ['batch', 4])],
+    initializers: [floatTensor('W1', [8, 32]), floatTensor('b1', [32]), floatTensor('W2', [32, 4])],
+  });
+  const r = await pruneModel(load(proto), { target: 0.3, ...MAGNITUDE });
+  expect(r.pruned).toEqual([expect.objectContaining({ kind: 'ffn', before: 32 })]);
+  const kept = r.pruned[0].after;
+  const dims = (name: string) => r.model.graph.input.find((v) => v.name === name)!.type!.tensorType!.shape!.dim!.map((d) => Number(d.dimValue));
+  expect([dims('W1'), dims('b1'), dims('W2')]).toEqual([[8, kept], [kept], [kept, 4]]);
+  expect(await outputDims(r.model, dummyFeeds(r.model, 2, 1))).toEqual([[2, 4]]);
+});
+
+test('recorded shapes of pruned tensors go, and so do initializers nothing reads: the checker accepts the result', async () => {
+  const proto = model({
+    nodes: [node('MatMul', ['x', 'W1'], ['h']), node('Relu', ['h'], ['r']), node('MatMul', ['r', 'W2'], ['y'])],
+    inputs: [valueInfo('x', T.FLOAT, ['batch', 8])],
+    outputs: [valueInfo('y', T.FLOAT, ['batch', 4])],
+    initializers: [floatTensor('W1', [8, 32]), floatTensor('W2', [32, 4]), floatTensor('unused', [3, 3])],
+  });
+  proto.graph!.valueInfo = [valueInfo('h', T.FLOAT, ['batch', 32]), valueInfo('r', T.FLOAT, ['batch', 32])];
+  const r = await pruneModel(load(proto), { target: 0.3, ...MAGNITUDE });
+  expect(r.model.graph.valueInfo).toEqual([]);
+  expect(r.model.initializers.map((t) => t.name).sort()).toEqual(['W1', 'W2']);
+  if (checkerAvailable()) {
+    const file = path.join(os.tmpdir(), `prune-gate-tidy-${process.pid}.onnx`);
+    writeModel(r.model, file);
+    try {
+      expect(checkModel(file)).toEqual({ status: 'ok' });
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
   }
 });

@@ -233,8 +233,12 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
       }
     }
   }
-  // The model's interface keeps its shapes.
-  for (const v of model.graph.input) for (const s of space.slotsOf(v.name ?? '')) space.freeze(s, 'model input');
+  // The model's interface keeps its shapes. An initializer older exporters also list as a graph
+  // input is a weight: its default is what runs unless the user feeds it.
+  for (const v of model.graph.input) {
+    if (model.isInitializer(v.name ?? '')) continue;
+    for (const s of space.slotsOf(v.name ?? '')) space.freeze(s, 'model input');
+  }
   for (const v of model.graph.output) for (const s of space.slotsOf(v.name ?? '')) space.freeze(s, 'model output');
   for (const f of options.frozen ?? []) {
     const s = space.slot(f.tensor, f.axis);

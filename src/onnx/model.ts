@@ -4,7 +4,7 @@ import { onnx } from 'onnx-proto';
 import { UserError } from '../errors';
 import { DataType, dtypeInfo, dtypeName, isSupportedDType } from './dtype';
 import { checkExternal, externalLocation, isExternal, readTensorData } from './external';
-import { graphDefect } from './reads';
+import { graphDefect, nodeReads } from './reads';
 import { TensorStream, deferTensor, deferredStream, spillMinBytes, spillTensor, spilledRange } from './spill';
 
 const CHUNK_BYTES = 32 * 2 ** 20;
@@ -243,6 +243,36 @@ export class OnnxModel {
       proto.rawData = new Uint8Array(0);
     }
     return proto;
+  }
+
+  /**
+   * Drops what nothing reads any more: initializers (and their graph-input entries), and nodes
+   * none of whose outputs is read or a graph output, repeatedly (a dead node can leave its
+   * inputs dead). Only names `removable` allows go. Reads include If/Loop/Scan bodies' reads of
+   * the outer scope. Returns how many initializers and nodes were dropped.
+   */
+  dropUnread(removable: (name: string) => boolean = () => true): { initializers: number; nodes: number } {
+    const graph = this.graph;
+    let initializers = 0;
+    let nodes = 0;
+    for (;;) {
+      const read = new Set<string>(graph.output.map((o) => o.name ?? ''));
+      for (const n of graph.node) for (const i of nodeReads(n)) read.add(i);
+      const unread = (name: string) => !read.has(name) && removable(name);
+      const deadNodes = graph.node.filter((n) => (n.output ?? []).length > 0 && (n.output ?? []).every((o) => !o || unread(o)));
+      const deadInits = new Set(this.initializers.filter((t) => unread(t.name)).map((t) => t.name));
+      if (deadNodes.length === 0 && deadInits.size === 0) break;
+      if (deadInits.size > 0) {
+        graph.initializer = this.initializers.filter((t) => !deadInits.has(t.name));
+        graph.input = graph.input.filter((v) => !deadInits.has(v.name ?? ''));
+      }
+      const dead = new Set(deadNodes);
+      graph.node = graph.node.filter((n) => !dead.has(n));
+      initializers += deadInits.size;
+      nodes += deadNodes.length;
+    }
+    if (initializers + nodes > 0) this.reindexConstants();
+    return { initializers, nodes };
   }
 
   /** A tensor name not used anywhere in the graph yet. */

@@ -105,7 +105,30 @@ export function applyRemoval(analysis: Analysis, removals: Removal[], prepare?: 
       fixShapeInput: (input, result) => fixer.fix(node, input, result),
     });
   }
+  tidy(model, changed);
   return { model, removed };
+}
+
+/**
+ * What the checker and runtimes read besides the nodes must agree with the new sizes: recorded
+ * shapes (value_info) of the tensors that shrank are dropped (they are optional, and a stale
+ * one fails onnx.checker's full check); an initializer also listed as a graph input (older
+ * exports) gets its new shape there; constants the rewrites replaced, and nodes whose outputs
+ * nothing reads any more, are removed (runtimes warn about each unused initializer).
+ */
+function tidy(model: OnnxModel, changed: (tensor: string) => boolean): void {
+  const graph = model.graph;
+  graph.valueInfo = (graph.valueInfo ?? []).filter((v) => !changed(v.name ?? ''));
+  for (const v of graph.input) {
+    const info = model.constantInfo(v.name ?? '');
+    const dims = v.type?.tensorType?.shape?.dim;
+    if (!info || !dims || !changed(v.name ?? '')) continue;
+    info.dims.forEach((d, i) => {
+      if (dims[i]) dims[i] = onnx.TensorShapeProto.Dimension.create({ dimValue: d });
+    });
+  }
+  const interfaceNames = new Set(graph.input.map((v) => v.name ?? ''));
+  model.dropUnread((name) => !interfaceNames.has(name));
 }
 
 /**

@@ -1,6 +1,5 @@
 /** Rewriting the graph with the chosen candidates, and checking the result runs. */
 import { onnx } from 'onnx-proto';
-import { nodeReads } from '../onnx/reads';
 import { OnnxModel } from '../onnx/model';
 import { createSession, dummyFeeds, graphOutputs, ort } from '../onnx/runtime';
 import { Candidate, MS_DOMAIN } from './formats';
@@ -34,22 +33,7 @@ export function applyCandidates(work: OnnxModel, candidates: Candidate[], remova
   }
   graph.node = [...shared, ...nodes];
   addMsOpset(work);
-  removeUnused(work, removable);
-}
-
-/** Drops the initializers and Constant nodes among `removable` that nothing reads any more. */
-function removeUnused(work: OnnxModel, removable: (name: string) => boolean): void {
-  const graph = work.graph;
-  const read = new Set<string>(graph.output.map((o) => o.name ?? ''));
-  for (const n of graph.node) for (const i of nodeReads(n)) read.add(i);
-  const unread = (name: string) => !read.has(name) && removable(name);
-  const dropped = new Set(work.initializers.filter((t) => unread(t.name)).map((t) => t.name));
-  if (dropped.size > 0) {
-    graph.initializer = work.initializers.filter((t) => !dropped.has(t.name));
-    graph.input = graph.input.filter((v) => !dropped.has(v.name ?? ''));
-  }
-  graph.node = graph.node.filter((n) => !(n.opType === 'Constant' && (n.domain ?? '') === '' && n.output?.length === 1 && unread(n.output[0])));
-  work.reindexConstants();
+  work.dropUnread(removable);
 }
 
 /**
