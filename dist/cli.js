@@ -37754,6 +37754,59 @@ var fs11 = __toESM(require("fs"));
 var path9 = __toESM(require("path"));
 var import_yaml2 = __toESM(require_dist());
 
+// src/graph/graph.ts
+var import_onnx_proto3 = __toESM(require_onnx());
+
+// src/onnx/reads.ts
+function nodeReads(node2) {
+  const reads = [...node2.input ?? []];
+  for (const a of node2.attribute ?? []) {
+    for (const g of [a.g, ...a.graphs ?? []]) if (g) reads.push(...subgraphOuterReads(g));
+  }
+  return reads;
+}
+function subgraphOuterReads(g) {
+  const local = /* @__PURE__ */ new Set([
+    ...(g.input ?? []).map((v) => v.name ?? ""),
+    ...(g.initializer ?? []).map((t) => t.name ?? "")
+  ]);
+  for (const n of g.node ?? []) for (const o of n.output ?? []) local.add(o);
+  const reads = [];
+  for (const n of g.node ?? []) for (const i of nodeReads(n)) if (i && !local.has(i)) reads.push(i);
+  return reads;
+}
+function graphDefect(graph) {
+  const nodes = graph.node ?? [];
+  const provided = /* @__PURE__ */ new Set([...(graph.input ?? []).map((v) => v.name ?? ""), ...(graph.initializer ?? []).map((t) => t.name ?? "")]);
+  const producer = /* @__PURE__ */ new Map();
+  nodes.forEach((n, i) => (n.output ?? []).forEach((o) => o && producer.set(o, i)));
+  const label = (n) => `node '${n.name || n.output?.[0] || "?"}' (${n.opType})`;
+  for (const n of nodes) {
+    for (const i of nodeReads(n)) {
+      if (i && !provided.has(i) && !producer.has(i)) return `${label(n)} reads '${i}', which no node, graph input or initializer provides`;
+    }
+  }
+  const waiting = nodes.map((n) => new Set(nodeReads(n).filter((i) => i && !provided.has(i)).map((i) => producer.get(i))));
+  const readers = /* @__PURE__ */ new Map();
+  waiting.forEach((deps, i) => deps.forEach((d) => readers.set(d, [...readers.get(d) ?? [], i])));
+  const ready = waiting.flatMap((deps, i) => deps.size === 0 ? [i] : []);
+  let done = 0;
+  while (ready.length) {
+    const i = ready.pop();
+    done++;
+    for (const r of readers.get(i) ?? []) {
+      waiting[r].delete(i);
+      if (waiting[r].size === 0) ready.push(r);
+    }
+  }
+  if (done < nodes.length) return `the graph has a cycle through ${label(nodes[waiting.findIndex((w) => w.size > 0)])}`;
+  return void 0;
+}
+
+// src/onnx/tensor.ts
+var import_long = __toESM(require_long());
+var import_onnx_proto2 = __toESM(require_onnx());
+
 // src/onnx/dtype.ts
 var import_onnx_proto = __toESM(require_onnx());
 var DataType = import_onnx_proto.onnx.TensorProto.DataType;
@@ -37831,132 +37884,7 @@ function floatToBfloat16(v) {
   return x + 32767 + (x >>> 16 & 1) >>> 16 & 65535;
 }
 
-// src/onnx/runtime.ts
-var crypto = __toESM(require("crypto"));
-var fs9 = __toESM(require("fs"));
-var os2 = __toESM(require("os"));
-var path8 = __toESM(require("path"));
-var ort = __toESM(require("onnxruntime-node"));
-var import_onnx_proto6 = __toESM(require_onnx());
-
-// src/onnx/spill.ts
-var fs5 = __toESM(require("fs"));
-var os = __toESM(require("os"));
-var path4 = __toESM(require("path"));
-var spillThreshold = 8 * 2 ** 20;
-function spillMinBytes() {
-  return spillThreshold;
-}
-var spilled = /* @__PURE__ */ new WeakMap();
-var store;
-function openStore() {
-  if (store) return store;
-  const dir = fs5.mkdtempSync(path4.join(os.tmpdir(), "prune-gate-spill-"));
-  const file2 = path4.join(dir, "tensors.bin");
-  store = { file: file2, fd: fs5.openSync(file2, "w+"), size: 0 };
-  process.once("exit", () => fs5.rmSync(dir, { recursive: true, force: true }));
-  return store;
-}
-function spillTensor(proto, bytes2) {
-  const s = openStore();
-  let done = 0;
-  while (done < bytes2.byteLength) done += fs5.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
-  spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
-  s.size += bytes2.byteLength;
-}
-function spilledRange(proto) {
-  return spilled.get(proto);
-}
-var deferred = /* @__PURE__ */ new WeakMap();
-function deferTensor(proto, stream) {
-  deferred.set(proto, stream);
-}
-function deferredStream(proto) {
-  return deferred.get(proto);
-}
-function isSpilled(proto) {
-  return spilled.has(proto) || deferred.has(proto);
-}
-
-// src/onnx/write.ts
-var fs7 = __toESM(require("fs"));
-var path6 = __toESM(require("path"));
-var import_onnx_proto4 = __toESM(require_onnx());
-
-// src/onnx/external.ts
-var fs6 = __toESM(require("fs"));
-var path5 = __toESM(require("path"));
-var import_onnx_proto2 = __toESM(require_onnx());
-function isExternal(t) {
-  return t.dataLocation === import_onnx_proto2.onnx.TensorProto.DataLocation.EXTERNAL;
-}
-function externalLocation(t, modelDir, modelPath) {
-  const entries = new Map((t.externalData ?? []).map((e) => [e.key ?? "", e.value ?? ""]));
-  const location = entries.get("location");
-  if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
-  const normalized = location.replace(/\\/g, "/");
-  if (path5.isAbsolute(location) || path5.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
-    throw new UserError(
-      `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
-    );
-  }
-  const root = path5.resolve(modelDir);
-  const file2 = path5.resolve(root, normalized);
-  if (file2 !== root && !file2.startsWith(root + path5.sep)) {
-    throw new UserError(
-      `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
-    );
-  }
-  const offset = entries.has("offset") ? Number(entries.get("offset")) : 0;
-  const length = entries.has("length") ? Number(entries.get("length")) : void 0;
-  if (!Number.isSafeInteger(offset) || offset < 0 || length !== void 0 && (!Number.isSafeInteger(length) || length < 0)) {
-    throw new UserError(`${modelPath}: tensor '${t.name}' has an invalid external data offset or length`);
-  }
-  return { file: file2, location, offset, length };
-}
-function checkExternal(t, loc, modelPath, expectedBytes) {
-  let size;
-  try {
-    size = fs6.statSync(loc.file).size;
-  } catch {
-    throw new UserError(
-      `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
-    );
-  }
-  if (loc.length !== void 0 && loc.length !== expectedBytes) {
-    throw new UserError(
-      `${modelPath}: tensor '${t.name}' has external data length ${loc.length} but its shape needs ${expectedBytes} bytes; the model is damaged (re-export it)`
-    );
-  }
-  const length = loc.length ?? expectedBytes;
-  if (loc.offset + length > size) {
-    throw new UserError(
-      `${modelPath}: external data file '${loc.location}' is too short for tensor '${t.name}' (needs bytes ${loc.offset}..${loc.offset + length}, file has ${size}); it is truncated or belongs to another model`
-    );
-  }
-}
-function readTensorData(dtype, file2, offset, length) {
-  const info = dtypeInfo(dtype);
-  if (length % info.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info.name} elements`);
-  const buffer = new ArrayBuffer(length);
-  const bytes2 = new Uint8Array(buffer);
-  const fd = fs6.openSync(file2, "r");
-  try {
-    let done = 0;
-    while (done < length) {
-      const n = fs6.readSync(fd, bytes2, done, length - done, offset + done);
-      if (n === 0) throw new Error(`unexpected end of ${file2}`);
-      done += n;
-    }
-  } finally {
-    fs6.closeSync(fd);
-  }
-  return new info.array(buffer, 0, length / info.bytes);
-}
-
 // src/onnx/tensor.ts
-var import_long = __toESM(require_long());
-var import_onnx_proto3 = __toESM(require_onnx());
 function toNumber(v) {
   if (v === null || v === void 0) return 0;
   return typeof v === "number" ? v : import_long.default.fromValue(v).toNumber();
@@ -38107,12 +38035,233 @@ function takeAlongAxis(t, axis, keep) {
   return { dtype: t.dtype, dims: newDims, data: out };
 }
 function tensorToProto(name, t) {
-  return import_onnx_proto3.onnx.TensorProto.create({
+  return import_onnx_proto2.onnx.TensorProto.create({
     name,
     dataType: t.dtype,
     dims: [...t.dims],
     rawData: dataAsBytes(t.data)
   });
+}
+
+// src/graph/graph.ts
+function attr(node2, name) {
+  return node2.attribute?.find((a) => a.name === name);
+}
+function attrInt(node2, name, fallback) {
+  const a = attr(node2, name);
+  return a ? toNumber(a.i) : fallback;
+}
+function attrInts(node2, name) {
+  const a = attr(node2, name);
+  return a ? (a.ints ?? []).map(toNumber) : void 0;
+}
+function attrFloat(node2, name, fallback) {
+  const a = attr(node2, name);
+  return a ? a.f ?? fallback : fallback;
+}
+function attrString(node2, name) {
+  const a = attr(node2, name);
+  return a?.s ? Buffer.from(a.s).toString("utf8") : void 0;
+}
+function setAttrInts(node2, name, values) {
+  const a = attr(node2, name);
+  if (a) a.ints = values;
+  else
+    (node2.attribute ??= []).push(
+      import_onnx_proto3.onnx.AttributeProto.create({ name, type: import_onnx_proto3.onnx.AttributeProto.AttributeType.INTS, ints: values })
+    );
+}
+function setAttrInt(node2, name, value) {
+  const a = attr(node2, name);
+  if (a) a.i = value;
+  else
+    (node2.attribute ??= []).push(import_onnx_proto3.onnx.AttributeProto.create({ name, type: import_onnx_proto3.onnx.AttributeProto.AttributeType.INT, i: value }));
+}
+function nodeLabel(node2) {
+  return node2.name || `${node2.opType}(${node2.output?.[0] ?? ""})`;
+}
+var GraphIndex = class {
+  constructor(model) {
+    this.model = model;
+    const graph = model.graph;
+    this.graphInputs = new Set(graph.input.map((v) => v.name ?? "").filter((n) => !model.isInitializer(n)));
+    this.graphOutputs = new Set(graph.output.map((v) => v.name ?? ""));
+    const nodes = graph.node;
+    for (const node2 of nodes) {
+      for (const o of node2.output) if (o) this.producer.set(o, node2);
+      for (const i of nodeReads(node2)) {
+        if (!i) continue;
+        const list = this.consumers.get(i);
+        if (list) {
+          if (!list.includes(node2)) list.push(node2);
+        } else this.consumers.set(i, [node2]);
+      }
+    }
+    this.nodes = topologicalOrder(nodes, this.producer);
+  }
+  model;
+  nodes;
+  producer = /* @__PURE__ */ new Map();
+  consumers = /* @__PURE__ */ new Map();
+  graphInputs;
+  graphOutputs;
+  consumersOf(name) {
+    return this.consumers.get(name) ?? [];
+  }
+  producerOf(name) {
+    return this.producer.get(name);
+  }
+  isConstant(name) {
+    return this.model.isConstant(name);
+  }
+};
+function topologicalOrder(nodes, producer) {
+  const order = [];
+  const state = /* @__PURE__ */ new Map();
+  for (const start of nodes) {
+    if (state.has(start)) continue;
+    const stack = [[start, 0]];
+    state.set(start, 1);
+    while (stack.length) {
+      const top = stack[stack.length - 1];
+      const reads = nodeReads(top[0]);
+      if (top[1] < reads.length) {
+        const dep = producer.get(reads[top[1]++]);
+        if (dep && !state.has(dep)) {
+          state.set(dep, 1);
+          stack.push([dep, 0]);
+        }
+      } else {
+        state.set(top[0], 2);
+        order.push(top[0]);
+        stack.pop();
+      }
+    }
+  }
+  return order;
+}
+
+// src/onnx/runtime.ts
+var crypto = __toESM(require("crypto"));
+var fs9 = __toESM(require("fs"));
+var os2 = __toESM(require("os"));
+var path8 = __toESM(require("path"));
+var ort = __toESM(require("onnxruntime-node"));
+var import_onnx_proto7 = __toESM(require_onnx());
+
+// src/onnx/spill.ts
+var fs5 = __toESM(require("fs"));
+var os = __toESM(require("os"));
+var path4 = __toESM(require("path"));
+var spillThreshold = 8 * 2 ** 20;
+function spillMinBytes() {
+  return spillThreshold;
+}
+var spilled = /* @__PURE__ */ new WeakMap();
+var store;
+function openStore() {
+  if (store) return store;
+  const dir = fs5.mkdtempSync(path4.join(os.tmpdir(), "prune-gate-spill-"));
+  const file2 = path4.join(dir, "tensors.bin");
+  store = { file: file2, fd: fs5.openSync(file2, "w+"), size: 0 };
+  process.once("exit", () => fs5.rmSync(dir, { recursive: true, force: true }));
+  return store;
+}
+function spillTensor(proto, bytes2) {
+  const s = openStore();
+  let done = 0;
+  while (done < bytes2.byteLength) done += fs5.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
+  spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
+  s.size += bytes2.byteLength;
+}
+function spilledRange(proto) {
+  return spilled.get(proto);
+}
+var deferred = /* @__PURE__ */ new WeakMap();
+function deferTensor(proto, stream) {
+  deferred.set(proto, stream);
+}
+function deferredStream(proto) {
+  return deferred.get(proto);
+}
+function isSpilled(proto) {
+  return spilled.has(proto) || deferred.has(proto);
+}
+
+// src/onnx/write.ts
+var fs7 = __toESM(require("fs"));
+var path6 = __toESM(require("path"));
+var import_onnx_proto5 = __toESM(require_onnx());
+
+// src/onnx/external.ts
+var fs6 = __toESM(require("fs"));
+var path5 = __toESM(require("path"));
+var import_onnx_proto4 = __toESM(require_onnx());
+function isExternal(t) {
+  return t.dataLocation === import_onnx_proto4.onnx.TensorProto.DataLocation.EXTERNAL;
+}
+function externalLocation(t, modelDir, modelPath) {
+  const entries = new Map((t.externalData ?? []).map((e) => [e.key ?? "", e.value ?? ""]));
+  const location = entries.get("location");
+  if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
+  const normalized = location.replace(/\\/g, "/");
+  if (path5.isAbsolute(location) || path5.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
+    throw new UserError(
+      `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
+    );
+  }
+  const root = path5.resolve(modelDir);
+  const file2 = path5.resolve(root, normalized);
+  if (file2 !== root && !file2.startsWith(root + path5.sep)) {
+    throw new UserError(
+      `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
+    );
+  }
+  const offset = entries.has("offset") ? Number(entries.get("offset")) : 0;
+  const length = entries.has("length") ? Number(entries.get("length")) : void 0;
+  if (!Number.isSafeInteger(offset) || offset < 0 || length !== void 0 && (!Number.isSafeInteger(length) || length < 0)) {
+    throw new UserError(`${modelPath}: tensor '${t.name}' has an invalid external data offset or length`);
+  }
+  return { file: file2, location, offset, length };
+}
+function checkExternal(t, loc, modelPath, expectedBytes) {
+  let size;
+  try {
+    size = fs6.statSync(loc.file).size;
+  } catch {
+    throw new UserError(
+      `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
+    );
+  }
+  if (loc.length !== void 0 && loc.length !== expectedBytes) {
+    throw new UserError(
+      `${modelPath}: tensor '${t.name}' has external data length ${loc.length} but its shape needs ${expectedBytes} bytes; the model is damaged (re-export it)`
+    );
+  }
+  const length = loc.length ?? expectedBytes;
+  if (loc.offset + length > size) {
+    throw new UserError(
+      `${modelPath}: external data file '${loc.location}' is too short for tensor '${t.name}' (needs bytes ${loc.offset}..${loc.offset + length}, file has ${size}); it is truncated or belongs to another model`
+    );
+  }
+}
+function readTensorData(dtype, file2, offset, length) {
+  const info = dtypeInfo(dtype);
+  if (length % info.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info.name} elements`);
+  const buffer = new ArrayBuffer(length);
+  const bytes2 = new Uint8Array(buffer);
+  const fd = fs6.openSync(file2, "r");
+  try {
+    let done = 0;
+    while (done < length) {
+      const n = fs6.readSync(fd, bytes2, done, length - done, offset + done);
+      if (n === 0) throw new Error(`unexpected end of ${file2}`);
+      done += n;
+    }
+  } finally {
+    fs6.closeSync(fd);
+  }
+  return new info.array(buffer, 0, length / info.bytes);
 }
 
 // src/onnx/write.ts
@@ -38153,7 +38302,7 @@ function writeModel(model, file2, options = {}) {
       const keepAsIs = !isSupportedDType(t.dataType) || inMemory && (!external || bytes2 < EXTERNAL_MIN_BYTES);
       if (keepAsIs) return t;
       const source = model.tensorSource(t);
-      const copy = import_onnx_proto4.onnx.TensorProto.create({ ...t, externalData: [], dataLocation: import_onnx_proto4.onnx.TensorProto.DataLocation.DEFAULT });
+      const copy = import_onnx_proto5.onnx.TensorProto.create({ ...t, externalData: [], dataLocation: import_onnx_proto5.onnx.TensorProto.DataLocation.DEFAULT });
       copy.floatData = [];
       copy.int32Data = [];
       copy.int64Data = [];
@@ -38177,7 +38326,7 @@ function writeModel(model, file2, options = {}) {
         if (at - offset !== length) throw new Error(`internal: tensor '${t.name}' streamed ${at - offset} bytes, expected ${length}`);
       } else copyRange(source.file, source.offset, length, fd, offset);
       copy.rawData = new Uint8Array(0);
-      copy.dataLocation = import_onnx_proto4.onnx.TensorProto.DataLocation.EXTERNAL;
+      copy.dataLocation = import_onnx_proto5.onnx.TensorProto.DataLocation.EXTERNAL;
       copy.externalData = [
         { key: "location", value: dataName },
         { key: "offset", value: String(offset) },
@@ -38190,11 +38339,11 @@ function writeModel(model, file2, options = {}) {
       fs7.closeSync(fd);
       fd = void 0;
     }
-    const proto = import_onnx_proto4.onnx.ModelProto.create({
+    const proto = import_onnx_proto5.onnx.ModelProto.create({
       ...model.proto,
-      graph: import_onnx_proto4.onnx.GraphProto.create({ ...graph, initializer: initializers })
+      graph: import_onnx_proto5.onnx.GraphProto.create({ ...graph, initializer: initializers })
     });
-    const encoded = import_onnx_proto4.onnx.ModelProto.encode(proto).finish();
+    const encoded = import_onnx_proto5.onnx.ModelProto.encode(proto).finish();
     fs7.writeFileSync(tmpModel, encoded);
     if (tmpData) fs7.renameSync(tmpData, dataPath);
     fs7.renameSync(tmpModel, out);
@@ -38229,59 +38378,11 @@ function copyRange(file2, from, length, fd, at) {
 // src/onnx/model.ts
 var fs8 = __toESM(require("fs"));
 var path7 = __toESM(require("path"));
-var import_onnx_proto5 = __toESM(require_onnx());
-
-// src/onnx/reads.ts
-function nodeReads(node2) {
-  const reads = [...node2.input ?? []];
-  for (const a of node2.attribute ?? []) {
-    for (const g of [a.g, ...a.graphs ?? []]) if (g) reads.push(...subgraphOuterReads(g));
-  }
-  return reads;
-}
-function subgraphOuterReads(g) {
-  const local = /* @__PURE__ */ new Set([
-    ...(g.input ?? []).map((v) => v.name ?? ""),
-    ...(g.initializer ?? []).map((t) => t.name ?? "")
-  ]);
-  for (const n of g.node ?? []) for (const o of n.output ?? []) local.add(o);
-  const reads = [];
-  for (const n of g.node ?? []) for (const i of nodeReads(n)) if (i && !local.has(i)) reads.push(i);
-  return reads;
-}
-function graphDefect(graph) {
-  const nodes = graph.node ?? [];
-  const provided = /* @__PURE__ */ new Set([...(graph.input ?? []).map((v) => v.name ?? ""), ...(graph.initializer ?? []).map((t) => t.name ?? "")]);
-  const producer = /* @__PURE__ */ new Map();
-  nodes.forEach((n, i) => (n.output ?? []).forEach((o) => o && producer.set(o, i)));
-  const label = (n) => `node '${n.name || n.output?.[0] || "?"}' (${n.opType})`;
-  for (const n of nodes) {
-    for (const i of nodeReads(n)) {
-      if (i && !provided.has(i) && !producer.has(i)) return `${label(n)} reads '${i}', which no node, graph input or initializer provides`;
-    }
-  }
-  const waiting = nodes.map((n) => new Set(nodeReads(n).filter((i) => i && !provided.has(i)).map((i) => producer.get(i))));
-  const readers = /* @__PURE__ */ new Map();
-  waiting.forEach((deps, i) => deps.forEach((d) => readers.set(d, [...readers.get(d) ?? [], i])));
-  const ready = waiting.flatMap((deps, i) => deps.size === 0 ? [i] : []);
-  let done = 0;
-  while (ready.length) {
-    const i = ready.pop();
-    done++;
-    for (const r of readers.get(i) ?? []) {
-      waiting[r].delete(i);
-      if (waiting[r].size === 0) ready.push(r);
-    }
-  }
-  if (done < nodes.length) return `the graph has a cycle through ${label(nodes[waiting.findIndex((w) => w.size > 0)])}`;
-  return void 0;
-}
-
-// src/onnx/model.ts
+var import_onnx_proto6 = __toESM(require_onnx());
 var CHUNK_BYTES = 32 * 2 ** 20;
 var LFS_POINTER = "version https://git-lfs.github.com/spec/v1";
 function decodeModelProto(bytes2) {
-  return import_onnx_proto5.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
+  return import_onnx_proto6.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
 var OnnxModel = class _OnnxModel {
   constructor(proto, path14, origin = path14) {
@@ -38433,7 +38534,7 @@ var OnnxModel = class _OnnxModel {
     } else {
       proto.name = "";
       src.node.attribute = [
-        import_onnx_proto5.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto5.onnx.AttributeProto.AttributeType.TENSOR, t: proto })
+        import_onnx_proto6.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto6.onnx.AttributeProto.AttributeType.TENSOR, t: proto })
       ];
     }
   }
@@ -38589,7 +38690,7 @@ var OnnxModel = class _OnnxModel {
     });
     const columns = Int32Array.from(keep.get(last) ?? Array.from({ length: dims[last] }, (_, i) => i));
     const source = proto;
-    const sliced = import_onnx_proto5.onnx.TensorProto.create({ name, dataType: info.dtype, dims: dims.map((d, a) => keep.get(a)?.length ?? d) });
+    const sliced = import_onnx_proto6.onnx.TensorProto.create({ name, dataType: info.dtype, dims: dims.map((d, a) => keep.get(a)?.length ?? d) });
     deferTensor(sliced, (fn) => {
       const index = new Array(last).fill(0);
       this.forEachRawChunkOf(source, rowBytes, (bytes2) => {
@@ -38667,7 +38768,7 @@ var OnnxModel = class _OnnxModel {
     const initializers = graph.initializer;
     graph.initializer = [];
     try {
-      const copy = decodeModelProto(import_onnx_proto5.onnx.ModelProto.encode(this.proto).finish());
+      const copy = decodeModelProto(import_onnx_proto6.onnx.ModelProto.encode(this.proto).finish());
       copy.graph.initializer = initializers.slice();
       return new _OnnxModel(copy, "", this.origin);
     } finally {
@@ -38808,7 +38909,7 @@ async function createSession(model, options = {}) {
 async function sessionForProto(model, proto, options = {}) {
   const opts = { logSeverityLevel: 3, ...options };
   if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
-  const bytes2 = import_onnx_proto6.onnx.ModelProto.encode(proto).finish();
+  const bytes2 = import_onnx_proto7.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
   if (files.size === 0) return ort.InferenceSession.create(bytes2, opts);
   const tmp = path8.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
@@ -38983,6 +39084,7 @@ function loadCalibration(location, model, options = {}) {
     raw = readTensors(spec, specFile, specs);
   }
   const inputs2 = fitInputs(raw.inputs, specs, shown);
+  checkIndices(inputs2, model, shown);
   const count2 = sampleCount(inputs2, shown);
   const output2 = chooseOutput(spec.output, outputs2, shown);
   const set2 = {
@@ -39178,6 +39280,37 @@ function fitInputs(given, specs, shown) {
   checkShapes(out, specs, shown);
   return out;
 }
+var VALUE_PRESERVING = /* @__PURE__ */ new Set(["Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"]);
+function checkIndices(inputs2, model, shown) {
+  const nodes = model.graph.node;
+  for (const [name, t] of Object.entries(inputs2)) {
+    if (isFloatDType(t.dtype)) continue;
+    const same = /* @__PURE__ */ new Set([name]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const n of nodes) {
+        if (VALUE_PRESERVING.has(n.opType ?? "") && same.has(n.input?.[0] ?? "") && !same.has(n.output?.[0] ?? "")) {
+          same.add(n.output[0]);
+          grew = true;
+        }
+      }
+    }
+    const gathers = nodes.filter((n) => n.opType === "Gather" && (n.domain ?? "") === "" && same.has(n.input?.[1] ?? "") && attrInt(n, "axis", 0) === 0);
+    for (const gather3 of gathers) {
+      const table3 = gather3.input?.[0] ?? "";
+      const rows = model.constantInfo(table3)?.dims[0];
+      if (rows === void 0) continue;
+      const values = toNumbers(t);
+      const perSample = values.length / (t.dims[0] || 1);
+      const bad = values.findIndex((v) => v >= rows || v < -rows);
+      if (bad >= 0) {
+        throw new UserError(
+          `${shown}: inputs.${name}: value ${values[bad]} (sample ${Math.floor(bad / perSample)}) is outside the model's ${rows} rows of '${table3}' that ${gather3.name || "a Gather"} picks from (ids 0 to ${rows - 1}); was the data made for another vocabulary?`
+        );
+      }
+    }
+  }
+}
 function onesLike(spec, reference) {
   const dims = reference.dims.slice(0, spec.dims.length);
   const n = elementCount(dims);
@@ -39343,105 +39476,6 @@ function calibrationFeeds(set2) {
   return function* () {
     for (const b of batches(set2)) yield b.feeds;
   };
-}
-
-// src/graph/graph.ts
-var import_onnx_proto7 = __toESM(require_onnx());
-function attr(node2, name) {
-  return node2.attribute?.find((a) => a.name === name);
-}
-function attrInt(node2, name, fallback) {
-  const a = attr(node2, name);
-  return a ? toNumber(a.i) : fallback;
-}
-function attrInts(node2, name) {
-  const a = attr(node2, name);
-  return a ? (a.ints ?? []).map(toNumber) : void 0;
-}
-function attrFloat(node2, name, fallback) {
-  const a = attr(node2, name);
-  return a ? a.f ?? fallback : fallback;
-}
-function attrString(node2, name) {
-  const a = attr(node2, name);
-  return a?.s ? Buffer.from(a.s).toString("utf8") : void 0;
-}
-function setAttrInts(node2, name, values) {
-  const a = attr(node2, name);
-  if (a) a.ints = values;
-  else
-    (node2.attribute ??= []).push(
-      import_onnx_proto7.onnx.AttributeProto.create({ name, type: import_onnx_proto7.onnx.AttributeProto.AttributeType.INTS, ints: values })
-    );
-}
-function setAttrInt(node2, name, value) {
-  const a = attr(node2, name);
-  if (a) a.i = value;
-  else
-    (node2.attribute ??= []).push(import_onnx_proto7.onnx.AttributeProto.create({ name, type: import_onnx_proto7.onnx.AttributeProto.AttributeType.INT, i: value }));
-}
-function nodeLabel(node2) {
-  return node2.name || `${node2.opType}(${node2.output?.[0] ?? ""})`;
-}
-var GraphIndex = class {
-  constructor(model) {
-    this.model = model;
-    const graph = model.graph;
-    this.graphInputs = new Set(graph.input.map((v) => v.name ?? "").filter((n) => !model.isInitializer(n)));
-    this.graphOutputs = new Set(graph.output.map((v) => v.name ?? ""));
-    const nodes = graph.node;
-    for (const node2 of nodes) {
-      for (const o of node2.output) if (o) this.producer.set(o, node2);
-      for (const i of nodeReads(node2)) {
-        if (!i) continue;
-        const list = this.consumers.get(i);
-        if (list) {
-          if (!list.includes(node2)) list.push(node2);
-        } else this.consumers.set(i, [node2]);
-      }
-    }
-    this.nodes = topologicalOrder(nodes, this.producer);
-  }
-  model;
-  nodes;
-  producer = /* @__PURE__ */ new Map();
-  consumers = /* @__PURE__ */ new Map();
-  graphInputs;
-  graphOutputs;
-  consumersOf(name) {
-    return this.consumers.get(name) ?? [];
-  }
-  producerOf(name) {
-    return this.producer.get(name);
-  }
-  isConstant(name) {
-    return this.model.isConstant(name);
-  }
-};
-function topologicalOrder(nodes, producer) {
-  const order = [];
-  const state = /* @__PURE__ */ new Map();
-  for (const start of nodes) {
-    if (state.has(start)) continue;
-    const stack = [[start, 0]];
-    state.set(start, 1);
-    while (stack.length) {
-      const top = stack[stack.length - 1];
-      const reads = nodeReads(top[0]);
-      if (top[1] < reads.length) {
-        const dep = producer.get(reads[top[1]++]);
-        if (dep && !state.has(dep)) {
-          state.set(dep, 1);
-          stack.push([dep, 0]);
-        }
-      } else {
-        state.set(top[0], 2);
-        order.push(top[0]);
-        stack.pop();
-      }
-    }
-  }
-  return order;
 }
 
 // src/graph/shape-eval.ts
@@ -40784,7 +40818,13 @@ var Evaluator = class _Evaluator {
       let cached2 = [];
       let cachedBytes = 0;
       for (const batch of batches(set2)) {
-        const out = await runOutput(session, batch.feeds, set2);
+        let out;
+        try {
+          out = await runOutput(session, batch.feeds, set2);
+        } catch (e) {
+          const why = String(e?.message ?? e).split("\n")[0];
+          throw new UserError(`${set2.source}: the base model fails on this calibration data (samples ${batch.start} to ${batch.start + batch.size - 1}): ${why}`);
+        }
         task.add(out, planRows(set2, batch, out));
         cachedBytes += out.data.byteLength;
         if (cached2 && cachedBytes <= opts.cacheBytes) cached2.push(out);

@@ -77910,209 +77910,54 @@ var require_onnx = __commonJS({
   }
 });
 
-// src/onnx/dtype.ts
-function isSupportedDType(dtype) {
-  return INFO[dtype] !== void 0;
-}
-function dtypeInfo(dtype) {
-  const info3 = INFO[dtype];
-  if (!info3) throw new Error(`unsupported tensor data type ${dtypeName(dtype)}`);
-  return info3;
-}
-function dtypeName(dtype) {
-  return INFO[dtype]?.name ?? DataType[dtype]?.toLowerCase() ?? `type ${dtype}`;
-}
-function isFloatDType(dtype) {
-  return dtype === DataType.FLOAT || dtype === DataType.DOUBLE || dtype === DataType.FLOAT16 || dtype === DataType.BFLOAT16;
-}
-function halfToFloat(h) {
-  const sign = h & 32768 ? -1 : 1;
-  const exp = h >> 10 & 31;
-  const frac = h & 1023;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 31) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
-}
-function floatToHalf(v) {
-  f32[0] = v;
-  const x = u32[0];
-  const sign = x >>> 16 & 32768;
-  const exp = x >>> 23 & 255;
-  let mant = x & 8388607;
-  if (exp === 255) return sign | 31744 | (mant ? 512 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 31) return sign | 31744;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 8388608;
-    const shift = 14 - e;
-    let half2 = mant >> shift;
-    const rem2 = mant & (1 << shift) - 1;
-    const mid = 1 << shift - 1;
-    if (rem2 > mid || rem2 === mid && half2 & 1) half2++;
-    return sign | half2;
+// src/onnx/reads.ts
+function nodeReads(node2) {
+  const reads = [...node2.input ?? []];
+  for (const a of node2.attribute ?? []) {
+    for (const g of [a.g, ...a.graphs ?? []]) if (g) reads.push(...subgraphOuterReads(g));
   }
-  let half = e << 10 | mant >> 13;
-  const rem = mant & 8191;
-  if (rem > 4096 || rem === 4096 && half & 1) half++;
-  return sign | half;
+  return reads;
 }
-function bfloat16ToFloat(b) {
-  u32[0] = b << 16;
-  return f32[0];
+function subgraphOuterReads(g) {
+  const local = /* @__PURE__ */ new Set([
+    ...(g.input ?? []).map((v) => v.name ?? ""),
+    ...(g.initializer ?? []).map((t) => t.name ?? "")
+  ]);
+  for (const n of g.node ?? []) for (const o of n.output ?? []) local.add(o);
+  const reads = [];
+  for (const n of g.node ?? []) for (const i of nodeReads(n)) if (i && !local.has(i)) reads.push(i);
+  return reads;
 }
-function floatToBfloat16(v) {
-  f32[0] = v;
-  const x = u32[0];
-  if ((x & 2139095040) === 2139095040 && x & 8388607) return x >>> 16 | 64;
-  return x + 32767 + (x >>> 16 & 1) >>> 16 & 65535;
-}
-var import_onnx_proto, DataType, INFO, f32, u32;
-var init_dtype = __esm({
-  "src/onnx/dtype.ts"() {
-    "use strict";
-    import_onnx_proto = __toESM(require_onnx());
-    DataType = import_onnx_proto.onnx.TensorProto.DataType;
-    INFO = {
-      [DataType.FLOAT]: { name: "float32", bytes: 4, array: Float32Array },
-      [DataType.DOUBLE]: { name: "float64", bytes: 8, array: Float64Array },
-      [DataType.FLOAT16]: { name: "float16", bytes: 2, array: Uint16Array },
-      [DataType.BFLOAT16]: { name: "bfloat16", bytes: 2, array: Uint16Array },
-      [DataType.INT8]: { name: "int8", bytes: 1, array: Int8Array },
-      [DataType.UINT8]: { name: "uint8", bytes: 1, array: Uint8Array },
-      [DataType.BOOL]: { name: "bool", bytes: 1, array: Uint8Array },
-      [DataType.INT16]: { name: "int16", bytes: 2, array: Int16Array },
-      [DataType.UINT16]: { name: "uint16", bytes: 2, array: Uint16Array },
-      [DataType.INT32]: { name: "int32", bytes: 4, array: Int32Array },
-      [DataType.UINT32]: { name: "uint32", bytes: 4, array: Uint32Array },
-      [DataType.INT64]: { name: "int64", bytes: 8, array: BigInt64Array },
-      [DataType.UINT64]: { name: "uint64", bytes: 8, array: BigUint64Array }
-    };
-    f32 = new Float32Array(1);
-    u32 = new Uint32Array(f32.buffer);
-  }
-});
-
-// src/onnx/spill.ts
-function spillMinBytes() {
-  return spillThreshold;
-}
-function openStore() {
-  if (store) return store;
-  const dir = fs7.mkdtempSync(path7.join(os2.tmpdir(), "prune-gate-spill-"));
-  const file2 = path7.join(dir, "tensors.bin");
-  store = { file: file2, fd: fs7.openSync(file2, "w+"), size: 0 };
-  process.once("exit", () => fs7.rmSync(dir, { recursive: true, force: true }));
-  return store;
-}
-function spillTensor(proto, bytes2) {
-  const s = openStore();
-  let done = 0;
-  while (done < bytes2.byteLength) done += fs7.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
-  spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
-  s.size += bytes2.byteLength;
-}
-function spilledRange(proto) {
-  return spilled.get(proto);
-}
-function deferTensor(proto, stream) {
-  deferred.set(proto, stream);
-}
-function deferredStream(proto) {
-  return deferred.get(proto);
-}
-function isSpilled(proto) {
-  return spilled.has(proto) || deferred.has(proto);
-}
-var fs7, os2, path7, spillThreshold, spilled, store, deferred;
-var init_spill = __esm({
-  "src/onnx/spill.ts"() {
-    "use strict";
-    fs7 = __toESM(require("fs"));
-    os2 = __toESM(require("os"));
-    path7 = __toESM(require("path"));
-    spillThreshold = 8 * 2 ** 20;
-    spilled = /* @__PURE__ */ new WeakMap();
-    deferred = /* @__PURE__ */ new WeakMap();
-  }
-});
-
-// src/onnx/external.ts
-function isExternal(t) {
-  return t.dataLocation === import_onnx_proto2.onnx.TensorProto.DataLocation.EXTERNAL;
-}
-function externalLocation(t, modelDir, modelPath) {
-  const entries = new Map((t.externalData ?? []).map((e) => [e.key ?? "", e.value ?? ""]));
-  const location = entries.get("location");
-  if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
-  const normalized = location.replace(/\\/g, "/");
-  if (path8.isAbsolute(location) || path8.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
-    throw new UserError(
-      `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
-    );
-  }
-  const root = path8.resolve(modelDir);
-  const file2 = path8.resolve(root, normalized);
-  if (file2 !== root && !file2.startsWith(root + path8.sep)) {
-    throw new UserError(
-      `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
-    );
-  }
-  const offset = entries.has("offset") ? Number(entries.get("offset")) : 0;
-  const length = entries.has("length") ? Number(entries.get("length")) : void 0;
-  if (!Number.isSafeInteger(offset) || offset < 0 || length !== void 0 && (!Number.isSafeInteger(length) || length < 0)) {
-    throw new UserError(`${modelPath}: tensor '${t.name}' has an invalid external data offset or length`);
-  }
-  return { file: file2, location, offset, length };
-}
-function checkExternal(t, loc, modelPath, expectedBytes) {
-  let size;
-  try {
-    size = fs8.statSync(loc.file).size;
-  } catch {
-    throw new UserError(
-      `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
-    );
-  }
-  if (loc.length !== void 0 && loc.length !== expectedBytes) {
-    throw new UserError(
-      `${modelPath}: tensor '${t.name}' has external data length ${loc.length} but its shape needs ${expectedBytes} bytes; the model is damaged (re-export it)`
-    );
-  }
-  const length = loc.length ?? expectedBytes;
-  if (loc.offset + length > size) {
-    throw new UserError(
-      `${modelPath}: external data file '${loc.location}' is too short for tensor '${t.name}' (needs bytes ${loc.offset}..${loc.offset + length}, file has ${size}); it is truncated or belongs to another model`
-    );
-  }
-}
-function readTensorData(dtype, file2, offset, length) {
-  const info3 = dtypeInfo(dtype);
-  if (length % info3.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info3.name} elements`);
-  const buffer = new ArrayBuffer(length);
-  const bytes2 = new Uint8Array(buffer);
-  const fd = fs8.openSync(file2, "r");
-  try {
-    let done = 0;
-    while (done < length) {
-      const n = fs8.readSync(fd, bytes2, done, length - done, offset + done);
-      if (n === 0) throw new Error(`unexpected end of ${file2}`);
-      done += n;
+function graphDefect(graph) {
+  const nodes = graph.node ?? [];
+  const provided = /* @__PURE__ */ new Set([...(graph.input ?? []).map((v) => v.name ?? ""), ...(graph.initializer ?? []).map((t) => t.name ?? "")]);
+  const producer = /* @__PURE__ */ new Map();
+  nodes.forEach((n, i) => (n.output ?? []).forEach((o) => o && producer.set(o, i)));
+  const label = (n) => `node '${n.name || n.output?.[0] || "?"}' (${n.opType})`;
+  for (const n of nodes) {
+    for (const i of nodeReads(n)) {
+      if (i && !provided.has(i) && !producer.has(i)) return `${label(n)} reads '${i}', which no node, graph input or initializer provides`;
     }
-  } finally {
-    fs8.closeSync(fd);
   }
-  return new info3.array(buffer, 0, length / info3.bytes);
+  const waiting = nodes.map((n) => new Set(nodeReads(n).filter((i) => i && !provided.has(i)).map((i) => producer.get(i))));
+  const readers = /* @__PURE__ */ new Map();
+  waiting.forEach((deps, i) => deps.forEach((d) => readers.set(d, [...readers.get(d) ?? [], i])));
+  const ready = waiting.flatMap((deps, i) => deps.size === 0 ? [i] : []);
+  let done = 0;
+  while (ready.length) {
+    const i = ready.pop();
+    done++;
+    for (const r of readers.get(i) ?? []) {
+      waiting[r].delete(i);
+      if (waiting[r].size === 0) ready.push(r);
+    }
+  }
+  if (done < nodes.length) return `the graph has a cycle through ${label(nodes[waiting.findIndex((w) => w.size > 0)])}`;
+  return void 0;
 }
-var fs8, path8, import_onnx_proto2;
-var init_external2 = __esm({
-  "src/onnx/external.ts"() {
+var init_reads = __esm({
+  "src/onnx/reads.ts"() {
     "use strict";
-    fs8 = __toESM(require("fs"));
-    path8 = __toESM(require("path"));
-    import_onnx_proto2 = __toESM(require_onnx());
-    init_errors();
-    init_dtype();
   }
 });
 
@@ -78979,6 +78824,89 @@ var require_long = __commonJS({
   }
 });
 
+// src/onnx/dtype.ts
+function isSupportedDType(dtype) {
+  return INFO[dtype] !== void 0;
+}
+function dtypeInfo(dtype) {
+  const info3 = INFO[dtype];
+  if (!info3) throw new Error(`unsupported tensor data type ${dtypeName(dtype)}`);
+  return info3;
+}
+function dtypeName(dtype) {
+  return INFO[dtype]?.name ?? DataType[dtype]?.toLowerCase() ?? `type ${dtype}`;
+}
+function isFloatDType(dtype) {
+  return dtype === DataType.FLOAT || dtype === DataType.DOUBLE || dtype === DataType.FLOAT16 || dtype === DataType.BFLOAT16;
+}
+function halfToFloat(h) {
+  const sign = h & 32768 ? -1 : 1;
+  const exp = h >> 10 & 31;
+  const frac = h & 1023;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+function floatToHalf(v) {
+  f32[0] = v;
+  const x = u32[0];
+  const sign = x >>> 16 & 32768;
+  const exp = x >>> 23 & 255;
+  let mant = x & 8388607;
+  if (exp === 255) return sign | 31744 | (mant ? 512 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 31) return sign | 31744;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 8388608;
+    const shift = 14 - e;
+    let half2 = mant >> shift;
+    const rem2 = mant & (1 << shift) - 1;
+    const mid = 1 << shift - 1;
+    if (rem2 > mid || rem2 === mid && half2 & 1) half2++;
+    return sign | half2;
+  }
+  let half = e << 10 | mant >> 13;
+  const rem = mant & 8191;
+  if (rem > 4096 || rem === 4096 && half & 1) half++;
+  return sign | half;
+}
+function bfloat16ToFloat(b) {
+  u32[0] = b << 16;
+  return f32[0];
+}
+function floatToBfloat16(v) {
+  f32[0] = v;
+  const x = u32[0];
+  if ((x & 2139095040) === 2139095040 && x & 8388607) return x >>> 16 | 64;
+  return x + 32767 + (x >>> 16 & 1) >>> 16 & 65535;
+}
+var import_onnx_proto, DataType, INFO, f32, u32;
+var init_dtype = __esm({
+  "src/onnx/dtype.ts"() {
+    "use strict";
+    import_onnx_proto = __toESM(require_onnx());
+    DataType = import_onnx_proto.onnx.TensorProto.DataType;
+    INFO = {
+      [DataType.FLOAT]: { name: "float32", bytes: 4, array: Float32Array },
+      [DataType.DOUBLE]: { name: "float64", bytes: 8, array: Float64Array },
+      [DataType.FLOAT16]: { name: "float16", bytes: 2, array: Uint16Array },
+      [DataType.BFLOAT16]: { name: "bfloat16", bytes: 2, array: Uint16Array },
+      [DataType.INT8]: { name: "int8", bytes: 1, array: Int8Array },
+      [DataType.UINT8]: { name: "uint8", bytes: 1, array: Uint8Array },
+      [DataType.BOOL]: { name: "bool", bytes: 1, array: Uint8Array },
+      [DataType.INT16]: { name: "int16", bytes: 2, array: Int16Array },
+      [DataType.UINT16]: { name: "uint16", bytes: 2, array: Uint16Array },
+      [DataType.INT32]: { name: "int32", bytes: 4, array: Int32Array },
+      [DataType.UINT32]: { name: "uint32", bytes: 4, array: Uint32Array },
+      [DataType.INT64]: { name: "int64", bytes: 8, array: BigInt64Array },
+      [DataType.UINT64]: { name: "uint64", bytes: 8, array: BigUint64Array }
+    };
+    f32 = new Float32Array(1);
+    u32 = new Uint32Array(f32.buffer);
+  }
+});
+
 // src/onnx/tensor.ts
 function toNumber(v) {
   if (v === null || v === void 0) return 0;
@@ -79129,19 +79057,249 @@ function takeAlongAxis(t, axis, keep) {
   return { dtype: t.dtype, dims: newDims, data: out };
 }
 function tensorToProto(name, t) {
-  return import_onnx_proto3.onnx.TensorProto.create({
+  return import_onnx_proto2.onnx.TensorProto.create({
     name,
     dataType: t.dtype,
     dims: [...t.dims],
     rawData: dataAsBytes(t.data)
   });
 }
-var import_long, import_onnx_proto3, HALF_TABLE;
+var import_long, import_onnx_proto2, HALF_TABLE;
 var init_tensor = __esm({
   "src/onnx/tensor.ts"() {
     "use strict";
     import_long = __toESM(require_long());
+    import_onnx_proto2 = __toESM(require_onnx());
+    init_dtype();
+  }
+});
+
+// src/graph/graph.ts
+function attr(node2, name) {
+  return node2.attribute?.find((a) => a.name === name);
+}
+function attrInt(node2, name, fallback) {
+  const a = attr(node2, name);
+  return a ? toNumber(a.i) : fallback;
+}
+function attrInts(node2, name) {
+  const a = attr(node2, name);
+  return a ? (a.ints ?? []).map(toNumber) : void 0;
+}
+function attrFloat(node2, name, fallback) {
+  const a = attr(node2, name);
+  return a ? a.f ?? fallback : fallback;
+}
+function attrString(node2, name) {
+  const a = attr(node2, name);
+  return a?.s ? Buffer.from(a.s).toString("utf8") : void 0;
+}
+function setAttrInts(node2, name, values) {
+  const a = attr(node2, name);
+  if (a) a.ints = values;
+  else
+    (node2.attribute ??= []).push(
+      import_onnx_proto3.onnx.AttributeProto.create({ name, type: import_onnx_proto3.onnx.AttributeProto.AttributeType.INTS, ints: values })
+    );
+}
+function setAttrInt(node2, name, value) {
+  const a = attr(node2, name);
+  if (a) a.i = value;
+  else
+    (node2.attribute ??= []).push(import_onnx_proto3.onnx.AttributeProto.create({ name, type: import_onnx_proto3.onnx.AttributeProto.AttributeType.INT, i: value }));
+}
+function nodeLabel(node2) {
+  return node2.name || `${node2.opType}(${node2.output?.[0] ?? ""})`;
+}
+function topologicalOrder(nodes, producer) {
+  const order = [];
+  const state = /* @__PURE__ */ new Map();
+  for (const start of nodes) {
+    if (state.has(start)) continue;
+    const stack = [[start, 0]];
+    state.set(start, 1);
+    while (stack.length) {
+      const top = stack[stack.length - 1];
+      const reads = nodeReads(top[0]);
+      if (top[1] < reads.length) {
+        const dep = producer.get(reads[top[1]++]);
+        if (dep && !state.has(dep)) {
+          state.set(dep, 1);
+          stack.push([dep, 0]);
+        }
+      } else {
+        state.set(top[0], 2);
+        order.push(top[0]);
+        stack.pop();
+      }
+    }
+  }
+  return order;
+}
+var import_onnx_proto3, GraphIndex;
+var init_graph = __esm({
+  "src/graph/graph.ts"() {
+    "use strict";
     import_onnx_proto3 = __toESM(require_onnx());
+    init_reads();
+    init_tensor();
+    GraphIndex = class {
+      constructor(model) {
+        this.model = model;
+        const graph = model.graph;
+        this.graphInputs = new Set(graph.input.map((v) => v.name ?? "").filter((n) => !model.isInitializer(n)));
+        this.graphOutputs = new Set(graph.output.map((v) => v.name ?? ""));
+        const nodes = graph.node;
+        for (const node2 of nodes) {
+          for (const o of node2.output) if (o) this.producer.set(o, node2);
+          for (const i of nodeReads(node2)) {
+            if (!i) continue;
+            const list = this.consumers.get(i);
+            if (list) {
+              if (!list.includes(node2)) list.push(node2);
+            } else this.consumers.set(i, [node2]);
+          }
+        }
+        this.nodes = topologicalOrder(nodes, this.producer);
+      }
+      model;
+      nodes;
+      producer = /* @__PURE__ */ new Map();
+      consumers = /* @__PURE__ */ new Map();
+      graphInputs;
+      graphOutputs;
+      consumersOf(name) {
+        return this.consumers.get(name) ?? [];
+      }
+      producerOf(name) {
+        return this.producer.get(name);
+      }
+      isConstant(name) {
+        return this.model.isConstant(name);
+      }
+    };
+  }
+});
+
+// src/onnx/spill.ts
+function spillMinBytes() {
+  return spillThreshold;
+}
+function openStore() {
+  if (store) return store;
+  const dir = fs7.mkdtempSync(path7.join(os2.tmpdir(), "prune-gate-spill-"));
+  const file2 = path7.join(dir, "tensors.bin");
+  store = { file: file2, fd: fs7.openSync(file2, "w+"), size: 0 };
+  process.once("exit", () => fs7.rmSync(dir, { recursive: true, force: true }));
+  return store;
+}
+function spillTensor(proto, bytes2) {
+  const s = openStore();
+  let done = 0;
+  while (done < bytes2.byteLength) done += fs7.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
+  spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
+  s.size += bytes2.byteLength;
+}
+function spilledRange(proto) {
+  return spilled.get(proto);
+}
+function deferTensor(proto, stream) {
+  deferred.set(proto, stream);
+}
+function deferredStream(proto) {
+  return deferred.get(proto);
+}
+function isSpilled(proto) {
+  return spilled.has(proto) || deferred.has(proto);
+}
+var fs7, os2, path7, spillThreshold, spilled, store, deferred;
+var init_spill = __esm({
+  "src/onnx/spill.ts"() {
+    "use strict";
+    fs7 = __toESM(require("fs"));
+    os2 = __toESM(require("os"));
+    path7 = __toESM(require("path"));
+    spillThreshold = 8 * 2 ** 20;
+    spilled = /* @__PURE__ */ new WeakMap();
+    deferred = /* @__PURE__ */ new WeakMap();
+  }
+});
+
+// src/onnx/external.ts
+function isExternal(t) {
+  return t.dataLocation === import_onnx_proto4.onnx.TensorProto.DataLocation.EXTERNAL;
+}
+function externalLocation(t, modelDir, modelPath) {
+  const entries = new Map((t.externalData ?? []).map((e) => [e.key ?? "", e.value ?? ""]));
+  const location = entries.get("location");
+  if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
+  const normalized = location.replace(/\\/g, "/");
+  if (path8.isAbsolute(location) || path8.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
+    throw new UserError(
+      `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
+    );
+  }
+  const root = path8.resolve(modelDir);
+  const file2 = path8.resolve(root, normalized);
+  if (file2 !== root && !file2.startsWith(root + path8.sep)) {
+    throw new UserError(
+      `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
+    );
+  }
+  const offset = entries.has("offset") ? Number(entries.get("offset")) : 0;
+  const length = entries.has("length") ? Number(entries.get("length")) : void 0;
+  if (!Number.isSafeInteger(offset) || offset < 0 || length !== void 0 && (!Number.isSafeInteger(length) || length < 0)) {
+    throw new UserError(`${modelPath}: tensor '${t.name}' has an invalid external data offset or length`);
+  }
+  return { file: file2, location, offset, length };
+}
+function checkExternal(t, loc, modelPath, expectedBytes) {
+  let size;
+  try {
+    size = fs8.statSync(loc.file).size;
+  } catch {
+    throw new UserError(
+      `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
+    );
+  }
+  if (loc.length !== void 0 && loc.length !== expectedBytes) {
+    throw new UserError(
+      `${modelPath}: tensor '${t.name}' has external data length ${loc.length} but its shape needs ${expectedBytes} bytes; the model is damaged (re-export it)`
+    );
+  }
+  const length = loc.length ?? expectedBytes;
+  if (loc.offset + length > size) {
+    throw new UserError(
+      `${modelPath}: external data file '${loc.location}' is too short for tensor '${t.name}' (needs bytes ${loc.offset}..${loc.offset + length}, file has ${size}); it is truncated or belongs to another model`
+    );
+  }
+}
+function readTensorData(dtype, file2, offset, length) {
+  const info3 = dtypeInfo(dtype);
+  if (length % info3.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info3.name} elements`);
+  const buffer = new ArrayBuffer(length);
+  const bytes2 = new Uint8Array(buffer);
+  const fd = fs8.openSync(file2, "r");
+  try {
+    let done = 0;
+    while (done < length) {
+      const n = fs8.readSync(fd, bytes2, done, length - done, offset + done);
+      if (n === 0) throw new Error(`unexpected end of ${file2}`);
+      done += n;
+    }
+  } finally {
+    fs8.closeSync(fd);
+  }
+  return new info3.array(buffer, 0, length / info3.bytes);
+}
+var fs8, path8, import_onnx_proto4;
+var init_external2 = __esm({
+  "src/onnx/external.ts"() {
+    "use strict";
+    fs8 = __toESM(require("fs"));
+    path8 = __toESM(require("path"));
+    import_onnx_proto4 = __toESM(require_onnx());
+    init_errors();
     init_dtype();
   }
 });
@@ -79181,7 +79339,7 @@ function writeModel(model, file2, options = {}) {
       const keepAsIs = !isSupportedDType(t.dataType) || inMemory && (!external || bytes2 < EXTERNAL_MIN_BYTES);
       if (keepAsIs) return t;
       const source = model.tensorSource(t);
-      const copy = import_onnx_proto4.onnx.TensorProto.create({ ...t, externalData: [], dataLocation: import_onnx_proto4.onnx.TensorProto.DataLocation.DEFAULT });
+      const copy = import_onnx_proto5.onnx.TensorProto.create({ ...t, externalData: [], dataLocation: import_onnx_proto5.onnx.TensorProto.DataLocation.DEFAULT });
       copy.floatData = [];
       copy.int32Data = [];
       copy.int64Data = [];
@@ -79205,7 +79363,7 @@ function writeModel(model, file2, options = {}) {
         if (at - offset !== length) throw new Error(`internal: tensor '${t.name}' streamed ${at - offset} bytes, expected ${length}`);
       } else copyRange(source.file, source.offset, length, fd, offset);
       copy.rawData = new Uint8Array(0);
-      copy.dataLocation = import_onnx_proto4.onnx.TensorProto.DataLocation.EXTERNAL;
+      copy.dataLocation = import_onnx_proto5.onnx.TensorProto.DataLocation.EXTERNAL;
       copy.externalData = [
         { key: "location", value: dataName },
         { key: "offset", value: String(offset) },
@@ -79218,11 +79376,11 @@ function writeModel(model, file2, options = {}) {
       fs9.closeSync(fd);
       fd = void 0;
     }
-    const proto = import_onnx_proto4.onnx.ModelProto.create({
+    const proto = import_onnx_proto5.onnx.ModelProto.create({
       ...model.proto,
-      graph: import_onnx_proto4.onnx.GraphProto.create({ ...graph, initializer: initializers })
+      graph: import_onnx_proto5.onnx.GraphProto.create({ ...graph, initializer: initializers })
     });
-    const encoded = import_onnx_proto4.onnx.ModelProto.encode(proto).finish();
+    const encoded = import_onnx_proto5.onnx.ModelProto.encode(proto).finish();
     fs9.writeFileSync(tmpModel, encoded);
     if (tmpData) fs9.renameSync(tmpData, dataPath);
     fs9.renameSync(tmpModel, out);
@@ -79251,13 +79409,13 @@ function copyRange(file2, from, length, fd, at) {
     fs9.closeSync(src);
   }
 }
-var fs9, path9, import_onnx_proto4, INLINE_LIMIT, EXTERNAL_MIN_BYTES, ALIGN, CHUNK, chunk;
+var fs9, path9, import_onnx_proto5, INLINE_LIMIT, EXTERNAL_MIN_BYTES, ALIGN, CHUNK, chunk;
 var init_write = __esm({
   "src/onnx/write.ts"() {
     "use strict";
     fs9 = __toESM(require("fs"));
     path9 = __toESM(require("path"));
-    import_onnx_proto4 = __toESM(require_onnx());
+    import_onnx_proto5 = __toESM(require_onnx());
     init_errors();
     init_files();
     init_dtype();
@@ -79271,60 +79429,9 @@ var init_write = __esm({
   }
 });
 
-// src/onnx/reads.ts
-function nodeReads(node2) {
-  const reads = [...node2.input ?? []];
-  for (const a of node2.attribute ?? []) {
-    for (const g of [a.g, ...a.graphs ?? []]) if (g) reads.push(...subgraphOuterReads(g));
-  }
-  return reads;
-}
-function subgraphOuterReads(g) {
-  const local = /* @__PURE__ */ new Set([
-    ...(g.input ?? []).map((v) => v.name ?? ""),
-    ...(g.initializer ?? []).map((t) => t.name ?? "")
-  ]);
-  for (const n of g.node ?? []) for (const o of n.output ?? []) local.add(o);
-  const reads = [];
-  for (const n of g.node ?? []) for (const i of nodeReads(n)) if (i && !local.has(i)) reads.push(i);
-  return reads;
-}
-function graphDefect(graph) {
-  const nodes = graph.node ?? [];
-  const provided = /* @__PURE__ */ new Set([...(graph.input ?? []).map((v) => v.name ?? ""), ...(graph.initializer ?? []).map((t) => t.name ?? "")]);
-  const producer = /* @__PURE__ */ new Map();
-  nodes.forEach((n, i) => (n.output ?? []).forEach((o) => o && producer.set(o, i)));
-  const label = (n) => `node '${n.name || n.output?.[0] || "?"}' (${n.opType})`;
-  for (const n of nodes) {
-    for (const i of nodeReads(n)) {
-      if (i && !provided.has(i) && !producer.has(i)) return `${label(n)} reads '${i}', which no node, graph input or initializer provides`;
-    }
-  }
-  const waiting = nodes.map((n) => new Set(nodeReads(n).filter((i) => i && !provided.has(i)).map((i) => producer.get(i))));
-  const readers = /* @__PURE__ */ new Map();
-  waiting.forEach((deps, i) => deps.forEach((d) => readers.set(d, [...readers.get(d) ?? [], i])));
-  const ready = waiting.flatMap((deps, i) => deps.size === 0 ? [i] : []);
-  let done = 0;
-  while (ready.length) {
-    const i = ready.pop();
-    done++;
-    for (const r of readers.get(i) ?? []) {
-      waiting[r].delete(i);
-      if (waiting[r].size === 0) ready.push(r);
-    }
-  }
-  if (done < nodes.length) return `the graph has a cycle through ${label(nodes[waiting.findIndex((w) => w.size > 0)])}`;
-  return void 0;
-}
-var init_reads = __esm({
-  "src/onnx/reads.ts"() {
-    "use strict";
-  }
-});
-
 // src/onnx/model.ts
 function decodeModelProto(bytes2) {
-  return import_onnx_proto5.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
+  return import_onnx_proto6.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
 function gatherColumns(bytes2, size, rowLength, rows, columns) {
   const n = rows.length * columns.length;
@@ -79359,13 +79466,13 @@ function gatherColumns(bytes2, size, rowLength, rows, columns) {
   }
   return out;
 }
-var fs10, path10, import_onnx_proto5, CHUNK_BYTES, LFS_POINTER, OnnxModel;
+var fs10, path10, import_onnx_proto6, CHUNK_BYTES, LFS_POINTER, OnnxModel;
 var init_model = __esm({
   "src/onnx/model.ts"() {
     "use strict";
     fs10 = __toESM(require("fs"));
     path10 = __toESM(require("path"));
-    import_onnx_proto5 = __toESM(require_onnx());
+    import_onnx_proto6 = __toESM(require_onnx());
     init_errors();
     init_dtype();
     init_external2();
@@ -79524,7 +79631,7 @@ var init_model = __esm({
         } else {
           proto.name = "";
           src.node.attribute = [
-            import_onnx_proto5.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto5.onnx.AttributeProto.AttributeType.TENSOR, t: proto })
+            import_onnx_proto6.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto6.onnx.AttributeProto.AttributeType.TENSOR, t: proto })
           ];
         }
       }
@@ -79680,7 +79787,7 @@ var init_model = __esm({
         });
         const columns = Int32Array.from(keep.get(last) ?? Array.from({ length: dims[last] }, (_, i) => i));
         const source = proto;
-        const sliced = import_onnx_proto5.onnx.TensorProto.create({ name, dataType: info3.dtype, dims: dims.map((d, a) => keep.get(a)?.length ?? d) });
+        const sliced = import_onnx_proto6.onnx.TensorProto.create({ name, dataType: info3.dtype, dims: dims.map((d, a) => keep.get(a)?.length ?? d) });
         deferTensor(sliced, (fn) => {
           const index = new Array(last).fill(0);
           this.forEachRawChunkOf(source, rowBytes, (bytes2) => {
@@ -79758,7 +79865,7 @@ var init_model = __esm({
         const initializers = graph.initializer;
         graph.initializer = [];
         try {
-          const copy = decodeModelProto(import_onnx_proto5.onnx.ModelProto.encode(this.proto).finish());
+          const copy = decodeModelProto(import_onnx_proto6.onnx.ModelProto.encode(this.proto).finish());
           copy.graph.initializer = initializers.slice();
           return new _OnnxModel(copy, "", this.origin);
         } finally {
@@ -79845,7 +79952,7 @@ async function createSession(model, options = {}) {
 async function sessionForProto(model, proto, options = {}) {
   const opts = { logSeverityLevel: 3, ...options };
   if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
-  const bytes2 = import_onnx_proto6.onnx.ModelProto.encode(proto).finish();
+  const bytes2 = import_onnx_proto7.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
   if (files.size === 0) return ort.InferenceSession.create(bytes2, opts);
   const tmp = path11.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
@@ -79870,7 +79977,7 @@ async function sessionFromWrittenCopy(model, proto, opts) {
     fs11.rmSync(dir, { recursive: true, force: true });
   }
 }
-var crypto, fs11, os3, path11, ort, import_onnx_proto6, ORT_TYPE, ZERO_ARRAY;
+var crypto, fs11, os3, path11, ort, import_onnx_proto7, ORT_TYPE, ZERO_ARRAY;
 var init_runtime = __esm({
   "src/onnx/runtime.ts"() {
     "use strict";
@@ -79879,7 +79986,7 @@ var init_runtime = __esm({
     os3 = __toESM(require("os"));
     path11 = __toESM(require("path"));
     ort = __toESM(require("onnxruntime-node"));
-    import_onnx_proto6 = __toESM(require_onnx());
+    import_onnx_proto7 = __toESM(require_onnx());
     init_dtype();
     init_spill();
     init_write();
@@ -80050,6 +80157,7 @@ function loadCalibration(location, model, options = {}) {
     raw = readTensors(spec, specFile, specs);
   }
   const inputs2 = fitInputs(raw.inputs, specs, shown);
+  checkIndices(inputs2, model, shown);
   const count2 = sampleCount(inputs2, shown);
   const output2 = chooseOutput(spec.output, outputs2, shown);
   const set2 = {
@@ -80244,6 +80352,36 @@ function fitInputs(given, specs, shown) {
   checkShapes(out, specs, shown);
   return out;
 }
+function checkIndices(inputs2, model, shown) {
+  const nodes = model.graph.node;
+  for (const [name, t] of Object.entries(inputs2)) {
+    if (isFloatDType(t.dtype)) continue;
+    const same = /* @__PURE__ */ new Set([name]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const n of nodes) {
+        if (VALUE_PRESERVING.has(n.opType ?? "") && same.has(n.input?.[0] ?? "") && !same.has(n.output?.[0] ?? "")) {
+          same.add(n.output[0]);
+          grew = true;
+        }
+      }
+    }
+    const gathers = nodes.filter((n) => n.opType === "Gather" && (n.domain ?? "") === "" && same.has(n.input?.[1] ?? "") && attrInt(n, "axis", 0) === 0);
+    for (const gather3 of gathers) {
+      const table2 = gather3.input?.[0] ?? "";
+      const rows = model.constantInfo(table2)?.dims[0];
+      if (rows === void 0) continue;
+      const values = toNumbers(t);
+      const perSample = values.length / (t.dims[0] || 1);
+      const bad = values.findIndex((v) => v >= rows || v < -rows);
+      if (bad >= 0) {
+        throw new UserError(
+          `${shown}: inputs.${name}: value ${values[bad]} (sample ${Math.floor(bad / perSample)}) is outside the model's ${rows} rows of '${table2}' that ${gather3.name || "a Gather"} picks from (ids 0 to ${rows - 1}); was the data made for another vocabulary?`
+        );
+      }
+    }
+  }
+}
 function onesLike(spec, reference) {
   const dims = reference.dims.slice(0, spec.dims.length);
   const n = elementCount(dims);
@@ -80410,7 +80548,7 @@ function calibrationFeeds(set2) {
     for (const b of batches(set2)) yield b.feeds;
   };
 }
-var fs13, path12, import_yaml2, TASKS, DEFAULT_BATCH_SIZE, SPEC_NAMES, SAMPLES_NAME, MASK_INPUT, CalibrationFile, SampleLine, SOURCES;
+var fs13, path12, import_yaml2, TASKS, DEFAULT_BATCH_SIZE, SPEC_NAMES, SAMPLES_NAME, MASK_INPUT, CalibrationFile, SampleLine, SOURCES, VALUE_PRESERVING;
 var init_calibration = __esm({
   "src/eval/calibration.ts"() {
     "use strict";
@@ -80421,6 +80559,7 @@ var init_calibration = __esm({
     init_paths();
     init_validation();
     init_errors();
+    init_graph();
     init_dtype();
     init_runtime();
     init_tensor();
@@ -80446,113 +80585,7 @@ var init_calibration = __esm({
       label: external_exports.number({ error: "a class index" }).int({ error: "a whole class index" }).nonnegative({ error: "a class index >= 0" }).optional()
     });
     SOURCES = /* @__PURE__ */ new WeakMap();
-  }
-});
-
-// src/graph/graph.ts
-function attr(node2, name) {
-  return node2.attribute?.find((a) => a.name === name);
-}
-function attrInt(node2, name, fallback) {
-  const a = attr(node2, name);
-  return a ? toNumber(a.i) : fallback;
-}
-function attrInts(node2, name) {
-  const a = attr(node2, name);
-  return a ? (a.ints ?? []).map(toNumber) : void 0;
-}
-function attrFloat(node2, name, fallback) {
-  const a = attr(node2, name);
-  return a ? a.f ?? fallback : fallback;
-}
-function attrString(node2, name) {
-  const a = attr(node2, name);
-  return a?.s ? Buffer.from(a.s).toString("utf8") : void 0;
-}
-function setAttrInts(node2, name, values) {
-  const a = attr(node2, name);
-  if (a) a.ints = values;
-  else
-    (node2.attribute ??= []).push(
-      import_onnx_proto7.onnx.AttributeProto.create({ name, type: import_onnx_proto7.onnx.AttributeProto.AttributeType.INTS, ints: values })
-    );
-}
-function setAttrInt(node2, name, value) {
-  const a = attr(node2, name);
-  if (a) a.i = value;
-  else
-    (node2.attribute ??= []).push(import_onnx_proto7.onnx.AttributeProto.create({ name, type: import_onnx_proto7.onnx.AttributeProto.AttributeType.INT, i: value }));
-}
-function nodeLabel(node2) {
-  return node2.name || `${node2.opType}(${node2.output?.[0] ?? ""})`;
-}
-function topologicalOrder(nodes, producer) {
-  const order = [];
-  const state = /* @__PURE__ */ new Map();
-  for (const start of nodes) {
-    if (state.has(start)) continue;
-    const stack = [[start, 0]];
-    state.set(start, 1);
-    while (stack.length) {
-      const top = stack[stack.length - 1];
-      const reads = nodeReads(top[0]);
-      if (top[1] < reads.length) {
-        const dep = producer.get(reads[top[1]++]);
-        if (dep && !state.has(dep)) {
-          state.set(dep, 1);
-          stack.push([dep, 0]);
-        }
-      } else {
-        state.set(top[0], 2);
-        order.push(top[0]);
-        stack.pop();
-      }
-    }
-  }
-  return order;
-}
-var import_onnx_proto7, GraphIndex;
-var init_graph = __esm({
-  "src/graph/graph.ts"() {
-    "use strict";
-    import_onnx_proto7 = __toESM(require_onnx());
-    init_reads();
-    init_tensor();
-    GraphIndex = class {
-      constructor(model) {
-        this.model = model;
-        const graph = model.graph;
-        this.graphInputs = new Set(graph.input.map((v) => v.name ?? "").filter((n) => !model.isInitializer(n)));
-        this.graphOutputs = new Set(graph.output.map((v) => v.name ?? ""));
-        const nodes = graph.node;
-        for (const node2 of nodes) {
-          for (const o of node2.output) if (o) this.producer.set(o, node2);
-          for (const i of nodeReads(node2)) {
-            if (!i) continue;
-            const list = this.consumers.get(i);
-            if (list) {
-              if (!list.includes(node2)) list.push(node2);
-            } else this.consumers.set(i, [node2]);
-          }
-        }
-        this.nodes = topologicalOrder(nodes, this.producer);
-      }
-      model;
-      nodes;
-      producer = /* @__PURE__ */ new Map();
-      consumers = /* @__PURE__ */ new Map();
-      graphInputs;
-      graphOutputs;
-      consumersOf(name) {
-        return this.consumers.get(name) ?? [];
-      }
-      producerOf(name) {
-        return this.producer.get(name);
-      }
-      isConstant(name) {
-        return this.model.isConstant(name);
-      }
-    };
+    VALUE_PRESERVING = /* @__PURE__ */ new Set(["Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"]);
   }
 });
 
@@ -81953,6 +81986,7 @@ var DEFAULT_CACHE_BYTES, Evaluator;
 var init_evaluator = __esm({
   "src/eval/evaluator.ts"() {
     "use strict";
+    init_errors();
     init_cost();
     init_runtime();
     init_calibration();
@@ -81983,7 +82017,13 @@ var init_evaluator = __esm({
           let cached2 = [];
           let cachedBytes = 0;
           for (const batch of batches(set2)) {
-            const out = await runOutput(session, batch.feeds, set2);
+            let out;
+            try {
+              out = await runOutput(session, batch.feeds, set2);
+            } catch (e) {
+              const why = String(e?.message ?? e).split("\n")[0];
+              throw new UserError(`${set2.source}: the base model fails on this calibration data (samples ${batch.start} to ${batch.start + batch.size - 1}): ${why}`);
+            }
             task.add(out, planRows(set2, batch, out));
             cachedBytes += out.data.byteLength;
             if (cached2 && cachedBytes <= opts.cacheBytes) cached2.push(out);

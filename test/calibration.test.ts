@@ -159,6 +159,15 @@ describe('each bad input has a clear one-line message', () => {
     );
   });
 
+  test('token ids beyond the vocabulary are named, with their sample, before onnxruntime sees them', () => {
+    // gpt2's embedding table has 256 rows; sample 2 holds id 300.
+    const dir = calibDir({ task: 'language-model', inputs: { input_ids: 'ids.npy' } }, { 'ids.npy': i64([4, 8], (i) => (i === 19 ? 300 : i % 200)) });
+    expectError(
+      () => loadCalibration(dir, gpt2),
+      new RegExp(`^${dir}/calibration\\.json: inputs\\.input_ids: value 300 \\(sample 2\\) is outside the model's 256 rows of '.*' that .* picks from \\(ids 0 to 255\\)`),
+    );
+  });
+
   test('float token ids for an int64 input are refused', () => {
     const dir = calibDir({ task: 'language-model', inputs: { input_ids: 'ids.npy' } }, { 'ids.npy': f32([2, 8]) });
     expectError(() => loadCalibration(dir, gpt2), /input 'input_ids' \(ids\.npy\): dtype float32 does not fit the model's int64 input; save it as int64/);

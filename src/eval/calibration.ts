@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { displayPath } from '../util/paths';
 import { parseWith } from '../util/validation';
 import { UserError } from '../errors';
+import { attrInt } from '../graph/graph';
 import { DataType, dtypeInfo, dtypeName, floatToHalf, isFloatDType } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { InputSpec, graphInputs, graphOutputs, toOrtTensor } from '../onnx/runtime';
@@ -86,6 +87,7 @@ export function loadCalibration(location: string, model: OnnxModel, options: { b
     raw = readTensors(spec, specFile, specs);
   }
   const inputs = fitInputs(raw.inputs, specs, shown);
+  checkIndices(inputs, model, shown);
   const count = sampleCount(inputs, shown);
   const output = chooseOutput(spec.output, outputs, shown);
   const set: CalibrationSet = {
@@ -312,6 +314,45 @@ function fitInputs(given: Record<string, Tensor>, specs: InputSpec[], shown: str
   }
   checkShapes(out, specs, shown);
   return out;
+}
+
+/**
+ * Integer inputs that pick rows of a constant table (token ids into an embedding, through a
+ * Cast or not) must be rows the table has: onnxruntime would stop with "indices element out of
+ * data bounds". The first one outside is named, with its sample.
+ */
+const VALUE_PRESERVING = new Set(['Cast', 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Identity']);
+
+function checkIndices(inputs: Record<string, Tensor>, model: OnnxModel, shown: string): void {
+  const nodes = model.graph.node;
+  for (const [name, t] of Object.entries(inputs)) {
+    if (isFloatDType(t.dtype)) continue;
+    // The same values under other names: through ops that only retype or reshape them.
+    const same = new Set([name]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const n of nodes) {
+        if (VALUE_PRESERVING.has(n.opType ?? '') && same.has(n.input?.[0] ?? '') && !same.has(n.output?.[0] ?? '')) {
+          same.add(n.output![0]);
+          grew = true;
+        }
+      }
+    }
+    const gathers = nodes.filter((n) => n.opType === 'Gather' && (n.domain ?? '') === '' && same.has(n.input?.[1] ?? '') && attrInt(n, 'axis', 0) === 0);
+    for (const gather of gathers) {
+      const table = gather.input?.[0] ?? '';
+      const rows = model.constantInfo(table)?.dims[0];
+      if (rows === undefined) continue;
+      const values = toNumbers(t);
+      const perSample = values.length / (t.dims[0] || 1);
+      const bad = values.findIndex((v) => v >= rows || v < -rows);
+      if (bad >= 0) {
+        throw new UserError(
+          `${shown}: inputs.${name}: value ${values[bad]} (sample ${Math.floor(bad / perSample)}) is outside the model's ${rows} rows of '${table}' that ${gather.name || 'a Gather'} picks from (ids 0 to ${rows - 1}); was the data made for another vocabulary?`,
+        );
+      }
+    }
+  }
 }
 
 function onesLike(spec: InputSpec, reference: Tensor): Tensor {

@@ -1,3 +1,4 @@
+import { UserError } from '../errors';
 import { countParams, measureMacs } from '../graph/cost';
 import type { MetricValues } from './metric-names';
 import { OnnxModel } from '../onnx/model';
@@ -61,7 +62,14 @@ export class Evaluator {
       let cached: Rows[] | undefined = [];
       let cachedBytes = 0;
       for (const batch of batches(set)) {
-        const out = await runOutput(session, batch.feeds, set);
+        let out: Rows;
+        try {
+          out = await runOutput(session, batch.feeds, set);
+        } catch (e) {
+          // The base model is the reference: if it cannot run on the data, the data does not fit it.
+          const why = String((e as Error)?.message ?? e).split('\n')[0];
+          throw new UserError(`${set.source}: the base model fails on this calibration data (samples ${batch.start} to ${batch.start + batch.size - 1}): ${why}`);
+        }
         task.add(out, planRows(set, batch, out));
         cachedBytes += out.data.byteLength;
         if (cached && cachedBytes <= opts.cacheBytes) cached.push(out);
