@@ -80909,7 +80909,7 @@ function linkBroadcast(ctx, ins, out) {
 function normAxis(axis, r) {
   return axis < 0 ? axis + r : axis;
 }
-function normalizesOver(reason, axesOf) {
+function normalizesOver(reason, axesOf, hard = true) {
   return {
     link(ctx) {
       const n = ctx.node;
@@ -80920,8 +80920,10 @@ function normalizesOver(reason, axesOf) {
       if (!axes) return;
       linkAllAxes(ctx, x, outputs(n)[0]);
       for (const a of axes) {
-        ctx.freeze(x, a, reason);
-        ctx.freeze(outputs(n)[0], a, reason);
+        for (const t of [x, outputs(n)[0]]) {
+          if (hard) ctx.freeze(t, a, reason);
+          else ctx.normalizedOver(t, a, reason);
+        }
       }
       for (const p of inputs(n).slice(1)) {
         const rp = rank(ctx, p);
@@ -80956,7 +80958,9 @@ function reduceRule(op) {
       let o = 0;
       for (let a = 0; a < r; a++) {
         if (reduced.has(a)) {
-          ctx.freeze(x, a, `${op} reduces over it (a normalization or sum over channels)`);
+          const reason = `${op} reduces over it (a normalization or sum over channels)`;
+          if (op === "ReduceMean") ctx.normalizedOver(x, a, reason);
+          else ctx.freeze(x, a, reason);
           if (keepdims) o++;
         } else ctx.same(x, a, y, o++);
       }
@@ -81128,10 +81132,14 @@ var init_rules = __esm({
         for (const p of params) if (p && rank(ctx, p) === 1) ctx.same(p, 0, y, 1);
       }
     };
-    layerNorm = normalizesOver("LayerNormalization normalizes over it (the residual stream)", (ctx, r) => {
-      const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
-      return Array.from({ length: r - axis }, (_, i) => axis + i);
-    });
+    layerNorm = normalizesOver(
+      "LayerNormalization normalizes over it (the residual stream)",
+      (ctx, r) => {
+        const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
+        return Array.from({ length: r - axis }, (_, i) => axis + i);
+      },
+      false
+    );
     pool = {
       link(ctx) {
         const x = inputs(ctx.node)[0];
@@ -82262,6 +82270,11 @@ var init_atoms = __esm({
       atoms = 0;
       /** Why a slot may not shrink; the first reason given wins. */
       frozen = /* @__PURE__ */ new Map();
+      /**
+       * Slots a normalization computes its statistics over (LayerNorm, a ReduceMean): they may
+       * shrink, unless their class is also a residual stream (see analysis.ts).
+       */
+      normalized = /* @__PURE__ */ new Map();
       addSlot(tensor, axis, size, constant2) {
         const key = `${axis}:${tensor}`;
         const existing = this.byKey.get(key);
@@ -82305,6 +82318,9 @@ var init_atoms = __esm({
       }
       freeze(slot, reason) {
         if (!this.frozen.has(slot.id)) this.frozen.set(slot.id, reason);
+      }
+      normalize(slot, reason) {
+        if (!this.normalized.has(slot.id)) this.normalized.set(slot.id, reason);
       }
       /** Atom i of `a` is atom i of `b`. */
       same(a, b) {
@@ -82441,6 +82457,11 @@ async function analyze(model, options = {}) {
         mark(s);
         if (s) space.freeze(s, reason2);
       },
+      normalizedOver(name, axis, reason2) {
+        const s = slotOf(name, axis);
+        mark(s);
+        if (s) space.normalize(s, reason2);
+      },
       keep(name, axis) {
         mark(slotOf(name, axis));
       }
@@ -82465,14 +82486,15 @@ async function analyze(model, options = {}) {
     const s = space.slot(f.tensor, f.axis);
     if (s) space.freeze(s, f.reason);
   }
-  const { groups, skipped } = collectGroups(model, index, space, headAxes, isFloatConst);
+  const { groups, skipped } = collectGroups(model, index, space, headAxes, isFloatConst, residualRoots(model, index, space));
   return { model, index, space, traces, groups, skipped };
 }
-function collectGroups(model, index, space, heads, isFloatConst) {
+function collectGroups(model, index, space, heads, isFloatConst, residual) {
   const classes = /* @__PURE__ */ new Map();
   const rootOf = new Int32Array(space.atomCount);
   for (const slot of space.slots) {
-    const frozen = space.frozen.get(slot.id);
+    const hard = space.frozen.get(slot.id);
+    const normalized = space.normalized.get(slot.id);
     for (let i = 0; i < slot.size; i++) {
       const root = space.find(slot.base + i);
       rootOf[slot.base + i] = root;
@@ -82483,6 +82505,7 @@ function collectGroups(model, index, space, heads, isFloatConst) {
         info3.slots.push(slot.id);
         info3.counts.push(1);
       }
+      const frozen = hard ?? (normalized && residual.has(root) ? normalized : void 0);
       if (frozen && (!info3.frozen || reasonRank(frozen) > reasonRank(info3.frozen))) info3.frozen = frozen;
     }
   }
@@ -82538,6 +82561,21 @@ function collectGroups(model, index, space, heads, isFloatConst) {
   groups.sort((a, b) => position(a) - position(b));
   groups.forEach((g, i) => g.id = i);
   return { groups, skipped };
+}
+function residualRoots(model, index, space) {
+  const roots = /* @__PURE__ */ new Set();
+  for (const node2 of index.nodes) {
+    if (!["Add", "Sum"].includes(node2.opType) || (node2.domain ?? "") !== "" && node2.domain !== "ai.onnx") continue;
+    const computed = node2.input.filter((i) => i && !model.isConstant(i));
+    const rootsOf = (t) => new Set(space.slotsOf(t).flatMap((s) => Array.from({ length: s.size }, (_, i) => space.find(s.base + i))));
+    for (let a = 0; a < computed.length; a++) {
+      for (let b = a + 1; b < computed.length; b++) {
+        const other = rootsOf(computed[b]);
+        for (const r of rootsOf(computed[a])) if (other.has(r)) roots.add(r);
+      }
+    }
+  }
+  return roots;
 }
 function consumers(index, tensor) {
   const direct = index.consumersOf(tensor);

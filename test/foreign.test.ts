@@ -10,7 +10,7 @@ import { OnnxModel } from '../src/onnx/model';
 import { createSession, dummyFeeds } from '../src/onnx/runtime';
 import { OP_RULES } from '../src/graph/rules';
 import { writeModel } from '../src/onnx/write';
-import { pruneModel } from '../src/prune';
+import { findPrunable, pruneModel } from '../src/prune';
 import { checkModel, checkerAvailable } from './helpers/onnx-checker';
 import { T, attrInts, encode, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
 
@@ -168,4 +168,36 @@ test('recorded shapes of pruned tensors go, and so do initializers nothing reads
       fs.rmSync(file, { force: true });
     }
   }
+});
+
+describe('a normalization over a width', () => {
+  const ln = (x: string, y: string, w: string) => node('LayerNormalization', [x, `${w}_scale`, `${w}_bias`], [y], [onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: -1 })]);
+  const params = (w: string, n: number) => [floatTensor(`${w}_scale`, [n]), floatTensor(`${w}_bias`, [n])];
+
+  test("of a layer's own hidden units (an MLP with LayerNorm after a Linear) is pruned with the norm's scale and bias", async () => {
+    const proto = model({
+      nodes: [node('MatMul', ['x', 'W1'], ['h']), ln('h', 'n', 'ln'), node('Relu', ['n'], ['r']), node('MatMul', ['r', 'W2'], ['y'])],
+      inputs: [valueInfo('x', T.FLOAT, ['batch', 8])],
+      outputs: [valueInfo('y', T.FLOAT, ['batch', 4])],
+      initializers: [floatTensor('W1', [8, 32]), ...params('ln', 32), floatTensor('W2', [32, 4])],
+    });
+    const r = await pruneModel(load(proto), { target: 0.3, ...MAGNITUDE });
+    expect(r.pruned).toEqual([expect.objectContaining({ kind: 'ffn', before: 32 })]);
+    const kept = r.pruned[0].after;
+    expect([r.model.constantInfo('ln_scale')?.dims, r.model.constantInfo('ln_bias')?.dims]).toEqual([[kept], [kept]]);
+    expect(await outputDims(r.model, dummyFeeds(r.model, 2, 1))).toEqual([[2, 4]]);
+  });
+
+  test('of a residual stream (added to itself across a block) is left alone, and says why', async () => {
+    // y = x + W2 . relu(W1 . LN(x)): the LayerNorm normalizes the stream the Add writes back.
+    const proto = model({
+      nodes: [ln('x', 'n', 'ln'), node('MatMul', ['n', 'W1'], ['h']), node('Relu', ['h'], ['r']), node('MatMul', ['r', 'W2'], ['f']), node('Add', ['x', 'f'], ['s']), node('MatMul', ['s', 'W3'], ['y'])],
+      inputs: [valueInfo('x', T.FLOAT, ['batch', 16])],
+      outputs: [valueInfo('y', T.FLOAT, ['batch', 4])],
+      initializers: [...params('ln', 16), floatTensor('W1', [16, 32]), floatTensor('W2', [32, 16]), floatTensor('W3', [16, 4])],
+    });
+    const found = await findPrunable(load(proto));
+    expect(found.prunable.map((g) => [g.kind, g.units])).toEqual([['ffn', 32]]);
+    expect(found.skipped.map((s) => s.reason)).toContain('LayerNormalization normalizes over it (the residual stream)');
+  });
 });

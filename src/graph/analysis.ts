@@ -215,6 +215,11 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
         mark(s);
         if (s) space.freeze(s, reason);
       },
+      normalizedOver(name, axis, reason) {
+        const s = slotOf(name, axis);
+        mark(s);
+        if (s) space.normalize(s, reason);
+      },
       keep(name, axis) {
         mark(slotOf(name, axis));
       },
@@ -245,7 +250,7 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
     if (s) space.freeze(s, f.reason);
   }
 
-  const { groups, skipped } = collectGroups(model, index, space, headAxes, isFloatConst);
+  const { groups, skipped } = collectGroups(model, index, space, headAxes, isFloatConst, residualRoots(model, index, space));
   return { model, index, space, traces, groups, skipped };
 }
 
@@ -261,11 +266,13 @@ function collectGroups(
   space: AtomSpace,
   heads: Set<number>,
   isFloatConst: (name: string) => boolean,
+  residual: Set<number>,
 ) {
   const classes = new Map<number, ClassInfo>();
   const rootOf = new Int32Array(space.atomCount);
   for (const slot of space.slots) {
-    const frozen = space.frozen.get(slot.id);
+    const hard = space.frozen.get(slot.id);
+    const normalized = space.normalized.get(slot.id);
     for (let i = 0; i < slot.size; i++) {
       const root = space.find(slot.base + i);
       rootOf[slot.base + i] = root;
@@ -276,6 +283,9 @@ function collectGroups(
         info.slots.push(slot.id);
         info.counts.push(1);
       }
+      // A normalization's statistics may lose channels of a layer's own width, not of a
+      // residual stream, which every block reads and writes.
+      const frozen = hard ?? (normalized && residual.has(root) ? normalized : undefined);
       if (frozen && (!info.frozen || reasonRank(frozen) > reasonRank(info.frozen))) info.frozen = frozen;
     }
   }
@@ -342,6 +352,27 @@ function collectGroups(
   groups.sort((a, b) => position(a) - position(b));
   groups.forEach((g, i) => (g.id = i));
   return { groups, skipped };
+}
+
+/**
+ * Roots of the classes that are residual streams: an Add (or Sum) adds two computed tensors
+ * whose channels are the same class, the way every block adds its output to its input.
+ */
+function residualRoots(model: OnnxModel, index: GraphIndex, space: AtomSpace): Set<number> {
+  const roots = new Set<number>();
+  for (const node of index.nodes) {
+    if (!['Add', 'Sum'].includes(node.opType) || ((node.domain ?? '') !== '' && node.domain !== 'ai.onnx')) continue;
+    const computed = node.input.filter((i) => i && !model.isConstant(i));
+    // Every channel (atom) of a slot is its own class: compare them one by one.
+    const rootsOf = (t: string) => new Set(space.slotsOf(t).flatMap((s) => Array.from({ length: s.size }, (_, i) => space.find(s.base + i))));
+    for (let a = 0; a < computed.length; a++) {
+      for (let b = a + 1; b < computed.length; b++) {
+        const other = rootsOf(computed[b]);
+        for (const r of rootsOf(computed[a])) if (other.has(r)) roots.add(r);
+      }
+    }
+  }
+  return roots;
 }
 
 function consumers(index: GraphIndex, tensor: string): Node[] {

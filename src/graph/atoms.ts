@@ -24,6 +24,11 @@ export class AtomSpace {
   private atoms = 0;
   /** Why a slot may not shrink; the first reason given wins. */
   readonly frozen = new Map<number, string>();
+  /**
+   * Slots a normalization computes its statistics over (LayerNorm, a ReduceMean): they may
+   * shrink, unless their class is also a residual stream (see analysis.ts).
+   */
+  readonly normalized = new Map<number, string>();
 
   addSlot(tensor: string, axis: number, size: number, constant: boolean): Slot {
     const key = `${axis}:${tensor}`;
@@ -75,6 +80,10 @@ export class AtomSpace {
 
   freeze(slot: Slot, reason: string): void {
     if (!this.frozen.has(slot.id)) this.frozen.set(slot.id, reason);
+  }
+
+  normalize(slot: Slot, reason: string): void {
+    if (!this.normalized.has(slot.id)) this.normalized.set(slot.id, reason);
   }
 
   /** Atom i of `a` is atom i of `b`. */

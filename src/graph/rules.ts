@@ -32,6 +32,11 @@ export interface RuleContext {
    */
   outer(merged: string, axisM: number, outer: string, axisO: number, inner: number): void;
   freeze(name: string, axis: number, reason: string): void;
+  /**
+   * A normalization computes its statistics over this axis: prunable with the norm's parameters
+   * when the axis is a layer's own width, left alone when it is a residual stream.
+   */
+  normalizedOver(name: string, axis: number, reason: string): void;
   /** Marks an axis as handled without coupling it (e.g. Shape only reads it). */
   keep(name: string, axis: number): void;
 }
@@ -138,7 +143,7 @@ const perChannelNorm: OpRule = {
   },
 };
 
-function normalizesOver(reason: string, axesOf: (ctx: RuleContext, r: number) => number[] | undefined): OpRule {
+function normalizesOver(reason: string, axesOf: (ctx: RuleContext, r: number) => number[] | undefined, hard = true): OpRule {
   return {
     link(ctx) {
       const n = ctx.node;
@@ -149,8 +154,10 @@ function normalizesOver(reason: string, axesOf: (ctx: RuleContext, r: number) =>
       if (!axes) return; // unknown axes: everything frozen by default
       linkAllAxes(ctx, x, outputs(n)[0]);
       for (const a of axes) {
-        ctx.freeze(x, a, reason);
-        ctx.freeze(outputs(n)[0], a, reason);
+        for (const t of [x, outputs(n)[0]]) {
+          if (hard) ctx.freeze(t, a, reason);
+          else ctx.normalizedOver(t, a, reason);
+        }
       }
       // Scale and bias (LayerNorm) broadcast over the trailing axes: they share those atoms.
       for (const p of inputs(n).slice(1)) {
@@ -162,10 +169,14 @@ function normalizesOver(reason: string, axesOf: (ctx: RuleContext, r: number) =>
   };
 }
 
-const layerNorm = normalizesOver('LayerNormalization normalizes over it (the residual stream)', (ctx, r) => {
-  const axis = normAxis(attrInt(ctx.node, 'axis', -1), r);
-  return Array.from({ length: r - axis }, (_, i) => axis + i);
-});
+const layerNorm = normalizesOver(
+  'LayerNormalization normalizes over it (the residual stream)',
+  (ctx, r) => {
+    const axis = normAxis(attrInt(ctx.node, 'axis', -1), r);
+    return Array.from({ length: r - axis }, (_, i) => axis + i);
+  },
+  false,
+);
 
 function softmaxRule(op: string): OpRule {
   return normalizesOver(`${op} normalizes over it`, (ctx, r) => {
@@ -194,7 +205,11 @@ function reduceRule(op: string): OpRule {
       let o = 0;
       for (let a = 0; a < r; a++) {
         if (reduced.has(a)) {
-          ctx.freeze(x, a, `${op} reduces over it (a normalization or sum over channels)`);
+          // A mean over channels is how exporters write LayerNorm and RMSNorm out; other
+          // reductions over channels are sums or maxima the model's output depends on whole.
+          const reason = `${op} reduces over it (a normalization or sum over channels)`;
+          if (op === 'ReduceMean') ctx.normalizedOver(x, a, reason);
+          else ctx.freeze(x, a, reason);
           if (keepdims) o++;
         } else ctx.same(x, a, y, o++);
       }
