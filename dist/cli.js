@@ -40116,6 +40116,61 @@ var einsum = {
     return { inputAxis: x.indexOf(w[contracted]), weightIn: contracted, weightOut: out, tapsPerOutput: 1 };
   }
 };
+var fusedMatmul = {
+  macs(node2, shapeOf) {
+    const a = shapeOf(node2.input[0]);
+    const out = shapeOf(node2.output[0]);
+    if (!a || !out || a.length < 2) return void 0;
+    return elementCount(out) * a[a.length - (attrInt(node2, "transA", 0) ? 2 : 1)];
+  },
+  weight(node2, inputRank, weightRank) {
+    const plain = !attrInt(node2, "transA", 0) && !attrInt(node2, "transBatchA", 0) && !attrInt(node2, "transBatchB", 0) && attrFloat(node2, "alpha", 1) === 1;
+    if (!plain || weightRank !== 2) return void 0;
+    return attrInt(node2, "transB", 0) ? { inputAxis: inputRank - 1, weightIn: 1, weightOut: 0, tapsPerOutput: 1 } : { inputAxis: inputRank - 1, weightIn: 0, weightOut: 1, tapsPerOutput: 1 };
+  },
+  link(ctx) {
+    if (attrInt(ctx.node, "transBatchA", 0) || attrInt(ctx.node, "transBatchB", 0)) return;
+    const [a, b] = inputs(ctx.node);
+    const y = outputs(ctx.node)[0];
+    const [ra, rb, ry] = [rank(ctx, a), rank(ctx, b), rank(ctx, y)];
+    if (ra < 2 || rb < 2) return;
+    const [aM, aK] = attrInt(ctx.node, "transA", 0) ? [ra - 1, ra - 2] : [ra - 2, ra - 1];
+    const [bK, bN] = attrInt(ctx.node, "transB", 0) ? [rb - 1, rb - 2] : [rb - 2, rb - 1];
+    ctx.same(a, aM, y, ry - 2);
+    ctx.same(b, bN, y, ry - 1);
+    ctx.same(a, aK, b, bK);
+    const ya = ctx.dims(y);
+    for (const [name, r] of [[a, ra], [b, rb]]) {
+      const d = ctx.dims(name);
+      for (let k = 0; k < r - 2; k++) if (d[k] === ya[k + ry - r]) ctx.same(name, k, y, k + ry - r);
+    }
+  }
+};
+var fusedConv = {
+  ...convRule(false),
+  link(ctx) {
+    convRule(false).link(ctx);
+    const z2 = inputs(ctx.node)[3];
+    if (z2) linkBroadcast(ctx, [z2], outputs(ctx.node)[0]);
+  }
+};
+function skipNorm(op) {
+  return {
+    link(ctx) {
+      const n = ctx.node;
+      const [x, skip, ...params] = inputs(n);
+      const [y, , , sum] = outputs(n);
+      const r = rank(ctx, x);
+      if (r < 0) return;
+      linkBroadcast(ctx, [x, skip], y);
+      if (sum) linkAllAxes(ctx, y, sum);
+      for (const p of params) if (p && rank(ctx, p) === 1) ctx.same(p, 0, y, r - 1);
+      const reason = `${op} normalizes over it (the residual stream)`;
+      for (const t of [x, skip, y, sum]) if (t) ctx.normalizedOver(t, rank(ctx, t) - 1, reason);
+      for (const o of outputs(n).slice(1, 3)) for (let a = 0; o && a < rank(ctx, o); a++) ctx.keep(o, a);
+    }
+  };
+}
 function piecewise(whole, parts, axis, ctx) {
   const r = rank(ctx, whole);
   const ax = normAxis(axis, r);
@@ -40366,6 +40421,25 @@ var OP_RULES = {
   Shape: readsShape,
   Size: readsShape,
   Constant: constant,
+  // what onnxruntime's graph optimizer writes (a model saved after it): default-domain contrib
+  // ops and com.microsoft fusions
+  SimplifiedLayerNormalization: normalizesOver(
+    "SimplifiedLayerNormalization normalizes over it (the residual stream)",
+    (ctx, r) => {
+      const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
+      return Array.from({ length: r - axis }, (_, i) => axis + i);
+    },
+    false
+  ),
+  "com.microsoft::FusedMatMul": fusedMatmul,
+  "com.microsoft::FusedGemm": gemm,
+  "com.microsoft::FusedConv": fusedConv,
+  "com.microsoft::Gelu": unary,
+  "com.microsoft::QuickGelu": unary,
+  "com.microsoft::FastGelu": broadcast,
+  "com.microsoft::BiasGelu": broadcast,
+  "com.microsoft::SkipLayerNormalization": skipNorm("SkipLayerNormalization"),
+  "com.microsoft::SkipSimplifiedLayerNormalization": skipNorm("SkipSimplifiedLayerNormalization"),
   // counted, not understood by the engine (quantized models)
   MatMulInteger: { macs: matmulMacs },
   "com.microsoft::MatMulNBits": {
@@ -41395,8 +41469,10 @@ function collectGroups(model, index, space, heads, isFloatConst, residual) {
 function residualRoots(model, index, space) {
   const roots = /* @__PURE__ */ new Set();
   for (const node2 of index.nodes) {
-    if (!["Add", "Sum"].includes(node2.opType) || (node2.domain ?? "") !== "" && node2.domain !== "ai.onnx") continue;
-    const computed = node2.input.filter((i) => i && !model.isConstant(i));
+    const adds = ["Add", "Sum"].includes(node2.opType) && ((node2.domain ?? "") === "" || node2.domain === "ai.onnx");
+    const skipNorm2 = node2.domain === "com.microsoft" && /^Skip(Simplified)?LayerNormalization$/.test(node2.opType);
+    if (!adds && !skipNorm2) continue;
+    const computed = (skipNorm2 ? node2.input.slice(0, 2) : node2.input).filter((i) => i && !model.isConstant(i));
     const rootsOf = (t) => new Set(space.slotsOf(t).flatMap((s) => Array.from({ length: s.size }, (_, i) => space.find(s.base + i))));
     for (let a = 0; a < computed.length; a++) {
       for (let b = a + 1; b < computed.length; b++) {
@@ -42829,17 +42905,32 @@ var einsum2 = {
     return weights.length ? { keptFloat: "Einsum weights stay float (onnxruntime has no quantized Einsum)" } : void 0;
   }
 };
+function fusedFloat(op) {
+  return {
+    candidate(node2, { work }) {
+      const weighted = node2.input.some((i) => {
+        const info = i ? work.constantInfo(i) : void 0;
+        return info && info.dims.length >= 2 && isFloatWeight(info.dtype);
+      });
+      return weighted ? { keptFloat: `${op} weights stay float (no quantized form for onnxruntime's fused ops)` } : void 0;
+    }
+  };
+}
 var QUANT_RULES = {
   MatMul: matmul2,
   Gemm: gemm2,
   Conv: conv,
   ConvTranspose: convTranspose,
   Gather: gather2,
-  Einsum: einsum2
+  Einsum: einsum2,
+  "com.microsoft::FusedMatMul": fusedFloat("FusedMatMul"),
+  "com.microsoft::FusedGemm": fusedFloat("FusedGemm"),
+  "com.microsoft::FusedConv": fusedFloat("FusedConv")
 };
 function quantRuleOf(node2) {
   const domain2 = node2.domain ?? "";
-  return domain2 === "" || domain2 === "ai.onnx" ? QUANT_RULES[node2.opType] : void 0;
+  const key = domain2 === "" || domain2 === "ai.onnx" ? node2.opType : `${domain2}::${node2.opType}`;
+  return Object.prototype.hasOwnProperty.call(QUANT_RULES, key) ? QUANT_RULES[key] : void 0;
 }
 
 // src/quantize/index.ts

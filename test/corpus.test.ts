@@ -10,8 +10,8 @@ import { traceTwice } from '../src/graph/analysis';
 import { OnnxModel } from '../src/onnx/model';
 import { createSession, dummyFeeds, ort } from '../src/onnx/runtime';
 import { writeModel } from '../src/onnx/write';
-import { pruneModel } from '../src/prune';
-import { CorpusModel, fetchCorpus } from '../tools/corpus';
+import { findPrunable, pruneModel } from '../src/prune';
+import { CorpusModel, fetchCorpus, optimizedCorpus } from '../tools/corpus';
 import { checkModel, checkerAvailable } from './helpers/onnx-checker';
 
 let corpus: CorpusModel[] = [];
@@ -69,5 +69,28 @@ describe.each(corpus.map((m) => [m.id, m] as const))('%s', (_id, m) => {
       if (typeof data[0] === 'number') expect([name, Array.from(data).every((v) => Number.isFinite(v))]).toEqual([name, true]);
     }
     if (checker && checkModel(m.file).status === 'ok') expect(checkModel(file)).toEqual({ status: 'ok' });
+  });
+});
+
+describe("models saved after onnxruntime's optimizer prune like their unfused originals", () => {
+  test.each(['gpt2', 'llama', 'bert', 'cnn', 'mlp'])('%s', async (name) => {
+    const models = await optimizedCorpus();
+    const m = models.find((x) => x.id === `${name}-ort-extended`)!;
+    const options = { target: 0.3, structures: ['ffn', 'heads', 'channels'] as ('ffn' | 'heads' | 'channels')[], importance: 'magnitude' as const, compensate: 'none' as const };
+    const share = async (file: string) => {
+      const r = await pruneModel(OnnxModel.read(file), options);
+      return { removed: 1 - r.paramsAfter / r.paramsBefore, result: r };
+    };
+    const [fused, unfused] = [await share(m.file), await share(m.source)];
+    expect(Math.abs(fused.removed - unfused.removed)).toBeLessThanOrEqual(0.02);
+    // The same groups are found (which of them the ranking then cuts may differ a little).
+    const groups = async (file: string) => (await findPrunable(OnnxModel.read(file))).prunable.map((g) => `${g.kind} ${g.units}`);
+    expect(await groups(m.file)).toEqual(await groups(m.source));
+    const file = path.join(tmp, `${m.id}.onnx`);
+    writeModel(fused.result.model, file);
+    const base = OnnxModel.read(m.file);
+    const feeds = dummyFeeds(base, 2, 5);
+    const [want, got] = [await outputsAt(base, feeds), await outputsAt(OnnxModel.read(file), feeds)];
+    for (const [n, t] of Object.entries(want)) expect([n, got[n]?.dims]).toEqual([n, t.dims]);
   });
 });

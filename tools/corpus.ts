@@ -32,6 +32,36 @@ export interface CorpusModel {
 interface Manifest {
   packages: { name: string; version: string; integrity: string; license: string }[];
   models: Omit<CorpusModel, 'file'>[];
+  optimized: { level: 'basic' | 'extended'; models: { id: string; source: string; kind: CorpusModel['kind'] }[] };
+}
+
+/** A fixture saved after onnxruntime's optimizer, and the file it was made from. */
+export interface OptimizedModel {
+  id: string;
+  kind: CorpusModel['kind'];
+  source: string;
+  file: string;
+}
+
+/** Saves each fixture of the manifest's `optimized` list after onnxruntime's optimizer (cached). */
+export async function optimizedCorpus(): Promise<OptimizedModel[]> {
+  const { ort } = await import('../src/onnx/runtime');
+  const { optimized } = readManifest();
+  const dir = path.join(CORPUS_CACHE, `ort-${ort.env.versions.common}-${optimized.level}`);
+  fs.mkdirSync(dir, { recursive: true });
+  const out: OptimizedModel[] = [];
+  for (const m of optimized.models) {
+    const source = path.join(ROOT, m.source);
+    const file = path.join(dir, `${m.id}.onnx`);
+    if (!fs.existsSync(file) || fs.statSync(file).mtimeMs < fs.statSync(source).mtimeMs) {
+      const tmp = `${file}.tmp-${process.pid}`;
+      const session = await ort.InferenceSession.create(source, { graphOptimizationLevel: optimized.level, optimizedModelFilePath: tmp, logSeverityLevel: 3 });
+      await session.release();
+      fs.renameSync(tmp, file);
+    }
+    out.push({ id: m.id, kind: m.kind, source, file });
+  }
+  return out;
 }
 
 export function readManifest(): Manifest {

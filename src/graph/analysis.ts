@@ -361,8 +361,10 @@ function collectGroups(
 function residualRoots(model: OnnxModel, index: GraphIndex, space: AtomSpace): Set<number> {
   const roots = new Set<number>();
   for (const node of index.nodes) {
-    if (!['Add', 'Sum'].includes(node.opType) || ((node.domain ?? '') !== '' && node.domain !== 'ai.onnx')) continue;
-    const computed = node.input.filter((i) => i && !model.isConstant(i));
+    const adds = ['Add', 'Sum'].includes(node.opType) && ((node.domain ?? '') === '' || node.domain === 'ai.onnx');
+    const skipNorm = node.domain === 'com.microsoft' && /^Skip(Simplified)?LayerNormalization$/.test(node.opType);
+    if (!adds && !skipNorm) continue;
+    const computed = (skipNorm ? node.input.slice(0, 2) : node.input).filter((i) => i && !model.isConstant(i));
     // Every channel (atom) of a slot is its own class: compare them one by one.
     const rootsOf = (t: string) => new Set(space.slotsOf(t).flatMap((s) => Array.from({ length: s.size }, (_, i) => space.find(s.base + i))));
     for (let a = 0; a < computed.length; a++) {

@@ -515,6 +515,76 @@ const einsum: OpRule = {
   },
 };
 
+/**
+ * com.microsoft FusedMatMul (what onnxruntime's optimizer makes of a MatMul with a Transpose or a
+ * scale around it): alpha · op(A) · op(B), op a transpose of the last two axes when transA or
+ * transB is set. Batched transposes (transBatchA/B) move axes further: left alone.
+ */
+const fusedMatmul: OpRule = {
+  macs(node, shapeOf) {
+    const a = shapeOf(node.input[0]);
+    const out = shapeOf(node.output[0]);
+    if (!a || !out || a.length < 2) return undefined;
+    return elementCount(out) * a[a.length - (attrInt(node, 'transA', 0) ? 2 : 1)];
+  },
+  weight(node, inputRank, weightRank) {
+    const plain = !attrInt(node, 'transA', 0) && !attrInt(node, 'transBatchA', 0) && !attrInt(node, 'transBatchB', 0) && attrFloat(node, 'alpha', 1) === 1;
+    if (!plain || weightRank !== 2) return undefined;
+    return attrInt(node, 'transB', 0)
+      ? { inputAxis: inputRank - 1, weightIn: 1, weightOut: 0, tapsPerOutput: 1 }
+      : { inputAxis: inputRank - 1, weightIn: 0, weightOut: 1, tapsPerOutput: 1 };
+  },
+  link(ctx) {
+    if (attrInt(ctx.node, 'transBatchA', 0) || attrInt(ctx.node, 'transBatchB', 0)) return;
+    const [a, b] = inputs(ctx.node);
+    const y = outputs(ctx.node)[0];
+    const [ra, rb, ry] = [rank(ctx, a), rank(ctx, b), rank(ctx, y)];
+    if (ra < 2 || rb < 2) return;
+    const [aM, aK] = attrInt(ctx.node, 'transA', 0) ? [ra - 1, ra - 2] : [ra - 2, ra - 1];
+    const [bK, bN] = attrInt(ctx.node, 'transB', 0) ? [rb - 1, rb - 2] : [rb - 2, rb - 1];
+    ctx.same(a, aM, y, ry - 2);
+    ctx.same(b, bN, y, ry - 1);
+    ctx.same(a, aK, b, bK);
+    const ya = ctx.dims(y)!;
+    for (const [name, r] of [[a, ra], [b, rb]] as const) {
+      const d = ctx.dims(name)!;
+      for (let k = 0; k < r - 2; k++) if (d[k] === ya[k + ry - r]) ctx.same(name, k, y, k + ry - r);
+    }
+  },
+};
+
+/** com.microsoft FusedConv: Conv with its activation, and an optional sum input Z added to the result. */
+const fusedConv: OpRule = {
+  ...convRule(false),
+  link(ctx) {
+    convRule(false).link!(ctx);
+    const z = inputs(ctx.node)[3];
+    if (z) linkBroadcast(ctx, [z], outputs(ctx.node)[0]);
+  },
+};
+
+/**
+ * com.microsoft SkipLayerNormalization: LayerNorm over the last axis of input + skip (+ bias),
+ * which is how onnxruntime's optimizer writes a residual Add followed by its LayerNorm.
+ */
+function skipNorm(op: string): OpRule {
+  return {
+    link(ctx) {
+      const n = ctx.node;
+      const [x, skip, ...params] = inputs(n);
+      const [y, , , sum] = outputs(n);
+      const r = rank(ctx, x);
+      if (r < 0) return;
+      linkBroadcast(ctx, [x, skip], y);
+      if (sum) linkAllAxes(ctx, y, sum);
+      for (const p of params) if (p && rank(ctx, p) === 1) ctx.same(p, 0, y, r - 1);
+      const reason = `${op} normalizes over it (the residual stream)`;
+      for (const t of [x, skip, y, sum]) if (t) ctx.normalizedOver(t, rank(ctx, t) - 1, reason);
+      for (const o of outputs(n).slice(1, 3)) for (let a = 0; o && a < rank(ctx, o); a++) ctx.keep(o, a);
+    },
+  };
+}
+
 /** Split and Concat: the split axis is laid out piece after piece; other axes are shared. */
 function piecewise(whole: string, parts: string[], axis: number, ctx: RuleContext): void {
   const r = rank(ctx, whole);
@@ -726,6 +796,25 @@ export const OP_RULES: Record<string, OpRule> = {
   LpPool: pool, Resize: resize, Upsample: resize,
   Shape: readsShape, Size: readsShape,
   Constant: constant,
+  // what onnxruntime's graph optimizer writes (a model saved after it): default-domain contrib
+  // ops and com.microsoft fusions
+  SimplifiedLayerNormalization: normalizesOver(
+    'SimplifiedLayerNormalization normalizes over it (the residual stream)',
+    (ctx, r) => {
+      const axis = normAxis(attrInt(ctx.node, 'axis', -1), r);
+      return Array.from({ length: r - axis }, (_, i) => axis + i);
+    },
+    false,
+  ),
+  'com.microsoft::FusedMatMul': fusedMatmul,
+  'com.microsoft::FusedGemm': gemm,
+  'com.microsoft::FusedConv': fusedConv,
+  'com.microsoft::Gelu': unary,
+  'com.microsoft::QuickGelu': unary,
+  'com.microsoft::FastGelu': broadcast,
+  'com.microsoft::BiasGelu': broadcast,
+  'com.microsoft::SkipLayerNormalization': skipNorm('SkipLayerNormalization'),
+  'com.microsoft::SkipSimplifiedLayerNormalization': skipNorm('SkipSimplifiedLayerNormalization'),
   // counted, not understood by the engine (quantized models)
   MatMulInteger: { macs: matmulMacs },
   'com.microsoft::MatMulNBits': {

@@ -119,6 +119,20 @@ const einsum: QuantRule = {
   },
 };
 
+/** onnxruntime's fused ops (a model saved after its optimizer): their weights stay float, reported. */
+function fusedFloat(op: string): QuantRule {
+  return {
+    candidate(node, { work }) {
+      const weighted = node.input.some((i) => {
+        const info = i ? work.constantInfo(i) : undefined;
+        return info && info.dims.length >= 2 && isFloatWeight(info.dtype);
+      });
+      return weighted ? { keptFloat: `${op} weights stay float (no quantized form for onnxruntime's fused ops)` } : undefined;
+    },
+  };
+}
+
+/** Op type -> entry; ops outside the default domain as `domain::Op` (as the op registry keys them). */
 export const QUANT_RULES: Record<string, QuantRule> = {
   MatMul: matmul,
   Gemm: gemm,
@@ -126,10 +140,14 @@ export const QUANT_RULES: Record<string, QuantRule> = {
   ConvTranspose: convTranspose,
   Gather: gather,
   Einsum: einsum,
+  'com.microsoft::FusedMatMul': fusedFloat('FusedMatMul'),
+  'com.microsoft::FusedGemm': fusedFloat('FusedGemm'),
+  'com.microsoft::FusedConv': fusedFloat('FusedConv'),
 };
 
-/** The registry's entry for a node: default-domain ops only. */
+/** The registry's entry for a node. */
 export function quantRuleOf(node: onnx.NodeProto): QuantRule | undefined {
   const domain = node.domain ?? '';
-  return domain === '' || domain === 'ai.onnx' ? QUANT_RULES[node.opType] : undefined;
+  const key = domain === '' || domain === 'ai.onnx' ? node.opType : `${domain}::${node.opType}`;
+  return Object.prototype.hasOwnProperty.call(QUANT_RULES, key) ? QUANT_RULES[key] : undefined;
 }
