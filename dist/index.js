@@ -81442,7 +81442,25 @@ var init_rules = __esm({
         for (let a = 0; a < rank(ctx, x); a++) ctx.keep(x, a);
       }
     };
-    resize = pool;
+    resize = {
+      link(ctx) {
+        const x = inputs(ctx.node)[0];
+        const y = outputs(ctx.node)[0];
+        const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
+        if (!a || !b || !a2 || !b2 || a.length !== b.length) return;
+        for (let k = 0; k < a.length; k++) if (a[k] === b[k] && a2[k] === b2[k]) ctx.same(x, k, y, k);
+      },
+      resize({ node: node2, model, newDims, fixShapeInput }) {
+        const sizes = node2.opType === "Resize" ? node2.input[3] : void 0;
+        if (!sizes) return;
+        const [d0, d1] = [newDims(node2.output[0], 0), newDims(node2.output[0], 1)];
+        if (model.isConstant(sizes) && d0 && JSON.stringify(d0) === JSON.stringify(d1)) {
+          const name = model.uniqueName(`${sizes}_pruned`);
+          model.addInitializer(name, intTensor(d0));
+          node2.input[3] = name;
+        } else fixShapeInput(3, (v) => v.data);
+      }
+    };
     constant = {
       link(ctx) {
         const y = outputs(ctx.node)[0];
@@ -82465,7 +82483,7 @@ async function analyze(model, options = {}) {
       if (size > 1 && size === d2[axis]) space.addSlot(name, axis, size, model.isConstant(name));
     });
   };
-  for (const name of model.constantNames()) addSlots(name);
+  for (const name of model.constantNames()) if (index.consumersOf(name).length > 0 || index.graphOutputs.has(name)) addSlots(name);
   for (const name of t1.keys()) addSlots(name);
   space.seal();
   const headAxes = /* @__PURE__ */ new Set();

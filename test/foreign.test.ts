@@ -201,3 +201,21 @@ describe('a normalization over a width', () => {
     expect(found.skipped.map((s) => s.reason)).toContain('LayerNormalization normalizes over it (the residual stream)');
   });
 });
+
+test.each(['scales', 'sizes'] as const)('channels pass through a Resize given %s, whose sizes are rewritten when channels go', async (form) => {
+  const resizeInputs = form === 'scales' ? ['c', '', 'scales'] : ['c', '', '', 'sizes'];
+  const proto = model({
+    nodes: [node('Conv', ['x', 'w1'], ['c']), node('Resize', resizeInputs, ['u']), node('Relu', ['u'], ['r']), node('Conv', ['r', 'w2'], ['y'])],
+    inputs: [valueInfo('x', T.FLOAT, [1, 3, 8, 8])],
+    outputs: [valueInfo('y', T.FLOAT, [1, 4, 16, 16])],
+    initializers: [
+      floatTensor('w1', [16, 3, 1, 1]),
+      floatTensor('w2', [4, 16, 1, 1]),
+      floatTensor('scales', [4], [1, 1, 2, 2]),
+      onnx.TensorProto.create({ name: 'sizes', dataType: T.INT64, dims: [4], int64Data: [1, 16, 16, 16] }),
+    ],
+  });
+  const r = await pruneModel(load(proto), { target: 0.3, ...MAGNITUDE });
+  expect(r.pruned).toEqual([expect.objectContaining({ kind: 'channels', before: 16 })]);
+  expect(await outputDims(r.model, dummyFeeds(r.model, 1, 1))).toEqual([[1, 4, 16, 16]]);
+});

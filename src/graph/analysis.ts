@@ -146,7 +146,8 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
       if (size > 1 && size === d2[axis]) space.addSlot(name, axis, size, model.isConstant(name));
     });
   };
-  for (const name of model.constantNames()) addSlots(name);
+  // A constant nothing reads is no channel space of the model (removing its entries would do nothing).
+  for (const name of model.constantNames()) if (index.consumersOf(name).length > 0 || index.graphOutputs.has(name)) addSlots(name);
   for (const name of t1.keys()) addSlots(name);
   space.seal();
 

@@ -751,8 +751,31 @@ const readsShape: OpRule = {
   },
 };
 
-/** Resize/Upsample: batch and channel pass through; spatial axes are fixed by the scale. */
-const resize: OpRule = pool;
+/**
+ * Resize/Upsample: an axis the op leaves its size (in both traced runs: a scale of 1, or the
+ * same size asked) passes through, whatever the layout; the others are fixed by the scale. A
+ * constant `sizes` input holds the channel count too: it is rewritten when channels go.
+ */
+const resize: OpRule = {
+  link(ctx) {
+    const x = inputs(ctx.node)[0];
+    const y = outputs(ctx.node)[0];
+    const [a, b, a2, b2] = [ctx.dims(x), ctx.dims(y), ctx.dims2(x), ctx.dims2(y)];
+    if (!a || !b || !a2 || !b2 || a.length !== b.length) return;
+    for (let k = 0; k < a.length; k++) if (a[k] === b[k] && a2[k] === b2[k]) ctx.same(x, k, y, k);
+  },
+  resize({ node, model, newDims, fixShapeInput }) {
+    const sizes = node.opType === 'Resize' ? node.input[3] : undefined;
+    if (!sizes) return;
+    const [d0, d1] = [newDims(node.output[0], 0), newDims(node.output[0], 1)];
+    // Constant sizes (a static shape): written anew, as a new constant in case others share it.
+    if (model.isConstant(sizes) && d0 && JSON.stringify(d0) === JSON.stringify(d1)) {
+      const name = model.uniqueName(`${sizes}_pruned`);
+      model.addInitializer(name, intTensor(d0));
+      node.input[3] = name;
+    } else fixShapeInput(3, (v) => v.data);
+  },
+};
 
 /** A Constant node is a weight like an initializer: its users decide how it is coupled. */
 const constant: OpRule = {
