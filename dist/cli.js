@@ -41614,7 +41614,8 @@ function applyRemoval(analysis, removals, prepare) {
     });
   }
   tidy(model, changed);
-  return { model, removed };
+  const sliced = [...removedIdx].filter(([slotId]) => space.slots[slotId].constant).map(([slotId, indices]) => ({ tensor: space.slots[slotId].tensor, axis: space.slots[slotId].axis, indices: [...indices].sort((a, b) => a - b) }));
+  return { model, removed, sliced };
 }
 function tidy(model, changed) {
   const graph = model.graph;
@@ -42325,7 +42326,7 @@ async function pruneOnce(model, options) {
       const problem = await verifyPruned(applied.model, traces);
       if (!problem) {
         const paramsAfter = countParams(applied.model);
-        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter };
+        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced };
       }
       const node2 = failingNode(analysis, problem);
       if (node2 && !frozenNodes.has(node2)) {

@@ -7,7 +7,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { UserError } from '../src/errors';
 import { traceTwice } from '../src/graph/analysis';
+import { isFloatDType } from '../src/onnx/dtype';
 import { OnnxModel } from '../src/onnx/model';
+import { fromFloat32, toFloat32 } from '../src/onnx/tensor';
 import { createSession, dummyFeeds, ort } from '../src/onnx/runtime';
 import { writeModel } from '../src/onnx/write';
 import { findPrunable, pruneModel } from '../src/prune';
@@ -69,6 +71,31 @@ describe.each(corpus.map((m) => [m.id, m] as const))('%s', (_id, m) => {
       if (typeof data[0] === 'number') expect([name, Array.from(data).every((v) => Number.isFinite(v))]).toEqual([name, true]);
     }
     if (checker && checkModel(m.file).status === 'ok') expect(checkModel(file)).toEqual({ status: 'ok' });
+    // Exactness: the input with the removed entries zeroed computes the same outputs.
+    if (m.exact !== false) {
+      const zeroed = base.clone();
+      for (const { tensor, axis, indices } of result.sliced ?? []) {
+        const t = zeroed.constant(tensor)!;
+        if (!isFloatDType(t.dtype)) continue;
+        const values = toFloat32(t);
+        const inner = t.dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+        const size = t.dims[axis];
+        for (let i = 0; i < values.length; i++) if (indices.includes(Math.floor(i / inner) % size)) values[i] = 0;
+        zeroed.setConstant(tensor, fromFloat32(values, t.dtype, t.dims));
+      }
+      const reference = await outputsAt(zeroed, feeds);
+      for (const [name, t] of Object.entries(reference)) {
+        const [a, b] = [Array.from(t.data as Float32Array, Number), Array.from(got[name].data as Float32Array, Number)];
+        const scale = Math.max(1e-6, ...a.map(Math.abs));
+        const worst = Math.max(...a.map((v, i) => Math.abs(v - b[i])));
+        expect([name, worst / scale <= 1e-4]).toEqual([name, true]);
+      }
+    }
+    // Target 0 writes a model that computes bit for bit the same.
+    const none = path.join(tmp, `${m.id}-target-0.onnx`);
+    writeModel((await pruneModel(base, { ...options, target: 0 })).model, none);
+    const same = await outputsAt(OnnxModel.read(none), feeds);
+    for (const [name, t] of Object.entries(want)) expect([name, Buffer.from((same[name].data as Float32Array).buffer).equals(Buffer.from((t.data as Float32Array).buffer))]).toEqual([name, true]);
   });
 });
 

@@ -25,6 +25,8 @@ export interface CorpusModel {
   /** A model that should prune but does not yet, and why (a known gap of the engine). */
   gap?: string;
   note?: string;
+  /** false: a normalization's statistics span a pruned width, so zeroing is not removal. */
+  exact?: boolean;
   /** The extracted file. */
   file: string;
 }

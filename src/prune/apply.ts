@@ -22,6 +22,14 @@ export interface Applied {
   model: OnnxModel;
   /** Removed index count per slot id. */
   removed: Map<number, number>;
+  /** The entries sliced out of each constant: tensor, axis and indices (in the input model). */
+  sliced: SlicedEntries[];
+}
+
+export interface SlicedEntries {
+  tensor: string;
+  axis: number;
+  indices: number[];
 }
 
 /**
@@ -106,7 +114,10 @@ export function applyRemoval(analysis: Analysis, removals: Removal[], prepare?: 
     });
   }
   tidy(model, changed);
-  return { model, removed };
+  const sliced = [...removedIdx]
+    .filter(([slotId]) => space.slots[slotId].constant)
+    .map(([slotId, indices]) => ({ tensor: space.slots[slotId].tensor, axis: space.slots[slotId].axis, indices: [...indices].sort((a, b) => a - b) }));
+  return { model, removed, sliced };
 }
 
 /**

@@ -111,7 +111,7 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       const problem = await verifyPruned(applied.model, traces);
       if (!problem) {
         const paramsAfter = countParams(applied.model);
-        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter };
+        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced };
       }
       // The node onnxruntime names is where the engine's understanding failed: leave that node
       // alone (one place, one reason), not every group that happens to pass through it.

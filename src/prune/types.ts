@@ -1,6 +1,7 @@
 import type { Structure } from '../graph/analysis';
 import type { OnnxModel } from '../onnx/model';
 import type { Feeds } from '../onnx/runtime';
+import type { SlicedEntries } from './apply';
 
 export type { Structure } from '../graph/analysis';
 export const IMPORTANCES = ['magnitude', 'activation'] as const;
@@ -58,6 +59,12 @@ export interface PruneResult {
   skipped: SkippedEntry[];
   paramsBefore: number;
   paramsAfter: number;
+  /**
+   * What was sliced out of each constant, by the last step (with one step: indices of the input
+   * model's constants). Zeroing these entries in the input gives what the pruned model computes
+   * wherever no normalization's statistics span a pruned width.
+   */
+  sliced?: SlicedEntries[];
 }
 
 /** State carried from one pruning step to the next (see PruneOptions.memory). */
