@@ -14,7 +14,7 @@ import { createSession, dummyFeeds, ort } from '../src/onnx/runtime';
 import { writeModel } from '../src/onnx/write';
 import { findPrunable, pruneModel } from '../src/prune';
 import { CorpusModel, fetchCorpus, optimizedCorpus } from '../tools/corpus';
-import { checkModel, checkerAvailable } from './helpers/onnx-checker';
+import { checkModel, checkerAvailable } from '../tools/onnx-checker';
 
 let corpus: CorpusModel[] = [];
 let unavailable: string | undefined;

@@ -11,7 +11,7 @@ import { createSession, dummyFeeds } from '../src/onnx/runtime';
 import { OP_RULES } from '../src/graph/rules';
 import { writeModel } from '../src/onnx/write';
 import { findPrunable, pruneModel } from '../src/prune';
-import { checkModel, checkerAvailable } from './helpers/onnx-checker';
+import { checkModel, checkerAvailable } from '../tools/onnx-checker';
 import { T, attrInts, encode, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
 
 const load = (proto: onnx.ModelProto) => OnnxModel.fromBytes(encode(proto), 'synthetic.onnx');

@@ -14,6 +14,8 @@ import { createSession, dummyFeeds } from '../../src/onnx/runtime';
 import { writeModel } from '../../src/onnx/write';
 import { quantizeArtifact } from '../../src/pipeline/run';
 import { pruneModel } from '../../src/prune';
+import { fetchCorpus, optimizedCorpus } from '../corpus';
+import { checkModel, checkerAvailable } from '../onnx-checker';
 
 async function shapesOf(file: string | OnnxModel, feeds: ReturnType<typeof dummyFeeds>): Promise<string> {
   const session = await createSession(typeof file === 'string' ? OnnxModel.read(file) : file);
@@ -25,11 +27,21 @@ async function shapesOf(file: string | OnnxModel, feeds: ReturnType<typeof dummy
   }
 }
 
+/** Files to measure: the arguments, and with --corpus the third-party corpus and the optimized fixtures. */
+async function inputs(): Promise<{ name: string; file: string; source: string }[]> {
+  const args = process.argv.slice(2);
+  const files = args.filter((a) => a !== '--corpus').map((file) => ({ name: path.basename(file, '.onnx'), file, source: 'torch.onnx (export_sweep.py)' }));
+  if (!args.includes('--corpus')) return files;
+  const corpus = fetchCorpus().map((m) => ({ name: m.id, file: m.file, source: `${m.toolchain} (${m.package})` }));
+  const optimized = (await optimizedCorpus()).map((m) => ({ name: m.id, file: m.file, source: "onnxruntime's optimizer (extended)" }));
+  return [...files, ...corpus, ...optimized];
+}
+
 async function main() {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-exporters-'));
-  for (const file of process.argv.slice(2)) {
-    const name = path.basename(file, '.onnx');
-    const row: Record<string, unknown> = { model: name };
+  const checker = checkerAvailable();
+  for (const { name, file, source } of await inputs()) {
+    const row: Record<string, unknown> = { model: name, source };
     try {
       const base = OnnxModel.read(file);
       // The share of parameters in weights that have a prunable axis (each weight counted once).
@@ -39,14 +51,20 @@ async function main() {
       row.params = countParams(base);
       row.prunableShare = inWeights / (row.params as number);
       row.groups = [...new Set(analysis.groups.map((g) => g.kind))].join(', ');
-      const feeds = dummyFeeds(base, 2, 6);
+      // Dummy data at the sizes the model was traced at (some models only run on long inputs).
+      const [t0, t1] = analysis.traces;
+      const feeds = dummyFeeds(base, ...(t0.sizes as [number, number]));
       const want = await shapesOf(base, feeds);
-      const calibration = () => [dummyFeeds(base, 3, 5), dummyFeeds(base, 2, 7)];
+      const calibration = () => [dummyFeeds(base, ...(t0.sizes as [number, number])), dummyFeeds(base, ...(t1.sizes as [number, number]))];
       const pruned = await pruneModel(base, { target: 0.3, structures: ['ffn', 'heads', 'channels'], importance: 'activation', compensate: 'bias', calibration });
       row.removed = 1 - pruned.paramsAfter / pruned.paramsBefore;
       const prunedFile = path.join(tmp, `${name}-pruned.onnx`);
       writeModel(pruned.model, prunedFile);
       row.pruned = (await shapesOf(prunedFile, feeds)) === want ? 'ok' : 'output shapes differ';
+      if (checker) {
+        const [before, after] = [checkModel(file), checkModel(prunedFile)];
+        row.checker = before.status !== 'ok' ? `input: ${before.status}` : after.status === 'ok' ? 'ok' : `fails: ${'message' in after ? after.message : ''}`;
+      }
       for (const mode of ['int8', 'int4'] as const) {
         const out = path.join(tmp, `${name}-${mode}.onnx`);
         writeModel((await quantizeArtifact(pruned.model, mode, { calibration })).model, out);

@@ -200,13 +200,15 @@ function exporters(): void {
     }
   }
   const files = fs.readdirSync(dir).filter((f) => f.endsWith('.onnx')).sort().map((f) => path.join(dir, f));
-  const rows = child('exporters.ts', files);
+  const rows = child('exporters.ts', [...files, '--corpus']);
   const lines = rows.map((r) =>
     r.error
-      ? [r.model as string, `error: ${r.error}`, '', '', '', '', '', '']
-      : [r.model as string, String(r.params), pct(r.prunableShare), r.groups as string, pct(r.removed), r.pruned as string, r.int8 as string, r.int4 as string],
+      ? [r.model as string, r.source as string, String(r.params ?? ''), `${r.error}`, '', '', '', '', '', '']
+      : [r.model as string, r.source as string, String(r.params), pct(r.prunableShare), r.groups as string, pct(r.removed), r.pruned as string, (r.checker as string) ?? 'not run', r.int8 as string, r.int4 as string],
   );
-  publish('exporters', rows, { exporters: table(['model', 'params', 'in prunable weights', 'kinds', 'removed at 30 %', 'pruned', '+ int8', '+ int4'], lines) });
+  publish('exporters', rows, {
+    exporters: table(['model', 'made by', 'params', 'in prunable weights', 'kinds', 'removed at 30 %', 'pruned', 'ONNX checker', '+ int8', '+ int4'], lines),
+  });
 }
 
 function examples(): void {
