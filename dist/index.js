@@ -84030,7 +84030,17 @@ async function verifyQuantized(original, quantized) {
     throw new Error(`internal: the quantized model does not load in onnxruntime: ${e.message}`);
   }
   try {
-    const out = await session.run(dummyFeeds(quantized, 1, 4));
+    let out;
+    let lastError;
+    for (const sizes of [[1, 4], ...TRACE_SIZES.map((pair) => pair[0])]) {
+      try {
+        out = await session.run(dummyFeeds(quantized, ...sizes));
+        break;
+      } catch (e) {
+        lastError = e;
+      }
+    }
+    if (!out) throw new Error(`internal: the quantized model does not run at any size tried: ${String(lastError?.message ?? lastError).split("\n")[0]}`);
     for (const spec of expected) {
       const t = out[spec.name];
       const fits = t && t.dims.length === spec.dims.length && spec.dims.every((d, i) => typeof d !== "number" || t.dims[i] === d);
@@ -84050,6 +84060,7 @@ var init_rewrite = __esm({
     "use strict";
     import_onnx_proto14 = __toESM(require_onnx());
     init_runtime();
+    init_analysis();
     init_formats();
   }
 });

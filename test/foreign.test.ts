@@ -11,6 +11,7 @@ import { createSession, dummyFeeds } from '../src/onnx/runtime';
 import { OP_RULES } from '../src/graph/rules';
 import { writeModel } from '../src/onnx/write';
 import { findPrunable, pruneModel } from '../src/prune';
+import { quantizeModel } from '../src/quantize';
 import { checkModel, checkerAvailable } from '../tools/onnx-checker';
 import { T, attrInts, encode, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
 
@@ -69,6 +70,9 @@ test('a model that only runs on longer inputs is traced at a size it runs at, an
   expect(r.pruned).toEqual([expect.objectContaining({ kind: 'channels', before: 16 })]);
   expect(r.paramsAfter).toBeLessThan(r.paramsBefore);
   expect(await outputDims(r.model, dummyFeeds(r.model, 2, 40))).toEqual([[2, 4, 32]]);
+  // The quantizer's check of its result runs at a size the model runs at too.
+  const q = await quantizeModel(r.model, { bits: 8, conv: 'int8' });
+  expect(q.quantized.map((l) => l.kind)).toEqual(['conv', 'conv']);
 });
 
 test('a model that runs at no size tried is a one-line UserError, not an internal error', async () => {

@@ -54,7 +54,7 @@ export interface Analysis {
  * survives its downsampling (multiples of 32), an audio model a window longer than its
  * filters. Axis 0 gets the first number, every other dynamic axis the second.
  */
-const TRACE_SIZES: [number, number][][] = [
+export const TRACE_SIZES: [number, number][][] = [
   [
     [2, 7],
     [3, 5],

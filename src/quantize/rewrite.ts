@@ -2,6 +2,7 @@
 import { onnx } from 'onnx-proto';
 import { OnnxModel } from '../onnx/model';
 import { createSession, dummyFeeds, graphOutputs, ort } from '../onnx/runtime';
+import { TRACE_SIZES } from '../graph/analysis';
 import { Candidate, MS_DOMAIN } from './formats';
 
 export function addMsOpset(model: OnnxModel): void {
@@ -37,8 +38,9 @@ export function applyCandidates(work: OnnxModel, candidates: Candidate[], remova
 }
 
 /**
- * Runs the quantized model once (batch 1, 4 positions along other dynamic axes) and checks its
- * outputs keep the float model's names, element types and ranks, and every fixed size.
+ * Runs the quantized model once and checks its outputs keep the float model's names, element
+ * types and ranks, and every fixed size. The dummy inputs take the first of the engine's trace
+ * sizes the model runs at (some models only run on long inputs).
  */
 export async function verifyQuantized(original: OnnxModel, quantized: OnnxModel): Promise<void> {
   const expected = graphOutputs(original);
@@ -49,7 +51,17 @@ export async function verifyQuantized(original: OnnxModel, quantized: OnnxModel)
     throw new Error(`internal: the quantized model does not load in onnxruntime: ${(e as Error).message}`);
   }
   try {
-    const out = await session.run(dummyFeeds(quantized, 1, 4));
+    let out: ort.InferenceSession.ReturnType | undefined;
+    let lastError: unknown;
+    for (const sizes of [[1, 4] as [number, number], ...TRACE_SIZES.map((pair) => pair[0])]) {
+      try {
+        out = await session.run(dummyFeeds(quantized, ...sizes));
+        break;
+      } catch (e) {
+        lastError = e;
+      }
+    }
+    if (!out) throw new Error(`internal: the quantized model does not run at any size tried: ${String((lastError as Error)?.message ?? lastError).split('\n')[0]}`);
     for (const spec of expected) {
       const t = out[spec.name];
       const fits = t && t.dims.length === spec.dims.length && spec.dims.every((d, i) => typeof d !== 'number' || t.dims[i] === d);
