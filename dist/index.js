@@ -82775,6 +82775,7 @@ function applyRemoval(analysis, removals, prepare) {
     }
     model.sliceConstant(tensor, keep);
   }
+  sliceCreatedBiases(analysis, model, removedIdx);
   const index = new GraphIndex(model);
   const newDims = (tensor, which) => {
     const base = analysis.traces[which].get(tensor)?.dims ?? analysis.model.constantInfo(tensor)?.dims;
@@ -82816,6 +82817,26 @@ function applyRemoval(analysis, removals, prepare) {
   tidy(model, changed);
   const sliced = [...removedIdx].filter(([slotId]) => space.slots[slotId].constant).map(([slotId, indices]) => ({ tensor: space.slots[slotId].tensor, axis: space.slots[slotId].axis, indices: [...indices].sort((a, b) => a - b) }));
   return { model, removed, sliced };
+}
+function sliceCreatedBiases(analysis, model, removedIdx) {
+  const { space } = analysis;
+  for (const node2 of model.graph.node) {
+    const w = node2.input[1];
+    const inputRank = analysis.traces[0].get(node2.input[0])?.dims.length;
+    const weightRank = w ? analysis.model.constantInfo(w)?.dims.length : void 0;
+    if (inputRank === void 0 || weightRank === void 0) continue;
+    const use = ruleOf(node2)?.weight?.(node2, inputRank, weightRank);
+    const outSlot = use && space.slot(w, use.weightOut);
+    const gone = outSlot && removedIdx.get(outSlot.id);
+    if (!use || !outSlot || !gone?.size) continue;
+    const addAfter = model.graph.node.find((n) => n.opType === "Add" && n.input?.[0] === node2.output[0]);
+    const bias = use.biasInput !== void 0 ? node2.input[use.biasInput] : addAfter?.input?.[1];
+    if (!bias || analysis.model.isConstant(bias) || !model.isConstant(bias)) continue;
+    if (model.constantInfo(bias)?.dims[0] !== outSlot.size) continue;
+    const kept = [];
+    for (let i = 0; i < outSlot.size; i++) if (!gone.has(i)) kept.push(i);
+    model.sliceConstant(bias, /* @__PURE__ */ new Map([[0, kept]]));
+  }
 }
 function tidy(model, changed) {
   const graph = model.graph;

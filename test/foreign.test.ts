@@ -223,3 +223,25 @@ test.each(['scales', 'sizes'] as const)('channels pass through a Resize given %s
   expect(r.pruned).toEqual([expect.objectContaining({ kind: 'channels', before: 16 })]);
   expect(await outputDims(r.model, dummyFeeds(r.model, 1, 1))).toEqual([[1, 4, 16, 16]]);
 });
+
+test('bias compensation for convs without a bias (before a BatchNorm, as paddle2onnx writes them) keeps every group prunable', async () => {
+  const bn = (x: string, y: string, p: string, n: number) =>
+    node('BatchNormalization', [x, `${p}_g`, `${p}_b`, `${p}_m`, `${p}_v`], [y]);
+  const bnParams = (p: string, n: number) => [floatTensor(`${p}_g`, [n]), floatTensor(`${p}_b`, [n]), floatTensor(`${p}_m`, [n]), floatTensor(`${p}_v`, [n], Array(n).fill(1))];
+  const proto = model({
+    nodes: [
+      node('Conv', ['x', 'w1'], ['c1']), bn('c1', 'n1', 'bn1', 16), node('Relu', ['n1'], ['r1']),
+      node('Conv', ['r1', 'w2'], ['c2']), bn('c2', 'n2', 'bn2', 16), node('Relu', ['n2'], ['r2']),
+      node('Conv', ['r2', 'w3'], ['y']),
+    ],
+    inputs: [valueInfo('x', T.FLOAT, ['batch', 3, 8, 8])],
+    outputs: [valueInfo('y', T.FLOAT, ['batch', 4, 8, 8])],
+    initializers: [floatTensor('w1', [16, 3, 1, 1]), ...bnParams('bn1', 16), floatTensor('w2', [16, 16, 1, 1]), ...bnParams('bn2', 16), floatTensor('w3', [4, 16, 1, 1])],
+  });
+  const base = load(proto);
+  const calibration = () => [dummyFeeds(base, 2, 8), dummyFeeds(base, 3, 8)];
+  const r = await pruneModel(base, { target: 0.4, structures: ['channels'], importance: 'activation', compensate: 'bias', calibration });
+  expect(r.skipped.filter((s) => s.reason.includes('onnxruntime'))).toEqual([]);
+  expect(r.pruned.map((p) => [p.kind, p.before])).toEqual([['channels', 16], ['channels', 16]]);
+  expect(await outputDims(r.model, dummyFeeds(r.model, 2, 8))).toEqual([[2, 4, 8, 8]]);
+});

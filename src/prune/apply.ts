@@ -72,6 +72,7 @@ export function applyRemoval(analysis: Analysis, removals: Removal[], prepare?: 
     }
     model.sliceConstant(tensor, keep);
   }
+  sliceCreatedBiases(analysis, model, removedIdx);
 
   // 2. Fix sizes written in attributes and shape inputs.
   const index = new GraphIndex(model);
@@ -118,6 +119,33 @@ export function applyRemoval(analysis: Analysis, removals: Removal[], prepare?: 
     .filter(([slotId]) => space.slots[slotId].constant)
     .map(([slotId, indices]) => ({ tensor: space.slots[slotId].tensor, axis: space.slots[slotId].axis, indices: [...indices].sort((a, b) => a - b) }));
   return { model, removed, sliced };
+}
+
+/**
+ * A bias that compensation created for a layer that had none (Conv before a BatchNorm, a MatMul
+ * without its Add) is not among the analysed constants; when the layer's own output channels
+ * lose units too, it loses the same entries as the weight's output axis.
+ */
+function sliceCreatedBiases(analysis: Analysis, model: OnnxModel, removedIdx: Map<number, Set<number>>): void {
+  const { space } = analysis;
+  for (const node of model.graph.node as Node[]) {
+    const w = node.input[1];
+    const inputRank = analysis.traces[0].get(node.input[0])?.dims.length;
+    const weightRank = w ? analysis.model.constantInfo(w)?.dims.length : undefined;
+    if (inputRank === undefined || weightRank === undefined) continue;
+    const use = ruleOf(node)?.weight?.(node, inputRank, weightRank);
+    const outSlot = use && space.slot(w, use.weightOut);
+    const gone = outSlot && removedIdx.get(outSlot.id);
+    if (!use || !outSlot || !gone?.size) continue;
+    // The bias input, or the constant of the Add compensation put after a MatMul.
+    const addAfter = model.graph.node.find((n) => n.opType === 'Add' && n.input?.[0] === node.output[0]);
+    const bias = use.biasInput !== undefined ? node.input[use.biasInput] : addAfter?.input?.[1];
+    if (!bias || analysis.model.isConstant(bias) || !model.isConstant(bias)) continue;
+    if (model.constantInfo(bias)?.dims[0] !== outSlot.size) continue;
+    const kept: number[] = [];
+    for (let i = 0; i < outSlot.size; i++) if (!gone.has(i)) kept.push(i);
+    model.sliceConstant(bias, new Map([[0, kept]]));
+  }
 }
 
 /**
