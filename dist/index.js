@@ -79946,11 +79946,11 @@ function externalFileMap(model) {
 }
 async function createSession(model, options = {}) {
   if (model instanceof OnnxModel) return sessionForProto(model, model.proto, options);
-  const opts = { logSeverityLevel: 3, ...options };
+  const opts = { logSeverityLevel: 4, ...options };
   return typeof model === "string" ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
 }
 async function sessionForProto(model, proto, options = {}) {
-  const opts = { logSeverityLevel: 3, ...options };
+  const opts = { logSeverityLevel: 4, ...options };
   if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
   const bytes2 = import_onnx_proto7.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);

@@ -133,7 +133,9 @@ export async function createSession(
   options: ort.InferenceSession.SessionOptions = {},
 ): Promise<ort.InferenceSession> {
   if (model instanceof OnnxModel) return sessionForProto(model, model.proto, options);
-  const opts = { logSeverityLevel: 3 as const, ...options };
+  // Fatal only: a failed run rejects with onnxruntime's message, which prune-gate reports in its own
+  // words (or handles: a trace size tried, a plan verified); the runtime's own log would repeat it.
+  const opts = { logSeverityLevel: 4 as const, ...options };
   return typeof model === 'string' ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
 }
 
@@ -151,7 +153,9 @@ export async function sessionForProto(
   proto: onnx.IModelProto,
   options: ort.InferenceSession.SessionOptions = {},
 ): Promise<ort.InferenceSession> {
-  const opts = { logSeverityLevel: 3 as const, ...options };
+  // Fatal only: a failed run rejects with onnxruntime's message, which prune-gate reports in its own
+  // words (or handles: a trace size tried, a plan verified); the runtime's own log would repeat it.
+  const opts = { logSeverityLevel: 4 as const, ...options };
   if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
   const bytes = onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
