@@ -37720,7 +37720,10 @@ function pullRequestOfRun(env = process.env) {
     return void 0;
   }
   const pr = pullRequestOf(env.GITHUB_EVENT_NAME ?? "", payload, env.GITHUB_REPOSITORY);
-  return pr && { number: pr.number, head_sha: pr.headSha };
+  return pr && recordedPullRequest(pr);
+}
+function recordedPullRequest(pr) {
+  return { number: pr.number, head_sha: pr.headSha };
 }
 
 // src/pipeline/run.ts
@@ -38901,13 +38904,16 @@ function externalFileMap(model) {
   }
   return files;
 }
+function withDefaults(options) {
+  return { logSeverityLevel: 4, ...options };
+}
 async function createSession(model, options = {}) {
   if (model instanceof OnnxModel) return sessionForProto(model, model.proto, options);
-  const opts = { logSeverityLevel: 4, ...options };
+  const opts = withDefaults(options);
   return typeof model === "string" ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
 }
 async function sessionForProto(model, proto, options = {}) {
-  const opts = { logSeverityLevel: 4, ...options };
+  const opts = withDefaults(options);
   if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
   const bytes2 = import_onnx_proto7.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
@@ -39296,12 +39302,13 @@ function checkIndices(inputs2, model, shown) {
       }
     }
     const gathers = nodes.filter((n) => n.opType === "Gather" && (n.domain ?? "") === "" && same.has(n.input?.[1] ?? "") && attrInt(n, "axis", 0) === 0);
+    if (gathers.length === 0) continue;
+    const values = toNumbers(t);
+    const perSample = values.length / (t.dims[0] || 1);
     for (const gather3 of gathers) {
       const table3 = gather3.input?.[0] ?? "";
       const rows = model.constantInfo(table3)?.dims[0];
       if (rows === void 0) continue;
-      const values = toNumbers(t);
-      const perSample = values.length / (t.dims[0] || 1);
       const bad = values.findIndex((v) => v >= rows || v < -rows);
       if (bad >= 0) {
         throw new UserError(
@@ -39791,6 +39798,7 @@ function linkBroadcast(ctx, ins, out) {
 }
 var unary = { link: (ctx) => linkAllAxes(ctx, inputs(ctx.node)[0], outputs(ctx.node)[0]) };
 var broadcast = { link: (ctx) => linkBroadcast(ctx, inputs(ctx.node), outputs(ctx.node)[0]) };
+var adds = { ...broadcast, sums: inputs };
 function normAxis(axis, r) {
   return axis < 0 ? axis + r : axis;
 }
@@ -39826,14 +39834,16 @@ function normalizesOver(reason, axesOf, hard = true) {
     }
   };
 }
-var layerNorm = normalizesOver(
-  "LayerNormalization normalizes over it (the residual stream)",
-  (ctx, r) => {
-    const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
-    return Array.from({ length: r - axis }, (_, i) => axis + i);
-  },
-  false
-);
+function layerNormRule(op) {
+  return normalizesOver(
+    `${op} normalizes over it (the residual stream)`,
+    (ctx, r) => {
+      const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
+      return Array.from({ length: r - axis }, (_, i) => axis + i);
+    },
+    false
+  );
+}
 function softmaxRule(op) {
   return normalizesOver(`${op} normalizes over it`, (ctx, r) => {
     const axis = normAxis(attrInt(ctx.node, "axis", ctx.opset >= 13 ? -1 : 1), r);
@@ -40146,16 +40156,18 @@ var fusedMatmul = {
     }
   }
 };
+var conv = convRule(false);
 var fusedConv = {
-  ...convRule(false),
+  ...conv,
   link(ctx) {
-    convRule(false).link(ctx);
+    conv.link(ctx);
     const z2 = inputs(ctx.node)[3];
     if (z2) linkBroadcast(ctx, [z2], outputs(ctx.node)[0]);
   }
 };
 function skipNorm(op) {
   return {
+    sums: (node2) => node2.input.slice(0, 2),
     link(ctx) {
       const n = ctx.node;
       const [x, skip, ...params] = inputs(n);
@@ -40373,14 +40385,14 @@ var OP_RULES = {
   IsNaN: unary,
   IsInf: unary,
   // element-wise with broadcasting (bias Add, SwiGLU Mul, squeeze-excite gate, residual Add)
-  Add: broadcast,
+  Add: adds,
   Sub: broadcast,
   Mul: broadcast,
   Div: broadcast,
   Pow: broadcast,
   Max: broadcast,
   Min: broadcast,
-  Sum: broadcast,
+  Sum: adds,
   Mean: broadcast,
   Mod: broadcast,
   Where: broadcast,
@@ -40396,7 +40408,7 @@ var OP_RULES = {
   // normalizations
   BatchNormalization: perChannelNorm,
   InstanceNormalization: perChannelNorm,
-  LayerNormalization: layerNorm,
+  LayerNormalization: layerNormRule("LayerNormalization"),
   Softmax: softmaxRule("Softmax"),
   LogSoftmax: softmaxRule("LogSoftmax"),
   Hardmax: softmaxRule("Hardmax"),
@@ -40413,7 +40425,7 @@ var OP_RULES = {
   // weights
   MatMul: matmul,
   Gemm: gemm,
-  Conv: convRule(false),
+  Conv: conv,
   ConvTranspose: convRule(true),
   Einsum: einsum,
   // layout
@@ -40441,14 +40453,7 @@ var OP_RULES = {
   Constant: constant,
   // what onnxruntime's graph optimizer writes (a model saved after it): default-domain contrib
   // ops and com.microsoft fusions
-  SimplifiedLayerNormalization: normalizesOver(
-    "SimplifiedLayerNormalization normalizes over it (the residual stream)",
-    (ctx, r) => {
-      const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
-      return Array.from({ length: r - axis }, (_, i) => axis + i);
-    },
-    false
-  ),
+  SimplifiedLayerNormalization: layerNormRule("SimplifiedLayerNormalization"),
   "com.microsoft::FusedMatMul": fusedMatmul,
   "com.microsoft::FusedGemm": gemm,
   "com.microsoft::FusedConv": fusedConv,
@@ -41486,17 +41491,13 @@ function collectGroups(model, index, space, heads, isFloatConst, residual) {
 }
 function residualRoots(model, index, space) {
   const roots = /* @__PURE__ */ new Set();
+  const rootsOf = (t) => new Set(space.slotsOf(t).flatMap((s) => Array.from({ length: s.size }, (_, i) => space.find(s.base + i))));
   for (const node2 of index.nodes) {
-    const adds = ["Add", "Sum"].includes(node2.opType) && ((node2.domain ?? "") === "" || node2.domain === "ai.onnx");
-    const skipNorm2 = node2.domain === "com.microsoft" && /^Skip(Simplified)?LayerNormalization$/.test(node2.opType);
-    if (!adds && !skipNorm2) continue;
-    const computed = (skipNorm2 ? node2.input.slice(0, 2) : node2.input).filter((i) => i && !model.isConstant(i));
-    const rootsOf = (t) => new Set(space.slotsOf(t).flatMap((s) => Array.from({ length: s.size }, (_, i) => space.find(s.base + i))));
-    for (let a = 0; a < computed.length; a++) {
-      for (let b = a + 1; b < computed.length; b++) {
-        const other = rootsOf(computed[b]);
-        for (const r of rootsOf(computed[a])) if (other.has(r)) roots.add(r);
-      }
+    const summed = ruleOf(node2)?.sums?.(node2).filter((i) => i && !model.isConstant(i));
+    if (!summed || summed.length < 2) continue;
+    const sets = summed.map(rootsOf);
+    for (let a = 0; a < sets.length; a++) {
+      for (let b = a + 1; b < sets.length; b++) for (const r of sets[a]) if (sets[b].has(r)) roots.add(r);
     }
   }
   return roots;
@@ -41629,8 +41630,7 @@ function sliceCreatedBiases(analysis, model, removedIdx) {
     const outSlot = use && space.slot(w, use.weightOut);
     const gone = outSlot && removedIdx.get(outSlot.id);
     if (!use || !outSlot || !gone?.size) continue;
-    const addAfter = model.graph.node.find((n) => n.opType === "Add" && n.input?.[0] === node2.output[0]);
-    const bias = use.biasInput !== void 0 ? node2.input[use.biasInput] : addAfter?.input?.[1];
+    const bias = use.biasInput !== void 0 ? node2.input[use.biasInput] : model.graph.node.find((n) => n.opType === "Add" && n.input?.[0] === node2.output[0])?.input?.[1];
     if (!bias || analysis.model.isConstant(bias) || !model.isConstant(bias)) continue;
     if (model.constantInfo(bias)?.dims[0] !== outSlot.size) continue;
     const kept = [];
@@ -42274,7 +42274,9 @@ async function pruneModel(model, options) {
       `importance "${options.importance}" with compensation "${options.compensate}" needs calibration data: give a calibration set, or use magnitude importance without compensation`
     );
   }
-  if (options.target > 0 && !hasTopLevelWeights(model)) throw new UserError(nothingToPrune(model, [], options.structures));
+  if (options.target > 0 && !hasTopLevelWeights(model)) {
+    throw new UserError(`${modelName(model)}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`);
+  }
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
   options = { ...options, memory: options.memory ?? newPruneMemory() };
   const paramsBefore = countParams(model);
@@ -42383,11 +42385,10 @@ function failingNode(analysis, message) {
 function hasTopLevelWeights(model) {
   return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).some((i) => (model.constantInfo(i)?.dims.length ?? 0) >= 2));
 }
+var modelName = (model) => model.origin ? path10.basename(model.origin) : "the model";
 function nothingToPrune(model, skipped, structures) {
-  const name = model.origin ? path10.basename(model.origin) : "the model";
-  if (!hasTopLevelWeights(model)) return `${name}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`;
   const reasons = [...new Map(skipped.map((s) => [s.reason, s])).values()].slice(0, 3).map((s) => `${s.where}: ${s.reason}`);
-  return `${name}: nothing to prune: no ${structures.join(", ")} the engine can remove${reasons.length ? ` (${reasons.join("; ")})` : ""}; \`prune-gate inspect\` lists every place and why`;
+  return `${modelName(model)}: nothing to prune: no ${structures.join(", ")} the engine can remove${reasons.length ? ` (${reasons.join("; ")})` : ""}; \`prune-gate inspect\` lists every place and why`;
 }
 function statsRequests(consumers2, gram) {
   return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
@@ -42896,6 +42897,12 @@ function matrixWeight(node2, work) {
   if (!info || info.dims.length !== 2 || !isFloatWeight(info.dtype) || work.isConstant(node2.input[0])) return void 0;
   return { name: w, ...info };
 }
+function readsFloatWeight(node2, work) {
+  return node2.input.some((i) => {
+    const info = i ? work.constantInfo(i) : void 0;
+    return !!info && info.dims.length >= 2 && isFloatWeight(info.dtype);
+  });
+}
 var floatOr = (answer) => typeof answer === "string" ? { keptFloat: answer } : answer;
 var matmul2 = {
   candidate(node2, { work, opts, cache }) {
@@ -42920,7 +42927,7 @@ var gemm2 = {
     return floatOr(dequantizeCandidate(work, node2, "gemm", w.name, transB ? 0 : 1, opset, cache));
   }
 };
-var conv = {
+var conv2 = {
   candidate(node2, { work, opts, cache, opset }) {
     const w = node2.input[1];
     const info = w ? work.constantInfo(w) : void 0;
@@ -42930,11 +42937,7 @@ var conv = {
   }
 };
 var convTranspose = {
-  candidate(node2, { work }) {
-    const info = node2.input[1] ? work.constantInfo(node2.input[1]) : void 0;
-    if (!info || !isFloatWeight(info.dtype)) return void 0;
-    return { keptFloat: "ConvTranspose weights stay float (no quantized form for them)" };
-  }
+  candidate: (node2, { work }) => readsFloatWeight(node2, work) ? { keptFloat: "ConvTranspose weights stay float (no quantized form for them)" } : void 0
 };
 var gather2 = {
   candidate(node2, { work, opts, cache }) {
@@ -42947,29 +42950,17 @@ var gather2 = {
   }
 };
 var einsum2 = {
-  candidate(node2, { work }) {
-    const weights = node2.input.filter((i) => {
-      const info = i ? work.constantInfo(i) : void 0;
-      return info && info.dims.length >= 2 && isFloatWeight(info.dtype);
-    });
-    return weights.length ? { keptFloat: "Einsum weights stay float (onnxruntime has no quantized Einsum)" } : void 0;
-  }
+  candidate: (node2, { work }) => readsFloatWeight(node2, work) ? { keptFloat: "Einsum weights stay float (onnxruntime has no quantized Einsum)" } : void 0
 };
 function fusedFloat(op) {
   return {
-    candidate(node2, { work }) {
-      const weighted = node2.input.some((i) => {
-        const info = i ? work.constantInfo(i) : void 0;
-        return info && info.dims.length >= 2 && isFloatWeight(info.dtype);
-      });
-      return weighted ? { keptFloat: `${op} weights stay float (no quantized form for onnxruntime's fused ops)` } : void 0;
-    }
+    candidate: (node2, { work }) => readsFloatWeight(node2, work) ? { keptFloat: `${op} weights stay float (no quantized form for onnxruntime's fused ops)` } : void 0
   };
 }
 var QUANT_RULES = {
   MatMul: matmul2,
   Gemm: gemm2,
-  Conv: conv,
+  Conv: conv2,
   ConvTranspose: convTranspose,
   Gather: gather2,
   Einsum: einsum2,

@@ -40248,17 +40248,17 @@ var require_dist_node2 = __commonJS({
     function endpointWithDefaults(defaults, route, options) {
       return parse3(merge2(defaults, route, options));
     }
-    function withDefaults(oldDefaults, newDefaults) {
+    function withDefaults2(oldDefaults, newDefaults) {
       const DEFAULTS2 = merge2(oldDefaults, newDefaults);
       const endpoint2 = endpointWithDefaults.bind(null, DEFAULTS2);
       return Object.assign(endpoint2, {
         DEFAULTS: DEFAULTS2,
-        defaults: withDefaults.bind(null, DEFAULTS2),
+        defaults: withDefaults2.bind(null, DEFAULTS2),
         merge: merge2.bind(null, DEFAULTS2),
         parse: parse3
       });
     }
-    var endpoint = withDefaults(null, DEFAULTS);
+    var endpoint = withDefaults2(null, DEFAULTS);
   }
 });
 
@@ -40625,7 +40625,7 @@ var require_dist_node5 = __commonJS({
       }
       return `Unknown error: ${JSON.stringify(data)}`;
     }
-    function withDefaults(oldEndpoint, newDefaults) {
+    function withDefaults2(oldEndpoint, newDefaults) {
       const endpoint2 = oldEndpoint.defaults(newDefaults);
       const newApi = function(route, parameters) {
         const endpointOptions = endpoint2.merge(route, parameters);
@@ -40639,16 +40639,16 @@ var require_dist_node5 = __commonJS({
         };
         Object.assign(request2, {
           endpoint: endpoint2,
-          defaults: withDefaults.bind(null, endpoint2)
+          defaults: withDefaults2.bind(null, endpoint2)
         });
         return endpointOptions.request.hook(request2, endpointOptions);
       };
       return Object.assign(newApi, {
         endpoint: endpoint2,
-        defaults: withDefaults.bind(null, endpoint2)
+        defaults: withDefaults2.bind(null, endpoint2)
       });
     }
-    var request = withDefaults(import_endpoint.endpoint, {
+    var request = withDefaults2(import_endpoint.endpoint, {
       headers: {
         "user-agent": `octokit-request.js/${VERSION} ${(0, import_universal_user_agent.getUserAgent)()}`
       }
@@ -40767,17 +40767,17 @@ var require_dist_node6 = __commonJS({
         return response.data.data;
       });
     }
-    function withDefaults(request2, newDefaults) {
+    function withDefaults2(request2, newDefaults) {
       const newRequest = request2.defaults(newDefaults);
       const newApi = (query, options) => {
         return graphql(newRequest, query, options);
       };
       return Object.assign(newApi, {
-        defaults: withDefaults.bind(null, newRequest),
+        defaults: withDefaults2.bind(null, newRequest),
         endpoint: newRequest.endpoint
       });
     }
-    var graphql2 = withDefaults(import_request3.request, {
+    var graphql2 = withDefaults2(import_request3.request, {
       headers: {
         "user-agent": `octokit-graphql.js/${VERSION} ${(0, import_universal_user_agent.getUserAgent)()}`
       },
@@ -40785,7 +40785,7 @@ var require_dist_node6 = __commonJS({
       url: "/graphql"
     });
     function withCustomRequest(customRequest) {
-      return withDefaults(customRequest, {
+      return withDefaults2(customRequest, {
         method: "POST",
         url: "/graphql"
       });
@@ -79944,13 +79944,16 @@ function externalFileMap(model) {
   }
   return files;
 }
+function withDefaults(options) {
+  return { logSeverityLevel: 4, ...options };
+}
 async function createSession(model, options = {}) {
   if (model instanceof OnnxModel) return sessionForProto(model, model.proto, options);
-  const opts = { logSeverityLevel: 4, ...options };
+  const opts = withDefaults(options);
   return typeof model === "string" ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
 }
 async function sessionForProto(model, proto, options = {}) {
-  const opts = { logSeverityLevel: 4, ...options };
+  const opts = withDefaults(options);
   if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
   const bytes2 = import_onnx_proto7.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
@@ -80367,12 +80370,13 @@ function checkIndices(inputs2, model, shown) {
       }
     }
     const gathers = nodes.filter((n) => n.opType === "Gather" && (n.domain ?? "") === "" && same.has(n.input?.[1] ?? "") && attrInt(n, "axis", 0) === 0);
+    if (gathers.length === 0) continue;
+    const values = toNumbers(t);
+    const perSample = values.length / (t.dims[0] || 1);
     for (const gather3 of gathers) {
       const table2 = gather3.input?.[0] ?? "";
       const rows = model.constantInfo(table2)?.dims[0];
       if (rows === void 0) continue;
-      const values = toNumbers(t);
-      const perSample = values.length / (t.dims[0] || 1);
       const bad = values.findIndex((v) => v >= rows || v < -rows);
       if (bad >= 0) {
         throw new UserError(
@@ -80933,6 +80937,16 @@ function normalizesOver(reason, axesOf, hard = true) {
     }
   };
 }
+function layerNormRule(op) {
+  return normalizesOver(
+    `${op} normalizes over it (the residual stream)`,
+    (ctx, r) => {
+      const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
+      return Array.from({ length: r - axis }, (_, i) => axis + i);
+    },
+    false
+  );
+}
 function softmaxRule(op) {
   return normalizesOver(`${op} normalizes over it`, (ctx, r) => {
     const axis = normAxis(attrInt(ctx.node, "axis", ctx.opset >= 13 ? -1 : 1), r);
@@ -81091,6 +81105,7 @@ function einsumLabels(equation, ranks) {
 }
 function skipNorm(op) {
   return {
+    sums: (node2) => node2.input.slice(0, 2),
     link(ctx) {
       const n = ctx.node;
       const [x, skip, ...params] = inputs(n);
@@ -81129,7 +81144,7 @@ function ruleOf(node2) {
   const key = domain2 === "" || domain2 === "ai.onnx" ? node2.opType ?? "" : `${domain2}::${node2.opType}`;
   return Object.prototype.hasOwnProperty.call(OP_RULES, key) ? OP_RULES[key] : void 0;
 }
-var inputs, outputs, rank, unary, broadcast, perChannelNorm, layerNorm, pool, transpose, reshape, reshapeWithShape, matmul, gemm, einsum, fusedMatmul, fusedConv, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
+var inputs, outputs, rank, unary, broadcast, adds, perChannelNorm, pool, transpose, reshape, reshapeWithShape, matmul, gemm, einsum, fusedMatmul, conv, fusedConv, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
 var init_rules = __esm({
   "src/graph/rules.ts"() {
     "use strict";
@@ -81141,6 +81156,7 @@ var init_rules = __esm({
     rank = (ctx, name) => ctx.dims(name)?.length ?? -1;
     unary = { link: (ctx) => linkAllAxes(ctx, inputs(ctx.node)[0], outputs(ctx.node)[0]) };
     broadcast = { link: (ctx) => linkBroadcast(ctx, inputs(ctx.node), outputs(ctx.node)[0]) };
+    adds = { ...broadcast, sums: inputs };
     perChannelNorm = {
       link(ctx) {
         const [x, ...params] = inputs(ctx.node);
@@ -81149,14 +81165,6 @@ var init_rules = __esm({
         for (const p of params) if (p && rank(ctx, p) === 1) ctx.same(p, 0, y, 1);
       }
     };
-    layerNorm = normalizesOver(
-      "LayerNormalization normalizes over it (the residual stream)",
-      (ctx, r) => {
-        const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
-        return Array.from({ length: r - axis }, (_, i) => axis + i);
-      },
-      false
-    );
     pool = {
       link(ctx) {
         const x = inputs(ctx.node)[0];
@@ -81313,10 +81321,11 @@ var init_rules = __esm({
         }
       }
     };
+    conv = convRule(false);
     fusedConv = {
-      ...convRule(false),
+      ...conv,
       link(ctx) {
-        convRule(false).link(ctx);
+        conv.link(ctx);
         const z2 = inputs(ctx.node)[3];
         if (z2) linkBroadcast(ctx, [z2], outputs(ctx.node)[0]);
       }
@@ -81505,14 +81514,14 @@ var init_rules = __esm({
       IsNaN: unary,
       IsInf: unary,
       // element-wise with broadcasting (bias Add, SwiGLU Mul, squeeze-excite gate, residual Add)
-      Add: broadcast,
+      Add: adds,
       Sub: broadcast,
       Mul: broadcast,
       Div: broadcast,
       Pow: broadcast,
       Max: broadcast,
       Min: broadcast,
-      Sum: broadcast,
+      Sum: adds,
       Mean: broadcast,
       Mod: broadcast,
       Where: broadcast,
@@ -81528,7 +81537,7 @@ var init_rules = __esm({
       // normalizations
       BatchNormalization: perChannelNorm,
       InstanceNormalization: perChannelNorm,
-      LayerNormalization: layerNorm,
+      LayerNormalization: layerNormRule("LayerNormalization"),
       Softmax: softmaxRule("Softmax"),
       LogSoftmax: softmaxRule("LogSoftmax"),
       Hardmax: softmaxRule("Hardmax"),
@@ -81545,7 +81554,7 @@ var init_rules = __esm({
       // weights
       MatMul: matmul,
       Gemm: gemm,
-      Conv: convRule(false),
+      Conv: conv,
       ConvTranspose: convRule(true),
       Einsum: einsum,
       // layout
@@ -81573,14 +81582,7 @@ var init_rules = __esm({
       Constant: constant,
       // what onnxruntime's graph optimizer writes (a model saved after it): default-domain contrib
       // ops and com.microsoft fusions
-      SimplifiedLayerNormalization: normalizesOver(
-        "SimplifiedLayerNormalization normalizes over it (the residual stream)",
-        (ctx, r) => {
-          const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
-          return Array.from({ length: r - axis }, (_, i) => axis + i);
-        },
-        false
-      ),
+      SimplifiedLayerNormalization: layerNormRule("SimplifiedLayerNormalization"),
       "com.microsoft::FusedMatMul": fusedMatmul,
       "com.microsoft::FusedGemm": gemm,
       "com.microsoft::FusedConv": fusedConv,
@@ -82656,17 +82658,13 @@ function collectGroups(model, index, space, heads, isFloatConst, residual) {
 }
 function residualRoots(model, index, space) {
   const roots = /* @__PURE__ */ new Set();
+  const rootsOf = (t) => new Set(space.slotsOf(t).flatMap((s) => Array.from({ length: s.size }, (_, i) => space.find(s.base + i))));
   for (const node2 of index.nodes) {
-    const adds = ["Add", "Sum"].includes(node2.opType) && ((node2.domain ?? "") === "" || node2.domain === "ai.onnx");
-    const skipNorm2 = node2.domain === "com.microsoft" && /^Skip(Simplified)?LayerNormalization$/.test(node2.opType);
-    if (!adds && !skipNorm2) continue;
-    const computed = (skipNorm2 ? node2.input.slice(0, 2) : node2.input).filter((i) => i && !model.isConstant(i));
-    const rootsOf = (t) => new Set(space.slotsOf(t).flatMap((s) => Array.from({ length: s.size }, (_, i) => space.find(s.base + i))));
-    for (let a = 0; a < computed.length; a++) {
-      for (let b = a + 1; b < computed.length; b++) {
-        const other = rootsOf(computed[b]);
-        for (const r of rootsOf(computed[a])) if (other.has(r)) roots.add(r);
-      }
+    const summed = ruleOf(node2)?.sums?.(node2).filter((i) => i && !model.isConstant(i));
+    if (!summed || summed.length < 2) continue;
+    const sets = summed.map(rootsOf);
+    for (let a = 0; a < sets.length; a++) {
+      for (let b = a + 1; b < sets.length; b++) for (const r of sets[a]) if (sets[b].has(r)) roots.add(r);
     }
   }
   return roots;
@@ -82829,8 +82827,7 @@ function sliceCreatedBiases(analysis, model, removedIdx) {
     const outSlot = use && space.slot(w, use.weightOut);
     const gone = outSlot && removedIdx.get(outSlot.id);
     if (!use || !outSlot || !gone?.size) continue;
-    const addAfter = model.graph.node.find((n) => n.opType === "Add" && n.input?.[0] === node2.output[0]);
-    const bias = use.biasInput !== void 0 ? node2.input[use.biasInput] : addAfter?.input?.[1];
+    const bias = use.biasInput !== void 0 ? node2.input[use.biasInput] : model.graph.node.find((n) => n.opType === "Add" && n.input?.[0] === node2.output[0])?.input?.[1];
     if (!bias || analysis.model.isConstant(bias) || !model.isConstant(bias)) continue;
     if (model.constantInfo(bias)?.dims[0] !== outSlot.size) continue;
     const kept = [];
@@ -83531,7 +83528,9 @@ async function pruneModel(model, options) {
       `importance "${options.importance}" with compensation "${options.compensate}" needs calibration data: give a calibration set, or use magnitude importance without compensation`
     );
   }
-  if (options.target > 0 && !hasTopLevelWeights(model)) throw new UserError(nothingToPrune(model, [], options.structures));
+  if (options.target > 0 && !hasTopLevelWeights(model)) {
+    throw new UserError(`${modelName(model)}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`);
+  }
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
   options = { ...options, memory: options.memory ?? newPruneMemory() };
   const paramsBefore = countParams(model);
@@ -83641,10 +83640,8 @@ function hasTopLevelWeights(model) {
   return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).some((i) => (model.constantInfo(i)?.dims.length ?? 0) >= 2));
 }
 function nothingToPrune(model, skipped, structures) {
-  const name = model.origin ? path13.basename(model.origin) : "the model";
-  if (!hasTopLevelWeights(model)) return `${name}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`;
   const reasons = [...new Map(skipped.map((s) => [s.reason, s])).values()].slice(0, 3).map((s) => `${s.where}: ${s.reason}`);
-  return `${name}: nothing to prune: no ${structures.join(", ")} the engine can remove${reasons.length ? ` (${reasons.join("; ")})` : ""}; \`prune-gate inspect\` lists every place and why`;
+  return `${modelName(model)}: nothing to prune: no ${structures.join(", ")} the engine can remove${reasons.length ? ` (${reasons.join("; ")})` : ""}; \`prune-gate inspect\` lists every place and why`;
 }
 function statsRequests(consumers2, gram) {
   return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
@@ -83734,7 +83731,7 @@ function describeSkipped(analysis, structures) {
   }
   return [...merged.values()];
 }
-var path13, MAX_ATTEMPTS, MIN_UNITS_FOR_OWN_SCALE;
+var path13, MAX_ATTEMPTS, modelName, MIN_UNITS_FOR_OWN_SCALE;
 var init_prune = __esm({
   "src/prune/index.ts"() {
     "use strict";
@@ -83754,6 +83751,7 @@ var init_prune = __esm({
     init_types();
     init_types();
     MAX_ATTEMPTS = 8;
+    modelName = (model) => model.origin ? path13.basename(model.origin) : "the model";
     MIN_UNITS_FOR_OWN_SCALE = 8;
   }
 });
@@ -84193,15 +84191,15 @@ function matrixWeight(node2, work) {
   if (!info3 || info3.dims.length !== 2 || !isFloatWeight(info3.dtype) || work.isConstant(node2.input[0])) return void 0;
   return { name: w, ...info3 };
 }
+function readsFloatWeight(node2, work) {
+  return node2.input.some((i) => {
+    const info3 = i ? work.constantInfo(i) : void 0;
+    return !!info3 && info3.dims.length >= 2 && isFloatWeight(info3.dtype);
+  });
+}
 function fusedFloat(op) {
   return {
-    candidate(node2, { work }) {
-      const weighted = node2.input.some((i) => {
-        const info3 = i ? work.constantInfo(i) : void 0;
-        return info3 && info3.dims.length >= 2 && isFloatWeight(info3.dtype);
-      });
-      return weighted ? { keptFloat: `${op} weights stay float (no quantized form for onnxruntime's fused ops)` } : void 0;
-    }
+    candidate: (node2, { work }) => readsFloatWeight(node2, work) ? { keptFloat: `${op} weights stay float (no quantized form for onnxruntime's fused ops)` } : void 0
   };
 }
 function quantRuleOf(node2) {
@@ -84209,7 +84207,7 @@ function quantRuleOf(node2) {
   const key = domain2 === "" || domain2 === "ai.onnx" ? node2.opType : `${domain2}::${node2.opType}`;
   return Object.prototype.hasOwnProperty.call(QUANT_RULES, key) ? QUANT_RULES[key] : void 0;
 }
-var floatOr, matmul2, gemm2, conv, convTranspose, gather2, einsum2, QUANT_RULES;
+var floatOr, matmul2, gemm2, conv2, convTranspose, gather2, einsum2, QUANT_RULES;
 var init_registry = __esm({
   "src/quantize/registry.ts"() {
     "use strict";
@@ -84240,7 +84238,7 @@ var init_registry = __esm({
         return floatOr(dequantizeCandidate(work, node2, "gemm", w.name, transB ? 0 : 1, opset, cache));
       }
     };
-    conv = {
+    conv2 = {
       candidate(node2, { work, opts, cache, opset }) {
         const w = node2.input[1];
         const info3 = w ? work.constantInfo(w) : void 0;
@@ -84250,11 +84248,7 @@ var init_registry = __esm({
       }
     };
     convTranspose = {
-      candidate(node2, { work }) {
-        const info3 = node2.input[1] ? work.constantInfo(node2.input[1]) : void 0;
-        if (!info3 || !isFloatWeight(info3.dtype)) return void 0;
-        return { keptFloat: "ConvTranspose weights stay float (no quantized form for them)" };
-      }
+      candidate: (node2, { work }) => readsFloatWeight(node2, work) ? { keptFloat: "ConvTranspose weights stay float (no quantized form for them)" } : void 0
     };
     gather2 = {
       candidate(node2, { work, opts, cache }) {
@@ -84267,18 +84261,12 @@ var init_registry = __esm({
       }
     };
     einsum2 = {
-      candidate(node2, { work }) {
-        const weights = node2.input.filter((i) => {
-          const info3 = i ? work.constantInfo(i) : void 0;
-          return info3 && info3.dims.length >= 2 && isFloatWeight(info3.dtype);
-        });
-        return weights.length ? { keptFloat: "Einsum weights stay float (onnxruntime has no quantized Einsum)" } : void 0;
-      }
+      candidate: (node2, { work }) => readsFloatWeight(node2, work) ? { keptFloat: "Einsum weights stay float (onnxruntime has no quantized Einsum)" } : void 0
     };
     QUANT_RULES = {
       MatMul: matmul2,
       Gemm: gemm2,
-      Conv: conv,
+      Conv: conv2,
       ConvTranspose: convTranspose,
       Gather: gather2,
       Einsum: einsum2,
@@ -85068,6 +85056,9 @@ function pullRequestOf(eventName, payload, repository) {
     fromFork: head === null ? true : head === void 0 ? false : head.full_name !== base
   };
 }
+function recordedPullRequest(pr) {
+  return { number: pr.number, head_sha: pr.headSha };
+}
 function readContext(env = process.env) {
   const eventName = env.GITHUB_EVENT_NAME ?? "";
   const payload = readPayload(env.GITHUB_EVENT_PATH);
@@ -85207,7 +85198,7 @@ async function gate(inputs2, ctx, deps) {
   const { runGate: runGate2 } = await Promise.resolve().then(() => (init_run(), run_exports));
   core.startGroup(`prune-gate: pruning ${displayPath(config2.model)} and evaluating it on ${displayPath(config2.calibration)}`);
   try {
-    const pullRequest = ctx.pullRequest && { number: ctx.pullRequest.number, head_sha: ctx.pullRequest.headSha };
+    const pullRequest = ctx.pullRequest && recordedPullRequest(ctx.pullRequest);
     const outcome = await runGate2({ config: config2, out: inputs2.out, log: (line) => core.info(line), pullRequest });
     return {
       report: outcome.report,

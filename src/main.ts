@@ -5,7 +5,7 @@ import { displayPath } from './util/paths';
 import { UserError, isUserError } from './errors';
 import { METRICS } from './gate/metrics';
 import { COMMENT_CUT_NOTE, COMMENT_LIMIT, SUMMARY_CUT_NOTE, SUMMARY_LIMIT_BYTES, apiError, commentBody, cutToLimit, upsertComment, utf8Bytes } from './github/comment';
-import { ActionContext, readContext } from './github/event';
+import { ActionContext, readContext, recordedPullRequest } from './github/event';
 import { GateInputs, Inputs, inputName, readInputs } from './github/inputs';
 import { readReport } from './report/build';
 import { formatValue, renderMarkdown, stickyMarker } from './report/markdown';
@@ -62,7 +62,7 @@ async function gate(inputs: GateInputs, ctx: ActionContext, deps: ActionDeps): P
   const { runGate } = await import('./pipeline/run');
   core.startGroup(`prune-gate: pruning ${displayPath(config.model as string)} and evaluating it on ${displayPath(config.calibration as string)}`);
   try {
-    const pullRequest = ctx.pullRequest && { number: ctx.pullRequest.number, head_sha: ctx.pullRequest.headSha };
+    const pullRequest = ctx.pullRequest && recordedPullRequest(ctx.pullRequest);
     const outcome = await runGate({ config, out: inputs.out, log: (line) => core.info(line), pullRequest });
     return {
       report: outcome.report,

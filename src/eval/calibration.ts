@@ -339,12 +339,13 @@ function checkIndices(inputs: Record<string, Tensor>, model: OnnxModel, shown: s
       }
     }
     const gathers = nodes.filter((n) => n.opType === 'Gather' && (n.domain ?? '') === '' && same.has(n.input?.[1] ?? '') && attrInt(n, 'axis', 0) === 0);
+    if (gathers.length === 0) continue;
+    const values = toNumbers(t);
+    const perSample = values.length / (t.dims[0] || 1);
     for (const gather of gathers) {
       const table = gather.input?.[0] ?? '';
       const rows = model.constantInfo(table)?.dims[0];
       if (rows === undefined) continue;
-      const values = toNumbers(t);
-      const perSample = values.length / (t.dims[0] || 1);
       const bad = values.findIndex((v) => v >= rows || v < -rows);
       if (bad >= 0) {
         throw new UserError(

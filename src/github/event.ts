@@ -103,7 +103,12 @@ export function pullRequestOfRun(env: NodeJS.ProcessEnv = process.env): ReportPu
     return undefined;
   }
   const pr = pullRequestOf(env.GITHUB_EVENT_NAME ?? '', payload, env.GITHUB_REPOSITORY);
-  return pr && { number: pr.number, head_sha: pr.headSha };
+  return pr && recordedPullRequest(pr);
+}
+
+/** A run's pull request as report.json records it. */
+export function recordedPullRequest(pr: PullRequestEvent): ReportPullRequest {
+  return { number: pr.number, head_sha: pr.headSha };
 }
 
 export function readContext(env: NodeJS.ProcessEnv = process.env): ActionContext {

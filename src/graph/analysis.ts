@@ -356,23 +356,20 @@ function collectGroups(
 }
 
 /**
- * Roots of the classes that are residual streams: an Add (or Sum) adds two computed tensors
- * whose channels are the same class, the way every block adds its output to its input.
+ * Roots of the classes that are residual streams: an op adds two computed tensors whose
+ * channels are the same class (its rule's `sums`), the way every block adds its output to its
+ * input.
  */
 function residualRoots(model: OnnxModel, index: GraphIndex, space: AtomSpace): Set<number> {
   const roots = new Set<number>();
+  // Every channel (atom) of a slot is its own class: its root, for every atom of a tensor.
+  const rootsOf = (t: string) => new Set(space.slotsOf(t).flatMap((s) => Array.from({ length: s.size }, (_, i) => space.find(s.base + i))));
   for (const node of index.nodes) {
-    const adds = ['Add', 'Sum'].includes(node.opType) && ((node.domain ?? '') === '' || node.domain === 'ai.onnx');
-    const skipNorm = node.domain === 'com.microsoft' && /^Skip(Simplified)?LayerNormalization$/.test(node.opType);
-    if (!adds && !skipNorm) continue;
-    const computed = (skipNorm ? node.input.slice(0, 2) : node.input).filter((i) => i && !model.isConstant(i));
-    // Every channel (atom) of a slot is its own class: compare them one by one.
-    const rootsOf = (t: string) => new Set(space.slotsOf(t).flatMap((s) => Array.from({ length: s.size }, (_, i) => space.find(s.base + i))));
-    for (let a = 0; a < computed.length; a++) {
-      for (let b = a + 1; b < computed.length; b++) {
-        const other = rootsOf(computed[b]);
-        for (const r of rootsOf(computed[a])) if (other.has(r)) roots.add(r);
-      }
+    const summed = ruleOf(node)?.sums?.(node).filter((i) => i && !model.isConstant(i));
+    if (!summed || summed.length < 2) continue;
+    const sets = summed.map(rootsOf);
+    for (let a = 0; a < sets.length; a++) {
+      for (let b = a + 1; b < sets.length; b++) for (const r of sets[a]) if (sets[b].has(r)) roots.add(r);
     }
   }
   return roots;

@@ -97,6 +97,11 @@ export type ShapeOf = (name: string | undefined) => number[] | undefined;
 export interface OpRule {
   link?(ctx: RuleContext): void;
   macs?(node: Node, shapeOf: ShapeOf): number | undefined;
+  /**
+   * The inputs the op adds together: when two computed ones carry the same channels, that
+   * channel space is a residual stream (src/graph/analysis.ts).
+   */
+  sums?(node: Node): string[];
   resize?(ctx: ResizeContext): void;
   weight?(node: Node, inputRank: number, weightRank: number): WeightUse | undefined;
   /** Its weights hold convolution channels: the groups it reads are reported as `channels`. */
@@ -128,6 +133,8 @@ function linkBroadcast(ctx: RuleContext, ins: string[], out: string): void {
 
 const unary: OpRule = { link: (ctx) => linkAllAxes(ctx, inputs(ctx.node)[0], outputs(ctx.node)[0]) };
 const broadcast: OpRule = { link: (ctx) => linkBroadcast(ctx, inputs(ctx.node), outputs(ctx.node)[0]) };
+/** Add and Sum: broadcasting, and what they add may be a residual connection. */
+const adds: OpRule = { ...broadcast, sums: inputs };
 
 function normAxis(axis: number, r: number): number {
   return axis < 0 ? axis + r : axis;
@@ -169,14 +176,17 @@ function normalizesOver(reason: string, axesOf: (ctx: RuleContext, r: number) =>
   };
 }
 
-const layerNorm = normalizesOver(
-  'LayerNormalization normalizes over it (the residual stream)',
-  (ctx, r) => {
-    const axis = normAxis(attrInt(ctx.node, 'axis', -1), r);
-    return Array.from({ length: r - axis }, (_, i) => axis + i);
-  },
-  false,
-);
+/** LayerNormalization and its RMS twin: statistics over the axes from `axis` on. */
+function layerNormRule(op: string): OpRule {
+  return normalizesOver(
+    `${op} normalizes over it (the residual stream)`,
+    (ctx, r) => {
+      const axis = normAxis(attrInt(ctx.node, 'axis', -1), r);
+      return Array.from({ length: r - axis }, (_, i) => axis + i);
+    },
+    false,
+  );
+}
 
 function softmaxRule(op: string): OpRule {
   return normalizesOver(`${op} normalizes over it`, (ctx, r) => {
@@ -554,10 +564,11 @@ const fusedMatmul: OpRule = {
 };
 
 /** com.microsoft FusedConv: Conv with its activation, and an optional sum input Z added to the result. */
+const conv = convRule(false);
 const fusedConv: OpRule = {
-  ...convRule(false),
+  ...conv,
   link(ctx) {
-    convRule(false).link!(ctx);
+    conv.link!(ctx);
     const z = inputs(ctx.node)[3];
     if (z) linkBroadcast(ctx, [z], outputs(ctx.node)[0]);
   },
@@ -569,6 +580,7 @@ const fusedConv: OpRule = {
  */
 function skipNorm(op: string): OpRule {
   return {
+    sums: (node) => node.input.slice(0, 2),
     link(ctx) {
       const n = ctx.node;
       const [x, skip, ...params] = inputs(n);
@@ -798,20 +810,20 @@ export const OP_RULES: Record<string, OpRule> = {
   Sin: unary, Cos: unary, Cast: unary, CastLike: broadcast, Identity: unary, Dropout: unary,
   Not: unary, IsNaN: unary, IsInf: unary,
   // element-wise with broadcasting (bias Add, SwiGLU Mul, squeeze-excite gate, residual Add)
-  Add: broadcast, Sub: broadcast, Mul: broadcast, Div: broadcast, Pow: broadcast, Max: broadcast,
-  Min: broadcast, Sum: broadcast, Mean: broadcast, Mod: broadcast, Where: broadcast, Clip: broadcast,
+  Add: adds, Sub: broadcast, Mul: broadcast, Div: broadcast, Pow: broadcast, Max: broadcast,
+  Min: broadcast, Sum: adds, Mean: broadcast, Mod: broadcast, Where: broadcast, Clip: broadcast,
   Equal: broadcast, Less: broadcast, Greater: broadcast, LessOrEqual: broadcast, GreaterOrEqual: broadcast,
   And: broadcast, Or: broadcast, Xor: broadcast,
   // normalizations
   BatchNormalization: perChannelNorm, InstanceNormalization: perChannelNorm,
-  LayerNormalization: layerNorm,
+  LayerNormalization: layerNormRule('LayerNormalization'),
   Softmax: softmaxRule('Softmax'), LogSoftmax: softmaxRule('LogSoftmax'), Hardmax: softmaxRule('Hardmax'),
   ReduceMean: reduceRule('ReduceMean'), ReduceSum: reduceRule('ReduceSum'), ReduceMax: reduceRule('ReduceMax'),
   ReduceMin: reduceRule('ReduceMin'), ReduceProd: reduceRule('ReduceProd'), ReduceL1: reduceRule('ReduceL1'),
   ReduceL2: reduceRule('ReduceL2'), ReduceSumSquare: reduceRule('ReduceSumSquare'),
   ReduceLogSum: reduceRule('ReduceLogSum'), ReduceLogSumExp: reduceRule('ReduceLogSumExp'),
   // weights
-  MatMul: matmul, Gemm: gemm, Conv: convRule(false), ConvTranspose: convRule(true), Einsum: einsum,
+  MatMul: matmul, Gemm: gemm, Conv: conv, ConvTranspose: convRule(true), Einsum: einsum,
   // layout
   Transpose: transpose, Reshape: reshapeWithShape, Flatten: reshape, Squeeze: reshape, Unsqueeze: reshape,
   Split: split, Concat: concat, Slice: slice, Pad: pad, Gather: gather, Expand: expand,
@@ -821,14 +833,7 @@ export const OP_RULES: Record<string, OpRule> = {
   Constant: constant,
   // what onnxruntime's graph optimizer writes (a model saved after it): default-domain contrib
   // ops and com.microsoft fusions
-  SimplifiedLayerNormalization: normalizesOver(
-    'SimplifiedLayerNormalization normalizes over it (the residual stream)',
-    (ctx, r) => {
-      const axis = normAxis(attrInt(ctx.node, 'axis', -1), r);
-      return Array.from({ length: r - axis }, (_, i) => axis + i);
-    },
-    false,
-  ),
+  SimplifiedLayerNormalization: layerNormRule('SimplifiedLayerNormalization'),
   'com.microsoft::FusedMatMul': fusedMatmul,
   'com.microsoft::FusedGemm': gemm,
   'com.microsoft::FusedConv': fusedConv,

@@ -128,14 +128,21 @@ function externalFileMap(model: OnnxModel): Map<string, string> {
   return files;
 }
 
+/**
+ * Fatal logs only: a failed run rejects with onnxruntime's message, which prune-gate reports in
+ * its own words (or handles: a trace size tried, a plan verified); the runtime's own log would
+ * repeat it.
+ */
+function withDefaults(options: ort.InferenceSession.SessionOptions): ort.InferenceSession.SessionOptions {
+  return { logSeverityLevel: 4, ...options };
+}
+
 export async function createSession(
   model: OnnxModel | Uint8Array | string,
   options: ort.InferenceSession.SessionOptions = {},
 ): Promise<ort.InferenceSession> {
   if (model instanceof OnnxModel) return sessionForProto(model, model.proto, options);
-  // Fatal only: a failed run rejects with onnxruntime's message, which prune-gate reports in its own
-  // words (or handles: a trace size tried, a plan verified); the runtime's own log would repeat it.
-  const opts = { logSeverityLevel: 4 as const, ...options };
+  const opts = withDefaults(options);
   return typeof model === 'string' ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
 }
 
@@ -153,9 +160,7 @@ export async function sessionForProto(
   proto: onnx.IModelProto,
   options: ort.InferenceSession.SessionOptions = {},
 ): Promise<ort.InferenceSession> {
-  // Fatal only: a failed run rejects with onnxruntime's message, which prune-gate reports in its own
-  // words (or handles: a trace size tried, a plan verified); the runtime's own log would repeat it.
-  const opts = { logSeverityLevel: 4 as const, ...options };
+  const opts = withDefaults(options);
   if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
   const bytes = onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);

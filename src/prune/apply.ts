@@ -138,8 +138,8 @@ function sliceCreatedBiases(analysis: Analysis, model: OnnxModel, removedIdx: Ma
     const gone = outSlot && removedIdx.get(outSlot.id);
     if (!use || !outSlot || !gone?.size) continue;
     // The bias input, or the constant of the Add compensation put after a MatMul.
-    const addAfter = model.graph.node.find((n) => n.opType === 'Add' && n.input?.[0] === node.output[0]);
-    const bias = use.biasInput !== undefined ? node.input[use.biasInput] : addAfter?.input?.[1];
+    const bias =
+      use.biasInput !== undefined ? node.input[use.biasInput] : model.graph.node.find((n) => n.opType === 'Add' && n.input?.[0] === node.output[0])?.input?.[1];
     if (!bias || analysis.model.isConstant(bias) || !model.isConstant(bias)) continue;
     if (model.constantInfo(bias)?.dims[0] !== outSlot.size) continue;
     const kept: number[] = [];

@@ -35,7 +35,9 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
       `importance "${options.importance}" with compensation "${options.compensate}" needs calibration data: give a calibration set, or use magnitude importance without compensation`,
     );
   }
-  if (options.target > 0 && !hasTopLevelWeights(model)) throw new UserError(nothingToPrune(model, [], options.structures));
+  if (options.target > 0 && !hasTopLevelWeights(model)) {
+    throw new UserError(`${modelName(model)}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`);
+  }
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
   options = { ...options, memory: options.memory ?? newPruneMemory() };
   const paramsBefore = countParams(model);
@@ -156,15 +158,12 @@ function hasTopLevelWeights(model: OnnxModel): boolean {
   return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).some((i) => (model.constantInfo(i)?.dims.length ?? 0) >= 2));
 }
 
-/**
- * Why a model asked to lose parameters has nothing the engine can remove: its weights all sit
- * inside control flow, or the places left alone and their reasons (the first few).
- */
+const modelName = (model: OnnxModel) => (model.origin ? path.basename(model.origin) : 'the model');
+
+/** Why a model asked to lose parameters has nothing the engine can remove: the places left alone and their reasons (the first few). */
 function nothingToPrune(model: OnnxModel, skipped: SkippedEntry[], structures: Structure[]): string {
-  const name = model.origin ? path.basename(model.origin) : 'the model';
-  if (!hasTopLevelWeights(model)) return `${name}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`;
   const reasons = [...new Map(skipped.map((s) => [s.reason, s])).values()].slice(0, 3).map((s) => `${s.where}: ${s.reason}`);
-  return `${name}: nothing to prune: no ${structures.join(', ')} the engine can remove${reasons.length ? ` (${reasons.join('; ')})` : ''}; \`prune-gate inspect\` lists every place and why`;
+  return `${modelName(model)}: nothing to prune: no ${structures.join(', ')} the engine can remove${reasons.length ? ` (${reasons.join('; ')})` : ''}; \`prune-gate inspect\` lists every place and why`;
 }
 
 function statsRequests(consumers: Consumer[], gram: boolean): StatsRequest[] {

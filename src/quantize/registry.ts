@@ -40,6 +40,14 @@ function matrixWeight(node: onnx.NodeProto, work: OnnxModel): { name: string; di
   return { name: w, ...info };
 }
 
+/** The node reads a float constant of two or more axes: a weight. */
+function readsFloatWeight(node: onnx.NodeProto, work: OnnxModel): boolean {
+  return node.input.some((i) => {
+    const info = i ? work.constantInfo(i) : undefined;
+    return !!info && info.dims.length >= 2 && isFloatWeight(info.dtype);
+  });
+}
+
 const floatOr = (answer: Candidate | string): QuantAnswer => (typeof answer === 'string' ? { keptFloat: answer } : answer);
 
 /** MatMul with a constant [K, N] weight: MatMulNBits, where a transformer's weights are. */
@@ -85,11 +93,7 @@ const conv: QuantRule = {
 
 /** ConvTranspose: its weights stay float; the quantizer has no form for them. */
 const convTranspose: QuantRule = {
-  candidate(node, { work }) {
-    const info = node.input[1] ? work.constantInfo(node.input[1]) : undefined;
-    if (!info || !isFloatWeight(info.dtype)) return undefined;
-    return { keptFloat: 'ConvTranspose weights stay float (no quantized form for them)' };
-  },
+  candidate: (node, { work }) => (readsFloatWeight(node, work) ? { keptFloat: 'ConvTranspose weights stay float (no quantized form for them)' } : undefined),
 };
 
 /** Gather on a constant [V, D] table along axis 0 (embeddings): GatherBlockQuantized. */
@@ -110,25 +114,13 @@ const gather: QuantRule = {
  * an Einsum as a MatMul.
  */
 const einsum: QuantRule = {
-  candidate(node, { work }) {
-    const weights = node.input.filter((i) => {
-      const info = i ? work.constantInfo(i) : undefined;
-      return info && info.dims.length >= 2 && isFloatWeight(info.dtype);
-    });
-    return weights.length ? { keptFloat: 'Einsum weights stay float (onnxruntime has no quantized Einsum)' } : undefined;
-  },
+  candidate: (node, { work }) => (readsFloatWeight(node, work) ? { keptFloat: 'Einsum weights stay float (onnxruntime has no quantized Einsum)' } : undefined),
 };
 
 /** onnxruntime's fused ops (a model saved after its optimizer): their weights stay float, reported. */
 function fusedFloat(op: string): QuantRule {
   return {
-    candidate(node, { work }) {
-      const weighted = node.input.some((i) => {
-        const info = i ? work.constantInfo(i) : undefined;
-        return info && info.dims.length >= 2 && isFloatWeight(info.dtype);
-      });
-      return weighted ? { keptFloat: `${op} weights stay float (no quantized form for onnxruntime's fused ops)` } : undefined;
-    },
+    candidate: (node, { work }) => (readsFloatWeight(node, work) ? { keptFloat: `${op} weights stay float (no quantized form for onnxruntime's fused ops)` } : undefined),
   };
 }
 
