@@ -40183,6 +40183,82 @@ function skipNorm(op) {
     }
   };
 }
+function perHead(ctx, tensor, axis, heads) {
+  const d = tensor ? ctx.dims(tensor) : void 0;
+  return tensor && d && d.length > axis && d[axis] === heads ? [{ tensor, axis, size: 1 }] : [];
+}
+function resizeHeads({ node: node2, newDims, oldDims }) {
+  const y = node2.output[0];
+  const [before, after] = [oldDims(y)?.[2], newDims(y, 0)?.[2]];
+  const heads = attrInt(node2, "num_heads", 0);
+  if (!before || !after || before === after || heads <= 0) return;
+  const kept = after / (before / heads);
+  setAttrInt(node2, "num_heads", kept);
+  const sizes = attrInts(node2, "qkv_hidden_sizes");
+  if (sizes) setAttrInts(node2, "qkv_hidden_sizes", sizes.map((s) => s / heads * kept));
+}
+var attention = {
+  // The projection, then scores and weighted values over S keys (no past: T = S).
+  macs(node2, shapeOf) {
+    const [x, w, y] = [shapeOf(node2.input[0]), shapeOf(node2.input[1]), shapeOf(node2.output[0])];
+    if (!x || !w || !y || x.length !== 3 || w.length !== 2) return void 0;
+    const qk = (attrInts(node2, "qkv_hidden_sizes") ?? [w[1] / 3])[0];
+    return x[0] * x[1] * w[0] * w[1] + x[0] * x[1] * x[1] * (qk + y[2]);
+  },
+  resize: resizeHeads,
+  link(ctx) {
+    const n = ctx.node;
+    const [x, w, bias, , past, attentionBias] = inputs(n);
+    const [y, present] = outputs(n);
+    const heads = attrInt(n, "num_heads", 0);
+    const wd = ctx.dims(w);
+    if (!wd || wd.length !== 2 || rank(ctx, x) !== 3 || rank(ctx, y) !== 3 || heads <= 0) return;
+    const [q, k, v] = attrInts(n, "qkv_hidden_sizes") ?? [wd[1] / 3, wd[1] / 3, wd[1] / 3];
+    ctx.same(x, 2, w, 0);
+    const packed = (tensor, axis) => [
+      { tensor, axis, size: q / heads },
+      { tensor, axis, size: k / heads, offset: q },
+      { tensor, axis, size: v / heads, offset: q + k }
+    ];
+    ctx.heads(heads, [
+      ...packed(w, 1),
+      ...bias ? packed(bias, 0) : [],
+      { tensor: y, axis: 2, size: v / heads },
+      ...perHead(ctx, past, 2, heads),
+      ...perHead(ctx, present, 2, heads),
+      ...perHead(ctx, attentionBias, 1, heads)
+    ]);
+  }
+};
+var multiHeadAttention = {
+  macs(node2, shapeOf) {
+    const [q, k, v] = node2.input.slice(0, 3).map((i) => i ? shapeOf(i) : void 0);
+    if (!q || !k || !v || q.length !== 3 || k.length !== 3 || v.length !== 3) return void 0;
+    return q[0] * q[1] * k[1] * (q[2] + v[2]);
+  },
+  resize: resizeHeads,
+  link(ctx) {
+    const n = ctx.node;
+    const [q, k, v, bias, , attentionBias, pastKey, pastValue] = inputs(n);
+    const [y, presentKey, presentValue, qk] = outputs(n);
+    const heads = attrInt(n, "num_heads", 0);
+    if (!k || !v || [q, k, v, y].some((t) => rank(ctx, t) !== 3) || heads <= 0) return;
+    const [d, dv] = [ctx.dims(q)[2], ctx.dims(v)[2]];
+    ctx.heads(heads, [
+      { tensor: q, axis: 2, size: d / heads },
+      { tensor: k, axis: 2, size: d / heads },
+      { tensor: v, axis: 2, size: dv / heads },
+      { tensor: y, axis: 2, size: dv / heads },
+      ...bias ? [
+        { tensor: bias, axis: 0, size: d / heads },
+        { tensor: bias, axis: 0, size: d / heads, offset: d },
+        { tensor: bias, axis: 0, size: dv / heads, offset: 2 * d }
+      ] : [],
+      ...perHead(ctx, attentionBias, 1, heads),
+      ...[pastKey, pastValue, presentKey, presentValue, qk].flatMap((t) => perHead(ctx, t, 1, heads))
+    ]);
+  }
+};
 function piecewise(whole, parts, axis, ctx) {
   const r = rank(ctx, whole);
   const ax = normAxis(axis, r);
@@ -40463,6 +40539,8 @@ var OP_RULES = {
   "com.microsoft::BiasGelu": broadcast,
   "com.microsoft::SkipLayerNormalization": skipNorm("SkipLayerNormalization"),
   "com.microsoft::SkipSimplifiedLayerNormalization": skipNorm("SkipSimplifiedLayerNormalization"),
+  "com.microsoft::Attention": attention,
+  "com.microsoft::MultiHeadAttention": multiHeadAttention,
   // counted, not understood by the engine (quantized models)
   MatMulInteger: { macs: matmulMacs },
   "com.microsoft::MatMulNBits": {
@@ -41244,6 +41322,15 @@ var AtomSpace = class {
   outer(merged, outer, inner) {
     for (let i = 0; i < merged.size; i++) this.union(merged.base + i, outer.base + Math.floor(i / inner) % outer.size);
   }
+  /** Atoms offset + h*size + k of each part (k < size) are one unit, head h: see RuleContext.heads. */
+  heads(count2, parts) {
+    const first = parts[0];
+    for (const { slot, size, offset } of parts) {
+      for (let h = 0; h < count2; h++) {
+        for (let k = 0; k < size; k++) this.union(first.slot.base + first.offset + h * first.size, slot.base + offset + h * size + k);
+      }
+    }
+  }
 };
 
 // src/graph/analysis.ts
@@ -41378,6 +41465,17 @@ async function analyze(model, options = {}) {
           space.outer(sm, so, inner);
           headAxes.add(so.id);
         } else if (sm || so) space.freeze(sm ?? so, `${nodeLabel(node2)} (${node2.opType}) mixes it with a dynamic axis`);
+      },
+      heads(count2, parts) {
+        const found = parts.map((p) => ({ slot: slotOf(p.tensor, p.axis), size: p.size, offset: p.offset ?? 0 }));
+        for (const f of found) mark(f.slot);
+        const fits = (f) => f.slot && Number.isInteger(f.size) && f.size > 0 && f.offset + count2 * f.size <= f.slot.size;
+        if (count2 > 0 && found.every(fits)) {
+          space.heads(count2, found);
+          for (const f of found) headAxes.add(f.slot.id);
+        } else {
+          for (const f of found) if (f.slot) space.freeze(f.slot, `${nodeLabel(node2)} (${node2.opType}): its heads do not fit the shapes seen`);
+        }
       },
       freeze(name, axis, reason2) {
         const s = slotOf(name, axis);

@@ -13,7 +13,7 @@ import { writeModel } from '../src/onnx/write';
 import { findPrunable, pruneModel } from '../src/prune';
 import { quantizeModel } from '../src/quantize';
 import { checkModel, checkerAvailable } from '../tools/onnx-checker';
-import { T, attrInts, encode, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
+import { T, attrInt, attrInts, encode, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
 
 const load = (proto: onnx.ModelProto) => OnnxModel.fromBytes(encode(proto), 'synthetic.onnx');
 const MAGNITUDE = { structures: ['ffn', 'heads', 'channels'] as ('ffn' | 'heads' | 'channels')[], importance: 'magnitude' as const, compensate: 'none' as const };
@@ -244,4 +244,35 @@ test('bias compensation for convs without a bias (before a BatchNorm, as paddle2
   expect(r.skipped.filter((s) => s.reason.includes('onnxruntime'))).toEqual([]);
   expect(r.pruned.map((p) => [p.kind, p.before])).toEqual([['channels', 16], ['channels', 16]]);
   expect(await outputDims(r.model, dummyFeeds(r.model, 2, 8))).toEqual([[2, 4, 8, 8]]);
+});
+
+describe("onnxruntime's fused attention (com.microsoft Attention)", () => {
+  // x [B, S, 8] -> Attention (2 heads of 4, packed QKV weight [8, 24]) -> MatMul [8, 8] -> z
+  const attention = (present: boolean) => {
+    const attn = node('Attention', ['x', 'Wqkv', 'bqkv'], present ? ['y', 'present'] : ['y'], [attrInt('num_heads', 2)]);
+    attn.domain = 'com.microsoft';
+    const proto = model({
+      nodes: [attn, node('MatMul', ['y', 'O'], ['z'])],
+      inputs: [valueInfo('x', T.FLOAT, ['batch', 'sequence', 8])],
+      outputs: [valueInfo('z', T.FLOAT, ['batch', 'sequence', 8]), ...(present ? [valueInfo('present', T.FLOAT, [2, 'batch', 2, 'sequence', 4])] : [])],
+      initializers: [floatTensor('Wqkv', [8, 24]), floatTensor('bqkv', [24]), floatTensor('O', [8, 8])],
+    });
+    proto.opsetImport.push({ domain: 'com.microsoft', version: 1 });
+    return load(proto);
+  };
+
+  test('a head goes with its Q, K and V columns and its output rows, and num_heads follows', async () => {
+    const r = await pruneModel(attention(false), { target: 0.5, ...MAGNITUDE });
+    expect(r.pruned.map((p) => [p.kind, p.before, p.after])).toEqual([['heads', 2, 1]]);
+    const attn = r.model.graph.node.find((n) => n.opType === 'Attention')!;
+    expect(attn.attribute?.find((a) => a.name === 'num_heads')?.i).toBe(1);
+    expect(r.model.constantInfo('Wqkv')?.dims).toEqual([8, 12]);
+    expect(await outputDims(r.model, dummyFeeds(r.model, 2, 5))).toEqual([[2, 5, 8]]);
+  });
+
+  test('heads whose cache is a model output are left alone, and say so', async () => {
+    const prunable = await findPrunable(attention(true));
+    expect(prunable.prunable).toEqual([]);
+    expect(prunable.skipped.map((s) => s.reason)).toContain('model output');
+  });
 });

@@ -104,6 +104,8 @@ const EXPECTED_KINDS: Record<string, string[]> = {
   'gpt2.onnx': ['ffn', 'heads'],
   'llama.onnx': ['ffn', 'heads'],
   'bert.onnx': ['ffn', 'heads'],
+  'bert-attention.onnx': ['ffn', 'heads'],
+  'bert-mha.onnx': ['ffn', 'heads'],
 };
 
 test.each(fixtures.map((f) => [path.basename(f), f]))('%s: prunable groups and what is left alone', async (name, file) => {

@@ -34,7 +34,7 @@ export interface CorpusModel {
 interface Manifest {
   packages: { name: string; version: string; integrity: string; license: string }[];
   models: Omit<CorpusModel, 'file'>[];
-  optimized: { level: 'basic' | 'extended'; models: { id: string; source: string; kind: CorpusModel['kind'] }[] };
+  optimized: { level: 'basic' | 'extended'; models: { id: string; source: string; kind: CorpusModel['kind']; file?: string }[] };
 }
 
 /** A fixture saved after onnxruntime's optimizer, and the file it was made from. */
@@ -45,7 +45,10 @@ export interface OptimizedModel {
   file: string;
 }
 
-/** Saves each fixture of the manifest's `optimized` list after onnxruntime's optimizer (cached). */
+/**
+ * Saves each fixture of the manifest's `optimized` list after onnxruntime's optimizer (cached);
+ * an entry with a committed `file` (a fused form the optimizer does not make of it) is that file.
+ */
 export async function optimizedCorpus(): Promise<OptimizedModel[]> {
   const { ort } = await import('../src/onnx/runtime');
   const { optimized } = readManifest();
@@ -54,6 +57,10 @@ export async function optimizedCorpus(): Promise<OptimizedModel[]> {
   const out: OptimizedModel[] = [];
   for (const m of optimized.models) {
     const source = path.join(ROOT, m.source);
+    if (m.file) {
+      out.push({ id: m.id, kind: m.kind, source, file: path.join(ROOT, m.file) });
+      continue;
+    }
     const file = path.join(dir, `${m.id}.onnx`);
     if (!fs.existsSync(file) || fs.statSync(file).mtimeMs < fs.statSync(source).mtimeMs) {
       const tmp = `${file}.tmp-${process.pid}`;

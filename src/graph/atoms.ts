@@ -105,4 +105,14 @@ export class AtomSpace {
   outer(merged: Slot, outer: Slot, inner: number): void {
     for (let i = 0; i < merged.size; i++) this.union(merged.base + i, outer.base + (Math.floor(i / inner) % outer.size));
   }
+
+  /** Atoms offset + h*size + k of each part (k < size) are one unit, head h: see RuleContext.heads. */
+  heads(count: number, parts: { slot: Slot; size: number; offset: number }[]): void {
+    const first = parts[0];
+    for (const { slot, size, offset } of parts) {
+      for (let h = 0; h < count; h++) {
+        for (let k = 0; k < size; k++) this.union(first.slot.base + first.offset + h * first.size, slot.base + offset + h * size + k);
+      }
+    }
+  }
 }

@@ -31,6 +31,12 @@ export interface RuleContext {
    * multiple of outer x inner, the leading factor is a selection (see atoms.ts).
    */
   outer(merged: string, axisM: number, outer: string, axisO: number, inner: number): void;
+  /**
+   * `count` heads laid out in blocks: in each part, atoms offset + h*size .. offset + (h+1)*size - 1
+   * are head h (a fused attention op's packed Q, K and V columns, its output; size 1 for an
+   * axis that holds one entry per head). Every part must be a static axis, or all are frozen.
+   */
+  heads(count: number, parts: HeadPart[]): void;
   freeze(name: string, axis: number, reason: string): void;
   /**
    * A normalization computes its statistics over this axis: prunable with the norm's parameters
@@ -39,6 +45,16 @@ export interface RuleContext {
   normalizedOver(name: string, axis: number, reason: string): void;
   /** Marks an axis as handled without coupling it (e.g. Shape only reads it). */
   keep(name: string, axis: number): void;
+}
+
+/** One place heads are laid out in: see RuleContext.heads. */
+export interface HeadPart {
+  tensor: string;
+  axis: number;
+  /** Atoms per head. */
+  size: number;
+  /** Where head 0 starts (packed Q, K, V: 0, then Q's width, then Q's and K's). */
+  offset?: number;
 }
 
 /**
@@ -597,6 +613,103 @@ function skipNorm(op: string): OpRule {
   };
 }
 
+/** An optional input or output of rank 4 or 5 holding one entry per head on `axis` (caches, biases). */
+function perHead(ctx: RuleContext, tensor: string | undefined, axis: number, heads: number): HeadPart[] {
+  const d = tensor ? ctx.dims(tensor) : undefined;
+  return tensor && d && d.length > axis && d[axis] === heads ? [{ tensor, axis, size: 1 }] : [];
+}
+
+/** num_heads (and qkv_hidden_sizes) after heads went: the output is heads x head_size wide. */
+function resizeHeads({ node, newDims, oldDims }: ResizeContext): void {
+  const y = node.output[0];
+  const [before, after] = [oldDims(y)?.[2], newDims(y, 0)?.[2]];
+  const heads = attrInt(node, 'num_heads', 0);
+  if (!before || !after || before === after || heads <= 0) return;
+  const kept = after / (before / heads);
+  setAttrInt(node, 'num_heads', kept);
+  const sizes = attrInts(node, 'qkv_hidden_sizes');
+  if (sizes) setAttrInts(node, 'qkv_hidden_sizes', sizes.map((s) => (s / heads) * kept));
+}
+
+/**
+ * com.microsoft Attention, onnxruntime's fused self-attention: input [B, S, Hin] times one
+ * packed weight [Hin, Q+K+V] (+ bias) gives Q, K and V, each num_heads heads wide; the output
+ * [B, S, V] holds the heads' values side by side. A head is its columns of Q, K and V, its block
+ * of the output, and its entry of a past/present cache [2, B, heads, S, size] or an attention
+ * bias [B, heads, S, T].
+ */
+const attention: OpRule = {
+  // The projection, then scores and weighted values over S keys (no past: T = S).
+  macs(node, shapeOf) {
+    const [x, w, y] = [shapeOf(node.input[0]), shapeOf(node.input[1]), shapeOf(node.output[0])];
+    if (!x || !w || !y || x.length !== 3 || w.length !== 2) return undefined;
+    const qk = (attrInts(node, 'qkv_hidden_sizes') ?? [w[1] / 3])[0];
+    return x[0] * x[1] * w[0] * w[1] + x[0] * x[1] * x[1] * (qk + y[2]);
+  },
+  resize: resizeHeads,
+  link(ctx) {
+    const n = ctx.node;
+    const [x, w, bias, , past, attentionBias] = inputs(n);
+    const [y, present] = outputs(n);
+    const heads = attrInt(n, 'num_heads', 0);
+    const wd = ctx.dims(w);
+    if (!wd || wd.length !== 2 || rank(ctx, x) !== 3 || rank(ctx, y) !== 3 || heads <= 0) return;
+    const [q, k, v] = attrInts(n, 'qkv_hidden_sizes') ?? [wd[1] / 3, wd[1] / 3, wd[1] / 3];
+    ctx.same(x, 2, w, 0);
+    const packed = (tensor: string, axis: number): HeadPart[] => [
+      { tensor, axis, size: q / heads },
+      { tensor, axis, size: k / heads, offset: q },
+      { tensor, axis, size: v / heads, offset: q + k },
+    ];
+    ctx.heads(heads, [
+      ...packed(w, 1),
+      ...(bias ? packed(bias, 0) : []),
+      { tensor: y, axis: 2, size: v / heads },
+      ...perHead(ctx, past, 2, heads),
+      ...perHead(ctx, present, 2, heads),
+      ...perHead(ctx, attentionBias, 1, heads),
+    ]);
+  },
+};
+
+/**
+ * com.microsoft MultiHeadAttention: query [B, S, D], key [B, L, D] and value [B, L, Dv], each
+ * num_heads heads wide (their projections are MatMuls before it; an optional bias [D+D+Dv]
+ * is added inside); the output [B, S, Dv]. Packed forms (query [B, S, heads, 3, size], key
+ * and value as [B, heads, L, size] caches) are left alone.
+ */
+const multiHeadAttention: OpRule = {
+  macs(node, shapeOf) {
+    const [q, k, v] = node.input.slice(0, 3).map((i) => (i ? shapeOf(i) : undefined));
+    if (!q || !k || !v || q.length !== 3 || k.length !== 3 || v.length !== 3) return undefined;
+    return q[0] * q[1] * k[1] * (q[2] + v[2]);
+  },
+  resize: resizeHeads,
+  link(ctx) {
+    const n = ctx.node;
+    const [q, k, v, bias, , attentionBias, pastKey, pastValue] = inputs(n);
+    const [y, presentKey, presentValue, qk] = outputs(n);
+    const heads = attrInt(n, 'num_heads', 0);
+    if (!k || !v || [q, k, v, y].some((t) => rank(ctx, t) !== 3) || heads <= 0) return;
+    const [d, dv] = [ctx.dims(q)![2], ctx.dims(v)![2]];
+    ctx.heads(heads, [
+      { tensor: q, axis: 2, size: d / heads },
+      { tensor: k, axis: 2, size: d / heads },
+      { tensor: v, axis: 2, size: dv / heads },
+      { tensor: y, axis: 2, size: dv / heads },
+      ...(bias
+        ? [
+            { tensor: bias, axis: 0, size: d / heads },
+            { tensor: bias, axis: 0, size: d / heads, offset: d },
+            { tensor: bias, axis: 0, size: dv / heads, offset: 2 * d },
+          ]
+        : []),
+      ...perHead(ctx, attentionBias, 1, heads),
+      ...[pastKey, pastValue, presentKey, presentValue, qk].flatMap((t) => perHead(ctx, t, 1, heads)),
+    ]);
+  },
+};
+
 /** Split and Concat: the split axis is laid out piece after piece; other axes are shared. */
 function piecewise(whole: string, parts: string[], axis: number, ctx: RuleContext): void {
   const r = rank(ctx, whole);
@@ -843,6 +956,8 @@ export const OP_RULES: Record<string, OpRule> = {
   'com.microsoft::BiasGelu': broadcast,
   'com.microsoft::SkipLayerNormalization': skipNorm('SkipLayerNormalization'),
   'com.microsoft::SkipSimplifiedLayerNormalization': skipNorm('SkipSimplifiedLayerNormalization'),
+  'com.microsoft::Attention': attention,
+  'com.microsoft::MultiHeadAttention': multiHeadAttention,
   // counted, not understood by the engine (quantized models)
   MatMulInteger: { macs: matmulMacs },
   'com.microsoft::MatMulNBits': {
