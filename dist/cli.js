@@ -4044,9 +4044,9 @@ var require_Alias = __commonJS({
     var anchors = require_anchors();
     var visit2 = require_visit();
     var identity = require_identity();
-    var Node7 = require_Node();
+    var Node8 = require_Node();
     var toJS = require_toJS();
-    var Alias = class extends Node7.NodeBase {
+    var Alias = class extends Node8.NodeBase {
       constructor(source) {
         super(identity.ALIAS);
         this.source = source;
@@ -4160,10 +4160,10 @@ var require_Scalar = __commonJS({
   "node_modules/yaml/dist/nodes/Scalar.js"(exports2) {
     "use strict";
     var identity = require_identity();
-    var Node7 = require_Node();
+    var Node8 = require_Node();
     var toJS = require_toJS();
     var isScalarValue = (value) => !value || typeof value !== "function" && typeof value !== "object";
-    var Scalar = class extends Node7.NodeBase {
+    var Scalar = class extends Node8.NodeBase {
       constructor(value) {
         super(identity.SCALAR);
         this.value = value;
@@ -4266,7 +4266,7 @@ var require_Collection = __commonJS({
     "use strict";
     var createNode = require_createNode();
     var identity = require_identity();
-    var Node7 = require_Node();
+    var Node8 = require_Node();
     function collectionFromPath(schema, path14, value) {
       let v = value;
       for (let i = path14.length - 1; i >= 0; --i) {
@@ -4290,7 +4290,7 @@ var require_Collection = __commonJS({
       });
     }
     var isEmptyPath = (path14) => path14 == null || typeof path14 === "object" && !!path14[Symbol.iterator]().next().done;
-    var Collection = class extends Node7.NodeBase {
+    var Collection = class extends Node8.NodeBase {
       constructor(type, schema) {
         super(type);
         Object.defineProperty(this, "schema", {
@@ -39834,8 +39834,28 @@ function normalizesOver(reason, axesOf, hard = true) {
     }
   };
 }
-function layerNormRule(op) {
-  return normalizesOver(
+var groupNorm = {
+  link(ctx) {
+    const n = ctx.node;
+    const [x, scale, bias] = inputs(n);
+    const y = outputs(n)[0];
+    const groups = attrInt(n, "num_groups", 0);
+    const [d, r] = [ctx.dims(x), rank(ctx, x)];
+    if (!d || r < 2 || groups <= 0 || d[1] % groups !== 0) return;
+    const size = d[1] / groups;
+    ctx.same(x, 0, y, 0);
+    for (let a = 2; a < r; a++) for (const t of [x, y]) ctx.freeze(t, a, `GroupNormalization ${nodeLabel(n)} normalizes over it`);
+    const param = (p) => p ? [{ tensor: p, axis: 0, size: ctx.dims(p)?.[0] === d[1] ? size : 1 }] : [];
+    ctx.heads(groups, [{ tensor: x, axis: 1, size }, { tensor: y, axis: 1, size }, ...param(scale), ...param(bias)], false);
+  },
+  resize({ node: node2, newDims, oldDims }) {
+    const [before, after] = [oldDims(node2.input[0])?.[1], newDims(node2.input[0], 0)?.[1]];
+    const groups = attrInt(node2, "num_groups", 0);
+    if (before && after && before !== after && groups > 0) setAttrInt(node2, "num_groups", after / (before / groups));
+  }
+};
+function layerNormRule(op, rms) {
+  const rule = normalizesOver(
     `${op} normalizes over it (the residual stream)`,
     (ctx, r) => {
       const axis = normAxis(attrInt(ctx.node, "axis", -1), r);
@@ -39843,6 +39863,16 @@ function layerNormRule(op) {
     },
     false
   );
+  return {
+    ...rule,
+    // Over the last axis only: statistics over several axes are not refit.
+    statistics(node2, graph) {
+      const [x, scale, bias] = node2.input;
+      const r = graph.rank(x);
+      if (r === void 0 || normAxis(attrInt(node2, "axis", -1), r) !== r - 1 || !scale) return void 0;
+      return { input: x, axis: r - 1, rms, epsilon: attrFloat(node2, "epsilon", 1e-5), scale, bias: rms ? void 0 : bias || void 0 };
+    }
+  };
 }
 function softmaxRule(op) {
   return normalizesOver(`${op} normalizes over it`, (ctx, r) => {
@@ -39850,8 +39880,38 @@ function softmaxRule(op) {
     return ctx.opset >= 13 ? [axis] : Array.from({ length: r - axis }, (_, i) => axis + i);
   });
 }
+function soleUser(graph, tensor, op, at) {
+  const users = graph.consumers(tensor);
+  return users.length === 1 && users[0].opType === op && users[0].input[at] === tensor ? users[0] : void 0;
+}
+function constantOperand(graph, node2, tensor) {
+  const other = node2.input.find((i) => i !== tensor);
+  return other && graph.isConstant(other) && graph.rank(other) === 1 ? other : void 0;
+}
+function writtenOutLayerNorm(node2, graph) {
+  const x = node2.input[0];
+  const r = graph.rank(x);
+  const axes = attrInts(node2, "axes");
+  if (r === void 0 || !axes || axes.length !== 1 || normAxis(axes[0], r) !== r - 1 || attrInt(node2, "keepdims", 1) !== 1) return void 0;
+  const sub = soleUser(graph, node2.output[0], "Sub", 1);
+  if (!sub || sub.input[0] !== x) return void 0;
+  const d = sub.output[0];
+  const div = graph.consumers(d).find((n) => n.opType === "Div" && n.input[0] === d);
+  const sqrt = div && graph.producer(div.input[1]);
+  const add = sqrt?.opType === "Sqrt" ? graph.producer(sqrt.input[0]) : void 0;
+  const epsilon = add?.opType === "Add" ? add.input.map((i) => graph.scalar(i)).find((v) => v !== void 0) : void 0;
+  const z2 = div?.output[0];
+  const users = z2 ? graph.consumers(z2) : [];
+  const mul = users.length === 1 && users[0].opType === "Mul" ? users[0] : void 0;
+  const scale = mul && constantOperand(graph, mul, z2);
+  if (epsilon === void 0 || !mul || !scale) return void 0;
+  const biasAdd = graph.consumers(mul.output[0]);
+  const bias = biasAdd.length === 1 && biasAdd[0].opType === "Add" ? constantOperand(graph, biasAdd[0], mul.output[0]) : void 0;
+  return { input: x, axis: r - 1, rms: false, epsilon, scale, bias };
+}
 function reduceRule(op) {
   return {
+    statistics: op === "ReduceMean" ? writtenOutLayerNorm : void 0,
     link(ctx) {
       const n = ctx.node;
       const x = inputs(n)[0];
@@ -39955,6 +40015,8 @@ var reshape = {
       else if (f.length === 1 && t.length > 2 && isSelection(ctx, y, t[0])) ctx.outer(x, f[0], y, t[1], a[f[0]] / (b[t[0]] * b[t[1]]));
       else if (f.length === 1 && t.length > 1) ctx.outer(x, f[0], y, t[0], a[f[0]] / b[t[0]]);
       else if (f.length > 1 && t.length === 1) ctx.outer(y, t[0], x, f[0], b[t[0]] / a[f[0]]);
+      else if (f.length > 1 && t.length > 1 && a[f[0]] % b[t[0]] === 0) ctx.outer(x, f[0], y, t[0], a[f[0]] / b[t[0]]);
+      else if (f.length > 1 && t.length > 1 && b[t[0]] % a[f[0]] === 0) ctx.outer(y, t[0], x, f[0], b[t[0]] / a[f[0]]);
     }
   }
 };
@@ -40484,7 +40546,8 @@ var OP_RULES = {
   // normalizations
   BatchNormalization: perChannelNorm,
   InstanceNormalization: perChannelNorm,
-  LayerNormalization: layerNormRule("LayerNormalization"),
+  GroupNormalization: groupNorm,
+  LayerNormalization: layerNormRule("LayerNormalization", false),
   Softmax: softmaxRule("Softmax"),
   LogSoftmax: softmaxRule("LogSoftmax"),
   Hardmax: softmaxRule("Hardmax"),
@@ -40529,7 +40592,7 @@ var OP_RULES = {
   Constant: constant,
   // what onnxruntime's graph optimizer writes (a model saved after it): default-domain contrib
   // ops and com.microsoft fusions
-  SimplifiedLayerNormalization: layerNormRule("SimplifiedLayerNormalization"),
+  SimplifiedLayerNormalization: layerNormRule("SimplifiedLayerNormalization", true),
   "com.microsoft::FusedMatMul": fusedMatmul,
   "com.microsoft::FusedGemm": gemm,
   "com.microsoft::FusedConv": fusedConv,
@@ -41466,13 +41529,13 @@ async function analyze(model, options = {}) {
           headAxes.add(so.id);
         } else if (sm || so) space.freeze(sm ?? so, `${nodeLabel(node2)} (${node2.opType}) mixes it with a dynamic axis`);
       },
-      heads(count2, parts) {
+      heads(count2, parts, asHeads = true) {
         const found = parts.map((p) => ({ slot: slotOf(p.tensor, p.axis), size: p.size, offset: p.offset ?? 0 }));
         for (const f of found) mark(f.slot);
         const fits = (f) => f.slot && Number.isInteger(f.size) && f.size > 0 && f.offset + count2 * f.size <= f.slot.size;
         if (count2 > 0 && found.every(fits)) {
           space.heads(count2, found);
-          for (const f of found) headAxes.add(f.slot.id);
+          if (asHeads) for (const f of found) headAxes.add(f.slot.id);
         } else {
           for (const f of found) if (f.slot) space.freeze(f.slot, `${nodeLabel(node2)} (${node2.opType}): its heads do not fit the shapes seen`);
         }
@@ -41801,7 +41864,7 @@ var ShapeFixer = class {
     }
     const good = candidates.find(check2);
     if (good) {
-      for (const [leaf, v] of good) this.writeLeaf(leaf, v, nodes);
+      for (const [leaf, v] of good) this.writeLeaf(leaf, v, /* @__PURE__ */ new Set([...nodes, node2]));
       return;
     }
     if (!this.pinStaticEntries(node2, input2, result, expected)) {
@@ -41911,6 +41974,13 @@ async function collectStats(model, requests, calibration) {
     await collector.release();
   }
 }
+async function sessionExposing(model, names) {
+  const proto = model.clone().proto;
+  const graph = proto.graph;
+  const outputs2 = new Set(graph.output.map((o) => o.name));
+  for (const name of names) if (!outputs2.has(name)) graph.output.push(import_onnx_proto11.onnx.ValueInfoProto.create({ name }));
+  return sessionForProto(model, proto);
+}
 var StatsCollector = class _StatsCollector {
   constructor(session, wanted) {
     this.session = session;
@@ -41925,11 +41995,7 @@ var StatsCollector = class _StatsCollector {
       const prev = wanted.get(r.tensor);
       wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram });
     }
-    const proto = model.clone().proto;
-    const graph = proto.graph;
-    const outputs2 = new Set(graph.output.map((o) => o.name));
-    for (const name of wanted.keys()) if (!outputs2.has(name)) graph.output.push(import_onnx_proto11.onnx.ValueInfoProto.create({ name }));
-    return new _StatsCollector(await sessionForProto(model, proto), wanted);
+    return new _StatsCollector(await sessionExposing(model, [...wanted.keys()]), wanted);
   }
   async add(feeds) {
     const result = await this.session.run(feeds, [...this.wanted.keys()]);
@@ -42321,6 +42387,131 @@ function scoreScale(scores) {
   return { mean, std: Math.sqrt(variance) };
 }
 
+// src/prune/renorm.ts
+function normsToRefit(analysis, removals) {
+  const removedBySlot = /* @__PURE__ */ new Map();
+  for (const r of removals) {
+    for (const u of r.units) {
+      for (const [slot, indices] of u.indices) {
+        let set2 = removedBySlot.get(slot);
+        if (!set2) removedBySlot.set(slot, set2 = /* @__PURE__ */ new Set());
+        for (const i of indices) set2.add(i);
+      }
+    }
+  }
+  const { model, index, traces } = analysis;
+  const graph = {
+    rank: (t) => traces[0].get(t)?.dims.length ?? model.constantInfo(t)?.dims.length,
+    consumers: (t) => index.consumersOf(t),
+    producer: (t) => index.producer.get(t),
+    scalar(t) {
+      const c = model.isConstant(t) ? model.constant(t) : void 0;
+      return c && c.dims.reduce((a, b) => a * b, 1) === 1 ? toNumbers(c)[0] : void 0;
+    },
+    isConstant: (t) => model.isConstant(t)
+  };
+  const out = [];
+  for (const node2 of index.nodes) {
+    const stats = ruleOf(node2)?.statistics?.(node2, graph);
+    const slot = stats && analysis.space.slot(stats.input, stats.axis);
+    const removed = slot && removedBySlot.get(slot.id);
+    if (!stats || !slot || !removed || removed.size === 0) continue;
+    if ([stats.scale, stats.bias].some((p) => p && (!model.isConstant(p) || index.consumersOf(p).length !== 1))) continue;
+    const keep = new Uint8Array(slot.size).fill(1);
+    for (const i of removed) keep[i] = 0;
+    out.push({ node: node2, stats, keep });
+  }
+  return out;
+}
+async function measureNorms(model, refits, calibration) {
+  const sums = refits.map((r) => ({
+    count: 0,
+    ...Object.fromEntries(["z", "p", "zz", "pp", "zp"].map((k) => [k, new Float64Array(r.keep.length)]))
+  }));
+  const names = [...new Set(refits.map((r) => r.stats.input))];
+  const session = await sessionExposing(model, names);
+  try {
+    for await (const feeds of calibration()) {
+      const result = await session.run(feeds, names);
+      refits.forEach((r, k) => accumulate2(sums[k], r, result[r.stats.input].data));
+    }
+  } finally {
+    await session.release();
+  }
+  return sums;
+}
+function accumulate2(s, r, data) {
+  const c = r.keep.length;
+  const kept = r.keep.reduce((a, b) => a + b, 0);
+  for (let base = 0; base + c <= data.length; base += c) {
+    let [sum, sumKept, sq, sqKept] = [0, 0, 0, 0];
+    for (let j = 0; j < c; j++) {
+      const v = data[base + j];
+      sum += v;
+      sq += v * v;
+      if (r.keep[j]) {
+        sumKept += v;
+        sqKept += v * v;
+      }
+    }
+    const [mean, meanKept] = r.stats.rms ? [0, 0] : [sum / c, sumKept / kept];
+    const scale = 1 / Math.sqrt(Math.max(0, sq / c - mean * mean) + r.stats.epsilon);
+    const scaleKept = 1 / Math.sqrt(Math.max(0, sqKept / kept - meanKept * meanKept) + r.stats.epsilon);
+    for (let j = 0; j < c; j++) {
+      if (!r.keep[j]) continue;
+      const z2 = (data[base + j] - mean) * scale;
+      const p = (data[base + j] - meanKept) * scaleKept;
+      s.z[j] += z2;
+      s.p[j] += p;
+      s.zz[j] += z2 * z2;
+      s.pp[j] += p * p;
+      s.zp[j] += z2 * p;
+    }
+    s.count++;
+  }
+}
+function applyNormRefits(model, refits, sums) {
+  const notes = [];
+  refits.forEach((r, k) => {
+    const s = sums[k];
+    const [scaleName, biasName] = [r.stats.scale, r.stats.bias];
+    const scaleT = model.constant(scaleName);
+    const biasT = biasName ? model.constant(biasName) : void 0;
+    if (!scaleT || scaleT.dims.length !== 1 || scaleT.dims[0] !== r.keep.length || s.count === 0) return;
+    if (biasName && (!biasT || biasT.dims.length !== 1 || biasT.dims[0] !== r.keep.length)) return;
+    const gamma = toFloat32(scaleT);
+    const beta = biasT ? toFloat32(biasT) : void 0;
+    const n = s.count;
+    let [variance, before, after] = [0, 0, 0];
+    for (let j = 0; j < r.keep.length; j++) {
+      if (!r.keep[j]) continue;
+      const g = gamma[j];
+      const [ez, ep] = [s.z[j] / n, s.p[j] / n];
+      const varZ = Math.max(0, s.zz[j] / n - (beta || !r.stats.rms ? ez * ez : 0));
+      variance += g * g * varZ;
+      before += g * g * ((s.pp[j] - 2 * s.zp[j] + s.zz[j]) / n);
+      if (beta && !r.stats.rms) {
+        const covZP = s.zp[j] / n - ez * ep;
+        const varP = s.pp[j] / n - ep * ep;
+        const g2 = varP > 1e-12 ? g * covZP / varP : 0;
+        beta[j] = beta[j] + g * ez - g2 * ep;
+        gamma[j] = g2;
+        after += g * g * Math.max(0, varZ - (varP > 1e-12 ? covZP * covZP / varP : 0));
+      } else {
+        const [ezz, epp, ezp] = [s.zz[j] / n, s.pp[j] / n, s.zp[j] / n];
+        const g2 = epp > 1e-12 ? g * ezp / epp : 0;
+        gamma[j] = g2;
+        after += g * g * Math.max(0, ezz - (epp > 1e-12 ? ezp ** 2 / epp : 0));
+      }
+    }
+    model.setConstant(scaleName, fromFloat32(gamma, scaleT.dtype, scaleT.dims));
+    if (biasName && beta && biasT) model.setConstant(biasName, fromFloat32(beta, biasT.dtype, biasT.dims));
+    const pct = (v) => `${(100 * v / Math.max(variance, 1e-30)).toFixed(2)} %`;
+    notes.push(`${nodeLabel(r.node)}: statistics over ${r.keep.reduce((a, b) => a + b, 0)} of ${r.keep.length} channels; kept outputs moved by ${pct(before)} of their variance, ${pct(after)} after refitting its scale${beta ? " and bias" : ""}`);
+  });
+  return notes;
+}
+
 // src/prune/verify.ts
 var FULL_CHECK_MAX_BYTES = 256 * 2 ** 20;
 async function verifyPruned(model, baseTraces) {
@@ -42403,7 +42594,8 @@ async function pruneOnce(model, options) {
     log(`analyzing the graph${attempt > 1 ? ` (attempt ${attempt})` : ""}`);
     const analysis = await analyze(model, { traces, frozen });
     const groups = analysis.groups.filter((g) => options.structures.includes(g.kind));
-    const skipped = [...describeSkipped(analysis, options.structures), ...extraSkipped];
+    const skipped = [...new Map([...describeSkipped(analysis, options.structures), ...extraSkipped].map((e) => [`${e.where}
+${e.reason}`, e])).values()];
     if (groups.length === 0 && attempt === 1 && options.target > 0 && options.memory?.scales.size === 0) {
       throw new UserError(nothingToPrune(model, skipped, options.structures));
     }
@@ -42431,9 +42623,12 @@ async function pruneOnce(model, options) {
       const chosen = removals.flatMap((r) => consumers2.get(r.group) ?? []);
       stats = await collectStats(model, statsRequests(chosen, true), options.calibration);
     }
+    const refits = options.calibration && options.compensate !== "none" ? normsToRefit(analysis, removals) : [];
+    const normSums = refits.length > 0 ? (log("measuring how the pruned widths change their normalizations"), await measureNorms(model, refits, options.calibration)) : [];
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     const prepare = (copy) => {
       for (const note of compensate(copy, analysis, removals, consumers2, stats, options.compensate)) log(note);
+      for (const note of applyNormRefits(copy, refits, normSums)) log(note);
     };
     let failure2;
     let applied;

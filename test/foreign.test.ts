@@ -7,7 +7,8 @@ import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { UserError } from '../src/errors';
 import { OnnxModel } from '../src/onnx/model';
-import { createSession, dummyFeeds } from '../src/onnx/runtime';
+import { createSession, dummyFeeds, ort } from '../src/onnx/runtime';
+import { sessionExposing } from '../src/prune/stats';
 import { OP_RULES } from '../src/graph/rules';
 import { writeModel } from '../src/onnx/write';
 import { findPrunable, pruneModel } from '../src/prune';
@@ -192,6 +193,59 @@ describe('a normalization over a width', () => {
     expect(await outputDims(r.model, dummyFeeds(r.model, 2, 1))).toEqual([[2, 4]]);
   });
 
+  // LayerNorm as exporters write it out: mean, centre, variance, epsilon, divide, scale, shift.
+  const writtenOut = [
+    node('ReduceMean', ['h'], ['m'], [attrInts('axes', [-1])]),
+    node('Sub', ['h', 'm'], ['d']),
+    node('Pow', ['d', 'two'], ['d2']),
+    node('ReduceMean', ['d2'], ['v'], [attrInts('axes', [-1])]),
+    node('Add', ['v', 'eps'], ['ve']),
+    node('Sqrt', ['ve'], ['sd']),
+    node('Div', ['d', 'sd'], ['z']),
+    node('Mul', ['z', 'ln_scale'], ['zs']),
+    node('Add', ['zs', 'ln_bias'], ['n']),
+  ];
+  test.each(['LayerNormalization', 'written out'])("with calibration data, the norm's scale and bias are refit to the remaining channels' statistics (%s)", async (form) => {
+    // x -> MatMul [8, 32] -> LN(32) -> Relu -> MatMul [32, 4]: the hidden width shrinks, so the
+    // LayerNorm's mean and variance are over fewer channels; its kept outputs should still be
+    // what the full-width norm gave, as nearly as an affine refit of each channel makes them.
+    const proto = model({
+      nodes: [node('MatMul', ['x', 'W1'], ['h']), ...(form === 'written out' ? writtenOut : [ln('h', 'n', 'ln')]), node('Relu', ['n'], ['r']), node('MatMul', ['r', 'W2'], ['y'])],
+      inputs: [valueInfo('x', T.FLOAT, ['batch', 8])],
+      outputs: [valueInfo('y', T.FLOAT, ['batch', 4])],
+      initializers: [
+        floatTensor('W1', [8, 32], Array.from({ length: 256 }, (_, i) => Math.sin(i * 1.3) * (1 + (i % 32) / 8))),
+        ...params('ln', 32),
+        floatTensor('W2', [32, 4]),
+        floatTensor('two', [], [2]),
+        floatTensor('eps', [], [1e-5]),
+      ],
+    });
+    const base = load(proto);
+    let seed = 7;
+    const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647) * 2 - 1;
+    const batches = Array.from({ length: 8 }, () => ({ x: new ort.Tensor('float32', Float32Array.from({ length: 16 * 8 }, () => random() + 0.5), [16, 8]) }));
+    const options = { target: 0.3, structures: MAGNITUDE.structures, importance: 'magnitude' as const, calibration: () => batches };
+    const notes: string[] = [];
+    const [refit, plain] = [await pruneModel(base, { ...options, compensate: 'bias', log: (m) => notes.push(m) }), await pruneModel(base, { ...options, compensate: 'none' })];
+    expect(refit.pruned.map((p) => p.after)).toEqual(plain.pruned.map((p) => p.after));
+    expect(notes.some((n) => /statistics over \d+ of 32 channels; kept outputs moved by .* after refitting its scale and bias/.test(n))).toBe(true);
+    // The norm's output, kept channels: the base's against each pruned model's.
+    const kept = new Set(Array.from({ length: 32 }, (_, i) => i));
+    for (const { tensor, indices } of refit.sliced ?? []) if (tensor === 'ln_scale') for (const i of indices) kept.delete(i);
+    const normOut = async (m: OnnxModel) => {
+      const session = await sessionExposing(m, ['n']);
+      try {
+        return (await session.run(batches[0], ['n'])).n.data as Float32Array;
+      } finally {
+        await session.release();
+      }
+    };
+    const want = Array.from(await normOut(base)).filter((_, i) => kept.has(i % 32));
+    const error = async (m: OnnxModel) => (await normOut(m)).reduce((e, v, i) => e + (v - want[i]) ** 2, 0);
+    expect(await error(refit.model)).toBeLessThan(0.5 * (await error(plain.model)));
+  });
+
   test('of a residual stream (added to itself across a block) is left alone, and says why', async () => {
     // y = x + W2 . relu(W1 . LN(x)): the LayerNorm normalizes the stream the Add writes back.
     const proto = model({
@@ -275,4 +329,39 @@ describe("onnxruntime's fused attention (com.microsoft Attention)", () => {
     expect(prunable.prunable).toEqual([]);
     expect(prunable.skipped.map((s) => s.reason)).toContain('model output');
   });
+});
+
+test.each([18, 21])('GroupNormalization (opset %i): a whole group of channels is one unit, num_groups follows', async (opset) => {
+  // x [N, 2, 6, 6] -> Conv 2->8 -> GroupNormalization(4 groups of 2) -> Relu -> Conv 8->3
+  const perGroup = opset < 21; // opset 18 has one scale and bias per group, 21 one per channel
+  const proto = model({
+    nodes: [
+      node('Conv', ['x', 'W1', 'b1'], ['c'], [attrInts('pads', [1, 1, 1, 1])]),
+      node('GroupNormalization', ['c', 'gamma', 'beta'], ['g'], [attrInt('num_groups', 4)]),
+      node('Relu', ['g'], ['r']),
+      node('Conv', ['r', 'W2', 'b2'], ['y']),
+    ],
+    inputs: [valueInfo('x', T.FLOAT, ['batch', 2, 6, 6])],
+    outputs: [valueInfo('y', T.FLOAT, ['batch', 3, 6, 6])],
+    initializers: [
+      floatTensor('W1', [8, 2, 3, 3]),
+      floatTensor('b1', [8]),
+      floatTensor('gamma', [perGroup ? 4 : 8], Array.from({ length: 8 }, (_, i) => 1 + i / 10)),
+      floatTensor('beta', [perGroup ? 4 : 8]),
+      floatTensor('W2', [3, 8, 1, 1]),
+      floatTensor('b2', [3]),
+    ],
+  });
+  proto.opsetImport = [{ domain: '', version: opset }];
+  proto.irVersion = opset < 21 ? 8 : 10;
+  const base = load(proto);
+  const found = await findPrunable(base);
+  expect(found.prunable.map((g) => [g.kind, g.units])).toEqual([['channels', 4]]);
+  const r = await pruneModel(base, { target: 0.3, ...MAGNITUDE });
+  const [{ after }] = r.pruned;
+  const norm = r.model.graph.node.find((n) => n.opType === 'GroupNormalization')!;
+  expect(norm.attribute?.find((a) => a.name === 'num_groups')?.i).toBe(after);
+  expect(r.model.constantInfo('W1')?.dims).toEqual([2 * after, 2, 3, 3]);
+  expect(r.model.constantInfo('gamma')?.dims).toEqual([perGroup ? after : 2 * after]);
+  expect(await outputDims(r.model, dummyFeeds(r.model, 2, 1))).toEqual([[2, 3, 6, 6]]);
 });

@@ -17,6 +17,7 @@ import { setSpillMinBytes } from '../src/onnx/spill';
 import { UserError } from '../src/errors';
 import { PruneResult, findPrunable, pruneModel } from '../src/prune';
 import { FIXTURES_DIR, outputBytes, sampleFeeds } from './helpers/fixtures';
+import { expectZeroedEqual, outputsAt } from './helpers/zeroed';
 
 const FIXTURES = ['mlp', 'cnn', 'gpt2', 'llama', 'bert'];
 const ALL = ['ffn', 'heads', 'channels'] as const;
@@ -284,6 +285,22 @@ describe('op fixtures (tools/fixtures/export_ops.py)', () => {
     }
     expect(errors[1].mean).toBeLessThan(errors[0].mean / 4);
     expect(errors[1].rel).toBeLessThan(errors[0].rel);
+  });
+
+  test('GroupNorm as torch writes it out (Reshape to groups, InstanceNormalization, Reshape back): a whole group of channels is one unit', async () => {
+    const base = OnnxModel.read(path.join(ops, 'group-norm.onnx'));
+    const found = await findPrunable(base);
+    // GroupNorm(4, 16) and GroupNorm(6, 24): groups of 4 channels each.
+    expect(found.prunable.map((g) => [g.kind, g.units, g.unitParams])).toEqual([
+      ['channels', 4, 4 * (3 * 9 + 1 + 2 + 24 * 9) + 2],
+      ['channels', 6, 4 * (16 * 9 + 1 + 2 + 4) + 2],
+    ]);
+    const result = await pruneModel(base, { target: 0.3, structures: [...ALL], importance: 'magnitude', compensate: 'none' });
+    expect(result.pruned.every((p) => p.after < p.before)).toBe(true);
+    // No other group's statistics change: the base with the removed channels zeroed (their
+    // norm's scale and bias too) computes exactly what the pruned model does.
+    const feeds = sampleFeeds(base, 3, 1);
+    await expectZeroedEqual(base, result, feeds, await outputsAt(result.model, feeds));
   });
 
   test('a fused gate-and-up projection sliced in two: each neuron is its gate and up columns, and the slices move', async () => {

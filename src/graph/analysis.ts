@@ -211,13 +211,13 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
           headAxes.add(so.id);
         } else if (sm || so) space.freeze((sm ?? so)!, `${nodeLabel(node)} (${node.opType}) mixes it with a dynamic axis`);
       },
-      heads(count, parts) {
+      heads(count, parts, asHeads = true) {
         const found = parts.map((p) => ({ slot: slotOf(p.tensor, p.axis), size: p.size, offset: p.offset ?? 0 }));
         for (const f of found) mark(f.slot);
         const fits = (f: (typeof found)[number]) => f.slot && Number.isInteger(f.size) && f.size > 0 && f.offset + count * f.size <= f.slot.size;
         if (count > 0 && found.every(fits)) {
           space.heads(count, found as { slot: Slot; size: number; offset: number }[]);
-          for (const f of found) headAxes.add(f.slot!.id);
+          if (asHeads) for (const f of found) headAxes.add(f.slot!.id);
         } else {
           for (const f of found) if (f.slot) space.freeze(f.slot, `${nodeLabel(node)} (${node.opType}): its heads do not fit the shapes seen`);
         }

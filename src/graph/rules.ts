@@ -1,5 +1,5 @@
 import { onnx } from 'onnx-proto';
-import { Node, attr, attrFloat, attrInt, attrInts, attrString, setAttrInt, setAttrInts } from './graph';
+import { Node, attr, attrFloat, attrInt, attrInts, attrString, nodeLabel, setAttrInt, setAttrInts } from './graph';
 import { SmallValue, broadcastDims, resolveReshape } from './shape-eval';
 import { OnnxModel } from '../onnx/model';
 import { elementCount, intTensor, toNumbers } from '../onnx/tensor';
@@ -35,8 +35,9 @@ export interface RuleContext {
    * `count` heads laid out in blocks: in each part, atoms offset + h*size .. offset + (h+1)*size - 1
    * are head h (a fused attention op's packed Q, K and V columns, its output; size 1 for an
    * axis that holds one entry per head). Every part must be a static axis, or all are frozen.
+   * `asHeads` false: the blocks are units but not attention heads (GroupNorm's groups).
    */
-  heads(count: number, parts: HeadPart[]): void;
+  heads(count: number, parts: HeadPart[], asHeads?: boolean): void;
   freeze(name: string, axis: number, reason: string): void;
   /**
    * A normalization computes its statistics over this axis: prunable with the norm's parameters
@@ -122,6 +123,32 @@ export interface OpRule {
   weight?(node: Node, inputRank: number, weightRank: number): WeightUse | undefined;
   /** Its weights hold convolution channels: the groups it reads are reported as `channels`. */
   channels?: boolean;
+  /**
+   * For a normalization over a width: what it normalizes, over which axis, whether it only
+   * divides by the root mean square (RMSNorm) or also subtracts the mean, and the constants
+   * holding its scale and bias; pruning refits those to the statistics of the channels that
+   * remain (src/prune/renorm.ts).
+   */
+  statistics?(node: Node, graph: GraphView): NormStatistics | undefined;
+}
+
+/** What a rule's `statistics` may look at around its node. */
+export interface GraphView {
+  rank(tensor: string): number | undefined;
+  consumers(tensor: string): Node[];
+  producer(tensor: string): Node | undefined;
+  /** The value of a constant holding one number. */
+  scalar(tensor: string): number | undefined;
+  isConstant(tensor: string): boolean;
+}
+
+export interface NormStatistics {
+  input: string;
+  axis: number;
+  rms: boolean;
+  epsilon: number;
+  scale: string;
+  bias?: string;
 }
 
 const inputs = (n: Node) => n.input;
@@ -192,9 +219,36 @@ function normalizesOver(reason: string, axesOf: (ctx: RuleContext, r: number) =>
   };
 }
 
+/**
+ * GroupNormalization: statistics per group of C / num_groups consecutive channels (and the
+ * spatial axes), so a whole group can go with no other group's statistics changing: a group's
+ * channels are one unit, num_groups is rewritten. Scale and bias are per channel (opset 21) or
+ * per group (opset 18).
+ */
+const groupNorm: OpRule = {
+  link(ctx) {
+    const n = ctx.node;
+    const [x, scale, bias] = inputs(n);
+    const y = outputs(n)[0];
+    const groups = attrInt(n, 'num_groups', 0);
+    const [d, r] = [ctx.dims(x), rank(ctx, x)];
+    if (!d || r < 2 || groups <= 0 || d[1] % groups !== 0) return;
+    const size = d[1] / groups;
+    ctx.same(x, 0, y, 0);
+    for (let a = 2; a < r; a++) for (const t of [x, y]) ctx.freeze(t, a, `GroupNormalization ${nodeLabel(n)} normalizes over it`);
+    const param = (p: string | undefined): HeadPart[] => (p ? [{ tensor: p, axis: 0, size: ctx.dims(p)?.[0] === d[1] ? size : 1 }] : []);
+    ctx.heads(groups, [{ tensor: x, axis: 1, size }, { tensor: y, axis: 1, size }, ...param(scale), ...param(bias)], false);
+  },
+  resize({ node, newDims, oldDims }) {
+    const [before, after] = [oldDims(node.input[0])?.[1], newDims(node.input[0], 0)?.[1]];
+    const groups = attrInt(node, 'num_groups', 0);
+    if (before && after && before !== after && groups > 0) setAttrInt(node, 'num_groups', after / (before / groups));
+  },
+};
+
 /** LayerNormalization and its RMS twin: statistics over the axes from `axis` on. */
-function layerNormRule(op: string): OpRule {
-  return normalizesOver(
+function layerNormRule(op: string, rms: boolean): OpRule {
+  const rule = normalizesOver(
     `${op} normalizes over it (the residual stream)`,
     (ctx, r) => {
       const axis = normAxis(attrInt(ctx.node, 'axis', -1), r);
@@ -202,6 +256,16 @@ function layerNormRule(op: string): OpRule {
     },
     false,
   );
+  return {
+    ...rule,
+    // Over the last axis only: statistics over several axes are not refit.
+    statistics(node, graph) {
+      const [x, scale, bias] = node.input;
+      const r = graph.rank(x);
+      if (r === undefined || normAxis(attrInt(node, 'axis', -1), r) !== r - 1 || !scale) return undefined;
+      return { input: x, axis: r - 1, rms, epsilon: attrFloat(node, 'epsilon', 1e-5), scale, bias: rms ? undefined : bias || undefined };
+    },
+  };
 }
 
 function softmaxRule(op: string): OpRule {
@@ -211,9 +275,49 @@ function softmaxRule(op: string): OpRule {
   });
 }
 
+/** The only consumer of `tensor` with this op type, reading `tensor` as input `at`. */
+function soleUser(graph: GraphView, tensor: string, op: string, at: number): Node | undefined {
+  const users = graph.consumers(tensor);
+  return users.length === 1 && users[0].opType === op && users[0].input[at] === tensor ? users[0] : undefined;
+}
+
+/** The other input of a two-input op, when it is a constant vector. */
+function constantOperand(graph: GraphView, node: Node, tensor: string): string | undefined {
+  const other = node.input.find((i) => i !== tensor);
+  return other && graph.isConstant(other) && graph.rank(other) === 1 ? other : undefined;
+}
+
+/**
+ * LayerNorm over the last axis as exporters write it out: m = ReduceMean(x), d = x - m,
+ * z = d / Sqrt(ReduceMean(d²) + ε), then · γ and + β (constant vectors). Seen from its first
+ * ReduceMean; any other form is not refit.
+ */
+function writtenOutLayerNorm(node: Node, graph: GraphView): NormStatistics | undefined {
+  const x = node.input[0];
+  const r = graph.rank(x);
+  const axes = attrInts(node, 'axes');
+  if (r === undefined || !axes || axes.length !== 1 || normAxis(axes[0], r) !== r - 1 || attrInt(node, 'keepdims', 1) !== 1) return undefined;
+  const sub = soleUser(graph, node.output[0], 'Sub', 1);
+  if (!sub || sub.input[0] !== x) return undefined;
+  const d = sub.output[0];
+  const div = graph.consumers(d).find((n) => n.opType === 'Div' && n.input[0] === d);
+  const sqrt = div && graph.producer(div.input[1]);
+  const add = sqrt?.opType === 'Sqrt' ? graph.producer(sqrt.input[0]) : undefined;
+  const epsilon = add?.opType === 'Add' ? add.input.map((i) => graph.scalar(i)).find((v) => v !== undefined) : undefined;
+  const z = div?.output[0];
+  const users = z ? graph.consumers(z) : [];
+  const mul = users.length === 1 && users[0].opType === 'Mul' ? users[0] : undefined;
+  const scale = mul && constantOperand(graph, mul, z!);
+  if (epsilon === undefined || !mul || !scale) return undefined;
+  const biasAdd = graph.consumers(mul.output[0]);
+  const bias = biasAdd.length === 1 && biasAdd[0].opType === 'Add' ? constantOperand(graph, biasAdd[0], mul.output[0]) : undefined;
+  return { input: x, axis: r - 1, rms: false, epsilon, scale, bias };
+}
+
 /** Reduce ops: kept axes pass through; a reduced channel axis is a normalization or a sum. */
 function reduceRule(op: string): OpRule {
   return {
+    statistics: op === 'ReduceMean' ? writtenOutLayerNorm : undefined,
     link(ctx) {
       const n = ctx.node;
       const x = inputs(n)[0];
@@ -341,6 +445,9 @@ const reshape: OpRule = {
       else if (f.length === 1 && t.length > 2 && isSelection(ctx, y, t[0])) ctx.outer(x, f[0], y, t[1], a[f[0]] / (b[t[0]] * b[t[1]]));
       else if (f.length === 1 && t.length > 1) ctx.outer(x, f[0], y, t[0], a[f[0]] / b[t[0]]);
       else if (f.length > 1 && t.length === 1) ctx.outer(y, t[0], x, f[0], b[t[0]] / a[f[0]]);
+      // [N, C, H, W] <-> [N, G, C/G·H·W] (GroupNorm written out): channel c is row c / (C/G).
+      else if (f.length > 1 && t.length > 1 && a[f[0]] % b[t[0]] === 0) ctx.outer(x, f[0], y, t[0], a[f[0]] / b[t[0]]);
+      else if (f.length > 1 && t.length > 1 && b[t[0]] % a[f[0]] === 0) ctx.outer(y, t[0], x, f[0], b[t[0]] / a[f[0]]);
     }
   },
 };
@@ -928,8 +1035,8 @@ export const OP_RULES: Record<string, OpRule> = {
   Equal: broadcast, Less: broadcast, Greater: broadcast, LessOrEqual: broadcast, GreaterOrEqual: broadcast,
   And: broadcast, Or: broadcast, Xor: broadcast,
   // normalizations
-  BatchNormalization: perChannelNorm, InstanceNormalization: perChannelNorm,
-  LayerNormalization: layerNormRule('LayerNormalization'),
+  BatchNormalization: perChannelNorm, InstanceNormalization: perChannelNorm, GroupNormalization: groupNorm,
+  LayerNormalization: layerNormRule('LayerNormalization', false),
   Softmax: softmaxRule('Softmax'), LogSoftmax: softmaxRule('LogSoftmax'), Hardmax: softmaxRule('Hardmax'),
   ReduceMean: reduceRule('ReduceMean'), ReduceSum: reduceRule('ReduceSum'), ReduceMax: reduceRule('ReduceMax'),
   ReduceMin: reduceRule('ReduceMin'), ReduceProd: reduceRule('ReduceProd'), ReduceL1: reduceRule('ReduceL1'),
@@ -946,7 +1053,7 @@ export const OP_RULES: Record<string, OpRule> = {
   Constant: constant,
   // what onnxruntime's graph optimizer writes (a model saved after it): default-domain contrib
   // ops and com.microsoft fusions
-  SimplifiedLayerNormalization: layerNormRule('SimplifiedLayerNormalization'),
+  SimplifiedLayerNormalization: layerNormRule('SimplifiedLayerNormalization', true),
   'com.microsoft::FusedMatMul': fusedMatmul,
   'com.microsoft::FusedGemm': gemm,
   'com.microsoft::FusedConv': fusedConv,

@@ -228,7 +228,8 @@ class ShapeFixer {
     }
     const good = candidates.find(check);
     if (good) {
-      for (const [leaf, v] of good) this.writeLeaf(leaf, v, nodes);
+      // The node itself reads the leaf when its shape input is a constant (Reshape to [0, G, -1]).
+      for (const [leaf, v] of good) this.writeLeaf(leaf, v, new Set([...nodes, node]));
       return;
     }
     if (!this.pinStaticEntries(node, input, result, expected)) {

@@ -10,6 +10,7 @@ import { FixFailure, applyRemoval } from './apply';
 import { compensate } from './compensate';
 import { Removal, planRemoval } from './plan';
 import { AxisNorms, magnitudeScores, scoreScale, standardize } from './score';
+import { applyNormRefits, measureNorms, normsToRefit } from './renorm';
 import { ChannelStats, Consumer, StatsRequest, channelVariance, collectStats, findConsumers } from './stats';
 import { verifyPruned } from './verify';
 import { PruneMemory, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
@@ -69,7 +70,8 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
     log(`analyzing the graph${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
     const analysis = await analyze(model, { traces, frozen });
     const groups = analysis.groups.filter((g) => options.structures.includes(g.kind));
-    const skipped = [...describeSkipped(analysis, options.structures), ...extraSkipped];
+    // One line per place and reason, however many attempts reached it.
+    const skipped = [...new Map([...describeSkipped(analysis, options.structures), ...extraSkipped].map((e) => [`${e.where}\n${e.reason}`, e])).values()];
     if (groups.length === 0 && attempt === 1 && options.target > 0 && options.memory?.scales.size === 0) {
       throw new UserError(nothingToPrune(model, skipped, options.structures));
     }
@@ -97,9 +99,13 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       const chosen = removals.flatMap((r) => consumers.get(r.group) ?? []);
       stats = await collectStats(model, statsRequests(chosen, true), options.calibration);
     }
+    // Norms over a width that shrinks: their scale and bias refit to the remaining channels' statistics.
+    const refits = options.calibration && options.compensate !== 'none' ? normsToRefit(analysis, removals) : [];
+    const normSums = refits.length > 0 ? (log('measuring how the pruned widths change their normalizations'), await measureNorms(model, refits, options.calibration!)) : [];
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     const prepare = (copy: OnnxModel) => {
       for (const note of compensate(copy, analysis, removals, consumers, stats, options.compensate)) log(note);
+      for (const note of applyNormRefits(copy, refits, normSums)) log(note);
     };
     let failure: { message: string; groups: Group[] } | undefined;
     let applied;

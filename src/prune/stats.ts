@@ -89,6 +89,15 @@ export async function collectStats(
   }
 }
 
+/** A session over a copy of the model whose outputs include these intermediate tensors. */
+export async function sessionExposing(model: OnnxModel, names: string[]): Promise<ort.InferenceSession> {
+  const proto = model.clone().proto;
+  const graph = proto.graph as onnx.GraphProto;
+  const outputs = new Set(graph.output.map((o) => o.name));
+  for (const name of names) if (!outputs.has(name)) graph.output.push(onnx.ValueInfoProto.create({ name }));
+  return sessionForProto(model, proto);
+}
+
 /** One session over the model with the requested tensors exposed, fed batch by batch. */
 export class StatsCollector {
   readonly stats = new Map<string, ChannelStats>();
@@ -104,11 +113,7 @@ export class StatsCollector {
       const prev = wanted.get(r.tensor);
       wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram });
     }
-    const proto = model.clone().proto;
-    const graph = proto.graph as onnx.GraphProto;
-    const outputs = new Set(graph.output.map((o) => o.name));
-    for (const name of wanted.keys()) if (!outputs.has(name)) graph.output.push(onnx.ValueInfoProto.create({ name }));
-    return new StatsCollector(await sessionForProto(model, proto), wanted);
+    return new StatsCollector(await sessionExposing(model, [...wanted.keys()]), wanted);
   }
 
   async add(feeds: Feeds): Promise<void> {
