@@ -9,6 +9,7 @@ import { UserError } from '../src/errors';
 import { OnnxModel } from '../src/onnx/model';
 import { createSession, dummyFeeds, ort } from '../src/onnx/runtime';
 import { sessionExposing } from '../src/prune/stats';
+import { expectZeroedEqual, outputsAt } from './helpers/zeroed';
 import { OP_RULES } from '../src/graph/rules';
 import { writeModel } from '../src/onnx/write';
 import { findPrunable, pruneModel } from '../src/prune';
@@ -364,4 +365,38 @@ test.each([18, 21])('GroupNormalization (opset %i): a whole group of channels is
   expect(r.model.constantInfo('W1')?.dims).toEqual([2 * after, 2, 3, 3]);
   expect(r.model.constantInfo('gamma')?.dims).toEqual([perGroup ? after : 2 * after]);
   expect(await outputDims(r.model, dummyFeeds(r.model, 2, 1))).toEqual([[2, 3, 6, 6]]);
+});
+
+test('an NHWC graph (as tf2onnx writes it): channels are followed through Transpose chains around each Conv', async () => {
+  // x [N, 8, 8, 3] -> T -> Conv 3->16 -> T -> Mul by a per-channel scale [16] -> Relu -> T ->
+  // Conv 16->8 -> T -> ReduceMean over H, W -> MatMul [8, 10]
+  const toNchw = [attrInts('perm', [0, 3, 1, 2])];
+  const toNhwc = [attrInts('perm', [0, 2, 3, 1])];
+  const proto = model({
+    nodes: [
+      node('Transpose', ['x'], ['x1'], toNchw),
+      node('Conv', ['x1', 'W1', 'b1'], ['c1'], [attrInts('pads', [1, 1, 1, 1])]),
+      node('Transpose', ['c1'], ['h1'], toNhwc),
+      node('Mul', ['h1', 's1'], ['m1']),
+      node('Relu', ['m1'], ['r1']),
+      node('Transpose', ['r1'], ['x2'], toNchw),
+      node('Conv', ['x2', 'W2', 'b2'], ['c2']),
+      node('Transpose', ['c2'], ['h2'], toNhwc),
+      node('ReduceMean', ['h2'], ['p'], [attrInts('axes', [1, 2]), attrInt('keepdims', 0)]),
+      node('MatMul', ['p', 'W3'], ['y']),
+    ],
+    inputs: [valueInfo('x', T.FLOAT, ['batch', 8, 8, 3])],
+    outputs: [valueInfo('y', T.FLOAT, ['batch', 10])],
+    initializers: [floatTensor('W1', [16, 3, 3, 3]), floatTensor('b1', [16]), floatTensor('s1', [16]), floatTensor('W2', [8, 16, 1, 1]), floatTensor('b2', [8]), floatTensor('W3', [8, 10])],
+  });
+  const base = load(proto);
+  expect((await findPrunable(base)).prunable.map((g) => [g.kind, g.units])).toEqual([
+    ['channels', 16],
+    ['channels', 8],
+  ]);
+  const r = await pruneModel(base, { target: 0.3, ...MAGNITUDE });
+  expect(r.pruned.length).toBeGreaterThan(0);
+  expect(r.model.constantInfo('s1')?.dims).toEqual([r.model.constantInfo('W1')!.dims[0]]);
+  const feeds = dummyFeeds(base, 2, 1);
+  await expectZeroedEqual(base, r, feeds, await outputsAt(r.model, feeds));
 });

@@ -37,7 +37,7 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
     );
   }
   if (options.target > 0 && !hasTopLevelWeights(model)) {
-    throw new UserError(`${modelName(model)}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`);
+    throw new UserError(`${modelName(model)}: nothing to prune: ${CONTROL_FLOW_ONLY}`);
   }
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
   options = { ...options, memory: options.memory ?? newPruneMemory() };
@@ -158,6 +158,8 @@ function failingNode(analysis: Analysis, message: string): Node | undefined {
   const name = /Name:'([^']+)'/.exec(message)?.[1] ?? /Node \(([^)]+)\)/.exec(message)?.[1];
   return name ? analysis.index.nodes.find((n) => n.name === name) : undefined;
 }
+
+const CONTROL_FLOW_ONLY = 'its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit';
 
 /** Some weight op (MatMul, Gemm, Conv, ...) of the top-level graph, outside If/Loop/Scan bodies, reads a constant weight. */
 function hasTopLevelWeights(model: OnnxModel): boolean {
@@ -309,6 +311,8 @@ export interface PrunableGroup {
 
 /** Every prunable group of the model and every place left alone, with why. */
 export async function findPrunable(model: OnnxModel): Promise<{ prunable: PrunableGroup[]; skipped: SkippedEntry[] }> {
+  // Said before tracing: such a model often runs only on real inputs (a sample rate, a state).
+  if (!hasTopLevelWeights(model)) return { prunable: [], skipped: [{ where: 'the whole model', reason: CONTROL_FLOW_ONLY }] };
   const analysis = await analyze(model);
   return {
     prunable: analysis.groups.map((g) => ({

@@ -13,7 +13,7 @@ import { elementCount } from '../../src/onnx/tensor';
 import { createSession, dummyFeeds } from '../../src/onnx/runtime';
 import { writeModel } from '../../src/onnx/write';
 import { quantizeArtifact } from '../../src/pipeline/run';
-import { pruneModel } from '../../src/prune';
+import { findPrunable, pruneModel } from '../../src/prune';
 import { CORPUS_CACHE, fetchCorpus, optimizedCorpus } from '../corpus';
 import { checkModel, checkerAvailable } from '../onnx-checker';
 
@@ -44,6 +44,9 @@ async function main() {
     const row: Record<string, unknown> = { model: name, source };
     try {
       const base = OnnxModel.read(file);
+      // What prune-gate says of a model it cannot prune (weights only inside control flow, say).
+      const { skipped } = await findPrunable(base);
+      if (skipped[0]?.where === 'the whole model') throw new Error(`nothing to prune: ${skipped[0].reason}`);
       // The share of parameters in weights that have a prunable axis (each weight counted once).
       const analysis = await analyze(base);
       const weights = new Set(analysis.groups.flatMap((g) => g.constantSlots.map((s) => s.tensor)));
