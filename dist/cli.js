@@ -42564,7 +42564,7 @@ async function pruneModel(model, options) {
     );
   }
   if (options.target > 0 && !hasTopLevelWeights(model)) {
-    throw new UserError(`${modelName(model)}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`);
+    throw new UserError(`${modelName(model)}: nothing to prune: ${CONTROL_FLOW_ONLY}`);
   }
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
   options = { ...options, memory: options.memory ?? newPruneMemory() };
@@ -42675,6 +42675,7 @@ function failingNode(analysis, message) {
   const name = /Name:'([^']+)'/.exec(message)?.[1] ?? /Node \(([^)]+)\)/.exec(message)?.[1];
   return name ? analysis.index.nodes.find((n) => n.name === name) : void 0;
 }
+var CONTROL_FLOW_ONLY = "its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit";
 function hasTopLevelWeights(model) {
   return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).some((i) => (model.constantInfo(i)?.dims.length ?? 0) >= 2));
 }
@@ -42773,6 +42774,7 @@ function describeSkipped(analysis, structures) {
   return [...merged.values()];
 }
 async function findPrunable(model) {
+  if (!hasTopLevelWeights(model)) return { prunable: [], skipped: [{ where: "the whole model", reason: CONTROL_FLOW_ONLY }] };
   const analysis = await analyze(model);
   return {
     prunable: analysis.groups.map((g) => ({

@@ -83828,7 +83828,7 @@ async function pruneModel(model, options) {
     );
   }
   if (options.target > 0 && !hasTopLevelWeights(model)) {
-    throw new UserError(`${modelName(model)}: nothing to prune: its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit`);
+    throw new UserError(`${modelName(model)}: nothing to prune: ${CONTROL_FLOW_ONLY}`);
   }
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
   options = { ...options, memory: options.memory ?? newPruneMemory() };
@@ -84034,7 +84034,7 @@ function describeSkipped(analysis, structures) {
   }
   return [...merged.values()];
 }
-var path13, MAX_ATTEMPTS, modelName, MIN_UNITS_FOR_OWN_SCALE;
+var path13, MAX_ATTEMPTS, CONTROL_FLOW_ONLY, modelName, MIN_UNITS_FOR_OWN_SCALE;
 var init_prune = __esm({
   "src/prune/index.ts"() {
     "use strict";
@@ -84055,6 +84055,7 @@ var init_prune = __esm({
     init_types();
     init_types();
     MAX_ATTEMPTS = 8;
+    CONTROL_FLOW_ONLY = "its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit";
     modelName = (model) => model.origin ? path13.basename(model.origin) : "the model";
     MIN_UNITS_FOR_OWN_SCALE = 8;
   }
