@@ -44,6 +44,7 @@ async function main() {
     const row: Record<string, unknown> = { model: name, source };
     try {
       const base = OnnxModel.read(file);
+      row.params = countParams(base);
       // What prune-gate says of a model it cannot prune (weights only inside control flow, say).
       const { skipped } = await findPrunable(base);
       if (skipped[0]?.where === 'the whole model') throw new Error(`nothing to prune: ${skipped[0].reason}`);
@@ -51,7 +52,6 @@ async function main() {
       const analysis = await analyze(base);
       const weights = new Set(analysis.groups.flatMap((g) => g.constantSlots.map((s) => s.tensor)));
       const inWeights = [...weights].reduce((sum, t) => sum + elementCount(base.constantInfo(t)!.dims), 0);
-      row.params = countParams(base);
       row.prunableShare = inWeights / (row.params as number);
       row.groups = [...new Set(analysis.groups.map((g) => g.kind))].join(', ');
       // Dummy data at the sizes the model was traced at (some models only run on long inputs).
