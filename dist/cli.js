@@ -37332,6 +37332,12 @@ function checkOptions(o) {
   };
 }
 
+// src/prune/types.ts
+var ALLOCATIONS = ["auto", "global", "uniform", "ffn-only", "measured"];
+function newPruneMemory() {
+  return { scales: /* @__PURE__ */ new Map() };
+}
+
 // src/util/format.ts
 function grouped(n) {
   const [int3, frac] = String(Math.round(n * 100) / 100).split(".");
@@ -37479,8 +37485,9 @@ var DEFAULT_PRUNE = {
   maxTarget: 0.5,
   structures: ["ffn", "heads", "channels"],
   importance: "activation",
-  align: 1,
-  compensate: "bias",
+  align: "auto",
+  compensate: "auto",
+  allocation: "auto",
   steps: 5
 };
 var fraction = (what) => external_exports.number({ error: what }).gt(0, { error: what }).lt(1, { error: what });
@@ -37495,8 +37502,11 @@ var ConfigFile = external_exports.strictObject({
       error: "a list of ffn, heads, channels"
     }).min(1, { error: "at least one of ffn, heads, channels" }).optional(),
     importance: external_exports.enum(["activation", "magnitude"]).optional(),
-    compensate: external_exports.enum(["none", "bias", "reconstruct"]).optional(),
-    align: external_exports.number({ error: "a whole number of units >= 1 (8 keeps widths multiples of 8)" }).int({ error: "a whole number of units >= 1" }).min(1, { error: "a whole number of units >= 1" }).max(256, { error: "at most 256" }).optional(),
+    compensate: external_exports.enum(["auto", "none", "bias", "reconstruct"]).optional(),
+    allocation: external_exports.enum(ALLOCATIONS).optional(),
+    align: external_exports.union([external_exports.literal("auto"), external_exports.number({ error: "auto, or a whole number of units >= 1 (8 keeps widths multiples of 8)" }).int({ error: "a whole number of units >= 1" }).min(1, { error: "a whole number of units >= 1" }).max(256, { error: "at most 256" })], {
+      error: "auto, or a whole number of units >= 1 (8 keeps widths multiples of 8)"
+    }).optional(),
     steps: external_exports.number({ error: "a whole number of steps >= 1" }).int({ error: "a whole number of steps >= 1" }).min(1, { error: "a whole number of steps >= 1" }).max(100, { error: "at most 100 steps" }).optional()
   }).optional(),
   quantize: external_exports.enum(QUANTIZE_MODES).optional(),
@@ -37551,6 +37561,7 @@ function fromFile(raw, dir, shown) {
       importance: p.importance ?? DEFAULT_PRUNE.importance,
       align: p.align ?? DEFAULT_PRUNE.align,
       compensate: p.compensate ?? DEFAULT_PRUNE.compensate,
+      allocation: p.allocation ?? DEFAULT_PRUNE.allocation,
       steps: p.steps ?? DEFAULT_PRUNE.steps
     },
     quantize: raw.quantize ?? "none",
@@ -41036,6 +41047,30 @@ var ComparisonAccumulator = class {
     return { agreement: this.agree / c, "kl-divergence": this.kl / c, cosine: this.cos / c };
   }
 };
+var LossAccumulator = class {
+  sum = 0;
+  count = 0;
+  logP = new Float64Array(0);
+  logQ = new Float64Array(0);
+  add(base, cand, plan) {
+    const n = cand.width;
+    if (this.logQ.length < n) {
+      this.logP = new Float64Array(n);
+      this.logQ = new Float64Array(n);
+    }
+    for (let r = 0; r < cand.rows; r++) {
+      if (plan.compare && !plan.compare[r]) continue;
+      const off = r * n;
+      logSoftmax(base.data, off, n, this.logP);
+      logSoftmax(cand.data, off, n, this.logQ);
+      this.sum += klFromLog(this.logP, this.logQ, n);
+      this.count++;
+    }
+  }
+  value() {
+    return this.count ? this.sum / this.count : NaN;
+  }
+};
 var SELF_COMPARISON = { agreement: 1, "kl-divergence": 0, cosine: 1 };
 
 // src/eval/evaluator.ts
@@ -41113,6 +41148,46 @@ var Evaluator = class _Evaluator {
         },
         latency
       };
+    } finally {
+      await session.release();
+    }
+  }
+  /** What `loss` measures (see LossAccumulator). */
+  lossName = "KL divergence from the base";
+  /** A candidate's loss (see lossName) on the first `share` of the calibration batches. */
+  async loss(candidate, share = 1) {
+    const session = await sessionFor(candidate);
+    try {
+      const acc = new LossAccumulator();
+      const take = Math.max(1, Math.ceil(share * Math.ceil(this.set.count / this.set.batchSize)));
+      let index = 0;
+      for (const batch of batches(this.set)) {
+        if (index >= take) break;
+        const base = this.cached?.[index] ?? await runOutput(this.baseSession, batch.feeds, this.set);
+        const out = await runOutput(session, batch.feeds, this.set);
+        acc.add(base, out, planRows(this.set, batch, out));
+        index++;
+      }
+      return acc.value();
+    } finally {
+      await session.release();
+    }
+  }
+  /**
+   * The candidate's latency over the base's on this machine: medians of runs alternated with the
+   * base's, at batch 1 and at a calibration batch; the worse of the two.
+   */
+  async latencyRatio(candidate, options = { warmup: 3, runs: 21 }) {
+    const session = await sessionFor(candidate);
+    try {
+      let worst = 0;
+      for (const size of [.../* @__PURE__ */ new Set([1, this.set.batchSize])]) {
+        const first = batches(this.set, size).next();
+        if (first.done) continue;
+        const l = await measureLatency(this.baseSession, session, first.value.feeds, options);
+        worst = Math.max(worst, l.candidate.p50_ms / l.base.p50_ms);
+      }
+      return worst;
     } finally {
       await session.release();
     }
@@ -41252,7 +41327,8 @@ async function gradualSearch(base, baseParams, mode, ratios, deps) {
     verdict: steps[chosen].pass ? "pass" : "fail",
     artifact: artifacts[chosen],
     pruned: mergePruned(results.slice(0, chosen + 1).map((r) => r.pruned)),
-    skipped: mergeSkipped(results.slice(0, chosen + 1).map((r) => r.skipped))
+    skipped: mergeSkipped(results.slice(0, chosen + 1).map((r) => r.skipped)),
+    allocation: results[chosen]?.allocation
   };
 }
 function chooseStep(steps, mode) {
@@ -41997,15 +42073,17 @@ var StatsCollector = class _StatsCollector {
     }
     return new _StatsCollector(await sessionExposing(model, [...wanted.keys()]), wanted);
   }
+  batches = 0;
   async add(feeds) {
     const result = await this.session.run(feeds, [...this.wanted.keys()]);
-    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, result[name]);
+    const odd = this.batches++ % 2 === 1;
+    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, result[name], odd);
   }
   release() {
     return this.session.release();
   }
 };
-function accumulate(stats, name, req, t) {
+function accumulate(stats, name, req, t, odd) {
   const dims = t.dims;
   const data = t.data;
   const c = dims[req.axis];
@@ -42014,7 +42092,10 @@ function accumulate(stats, name, req, t) {
   let s = stats.get(name);
   if (!s) {
     s = { count: 0, sum: new Float64Array(c), sumSquares: new Float64Array(c) };
-    if (req.gram) s.gram = new Float64Array(c * c);
+    if (req.gram) {
+      s.gram = new Float64Array(c * c);
+      s.half = { count: 0, sum: new Float64Array(c), gram: new Float64Array(c * c) };
+    }
     stats.set(name, s);
   }
   for (let o = 0; o < outer; o++) {
@@ -42034,6 +42115,7 @@ function accumulate(stats, name, req, t) {
   }
   s.count += outer * inner;
   if (s.gram) {
+    const half = odd ? s.half : void 0;
     const g = s.gram;
     const x = new Float64Array(c);
     for (let o = 0; o < outer; o++) {
@@ -42044,9 +42126,12 @@ function accumulate(stats, name, req, t) {
           if (xi === 0) continue;
           const row2 = i * c;
           for (let j = i; j < c; j++) g[row2 + j] += xi * x[j];
+          if (half) for (let j = i; j < c; j++) half.gram[row2 + j] += xi * x[j];
         }
+        if (half) for (let j = 0; j < c; j++) half.sum[j] += x[j];
       }
     }
+    if (half) half.count += outer * inner;
   }
 }
 function symmetricGram(s) {
@@ -42114,7 +42199,7 @@ function compensateConsumer(model, c, s, removed, reconstruct, notes) {
   if (reconstruct && w.pointwise) {
     const kept = [];
     for (let j = 0; j < w.k; j++) if (!removed.has(j)) kept.push(j);
-    const refit = ridgeRefit(w, s, mean, kept);
+    const refit = ridgeRefit(w, s, kept);
     if (refit) {
       for (let o = 0; o < w.n; o++) {
         let before = 0;
@@ -42134,17 +42219,24 @@ function compensateConsumer(model, c, s, removed, reconstruct, notes) {
   }
   addToBias(model, c, delta, wt.dtype);
 }
-function ridgeRefit(w, s, mean, kept) {
+var DAMPINGS = [1e-8, 1e-6, 1e-4, 0.01, 0.1];
+var DEFAULT_DAMPING = 0.01;
+var CHECK_MAX_WORK = 2e8;
+function covariance(count2, sum, gram) {
+  const k = sum.length;
+  const g = symmetricGram({ sum, gram });
+  const out = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) out[i * k + j] = g[i * k + j] / count2 - sum[i] / count2 * (sum[j] / count2);
+  return out;
+}
+function solveRidge(w, cov, kept, damping) {
   const k = w.k;
-  const n = s.count;
-  const g = symmetricGram(s);
-  const cov = (i, j) => g[i * k + j] / n - mean[i] * mean[j];
   const m = kept.length;
   const a = new Float64Array(m * m);
   let trace = 0;
-  for (let r = 0; r < m; r++) for (let q = 0; q < m; q++) a[r * m + q] = cov(kept[r], kept[q]);
+  for (let r = 0; r < m; r++) for (let q = 0; q < m; q++) a[r * m + q] = cov[kept[r] * k + kept[q]];
   for (let r = 0; r < m; r++) trace += a[r * m + r];
-  const lambda = 0.01 * (trace / m) + 1e-8;
+  const lambda = damping * (trace / m) + 1e-12;
   for (let r = 0; r < m; r++) a[r * m + r] += lambda;
   const b = new Float64Array(m * w.n);
   const col = new Float64Array(k);
@@ -42152,12 +42244,45 @@ function ridgeRefit(w, s, mean, kept) {
     for (let j = 0; j < k; j++) col[j] = w.get(j, o);
     for (let r = 0; r < m; r++) {
       let acc = 0;
-      const i = kept[r];
-      for (let j = 0; j < k; j++) acc += cov(i, j) * col[j];
+      const row2 = kept[r] * k;
+      for (let j = 0; j < k; j++) acc += cov[row2 + j] * col[j];
       b[r * w.n + o] = acc;
     }
   }
   return choleskySolve(a, m, b, w.n);
+}
+function refitError(w, cov, kept, refit) {
+  const k = w.k;
+  const m = kept.length;
+  const d = new Float64Array(k);
+  let err = 0;
+  for (let o = 0; o < w.n; o++) {
+    for (let j = 0; j < k; j++) d[j] = w.get(j, o);
+    for (let r = 0; r < m; r++) d[kept[r]] -= refit[r * w.n + o];
+    for (let i = 0; i < k; i++) {
+      if (d[i] === 0) continue;
+      let acc = 0;
+      for (let j = 0; j < k; j++) acc += cov[i * k + j] * d[j];
+      err += d[i] * acc;
+    }
+  }
+  return err;
+}
+function ridgeRefit(w, s, kept) {
+  const full = covariance(s.count, s.sum, s.gram);
+  const h = s.half;
+  let damping = DEFAULT_DAMPING;
+  if (h && h.count > 0 && h.count < s.count && w.k * w.k * w.n * DAMPINGS.length <= CHECK_MAX_WORK) {
+    const rest = { count: s.count - h.count, sum: s.sum.map((v, i) => v - h.sum[i]), gram: s.gram.map((v, i) => v - h.gram[i]) };
+    const [fitOn, checkOn] = [covariance(rest.count, rest.sum, rest.gram), covariance(h.count, h.sum, h.gram)];
+    let best = Infinity;
+    for (const d of DAMPINGS) {
+      const refit = solveRidge(w, fitOn, kept, d);
+      const err = refit ? refitError(w, checkOn, kept, refit) : Infinity;
+      if (err < best) [best, damping] = [err, d];
+    }
+  }
+  return solveRidge(w, full, kept, damping);
 }
 function choleskySolve(a, m, b, n) {
   const l = new Float64Array(m * m);
@@ -42288,11 +42413,22 @@ function planRemoval(input2) {
   if (align <= 1) return { removals: [...taken.values()], params: removed };
   return alignWidths(input2, ranked, taken, align);
 }
+function alignRemovals(input2, removals) {
+  const align = input2.align ?? 1;
+  if (align <= 1) return { removals, params: removals.reduce((sum, r) => sum + r.params, 0) };
+  const ranked = [];
+  for (const g of input2.groups) {
+    const s = input2.scores.get(g);
+    g.units.forEach((unit, k) => ranked.push({ group: g, unit, score: s[k] }));
+  }
+  ranked.sort((a, b) => a.score - b.score);
+  return alignWidths(input2, ranked, new Map(removals.map((r) => [r.group, { ...r, units: [...r.units] }])), align);
+}
 function alignWidths(input2, ranked, taken, align) {
   const order = new Map(ranked.map((r, i) => [r.unit, i]));
   for (const group of input2.groups) {
     const n = group.units.length;
-    if (group.kind === "heads" || n < 4 * align) continue;
+    if (group.kind === "heads" || n < (input2.alignMinFactor ?? 4) * align) continue;
     const entry = taken.get(group) ?? { group, units: [], params: 0 };
     const kept = n - entry.units.length;
     const goal = Math.max(align, Math.round(kept / align) * align);
@@ -42316,6 +42452,250 @@ function alignWidths(input2, ranked, taken, align) {
     params += r.params;
   }
   return { removals, params };
+}
+function rankedUnits(groups, scores) {
+  return new Map(
+    groups.map((g) => {
+      const s = scores.get(g);
+      return [g, g.units.map((u, k) => ({ u, s: s[k] })).sort((a, b) => a.s - b.s).map((x) => x.u)];
+    })
+  );
+}
+function planCounts(input2, ranked, counts) {
+  const ledger = new ParamLedger(input2.slots, input2.paramDims);
+  const removals = [];
+  let params = 0;
+  for (const g of input2.groups) {
+    const n = Math.min(counts.get(g) ?? 0, g.units.length - 1);
+    if (n <= 0) continue;
+    const units = ranked.get(g).slice(0, n);
+    const removal = { group: g, units, params: units.reduce((sum, u) => sum + ledger.take(u), 0) };
+    params += removal.params;
+    removals.push(removal);
+  }
+  return { removals, params };
+}
+function planUniform(input2, ranked) {
+  const counts = (f) => new Map(input2.groups.map((g) => [g, Math.round(f * g.units.length)]));
+  const limit = input2.targetParams + input2.slack;
+  let [lo, hi] = [0, 1];
+  for (let i = 0; i < 40 && hi - lo > 1e-6; i++) {
+    const mid = (lo + hi) / 2;
+    if (planCounts(input2, ranked, counts(mid)).params <= limit) lo = mid;
+    else hi = mid;
+  }
+  const chosen = counts(lo);
+  const ledger = new ParamLedger(input2.slots, input2.paramDims);
+  let removed = 0;
+  for (const g of input2.groups) {
+    const n = Math.min(chosen.get(g), g.units.length - 1);
+    chosen.set(g, n);
+    for (const u of ranked.get(g).slice(0, n)) removed += ledger.take(u);
+  }
+  const rest = [];
+  for (const g of input2.groups) {
+    const s = input2.scores.get(g);
+    const order = ranked.get(g);
+    for (const u of order.slice(chosen.get(g))) rest.push({ g, score: s[g.units.indexOf(u)] });
+  }
+  rest.sort((a, b) => a.score - b.score);
+  for (const { g } of rest) {
+    if (removed >= input2.targetParams) break;
+    const n = chosen.get(g);
+    if (n >= g.units.length - 1) continue;
+    const unit = ranked.get(g)[n];
+    if (removed + ledger.delta(unit) > limit) continue;
+    removed += ledger.take(unit);
+    chosen.set(g, n + 1);
+  }
+  if (removed < input2.targetParams - input2.slack) return void 0;
+  return planCounts(input2, ranked, chosen);
+}
+function planByCurves(input2, ranked, curves) {
+  const ledger = new ParamLedger(input2.slots, input2.paramDims);
+  const taken = /* @__PURE__ */ new Map();
+  let removed = 0;
+  const slope = (g, c) => {
+    const curve = curves.get(g);
+    if (!curve) return Infinity;
+    const found = curve.counts.findIndex((k) => k > c);
+    const i = found < 0 ? curve.counts.length - 1 : found;
+    if (i <= 0) return Infinity;
+    const perUnit = (curve.losses[i] - curve.losses[i - 1]) / (curve.counts[i] - curve.counts[i - 1]);
+    return perUnit / Math.max(1e-12, g.units[0].params);
+  };
+  const closed = /* @__PURE__ */ new Set();
+  while (removed < input2.targetParams) {
+    let best;
+    let bestSlope = Infinity;
+    for (const g of input2.groups) {
+      const c = taken.get(g)?.units.length ?? 0;
+      if (c >= g.units.length - 1 || closed.has(g)) continue;
+      const s = slope(g, c);
+      if (s < bestSlope) [best, bestSlope] = [g, s];
+    }
+    if (!best) break;
+    const entry = taken.get(best) ?? { group: best, units: [], params: 0 };
+    const unit = ranked.get(best)[entry.units.length];
+    if (removed + ledger.delta(unit) > input2.targetParams + input2.slack) {
+      closed.add(best);
+      continue;
+    }
+    const delta = ledger.take(unit);
+    entry.units.push(unit);
+    entry.params += delta;
+    removed += delta;
+    taken.set(best, entry);
+  }
+  return { removals: [...taken.values()], params: removed };
+}
+
+// src/prune/allocate.ts
+var SEARCH_MAX_PARAMS = 5e7;
+var ALIGN_STEPS = [8, 16];
+var MAX_TIMED = 6;
+var PROFILE_RATIOS = [0.25, 0.5, 0.75];
+async function chooseAllocation(input2) {
+  const { plan, damage, log } = input2;
+  const ranked = rankedUnits(plan.groups, plan.scores);
+  const fixedMode = input2.compensate === "auto" ? input2.calibration ? "bias" : "none" : input2.compensate;
+  const buildPlan = (strategy) => {
+    const reached = (p) => p.params >= plan.targetParams - plan.slack ? p : void 0;
+    switch (strategy) {
+      case "global":
+        return planRemoval(plan);
+      case "uniform": {
+        const p = planUniform(plan, ranked);
+        return p && reached(alignRemovals(plan, p.removals));
+      }
+      case "ffn-only": {
+        const ffn = plan.groups.filter((g) => g.kind === "ffn");
+        if (ffn.length === 0 || ffn.length === plan.groups.length) return void 0;
+        return reached(planRemoval({ ...plan, groups: ffn }));
+      }
+      case "measured":
+        return void 0;
+    }
+  };
+  if (!damage || input2.allocation !== "auto" || plan.targetParams <= 0) {
+    const strategy = input2.allocation === "auto" ? "global" : input2.allocation;
+    const chosen = strategy === "measured" ? void 0 : buildPlan(strategy);
+    const fallback = chosen ?? planRemoval(plan);
+    const why = damage ? `${strategy} as asked` : "nothing measured: no calibration data to measure damage on";
+    return {
+      removals: fallback.removals,
+      compensate: fixedMode,
+      stats: await statsFor(input2, fixedMode, fallback.removals),
+      allocation: { strategy: chosen ? strategy : "global", compensate: fixedMode, measure: why, tried: [], align: plan.align ?? 1 }
+    };
+  }
+  const large = input2.params > SEARCH_MAX_PARAMS;
+  const candidates = [];
+  const tried = [];
+  for (const strategy of ["global", "uniform", "ffn-only"]) {
+    const p = buildPlan(strategy);
+    if (p) candidates.push({ strategy, ...p });
+    else if (strategy !== "ffn-only" || plan.groups.some((g) => g.kind === "ffn")) tried.push({ strategy, compensate: fixedMode, loss: null, params: 0, note: "cannot reach the target" });
+  }
+  const allGroups = plan.groups.map((group) => ({ group, units: [], params: 0 }));
+  const modes = input2.compensate === "auto" ? input2.calibration && !large ? ["bias", "reconstruct"] : [fixedMode] : [fixedMode];
+  const statsByMode = /* @__PURE__ */ new Map();
+  for (const m of modes) statsByMode.set(m, await statsFor(input2, m, allGroups));
+  const build = (removals, mode, stats) => {
+    try {
+      return applyRemoval(input2.analysis, removals, (copy) => void compensate(copy, input2.analysis, removals, input2.consumers, stats, mode)).model;
+    } catch (e) {
+      if (e instanceof FixFailure) return void 0;
+      throw e;
+    }
+  };
+  const measure = async (removals, mode, stats, share2) => {
+    const candidate = build(removals, mode, stats);
+    return candidate ? damage.loss(candidate, share2).catch(() => Infinity) : Infinity;
+  };
+  if (!large) {
+    log(`measuring each of ${plan.groups.length} groups' damage at ${PROFILE_RATIOS.length} ratios (${damage.name})`);
+    const baseLoss = await damage.loss(input2.model, 1);
+    for (const mode of modes) {
+      const curves = /* @__PURE__ */ new Map();
+      for (const g of plan.groups) {
+        const counts = [...new Set(PROFILE_RATIOS.map((r) => Math.min(g.units.length - 1, Math.max(1, Math.round(r * g.units.length)))))];
+        const curve = { counts: [0], losses: [baseLoss] };
+        for (const count2 of counts) {
+          const { removals } = planCounts({ ...plan, groups: [g] }, ranked, /* @__PURE__ */ new Map([[g, count2]]));
+          curve.counts.push(count2);
+          curve.losses.push(await measure(removals, mode, statsByMode.get(mode), 1));
+        }
+        curves.set(g, curve);
+      }
+      const byCurves = alignRemovals(plan, planByCurves(plan, ranked, curves).removals);
+      if (byCurves.params >= plan.targetParams - plan.slack) candidates.push({ strategy: "measured", ...byCurves, note: `damage profiled with ${mode} compensation` });
+    }
+  }
+  const speed = !!input2.alignAuto && !!damage.latency;
+  if (speed && !large) {
+    for (const c of [...candidates]) {
+      for (const align2 of ALIGN_STEPS) {
+        const aligned = alignRemovals({ ...plan, align: align2, alignMinFactor: 2 }, c.removals);
+        if (Math.abs(aligned.params - plan.targetParams) <= plan.slack) candidates.push({ ...c, ...aligned, align: align2 });
+      }
+    }
+  }
+  const share = large ? Math.min(1, 2 / Math.max(1, candidates.length)) : 1;
+  const signature = (removals) => removals.map((r) => `${r.group.id}:${r.units.map((u) => r.group.units.indexOf(u)).join(",")}`).sort().join("|");
+  const seen = /* @__PURE__ */ new Map();
+  const measured = [];
+  for (const c of candidates) {
+    for (const mode of modes) {
+      const key = `${mode} ${signature(c.removals)}`;
+      if (seen.has(key)) continue;
+      const loss = await measure(c.removals, mode, statsByMode.get(mode), share);
+      seen.set(key, loss);
+      const entry = { strategy: c.strategy, compensate: mode, loss: Number.isFinite(loss) ? loss : null, params: c.params, ...c.align ? { align: c.align } : {}, ...c.note ? { note: c.note } : {} };
+      tried.push(entry);
+      measured.push({ c, mode, loss, entry });
+      log(`allocation ${c.strategy}${c.align ? ` aligned to ${c.align}` : ""}, compensation ${mode}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : "not measurable"} (${c.params} parameters)`);
+    }
+  }
+  measured.sort((a, b) => a.loss - b.loss);
+  if (measured.length === 0 || !Number.isFinite(measured[0].loss)) {
+    const fallback = planRemoval(plan);
+    return { removals: fallback.removals, compensate: fixedMode, stats: await statsFor(input2, fixedMode, fallback.removals), allocation: { strategy: "global", compensate: fixedMode, measure: damage.name, tried, align: 1 } };
+  }
+  let best = measured[0];
+  let latency;
+  if (speed) {
+    let fastest;
+    let fast;
+    for (const m of measured.slice(0, large ? 1 : MAX_TIMED).filter((x) => Number.isFinite(x.loss))) {
+      const model = build(m.c.removals, m.mode, statsByMode.get(m.mode));
+      const ratio = model ? await damage.latency(model) : Infinity;
+      m.entry.latency = ratio;
+      log(`latency of ${m.c.strategy}${m.c.align ? ` aligned to ${m.c.align}` : ""}/${m.mode}: ${ratio.toFixed(3)}x the base's`);
+      if (!fastest || ratio < fastest.ratio) fastest = { m, ratio };
+      if (ratio <= 1 || large) {
+        fast = m;
+        break;
+      }
+    }
+    if (!fast && fastest) log(`no candidate ran as fast as the base here; keeping the fastest (${fastest.ratio.toFixed(3)}x)`);
+    best = fast ?? fastest?.m ?? best;
+    latency = best.entry.latency;
+  }
+  const align = best.c.align ?? plan.align ?? 1;
+  log(`allocation: ${best.c.strategy}, compensation ${best.mode}${align > 1 ? `, widths multiples of ${align}` : ""} (least ${damage.name} on the calibration set${speed ? " not slower than the base" : ""})`);
+  return {
+    removals: best.c.removals,
+    compensate: best.mode,
+    stats: statsByMode.get(best.mode),
+    allocation: { strategy: best.c.strategy, compensate: best.mode, measure: damage.name, tried, align, ...latency !== void 0 ? { latency } : {} }
+  };
+}
+async function statsFor(input2, mode, removals) {
+  if (mode !== "reconstruct" || !input2.calibration) return input2.stats;
+  input2.log("collecting activation covariances for least-squares reconstruction");
+  const chosen = removals.flatMap((r) => input2.consumers.get(r.group) ?? []);
+  return collectStats(input2.model, chosen.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram: true })), input2.calibration);
 }
 
 // src/prune/score.ts
@@ -42546,18 +42926,13 @@ function firstLine(e) {
   return String(e?.message ?? e).split("\n")[0];
 }
 
-// src/prune/types.ts
-function newPruneMemory() {
-  return { scales: /* @__PURE__ */ new Map() };
-}
-
 // src/prune/index.ts
 var MAX_ATTEMPTS = 8;
 async function pruneModel(model, options) {
   if (!(options.target >= 0 && options.target < 1)) {
     throw new UserError(`target must be a fraction of parameters between 0 and 1 (got ${options.target})`);
   }
-  const needsData = options.importance === "activation" || options.compensate !== "none";
+  const needsData = options.importance === "activation" || options.compensate !== "none" && options.compensate !== "auto";
   if (needsData && !options.calibration) {
     throw new UserError(
       `importance "${options.importance}" with compensation "${options.compensate}" needs calibration data: give a calibration set, or use magnitude importance without compensation`
@@ -42606,28 +42981,38 @@ ${e.reason}`, e])).values()];
       stats = await collectStats(model, statsRequests([...consumers2.values()].flat(), false), options.calibration);
     }
     const scores = scoreGroups(analysis, groups, options.memory, options.importance === "activation" ? { consumers: consumers2, stats } : void 0);
-    const { removals } = planRemoval({
-      groups,
-      scores,
-      targetParams: options.target * paramsBefore,
-      slack: 0.01 * paramsBefore,
-      slots: analysis.space.slots,
-      paramDims: (t) => analysis.model.constantInfo(t)?.dims,
-      align: options.align
+    const choice = await chooseAllocation({
+      model,
+      analysis,
+      plan: {
+        groups,
+        scores,
+        targetParams: options.target * paramsBefore,
+        slack: 0.01 * paramsBefore,
+        slots: analysis.space.slots,
+        paramDims: (t) => analysis.model.constantInfo(t)?.dims,
+        align: typeof options.align === "number" ? options.align : 1
+      },
+      alignAuto: options.align === "auto",
+      consumers: consumers2,
+      stats,
+      params: paramsBefore,
+      allocation: options.allocation ?? "auto",
+      compensate: options.compensate,
+      damage: options.damage,
+      calibration: options.calibration,
+      log
     });
+    const { removals, compensate: mode } = choice;
+    stats = choice.stats;
     if (removals.length === 0) {
       return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore };
     }
-    if (options.compensate === "reconstruct" && options.calibration) {
-      log("collecting activation covariances for least-squares reconstruction");
-      const chosen = removals.flatMap((r) => consumers2.get(r.group) ?? []);
-      stats = await collectStats(model, statsRequests(chosen, true), options.calibration);
-    }
-    const refits = options.calibration && options.compensate !== "none" ? normsToRefit(analysis, removals) : [];
+    const refits = options.calibration && mode !== "none" ? normsToRefit(analysis, removals) : [];
     const normSums = refits.length > 0 ? (log("measuring how the pruned widths change their normalizations"), await measureNorms(model, refits, options.calibration)) : [];
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     const prepare = (copy) => {
-      for (const note of compensate(copy, analysis, removals, consumers2, stats, options.compensate)) log(note);
+      for (const note of compensate(copy, analysis, removals, consumers2, stats, mode)) log(note);
       for (const note of applyNormRefits(copy, refits, normSums)) log(note);
     };
     let failure2;
@@ -42642,7 +43027,7 @@ ${e.reason}`, e])).values()];
       const problem = await verifyPruned(applied.model, traces);
       if (!problem) {
         const paramsAfter = countParams(applied.model);
-        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced };
+        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced, allocation: choice.allocation };
       }
       const node2 = failingNode(analysis, problem);
       if (node2 && !frozenNodes.has(node2)) {
@@ -43437,6 +43822,28 @@ var ReportSchema = external_exports.object({
     })
   ).max(MAX_ITEMS),
   skipped: external_exports.array(external_exports.object({ where: text, reason: text })).max(MAX_ITEMS),
+  /**
+   * How the removals were shared between layers and kinds, and which compensation repaired
+   * them: the strategy kept and every one tried with its calibration loss (null: not measurable).
+   */
+  allocation: external_exports.object({
+    strategy: external_exports.enum(["global", "uniform", "ffn-only", "measured"]),
+    compensate: external_exports.enum(["none", "bias", "reconstruct"]),
+    measure: text,
+    tried: external_exports.array(
+      external_exports.object({
+        strategy: external_exports.enum(["global", "uniform", "ffn-only", "measured"]),
+        compensate: external_exports.enum(["none", "bias", "reconstruct"]),
+        loss: external_exports.number().nullable(),
+        params: count,
+        align: count.optional(),
+        latency: external_exports.number().nullable().optional(),
+        note: text.optional()
+      })
+    ).max(MAX_ITEMS),
+    align: count,
+    latency: external_exports.number().nullable().optional()
+  }).optional(),
   /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
   pull_request: PullRequestSchema.optional()
 });
@@ -43472,6 +43879,17 @@ function buildReport(input2) {
     chosen_step: input2.chosenStep,
     pruned: input2.pruned.map((p) => ({ kind: p.kind, where: p.where, before: p.before, after: p.after, params: p.params })),
     skipped: input2.skipped.map((s) => ({ where: s.where, reason: s.reason })),
+    ...input2.allocation ? {
+      allocation: {
+        ...input2.allocation,
+        ...input2.allocation.latency !== void 0 ? { latency: finiteOrNull(input2.allocation.latency) } : {},
+        tried: input2.allocation.tried.map((t) => ({
+          ...t,
+          loss: finiteOrNull(t.loss),
+          ...t.latency !== void 0 ? { latency: finiteOrNull(t.latency) } : {}
+        }))
+      }
+    } : {},
     ...input2.pullRequest ? { pull_request: input2.pullRequest } : {}
   };
   const checked = ReportSchema.safeParse(report);
@@ -43693,6 +44111,15 @@ function prunedSection(r) {
     r.pruned.map((p) => [p.kind, escapeMarkdown(p.where), String(p.before), String(p.after), si(p.params)])
   );
 }
+function allocationLine(a) {
+  const measured = a.tried.filter((t) => t.loss !== null);
+  if (measured.length === 0) return `Allocation: ${a.strategy}, compensation ${a.compensate} (${a.measure})`;
+  const fmt = (t) => `${t.strategy}/${t.compensate} ${t.loss.toPrecision(4)}`;
+  return `Allocation: ${a.strategy}, compensation ${a.compensate}: the least ${a.measure} on the calibration set of ${measured.map(fmt).join(", ")}`;
+}
+function allocationSection(r) {
+  return r.allocation && r.pruned.length ? [escapeMarkdown(allocationLine(r.allocation), 2e3)] : [];
+}
 function skippedSection(r) {
   return details(
     `Left alone (${r.skipped.length} ${r.skipped.length === 1 ? "place" : "places"})`,
@@ -43709,6 +44136,7 @@ function renderMarkdown(r) {
     latencyTable(r),
     stepsSection(r),
     prunedSection(r),
+    allocationSection(r),
     skippedSection(r)
   ];
   return `${sections.filter((s) => s.length > 0).map((s) => s.join("\n")).join("\n\n")}
@@ -43791,6 +44219,7 @@ async function runGate(options) {
       chosenStep: result.chosen,
       pruned: result.pruned,
       skipped: result.skipped,
+      allocation: result.allocation,
       pullRequest: options.pullRequest
     });
     const outcome = writeReports(report, out, files);
@@ -43817,8 +44246,14 @@ function searchDeps(c) {
       structures: config2.prune.structures,
       importance: config2.prune.importance,
       compensate: config2.prune.compensate,
+      allocation: config2.prune.allocation,
       align: config2.prune.align,
       calibration: calibrationFeeds(c.set),
+      damage: {
+        name: c.evaluator.lossName,
+        loss: (candidate, share) => c.evaluator.loss(candidate, share),
+        latency: (candidate) => c.evaluator.latencyRatio(candidate)
+      },
       memory,
       log: c.log
     }),
@@ -44028,7 +44463,11 @@ function formatInspection(ins) {
 // src/cli/commands/prune.ts
 var path13 = __toESM(require("path"));
 function register3(program2, ctx) {
-  program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels", STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--compensate <how>", "none, bias or reconstruct (default: bias with --calibration, else none)").option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--align <n>", "keep FFN and conv widths multiples of n (8 or 16 for fast kernels)", "1").option("--report <file>", "also write what was removed as JSON").option("--external-data", "write the weights to <out>.data beside the model").action(async (flags) => {
+  program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels", STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--compensate <how>", "auto, none, bias or reconstruct (default: auto with --calibration, which measures bias and reconstruct; else none)").option(
+    "--allocation <how>",
+    "how removals are shared between layers: auto (with --calibration: global, uniform, FFN-only and by measured damage, the least damaging kept; without: uniform), global, uniform, ffn-only or measured",
+    "auto"
+  ).option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--align <n>", "keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine", "auto").option("--report <file>", "also write what was removed as JSON").option("--external-data", "write the weights to <out>.data beside the model").action(async (flags) => {
     if (path13.resolve(flags.out) === path13.resolve(flags.model)) {
       throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
     }
@@ -44036,23 +44475,32 @@ function register3(program2, ctx) {
     const structures = parseStructures(flags.structures);
     const importance = parseImportance(flags.importance, flags.calibration);
     const compensate2 = parseCompensate(flags.compensate, flags.calibration);
+    const allocation = parseAllocation(flags.allocation, flags.calibration);
     const steps = Number(flags.steps);
     if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be a whole number of at least 1 (got '${flags.steps}')`);
-    const align = Number(flags.align);
-    if (!Number.isInteger(align) || align < 1) throw new UserError(`--align must be a whole number of at least 1 (got '${flags.align}')`);
+    const align = flags.align === "auto" ? "auto" : Number(flags.align);
+    if (align !== "auto" && (!Number.isInteger(align) || align < 1)) throw new UserError(`--align must be auto or a whole number of at least 1 (got '${flags.align}')`);
     const model = OnnxModel.read(flags.model);
-    const calibration = flags.calibration ? calibrationFeeds(loadCalibration(flags.calibration, model)) : void 0;
-    const result = await pruneModel(model, {
-      target,
-      structures,
-      importance,
-      compensate: compensate2,
-      steps,
-      align,
-      calibration,
-      log: (line) => ctx.stderr(`${line}
+    const set2 = flags.calibration ? loadCalibration(flags.calibration, model) : void 0;
+    const evaluator = set2 ? await Evaluator.create(model, set2, { latency: { warmup: 0, runs: 1 } }) : void 0;
+    let result;
+    try {
+      result = await pruneModel(model, {
+        target,
+        structures,
+        importance,
+        compensate: compensate2,
+        allocation,
+        steps,
+        align,
+        calibration: set2 ? calibrationFeeds(set2) : void 0,
+        damage: evaluator ? { name: evaluator.lossName, loss: (candidate, share) => evaluator.loss(candidate, share), latency: (candidate) => evaluator.latencyRatio(candidate) } : void 0,
+        log: (line) => ctx.stderr(`${line}
 `)
-    });
+      });
+    } finally {
+      await evaluator?.close();
+    }
     const written = writeModel(result.model, flags.out, { externalData: flags.externalData });
     if (flags.report) writeJsonAtomic(flags.report, pruneReport(flags.model, written.path, result));
     ctx.stdout(formatPruned(result, flags.out));
@@ -44077,12 +44525,17 @@ function parseImportance(text2, calibration) {
   return text2;
 }
 function parseCompensate(text2, calibration) {
-  if (text2 === void 0) return calibration ? "bias" : "none";
-  if (text2 !== "none" && text2 !== "bias" && text2 !== "reconstruct") {
-    throw new UserError(`--compensate must be none, bias or reconstruct (got '${text2}')`);
+  if (text2 === void 0) return calibration ? "auto" : "none";
+  if (text2 !== "auto" && text2 !== "none" && text2 !== "bias" && text2 !== "reconstruct") {
+    throw new UserError(`--compensate must be auto, none, bias or reconstruct (got '${text2}')`);
   }
   if (text2 !== "none" && !calibration) throw new UserError(`--compensate ${text2} needs --calibration DIR (it uses the activations' means)`);
   return text2;
+}
+function parseAllocation(text2, calibration) {
+  if (!ALLOCATIONS.includes(text2)) throw new UserError(`--allocation must be one of ${ALLOCATIONS.join(", ")} (got '${text2}')`);
+  if (text2 === "measured" && !calibration) throw new UserError("--allocation measured needs --calibration DIR (the damage is measured on it)");
+  return text2 === "auto" && !calibration ? "uniform" : text2;
 }
 function pruneReport(input2, output2, r) {
   return {
@@ -44090,7 +44543,8 @@ function pruneReport(input2, output2, r) {
     pruned_model: output2,
     params: { before: r.paramsBefore, after: r.paramsAfter, removed_fraction: 1 - r.paramsAfter / r.paramsBefore },
     pruned: r.pruned,
-    skipped: r.skipped
+    skipped: r.skipped,
+    ...r.allocation ? { allocation: r.allocation } : {}
   };
 }
 function formatPruned(r, out) {
@@ -44106,6 +44560,7 @@ function formatPruned(r, out) {
       )
     );
   } else lines.push("", "Nothing was removed.");
+  if (r.allocation && r.pruned.length) lines.push("", allocationLine(r.allocation));
   if (r.skipped.length) {
     lines.push("", "Left alone:");
     for (const s of r.skipped) lines.push(`  ${s.where}: ${s.reason}`);

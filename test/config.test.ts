@@ -57,7 +57,7 @@ test('the example of docs/contracts.md parses, with paths relative to the config
   const c = loadConfig('sub/prune-gate.yml');
   expect(c.model).toBe(path.resolve('models/m.onnx'));
   expect(c.calibration).toBe(path.resolve('calib'));
-  expect(c.prune).toEqual({ target: 'auto', maxTarget: 0.6, structures: ['ffn', 'heads'], importance: 'magnitude', compensate: 'none', steps: 3, align: 1 });
+  expect(c.prune).toEqual({ target: 'auto', maxTarget: 0.6, structures: ['ffn', 'heads'], importance: 'magnitude', compensate: 'none', allocation: 'auto', steps: 3, align: 'auto' });
   expect(c.latency).toEqual({ warmup: 2, runs: 5 });
   expect(c.gate.map((r) => r.text)).toEqual(['max-drop 0.01', 'max-increase 5%', 'min 0.97', 'min-speedup 1.2', 'max-ratio 0.5']);
   expect(c.gate[1]).toMatchObject({ metric: 'perplexity', bound: 'max-increase', value: 5, percent: true });
@@ -65,7 +65,7 @@ test('the example of docs/contracts.md parses, with paths relative to the config
 
 test('defaults for what is left out', () => {
   const c = parseConfig('model: models/m.onnx\n', path.resolve('prune-gate.yml'));
-  expect(c.prune).toMatchObject({ target: 'auto', maxTarget: 0.5, steps: 5, importance: 'activation', compensate: 'bias' });
+  expect(c.prune).toMatchObject({ target: 'auto', maxTarget: 0.5, steps: 5, importance: 'activation', compensate: 'auto', allocation: 'auto' });
   expect(c.quantize).toBe('none');
   expect(c.keepNames).toBe(false);
   expect(c.gate).toEqual([]);

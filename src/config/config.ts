@@ -8,7 +8,8 @@ import { METRIC_NAMES, MetricName } from '../eval/metric-names';
 import { GateRule } from '../gate/gate';
 import { BOUND_KINDS, BoundKind, METRICS } from '../gate/metrics';
 import { QUANTIZE_MODES, QuantizeMode } from '../quantize/options';
-import type { Compensation, Importance, Structure } from '../prune/types';
+import { ALLOCATIONS } from '../prune/types';
+import type { Allocation, CompensationChoice, Importance, Structure } from '../prune/types';
 import { quoted } from '../util/format';
 import { checkedPath, displayPath } from '../util/paths';
 import { closest, keyPath, parseWith } from '../util/validation';
@@ -20,9 +21,10 @@ export interface PruneSettings {
   maxTarget: number;
   structures: Structure[];
   importance: Importance;
-  /** Widths kept as multiples of this (1: any width). */
-  align: number;
-  compensate: Compensation;
+  /** Widths kept as multiples of this (1: any width; auto: what is not slower than the base here). */
+  align: number | 'auto';
+  compensate: CompensationChoice;
+  allocation: Allocation;
   steps: number;
 }
 
@@ -45,8 +47,9 @@ export const DEFAULT_PRUNE: PruneSettings = {
   maxTarget: 0.5,
   structures: ['ffn', 'heads', 'channels'],
   importance: 'activation',
-  align: 1,
-  compensate: 'bias',
+  align: 'auto',
+  compensate: 'auto',
+  allocation: 'auto',
   steps: 5,
 };
 
@@ -71,8 +74,13 @@ const ConfigFile = z.strictObject({
         .min(1, { error: 'at least one of ffn, heads, channels' })
         .optional(),
       importance: z.enum(['activation', 'magnitude']).optional(),
-      compensate: z.enum(['none', 'bias', 'reconstruct']).optional(),
-      align: z.number({ error: 'a whole number of units >= 1 (8 keeps widths multiples of 8)' }).int({ error: 'a whole number of units >= 1' }).min(1, { error: 'a whole number of units >= 1' }).max(256, { error: 'at most 256' }).optional(),
+      compensate: z.enum(['auto', 'none', 'bias', 'reconstruct']).optional(),
+      allocation: z.enum(ALLOCATIONS).optional(),
+      align: z
+        .union([z.literal('auto'), z.number({ error: 'auto, or a whole number of units >= 1 (8 keeps widths multiples of 8)' }).int({ error: 'a whole number of units >= 1' }).min(1, { error: 'a whole number of units >= 1' }).max(256, { error: 'at most 256' })], {
+          error: 'auto, or a whole number of units >= 1 (8 keeps widths multiples of 8)',
+        })
+        .optional(),
       steps: z.number({ error: 'a whole number of steps >= 1' }).int({ error: 'a whole number of steps >= 1' }).min(1, { error: 'a whole number of steps >= 1' }).max(100, { error: 'at most 100 steps' }).optional(),
     })
     .optional(),
@@ -139,6 +147,7 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
       importance: p.importance ?? DEFAULT_PRUNE.importance,
       align: p.align ?? DEFAULT_PRUNE.align,
       compensate: p.compensate ?? DEFAULT_PRUNE.compensate,
+      allocation: p.allocation ?? DEFAULT_PRUNE.allocation,
       steps: p.steps ?? DEFAULT_PRUNE.steps,
     },
     quantize: raw.quantize ?? 'none',

@@ -6,7 +6,7 @@ import { createSession, ort } from '../onnx/runtime';
 import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batches } from './calibration';
 import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, measureLatency } from './latency';
-import { ComparisonAccumulator, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';
+import { ComparisonAccumulator, LossAccumulator, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';
 
 /** What report.json says about each model. */
 export interface ModelStats {
@@ -114,6 +114,49 @@ export class Evaluator {
         },
         latency,
       };
+    } finally {
+      await session.release();
+    }
+  }
+
+  /** What `loss` measures (see LossAccumulator). */
+  readonly lossName = 'KL divergence from the base';
+
+  /** A candidate's loss (see lossName) on the first `share` of the calibration batches. */
+  async loss(candidate: OnnxModel, share = 1): Promise<number> {
+    const session = await sessionFor(candidate);
+    try {
+      const acc = new LossAccumulator();
+      const take = Math.max(1, Math.ceil(share * Math.ceil(this.set.count / this.set.batchSize)));
+      let index = 0;
+      for (const batch of batches(this.set)) {
+        if (index >= take) break;
+        const base = this.cached?.[index] ?? (await runOutput(this.baseSession, batch.feeds, this.set));
+        const out = await runOutput(session, batch.feeds, this.set);
+        acc.add(base, out, planRows(this.set, batch, out));
+        index++;
+      }
+      return acc.value();
+    } finally {
+      await session.release();
+    }
+  }
+
+  /**
+   * The candidate's latency over the base's on this machine: medians of runs alternated with the
+   * base's, at batch 1 and at a calibration batch; the worse of the two.
+   */
+  async latencyRatio(candidate: OnnxModel, options: LatencyOptions = { warmup: 3, runs: 21 }): Promise<number> {
+    const session = await sessionFor(candidate);
+    try {
+      let worst = 0;
+      for (const size of [...new Set([1, this.set.batchSize])]) {
+        const first = batches(this.set, size).next();
+        if (first.done) continue;
+        const l = await measureLatency(this.baseSession, session, first.value.feeds, options);
+        worst = Math.max(worst, l.candidate.p50_ms / l.base.p50_ms);
+      }
+      return worst;
     } finally {
       await session.release();
     }

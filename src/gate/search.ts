@@ -1,5 +1,5 @@
 import type { OnnxModel } from '../onnx/model';
-import type { PruneResult, PrunedEntry, SkippedEntry } from '../prune/types';
+import type { AllocationResult, PruneResult, PrunedEntry, SkippedEntry } from '../prune/types';
 import { MetricResult, Verdict, passesQuality, verdictOf } from './gate';
 
 /**
@@ -58,6 +58,8 @@ export interface SearchResult<A> {
   /** What was removed, from the base model to the result (merged over its steps). */
   pruned: PrunedEntry[];
   skipped: SkippedEntry[];
+  /** How the result's last pruning step allocated its removals. */
+  allocation?: AllocationResult;
 }
 
 /** Cumulative ratios of the steps: auto goes to max-target, a fixed target to itself. */
@@ -124,6 +126,7 @@ export async function gradualSearch<A>(
     artifact: artifacts[chosen],
     pruned: mergePruned(results.slice(0, chosen + 1).map((r) => r.pruned)),
     skipped: mergeSkipped(results.slice(0, chosen + 1).map((r) => r.skipped)),
+    allocation: results[chosen]?.allocation,
   };
 }
 

@@ -149,6 +149,7 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
       chosenStep: result.chosen,
       pruned: result.pruned,
       skipped: result.skipped,
+      allocation: result.allocation,
       pullRequest: options.pullRequest,
     });
     const outcome = writeReports(report, out, files);
@@ -193,8 +194,14 @@ function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
         structures: config.prune.structures,
         importance: config.prune.importance,
         compensate: config.prune.compensate,
+        allocation: config.prune.allocation,
         align: config.prune.align,
         calibration: calibrationFeeds(c.set),
+        damage: {
+          name: c.evaluator.lossName,
+          loss: (candidate, share) => c.evaluator.loss(candidate, share),
+          latency: (candidate) => c.evaluator.latencyRatio(candidate),
+        },
         memory,
         log: c.log,
       }),

@@ -101,7 +101,7 @@ function compensateConsumer(
   if (reconstruct && w.pointwise) {
     const kept: number[] = [];
     for (let j = 0; j < w.k; j++) if (!removed.has(j)) kept.push(j);
-    const refit = ridgeRefit(w, s, mean, kept);
+    const refit = ridgeRefit(w, s, kept);
     if (refit) {
       // b' - b = μᵀW − μ_kᵀW'_k, with W the original weight.
       for (let o = 0; o < w.n; o++) {
@@ -123,32 +123,88 @@ function compensateConsumer(
   addToBias(model, c, delta, wt.dtype);
 }
 
-/** Solves (Cov_kk + λI) W'_k = Cov_k· W for the kept rows; undefined if not positive definite. */
-function ridgeRefit(w: WeightMatrix, s: ChannelStats, mean: Float64Array, kept: number[]): Float64Array | undefined {
+/** Damping tried, relative to the kept channels' mean variance; the default when it cannot be checked. */
+const DAMPINGS = [1e-8, 1e-6, 1e-4, 1e-2, 1e-1];
+const DEFAULT_DAMPING = 1e-2;
+/** Above this many multiply-adds (K² x N per damping), the damping is not checked (large layers). */
+const CHECK_MAX_WORK = 2e8;
+
+/** Centered covariance (K x K) of a set of vectors from its sums. */
+function covariance(count: number, sum: Float64Array, gram: Float64Array): Float64Array {
+  const k = sum.length;
+  const g = symmetricGram({ sum, gram });
+  const out = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) out[i * k + j] = g[i * k + j] / count - (sum[i] / count) * (sum[j] / count);
+  return out;
+}
+
+/** Solves (C_kk + λI) W'_k = C_k· W for the kept rows, λ = damping × C_kk's mean diagonal. */
+function solveRidge(w: WeightMatrix, cov: Float64Array, kept: number[], damping: number): Float64Array | undefined {
   const k = w.k;
-  const n = s.count;
-  const g = symmetricGram(s);
-  const cov = (i: number, j: number) => g[i * k + j] / n - mean[i] * mean[j];
   const m = kept.length;
   const a = new Float64Array(m * m);
   let trace = 0;
-  for (let r = 0; r < m; r++) for (let q = 0; q < m; q++) a[r * m + q] = cov(kept[r], kept[q]);
+  for (let r = 0; r < m; r++) for (let q = 0; q < m; q++) a[r * m + q] = cov[kept[r] * k + kept[q]];
   for (let r = 0; r < m; r++) trace += a[r * m + r];
-  const lambda = 1e-2 * (trace / m) + 1e-8;
+  const lambda = damping * (trace / m) + 1e-12;
   for (let r = 0; r < m; r++) a[r * m + r] += lambda;
-  // Right-hand side: Cov_k· W  (m x N).
+  // Right-hand side: C_k· W  (m x N).
   const b = new Float64Array(m * w.n);
   const col = new Float64Array(k);
   for (let o = 0; o < w.n; o++) {
     for (let j = 0; j < k; j++) col[j] = w.get(j, o);
     for (let r = 0; r < m; r++) {
       let acc = 0;
-      const i = kept[r];
-      for (let j = 0; j < k; j++) acc += cov(i, j) * col[j];
+      const row = kept[r] * k;
+      for (let j = 0; j < k; j++) acc += cov[row + j] * col[j];
       b[r * w.n + o] = acc;
     }
   }
   return choleskySolve(a, m, b, w.n);
+}
+
+/** Σ over outputs of E[((x − μ)·W − (x_k − μ_k)·W'_k)²] under covariance `cov`. */
+function refitError(w: WeightMatrix, cov: Float64Array, kept: number[], refit: Float64Array): number {
+  const k = w.k;
+  const m = kept.length;
+  // d = W − [W'_k placed at the kept rows]: the error of an output is dᵀ C d.
+  const d = new Float64Array(k);
+  let err = 0;
+  for (let o = 0; o < w.n; o++) {
+    for (let j = 0; j < k; j++) d[j] = w.get(j, o);
+    for (let r = 0; r < m; r++) d[kept[r]] -= refit[r * w.n + o];
+    for (let i = 0; i < k; i++) {
+      if (d[i] === 0) continue;
+      let acc = 0;
+      for (let j = 0; j < k; j++) acc += cov[i * k + j] * d[j];
+      err += d[i] * acc;
+    }
+  }
+  return err;
+}
+
+/**
+ * The least-squares refit of the kept rows. The damping is the one whose fit on every other
+ * calibration batch best predicts the layer's output on the remaining batches (data that pins
+ * the weights down, such as removed channels that are combinations of kept ones, takes almost
+ * none; a few samples take more); then the fit is redone on all of them. Undefined if the
+ * system is not positive definite.
+ */
+function ridgeRefit(w: WeightMatrix, s: ChannelStats, kept: number[]): Float64Array | undefined {
+  const full = covariance(s.count, s.sum, s.gram!);
+  const h = s.half;
+  let damping = DEFAULT_DAMPING;
+  if (h && h.count > 0 && h.count < s.count && w.k * w.k * w.n * DAMPINGS.length <= CHECK_MAX_WORK) {
+    const rest = { count: s.count - h.count, sum: s.sum.map((v, i) => v - h.sum[i]), gram: s.gram!.map((v, i) => v - h.gram[i]) };
+    const [fitOn, checkOn] = [covariance(rest.count, rest.sum, rest.gram), covariance(h.count, h.sum, h.gram)];
+    let best = Infinity;
+    for (const d of DAMPINGS) {
+      const refit = solveRidge(w, fitOn, kept, d);
+      const err = refit ? refitError(w, checkOn, kept, refit) : Infinity;
+      if (err < best) [best, damping] = [err, d];
+    }
+  }
+  return solveRidge(w, full, kept, damping);
 }
 
 /** Solves A X = B for symmetric positive definite A (m x m), B (m x n); undefined if A is not. */

@@ -8,7 +8,8 @@ import { OnnxModel } from '../onnx/model';
 import { UserError } from '../errors';
 import { FixFailure, applyRemoval } from './apply';
 import { compensate } from './compensate';
-import { Removal, planRemoval } from './plan';
+import { chooseAllocation } from './allocate';
+import { Removal } from './plan';
 import { AxisNorms, magnitudeScores, scoreScale, standardize } from './score';
 import { applyNormRefits, measureNorms, normsToRefit } from './renorm';
 import { ChannelStats, Consumer, StatsRequest, channelVariance, collectStats, findConsumers } from './stats';
@@ -30,7 +31,7 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
   if (!(options.target >= 0 && options.target < 1)) {
     throw new UserError(`target must be a fraction of parameters between 0 and 1 (got ${options.target})`);
   }
-  const needsData = options.importance === 'activation' || options.compensate !== 'none';
+  const needsData = options.importance === 'activation' || (options.compensate !== 'none' && options.compensate !== 'auto');
   if (needsData && !options.calibration) {
     throw new UserError(
       `importance "${options.importance}" with compensation "${options.compensate}" needs calibration data: give a calibration set, or use magnitude importance without compensation`,
@@ -82,29 +83,39 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       stats = await collectStats(model, statsRequests([...consumers.values()].flat(), false), options.calibration);
     }
     const scores = scoreGroups(analysis, groups, options.memory, options.importance === 'activation' ? { consumers, stats } : undefined);
-    const { removals } = planRemoval({
-      groups,
-      scores,
-      targetParams: options.target * paramsBefore,
-      slack: 0.01 * paramsBefore,
-      slots: analysis.space.slots,
-      paramDims: (t) => analysis.model.constantInfo(t)?.dims,
-      align: options.align,
+    const choice = await chooseAllocation({
+      model,
+      analysis,
+      plan: {
+        groups,
+        scores,
+        targetParams: options.target * paramsBefore,
+        slack: 0.01 * paramsBefore,
+        slots: analysis.space.slots,
+        paramDims: (t) => analysis.model.constantInfo(t)?.dims,
+        align: typeof options.align === 'number' ? options.align : 1,
+      },
+      alignAuto: options.align === 'auto',
+      consumers,
+      stats,
+      params: paramsBefore,
+      allocation: options.allocation ?? 'auto',
+      compensate: options.compensate,
+      damage: options.damage,
+      calibration: options.calibration,
+      log,
     });
+    const { removals, compensate: mode } = choice;
+    stats = choice.stats;
     if (removals.length === 0) {
       return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore };
     }
-    if (options.compensate === 'reconstruct' && options.calibration) {
-      log('collecting activation covariances for least-squares reconstruction');
-      const chosen = removals.flatMap((r) => consumers.get(r.group) ?? []);
-      stats = await collectStats(model, statsRequests(chosen, true), options.calibration);
-    }
     // Norms over a width that shrinks: their scale and bias refit to the remaining channels' statistics.
-    const refits = options.calibration && options.compensate !== 'none' ? normsToRefit(analysis, removals) : [];
+    const refits = options.calibration && mode !== 'none' ? normsToRefit(analysis, removals) : [];
     const normSums = refits.length > 0 ? (log('measuring how the pruned widths change their normalizations'), await measureNorms(model, refits, options.calibration!)) : [];
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     const prepare = (copy: OnnxModel) => {
-      for (const note of compensate(copy, analysis, removals, consumers, stats, options.compensate)) log(note);
+      for (const note of compensate(copy, analysis, removals, consumers, stats, mode)) log(note);
       for (const note of applyNormRefits(copy, refits, normSums)) log(note);
     };
     let failure: { message: string; groups: Group[] } | undefined;
@@ -119,7 +130,7 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       const problem = await verifyPruned(applied.model, traces);
       if (!problem) {
         const paramsAfter = countParams(applied.model);
-        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced };
+        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced, allocation: choice.allocation };
       }
       // The node onnxruntime names is where the engine's understanding failed: leave that node
       // alone (one place, one reason), not every group that happens to pass through it.

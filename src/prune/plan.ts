@@ -21,13 +21,15 @@ export interface PlanInput {
   paramDims: (tensor: string) => number[] | undefined;
   /** Keep a multiple of this many units in FFN and channel groups of at least 4·align units. */
   align?: number;
+  /** Groups narrower than this many times `align` keep their width as planned (default 4). */
+  alignMinFactor?: number;
 }
 
 /**
  * Exact parameter accounting: a weight whose two axes both lose units (the middle matrix of an
  * MLP) loses (r - a)(c - b) - r·c, not the sum of its rows and columns.
  */
-class ParamLedger {
+export class ParamLedger {
   private kept = new Map<string, number[]>();
   constructor(
     private readonly slots: Slot[],
@@ -97,6 +99,19 @@ export function planRemoval(input: PlanInput): { removals: Removal[]; params: nu
   return alignWidths(input, ranked, taken, align);
 }
 
+/** Any plan with its FFN and channel widths rounded to `input.align` (see alignWidths). */
+export function alignRemovals(input: PlanInput, removals: Removal[]): { removals: Removal[]; params: number } {
+  const align = input.align ?? 1;
+  if (align <= 1) return { removals, params: removals.reduce((sum, r) => sum + r.params, 0) };
+  const ranked: { group: Group; unit: Unit; score: number }[] = [];
+  for (const g of input.groups) {
+    const s = input.scores.get(g)!;
+    g.units.forEach((unit, k) => ranked.push({ group: g, unit, score: s[k] }));
+  }
+  ranked.sort((a, b) => a.score - b.score);
+  return alignWidths(input, ranked, new Map(removals.map((r) => [r.group, { ...r, units: [...r.units] }])), align);
+}
+
 /**
  * Rounds each wide FFN/channel group's kept count to the nearest multiple of `align` (taking more
  * of its lowest-ranked units, or giving back its best removed ones), then recounts parameters.
@@ -110,7 +125,7 @@ function alignWidths(
   const order = new Map(ranked.map((r, i) => [r.unit, i]));
   for (const group of input.groups) {
     const n = group.units.length;
-    if (group.kind === 'heads' || n < 4 * align) continue; // narrow layers would jump too far
+    if (group.kind === 'heads' || n < (input.alignMinFactor ?? 4) * align) continue; // narrow layers would jump too far
     const entry = taken.get(group) ?? { group, units: [], params: 0 };
     const kept = n - entry.units.length;
     const goal = Math.max(align, Math.round(kept / align) * align);
@@ -134,4 +149,127 @@ function alignWidths(
     params += r.params;
   }
   return { removals, params };
+}
+
+/** Each group's units, lowest standardized score first: the order any allocation takes them in. */
+export function rankedUnits(groups: Group[], scores: Map<Group, Float64Array>): Map<Group, Unit[]> {
+  return new Map(
+    groups.map((g) => {
+      const s = scores.get(g)!;
+      return [g, g.units.map((u, k) => ({ u, s: s[k] })).sort((a, b) => a.s - b.s).map((x) => x.u)];
+    }),
+  );
+}
+
+/** The `count` lowest-ranked units of each group (never all of them), with exact parameters. */
+export function planCounts(input: PlanInput, ranked: Map<Group, Unit[]>, counts: Map<Group, number>): { removals: Removal[]; params: number } {
+  const ledger = new ParamLedger(input.slots, input.paramDims);
+  const removals: Removal[] = [];
+  let params = 0;
+  for (const g of input.groups) {
+    const n = Math.min(counts.get(g) ?? 0, g.units.length - 1);
+    if (n <= 0) continue;
+    const units = ranked.get(g)!.slice(0, n);
+    const removal = { group: g, units, params: units.reduce((sum, u) => sum + ledger.take(u), 0) };
+    params += removal.params;
+    removals.push(removal);
+  }
+  return { removals, params };
+}
+
+/**
+ * Uniform allocation: every group loses the same fraction of its units (rounded; at least one
+ * kept): the largest fraction that stays within the slack of the target, then, if short of it,
+ * the lowest-scored remaining units of any group (a few units of coarse layers cannot all
+ * round the same way). Undefined when the target cannot be reached.
+ */
+export function planUniform(input: PlanInput, ranked: Map<Group, Unit[]>): { removals: Removal[]; params: number } | undefined {
+  const counts = (f: number) => new Map(input.groups.map((g) => [g, Math.round(f * g.units.length)]));
+  const limit = input.targetParams + input.slack;
+  let [lo, hi] = [0, 1];
+  for (let i = 0; i < 40 && hi - lo > 1e-6; i++) {
+    const mid = (lo + hi) / 2;
+    if (planCounts(input, ranked, counts(mid)).params <= limit) lo = mid;
+    else hi = mid;
+  }
+  // Top up from one ranking of what is left, as planRemoval takes units.
+  const chosen = counts(lo);
+  const ledger = new ParamLedger(input.slots, input.paramDims);
+  let removed = 0;
+  for (const g of input.groups) {
+    const n = Math.min(chosen.get(g)!, g.units.length - 1);
+    chosen.set(g, n);
+    for (const u of ranked.get(g)!.slice(0, n)) removed += ledger.take(u);
+  }
+  const rest: { g: Group; score: number }[] = [];
+  for (const g of input.groups) {
+    const s = input.scores.get(g)!;
+    const order = ranked.get(g)!;
+    for (const u of order.slice(chosen.get(g)!)) rest.push({ g, score: s[g.units.indexOf(u)] });
+  }
+  rest.sort((a, b) => a.score - b.score);
+  for (const { g } of rest) {
+    if (removed >= input.targetParams) break;
+    const n = chosen.get(g)!;
+    if (n >= g.units.length - 1) continue;
+    const unit = ranked.get(g)![n];
+    if (removed + ledger.delta(unit) > limit) continue;
+    removed += ledger.take(unit);
+    chosen.set(g, n + 1);
+  }
+  if (removed < input.targetParams - input.slack) return undefined;
+  return planCounts(input, ranked, chosen);
+}
+
+/** How much a group's removal costs, measured at a few unit counts (count 0: nothing removed). */
+export interface DamageCurve {
+  counts: number[];
+  losses: number[];
+}
+
+/**
+ * Allocation by measured damage: units are taken one at a time from the group whose curve
+ * rises least per parameter at its current count (piecewise linear between the measured
+ * counts), each group's lowest-ranked units first, until the target is met.
+ */
+export function planByCurves(input: PlanInput, ranked: Map<Group, Unit[]>, curves: Map<Group, DamageCurve>): { removals: Removal[]; params: number } {
+  const ledger = new ParamLedger(input.slots, input.paramDims);
+  const taken = new Map<Group, Removal>();
+  let removed = 0;
+  const slope = (g: Group, c: number): number => {
+    const curve = curves.get(g);
+    if (!curve) return Infinity;
+    // The segment holding c; past the last measured count, the last segment continued.
+    const found = curve.counts.findIndex((k) => k > c);
+    const i = found < 0 ? curve.counts.length - 1 : found;
+    if (i <= 0) return Infinity;
+    const perUnit = (curve.losses[i] - curve.losses[i - 1]) / (curve.counts[i] - curve.counts[i - 1]);
+    return perUnit / Math.max(1e-12, g.units[0].params);
+  };
+  // A group whose next unit would overshoot the target by more than the slack (a head of a
+  // small model) is passed over from then on, as in planRemoval.
+  const closed = new Set<Group>();
+  while (removed < input.targetParams) {
+    let best: Group | undefined;
+    let bestSlope = Infinity;
+    for (const g of input.groups) {
+      const c = taken.get(g)?.units.length ?? 0;
+      if (c >= g.units.length - 1 || closed.has(g)) continue;
+      const s = slope(g, c);
+      if (s < bestSlope) [best, bestSlope] = [g, s];
+    }
+    if (!best) break;
+    const entry = taken.get(best) ?? { group: best, units: [], params: 0 };
+    const unit = ranked.get(best)![entry.units.length];
+    if (removed + ledger.delta(unit) > input.targetParams + input.slack) {
+      closed.add(best);
+      continue;
+    }
+    const delta = ledger.take(unit);
+    entry.units.push(unit);
+    entry.params += delta;
+    removed += delta;
+    taken.set(best, entry);
+  }
+  return { removals: [...taken.values()], params: removed };
 }

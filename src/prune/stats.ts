@@ -54,6 +54,11 @@ export interface ChannelStats {
   sumSquares: Float64Array;
   /** Σ x xᵀ over vectors (C x C, row-major), when asked for (least-squares reconstruction). */
   gram?: Float64Array;
+  /**
+   * The same sums over every other batch only (with gram), so reconstruction can fit on one
+   * half and check on the other: how much damping the data needs (see compensate.ts).
+   */
+  half?: { count: number; sum: Float64Array; gram: Float64Array };
 }
 
 export function channelMean(s: ChannelStats): Float64Array {
@@ -116,9 +121,12 @@ export class StatsCollector {
     return new StatsCollector(await sessionExposing(model, [...wanted.keys()]), wanted);
   }
 
+  private batches = 0;
+
   async add(feeds: Feeds): Promise<void> {
     const result = await this.session.run(feeds, [...this.wanted.keys()]);
-    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, result[name]);
+    const odd = this.batches++ % 2 === 1;
+    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, result[name], odd);
   }
 
   release(): Promise<void> {
@@ -126,7 +134,7 @@ export class StatsCollector {
   }
 }
 
-function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRequest, t: ort.Tensor): void {
+function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRequest, t: ort.Tensor, odd: boolean): void {
   const dims = t.dims;
   const data = t.data as Float32Array;
   const c = dims[req.axis];
@@ -135,7 +143,10 @@ function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRe
   let s = stats.get(name);
   if (!s) {
     s = { count: 0, sum: new Float64Array(c), sumSquares: new Float64Array(c) };
-    if (req.gram) s.gram = new Float64Array(c * c);
+    if (req.gram) {
+      s.gram = new Float64Array(c * c);
+      s.half = { count: 0, sum: new Float64Array(c), gram: new Float64Array(c * c) };
+    }
     stats.set(name, s);
   }
   for (let o = 0; o < outer; o++) {
@@ -155,7 +166,9 @@ function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRe
   }
   s.count += outer * inner;
   if (s.gram) {
-    // Σ over vectors x (the channel values at one position) of x xᵀ.
+    // Σ over vectors x (the channel values at one position) of x xᵀ; every other batch also
+    // into the half's sums.
+    const half = odd ? s.half : undefined;
     const g = s.gram;
     const x = new Float64Array(c);
     for (let o = 0; o < outer; o++) {
@@ -166,14 +179,17 @@ function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRe
           if (xi === 0) continue;
           const row = i * c;
           for (let j = i; j < c; j++) g[row + j] += xi * x[j];
+          if (half) for (let j = i; j < c; j++) half.gram[row + j] += xi * x[j];
         }
+        if (half) for (let j = 0; j < c; j++) half.sum[j] += x[j];
       }
     }
+    if (half) half.count += outer * inner;
   }
 }
 
-/** The full symmetric matrix from the upper triangle accumulated above. */
-export function symmetricGram(s: ChannelStats): Float64Array {
+/** The full symmetric matrix from the upper triangle accumulated above (of `s`, or of its half). */
+export function symmetricGram(s: Pick<ChannelStats, 'sum' | 'gram'>): Float64Array {
   const c = s.sum.length;
   const g = Float64Array.from(s.gram!);
   for (let i = 0; i < c; i++) for (let j = 0; j < i; j++) g[i * c + j] = g[j * c + i];

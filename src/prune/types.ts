@@ -8,19 +8,64 @@ export const IMPORTANCES = ['magnitude', 'activation'] as const;
 export type Importance = (typeof IMPORTANCES)[number];
 export const COMPENSATIONS = ['none', 'bias', 'reconstruct'] as const;
 export type Compensation = (typeof COMPENSATIONS)[number];
+/** `auto`: bias or reconstruct, whichever damages the calibration loss less (bias without a damage measure). */
+export type CompensationChoice = Compensation | 'auto';
+/**
+ * How the removals are shared between groups (layers × kinds). `global`: one standardized
+ * ranking of all units (FLAP); `uniform`: the same fraction of every group; `ffn-only`: FFN
+ * neurons only, one ranking; `measured`: by each group's measured damage at a few ratios;
+ * `auto`: every applicable one, the least damaging kept (with a damage measure; else global).
+ */
+export const ALLOCATIONS = ['auto', 'global', 'uniform', 'ffn-only', 'measured'] as const;
+export type Allocation = (typeof ALLOCATIONS)[number];
+
+/**
+ * The loss of a candidate on calibration data, lower is better: the loss on the labels where the
+ * task has them, KL to the base model's outputs otherwise. `share` (0..1] is the part of the
+ * calibration set to use (the first batches), so a search on a large model stays within a few
+ * passes over it.
+ */
+export interface DamageMeasure {
+  /** What the loss is, for the report ("cross-entropy on the labels", "KL to the base"). */
+  name: string;
+  loss(candidate: OnnxModel, share: number): Promise<number>;
+  /**
+   * The candidate's latency over the base's (median of alternated runs, the worse of batch 1
+   * and a calibration batch) on this machine: with `align: auto`, a pruned model slower than its
+   * base here is not kept.
+   */
+  latency?(candidate: OnnxModel): Promise<number>;
+}
+
+/** What the allocation search tried, with each candidate's calibration loss, and what it kept. */
+export interface AllocationResult {
+  strategy: Exclude<Allocation, 'auto'>;
+  compensate: Compensation;
+  /** The damage measure the losses are in, or why nothing was measured. */
+  measure: string;
+  tried: { strategy: Exclude<Allocation, 'auto'>; compensate: Compensation; loss: number | null; params: number; align?: number; latency?: number; note?: string }[];
+  /** Widths kept as multiples of this (1: as the allocation made them). */
+  align: number;
+  /** The kept candidate's latency over the base's, when measured (align: auto). */
+  latency?: number;
+}
 
 export interface PruneOptions {
   /** Fraction of the model's parameters to remove, 0..1. */
   target: number;
   structures: Structure[];
   importance: Importance;
-  compensate: Compensation;
+  compensate: CompensationChoice;
+  /** How removals are shared between layers and kinds (default auto). */
+  allocation?: Allocation;
+  /** Measures candidates on calibration data: with it, allocation and compensation are chosen by measurement. */
+  damage?: DamageMeasure;
   /**
    * Keep a multiple of this many neurons/channels in every FFN and conv layer wide enough
    * (at least four times as many units): odd widths can make a pruned model slower, not faster, on
    * runtimes that vectorize by 8 or 16. 1 (the default) leaves widths as the ranking makes them.
    */
-  align?: number;
+  align?: number | 'auto';
   /** Reach the target in this many increments, statistics re-collected before each (default 1). */
   steps?: number;
   /** Calibration batches, needed for activation importance and compensation. */
@@ -65,6 +110,8 @@ export interface PruneResult {
    * wherever no normalization's statistics span a pruned width.
    */
   sliced?: SlicedEntries[];
+  /** How the last step's removals were allocated (when anything was removed). */
+  allocation?: AllocationResult;
 }
 
 /** State carried from one pruning step to the next (see PruneOptions.memory). */

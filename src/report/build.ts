@@ -6,7 +6,7 @@ import type { ModelStats } from '../eval/evaluator';
 import type { LatencyResult } from '../eval/latency';
 import type { MetricResult, Verdict } from '../gate/gate';
 import type { StepOutcome } from '../gate/search';
-import type { PrunedEntry, SkippedEntry } from '../prune/types';
+import type { AllocationResult, PrunedEntry, SkippedEntry } from '../prune/types';
 import { UserError } from '../errors';
 import { Report, ReportPullRequest, ReportQuantization, ReportSchema } from './schema';
 
@@ -24,6 +24,7 @@ export interface ReportInput {
   chosenStep: number | null;
   pruned: PrunedEntry[];
   skipped: SkippedEntry[];
+  allocation?: AllocationResult;
   pullRequest?: ReportPullRequest;
 }
 
@@ -63,6 +64,19 @@ export function buildReport(input: ReportInput): Report {
     chosen_step: input.chosenStep,
     pruned: input.pruned.map((p) => ({ kind: p.kind, where: p.where, before: p.before, after: p.after, params: p.params })),
     skipped: input.skipped.map((s) => ({ where: s.where, reason: s.reason })),
+    ...(input.allocation
+      ? {
+          allocation: {
+            ...input.allocation,
+            ...(input.allocation.latency !== undefined ? { latency: finiteOrNull(input.allocation.latency) } : {}),
+            tried: input.allocation.tried.map((t) => ({
+              ...t,
+              loss: finiteOrNull(t.loss),
+              ...(t.latency !== undefined ? { latency: finiteOrNull(t.latency) } : {}),
+            })),
+          },
+        }
+      : {}),
     ...(input.pullRequest ? { pull_request: input.pullRequest } : {}),
   };
   const checked = ReportSchema.safeParse(report);

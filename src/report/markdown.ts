@@ -277,6 +277,18 @@ function prunedSection(r: Report): string[] {
   );
 }
 
+/** Which allocation and compensation were kept, and what else was measured against them. */
+export function allocationLine(a: NonNullable<Report['allocation']>): string {
+  const measured = a.tried.filter((t) => t.loss !== null);
+  if (measured.length === 0) return `Allocation: ${a.strategy}, compensation ${a.compensate} (${a.measure})`;
+  const fmt = (t: (typeof measured)[number]) => `${t.strategy}/${t.compensate} ${t.loss!.toPrecision(4)}`;
+  return `Allocation: ${a.strategy}, compensation ${a.compensate}: the least ${a.measure} on the calibration set of ${measured.map(fmt).join(', ')}`;
+}
+
+function allocationSection(r: Report): string[] {
+  return r.allocation && r.pruned.length ? [escapeMarkdown(allocationLine(r.allocation), 2000)] : [];
+}
+
 function skippedSection(r: Report): string[] {
   return details(
     `Left alone (${r.skipped.length} ${r.skipped.length === 1 ? 'place' : 'places'})`,
@@ -295,6 +307,7 @@ export function renderMarkdown(r: Report): string {
     latencyTable(r),
     stepsSection(r),
     prunedSection(r),
+    allocationSection(r),
     skippedSection(r),
   ];
   return `${sections

@@ -85,6 +85,32 @@ export const ReportSchema = z.object({
     )
     .max(MAX_ITEMS),
   skipped: z.array(z.object({ where: text, reason: text })).max(MAX_ITEMS),
+  /**
+   * How the removals were shared between layers and kinds, and which compensation repaired
+   * them: the strategy kept and every one tried with its calibration loss (null: not measurable).
+   */
+  allocation: z
+    .object({
+      strategy: z.enum(['global', 'uniform', 'ffn-only', 'measured']),
+      compensate: z.enum(['none', 'bias', 'reconstruct']),
+      measure: text,
+      tried: z
+        .array(
+          z.object({
+            strategy: z.enum(['global', 'uniform', 'ffn-only', 'measured']),
+            compensate: z.enum(['none', 'bias', 'reconstruct']),
+            loss: z.number().nullable(),
+            params: count,
+            align: count.optional(),
+            latency: z.number().nullable().optional(),
+            note: text.optional(),
+          }),
+        )
+        .max(MAX_ITEMS),
+      align: count,
+      latency: z.number().nullable().optional(),
+    })
+    .optional(),
   /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
   pull_request: PullRequestSchema.optional(),
 });

@@ -98,15 +98,31 @@ function quality(): void {
   const rows = child('quality.ts', []);
   const methods = [...new Set(rows.filter((r) => r.method !== 'base').map((r) => r.method as string))];
   const lines: string[][] = [];
+  const speed: string[][] = [];
   for (const name of [...new Set(rows.map((r) => r.name as string))]) {
     const base = rows.find((r) => r.name === name && r.method === 'base')!;
     const value = (v: unknown) => (base.metric === 'accuracy' ? pct(v) : fmt(v));
     for (const ratio of [0.2, 0.4]) {
-      const cells = methods.map((m) => value(rows.find((r) => r.name === name && r.ratio === ratio && r.method === m)!.value));
+      const at = (m: string) => rows.find((r) => r.name === name && r.ratio === ratio && r.method === m)!;
+      const cells = methods.map((m) => (at(m).applicable === false ? '—' : `${value(at(m).value)} (${pct(at(m).removed, 1)})`));
       lines.push([`${name} (${base.metric})`, value(base.value), `${ratio * 100} %`, ...cells]);
+      const ours = at('prune-gate');
+      const a = ours.allocation as { strategy: string; compensate: string; align: number } | undefined;
+      speed.push([
+        name,
+        `${ratio * 100} %`,
+        a ? `${a.strategy}, ${a.compensate}${a.align > 1 ? `, widths × ${a.align}` : ''}` : '',
+        x(ours.latencyB1),
+        x(ours.latencyB16),
+        ours.macs === null ? 'n/a' : x(ours.macs),
+        `${fmt(ours.seconds)} s`,
+      ]);
     }
   }
-  publish('quality', rows, { quality: table(['fixture (held-out)', 'base', 'removed', ...methods], lines) });
+  publish('quality', rows, {
+    quality: table(['fixture (held-out)', 'base', 'asked', ...methods.map((m) => `${m} (removed)`)], lines),
+    'quality-speed': table(['fixture', 'asked', 'prune-gate kept', 'latency / base, batch 1', 'latency / base, batch 16', 'MACs / base', 'prune time'], speed),
+  });
 }
 
 function memory(): void {

@@ -1,19 +1,26 @@
-// `npm run bench -- quality`: held-out quality of each trained fixture at 20 % and 40 % of parameters
-// removed, by importance and compensation method. Prints JSON lines (one per row) on stdout.
+// `npm run bench -- quality`: held-out quality of each trained fixture at 20 % and 40 % of the
+// parameters removed, prune-gate's defaults (calibration data given, nothing else) against the
+// baselines on the same data: magnitude pruning, FLAP (fluctuation, one global standardized
+// ranking, bias compensation), uniform per-layer and FFN-only allocations. For prune-gate's
+// result also the latency over the base's (median of 21 alternated runs, 2 threads, batch 1 and
+// 16) beside its MACs over the base's. Prints JSON lines (one per row) on stdout.
 import * as path from 'path';
 import { calibrationFeeds, loadCalibration } from '../../src/eval/calibration';
 import { Evaluator } from '../../src/eval/evaluator';
+import { measureLatency } from '../../src/eval/latency';
+import { measureMacs } from '../../src/graph/cost';
 import { OnnxModel } from '../../src/onnx/model';
+import { createSession, dummyFeeds } from '../../src/onnx/runtime';
 import { PruneOptions, pruneModel } from '../../src/prune';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
-export const METHODS: { label: string; importance: PruneOptions['importance']; compensate: PruneOptions['compensate']; steps?: number }[] = [
-  { label: 'magnitude', importance: 'magnitude', compensate: 'none' },
-  { label: 'activation', importance: 'activation', compensate: 'none' },
-  { label: 'activation + bias', importance: 'activation', compensate: 'bias' },
-  { label: 'activation + reconstruct', importance: 'activation', compensate: 'reconstruct' },
-  { label: 'activation + bias, 4 steps', importance: 'activation', compensate: 'bias', steps: 4 },
+const METHODS: { label: string; options: Partial<PruneOptions>; measured?: boolean }[] = [
+  { label: 'magnitude', options: { importance: 'magnitude', compensate: 'none', allocation: 'global', align: 1 } },
+  { label: 'FLAP', options: { importance: 'activation', compensate: 'bias', allocation: 'global', align: 1 } },
+  { label: 'uniform', options: { importance: 'activation', compensate: 'bias', allocation: 'uniform', align: 1 } },
+  { label: 'FFN-only', options: { importance: 'activation', compensate: 'bias', allocation: 'ffn-only', align: 1 } },
+  { label: 'prune-gate', options: { importance: 'activation' }, measured: true },
 ];
 
 async function main() {
@@ -24,26 +31,52 @@ async function main() {
     const heldOut = loadCalibration(path.join(ROOT, 'bench', 'heldout', name), base);
     const metric = calibration.task === 'language-model' ? 'perplexity' : 'accuracy';
     const evaluator = await Evaluator.create(base, heldOut, { latency: { warmup: 0, runs: 1 } });
+    const onCalibration = await Evaluator.create(base, calibration, { latency: { warmup: 0, runs: 1 } });
+    const damage = { name: onCalibration.lossName, loss: (m: OnnxModel, share: number) => onCalibration.loss(m, share), latency: (m: OnnxModel) => onCalibration.latencyRatio(m) };
+    const baseSession = await createSession(base);
+    const baseMacs = (await measureMacs(base)).total;
     try {
       console.log(JSON.stringify({ name, metric, ratio: 0, method: 'base', value: evaluator.baseTask[metric], samples: heldOut.count }));
       for (const ratio of [0.2, 0.4]) {
         for (const m of METHODS) {
+          const started = Date.now();
           const result = await pruneModel(base, {
             target: ratio,
             structures: ['ffn', 'heads', 'channels'],
-            importance: m.importance,
-            compensate: m.compensate,
-            steps: m.steps,
+            compensate: 'auto',
             calibration: calibrationFeeds(calibration),
-          });
+            ...(m.measured ? { damage } : {}),
+            ...m.options,
+          } as PruneOptions);
+          const seconds = (Date.now() - started) / 1000;
           const values = (await evaluator.evaluate(result.model)).values.candidate;
           const removed = 1 - result.paramsAfter / result.paramsBefore;
-          // KL to the base separates methods where accuracy saturates (the digit classifiers).
-          console.log(JSON.stringify({ name, metric, ratio, method: m.label, value: values[metric], kl: values['kl-divergence'], removed }));
+          const asked = m.options.allocation;
+          // FFN-only where the FFN cannot hold the target (or is the only kind) falls back to global: not a baseline there.
+          const applicable = !asked || result.allocation?.strategy === asked;
+          const row: Record<string, unknown> = { name, metric, ratio, method: m.label, value: values[metric], kl: values['kl-divergence'], removed, applicable, seconds };
+          if (m.measured) {
+            row.allocation = result.allocation;
+            const session = await createSession(result.model);
+            try {
+              for (const batch of [1, 16]) {
+                const feeds = dummyFeeds(base, batch, 32);
+                const l = await measureLatency(baseSession, session, feeds, { warmup: 3, runs: 21 });
+                row[`latencyB${batch}`] = l.candidate.p50_ms / l.base.p50_ms;
+              }
+            } finally {
+              await session.release();
+            }
+            const macs = (await measureMacs(result.model)).total;
+            row.macs = macs / baseMacs;
+          }
+          console.log(JSON.stringify(row));
         }
       }
     } finally {
       await evaluator.close();
+      await onCalibration.close();
+      await baseSession.release();
     }
   }
 }

@@ -6,7 +6,9 @@ import { OnnxModel } from '../../onnx/model';
 import { writeModel } from '../../onnx/write';
 import { loadCalibration, calibrationFeeds } from '../../eval/calibration';
 import { STRUCTURES, Structure } from '../../graph/analysis';
-import { Compensation, Importance, PruneResult, pruneModel } from '../../prune';
+import { ALLOCATIONS, Allocation, CompensationChoice, Importance, PruneResult, pruneModel } from '../../prune';
+import { Evaluator } from '../../eval/evaluator';
+import { allocationLine } from '../../report/markdown';
 import { CliContext } from '../context';
 import { writeJsonAtomic } from '../../util/files';
 import { grouped, table } from '../../util/format';
@@ -19,6 +21,7 @@ interface PruneFlags {
   structures: string;
   importance?: string;
   compensate?: string;
+  allocation: string;
   steps: string;
   align: string;
   report?: string;
@@ -36,9 +39,14 @@ export function register(program: Command, ctx: CliContext): void {
     .option('-t, --target <ratio>', 'fraction of the parameters to remove', '0.2')
     .option('--structures <list>', 'what may be removed: any of ffn,heads,channels', STRUCTURES.join(','))
     .option('--importance <how>', 'magnitude or activation (default: activation with --calibration, else magnitude)')
-    .option('--compensate <how>', 'none, bias or reconstruct (default: bias with --calibration, else none)')
+    .option('--compensate <how>', 'auto, none, bias or reconstruct (default: auto with --calibration, which measures bias and reconstruct; else none)')
+    .option(
+      '--allocation <how>',
+      'how removals are shared between layers: auto (with --calibration: global, uniform, FFN-only and by measured damage, the least damaging kept; without: uniform), global, uniform, ffn-only or measured',
+      'auto',
+    )
     .option('--steps <n>', 'reach the target in n increments, re-measuring in between', '1')
-    .option('--align <n>', 'keep FFN and conv widths multiples of n (8 or 16 for fast kernels)', '1')
+    .option('--align <n>', 'keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine', 'auto')
     .option('--report <file>', 'also write what was removed as JSON')
     .option('--external-data', 'write the weights to <out>.data beside the model')
     .action(async (flags: PruneFlags) => {
@@ -49,22 +57,34 @@ export function register(program: Command, ctx: CliContext): void {
       const structures = parseStructures(flags.structures);
       const importance = parseImportance(flags.importance, flags.calibration);
       const compensate = parseCompensate(flags.compensate, flags.calibration);
+      const allocation = parseAllocation(flags.allocation, flags.calibration);
       const steps = Number(flags.steps);
       if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be a whole number of at least 1 (got '${flags.steps}')`);
-      const align = Number(flags.align);
-      if (!Number.isInteger(align) || align < 1) throw new UserError(`--align must be a whole number of at least 1 (got '${flags.align}')`);
+      const align = flags.align === 'auto' ? 'auto' : Number(flags.align);
+      if (align !== 'auto' && (!Number.isInteger(align) || align < 1)) throw new UserError(`--align must be auto or a whole number of at least 1 (got '${flags.align}')`);
       const model = OnnxModel.read(flags.model);
-      const calibration = flags.calibration ? calibrationFeeds(loadCalibration(flags.calibration, model)) : undefined;
-      const result = await pruneModel(model, {
-        target,
-        structures,
-        importance,
-        compensate,
-        steps,
-        align,
-        calibration,
-        log: (line) => ctx.stderr(`${line}\n`),
-      });
+      const set = flags.calibration ? loadCalibration(flags.calibration, model) : undefined;
+      // With data, candidates are measured on it against the base (the damage measure).
+      const evaluator = set ? await Evaluator.create(model, set, { latency: { warmup: 0, runs: 1 } }) : undefined;
+      let result: PruneResult;
+      try {
+        result = await pruneModel(model, {
+          target,
+          structures,
+          importance,
+          compensate,
+          allocation,
+          steps,
+          align,
+          calibration: set ? calibrationFeeds(set) : undefined,
+          damage: evaluator
+            ? { name: evaluator.lossName, loss: (candidate, share) => evaluator.loss(candidate, share), latency: (candidate) => evaluator.latencyRatio(candidate) }
+            : undefined,
+          log: (line) => ctx.stderr(`${line}\n`),
+        });
+      } finally {
+        await evaluator?.close();
+      }
       const written = writeModel(result.model, flags.out, { externalData: flags.externalData });
       if (flags.report) writeJsonAtomic(flags.report, pruneReport(flags.model, written.path, result));
       ctx.stdout(formatPruned(result, flags.out));
@@ -91,13 +111,20 @@ function parseImportance(text: string | undefined, calibration: string | undefin
   return text;
 }
 
-function parseCompensate(text: string | undefined, calibration: string | undefined): Compensation {
-  if (text === undefined) return calibration ? 'bias' : 'none';
-  if (text !== 'none' && text !== 'bias' && text !== 'reconstruct') {
-    throw new UserError(`--compensate must be none, bias or reconstruct (got '${text}')`);
+function parseCompensate(text: string | undefined, calibration: string | undefined): CompensationChoice {
+  if (text === undefined) return calibration ? 'auto' : 'none';
+  if (text !== 'auto' && text !== 'none' && text !== 'bias' && text !== 'reconstruct') {
+    throw new UserError(`--compensate must be auto, none, bias or reconstruct (got '${text}')`);
   }
   if (text !== 'none' && !calibration) throw new UserError(`--compensate ${text} needs --calibration DIR (it uses the activations' means)`);
   return text;
+}
+
+function parseAllocation(text: string, calibration: string | undefined): Allocation {
+  if (!ALLOCATIONS.includes(text as Allocation)) throw new UserError(`--allocation must be one of ${ALLOCATIONS.join(', ')} (got '${text}')`);
+  if (text === 'measured' && !calibration) throw new UserError('--allocation measured needs --calibration DIR (the damage is measured on it)');
+  // Without data nothing can be measured: every layer loses the same share.
+  return text === 'auto' && !calibration ? 'uniform' : (text as Allocation);
 }
 
 function pruneReport(input: string, output: string, r: PruneResult) {
@@ -107,6 +134,7 @@ function pruneReport(input: string, output: string, r: PruneResult) {
     params: { before: r.paramsBefore, after: r.paramsAfter, removed_fraction: 1 - r.paramsAfter / r.paramsBefore },
     pruned: r.pruned,
     skipped: r.skipped,
+    ...(r.allocation ? { allocation: r.allocation } : {}),
   };
 }
 
@@ -123,6 +151,7 @@ export function formatPruned(r: PruneResult, out: string): string {
       ),
     );
   } else lines.push('', 'Nothing was removed.');
+  if (r.allocation && r.pruned.length) lines.push('', allocationLine(r.allocation));
   if (r.skipped.length) {
     lines.push('', 'Left alone:');
     for (const s of r.skipped) lines.push(`  ${s.where}: ${s.reason}`);

@@ -1,0 +1,219 @@
+import { Analysis, Group } from '../graph/analysis';
+import { OnnxModel } from '../onnx/model';
+import { Feeds } from '../onnx/runtime';
+import { FixFailure, applyRemoval } from './apply';
+import { compensate } from './compensate';
+import { DamageCurve, PlanInput, Removal, alignRemovals, planByCurves, planCounts, planRemoval, planUniform, rankedUnits } from './plan';
+import { ChannelStats, Consumer, collectStats } from './stats';
+import { Allocation, AllocationResult, Compensation, CompensationChoice, DamageMeasure } from './types';
+
+type Strategy = Exclude<Allocation, 'auto'>;
+
+/**
+ * Above this many parameters a search measures only the whole candidates (no per-group damage
+ * profile), each on a share of the calibration set, and does not try reconstruction in `auto`:
+ * with the statistics pass, the search then costs at most 3 passes over the calibration set.
+ */
+export const SEARCH_MAX_PARAMS = 50e6;
+/** Widths tried with `align: auto` (the vector widths of common CPU kernels). */
+const ALIGN_STEPS = [8, 16];
+/** Candidates timed at most (by increasing loss) before keeping the fastest one. */
+const MAX_TIMED = 6;
+/** Ratios of a group's units at which its damage is measured for the `measured` allocation. */
+const PROFILE_RATIOS = [0.25, 0.5, 0.75];
+
+export interface AllocationInput {
+  model: OnnxModel;
+  analysis: Analysis;
+  plan: PlanInput;
+  consumers: ReadonlyMap<Group, Consumer[]>;
+  /** Channel means and variances of every consumer's input (bias compensation's statistics). */
+  stats: Map<string, ChannelStats>;
+  params: number;
+  allocation: Allocation;
+  compensate: CompensationChoice;
+  /** Keep only a candidate not slower than the base on this machine, trying aligned widths (align: auto). */
+  alignAuto?: boolean;
+  damage?: DamageMeasure;
+  calibration?: () => AsyncIterable<Feeds> | Iterable<Feeds>;
+  log: (line: string) => void;
+}
+
+export interface AllocationChoice {
+  removals: Removal[];
+  compensate: Compensation;
+  /** Statistics the chosen compensation needs (with covariances for reconstruction). */
+  stats: Map<string, ChannelStats>;
+  allocation?: AllocationResult;
+}
+
+/**
+ * Decides which units go, and which compensation repairs the rest. With a damage measure and
+ * `auto`, every applicable allocation is built, compensated and measured on the calibration
+ * data, and the least damaging kept, so the result is never worse there than the simple
+ * strategies (uniform, FFN-only) or FLAP's global ranking; `auto` compensation then also tries
+ * least-squares reconstruction on the winner. Without a measure, the allocation asked for (global
+ * when auto) and bias compensation for `auto`.
+ */
+export async function chooseAllocation(input: AllocationInput): Promise<AllocationChoice> {
+  const { plan, damage, log } = input;
+  const ranked = rankedUnits(plan.groups, plan.scores);
+  const fixedMode: Compensation = input.compensate === 'auto' ? (input.calibration ? 'bias' : 'none') : input.compensate;
+  const buildPlan = (strategy: Strategy): { removals: Removal[]; params: number; note?: string } | undefined => {
+    const reached = (p: { removals: Removal[]; params: number }) => (p.params >= plan.targetParams - plan.slack ? p : undefined);
+    switch (strategy) {
+      case 'global':
+        return planRemoval(plan);
+      case 'uniform': {
+        const p = planUniform(plan, ranked);
+        return p && reached(alignRemovals(plan, p.removals));
+      }
+      case 'ffn-only': {
+        const ffn = plan.groups.filter((g) => g.kind === 'ffn');
+        if (ffn.length === 0 || ffn.length === plan.groups.length) return undefined;
+        return reached(planRemoval({ ...plan, groups: ffn }));
+      }
+      case 'measured':
+        return undefined; // built from measurements below
+    }
+  };
+
+  if (!damage || input.allocation !== 'auto' || plan.targetParams <= 0) {
+    const strategy: Strategy = input.allocation === 'auto' ? 'global' : input.allocation;
+    const chosen = strategy === 'measured' ? undefined : buildPlan(strategy);
+    const fallback = chosen ?? planRemoval(plan);
+    const why = damage ? `${strategy} as asked` : 'nothing measured: no calibration data to measure damage on';
+    return {
+      removals: fallback.removals,
+      compensate: fixedMode,
+      stats: await statsFor(input, fixedMode, fallback.removals),
+      allocation: { strategy: chosen ? strategy : 'global', compensate: fixedMode, measure: why, tried: [], align: plan.align ?? 1 },
+    };
+  }
+
+  const large = input.params > SEARCH_MAX_PARAMS;
+  const candidates: { strategy: Strategy; removals: Removal[]; params: number; note?: string; align?: number }[] = [];
+  const tried: AllocationResult['tried'] = [];
+  for (const strategy of ['global', 'uniform', 'ffn-only'] as const) {
+    const p = buildPlan(strategy);
+    if (p) candidates.push({ strategy, ...p });
+    else if (strategy !== 'ffn-only' || plan.groups.some((g) => g.kind === 'ffn')) tried.push({ strategy, compensate: fixedMode, loss: null, params: 0, note: 'cannot reach the target' });
+  }
+  // The compensations each candidate is measured with: `auto` tries both on models small enough
+  // (reconstruction's covariances for every group's consumers, collected once for all).
+  const allGroups = plan.groups.map((group) => ({ group, units: [], params: 0 }));
+  const modes: Compensation[] = input.compensate === 'auto' ? (input.calibration && !large ? ['bias', 'reconstruct'] : [fixedMode]) : [fixedMode];
+  const statsByMode = new Map<Compensation, Map<string, ChannelStats>>();
+  for (const m of modes) statsByMode.set(m, await statsFor(input, m, allGroups));
+  const build = (removals: Removal[], mode: Compensation, stats: Map<string, ChannelStats>): OnnxModel | undefined => {
+    try {
+      return applyRemoval(input.analysis, removals, (copy) => void compensate(copy, input.analysis, removals, input.consumers, stats, mode)).model;
+    } catch (e) {
+      if (e instanceof FixFailure) return undefined;
+      throw e;
+    }
+  };
+  /** A candidate's loss; Infinity for one onnxruntime rejects (never chosen; verification reports it). */
+  const measure = async (removals: Removal[], mode: Compensation, stats: Map<string, ChannelStats>, share: number): Promise<number> => {
+    const candidate = build(removals, mode, stats);
+    return candidate ? damage.loss(candidate, share).catch(() => Infinity) : Infinity;
+  };
+  if (!large) {
+    // Damage profile: each group alone at a few ratios, then the cheapest units first; once per
+    // compensation, since what a compensation repairs well differs from group to group.
+    log(`measuring each of ${plan.groups.length} groups' damage at ${PROFILE_RATIOS.length} ratios (${damage.name})`);
+    const baseLoss = await damage.loss(input.model, 1);
+    for (const mode of modes) {
+      const curves = new Map<Group, DamageCurve>();
+      for (const g of plan.groups) {
+        const counts = [...new Set(PROFILE_RATIOS.map((r) => Math.min(g.units.length - 1, Math.max(1, Math.round(r * g.units.length)))))];
+        const curve: DamageCurve = { counts: [0], losses: [baseLoss] };
+        for (const count of counts) {
+          const { removals } = planCounts({ ...plan, groups: [g] }, ranked, new Map([[g, count]]));
+          curve.counts.push(count);
+          curve.losses.push(await measure(removals, mode, statsByMode.get(mode)!, 1));
+        }
+        curves.set(g, curve);
+      }
+      const byCurves = alignRemovals(plan, planByCurves(plan, ranked, curves).removals);
+      if (byCurves.params >= plan.targetParams - plan.slack) candidates.push({ strategy: 'measured', ...byCurves, note: `damage profiled with ${mode} compensation` });
+    }
+  }
+
+  // Widths that run fast: each candidate also rounded to multiples of 8 and of 16 (narrow
+  // groups of 16 included), when those still meet the target.
+  const speed = !!input.alignAuto && !!damage.latency;
+  if (speed && !large) {
+    for (const c of [...candidates]) {
+      for (const align of ALIGN_STEPS) {
+        const aligned = alignRemovals({ ...plan, align, alignMinFactor: 2 }, c.removals);
+        if (Math.abs(aligned.params - plan.targetParams) <= plan.slack) candidates.push({ ...c, ...aligned, align });
+      }
+    }
+  }
+
+  // Each distinct plan is measured once per compensation (global and uniform can coincide).
+  const share = large ? Math.min(1, 2 / Math.max(1, candidates.length)) : 1;
+  const signature = (removals: Removal[]) =>
+    removals
+      .map((r) => `${r.group.id}:${r.units.map((u) => r.group.units.indexOf(u)).join(',')}`)
+      .sort()
+      .join('|');
+  const seen = new Map<string, number>();
+  const measured: { c: (typeof candidates)[number]; mode: Compensation; loss: number; entry: AllocationResult['tried'][number] }[] = [];
+  for (const c of candidates) {
+    for (const mode of modes) {
+      const key = `${mode} ${signature(c.removals)}`;
+      if (seen.has(key)) continue;
+      const loss = await measure(c.removals, mode, statsByMode.get(mode)!, share);
+      seen.set(key, loss);
+      const entry = { strategy: c.strategy, compensate: mode, loss: Number.isFinite(loss) ? loss : null, params: c.params, ...(c.align ? { align: c.align } : {}), ...(c.note ? { note: c.note } : {}) };
+      tried.push(entry);
+      measured.push({ c, mode, loss, entry });
+      log(`allocation ${c.strategy}${c.align ? ` aligned to ${c.align}` : ''}, compensation ${mode}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : 'not measurable'} (${c.params} parameters)`);
+    }
+  }
+  measured.sort((a, b) => a.loss - b.loss);
+  if (measured.length === 0 || !Number.isFinite(measured[0].loss)) {
+    const fallback = planRemoval(plan);
+    return { removals: fallback.removals, compensate: fixedMode, stats: await statsFor(input, fixedMode, fallback.removals), allocation: { strategy: 'global', compensate: fixedMode, measure: damage.name, tried, align: 1 } };
+  }
+  // The least damaging candidate that is not slower than the base here (align: auto), else the
+  // least damaging; a large model's winner is only timed, and the figure reported.
+  let best = measured[0];
+  let latency: number | undefined;
+  if (speed) {
+    let fastest: { m: (typeof measured)[number]; ratio: number } | undefined;
+    let fast: (typeof measured)[number] | undefined;
+    for (const m of measured.slice(0, large ? 1 : MAX_TIMED).filter((x) => Number.isFinite(x.loss))) {
+      const model = build(m.c.removals, m.mode, statsByMode.get(m.mode)!);
+      const ratio = model ? await damage.latency!(model) : Infinity;
+      m.entry.latency = ratio;
+      log(`latency of ${m.c.strategy}${m.c.align ? ` aligned to ${m.c.align}` : ''}/${m.mode}: ${ratio.toFixed(3)}x the base's`);
+      if (!fastest || ratio < fastest.ratio) fastest = { m, ratio };
+      if (ratio <= 1 || large) {
+        fast = m;
+        break;
+      }
+    }
+    if (!fast && fastest) log(`no candidate ran as fast as the base here; keeping the fastest (${fastest.ratio.toFixed(3)}x)`);
+    best = fast ?? fastest?.m ?? best;
+    latency = best.entry.latency;
+  }
+  const align = best.c.align ?? plan.align ?? 1;
+  log(`allocation: ${best.c.strategy}, compensation ${best.mode}${align > 1 ? `, widths multiples of ${align}` : ''} (least ${damage.name} on the calibration set${speed ? ' not slower than the base' : ''})`);
+  return {
+    removals: best.c.removals,
+    compensate: best.mode,
+    stats: statsByMode.get(best.mode)!,
+    allocation: { strategy: best.c.strategy, compensate: best.mode, measure: damage.name, tried, align, ...(latency !== undefined ? { latency } : {}) },
+  };
+}
+
+/** The statistics a compensation needs: reconstruction collects its consumers' covariances (one pass). */
+async function statsFor(input: AllocationInput, mode: Compensation, removals: Removal[]): Promise<Map<string, ChannelStats>> {
+  if (mode !== 'reconstruct' || !input.calibration) return input.stats;
+  input.log('collecting activation covariances for least-squares reconstruction');
+  const chosen = removals.flatMap((r) => input.consumers.get(r.group) ?? []);
+  return collectStats(input.model, chosen.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram: true })), input.calibration);
+}
