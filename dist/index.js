@@ -82417,7 +82417,7 @@ var init_evaluator = __esm({
        * The candidate's latency over the base's on this machine: medians of runs alternated with the
        * base's, at batch 1 and at a calibration batch; the worse of the two.
        */
-      async latencyRatio(candidate, options = { warmup: 3, runs: 21 }) {
+      async latencyRatio(candidate, options = { warmup: 10, runs: 21 }) {
         const session = await sessionFor(candidate);
         try {
           let worst = 0;
@@ -83788,6 +83788,34 @@ function planByCurves(input2, ranked, curves) {
   }
   return { removals: [...taken.values()], params: removed };
 }
+function alignedPlan(input2, ranked, removals, align) {
+  const counts = new Map(input2.groups.map((g) => [g, 0]));
+  for (const r of removals) counts.set(r.group, r.units.length);
+  const eligible = input2.groups.filter((g) => g.kind !== "heads" && g.units.length >= align);
+  for (const g of eligible) {
+    const n = g.units.length;
+    const kept = Math.max(align, Math.round((n - counts.get(g)) / align) * align);
+    counts.set(g, n - Math.min(n, kept));
+  }
+  const scoreOf = (g, u) => input2.scores.get(g)[g.units.indexOf(u)];
+  const blockScore = (g, from) => ranked.get(g).slice(from, from + align).reduce((sum, u) => sum + scoreOf(g, u), 0);
+  let plan = planCounts(input2, ranked, counts);
+  for (let guard = 0; guard < 4 * input2.groups.length + 16; guard++) {
+    if (plan.params < input2.targetParams - input2.slack) {
+      const open2 = eligible.filter((g2) => g2.units.length - counts.get(g2) - align >= align);
+      if (open2.length === 0) return void 0;
+      const g = open2.reduce((a, b) => blockScore(b, counts.get(b)) < blockScore(a, counts.get(a)) ? b : a);
+      counts.set(g, counts.get(g) + align);
+    } else if (plan.params > input2.targetParams + input2.slack) {
+      const open2 = eligible.filter((g2) => counts.get(g2) >= align);
+      if (open2.length === 0) return void 0;
+      const g = open2.reduce((a, b) => blockScore(b, counts.get(b) - align) > blockScore(a, counts.get(a) - align) ? b : a);
+      counts.set(g, counts.get(g) - align);
+    } else return plan;
+    plan = planCounts(input2, ranked, counts);
+  }
+  return void 0;
+}
 var ParamLedger, product;
 var init_plan = __esm({
   "src/prune/plan.ts"() {
@@ -83857,12 +83885,12 @@ async function chooseAllocation(input2) {
     const strategy = input2.allocation === "auto" ? "global" : input2.allocation;
     const chosen = strategy === "measured" ? void 0 : buildPlan(strategy);
     const fallback = chosen ?? planRemoval(plan);
-    const why = damage ? `${strategy} as asked` : "nothing measured: no calibration data to measure damage on";
+    const why2 = damage ? `${strategy} as asked` : "nothing measured: no calibration data to measure damage on";
     return {
       removals: fallback.removals,
       compensate: fixedMode,
       stats: await statsFor(input2, fixedMode, fallback.removals),
-      allocation: { strategy: chosen ? strategy : "global", compensate: fixedMode, measure: why, tried: [], align: plan.align ?? 1 }
+      allocation: { strategy: chosen ? strategy : "global", compensate: fixedMode, measure: why2, tried: [], align: plan.align ?? 1 }
     };
   }
   const large = input2.params > SEARCH_MAX_PARAMS;
@@ -83912,8 +83940,8 @@ async function chooseAllocation(input2) {
   if (speed && !large) {
     for (const c of [...candidates]) {
       for (const align2 of ALIGN_STEPS) {
-        const aligned = alignRemovals({ ...plan, align: align2, alignMinFactor: 2 }, c.removals);
-        if (Math.abs(aligned.params - plan.targetParams) <= plan.slack) candidates.push({ ...c, ...aligned, align: align2 });
+        const aligned = alignedPlan(plan, ranked, c.removals, align2);
+        if (aligned) candidates.push({ ...c, ...aligned, align: align2 });
       }
     }
   }
@@ -83954,12 +83982,13 @@ async function chooseAllocation(input2) {
         break;
       }
     }
-    if (!fast && fastest) log(`no candidate ran as fast as the base here; keeping the fastest (${fastest.ratio.toFixed(3)}x)`);
+    if (!fast && fastest) log(`no candidate timed ran as fast as the base here; keeping the fastest (${fastest.ratio.toFixed(3)}x)`);
     best = fast ?? fastest?.m ?? best;
     latency = best.entry.latency;
   }
   const align = best.c.align ?? plan.align ?? 1;
-  log(`allocation: ${best.c.strategy}, compensation ${best.mode}${align > 1 ? `, widths multiples of ${align}` : ""} (least ${damage.name} on the calibration set${speed ? " not slower than the base" : ""})`);
+  const why = latency === void 0 ? `least ${damage.name} on the calibration set` : latency <= 1 ? `least ${damage.name} on the calibration set, not slower than the base` : "the fastest timed";
+  log(`allocation: ${best.c.strategy}, compensation ${best.mode}${align > 1 ? `, widths multiples of ${align}` : ""} (${why})`);
   return {
     removals: best.c.removals,
     compensate: best.mode,
@@ -84306,7 +84335,7 @@ ${e.reason}`, e])).values()];
         paramDims: (t) => analysis.model.constantInfo(t)?.dims,
         align: typeof options.align === "number" ? options.align : 1
       },
-      alignAuto: options.align === "auto",
+      alignAuto: (options.align ?? "auto") === "auto",
       consumers: consumers2,
       stats,
       params: paramsBefore,

@@ -152,6 +152,30 @@ describe('allocation by measured damage', () => {
     }
   });
 
+  test('align auto keeps the least damaging candidate that is not slower than the base: here, widths in multiples of 8', async () => {
+    const base = fixture('cnn');
+    const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'cnn'), base);
+    const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
+    try {
+      // A machine whose convolutions are slow unless their channel counts are multiples of 8.
+      const convWidths = (m: OnnxModel) => m.graph.node.filter((n) => n.opType === 'Conv').map((n) => m.constantInfo(n.input![1]!)!.dims[0]);
+      const latency = async (m: OnnxModel) => (convWidths(m).every((c) => c % 8 === 0) ? 0.95 : 1.4);
+      const damage = { name: evaluator.lossName, loss: (m: OnnxModel, share: number) => evaluator.loss(m, share), latency };
+      const result = await pruneModel(base, { target: 0.3, structures: ['ffn', 'heads', 'channels'], importance: 'activation', compensate: 'auto', align: 'auto', damage, calibration: calibrationFeeds(set) });
+      const a = result.allocation!;
+      expect(convWidths(result.model).every((c) => c % 8 === 0)).toBe(true);
+      expect(a.latency).toBe(0.95);
+      expect([8, 16]).toContain(a.align);
+      expect(Math.abs(1 - result.paramsAfter / result.paramsBefore - 0.3)).toBeLessThanOrEqual(0.011);
+      // Less damaging candidates were timed first and turned down for being slower.
+      const timed = a.tried.filter((t) => t.latency !== undefined);
+      expect(timed[timed.length - 1]).toMatchObject({ strategy: a.strategy, compensate: a.compensate, latency: 0.95 });
+      for (const t of timed.slice(0, -1)) expect(t.latency).toBe(1.4);
+    } finally {
+      await evaluator.close();
+    }
+  });
+
   test('without a damage measure, the allocation asked for is used and the result says nothing was measured', async () => {
     const result = await pruneModel(fixture('mlp'), { target: 0.3, structures: ['ffn'], importance: 'magnitude', compensate: 'auto', allocation: 'uniform' });
     expect(result.allocation).toMatchObject({ strategy: 'uniform', compensate: 'none', tried: [] });

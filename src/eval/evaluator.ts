@@ -146,7 +146,7 @@ export class Evaluator {
    * The candidate's latency over the base's on this machine: medians of runs alternated with the
    * base's, at batch 1 and at a calibration batch; the worse of the two.
    */
-  async latencyRatio(candidate: OnnxModel, options: LatencyOptions = { warmup: 3, runs: 21 }): Promise<number> {
+  async latencyRatio(candidate: OnnxModel, options: LatencyOptions = { warmup: 10, runs: 21 }): Promise<number> {
     const session = await sessionFor(candidate);
     try {
       let worst = 0;

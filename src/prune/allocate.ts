@@ -3,7 +3,7 @@ import { OnnxModel } from '../onnx/model';
 import { Feeds } from '../onnx/runtime';
 import { FixFailure, applyRemoval } from './apply';
 import { compensate } from './compensate';
-import { DamageCurve, PlanInput, Removal, alignRemovals, planByCurves, planCounts, planRemoval, planUniform, rankedUnits } from './plan';
+import { DamageCurve, PlanInput, Removal, alignRemovals, alignedPlan, planByCurves, planCounts, planRemoval, planUniform, rankedUnits } from './plan';
 import { ChannelStats, Consumer, collectStats } from './stats';
 import { Allocation, AllocationResult, Compensation, CompensationChoice, DamageMeasure } from './types';
 
@@ -146,8 +146,8 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
   if (speed && !large) {
     for (const c of [...candidates]) {
       for (const align of ALIGN_STEPS) {
-        const aligned = alignRemovals({ ...plan, align, alignMinFactor: 2 }, c.removals);
-        if (Math.abs(aligned.params - plan.targetParams) <= plan.slack) candidates.push({ ...c, ...aligned, align });
+        const aligned = alignedPlan(plan, ranked, c.removals, align);
+        if (aligned) candidates.push({ ...c, ...aligned, align });
       }
     }
   }
@@ -196,12 +196,13 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
         break;
       }
     }
-    if (!fast && fastest) log(`no candidate ran as fast as the base here; keeping the fastest (${fastest.ratio.toFixed(3)}x)`);
+    if (!fast && fastest) log(`no candidate timed ran as fast as the base here; keeping the fastest (${fastest.ratio.toFixed(3)}x)`);
     best = fast ?? fastest?.m ?? best;
     latency = best.entry.latency;
   }
   const align = best.c.align ?? plan.align ?? 1;
-  log(`allocation: ${best.c.strategy}, compensation ${best.mode}${align > 1 ? `, widths multiples of ${align}` : ''} (least ${damage.name} on the calibration set${speed ? ' not slower than the base' : ''})`);
+  const why = latency === undefined ? `least ${damage.name} on the calibration set` : latency <= 1 ? `least ${damage.name} on the calibration set, not slower than the base` : 'the fastest timed';
+  log(`allocation: ${best.c.strategy}, compensation ${best.mode}${align > 1 ? `, widths multiples of ${align}` : ''} (${why})`);
   return {
     removals: best.c.removals,
     compensate: best.mode,

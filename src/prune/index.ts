@@ -95,7 +95,7 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
         paramDims: (t) => analysis.model.constantInfo(t)?.dims,
         align: typeof options.align === 'number' ? options.align : 1,
       },
-      alignAuto: options.align === 'auto',
+      alignAuto: (options.align ?? 'auto') === 'auto',
       consumers,
       stats,
       params: paramsBefore,

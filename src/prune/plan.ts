@@ -273,3 +273,41 @@ export function planByCurves(input: PlanInput, ranked: Map<Group, Unit[]>, curve
   }
   return { removals: [...taken.values()], params: removed };
 }
+
+/**
+ * A plan whose FFN and channel widths are multiples of `align` (heads, and groups narrower than
+ * `align`, as planned), still meeting the target within the slack:
+ * widths are rounded to the nearest multiple, then whole blocks of `align` units are taken from
+ * (or given back to) the groups where they score lowest (highest) until the parameters fit.
+ * Undefined when no such plan fits the target.
+ */
+export function alignedPlan(input: PlanInput, ranked: Map<Group, Unit[]>, removals: Removal[], align: number): { removals: Removal[]; params: number } | undefined {
+  const counts = new Map(input.groups.map((g) => [g, 0]));
+  for (const r of removals) counts.set(r.group, r.units.length);
+  const eligible = input.groups.filter((g) => g.kind !== 'heads' && g.units.length >= align);
+  for (const g of eligible) {
+    const n = g.units.length;
+    const kept = Math.max(align, Math.round((n - counts.get(g)!) / align) * align);
+    counts.set(g, n - Math.min(n, kept));
+  }
+  const scoreOf = (g: Group, u: Unit) => input.scores.get(g)![g.units.indexOf(u)];
+  const blockScore = (g: Group, from: number) => ranked.get(g)!.slice(from, from + align).reduce((sum, u) => sum + scoreOf(g, u), 0);
+  let plan = planCounts(input, ranked, counts);
+  for (let guard = 0; guard < 4 * input.groups.length + 16; guard++) {
+    if (plan.params < input.targetParams - input.slack) {
+      // One more block from the group whose next block scores lowest (a kept multiple of align remains).
+      const open = eligible.filter((g) => g.units.length - counts.get(g)! - align >= align);
+      if (open.length === 0) return undefined;
+      const g = open.reduce((a, b) => (blockScore(b, counts.get(b)!) < blockScore(a, counts.get(a)!) ? b : a));
+      counts.set(g, counts.get(g)! + align);
+    } else if (plan.params > input.targetParams + input.slack) {
+      // One block back to the group whose last removed block scores highest.
+      const open = eligible.filter((g) => counts.get(g)! >= align);
+      if (open.length === 0) return undefined;
+      const g = open.reduce((a, b) => (blockScore(b, counts.get(b)! - align) > blockScore(a, counts.get(a)! - align) ? b : a));
+      counts.set(g, counts.get(g)! - align);
+    } else return plan;
+    plan = planCounts(input, ranked, counts);
+  }
+  return undefined;
+}

@@ -63,7 +63,9 @@ export interface PruneOptions {
   /**
    * Keep a multiple of this many neurons/channels in every FFN and conv layer wide enough
    * (at least four times as many units): odd widths can make a pruned model slower, not faster, on
-   * runtimes that vectorize by 8 or 16. 1 (the default) leaves widths as the ranking makes them.
+   * runtimes that vectorize by 8 or 16. `auto` (the default): with a damage measure that times
+   * candidates, the least damaging one not slower than the base, widths rounded to 8 and 16
+   * tried too; without one, widths as the ranking makes them.
    */
   align?: number | 'auto';
   /** Reach the target in this many increments, statistics re-collected before each (default 1). */

@@ -20,7 +20,7 @@ const METHODS: { label: string; options: Partial<PruneOptions>; measured?: boole
   { label: 'FLAP', options: { importance: 'activation', compensate: 'bias', allocation: 'global', align: 1 } },
   { label: 'uniform', options: { importance: 'activation', compensate: 'bias', allocation: 'uniform', align: 1 } },
   { label: 'FFN-only', options: { importance: 'activation', compensate: 'bias', allocation: 'ffn-only', align: 1 } },
-  { label: 'prune-gate', options: { importance: 'activation' }, measured: true },
+  { label: 'prune-gate', options: { importance: 'activation', allocation: 'auto', align: 'auto' }, measured: true },
 ];
 
 async function main() {
@@ -61,7 +61,7 @@ async function main() {
             try {
               for (const batch of [1, 16]) {
                 const feeds = dummyFeeds(base, batch, 32);
-                const l = await measureLatency(baseSession, session, feeds, { warmup: 3, runs: 21 });
+                const l = await measureLatency(baseSession, session, feeds, { warmup: 10, runs: 21 });
                 row[`latencyB${batch}`] = l.candidate.p50_ms / l.base.p50_ms;
               }
             } finally {
