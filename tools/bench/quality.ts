@@ -53,7 +53,7 @@ async function main() {
           const removed = 1 - result.paramsAfter / result.paramsBefore;
           const asked = m.options.allocation;
           // FFN-only where the FFN cannot hold the target (or is the only kind) falls back to global: not a baseline there.
-          const applicable = !asked || result.allocation?.strategy === asked;
+          const applicable = !asked || asked === 'auto' || result.allocation?.strategy === asked;
           const row: Record<string, unknown> = { name, metric, ratio, method: m.label, value: values[metric], kl: values['kl-divergence'], removed, applicable, seconds };
           if (m.measured) {
             row.allocation = result.allocation;
