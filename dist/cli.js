@@ -42660,8 +42660,8 @@ async function chooseAllocation(input2) {
       if (byCurves.params >= plan.targetParams - plan.slack) candidates.push({ strategy: "measured", ...byCurves, note: `damage profiled with ${mode} compensation` });
     }
   }
-  const speed = !!input2.alignAuto && !!damage.latency;
-  if (speed && !large) {
+  const speed = !!input2.alignAuto && !!damage.latency && !large;
+  if (speed) {
     for (const c of [...candidates]) {
       for (const align2 of ALIGN_STEPS) {
         const aligned = alignedPlan(plan, ranked, c.removals, align2);
@@ -42695,13 +42695,13 @@ async function chooseAllocation(input2) {
   if (speed) {
     let fastest;
     let fast;
-    for (const m of measured.slice(0, large ? 1 : MAX_TIMED).filter((x) => Number.isFinite(x.loss))) {
+    for (const m of measured.slice(0, MAX_TIMED).filter((x) => Number.isFinite(x.loss))) {
       const model = build(m.c.removals, m.mode, statsByMode.get(m.mode));
       const ratio = model ? await damage.latency(model) : Infinity;
       m.entry.latency = ratio;
       log(`latency of ${m.c.strategy}${m.c.align ? ` aligned to ${m.c.align}` : ""}/${m.mode}: ${ratio.toFixed(3)}x the base's`);
       if (!fastest || ratio < fastest.ratio) fastest = { m, ratio };
-      if (ratio <= 1 || large) {
+      if (ratio <= 1) {
         fast = m;
         break;
       }

@@ -25,6 +25,9 @@ test('prints what was removed where and writes the pruned model and the JSON rep
   const json = JSON.parse(fs.readFileSync(report, 'utf8'));
   expect(json.params.after).toBe(countParams(OnnxModel.read(out)));
   expect(json.pruned.map((p: { kind: string }) => p.kind).sort()).toEqual(['ffn', 'ffn', 'heads', 'heads']);
+  // Without calibration data nothing is measured: every layer loses the same share, and it says so.
+  expect(r.stdout).toContain('Allocation: uniform, compensation none (nothing measured: no calibration data to measure damage on)');
+  expect(json.allocation).toMatchObject({ strategy: 'uniform', compensate: 'none', tried: [] });
 });
 
 test('with calibration data: activation importance, bias compensation, steps', async () => {
@@ -36,6 +39,9 @@ test('with calibration data: activation importance, bias compensation, steps', a
   expect(r.status).toBe(0);
   expect(r.stderr).toContain('collecting activation statistics');
   expect(r.stderr).toContain('pruning step 2 of 2');
+  // The allocation and compensation are measured on the data: the kept one and every one tried.
+  expect(r.stderr).toMatch(/measuring each of \d+ groups' damage/);
+  expect(r.stdout).toMatch(/Allocation: (global|uniform|ffn-only|measured), compensation (bias|reconstruct)(, widths multiples of (8|16))?: the least KL divergence from the base on the calibration set of global\/bias [\d.e-]+/);
   const removed = 1 - countParams(OnnxModel.read(out)) / countParams(OnnxModel.read(path.join(FIXTURES_DIR, 'llama.onnx')));
   expect(Math.abs(removed - 0.2)).toBeLessThan(0.02);
 });

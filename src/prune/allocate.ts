@@ -142,8 +142,10 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
 
   // Widths that run fast: each candidate also rounded to multiples of 8 and of 16 (narrow
   // groups of 16 included), when those still meet the target.
-  const speed = !!input.alignAuto && !!damage.latency;
-  if (speed && !large) {
+  // Large models are not timed (each run costs seconds; FFN and head widths do not leave fast
+  // matrix kernels the way odd convolution channel counts do).
+  const speed = !!input.alignAuto && !!damage.latency && !large;
+  if (speed) {
     for (const c of [...candidates]) {
       for (const align of ALIGN_STEPS) {
         const aligned = alignedPlan(plan, ranked, c.removals, align);
@@ -179,19 +181,19 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
     return { removals: fallback.removals, compensate: fixedMode, stats: await statsFor(input, fixedMode, fallback.removals), allocation: { strategy: 'global', compensate: fixedMode, measure: damage.name, tried, align: 1 } };
   }
   // The least damaging candidate that is not slower than the base here (align: auto), else the
-  // least damaging; a large model's winner is only timed, and the figure reported.
+  // fastest of those timed.
   let best = measured[0];
   let latency: number | undefined;
   if (speed) {
     let fastest: { m: (typeof measured)[number]; ratio: number } | undefined;
     let fast: (typeof measured)[number] | undefined;
-    for (const m of measured.slice(0, large ? 1 : MAX_TIMED).filter((x) => Number.isFinite(x.loss))) {
+    for (const m of measured.slice(0, MAX_TIMED).filter((x) => Number.isFinite(x.loss))) {
       const model = build(m.c.removals, m.mode, statsByMode.get(m.mode)!);
       const ratio = model ? await damage.latency!(model) : Infinity;
       m.entry.latency = ratio;
       log(`latency of ${m.c.strategy}${m.c.align ? ` aligned to ${m.c.align}` : ''}/${m.mode}: ${ratio.toFixed(3)}x the base's`);
       if (!fastest || ratio < fastest.ratio) fastest = { m, ratio };
-      if (ratio <= 1 || large) {
+      if (ratio <= 1) {
         fast = m;
         break;
       }

@@ -15,6 +15,21 @@ import type { Feeds } from '../../src/onnx/runtime';
 
 const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
 
+/** KL(softmax(p) || softmax(q)) of one row of logits. */
+function klOfLogits(p: Float32Array, q: Float32Array, off: number, n: number): number {
+  let [mp, mq] = [-Infinity, -Infinity];
+  for (let i = 0; i < n; i++) [mp, mq] = [Math.max(mp, p[off + i]), Math.max(mq, q[off + i])];
+  let [zp, zq] = [0, 0];
+  for (let i = 0; i < n; i++) [zp, zq] = [zp + Math.exp(p[off + i] - mp), zq + Math.exp(q[off + i] - mq)];
+  let kl = 0;
+  for (let i = 0; i < n; i++) {
+    const lp = p[off + i] - mp - Math.log(zp);
+    const lq = q[off + i] - mq - Math.log(zq);
+    kl += Math.exp(lp) * (lp - lq);
+  }
+  return kl;
+}
+
 function tokenFeeds(batches: number, batch: number, seq: number, vocab: number): Feeds[] {
   const out: Feeds[] = [];
   for (let b = 0; b < batches; b++) {
@@ -43,6 +58,47 @@ async function main() {
     let largest = 0;
     for (const t of model.initializers) largest = Math.max(largest, t.dims.map(Number).reduce((a, b) => a * b, 1) * (t.dataType === 10 ? 2 : 4));
     console.log(JSON.stringify({ task, file, weightsMb: weights / 2 ** 20, largestMb: largest / 2 ** 20, pruneSeconds, pruneMbPerSecond: weights / 2 ** 20 / pruneSeconds, seconds, mbPerSecond: weights / 2 ** 20 / seconds, peakRssMb: peakRssMb(), removed: 1 - result.paramsAfter / result.paramsBefore, out: written.path }));
+    return;
+  }
+  if (task === 'search') {
+    // The allocation search's cost on a large model: passes over a calibration set of 2 x 64
+    // tokens, counted where they happen (statistics collection, each candidate's loss).
+    const [file] = args;
+    const model = OnnxModel.read(file);
+    const feeds = tokenFeeds(2, 1, 64, 32000);
+    let statsPasses = 0;
+    let lossPasses = 0;
+    const calibration = function* () {
+      statsPasses++;
+      yield* feeds;
+    };
+    const logitsOf = async (session: Awaited<ReturnType<typeof createSession>>, f: Feeds) => (await session.run(f))[session.outputNames[0]].data as Float32Array;
+    const baseSession = await createSession(model);
+    const baseLogits: Float32Array[] = [];
+    for (const f of feeds) baseLogits.push(await logitsOf(baseSession, f));
+    await baseSession.release();
+    const vocab = 32000;
+    const damage = {
+      name: 'KL divergence from the base',
+      async loss(candidate: OnnxModel, share: number) {
+        const take = Math.max(1, Math.ceil(share * feeds.length));
+        lossPasses += take / feeds.length;
+        const session = await createSession(candidate);
+        let kl = 0;
+        let rows = 0;
+        for (let b = 0; b < take; b++) {
+          const [p, q] = [baseLogits[b], await logitsOf(session, feeds[b])];
+          for (let off = 0; off < p.length; off += vocab, rows++) kl += klOfLogits(p, q, off, vocab);
+        }
+        await session.release();
+        return kl / rows;
+      },
+    };
+    const t0 = performance.now();
+    const result = await pruneModel(model, { target: 0.3, structures: ['ffn', 'heads'], importance: 'activation', compensate: 'auto', damage, calibration });
+    const seconds = (performance.now() - t0) / 1000;
+    const a = result.allocation!;
+    console.log(JSON.stringify({ task, file, statsPasses, lossPasses, passes: statsPasses + lossPasses, seconds, strategy: a.strategy, compensate: a.compensate, tried: a.tried.filter((t) => t.loss !== null).length, removed: 1 - result.paramsAfter / result.paramsBefore, peakRssMb: peakRssMb() }));
     return;
   }
   if (task === 'stats' || task === 'infer') {
