@@ -117,9 +117,9 @@ async function main() {
       await gateWithHeldOut('gate, --target 0 --quantize int8', ex, { ...configured, prune: { ...configured.prune, target: 0 }, quantize: 'int8' }, heldOut, latencyRuns);
       await gateWithHeldOut('gate, --target 0 --quantize int4', ex, { ...configured, prune: { ...configured.prune, target: 0 }, quantize: 'int4' }, heldOut, latencyRuns);
     } else {
-      // The same sweep with widths fixed: any width, and multiples of 8.
+      // The same sweep with any width, and with widths chosen by timing (align auto).
       await gateWithHeldOut('sweep, align 1', ex, sweep({ align: 1 }), heldOut, latencyRuns);
-      await gateWithHeldOut('sweep, align 8', ex, sweep({ align: 8 }), heldOut, latencyRuns);
+      await gateWithHeldOut('sweep, align auto', ex, sweep({ align: 'auto' }), heldOut, latencyRuns);
     }
   }
 }
