@@ -43090,8 +43090,16 @@ function failingNode(analysis, message) {
   return name ? analysis.index.nodes.find((n) => n.name === name) : void 0;
 }
 var CONTROL_FLOW_ONLY = "its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit";
+var WEIGHT_PATH = /* @__PURE__ */ new Set(["Cast", "Identity", "Transpose", "Reshape", "DequantizeLinear"]);
 function hasTopLevelWeights(model) {
-  return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).some((i) => (model.constantInfo(i)?.dims.length ?? 0) >= 2));
+  const producer = /* @__PURE__ */ new Map();
+  for (const n of model.graph.node) for (const o of n.output ?? []) producer.set(o, n);
+  const isWeight = (name, depth = 0) => {
+    if ((model.constantInfo(name)?.dims.length ?? 0) >= 2) return true;
+    const p = producer.get(name);
+    return !!p && depth < 4 && WEIGHT_PATH.has(p.opType ?? "") && !!p.input?.[0] && isWeight(p.input[0], depth + 1);
+  };
+  return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).slice(1).some((i) => i && isWeight(i)));
 }
 var modelName = (model) => model.origin ? path10.basename(model.origin) : "the model";
 function nothingToPrune(model, skipped, structures) {

@@ -84403,7 +84403,14 @@ function failingNode(analysis, message) {
   return name ? analysis.index.nodes.find((n) => n.name === name) : void 0;
 }
 function hasTopLevelWeights(model) {
-  return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).some((i) => (model.constantInfo(i)?.dims.length ?? 0) >= 2));
+  const producer = /* @__PURE__ */ new Map();
+  for (const n of model.graph.node) for (const o of n.output ?? []) producer.set(o, n);
+  const isWeight = (name, depth = 0) => {
+    if ((model.constantInfo(name)?.dims.length ?? 0) >= 2) return true;
+    const p = producer.get(name);
+    return !!p && depth < 4 && WEIGHT_PATH.has(p.opType ?? "") && !!p.input?.[0] && isWeight(p.input[0], depth + 1);
+  };
+  return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).slice(1).some((i) => i && isWeight(i)));
 }
 function nothingToPrune(model, skipped, structures) {
   const reasons = [...new Map(skipped.map((s) => [s.reason, s])).values()].slice(0, 3).map((s) => `${s.where}: ${s.reason}`);
@@ -84497,7 +84504,7 @@ function describeSkipped(analysis, structures) {
   }
   return [...merged.values()];
 }
-var path13, MAX_ATTEMPTS, CONTROL_FLOW_ONLY, modelName, MIN_UNITS_FOR_OWN_SCALE;
+var path13, MAX_ATTEMPTS, CONTROL_FLOW_ONLY, WEIGHT_PATH, modelName, MIN_UNITS_FOR_OWN_SCALE;
 var init_prune = __esm({
   "src/prune/index.ts"() {
     "use strict";
@@ -84519,6 +84526,7 @@ var init_prune = __esm({
     init_types();
     MAX_ATTEMPTS = 8;
     CONTROL_FLOW_ONLY = "its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit";
+    WEIGHT_PATH = /* @__PURE__ */ new Set(["Cast", "Identity", "Transpose", "Reshape", "DequantizeLinear"]);
     modelName = (model) => model.origin ? path13.basename(model.origin) : "the model";
     MIN_UNITS_FOR_OWN_SCALE = 8;
   }

@@ -12,6 +12,8 @@ import { sessionExposing } from '../src/prune/stats';
 import { expectZeroedEqual, outputsAt } from './helpers/zeroed';
 import { OP_RULES } from '../src/graph/rules';
 import { writeModel } from '../src/onnx/write';
+import { DataType } from '../src/onnx/dtype';
+import { fromFloat32 } from '../src/onnx/tensor';
 import { findPrunable, pruneModel } from '../src/prune';
 import { quantizeModel } from '../src/quantize';
 import { checkModel, checkerAvailable } from '../tools/onnx-checker';
@@ -399,4 +401,27 @@ test('an NHWC graph (as tf2onnx writes it): channels are followed through Transp
   expect(r.model.constantInfo('s1')?.dims).toEqual([r.model.constantInfo('W1')!.dims[0]]);
   const feeds = dummyFeeds(base, 2, 1);
   await expectZeroedEqual(base, r, feeds, await outputsAt(r.model, feeds));
+});
+
+test('float16 weights read through a Cast (as fp16 exports keep them) are weights: the model is pruned, not refused', async () => {
+  const proto = model({
+    nodes: [
+      node('Cast', ['W1h'], ['W1'], [attrInt('to', T.FLOAT)]),
+      node('MatMul', ['x', 'W1'], ['h']),
+      node('Relu', ['h'], ['r']),
+      node('Cast', ['W2h'], ['W2'], [attrInt('to', T.FLOAT)]),
+      node('MatMul', ['r', 'W2'], ['y']),
+    ],
+    inputs: [valueInfo('x', T.FLOAT, ['batch', 8])],
+    outputs: [valueInfo('y', T.FLOAT, ['batch', 4])],
+    initializers: [floatTensor('W1h', [8, 32]), floatTensor('W2h', [32, 4])],
+  });
+  const base = load(proto);
+  for (const name of ['W1h', 'W2h']) {
+    const t = base.constant(name)!;
+    base.setConstant(name, fromFloat32(Float32Array.from(t.data as Float32Array), DataType.FLOAT16, t.dims));
+  }
+  const r = await pruneModel(base, { target: 0.3, ...MAGNITUDE });
+  expect(r.pruned.map((p) => [p.kind, p.before])).toEqual([['ffn', 32]]);
+  expect(r.model.constantInfo('W1h')?.dims[1]).toBeLessThan(32);
 });

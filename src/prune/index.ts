@@ -1,3 +1,4 @@
+import { onnx } from 'onnx-proto';
 import * as path from 'path';
 import { Analysis, Group, analyze, traceTwice } from '../graph/analysis';
 import { Node, nodeLabel } from '../graph/graph';
@@ -172,9 +173,22 @@ function failingNode(analysis: Analysis, message: string): Node | undefined {
 
 const CONTROL_FLOW_ONLY = 'its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit';
 
-/** Some weight op (MatMul, Gemm, Conv, ...) of the top-level graph, outside If/Loop/Scan bodies, reads a constant weight. */
+/** Ops a weight passes through on its way to its op (a float16 model's Cast, a transposed copy). */
+const WEIGHT_PATH = new Set(['Cast', 'Identity', 'Transpose', 'Reshape', 'DequantizeLinear']);
+
+/**
+ * Some weight op (MatMul, Gemm, Conv, ...) of the top-level graph, outside If/Loop/Scan bodies,
+ * reads a constant weight, directly or through a Cast or the like.
+ */
 function hasTopLevelWeights(model: OnnxModel): boolean {
-  return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).some((i) => (model.constantInfo(i)?.dims.length ?? 0) >= 2));
+  const producer = new Map<string, onnx.INodeProto>();
+  for (const n of model.graph.node) for (const o of n.output ?? []) producer.set(o, n);
+  const isWeight = (name: string, depth = 0): boolean => {
+    if ((model.constantInfo(name)?.dims.length ?? 0) >= 2) return true;
+    const p = producer.get(name);
+    return !!p && depth < 4 && WEIGHT_PATH.has(p.opType ?? '') && !!p.input?.[0] && isWeight(p.input[0], depth + 1);
+  };
+  return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).slice(1).some((i) => i && isWeight(i)));
 }
 
 const modelName = (model: OnnxModel) => (model.origin ? path.basename(model.origin) : 'the model');
