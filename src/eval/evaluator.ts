@@ -127,7 +127,7 @@ export class Evaluator {
     const session = await sessionFor(candidate);
     try {
       const acc = new LossAccumulator();
-      const take = Math.max(1, Math.ceil(share * Math.ceil(this.set.count / this.set.batchSize)));
+      const take = Math.max(1, Math.floor(share * Math.ceil(this.set.count / this.set.batchSize)));
       let index = 0;
       for (const batch of batches(this.set)) {
         if (index >= take) break;

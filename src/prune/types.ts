@@ -20,10 +20,10 @@ export const ALLOCATIONS = ['auto', 'global', 'uniform', 'ffn-only', 'measured']
 export type Allocation = (typeof ALLOCATIONS)[number];
 
 /**
- * The loss of a candidate on calibration data, lower is better: the loss on the labels where the
- * task has them, KL to the base model's outputs otherwise. `share` (0..1] is the part of the
- * calibration set to use (the first batches), so a search on a large model stays within a few
- * passes over it.
+ * The loss of a candidate on calibration data, lower is better (prune-gate's evaluator: the KL
+ * divergence from the base model's outputs). `share` (0..1] is the part of the calibration set
+ * to use (its first batches, rounded down, at least one), so a search on a large model stays
+ * within a few passes over it.
  */
 export interface DamageMeasure {
   /** What the loss is, for the report ("cross-entropy on the labels", "KL to the base"). */

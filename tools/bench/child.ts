@@ -81,7 +81,7 @@ async function main() {
     const damage = {
       name: 'KL divergence from the base',
       async loss(candidate: OnnxModel, share: number) {
-        const take = Math.max(1, Math.ceil(share * feeds.length));
+        const take = Math.max(1, Math.floor(share * feeds.length));
         lossPasses += take / feeds.length;
         const session = await createSession(candidate);
         let kl = 0;
