@@ -72074,13 +72074,15 @@ function prunedSection(r) {
   );
 }
 function allocationLine(a) {
+  const kept = `Allocation: ${a.strategy}, compensation ${a.compensate}${a.align > 1 ? `, widths multiples of ${a.align}` : ""}`;
   const measured = a.tried.filter((t) => t.loss !== null);
-  if (measured.length === 0) return `Allocation: ${a.strategy}, compensation ${a.compensate} (${a.measure})`;
-  const fmt = (t) => `${t.strategy}/${t.compensate} ${t.loss.toPrecision(4)}`;
-  return `Allocation: ${a.strategy}, compensation ${a.compensate}: the least ${a.measure} on the calibration set of ${measured.map(fmt).join(", ")}`;
+  if (measured.length === 0) return `${kept} (${a.measure})`;
+  const fmt = (t) => `${t.strategy}${t.align ? ` ×${t.align}` : ""}/${t.compensate} ${t.loss.toPrecision(4)}`;
+  const speed = a.latency === void 0 || a.latency === null ? "" : a.latency <= 1 ? ` not slower than the base here (${a.latency.toFixed(2)}x its latency)` : ` (none timed was as fast as the base here; this one ran at ${a.latency.toFixed(2)}x)`;
+  return `${kept}: the least ${a.measure} on the calibration set${speed}, of ${measured.map(fmt).join(", ")}`;
 }
 function allocationSection(r) {
-  return r.allocation && r.pruned.length ? [escapeMarkdown(allocationLine(r.allocation), 2e3)] : [];
+  return r.allocation && r.pruned.length ? [allocationLine(r.allocation)] : [];
 }
 function skippedSection(r) {
   return details(
@@ -82399,7 +82401,7 @@ var init_evaluator = __esm({
         const session = await sessionFor(candidate);
         try {
           const acc = new LossAccumulator();
-          const take = Math.max(1, Math.ceil(share * Math.ceil(this.set.count / this.set.batchSize)));
+          const take = Math.max(1, Math.floor(share * Math.ceil(this.set.count / this.set.batchSize)));
           let index = 0;
           for (const batch of batches(this.set)) {
             if (index >= take) break;
