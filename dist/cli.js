@@ -42605,11 +42605,11 @@ async function chooseAllocation(input2) {
         return void 0;
     }
   };
-  if (!damage || input2.allocation !== "auto" || plan.targetParams <= 0) {
+  if (!damage || plan.targetParams <= 0) {
     const strategy = input2.allocation === "auto" ? "global" : input2.allocation;
     const chosen = strategy === "measured" ? void 0 : buildPlan(strategy);
     const fallback = chosen ?? planRemoval(plan);
-    const why2 = damage ? `${strategy} as asked` : "nothing measured: no calibration data to measure damage on";
+    const why2 = damage ? "nothing to remove" : "nothing measured: no calibration data to measure damage on";
     return {
       removals: fallback.removals,
       compensate: fixedMode,
@@ -42620,7 +42620,8 @@ async function chooseAllocation(input2) {
   const large = input2.params > SEARCH_MAX_PARAMS;
   const candidates = [];
   const tried = [];
-  for (const strategy of ["global", "uniform", "ffn-only"]) {
+  const wanted = (s) => input2.allocation === "auto" || input2.allocation === s;
+  for (const strategy of ["global", "uniform", "ffn-only"].filter(wanted)) {
     const p = buildPlan(strategy);
     if (p) candidates.push({ strategy, ...p });
     else if (strategy !== "ffn-only" || plan.groups.some((g) => g.kind === "ffn")) tried.push({ strategy, compensate: fixedMode, loss: null, params: 0, note: "cannot reach the target" });
@@ -42641,7 +42642,10 @@ async function chooseAllocation(input2) {
     const candidate = build(removals, mode, stats);
     return candidate ? damage.loss(candidate, share2).catch(() => Infinity) : Infinity;
   };
-  if (!large) {
+  if (large && input2.allocation === "measured") {
+    tried.push({ strategy: "measured", compensate: fixedMode, loss: null, params: 0, note: `not profiled: above ${SEARCH_MAX_PARAMS / 1e6} M parameters` });
+  }
+  if (!large && wanted("measured")) {
     log(`measuring each of ${plan.groups.length} groups' damage at ${PROFILE_RATIOS.length} ratios (${damage.name})`);
     const baseLoss = await damage.loss(input2.model, 1);
     for (const mode of modes) {

@@ -187,3 +187,20 @@ describe('allocation by measured damage', () => {
     expect(Math.abs(shares[0] - shares[1])).toBeLessThanOrEqual(2 / 16);
   });
 });
+
+test('a strategy asked for with a damage measure is the only allocation tried, still measured for compensation', async () => {
+  const base = OnnxModel.read(path.join(FIXTURES_DIR, 'cnn.onnx'));
+  const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'cnn'), base);
+  const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
+  try {
+    const damage = { name: evaluator.lossName, loss: (m: OnnxModel, share: number) => evaluator.loss(m, share) };
+    for (const allocation of ['measured', 'uniform'] as const) {
+      const result = await pruneModel(base, { target: 0.3, structures: ['ffn', 'channels'], importance: 'activation', compensate: 'auto', allocation, damage, calibration: calibrationFeeds(set) });
+      expect(result.allocation!.strategy).toBe(allocation);
+      expect(new Set(result.allocation!.tried.map((t) => t.strategy))).toEqual(new Set([allocation]));
+      expect(new Set(result.allocation!.tried.map((t) => t.compensate))).toEqual(new Set(['bias', 'reconstruct']));
+    }
+  } finally {
+    await evaluator.close();
+  }
+});

@@ -78,11 +78,12 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
     }
   };
 
-  if (!damage || input.allocation !== 'auto' || plan.targetParams <= 0) {
+  // Without a measure nothing is searched: the strategy asked for (global for auto), as it is.
+  if (!damage || plan.targetParams <= 0) {
     const strategy: Strategy = input.allocation === 'auto' ? 'global' : input.allocation;
     const chosen = strategy === 'measured' ? undefined : buildPlan(strategy);
     const fallback = chosen ?? planRemoval(plan);
-    const why = damage ? `${strategy} as asked` : 'nothing measured: no calibration data to measure damage on';
+    const why = damage ? 'nothing to remove' : 'nothing measured: no calibration data to measure damage on';
     return {
       removals: fallback.removals,
       compensate: fixedMode,
@@ -94,7 +95,10 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
   const large = input.params > SEARCH_MAX_PARAMS;
   const candidates: { strategy: Strategy; removals: Removal[]; params: number; note?: string; align?: number }[] = [];
   const tried: AllocationResult['tried'] = [];
-  for (const strategy of ['global', 'uniform', 'ffn-only'] as const) {
+  // auto: every strategy; a strategy asked for: that one alone (still measured for compensation
+  // and widths).
+  const wanted = (s: Strategy) => input.allocation === 'auto' || input.allocation === s;
+  for (const strategy of (['global', 'uniform', 'ffn-only'] as const).filter(wanted)) {
     const p = buildPlan(strategy);
     if (p) candidates.push({ strategy, ...p });
     else if (strategy !== 'ffn-only' || plan.groups.some((g) => g.kind === 'ffn')) tried.push({ strategy, compensate: fixedMode, loss: null, params: 0, note: 'cannot reach the target' });
@@ -118,7 +122,10 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
     const candidate = build(removals, mode, stats);
     return candidate ? damage.loss(candidate, share).catch(() => Infinity) : Infinity;
   };
-  if (!large) {
+  if (large && input.allocation === 'measured') {
+    tried.push({ strategy: 'measured', compensate: fixedMode, loss: null, params: 0, note: `not profiled: above ${SEARCH_MAX_PARAMS / 1e6} M parameters` });
+  }
+  if (!large && wanted('measured')) {
     // Damage profile: each group alone at a few ratios, then the cheapest units first; once per
     // compensation, since what a compensation repairs well differs from group to group.
     log(`measuring each of ${plan.groups.length} groups' damage at ${PROFILE_RATIOS.length} ratios (${damage.name})`);
