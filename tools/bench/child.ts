@@ -3,6 +3,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { klFromLog, logSoftmax } from '../../src/eval/metrics';
 import { OnnxModel } from '../../src/onnx/model';
 import { writeModel } from '../../src/onnx/write';
 import { pruneModel } from '../../src/prune';
@@ -14,21 +15,6 @@ import { measureMacs } from '../../src/graph/cost';
 import type { Feeds } from '../../src/onnx/runtime';
 
 const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
-
-/** KL(softmax(p) || softmax(q)) of one row of logits. */
-function klOfLogits(p: Float32Array, q: Float32Array, off: number, n: number): number {
-  let [mp, mq] = [-Infinity, -Infinity];
-  for (let i = 0; i < n; i++) [mp, mq] = [Math.max(mp, p[off + i]), Math.max(mq, q[off + i])];
-  let [zp, zq] = [0, 0];
-  for (let i = 0; i < n; i++) [zp, zq] = [zp + Math.exp(p[off + i] - mp), zq + Math.exp(q[off + i] - mq)];
-  let kl = 0;
-  for (let i = 0; i < n; i++) {
-    const lp = p[off + i] - mp - Math.log(zp);
-    const lq = q[off + i] - mq - Math.log(zq);
-    kl += Math.exp(lp) * (lp - lq);
-  }
-  return kl;
-}
 
 function tokenFeeds(batches: number, batch: number, seq: number, vocab: number): Feeds[] {
   const out: Feeds[] = [];
@@ -78,6 +64,7 @@ async function main() {
     for (const f of feeds) baseLogits.push(await logitsOf(baseSession, f));
     await baseSession.release();
     const vocab = 32000;
+    const [logP, logQ] = [new Float64Array(vocab), new Float64Array(vocab)];
     const damage = {
       name: 'KL divergence from the base',
       async loss(candidate: OnnxModel, share: number) {
@@ -88,7 +75,11 @@ async function main() {
         let rows = 0;
         for (let b = 0; b < take; b++) {
           const [p, q] = [baseLogits[b], await logitsOf(session, feeds[b])];
-          for (let off = 0; off < p.length; off += vocab, rows++) kl += klOfLogits(p, q, off, vocab);
+          for (let off = 0; off < p.length; off += vocab, rows++) {
+            logSoftmax(p, off, vocab, logP);
+            logSoftmax(q, off, vocab, logQ);
+            kl += klFromLog(logP, logQ, vocab);
+          }
         }
         await session.release();
         return kl / rows;
