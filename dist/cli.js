@@ -41047,30 +41047,6 @@ var ComparisonAccumulator = class {
     return { agreement: this.agree / c, "kl-divergence": this.kl / c, cosine: this.cos / c };
   }
 };
-var LossAccumulator = class {
-  sum = 0;
-  count = 0;
-  logP = new Float64Array(0);
-  logQ = new Float64Array(0);
-  add(base, cand, plan) {
-    const n = cand.width;
-    if (this.logQ.length < n) {
-      this.logP = new Float64Array(n);
-      this.logQ = new Float64Array(n);
-    }
-    for (let r = 0; r < cand.rows; r++) {
-      if (plan.compare && !plan.compare[r]) continue;
-      const off = r * n;
-      logSoftmax(base.data, off, n, this.logP);
-      logSoftmax(cand.data, off, n, this.logQ);
-      this.sum += klFromLog(this.logP, this.logQ, n);
-      this.count++;
-    }
-  }
-  value() {
-    return this.count ? this.sum / this.count : NaN;
-  }
-};
 var SELF_COMPARISON = { agreement: 1, "kl-divergence": 0, cosine: 1 };
 
 // src/eval/evaluator.ts
@@ -41152,13 +41128,19 @@ var Evaluator = class _Evaluator {
       await session.release();
     }
   }
-  /** What `loss` measures (see LossAccumulator). */
+  /** What `loss` measures. */
   lossName = "KL divergence from the base";
-  /** A candidate's loss (see lossName) on the first `share` of the calibration batches. */
+  /**
+   * The loss a pruning search minimizes, on the first `share` of the calibration batches: the
+   * mean KL divergence from the base's outputs to the candidate's (the `kl-divergence` metric).
+   * It uses each row's whole distribution, not one label, so it separates candidates on small
+   * calibration sets where the labels' cross-entropy keeps the one that happens to fit them
+   * (docs/pruning.md).
+   */
   async loss(candidate, share = 1) {
     const session = await sessionFor(candidate);
     try {
-      const acc = new LossAccumulator();
+      const acc = new ComparisonAccumulator();
       const take = Math.max(1, Math.floor(share * Math.ceil(this.set.count / this.set.batchSize)));
       let index = 0;
       for (const batch of batches(this.set)) {
@@ -41168,7 +41150,7 @@ var Evaluator = class _Evaluator {
         acc.add(base, out, planRows(this.set, batch, out));
         index++;
       }
-      return acc.value();
+      return acc.values()["kl-divergence"];
     } finally {
       await session.release();
     }
@@ -42041,6 +42023,9 @@ function channelMean(s) {
 function channelVariance(s) {
   return s.sumSquares.map((v, j) => Math.max(0, v / Math.max(1, s.count) - (s.sum[j] / Math.max(1, s.count)) ** 2));
 }
+function statsRequests(consumers2, gram) {
+  return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
+}
 async function collectStats(model, requests, calibration) {
   const collector = await StatsCollector.create(model, requests);
   try {
@@ -42388,13 +42373,8 @@ var ParamLedger = class {
 };
 var product = (d) => d.reduce((a, b) => a * b, 1);
 function planRemoval(input2) {
-  const { groups, scores, targetParams, slack } = input2;
-  const ranked = [];
-  for (const g of groups) {
-    const s = scores.get(g);
-    g.units.forEach((unit, k) => ranked.push({ group: g, unit, score: s[k] }));
-  }
-  ranked.sort((a, b) => a.score - b.score);
+  const { targetParams, slack } = input2;
+  const ranked = globalRanking(input2);
   const ledger = new ParamLedger(input2.slots, input2.paramDims);
   const taken = /* @__PURE__ */ new Map();
   let removed = 0;
@@ -42416,13 +42396,15 @@ function planRemoval(input2) {
 function alignRemovals(input2, removals) {
   const align = input2.align ?? 1;
   if (align <= 1) return { removals, params: removals.reduce((sum, r) => sum + r.params, 0) };
+  return alignWidths(input2, globalRanking(input2), new Map(removals.map((r) => [r.group, { ...r, units: [...r.units] }])), align);
+}
+function globalRanking(input2) {
   const ranked = [];
   for (const g of input2.groups) {
     const s = input2.scores.get(g);
     g.units.forEach((unit, k) => ranked.push({ group: g, unit, score: s[k] }));
   }
-  ranked.sort((a, b) => a.score - b.score);
-  return alignWidths(input2, ranked, new Map(removals.map((r) => [r.group, { ...r, units: [...r.units] }])), align);
+  return ranked.sort((a, b) => a.score - b.score);
 }
 function alignWidths(input2, ranked, taken, align) {
   const order = new Map(ranked.map((r, i) => [r.unit, i]));
@@ -42607,7 +42589,7 @@ async function chooseAllocation(input2) {
   };
   if (!damage || plan.targetParams <= 0) {
     const strategy = input2.allocation === "auto" ? "global" : input2.allocation;
-    const chosen = strategy === "measured" ? void 0 : buildPlan(strategy);
+    const chosen = buildPlan(strategy);
     const fallback = chosen ?? planRemoval(plan);
     const why2 = damage ? "nothing to remove" : "nothing measured: no calibration data to measure damage on";
     return {
@@ -42675,6 +42657,7 @@ async function chooseAllocation(input2) {
   }
   const share = large ? Math.min(1, 2 / Math.max(1, candidates.length)) : 1;
   const signature = (removals) => removals.map((r) => `${r.group.id}:${r.units.map((u) => r.group.units.indexOf(u)).join(",")}`).sort().join("|");
+  const label = (c) => `${c.strategy}${c.align ? ` aligned to ${c.align}` : ""}`;
   const seen = /* @__PURE__ */ new Map();
   const measured = [];
   for (const c of candidates) {
@@ -42686,7 +42669,7 @@ async function chooseAllocation(input2) {
       const entry = { strategy: c.strategy, compensate: mode, loss: Number.isFinite(loss) ? loss : null, params: c.params, ...c.align ? { align: c.align } : {}, ...c.note ? { note: c.note } : {} };
       tried.push(entry);
       measured.push({ c, mode, loss, entry });
-      log(`allocation ${c.strategy}${c.align ? ` aligned to ${c.align}` : ""}, compensation ${mode}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : "not measurable"} (${c.params} parameters)`);
+      log(`allocation ${label(c)}, compensation ${mode}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : "not measurable"} (${c.params} parameters)`);
     }
   }
   measured.sort((a, b) => a.loss - b.loss);
@@ -42703,7 +42686,7 @@ async function chooseAllocation(input2) {
       const model = build(m.c.removals, m.mode, statsByMode.get(m.mode));
       const ratio = model ? await damage.latency(model) : Infinity;
       m.entry.latency = ratio;
-      log(`latency of ${m.c.strategy}${m.c.align ? ` aligned to ${m.c.align}` : ""}/${m.mode}: ${ratio.toFixed(3)}x the base's`);
+      log(`latency of ${label(m.c)}/${m.mode}: ${ratio.toFixed(3)}x the base's`);
       if (!fastest || ratio < fastest.ratio) fastest = { m, ratio };
       if (ratio <= 1) {
         fast = m;
@@ -42728,7 +42711,7 @@ async function statsFor(input2, mode, removals) {
   if (mode !== "reconstruct" || !input2.calibration) return input2.stats;
   input2.log("collecting activation covariances for least-squares reconstruction");
   const chosen = removals.flatMap((r) => input2.consumers.get(r.group) ?? []);
-  return collectStats(input2.model, chosen.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram: true })), input2.calibration);
+  return collectStats(input2.model, statsRequests(chosen, true), input2.calibration);
 }
 
 // src/prune/score.ts
@@ -43096,22 +43079,18 @@ function failingNode(analysis, message) {
 var CONTROL_FLOW_ONLY = "its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit";
 var WEIGHT_PATH = /* @__PURE__ */ new Set(["Cast", "Identity", "Transpose", "Reshape", "DequantizeLinear"]);
 function hasTopLevelWeights(model) {
-  const producer = /* @__PURE__ */ new Map();
-  for (const n of model.graph.node) for (const o of n.output ?? []) producer.set(o, n);
+  const index = new GraphIndex(model);
   const isWeight = (name, depth = 0) => {
     if ((model.constantInfo(name)?.dims.length ?? 0) >= 2) return true;
-    const p = producer.get(name);
-    return !!p && depth < 4 && WEIGHT_PATH.has(p.opType ?? "") && !!p.input?.[0] && isWeight(p.input[0], depth + 1);
+    const p = index.producer.get(name);
+    return !!p && depth < 4 && WEIGHT_PATH.has(p.opType) && !!p.input[0] && isWeight(p.input[0], depth + 1);
   };
-  return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).slice(1).some((i) => i && isWeight(i)));
+  return index.nodes.some((n) => ruleOf(n)?.weight && n.input.slice(1).some((i) => i && isWeight(i)));
 }
 var modelName = (model) => model.origin ? path10.basename(model.origin) : "the model";
 function nothingToPrune(model, skipped, structures) {
   const reasons = [...new Map(skipped.map((s) => [s.reason, s])).values()].slice(0, 3).map((s) => `${s.where}: ${s.reason}`);
   return `${modelName(model)}: nothing to prune: no ${structures.join(", ")} the engine can remove${reasons.length ? ` (${reasons.join("; ")})` : ""}; \`prune-gate inspect\` lists every place and why`;
-}
-function statsRequests(consumers2, gram) {
-  return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
 }
 var MIN_UNITS_FOR_OWN_SCALE = 8;
 function scoreGroups(analysis, groups, memory, activation) {

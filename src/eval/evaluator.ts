@@ -6,7 +6,7 @@ import { createSession, ort } from '../onnx/runtime';
 import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batches } from './calibration';
 import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, measureLatency } from './latency';
-import { ComparisonAccumulator, LossAccumulator, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';
+import { ComparisonAccumulator, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';
 
 /** What report.json says about each model. */
 export interface ModelStats {
@@ -119,14 +119,20 @@ export class Evaluator {
     }
   }
 
-  /** What `loss` measures (see LossAccumulator). */
+  /** What `loss` measures. */
   readonly lossName = 'KL divergence from the base';
 
-  /** A candidate's loss (see lossName) on the first `share` of the calibration batches. */
+  /**
+   * The loss a pruning search minimizes, on the first `share` of the calibration batches: the
+   * mean KL divergence from the base's outputs to the candidate's (the `kl-divergence` metric).
+   * It uses each row's whole distribution, not one label, so it separates candidates on small
+   * calibration sets where the labels' cross-entropy keeps the one that happens to fit them
+   * (docs/pruning.md).
+   */
   async loss(candidate: OnnxModel, share = 1): Promise<number> {
     const session = await sessionFor(candidate);
     try {
-      const acc = new LossAccumulator();
+      const acc = new ComparisonAccumulator();
       const take = Math.max(1, Math.floor(share * Math.ceil(this.set.count / this.set.batchSize)));
       let index = 0;
       for (const batch of batches(this.set)) {
@@ -136,7 +142,7 @@ export class Evaluator {
         acc.add(base, out, planRows(this.set, batch, out));
         index++;
       }
-      return acc.value();
+      return acc.values()['kl-divergence'] as number;
     } finally {
       await session.release();
     }

@@ -228,39 +228,5 @@ export class ComparisonAccumulator {
   }
 }
 
-/**
- * The loss a pruning search minimizes: the mean KL divergence from the base's outputs to the
- * candidate's, over the rows the task compares (every position of a language model but the
- * last, every sample of a classifier). It uses each row's whole distribution, not one label, so
- * it separates candidates on small calibration sets where the labels' cross-entropy picks the
- * one that happens to fit them (docs/measured.md).
- */
-export class LossAccumulator {
-  private sum = 0;
-  private count = 0;
-  private logP = new Float64Array(0);
-  private logQ = new Float64Array(0);
-
-  add(base: Rows, cand: Rows, plan: RowPlan): void {
-    const n = cand.width;
-    if (this.logQ.length < n) {
-      this.logP = new Float64Array(n);
-      this.logQ = new Float64Array(n);
-    }
-    for (let r = 0; r < cand.rows; r++) {
-      if (plan.compare && !plan.compare[r]) continue;
-      const off = r * n;
-      logSoftmax(base.data, off, n, this.logP);
-      logSoftmax(cand.data, off, n, this.logQ);
-      this.sum += klFromLog(this.logP, this.logQ, n);
-      this.count++;
-    }
-  }
-
-  value(): number {
-    return this.count ? this.sum / this.count : NaN;
-  }
-}
-
 /** What the comparison metrics are for the base model compared with itself. */
 export const SELF_COMPARISON: MetricValues = { agreement: 1, 'kl-divergence': 0, cosine: 1 };

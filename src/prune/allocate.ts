@@ -4,7 +4,7 @@ import { Feeds } from '../onnx/runtime';
 import { FixFailure, applyRemoval } from './apply';
 import { compensate } from './compensate';
 import { DamageCurve, PlanInput, Removal, alignRemovals, alignedPlan, planByCurves, planCounts, planRemoval, planUniform, rankedUnits } from './plan';
-import { ChannelStats, Consumer, collectStats } from './stats';
+import { ChannelStats, Consumer, collectStats, statsRequests } from './stats';
 import { Allocation, AllocationResult, Compensation, CompensationChoice, DamageMeasure } from './types';
 
 type Strategy = Exclude<Allocation, 'auto'>;
@@ -59,7 +59,7 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
   const { plan, damage, log } = input;
   const ranked = rankedUnits(plan.groups, plan.scores);
   const fixedMode: Compensation = input.compensate === 'auto' ? (input.calibration ? 'bias' : 'none') : input.compensate;
-  const buildPlan = (strategy: Strategy): { removals: Removal[]; params: number; note?: string } | undefined => {
+  const buildPlan = (strategy: Strategy): { removals: Removal[]; params: number } | undefined => {
     const reached = (p: { removals: Removal[]; params: number }) => (p.params >= plan.targetParams - plan.slack ? p : undefined);
     switch (strategy) {
       case 'global':
@@ -81,7 +81,7 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
   // Without a measure nothing is searched: the strategy asked for (global for auto), as it is.
   if (!damage || plan.targetParams <= 0) {
     const strategy: Strategy = input.allocation === 'auto' ? 'global' : input.allocation;
-    const chosen = strategy === 'measured' ? undefined : buildPlan(strategy);
+    const chosen = buildPlan(strategy);
     const fallback = chosen ?? planRemoval(plan);
     const why = damage ? 'nothing to remove' : 'nothing measured: no calibration data to measure damage on';
     return {
@@ -168,6 +168,7 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
       .map((r) => `${r.group.id}:${r.units.map((u) => r.group.units.indexOf(u)).join(',')}`)
       .sort()
       .join('|');
+  const label = (c: (typeof candidates)[number]) => `${c.strategy}${c.align ? ` aligned to ${c.align}` : ''}`;
   const seen = new Map<string, number>();
   const measured: { c: (typeof candidates)[number]; mode: Compensation; loss: number; entry: AllocationResult['tried'][number] }[] = [];
   for (const c of candidates) {
@@ -179,7 +180,7 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
       const entry = { strategy: c.strategy, compensate: mode, loss: Number.isFinite(loss) ? loss : null, params: c.params, ...(c.align ? { align: c.align } : {}), ...(c.note ? { note: c.note } : {}) };
       tried.push(entry);
       measured.push({ c, mode, loss, entry });
-      log(`allocation ${c.strategy}${c.align ? ` aligned to ${c.align}` : ''}, compensation ${mode}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : 'not measurable'} (${c.params} parameters)`);
+      log(`allocation ${label(c)}, compensation ${mode}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : 'not measurable'} (${c.params} parameters)`);
     }
   }
   measured.sort((a, b) => a.loss - b.loss);
@@ -198,7 +199,7 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
       const model = build(m.c.removals, m.mode, statsByMode.get(m.mode)!);
       const ratio = model ? await damage.latency!(model) : Infinity;
       m.entry.latency = ratio;
-      log(`latency of ${m.c.strategy}${m.c.align ? ` aligned to ${m.c.align}` : ''}/${m.mode}: ${ratio.toFixed(3)}x the base's`);
+      log(`latency of ${label(m.c)}/${m.mode}: ${ratio.toFixed(3)}x the base's`);
       if (!fastest || ratio < fastest.ratio) fastest = { m, ratio };
       if (ratio <= 1) {
         fast = m;
@@ -225,5 +226,5 @@ async function statsFor(input: AllocationInput, mode: Compensation, removals: Re
   if (mode !== 'reconstruct' || !input.calibration) return input.stats;
   input.log('collecting activation covariances for least-squares reconstruction');
   const chosen = removals.flatMap((r) => input.consumers.get(r.group) ?? []);
-  return collectStats(input.model, chosen.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram: true })), input.calibration);
+  return collectStats(input.model, statsRequests(chosen, true), input.calibration);
 }

@@ -1,7 +1,6 @@
-import { onnx } from 'onnx-proto';
 import * as path from 'path';
 import { Analysis, Group, analyze, traceTwice } from '../graph/analysis';
-import { Node, nodeLabel } from '../graph/graph';
+import { GraphIndex, Node, nodeLabel } from '../graph/graph';
 import { nodeReads } from '../onnx/reads';
 import { countParams } from '../graph/cost';
 import { ruleOf } from '../graph/rules';
@@ -13,7 +12,7 @@ import { chooseAllocation } from './allocate';
 import { Removal } from './plan';
 import { AxisNorms, magnitudeScores, scoreScale, standardize } from './score';
 import { applyNormRefits, measureNorms, normsToRefit } from './renorm';
-import { ChannelStats, Consumer, StatsRequest, channelVariance, collectStats, findConsumers } from './stats';
+import { ChannelStats, Consumer, channelVariance, collectStats, findConsumers, statsRequests } from './stats';
 import { verifyPruned } from './verify';
 import { PruneMemory, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
 
@@ -181,14 +180,13 @@ const WEIGHT_PATH = new Set(['Cast', 'Identity', 'Transpose', 'Reshape', 'Dequan
  * reads a constant weight, directly or through a Cast or the like.
  */
 function hasTopLevelWeights(model: OnnxModel): boolean {
-  const producer = new Map<string, onnx.INodeProto>();
-  for (const n of model.graph.node) for (const o of n.output ?? []) producer.set(o, n);
+  const index = new GraphIndex(model);
   const isWeight = (name: string, depth = 0): boolean => {
     if ((model.constantInfo(name)?.dims.length ?? 0) >= 2) return true;
-    const p = producer.get(name);
-    return !!p && depth < 4 && WEIGHT_PATH.has(p.opType ?? '') && !!p.input?.[0] && isWeight(p.input[0], depth + 1);
+    const p = index.producer.get(name);
+    return !!p && depth < 4 && WEIGHT_PATH.has(p.opType) && !!p.input[0] && isWeight(p.input[0], depth + 1);
   };
-  return model.graph.node.some((n) => ruleOf(n)?.weight && (n.input ?? []).slice(1).some((i) => i && isWeight(i)));
+  return index.nodes.some((n) => ruleOf(n)?.weight && n.input.slice(1).some((i) => i && isWeight(i)));
 }
 
 const modelName = (model: OnnxModel) => (model.origin ? path.basename(model.origin) : 'the model');
@@ -197,10 +195,6 @@ const modelName = (model: OnnxModel) => (model.origin ? path.basename(model.orig
 function nothingToPrune(model: OnnxModel, skipped: SkippedEntry[], structures: Structure[]): string {
   const reasons = [...new Map(skipped.map((s) => [s.reason, s])).values()].slice(0, 3).map((s) => `${s.where}: ${s.reason}`);
   return `${modelName(model)}: nothing to prune: no ${structures.join(', ')} the engine can remove${reasons.length ? ` (${reasons.join('; ')})` : ''}; \`prune-gate inspect\` lists every place and why`;
-}
-
-function statsRequests(consumers: Consumer[], gram: boolean): StatsRequest[] {
-  return consumers.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
 }
 
 /** Below this many units a group's own mean and spread say little: its kind's pooled ones are used. */

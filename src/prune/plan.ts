@@ -73,13 +73,8 @@ const product = (d: number[]) => d.reduce((a, b) => a * b, 1);
  * at least one unit in every group (never an empty layer).
  */
 export function planRemoval(input: PlanInput): { removals: Removal[]; params: number } {
-  const { groups, scores, targetParams, slack } = input;
-  const ranked: { group: Group; unit: Unit; score: number }[] = [];
-  for (const g of groups) {
-    const s = scores.get(g)!;
-    g.units.forEach((unit, k) => ranked.push({ group: g, unit, score: s[k] }));
-  }
-  ranked.sort((a, b) => a.score - b.score);
+  const { targetParams, slack } = input;
+  const ranked = globalRanking(input);
   const ledger = new ParamLedger(input.slots, input.paramDims);
   const taken = new Map<Group, Removal>();
   let removed = 0;
@@ -103,13 +98,17 @@ export function planRemoval(input: PlanInput): { removals: Removal[]; params: nu
 export function alignRemovals(input: PlanInput, removals: Removal[]): { removals: Removal[]; params: number } {
   const align = input.align ?? 1;
   if (align <= 1) return { removals, params: removals.reduce((sum, r) => sum + r.params, 0) };
+  return alignWidths(input, globalRanking(input), new Map(removals.map((r) => [r.group, { ...r, units: [...r.units] }])), align);
+}
+
+/** Every unit of every group, lowest standardized score first. */
+function globalRanking(input: PlanInput): { group: Group; unit: Unit; score: number }[] {
   const ranked: { group: Group; unit: Unit; score: number }[] = [];
   for (const g of input.groups) {
     const s = input.scores.get(g)!;
     g.units.forEach((unit, k) => ranked.push({ group: g, unit, score: s[k] }));
   }
-  ranked.sort((a, b) => a.score - b.score);
-  return alignWidths(input, ranked, new Map(removals.map((r) => [r.group, { ...r, units: [...r.units] }])), align);
+  return ranked.sort((a, b) => a.score - b.score);
 }
 
 /**

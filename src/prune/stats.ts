@@ -75,6 +75,11 @@ export interface StatsRequest {
   gram: boolean;
 }
 
+/** What to collect for these consumers' inputs (with covariances for reconstruction). */
+export function statsRequests(consumers: Consumer[], gram: boolean): StatsRequest[] {
+  return consumers.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
+}
+
 /**
  * Runs the model over the calibration batches with the requested intermediate tensors added as
  * outputs and folds each batch into running sums per channel. Memory is the statistics plus one
