@@ -40689,6 +40689,26 @@ function shapeOnlyProto(model) {
   }
   const rewritten = [];
   for (const node2 of graph.node) {
+    const lookup = lookupRewrite(node2, weightOf, opset);
+    if (lookup) {
+      const base2 = copy.uniqueName(`${node2.output[0]}__shape_only`);
+      const zerosD = `${base2}_d`;
+      kept.push(tensorToProto(zerosD, zeros(lookup.dtype, lookup.dims[1])));
+      const unsqueezeAxes = opset >= 13 ? [`${base2}_axes`] : [];
+      if (opset >= 13) kept.push(tensorToProto(`${base2}_axes`, intTensor([-1])));
+      rewritten.push(
+        import_onnx_proto8.onnx.NodeProto.create({ opType: "Cast", name: `${base2}_cast`, input: [node2.input[1]], output: [`${base2}_c`], attribute: [import_onnx_proto8.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INT, i: lookup.dtype })] }),
+        import_onnx_proto8.onnx.NodeProto.create({
+          opType: "Unsqueeze",
+          name: `${base2}_unsqueeze`,
+          input: [`${base2}_c`, ...unsqueezeAxes],
+          output: [`${base2}_u`],
+          attribute: opset >= 13 ? [] : [import_onnx_proto8.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INTS, ints: [-1] })]
+        }),
+        import_onnx_proto8.onnx.NodeProto.create({ opType: "Mul", name: `${base2}_widen`, input: [`${base2}_u`, zerosD], output: [node2.output[0]] })
+      );
+      continue;
+    }
     const w = node2.opType === "MatMul" && (node2.domain ?? "") === "" ? weightOf.get(node2.input[1]) : void 0;
     if (!w || w.dims.length !== 2) {
       rewritten.push(node2);
@@ -40720,6 +40740,12 @@ function shapeOnlyProto(model) {
   for (const o of graph.output) read.add(o.name ?? "");
   graph.node = [...makers, ...rewritten].filter((n) => !made.has(n) || read.has(n.output[0]));
   return { proto: copy.proto, replaced };
+}
+function lookupRewrite(node2, weightOf, opset) {
+  if (node2.opType !== "Gather" || (node2.domain ?? "") !== "" || opset < 11) return void 0;
+  const w = weightOf.get(node2.input[0]);
+  const axis = Number(node2.attribute?.find((a) => a.name === "axis")?.i ?? 0);
+  return w && w.dims.length === 2 && (axis === 0 || axis === -2) ? w : void 0;
 }
 function zeros(dtype, n) {
   return fromFloat32(new Float32Array(n), dtype, [n]);

@@ -68,6 +68,28 @@ export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; repl
   }
   const rewritten: onnx.INodeProto[] = [];
   for (const node of graph.node) {
+    const lookup = lookupRewrite(node, weightOf, opset);
+    if (lookup) {
+      // An embedding lookup only needs its output's shape, indices' shape + [D]: made from the
+      // indices (cast, unsqueezed, times zeros[D]) without making the [V, D] table.
+      const base = copy.uniqueName(`${node.output![0]}__shape_only`);
+      const zerosD = `${base}_d`;
+      kept.push(tensorToProto(zerosD, zeros(lookup.dtype, lookup.dims[1])));
+      const unsqueezeAxes = opset >= 13 ? [`${base}_axes`] : [];
+      if (opset >= 13) kept.push(tensorToProto(`${base}_axes`, intTensor([-1])));
+      rewritten.push(
+        onnx.NodeProto.create({ opType: 'Cast', name: `${base}_cast`, input: [node.input![1]], output: [`${base}_c`], attribute: [onnx.AttributeProto.create({ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: lookup.dtype })] }),
+        onnx.NodeProto.create({
+          opType: 'Unsqueeze',
+          name: `${base}_unsqueeze`,
+          input: [`${base}_c`, ...unsqueezeAxes],
+          output: [`${base}_u`],
+          attribute: opset >= 13 ? [] : [onnx.AttributeProto.create({ name: 'axes', type: onnx.AttributeProto.AttributeType.INTS, ints: [-1] })],
+        }),
+        onnx.NodeProto.create({ opType: 'Mul', name: `${base}_widen`, input: [`${base}_u`, zerosD], output: [node.output![0]] }),
+      );
+      continue;
+    }
     const w = node.opType === 'MatMul' && (node.domain ?? '') === '' ? weightOf.get(node.input![1]) : undefined;
     if (!w || w.dims.length !== 2) {
       rewritten.push(node);
@@ -101,6 +123,14 @@ export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; repl
   // (read by the graph's nodes, If/Loop/Scan bodies included: a body reads weights of the outer scope.)
   graph.node = [...makers, ...rewritten].filter((n) => !made.has(n) || read.has(n.output![0]));
   return { proto: copy.proto, replaced };
+}
+
+/** A Gather along axis 0 of a replaced 2-D weight (an embedding table), where Unsqueeze takes -1 (opset 11+). */
+function lookupRewrite(node: onnx.INodeProto, weightOf: Map<string, { dims: number[]; dtype: number }>, opset: number) {
+  if (node.opType !== 'Gather' || (node.domain ?? '') !== '' || opset < 11) return undefined;
+  const w = weightOf.get(node.input![0]);
+  const axis = Number(node.attribute?.find((a) => a.name === 'axis')?.i ?? 0);
+  return w && w.dims.length === 2 && (axis === 0 || axis === -2) ? w : undefined;
 }
 
 function zeros(dtype: number, n: number) {
