@@ -773,15 +773,15 @@ ${itemIndentStr}`);
           }
           let sumChunks = [chunks.shift()];
           let sumWidth = this.displayWidth(sumChunks[0]);
-          chunks.forEach((chunk2) => {
-            const visibleWidth = this.displayWidth(chunk2);
+          chunks.forEach((chunk) => {
+            const visibleWidth = this.displayWidth(chunk);
             if (sumWidth + visibleWidth <= width) {
-              sumChunks.push(chunk2);
+              sumChunks.push(chunk);
               sumWidth += visibleWidth;
               return;
             }
             wrappedLines.push(sumChunks.join(""));
-            const nextChunk = chunk2.trimStart();
+            const nextChunk = chunk.trimStart();
             sumChunks = [nextChunk];
             sumWidth = this.displayWidth(nextChunk);
           });
@@ -4444,7 +4444,7 @@ var require_foldFlowLines = __commonJS({
         else
           end = lineWidth - indentAtStart;
       }
-      let split2 = void 0;
+      let split3 = void 0;
       let prev = void 0;
       let overflow = false;
       let i = -1;
@@ -4477,18 +4477,18 @@ var require_foldFlowLines = __commonJS({
           if (mode === FOLD_BLOCK)
             i = consumeMoreIndentedLines(text2, i, indent.length);
           end = i + indent.length + endStep;
-          split2 = void 0;
+          split3 = void 0;
         } else {
           if (ch === " " && prev && prev !== " " && prev !== "\n" && prev !== "	") {
             const next = text2[i + 1];
             if (next && next !== " " && next !== "\n" && next !== "	")
-              split2 = i;
+              split3 = i;
           }
           if (i >= end) {
-            if (split2) {
-              folds.push(split2);
-              end = split2 + endStep;
-              split2 = void 0;
+            if (split3) {
+              folds.push(split3);
+              end = split3 + endStep;
+              split3 = void 0;
             } else if (mode === FOLD_QUOTED) {
               while (prev === " " || prev === "	") {
                 prev = ch;
@@ -4501,7 +4501,7 @@ var require_foldFlowLines = __commonJS({
               folds.push(j);
               escapedFolds[j] = true;
               end = j + endStep;
-              split2 = void 0;
+              split3 = void 0;
             } else {
               overflow = true;
             }
@@ -8035,13 +8035,13 @@ var require_resolve_block_scalar = __commonJS({
       return { mode, indent, chomp, comment, length };
     }
     function splitLines(source) {
-      const split2 = source.split(/\n( *)/);
-      const first = split2[0];
+      const split3 = source.split(/\n( *)/);
+      const first = split3[0];
       const m = first.match(/^( *)/);
       const line0 = m?.[1] ? [m[1], first.slice(m[1].length)] : ["", first];
       const lines = [line0];
-      for (let i = 1; i < split2.length; i += 2)
-        lines.push([split2[i], split2[i + 1]]);
+      for (let i = 1; i < split3.length; i += 2)
+        lines.push([split3[i], split3[i + 1]]);
       return lines;
     }
     exports2.resolveBlockScalar = resolveBlockScalar;
@@ -10846,44 +10846,44 @@ var require_base64 = __commonJS({
       s64[b64[i] = i < 26 ? i + 65 : i < 52 ? i + 71 : i < 62 ? i - 4 : i - 59 | 43] = i++;
     var i;
     base643.encode = function encode4(buffer, start, end) {
-      var parts = null, chunk2 = [];
+      var parts = null, chunk = [];
       var i2 = 0, j = 0, t;
       while (start < end) {
         var b = buffer[start++];
         switch (j) {
           case 0:
-            chunk2[i2++] = b64[b >> 2];
+            chunk[i2++] = b64[b >> 2];
             t = (b & 3) << 4;
             j = 1;
             break;
           case 1:
-            chunk2[i2++] = b64[t | b >> 4];
+            chunk[i2++] = b64[t | b >> 4];
             t = (b & 15) << 2;
             j = 2;
             break;
           case 2:
-            chunk2[i2++] = b64[t | b >> 6];
-            chunk2[i2++] = b64[b & 63];
+            chunk[i2++] = b64[t | b >> 6];
+            chunk[i2++] = b64[b & 63];
             j = 0;
             break;
         }
         if (i2 > 8191) {
-          (parts || (parts = [])).push(String.fromCharCode.apply(String, chunk2));
+          (parts || (parts = [])).push(String.fromCharCode.apply(String, chunk));
           i2 = 0;
         }
       }
       if (j) {
-        chunk2[i2++] = b64[t];
-        chunk2[i2++] = 61;
+        chunk[i2++] = b64[t];
+        chunk[i2++] = 61;
         if (j === 1)
-          chunk2[i2++] = 61;
+          chunk[i2++] = 61;
       }
       if (parts) {
         if (i2)
-          parts.push(String.fromCharCode.apply(String, chunk2.slice(0, i2)));
+          parts.push(String.fromCharCode.apply(String, chunk.slice(0, i2)));
         return parts.join("");
       }
-      return String.fromCharCode.apply(String, chunk2.slice(0, i2));
+      return String.fromCharCode.apply(String, chunk.slice(0, i2));
     };
     var invalidEncoding = "invalid encoding";
     base643.decode = function decode3(string4, buffer, offset) {
@@ -11213,38 +11213,38 @@ var require_utf8 = __commonJS({
     utf8.read = function utf8_read(buffer, start, end) {
       if (end - start < 1)
         return "";
-      var parts = null, chunk2 = [], i = 0, t, t2, c2, c3;
+      var parts = null, chunk = [], i = 0, t, t2, c2, c3;
       while (start < end) {
         t = buffer[start++];
         if (t <= 127) {
-          chunk2[i++] = t;
+          chunk[i++] = t;
         } else if (t >= 192 && t < 224) {
           c2 = (t & 31) << 6 | buffer[start++] & 63;
-          chunk2[i++] = c2 >= 128 ? c2 : replacementCharCode;
+          chunk[i++] = c2 >= 128 ? c2 : replacementCharCode;
         } else if (t >= 224 && t < 240) {
           c3 = (t & 15) << 12 | (buffer[start++] & 63) << 6 | buffer[start++] & 63;
-          chunk2[i++] = c3 >= 2048 ? c3 : replacementCharCode;
+          chunk[i++] = c3 >= 2048 ? c3 : replacementCharCode;
         } else if (t >= 240) {
           t2 = (t & 7) << 18 | (buffer[start++] & 63) << 12 | (buffer[start++] & 63) << 6 | buffer[start++] & 63;
           if (t2 < 65536 || t2 > 1114111)
-            chunk2[i++] = replacementCharCode;
+            chunk[i++] = replacementCharCode;
           else {
             t2 -= 65536;
-            chunk2[i++] = 55296 + (t2 >> 10);
-            chunk2[i++] = 56320 + (t2 & 1023);
+            chunk[i++] = 55296 + (t2 >> 10);
+            chunk[i++] = 56320 + (t2 & 1023);
           }
         }
         if (i > 8191) {
-          (parts || (parts = [])).push(String.fromCharCode.apply(String, chunk2.slice(0, i)));
+          (parts || (parts = [])).push(String.fromCharCode.apply(String, chunk.slice(0, i)));
           i = 0;
         }
       }
       if (parts) {
         if (i)
-          parts.push(String.fromCharCode.apply(String, chunk2.slice(0, i)));
+          parts.push(String.fromCharCode.apply(String, chunk.slice(0, i)));
         return parts.join("");
       }
-      return String.fromCharCode.apply(String, chunk2.slice(0, i));
+      return String.fromCharCode.apply(String, chunk.slice(0, i));
     };
     utf8.write = function utf8_write(string4, buffer, offset) {
       var start = offset, c1, c2;
@@ -17490,8 +17490,8 @@ function isUserError(e) {
 var version = "0.1.0";
 
 // src/config/config.ts
-var fs2 = __toESM(require("fs"));
-var path2 = __toESM(require("path"));
+var fs6 = __toESM(require("fs"));
+var path6 = __toESM(require("path"));
 var import_yaml = __toESM(require_dist());
 
 // node_modules/zod/v4/classic/external.js
@@ -37296,465 +37296,25 @@ function isQuality(name) {
   return METRICS[name].kind === "quality";
 }
 
-// src/quantize/options.ts
-var QUANTIZE_MODES = ["none", "int8", "int4"];
-var DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
-var DEFAULT_KEEP_FLOAT = 2;
-var DEFAULT_KEEP_FLOAT_RATIO = 1.5;
-var KEEP_FLOAT_MIN_ERROR = 0.02;
-var DEFAULT_EMBEDDING_BITS = 8;
-function checkOptions(o) {
-  if (o.bits !== 8 && o.bits !== 4) throw new UserError(`quantize: bits must be 8 or 4 (got ${String(o.bits)})`);
-  const blockSize = o.blockSize ?? DEFAULT_BLOCK_SIZE[o.bits];
-  if (!Number.isInteger(blockSize) || blockSize < 16 || blockSize > 256 || (blockSize & blockSize - 1) !== 0) {
-    throw new UserError(`quantize: block size must be a power of two from 16 to 256 (got ${blockSize})`);
-  }
-  const keepFloat = o.keepFloat ?? DEFAULT_KEEP_FLOAT;
-  if (!Number.isInteger(keepFloat) || keepFloat < 0) throw new UserError(`quantize: keepFloat must be a whole number >= 0 (got ${keepFloat})`);
-  const keepFloatRatio = o.keepFloatRatio ?? DEFAULT_KEEP_FLOAT_RATIO;
-  if (!(keepFloatRatio >= 0)) throw new UserError(`quantize: keepFloatRatio must be a number >= 0 (got ${keepFloatRatio})`);
-  const embeddings = o.embeddings === void 0 || o.embeddings === true ? DEFAULT_EMBEDDING_BITS : o.embeddings;
-  if (embeddings !== false && embeddings !== 8 && embeddings !== 4) {
-    throw new UserError(`quantize: embeddings must be true, false, 8 or 4 (got ${String(o.embeddings)})`);
-  }
-  return {
-    bits: o.bits,
-    blockSize,
-    keepFloat,
-    keepFloatRatio,
-    embeddings,
-    embeddingBlockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE[embeddings || o.bits],
-    gemm: o.gemm ?? "int8",
-    conv: o.conv ?? "float",
-    accuracyLevel: o.accuracyLevel ?? 4,
-    exceptions: o.exceptions ?? "int8",
-    calibration: o.calibration
-  };
-}
-
-// src/prune/types.ts
-var ALLOCATIONS = ["auto", "global", "uniform", "ffn-only", "measured"];
-function newPruneMemory() {
-  return { scales: /* @__PURE__ */ new Map() };
-}
-
-// src/util/format.ts
-function grouped(n) {
-  const [int3, frac] = String(Math.round(n * 100) / 100).split(".");
-  const sign = int3.startsWith("-") ? "-" : "";
-  const digits = sign ? int3.slice(1) : int3;
-  return sign + digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",") + (frac ? `.${frac}` : "");
-}
-function si(n) {
-  const units = [
-    [1e12, "T"],
-    [1e9, "G"],
-    [1e6, "M"],
-    [1e3, "K"]
-  ];
-  for (const [scale, unit] of units) if (Math.abs(n) >= scale) return `${(n / scale).toPrecision(3)} ${unit}`;
-  return String(Math.round(n));
-}
-function bytes(n) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toPrecision(3)} ${units[i]}`;
-}
-function shape(dims) {
-  return `[${dims.map((d) => d === null ? "?" : String(d)).join(", ")}]`;
-}
-function table(rows, indent = "") {
-  const widths = [];
-  for (const row2 of rows) row2.forEach((cell, i) => widths[i] = Math.max(widths[i] ?? 0, cell.length));
-  return rows.map((row2) => indent + row2.map((cell, i) => i < row2.length - 1 ? cell.padEnd(widths[i]) : cell).join("  "));
-}
-function quoted(v) {
-  if (typeof v !== "string") return JSON.stringify(v) ?? String(v);
-  const s = JSON.stringify(v.length > 80 ? `${v.slice(0, 79)}…` : v);
-  return `'${s.slice(1, -1)}'`;
-}
-
-// src/util/paths.ts
-var fs = __toESM(require("fs"));
-var path = __toESM(require("path"));
-function displayPath(file2) {
-  const rel = path.relative(process.cwd(), file2);
-  return rel && !rel.startsWith("..") && !path.isAbsolute(rel) ? rel : file2;
-}
-function checkedPath(file2, where, kind, base) {
-  const abs = base ? path.resolve(base, file2) : path.resolve(file2);
-  let stat;
-  try {
-    stat = fs.statSync(abs);
-  } catch {
-    throw new UserError(`${where}: ${kind} not found: ${displayPath(abs)}`);
-  }
-  if (kind === "file" && !stat.isFile() || kind === "folder" && !stat.isDirectory()) throw new UserError(`${where}: not a ${kind}: ${displayPath(abs)}`);
-  return abs;
-}
-
-// src/util/validation.ts
-function keyPath(parts) {
-  let out = "";
-  for (const p of parts) out += typeof p === "number" ? `[${p}]` : out ? `.${String(p)}` : String(p);
-  return out;
-}
-function distance(a, b) {
-  const row2 = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row2[0];
-    row2[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = row2[j];
-      row2[j] = Math.min(row2[j] + 1, row2[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return row2[b.length];
-}
-function closest(word, choices) {
-  let best;
-  let bestD = Infinity;
-  for (const c of choices) {
-    const d = distance(word.toLowerCase(), c.toLowerCase());
-    if (d < bestD) [best, bestD] = [c, d];
-  }
-  return best !== void 0 && bestD <= Math.max(2, Math.floor(word.length / 3)) && bestD < word.length ? best : void 0;
-}
-var TYPE_WORDS = { object: "a mapping", array: "a list", string: "a string", number: "a number", boolean: "true or false" };
-function describe3(v) {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "a list";
-  if (typeof v === "object") return "a mapping";
-  if (typeof v === "string") return `'${v}'`;
-  return String(v);
-}
-function knownKeys(schema, at) {
-  let s = schema;
-  for (const p of at) {
-    s = unwrap(s);
-    const shape3 = s.shape;
-    if (!shape3 || typeof p !== "string") return [];
-    s = shape3[p];
-  }
-  s = unwrap(s);
-  const shape2 = s?.shape;
-  return shape2 ? Object.keys(shape2) : [];
-}
-function unwrap(s) {
-  let cur = s;
-  while (cur?.def?.innerType) cur = cur.def.innerType;
-  return cur;
-}
-function formatIssue(file2, issue2, schema) {
-  const where = keyPath(issue2.path);
-  const at = (p) => `${file2}: ${p ? `${p}: ` : ""}`;
-  switch (issue2.code) {
-    case "unrecognized_keys": {
-      const key = issue2.keys[0];
-      const hint = schema ? closest(key, knownKeys(schema, issue2.path)) : void 0;
-      return `${at(keyPath([...issue2.path, key]))}unknown key${hint ? ` (did you mean ${hint}?)` : ""}`;
-    }
-    case "invalid_type": {
-      const expected = issue2.message.startsWith("Invalid input") ? TYPE_WORDS[issue2.expected] ?? issue2.expected : issue2.message;
-      if (issue2.input === void 0) return `${at(where)}missing (expected ${expected})`;
-      return `${at(where)}expected ${expected}, found ${describe3(issue2.input)}`;
-    }
-    case "invalid_value":
-      if (!issue2.message.startsWith("Invalid")) return `${at(where)}${issue2.message}`;
-      return `${at(where)}${describe3(issue2.input)} is not one of ${issue2.values.map(String).join(", ")}`;
-    default:
-      return `${at(where)}${issue2.message}${issue2.input !== void 0 && !issue2.message.includes("found") ? ` (found ${describe3(issue2.input)})` : ""}`;
-  }
-}
-function parseWith(schema, data, file2) {
-  const r = schema.safeParse(data, { reportInput: true });
-  if (r.success) return r.data;
-  throw new UserError(formatIssue(file2, r.error.issues[0], schema));
-}
-
-// src/config/config.ts
-var DEFAULT_CONFIG = "prune-gate.yml";
-var DEFAULT_PRUNE = {
-  target: "auto",
-  maxTarget: 0.5,
-  structures: ["ffn", "heads", "channels"],
-  importance: "activation",
-  align: "auto",
-  compensate: "auto",
-  allocation: "auto",
-  steps: 5
-};
-var fraction = (what) => external_exports.number({ error: what }).gt(0, { error: what }).lt(1, { error: what });
-var ConfigFile = external_exports.strictObject({
-  model: external_exports.string({ error: "a path to an .onnx file" }).optional(),
-  calibration: external_exports.string({ error: "a path to a calibration folder" }).optional(),
-  prune: external_exports.strictObject({
-    // 0 prunes nothing: with quantize, the gate judges the quantized base model.
-    target: external_exports.union([external_exports.number(), external_exports.string()], { error: (i) => targetExpected(true, i.input) }).transform((v, ctx) => targetValue(v, true) ?? (ctx.addIssue({ code: "custom", message: targetExpected(true, v) }), external_exports.NEVER)).optional(),
-    "max-target": fraction("a fraction of parameters between 0 and 1 (0.6)").optional(),
-    structures: external_exports.array(external_exports.enum(["ffn", "heads", "channels"], { error: (i) => `unknown structure '${String(i.input)}' (expected ffn, heads, channels)` }), {
-      error: "a list of ffn, heads, channels"
-    }).min(1, { error: "at least one of ffn, heads, channels" }).optional(),
-    importance: external_exports.enum(["activation", "magnitude"]).optional(),
-    compensate: external_exports.enum(["auto", "none", "bias", "reconstruct"]).optional(),
-    allocation: external_exports.enum(ALLOCATIONS).optional(),
-    align: external_exports.union([external_exports.literal("auto"), external_exports.number({ error: "auto, or a whole number of units >= 1 (8 keeps widths multiples of 8)" }).int({ error: "a whole number of units >= 1" }).min(1, { error: "a whole number of units >= 1" }).max(256, { error: "at most 256" })], {
-      error: "auto, or a whole number of units >= 1 (8 keeps widths multiples of 8)"
-    }).optional(),
-    steps: external_exports.number({ error: "a whole number of steps >= 1" }).int({ error: "a whole number of steps >= 1" }).min(1, { error: "a whole number of steps >= 1" }).max(100, { error: "at most 100 steps" }).optional()
-  }).optional(),
-  quantize: external_exports.enum(QUANTIZE_MODES).optional(),
-  "keep-names": external_exports.boolean({ error: "true or false" }).optional(),
-  gate: external_exports.record(external_exports.string(), external_exports.unknown(), { error: "a mapping of metric names to bounds" }).optional(),
-  latency: external_exports.strictObject({
-    warmup: external_exports.number({ error: "a whole number >= 0" }).int({ error: "a whole number >= 0" }).min(0, { error: "a whole number >= 0" }).optional(),
-    runs: external_exports.number({ error: "a whole number >= 1" }).int({ error: "a whole number >= 1" }).min(1, { error: "a whole number >= 1" }).optional()
-  }).optional()
-});
-function loadConfig(file2) {
-  const abs = path2.resolve(file2);
-  const shown = displayPath(abs);
-  let text2;
-  try {
-    text2 = fs2.readFileSync(abs, "utf8");
-  } catch (e) {
-    const code = e.code;
-    if (code === "ENOENT") throw new UserError(`config file not found: ${shown}`);
-    throw new UserError(`cannot read config file ${shown}: ${e.message}`);
-  }
-  return parseConfig(text2, abs);
-}
-function parseConfig(text2, file2) {
-  const shown = displayPath(file2);
-  const doc = import_yaml.default.parseDocument(text2, { uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    const err = doc.errors[0];
-    const line = err.linePos?.[0].line;
-    const message = err.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
-    throw new UserError(`${shown}:${line ? ` line ${line}:` : ""} not valid YAML: ${message}`);
-  }
-  const data = doc.toJS() ?? {};
-  if (typeof data !== "object" || data === null || Array.isArray(data)) {
-    throw new UserError(`${shown}: expected a mapping of keys (model, calibration, prune, quantize, gate)`);
-  }
-  const raw = parseWith(ConfigFile, data, shown);
-  const dir = path2.dirname(path2.resolve(file2));
-  const config2 = fromFile(raw, dir, shown);
-  config2.file = path2.resolve(file2);
-  return config2;
-}
-function fromFile(raw, dir, shown) {
-  const p = raw.prune ?? {};
-  return {
-    model: raw.model !== void 0 ? checkedPath(raw.model, `${shown}: model`, "file", dir) : void 0,
-    calibration: raw.calibration !== void 0 ? checkedPath(raw.calibration, `${shown}: calibration`, "file or folder", dir) : void 0,
-    prune: {
-      target: p.target ?? DEFAULT_PRUNE.target,
-      maxTarget: p["max-target"] ?? DEFAULT_PRUNE.maxTarget,
-      structures: p.structures ? [...new Set(p.structures)] : DEFAULT_PRUNE.structures,
-      importance: p.importance ?? DEFAULT_PRUNE.importance,
-      align: p.align ?? DEFAULT_PRUNE.align,
-      compensate: p.compensate ?? DEFAULT_PRUNE.compensate,
-      allocation: p.allocation ?? DEFAULT_PRUNE.allocation,
-      steps: p.steps ?? DEFAULT_PRUNE.steps
-    },
-    quantize: raw.quantize ?? "none",
-    keepNames: raw["keep-names"] ?? false,
-    gate: parseGate(raw.gate ?? {}, shown),
-    latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs }
-  };
-}
-function defaultConfig() {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, gate: [], latency: { ...DEFAULT_LATENCY } };
-}
-function parseGate(gate, shown) {
-  const rules = [];
-  for (const [metric, spec] of Object.entries(gate)) {
-    const at = keyPath(["gate", metric]);
-    if (!METRIC_NAMES.includes(metric)) {
-      const hint = closest(metric, METRIC_NAMES);
-      throw new UserError(`${shown}: ${at}: unknown metric${hint ? ` (did you mean ${hint}?)` : ` (metrics: ${METRIC_NAMES.join(", ")})`}`);
-    }
-    const name = metric;
-    const allowed = METRICS[name].bounds;
-    if (typeof spec !== "object" || spec === null || Array.isArray(spec)) {
-      throw new UserError(`${shown}: ${at}: expected a bound such as { ${allowed[0]}: ${exampleValue(allowed[0])} }, found ${JSON.stringify(spec)}`);
-    }
-    const entries = Object.entries(spec);
-    if (entries.length !== 1) {
-      throw new UserError(`${shown}: ${at}: give exactly one bound (${allowed.join(" or ")}), found ${entries.length}`);
-    }
-    const [bound, value] = entries[0];
-    if (!allowed.includes(bound)) {
-      const what = BOUND_KINDS.includes(bound) ? "is not a bound of this metric" : "unknown bound";
-      throw new UserError(`${shown}: ${at}.${bound}: ${what}; ${metric} takes ${allowed.join(" or ")}`);
-    }
-    rules.push(parseRule(name, bound, value, `${shown}: ${at}.${bound}`));
-  }
-  return rules;
-}
-function exampleValue(bound) {
-  return bound === "max-drop" ? "0.01" : bound === "max-increase" ? "5%" : bound === "min-speedup" ? "1.2" : "0.5";
-}
-function parseRule(metric, bound, value, where) {
-  let number4;
-  let percent2 = false;
-  if (typeof value === "number" && Number.isFinite(value)) number4 = value;
-  else if (typeof value === "string" && /^\s*[-+]?(\d+(\.\d*)?|\.\d+)\s*%?\s*$/.test(value)) {
-    percent2 = value.includes("%");
-    number4 = parseFloat(value.replace("%", ""));
-  } else {
-    throw new UserError(`${where}: expected a number in the metric's unit (e.g. 0.01) or a percentage of the base model's value (e.g. 5%), found ${JSON.stringify(value)}`);
-  }
-  if (percent2 && bound === "min-speedup") {
-    throw new UserError(`${where}: min-speedup takes a factor such as 1.2 (20 % faster), not a percentage`);
-  }
-  const positive = bound === "min-speedup" || bound === "max-ratio";
-  if (bound !== "min" && bound !== "max" && number4 < 0 || positive && number4 === 0) {
-    throw new UserError(`${where}: must be ${positive ? "greater than 0" : "0 or more"}, found ${number4}`);
-  }
-  return { metric, bound, value: number4, percent: percent2, text: `${bound} ${percent2 ? `${number4}%` : number4}` };
-}
-function targetValue(value, auto) {
-  if (auto && typeof value === "string" && value.trim() === "auto") return "auto";
-  const n = typeof value === "number" ? value : typeof value === "string" && /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(value) ? Number(value) : NaN;
-  return n >= 0 && n < 1 ? n : void 0;
-}
-function targetExpected(auto, value) {
-  return `expected a fraction of parameters between 0 and 1 (e.g. 0.3)${auto ? " or auto" : ""}, found ${quoted(value)}`;
-}
-function parseTarget(value, where, options = { auto: true }) {
-  const target = targetValue(value, options.auto);
-  if (target === void 0) throw new UserError(`${where}: ${targetExpected(options.auto, value)}`);
-  return target;
-}
-function parseQuantize(value, where) {
-  if (QUANTIZE_MODES.includes(value)) return value;
-  throw new UserError(`${where}: expected ${QUANTIZE_MODES.join(", ")}, found ${quoted(value)}`);
-}
-function parseOverrides(raw, option) {
-  const o = {};
-  if (raw.model !== void 0) o.model = checkedPath(raw.model, option("model"), "file");
-  if (raw.calibration !== void 0) o.calibration = checkedPath(raw.calibration, option("calibration"), "file or folder");
-  if (raw.target !== void 0) o.target = parseTarget(raw.target, option("target"));
-  if (raw.quantize !== void 0) o.quantize = parseQuantize(raw.quantize, option("quantize"));
-  if (raw.keepNames) o.keepNames = true;
-  return o;
-}
-function applyOverrides(config2, o) {
-  const out = { ...config2, prune: { ...config2.prune } };
-  if (o.model !== void 0) out.model = o.model;
-  if (o.calibration !== void 0) out.calibration = o.calibration;
-  if (o.target !== void 0) out.prune.target = o.target;
-  if (o.quantize !== void 0) out.quantize = o.quantize;
-  if (o.keepNames) out.keepNames = true;
-  return out;
-}
-function resolveConfig(file2, overrides, option) {
-  const chosen = path2.resolve(file2 ?? DEFAULT_CONFIG);
-  let base;
-  if (fs2.existsSync(chosen)) base = loadConfig(chosen);
-  else if (file2 !== void 0) throw new UserError(`${option("config")}: file not found: ${displayPath(chosen)}`);
-  else if (overrides.model && overrides.calibration) base = defaultConfig();
-  else {
-    const missing = [overrides.model ? void 0 : option("model"), overrides.calibration ? void 0 : option("calibration")].filter(Boolean);
-    throw new UserError(`no ${DEFAULT_CONFIG} here and no ${missing.join(" or ")}: give ${option("config")} (a config file), or ${option("model")} and ${option("calibration")}`);
-  }
-  const config2 = applyOverrides(base, overrides);
-  const source = () => displayPath(config2.file);
-  if (!config2.model) throw new UserError(`${source()}: no model: set "model:" in it, or give ${option("model")}`);
-  if (!config2.calibration) throw new UserError(`${source()}: no calibration set: set "calibration:" in it, or give ${option("calibration")}`);
-  return config2;
-}
-
-// src/github/event.ts
-var fs3 = __toESM(require("fs"));
-var SHA = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
-var PullRequestPayload = external_exports.object({
-  pull_request: external_exports.object({
-    number: external_exports.number().int().positive(),
-    head: external_exports.object({
-      sha: external_exports.string().regex(SHA),
-      repo: external_exports.object({ full_name: external_exports.string() }).nullable().optional()
-    }),
-    base: external_exports.object({ repo: external_exports.object({ full_name: external_exports.string() }) }).optional()
-  })
-});
-var WorkflowRunPayload = external_exports.object({
-  workflow_run: external_exports.object({
-    id: external_exports.number().int().optional(),
-    event: external_exports.string(),
-    head_sha: external_exports.string().regex(SHA),
-    pull_requests: external_exports.array(external_exports.object({ number: external_exports.number().int().positive() })).default([]),
-    head_repository: external_exports.object({ full_name: external_exports.string() }).nullable().optional()
-  })
-});
-var PULL_REQUEST_EVENTS = ["pull_request", "pull_request_target"];
-function readPayload(file2) {
-  if (!file2) return {};
-  let text2;
-  try {
-    text2 = fs3.readFileSync(file2, "utf8");
-  } catch {
-    return {};
-  }
-  try {
-    return JSON.parse(text2);
-  } catch (e) {
-    throw new UserError(`GITHUB_EVENT_PATH ${file2}: not JSON: ${e.message.split("\n")[0]}`);
-  }
-}
-function pullRequestOf(eventName, payload, repository) {
-  if (!PULL_REQUEST_EVENTS.includes(eventName)) return void 0;
-  const pr = PullRequestPayload.safeParse(payload);
-  if (!pr.success) return void 0;
-  const head = pr.data.pull_request.head.repo;
-  const base = pr.data.pull_request.base?.repo.full_name ?? repository;
-  return {
-    number: pr.data.pull_request.number,
-    headSha: pr.data.pull_request.head.sha,
-    // A deleted head repository (null) was a fork.
-    fromFork: head === null ? true : head === void 0 ? false : head.full_name !== base
-  };
-}
-function pullRequestOfRun(env = process.env) {
-  let payload;
-  try {
-    payload = readPayload(env.GITHUB_EVENT_PATH);
-  } catch {
-    return void 0;
-  }
-  const pr = pullRequestOf(env.GITHUB_EVENT_NAME ?? "", payload, env.GITHUB_REPOSITORY);
-  return pr && recordedPullRequest(pr);
-}
-function recordedPullRequest(pr) {
-  return { number: pr.number, head_sha: pr.headSha };
-}
-
-// src/pipeline/run.ts
-var fs12 = __toESM(require("fs"));
-var path12 = __toESM(require("path"));
+// src/onnx/write.ts
+var fs4 = __toESM(require("fs"));
+var path4 = __toESM(require("path"));
+var import_onnx_proto4 = __toESM(require_onnx());
 
 // src/util/files.ts
-var fs4 = __toESM(require("fs"));
-var path3 = __toESM(require("path"));
+var fs = __toESM(require("fs"));
+var path = __toESM(require("path"));
 function temporaryName(file2) {
   return `${file2}.tmp-${process.pid}-${Date.now()}`;
 }
 function writeFileAtomic(file2, data) {
-  fs4.mkdirSync(path3.dirname(path3.resolve(file2)), { recursive: true });
+  fs.mkdirSync(path.dirname(path.resolve(file2)), { recursive: true });
   const tmp = temporaryName(file2);
   try {
-    fs4.writeFileSync(tmp, data);
-    fs4.renameSync(tmp, file2);
+    fs.writeFileSync(tmp, data);
+    fs.renameSync(tmp, file2);
   } catch (e) {
-    fs4.rmSync(tmp, { force: true });
+    fs.rmSync(tmp, { force: true });
     throw e;
   }
 }
@@ -37762,64 +37322,6 @@ function writeJsonAtomic(file2, value) {
   writeFileAtomic(file2, `${JSON.stringify(value, null, 2)}
 `);
 }
-
-// src/eval/calibration.ts
-var fs11 = __toESM(require("fs"));
-var path9 = __toESM(require("path"));
-var import_yaml2 = __toESM(require_dist());
-
-// src/graph/graph.ts
-var import_onnx_proto3 = __toESM(require_onnx());
-
-// src/onnx/reads.ts
-function nodeReads(node2) {
-  const reads = [...node2.input ?? []];
-  for (const a of node2.attribute ?? []) {
-    for (const g of [a.g, ...a.graphs ?? []]) if (g) reads.push(...subgraphOuterReads(g));
-  }
-  return reads;
-}
-function subgraphOuterReads(g) {
-  const local = /* @__PURE__ */ new Set([
-    ...(g.input ?? []).map((v) => v.name ?? ""),
-    ...(g.initializer ?? []).map((t) => t.name ?? "")
-  ]);
-  for (const n of g.node ?? []) for (const o of n.output ?? []) local.add(o);
-  const reads = [];
-  for (const n of g.node ?? []) for (const i of nodeReads(n)) if (i && !local.has(i)) reads.push(i);
-  return reads;
-}
-function graphDefect(graph) {
-  const nodes = graph.node ?? [];
-  const provided = /* @__PURE__ */ new Set([...(graph.input ?? []).map((v) => v.name ?? ""), ...(graph.initializer ?? []).map((t) => t.name ?? "")]);
-  const producer = /* @__PURE__ */ new Map();
-  nodes.forEach((n, i) => (n.output ?? []).forEach((o) => o && producer.set(o, i)));
-  const label = (n) => `node '${n.name || n.output?.[0] || "?"}' (${n.opType})`;
-  for (const n of nodes) {
-    for (const i of nodeReads(n)) {
-      if (i && !provided.has(i) && !producer.has(i)) return `${label(n)} reads '${i}', which no node, graph input or initializer provides`;
-    }
-  }
-  const waiting = nodes.map((n) => new Set(nodeReads(n).filter((i) => i && !provided.has(i)).map((i) => producer.get(i))));
-  const readers = /* @__PURE__ */ new Map();
-  waiting.forEach((deps, i) => deps.forEach((d) => readers.set(d, [...readers.get(d) ?? [], i])));
-  const ready = waiting.flatMap((deps, i) => deps.size === 0 ? [i] : []);
-  let done = 0;
-  while (ready.length) {
-    const i = ready.pop();
-    done++;
-    for (const r of readers.get(i) ?? []) {
-      waiting[r].delete(i);
-      if (waiting[r].size === 0) ready.push(r);
-    }
-  }
-  if (done < nodes.length) return `the graph has a cycle through ${label(nodes[waiting.findIndex((w) => w.size > 0)])}`;
-  return void 0;
-}
-
-// src/onnx/tensor.ts
-var import_long = __toESM(require_long());
-var import_onnx_proto2 = __toESM(require_onnx());
 
 // src/onnx/dtype.ts
 var import_onnx_proto = __toESM(require_onnx());
@@ -37898,7 +37400,119 @@ function floatToBfloat16(v) {
   return x + 32767 + (x >>> 16 & 1) >>> 16 & 65535;
 }
 
+// src/onnx/external.ts
+var fs2 = __toESM(require("fs"));
+var path2 = __toESM(require("path"));
+var import_onnx_proto2 = __toESM(require_onnx());
+function isExternal(t) {
+  return t.dataLocation === import_onnx_proto2.onnx.TensorProto.DataLocation.EXTERNAL;
+}
+function externalLocation(t, modelDir, modelPath) {
+  const entries = new Map((t.externalData ?? []).map((e) => [e.key ?? "", e.value ?? ""]));
+  const location = entries.get("location");
+  if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
+  const normalized = location.replace(/\\/g, "/");
+  if (path2.isAbsolute(location) || path2.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
+    throw new UserError(
+      `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
+    );
+  }
+  const root = path2.resolve(modelDir);
+  const file2 = path2.resolve(root, normalized);
+  if (file2 !== root && !file2.startsWith(root + path2.sep)) {
+    throw new UserError(
+      `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
+    );
+  }
+  const offset = entries.has("offset") ? Number(entries.get("offset")) : 0;
+  const length = entries.has("length") ? Number(entries.get("length")) : void 0;
+  if (!Number.isSafeInteger(offset) || offset < 0 || length !== void 0 && (!Number.isSafeInteger(length) || length < 0)) {
+    throw new UserError(`${modelPath}: tensor '${t.name}' has an invalid external data offset or length`);
+  }
+  return { file: file2, location, offset, length };
+}
+function checkExternal(t, loc, modelPath, expectedBytes) {
+  let size;
+  try {
+    size = fs2.statSync(loc.file).size;
+  } catch {
+    throw new UserError(
+      `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
+    );
+  }
+  if (loc.length !== void 0 && loc.length !== expectedBytes) {
+    throw new UserError(
+      `${modelPath}: tensor '${t.name}' has external data length ${loc.length} but its shape needs ${expectedBytes} bytes; the model is damaged (re-export it)`
+    );
+  }
+  const length = loc.length ?? expectedBytes;
+  if (loc.offset + length > size) {
+    throw new UserError(
+      `${modelPath}: external data file '${loc.location}' is too short for tensor '${t.name}' (needs bytes ${loc.offset}..${loc.offset + length}, file has ${size}); it is truncated or belongs to another model`
+    );
+  }
+}
+function readTensorData(dtype, file2, offset, length) {
+  const info = dtypeInfo(dtype);
+  if (length % info.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info.name} elements`);
+  const buffer = new ArrayBuffer(length);
+  const bytes2 = new Uint8Array(buffer);
+  const fd = fs2.openSync(file2, "r");
+  try {
+    let done = 0;
+    while (done < length) {
+      const n = fs2.readSync(fd, bytes2, done, length - done, offset + done);
+      if (n === 0) throw new Error(`unexpected end of ${file2}`);
+      done += n;
+    }
+  } finally {
+    fs2.closeSync(fd);
+  }
+  return new info.array(buffer, 0, length / info.bytes);
+}
+
+// src/onnx/spill.ts
+var fs3 = __toESM(require("fs"));
+var os = __toESM(require("os"));
+var path3 = __toESM(require("path"));
+var spillThreshold = 8 * 2 ** 20;
+function spillMinBytes() {
+  return spillThreshold;
+}
+var spilled = /* @__PURE__ */ new WeakMap();
+var store;
+function openStore() {
+  if (store) return store;
+  const dir = fs3.mkdtempSync(path3.join(os.tmpdir(), "prune-gate-spill-"));
+  const file2 = path3.join(dir, "tensors.bin");
+  store = { file: file2, fd: fs3.openSync(file2, "w+"), size: 0 };
+  process.once("exit", () => fs3.rmSync(dir, { recursive: true, force: true }));
+  return store;
+}
+function spillTensor(proto, bytes2) {
+  const s = openStore();
+  let done = 0;
+  while (done < bytes2.byteLength) done += fs3.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
+  spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
+  s.size += bytes2.byteLength;
+}
+function spilledRange(proto) {
+  return spilled.get(proto);
+}
+var deferred = /* @__PURE__ */ new WeakMap();
+function deferTensor(proto, stream) {
+  deferred.set(proto, stream);
+}
+function deferredStream(proto) {
+  return deferred.get(proto);
+}
+function isSpilled(proto) {
+  return spilled.has(proto) || deferred.has(proto);
+}
+
 // src/onnx/tensor.ts
+var import_long = __toESM(require_long());
+var import_onnx_proto3 = __toESM(require_onnx());
 function toNumber(v) {
   if (v === null || v === void 0) return 0;
   return typeof v === "number" ? v : import_long.default.fromValue(v).toNumber();
@@ -38049,12 +37663,752 @@ function takeAlongAxis(t, axis, keep) {
   return { dtype: t.dtype, dims: newDims, data: out };
 }
 function tensorToProto(name, t) {
-  return import_onnx_proto2.onnx.TensorProto.create({
+  return import_onnx_proto3.onnx.TensorProto.create({
     name,
     dataType: t.dtype,
     dims: [...t.dims],
     rawData: dataAsBytes(t.data)
   });
+}
+
+// src/onnx/write.ts
+var EXTERNAL_DATA_MODES = ["auto", "always", "never"];
+var PROTOBUF_LIMIT = 2 ** 31 - 1;
+var EXTERNAL_MIN_BYTES = 1024;
+var DATA_ALIGN = 4096;
+function writeModel(model, file2, options = {}) {
+  const out = path4.resolve(file2);
+  if (model.origin && path4.resolve(model.origin) === out) {
+    throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
+  }
+  const mode = options.externalData ?? "auto";
+  const inline = model.initializers.map((t) => entryFor(model, t, false));
+  const inlineBytes = messageLayout(model, inline).size;
+  if (mode === "never" && inlineBytes > PROTOBUF_LIMIT) {
+    throw new UserError(
+      `${file2}: with its weights inline the model would be ${gib(inlineBytes)}, above protobuf's 2 GiB limit; write it with external data (external-data: auto or always)`
+    );
+  }
+  const external = mode === "always" || mode === "auto" && (model.hadExternalData || inlineBytes > PROTOBUF_LIMIT);
+  const dataName = `${path4.basename(out)}.data`;
+  const dataPath = path4.join(path4.dirname(out), dataName);
+  if (external) {
+    for (const t of model.initializers) {
+      if (isExternal(t) && externalLocation(t, model.dir, model.origin).file === dataPath) {
+        throw new UserError(`refusing to overwrite ${dataPath}: it holds the input model's weights; choose another output path`);
+      }
+    }
+  }
+  fs4.mkdirSync(path4.dirname(out), { recursive: true });
+  const tmpModel = temporaryName(out);
+  const tmpData = external ? temporaryName(dataPath) : void 0;
+  const sinks = [];
+  try {
+    let entries = inline;
+    let dataBytes = 0;
+    if (tmpData) {
+      const data = new FileSink(tmpData);
+      sinks.push(data);
+      entries = model.initializers.map((t) => entryFor(model, t, true));
+      entries = entries.map((e) => {
+        if (!e.source || e.length < EXTERNAL_MIN_BYTES) return e;
+        data.pad(DATA_ALIGN);
+        const offset = data.position;
+        data.copy(e.source, e.length, e.proto.name ?? "");
+        const proto = import_onnx_proto4.onnx.TensorProto.create({
+          ...e.proto,
+          dataLocation: import_onnx_proto4.onnx.TensorProto.DataLocation.EXTERNAL,
+          externalData: [
+            { key: "location", value: dataName },
+            { key: "offset", value: String(offset) },
+            { key: "length", value: String(e.length) }
+          ]
+        });
+        return { proto, length: 0 };
+      });
+      data.close();
+      dataBytes = data.position;
+    }
+    const layout = messageLayout(model, entries);
+    const sink = new FileSink(tmpModel);
+    sinks.push(sink);
+    writeMessage(sink, layout, entries);
+    sink.close();
+    if (sink.position !== layout.size) throw new Error(`internal: wrote ${sink.position} bytes of a ${layout.size}-byte model`);
+    if (tmpData) fs4.renameSync(tmpData, dataPath);
+    fs4.renameSync(tmpModel, out);
+    return { path: out, dataPath: external ? dataPath : void 0, bytes: layout.size + dataBytes };
+  } catch (e) {
+    for (const s of sinks) s.close();
+    for (const f of [tmpModel, tmpData]) if (f) fs4.rmSync(f, { force: true });
+    throw e;
+  }
+}
+function gib(bytes2) {
+  return `${(bytes2 / 2 ** 30).toFixed(2)} GiB`;
+}
+function entryFor(model, t, external) {
+  if (!isSupportedDType(t.dataType)) return { proto: t, length: 0 };
+  const length = protoBytes(t);
+  const inMemory = !isExternal(t) && !isSpilled(t);
+  if (inMemory && (external ? length < EXTERNAL_MIN_BYTES : !(t.rawData?.byteLength > 0))) return { proto: t, length: 0 };
+  return { proto: withoutData(t), source: model.tensorSource(t), length };
+}
+function withoutData(t) {
+  const copy = import_onnx_proto4.onnx.TensorProto.create({ ...t, floatData: [], int32Data: [], int64Data: [], doubleData: [], uint64Data: [], externalData: [] });
+  delete copy.rawData;
+  if (isExternal(t)) copy.dataLocation = import_onnx_proto4.onnx.TensorProto.DataLocation.DEFAULT;
+  return copy;
+}
+var MODEL_BEFORE_GRAPH = ["irVersion", "producerName", "producerVersion", "domain", "modelVersion", "docString"];
+var GRAPH_BEFORE_INITIALIZERS = ["node", "name"];
+var TENSOR_BEFORE_RAW_DATA = ["dims", "dataType", "segment", "floatData", "int32Data", "stringData", "int64Data", "name"];
+var TAG_GRAPH = 7 << 3 | 2;
+var TAG_INITIALIZER = 5 << 3 | 2;
+var TAG_RAW_DATA = 9 << 3 | 2;
+function split(message, before, field) {
+  const head = {};
+  const tail = {};
+  for (const key of Object.keys(message)) {
+    if (key === field) continue;
+    (before.includes(key) ? head : tail)[key] = message[key];
+  }
+  return [head, tail];
+}
+function messageLayout(model, entries) {
+  const [modelFields, modelRest] = split(model.proto, MODEL_BEFORE_GRAPH, "graph");
+  const [graphFields, graphRest] = split(model.graph, GRAPH_BEFORE_INITIALIZERS, "initializer");
+  const tensors = entries.map((e) => {
+    if (!e.source) {
+      const head2 = import_onnx_proto4.onnx.TensorProto.encode(e.proto).finish();
+      return { head: head2, tail: new Uint8Array(0), size: head2.byteLength };
+    }
+    const [before, after] = split(e.proto, TENSOR_BEFORE_RAW_DATA, "rawData");
+    const head = import_onnx_proto4.onnx.TensorProto.encode(import_onnx_proto4.onnx.TensorProto.create(before)).finish();
+    const tail = import_onnx_proto4.onnx.TensorProto.encode(import_onnx_proto4.onnx.TensorProto.create(after)).finish();
+    return { head, tail, size: head.byteLength + fieldBytes(e.length) + tail.byteLength };
+  });
+  const graphHead = import_onnx_proto4.onnx.GraphProto.encode(import_onnx_proto4.onnx.GraphProto.create(graphFields)).finish();
+  const graphTail = import_onnx_proto4.onnx.GraphProto.encode(import_onnx_proto4.onnx.GraphProto.create(graphRest)).finish();
+  const graphSize = graphHead.byteLength + tensors.reduce((sum, t) => sum + fieldBytes(t.size), 0) + graphTail.byteLength;
+  const modelHead = import_onnx_proto4.onnx.ModelProto.encode(import_onnx_proto4.onnx.ModelProto.create(modelFields)).finish();
+  const modelTail = import_onnx_proto4.onnx.ModelProto.encode(import_onnx_proto4.onnx.ModelProto.create(modelRest)).finish();
+  const size = modelHead.byteLength + fieldBytes(graphSize) + modelTail.byteLength;
+  return { modelHead, graphHead, tensors, graphTail, modelTail, graphSize, size };
+}
+function fieldBytes(length) {
+  return 1 + varint(length).byteLength + length;
+}
+function varint(value) {
+  const bytes2 = [];
+  for (let v = value; ; v = Math.floor(v / 128)) {
+    if (v < 128) {
+      bytes2.push(v);
+      return Uint8Array.from(bytes2);
+    }
+    bytes2.push(v % 128 | 128);
+  }
+}
+function writeMessage(sink, layout, entries) {
+  const delimited = (tag, length) => {
+    sink.write(Uint8Array.of(tag));
+    sink.write(varint(length));
+  };
+  sink.write(layout.modelHead);
+  delimited(TAG_GRAPH, layout.graphSize);
+  sink.write(layout.graphHead);
+  entries.forEach((e, i) => {
+    const t = layout.tensors[i];
+    delimited(TAG_INITIALIZER, t.size);
+    sink.write(t.head);
+    if (e.source) {
+      delimited(TAG_RAW_DATA, e.length);
+      sink.copy(e.source, e.length, e.proto.name ?? "");
+    }
+    sink.write(t.tail);
+  });
+  sink.write(layout.graphTail);
+  sink.write(layout.modelTail);
+}
+var BUFFER_BYTES = 4 * 2 ** 20;
+var COPY_BYTES = 16 * 2 ** 20;
+var copyBuffer;
+var FileSink = class {
+  position = 0;
+  fd;
+  buffer = Buffer.allocUnsafe(BUFFER_BYTES);
+  buffered = 0;
+  constructor(file2) {
+    this.fd = fs4.openSync(file2, "w");
+  }
+  write(bytes2) {
+    if (bytes2.byteLength >= BUFFER_BYTES / 4) {
+      this.flush();
+      writeAll(this.fd, bytes2);
+    } else {
+      if (this.buffered + bytes2.byteLength > BUFFER_BYTES) this.flush();
+      this.buffer.set(bytes2, this.buffered);
+      this.buffered += bytes2.byteLength;
+    }
+    this.position += bytes2.byteLength;
+  }
+  /** Zeros up to the next multiple of `align`. */
+  pad(align) {
+    const pad2 = (align - this.position % align) % align;
+    if (pad2) this.write(new Uint8Array(pad2));
+  }
+  /** Writes a tensor's `length` bytes from where they lie. */
+  copy(source, length, name) {
+    const start = this.position;
+    if ("bytes" in source) this.write(source.bytes);
+    else if ("stream" in source) source.stream((chunk) => this.write(chunk));
+    else this.copyRange(source.file, source.offset, length);
+    if (this.position - start !== length) throw new Error(`internal: tensor '${name}' gave ${this.position - start} bytes, expected ${length}`);
+  }
+  copyRange(file2, from, length) {
+    copyBuffer ??= Buffer.allocUnsafe(COPY_BYTES);
+    this.flush();
+    const src = fs4.openSync(file2, "r");
+    try {
+      for (let done = 0; done < length; ) {
+        const n = fs4.readSync(src, copyBuffer, 0, Math.min(COPY_BYTES, length - done), from + done);
+        if (n === 0) throw new Error(`unexpected end of ${file2}`);
+        writeAll(this.fd, copyBuffer.subarray(0, n));
+        done += n;
+      }
+    } finally {
+      fs4.closeSync(src);
+    }
+    this.position += length;
+  }
+  flush() {
+    if (this.buffered === 0) return;
+    writeAll(this.fd, this.buffer.subarray(0, this.buffered));
+    this.buffered = 0;
+  }
+  /** Flushes and closes; safe to call again after an error. */
+  close() {
+    if (this.fd === void 0) return;
+    const fd = this.fd;
+    this.fd = void 0;
+    try {
+      if (this.buffered) writeAll(fd, this.buffer.subarray(0, this.buffered));
+      this.buffered = 0;
+    } finally {
+      fs4.closeSync(fd);
+    }
+  }
+};
+function writeAll(fd, data) {
+  let done = 0;
+  while (done < data.byteLength) done += fs4.writeSync(fd, data, done, data.byteLength - done);
+}
+
+// src/quantize/options.ts
+var QUANTIZE_MODES = ["none", "int8", "int4"];
+var DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
+var DEFAULT_KEEP_FLOAT = 2;
+var DEFAULT_KEEP_FLOAT_RATIO = 1.5;
+var KEEP_FLOAT_MIN_ERROR = 0.02;
+var DEFAULT_EMBEDDING_BITS = 8;
+function checkOptions(o) {
+  if (o.bits !== 8 && o.bits !== 4) throw new UserError(`quantize: bits must be 8 or 4 (got ${String(o.bits)})`);
+  const blockSize = o.blockSize ?? DEFAULT_BLOCK_SIZE[o.bits];
+  if (!Number.isInteger(blockSize) || blockSize < 16 || blockSize > 256 || (blockSize & blockSize - 1) !== 0) {
+    throw new UserError(`quantize: block size must be a power of two from 16 to 256 (got ${blockSize})`);
+  }
+  const keepFloat = o.keepFloat ?? DEFAULT_KEEP_FLOAT;
+  if (!Number.isInteger(keepFloat) || keepFloat < 0) throw new UserError(`quantize: keepFloat must be a whole number >= 0 (got ${keepFloat})`);
+  const keepFloatRatio = o.keepFloatRatio ?? DEFAULT_KEEP_FLOAT_RATIO;
+  if (!(keepFloatRatio >= 0)) throw new UserError(`quantize: keepFloatRatio must be a number >= 0 (got ${keepFloatRatio})`);
+  const embeddings = o.embeddings === void 0 || o.embeddings === true ? DEFAULT_EMBEDDING_BITS : o.embeddings;
+  if (embeddings !== false && embeddings !== 8 && embeddings !== 4) {
+    throw new UserError(`quantize: embeddings must be true, false, 8 or 4 (got ${String(o.embeddings)})`);
+  }
+  return {
+    bits: o.bits,
+    blockSize,
+    keepFloat,
+    keepFloatRatio,
+    embeddings,
+    embeddingBlockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE[embeddings || o.bits],
+    gemm: o.gemm ?? "int8",
+    conv: o.conv ?? "float",
+    accuracyLevel: o.accuracyLevel ?? 4,
+    exceptions: o.exceptions ?? "int8",
+    calibration: o.calibration
+  };
+}
+
+// src/prune/types.ts
+var ALLOCATIONS = ["auto", "global", "uniform", "ffn-only", "measured"];
+function newPruneMemory() {
+  return { scales: /* @__PURE__ */ new Map() };
+}
+
+// src/util/format.ts
+function grouped(n) {
+  const [int3, frac] = String(Math.round(n * 100) / 100).split(".");
+  const sign = int3.startsWith("-") ? "-" : "";
+  const digits = sign ? int3.slice(1) : int3;
+  return sign + digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",") + (frac ? `.${frac}` : "");
+}
+function si(n) {
+  const units = [
+    [1e12, "T"],
+    [1e9, "G"],
+    [1e6, "M"],
+    [1e3, "K"]
+  ];
+  for (const [scale, unit] of units) if (Math.abs(n) >= scale) return `${(n / scale).toPrecision(3)} ${unit}`;
+  return String(Math.round(n));
+}
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toPrecision(3)} ${units[i]}`;
+}
+function shape(dims) {
+  return `[${dims.map((d) => d === null ? "?" : String(d)).join(", ")}]`;
+}
+function table(rows, indent = "") {
+  const widths = [];
+  for (const row2 of rows) row2.forEach((cell, i) => widths[i] = Math.max(widths[i] ?? 0, cell.length));
+  return rows.map((row2) => indent + row2.map((cell, i) => i < row2.length - 1 ? cell.padEnd(widths[i]) : cell).join("  "));
+}
+function quoted(v) {
+  if (typeof v !== "string") return JSON.stringify(v) ?? String(v);
+  const s = JSON.stringify(v.length > 80 ? `${v.slice(0, 79)}…` : v);
+  return `'${s.slice(1, -1)}'`;
+}
+
+// src/util/paths.ts
+var fs5 = __toESM(require("fs"));
+var path5 = __toESM(require("path"));
+function displayPath(file2) {
+  const rel = path5.relative(process.cwd(), file2);
+  return rel && !rel.startsWith("..") && !path5.isAbsolute(rel) ? rel : file2;
+}
+function checkedPath(file2, where, kind, base) {
+  const abs = base ? path5.resolve(base, file2) : path5.resolve(file2);
+  let stat;
+  try {
+    stat = fs5.statSync(abs);
+  } catch {
+    throw new UserError(`${where}: ${kind} not found: ${displayPath(abs)}`);
+  }
+  if (kind === "file" && !stat.isFile() || kind === "folder" && !stat.isDirectory()) throw new UserError(`${where}: not a ${kind}: ${displayPath(abs)}`);
+  return abs;
+}
+
+// src/util/validation.ts
+function keyPath(parts) {
+  let out = "";
+  for (const p of parts) out += typeof p === "number" ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+function distance(a, b) {
+  const row2 = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row2[0];
+    row2[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row2[j];
+      row2[j] = Math.min(row2[j] + 1, row2[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row2[b.length];
+}
+function closest(word, choices) {
+  let best;
+  let bestD = Infinity;
+  for (const c of choices) {
+    const d = distance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestD) [best, bestD] = [c, d];
+  }
+  return best !== void 0 && bestD <= Math.max(2, Math.floor(word.length / 3)) && bestD < word.length ? best : void 0;
+}
+var TYPE_WORDS = { object: "a mapping", array: "a list", string: "a string", number: "a number", boolean: "true or false" };
+function describe3(v) {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "a list";
+  if (typeof v === "object") return "a mapping";
+  if (typeof v === "string") return `'${v}'`;
+  return String(v);
+}
+function knownKeys(schema, at) {
+  let s = schema;
+  for (const p of at) {
+    s = unwrap(s);
+    const shape3 = s.shape;
+    if (!shape3 || typeof p !== "string") return [];
+    s = shape3[p];
+  }
+  s = unwrap(s);
+  const shape2 = s?.shape;
+  return shape2 ? Object.keys(shape2) : [];
+}
+function unwrap(s) {
+  let cur = s;
+  while (cur?.def?.innerType) cur = cur.def.innerType;
+  return cur;
+}
+function formatIssue(file2, issue2, schema) {
+  const where = keyPath(issue2.path);
+  const at = (p) => `${file2}: ${p ? `${p}: ` : ""}`;
+  switch (issue2.code) {
+    case "unrecognized_keys": {
+      const key = issue2.keys[0];
+      const hint = schema ? closest(key, knownKeys(schema, issue2.path)) : void 0;
+      return `${at(keyPath([...issue2.path, key]))}unknown key${hint ? ` (did you mean ${hint}?)` : ""}`;
+    }
+    case "invalid_type": {
+      const expected = issue2.message.startsWith("Invalid input") ? TYPE_WORDS[issue2.expected] ?? issue2.expected : issue2.message;
+      if (issue2.input === void 0) return `${at(where)}missing (expected ${expected})`;
+      return `${at(where)}expected ${expected}, found ${describe3(issue2.input)}`;
+    }
+    case "invalid_value":
+      if (!issue2.message.startsWith("Invalid")) return `${at(where)}${issue2.message}`;
+      return `${at(where)}${describe3(issue2.input)} is not one of ${issue2.values.map(String).join(", ")}`;
+    default:
+      return `${at(where)}${issue2.message}${issue2.input !== void 0 && !issue2.message.includes("found") ? ` (found ${describe3(issue2.input)})` : ""}`;
+  }
+}
+function parseWith(schema, data, file2) {
+  const r = schema.safeParse(data, { reportInput: true });
+  if (r.success) return r.data;
+  throw new UserError(formatIssue(file2, r.error.issues[0], schema));
+}
+
+// src/config/config.ts
+var DEFAULT_CONFIG = "prune-gate.yml";
+var DEFAULT_PRUNE = {
+  target: "auto",
+  maxTarget: 0.5,
+  structures: ["ffn", "heads", "channels"],
+  importance: "activation",
+  align: "auto",
+  compensate: "auto",
+  allocation: "auto",
+  steps: 5
+};
+var fraction = (what) => external_exports.number({ error: what }).gt(0, { error: what }).lt(1, { error: what });
+var ConfigFile = external_exports.strictObject({
+  model: external_exports.string({ error: "a path to an .onnx file" }).optional(),
+  calibration: external_exports.string({ error: "a path to a calibration folder" }).optional(),
+  prune: external_exports.strictObject({
+    // 0 prunes nothing: with quantize, the gate judges the quantized base model.
+    target: external_exports.union([external_exports.number(), external_exports.string()], { error: (i) => targetExpected(true, i.input) }).transform((v, ctx) => targetValue(v, true) ?? (ctx.addIssue({ code: "custom", message: targetExpected(true, v) }), external_exports.NEVER)).optional(),
+    "max-target": fraction("a fraction of parameters between 0 and 1 (0.6)").optional(),
+    structures: external_exports.array(external_exports.enum(["ffn", "heads", "channels"], { error: (i) => `unknown structure '${String(i.input)}' (expected ffn, heads, channels)` }), {
+      error: "a list of ffn, heads, channels"
+    }).min(1, { error: "at least one of ffn, heads, channels" }).optional(),
+    importance: external_exports.enum(["activation", "magnitude"]).optional(),
+    compensate: external_exports.enum(["auto", "none", "bias", "reconstruct"]).optional(),
+    allocation: external_exports.enum(ALLOCATIONS).optional(),
+    align: external_exports.union([external_exports.literal("auto"), external_exports.number({ error: "auto, or a whole number of units >= 1 (8 keeps widths multiples of 8)" }).int({ error: "a whole number of units >= 1" }).min(1, { error: "a whole number of units >= 1" }).max(256, { error: "at most 256" })], {
+      error: "auto, or a whole number of units >= 1 (8 keeps widths multiples of 8)"
+    }).optional(),
+    steps: external_exports.number({ error: "a whole number of steps >= 1" }).int({ error: "a whole number of steps >= 1" }).min(1, { error: "a whole number of steps >= 1" }).max(100, { error: "at most 100 steps" }).optional()
+  }).optional(),
+  quantize: external_exports.enum(QUANTIZE_MODES).optional(),
+  "keep-names": external_exports.boolean({ error: "true or false" }).optional(),
+  "external-data": external_exports.enum(EXTERNAL_DATA_MODES).optional(),
+  gate: external_exports.record(external_exports.string(), external_exports.unknown(), { error: "a mapping of metric names to bounds" }).optional(),
+  latency: external_exports.strictObject({
+    warmup: external_exports.number({ error: "a whole number >= 0" }).int({ error: "a whole number >= 0" }).min(0, { error: "a whole number >= 0" }).optional(),
+    runs: external_exports.number({ error: "a whole number >= 1" }).int({ error: "a whole number >= 1" }).min(1, { error: "a whole number >= 1" }).optional()
+  }).optional()
+});
+function loadConfig(file2) {
+  const abs = path6.resolve(file2);
+  const shown = displayPath(abs);
+  let text2;
+  try {
+    text2 = fs6.readFileSync(abs, "utf8");
+  } catch (e) {
+    const code = e.code;
+    if (code === "ENOENT") throw new UserError(`config file not found: ${shown}`);
+    throw new UserError(`cannot read config file ${shown}: ${e.message}`);
+  }
+  return parseConfig(text2, abs);
+}
+function parseConfig(text2, file2) {
+  const shown = displayPath(file2);
+  const doc = import_yaml.default.parseDocument(text2, { uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const err = doc.errors[0];
+    const line = err.linePos?.[0].line;
+    const message = err.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
+    throw new UserError(`${shown}:${line ? ` line ${line}:` : ""} not valid YAML: ${message}`);
+  }
+  const data = doc.toJS() ?? {};
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw new UserError(`${shown}: expected a mapping of keys (model, calibration, prune, quantize, gate)`);
+  }
+  const raw = parseWith(ConfigFile, data, shown);
+  const dir = path6.dirname(path6.resolve(file2));
+  const config2 = fromFile(raw, dir, shown);
+  config2.file = path6.resolve(file2);
+  return config2;
+}
+function fromFile(raw, dir, shown) {
+  const p = raw.prune ?? {};
+  return {
+    model: raw.model !== void 0 ? checkedPath(raw.model, `${shown}: model`, "file", dir) : void 0,
+    calibration: raw.calibration !== void 0 ? checkedPath(raw.calibration, `${shown}: calibration`, "file or folder", dir) : void 0,
+    prune: {
+      target: p.target ?? DEFAULT_PRUNE.target,
+      maxTarget: p["max-target"] ?? DEFAULT_PRUNE.maxTarget,
+      structures: p.structures ? [...new Set(p.structures)] : DEFAULT_PRUNE.structures,
+      importance: p.importance ?? DEFAULT_PRUNE.importance,
+      align: p.align ?? DEFAULT_PRUNE.align,
+      compensate: p.compensate ?? DEFAULT_PRUNE.compensate,
+      allocation: p.allocation ?? DEFAULT_PRUNE.allocation,
+      steps: p.steps ?? DEFAULT_PRUNE.steps
+    },
+    quantize: raw.quantize ?? "none",
+    keepNames: raw["keep-names"] ?? false,
+    externalData: raw["external-data"] ?? "auto",
+    gate: parseGate(raw.gate ?? {}, shown),
+    latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs }
+  };
+}
+function defaultConfig() {
+  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, externalData: "auto", gate: [], latency: { ...DEFAULT_LATENCY } };
+}
+function parseGate(gate, shown) {
+  const rules = [];
+  for (const [metric, spec] of Object.entries(gate)) {
+    const at = keyPath(["gate", metric]);
+    if (!METRIC_NAMES.includes(metric)) {
+      const hint = closest(metric, METRIC_NAMES);
+      throw new UserError(`${shown}: ${at}: unknown metric${hint ? ` (did you mean ${hint}?)` : ` (metrics: ${METRIC_NAMES.join(", ")})`}`);
+    }
+    const name = metric;
+    const allowed = METRICS[name].bounds;
+    if (typeof spec !== "object" || spec === null || Array.isArray(spec)) {
+      throw new UserError(`${shown}: ${at}: expected a bound such as { ${allowed[0]}: ${exampleValue(allowed[0])} }, found ${JSON.stringify(spec)}`);
+    }
+    const entries = Object.entries(spec);
+    if (entries.length !== 1) {
+      throw new UserError(`${shown}: ${at}: give exactly one bound (${allowed.join(" or ")}), found ${entries.length}`);
+    }
+    const [bound, value] = entries[0];
+    if (!allowed.includes(bound)) {
+      const what = BOUND_KINDS.includes(bound) ? "is not a bound of this metric" : "unknown bound";
+      throw new UserError(`${shown}: ${at}.${bound}: ${what}; ${metric} takes ${allowed.join(" or ")}`);
+    }
+    rules.push(parseRule(name, bound, value, `${shown}: ${at}.${bound}`));
+  }
+  return rules;
+}
+function exampleValue(bound) {
+  return bound === "max-drop" ? "0.01" : bound === "max-increase" ? "5%" : bound === "min-speedup" ? "1.2" : "0.5";
+}
+function parseRule(metric, bound, value, where) {
+  let number4;
+  let percent2 = false;
+  if (typeof value === "number" && Number.isFinite(value)) number4 = value;
+  else if (typeof value === "string" && /^\s*[-+]?(\d+(\.\d*)?|\.\d+)\s*%?\s*$/.test(value)) {
+    percent2 = value.includes("%");
+    number4 = parseFloat(value.replace("%", ""));
+  } else {
+    throw new UserError(`${where}: expected a number in the metric's unit (e.g. 0.01) or a percentage of the base model's value (e.g. 5%), found ${JSON.stringify(value)}`);
+  }
+  if (percent2 && bound === "min-speedup") {
+    throw new UserError(`${where}: min-speedup takes a factor such as 1.2 (20 % faster), not a percentage`);
+  }
+  const positive = bound === "min-speedup" || bound === "max-ratio";
+  if (bound !== "min" && bound !== "max" && number4 < 0 || positive && number4 === 0) {
+    throw new UserError(`${where}: must be ${positive ? "greater than 0" : "0 or more"}, found ${number4}`);
+  }
+  return { metric, bound, value: number4, percent: percent2, text: `${bound} ${percent2 ? `${number4}%` : number4}` };
+}
+function targetValue(value, auto) {
+  if (auto && typeof value === "string" && value.trim() === "auto") return "auto";
+  const n = typeof value === "number" ? value : typeof value === "string" && /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(value) ? Number(value) : NaN;
+  return n >= 0 && n < 1 ? n : void 0;
+}
+function targetExpected(auto, value) {
+  return `expected a fraction of parameters between 0 and 1 (e.g. 0.3)${auto ? " or auto" : ""}, found ${quoted(value)}`;
+}
+function parseTarget(value, where, options = { auto: true }) {
+  const target = targetValue(value, options.auto);
+  if (target === void 0) throw new UserError(`${where}: ${targetExpected(options.auto, value)}`);
+  return target;
+}
+function parseExternalData(value, where) {
+  if (EXTERNAL_DATA_MODES.includes(value)) return value;
+  throw new UserError(`${where}: expected ${EXTERNAL_DATA_MODES.join(", ")}, found ${quoted(value)}`);
+}
+function parseQuantize(value, where) {
+  if (QUANTIZE_MODES.includes(value)) return value;
+  throw new UserError(`${where}: expected ${QUANTIZE_MODES.join(", ")}, found ${quoted(value)}`);
+}
+function parseOverrides(raw, option) {
+  const o = {};
+  if (raw.model !== void 0) o.model = checkedPath(raw.model, option("model"), "file");
+  if (raw.calibration !== void 0) o.calibration = checkedPath(raw.calibration, option("calibration"), "file or folder");
+  if (raw.target !== void 0) o.target = parseTarget(raw.target, option("target"));
+  if (raw.quantize !== void 0) o.quantize = parseQuantize(raw.quantize, option("quantize"));
+  if (raw.keepNames) o.keepNames = true;
+  if (raw.externalData !== void 0) o.externalData = parseExternalData(raw.externalData, option("external-data"));
+  return o;
+}
+function applyOverrides(config2, o) {
+  const out = { ...config2, prune: { ...config2.prune } };
+  if (o.model !== void 0) out.model = o.model;
+  if (o.calibration !== void 0) out.calibration = o.calibration;
+  if (o.target !== void 0) out.prune.target = o.target;
+  if (o.quantize !== void 0) out.quantize = o.quantize;
+  if (o.keepNames) out.keepNames = true;
+  if (o.externalData !== void 0) out.externalData = o.externalData;
+  return out;
+}
+function resolveConfig(file2, overrides, option) {
+  const chosen = path6.resolve(file2 ?? DEFAULT_CONFIG);
+  let base;
+  if (fs6.existsSync(chosen)) base = loadConfig(chosen);
+  else if (file2 !== void 0) throw new UserError(`${option("config")}: file not found: ${displayPath(chosen)}`);
+  else if (overrides.model && overrides.calibration) base = defaultConfig();
+  else {
+    const missing = [overrides.model ? void 0 : option("model"), overrides.calibration ? void 0 : option("calibration")].filter(Boolean);
+    throw new UserError(`no ${DEFAULT_CONFIG} here and no ${missing.join(" or ")}: give ${option("config")} (a config file), or ${option("model")} and ${option("calibration")}`);
+  }
+  const config2 = applyOverrides(base, overrides);
+  const source = () => displayPath(config2.file);
+  if (!config2.model) throw new UserError(`${source()}: no model: set "model:" in it, or give ${option("model")}`);
+  if (!config2.calibration) throw new UserError(`${source()}: no calibration set: set "calibration:" in it, or give ${option("calibration")}`);
+  return config2;
+}
+
+// src/github/event.ts
+var fs7 = __toESM(require("fs"));
+var SHA = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
+var PullRequestPayload = external_exports.object({
+  pull_request: external_exports.object({
+    number: external_exports.number().int().positive(),
+    head: external_exports.object({
+      sha: external_exports.string().regex(SHA),
+      repo: external_exports.object({ full_name: external_exports.string() }).nullable().optional()
+    }),
+    base: external_exports.object({ repo: external_exports.object({ full_name: external_exports.string() }) }).optional()
+  })
+});
+var WorkflowRunPayload = external_exports.object({
+  workflow_run: external_exports.object({
+    id: external_exports.number().int().optional(),
+    event: external_exports.string(),
+    head_sha: external_exports.string().regex(SHA),
+    pull_requests: external_exports.array(external_exports.object({ number: external_exports.number().int().positive() })).default([]),
+    head_repository: external_exports.object({ full_name: external_exports.string() }).nullable().optional()
+  })
+});
+var PULL_REQUEST_EVENTS = ["pull_request", "pull_request_target"];
+function readPayload(file2) {
+  if (!file2) return {};
+  let text2;
+  try {
+    text2 = fs7.readFileSync(file2, "utf8");
+  } catch {
+    return {};
+  }
+  try {
+    return JSON.parse(text2);
+  } catch (e) {
+    throw new UserError(`GITHUB_EVENT_PATH ${file2}: not JSON: ${e.message.split("\n")[0]}`);
+  }
+}
+function pullRequestOf(eventName, payload, repository) {
+  if (!PULL_REQUEST_EVENTS.includes(eventName)) return void 0;
+  const pr = PullRequestPayload.safeParse(payload);
+  if (!pr.success) return void 0;
+  const head = pr.data.pull_request.head.repo;
+  const base = pr.data.pull_request.base?.repo.full_name ?? repository;
+  return {
+    number: pr.data.pull_request.number,
+    headSha: pr.data.pull_request.head.sha,
+    // A deleted head repository (null) was a fork.
+    fromFork: head === null ? true : head === void 0 ? false : head.full_name !== base
+  };
+}
+function pullRequestOfRun(env = process.env) {
+  let payload;
+  try {
+    payload = readPayload(env.GITHUB_EVENT_PATH);
+  } catch {
+    return void 0;
+  }
+  const pr = pullRequestOf(env.GITHUB_EVENT_NAME ?? "", payload, env.GITHUB_REPOSITORY);
+  return pr && recordedPullRequest(pr);
+}
+function recordedPullRequest(pr) {
+  return { number: pr.number, head_sha: pr.headSha };
+}
+
+// src/pipeline/run.ts
+var fs12 = __toESM(require("fs"));
+var path12 = __toESM(require("path"));
+
+// src/eval/calibration.ts
+var fs11 = __toESM(require("fs"));
+var path9 = __toESM(require("path"));
+var import_yaml2 = __toESM(require_dist());
+
+// src/graph/graph.ts
+var import_onnx_proto5 = __toESM(require_onnx());
+
+// src/onnx/reads.ts
+function nodeReads(node2) {
+  const reads = [...node2.input ?? []];
+  for (const a of node2.attribute ?? []) {
+    for (const g of [a.g, ...a.graphs ?? []]) if (g) reads.push(...subgraphOuterReads(g));
+  }
+  return reads;
+}
+function subgraphOuterReads(g) {
+  const local = /* @__PURE__ */ new Set([
+    ...(g.input ?? []).map((v) => v.name ?? ""),
+    ...(g.initializer ?? []).map((t) => t.name ?? "")
+  ]);
+  for (const n of g.node ?? []) for (const o of n.output ?? []) local.add(o);
+  const reads = [];
+  for (const n of g.node ?? []) for (const i of nodeReads(n)) if (i && !local.has(i)) reads.push(i);
+  return reads;
+}
+function graphDefect(graph) {
+  const nodes = graph.node ?? [];
+  const provided = /* @__PURE__ */ new Set([...(graph.input ?? []).map((v) => v.name ?? ""), ...(graph.initializer ?? []).map((t) => t.name ?? "")]);
+  const producer = /* @__PURE__ */ new Map();
+  nodes.forEach((n, i) => (n.output ?? []).forEach((o) => o && producer.set(o, i)));
+  const label = (n) => `node '${n.name || n.output?.[0] || "?"}' (${n.opType})`;
+  for (const n of nodes) {
+    for (const i of nodeReads(n)) {
+      if (i && !provided.has(i) && !producer.has(i)) return `${label(n)} reads '${i}', which no node, graph input or initializer provides`;
+    }
+  }
+  const waiting = nodes.map((n) => new Set(nodeReads(n).filter((i) => i && !provided.has(i)).map((i) => producer.get(i))));
+  const readers = /* @__PURE__ */ new Map();
+  waiting.forEach((deps, i) => deps.forEach((d) => readers.set(d, [...readers.get(d) ?? [], i])));
+  const ready = waiting.flatMap((deps, i) => deps.size === 0 ? [i] : []);
+  let done = 0;
+  while (ready.length) {
+    const i = ready.pop();
+    done++;
+    for (const r of readers.get(i) ?? []) {
+      waiting[r].delete(i);
+      if (waiting[r].size === 0) ready.push(r);
+    }
+  }
+  if (done < nodes.length) return `the graph has a cycle through ${label(nodes[waiting.findIndex((w) => w.size > 0)])}`;
+  return void 0;
 }
 
 // src/graph/graph.ts
@@ -38082,14 +38436,14 @@ function setAttrInts(node2, name, values) {
   if (a) a.ints = values;
   else
     (node2.attribute ??= []).push(
-      import_onnx_proto3.onnx.AttributeProto.create({ name, type: import_onnx_proto3.onnx.AttributeProto.AttributeType.INTS, ints: values })
+      import_onnx_proto5.onnx.AttributeProto.create({ name, type: import_onnx_proto5.onnx.AttributeProto.AttributeType.INTS, ints: values })
     );
 }
 function setAttrInt(node2, name, value) {
   const a = attr(node2, name);
   if (a) a.i = value;
   else
-    (node2.attribute ??= []).push(import_onnx_proto3.onnx.AttributeProto.create({ name, type: import_onnx_proto3.onnx.AttributeProto.AttributeType.INT, i: value }));
+    (node2.attribute ??= []).push(import_onnx_proto5.onnx.AttributeProto.create({ name, type: import_onnx_proto5.onnx.AttributeProto.AttributeType.INT, i: value }));
 }
 function nodeLabel(node2) {
   return node2.name || `${node2.opType}(${node2.output?.[0] ?? ""})`;
@@ -38163,232 +38517,6 @@ var path8 = __toESM(require("path"));
 var ort = __toESM(require("onnxruntime-node"));
 var import_onnx_proto7 = __toESM(require_onnx());
 
-// src/onnx/spill.ts
-var fs5 = __toESM(require("fs"));
-var os = __toESM(require("os"));
-var path4 = __toESM(require("path"));
-var spillThreshold = 8 * 2 ** 20;
-function spillMinBytes() {
-  return spillThreshold;
-}
-var spilled = /* @__PURE__ */ new WeakMap();
-var store;
-function openStore() {
-  if (store) return store;
-  const dir = fs5.mkdtempSync(path4.join(os.tmpdir(), "prune-gate-spill-"));
-  const file2 = path4.join(dir, "tensors.bin");
-  store = { file: file2, fd: fs5.openSync(file2, "w+"), size: 0 };
-  process.once("exit", () => fs5.rmSync(dir, { recursive: true, force: true }));
-  return store;
-}
-function spillTensor(proto, bytes2) {
-  const s = openStore();
-  let done = 0;
-  while (done < bytes2.byteLength) done += fs5.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
-  spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
-  s.size += bytes2.byteLength;
-}
-function spilledRange(proto) {
-  return spilled.get(proto);
-}
-var deferred = /* @__PURE__ */ new WeakMap();
-function deferTensor(proto, stream) {
-  deferred.set(proto, stream);
-}
-function deferredStream(proto) {
-  return deferred.get(proto);
-}
-function isSpilled(proto) {
-  return spilled.has(proto) || deferred.has(proto);
-}
-
-// src/onnx/write.ts
-var fs7 = __toESM(require("fs"));
-var path6 = __toESM(require("path"));
-var import_onnx_proto5 = __toESM(require_onnx());
-
-// src/onnx/external.ts
-var fs6 = __toESM(require("fs"));
-var path5 = __toESM(require("path"));
-var import_onnx_proto4 = __toESM(require_onnx());
-function isExternal(t) {
-  return t.dataLocation === import_onnx_proto4.onnx.TensorProto.DataLocation.EXTERNAL;
-}
-function externalLocation(t, modelDir, modelPath) {
-  const entries = new Map((t.externalData ?? []).map((e) => [e.key ?? "", e.value ?? ""]));
-  const location = entries.get("location");
-  if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
-  const normalized = location.replace(/\\/g, "/");
-  if (path5.isAbsolute(location) || path5.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
-    throw new UserError(
-      `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
-    );
-  }
-  const root = path5.resolve(modelDir);
-  const file2 = path5.resolve(root, normalized);
-  if (file2 !== root && !file2.startsWith(root + path5.sep)) {
-    throw new UserError(
-      `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
-    );
-  }
-  const offset = entries.has("offset") ? Number(entries.get("offset")) : 0;
-  const length = entries.has("length") ? Number(entries.get("length")) : void 0;
-  if (!Number.isSafeInteger(offset) || offset < 0 || length !== void 0 && (!Number.isSafeInteger(length) || length < 0)) {
-    throw new UserError(`${modelPath}: tensor '${t.name}' has an invalid external data offset or length`);
-  }
-  return { file: file2, location, offset, length };
-}
-function checkExternal(t, loc, modelPath, expectedBytes) {
-  let size;
-  try {
-    size = fs6.statSync(loc.file).size;
-  } catch {
-    throw new UserError(
-      `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
-    );
-  }
-  if (loc.length !== void 0 && loc.length !== expectedBytes) {
-    throw new UserError(
-      `${modelPath}: tensor '${t.name}' has external data length ${loc.length} but its shape needs ${expectedBytes} bytes; the model is damaged (re-export it)`
-    );
-  }
-  const length = loc.length ?? expectedBytes;
-  if (loc.offset + length > size) {
-    throw new UserError(
-      `${modelPath}: external data file '${loc.location}' is too short for tensor '${t.name}' (needs bytes ${loc.offset}..${loc.offset + length}, file has ${size}); it is truncated or belongs to another model`
-    );
-  }
-}
-function readTensorData(dtype, file2, offset, length) {
-  const info = dtypeInfo(dtype);
-  if (length % info.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info.name} elements`);
-  const buffer = new ArrayBuffer(length);
-  const bytes2 = new Uint8Array(buffer);
-  const fd = fs6.openSync(file2, "r");
-  try {
-    let done = 0;
-    while (done < length) {
-      const n = fs6.readSync(fd, bytes2, done, length - done, offset + done);
-      if (n === 0) throw new Error(`unexpected end of ${file2}`);
-      done += n;
-    }
-  } finally {
-    fs6.closeSync(fd);
-  }
-  return new info.array(buffer, 0, length / info.bytes);
-}
-
-// src/onnx/write.ts
-var INLINE_LIMIT = 2 ** 31 - 64 * 2 ** 20;
-var EXTERNAL_MIN_BYTES = 1024;
-var ALIGN = 64;
-function initializerBytes(t) {
-  if (!isSupportedDType(t.dataType ?? 0)) return 0;
-  return protoBytes(t);
-}
-function writeModel(model, file2, options = {}) {
-  const out = path6.resolve(file2);
-  if (model.origin && path6.resolve(model.origin) === out) {
-    throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
-  }
-  const graph = model.graph;
-  const total = model.initializers.reduce((sum, t) => sum + initializerBytes(t), 0);
-  const external = options.externalData ?? total > INLINE_LIMIT;
-  const dataName = `${path6.basename(out)}.data`;
-  const dataPath = path6.join(path6.dirname(out), dataName);
-  if (external) {
-    for (const t of model.initializers) {
-      if (isExternal(t) && externalLocation(t, model.dir, model.origin).file === dataPath) {
-        throw new UserError(`refusing to overwrite ${dataPath}: it holds the input model's weights; choose another output path`);
-      }
-    }
-  }
-  fs7.mkdirSync(path6.dirname(out), { recursive: true });
-  const tmpModel = temporaryName(out);
-  const tmpData = external ? temporaryName(dataPath) : void 0;
-  let fd;
-  try {
-    let offset = 0;
-    if (tmpData) fd = fs7.openSync(tmpData, "w");
-    const initializers = model.initializers.map((t) => {
-      const bytes2 = initializerBytes(t);
-      const inMemory = !isExternal(t) && !isSpilled(t);
-      const keepAsIs = !isSupportedDType(t.dataType) || inMemory && (!external || bytes2 < EXTERNAL_MIN_BYTES);
-      if (keepAsIs) return t;
-      const source = model.tensorSource(t);
-      const copy = import_onnx_proto5.onnx.TensorProto.create({ ...t, externalData: [], dataLocation: import_onnx_proto5.onnx.TensorProto.DataLocation.DEFAULT });
-      copy.floatData = [];
-      copy.int32Data = [];
-      copy.int64Data = [];
-      copy.doubleData = [];
-      copy.uint64Data = [];
-      if (fd === void 0 || bytes2 < EXTERNAL_MIN_BYTES) {
-        copy.rawData = "bytes" in source ? source.bytes : dataAsBytes(model.readTensorProto(t).data);
-        return copy;
-      }
-      const pad2 = (ALIGN - offset % ALIGN) % ALIGN;
-      if (pad2) fs7.writeSync(fd, Buffer.alloc(pad2), 0, pad2, offset);
-      offset += pad2;
-      const length = "bytes" in source ? source.bytes.byteLength : source.length;
-      if ("bytes" in source) writeAll(fd, source.bytes, offset);
-      else if ("stream" in source) {
-        let at = offset;
-        source.stream((chunk2) => {
-          writeAll(fd, chunk2, at);
-          at += chunk2.byteLength;
-        });
-        if (at - offset !== length) throw new Error(`internal: tensor '${t.name}' streamed ${at - offset} bytes, expected ${length}`);
-      } else copyRange(source.file, source.offset, length, fd, offset);
-      copy.rawData = new Uint8Array(0);
-      copy.dataLocation = import_onnx_proto5.onnx.TensorProto.DataLocation.EXTERNAL;
-      copy.externalData = [
-        { key: "location", value: dataName },
-        { key: "offset", value: String(offset) },
-        { key: "length", value: String(length) }
-      ];
-      offset += length;
-      return copy;
-    });
-    if (fd !== void 0) {
-      fs7.closeSync(fd);
-      fd = void 0;
-    }
-    const proto = import_onnx_proto5.onnx.ModelProto.create({
-      ...model.proto,
-      graph: import_onnx_proto5.onnx.GraphProto.create({ ...graph, initializer: initializers })
-    });
-    const encoded = import_onnx_proto5.onnx.ModelProto.encode(proto).finish();
-    fs7.writeFileSync(tmpModel, encoded);
-    if (tmpData) fs7.renameSync(tmpData, dataPath);
-    fs7.renameSync(tmpModel, out);
-    return { path: out, dataPath: external ? dataPath : void 0, bytes: encoded.byteLength + offset };
-  } catch (e) {
-    if (fd !== void 0) fs7.closeSync(fd);
-    for (const f of [tmpModel, tmpData]) if (f && fs7.existsSync(f)) fs7.unlinkSync(f);
-    throw e;
-  }
-}
-function writeAll(fd, data, at) {
-  let done = 0;
-  while (done < data.byteLength) done += fs7.writeSync(fd, data, done, data.byteLength - done, at + done);
-}
-var CHUNK = 16 * 2 ** 20;
-var chunk;
-function copyRange(file2, from, length, fd, at) {
-  chunk ??= Buffer.allocUnsafe(CHUNK);
-  const src = fs7.openSync(file2, "r");
-  try {
-    for (let done = 0; done < length; ) {
-      const n = fs7.readSync(src, chunk, 0, Math.min(CHUNK, length - done), from + done);
-      if (n === 0) throw new Error(`unexpected end of ${file2}`);
-      writeAll(fd, chunk.subarray(0, n), at + done);
-      done += n;
-    }
-  } finally {
-    fs7.closeSync(src);
-  }
-}
-
 // src/onnx/model.ts
 var fs8 = __toESM(require("fs"));
 var path7 = __toESM(require("path"));
@@ -38399,16 +38527,19 @@ function decodeModelProto(bytes2) {
   return import_onnx_proto6.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
 var OnnxModel = class _OnnxModel {
-  constructor(proto, path14, origin = path14) {
+  constructor(proto, path14, origin = path14, hadExternalData) {
     this.proto = proto;
     this.path = path14;
     this.origin = origin;
+    this.hadExternalData = hadExternalData ?? this.initializers.some(isExternal);
     this.reindexConstants();
   }
   proto;
   path;
   origin;
   constants = /* @__PURE__ */ new Map();
+  /** The model as read kept weights in external data files: writers keep that layout by default. */
+  hadExternalData;
   get graph() {
     return this.proto.graph;
   }
@@ -38660,12 +38791,12 @@ var OnnxModel = class _OnnxModel {
       fn(aligned, 0);
       return;
     }
-    const chunk2 = Math.max(1, Math.floor(maxBytes / rowBytes)) * rowBytes;
-    const buffer = new Uint8Array(new ArrayBuffer(chunk2));
+    const chunk = Math.max(1, Math.floor(maxBytes / rowBytes)) * rowBytes;
+    const buffer = new Uint8Array(new ArrayBuffer(chunk));
     const fd = fs8.openSync(source.file, "r");
     try {
-      for (let first = 0; first < source.length; first += chunk2) {
-        const bytes2 = buffer.subarray(0, Math.min(chunk2, source.length - first));
+      for (let first = 0; first < source.length; first += chunk) {
+        const bytes2 = buffer.subarray(0, Math.min(chunk, source.length - first));
         for (let done = 0; done < bytes2.byteLength; ) {
           const n = fs8.readSync(fd, bytes2, done, bytes2.byteLength - done, source.offset + first + done);
           if (n === 0) throw new Error(`unexpected end of ${source.file}`);
@@ -38739,9 +38870,9 @@ var OnnxModel = class _OnnxModel {
     if (stream) {
       const buffer = new Uint8Array(new ArrayBuffer(bytes2));
       let at = 0;
-      stream((chunk2) => {
-        buffer.set(chunk2, at);
-        at += chunk2.byteLength;
+      stream((chunk) => {
+        buffer.set(chunk, at);
+        at += chunk.byteLength;
       });
       return { dtype, dims, data: new (dtypeInfo(dtype)).array(buffer.buffer, 0, count2) };
     }
@@ -38784,7 +38915,7 @@ var OnnxModel = class _OnnxModel {
     try {
       const copy = decodeModelProto(import_onnx_proto6.onnx.ModelProto.encode(this.proto).finish());
       copy.graph.initializer = initializers.slice();
-      return new _OnnxModel(copy, "", this.origin);
+      return new _OnnxModel(copy, "", this.origin, this.hadExternalData);
     } finally {
       graph.initializer = initializers;
     }
@@ -38945,7 +39076,7 @@ async function sessionFromWrittenCopy(model, proto, opts) {
   const dir = fs9.mkdtempSync(path8.join(os2.tmpdir(), "prune-gate-session-"));
   try {
     const file2 = path8.join(dir, "model.onnx");
-    writeModel(OnnxModel.fromProto(proto, "", model.origin), file2, { externalData: true });
+    writeModel(OnnxModel.fromProto(proto, "", model.origin), file2, { externalData: "always" });
     return await ort.InferenceSession.create(file2, opts);
   } finally {
     fs9.rmSync(dir, { recursive: true, force: true });
@@ -40347,7 +40478,7 @@ function piecewise(whole, parts, axis, ctx) {
     offset += d[ax];
   }
 }
-var split = {
+var split2 = {
   link: (ctx) => piecewise(inputs(ctx.node)[0], outputs(ctx.node), attrInt(ctx.node, "axis", 0), ctx),
   // The sizes follow the new sizes of its outputs, in the form the opset takes them.
   resize({ node: node2, model, opset, newDims }) {
@@ -40584,7 +40715,7 @@ var OP_RULES = {
   Flatten: reshape,
   Squeeze: reshape,
   Unsqueeze: reshape,
-  Split: split,
+  Split: split2,
   Concat: concat,
   Slice: slice,
   Pad: pad,
@@ -43564,12 +43695,12 @@ async function chooseExceptions(work, candidates, opts, calibration, log) {
 }
 async function measureErrors(work, candidates, calibration, log) {
   for (let start = 0; start < candidates.length; start += PROBE_CHUNK) {
-    const chunk2 = candidates.slice(start, start + PROBE_CHUNK);
+    const chunk = candidates.slice(start, start + PROBE_CHUNK);
     const probe = work.clone();
     const graph = probe.graph;
     const pairs = [];
     const shared = /* @__PURE__ */ new Set();
-    for (const c of chunk2) {
+    for (const c of chunk) {
       const y = c.node.output[0];
       const twin = probe.uniqueName(`${y}__quantized`);
       for (const s of c.shared) shared.add(s);
@@ -43581,7 +43712,7 @@ async function measureErrors(work, candidates, calibration, log) {
     graph.node = [...shared, ...graph.node];
     addMsOpset(probe);
     const session = await sessionForProto(work, probe.proto);
-    const sums = chunk2.map(() => ({ diff: 0, ref: 0 }));
+    const sums = chunk.map(() => ({ diff: 0, ref: 0 }));
     try {
       const fetches = [...new Set(pairs.flat())];
       for await (const feeds of calibration()) {
@@ -43602,7 +43733,7 @@ async function measureErrors(work, candidates, calibration, log) {
     } finally {
       await session.release();
     }
-    chunk2.forEach((c, i) => {
+    chunk.forEach((c, i) => {
       c.error = sums[i].ref > 0 ? Math.sqrt(sums[i].diff / sums[i].ref) : sums[i].diff > 0 ? Infinity : 0;
       log(`quantize: ${c.label} at ${c.bits} bits: output ${formatError2(c.error)}`);
     });
@@ -44244,8 +44375,7 @@ async function runGate(options) {
   const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log });
   const stepsDir = path12.join(out, STEPS_DIR);
   try {
-    const external = base.initializers.some((t) => isExternal(t));
-    const deps = searchDeps({ options, set: set2, evaluator, stepsDir, external, prune, quantize, log });
+    const deps = searchDeps({ options, set: set2, evaluator, stepsDir, prune, quantize, log });
     const mode = config2.prune.target === "auto" ? "auto" : "fixed";
     const ratios = stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps);
     const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
@@ -44313,7 +44443,7 @@ function searchDeps(c) {
     evaluate: async (candidate, step) => {
       const dir = path12.join(c.stepsDir, `step-${step.index}`);
       fs12.rmSync(dir, { recursive: true, force: true });
-      const written = writeModel(candidate, path12.join(dir, PRUNED_NAME), c.external ? { externalData: true } : {});
+      const written = writeModel(candidate, path12.join(dir, PRUNED_NAME), { externalData: config2.externalData });
       const model = OnnxModel.read(written.path);
       const evaluation = await c.evaluator.evaluate(model);
       const metrics = judge(evaluation.values, config2.gate, c.set.task);
@@ -44515,7 +44645,7 @@ function register3(program2, ctx) {
     "--allocation <how>",
     "how removals are shared between layers: auto (with --calibration: global, uniform, FFN-only and by measured damage, the least damaging kept; without: uniform), global, uniform, ffn-only or measured",
     "auto"
-  ).option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--align <n>", "keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine", "auto").option("--report <file>", "also write what was removed as JSON").option("--external-data", "write the weights to <out>.data beside the model").action(async (flags) => {
+  ).option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--align <n>", "keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine", "auto").option("--report <file>", "also write what was removed as JSON").option("--external-data [mode]", "where the pruned model keeps its weights: auto (as the input model did), always (in <out>.data; the bare flag) or never (inline, at most 2 GiB)", "auto").action(async (flags) => {
     if (path13.resolve(flags.out) === path13.resolve(flags.model)) {
       throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
     }
@@ -44526,6 +44656,7 @@ function register3(program2, ctx) {
     const allocation = parseAllocation(flags.allocation, flags.calibration);
     const steps = Number(flags.steps);
     if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be a whole number of at least 1 (got '${flags.steps}')`);
+    const externalData = parseExternalData(flags.externalData === true ? "always" : flags.externalData, "--external-data");
     const align = flags.align === "auto" ? "auto" : Number(flags.align);
     if (align !== "auto" && (!Number.isInteger(align) || align < 1)) throw new UserError(`--align must be auto or a whole number of at least 1 (got '${flags.align}')`);
     const model = OnnxModel.read(flags.model);
@@ -44549,7 +44680,7 @@ function register3(program2, ctx) {
     } finally {
       await evaluator?.close();
     }
-    const written = writeModel(result.model, flags.out, { externalData: flags.externalData });
+    const written = writeModel(result.model, flags.out, { externalData });
     if (flags.report) writeJsonAtomic(flags.report, pruneReport(flags.model, written.path, result));
     ctx.stdout(formatPruned(result, flags.out));
   });
@@ -44621,9 +44752,9 @@ function formatPruned(r, out) {
 var flagName = (key) => `--${key}`;
 var DEFAULT_OUT = "out";
 function register4(program2, ctx) {
-  program2.command("run").description("prune the model step by step, evaluate it against the base on the calibration set, and gate it").option("-c, --config <file>", "the config file (default: prune-gate.yml in the current folder)").option("-m, --model <file>", "the .onnx model (overrides the config's model)").option("--calibration <dir>", "the calibration folder (overrides the config's calibration)").option("-o, --out <dir>", "where pruned.onnx, report.json and report.md are written", DEFAULT_OUT).option("-t, --target <ratio>", "fraction of parameters to remove (0.3), or auto for the gradual search").option("--quantize <mode>", "none, int8 or int4").option("--keep-names", "keep the exporter's intermediate tensor and node names in a quantized model (default: shortened)").option("--json", "print report.json instead of the Markdown report").action(async (flags) => {
+  program2.command("run").description("prune the model step by step, evaluate it against the base on the calibration set, and gate it").option("-c, --config <file>", "the config file (default: prune-gate.yml in the current folder)").option("-m, --model <file>", "the .onnx model (overrides the config's model)").option("--calibration <dir>", "the calibration folder (overrides the config's calibration)").option("-o, --out <dir>", "where pruned.onnx, report.json and report.md are written", DEFAULT_OUT).option("-t, --target <ratio>", "fraction of parameters to remove (0.3), or auto for the gradual search").option("--quantize <mode>", "none, int8 or int4").option("--keep-names", "keep the exporter's intermediate tensor and node names in a quantized model (default: shortened)").option("--external-data <mode>", "where pruned.onnx keeps its weights: auto (as the input model did), always (in pruned.onnx.data) or never (inline, at most 2 GiB); overrides the config's external-data").option("--json", "print report.json instead of the Markdown report").action(async (flags) => {
     const overrides = parseOverrides(
-      { model: flags.model, calibration: flags.calibration, target: flags.target, quantize: flags.quantize, keepNames: flags.keepNames },
+      { model: flags.model, calibration: flags.calibration, target: flags.target, quantize: flags.quantize, keepNames: flags.keepNames, externalData: flags.externalData },
       flagName
     );
     const config2 = resolveConfig(flags.config, overrides, flagName);

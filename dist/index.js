@@ -2091,10 +2091,10 @@ var require_request = __commonJS({
           channels.create.publish({ request: this });
         }
       }
-      onBodySent(chunk2) {
+      onBodySent(chunk) {
         if (this[kHandler].onBodySent) {
           try {
-            return this[kHandler].onBodySent(chunk2);
+            return this[kHandler].onBodySent(chunk);
           } catch (err) {
             this.abort(err);
           }
@@ -2137,11 +2137,11 @@ var require_request = __commonJS({
           this.abort(err);
         }
       }
-      onData(chunk2) {
+      onData(chunk) {
         assert2(!this.aborted);
         assert2(!this.completed);
         try {
-          return this[kHandler].onData(chunk2);
+          return this[kHandler].onData(chunk);
         } catch (err) {
           this.abort(err);
           return false;
@@ -4947,15 +4947,15 @@ var require_util2 = __commonJS({
       const bytes2 = [];
       let byteLength = 0;
       while (true) {
-        const { done, value: chunk2 } = await reader.read();
+        const { done, value: chunk } = await reader.read();
         if (done) {
           return Buffer.concat(bytes2, byteLength);
         }
-        if (!isUint8Array(chunk2)) {
+        if (!isUint8Array(chunk)) {
           throw new TypeError("Received non-Uint8Array chunk");
         }
-        bytes2.push(chunk2);
-        byteLength += chunk2.length;
+        bytes2.push(chunk);
+        byteLength += chunk.length;
       }
     }
     function urlIsLocal(url2) {
@@ -5058,18 +5058,18 @@ var require_util2 = __commonJS({
         super();
         this.#zlibOptions = zlibOptions;
       }
-      _transform(chunk2, encoding, callback) {
+      _transform(chunk, encoding, callback) {
         if (!this._inflateStream) {
-          if (chunk2.length === 0) {
+          if (chunk.length === 0) {
             callback();
             return;
           }
-          this._inflateStream = (chunk2[0] & 15) === 8 ? zlib.createInflate(this.#zlibOptions) : zlib.createInflateRaw(this.#zlibOptions);
+          this._inflateStream = (chunk[0] & 15) === 8 ? zlib.createInflate(this.#zlibOptions) : zlib.createInflateRaw(this.#zlibOptions);
           this._inflateStream.on("data", this.push.bind(this));
           this._inflateStream.on("end", () => this.push(null));
           this._inflateStream.on("error", (err) => this.destroy(err));
         }
-        this._inflateStream.write(chunk2, encoding, callback);
+        this._inflateStream.write(chunk, encoding, callback);
       }
       _final(callback) {
         if (this._inflateStream) {
@@ -5795,29 +5795,29 @@ Content-Disposition: form-data`;
         let hasUnknownSizeValue = false;
         for (const [name, value] of object2) {
           if (typeof value === "string") {
-            const chunk3 = textEncoder.encode(prefix + `; name="${escape(normalizeLinefeeds(name))}"\r
+            const chunk2 = textEncoder.encode(prefix + `; name="${escape(normalizeLinefeeds(name))}"\r
 \r
 ${normalizeLinefeeds(value)}\r
 `);
-            blobParts.push(chunk3);
-            length += chunk3.byteLength;
+            blobParts.push(chunk2);
+            length += chunk2.byteLength;
           } else {
-            const chunk3 = textEncoder.encode(`${prefix}; name="${escape(normalizeLinefeeds(name))}"` + (value.name ? `; filename="${escape(value.name)}"` : "") + `\r
+            const chunk2 = textEncoder.encode(`${prefix}; name="${escape(normalizeLinefeeds(name))}"` + (value.name ? `; filename="${escape(value.name)}"` : "") + `\r
 Content-Type: ${value.type || "application/octet-stream"}\r
 \r
 `);
-            blobParts.push(chunk3, value, rn);
+            blobParts.push(chunk2, value, rn);
             if (typeof value.size === "number") {
-              length += chunk3.byteLength + value.size + rn.byteLength;
+              length += chunk2.byteLength + value.size + rn.byteLength;
             } else {
               hasUnknownSizeValue = true;
             }
           }
         }
-        const chunk2 = textEncoder.encode(`--${boundary}--\r
+        const chunk = textEncoder.encode(`--${boundary}--\r
 `);
-        blobParts.push(chunk2);
-        length += chunk2.byteLength;
+        blobParts.push(chunk);
+        length += chunk.byteLength;
         if (hasUnknownSizeValue) {
           length = null;
         }
@@ -6209,11 +6209,11 @@ var require_client_h1 = __commonJS({
       }
       readMore() {
         while (!this.paused && this.ptr) {
-          const chunk2 = this.socket.read();
-          if (chunk2 === null) {
+          const chunk = this.socket.read();
+          if (chunk === null) {
             break;
           }
-          this.execute(chunk2);
+          this.execute(chunk);
         }
       }
       execute(data) {
@@ -6882,12 +6882,12 @@ upgrade: ${upgrade}\r
       assert2(contentLength !== 0 || client[kRunning] === 0, "stream body cannot be pipelined");
       let finished = false;
       const writer = new AsyncWriter({ abort, socket, request, contentLength, client, expectsPayload, header });
-      const onData = function(chunk2) {
+      const onData = function(chunk) {
         if (finished) {
           return;
         }
         try {
-          if (!writer.write(chunk2) && this.pause) {
+          if (!writer.write(chunk) && this.pause) {
             this.pause();
           }
         } catch (err) {
@@ -7022,11 +7022,11 @@ upgrade: ${upgrade}\r
       socket.on("close", onDrain).on("drain", onDrain);
       const writer = new AsyncWriter({ abort, socket, request, contentLength, client, expectsPayload, header });
       try {
-        for await (const chunk2 of body) {
+        for await (const chunk of body) {
           if (socket[kError]) {
             throw socket[kError];
           }
-          if (!writer.write(chunk2)) {
+          if (!writer.write(chunk)) {
             await waitForDrain();
           }
         }
@@ -7049,7 +7049,7 @@ upgrade: ${upgrade}\r
         this.abort = abort;
         socket[kWriting] = true;
       }
-      write(chunk2) {
+      write(chunk) {
         const { socket, request, contentLength, client, bytesWritten, expectsPayload, header } = this;
         if (socket[kError]) {
           throw socket[kError];
@@ -7057,7 +7057,7 @@ upgrade: ${upgrade}\r
         if (socket.destroyed) {
           return false;
         }
-        const len = Buffer.byteLength(chunk2);
+        const len = Buffer.byteLength(chunk);
         if (!len) {
           return true;
         }
@@ -7087,9 +7087,9 @@ ${len.toString(16)}\r
 `, "latin1");
         }
         this.bytesWritten += len;
-        const ret = socket.write(chunk2);
+        const ret = socket.write(chunk);
         socket.uncork();
-        request.onBodySent(chunk2);
+        request.onBodySent(chunk);
         if (!ret) {
           if (socket[kParser].timeout && socket[kParser].timeoutType === TIMEOUT_HEADERS) {
             if (socket[kParser].timeout.refresh) {
@@ -7507,8 +7507,8 @@ var require_client_h2 = __commonJS({
         if (request.onHeaders(Number(statusCode), parseH2Headers(realHeaders), stream.resume.bind(stream), "") === false) {
           stream.pause();
         }
-        stream.on("data", (chunk2) => {
-          if (request.onData(chunk2) === false) {
+        stream.on("data", (chunk) => {
+          if (request.onData(chunk) === false) {
             stream.pause();
           }
         });
@@ -7651,8 +7651,8 @@ var require_client_h2 = __commonJS({
         }
       );
       util.addListener(pipe2, "data", onPipeData);
-      function onPipeData(chunk2) {
-        request.onBodySent(chunk2);
+      function onPipeData(chunk) {
+        request.onBodySent(chunk);
       }
     }
     async function writeBlob(abort, h2stream, body, client, request, socket, contentLength, expectsPayload) {
@@ -7696,12 +7696,12 @@ var require_client_h2 = __commonJS({
       });
       h2stream.on("close", onDrain).on("drain", onDrain);
       try {
-        for await (const chunk2 of body) {
+        for await (const chunk of body) {
           if (socket[kError]) {
             throw socket[kError];
           }
-          const res = h2stream.write(chunk2);
-          request.onBodySent(chunk2);
+          const res = h2stream.write(chunk);
+          request.onBodySent(chunk);
           if (!res) {
             await waitForDrain();
           }
@@ -7814,10 +7814,10 @@ var require_redirect_handler = __commonJS({
           this.opts.body = null;
         }
       }
-      onData(chunk2) {
+      onData(chunk) {
         if (this.location) {
         } else {
-          return this.handler.onData(chunk2);
+          return this.handler.onData(chunk);
         }
       }
       onComplete(trailers) {
@@ -7829,9 +7829,9 @@ var require_redirect_handler = __commonJS({
           this.handler.onComplete(trailers);
         }
       }
-      onBodySent(chunk2) {
+      onBodySent(chunk) {
         if (this.handler.onBodySent) {
-          this.handler.onBodySent(chunk2);
+          this.handler.onBodySent(chunk);
         }
       }
     };
@@ -9469,8 +9469,8 @@ var require_retry_handler = __commonJS({
           this.abort = abort;
         }
       }
-      onBodySent(chunk2) {
-        if (this.handler.onBodySent) return this.handler.onBodySent(chunk2);
+      onBodySent(chunk) {
+        if (this.handler.onBodySent) return this.handler.onBodySent(chunk);
       }
       static [kRetryHandlerDefaultRetry](err, { state, opts }, cb) {
         const { statusCode, code, headers } = err;
@@ -9637,9 +9637,9 @@ var require_retry_handler = __commonJS({
         this.abort(err);
         return false;
       }
-      onData(chunk2) {
-        this.start += chunk2.length;
-        return this.handler.onData(chunk2);
+      onData(chunk) {
+        this.start += chunk.length;
+        return this.handler.onData(chunk);
       }
       onComplete(rawTrailers) {
         this.retryCount = 0;
@@ -9803,12 +9803,12 @@ var require_readable = __commonJS({
       removeListener(ev, ...args) {
         return this.off(ev, ...args);
       }
-      push(chunk2) {
-        if (this[kConsume] && chunk2 !== null) {
-          consumePush(this[kConsume], chunk2);
-          return this[kReading] ? super.push(chunk2) : true;
+      push(chunk) {
+        if (this[kConsume] && chunk !== null) {
+          consumePush(this[kConsume], chunk);
+          return this[kReading] ? super.push(chunk) : true;
         }
-        return super.push(chunk2);
+        return super.push(chunk);
       }
       // https://fetch.spec.whatwg.org/#dom-body-text
       async text() {
@@ -9874,8 +9874,8 @@ var require_readable = __commonJS({
             } else {
               resolve12(null);
             }
-          }).on("error", noop).on("data", function(chunk2) {
-            limit -= chunk2.length;
+          }).on("error", noop).on("data", function(chunk) {
+            limit -= chunk.length;
             if (limit <= 0) {
               this.destroy();
             }
@@ -9937,8 +9937,8 @@ var require_readable = __commonJS({
           consumePush(consume2, state.buffer[n]);
         }
       } else {
-        for (const chunk2 of state.buffer) {
-          consumePush(consume2, chunk2);
+        for (const chunk of state.buffer) {
+          consumePush(consume2, chunk);
         }
       }
       if (state.endEmitted) {
@@ -9971,9 +9971,9 @@ var require_readable = __commonJS({
       const buffer = new Uint8Array(Buffer.allocUnsafeSlow(length).buffer);
       let offset = 0;
       for (let i = 0; i < chunks.length; ++i) {
-        const chunk2 = chunks[i];
-        buffer.set(chunk2, offset);
-        offset += chunk2.length;
+        const chunk = chunks[i];
+        buffer.set(chunk, offset);
+        offset += chunk.length;
       }
       return buffer;
     }
@@ -9996,9 +9996,9 @@ var require_readable = __commonJS({
         stream.destroy(err);
       }
     }
-    function consumePush(consume2, chunk2) {
-      consume2.length += chunk2.length;
-      consume2.body.push(chunk2);
+    function consumePush(consume2, chunk) {
+      consume2.length += chunk.length;
+      consume2.body.push(chunk);
     }
     function consumeFinish(consume2, err) {
       if (consume2.body === null) {
@@ -10034,9 +10034,9 @@ var require_util3 = __commonJS({
       let chunks = [];
       let length = 0;
       try {
-        for await (const chunk2 of body) {
-          chunks.push(chunk2);
-          length += chunk2.length;
+        for await (const chunk of body) {
+          chunks.push(chunk);
+          length += chunk.length;
           if (length > CHUNK_LIMIT) {
             chunks = [];
             length = 0;
@@ -10212,8 +10212,8 @@ var require_api_request = __commonJS({
           }
         }
       }
-      onData(chunk2) {
-        return this.res.push(chunk2);
+      onData(chunk) {
+        return this.res.push(chunk);
       }
       onComplete(trailers) {
         util.parseHeaders(trailers, this.trailers);
@@ -10437,9 +10437,9 @@ var require_api_stream = __commonJS({
         const needDrain = res.writableNeedDrain !== void 0 ? res.writableNeedDrain : res._writableState?.needDrain;
         return needDrain !== true;
       }
-      onData(chunk2) {
+      onData(chunk) {
         const { res } = this;
-        return res ? res.write(chunk2) : true;
+        return res ? res.write(chunk) : true;
       }
       onComplete(trailers) {
         const { res } = this;
@@ -10577,9 +10577,9 @@ var require_api_pipeline = __commonJS({
               body.resume();
             }
           },
-          write: (chunk2, encoding, callback) => {
+          write: (chunk, encoding, callback) => {
             const { req } = this;
-            if (req.push(chunk2, encoding) || req._readableState.destroyed) {
+            if (req.push(chunk, encoding) || req._readableState.destroyed) {
               callback();
             } else {
               req[kResume] = callback;
@@ -10645,9 +10645,9 @@ var require_api_pipeline = __commonJS({
         if (!body || typeof body.on !== "function") {
           throw new InvalidReturnValueError("expected Readable");
         }
-        body.on("data", (chunk2) => {
+        body.on("data", (chunk) => {
           const { ret, body: body2 } = this;
-          if (!ret.push(chunk2) && body2.pause) {
+          if (!ret.push(chunk) && body2.pause) {
             body2.pause();
           }
         }).on("error", (err) => {
@@ -10664,9 +10664,9 @@ var require_api_pipeline = __commonJS({
         });
         this.body = body;
       }
-      onData(chunk2) {
+      onData(chunk) {
         const { res } = this;
-        return res.push(chunk2);
+        return res.push(chunk);
       }
       onComplete(trailers) {
         const { res } = this;
@@ -11544,8 +11544,8 @@ var require_pending_interceptors_formatter = __commonJS({
     module2.exports = class PendingInterceptorsFormatter {
       constructor({ disableColors } = {}) {
         this.transform = new Transform({
-          transform(chunk2, _enc, cb) {
-            cb(null, chunk2);
+          transform(chunk, _enc, cb) {
+            cb(null, chunk);
           }
         });
         this.logger = new Console({
@@ -11882,8 +11882,8 @@ var require_dump = __commonJS({
         err = this.#reason ?? err;
         this.#handler.onError(err);
       }
-      onData(chunk2) {
-        this.#size = this.#size + chunk2.length;
+      onData(chunk) {
+        this.#size = this.#size + chunk.length;
         if (this.#size >= this.#maxSize) {
           this.#dumped = true;
           if (this.#aborted) {
@@ -14805,11 +14805,11 @@ var require_fetch = __commonJS({
               });
               return true;
             },
-            onData(chunk2) {
+            onData(chunk) {
               if (fetchParams.controller.dump) {
                 return;
               }
-              const bytes2 = chunk2;
+              const bytes2 = chunk;
               timingInfo.encodedBodySize += bytes2.byteLength;
               return this.body.push(bytes2);
             },
@@ -15333,8 +15333,8 @@ var require_util4 = __commonJS({
           }
           dataURL += ";base64,";
           const decoder = new StringDecoder("latin1");
-          for (const chunk2 of bytes2) {
-            dataURL += btoa2(decoder.write(chunk2));
+          for (const chunk of bytes2) {
+            dataURL += btoa2(decoder.write(chunk));
           }
           dataURL += btoa2(decoder.end());
           return dataURL;
@@ -15362,8 +15362,8 @@ var require_util4 = __commonJS({
         case "BinaryString": {
           let binaryString = "";
           const decoder = new StringDecoder("latin1");
-          for (const chunk2 of bytes2) {
-            binaryString += decoder.write(chunk2);
+          for (const chunk of bytes2) {
+            binaryString += decoder.write(chunk);
           }
           binaryString += decoder.end();
           return binaryString;
@@ -17576,8 +17576,8 @@ var require_connection = __commonJS({
         ws[kReadyState] = states.CLOSING;
       }
     }
-    function onSocketData(chunk2) {
-      if (!this.ws[kByteParser].write(chunk2)) {
+    function onSocketData(chunk) {
+      if (!this.ws[kByteParser].write(chunk)) {
         this.pause();
       }
     }
@@ -17655,7 +17655,7 @@ var require_permessage_deflate = __commonJS({
        * @param {boolean} fin Final fragment flag
        * @param {Function} callback Callback function
        */
-      decompress(chunk2, fin, callback) {
+      decompress(chunk, fin, callback) {
         if (!this.#inflate) {
           let windowBits = Z_DEFAULT_WINDOWBITS;
           if (this.#options.serverMaxWindowBits) {
@@ -17689,7 +17689,7 @@ var require_permessage_deflate = __commonJS({
             callback(err);
           });
         }
-        this.#inflate.write(chunk2);
+        this.#inflate.write(chunk);
         if (fin) {
           this.#inflate.write(tail);
         }
@@ -17768,9 +17768,9 @@ var require_receiver = __commonJS({
        * @param {Buffer} chunk
        * @param {() => void} callback
        */
-      _write(chunk2, _, callback) {
-        this.#buffers.push(chunk2);
-        this.#byteOffset += chunk2.length;
+      _write(chunk, _, callback) {
+        this.#buffers.push(chunk);
+        this.#byteOffset += chunk.length;
         this.#loop = true;
         this.run(callback);
       }
@@ -18707,16 +18707,16 @@ var require_eventsource_stream = __commonJS({
        * @param {Function} callback
        * @returns {void}
        */
-      _transform(chunk2, _encoding, callback) {
-        if (chunk2.length === 0) {
+      _transform(chunk, _encoding, callback) {
+        if (chunk.length === 0) {
           callback();
           return;
         }
-        if (this.maxEventSize > 0 && this.chunks.length >= this.maxBufferedChunks && chunk2[0] !== LF && chunk2[0] !== CR) {
+        if (this.maxEventSize > 0 && this.chunks.length >= this.maxBufferedChunks && chunk[0] !== LF && chunk[0] !== CR) {
           callback(createMaxEventSizeExceededError());
           return;
         }
-        this.chunks.push(chunk2);
+        this.chunks.push(chunk);
         if (this.checkBOM) {
           if (this.handleBOM()) {
             callback();
@@ -18923,10 +18923,10 @@ ${value}`;
         const chunks = [];
         let length = 0;
         for (let i = this.lineChunkIndex; i <= this.chunkIndex; i++) {
-          const chunk2 = this.chunks[i];
+          const chunk = this.chunks[i];
           const start = i === this.lineChunkIndex ? this.linePos : 0;
-          const end = i === this.chunkIndex ? this.pos : chunk2.length;
-          const slice2 = chunk2.subarray(start, end);
+          const end = i === this.chunkIndex ? this.pos : chunk.length;
+          const slice2 = chunk.subarray(start, end);
           length += slice2.length;
           chunks.push(slice2);
         }
@@ -18936,10 +18936,10 @@ ${value}`;
         let chunkIndex = this.lineChunkIndex;
         let pos = this.linePos;
         while (chunkIndex < this.chunks.length) {
-          const chunk2 = this.chunks[chunkIndex];
-          const remaining = chunk2.length - pos;
+          const chunk = this.chunks[chunkIndex];
+          const remaining = chunk.length - pos;
           if (offset < remaining) {
-            return chunk2[pos + offset];
+            return chunk[pos + offset];
           }
           offset -= remaining;
           chunkIndex++;
@@ -18948,8 +18948,8 @@ ${value}`;
       }
       discardLeadingBytes(count2) {
         while (count2 > 0 && this.lineChunkIndex < this.chunks.length) {
-          const chunk2 = this.chunks[this.lineChunkIndex];
-          const remaining = chunk2.length - this.linePos;
+          const chunk = this.chunks[this.lineChunkIndex];
+          const remaining = chunk.length - this.linePos;
           if (count2 < remaining) {
             this.linePos += count2;
             count2 = 0;
@@ -19588,8 +19588,8 @@ var require_lib = __commonJS({
         return __awaiter(this, void 0, void 0, function* () {
           return new Promise((resolve12) => __awaiter(this, void 0, void 0, function* () {
             let output2 = Buffer.alloc(0);
-            this.message.on("data", (chunk2) => {
-              output2 = Buffer.concat([output2, chunk2]);
+            this.message.on("data", (chunk) => {
+              output2 = Buffer.concat([output2, chunk]);
             });
             this.message.on("end", () => {
               resolve12(output2.toString());
@@ -19601,8 +19601,8 @@ var require_lib = __commonJS({
         return __awaiter(this, void 0, void 0, function* () {
           return new Promise((resolve12) => __awaiter(this, void 0, void 0, function* () {
             const chunks = [];
-            this.message.on("data", (chunk2) => {
-              chunks.push(chunk2);
+            this.message.on("data", (chunk) => {
+              chunks.push(chunk);
             });
             this.message.on("end", () => {
               resolve12(Buffer.concat(chunks));
@@ -22944,8 +22944,8 @@ var require_util9 = __commonJS({
       };
     }
     async function* convertIterableToBuffer(iterable) {
-      for await (const chunk2 of iterable) {
-        yield Buffer.isBuffer(chunk2) ? chunk2 : Buffer.from(chunk2);
+      for await (const chunk of iterable) {
+        yield Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
       }
     }
     var ReadableStream2;
@@ -23185,15 +23185,15 @@ var require_sbmh = __commonJS({
       this.matches = 0;
       this._bufpos = 0;
     };
-    SBMH.prototype.push = function(chunk2, pos) {
-      if (!Buffer.isBuffer(chunk2)) {
-        chunk2 = Buffer.from(chunk2, "binary");
+    SBMH.prototype.push = function(chunk, pos) {
+      if (!Buffer.isBuffer(chunk)) {
+        chunk = Buffer.from(chunk, "binary");
       }
-      const chlen = chunk2.length;
+      const chlen = chunk.length;
       this._bufpos = pos || 0;
       let r;
       while (r !== chlen && this.matches < this.maxMatches) {
-        r = this._sbmh_feed(chunk2);
+        r = this._sbmh_feed(chunk);
       }
       return r;
     };
@@ -24631,8 +24631,8 @@ var require_multipart = __commonJS({
         checkFinished();
       });
     }
-    Multipart.prototype.write = function(chunk2, cb) {
-      const r = this.parser.write(chunk2);
+    Multipart.prototype.write = function(chunk, cb) {
+      const r = this.parser.write(chunk);
       if (r && !this._pause) {
         cb();
       } else {
@@ -25129,8 +25129,8 @@ var require_main = __commonJS({
       }
       throw new Error("Unsupported Content-Type.");
     };
-    Busboy.prototype._write = function(chunk2, encoding, cb) {
-      this._parser.write(chunk2, cb);
+    Busboy.prototype._write = function(chunk, encoding, cb) {
+      this._parser.write(chunk, cb);
     };
     module2.exports = Busboy;
     module2.exports.default = Busboy;
@@ -25911,15 +25911,15 @@ var require_util10 = __commonJS({
       const bytes2 = [];
       let byteLength = 0;
       while (true) {
-        const { done, value: chunk2 } = await reader.read();
+        const { done, value: chunk } = await reader.read();
         if (done) {
           return Buffer.concat(bytes2, byteLength);
         }
-        if (!isUint8Array(chunk2)) {
+        if (!isUint8Array(chunk)) {
           throw new TypeError("Received non-Uint8Array chunk");
         }
-        bytes2.push(chunk2);
-        byteLength += chunk2.length;
+        bytes2.push(chunk);
+        byteLength += chunk.length;
       }
     }
     function urlIsLocal(url2) {
@@ -27085,28 +27085,28 @@ Content-Disposition: form-data`;
         let hasUnknownSizeValue = false;
         for (const [name, value] of object2) {
           if (typeof value === "string") {
-            const chunk3 = textEncoder.encode(prefix + `; name="${escape(normalizeLinefeeds(name))}"\r
+            const chunk2 = textEncoder.encode(prefix + `; name="${escape(normalizeLinefeeds(name))}"\r
 \r
 ${normalizeLinefeeds(value)}\r
 `);
-            blobParts.push(chunk3);
-            length += chunk3.byteLength;
+            blobParts.push(chunk2);
+            length += chunk2.byteLength;
           } else {
-            const chunk3 = textEncoder.encode(`${prefix}; name="${escape(normalizeLinefeeds(name))}"` + (value.name ? `; filename="${escape(value.name)}"` : "") + `\r
+            const chunk2 = textEncoder.encode(`${prefix}; name="${escape(normalizeLinefeeds(name))}"` + (value.name ? `; filename="${escape(value.name)}"` : "") + `\r
 Content-Type: ${value.type || "application/octet-stream"}\r
 \r
 `);
-            blobParts.push(chunk3, value, rn);
+            blobParts.push(chunk2, value, rn);
             if (typeof value.size === "number") {
-              length += chunk3.byteLength + value.size + rn.byteLength;
+              length += chunk2.byteLength + value.size + rn.byteLength;
             } else {
               hasUnknownSizeValue = true;
             }
           }
         }
-        const chunk2 = textEncoder.encode(`--${boundary}--`);
-        blobParts.push(chunk2);
-        length += chunk2.byteLength;
+        const chunk = textEncoder.encode(`--${boundary}--`);
+        blobParts.push(chunk);
+        length += chunk.byteLength;
         if (hasUnknownSizeValue) {
           length = null;
         }
@@ -27260,8 +27260,8 @@ Content-Type: ${value.type || "application/octet-stream"}\r
               const chunks = [];
               if (encoding === "base64" || encoding.toLowerCase() === "base64") {
                 let base64chunk = "";
-                value.on("data", (chunk2) => {
-                  base64chunk += chunk2.toString().replace(/[\r\n]/gm, "");
+                value.on("data", (chunk) => {
+                  base64chunk += chunk.toString().replace(/[\r\n]/gm, "");
                   const end = base64chunk.length - base64chunk.length % 4;
                   chunks.push(Buffer.from(base64chunk.slice(0, end), "base64"));
                   base64chunk = base64chunk.slice(end);
@@ -27271,8 +27271,8 @@ Content-Type: ${value.type || "application/octet-stream"}\r
                   responseFormData.append(name, new File2(chunks, filename, { type: mimeType }));
                 });
               } else {
-                value.on("data", (chunk2) => {
-                  chunks.push(chunk2);
+                value.on("data", (chunk) => {
+                  chunks.push(chunk);
                 });
                 value.on("end", () => {
                   responseFormData.append(name, new File2(chunks, filename, { type: mimeType }));
@@ -27283,7 +27283,7 @@ Content-Type: ${value.type || "application/octet-stream"}\r
               busboy.on("finish", resolve12);
               busboy.on("error", (err) => reject(new TypeError(err)));
             });
-            if (this.body !== null) for await (const chunk2 of consumeBody(this[kState].body)) busboy.write(chunk2);
+            if (this.body !== null) for await (const chunk of consumeBody(this[kState].body)) busboy.write(chunk);
             busboy.end();
             await busboyResolve;
             return responseFormData;
@@ -27292,11 +27292,11 @@ Content-Type: ${value.type || "application/octet-stream"}\r
             try {
               let text2 = "";
               const streamingDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
-              for await (const chunk2 of consumeBody(this[kState].body)) {
-                if (!isUint8Array(chunk2)) {
+              for await (const chunk of consumeBody(this[kState].body)) {
+                if (!isUint8Array(chunk)) {
                   throw new TypeError("Expected Uint8Array chunk");
                 }
-                text2 += streamingDecoder.decode(chunk2, { stream: true });
+                text2 += streamingDecoder.decode(chunk, { stream: true });
               }
               text2 += streamingDecoder.decode();
               entries = new URLSearchParams(text2);
@@ -27545,10 +27545,10 @@ var require_request3 = __commonJS({
           channels.create.publish({ request: this });
         }
       }
-      onBodySent(chunk2) {
+      onBodySent(chunk) {
         if (this[kHandler].onBodySent) {
           try {
-            return this[kHandler].onBodySent(chunk2);
+            return this[kHandler].onBodySent(chunk);
           } catch (err) {
             this.abort(err);
           }
@@ -27588,11 +27588,11 @@ var require_request3 = __commonJS({
           this.abort(err);
         }
       }
-      onData(chunk2) {
+      onData(chunk) {
         assert2(!this.aborted);
         assert2(!this.completed);
         try {
-          return this[kHandler].onData(chunk2);
+          return this[kHandler].onData(chunk);
         } catch (err) {
           this.abort(err);
           return false;
@@ -28511,10 +28511,10 @@ var require_RedirectHandler = __commonJS({
           this.opts.body = null;
         }
       }
-      onData(chunk2) {
+      onData(chunk) {
         if (this.location) {
         } else {
-          return this.handler.onData(chunk2);
+          return this.handler.onData(chunk);
         }
       }
       onComplete(trailers) {
@@ -28526,9 +28526,9 @@ var require_RedirectHandler = __commonJS({
           this.handler.onComplete(trailers);
         }
       }
-      onBodySent(chunk2) {
+      onBodySent(chunk) {
         if (this.handler.onBodySent) {
-          this.handler.onBodySent(chunk2);
+          this.handler.onBodySent(chunk);
         }
       }
     };
@@ -29124,11 +29124,11 @@ var require_client2 = __commonJS({
       }
       readMore() {
         while (!this.paused && this.ptr) {
-          const chunk2 = this.socket.read();
-          if (chunk2 === null) {
+          const chunk = this.socket.read();
+          if (chunk === null) {
             break;
           }
-          this.execute(chunk2);
+          this.execute(chunk);
         }
       }
       execute(data) {
@@ -29945,8 +29945,8 @@ upgrade: ${upgrade}\r
       stream.once("end", () => {
         request.onComplete([]);
       });
-      stream.on("data", (chunk2) => {
-        if (request.onData(chunk2) === false) {
+      stream.on("data", (chunk) => {
+        if (request.onData(chunk) === false) {
           stream.pause();
         }
       });
@@ -30036,8 +30036,8 @@ upgrade: ${upgrade}\r
     function writeStream({ h2stream, body, client, request, socket, contentLength, header, expectsPayload }) {
       assert2(contentLength !== 0 || client[kRunning] === 0, "stream body cannot be pipelined");
       if (client[kHTTPConnVersion] === "h2") {
-        let onPipeData = function(chunk2) {
-          request.onBodySent(chunk2);
+        let onPipeData = function(chunk) {
+          request.onBodySent(chunk);
         };
         const pipe2 = pipeline(
           body,
@@ -30060,12 +30060,12 @@ upgrade: ${upgrade}\r
       }
       let finished = false;
       const writer = new AsyncWriter({ socket, request, contentLength, client, expectsPayload, header });
-      const onData = function(chunk2) {
+      const onData = function(chunk) {
         if (finished) {
           return;
         }
         try {
-          if (!writer.write(chunk2) && this.pause) {
+          if (!writer.write(chunk) && this.pause) {
             this.pause();
           }
         } catch (err) {
@@ -30166,12 +30166,12 @@ upgrade: ${upgrade}\r
       if (client[kHTTPConnVersion] === "h2") {
         h2stream.on("close", onDrain).on("drain", onDrain);
         try {
-          for await (const chunk2 of body) {
+          for await (const chunk of body) {
             if (socket[kError]) {
               throw socket[kError];
             }
-            const res = h2stream.write(chunk2);
-            request.onBodySent(chunk2);
+            const res = h2stream.write(chunk);
+            request.onBodySent(chunk);
             if (!res) {
               await waitForDrain();
             }
@@ -30188,11 +30188,11 @@ upgrade: ${upgrade}\r
       socket.on("close", onDrain).on("drain", onDrain);
       const writer = new AsyncWriter({ socket, request, contentLength, client, expectsPayload, header });
       try {
-        for await (const chunk2 of body) {
+        for await (const chunk of body) {
           if (socket[kError]) {
             throw socket[kError];
           }
-          if (!writer.write(chunk2)) {
+          if (!writer.write(chunk)) {
             await waitForDrain();
           }
         }
@@ -30214,7 +30214,7 @@ upgrade: ${upgrade}\r
         this.header = header;
         socket[kWriting] = true;
       }
-      write(chunk2) {
+      write(chunk) {
         const { socket, request, contentLength, client, bytesWritten, expectsPayload, header } = this;
         if (socket[kError]) {
           throw socket[kError];
@@ -30222,7 +30222,7 @@ upgrade: ${upgrade}\r
         if (socket.destroyed) {
           return false;
         }
-        const len = Buffer.byteLength(chunk2);
+        const len = Buffer.byteLength(chunk);
         if (!len) {
           return true;
         }
@@ -30252,9 +30252,9 @@ ${len.toString(16)}\r
 `, "latin1");
         }
         this.bytesWritten += len;
-        const ret = socket.write(chunk2);
+        const ret = socket.write(chunk);
         socket.uncork();
-        request.onBodySent(chunk2);
+        request.onBodySent(chunk);
         if (!ret) {
           if (socket[kParser].timeout && socket[kParser].timeoutType === TIMEOUT_HEADERS) {
             if (socket[kParser].timeout.refresh) {
@@ -31026,12 +31026,12 @@ var require_readable2 = __commonJS({
       removeListener(ev, ...args) {
         return this.off(ev, ...args);
       }
-      push(chunk2) {
-        if (this[kConsume] && chunk2 !== null && this.readableLength === 0) {
-          consumePush(this[kConsume], chunk2);
-          return this[kReading] ? super.push(chunk2) : true;
+      push(chunk) {
+        if (this[kConsume] && chunk !== null && this.readableLength === 0) {
+          consumePush(this[kConsume], chunk);
+          return this[kReading] ? super.push(chunk) : true;
         }
-        return super.push(chunk2);
+        return super.push(chunk);
       }
       // https://fetch.spec.whatwg.org/#dom-body-text
       async text() {
@@ -31095,8 +31095,8 @@ var require_readable2 = __commonJS({
             } else {
               resolve12(null);
             }
-          }).on("error", noop).on("data", function(chunk2) {
-            limit -= chunk2.length;
+          }).on("error", noop).on("data", function(chunk) {
+            limit -= chunk.length;
             if (limit <= 0) {
               this.destroy();
             }
@@ -31139,8 +31139,8 @@ var require_readable2 = __commonJS({
         return;
       }
       const { _readableState: state } = consume2.stream;
-      for (const chunk2 of state.buffer) {
-        consumePush(consume2, chunk2);
+      for (const chunk of state.buffer) {
+        consumePush(consume2, chunk);
       }
       if (state.endEmitted) {
         consumeEnd(this[kConsume]);
@@ -31179,9 +31179,9 @@ var require_readable2 = __commonJS({
         stream.destroy(err);
       }
     }
-    function consumePush(consume2, chunk2) {
-      consume2.length += chunk2.length;
-      consume2.body.push(chunk2);
+    function consumePush(consume2, chunk) {
+      consume2.length += chunk.length;
+      consume2.body.push(chunk);
     }
     function consumeFinish(consume2, err) {
       if (consume2.body === null) {
@@ -31214,9 +31214,9 @@ var require_util11 = __commonJS({
       assert2(body);
       let chunks = [];
       let limit = 0;
-      for await (const chunk2 of body) {
-        chunks.push(chunk2);
-        limit += chunk2.length;
+      for await (const chunk of body) {
+        chunks.push(chunk);
+        limit += chunk.length;
         if (limit > 128 * 1024) {
           chunks = null;
           break;
@@ -31394,9 +31394,9 @@ var require_api_request2 = __commonJS({
           }
         }
       }
-      onData(chunk2) {
+      onData(chunk) {
         const { res } = this;
-        return res.push(chunk2);
+        return res.push(chunk);
       }
       onComplete(trailers) {
         const { res } = this;
@@ -31568,9 +31568,9 @@ var require_api_stream2 = __commonJS({
         const needDrain = res.writableNeedDrain !== void 0 ? res.writableNeedDrain : res._writableState && res._writableState.needDrain;
         return needDrain !== true;
       }
-      onData(chunk2) {
+      onData(chunk) {
         const { res } = this;
-        return res ? res.write(chunk2) : true;
+        return res ? res.write(chunk) : true;
       }
       onComplete(trailers) {
         const { res } = this;
@@ -31708,9 +31708,9 @@ var require_api_pipeline2 = __commonJS({
               body.resume();
             }
           },
-          write: (chunk2, encoding, callback) => {
+          write: (chunk, encoding, callback) => {
             const { req } = this;
-            if (req.push(chunk2, encoding) || req._readableState.destroyed) {
+            if (req.push(chunk, encoding) || req._readableState.destroyed) {
               callback();
             } else {
               req[kResume] = callback;
@@ -31774,9 +31774,9 @@ var require_api_pipeline2 = __commonJS({
         if (!body || typeof body.on !== "function") {
           throw new InvalidReturnValueError("expected Readable");
         }
-        body.on("data", (chunk2) => {
+        body.on("data", (chunk) => {
           const { ret, body: body2 } = this;
-          if (!ret.push(chunk2) && body2.pause) {
+          if (!ret.push(chunk) && body2.pause) {
             body2.pause();
           }
         }).on("error", (err) => {
@@ -31793,9 +31793,9 @@ var require_api_pipeline2 = __commonJS({
         });
         this.body = body;
       }
-      onData(chunk2) {
+      onData(chunk) {
         const { res } = this;
-        return res.push(chunk2);
+        return res.push(chunk);
       }
       onComplete(trailers) {
         const { res } = this;
@@ -32644,8 +32644,8 @@ var require_pending_interceptors_formatter2 = __commonJS({
     module2.exports = class PendingInterceptorsFormatter {
       constructor({ disableColors } = {}) {
         this.transform = new Transform({
-          transform(chunk2, _enc, cb) {
-            cb(null, chunk2);
+          transform(chunk, _enc, cb) {
+            cb(null, chunk);
           }
         });
         this.logger = new Console({
@@ -33054,8 +33054,8 @@ var require_RetryHandler = __commonJS({
           this.abort = abort;
         }
       }
-      onBodySent(chunk2) {
-        if (this.handler.onBodySent) return this.handler.onBodySent(chunk2);
+      onBodySent(chunk) {
+        if (this.handler.onBodySent) return this.handler.onBodySent(chunk);
       }
       static [kRetryHandlerDefaultRetry](err, { state, opts }, cb) {
         const { statusCode, code, headers } = err;
@@ -33187,9 +33187,9 @@ var require_RetryHandler = __commonJS({
         this.abort(err);
         return false;
       }
-      onData(chunk2) {
-        this.start += chunk2.length;
-        return this.handler.onData(chunk2);
+      onData(chunk) {
+        this.start += chunk.length;
+        return this.handler.onData(chunk);
       }
       onComplete(rawTrailers) {
         this.retryCount = 0;
@@ -35179,8 +35179,8 @@ var require_fetch2 = __commonJS({
       if (response.body == null) {
         processResponseEndOfBody();
       } else {
-        const identityTransformAlgorithm = (chunk2, controller) => {
-          controller.enqueue(chunk2);
+        const identityTransformAlgorithm = (chunk, controller) => {
+          controller.enqueue(chunk);
         };
         const transformStream = new TransformStream2({
           start() {
@@ -35686,11 +35686,11 @@ var require_fetch2 = __commonJS({
               });
               return true;
             },
-            onData(chunk2) {
+            onData(chunk) {
               if (fetchParams.controller.dump) {
                 return;
               }
-              const bytes2 = chunk2;
+              const bytes2 = chunk;
               timingInfo.encodedBodySize += bytes2.byteLength;
               return this.body.push(bytes2);
             },
@@ -36217,8 +36217,8 @@ var require_util12 = __commonJS({
           }
           dataURL += ";base64,";
           const decoder = new StringDecoder("latin1");
-          for (const chunk2 of bytes2) {
-            dataURL += btoa2(decoder.write(chunk2));
+          for (const chunk of bytes2) {
+            dataURL += btoa2(decoder.write(chunk));
           }
           dataURL += btoa2(decoder.end());
           return dataURL;
@@ -36246,8 +36246,8 @@ var require_util12 = __commonJS({
         case "BinaryString": {
           let binaryString = "";
           const decoder = new StringDecoder("latin1");
-          for (const chunk2 of bytes2) {
-            binaryString += decoder.write(chunk2);
+          for (const chunk of bytes2) {
+            binaryString += decoder.write(chunk);
           }
           binaryString += decoder.end();
           return binaryString;
@@ -38158,8 +38158,8 @@ var require_connection2 = __commonJS({
       });
       return controller;
     }
-    function onSocketData(chunk2) {
-      if (!this.ws[kByteParser].write(chunk2)) {
+    function onSocketData(chunk) {
+      if (!this.ws[kByteParser].write(chunk)) {
         this.pause();
       }
     }
@@ -38287,9 +38287,9 @@ var require_receiver2 = __commonJS({
        * @param {Buffer} chunk
        * @param {() => void} callback
        */
-      _write(chunk2, _, callback) {
-        this.#buffers.push(chunk2);
-        this.#byteOffset += chunk2.length;
+      _write(chunk, _, callback) {
+        this.#buffers.push(chunk);
+        this.#byteOffset += chunk.length;
         this.run(callback);
       }
       /**
@@ -39181,8 +39181,8 @@ var require_lib2 = __commonJS({
         return __awaiter(this, void 0, void 0, function* () {
           return new Promise((resolve12) => __awaiter(this, void 0, void 0, function* () {
             let output2 = Buffer.alloc(0);
-            this.message.on("data", (chunk2) => {
-              output2 = Buffer.concat([output2, chunk2]);
+            this.message.on("data", (chunk) => {
+              output2 = Buffer.concat([output2, chunk]);
             });
             this.message.on("end", () => {
               resolve12(output2.toString());
@@ -39194,8 +39194,8 @@ var require_lib2 = __commonJS({
         return __awaiter(this, void 0, void 0, function* () {
           return new Promise((resolve12) => __awaiter(this, void 0, void 0, function* () {
             const chunks = [];
-            this.message.on("data", (chunk2) => {
-              chunks.push(chunk2);
+            this.message.on("data", (chunk) => {
+              chunks.push(chunk);
             });
             this.message.on("end", () => {
               resolve12(Buffer.concat(chunks));
@@ -44653,7 +44653,7 @@ var require_foldFlowLines = __commonJS({
         else
           end = lineWidth - indentAtStart;
       }
-      let split2 = void 0;
+      let split3 = void 0;
       let prev = void 0;
       let overflow = false;
       let i = -1;
@@ -44686,18 +44686,18 @@ var require_foldFlowLines = __commonJS({
           if (mode === FOLD_BLOCK)
             i = consumeMoreIndentedLines(text2, i, indent.length);
           end = i + indent.length + endStep;
-          split2 = void 0;
+          split3 = void 0;
         } else {
           if (ch === " " && prev && prev !== " " && prev !== "\n" && prev !== "	") {
             const next = text2[i + 1];
             if (next && next !== " " && next !== "\n" && next !== "	")
-              split2 = i;
+              split3 = i;
           }
           if (i >= end) {
-            if (split2) {
-              folds.push(split2);
-              end = split2 + endStep;
-              split2 = void 0;
+            if (split3) {
+              folds.push(split3);
+              end = split3 + endStep;
+              split3 = void 0;
             } else if (mode === FOLD_QUOTED) {
               while (prev === " " || prev === "	") {
                 prev = ch;
@@ -44710,7 +44710,7 @@ var require_foldFlowLines = __commonJS({
               folds.push(j);
               escapedFolds[j] = true;
               end = j + endStep;
-              split2 = void 0;
+              split3 = void 0;
             } else {
               overflow = true;
             }
@@ -48244,13 +48244,13 @@ var require_resolve_block_scalar = __commonJS({
       return { mode, indent, chomp, comment: comment2, length };
     }
     function splitLines(source) {
-      const split2 = source.split(/\n( *)/);
-      const first = split2[0];
+      const split3 = source.split(/\n( *)/);
+      const first = split3[0];
       const m = first.match(/^( *)/);
       const line0 = m?.[1] ? [m[1], first.slice(m[1].length)] : ["", first];
       const lines = [line0];
-      for (let i = 1; i < split2.length; i += 2)
-        lines.push([split2[i], split2[i + 1]]);
+      for (let i = 1; i < split3.length; i += 2)
+        lines.push([split3[i], split3[i + 1]]);
       return lines;
     }
     exports2.resolveBlockScalar = resolveBlockScalar;
@@ -71510,668 +71510,6 @@ var init_metrics = __esm({
   }
 });
 
-// src/quantize/options.ts
-function checkOptions(o) {
-  if (o.bits !== 8 && o.bits !== 4) throw new UserError(`quantize: bits must be 8 or 4 (got ${String(o.bits)})`);
-  const blockSize = o.blockSize ?? DEFAULT_BLOCK_SIZE[o.bits];
-  if (!Number.isInteger(blockSize) || blockSize < 16 || blockSize > 256 || (blockSize & blockSize - 1) !== 0) {
-    throw new UserError(`quantize: block size must be a power of two from 16 to 256 (got ${blockSize})`);
-  }
-  const keepFloat = o.keepFloat ?? DEFAULT_KEEP_FLOAT;
-  if (!Number.isInteger(keepFloat) || keepFloat < 0) throw new UserError(`quantize: keepFloat must be a whole number >= 0 (got ${keepFloat})`);
-  const keepFloatRatio = o.keepFloatRatio ?? DEFAULT_KEEP_FLOAT_RATIO;
-  if (!(keepFloatRatio >= 0)) throw new UserError(`quantize: keepFloatRatio must be a number >= 0 (got ${keepFloatRatio})`);
-  const embeddings = o.embeddings === void 0 || o.embeddings === true ? DEFAULT_EMBEDDING_BITS : o.embeddings;
-  if (embeddings !== false && embeddings !== 8 && embeddings !== 4) {
-    throw new UserError(`quantize: embeddings must be true, false, 8 or 4 (got ${String(o.embeddings)})`);
-  }
-  return {
-    bits: o.bits,
-    blockSize,
-    keepFloat,
-    keepFloatRatio,
-    embeddings,
-    embeddingBlockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE[embeddings || o.bits],
-    gemm: o.gemm ?? "int8",
-    conv: o.conv ?? "float",
-    accuracyLevel: o.accuracyLevel ?? 4,
-    exceptions: o.exceptions ?? "int8",
-    calibration: o.calibration
-  };
-}
-var QUANTIZE_MODES, DEFAULT_BLOCK_SIZE, DEFAULT_KEEP_FLOAT, DEFAULT_KEEP_FLOAT_RATIO, KEEP_FLOAT_MIN_ERROR, DEFAULT_EMBEDDING_BITS;
-var init_options = __esm({
-  "src/quantize/options.ts"() {
-    "use strict";
-    init_errors();
-    QUANTIZE_MODES = ["none", "int8", "int4"];
-    DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
-    DEFAULT_KEEP_FLOAT = 2;
-    DEFAULT_KEEP_FLOAT_RATIO = 1.5;
-    KEEP_FLOAT_MIN_ERROR = 0.02;
-    DEFAULT_EMBEDDING_BITS = 8;
-  }
-});
-
-// src/prune/types.ts
-function newPruneMemory() {
-  return { scales: /* @__PURE__ */ new Map() };
-}
-var ALLOCATIONS;
-var init_types = __esm({
-  "src/prune/types.ts"() {
-    "use strict";
-    ALLOCATIONS = ["auto", "global", "uniform", "ffn-only", "measured"];
-  }
-});
-
-// src/util/format.ts
-function si(n) {
-  const units = [
-    [1e12, "T"],
-    [1e9, "G"],
-    [1e6, "M"],
-    [1e3, "K"]
-  ];
-  for (const [scale, unit] of units) if (Math.abs(n) >= scale) return `${(n / scale).toPrecision(3)} ${unit}`;
-  return String(Math.round(n));
-}
-function bytes(n) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toPrecision(3)} ${units[i]}`;
-}
-function quoted(v) {
-  if (typeof v !== "string") return JSON.stringify(v) ?? String(v);
-  const s = JSON.stringify(v.length > 80 ? `${v.slice(0, 79)}…` : v);
-  return `'${s.slice(1, -1)}'`;
-}
-var init_format = __esm({
-  "src/util/format.ts"() {
-    "use strict";
-  }
-});
-
-// src/util/paths.ts
-function displayPath(file2) {
-  const rel = path2.relative(process.cwd(), file2);
-  return rel && !rel.startsWith("..") && !path2.isAbsolute(rel) ? rel : file2;
-}
-function checkedPath(file2, where, kind, base) {
-  const abs = base ? path2.resolve(base, file2) : path2.resolve(file2);
-  let stat;
-  try {
-    stat = fs2.statSync(abs);
-  } catch {
-    throw new UserError(`${where}: ${kind} not found: ${displayPath(abs)}`);
-  }
-  if (kind === "file" && !stat.isFile() || kind === "folder" && !stat.isDirectory()) throw new UserError(`${where}: not a ${kind}: ${displayPath(abs)}`);
-  return abs;
-}
-var fs2, path2;
-var init_paths = __esm({
-  "src/util/paths.ts"() {
-    "use strict";
-    fs2 = __toESM(require("fs"));
-    path2 = __toESM(require("path"));
-    init_errors();
-  }
-});
-
-// src/util/validation.ts
-function keyPath(parts) {
-  let out = "";
-  for (const p of parts) out += typeof p === "number" ? `[${p}]` : out ? `.${String(p)}` : String(p);
-  return out;
-}
-function distance(a, b) {
-  const row2 = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row2[0];
-    row2[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = row2[j];
-      row2[j] = Math.min(row2[j] + 1, row2[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return row2[b.length];
-}
-function closest(word, choices) {
-  let best;
-  let bestD = Infinity;
-  for (const c of choices) {
-    const d = distance(word.toLowerCase(), c.toLowerCase());
-    if (d < bestD) [best, bestD] = [c, d];
-  }
-  return best !== void 0 && bestD <= Math.max(2, Math.floor(word.length / 3)) && bestD < word.length ? best : void 0;
-}
-function describe3(v) {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "a list";
-  if (typeof v === "object") return "a mapping";
-  if (typeof v === "string") return `'${v}'`;
-  return String(v);
-}
-function knownKeys(schema, at) {
-  let s = schema;
-  for (const p of at) {
-    s = unwrap(s);
-    const shape2 = s.shape;
-    if (!shape2 || typeof p !== "string") return [];
-    s = shape2[p];
-  }
-  s = unwrap(s);
-  const shape = s?.shape;
-  return shape ? Object.keys(shape) : [];
-}
-function unwrap(s) {
-  let cur = s;
-  while (cur?.def?.innerType) cur = cur.def.innerType;
-  return cur;
-}
-function formatIssue(file2, issue2, schema) {
-  const where = keyPath(issue2.path);
-  const at = (p) => `${file2}: ${p ? `${p}: ` : ""}`;
-  switch (issue2.code) {
-    case "unrecognized_keys": {
-      const key = issue2.keys[0];
-      const hint = schema ? closest(key, knownKeys(schema, issue2.path)) : void 0;
-      return `${at(keyPath([...issue2.path, key]))}unknown key${hint ? ` (did you mean ${hint}?)` : ""}`;
-    }
-    case "invalid_type": {
-      const expected = issue2.message.startsWith("Invalid input") ? TYPE_WORDS[issue2.expected] ?? issue2.expected : issue2.message;
-      if (issue2.input === void 0) return `${at(where)}missing (expected ${expected})`;
-      return `${at(where)}expected ${expected}, found ${describe3(issue2.input)}`;
-    }
-    case "invalid_value":
-      if (!issue2.message.startsWith("Invalid")) return `${at(where)}${issue2.message}`;
-      return `${at(where)}${describe3(issue2.input)} is not one of ${issue2.values.map(String).join(", ")}`;
-    default:
-      return `${at(where)}${issue2.message}${issue2.input !== void 0 && !issue2.message.includes("found") ? ` (found ${describe3(issue2.input)})` : ""}`;
-  }
-}
-function parseWith(schema, data, file2) {
-  const r = schema.safeParse(data, { reportInput: true });
-  if (r.success) return r.data;
-  throw new UserError(formatIssue(file2, r.error.issues[0], schema));
-}
-var TYPE_WORDS;
-var init_validation = __esm({
-  "src/util/validation.ts"() {
-    "use strict";
-    init_errors();
-    TYPE_WORDS = { object: "a mapping", array: "a list", string: "a string", number: "a number", boolean: "true or false" };
-  }
-});
-
-// src/report/schema.ts
-var MAX_TEXT, MAX_ITEMS, text, num, count, ModelStatsSchema, MetricResultSchema, LatencyStatsSchema, StepSchema, QuantizationSchema, PullRequestSchema, ReportSchema;
-var init_schema = __esm({
-  "src/report/schema.ts"() {
-    "use strict";
-    init_zod();
-    init_metric_names();
-    MAX_TEXT = 2e3;
-    MAX_ITEMS = 1e5;
-    text = external_exports.string().max(MAX_TEXT);
-    num = external_exports.number().finite();
-    count = external_exports.number().finite().nonnegative();
-    ModelStatsSchema = external_exports.object({
-      path: text,
-      params: count,
-      bytes: count,
-      macs: count.nullable()
-    });
-    MetricResultSchema = external_exports.object({
-      name: external_exports.enum(METRIC_NAMES),
-      base: num.nullable(),
-      candidate: num.nullable(),
-      bound: num.nullable(),
-      rule: text.nullable(),
-      pass: external_exports.boolean()
-    });
-    LatencyStatsSchema = external_exports.object({ p50_ms: count, p95_ms: count });
-    StepSchema = external_exports.object({
-      ratio: external_exports.number().min(0).max(1),
-      metrics: external_exports.array(MetricResultSchema).max(METRIC_NAMES.length),
-      pass: external_exports.boolean(),
-      /** Passes every quality bound (the search goes on past such a step). */
-      quality_pass: external_exports.boolean()
-    });
-    QuantizationSchema = external_exports.object({
-      /** Layers whose weights were quantized, and those weights' bytes before and after. */
-      layers: count,
-      weight_bytes_before: count,
-      weight_bytes_after: count,
-      /** Layers stored with more bits than asked: float, or 8 bits in an int4 model; and why. */
-      exceptions: external_exports.array(external_exports.object({ where: text, stored: external_exports.enum(["float", "int8"]), reason: text })).max(MAX_ITEMS),
-      /** Bytes saved by shortening intermediate tensor names (0 with keep-names). */
-      names_bytes_saved: count
-    });
-    PullRequestSchema = external_exports.object({ number: external_exports.number().int().positive(), head_sha: external_exports.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) });
-    ReportSchema = external_exports.object({
-      tool: external_exports.literal("prune-gate"),
-      /** The report format's version; bumped only when a stable field changes meaning. */
-      format: external_exports.literal(1),
-      verdict: external_exports.enum(["pass", "fail"]),
-      task: external_exports.enum(["language-model", "classification", "generic"]),
-      /** The prune settings of the run, or null for `eval` (two given models). */
-      target: external_exports.union([external_exports.number().min(0).max(1), external_exports.literal("auto")]).nullable(),
-      quantize: external_exports.enum(["none", "int8", "int4"]),
-      quantization: QuantizationSchema.optional(),
-      base: ModelStatsSchema,
-      candidate: ModelStatsSchema,
-      metrics: external_exports.array(MetricResultSchema).max(METRIC_NAMES.length),
-      latency: external_exports.object({ base: LatencyStatsSchema, candidate: LatencyStatsSchema, speedup: count.nullable() }),
-      steps: external_exports.array(StepSchema).max(100),
-      /** Index into steps of the model that was written, or null without a search. */
-      chosen_step: external_exports.number().int().nonnegative().nullable(),
-      pruned: external_exports.array(
-        external_exports.object({
-          kind: external_exports.enum(["ffn", "heads", "channels"]),
-          where: text,
-          before: count,
-          after: count,
-          params: count
-        })
-      ).max(MAX_ITEMS),
-      skipped: external_exports.array(external_exports.object({ where: text, reason: text })).max(MAX_ITEMS),
-      /**
-       * How the removals were shared between layers and kinds, and which compensation repaired
-       * them: the strategy kept and every one tried with its calibration loss (null: not measurable).
-       */
-      allocation: external_exports.object({
-        strategy: external_exports.enum(["global", "uniform", "ffn-only", "measured"]),
-        compensate: external_exports.enum(["none", "bias", "reconstruct"]),
-        measure: text,
-        tried: external_exports.array(
-          external_exports.object({
-            strategy: external_exports.enum(["global", "uniform", "ffn-only", "measured"]),
-            compensate: external_exports.enum(["none", "bias", "reconstruct"]),
-            loss: external_exports.number().nullable(),
-            params: count,
-            align: count.optional(),
-            latency: external_exports.number().nullable().optional(),
-            note: text.optional()
-          })
-        ).max(MAX_ITEMS),
-        align: count,
-        latency: external_exports.number().nullable().optional()
-      }).optional(),
-      /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
-      pull_request: PullRequestSchema.optional()
-    });
-  }
-});
-
-// src/report/build.ts
-function finiteOrNull(v) {
-  return v !== null && Number.isFinite(v) ? v : null;
-}
-function metricJson(m) {
-  return { ...m, base: finiteOrNull(m.base), candidate: finiteOrNull(m.candidate), bound: finiteOrNull(m.bound) };
-}
-function statsJson(s) {
-  return { ...s, path: s.path ? displayPath(path5.resolve(s.path)) : "" };
-}
-function buildReport(input2) {
-  const report = {
-    tool: "prune-gate",
-    format: 1,
-    verdict: input2.verdict,
-    task: input2.task,
-    target: input2.target,
-    quantize: input2.quantize,
-    ...input2.quantization ? { quantization: input2.quantization } : {},
-    base: statsJson(input2.base),
-    candidate: statsJson(input2.candidate),
-    metrics: input2.metrics.map(metricJson),
-    latency: {
-      base: input2.latency.base,
-      candidate: input2.latency.candidate,
-      speedup: finiteOrNull(input2.latency.speedup)
-    },
-    steps: input2.steps.map((s) => ({ ratio: s.ratio, metrics: s.metrics.map(metricJson), pass: s.pass, quality_pass: s.qualityPass })),
-    chosen_step: input2.chosenStep,
-    pruned: input2.pruned.map((p) => ({ kind: p.kind, where: p.where, before: p.before, after: p.after, params: p.params })),
-    skipped: input2.skipped.map((s) => ({ where: s.where, reason: s.reason })),
-    ...input2.allocation ? {
-      allocation: {
-        ...input2.allocation,
-        ...input2.allocation.latency !== void 0 ? { latency: finiteOrNull(input2.allocation.latency) } : {},
-        tried: input2.allocation.tried.map((t) => ({
-          ...t,
-          loss: finiteOrNull(t.loss),
-          ...t.latency !== void 0 ? { latency: finiteOrNull(t.latency) } : {}
-        }))
-      }
-    } : {},
-    ...input2.pullRequest ? { pull_request: input2.pullRequest } : {}
-  };
-  const checked = ReportSchema.safeParse(report);
-  if (!checked.success) {
-    throw new Error(`internal: the report does not fit its own schema: ${JSON.stringify(checked.error.issues[0])}`);
-  }
-  return checked.data;
-}
-function readReport(file2) {
-  let data;
-  try {
-    data = JSON.parse(fs5.readFileSync(file2, "utf8"));
-  } catch (e) {
-    throw new UserError(`${file2}: not a readable JSON report: ${e.message.split("\n")[0]}`);
-  }
-  return parseReport(data, file2);
-}
-function parseReport(data, file2) {
-  const r = ReportSchema.safeParse(data);
-  if (r.success) return r.data;
-  const issue2 = r.error.issues[0];
-  throw new UserError(`${file2}: not a prune-gate report: ${issue2.path.join(".") || "(top level)"}: ${issue2.message}`);
-}
-var fs5, path5;
-var init_build = __esm({
-  "src/report/build.ts"() {
-    "use strict";
-    fs5 = __toESM(require("fs"));
-    path5 = __toESM(require("path"));
-    init_paths();
-    init_errors();
-    init_schema();
-  }
-});
-
-// src/report/markdown.ts
-function escapeMarkdown(s, max = MAX_NAME) {
-  const oneLine = s.replace(/[\r\n\t\u2028\u2029]+/g, " ");
-  const clipped = oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
-  return clipped.replace(/[&<>"'|\\`*_~[\]()!#$:={}]/g, (c) => ESCAPES[c]).replace(/@/g, "@​").replace(/www\./gi, (m) => `${m.slice(0, 3)}&#46;`);
-}
-function stickyMarker(modelPath) {
-  return `<!-- prune-gate:${modelPath.replace(/[^A-Za-z0-9._/@+-]/g, "_").replace(/-{2,}/g, "-")} -->`;
-}
-function sig(n, digits = 4) {
-  if (!Number.isFinite(n)) return "–";
-  if (n === 0) return "0";
-  const abs = Math.abs(n);
-  if (abs >= 1e4 || abs < 1e-3) return n.toPrecision(3);
-  return String(Number(n.toPrecision(digits)));
-}
-function formatValue(name, v) {
-  if (v === null || !Number.isFinite(v)) return "–";
-  switch (METRICS[name].unit) {
-    case "fraction":
-      return `${(v * 100).toFixed(2)} %`;
-    case "ms":
-      return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} ms`;
-    case "bytes":
-      return bytes(v);
-    case "count":
-      return si(v);
-    default:
-      return sig(v);
-  }
-}
-function formatChange(name, base, cand) {
-  if (base === null || cand === null || !Number.isFinite(base) || !Number.isFinite(cand)) return "–";
-  const unit = METRICS[name].unit;
-  if (unit === "fraction") return `${signed((cand - base) * 100, 2)} pts`;
-  if (base === 0) return cand === 0 ? "0" : signed(cand, 4);
-  return `${signed((cand - base) / Math.abs(base) * 100, 1)} %`;
-}
-function signed(v, decimals) {
-  const s = v.toFixed(decimals);
-  return v > 0 ? `+${s}` : v < 0 ? s.replace("-", "−") : s.replace("-", "");
-}
-function formatBound(name, bound, rule) {
-  if (rule === null) return "";
-  const op = METRICS[name].higherIsBetter ? "≥" : "≤";
-  return `${op} ${formatValue(name, bound)} (${escapeMarkdown(rule)})`;
-}
-function ratioText(base, cand) {
-  if (!(base > 0) || !(cand > 0)) return "–";
-  return `${(base / cand).toFixed(2)}x smaller (${signed((cand - base) / base * 100, 1)} %)`;
-}
-function percentOf(r) {
-  return `${Number((r * 100).toFixed(1))}%`;
-}
-function row(cells) {
-  return `| ${cells.join(" | ")} |`;
-}
-function table(header, rows) {
-  return [row(header), row(header.map(() => "---")), ...rows.map(row)];
-}
-function verdictLine(r) {
-  const model = `**${escapeMarkdown(r.base.path)}**`;
-  const what = r.target === null ? `compared with ${escapeMarkdown(r.candidate.path)}` : r.steps.length && r.chosen_step !== null ? r.steps[r.chosen_step].ratio === 0 ? `quantized to ${r.quantize}, nothing pruned` : `pruned ${percentOf(r.steps[r.chosen_step].ratio)} of the parameters${r.quantize === "none" ? "" : ` and quantized to ${r.quantize}`}` : "";
-  const failed = r.metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? "")})`);
-  if (r.verdict === "pass") return `### ✅ prune-gate passed: ${model} ${what}`.trimEnd();
-  return `### ❌ prune-gate failed: ${model} ${what}${failed.length ? ` — over the bound: ${failed.join(", ")}` : ""}`;
-}
-function metricsTable(r) {
-  return table(
-    ["metric", "base", "candidate", "change", "bound", "pass"],
-    r.metrics.map((m) => [
-      m.name,
-      formatValue(m.name, m.base),
-      formatValue(m.name, m.candidate),
-      formatChange(m.name, m.base, m.candidate),
-      formatBound(m.name, m.bound, m.rule),
-      m.rule === null ? "" : m.pass ? "✅" : "❌"
-    ])
-  );
-}
-function compressionTable(r) {
-  const macs = r.base.macs !== null && r.candidate.macs !== null;
-  return [
-    "#### Compression",
-    "",
-    ...table(
-      ["", "base", "candidate", "change"],
-      [
-        ["params", si(r.base.params), si(r.candidate.params), ratioText(r.base.params, r.candidate.params)],
-        ["bytes on disk", bytes(r.base.bytes), bytes(r.candidate.bytes), ratioText(r.base.bytes, r.candidate.bytes)],
-        [
-          "MACs per sample",
-          r.base.macs === null ? "–" : si(r.base.macs),
-          r.candidate.macs === null ? "–" : si(r.candidate.macs),
-          macs ? ratioText(r.base.macs, r.candidate.macs) : "–"
-        ]
-      ]
-    )
-  ];
-}
-function quantizationSection(r) {
-  const q = r.quantization;
-  if (!q) return [];
-  const lines = [
-    `#### Quantization (${r.quantize})`,
-    "",
-    `Weights of ${q.layers} ${q.layers === 1 ? "layer" : "layers"} quantized: ${bytes(q.weight_bytes_before)} → ${bytes(q.weight_bytes_after)}, ${ratioText(q.weight_bytes_before, q.weight_bytes_after)}.` + (q.names_bytes_saved > 0 ? ` Intermediate tensor names shortened: ${bytes(q.names_bytes_saved)} fewer.` : "")
-  ];
-  const exceptions = details(
-    `Stored with more bits than ${r.quantize} (${q.exceptions.length} ${q.exceptions.length === 1 ? "layer" : "layers"})`,
-    ["where", "stored", "why"],
-    q.exceptions.map((e) => [escapeMarkdown(e.where), e.stored, escapeMarkdown(e.reason, 500)])
-  );
-  return exceptions.length ? [...lines, "", ...exceptions] : lines;
-}
-function latencyTable(r) {
-  const l = r.latency;
-  const ms = (v) => formatValue("latency-p50", v);
-  return [
-    "#### Latency (one calibration batch, base and candidate runs interleaved)",
-    "",
-    ...table(
-      ["", "p50", "p95"],
-      [
-        ["base", ms(l.base.p50_ms), ms(l.base.p95_ms)],
-        ["candidate", ms(l.candidate.p50_ms), ms(l.candidate.p95_ms)]
-      ]
-    ),
-    "",
-    `Speedup (base p50 / candidate p50): **${l.speedup === null ? "–" : `${l.speedup.toFixed(2)}x`}**`
-  ];
-}
-function mainMetric(r) {
-  const bounded = r.metrics.find((m) => m.rule !== null && METRICS[m.name].kind === "quality");
-  if (bounded) return bounded.name;
-  return r.task === "language-model" ? "perplexity" : r.task === "classification" ? "accuracy" : "agreement";
-}
-function stepValue(step, name, field) {
-  return step.metrics.find((m) => m.name === name)?.[field] ?? null;
-}
-function stepsSection(r) {
-  if (r.steps.length === 0) return [];
-  const main = mainMetric(r);
-  const rows = r.steps.map((s, i) => [
-    String(i + 1) + (i === r.chosen_step ? " ⬅" : ""),
-    percentOf(s.ratio),
-    formatValue("params", stepValue(s, "params", "candidate")),
-    formatValue("size", stepValue(s, "size", "candidate")),
-    formatValue(main, stepValue(s, main, "candidate")),
-    s.pass ? "✅" : s.quality_pass ? "❌ efficiency" : "❌ quality"
-  ]);
-  const drawn = chart(r, main);
-  return [
-    "#### Gradual search",
-    "",
-    ...table(["step", "params removed", "params", "size", main, "pass"], rows),
-    ...drawn.length ? ["", ...drawn] : []
-  ];
-}
-function chart(r, main = mainMetric(r)) {
-  const points = r.steps.map((s) => ({ x: percentOf(s.ratio), y: stepValue(s, main, "candidate") }));
-  if (points.length < 2 || points.some((p) => p.y === null)) return [];
-  const scale = METRICS[main].unit === "fraction" ? 100 : 1;
-  const y = (v) => String(Number((v * scale).toPrecision(6)));
-  const bounds = r.steps.map((s) => stepValue(s, main, "bound"));
-  const lines = ["```mermaid", "xychart-beta", `    title "${main} by parameters removed"`];
-  lines.push(`    x-axis "parameters removed" [${points.map((p) => `"${p.x}"`).join(", ")}]`);
-  lines.push(`    y-axis "${main}${scale === 100 ? " (%)" : ""}"`);
-  lines.push(`    line [${points.map((p) => y(p.y)).join(", ")}]`);
-  if (bounds.every((b) => b !== null)) lines.push(`    line [${bounds.map((b) => y(b)).join(", ")}]`);
-  lines.push("```");
-  return lines;
-}
-function details(summary2, header, rows) {
-  if (rows.length === 0) return [];
-  const shown = rows.slice(0, MAX_ROWS);
-  const more = rows.length > MAX_ROWS ? ["", `… and ${rows.length - MAX_ROWS} more (see report.json)`] : [];
-  return ["<details>", `<summary>${summary2}</summary>`, "", ...table(header, shown), ...more, "", "</details>"];
-}
-function prunedSection(r) {
-  return details(
-    `What was pruned (${r.pruned.length} ${r.pruned.length === 1 ? "place" : "places"})`,
-    ["kind", "where", "before", "after", "params removed"],
-    r.pruned.map((p) => [p.kind, escapeMarkdown(p.where), String(p.before), String(p.after), si(p.params)])
-  );
-}
-function allocationLine(a) {
-  const kept = `Allocation: ${a.strategy}, compensation ${a.compensate}${a.align > 1 ? `, widths multiples of ${a.align}` : ""}`;
-  const measured = a.tried.filter((t) => t.loss !== null);
-  if (measured.length === 0) return `${kept} (${a.measure})`;
-  const fmt = (t) => `${t.strategy}${t.align ? ` ×${t.align}` : ""}/${t.compensate} ${t.loss.toPrecision(4)}`;
-  const speed = a.latency === void 0 || a.latency === null ? "" : a.latency <= 1 ? ` not slower than the base here (${a.latency.toFixed(2)}x its latency)` : ` (none timed was as fast as the base here; this one ran at ${a.latency.toFixed(2)}x)`;
-  return `${kept}: the least ${a.measure} on the calibration set${speed}, of ${measured.map(fmt).join(", ")}`;
-}
-function allocationSection(r) {
-  return r.allocation && r.pruned.length ? [allocationLine(r.allocation)] : [];
-}
-function skippedSection(r) {
-  return details(
-    `Left alone (${r.skipped.length} ${r.skipped.length === 1 ? "place" : "places"})`,
-    ["where", "why"],
-    r.skipped.map((s) => [escapeMarkdown(s.where), escapeMarkdown(s.reason, 500)])
-  );
-}
-function renderMarkdown(r) {
-  const sections = [
-    [verdictLine(r)],
-    metricsTable(r),
-    compressionTable(r),
-    quantizationSection(r),
-    latencyTable(r),
-    stepsSection(r),
-    prunedSection(r),
-    allocationSection(r),
-    skippedSection(r)
-  ];
-  return `${sections.filter((s) => s.length > 0).map((s) => s.join("\n")).join("\n\n")}
-`;
-}
-var ESCAPES, MAX_NAME, MAX_ROWS;
-var init_markdown = __esm({
-  "src/report/markdown.ts"() {
-    "use strict";
-    init_format();
-    init_metrics();
-    ESCAPES = {
-      "&": "&amp;",
-      "<": "&lt;",
-      ">": "&gt;",
-      '"': "&quot;",
-      "'": "&#39;",
-      "|": "&#124;",
-      // table cell separator
-      "\\": "&#92;",
-      "`": "&#96;",
-      "*": "&#42;",
-      _: "&#95;",
-      "~": "&#126;",
-      "[": "&#91;",
-      "]": "&#93;",
-      "(": "&#40;",
-      ")": "&#41;",
-      "!": "&#33;",
-      "#": "&#35;",
-      $: "&#36;",
-      // math
-      ":": "&#58;",
-      // autolinks (http://), emoji shortcodes
-      "=": "&#61;",
-      "{": "&#123;",
-      "}": "&#125;"
-    };
-    MAX_NAME = 300;
-    MAX_ROWS = 200;
-  }
-});
-
-// src/util/files.ts
-function temporaryName(file2) {
-  return `${file2}.tmp-${process.pid}-${Date.now()}`;
-}
-function writeFileAtomic(file2, data) {
-  fs6.mkdirSync(path6.dirname(path6.resolve(file2)), { recursive: true });
-  const tmp = temporaryName(file2);
-  try {
-    fs6.writeFileSync(tmp, data);
-    fs6.renameSync(tmp, file2);
-  } catch (e) {
-    fs6.rmSync(tmp, { force: true });
-    throw e;
-  }
-}
-function writeJsonAtomic(file2, value) {
-  writeFileAtomic(file2, `${JSON.stringify(value, null, 2)}
-`);
-}
-var fs6, path6;
-var init_files = __esm({
-  "src/util/files.ts"() {
-    "use strict";
-    fs6 = __toESM(require("fs"));
-    path6 = __toESM(require("path"));
-  }
-});
-
 // node_modules/@protobufjs/aspromise/index.js
 var require_aspromise = __commonJS({
   "node_modules/@protobufjs/aspromise/index.js"(exports2, module2) {
@@ -72228,44 +71566,44 @@ var require_base64 = __commonJS({
       s64[b64[i] = i < 26 ? i + 65 : i < 52 ? i + 71 : i < 62 ? i - 4 : i - 59 | 43] = i++;
     var i;
     base643.encode = function encode4(buffer, start, end) {
-      var parts = null, chunk2 = [];
+      var parts = null, chunk = [];
       var i2 = 0, j = 0, t;
       while (start < end) {
         var b = buffer[start++];
         switch (j) {
           case 0:
-            chunk2[i2++] = b64[b >> 2];
+            chunk[i2++] = b64[b >> 2];
             t = (b & 3) << 4;
             j = 1;
             break;
           case 1:
-            chunk2[i2++] = b64[t | b >> 4];
+            chunk[i2++] = b64[t | b >> 4];
             t = (b & 15) << 2;
             j = 2;
             break;
           case 2:
-            chunk2[i2++] = b64[t | b >> 6];
-            chunk2[i2++] = b64[b & 63];
+            chunk[i2++] = b64[t | b >> 6];
+            chunk[i2++] = b64[b & 63];
             j = 0;
             break;
         }
         if (i2 > 8191) {
-          (parts || (parts = [])).push(String.fromCharCode.apply(String, chunk2));
+          (parts || (parts = [])).push(String.fromCharCode.apply(String, chunk));
           i2 = 0;
         }
       }
       if (j) {
-        chunk2[i2++] = b64[t];
-        chunk2[i2++] = 61;
+        chunk[i2++] = b64[t];
+        chunk[i2++] = 61;
         if (j === 1)
-          chunk2[i2++] = 61;
+          chunk[i2++] = 61;
       }
       if (parts) {
         if (i2)
-          parts.push(String.fromCharCode.apply(String, chunk2.slice(0, i2)));
+          parts.push(String.fromCharCode.apply(String, chunk.slice(0, i2)));
         return parts.join("");
       }
-      return String.fromCharCode.apply(String, chunk2.slice(0, i2));
+      return String.fromCharCode.apply(String, chunk.slice(0, i2));
     };
     var invalidEncoding = "invalid encoding";
     base643.decode = function decode3(string4, buffer, offset) {
@@ -72595,38 +71933,38 @@ var require_utf8 = __commonJS({
     utf8.read = function utf8_read(buffer, start, end) {
       if (end - start < 1)
         return "";
-      var parts = null, chunk2 = [], i = 0, t, t2, c2, c3;
+      var parts = null, chunk = [], i = 0, t, t2, c2, c3;
       while (start < end) {
         t = buffer[start++];
         if (t <= 127) {
-          chunk2[i++] = t;
+          chunk[i++] = t;
         } else if (t >= 192 && t < 224) {
           c2 = (t & 31) << 6 | buffer[start++] & 63;
-          chunk2[i++] = c2 >= 128 ? c2 : replacementCharCode;
+          chunk[i++] = c2 >= 128 ? c2 : replacementCharCode;
         } else if (t >= 224 && t < 240) {
           c3 = (t & 15) << 12 | (buffer[start++] & 63) << 6 | buffer[start++] & 63;
-          chunk2[i++] = c3 >= 2048 ? c3 : replacementCharCode;
+          chunk[i++] = c3 >= 2048 ? c3 : replacementCharCode;
         } else if (t >= 240) {
           t2 = (t & 7) << 18 | (buffer[start++] & 63) << 12 | (buffer[start++] & 63) << 6 | buffer[start++] & 63;
           if (t2 < 65536 || t2 > 1114111)
-            chunk2[i++] = replacementCharCode;
+            chunk[i++] = replacementCharCode;
           else {
             t2 -= 65536;
-            chunk2[i++] = 55296 + (t2 >> 10);
-            chunk2[i++] = 56320 + (t2 & 1023);
+            chunk[i++] = 55296 + (t2 >> 10);
+            chunk[i++] = 56320 + (t2 & 1023);
           }
         }
         if (i > 8191) {
-          (parts || (parts = [])).push(String.fromCharCode.apply(String, chunk2.slice(0, i)));
+          (parts || (parts = [])).push(String.fromCharCode.apply(String, chunk.slice(0, i)));
           i = 0;
         }
       }
       if (parts) {
         if (i)
-          parts.push(String.fromCharCode.apply(String, chunk2.slice(0, i)));
+          parts.push(String.fromCharCode.apply(String, chunk.slice(0, i)));
         return parts.join("");
       }
-      return String.fromCharCode.apply(String, chunk2.slice(0, i));
+      return String.fromCharCode.apply(String, chunk.slice(0, i));
     };
     utf8.write = function utf8_write(string4, buffer, offset) {
       var start = offset, c1, c2;
@@ -77967,54 +77305,237 @@ var require_onnx = __commonJS({
   }
 });
 
-// src/onnx/reads.ts
-function nodeReads(node2) {
-  const reads = [...node2.input ?? []];
-  for (const a of node2.attribute ?? []) {
-    for (const g of [a.g, ...a.graphs ?? []]) if (g) reads.push(...subgraphOuterReads(g));
-  }
-  return reads;
+// src/util/files.ts
+function temporaryName(file2) {
+  return `${file2}.tmp-${process.pid}-${Date.now()}`;
 }
-function subgraphOuterReads(g) {
-  const local = /* @__PURE__ */ new Set([
-    ...(g.input ?? []).map((v) => v.name ?? ""),
-    ...(g.initializer ?? []).map((t) => t.name ?? "")
-  ]);
-  for (const n of g.node ?? []) for (const o of n.output ?? []) local.add(o);
-  const reads = [];
-  for (const n of g.node ?? []) for (const i of nodeReads(n)) if (i && !local.has(i)) reads.push(i);
-  return reads;
-}
-function graphDefect(graph) {
-  const nodes = graph.node ?? [];
-  const provided = /* @__PURE__ */ new Set([...(graph.input ?? []).map((v) => v.name ?? ""), ...(graph.initializer ?? []).map((t) => t.name ?? "")]);
-  const producer = /* @__PURE__ */ new Map();
-  nodes.forEach((n, i) => (n.output ?? []).forEach((o) => o && producer.set(o, i)));
-  const label = (n) => `node '${n.name || n.output?.[0] || "?"}' (${n.opType})`;
-  for (const n of nodes) {
-    for (const i of nodeReads(n)) {
-      if (i && !provided.has(i) && !producer.has(i)) return `${label(n)} reads '${i}', which no node, graph input or initializer provides`;
-    }
+function writeFileAtomic(file2, data) {
+  fs2.mkdirSync(path2.dirname(path2.resolve(file2)), { recursive: true });
+  const tmp = temporaryName(file2);
+  try {
+    fs2.writeFileSync(tmp, data);
+    fs2.renameSync(tmp, file2);
+  } catch (e) {
+    fs2.rmSync(tmp, { force: true });
+    throw e;
   }
-  const waiting = nodes.map((n) => new Set(nodeReads(n).filter((i) => i && !provided.has(i)).map((i) => producer.get(i))));
-  const readers = /* @__PURE__ */ new Map();
-  waiting.forEach((deps, i) => deps.forEach((d) => readers.set(d, [...readers.get(d) ?? [], i])));
-  const ready = waiting.flatMap((deps, i) => deps.size === 0 ? [i] : []);
-  let done = 0;
-  while (ready.length) {
-    const i = ready.pop();
-    done++;
-    for (const r of readers.get(i) ?? []) {
-      waiting[r].delete(i);
-      if (waiting[r].size === 0) ready.push(r);
-    }
-  }
-  if (done < nodes.length) return `the graph has a cycle through ${label(nodes[waiting.findIndex((w) => w.size > 0)])}`;
-  return void 0;
 }
-var init_reads = __esm({
-  "src/onnx/reads.ts"() {
+function writeJsonAtomic(file2, value) {
+  writeFileAtomic(file2, `${JSON.stringify(value, null, 2)}
+`);
+}
+var fs2, path2;
+var init_files = __esm({
+  "src/util/files.ts"() {
     "use strict";
+    fs2 = __toESM(require("fs"));
+    path2 = __toESM(require("path"));
+  }
+});
+
+// src/onnx/dtype.ts
+function isSupportedDType(dtype) {
+  return INFO[dtype] !== void 0;
+}
+function dtypeInfo(dtype) {
+  const info3 = INFO[dtype];
+  if (!info3) throw new Error(`unsupported tensor data type ${dtypeName(dtype)}`);
+  return info3;
+}
+function dtypeName(dtype) {
+  return INFO[dtype]?.name ?? DataType[dtype]?.toLowerCase() ?? `type ${dtype}`;
+}
+function isFloatDType(dtype) {
+  return dtype === DataType.FLOAT || dtype === DataType.DOUBLE || dtype === DataType.FLOAT16 || dtype === DataType.BFLOAT16;
+}
+function halfToFloat(h) {
+  const sign = h & 32768 ? -1 : 1;
+  const exp = h >> 10 & 31;
+  const frac = h & 1023;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+function floatToHalf(v) {
+  f32[0] = v;
+  const x = u32[0];
+  const sign = x >>> 16 & 32768;
+  const exp = x >>> 23 & 255;
+  let mant = x & 8388607;
+  if (exp === 255) return sign | 31744 | (mant ? 512 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 31) return sign | 31744;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 8388608;
+    const shift = 14 - e;
+    let half2 = mant >> shift;
+    const rem2 = mant & (1 << shift) - 1;
+    const mid = 1 << shift - 1;
+    if (rem2 > mid || rem2 === mid && half2 & 1) half2++;
+    return sign | half2;
+  }
+  let half = e << 10 | mant >> 13;
+  const rem = mant & 8191;
+  if (rem > 4096 || rem === 4096 && half & 1) half++;
+  return sign | half;
+}
+function bfloat16ToFloat(b) {
+  u32[0] = b << 16;
+  return f32[0];
+}
+function floatToBfloat16(v) {
+  f32[0] = v;
+  const x = u32[0];
+  if ((x & 2139095040) === 2139095040 && x & 8388607) return x >>> 16 | 64;
+  return x + 32767 + (x >>> 16 & 1) >>> 16 & 65535;
+}
+var import_onnx_proto, DataType, INFO, f32, u32;
+var init_dtype = __esm({
+  "src/onnx/dtype.ts"() {
+    "use strict";
+    import_onnx_proto = __toESM(require_onnx());
+    DataType = import_onnx_proto.onnx.TensorProto.DataType;
+    INFO = {
+      [DataType.FLOAT]: { name: "float32", bytes: 4, array: Float32Array },
+      [DataType.DOUBLE]: { name: "float64", bytes: 8, array: Float64Array },
+      [DataType.FLOAT16]: { name: "float16", bytes: 2, array: Uint16Array },
+      [DataType.BFLOAT16]: { name: "bfloat16", bytes: 2, array: Uint16Array },
+      [DataType.INT8]: { name: "int8", bytes: 1, array: Int8Array },
+      [DataType.UINT8]: { name: "uint8", bytes: 1, array: Uint8Array },
+      [DataType.BOOL]: { name: "bool", bytes: 1, array: Uint8Array },
+      [DataType.INT16]: { name: "int16", bytes: 2, array: Int16Array },
+      [DataType.UINT16]: { name: "uint16", bytes: 2, array: Uint16Array },
+      [DataType.INT32]: { name: "int32", bytes: 4, array: Int32Array },
+      [DataType.UINT32]: { name: "uint32", bytes: 4, array: Uint32Array },
+      [DataType.INT64]: { name: "int64", bytes: 8, array: BigInt64Array },
+      [DataType.UINT64]: { name: "uint64", bytes: 8, array: BigUint64Array }
+    };
+    f32 = new Float32Array(1);
+    u32 = new Uint32Array(f32.buffer);
+  }
+});
+
+// src/onnx/external.ts
+function isExternal(t) {
+  return t.dataLocation === import_onnx_proto2.onnx.TensorProto.DataLocation.EXTERNAL;
+}
+function externalLocation(t, modelDir, modelPath) {
+  const entries = new Map((t.externalData ?? []).map((e) => [e.key ?? "", e.value ?? ""]));
+  const location = entries.get("location");
+  if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
+  const normalized = location.replace(/\\/g, "/");
+  if (path3.isAbsolute(location) || path3.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
+    throw new UserError(
+      `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
+    );
+  }
+  const root = path3.resolve(modelDir);
+  const file2 = path3.resolve(root, normalized);
+  if (file2 !== root && !file2.startsWith(root + path3.sep)) {
+    throw new UserError(
+      `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
+    );
+  }
+  const offset = entries.has("offset") ? Number(entries.get("offset")) : 0;
+  const length = entries.has("length") ? Number(entries.get("length")) : void 0;
+  if (!Number.isSafeInteger(offset) || offset < 0 || length !== void 0 && (!Number.isSafeInteger(length) || length < 0)) {
+    throw new UserError(`${modelPath}: tensor '${t.name}' has an invalid external data offset or length`);
+  }
+  return { file: file2, location, offset, length };
+}
+function checkExternal(t, loc, modelPath, expectedBytes) {
+  let size;
+  try {
+    size = fs3.statSync(loc.file).size;
+  } catch {
+    throw new UserError(
+      `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
+    );
+  }
+  if (loc.length !== void 0 && loc.length !== expectedBytes) {
+    throw new UserError(
+      `${modelPath}: tensor '${t.name}' has external data length ${loc.length} but its shape needs ${expectedBytes} bytes; the model is damaged (re-export it)`
+    );
+  }
+  const length = loc.length ?? expectedBytes;
+  if (loc.offset + length > size) {
+    throw new UserError(
+      `${modelPath}: external data file '${loc.location}' is too short for tensor '${t.name}' (needs bytes ${loc.offset}..${loc.offset + length}, file has ${size}); it is truncated or belongs to another model`
+    );
+  }
+}
+function readTensorData(dtype, file2, offset, length) {
+  const info3 = dtypeInfo(dtype);
+  if (length % info3.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info3.name} elements`);
+  const buffer = new ArrayBuffer(length);
+  const bytes2 = new Uint8Array(buffer);
+  const fd = fs3.openSync(file2, "r");
+  try {
+    let done = 0;
+    while (done < length) {
+      const n = fs3.readSync(fd, bytes2, done, length - done, offset + done);
+      if (n === 0) throw new Error(`unexpected end of ${file2}`);
+      done += n;
+    }
+  } finally {
+    fs3.closeSync(fd);
+  }
+  return new info3.array(buffer, 0, length / info3.bytes);
+}
+var fs3, path3, import_onnx_proto2;
+var init_external2 = __esm({
+  "src/onnx/external.ts"() {
+    "use strict";
+    fs3 = __toESM(require("fs"));
+    path3 = __toESM(require("path"));
+    import_onnx_proto2 = __toESM(require_onnx());
+    init_errors();
+    init_dtype();
+  }
+});
+
+// src/onnx/spill.ts
+function spillMinBytes() {
+  return spillThreshold;
+}
+function openStore() {
+  if (store) return store;
+  const dir = fs4.mkdtempSync(path4.join(os.tmpdir(), "prune-gate-spill-"));
+  const file2 = path4.join(dir, "tensors.bin");
+  store = { file: file2, fd: fs4.openSync(file2, "w+"), size: 0 };
+  process.once("exit", () => fs4.rmSync(dir, { recursive: true, force: true }));
+  return store;
+}
+function spillTensor(proto, bytes2) {
+  const s = openStore();
+  let done = 0;
+  while (done < bytes2.byteLength) done += fs4.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
+  spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
+  s.size += bytes2.byteLength;
+}
+function spilledRange(proto) {
+  return spilled.get(proto);
+}
+function deferTensor(proto, stream) {
+  deferred.set(proto, stream);
+}
+function deferredStream(proto) {
+  return deferred.get(proto);
+}
+function isSpilled(proto) {
+  return spilled.has(proto) || deferred.has(proto);
+}
+var fs4, os, path4, spillThreshold, spilled, store, deferred;
+var init_spill = __esm({
+  "src/onnx/spill.ts"() {
+    "use strict";
+    fs4 = __toESM(require("fs"));
+    os = __toESM(require("os"));
+    path4 = __toESM(require("path"));
+    spillThreshold = 8 * 2 ** 20;
+    spilled = /* @__PURE__ */ new WeakMap();
+    deferred = /* @__PURE__ */ new WeakMap();
   }
 });
 
@@ -78881,89 +78402,6 @@ var require_long = __commonJS({
   }
 });
 
-// src/onnx/dtype.ts
-function isSupportedDType(dtype) {
-  return INFO[dtype] !== void 0;
-}
-function dtypeInfo(dtype) {
-  const info3 = INFO[dtype];
-  if (!info3) throw new Error(`unsupported tensor data type ${dtypeName(dtype)}`);
-  return info3;
-}
-function dtypeName(dtype) {
-  return INFO[dtype]?.name ?? DataType[dtype]?.toLowerCase() ?? `type ${dtype}`;
-}
-function isFloatDType(dtype) {
-  return dtype === DataType.FLOAT || dtype === DataType.DOUBLE || dtype === DataType.FLOAT16 || dtype === DataType.BFLOAT16;
-}
-function halfToFloat(h) {
-  const sign = h & 32768 ? -1 : 1;
-  const exp = h >> 10 & 31;
-  const frac = h & 1023;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 31) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
-}
-function floatToHalf(v) {
-  f32[0] = v;
-  const x = u32[0];
-  const sign = x >>> 16 & 32768;
-  const exp = x >>> 23 & 255;
-  let mant = x & 8388607;
-  if (exp === 255) return sign | 31744 | (mant ? 512 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 31) return sign | 31744;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 8388608;
-    const shift = 14 - e;
-    let half2 = mant >> shift;
-    const rem2 = mant & (1 << shift) - 1;
-    const mid = 1 << shift - 1;
-    if (rem2 > mid || rem2 === mid && half2 & 1) half2++;
-    return sign | half2;
-  }
-  let half = e << 10 | mant >> 13;
-  const rem = mant & 8191;
-  if (rem > 4096 || rem === 4096 && half & 1) half++;
-  return sign | half;
-}
-function bfloat16ToFloat(b) {
-  u32[0] = b << 16;
-  return f32[0];
-}
-function floatToBfloat16(v) {
-  f32[0] = v;
-  const x = u32[0];
-  if ((x & 2139095040) === 2139095040 && x & 8388607) return x >>> 16 | 64;
-  return x + 32767 + (x >>> 16 & 1) >>> 16 & 65535;
-}
-var import_onnx_proto, DataType, INFO, f32, u32;
-var init_dtype = __esm({
-  "src/onnx/dtype.ts"() {
-    "use strict";
-    import_onnx_proto = __toESM(require_onnx());
-    DataType = import_onnx_proto.onnx.TensorProto.DataType;
-    INFO = {
-      [DataType.FLOAT]: { name: "float32", bytes: 4, array: Float32Array },
-      [DataType.DOUBLE]: { name: "float64", bytes: 8, array: Float64Array },
-      [DataType.FLOAT16]: { name: "float16", bytes: 2, array: Uint16Array },
-      [DataType.BFLOAT16]: { name: "bfloat16", bytes: 2, array: Uint16Array },
-      [DataType.INT8]: { name: "int8", bytes: 1, array: Int8Array },
-      [DataType.UINT8]: { name: "uint8", bytes: 1, array: Uint8Array },
-      [DataType.BOOL]: { name: "bool", bytes: 1, array: Uint8Array },
-      [DataType.INT16]: { name: "int16", bytes: 2, array: Int16Array },
-      [DataType.UINT16]: { name: "uint16", bytes: 2, array: Uint16Array },
-      [DataType.INT32]: { name: "int32", bytes: 4, array: Int32Array },
-      [DataType.UINT32]: { name: "uint32", bytes: 4, array: Uint32Array },
-      [DataType.INT64]: { name: "int64", bytes: 8, array: BigInt64Array },
-      [DataType.UINT64]: { name: "uint64", bytes: 8, array: BigUint64Array }
-    };
-    f32 = new Float32Array(1);
-    u32 = new Uint32Array(f32.buffer);
-  }
-});
-
 // src/onnx/tensor.ts
 function toNumber(v) {
   if (v === null || v === void 0) return 0;
@@ -79114,20 +78552,952 @@ function takeAlongAxis(t, axis, keep) {
   return { dtype: t.dtype, dims: newDims, data: out };
 }
 function tensorToProto(name, t) {
-  return import_onnx_proto2.onnx.TensorProto.create({
+  return import_onnx_proto3.onnx.TensorProto.create({
     name,
     dataType: t.dtype,
     dims: [...t.dims],
     rawData: dataAsBytes(t.data)
   });
 }
-var import_long, import_onnx_proto2, HALF_TABLE;
+var import_long, import_onnx_proto3, HALF_TABLE;
 var init_tensor = __esm({
   "src/onnx/tensor.ts"() {
     "use strict";
     import_long = __toESM(require_long());
-    import_onnx_proto2 = __toESM(require_onnx());
+    import_onnx_proto3 = __toESM(require_onnx());
     init_dtype();
+  }
+});
+
+// src/onnx/write.ts
+function writeModel(model, file2, options = {}) {
+  const out = path5.resolve(file2);
+  if (model.origin && path5.resolve(model.origin) === out) {
+    throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
+  }
+  const mode = options.externalData ?? "auto";
+  const inline = model.initializers.map((t) => entryFor(model, t, false));
+  const inlineBytes = messageLayout(model, inline).size;
+  if (mode === "never" && inlineBytes > PROTOBUF_LIMIT) {
+    throw new UserError(
+      `${file2}: with its weights inline the model would be ${gib(inlineBytes)}, above protobuf's 2 GiB limit; write it with external data (external-data: auto or always)`
+    );
+  }
+  const external = mode === "always" || mode === "auto" && (model.hadExternalData || inlineBytes > PROTOBUF_LIMIT);
+  const dataName = `${path5.basename(out)}.data`;
+  const dataPath = path5.join(path5.dirname(out), dataName);
+  if (external) {
+    for (const t of model.initializers) {
+      if (isExternal(t) && externalLocation(t, model.dir, model.origin).file === dataPath) {
+        throw new UserError(`refusing to overwrite ${dataPath}: it holds the input model's weights; choose another output path`);
+      }
+    }
+  }
+  fs5.mkdirSync(path5.dirname(out), { recursive: true });
+  const tmpModel = temporaryName(out);
+  const tmpData = external ? temporaryName(dataPath) : void 0;
+  const sinks = [];
+  try {
+    let entries = inline;
+    let dataBytes = 0;
+    if (tmpData) {
+      const data = new FileSink(tmpData);
+      sinks.push(data);
+      entries = model.initializers.map((t) => entryFor(model, t, true));
+      entries = entries.map((e) => {
+        if (!e.source || e.length < EXTERNAL_MIN_BYTES) return e;
+        data.pad(DATA_ALIGN);
+        const offset = data.position;
+        data.copy(e.source, e.length, e.proto.name ?? "");
+        const proto = import_onnx_proto4.onnx.TensorProto.create({
+          ...e.proto,
+          dataLocation: import_onnx_proto4.onnx.TensorProto.DataLocation.EXTERNAL,
+          externalData: [
+            { key: "location", value: dataName },
+            { key: "offset", value: String(offset) },
+            { key: "length", value: String(e.length) }
+          ]
+        });
+        return { proto, length: 0 };
+      });
+      data.close();
+      dataBytes = data.position;
+    }
+    const layout = messageLayout(model, entries);
+    const sink = new FileSink(tmpModel);
+    sinks.push(sink);
+    writeMessage(sink, layout, entries);
+    sink.close();
+    if (sink.position !== layout.size) throw new Error(`internal: wrote ${sink.position} bytes of a ${layout.size}-byte model`);
+    if (tmpData) fs5.renameSync(tmpData, dataPath);
+    fs5.renameSync(tmpModel, out);
+    return { path: out, dataPath: external ? dataPath : void 0, bytes: layout.size + dataBytes };
+  } catch (e) {
+    for (const s of sinks) s.close();
+    for (const f of [tmpModel, tmpData]) if (f) fs5.rmSync(f, { force: true });
+    throw e;
+  }
+}
+function gib(bytes2) {
+  return `${(bytes2 / 2 ** 30).toFixed(2)} GiB`;
+}
+function entryFor(model, t, external) {
+  if (!isSupportedDType(t.dataType)) return { proto: t, length: 0 };
+  const length = protoBytes(t);
+  const inMemory = !isExternal(t) && !isSpilled(t);
+  if (inMemory && (external ? length < EXTERNAL_MIN_BYTES : !(t.rawData?.byteLength > 0))) return { proto: t, length: 0 };
+  return { proto: withoutData(t), source: model.tensorSource(t), length };
+}
+function withoutData(t) {
+  const copy = import_onnx_proto4.onnx.TensorProto.create({ ...t, floatData: [], int32Data: [], int64Data: [], doubleData: [], uint64Data: [], externalData: [] });
+  delete copy.rawData;
+  if (isExternal(t)) copy.dataLocation = import_onnx_proto4.onnx.TensorProto.DataLocation.DEFAULT;
+  return copy;
+}
+function split(message, before, field) {
+  const head = {};
+  const tail = {};
+  for (const key of Object.keys(message)) {
+    if (key === field) continue;
+    (before.includes(key) ? head : tail)[key] = message[key];
+  }
+  return [head, tail];
+}
+function messageLayout(model, entries) {
+  const [modelFields, modelRest] = split(model.proto, MODEL_BEFORE_GRAPH, "graph");
+  const [graphFields, graphRest] = split(model.graph, GRAPH_BEFORE_INITIALIZERS, "initializer");
+  const tensors = entries.map((e) => {
+    if (!e.source) {
+      const head2 = import_onnx_proto4.onnx.TensorProto.encode(e.proto).finish();
+      return { head: head2, tail: new Uint8Array(0), size: head2.byteLength };
+    }
+    const [before, after] = split(e.proto, TENSOR_BEFORE_RAW_DATA, "rawData");
+    const head = import_onnx_proto4.onnx.TensorProto.encode(import_onnx_proto4.onnx.TensorProto.create(before)).finish();
+    const tail = import_onnx_proto4.onnx.TensorProto.encode(import_onnx_proto4.onnx.TensorProto.create(after)).finish();
+    return { head, tail, size: head.byteLength + fieldBytes(e.length) + tail.byteLength };
+  });
+  const graphHead = import_onnx_proto4.onnx.GraphProto.encode(import_onnx_proto4.onnx.GraphProto.create(graphFields)).finish();
+  const graphTail = import_onnx_proto4.onnx.GraphProto.encode(import_onnx_proto4.onnx.GraphProto.create(graphRest)).finish();
+  const graphSize = graphHead.byteLength + tensors.reduce((sum, t) => sum + fieldBytes(t.size), 0) + graphTail.byteLength;
+  const modelHead = import_onnx_proto4.onnx.ModelProto.encode(import_onnx_proto4.onnx.ModelProto.create(modelFields)).finish();
+  const modelTail = import_onnx_proto4.onnx.ModelProto.encode(import_onnx_proto4.onnx.ModelProto.create(modelRest)).finish();
+  const size = modelHead.byteLength + fieldBytes(graphSize) + modelTail.byteLength;
+  return { modelHead, graphHead, tensors, graphTail, modelTail, graphSize, size };
+}
+function fieldBytes(length) {
+  return 1 + varint(length).byteLength + length;
+}
+function varint(value) {
+  const bytes2 = [];
+  for (let v = value; ; v = Math.floor(v / 128)) {
+    if (v < 128) {
+      bytes2.push(v);
+      return Uint8Array.from(bytes2);
+    }
+    bytes2.push(v % 128 | 128);
+  }
+}
+function writeMessage(sink, layout, entries) {
+  const delimited = (tag, length) => {
+    sink.write(Uint8Array.of(tag));
+    sink.write(varint(length));
+  };
+  sink.write(layout.modelHead);
+  delimited(TAG_GRAPH, layout.graphSize);
+  sink.write(layout.graphHead);
+  entries.forEach((e, i) => {
+    const t = layout.tensors[i];
+    delimited(TAG_INITIALIZER, t.size);
+    sink.write(t.head);
+    if (e.source) {
+      delimited(TAG_RAW_DATA, e.length);
+      sink.copy(e.source, e.length, e.proto.name ?? "");
+    }
+    sink.write(t.tail);
+  });
+  sink.write(layout.graphTail);
+  sink.write(layout.modelTail);
+}
+function writeAll(fd, data) {
+  let done = 0;
+  while (done < data.byteLength) done += fs5.writeSync(fd, data, done, data.byteLength - done);
+}
+var fs5, path5, import_onnx_proto4, EXTERNAL_DATA_MODES, PROTOBUF_LIMIT, EXTERNAL_MIN_BYTES, DATA_ALIGN, MODEL_BEFORE_GRAPH, GRAPH_BEFORE_INITIALIZERS, TENSOR_BEFORE_RAW_DATA, TAG_GRAPH, TAG_INITIALIZER, TAG_RAW_DATA, BUFFER_BYTES, COPY_BYTES, copyBuffer, FileSink;
+var init_write = __esm({
+  "src/onnx/write.ts"() {
+    "use strict";
+    fs5 = __toESM(require("fs"));
+    path5 = __toESM(require("path"));
+    import_onnx_proto4 = __toESM(require_onnx());
+    init_errors();
+    init_files();
+    init_dtype();
+    init_external2();
+    init_spill();
+    init_tensor();
+    EXTERNAL_DATA_MODES = ["auto", "always", "never"];
+    PROTOBUF_LIMIT = 2 ** 31 - 1;
+    EXTERNAL_MIN_BYTES = 1024;
+    DATA_ALIGN = 4096;
+    MODEL_BEFORE_GRAPH = ["irVersion", "producerName", "producerVersion", "domain", "modelVersion", "docString"];
+    GRAPH_BEFORE_INITIALIZERS = ["node", "name"];
+    TENSOR_BEFORE_RAW_DATA = ["dims", "dataType", "segment", "floatData", "int32Data", "stringData", "int64Data", "name"];
+    TAG_GRAPH = 7 << 3 | 2;
+    TAG_INITIALIZER = 5 << 3 | 2;
+    TAG_RAW_DATA = 9 << 3 | 2;
+    BUFFER_BYTES = 4 * 2 ** 20;
+    COPY_BYTES = 16 * 2 ** 20;
+    FileSink = class {
+      position = 0;
+      fd;
+      buffer = Buffer.allocUnsafe(BUFFER_BYTES);
+      buffered = 0;
+      constructor(file2) {
+        this.fd = fs5.openSync(file2, "w");
+      }
+      write(bytes2) {
+        if (bytes2.byteLength >= BUFFER_BYTES / 4) {
+          this.flush();
+          writeAll(this.fd, bytes2);
+        } else {
+          if (this.buffered + bytes2.byteLength > BUFFER_BYTES) this.flush();
+          this.buffer.set(bytes2, this.buffered);
+          this.buffered += bytes2.byteLength;
+        }
+        this.position += bytes2.byteLength;
+      }
+      /** Zeros up to the next multiple of `align`. */
+      pad(align) {
+        const pad2 = (align - this.position % align) % align;
+        if (pad2) this.write(new Uint8Array(pad2));
+      }
+      /** Writes a tensor's `length` bytes from where they lie. */
+      copy(source, length, name) {
+        const start = this.position;
+        if ("bytes" in source) this.write(source.bytes);
+        else if ("stream" in source) source.stream((chunk) => this.write(chunk));
+        else this.copyRange(source.file, source.offset, length);
+        if (this.position - start !== length) throw new Error(`internal: tensor '${name}' gave ${this.position - start} bytes, expected ${length}`);
+      }
+      copyRange(file2, from, length) {
+        copyBuffer ??= Buffer.allocUnsafe(COPY_BYTES);
+        this.flush();
+        const src = fs5.openSync(file2, "r");
+        try {
+          for (let done = 0; done < length; ) {
+            const n = fs5.readSync(src, copyBuffer, 0, Math.min(COPY_BYTES, length - done), from + done);
+            if (n === 0) throw new Error(`unexpected end of ${file2}`);
+            writeAll(this.fd, copyBuffer.subarray(0, n));
+            done += n;
+          }
+        } finally {
+          fs5.closeSync(src);
+        }
+        this.position += length;
+      }
+      flush() {
+        if (this.buffered === 0) return;
+        writeAll(this.fd, this.buffer.subarray(0, this.buffered));
+        this.buffered = 0;
+      }
+      /** Flushes and closes; safe to call again after an error. */
+      close() {
+        if (this.fd === void 0) return;
+        const fd = this.fd;
+        this.fd = void 0;
+        try {
+          if (this.buffered) writeAll(fd, this.buffer.subarray(0, this.buffered));
+          this.buffered = 0;
+        } finally {
+          fs5.closeSync(fd);
+        }
+      }
+    };
+  }
+});
+
+// src/quantize/options.ts
+function checkOptions(o) {
+  if (o.bits !== 8 && o.bits !== 4) throw new UserError(`quantize: bits must be 8 or 4 (got ${String(o.bits)})`);
+  const blockSize = o.blockSize ?? DEFAULT_BLOCK_SIZE[o.bits];
+  if (!Number.isInteger(blockSize) || blockSize < 16 || blockSize > 256 || (blockSize & blockSize - 1) !== 0) {
+    throw new UserError(`quantize: block size must be a power of two from 16 to 256 (got ${blockSize})`);
+  }
+  const keepFloat = o.keepFloat ?? DEFAULT_KEEP_FLOAT;
+  if (!Number.isInteger(keepFloat) || keepFloat < 0) throw new UserError(`quantize: keepFloat must be a whole number >= 0 (got ${keepFloat})`);
+  const keepFloatRatio = o.keepFloatRatio ?? DEFAULT_KEEP_FLOAT_RATIO;
+  if (!(keepFloatRatio >= 0)) throw new UserError(`quantize: keepFloatRatio must be a number >= 0 (got ${keepFloatRatio})`);
+  const embeddings = o.embeddings === void 0 || o.embeddings === true ? DEFAULT_EMBEDDING_BITS : o.embeddings;
+  if (embeddings !== false && embeddings !== 8 && embeddings !== 4) {
+    throw new UserError(`quantize: embeddings must be true, false, 8 or 4 (got ${String(o.embeddings)})`);
+  }
+  return {
+    bits: o.bits,
+    blockSize,
+    keepFloat,
+    keepFloatRatio,
+    embeddings,
+    embeddingBlockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE[embeddings || o.bits],
+    gemm: o.gemm ?? "int8",
+    conv: o.conv ?? "float",
+    accuracyLevel: o.accuracyLevel ?? 4,
+    exceptions: o.exceptions ?? "int8",
+    calibration: o.calibration
+  };
+}
+var QUANTIZE_MODES, DEFAULT_BLOCK_SIZE, DEFAULT_KEEP_FLOAT, DEFAULT_KEEP_FLOAT_RATIO, KEEP_FLOAT_MIN_ERROR, DEFAULT_EMBEDDING_BITS;
+var init_options = __esm({
+  "src/quantize/options.ts"() {
+    "use strict";
+    init_errors();
+    QUANTIZE_MODES = ["none", "int8", "int4"];
+    DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
+    DEFAULT_KEEP_FLOAT = 2;
+    DEFAULT_KEEP_FLOAT_RATIO = 1.5;
+    KEEP_FLOAT_MIN_ERROR = 0.02;
+    DEFAULT_EMBEDDING_BITS = 8;
+  }
+});
+
+// src/prune/types.ts
+function newPruneMemory() {
+  return { scales: /* @__PURE__ */ new Map() };
+}
+var ALLOCATIONS;
+var init_types = __esm({
+  "src/prune/types.ts"() {
+    "use strict";
+    ALLOCATIONS = ["auto", "global", "uniform", "ffn-only", "measured"];
+  }
+});
+
+// src/util/format.ts
+function si(n) {
+  const units = [
+    [1e12, "T"],
+    [1e9, "G"],
+    [1e6, "M"],
+    [1e3, "K"]
+  ];
+  for (const [scale, unit] of units) if (Math.abs(n) >= scale) return `${(n / scale).toPrecision(3)} ${unit}`;
+  return String(Math.round(n));
+}
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toPrecision(3)} ${units[i]}`;
+}
+function quoted(v) {
+  if (typeof v !== "string") return JSON.stringify(v) ?? String(v);
+  const s = JSON.stringify(v.length > 80 ? `${v.slice(0, 79)}…` : v);
+  return `'${s.slice(1, -1)}'`;
+}
+var init_format = __esm({
+  "src/util/format.ts"() {
+    "use strict";
+  }
+});
+
+// src/util/paths.ts
+function displayPath(file2) {
+  const rel = path6.relative(process.cwd(), file2);
+  return rel && !rel.startsWith("..") && !path6.isAbsolute(rel) ? rel : file2;
+}
+function checkedPath(file2, where, kind, base) {
+  const abs = base ? path6.resolve(base, file2) : path6.resolve(file2);
+  let stat;
+  try {
+    stat = fs6.statSync(abs);
+  } catch {
+    throw new UserError(`${where}: ${kind} not found: ${displayPath(abs)}`);
+  }
+  if (kind === "file" && !stat.isFile() || kind === "folder" && !stat.isDirectory()) throw new UserError(`${where}: not a ${kind}: ${displayPath(abs)}`);
+  return abs;
+}
+var fs6, path6;
+var init_paths = __esm({
+  "src/util/paths.ts"() {
+    "use strict";
+    fs6 = __toESM(require("fs"));
+    path6 = __toESM(require("path"));
+    init_errors();
+  }
+});
+
+// src/util/validation.ts
+function keyPath(parts) {
+  let out = "";
+  for (const p of parts) out += typeof p === "number" ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+function distance(a, b) {
+  const row2 = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row2[0];
+    row2[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row2[j];
+      row2[j] = Math.min(row2[j] + 1, row2[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row2[b.length];
+}
+function closest(word, choices) {
+  let best;
+  let bestD = Infinity;
+  for (const c of choices) {
+    const d = distance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestD) [best, bestD] = [c, d];
+  }
+  return best !== void 0 && bestD <= Math.max(2, Math.floor(word.length / 3)) && bestD < word.length ? best : void 0;
+}
+function describe3(v) {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "a list";
+  if (typeof v === "object") return "a mapping";
+  if (typeof v === "string") return `'${v}'`;
+  return String(v);
+}
+function knownKeys(schema, at) {
+  let s = schema;
+  for (const p of at) {
+    s = unwrap(s);
+    const shape2 = s.shape;
+    if (!shape2 || typeof p !== "string") return [];
+    s = shape2[p];
+  }
+  s = unwrap(s);
+  const shape = s?.shape;
+  return shape ? Object.keys(shape) : [];
+}
+function unwrap(s) {
+  let cur = s;
+  while (cur?.def?.innerType) cur = cur.def.innerType;
+  return cur;
+}
+function formatIssue(file2, issue2, schema) {
+  const where = keyPath(issue2.path);
+  const at = (p) => `${file2}: ${p ? `${p}: ` : ""}`;
+  switch (issue2.code) {
+    case "unrecognized_keys": {
+      const key = issue2.keys[0];
+      const hint = schema ? closest(key, knownKeys(schema, issue2.path)) : void 0;
+      return `${at(keyPath([...issue2.path, key]))}unknown key${hint ? ` (did you mean ${hint}?)` : ""}`;
+    }
+    case "invalid_type": {
+      const expected = issue2.message.startsWith("Invalid input") ? TYPE_WORDS[issue2.expected] ?? issue2.expected : issue2.message;
+      if (issue2.input === void 0) return `${at(where)}missing (expected ${expected})`;
+      return `${at(where)}expected ${expected}, found ${describe3(issue2.input)}`;
+    }
+    case "invalid_value":
+      if (!issue2.message.startsWith("Invalid")) return `${at(where)}${issue2.message}`;
+      return `${at(where)}${describe3(issue2.input)} is not one of ${issue2.values.map(String).join(", ")}`;
+    default:
+      return `${at(where)}${issue2.message}${issue2.input !== void 0 && !issue2.message.includes("found") ? ` (found ${describe3(issue2.input)})` : ""}`;
+  }
+}
+function parseWith(schema, data, file2) {
+  const r = schema.safeParse(data, { reportInput: true });
+  if (r.success) return r.data;
+  throw new UserError(formatIssue(file2, r.error.issues[0], schema));
+}
+var TYPE_WORDS;
+var init_validation = __esm({
+  "src/util/validation.ts"() {
+    "use strict";
+    init_errors();
+    TYPE_WORDS = { object: "a mapping", array: "a list", string: "a string", number: "a number", boolean: "true or false" };
+  }
+});
+
+// src/report/schema.ts
+var MAX_TEXT, MAX_ITEMS, text, num, count, ModelStatsSchema, MetricResultSchema, LatencyStatsSchema, StepSchema, QuantizationSchema, PullRequestSchema, ReportSchema;
+var init_schema = __esm({
+  "src/report/schema.ts"() {
+    "use strict";
+    init_zod();
+    init_metric_names();
+    MAX_TEXT = 2e3;
+    MAX_ITEMS = 1e5;
+    text = external_exports.string().max(MAX_TEXT);
+    num = external_exports.number().finite();
+    count = external_exports.number().finite().nonnegative();
+    ModelStatsSchema = external_exports.object({
+      path: text,
+      params: count,
+      bytes: count,
+      macs: count.nullable()
+    });
+    MetricResultSchema = external_exports.object({
+      name: external_exports.enum(METRIC_NAMES),
+      base: num.nullable(),
+      candidate: num.nullable(),
+      bound: num.nullable(),
+      rule: text.nullable(),
+      pass: external_exports.boolean()
+    });
+    LatencyStatsSchema = external_exports.object({ p50_ms: count, p95_ms: count });
+    StepSchema = external_exports.object({
+      ratio: external_exports.number().min(0).max(1),
+      metrics: external_exports.array(MetricResultSchema).max(METRIC_NAMES.length),
+      pass: external_exports.boolean(),
+      /** Passes every quality bound (the search goes on past such a step). */
+      quality_pass: external_exports.boolean()
+    });
+    QuantizationSchema = external_exports.object({
+      /** Layers whose weights were quantized, and those weights' bytes before and after. */
+      layers: count,
+      weight_bytes_before: count,
+      weight_bytes_after: count,
+      /** Layers stored with more bits than asked: float, or 8 bits in an int4 model; and why. */
+      exceptions: external_exports.array(external_exports.object({ where: text, stored: external_exports.enum(["float", "int8"]), reason: text })).max(MAX_ITEMS),
+      /** Bytes saved by shortening intermediate tensor names (0 with keep-names). */
+      names_bytes_saved: count
+    });
+    PullRequestSchema = external_exports.object({ number: external_exports.number().int().positive(), head_sha: external_exports.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) });
+    ReportSchema = external_exports.object({
+      tool: external_exports.literal("prune-gate"),
+      /** The report format's version; bumped only when a stable field changes meaning. */
+      format: external_exports.literal(1),
+      verdict: external_exports.enum(["pass", "fail"]),
+      task: external_exports.enum(["language-model", "classification", "generic"]),
+      /** The prune settings of the run, or null for `eval` (two given models). */
+      target: external_exports.union([external_exports.number().min(0).max(1), external_exports.literal("auto")]).nullable(),
+      quantize: external_exports.enum(["none", "int8", "int4"]),
+      quantization: QuantizationSchema.optional(),
+      base: ModelStatsSchema,
+      candidate: ModelStatsSchema,
+      metrics: external_exports.array(MetricResultSchema).max(METRIC_NAMES.length),
+      latency: external_exports.object({ base: LatencyStatsSchema, candidate: LatencyStatsSchema, speedup: count.nullable() }),
+      steps: external_exports.array(StepSchema).max(100),
+      /** Index into steps of the model that was written, or null without a search. */
+      chosen_step: external_exports.number().int().nonnegative().nullable(),
+      pruned: external_exports.array(
+        external_exports.object({
+          kind: external_exports.enum(["ffn", "heads", "channels"]),
+          where: text,
+          before: count,
+          after: count,
+          params: count
+        })
+      ).max(MAX_ITEMS),
+      skipped: external_exports.array(external_exports.object({ where: text, reason: text })).max(MAX_ITEMS),
+      /**
+       * How the removals were shared between layers and kinds, and which compensation repaired
+       * them: the strategy kept and every one tried with its calibration loss (null: not measurable).
+       */
+      allocation: external_exports.object({
+        strategy: external_exports.enum(["global", "uniform", "ffn-only", "measured"]),
+        compensate: external_exports.enum(["none", "bias", "reconstruct"]),
+        measure: text,
+        tried: external_exports.array(
+          external_exports.object({
+            strategy: external_exports.enum(["global", "uniform", "ffn-only", "measured"]),
+            compensate: external_exports.enum(["none", "bias", "reconstruct"]),
+            loss: external_exports.number().nullable(),
+            params: count,
+            align: count.optional(),
+            latency: external_exports.number().nullable().optional(),
+            note: text.optional()
+          })
+        ).max(MAX_ITEMS),
+        align: count,
+        latency: external_exports.number().nullable().optional()
+      }).optional(),
+      /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
+      pull_request: PullRequestSchema.optional()
+    });
+  }
+});
+
+// src/report/build.ts
+function finiteOrNull(v) {
+  return v !== null && Number.isFinite(v) ? v : null;
+}
+function metricJson(m) {
+  return { ...m, base: finiteOrNull(m.base), candidate: finiteOrNull(m.candidate), bound: finiteOrNull(m.bound) };
+}
+function statsJson(s) {
+  return { ...s, path: s.path ? displayPath(path9.resolve(s.path)) : "" };
+}
+function buildReport(input2) {
+  const report = {
+    tool: "prune-gate",
+    format: 1,
+    verdict: input2.verdict,
+    task: input2.task,
+    target: input2.target,
+    quantize: input2.quantize,
+    ...input2.quantization ? { quantization: input2.quantization } : {},
+    base: statsJson(input2.base),
+    candidate: statsJson(input2.candidate),
+    metrics: input2.metrics.map(metricJson),
+    latency: {
+      base: input2.latency.base,
+      candidate: input2.latency.candidate,
+      speedup: finiteOrNull(input2.latency.speedup)
+    },
+    steps: input2.steps.map((s) => ({ ratio: s.ratio, metrics: s.metrics.map(metricJson), pass: s.pass, quality_pass: s.qualityPass })),
+    chosen_step: input2.chosenStep,
+    pruned: input2.pruned.map((p) => ({ kind: p.kind, where: p.where, before: p.before, after: p.after, params: p.params })),
+    skipped: input2.skipped.map((s) => ({ where: s.where, reason: s.reason })),
+    ...input2.allocation ? {
+      allocation: {
+        ...input2.allocation,
+        ...input2.allocation.latency !== void 0 ? { latency: finiteOrNull(input2.allocation.latency) } : {},
+        tried: input2.allocation.tried.map((t) => ({
+          ...t,
+          loss: finiteOrNull(t.loss),
+          ...t.latency !== void 0 ? { latency: finiteOrNull(t.latency) } : {}
+        }))
+      }
+    } : {},
+    ...input2.pullRequest ? { pull_request: input2.pullRequest } : {}
+  };
+  const checked = ReportSchema.safeParse(report);
+  if (!checked.success) {
+    throw new Error(`internal: the report does not fit its own schema: ${JSON.stringify(checked.error.issues[0])}`);
+  }
+  return checked.data;
+}
+function readReport(file2) {
+  let data;
+  try {
+    data = JSON.parse(fs9.readFileSync(file2, "utf8"));
+  } catch (e) {
+    throw new UserError(`${file2}: not a readable JSON report: ${e.message.split("\n")[0]}`);
+  }
+  return parseReport(data, file2);
+}
+function parseReport(data, file2) {
+  const r = ReportSchema.safeParse(data);
+  if (r.success) return r.data;
+  const issue2 = r.error.issues[0];
+  throw new UserError(`${file2}: not a prune-gate report: ${issue2.path.join(".") || "(top level)"}: ${issue2.message}`);
+}
+var fs9, path9;
+var init_build = __esm({
+  "src/report/build.ts"() {
+    "use strict";
+    fs9 = __toESM(require("fs"));
+    path9 = __toESM(require("path"));
+    init_paths();
+    init_errors();
+    init_schema();
+  }
+});
+
+// src/report/markdown.ts
+function escapeMarkdown(s, max = MAX_NAME) {
+  const oneLine = s.replace(/[\r\n\t\u2028\u2029]+/g, " ");
+  const clipped = oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
+  return clipped.replace(/[&<>"'|\\`*_~[\]()!#$:={}]/g, (c) => ESCAPES[c]).replace(/@/g, "@​").replace(/www\./gi, (m) => `${m.slice(0, 3)}&#46;`);
+}
+function stickyMarker(modelPath) {
+  return `<!-- prune-gate:${modelPath.replace(/[^A-Za-z0-9._/@+-]/g, "_").replace(/-{2,}/g, "-")} -->`;
+}
+function sig(n, digits = 4) {
+  if (!Number.isFinite(n)) return "–";
+  if (n === 0) return "0";
+  const abs = Math.abs(n);
+  if (abs >= 1e4 || abs < 1e-3) return n.toPrecision(3);
+  return String(Number(n.toPrecision(digits)));
+}
+function formatValue(name, v) {
+  if (v === null || !Number.isFinite(v)) return "–";
+  switch (METRICS[name].unit) {
+    case "fraction":
+      return `${(v * 100).toFixed(2)} %`;
+    case "ms":
+      return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} ms`;
+    case "bytes":
+      return bytes(v);
+    case "count":
+      return si(v);
+    default:
+      return sig(v);
+  }
+}
+function formatChange(name, base, cand) {
+  if (base === null || cand === null || !Number.isFinite(base) || !Number.isFinite(cand)) return "–";
+  const unit = METRICS[name].unit;
+  if (unit === "fraction") return `${signed((cand - base) * 100, 2)} pts`;
+  if (base === 0) return cand === 0 ? "0" : signed(cand, 4);
+  return `${signed((cand - base) / Math.abs(base) * 100, 1)} %`;
+}
+function signed(v, decimals) {
+  const s = v.toFixed(decimals);
+  return v > 0 ? `+${s}` : v < 0 ? s.replace("-", "−") : s.replace("-", "");
+}
+function formatBound(name, bound, rule) {
+  if (rule === null) return "";
+  const op = METRICS[name].higherIsBetter ? "≥" : "≤";
+  return `${op} ${formatValue(name, bound)} (${escapeMarkdown(rule)})`;
+}
+function ratioText(base, cand) {
+  if (!(base > 0) || !(cand > 0)) return "–";
+  return `${(base / cand).toFixed(2)}x smaller (${signed((cand - base) / base * 100, 1)} %)`;
+}
+function percentOf(r) {
+  return `${Number((r * 100).toFixed(1))}%`;
+}
+function row(cells) {
+  return `| ${cells.join(" | ")} |`;
+}
+function table(header, rows) {
+  return [row(header), row(header.map(() => "---")), ...rows.map(row)];
+}
+function verdictLine(r) {
+  const model = `**${escapeMarkdown(r.base.path)}**`;
+  const what = r.target === null ? `compared with ${escapeMarkdown(r.candidate.path)}` : r.steps.length && r.chosen_step !== null ? r.steps[r.chosen_step].ratio === 0 ? `quantized to ${r.quantize}, nothing pruned` : `pruned ${percentOf(r.steps[r.chosen_step].ratio)} of the parameters${r.quantize === "none" ? "" : ` and quantized to ${r.quantize}`}` : "";
+  const failed = r.metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? "")})`);
+  if (r.verdict === "pass") return `### ✅ prune-gate passed: ${model} ${what}`.trimEnd();
+  return `### ❌ prune-gate failed: ${model} ${what}${failed.length ? ` — over the bound: ${failed.join(", ")}` : ""}`;
+}
+function metricsTable(r) {
+  return table(
+    ["metric", "base", "candidate", "change", "bound", "pass"],
+    r.metrics.map((m) => [
+      m.name,
+      formatValue(m.name, m.base),
+      formatValue(m.name, m.candidate),
+      formatChange(m.name, m.base, m.candidate),
+      formatBound(m.name, m.bound, m.rule),
+      m.rule === null ? "" : m.pass ? "✅" : "❌"
+    ])
+  );
+}
+function compressionTable(r) {
+  const macs = r.base.macs !== null && r.candidate.macs !== null;
+  return [
+    "#### Compression",
+    "",
+    ...table(
+      ["", "base", "candidate", "change"],
+      [
+        ["params", si(r.base.params), si(r.candidate.params), ratioText(r.base.params, r.candidate.params)],
+        ["bytes on disk", bytes(r.base.bytes), bytes(r.candidate.bytes), ratioText(r.base.bytes, r.candidate.bytes)],
+        [
+          "MACs per sample",
+          r.base.macs === null ? "–" : si(r.base.macs),
+          r.candidate.macs === null ? "–" : si(r.candidate.macs),
+          macs ? ratioText(r.base.macs, r.candidate.macs) : "–"
+        ]
+      ]
+    )
+  ];
+}
+function quantizationSection(r) {
+  const q = r.quantization;
+  if (!q) return [];
+  const lines = [
+    `#### Quantization (${r.quantize})`,
+    "",
+    `Weights of ${q.layers} ${q.layers === 1 ? "layer" : "layers"} quantized: ${bytes(q.weight_bytes_before)} → ${bytes(q.weight_bytes_after)}, ${ratioText(q.weight_bytes_before, q.weight_bytes_after)}.` + (q.names_bytes_saved > 0 ? ` Intermediate tensor names shortened: ${bytes(q.names_bytes_saved)} fewer.` : "")
+  ];
+  const exceptions = details(
+    `Stored with more bits than ${r.quantize} (${q.exceptions.length} ${q.exceptions.length === 1 ? "layer" : "layers"})`,
+    ["where", "stored", "why"],
+    q.exceptions.map((e) => [escapeMarkdown(e.where), e.stored, escapeMarkdown(e.reason, 500)])
+  );
+  return exceptions.length ? [...lines, "", ...exceptions] : lines;
+}
+function latencyTable(r) {
+  const l = r.latency;
+  const ms = (v) => formatValue("latency-p50", v);
+  return [
+    "#### Latency (one calibration batch, base and candidate runs interleaved)",
+    "",
+    ...table(
+      ["", "p50", "p95"],
+      [
+        ["base", ms(l.base.p50_ms), ms(l.base.p95_ms)],
+        ["candidate", ms(l.candidate.p50_ms), ms(l.candidate.p95_ms)]
+      ]
+    ),
+    "",
+    `Speedup (base p50 / candidate p50): **${l.speedup === null ? "–" : `${l.speedup.toFixed(2)}x`}**`
+  ];
+}
+function mainMetric(r) {
+  const bounded = r.metrics.find((m) => m.rule !== null && METRICS[m.name].kind === "quality");
+  if (bounded) return bounded.name;
+  return r.task === "language-model" ? "perplexity" : r.task === "classification" ? "accuracy" : "agreement";
+}
+function stepValue(step, name, field) {
+  return step.metrics.find((m) => m.name === name)?.[field] ?? null;
+}
+function stepsSection(r) {
+  if (r.steps.length === 0) return [];
+  const main = mainMetric(r);
+  const rows = r.steps.map((s, i) => [
+    String(i + 1) + (i === r.chosen_step ? " ⬅" : ""),
+    percentOf(s.ratio),
+    formatValue("params", stepValue(s, "params", "candidate")),
+    formatValue("size", stepValue(s, "size", "candidate")),
+    formatValue(main, stepValue(s, main, "candidate")),
+    s.pass ? "✅" : s.quality_pass ? "❌ efficiency" : "❌ quality"
+  ]);
+  const drawn = chart(r, main);
+  return [
+    "#### Gradual search",
+    "",
+    ...table(["step", "params removed", "params", "size", main, "pass"], rows),
+    ...drawn.length ? ["", ...drawn] : []
+  ];
+}
+function chart(r, main = mainMetric(r)) {
+  const points = r.steps.map((s) => ({ x: percentOf(s.ratio), y: stepValue(s, main, "candidate") }));
+  if (points.length < 2 || points.some((p) => p.y === null)) return [];
+  const scale = METRICS[main].unit === "fraction" ? 100 : 1;
+  const y = (v) => String(Number((v * scale).toPrecision(6)));
+  const bounds = r.steps.map((s) => stepValue(s, main, "bound"));
+  const lines = ["```mermaid", "xychart-beta", `    title "${main} by parameters removed"`];
+  lines.push(`    x-axis "parameters removed" [${points.map((p) => `"${p.x}"`).join(", ")}]`);
+  lines.push(`    y-axis "${main}${scale === 100 ? " (%)" : ""}"`);
+  lines.push(`    line [${points.map((p) => y(p.y)).join(", ")}]`);
+  if (bounds.every((b) => b !== null)) lines.push(`    line [${bounds.map((b) => y(b)).join(", ")}]`);
+  lines.push("```");
+  return lines;
+}
+function details(summary2, header, rows) {
+  if (rows.length === 0) return [];
+  const shown = rows.slice(0, MAX_ROWS);
+  const more = rows.length > MAX_ROWS ? ["", `… and ${rows.length - MAX_ROWS} more (see report.json)`] : [];
+  return ["<details>", `<summary>${summary2}</summary>`, "", ...table(header, shown), ...more, "", "</details>"];
+}
+function prunedSection(r) {
+  return details(
+    `What was pruned (${r.pruned.length} ${r.pruned.length === 1 ? "place" : "places"})`,
+    ["kind", "where", "before", "after", "params removed"],
+    r.pruned.map((p) => [p.kind, escapeMarkdown(p.where), String(p.before), String(p.after), si(p.params)])
+  );
+}
+function allocationLine(a) {
+  const kept = `Allocation: ${a.strategy}, compensation ${a.compensate}${a.align > 1 ? `, widths multiples of ${a.align}` : ""}`;
+  const measured = a.tried.filter((t) => t.loss !== null);
+  if (measured.length === 0) return `${kept} (${a.measure})`;
+  const fmt = (t) => `${t.strategy}${t.align ? ` ×${t.align}` : ""}/${t.compensate} ${t.loss.toPrecision(4)}`;
+  const speed = a.latency === void 0 || a.latency === null ? "" : a.latency <= 1 ? ` not slower than the base here (${a.latency.toFixed(2)}x its latency)` : ` (none timed was as fast as the base here; this one ran at ${a.latency.toFixed(2)}x)`;
+  return `${kept}: the least ${a.measure} on the calibration set${speed}, of ${measured.map(fmt).join(", ")}`;
+}
+function allocationSection(r) {
+  return r.allocation && r.pruned.length ? [allocationLine(r.allocation)] : [];
+}
+function skippedSection(r) {
+  return details(
+    `Left alone (${r.skipped.length} ${r.skipped.length === 1 ? "place" : "places"})`,
+    ["where", "why"],
+    r.skipped.map((s) => [escapeMarkdown(s.where), escapeMarkdown(s.reason, 500)])
+  );
+}
+function renderMarkdown(r) {
+  const sections = [
+    [verdictLine(r)],
+    metricsTable(r),
+    compressionTable(r),
+    quantizationSection(r),
+    latencyTable(r),
+    stepsSection(r),
+    prunedSection(r),
+    allocationSection(r),
+    skippedSection(r)
+  ];
+  return `${sections.filter((s) => s.length > 0).map((s) => s.join("\n")).join("\n\n")}
+`;
+}
+var ESCAPES, MAX_NAME, MAX_ROWS;
+var init_markdown = __esm({
+  "src/report/markdown.ts"() {
+    "use strict";
+    init_format();
+    init_metrics();
+    ESCAPES = {
+      "&": "&amp;",
+      "<": "&lt;",
+      ">": "&gt;",
+      '"': "&quot;",
+      "'": "&#39;",
+      "|": "&#124;",
+      // table cell separator
+      "\\": "&#92;",
+      "`": "&#96;",
+      "*": "&#42;",
+      _: "&#95;",
+      "~": "&#126;",
+      "[": "&#91;",
+      "]": "&#93;",
+      "(": "&#40;",
+      ")": "&#41;",
+      "!": "&#33;",
+      "#": "&#35;",
+      $: "&#36;",
+      // math
+      ":": "&#58;",
+      // autolinks (http://), emoji shortcodes
+      "=": "&#61;",
+      "{": "&#123;",
+      "}": "&#125;"
+    };
+    MAX_NAME = 300;
+    MAX_ROWS = 200;
+  }
+});
+
+// src/onnx/reads.ts
+function nodeReads(node2) {
+  const reads = [...node2.input ?? []];
+  for (const a of node2.attribute ?? []) {
+    for (const g of [a.g, ...a.graphs ?? []]) if (g) reads.push(...subgraphOuterReads(g));
+  }
+  return reads;
+}
+function subgraphOuterReads(g) {
+  const local = /* @__PURE__ */ new Set([
+    ...(g.input ?? []).map((v) => v.name ?? ""),
+    ...(g.initializer ?? []).map((t) => t.name ?? "")
+  ]);
+  for (const n of g.node ?? []) for (const o of n.output ?? []) local.add(o);
+  const reads = [];
+  for (const n of g.node ?? []) for (const i of nodeReads(n)) if (i && !local.has(i)) reads.push(i);
+  return reads;
+}
+function graphDefect(graph) {
+  const nodes = graph.node ?? [];
+  const provided = /* @__PURE__ */ new Set([...(graph.input ?? []).map((v) => v.name ?? ""), ...(graph.initializer ?? []).map((t) => t.name ?? "")]);
+  const producer = /* @__PURE__ */ new Map();
+  nodes.forEach((n, i) => (n.output ?? []).forEach((o) => o && producer.set(o, i)));
+  const label = (n) => `node '${n.name || n.output?.[0] || "?"}' (${n.opType})`;
+  for (const n of nodes) {
+    for (const i of nodeReads(n)) {
+      if (i && !provided.has(i) && !producer.has(i)) return `${label(n)} reads '${i}', which no node, graph input or initializer provides`;
+    }
+  }
+  const waiting = nodes.map((n) => new Set(nodeReads(n).filter((i) => i && !provided.has(i)).map((i) => producer.get(i))));
+  const readers = /* @__PURE__ */ new Map();
+  waiting.forEach((deps, i) => deps.forEach((d) => readers.set(d, [...readers.get(d) ?? [], i])));
+  const ready = waiting.flatMap((deps, i) => deps.size === 0 ? [i] : []);
+  let done = 0;
+  while (ready.length) {
+    const i = ready.pop();
+    done++;
+    for (const r of readers.get(i) ?? []) {
+      waiting[r].delete(i);
+      if (waiting[r].size === 0) ready.push(r);
+    }
+  }
+  if (done < nodes.length) return `the graph has a cycle through ${label(nodes[waiting.findIndex((w) => w.size > 0)])}`;
+  return void 0;
+}
+var init_reads = __esm({
+  "src/onnx/reads.ts"() {
+    "use strict";
   }
 });
 
@@ -79156,14 +79526,14 @@ function setAttrInts(node2, name, values) {
   if (a) a.ints = values;
   else
     (node2.attribute ??= []).push(
-      import_onnx_proto3.onnx.AttributeProto.create({ name, type: import_onnx_proto3.onnx.AttributeProto.AttributeType.INTS, ints: values })
+      import_onnx_proto5.onnx.AttributeProto.create({ name, type: import_onnx_proto5.onnx.AttributeProto.AttributeType.INTS, ints: values })
     );
 }
 function setAttrInt(node2, name, value) {
   const a = attr(node2, name);
   if (a) a.i = value;
   else
-    (node2.attribute ??= []).push(import_onnx_proto3.onnx.AttributeProto.create({ name, type: import_onnx_proto3.onnx.AttributeProto.AttributeType.INT, i: value }));
+    (node2.attribute ??= []).push(import_onnx_proto5.onnx.AttributeProto.create({ name, type: import_onnx_proto5.onnx.AttributeProto.AttributeType.INT, i: value }));
 }
 function nodeLabel(node2) {
   return node2.name || `${node2.opType}(${node2.output?.[0] ?? ""})`;
@@ -79193,11 +79563,11 @@ function topologicalOrder(nodes, producer) {
   }
   return order;
 }
-var import_onnx_proto3, GraphIndex;
+var import_onnx_proto5, GraphIndex;
 var init_graph = __esm({
   "src/graph/graph.ts"() {
     "use strict";
-    import_onnx_proto3 = __toESM(require_onnx());
+    import_onnx_proto5 = __toESM(require_onnx());
     init_reads();
     init_tensor();
     GraphIndex = class {
@@ -79235,254 +79605,6 @@ var init_graph = __esm({
         return this.model.isConstant(name);
       }
     };
-  }
-});
-
-// src/onnx/spill.ts
-function spillMinBytes() {
-  return spillThreshold;
-}
-function openStore() {
-  if (store) return store;
-  const dir = fs7.mkdtempSync(path7.join(os2.tmpdir(), "prune-gate-spill-"));
-  const file2 = path7.join(dir, "tensors.bin");
-  store = { file: file2, fd: fs7.openSync(file2, "w+"), size: 0 };
-  process.once("exit", () => fs7.rmSync(dir, { recursive: true, force: true }));
-  return store;
-}
-function spillTensor(proto, bytes2) {
-  const s = openStore();
-  let done = 0;
-  while (done < bytes2.byteLength) done += fs7.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
-  spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
-  s.size += bytes2.byteLength;
-}
-function spilledRange(proto) {
-  return spilled.get(proto);
-}
-function deferTensor(proto, stream) {
-  deferred.set(proto, stream);
-}
-function deferredStream(proto) {
-  return deferred.get(proto);
-}
-function isSpilled(proto) {
-  return spilled.has(proto) || deferred.has(proto);
-}
-var fs7, os2, path7, spillThreshold, spilled, store, deferred;
-var init_spill = __esm({
-  "src/onnx/spill.ts"() {
-    "use strict";
-    fs7 = __toESM(require("fs"));
-    os2 = __toESM(require("os"));
-    path7 = __toESM(require("path"));
-    spillThreshold = 8 * 2 ** 20;
-    spilled = /* @__PURE__ */ new WeakMap();
-    deferred = /* @__PURE__ */ new WeakMap();
-  }
-});
-
-// src/onnx/external.ts
-function isExternal(t) {
-  return t.dataLocation === import_onnx_proto4.onnx.TensorProto.DataLocation.EXTERNAL;
-}
-function externalLocation(t, modelDir, modelPath) {
-  const entries = new Map((t.externalData ?? []).map((e) => [e.key ?? "", e.value ?? ""]));
-  const location = entries.get("location");
-  if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
-  const normalized = location.replace(/\\/g, "/");
-  if (path8.isAbsolute(location) || path8.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
-    throw new UserError(
-      `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
-    );
-  }
-  const root = path8.resolve(modelDir);
-  const file2 = path8.resolve(root, normalized);
-  if (file2 !== root && !file2.startsWith(root + path8.sep)) {
-    throw new UserError(
-      `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
-    );
-  }
-  const offset = entries.has("offset") ? Number(entries.get("offset")) : 0;
-  const length = entries.has("length") ? Number(entries.get("length")) : void 0;
-  if (!Number.isSafeInteger(offset) || offset < 0 || length !== void 0 && (!Number.isSafeInteger(length) || length < 0)) {
-    throw new UserError(`${modelPath}: tensor '${t.name}' has an invalid external data offset or length`);
-  }
-  return { file: file2, location, offset, length };
-}
-function checkExternal(t, loc, modelPath, expectedBytes) {
-  let size;
-  try {
-    size = fs8.statSync(loc.file).size;
-  } catch {
-    throw new UserError(
-      `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
-    );
-  }
-  if (loc.length !== void 0 && loc.length !== expectedBytes) {
-    throw new UserError(
-      `${modelPath}: tensor '${t.name}' has external data length ${loc.length} but its shape needs ${expectedBytes} bytes; the model is damaged (re-export it)`
-    );
-  }
-  const length = loc.length ?? expectedBytes;
-  if (loc.offset + length > size) {
-    throw new UserError(
-      `${modelPath}: external data file '${loc.location}' is too short for tensor '${t.name}' (needs bytes ${loc.offset}..${loc.offset + length}, file has ${size}); it is truncated or belongs to another model`
-    );
-  }
-}
-function readTensorData(dtype, file2, offset, length) {
-  const info3 = dtypeInfo(dtype);
-  if (length % info3.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info3.name} elements`);
-  const buffer = new ArrayBuffer(length);
-  const bytes2 = new Uint8Array(buffer);
-  const fd = fs8.openSync(file2, "r");
-  try {
-    let done = 0;
-    while (done < length) {
-      const n = fs8.readSync(fd, bytes2, done, length - done, offset + done);
-      if (n === 0) throw new Error(`unexpected end of ${file2}`);
-      done += n;
-    }
-  } finally {
-    fs8.closeSync(fd);
-  }
-  return new info3.array(buffer, 0, length / info3.bytes);
-}
-var fs8, path8, import_onnx_proto4;
-var init_external2 = __esm({
-  "src/onnx/external.ts"() {
-    "use strict";
-    fs8 = __toESM(require("fs"));
-    path8 = __toESM(require("path"));
-    import_onnx_proto4 = __toESM(require_onnx());
-    init_errors();
-    init_dtype();
-  }
-});
-
-// src/onnx/write.ts
-function initializerBytes(t) {
-  if (!isSupportedDType(t.dataType ?? 0)) return 0;
-  return protoBytes(t);
-}
-function writeModel(model, file2, options = {}) {
-  const out = path9.resolve(file2);
-  if (model.origin && path9.resolve(model.origin) === out) {
-    throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
-  }
-  const graph = model.graph;
-  const total = model.initializers.reduce((sum, t) => sum + initializerBytes(t), 0);
-  const external = options.externalData ?? total > INLINE_LIMIT;
-  const dataName = `${path9.basename(out)}.data`;
-  const dataPath = path9.join(path9.dirname(out), dataName);
-  if (external) {
-    for (const t of model.initializers) {
-      if (isExternal(t) && externalLocation(t, model.dir, model.origin).file === dataPath) {
-        throw new UserError(`refusing to overwrite ${dataPath}: it holds the input model's weights; choose another output path`);
-      }
-    }
-  }
-  fs9.mkdirSync(path9.dirname(out), { recursive: true });
-  const tmpModel = temporaryName(out);
-  const tmpData = external ? temporaryName(dataPath) : void 0;
-  let fd;
-  try {
-    let offset = 0;
-    if (tmpData) fd = fs9.openSync(tmpData, "w");
-    const initializers = model.initializers.map((t) => {
-      const bytes2 = initializerBytes(t);
-      const inMemory = !isExternal(t) && !isSpilled(t);
-      const keepAsIs = !isSupportedDType(t.dataType) || inMemory && (!external || bytes2 < EXTERNAL_MIN_BYTES);
-      if (keepAsIs) return t;
-      const source = model.tensorSource(t);
-      const copy = import_onnx_proto5.onnx.TensorProto.create({ ...t, externalData: [], dataLocation: import_onnx_proto5.onnx.TensorProto.DataLocation.DEFAULT });
-      copy.floatData = [];
-      copy.int32Data = [];
-      copy.int64Data = [];
-      copy.doubleData = [];
-      copy.uint64Data = [];
-      if (fd === void 0 || bytes2 < EXTERNAL_MIN_BYTES) {
-        copy.rawData = "bytes" in source ? source.bytes : dataAsBytes(model.readTensorProto(t).data);
-        return copy;
-      }
-      const pad2 = (ALIGN - offset % ALIGN) % ALIGN;
-      if (pad2) fs9.writeSync(fd, Buffer.alloc(pad2), 0, pad2, offset);
-      offset += pad2;
-      const length = "bytes" in source ? source.bytes.byteLength : source.length;
-      if ("bytes" in source) writeAll(fd, source.bytes, offset);
-      else if ("stream" in source) {
-        let at = offset;
-        source.stream((chunk2) => {
-          writeAll(fd, chunk2, at);
-          at += chunk2.byteLength;
-        });
-        if (at - offset !== length) throw new Error(`internal: tensor '${t.name}' streamed ${at - offset} bytes, expected ${length}`);
-      } else copyRange(source.file, source.offset, length, fd, offset);
-      copy.rawData = new Uint8Array(0);
-      copy.dataLocation = import_onnx_proto5.onnx.TensorProto.DataLocation.EXTERNAL;
-      copy.externalData = [
-        { key: "location", value: dataName },
-        { key: "offset", value: String(offset) },
-        { key: "length", value: String(length) }
-      ];
-      offset += length;
-      return copy;
-    });
-    if (fd !== void 0) {
-      fs9.closeSync(fd);
-      fd = void 0;
-    }
-    const proto = import_onnx_proto5.onnx.ModelProto.create({
-      ...model.proto,
-      graph: import_onnx_proto5.onnx.GraphProto.create({ ...graph, initializer: initializers })
-    });
-    const encoded = import_onnx_proto5.onnx.ModelProto.encode(proto).finish();
-    fs9.writeFileSync(tmpModel, encoded);
-    if (tmpData) fs9.renameSync(tmpData, dataPath);
-    fs9.renameSync(tmpModel, out);
-    return { path: out, dataPath: external ? dataPath : void 0, bytes: encoded.byteLength + offset };
-  } catch (e) {
-    if (fd !== void 0) fs9.closeSync(fd);
-    for (const f of [tmpModel, tmpData]) if (f && fs9.existsSync(f)) fs9.unlinkSync(f);
-    throw e;
-  }
-}
-function writeAll(fd, data, at) {
-  let done = 0;
-  while (done < data.byteLength) done += fs9.writeSync(fd, data, done, data.byteLength - done, at + done);
-}
-function copyRange(file2, from, length, fd, at) {
-  chunk ??= Buffer.allocUnsafe(CHUNK);
-  const src = fs9.openSync(file2, "r");
-  try {
-    for (let done = 0; done < length; ) {
-      const n = fs9.readSync(src, chunk, 0, Math.min(CHUNK, length - done), from + done);
-      if (n === 0) throw new Error(`unexpected end of ${file2}`);
-      writeAll(fd, chunk.subarray(0, n), at + done);
-      done += n;
-    }
-  } finally {
-    fs9.closeSync(src);
-  }
-}
-var fs9, path9, import_onnx_proto5, INLINE_LIMIT, EXTERNAL_MIN_BYTES, ALIGN, CHUNK, chunk;
-var init_write = __esm({
-  "src/onnx/write.ts"() {
-    "use strict";
-    fs9 = __toESM(require("fs"));
-    path9 = __toESM(require("path"));
-    import_onnx_proto5 = __toESM(require_onnx());
-    init_errors();
-    init_files();
-    init_dtype();
-    init_external2();
-    init_spill();
-    init_tensor();
-    INLINE_LIMIT = 2 ** 31 - 64 * 2 ** 20;
-    EXTERNAL_MIN_BYTES = 1024;
-    ALIGN = 64;
-    CHUNK = 16 * 2 ** 20;
   }
 });
 
@@ -79539,16 +79661,19 @@ var init_model = __esm({
     CHUNK_BYTES = 32 * 2 ** 20;
     LFS_POINTER = "version https://git-lfs.github.com/spec/v1";
     OnnxModel = class _OnnxModel {
-      constructor(proto, path16, origin = path16) {
+      constructor(proto, path16, origin = path16, hadExternalData) {
         this.proto = proto;
         this.path = path16;
         this.origin = origin;
+        this.hadExternalData = hadExternalData ?? this.initializers.some(isExternal);
         this.reindexConstants();
       }
       proto;
       path;
       origin;
       constants = /* @__PURE__ */ new Map();
+      /** The model as read kept weights in external data files: writers keep that layout by default. */
+      hadExternalData;
       get graph() {
         return this.proto.graph;
       }
@@ -79800,12 +79925,12 @@ var init_model = __esm({
           fn(aligned, 0);
           return;
         }
-        const chunk2 = Math.max(1, Math.floor(maxBytes / rowBytes)) * rowBytes;
-        const buffer = new Uint8Array(new ArrayBuffer(chunk2));
+        const chunk = Math.max(1, Math.floor(maxBytes / rowBytes)) * rowBytes;
+        const buffer = new Uint8Array(new ArrayBuffer(chunk));
         const fd = fs10.openSync(source.file, "r");
         try {
-          for (let first = 0; first < source.length; first += chunk2) {
-            const bytes2 = buffer.subarray(0, Math.min(chunk2, source.length - first));
+          for (let first = 0; first < source.length; first += chunk) {
+            const bytes2 = buffer.subarray(0, Math.min(chunk, source.length - first));
             for (let done = 0; done < bytes2.byteLength; ) {
               const n = fs10.readSync(fd, bytes2, done, bytes2.byteLength - done, source.offset + first + done);
               if (n === 0) throw new Error(`unexpected end of ${source.file}`);
@@ -79879,9 +80004,9 @@ var init_model = __esm({
         if (stream) {
           const buffer = new Uint8Array(new ArrayBuffer(bytes2));
           let at = 0;
-          stream((chunk2) => {
-            buffer.set(chunk2, at);
-            at += chunk2.byteLength;
+          stream((chunk) => {
+            buffer.set(chunk, at);
+            at += chunk.byteLength;
           });
           return { dtype, dims, data: new (dtypeInfo(dtype)).array(buffer.buffer, 0, count2) };
         }
@@ -79924,7 +80049,7 @@ var init_model = __esm({
         try {
           const copy = decodeModelProto(import_onnx_proto6.onnx.ModelProto.encode(this.proto).finish());
           copy.graph.initializer = initializers.slice();
-          return new _OnnxModel(copy, "", this.origin);
+          return new _OnnxModel(copy, "", this.origin, this.hadExternalData);
         } finally {
           graph.initializer = initializers;
         }
@@ -80031,7 +80156,7 @@ async function sessionFromWrittenCopy(model, proto, opts) {
   const dir = fs11.mkdtempSync(path11.join(os3.tmpdir(), "prune-gate-session-"));
   try {
     const file2 = path11.join(dir, "model.onnx");
-    writeModel(OnnxModel.fromProto(proto, "", model.origin), file2, { externalData: true });
+    writeModel(OnnxModel.fromProto(proto, "", model.origin), file2, { externalData: "always" });
     return await ort.InferenceSession.create(file2, opts);
   } finally {
     fs11.rmSync(dir, { recursive: true, force: true });
@@ -81255,7 +81380,7 @@ function ruleOf(node2) {
   const key = domain2 === "" || domain2 === "ai.onnx" ? node2.opType ?? "" : `${domain2}::${node2.opType}`;
   return Object.prototype.hasOwnProperty.call(OP_RULES, key) ? OP_RULES[key] : void 0;
 }
-var inputs, outputs, rank, unary, broadcast, adds, perChannelNorm, groupNorm, pool, transpose, reshape, reshapeWithShape, matmul, gemm, einsum, fusedMatmul, conv, fusedConv, attention, multiHeadAttention, split, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
+var inputs, outputs, rank, unary, broadcast, adds, perChannelNorm, groupNorm, pool, transpose, reshape, reshapeWithShape, matmul, gemm, einsum, fusedMatmul, conv, fusedConv, attention, multiHeadAttention, split2, concat, slice, pad, gather, expand, readsShape, resize, constant, OP_RULES;
 var init_rules = __esm({
   "src/graph/rules.ts"() {
     "use strict";
@@ -81525,7 +81650,7 @@ var init_rules = __esm({
         ]);
       }
     };
-    split = {
+    split2 = {
       link: (ctx) => piecewise(inputs(ctx.node)[0], outputs(ctx.node), attrInt(ctx.node, "axis", 0), ctx),
       // The sizes follow the new sizes of its outputs, in the form the opset takes them.
       resize({ node: node2, model, opset, newDims }) {
@@ -81759,7 +81884,7 @@ var init_rules = __esm({
       Flatten: reshape,
       Squeeze: reshape,
       Unsqueeze: reshape,
-      Split: split,
+      Split: split2,
       Concat: concat,
       Slice: slice,
       Pad: pad,
@@ -84907,12 +85032,12 @@ async function chooseExceptions(work, candidates, opts, calibration, log) {
 }
 async function measureErrors(work, candidates, calibration, log) {
   for (let start = 0; start < candidates.length; start += PROBE_CHUNK) {
-    const chunk2 = candidates.slice(start, start + PROBE_CHUNK);
+    const chunk = candidates.slice(start, start + PROBE_CHUNK);
     const probe = work.clone();
     const graph = probe.graph;
     const pairs = [];
     const shared = /* @__PURE__ */ new Set();
-    for (const c of chunk2) {
+    for (const c of chunk) {
       const y = c.node.output[0];
       const twin = probe.uniqueName(`${y}__quantized`);
       for (const s of c.shared) shared.add(s);
@@ -84924,7 +85049,7 @@ async function measureErrors(work, candidates, calibration, log) {
     graph.node = [...shared, ...graph.node];
     addMsOpset(probe);
     const session = await sessionForProto(work, probe.proto);
-    const sums = chunk2.map(() => ({ diff: 0, ref: 0 }));
+    const sums = chunk.map(() => ({ diff: 0, ref: 0 }));
     try {
       const fetches = [...new Set(pairs.flat())];
       for await (const feeds of calibration()) {
@@ -84945,7 +85070,7 @@ async function measureErrors(work, candidates, calibration, log) {
     } finally {
       await session.release();
     }
-    chunk2.forEach((c, i) => {
+    chunk.forEach((c, i) => {
       c.error = sums[i].ref > 0 ? Math.sqrt(sums[i].diff / sums[i].ref) : sums[i].diff > 0 ? Infinity : 0;
       log(`quantize: ${c.label} at ${c.bits} bits: output ${formatError2(c.error)}`);
     });
@@ -85240,8 +85365,7 @@ async function runGate(options) {
   const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log });
   const stepsDir = path14.join(out, STEPS_DIR);
   try {
-    const external = base.initializers.some((t) => isExternal(t));
-    const deps = searchDeps({ options, set: set2, evaluator, stepsDir, external, prune, quantize, log });
+    const deps = searchDeps({ options, set: set2, evaluator, stepsDir, prune, quantize, log });
     const mode = config2.prune.target === "auto" ? "auto" : "fixed";
     const ratios = stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps);
     const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
@@ -85309,7 +85433,7 @@ function searchDeps(c) {
     evaluate: async (candidate, step) => {
       const dir = path14.join(c.stepsDir, `step-${step.index}`);
       fs14.rmSync(dir, { recursive: true, force: true });
-      const written = writeModel(candidate, path14.join(dir, PRUNED_NAME), c.external ? { externalData: true } : {});
+      const written = writeModel(candidate, path14.join(dir, PRUNED_NAME), { externalData: config2.externalData });
       const model = OnnxModel.read(written.path);
       const evaluation = await c.evaluator.evaluate(model);
       const metrics = judge(evaluation.values, config2.gate, c.set.task);
@@ -85392,7 +85516,6 @@ var init_run = __esm({
     init_gate();
     init_search();
     init_cost();
-    init_external2();
     init_model();
     init_write();
     init_prune();
@@ -85534,14 +85657,15 @@ var core = __toESM(require_core());
 var github = __toESM(require_github());
 
 // src/config/config.ts
-var fs3 = __toESM(require("fs"));
-var path3 = __toESM(require("path"));
+var fs7 = __toESM(require("fs"));
+var path7 = __toESM(require("path"));
 var import_yaml = __toESM(require_dist());
 init_zod();
 init_errors();
 init_latency();
 init_metric_names();
 init_metrics();
+init_write();
 init_options();
 init_types();
 init_format();
@@ -85579,6 +85703,7 @@ var ConfigFile = external_exports.strictObject({
   }).optional(),
   quantize: external_exports.enum(QUANTIZE_MODES).optional(),
   "keep-names": external_exports.boolean({ error: "true or false" }).optional(),
+  "external-data": external_exports.enum(EXTERNAL_DATA_MODES).optional(),
   gate: external_exports.record(external_exports.string(), external_exports.unknown(), { error: "a mapping of metric names to bounds" }).optional(),
   latency: external_exports.strictObject({
     warmup: external_exports.number({ error: "a whole number >= 0" }).int({ error: "a whole number >= 0" }).min(0, { error: "a whole number >= 0" }).optional(),
@@ -85586,11 +85711,11 @@ var ConfigFile = external_exports.strictObject({
   }).optional()
 });
 function loadConfig(file2) {
-  const abs = path3.resolve(file2);
+  const abs = path7.resolve(file2);
   const shown = displayPath(abs);
   let text2;
   try {
-    text2 = fs3.readFileSync(abs, "utf8");
+    text2 = fs7.readFileSync(abs, "utf8");
   } catch (e) {
     const code = e.code;
     if (code === "ENOENT") throw new UserError(`config file not found: ${shown}`);
@@ -85612,9 +85737,9 @@ function parseConfig(text2, file2) {
     throw new UserError(`${shown}: expected a mapping of keys (model, calibration, prune, quantize, gate)`);
   }
   const raw = parseWith(ConfigFile, data, shown);
-  const dir = path3.dirname(path3.resolve(file2));
+  const dir = path7.dirname(path7.resolve(file2));
   const config2 = fromFile(raw, dir, shown);
-  config2.file = path3.resolve(file2);
+  config2.file = path7.resolve(file2);
   return config2;
 }
 function fromFile(raw, dir, shown) {
@@ -85634,12 +85759,13 @@ function fromFile(raw, dir, shown) {
     },
     quantize: raw.quantize ?? "none",
     keepNames: raw["keep-names"] ?? false,
+    externalData: raw["external-data"] ?? "auto",
     gate: parseGate(raw.gate ?? {}, shown),
     latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs }
   };
 }
 function defaultConfig() {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, gate: [], latency: { ...DEFAULT_LATENCY } };
+  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, externalData: "auto", gate: [], latency: { ...DEFAULT_LATENCY } };
 }
 function parseGate(gate2, shown) {
   const rules = [];
@@ -85702,6 +85828,10 @@ function parseTarget(value, where, options = { auto: true }) {
   if (target === void 0) throw new UserError(`${where}: ${targetExpected(options.auto, value)}`);
   return target;
 }
+function parseExternalData(value, where) {
+  if (EXTERNAL_DATA_MODES.includes(value)) return value;
+  throw new UserError(`${where}: expected ${EXTERNAL_DATA_MODES.join(", ")}, found ${quoted(value)}`);
+}
 function parseQuantize(value, where) {
   if (QUANTIZE_MODES.includes(value)) return value;
   throw new UserError(`${where}: expected ${QUANTIZE_MODES.join(", ")}, found ${quoted(value)}`);
@@ -85713,6 +85843,7 @@ function parseOverrides(raw, option) {
   if (raw.target !== void 0) o.target = parseTarget(raw.target, option("target"));
   if (raw.quantize !== void 0) o.quantize = parseQuantize(raw.quantize, option("quantize"));
   if (raw.keepNames) o.keepNames = true;
+  if (raw.externalData !== void 0) o.externalData = parseExternalData(raw.externalData, option("external-data"));
   return o;
 }
 function applyOverrides(config2, o) {
@@ -85722,12 +85853,13 @@ function applyOverrides(config2, o) {
   if (o.target !== void 0) out.prune.target = o.target;
   if (o.quantize !== void 0) out.quantize = o.quantize;
   if (o.keepNames) out.keepNames = true;
+  if (o.externalData !== void 0) out.externalData = o.externalData;
   return out;
 }
 function resolveConfig(file2, overrides, option) {
-  const chosen = path3.resolve(file2 ?? DEFAULT_CONFIG);
+  const chosen = path7.resolve(file2 ?? DEFAULT_CONFIG);
   let base;
-  if (fs3.existsSync(chosen)) base = loadConfig(chosen);
+  if (fs7.existsSync(chosen)) base = loadConfig(chosen);
   else if (file2 !== void 0) throw new UserError(`${option("config")}: file not found: ${displayPath(chosen)}`);
   else if (overrides.model && overrides.calibration) base = defaultConfig();
   else {
@@ -85805,7 +85937,7 @@ function apiError(e) {
 }
 
 // src/github/event.ts
-var fs4 = __toESM(require("fs"));
+var fs8 = __toESM(require("fs"));
 init_zod();
 init_errors();
 var SHA = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
@@ -85833,7 +85965,7 @@ function readPayload(file2) {
   if (!file2) return {};
   let text2;
   try {
-    text2 = fs4.readFileSync(file2, "utf8");
+    text2 = fs8.readFileSync(file2, "utf8");
   } catch {
     return {};
   }
@@ -85885,8 +86017,8 @@ function readContext(env = process.env) {
 }
 
 // src/github/inputs.ts
-var os = __toESM(require("os"));
-var path4 = __toESM(require("path"));
+var os2 = __toESM(require("os"));
+var path8 = __toESM(require("path"));
 init_zod();
 init_errors();
 init_format();
@@ -85967,9 +86099,9 @@ function readInputs(get, env = process.env) {
     mode: "gate",
     ...common,
     // action.yml's default: the file may be absent (then model and calibration must be given).
-    config: v.config === void 0 || v.config === DEFAULT_CONFIG ? void 0 : path4.resolve(v.config),
+    config: v.config === void 0 || v.config === DEFAULT_CONFIG ? void 0 : path8.resolve(v.config),
     overrides: parseOverrides(v, inputName),
-    out: path4.resolve(v.out ?? path4.join(env.RUNNER_TEMP || os.tmpdir(), "prune-gate"))
+    out: path8.resolve(v.out ?? path8.join(env.RUNNER_TEMP || os2.tmpdir(), "prune-gate"))
   };
 }
 

@@ -68,7 +68,9 @@ test('defaults for what is left out', () => {
   expect(c.prune).toMatchObject({ target: 'auto', maxTarget: 0.5, steps: 5, importance: 'activation', compensate: 'auto', allocation: 'auto' });
   expect(c.quantize).toBe('none');
   expect(c.keepNames).toBe(false);
+  expect(c.externalData).toBe('auto');
   expect(c.gate).toEqual([]);
+  expect(parseConfig('model: models/m.onnx\nexternal-data: never\n', path.resolve('prune-gate.yml')).externalData).toBe('never');
 });
 
 describe('mistakes name themselves', () => {
@@ -86,6 +88,7 @@ describe('mistakes name themselves', () => {
     expect(configError('prune:\n  target: [0.3]\n')).toBe('prune-gate.yml: prune.target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found [0.3]');
     expect(configError('quantize: int3\n')).toBe("prune-gate.yml: quantize: 'int3' is not one of none, int8, int4");
     expect(configError('keep-names: sometimes\n')).toBe("prune-gate.yml: keep-names: expected true or false, found 'sometimes'");
+    expect(configError('external-data: yes\n')).toBe("prune-gate.yml: external-data: 'yes' is not one of auto, always, never");
     expect(configError('prune:\n  structures: [ffn, neurons]\n')).toBe("prune-gate.yml: prune.structures[1]: unknown structure 'neurons' (expected ffn, heads, channels)");
     expect(configError('model: 3\n')).toBe('prune-gate.yml: model: expected a path to an .onnx file, found 3');
   });

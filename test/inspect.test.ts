@@ -63,7 +63,7 @@ test('a model with external data: bytes include the data file, MACs are measured
   const source = fixtures.find((f) => f.endsWith('gpt2.onnx'))!;
   const dir = path.join(built.tmp, 'ext');
   const out = path.join(dir, 'model.onnx');
-  writeModel(OnnxModel.read(source), out, { externalData: true });
+  writeModel(OnnxModel.read(source), out, { externalData: 'always' });
   const inline = JSON.parse((await cli(['inspect', '--model', source, '--json'])).stdout) as Inspection;
   const r = await cli(['inspect', '--model', out, '--json']);
   expect(r.stderr).toBe('');

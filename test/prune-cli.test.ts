@@ -53,6 +53,7 @@ test.each([
   [['--structures', 'ffn,layers'], /--structures takes a list of ffn, heads, channels/],
   [['--importance', 'activation'], /needs --calibration/],
   [['--compensate', 'bias'], /needs --calibration/],
+  [['--external-data', 'sometimes'], /--external-data: expected auto, always, never, found 'sometimes'/],
 ])('bad flags %p: one line, exit 2', async (flags, message) => {
   const r = await cli(['prune', '--model', gpt2, '--out', path.join(built.tmp, 'x.onnx'), ...(flags as string[])]);
   expect(r.status).toBe(2);
@@ -69,4 +70,22 @@ test('refuses to overwrite the input model', async () => {
   expect(r.status).toBe(2);
   expect(r.stderr).toMatch(/refusing to overwrite the input model/);
   expect(fs.readFileSync(copy).equals(before)).toBe(true);
+});
+
+test("--external-data: the input's layout by default, the bare flag or always puts weights in <out>.data, never brings them inline", async () => {
+  const dataFiles = (file: string) => fs.existsSync(`${file}.data`);
+  const inline = path.join(built.tmp, 'layout-inline.onnx');
+  expect((await cli(['prune', '--model', gpt2, '--out', inline])).status).toBe(0);
+  expect(dataFiles(inline)).toBe(false);
+  const external = path.join(built.tmp, 'layout-external.onnx');
+  expect((await cli(['prune', '--model', gpt2, '--out', external, '--external-data'])).status).toBe(0);
+  expect(dataFiles(external)).toBe(true);
+  // Pruning that external model again keeps its layout, unless told otherwise.
+  const kept = path.join(built.tmp, 'layout-kept.onnx');
+  expect((await cli(['prune', '--model', external, '--out', kept, '--target', '0.1'])).status).toBe(0);
+  expect(dataFiles(kept)).toBe(true);
+  const back = path.join(built.tmp, 'layout-back.onnx');
+  expect((await cli(['prune', '--model', external, '--out', back, '--target', '0.1', '--external-data', 'never'])).status).toBe(0);
+  expect(dataFiles(back)).toBe(false);
+  expect(OnnxModel.read(back).hadExternalData).toBe(false);
 });

@@ -385,7 +385,7 @@ test('large weights are sliced lazily (streamed when read, twice over in two ste
   try {
     const streamed = await twoSteps(base);
     const out = path.join(tmp, 'llama-streamed.onnx');
-    writeModel(streamed.model, out, { externalData: true });
+    writeModel(streamed.model, out, { externalData: 'always' });
     const feeds = sampleFeeds(base, 2, 9);
     expect(outputBytes(await run(out, feeds))).toEqual(outputBytes(await run(inMemory.model, feeds)));
   } finally {

@@ -45,11 +45,11 @@ describe.each(fixtures.map((f) => [path.basename(f), f]))('%s', (name, file) => 
     expect(sha256(file)).toBe(before);
   });
 
-  test('write with external data, read it back, write inline again: same outputs each time', async () => {
+  test('write with external data, read it back, keep that layout, write inline: same outputs each time', async () => {
     const before = sha256(file);
     const m = OnnxModel.read(file);
     const ext = path.join(tmp, `${base}-ext.onnx`);
-    const result = writeModel(m, ext, { externalData: true });
+    const result = writeModel(m, ext, { externalData: 'always' });
     expect(result.dataPath).toBe(`${ext}.data`);
     // The weights moved out: the model file is a small part of the whole.
     expect(externalCount(ext)).toBeGreaterThan(0);
@@ -58,8 +58,12 @@ describe.each(fixtures.map((f) => [path.basename(f), f]))('%s', (name, file) => 
 
     const reread = OnnxModel.read(ext);
     expect(reread.bytesOnDisk()).toBe(fs.statSync(ext).size + fs.statSync(`${ext}.data`).size);
+    // By default a model keeps the layout it was read in; `never` brings the weights inline.
+    const kept = path.join(tmp, `${base}-kept.onnx`);
+    expect(writeModel(reread, kept).dataPath).toBe(`${kept}.data`);
+    expect(externalCount(kept)).toBe(externalCount(ext));
     const back = path.join(tmp, `${base}-back.onnx`);
-    writeModel(reread, back);
+    writeModel(reread, back, { externalData: 'never' });
     expect(externalCount(back)).toBe(0);
     expect(fs.existsSync(`${back}.data`)).toBe(false);
     await expectSameOutputs(file, back, reread);
@@ -92,7 +96,7 @@ test('a model with weights in typed fields and Constant nodes round-trips (no ra
   const m = OnnxModel.read(file);
   for (const [out, options] of [
     ['typed-inline.onnx', {}],
-    ['typed-ext.onnx', { externalData: true }],
+    ['typed-ext.onnx', { externalData: 'always' }],
   ] as const) {
     const target = path.join(tmp, out);
     writeModel(m, target, options);

@@ -96,6 +96,22 @@ test('target auto picks the largest ratio that passes; the step that broke the b
   }
 });
 
+test('external-data: the config key and --external-data choose where pruned.onnx keeps its weights', async () => {
+  const body = 'prune:\n  target: 0.2\n  steps: 1\n  importance: magnitude\ngate:\n  agreement: { min: 0 }\n';
+  const out = path.join(tmp, 'out-external');
+  const r = await cli(['run', '--config', config('mlp', `external-data: always\n${body}`), '--out', out]);
+  expect(r.status).toBe(0);
+  expect(fs.readdirSync(out).sort()).toEqual(['pruned.onnx', 'pruned.onnx.data', 'report.json', 'report.md']);
+  expect(readJson(path.join(out, 'report.json')).candidate.bytes).toBe(OnnxModel.read(path.join(out, 'pruned.onnx')).bytesOnDisk());
+  // The flag overrides the key, and a stale data file of the earlier run is not left beside it.
+  const again = await cli(['run', '--config', config('mlp', `external-data: always\n${body}`), '--external-data', 'never', '--out', out]);
+  expect(again.status).toBe(0);
+  expect(fs.readdirSync(out).sort()).toEqual(['pruned.onnx', 'report.json', 'report.md']);
+  const bad = await cli(['run', '--config', config('mlp', body), '--external-data', 'inline', '--out', out]);
+  expect(bad.status).toBe(2);
+  expect(bad.stderr).toBe("prune-gate: --external-data: expected auto, always, never, found 'inline'\n");
+});
+
 test('bad input exits 2 with one line', async () => {
   const file = config('mlp', 'prune:\n  targt: 0.3\n');
   const r = await cli(['run', '--config', file, '--out', path.join(tmp, 'bad')]);

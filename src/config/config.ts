@@ -7,6 +7,7 @@ import { DEFAULT_LATENCY, LatencyOptions } from '../eval/latency';
 import { METRIC_NAMES, MetricName } from '../eval/metric-names';
 import { GateRule } from '../gate/gate';
 import { BOUND_KINDS, BoundKind, METRICS } from '../gate/metrics';
+import { EXTERNAL_DATA_MODES, ExternalDataMode } from '../onnx/write';
 import { QUANTIZE_MODES, QuantizeMode } from '../quantize/options';
 import { ALLOCATIONS } from '../prune/types';
 import type { Allocation, CompensationChoice, Importance, Structure } from '../prune/types';
@@ -38,6 +39,8 @@ export interface Config {
   quantize: QuantizeMode;
   /** Keep the exporter's intermediate tensor and node names in a quantized artifact (default: shortened). */
   keepNames: boolean;
+  /** Where written models keep their weights (auto: as the input model did). */
+  externalData: ExternalDataMode;
   gate: GateRule[];
   latency: LatencyOptions;
 }
@@ -86,6 +89,7 @@ const ConfigFile = z.strictObject({
     .optional(),
   quantize: z.enum(QUANTIZE_MODES).optional(),
   'keep-names': z.boolean({ error: 'true or false' }).optional(),
+  'external-data': z.enum(EXTERNAL_DATA_MODES).optional(),
   gate: z.record(z.string(), z.unknown(), { error: 'a mapping of metric names to bounds' }).optional(),
   latency: z
     .strictObject({
@@ -152,6 +156,7 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
     },
     quantize: raw.quantize ?? 'none',
     keepNames: raw['keep-names'] ?? false,
+    externalData: raw['external-data'] ?? 'auto',
     gate: parseGate(raw.gate ?? {}, shown),
     latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs },
   };
@@ -159,7 +164,7 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
 
 /** The configuration used when there is no config file: defaults, no bounds. */
 export function defaultConfig(): Config {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', keepNames: false, gate: [], latency: { ...DEFAULT_LATENCY } };
+  return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', keepNames: false, externalData: 'auto', gate: [], latency: { ...DEFAULT_LATENCY } };
 }
 
 
@@ -244,6 +249,11 @@ export function parseTarget(value: unknown, where: string, options: { auto: bool
   return target;
 }
 
+export function parseExternalData(value: string, where: string): ExternalDataMode {
+  if ((EXTERNAL_DATA_MODES as readonly string[]).includes(value)) return value as ExternalDataMode;
+  throw new UserError(`${where}: expected ${EXTERNAL_DATA_MODES.join(', ')}, found ${quoted(value)}`);
+}
+
 export function parseQuantize(value: string, where: string): QuantizeMode {
   if ((QUANTIZE_MODES as readonly string[]).includes(value)) return value as QuantizeMode;
   throw new UserError(`${where}: expected ${QUANTIZE_MODES.join(', ')}, found ${quoted(value)}`);
@@ -256,19 +266,24 @@ export interface Overrides {
   target?: number | 'auto';
   quantize?: QuantizeMode;
   keepNames?: boolean;
+  externalData?: ExternalDataMode;
 }
 
 /** What a caller calls its options in messages: "--model" on the command line, "input model" in the action. */
-export type OptionName = (key: 'config' | 'model' | 'calibration' | 'target' | 'quantize') => string;
+export type OptionName = (key: 'config' | 'model' | 'calibration' | 'target' | 'quantize' | 'external-data') => string;
 
 /** Overrides as written (flags, inputs), checked: paths exist, target and quantize parse. */
-export function parseOverrides(raw: { model?: string; calibration?: string; target?: string; quantize?: string; keepNames?: boolean }, option: OptionName): Overrides {
+export function parseOverrides(
+  raw: { model?: string; calibration?: string; target?: string; quantize?: string; keepNames?: boolean; externalData?: string },
+  option: OptionName,
+): Overrides {
   const o: Overrides = {};
   if (raw.model !== undefined) o.model = checkedPath(raw.model, option('model'), 'file');
   if (raw.calibration !== undefined) o.calibration = checkedPath(raw.calibration, option('calibration'), 'file or folder');
   if (raw.target !== undefined) o.target = parseTarget(raw.target, option('target'));
   if (raw.quantize !== undefined) o.quantize = parseQuantize(raw.quantize, option('quantize'));
   if (raw.keepNames) o.keepNames = true;
+  if (raw.externalData !== undefined) o.externalData = parseExternalData(raw.externalData, option('external-data'));
   return o;
 }
 
@@ -279,6 +294,7 @@ export function applyOverrides(config: Config, o: Overrides): Config {
   if (o.target !== undefined) out.prune.target = o.target;
   if (o.quantize !== undefined) out.quantize = o.quantize;
   if (o.keepNames) out.keepNames = true;
+  if (o.externalData !== undefined) out.externalData = o.externalData;
   return out;
 }
 

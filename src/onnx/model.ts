@@ -58,9 +58,14 @@ export class OnnxModel {
      * overwritten. Copies (clone) keep it, but not `path`: they no longer match the file.
      */
     readonly origin: string = path,
+    hadExternalData?: boolean,
   ) {
+    this.hadExternalData = hadExternalData ?? this.initializers.some(isExternal);
     this.reindexConstants();
   }
+
+  /** The model as read kept weights in external data files: writers keep that layout by default. */
+  readonly hadExternalData: boolean;
 
   get graph(): onnx.GraphProto {
     return this.proto.graph as onnx.GraphProto;
@@ -476,7 +481,7 @@ export class OnnxModel {
     try {
       const copy = decodeModelProto(onnx.ModelProto.encode(this.proto).finish());
       (copy.graph as onnx.GraphProto).initializer = initializers.slice();
-      return new OnnxModel(copy, '', this.origin);
+      return new OnnxModel(copy, '', this.origin, this.hadExternalData);
     } finally {
       graph.initializer = initializers;
     }

@@ -190,7 +190,7 @@ async function sessionFromWrittenCopy(
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-session-'));
   try {
     const file = path.join(dir, 'model.onnx');
-    writeModel(OnnxModel.fromProto(proto as onnx.ModelProto, '', model.origin), file, { externalData: true });
+    writeModel(OnnxModel.fromProto(proto as onnx.ModelProto, '', model.origin), file, { externalData: 'always' });
     return await ort.InferenceSession.create(file, opts);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

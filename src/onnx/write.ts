@@ -5,19 +5,28 @@ import { UserError } from '../errors';
 import { temporaryName } from '../util/files';
 import { isSupportedDType } from './dtype';
 import { externalLocation, isExternal } from './external';
-import { isSpilled } from './spill';
 import { OnnxModel } from './model';
-import { dataAsBytes, protoBytes } from './tensor';
+import { isSpilled } from './spill';
+import { protoBytes } from './tensor';
 
-/** protobuf messages cannot exceed 2 GiB; stay clear of it. */
-const INLINE_LIMIT = 2 ** 31 - 64 * 2 ** 20;
+/** Where a written model's weights go (docs/contracts.md, "Model files"). */
+export const EXTERNAL_DATA_MODES = ['auto', 'always', 'never'] as const;
+export type ExternalDataMode = (typeof EXTERNAL_DATA_MODES)[number];
+
+/** The largest message protobuf parsers accept (onnxruntime's limit is INT_MAX bytes). */
+const PROTOBUF_LIMIT = 2 ** 31 - 1;
 /** Tensors smaller than this stay inline even in external-data mode (shape constants, biases). */
 const EXTERNAL_MIN_BYTES = 1024;
-const ALIGN = 64;
+/** Offsets in the data file are multiples of a page, so a runtime can map each tensor as it is. */
+const DATA_ALIGN = 4096;
 
 export interface WriteOptions {
-  /** true: weights go to `<file>.data`; false: inline; default: inline unless above 2 GB. */
-  externalData?: boolean;
+  /**
+   * auto (default): external data when the input model had it, or when inline weights would pass
+   * protobuf's 2 GiB; always: weights of 1 KiB and more go to `<file>.data`; never: all inline,
+   * refused above 2 GiB.
+   */
+  externalData?: ExternalDataMode;
 }
 
 export interface WriteResult {
@@ -26,27 +35,43 @@ export interface WriteResult {
   bytes: number;
 }
 
-function initializerBytes(t: onnx.ITensorProto): number {
-  if (!isSupportedDType(t.dataType ?? 0)) return 0;
-  return protoBytes(t);
+/** Where an initializer's bytes come from when they are not encoded with its proto. */
+type Source = ReturnType<OnnxModel['tensorSource']>;
+
+/**
+ * One initializer as written: either `proto` encoded as it is (small tensors, typed-field
+ * values, strings), or `proto` without its data plus the `length` bytes of `source`, written
+ * as its raw_data (inline) or at `offset` in the data file (external).
+ */
+interface Entry {
+  proto: onnx.ITensorProto;
+  source?: Source;
+  length: number;
 }
 
 /**
- * Writes `model` to `file` without modifying it. Weights are streamed one tensor at a time into
- * the external data file, so memory stays near the largest tensor. Both files are written under
- * temporary names and renamed when complete: an interrupted write leaves no half model behind.
+ * Writes `model` to `file` without modifying it, streaming: the protobuf's length-delimited
+ * fields are sized in advance, so tensor bytes go from where they lie (the input's files, the
+ * spill file, a deferred slice) straight to the output, and the whole message is never held.
+ * Both files are written under temporary names and renamed when complete: an interrupted write
+ * leaves no half model behind.
  */
 export function writeModel(model: OnnxModel, file: string, options: WriteOptions = {}): WriteResult {
   const out = path.resolve(file);
   if (model.origin && path.resolve(model.origin) === out) {
     throw new UserError(`refusing to overwrite the input model ${file}: choose another output path`);
   }
-  const graph = model.graph;
-  const total = model.initializers.reduce((sum, t) => sum + initializerBytes(t), 0);
-  const external = options.externalData ?? total > INLINE_LIMIT;
+  const mode = options.externalData ?? 'auto';
+  const inline = model.initializers.map((t) => entryFor(model, t, false));
+  const inlineBytes = messageLayout(model, inline).size;
+  if (mode === 'never' && inlineBytes > PROTOBUF_LIMIT) {
+    throw new UserError(
+      `${file}: with its weights inline the model would be ${gib(inlineBytes)}, above protobuf's 2 GiB limit; write it with external data (external-data: auto or always)`,
+    );
+  }
+  const external = mode === 'always' || (mode === 'auto' && (model.hadExternalData || inlineBytes > PROTOBUF_LIMIT));
   const dataName = `${path.basename(out)}.data`;
   const dataPath = path.join(path.dirname(out), dataName);
-
   if (external) {
     for (const t of model.initializers) {
       if (isExternal(t) && externalLocation(t, model.dir, model.origin).file === dataPath) {
@@ -58,89 +83,260 @@ export function writeModel(model: OnnxModel, file: string, options: WriteOptions
   fs.mkdirSync(path.dirname(out), { recursive: true });
   const tmpModel = temporaryName(out);
   const tmpData = external ? temporaryName(dataPath) : undefined;
-  let fd: number | undefined;
+  const sinks: FileSink[] = [];
   try {
-    let offset = 0;
-    if (tmpData) fd = fs.openSync(tmpData, 'w');
-    const initializers = model.initializers.map((t) => {
-      const bytes = initializerBytes(t);
-      const inMemory = !isExternal(t) && !isSpilled(t);
-      const keepAsIs = !isSupportedDType(t.dataType) || (inMemory && (!external || bytes < EXTERNAL_MIN_BYTES));
-      if (keepAsIs) return t;
-      const source = model.tensorSource(t);
-      const copy = onnx.TensorProto.create({ ...t, externalData: [], dataLocation: onnx.TensorProto.DataLocation.DEFAULT });
-      copy.floatData = [];
-      copy.int32Data = [];
-      copy.int64Data = [];
-      copy.doubleData = [];
-      copy.uint64Data = [];
-      if (fd === undefined || bytes < EXTERNAL_MIN_BYTES) {
-        copy.rawData = 'bytes' in source ? source.bytes : dataAsBytes(model.readTensorProto(t).data);
-        return copy;
-      }
-      const pad = (ALIGN - (offset % ALIGN)) % ALIGN;
-      if (pad) fs.writeSync(fd, Buffer.alloc(pad), 0, pad, offset);
-      offset += pad;
-      const length = 'bytes' in source ? source.bytes.byteLength : source.length;
-      if ('bytes' in source) writeAll(fd, source.bytes, offset);
-      else if ('stream' in source) {
-        let at = offset;
-        source.stream((chunk) => {
-          writeAll(fd!, chunk, at);
-          at += chunk.byteLength;
+    let entries = inline;
+    let dataBytes = 0;
+    if (tmpData) {
+      const data = new FileSink(tmpData);
+      sinks.push(data);
+      entries = model.initializers.map((t) => entryFor(model, t, true));
+      entries = entries.map((e) => {
+        if (!e.source || e.length < EXTERNAL_MIN_BYTES) return e; // small ones come inline, as raw bytes
+        data.pad(DATA_ALIGN);
+        const offset = data.position;
+        data.copy(e.source, e.length, e.proto.name ?? '');
+        const proto = onnx.TensorProto.create({
+          ...e.proto,
+          dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+          externalData: [
+            { key: 'location', value: dataName },
+            { key: 'offset', value: String(offset) },
+            { key: 'length', value: String(e.length) },
+          ],
         });
-        if (at - offset !== length) throw new Error(`internal: tensor '${t.name}' streamed ${at - offset} bytes, expected ${length}`);
-      } else copyRange(source.file, source.offset, length, fd, offset);
-      copy.rawData = new Uint8Array(0);
-      copy.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
-      copy.externalData = [
-        { key: 'location', value: dataName },
-        { key: 'offset', value: String(offset) },
-        { key: 'length', value: String(length) },
-      ];
-      offset += length;
-      return copy;
-    });
-    if (fd !== undefined) {
-      fs.closeSync(fd);
-      fd = undefined;
+        return { proto, length: 0 };
+      });
+      data.close();
+      dataBytes = data.position;
     }
-    const proto = onnx.ModelProto.create({
-      ...model.proto,
-      graph: onnx.GraphProto.create({ ...graph, initializer: initializers }),
-    });
-    const encoded = onnx.ModelProto.encode(proto).finish();
-    fs.writeFileSync(tmpModel, encoded);
+    const layout = messageLayout(model, entries);
+    const sink = new FileSink(tmpModel);
+    sinks.push(sink);
+    writeMessage(sink, layout, entries);
+    sink.close();
+    if (sink.position !== layout.size) throw new Error(`internal: wrote ${sink.position} bytes of a ${layout.size}-byte model`);
     if (tmpData) fs.renameSync(tmpData, dataPath);
     fs.renameSync(tmpModel, out);
-    return { path: out, dataPath: external ? dataPath : undefined, bytes: encoded.byteLength + offset };
+    return { path: out, dataPath: external ? dataPath : undefined, bytes: layout.size + dataBytes };
   } catch (e) {
-    if (fd !== undefined) fs.closeSync(fd);
-    for (const f of [tmpModel, tmpData]) if (f && fs.existsSync(f)) fs.unlinkSync(f);
+    for (const s of sinks) s.close();
+    for (const f of [tmpModel, tmpData]) if (f) fs.rmSync(f, { force: true });
     throw e;
   }
 }
 
-function writeAll(fd: number, data: Uint8Array, at: number): void {
-  let done = 0;
-  while (done < data.byteLength) done += fs.writeSync(fd, data, done, data.byteLength - done, at + done);
+function gib(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 }
 
-const CHUNK = 16 * 2 ** 20;
-let chunk: Buffer | undefined;
+/**
+ * How `t` is written. Tensors whose bytes are large or not in the proto (external, spilled,
+ * deferred) get a source; the proto kept is `t` without its data. Small in-memory tensors and
+ * types we do not read stay as they are.
+ */
+function entryFor(model: OnnxModel, t: onnx.TensorProto, external: boolean): Entry {
+  if (!isSupportedDType(t.dataType)) return { proto: t, length: 0 };
+  const length = protoBytes(t);
+  const inMemory = !isExternal(t) && !isSpilled(t);
+  if (inMemory && (external ? length < EXTERNAL_MIN_BYTES : !(t.rawData?.byteLength > 0))) return { proto: t, length: 0 };
+  return { proto: withoutData(t), source: model.tensorSource(t), length };
+}
 
-/** Copies a byte range between files through one reused buffer: memory stays at one chunk. */
-function copyRange(file: string, from: number, length: number, fd: number, at: number): void {
-  chunk ??= Buffer.allocUnsafe(CHUNK);
-  const src = fs.openSync(file, 'r');
-  try {
-    for (let done = 0; done < length; ) {
-      const n = fs.readSync(src, chunk, 0, Math.min(CHUNK, length - done), from + done);
-      if (n === 0) throw new Error(`unexpected end of ${file}`);
-      writeAll(fd, chunk.subarray(0, n), at + done);
-      done += n;
-    }
-  } finally {
-    fs.closeSync(src);
+/** `t`'s own fields without its values or their location (the writer supplies both). */
+function withoutData(t: onnx.TensorProto): onnx.TensorProto {
+  const copy = onnx.TensorProto.create({ ...t, floatData: [], int32Data: [], int64Data: [], doubleData: [], uint64Data: [], externalData: [] });
+  delete (copy as { rawData?: Uint8Array }).rawData;
+  if (isExternal(t)) copy.dataLocation = onnx.TensorProto.DataLocation.DEFAULT;
+  return copy;
+}
+
+// Protobuf encodes a message as its fields one after another, in field-number order (protobufjs
+// writes them so). A message can thus be written as the encoding of the fields before a large
+// field, that field, and the encoding of the fields after it; only the lengths of the enclosing
+// messages must be known first. These are the fields before ModelProto.graph (7),
+// GraphProto.initializer (5) and TensorProto.raw_data (9) in onnx.proto.
+const MODEL_BEFORE_GRAPH = ['irVersion', 'producerName', 'producerVersion', 'domain', 'modelVersion', 'docString'];
+const GRAPH_BEFORE_INITIALIZERS = ['node', 'name'];
+const TENSOR_BEFORE_RAW_DATA = ['dims', 'dataType', 'segment', 'floatData', 'int32Data', 'stringData', 'int64Data', 'name'];
+
+const TAG_GRAPH = (7 << 3) | 2;
+const TAG_INITIALIZER = (5 << 3) | 2;
+const TAG_RAW_DATA = (9 << 3) | 2;
+
+/** `message`'s own fields split around `field`: those named in `before`, and the rest. */
+function split<T extends object>(message: T, before: string[], field: string): [Partial<T>, Partial<T>] {
+  const head: Record<string, unknown> = {};
+  const tail: Record<string, unknown> = {};
+  for (const key of Object.keys(message)) {
+    if (key === field) continue;
+    (before.includes(key) ? head : tail)[key] = (message as Record<string, unknown>)[key];
   }
+  return [head as Partial<T>, tail as Partial<T>];
+}
+
+interface TensorLayout {
+  head: Uint8Array;
+  tail: Uint8Array;
+  /** The encoded TensorProto's length. */
+  size: number;
+}
+
+interface MessageLayout {
+  modelHead: Uint8Array;
+  graphHead: Uint8Array;
+  tensors: TensorLayout[];
+  graphTail: Uint8Array;
+  modelTail: Uint8Array;
+  graphSize: number;
+  size: number;
+}
+
+/** The encoded pieces of the model around its initializers, and every length, before writing. */
+function messageLayout(model: OnnxModel, entries: Entry[]): MessageLayout {
+  const [modelFields, modelRest] = split(model.proto, MODEL_BEFORE_GRAPH, 'graph');
+  const [graphFields, graphRest] = split(model.graph, GRAPH_BEFORE_INITIALIZERS, 'initializer');
+  const tensors = entries.map((e): TensorLayout => {
+    if (!e.source) {
+      const head = onnx.TensorProto.encode(e.proto).finish();
+      return { head, tail: new Uint8Array(0), size: head.byteLength };
+    }
+    const [before, after] = split(e.proto, TENSOR_BEFORE_RAW_DATA, 'rawData');
+    const head = onnx.TensorProto.encode(onnx.TensorProto.create(before)).finish();
+    const tail = onnx.TensorProto.encode(onnx.TensorProto.create(after)).finish();
+    return { head, tail, size: head.byteLength + fieldBytes(e.length) + tail.byteLength };
+  });
+  const graphHead = onnx.GraphProto.encode(onnx.GraphProto.create(graphFields)).finish();
+  const graphTail = onnx.GraphProto.encode(onnx.GraphProto.create(graphRest)).finish();
+  const graphSize = graphHead.byteLength + tensors.reduce((sum, t) => sum + fieldBytes(t.size), 0) + graphTail.byteLength;
+  const modelHead = onnx.ModelProto.encode(onnx.ModelProto.create(modelFields)).finish();
+  const modelTail = onnx.ModelProto.encode(onnx.ModelProto.create(modelRest)).finish();
+  const size = modelHead.byteLength + fieldBytes(graphSize) + modelTail.byteLength;
+  return { modelHead, graphHead, tensors, graphTail, modelTail, graphSize, size };
+}
+
+/** Bytes of a length-delimited field (one-byte tag, length varint, payload). */
+function fieldBytes(length: number): number {
+  return 1 + varint(length).byteLength + length;
+}
+
+function varint(value: number): Uint8Array {
+  const bytes: number[] = [];
+  for (let v = value; ; v = Math.floor(v / 128)) {
+    if (v < 128) {
+      bytes.push(v);
+      return Uint8Array.from(bytes);
+    }
+    bytes.push((v % 128) | 128);
+  }
+}
+
+function writeMessage(sink: FileSink, layout: MessageLayout, entries: Entry[]): void {
+  const delimited = (tag: number, length: number) => {
+    sink.write(Uint8Array.of(tag));
+    sink.write(varint(length));
+  };
+  sink.write(layout.modelHead);
+  delimited(TAG_GRAPH, layout.graphSize);
+  sink.write(layout.graphHead);
+  entries.forEach((e, i) => {
+    const t = layout.tensors[i];
+    delimited(TAG_INITIALIZER, t.size);
+    sink.write(t.head);
+    if (e.source) {
+      delimited(TAG_RAW_DATA, e.length);
+      sink.copy(e.source, e.length, e.proto.name ?? '');
+    }
+    sink.write(t.tail);
+  });
+  sink.write(layout.graphTail);
+  sink.write(layout.modelTail);
+}
+
+const BUFFER_BYTES = 4 * 2 ** 20;
+const COPY_BYTES = 16 * 2 ** 20;
+let copyBuffer: Buffer | undefined; // one for every copy of a file range: memory stays at one chunk
+
+/**
+ * An output file written front to back. Small pieces (protobuf fields) gather in a buffer; large
+ * ones go straight to the file.
+ */
+class FileSink {
+  position = 0;
+  private fd: number | undefined;
+  private buffer = Buffer.allocUnsafe(BUFFER_BYTES);
+  private buffered = 0;
+
+  constructor(file: string) {
+    this.fd = fs.openSync(file, 'w');
+  }
+
+  write(bytes: Uint8Array): void {
+    if (bytes.byteLength >= BUFFER_BYTES / 4) {
+      this.flush();
+      writeAll(this.fd!, bytes);
+    } else {
+      if (this.buffered + bytes.byteLength > BUFFER_BYTES) this.flush();
+      this.buffer.set(bytes, this.buffered);
+      this.buffered += bytes.byteLength;
+    }
+    this.position += bytes.byteLength;
+  }
+
+  /** Zeros up to the next multiple of `align`. */
+  pad(align: number): void {
+    const pad = (align - (this.position % align)) % align;
+    if (pad) this.write(new Uint8Array(pad));
+  }
+
+  /** Writes a tensor's `length` bytes from where they lie. */
+  copy(source: Source, length: number, name: string): void {
+    const start = this.position;
+    if ('bytes' in source) this.write(source.bytes);
+    else if ('stream' in source) source.stream((chunk) => this.write(chunk));
+    else this.copyRange(source.file, source.offset, length);
+    if (this.position - start !== length) throw new Error(`internal: tensor '${name}' gave ${this.position - start} bytes, expected ${length}`);
+  }
+
+  private copyRange(file: string, from: number, length: number): void {
+    copyBuffer ??= Buffer.allocUnsafe(COPY_BYTES);
+    this.flush();
+    const src = fs.openSync(file, 'r');
+    try {
+      for (let done = 0; done < length; ) {
+        const n = fs.readSync(src, copyBuffer, 0, Math.min(COPY_BYTES, length - done), from + done);
+        if (n === 0) throw new Error(`unexpected end of ${file}`);
+        writeAll(this.fd!, copyBuffer.subarray(0, n));
+        done += n;
+      }
+    } finally {
+      fs.closeSync(src);
+    }
+    this.position += length;
+  }
+
+  private flush(): void {
+    if (this.buffered === 0) return;
+    writeAll(this.fd!, this.buffer.subarray(0, this.buffered));
+    this.buffered = 0;
+  }
+
+  /** Flushes and closes; safe to call again after an error. */
+  close(): void {
+    if (this.fd === undefined) return;
+    const fd = this.fd;
+    this.fd = undefined;
+    try {
+      if (this.buffered) writeAll(fd, this.buffer.subarray(0, this.buffered));
+      this.buffered = 0;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+}
+
+/** Appends all of `data` at the file's current position. */
+function writeAll(fd: number, data: Uint8Array): void {
+  let done = 0;
+  while (done < data.byteLength) done += fs.writeSync(fd, data, done, data.byteLength - done);
 }

@@ -9,7 +9,6 @@ import { Evaluation, Evaluator } from '../eval/evaluator';
 import { MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
 import { SearchDeps, gradualSearch, stepRatios } from '../gate/search';
 import { countParams } from '../graph/cost';
-import { isExternal } from '../onnx/external';
 import { OnnxModel } from '../onnx/model';
 import { writeModel } from '../onnx/write';
 import { newPruneMemory, pruneModel } from '../prune';
@@ -126,8 +125,7 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
   const evaluator = await Evaluator.create(base, set, { latency: config.latency, log });
   const stepsDir = path.join(out, STEPS_DIR);
   try {
-    const external = base.initializers.some((t) => isExternal(t));
-    const deps = searchDeps({ options, set, evaluator, stepsDir, external, prune, quantize, log });
+    const deps = searchDeps({ options, set, evaluator, stepsDir, prune, quantize, log });
     const mode = config.prune.target === 'auto' ? 'auto' : 'fixed';
     const ratios = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps);
     const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
@@ -176,7 +174,6 @@ interface DepsContext {
   set: CalibrationSet;
   evaluator: Evaluator;
   stepsDir: string;
-  external: boolean;
   prune: PruneFn;
   quantize: QuantizeFn;
   log: (line: string) => void;
@@ -215,7 +212,7 @@ function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
       // weights from the file) and read back lazily, which is also what the next step prunes.
       const dir = path.join(c.stepsDir, `step-${step.index}`);
       fs.rmSync(dir, { recursive: true, force: true });
-      const written = writeModel(candidate, path.join(dir, PRUNED_NAME), c.external ? { externalData: true } : {});
+      const written = writeModel(candidate, path.join(dir, PRUNED_NAME), { externalData: config.externalData });
       const model = OnnxModel.read(written.path);
       const evaluation = await c.evaluator.evaluate(model);
       const metrics: MetricResult[] = judge(evaluation.values, config.gate, c.set.task);

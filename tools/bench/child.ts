@@ -38,7 +38,7 @@ async function main() {
     const out = args[2] ?? fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-bench-'));
     fs.rmSync(out, { recursive: true, force: true }); // a fresh folder: replacing a file costs a flush
     fs.mkdirSync(out, { recursive: true });
-    const written = writeModel(result.model, path.join(out, 'pruned.onnx'), { externalData: true });
+    const written = writeModel(result.model, path.join(out, 'pruned.onnx'), { externalData: 'always' });
     const seconds = (performance.now() - t0) / 1000;
     const weights = floatWeightBytes(model);
     let largest = 0;

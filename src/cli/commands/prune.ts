@@ -1,6 +1,6 @@
 import * as path from 'path';
 import { Command } from 'commander';
-import { parseTarget } from '../../config/config';
+import { parseExternalData, parseTarget } from '../../config/config';
 import { UserError } from '../../errors';
 import { OnnxModel } from '../../onnx/model';
 import { writeModel } from '../../onnx/write';
@@ -25,7 +25,7 @@ interface PruneFlags {
   steps: string;
   align: string;
   report?: string;
-  externalData?: boolean;
+  externalData: string | true;
 }
 
 /** `prune-gate prune`: prune only; prints what was removed where, and why places were skipped. */
@@ -48,7 +48,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--steps <n>', 'reach the target in n increments, re-measuring in between', '1')
     .option('--align <n>', 'keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine', 'auto')
     .option('--report <file>', 'also write what was removed as JSON')
-    .option('--external-data', 'write the weights to <out>.data beside the model')
+    .option('--external-data [mode]', 'where the pruned model keeps its weights: auto (as the input model did), always (in <out>.data; the bare flag) or never (inline, at most 2 GiB)', 'auto')
     .action(async (flags: PruneFlags) => {
       if (path.resolve(flags.out) === path.resolve(flags.model)) {
         throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
@@ -60,6 +60,7 @@ export function register(program: Command, ctx: CliContext): void {
       const allocation = parseAllocation(flags.allocation, flags.calibration);
       const steps = Number(flags.steps);
       if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be a whole number of at least 1 (got '${flags.steps}')`);
+      const externalData = parseExternalData(flags.externalData === true ? 'always' : flags.externalData, '--external-data');
       const align = flags.align === 'auto' ? 'auto' : Number(flags.align);
       if (align !== 'auto' && (!Number.isInteger(align) || align < 1)) throw new UserError(`--align must be auto or a whole number of at least 1 (got '${flags.align}')`);
       const model = OnnxModel.read(flags.model);
@@ -85,7 +86,7 @@ export function register(program: Command, ctx: CliContext): void {
       } finally {
         await evaluator?.close();
       }
-      const written = writeModel(result.model, flags.out, { externalData: flags.externalData });
+      const written = writeModel(result.model, flags.out, { externalData });
       if (flags.report) writeJsonAtomic(flags.report, pruneReport(flags.model, written.path, result));
       ctx.stdout(formatPruned(result, flags.out));
     });

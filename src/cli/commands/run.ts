@@ -17,6 +17,7 @@ interface RunFlags {
   target?: string;
   quantize?: string;
   keepNames?: boolean;
+  externalData?: string;
   json?: boolean;
 }
 
@@ -35,10 +36,11 @@ export function register(program: Command, ctx: CliContext): void {
     .option('-t, --target <ratio>', 'fraction of parameters to remove (0.3), or auto for the gradual search')
     .option('--quantize <mode>', 'none, int8 or int4')
     .option('--keep-names', "keep the exporter's intermediate tensor and node names in a quantized model (default: shortened)")
+    .option('--external-data <mode>', "where pruned.onnx keeps its weights: auto (as the input model did), always (in pruned.onnx.data) or never (inline, at most 2 GiB); overrides the config's external-data")
     .option('--json', 'print report.json instead of the Markdown report')
     .action(async (flags: RunFlags) => {
       const overrides = parseOverrides(
-        { model: flags.model, calibration: flags.calibration, target: flags.target, quantize: flags.quantize, keepNames: flags.keepNames },
+        { model: flags.model, calibration: flags.calibration, target: flags.target, quantize: flags.quantize, keepNames: flags.keepNames, externalData: flags.externalData },
         flagName,
       );
       const config = resolveConfig(flags.config, overrides, flagName);
