@@ -79911,12 +79911,25 @@ var init_model = __esm({
       }
       forEachRawChunkOf(proto, rowBytes, fn, maxBytes = CHUNK_BYTES) {
         const source = this.tensorSource(proto);
+        const chunk = Math.max(1, Math.floor(maxBytes / rowBytes)) * rowBytes;
         if ("stream" in source) {
+          const buffer2 = new Uint8Array(new ArrayBuffer(Math.min(chunk, source.length)));
+          let filled = 0;
           let first = 0;
           source.stream((bytes2) => {
-            fn(bytes2, first);
-            first += bytes2.byteLength;
+            for (let at = 0; at < bytes2.byteLength; ) {
+              const n = Math.min(buffer2.byteLength - filled, bytes2.byteLength - at);
+              buffer2.set(bytes2.subarray(at, at + n), filled);
+              filled += n;
+              at += n;
+              if (filled === buffer2.byteLength) {
+                fn(buffer2, first);
+                first += filled;
+                filled = 0;
+              }
+            }
           });
+          if (filled > 0) fn(buffer2.subarray(0, filled), first);
           return;
         }
         if ("bytes" in source) {
@@ -79925,8 +79938,7 @@ var init_model = __esm({
           fn(aligned, 0);
           return;
         }
-        const chunk = Math.max(1, Math.floor(maxBytes / rowBytes)) * rowBytes;
-        const buffer = new Uint8Array(new ArrayBuffer(chunk));
+        const buffer = new Uint8Array(new ArrayBuffer(Math.min(chunk, source.length)));
         const fd = fs10.openSync(source.file, "r");
         try {
           for (let first = 0; first < source.length; first += chunk) {
@@ -84672,32 +84684,6 @@ var init_prune = __esm({
 function defaultZeroPoint(bits) {
   return 1 << bits - 1;
 }
-function quantizeBlocks(w, rows, cols, options) {
-  const { bits, blockSize } = options;
-  const [k, n] = options.transposed ? [cols, rows] : [rows, cols];
-  const blocks = Math.ceil(k / blockSize);
-  const blob = blockSize * bits / 8;
-  const packed = new Uint8Array(n * blocks * blob);
-  const scales = new Float32Array(n * blocks);
-  const zp = defaultZeroPoint(bits);
-  const values = new Float32Array(blockSize);
-  const codes = new Int32Array(blockSize);
-  const at = options.transposed ? (kk, col) => w[col * cols + kk] : (kk, col) => w[kk * cols + col];
-  for (let col = 0; col < n; col++) {
-    for (let b = 0; b < blocks; b++) {
-      const start = b * blockSize;
-      values.fill(0);
-      for (let i = 0; i < blockSize && start + i < k; i++) values[i] = at(start + i, col);
-      const scale = bits === 8 ? scale8(values) : scale4(values, options.search ?? true);
-      scales[col * blocks + b] = scale;
-      encode3(values, scale, bits, codes);
-      const out = (col * blocks + b) * blob;
-      if (bits === 8) for (let i = 0; i < blockSize; i++) packed[out + i] = codes[i] + zp;
-      else for (let i = 0; i < blockSize; i += 2) packed[out + i / 2] = codes[i] + zp | codes[i + 1] + zp << 4;
-    }
-  }
-  return { packed, scales, n, k, blocks, blockSize, bits };
-}
 function scale8(values) {
   let max = 0;
   for (const v of values) max = Math.max(max, Math.abs(v));
@@ -84753,10 +84739,78 @@ function blockSizeFor(k, wanted, bits = 4, scaleBytes = 4) {
   }
   return best;
 }
-var SEARCH;
+var BlockQuantizer, SEARCH;
 var init_pack = __esm({
   "src/quantize/pack.ts"() {
     "use strict";
+    BlockQuantizer = class {
+      constructor(rows, cols, options) {
+        this.rows = rows;
+        this.cols = cols;
+        this.options = options;
+        const { bits, blockSize } = options;
+        const [k, n] = options.transposed ? [cols, rows] : [rows, cols];
+        const blocks = Math.ceil(k / blockSize);
+        this.result = { packed: new Uint8Array(n * blocks * blockSize * bits / 8), scales: new Float32Array(n * blocks), n, k, blocks, blockSize, bits };
+        this.pending = new Float32Array(options.transposed ? 0 : blockSize * cols);
+        this.values = new Float32Array(blockSize);
+        this.codes = new Int32Array(blockSize);
+      }
+      rows;
+      cols;
+      options;
+      result;
+      pending;
+      pendingRows = 0;
+      row = 0;
+      values;
+      codes;
+      /** The next whole rows of the weight. */
+      add(chunk) {
+        const { cols } = this;
+        const { blockSize } = this.options;
+        const { k, blocks } = this.result;
+        for (let at = 0; at < chunk.length; at += cols, this.row++) {
+          if (this.options.transposed) {
+            for (let b = 0; b < blocks; b++) {
+              const start = at + b * blockSize;
+              const end = at + Math.min(k, (b + 1) * blockSize);
+              this.encodeBlock(this.row, b, (i) => start + i < end ? chunk[start + i] : 0);
+            }
+          } else {
+            this.pending.set(chunk.subarray(at, at + cols), this.pendingRows * cols);
+            if (++this.pendingRows === blockSize) this.flushBlock();
+          }
+        }
+      }
+      finish() {
+        if (this.row !== this.rows) throw new Error(`internal: quantized ${this.row} of ${this.rows} rows`);
+        if (this.pendingRows > 0) this.flushBlock();
+        return this.result;
+      }
+      /** Encodes the block of rows gathered so far (zeros past the last row, K's padding) for every column. */
+      flushBlock() {
+        const { cols, pending, pendingRows } = this;
+        const b = Math.floor((this.row - 1) / this.options.blockSize);
+        for (let col = 0; col < cols; col++) this.encodeBlock(col, b, (i) => i < pendingRows ? pending[i * cols + col] : 0);
+        this.pendingRows = 0;
+      }
+      /** Block `b` of column `col`, whose i-th value is `at(i)`. */
+      encodeBlock(col, b, at) {
+        const { bits, blockSize } = this.options;
+        const values = this.values;
+        for (let i = 0; i < blockSize; i++) values[i] = at(i);
+        const scale = bits === 8 ? scale8(values) : scale4(values, this.options.search ?? true);
+        const { blocks, packed, scales } = this.result;
+        scales[col * blocks + b] = scale;
+        const codes = this.codes;
+        encode3(values, scale, bits, codes);
+        const out = (col * blocks + b) * (blockSize * bits / 8);
+        const zp = defaultZeroPoint(bits);
+        if (bits === 8) for (let i = 0; i < blockSize; i++) packed[out + i] = codes[i] + zp;
+        else for (let i = 0; i < blockSize; i += 2) packed[out + i / 2] = codes[i] + zp | codes[i + 1] + zp << 4;
+      }
+    };
     SEARCH = [1, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79];
   }
 });
@@ -84765,14 +84819,16 @@ var init_pack = __esm({
 function storeBlocks(work, cache, key, weight, layout) {
   const cached2 = cache.get(key);
   if (cached2) return cached2;
-  const w = readWeight(work, weight);
+  const { dtype, dims } = work.constantInfo(weight);
   const { bits, blockSize, transposed } = layout;
-  const q = quantizeBlocks(w.values, w.dims[0], w.dims[1], { bits, blockSize, transposed });
+  const quantizer = new BlockQuantizer(dims[0], dims[1], { bits, blockSize, transposed });
+  work.forEachChunk(weight, dims[1], (rows) => quantizer.add(rows));
+  const q = quantizer.finish();
   const codes = work.uniqueName(`${weight}_Q${bits}`);
   work.addInitializer(codes, { dtype: DataType.UINT8, dims: layout.codesDims(q.blocks), data: q.packed });
   const scales = work.uniqueName(`${weight}_scales`);
-  work.addInitializer(scales, scaleTensor(q.scales, w.dtype, [layout.outputs, q.blocks]));
-  const entry = { names: [codes, scales], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, blockSize, shared: [] };
+  work.addInitializer(scales, scaleTensor(q.scales, dtype, [layout.outputs, q.blocks]));
+  const entry = { names: [codes, scales], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(dtype).bytes, blockSize, shared: [] };
   cache.set(key, entry);
   return entry;
 }
@@ -84780,9 +84836,17 @@ function weightBytes(work, name) {
   const info3 = work.constantInfo(name);
   return tensorBytes(info3.dtype, info3.dims);
 }
-function readWeight(work, name) {
-  const t = work.constant(name);
-  return { values: toFloat32(t), dtype: t.dtype, dims: t.dims };
+function channelCodes(work, name, dims, axis) {
+  if (axis !== 0 || dims.length < 2) return quantizePerChannel(toFloat32(work.constant(name)), dims, axis);
+  const inner = dims.slice(1).reduce((a, b) => a * b, 1);
+  const codes = new Int8Array(dims[0] * inner);
+  const scales = new Float32Array(dims[0]);
+  work.forEachChunk(name, inner, (values, first) => {
+    const q = quantizePerChannel(values, [values.length / inner, ...dims.slice(1)], 0);
+    codes.set(q.codes, first);
+    scales.set(q.scales, first / inner);
+  });
+  return { codes, scales };
 }
 function scaleTensor(values, dtype, dims) {
   return dtype === DataType.FLOAT ? { dtype, dims, data: values } : fromFloat32(values, dtype, dims);
@@ -84837,12 +84901,11 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
   const key = `dq:${weight}:${axis}`;
   let entry = cache.get(key);
   if (!entry) {
-    const w = readWeight(work, weight);
-    const q = quantizePerChannel(w.values, w.dims, axis);
+    const q = channelCodes(work, weight, info3.dims, axis);
     const qName = work.uniqueName(`${weight}_int8`);
-    work.addInitializer(qName, { dtype: DataType.INT8, dims: w.dims, data: q.codes });
+    work.addInitializer(qName, { dtype: DataType.INT8, dims: info3.dims, data: q.codes });
     const sName = work.uniqueName(`${weight}_scale`);
-    work.addInitializer(sName, scaleTensor(q.scales, w.dtype, [q.scales.length]));
+    work.addInitializer(sName, scaleTensor(q.scales, info3.dtype, [q.scales.length]));
     const out = work.uniqueName(`${weight}_dequantized`);
     const dq = import_onnx_proto13.onnx.NodeProto.create({
       name: `${out}_DequantizeLinear`,
@@ -84851,7 +84914,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
       output: [out],
       attribute: [int2("axis", axis)]
     });
-    entry = { names: [out], bytes: q.codes.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, shared: [dq] };
+    entry = { names: [out], bytes: q.codes.byteLength + q.scales.length * dtypeInfo(info3.dtype).bytes, shared: [dq] };
     cache.set(key, entry);
   }
   const dequantized = entry.names[0];

@@ -12,6 +12,7 @@ import { setSpillMinBytes } from '../src/onnx/spill';
 import { writeModel } from '../src/onnx/write';
 import { STRUCTURES } from '../src/graph/analysis';
 import { pruneModel } from '../src/prune';
+import { quantizeModel } from '../src/quantize';
 import { expectSameOutputs, fixtureFiles } from './helpers/fixtures';
 import { T, encode, model, node, valueInfo } from './helpers/onnx-builders';
 
@@ -53,6 +54,18 @@ describe.each(fixtureFiles().map((f) => [path.basename(f), f]))('%s', (name, fil
     writeModel(streamed.model, out);
     expect(Buffer.compare(fs.readFileSync(out), Buffer.from(encode(inMemory.model.proto)))).toBe(0);
   });
+});
+
+test('quantized after streaming slices (int8 per channel, int4 MatMulNBits), it is byte for byte the in-memory result', async () => {
+  for (const [name, bits] of [['cnn.onnx', 8], ['llama.onnx', 4], ['gpt2.onnx', 8]] as const) {
+    const file = path.join(FIXTURES, name);
+    const inMemory = await quantizeModel((await prune(OnnxModel.read(file))).model, { bits });
+    const streamed = await streaming(async () => quantizeModel((await prune(OnnxModel.read(file))).model, { bits }));
+    expect(streamed.quantized.length).toBeGreaterThan(0);
+    const out = path.join(tmp, `quantized-${bits}-${name}`);
+    writeModel(streamed.model, out);
+    expect([name, Buffer.compare(fs.readFileSync(out), Buffer.from(encode(inMemory.model.proto)))]).toEqual([name, 0]);
+  }
 });
 
 test('external data: one <file>.data, tensors page-aligned in it, small ones inline; the same outputs', async () => {

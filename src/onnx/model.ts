@@ -337,12 +337,27 @@ export class OnnxModel {
 
   private forEachRawChunkOf(proto: onnx.ITensorProto, rowBytes: number, fn: (bytes: Uint8Array, firstByte: number) => void, maxBytes = CHUNK_BYTES): void {
     const source = this.tensorSource(proto);
+    const chunk = Math.max(1, Math.floor(maxBytes / rowBytes)) * rowBytes;
     if ('stream' in source) {
+      // A stream's pieces are rows of its own last axis: regathered into chunks of whole rows
+      // of `rowBytes` (a conv weight's channel is many of them).
+      const buffer = new Uint8Array(new ArrayBuffer(Math.min(chunk, source.length)));
+      let filled = 0;
       let first = 0;
       source.stream((bytes) => {
-        fn(bytes, first);
-        first += bytes.byteLength;
+        for (let at = 0; at < bytes.byteLength; ) {
+          const n = Math.min(buffer.byteLength - filled, bytes.byteLength - at);
+          buffer.set(bytes.subarray(at, at + n), filled);
+          filled += n;
+          at += n;
+          if (filled === buffer.byteLength) {
+            fn(buffer, first);
+            first += filled;
+            filled = 0;
+          }
+        }
       });
+      if (filled > 0) fn(buffer.subarray(0, filled), first);
       return;
     }
     if ('bytes' in source) {
@@ -351,8 +366,7 @@ export class OnnxModel {
       fn(aligned, 0);
       return;
     }
-    const chunk = Math.max(1, Math.floor(maxBytes / rowBytes)) * rowBytes;
-    const buffer = new Uint8Array(new ArrayBuffer(chunk));
+    const buffer = new Uint8Array(new ArrayBuffer(Math.min(chunk, source.length)));
     const fd = fs.openSync(source.file, 'r');
     try {
       for (let first = 0; first < source.length; first += chunk) {

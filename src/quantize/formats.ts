@@ -12,7 +12,7 @@ import { DataType, dtypeInfo } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { Tensor, fromFloat32, tensorBytes, toFloat32 } from '../onnx/tensor';
 import { CheckedOptions, DEFAULT_BLOCK_SIZE } from './options';
-import { Bits, blockSizeFor, quantizeBlocks, quantizePerChannel } from './pack';
+import { Bits, BlockQuantizer, ChannelQuantized, blockSizeFor, quantizePerChannel } from './pack';
 
 export const MS_DOMAIN = 'com.microsoft';
 
@@ -65,14 +65,17 @@ function storeBlocks(
 ): CacheEntry {
   const cached = cache.get(key);
   if (cached) return cached;
-  const w = readWeight(work, weight);
+  const { dtype, dims } = work.constantInfo(weight)!;
   const { bits, blockSize, transposed } = layout;
-  const q = quantizeBlocks(w.values, w.dims[0], w.dims[1], { bits, blockSize, transposed });
+  // Rows stream from where the weight lies (its file, or the slice of a pruned weight).
+  const quantizer = new BlockQuantizer(dims[0], dims[1], { bits, blockSize, transposed });
+  work.forEachChunk(weight, dims[1], (rows) => quantizer.add(rows));
+  const q = quantizer.finish();
   const codes = work.uniqueName(`${weight}_Q${bits}`);
   work.addInitializer(codes, { dtype: DataType.UINT8, dims: layout.codesDims(q.blocks), data: q.packed });
   const scales = work.uniqueName(`${weight}_scales`);
-  work.addInitializer(scales, scaleTensor(q.scales, w.dtype, [layout.outputs, q.blocks]));
-  const entry = { names: [codes, scales], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, blockSize, shared: [] };
+  work.addInitializer(scales, scaleTensor(q.scales, dtype, [layout.outputs, q.blocks]));
+  const entry = { names: [codes, scales], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(dtype).bytes, blockSize, shared: [] };
   cache.set(key, entry);
   return entry;
 }
@@ -82,10 +85,22 @@ function weightBytes(work: OnnxModel, name: string): number {
   return tensorBytes(info.dtype, info.dims);
 }
 
-/** Float values of a weight, and the type its scales take (A's type: the weight's). */
-function readWeight(work: OnnxModel, name: string): { values: Float32Array; dtype: DataType; dims: number[] } {
-  const t = work.constant(name)!;
-  return { values: toFloat32(t), dtype: t.dtype, dims: t.dims };
+/**
+ * int8 codes per output channel. Along axis 0 each channel is a run of whole rows: they stream
+ * from the file a chunk of channels at a time. Along another axis every row holds every channel,
+ * so the weight is read whole (Gemm weights of classifier heads: small).
+ */
+function channelCodes(work: OnnxModel, name: string, dims: number[], axis: number): ChannelQuantized {
+  if (axis !== 0 || dims.length < 2) return quantizePerChannel(toFloat32(work.constant(name)!), dims, axis);
+  const inner = dims.slice(1).reduce((a, b) => a * b, 1);
+  const codes = new Int8Array(dims[0] * inner);
+  const scales = new Float32Array(dims[0]);
+  work.forEachChunk(name, inner, (values, first) => {
+    const q = quantizePerChannel(values, [values.length / inner, ...dims.slice(1)], 0);
+    codes.set(q.codes, first);
+    scales.set(q.scales, first / inner);
+  });
+  return { codes, scales };
 }
 
 function scaleTensor(values: Float32Array, dtype: DataType, dims: number[]): Tensor {
@@ -167,12 +182,11 @@ export function dequantizeCandidate(
   const key = `dq:${weight}:${axis}`;
   let entry = cache.get(key);
   if (!entry) {
-    const w = readWeight(work, weight);
-    const q = quantizePerChannel(w.values, w.dims, axis);
+    const q = channelCodes(work, weight, info.dims, axis);
     const qName = work.uniqueName(`${weight}_int8`);
-    work.addInitializer(qName, { dtype: DataType.INT8, dims: w.dims, data: q.codes });
+    work.addInitializer(qName, { dtype: DataType.INT8, dims: info.dims, data: q.codes });
     const sName = work.uniqueName(`${weight}_scale`);
-    work.addInitializer(sName, scaleTensor(q.scales, w.dtype, [q.scales.length]));
+    work.addInitializer(sName, scaleTensor(q.scales, info.dtype, [q.scales.length]));
     const out = work.uniqueName(`${weight}_dequantized`);
     const dq = onnx.NodeProto.create({
       name: `${out}_DequantizeLinear`,
@@ -181,7 +195,7 @@ export function dequantizeCandidate(
       output: [out],
       attribute: [int('axis', axis)],
     });
-    entry = { names: [out], bytes: q.codes.byteLength + q.scales.length * dtypeInfo(w.dtype).bytes, shared: [dq] };
+    entry = { names: [out], bytes: q.codes.byteLength + q.scales.length * dtypeInfo(info.dtype).bytes, shared: [dq] };
     cache.set(key, entry);
   }
   const dequantized = entry.names[0];

@@ -48,31 +48,88 @@ export function quantizeBlocks(
   cols: number,
   options: { bits: Bits; blockSize: number; transposed?: boolean; search?: boolean },
 ): BlockQuantized {
-  const { bits, blockSize } = options;
-  const [k, n] = options.transposed ? [cols, rows] : [rows, cols];
-  const blocks = Math.ceil(k / blockSize);
-  const blob = (blockSize * bits) / 8;
-  const packed = new Uint8Array(n * blocks * blob);
-  const scales = new Float32Array(n * blocks);
-  const zp = defaultZeroPoint(bits);
-  const values = new Float32Array(blockSize);
-  const codes = new Int32Array(blockSize);
-  // Element (kk, col) of the [K, N] view.
-  const at = options.transposed ? (kk: number, col: number) => w[col * cols + kk] : (kk: number, col: number) => w[kk * cols + col];
-  for (let col = 0; col < n; col++) {
-    for (let b = 0; b < blocks; b++) {
-      const start = b * blockSize;
-      values.fill(0);
-      for (let i = 0; i < blockSize && start + i < k; i++) values[i] = at(start + i, col);
-      const scale = bits === 8 ? scale8(values) : scale4(values, options.search ?? true);
-      scales[col * blocks + b] = scale;
-      encode(values, scale, bits, codes);
-      const out = (col * blocks + b) * blob;
-      if (bits === 8) for (let i = 0; i < blockSize; i++) packed[out + i] = codes[i] + zp;
-      else for (let i = 0; i < blockSize; i += 2) packed[out + i / 2] = (codes[i] + zp) | ((codes[i + 1] + zp) << 4);
+  const q = new BlockQuantizer(rows, cols, options);
+  q.add(w);
+  return q.finish();
+}
+
+/**
+ * The same codes as quantizeBlocks, fed with the weight's rows in order, a chunk at a time (as
+ * they stream from the model's file): memory is the codes plus one block of rows, not the
+ * weight. A [K, N] weight's rows wait until a block of `blockSize` of them is complete; a
+ * transposed one's rows are whole columns, encoded as they come.
+ */
+export class BlockQuantizer {
+  private readonly result: BlockQuantized;
+  private readonly pending: Float32Array;
+  private pendingRows = 0;
+  private row = 0;
+  private readonly values: Float32Array;
+  private readonly codes: Int32Array;
+
+  constructor(
+    private readonly rows: number,
+    private readonly cols: number,
+    private readonly options: { bits: Bits; blockSize: number; transposed?: boolean; search?: boolean },
+  ) {
+    const { bits, blockSize } = options;
+    const [k, n] = options.transposed ? [cols, rows] : [rows, cols];
+    const blocks = Math.ceil(k / blockSize);
+    this.result = { packed: new Uint8Array((n * blocks * blockSize * bits) / 8), scales: new Float32Array(n * blocks), n, k, blocks, blockSize, bits };
+    this.pending = new Float32Array(options.transposed ? 0 : blockSize * cols);
+    this.values = new Float32Array(blockSize);
+    this.codes = new Int32Array(blockSize);
+  }
+
+  /** The next whole rows of the weight. */
+  add(chunk: Float32Array): void {
+    const { cols } = this;
+    const { blockSize } = this.options;
+    const { k, blocks } = this.result;
+    for (let at = 0; at < chunk.length; at += cols, this.row++) {
+      if (this.options.transposed) {
+        // Row `row` is column `row` of the [K, N] view: all its blocks at once.
+        for (let b = 0; b < blocks; b++) {
+          const start = at + b * blockSize;
+          const end = at + Math.min(k, (b + 1) * blockSize);
+          this.encodeBlock(this.row, b, (i) => (start + i < end ? chunk[start + i] : 0));
+        }
+      } else {
+        this.pending.set(chunk.subarray(at, at + cols), this.pendingRows * cols);
+        if (++this.pendingRows === blockSize) this.flushBlock();
+      }
     }
   }
-  return { packed, scales, n, k, blocks, blockSize, bits };
+
+  finish(): BlockQuantized {
+    if (this.row !== this.rows) throw new Error(`internal: quantized ${this.row} of ${this.rows} rows`);
+    if (this.pendingRows > 0) this.flushBlock();
+    return this.result;
+  }
+
+  /** Encodes the block of rows gathered so far (zeros past the last row, K's padding) for every column. */
+  private flushBlock(): void {
+    const { cols, pending, pendingRows } = this;
+    const b = Math.floor((this.row - 1) / this.options.blockSize);
+    for (let col = 0; col < cols; col++) this.encodeBlock(col, b, (i) => (i < pendingRows ? pending[i * cols + col] : 0));
+    this.pendingRows = 0;
+  }
+
+  /** Block `b` of column `col`, whose i-th value is `at(i)`. */
+  private encodeBlock(col: number, b: number, at: (i: number) => number): void {
+    const { bits, blockSize } = this.options;
+    const values = this.values;
+    for (let i = 0; i < blockSize; i++) values[i] = at(i);
+    const scale = bits === 8 ? scale8(values) : scale4(values, this.options.search ?? true);
+    const { blocks, packed, scales } = this.result;
+    scales[col * blocks + b] = scale;
+    const codes = this.codes;
+    encode(values, scale, bits, codes);
+    const out = (col * blocks + b) * ((blockSize * bits) / 8);
+    const zp = defaultZeroPoint(bits);
+    if (bits === 8) for (let i = 0; i < blockSize; i++) packed[out + i] = codes[i] + zp;
+    else for (let i = 0; i < blockSize; i += 2) packed[out + i / 2] = (codes[i] + zp) | ((codes[i + 1] + zp) << 4);
+  }
 }
 
 function scale8(values: Float32Array): number {
