@@ -79613,6 +79613,19 @@ function decodeModelProto(bytes2) {
   return import_onnx_proto6.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
 function gatherColumns(bytes2, size, rowLength, rows, columns) {
+  if (!columns) {
+    const rowBytes = rowLength * size;
+    const out2 = new Uint8Array(rows.length * rowBytes);
+    for (let i = 0, o2 = 0; i < rows.length; ) {
+      let j = i + 1;
+      while (j < rows.length && rows[j] === rows[j - 1] + 1) j++;
+      const run2 = bytes2.subarray(rows[i] * rowBytes, (rows[j - 1] + 1) * rowBytes);
+      out2.set(run2, o2);
+      o2 += run2.byteLength;
+      i = j;
+    }
+    return out2;
+  }
   const n = rows.length * columns.length;
   if (size === 4) {
     const input2 = new Uint32Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength / 4);
@@ -79979,7 +79992,8 @@ var init_model = __esm({
           for (const i of k) m[i] = 1;
           return m;
         });
-        const columns = Int32Array.from(keep.get(last) ?? Array.from({ length: dims[last] }, (_, i) => i));
+        const keptColumns = keep.get(last);
+        const columns = keptColumns && !(keptColumns.length === dims[last] && keptColumns.every((c, i) => c === i)) ? Int32Array.from(keptColumns) : void 0;
         const source = proto;
         const sliced = import_onnx_proto6.onnx.TensorProto.create({ name, dataType: info3.dtype, dims: dims.map((d, a) => keep.get(a)?.length ?? d) });
         deferTensor(sliced, (fn) => {

@@ -408,7 +408,9 @@ export class OnnxModel {
       for (const i of k) m[i] = 1;
       return m;
     });
-    const columns = Int32Array.from(keep.get(last) ?? Array.from({ length: dims[last] }, (_, i) => i));
+    const keptColumns = keep.get(last);
+    // undefined: every column, in order (rows are then copied whole)
+    const columns = keptColumns && !(keptColumns.length === dims[last] && keptColumns.every((c, i) => c === i)) ? Int32Array.from(keptColumns) : undefined;
     // Deferred: the sliced tensor is produced from its source whenever it is read (written,
     // scored, sliced again), so pruning itself moves no weight bytes.
     const source = proto;
@@ -516,7 +518,21 @@ export class OnnxModel {
  * The kept rows of a chunk with only the kept columns, copied as bits through an integer view
  * of the element's width; one monomorphic loop per width keeps it fast on large weights.
  */
-function gatherColumns(bytes: Uint8Array, size: number, rowLength: number, rows: number[], columns: Int32Array): Uint8Array {
+function gatherColumns(bytes: Uint8Array, size: number, rowLength: number, rows: number[], columns: Int32Array | undefined): Uint8Array {
+  if (!columns) {
+    // Every column kept: runs of kept rows are copied whole.
+    const rowBytes = rowLength * size;
+    const out = new Uint8Array(rows.length * rowBytes);
+    for (let i = 0, o = 0; i < rows.length; ) {
+      let j = i + 1;
+      while (j < rows.length && rows[j] === rows[j - 1] + 1) j++;
+      const run = bytes.subarray(rows[i] * rowBytes, (rows[j - 1] + 1) * rowBytes);
+      out.set(run, o);
+      o += run.byteLength;
+      i = j;
+    }
+    return out;
+  }
   const n = rows.length * columns.length;
   if (size === 4) {
     const input = new Uint32Array(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / 4);

@@ -16,6 +16,19 @@ import type { Feeds } from '../../src/onnx/runtime';
 
 const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
 
+/** Bytes this process reads with fs.readSync from here on (the tool reads weights with it; onnxruntime maps its own). */
+function countReads(): { bytes: number } {
+  const counter = { bytes: 0 };
+  const nodeFs = require('fs') as typeof fs; // the module object: src's namespace imports read through to it
+  const read = nodeFs.readSync;
+  nodeFs.readSync = ((...a: Parameters<typeof fs.readSync>) => {
+    const n = read(...a);
+    counter.bytes += n;
+    return n;
+  }) as typeof fs.readSync;
+  return counter;
+}
+
 function tokenFeeds(batches: number, batch: number, seq: number, vocab: number): Feeds[] {
   const out: Feeds[] = [];
   for (let b = 0; b < batches; b++) {
@@ -29,21 +42,33 @@ function tokenFeeds(batches: number, batch: number, seq: number, vocab: number):
 async function main() {
   const [task, ...args] = process.argv.slice(2);
   if (task === 'prune') {
-    // Prune by magnitude (no calibration inference) and write the result: weight MB/s, peak RSS.
-    const [file, target] = args;
+    // Prune 30 % (magnitude, or activation statistics on 2 x 64 tokens) and write the result in
+    // the input's layout: seconds from reading to written, peak RSS, and how many times the
+    // input's weight bytes were read while pruning and while writing.
+    const [file, target, outDir, importance = 'magnitude'] = args;
+    const out = outDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-bench-'));
+    fs.rmSync(out, { recursive: true, force: true }); // a fresh folder (removing a GB file is not the tool's time)
+    fs.mkdirSync(out, { recursive: true });
+    const reads = countReads();
     const t0 = performance.now();
     const model = OnnxModel.read(file);
-    const result = await pruneModel(model, { target: Number(target), structures: ['ffn', 'heads'], importance: 'magnitude', compensate: 'none' });
+    const feeds = tokenFeeds(2, 1, 64, 32000);
+    const calibration = importance === 'activation' ? () => feeds : undefined;
+    const result = await pruneModel(model, { target: Number(target), structures: ['ffn', 'heads'], importance: importance as 'magnitude' | 'activation', compensate: 'none', calibration });
     const pruneSeconds = (performance.now() - t0) / 1000;
-    const out = args[2] ?? fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-bench-'));
-    fs.rmSync(out, { recursive: true, force: true }); // a fresh folder: replacing a file costs a flush
-    fs.mkdirSync(out, { recursive: true });
-    const written = writeModel(result.model, path.join(out, 'pruned.onnx'), { externalData: 'always' });
+    const readForPruning = reads.bytes;
+    const written = writeModel(result.model, path.join(out, 'pruned.onnx'));
     const seconds = (performance.now() - t0) / 1000;
     const weights = floatWeightBytes(model);
     let largest = 0;
     for (const t of model.initializers) largest = Math.max(largest, t.dims.map(Number).reduce((a, b) => a * b, 1) * (t.dataType === 10 ? 2 : 4));
-    console.log(JSON.stringify({ task, file, weightsMb: weights / 2 ** 20, largestMb: largest / 2 ** 20, pruneSeconds, pruneMbPerSecond: weights / 2 ** 20 / pruneSeconds, seconds, mbPerSecond: weights / 2 ** 20 / seconds, peakRssMb: peakRssMb(), removed: 1 - result.paramsAfter / result.paramsBefore, out: written.path }));
+    const dataBytes = model.bytesOnDisk() - fs.statSync(file).size;
+    console.log(JSON.stringify({
+      task, file, importance, weightsMb: weights / 2 ** 20, largestMb: largest / 2 ** 20, modelMb: model.bytesOnDisk() / 2 ** 20,
+      pruneSeconds, seconds, peakRssMb: peakRssMb(), removed: 1 - result.paramsAfter / result.paramsBefore,
+      readsPruning: readForPruning / dataBytes, readsWriting: (reads.bytes - readForPruning) / dataBytes,
+      out: written.path, external: written.dataPath !== undefined, writtenMb: written.bytes / 2 ** 20,
+    }));
     return;
   }
   if (task === 'search') {
