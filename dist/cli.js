@@ -38944,8 +38944,8 @@ var OnnxModel = class _OnnxModel {
   }
 };
 function gatherColumns(bytes2, size, rowLength, rows, columns) {
+  const rowBytes = rowLength * size;
   if (!columns) {
-    const rowBytes = rowLength * size;
     const out2 = new Uint8Array(rows.length * rowBytes);
     for (let i = 0, o2 = 0; i < rows.length; ) {
       let j = i + 1;
@@ -38957,37 +38957,50 @@ function gatherColumns(bytes2, size, rowLength, rows, columns) {
     }
     return out2;
   }
-  const n = rows.length * columns.length;
-  if (size === 4) {
-    const input2 = new Uint32Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength / 4);
-    const out2 = new Uint32Array(n);
+  const m = columns.length;
+  const runs = columnRuns(columns);
+  if (runs.length * 16 <= m) {
+    const out2 = new Uint8Array(rows.length * m * size);
     let o2 = 0;
-    for (const r of rows) {
-      const base = r * rowLength;
-      for (let c = 0; c < columns.length; c++) out2[o2++] = input2[base + columns[c]];
+    for (let ri = 0; ri < rows.length; ri++) {
+      const base = rows[ri] * rowBytes;
+      for (const [first, count2] of runs) {
+        out2.set(bytes2.subarray(base + first * size, base + (first + count2) * size), o2);
+        o2 += count2 * size;
+      }
+    }
+    return out2;
+  }
+  if (size === 4 || size === 2 || size === 1) {
+    const View = size === 4 ? Uint32Array : size === 2 ? Uint16Array : Uint8Array;
+    const input2 = new View(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength / size);
+    const out2 = new View(rows.length * m);
+    for (let ri = 0, o2 = 0; ri < rows.length; ri++, o2 += m) {
+      const base = rows[ri] * rowLength;
+      for (let c = 0; c < m; c++) out2[o2 + c] = input2[base + columns[c]];
     }
     return new Uint8Array(out2.buffer);
   }
-  if (size === 2) {
-    const input2 = new Uint16Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength / 2);
-    const out2 = new Uint16Array(n);
-    let o2 = 0;
-    for (const r of rows) {
-      const base = r * rowLength;
-      for (let c = 0; c < columns.length; c++) out2[o2++] = input2[base + columns[c]];
-    }
-    return new Uint8Array(out2.buffer);
-  }
-  const out = new Uint8Array(n * size);
+  const out = new Uint8Array(rows.length * m * size);
   let o = 0;
   for (const r of rows) {
-    const base = r * rowLength * size;
-    for (let c = 0; c < columns.length; c++) {
+    const base = r * rowBytes;
+    for (let c = 0; c < m; c++) {
       const from = base + columns[c] * size;
       for (let b = 0; b < size; b++) out[o++] = bytes2[from + b];
     }
   }
   return out;
+}
+function columnRuns(columns) {
+  const runs = [];
+  for (let i = 0; i < columns.length; ) {
+    let j = i + 1;
+    while (j < columns.length && columns[j] === columns[j - 1] + 1) j++;
+    runs.push([columns[i], j - i]);
+    i = j;
+  }
+  return runs;
 }
 
 // src/onnx/runtime.ts

@@ -515,13 +515,14 @@ export class OnnxModel {
 }
 
 /**
- * The kept rows of a chunk with only the kept columns, copied as bits through an integer view
- * of the element's width; one monomorphic loop per width keeps it fast on large weights.
+ * The kept rows of a chunk with only the kept columns (undefined: all of them). Kept columns in
+ * runs (a head's block of columns) are copied a run at a time; scattered ones element by element
+ * through an integer view of the element's width, one monomorphic loop per width.
  */
 function gatherColumns(bytes: Uint8Array, size: number, rowLength: number, rows: number[], columns: Int32Array | undefined): Uint8Array {
+  const rowBytes = rowLength * size;
   if (!columns) {
     // Every column kept: runs of kept rows are copied whole.
-    const rowBytes = rowLength * size;
     const out = new Uint8Array(rows.length * rowBytes);
     for (let i = 0, o = 0; i < rows.length; ) {
       let j = i + 1;
@@ -533,36 +534,51 @@ function gatherColumns(bytes: Uint8Array, size: number, rowLength: number, rows:
     }
     return out;
   }
-  const n = rows.length * columns.length;
-  if (size === 4) {
-    const input = new Uint32Array(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / 4);
-    const out = new Uint32Array(n);
+  const m = columns.length;
+  const runs = columnRuns(columns);
+  if (runs.length * 16 <= m) {
+    const out = new Uint8Array(rows.length * m * size);
     let o = 0;
-    for (const r of rows) {
-      const base = r * rowLength;
-      for (let c = 0; c < columns.length; c++) out[o++] = input[base + columns[c]];
+    for (let ri = 0; ri < rows.length; ri++) {
+      const base = rows[ri] * rowBytes;
+      for (const [first, count] of runs) {
+        out.set(bytes.subarray(base + first * size, base + (first + count) * size), o);
+        o += count * size;
+      }
+    }
+    return out;
+  }
+  if (size === 4 || size === 2 || size === 1) {
+    const View = size === 4 ? Uint32Array : size === 2 ? Uint16Array : Uint8Array;
+    const input = new View(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / size);
+    const out = new View(rows.length * m);
+    for (let ri = 0, o = 0; ri < rows.length; ri++, o += m) {
+      const base = rows[ri] * rowLength;
+      for (let c = 0; c < m; c++) out[o + c] = input[base + columns[c]];
     }
     return new Uint8Array(out.buffer);
   }
-  if (size === 2) {
-    const input = new Uint16Array(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / 2);
-    const out = new Uint16Array(n);
-    let o = 0;
-    for (const r of rows) {
-      const base = r * rowLength;
-      for (let c = 0; c < columns.length; c++) out[o++] = input[base + columns[c]];
-    }
-    return new Uint8Array(out.buffer);
-  }
-  // 1 and 8 byte elements: byte copies of each element.
-  const out = new Uint8Array(n * size);
+  // 8-byte elements: byte copies of each element.
+  const out = new Uint8Array(rows.length * m * size);
   let o = 0;
   for (const r of rows) {
-    const base = r * rowLength * size;
-    for (let c = 0; c < columns.length; c++) {
+    const base = r * rowBytes;
+    for (let c = 0; c < m; c++) {
       const from = base + columns[c] * size;
       for (let b = 0; b < size; b++) out[o++] = bytes[from + b];
     }
   }
   return out;
+}
+
+/** Sorted column indices as [first, count] runs of consecutive ones. */
+function columnRuns(columns: Int32Array): [number, number][] {
+  const runs: [number, number][] = [];
+  for (let i = 0; i < columns.length; ) {
+    let j = i + 1;
+    while (j < columns.length && columns[j] === columns[j - 1] + 1) j++;
+    runs.push([columns[i], j - i]);
+    i = j;
+  }
+  return runs;
 }
