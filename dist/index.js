@@ -79608,49 +79608,69 @@ var init_graph = __esm({
   }
 });
 
+// src/onnx/scratch.ts
+function withScratch(bytes2, fn) {
+  let best = -1;
+  for (let i = 0; i < free.length; i++) {
+    if (free[i].byteLength >= bytes2 && (best < 0 || free[i].byteLength < free[best].byteLength)) best = i;
+  }
+  const buffer = best >= 0 ? free.splice(best, 1)[0] : new ArrayBuffer(Math.max(GRAIN, Math.ceil(bytes2 / GRAIN) * GRAIN));
+  try {
+    return fn(new Uint8Array(buffer, 0, bytes2));
+  } finally {
+    if (buffer.byteLength <= KEEP_MAX_BYTES) free.push(buffer);
+  }
+}
+var free, KEEP_MAX_BYTES, GRAIN;
+var init_scratch = __esm({
+  "src/onnx/scratch.ts"() {
+    "use strict";
+    free = [];
+    KEEP_MAX_BYTES = 128 * 2 ** 20;
+    GRAIN = 2 ** 20;
+  }
+});
+
 // src/onnx/model.ts
 function decodeModelProto(bytes2) {
   return import_onnx_proto6.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
-function gatherColumns(bytes2, size, rowLength, rows, columns) {
+function gatherColumns(bytes2, size, rowLength, rows, columns, out) {
   const rowBytes = rowLength * size;
   if (!columns) {
-    const out2 = new Uint8Array(rows.length * rowBytes);
     for (let i = 0, o2 = 0; i < rows.length; ) {
       let j = i + 1;
       while (j < rows.length && rows[j] === rows[j - 1] + 1) j++;
       const run2 = bytes2.subarray(rows[i] * rowBytes, (rows[j - 1] + 1) * rowBytes);
-      out2.set(run2, o2);
+      out.set(run2, o2);
       o2 += run2.byteLength;
       i = j;
     }
-    return out2;
+    return out;
   }
   const m = columns.length;
   const runs = columnRuns(columns);
   if (runs.length * 16 <= m) {
-    const out2 = new Uint8Array(rows.length * m * size);
     let o2 = 0;
     for (let ri = 0; ri < rows.length; ri++) {
       const base = rows[ri] * rowBytes;
       for (const [first, count2] of runs) {
-        out2.set(bytes2.subarray(base + first * size, base + (first + count2) * size), o2);
+        out.set(bytes2.subarray(base + first * size, base + (first + count2) * size), o2);
         o2 += count2 * size;
       }
     }
-    return out2;
+    return out;
   }
   if (size === 4 || size === 2 || size === 1) {
     const View = size === 4 ? Uint32Array : size === 2 ? Uint16Array : Uint8Array;
     const input2 = new View(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength / size);
-    const out2 = new View(rows.length * m);
+    const output2 = new View(out.buffer, out.byteOffset, rows.length * m);
     for (let ri = 0, o2 = 0; ri < rows.length; ri++, o2 += m) {
       const base = rows[ri] * rowLength;
-      for (let c = 0; c < m; c++) out2[o2 + c] = input2[base + columns[c]];
+      for (let c = 0; c < m; c++) output2[o2 + c] = input2[base + columns[c]];
     }
-    return new Uint8Array(out2.buffer);
+    return out;
   }
-  const out = new Uint8Array(rows.length * m * size);
   let o = 0;
   for (const r of rows) {
     const base = r * rowBytes;
@@ -79682,6 +79702,7 @@ var init_model = __esm({
     init_dtype();
     init_external2();
     init_reads();
+    init_scratch();
     init_spill();
     init_tensor();
     CHUNK_BYTES = 32 * 2 ** 20;
@@ -79920,12 +79941,10 @@ var init_model = __esm({
       forEachChunk(name, rowElements, fn, maxBytes = CHUNK_BYTES) {
         const info3 = this.constantInfo(name);
         const size = dtypeInfo(info3.dtype).bytes;
-        let halves;
         this.forEachRawChunk(name, rowElements * size, (bytes2, firstByte) => {
           const data = new (dtypeInfo(info3.dtype)).array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength / size);
           if (info3.dtype === DataType.FLOAT16) {
-            if (!halves || halves.length < data.length) halves = new Float32Array(data.length);
-            fn(halfToFloat32Into(data, halves.subarray(0, data.length)), firstByte / size);
+            withScratch(data.length * 4, (b) => fn(halfToFloat32Into(data, new Float32Array(b.buffer, 0, data.length)), firstByte / size));
           } else fn(toFloat32({ dtype: info3.dtype, dims: [data.length], data }), firstByte / size);
         }, maxBytes);
       }
@@ -79939,43 +79958,46 @@ var init_model = __esm({
         const source = this.tensorSource(proto);
         const chunk = Math.max(1, Math.floor(maxBytes / rowBytes)) * rowBytes;
         if ("stream" in source) {
-          const buffer2 = new Uint8Array(new ArrayBuffer(Math.min(chunk, source.length)));
-          let filled = 0;
-          let first = 0;
-          source.stream((bytes2) => {
-            for (let at = 0; at < bytes2.byteLength; ) {
-              const n = Math.min(buffer2.byteLength - filled, bytes2.byteLength - at);
-              buffer2.set(bytes2.subarray(at, at + n), filled);
-              filled += n;
-              at += n;
-              if (filled === buffer2.byteLength) {
-                fn(buffer2, first);
-                first += filled;
-                filled = 0;
+          withScratch(Math.min(chunk, source.length), (buffer) => {
+            let filled = 0;
+            let first = 0;
+            source.stream((bytes2) => {
+              for (let at = 0; at < bytes2.byteLength; ) {
+                const n = Math.min(buffer.byteLength - filled, bytes2.byteLength - at);
+                buffer.set(bytes2.subarray(at, at + n), filled);
+                filled += n;
+                at += n;
+                if (filled === buffer.byteLength) {
+                  fn(buffer, first);
+                  first += filled;
+                  filled = 0;
+                }
               }
-            }
+            });
+            if (filled > 0) fn(buffer.subarray(0, filled), first);
           });
-          if (filled > 0) fn(buffer2.subarray(0, filled), first);
           return;
         }
         if ("bytes" in source) {
-          const aligned = new Uint8Array(source.bytes.byteLength);
-          aligned.set(source.bytes);
-          fn(aligned, 0);
+          withScratch(source.bytes.byteLength, (aligned) => {
+            aligned.set(source.bytes);
+            fn(aligned, 0);
+          });
           return;
         }
-        const buffer = new Uint8Array(new ArrayBuffer(Math.min(chunk, source.length)));
         const fd = fs10.openSync(source.file, "r");
         try {
-          for (let first = 0; first < source.length; first += chunk) {
-            const bytes2 = buffer.subarray(0, Math.min(chunk, source.length - first));
-            for (let done = 0; done < bytes2.byteLength; ) {
-              const n = fs10.readSync(fd, bytes2, done, bytes2.byteLength - done, source.offset + first + done);
-              if (n === 0) throw new Error(`unexpected end of ${source.file}`);
-              done += n;
+          withScratch(Math.min(chunk, source.length), (buffer) => {
+            for (let first = 0; first < source.length; first += chunk) {
+              const bytes2 = buffer.subarray(0, Math.min(chunk, source.length - first));
+              for (let done = 0; done < bytes2.byteLength; ) {
+                const n = fs10.readSync(fd, bytes2, done, bytes2.byteLength - done, source.offset + first + done);
+                if (n === 0) throw new Error(`unexpected end of ${source.file}`);
+                done += n;
+              }
+              fn(bytes2, first);
             }
-            fn(bytes2, first);
-          }
+          });
         } finally {
           fs10.closeSync(fd);
         }
@@ -80023,7 +80045,8 @@ var init_model = __esm({
                 index[a] = 0;
               }
             }
-            if (keptRows.length) fn(gatherColumns(bytes2, size, dims[last], keptRows, columns));
+            const outBytes = keptRows.length * (columns?.length ?? dims[last]) * size;
+            if (keptRows.length) withScratch(outBytes, (out) => fn(gatherColumns(bytes2, size, dims[last], keptRows, columns, out)));
           });
         });
         const src = this.constants.get(name);
@@ -84244,16 +84267,29 @@ var init_score = __esm({
           const firstRow = first / rowElements;
           if (perRow.length < rows) perRow = new Float64Array(rows);
           const col = lastK >= 0 ? sums[lastK] : void 0;
+          if (col && slots.length === 1) {
+            for (let r = 0, i = 0; r < rows; r++, i += rowElements) {
+              for (let j = 0; j < rowElements; j++) {
+                const v = values[i + j];
+                col[j] += v * v;
+              }
+            }
+            return;
+          }
           for (let r = 0, i = 0; r < rows; r++) {
             let acc = 0;
             if (col) {
               for (let j = 0; j < rowElements; j++, i++) {
-                const v2 = values[i] * values[i];
+                const v = values[i];
+                const v2 = v * v;
                 col[j] += v2;
                 acc += v2;
               }
             } else {
-              for (let j = 0; j < rowElements; j++, i++) acc += values[i] * values[i];
+              for (let j = 0; j < rowElements; j++, i++) {
+                const v = values[i];
+                acc += v * v;
+              }
             }
             perRow[r] = acc;
           }

@@ -5,6 +5,7 @@ import { UserError } from '../errors';
 import { DataType, dtypeInfo, dtypeName, isSupportedDType } from './dtype';
 import { checkExternal, externalLocation, isExternal, readTensorData } from './external';
 import { graphDefect, nodeReads } from './reads';
+import { withScratch } from './scratch';
 import { TensorStream, deferTensor, deferredStream, spillMinBytes, spillTensor, spilledRange } from './spill';
 
 const CHUNK_BYTES = 32 * 2 ** 20;
@@ -318,12 +319,10 @@ export class OnnxModel {
   forEachChunk(name: string, rowElements: number, fn: (values: Float32Array, firstElement: number) => void, maxBytes = CHUNK_BYTES): void {
     const info = this.constantInfo(name)!;
     const size = dtypeInfo(info.dtype).bytes;
-    let halves: Float32Array | undefined; // one conversion buffer for every chunk
     this.forEachRawChunk(name, rowElements * size, (bytes, firstByte) => {
       const data = new (dtypeInfo(info.dtype).array)(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / size);
       if (info.dtype === DataType.FLOAT16) {
-        if (!halves || halves.length < data.length) halves = new Float32Array(data.length);
-        fn(halfToFloat32Into(data as Uint16Array, halves.subarray(0, data.length)), firstByte / size);
+        withScratch(data.length * 4, (b) => fn(halfToFloat32Into(data as Uint16Array, new Float32Array(b.buffer as ArrayBuffer, 0, data.length)), firstByte / size));
       } else fn(toFloat32({ dtype: info.dtype, dims: [data.length], data }), firstByte / size);
     }, maxBytes);
   }
@@ -341,43 +340,47 @@ export class OnnxModel {
     if ('stream' in source) {
       // A stream's pieces are rows of its own last axis: regathered into chunks of whole rows
       // of `rowBytes` (a conv weight's channel is many of them).
-      const buffer = new Uint8Array(new ArrayBuffer(Math.min(chunk, source.length)));
-      let filled = 0;
-      let first = 0;
-      source.stream((bytes) => {
-        for (let at = 0; at < bytes.byteLength; ) {
-          const n = Math.min(buffer.byteLength - filled, bytes.byteLength - at);
-          buffer.set(bytes.subarray(at, at + n), filled);
-          filled += n;
-          at += n;
-          if (filled === buffer.byteLength) {
-            fn(buffer, first);
-            first += filled;
-            filled = 0;
+      withScratch(Math.min(chunk, source.length), (buffer) => {
+        let filled = 0;
+        let first = 0;
+        source.stream((bytes) => {
+          for (let at = 0; at < bytes.byteLength; ) {
+            const n = Math.min(buffer.byteLength - filled, bytes.byteLength - at);
+            buffer.set(bytes.subarray(at, at + n), filled);
+            filled += n;
+            at += n;
+            if (filled === buffer.byteLength) {
+              fn(buffer, first);
+              first += filled;
+              filled = 0;
+            }
           }
-        }
+        });
+        if (filled > 0) fn(buffer.subarray(0, filled), first);
       });
-      if (filled > 0) fn(buffer.subarray(0, filled), first);
       return;
     }
     if ('bytes' in source) {
-      const aligned = new Uint8Array(source.bytes.byteLength);
-      aligned.set(source.bytes);
-      fn(aligned, 0);
+      // (copied: a view into the file's bytes may not be aligned for its element type)
+      withScratch(source.bytes.byteLength, (aligned) => {
+        aligned.set(source.bytes);
+        fn(aligned, 0);
+      });
       return;
     }
-    const buffer = new Uint8Array(new ArrayBuffer(Math.min(chunk, source.length)));
     const fd = fs.openSync(source.file, 'r');
     try {
-      for (let first = 0; first < source.length; first += chunk) {
-        const bytes = buffer.subarray(0, Math.min(chunk, source.length - first));
-        for (let done = 0; done < bytes.byteLength; ) {
-          const n = fs.readSync(fd, bytes, done, bytes.byteLength - done, source.offset + first + done);
-          if (n === 0) throw new Error(`unexpected end of ${source.file}`);
-          done += n;
+      withScratch(Math.min(chunk, source.length), (buffer) => {
+        for (let first = 0; first < source.length; first += chunk) {
+          const bytes = buffer.subarray(0, Math.min(chunk, source.length - first));
+          for (let done = 0; done < bytes.byteLength; ) {
+            const n = fs.readSync(fd, bytes, done, bytes.byteLength - done, source.offset + first + done);
+            if (n === 0) throw new Error(`unexpected end of ${source.file}`);
+            done += n;
+          }
+          fn(bytes, first);
         }
-        fn(bytes, first);
-      }
+      });
     } finally {
       fs.closeSync(fd);
     }
@@ -429,7 +432,8 @@ export class OnnxModel {
             index[a] = 0;
           }
         }
-        if (keptRows.length) fn(gatherColumns(bytes, size, dims[last], keptRows, columns));
+        const outBytes = keptRows.length * (columns?.length ?? dims[last]) * size;
+        if (keptRows.length) withScratch(outBytes, (out) => fn(gatherColumns(bytes, size, dims[last], keptRows, columns, out)));
       });
     });
     const src = this.constants.get(name);
@@ -515,15 +519,14 @@ export class OnnxModel {
 }
 
 /**
- * The kept rows of a chunk with only the kept columns (undefined: all of them). Kept columns in
+ * The kept rows of a chunk with only the kept columns (undefined: all of them), into `out`. Kept columns in
  * runs (a head's block of columns) are copied a run at a time; scattered ones element by element
  * through an integer view of the element's width, one monomorphic loop per width.
  */
-function gatherColumns(bytes: Uint8Array, size: number, rowLength: number, rows: number[], columns: Int32Array | undefined): Uint8Array {
+function gatherColumns(bytes: Uint8Array, size: number, rowLength: number, rows: number[], columns: Int32Array | undefined, out: Uint8Array): Uint8Array {
   const rowBytes = rowLength * size;
   if (!columns) {
     // Every column kept: runs of kept rows are copied whole.
-    const out = new Uint8Array(rows.length * rowBytes);
     for (let i = 0, o = 0; i < rows.length; ) {
       let j = i + 1;
       while (j < rows.length && rows[j] === rows[j - 1] + 1) j++;
@@ -537,7 +540,6 @@ function gatherColumns(bytes: Uint8Array, size: number, rowLength: number, rows:
   const m = columns.length;
   const runs = columnRuns(columns);
   if (runs.length * 16 <= m) {
-    const out = new Uint8Array(rows.length * m * size);
     let o = 0;
     for (let ri = 0; ri < rows.length; ri++) {
       const base = rows[ri] * rowBytes;
@@ -551,15 +553,14 @@ function gatherColumns(bytes: Uint8Array, size: number, rowLength: number, rows:
   if (size === 4 || size === 2 || size === 1) {
     const View = size === 4 ? Uint32Array : size === 2 ? Uint16Array : Uint8Array;
     const input = new View(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / size);
-    const out = new View(rows.length * m);
+    const output = new View(out.buffer as ArrayBuffer, out.byteOffset, rows.length * m);
     for (let ri = 0, o = 0; ri < rows.length; ri++, o += m) {
       const base = rows[ri] * rowLength;
-      for (let c = 0; c < m; c++) out[o + c] = input[base + columns[c]];
+      for (let c = 0; c < m; c++) output[o + c] = input[base + columns[c]];
     }
-    return new Uint8Array(out.buffer);
+    return out;
   }
   // 8-byte elements: byte copies of each element.
-  const out = new Uint8Array(rows.length * m * size);
   let o = 0;
   for (const r of rows) {
     const base = r * rowBytes;

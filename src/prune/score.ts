@@ -28,16 +28,30 @@ export class AxisNorms {
       const firstRow = first / rowElements;
       if (perRow.length < rows) perRow = new Float64Array(rows);
       const col = lastK >= 0 ? sums[lastK] : undefined;
+      if (col && slots.length === 1) {
+        // Only the columns are a slot: no row sums needed.
+        for (let r = 0, i = 0; r < rows; r++, i += rowElements) {
+          for (let j = 0; j < rowElements; j++) {
+            const v = values[i + j];
+            col[j] += v * v;
+          }
+        }
+        return;
+      }
       for (let r = 0, i = 0; r < rows; r++) {
         let acc = 0;
         if (col) {
           for (let j = 0; j < rowElements; j++, i++) {
-            const v2 = values[i] * values[i];
+            const v = values[i];
+            const v2 = v * v;
             col[j] += v2;
             acc += v2;
           }
         } else {
-          for (let j = 0; j < rowElements; j++, i++) acc += values[i] * values[i];
+          for (let j = 0; j < rowElements; j++, i++) {
+            const v = values[i];
+            acc += v * v;
+          }
         }
         perRow[r] = acc;
       }

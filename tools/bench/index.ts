@@ -147,6 +147,7 @@ function warmRead(files: string[]): void {
 function copySeconds(files: string[], dir: string): number {
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
+  execFileSync('sync'); // the previous run's writes flushed first, for every run alike
   const t0 = performance.now();
   execFileSync('cp', ['--reflink=never', ...files, dir]);
   const seconds = (performance.now() - t0) / 1000;
@@ -184,7 +185,10 @@ function scale(): void {
     const runs: Row[] = [];
     for (let i = 0; i < 3; i++) {
       copies.push(copySeconds(files, copyDir));
-      runs.push(child('child.ts', ['prune', file, '0.3', path.join(LARGE, `pruned-${path.basename(file, '.onnx')}`)])[0]);
+      const out = path.join(LARGE, `pruned-${path.basename(file, '.onnx')}`);
+      fs.rmSync(out, { recursive: true, force: true });
+      execFileSync('sync');
+      runs.push(child('child.ts', ['prune', file, '0.3', out])[0]);
     }
     const run = runs.sort((a, b) => num(a.seconds) - num(b.seconds))[1];
     const row: Row = { ...run, copySeconds: median(copies), copyRuns: copies, pruneRuns: runs.map((r) => r.seconds), ratioToCopy: num(run.seconds) / median(copies) };
