@@ -37778,6 +37778,7 @@ function split(message, before, field) {
 function messageLayout(model, entries) {
   const [modelFields, modelRest] = split(model.proto, MODEL_BEFORE_GRAPH, "graph");
   const [graphFields, graphRest] = split(model.graph, GRAPH_BEFORE_INITIALIZERS, "initializer");
+  if (graphFields.node) graphFields.node = withNestedDataInline(model, graphFields.node);
   const tensors = entries.map((e) => {
     if (!e.source) {
       const head2 = import_onnx_proto4.onnx.TensorProto.encode(e.proto).finish();
@@ -37795,6 +37796,26 @@ function messageLayout(model, entries) {
   const modelTail = import_onnx_proto4.onnx.ModelProto.encode(import_onnx_proto4.onnx.ModelProto.create(modelRest)).finish();
   const size = modelHead.byteLength + fieldBytes(graphSize) + modelTail.byteLength;
   return { modelHead, graphHead, tensors, graphTail, modelTail, graphSize, size };
+}
+function withNestedDataInline(model, nodes) {
+  const hasExternal = (n) => (n.attribute ?? []).some(
+    (a) => [a.t, ...a.tensors ?? []].some((t) => t && isExternal(t)) || [a.g, ...a.graphs ?? []].some((g) => g && ((g.initializer ?? []).some(isExternal) || (g.node ?? []).some(hasExternal)))
+  );
+  if (!nodes.some(hasExternal)) return nodes;
+  const inline = (t) => {
+    if (!isExternal(t)) return t;
+    const copy = import_onnx_proto4.onnx.TensorProto.create({ ...t, externalData: [], rawData: dataAsBytes(model.readTensorProto(t).data) });
+    copy.dataLocation = import_onnx_proto4.onnx.TensorProto.DataLocation.DEFAULT;
+    return copy;
+  };
+  const graph = (g) => import_onnx_proto4.onnx.GraphProto.create({ ...g, initializer: (g.initializer ?? []).map(inline), node: (g.node ?? []).map(node2) });
+  const node2 = (n) => !hasExternal(n) ? n : import_onnx_proto4.onnx.NodeProto.create({
+    ...n,
+    attribute: (n.attribute ?? []).map(
+      (a) => import_onnx_proto4.onnx.AttributeProto.create({ ...a, t: a.t ? inline(a.t) : a.t, tensors: (a.tensors ?? []).map(inline), g: a.g ? graph(a.g) : a.g, graphs: (a.graphs ?? []).map(graph) })
+    )
+  });
+  return nodes.map(node2);
 }
 function fieldBytes(length) {
   return 1 + varint(length).byteLength + length;

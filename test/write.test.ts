@@ -13,7 +13,8 @@ import { writeModel } from '../src/onnx/write';
 import { STRUCTURES } from '../src/graph/analysis';
 import { pruneModel } from '../src/prune';
 import { quantizeModel } from '../src/quantize';
-import { expectSameOutputs, fixtureFiles } from './helpers/fixtures';
+import { expectSameOutputs, fixtureFiles, runFile } from './helpers/fixtures';
+import { ort } from '../src/onnx/runtime';
 import { T, encode, model, node, valueInfo } from './helpers/onnx-builders';
 
 // Reads are counted for scoring alone: the check of a small pruned model writes a copy of it
@@ -88,6 +89,47 @@ test('external data: one <file>.data, tensors page-aligned in it, small ones inl
   }
   expect(fs.readdirSync(tmp).filter((f) => f.startsWith('gpt2-ext'))).toEqual(['gpt2-ext.onnx', 'gpt2-ext.onnx.data']);
   await expectSameOutputs(path.join(FIXTURES, 'gpt2.onnx'), out, m);
+});
+
+test('a Constant value or an If branch initializer in external data is written inline, so the output does not need the input\'s data file', async () => {
+  const dir = path.join(tmp, 'nested');
+  fs.mkdirSync(dir, { recursive: true });
+  const values = Float32Array.from({ length: 512 }, (_, i) => Math.sin(i));
+  fs.writeFileSync(path.join(dir, 'nested.onnx.bin'), Buffer.from(values.buffer));
+  const external = (name: string, offset: number) =>
+    onnx.TensorProto.create({
+      name,
+      dataType: T.FLOAT,
+      dims: [256],
+      dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+      externalData: [
+        { key: 'location', value: 'nested.onnx.bin' },
+        { key: 'offset', value: String(offset) },
+        { key: 'length', value: '1024' },
+      ],
+    });
+  const branch = (name: string, t: onnx.TensorProto) =>
+    onnx.GraphProto.create({ name, node: [node('Add', ['c', t.name], [`${name}_out`])], initializer: [t], output: [valueInfo(`${name}_out`, T.FLOAT, [256])] });
+  const constant = onnx.NodeProto.create({ opType: 'Constant', output: ['c'], attribute: [{ name: 'value', type: onnx.AttributeProto.AttributeType.TENSOR, t: external('', 0) }] });
+  const choose = onnx.NodeProto.create({
+    opType: 'If',
+    input: ['cond'],
+    output: ['y'],
+    attribute: [
+      { name: 'then_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: branch('then', external('a', 1024)) },
+      { name: 'else_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: branch('else', external('b', 0)) },
+    ],
+  });
+  const file = path.join(dir, 'nested.onnx');
+  fs.writeFileSync(file, encode(model({ nodes: [constant, choose], inputs: [valueInfo('cond', T.BOOL, [])], outputs: [valueInfo('y', T.FLOAT, [256])] })));
+  const out = path.join(tmp, 'elsewhere', 'nested.onnx');
+  writeModel(OnnxModel.read(file), out);
+  expect(fs.readdirSync(path.dirname(out))).toEqual(['nested.onnx']);
+  for (const cond of [true, false]) {
+    const feeds = { cond: new ort.Tensor('bool', Uint8Array.of(cond ? 1 : 0), []) };
+    const [a, b] = [await runFile(file, feeds), await runFile(out, feeds)];
+    expect(b.y.bytes.equals(a.y.bytes)).toBe(true);
+  }
 });
 
 test('never: a model whose weights would pass 2 GiB inline is refused, and nothing is written', () => {

@@ -7,7 +7,7 @@ import { isSupportedDType } from './dtype';
 import { externalLocation, isExternal } from './external';
 import { OnnxModel } from './model';
 import { isSpilled } from './spill';
-import { protoBytes } from './tensor';
+import { dataAsBytes, protoBytes } from './tensor';
 
 /** Where a written model's weights go (docs/contracts.md, "Model files"). */
 export const EXTERNAL_DATA_MODES = ['auto', 'always', 'never'] as const;
@@ -196,6 +196,7 @@ interface MessageLayout {
 function messageLayout(model: OnnxModel, entries: Entry[]): MessageLayout {
   const [modelFields, modelRest] = split(model.proto, MODEL_BEFORE_GRAPH, 'graph');
   const [graphFields, graphRest] = split(model.graph, GRAPH_BEFORE_INITIALIZERS, 'initializer');
+  if (graphFields.node) graphFields.node = withNestedDataInline(model, graphFields.node);
   const tensors = entries.map((e): TensorLayout => {
     if (!e.source) {
       const head = onnx.TensorProto.encode(e.proto).finish();
@@ -213,6 +214,38 @@ function messageLayout(model: OnnxModel, entries: Entry[]): MessageLayout {
   const modelTail = onnx.ModelProto.encode(onnx.ModelProto.create(modelRest)).finish();
   const size = modelHead.byteLength + fieldBytes(graphSize) + modelTail.byteLength;
   return { modelHead, graphHead, tensors, graphTail, modelTail, graphSize, size };
+}
+
+/**
+ * Nodes whose tensors (Constant values, initializers of If/Loop/Scan bodies) are in external
+ * data name a file beside the input model, which the output's folder may not have: such
+ * tensors are written inline. The nodes are copied only when one is found.
+ */
+function withNestedDataInline(model: OnnxModel, nodes: onnx.INodeProto[]): onnx.INodeProto[] {
+  const hasExternal = (n: onnx.INodeProto): boolean =>
+    (n.attribute ?? []).some(
+      (a) =>
+        [a.t, ...(a.tensors ?? [])].some((t) => t && isExternal(t)) ||
+        [a.g, ...(a.graphs ?? [])].some((g) => g && ((g.initializer ?? []).some(isExternal) || (g.node ?? []).some(hasExternal))),
+    );
+  if (!nodes.some(hasExternal)) return nodes;
+  const inline = (t: onnx.ITensorProto): onnx.ITensorProto => {
+    if (!isExternal(t)) return t;
+    const copy = onnx.TensorProto.create({ ...t, externalData: [], rawData: dataAsBytes(model.readTensorProto(t).data) });
+    copy.dataLocation = onnx.TensorProto.DataLocation.DEFAULT;
+    return copy;
+  };
+  const graph = (g: onnx.IGraphProto): onnx.IGraphProto => onnx.GraphProto.create({ ...g, initializer: (g.initializer ?? []).map(inline), node: (g.node ?? []).map(node) });
+  const node = (n: onnx.INodeProto): onnx.INodeProto =>
+    !hasExternal(n)
+      ? n
+      : onnx.NodeProto.create({
+          ...n,
+          attribute: (n.attribute ?? []).map((a) =>
+            onnx.AttributeProto.create({ ...a, t: a.t ? inline(a.t) : a.t, tensors: (a.tensors ?? []).map(inline), g: a.g ? graph(a.g) : a.g, graphs: (a.graphs ?? []).map(graph) }),
+          ),
+        });
+  return nodes.map(node);
 }
 
 /** Bytes of a length-delimited field (one-byte tag, length varint, payload). */
