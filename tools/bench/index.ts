@@ -147,7 +147,6 @@ function warmRead(files: string[]): void {
 function copySeconds(files: string[], dir: string): number {
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
-  execFileSync('sync'); // the previous run's writes flushed first, for every run alike
   const t0 = performance.now();
   execFileSync('cp', ['--reflink=never', ...files, dir]);
   const seconds = (performance.now() - t0) / 1000;
@@ -187,7 +186,6 @@ function scale(): void {
       copies.push(copySeconds(files, copyDir));
       const out = path.join(LARGE, `pruned-${path.basename(file, '.onnx')}`);
       fs.rmSync(out, { recursive: true, force: true });
-      execFileSync('sync');
       runs.push(child('child.ts', ['prune', file, '0.3', out])[0]);
     }
     const run = runs.sort((a, b) => num(a.seconds) - num(b.seconds))[1];
