@@ -40,8 +40,8 @@ type Source = ReturnType<OnnxModel['tensorSource']>;
 
 /**
  * One initializer as written: either `proto` encoded as it is (small tensors, typed-field
- * values, strings), or `proto` without its data plus the `length` bytes of `source`, written
- * as its raw_data (inline) or at `offset` in the data file (external).
+ * values, strings, and external ones once their bytes are in the data file), or `proto`
+ * without its data plus the `length` bytes of `source`, written as its raw_data.
  */
 interface Entry {
   proto: onnx.ITensorProto;
