@@ -38142,6 +38142,9 @@ var ConfigFile = external_exports.strictObject({
   "keep-names": external_exports.boolean({ error: "true or false" }).optional(),
   "external-data": external_exports.enum(EXTERNAL_DATA_MODES).optional(),
   gate: external_exports.record(external_exports.string(), external_exports.unknown(), { error: "a mapping of metric names to bounds" }).optional(),
+  device: external_exports.strictObject({
+    threads: external_exports.number({ error: "a whole number of threads >= 1" }).int({ error: "a whole number of threads >= 1" }).min(1, { error: "a whole number of threads >= 1" }).max(1024, { error: "at most 1024 threads" }).optional()
+  }).optional(),
   latency: external_exports.strictObject({
     warmup: external_exports.number({ error: "a whole number >= 0" }).int({ error: "a whole number >= 0" }).min(0, { error: "a whole number >= 0" }).optional(),
     runs: external_exports.number({ error: "a whole number >= 1" }).int({ error: "a whole number >= 1" }).min(1, { error: "a whole number >= 1" }).optional()
@@ -38198,11 +38201,12 @@ function fromFile(raw, dir, shown) {
     keepNames: raw["keep-names"] ?? false,
     externalData: raw["external-data"] ?? "auto",
     gate: parseGate(raw.gate ?? {}, shown),
-    latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs }
+    latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs },
+    device: { threads: raw.device?.threads }
   };
 }
 function defaultConfig() {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, externalData: "auto", gate: [], latency: { ...DEFAULT_LATENCY } };
+  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, externalData: "auto", gate: [], latency: { ...DEFAULT_LATENCY }, device: {} };
 }
 function parseGate(gate, shown) {
   const rules = [];
@@ -39124,8 +39128,21 @@ function externalFileMap(model) {
   }
   return files;
 }
+var deviceThreads;
+async function withSessionThreads(threads, fn) {
+  const before = deviceThreads;
+  deviceThreads = threads;
+  try {
+    return await fn();
+  } finally {
+    deviceThreads = before;
+  }
+}
+function sessionThreads() {
+  return deviceThreads;
+}
 function withDefaults(options) {
-  return { logSeverityLevel: 4, ...options };
+  return { logSeverityLevel: 4, ...options, ...deviceThreads ? { intraOpNumThreads: deviceThreads } : {} };
 }
 async function createSession(model, options = {}) {
   if (model instanceof OnnxModel) return sessionForProto(model, model.proto, options);
@@ -41595,6 +41612,20 @@ function mergeSkipped(steps) {
 }
 function percent(r) {
   return `${Math.round(r * 1e3) / 10} %`;
+}
+
+// src/eval/environment.ts
+var os3 = __toESM(require("os"));
+function currentEnvironment() {
+  const cpus2 = os3.cpus();
+  const cores = cpus2.length;
+  return {
+    cpu: cpus2[0]?.model.trim() || os3.arch(),
+    cores,
+    threads: sessionThreads() ?? cores,
+    onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
+    "prune-gate": version
+  };
 }
 
 // src/prune/index.ts
@@ -44163,6 +44194,14 @@ var ReportSchema = external_exports.object({
     align: count,
     latency: external_exports.number().nullable().optional()
   }).optional(),
+  /** What the figures were measured on: the CPU, its cores, onnxruntime's threads, the versions. */
+  environment: external_exports.object({
+    cpu: text,
+    cores: count,
+    threads: count,
+    onnxruntime: text,
+    "prune-gate": text
+  }).optional(),
   /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
   pull_request: PullRequestSchema.optional()
 });
@@ -44209,6 +44248,7 @@ function buildReport(input2) {
         }))
       }
     } : {},
+    ...input2.environment ? { environment: input2.environment } : {},
     ...input2.pullRequest ? { pull_request: input2.pullRequest } : {}
   };
   const checked = ReportSchema.safeParse(report);
@@ -44448,6 +44488,12 @@ function skippedSection(r) {
     r.skipped.map((s) => [escapeMarkdown(s.where), escapeMarkdown(s.reason, 500)])
   );
 }
+function environmentSection(r) {
+  const e = r.environment;
+  if (!e) return [];
+  const threads = e.threads === e.cores ? `all ${e.cores} cores` : `${e.threads} of ${e.cores} cores`;
+  return [`<sub>Measured on ${e.cpu}, onnxruntime on ${threads}; onnxruntime ${e.onnxruntime}, prune-gate ${e["prune-gate"]}.</sub>`];
+}
 function renderMarkdown(r) {
   const sections = [
     [verdictLine(r)],
@@ -44458,7 +44504,8 @@ function renderMarkdown(r) {
     stepsSection(r),
     prunedSection(r),
     allocationSection(r),
-    skippedSection(r)
+    skippedSection(r),
+    environmentSection(r)
   ];
   return `${sections.filter((s) => s.length > 0).map((s) => s.join("\n")).join("\n\n")}
 `;
@@ -44496,6 +44543,9 @@ function quantizeWith(set2, keepNames, log) {
   };
 }
 async function runGate(options) {
+  return withSessionThreads(options.config.device.threads, () => runOnDevice(options));
+}
+async function runOnDevice(options) {
   const { config: config2 } = options;
   const log = options.log ?? (() => void 0);
   const prune = options.prune ?? pruneModel;
@@ -44540,7 +44590,8 @@ async function runGate(options) {
       pruned: result.pruned,
       skipped: result.skipped,
       allocation: result.allocation,
-      pullRequest: options.pullRequest
+      pullRequest: options.pullRequest,
+      environment: currentEnvironment()
     });
     const outcome = writeReports(report, out, files);
     const failed = failures(metrics);
@@ -44617,6 +44668,9 @@ function writeReports(report, out, files) {
   return { report, markdown, files: { ...files, json: json2, markdown: md } };
 }
 async function compareModels(options) {
+  return withSessionThreads(options.config?.device.threads, () => compareOnDevice(options));
+}
+async function compareOnDevice(options) {
   const log = options.log ?? (() => void 0);
   const base = OnnxModel.read(options.base);
   const candidate = OnnxModel.read(options.candidate);
@@ -44642,7 +44696,8 @@ async function compareModels(options) {
       chosenStep: null,
       pruned: [],
       skipped: [],
-      pullRequest: options.pullRequest
+      pullRequest: options.pullRequest,
+      environment: currentEnvironment()
     });
     const markdown = renderMarkdown(report);
     if (options.out) {

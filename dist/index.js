@@ -116,11 +116,11 @@ var require_command = __commonJS({
     Object.defineProperty(exports2, "__esModule", { value: true });
     exports2.issueCommand = issueCommand;
     exports2.issue = issue2;
-    var os4 = __importStar(require("os"));
+    var os5 = __importStar(require("os"));
     var utils_1 = require_utils();
     function issueCommand(command, properties, message) {
       const cmd = new Command(command, properties, message);
-      process.stdout.write(cmd.toString() + os4.EOL);
+      process.stdout.write(cmd.toString() + os5.EOL);
     }
     function issue2(name, message = "") {
       issueCommand(name, {}, message);
@@ -213,7 +213,7 @@ var require_file_command = __commonJS({
     exports2.prepareKeyValueMessage = prepareKeyValueMessage;
     var crypto2 = __importStar(require("crypto"));
     var fs15 = __importStar(require("fs"));
-    var os4 = __importStar(require("os"));
+    var os5 = __importStar(require("os"));
     var utils_1 = require_utils();
     function issueFileCommand(command, message) {
       const filePath = process.env[`GITHUB_${command}`];
@@ -223,7 +223,7 @@ var require_file_command = __commonJS({
       if (!fs15.existsSync(filePath)) {
         throw new Error(`Missing file at path: ${filePath}`);
       }
-      fs15.appendFileSync(filePath, `${(0, utils_1.toCommandValue)(message)}${os4.EOL}`, {
+      fs15.appendFileSync(filePath, `${(0, utils_1.toCommandValue)(message)}${os5.EOL}`, {
         encoding: "utf8"
       });
     }
@@ -236,7 +236,7 @@ var require_file_command = __commonJS({
       if (convertedValue.includes(delimiter)) {
         throw new Error(`Unexpected input: value should not contain the delimiter "${delimiter}"`);
       }
-      return `${key}<<${delimiter}${os4.EOL}${convertedValue}${os4.EOL}${delimiter}`;
+      return `${key}<<${delimiter}${os5.EOL}${convertedValue}${os5.EOL}${delimiter}`;
     }
   }
 });
@@ -1784,36 +1784,36 @@ var require_diagnostics = __commonJS({
       const debuglog = fetchDebuglog.enabled ? fetchDebuglog : undiciDebugLog;
       diagnosticsChannel.channel("undici:client:beforeConnect").subscribe((evt) => {
         const {
-          connectParams: { version: version2, protocol, port, host }
+          connectParams: { version: version3, protocol, port, host }
         } = evt;
         debuglog(
           "connecting to %s using %s%s",
           `${host}${port ? `:${port}` : ""}`,
           protocol,
-          version2
+          version3
         );
       });
       diagnosticsChannel.channel("undici:client:connected").subscribe((evt) => {
         const {
-          connectParams: { version: version2, protocol, port, host }
+          connectParams: { version: version3, protocol, port, host }
         } = evt;
         debuglog(
           "connected to %s using %s%s",
           `${host}${port ? `:${port}` : ""}`,
           protocol,
-          version2
+          version3
         );
       });
       diagnosticsChannel.channel("undici:client:connectError").subscribe((evt) => {
         const {
-          connectParams: { version: version2, protocol, port, host },
+          connectParams: { version: version3, protocol, port, host },
           error: error63
         } = evt;
         debuglog(
           "connection to %s using %s%s errored - %s",
           `${host}${port ? `:${port}` : ""}`,
           protocol,
-          version2,
+          version3,
           error63.message
         );
       });
@@ -1862,31 +1862,31 @@ var require_diagnostics = __commonJS({
         const debuglog = undiciDebugLog.enabled ? undiciDebugLog : websocketDebuglog;
         diagnosticsChannel.channel("undici:client:beforeConnect").subscribe((evt) => {
           const {
-            connectParams: { version: version2, protocol, port, host }
+            connectParams: { version: version3, protocol, port, host }
           } = evt;
           debuglog(
             "connecting to %s%s using %s%s",
             host,
             port ? `:${port}` : "",
             protocol,
-            version2
+            version3
           );
         });
         diagnosticsChannel.channel("undici:client:connected").subscribe((evt) => {
           const {
-            connectParams: { version: version2, protocol, port, host }
+            connectParams: { version: version3, protocol, port, host }
           } = evt;
           debuglog(
             "connected to %s%s using %s%s",
             host,
             port ? `:${port}` : "",
             protocol,
-            version2
+            version3
           );
         });
         diagnosticsChannel.channel("undici:client:connectError").subscribe((evt) => {
           const {
-            connectParams: { version: version2, protocol, port, host },
+            connectParams: { version: version3, protocol, port, host },
             error: error63
           } = evt;
           debuglog(
@@ -1894,7 +1894,7 @@ var require_diagnostics = __commonJS({
             host,
             port ? `:${port}` : "",
             protocol,
-            version2,
+            version3,
             error63.message
           );
         });
@@ -21210,7 +21210,7 @@ var require_toolrunner = __commonJS({
     Object.defineProperty(exports2, "__esModule", { value: true });
     exports2.ToolRunner = void 0;
     exports2.argStringToArray = argStringToArray;
-    var os4 = __importStar(require("os"));
+    var os5 = __importStar(require("os"));
     var events = __importStar(require("events"));
     var child = __importStar(require("child_process"));
     var path16 = __importStar(require("path"));
@@ -21265,12 +21265,12 @@ var require_toolrunner = __commonJS({
       _processLineBuffer(data, strBuffer, onLine) {
         try {
           let s = strBuffer + data.toString();
-          let n = s.indexOf(os4.EOL);
+          let n = s.indexOf(os5.EOL);
           while (n > -1) {
             const line = s.substring(0, n);
             onLine(line);
-            s = s.substring(n + os4.EOL.length);
-            n = s.indexOf(os4.EOL);
+            s = s.substring(n + os5.EOL.length);
+            n = s.indexOf(os5.EOL);
           }
           return s;
         } catch (err) {
@@ -21439,7 +21439,7 @@ var require_toolrunner = __commonJS({
             }
             const optionsNonNull = this._cloneExecOptions(this.options);
             if (!optionsNonNull.silent && optionsNonNull.outStream) {
-              optionsNonNull.outStream.write(this._getCommandString(optionsNonNull) + os4.EOL);
+              optionsNonNull.outStream.write(this._getCommandString(optionsNonNull) + os5.EOL);
             }
             const state = new ExecState(optionsNonNull, this.toolPath);
             state.on("debug", (message) => {
@@ -21834,7 +21834,7 @@ var require_platform = __commonJS({
     var os_1 = __importDefault(require("os"));
     var exec = __importStar(require_exec());
     var getWindowsInfo = () => __awaiter(void 0, void 0, void 0, function* () {
-      const { stdout: version2 } = yield exec.getExecOutput('powershell -command "(Get-CimInstance -ClassName Win32_OperatingSystem).Version"', void 0, {
+      const { stdout: version3 } = yield exec.getExecOutput('powershell -command "(Get-CimInstance -ClassName Win32_OperatingSystem).Version"', void 0, {
         silent: true
       });
       const { stdout: name } = yield exec.getExecOutput('powershell -command "(Get-CimInstance -ClassName Win32_OperatingSystem).Caption"', void 0, {
@@ -21842,7 +21842,7 @@ var require_platform = __commonJS({
       });
       return {
         name: name.trim(),
-        version: version2.trim()
+        version: version3.trim()
       };
     });
     var getMacOsInfo = () => __awaiter(void 0, void 0, void 0, function* () {
@@ -21850,21 +21850,21 @@ var require_platform = __commonJS({
       const { stdout } = yield exec.getExecOutput("sw_vers", void 0, {
         silent: true
       });
-      const version2 = (_b = (_a3 = stdout.match(/ProductVersion:\s*(.+)/)) === null || _a3 === void 0 ? void 0 : _a3[1]) !== null && _b !== void 0 ? _b : "";
+      const version3 = (_b = (_a3 = stdout.match(/ProductVersion:\s*(.+)/)) === null || _a3 === void 0 ? void 0 : _a3[1]) !== null && _b !== void 0 ? _b : "";
       const name = (_d = (_c = stdout.match(/ProductName:\s*(.+)/)) === null || _c === void 0 ? void 0 : _c[1]) !== null && _d !== void 0 ? _d : "";
       return {
         name,
-        version: version2
+        version: version3
       };
     });
     var getLinuxInfo = () => __awaiter(void 0, void 0, void 0, function* () {
       const { stdout } = yield exec.getExecOutput("lsb_release", ["-i", "-r", "-s"], {
         silent: true
       });
-      const [name, version2] = stdout.trim().split("\n");
+      const [name, version3] = stdout.trim().split("\n");
       return {
         name,
-        version: version2
+        version: version3
       };
     });
     exports2.platform = os_1.default.platform();
@@ -21980,7 +21980,7 @@ var require_core = __commonJS({
     var command_1 = require_command();
     var file_command_1 = require_file_command();
     var utils_1 = require_utils();
-    var os4 = __importStar(require("os"));
+    var os5 = __importStar(require("os"));
     var path16 = __importStar(require("path"));
     var oidc_utils_1 = require_oidc_utils();
     var ExitCode;
@@ -22042,7 +22042,7 @@ Support boolean input list: \`true | True | TRUE | false | False | FALSE\``);
       if (filePath) {
         return (0, file_command_1.issueFileCommand)("OUTPUT", (0, file_command_1.prepareKeyValueMessage)(name, value));
       }
-      process.stdout.write(os4.EOL);
+      process.stdout.write(os5.EOL);
       (0, command_1.issueCommand)("set-output", { name }, (0, utils_1.toCommandValue)(value));
     }
     function setCommandEcho(enabled) {
@@ -22068,7 +22068,7 @@ Support boolean input list: \`true | True | TRUE | false | False | FALSE\``);
       (0, command_1.issueCommand)("notice", (0, utils_1.toCommandProperties)(properties), message instanceof Error ? message.toString() : message);
     }
     function info3(message) {
-      process.stdout.write(message + os4.EOL);
+      process.stdout.write(message + os5.EOL);
     }
     function startGroup2(name) {
       (0, command_1.issue)("group", name);
@@ -43961,13 +43961,13 @@ var require_directives = __commonJS({
               onError(0, "%YAML directive should contain exactly one part");
               return false;
             }
-            const [version2] = parts;
-            if (version2 === "1.1" || version2 === "1.2") {
-              this.yaml.version = version2;
+            const [version3] = parts;
+            if (version3 === "1.1" || version3 === "1.2") {
+              this.yaml.version = version3;
               return true;
             } else {
-              const isValid = /^\d+\.\d+$/.test(version2);
-              onError(6, `Unsupported YAML version ${version2}`, isValid);
+              const isValid = /^\d+\.\d+$/.test(version3);
+              onError(6, `Unsupported YAML version ${version3}`, isValid);
               return false;
             }
           }
@@ -47069,14 +47069,14 @@ var require_Document = __commonJS({
           version: "1.2"
         }, options);
         this.options = opt;
-        let { version: version2 } = opt;
+        let { version: version3 } = opt;
         if (options?._directives) {
           this.directives = options._directives.atDocument();
           if (this.directives.yaml.explicit)
-            version2 = this.directives.yaml.version;
+            version3 = this.directives.yaml.version;
         } else
-          this.directives = new directives.Directives({ version: version2 });
-        this.setSchema(version2, options);
+          this.directives = new directives.Directives({ version: version3 });
+        this.setSchema(version3, options);
         this.contents = value === void 0 ? null : this.createNode(value, _replacer, options);
       }
       /**
@@ -47256,11 +47256,11 @@ var require_Document = __commonJS({
        *
        * Overrides all previously set schema options.
        */
-      setSchema(version2, options = {}) {
-        if (typeof version2 === "number")
-          version2 = String(version2);
+      setSchema(version3, options = {}) {
+        if (typeof version3 === "number")
+          version3 = String(version3);
         let opt;
-        switch (version2) {
+        switch (version3) {
           case "1.1":
             if (this.directives)
               this.directives.yaml.version = "1.1";
@@ -47271,9 +47271,9 @@ var require_Document = __commonJS({
           case "1.2":
           case "next":
             if (this.directives)
-              this.directives.yaml.version = version2;
+              this.directives.yaml.version = version3;
             else
-              this.directives = new directives.Directives({ version: version2 });
+              this.directives = new directives.Directives({ version: version3 });
             opt = { resolveKnownTags: true, schema: "core" };
             break;
           case null:
@@ -47282,7 +47282,7 @@ var require_Document = __commonJS({
             opt = null;
             break;
           default: {
-            const sv = JSON.stringify(version2);
+            const sv = JSON.stringify(version3);
             throw new Error(`Expected '1.1', '1.2' or null as first argument, but found: ${sv}`);
           }
         }
@@ -52466,10 +52466,10 @@ var init_regexes = __esm({
     duration = /^P(?:(\d+W)|(?!.*W)(?=\d|T\d)(\d+Y)?(\d+M)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+([.,]\d+)?S)?)?)$/;
     extendedDuration = /^[-+]?P(?!$)(?:(?:[-+]?\d+Y)|(?:[-+]?\d+[.,]\d+Y$))?(?:(?:[-+]?\d+M)|(?:[-+]?\d+[.,]\d+M$))?(?:(?:[-+]?\d+W)|(?:[-+]?\d+[.,]\d+W$))?(?:(?:[-+]?\d+D)|(?:[-+]?\d+[.,]\d+D$))?(?:T(?=[\d+-])(?:(?:[-+]?\d+H)|(?:[-+]?\d+[.,]\d+H$))?(?:(?:[-+]?\d+M)|(?:[-+]?\d+[.,]\d+M$))?(?:[-+]?\d+(?:[.,]\d+)?S)?)??$/;
     guid = /^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$/;
-    uuid = (version2) => {
-      if (!version2)
+    uuid = (version3) => {
+      if (!version3)
         return /^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-8][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}|00000000-0000-0000-0000-000000000000|ffffffff-ffff-ffff-ffff-ffffffffffff)$/;
-      return new RegExp(`^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-${version2}[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12})$`);
+      return new RegExp(`^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-${version3}[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12})$`);
     };
     uuid4 = /* @__PURE__ */ uuid(4);
     uuid6 = /* @__PURE__ */ uuid(6);
@@ -70743,10 +70743,10 @@ function fromJSONSchema(schema, params) {
   } catch {
     throw new Error("fromJSONSchema input is not valid JSON (possibly cyclic); use $defs/$ref for recursive schemas");
   }
-  const version2 = detectVersion(normalized, params?.defaultTarget);
+  const version3 = detectVersion(normalized, params?.defaultTarget);
   const defs = normalized.$defs || normalized.definitions || {};
   const ctx = {
-    version: version2,
+    version: version3,
     defs,
     refs: /* @__PURE__ */ new Map(),
     processing: /* @__PURE__ */ new Set(),
@@ -79131,6 +79131,14 @@ var init_schema = __esm({
         align: count,
         latency: external_exports.number().nullable().optional()
       }).optional(),
+      /** What the figures were measured on: the CPU, its cores, onnxruntime's threads, the versions. */
+      environment: external_exports.object({
+        cpu: text,
+        cores: count,
+        threads: count,
+        onnxruntime: text,
+        "prune-gate": text
+      }).optional(),
       /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
       pull_request: PullRequestSchema.optional()
     });
@@ -79179,6 +79187,7 @@ function buildReport(input2) {
         }))
       }
     } : {},
+    ...input2.environment ? { environment: input2.environment } : {},
     ...input2.pullRequest ? { pull_request: input2.pullRequest } : {}
   };
   const checked = ReportSchema.safeParse(report);
@@ -79418,6 +79427,12 @@ function skippedSection(r) {
     r.skipped.map((s) => [escapeMarkdown(s.where), escapeMarkdown(s.reason, 500)])
   );
 }
+function environmentSection(r) {
+  const e = r.environment;
+  if (!e) return [];
+  const threads = e.threads === e.cores ? `all ${e.cores} cores` : `${e.threads} of ${e.cores} cores`;
+  return [`<sub>Measured on ${e.cpu}, onnxruntime on ${threads}; onnxruntime ${e.onnxruntime}, prune-gate ${e["prune-gate"]}.</sub>`];
+}
 function renderMarkdown(r) {
   const sections = [
     [verdictLine(r)],
@@ -79428,7 +79443,8 @@ function renderMarkdown(r) {
     stepsSection(r),
     prunedSection(r),
     allocationSection(r),
-    skippedSection(r)
+    skippedSection(r),
+    environmentSection(r)
   ];
   return `${sections.filter((s) => s.length > 0).map((s) => s.join("\n")).join("\n\n")}
 `;
@@ -80209,8 +80225,20 @@ function externalFileMap(model) {
   }
   return files;
 }
+async function withSessionThreads(threads, fn) {
+  const before = deviceThreads;
+  deviceThreads = threads;
+  try {
+    return await fn();
+  } finally {
+    deviceThreads = before;
+  }
+}
+function sessionThreads() {
+  return deviceThreads;
+}
 function withDefaults(options) {
-  return { logSeverityLevel: 4, ...options };
+  return { logSeverityLevel: 4, ...options, ...deviceThreads ? { intraOpNumThreads: deviceThreads } : {} };
 }
 async function createSession(model, options = {}) {
   if (model instanceof OnnxModel) return sessionForProto(model, model.proto, options);
@@ -80245,7 +80273,7 @@ async function sessionFromWrittenCopy(model, proto, opts) {
     fs11.rmSync(dir, { recursive: true, force: true });
   }
 }
-var crypto, fs11, os3, path11, ort, import_onnx_proto7, ORT_TYPE, ZERO_ARRAY;
+var crypto, fs11, os3, path11, ort, import_onnx_proto7, ORT_TYPE, ZERO_ARRAY, deviceThreads;
 var init_runtime = __esm({
   "src/onnx/runtime.ts"() {
     "use strict";
@@ -82827,6 +82855,36 @@ var init_search = __esm({
   "src/gate/search.ts"() {
     "use strict";
     init_gate();
+  }
+});
+
+// package.json
+var version2;
+var init_package = __esm({
+  "package.json"() {
+    version2 = "0.1.0";
+  }
+});
+
+// src/eval/environment.ts
+function currentEnvironment() {
+  const cpus2 = os4.cpus();
+  const cores = cpus2.length;
+  return {
+    cpu: cpus2[0]?.model.trim() || os4.arch(),
+    cores,
+    threads: sessionThreads() ?? cores,
+    onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
+    "prune-gate": version2
+  };
+}
+var os4;
+var init_environment = __esm({
+  "src/eval/environment.ts"() {
+    "use strict";
+    os4 = __toESM(require("os"));
+    init_package();
+    init_runtime();
   }
 });
 
@@ -85491,6 +85549,9 @@ function quantizeWith(set2, keepNames, log) {
   };
 }
 async function runGate(options) {
+  return withSessionThreads(options.config.device.threads, () => runOnDevice(options));
+}
+async function runOnDevice(options) {
   const { config: config2 } = options;
   const log = options.log ?? (() => void 0);
   const prune = options.prune ?? pruneModel;
@@ -85535,7 +85596,8 @@ async function runGate(options) {
       pruned: result.pruned,
       skipped: result.skipped,
       allocation: result.allocation,
-      pullRequest: options.pullRequest
+      pullRequest: options.pullRequest,
+      environment: currentEnvironment()
     });
     const outcome = writeReports(report, out, files);
     const failed = failures(metrics);
@@ -85612,6 +85674,9 @@ function writeReports(report, out, files) {
   return { report, markdown, files: { ...files, json: json2, markdown: md } };
 }
 async function compareModels(options) {
+  return withSessionThreads(options.config?.device.threads, () => compareOnDevice(options));
+}
+async function compareOnDevice(options) {
   const log = options.log ?? (() => void 0);
   const base = OnnxModel.read(options.base);
   const candidate = OnnxModel.read(options.candidate);
@@ -85637,7 +85702,8 @@ async function compareModels(options) {
       chosenStep: null,
       pruned: [],
       skipped: [],
-      pullRequest: options.pullRequest
+      pullRequest: options.pullRequest,
+      environment: currentEnvironment()
     });
     const markdown = renderMarkdown(report);
     if (options.out) {
@@ -85664,6 +85730,8 @@ var init_run = __esm({
     init_search();
     init_cost();
     init_model();
+    init_runtime();
+    init_environment();
     init_write();
     init_prune();
     init_quantize();
@@ -85784,7 +85852,7 @@ function trimPlatforms(pkg) {
     for (const platform of fs.readdirSync(path.join(bin, napi))) {
       const pdir = path.join(bin, napi, platform);
       if (platform !== process.platform) fs.rmSync(pdir, { recursive: true, force: true });
-      else for (const arch of fs.readdirSync(pdir)) if (arch !== process.arch) fs.rmSync(path.join(pdir, arch), { recursive: true, force: true });
+      else for (const arch2 of fs.readdirSync(pdir)) if (arch2 !== process.arch) fs.rmSync(path.join(pdir, arch2), { recursive: true, force: true });
     }
   }
 }
@@ -85852,6 +85920,9 @@ var ConfigFile = external_exports.strictObject({
   "keep-names": external_exports.boolean({ error: "true or false" }).optional(),
   "external-data": external_exports.enum(EXTERNAL_DATA_MODES).optional(),
   gate: external_exports.record(external_exports.string(), external_exports.unknown(), { error: "a mapping of metric names to bounds" }).optional(),
+  device: external_exports.strictObject({
+    threads: external_exports.number({ error: "a whole number of threads >= 1" }).int({ error: "a whole number of threads >= 1" }).min(1, { error: "a whole number of threads >= 1" }).max(1024, { error: "at most 1024 threads" }).optional()
+  }).optional(),
   latency: external_exports.strictObject({
     warmup: external_exports.number({ error: "a whole number >= 0" }).int({ error: "a whole number >= 0" }).min(0, { error: "a whole number >= 0" }).optional(),
     runs: external_exports.number({ error: "a whole number >= 1" }).int({ error: "a whole number >= 1" }).min(1, { error: "a whole number >= 1" }).optional()
@@ -85908,11 +85979,12 @@ function fromFile(raw, dir, shown) {
     keepNames: raw["keep-names"] ?? false,
     externalData: raw["external-data"] ?? "auto",
     gate: parseGate(raw.gate ?? {}, shown),
-    latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs }
+    latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs },
+    device: { threads: raw.device?.threads }
   };
 }
 function defaultConfig() {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, externalData: "auto", gate: [], latency: { ...DEFAULT_LATENCY } };
+  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, externalData: "auto", gate: [], latency: { ...DEFAULT_LATENCY }, device: {} };
 }
 function parseGate(gate2, shown) {
   const rules = [];

@@ -69,6 +69,8 @@ test('defaults for what is left out', () => {
   expect(c.quantize).toBe('none');
   expect(c.keepNames).toBe(false);
   expect(c.externalData).toBe('auto');
+  expect(c.device).toEqual({ threads: undefined });
+  expect(parseConfig('model: models/m.onnx\ndevice: { threads: 2 }\n', path.resolve('prune-gate.yml')).device).toEqual({ threads: 2 });
   expect(c.gate).toEqual([]);
   expect(parseConfig('model: models/m.onnx\nexternal-data: never\n', path.resolve('prune-gate.yml')).externalData).toBe('never');
 });
@@ -89,6 +91,8 @@ describe('mistakes name themselves', () => {
     expect(configError('quantize: int3\n')).toBe("prune-gate.yml: quantize: 'int3' is not one of none, int8, int4");
     expect(configError('keep-names: sometimes\n')).toBe("prune-gate.yml: keep-names: expected true or false, found 'sometimes'");
     expect(configError('external-data: yes\n')).toBe("prune-gate.yml: external-data: 'yes' is not one of auto, always, never");
+    expect(configError('device: { threads: 0 }\n')).toBe('prune-gate.yml: device.threads: a whole number of threads >= 1 (found 0)');
+    expect(configError('device: { thread: 2 }\n')).toBe('prune-gate.yml: device.thread: unknown key (did you mean threads?)');
     expect(configError('prune:\n  structures: [ffn, neurons]\n')).toBe("prune-gate.yml: prune.structures[1]: unknown structure 'neurons' (expected ffn, heads, channels)");
     expect(configError('model: 3\n')).toBe('prune-gate.yml: model: expected a path to an .onnx file, found 3');
   });

@@ -112,6 +112,31 @@ test('external-data: the config key and --external-data choose where pruned.onnx
   expect(bad.stderr).toBe("prune-gate: --external-data: expected auto, always, never, found 'inline'\n");
 });
 
+test('device threads: every onnxruntime session of the run gets them, and the report says what it was measured on', async () => {
+  const ort = jest.requireActual<typeof import('onnxruntime-node')>('onnxruntime-node');
+  const create = jest.spyOn(ort.InferenceSession, 'create');
+  const out = path.join(tmp, 'out-device');
+  try {
+    const body = 'device: { threads: 1 }\nprune:\n  target: 0.2\n  steps: 1\ngate:\n  agreement: { min: 0 }\n';
+    const r = await cli(['run', '--config', config('mlp', body), '--out', out]);
+    expect(r.status).toBe(0);
+    // Tracing, statistics, the allocation search's candidates, evaluation and latency runs alike.
+    expect(create.mock.calls.length).toBeGreaterThan(5);
+    for (const call of create.mock.calls) expect(call[call.length - 1]).toMatchObject({ intraOpNumThreads: 1 });
+    const report = readJson(path.join(out, 'report.json'));
+    expect(report.environment).toMatchObject({ cores: os.cpus().length, threads: 1, onnxruntime: '1.30.0' });
+    expect(r.stdout).toContain(`onnxruntime on 1 of ${os.cpus().length} cores; onnxruntime 1.30.0, prune-gate `);
+    // Without the key, every core.
+    create.mockClear();
+    const all = await cli(['run', '--config', config('mlp', body.replace('device: { threads: 1 }\n', '')), '--out', out]);
+    expect(all.status).toBe(0);
+    for (const call of create.mock.calls) expect((call[call.length - 1] as { intraOpNumThreads?: number }).intraOpNumThreads).toBeUndefined();
+    expect(readJson(path.join(out, 'report.json')).environment.threads).toBe(os.cpus().length);
+  } finally {
+    create.mockRestore();
+  }
+});
+
 test('bad input exits 2 with one line', async () => {
   const file = config('mlp', 'prune:\n  targt: 0.3\n');
   const r = await cli(['run', '--config', file, '--out', path.join(tmp, 'bad')]);

@@ -43,6 +43,8 @@ export interface Config {
   externalData: ExternalDataMode;
   gate: GateRule[];
   latency: LatencyOptions;
+  /** The target device: onnxruntime's intra-op threads for every session (undefined: every core). */
+  device: { threads?: number };
 }
 
 export const DEFAULT_PRUNE: PruneSettings = {
@@ -91,6 +93,11 @@ const ConfigFile = z.strictObject({
   'keep-names': z.boolean({ error: 'true or false' }).optional(),
   'external-data': z.enum(EXTERNAL_DATA_MODES).optional(),
   gate: z.record(z.string(), z.unknown(), { error: 'a mapping of metric names to bounds' }).optional(),
+  device: z
+    .strictObject({
+      threads: z.number({ error: 'a whole number of threads >= 1' }).int({ error: 'a whole number of threads >= 1' }).min(1, { error: 'a whole number of threads >= 1' }).max(1024, { error: 'at most 1024 threads' }).optional(),
+    })
+    .optional(),
   latency: z
     .strictObject({
       warmup: z.number({ error: 'a whole number >= 0' }).int({ error: 'a whole number >= 0' }).min(0, { error: 'a whole number >= 0' }).optional(),
@@ -159,12 +166,13 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
     externalData: raw['external-data'] ?? 'auto',
     gate: parseGate(raw.gate ?? {}, shown),
     latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs },
+    device: { threads: raw.device?.threads },
   };
 }
 
 /** The configuration used when there is no config file: defaults, no bounds. */
 export function defaultConfig(): Config {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', keepNames: false, externalData: 'auto', gate: [], latency: { ...DEFAULT_LATENCY } };
+  return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', keepNames: false, externalData: 'auto', gate: [], latency: { ...DEFAULT_LATENCY }, device: {} };
 }
 
 

@@ -128,13 +128,35 @@ function externalFileMap(model: OnnxModel): Map<string, string> {
   return files;
 }
 
+/** The target device's intra-op threads (config `device.threads`), or undefined for all cores. */
+let deviceThreads: number | undefined;
+
+/**
+ * Runs `fn` with every session it makes (evaluation, latency and the engine's own runs alike)
+ * limited to `threads` intra-op threads, so the figures are the target device's
+ * (docs/contracts.md, "The target device"). undefined: onnxruntime's default, every core.
+ */
+export async function withSessionThreads<R>(threads: number | undefined, fn: () => Promise<R>): Promise<R> {
+  const before = deviceThreads;
+  deviceThreads = threads;
+  try {
+    return await fn();
+  } finally {
+    deviceThreads = before;
+  }
+}
+
+export function sessionThreads(): number | undefined {
+  return deviceThreads;
+}
+
 /**
  * Fatal logs only: a failed run rejects with onnxruntime's message, which prune-gate reports in
  * its own words (or handles: a trace size tried, a plan verified); the runtime's own log would
- * repeat it.
+ * repeat it. The device's threads override any caller's.
  */
 function withDefaults(options: ort.InferenceSession.SessionOptions): ort.InferenceSession.SessionOptions {
-  return { logSeverityLevel: 4, ...options };
+  return { logSeverityLevel: 4, ...options, ...(deviceThreads ? { intraOpNumThreads: deviceThreads } : {}) };
 }
 
 export async function createSession(

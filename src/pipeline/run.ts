@@ -10,6 +10,8 @@ import { MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../
 import { SearchDeps, gradualSearch, stepRatios } from '../gate/search';
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
+import { withSessionThreads } from '../onnx/runtime';
+import { currentEnvironment } from '../eval/environment';
 import { writeModel } from '../onnx/write';
 import { newPruneMemory, pruneModel } from '../prune';
 import { QuantizeOptions, quantizeModel } from '../quantize';
@@ -104,6 +106,10 @@ interface StepArtifact {
  * the calibration set, gate it, and write OUT/pruned.onnx, OUT/report.json and OUT/report.md.
  */
 export async function runGate(options: RunOptions): Promise<RunOutcome> {
+  return withSessionThreads(options.config.device.threads, () => runOnDevice(options));
+}
+
+async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const { config } = options;
   const log = options.log ?? (() => undefined);
   const prune = options.prune ?? pruneModel;
@@ -149,6 +155,7 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
       skipped: result.skipped,
       allocation: result.allocation,
       pullRequest: options.pullRequest,
+      environment: currentEnvironment(),
     });
     const outcome = writeReports(report, out, files);
     const failed = failures(metrics);
@@ -261,6 +268,10 @@ export async function compareModels(options: {
   log?: (line: string) => void;
   pullRequest?: ReportPullRequest;
 }): Promise<{ report: Report; markdown: string }> {
+  return withSessionThreads(options.config?.device.threads, () => compareOnDevice(options));
+}
+
+async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Promise<{ report: Report; markdown: string }> {
   const log = options.log ?? (() => undefined);
   const base = OnnxModel.read(options.base);
   const candidate = OnnxModel.read(options.candidate);
@@ -287,6 +298,7 @@ export async function compareModels(options: {
       pruned: [],
       skipped: [],
       pullRequest: options.pullRequest,
+      environment: currentEnvironment(),
     });
     const markdown = renderMarkdown(report);
     if (options.out) {

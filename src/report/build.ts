@@ -7,6 +7,7 @@ import type { LatencyResult } from '../eval/latency';
 import type { MetricResult, Verdict } from '../gate/gate';
 import type { StepOutcome } from '../gate/search';
 import type { AllocationResult, PrunedEntry, SkippedEntry } from '../prune/types';
+import type { Environment } from '../eval/environment';
 import { UserError } from '../errors';
 import { Report, ReportPullRequest, ReportQuantization, ReportSchema } from './schema';
 
@@ -26,6 +27,7 @@ export interface ReportInput {
   skipped: SkippedEntry[];
   allocation?: AllocationResult;
   pullRequest?: ReportPullRequest;
+  environment?: Environment;
 }
 
 /** NaN and infinities have no JSON form: an unmeasurable value is null. */
@@ -77,6 +79,7 @@ export function buildReport(input: ReportInput): Report {
           },
         }
       : {}),
+    ...(input.environment ? { environment: input.environment } : {}),
     ...(input.pullRequest ? { pull_request: input.pullRequest } : {}),
   };
   const checked = ReportSchema.safeParse(report);

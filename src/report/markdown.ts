@@ -306,6 +306,14 @@ function skippedSection(r: Report): string[] {
 }
 
 /** report.md for the job summary and the PR comment. */
+/** What the figures were measured on: latency and memory are this machine's, not the device's. */
+function environmentSection(r: Report): string[] {
+  const e = r.environment;
+  if (!e) return [];
+  const threads = e.threads === e.cores ? `all ${e.cores} cores` : `${e.threads} of ${e.cores} cores`;
+  return [`<sub>Measured on ${e.cpu}, onnxruntime on ${threads}; onnxruntime ${e.onnxruntime}, prune-gate ${e['prune-gate']}.</sub>`];
+}
+
 export function renderMarkdown(r: Report): string {
   const sections: string[][] = [
     [verdictLine(r)],
@@ -317,6 +325,7 @@ export function renderMarkdown(r: Report): string {
     prunedSection(r),
     allocationSection(r),
     skippedSection(r),
+    environmentSection(r),
   ];
   return `${sections
     .filter((s) => s.length > 0)

@@ -111,6 +111,16 @@ export const ReportSchema = z.object({
       latency: z.number().nullable().optional(),
     })
     .optional(),
+  /** What the figures were measured on: the CPU, its cores, onnxruntime's threads, the versions. */
+  environment: z
+    .object({
+      cpu: text,
+      cores: count,
+      threads: count,
+      onnxruntime: text,
+      'prune-gate': text,
+    })
+    .optional(),
   /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
   pull_request: PullRequestSchema.optional(),
 });
