@@ -1197,8 +1197,8 @@ var require_command = __commonJS({
   "node_modules/commander/lib/command.js"(exports2) {
     var EventEmitter = require("node:events").EventEmitter;
     var childProcess = require("node:child_process");
-    var path14 = require("node:path");
-    var fs13 = require("node:fs");
+    var path15 = require("node:path");
+    var fs14 = require("node:fs");
     var process2 = require("node:process");
     var { Argument: Argument2, humanReadableArgName } = require_argument();
     var { CommanderError: CommanderError2 } = require_error();
@@ -2192,7 +2192,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @param {string} subcommandName
        */
       _checkForMissingExecutable(executableFile, executableDir, subcommandName) {
-        if (fs13.existsSync(executableFile)) return;
+        if (fs14.existsSync(executableFile)) return;
         const executableDirMessage = executableDir ? `searched for local subcommand relative to directory '${executableDir}'` : "no directory for search for local subcommand, use .executableDir() to supply a custom directory";
         const executableMissing = `'${executableFile}' does not exist
  - if '${subcommandName}' is not meant to be an executable command, remove description parameter from '.command()' and use '.description()' instead
@@ -2210,11 +2210,11 @@ Expecting one of '${allowedValues.join("', '")}'`);
         let launchWithNode = false;
         const sourceExt = [".js", ".ts", ".tsx", ".mjs", ".cjs"];
         function findFile(baseDir, baseName) {
-          const localBin = path14.resolve(baseDir, baseName);
-          if (fs13.existsSync(localBin)) return localBin;
-          if (sourceExt.includes(path14.extname(baseName))) return void 0;
+          const localBin = path15.resolve(baseDir, baseName);
+          if (fs14.existsSync(localBin)) return localBin;
+          if (sourceExt.includes(path15.extname(baseName))) return void 0;
           const foundExt = sourceExt.find(
-            (ext) => fs13.existsSync(`${localBin}${ext}`)
+            (ext) => fs14.existsSync(`${localBin}${ext}`)
           );
           if (foundExt) return `${localBin}${foundExt}`;
           return void 0;
@@ -2226,21 +2226,21 @@ Expecting one of '${allowedValues.join("', '")}'`);
         if (this._scriptPath) {
           let resolvedScriptPath;
           try {
-            resolvedScriptPath = fs13.realpathSync(this._scriptPath);
+            resolvedScriptPath = fs14.realpathSync(this._scriptPath);
           } catch {
             resolvedScriptPath = this._scriptPath;
           }
-          executableDir = path14.resolve(
-            path14.dirname(resolvedScriptPath),
+          executableDir = path15.resolve(
+            path15.dirname(resolvedScriptPath),
             executableDir
           );
         }
         if (executableDir) {
           let localFile = findFile(executableDir, executableFile);
           if (!localFile && !subcommand._executableFile && this._scriptPath) {
-            const legacyName = path14.basename(
+            const legacyName = path15.basename(
               this._scriptPath,
-              path14.extname(this._scriptPath)
+              path15.extname(this._scriptPath)
             );
             if (legacyName !== this._name) {
               localFile = findFile(
@@ -2251,7 +2251,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
           }
           executableFile = localFile || executableFile;
         }
-        launchWithNode = sourceExt.includes(path14.extname(executableFile));
+        launchWithNode = sourceExt.includes(path15.extname(executableFile));
         let proc;
         if (process2.platform !== "win32") {
           if (launchWithNode) {
@@ -3166,7 +3166,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @return {Command}
        */
       nameFromFilename(filename) {
-        this._name = path14.basename(filename, path14.extname(filename));
+        this._name = path15.basename(filename, path15.extname(filename));
         return this;
       }
       /**
@@ -3180,9 +3180,9 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @param {string} [path]
        * @return {(string|null|Command)}
        */
-      executableDir(path15) {
-        if (path15 === void 0) return this._executableDir;
-        this._executableDir = path15;
+      executableDir(path16) {
+        if (path16 === void 0) return this._executableDir;
+        this._executableDir = path16;
         return this;
       }
       /**
@@ -3537,17 +3537,17 @@ var require_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path14) {
-      const ctrl = callVisitor(key, node2, visitor, path14);
+    function visit_(key, node2, visitor, path15) {
+      const ctrl = callVisitor(key, node2, visitor, path15);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path14, ctrl);
-        return visit_(key, ctrl, visitor, path14);
+        replaceNode(key, path15, ctrl);
+        return visit_(key, ctrl, visitor, path15);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path14 = Object.freeze(path14.concat(node2));
+          path15 = Object.freeze(path15.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = visit_(i, node2.items[i], visitor, path14);
+            const ci = visit_(i, node2.items[i], visitor, path15);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -3558,13 +3558,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path14 = Object.freeze(path14.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path14);
+          path15 = Object.freeze(path15.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path15);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path14);
+          const cv = visit_("value", node2.value, visitor, path15);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -3585,17 +3585,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path14) {
-      const ctrl = await callVisitor(key, node2, visitor, path14);
+    async function visitAsync_(key, node2, visitor, path15) {
+      const ctrl = await callVisitor(key, node2, visitor, path15);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path14, ctrl);
-        return visitAsync_(key, ctrl, visitor, path14);
+        replaceNode(key, path15, ctrl);
+        return visitAsync_(key, ctrl, visitor, path15);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path14 = Object.freeze(path14.concat(node2));
+          path15 = Object.freeze(path15.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = await visitAsync_(i, node2.items[i], visitor, path14);
+            const ci = await visitAsync_(i, node2.items[i], visitor, path15);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -3606,13 +3606,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path14 = Object.freeze(path14.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path14);
+          path15 = Object.freeze(path15.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path15);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path14);
+          const cv = await visitAsync_("value", node2.value, visitor, path15);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -3639,23 +3639,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path14) {
+    function callVisitor(key, node2, visitor, path15) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path14);
+        return visitor(key, node2, path15);
       if (identity.isMap(node2))
-        return visitor.Map?.(key, node2, path14);
+        return visitor.Map?.(key, node2, path15);
       if (identity.isSeq(node2))
-        return visitor.Seq?.(key, node2, path14);
+        return visitor.Seq?.(key, node2, path15);
       if (identity.isPair(node2))
-        return visitor.Pair?.(key, node2, path14);
+        return visitor.Pair?.(key, node2, path15);
       if (identity.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path14);
+        return visitor.Scalar?.(key, node2, path15);
       if (identity.isAlias(node2))
-        return visitor.Alias?.(key, node2, path14);
+        return visitor.Alias?.(key, node2, path15);
       return void 0;
     }
-    function replaceNode(key, path14, node2) {
-      const parent = path14[path14.length - 1];
+    function replaceNode(key, path15, node2) {
+      const parent = path15[path15.length - 1];
       if (identity.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity.isPair(parent)) {
@@ -4267,10 +4267,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity = require_identity();
     var Node8 = require_Node();
-    function collectionFromPath(schema, path14, value) {
+    function collectionFromPath(schema, path15, value) {
       let v = value;
-      for (let i = path14.length - 1; i >= 0; --i) {
-        const k = path14[i];
+      for (let i = path15.length - 1; i >= 0; --i) {
+        const k = path15[i];
         if (typeof k === "number" && Number.isInteger(k) && k >= 0) {
           const a = [];
           a[k] = v;
@@ -4289,7 +4289,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path14) => path14 == null || typeof path14 === "object" && !!path14[Symbol.iterator]().next().done;
+    var isEmptyPath = (path15) => path15 == null || typeof path15 === "object" && !!path15[Symbol.iterator]().next().done;
     var Collection = class extends Node8.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -4319,11 +4319,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path14, value) {
-        if (isEmptyPath(path14))
+      addIn(path15, value) {
+        if (isEmptyPath(path15))
           this.add(value);
         else {
-          const [key, ...rest] = path14;
+          const [key, ...rest] = path15;
           const node2 = this.get(key, true);
           if (identity.isCollection(node2))
             node2.addIn(rest, value);
@@ -4337,8 +4337,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path14) {
-        const [key, ...rest] = path14;
+      deleteIn(path15) {
+        const [key, ...rest] = path15;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -4352,8 +4352,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path14, keepScalar) {
-        const [key, ...rest] = path14;
+      getIn(path15, keepScalar) {
+        const [key, ...rest] = path15;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity.isScalar(node2) ? node2.value : node2;
@@ -4371,8 +4371,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path14) {
-        const [key, ...rest] = path14;
+      hasIn(path15) {
+        const [key, ...rest] = path15;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -4382,8 +4382,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path14, value) {
-        const [key, ...rest] = path14;
+      setIn(path15, value) {
+        const [key, ...rest] = path15;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -6898,9 +6898,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path14, value) {
+      addIn(path15, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path14, value);
+          this.contents.addIn(path15, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -6975,14 +6975,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path14) {
-        if (Collection.isEmptyPath(path14)) {
+      deleteIn(path15) {
+        if (Collection.isEmptyPath(path15)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path14) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path15) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -6997,10 +6997,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path14, keepScalar) {
-        if (Collection.isEmptyPath(path14))
+      getIn(path15, keepScalar) {
+        if (Collection.isEmptyPath(path15))
           return !keepScalar && identity.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity.isCollection(this.contents) ? this.contents.getIn(path14, keepScalar) : void 0;
+        return identity.isCollection(this.contents) ? this.contents.getIn(path15, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -7011,10 +7011,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path14) {
-        if (Collection.isEmptyPath(path14))
+      hasIn(path15) {
+        if (Collection.isEmptyPath(path15))
           return this.contents !== void 0;
-        return identity.isCollection(this.contents) ? this.contents.hasIn(path14) : false;
+        return identity.isCollection(this.contents) ? this.contents.hasIn(path15) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -7031,13 +7031,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path14, value) {
-        if (Collection.isEmptyPath(path14)) {
+      setIn(path15, value) {
+        if (Collection.isEmptyPath(path15)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path14), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path15), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path14, value);
+          this.contents.setIn(path15, value);
         }
       }
       /**
@@ -8998,9 +8998,9 @@ var require_cst_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    visit2.itemAtPath = (cst, path14) => {
+    visit2.itemAtPath = (cst, path15) => {
       let item = cst;
-      for (const [field, index] of path14) {
+      for (const [field, index] of path15) {
         const tok = item?.[field];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -9009,23 +9009,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit2.parentCollection = (cst, path14) => {
-      const parent = visit2.itemAtPath(cst, path14.slice(0, -1));
-      const field = path14[path14.length - 1][0];
+    visit2.parentCollection = (cst, path15) => {
+      const parent = visit2.itemAtPath(cst, path15.slice(0, -1));
+      const field = path15[path15.length - 1][0];
       const coll = parent?.[field];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path14, item, visitor) {
-      let ctrl = visitor(item, path14);
+    function _visit(path15, item, visitor) {
+      let ctrl = visitor(item, path15);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field of ["key", "value"]) {
         const token = item[field];
         if (token && "items" in token) {
           for (let i = 0; i < token.items.length; ++i) {
-            const ci = _visit(Object.freeze(path14.concat([[field, i]])), token.items[i], visitor);
+            const ci = _visit(Object.freeze(path15.concat([[field, i]])), token.items[i], visitor);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -9036,10 +9036,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field === "key")
-            ctrl = ctrl(item, path14);
+            ctrl = ctrl(item, path15);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path14) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path15) : ctrl;
     }
     exports2.visit = visit2;
   }
@@ -10341,14 +10341,14 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs13 = this.flowScalar(this.type);
+              const fs14 = this.flowScalar(this.type);
               if (atNextItem || it.value) {
-                map2.items.push({ start, key: fs13, sep: [] });
+                map2.items.push({ start, key: fs14, sep: [] });
                 this.onKeyLine = true;
               } else if (it.sep) {
-                this.stack.push(fs13);
+                this.stack.push(fs14);
               } else {
-                Object.assign(it, { key: fs13, sep: [] });
+                Object.assign(it, { key: fs14, sep: [] });
                 this.onKeyLine = true;
               }
               return;
@@ -10476,13 +10476,13 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs13 = this.flowScalar(this.type);
+              const fs14 = this.flowScalar(this.type);
               if (!it || it.value)
-                fc.items.push({ start: [], key: fs13, sep: [] });
+                fc.items.push({ start: [], key: fs14, sep: [] });
               else if (it.sep)
-                this.stack.push(fs13);
+                this.stack.push(fs14);
               else
-                Object.assign(it, { key: fs13, sep: [] });
+                Object.assign(it, { key: fs14, sep: [] });
               return;
             }
             case "flow-map-end":
@@ -10799,7 +10799,7 @@ var require_aspromise = __commonJS({
       var params = new Array(arguments.length - 1), offset = 0, index = 2, pending = true;
       while (index < arguments.length)
         params[offset++] = arguments[index++];
-      return new Promise(function executor(resolve11, reject) {
+      return new Promise(function executor(resolve12, reject) {
         params[offset] = function callback(err) {
           if (pending) {
             pending = false;
@@ -10809,7 +10809,7 @@ var require_aspromise = __commonJS({
               var params2 = new Array(arguments.length - 1), offset2 = 0;
               while (offset2 < params2.length)
                 params2[offset2++] = arguments[offset2];
-              resolve11.apply(null, params2);
+              resolve12.apply(null, params2);
             }
           }
         };
@@ -17490,8 +17490,8 @@ function isUserError(e) {
 var version = "0.1.0";
 
 // src/config/config.ts
-var fs6 = __toESM(require("fs"));
-var path6 = __toESM(require("path"));
+var fs7 = __toESM(require("fs"));
+var path7 = __toESM(require("path"));
 var import_yaml = __toESM(require_dist());
 
 // node_modules/zod/v4/classic/external.js
@@ -18311,10 +18311,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path14) {
-  if (!path14)
+function getElementAtPath(obj, path15) {
+  if (!path15)
     return obj;
-  return path14.reduce((acc, key) => acc?.[key], obj);
+  return path15.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -18654,11 +18654,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path14, issues) {
+function prefixIssues(path15, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path14);
+    iss.path.unshift(path15);
     return iss;
   });
 }
@@ -19120,16 +19120,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path14 = []) => {
+  const processError = (error63, path15 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path14, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path15, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path14, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path15, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path14, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path15, ...issue2.path]);
       } else {
-        const fullpath = [...path14, ...issue2.path];
+        const fullpath = [...path15, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -19168,17 +19168,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path14 = []) => {
+  const processError = (error63, path15 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path14, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path15, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path14, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path15, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path14, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path15, ...issue2.path]);
       } else {
-        const fullpath = [...path14, ...issue2.path];
+        const fullpath = [...path15, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -19217,8 +19217,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path14 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path14) {
+  const path15 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path15) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -22561,7 +22561,7 @@ var recursive = /* @__PURE__ */ new WeakMap();
 var NONE = 0;
 var ASSUMED = 1;
 var PROVEN = 2;
-function isRecursive(inst, stack, resolve11) {
+function isRecursive(inst, stack, resolve12) {
   const cached2 = recursive.get(inst);
   if (cached2 !== void 0)
     return cached2 ? PROVEN : NONE;
@@ -22571,7 +22571,7 @@ function isRecursive(inst, stack, resolve11) {
   let result = NONE;
   const check2 = (child) => {
     if (result !== PROVEN && child?._zod) {
-      const answer = isRecursive(child, stack, resolve11);
+      const answer = isRecursive(child, stack, resolve12);
       if (answer > result)
         result = answer;
     }
@@ -22582,7 +22582,7 @@ function isRecursive(inst, stack, resolve11) {
       const desc = Object.getOwnPropertyDescriptor(sh, key);
       if (spread && !desc.enumerable)
         continue;
-      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve11) : NONE;
+      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve12) : NONE;
       if (child > answer)
         answer = child;
     }
@@ -22646,7 +22646,7 @@ function isRecursive(inst, stack, resolve11) {
       break;
     // `$ZodLazy` caches its inner on the def, so a resolved edge is followed exactly
     case "lazy": {
-      const inner = def._cachedInner ?? (resolve11 ? inst._zod.innerType : void 0);
+      const inner = def._cachedInner ?? (resolve12 ? inst._zod.innerType : void 0);
       merge2(inner ? isRecursive(inner, stack, false) : ASSUMED);
       break;
     }
@@ -36356,13 +36356,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path14 = ref.slice(1).split("/").filter(Boolean);
-  if (path14.length === 0) {
+  const path15 = ref.slice(1).split("/").filter(Boolean);
+  if (path15.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path14[0] === defsKey) {
-    const key = path14[1] === void 0 ? void 0 : decodeJSONPointerSegment(path14[1]);
+  if (path15[0] === defsKey) {
+    const key = path15[1] === void 0 ? void 0 : decodeJSONPointerSegment(path15[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -37263,7 +37263,8 @@ var METRIC_NAMES = [
   "latency-p95",
   "size",
   "params",
-  "macs"
+  "macs",
+  "memory"
 ];
 var TASK_METRICS = {
   "language-model": ["perplexity", "next-token-accuracy"],
@@ -37275,6 +37276,70 @@ var COMMON_METRICS = METRIC_NAMES.filter(
 );
 function metricsOf(task) {
   return [...TASK_METRICS[task], ...COMMON_METRICS];
+}
+
+// src/eval/memory.ts
+var import_child_process = require("child_process");
+var fs = __toESM(require("fs"));
+var os = __toESM(require("os"));
+var path = __toESM(require("path"));
+var CHILD = `
+const [ortPath, model, feedsFile, threads] = process.argv.slice(1);
+const fs = require('fs');
+const ort = require(ortPath);
+const ARRAYS = { float32: Float32Array, float64: Float64Array, float16: Uint16Array, int64: BigInt64Array, uint64: BigUint64Array,
+  int32: Int32Array, uint32: Uint32Array, int16: Int16Array, uint16: Uint16Array, int8: Int8Array, uint8: Uint8Array, bool: Uint8Array };
+(async () => {
+  const options = { logSeverityLevel: 4 };
+  if (Number(threads) > 0) options.intraOpNumThreads = Number(threads);
+  const session = await ort.InferenceSession.create(model, options);
+  const feeds = {};
+  for (const f of JSON.parse(fs.readFileSync(feedsFile, 'utf8'))) {
+    const bytes = Buffer.from(f.data, 'base64');
+    const Array = ARRAYS[f.type];
+    const data = new Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+    feeds[f.name] = new ort.Tensor(f.type, data, f.dims);
+  }
+  await session.run(feeds);
+  process.stdout.write(JSON.stringify({ maxRssKb: process.resourceUsage().maxRSS }));
+})().catch((e) => {
+  process.stderr.write(String((e && e.message) || e).split('\\n')[0]);
+  process.exit(1);
+});
+`;
+function writeFeeds(feeds, file2) {
+  const spec = Object.entries(feeds).map(([name, t]) => {
+    const data = t.data;
+    return { name, type: t.type, dims: t.dims, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("base64") };
+  });
+  fs.writeFileSync(file2, JSON.stringify(spec));
+}
+function memoryCommand(modelFile, feedsFile, threads) {
+  return [process.execPath, ["-e", CHILD, require.resolve("onnxruntime-node"), path.resolve(modelFile), feedsFile, String(threads ?? 0)]];
+}
+async function measureMemory(modelFile, feeds, threads) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "prune-gate-memory-"));
+  try {
+    const feedsFile = path.join(dir, "feeds.json");
+    writeFeeds(feeds, feedsFile);
+    const [command, args] = memoryCommand(modelFile, feedsFile, threads);
+    const stdout = await new Promise((resolve12, reject) => {
+      (0, import_child_process.execFile)(command, args, { maxBuffer: 1 << 20 }, (error62, out, err) => {
+        if (error62) reject(new Error(`measuring the memory of ${modelFile} failed: ${err.trim() || error62.message}`));
+        else resolve12(out);
+      });
+    });
+    return JSON.parse(stdout).maxRssKb / 1024;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+function parseMebibytes(value) {
+  if (typeof value === "number") return Number.isFinite(value) && value > 0 ? value : void 0;
+  const m = typeof value === "string" ? /^\s*(\d+(?:\.\d+)?|\.\d+)\s*(MiB|GiB)?\s*$/i.exec(value) : null;
+  if (!m) return void 0;
+  const n = Number(m[1]) * (m[2]?.toLowerCase() === "gib" ? 1024 : 1);
+  return n > 0 ? n : void 0;
 }
 
 // src/gate/metrics.ts
@@ -37290,31 +37355,32 @@ var METRICS = {
   "latency-p95": { kind: "efficiency", higherIsBetter: false, bounds: ["min-speedup", "max-ratio", "max"], unit: "ms" },
   size: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "bytes" },
   params: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "count" },
-  macs: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "count" }
+  macs: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "count" },
+  memory: { kind: "efficiency", higherIsBetter: false, bounds: ["max", "max-ratio"], unit: "MiB" }
 };
 function isQuality(name) {
   return METRICS[name].kind === "quality";
 }
 
 // src/onnx/write.ts
-var fs4 = __toESM(require("fs"));
-var path4 = __toESM(require("path"));
+var fs5 = __toESM(require("fs"));
+var path5 = __toESM(require("path"));
 var import_onnx_proto4 = __toESM(require_onnx());
 
 // src/util/files.ts
-var fs = __toESM(require("fs"));
-var path = __toESM(require("path"));
+var fs2 = __toESM(require("fs"));
+var path2 = __toESM(require("path"));
 function temporaryName(file2) {
   return `${file2}.tmp-${process.pid}-${Date.now()}`;
 }
 function writeFileAtomic(file2, data) {
-  fs.mkdirSync(path.dirname(path.resolve(file2)), { recursive: true });
+  fs2.mkdirSync(path2.dirname(path2.resolve(file2)), { recursive: true });
   const tmp = temporaryName(file2);
   try {
-    fs.writeFileSync(tmp, data);
-    fs.renameSync(tmp, file2);
+    fs2.writeFileSync(tmp, data);
+    fs2.renameSync(tmp, file2);
   } catch (e) {
-    fs.rmSync(tmp, { force: true });
+    fs2.rmSync(tmp, { force: true });
     throw e;
   }
 }
@@ -37401,8 +37467,8 @@ function floatToBfloat16(v) {
 }
 
 // src/onnx/external.ts
-var fs2 = __toESM(require("fs"));
-var path2 = __toESM(require("path"));
+var fs3 = __toESM(require("fs"));
+var path3 = __toESM(require("path"));
 var import_onnx_proto2 = __toESM(require_onnx());
 function isExternal(t) {
   return t.dataLocation === import_onnx_proto2.onnx.TensorProto.DataLocation.EXTERNAL;
@@ -37412,14 +37478,14 @@ function externalLocation(t, modelDir, modelPath) {
   const location = entries.get("location");
   if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
   const normalized = location.replace(/\\/g, "/");
-  if (path2.isAbsolute(location) || path2.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
+  if (path3.isAbsolute(location) || path3.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
     throw new UserError(
       `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
     );
   }
-  const root = path2.resolve(modelDir);
-  const file2 = path2.resolve(root, normalized);
-  if (file2 !== root && !file2.startsWith(root + path2.sep)) {
+  const root = path3.resolve(modelDir);
+  const file2 = path3.resolve(root, normalized);
+  if (file2 !== root && !file2.startsWith(root + path3.sep)) {
     throw new UserError(
       `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
     );
@@ -37434,7 +37500,7 @@ function externalLocation(t, modelDir, modelPath) {
 function checkExternal(t, loc, modelPath, expectedBytes) {
   let size;
   try {
-    size = fs2.statSync(loc.file).size;
+    size = fs3.statSync(loc.file).size;
   } catch {
     throw new UserError(
       `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
@@ -37457,24 +37523,24 @@ function readTensorData(dtype, file2, offset, length) {
   if (length % info.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info.name} elements`);
   const buffer = new ArrayBuffer(length);
   const bytes2 = new Uint8Array(buffer);
-  const fd = fs2.openSync(file2, "r");
+  const fd = fs3.openSync(file2, "r");
   try {
     let done = 0;
     while (done < length) {
-      const n = fs2.readSync(fd, bytes2, done, length - done, offset + done);
+      const n = fs3.readSync(fd, bytes2, done, length - done, offset + done);
       if (n === 0) throw new Error(`unexpected end of ${file2}`);
       done += n;
     }
   } finally {
-    fs2.closeSync(fd);
+    fs3.closeSync(fd);
   }
   return new info.array(buffer, 0, length / info.bytes);
 }
 
 // src/onnx/spill.ts
-var fs3 = __toESM(require("fs"));
-var os = __toESM(require("os"));
-var path3 = __toESM(require("path"));
+var fs4 = __toESM(require("fs"));
+var os2 = __toESM(require("os"));
+var path4 = __toESM(require("path"));
 var spillThreshold = 8 * 2 ** 20;
 function spillMinBytes() {
   return spillThreshold;
@@ -37483,16 +37549,16 @@ var spilled = /* @__PURE__ */ new WeakMap();
 var store;
 function openStore() {
   if (store) return store;
-  const dir = fs3.mkdtempSync(path3.join(os.tmpdir(), "prune-gate-spill-"));
-  const file2 = path3.join(dir, "tensors.bin");
-  store = { file: file2, fd: fs3.openSync(file2, "w+"), size: 0 };
-  process.once("exit", () => fs3.rmSync(dir, { recursive: true, force: true }));
+  const dir = fs4.mkdtempSync(path4.join(os2.tmpdir(), "prune-gate-spill-"));
+  const file2 = path4.join(dir, "tensors.bin");
+  store = { file: file2, fd: fs4.openSync(file2, "w+"), size: 0 };
+  process.once("exit", () => fs4.rmSync(dir, { recursive: true, force: true }));
   return store;
 }
 function spillTensor(proto, bytes2) {
   const s = openStore();
   let done = 0;
-  while (done < bytes2.byteLength) done += fs3.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
+  while (done < bytes2.byteLength) done += fs4.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
   spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
   s.size += bytes2.byteLength;
 }
@@ -37677,8 +37743,8 @@ var PROTOBUF_LIMIT = 2 ** 31 - 1;
 var EXTERNAL_MIN_BYTES = 1024;
 var DATA_ALIGN = 4096;
 function writeModel(model, file2, options = {}) {
-  const out = path4.resolve(file2);
-  if (model.origin && path4.resolve(model.origin) === out) {
+  const out = path5.resolve(file2);
+  if (model.origin && path5.resolve(model.origin) === out) {
     throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
   }
   const mode = options.externalData ?? "auto";
@@ -37690,8 +37756,8 @@ function writeModel(model, file2, options = {}) {
     );
   }
   const external = mode === "always" || mode === "auto" && (model.hadExternalData || inlineBytes > PROTOBUF_LIMIT);
-  const dataName = `${path4.basename(out)}.data`;
-  const dataPath = path4.join(path4.dirname(out), dataName);
+  const dataName = `${path5.basename(out)}.data`;
+  const dataPath = path5.join(path5.dirname(out), dataName);
   if (external) {
     for (const t of model.initializers) {
       if (isExternal(t) && externalLocation(t, model.dir, model.origin).file === dataPath) {
@@ -37699,7 +37765,7 @@ function writeModel(model, file2, options = {}) {
       }
     }
   }
-  fs4.mkdirSync(path4.dirname(out), { recursive: true });
+  fs5.mkdirSync(path5.dirname(out), { recursive: true });
   const tmpModel = temporaryName(out);
   const tmpData = external ? temporaryName(dataPath) : void 0;
   const sinks = [];
@@ -37735,12 +37801,12 @@ function writeModel(model, file2, options = {}) {
     writeMessage(sink, layout, entries);
     sink.close();
     if (sink.position !== layout.size) throw new Error(`internal: wrote ${sink.position} bytes of a ${layout.size}-byte model`);
-    if (tmpData) fs4.renameSync(tmpData, dataPath);
-    fs4.renameSync(tmpModel, out);
+    if (tmpData) fs5.renameSync(tmpData, dataPath);
+    fs5.renameSync(tmpModel, out);
     return { path: out, dataPath: external ? dataPath : void 0, bytes: layout.size + dataBytes };
   } catch (e) {
     for (const s of sinks) s.close();
-    for (const f of [tmpModel, tmpData]) if (f) fs4.rmSync(f, { force: true });
+    for (const f of [tmpModel, tmpData]) if (f) fs5.rmSync(f, { force: true });
     throw e;
   }
 }
@@ -37860,7 +37926,7 @@ var FileSink = class {
   buffer = Buffer.allocUnsafe(BUFFER_BYTES);
   buffered = 0;
   constructor(file2) {
-    this.fd = fs4.openSync(file2, "w");
+    this.fd = fs5.openSync(file2, "w");
   }
   write(bytes2) {
     if (bytes2.byteLength >= BUFFER_BYTES / 4) {
@@ -37889,16 +37955,16 @@ var FileSink = class {
   copyRange(file2, from, length) {
     copyBuffer ??= Buffer.allocUnsafe(COPY_BYTES);
     this.flush();
-    const src = fs4.openSync(file2, "r");
+    const src = fs5.openSync(file2, "r");
     try {
       for (let done = 0; done < length; ) {
-        const n = fs4.readSync(src, copyBuffer, 0, Math.min(COPY_BYTES, length - done), from + done);
+        const n = fs5.readSync(src, copyBuffer, 0, Math.min(COPY_BYTES, length - done), from + done);
         if (n === 0) throw new Error(`unexpected end of ${file2}`);
         writeAll(this.fd, copyBuffer.subarray(0, n));
         done += n;
       }
     } finally {
-      fs4.closeSync(src);
+      fs5.closeSync(src);
     }
     this.position += length;
   }
@@ -37916,13 +37982,13 @@ var FileSink = class {
       if (this.buffered) writeAll(fd, this.buffer.subarray(0, this.buffered));
       this.buffered = 0;
     } finally {
-      fs4.closeSync(fd);
+      fs5.closeSync(fd);
     }
   }
 };
 function writeAll(fd, data) {
   let done = 0;
-  while (done < data.byteLength) done += fs4.writeSync(fd, data, done, data.byteLength - done);
+  while (done < data.byteLength) done += fs5.writeSync(fd, data, done, data.byteLength - done);
 }
 
 // src/quantize/options.ts
@@ -38009,17 +38075,17 @@ function quoted(v) {
 }
 
 // src/util/paths.ts
-var fs5 = __toESM(require("fs"));
-var path5 = __toESM(require("path"));
+var fs6 = __toESM(require("fs"));
+var path6 = __toESM(require("path"));
 function displayPath(file2) {
-  const rel = path5.relative(process.cwd(), file2);
-  return rel && !rel.startsWith("..") && !path5.isAbsolute(rel) ? rel : file2;
+  const rel = path6.relative(process.cwd(), file2);
+  return rel && !rel.startsWith("..") && !path6.isAbsolute(rel) ? rel : file2;
 }
 function checkedPath(file2, where, kind, base) {
-  const abs = base ? path5.resolve(base, file2) : path5.resolve(file2);
+  const abs = base ? path6.resolve(base, file2) : path6.resolve(file2);
   let stat;
   try {
-    stat = fs5.statSync(abs);
+    stat = fs6.statSync(abs);
   } catch {
     throw new UserError(`${where}: ${kind} not found: ${displayPath(abs)}`);
   }
@@ -38151,11 +38217,11 @@ var ConfigFile = external_exports.strictObject({
   }).optional()
 });
 function loadConfig(file2) {
-  const abs = path6.resolve(file2);
+  const abs = path7.resolve(file2);
   const shown = displayPath(abs);
   let text2;
   try {
-    text2 = fs6.readFileSync(abs, "utf8");
+    text2 = fs7.readFileSync(abs, "utf8");
   } catch (e) {
     const code = e.code;
     if (code === "ENOENT") throw new UserError(`config file not found: ${shown}`);
@@ -38177,9 +38243,9 @@ function parseConfig(text2, file2) {
     throw new UserError(`${shown}: expected a mapping of keys (model, calibration, prune, quantize, gate)`);
   }
   const raw = parseWith(ConfigFile, data, shown);
-  const dir = path6.dirname(path6.resolve(file2));
+  const dir = path7.dirname(path7.resolve(file2));
   const config2 = fromFile(raw, dir, shown);
-  config2.file = path6.resolve(file2);
+  config2.file = path7.resolve(file2);
   return config2;
 }
 function fromFile(raw, dir, shown) {
@@ -38238,6 +38304,11 @@ function exampleValue(bound) {
   return bound === "max-drop" ? "0.01" : bound === "max-increase" ? "5%" : bound === "min-speedup" ? "1.2" : "0.5";
 }
 function parseRule(metric, bound, value, where) {
+  if (metric === "memory" && bound === "max") {
+    const mib = parseMebibytes(value);
+    if (mib === void 0) throw new UserError(`${where}: expected an amount of memory such as 512 MiB or 1 GiB (a plain number is MiB), found ${JSON.stringify(value)}`);
+    return { metric, bound, value: mib, percent: false, text: `max ${typeof value === "string" ? value.trim() : `${value} MiB`}` };
+  }
   let number4;
   let percent2 = false;
   if (typeof value === "number" && Number.isFinite(value)) number4 = value;
@@ -38298,9 +38369,9 @@ function applyOverrides(config2, o) {
   return out;
 }
 function resolveConfig(file2, overrides, option) {
-  const chosen = path6.resolve(file2 ?? DEFAULT_CONFIG);
+  const chosen = path7.resolve(file2 ?? DEFAULT_CONFIG);
   let base;
-  if (fs6.existsSync(chosen)) base = loadConfig(chosen);
+  if (fs7.existsSync(chosen)) base = loadConfig(chosen);
   else if (file2 !== void 0) throw new UserError(`${option("config")}: file not found: ${displayPath(chosen)}`);
   else if (overrides.model && overrides.calibration) base = defaultConfig();
   else {
@@ -38315,7 +38386,7 @@ function resolveConfig(file2, overrides, option) {
 }
 
 // src/github/event.ts
-var fs7 = __toESM(require("fs"));
+var fs8 = __toESM(require("fs"));
 var SHA = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
 var PullRequestPayload = external_exports.object({
   pull_request: external_exports.object({
@@ -38341,7 +38412,7 @@ function readPayload(file2) {
   if (!file2) return {};
   let text2;
   try {
-    text2 = fs7.readFileSync(file2, "utf8");
+    text2 = fs8.readFileSync(file2, "utf8");
   } catch {
     return {};
   }
@@ -38379,12 +38450,12 @@ function recordedPullRequest(pr) {
 }
 
 // src/pipeline/run.ts
-var fs12 = __toESM(require("fs"));
-var path12 = __toESM(require("path"));
+var fs13 = __toESM(require("fs"));
+var path13 = __toESM(require("path"));
 
 // src/eval/calibration.ts
-var fs11 = __toESM(require("fs"));
-var path9 = __toESM(require("path"));
+var fs12 = __toESM(require("fs"));
+var path10 = __toESM(require("path"));
 var import_yaml2 = __toESM(require_dist());
 
 // src/graph/graph.ts
@@ -38536,15 +38607,15 @@ function topologicalOrder(nodes, producer) {
 
 // src/onnx/runtime.ts
 var crypto = __toESM(require("crypto"));
-var fs9 = __toESM(require("fs"));
-var os2 = __toESM(require("os"));
-var path8 = __toESM(require("path"));
+var fs10 = __toESM(require("fs"));
+var os3 = __toESM(require("os"));
+var path9 = __toESM(require("path"));
 var ort = __toESM(require("onnxruntime-node"));
 var import_onnx_proto7 = __toESM(require_onnx());
 
 // src/onnx/model.ts
-var fs8 = __toESM(require("fs"));
-var path7 = __toESM(require("path"));
+var fs9 = __toESM(require("fs"));
+var path8 = __toESM(require("path"));
 var import_onnx_proto6 = __toESM(require_onnx());
 
 // src/onnx/scratch.ts
@@ -38571,9 +38642,9 @@ function decodeModelProto(bytes2) {
   return import_onnx_proto6.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
 var OnnxModel = class _OnnxModel {
-  constructor(proto, path14, origin = path14, hadExternalData) {
+  constructor(proto, path15, origin = path15, hadExternalData) {
     this.proto = proto;
-    this.path = path14;
+    this.path = path15;
     this.origin = origin;
     this.hadExternalData = hadExternalData ?? this.initializers.some(isExternal);
     this.reindexConstants();
@@ -38598,12 +38669,12 @@ var OnnxModel = class _OnnxModel {
   }
   /** Folder that external data locations are relative to. */
   get dir() {
-    return this.origin ? path7.dirname(path7.resolve(this.origin)) : process.cwd();
+    return this.origin ? path8.dirname(path8.resolve(this.origin)) : process.cwd();
   }
   static read(file2) {
     let bytes2;
     try {
-      bytes2 = fs8.readFileSync(file2);
+      bytes2 = fs9.readFileSync(file2);
     } catch (e) {
       const code = e.code;
       if (code === "ENOENT") throw new UserError(`model file not found: ${file2}`);
@@ -38848,13 +38919,13 @@ var OnnxModel = class _OnnxModel {
       });
       return;
     }
-    const fd = fs8.openSync(source.file, "r");
+    const fd = fs9.openSync(source.file, "r");
     try {
       withScratch(Math.min(chunk, source.length), (buffer) => {
         for (let first = 0; first < source.length; first += chunk) {
           const bytes2 = buffer.subarray(0, Math.min(chunk, source.length - first));
           for (let done = 0; done < bytes2.byteLength; ) {
-            const n = fs8.readSync(fd, bytes2, done, bytes2.byteLength - done, source.offset + first + done);
+            const n = fs9.readSync(fd, bytes2, done, bytes2.byteLength - done, source.offset + first + done);
             if (n === 0) throw new Error(`unexpected end of ${source.file}`);
             done += n;
           }
@@ -38862,7 +38933,7 @@ var OnnxModel = class _OnnxModel {
         }
       });
     } finally {
-      fs8.closeSync(fd);
+      fs9.closeSync(fd);
     }
   }
   /**
@@ -38982,10 +39053,10 @@ var OnnxModel = class _OnnxModel {
   /** Size of the model on disk: the .onnx file plus every external data file it references. */
   bytesOnDisk() {
     if (!this.path) return 0;
-    let total = fs8.statSync(this.path).size;
+    let total = fs9.statSync(this.path).size;
     const files = /* @__PURE__ */ new Set();
     for (const t of this.initializers) if (isExternal(t)) files.add(externalLocation(t, this.dir, this.origin).file);
-    for (const f of files) total += fs8.statSync(f).size;
+    for (const f of files) total += fs9.statSync(f).size;
     return total;
   }
 };
@@ -39116,7 +39187,7 @@ function dummyFeeds(model, axis0 = 2, otherAxes = 7) {
   return feeds;
 }
 function externalDataFiles(model) {
-  return [...externalFileMap(model)].map(([location, file2]) => ({ path: location, data: fs9.readFileSync(file2) }));
+  return [...externalFileMap(model)].map(([location, file2]) => ({ path: location, data: fs10.readFileSync(file2) }));
 }
 function externalFileMap(model) {
   const files = /* @__PURE__ */ new Map();
@@ -39155,31 +39226,31 @@ async function sessionForProto(model, proto, options = {}) {
   const bytes2 = import_onnx_proto7.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
   if (files.size === 0) return ort.InferenceSession.create(bytes2, opts);
-  const tmp = path8.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
+  const tmp = path9.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
   try {
-    fs9.writeFileSync(tmp, bytes2, { flag: "wx" });
+    fs10.writeFileSync(tmp, bytes2, { flag: "wx" });
   } catch {
     return ort.InferenceSession.create(bytes2, { ...opts, externalData: externalDataFiles(model) });
   }
   try {
     return await ort.InferenceSession.create(tmp, opts);
   } finally {
-    fs9.rmSync(tmp, { force: true });
+    fs10.rmSync(tmp, { force: true });
   }
 }
 async function sessionFromWrittenCopy(model, proto, opts) {
-  const dir = fs9.mkdtempSync(path8.join(os2.tmpdir(), "prune-gate-session-"));
+  const dir = fs10.mkdtempSync(path9.join(os3.tmpdir(), "prune-gate-session-"));
   try {
-    const file2 = path8.join(dir, "model.onnx");
+    const file2 = path9.join(dir, "model.onnx");
     writeModel(OnnxModel.fromProto(proto, "", model.origin), file2, { externalData: "always" });
     return await ort.InferenceSession.create(file2, opts);
   } finally {
-    fs9.rmSync(dir, { recursive: true, force: true });
+    fs10.rmSync(dir, { recursive: true, force: true });
   }
 }
 
 // src/eval/npy.ts
-var fs10 = __toESM(require("fs"));
+var fs11 = __toESM(require("fs"));
 var MAGIC = Buffer.from([147, 78, 85, 77, 80, 89]);
 var DESCR_TO_DTYPE = {
   f4: DataType.FLOAT,
@@ -39199,7 +39270,7 @@ var DTYPE_TO_DESCR = new Map(Object.entries(DESCR_TO_DTYPE).map(([k, v]) => [v, 
 function readNpy(file2) {
   let bytes2;
   try {
-    bytes2 = fs10.readFileSync(file2);
+    bytes2 = fs11.readFileSync(file2);
   } catch (e) {
     const code = e.code;
     if (code === "ENOENT") throw new UserError(`${file2}: file not found`);
@@ -39347,14 +39418,14 @@ function loadCalibration(location, model, options = {}) {
 function findSpecFile(location) {
   let stat;
   try {
-    stat = fs11.statSync(location);
+    stat = fs12.statSync(location);
   } catch {
     throw new UserError(`calibration not found: ${location} (give a folder holding calibration.json or samples.jsonl)`);
   }
   if (!stat.isDirectory()) return location;
   for (const name of [...SPEC_NAMES, SAMPLES_NAME]) {
-    const f = path9.join(location, name);
-    if (fs11.existsSync(f)) return f;
+    const f = path10.join(location, name);
+    if (fs12.existsSync(f)) return f;
   }
   throw new UserError(
     `${location}: no calibration.json, calibration.yml or samples.jsonl in this folder; add one (see the README, "Calibration data")`
@@ -39362,7 +39433,7 @@ function findSpecFile(location) {
 }
 function readSpec(file2) {
   const shown = displayPath(file2);
-  const text2 = fs11.readFileSync(file2, "utf8");
+  const text2 = fs12.readFileSync(file2, "utf8");
   let data;
   try {
     data = file2.endsWith(".json") ? JSON.parse(text2) : import_yaml2.default.parse(text2);
@@ -39379,8 +39450,8 @@ function readSpec(file2) {
   return spec;
 }
 function specPath(specFile, name, key) {
-  const f = path9.resolve(path9.dirname(specFile), name);
-  if (!fs11.existsSync(f)) {
+  const f = path10.resolve(path10.dirname(specFile), name);
+  if (!fs12.existsSync(f)) {
     throw new UserError(`${displayPath(specFile)}: ${key}: file not found: ${displayPath(f)}`);
   }
   return f;
@@ -39410,7 +39481,7 @@ function sourceOf(t, name) {
 }
 function readSamples(file2, specs) {
   const shown = displayPath(file2);
-  const lines = fs11.readFileSync(file2, "utf8").split("\n").map((text2, i) => ({ text: text2.trim(), line: i + 1 })).filter((l) => l.text.length > 0);
+  const lines = fs12.readFileSync(file2, "utf8").split("\n").map((text2, i) => ({ text: text2.trim(), line: i + 1 })).filter((l) => l.text.length > 0);
   if (lines.length === 0) throw new UserError(`${shown}: the calibration set is empty: add one JSON sample a line`);
   const values = /* @__PURE__ */ new Map();
   const shapes = /* @__PURE__ */ new Map();
@@ -39461,10 +39532,10 @@ function readSamples(file2, specs) {
   for (const [name, flat] of values) {
     const spec = specs.find((s) => s.name === name);
     const dims = [lines.length, ...shapes.get(name)?.dims ?? []];
-    inputs2[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), path9.basename(file2));
+    inputs2[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), path10.basename(file2));
   }
   const labelTensor = firstLabelLine !== void 0 ? { dtype: DataType.INT32, dims: [labels.length], data: Int32Array.from(labels) } : void 0;
-  return { inputs: inputs2, labels: labelTensor, labelFile: labelTensor ? path9.basename(file2) : void 0 };
+  return { inputs: inputs2, labels: labelTensor, labelFile: labelTensor ? path10.basename(file2) : void 0 };
 }
 function flattenNested(value, where) {
   const dims = [];
@@ -41426,6 +41497,14 @@ var Evaluator = class _Evaluator {
       await session.release();
     }
   }
+  /**
+   * The memory metric of the model in `file`: peak RSS (MiB) of a fresh process that loads it and
+   * runs one calibration batch, on the device's threads.
+   */
+  async memory(file2) {
+    const first = batches(this.set, this.set.batchSize).next();
+    return measureMemory(file2, first.value.feeds, sessionThreads());
+  }
   async close() {
     await this.baseSession.release();
   }
@@ -41488,7 +41567,8 @@ function withinBound(metric, candidate, bound) {
   return METRICS[metric].higherIsBetter ? candidate >= bound - eps : candidate <= bound + eps;
 }
 function judge(values, rules, task) {
-  return metricsOf(task).map((name) => {
+  const listed2 = metricsOf(task).filter((name) => name !== "memory" || rules.some((r) => r.metric === name) || values.candidate.memory !== void 0);
+  return listed2.map((name) => {
     const base = values.base[name] ?? null;
     const candidate = values.candidate[name] ?? null;
     const rule = rules.find((r) => r.metric === name);
@@ -41615,12 +41695,12 @@ function percent(r) {
 }
 
 // src/eval/environment.ts
-var os3 = __toESM(require("os"));
+var os4 = __toESM(require("os"));
 function currentEnvironment() {
-  const cpus2 = os3.cpus();
+  const cpus2 = os4.cpus();
   const cores = cpus2.length;
   return {
-    cpu: cpus2[0]?.model.trim() || os3.arch(),
+    cpu: cpus2[0]?.model.trim() || os4.arch(),
     cores,
     threads: sessionThreads() ?? cores,
     onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
@@ -41629,7 +41709,7 @@ function currentEnvironment() {
 }
 
 // src/prune/index.ts
-var path10 = __toESM(require("path"));
+var path11 = __toESM(require("path"));
 
 // src/graph/atoms.ts
 var AtomSpace = class {
@@ -43366,7 +43446,7 @@ function hasTopLevelWeights(model) {
   };
   return index.nodes.some((n) => ruleOf(n)?.weight && n.input.slice(1).some((i) => i && isWeight(i)));
 }
-var modelName = (model) => model.origin ? path10.basename(model.origin) : "the model";
+var modelName = (model) => model.origin ? path11.basename(model.origin) : "the model";
 function nothingToPrune(model, skipped, structures) {
   const reasons = [...new Map(skipped.map((s) => [s.reason, s])).values()].slice(0, 3).map((s) => `${s.where}: ${s.reason}`);
   return `${modelName(model)}: nothing to prune: no ${structures.join(", ")} the engine can remove${reasons.length ? ` (${reasons.join("; ")})` : ""}; \`prune-gate inspect\` lists every place and why`;
@@ -44104,7 +44184,7 @@ function graphBytes(graph) {
 }
 
 // src/report/build.ts
-var path11 = __toESM(require("path"));
+var path12 = __toESM(require("path"));
 
 // src/report/schema.ts
 var MAX_TEXT = 2e3;
@@ -44214,7 +44294,7 @@ function metricJson(m) {
   return { ...m, base: finiteOrNull(m.base), candidate: finiteOrNull(m.candidate), bound: finiteOrNull(m.bound) };
 }
 function statsJson(s) {
-  return { ...s, path: s.path ? displayPath(path11.resolve(s.path)) : "" };
+  return { ...s, path: s.path ? displayPath(path12.resolve(s.path)) : "" };
 }
 function buildReport(input2) {
   const report = {
@@ -44310,6 +44390,8 @@ function formatValue(name, v) {
       return bytes(v);
     case "count":
       return si(v);
+    case "MiB":
+      return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} MiB`;
     default:
       return sig(v);
   }
@@ -44549,8 +44631,8 @@ async function runOnDevice(options) {
   const { config: config2 } = options;
   const log = options.log ?? (() => void 0);
   const prune = options.prune ?? pruneModel;
-  const out = path12.resolve(options.out);
-  if (path12.resolve(config2.model) === path12.join(out, PRUNED_NAME)) {
+  const out = path13.resolve(options.out);
+  if (path13.resolve(config2.model) === path13.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
   }
   if (config2.prune.target === 0 && config2.quantize === "none") {
@@ -44565,18 +44647,27 @@ async function runOnDevice(options) {
   checkRulesFitTask(config2.gate, set2.task, config2.file ? displayPath(config2.file) : "the gate");
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log });
-  const stepsDir = path12.join(out, STEPS_DIR);
+  const stepsDir = path13.join(out, STEPS_DIR);
   try {
     const deps = searchDeps({ options, set: set2, evaluator, stepsDir, prune, quantize, log });
     const mode = config2.prune.target === "auto" ? "auto" : "fixed";
     const ratios = stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps);
     const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
     const chosen = result.artifact;
-    const files = promote(chosen, out);
     const evaluation = chosen.evaluation;
-    const metrics = result.steps[result.chosen].metrics;
+    let metrics = result.steps[result.chosen].metrics;
+    let verdict = result.verdict;
+    if (config2.gate.some((r) => r.metric === "memory")) {
+      log("measuring memory: a fresh process loads each model and runs one batch");
+      evaluation.values.base.memory = await evaluator.memory(config2.model);
+      evaluation.values.candidate.memory = await evaluator.memory(chosen.file);
+      metrics = judge(evaluation.values, config2.gate, set2.task);
+      verdict = verdictOf(metrics);
+      result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === "pass" };
+    }
+    const files = promote(chosen, out);
     const report = buildReport({
-      verdict: result.verdict,
+      verdict,
       task: set2.task,
       target: config2.prune.target,
       quantize: config2.quantize,
@@ -44596,12 +44687,12 @@ async function runOnDevice(options) {
     const outcome = writeReports(report, out, files);
     const failed = failures(metrics);
     log(
-      result.verdict === "pass" ? `gate passed at ${ratioText2(result.steps[result.chosen].ratio)} of the parameters removed` : `gate failed: ${failed.join(", ")}`
+      verdict === "pass" ? `gate passed at ${ratioText2(result.steps[result.chosen].ratio)} of the parameters removed` : `gate failed: ${failed.join(", ")}`
     );
     return outcome;
   } finally {
     await evaluator.close();
-    fs12.rmSync(stepsDir, { recursive: true, force: true });
+    fs13.rmSync(stepsDir, { recursive: true, force: true });
   }
 }
 function ratioText2(r) {
@@ -44634,35 +44725,35 @@ function searchDeps(c) {
       return quantized.model;
     },
     evaluate: async (candidate, step) => {
-      const dir = path12.join(c.stepsDir, `step-${step.index}`);
-      fs12.rmSync(dir, { recursive: true, force: true });
-      const written = writeModel(candidate, path12.join(dir, PRUNED_NAME), { externalData: config2.externalData });
+      const dir = path13.join(c.stepsDir, `step-${step.index}`);
+      fs13.rmSync(dir, { recursive: true, force: true });
+      const written = writeModel(candidate, path13.join(dir, PRUNED_NAME), { externalData: config2.externalData });
       const model = OnnxModel.read(written.path);
       const evaluation = await c.evaluator.evaluate(model);
-      const metrics = judge(evaluation.values, config2.gate, c.set.task);
+      const metrics = judge(evaluation.values, config2.gate.filter((r) => r.metric !== "memory"), c.set.task);
       return {
         metrics,
         artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
         next: config2.quantize === "none" ? model : void 0
       };
     },
-    discard: (artifact) => fs12.rmSync(artifact.dir, { recursive: true, force: true }),
+    discard: (artifact) => fs13.rmSync(artifact.dir, { recursive: true, force: true }),
     log: c.log
   };
 }
 function promote(artifact, out) {
-  const model = path12.join(out, PRUNED_NAME);
+  const model = path13.join(out, PRUNED_NAME);
   const data = `${model}.data`;
-  fs12.mkdirSync(out, { recursive: true });
-  if (artifact.dataFile) fs12.renameSync(artifact.dataFile, data);
-  else fs12.rmSync(data, { force: true });
-  fs12.renameSync(artifact.file, model);
+  fs13.mkdirSync(out, { recursive: true });
+  if (artifact.dataFile) fs13.renameSync(artifact.dataFile, data);
+  else fs13.rmSync(data, { force: true });
+  fs13.renameSync(artifact.file, model);
   return { model, data: artifact.dataFile ? data : void 0 };
 }
 function writeReports(report, out, files) {
   const markdown = renderMarkdown(report);
-  const json2 = path12.join(out, REPORT_JSON);
-  const md = path12.join(out, REPORT_MD);
+  const json2 = path13.join(out, REPORT_JSON);
+  const md = path13.join(out, REPORT_MD);
   writeJsonAtomic(json2, report);
   writeFileAtomic(md, markdown);
   return { report, markdown, files: { ...files, json: json2, markdown: md } };
@@ -44682,6 +44773,11 @@ async function compareOnDevice(options) {
   try {
     log("evaluating the candidate");
     const evaluation = await evaluator.evaluate(candidate);
+    if (rules.some((r) => r.metric === "memory")) {
+      log("measuring memory: a fresh process loads each model and runs one batch");
+      evaluation.values.base.memory = await evaluator.memory(options.base);
+      evaluation.values.candidate.memory = await evaluator.memory(options.candidate);
+    }
     const metrics = judge(evaluation.values, rules, set2.task);
     const report = buildReport({
       verdict: verdictOf(metrics),
@@ -44701,9 +44797,9 @@ async function compareOnDevice(options) {
     });
     const markdown = renderMarkdown(report);
     if (options.out) {
-      const out = path12.resolve(options.out);
-      writeJsonAtomic(path12.join(out, REPORT_JSON), report);
-      writeFileAtomic(path12.join(out, REPORT_MD), markdown);
+      const out = path13.resolve(options.out);
+      writeJsonAtomic(path13.join(out, REPORT_JSON), report);
+      writeFileAtomic(path13.join(out, REPORT_MD), markdown);
     }
     return { report, markdown };
   } finally {
@@ -44836,14 +44932,14 @@ function formatInspection(ins) {
 }
 
 // src/cli/commands/prune.ts
-var path13 = __toESM(require("path"));
+var path14 = __toESM(require("path"));
 function register3(program2, ctx) {
   program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels", STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--compensate <how>", "auto, none, bias or reconstruct (default: auto with --calibration, which measures bias and reconstruct; else none)").option(
     "--allocation <how>",
     "how removals are shared between layers: auto (with --calibration: global, uniform, FFN-only and by measured damage, the least damaging kept; without: uniform), global, uniform, ffn-only or measured",
     "auto"
   ).option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--align <n>", "keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine", "auto").option("--report <file>", "also write what was removed as JSON").option("--external-data [mode]", "where the pruned model keeps its weights: auto (as the input model did), always (in <out>.data; the bare flag) or never (inline, at most 2 GiB)", "auto").action(async (flags) => {
-    if (path13.resolve(flags.out) === path13.resolve(flags.model)) {
+    if (path14.resolve(flags.out) === path14.resolve(flags.model)) {
       throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
     }
     const target = parseTarget(flags.target, "--target", { auto: false });

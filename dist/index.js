@@ -116,11 +116,11 @@ var require_command = __commonJS({
     Object.defineProperty(exports2, "__esModule", { value: true });
     exports2.issueCommand = issueCommand;
     exports2.issue = issue2;
-    var os5 = __importStar(require("os"));
+    var os6 = __importStar(require("os"));
     var utils_1 = require_utils();
     function issueCommand(command, properties, message) {
       const cmd = new Command(command, properties, message);
-      process.stdout.write(cmd.toString() + os5.EOL);
+      process.stdout.write(cmd.toString() + os6.EOL);
     }
     function issue2(name, message = "") {
       issueCommand(name, {}, message);
@@ -212,18 +212,18 @@ var require_file_command = __commonJS({
     exports2.issueFileCommand = issueFileCommand;
     exports2.prepareKeyValueMessage = prepareKeyValueMessage;
     var crypto2 = __importStar(require("crypto"));
-    var fs15 = __importStar(require("fs"));
-    var os5 = __importStar(require("os"));
+    var fs16 = __importStar(require("fs"));
+    var os6 = __importStar(require("os"));
     var utils_1 = require_utils();
     function issueFileCommand(command, message) {
       const filePath = process.env[`GITHUB_${command}`];
       if (!filePath) {
         throw new Error(`Unable to find environment variable for file command ${command}`);
       }
-      if (!fs15.existsSync(filePath)) {
+      if (!fs16.existsSync(filePath)) {
         throw new Error(`Missing file at path: ${filePath}`);
       }
-      fs15.appendFileSync(filePath, `${(0, utils_1.toCommandValue)(message)}${os5.EOL}`, {
+      fs16.appendFileSync(filePath, `${(0, utils_1.toCommandValue)(message)}${os6.EOL}`, {
         encoding: "utf8"
       });
     }
@@ -236,7 +236,7 @@ var require_file_command = __commonJS({
       if (convertedValue.includes(delimiter)) {
         throw new Error(`Unexpected input: value should not contain the delimiter "${delimiter}"`);
       }
-      return `${key}<<${delimiter}${os5.EOL}${convertedValue}${os5.EOL}${delimiter}`;
+      return `${key}<<${delimiter}${os6.EOL}${convertedValue}${os6.EOL}${delimiter}`;
     }
   }
 });
@@ -1361,14 +1361,14 @@ var require_util = __commonJS({
         }
         const port = url2.port != null ? url2.port : url2.protocol === "https:" ? 443 : 80;
         let origin = url2.origin != null ? url2.origin : `${url2.protocol || ""}//${url2.hostname || ""}:${port}`;
-        let path16 = url2.path != null ? url2.path : `${url2.pathname || ""}${url2.search || ""}`;
+        let path17 = url2.path != null ? url2.path : `${url2.pathname || ""}${url2.search || ""}`;
         if (origin[origin.length - 1] === "/") {
           origin = origin.slice(0, origin.length - 1);
         }
-        if (path16 && path16[0] !== "/") {
-          path16 = `/${path16}`;
+        if (path17 && path17[0] !== "/") {
+          path17 = `/${path17}`;
         }
-        return new URL(`${origin}${path16}`);
+        return new URL(`${origin}${path17}`);
       }
       if (!isHttpOrHttpsPrefixed(url2.origin || url2.protocol)) {
         throw new InvalidArgumentError("Invalid URL protocol: the URL must start with `http:` or `https:`.");
@@ -1819,39 +1819,39 @@ var require_diagnostics = __commonJS({
       });
       diagnosticsChannel.channel("undici:client:sendHeaders").subscribe((evt) => {
         const {
-          request: { method, path: path16, origin }
+          request: { method, path: path17, origin }
         } = evt;
-        debuglog("sending request to %s %s/%s", method, origin, path16);
+        debuglog("sending request to %s %s/%s", method, origin, path17);
       });
       diagnosticsChannel.channel("undici:request:headers").subscribe((evt) => {
         const {
-          request: { method, path: path16, origin },
+          request: { method, path: path17, origin },
           response: { statusCode }
         } = evt;
         debuglog(
           "received response to %s %s/%s - HTTP %d",
           method,
           origin,
-          path16,
+          path17,
           statusCode
         );
       });
       diagnosticsChannel.channel("undici:request:trailers").subscribe((evt) => {
         const {
-          request: { method, path: path16, origin }
+          request: { method, path: path17, origin }
         } = evt;
-        debuglog("trailers received from %s %s/%s", method, origin, path16);
+        debuglog("trailers received from %s %s/%s", method, origin, path17);
       });
       diagnosticsChannel.channel("undici:request:error").subscribe((evt) => {
         const {
-          request: { method, path: path16, origin },
+          request: { method, path: path17, origin },
           error: error63
         } = evt;
         debuglog(
           "request to %s %s/%s errored - %s",
           method,
           origin,
-          path16,
+          path17,
           error63.message
         );
       });
@@ -1900,9 +1900,9 @@ var require_diagnostics = __commonJS({
         });
         diagnosticsChannel.channel("undici:client:sendHeaders").subscribe((evt) => {
           const {
-            request: { method, path: path16, origin }
+            request: { method, path: path17, origin }
           } = evt;
-          debuglog("sending request to %s %s/%s", method, origin, path16);
+          debuglog("sending request to %s %s/%s", method, origin, path17);
         });
       }
       diagnosticsChannel.channel("undici:websocket:open").subscribe((evt) => {
@@ -1965,7 +1965,7 @@ var require_request = __commonJS({
     var kHandler = /* @__PURE__ */ Symbol("handler");
     var Request = class {
       constructor(origin, {
-        path: path16,
+        path: path17,
         method,
         body,
         headers,
@@ -1980,11 +1980,11 @@ var require_request = __commonJS({
         expectContinue,
         servername
       }, handler) {
-        if (typeof path16 !== "string") {
+        if (typeof path17 !== "string") {
           throw new InvalidArgumentError("path must be a string");
-        } else if (path16[0] !== "/" && !(path16.startsWith("http://") || path16.startsWith("https://")) && method !== "CONNECT") {
+        } else if (path17[0] !== "/" && !(path17.startsWith("http://") || path17.startsWith("https://")) && method !== "CONNECT") {
           throw new InvalidArgumentError("path must be an absolute URL or start with a slash");
-        } else if (invalidPathRegex.test(path16)) {
+        } else if (invalidPathRegex.test(path17)) {
           throw new InvalidArgumentError("invalid request path");
         }
         if (typeof method !== "string") {
@@ -2050,7 +2050,7 @@ var require_request = __commonJS({
         this.completed = false;
         this.aborted = false;
         this.upgrade = upgrade || null;
-        this.path = query ? buildURL(path16, query) : path16;
+        this.path = query ? buildURL(path17, query) : path17;
         this.origin = origin;
         this.idempotent = idempotent == null ? method === "HEAD" || method === "GET" : idempotent;
         this.blocking = blocking == null ? false : blocking;
@@ -2447,9 +2447,9 @@ var require_dispatcher_base = __commonJS({
       }
       close(callback) {
         if (callback === void 0) {
-          return new Promise((resolve12, reject) => {
+          return new Promise((resolve13, reject) => {
             this.close((err, data) => {
-              return err ? reject(err) : resolve12(data);
+              return err ? reject(err) : resolve13(data);
             });
           });
         }
@@ -2487,12 +2487,12 @@ var require_dispatcher_base = __commonJS({
           err = null;
         }
         if (callback === void 0) {
-          return new Promise((resolve12, reject) => {
+          return new Promise((resolve13, reject) => {
             this.destroy(err, (err2, data) => {
               return err2 ? (
                 /* istanbul ignore next: should never error */
                 reject(err2)
-              ) : resolve12(data);
+              ) : resolve13(data);
             });
           });
         }
@@ -4759,8 +4759,8 @@ var require_util2 = __commonJS({
     function createDeferredPromise() {
       let res;
       let rej;
-      const promise2 = new Promise((resolve12, reject) => {
-        res = resolve12;
+      const promise2 = new Promise((resolve13, reject) => {
+        res = resolve13;
         rej = reject;
       });
       return { promise: promise2, resolve: res, reject: rej };
@@ -6743,7 +6743,7 @@ var require_client_h1 = __commonJS({
       return method !== "GET" && method !== "HEAD" && method !== "OPTIONS" && method !== "TRACE" && method !== "CONNECT";
     }
     function writeH1(client, request) {
-      const { method, path: path16, host, upgrade, blocking, reset } = request;
+      const { method, path: path17, host, upgrade, blocking, reset } = request;
       let { body, headers, contentLength } = request;
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH" || method === "QUERY" || method === "PROPFIND" || method === "PROPPATCH";
       if (util.isFormDataLike(body)) {
@@ -6824,7 +6824,7 @@ var require_client_h1 = __commonJS({
       if (blocking) {
         socket[kBlocking] = true;
       }
-      let header = `${method} ${path16} HTTP/1.1\r
+      let header = `${method} ${path17} HTTP/1.1\r
 `;
       if (typeof host === "string") {
         header += `host: ${host}\r
@@ -7011,12 +7011,12 @@ upgrade: ${upgrade}\r
           cb();
         }
       }
-      const waitForDrain = () => new Promise((resolve12, reject) => {
+      const waitForDrain = () => new Promise((resolve13, reject) => {
         assert2(callback === null);
         if (socket[kError]) {
           reject(socket[kError]);
         } else {
-          callback = resolve12;
+          callback = resolve13;
         }
       });
       socket.on("close", onDrain).on("drain", onDrain);
@@ -7353,7 +7353,7 @@ var require_client_h2 = __commonJS({
     }
     function writeH2(client, request) {
       const session = client[kHTTP2Session];
-      const { method, path: path16, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
+      const { method, path: path17, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
       let { body } = request;
       if (upgrade) {
         util.errorRequest(client, request, new Error("Upgrade not supported for H2"));
@@ -7450,7 +7450,7 @@ var require_client_h2 = __commonJS({
         });
         return true;
       }
-      headers[HTTP2_HEADER_PATH] = path16;
+      headers[HTTP2_HEADER_PATH] = path17;
       headers[HTTP2_HEADER_SCHEME] = "https";
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH";
       if (body && typeof body.read === "function") {
@@ -7686,12 +7686,12 @@ var require_client_h2 = __commonJS({
           cb();
         }
       }
-      const waitForDrain = () => new Promise((resolve12, reject) => {
+      const waitForDrain = () => new Promise((resolve13, reject) => {
         assert2(callback === null);
         if (socket[kError]) {
           reject(socket[kError]);
         } else {
-          callback = resolve12;
+          callback = resolve13;
         }
       });
       h2stream.on("close", onDrain).on("drain", onDrain);
@@ -7803,9 +7803,9 @@ var require_redirect_handler = __commonJS({
           return this.handler.onHeaders(statusCode, headers, resume, statusText);
         }
         const { origin, pathname, search } = util.parseURL(new URL(this.location, this.opts.origin && new URL(this.opts.path, this.opts.origin)));
-        const path16 = search ? `${pathname}${search}` : pathname;
+        const path17 = search ? `${pathname}${search}` : pathname;
         this.opts.headers = cleanRequestHeaders(this.opts.headers, statusCode === 303, this.opts.origin !== origin);
-        this.opts.path = path16;
+        this.opts.path = path17;
         this.opts.origin = origin;
         this.opts.maxRedirections = 0;
         this.opts.query = null;
@@ -8170,16 +8170,16 @@ var require_client = __commonJS({
         return this[kNeedDrain] < 2;
       }
       async [kClose]() {
-        return new Promise((resolve12) => {
+        return new Promise((resolve13) => {
           if (this[kSize]) {
-            this[kClosedResolve] = resolve12;
+            this[kClosedResolve] = resolve13;
           } else {
-            resolve12(null);
+            resolve13(null);
           }
         });
       }
       async [kDestroy](err) {
-        return new Promise((resolve12) => {
+        return new Promise((resolve13) => {
           const requests = this[kQueue].splice(this[kPendingIdx]);
           for (let i = 0; i < requests.length; i++) {
             const request = requests[i];
@@ -8190,7 +8190,7 @@ var require_client = __commonJS({
               this[kClosedResolve]();
               this[kClosedResolve] = null;
             }
-            resolve12(null);
+            resolve13(null);
           };
           if (this[kHTTPContext]) {
             this[kHTTPContext].destroy(err, callback);
@@ -8241,7 +8241,7 @@ var require_client = __commonJS({
         });
       }
       try {
-        const socket = await new Promise((resolve12, reject) => {
+        const socket = await new Promise((resolve13, reject) => {
           client[kConnector]({
             host,
             hostname: hostname3,
@@ -8253,7 +8253,7 @@ var require_client = __commonJS({
             if (err) {
               reject(err);
             } else {
-              resolve12(socket2);
+              resolve13(socket2);
             }
           });
         });
@@ -8589,8 +8589,8 @@ var require_pool_base = __commonJS({
         if (this[kQueue].isEmpty()) {
           await Promise.all(this[kClients].map((c) => c.close()));
         } else {
-          await new Promise((resolve12) => {
-            this[kClosedResolve] = resolve12;
+          await new Promise((resolve13) => {
+            this[kClosedResolve] = resolve13;
           });
         }
       }
@@ -9044,10 +9044,10 @@ var require_proxy_agent = __commonJS({
         };
         const {
           origin,
-          path: path16 = "/",
+          path: path17 = "/",
           headers = {}
         } = opts;
-        opts.path = origin + path16;
+        opts.path = origin + path17;
         if (!("host" in headers) && !("Host" in headers)) {
           const { host } = new URL2(origin);
           headers.host = host;
@@ -9859,7 +9859,7 @@ var require_readable = __commonJS({
         if (this._readableState.closeEmitted) {
           return null;
         }
-        return await new Promise((resolve12, reject) => {
+        return await new Promise((resolve13, reject) => {
           if (this[kContentLength] > limit) {
             this.destroy(new AbortError());
           }
@@ -9872,7 +9872,7 @@ var require_readable = __commonJS({
             if (signal?.aborted) {
               reject(signal.reason ?? new AbortError());
             } else {
-              resolve12(null);
+              resolve13(null);
             }
           }).on("error", noop).on("data", function(chunk) {
             limit -= chunk.length;
@@ -9891,7 +9891,7 @@ var require_readable = __commonJS({
     }
     async function consume(stream, type) {
       assert2(!stream[kConsume]);
-      return new Promise((resolve12, reject) => {
+      return new Promise((resolve13, reject) => {
         if (isUnusable(stream)) {
           const rState = stream._readableState;
           if (rState.destroyed && rState.closeEmitted === false) {
@@ -9908,7 +9908,7 @@ var require_readable = __commonJS({
             stream[kConsume] = {
               type,
               stream,
-              resolve: resolve12,
+              resolve: resolve13,
               reject,
               length: 0,
               body: []
@@ -9978,18 +9978,18 @@ var require_readable = __commonJS({
       return buffer;
     }
     function consumeEnd(consume2) {
-      const { type, body, resolve: resolve12, stream, length } = consume2;
+      const { type, body, resolve: resolve13, stream, length } = consume2;
       try {
         if (type === "text") {
-          resolve12(chunksDecode(body, length));
+          resolve13(chunksDecode(body, length));
         } else if (type === "json") {
-          resolve12(JSON.parse(chunksDecode(body, length)));
+          resolve13(JSON.parse(chunksDecode(body, length)));
         } else if (type === "arrayBuffer") {
-          resolve12(chunksConcat(body, length).buffer);
+          resolve13(chunksConcat(body, length).buffer);
         } else if (type === "blob") {
-          resolve12(new Blob(body, { type: stream[kContentType] }));
+          resolve13(new Blob(body, { type: stream[kContentType] }));
         } else if (type === "bytes") {
-          resolve12(chunksConcat(body, length));
+          resolve13(chunksConcat(body, length));
         }
         consumeFinish(consume2);
       } catch (err) {
@@ -10246,9 +10246,9 @@ var require_api_request = __commonJS({
     };
     function request(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve12, reject) => {
+        return new Promise((resolve13, reject) => {
           request.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve12(data);
+            return err ? reject(err) : resolve13(data);
           });
         });
       }
@@ -10471,9 +10471,9 @@ var require_api_stream = __commonJS({
     };
     function stream(opts, factory, callback) {
       if (callback === void 0) {
-        return new Promise((resolve12, reject) => {
+        return new Promise((resolve13, reject) => {
           stream.call(this, opts, factory, (err, data) => {
-            return err ? reject(err) : resolve12(data);
+            return err ? reject(err) : resolve13(data);
           });
         });
       }
@@ -10758,9 +10758,9 @@ var require_api_upgrade = __commonJS({
     };
     function upgrade(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve12, reject) => {
+        return new Promise((resolve13, reject) => {
           upgrade.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve12(data);
+            return err ? reject(err) : resolve13(data);
           });
         });
       }
@@ -10852,9 +10852,9 @@ var require_api_connect = __commonJS({
     };
     function connect(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve12, reject) => {
+        return new Promise((resolve13, reject) => {
           connect.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve12(data);
+            return err ? reject(err) : resolve13(data);
           });
         });
       }
@@ -11019,20 +11019,20 @@ var require_mock_utils = __commonJS({
       }
       return true;
     }
-    function safeUrl(path16) {
-      if (typeof path16 !== "string") {
-        return path16;
+    function safeUrl(path17) {
+      if (typeof path17 !== "string") {
+        return path17;
       }
-      const pathSegments = path16.split("?");
+      const pathSegments = path17.split("?");
       if (pathSegments.length !== 2) {
-        return path16;
+        return path17;
       }
       const qp = new URLSearchParams(pathSegments.pop());
       qp.sort();
       return [...pathSegments, qp.toString()].join("?");
     }
-    function matchKey(mockDispatch2, { path: path16, method, body, headers }) {
-      const pathMatch = matchValue(mockDispatch2.path, path16);
+    function matchKey(mockDispatch2, { path: path17, method, body, headers }) {
+      const pathMatch = matchValue(mockDispatch2.path, path17);
       const methodMatch = matchValue(mockDispatch2.method, method);
       const bodyMatch = typeof mockDispatch2.body !== "undefined" ? matchValue(mockDispatch2.body, body) : true;
       const headersMatch = matchHeaders(mockDispatch2, headers);
@@ -11054,7 +11054,7 @@ var require_mock_utils = __commonJS({
     function getMockDispatch(mockDispatches, key) {
       const basePath = key.query ? buildURL(key.path, key.query) : key.path;
       const resolvedPath = typeof basePath === "string" ? safeUrl(basePath) : basePath;
-      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path16 }) => matchValue(safeUrl(path16), resolvedPath));
+      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path17 }) => matchValue(safeUrl(path17), resolvedPath));
       if (matchedMockDispatches.length === 0) {
         throw new MockNotMatchedError(`Mock dispatch not matched for path '${resolvedPath}'`);
       }
@@ -11092,9 +11092,9 @@ var require_mock_utils = __commonJS({
       }
     }
     function buildKey(opts) {
-      const { path: path16, method, body, headers, query } = opts;
+      const { path: path17, method, body, headers, query } = opts;
       return {
-        path: path16,
+        path: path17,
         method,
         body,
         headers,
@@ -11557,10 +11557,10 @@ var require_pending_interceptors_formatter = __commonJS({
       }
       format(pendingInterceptors) {
         const withPrettyHeaders = pendingInterceptors.map(
-          ({ method, path: path16, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
+          ({ method, path: path17, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
             Method: method,
             Origin: origin,
-            Path: path16,
+            Path: path17,
             "Status code": statusCode,
             Persistent: persist ? PERSISTENT : NOT_PERSISTENT,
             Invocations: timesInvoked,
@@ -14717,7 +14717,7 @@ var require_fetch = __commonJS({
       function dispatch({ body }) {
         const url2 = requestCurrentURL(request);
         const agent = fetchParams.controller.dispatcher;
-        return new Promise((resolve12, reject) => agent.dispatch(
+        return new Promise((resolve13, reject) => agent.dispatch(
           {
             path: url2.pathname + url2.search,
             origin: url2.origin,
@@ -14793,7 +14793,7 @@ var require_fetch = __commonJS({
               }
               this.body = new Readable({ read: resume });
               const onError = this.onError.bind(this);
-              resolve12({
+              resolve13({
                 status,
                 statusText,
                 headersList,
@@ -14836,7 +14836,7 @@ var require_fetch = __commonJS({
               for (let i = 0; i < rawHeaders.length; i += 2) {
                 headersList.append(bufferToLowerCasedHeaderName(rawHeaders[i]), rawHeaders[i + 1].toString("latin1"), true);
               }
-              resolve12({
+              resolve13({
                 status,
                 statusText: STATUS_CODES[status],
                 headersList,
@@ -16439,9 +16439,9 @@ var require_util6 = __commonJS({
         }
       }
     }
-    function validateCookiePath(path16) {
-      for (let i = 0; i < path16.length; ++i) {
-        const code = path16.charCodeAt(i);
+    function validateCookiePath(path17) {
+      for (let i = 0; i < path17.length; ++i) {
+        const code = path17.charCodeAt(i);
         if (code < 32 || // exclude CTLs (0-31)
         code > 126 || // exclude DEL and non-ascii
         code === 59) {
@@ -18577,8 +18577,8 @@ var require_util8 = __commonJS({
       return true;
     }
     function delay(ms) {
-      return new Promise((resolve12) => {
-        setTimeout(resolve12, ms).unref();
+      return new Promise((resolve13) => {
+        setTimeout(resolve13, ms).unref();
       });
     }
     module2.exports = {
@@ -19361,11 +19361,11 @@ var require_undici = __commonJS({
           if (typeof opts.path !== "string") {
             throw new InvalidArgumentError("invalid opts.path");
           }
-          let path16 = opts.path;
+          let path17 = opts.path;
           if (!opts.path.startsWith("/")) {
-            path16 = `/${path16}`;
+            path17 = `/${path17}`;
           }
-          url2 = new URL(util.parseOrigin(url2).origin + path16);
+          url2 = new URL(util.parseOrigin(url2).origin + path17);
         } else {
           if (!opts) {
             opts = typeof url2 === "object" ? url2 : {};
@@ -19479,11 +19479,11 @@ var require_lib = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve12) {
-          resolve12(value);
+        return value instanceof P ? value : new P(function(resolve13) {
+          resolve13(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve12, reject) {
+      return new (P || (P = Promise))(function(resolve13, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -19499,7 +19499,7 @@ var require_lib = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve13(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -19586,26 +19586,26 @@ var require_lib = __commonJS({
       }
       readBody() {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve12) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve13) => __awaiter(this, void 0, void 0, function* () {
             let output2 = Buffer.alloc(0);
             this.message.on("data", (chunk) => {
               output2 = Buffer.concat([output2, chunk]);
             });
             this.message.on("end", () => {
-              resolve12(output2.toString());
+              resolve13(output2.toString());
             });
           }));
         });
       }
       readBodyBuffer() {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve12) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve13) => __awaiter(this, void 0, void 0, function* () {
             const chunks = [];
             this.message.on("data", (chunk) => {
               chunks.push(chunk);
             });
             this.message.on("end", () => {
-              resolve12(Buffer.concat(chunks));
+              resolve13(Buffer.concat(chunks));
             });
           }));
         });
@@ -19813,14 +19813,14 @@ var require_lib = __commonJS({
        */
       requestRaw(info3, data) {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve12, reject) => {
+          return new Promise((resolve13, reject) => {
             function callbackForResult(err, res) {
               if (err) {
                 reject(err);
               } else if (!res) {
                 reject(new Error("Unknown error"));
               } else {
-                resolve12(res);
+                resolve13(res);
               }
             }
             this.requestRawWithCallback(info3, data, callbackForResult);
@@ -20064,12 +20064,12 @@ var require_lib = __commonJS({
         return __awaiter(this, void 0, void 0, function* () {
           retryNumber = Math.min(ExponentialBackoffCeiling, retryNumber);
           const ms = ExponentialBackoffTimeSlice * Math.pow(2, retryNumber);
-          return new Promise((resolve12) => setTimeout(() => resolve12(), ms));
+          return new Promise((resolve13) => setTimeout(() => resolve13(), ms));
         });
       }
       _processResponse(res, options) {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve12, reject) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve13, reject) => __awaiter(this, void 0, void 0, function* () {
             const statusCode = res.message.statusCode || 0;
             const response = {
               statusCode,
@@ -20077,7 +20077,7 @@ var require_lib = __commonJS({
               headers: {}
             };
             if (statusCode === HttpCodes.NotFound) {
-              resolve12(response);
+              resolve13(response);
             }
             function dateTimeDeserializer(key, value) {
               if (typeof value === "string") {
@@ -20116,7 +20116,7 @@ var require_lib = __commonJS({
               err.result = response.result;
               reject(err);
             } else {
-              resolve12(response);
+              resolve13(response);
             }
           }));
         });
@@ -20133,11 +20133,11 @@ var require_auth = __commonJS({
     "use strict";
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve12) {
-          resolve12(value);
+        return value instanceof P ? value : new P(function(resolve13) {
+          resolve13(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve12, reject) {
+      return new (P || (P = Promise))(function(resolve13, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -20153,7 +20153,7 @@ var require_auth = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve13(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -20237,11 +20237,11 @@ var require_oidc_utils = __commonJS({
     "use strict";
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve12) {
-          resolve12(value);
+        return value instanceof P ? value : new P(function(resolve13) {
+          resolve13(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve12, reject) {
+      return new (P || (P = Promise))(function(resolve13, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -20257,7 +20257,7 @@ var require_oidc_utils = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve13(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -20335,11 +20335,11 @@ var require_summary = __commonJS({
     "use strict";
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve12) {
-          resolve12(value);
+        return value instanceof P ? value : new P(function(resolve13) {
+          resolve13(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve12, reject) {
+      return new (P || (P = Promise))(function(resolve13, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -20355,7 +20355,7 @@ var require_summary = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve13(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -20668,7 +20668,7 @@ var require_path_utils = __commonJS({
     exports2.toPosixPath = toPosixPath;
     exports2.toWin32Path = toWin32Path;
     exports2.toPlatformPath = toPlatformPath;
-    var path16 = __importStar(require("path"));
+    var path17 = __importStar(require("path"));
     function toPosixPath(pth) {
       return pth.replace(/[\\]/g, "/");
     }
@@ -20676,7 +20676,7 @@ var require_path_utils = __commonJS({
       return pth.replace(/[/]/g, "\\");
     }
     function toPlatformPath(pth) {
-      return pth.replace(/[/\\]/g, path16.sep);
+      return pth.replace(/[/\\]/g, path17.sep);
     }
   }
 });
@@ -20724,11 +20724,11 @@ var require_io_util = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve12) {
-          resolve12(value);
+        return value instanceof P ? value : new P(function(resolve13) {
+          resolve13(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve12, reject) {
+      return new (P || (P = Promise))(function(resolve13, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -20744,7 +20744,7 @@ var require_io_util = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve13(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -20758,13 +20758,13 @@ var require_io_util = __commonJS({
     exports2.isRooted = isRooted;
     exports2.tryGetExecutablePath = tryGetExecutablePath;
     exports2.getCmdPath = getCmdPath;
-    var fs15 = __importStar(require("fs"));
-    var path16 = __importStar(require("path"));
-    _a3 = fs15.promises, exports2.chmod = _a3.chmod, exports2.copyFile = _a3.copyFile, exports2.lstat = _a3.lstat, exports2.mkdir = _a3.mkdir, exports2.open = _a3.open, exports2.readdir = _a3.readdir, exports2.rename = _a3.rename, exports2.rm = _a3.rm, exports2.rmdir = _a3.rmdir, exports2.stat = _a3.stat, exports2.symlink = _a3.symlink, exports2.unlink = _a3.unlink;
+    var fs16 = __importStar(require("fs"));
+    var path17 = __importStar(require("path"));
+    _a3 = fs16.promises, exports2.chmod = _a3.chmod, exports2.copyFile = _a3.copyFile, exports2.lstat = _a3.lstat, exports2.mkdir = _a3.mkdir, exports2.open = _a3.open, exports2.readdir = _a3.readdir, exports2.rename = _a3.rename, exports2.rm = _a3.rm, exports2.rmdir = _a3.rmdir, exports2.stat = _a3.stat, exports2.symlink = _a3.symlink, exports2.unlink = _a3.unlink;
     exports2.IS_WINDOWS = process.platform === "win32";
     function readlink(fsPath) {
       return __awaiter(this, void 0, void 0, function* () {
-        const result = yield fs15.promises.readlink(fsPath);
+        const result = yield fs16.promises.readlink(fsPath);
         if (exports2.IS_WINDOWS && !result.endsWith("\\")) {
           return `${result}\\`;
         }
@@ -20772,7 +20772,7 @@ var require_io_util = __commonJS({
       });
     }
     exports2.UV_FS_O_EXLOCK = 268435456;
-    exports2.READONLY = fs15.constants.O_RDONLY;
+    exports2.READONLY = fs16.constants.O_RDONLY;
     function exists(fsPath) {
       return __awaiter(this, void 0, void 0, function* () {
         try {
@@ -20814,7 +20814,7 @@ var require_io_util = __commonJS({
         }
         if (stats && stats.isFile()) {
           if (exports2.IS_WINDOWS) {
-            const upperExt = path16.extname(filePath).toUpperCase();
+            const upperExt = path17.extname(filePath).toUpperCase();
             if (extensions.some((validExt) => validExt.toUpperCase() === upperExt)) {
               return filePath;
             }
@@ -20838,11 +20838,11 @@ var require_io_util = __commonJS({
           if (stats && stats.isFile()) {
             if (exports2.IS_WINDOWS) {
               try {
-                const directory = path16.dirname(filePath);
-                const upperName = path16.basename(filePath).toUpperCase();
+                const directory = path17.dirname(filePath);
+                const upperName = path17.basename(filePath).toUpperCase();
                 for (const actualName of yield (0, exports2.readdir)(directory)) {
                   if (upperName === actualName.toUpperCase()) {
-                    filePath = path16.join(directory, actualName);
+                    filePath = path17.join(directory, actualName);
                     break;
                   }
                 }
@@ -20921,11 +20921,11 @@ var require_io = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve12) {
-          resolve12(value);
+        return value instanceof P ? value : new P(function(resolve13) {
+          resolve13(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve12, reject) {
+      return new (P || (P = Promise))(function(resolve13, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -20941,7 +20941,7 @@ var require_io = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve13(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -20954,7 +20954,7 @@ var require_io = __commonJS({
     exports2.which = which;
     exports2.findInPath = findInPath;
     var assert_1 = require("assert");
-    var path16 = __importStar(require("path"));
+    var path17 = __importStar(require("path"));
     var ioUtil = __importStar(require_io_util());
     function cp(source_1, dest_1) {
       return __awaiter(this, arguments, void 0, function* (source, dest, options = {}) {
@@ -20963,7 +20963,7 @@ var require_io = __commonJS({
         if (destStat && destStat.isFile() && !force) {
           return;
         }
-        const newDest = destStat && destStat.isDirectory() && copySourceDirectory ? path16.join(dest, path16.basename(source)) : dest;
+        const newDest = destStat && destStat.isDirectory() && copySourceDirectory ? path17.join(dest, path17.basename(source)) : dest;
         if (!(yield ioUtil.exists(source))) {
           throw new Error(`no such file or directory: ${source}`);
         }
@@ -20975,7 +20975,7 @@ var require_io = __commonJS({
             yield cpDirRecursive(source, newDest, 0, force);
           }
         } else {
-          if (path16.relative(source, newDest) === "") {
+          if (path17.relative(source, newDest) === "") {
             throw new Error(`'${newDest}' and '${source}' are the same file`);
           }
           yield copyFile(source, newDest, force);
@@ -20987,7 +20987,7 @@ var require_io = __commonJS({
         if (yield ioUtil.exists(dest)) {
           let destExists = true;
           if (yield ioUtil.isDirectory(dest)) {
-            dest = path16.join(dest, path16.basename(source));
+            dest = path17.join(dest, path17.basename(source));
             destExists = yield ioUtil.exists(dest);
           }
           if (destExists) {
@@ -20998,7 +20998,7 @@ var require_io = __commonJS({
             }
           }
         }
-        yield mkdirP(path16.dirname(dest));
+        yield mkdirP(path17.dirname(dest));
         yield ioUtil.rename(source, dest);
       });
     }
@@ -21057,7 +21057,7 @@ var require_io = __commonJS({
         }
         const extensions = [];
         if (ioUtil.IS_WINDOWS && process.env["PATHEXT"]) {
-          for (const extension of process.env["PATHEXT"].split(path16.delimiter)) {
+          for (const extension of process.env["PATHEXT"].split(path17.delimiter)) {
             if (extension) {
               extensions.push(extension);
             }
@@ -21070,12 +21070,12 @@ var require_io = __commonJS({
           }
           return [];
         }
-        if (tool.includes(path16.sep)) {
+        if (tool.includes(path17.sep)) {
           return [];
         }
         const directories = [];
         if (process.env.PATH) {
-          for (const p of process.env.PATH.split(path16.delimiter)) {
+          for (const p of process.env.PATH.split(path17.delimiter)) {
             if (p) {
               directories.push(p);
             }
@@ -21083,7 +21083,7 @@ var require_io = __commonJS({
         }
         const matches = [];
         for (const directory of directories) {
-          const filePath = yield ioUtil.tryGetExecutablePath(path16.join(directory, tool), extensions);
+          const filePath = yield ioUtil.tryGetExecutablePath(path17.join(directory, tool), extensions);
           if (filePath) {
             matches.push(filePath);
           }
@@ -21182,11 +21182,11 @@ var require_toolrunner = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve12) {
-          resolve12(value);
+        return value instanceof P ? value : new P(function(resolve13) {
+          resolve13(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve12, reject) {
+      return new (P || (P = Promise))(function(resolve13, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -21202,7 +21202,7 @@ var require_toolrunner = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve13(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -21210,10 +21210,10 @@ var require_toolrunner = __commonJS({
     Object.defineProperty(exports2, "__esModule", { value: true });
     exports2.ToolRunner = void 0;
     exports2.argStringToArray = argStringToArray;
-    var os5 = __importStar(require("os"));
+    var os6 = __importStar(require("os"));
     var events = __importStar(require("events"));
     var child = __importStar(require("child_process"));
-    var path16 = __importStar(require("path"));
+    var path17 = __importStar(require("path"));
     var io = __importStar(require_io());
     var ioUtil = __importStar(require_io_util());
     var timers_1 = require("timers");
@@ -21265,12 +21265,12 @@ var require_toolrunner = __commonJS({
       _processLineBuffer(data, strBuffer, onLine) {
         try {
           let s = strBuffer + data.toString();
-          let n = s.indexOf(os5.EOL);
+          let n = s.indexOf(os6.EOL);
           while (n > -1) {
             const line = s.substring(0, n);
             onLine(line);
-            s = s.substring(n + os5.EOL.length);
-            n = s.indexOf(os5.EOL);
+            s = s.substring(n + os6.EOL.length);
+            n = s.indexOf(os6.EOL);
           }
           return s;
         } catch (err) {
@@ -21428,10 +21428,10 @@ var require_toolrunner = __commonJS({
       exec() {
         return __awaiter(this, void 0, void 0, function* () {
           if (!ioUtil.isRooted(this.toolPath) && (this.toolPath.includes("/") || IS_WINDOWS && this.toolPath.includes("\\"))) {
-            this.toolPath = path16.resolve(process.cwd(), this.options.cwd || process.cwd(), this.toolPath);
+            this.toolPath = path17.resolve(process.cwd(), this.options.cwd || process.cwd(), this.toolPath);
           }
           this.toolPath = yield io.which(this.toolPath, true);
-          return new Promise((resolve12, reject) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve13, reject) => __awaiter(this, void 0, void 0, function* () {
             this._debug(`exec tool: ${this.toolPath}`);
             this._debug("arguments:");
             for (const arg of this.args) {
@@ -21439,7 +21439,7 @@ var require_toolrunner = __commonJS({
             }
             const optionsNonNull = this._cloneExecOptions(this.options);
             if (!optionsNonNull.silent && optionsNonNull.outStream) {
-              optionsNonNull.outStream.write(this._getCommandString(optionsNonNull) + os5.EOL);
+              optionsNonNull.outStream.write(this._getCommandString(optionsNonNull) + os6.EOL);
             }
             const state = new ExecState(optionsNonNull, this.toolPath);
             state.on("debug", (message) => {
@@ -21514,7 +21514,7 @@ var require_toolrunner = __commonJS({
               if (error63) {
                 reject(error63);
               } else {
-                resolve12(exitCode);
+                resolve13(exitCode);
               }
             });
             if (this.options.input) {
@@ -21680,11 +21680,11 @@ var require_exec = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve12) {
-          resolve12(value);
+        return value instanceof P ? value : new P(function(resolve13) {
+          resolve13(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve12, reject) {
+      return new (P || (P = Promise))(function(resolve13, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -21700,7 +21700,7 @@ var require_exec = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve13(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -21800,11 +21800,11 @@ var require_platform = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve12) {
-          resolve12(value);
+        return value instanceof P ? value : new P(function(resolve13) {
+          resolve13(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve12, reject) {
+      return new (P || (P = Promise))(function(resolve13, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -21820,7 +21820,7 @@ var require_platform = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve13(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -21929,11 +21929,11 @@ var require_core = __commonJS({
     })();
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve12) {
-          resolve12(value);
+        return value instanceof P ? value : new P(function(resolve13) {
+          resolve13(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve12, reject) {
+      return new (P || (P = Promise))(function(resolve13, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -21949,7 +21949,7 @@ var require_core = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve13(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -21980,8 +21980,8 @@ var require_core = __commonJS({
     var command_1 = require_command();
     var file_command_1 = require_file_command();
     var utils_1 = require_utils();
-    var os5 = __importStar(require("os"));
-    var path16 = __importStar(require("path"));
+    var os6 = __importStar(require("os"));
+    var path17 = __importStar(require("path"));
     var oidc_utils_1 = require_oidc_utils();
     var ExitCode;
     (function(ExitCode2) {
@@ -22007,7 +22007,7 @@ var require_core = __commonJS({
       } else {
         (0, command_1.issueCommand)("add-path", {}, inputPath);
       }
-      process.env["PATH"] = `${inputPath}${path16.delimiter}${process.env["PATH"]}`;
+      process.env["PATH"] = `${inputPath}${path17.delimiter}${process.env["PATH"]}`;
     }
     function getInput2(name, options) {
       const val = process.env[`INPUT_${name.replace(/ /g, "_").toUpperCase()}`] || "";
@@ -22042,7 +22042,7 @@ Support boolean input list: \`true | True | TRUE | false | False | FALSE\``);
       if (filePath) {
         return (0, file_command_1.issueFileCommand)("OUTPUT", (0, file_command_1.prepareKeyValueMessage)(name, value));
       }
-      process.stdout.write(os5.EOL);
+      process.stdout.write(os6.EOL);
       (0, command_1.issueCommand)("set-output", { name }, (0, utils_1.toCommandValue)(value));
     }
     function setCommandEcho(enabled) {
@@ -22068,7 +22068,7 @@ Support boolean input list: \`true | True | TRUE | false | False | FALSE\``);
       (0, command_1.issueCommand)("notice", (0, utils_1.toCommandProperties)(properties), message instanceof Error ? message.toString() : message);
     }
     function info3(message) {
-      process.stdout.write(message + os5.EOL);
+      process.stdout.write(message + os6.EOL);
     }
     function startGroup2(name) {
       (0, command_1.issue)("group", name);
@@ -22161,8 +22161,8 @@ var require_context = __commonJS({
           if ((0, fs_1.existsSync)(process.env.GITHUB_EVENT_PATH)) {
             this.payload = JSON.parse((0, fs_1.readFileSync)(process.env.GITHUB_EVENT_PATH, { encoding: "utf8" }));
           } else {
-            const path16 = process.env.GITHUB_EVENT_PATH;
-            process.stdout.write(`GITHUB_EVENT_PATH ${path16} does not exist${os_1.EOL}`);
+            const path17 = process.env.GITHUB_EVENT_PATH;
+            process.stdout.write(`GITHUB_EVENT_PATH ${path17} does not exist${os_1.EOL}`);
           }
         }
         this.eventName = process.env.GITHUB_EVENT_NAME;
@@ -22747,14 +22747,14 @@ var require_util9 = __commonJS({
         }
         const port = url2.port != null ? url2.port : url2.protocol === "https:" ? 443 : 80;
         let origin = url2.origin != null ? url2.origin : `${url2.protocol}//${url2.hostname}:${port}`;
-        let path16 = url2.path != null ? url2.path : `${url2.pathname || ""}${url2.search || ""}`;
+        let path17 = url2.path != null ? url2.path : `${url2.pathname || ""}${url2.search || ""}`;
         if (origin.endsWith("/")) {
           origin = origin.substring(0, origin.length - 1);
         }
-        if (path16 && !path16.startsWith("/")) {
-          path16 = `/${path16}`;
+        if (path17 && !path17.startsWith("/")) {
+          path17 = `/${path17}`;
         }
-        url2 = new URL(origin + path16);
+        url2 = new URL(origin + path17);
       }
       return url2;
     }
@@ -24368,20 +24368,20 @@ var require_parseParams = __commonJS({
 var require_basename = __commonJS({
   "node_modules/@fastify/busboy/lib/utils/basename.js"(exports2, module2) {
     "use strict";
-    module2.exports = function basename4(path16) {
-      if (typeof path16 !== "string") {
+    module2.exports = function basename4(path17) {
+      if (typeof path17 !== "string") {
         return "";
       }
-      for (var i = path16.length - 1; i >= 0; --i) {
-        switch (path16.charCodeAt(i)) {
+      for (var i = path17.length - 1; i >= 0; --i) {
+        switch (path17.charCodeAt(i)) {
           case 47:
           // '/'
           case 92:
-            path16 = path16.slice(i + 1);
-            return path16 === ".." || path16 === "." ? "" : path16;
+            path17 = path17.slice(i + 1);
+            return path17 === ".." || path17 === "." ? "" : path17;
         }
       }
-      return path16 === ".." || path16 === "." ? "" : path16;
+      return path17 === ".." || path17 === "." ? "" : path17;
     };
   }
 });
@@ -25774,8 +25774,8 @@ var require_util10 = __commonJS({
     function createDeferredPromise() {
       let res;
       let rej;
-      const promise2 = new Promise((resolve12, reject) => {
-        res = resolve12;
+      const promise2 = new Promise((resolve13, reject) => {
+        res = resolve13;
         rej = reject;
       });
       return { promise: promise2, resolve: res, reject: rej };
@@ -27279,8 +27279,8 @@ Content-Type: ${value.type || "application/octet-stream"}\r
                 });
               }
             });
-            const busboyResolve = new Promise((resolve12, reject) => {
-              busboy.on("finish", resolve12);
+            const busboyResolve = new Promise((resolve13, reject) => {
+              busboy.on("finish", resolve13);
               busboy.on("error", (err) => reject(new TypeError(err)));
             });
             if (this.body !== null) for await (const chunk of consumeBody(this[kState].body)) busboy.write(chunk);
@@ -27411,7 +27411,7 @@ var require_request3 = __commonJS({
     }
     var Request = class _Request {
       constructor(origin, {
-        path: path16,
+        path: path17,
         method,
         body,
         headers,
@@ -27425,11 +27425,11 @@ var require_request3 = __commonJS({
         throwOnError,
         expectContinue
       }, handler) {
-        if (typeof path16 !== "string") {
+        if (typeof path17 !== "string") {
           throw new InvalidArgumentError("path must be a string");
-        } else if (path16[0] !== "/" && !(path16.startsWith("http://") || path16.startsWith("https://")) && method !== "CONNECT") {
+        } else if (path17[0] !== "/" && !(path17.startsWith("http://") || path17.startsWith("https://")) && method !== "CONNECT") {
           throw new InvalidArgumentError("path must be an absolute URL or start with a slash");
-        } else if (invalidPathRegex.exec(path16) !== null) {
+        } else if (invalidPathRegex.exec(path17) !== null) {
           throw new InvalidArgumentError("invalid request path");
         }
         if (typeof method !== "string") {
@@ -27492,7 +27492,7 @@ var require_request3 = __commonJS({
         this.completed = false;
         this.aborted = false;
         this.upgrade = upgrade || null;
-        this.path = query ? util.buildURL(path16, query) : path16;
+        this.path = query ? util.buildURL(path17, query) : path17;
         this.origin = origin;
         this.idempotent = idempotent == null ? method === "HEAD" || method === "GET" : idempotent;
         this.blocking = blocking == null ? false : blocking;
@@ -27814,9 +27814,9 @@ var require_dispatcher_base2 = __commonJS({
       }
       close(callback) {
         if (callback === void 0) {
-          return new Promise((resolve12, reject) => {
+          return new Promise((resolve13, reject) => {
             this.close((err, data) => {
-              return err ? reject(err) : resolve12(data);
+              return err ? reject(err) : resolve13(data);
             });
           });
         }
@@ -27854,12 +27854,12 @@ var require_dispatcher_base2 = __commonJS({
           err = null;
         }
         if (callback === void 0) {
-          return new Promise((resolve12, reject) => {
+          return new Promise((resolve13, reject) => {
             this.destroy(err, (err2, data) => {
               return err2 ? (
                 /* istanbul ignore next: should never error */
                 reject(err2)
-              ) : resolve12(data);
+              ) : resolve13(data);
             });
           });
         }
@@ -28500,9 +28500,9 @@ var require_RedirectHandler = __commonJS({
           return this.handler.onHeaders(statusCode, headers, resume, statusText);
         }
         const { origin, pathname, search } = util.parseURL(new URL(this.location, this.opts.origin && new URL(this.opts.path, this.opts.origin)));
-        const path16 = search ? `${pathname}${search}` : pathname;
+        const path17 = search ? `${pathname}${search}` : pathname;
         this.opts.headers = cleanRequestHeaders(this.opts.headers, statusCode === 303, this.opts.origin !== origin);
-        this.opts.path = path16;
+        this.opts.path = path17;
         this.opts.origin = origin;
         this.opts.maxRedirections = 0;
         this.opts.query = null;
@@ -28919,16 +28919,16 @@ var require_client2 = __commonJS({
         return this[kNeedDrain] < 2;
       }
       async [kClose]() {
-        return new Promise((resolve12) => {
+        return new Promise((resolve13) => {
           if (!this[kSize]) {
-            resolve12(null);
+            resolve13(null);
           } else {
-            this[kClosedResolve] = resolve12;
+            this[kClosedResolve] = resolve13;
           }
         });
       }
       async [kDestroy](err) {
-        return new Promise((resolve12) => {
+        return new Promise((resolve13) => {
           const requests = this[kQueue].splice(this[kPendingIdx]);
           for (let i = 0; i < requests.length; i++) {
             const request = requests[i];
@@ -28939,7 +28939,7 @@ var require_client2 = __commonJS({
               this[kClosedResolve]();
               this[kClosedResolve] = null;
             }
-            resolve12();
+            resolve13();
           };
           if (this[kHTTP2Session] != null) {
             util.destroy(this[kHTTP2Session], err);
@@ -29519,7 +29519,7 @@ var require_client2 = __commonJS({
         });
       }
       try {
-        const socket = await new Promise((resolve12, reject) => {
+        const socket = await new Promise((resolve13, reject) => {
           client[kConnector]({
             host,
             hostname: hostname3,
@@ -29531,7 +29531,7 @@ var require_client2 = __commonJS({
             if (err) {
               reject(err);
             } else {
-              resolve12(socket2);
+              resolve13(socket2);
             }
           });
         });
@@ -29742,7 +29742,7 @@ var require_client2 = __commonJS({
         writeH2(client, client[kHTTP2Session], request);
         return;
       }
-      const { body, method, path: path16, host, upgrade, headers, blocking, reset } = request;
+      const { body, method, path: path17, host, upgrade, headers, blocking, reset } = request;
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH";
       if (body && typeof body.read === "function") {
         body.read(0);
@@ -29792,7 +29792,7 @@ var require_client2 = __commonJS({
       if (blocking) {
         socket[kBlocking] = true;
       }
-      let header = `${method} ${path16} HTTP/1.1\r
+      let header = `${method} ${path17} HTTP/1.1\r
 `;
       if (typeof host === "string") {
         header += `host: ${host}\r
@@ -29855,7 +29855,7 @@ upgrade: ${upgrade}\r
       return true;
     }
     function writeH2(client, session, request) {
-      const { body, method, path: path16, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
+      const { body, method, path: path17, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
       let headers;
       if (typeof reqHeaders === "string") headers = Request[kHTTP2CopyHeaders](reqHeaders.trim());
       else headers = reqHeaders;
@@ -29898,7 +29898,7 @@ upgrade: ${upgrade}\r
         });
         return true;
       }
-      headers[HTTP2_HEADER_PATH] = path16;
+      headers[HTTP2_HEADER_PATH] = path17;
       headers[HTTP2_HEADER_SCHEME] = "https";
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH";
       if (body && typeof body.read === "function") {
@@ -30155,12 +30155,12 @@ upgrade: ${upgrade}\r
           cb();
         }
       }
-      const waitForDrain = () => new Promise((resolve12, reject) => {
+      const waitForDrain = () => new Promise((resolve13, reject) => {
         assert2(callback === null);
         if (socket[kError]) {
           reject(socket[kError]);
         } else {
-          callback = resolve12;
+          callback = resolve13;
         }
       });
       if (client[kHTTPConnVersion] === "h2") {
@@ -30505,8 +30505,8 @@ var require_pool_base2 = __commonJS({
         if (this[kQueue].isEmpty()) {
           return Promise.all(this[kClients].map((c) => c.close()));
         } else {
-          return new Promise((resolve12) => {
-            this[kClosedResolve] = resolve12;
+          return new Promise((resolve13) => {
+            this[kClosedResolve] = resolve13;
           });
         }
       }
@@ -31084,7 +31084,7 @@ var require_readable2 = __commonJS({
         if (this.closed) {
           return Promise.resolve(null);
         }
-        return new Promise((resolve12, reject) => {
+        return new Promise((resolve13, reject) => {
           const signalListenerCleanup = signal ? util.addAbortListener(signal, () => {
             this.destroy();
           }) : noop;
@@ -31093,7 +31093,7 @@ var require_readable2 = __commonJS({
             if (signal && signal.aborted) {
               reject(signal.reason || Object.assign(new Error("The operation was aborted"), { name: "AbortError" }));
             } else {
-              resolve12(null);
+              resolve13(null);
             }
           }).on("error", noop).on("data", function(chunk) {
             limit -= chunk.length;
@@ -31115,11 +31115,11 @@ var require_readable2 = __commonJS({
         throw new TypeError("unusable");
       }
       assert2(!stream[kConsume]);
-      return new Promise((resolve12, reject) => {
+      return new Promise((resolve13, reject) => {
         stream[kConsume] = {
           type,
           stream,
-          resolve: resolve12,
+          resolve: resolve13,
           reject,
           length: 0,
           body: []
@@ -31154,12 +31154,12 @@ var require_readable2 = __commonJS({
       }
     }
     function consumeEnd(consume2) {
-      const { type, body, resolve: resolve12, stream, length } = consume2;
+      const { type, body, resolve: resolve13, stream, length } = consume2;
       try {
         if (type === "text") {
-          resolve12(toUSVString(Buffer.concat(body)));
+          resolve13(toUSVString(Buffer.concat(body)));
         } else if (type === "json") {
-          resolve12(JSON.parse(Buffer.concat(body)));
+          resolve13(JSON.parse(Buffer.concat(body)));
         } else if (type === "arrayBuffer") {
           const dst = new Uint8Array(length);
           let pos = 0;
@@ -31167,12 +31167,12 @@ var require_readable2 = __commonJS({
             dst.set(buf, pos);
             pos += buf.byteLength;
           }
-          resolve12(dst.buffer);
+          resolve13(dst.buffer);
         } else if (type === "blob") {
           if (!Blob2) {
             Blob2 = require("buffer").Blob;
           }
-          resolve12(new Blob2(body, { type: stream[kContentType] }));
+          resolve13(new Blob2(body, { type: stream[kContentType] }));
         }
         consumeFinish(consume2);
       } catch (err) {
@@ -31427,9 +31427,9 @@ var require_api_request2 = __commonJS({
     };
     function request(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve12, reject) => {
+        return new Promise((resolve13, reject) => {
           request.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve12(data);
+            return err ? reject(err) : resolve13(data);
           });
         });
       }
@@ -31602,9 +31602,9 @@ var require_api_stream2 = __commonJS({
     };
     function stream(opts, factory, callback) {
       if (callback === void 0) {
-        return new Promise((resolve12, reject) => {
+        return new Promise((resolve13, reject) => {
           stream.call(this, opts, factory, (err, data) => {
-            return err ? reject(err) : resolve12(data);
+            return err ? reject(err) : resolve13(data);
           });
         });
       }
@@ -31885,9 +31885,9 @@ var require_api_upgrade2 = __commonJS({
     };
     function upgrade(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve12, reject) => {
+        return new Promise((resolve13, reject) => {
           upgrade.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve12(data);
+            return err ? reject(err) : resolve13(data);
           });
         });
       }
@@ -31976,9 +31976,9 @@ var require_api_connect2 = __commonJS({
     };
     function connect(opts, callback) {
       if (callback === void 0) {
-        return new Promise((resolve12, reject) => {
+        return new Promise((resolve13, reject) => {
           connect.call(this, opts, (err, data) => {
-            return err ? reject(err) : resolve12(data);
+            return err ? reject(err) : resolve13(data);
           });
         });
       }
@@ -32138,20 +32138,20 @@ var require_mock_utils2 = __commonJS({
       }
       return true;
     }
-    function safeUrl(path16) {
-      if (typeof path16 !== "string") {
-        return path16;
+    function safeUrl(path17) {
+      if (typeof path17 !== "string") {
+        return path17;
       }
-      const pathSegments = path16.split("?");
+      const pathSegments = path17.split("?");
       if (pathSegments.length !== 2) {
-        return path16;
+        return path17;
       }
       const qp = new URLSearchParams(pathSegments.pop());
       qp.sort();
       return [...pathSegments, qp.toString()].join("?");
     }
-    function matchKey(mockDispatch2, { path: path16, method, body, headers }) {
-      const pathMatch = matchValue(mockDispatch2.path, path16);
+    function matchKey(mockDispatch2, { path: path17, method, body, headers }) {
+      const pathMatch = matchValue(mockDispatch2.path, path17);
       const methodMatch = matchValue(mockDispatch2.method, method);
       const bodyMatch = typeof mockDispatch2.body !== "undefined" ? matchValue(mockDispatch2.body, body) : true;
       const headersMatch = matchHeaders(mockDispatch2, headers);
@@ -32169,7 +32169,7 @@ var require_mock_utils2 = __commonJS({
     function getMockDispatch(mockDispatches, key) {
       const basePath = key.query ? buildURL(key.path, key.query) : key.path;
       const resolvedPath = typeof basePath === "string" ? safeUrl(basePath) : basePath;
-      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path16 }) => matchValue(safeUrl(path16), resolvedPath));
+      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path17 }) => matchValue(safeUrl(path17), resolvedPath));
       if (matchedMockDispatches.length === 0) {
         throw new MockNotMatchedError(`Mock dispatch not matched for path '${resolvedPath}'`);
       }
@@ -32206,9 +32206,9 @@ var require_mock_utils2 = __commonJS({
       }
     }
     function buildKey(opts) {
-      const { path: path16, method, body, headers, query } = opts;
+      const { path: path17, method, body, headers, query } = opts;
       return {
-        path: path16,
+        path: path17,
         method,
         body,
         headers,
@@ -32657,10 +32657,10 @@ var require_pending_interceptors_formatter2 = __commonJS({
       }
       format(pendingInterceptors) {
         const withPrettyHeaders = pendingInterceptors.map(
-          ({ method, path: path16, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
+          ({ method, path: path17, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
             Method: method,
             Origin: origin,
-            Path: path16,
+            Path: path17,
             "Status code": statusCode,
             Persistent: persist ? "✅" : "❌",
             Invocations: timesInvoked,
@@ -35600,7 +35600,7 @@ var require_fetch2 = __commonJS({
       async function dispatch({ body }) {
         const url2 = requestCurrentURL(request);
         const agent = fetchParams.controller.dispatcher;
-        return new Promise((resolve12, reject) => agent.dispatch(
+        return new Promise((resolve13, reject) => agent.dispatch(
           {
             path: url2.pathname + url2.search,
             origin: url2.origin,
@@ -35676,7 +35676,7 @@ var require_fetch2 = __commonJS({
                   }
                 }
               }
-              resolve12({
+              resolve13({
                 status,
                 statusText,
                 headersList: headers[kHeadersList],
@@ -35719,7 +35719,7 @@ var require_fetch2 = __commonJS({
                 const val = headersList[n + 1].toString("latin1");
                 headers[kHeadersList].append(key, val);
               }
-              resolve12({
+              resolve13({
                 status,
                 statusText: STATUS_CODES[status],
                 headersList: headers[kHeadersList],
@@ -37280,8 +37280,8 @@ var require_util14 = __commonJS({
         }
       }
     }
-    function validateCookiePath(path16) {
-      for (const char of path16) {
+    function validateCookiePath(path17) {
+      for (const char of path17) {
         const code = char.charCodeAt(0);
         if (code < 33 || char === ";") {
           throw new Error("Invalid cookie path");
@@ -38961,11 +38961,11 @@ var require_undici2 = __commonJS({
           if (typeof opts.path !== "string") {
             throw new InvalidArgumentError("invalid opts.path");
           }
-          let path16 = opts.path;
+          let path17 = opts.path;
           if (!opts.path.startsWith("/")) {
-            path16 = `/${path16}`;
+            path17 = `/${path17}`;
           }
-          url2 = new URL(util.parseOrigin(url2).origin + path16);
+          url2 = new URL(util.parseOrigin(url2).origin + path17);
         } else {
           if (!opts) {
             opts = typeof url2 === "object" ? url2 : {};
@@ -39073,11 +39073,11 @@ var require_lib2 = __commonJS({
     };
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve12) {
-          resolve12(value);
+        return value instanceof P ? value : new P(function(resolve13) {
+          resolve13(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve12, reject) {
+      return new (P || (P = Promise))(function(resolve13, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -39093,7 +39093,7 @@ var require_lib2 = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve13(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -39179,26 +39179,26 @@ var require_lib2 = __commonJS({
       }
       readBody() {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve12) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve13) => __awaiter(this, void 0, void 0, function* () {
             let output2 = Buffer.alloc(0);
             this.message.on("data", (chunk) => {
               output2 = Buffer.concat([output2, chunk]);
             });
             this.message.on("end", () => {
-              resolve12(output2.toString());
+              resolve13(output2.toString());
             });
           }));
         });
       }
       readBodyBuffer() {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve12) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve13) => __awaiter(this, void 0, void 0, function* () {
             const chunks = [];
             this.message.on("data", (chunk) => {
               chunks.push(chunk);
             });
             this.message.on("end", () => {
-              resolve12(Buffer.concat(chunks));
+              resolve13(Buffer.concat(chunks));
             });
           }));
         });
@@ -39407,14 +39407,14 @@ var require_lib2 = __commonJS({
        */
       requestRaw(info3, data) {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve12, reject) => {
+          return new Promise((resolve13, reject) => {
             function callbackForResult(err, res) {
               if (err) {
                 reject(err);
               } else if (!res) {
                 reject(new Error("Unknown error"));
               } else {
-                resolve12(res);
+                resolve13(res);
               }
             }
             this.requestRawWithCallback(info3, data, callbackForResult);
@@ -39596,12 +39596,12 @@ var require_lib2 = __commonJS({
         return __awaiter(this, void 0, void 0, function* () {
           retryNumber = Math.min(ExponentialBackoffCeiling, retryNumber);
           const ms = ExponentialBackoffTimeSlice * Math.pow(2, retryNumber);
-          return new Promise((resolve12) => setTimeout(() => resolve12(), ms));
+          return new Promise((resolve13) => setTimeout(() => resolve13(), ms));
         });
       }
       _processResponse(res, options) {
         return __awaiter(this, void 0, void 0, function* () {
-          return new Promise((resolve12, reject) => __awaiter(this, void 0, void 0, function* () {
+          return new Promise((resolve13, reject) => __awaiter(this, void 0, void 0, function* () {
             const statusCode = res.message.statusCode || 0;
             const response = {
               statusCode,
@@ -39609,7 +39609,7 @@ var require_lib2 = __commonJS({
               headers: {}
             };
             if (statusCode === HttpCodes.NotFound) {
-              resolve12(response);
+              resolve13(response);
             }
             function dateTimeDeserializer(key, value) {
               if (typeof value === "string") {
@@ -39648,7 +39648,7 @@ var require_lib2 = __commonJS({
               err.result = response.result;
               reject(err);
             } else {
-              resolve12(response);
+              resolve13(response);
             }
           }));
         });
@@ -39692,11 +39692,11 @@ var require_utils4 = __commonJS({
     };
     var __awaiter = exports2 && exports2.__awaiter || function(thisArg, _arguments, P, generator) {
       function adopt(value) {
-        return value instanceof P ? value : new P(function(resolve12) {
-          resolve12(value);
+        return value instanceof P ? value : new P(function(resolve13) {
+          resolve13(value);
         });
       }
-      return new (P || (P = Promise))(function(resolve12, reject) {
+      return new (P || (P = Promise))(function(resolve13, reject) {
         function fulfilled(value) {
           try {
             step(generator.next(value));
@@ -39712,7 +39712,7 @@ var require_utils4 = __commonJS({
           }
         }
         function step(result) {
-          result.done ? resolve12(result.value) : adopt(result.value).then(fulfilled, rejected);
+          result.done ? resolve13(result.value) : adopt(result.value).then(fulfilled, rejected);
         }
         step((generator = generator.apply(thisArg, _arguments || [])).next());
       });
@@ -43746,17 +43746,17 @@ var require_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path16) {
-      const ctrl = callVisitor(key, node2, visitor, path16);
+    function visit_(key, node2, visitor, path17) {
+      const ctrl = callVisitor(key, node2, visitor, path17);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path16, ctrl);
-        return visit_(key, ctrl, visitor, path16);
+        replaceNode(key, path17, ctrl);
+        return visit_(key, ctrl, visitor, path17);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path16 = Object.freeze(path16.concat(node2));
+          path17 = Object.freeze(path17.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = visit_(i, node2.items[i], visitor, path16);
+            const ci = visit_(i, node2.items[i], visitor, path17);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -43767,13 +43767,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path16 = Object.freeze(path16.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path16);
+          path17 = Object.freeze(path17.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path17);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path16);
+          const cv = visit_("value", node2.value, visitor, path17);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -43794,17 +43794,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path16) {
-      const ctrl = await callVisitor(key, node2, visitor, path16);
+    async function visitAsync_(key, node2, visitor, path17) {
+      const ctrl = await callVisitor(key, node2, visitor, path17);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path16, ctrl);
-        return visitAsync_(key, ctrl, visitor, path16);
+        replaceNode(key, path17, ctrl);
+        return visitAsync_(key, ctrl, visitor, path17);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path16 = Object.freeze(path16.concat(node2));
+          path17 = Object.freeze(path17.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = await visitAsync_(i, node2.items[i], visitor, path16);
+            const ci = await visitAsync_(i, node2.items[i], visitor, path17);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -43815,13 +43815,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path16 = Object.freeze(path16.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path16);
+          path17 = Object.freeze(path17.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path17);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path16);
+          const cv = await visitAsync_("value", node2.value, visitor, path17);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -43848,23 +43848,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path16) {
+    function callVisitor(key, node2, visitor, path17) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path16);
+        return visitor(key, node2, path17);
       if (identity.isMap(node2))
-        return visitor.Map?.(key, node2, path16);
+        return visitor.Map?.(key, node2, path17);
       if (identity.isSeq(node2))
-        return visitor.Seq?.(key, node2, path16);
+        return visitor.Seq?.(key, node2, path17);
       if (identity.isPair(node2))
-        return visitor.Pair?.(key, node2, path16);
+        return visitor.Pair?.(key, node2, path17);
       if (identity.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path16);
+        return visitor.Scalar?.(key, node2, path17);
       if (identity.isAlias(node2))
-        return visitor.Alias?.(key, node2, path16);
+        return visitor.Alias?.(key, node2, path17);
       return void 0;
     }
-    function replaceNode(key, path16, node2) {
-      const parent = path16[path16.length - 1];
+    function replaceNode(key, path17, node2) {
+      const parent = path17[path17.length - 1];
       if (identity.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity.isPair(parent)) {
@@ -44476,10 +44476,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity = require_identity();
     var Node8 = require_Node();
-    function collectionFromPath(schema, path16, value) {
+    function collectionFromPath(schema, path17, value) {
       let v = value;
-      for (let i = path16.length - 1; i >= 0; --i) {
-        const k = path16[i];
+      for (let i = path17.length - 1; i >= 0; --i) {
+        const k = path17[i];
         if (typeof k === "number" && Number.isInteger(k) && k >= 0) {
           const a = [];
           a[k] = v;
@@ -44498,7 +44498,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path16) => path16 == null || typeof path16 === "object" && !!path16[Symbol.iterator]().next().done;
+    var isEmptyPath = (path17) => path17 == null || typeof path17 === "object" && !!path17[Symbol.iterator]().next().done;
     var Collection = class extends Node8.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -44528,11 +44528,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path16, value) {
-        if (isEmptyPath(path16))
+      addIn(path17, value) {
+        if (isEmptyPath(path17))
           this.add(value);
         else {
-          const [key, ...rest] = path16;
+          const [key, ...rest] = path17;
           const node2 = this.get(key, true);
           if (identity.isCollection(node2))
             node2.addIn(rest, value);
@@ -44546,8 +44546,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path16) {
-        const [key, ...rest] = path16;
+      deleteIn(path17) {
+        const [key, ...rest] = path17;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -44561,8 +44561,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path16, keepScalar) {
-        const [key, ...rest] = path16;
+      getIn(path17, keepScalar) {
+        const [key, ...rest] = path17;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity.isScalar(node2) ? node2.value : node2;
@@ -44580,8 +44580,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path16) {
-        const [key, ...rest] = path16;
+      hasIn(path17) {
+        const [key, ...rest] = path17;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -44591,8 +44591,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path16, value) {
-        const [key, ...rest] = path16;
+      setIn(path17, value) {
+        const [key, ...rest] = path17;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -47107,9 +47107,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path16, value) {
+      addIn(path17, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path16, value);
+          this.contents.addIn(path17, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -47184,14 +47184,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path16) {
-        if (Collection.isEmptyPath(path16)) {
+      deleteIn(path17) {
+        if (Collection.isEmptyPath(path17)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path16) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path17) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -47206,10 +47206,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path16, keepScalar) {
-        if (Collection.isEmptyPath(path16))
+      getIn(path17, keepScalar) {
+        if (Collection.isEmptyPath(path17))
           return !keepScalar && identity.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity.isCollection(this.contents) ? this.contents.getIn(path16, keepScalar) : void 0;
+        return identity.isCollection(this.contents) ? this.contents.getIn(path17, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -47220,10 +47220,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path16) {
-        if (Collection.isEmptyPath(path16))
+      hasIn(path17) {
+        if (Collection.isEmptyPath(path17))
           return this.contents !== void 0;
-        return identity.isCollection(this.contents) ? this.contents.hasIn(path16) : false;
+        return identity.isCollection(this.contents) ? this.contents.hasIn(path17) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -47240,13 +47240,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path16, value) {
-        if (Collection.isEmptyPath(path16)) {
+      setIn(path17, value) {
+        if (Collection.isEmptyPath(path17)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path16), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path17), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path16, value);
+          this.contents.setIn(path17, value);
         }
       }
       /**
@@ -49207,9 +49207,9 @@ var require_cst_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    visit2.itemAtPath = (cst, path16) => {
+    visit2.itemAtPath = (cst, path17) => {
       let item = cst;
-      for (const [field, index] of path16) {
+      for (const [field, index] of path17) {
         const tok = item?.[field];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -49218,23 +49218,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit2.parentCollection = (cst, path16) => {
-      const parent = visit2.itemAtPath(cst, path16.slice(0, -1));
-      const field = path16[path16.length - 1][0];
+    visit2.parentCollection = (cst, path17) => {
+      const parent = visit2.itemAtPath(cst, path17.slice(0, -1));
+      const field = path17[path17.length - 1][0];
       const coll = parent?.[field];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path16, item, visitor) {
-      let ctrl = visitor(item, path16);
+    function _visit(path17, item, visitor) {
+      let ctrl = visitor(item, path17);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field of ["key", "value"]) {
         const token = item[field];
         if (token && "items" in token) {
           for (let i = 0; i < token.items.length; ++i) {
-            const ci = _visit(Object.freeze(path16.concat([[field, i]])), token.items[i], visitor);
+            const ci = _visit(Object.freeze(path17.concat([[field, i]])), token.items[i], visitor);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -49245,10 +49245,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field === "key")
-            ctrl = ctrl(item, path16);
+            ctrl = ctrl(item, path17);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path16) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path17) : ctrl;
     }
     exports2.visit = visit2;
   }
@@ -50550,14 +50550,14 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs15 = this.flowScalar(this.type);
+              const fs16 = this.flowScalar(this.type);
               if (atNextItem || it.value) {
-                map2.items.push({ start, key: fs15, sep: [] });
+                map2.items.push({ start, key: fs16, sep: [] });
                 this.onKeyLine = true;
               } else if (it.sep) {
-                this.stack.push(fs15);
+                this.stack.push(fs16);
               } else {
-                Object.assign(it, { key: fs15, sep: [] });
+                Object.assign(it, { key: fs16, sep: [] });
                 this.onKeyLine = true;
               }
               return;
@@ -50685,13 +50685,13 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs15 = this.flowScalar(this.type);
+              const fs16 = this.flowScalar(this.type);
               if (!it || it.value)
-                fc.items.push({ start: [], key: fs15, sep: [] });
+                fc.items.push({ start: [], key: fs16, sep: [] });
               else if (it.sep)
-                this.stack.push(fs15);
+                this.stack.push(fs16);
               else
-                Object.assign(it, { key: fs15, sep: [] });
+                Object.assign(it, { key: fs16, sep: [] });
               return;
             }
             case "flow-map-end":
@@ -51221,10 +51221,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path16) {
-  if (!path16)
+function getElementAtPath(obj, path17) {
+  if (!path17)
     return obj;
-  return path16.reduce((acc, key) => acc?.[key], obj);
+  return path17.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -51483,11 +51483,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path16, issues) {
+function prefixIssues(path17, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path16);
+    iss.path.unshift(path17);
     return iss;
   });
 }
@@ -52020,16 +52020,16 @@ function flattenError(error63, mapper = (issue2) => issue2.message) {
 }
 function formatError(error63, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error64, path16 = []) => {
+  const processError = (error64, path17 = []) => {
     for (const issue2 of error64.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path16, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path17, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path16, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path17, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path16, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path17, ...issue2.path]);
       } else {
-        const fullpath = [...path16, ...issue2.path];
+        const fullpath = [...path17, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -52068,17 +52068,17 @@ function formatError(error63, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error63, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error64, path16 = []) => {
+  const processError = (error64, path17 = []) => {
     var _a3;
     for (const issue2 of error64.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path16, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path17, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path16, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path17, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path16, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path17, ...issue2.path]);
       } else {
-        const fullpath = [...path16, ...issue2.path];
+        const fullpath = [...path17, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -52117,8 +52117,8 @@ function treeifyError(error63, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path16 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path16) {
+  const path17 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path17) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -55536,7 +55536,7 @@ function isRef(value) {
 function cloneIssues(issues) {
   return issues.map((iss) => iss.path ? { ...iss, path: iss.path.slice() } : { ...iss });
 }
-function isRecursive(inst, stack, resolve12) {
+function isRecursive(inst, stack, resolve13) {
   const cached2 = recursive.get(inst);
   if (cached2 !== void 0)
     return cached2 ? PROVEN : NONE;
@@ -55546,7 +55546,7 @@ function isRecursive(inst, stack, resolve12) {
   let result = NONE;
   const check2 = (child) => {
     if (result !== PROVEN && child?._zod) {
-      const answer = isRecursive(child, stack, resolve12);
+      const answer = isRecursive(child, stack, resolve13);
       if (answer > result)
         result = answer;
     }
@@ -55557,7 +55557,7 @@ function isRecursive(inst, stack, resolve12) {
       const desc = Object.getOwnPropertyDescriptor(sh, key);
       if (spread && !desc.enumerable)
         continue;
-      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve12) : NONE;
+      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve13) : NONE;
       if (child > answer)
         answer = child;
     }
@@ -55621,7 +55621,7 @@ function isRecursive(inst, stack, resolve12) {
       break;
     // `$ZodLazy` caches its inner on the def, so a resolved edge is followed exactly
     case "lazy": {
-      const inner = def._cachedInner ?? (resolve12 ? inst._zod.innerType : void 0);
+      const inner = def._cachedInner ?? (resolve13 ? inst._zod.innerType : void 0);
       merge2(inner ? isRecursive(inner, stack, false) : ASSUMED);
       break;
     }
@@ -70150,13 +70150,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path16 = ref.slice(1).split("/").filter(Boolean);
-  if (path16.length === 0) {
+  const path17 = ref.slice(1).split("/").filter(Boolean);
+  if (path17.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path16[0] === defsKey) {
-    const key = path16[1] === void 0 ? void 0 : decodeJSONPointerSegment(path16[1]);
+  if (path17[0] === defsKey) {
+    const key = path17[1] === void 0 ? void 0 : decodeJSONPointerSegment(path17[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -71472,7 +71472,8 @@ var init_metric_names = __esm({
       "latency-p95",
       "size",
       "params",
-      "macs"
+      "macs",
+      "memory"
     ];
     TASK_METRICS = {
       "language-model": ["perplexity", "next-token-accuracy"],
@@ -71482,6 +71483,76 @@ var init_metric_names = __esm({
     COMMON_METRICS = METRIC_NAMES.filter(
       (m) => !Object.values(TASK_METRICS).some((own2) => own2.includes(m))
     );
+  }
+});
+
+// src/eval/memory.ts
+function writeFeeds(feeds, file2) {
+  const spec = Object.entries(feeds).map(([name, t]) => {
+    const data = t.data;
+    return { name, type: t.type, dims: t.dims, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("base64") };
+  });
+  fs2.writeFileSync(file2, JSON.stringify(spec));
+}
+function memoryCommand(modelFile, feedsFile, threads) {
+  return [process.execPath, ["-e", CHILD, require.resolve("onnxruntime-node"), path2.resolve(modelFile), feedsFile, String(threads ?? 0)]];
+}
+async function measureMemory(modelFile, feeds, threads) {
+  const dir = fs2.mkdtempSync(path2.join(os.tmpdir(), "prune-gate-memory-"));
+  try {
+    const feedsFile = path2.join(dir, "feeds.json");
+    writeFeeds(feeds, feedsFile);
+    const [command, args] = memoryCommand(modelFile, feedsFile, threads);
+    const stdout = await new Promise((resolve13, reject) => {
+      (0, import_child_process2.execFile)(command, args, { maxBuffer: 1 << 20 }, (error63, out, err) => {
+        if (error63) reject(new Error(`measuring the memory of ${modelFile} failed: ${err.trim() || error63.message}`));
+        else resolve13(out);
+      });
+    });
+    return JSON.parse(stdout).maxRssKb / 1024;
+  } finally {
+    fs2.rmSync(dir, { recursive: true, force: true });
+  }
+}
+function parseMebibytes(value) {
+  if (typeof value === "number") return Number.isFinite(value) && value > 0 ? value : void 0;
+  const m = typeof value === "string" ? /^\s*(\d+(?:\.\d+)?|\.\d+)\s*(MiB|GiB)?\s*$/i.exec(value) : null;
+  if (!m) return void 0;
+  const n = Number(m[1]) * (m[2]?.toLowerCase() === "gib" ? 1024 : 1);
+  return n > 0 ? n : void 0;
+}
+var import_child_process2, fs2, os, path2, CHILD;
+var init_memory = __esm({
+  "src/eval/memory.ts"() {
+    "use strict";
+    import_child_process2 = require("child_process");
+    fs2 = __toESM(require("fs"));
+    os = __toESM(require("os"));
+    path2 = __toESM(require("path"));
+    CHILD = `
+const [ortPath, model, feedsFile, threads] = process.argv.slice(1);
+const fs = require('fs');
+const ort = require(ortPath);
+const ARRAYS = { float32: Float32Array, float64: Float64Array, float16: Uint16Array, int64: BigInt64Array, uint64: BigUint64Array,
+  int32: Int32Array, uint32: Uint32Array, int16: Int16Array, uint16: Uint16Array, int8: Int8Array, uint8: Uint8Array, bool: Uint8Array };
+(async () => {
+  const options = { logSeverityLevel: 4 };
+  if (Number(threads) > 0) options.intraOpNumThreads = Number(threads);
+  const session = await ort.InferenceSession.create(model, options);
+  const feeds = {};
+  for (const f of JSON.parse(fs.readFileSync(feedsFile, 'utf8'))) {
+    const bytes = Buffer.from(f.data, 'base64');
+    const Array = ARRAYS[f.type];
+    const data = new Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+    feeds[f.name] = new ort.Tensor(f.type, data, f.dims);
+  }
+  await session.run(feeds);
+  process.stdout.write(JSON.stringify({ maxRssKb: process.resourceUsage().maxRSS }));
+})().catch((e) => {
+  process.stderr.write(String((e && e.message) || e).split('\\n')[0]);
+  process.exit(1);
+});
+`;
   }
 });
 
@@ -71505,7 +71576,8 @@ var init_metrics = __esm({
       "latency-p95": { kind: "efficiency", higherIsBetter: false, bounds: ["min-speedup", "max-ratio", "max"], unit: "ms" },
       size: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "bytes" },
       params: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "count" },
-      macs: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "count" }
+      macs: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "count" },
+      memory: { kind: "efficiency", higherIsBetter: false, bounds: ["max", "max-ratio"], unit: "MiB" }
     };
   }
 });
@@ -71519,7 +71591,7 @@ var require_aspromise = __commonJS({
       var params = new Array(arguments.length - 1), offset = 0, index = 2, pending = true;
       while (index < arguments.length)
         params[offset++] = arguments[index++];
-      return new Promise(function executor(resolve12, reject) {
+      return new Promise(function executor(resolve13, reject) {
         params[offset] = function callback(err) {
           if (pending) {
             pending = false;
@@ -71529,7 +71601,7 @@ var require_aspromise = __commonJS({
               var params2 = new Array(arguments.length - 1), offset2 = 0;
               while (offset2 < params2.length)
                 params2[offset2++] = arguments[offset2];
-              resolve12.apply(null, params2);
+              resolve13.apply(null, params2);
             }
           }
         };
@@ -77310,13 +77382,13 @@ function temporaryName(file2) {
   return `${file2}.tmp-${process.pid}-${Date.now()}`;
 }
 function writeFileAtomic(file2, data) {
-  fs2.mkdirSync(path2.dirname(path2.resolve(file2)), { recursive: true });
+  fs3.mkdirSync(path3.dirname(path3.resolve(file2)), { recursive: true });
   const tmp = temporaryName(file2);
   try {
-    fs2.writeFileSync(tmp, data);
-    fs2.renameSync(tmp, file2);
+    fs3.writeFileSync(tmp, data);
+    fs3.renameSync(tmp, file2);
   } catch (e) {
-    fs2.rmSync(tmp, { force: true });
+    fs3.rmSync(tmp, { force: true });
     throw e;
   }
 }
@@ -77324,12 +77396,12 @@ function writeJsonAtomic(file2, value) {
   writeFileAtomic(file2, `${JSON.stringify(value, null, 2)}
 `);
 }
-var fs2, path2;
+var fs3, path3;
 var init_files = __esm({
   "src/util/files.ts"() {
     "use strict";
-    fs2 = __toESM(require("fs"));
-    path2 = __toESM(require("path"));
+    fs3 = __toESM(require("fs"));
+    path3 = __toESM(require("path"));
   }
 });
 
@@ -77425,14 +77497,14 @@ function externalLocation(t, modelDir, modelPath) {
   const location = entries.get("location");
   if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
   const normalized = location.replace(/\\/g, "/");
-  if (path3.isAbsolute(location) || path3.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
+  if (path4.isAbsolute(location) || path4.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
     throw new UserError(
       `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
     );
   }
-  const root = path3.resolve(modelDir);
-  const file2 = path3.resolve(root, normalized);
-  if (file2 !== root && !file2.startsWith(root + path3.sep)) {
+  const root = path4.resolve(modelDir);
+  const file2 = path4.resolve(root, normalized);
+  if (file2 !== root && !file2.startsWith(root + path4.sep)) {
     throw new UserError(
       `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
     );
@@ -77447,7 +77519,7 @@ function externalLocation(t, modelDir, modelPath) {
 function checkExternal(t, loc, modelPath, expectedBytes) {
   let size;
   try {
-    size = fs3.statSync(loc.file).size;
+    size = fs4.statSync(loc.file).size;
   } catch {
     throw new UserError(
       `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
@@ -77470,25 +77542,25 @@ function readTensorData(dtype, file2, offset, length) {
   if (length % info3.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info3.name} elements`);
   const buffer = new ArrayBuffer(length);
   const bytes2 = new Uint8Array(buffer);
-  const fd = fs3.openSync(file2, "r");
+  const fd = fs4.openSync(file2, "r");
   try {
     let done = 0;
     while (done < length) {
-      const n = fs3.readSync(fd, bytes2, done, length - done, offset + done);
+      const n = fs4.readSync(fd, bytes2, done, length - done, offset + done);
       if (n === 0) throw new Error(`unexpected end of ${file2}`);
       done += n;
     }
   } finally {
-    fs3.closeSync(fd);
+    fs4.closeSync(fd);
   }
   return new info3.array(buffer, 0, length / info3.bytes);
 }
-var fs3, path3, import_onnx_proto2;
+var fs4, path4, import_onnx_proto2;
 var init_external2 = __esm({
   "src/onnx/external.ts"() {
     "use strict";
-    fs3 = __toESM(require("fs"));
-    path3 = __toESM(require("path"));
+    fs4 = __toESM(require("fs"));
+    path4 = __toESM(require("path"));
     import_onnx_proto2 = __toESM(require_onnx());
     init_errors();
     init_dtype();
@@ -77501,16 +77573,16 @@ function spillMinBytes() {
 }
 function openStore() {
   if (store) return store;
-  const dir = fs4.mkdtempSync(path4.join(os.tmpdir(), "prune-gate-spill-"));
-  const file2 = path4.join(dir, "tensors.bin");
-  store = { file: file2, fd: fs4.openSync(file2, "w+"), size: 0 };
-  process.once("exit", () => fs4.rmSync(dir, { recursive: true, force: true }));
+  const dir = fs5.mkdtempSync(path5.join(os2.tmpdir(), "prune-gate-spill-"));
+  const file2 = path5.join(dir, "tensors.bin");
+  store = { file: file2, fd: fs5.openSync(file2, "w+"), size: 0 };
+  process.once("exit", () => fs5.rmSync(dir, { recursive: true, force: true }));
   return store;
 }
 function spillTensor(proto, bytes2) {
   const s = openStore();
   let done = 0;
-  while (done < bytes2.byteLength) done += fs4.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
+  while (done < bytes2.byteLength) done += fs5.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
   spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
   s.size += bytes2.byteLength;
 }
@@ -77526,13 +77598,13 @@ function deferredStream(proto) {
 function isSpilled(proto) {
   return spilled.has(proto) || deferred.has(proto);
 }
-var fs4, os, path4, spillThreshold, spilled, store, deferred;
+var fs5, os2, path5, spillThreshold, spilled, store, deferred;
 var init_spill = __esm({
   "src/onnx/spill.ts"() {
     "use strict";
-    fs4 = __toESM(require("fs"));
-    os = __toESM(require("os"));
-    path4 = __toESM(require("path"));
+    fs5 = __toESM(require("fs"));
+    os2 = __toESM(require("os"));
+    path5 = __toESM(require("path"));
     spillThreshold = 8 * 2 ** 20;
     spilled = /* @__PURE__ */ new WeakMap();
     deferred = /* @__PURE__ */ new WeakMap();
@@ -78571,8 +78643,8 @@ var init_tensor = __esm({
 
 // src/onnx/write.ts
 function writeModel(model, file2, options = {}) {
-  const out = path5.resolve(file2);
-  if (model.origin && path5.resolve(model.origin) === out) {
+  const out = path6.resolve(file2);
+  if (model.origin && path6.resolve(model.origin) === out) {
     throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
   }
   const mode = options.externalData ?? "auto";
@@ -78584,8 +78656,8 @@ function writeModel(model, file2, options = {}) {
     );
   }
   const external = mode === "always" || mode === "auto" && (model.hadExternalData || inlineBytes > PROTOBUF_LIMIT);
-  const dataName = `${path5.basename(out)}.data`;
-  const dataPath = path5.join(path5.dirname(out), dataName);
+  const dataName = `${path6.basename(out)}.data`;
+  const dataPath = path6.join(path6.dirname(out), dataName);
   if (external) {
     for (const t of model.initializers) {
       if (isExternal(t) && externalLocation(t, model.dir, model.origin).file === dataPath) {
@@ -78593,7 +78665,7 @@ function writeModel(model, file2, options = {}) {
       }
     }
   }
-  fs5.mkdirSync(path5.dirname(out), { recursive: true });
+  fs6.mkdirSync(path6.dirname(out), { recursive: true });
   const tmpModel = temporaryName(out);
   const tmpData = external ? temporaryName(dataPath) : void 0;
   const sinks = [];
@@ -78629,12 +78701,12 @@ function writeModel(model, file2, options = {}) {
     writeMessage(sink, layout, entries);
     sink.close();
     if (sink.position !== layout.size) throw new Error(`internal: wrote ${sink.position} bytes of a ${layout.size}-byte model`);
-    if (tmpData) fs5.renameSync(tmpData, dataPath);
-    fs5.renameSync(tmpModel, out);
+    if (tmpData) fs6.renameSync(tmpData, dataPath);
+    fs6.renameSync(tmpModel, out);
     return { path: out, dataPath: external ? dataPath : void 0, bytes: layout.size + dataBytes };
   } catch (e) {
     for (const s of sinks) s.close();
-    for (const f of [tmpModel, tmpData]) if (f) fs5.rmSync(f, { force: true });
+    for (const f of [tmpModel, tmpData]) if (f) fs6.rmSync(f, { force: true });
     throw e;
   }
 }
@@ -78741,14 +78813,14 @@ function writeMessage(sink, layout, entries) {
 }
 function writeAll(fd, data) {
   let done = 0;
-  while (done < data.byteLength) done += fs5.writeSync(fd, data, done, data.byteLength - done);
+  while (done < data.byteLength) done += fs6.writeSync(fd, data, done, data.byteLength - done);
 }
-var fs5, path5, import_onnx_proto4, EXTERNAL_DATA_MODES, PROTOBUF_LIMIT, EXTERNAL_MIN_BYTES, DATA_ALIGN, MODEL_BEFORE_GRAPH, GRAPH_BEFORE_INITIALIZERS, TENSOR_BEFORE_RAW_DATA, TAG_GRAPH, TAG_INITIALIZER, TAG_RAW_DATA, BUFFER_BYTES, COPY_BYTES, copyBuffer, FileSink;
+var fs6, path6, import_onnx_proto4, EXTERNAL_DATA_MODES, PROTOBUF_LIMIT, EXTERNAL_MIN_BYTES, DATA_ALIGN, MODEL_BEFORE_GRAPH, GRAPH_BEFORE_INITIALIZERS, TENSOR_BEFORE_RAW_DATA, TAG_GRAPH, TAG_INITIALIZER, TAG_RAW_DATA, BUFFER_BYTES, COPY_BYTES, copyBuffer, FileSink;
 var init_write = __esm({
   "src/onnx/write.ts"() {
     "use strict";
-    fs5 = __toESM(require("fs"));
-    path5 = __toESM(require("path"));
+    fs6 = __toESM(require("fs"));
+    path6 = __toESM(require("path"));
     import_onnx_proto4 = __toESM(require_onnx());
     init_errors();
     init_files();
@@ -78774,7 +78846,7 @@ var init_write = __esm({
       buffer = Buffer.allocUnsafe(BUFFER_BYTES);
       buffered = 0;
       constructor(file2) {
-        this.fd = fs5.openSync(file2, "w");
+        this.fd = fs6.openSync(file2, "w");
       }
       write(bytes2) {
         if (bytes2.byteLength >= BUFFER_BYTES / 4) {
@@ -78803,16 +78875,16 @@ var init_write = __esm({
       copyRange(file2, from, length) {
         copyBuffer ??= Buffer.allocUnsafe(COPY_BYTES);
         this.flush();
-        const src = fs5.openSync(file2, "r");
+        const src = fs6.openSync(file2, "r");
         try {
           for (let done = 0; done < length; ) {
-            const n = fs5.readSync(src, copyBuffer, 0, Math.min(COPY_BYTES, length - done), from + done);
+            const n = fs6.readSync(src, copyBuffer, 0, Math.min(COPY_BYTES, length - done), from + done);
             if (n === 0) throw new Error(`unexpected end of ${file2}`);
             writeAll(this.fd, copyBuffer.subarray(0, n));
             done += n;
           }
         } finally {
-          fs5.closeSync(src);
+          fs6.closeSync(src);
         }
         this.position += length;
       }
@@ -78830,7 +78902,7 @@ var init_write = __esm({
           if (this.buffered) writeAll(fd, this.buffer.subarray(0, this.buffered));
           this.buffered = 0;
         } finally {
-          fs5.closeSync(fd);
+          fs6.closeSync(fd);
         }
       }
     };
@@ -78926,26 +78998,26 @@ var init_format = __esm({
 
 // src/util/paths.ts
 function displayPath(file2) {
-  const rel = path6.relative(process.cwd(), file2);
-  return rel && !rel.startsWith("..") && !path6.isAbsolute(rel) ? rel : file2;
+  const rel = path7.relative(process.cwd(), file2);
+  return rel && !rel.startsWith("..") && !path7.isAbsolute(rel) ? rel : file2;
 }
 function checkedPath(file2, where, kind, base) {
-  const abs = base ? path6.resolve(base, file2) : path6.resolve(file2);
+  const abs = base ? path7.resolve(base, file2) : path7.resolve(file2);
   let stat;
   try {
-    stat = fs6.statSync(abs);
+    stat = fs7.statSync(abs);
   } catch {
     throw new UserError(`${where}: ${kind} not found: ${displayPath(abs)}`);
   }
   if (kind === "file" && !stat.isFile() || kind === "folder" && !stat.isDirectory()) throw new UserError(`${where}: not a ${kind}: ${displayPath(abs)}`);
   return abs;
 }
-var fs6, path6;
+var fs7, path7;
 var init_paths = __esm({
   "src/util/paths.ts"() {
     "use strict";
-    fs6 = __toESM(require("fs"));
-    path6 = __toESM(require("path"));
+    fs7 = __toESM(require("fs"));
+    path7 = __toESM(require("path"));
     init_errors();
   }
 });
@@ -79153,7 +79225,7 @@ function metricJson(m) {
   return { ...m, base: finiteOrNull(m.base), candidate: finiteOrNull(m.candidate), bound: finiteOrNull(m.bound) };
 }
 function statsJson(s) {
-  return { ...s, path: s.path ? displayPath(path9.resolve(s.path)) : "" };
+  return { ...s, path: s.path ? displayPath(path10.resolve(s.path)) : "" };
 }
 function buildReport(input2) {
   const report = {
@@ -79199,7 +79271,7 @@ function buildReport(input2) {
 function readReport(file2) {
   let data;
   try {
-    data = JSON.parse(fs9.readFileSync(file2, "utf8"));
+    data = JSON.parse(fs10.readFileSync(file2, "utf8"));
   } catch (e) {
     throw new UserError(`${file2}: not a readable JSON report: ${e.message.split("\n")[0]}`);
   }
@@ -79211,12 +79283,12 @@ function parseReport(data, file2) {
   const issue2 = r.error.issues[0];
   throw new UserError(`${file2}: not a prune-gate report: ${issue2.path.join(".") || "(top level)"}: ${issue2.message}`);
 }
-var fs9, path9;
+var fs10, path10;
 var init_build = __esm({
   "src/report/build.ts"() {
     "use strict";
-    fs9 = __toESM(require("fs"));
-    path9 = __toESM(require("path"));
+    fs10 = __toESM(require("fs"));
+    path10 = __toESM(require("path"));
     init_paths();
     init_errors();
     init_schema();
@@ -79250,6 +79322,8 @@ function formatValue(name, v) {
       return bytes(v);
     case "count":
       return si(v);
+    case "MiB":
+      return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} MiB`;
     default:
       return sig(v);
   }
@@ -79728,12 +79802,12 @@ function columnRuns(columns) {
   }
   return runs;
 }
-var fs10, path10, import_onnx_proto6, CHUNK_BYTES, LFS_POINTER, OnnxModel;
+var fs11, path11, import_onnx_proto6, CHUNK_BYTES, LFS_POINTER, OnnxModel;
 var init_model = __esm({
   "src/onnx/model.ts"() {
     "use strict";
-    fs10 = __toESM(require("fs"));
-    path10 = __toESM(require("path"));
+    fs11 = __toESM(require("fs"));
+    path11 = __toESM(require("path"));
     import_onnx_proto6 = __toESM(require_onnx());
     init_errors();
     init_dtype();
@@ -79745,9 +79819,9 @@ var init_model = __esm({
     CHUNK_BYTES = 32 * 2 ** 20;
     LFS_POINTER = "version https://git-lfs.github.com/spec/v1";
     OnnxModel = class _OnnxModel {
-      constructor(proto, path16, origin = path16, hadExternalData) {
+      constructor(proto, path17, origin = path17, hadExternalData) {
         this.proto = proto;
-        this.path = path16;
+        this.path = path17;
         this.origin = origin;
         this.hadExternalData = hadExternalData ?? this.initializers.some(isExternal);
         this.reindexConstants();
@@ -79772,12 +79846,12 @@ var init_model = __esm({
       }
       /** Folder that external data locations are relative to. */
       get dir() {
-        return this.origin ? path10.dirname(path10.resolve(this.origin)) : process.cwd();
+        return this.origin ? path11.dirname(path11.resolve(this.origin)) : process.cwd();
       }
       static read(file2) {
         let bytes2;
         try {
-          bytes2 = fs10.readFileSync(file2);
+          bytes2 = fs11.readFileSync(file2);
         } catch (e) {
           const code = e.code;
           if (code === "ENOENT") throw new UserError(`model file not found: ${file2}`);
@@ -80022,13 +80096,13 @@ var init_model = __esm({
           });
           return;
         }
-        const fd = fs10.openSync(source.file, "r");
+        const fd = fs11.openSync(source.file, "r");
         try {
           withScratch(Math.min(chunk, source.length), (buffer) => {
             for (let first = 0; first < source.length; first += chunk) {
               const bytes2 = buffer.subarray(0, Math.min(chunk, source.length - first));
               for (let done = 0; done < bytes2.byteLength; ) {
-                const n = fs10.readSync(fd, bytes2, done, bytes2.byteLength - done, source.offset + first + done);
+                const n = fs11.readSync(fd, bytes2, done, bytes2.byteLength - done, source.offset + first + done);
                 if (n === 0) throw new Error(`unexpected end of ${source.file}`);
                 done += n;
               }
@@ -80036,7 +80110,7 @@ var init_model = __esm({
             }
           });
         } finally {
-          fs10.closeSync(fd);
+          fs11.closeSync(fd);
         }
       }
       /**
@@ -80156,10 +80230,10 @@ var init_model = __esm({
       /** Size of the model on disk: the .onnx file plus every external data file it references. */
       bytesOnDisk() {
         if (!this.path) return 0;
-        let total = fs10.statSync(this.path).size;
+        let total = fs11.statSync(this.path).size;
         const files = /* @__PURE__ */ new Set();
         for (const t of this.initializers) if (isExternal(t)) files.add(externalLocation(t, this.dir, this.origin).file);
-        for (const f of files) total += fs10.statSync(f).size;
+        for (const f of files) total += fs11.statSync(f).size;
         return total;
       }
     };
@@ -80213,7 +80287,7 @@ function dummyFeeds(model, axis0 = 2, otherAxes = 7) {
   return feeds;
 }
 function externalDataFiles(model) {
-  return [...externalFileMap(model)].map(([location, file2]) => ({ path: location, data: fs11.readFileSync(file2) }));
+  return [...externalFileMap(model)].map(([location, file2]) => ({ path: location, data: fs12.readFileSync(file2) }));
 }
 function externalFileMap(model) {
   const files = /* @__PURE__ */ new Map();
@@ -80251,36 +80325,36 @@ async function sessionForProto(model, proto, options = {}) {
   const bytes2 = import_onnx_proto7.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
   if (files.size === 0) return ort.InferenceSession.create(bytes2, opts);
-  const tmp = path11.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
+  const tmp = path12.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
   try {
-    fs11.writeFileSync(tmp, bytes2, { flag: "wx" });
+    fs12.writeFileSync(tmp, bytes2, { flag: "wx" });
   } catch {
     return ort.InferenceSession.create(bytes2, { ...opts, externalData: externalDataFiles(model) });
   }
   try {
     return await ort.InferenceSession.create(tmp, opts);
   } finally {
-    fs11.rmSync(tmp, { force: true });
+    fs12.rmSync(tmp, { force: true });
   }
 }
 async function sessionFromWrittenCopy(model, proto, opts) {
-  const dir = fs11.mkdtempSync(path11.join(os3.tmpdir(), "prune-gate-session-"));
+  const dir = fs12.mkdtempSync(path12.join(os4.tmpdir(), "prune-gate-session-"));
   try {
-    const file2 = path11.join(dir, "model.onnx");
+    const file2 = path12.join(dir, "model.onnx");
     writeModel(OnnxModel.fromProto(proto, "", model.origin), file2, { externalData: "always" });
     return await ort.InferenceSession.create(file2, opts);
   } finally {
-    fs11.rmSync(dir, { recursive: true, force: true });
+    fs12.rmSync(dir, { recursive: true, force: true });
   }
 }
-var crypto, fs11, os3, path11, ort, import_onnx_proto7, ORT_TYPE, ZERO_ARRAY, deviceThreads;
+var crypto, fs12, os4, path12, ort, import_onnx_proto7, ORT_TYPE, ZERO_ARRAY, deviceThreads;
 var init_runtime = __esm({
   "src/onnx/runtime.ts"() {
     "use strict";
     crypto = __toESM(require("crypto"));
-    fs11 = __toESM(require("fs"));
-    os3 = __toESM(require("os"));
-    path11 = __toESM(require("path"));
+    fs12 = __toESM(require("fs"));
+    os4 = __toESM(require("os"));
+    path12 = __toESM(require("path"));
     ort = __toESM(require("onnxruntime-node"));
     import_onnx_proto7 = __toESM(require_onnx());
     init_dtype();
@@ -80319,7 +80393,7 @@ var init_runtime = __esm({
 function readNpy(file2) {
   let bytes2;
   try {
-    bytes2 = fs12.readFileSync(file2);
+    bytes2 = fs13.readFileSync(file2);
   } catch (e) {
     const code = e.code;
     if (code === "ENOENT") throw new UserError(`${file2}: file not found`);
@@ -80409,11 +80483,11 @@ function swapBytes(bytes2, size) {
     }
   }
 }
-var fs12, MAGIC, DESCR_TO_DTYPE, DTYPE_TO_DESCR;
+var fs13, MAGIC, DESCR_TO_DTYPE, DTYPE_TO_DESCR;
 var init_npy = __esm({
   "src/eval/npy.ts"() {
     "use strict";
-    fs12 = __toESM(require("fs"));
+    fs13 = __toESM(require("fs"));
     init_errors();
     init_dtype();
     init_tensor();
@@ -80473,14 +80547,14 @@ function loadCalibration(location, model, options = {}) {
 function findSpecFile(location) {
   let stat;
   try {
-    stat = fs13.statSync(location);
+    stat = fs14.statSync(location);
   } catch {
     throw new UserError(`calibration not found: ${location} (give a folder holding calibration.json or samples.jsonl)`);
   }
   if (!stat.isDirectory()) return location;
   for (const name of [...SPEC_NAMES, SAMPLES_NAME]) {
-    const f = path12.join(location, name);
-    if (fs13.existsSync(f)) return f;
+    const f = path13.join(location, name);
+    if (fs14.existsSync(f)) return f;
   }
   throw new UserError(
     `${location}: no calibration.json, calibration.yml or samples.jsonl in this folder; add one (see the README, "Calibration data")`
@@ -80488,7 +80562,7 @@ function findSpecFile(location) {
 }
 function readSpec(file2) {
   const shown = displayPath(file2);
-  const text2 = fs13.readFileSync(file2, "utf8");
+  const text2 = fs14.readFileSync(file2, "utf8");
   let data;
   try {
     data = file2.endsWith(".json") ? JSON.parse(text2) : import_yaml2.default.parse(text2);
@@ -80505,8 +80579,8 @@ function readSpec(file2) {
   return spec;
 }
 function specPath(specFile, name, key) {
-  const f = path12.resolve(path12.dirname(specFile), name);
-  if (!fs13.existsSync(f)) {
+  const f = path13.resolve(path13.dirname(specFile), name);
+  if (!fs14.existsSync(f)) {
     throw new UserError(`${displayPath(specFile)}: ${key}: file not found: ${displayPath(f)}`);
   }
   return f;
@@ -80535,7 +80609,7 @@ function sourceOf(t, name) {
 }
 function readSamples(file2, specs) {
   const shown = displayPath(file2);
-  const lines = fs13.readFileSync(file2, "utf8").split("\n").map((text2, i) => ({ text: text2.trim(), line: i + 1 })).filter((l) => l.text.length > 0);
+  const lines = fs14.readFileSync(file2, "utf8").split("\n").map((text2, i) => ({ text: text2.trim(), line: i + 1 })).filter((l) => l.text.length > 0);
   if (lines.length === 0) throw new UserError(`${shown}: the calibration set is empty: add one JSON sample a line`);
   const values = /* @__PURE__ */ new Map();
   const shapes = /* @__PURE__ */ new Map();
@@ -80586,10 +80660,10 @@ function readSamples(file2, specs) {
   for (const [name, flat] of values) {
     const spec = specs.find((s) => s.name === name);
     const dims = [lines.length, ...shapes.get(name)?.dims ?? []];
-    inputs2[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), path12.basename(file2));
+    inputs2[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), path13.basename(file2));
   }
   const labelTensor = firstLabelLine !== void 0 ? { dtype: DataType.INT32, dims: [labels.length], data: Int32Array.from(labels) } : void 0;
-  return { inputs: inputs2, labels: labelTensor, labelFile: labelTensor ? path12.basename(file2) : void 0 };
+  return { inputs: inputs2, labels: labelTensor, labelFile: labelTensor ? path13.basename(file2) : void 0 };
 }
 function flattenNested(value, where) {
   const dims = [];
@@ -80845,12 +80919,12 @@ function calibrationFeeds(set2) {
     for (const b of batches(set2)) yield b.feeds;
   };
 }
-var fs13, path12, import_yaml2, TASKS, DEFAULT_BATCH_SIZE, SPEC_NAMES, SAMPLES_NAME, MASK_INPUT, CalibrationFile, SampleLine, SOURCES, VALUE_PRESERVING;
+var fs14, path13, import_yaml2, TASKS, DEFAULT_BATCH_SIZE, SPEC_NAMES, SAMPLES_NAME, MASK_INPUT, CalibrationFile, SampleLine, SOURCES, VALUE_PRESERVING;
 var init_calibration = __esm({
   "src/eval/calibration.ts"() {
     "use strict";
-    fs13 = __toESM(require("fs"));
-    path12 = __toESM(require("path"));
+    fs14 = __toESM(require("fs"));
+    path13 = __toESM(require("path"));
     import_yaml2 = __toESM(require_dist());
     init_zod();
     init_paths();
@@ -82551,6 +82625,7 @@ var init_evaluator = __esm({
     init_errors();
     init_cost();
     init_runtime();
+    init_memory();
     init_calibration();
     init_latency();
     init_metrics2();
@@ -82678,6 +82753,14 @@ var init_evaluator = __esm({
           await session.release();
         }
       }
+      /**
+       * The memory metric of the model in `file`: peak RSS (MiB) of a fresh process that loads it and
+       * runs one calibration batch, on the device's threads.
+       */
+      async memory(file2) {
+        const first = batches(this.set, this.set.batchSize).next();
+        return measureMemory(file2, first.value.feeds, sessionThreads());
+      }
       async close() {
         await this.baseSession.release();
       }
@@ -82718,7 +82801,8 @@ function withinBound(metric, candidate, bound) {
   return METRICS[metric].higherIsBetter ? candidate >= bound - eps : candidate <= bound + eps;
 }
 function judge(values, rules, task) {
-  return metricsOf(task).map((name) => {
+  const listed2 = metricsOf(task).filter((name) => name !== "memory" || rules.some((r) => r.metric === name) || values.candidate.memory !== void 0);
+  return listed2.map((name) => {
     const base = values.base[name] ?? null;
     const candidate = values.candidate[name] ?? null;
     const rule = rules.find((r) => r.metric === name);
@@ -82868,21 +82952,21 @@ var init_package = __esm({
 
 // src/eval/environment.ts
 function currentEnvironment() {
-  const cpus2 = os4.cpus();
+  const cpus2 = os5.cpus();
   const cores = cpus2.length;
   return {
-    cpu: cpus2[0]?.model.trim() || os4.arch(),
+    cpu: cpus2[0]?.model.trim() || os5.arch(),
     cores,
     threads: sessionThreads() ?? cores,
     onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
     "prune-gate": version2
   };
 }
-var os4;
+var os5;
 var init_environment = __esm({
   "src/eval/environment.ts"() {
     "use strict";
-    os4 = __toESM(require("os"));
+    os5 = __toESM(require("os"));
     init_package();
     init_runtime();
   }
@@ -84794,11 +84878,11 @@ function describeSkipped(analysis, structures) {
   }
   return [...merged.values()];
 }
-var path13, MAX_ATTEMPTS, CONTROL_FLOW_ONLY, WEIGHT_PATH, modelName, MIN_UNITS_FOR_OWN_SCALE;
+var path14, MAX_ATTEMPTS, CONTROL_FLOW_ONLY, WEIGHT_PATH, modelName, MIN_UNITS_FOR_OWN_SCALE;
 var init_prune = __esm({
   "src/prune/index.ts"() {
     "use strict";
-    path13 = __toESM(require("path"));
+    path14 = __toESM(require("path"));
     init_analysis();
     init_graph();
     init_reads();
@@ -84817,7 +84901,7 @@ var init_prune = __esm({
     MAX_ATTEMPTS = 8;
     CONTROL_FLOW_ONLY = "its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit";
     WEIGHT_PATH = /* @__PURE__ */ new Set(["Cast", "Identity", "Transpose", "Reshape", "DequantizeLinear"]);
-    modelName = (model) => model.origin ? path13.basename(model.origin) : "the model";
+    modelName = (model) => model.origin ? path14.basename(model.origin) : "the model";
     MIN_UNITS_FOR_OWN_SCALE = 8;
   }
 });
@@ -85555,8 +85639,8 @@ async function runOnDevice(options) {
   const { config: config2 } = options;
   const log = options.log ?? (() => void 0);
   const prune = options.prune ?? pruneModel;
-  const out = path14.resolve(options.out);
-  if (path14.resolve(config2.model) === path14.join(out, PRUNED_NAME)) {
+  const out = path15.resolve(options.out);
+  if (path15.resolve(config2.model) === path15.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
   }
   if (config2.prune.target === 0 && config2.quantize === "none") {
@@ -85571,18 +85655,27 @@ async function runOnDevice(options) {
   checkRulesFitTask(config2.gate, set2.task, config2.file ? displayPath(config2.file) : "the gate");
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log });
-  const stepsDir = path14.join(out, STEPS_DIR);
+  const stepsDir = path15.join(out, STEPS_DIR);
   try {
     const deps = searchDeps({ options, set: set2, evaluator, stepsDir, prune, quantize, log });
     const mode = config2.prune.target === "auto" ? "auto" : "fixed";
     const ratios = stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps);
     const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
     const chosen = result.artifact;
-    const files = promote(chosen, out);
     const evaluation = chosen.evaluation;
-    const metrics = result.steps[result.chosen].metrics;
+    let metrics = result.steps[result.chosen].metrics;
+    let verdict = result.verdict;
+    if (config2.gate.some((r) => r.metric === "memory")) {
+      log("measuring memory: a fresh process loads each model and runs one batch");
+      evaluation.values.base.memory = await evaluator.memory(config2.model);
+      evaluation.values.candidate.memory = await evaluator.memory(chosen.file);
+      metrics = judge(evaluation.values, config2.gate, set2.task);
+      verdict = verdictOf(metrics);
+      result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === "pass" };
+    }
+    const files = promote(chosen, out);
     const report = buildReport({
-      verdict: result.verdict,
+      verdict,
       task: set2.task,
       target: config2.prune.target,
       quantize: config2.quantize,
@@ -85602,12 +85695,12 @@ async function runOnDevice(options) {
     const outcome = writeReports(report, out, files);
     const failed = failures(metrics);
     log(
-      result.verdict === "pass" ? `gate passed at ${ratioText2(result.steps[result.chosen].ratio)} of the parameters removed` : `gate failed: ${failed.join(", ")}`
+      verdict === "pass" ? `gate passed at ${ratioText2(result.steps[result.chosen].ratio)} of the parameters removed` : `gate failed: ${failed.join(", ")}`
     );
     return outcome;
   } finally {
     await evaluator.close();
-    fs14.rmSync(stepsDir, { recursive: true, force: true });
+    fs15.rmSync(stepsDir, { recursive: true, force: true });
   }
 }
 function ratioText2(r) {
@@ -85640,35 +85733,35 @@ function searchDeps(c) {
       return quantized.model;
     },
     evaluate: async (candidate, step) => {
-      const dir = path14.join(c.stepsDir, `step-${step.index}`);
-      fs14.rmSync(dir, { recursive: true, force: true });
-      const written = writeModel(candidate, path14.join(dir, PRUNED_NAME), { externalData: config2.externalData });
+      const dir = path15.join(c.stepsDir, `step-${step.index}`);
+      fs15.rmSync(dir, { recursive: true, force: true });
+      const written = writeModel(candidate, path15.join(dir, PRUNED_NAME), { externalData: config2.externalData });
       const model = OnnxModel.read(written.path);
       const evaluation = await c.evaluator.evaluate(model);
-      const metrics = judge(evaluation.values, config2.gate, c.set.task);
+      const metrics = judge(evaluation.values, config2.gate.filter((r) => r.metric !== "memory"), c.set.task);
       return {
         metrics,
         artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
         next: config2.quantize === "none" ? model : void 0
       };
     },
-    discard: (artifact) => fs14.rmSync(artifact.dir, { recursive: true, force: true }),
+    discard: (artifact) => fs15.rmSync(artifact.dir, { recursive: true, force: true }),
     log: c.log
   };
 }
 function promote(artifact, out) {
-  const model = path14.join(out, PRUNED_NAME);
+  const model = path15.join(out, PRUNED_NAME);
   const data = `${model}.data`;
-  fs14.mkdirSync(out, { recursive: true });
-  if (artifact.dataFile) fs14.renameSync(artifact.dataFile, data);
-  else fs14.rmSync(data, { force: true });
-  fs14.renameSync(artifact.file, model);
+  fs15.mkdirSync(out, { recursive: true });
+  if (artifact.dataFile) fs15.renameSync(artifact.dataFile, data);
+  else fs15.rmSync(data, { force: true });
+  fs15.renameSync(artifact.file, model);
   return { model, data: artifact.dataFile ? data : void 0 };
 }
 function writeReports(report, out, files) {
   const markdown = renderMarkdown(report);
-  const json2 = path14.join(out, REPORT_JSON);
-  const md = path14.join(out, REPORT_MD);
+  const json2 = path15.join(out, REPORT_JSON);
+  const md = path15.join(out, REPORT_MD);
   writeJsonAtomic(json2, report);
   writeFileAtomic(md, markdown);
   return { report, markdown, files: { ...files, json: json2, markdown: md } };
@@ -85688,6 +85781,11 @@ async function compareOnDevice(options) {
   try {
     log("evaluating the candidate");
     const evaluation = await evaluator.evaluate(candidate);
+    if (rules.some((r) => r.metric === "memory")) {
+      log("measuring memory: a fresh process loads each model and runs one batch");
+      evaluation.values.base.memory = await evaluator.memory(options.base);
+      evaluation.values.candidate.memory = await evaluator.memory(options.candidate);
+    }
     const metrics = judge(evaluation.values, rules, set2.task);
     const report = buildReport({
       verdict: verdictOf(metrics),
@@ -85707,21 +85805,21 @@ async function compareOnDevice(options) {
     });
     const markdown = renderMarkdown(report);
     if (options.out) {
-      const out = path14.resolve(options.out);
-      writeJsonAtomic(path14.join(out, REPORT_JSON), report);
-      writeFileAtomic(path14.join(out, REPORT_MD), markdown);
+      const out = path15.resolve(options.out);
+      writeJsonAtomic(path15.join(out, REPORT_JSON), report);
+      writeFileAtomic(path15.join(out, REPORT_MD), markdown);
     }
     return { report, markdown };
   } finally {
     await evaluator.close();
   }
 }
-var fs14, path14, PRUNED_NAME, REPORT_JSON, REPORT_MD, STEPS_DIR;
+var fs15, path15, PRUNED_NAME, REPORT_JSON, REPORT_MD, STEPS_DIR;
 var init_run = __esm({
   "src/pipeline/run.ts"() {
     "use strict";
-    fs14 = __toESM(require("fs"));
-    path14 = __toESM(require("path"));
+    fs15 = __toESM(require("fs"));
+    path15 = __toESM(require("path"));
     init_paths();
     init_files();
     init_calibration();
@@ -85748,7 +85846,7 @@ var init_run = __esm({
 
 // src/index.ts
 var core2 = __toESM(require_core());
-var path15 = __toESM(require("path"));
+var path16 = __toESM(require("path"));
 
 // src/github/onnxruntime.ts
 var import_child_process = require("child_process");
@@ -85857,13 +85955,13 @@ function trimPlatforms(pkg) {
   }
 }
 function spawnCollect(command, args, cwd, env, shell) {
-  return new Promise((resolve12) => {
+  return new Promise((resolve13) => {
     let output2 = "";
     const child = (0, import_child_process.spawn)(command, args, { cwd, env, shell, stdio: ["ignore", "pipe", "pipe"] });
     child.stdout.on("data", (d) => output2 += d.toString());
     child.stderr.on("data", (d) => output2 += d.toString());
-    child.on("error", (e) => resolve12({ status: -1, output: `${command}: ${e.message}` }));
-    child.on("close", (code) => resolve12({ status: code ?? -1, output: output2 }));
+    child.on("error", (e) => resolve13({ status: -1, output: `${command}: ${e.message}` }));
+    child.on("close", (code) => resolve13({ status: code ?? -1, output: output2 }));
   });
 }
 
@@ -85872,13 +85970,14 @@ var core = __toESM(require_core());
 var github = __toESM(require_github());
 
 // src/config/config.ts
-var fs7 = __toESM(require("fs"));
-var path7 = __toESM(require("path"));
+var fs8 = __toESM(require("fs"));
+var path8 = __toESM(require("path"));
 var import_yaml = __toESM(require_dist());
 init_zod();
 init_errors();
 init_latency();
 init_metric_names();
+init_memory();
 init_metrics();
 init_write();
 init_options();
@@ -85929,11 +86028,11 @@ var ConfigFile = external_exports.strictObject({
   }).optional()
 });
 function loadConfig(file2) {
-  const abs = path7.resolve(file2);
+  const abs = path8.resolve(file2);
   const shown = displayPath(abs);
   let text2;
   try {
-    text2 = fs7.readFileSync(abs, "utf8");
+    text2 = fs8.readFileSync(abs, "utf8");
   } catch (e) {
     const code = e.code;
     if (code === "ENOENT") throw new UserError(`config file not found: ${shown}`);
@@ -85955,9 +86054,9 @@ function parseConfig(text2, file2) {
     throw new UserError(`${shown}: expected a mapping of keys (model, calibration, prune, quantize, gate)`);
   }
   const raw = parseWith(ConfigFile, data, shown);
-  const dir = path7.dirname(path7.resolve(file2));
+  const dir = path8.dirname(path8.resolve(file2));
   const config2 = fromFile(raw, dir, shown);
-  config2.file = path7.resolve(file2);
+  config2.file = path8.resolve(file2);
   return config2;
 }
 function fromFile(raw, dir, shown) {
@@ -86016,6 +86115,11 @@ function exampleValue(bound) {
   return bound === "max-drop" ? "0.01" : bound === "max-increase" ? "5%" : bound === "min-speedup" ? "1.2" : "0.5";
 }
 function parseRule(metric, bound, value, where) {
+  if (metric === "memory" && bound === "max") {
+    const mib = parseMebibytes(value);
+    if (mib === void 0) throw new UserError(`${where}: expected an amount of memory such as 512 MiB or 1 GiB (a plain number is MiB), found ${JSON.stringify(value)}`);
+    return { metric, bound, value: mib, percent: false, text: `max ${typeof value === "string" ? value.trim() : `${value} MiB`}` };
+  }
   let number4;
   let percent2 = false;
   if (typeof value === "number" && Number.isFinite(value)) number4 = value;
@@ -86076,9 +86180,9 @@ function applyOverrides(config2, o) {
   return out;
 }
 function resolveConfig(file2, overrides, option) {
-  const chosen = path7.resolve(file2 ?? DEFAULT_CONFIG);
+  const chosen = path8.resolve(file2 ?? DEFAULT_CONFIG);
   let base;
-  if (fs7.existsSync(chosen)) base = loadConfig(chosen);
+  if (fs8.existsSync(chosen)) base = loadConfig(chosen);
   else if (file2 !== void 0) throw new UserError(`${option("config")}: file not found: ${displayPath(chosen)}`);
   else if (overrides.model && overrides.calibration) base = defaultConfig();
   else {
@@ -86156,7 +86260,7 @@ function apiError(e) {
 }
 
 // src/github/event.ts
-var fs8 = __toESM(require("fs"));
+var fs9 = __toESM(require("fs"));
 init_zod();
 init_errors();
 var SHA = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
@@ -86184,7 +86288,7 @@ function readPayload(file2) {
   if (!file2) return {};
   let text2;
   try {
-    text2 = fs8.readFileSync(file2, "utf8");
+    text2 = fs9.readFileSync(file2, "utf8");
   } catch {
     return {};
   }
@@ -86236,8 +86340,8 @@ function readContext(env = process.env) {
 }
 
 // src/github/inputs.ts
-var os2 = __toESM(require("os"));
-var path8 = __toESM(require("path"));
+var os3 = __toESM(require("os"));
+var path9 = __toESM(require("path"));
 init_zod();
 init_errors();
 init_format();
@@ -86318,9 +86422,9 @@ function readInputs(get, env = process.env) {
     mode: "gate",
     ...common,
     // action.yml's default: the file may be absent (then model and calibration must be given).
-    config: v.config === void 0 || v.config === DEFAULT_CONFIG ? void 0 : path8.resolve(v.config),
+    config: v.config === void 0 || v.config === DEFAULT_CONFIG ? void 0 : path9.resolve(v.config),
     overrides: parseOverrides(v, inputName),
-    out: path8.resolve(v.out ?? path8.join(env.RUNNER_TEMP || os2.tmpdir(), "prune-gate"))
+    out: path9.resolve(v.out ?? path9.join(env.RUNNER_TEMP || os3.tmpdir(), "prune-gate"))
   };
 }
 
@@ -86487,6 +86591,6 @@ async function comment(report, markdown, inputs2, ctx) {
 // src/index.ts
 void run({
   ensureRuntime: async () => {
-    await ensureOnnxRuntime({ module, actionRoot: path15.resolve(__dirname, ".."), log: (line) => core2.info(line) });
+    await ensureOnnxRuntime({ module, actionRoot: path16.resolve(__dirname, ".."), log: (line) => core2.info(line) });
   }
 });

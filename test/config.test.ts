@@ -70,6 +70,11 @@ test('defaults for what is left out', () => {
   expect(c.keepNames).toBe(false);
   expect(c.externalData).toBe('auto');
   expect(c.device).toEqual({ threads: undefined });
+  const memory = (bound: string) => parseConfig(`model: models/m.onnx\ngate:\n  memory: { ${bound} }\n`, path.resolve('prune-gate.yml')).gate[0];
+  expect(memory('max: 512 MiB')).toMatchObject({ value: 512, text: 'max 512 MiB' });
+  expect(memory('max: 1.5 GiB')).toMatchObject({ value: 1536, text: 'max 1.5 GiB' });
+  expect(memory('max: 300')).toMatchObject({ value: 300, text: 'max 300 MiB' });
+  expect(memory('max-ratio: 0.8')).toMatchObject({ bound: 'max-ratio', value: 0.8 });
   expect(parseConfig('model: models/m.onnx\ndevice: { threads: 2 }\n', path.resolve('prune-gate.yml')).device).toEqual({ threads: 2 });
   expect(c.gate).toEqual([]);
   expect(parseConfig('model: models/m.onnx\nexternal-data: never\n', path.resolve('prune-gate.yml')).externalData).toBe('never');
@@ -91,6 +96,7 @@ describe('mistakes name themselves', () => {
     expect(configError('quantize: int3\n')).toBe("prune-gate.yml: quantize: 'int3' is not one of none, int8, int4");
     expect(configError('keep-names: sometimes\n')).toBe("prune-gate.yml: keep-names: expected true or false, found 'sometimes'");
     expect(configError('external-data: yes\n')).toBe("prune-gate.yml: external-data: 'yes' is not one of auto, always, never");
+    expect(configError('gate:\n  memory: { max: 2 GB }\n')).toBe('prune-gate.yml: gate.memory.max: expected an amount of memory such as 512 MiB or 1 GiB (a plain number is MiB), found "2 GB"');
     expect(configError('device: { threads: 0 }\n')).toBe('prune-gate.yml: device.threads: a whole number of threads >= 1 (found 0)');
     expect(configError('device: { thread: 2 }\n')).toBe('prune-gate.yml: device.thread: unknown key (did you mean threads?)');
     expect(configError('prune:\n  structures: [ffn, neurons]\n')).toBe("prune-gate.yml: prune.structures[1]: unknown structure 'neurons' (expected ffn, heads, channels)");

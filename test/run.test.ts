@@ -137,6 +137,25 @@ test('device threads: every onnxruntime session of the run gets them, and the re
   }
 });
 
+test('memory: the peak RSS of a fresh process per model, bounded in MiB or GiB; an efficiency bound that fails the gate but not the search', async () => {
+  const out = path.join(tmp, 'out-memory');
+  const tight = await cli(['run', '--config', config('mlp', 'device: { threads: 1 }\nprune:\n  target: 0.2\n  steps: 2\ngate:\n  memory: { max: 1 MiB }\n'), '--out', out]);
+  expect(tight.status).toBe(1);
+  expect(tight.stderr).toContain('measuring memory: a fresh process loads each model and runs one batch');
+  expect(tight.stderr).toContain('gate failed: memory (max 1 MiB)');
+  const report = readJson(path.join(out, 'report.json'));
+  const memory = report.metrics.find((m: { name: string }) => m.name === 'memory');
+  // A Node process with onnxruntime loaded holds tens of MiB; the search still went to the last step.
+  expect(memory).toMatchObject({ bound: 1, rule: 'max 1 MiB', pass: false });
+  expect(memory.base).toBeGreaterThan(20);
+  expect(memory.candidate).toBeGreaterThan(20);
+  expect(report.steps.length).toBe(2);
+  expect(tight.stdout).toMatch(/\| memory \| [\d.]+ MiB \| [\d.]+ MiB \|/);
+  const loose = await cli(['run', '--config', config('mlp', 'prune:\n  target: 0.2\n  steps: 1\ngate:\n  memory: { max: 4 GiB }\n'), '--out', out]);
+  expect(loose.status).toBe(0);
+  expect(readJson(path.join(out, 'report.json')).metrics.find((m: { name: string }) => m.name === 'memory')).toMatchObject({ bound: 4096, pass: true });
+});
+
 test('bad input exits 2 with one line', async () => {
   const file = config('mlp', 'prune:\n  targt: 0.3\n');
   const r = await cli(['run', '--config', file, '--out', path.join(tmp, 'bad')]);

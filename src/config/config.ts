@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { UserError } from '../errors';
 import { DEFAULT_LATENCY, LatencyOptions } from '../eval/latency';
 import { METRIC_NAMES, MetricName } from '../eval/metric-names';
+import { parseMebibytes } from '../eval/memory';
 import { GateRule } from '../gate/gate';
 import { BOUND_KINDS, BoundKind, METRICS } from '../gate/metrics';
 import { EXTERNAL_DATA_MODES, ExternalDataMode } from '../onnx/write';
@@ -214,6 +215,11 @@ function exampleValue(bound: BoundKind): string {
 
 /** A bound's value: a plain number in the metric's unit, or "N%" relative to the base model. */
 export function parseRule(metric: MetricName, bound: BoundKind, value: unknown, where: string): GateRule {
+  if (metric === 'memory' && bound === 'max') {
+    const mib = parseMebibytes(value);
+    if (mib === undefined) throw new UserError(`${where}: expected an amount of memory such as 512 MiB or 1 GiB (a plain number is MiB), found ${JSON.stringify(value)}`);
+    return { metric, bound, value: mib, percent: false, text: `max ${typeof value === 'string' ? value.trim() : `${value} MiB`}` };
+  }
   let number: number;
   let percent = false;
   if (typeof value === 'number' && Number.isFinite(value)) number = value;

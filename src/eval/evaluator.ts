@@ -2,7 +2,8 @@ import { UserError } from '../errors';
 import { countParams, measureMacs } from '../graph/cost';
 import type { MetricValues } from './metric-names';
 import { OnnxModel } from '../onnx/model';
-import { createSession, ort } from '../onnx/runtime';
+import { createSession, ort, sessionThreads } from '../onnx/runtime';
+import { measureMemory } from './memory';
 import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batches } from './calibration';
 import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, measureLatency } from './latency';
@@ -166,6 +167,15 @@ export class Evaluator {
     } finally {
       await session.release();
     }
+  }
+
+  /**
+   * The memory metric of the model in `file`: peak RSS (MiB) of a fresh process that loads it and
+   * runs one calibration batch, on the device's threads.
+   */
+  async memory(file: string): Promise<number> {
+    const first = batches(this.set, this.set.batchSize).next();
+    return measureMemory(file, (first.value as Batch).feeds, sessionThreads());
   }
 
   async close(): Promise<void> {

@@ -17,6 +17,7 @@ export const METRIC_NAMES = [
   'size',
   'params',
   'macs',
+  'memory',
 ] as const;
 export type MetricName = (typeof METRIC_NAMES)[number];
 

@@ -70,7 +70,9 @@ export function withinBound(metric: MetricName, candidate: number, bound: number
 
 /** Every metric of the task, each judged against its bound when the config sets one. */
 export function judge(values: { base: MetricValues; candidate: MetricValues }, rules: readonly GateRule[], task: Task): MetricResult[] {
-  return metricsOf(task).map((name) => {
+  // memory is measured only when a bound asks for it (a fresh process per model): unasked, no row.
+  const listed = metricsOf(task).filter((name) => name !== 'memory' || rules.some((r) => r.metric === name) || values.candidate.memory !== undefined);
+  return listed.map((name) => {
     const base = values.base[name] ?? null;
     const candidate = values.candidate[name] ?? null;
     const rule = rules.find((r) => r.metric === name);

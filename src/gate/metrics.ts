@@ -15,7 +15,7 @@ export interface MetricInfo {
   higherIsBetter: boolean;
   bounds: readonly BoundKind[];
   /** For the Markdown report. */
-  unit: 'fraction' | 'ratio' | 'nats' | 'ms' | 'bytes' | 'count';
+  unit: 'fraction' | 'ratio' | 'nats' | 'ms' | 'bytes' | 'count' | 'MiB';
 }
 
 export const METRICS: Record<MetricName, MetricInfo> = {
@@ -30,6 +30,7 @@ export const METRICS: Record<MetricName, MetricInfo> = {
   size: { kind: 'efficiency', higherIsBetter: false, bounds: ['max-ratio', 'max'], unit: 'bytes' },
   params: { kind: 'efficiency', higherIsBetter: false, bounds: ['max-ratio', 'max'], unit: 'count' },
   macs: { kind: 'efficiency', higherIsBetter: false, bounds: ['max-ratio', 'max'], unit: 'count' },
+  memory: { kind: 'efficiency', higherIsBetter: false, bounds: ['max', 'max-ratio'], unit: 'MiB' },
 };
 
 export function isQuality(name: MetricName): boolean {

@@ -136,11 +136,22 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
     const ratios = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps);
     const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
     const chosen = result.artifact;
-    const files = promote(chosen, out);
     const evaluation = chosen.evaluation;
-    const metrics = result.steps[result.chosen].metrics;
+    // Memory takes a fresh process per model: measured for the base and the chosen candidate
+    // only, after the search (an efficiency bound, it never stops it).
+    let metrics = result.steps[result.chosen].metrics;
+    let verdict = result.verdict;
+    if (config.gate.some((r) => r.metric === 'memory')) {
+      log('measuring memory: a fresh process loads each model and runs one batch');
+      evaluation.values.base.memory = await evaluator.memory(config.model as string);
+      evaluation.values.candidate.memory = await evaluator.memory(chosen.file);
+      metrics = judge(evaluation.values, config.gate, set.task);
+      verdict = verdictOf(metrics);
+      result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
+    }
+    const files = promote(chosen, out);
     const report = buildReport({
-      verdict: result.verdict,
+      verdict,
       task: set.task,
       target: config.prune.target,
       quantize: config.quantize,
@@ -160,7 +171,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
     const outcome = writeReports(report, out, files);
     const failed = failures(metrics);
     log(
-      result.verdict === 'pass'
+      verdict === 'pass'
         ? `gate passed at ${ratioText(result.steps[result.chosen].ratio)} of the parameters removed`
         : `gate failed: ${failed.join(', ')}`,
     );
@@ -222,7 +233,7 @@ function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
       const written = writeModel(candidate, path.join(dir, PRUNED_NAME), { externalData: config.externalData });
       const model = OnnxModel.read(written.path);
       const evaluation = await c.evaluator.evaluate(model);
-      const metrics: MetricResult[] = judge(evaluation.values, config.gate, c.set.task);
+      const metrics: MetricResult[] = judge(evaluation.values, config.gate.filter((r) => r.metric !== 'memory'), c.set.task);
       return {
         metrics,
         artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
@@ -283,6 +294,11 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
   try {
     log('evaluating the candidate');
     const evaluation = await evaluator.evaluate(candidate);
+    if (rules.some((r) => r.metric === 'memory')) {
+      log('measuring memory: a fresh process loads each model and runs one batch');
+      evaluation.values.base.memory = await evaluator.memory(options.base);
+      evaluation.values.candidate.memory = await evaluator.memory(options.candidate);
+    }
     const metrics = judge(evaluation.values, rules, set.task);
     const report = buildReport({
       verdict: verdictOf(metrics),

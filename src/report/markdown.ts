@@ -81,6 +81,8 @@ export function formatValue(name: MetricName, v: number | null): string {
       return formatBytes(v);
     case 'count':
       return si(v);
+    case 'MiB':
+      return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} MiB`;
     default:
       return sig(v);
   }

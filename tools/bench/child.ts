@@ -11,6 +11,8 @@ import { StatsCollector, findConsumers } from '../../src/prune/stats';
 import { analyze } from '../../src/graph/analysis';
 import { createSession, ort } from '../../src/onnx/runtime';
 import { floatWeightBytes } from '../../src/onnx/skeleton';
+import { measureMemory, memoryCommand, writeFeeds } from '../../src/eval/memory';
+import { spawnSync } from 'child_process';
 import { measureMacs } from '../../src/graph/cost';
 import type { Feeds } from '../../src/onnx/runtime';
 
@@ -69,6 +71,21 @@ async function main() {
       readsPruning: readForPruning / dataBytes, readsWriting: (reads.bytes - readForPruning) / dataBytes,
       out: written.path, external: written.dataPath !== undefined, writtenMb: written.bytes / 2 ** 20,
     }));
+    return;
+  }
+  if (task === 'memory') {
+    // The memory metric against GNU time's maximum resident set size for the same load-and-run.
+    const [file] = args;
+    const [feeds] = tokenFeeds(1, 1, 64, 32000);
+    const measured = await measureMemory(file, feeds, undefined);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-bench-'));
+    writeFeeds(feeds, path.join(dir, 'feeds.json'));
+    const [command, commandArgs] = memoryCommand(file, path.join(dir, 'feeds.json'), undefined);
+    const timed = spawnSync('/usr/bin/time', ['-v', command, ...commandArgs], { encoding: 'utf8' });
+    fs.rmSync(dir, { recursive: true, force: true });
+    const kb = /Maximum resident set size \(kbytes\): (\d+)/.exec(timed.stderr ?? '');
+    const gnuTime = kb ? Number(kb[1]) / 1024 : null;
+    console.log(JSON.stringify({ task, file, modelMb: OnnxModel.read(file).bytesOnDisk() / 2 ** 20, measuredMib: measured, gnuTimeMib: gnuTime, ratio: gnuTime ? measured / gnuTime : null }));
     return;
   }
   if (task === 'search') {
