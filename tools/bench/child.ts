@@ -75,8 +75,8 @@ async function main() {
   }
   if (task === 'memory') {
     // The memory metric against GNU time's maximum resident set size for the same load-and-run.
-    const [file] = args;
-    const [feeds] = tokenFeeds(1, 1, 64, 32000);
+    const [file, vocab = '32000'] = args;
+    const [feeds] = tokenFeeds(1, 1, 64, Number(vocab));
     const measured = await measureMemory(file, feeds, undefined);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-bench-'));
     writeFeeds(feeds, path.join(dir, 'feeds.json'));
