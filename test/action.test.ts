@@ -205,6 +205,21 @@ test("a push event runs the repository's own example (prune-gate.yml, the defaul
   }
 });
 
+test('device threads and a memory bound work through the action: the report says what it ran on, the memory bound fails the step', async () => {
+  const { gh, url } = await fakeApi();
+  try {
+    const r = await step({ eventName: 'push', payload: push(), apiUrl: url, githubToken: WRITE, with: { config: 'test/action-configs/device.yml' } });
+    expect(r.status).toBe(1);
+    const report = ReportSchema.parse(readJson(r.outputs['report-path']));
+    expect(report.environment?.threads).toBe(1);
+    expect(report.metrics.find((m) => m.name === 'memory')).toMatchObject({ rule: 'max 1 MiB', pass: false });
+    expect(errors(r).map((a) => a.properties.title).filter(Boolean)).toEqual(['prune-gate: memory over its bound']);
+    expect(r.summary).toContain(`onnxruntime on 1 of ${os.cpus().length} cores`);
+  } finally {
+    await gh.close();
+  }
+});
+
 test('a bad input fails the step with one line naming the input, before any work', async () => {
   const cases: [Record<string, string>, string | RegExp][] = [
     [{ target: '1.5' }, "input target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '1.5'"],
