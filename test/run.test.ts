@@ -154,6 +154,12 @@ test('memory: the peak RSS of a fresh process per model, bounded in MiB or GiB; 
   const loose = await cli(['run', '--config', config('mlp', 'prune:\n  target: 0.2\n  steps: 1\ngate:\n  memory: { max: 4 GiB }\n'), '--out', out]);
   expect(loose.status).toBe(0);
   expect(readJson(path.join(out, 'report.json')).metrics.find((m: { name: string }) => m.name === 'memory')).toMatchObject({ bound: 4096, pass: true });
+  // max-ratio: relative to the base's own measured memory.
+  const ratio = await cli(['run', '--config', config('mlp', 'prune:\n  target: 0.2\n  steps: 1\ngate:\n  memory: { max-ratio: 1.5 }\n'), '--out', out]);
+  expect(ratio.status).toBe(0);
+  const m = readJson(path.join(out, 'report.json')).metrics.find((x: { name: string }) => x.name === 'memory');
+  expect(m).toMatchObject({ rule: 'max-ratio 1.5', pass: true });
+  expect(m.bound).toBeCloseTo(m.base * 1.5, 6);
 });
 
 test('bad input exits 2 with one line', async () => {
