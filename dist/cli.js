@@ -37537,6 +37537,23 @@ function readTensorData(dtype, file2, offset, length) {
   return new info.array(buffer, 0, length / info.bytes);
 }
 
+// src/onnx/scratch.ts
+var free = [];
+var KEEP_MAX_BYTES = 128 * 2 ** 20;
+var GRAIN = 2 ** 20;
+function withScratch(bytes2, fn) {
+  let best = -1;
+  for (let i = 0; i < free.length; i++) {
+    if (free[i].byteLength >= bytes2 && (best < 0 || free[i].byteLength < free[best].byteLength)) best = i;
+  }
+  const buffer = best >= 0 ? free.splice(best, 1)[0] : new ArrayBuffer(Math.max(GRAIN, Math.ceil(bytes2 / GRAIN) * GRAIN));
+  try {
+    return fn(new Uint8Array(buffer, 0, bytes2));
+  } finally {
+    if (buffer.byteLength <= KEEP_MAX_BYTES) free.push(buffer);
+  }
+}
+
 // src/onnx/spill.ts
 var fs4 = __toESM(require("fs"));
 var os2 = __toESM(require("os"));
@@ -37748,14 +37765,17 @@ function writeModel(model, file2, options = {}) {
     throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
   }
   const mode = options.externalData ?? "auto";
-  const inline = model.initializers.map((t) => entryFor(model, t, false));
-  const inlineBytes = messageLayout(model, inline).size;
-  if (mode === "never" && inlineBytes > PROTOBUF_LIMIT) {
-    throw new UserError(
-      `${file2}: with its weights inline the model would be ${gib(inlineBytes)}, above protobuf's 2 GiB limit; write it with external data (external-data: auto or always)`
-    );
+  let inline;
+  if (mode === "never" || mode === "auto" && !model.hadExternalData) {
+    const entries = model.initializers.map((t) => entryFor(model, t, false));
+    inline = { entries, layout: messageLayout(model, entries) };
+    if (mode === "never" && inline.layout.size > PROTOBUF_LIMIT) {
+      throw new UserError(
+        `${file2}: with its weights inline the model would be ${gib(inline.layout.size)}, above protobuf's 2 GiB limit; write it with external data (external-data: auto or always)`
+      );
+    }
   }
-  const external = mode === "always" || mode === "auto" && (model.hadExternalData || inlineBytes > PROTOBUF_LIMIT);
+  const external = !inline || inline.layout.size > PROTOBUF_LIMIT;
   const dataName = `${path5.basename(out)}.data`;
   const dataPath = path5.join(path5.dirname(out), dataName);
   if (external) {
@@ -37770,13 +37790,12 @@ function writeModel(model, file2, options = {}) {
   const tmpData = external ? temporaryName(dataPath) : void 0;
   const sinks = [];
   try {
-    let entries = inline;
+    let written = inline;
     let dataBytes = 0;
     if (tmpData) {
       const data = new FileSink(tmpData);
       sinks.push(data);
-      entries = model.initializers.map((t) => entryFor(model, t, true));
-      entries = entries.map((e) => {
+      const entries2 = model.initializers.map((t) => entryFor(model, t, true)).map((e) => {
         if (!e.source || e.length < EXTERNAL_MIN_BYTES) return e;
         data.pad(DATA_ALIGN);
         const offset = data.position;
@@ -37794,8 +37813,9 @@ function writeModel(model, file2, options = {}) {
       });
       data.close();
       dataBytes = data.position;
+      written = { entries: entries2, layout: messageLayout(model, entries2) };
     }
-    const layout = messageLayout(model, entries);
+    const { entries, layout } = written;
     const sink = new FileSink(tmpModel);
     sinks.push(sink);
     writeMessage(sink, layout, entries);
@@ -37919,7 +37939,6 @@ function writeMessage(sink, layout, entries) {
 }
 var BUFFER_BYTES = 4 * 2 ** 20;
 var COPY_BYTES = 16 * 2 ** 20;
-var copyBuffer;
 var FileSink = class {
   position = 0;
   fd;
@@ -37952,17 +37971,19 @@ var FileSink = class {
     else this.copyRange(source.file, source.offset, length);
     if (this.position - start !== length) throw new Error(`internal: tensor '${name}' gave ${this.position - start} bytes, expected ${length}`);
   }
+  /** Copies a file range through one reused buffer: memory stays at one chunk. */
   copyRange(file2, from, length) {
-    copyBuffer ??= Buffer.allocUnsafe(COPY_BYTES);
     this.flush();
     const src = fs5.openSync(file2, "r");
     try {
-      for (let done = 0; done < length; ) {
-        const n = fs5.readSync(src, copyBuffer, 0, Math.min(COPY_BYTES, length - done), from + done);
-        if (n === 0) throw new Error(`unexpected end of ${file2}`);
-        writeAll(this.fd, copyBuffer.subarray(0, n));
-        done += n;
-      }
+      withScratch(Math.min(COPY_BYTES, length), (buffer) => {
+        for (let done = 0; done < length; ) {
+          const n = fs5.readSync(src, buffer, 0, Math.min(buffer.byteLength, length - done), from + done);
+          if (n === 0) throw new Error(`unexpected end of ${file2}`);
+          writeAll(this.fd, buffer.subarray(0, n));
+          done += n;
+        }
+      });
     } finally {
       fs5.closeSync(src);
     }
@@ -38617,25 +38638,6 @@ var import_onnx_proto7 = __toESM(require_onnx());
 var fs9 = __toESM(require("fs"));
 var path8 = __toESM(require("path"));
 var import_onnx_proto6 = __toESM(require_onnx());
-
-// src/onnx/scratch.ts
-var free = [];
-var KEEP_MAX_BYTES = 128 * 2 ** 20;
-var GRAIN = 2 ** 20;
-function withScratch(bytes2, fn) {
-  let best = -1;
-  for (let i = 0; i < free.length; i++) {
-    if (free[i].byteLength >= bytes2 && (best < 0 || free[i].byteLength < free[best].byteLength)) best = i;
-  }
-  const buffer = best >= 0 ? free.splice(best, 1)[0] : new ArrayBuffer(Math.max(GRAIN, Math.ceil(bytes2 / GRAIN) * GRAIN));
-  try {
-    return fn(new Uint8Array(buffer, 0, bytes2));
-  } finally {
-    if (buffer.byteLength <= KEEP_MAX_BYTES) free.push(buffer);
-  }
-}
-
-// src/onnx/model.ts
 var CHUNK_BYTES = 32 * 2 ** 20;
 var LFS_POINTER = "version https://git-lfs.github.com/spec/v1";
 function decodeModelProto(bytes2) {
@@ -38963,6 +38965,7 @@ var OnnxModel = class _OnnxModel {
     });
     const keptColumns = keep.get(last);
     const columns = keptColumns && !(keptColumns.length === dims[last] && keptColumns.every((c, i) => c === i)) ? Int32Array.from(keptColumns) : void 0;
+    const gather3 = columns && { columns, runs: runsOf(columns) };
     const source = proto;
     const sliced = import_onnx_proto6.onnx.TensorProto.create({ name, dataType: info.dtype, dims: dims.map((d, a) => keep.get(a)?.length ?? d) });
     deferTensor(sliced, (fn) => {
@@ -38980,7 +38983,7 @@ var OnnxModel = class _OnnxModel {
           }
         }
         const outBytes = keptRows.length * (columns?.length ?? dims[last]) * size;
-        if (keptRows.length) withScratch(outBytes, (out) => fn(gatherColumns(bytes2, size, dims[last], keptRows, columns, out)));
+        if (keptRows.length) withScratch(outBytes, (out) => fn(gatherColumns(bytes2, size, dims[last], keptRows, gather3, out)));
       });
     });
     const src = this.constants.get(name);
@@ -39060,21 +39063,18 @@ var OnnxModel = class _OnnxModel {
     return total;
   }
 };
-function gatherColumns(bytes2, size, rowLength, rows, columns, out) {
+function gatherColumns(bytes2, size, rowLength, rows, kept, out) {
   const rowBytes = rowLength * size;
-  if (!columns) {
-    for (let i = 0, o2 = 0; i < rows.length; ) {
-      let j = i + 1;
-      while (j < rows.length && rows[j] === rows[j - 1] + 1) j++;
-      const run = bytes2.subarray(rows[i] * rowBytes, (rows[j - 1] + 1) * rowBytes);
-      out.set(run, o2);
-      o2 += run.byteLength;
-      i = j;
+  if (!kept) {
+    let o2 = 0;
+    for (const [first, count2] of runsOf(rows)) {
+      out.set(bytes2.subarray(first * rowBytes, (first + count2) * rowBytes), o2);
+      o2 += count2 * rowBytes;
     }
     return out;
   }
+  const { columns, runs } = kept;
   const m = columns.length;
-  const runs = columnRuns(columns);
   if (runs.length * 16 <= m) {
     let o2 = 0;
     for (let ri = 0; ri < rows.length; ri++) {
@@ -39106,12 +39106,12 @@ function gatherColumns(bytes2, size, rowLength, rows, columns, out) {
   }
   return out;
 }
-function columnRuns(columns) {
+function runsOf(indices) {
   const runs = [];
-  for (let i = 0; i < columns.length; ) {
+  for (let i = 0; i < indices.length; ) {
     let j = i + 1;
-    while (j < columns.length && columns[j] === columns[j - 1] + 1) j++;
-    runs.push([columns[i], j - i]);
+    while (j < indices.length && indices[j] === indices[j - 1] + 1) j++;
+    runs.push([indices[i], j - i]);
     i = j;
   }
   return runs;
@@ -40991,17 +40991,10 @@ function shapeOnlyProto(model) {
       const base2 = copy.uniqueName(`${node2.output[0]}__shape_only`);
       const zerosD = `${base2}_d`;
       kept.push(tensorToProto(zerosD, zeros(lookup.dtype, lookup.dims[1])));
-      const unsqueezeAxes = opset >= 13 ? [`${base2}_axes`] : [];
-      if (opset >= 13) kept.push(tensorToProto(`${base2}_axes`, intTensor([-1])));
+      const axes2 = lastAxis(base2, opset, kept);
       rewritten.push(
         import_onnx_proto8.onnx.NodeProto.create({ opType: "Cast", name: `${base2}_cast`, input: [node2.input[1]], output: [`${base2}_c`], attribute: [import_onnx_proto8.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INT, i: lookup.dtype })] }),
-        import_onnx_proto8.onnx.NodeProto.create({
-          opType: "Unsqueeze",
-          name: `${base2}_unsqueeze`,
-          input: [`${base2}_c`, ...unsqueezeAxes],
-          output: [`${base2}_u`],
-          attribute: opset >= 13 ? [] : [import_onnx_proto8.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INTS, ints: [-1] })]
-        }),
+        import_onnx_proto8.onnx.NodeProto.create({ opType: "Unsqueeze", name: `${base2}_unsqueeze`, input: [`${base2}_c`, ...axes2.input], output: [`${base2}_u`], attribute: axes2.attribute }),
         import_onnx_proto8.onnx.NodeProto.create({ opType: "Mul", name: `${base2}_widen`, input: [`${base2}_u`, zerosD], output: [node2.output[0]] })
       );
       continue;
@@ -41016,19 +41009,15 @@ function shapeOnlyProto(model) {
     const zerosK = `${base}_k`;
     const zerosN = `${base}_n`;
     kept.push(tensorToProto(zerosK, zeros(w.dtype, k)), tensorToProto(zerosN, zeros(w.dtype, n)));
-    const reduceAxes = opset >= 13 ? [`${base}_axes`] : [];
-    if (opset >= 13) kept.push(tensorToProto(`${base}_axes`, intTensor([-1])));
+    const axes = lastAxis(base, opset, kept);
     rewritten.push(
       import_onnx_proto8.onnx.NodeProto.create({ opType: "Mul", name: `${base}_check`, input: [node2.input[0], zerosK], output: [`${base}_a`] }),
       import_onnx_proto8.onnx.NodeProto.create({
         opType: "ReduceSum",
         name: `${base}_sum`,
-        input: [`${base}_a`, ...reduceAxes],
+        input: [`${base}_a`, ...axes.input],
         output: [`${base}_s`],
-        attribute: [
-          import_onnx_proto8.onnx.AttributeProto.create({ name: "keepdims", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INT, i: 1 }),
-          ...opset >= 13 ? [] : [import_onnx_proto8.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INTS, ints: [-1] })]
-        ]
+        attribute: [import_onnx_proto8.onnx.AttributeProto.create({ name: "keepdims", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INT, i: 1 }), ...axes.attribute]
       }),
       import_onnx_proto8.onnx.NodeProto.create({ opType: "Mul", name: `${base}_widen`, input: [`${base}_s`, zerosN], output: [node2.output[0]] })
     );
@@ -41037,6 +41026,11 @@ function shapeOnlyProto(model) {
   for (const o of graph.output) read.add(o.name ?? "");
   graph.node = [...makers, ...rewritten].filter((n) => !made.has(n) || read.has(n.output[0]));
   return { proto: copy.proto, replaced };
+}
+function lastAxis(base, opset, initializers) {
+  if (opset < 13) return { input: [], attribute: [import_onnx_proto8.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INTS, ints: [-1] })] };
+  initializers.push(tensorToProto(`${base}_axes`, intTensor([-1])));
+  return { input: [`${base}_axes`], attribute: [] };
 }
 function lookupRewrite(node2, weightOf, opset) {
   if (node2.opType !== "Gather" || (node2.domain ?? "") !== "" || opset < 11) return void 0;
@@ -43076,8 +43070,8 @@ var AxisNorms = class {
     const sums = slots.map((s) => new Float64Array(s.size));
     const inner = slots.map((s) => dims.slice(s.axis + 1).reduce((a, b) => a * b, 1));
     const rowElements = dims[dims.length - 1] ?? 1;
-    const lastAxis = dims.length - 1;
-    const lastK = slots.findIndex((s) => s.axis === lastAxis);
+    const lastAxis2 = dims.length - 1;
+    const lastK = slots.findIndex((s) => s.axis === lastAxis2);
     let perRow = new Float64Array(0);
     model.forEachChunk(slot.tensor, rowElements, (values, first) => {
       const rows = values.length / rowElements;
@@ -44657,10 +44651,7 @@ async function runOnDevice(options) {
     const evaluation = chosen.evaluation;
     let metrics = result.steps[result.chosen].metrics;
     let verdict = result.verdict;
-    if (config2.gate.some((r) => r.metric === "memory")) {
-      log("measuring memory: a fresh process loads each model and runs one batch");
-      evaluation.values.base.memory = await evaluator.memory(config2.model);
-      evaluation.values.candidate.memory = await evaluator.memory(chosen.file);
+    if (await measureMemoryIfBounded(evaluator, config2.gate, evaluation, [config2.model, chosen.file], log)) {
       metrics = judge(evaluation.values, config2.gate, set2.task);
       verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === "pass" };
@@ -44694,6 +44685,14 @@ async function runOnDevice(options) {
     await evaluator.close();
     fs13.rmSync(stepsDir, { recursive: true, force: true });
   }
+}
+var boundsMemory = (r) => r.metric === "memory";
+async function measureMemoryIfBounded(evaluator, rules, evaluation, [base, candidate], log) {
+  if (!rules.some(boundsMemory)) return false;
+  log("measuring memory: a fresh process loads each model and runs one batch");
+  evaluation.values.base.memory = await evaluator.memory(base);
+  evaluation.values.candidate.memory = await evaluator.memory(candidate);
+  return true;
 }
 function ratioText2(r) {
   return `${Math.round(r * 1e3) / 10} %`;
@@ -44730,7 +44729,7 @@ function searchDeps(c) {
       const written = writeModel(candidate, path13.join(dir, PRUNED_NAME), { externalData: config2.externalData });
       const model = OnnxModel.read(written.path);
       const evaluation = await c.evaluator.evaluate(model);
-      const metrics = judge(evaluation.values, config2.gate.filter((r) => r.metric !== "memory"), c.set.task);
+      const metrics = judge(evaluation.values, config2.gate.filter((r) => !boundsMemory(r)), c.set.task);
       return {
         metrics,
         artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
@@ -44773,11 +44772,7 @@ async function compareOnDevice(options) {
   try {
     log("evaluating the candidate");
     const evaluation = await evaluator.evaluate(candidate);
-    if (rules.some((r) => r.metric === "memory")) {
-      log("measuring memory: a fresh process loads each model and runs one batch");
-      evaluation.values.base.memory = await evaluator.memory(options.base);
-      evaluation.values.candidate.memory = await evaluator.memory(options.candidate);
-    }
+    await measureMemoryIfBounded(evaluator, rules, evaluation, [options.base, options.candidate], log);
     const metrics = judge(evaluation.values, rules, set2.task);
     const report = buildReport({
       verdict: verdictOf(metrics),

@@ -77567,6 +77567,29 @@ var init_external2 = __esm({
   }
 });
 
+// src/onnx/scratch.ts
+function withScratch(bytes2, fn) {
+  let best = -1;
+  for (let i = 0; i < free.length; i++) {
+    if (free[i].byteLength >= bytes2 && (best < 0 || free[i].byteLength < free[best].byteLength)) best = i;
+  }
+  const buffer = best >= 0 ? free.splice(best, 1)[0] : new ArrayBuffer(Math.max(GRAIN, Math.ceil(bytes2 / GRAIN) * GRAIN));
+  try {
+    return fn(new Uint8Array(buffer, 0, bytes2));
+  } finally {
+    if (buffer.byteLength <= KEEP_MAX_BYTES) free.push(buffer);
+  }
+}
+var free, KEEP_MAX_BYTES, GRAIN;
+var init_scratch = __esm({
+  "src/onnx/scratch.ts"() {
+    "use strict";
+    free = [];
+    KEEP_MAX_BYTES = 128 * 2 ** 20;
+    GRAIN = 2 ** 20;
+  }
+});
+
 // src/onnx/spill.ts
 function spillMinBytes() {
   return spillThreshold;
@@ -78648,14 +78671,17 @@ function writeModel(model, file2, options = {}) {
     throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
   }
   const mode = options.externalData ?? "auto";
-  const inline = model.initializers.map((t) => entryFor(model, t, false));
-  const inlineBytes = messageLayout(model, inline).size;
-  if (mode === "never" && inlineBytes > PROTOBUF_LIMIT) {
-    throw new UserError(
-      `${file2}: with its weights inline the model would be ${gib(inlineBytes)}, above protobuf's 2 GiB limit; write it with external data (external-data: auto or always)`
-    );
+  let inline;
+  if (mode === "never" || mode === "auto" && !model.hadExternalData) {
+    const entries = model.initializers.map((t) => entryFor(model, t, false));
+    inline = { entries, layout: messageLayout(model, entries) };
+    if (mode === "never" && inline.layout.size > PROTOBUF_LIMIT) {
+      throw new UserError(
+        `${file2}: with its weights inline the model would be ${gib(inline.layout.size)}, above protobuf's 2 GiB limit; write it with external data (external-data: auto or always)`
+      );
+    }
   }
-  const external = mode === "always" || mode === "auto" && (model.hadExternalData || inlineBytes > PROTOBUF_LIMIT);
+  const external = !inline || inline.layout.size > PROTOBUF_LIMIT;
   const dataName = `${path6.basename(out)}.data`;
   const dataPath = path6.join(path6.dirname(out), dataName);
   if (external) {
@@ -78670,13 +78696,12 @@ function writeModel(model, file2, options = {}) {
   const tmpData = external ? temporaryName(dataPath) : void 0;
   const sinks = [];
   try {
-    let entries = inline;
+    let written = inline;
     let dataBytes = 0;
     if (tmpData) {
       const data = new FileSink(tmpData);
       sinks.push(data);
-      entries = model.initializers.map((t) => entryFor(model, t, true));
-      entries = entries.map((e) => {
+      const entries2 = model.initializers.map((t) => entryFor(model, t, true)).map((e) => {
         if (!e.source || e.length < EXTERNAL_MIN_BYTES) return e;
         data.pad(DATA_ALIGN);
         const offset = data.position;
@@ -78694,8 +78719,9 @@ function writeModel(model, file2, options = {}) {
       });
       data.close();
       dataBytes = data.position;
+      written = { entries: entries2, layout: messageLayout(model, entries2) };
     }
-    const layout = messageLayout(model, entries);
+    const { entries, layout } = written;
     const sink = new FileSink(tmpModel);
     sinks.push(sink);
     writeMessage(sink, layout, entries);
@@ -78815,7 +78841,7 @@ function writeAll(fd, data) {
   let done = 0;
   while (done < data.byteLength) done += fs6.writeSync(fd, data, done, data.byteLength - done);
 }
-var fs6, path6, import_onnx_proto4, EXTERNAL_DATA_MODES, PROTOBUF_LIMIT, EXTERNAL_MIN_BYTES, DATA_ALIGN, MODEL_BEFORE_GRAPH, GRAPH_BEFORE_INITIALIZERS, TENSOR_BEFORE_RAW_DATA, TAG_GRAPH, TAG_INITIALIZER, TAG_RAW_DATA, BUFFER_BYTES, COPY_BYTES, copyBuffer, FileSink;
+var fs6, path6, import_onnx_proto4, EXTERNAL_DATA_MODES, PROTOBUF_LIMIT, EXTERNAL_MIN_BYTES, DATA_ALIGN, MODEL_BEFORE_GRAPH, GRAPH_BEFORE_INITIALIZERS, TENSOR_BEFORE_RAW_DATA, TAG_GRAPH, TAG_INITIALIZER, TAG_RAW_DATA, BUFFER_BYTES, COPY_BYTES, FileSink;
 var init_write = __esm({
   "src/onnx/write.ts"() {
     "use strict";
@@ -78826,6 +78852,7 @@ var init_write = __esm({
     init_files();
     init_dtype();
     init_external2();
+    init_scratch();
     init_spill();
     init_tensor();
     EXTERNAL_DATA_MODES = ["auto", "always", "never"];
@@ -78872,17 +78899,19 @@ var init_write = __esm({
         else this.copyRange(source.file, source.offset, length);
         if (this.position - start !== length) throw new Error(`internal: tensor '${name}' gave ${this.position - start} bytes, expected ${length}`);
       }
+      /** Copies a file range through one reused buffer: memory stays at one chunk. */
       copyRange(file2, from, length) {
-        copyBuffer ??= Buffer.allocUnsafe(COPY_BYTES);
         this.flush();
         const src = fs6.openSync(file2, "r");
         try {
-          for (let done = 0; done < length; ) {
-            const n = fs6.readSync(src, copyBuffer, 0, Math.min(COPY_BYTES, length - done), from + done);
-            if (n === 0) throw new Error(`unexpected end of ${file2}`);
-            writeAll(this.fd, copyBuffer.subarray(0, n));
-            done += n;
-          }
+          withScratch(Math.min(COPY_BYTES, length), (buffer) => {
+            for (let done = 0; done < length; ) {
+              const n = fs6.readSync(src, buffer, 0, Math.min(buffer.byteLength, length - done), from + done);
+              if (n === 0) throw new Error(`unexpected end of ${file2}`);
+              writeAll(this.fd, buffer.subarray(0, n));
+              done += n;
+            }
+          });
         } finally {
           fs6.closeSync(src);
         }
@@ -79719,48 +79748,22 @@ var init_graph = __esm({
   }
 });
 
-// src/onnx/scratch.ts
-function withScratch(bytes2, fn) {
-  let best = -1;
-  for (let i = 0; i < free.length; i++) {
-    if (free[i].byteLength >= bytes2 && (best < 0 || free[i].byteLength < free[best].byteLength)) best = i;
-  }
-  const buffer = best >= 0 ? free.splice(best, 1)[0] : new ArrayBuffer(Math.max(GRAIN, Math.ceil(bytes2 / GRAIN) * GRAIN));
-  try {
-    return fn(new Uint8Array(buffer, 0, bytes2));
-  } finally {
-    if (buffer.byteLength <= KEEP_MAX_BYTES) free.push(buffer);
-  }
-}
-var free, KEEP_MAX_BYTES, GRAIN;
-var init_scratch = __esm({
-  "src/onnx/scratch.ts"() {
-    "use strict";
-    free = [];
-    KEEP_MAX_BYTES = 128 * 2 ** 20;
-    GRAIN = 2 ** 20;
-  }
-});
-
 // src/onnx/model.ts
 function decodeModelProto(bytes2) {
   return import_onnx_proto6.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
-function gatherColumns(bytes2, size, rowLength, rows, columns, out) {
+function gatherColumns(bytes2, size, rowLength, rows, kept, out) {
   const rowBytes = rowLength * size;
-  if (!columns) {
-    for (let i = 0, o2 = 0; i < rows.length; ) {
-      let j = i + 1;
-      while (j < rows.length && rows[j] === rows[j - 1] + 1) j++;
-      const run2 = bytes2.subarray(rows[i] * rowBytes, (rows[j - 1] + 1) * rowBytes);
-      out.set(run2, o2);
-      o2 += run2.byteLength;
-      i = j;
+  if (!kept) {
+    let o2 = 0;
+    for (const [first, count2] of runsOf(rows)) {
+      out.set(bytes2.subarray(first * rowBytes, (first + count2) * rowBytes), o2);
+      o2 += count2 * rowBytes;
     }
     return out;
   }
+  const { columns, runs } = kept;
   const m = columns.length;
-  const runs = columnRuns(columns);
   if (runs.length * 16 <= m) {
     let o2 = 0;
     for (let ri = 0; ri < rows.length; ri++) {
@@ -79792,12 +79795,12 @@ function gatherColumns(bytes2, size, rowLength, rows, columns, out) {
   }
   return out;
 }
-function columnRuns(columns) {
+function runsOf(indices) {
   const runs = [];
-  for (let i = 0; i < columns.length; ) {
+  for (let i = 0; i < indices.length; ) {
     let j = i + 1;
-    while (j < columns.length && columns[j] === columns[j - 1] + 1) j++;
-    runs.push([columns[i], j - i]);
+    while (j < indices.length && indices[j] === indices[j - 1] + 1) j++;
+    runs.push([indices[i], j - i]);
     i = j;
   }
   return runs;
@@ -80140,6 +80143,7 @@ var init_model = __esm({
         });
         const keptColumns = keep.get(last);
         const columns = keptColumns && !(keptColumns.length === dims[last] && keptColumns.every((c, i) => c === i)) ? Int32Array.from(keptColumns) : void 0;
+        const gather3 = columns && { columns, runs: runsOf(columns) };
         const source = proto;
         const sliced = import_onnx_proto6.onnx.TensorProto.create({ name, dataType: info3.dtype, dims: dims.map((d, a) => keep.get(a)?.length ?? d) });
         deferTensor(sliced, (fn) => {
@@ -80157,7 +80161,7 @@ var init_model = __esm({
               }
             }
             const outBytes = keptRows.length * (columns?.length ?? dims[last]) * size;
-            if (keptRows.length) withScratch(outBytes, (out) => fn(gatherColumns(bytes2, size, dims[last], keptRows, columns, out)));
+            if (keptRows.length) withScratch(outBytes, (out) => fn(gatherColumns(bytes2, size, dims[last], keptRows, gather3, out)));
           });
         });
         const src = this.constants.get(name);
@@ -82171,17 +82175,10 @@ function shapeOnlyProto(model) {
       const base2 = copy.uniqueName(`${node2.output[0]}__shape_only`);
       const zerosD = `${base2}_d`;
       kept.push(tensorToProto(zerosD, zeros(lookup.dtype, lookup.dims[1])));
-      const unsqueezeAxes = opset >= 13 ? [`${base2}_axes`] : [];
-      if (opset >= 13) kept.push(tensorToProto(`${base2}_axes`, intTensor([-1])));
+      const axes2 = lastAxis(base2, opset, kept);
       rewritten.push(
         import_onnx_proto8.onnx.NodeProto.create({ opType: "Cast", name: `${base2}_cast`, input: [node2.input[1]], output: [`${base2}_c`], attribute: [import_onnx_proto8.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INT, i: lookup.dtype })] }),
-        import_onnx_proto8.onnx.NodeProto.create({
-          opType: "Unsqueeze",
-          name: `${base2}_unsqueeze`,
-          input: [`${base2}_c`, ...unsqueezeAxes],
-          output: [`${base2}_u`],
-          attribute: opset >= 13 ? [] : [import_onnx_proto8.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INTS, ints: [-1] })]
-        }),
+        import_onnx_proto8.onnx.NodeProto.create({ opType: "Unsqueeze", name: `${base2}_unsqueeze`, input: [`${base2}_c`, ...axes2.input], output: [`${base2}_u`], attribute: axes2.attribute }),
         import_onnx_proto8.onnx.NodeProto.create({ opType: "Mul", name: `${base2}_widen`, input: [`${base2}_u`, zerosD], output: [node2.output[0]] })
       );
       continue;
@@ -82196,19 +82193,15 @@ function shapeOnlyProto(model) {
     const zerosK = `${base}_k`;
     const zerosN = `${base}_n`;
     kept.push(tensorToProto(zerosK, zeros(w.dtype, k)), tensorToProto(zerosN, zeros(w.dtype, n)));
-    const reduceAxes = opset >= 13 ? [`${base}_axes`] : [];
-    if (opset >= 13) kept.push(tensorToProto(`${base}_axes`, intTensor([-1])));
+    const axes = lastAxis(base, opset, kept);
     rewritten.push(
       import_onnx_proto8.onnx.NodeProto.create({ opType: "Mul", name: `${base}_check`, input: [node2.input[0], zerosK], output: [`${base}_a`] }),
       import_onnx_proto8.onnx.NodeProto.create({
         opType: "ReduceSum",
         name: `${base}_sum`,
-        input: [`${base}_a`, ...reduceAxes],
+        input: [`${base}_a`, ...axes.input],
         output: [`${base}_s`],
-        attribute: [
-          import_onnx_proto8.onnx.AttributeProto.create({ name: "keepdims", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INT, i: 1 }),
-          ...opset >= 13 ? [] : [import_onnx_proto8.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INTS, ints: [-1] })]
-        ]
+        attribute: [import_onnx_proto8.onnx.AttributeProto.create({ name: "keepdims", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INT, i: 1 }), ...axes.attribute]
       }),
       import_onnx_proto8.onnx.NodeProto.create({ opType: "Mul", name: `${base}_widen`, input: [`${base}_s`, zerosN], output: [node2.output[0]] })
     );
@@ -82217,6 +82210,11 @@ function shapeOnlyProto(model) {
   for (const o of graph.output) read.add(o.name ?? "");
   graph.node = [...makers, ...rewritten].filter((n) => !made.has(n) || read.has(n.output[0]));
   return { proto: copy.proto, replaced };
+}
+function lastAxis(base, opset, initializers) {
+  if (opset < 13) return { input: [], attribute: [import_onnx_proto8.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INTS, ints: [-1] })] };
+  initializers.push(tensorToProto(`${base}_axes`, intTensor([-1])));
+  return { input: [`${base}_axes`], attribute: [] };
 }
 function lookupRewrite(node2, weightOf, opset) {
   if (node2.opType !== "Gather" || (node2.domain ?? "") !== "" || opset < 11) return void 0;
@@ -84422,8 +84420,8 @@ var init_score = __esm({
         const sums = slots.map((s) => new Float64Array(s.size));
         const inner = slots.map((s) => dims.slice(s.axis + 1).reduce((a, b) => a * b, 1));
         const rowElements = dims[dims.length - 1] ?? 1;
-        const lastAxis = dims.length - 1;
-        const lastK = slots.findIndex((s) => s.axis === lastAxis);
+        const lastAxis2 = dims.length - 1;
+        const lastK = slots.findIndex((s) => s.axis === lastAxis2);
         let perRow = new Float64Array(0);
         model.forEachChunk(slot.tensor, rowElements, (values, first) => {
           const rows = values.length / rowElements;
@@ -85665,10 +85663,7 @@ async function runOnDevice(options) {
     const evaluation = chosen.evaluation;
     let metrics = result.steps[result.chosen].metrics;
     let verdict = result.verdict;
-    if (config2.gate.some((r) => r.metric === "memory")) {
-      log("measuring memory: a fresh process loads each model and runs one batch");
-      evaluation.values.base.memory = await evaluator.memory(config2.model);
-      evaluation.values.candidate.memory = await evaluator.memory(chosen.file);
+    if (await measureMemoryIfBounded(evaluator, config2.gate, evaluation, [config2.model, chosen.file], log)) {
       metrics = judge(evaluation.values, config2.gate, set2.task);
       verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === "pass" };
@@ -85702,6 +85697,13 @@ async function runOnDevice(options) {
     await evaluator.close();
     fs15.rmSync(stepsDir, { recursive: true, force: true });
   }
+}
+async function measureMemoryIfBounded(evaluator, rules, evaluation, [base, candidate], log) {
+  if (!rules.some(boundsMemory)) return false;
+  log("measuring memory: a fresh process loads each model and runs one batch");
+  evaluation.values.base.memory = await evaluator.memory(base);
+  evaluation.values.candidate.memory = await evaluator.memory(candidate);
+  return true;
 }
 function ratioText2(r) {
   return `${Math.round(r * 1e3) / 10} %`;
@@ -85738,7 +85740,7 @@ function searchDeps(c) {
       const written = writeModel(candidate, path15.join(dir, PRUNED_NAME), { externalData: config2.externalData });
       const model = OnnxModel.read(written.path);
       const evaluation = await c.evaluator.evaluate(model);
-      const metrics = judge(evaluation.values, config2.gate.filter((r) => r.metric !== "memory"), c.set.task);
+      const metrics = judge(evaluation.values, config2.gate.filter((r) => !boundsMemory(r)), c.set.task);
       return {
         metrics,
         artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
@@ -85781,11 +85783,7 @@ async function compareOnDevice(options) {
   try {
     log("evaluating the candidate");
     const evaluation = await evaluator.evaluate(candidate);
-    if (rules.some((r) => r.metric === "memory")) {
-      log("measuring memory: a fresh process loads each model and runs one batch");
-      evaluation.values.base.memory = await evaluator.memory(options.base);
-      evaluation.values.candidate.memory = await evaluator.memory(options.candidate);
-    }
+    await measureMemoryIfBounded(evaluator, rules, evaluation, [options.base, options.candidate], log);
     const metrics = judge(evaluation.values, rules, set2.task);
     const report = buildReport({
       verdict: verdictOf(metrics),
@@ -85814,7 +85812,7 @@ async function compareOnDevice(options) {
     await evaluator.close();
   }
 }
-var fs15, path15, PRUNED_NAME, REPORT_JSON, REPORT_MD, STEPS_DIR;
+var fs15, path15, PRUNED_NAME, REPORT_JSON, REPORT_MD, STEPS_DIR, boundsMemory;
 var init_run = __esm({
   "src/pipeline/run.ts"() {
     "use strict";
@@ -85841,6 +85839,7 @@ var init_run = __esm({
     REPORT_JSON = "report.json";
     REPORT_MD = "report.md";
     STEPS_DIR = ".prune-gate-steps";
+    boundsMemory = (r) => r.metric === "memory";
   }
 });
 

@@ -414,6 +414,7 @@ export class OnnxModel {
     const keptColumns = keep.get(last);
     // undefined: every column, in order (rows are then copied whole)
     const columns = keptColumns && !(keptColumns.length === dims[last] && keptColumns.every((c, i) => c === i)) ? Int32Array.from(keptColumns) : undefined;
+    const gather = columns && { columns, runs: runsOf(columns) };
     // Deferred: the sliced tensor is produced from its source whenever it is read (written,
     // scored, sliced again), so pruning itself moves no weight bytes.
     const source = proto;
@@ -433,7 +434,7 @@ export class OnnxModel {
           }
         }
         const outBytes = keptRows.length * (columns?.length ?? dims[last]) * size;
-        if (keptRows.length) withScratch(outBytes, (out) => fn(gatherColumns(bytes, size, dims[last], keptRows, columns, out)));
+        if (keptRows.length) withScratch(outBytes, (out) => fn(gatherColumns(bytes, size, dims[last], keptRows, gather, out)));
       });
     });
     const src = this.constants.get(name);
@@ -519,26 +520,30 @@ export class OnnxModel {
 }
 
 /**
- * The kept rows of a chunk with only the kept columns (undefined: all of them), into `out`. Kept columns in
- * runs (a head's block of columns) are copied a run at a time; scattered ones element by element
- * through an integer view of the element's width, one monomorphic loop per width.
+ * The kept rows of a chunk with only the kept columns (undefined: all of them), into `out`. Kept
+ * columns in runs (a head's block of columns) are copied a run at a time; scattered ones element
+ * by element through an integer view of the element's width, one monomorphic loop per width.
  */
-function gatherColumns(bytes: Uint8Array, size: number, rowLength: number, rows: number[], columns: Int32Array | undefined, out: Uint8Array): Uint8Array {
+function gatherColumns(
+  bytes: Uint8Array,
+  size: number,
+  rowLength: number,
+  rows: number[],
+  kept: { columns: Int32Array; runs: [number, number][] } | undefined,
+  out: Uint8Array,
+): Uint8Array {
   const rowBytes = rowLength * size;
-  if (!columns) {
+  if (!kept) {
     // Every column kept: runs of kept rows are copied whole.
-    for (let i = 0, o = 0; i < rows.length; ) {
-      let j = i + 1;
-      while (j < rows.length && rows[j] === rows[j - 1] + 1) j++;
-      const run = bytes.subarray(rows[i] * rowBytes, (rows[j - 1] + 1) * rowBytes);
-      out.set(run, o);
-      o += run.byteLength;
-      i = j;
+    let o = 0;
+    for (const [first, count] of runsOf(rows)) {
+      out.set(bytes.subarray(first * rowBytes, (first + count) * rowBytes), o);
+      o += count * rowBytes;
     }
     return out;
   }
+  const { columns, runs } = kept;
   const m = columns.length;
-  const runs = columnRuns(columns);
   if (runs.length * 16 <= m) {
     let o = 0;
     for (let ri = 0; ri < rows.length; ri++) {
@@ -572,13 +577,13 @@ function gatherColumns(bytes: Uint8Array, size: number, rowLength: number, rows:
   return out;
 }
 
-/** Sorted column indices as [first, count] runs of consecutive ones. */
-function columnRuns(columns: Int32Array): [number, number][] {
+/** Indices as [first, count] runs of consecutive ones, in order. */
+function runsOf(indices: ArrayLike<number>): [number, number][] {
   const runs: [number, number][] = [];
-  for (let i = 0; i < columns.length; ) {
+  for (let i = 0; i < indices.length; ) {
     let j = i + 1;
-    while (j < columns.length && columns[j] === columns[j - 1] + 1) j++;
-    runs.push([columns[i], j - i]);
+    while (j < indices.length && indices[j] === indices[j - 1] + 1) j++;
+    runs.push([indices[i], j - i]);
     i = j;
   }
   return runs;

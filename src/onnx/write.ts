@@ -6,6 +6,7 @@ import { temporaryName } from '../util/files';
 import { isSupportedDType } from './dtype';
 import { externalLocation, isExternal } from './external';
 import { OnnxModel } from './model';
+import { withScratch } from './scratch';
 import { isSpilled } from './spill';
 import { dataAsBytes, protoBytes } from './tensor';
 
@@ -62,14 +63,18 @@ export function writeModel(model: OnnxModel, file: string, options: WriteOptions
     throw new UserError(`refusing to overwrite the input model ${file}: choose another output path`);
   }
   const mode = options.externalData ?? 'auto';
-  const inline = model.initializers.map((t) => entryFor(model, t, false));
-  const inlineBytes = messageLayout(model, inline).size;
-  if (mode === 'never' && inlineBytes > PROTOBUF_LIMIT) {
-    throw new UserError(
-      `${file}: with its weights inline the model would be ${gib(inlineBytes)}, above protobuf's 2 GiB limit; write it with external data (external-data: auto or always)`,
-    );
+  // The inline layout is only sized when it may be written: never, or auto for an inline input.
+  let inline: { entries: Entry[]; layout: MessageLayout } | undefined;
+  if (mode === 'never' || (mode === 'auto' && !model.hadExternalData)) {
+    const entries = model.initializers.map((t) => entryFor(model, t, false));
+    inline = { entries, layout: messageLayout(model, entries) };
+    if (mode === 'never' && inline.layout.size > PROTOBUF_LIMIT) {
+      throw new UserError(
+        `${file}: with its weights inline the model would be ${gib(inline.layout.size)}, above protobuf's 2 GiB limit; write it with external data (external-data: auto or always)`,
+      );
+    }
   }
-  const external = mode === 'always' || (mode === 'auto' && (model.hadExternalData || inlineBytes > PROTOBUF_LIMIT));
+  const external = !inline || inline.layout.size > PROTOBUF_LIMIT;
   const dataName = `${path.basename(out)}.data`;
   const dataPath = path.join(path.dirname(out), dataName);
   if (external) {
@@ -85,13 +90,12 @@ export function writeModel(model: OnnxModel, file: string, options: WriteOptions
   const tmpData = external ? temporaryName(dataPath) : undefined;
   const sinks: FileSink[] = [];
   try {
-    let entries = inline;
+    let written = inline;
     let dataBytes = 0;
     if (tmpData) {
       const data = new FileSink(tmpData);
       sinks.push(data);
-      entries = model.initializers.map((t) => entryFor(model, t, true));
-      entries = entries.map((e) => {
+      const entries = model.initializers.map((t) => entryFor(model, t, true)).map((e) => {
         if (!e.source || e.length < EXTERNAL_MIN_BYTES) return e; // small ones come inline, as raw bytes
         data.pad(DATA_ALIGN);
         const offset = data.position;
@@ -109,8 +113,9 @@ export function writeModel(model: OnnxModel, file: string, options: WriteOptions
       });
       data.close();
       dataBytes = data.position;
+      written = { entries, layout: messageLayout(model, entries) };
     }
-    const layout = messageLayout(model, entries);
+    const { entries, layout } = written!;
     const sink = new FileSink(tmpModel);
     sinks.push(sink);
     writeMessage(sink, layout, entries);
@@ -288,7 +293,6 @@ function writeMessage(sink: FileSink, layout: MessageLayout, entries: Entry[]): 
 
 const BUFFER_BYTES = 4 * 2 ** 20;
 const COPY_BYTES = 16 * 2 ** 20;
-let copyBuffer: Buffer | undefined; // one for every copy of a file range: memory stays at one chunk
 
 /**
  * An output file written front to back. Small pieces (protobuf fields) gather in a buffer; large
@@ -331,17 +335,19 @@ class FileSink {
     if (this.position - start !== length) throw new Error(`internal: tensor '${name}' gave ${this.position - start} bytes, expected ${length}`);
   }
 
+  /** Copies a file range through one reused buffer: memory stays at one chunk. */
   private copyRange(file: string, from: number, length: number): void {
-    copyBuffer ??= Buffer.allocUnsafe(COPY_BYTES);
     this.flush();
     const src = fs.openSync(file, 'r');
     try {
-      for (let done = 0; done < length; ) {
-        const n = fs.readSync(src, copyBuffer, 0, Math.min(COPY_BYTES, length - done), from + done);
-        if (n === 0) throw new Error(`unexpected end of ${file}`);
-        writeAll(this.fd!, copyBuffer.subarray(0, n));
-        done += n;
-      }
+      withScratch(Math.min(COPY_BYTES, length), (buffer) => {
+        for (let done = 0; done < length; ) {
+          const n = fs.readSync(src, buffer, 0, Math.min(buffer.byteLength, length - done), from + done);
+          if (n === 0) throw new Error(`unexpected end of ${file}`);
+          writeAll(this.fd!, buffer.subarray(0, n));
+          done += n;
+        }
+      });
     } finally {
       fs.closeSync(src);
     }

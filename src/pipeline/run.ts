@@ -6,7 +6,7 @@ import { displayPath } from '../util/paths';
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
 import { CalibrationSet, calibrationFeeds, loadCalibration } from '../eval/calibration';
 import { Evaluation, Evaluator } from '../eval/evaluator';
-import { MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
+import { GateRule, MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
 import { SearchDeps, gradualSearch, stepRatios } from '../gate/search';
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
@@ -141,10 +141,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
     // only, after the search (an efficiency bound, it never stops it).
     let metrics = result.steps[result.chosen].metrics;
     let verdict = result.verdict;
-    if (config.gate.some((r) => r.metric === 'memory')) {
-      log('measuring memory: a fresh process loads each model and runs one batch');
-      evaluation.values.base.memory = await evaluator.memory(config.model as string);
-      evaluation.values.candidate.memory = await evaluator.memory(chosen.file);
+    if (await measureMemoryIfBounded(evaluator, config.gate, evaluation, [config.model as string, chosen.file], log)) {
       metrics = judge(evaluation.values, config.gate, set.task);
       verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
@@ -182,6 +179,21 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   }
 }
 
+
+const boundsMemory = (r: GateRule) => r.metric === 'memory';
+
+/**
+ * The memory metric takes a fresh process per model, so it is measured only when a bound asks
+ * for it: for the base and the candidate files, one after the other, into `evaluation`'s values.
+ * Returns whether it was.
+ */
+async function measureMemoryIfBounded(evaluator: Evaluator, rules: readonly GateRule[], evaluation: Evaluation, [base, candidate]: [string, string], log: (line: string) => void): Promise<boolean> {
+  if (!rules.some(boundsMemory)) return false;
+  log('measuring memory: a fresh process loads each model and runs one batch');
+  evaluation.values.base.memory = await evaluator.memory(base);
+  evaluation.values.candidate.memory = await evaluator.memory(candidate);
+  return true;
+}
 
 function ratioText(r: number): string {
   return `${Math.round(r * 1000) / 10} %`;
@@ -233,7 +245,7 @@ function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
       const written = writeModel(candidate, path.join(dir, PRUNED_NAME), { externalData: config.externalData });
       const model = OnnxModel.read(written.path);
       const evaluation = await c.evaluator.evaluate(model);
-      const metrics: MetricResult[] = judge(evaluation.values, config.gate.filter((r) => r.metric !== 'memory'), c.set.task);
+      const metrics: MetricResult[] = judge(evaluation.values, config.gate.filter((r) => !boundsMemory(r)), c.set.task);
       return {
         metrics,
         artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
@@ -294,11 +306,7 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
   try {
     log('evaluating the candidate');
     const evaluation = await evaluator.evaluate(candidate);
-    if (rules.some((r) => r.metric === 'memory')) {
-      log('measuring memory: a fresh process loads each model and runs one batch');
-      evaluation.values.base.memory = await evaluator.memory(options.base);
-      evaluation.values.candidate.memory = await evaluator.memory(options.candidate);
-    }
+    await measureMemoryIfBounded(evaluator, rules, evaluation, [options.base, options.candidate], log);
     const metrics = judge(evaluation.values, rules, set.task);
     const report = buildReport({
       verdict: verdictOf(metrics),
