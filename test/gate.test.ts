@@ -61,11 +61,24 @@ describe('judging a candidate', () => {
   });
 
   test('a bound the task cannot produce is a config error naming it', () => {
-    expect(() => checkRulesFitTask([rule('perplexity', 'max', 10)], 'classification', 'prune-gate.yml')).toThrow(
-      'prune-gate.yml: gate.perplexity: the calibration task is classification, which has no perplexity; it needs a language-model calibration set',
+    expect(() => checkRulesFitTask([rule('perplexity', 'max', 10)], { task: 'classification' }, 'prune-gate.yml')).toThrow(
+      'prune-gate.yml: gate.perplexity: the calibration task is classification, which has no perplexity; it needs a language-model or generation set',
     );
-    expect(() => checkRulesFitTask([rule('accuracy', 'min', 0.5)], 'generic', 'prune-gate.yml')).toThrow(/it needs a classification set with labels/);
-    expect(() => checkRulesFitTask([rule('agreement', 'min', 0.5)], 'generic', 'x')).not.toThrow();
+    expect(() => checkRulesFitTask([rule('accuracy', 'min', 0.5)], { task: 'generic' }, 'prune-gate.yml')).toThrow(/it needs a classification set with labels/);
+    expect(() => checkRulesFitTask([rule('rouge-l', 'min', 0.5)], { task: 'language-model' }, 'x')).toThrow(/it needs a generation set/);
+    expect(() => checkRulesFitTask([rule('agreement', 'min', 0.5)], { task: 'generic' }, 'x')).not.toThrow();
+  });
+
+  test('a generation set without references has no reference metrics to bound', () => {
+    const set = { task: 'generation' as const, generation: {} };
+    expect(() => checkRulesFitTask([rule('rouge-l', 'min', 0.5)], set, 'prune-gate.yml')).toThrow(
+      'prune-gate.yml: gate.rouge-l: the generation set gives no "reference" per prompt, so there is no rouge-l; add references or bound agreement and sequence-agreement',
+    );
+    expect(() => checkRulesFitTask([rule('sequence-agreement', 'min', 0.5)], set, 'x')).not.toThrow();
+    const listed = judge({ base: { 'sequence-agreement': 1 }, candidate: { 'sequence-agreement': 0.5 } }, [], 'generation').map((r) => r.name);
+    expect(listed).toContain('sequence-agreement');
+    expect(listed).not.toContain('rouge-l');
+    expect(listed).not.toContain('perplexity');
   });
 });
 

@@ -5,16 +5,16 @@ import { z } from 'zod';
 import { displayPath } from '../util/paths';
 import { parseWith } from '../util/validation';
 import { UserError } from '../errors';
-import { attrInt } from '../graph/graph';
+import { tablesIndexedBy } from '../graph/sequence-limits';
 import { DataType, dtypeInfo, dtypeName, floatToHalf, isFloatDType } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { InputSpec, graphInputs, graphOutputs, toOrtTensor } from '../onnx/runtime';
 import { Tensor, elementCount, toFloat32, toNumbers } from '../onnx/tensor';
 import type { Feeds } from '../onnx/runtime';
 import { readNpy } from './npy';
+import { TASKS, Task } from './metric-names';
+import { GenerationKeys, GenerationSpec, loadGenerationSpec, promptSet } from './generation-set';
 
-export const TASKS = ['language-model', 'classification', 'generic'] as const;
-export type Task = (typeof TASKS)[number];
 
 export const DEFAULT_BATCH_SIZE = 16;
 const SPEC_NAMES = ['calibration.json', 'calibration.yml', 'calibration.yaml'];
@@ -32,6 +32,7 @@ const CalibrationFile = z.strictObject({
   output: z.string({ error: "the name of the model's output" }).optional(),
   tokens: z.string({ error: "the name of the model's token input" }).optional(),
   batch_size: z.number({ error: 'a positive whole number' }).int({ error: 'a positive whole number' }).positive({ error: 'a positive whole number' }).optional(),
+  ...GenerationKeys,
 });
 type CalibrationFile = z.output<typeof CalibrationFile>;
 
@@ -57,6 +58,17 @@ export interface CalibrationSet {
   mask?: string;
   batchSize: number;
   count: number;
+  /** Sequence sets (generation): which positions count, per sample and position. */
+  positions?: RowsThatCount;
+  /** The prompts, references and decoding settings of a generation set. */
+  generation?: GenerationSpec;
+}
+
+/** Per sample and position ([count x length], row-major): compared (1) or not, and the token it should predict (-1: none). */
+export interface RowsThatCount {
+  length: number;
+  compare: Uint8Array;
+  targets?: Int32Array;
 }
 
 /** One batch: the feeds for the model and what the metrics need about those samples. */
@@ -84,6 +96,7 @@ export function loadCalibration(location: string, model: OnnxModel, options: { b
     raw = samples;
   } else {
     spec = readSpec(specFile);
+    if (spec.task === 'generation') return loadGeneration(spec, specFile, model, options);
     raw = readTensors(spec, specFile, specs);
   }
   const inputs = fitInputs(raw.inputs, specs, shown);
@@ -103,6 +116,22 @@ export function loadCalibration(location: string, model: OnnxModel, options: { b
   else if (raw.labels) throw new UserError(`${shown}: labels are used by the classification task only, this set's task is ${spec.task}; remove "labels"`);
   if (spec.task === 'language-model') set.tokens = chooseTokens(spec.tokens, specs, shown);
   return set;
+}
+
+/** A generation set: its prompts checked against the model, as a set of the prompts alone until the base has generated. */
+function loadGeneration(spec: CalibrationFile, specFile: string, model: OnnxModel, options: { batchSize?: number }): CalibrationSet {
+  const generation = loadGenerationSpec(spec, specFile, model);
+  const empty: CalibrationSet = {
+    source: displayPath(specFile),
+    task: 'generation',
+    inputs: {},
+    output: generation.decoder.logits,
+    count: 0,
+    mask: generation.decoder.mask?.name,
+    batchSize: batchSizeFor(graphInputs(model), options.batchSize ?? spec.batch_size ?? DEFAULT_BATCH_SIZE),
+    generation,
+  };
+  return promptSet(generation, empty);
 }
 
 function findSpecFile(location: string): string {
@@ -135,7 +164,9 @@ function readSpec(file: string): CalibrationFile {
     throw new UserError(`${shown}: expected an object with "task" and "inputs"`);
   }
   const spec = parseWith(CalibrationFile, data, shown);
-  if (!spec.inputs === !spec.samples) {
+  const generationOnly = (Object.keys(GenerationKeys) as (keyof typeof GenerationKeys)[]).find((k) => spec[k] !== undefined);
+  if (spec.task !== 'generation' && generationOnly) throw new UserError(`${shown}: ${generationOnly}: used by task generation only, this set's task is ${spec.task}; remove it`);
+  if (spec.task !== 'generation' && !spec.inputs === !spec.samples) {
     throw new UserError(`${shown}: give either "inputs" (.npy files) or "samples" (a .jsonl file)${spec.inputs ? ', not both' : ''}`);
   }
   return spec;
@@ -321,35 +352,18 @@ function fitInputs(given: Record<string, Tensor>, specs: InputSpec[], shown: str
  * Cast or not) must be rows the table has: onnxruntime would stop with "indices element out of
  * data bounds". The first one outside is named, with its sample.
  */
-const VALUE_PRESERVING = new Set(['Cast', 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Identity']);
-
 function checkIndices(inputs: Record<string, Tensor>, model: OnnxModel, shown: string): void {
-  const nodes = model.graph.node;
   for (const [name, t] of Object.entries(inputs)) {
     if (isFloatDType(t.dtype)) continue;
-    // The same values under other names: through ops that only retype or reshape them.
-    const same = new Set([name]);
-    for (let grew = true; grew; ) {
-      grew = false;
-      for (const n of nodes) {
-        if (VALUE_PRESERVING.has(n.opType ?? '') && same.has(n.input?.[0] ?? '') && !same.has(n.output?.[0] ?? '')) {
-          same.add(n.output![0]);
-          grew = true;
-        }
-      }
-    }
-    const gathers = nodes.filter((n) => n.opType === 'Gather' && (n.domain ?? '') === '' && same.has(n.input?.[1] ?? '') && attrInt(n, 'axis', 0) === 0);
-    if (gathers.length === 0) continue;
+    const tables = tablesIndexedBy(model, name);
+    if (tables.length === 0) continue;
     const values = toNumbers(t);
     const perSample = values.length / (t.dims[0] || 1);
-    for (const gather of gathers) {
-      const table = gather.input?.[0] ?? '';
-      const rows = model.constantInfo(table)?.dims[0];
-      if (rows === undefined) continue;
+    for (const { table, rows, gather } of tables) {
       const bad = values.findIndex((v) => v >= rows || v < -rows);
       if (bad >= 0) {
         throw new UserError(
-          `${shown}: inputs.${name}: value ${values[bad]} (sample ${Math.floor(bad / perSample)}) is outside the model's ${rows} rows of '${table}' that ${gather.name || 'a Gather'} picks from (ids 0 to ${rows - 1}); was the data made for another vocabulary?`,
+          `${shown}: inputs.${name}: value ${values[bad]} (sample ${Math.floor(bad / perSample)}) is outside the model's ${rows} rows of '${table}' that ${gather} picks from (ids 0 to ${rows - 1}); was the data made for another vocabulary?`,
         );
       }
     }

@@ -7,6 +7,7 @@ import { measureMemory } from './memory';
 import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batches } from './calibration';
 import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, measureLatency } from './latency';
+import { GenerationExample, GenerationRun, InterfaceChange, interfaceChanges } from './generation';
 import { ComparisonAccumulator, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';
 
 /** What report.json says about each model. */
@@ -33,6 +34,10 @@ export interface Evaluation {
   /** Every metric the task has, for both models (latency re-measured with each candidate). */
   values: { base: MetricValues; candidate: MetricValues };
   latency: LatencyResult;
+  /** Generation sets with a tokenizer: a few samples decoded, base and candidate side by side. */
+  examples?: GenerationExample[];
+  /** Inputs and outputs whose declared shape the candidate changed; empty when none did. */
+  interface: InterfaceChange[];
 }
 
 const DEFAULT_CACHE_BYTES = 256 * 2 ** 20;
@@ -44,7 +49,8 @@ const DEFAULT_CACHE_BYTES = 256 * 2 ** 20;
  */
 export class Evaluator {
   private constructor(
-    private readonly set: CalibrationSet,
+    /** The set every pass runs: the calibration set, or for generation the prompts followed by the base's generations. */
+    readonly set: CalibrationSet,
     private readonly baseSession: ort.InferenceSession,
     readonly base: ModelStats,
     /** The base model's own task metrics (accuracy, perplexity, ...). */
@@ -52,12 +58,23 @@ export class Evaluator {
     /** The base outputs per batch when they fit in memory, else undefined (recomputed). */
     private readonly cached: Rows[] | undefined,
     private readonly options: Required<Omit<EvaluatorOptions, 'log'>> & Pick<EvaluatorOptions, 'log'>,
+    private readonly baseModel: OnnxModel,
+    private readonly generation: GenerationRun | undefined,
   ) {}
 
-  static async create(model: OnnxModel, set: CalibrationSet, options: EvaluatorOptions = {}): Promise<Evaluator> {
+  static async create(model: OnnxModel, loaded: CalibrationSet, options: EvaluatorOptions = {}): Promise<Evaluator> {
     const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log };
     const session = await sessionFor(model);
     try {
+      let set = loaded;
+      let generation: GenerationRun | undefined;
+      if (loaded.generation) {
+        opts.log?.(`generating up to ${loaded.generation.maxNewTokens} tokens for each of ${loaded.generation.prompts.length} prompts with the base model`);
+        generation = await GenerationRun.start(session, loaded).catch((e: unknown) => {
+          throw baseFails(loaded, e, 'decoding the prompts');
+        });
+        set = generation.forward;
+      }
       const stats = await modelStats(model, set, opts.log);
       const task = new TaskAccumulator(set.task);
       let cached: Rows[] | undefined = [];
@@ -67,16 +84,15 @@ export class Evaluator {
         try {
           out = await runOutput(session, batch.feeds, set);
         } catch (e) {
-          // The base model is the reference: if it cannot run on the data, the data does not fit it.
-          const why = String((e as Error)?.message ?? e).split('\n')[0];
-          throw new UserError(`${set.source}: the base model fails on this calibration data (samples ${batch.start} to ${batch.start + batch.size - 1}): ${why}`);
+          throw baseFails(set, e, `samples ${batch.start} to ${batch.start + batch.size - 1}`);
         }
         task.add(out, planRows(set, batch, out));
         cachedBytes += out.data.byteLength;
         if (cached && cachedBytes <= opts.cacheBytes) cached.push(out);
         else cached = undefined;
       }
-      return new Evaluator(set, session, stats, task.values(), cached, opts);
+      const baseTask = generation ? (await generation.measure(session, true)).values : task.values();
+      return new Evaluator(set, session, stats, baseTask, cached, opts, model, generation);
     } catch (e) {
       await session.release();
       throw e;
@@ -85,7 +101,7 @@ export class Evaluator {
 
   /** The base model's values of the quality metrics (comparisons with itself are exact). */
   get baseQuality(): MetricValues {
-    return { ...this.baseTask, ...SELF_COMPARISON };
+    return { ...this.baseTask, ...SELF_COMPARISON, ...(this.generation ? { 'sequence-agreement': 1 } : {}) };
   }
 
   async evaluate(candidate: OnnxModel): Promise<Evaluation> {
@@ -104,6 +120,7 @@ export class Evaluator {
         comparison.add(base, out, plan);
         index++;
       }
+      const generated = await this.generation?.measure(session);
       const latency = await measureLatency(this.baseSession, session, latencyFeeds as Feeds, this.options.latency);
       const stats = await modelStats(candidate, this.set, this.options.log);
       return {
@@ -111,9 +128,11 @@ export class Evaluator {
         candidate: stats,
         values: {
           base: { ...this.baseQuality, ...efficiencyValues(this.base, latency.base) },
-          candidate: { ...task.values(), ...comparison.values(), ...efficiencyValues(stats, latency.candidate) },
+          candidate: { ...(generated?.values ?? task.values()), ...comparison.values(), ...efficiencyValues(stats, latency.candidate) },
         },
         latency,
+        examples: generated && this.generation?.examples(generated.generations),
+        interface: interfaceChanges(this.baseModel, candidate),
       };
     } finally {
       await session.release();
@@ -181,6 +200,13 @@ export class Evaluator {
   async close(): Promise<void> {
     await this.baseSession.release();
   }
+}
+
+/** The base model is the reference: if it cannot run on the data, the data does not fit it. */
+function baseFails(set: CalibrationSet, e: unknown, where: string): Error {
+  if (e instanceof UserError) return e;
+  const why = String((e as Error)?.message ?? e).split('\n')[0];
+  return new UserError(`${set.source}: the base model fails on this calibration data (${where}): ${why}`);
 }
 
 function efficiencyValues(stats: ModelStats, latency: { p50_ms: number; p95_ms: number }): MetricValues {

@@ -1,62 +1,139 @@
-import { Feeds, ort } from '../onnx/runtime';
-import { argmax } from './metrics';
+import { DataType, dtypeInfo } from '../onnx/dtype';
+import { Feeds, InputSpec, ort, ortType } from '../onnx/runtime';
+import { argmax, outputRows } from './metrics';
 
-/** How a generation set is decoded (docs/contracts.md; shared product contract "Generation tasks"). */
+/**
+ * Greedy decoding for `task: generation` (docs/contracts.md, "Generation sets"). A model with
+ * past key/value inputs (Hugging Face layout: `past_key_values.*` in, `present.*` out) is
+ * decoded with its cache; one without is decoded by re-running the growing sequence. Prompts are
+ * batched with left padding when the model takes both an attention mask and position ids (the
+ * mask hides the pads, the positions keep each prompt's numbering from 0); otherwise only
+ * prompts of the same length share a batch, since a model that numbers positions itself would
+ * count the pads.
+ */
+
+/** How a decoder model is fed: its inputs by role, as the calibration loader found them. */
+export interface DecoderInputs {
+  tokens: InputSpec;
+  mask?: InputSpec;
+  positions?: InputSpec;
+  /** One entry per cache tensor: the past input, the present output that feeds it next step. */
+  cache: { past: InputSpec; present: string }[];
+  /** The output of next-token scores [batch, sequence, vocabulary]. */
+  logits: string;
+}
+
 export interface GreedyOptions {
   maxNewTokens: number;
   /** End-of-sequence ids: generation stops at the first, which is not part of the output. */
   eos: readonly number[];
+  /** Prompts decoded together at most. */
+  batchSize: number;
 }
 
-/**
- * Greedy decoding by re-running the growing sequence, for models without a KV cache: each step
- * runs the whole sequence and appends the argmax of the last position's logits. Prompts of the
- * same length are decoded together as one batch (no padding, so no attention mask is needed);
- * a sequence that has reached an end-of-sequence id stops growing, and the batch stops when all
- * have. The model's inputs are `input_ids` and optionally `attention_mask` (all ones) and
- * `position_ids` (0..length-1); its first output is the logits [batch, sequence, vocabulary].
- */
-export async function greedyWithoutCache(session: ort.InferenceSession, prompts: readonly (readonly number[])[], options: GreedyOptions): Promise<number[][]> {
-  const unknown = session.inputNames.filter((n) => !['input_ids', 'attention_mask', 'position_ids'].includes(n));
-  if (!session.inputNames.includes('input_ids') || unknown.length) {
-    throw new Error(`internal: greedy decoding needs input_ids (and optionally attention_mask, position_ids), the model takes ${session.inputNames.join(', ')}`);
-  }
+/** Decodes every prompt greedily; the result lists each prompt's new tokens, without the end-of-sequence id. */
+export async function greedyDecode(session: ort.InferenceSession, decoder: DecoderInputs, prompts: readonly (readonly number[])[], options: GreedyOptions): Promise<number[][]> {
   const out: number[][] = prompts.map(() => []);
-  const byLength = new Map<number, number[]>();
-  prompts.forEach((p, i) => byLength.set(p.length, [...(byLength.get(p.length) ?? []), i]));
-  for (const [length, members] of byLength) {
-    const sequences = members.map((i) => [...prompts[i]]);
-    const done = members.map(() => false);
-    for (let step = 0; step < options.maxNewTokens && done.some((d) => !d); step++) {
-      const total = length + step;
-      const logits = (await session.run(feedsFor(session, sequences, total)))[session.outputNames[0]];
-      const vocab = logits.dims[2];
-      const data = logits.data as Float32Array;
-      members.forEach((i, b) => {
-        if (done[b]) {
-          sequences[b].push(0); // keeps the batch rectangular; never read
-          return;
-        }
-        const next = argmax(data, (b * total + total - 1) * vocab, vocab);
-        sequences[b].push(next);
-        if (options.eos.includes(next)) done[b] = true;
-        else out[i].push(next);
-      });
+  for (const members of decodingBatches(decoder, prompts, options.batchSize)) {
+    const generated = await decodeBatch(session, decoder, members.map((i) => prompts[i]), options);
+    members.forEach((i, b) => (out[i] = generated[b]));
+  }
+  return out;
+}
+
+/** Whether prompts of different lengths may share a batch (left-padded). */
+export function padsLeft(decoder: DecoderInputs): boolean {
+  return decoder.mask !== undefined && decoder.positions !== undefined;
+}
+
+/** Prompt indices per batch: sorted by length so that padding is short, or grouped by equal length. */
+function decodingBatches(decoder: DecoderInputs, prompts: readonly (readonly number[])[], batchSize: number): number[][] {
+  const order = prompts.map((_, i) => i).sort((a, b) => prompts[a].length - prompts[b].length || a - b);
+  const batches: number[][] = [];
+  for (const i of order) {
+    const last = batches[batches.length - 1];
+    const fits = last && last.length < batchSize && (padsLeft(decoder) || prompts[last[0]].length === prompts[i].length);
+    if (fits) last.push(i);
+    else batches.push([i]);
+  }
+  return batches;
+}
+
+async function decodeBatch(session: ort.InferenceSession, decoder: DecoderInputs, prompts: readonly (readonly number[])[], options: GreedyOptions): Promise<number[][]> {
+  const batch = prompts.length;
+  const width = Math.max(...prompts.map((p) => p.length));
+  const pads = prompts.map((p) => width - p.length);
+  // Rows: pads (any id: the mask hides them), the prompt, then the tokens chosen so far.
+  const rows = prompts.map((p, b) => [...new Array<number>(pads[b]).fill(p[0]), ...p]);
+  const out: number[][] = prompts.map(() => []);
+  const done = prompts.map(() => false);
+  let past: Feeds | undefined = decoder.cache.length ? emptyCache(decoder, batch) : undefined;
+  for (let step = 0; step < options.maxNewTokens && done.some((d) => !d); step++) {
+    const total = width + step;
+    // With a cache, the first run reads the prompts and each later one only the newest token.
+    const start = past && step > 0 ? total - 1 : 0;
+    const feeds: Feeds = { ...past, ...sequenceFeeds(decoder, rows, pads, start, total) };
+    const result = await session.run(feeds);
+    const logits = outputRows(result[decoder.logits]);
+    const length = total - start;
+    if (past) past = nextCache(decoder, result);
+    for (let b = 0; b < batch; b++) {
+      const next = done[b] ? rows[b][total - 1] : argmax(logits.data, (b * length + length - 1) * logits.width, logits.width);
+      rows[b].push(next); // a finished row keeps the batch rectangular; never read
+      if (done[b]) continue;
+      if (options.eos.includes(next)) done[b] = true;
+      else out[b].push(next);
     }
   }
   return out;
 }
 
-function feedsFor(session: ort.InferenceSession, sequences: number[][], length: number): Feeds {
-  const batch = sequences.length;
-  const ids = new BigInt64Array(batch * length);
-  sequences.forEach((s, b) => s.forEach((t, j) => (ids[b * length + j] = BigInt(t))));
-  const feeds: Feeds = { input_ids: new ort.Tensor('int64', ids, [batch, length]) };
-  if (session.inputNames.includes('attention_mask')) feeds.attention_mask = new ort.Tensor('int64', new BigInt64Array(batch * length).fill(1n), [batch, length]);
-  if (session.inputNames.includes('position_ids')) {
-    const positions = new BigInt64Array(batch * length);
-    for (let b = 0; b < batch; b++) for (let j = 0; j < length; j++) positions[b * length + j] = BigInt(j);
-    feeds.position_ids = new ort.Tensor('int64', positions, [batch, length]);
+/** Token ids [start, end) of each row, with the mask over [0, end) and the positions of [start, end). */
+function sequenceFeeds(decoder: DecoderInputs, rows: number[][], pads: number[], start: number, end: number): Feeds {
+  const batch = rows.length;
+  const length = end - start;
+  const ids: number[] = [];
+  for (const row of rows) for (let j = start; j < end; j++) ids.push(row[j]);
+  const feeds: Feeds = { [decoder.tokens.name]: integerTensor(decoder.tokens, ids, [batch, length]) };
+  if (decoder.mask) {
+    const mask: number[] = [];
+    for (let b = 0; b < batch; b++) for (let j = 0; j < end; j++) mask.push(j < pads[b] ? 0 : 1);
+    feeds[decoder.mask.name] = integerTensor(decoder.mask, mask, [batch, end]);
   }
+  if (decoder.positions) {
+    // Hugging Face's numbering: cumsum(mask) - 1, and 1 on pads (they are masked anyway).
+    const positions: number[] = [];
+    for (let b = 0; b < batch; b++) for (let j = start; j < end; j++) positions.push(j < pads[b] ? 1 : j - pads[b]);
+    feeds[decoder.positions.name] = integerTensor(decoder.positions, positions, [batch, length]);
+  }
+  return feeds;
+}
+
+/** Integer ids in the input's element type (int64 in most exports, int32 in some). */
+export function integerTensor(spec: InputSpec, values: readonly number[], dims: number[]): ort.Tensor {
+  const type = ortType(spec.dtype);
+  if (spec.dtype === DataType.INT64) return new ort.Tensor(type, BigInt64Array.from(values, (v) => BigInt(v)), dims);
+  const array = dtypeInfo(spec.dtype).array as unknown as { from(v: readonly number[]): ort.Tensor.DataType };
+  return new ort.Tensor(type, array.from(values), dims);
+}
+
+/** Past tensors of length 0: [batch, heads, 0, head size] as the model declares them. */
+export function emptyCache(decoder: DecoderInputs, batch: number): Feeds {
+  const feeds: Feeds = {};
+  for (const { past } of decoder.cache) {
+    const dims = cacheDims(past, batch, 0);
+    feeds[past.name] = new ort.Tensor(ortType(past.dtype), new (dtypeInfo(past.dtype).array)(0) as never, dims);
+  }
+  return feeds;
+}
+
+/** A cache input's dims: fixed ones as declared, batch at axis 0, the sequence at axis 2 (Hugging Face). */
+export function cacheDims(past: InputSpec, batch: number, length: number): number[] {
+  return past.dims.map((d, axis) => (axis === 0 ? batch : axis === past.dims.length - 2 ? length : (d as number)));
+}
+
+function nextCache(decoder: DecoderInputs, result: ort.InferenceSession.OnnxValueMapType): Feeds {
+  const feeds: Feeds = {};
+  for (const { past, present } of decoder.cache) feeds[past.name] = result[present] as ort.Tensor;
   return feeds;
 }

@@ -1,4 +1,6 @@
-import type { Task } from './calibration';
+/** The calibration tasks (docs/contracts.md, "Calibration data"). */
+export const TASKS = ['language-model', 'classification', 'generic', 'generation'] as const;
+export type Task = (typeof TASKS)[number];
 
 /**
  * The metrics an evaluation produces (docs/contracts.md, "Metric names"): the same names in the
@@ -9,6 +11,10 @@ export const METRIC_NAMES = [
   'accuracy',
   'perplexity',
   'next-token-accuracy',
+  'exact-match',
+  'token-f1',
+  'rouge-l',
+  'sequence-agreement',
   'agreement',
   'kl-divergence',
   'cosine',
@@ -28,7 +34,11 @@ export const TASK_METRICS: Record<Task, readonly MetricName[]> = {
   'language-model': ['perplexity', 'next-token-accuracy'],
   classification: ['accuracy'],
   generic: [],
+  generation: ['exact-match', 'token-f1', 'rouge-l', 'sequence-agreement', 'perplexity'],
 };
+
+/** The generation metrics that compare with a reference: absent when the set gives none. */
+export const REFERENCE_METRICS: readonly MetricName[] = ['exact-match', 'token-f1', 'rouge-l', 'perplexity'];
 
 /** Metrics every task has (all but the task-specific ones): comparisons with the base model and the efficiency measures. */
 export const COMMON_METRICS: readonly MetricName[] = METRIC_NAMES.filter(

@@ -95,9 +95,29 @@ export function planRows(set: CalibrationSet, batch: Batch, out: Rows): RowPlan 
   const mask = set.mask ? batch.feeds[set.mask] : undefined;
   const sameAsMask = mask !== undefined && out.dims.length === mask.dims.length + 1 && mask.dims.every((d, i) => d === out.dims[i]);
   const compare = sameAsMask ? Uint8Array.from(intValues(mask), (v) => (Number(v) !== 0 ? 1 : 0)) : undefined;
+  if (set.positions) return { width: out.width, ...positionRows(set, batch, out) };
   if (set.task === 'classification') return { width: out.width, compare, targets: classificationTargets(set, batch, out) };
   if (set.task === 'language-model') return { width: out.width, ...languageModelRows(set, batch, out) };
   return { width: out.width, compare };
+}
+
+/** A sequence set's own rows that count (generation: the generated positions, or the reference's). */
+function positionRows(set: CalibrationSet, batch: Batch, out: Rows): { compare: Uint8Array; targets?: Int32Array } {
+  const positions = set.positions as NonNullable<CalibrationSet['positions']>;
+  const { length } = positions;
+  if (out.dims.length !== 3 || out.dims[0] !== batch.size || out.dims[1] !== length) {
+    throw new UserError(
+      `${set.source}: task ${set.task} needs output '${set.output}' of shape [batch, sequence, vocabulary] ([${batch.size}, ${length}, ...] here); the model gives [${out.dims.join(', ')}]`,
+    );
+  }
+  const from = batch.start * length;
+  const to = from + batch.size * length;
+  const targets = positions.targets?.subarray(from, to);
+  const outside = targets?.findIndex((t) => t >= out.width) ?? -1;
+  if (targets && outside >= 0) {
+    throw new UserError(`${set.source}: token ${targets[outside]} (sample ${batch.start + Math.floor(outside / length)}) is outside the vocabulary of output '${set.output}' (${out.width} logits)`);
+  }
+  return { compare: positions.compare.subarray(from, to), targets };
 }
 
 function classificationTargets(set: CalibrationSet, batch: Batch, out: Rows): Int32Array {
@@ -165,7 +185,7 @@ export class TaskAccumulator {
       if (target < 0) continue;
       const off = r * out.width;
       if (argmax(out.data, off, out.width) === target) this.correct++;
-      if (this.task === 'language-model') {
+      if (this.task === 'language-model' || this.task === 'generation') {
         logSoftmax(out.data, off, out.width, this.buf);
         this.nll -= this.buf[target];
       }
@@ -181,6 +201,7 @@ export class TaskAccumulator {
         'next-token-accuracy': this.count ? this.correct / this.count : 0,
       };
     }
+    if (this.task === 'generation' && this.count) return { perplexity: Math.exp(this.nll / this.count) };
     return {};
   }
 

@@ -1,6 +1,5 @@
 import { UserError } from '../errors';
-import type { Task } from '../eval/calibration';
-import { MetricName, MetricValues, metricsOf } from '../eval/metric-names';
+import { MetricName, MetricValues, REFERENCE_METRICS, Task, metricsOf } from '../eval/metric-names';
 import { BoundKind, METRICS, isQuality } from './metrics';
 
 /** One bound of the gate, as written and as understood. */
@@ -28,12 +27,17 @@ export interface MetricResult {
 
 export type Verdict = 'pass' | 'fail';
 
-/** A bound on a metric the calibration task cannot produce is a config mistake: say so up front. */
-export function checkRulesFitTask(rules: readonly GateRule[], task: Task, where: string): void {
+/** A bound on a metric the calibration set cannot produce is a config mistake: say so up front. */
+export function checkRulesFitTask(rules: readonly GateRule[], set: { task: Task; generation?: { references?: unknown } }, where: string): void {
+  const { task } = set;
   const available = metricsOf(task);
   for (const r of rules) {
+    if (set.generation && !set.generation.references && REFERENCE_METRICS.includes(r.metric)) {
+      throw new UserError(`${where}: gate.${r.metric}: the generation set gives no "reference" per prompt, so there is no ${r.metric}; add references or bound agreement and sequence-agreement`);
+    }
     if (!available.includes(r.metric)) {
-      const needs = r.metric === 'accuracy' ? 'a classification set with labels' : 'a language-model calibration set';
+      const needs =
+        r.metric === 'accuracy' ? 'a classification set with labels' : r.metric === 'next-token-accuracy' ? 'a language-model calibration set' : r.metric === 'perplexity' ? 'a language-model or generation set' : 'a generation set';
       throw new UserError(`${where}: gate.${r.metric}: the calibration task is ${task}, which has no ${r.metric}; it needs ${needs}`);
     }
   }
@@ -70,8 +74,11 @@ export function withinBound(metric: MetricName, candidate: number, bound: number
 
 /** Every metric of the task, each judged against its bound when the config sets one. */
 export function judge(values: { base: MetricValues; candidate: MetricValues }, rules: readonly GateRule[], task: Task): MetricResult[] {
-  // memory is measured only when a bound asks for it (a fresh process per model): unasked, no row.
-  const listed = metricsOf(task).filter((name) => name !== 'memory' || rules.some((r) => r.metric === name) || values.candidate.memory !== undefined);
+  // memory is measured only when a bound asks for it (a fresh process per model): unasked, no row;
+  // likewise the reference metrics of a generation set without references.
+  const listed = metricsOf(task).filter(
+    (name) => !(name === 'memory' || (task === 'generation' && REFERENCE_METRICS.includes(name))) || rules.some((r) => r.metric === name) || values.candidate[name] !== undefined,
+  );
   return listed.map((name) => {
     const base = values.base[name] ?? null;
     const candidate = values.candidate[name] ?? null;

@@ -21,6 +21,10 @@ export interface MetricInfo {
 export const METRICS: Record<MetricName, MetricInfo> = {
   accuracy: { kind: 'quality', higherIsBetter: true, bounds: ['max-drop', 'min'], unit: 'fraction' },
   'next-token-accuracy': { kind: 'quality', higherIsBetter: true, bounds: ['max-drop', 'min'], unit: 'fraction' },
+  'exact-match': { kind: 'quality', higherIsBetter: true, bounds: ['max-drop', 'min'], unit: 'fraction' },
+  'token-f1': { kind: 'quality', higherIsBetter: true, bounds: ['max-drop', 'min'], unit: 'fraction' },
+  'rouge-l': { kind: 'quality', higherIsBetter: true, bounds: ['max-drop', 'min'], unit: 'fraction' },
+  'sequence-agreement': { kind: 'quality', higherIsBetter: true, bounds: ['max-drop', 'min'], unit: 'fraction' },
   agreement: { kind: 'quality', higherIsBetter: true, bounds: ['max-drop', 'min'], unit: 'fraction' },
   cosine: { kind: 'quality', higherIsBetter: true, bounds: ['max-drop', 'min'], unit: 'ratio' },
   perplexity: { kind: 'quality', higherIsBetter: false, bounds: ['max-increase', 'max'], unit: 'ratio' },

@@ -82,7 +82,7 @@ const ZERO_ARRAY: Partial<Record<ort.Tensor.Type, { new (n: number): ort.Tensor.
  * Dummy inputs for running a model when no data is given: dynamic axes get `axis0` on the
  * first axis (the batch) and `otherAxes` elsewhere; an axis named like one that is first in
  * some input gets `axis0` wherever it is (a recurrent state [layers, batch, hidden] follows the
- * input's batch). Integer inputs are 1 (a valid token id, a full attention mask), float inputs
+ * input's batch), and an axis named as a sum of axes the sum of their sizes. Integer inputs are 1 (a valid token id, a full attention mask), float inputs
  * small deterministic values.
  */
 export function dummyFeeds(model: OnnxModel, axis0 = 2, otherAxes = 7): Record<string, ort.Tensor> {
@@ -90,7 +90,10 @@ export function dummyFeeds(model: OnnxModel, axis0 = 2, otherAxes = 7): Record<s
   const specs = graphInputs(model);
   const batchNames = new Set(specs.map((s) => s.dims[0]).filter((d): d is string => typeof d === 'string'));
   for (const spec of specs) {
-    const dims = spec.dims.map((d, i) => (typeof d === 'number' ? d : i === 0 || (typeof d === 'string' && batchNames.has(d)) ? axis0 : otherAxes));
+    const size = (d: string | null, i: number): number => (i === 0 || (d !== null && batchNames.has(d)) ? axis0 : otherAxes);
+    // A sum of named axes ('past_sequence + sequence', as exporters name a cache's mask) is the sum of their sizes.
+    const sum = (d: string, i: number) => d.split('+').reduce((total, part) => total + (/^\s*\d+\s*$/.test(part) ? Number(part) : size(part.trim(), i)), 0);
+    const dims = spec.dims.map((d, i) => (typeof d === 'number' ? d : typeof d === 'string' && d.includes('+') ? sum(d, i) : size(d, i)));
     const n = elementCount(dims);
     const type = ortType(spec.dtype);
     let data: ort.Tensor.DataType;

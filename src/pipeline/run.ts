@@ -125,10 +125,11 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   log(`reading ${displayPath(config.model as string)}`);
   const base = OnnxModel.read(config.model as string);
   const set = loadCalibration(config.calibration as string, base);
-  const quantize = options.quantize ?? quantizeWith(set, config.keepNames, log);
-  checkRulesFitTask(config.gate, set.task, config.file ? displayPath(config.file) : 'the gate');
+  checkRulesFitTask(config.gate, set, config.file ? displayPath(config.file) : 'the gate');
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
   const evaluator = await Evaluator.create(base, set, { latency: config.latency, log });
+  // Generation: the passes run the prompts followed by the base's generations (evaluator.set).
+  const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log);
   const stepsDir = path.join(out, STEPS_DIR);
   try {
     const deps = searchDeps({ options, set, evaluator, stepsDir, prune, quantize, log });
@@ -164,6 +165,8 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
       allocation: result.allocation,
       pullRequest: options.pullRequest,
       environment: currentEnvironment(),
+      interface: evaluation.interface,
+      examples: evaluation.examples,
     });
     const outcome = writeReports(report, out, files);
     const failed = failures(metrics);
@@ -223,7 +226,7 @@ function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
         compensate: config.prune.compensate,
         allocation: config.prune.allocation,
         align: config.prune.align,
-        calibration: calibrationFeeds(c.set),
+        calibration: calibrationFeeds(c.evaluator.set),
         damage: {
           name: c.evaluator.lossName,
           loss: (candidate, share) => c.evaluator.loss(candidate, share),
@@ -300,7 +303,7 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
   const candidate = OnnxModel.read(options.candidate);
   const set = loadCalibration(options.calibration, base);
   const rules = options.config?.gate ?? [];
-  checkRulesFitTask(rules, set.task, options.config?.file ? displayPath(options.config.file) : 'the gate');
+  checkRulesFitTask(rules, set, options.config?.file ? displayPath(options.config.file) : 'the gate');
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
   const evaluator = await Evaluator.create(base, set, { latency: options.config?.latency, log });
   try {
@@ -323,6 +326,8 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
       skipped: [],
       pullRequest: options.pullRequest,
       environment: currentEnvironment(),
+      interface: evaluation.interface,
+      examples: evaluation.examples,
     });
     const markdown = renderMarkdown(report);
     if (options.out) {

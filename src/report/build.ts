@@ -8,6 +8,7 @@ import type { MetricResult, Verdict } from '../gate/gate';
 import type { StepOutcome } from '../gate/search';
 import type { AllocationResult, PrunedEntry, SkippedEntry } from '../prune/types';
 import type { Environment } from '../eval/environment';
+import type { GenerationExample, InterfaceChange } from '../eval/generation';
 import { UserError } from '../errors';
 import { Report, ReportPullRequest, ReportQuantization, ReportSchema } from './schema';
 
@@ -28,6 +29,8 @@ export interface ReportInput {
   allocation?: AllocationResult;
   pullRequest?: ReportPullRequest;
   environment?: Environment;
+  interface?: InterfaceChange[];
+  examples?: GenerationExample[];
 }
 
 /** NaN and infinities have no JSON form: an unmeasurable value is null. */
@@ -42,6 +45,14 @@ function metricJson(m: MetricResult): MetricResult {
 /** Paths as the repository sees them (relative to the working folder), not the runner's absolute paths. */
 function statsJson(s: ModelStats): ModelStats {
   return { ...s, path: s.path ? displayPath(path.resolve(s.path)) : '' };
+}
+
+const EXAMPLE_CHARS = 400;
+
+/** A decoded example short enough for the comment (the schema bounds every string). */
+function clipExample(e: GenerationExample): GenerationExample {
+  const clip = (t: string) => (t.length > EXAMPLE_CHARS ? `${t.slice(0, EXAMPLE_CHARS)}…` : t);
+  return { line: e.line, prompt: clip(e.prompt), ...(e.reference !== undefined ? { reference: clip(e.reference) } : {}), base: clip(e.base), candidate: clip(e.candidate) };
 }
 
 /** report.json's object, checked against the schema the action validates reports with. */
@@ -80,6 +91,8 @@ export function buildReport(input: ReportInput): Report {
         }
       : {}),
     ...(input.environment ? { environment: input.environment } : {}),
+    ...(input.interface?.length ? { interface: input.interface } : {}),
+    ...(input.examples?.length ? { examples: input.examples.map(clipExample) } : {}),
     ...(input.pullRequest ? { pull_request: input.pullRequest } : {}),
   };
   const checked = ReportSchema.safeParse(report);

@@ -219,6 +219,7 @@ function latencyTable(r: Report): string[] {
 export function mainMetric(r: Report): MetricName {
   const bounded = r.metrics.find((m) => m.rule !== null && METRICS[m.name].kind === 'quality');
   if (bounded) return bounded.name;
+  if (r.task === 'generation') return r.metrics.some((m) => m.name === 'rouge-l') ? 'rouge-l' : 'sequence-agreement';
   return r.task === 'language-model' ? 'perplexity' : r.task === 'classification' ? 'accuracy' : 'agreement';
 }
 
@@ -307,7 +308,32 @@ function skippedSection(r: Report): string[] {
   );
 }
 
-/** report.md for the job summary and the PR comment. */
+/** Inputs or outputs the candidate changed: the app must feed it differently, so it leads, not hides. */
+function interfaceSection(r: Report): string[] {
+  if (!r.interface?.length) return [];
+  const dims = (d: (number | string | null)[]) => `[${d.map((x) => (x === null ? '?' : String(x))).join(', ')}]`;
+  return [
+    `**The model's interface changed**: ${r.interface.length} ${r.interface.length === 1 ? 'input or output has' : 'inputs and outputs have'} a new shape; the code that feeds the model (a KV cache's buffers) must follow.`,
+    '',
+    ...table(
+      ['', 'name', 'base', 'candidate'],
+      r.interface.map((c) => [c.kind, `\`${escapeMarkdown(c.name)}\``, dims(c.base), dims(c.candidate)]),
+    ),
+  ];
+}
+
+/** A few generations decoded, base and candidate side by side (a generation set with a tokenizer). */
+function examplesSection(r: Report): string[] {
+  if (!r.examples?.length) return [];
+  const cell = (t: string) => `<code>${escapeMarkdown(t, 400).replace(/\n/g, '⏎')}</code>`;
+  const hasReference = r.examples.some((e) => e.reference !== undefined);
+  return details(
+    `Generations, base vs candidate (${r.examples.length} samples)`,
+    ['line', 'prompt', ...(hasReference ? ['reference'] : []), 'base', 'candidate'],
+    r.examples.map((e) => [String(e.line), cell(e.prompt), ...(hasReference ? [cell(e.reference ?? '')] : []), cell(e.base), cell(e.candidate)]),
+  );
+}
+
 /** What the figures were measured on: latency and memory are this machine's, not the device's. */
 function environmentSection(r: Report): string[] {
   const e = r.environment;
@@ -316,10 +342,12 @@ function environmentSection(r: Report): string[] {
   return [`<sub>Measured on ${e.cpu}, onnxruntime on ${threads}; onnxruntime ${e.onnxruntime}, prune-gate ${e['prune-gate']}.</sub>`];
 }
 
+/** report.md for the job summary and the PR comment. */
 export function renderMarkdown(r: Report): string {
   const sections: string[][] = [
     [verdictLine(r)],
     metricsTable(r),
+    interfaceSection(r),
     compressionTable(r),
     quantizationSection(r),
     latencyTable(r),
@@ -327,6 +355,7 @@ export function renderMarkdown(r: Report): string {
     prunedSection(r),
     allocationSection(r),
     skippedSection(r),
+    examplesSection(r),
     environmentSection(r),
   ];
   return `${sections

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { METRIC_NAMES } from '../eval/metric-names';
+import { METRIC_NAMES, TASKS } from '../eval/metric-names';
 
 /**
  * report.json. The fields listed in docs/contracts.md are stable (users and the action's publish-only mode
@@ -61,7 +61,7 @@ export const ReportSchema = z.object({
   /** The report format's version; bumped only when a stable field changes meaning. */
   format: z.literal(1),
   verdict: z.enum(['pass', 'fail']),
-  task: z.enum(['language-model', 'classification', 'generic']),
+  task: z.enum(TASKS),
   /** The prune settings of the run, or null for `eval` (two given models). */
   target: z.union([z.number().min(0).max(1), z.literal('auto')]).nullable(),
   quantize: z.enum(['none', 'int8', 'int4']),
@@ -120,6 +120,26 @@ export const ReportSchema = z.object({
       onnxruntime: text,
       'prune-gate': text,
     })
+    .optional(),
+  /**
+   * Graph inputs and outputs whose declared shape the candidate changed (a KV cache's heads after
+   * head pruning): the app that feeds the model must follow. Absent when none changed.
+   */
+  interface: z
+    .array(
+      z.object({
+        name: text,
+        kind: z.enum(['input', 'output']),
+        base: z.array(z.union([num, text]).nullable()).max(64),
+        candidate: z.array(z.union([num, text]).nullable()).max(64),
+      }),
+    )
+    .max(MAX_ITEMS)
+    .optional(),
+  /** Generation sets with a tokenizer: a few samples decoded, the base's and the candidate's generations side by side. */
+  examples: z
+    .array(z.object({ line: count, prompt: text, reference: text.optional(), base: text, candidate: text }))
+    .max(20)
     .optional(),
   /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
   pull_request: PullRequestSchema.optional(),

@@ -77,7 +77,7 @@ export function register(program: Command, ctx: CliContext): void {
           allocation,
           steps,
           align,
-          calibration: set ? calibrationFeeds(set) : undefined,
+          calibration: evaluator ? calibrationFeeds(evaluator.set) : undefined,
           damage: evaluator
             ? { name: evaluator.lossName, loss: (candidate, share) => evaluator.loss(candidate, share), latency: (candidate) => evaluator.latencyRatio(candidate) }
             : undefined,

@@ -1,0 +1,105 @@
+import { OnnxModel } from '../onnx/model';
+import { InputSpec, graphInputs, graphOutputs, ort } from '../onnx/runtime';
+import { CalibrationSet, batches } from './calibration';
+import { greedyDecode } from './generate';
+import { GenerationSpec, referenceSet, teacherForcedSet } from './generation-set';
+import type { MetricValues } from './metric-names';
+import { TaskAccumulator, outputRows, planRows } from './metrics';
+import { exactMatch, rougeL, tokenF1 } from './sequence-metrics';
+import { TokenText, tokenText } from './token-text';
+
+/**
+ * A generation set evaluated (docs/contracts.md, "Generation sets"): the base decodes once; its
+ * generations, appended to the prompts, become the set every later pass runs (pruning
+ * statistics, the teacher-forced comparisons, the search's loss, latency and memory). Each
+ * candidate decodes the prompts itself for the sequence metrics.
+ */
+export class GenerationRun {
+  private constructor(
+    readonly spec: GenerationSpec,
+    /** The base's generations, without end-of-sequence ids. */
+    readonly baseGenerations: number[][],
+    /** Prompts followed by the base's generations: what the model runs in one pass. */
+    readonly forward: CalibrationSet,
+    /** Prompts followed by their references, for the reference's perplexity. */
+    private readonly references: CalibrationSet | undefined,
+    private readonly text: TokenText | undefined,
+  ) {}
+
+  static async start(session: ort.InferenceSession, set: CalibrationSet): Promise<GenerationRun> {
+    const spec = set.generation as GenerationSpec;
+    const generations = await decode(session, set);
+    const text = spec.tokenizer ? tokenText(spec.tokenizer) : undefined;
+    return new GenerationRun(spec, generations, teacherForcedSet(spec, set, generations), referenceSet(spec, set), text);
+  }
+
+  /** The generation metrics of the model in `session`, and its generations. */
+  async measure(session: ort.InferenceSession, isBase = false): Promise<{ values: MetricValues; generations: number[][] }> {
+    const generations = isBase ? this.baseGenerations : await decode(session, this.forward);
+    const mean = (f: (g: number[], i: number) => number) => generations.reduce((sum, g, i) => sum + f(g, i), 0) / generations.length;
+    const values: MetricValues = { 'sequence-agreement': mean((g, i) => exactMatch(g, this.baseGenerations[i])) };
+    const references = this.spec.references;
+    if (references && this.references) {
+      values['exact-match'] = mean((g, i) => exactMatch(g, references[i]));
+      values['token-f1'] = mean((g, i) => tokenF1(g, references[i]));
+      values['rouge-l'] = mean((g, i) => rougeL(g, references[i]));
+      const task = new TaskAccumulator('generation');
+      for (const batch of batches(this.references)) {
+        const result = await session.run(batch.feeds, [this.references.output]);
+        const out = outputRows(result[this.references.output]);
+        task.add(out, planRows(this.references, batch, out));
+      }
+      Object.assign(values, task.values());
+    }
+    return { values, generations };
+  }
+
+  /** The first `count` samples as text, base and candidate side by side, when the set names a tokenizer. */
+  examples(candidate: readonly number[][], count = 3): GenerationExample[] | undefined {
+    const text = this.text;
+    if (!text) return undefined;
+    return this.spec.prompts.slice(0, count).map((prompt, i) => ({
+      line: this.spec.lines[i],
+      prompt: text(prompt),
+      reference: this.spec.references ? text(this.spec.references[i]) : undefined,
+      base: text(this.baseGenerations[i]),
+      candidate: text(candidate[i]),
+    }));
+  }
+}
+
+export interface GenerationExample {
+  /** The sample's line in the prompts file. */
+  line: number;
+  prompt: string;
+  reference?: string;
+  base: string;
+  candidate: string;
+}
+
+function decode(session: ort.InferenceSession, set: CalibrationSet): Promise<number[][]> {
+  const spec = set.generation as GenerationSpec;
+  return greedyDecode(session, spec.decoder, spec.prompts, { maxNewTokens: spec.maxNewTokens, eos: spec.eos, batchSize: set.batchSize });
+}
+
+/** An input or output whose declared shape the candidate changed (a KV cache's heads, say). */
+export interface InterfaceChange {
+  name: string;
+  kind: 'input' | 'output';
+  base: (number | string | null)[];
+  candidate: (number | string | null)[];
+}
+
+/** The graph inputs and outputs whose declared shapes differ between two models: the app feeding the model must follow. */
+export function interfaceChanges(base: OnnxModel, candidate: OnnxModel): InterfaceChange[] {
+  const changes: InterfaceChange[] = [];
+  const compare = (kind: 'input' | 'output', a: InputSpec[], b: InputSpec[]) => {
+    for (const x of a) {
+      const y = b.find((s) => s.name === x.name);
+      if (y && y.dims.join() !== x.dims.join()) changes.push({ name: x.name, kind, base: x.dims, candidate: y.dims });
+    }
+  };
+  compare('input', graphInputs(base), graphInputs(candidate));
+  compare('output', graphOutputs(base), graphOutputs(candidate));
+  return changes;
+}
