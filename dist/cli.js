@@ -1197,8 +1197,8 @@ var require_command = __commonJS({
   "node_modules/commander/lib/command.js"(exports2) {
     var EventEmitter = require("node:events").EventEmitter;
     var childProcess = require("node:child_process");
-    var path15 = require("node:path");
-    var fs14 = require("node:fs");
+    var path16 = require("node:path");
+    var fs16 = require("node:fs");
     var process2 = require("node:process");
     var { Argument: Argument2, humanReadableArgName } = require_argument();
     var { CommanderError: CommanderError2 } = require_error();
@@ -2192,7 +2192,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @param {string} subcommandName
        */
       _checkForMissingExecutable(executableFile, executableDir, subcommandName) {
-        if (fs14.existsSync(executableFile)) return;
+        if (fs16.existsSync(executableFile)) return;
         const executableDirMessage = executableDir ? `searched for local subcommand relative to directory '${executableDir}'` : "no directory for search for local subcommand, use .executableDir() to supply a custom directory";
         const executableMissing = `'${executableFile}' does not exist
  - if '${subcommandName}' is not meant to be an executable command, remove description parameter from '.command()' and use '.description()' instead
@@ -2210,11 +2210,11 @@ Expecting one of '${allowedValues.join("', '")}'`);
         let launchWithNode = false;
         const sourceExt = [".js", ".ts", ".tsx", ".mjs", ".cjs"];
         function findFile(baseDir, baseName) {
-          const localBin = path15.resolve(baseDir, baseName);
-          if (fs14.existsSync(localBin)) return localBin;
-          if (sourceExt.includes(path15.extname(baseName))) return void 0;
+          const localBin = path16.resolve(baseDir, baseName);
+          if (fs16.existsSync(localBin)) return localBin;
+          if (sourceExt.includes(path16.extname(baseName))) return void 0;
           const foundExt = sourceExt.find(
-            (ext) => fs14.existsSync(`${localBin}${ext}`)
+            (ext) => fs16.existsSync(`${localBin}${ext}`)
           );
           if (foundExt) return `${localBin}${foundExt}`;
           return void 0;
@@ -2226,21 +2226,21 @@ Expecting one of '${allowedValues.join("', '")}'`);
         if (this._scriptPath) {
           let resolvedScriptPath;
           try {
-            resolvedScriptPath = fs14.realpathSync(this._scriptPath);
+            resolvedScriptPath = fs16.realpathSync(this._scriptPath);
           } catch {
             resolvedScriptPath = this._scriptPath;
           }
-          executableDir = path15.resolve(
-            path15.dirname(resolvedScriptPath),
+          executableDir = path16.resolve(
+            path16.dirname(resolvedScriptPath),
             executableDir
           );
         }
         if (executableDir) {
           let localFile = findFile(executableDir, executableFile);
           if (!localFile && !subcommand._executableFile && this._scriptPath) {
-            const legacyName = path15.basename(
+            const legacyName = path16.basename(
               this._scriptPath,
-              path15.extname(this._scriptPath)
+              path16.extname(this._scriptPath)
             );
             if (legacyName !== this._name) {
               localFile = findFile(
@@ -2251,7 +2251,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
           }
           executableFile = localFile || executableFile;
         }
-        launchWithNode = sourceExt.includes(path15.extname(executableFile));
+        launchWithNode = sourceExt.includes(path16.extname(executableFile));
         let proc;
         if (process2.platform !== "win32") {
           if (launchWithNode) {
@@ -2753,8 +2753,8 @@ Expecting one of '${allowedValues.join("', '")}'`);
       opts() {
         if (this._storeOptionsAsProperties) {
           const result = {};
-          const len = this.options.length;
-          for (let i = 0; i < len; i++) {
+          const len2 = this.options.length;
+          for (let i = 0; i < len2; i++) {
             const key = this.options[i].attributeName();
             result[key] = key === this._versionOptionName ? this._version : this[key];
           }
@@ -3166,7 +3166,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @return {Command}
        */
       nameFromFilename(filename) {
-        this._name = path15.basename(filename, path15.extname(filename));
+        this._name = path16.basename(filename, path16.extname(filename));
         return this;
       }
       /**
@@ -3180,9 +3180,9 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @param {string} [path]
        * @return {(string|null|Command)}
        */
-      executableDir(path16) {
-        if (path16 === void 0) return this._executableDir;
-        this._executableDir = path16;
+      executableDir(path17) {
+        if (path17 === void 0) return this._executableDir;
+        this._executableDir = path17;
         return this;
       }
       /**
@@ -3537,17 +3537,17 @@ var require_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path15) {
-      const ctrl = callVisitor(key, node2, visitor, path15);
+    function visit_(key, node2, visitor, path16) {
+      const ctrl = callVisitor(key, node2, visitor, path16);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path15, ctrl);
-        return visit_(key, ctrl, visitor, path15);
+        replaceNode(key, path16, ctrl);
+        return visit_(key, ctrl, visitor, path16);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path15 = Object.freeze(path15.concat(node2));
+          path16 = Object.freeze(path16.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = visit_(i, node2.items[i], visitor, path15);
+            const ci = visit_(i, node2.items[i], visitor, path16);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -3558,13 +3558,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path15 = Object.freeze(path15.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path15);
+          path16 = Object.freeze(path16.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path16);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path15);
+          const cv = visit_("value", node2.value, visitor, path16);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -3585,17 +3585,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path15) {
-      const ctrl = await callVisitor(key, node2, visitor, path15);
+    async function visitAsync_(key, node2, visitor, path16) {
+      const ctrl = await callVisitor(key, node2, visitor, path16);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path15, ctrl);
-        return visitAsync_(key, ctrl, visitor, path15);
+        replaceNode(key, path16, ctrl);
+        return visitAsync_(key, ctrl, visitor, path16);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path15 = Object.freeze(path15.concat(node2));
+          path16 = Object.freeze(path16.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = await visitAsync_(i, node2.items[i], visitor, path15);
+            const ci = await visitAsync_(i, node2.items[i], visitor, path16);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -3606,13 +3606,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path15 = Object.freeze(path15.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path15);
+          path16 = Object.freeze(path16.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path16);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path15);
+          const cv = await visitAsync_("value", node2.value, visitor, path16);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -3639,23 +3639,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path15) {
+    function callVisitor(key, node2, visitor, path16) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path15);
+        return visitor(key, node2, path16);
       if (identity.isMap(node2))
-        return visitor.Map?.(key, node2, path15);
+        return visitor.Map?.(key, node2, path16);
       if (identity.isSeq(node2))
-        return visitor.Seq?.(key, node2, path15);
+        return visitor.Seq?.(key, node2, path16);
       if (identity.isPair(node2))
-        return visitor.Pair?.(key, node2, path15);
+        return visitor.Pair?.(key, node2, path16);
       if (identity.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path15);
+        return visitor.Scalar?.(key, node2, path16);
       if (identity.isAlias(node2))
-        return visitor.Alias?.(key, node2, path15);
+        return visitor.Alias?.(key, node2, path16);
       return void 0;
     }
-    function replaceNode(key, path15, node2) {
-      const parent = path15[path15.length - 1];
+    function replaceNode(key, path16, node2) {
+      const parent = path16[path16.length - 1];
       if (identity.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity.isPair(parent)) {
@@ -3923,7 +3923,7 @@ var require_applyReviver = __commonJS({
     function applyReviver(reviver, obj, key, val) {
       if (val && typeof val === "object") {
         if (Array.isArray(val)) {
-          for (let i = 0, len = val.length; i < len; ++i) {
+          for (let i = 0, len2 = val.length; i < len2; ++i) {
             const v0 = val[i];
             const v1 = applyReviver(reviver, val, String(i), v0);
             if (v1 === void 0)
@@ -4267,10 +4267,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity = require_identity();
     var Node8 = require_Node();
-    function collectionFromPath(schema, path15, value) {
+    function collectionFromPath(schema, path16, value) {
       let v = value;
-      for (let i = path15.length - 1; i >= 0; --i) {
-        const k = path15[i];
+      for (let i = path16.length - 1; i >= 0; --i) {
+        const k = path16[i];
         if (typeof k === "number" && Number.isInteger(k) && k >= 0) {
           const a = [];
           a[k] = v;
@@ -4289,7 +4289,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path15) => path15 == null || typeof path15 === "object" && !!path15[Symbol.iterator]().next().done;
+    var isEmptyPath = (path16) => path16 == null || typeof path16 === "object" && !!path16[Symbol.iterator]().next().done;
     var Collection = class extends Node8.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -4319,11 +4319,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path15, value) {
-        if (isEmptyPath(path15))
+      addIn(path16, value) {
+        if (isEmptyPath(path16))
           this.add(value);
         else {
-          const [key, ...rest] = path15;
+          const [key, ...rest] = path16;
           const node2 = this.get(key, true);
           if (identity.isCollection(node2))
             node2.addIn(rest, value);
@@ -4337,8 +4337,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path15) {
-        const [key, ...rest] = path15;
+      deleteIn(path16) {
+        const [key, ...rest] = path16;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -4352,8 +4352,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path15, keepScalar) {
-        const [key, ...rest] = path15;
+      getIn(path16, keepScalar) {
+        const [key, ...rest] = path16;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity.isScalar(node2) ? node2.value : node2;
@@ -4371,8 +4371,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path15) {
-        const [key, ...rest] = path15;
+      hasIn(path16) {
+        const [key, ...rest] = path16;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -4382,8 +4382,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path15, value) {
-        const [key, ...rest] = path15;
+      setIn(path16, value) {
+        const [key, ...rest] = path16;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -5406,8 +5406,8 @@ ${indent}${line}` : "\n";
         return start + end;
       } else {
         if (!reqNewline) {
-          const len = lines.reduce((sum, line) => sum + line.length + 2, 2);
-          reqNewline = ctx.options.lineWidth > 0 && len > ctx.options.lineWidth;
+          const len2 = lines.reduce((sum, line) => sum + line.length + 2, 2);
+          reqNewline = ctx.options.lineWidth > 0 && len2 > ctx.options.lineWidth;
         }
         if (reqNewline) {
           let str = start;
@@ -6898,9 +6898,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path15, value) {
+      addIn(path16, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path15, value);
+          this.contents.addIn(path16, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -6975,14 +6975,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path15) {
-        if (Collection.isEmptyPath(path15)) {
+      deleteIn(path16) {
+        if (Collection.isEmptyPath(path16)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path15) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path16) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -6997,10 +6997,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path15, keepScalar) {
-        if (Collection.isEmptyPath(path15))
+      getIn(path16, keepScalar) {
+        if (Collection.isEmptyPath(path16))
           return !keepScalar && identity.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity.isCollection(this.contents) ? this.contents.getIn(path15, keepScalar) : void 0;
+        return identity.isCollection(this.contents) ? this.contents.getIn(path16, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -7011,10 +7011,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path15) {
-        if (Collection.isEmptyPath(path15))
+      hasIn(path16) {
+        if (Collection.isEmptyPath(path16))
           return this.contents !== void 0;
-        return identity.isCollection(this.contents) ? this.contents.hasIn(path15) : false;
+        return identity.isCollection(this.contents) ? this.contents.hasIn(path16) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -7031,13 +7031,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path15, value) {
-        if (Collection.isEmptyPath(path15)) {
+      setIn(path16, value) {
+        if (Collection.isEmptyPath(path16)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path15), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path16), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path15, value);
+          this.contents.setIn(path16, value);
         }
       }
       /**
@@ -8998,9 +8998,9 @@ var require_cst_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    visit2.itemAtPath = (cst, path15) => {
+    visit2.itemAtPath = (cst, path16) => {
       let item = cst;
-      for (const [field, index] of path15) {
+      for (const [field, index] of path16) {
         const tok = item?.[field];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -9009,23 +9009,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit2.parentCollection = (cst, path15) => {
-      const parent = visit2.itemAtPath(cst, path15.slice(0, -1));
-      const field = path15[path15.length - 1][0];
+    visit2.parentCollection = (cst, path16) => {
+      const parent = visit2.itemAtPath(cst, path16.slice(0, -1));
+      const field = path16[path16.length - 1][0];
       const coll = parent?.[field];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path15, item, visitor) {
-      let ctrl = visitor(item, path15);
+    function _visit(path16, item, visitor) {
+      let ctrl = visitor(item, path16);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field of ["key", "value"]) {
         const token = item[field];
         if (token && "items" in token) {
           for (let i = 0; i < token.items.length; ++i) {
-            const ci = _visit(Object.freeze(path15.concat([[field, i]])), token.items[i], visitor);
+            const ci = _visit(Object.freeze(path16.concat([[field, i]])), token.items[i], visitor);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -9036,10 +9036,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field === "key")
-            ctrl = ctrl(item, path15);
+            ctrl = ctrl(item, path16);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path15) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path16) : ctrl;
     }
     exports2.visit = visit2;
   }
@@ -10341,14 +10341,14 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs14 = this.flowScalar(this.type);
+              const fs16 = this.flowScalar(this.type);
               if (atNextItem || it.value) {
-                map2.items.push({ start, key: fs14, sep: [] });
+                map2.items.push({ start, key: fs16, sep: [] });
                 this.onKeyLine = true;
               } else if (it.sep) {
-                this.stack.push(fs14);
+                this.stack.push(fs16);
               } else {
-                Object.assign(it, { key: fs14, sep: [] });
+                Object.assign(it, { key: fs16, sep: [] });
                 this.onKeyLine = true;
               }
               return;
@@ -10476,13 +10476,13 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs14 = this.flowScalar(this.type);
+              const fs16 = this.flowScalar(this.type);
               if (!it || it.value)
-                fc.items.push({ start: [], key: fs14, sep: [] });
+                fc.items.push({ start: [], key: fs16, sep: [] });
               else if (it.sep)
-                this.stack.push(fs14);
+                this.stack.push(fs16);
               else
-                Object.assign(it, { key: fs14, sep: [] });
+                Object.assign(it, { key: fs16, sep: [] });
               return;
             }
             case "flow-map-end":
@@ -10799,7 +10799,7 @@ var require_aspromise = __commonJS({
       var params = new Array(arguments.length - 1), offset = 0, index = 2, pending = true;
       while (index < arguments.length)
         params[offset++] = arguments[index++];
-      return new Promise(function executor(resolve12, reject) {
+      return new Promise(function executor(resolve13, reject) {
         params[offset] = function callback(err) {
           if (pending) {
             pending = false;
@@ -10809,7 +10809,7 @@ var require_aspromise = __commonJS({
               var params2 = new Array(arguments.length - 1), offset2 = 0;
               while (offset2 < params2.length)
                 params2[offset2++] = arguments[offset2];
-              resolve12.apply(null, params2);
+              resolve13.apply(null, params2);
             }
           }
         };
@@ -10886,7 +10886,7 @@ var require_base64 = __commonJS({
       return String.fromCharCode.apply(String, chunk.slice(0, i2));
     };
     var invalidEncoding = "invalid encoding";
-    base643.decode = function decode3(string4, buffer, offset) {
+    base643.decode = function decode4(string4, buffer, offset) {
       var start = offset;
       var j = 0, t;
       for (var i2 = 0; i2 < string4.length; ) {
@@ -11195,20 +11195,20 @@ var require_utf8 = __commonJS({
     var utf8 = exports2;
     var replacementCharCode = 65533;
     utf8.length = function utf8_length(string4) {
-      var len = 0, c = 0;
+      var len2 = 0, c = 0;
       for (var i = 0; i < string4.length; ++i) {
         c = string4.charCodeAt(i);
         if (c < 128)
-          len += 1;
+          len2 += 1;
         else if (c < 2048)
-          len += 2;
+          len2 += 2;
         else if ((c & 64512) === 55296 && (string4.charCodeAt(i + 1) & 64512) === 56320) {
           ++i;
-          len += 4;
+          len2 += 4;
         } else
-          len += 3;
+          len2 += 3;
       }
-      return len;
+      return len2;
     };
     utf8.read = function utf8_read(buffer, start, end) {
       if (end - start < 1)
@@ -11565,9 +11565,9 @@ var require_writer = __commonJS({
     var LongBits = util.LongBits;
     var base643 = util.base64;
     var utf8 = util.utf8;
-    function Op(fn, len, val) {
+    function Op(fn, len2, val) {
       this.fn = fn;
-      this.len = len;
+      this.len = len2;
       this.next = void 0;
       this.val = val;
     }
@@ -11600,9 +11600,9 @@ var require_writer = __commonJS({
     };
     if (util.Array !== Array)
       Writer.alloc = util.pool(Writer.alloc, util.Array.prototype.subarray);
-    Writer.prototype._push = function push(fn, len, val) {
-      this.tail = this.tail.next = new Op(fn, len, val);
-      this.len += len;
+    Writer.prototype._push = function push(fn, len2, val) {
+      this.tail = this.tail.next = new Op(fn, len2, val);
+      this.len += len2;
       return this;
     };
     function writeByte(val, buf, pos) {
@@ -11615,8 +11615,8 @@ var require_writer = __commonJS({
       }
       buf[pos] = val;
     }
-    function VarintOp(len, val) {
-      this.len = len;
+    function VarintOp(len2, val) {
+      this.len = len2;
       this.next = void 0;
       this.val = val;
     }
@@ -11687,19 +11687,19 @@ var require_writer = __commonJS({
         buf[pos + i] = val[i];
     };
     Writer.prototype.bytes = function write_bytes(value) {
-      var len = value.length >>> 0;
-      if (!len)
+      var len2 = value.length >>> 0;
+      if (!len2)
         return this._push(writeByte, 1, 0);
       if (util.isString(value)) {
-        var buf = Writer.alloc(len = base643.length(value));
+        var buf = Writer.alloc(len2 = base643.length(value));
         base643.decode(value, buf, 0);
         value = buf;
       }
-      return this.uint32(len)._push(writeBytes, len, value);
+      return this.uint32(len2)._push(writeBytes, len2, value);
     };
     Writer.prototype.string = function write_string(value) {
-      var len = utf8.length(value);
-      return len ? this.uint32(len)._push(utf8.write, len, value) : this._push(writeByte, 1, 0);
+      var len2 = utf8.length(value);
+      return len2 ? this.uint32(len2)._push(utf8.write, len2, value) : this._push(writeByte, 1, 0);
     };
     Writer.prototype.fork = function fork() {
       this.states = new State(this);
@@ -11720,12 +11720,12 @@ var require_writer = __commonJS({
       return this;
     };
     Writer.prototype.ldelim = function ldelim() {
-      var head = this.head, tail = this.tail, len = this.len;
-      this.reset().uint32(len);
-      if (len) {
+      var head = this.head, tail = this.tail, len2 = this.len;
+      this.reset().uint32(len2);
+      if (len2) {
         this.tail.next = head.next;
         this.tail = tail;
-        this.len += len;
+        this.len += len2;
       }
       return this;
     };
@@ -11771,10 +11771,10 @@ var require_writer_buffer = __commonJS({
     BufferWriter.prototype.bytes = function write_bytes_buffer(value) {
       if (util.isString(value))
         value = util._Buffer_from(value, "base64");
-      var len = value.length >>> 0;
-      this.uint32(len);
-      if (len)
-        this._push(BufferWriter.writeBytesBuffer, len, value);
+      var len2 = value.length >>> 0;
+      this.uint32(len2);
+      if (len2)
+        this._push(BufferWriter.writeBytesBuffer, len2, value);
       return this;
     };
     function writeStringBuffer(val, buf, pos) {
@@ -11786,10 +11786,10 @@ var require_writer_buffer = __commonJS({
         buf.write(val, pos);
     }
     BufferWriter.prototype.string = function write_string_buffer(value) {
-      var len = util.Buffer.byteLength(value);
-      this.uint32(len);
-      if (len)
-        this._push(writeStringBuffer, len, value);
+      var len2 = util.Buffer.byteLength(value);
+      this.uint32(len2);
+      if (len2)
+        this._push(writeStringBuffer, len2, value);
       return this;
     };
     BufferWriter._configure();
@@ -12032,8 +12032,8 @@ var require_reader_buffer = __commonJS({
         BufferReader.prototype._slice = util.Buffer.prototype.slice;
     };
     BufferReader.prototype.string = function read_string_buffer() {
-      var len = this.uint32();
-      return this.buf.utf8Slice ? this.buf.utf8Slice(this.pos, this.pos = Math.min(this.pos + len, this.len)) : this.buf.toString("utf-8", this.pos, this.pos = Math.min(this.pos + len, this.len));
+      var len2 = this.uint32();
+      return this.buf.utf8Slice ? this.buf.utf8Slice(this.pos, this.pos = Math.min(this.pos + len2, this.len)) : this.buf.toString("utf-8", this.pos, this.pos = Math.min(this.pos + len2, this.len));
     };
     BufferReader._configure();
   }
@@ -12333,7 +12333,7 @@ var require_onnx = __commonJS({
         AttributeProto.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        AttributeProto.decode = function decode3(reader, length) {
+        AttributeProto.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.AttributeProto();
@@ -12902,7 +12902,7 @@ var require_onnx = __commonJS({
         ValueInfoProto.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        ValueInfoProto.decode = function decode3(reader, length) {
+        ValueInfoProto.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.ValueInfoProto();
@@ -13052,7 +13052,7 @@ var require_onnx = __commonJS({
         NodeProto.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        NodeProto.decode = function decode3(reader, length) {
+        NodeProto.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.NodeProto();
@@ -13272,7 +13272,7 @@ var require_onnx = __commonJS({
         TrainingInfoProto.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        TrainingInfoProto.decode = function decode3(reader, length) {
+        TrainingInfoProto.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TrainingInfoProto();
@@ -13502,7 +13502,7 @@ var require_onnx = __commonJS({
         ModelProto.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        ModelProto.decode = function decode3(reader, length) {
+        ModelProto.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.ModelProto();
@@ -13816,7 +13816,7 @@ var require_onnx = __commonJS({
         StringStringEntryProto.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        StringStringEntryProto.decode = function decode3(reader, length) {
+        StringStringEntryProto.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.StringStringEntryProto();
@@ -13916,7 +13916,7 @@ var require_onnx = __commonJS({
         TensorAnnotation.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        TensorAnnotation.decode = function decode3(reader, length) {
+        TensorAnnotation.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TensorAnnotation();
@@ -14088,7 +14088,7 @@ var require_onnx = __commonJS({
         GraphProto.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        GraphProto.decode = function decode3(reader, length) {
+        GraphProto.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.GraphProto();
@@ -14504,7 +14504,7 @@ var require_onnx = __commonJS({
         TensorProto.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        TensorProto.decode = function decode3(reader, length) {
+        TensorProto.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TensorProto();
@@ -14965,7 +14965,7 @@ var require_onnx = __commonJS({
           Segment.encodeDelimited = function encodeDelimited(message, writer) {
             return this.encode(message, writer).ldelim();
           };
-          Segment.decode = function decode3(reader, length) {
+          Segment.decode = function decode4(reader, length) {
             if (!(reader instanceof $Reader))
               reader = $Reader.create(reader);
             var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TensorProto.Segment();
@@ -15112,7 +15112,7 @@ var require_onnx = __commonJS({
         SparseTensorProto.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        SparseTensorProto.decode = function decode3(reader, length) {
+        SparseTensorProto.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.SparseTensorProto();
@@ -15255,7 +15255,7 @@ var require_onnx = __commonJS({
         TensorShapeProto.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        TensorShapeProto.decode = function decode3(reader, length) {
+        TensorShapeProto.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TensorShapeProto();
@@ -15367,7 +15367,7 @@ var require_onnx = __commonJS({
           Dimension.encodeDelimited = function encodeDelimited(message, writer) {
             return this.encode(message, writer).ldelim();
           };
-          Dimension.decode = function decode3(reader, length) {
+          Dimension.decode = function decode4(reader, length) {
             if (!(reader instanceof $Reader))
               reader = $Reader.create(reader);
             var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TensorShapeProto.Dimension();
@@ -15527,7 +15527,7 @@ var require_onnx = __commonJS({
         TypeProto.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        TypeProto.decode = function decode3(reader, length) {
+        TypeProto.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TypeProto();
@@ -15724,7 +15724,7 @@ var require_onnx = __commonJS({
           Tensor7.encodeDelimited = function encodeDelimited(message, writer) {
             return this.encode(message, writer).ldelim();
           };
-          Tensor7.decode = function decode3(reader, length) {
+          Tensor7.decode = function decode4(reader, length) {
             if (!(reader instanceof $Reader))
               reader = $Reader.create(reader);
             var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TypeProto.Tensor();
@@ -15796,18 +15796,18 @@ var require_onnx = __commonJS({
           return Tensor7;
         })();
         TypeProto.Sequence = (function() {
-          function Sequence(properties) {
+          function Sequence5(properties) {
             if (properties) {
               for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
                 if (properties[keys[i]] != null)
                   this[keys[i]] = properties[keys[i]];
             }
           }
-          Sequence.prototype.elemType = null;
-          Sequence.create = function create(properties) {
-            return new Sequence(properties);
+          Sequence5.prototype.elemType = null;
+          Sequence5.create = function create(properties) {
+            return new Sequence5(properties);
           };
-          Sequence.encode = function encode4(message, writer) {
+          Sequence5.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -15817,10 +15817,10 @@ var require_onnx = __commonJS({
               ).fork()).ldelim();
             return writer;
           };
-          Sequence.encodeDelimited = function encodeDelimited(message, writer) {
+          Sequence5.encodeDelimited = function encodeDelimited(message, writer) {
             return this.encode(message, writer).ldelim();
           };
-          Sequence.decode = function decode3(reader, length) {
+          Sequence5.decode = function decode4(reader, length) {
             if (!(reader instanceof $Reader))
               reader = $Reader.create(reader);
             var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TypeProto.Sequence();
@@ -15837,12 +15837,12 @@ var require_onnx = __commonJS({
             }
             return message;
           };
-          Sequence.decodeDelimited = function decodeDelimited(reader) {
+          Sequence5.decodeDelimited = function decodeDelimited(reader) {
             if (!(reader instanceof $Reader))
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Sequence.verify = function verify(message) {
+          Sequence5.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -15852,7 +15852,7 @@ var require_onnx = __commonJS({
             }
             return null;
           };
-          Sequence.fromObject = function fromObject(object2) {
+          Sequence5.fromObject = function fromObject(object2) {
             if (object2 instanceof $root.onnx.TypeProto.Sequence)
               return object2;
             var message = new $root.onnx.TypeProto.Sequence();
@@ -15863,7 +15863,7 @@ var require_onnx = __commonJS({
             }
             return message;
           };
-          Sequence.toObject = function toObject(message, options) {
+          Sequence5.toObject = function toObject(message, options) {
             if (!options)
               options = {};
             var object2 = {};
@@ -15873,10 +15873,10 @@ var require_onnx = __commonJS({
               object2.elemType = $root.onnx.TypeProto.toObject(message.elemType, options);
             return object2;
           };
-          Sequence.prototype.toJSON = function toJSON() {
+          Sequence5.prototype.toJSON = function toJSON() {
             return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
           };
-          return Sequence;
+          return Sequence5;
         })();
         TypeProto.Map = (function() {
           function Map2(properties) {
@@ -15909,7 +15909,7 @@ var require_onnx = __commonJS({
           Map2.encodeDelimited = function encodeDelimited(message, writer) {
             return this.encode(message, writer).ldelim();
           };
-          Map2.decode = function decode3(reader, length) {
+          Map2.decode = function decode4(reader, length) {
             if (!(reader instanceof $Reader))
               reader = $Reader.create(reader);
             var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TypeProto.Map();
@@ -16005,7 +16005,7 @@ var require_onnx = __commonJS({
           Optional.encodeDelimited = function encodeDelimited(message, writer) {
             return this.encode(message, writer).ldelim();
           };
-          Optional.decode = function decode3(reader, length) {
+          Optional.decode = function decode4(reader, length) {
             if (!(reader instanceof $Reader))
               reader = $Reader.create(reader);
             var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TypeProto.Optional();
@@ -16094,7 +16094,7 @@ var require_onnx = __commonJS({
           SparseTensor.encodeDelimited = function encodeDelimited(message, writer) {
             return this.encode(message, writer).ldelim();
           };
-          SparseTensor.decode = function decode3(reader, length) {
+          SparseTensor.decode = function decode4(reader, length) {
             if (!(reader instanceof $Reader))
               reader = $Reader.create(reader);
             var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TypeProto.SparseTensor();
@@ -16198,7 +16198,7 @@ var require_onnx = __commonJS({
         OperatorSetIdProto.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        OperatorSetIdProto.decode = function decode3(reader, length) {
+        OperatorSetIdProto.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.OperatorSetIdProto();
@@ -16363,7 +16363,7 @@ var require_onnx = __commonJS({
         FunctionProto.encodeDelimited = function encodeDelimited(message, writer) {
           return this.encode(message, writer).ldelim();
         };
-        FunctionProto.decode = function decode3(reader, length) {
+        FunctionProto.decode = function decode4(reader, length) {
           if (!(reader instanceof $Reader))
             reader = $Reader.create(reader);
           var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.FunctionProto();
@@ -18311,10 +18311,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path15) {
-  if (!path15)
+function getElementAtPath(obj, path16) {
+  if (!path16)
     return obj;
-  return path15.reduce((acc, key) => acc?.[key], obj);
+  return path16.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -18654,11 +18654,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path15, issues) {
+function prefixIssues(path16, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path15);
+    iss.path.unshift(path16);
     return iss;
   });
 }
@@ -19120,16 +19120,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path15 = []) => {
+  const processError = (error63, path16 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path15, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path16, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path15, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path16, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path15, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path16, ...issue2.path]);
       } else {
-        const fullpath = [...path15, ...issue2.path];
+        const fullpath = [...path16, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -19168,17 +19168,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path15 = []) => {
+  const processError = (error63, path16 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path15, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path16, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path15, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path16, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path15, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path16, ...issue2.path]);
       } else {
-        const fullpath = [...path15, ...issue2.path];
+        const fullpath = [...path16, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -19217,8 +19217,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path15 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path15) {
+  const path16 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path16) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -20593,8 +20593,8 @@ var $ZodCreditCard = /* @__PURE__ */ $constructor("$ZodCreditCard", (inst, def) 
 });
 function isIso7064Mod97(iban3) {
   let remainder = 0;
-  const len = iban3.length;
-  for (let i = 4; i < len; i++) {
+  const len2 = iban3.length;
+  for (let i = 4; i < len2; i++) {
     const code = iban3.charCodeAt(i);
     remainder = (code >= 65 ? remainder * 100 + (code - 55) : remainder * 10 + (code - 48)) % 97;
   }
@@ -22561,7 +22561,7 @@ var recursive = /* @__PURE__ */ new WeakMap();
 var NONE = 0;
 var ASSUMED = 1;
 var PROVEN = 2;
-function isRecursive(inst, stack, resolve12) {
+function isRecursive(inst, stack, resolve13) {
   const cached2 = recursive.get(inst);
   if (cached2 !== void 0)
     return cached2 ? PROVEN : NONE;
@@ -22571,7 +22571,7 @@ function isRecursive(inst, stack, resolve12) {
   let result = NONE;
   const check2 = (child) => {
     if (result !== PROVEN && child?._zod) {
-      const answer = isRecursive(child, stack, resolve12);
+      const answer = isRecursive(child, stack, resolve13);
       if (answer > result)
         result = answer;
     }
@@ -22582,7 +22582,7 @@ function isRecursive(inst, stack, resolve12) {
       const desc = Object.getOwnPropertyDescriptor(sh, key);
       if (spread && !desc.enumerable)
         continue;
-      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve12) : NONE;
+      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve13) : NONE;
       if (child > answer)
         answer = child;
     }
@@ -22646,7 +22646,7 @@ function isRecursive(inst, stack, resolve12) {
       break;
     // `$ZodLazy` caches its inner on the def, so a resolved edge is followed exactly
     case "lazy": {
-      const inner = def._cachedInner ?? (resolve12 ? inst._zod.innerType : void 0);
+      const inner = def._cachedInner ?? (resolve13 ? inst._zod.innerType : void 0);
       merge2(inner ? isRecursive(inner, stack, false) : ASSUMED);
       break;
     }
@@ -30651,21 +30651,21 @@ function generateChecks(doc, ctx, schema, accessor) {
         generateNumberFormatCheck(doc, def, currentAccessor);
         break;
       case "min_length": {
-        const min = numericOperand(def.minimum, "min_length");
-        const len = codePointLengthVar(doc, ctx, currentAccessor, `${currentAccessor}.length >= ${min} && ${currentAccessor}.length < ${def.minimum * 2}`);
-        doc.write(`if (${len} < ${min}) return INVALID;`);
+        const min2 = numericOperand(def.minimum, "min_length");
+        const len2 = codePointLengthVar(doc, ctx, currentAccessor, `${currentAccessor}.length >= ${min2} && ${currentAccessor}.length < ${def.minimum * 2}`);
+        doc.write(`if (${len2} < ${min2}) return INVALID;`);
         break;
       }
       case "max_length": {
         const max = numericOperand(def.maximum, "max_length");
-        const len = codePointLengthVar(doc, ctx, currentAccessor, `${currentAccessor}.length > ${max}`);
-        doc.write(`if (${len} > ${max}) return INVALID;`);
+        const len2 = codePointLengthVar(doc, ctx, currentAccessor, `${currentAccessor}.length > ${max}`);
+        doc.write(`if (${len2} > ${max}) return INVALID;`);
         break;
       }
       case "length_equals": {
         const exact = numericOperand(def.length, "length_equals");
-        const len = codePointLengthVar(doc, ctx, currentAccessor, `${currentAccessor}.length >= ${exact} && ${currentAccessor}.length <= ${def.length * 2}`);
-        doc.write(`if (${len} !== ${exact}) return INVALID;`);
+        const len2 = codePointLengthVar(doc, ctx, currentAccessor, `${currentAccessor}.length >= ${exact} && ${currentAccessor}.length <= ${def.length * 2}`);
+        doc.write(`if (${len2} !== ${exact}) return INVALID;`);
         break;
       }
       case "min_size":
@@ -36356,13 +36356,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path15 = ref.slice(1).split("/").filter(Boolean);
-  if (path15.length === 0) {
+  const path16 = ref.slice(1).split("/").filter(Boolean);
+  if (path16.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path15[0] === defsKey) {
-    const key = path15[1] === void 0 ? void 0 : decodeJSONPointerSegment(path15[1]);
+  if (path16[0] === defsKey) {
+    const key = path16[1] === void 0 ? void 0 : decodeJSONPointerSegment(path16[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -37252,10 +37252,15 @@ async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY,
 }
 
 // src/eval/metric-names.ts
+var TASKS = ["language-model", "classification", "generic", "generation"];
 var METRIC_NAMES = [
   "accuracy",
   "perplexity",
   "next-token-accuracy",
+  "exact-match",
+  "token-f1",
+  "rouge-l",
+  "sequence-agreement",
   "agreement",
   "kl-divergence",
   "cosine",
@@ -37269,8 +37274,10 @@ var METRIC_NAMES = [
 var TASK_METRICS = {
   "language-model": ["perplexity", "next-token-accuracy"],
   classification: ["accuracy"],
-  generic: []
+  generic: [],
+  generation: ["exact-match", "token-f1", "rouge-l", "sequence-agreement", "perplexity"]
 };
+var REFERENCE_METRICS = ["exact-match", "token-f1", "rouge-l", "perplexity"];
 var COMMON_METRICS = METRIC_NAMES.filter(
   (m) => !Object.values(TASK_METRICS).some((own2) => own2.includes(m))
 );
@@ -37323,10 +37330,10 @@ async function measureMemory(modelFile, feeds, threads) {
     const feedsFile = path.join(dir, "feeds.json");
     writeFeeds(feeds, feedsFile);
     const [command, args] = memoryCommand(modelFile, feedsFile, threads);
-    const stdout = await new Promise((resolve12, reject) => {
+    const stdout = await new Promise((resolve13, reject) => {
       (0, import_child_process.execFile)(command, args, { maxBuffer: 1 << 20 }, (error62, out, err) => {
         if (error62) reject(new Error(`measuring the memory of ${modelFile} failed: ${err.trim() || error62.message}`));
-        else resolve12(out);
+        else resolve13(out);
       });
     });
     return JSON.parse(stdout).maxRssKb / 1024;
@@ -37347,6 +37354,10 @@ var BOUND_KINDS = ["max-drop", "max-increase", "min", "max", "min-speedup", "max
 var METRICS = {
   accuracy: { kind: "quality", higherIsBetter: true, bounds: ["max-drop", "min"], unit: "fraction" },
   "next-token-accuracy": { kind: "quality", higherIsBetter: true, bounds: ["max-drop", "min"], unit: "fraction" },
+  "exact-match": { kind: "quality", higherIsBetter: true, bounds: ["max-drop", "min"], unit: "fraction" },
+  "token-f1": { kind: "quality", higherIsBetter: true, bounds: ["max-drop", "min"], unit: "fraction" },
+  "rouge-l": { kind: "quality", higherIsBetter: true, bounds: ["max-drop", "min"], unit: "fraction" },
+  "sequence-agreement": { kind: "quality", higherIsBetter: true, bounds: ["max-drop", "min"], unit: "fraction" },
   agreement: { kind: "quality", higherIsBetter: true, bounds: ["max-drop", "min"], unit: "fraction" },
   cosine: { kind: "quality", higherIsBetter: true, bounds: ["max-drop", "min"], unit: "ratio" },
   perplexity: { kind: "quality", higherIsBetter: false, bounds: ["max-increase", "max"], unit: "ratio" },
@@ -38471,12 +38482,12 @@ function recordedPullRequest(pr) {
 }
 
 // src/pipeline/run.ts
-var fs13 = __toESM(require("fs"));
-var path13 = __toESM(require("path"));
+var fs15 = __toESM(require("fs"));
+var path14 = __toESM(require("path"));
 
 // src/eval/calibration.ts
-var fs12 = __toESM(require("fs"));
-var path10 = __toESM(require("path"));
+var fs14 = __toESM(require("fs"));
+var path11 = __toESM(require("path"));
 var import_yaml2 = __toESM(require_dist());
 
 // src/graph/graph.ts
@@ -38626,6 +38637,53 @@ function topologicalOrder(nodes, producer) {
   return order;
 }
 
+// src/graph/sequence-limits.ts
+var VALUE_PRESERVING = /* @__PURE__ */ new Set(["Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"]);
+function sameValues(nodes, sources, extra = () => false) {
+  const known = new Set(sources);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const n of nodes) {
+      const out = n.output?.[0] ?? "";
+      if (!out || known.has(out)) continue;
+      const passes = VALUE_PRESERVING.has(n.opType ?? "") && known.has(n.input?.[0] ?? "") || extra(n, known);
+      if (passes) {
+        known.add(out);
+        grew = true;
+      }
+    }
+  }
+  return known;
+}
+function gathersOf(model, values) {
+  const found = [];
+  for (const n of model.graph.node) {
+    if (n.opType !== "Gather" || (n.domain ?? "") !== "" || attrInt(n, "axis", 0) !== 0 || !values.has(n.input?.[1] ?? "")) continue;
+    const table3 = n.input?.[0] ?? "";
+    const rows = model.constantInfo(table3)?.dims[0];
+    if (rows !== void 0) found.push({ table: table3, rows, gather: n.name || "a Gather" });
+  }
+  return found;
+}
+function tablesIndexedBy(model, input2) {
+  return gathersOf(model, sameValues(model.graph.node, [input2]));
+}
+var POSITIONS_INPUT = "position_ids";
+function maxSequenceLength(model, tokens) {
+  const declared = model.graph.input.find((v) => v.name === tokens)?.type?.tensorType?.shape?.dim?.[1];
+  if (declared?.dimValue !== void 0 && declared.dimValue !== null && Number(declared.dimValue) > 0) {
+    return { length: Number(declared.dimValue), why: `its input '${tokens}' has a fixed sequence axis of ${Number(declared.dimValue)}` };
+  }
+  const nodes = model.graph.node;
+  const ranges = nodes.filter((n) => n.opType === "Range").map((n) => n.output?.[0] ?? "");
+  const inputs2 = model.graph.input.map((v) => v.name ?? "").filter((n) => n === POSITIONS_INPUT);
+  const positions = sameValues(nodes, [...ranges, ...inputs2], (n, known) => ["Add", "Sub", "Expand"].includes(n.opType ?? "") && known.has(n.input?.[0] ?? ""));
+  const tables = gathersOf(model, positions);
+  if (tables.length === 0) return void 0;
+  const smallest = tables.reduce((a, b) => b.rows < a.rows ? b : a);
+  return { length: smallest.rows, why: `its position table '${smallest.table}' has ${smallest.rows} rows` };
+}
+
 // src/onnx/runtime.ts
 var crypto = __toESM(require("crypto"));
 var fs10 = __toESM(require("fs"));
@@ -38644,9 +38702,9 @@ function decodeModelProto(bytes2) {
   return import_onnx_proto6.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
 var OnnxModel = class _OnnxModel {
-  constructor(proto, path15, origin = path15, hadExternalData) {
+  constructor(proto, path16, origin = path16, hadExternalData) {
     this.proto = proto;
-    this.path = path15;
+    this.path = path16;
     this.origin = origin;
     this.hadExternalData = hadExternalData ?? this.initializers.some(isExternal);
     this.reindexConstants();
@@ -39169,7 +39227,9 @@ function dummyFeeds(model, axis0 = 2, otherAxes = 7) {
   const specs = graphInputs(model);
   const batchNames = new Set(specs.map((s) => s.dims[0]).filter((d) => typeof d === "string"));
   for (const spec of specs) {
-    const dims = spec.dims.map((d, i) => typeof d === "number" ? d : i === 0 || typeof d === "string" && batchNames.has(d) ? axis0 : otherAxes);
+    const size = (d, i) => i === 0 || d !== null && batchNames.has(d) ? axis0 : otherAxes;
+    const sum = (d, i) => d.split("+").reduce((total, part) => total + (/^\s*\d+\s*$/.test(part) ? Number(part) : size(part.trim(), i)), 0);
+    const dims = spec.dims.map((d, i) => typeof d === "number" ? d : typeof d === "string" && d.includes("+") ? sum(d, i) : size(d, i));
     const n = elementCount(dims);
     const type = ortType(spec.dtype);
     let data;
@@ -39361,8 +39421,3503 @@ function swapBytes(bytes2, size) {
   }
 }
 
+// src/eval/generation-set.ts
+var fs13 = __toESM(require("fs"));
+var path10 = __toESM(require("path"));
+
+// src/eval/metrics.ts
+function outputRows(t) {
+  const dims = [...t.dims];
+  const width = dims.length ? dims[dims.length - 1] : 1;
+  let data;
+  if (t.type === "float32") data = t.data;
+  else if (t.type === "float16") data = Float32Array.from(t.data, halfToFloat);
+  else if (t.type === "float64") data = Float32Array.from(t.data);
+  else throw new UserError(`the model's output is ${t.type}; the metrics need floating-point scores (logits)`);
+  return { data, rows: width ? data.length / width : 0, width, dims };
+}
+function logSoftmax(x, off, n, out) {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (x[off + i] > max) max = x[off + i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(x[off + i] - max);
+  const lse = max + Math.log(sum);
+  for (let i = 0; i < n; i++) out[i] = x[off + i] - lse;
+}
+function argmax(x, off, n) {
+  let best = 0;
+  for (let i = 1; i < n; i++) if (x[off + i] > x[off + best]) best = i;
+  return best;
+}
+function klFromLog(logP, logQ, n) {
+  let kl = 0;
+  for (let i = 0; i < n; i++) {
+    const p = Math.exp(logP[i]);
+    if (p > 0) kl += p * (logP[i] - logQ[i]);
+  }
+  return Math.max(0, kl);
+}
+function cosine(a, aOff, b, bOff, n) {
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < n; i++) {
+    dot += a[aOff + i] * b[bOff + i];
+    na += a[aOff + i] * a[aOff + i];
+    nb += b[bOff + i] * b[bOff + i];
+  }
+  if (na === 0 && nb === 0) return 1;
+  if (na === 0 || nb === 0) return 0;
+  return dot / Math.sqrt(na * nb);
+}
+function intValues(t) {
+  return t.data;
+}
+function planRows(set2, batch, out) {
+  const mask = set2.mask ? batch.feeds[set2.mask] : void 0;
+  const sameAsMask = mask !== void 0 && out.dims.length === mask.dims.length + 1 && mask.dims.every((d, i) => d === out.dims[i]);
+  const compare = sameAsMask ? Uint8Array.from(intValues(mask), (v) => Number(v) !== 0 ? 1 : 0) : void 0;
+  if (set2.positions) return { width: out.width, ...positionRows(set2, batch, out) };
+  if (set2.task === "classification") return { width: out.width, compare, targets: classificationTargets(set2, batch, out) };
+  if (set2.task === "language-model") return { width: out.width, ...languageModelRows(set2, batch, out) };
+  return { width: out.width, compare };
+}
+function positionRows(set2, batch, out) {
+  const positions = set2.positions;
+  const { length } = positions;
+  if (out.dims.length !== 3 || out.dims[0] !== batch.size || out.dims[1] !== length) {
+    throw new UserError(
+      `${set2.source}: task ${set2.task} needs output '${set2.output}' of shape [batch, sequence, vocabulary] ([${batch.size}, ${length}, ...] here); the model gives [${out.dims.join(", ")}]`
+    );
+  }
+  const from = batch.start * length;
+  const to = from + batch.size * length;
+  const targets = positions.targets?.subarray(from, to);
+  const outside = targets?.findIndex((t) => t >= out.width) ?? -1;
+  if (targets && outside >= 0) {
+    throw new UserError(`${set2.source}: token ${targets[outside]} (sample ${batch.start + Math.floor(outside / length)}) is outside the vocabulary of output '${set2.output}' (${out.width} logits)`);
+  }
+  return { compare: positions.compare.subarray(from, to), targets };
+}
+function classificationTargets(set2, batch, out) {
+  const labels = batch.labels;
+  if (out.rows !== batch.size) {
+    throw new UserError(
+      `${set2.source}: task classification needs output '${set2.output}' of shape [batch, classes]; the model gives [${out.dims.join(", ")}] for ${batch.size} samples`
+    );
+  }
+  labels.forEach((label, i) => {
+    if (label >= out.width) {
+      throw new UserError(
+        `${set2.source}: label ${label} of sample ${batch.start + i} is not a class of output '${set2.output}' (${out.width} classes: 0..${out.width - 1})`
+      );
+    }
+  });
+  return labels;
+}
+function languageModelRows(set2, batch, out) {
+  const tokens = batch.feeds[set2.tokens];
+  const [b, s] = tokens.dims;
+  if (out.dims.length !== 3 || out.dims[0] !== b || out.dims[1] !== s) {
+    throw new UserError(
+      `${set2.source}: task language-model needs output '${set2.output}' of shape [batch, sequence, vocabulary] matching '${set2.tokens}' [${b}, ${s}]; the model gives [${out.dims.join(", ")}]`
+    );
+  }
+  const ids = intValues(tokens);
+  const mask = set2.mask ? intValues(batch.feeds[set2.mask]) : void 0;
+  const real = (i) => !mask || Number(mask[i]) !== 0;
+  const compare = new Uint8Array(b * s);
+  const targets = new Int32Array(b * s).fill(-1);
+  for (let r = 0; r < b; r++) {
+    for (let t = 0; t < s; t++) {
+      const i = r * s + t;
+      compare[i] = real(i) ? 1 : 0;
+      if (t + 1 < s && real(i) && real(i + 1)) {
+        const next = Number(ids[i + 1]);
+        if (next < 0 || next >= out.width) {
+          throw new UserError(
+            `${set2.source}: token ${next} (sample ${batch.start + r}, position ${t + 1}) is outside the vocabulary of output '${set2.output}' (${out.width} logits)`
+          );
+        }
+        targets[i] = next;
+      }
+    }
+  }
+  return { compare, targets };
+}
+var TaskAccumulator = class {
+  constructor(task) {
+    this.task = task;
+  }
+  task;
+  nll = 0;
+  correct = 0;
+  count = 0;
+  buf = new Float64Array(0);
+  add(out, plan) {
+    if (!plan.targets) return;
+    if (this.buf.length < out.width) this.buf = new Float64Array(out.width);
+    for (let r = 0; r < out.rows; r++) {
+      const target = plan.targets[r];
+      if (target < 0) continue;
+      const off = r * out.width;
+      if (argmax(out.data, off, out.width) === target) this.correct++;
+      if (this.task === "language-model" || this.task === "generation") {
+        logSoftmax(out.data, off, out.width, this.buf);
+        this.nll -= this.buf[target];
+      }
+      this.count++;
+    }
+  }
+  values() {
+    if (this.task === "classification") return { accuracy: this.count ? this.correct / this.count : 0 };
+    if (this.task === "language-model") {
+      return {
+        perplexity: this.count ? Math.exp(this.nll / this.count) : NaN,
+        "next-token-accuracy": this.count ? this.correct / this.count : 0
+      };
+    }
+    if (this.task === "generation" && this.count) return { perplexity: Math.exp(this.nll / this.count) };
+    return {};
+  }
+  /** Rows that counted (tokens predicted, samples classified). */
+  get counted() {
+    return this.count;
+  }
+};
+var ComparisonAccumulator = class {
+  agree = 0;
+  kl = 0;
+  cos = 0;
+  count = 0;
+  logP = new Float64Array(0);
+  logQ = new Float64Array(0);
+  add(base, cand, plan) {
+    if (base.data.length !== cand.data.length || base.width !== cand.width) {
+      throw new Error(
+        `the candidate's output has shape [${cand.dims.join(", ")}], the base model's [${base.dims.join(", ")}]: pruning must not change the output shape`
+      );
+    }
+    const n = base.width;
+    if (this.logP.length < n) {
+      this.logP = new Float64Array(n);
+      this.logQ = new Float64Array(n);
+    }
+    for (let r = 0; r < base.rows; r++) {
+      if (plan.compare && !plan.compare[r]) continue;
+      const off = r * n;
+      if (argmax(base.data, off, n) === argmax(cand.data, off, n)) this.agree++;
+      logSoftmax(base.data, off, n, this.logP);
+      logSoftmax(cand.data, off, n, this.logQ);
+      this.kl += klFromLog(this.logP, this.logQ, n);
+      this.cos += cosine(base.data, off, cand.data, off, n);
+      this.count++;
+    }
+  }
+  values() {
+    const c = this.count || 1;
+    return { agreement: this.agree / c, "kl-divergence": this.kl / c, cosine: this.cos / c };
+  }
+};
+var SELF_COMPARISON = { agreement: 1, "kl-divergence": 0, cosine: 1 };
+
+// src/eval/generate.ts
+async function greedyDecode(session, decoder, prompts, options) {
+  const out = prompts.map(() => []);
+  const layout = padsLeft(decoder) ? "left" : decoder.cache.length === 0 && await isCausal(session, decoder, prompts[0]) ? "right" : "equal";
+  for (const members2 of decodingBatches(prompts, options.batchSize, layout !== "equal")) {
+    const batch = members2.map((i) => prompts[i]);
+    const generated = layout === "right" ? await decodeRightPadded(session, decoder, batch, options) : await decodeBatch(session, decoder, batch, options);
+    members2.forEach((i, b) => out[i] = generated[b]);
+  }
+  return out;
+}
+function padsLeft(decoder) {
+  return decoder.mask !== void 0 && decoder.positions !== void 0;
+}
+function decodingBatches(prompts, batchSize, mixed) {
+  const order = prompts.map((_, i) => i).sort((a, b) => prompts[a].length - prompts[b].length || a - b);
+  const batches2 = [];
+  for (const i of order) {
+    const last = batches2[batches2.length - 1];
+    const fits = last && last.length < batchSize && (mixed || prompts[last[0]].length === prompts[i].length);
+    if (fits) last.push(i);
+    else batches2.push([i]);
+  }
+  return batches2;
+}
+var PROBE_TAIL = 4;
+async function isCausal(session, decoder, prompt) {
+  const scores = async (filler) => {
+    const row2 = [...prompt, ...new Array(PROBE_TAIL).fill(filler)];
+    const result = await session.run(sequenceFeeds(decoder, [row2], [0], 0, row2.length));
+    return outputRows(result[decoder.logits]);
+  };
+  const a = await scores(0);
+  const b = await scores(1);
+  const n = prompt.length * a.width;
+  for (let i = 0; i < n; i++) if (a.data[i] !== b.data[i]) return false;
+  return true;
+}
+async function decodeRightPadded(session, decoder, prompts, options) {
+  const rows = prompts.map((p) => [...p]);
+  const out = prompts.map(() => []);
+  const done = prompts.map(() => false);
+  for (let step = 0; step < options.maxNewTokens && done.some((d) => !d); step++) {
+    const live = rows.filter((_, b) => !done[b]);
+    const liveIndex = rows.map((_, b) => b).filter((b) => !done[b]);
+    const width = Math.max(...live.map((r) => r.length));
+    const padded = live.map((r) => [...r, ...new Array(width - r.length).fill(r[r.length - 1])]);
+    const feeds = sequenceFeeds(decoder, padded, padded.map(() => 0), 0, width, live.map((r) => r.length));
+    const logits = outputRows((await session.run(feeds))[decoder.logits]);
+    liveIndex.forEach((b, k) => {
+      const next = argmax(logits.data, (k * width + rows[b].length - 1) * logits.width, logits.width);
+      rows[b].push(next);
+      if (options.eos.includes(next)) done[b] = true;
+      else out[b].push(next);
+    });
+  }
+  return out;
+}
+async function decodeBatch(session, decoder, prompts, options) {
+  const batch = prompts.length;
+  const width = Math.max(...prompts.map((p) => p.length));
+  const pads = prompts.map((p) => width - p.length);
+  const rows = prompts.map((p, b) => [...new Array(pads[b]).fill(p[0]), ...p]);
+  const out = prompts.map(() => []);
+  const done = prompts.map(() => false);
+  let past = decoder.cache.length ? emptyCache(decoder, batch) : void 0;
+  for (let step = 0; step < options.maxNewTokens && done.some((d) => !d); step++) {
+    const total = width + step;
+    const start = past && step > 0 ? total - 1 : 0;
+    const feeds = { ...past, ...sequenceFeeds(decoder, rows, pads, start, total) };
+    const result = await session.run(feeds);
+    const logits = outputRows(result[decoder.logits]);
+    const length = total - start;
+    if (past) past = nextCache(decoder, result);
+    for (let b = 0; b < batch; b++) {
+      const next = done[b] ? rows[b][total - 1] : argmax(logits.data, (b * length + length - 1) * logits.width, logits.width);
+      rows[b].push(next);
+      if (done[b]) continue;
+      if (options.eos.includes(next)) done[b] = true;
+      else out[b].push(next);
+    }
+  }
+  return out;
+}
+function sequenceFeeds(decoder, rows, pads, start, end, lengths) {
+  const batch = rows.length;
+  const length = end - start;
+  const ids = [];
+  for (const row2 of rows) for (let j = start; j < end; j++) ids.push(row2[j]);
+  const feeds = { [decoder.tokens.name]: integerTensor(decoder.tokens, ids, [batch, length]) };
+  if (decoder.mask) {
+    const mask = [];
+    for (let b = 0; b < batch; b++) for (let j = 0; j < end; j++) mask.push(j < pads[b] || lengths !== void 0 && j >= lengths[b] ? 0 : 1);
+    feeds[decoder.mask.name] = integerTensor(decoder.mask, mask, [batch, end]);
+  }
+  if (decoder.positions) {
+    const positions = [];
+    for (let b = 0; b < batch; b++) for (let j = start; j < end; j++) positions.push(j < pads[b] ? 1 : j - pads[b]);
+    feeds[decoder.positions.name] = integerTensor(decoder.positions, positions, [batch, length]);
+  }
+  return feeds;
+}
+function integerTensor(spec, values, dims) {
+  const type = ortType(spec.dtype);
+  if (spec.dtype === DataType.INT64) return new ort.Tensor(type, BigInt64Array.from(values, (v) => BigInt(v)), dims);
+  const array2 = dtypeInfo(spec.dtype).array;
+  return new ort.Tensor(type, array2.from(values), dims);
+}
+function emptyCache(decoder, batch) {
+  const feeds = {};
+  for (const { past } of decoder.cache) {
+    const dims = cacheDims(past, batch, 0);
+    feeds[past.name] = new ort.Tensor(ortType(past.dtype), new (dtypeInfo(past.dtype)).array(0), dims);
+  }
+  return feeds;
+}
+function cacheDims(past, batch, length) {
+  return past.dims.map((d, axis) => axis === 0 ? batch : axis === past.dims.length - 2 ? length : d);
+}
+function nextCache(decoder, result) {
+  const feeds = {};
+  for (const { past, present } of decoder.cache) feeds[past.name] = result[present];
+  return feeds;
+}
+
+// src/eval/token-text.ts
+var fs12 = __toESM(require("fs"));
+
+// node_modules/@huggingface/tokenizers/dist/tokenizers.mjs
+var DictionarySplitter = class {
+  /**
+   * @param dictionary The dictionary of words to use for splitting.
+   */
+  constructor(dictionary) {
+    this.trie = this._build_trie(dictionary);
+  }
+  /**
+   * Builds a trie from the given dictionary.
+   * @param dictionary The dictionary of words to build the trie from.
+   * @returns The root node of the trie.
+   * @private
+   */
+  _build_trie(dictionary) {
+    const trie = /* @__PURE__ */ Object.create(null);
+    for (const word of dictionary) {
+      let node2 = trie;
+      for (let i = 0; i < word.length; ++i) {
+        const char = word[i];
+        node2 = node2[char] ??= /* @__PURE__ */ Object.create(null);
+      }
+      node2.end = word;
+    }
+    return trie;
+  }
+  /**
+   * Splits the input text into tokens based on the dictionary.
+   * @param text The input text to split.
+   * @returns An array of tokens.
+   */
+  split(text2) {
+    const result = [];
+    const n = text2.length;
+    let start = 0;
+    let i = 0;
+    while (i < n) {
+      let node2 = this.trie;
+      let match = null;
+      let j = i;
+      while (j < n && (node2 = node2[text2[j]])) {
+        if (node2.end) {
+          match = node2.end;
+        }
+        ++j;
+      }
+      if (match) {
+        if (i > start) {
+          result.push(text2.slice(start, i));
+        }
+        result.push(match);
+        i += match.length;
+        start = i;
+      } else {
+        ++i;
+      }
+    }
+    if (start < n) {
+      result.push(text2.slice(start));
+    }
+    return result;
+  }
+};
+var DictionarySplitter_default = DictionarySplitter;
+var AddedToken = class {
+  /**
+   * Creates a new instance of AddedToken.
+   * @param config Added token configuration object.
+   */
+  constructor(config2) {
+    this.content = config2.content;
+    this.id = config2.id;
+    this.single_word = config2.single_word ?? false;
+    this.lstrip = config2.lstrip ?? false;
+    this.rstrip = config2.rstrip ?? false;
+    this.special = config2.special ?? false;
+    this.normalized = config2.normalized ?? !this.special;
+  }
+};
+var AddedToken_default = AddedToken;
+var compile_unicode_regexp = (source, flags) => {
+  try {
+    return new RegExp(source, flags);
+  } catch (error62) {
+    if (!(error62 instanceof SyntaxError)) throw error62;
+    const property_names = /* @__PURE__ */ new Map();
+    const rewritten = source.replace(
+      /(\\[pP])\{([^}=]+)\}/g,
+      (text2, p, n, offset) => {
+        let preceding_backslashes = 0;
+        for (let i = offset - 1; i >= 0 && source[i] === "\\"; --i) {
+          ++preceding_backslashes;
+        }
+        if (preceding_backslashes % 2 === 1) return text2;
+        let property_name = property_names.get(n);
+        if (property_name === void 0) {
+          try {
+            new RegExp(`\\p{${n}}`, "u");
+            property_name = n;
+          } catch {
+            property_name = `Script=${n}`;
+          }
+          property_names.set(n, property_name);
+        }
+        return `${p}{${property_name}}`;
+      }
+    );
+    if (rewritten === source) throw error62;
+    try {
+      return new RegExp(rewritten, flags);
+    } catch {
+      throw error62;
+    }
+  }
+};
+var clean_up_tokenization = (text2) => text2.replace(/ \./g, ".").replace(/ \?/g, "?").replace(/ \!/g, "!").replace(/ ,/g, ",").replace(/ \' /g, "'").replace(/ n't/g, "n't").replace(/ 'm/g, "'m").replace(/ 's/g, "'s").replace(/ 've/g, "'ve").replace(/ 're/g, "'re");
+var create_pattern = (pattern, invert = true) => {
+  if (pattern.Regex !== void 0) {
+    const regex = rewrite_oniguruma_to_js(
+      normalize_bloom_split_char_class(pattern.Regex)
+    );
+    return compile_unicode_regexp(regex, "gu");
+  } else if (pattern.String !== void 0) {
+    const escaped = escape_reg_exp(pattern.String);
+    return new RegExp(invert ? escaped : `(${escaped})`, "gu");
+  } else {
+    console.warn("Unknown pattern type:", pattern);
+    return null;
+  }
+};
+var UNICODE_WORD_CHARS_IN_CLASS = "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}";
+var UNICODE_WORD_CHARS = `${UNICODE_WORD_CHARS_IN_CLASS}\\u00B2\\u00B3\\u00B9\\u00BC-\\u00BE`;
+var UNICODE_WORD_CLASS = `[${UNICODE_WORD_CHARS}]`;
+var UNICODE_NON_WORD_CLASS = `[^${UNICODE_WORD_CHARS}]`;
+var UNICODE_WORD_BOUNDARY = `(?:(?<!${UNICODE_WORD_CLASS})(?=${UNICODE_WORD_CLASS})|(?<=${UNICODE_WORD_CLASS})(?!${UNICODE_WORD_CLASS}))`;
+var UNICODE_NON_WORD_BOUNDARY = `(?:(?<!${UNICODE_WORD_CLASS})(?!${UNICODE_WORD_CLASS})|(?<=${UNICODE_WORD_CLASS})(?=${UNICODE_WORD_CLASS}))`;
+var LINE_START_ANCHOR = "(?:(?<![\\s\\S])|(?<=\\n))";
+var LINE_END_ANCHOR = "(?:(?=\\n)|(?![\\s\\S]))";
+var HEX_DIGIT_CHARS = "0-9A-Fa-f";
+var ESCAPE_REWRITES = /* @__PURE__ */ new Map([
+  ["A", "(?<![\\s\\S])"],
+  ["z", "(?![\\s\\S])"],
+  ["Z", "(?=\\n?(?![\\s\\S]))"],
+  // \Z permits a single optional final \n (not \r\n)
+  ["h", `[${HEX_DIGIT_CHARS}]`],
+  ["H", `[^${HEX_DIGIT_CHARS}]`],
+  ["w", UNICODE_WORD_CLASS],
+  ["W", UNICODE_NON_WORD_CLASS],
+  ["d", "\\p{Nd}"],
+  ["D", "\\P{Nd}"],
+  ["s", "\\p{White_Space}"],
+  // JS \s wrongly adds U+FEFF and misses \x85
+  ["S", "\\P{White_Space}"],
+  ["b", UNICODE_WORD_BOUNDARY],
+  ["B", UNICODE_NON_WORD_BOUNDARY],
+  ["a", "\\x07"],
+  ["e", "\\x1B"]
+]);
+var CLASS_ESCAPE_REWRITES = /* @__PURE__ */ new Map([
+  ["h", HEX_DIGIT_CHARS],
+  ["w", UNICODE_WORD_CHARS_IN_CLASS],
+  ["d", "\\p{Nd}"],
+  ["D", "\\P{Nd}"],
+  ["s", "\\p{White_Space}"],
+  ["S", "\\P{White_Space}"],
+  ["a", "\\x07"],
+  ["e", "\\x1B"]
+]);
+var CLASS_COMPLEMENT_ALTERNATIVES = /* @__PURE__ */ new Map([
+  ["W", `[^${UNICODE_WORD_CHARS_IN_CLASS}]`],
+  ["H", `[^${HEX_DIGIT_CHARS}]`]
+]);
+var RAW_WHITESPACE_ESCAPES = /* @__PURE__ */ new Map([
+  ["\n", "\\n"],
+  ["\r", "\\r"],
+  ["	", "\\t"],
+  ["\f", "\\f"],
+  ["\v", "\\v"]
+]);
+var POSIX_CLASS_FRAGMENTS = /* @__PURE__ */ new Map([
+  ["alpha", "\\p{Alphabetic}"],
+  ["alnum", "\\p{Alphabetic}\\p{Nd}"],
+  ["digit", "\\p{Nd}"],
+  ["lower", "\\p{Lowercase}"],
+  ["upper", "\\p{Uppercase}"],
+  ["space", "\\p{White_Space}"],
+  ["blank", "\\t\\p{Zs}"],
+  ["punct", "\\p{P}\\p{S}"],
+  ["cntrl", "\\p{Cc}"],
+  ["word", UNICODE_WORD_CHARS_IN_CLASS],
+  ["xdigit", HEX_DIGIT_CHARS]
+]);
+var JS_SYNTAX_CHARS = "^$\\.*+?()[]{}|/";
+var GROUP_PREFIX_RE = /^\(\?(?:<[=!]|<[A-Za-z_][A-Za-z0-9_]*>|[:=!>])/;
+var BRACED_ESCAPE_RE = /^\\([pPxu])\{([^}]*)\}/;
+var QUANTIFIER_BRACE_RE = /^\{(\d+(?:,\d*)?|,\d+)\}/;
+var POSIX_BRACKET_RE = new RegExp("^\\[:(\\^?)(\\p{Alphabetic}+):\\]", "u");
+var EMPTY_NEGATED_POSIX_BRACKET_RE = /^\[:\^:\]/;
+var UNSUPPORTED_POSIX_BRACKET_RE = /^\[(?:\.[^\]]*\.\]|=[^\]]*=\])/;
+var FIXED_WIDTH_ESCAPE_RE = /^(?:\\x[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|\\c[A-Za-z])/;
+var is_ascii_letter = (char) => char >= "A" && char <= "Z" || char >= "a" && char <= "z";
+var character_at = (text2, index) => String.fromCodePoint(text2.codePointAt(index));
+var get_ascii_folded_hex_atom = (hex3) => {
+  if (!/^[0-9A-Fa-f]{1,8}$/.test(hex3)) return null;
+  const code_point = Number.parseInt(hex3, 16);
+  if (code_point > 127) return null;
+  const letter = String.fromCharCode(code_point);
+  return is_ascii_letter(letter) ? `[${letter.toLowerCase()}${letter.toUpperCase()}]` : null;
+};
+var normalize_bloom_split_char_class = (regex) => regex.replace(/\[\^\(\\s\|\[([^\]]+)\]\)\]/g, "[^()|\\s$1]");
+var ANY_CODE_POINT = "[\\s\\S]";
+var MAX_CHARACTER_CLASS_NESTING_DEPTH = 256;
+var create_character_class_operand = () => ({
+  fragment: "",
+  alternatives: [],
+  tail: null,
+  contains_complex_set: false
+});
+var throw_character_class_range_error = (index) => {
+  throw new SyntaxError(
+    `Unsupported range with a set-valued character-class operand at index ${index}`
+  );
+};
+var add_character_class_atom = (operand, atom, index, contains_complex_set = true) => {
+  if (operand.tail === "range") throw_character_class_range_error(index);
+  operand.alternatives.push(atom);
+  operand.tail = "set";
+  operand.contains_complex_set = operand.contains_complex_set || contains_complex_set;
+};
+var append_character_class_fragment = (operand, fragment, set_valued = false, index = -1) => {
+  if (set_valued && operand.tail === "range") {
+    throw_character_class_range_error(index);
+  }
+  if (operand.tail === "range") {
+    operand.fragment += fragment;
+    operand.tail = "complete_range";
+    return;
+  }
+  operand.fragment += fragment;
+  operand.tail = set_valued ? "set" : "scalar";
+  operand.contains_complex_set = operand.contains_complex_set || set_valued;
+};
+var rewrite_character_class_escape = (regex, index, operand) => {
+  const braced = BRACED_ESCAPE_RE.exec(regex.slice(index));
+  if (braced) {
+    const [text2, kind, body] = braced;
+    if (kind === "P" && body === "Word") {
+      add_character_class_atom(
+        operand,
+        `[^${UNICODE_WORD_CHARS_IN_CLASS}]`,
+        index
+      );
+    } else {
+      const replacement2 = kind === "x" ? `\\u{${body}}` : kind === "p" && body === "Word" ? UNICODE_WORD_CHARS_IN_CLASS : text2;
+      append_character_class_fragment(
+        operand,
+        replacement2,
+        kind === "p" || kind === "P",
+        index
+      );
+    }
+    return index + text2.length;
+  }
+  const fixed_width = FIXED_WIDTH_ESCAPE_RE.exec(regex.slice(index));
+  if (fixed_width) {
+    append_character_class_fragment(operand, fixed_width[0]);
+    return index + fixed_width[0].length;
+  }
+  if (index + 1 >= regex.length) {
+    throw new SyntaxError(
+      `Unterminated escape in character class at index ${index}`
+    );
+  }
+  const next = character_at(regex, index + 1);
+  const next_end = index + 1 + next.length;
+  const raw_whitespace = RAW_WHITESPACE_ESCAPES.get(next);
+  if (raw_whitespace !== void 0) {
+    append_character_class_fragment(operand, raw_whitespace);
+    return next_end;
+  }
+  const complement = CLASS_COMPLEMENT_ALTERNATIVES.get(next);
+  if (complement !== void 0) {
+    add_character_class_atom(operand, complement, index);
+    return next_end;
+  }
+  const rewrite = CLASS_ESCAPE_REWRITES.get(next);
+  let replacement;
+  let set_valued = false;
+  if (rewrite !== void 0) {
+    replacement = rewrite;
+    set_valued = next !== "a" && next !== "e";
+  } else if (/[A-Za-z0-9]/.test(next)) {
+    replacement = `\\${next}`;
+  } else if (JS_SYNTAX_CHARS.includes(next) || next === "-") {
+    replacement = `\\${next}`;
+  } else {
+    replacement = next;
+  }
+  append_character_class_fragment(operand, replacement, set_valued, index);
+  return next_end;
+};
+var compile_character_set_union = (pieces) => {
+  if (pieces.length === 1) return pieces[0];
+  return `(?:(?=(?:${pieces.join("|")}))${ANY_CODE_POINT})`;
+};
+var compile_character_class_operand = (operand) => {
+  const pieces = operand.fragment.length === 0 ? operand.alternatives : [`[${operand.fragment}]`, ...operand.alternatives];
+  return compile_character_set_union(pieces);
+};
+var get_ascii_fold_additions = (positive_atom) => {
+  const membership = compile_unicode_regexp(`^(?:${positive_atom})$`, "u");
+  let additions = "";
+  for (let offset = 0; offset < 26; ++offset) {
+    const upper = String.fromCharCode(65 + offset);
+    const lower = String.fromCharCode(97 + offset);
+    const has_upper = membership.test(upper);
+    const has_lower = membership.test(lower);
+    if (has_upper !== has_lower) additions += has_upper ? lower : upper;
+  }
+  return additions;
+};
+var parse_character_class = (regex, start, ascii_fold, apply_ascii_fold = true, nesting_depth = 1) => {
+  if (nesting_depth > MAX_CHARACTER_CLASS_NESTING_DEPTH) {
+    throw new SyntaxError(
+      `Maximum character-class nesting depth of ${MAX_CHARACTER_CLASS_NESTING_DEPTH} exceeded at index ${start}`
+    );
+  }
+  let i = start + 1;
+  const negated = regex[i] === "^";
+  if (negated) ++i;
+  const first_content_index = i;
+  const operands = [create_character_class_operand()];
+  let operand = operands[0];
+  let contains_nested_negated_complex_set = false;
+  while (i < regex.length) {
+    const char = character_at(regex, i);
+    if (char === "\\") {
+      i = rewrite_character_class_escape(regex, i, operand);
+      continue;
+    }
+    if (char === "]") {
+      if (i === first_content_index) {
+        append_character_class_fragment(operand, "\\]");
+        ++i;
+        continue;
+      }
+      if (operand.tail === null) {
+        if (operands.length > 1) {
+          throw new SyntaxError(
+            `Malformed character-class intersection with an empty operand at index ${i}`
+          );
+        }
+        throw new SyntaxError(`Empty character class at index ${start}`);
+      }
+      const contains_complex_set = operands.some(
+        (candidate) => candidate.contains_complex_set
+      );
+      if (negated && operands.length > 1 && contains_nested_negated_complex_set) {
+        throw new SyntaxError(
+          `Unsupported outer-negated character-class intersection with a nested negated class containing a Unicode property, POSIX class, or shorthand at index ${start}`
+        );
+      }
+      const first_atom = compile_character_class_operand(operands[0]);
+      let positive_atom = first_atom;
+      if (operands.length > 1) {
+        let lookaheads = "";
+        for (let j = 1; j < operands.length; ++j) {
+          lookaheads += `(?=${compile_character_class_operand(operands[j])})`;
+        }
+        positive_atom = `(?:${lookaheads}${first_atom})`;
+      }
+      const is_direct_class = operands.length === 1 && operand.alternatives.length === 0;
+      let direct_fragment = operand.fragment;
+      if (ascii_fold && apply_ascii_fold) {
+        const additions = get_ascii_fold_additions(positive_atom);
+        if (additions.length > 0) {
+          if (is_direct_class) {
+            direct_fragment += additions;
+            positive_atom = `[${direct_fragment}]`;
+          } else {
+            positive_atom = compile_character_set_union([
+              positive_atom,
+              `[${additions}]`
+            ]);
+          }
+        }
+      }
+      const atom = negated ? is_direct_class ? `[^${direct_fragment}]` : `(?:(?!${positive_atom})${ANY_CODE_POINT})` : positive_atom;
+      return {
+        atom,
+        end: i + 1,
+        negated,
+        contains_complex_set,
+        contains_nested_negated_complex_set
+      };
+    }
+    if (regex.startsWith("&&", i)) {
+      if (operand.tail === null) {
+        throw new SyntaxError(
+          `Malformed character-class intersection with an empty operand at index ${i}`
+        );
+      }
+      operand = create_character_class_operand();
+      operands.push(operand);
+      i += 2;
+      continue;
+    }
+    if (char === "[") {
+      const suffix = regex.slice(i);
+      if (EMPTY_NEGATED_POSIX_BRACKET_RE.test(suffix)) {
+        throw new SyntaxError(
+          `Malformed empty negated POSIX character class at index ${i}`
+        );
+      }
+      const posix2 = POSIX_BRACKET_RE.exec(suffix);
+      if (posix2) {
+        const [, posix_negated, name] = posix2;
+        const fragment = POSIX_CLASS_FRAGMENTS.get(name);
+        if (fragment === void 0) {
+          throw new SyntaxError(
+            `Unsupported POSIX character class "${name}" at index ${i}`
+          );
+        }
+        if (ascii_fold && posix_negated && (name === "lower" || name === "upper")) {
+          throw new SyntaxError(
+            `Unsupported negated POSIX ${name} class inside an inline case-insensitive group`
+          );
+        }
+        if (posix_negated) {
+          add_character_class_atom(operand, `[^${fragment}]`, i);
+        } else {
+          append_character_class_fragment(operand, fragment, true, i);
+        }
+        i += posix2[0].length;
+        continue;
+      }
+      if (UNSUPPORTED_POSIX_BRACKET_RE.test(suffix)) {
+        throw new SyntaxError(
+          `Unsupported POSIX collating or equivalence bracket expression at index ${i}`
+        );
+      }
+      const nested = parse_character_class(
+        regex,
+        i,
+        ascii_fold,
+        false,
+        nesting_depth + 1
+      );
+      add_character_class_atom(
+        operand,
+        nested.atom,
+        i,
+        nested.contains_complex_set
+      );
+      contains_nested_negated_complex_set ||= nested.contains_nested_negated_complex_set || nested.negated && nested.contains_complex_set;
+      i = nested.end;
+      continue;
+    }
+    if (char === "-") {
+      const is_terminal_literal = regex[i + 1] === "]" || regex.startsWith("&&", i + 1);
+      if (operand.tail === "set" && !is_terminal_literal) {
+        throw_character_class_range_error(i);
+      }
+      if (operand.tail === null || operand.tail === "range" || operand.tail === "complete_range" || is_terminal_literal) {
+        append_character_class_fragment(operand, "\\-");
+      } else {
+        operand.fragment += "-";
+        operand.tail = "range";
+      }
+      ++i;
+      continue;
+    }
+    append_character_class_fragment(
+      operand,
+      char === "^" && operand.fragment.length === 0 ? "\\^" : char
+    );
+    i += char.length;
+  }
+  throw new SyntaxError(
+    `${operands.length > 1 ? "Unterminated character-class intersection" : "Unterminated character class"} at index ${start}`
+  );
+};
+var rewrite_oniguruma_to_js = (regex) => {
+  let out = "";
+  let atom_start = -1;
+  let last_was_quantifier = false;
+  let ascii_fold = false;
+  const group_states = [];
+  const emit_atom = (text2) => {
+    atom_start = out.length;
+    out += text2;
+    last_was_quantifier = false;
+  };
+  for (let i = 0; i < regex.length; ) {
+    const char = character_at(regex, i);
+    if (char === "\\") {
+      const braced = BRACED_ESCAPE_RE.exec(regex.slice(i));
+      if (braced) {
+        const [text2, kind, body] = braced;
+        let replacement2 = text2;
+        if (kind === "x") {
+          const code_point_escape = `\\u{${body}}`;
+          replacement2 = ascii_fold ? get_ascii_folded_hex_atom(body) ?? code_point_escape : code_point_escape;
+        } else if (body === "Word") {
+          replacement2 = kind === "p" ? UNICODE_WORD_CLASS : UNICODE_NON_WORD_CLASS;
+        }
+        emit_atom(replacement2);
+        i += text2.length;
+        continue;
+      }
+      const fixed_width = FIXED_WIDTH_ESCAPE_RE.exec(regex.slice(i));
+      if (fixed_width) {
+        const text2 = fixed_width[0];
+        const replacement2 = ascii_fold && text2[1] !== "c" ? get_ascii_folded_hex_atom(text2.slice(2)) ?? text2 : text2;
+        emit_atom(replacement2);
+        i += text2.length;
+        continue;
+      }
+      if (i + 1 >= regex.length) {
+        out += char;
+        break;
+      }
+      const next = character_at(regex, i + 1);
+      i += 1 + next.length;
+      if (next === "G") {
+        continue;
+      }
+      const raw_whitespace = RAW_WHITESPACE_ESCAPES.get(next);
+      if (raw_whitespace !== void 0) {
+        emit_atom(raw_whitespace);
+        continue;
+      }
+      const rewrite = ESCAPE_REWRITES.get(next);
+      let replacement;
+      if (rewrite !== void 0) {
+        replacement = rewrite;
+      } else if (/[A-Za-z0-9]/.test(next)) {
+        replacement = `\\${next}`;
+      } else if (JS_SYNTAX_CHARS.includes(next)) {
+        replacement = `\\${next}`;
+      } else {
+        replacement = next;
+      }
+      emit_atom(replacement);
+      continue;
+    }
+    switch (char) {
+      case "[": {
+        const parsed = parse_character_class(regex, i, ascii_fold);
+        emit_atom(parsed.atom);
+        i = parsed.end;
+        continue;
+      }
+      case "]":
+        emit_atom("\\]");
+        ++i;
+        continue;
+      case ".":
+        emit_atom("[^\\n]");
+        ++i;
+        continue;
+      case "^":
+        emit_atom(LINE_START_ANCHOR);
+        ++i;
+        continue;
+      case "$":
+        emit_atom(LINE_END_ANCHOR);
+        ++i;
+        continue;
+      case "(": {
+        const inline_case_insensitive = regex.startsWith("(?i:", i);
+        const source_prefix = inline_case_insensitive ? "(?i:" : GROUP_PREFIX_RE.exec(regex.slice(i))?.[0] ?? "(";
+        const output_prefix = inline_case_insensitive ? "(?:" : source_prefix === "(?>" ? "(?:" : source_prefix;
+        group_states.push([out.length, ascii_fold]);
+        if (inline_case_insensitive) ascii_fold = true;
+        out += output_prefix;
+        last_was_quantifier = false;
+        i += source_prefix.length;
+        continue;
+      }
+      case ")":
+        out += char;
+        [atom_start, ascii_fold] = group_states.pop() ?? [-1, false];
+        last_was_quantifier = false;
+        ++i;
+        continue;
+      case "|":
+        out += char;
+        atom_start = -1;
+        last_was_quantifier = false;
+        ++i;
+        continue;
+      case "{": {
+        const quant = QUANTIFIER_BRACE_RE.exec(regex.slice(i));
+        if (!quant || atom_start < 0) {
+          emit_atom("\\{");
+          ++i;
+          continue;
+        }
+        const body = quant[1].startsWith(",") ? `0${quant[1]}` : quant[1];
+        i += quant[0].length;
+        const following = regex[i];
+        if (following === "+" || following === "*") {
+          out = `${out.slice(0, atom_start)}(?:${out.slice(atom_start)}{${body}})${following}`;
+          ++i;
+        } else {
+          out += `{${body}}`;
+        }
+        last_was_quantifier = true;
+        continue;
+      }
+      case "}":
+        emit_atom("\\}");
+        ++i;
+        continue;
+      case "+":
+        if (last_was_quantifier) {
+          ++i;
+          continue;
+        }
+        out += char;
+        last_was_quantifier = true;
+        ++i;
+        continue;
+      case "*":
+      case "?":
+        out += char;
+        last_was_quantifier = true;
+        ++i;
+        continue;
+      default:
+        emit_atom(
+          ascii_fold && is_ascii_letter(char) ? `[${char.toLowerCase()}${char.toUpperCase()}]` : char
+        );
+        i += char.length;
+        continue;
+    }
+  }
+  return out;
+};
+var escape_reg_exp = (string4) => string4.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+var fuse_unk = (arr, tokens_to_ids, unk_token_id) => {
+  const fused = [];
+  let i = 0;
+  while (i < arr.length) {
+    fused.push(arr[i]);
+    const token_id = tokens_to_ids.get(arr[i]) ?? unk_token_id;
+    if (token_id !== unk_token_id) {
+      ++i;
+      continue;
+    }
+    while (++i < arr.length && (tokens_to_ids.get(arr[i]) ?? unk_token_id) === unk_token_id) {
+      if (tokens_to_ids.get(fused.at(-1)) !== unk_token_id) {
+        fused[fused.length - 1] += arr[i];
+      }
+    }
+  }
+  return fused;
+};
+var is_chinese_char = (cp) => cp >= 19968 && cp <= 40959 || cp >= 13312 && cp <= 19903 || cp >= 131072 && cp <= 173791 || cp >= 173824 && cp <= 177983 || cp >= 177984 && cp <= 178207 || cp >= 178208 && cp <= 183983 || cp >= 63744 && cp <= 64255 || cp >= 194560 && cp <= 195103;
+var is_integral_number = (x) => Number.isInteger(x) || typeof x === "bigint";
+var len = (s) => {
+  let length = 0;
+  for (const c of s) ++length;
+  return length;
+};
+var lowercase_and_remove_accents = (text2) => remove_accents(text2.toLowerCase());
+var merge_arrays = (...arrs) => Array.prototype.concat.apply([], arrs);
+var object_to_map = (obj) => new Map(Object.entries(obj));
+var regex_split = (text2, regex) => {
+  const result = [];
+  let prev = 0;
+  for (const match of text2.matchAll(regex)) {
+    const full_match = match[0];
+    if (prev < match.index) {
+      result.push(text2.slice(prev, match.index));
+    }
+    if (full_match.length > 0) {
+      result.push(full_match);
+    }
+    prev = match.index + full_match.length;
+  }
+  if (prev < text2.length) {
+    result.push(text2.slice(prev));
+  }
+  return result;
+};
+var remove_accents = (text2) => text2.replace(new RegExp("\\p{M}", "gu"), "");
+var validate_object = (obj, name, required_keys = []) => {
+  if (!obj || Array.isArray(obj) || typeof obj !== "object") {
+    return `${name} must be a valid object`;
+  }
+  for (const key of required_keys) {
+    if (!(key in obj)) {
+      return `${name} must contain a "${key}" property`;
+    }
+  }
+  return null;
+};
+var whitespace_split = (text2) => text2.match(/\S+/g) || [];
+var Callable = class {
+  /**
+   * Creates a new instance of the Callable class.
+   */
+  constructor() {
+    const closure = function(...args) {
+      return closure._call(...args);
+    };
+    return Object.setPrototypeOf(closure, new.target.prototype);
+  }
+};
+var Callable_default = Callable;
+var Normalizer = class extends Callable_default {
+  /**
+   * @param config The configuration object for the normalizer.
+   */
+  constructor(config2) {
+    super();
+    this.config = config2;
+  }
+  /**
+   * Alias for {@link Normalizer#normalize}.
+   * @param text The text to normalize.
+   * @returns The normalized text.
+   */
+  _call(text2) {
+    return this.normalize(text2);
+  }
+};
+var Normalizer_default = Normalizer;
+var BertNormalizer = class extends Normalizer_default {
+  /**
+   * Adds whitespace around any CJK (Chinese, Japanese, or Korean) character in the input text.
+   *
+   * @param text The input text to tokenize.
+   * @returns The tokenized text with whitespace added around CJK characters.
+   */
+  tokenize_chinese_chars(text2) {
+    const output2 = [];
+    for (let i = 0; i < text2.length; ++i) {
+      const char = text2[i];
+      const cp = char.charCodeAt(0);
+      if (is_chinese_char(cp)) {
+        output2.push(" ");
+        output2.push(char);
+        output2.push(" ");
+      } else {
+        output2.push(char);
+      }
+    }
+    return output2.join("");
+  }
+  /**
+   * Strips accents from the given text.
+   * @param text The text to strip accents from.
+   * @returns The text with accents removed.
+   */
+  strip_accents(text2) {
+    return text2.normalize("NFD").replace(new RegExp("\\p{Mn}", "gu"), "");
+  }
+  /**
+   * Checks whether `char` is a control character.
+   * @param char The character to check.
+   * @returns Whether `char` is a control character.
+   */
+  is_control(char) {
+    switch (char) {
+      case "	":
+      case "\n":
+      case "\r":
+        return false;
+      default:
+        return new RegExp("^\\p{Cc}|\\p{Cf}|\\p{Co}|\\p{Cs}$", "u").test(char);
+    }
+  }
+  /**
+   * Performs invalid character removal and whitespace cleanup on text.
+   * @param text The text to clean.
+   * @returns The cleaned text.
+   */
+  clean_text(text2) {
+    const output2 = [];
+    for (const char of text2) {
+      const cp = char.charCodeAt(0);
+      if (cp === 0 || cp === 65533 || this.is_control(char)) {
+        continue;
+      }
+      if (/^\s$/.test(char)) {
+        output2.push(" ");
+      } else {
+        output2.push(char);
+      }
+    }
+    return output2.join("");
+  }
+  /**
+   * Normalizes the given text based on the configuration.
+   * @param text The text to normalize.
+   * @returns The normalized text.
+   */
+  normalize(text2) {
+    if (this.config.clean_text) {
+      text2 = this.clean_text(text2);
+    }
+    if (this.config.handle_chinese_chars) {
+      text2 = this.tokenize_chinese_chars(text2);
+    }
+    if (this.config.lowercase) {
+      text2 = text2.toLowerCase();
+      if (this.config.strip_accents !== false) {
+        text2 = this.strip_accents(text2);
+      }
+    } else if (this.config.strip_accents) {
+      text2 = this.strip_accents(text2);
+    }
+    return text2;
+  }
+};
+var BertNormalizer_default = BertNormalizer;
+var Precompiled = class extends Normalizer_default {
+  /**
+   * Create a new instance of Precompiled normalizer.
+   * @param config The configuration object.
+   */
+  constructor(config2) {
+    super(config2);
+    this.charsmap = config2.precompiled_charsmap ?? null;
+  }
+  /**
+   * Normalizes the given text by applying the precompiled charsmap.
+   * @param text The text to normalize.
+   * @returns The normalized text.
+   */
+  normalize(text2) {
+    text2 = text2.replace(
+      /[\u0001-\u0008\u000B\u000E-\u001F\u007F\u008F\u009F]/gm,
+      ""
+    );
+    text2 = text2.replace(
+      /[\u0009\u000A\u000C\u000D\u00A0\u1680\u2000-\u200F\u2028\u2029\u202F\u205F\u2581\u3000\uFEFF\uFFFD]/gm,
+      " "
+    );
+    if (text2.includes("～")) {
+      const parts = text2.split("～");
+      text2 = parts.map((part) => part.normalize("NFKC")).join("～");
+    } else {
+      text2 = text2.normalize("NFKC");
+    }
+    return text2;
+  }
+};
+var Precompiled_default = Precompiled;
+var Sequence = class extends Normalizer_default {
+  /**
+   * Create a new instance of NormalizerSequence.
+   * @param config The configuration object.
+   */
+  constructor(config2) {
+    super(config2);
+    this.normalizers = (config2.normalizers ?? []).map(
+      (x) => create_normalizer_default(x)
+    );
+  }
+  /**
+   * Apply a sequence of Normalizers to the input text.
+   * @param text The text to normalize.
+   * @returns The normalized text.
+   */
+  normalize(text2) {
+    return this.normalizers.reduce((t, normalizer) => {
+      return normalizer ? normalizer.normalize(t) : t;
+    }, text2);
+  }
+};
+var Sequence_default = Sequence;
+var Replace = class extends Normalizer_default {
+  /**
+   * @param config The configuration object for the normalizer.
+   */
+  constructor(config2) {
+    super(config2);
+    this.pattern = create_pattern(this.config.pattern ?? {});
+  }
+  /**
+   * Normalize the input text by replacing the pattern with the content.
+   * @param text The input text to be normalized.
+   * @returns The normalized text after replacing the pattern with the content.
+   */
+  normalize(text2) {
+    return this.pattern === null ? text2 : text2.replaceAll(this.pattern, this.config.content ?? "");
+  }
+};
+var Replace_default = Replace;
+var UnicodeNormalizer = class extends Normalizer_default {
+  constructor() {
+    super(...arguments);
+    this.form = "NFC";
+  }
+  /**
+   * Normalize the input text by applying Unicode normalization.
+   * @param text The input text to be normalized.
+   * @returns The normalized text.
+   */
+  normalize(text2) {
+    text2 = text2.normalize(this.form);
+    return text2;
+  }
+};
+var UnicodeNormalizer_default = UnicodeNormalizer;
+var NFC = class extends UnicodeNormalizer_default {
+  constructor() {
+    super(...arguments);
+    this.form = "NFC";
+  }
+};
+var NFC_default = NFC;
+var NFD = class extends UnicodeNormalizer_default {
+  constructor() {
+    super(...arguments);
+    this.form = "NFD";
+  }
+};
+var NFD_default = NFD;
+var NFKC = class extends UnicodeNormalizer_default {
+  constructor() {
+    super(...arguments);
+    this.form = "NFKC";
+  }
+};
+var NFKC_default = NFKC;
+var NFKD = class extends UnicodeNormalizer_default {
+  constructor() {
+    super(...arguments);
+    this.form = "NFKD";
+  }
+};
+var NFKD_default = NFKD;
+var Strip = class extends Normalizer_default {
+  /**
+   * Strip leading and/or trailing whitespace from the input text.
+   * @param text The input text.
+   * @returns The normalized text.
+   */
+  normalize(text2) {
+    if (this.config.strip_left && this.config.strip_right) {
+      text2 = text2.trim();
+    } else {
+      if (this.config.strip_left) {
+        text2 = text2.trimStart();
+      }
+      if (this.config.strip_right) {
+        text2 = text2.trimEnd();
+      }
+    }
+    return text2;
+  }
+};
+var Strip_default = Strip;
+var StripAccents = class extends Normalizer_default {
+  /**
+   * Remove all accents from the text.
+   * @param text The input text.
+   * @returns The normalized text without accents.
+   */
+  normalize(text2) {
+    return remove_accents(text2);
+  }
+};
+var StripAccents_default = StripAccents;
+var Lowercase = class extends Normalizer_default {
+  /**
+   * Lowercases the input string.
+   * @param {string} text The text to normalize.
+   * @returns {string} The normalized text.
+   */
+  normalize(text2) {
+    return text2.toLowerCase();
+  }
+};
+var Lowercase_default = Lowercase;
+var Prepend = class extends Normalizer_default {
+  /**
+   * Prepends the input string.
+   * @param text The text to normalize.
+   * @returns The normalized text.
+   */
+  normalize(text2) {
+    text2 = this.config.prepend + text2;
+    return text2;
+  }
+};
+var Prepend_default = Prepend;
+function create_normalizer(config2) {
+  if (config2 === null) return null;
+  switch (config2.type) {
+    case "BertNormalizer":
+      return new BertNormalizer_default(config2);
+    case "Precompiled":
+      return new Precompiled_default(config2);
+    case "Sequence":
+      return new Sequence_default(config2);
+    case "Replace":
+      return new Replace_default(config2);
+    case "NFC":
+      return new NFC_default(config2);
+    case "NFD":
+      return new NFD_default(config2);
+    case "NFKC":
+      return new NFKC_default(config2);
+    case "NFKD":
+      return new NFKD_default(config2);
+    case "Strip":
+      return new Strip_default(config2);
+    case "StripAccents":
+      return new StripAccents_default(config2);
+    case "Lowercase":
+      return new Lowercase_default(config2);
+    case "Prepend":
+      return new Prepend_default(config2);
+    default:
+      throw new Error(`Unknown Normalizer type: ${config2.type}`);
+  }
+}
+var create_normalizer_default = create_normalizer;
+var PreTokenizer = class extends Callable_default {
+  /**
+   * Tokenizes the given text into pre-tokens.
+   * @param text The text or array of texts to pre-tokenize.
+   * @param options Additional options for the pre-tokenization logic.
+   * @returns An array of pre-tokens.
+   */
+  pre_tokenize(text2, options) {
+    return (Array.isArray(text2) ? text2.map((x) => this.pre_tokenize_text(x, options)) : this.pre_tokenize_text(text2, options)).flat();
+  }
+  /**
+   * Alias for {@link PreTokenizer#pre_tokenize}.
+   * @param text The text or array of texts to pre-tokenize.
+   * @param options Additional options for the pre-tokenization logic.
+   * @returns An array of pre-tokens.
+   */
+  _call(text2, options) {
+    return this.pre_tokenize(text2, options);
+  }
+};
+var PreTokenizer_default = PreTokenizer;
+var BYTES_TO_UNICODE = (() => {
+  const bs = [
+    ...Array.from(
+      { length: "~".charCodeAt(0) - "!".charCodeAt(0) + 1 },
+      (_, i) => i + "!".charCodeAt(0)
+    ),
+    ...Array.from(
+      { length: "¬".charCodeAt(0) - "¡".charCodeAt(0) + 1 },
+      (_, i) => i + "¡".charCodeAt(0)
+    ),
+    ...Array.from(
+      { length: "ÿ".charCodeAt(0) - "®".charCodeAt(0) + 1 },
+      (_, i) => i + "®".charCodeAt(0)
+    )
+  ];
+  const cs = bs.slice();
+  let n = 0;
+  for (let b = 0; b < 256; ++b) {
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n);
+      n += 1;
+    }
+  }
+  const ccs = cs.map((n2) => String.fromCharCode(n2));
+  return Object.fromEntries(bs.map((b, i) => [b, ccs[i]]));
+})();
+var reverse_dictionary = (data) => Object.fromEntries(Object.entries(data).map(([key, value]) => [value, key]));
+var UNICODE_TO_BYTES = reverse_dictionary(BYTES_TO_UNICODE);
+var PUNCTUATION_REGEX = "\\p{P}\\u0021-\\u002F\\u003A-\\u0040\\u005B-\\u0060\\u007B-\\u007E";
+var ByteLevel = class extends PreTokenizer_default {
+  /**
+   * Creates a new instance of the `ByteLevelPreTokenizer` class.
+   * @param config The configuration object.
+   */
+  constructor(config2) {
+    super();
+    this.config = config2;
+    this.add_prefix_space = this.config.add_prefix_space ?? false;
+    this.trim_offsets = this.config.trim_offsets ?? false;
+    this.use_regex = this.config.use_regex ?? true;
+    this.pattern = new RegExp("'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+", "gu");
+    this.byte_encoder = BYTES_TO_UNICODE;
+    this.text_encoder = new TextEncoder();
+  }
+  /**
+   * Tokenizes a single piece of text using byte-level tokenization.
+   * @param text The text to tokenize.
+   * @param options Additional options for the pre-tokenization logic.
+   * @returns An array of tokens.
+   */
+  pre_tokenize_text(text2, options) {
+    if (this.add_prefix_space && !text2.startsWith(" ")) {
+      text2 = " " + text2;
+    }
+    const tokens = this.use_regex ? text2.match(this.pattern) || [] : [text2];
+    return tokens.map(
+      (token) => Array.from(
+        this.text_encoder.encode(token),
+        (byte) => this.byte_encoder[byte]
+      ).join("")
+    );
+  }
+};
+var ByteLevel_default = ByteLevel;
+var Whitespace = class extends PreTokenizer_default {
+  /**
+   * Pre-tokenizes the input text by splitting it on word boundaries.
+   * @param text The text to be pre-tokenized.
+   * @param options Additional options for the pre-tokenization logic.
+   * @returns An array of tokens produced by splitting the input text on whitespace.
+   */
+  pre_tokenize_text(text2, options) {
+    return text2.match(/\w+|[^\w\s]+/g) || [];
+  }
+};
+var Whitespace_default = Whitespace;
+var Metaspace = class extends PreTokenizer_default {
+  /**
+   * @param config The configuration object for the MetaspacePreTokenizer.
+   */
+  constructor(config2) {
+    super();
+    this.replacement = config2.replacement ?? "▁";
+    this.str_rep = config2.str_rep || this.replacement;
+    this.prepend_scheme = config2.prepend_scheme ?? "always";
+  }
+  /**
+   * This method takes a string, replaces spaces with the replacement character,
+   * adds a prefix space if requested, and returns a new list of tokens.
+   * @param text The text to pre-tokenize.
+   * @param options The options for the pre-tokenization.
+   * @returns A new list of pre-tokenized tokens.
+   */
+  pre_tokenize_text(text2, options) {
+    const { section_index = void 0 } = options ?? {};
+    let normalized = text2.replaceAll(" ", this.str_rep);
+    if (
+      // We add a prefix space if:
+      //  (1) The normalized token does not already start with the replacement character.
+      !normalized.startsWith(this.replacement) && // and (2) either:
+      //  (a) prepend_scheme is 'always'
+      //  (b) prepend_scheme is 'first' and this is the first section
+      (this.prepend_scheme === "always" || this.prepend_scheme === "first" && section_index === 0)
+    ) {
+      normalized = this.str_rep + normalized;
+    }
+    return [normalized];
+  }
+};
+var Metaspace_default = Metaspace;
+var Split = class extends PreTokenizer_default {
+  /**
+   * @param config The configuration options for the pre-tokenizer.
+   */
+  constructor(config2) {
+    super();
+    this.config = config2;
+    this.pattern = create_pattern(
+      this.config.pattern ?? {},
+      this.config.invert ?? true
+    );
+  }
+  /**
+   * Tokenizes text by splitting it using the given pattern.
+   * @param text The text to tokenize.
+   * @returns An array of tokens.
+   */
+  pre_tokenize_text(text2) {
+    if (this.pattern === null) {
+      return [];
+    }
+    if (this.config.invert) {
+      return (text2.match(this.pattern) || []).filter((x) => x);
+    } else if (this.config.behavior?.toLowerCase() === "removed") {
+      return text2.split(this.pattern).filter((x) => x);
+    } else {
+      return regex_split(text2, this.pattern);
+    }
+  }
+};
+var Split_default = Split;
+var Punctuation = class extends PreTokenizer_default {
+  /**
+   * @param config The configuration options for the pre-tokenizer.
+   */
+  constructor(config2) {
+    super();
+    this.config = config2;
+    this.pattern = new RegExp(
+      `[^${PUNCTUATION_REGEX}]+|[${PUNCTUATION_REGEX}]+`,
+      "gu"
+    );
+  }
+  /**
+   * Tokenizes text by splitting it using the given pattern.
+   * @param text The text to tokenize.
+   * @returns An array of tokens.
+   */
+  pre_tokenize_text(text2) {
+    return text2.match(this.pattern) || [];
+  }
+};
+var Punctuation_default = Punctuation;
+var Digits = class extends PreTokenizer_default {
+  /**
+   * @param config The configuration options for the pre-tokenizer.
+   */
+  constructor(config2) {
+    super();
+    this.config = config2;
+    const digit_pattern = `[^\\d]+|\\d${this.config.individual_digits ? "" : "+"}`;
+    this.pattern = new RegExp(digit_pattern, "gu");
+  }
+  /**
+   * Tokenizes text by splitting it using the given pattern.
+   * @param text The text to tokenize.
+   * @returns An array of tokens.
+   */
+  pre_tokenize_text(text2) {
+    return text2.match(this.pattern) || [];
+  }
+};
+var Digits_default = Digits;
+var BertPreTokenizer = class extends PreTokenizer_default {
+  /**
+   * A PreTokenizer that splits text into wordpieces using a basic tokenization scheme
+   * similar to that used in the original implementation of BERT.
+   */
+  constructor() {
+    super();
+    this.pattern = new RegExp(
+      `[^\\s${PUNCTUATION_REGEX}]+|[${PUNCTUATION_REGEX}]`,
+      "gu"
+    );
+  }
+  /**
+   * Tokenizes a single text using the BERT pre-tokenization scheme.
+   *
+   * @param text The text to tokenize.
+   * @param options Additional options for the pre-tokenization logic.
+   * @returns An array of tokens.
+   */
+  pre_tokenize_text(text2, options) {
+    return text2.trim().match(this.pattern) || [];
+  }
+};
+var BertPreTokenizer_default = BertPreTokenizer;
+var Replace2 = class extends PreTokenizer_default {
+  /**
+   * @param config The configuration options for the pre-tokenizer.
+   */
+  constructor(config2) {
+    super();
+    this.config = config2;
+    this.pattern = create_pattern(this.config.pattern ?? {});
+    this.content = this.config.content ?? "";
+  }
+  /**
+   * Pre-tokenizes the input text by replacing certain characters.
+   * @param text The text to be pre-tokenized.
+   * @returns An array of tokens produced by replacing certain characters.
+   */
+  pre_tokenize_text(text2) {
+    if (this.pattern === null) {
+      return [text2];
+    }
+    return [text2.replaceAll(this.pattern, this.config.content ?? "")];
+  }
+};
+var Replace_default2 = Replace2;
+var Sequence2 = class extends PreTokenizer_default {
+  /**
+   * Creates an instance of PreTokenizerSequence.
+   * @param config The configuration object for the pre-tokenizer sequence.
+   */
+  constructor(config2) {
+    super();
+    this.tokenizers = (config2.pretokenizers ?? []).map(
+      (x) => create_pre_tokenizer_default(x)
+    );
+  }
+  /**
+   * Applies each pre-tokenizer in the sequence to the input text in turn.
+   * @param text The text to pre-tokenize.
+   * @param options Additional options for the pre-tokenization logic.
+   * @returns The pre-tokenized text.
+   */
+  pre_tokenize_text(text2, options) {
+    return this.tokenizers.reduce(
+      (pre_tokenized_text, tokenizer) => {
+        return tokenizer ? tokenizer.pre_tokenize(pre_tokenized_text, options) : pre_tokenized_text;
+      },
+      [text2]
+    );
+  }
+};
+var Sequence_default2 = Sequence2;
+var WhitespaceSplit = class extends PreTokenizer_default {
+  /**
+   * Pre-tokenizes the input text by splitting it on whitespace characters.
+   * @param text The text to be pre-tokenized.
+   * @returns An array of tokens produced by splitting the input text on whitespace.
+   */
+  pre_tokenize_text(text2) {
+    return whitespace_split(text2);
+  }
+};
+var WhitespaceSplit_default = WhitespaceSplit;
+var FixedLength = class extends PreTokenizer_default {
+  /**
+   * @param config The configuration options for the pre-tokenizer.
+   */
+  constructor(config2) {
+    super();
+    this.config = config2;
+    this._length = config2.length;
+  }
+  /**
+   * Pre-tokenizes the input text by splitting it into fixed-length tokens.
+   * @param text The text to be pre-tokenized.
+   * @returns An array of tokens produced by splitting the input text into fixed-length tokens.
+   */
+  pre_tokenize_text(text2) {
+    const tokens = [];
+    for (let i = 0; i < text2.length; i += this._length) {
+      tokens.push(text2.slice(i, i + this._length));
+    }
+    return tokens;
+  }
+};
+var FixedLength_default = FixedLength;
+function create_pre_tokenizer(config2) {
+  if (config2 === null) return null;
+  switch (config2.type) {
+    case "BertPreTokenizer":
+      return new BertPreTokenizer_default();
+    case "Sequence":
+      return new Sequence_default2(config2);
+    case "Whitespace":
+      return new Whitespace_default();
+    case "WhitespaceSplit":
+      return new WhitespaceSplit_default();
+    case "Metaspace":
+      return new Metaspace_default(config2);
+    case "ByteLevel":
+      return new ByteLevel_default(config2);
+    case "Split":
+      return new Split_default(config2);
+    case "Punctuation":
+      return new Punctuation_default(config2);
+    case "Digits":
+      return new Digits_default(config2);
+    case "Replace":
+      return new Replace_default2(config2);
+    case "FixedLength":
+      return new FixedLength_default(config2);
+    default:
+      throw new Error(`Unknown PreTokenizer type: ${config2.type}`);
+  }
+}
+var create_pre_tokenizer_default = create_pre_tokenizer;
+var TokenizerModel = class extends Callable_default {
+  /**
+   * Creates a new instance of TokenizerModel.
+   * @param config The configuration object for the TokenizerModel.
+   */
+  constructor(config2) {
+    super();
+    this.config = config2;
+    this.vocab = [];
+    this.tokens_to_ids = /* @__PURE__ */ new Map();
+    this.unk_token_id = void 0;
+    this.unk_token = void 0;
+    this.end_of_word_suffix = void 0;
+    this.fuse_unk = this.config.fuse_unk ?? false;
+  }
+  /**
+   * Internal function to call the TokenizerModel instance.
+   * @param tokens The tokens to encode.
+   * @returns The encoded tokens.
+   */
+  _call(tokens) {
+    let result = this.encode(tokens);
+    if (this.fuse_unk) {
+      result = fuse_unk(result, this.tokens_to_ids, this.unk_token_id);
+    }
+    return result;
+  }
+};
+var TokenizerModel_default = TokenizerModel;
+var WordPieceTokenizer = class extends TokenizerModel_default {
+  /**
+   * @param config The configuration object.
+   */
+  constructor(config2) {
+    super(config2);
+    this.max_input_chars_per_word = 100;
+    this.tokens_to_ids = object_to_map(config2.vocab);
+    this.unk_token_id = this.tokens_to_ids.get(config2.unk_token);
+    this.unk_token = config2.unk_token;
+    this.max_input_chars_per_word = config2.max_input_chars_per_word ?? 100;
+    this.vocab = new Array(this.tokens_to_ids.size);
+    for (const [key, value] of this.tokens_to_ids) {
+      this.vocab[value] = key;
+    }
+  }
+  /**
+   * Encodes an array of tokens using WordPiece encoding.
+   * @param tokens The tokens to encode.
+   * @returns An array of encoded tokens.
+   */
+  encode(tokens) {
+    const output_tokens = [];
+    for (const token of tokens) {
+      const chars = [...token];
+      if (chars.length > this.max_input_chars_per_word) {
+        output_tokens.push(this.unk_token);
+        continue;
+      }
+      let is_unknown = false;
+      let start = 0;
+      const sub_tokens = [];
+      while (start < chars.length) {
+        let end = chars.length;
+        let current_substring = null;
+        while (start < end) {
+          let substr = chars.slice(start, end).join("");
+          if (start > 0) {
+            substr = this.config.continuing_subword_prefix + substr;
+          }
+          if (this.tokens_to_ids.has(substr)) {
+            current_substring = substr;
+            break;
+          }
+          --end;
+        }
+        if (current_substring === null) {
+          is_unknown = true;
+          break;
+        }
+        sub_tokens.push(current_substring);
+        start = end;
+      }
+      if (is_unknown) {
+        output_tokens.push(this.unk_token);
+      } else {
+        output_tokens.push(...sub_tokens);
+      }
+    }
+    return output_tokens;
+  }
+};
+var WordPiece_default = WordPieceTokenizer;
+var CharTrieNode = class _CharTrieNode {
+  /**
+   * Create a new CharTrieNode.
+   * @param is_leaf Whether the node is a leaf node or not.
+   * @param children A map containing the node's children, where the key is a character and the value is a `CharTrieNode`.
+   */
+  constructor(is_leaf, children) {
+    this.is_leaf = is_leaf;
+    this.children = children;
+  }
+  /**
+   * Returns a new `CharTrieNode` instance with default values.
+   * @returns A new `CharTrieNode` instance with `is_leaf` set to `false` and an empty `children` map.
+   */
+  static default() {
+    return new _CharTrieNode(false, /* @__PURE__ */ new Map());
+  }
+};
+var CharTrie = class {
+  constructor() {
+    this.root = CharTrieNode.default();
+  }
+  /**
+   * Adds one or more `texts` to the trie.
+   * @param texts The strings to add to the trie.
+   */
+  extend(texts) {
+    for (const text2 of texts) {
+      this.push(text2);
+    }
+  }
+  /**
+   * Adds text to the trie.
+   * @param text The string to add to the trie.
+   */
+  push(text2) {
+    let node2 = this.root;
+    for (const ch of text2) {
+      let child = node2.children.get(ch);
+      if (child === void 0) {
+        child = CharTrieNode.default();
+        node2.children.set(ch, child);
+      }
+      node2 = child;
+    }
+    node2.is_leaf = true;
+  }
+  /**
+   * Searches the trie for stored strings that match `chars` starting at `start`.
+   * @param chars The input characters to search.
+   * @param start The index to start searching from.
+   * @yields Each stored string that is a prefix of `chars` starting at `start`.
+   */
+  *common_prefix_search(chars, start = 0) {
+    let node2 = this.root;
+    if (node2 === void 0) return;
+    let prefix = "";
+    for (let i = start; i < chars.length; ++i) {
+      const ch = chars[i];
+      prefix += ch;
+      node2 = node2.children.get(ch);
+      if (node2 === void 0) return;
+      if (node2.is_leaf) {
+        yield prefix;
+      }
+    }
+  }
+};
+var CharTrie_default = CharTrie;
+var TokenLatticeNode = class _TokenLatticeNode {
+  /**
+   * Represents a node in a token lattice for a given sentence.
+   * @param token_id The ID of the token associated with this node.
+   * @param node_id The ID of this node.
+   * @param pos The starting position of the token in the sentence.
+   * @param length The length of the token.
+   * @param score The score associated with the token.
+   */
+  constructor(token_id, node_id, pos, length, score) {
+    this.token_id = token_id;
+    this.node_id = node_id;
+    this.pos = pos;
+    this.length = length;
+    this.score = score;
+    this.prev = null;
+    this.backtrace_score = 0;
+  }
+  /**
+   * Returns a clone of this node.
+   * @returns A clone of this node.
+   */
+  clone() {
+    const n = new _TokenLatticeNode(
+      this.token_id,
+      this.node_id,
+      this.pos,
+      this.length,
+      this.score
+    );
+    n.prev = this.prev;
+    n.backtrace_score = this.backtrace_score;
+    return n;
+  }
+};
+var TokenLattice = class {
+  /**
+   * Creates a new TokenLattice instance.
+   *
+   * @param sentence The input sentence to be tokenized.
+   * @param bos_token_id The beginning-of-sequence token ID.
+   * @param eos_token_id The end-of-sequence token ID.
+   */
+  constructor(sentence, bos_token_id, eos_token_id) {
+    this.chars = Array.from(sentence);
+    this.len = this.chars.length;
+    this.bos_token_id = bos_token_id;
+    this.eos_token_id = eos_token_id;
+    this.nodes = [];
+    this.begin_nodes = Array.from(
+      { length: this.len + 1 },
+      () => []
+    );
+    this.end_nodes = Array.from({ length: this.len + 1 }, () => []);
+    const bos = new TokenLatticeNode(this.bos_token_id ?? 0, 0, 0, 0, 0);
+    const eos = new TokenLatticeNode(
+      this.eos_token_id ?? 0,
+      1,
+      this.len,
+      0,
+      0
+    );
+    this.nodes.push(bos.clone());
+    this.nodes.push(eos.clone());
+    this.begin_nodes[this.len].push(eos);
+    this.end_nodes[0].push(bos);
+  }
+  /**
+   * Inserts a new token node into the token lattice.
+   *
+   * @param pos The starting position of the token.
+   * @param length The length of the token.
+   * @param score The score of the token.
+   * @param token_id The token ID of the token.
+   */
+  insert(pos, length, score, token_id) {
+    const node_id = this.nodes.length;
+    const node2 = new TokenLatticeNode(token_id, node_id, pos, length, score);
+    this.begin_nodes[pos].push(node2);
+    this.end_nodes[pos + length].push(node2);
+    this.nodes.push(node2);
+  }
+  /**
+   * Implements the Viterbi algorithm to compute the most likely sequence of tokens.
+   *
+   * @returns The most likely sequence of tokens.
+   */
+  viterbi() {
+    const len2 = this.len;
+    let pos = 0;
+    while (pos <= len2) {
+      if (this.begin_nodes[pos].length == 0) {
+        return [];
+      }
+      for (let rnode of this.begin_nodes[pos]) {
+        rnode.prev = null;
+        let best_score = 0;
+        let best_node = null;
+        for (let lnode of this.end_nodes[pos]) {
+          const score = lnode.backtrace_score + rnode.score;
+          if (best_node === null || score > best_score) {
+            best_node = lnode.clone();
+            best_score = score;
+          }
+        }
+        if (best_node !== null) {
+          rnode.prev = best_node;
+          rnode.backtrace_score = best_score;
+        } else {
+          return [];
+        }
+      }
+      ++pos;
+    }
+    const results = [];
+    const root = this.begin_nodes[len2][0];
+    const prev = root.prev;
+    if (prev === null) {
+      return [];
+    }
+    let node2 = prev.clone();
+    while (node2.prev !== null) {
+      results.push(node2.clone());
+      const n = node2.clone();
+      node2 = n.prev.clone();
+    }
+    results.reverse();
+    return results;
+  }
+  /**
+   * Get the text piece for a given node.
+   * @param node The node to get the piece for.
+   * @returns The array of nodes representing the most likely sequence of tokens.
+   */
+  piece(node2) {
+    return this.chars.slice(node2.pos, node2.pos + node2.length).join("");
+  }
+  /**
+   * @returns The most likely sequence of tokens.
+   */
+  tokens() {
+    const nodes = this.viterbi();
+    return nodes.map((x) => this.piece(x));
+  }
+  /**
+   * @returns The most likely sequence of token ids.
+   */
+  token_ids() {
+    const nodes = this.viterbi();
+    return nodes.map((x) => x.token_id);
+  }
+};
+var TokenLattice_default = TokenLattice;
+function min(arr) {
+  if (arr.length === 0) throw new Error("Array must not be empty");
+  let min_value = arr[0];
+  let index_of_min = 0;
+  for (let i = 1; i < arr.length; ++i) {
+    if (arr[i] < min_value) {
+      min_value = arr[i];
+      index_of_min = i;
+    }
+  }
+  return [min_value, index_of_min];
+}
+var Unigram = class extends TokenizerModel_default {
+  /**
+   * Create a new Unigram tokenizer model.
+   * @param config The configuration object for the Unigram model.
+   * @param eos_token
+   */
+  constructor(config2, eos_token) {
+    super(config2);
+    const vocab_size = config2.vocab.length;
+    this.vocab = new Array(vocab_size);
+    this.scores = new Array(vocab_size);
+    for (let i = 0; i < vocab_size; ++i) {
+      [this.vocab[i], this.scores[i]] = config2.vocab[i];
+    }
+    this.unk_token_id = config2.unk_id;
+    this.unk_token = this.vocab[config2.unk_id];
+    this.tokens_to_ids = new Map(this.vocab.map((x, i) => [x, i]));
+    this.bos_token = " ";
+    this.bos_token_id = this.tokens_to_ids.get(this.bos_token);
+    this.eos_token = eos_token;
+    this.eos_token_id = this.tokens_to_ids.get(this.eos_token);
+    this.unk_token = this.vocab[this.unk_token_id];
+    this.min_score = min(this.scores)[0];
+    this.unk_score = this.min_score - 10;
+    this.scores[this.unk_token_id] = this.unk_score;
+    this.trie = new CharTrie_default();
+    this.trie.extend(this.vocab);
+    this.fuse_unk = true;
+  }
+  /**
+   * Populates lattice nodes.
+   * @param lattice The token lattice to populate with nodes.
+   */
+  populate_nodes(lattice) {
+    const chars = lattice.chars;
+    const mblen = 1;
+    let begin_pos = 0;
+    while (begin_pos < chars.length) {
+      let has_single_node = false;
+      const prefixed_tokens = this.trie.common_prefix_search(chars, begin_pos);
+      for (const token of prefixed_tokens) {
+        const token_id = this.tokens_to_ids.get(token);
+        const token_score = this.scores[token_id];
+        const n = len(token);
+        lattice.insert(begin_pos, n, token_score, token_id);
+        if (!has_single_node && n === mblen) {
+          has_single_node = true;
+        }
+      }
+      if (!has_single_node) {
+        lattice.insert(begin_pos, mblen, this.unk_score, this.unk_token_id);
+      }
+      begin_pos += mblen;
+    }
+  }
+  /**
+   * Encodes an array of tokens into an array of subtokens using the unigram model.
+   *
+   * @param normalized The normalized string.
+   * @returns An array of subtokens obtained by encoding the input tokens using the unigram model.
+   */
+  tokenize(normalized) {
+    const lattice = new TokenLattice_default(
+      normalized,
+      this.bos_token_id,
+      this.eos_token_id
+    );
+    this.populate_nodes(lattice);
+    return lattice.tokens();
+  }
+  /**
+   * Encodes an array of tokens using Unigram encoding.
+   * @param tokens The tokens to encode.
+   * @returns An array of encoded tokens.
+   */
+  encode(tokens) {
+    const to_return = [];
+    for (const token of tokens) {
+      const tokenized = this.tokenize(token);
+      to_return.push(...tokenized);
+    }
+    return to_return;
+  }
+};
+var Unigram_default = Unigram;
+var PriorityQueue = class {
+  /**
+   * Create a new PriorityQueue.
+   * @param comparator Comparator function to determine priority. Defaults to a MaxHeap.
+   * @param max_size Maximum size of the queue. Defaults to Infinity.
+   */
+  constructor(comparator = (a, b) => a > b, max_size = Infinity) {
+    this._heap = [];
+    this._comparator = comparator;
+    this._max_size = max_size;
+  }
+  /**
+   * The size of the queue
+   */
+  get size() {
+    return this._heap.length;
+  }
+  /**
+   * Check if the queue is empty.
+   * @returns `true` if the queue is empty, `false` otherwise.
+   */
+  is_empty() {
+    return this.size === 0;
+  }
+  /**
+   * Return the element with the highest priority in the queue.
+   * @returns The highest priority element in the queue.
+   */
+  peek() {
+    return this._heap[0];
+  }
+  /**
+   * Add one or more elements to the queue.
+   * @param values The values to push into the queue.
+   * @returns The new size of the queue.
+   */
+  push(...values) {
+    return this.extend(values);
+  }
+  /**
+   * Add multiple elements to the queue.
+   * @param values The values to push into the queue.
+   * @returns The new size of the queue.
+   */
+  extend(values) {
+    for (const value of values) {
+      if (this.size < this._max_size) {
+        this._heap.push(value);
+        this._sift_up();
+      } else {
+        const smallest = this._smallest();
+        if (this._comparator(value, this._heap[smallest])) {
+          this._heap[smallest] = value;
+          this._sift_up_from(smallest);
+        }
+      }
+    }
+    return this.size;
+  }
+  /**
+   * Remove and return the element with the highest priority in the queue.
+   * @returns The element with the highest priority in the queue.
+   */
+  pop() {
+    const popped_value = this.peek();
+    const bottom = this.size - 1;
+    if (bottom > 0) {
+      this._swap(0, bottom);
+    }
+    this._heap.pop();
+    this._sift_down();
+    return popped_value;
+  }
+  /**
+   * Replace the element with the highest priority in the queue with a new value.
+   * @param value The new value.
+   * @returns The replaced value.
+   */
+  replace(value) {
+    const replaced_value = this.peek();
+    this._heap[0] = value;
+    this._sift_down();
+    return replaced_value;
+  }
+  /**
+   * Compute the index for the parent of the node at index `i`.
+   * @param i The index of the node to get the parent of.
+   * @returns The index of the parent node.
+   * @private
+   */
+  _parent(i) {
+    return (i + 1 >>> 1) - 1;
+  }
+  /**
+   * Compute the index for the left child of the node at index `i`.
+   * @param i The index of the node to get the left child of.
+   * @returns The index of the left child.
+   * @private
+   */
+  _left(i) {
+    return (i << 1) + 1;
+  }
+  /**
+   * Compute the index for the right child of the node at index `i`.
+   * @param i The index of the node to get the right child of.
+   * @returns The index of the right child.
+   * @private
+   */
+  _right(i) {
+    return i + 1 << 1;
+  }
+  /**
+   * Check if the element at index `i` is greater than the element at index `j`.
+   * @param i The index of the first element to compare.
+   * @param j The index of the second element to compare.
+   * @returns `true` if the element at index `i` is greater than the element at index `j`, `false` otherwise.
+   * @private
+   */
+  _greater(i, j) {
+    return this._comparator(this._heap[i], this._heap[j]);
+  }
+  /**
+   * Swap the elements at indices `i` and `j`.
+   * @param i The index of the first element to swap.
+   * @param j The index of the second element to swap.
+   * @private
+   */
+  _swap(i, j) {
+    const temp = this._heap[i];
+    this._heap[i] = this._heap[j];
+    this._heap[j] = temp;
+  }
+  /**
+   * Maintain the heap property by updating positions in the heap,
+   * starting at the last element and moving up the heap.
+   * @private
+   */
+  _sift_up() {
+    this._sift_up_from(this.size - 1);
+  }
+  /**
+   * Helper function to sift up from a given node.
+   * @param node The index of the node to start sifting up from.
+   */
+  _sift_up_from(node2) {
+    while (node2 > 0 && this._greater(node2, this._parent(node2))) {
+      this._swap(node2, this._parent(node2));
+      node2 = this._parent(node2);
+    }
+  }
+  /**
+   * Maintain the heap property by updating positions in the heap,
+   * starting at the first element and moving down the heap.
+   * @private
+   */
+  _sift_down() {
+    let node2 = 0;
+    while (this._left(node2) < this.size && this._greater(this._left(node2), node2) || this._right(node2) < this.size && this._greater(this._right(node2), node2)) {
+      const max_child = this._right(node2) < this.size && this._greater(this._right(node2), this._left(node2)) ? this._right(node2) : this._left(node2);
+      this._swap(node2, max_child);
+      node2 = max_child;
+    }
+  }
+  /**
+   * Get the index of the smallest element in the heap. Since we use an array-based heap,
+   * the index can be computed without needing to traverse the heap.
+   * @private
+   */
+  _smallest() {
+    return 2 ** Math.floor(Math.log2(this.size)) - 1;
+  }
+};
+var PriorityQueue_default = PriorityQueue;
+var LRUCache = class {
+  /**
+   * Creates an LRUCache instance.
+   * @param capacity The maximum number of items the cache can hold.
+   */
+  constructor(capacity) {
+    this.capacity = capacity;
+    this.cache = /* @__PURE__ */ new Map();
+  }
+  /**
+   * Retrieves the value associated with the given key and marks the key as recently used.
+   * @param key The key to retrieve.
+   * @returns The value associated with the key, or undefined if the key does not exist.
+   */
+  get(key) {
+    if (!this.cache.has(key)) return void 0;
+    const value = this.cache.get(key);
+    this.cache.delete(key);
+    this.cache.set(key, value);
+    return value;
+  }
+  /**
+   * Inserts or updates the key-value pair in the cache.
+   * If the key already exists, it is updated and marked as recently used.
+   * If the cache exceeds its capacity, the least recently used item is evicted.
+   * @param key The key to add or update.
+   * @param value The value to associate with the key.
+   */
+  put(key, value) {
+    if (this.cache.has(key)) {
+      this.cache.delete(key);
+    }
+    this.cache.set(key, value);
+    if (this.cache.size > this.capacity) {
+      this.cache.delete(this.cache.keys().next().value);
+    }
+  }
+  /**
+   * Clears the cache.
+   */
+  clear() {
+    this.cache.clear();
+  }
+};
+var LRUCache_default = LRUCache;
+var BPE = class extends TokenizerModel_default {
+  /**
+   * Create a BPE instance.
+   * @param config The configuration object for BPE.
+   */
+  constructor(config2) {
+    super(config2);
+    this.tokens_to_ids = object_to_map(config2.vocab);
+    this.unk_token_id = this.tokens_to_ids.get(config2.unk_token);
+    this.unk_token = config2.unk_token;
+    this.vocab = new Array(this.tokens_to_ids.size);
+    for (const [key, value] of this.tokens_to_ids) {
+      this.vocab[value] = key;
+    }
+    const use_new_merge_format = Array.isArray(config2.merges[0]);
+    this.merges = use_new_merge_format ? config2.merges : config2.merges.map(
+      (x) => x.split(" ", 2)
+    );
+    this.bpe_ranks = new Map(this.merges.map((x, i) => [JSON.stringify(x), i]));
+    this.end_of_word_suffix = config2.end_of_word_suffix;
+    this.continuing_subword_suffix = config2.continuing_subword_suffix ?? null;
+    this.byte_fallback = this.config.byte_fallback ?? false;
+    if (this.byte_fallback) {
+      this.text_encoder = new TextEncoder();
+    }
+    this.ignore_merges = this.config.ignore_merges ?? false;
+    this.max_length_to_cache = 256;
+    this.cache_capacity = 1e4;
+    this.cache = new LRUCache_default(this.cache_capacity);
+  }
+  /**
+   * Clears the cache.
+   */
+  clear_cache() {
+    this.cache.clear();
+  }
+  /**
+   * Apply Byte-Pair-Encoding (BPE) to a given token. Efficient heap-based priority
+   * queue implementation adapted from https://github.com/belladoreai/llama-tokenizer-js.
+   * @param token The token to encode.
+   * @returns The BPE encoded tokens.
+   */
+  bpe(token) {
+    if (token.length === 0) {
+      return [];
+    }
+    const cached2 = this.cache.get(token);
+    if (cached2 !== void 0) {
+      return cached2;
+    }
+    const word = Array.from(token);
+    if (this.end_of_word_suffix) {
+      word[word.length - 1] += this.end_of_word_suffix;
+    }
+    let result = [];
+    if (word.length > 1) {
+      const queue = new PriorityQueue_default((a, b) => a.score < b.score);
+      let starting_node = {
+        token: word[0],
+        bias: 0,
+        prev: null,
+        next: null
+      };
+      let previous_node = starting_node;
+      for (let i = 1; i < word.length; ++i) {
+        const current_node = {
+          bias: i / word.length,
+          // Add fractional component to break ties
+          token: word[i],
+          prev: previous_node,
+          next: null
+        };
+        previous_node.next = current_node;
+        this.add_node(queue, previous_node);
+        previous_node = current_node;
+      }
+      while (!queue.is_empty()) {
+        const node2 = queue.pop();
+        if (node2.deleted || !node2.next || node2.next.deleted) continue;
+        node2.deleted = true;
+        node2.next.deleted = true;
+        if (node2.prev) {
+          const new_previous_node = { ...node2.prev };
+          node2.prev.deleted = true;
+          node2.prev = new_previous_node;
+          if (new_previous_node.prev) {
+            new_previous_node.prev.next = new_previous_node;
+          } else {
+            starting_node = new_previous_node;
+          }
+        }
+        const merged = {
+          token: node2.token + node2.next.token,
+          bias: node2.bias,
+          prev: node2.prev,
+          next: node2.next.next
+        };
+        if (merged.prev) {
+          merged.prev.next = merged;
+          this.add_node(queue, merged.prev);
+        } else {
+          starting_node = merged;
+        }
+        if (merged.next) {
+          merged.next.prev = merged;
+          this.add_node(queue, merged);
+        }
+      }
+      for (let current_node = starting_node; current_node !== null; current_node = current_node.next) {
+        result.push(current_node.token);
+      }
+    } else {
+      result = word;
+    }
+    if (this.continuing_subword_suffix) {
+      for (let i = 0; i < result.length - 1; ++i) {
+        result[i] += this.continuing_subword_suffix;
+      }
+    }
+    if (token.length < this.max_length_to_cache) {
+      this.cache.put(token, result);
+    }
+    return result;
+  }
+  /**
+   * Helper function to add a node to the priority queue.
+   * @param queue
+   * @param node
+   */
+  add_node(queue, node2) {
+    const rank2 = this.bpe_ranks.get(
+      JSON.stringify([node2.token, node2.next.token])
+    );
+    if (rank2 !== void 0) {
+      node2.score = rank2 + node2.bias;
+      queue.push(node2);
+    }
+  }
+  /**
+   * Encodes the input sequence of tokens using the BPE algorithm and returns the resulting subword tokens.
+   * @param tokens The input sequence of tokens to encode.
+   * @returns The resulting subword tokens after applying the BPE algorithm to the input sequence of tokens.
+   */
+  encode(tokens) {
+    const output_tokens = [];
+    for (const token of tokens) {
+      if (this.ignore_merges && this.tokens_to_ids.has(token)) {
+        output_tokens.push(token);
+        continue;
+      }
+      const bpe_token_list = this.bpe(token);
+      for (const t of bpe_token_list) {
+        if (this.tokens_to_ids.has(t)) {
+          output_tokens.push(t);
+        } else if (this.byte_fallback) {
+          const byte_tokens = Array.from(this.text_encoder.encode(t)).map(
+            (x) => `<0x${x.toString(16).toUpperCase().padStart(2, "0")}>`
+          );
+          if (byte_tokens.every((x) => this.tokens_to_ids.has(x))) {
+            output_tokens.push(...byte_tokens);
+          } else if (this.unk_token != null) {
+            output_tokens.push(this.unk_token);
+          }
+        } else if (this.unk_token != null) {
+          output_tokens.push(this.unk_token);
+        }
+      }
+    }
+    return output_tokens;
+  }
+};
+var BPE_default = BPE;
+var Legacy = class extends TokenizerModel_default {
+  /**
+   * Create a Legacy tokenizer model instance.
+   * @param config The configuration object for Legacy tokenizer model.
+   * @param more_config Additional configuration object for the Legacy tokenizer model.
+   */
+  constructor(config2, more_config) {
+    super(config2);
+    const vocab = config2.vocab;
+    this.tokens_to_ids = object_to_map(
+      more_config.target_lang ? vocab[more_config.target_lang] : vocab
+    );
+    this.bos_token = more_config.bos_token;
+    this.bos_token_id = this.tokens_to_ids.get(this.bos_token);
+    this.eos_token = more_config.eos_token;
+    this.eos_token_id = this.tokens_to_ids.get(this.eos_token);
+    this.pad_token = more_config.pad_token;
+    this.pad_token_id = this.tokens_to_ids.get(this.pad_token);
+    this.unk_token = more_config.unk_token;
+    this.unk_token_id = this.tokens_to_ids.get(this.unk_token);
+    this.vocab = new Array(this.tokens_to_ids.size);
+    for (const [key, value] of this.tokens_to_ids) {
+      this.vocab[value] = key;
+    }
+  }
+  encode(tokens) {
+    return tokens;
+  }
+};
+var Legacy_default = Legacy;
+function create_tokenizer_model(model_config, config2) {
+  switch (model_config.type) {
+    case "WordPiece":
+      return new WordPiece_default(model_config);
+    case "Unigram":
+      return new Unigram_default(model_config, config2.eos_token);
+    case "BPE":
+      return new BPE_default(model_config);
+    default:
+      if (model_config.vocab) {
+        if (Array.isArray(model_config.vocab)) {
+          return new Unigram_default(model_config, config2.eos_token);
+        } else if (Object.hasOwn(model_config, "continuing_subword_prefix") && Object.hasOwn(model_config, "unk_token")) {
+          if (Object.hasOwn(model_config, "merges")) {
+            return new BPE_default(model_config);
+          } else {
+            return new WordPiece_default(model_config);
+          }
+        } else {
+          return new Legacy_default(model_config, {
+            target_lang: config2.target_lang,
+            bos_token: config2.bos_token,
+            eos_token: config2.eos_token,
+            pad_token: config2.pad_token,
+            unk_token: config2.unk_token
+          });
+        }
+      }
+      throw new Error(
+        `Unknown TokenizerModel type: ${model_config?.type}`
+      );
+  }
+}
+var create_tokenizer_model_default = create_tokenizer_model;
+var PostProcessor = class extends Callable_default {
+  /**
+   * @param config The configuration for the post-processor.
+   */
+  constructor(config2) {
+    super();
+    this.config = config2;
+  }
+  /**
+   * Alias for {@link PostProcessor#post_process}.
+   * @param tokens The text or array of texts to post-process.
+   * @param args Additional arguments required by the post-processing logic.
+   * @returns The post-processed tokens.
+   */
+  _call(tokens, ...args) {
+    return this.post_process(tokens, ...args);
+  }
+};
+var PostProcessor_default = PostProcessor;
+var TemplateProcessing = class extends PostProcessor_default {
+  /**
+   * Replaces special tokens in the template with actual tokens.
+   * @param tokens The list of tokens for the first sequence.
+   * @param tokens_pair The list of tokens for the second sequence (optional).
+   * @param add_special_tokens Whether to add the special tokens to the beginning and end of the input.
+   * @returns An object containing the list of tokens with the special tokens replaced with actual tokens.
+   */
+  post_process(tokens, tokens_pair = null, add_special_tokens = true) {
+    const type = tokens_pair === null ? this.config.single : this.config.pair;
+    let processed_tokens = [];
+    let types = [];
+    for (const item of type) {
+      if ("SpecialToken" in item) {
+        if (add_special_tokens) {
+          processed_tokens.push(item.SpecialToken.id);
+          types.push(item.SpecialToken.type_id);
+        }
+      } else if ("Sequence" in item) {
+        if (item.Sequence.id === "A") {
+          processed_tokens = merge_arrays(processed_tokens, tokens);
+          types = merge_arrays(
+            types,
+            new Array(tokens.length).fill(item.Sequence.type_id)
+          );
+        } else if (item.Sequence.id === "B") {
+          processed_tokens = merge_arrays(processed_tokens, tokens_pair);
+          types = merge_arrays(
+            types,
+            new Array(tokens_pair.length).fill(item.Sequence.type_id)
+          );
+        }
+      }
+    }
+    return { tokens: processed_tokens, token_type_ids: types };
+  }
+};
+var TemplateProcessing_default = TemplateProcessing;
+var ByteLevel2 = class extends PostProcessor_default {
+  /**
+   * Post process the given tokens.
+   * @param tokens The list of tokens for the first sequence.
+   * @param tokens_pair The list of tokens for the second sequence (optional).
+   * @returns An object containing the post-processed tokens.
+   */
+  post_process(tokens, tokens_pair = null) {
+    return { tokens, tokens_pair };
+  }
+};
+var ByteLevel_default2 = ByteLevel2;
+var BertProcessing = class extends PostProcessor_default {
+  /**
+   * @param config The configuration for the post-processor.
+   * @param config.cls The special tokens to add to the beginning of the input.
+   * @param config.sep The special tokens to add to the end of the input.
+   */
+  constructor(config2) {
+    super(config2);
+    this.sep = config2.sep;
+    this.cls = config2.cls;
+  }
+  /**
+   * Adds the special tokens to the beginning and end of the input.
+   * @param tokens The input tokens.
+   * @param tokens_pair An optional second set of input tokens.
+   * @param add_special_tokens Whether to add the special tokens to the beginning and end of the input.
+   * @returns The post-processed tokens with the special tokens added to the beginning and end.
+   */
+  post_process(tokens, tokens_pair = null, add_special_tokens = true) {
+    if (add_special_tokens) {
+      tokens = merge_arrays([this.cls[0]], tokens, [this.sep[0]]);
+    }
+    let token_type_ids = new Array(tokens.length).fill(0);
+    if (tokens_pair) {
+      const middle = [];
+      const after = add_special_tokens ? [this.sep[0]] : [];
+      tokens = merge_arrays(tokens, middle, tokens_pair, after);
+      token_type_ids = merge_arrays(
+        token_type_ids,
+        new Array(tokens_pair.length + middle.length + after.length).fill(1)
+      );
+    }
+    return { tokens, token_type_ids };
+  }
+};
+var BertProcessing_default = BertProcessing;
+var RobertaProcessing = class extends PostProcessor_default {
+  /**
+   * @param config The configuration for the post-processor.
+   * @param config.cls The special tokens to add to the beginning of the input.
+   * @param config.sep The special tokens to add to the end of the input.
+   */
+  constructor(config2) {
+    super(config2);
+    this.sep = config2.sep;
+    this.cls = config2.cls;
+  }
+  /**
+   * Adds the special tokens to the beginning and end of the input.
+   * @param tokens The input tokens.
+   * @param tokens_pair An optional second set of input tokens.
+   * @param add_special_tokens Whether to add the special tokens to the beginning and end of the input.
+   * @returns The post-processed tokens with the special tokens added to the beginning and end.
+   */
+  post_process(tokens, tokens_pair, add_special_tokens = true) {
+    if (add_special_tokens) {
+      tokens = merge_arrays([this.cls[0]], tokens, [this.sep[0]]);
+    }
+    let token_type_ids = new Array(tokens.length).fill(0);
+    if (tokens_pair) {
+      const middle = add_special_tokens ? [this.sep[0]] : [];
+      const after = add_special_tokens ? [this.sep[0]] : [];
+      tokens = merge_arrays(tokens, middle, tokens_pair, after);
+      token_type_ids = merge_arrays(
+        token_type_ids,
+        new Array(tokens_pair.length + middle.length + after.length).fill(1)
+      );
+    }
+    return { tokens, token_type_ids };
+  }
+};
+var RobertaProcessing_default = RobertaProcessing;
+var Sequence3 = class extends PostProcessor_default {
+  /**
+   * Creates a new instance of Sequence post-processor.
+   * @param config The configuration object.
+   */
+  constructor(config2) {
+    super(config2);
+    this.processors = (config2.processors ?? []).map((x) => create_post_processor_default(x));
+  }
+  /**
+   * Post process the given tokens.
+   * @param tokens The list of tokens for the first sequence.
+   * @param tokens_pair The list of tokens for the second sequence (optional).
+   * @param add_special_tokens Whether to add the special tokens to the beginning and end of the input.
+   * @returns An object containing the post-processed tokens.
+   */
+  post_process(tokens, tokens_pair = null, add_special_tokens = true) {
+    let processed_tokens = { tokens, tokens_pair };
+    for (const processor of this.processors) {
+      processed_tokens = processor.post_process(
+        processed_tokens.tokens,
+        processed_tokens.tokens_pair,
+        add_special_tokens
+      );
+    }
+    return processed_tokens;
+  }
+};
+var Sequence_default3 = Sequence3;
+function create_post_processor(config2) {
+  if (config2 === null) return null;
+  switch (config2.type) {
+    case "TemplateProcessing":
+      return new TemplateProcessing_default(config2);
+    case "ByteLevel":
+      return new ByteLevel_default2(config2);
+    case "BertProcessing":
+      return new BertProcessing_default(config2);
+    case "RobertaProcessing":
+      return new RobertaProcessing_default(config2);
+    case "Sequence":
+      return new Sequence_default3(config2);
+    default:
+      throw new Error(`Unknown PostProcessor type: ${config2.type}`);
+  }
+}
+var create_post_processor_default = create_post_processor;
+var Decoder = class extends Callable_default {
+  /**
+   * Creates an instance of `Decoder`.
+   * @param config The configuration object.
+   **/
+  constructor(config2) {
+    super();
+    this.config = config2;
+    this.added_tokens = [];
+    this.end_of_word_suffix = null;
+    this.trim_offsets = "trim_offsets" in config2 ? config2.trim_offsets : false;
+  }
+  /**
+   * Calls the `decode` method.
+   *
+   * @param tokens The list of tokens.
+   * @returns The decoded string.
+   */
+  _call(tokens) {
+    return this.decode(tokens);
+  }
+  /**
+   * Decodes a list of tokens.
+   * @param tokens The list of tokens.
+   * @returns The decoded string.
+   */
+  decode(tokens) {
+    return this.decode_chain(tokens).join("");
+  }
+};
+var Decoder_default = Decoder;
+var ByteLevel3 = class extends Decoder_default {
+  /**
+   * Create a `ByteLevelDecoder` object.
+   */
+  constructor(config2) {
+    super(config2);
+    this.byte_decoder = UNICODE_TO_BYTES;
+    this.text_decoder = new TextDecoder("utf-8", {
+      fatal: false,
+      // eslint-disable-next-line @typescript-eslint/naming-convention
+      ignoreBOM: true
+    });
+    this.end_of_word_suffix = null;
+  }
+  /**
+   * Convert an array of tokens to string by decoding each byte.
+   * @param tokens Array of tokens to be decoded.
+   * @returns The decoded string.
+   */
+  convert_tokens_to_string(tokens) {
+    const text2 = tokens.join("");
+    const byte_array = new Uint8Array(
+      [...text2].map((c) => this.byte_decoder[c])
+    );
+    return this.text_decoder.decode(byte_array);
+  }
+  decode_chain(tokens) {
+    const sub_texts = [];
+    let current_sub_text = [];
+    for (const token of tokens) {
+      if (this.added_tokens.find((x) => x.content === token) !== void 0) {
+        if (current_sub_text.length > 0) {
+          sub_texts.push(this.convert_tokens_to_string(current_sub_text));
+          current_sub_text = [];
+        }
+        sub_texts.push(token);
+      } else {
+        current_sub_text.push(token);
+      }
+    }
+    if (current_sub_text.length > 0) {
+      sub_texts.push(this.convert_tokens_to_string(current_sub_text));
+    }
+    return sub_texts;
+  }
+};
+var ByteLevel_default3 = ByteLevel3;
+var WordPiece = class extends Decoder_default {
+  /**
+   * Creates a new instance of WordPieceDecoder.
+   * @param config The configuration object.
+   */
+  constructor(config2) {
+    super(config2);
+    this.cleanup = config2.cleanup;
+  }
+  decode_chain(tokens) {
+    return tokens.map((token, i) => {
+      if (i !== 0) {
+        const prefix = this.config.prefix;
+        if (prefix && token.startsWith(prefix)) {
+          token = token.replace(prefix, "");
+        } else {
+          token = " " + token;
+        }
+      }
+      if (this.cleanup) {
+        token = clean_up_tokenization(token);
+      }
+      return token;
+    });
+  }
+};
+var WordPiece_default2 = WordPiece;
+var Metaspace2 = class extends Decoder_default {
+  /**
+   * Constructs a new MetaspaceDecoder object.
+   * @param config The configuration object for the MetaspaceDecoder.
+   */
+  constructor(config2) {
+    super(config2);
+    this.replacement = config2.replacement ?? "▁";
+  }
+  decode_chain(tokens) {
+    const result = [];
+    for (let i = 0; i < tokens.length; ++i) {
+      let normalized = tokens[i].replaceAll(this.replacement, " ");
+      if (i == 0 && normalized.startsWith(" ")) {
+        normalized = normalized.substring(1);
+      }
+      result.push(normalized);
+    }
+    return result;
+  }
+};
+var Metaspace_default2 = Metaspace2;
+var BPE2 = class extends Decoder_default {
+  constructor(config2) {
+    super(config2);
+    this.suffix = config2.suffix ?? "";
+  }
+  decode_chain(tokens) {
+    return tokens.map((token, i) => {
+      return token.replaceAll(this.suffix, i === tokens.length - 1 ? "" : " ");
+    });
+  }
+};
+var BPE_default2 = BPE2;
+var CTC = class extends Decoder_default {
+  constructor(config2) {
+    super(config2);
+    this.pad_token = config2.pad_token ?? "";
+    this.word_delimiter_token = config2.word_delimiter_token ?? "";
+    this.cleanup = config2.cleanup;
+  }
+  /**
+   * Converts a connectionist-temporal-classification (CTC) output tokens into a single string.
+   * @param tokens Array of tokens to be decoded.
+   * @returns The decoded string.
+   */
+  convert_tokens_to_string(tokens) {
+    if (tokens.length === 0) return "";
+    const grouped_tokens = [tokens[0]];
+    for (let i = 1; i < tokens.length; ++i) {
+      if (tokens[i] !== grouped_tokens.at(-1)) {
+        grouped_tokens.push(tokens[i]);
+      }
+    }
+    const filtered_tokens = grouped_tokens.filter(
+      (token) => token !== this.pad_token
+    );
+    let text2 = filtered_tokens.join("");
+    if (this.cleanup) {
+      text2 = clean_up_tokenization(text2).replaceAll(this.word_delimiter_token, " ").trim();
+    }
+    return text2;
+  }
+  decode_chain(tokens) {
+    return [this.convert_tokens_to_string(tokens)];
+  }
+};
+var CTC_default = CTC;
+var Sequence4 = class extends Decoder_default {
+  /**
+   * Creates a new instance of DecoderSequence.
+   * @param config The configuration object.
+   */
+  constructor(config2) {
+    super(config2);
+    this.decoders = (config2.decoders ?? []).map((x) => create_decoder_default(x));
+  }
+  decode_chain(tokens) {
+    return this.decoders.reduce((toks, decoder) => {
+      return decoder.decode_chain(toks);
+    }, tokens);
+  }
+};
+var Sequence_default4 = Sequence4;
+var Replace3 = class extends Decoder_default {
+  /**
+   * @param config The configuration object for the decoder.
+   */
+  constructor(config2) {
+    super(config2);
+    this.pattern = create_pattern(this.config.pattern);
+  }
+  decode_chain(tokens) {
+    const content = this.config.content ?? "";
+    const pattern = this.pattern;
+    return pattern === null ? tokens : tokens.map((token) => token.replaceAll(pattern, content));
+  }
+};
+var Replace_default3 = Replace3;
+var Fuse = class extends Decoder_default {
+  decode_chain(tokens) {
+    return [tokens.join("")];
+  }
+};
+var Fuse_default = Fuse;
+var Strip2 = class extends Decoder_default {
+  constructor(config2) {
+    super(config2);
+    this.content = config2.content ?? "";
+    this.start = config2.start ?? 0;
+    this.stop = config2.stop ?? 0;
+  }
+  decode_chain(tokens) {
+    return tokens.map((token) => {
+      let start_cut = 0;
+      for (let i = 0; i < this.start; ++i) {
+        if (token[i] === this.content) {
+          start_cut = i + 1;
+          continue;
+        } else {
+          break;
+        }
+      }
+      let stop_cut = token.length;
+      for (let i = 0; i < this.stop; ++i) {
+        const index = token.length - i - 1;
+        if (token[index] === this.content) {
+          stop_cut = index;
+          continue;
+        } else {
+          break;
+        }
+      }
+      return token.slice(start_cut, stop_cut);
+    });
+  }
+};
+var Strip_default2 = Strip2;
+var ByteFallback = class extends Decoder_default {
+  constructor(config2) {
+    super(config2);
+    this.text_decoder = new TextDecoder();
+  }
+  decode_chain(tokens) {
+    const new_tokens = [];
+    let previous_byte_tokens = [];
+    for (const token of tokens) {
+      let bytes2 = null;
+      if (token.length === 6 && token.startsWith("<0x") && token.endsWith(">")) {
+        const byte = parseInt(token.slice(3, 5), 16);
+        if (!isNaN(byte)) {
+          bytes2 = byte;
+        }
+      }
+      if (bytes2 !== null) {
+        previous_byte_tokens.push(bytes2);
+      } else {
+        if (previous_byte_tokens.length > 0) {
+          const string4 = this.text_decoder.decode(
+            Uint8Array.from(previous_byte_tokens)
+          );
+          new_tokens.push(string4);
+          previous_byte_tokens = [];
+        }
+        new_tokens.push(token);
+      }
+    }
+    if (previous_byte_tokens.length > 0) {
+      const string4 = this.text_decoder.decode(
+        Uint8Array.from(previous_byte_tokens)
+      );
+      new_tokens.push(string4);
+      previous_byte_tokens = [];
+    }
+    return new_tokens;
+  }
+};
+var ByteFallback_default = ByteFallback;
+function create_decoder(config2) {
+  if (config2 === null) return null;
+  switch (config2.type) {
+    case "ByteLevel":
+      return new ByteLevel_default3(config2);
+    case "WordPiece":
+      return new WordPiece_default2(config2);
+    case "Metaspace":
+      return new Metaspace_default2(config2);
+    case "BPEDecoder":
+      return new BPE_default2(config2);
+    case "CTC":
+      return new CTC_default(config2);
+    case "Sequence":
+      return new Sequence_default4(config2);
+    case "Replace":
+      return new Replace_default3(config2);
+    case "Fuse":
+      return new Fuse_default(config2);
+    case "Strip":
+      return new Strip_default2(config2);
+    case "ByteFallback":
+      return new ByteFallback_default(config2);
+    default:
+      throw new Error(`Unknown Decoder type: ${config2.type}`);
+  }
+}
+var create_decoder_default = create_decoder;
+var Tokenizer = class {
+  constructor(tokenizer, config2) {
+    const tokenizer_error = validate_object(tokenizer, "Tokenizer", [
+      "model",
+      "decoder",
+      "post_processor",
+      "pre_tokenizer",
+      "normalizer"
+    ]);
+    if (tokenizer_error) {
+      throw new Error(tokenizer_error);
+    }
+    const config_error = validate_object(config2, "Config");
+    if (config_error) {
+      throw new Error(config_error);
+    }
+    this.tokenizer = tokenizer;
+    this.config = config2;
+    this.normalizer = create_normalizer_default(this.tokenizer.normalizer);
+    this.pre_tokenizer = create_pre_tokenizer_default(this.tokenizer.pre_tokenizer);
+    this.model = create_tokenizer_model_default(this.tokenizer.model, this.config);
+    this.post_processor = create_post_processor_default(this.tokenizer.post_processor);
+    this.decoder = create_decoder_default(this.tokenizer.decoder);
+    this.special_tokens = [];
+    this.all_special_ids = [];
+    this.added_tokens = [];
+    const unnormalized_contents = [];
+    const normalized_contents = [];
+    this.added_tokens_map = /* @__PURE__ */ new Map();
+    for (const added_token of this.tokenizer.added_tokens) {
+      const token = new AddedToken_default(added_token);
+      this.added_tokens.push(token);
+      this.model.tokens_to_ids.set(token.content, token.id);
+      this.model.vocab[token.id] = token.content;
+      if (token.special) {
+        this.special_tokens.push(token.content);
+        this.all_special_ids.push(token.id);
+      }
+      this.added_tokens_map.set(token.content, token);
+      if (token.normalized && this.normalizer !== null) {
+        const normalized_content = this.normalizer(token.content);
+        normalized_contents.push(normalized_content);
+        this.added_tokens_map.set(normalized_content, token);
+      } else {
+        unnormalized_contents.push(token.content);
+      }
+    }
+    (this.config.additional_special_tokens ?? []).forEach((token) => {
+      if (!this.special_tokens.includes(token)) this.special_tokens.push(token);
+    });
+    if (this.decoder) {
+      this.decoder.added_tokens = this.added_tokens;
+      this.decoder.end_of_word_suffix = this.model.end_of_word_suffix;
+    }
+    this.splitter_unnormalized = new DictionarySplitter_default(unnormalized_contents);
+    this.splitter_normalized = new DictionarySplitter_default(normalized_contents);
+    this.remove_space = this.config.remove_space;
+    this.clean_up_tokenization_spaces = this.config.clean_up_tokenization_spaces ?? true;
+    this.do_lowercase_and_remove_accent = this.config.do_lowercase_and_remove_accent ?? false;
+  }
+  // Implementation
+  encode(text2, {
+    text_pair = null,
+    add_special_tokens = true,
+    return_token_type_ids = null
+  } = {}) {
+    const { tokens, token_type_ids } = this.tokenize_helper(text2, {
+      text_pair,
+      add_special_tokens
+    });
+    const input_ids = tokens.map(
+      (t) => this.added_tokens_map.get(t)?.id ?? this.model.tokens_to_ids.get(t) ?? this.model.unk_token_id
+    );
+    const result = {
+      ids: input_ids,
+      tokens,
+      attention_mask: new Array(input_ids.length).fill(1)
+    };
+    if (return_token_type_ids && token_type_ids) {
+      result.token_type_ids = token_type_ids;
+    }
+    return result;
+  }
+  decode(token_ids, options = {}) {
+    if (!Array.isArray(token_ids) || token_ids.length === 0 || !is_integral_number(token_ids[0])) {
+      throw Error("token_ids must be a non-empty array of integers.");
+    }
+    let tokens = token_ids.map(
+      (i) => this.model.vocab[Number(i)] ?? this.model.unk_token
+    );
+    if (options.skip_special_tokens) {
+      tokens = tokens.filter((x) => !this.special_tokens.includes(x));
+    }
+    let decoded = this.decoder ? this.decoder(tokens) : tokens.join(" ");
+    if (this.decoder && this.decoder.end_of_word_suffix) {
+      decoded = decoded.replaceAll(this.decoder.end_of_word_suffix, " ");
+      if (options.skip_special_tokens) {
+        decoded = decoded.trim();
+      }
+    }
+    if (options.clean_up_tokenization_spaces ?? this.clean_up_tokenization_spaces) {
+      decoded = clean_up_tokenization(decoded);
+    }
+    return decoded;
+  }
+  /**
+   * Converts a string into a sequence of tokens.
+   * @param text The sequence to be encoded.
+   * @param options An optional object containing the following properties:
+   * @returns The list of tokens.
+   */
+  tokenize(text2, { text_pair = null, add_special_tokens = false } = {}) {
+    return this.tokenize_helper(text2, { text_pair, add_special_tokens }).tokens;
+  }
+  encode_text(text2) {
+    if (text2 === null) {
+      return null;
+    }
+    const sections = this.splitter_unnormalized.split(text2);
+    sections.forEach((section, i) => {
+      const added_token = this.added_tokens_map.get(section);
+      if (added_token) {
+        if (added_token.lstrip && i > 0) {
+          sections[i - 1] = sections[i - 1].trimEnd();
+        }
+        if (added_token.rstrip && i < sections.length - 1) {
+          sections[i + 1] = sections[i + 1].trimStart();
+        }
+      }
+    });
+    return sections.flatMap((processed_text, section_index) => {
+      if (processed_text.length === 0) {
+        return [];
+      }
+      if (this.added_tokens_map.has(processed_text)) {
+        return [processed_text];
+      }
+      if (this.remove_space === true) {
+        processed_text = processed_text.trim().split(/\s+/).join(" ");
+      }
+      if (this.do_lowercase_and_remove_accent) {
+        processed_text = lowercase_and_remove_accents(processed_text);
+      }
+      if (this.normalizer !== null) {
+        processed_text = this.normalizer(processed_text);
+      }
+      if (processed_text.length === 0) {
+        return [];
+      }
+      const subsections = this.splitter_normalized.split(processed_text);
+      subsections.forEach((subsection, j) => {
+        const added_token = this.added_tokens_map.get(subsection);
+        if (added_token) {
+          if (added_token.lstrip && j > 0) {
+            subsections[j - 1] = subsections[j - 1].trimEnd();
+          }
+          if (added_token.rstrip && j < subsections.length - 1) {
+            subsections[j + 1] = subsections[j + 1].trimStart();
+          }
+        }
+      });
+      return subsections.flatMap((subsection) => {
+        if (subsection.length === 0) {
+          return [];
+        }
+        if (this.added_tokens_map.has(subsection)) {
+          return [subsection];
+        }
+        const section_tokens = this.pre_tokenizer !== null ? this.pre_tokenizer(subsection, {
+          section_index
+        }) : [subsection];
+        return this.model(section_tokens);
+      });
+    });
+  }
+  tokenize_helper(text2, { text_pair = null, add_special_tokens = true }) {
+    const tokens1 = this.encode_text(text2);
+    const tokens2 = this.encode_text(text_pair || null);
+    return this.post_processor ? this.post_processor(tokens1, tokens2, add_special_tokens) : { tokens: merge_arrays(tokens1 ?? [], tokens2 ?? []) };
+  }
+  /**
+   * Converts a token string to its corresponding token ID.
+   * @param token The token string to convert.
+   * @returns The token ID, or undefined if the token is not in the vocabulary.
+   */
+  token_to_id(token) {
+    return this.model.tokens_to_ids.get(token);
+  }
+  /**
+   * Converts a token ID to its corresponding token string.
+   * @param id The token ID to convert.
+   * @returns The token string, or undefined if the ID is not in the vocabulary.
+   */
+  id_to_token(id) {
+    return this.model.vocab[id];
+  }
+  /**
+   * Returns a mapping of token IDs to AddedToken objects for all added tokens.
+   * @returns A Map where keys are token IDs and values are AddedToken objects.
+   */
+  get_added_tokens_decoder() {
+    const decoder = /* @__PURE__ */ new Map();
+    for (const token of this.added_tokens) {
+      decoder.set(token.id, token);
+    }
+    return decoder;
+  }
+  /**
+   * Get the underlying vocabulary
+   * @param with_added_tokens Whether to include the added tokens
+   * @returns The vocabulary
+   */
+  get_vocab(with_added_tokens = true) {
+    const vocab = /* @__PURE__ */ new Map();
+    for (let i = 0; i < this.model.vocab.length; ++i) {
+      const token = this.model.vocab[i];
+      if (with_added_tokens || !this.added_tokens_map.has(token)) {
+        vocab.set(token, i);
+      }
+    }
+    return vocab;
+  }
+};
+var Tokenizer_default = Tokenizer;
+
+// src/eval/token-text.ts
+function readTokenizer(file2, where) {
+  let json2;
+  try {
+    json2 = JSON.parse(fs12.readFileSync(file2, "utf8"));
+  } catch (e) {
+    const why = e.code === "ENOENT" ? "file not found" : `not valid JSON (${e.message.split("\n")[0]})`;
+    throw new UserError(`${where}: ${file2}: ${why}; name a Hugging Face tokenizer.json, or "bytes"`);
+  }
+  try {
+    return new Tokenizer_default(json2, {});
+  } catch (e) {
+    throw new UserError(`${where}: ${file2}: not a tokenizer this tool can read (${String(e.message ?? e).split("\n")[0]}); name a Hugging Face tokenizer.json, or "bytes"`);
+  }
+}
+function tokenText(tokenizer) {
+  if (tokenizer === "bytes") return (ids) => Buffer.from(ids.map((id) => id & 255)).toString("utf8");
+  const t = readTokenizer(tokenizer, "tokenizer");
+  return (ids) => t.decode([...ids], { skip_special_tokens: false });
+}
+
+// src/eval/generation-set.ts
+var GenerationKeys = {
+  "max-new-tokens": external_exports.number({ error: "a positive whole number of tokens" }).int({ error: "a positive whole number of tokens" }).positive({ error: "a positive whole number of tokens" }).optional(),
+  "eos-token-id": external_exports.union([external_exports.number().int().nonnegative(), external_exports.array(external_exports.number().int().nonnegative()).min(1)], { error: "a token id, or a list of token ids" }).optional(),
+  "max-length": external_exports.number({ error: "a positive whole number of tokens" }).int({ error: "a positive whole number of tokens" }).positive({ error: "a positive whole number of tokens" }).optional(),
+  tokenizer: external_exports.string({ error: 'the name of a tokenizer.json file, or "bytes"' }).optional()
+};
+var PromptLine = external_exports.strictObject({
+  prompt: external_exports.array(external_exports.number({ error: "a token id" }).int({ error: "a whole token id" }), { error: "a list of token ids" }),
+  reference: external_exports.array(external_exports.number({ error: "a token id" }).int({ error: "a whole token id" }), { error: "a list of token ids" }).optional()
+});
+function loadGenerationSpec(spec, specFile, model) {
+  const shown = displayPath(specFile);
+  if (spec.inputs !== void 0 || spec.labels !== void 0) {
+    throw new UserError(`${shown}: task generation reads "samples" (a .jsonl file of prompts); remove "${spec.inputs !== void 0 ? "inputs" : "labels"}"`);
+  }
+  if (!spec.samples) throw new UserError(`${shown}: samples: missing: name the .jsonl file of prompts ({"prompt": [ids], "reference": [ids]} a line)`);
+  if (spec["max-new-tokens"] === void 0) throw new UserError(`${shown}: max-new-tokens: missing: the most tokens to generate per prompt (e.g. 32)`);
+  const samplesFile = path10.resolve(path10.dirname(specFile), spec.samples);
+  if (!fs13.existsSync(samplesFile)) throw new UserError(`${shown}: samples: file not found: ${displayPath(samplesFile)}`);
+  const decoder = decoderInputs(model, spec.tokens, spec.output, shown);
+  const eosIds = spec["eos-token-id"];
+  const eos = eosIds === void 0 ? [] : Array.isArray(eosIds) ? eosIds : [eosIds];
+  const tokenizer = spec.tokenizer === void 0 || spec.tokenizer === "bytes" ? spec.tokenizer : path10.resolve(path10.dirname(specFile), spec.tokenizer);
+  if (tokenizer && tokenizer !== "bytes") readTokenizer(tokenizer, `${shown}: tokenizer`);
+  const set2 = readPrompts(samplesFile, spec["max-new-tokens"], eos, tokenizer, decoder);
+  checkAgainstModel(set2, model, spec["max-length"], shown);
+  return set2;
+}
+function readPrompts(file2, maxNewTokens, eos, tokenizer, decoder) {
+  const shown = displayPath(file2);
+  const prompts = [];
+  const references = [];
+  const lines = [];
+  let firstWithReference;
+  fs13.readFileSync(file2, "utf8").split("\n").forEach((text2, i) => {
+    if (!text2.trim()) return;
+    const where = `${shown} line ${i + 1}`;
+    let json2;
+    try {
+      json2 = JSON.parse(text2);
+    } catch (e) {
+      throw new UserError(`${where}: not valid JSON (${e.message})`);
+    }
+    const sample = parseWith(PromptLine, json2, where);
+    if (sample.prompt.length === 0) throw new UserError(`${where}: prompt is empty; every prompt needs at least one token id`);
+    const hasReference = sample.reference !== void 0;
+    if (firstWithReference === void 0) firstWithReference = hasReference;
+    else if (hasReference !== firstWithReference) {
+      throw new UserError(`${where}: ${hasReference ? 'has a "reference" but' : 'has no "reference" but'} line ${lines[0]} ${firstWithReference ? "has one" : "has none"}; give a reference on every line or on none`);
+    }
+    prompts.push(sample.prompt);
+    if (sample.reference) references.push(sample.reference);
+    lines.push(i + 1);
+  });
+  if (prompts.length === 0) throw new UserError(`${shown}: the generation set is empty: add one {"prompt": [ids], "reference": [ids]} a line`);
+  return { file: shown, lines, prompts, references: firstWithReference ? references : void 0, maxNewTokens, eos, tokenizer, decoder };
+}
+function checkAgainstModel(set2, model, maxLength, shown) {
+  const vocabulary = vocabularySize(model, set2.decoder);
+  const limit = maxLength !== void 0 ? { length: maxLength, why: `${shown} gives max-length ${maxLength}` } : maxSequenceLength(model, set2.decoder.tokens.name);
+  set2.prompts.forEach((prompt, i) => {
+    const where = `${set2.file} line ${set2.lines[i]}`;
+    const fields = [["prompt", prompt]];
+    if (set2.references) fields.push(["reference", set2.references[i]]);
+    for (const [field, ids] of fields) {
+      const bad = ids.find((id) => id < 0 || vocabulary !== void 0 && id >= vocabulary.size);
+      if (bad !== void 0) {
+        throw new UserError(`${where}: ${field} token ${bad} is outside the model's vocabulary (${vocabulary ? `ids 0 to ${vocabulary.size - 1}, ${vocabulary.why}` : "ids start at 0"}); was the set made for another tokenizer?`);
+      }
+    }
+    if (set2.tokenizer === "bytes") {
+      const wide = [...prompt, ...set2.references?.[i] ?? []].find((id) => id > 255);
+      if (wide !== void 0) throw new UserError(`${where}: token ${wide} is not a byte, and the tokenizer is "bytes"; name the model's tokenizer.json instead`);
+    }
+    if (limit) {
+      const longest = Math.max(prompt.length + set2.maxNewTokens, prompt.length + (set2.references?.[i].length ?? 0));
+      if (longest > limit.length) {
+        throw new UserError(
+          `${where}: the prompt (${prompt.length} tokens) plus ${set2.maxNewTokens} new tokens is longer than the ${limit.length} the model accepts (${limit.why}); shorten the prompt or lower max-new-tokens`
+        );
+      }
+    }
+  });
+}
+function vocabularySize(model, decoder) {
+  const tables = tablesIndexedBy(model, decoder.tokens.name);
+  if (tables.length) {
+    const t = tables.reduce((a, b) => b.rows < a.rows ? b : a);
+    return { size: t.rows, why: `the rows of '${t.table}'` };
+  }
+  const width = graphOutputs(model).find((o) => o.name === decoder.logits)?.dims.at(-1);
+  return typeof width === "number" ? { size: width, why: `the width of output '${decoder.logits}'` } : void 0;
+}
+var PAST_PREFIX = "past_key_values";
+var PRESENT_PREFIX = "present";
+var MASK = "attention_mask";
+function decoderInputs(model, tokensName, outputName, shown) {
+  const specs = graphInputs(model);
+  const outputs2 = graphOutputs(model).map((o) => o.name);
+  const cache = specs.filter((s) => s.name.startsWith(PAST_PREFIX)).map((past) => {
+    const present = PRESENT_PREFIX + past.name.slice(PAST_PREFIX.length);
+    if (!outputs2.includes(present)) throw new UserError(`${shown}: the model takes '${past.name}' but has no output '${present}' to carry the cache to the next step`);
+    const fixed = past.dims.length === 4 && typeof past.dims[1] === "number" && typeof past.dims[3] === "number";
+    if (!fixed || !isFloatDType(past.dtype)) {
+      throw new UserError(`${shown}: cache input '${past.name}' is [${past.dims.join(", ")}] ${dtypeName(past.dtype)}; a Hugging Face cache is float [batch, heads, past_sequence, head_size] with fixed heads and head size`);
+    }
+    return { past, present };
+  });
+  const roles = /* @__PURE__ */ new Set([MASK, POSITIONS_INPUT, ...cache.map((c) => c.past.name)]);
+  const integer2 = specs.filter((s) => !roles.has(s.name) && !isFloatDType(s.dtype) && s.dtype !== DataType.BOOL);
+  let tokens;
+  if (tokensName !== void 0) {
+    tokens = integer2.find((s) => s.name === tokensName);
+    if (!tokens) throw new UserError(`${shown}: tokens: the model has no integer input '${tokensName}' (its inputs: ${specs.map((s) => s.name).join(", ")})`);
+  } else {
+    tokens = integer2.length === 1 ? integer2[0] : integer2.find((s) => s.name === "input_ids");
+    if (!tokens) {
+      throw new UserError(
+        integer2.length === 0 ? `${shown}: task generation needs an integer token input, and the model has none` : `${shown}: the model has several integer inputs (${integer2.map((s) => s.name).join(", ")}); name the token input with "tokens"`
+      );
+    }
+  }
+  const known = /* @__PURE__ */ new Set([tokens.name, ...roles]);
+  const other = specs.filter((s) => !known.has(s.name));
+  if (other.length) {
+    throw new UserError(
+      `${shown}: task generation feeds the token ids, ${MASK}, ${POSITIONS_INPUT} and ${PAST_PREFIX}.* inputs; the model also takes ${other.map((s) => `'${s.name}'`).join(", ")}, which a generation set cannot fill`
+    );
+  }
+  if (outputName !== void 0 && !outputs2.includes(outputName)) throw new UserError(`${shown}: output: the model has no output '${outputName}' (its outputs: ${outputs2.join(", ")})`);
+  const logits = outputName ?? (outputs2.includes("logits") ? "logits" : outputs2[0]);
+  return { tokens, mask: specs.find((s) => s.name === MASK), positions: specs.find((s) => s.name === POSITIONS_INPUT), cache, logits };
+}
+function sequenceSet(spec, base, sequences, rule) {
+  const { decoder } = spec;
+  const count2 = sequences.length;
+  const length = Math.max(1, ...sequences.map((s) => s.length));
+  const ids = new Array(count2 * length).fill(0);
+  const mask = new Array(count2 * length).fill(0);
+  const compare = new Uint8Array(count2 * length);
+  const targets = new Int32Array(count2 * length).fill(-1);
+  let anyTarget = false;
+  sequences.forEach((s, i) => {
+    s.forEach((t, j) => {
+      ids[i * length + j] = t;
+      mask[i * length + j] = 1;
+    });
+    const r = rule(i, s.length);
+    for (let j = r.compare[0]; j <= r.compare[1]; j++) compare[i * length + j] = 1;
+    r.targets?.forEach((t, k) => {
+      targets[i * length + r.compare[0] + k] = t;
+      anyTarget = true;
+    });
+  });
+  const inputs2 = { [decoder.tokens.name]: integerData(decoder.tokens, ids, [count2, length]) };
+  if (decoder.mask) inputs2[decoder.mask.name] = integerData(decoder.mask, mask, [count2, length]);
+  if (decoder.positions) inputs2[decoder.positions.name] = integerData(decoder.positions, sequences.flatMap(() => Array.from({ length }, (_, j) => j)), [count2, length]);
+  for (const { past } of decoder.cache) inputs2[past.name] = { dtype: past.dtype, dims: cacheDims(past, count2, 0), data: new (dtypeInfo(past.dtype)).array(0) };
+  const positions = { length, compare, targets: anyTarget ? targets : void 0 };
+  return { ...base, inputs: inputs2, count: count2, positions, output: decoder.logits, tokens: decoder.tokens.name };
+}
+function integerData(spec, values, dims) {
+  const info = dtypeInfo(spec.dtype);
+  const data = new info.array(values.length);
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) values.forEach((v, i) => data[i] = BigInt(v));
+  else data.set(values);
+  return { dtype: spec.dtype, dims, data };
+}
+function promptSet(spec, base) {
+  return sequenceSet(spec, base, spec.prompts, (_, n) => ({ compare: [0, n - 1] }));
+}
+function teacherForcedSet(spec, base, generations) {
+  const sequences = spec.prompts.map((p, i) => [...p, ...generations[i]]);
+  return sequenceSet(spec, base, sequences, (i) => {
+    const p = spec.prompts[i].length;
+    const g = generations[i].length;
+    const last = g < spec.maxNewTokens ? p + g - 1 : p + g - 2;
+    return { compare: [p - 1, last] };
+  });
+}
+function referenceSet(spec, base) {
+  const references = spec.references;
+  if (!references) return void 0;
+  const sequences = spec.prompts.map((p, i) => [...p, ...references[i]]);
+  return sequenceSet(spec, base, sequences, (i) => {
+    const p = spec.prompts[i].length;
+    return { compare: [p - 1, p + references[i].length - 2], targets: references[i] };
+  });
+}
+
 // src/eval/calibration.ts
-var TASKS = ["language-model", "classification", "generic"];
 var DEFAULT_BATCH_SIZE = 16;
 var SPEC_NAMES = ["calibration.json", "calibration.yml", "calibration.yaml"];
 var SAMPLES_NAME = "samples.jsonl";
@@ -39376,7 +42931,8 @@ var CalibrationFile = external_exports.strictObject({
   labels: external_exports.string({ error: "the name of an .npy file of class indices" }).optional(),
   output: external_exports.string({ error: "the name of the model's output" }).optional(),
   tokens: external_exports.string({ error: "the name of the model's token input" }).optional(),
-  batch_size: external_exports.number({ error: "a positive whole number" }).int({ error: "a positive whole number" }).positive({ error: "a positive whole number" }).optional()
+  batch_size: external_exports.number({ error: "a positive whole number" }).int({ error: "a positive whole number" }).positive({ error: "a positive whole number" }).optional(),
+  ...GenerationKeys
 });
 var SampleLine = external_exports.strictObject({
   inputs: external_exports.record(external_exports.string(), external_exports.unknown()),
@@ -39395,6 +42951,7 @@ function loadCalibration(location, model, options = {}) {
     raw = samples;
   } else {
     spec = readSpec(specFile);
+    if (spec.task === "generation") return loadGeneration(spec, specFile, model, options);
     raw = readTensors(spec, specFile, specs);
   }
   const inputs2 = fitInputs(raw.inputs, specs, shown);
@@ -39415,17 +42972,31 @@ function loadCalibration(location, model, options = {}) {
   if (spec.task === "language-model") set2.tokens = chooseTokens(spec.tokens, specs, shown);
   return set2;
 }
+function loadGeneration(spec, specFile, model, options) {
+  const generation = loadGenerationSpec(spec, specFile, model);
+  const empty = {
+    source: displayPath(specFile),
+    task: "generation",
+    inputs: {},
+    output: generation.decoder.logits,
+    count: 0,
+    mask: generation.decoder.mask?.name,
+    batchSize: batchSizeFor(graphInputs(model), options.batchSize ?? spec.batch_size ?? DEFAULT_BATCH_SIZE),
+    generation
+  };
+  return promptSet(generation, empty);
+}
 function findSpecFile(location) {
   let stat;
   try {
-    stat = fs12.statSync(location);
+    stat = fs14.statSync(location);
   } catch {
     throw new UserError(`calibration not found: ${location} (give a folder holding calibration.json or samples.jsonl)`);
   }
   if (!stat.isDirectory()) return location;
   for (const name of [...SPEC_NAMES, SAMPLES_NAME]) {
-    const f = path10.join(location, name);
-    if (fs12.existsSync(f)) return f;
+    const f = path11.join(location, name);
+    if (fs14.existsSync(f)) return f;
   }
   throw new UserError(
     `${location}: no calibration.json, calibration.yml or samples.jsonl in this folder; add one (see the README, "Calibration data")`
@@ -39433,7 +43004,7 @@ function findSpecFile(location) {
 }
 function readSpec(file2) {
   const shown = displayPath(file2);
-  const text2 = fs12.readFileSync(file2, "utf8");
+  const text2 = fs14.readFileSync(file2, "utf8");
   let data;
   try {
     data = file2.endsWith(".json") ? JSON.parse(text2) : import_yaml2.default.parse(text2);
@@ -39444,14 +43015,16 @@ function readSpec(file2) {
     throw new UserError(`${shown}: expected an object with "task" and "inputs"`);
   }
   const spec = parseWith(CalibrationFile, data, shown);
-  if (!spec.inputs === !spec.samples) {
+  const generationOnly = Object.keys(GenerationKeys).find((k) => spec[k] !== void 0);
+  if (spec.task !== "generation" && generationOnly) throw new UserError(`${shown}: ${generationOnly}: used by task generation only, this set's task is ${spec.task}; remove it`);
+  if (spec.task !== "generation" && !spec.inputs === !spec.samples) {
     throw new UserError(`${shown}: give either "inputs" (.npy files) or "samples" (a .jsonl file)${spec.inputs ? ", not both" : ""}`);
   }
   return spec;
 }
 function specPath(specFile, name, key) {
-  const f = path10.resolve(path10.dirname(specFile), name);
-  if (!fs12.existsSync(f)) {
+  const f = path11.resolve(path11.dirname(specFile), name);
+  if (!fs14.existsSync(f)) {
     throw new UserError(`${displayPath(specFile)}: ${key}: file not found: ${displayPath(f)}`);
   }
   return f;
@@ -39481,7 +43054,7 @@ function sourceOf(t, name) {
 }
 function readSamples(file2, specs) {
   const shown = displayPath(file2);
-  const lines = fs12.readFileSync(file2, "utf8").split("\n").map((text2, i) => ({ text: text2.trim(), line: i + 1 })).filter((l) => l.text.length > 0);
+  const lines = fs14.readFileSync(file2, "utf8").split("\n").map((text2, i) => ({ text: text2.trim(), line: i + 1 })).filter((l) => l.text.length > 0);
   if (lines.length === 0) throw new UserError(`${shown}: the calibration set is empty: add one JSON sample a line`);
   const values = /* @__PURE__ */ new Map();
   const shapes = /* @__PURE__ */ new Map();
@@ -39532,10 +43105,10 @@ function readSamples(file2, specs) {
   for (const [name, flat] of values) {
     const spec = specs.find((s) => s.name === name);
     const dims = [lines.length, ...shapes.get(name)?.dims ?? []];
-    inputs2[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), path10.basename(file2));
+    inputs2[name] = withSource(numbersToTensor(flat, spec.dtype, dims, `${shown}: inputs.${name}`), path11.basename(file2));
   }
   const labelTensor = firstLabelLine !== void 0 ? { dtype: DataType.INT32, dims: [labels.length], data: Int32Array.from(labels) } : void 0;
-  return { inputs: inputs2, labels: labelTensor, labelFile: labelTensor ? path10.basename(file2) : void 0 };
+  return { inputs: inputs2, labels: labelTensor, labelFile: labelTensor ? path11.basename(file2) : void 0 };
 }
 function flattenNested(value, where) {
   const dims = [];
@@ -39594,33 +43167,18 @@ function fitInputs(given, specs, shown) {
   checkShapes(out, specs, shown);
   return out;
 }
-var VALUE_PRESERVING = /* @__PURE__ */ new Set(["Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"]);
 function checkIndices(inputs2, model, shown) {
-  const nodes = model.graph.node;
   for (const [name, t] of Object.entries(inputs2)) {
     if (isFloatDType(t.dtype)) continue;
-    const same = /* @__PURE__ */ new Set([name]);
-    for (let grew = true; grew; ) {
-      grew = false;
-      for (const n of nodes) {
-        if (VALUE_PRESERVING.has(n.opType ?? "") && same.has(n.input?.[0] ?? "") && !same.has(n.output?.[0] ?? "")) {
-          same.add(n.output[0]);
-          grew = true;
-        }
-      }
-    }
-    const gathers = nodes.filter((n) => n.opType === "Gather" && (n.domain ?? "") === "" && same.has(n.input?.[1] ?? "") && attrInt(n, "axis", 0) === 0);
-    if (gathers.length === 0) continue;
+    const tables = tablesIndexedBy(model, name);
+    if (tables.length === 0) continue;
     const values = toNumbers(t);
     const perSample = values.length / (t.dims[0] || 1);
-    for (const gather3 of gathers) {
-      const table3 = gather3.input?.[0] ?? "";
-      const rows = model.constantInfo(table3)?.dims[0];
-      if (rows === void 0) continue;
+    for (const { table: table3, rows, gather: gather3 } of tables) {
       const bad = values.findIndex((v) => v >= rows || v < -rows);
       if (bad >= 0) {
         throw new UserError(
-          `${shown}: inputs.${name}: value ${values[bad]} (sample ${Math.floor(bad / perSample)}) is outside the model's ${rows} rows of '${table3}' that ${gather3.name || "a Gather"} picks from (ids 0 to ${rows - 1}); was the data made for another vocabulary?`
+          `${shown}: inputs.${name}: value ${values[bad]} (sample ${Math.floor(bad / perSample)}) is outside the model's ${rows} rows of '${table3}' that ${gather3} picks from (ids 0 to ${rows - 1}); was the data made for another vocabulary?`
         );
       }
     }
@@ -41189,193 +44747,126 @@ async function measureMacs(model, feeds) {
   return { ...estimateMacs(model, trace), inputShapes };
 }
 
-// src/eval/metrics.ts
-function outputRows(t) {
-  const dims = [...t.dims];
-  const width = dims.length ? dims[dims.length - 1] : 1;
-  let data;
-  if (t.type === "float32") data = t.data;
-  else if (t.type === "float16") data = Float32Array.from(t.data, halfToFloat);
-  else if (t.type === "float64") data = Float32Array.from(t.data);
-  else throw new UserError(`the model's output is ${t.type}; the metrics need floating-point scores (logits)`);
-  return { data, rows: width ? data.length / width : 0, width, dims };
+// src/eval/sequence-metrics.ts
+function exactMatch(generated, reference) {
+  return generated.length === reference.length && generated.every((t, i) => t === reference[i]) ? 1 : 0;
 }
-function logSoftmax(x, off, n, out) {
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) if (x[off + i] > max) max = x[off + i];
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += Math.exp(x[off + i] - max);
-  const lse = max + Math.log(sum);
-  for (let i = 0; i < n; i++) out[i] = x[off + i] - lse;
-}
-function argmax(x, off, n) {
-  let best = 0;
-  for (let i = 1; i < n; i++) if (x[off + i] > x[off + best]) best = i;
-  return best;
-}
-function klFromLog(logP, logQ, n) {
-  let kl = 0;
-  for (let i = 0; i < n; i++) {
-    const p = Math.exp(logP[i]);
-    if (p > 0) kl += p * (logP[i] - logQ[i]);
-  }
-  return Math.max(0, kl);
-}
-function cosine(a, aOff, b, bOff, n) {
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < n; i++) {
-    dot += a[aOff + i] * b[bOff + i];
-    na += a[aOff + i] * a[aOff + i];
-    nb += b[bOff + i] * b[bOff + i];
-  }
-  if (na === 0 && nb === 0) return 1;
-  if (na === 0 || nb === 0) return 0;
-  return dot / Math.sqrt(na * nb);
-}
-function intValues(t) {
-  return t.data;
-}
-function planRows(set2, batch, out) {
-  const mask = set2.mask ? batch.feeds[set2.mask] : void 0;
-  const sameAsMask = mask !== void 0 && out.dims.length === mask.dims.length + 1 && mask.dims.every((d, i) => d === out.dims[i]);
-  const compare = sameAsMask ? Uint8Array.from(intValues(mask), (v) => Number(v) !== 0 ? 1 : 0) : void 0;
-  if (set2.task === "classification") return { width: out.width, compare, targets: classificationTargets(set2, batch, out) };
-  if (set2.task === "language-model") return { width: out.width, ...languageModelRows(set2, batch, out) };
-  return { width: out.width, compare };
-}
-function classificationTargets(set2, batch, out) {
-  const labels = batch.labels;
-  if (out.rows !== batch.size) {
-    throw new UserError(
-      `${set2.source}: task classification needs output '${set2.output}' of shape [batch, classes]; the model gives [${out.dims.join(", ")}] for ${batch.size} samples`
-    );
-  }
-  labels.forEach((label, i) => {
-    if (label >= out.width) {
-      throw new UserError(
-        `${set2.source}: label ${label} of sample ${batch.start + i} is not a class of output '${set2.output}' (${out.width} classes: 0..${out.width - 1})`
-      );
+function tokenF1(generated, reference) {
+  if (generated.length === 0 || reference.length === 0) return generated.length === reference.length ? 1 : 0;
+  const counts = /* @__PURE__ */ new Map();
+  for (const t of reference) counts.set(t, (counts.get(t) ?? 0) + 1);
+  let common = 0;
+  for (const t of generated) {
+    const left = counts.get(t) ?? 0;
+    if (left > 0) {
+      common++;
+      counts.set(t, left - 1);
     }
-  });
-  return labels;
-}
-function languageModelRows(set2, batch, out) {
-  const tokens = batch.feeds[set2.tokens];
-  const [b, s] = tokens.dims;
-  if (out.dims.length !== 3 || out.dims[0] !== b || out.dims[1] !== s) {
-    throw new UserError(
-      `${set2.source}: task language-model needs output '${set2.output}' of shape [batch, sequence, vocabulary] matching '${set2.tokens}' [${b}, ${s}]; the model gives [${out.dims.join(", ")}]`
-    );
   }
-  const ids = intValues(tokens);
-  const mask = set2.mask ? intValues(batch.feeds[set2.mask]) : void 0;
-  const real = (i) => !mask || Number(mask[i]) !== 0;
-  const compare = new Uint8Array(b * s);
-  const targets = new Int32Array(b * s).fill(-1);
-  for (let r = 0; r < b; r++) {
-    for (let t = 0; t < s; t++) {
-      const i = r * s + t;
-      compare[i] = real(i) ? 1 : 0;
-      if (t + 1 < s && real(i) && real(i + 1)) {
-        const next = Number(ids[i + 1]);
-        if (next < 0 || next >= out.width) {
-          throw new UserError(
-            `${set2.source}: token ${next} (sample ${batch.start + r}, position ${t + 1}) is outside the vocabulary of output '${set2.output}' (${out.width} logits)`
-          );
-        }
-        targets[i] = next;
+  return fMeasure(common / generated.length, common / reference.length);
+}
+function rougeL(generated, reference) {
+  if (generated.length === 0 || reference.length === 0) return generated.length === reference.length ? 1 : 0;
+  const lcs = longestCommonSubsequence(generated, reference);
+  return fMeasure(lcs / generated.length, lcs / reference.length);
+}
+function fMeasure(precision, recall) {
+  return precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0;
+}
+function longestCommonSubsequence(a, b) {
+  let previous = new Int32Array(b.length + 1);
+  let current = new Int32Array(b.length + 1);
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = a[i - 1] === b[j - 1] ? previous[j - 1] + 1 : Math.max(previous[j], current[j - 1]);
+    }
+    [previous, current] = [current, previous];
+  }
+  return previous[b.length];
+}
+
+// src/eval/generation.ts
+var GenerationRun = class _GenerationRun {
+  constructor(spec, baseGenerations, forward, references, text2) {
+    this.spec = spec;
+    this.baseGenerations = baseGenerations;
+    this.forward = forward;
+    this.references = references;
+    this.text = text2;
+  }
+  spec;
+  baseGenerations;
+  forward;
+  references;
+  text;
+  static async start(session, set2) {
+    const spec = set2.generation;
+    const generations = await decode3(session, set2);
+    const text2 = spec.tokenizer ? tokenText(spec.tokenizer) : void 0;
+    return new _GenerationRun(spec, generations, teacherForcedSet(spec, set2, generations), referenceSet(spec, set2), text2);
+  }
+  /** The generation metrics of the model in `session`, and its generations. */
+  async measure(session, isBase = false) {
+    const generations = isBase ? this.baseGenerations : await decode3(session, this.forward);
+    const mean = (f) => generations.reduce((sum, g, i) => sum + f(g, i), 0) / generations.length;
+    const values = { "sequence-agreement": mean((g, i) => exactMatch(g, this.baseGenerations[i])) };
+    const references = this.spec.references;
+    if (references && this.references) {
+      values["exact-match"] = mean((g, i) => exactMatch(g, references[i]));
+      values["token-f1"] = mean((g, i) => tokenF1(g, references[i]));
+      values["rouge-l"] = mean((g, i) => rougeL(g, references[i]));
+      const task = new TaskAccumulator("generation");
+      for (const batch of batches(this.references)) {
+        const result = await session.run(batch.feeds, [this.references.output]);
+        const out = outputRows(result[this.references.output]);
+        task.add(out, planRows(this.references, batch, out));
       }
+      Object.assign(values, task.values());
     }
+    return { values, generations };
   }
-  return { compare, targets };
-}
-var TaskAccumulator = class {
-  constructor(task) {
-    this.task = task;
-  }
-  task;
-  nll = 0;
-  correct = 0;
-  count = 0;
-  buf = new Float64Array(0);
-  add(out, plan) {
-    if (!plan.targets) return;
-    if (this.buf.length < out.width) this.buf = new Float64Array(out.width);
-    for (let r = 0; r < out.rows; r++) {
-      const target = plan.targets[r];
-      if (target < 0) continue;
-      const off = r * out.width;
-      if (argmax(out.data, off, out.width) === target) this.correct++;
-      if (this.task === "language-model") {
-        logSoftmax(out.data, off, out.width, this.buf);
-        this.nll -= this.buf[target];
-      }
-      this.count++;
-    }
-  }
-  values() {
-    if (this.task === "classification") return { accuracy: this.count ? this.correct / this.count : 0 };
-    if (this.task === "language-model") {
-      return {
-        perplexity: this.count ? Math.exp(this.nll / this.count) : NaN,
-        "next-token-accuracy": this.count ? this.correct / this.count : 0
-      };
-    }
-    return {};
-  }
-  /** Rows that counted (tokens predicted, samples classified). */
-  get counted() {
-    return this.count;
+  /** The first `count` samples as text, base and candidate side by side, when the set names a tokenizer. */
+  examples(candidate, count2 = 3) {
+    const text2 = this.text;
+    if (!text2) return void 0;
+    return this.spec.prompts.slice(0, count2).map((prompt, i) => ({
+      line: this.spec.lines[i],
+      prompt: text2(prompt),
+      reference: this.spec.references ? text2(this.spec.references[i]) : void 0,
+      base: text2(this.baseGenerations[i]),
+      candidate: text2(candidate[i])
+    }));
   }
 };
-var ComparisonAccumulator = class {
-  agree = 0;
-  kl = 0;
-  cos = 0;
-  count = 0;
-  logP = new Float64Array(0);
-  logQ = new Float64Array(0);
-  add(base, cand, plan) {
-    if (base.data.length !== cand.data.length || base.width !== cand.width) {
-      throw new Error(
-        `the candidate's output has shape [${cand.dims.join(", ")}], the base model's [${base.dims.join(", ")}]: pruning must not change the output shape`
-      );
+function decode3(session, set2) {
+  const spec = set2.generation;
+  return greedyDecode(session, spec.decoder, spec.prompts, { maxNewTokens: spec.maxNewTokens, eos: spec.eos, batchSize: set2.batchSize });
+}
+function interfaceChanges(base, candidate) {
+  const changes = [];
+  const compare = (kind, a, b) => {
+    for (const x of a) {
+      const y = b.find((s) => s.name === x.name);
+      if (y && y.dims.join() !== x.dims.join()) changes.push({ name: x.name, kind, base: x.dims, candidate: y.dims });
     }
-    const n = base.width;
-    if (this.logP.length < n) {
-      this.logP = new Float64Array(n);
-      this.logQ = new Float64Array(n);
-    }
-    for (let r = 0; r < base.rows; r++) {
-      if (plan.compare && !plan.compare[r]) continue;
-      const off = r * n;
-      if (argmax(base.data, off, n) === argmax(cand.data, off, n)) this.agree++;
-      logSoftmax(base.data, off, n, this.logP);
-      logSoftmax(cand.data, off, n, this.logQ);
-      this.kl += klFromLog(this.logP, this.logQ, n);
-      this.cos += cosine(base.data, off, cand.data, off, n);
-      this.count++;
-    }
-  }
-  values() {
-    const c = this.count || 1;
-    return { agreement: this.agree / c, "kl-divergence": this.kl / c, cosine: this.cos / c };
-  }
-};
-var SELF_COMPARISON = { agreement: 1, "kl-divergence": 0, cosine: 1 };
+  };
+  compare("input", graphInputs(base), graphInputs(candidate));
+  compare("output", graphOutputs(base), graphOutputs(candidate));
+  return changes;
+}
 
 // src/eval/evaluator.ts
 var DEFAULT_CACHE_BYTES = 256 * 2 ** 20;
 var Evaluator = class _Evaluator {
-  constructor(set2, baseSession, base, baseTask, cached2, options) {
+  constructor(set2, baseSession, base, baseTask, cached2, options, baseModel, generation) {
     this.set = set2;
     this.baseSession = baseSession;
     this.base = base;
     this.baseTask = baseTask;
     this.cached = cached2;
     this.options = options;
+    this.baseModel = baseModel;
+    this.generation = generation;
   }
   set;
   baseSession;
@@ -41383,10 +44874,21 @@ var Evaluator = class _Evaluator {
   baseTask;
   cached;
   options;
-  static async create(model, set2, options = {}) {
+  baseModel;
+  generation;
+  static async create(model, loaded, options = {}) {
     const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log };
     const session = await sessionFor(model);
     try {
+      let set2 = loaded;
+      let generation;
+      if (loaded.generation) {
+        opts.log?.(`generating up to ${loaded.generation.maxNewTokens} tokens for each of ${loaded.generation.prompts.length} prompts with the base model`);
+        generation = await GenerationRun.start(session, loaded).catch((e) => {
+          throw baseFails(loaded, e, "decoding the prompts");
+        });
+        set2 = generation.forward;
+      }
       const stats = await modelStats(model, set2, opts.log);
       const task = new TaskAccumulator(set2.task);
       let cached2 = [];
@@ -41396,15 +44898,15 @@ var Evaluator = class _Evaluator {
         try {
           out = await runOutput(session, batch.feeds, set2);
         } catch (e) {
-          const why = String(e?.message ?? e).split("\n")[0];
-          throw new UserError(`${set2.source}: the base model fails on this calibration data (samples ${batch.start} to ${batch.start + batch.size - 1}): ${why}`);
+          throw baseFails(set2, e, `samples ${batch.start} to ${batch.start + batch.size - 1}`);
         }
         task.add(out, planRows(set2, batch, out));
         cachedBytes += out.data.byteLength;
         if (cached2 && cachedBytes <= opts.cacheBytes) cached2.push(out);
         else cached2 = void 0;
       }
-      return new _Evaluator(set2, session, stats, task.values(), cached2, opts);
+      const baseTask = generation ? (await generation.measure(session, true)).values : task.values();
+      return new _Evaluator(set2, session, stats, baseTask, cached2, opts, model, generation);
     } catch (e) {
       await session.release();
       throw e;
@@ -41412,7 +44914,7 @@ var Evaluator = class _Evaluator {
   }
   /** The base model's values of the quality metrics (comparisons with itself are exact). */
   get baseQuality() {
-    return { ...this.baseTask, ...SELF_COMPARISON };
+    return { ...this.baseTask, ...SELF_COMPARISON, ...this.generation ? { "sequence-agreement": 1 } : {} };
   }
   async evaluate(candidate) {
     const session = await sessionFor(candidate);
@@ -41430,6 +44932,7 @@ var Evaluator = class _Evaluator {
         comparison.add(base, out, plan);
         index++;
       }
+      const generated = await this.generation?.measure(session);
       const latency = await measureLatency(this.baseSession, session, latencyFeeds, this.options.latency);
       const stats = await modelStats(candidate, this.set, this.options.log);
       return {
@@ -41437,9 +44940,11 @@ var Evaluator = class _Evaluator {
         candidate: stats,
         values: {
           base: { ...this.baseQuality, ...efficiencyValues(this.base, latency.base) },
-          candidate: { ...task.values(), ...comparison.values(), ...efficiencyValues(stats, latency.candidate) }
+          candidate: { ...generated?.values ?? task.values(), ...comparison.values(), ...efficiencyValues(stats, latency.candidate) }
         },
-        latency
+        latency,
+        examples: generated && this.generation?.examples(generated.generations),
+        interface: interfaceChanges(this.baseModel, candidate)
       };
     } finally {
       await session.release();
@@ -41503,6 +45008,11 @@ var Evaluator = class _Evaluator {
     await this.baseSession.release();
   }
 };
+function baseFails(set2, e, where) {
+  if (e instanceof UserError) return e;
+  const why = String(e?.message ?? e).split("\n")[0];
+  return new UserError(`${set2.source}: the base model fails on this calibration data (${where}): ${why}`);
+}
 function efficiencyValues(stats, latency) {
   const v = { "latency-p50": latency.p50_ms, "latency-p95": latency.p95_ms, size: stats.bytes, params: stats.params };
   if (stats.macs !== null) v.macs = stats.macs;
@@ -41529,11 +45039,15 @@ function firstSample(set2) {
 }
 
 // src/gate/gate.ts
-function checkRulesFitTask(rules, task, where) {
+function checkRulesFitTask(rules, set2, where) {
+  const { task } = set2;
   const available = metricsOf(task);
   for (const r of rules) {
+    if (set2.generation && !set2.generation.references && REFERENCE_METRICS.includes(r.metric)) {
+      throw new UserError(`${where}: gate.${r.metric}: the generation set gives no "reference" per prompt, so there is no ${r.metric}; add references or bound agreement and sequence-agreement`);
+    }
     if (!available.includes(r.metric)) {
-      const needs = r.metric === "accuracy" ? "a classification set with labels" : "a language-model calibration set";
+      const needs = r.metric === "accuracy" ? "a classification set with labels" : r.metric === "next-token-accuracy" ? "a language-model calibration set" : r.metric === "perplexity" ? "a language-model or generation set" : "a generation set";
       throw new UserError(`${where}: gate.${r.metric}: the calibration task is ${task}, which has no ${r.metric}; it needs ${needs}`);
     }
   }
@@ -41561,7 +45075,9 @@ function withinBound(metric, candidate, bound) {
   return METRICS[metric].higherIsBetter ? candidate >= bound - eps : candidate <= bound + eps;
 }
 function judge(values, rules, task) {
-  const listed2 = metricsOf(task).filter((name) => name !== "memory" || rules.some((r) => r.metric === name) || values.candidate.memory !== void 0);
+  const listed2 = metricsOf(task).filter(
+    (name) => !(name === "memory" || task === "generation" && REFERENCE_METRICS.includes(name)) || rules.some((r) => r.metric === name) || values.candidate[name] !== void 0
+  );
   return listed2.map((name) => {
     const base = values.base[name] ?? null;
     const candidate = values.candidate[name] ?? null;
@@ -41703,7 +45219,7 @@ function currentEnvironment() {
 }
 
 // src/prune/index.ts
-var path11 = __toESM(require("path"));
+var path12 = __toESM(require("path"));
 
 // src/graph/atoms.ts
 var AtomSpace = class {
@@ -43440,7 +46956,7 @@ function hasTopLevelWeights(model) {
   };
   return index.nodes.some((n) => ruleOf(n)?.weight && n.input.slice(1).some((i) => i && isWeight(i)));
 }
-var modelName = (model) => model.origin ? path11.basename(model.origin) : "the model";
+var modelName = (model) => model.origin ? path12.basename(model.origin) : "the model";
 function nothingToPrune(model, skipped, structures) {
   const reasons = [...new Map(skipped.map((s) => [s.reason, s])).values()].slice(0, 3).map((s) => `${s.where}: ${s.reason}`);
   return `${modelName(model)}: nothing to prune: no ${structures.join(", ")} the engine can remove${reasons.length ? ` (${reasons.join("; ")})` : ""}; \`prune-gate inspect\` lists every place and why`;
@@ -44178,7 +47694,7 @@ function graphBytes(graph) {
 }
 
 // src/report/build.ts
-var path12 = __toESM(require("path"));
+var path13 = __toESM(require("path"));
 
 // src/report/schema.ts
 var MAX_TEXT = 2e3;
@@ -44224,7 +47740,7 @@ var ReportSchema = external_exports.object({
   /** The report format's version; bumped only when a stable field changes meaning. */
   format: external_exports.literal(1),
   verdict: external_exports.enum(["pass", "fail"]),
-  task: external_exports.enum(["language-model", "classification", "generic"]),
+  task: external_exports.enum(TASKS),
   /** The prune settings of the run, or null for `eval` (two given models). */
   target: external_exports.union([external_exports.number().min(0).max(1), external_exports.literal("auto")]).nullable(),
   quantize: external_exports.enum(["none", "int8", "int4"]),
@@ -44276,6 +47792,20 @@ var ReportSchema = external_exports.object({
     onnxruntime: text,
     "prune-gate": text
   }).optional(),
+  /**
+   * Graph inputs and outputs whose declared shape the candidate changed (a KV cache's heads after
+   * head pruning): the app that feeds the model must follow. Absent when none changed.
+   */
+  interface: external_exports.array(
+    external_exports.object({
+      name: text,
+      kind: external_exports.enum(["input", "output"]),
+      base: external_exports.array(external_exports.union([num, text]).nullable()).max(64),
+      candidate: external_exports.array(external_exports.union([num, text]).nullable()).max(64)
+    })
+  ).max(MAX_ITEMS).optional(),
+  /** Generation sets with a tokenizer: a few samples decoded, the base's and the candidate's generations side by side. */
+  examples: external_exports.array(external_exports.object({ line: count, prompt: text, reference: text.optional(), base: text, candidate: text })).max(20).optional(),
   /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
   pull_request: PullRequestSchema.optional()
 });
@@ -44288,7 +47818,12 @@ function metricJson(m) {
   return { ...m, base: finiteOrNull(m.base), candidate: finiteOrNull(m.candidate), bound: finiteOrNull(m.bound) };
 }
 function statsJson(s) {
-  return { ...s, path: s.path ? displayPath(path12.resolve(s.path)) : "" };
+  return { ...s, path: s.path ? displayPath(path13.resolve(s.path)) : "" };
+}
+var EXAMPLE_CHARS = 400;
+function clipExample(e) {
+  const clip = (t) => t.length > EXAMPLE_CHARS ? `${t.slice(0, EXAMPLE_CHARS)}…` : t;
+  return { line: e.line, prompt: clip(e.prompt), ...e.reference !== void 0 ? { reference: clip(e.reference) } : {}, base: clip(e.base), candidate: clip(e.candidate) };
 }
 function buildReport(input2) {
   const report = {
@@ -44323,6 +47858,8 @@ function buildReport(input2) {
       }
     } : {},
     ...input2.environment ? { environment: input2.environment } : {},
+    ...input2.interface?.length ? { interface: input2.interface } : {},
+    ...input2.examples?.length ? { examples: input2.examples.map(clipExample) } : {},
     ...input2.pullRequest ? { pull_request: input2.pullRequest } : {}
   };
   const checked = ReportSchema.safeParse(report);
@@ -44494,6 +48031,7 @@ function latencyTable(r) {
 function mainMetric(r) {
   const bounded = r.metrics.find((m) => m.rule !== null && METRICS[m.name].kind === "quality");
   if (bounded) return bounded.name;
+  if (r.task === "generation") return r.metrics.some((m) => m.name === "rouge-l") ? "rouge-l" : "sequence-agreement";
   return r.task === "language-model" ? "perplexity" : r.task === "classification" ? "accuracy" : "agreement";
 }
 function stepValue(step, name, field) {
@@ -44564,6 +48102,28 @@ function skippedSection(r) {
     r.skipped.map((s) => [escapeMarkdown(s.where), escapeMarkdown(s.reason, 500)])
   );
 }
+function interfaceSection(r) {
+  if (!r.interface?.length) return [];
+  const dims = (d) => `[${d.map((x) => x === null ? "?" : escapeMarkdown(String(x))).join(", ")}]`;
+  return [
+    `**The model's interface changed**: ${r.interface.length} ${r.interface.length === 1 ? "input or output has" : "inputs and outputs have"} a new shape; the code that feeds the model (a KV cache's buffers) must follow.`,
+    "",
+    ...table2(
+      ["", "name", "base", "candidate"],
+      r.interface.map((c) => [c.kind, `\`${escapeMarkdown(c.name)}\``, dims(c.base), dims(c.candidate)])
+    )
+  ];
+}
+function examplesSection(r) {
+  if (!r.examples?.length) return [];
+  const cell = (t) => `<code>${escapeMarkdown(t, 400).replace(/\n/g, "⏎")}</code>`;
+  const hasReference = r.examples.some((e) => e.reference !== void 0);
+  return details(
+    `Generations, base vs candidate (${r.examples.length} samples)`,
+    ["line", "prompt", ...hasReference ? ["reference"] : [], "base", "candidate"],
+    r.examples.map((e) => [String(e.line), cell(e.prompt), ...hasReference ? [cell(e.reference ?? "")] : [], cell(e.base), cell(e.candidate)])
+  );
+}
 function environmentSection(r) {
   const e = r.environment;
   if (!e) return [];
@@ -44574,6 +48134,7 @@ function renderMarkdown(r) {
   const sections = [
     [verdictLine(r)],
     metricsTable(r),
+    interfaceSection(r),
     compressionTable(r),
     quantizationSection(r),
     latencyTable(r),
@@ -44581,6 +48142,7 @@ function renderMarkdown(r) {
     prunedSection(r),
     allocationSection(r),
     skippedSection(r),
+    examplesSection(r),
     environmentSection(r)
   ];
   return `${sections.filter((s) => s.length > 0).map((s) => s.join("\n")).join("\n\n")}
@@ -44625,8 +48187,8 @@ async function runOnDevice(options) {
   const { config: config2 } = options;
   const log = options.log ?? (() => void 0);
   const prune = options.prune ?? pruneModel;
-  const out = path13.resolve(options.out);
-  if (path13.resolve(config2.model) === path13.join(out, PRUNED_NAME)) {
+  const out = path14.resolve(options.out);
+  if (path14.resolve(config2.model) === path14.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
   }
   if (config2.prune.target === 0 && config2.quantize === "none") {
@@ -44637,11 +48199,11 @@ async function runOnDevice(options) {
   log(`reading ${displayPath(config2.model)}`);
   const base = OnnxModel.read(config2.model);
   const set2 = loadCalibration(config2.calibration, base);
-  const quantize = options.quantize ?? quantizeWith(set2, config2.keepNames, log);
-  checkRulesFitTask(config2.gate, set2.task, config2.file ? displayPath(config2.file) : "the gate");
+  checkRulesFitTask(config2.gate, set2, config2.file ? displayPath(config2.file) : "the gate");
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log });
-  const stepsDir = path13.join(out, STEPS_DIR);
+  const quantize = options.quantize ?? quantizeWith(evaluator.set, config2.keepNames, log);
+  const stepsDir = path14.join(out, STEPS_DIR);
   try {
     const deps = searchDeps({ options, set: set2, evaluator, stepsDir, prune, quantize, log });
     const mode = config2.prune.target === "auto" ? "auto" : "fixed";
@@ -44673,7 +48235,9 @@ async function runOnDevice(options) {
       skipped: result.skipped,
       allocation: result.allocation,
       pullRequest: options.pullRequest,
-      environment: currentEnvironment()
+      environment: currentEnvironment(),
+      interface: evaluation.interface,
+      examples: evaluation.examples
     });
     const outcome = writeReports(report, out, files);
     const failed = failures(metrics);
@@ -44683,7 +48247,7 @@ async function runOnDevice(options) {
     return outcome;
   } finally {
     await evaluator.close();
-    fs13.rmSync(stepsDir, { recursive: true, force: true });
+    fs15.rmSync(stepsDir, { recursive: true, force: true });
   }
 }
 var boundsMemory = (r) => r.metric === "memory";
@@ -44709,7 +48273,7 @@ function searchDeps(c) {
       compensate: config2.prune.compensate,
       allocation: config2.prune.allocation,
       align: config2.prune.align,
-      calibration: calibrationFeeds(c.set),
+      calibration: calibrationFeeds(c.evaluator.set),
       damage: {
         name: c.evaluator.lossName,
         loss: (candidate, share) => c.evaluator.loss(candidate, share),
@@ -44724,9 +48288,9 @@ function searchDeps(c) {
       return quantized.model;
     },
     evaluate: async (candidate, step) => {
-      const dir = path13.join(c.stepsDir, `step-${step.index}`);
-      fs13.rmSync(dir, { recursive: true, force: true });
-      const written = writeModel(candidate, path13.join(dir, PRUNED_NAME), { externalData: config2.externalData });
+      const dir = path14.join(c.stepsDir, `step-${step.index}`);
+      fs15.rmSync(dir, { recursive: true, force: true });
+      const written = writeModel(candidate, path14.join(dir, PRUNED_NAME), { externalData: config2.externalData });
       const model = OnnxModel.read(written.path);
       const evaluation = await c.evaluator.evaluate(model);
       const metrics = judge(evaluation.values, config2.gate.filter((r) => !boundsMemory(r)), c.set.task);
@@ -44736,23 +48300,23 @@ function searchDeps(c) {
         next: config2.quantize === "none" ? model : void 0
       };
     },
-    discard: (artifact) => fs13.rmSync(artifact.dir, { recursive: true, force: true }),
+    discard: (artifact) => fs15.rmSync(artifact.dir, { recursive: true, force: true }),
     log: c.log
   };
 }
 function promote(artifact, out) {
-  const model = path13.join(out, PRUNED_NAME);
+  const model = path14.join(out, PRUNED_NAME);
   const data = `${model}.data`;
-  fs13.mkdirSync(out, { recursive: true });
-  if (artifact.dataFile) fs13.renameSync(artifact.dataFile, data);
-  else fs13.rmSync(data, { force: true });
-  fs13.renameSync(artifact.file, model);
+  fs15.mkdirSync(out, { recursive: true });
+  if (artifact.dataFile) fs15.renameSync(artifact.dataFile, data);
+  else fs15.rmSync(data, { force: true });
+  fs15.renameSync(artifact.file, model);
   return { model, data: artifact.dataFile ? data : void 0 };
 }
 function writeReports(report, out, files) {
   const markdown = renderMarkdown(report);
-  const json2 = path13.join(out, REPORT_JSON);
-  const md = path13.join(out, REPORT_MD);
+  const json2 = path14.join(out, REPORT_JSON);
+  const md = path14.join(out, REPORT_MD);
   writeJsonAtomic(json2, report);
   writeFileAtomic(md, markdown);
   return { report, markdown, files: { ...files, json: json2, markdown: md } };
@@ -44766,7 +48330,7 @@ async function compareOnDevice(options) {
   const candidate = OnnxModel.read(options.candidate);
   const set2 = loadCalibration(options.calibration, base);
   const rules = options.config?.gate ?? [];
-  checkRulesFitTask(rules, set2.task, options.config?.file ? displayPath(options.config.file) : "the gate");
+  checkRulesFitTask(rules, set2, options.config?.file ? displayPath(options.config.file) : "the gate");
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const evaluator = await Evaluator.create(base, set2, { latency: options.config?.latency, log });
   try {
@@ -44788,13 +48352,15 @@ async function compareOnDevice(options) {
       pruned: [],
       skipped: [],
       pullRequest: options.pullRequest,
-      environment: currentEnvironment()
+      environment: currentEnvironment(),
+      interface: evaluation.interface,
+      examples: evaluation.examples
     });
     const markdown = renderMarkdown(report);
     if (options.out) {
-      const out = path13.resolve(options.out);
-      writeJsonAtomic(path13.join(out, REPORT_JSON), report);
-      writeFileAtomic(path13.join(out, REPORT_MD), markdown);
+      const out = path14.resolve(options.out);
+      writeJsonAtomic(path14.join(out, REPORT_JSON), report);
+      writeFileAtomic(path14.join(out, REPORT_MD), markdown);
     }
     return { report, markdown };
   } finally {
@@ -44927,14 +48493,14 @@ function formatInspection(ins) {
 }
 
 // src/cli/commands/prune.ts
-var path14 = __toESM(require("path"));
+var path15 = __toESM(require("path"));
 function register3(program2, ctx) {
   program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels", STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--compensate <how>", "auto, none, bias or reconstruct (default: auto with --calibration, which measures bias and reconstruct; else none)").option(
     "--allocation <how>",
     "how removals are shared between layers: auto (with --calibration: global, uniform, FFN-only and by measured damage, the least damaging kept; without: uniform), global, uniform, ffn-only or measured",
     "auto"
   ).option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--align <n>", "keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine", "auto").option("--report <file>", "also write what was removed as JSON").option("--external-data [mode]", "where the pruned model keeps its weights: auto (as the input model did), always (in <out>.data; the bare flag) or never (inline, at most 2 GiB)", "auto").action(async (flags) => {
-    if (path14.resolve(flags.out) === path14.resolve(flags.model)) {
+    if (path15.resolve(flags.out) === path15.resolve(flags.model)) {
       throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
     }
     const target = parseTarget(flags.target, "--target", { auto: false });
@@ -44960,7 +48526,7 @@ function register3(program2, ctx) {
         allocation,
         steps,
         align,
-        calibration: set2 ? calibrationFeeds(set2) : void 0,
+        calibration: evaluator ? calibrationFeeds(evaluator.set) : void 0,
         damage: evaluator ? { name: evaluator.lossName, loss: (candidate, share) => evaluator.loss(candidate, share), latency: (candidate) => evaluator.latencyRatio(candidate) } : void 0,
         log: (line) => ctx.stderr(`${line}
 `)

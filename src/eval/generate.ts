@@ -5,11 +5,14 @@ import { argmax, outputRows } from './metrics';
 /**
  * Greedy decoding for `task: generation` (docs/contracts.md, "Generation sets"). A model with
  * past key/value inputs (Hugging Face layout: `past_key_values.*` in, `present.*` out) is
- * decoded with its cache; one without is decoded by re-running the growing sequence. Prompts are
- * batched with left padding when the model takes both an attention mask and position ids (the
- * mask hides the pads, the positions keep each prompt's numbering from 0); otherwise only
- * prompts of the same length share a batch, since a model that numbers positions itself would
- * count the pads.
+ * decoded with its cache; one without is decoded by re-running the growing sequence. Prompts of
+ * different lengths share a batch:
+ * - left-padded, when the model takes both an attention mask and position ids (the mask hides
+ *   the pads, the positions keep each prompt's numbering from 0);
+ * - right-padded, without a cache, when a probe shows the model causal (a position's scores do
+ *   not depend on later tokens), so the pads after a sequence never reach its last position;
+ * - otherwise only prompts of the same length share a batch, since a model that numbers
+ *   positions itself would count left pads.
  */
 
 /** How a decoder model is fed: its inputs by role, as the calibration loader found them. */
@@ -34,8 +37,10 @@ export interface GreedyOptions {
 /** Decodes every prompt greedily; the result lists each prompt's new tokens, without the end-of-sequence id. */
 export async function greedyDecode(session: ort.InferenceSession, decoder: DecoderInputs, prompts: readonly (readonly number[])[], options: GreedyOptions): Promise<number[][]> {
   const out: number[][] = prompts.map(() => []);
-  for (const members of decodingBatches(decoder, prompts, options.batchSize)) {
-    const generated = await decodeBatch(session, decoder, members.map((i) => prompts[i]), options);
+  const layout = padsLeft(decoder) ? 'left' : decoder.cache.length === 0 && (await isCausal(session, decoder, prompts[0])) ? 'right' : 'equal';
+  for (const members of decodingBatches(prompts, options.batchSize, layout !== 'equal')) {
+    const batch = members.map((i) => prompts[i]);
+    const generated = layout === 'right' ? await decodeRightPadded(session, decoder, batch, options) : await decodeBatch(session, decoder, batch, options);
     members.forEach((i, b) => (out[i] = generated[b]));
   }
   return out;
@@ -47,16 +52,58 @@ export function padsLeft(decoder: DecoderInputs): boolean {
 }
 
 /** Prompt indices per batch: sorted by length so that padding is short, or grouped by equal length. */
-function decodingBatches(decoder: DecoderInputs, prompts: readonly (readonly number[])[], batchSize: number): number[][] {
+function decodingBatches(prompts: readonly (readonly number[])[], batchSize: number, mixed: boolean): number[][] {
   const order = prompts.map((_, i) => i).sort((a, b) => prompts[a].length - prompts[b].length || a - b);
   const batches: number[][] = [];
   for (const i of order) {
     const last = batches[batches.length - 1];
-    const fits = last && last.length < batchSize && (padsLeft(decoder) || prompts[last[0]].length === prompts[i].length);
+    const fits = last && last.length < batchSize && (mixed || prompts[last[0]].length === prompts[i].length);
     if (fits) last.push(i);
     else batches.push([i]);
   }
   return batches;
+}
+
+const PROBE_TAIL = 4;
+
+/**
+ * Whether the model is causal, measured: the prompt followed by two different tails of the same
+ * length must give bit-identical scores at the prompt's positions (same shapes, so the same
+ * kernels; only a dependence on later tokens could change them).
+ */
+async function isCausal(session: ort.InferenceSession, decoder: DecoderInputs, prompt: readonly number[]): Promise<boolean> {
+  const scores = async (filler: number) => {
+    const row = [...prompt, ...new Array<number>(PROBE_TAIL).fill(filler)];
+    const result = await session.run(sequenceFeeds(decoder, [row], [0], 0, row.length));
+    return outputRows(result[decoder.logits]);
+  };
+  const a = await scores(0);
+  const b = await scores(1);
+  const n = prompt.length * a.width;
+  for (let i = 0; i < n; i++) if (a.data[i] !== b.data[i]) return false;
+  return true;
+}
+
+/** Decoding without a cache, each row right-padded: every row reads the scores at its own last token. */
+async function decodeRightPadded(session: ort.InferenceSession, decoder: DecoderInputs, prompts: readonly (readonly number[])[], options: GreedyOptions): Promise<number[][]> {
+  const rows = prompts.map((p) => [...p]);
+  const out: number[][] = prompts.map(() => []);
+  const done = prompts.map(() => false);
+  for (let step = 0; step < options.maxNewTokens && done.some((d) => !d); step++) {
+    const live = rows.filter((_, b) => !done[b]);
+    const liveIndex = rows.map((_, b) => b).filter((b) => !done[b]);
+    const width = Math.max(...live.map((r) => r.length));
+    const padded = live.map((r) => [...r, ...new Array<number>(width - r.length).fill(r[r.length - 1])]);
+    const feeds = sequenceFeeds(decoder, padded, padded.map(() => 0), 0, width, live.map((r) => r.length));
+    const logits = outputRows((await session.run(feeds))[decoder.logits]);
+    liveIndex.forEach((b, k) => {
+      const next = argmax(logits.data, (k * width + rows[b].length - 1) * logits.width, logits.width);
+      rows[b].push(next);
+      if (options.eos.includes(next)) done[b] = true;
+      else out[b].push(next);
+    });
+  }
+  return out;
 }
 
 async function decodeBatch(session: ort.InferenceSession, decoder: DecoderInputs, prompts: readonly (readonly number[])[], options: GreedyOptions): Promise<number[][]> {
@@ -88,8 +135,11 @@ async function decodeBatch(session: ort.InferenceSession, decoder: DecoderInputs
   return out;
 }
 
-/** Token ids [start, end) of each row, with the mask over [0, end) and the positions of [start, end). */
-function sequenceFeeds(decoder: DecoderInputs, rows: number[][], pads: number[], start: number, end: number): Feeds {
+/**
+ * Token ids [start, end) of each row, with the mask over [0, end) and the positions of [start,
+ * end). `pads` are each row's left pads; `lengths`, when given, each row's real length (right pads after it).
+ */
+function sequenceFeeds(decoder: DecoderInputs, rows: number[][], pads: number[], start: number, end: number, lengths?: number[]): Feeds {
   const batch = rows.length;
   const length = end - start;
   const ids: number[] = [];
@@ -97,7 +147,7 @@ function sequenceFeeds(decoder: DecoderInputs, rows: number[][], pads: number[],
   const feeds: Feeds = { [decoder.tokens.name]: integerTensor(decoder.tokens, ids, [batch, length]) };
   if (decoder.mask) {
     const mask: number[] = [];
-    for (let b = 0; b < batch; b++) for (let j = 0; j < end; j++) mask.push(j < pads[b] ? 0 : 1);
+    for (let b = 0; b < batch; b++) for (let j = 0; j < end; j++) mask.push(j < pads[b] || (lengths !== undefined && j >= lengths[b]) ? 0 : 1);
     feeds[decoder.mask.name] = integerTensor(decoder.mask, mask, [batch, end]);
   }
   if (decoder.positions) {

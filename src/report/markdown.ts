@@ -311,7 +311,7 @@ function skippedSection(r: Report): string[] {
 /** Inputs or outputs the candidate changed: the app must feed it differently, so it leads, not hides. */
 function interfaceSection(r: Report): string[] {
   if (!r.interface?.length) return [];
-  const dims = (d: (number | string | null)[]) => `[${d.map((x) => (x === null ? '?' : String(x))).join(', ')}]`;
+  const dims = (d: (number | string | null)[]) => `[${d.map((x) => (x === null ? '?' : escapeMarkdown(String(x)))).join(', ')}]`;
   return [
     `**The model's interface changed**: ${r.interface.length} ${r.interface.length === 1 ? 'input or output has' : 'inputs and outputs have'} a new shape; the code that feeds the model (a KV cache's buffers) must follow.`,
     '',

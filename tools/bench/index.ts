@@ -8,6 +8,7 @@
 //   exporters    architectures outside the fixtures at opsets 11/13/17: what is prunable, and
 //                whether pruned + quantized models load with their output shapes
 //   examples     the two examples as their configs gate them, and sweeps of every step
+//   generation   the example generation gate (its config, and target 0.6) and its decoding speed
 //   cold-start   the action's first run on a fresh runner (installs onnxruntime-node)
 // Each section writes its raw rows to docs/results/<section>.json (with the commit measured) and
 // rewrites the tables between `<!-- bench:<block> -->` and `<!-- /bench:<block> -->` markers in
@@ -246,6 +247,36 @@ function memoryMetric(): void {
   });
 }
 
+function generation(): void {
+  const rows = child('generation.ts', []);
+  const gates = rows.filter((r) => r.run === 'gate');
+  const decodes = rows.filter((r) => r.run === 'decode');
+  type Pair = { base: number; candidate: number };
+  const m = (r: Row, name: string) => (r.metrics as Record<string, Pair>)[name];
+  publish('generation', rows, {
+    generation: [
+      table(
+        ['target', 'wall time', 'verdict', 'rouge-l', 'agreement', 'sequence-agreement', 'token-f1', 'perplexity of the references'],
+        gates.map((r) => [
+          pct(r.target, 0),
+          `${fmt(r.seconds)} s`,
+          `${r.verdict as string}${(r.failed as string[]).length ? ` (${(r.failed as string[]).join(', ')})` : ''}, exit ${String(r.exit)}`,
+          `${pct(m(r, 'rouge-l').base)} → ${pct(m(r, 'rouge-l').candidate)}`,
+          pct(m(r, 'agreement').candidate),
+          pct(m(r, 'sequence-agreement').candidate),
+          `${pct(m(r, 'token-f1').base)} → ${pct(m(r, 'token-f1').candidate)}`,
+          `${fmt(m(r, 'perplexity').base)} → ${fmt(m(r, 'perplexity').candidate)} (${change(m(r, 'perplexity').candidate, m(r, 'perplexity').base)})`,
+        ]),
+      ),
+      '',
+      table(
+        ['greedy decoding of the base', 'prompts', 'tokens generated', 'time'],
+        decodes.map((r) => [num(r.batchSize) === 1 ? 'one prompt at a time' : `batches of ${String(r.batchSize)} (right-padded: the model is measured causal)`, String(r.prompts), String(r.tokens), `${fmt(r.seconds)} s`]),
+      ),
+    ].join('\n'),
+  });
+}
+
 function quantization(): void {
   const example = path.join(ROOT, 'examples', 'fortunes-llama');
   const sets = [
@@ -405,7 +436,7 @@ function coldStart(): void {
   });
 }
 
-const sections: Record<string, () => void> = { quality, memory, 'memory-metric': memoryMetric, quantization, scale, exporters, examples, 'cold-start': coldStart };
+const sections: Record<string, () => void> = { quality, memory, 'memory-metric': memoryMetric, quantization, scale, exporters, examples, generation, 'cold-start': coldStart };
 const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(sections);
 for (const name of wanted) if (!sections[name]) throw new Error(`unknown section ${name}: choose from ${Object.keys(sections).join(', ')}`);
 console.log(`# prune-gate benchmark (${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)})`);

@@ -73,7 +73,7 @@ def blocks(item):
     lines = item.split("\n")
     offset, cur = 0, None
     gap_since_block = True  # something other than blank lines since the last block
-    for i, line in enumerate(lines):
+    for line in lines:
         start = offset
         offset += len(line) + 1
         m = MARKER.match(line)
