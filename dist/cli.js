@@ -39275,25 +39275,45 @@ function sessionThreads() {
 function withDefaults(options) {
   return { logSeverityLevel: 4, ...options, ...deviceThreads ? { intraOpNumThreads: deviceThreads } : {} };
 }
+async function openSession(model, options) {
+  const session = typeof model === "string" ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
+  const declared = /* @__PURE__ */ new Map();
+  for (const m of session.inputMetadata ?? []) if (m.isTensor) declared.set(m.name, m.shape);
+  const run = session.run.bind(session);
+  const fitted = (feeds) => {
+    let out;
+    for (const [name, t] of Object.entries(feeds)) {
+      const shape2 = declared.get(name);
+      if (t.size !== 0 || !shape2 || shape2.length !== t.dims.length) continue;
+      const dims = t.dims.map((d, i) => typeof shape2[i] === "number" && shape2[i] >= 0 ? shape2[i] : d);
+      if (dims.every((d, i) => d === t.dims[i]) || dims.every((d) => d !== 0)) continue;
+      out ??= { ...feeds };
+      out[name] = new ort.Tensor(t.type, t.data, dims);
+    }
+    return out ?? feeds;
+  };
+  session.run = (feeds, ...rest) => run(fitted(feeds), ...rest);
+  return session;
+}
 async function createSession(model, options = {}) {
   if (model instanceof OnnxModel) return sessionForProto(model, model.proto, options);
   const opts = withDefaults(options);
-  return typeof model === "string" ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
+  return typeof model === "string" ? openSession(model, opts) : openSession(model, opts);
 }
 async function sessionForProto(model, proto, options = {}) {
   const opts = withDefaults(options);
   if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
   const bytes2 = import_onnx_proto7.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
-  if (files.size === 0) return ort.InferenceSession.create(bytes2, opts);
+  if (files.size === 0) return openSession(bytes2, opts);
   const tmp = path9.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
   try {
     fs10.writeFileSync(tmp, bytes2, { flag: "wx" });
   } catch {
-    return ort.InferenceSession.create(bytes2, { ...opts, externalData: externalDataFiles(model) });
+    return openSession(bytes2, { ...opts, externalData: externalDataFiles(model) });
   }
   try {
-    return await ort.InferenceSession.create(tmp, opts);
+    return await openSession(tmp, opts);
   } finally {
     fs10.rmSync(tmp, { force: true });
   }
@@ -39303,7 +39323,7 @@ async function sessionFromWrittenCopy(model, proto, opts) {
   try {
     const file2 = path9.join(dir, "model.onnx");
     writeModel(OnnxModel.fromProto(proto, "", model.origin), file2, { externalData: "always" });
-    return await ort.InferenceSession.create(file2, opts);
+    return await openSession(file2, opts);
   } finally {
     fs10.rmSync(dir, { recursive: true, force: true });
   }
@@ -45479,17 +45499,34 @@ async function analyze(model, options = {}) {
       }
     }
   }
+  const cache = kvCacheTensors(model);
   for (const v of model.graph.input) {
-    if (model.isInitializer(v.name ?? "")) continue;
+    if (model.isInitializer(v.name ?? "") || cache.has(v.name ?? "")) continue;
     for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model input");
   }
-  for (const v of model.graph.output) for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model output");
+  for (const v of model.graph.output) {
+    if (cache.has(v.name ?? "")) continue;
+    for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model output");
+  }
   for (const f of options.frozen ?? []) {
     const s = space.slot(f.tensor, f.axis);
     if (s) space.freeze(s, f.reason);
   }
   const { groups, skipped } = collectGroups(model, index, space, headAxes, isFloatConst, residualRoots(model, index, space));
   return { model, index, space, traces, groups, skipped };
+}
+function kvCacheTensors(model) {
+  const inputs2 = new Set(model.graph.input.map((v) => v.name ?? "").filter((n) => n && !model.isInitializer(n)));
+  const tensors = /* @__PURE__ */ new Set();
+  for (const v of model.graph.output) {
+    const producer = model.graph.node.find((n) => n.output?.includes(v.name ?? ""));
+    if (producer?.opType !== "Concat") continue;
+    const past = (producer.input ?? []).filter((i) => inputs2.has(i));
+    if (past.length !== 1) continue;
+    tensors.add(past[0]);
+    tensors.add(v.name ?? "");
+  }
+  return tensors;
 }
 function collectGroups(model, index, space, heads, isFloatConst, residual) {
   const classes = /* @__PURE__ */ new Map();
@@ -45690,7 +45727,8 @@ function applyRemoval(analysis, removals, prepare) {
       fixShapeInput: (input2, result) => fixer.fix(node2, input2, result)
     });
   }
-  tidy(model, changed);
+  const shrunk = (tensor) => space.slotsOf(tensor).flatMap((s) => (removed.get(s.id) ?? 0) > 0 ? [{ axis: s.axis, size: s.size - (removed.get(s.id) ?? 0) }] : []);
+  tidy(model, changed, shrunk);
   const sliced = [...removedIdx].filter(([slotId]) => space.slots[slotId].constant).map(([slotId, indices]) => ({ tensor: space.slots[slotId].tensor, axis: space.slots[slotId].axis, indices: [...indices].sort((a, b) => a - b) }));
   return { model, removed, sliced };
 }
@@ -45713,9 +45751,16 @@ function sliceCreatedBiases(analysis, model, removedIdx) {
     model.sliceConstant(bias, /* @__PURE__ */ new Map([[0, kept]]));
   }
 }
-function tidy(model, changed) {
+function tidy(model, changed, shrunk) {
   const graph = model.graph;
   graph.valueInfo = (graph.valueInfo ?? []).filter((v) => !changed(v.name ?? ""));
+  for (const v of [...graph.input, ...graph.output]) {
+    const dims = v.type?.tensorType?.shape?.dim;
+    if (!dims || model.isConstant(v.name ?? "")) continue;
+    for (const { axis, size } of shrunk(v.name ?? "")) {
+      if (dims[axis] && !dims[axis].dimParam) dims[axis] = import_onnx_proto10.onnx.TensorShapeProto.Dimension.create({ dimValue: size });
+    }
+  }
   for (const v of graph.input) {
     const info = model.constantInfo(v.name ?? "");
     const dims = v.type?.tensorType?.shape?.dim;
@@ -46786,6 +46831,7 @@ async function verifyPruned(model, baseTraces) {
   } catch (e) {
     return `onnxruntime rejects the pruned model: ${firstLine(e)}`;
   }
+  const cache = kvCacheTensors(model);
   try {
     for (const k of [0, 1]) {
       let out;
@@ -46795,7 +46841,8 @@ async function verifyPruned(model, baseTraces) {
         return `the pruned model fails to run: ${firstLine(e)}`;
       }
       for (const name of session.outputNames) {
-        const want = baseTraces[k].get(name)?.dims;
+        const declared = cache.has(name) && model.graph.output.find((v) => v.name === name)?.type?.tensorType?.shape?.dim || [];
+        const want = baseTraces[k].get(name)?.dims.map((d, i) => declared[i]?.dimValue ? Number(declared[i].dimValue) : d);
         const got = out[name]?.dims;
         if (want && JSON.stringify(want) !== JSON.stringify(got)) {
           return `output ${name} has shape [${got}] instead of [${want}]`;

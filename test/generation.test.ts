@@ -10,7 +10,9 @@ import { greedyDecode } from '../src/eval/generate';
 import { interfaceChanges } from '../src/eval/generation';
 import { UserError } from '../src/errors';
 import { OnnxModel } from '../src/onnx/model';
-import { createSession } from '../src/onnx/runtime';
+import { createSession, ort } from '../src/onnx/runtime';
+import { writeModel } from '../src/onnx/write';
+import { pruneModel } from '../src/prune';
 import { parseConfig } from '../src/config/config';
 import { compareModels, runGate } from '../src/pipeline/run';
 import { buildReport } from '../src/report/build';
@@ -181,6 +183,49 @@ describe('a generation gate on a KV-cache model', () => {
     expect(written.outputNames).toContain('present.1.value');
     await written.release();
   });
+});
+
+test("pruning a KV-cache model's heads shrinks its past and present, and it decodes with its cache as by re-running", async () => {
+  const base = OnnxModel.read(KV);
+  const set = loadCalibration(generationSet(kvReference.prompts.map((prompt) => ({ prompt })), { 'max-new-tokens': 10 }), base);
+  const result = await pruneModel(base, { target: 0.2, structures: ['heads'], importance: 'magnitude', compensate: 'none', allocation: 'global' });
+  expect(result.pruned.map((p) => p.kind)).toContain('heads');
+  const file = path.join(tmp, 'kv-heads.onnx');
+  writeModel(result.model, file);
+  const pruned = OnnxModel.read(file);
+  const changes = interfaceChanges(base, pruned);
+  expect(changes.length).toBeGreaterThan(0);
+  for (const c of changes) {
+    expect(c.name).toMatch(/^(past_key_values|present)\.\d\.(key|value)$/);
+    expect(c.candidate[1]).toBe(1); // one of the layer's 2 KV heads left
+  }
+  const session = await createSession(file);
+  try {
+    const g = set.generation!;
+    const cached = await greedyDecode(session, g.decoder, g.prompts, { maxNewTokens: 10, eos: [], batchSize: 8 });
+    // Re-running: each step feeds the whole sequence with an empty cache of the pruned model's own shape.
+    for (const [i, prompt] of g.prompts.entries()) {
+      const sequence = [...prompt];
+      for (let step = 0; step < 10; step++) {
+        const n = sequence.length;
+        const feeds: Record<string, ort.Tensor> = {
+          input_ids: new ort.Tensor('int64', BigInt64Array.from(sequence.map(BigInt)), [1, n]),
+          attention_mask: new ort.Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]),
+          position_ids: new ort.Tensor('int64', BigInt64Array.from(sequence.map((_, j) => BigInt(j))), [1, n]),
+        };
+        for (const name of session.inputNames.filter((x) => x.startsWith('past_key_values'))) {
+          const heads = changes.some((c) => c.name === name) ? 1 : 2;
+          feeds[name] = new ort.Tensor('float32', new Float32Array(0), [1, heads, 0, 8]);
+        }
+        const logits = (await session.run(feeds)).logits;
+        const last = (logits.data as Float32Array).subarray((n - 1) * 64, n * 64);
+        sequence.push(last.indexOf(Math.max(...last)));
+      }
+      expect(cached[i]).toEqual(sequence.slice(prompt.length));
+    }
+  } finally {
+    await session.release();
+  }
 });
 
 test("a candidate whose inputs or outputs changed shape is recorded in report.json's interface and leads the report", () => {

@@ -251,12 +251,18 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
     }
   }
   // The model's interface keeps its shapes. An initializer older exporters also list as a graph
-  // input is a weight: its default is what runs unless the user feeds it.
+  // input is a weight: its default is what runs unless the user feeds it. A KV cache is the
+  // exception: its past inputs and present outputs follow their layer's heads, and report.json's
+  // `interface` tells the app (docs/contracts.md).
+  const cache = kvCacheTensors(model);
   for (const v of model.graph.input) {
-    if (model.isInitializer(v.name ?? '')) continue;
+    if (model.isInitializer(v.name ?? '') || cache.has(v.name ?? '')) continue;
     for (const s of space.slotsOf(v.name ?? '')) space.freeze(s, 'model input');
   }
-  for (const v of model.graph.output) for (const s of space.slotsOf(v.name ?? '')) space.freeze(s, 'model output');
+  for (const v of model.graph.output) {
+    if (cache.has(v.name ?? '')) continue;
+    for (const s of space.slotsOf(v.name ?? '')) space.freeze(s, 'model output');
+  }
   for (const f of options.frozen ?? []) {
     const s = space.slot(f.tensor, f.axis);
     if (s) space.freeze(s, f.reason);
@@ -264,6 +270,24 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
 
   const { groups, skipped } = collectGroups(model, index, space, headAxes, isFloatConst, residualRoots(model, index, space));
   return { model, index, space, traces, groups, skipped };
+}
+
+/**
+ * A KV cache's tensors: each graph output made by a Concat of a graph input (the past) and the
+ * step's new keys or values (the present, fed back as that input on the next step), and that input.
+ */
+export function kvCacheTensors(model: OnnxModel): Set<string> {
+  const inputs = new Set(model.graph.input.map((v) => v.name ?? '').filter((n) => n && !model.isInitializer(n)));
+  const tensors = new Set<string>();
+  for (const v of model.graph.output) {
+    const producer = model.graph.node.find((n) => n.output?.includes(v.name ?? ''));
+    if (producer?.opType !== 'Concat') continue;
+    const past = (producer.input ?? []).filter((i) => inputs.has(i));
+    if (past.length !== 1) continue;
+    tensors.add(past[0]);
+    tensors.add(v.name ?? '');
+  }
+  return tensors;
 }
 
 interface ClassInfo {

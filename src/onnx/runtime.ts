@@ -162,13 +162,40 @@ function withDefaults(options: ort.InferenceSession.SessionOptions): ort.Inferen
   return { logSeverityLevel: 4, ...options, ...(deviceThreads ? { intraOpNumThreads: deviceThreads } : {}) };
 }
 
+/**
+ * An onnxruntime session whose runs take empty inputs of any fixed sizes: an input with no
+ * elements (a KV cache's past on the first step) is given the sizes the model declares, since
+ * it carries no values. A pruned model's cache has fewer heads than the base's, and the
+ * calibration batches are made once, for the base.
+ */
+async function openSession(model: string | Uint8Array, options: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+  const session = typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
+  const declared = new Map<string, readonly (number | string)[]>();
+  for (const m of session.inputMetadata ?? []) if (m.isTensor) declared.set(m.name, m.shape);
+  const run = session.run.bind(session) as (feeds: Feeds, ...rest: unknown[]) => Promise<ort.InferenceSession.ReturnType>;
+  const fitted = (feeds: Feeds): Feeds => {
+    let out: Feeds | undefined;
+    for (const [name, t] of Object.entries(feeds)) {
+      const shape = declared.get(name);
+      if (t.size !== 0 || !shape || shape.length !== t.dims.length) continue;
+      const dims = t.dims.map((d, i) => (typeof shape[i] === 'number' && (shape[i] as number) >= 0 ? (shape[i] as number) : d));
+      if (dims.every((d, i) => d === t.dims[i]) || dims.every((d) => d !== 0)) continue;
+      out ??= { ...feeds };
+      out[name] = new ort.Tensor(t.type, t.data as never, dims);
+    }
+    return out ?? feeds;
+  };
+  (session as { run: unknown }).run = (feeds: Feeds, ...rest: unknown[]) => run(fitted(feeds), ...rest);
+  return session;
+}
+
 export async function createSession(
   model: OnnxModel | Uint8Array | string,
   options: ort.InferenceSession.SessionOptions = {},
 ): Promise<ort.InferenceSession> {
   if (model instanceof OnnxModel) return sessionForProto(model, model.proto, options);
   const opts = withDefaults(options);
-  return typeof model === 'string' ? ort.InferenceSession.create(model, opts) : ort.InferenceSession.create(model, opts);
+  return typeof model === 'string' ? openSession(model, opts) : openSession(model, opts);
 }
 
 /**
@@ -189,15 +216,15 @@ export async function sessionForProto(
   if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
   const bytes = onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
-  if (files.size === 0) return ort.InferenceSession.create(bytes, opts);
+  if (files.size === 0) return openSession(bytes, opts);
   const tmp = path.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString('hex')}.onnx`);
   try {
     fs.writeFileSync(tmp, bytes, { flag: 'wx' });
   } catch {
-    return ort.InferenceSession.create(bytes, { ...opts, externalData: externalDataFiles(model) });
+    return openSession(bytes, { ...opts, externalData: externalDataFiles(model) });
   }
   try {
-    return await ort.InferenceSession.create(tmp, opts);
+    return await openSession(tmp, opts);
   } finally {
     fs.rmSync(tmp, { force: true });
   }
@@ -216,7 +243,7 @@ async function sessionFromWrittenCopy(
   try {
     const file = path.join(dir, 'model.onnx');
     writeModel(OnnxModel.fromProto(proto as onnx.ModelProto, '', model.origin), file, { externalData: 'always' });
-    return await ort.InferenceSession.create(file, opts);
+    return await openSession(file, opts);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -114,7 +114,8 @@ export function applyRemoval(analysis: Analysis, removals: Removal[], prepare?: 
       fixShapeInput: (input, result) => fixer.fix(node, input, result),
     });
   }
-  tidy(model, changed);
+  const shrunk = (tensor: string) => space.slotsOf(tensor).flatMap((s) => ((removed.get(s.id) ?? 0) > 0 ? [{ axis: s.axis, size: s.size - (removed.get(s.id) ?? 0) }] : []));
+  tidy(model, changed, shrunk);
   const sliced = [...removedIdx]
     .filter(([slotId]) => space.slots[slotId].constant)
     .map(([slotId, indices]) => ({ tensor: space.slots[slotId].tensor, axis: space.slots[slotId].axis, indices: [...indices].sort((a, b) => a - b) }));
@@ -152,12 +153,20 @@ function sliceCreatedBiases(analysis: Analysis, model: OnnxModel, removedIdx: Ma
  * What the checker and runtimes read besides the nodes must agree with the new sizes: recorded
  * shapes (value_info) of the tensors that shrank are dropped (they are optional, and a stale
  * one fails onnx.checker's full check); an initializer also listed as a graph input (older
- * exports) gets its new shape there; constants the rewrites replaced, and nodes whose outputs
+ * exports) gets its new shape there, and so do a KV cache's inputs and outputs; constants the rewrites replaced, and nodes whose outputs
  * nothing reads any more, are removed (runtimes warn about each unused initializer).
  */
-function tidy(model: OnnxModel, changed: (tensor: string) => boolean): void {
+function tidy(model: OnnxModel, changed: (tensor: string) => boolean, shrunk: (tensor: string) => { axis: number; size: number }[]): void {
   const graph = model.graph;
   graph.valueInfo = (graph.valueInfo ?? []).filter((v) => !changed(v.name ?? ''));
+  // A KV cache's inputs and outputs that lost heads declare their new fixed sizes.
+  for (const v of [...graph.input, ...graph.output]) {
+    const dims = v.type?.tensorType?.shape?.dim;
+    if (!dims || model.isConstant(v.name ?? '')) continue;
+    for (const { axis, size } of shrunk(v.name ?? '')) {
+      if (dims[axis] && !dims[axis].dimParam) dims[axis] = onnx.TensorShapeProto.Dimension.create({ dimValue: size });
+    }
+  }
   for (const v of graph.input) {
     const info = model.constantInfo(v.name ?? '');
     const dims = v.type?.tensorType?.shape?.dim;
