@@ -203,7 +203,7 @@ describe('each bad input has a clear one-line message', () => {
 
   test('an unknown task', () => {
     const dir = calibDir({ task: 'regression', inputs: { features: 'x.npy' } }, { 'x.npy': f32([5, 64]) });
-    expectError(() => loadCalibration(dir, mlp), `${dir}/calibration.json: task: unknown task 'regression' (expected language-model, classification, generic)`);
+    expectError(() => loadCalibration(dir, mlp), `${dir}/calibration.json: task: unknown task 'regression' (expected language-model, classification, generic, generation)`);
   });
 
   test('an unknown key in calibration.json', () => {

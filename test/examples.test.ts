@@ -40,3 +40,16 @@ test.each([
     expect(Math.abs(value / doc.steps[i].calibration - 1)).toBeLessThan(1e-3);
   });
 });
+
+test('the generation example fails at target 0.6, on agreement with the base generations (docs/measured.md)', () => {
+  const out = path.join(tmp, 'generation-0.6');
+  const config = path.join('examples', 'fortunes-llama', 'generation', 'prune-gate.yml');
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'prune-gate.js'), 'run', '--config', config, '--target', '0.6', '--out', out, '--json'], { cwd: ROOT, encoding: 'utf8' });
+  expect(r.stderr).not.toMatch(/internal error/);
+  expect(r.status).toBe(1);
+  const report = JSON.parse(r.stdout) as Report;
+  expect(report.task).toBe('generation');
+  expect(report.metrics.filter((m) => !m.pass).map((m) => m.name)).toEqual(['agreement']);
+  expect(report.metrics.find((m) => m.name === 'rouge-l')?.rule).toBe('max-drop 10%');
+  expect(report.examples?.map((e) => e.line)).toEqual([1, 2, 3]);
+});

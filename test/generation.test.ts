@@ -8,6 +8,7 @@ import * as path from 'path';
 import { loadCalibration } from '../src/eval/calibration';
 import { greedyDecode } from '../src/eval/generate';
 import { interfaceChanges } from '../src/eval/generation';
+import { teacherForcedSet } from '../src/eval/generation-set';
 import { UserError } from '../src/errors';
 import { OnnxModel } from '../src/onnx/model';
 import { createSession, ort } from '../src/onnx/runtime';
@@ -183,6 +184,54 @@ describe('a generation gate on a KV-cache model', () => {
     expect(written.outputNames).toContain('present.1.value');
     await written.release();
   });
+});
+
+test('teacher forcing compares the rows that chose each generated token, and the one that chose the end', () => {
+  const dir = generationSet([{ prompt: [5, 6, 7] }, { prompt: [8] }, { prompt: [9, 10] }], { 'max-new-tokens': 3 });
+  const set = loadCalibration(dir, kvModel);
+  // Prompt 0 stopped on the end id after 2 tokens; prompt 1 ran to max-new-tokens; prompt 2 chose the end id first.
+  const forward = teacherForcedSet(set.generation!, set, [[1, 2], [3, 4, 5], []]);
+  const rows = forward.positions!;
+  expect(rows.length).toBe(5);
+  const compared = [0, 1, 2].map((i) => [...rows.compare.subarray(i * 5, i * 5 + 5)]);
+  expect(compared).toEqual([
+    [0, 0, 1, 1, 1], // positions 2, 3, 4 chose 1, 2 and the end id
+    [1, 1, 1, 0, 0], // positions 0, 1, 2 chose 3, 4, 5; nothing after
+    [0, 1, 0, 0, 0], // position 1 chose the end id
+  ]);
+  const ids = [...(forward.inputs.input_ids.data as BigInt64Array)].map(Number);
+  expect(ids.slice(0, 5)).toEqual([5, 6, 7, 1, 2]);
+  expect([...(forward.inputs.attention_mask.data as BigInt64Array)].map(Number).slice(10, 15)).toEqual([1, 1, 0, 0, 0]);
+});
+
+test("the references' perplexity is the one a plain run of the same weights without a cache gives", async () => {
+  const lines = kvReference.prompts.map((prompt, i) => ({ prompt, reference: [...kvReference.generations[i]].reverse().slice(0, 5) }));
+  const dir = generationSet(lines, { 'max-new-tokens': 3 });
+  const { report } = await compareModels({ base: KV, candidate: KV, calibration: dir });
+  const measured = report.metrics.find((m) => m.name === 'perplexity')!.base as number;
+  // By hand, one sequence at a time, on the model exported without a cache.
+  const session = await createSession(path.join(KV_DIR, 'llama-kv-nocache.onnx'));
+  let nll = 0;
+  let count = 0;
+  for (const { prompt, reference } of lines) {
+    const sequence = [...prompt, ...reference];
+    const n = sequence.length;
+    const out = await session.run({
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(sequence.map(BigInt)), [1, n]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]),
+      position_ids: new ort.Tensor('int64', BigInt64Array.from(sequence.map((_, j) => BigInt(j))), [1, n]),
+    });
+    const logits = out.logits.data as Float32Array;
+    reference.forEach((token, k) => {
+      const row = logits.subarray((prompt.length - 1 + k) * 64, (prompt.length + k) * 64);
+      const max = Math.max(...row);
+      const lse = max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0));
+      nll += lse - row[token];
+      count++;
+    });
+  }
+  await session.release();
+  expect(measured).toBeCloseTo(Math.exp(nll / count), 4);
 });
 
 test("pruning a KV-cache model's heads shrinks its past and present, and it decodes with its cache as by re-running", async () => {
