@@ -38361,11 +38361,14 @@ function parseRule(metric, bound, value, where) {
 }
 function targetValue(value, auto) {
   if (auto && typeof value === "string" && value.trim() === "auto") return "auto";
-  const n = typeof value === "number" ? value : typeof value === "string" && /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(value) ? Number(value) : NaN;
+  const text2 = typeof value === "string" ? value.trim() : void 0;
+  const number4 = /^(\d+(\.\d*)?|\.\d+)$/;
+  const percent2 = text2?.endsWith("%") && number4.test(text2.slice(0, -1).trim()) ? Number(text2.slice(0, -1)) / 100 : void 0;
+  const n = typeof value === "number" ? value : percent2 ?? (text2 !== void 0 && number4.test(text2) ? Number(text2) : NaN);
   return n >= 0 && n < 1 ? n : void 0;
 }
 function targetExpected(auto, value) {
-  return `expected a fraction of parameters between 0 and 1 (e.g. 0.3)${auto ? " or auto" : ""}, found ${quoted(value)}`;
+  return `expected a fraction of parameters between 0 and 1 (e.g. 0.3 or 30%)${auto ? " or auto" : ""}, found ${quoted(value)}`;
 }
 function parseTarget(value, where, options = { auto: true }) {
   const target = targetValue(value, options.auto);
@@ -38408,7 +38411,9 @@ function resolveConfig(file2, overrides, option) {
   else if (overrides.model && overrides.calibration) base = defaultConfig();
   else {
     const missing = [overrides.model ? void 0 : option("model"), overrides.calibration ? void 0 : option("calibration")].filter(Boolean);
-    throw new UserError(`no ${DEFAULT_CONFIG} here and no ${missing.join(" or ")}: give ${option("config")} (a config file), or ${option("model")} and ${option("calibration")}`);
+    throw new UserError(
+      `no ${DEFAULT_CONFIG} in ${displayPath(path7.dirname(chosen)) || "."} and no ${missing.join(" or ")}: create ${DEFAULT_CONFIG} there with "model:" and "calibration:" (README, "Configuration"), give ${option("config")} FILE, or give ${option("model")} and ${option("calibration")}`
+    );
   }
   const config2 = applyOverrides(base, overrides);
   const source = () => displayPath(config2.file);
@@ -38432,7 +38437,7 @@ var PullRequestPayload = external_exports.object({
 });
 var WorkflowRunPayload = external_exports.object({
   workflow_run: external_exports.object({
-    id: external_exports.number().int().optional(),
+    id: external_exports.number().int().positive().optional(),
     event: external_exports.string(),
     head_sha: external_exports.string().regex(SHA),
     pull_requests: external_exports.array(external_exports.object({ number: external_exports.number().int().positive() })).default([]),
@@ -43365,6 +43370,13 @@ function* batches(set2, batchSize = set2.batchSize) {
     yield { start, size: end - start, feeds: toFeeds(slice2), labels: set2.labels?.slice(start, end) };
   }
 }
+function tokenCount(set2) {
+  if (set2.positions) return set2.positions.compare.reduce((n, v) => n + v, 0);
+  if (!set2.tokens) return null;
+  const mask = set2.mask ? set2.inputs[set2.mask] : void 0;
+  if (!mask) return elementCount(set2.inputs[set2.tokens].dims);
+  return toNumbers(mask).filter((v) => v !== 0).length;
+}
 function calibrationFeeds(set2) {
   return function* () {
     for (const b of batches(set2)) yield b.feeds;
@@ -47781,6 +47793,11 @@ var QuantizationSchema = external_exports.object({
   /** Bytes saved by shortening intermediate tensor names (0 with keep-names). */
   names_bytes_saved: count
 });
+var RunSchema = external_exports.object({
+  sha: external_exports.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/),
+  url: external_exports.string().max(MAX_TEXT).regex(/^https:\/\/[^\s]+$/).optional(),
+  artifacts_url: external_exports.string().max(MAX_TEXT).regex(/^https:\/\/[^\s]+$/).optional()
+});
 var PullRequestSchema = external_exports.object({ number: external_exports.number().int().positive(), head_sha: external_exports.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) });
 var ReportSchema = external_exports.object({
   tool: external_exports.literal("prune-gate"),
@@ -47853,6 +47870,12 @@ var ReportSchema = external_exports.object({
   ).max(MAX_ITEMS).optional(),
   /** Generation sets with a tokenizer: a few samples decoded, the base's and the candidate's generations side by side. */
   examples: external_exports.array(external_exports.object({ line: count, prompt: text, reference: text.optional(), base: text, candidate: text })).max(20).optional(),
+  /** The config file the gate ran with (a path relative to the working folder), or null on flags alone. */
+  config: text.nullable().optional(),
+  /** The calibration set: its path, samples and the tokens they hold (token inputs only). */
+  calibration: external_exports.object({ path: text, samples: count, tokens: count.nullable() }).optional(),
+  /** The commit and the GitHub Actions run that produced the report (set by the action). */
+  run: RunSchema.optional(),
   /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
   pull_request: PullRequestSchema.optional()
 });
@@ -47907,6 +47930,9 @@ function buildReport(input2) {
     ...input2.environment ? { environment: input2.environment } : {},
     ...input2.interface?.length ? { interface: input2.interface } : {},
     ...input2.examples?.length ? { examples: input2.examples.map(clipExample) } : {},
+    ...input2.configFile !== void 0 ? { config: input2.configFile === null ? null : displayPath(path13.resolve(input2.configFile)) } : {},
+    ...input2.calibration ? { calibration: { ...input2.calibration, path: displayPath(path13.resolve(input2.calibration.path)) } } : {},
+    ...input2.run ? { run: input2.run } : {},
     ...input2.pullRequest ? { pull_request: input2.pullRequest } : {}
   };
   const checked = ReportSchema.safeParse(report);
@@ -48171,6 +48197,35 @@ function examplesSection(r) {
     r.examples.map((e) => [String(e.line), cell(e.prompt), ...hasReference ? [cell(e.reference ?? "")] : [], cell(e.base), cell(e.candidate)])
   );
 }
+function linkTarget(url2) {
+  return url2.replace(/[^A-Za-z0-9\-._~:/?#@!$&*+,;=%]/g, (c) => encodeURIComponent(c));
+}
+function shellWord(p) {
+  const clean = p.replace(/[^A-Za-z0-9._/+,: -]/g, "_");
+  return clean.includes(" ") ? `'${clean}'` : clean;
+}
+function reproduceCommand(r) {
+  if (!r.calibration) return void 0;
+  const config2 = r.config ? ["--config", shellWord(r.config)] : [];
+  const words = r.target === null ? ["prune-gate", "eval", "--base", shellWord(r.base.path), "--candidate", shellWord(r.candidate.path), "--calibration", shellWord(r.calibration.path), ...config2] : ["prune-gate", "run", ...config2, "--model", shellWord(r.base.path), "--calibration", shellWord(r.calibration.path), "--target", String(r.target), "--quantize", r.quantize];
+  return words.join(" ");
+}
+function provenanceSection(r) {
+  const parts = [];
+  if (r.run) {
+    parts.push(`commit \`${r.run.sha.slice(0, 12)}\``);
+    if (r.run.url) parts.push(`[the run](${linkTarget(r.run.url)})`);
+    if (r.run.artifacts_url) parts.push(`[its artifacts](${linkTarget(r.run.artifacts_url)})`);
+  }
+  if (r.calibration) {
+    const tokens = r.calibration.tokens !== null ? ` (${r.calibration.tokens.toLocaleString("en-US")} tokens)` : "";
+    parts.push(`${r.calibration.samples.toLocaleString("en-US")} calibration samples${tokens} from \`${shellWord(r.calibration.path)}\``);
+  }
+  const command = reproduceCommand(r);
+  const lines = parts.length ? [`<sub>Judged: ${parts.join(" · ")}.</sub>`] : [];
+  if (command) lines.push(`<sub>Reproduce locally: \`${command}\`</sub>`);
+  return lines.length ? [lines.join("\n\n")] : [];
+}
 function environmentSection(r) {
   const e = r.environment;
   if (!e) return [];
@@ -48190,6 +48245,7 @@ function renderMarkdown(r) {
     allocationSection(r),
     skippedSection(r),
     examplesSection(r),
+    provenanceSection(r),
     environmentSection(r)
   ];
   return `${sections.filter((s) => s.length > 0).map((s) => s.join("\n")).join("\n\n")}
@@ -48269,6 +48325,8 @@ async function runOnDevice(options) {
     const report = buildReport({
       verdict,
       task: set2.task,
+      configFile: config2.file ?? null,
+      calibration: { path: config2.calibration, samples: set2.count, tokens: tokenCount(set2) },
       target: config2.prune.target,
       quantize: config2.quantize,
       quantization: chosen.quantization,
@@ -48282,6 +48340,7 @@ async function runOnDevice(options) {
       skipped: result.skipped,
       allocation: result.allocation,
       pullRequest: options.pullRequest,
+      run: options.run,
       environment: currentEnvironment(),
       interface: evaluation.interface,
       examples: evaluation.examples
@@ -48388,6 +48447,8 @@ async function compareOnDevice(options) {
     const report = buildReport({
       verdict: verdictOf(metrics),
       task: set2.task,
+      configFile: options.config?.file ?? null,
+      calibration: { path: options.calibration, samples: set2.count, tokens: tokenCount(set2) },
       target: null,
       quantize: "none",
       base: evaluation.base,
@@ -48399,6 +48460,7 @@ async function compareOnDevice(options) {
       pruned: [],
       skipped: [],
       pullRequest: options.pullRequest,
+      run: options.run,
       environment: currentEnvironment(),
       interface: evaluation.interface,
       examples: evaluation.examples

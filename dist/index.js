@@ -79150,7 +79150,7 @@ var init_validation = __esm({
 });
 
 // src/report/schema.ts
-var MAX_TEXT, MAX_ITEMS, text, num, count, ModelStatsSchema, MetricResultSchema, LatencyStatsSchema, StepSchema, QuantizationSchema, PullRequestSchema, ReportSchema;
+var MAX_TEXT, MAX_ITEMS, text, num, count, ModelStatsSchema, MetricResultSchema, LatencyStatsSchema, StepSchema, QuantizationSchema, RunSchema, PullRequestSchema, ReportSchema;
 var init_schema = __esm({
   "src/report/schema.ts"() {
     "use strict";
@@ -79192,6 +79192,11 @@ var init_schema = __esm({
       exceptions: external_exports.array(external_exports.object({ where: text, stored: external_exports.enum(["float", "int8"]), reason: text })).max(MAX_ITEMS),
       /** Bytes saved by shortening intermediate tensor names (0 with keep-names). */
       names_bytes_saved: count
+    });
+    RunSchema = external_exports.object({
+      sha: external_exports.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/),
+      url: external_exports.string().max(MAX_TEXT).regex(/^https:\/\/[^\s]+$/).optional(),
+      artifacts_url: external_exports.string().max(MAX_TEXT).regex(/^https:\/\/[^\s]+$/).optional()
     });
     PullRequestSchema = external_exports.object({ number: external_exports.number().int().positive(), head_sha: external_exports.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) });
     ReportSchema = external_exports.object({
@@ -79265,6 +79270,12 @@ var init_schema = __esm({
       ).max(MAX_ITEMS).optional(),
       /** Generation sets with a tokenizer: a few samples decoded, the base's and the candidate's generations side by side. */
       examples: external_exports.array(external_exports.object({ line: count, prompt: text, reference: text.optional(), base: text, candidate: text })).max(20).optional(),
+      /** The config file the gate ran with (a path relative to the working folder), or null on flags alone. */
+      config: text.nullable().optional(),
+      /** The calibration set: its path, samples and the tokens they hold (token inputs only). */
+      calibration: external_exports.object({ path: text, samples: count, tokens: count.nullable() }).optional(),
+      /** The commit and the GitHub Actions run that produced the report (set by the action). */
+      run: RunSchema.optional(),
       /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
       pull_request: PullRequestSchema.optional()
     });
@@ -79320,6 +79331,9 @@ function buildReport(input2) {
     ...input2.environment ? { environment: input2.environment } : {},
     ...input2.interface?.length ? { interface: input2.interface } : {},
     ...input2.examples?.length ? { examples: input2.examples.map(clipExample) } : {},
+    ...input2.configFile !== void 0 ? { config: input2.configFile === null ? null : displayPath(path10.resolve(input2.configFile)) } : {},
+    ...input2.calibration ? { calibration: { ...input2.calibration, path: displayPath(path10.resolve(input2.calibration.path)) } } : {},
+    ...input2.run ? { run: input2.run } : {},
     ...input2.pullRequest ? { pull_request: input2.pullRequest } : {}
   };
   const checked = ReportSchema.safeParse(report);
@@ -79362,8 +79376,14 @@ function escapeMarkdown(s, max = MAX_NAME) {
   const clipped = oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
   return clipped.replace(/[&<>"'|\\`*_~[\]()!#$:={}]/g, (c) => ESCAPES[c]).replace(/@/g, "@​").replace(/www\./gi, (m) => `${m.slice(0, 3)}&#46;`);
 }
-function stickyMarker(modelPath) {
-  return `<!-- prune-gate:${modelPath.replace(/[^A-Za-z0-9._/@+-]/g, "_").replace(/-{2,}/g, "-")} -->`;
+function markerText(s) {
+  return s.replace(/[^A-Za-z0-9._/@+-]/g, "_").replace(/-{2,}/g, "-");
+}
+function stickyMarker(modelPath, configPath) {
+  return `<!-- prune-gate:model=${markerText(modelPath)} config=${markerText(configPath ?? "-")} -->`;
+}
+function legacyMarker(modelPath) {
+  return `<!-- prune-gate:${markerText(modelPath)} -->`;
 }
 function sig(n, digits = 4) {
   if (!Number.isFinite(n)) return "–";
@@ -79585,6 +79605,35 @@ function examplesSection(r) {
     r.examples.map((e) => [String(e.line), cell(e.prompt), ...hasReference ? [cell(e.reference ?? "")] : [], cell(e.base), cell(e.candidate)])
   );
 }
+function linkTarget(url2) {
+  return url2.replace(/[^A-Za-z0-9\-._~:/?#@!$&*+,;=%]/g, (c) => encodeURIComponent(c));
+}
+function shellWord(p) {
+  const clean = p.replace(/[^A-Za-z0-9._/+,: -]/g, "_");
+  return clean.includes(" ") ? `'${clean}'` : clean;
+}
+function reproduceCommand(r) {
+  if (!r.calibration) return void 0;
+  const config2 = r.config ? ["--config", shellWord(r.config)] : [];
+  const words = r.target === null ? ["prune-gate", "eval", "--base", shellWord(r.base.path), "--candidate", shellWord(r.candidate.path), "--calibration", shellWord(r.calibration.path), ...config2] : ["prune-gate", "run", ...config2, "--model", shellWord(r.base.path), "--calibration", shellWord(r.calibration.path), "--target", String(r.target), "--quantize", r.quantize];
+  return words.join(" ");
+}
+function provenanceSection(r) {
+  const parts = [];
+  if (r.run) {
+    parts.push(`commit \`${r.run.sha.slice(0, 12)}\``);
+    if (r.run.url) parts.push(`[the run](${linkTarget(r.run.url)})`);
+    if (r.run.artifacts_url) parts.push(`[its artifacts](${linkTarget(r.run.artifacts_url)})`);
+  }
+  if (r.calibration) {
+    const tokens = r.calibration.tokens !== null ? ` (${r.calibration.tokens.toLocaleString("en-US")} tokens)` : "";
+    parts.push(`${r.calibration.samples.toLocaleString("en-US")} calibration samples${tokens} from \`${shellWord(r.calibration.path)}\``);
+  }
+  const command = reproduceCommand(r);
+  const lines = parts.length ? [`<sub>Judged: ${parts.join(" · ")}.</sub>`] : [];
+  if (command) lines.push(`<sub>Reproduce locally: \`${command}\`</sub>`);
+  return lines.length ? [lines.join("\n\n")] : [];
+}
 function environmentSection(r) {
   const e = r.environment;
   if (!e) return [];
@@ -79604,6 +79653,7 @@ function renderMarkdown(r) {
     allocationSection(r),
     skippedSection(r),
     examplesSection(r),
+    provenanceSection(r),
     environmentSection(r)
   ];
   return `${sections.filter((s) => s.length > 0).map((s) => s.join("\n")).join("\n\n")}
@@ -84591,6 +84641,13 @@ function* batches(set2, batchSize = set2.batchSize) {
     yield { start, size: end - start, feeds: toFeeds(slice2), labels: set2.labels?.slice(start, end) };
   }
 }
+function tokenCount(set2) {
+  if (set2.positions) return set2.positions.compare.reduce((n, v) => n + v, 0);
+  if (!set2.tokens) return null;
+  const mask = set2.mask ? set2.inputs[set2.mask] : void 0;
+  if (!mask) return elementCount(set2.inputs[set2.tokens].dims);
+  return toNumbers(mask).filter((v) => v !== 0).length;
+}
 function calibrationFeeds(set2) {
   return function* () {
     for (const b of batches(set2)) yield b.feeds;
@@ -89343,6 +89400,8 @@ async function runOnDevice(options) {
     const report = buildReport({
       verdict,
       task: set2.task,
+      configFile: config2.file ?? null,
+      calibration: { path: config2.calibration, samples: set2.count, tokens: tokenCount(set2) },
       target: config2.prune.target,
       quantize: config2.quantize,
       quantization: chosen.quantization,
@@ -89356,6 +89415,7 @@ async function runOnDevice(options) {
       skipped: result.skipped,
       allocation: result.allocation,
       pullRequest: options.pullRequest,
+      run: options.run,
       environment: currentEnvironment(),
       interface: evaluation.interface,
       examples: evaluation.examples
@@ -89461,6 +89521,8 @@ async function compareOnDevice(options) {
     const report = buildReport({
       verdict: verdictOf(metrics),
       task: set2.task,
+      configFile: options.config?.file ?? null,
+      calibration: { path: options.calibration, samples: set2.count, tokens: tokenCount(set2) },
       target: null,
       quantize: "none",
       base: evaluation.base,
@@ -89472,6 +89534,7 @@ async function compareOnDevice(options) {
       pruned: [],
       skipped: [],
       pullRequest: options.pullRequest,
+      run: options.run,
       environment: currentEnvironment(),
       interface: evaluation.interface,
       examples: evaluation.examples
@@ -89814,11 +89877,14 @@ function parseRule(metric, bound, value, where) {
 }
 function targetValue(value, auto) {
   if (auto && typeof value === "string" && value.trim() === "auto") return "auto";
-  const n = typeof value === "number" ? value : typeof value === "string" && /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(value) ? Number(value) : NaN;
+  const text2 = typeof value === "string" ? value.trim() : void 0;
+  const number4 = /^(\d+(\.\d*)?|\.\d+)$/;
+  const percent2 = text2?.endsWith("%") && number4.test(text2.slice(0, -1).trim()) ? Number(text2.slice(0, -1)) / 100 : void 0;
+  const n = typeof value === "number" ? value : percent2 ?? (text2 !== void 0 && number4.test(text2) ? Number(text2) : NaN);
   return n >= 0 && n < 1 ? n : void 0;
 }
 function targetExpected(auto, value) {
-  return `expected a fraction of parameters between 0 and 1 (e.g. 0.3)${auto ? " or auto" : ""}, found ${quoted(value)}`;
+  return `expected a fraction of parameters between 0 and 1 (e.g. 0.3 or 30%)${auto ? " or auto" : ""}, found ${quoted(value)}`;
 }
 function parseTarget(value, where, options = { auto: true }) {
   const target = targetValue(value, options.auto);
@@ -89861,7 +89927,9 @@ function resolveConfig(file2, overrides, option) {
   else if (overrides.model && overrides.calibration) base = defaultConfig();
   else {
     const missing = [overrides.model ? void 0 : option("model"), overrides.calibration ? void 0 : option("calibration")].filter(Boolean);
-    throw new UserError(`no ${DEFAULT_CONFIG} here and no ${missing.join(" or ")}: give ${option("config")} (a config file), or ${option("model")} and ${option("calibration")}`);
+    throw new UserError(
+      `no ${DEFAULT_CONFIG} in ${displayPath(path8.dirname(chosen)) || "."} and no ${missing.join(" or ")}: create ${DEFAULT_CONFIG} there with "model:" and "calibration:" (README, "Configuration"), give ${option("config")} FILE, or give ${option("model")} and ${option("calibration")}`
+    );
   }
   const config2 = applyOverrides(base, overrides);
   const source = () => displayPath(config2.file);
@@ -89912,16 +89980,30 @@ function commentBody(marker, markdown) {
   return cutToLimit(`${marker}
 ${markdown}`, COMMENT_LIMIT, COMMENT_CUT_NOTE);
 }
-async function upsertComment(octokit, target, marker, body) {
+var WORKFLOW_BOT = "github-actions[bot]";
+async function ownLogin(octokit, token, configured) {
+  if (configured) return { login: configured, how: "the comment-author input" };
+  if (token.startsWith("ghs_")) return { login: WORKFLOW_BOT, how: "an installation token writes as the workflow's bot (set comment-author for another app)" };
+  const me = await octokit.rest.users.getAuthenticated();
+  return { login: me.data.login, how: "GET /user" };
+}
+async function upsertComment(octokit, target, markers, body, own2) {
   const { owner, repo, number: number4 } = target;
   let existing;
+  let legacy;
   for await (const page of octokit.paginate.iterator(octokit.rest.issues.listComments, { owner, repo, issue_number: number4, per_page: 100 })) {
-    existing = page.data.find((c) => (c.body ?? "").split("\n", 1)[0] === marker);
+    for (const c of page.data) {
+      if (c.user?.login !== own2) continue;
+      const first = (c.body ?? "").split("\n", 1)[0];
+      if (first === markers.current) existing ??= c;
+      else if (markers.legacy !== void 0 && first === markers.legacy) legacy ??= c;
+    }
     if (existing) break;
   }
-  if (existing) {
-    const r2 = await octokit.rest.issues.updateComment({ owner, repo, comment_id: existing.id, body });
-    return { action: "updated", id: r2.data.id, url: r2.data.html_url };
+  const mine = existing ?? legacy;
+  if (mine) {
+    const r2 = await octokit.rest.issues.updateComment({ owner, repo, comment_id: mine.id, body });
+    return { action: existing ? "updated" : "adopted", id: r2.data.id, url: r2.data.html_url };
   }
   const r = await octokit.rest.issues.createComment({ owner, repo, issue_number: number4, body });
   return { action: "created", id: r.data.id, url: r.data.html_url };
@@ -89950,7 +90032,7 @@ var PullRequestPayload = external_exports.object({
 });
 var WorkflowRunPayload = external_exports.object({
   workflow_run: external_exports.object({
-    id: external_exports.number().int().optional(),
+    id: external_exports.number().int().positive().optional(),
     event: external_exports.string(),
     head_sha: external_exports.string().regex(SHA),
     pull_requests: external_exports.array(external_exports.object({ number: external_exports.number().int().positive() })).default([]),
@@ -89991,7 +90073,14 @@ function recordedPullRequest(pr) {
 function readContext(env = process.env) {
   const eventName = env.GITHUB_EVENT_NAME ?? "";
   const payload = readPayload(env.GITHUB_EVENT_PATH);
-  const ctx = { eventName, apiUrl: (env.GITHUB_API_URL || "https://api.github.com").replace(/\/+$/, "") };
+  const ctx = {
+    eventName,
+    apiUrl: (env.GITHUB_API_URL || "https://api.github.com").replace(/\/+$/, ""),
+    serverUrl: (env.GITHUB_SERVER_URL || "https://github.com").replace(/\/+$/, "")
+  };
+  if (/^[1-9]\d{0,15}$/.test(env.GITHUB_RUN_ID ?? "")) ctx.runId = Number(env.GITHUB_RUN_ID);
+  if (/^[1-9]\d{0,5}$/.test(env.GITHUB_RUN_ATTEMPT ?? "")) ctx.runAttempt = Number(env.GITHUB_RUN_ATTEMPT);
+  if (SHA.test(env.GITHUB_SHA ?? "")) ctx.sha = env.GITHUB_SHA;
   const repo = env.GITHUB_REPOSITORY;
   if (repo) {
     const m = /^([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+)$/.exec(repo);
@@ -90004,6 +90093,7 @@ function readContext(env = process.env) {
     const run2 = WorkflowRunPayload.safeParse(payload);
     if (run2.success) {
       ctx.workflowRun = {
+        id: run2.data.workflow_run.id,
         event: run2.data.workflow_run.event,
         headSha: run2.data.workflow_run.head_sha,
         pullRequests: run2.data.workflow_run.pull_requests.map((p) => p.number)
@@ -90011,6 +90101,30 @@ function readContext(env = process.env) {
     }
   }
   return ctx;
+}
+function runUrl(ctx, id) {
+  return ctx.repository ? `${ctx.serverUrl}/${ctx.repository.owner}/${ctx.repository.repo}/actions/runs/${id}` : void 0;
+}
+function isRunUrl(ctx, url2) {
+  const base = runUrl(ctx, 1)?.replace(/\/1$/, "/");
+  if (!base || !url2.startsWith(base)) return false;
+  return /^\d+(\/attempts\/\d+)?(\/artifacts\/\d+|#artifacts)?$/.test(url2.slice(base.length));
+}
+function thisRun(ctx, artifactUrl) {
+  const sha = ctx.pullRequest?.headSha ?? ctx.sha;
+  if (!sha) return void 0;
+  const page = ctx.runId !== void 0 ? runUrl(ctx, ctx.runId) : void 0;
+  const url2 = page && ctx.runAttempt && ctx.runAttempt > 1 ? `${page}/attempts/${ctx.runAttempt}` : page;
+  const artifacts = artifactUrl ?? (page ? `${page}#artifacts` : void 0);
+  return { sha, ...url2 ? { url: url2 } : {}, ...artifacts ? { artifacts_url: artifacts } : {} };
+}
+function publishedRun(ctx, artifactsUrl) {
+  const run2 = ctx.workflowRun;
+  if (!run2) return void 0;
+  const page = run2.id !== void 0 ? runUrl(ctx, run2.id) : void 0;
+  const sameRun = (u) => page !== void 0 && isRunUrl(ctx, u) && (u === page || u.startsWith(`${page}/`) || u.startsWith(`${page}#`));
+  const artifacts = artifactsUrl && sameRun(artifactsUrl) ? artifactsUrl : page ? `${page}#artifacts` : void 0;
+  return { sha: run2.headSha, ...page ? { url: page } : {}, ...artifacts ? { artifacts_url: artifacts } : {} };
 }
 
 // src/github/inputs.ts
@@ -90031,7 +90145,9 @@ var INPUT_NAMES = [
   "comment",
   "fail-on",
   "report",
-  "pr-number"
+  "pr-number",
+  "artifact-url",
+  "comment-author"
 ];
 var inputName = (key) => `input ${key}`;
 var optionalText = external_exports.string().transform((s) => s === "" ? void 0 : s);
@@ -90057,6 +90173,18 @@ var prNumber = external_exports.string().transform((s, ctx) => {
   ctx.addIssue({ code: "custom", message: `expected a pull request number such as 42, found ${quoted(s)}` });
   return external_exports.NEVER;
 });
+var httpsUrl = external_exports.string().transform((s, ctx) => {
+  if (s === "") return void 0;
+  if (/^https:\/\/[^\s]+$/.test(s) && s.length <= 2e3) return s;
+  ctx.addIssue({ code: "custom", message: `expected an https:// URL (the upload step's artifact-url output), found ${quoted(s)}` });
+  return external_exports.NEVER;
+});
+var login = external_exports.string().transform((s, ctx) => {
+  if (s === "") return void 0;
+  if (/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(\[bot\])?$/.test(s)) return s;
+  ctx.addIssue({ code: "custom", message: `expected a GitHub login such as my-app[bot], found ${quoted(s)}` });
+  return external_exports.NEVER;
+});
 var RawInputs = external_exports.object({
   // The config's overrides are checked by parseOverrides, as the command line's flags are.
   config: optionalText,
@@ -90069,7 +90197,9 @@ var RawInputs = external_exports.object({
   comment: boolean4(true),
   "fail-on": choice(["regression", "never"], "regression"),
   report: optionalText,
-  "pr-number": prNumber
+  "pr-number": prNumber,
+  "artifact-url": httpsUrl,
+  "comment-author": login
 }).superRefine((v, ctx) => {
   if (v.report === void 0) return;
   const pruning = ["model", "calibration", "target", "quantize", "out"].filter((k) => v[k] !== void 0);
@@ -90090,7 +90220,14 @@ function readInputs(get, env = process.env) {
     throw new UserError(`input ${String(issue2.path[0] ?? "")}: ${issue2.message.split("\n")[0]}`);
   }
   const v = r.data;
-  const common = { token: v["github-token"], comment: v.comment, failOn: v["fail-on"], prNumber: v["pr-number"] };
+  const common = {
+    token: v["github-token"],
+    comment: v.comment,
+    failOn: v["fail-on"],
+    prNumber: v["pr-number"],
+    artifactUrl: v["artifact-url"],
+    commentAuthor: v["comment-author"]
+  };
   if (v.report !== void 0) return { mode: "publish", ...common, report: checkedPath(v.report, "input report", "file") };
   return {
     mode: "gate",
@@ -90110,7 +90247,7 @@ async function run(deps = {}) {
   try {
     const inputs2 = readInputs((name) => core.getInput(name), env);
     const ctx = readContext(env);
-    const published = inputs2.mode === "gate" ? await gate(inputs2, ctx, deps) : publishOnly(inputs2.report);
+    const published = inputs2.mode === "gate" ? await gate(inputs2, ctx, deps) : publishOnly(inputs2.report, ctx, inputs2.artifactUrl);
     setOutputs(published);
     await writeSummary(published, inputs2, env);
     const commentFailure = await comment(published.report, published.markdown, inputs2, ctx);
@@ -90128,7 +90265,7 @@ async function gate(inputs2, ctx, deps) {
   core.startGroup(`prune-gate: pruning ${displayPath(config2.model)} and evaluating it on ${displayPath(config2.calibration)}`);
   try {
     const pullRequest = ctx.pullRequest && recordedPullRequest(ctx.pullRequest);
-    const outcome = await runGate2({ config: config2, out: inputs2.out, log: (line) => core.info(line), pullRequest });
+    const outcome = await runGate2({ config: config2, out: inputs2.out, log: (line) => core.info(line), pullRequest, run: thisRun(ctx, inputs2.artifactUrl) });
     return {
       report: outcome.report,
       markdown: outcome.markdown,
@@ -90140,7 +90277,7 @@ async function gate(inputs2, ctx, deps) {
     core.endGroup();
   }
 }
-function publishOnly(file2) {
+function publishOnly(file2, ctx, artifactUrl) {
   let report;
   try {
     report = readReport(displayPath(file2));
@@ -90148,6 +90285,9 @@ function publishOnly(file2) {
     if (isUserError(e)) throw new UserError(`input report: ${e.message}`);
     throw e;
   }
+  const run2 = publishedRun(ctx, artifactUrl ?? report.run?.artifacts_url);
+  const { run: _untrusted, ...rest } = report;
+  report = run2 ? { ...rest, run: run2 } : rest;
   core.info(`publishing ${displayPath(file2)} (verdict: ${report.verdict}); nothing is pruned`);
   return { report, markdown: renderMarkdown(report), reportPath: file2, prunedModelPath: "" };
 }
@@ -90242,10 +90382,12 @@ async function comment(report, markdown, inputs2, ctx) {
         return void 0;
       }
     }
-    const marker = stickyMarker(report.base.path);
-    const body = commentBody(marker, markdown);
+    const markers = { current: stickyMarker(report.base.path, report.config), legacy: legacyMarker(report.base.path) };
+    const body = commentBody(markers.current, markdown);
     if (body.includes(COMMENT_CUT_NOTE)) core.info(`the report was cut to GitHub's ${COMMENT_LIMIT}-character limit for a comment`);
-    const r = await upsertComment(octokit, { owner, repo, number: target.number }, marker, body);
+    const own2 = await ownLogin(octokit, inputs2.token, inputs2.commentAuthor);
+    core.info(`updating only comments by ${own2.login} (${own2.how})`);
+    const r = await upsertComment(octokit, { owner, repo, number: target.number }, markers, body, own2.login);
     core.info(`${r.action} the comment on pull request #${target.number}: ${r.url}`);
     return void 0;
   } catch (e) {

@@ -4,11 +4,11 @@ import { resolveConfig } from './config/config';
 import { displayPath } from './util/paths';
 import { UserError, isUserError } from './errors';
 import { METRICS } from './gate/metrics';
-import { COMMENT_CUT_NOTE, COMMENT_LIMIT, SUMMARY_CUT_NOTE, SUMMARY_LIMIT_BYTES, apiError, commentBody, cutToLimit, upsertComment, utf8Bytes } from './github/comment';
-import { ActionContext, readContext, recordedPullRequest } from './github/event';
+import { COMMENT_CUT_NOTE, COMMENT_LIMIT, SUMMARY_CUT_NOTE, SUMMARY_LIMIT_BYTES, apiError, commentBody, cutToLimit, ownLogin, upsertComment, utf8Bytes } from './github/comment';
+import { ActionContext, publishedRun, readContext, recordedPullRequest, thisRun } from './github/event';
 import { GateInputs, Inputs, inputName, readInputs } from './github/inputs';
 import { readReport } from './report/build';
-import { formatValue, renderMarkdown, stickyMarker } from './report/markdown';
+import { formatValue, legacyMarker, renderMarkdown, stickyMarker } from './report/markdown';
 import type { Report } from './report/schema';
 
 /**
@@ -38,7 +38,7 @@ export async function run(deps: ActionDeps = {}): Promise<void> {
   try {
     const inputs = readInputs((name) => core.getInput(name), env);
     const ctx = readContext(env);
-    const published = inputs.mode === 'gate' ? await gate(inputs, ctx, deps) : publishOnly(inputs.report);
+    const published = inputs.mode === 'gate' ? await gate(inputs, ctx, deps) : publishOnly(inputs.report, ctx, inputs.artifactUrl);
     setOutputs(published);
     await writeSummary(published, inputs, env);
     const commentFailure = await comment(published.report, published.markdown, inputs, ctx);
@@ -63,7 +63,7 @@ async function gate(inputs: GateInputs, ctx: ActionContext, deps: ActionDeps): P
   core.startGroup(`prune-gate: pruning ${displayPath(config.model as string)} and evaluating it on ${displayPath(config.calibration as string)}`);
   try {
     const pullRequest = ctx.pullRequest && recordedPullRequest(ctx.pullRequest);
-    const outcome = await runGate({ config, out: inputs.out, log: (line) => core.info(line), pullRequest });
+    const outcome = await runGate({ config, out: inputs.out, log: (line) => core.info(line), pullRequest, run: thisRun(ctx, inputs.artifactUrl) });
     return {
       report: outcome.report,
       markdown: outcome.markdown,
@@ -76,7 +76,7 @@ async function gate(inputs: GateInputs, ctx: ActionContext, deps: ActionDeps): P
   }
 }
 
-function publishOnly(file: string): Published {
+function publishOnly(file: string, ctx: ActionContext, artifactUrl: string | undefined): Published {
   let report: Report;
   try {
     report = readReport(displayPath(file));
@@ -84,6 +84,10 @@ function publishOnly(file: string): Published {
     if (isUserError(e)) throw new UserError(`input report: ${e.message}`);
     throw e;
   }
+  // The report is untrusted: its commit and links come from the workflow_run event instead.
+  const run = publishedRun(ctx, artifactUrl ?? report.run?.artifacts_url);
+  const { run: _untrusted, ...rest } = report;
+  report = run ? { ...rest, run } : rest;
   core.info(`publishing ${displayPath(file)} (verdict: ${report.verdict}); nothing is pruned`);
   return { report, markdown: renderMarkdown(report), reportPath: file, prunedModelPath: '' };
 }
@@ -204,10 +208,12 @@ async function comment(report: Report, markdown: string, inputs: Inputs, ctx: Ac
         return undefined;
       }
     }
-    const marker = stickyMarker(report.base.path);
-    const body = commentBody(marker, markdown);
+    const markers = { current: stickyMarker(report.base.path, report.config), legacy: legacyMarker(report.base.path) };
+    const body = commentBody(markers.current, markdown);
     if (body.includes(COMMENT_CUT_NOTE)) core.info(`the report was cut to GitHub's ${COMMENT_LIMIT}-character limit for a comment`);
-    const r = await upsertComment(octokit, { owner, repo, number: target.number }, marker, body);
+    const own = await ownLogin(octokit, inputs.token, inputs.commentAuthor);
+    core.info(`updating only comments by ${own.login} (${own.how})`);
+    const r = await upsertComment(octokit, { owner, repo, number: target.number }, markers, body, own.login);
     core.info(`${r.action} the comment on pull request #${target.number}: ${r.url}`);
     return undefined;
   } catch (e) {

@@ -9,7 +9,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { COMMENT_CUT_NOTE, COMMENT_LIMIT } from '../src/github/comment';
-import { stickyMarker } from '../src/report/markdown';
+import { renderMarkdown, stickyMarker } from '../src/report/markdown';
 import { Report, ReportSchema } from '../src/report/schema';
 import { FakeGitHub } from './helpers/fake-github';
 import { ActionRun, ActionStep, runAction } from './helpers/run-action';
@@ -20,7 +20,11 @@ const WRITE = 'ghs_base_repository_write_token';
 const READ = 'ghs_fork_read_only_token';
 const FORK_HEAD = 'f0'.repeat(20);
 const OTHER_HEAD = 'be'.repeat(20);
-const MARKER = stickyMarker('test/fixtures/mlp.onnx');
+const MARKER = stickyMarker('test/fixtures/mlp.onnx', 'test/action-configs/pass.yml');
+// The triggering run of the example workflow_run payload (its id), in this repository.
+const TRIGGERING_RUN = 'https://github.com/Codertocat/Hello-World/actions/runs/1589141559';
+/** The report as published: its commit and run from the workflow_run event, not from the report. */
+const asPublished = (r: Report): Report => ({ ...r, run: { sha: FORK_HEAD, url: TRIGGERING_RUN, artifacts_url: `${TRIGGERING_RUN}#artifacts` } });
 
 let bundle: string;
 let main: string;
@@ -106,9 +110,12 @@ test('workflow 2 (workflow_run, write token, report:): publishes the summary and
   ]);
   const comments = gh.commentsOn(2);
   expect(comments).toHaveLength(1);
-  // Rendered again from report.json: exactly what workflow 1 would have posted.
-  expect(comments[0].body).toBe(`${MARKER}\n${reportMd}`);
-  expect(r.summary).toBe(`> Published from the report of pull request #2 (head ${FORK_HEAD.slice(0, 12)}).\n\n${reportMd}`);
+  // Rendered again from report.json, with the triggering run's commit and links from the event.
+  const published = renderMarkdown(asPublished(report));
+  expect(comments[0].body).toBe(`${MARKER}\n${published}`);
+  expect(published).toContain(`Judged: commit \`${FORK_HEAD.slice(0, 12)}\` · [the run](${TRIGGERING_RUN}) · [its artifacts](${TRIGGERING_RUN}#artifacts)`);
+  expect(reportMd.replace(/<sub>Judged: [^\n]*<\/sub>/, '')).toBe(published.replace(/<sub>Judged: [^\n]*<\/sub>/, ''));
+  expect(r.summary).toBe(`> Published from the report of pull request #2 (head ${FORK_HEAD.slice(0, 12)}).\n\n${published}`);
   expect(r.outputs).toEqual({
     verdict: 'pass',
     'report-path': path.join(ws, 'prune-gate-report', 'report.json'),
@@ -139,6 +146,28 @@ test('a report naming another pull request is not published there (its head is n
     ],
   ]);
   expect(gh.commentsOn(3)).toHaveLength(0);
+});
+
+test("a report's own run links are not trusted: only a link to the triggering run's artifacts in this repository is kept", async () => {
+  const links = (run: Report['run']) => {
+    const tampered = structuredClone(report);
+    tampered.run = run;
+    return tampered;
+  };
+  const posted = async (r: Report) => {
+    const ws = artifactWorkspace(r);
+    const step = await publishStep(ws);
+    expect(step.status).toBe(0);
+    return gh.commentsOn(2)[0].body;
+  };
+  const evil = await posted(links({ sha: OTHER_HEAD, url: 'https://evil.example/phish', artifacts_url: 'https://github.com/other/repo/actions/runs/1589141559#artifacts' }));
+  expect(evil).not.toMatch(/evil\.example|other\/repo|bebebebe/);
+  expect(evil).toContain(`commit \`${FORK_HEAD.slice(0, 12)}\` · [the run](${TRIGGERING_RUN}) · [its artifacts](${TRIGGERING_RUN}#artifacts)`);
+  const artifact = `${TRIGGERING_RUN}/artifacts/123456`;
+  expect(await posted(links({ sha: FORK_HEAD, artifacts_url: artifact }))).toContain(`[its artifacts](${artifact})`);
+  const otherRun = 'https://github.com/Codertocat/Hello-World/actions/runs/99/artifacts/1';
+  expect(await posted(links({ sha: FORK_HEAD, artifacts_url: otherRun }))).not.toContain(otherRun);
+  expect(gh.problems).toEqual([]);
 });
 
 test("a report whose recorded head is not the run's is not published at all", async () => {
@@ -181,11 +210,11 @@ test('a hostile report: every string is escaped, the marker stays one HTML comme
   const r = await publishStep(ws, { 'pr-number': '2' });
   expect(r.status).toBe(0);
   expect(gh.problems).toEqual([]);
-  const mine = gh.commentsOn(2).filter((c) => c.body.startsWith('<!-- prune-gate:models/'));
+  const mine = gh.commentsOn(2).filter((c) => c.body.startsWith('<!-- prune-gate:model=models/'));
   expect(mine).toHaveLength(1);
   const body = mine[0].body;
   const [marker] = body.split('\n', 1);
-  expect(marker).toBe('<!-- prune-gate:models/-__img_src_x_onerror_alert_1__.onnx -->');
+  expect(marker).toBe('<!-- prune-gate:model=models/-__img_src_x_onerror_alert_1__.onnx config=test/action-configs/pass.yml -->');
   expect(marker.match(/-->/g)).toHaveLength(1);
   expect(body.length).toBeLessThanOrEqual(COMMENT_LIMIT);
   expect(body.length).toBeGreaterThan(COMMENT_LIMIT - 5000); // cut near the limit, not far below

@@ -4,9 +4,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { COMMENT_CUT_NOTE, COMMENT_LIMIT, commentBody, cutToLimit, utf8Bytes } from '../src/github/comment';
-import { readContext } from '../src/github/event';
+import { isRunUrl, readContext, thisRun } from '../src/github/event';
 import { INPUT_NAMES, readInputs } from '../src/github/inputs';
-import { pullRequestFromFork, pullRequestOpened, workflowRunCompleted } from './helpers/webhooks';
+import { pullRequestFromFork, pullRequestOpened, push, workflowRunCompleted } from './helpers/webhooks';
 
 function inputs(given: Record<string, string>) {
   return readInputs((name) => given[name] ?? '', { RUNNER_TEMP: '/runner/temp' });
@@ -68,9 +68,16 @@ describe('readInputs', () => {
     });
   });
 
+  test('target 30% is 0.3, as on the command line and in the config', () => {
+    const gate = inputs({ target: '30%' });
+    expect(gate.mode === 'gate' && gate.overrides.target).toBe(0.3);
+  });
+
   test.each([
-    [{ target: '1' }, "input target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '1'"],
-    [{ target: '30%' }, "input target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '30%'"],
+    [{ target: '1' }, "input target: expected a fraction of parameters between 0 and 1 (e.g. 0.3 or 30%) or auto, found '1'"],
+    [{ target: '130%' }, "input target: expected a fraction of parameters between 0 and 1 (e.g. 0.3 or 30%) or auto, found '130%'"],
+    [{ 'artifact-url': 'http://x/y' }, "input artifact-url: expected an https:// URL (the upload step's artifact-url output), found 'http://x/y'"],
+    [{ 'comment-author': 'a b' }, "input comment-author: expected a GitHub login such as my-app[bot], found 'a b'"],
     [{ 'pr-number': '0' }, "input pr-number: expected a pull request number such as 42, found '0'"],
     [{ comment: 'on' }, "input comment: expected true or false, found 'on'"],
     [{ model: 'calibration' }, 'input model: not a file: calibration'],
@@ -136,7 +143,7 @@ describe('readContext', () => {
   const event = (name: string, payload: unknown) => {
     const file = path.join(dir, `${name}.json`);
     fs.writeFileSync(file, JSON.stringify(payload));
-    return readContext({ GITHUB_EVENT_NAME: name, GITHUB_EVENT_PATH: file, GITHUB_REPOSITORY: 'Codertocat/Hello-World', GITHUB_API_URL: 'https://ghe.example/api/v3/' });
+    return readContext({ GITHUB_EVENT_NAME: name, GITHUB_EVENT_PATH: file, GITHUB_REPOSITORY: 'Codertocat/Hello-World', GITHUB_API_URL: 'https://ghe.example/api/v3/', GITHUB_SERVER_URL: 'https://ghe.example/', GITHUB_RUN_ID: '77', GITHUB_RUN_ATTEMPT: '2', GITHUB_SHA: 'e'.repeat(40) });
   };
 
   test('pull_request: number, head, same repository', () => {
@@ -145,8 +152,25 @@ describe('readContext', () => {
       eventName: 'pull_request',
       repository: { owner: 'Codertocat', repo: 'Hello-World' },
       apiUrl: 'https://ghe.example/api/v3',
+      serverUrl: 'https://ghe.example',
+      runId: 77,
+      runAttempt: 2,
+      sha: 'e'.repeat(40),
       pullRequest: { number: 2, headSha: p.pull_request.head.sha, fromFork: false },
     });
+  });
+
+  test("the run a report records: the PR's head, this attempt's page, artifacts from the input or the run page", () => {
+    const ctx = event('pull_request', pullRequestOpened());
+    const page = 'https://ghe.example/Codertocat/Hello-World/actions/runs/77';
+    expect(thisRun(ctx)).toEqual({ sha: pullRequestOpened().pull_request.head.sha, url: `${page}/attempts/2`, artifacts_url: `${page}#artifacts` });
+    expect(thisRun(ctx, `${page}/artifacts/9`)?.artifacts_url).toBe(`${page}/artifacts/9`);
+    expect(thisRun(event('push', push()))?.sha).toBe('e'.repeat(40));
+    // Only pages of this repository's runs are links.
+    expect([`${page}`, `${page}/attempts/3`, `${page}/artifacts/12`, `${page}#artifacts`].every((u) => isRunUrl(ctx, u))).toBe(true);
+    for (const u of ['https://evil.example/Codertocat/Hello-World/actions/runs/77', 'https://ghe.example/other/repo/actions/runs/77', `${page}/../../x`, `${page}?x=1`, `${page}/logs`]) {
+      expect([u, isRunUrl(ctx, u)]).toEqual([u, false]);
+    }
   });
 
   test('a fork', () => {
@@ -154,7 +178,7 @@ describe('readContext', () => {
   });
 
   test('workflow_run: the triggering run head and its pull requests', () => {
-    expect(event('workflow_run', workflowRunCompleted('c'.repeat(40))).workflowRun).toEqual({ event: 'pull_request', headSha: 'c'.repeat(40), pullRequests: [] });
+    expect(event('workflow_run', workflowRunCompleted('c'.repeat(40))).workflowRun).toEqual({ id: 1589141559, event: 'pull_request', headSha: 'c'.repeat(40), pullRequests: [] });
   });
 
   test('a payload that is not JSON is a one-line error', () => {

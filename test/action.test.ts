@@ -8,15 +8,16 @@ import * as os from 'os';
 import * as path from 'path';
 import { INPUT_NAMES } from '../src/github/inputs';
 import { ReportSchema } from '../src/report/schema';
-import { stickyMarker } from '../src/report/markdown';
+import { legacyMarker, stickyMarker } from '../src/report/markdown';
 import { FakeGitHub } from './helpers/fake-github';
-import { ActionRun, ActionStep, actionYml, runAction } from './helpers/run-action';
+import { ActionRun, ActionStep, RUN_ID, actionYml, runAction } from './helpers/run-action';
 import { ROOT, bundleInto } from './helpers/run-cli';
 import { pullRequestFromFork, pullRequestOpened, pullRequestSynchronize, push } from './helpers/webhooks';
 
 const PASS = 'test/action-configs/pass.yml';
 const FAIL = 'test/action-configs/fail.yml';
-const MARKER = stickyMarker('test/fixtures/mlp.onnx');
+const MARKER = stickyMarker('test/fixtures/mlp.onnx', PASS);
+const FAIL_MARKER = stickyMarker('test/fixtures/mlp.onnx', FAIL);
 const WRITE = 'ghs_write_token';
 const READ = 'ghs_fork_read_only_token';
 
@@ -67,10 +68,10 @@ describe('on pull_request events, with a write token', () => {
   let api: string;
   beforeAll(async () => {
     ({ gh, url: api } = await fakeApi(2)); // two comments a page: the action must follow the pages
-    // Others talk on the PR first, one of them quoting the marker: not the action's comment.
+    // Others talk on the PR first, one quoting the marker, one starting with it: neither is the action's comment.
     gh.addComment(2, 'Looks good to me');
     gh.addComment(2, `> ${MARKER}\n> ### prune-gate passed\n\nnice`);
-    gh.addComment(2, 'one more thing');
+    gh.addComment(2, `${MARKER}\nmy own notes, which only look like the action's`);
   });
   afterAll(() => gh.close());
 
@@ -99,6 +100,16 @@ describe('on pull_request events, with a write token', () => {
     const mine = gh.commentsOn(2).filter((c) => c.user === 'github-actions[bot]');
     expect(mine).toHaveLength(1);
     expect(mine[0].body).toBe(`${MARKER}\n${md}`);
+    // Provenance: the commit judged (the PR's head, not the merge commit), the run and its
+    // artifacts, the calibration set, the command that reproduces it, versions and machine.
+    const head = pullRequestOpened().pull_request.head.sha;
+    const runPage = `https://github.com/Codertocat/Hello-World/actions/runs/${RUN_ID}`;
+    expect(report.run).toEqual({ sha: head, url: runPage, artifacts_url: `${runPage}#artifacts` });
+    expect(report.config).toBe(PASS);
+    expect(report.calibration).toEqual({ path: 'calibration/mlp', samples: expect.any(Number), tokens: null });
+    expect(md).toContain(`Judged: commit \`${head.slice(0, 12)}\` · [the run](${runPage}) · [its artifacts](${runPage}#artifacts) · ${report.calibration!.samples} calibration samples from \`calibration/mlp\`.`);
+    expect(md).toContain(`Reproduce locally: \`prune-gate run --config ${PASS} --model test/fixtures/mlp.onnx --calibration calibration/mlp --target ${report.target} --quantize none\``);
+    expect(md).toMatch(/Measured on .*onnxruntime 1\.\d+\.\d+, prune-gate \d+\.\d+\.\d+/);
     expect(gh.requests.map((r) => `${r.operationId} ${r.status}`)).toEqual([
       'issues/list-comments 200',
       'issues/list-comments 200',
@@ -109,23 +120,25 @@ describe('on pull_request events, with a write token', () => {
 
   test('the second run (synchronize) updates the same comment in place', async () => {
     expect(first).toBeDefined();
-    const before = gh.commentsOn(2).find((c) => c.body.startsWith(MARKER)) as { id: number; body: string };
+    const before = gh.commentsOn(2).find((c) => c.body.startsWith(MARKER) && c.user === 'github-actions[bot]') as { id: number; body: string };
     before.body = `${MARKER}\nstale text from an earlier push`;
     const requestsBefore = gh.requests.length;
     const newHead = 'a'.repeat(40);
     const r = await step({ eventName: 'pull_request', payload: pullRequestSynchronize(newHead), apiUrl: api, githubToken: WRITE, with: { config: PASS } });
     expect(r.status).toBe(0);
     expect(gh.problems).toEqual([]);
-    const mine = gh.commentsOn(2).filter((c) => c.body.startsWith(MARKER));
-    expect(mine).toHaveLength(1); // still one comment for the model
+    const mine = gh.commentsOn(2).filter((c) => c.body.startsWith(MARKER) && c.user === 'github-actions[bot]');
+    expect(mine).toHaveLength(1); // still one comment for the config and model
     expect(mine[0].id).toBe(before.id);
-    expect(mine[0].body).toMatch(/^<!-- prune-gate:test\/fixtures\/mlp\.onnx -->\n### ✅ prune-gate passed/);
+    expect(mine[0].body).toMatch(/^<!-- prune-gate:model=test\/fixtures\/mlp\.onnx config=test\/action-configs\/pass\.yml -->\n### ✅ prune-gate passed/);
+    expect(mine[0].body).toContain(`commit \`${newHead.slice(0, 12)}\``);
     expect(mine[0].body).not.toContain('stale text');
     const calls = gh.requests.slice(requestsBefore);
     expect(calls.map((c) => c.operationId)).toEqual(['issues/list-comments', 'issues/list-comments', 'issues/update-comment']);
     expect(calls[2].path).toBe(`/repos/Codertocat/Hello-World/issues/comments/${before.id}`);
     expect(ReportSchema.parse(readJson(r.outputs['report-path'])).pull_request?.head_sha).toBe(newHead);
     expect(gh.commentsOn(2)).toHaveLength(4); // the three others untouched
+    expect(gh.commentsOn(2).find((c) => c.user === 'octocat' && c.body.startsWith(MARKER))?.body).toBe(`${MARKER}\nmy own notes, which only look like the action's`);
   });
 
   test('a failing gate fails the step naming the metrics, one error annotation per metric, and still comments', async () => {
@@ -144,9 +157,11 @@ describe('on pull_request events, with a write token', () => {
     expect(failed[0].message).toBe('prune-gate: the gate failed: agreement (min 0.9999), cosine (min 0.999) over the bound');
     expect(r.stdout).toMatch(/^::error title=prune-gate%3A agreement over its bound,file=test\/action-configs\/fail\.yml::agreement: /m);
     expect(r.summary).toMatch(/^### ❌ prune-gate failed/);
-    const mine = gh.commentsOn(2).filter((c) => c.body.startsWith(MARKER));
-    expect(mine).toHaveLength(1);
-    expect(mine[0].body).toMatch(/### ❌ prune-gate failed/);
+    // Another config gating the same model keeps its own comment; the passing config's stays.
+    const bot = gh.commentsOn(2).filter((c) => c.user === 'github-actions[bot]');
+    expect(bot.map((c) => c.body.split('\n', 1)[0])).toEqual([MARKER, FAIL_MARKER]);
+    expect(bot[0].body).toMatch(/### ✅ prune-gate passed/);
+    expect(bot[1].body).toMatch(/### ❌ prune-gate failed/);
   });
 
   test('fail-on: never reports the failed gate without failing the step', async () => {
@@ -167,6 +182,54 @@ describe('on pull_request events, with a write token', () => {
     expect(gh.requests.length).toBe(n);
     expect(r.summary).toMatch(/^### ✅ prune-gate passed/);
   });
+});
+
+test("the action's comment from before markers had the config is adopted; another user's is not, on page 3 of 250 comments", async () => {
+  const { gh, url } = await fakeApi();
+  try {
+    for (let i = 1; i <= 250; i++) {
+      // Comment 230 is another user's, starting with both markers the action could look for.
+      if (i === 230) gh.addComment(2, `${legacyMarker('test/fixtures/mlp.onnx')}\n${MARKER}\nsomeone else's text`, 'octocat');
+      else if (i === 240) gh.addComment(2, `${legacyMarker('test/fixtures/mlp.onnx')}\n### ✅ prune-gate passed (an older version's comment)`, 'github-actions[bot]');
+      else gh.addComment(2, `comment ${i}`);
+    }
+    const octocat = gh.commentsOn(2).find((c) => c.user === 'octocat' && c.body.includes('someone else'))!;
+    const old = gh.commentsOn(2).find((c) => c.user === 'github-actions[bot]')!;
+    const r = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: url, githubToken: WRITE, with: { config: PASS } });
+    expect(r.status).toBe(0);
+    expect(gh.problems).toEqual([]);
+    expect(gh.updated).toEqual([old.id]);
+    expect(gh.comments.size).toBe(250); // none created
+    expect(old.body.split('\n', 1)[0]).toBe(MARKER);
+    expect(octocat.body).toBe(`${legacyMarker('test/fixtures/mlp.onnx')}\n${MARKER}\nsomeone else's text`);
+    expect(r.stdout).toMatch(/adopted the comment on pull request #2/);
+    expect(r.stdout).toMatch(/updating only comments by github-actions\[bot\]/);
+  } finally {
+    await gh.close();
+  }
+});
+
+test('a personal token: the action asks GET /user who it is and edits only that login\'s comment', async () => {
+  const { gh, url } = await fakeApi();
+  gh.addToken('ghp_personal', true, 'release-bot-user');
+  try {
+    gh.addComment(2, `${MARKER}\nby the workflow bot`, 'github-actions[bot]');
+    const first = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: url, githubToken: 'ghp_personal', with: { config: PASS } });
+    expect(first.status).toBe(0);
+    expect(gh.problems).toEqual([]);
+    expect(gh.requests.map((q) => `${q.operationId} ${q.status}`)).toEqual(['users/get-authenticated 200', 'issues/list-comments 200', 'issues/create-comment 201']);
+    expect(gh.commentsOn(2).filter((c) => c.user === 'release-bot-user')).toHaveLength(1);
+    expect(gh.commentsOn(2).find((c) => c.user === 'github-actions[bot]')?.body).toBe(`${MARKER}\nby the workflow bot`);
+    // An app's installation token names its bot with comment-author.
+    gh.addToken('ghs_app_token', true, 'my-app[bot]');
+    gh.addComment(2, `${MARKER}\nthe app's earlier report`, 'my-app[bot]');
+    const app = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: url, githubToken: 'ghs_app_token', with: { config: PASS, 'comment-author': 'my-app[bot]' } });
+    expect(app.status).toBe(0);
+    expect(gh.commentsOn(2).find((c) => c.user === 'my-app[bot]')?.body).toMatch(/### ✅ prune-gate passed/);
+    expect(gh.problems).toEqual([]);
+  } finally {
+    await gh.close();
+  }
 });
 
 test('a pull request from a fork (read-only token, 403): a warning, the summary, and the step does not fail', async () => {
@@ -222,7 +285,7 @@ test('device threads and a memory bound work through the action: the report says
 
 test('a bad input fails the step with one line naming the input, before any work', async () => {
   const cases: [Record<string, string>, string | RegExp][] = [
-    [{ target: '1.5' }, "input target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '1.5'"],
+    [{ target: '1.5' }, "input target: expected a fraction of parameters between 0 and 1 (e.g. 0.3 or 30%) or auto, found '1.5'"],
     [{ comment: 'yes' }, "input comment: expected true or false, found 'yes'"],
     [{ 'fail-on': 'always' }, "input fail-on: expected regression or never, found 'always'"],
     [{ quantize: 'fp8' }, "input quantize: expected none, int8, int4, found 'fp8'"],

@@ -90,9 +90,9 @@ describe('mistakes name themselves', () => {
   test('a wrong type or value', () => {
     expect(configError('prune:\n  steps: five\n')).toBe("prune-gate.yml: prune.steps: expected a whole number of steps >= 1, found 'five'");
     expect(configError('prune:\n  steps: 2.5\n')).toBe('prune-gate.yml: prune.steps: expected a whole number of steps >= 1, found 2.5');
-    expect(configError('prune:\n  target: 1.5\n')).toBe('prune-gate.yml: prune.target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found 1.5');
-    expect(configError('prune:\n  target: most\n')).toBe("prune-gate.yml: prune.target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found 'most'");
-    expect(configError('prune:\n  target: [0.3]\n')).toBe('prune-gate.yml: prune.target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found [0.3]');
+    expect(configError('prune:\n  target: 1.5\n')).toBe('prune-gate.yml: prune.target: expected a fraction of parameters between 0 and 1 (e.g. 0.3 or 30%) or auto, found 1.5');
+    expect(configError('prune:\n  target: most\n')).toBe("prune-gate.yml: prune.target: expected a fraction of parameters between 0 and 1 (e.g. 0.3 or 30%) or auto, found 'most'");
+    expect(configError('prune:\n  target: [0.3]\n')).toBe('prune-gate.yml: prune.target: expected a fraction of parameters between 0 and 1 (e.g. 0.3 or 30%) or auto, found [0.3]');
     expect(configError('quantize: int3\n')).toBe("prune-gate.yml: quantize: 'int3' is not one of none, int8, int4");
     expect(configError('keep-names: sometimes\n')).toBe("prune-gate.yml: keep-names: expected true or false, found 'sometimes'");
     expect(configError('external-data: yes\n')).toBe("prune-gate.yml: external-data: 'yes' is not one of auto, always, never");
@@ -145,11 +145,16 @@ describe('command-line overrides', () => {
     expect(applyOverrides(c, flags({ target: '0' })).prune.target).toBe(0);
     expect(flags({ target: '0.' }).target).toBe(0); // one parser: "0." is 0 everywhere
     expect(flags({ target: 'auto' }).target).toBe('auto');
+    // A percentage is a share of the parameters, from the command line and in the file.
+    expect(flags({ target: '30%' }).target).toBe(0.3);
+    expect(flags({ target: '12.5 %' }).target).toBe(0.125);
+    expect(parseConfig('prune:\n  target: 30%\n', path.resolve('prune-gate.yml')).prune.target).toBe(0.3);
     expect(c.model).toBe(path.resolve('models/m.onnx'));
   });
 
   test('bad flags name the flag', () => {
-    expect(() => flags({ target: '30%' })).toThrow("--target: expected a fraction of parameters between 0 and 1 (e.g. 0.3) or auto, found '30%'");
+    expect(() => flags({ target: '100%' })).toThrow("--target: expected a fraction of parameters between 0 and 1 (e.g. 0.3 or 30%) or auto, found '100%'");
+    expect(() => flags({ target: '%' })).toThrow(/--target: expected a fraction/);
     expect(() => flags({ target: '1' })).toThrow(/--target: expected a fraction/);
     expect(() => flags({ quantize: 'fp8' })).toThrow("--quantize: expected none, int8, int4, found 'fp8'");
     expect(() => flags({ model: 'x.onnx' })).toThrow('--model: file not found: x.onnx');
@@ -158,7 +163,7 @@ describe('command-line overrides', () => {
 
   test('without ./prune-gate.yml the flags must name model and calibration', () => {
     expect(() => resolveConfig(undefined, {}, flag)).toThrow(
-      'no prune-gate.yml here and no --model or --calibration: give --config (a config file), or --model and --calibration',
+      `no prune-gate.yml in ${process.cwd()} and no --model or --calibration: create prune-gate.yml there with "model:" and "calibration:" (README, "Configuration"), give --config FILE, or give --model and --calibration`,
     );
     const c = resolveConfig(undefined, flags({ model: 'models/m.onnx', calibration: 'calib' }), flag);
     expect(c.file).toBeUndefined();

@@ -165,7 +165,7 @@ describe('report.md', () => {
     expect(escapeMarkdown('see www.evil.com')).toBe('see www&#46;evil.com');
     expect(escapeMarkdown('`x`\n# h')).toBe('&#96;x&#96; &#35; h');
     expect(escapeMarkdown('a'.repeat(400))).toHaveLength(300);
-    expect(stickyMarker('models/a --> <b>.onnx')).toBe('<!-- prune-gate:models/a_-___b_.onnx -->');
+    expect(stickyMarker('models/a --> <b>.onnx', 'c --> d.yml')).toBe('<!-- prune-gate:model=models/a_-___b_.onnx config=c_-__d.yml -->');
   });
 
   test('a report of eval (no search) has no search section', () => {

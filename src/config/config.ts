@@ -248,12 +248,16 @@ export function parseRule(metric: MetricName, bound: BoundKind, value: unknown, 
  */
 function targetValue(value: unknown, auto: boolean): number | 'auto' | undefined {
   if (auto && typeof value === 'string' && value.trim() === 'auto') return 'auto';
-  const n = typeof value === 'number' ? value : typeof value === 'string' && /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(value) ? Number(value) : NaN;
+  const text = typeof value === 'string' ? value.trim() : undefined;
+  const number = /^(\d+(\.\d*)?|\.\d+)$/;
+  // "30%" is 0.3: a share of the parameters written as a percentage.
+  const percent = text?.endsWith('%') && number.test(text.slice(0, -1).trim()) ? Number(text.slice(0, -1)) / 100 : undefined;
+  const n = typeof value === 'number' ? value : percent ?? (text !== undefined && number.test(text) ? Number(text) : NaN);
   return n >= 0 && n < 1 ? n : undefined;
 }
 
 function targetExpected(auto: boolean, value: unknown): string {
-  return `expected a fraction of parameters between 0 and 1 (e.g. 0.3)${auto ? ' or auto' : ''}, found ${quoted(value)}`;
+  return `expected a fraction of parameters between 0 and 1 (e.g. 0.3 or 30%)${auto ? ' or auto' : ''}, found ${quoted(value)}`;
 }
 
 /** The one reading of a target (see targetValue); `where` names the flag, input or key in the error. */
@@ -326,7 +330,9 @@ export function resolveConfig(file: string | undefined, overrides: Overrides, op
   else if (overrides.model && overrides.calibration) base = defaultConfig();
   else {
     const missing = [overrides.model ? undefined : option('model'), overrides.calibration ? undefined : option('calibration')].filter(Boolean);
-    throw new UserError(`no ${DEFAULT_CONFIG} here and no ${missing.join(' or ')}: give ${option('config')} (a config file), or ${option('model')} and ${option('calibration')}`);
+    throw new UserError(
+      `no ${DEFAULT_CONFIG} in ${displayPath(path.dirname(chosen)) || '.'} and no ${missing.join(' or ')}: create ${DEFAULT_CONFIG} there with "model:" and "calibration:" (README, "Configuration"), give ${option('config')} FILE, or give ${option('model')} and ${option('calibration')}`,
+    );
   }
   const config = applyOverrides(base, overrides);
   // Without a config file both were given: a missing one is the file's to set.

@@ -562,6 +562,15 @@ export function* batches(set: CalibrationSet, batchSize = set.batchSize): Genera
   }
 }
 
+/** How many real tokens the set holds (the token input where the mask is 1), or null when the model reads no tokens. */
+export function tokenCount(set: CalibrationSet): number | null {
+  if (set.positions) return set.positions.compare.reduce((n, v) => n + v, 0);
+  if (!set.tokens) return null;
+  const mask = set.mask ? set.inputs[set.mask] : undefined;
+  if (!mask) return elementCount(set.inputs[set.tokens].dims);
+  return toNumbers(mask).filter((v) => v !== 0).length;
+}
+
 /** The set's batches as the pruning engine takes them (PruneOptions.calibration). */
 export function calibrationFeeds(set: CalibrationSet): () => Iterable<Feeds> {
   return function* () {

@@ -1,8 +1,9 @@
 import * as github from '@actions/github';
 
 /**
- * The sticky PR comment: one per model, found again by its hidden marker (the body's first
- * line) and updated in place on every push, else created. Bodies are cut to GitHub's limit.
+ * The sticky PR comment: one per config and model, found again by its hidden marker (the body's
+ * first line) among the comments the action's own identity wrote, and updated in place on every
+ * push, else created. Bodies are cut to GitHub's limit.
  */
 
 export type Octokit = ReturnType<typeof github.getOctokit>;
@@ -60,23 +61,51 @@ export interface CommentTarget {
 }
 
 export interface CommentResult {
-  action: 'created' | 'updated';
+  /** adopted: a comment with the earlier model-only marker, now carrying the current one. */
+  action: 'created' | 'updated' | 'adopted';
   id: number;
   url: string;
 }
 
-/** Finds this model's comment by its marker and updates it, or creates it. */
-export async function upsertComment(octokit: Octokit, target: CommentTarget, marker: string, body: string): Promise<CommentResult> {
+/** The bot that writes with a workflow's GITHUB_TOKEN. */
+export const WORKFLOW_BOT = 'github-actions[bot]';
+
+/**
+ * Whose comments the action may edit: its own. `GET /user` answers for a personal or OAuth
+ * token but is refused (403) for installation tokens, which include the workflow's GITHUB_TOKEN;
+ * those are told apart by GitHub's token prefix (ghs_, "server-to-server") and write as
+ * github-actions[bot], or as the app named by the `comment-author` input.
+ */
+export async function ownLogin(octokit: Octokit, token: string, configured?: string): Promise<{ login: string; how: string }> {
+  if (configured) return { login: configured, how: 'the comment-author input' };
+  if (token.startsWith('ghs_')) return { login: WORKFLOW_BOT, how: "an installation token writes as the workflow's bot (set comment-author for another app)" };
+  const me = await octokit.rest.users.getAuthenticated();
+  return { login: me.data.login, how: 'GET /user' };
+}
+
+/**
+ * Finds the comment `own` wrote with this marker and updates it, or adopts the one it wrote with
+ * the earlier model-only marker (so an open pull request keeps one comment), or creates it.
+ * Comments by anyone else are never edited, whatever they start with.
+ */
+export async function upsertComment(octokit: Octokit, target: CommentTarget, markers: { current: string; legacy?: string }, body: string, own: string): Promise<CommentResult> {
   const { owner, repo, number } = target;
   let existing: { id: number; html_url: string } | undefined;
+  let legacy: { id: number; html_url: string } | undefined;
   for await (const page of octokit.paginate.iterator(octokit.rest.issues.listComments, { owner, repo, issue_number: number, per_page: 100 })) {
-    // The marker must open the body: a reply quoting the comment ("> <!-- ...") is not it.
-    existing = page.data.find((c) => (c.body ?? '').split('\n', 1)[0] === marker);
+    for (const c of page.data) {
+      if (c.user?.login !== own) continue;
+      // The marker must open the body: a reply quoting the comment ("> <!-- ...") is not it.
+      const first = (c.body ?? '').split('\n', 1)[0];
+      if (first === markers.current) existing ??= c;
+      else if (markers.legacy !== undefined && first === markers.legacy) legacy ??= c;
+    }
     if (existing) break;
   }
-  if (existing) {
-    const r = await octokit.rest.issues.updateComment({ owner, repo, comment_id: existing.id, body });
-    return { action: 'updated', id: r.data.id, url: r.data.html_url };
+  const mine = existing ?? legacy;
+  if (mine) {
+    const r = await octokit.rest.issues.updateComment({ owner, repo, comment_id: mine.id, body });
+    return { action: existing ? 'updated' : 'adopted', id: r.data.id, url: r.data.html_url };
   }
   const r = await octokit.rest.issues.createComment({ owner, repo, issue_number: number, body });
   return { action: 'created', id: r.data.id, url: r.data.html_url };

@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import { z } from 'zod';
 import { UserError } from '../errors';
-import type { ReportPullRequest } from '../report/schema';
+import type { ReportPullRequest, ReportRun } from '../report/schema';
 
 /**
  * What the action needs from the workflow run's context: the repository, the event and, for the
@@ -25,7 +25,7 @@ const PullRequestPayload = z.object({
 
 const WorkflowRunPayload = z.object({
   workflow_run: z.object({
-    id: z.number().int().optional(),
+    id: z.number().int().positive().optional(),
     event: z.string(),
     head_sha: z.string().regex(SHA),
     pull_requests: z.array(z.object({ number: z.number().int().positive() })).default([]),
@@ -44,6 +44,8 @@ export interface PullRequestEvent {
 }
 
 export interface WorkflowRunEvent {
+  /** The triggering run's id: its page and artifacts are under /actions/runs/<id>. */
+  id?: number;
   /** The event of the run that triggered this one (pull_request for the fork pattern). */
   event: string;
   /** The commit that run was for: trusted (GitHub's, not the PR's). */
@@ -56,6 +58,12 @@ export interface ActionContext {
   /** owner/name, or undefined outside GitHub Actions (a local run). */
   repository?: { owner: string; repo: string };
   apiUrl: string;
+  /** https://github.com, or the GitHub Enterprise server's address. */
+  serverUrl: string;
+  /** This job's run (GITHUB_RUN_ID, GITHUB_RUN_ATTEMPT) and the commit it checked out (GITHUB_SHA). */
+  runId?: number;
+  runAttempt?: number;
+  sha?: string;
   pullRequest?: PullRequestEvent;
   workflowRun?: WorkflowRunEvent;
 }
@@ -114,7 +122,14 @@ export function recordedPullRequest(pr: PullRequestEvent): ReportPullRequest {
 export function readContext(env: NodeJS.ProcessEnv = process.env): ActionContext {
   const eventName = env.GITHUB_EVENT_NAME ?? '';
   const payload = readPayload(env.GITHUB_EVENT_PATH);
-  const ctx: ActionContext = { eventName, apiUrl: (env.GITHUB_API_URL || 'https://api.github.com').replace(/\/+$/, '') };
+  const ctx: ActionContext = {
+    eventName,
+    apiUrl: (env.GITHUB_API_URL || 'https://api.github.com').replace(/\/+$/, ''),
+    serverUrl: (env.GITHUB_SERVER_URL || 'https://github.com').replace(/\/+$/, ''),
+  };
+  if (/^[1-9]\d{0,15}$/.test(env.GITHUB_RUN_ID ?? '')) ctx.runId = Number(env.GITHUB_RUN_ID);
+  if (/^[1-9]\d{0,5}$/.test(env.GITHUB_RUN_ATTEMPT ?? '')) ctx.runAttempt = Number(env.GITHUB_RUN_ATTEMPT);
+  if (SHA.test(env.GITHUB_SHA ?? '')) ctx.sha = env.GITHUB_SHA;
   const repo = env.GITHUB_REPOSITORY;
   if (repo) {
     const m = /^([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+)$/.exec(repo);
@@ -127,6 +142,7 @@ export function readContext(env: NodeJS.ProcessEnv = process.env): ActionContext
     const run = WorkflowRunPayload.safeParse(payload);
     if (run.success) {
       ctx.workflowRun = {
+        id: run.data.workflow_run.id,
         event: run.data.workflow_run.event,
         headSha: run.data.workflow_run.head_sha,
         pullRequests: run.data.workflow_run.pull_requests.map((p) => p.number),
@@ -134,4 +150,45 @@ export function readContext(env: NodeJS.ProcessEnv = process.env): ActionContext
     }
   }
   return ctx;
+}
+
+/** The page of run `id` of this repository: /<owner>/<repo>/actions/runs/<id>. */
+function runUrl(ctx: ActionContext, id: number): string | undefined {
+  return ctx.repository ? `${ctx.serverUrl}/${ctx.repository.owner}/${ctx.repository.repo}/actions/runs/${id}` : undefined;
+}
+
+/** Whether `url` is a page of one of this repository's runs (its page, an attempt, its artifacts): only such URLs become links. */
+export function isRunUrl(ctx: ActionContext, url: string): boolean {
+  const base = runUrl(ctx, 1)?.replace(/\/1$/, '/');
+  if (!base || !url.startsWith(base)) return false;
+  return /^\d+(\/attempts\/\d+)?(\/artifacts\/\d+|#artifacts)?$/.test(url.slice(base.length));
+}
+
+/**
+ * The commit and run a report made here records: the pull request's head (else GITHUB_SHA), this
+ * run's page, and its artifacts (the `artifact-url` input the workflow passes from its upload
+ * step, else the run page's artifacts list).
+ */
+export function thisRun(ctx: ActionContext, artifactUrl?: string): ReportRun | undefined {
+  const sha = ctx.pullRequest?.headSha ?? ctx.sha;
+  if (!sha) return undefined;
+  const page = ctx.runId !== undefined ? runUrl(ctx, ctx.runId) : undefined;
+  const url = page && ctx.runAttempt && ctx.runAttempt > 1 ? `${page}/attempts/${ctx.runAttempt}` : page;
+  const artifacts = artifactUrl ?? (page ? `${page}#artifacts` : undefined);
+  return { sha, ...(url ? { url } : {}), ...(artifacts ? { artifacts_url: artifacts } : {}) };
+}
+
+/**
+ * What a published report says about its run, from GitHub rather than the report (which the
+ * pull request's own code wrote): the workflow_run event's head commit and run page; an
+ * artifacts link (the report's, or the artifact-url input) is kept only when it points at that
+ * same run of this repository.
+ */
+export function publishedRun(ctx: ActionContext, artifactsUrl: string | undefined): ReportRun | undefined {
+  const run = ctx.workflowRun;
+  if (!run) return undefined;
+  const page = run.id !== undefined ? runUrl(ctx, run.id) : undefined;
+  const sameRun = (u: string) => page !== undefined && isRunUrl(ctx, u) && (u === page || u.startsWith(`${page}/`) || u.startsWith(`${page}#`));
+  const artifacts = artifactsUrl && sameRun(artifactsUrl) ? artifactsUrl : page ? `${page}#artifacts` : undefined;
+  return { sha: run.headSha, ...(page ? { url: page } : {}), ...(artifacts ? { artifacts_url: artifacts } : {}) };
 }

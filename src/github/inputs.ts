@@ -25,6 +25,8 @@ export const INPUT_NAMES = [
   'fail-on',
   'report',
   'pr-number',
+  'artifact-url',
+  'comment-author',
 ] as const;
 export type InputName = (typeof INPUT_NAMES)[number];
 
@@ -35,6 +37,10 @@ interface Common {
   failOn: 'regression' | 'never';
   /** The pull request to comment on when the event does not name one. */
   prNumber?: number;
+  /** The link to the run's artifacts the comment gives (the upload step's artifact-url output). */
+  artifactUrl?: string;
+  /** Whose comments the action may edit, when its token is not the workflow's (see comment.ts). */
+  commentAuthor?: string;
 }
 
 /** Prune, evaluate and gate (the default). Paths are absolute. */
@@ -87,6 +93,20 @@ const prNumber = z.string().transform((s, ctx) => {
   return z.NEVER;
 });
 
+const httpsUrl = z.string().transform((s, ctx) => {
+  if (s === '') return undefined;
+  if (/^https:\/\/[^\s]+$/.test(s) && s.length <= 2000) return s;
+  ctx.addIssue({ code: 'custom', message: `expected an https:// URL (the upload step's artifact-url output), found ${quoted(s)}` });
+  return z.NEVER;
+});
+
+const login = z.string().transform((s, ctx) => {
+  if (s === '') return undefined;
+  if (/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(\[bot\])?$/.test(s)) return s;
+  ctx.addIssue({ code: 'custom', message: `expected a GitHub login such as my-app[bot], found ${quoted(s)}` });
+  return z.NEVER;
+});
+
 const RawInputs = z
   .object({
     // The config's overrides are checked by parseOverrides, as the command line's flags are.
@@ -101,6 +121,8 @@ const RawInputs = z
     'fail-on': choice(['regression', 'never'] as const, 'regression'),
     report: optionalText,
     'pr-number': prNumber,
+    'artifact-url': httpsUrl,
+    'comment-author': login,
   })
   .superRefine((v, ctx) => {
     if (v.report === undefined) return;
@@ -129,7 +151,14 @@ export function readInputs(get: (name: InputName) => string, env: NodeJS.Process
     throw new UserError(`input ${String(issue.path[0] ?? '')}: ${issue.message.split('\n')[0]}`);
   }
   const v = r.data;
-  const common: Common = { token: v['github-token'], comment: v.comment, failOn: v['fail-on'], prNumber: v['pr-number'] };
+  const common: Common = {
+    token: v['github-token'],
+    comment: v.comment,
+    failOn: v['fail-on'],
+    prNumber: v['pr-number'],
+    artifactUrl: v['artifact-url'],
+    commentAuthor: v['comment-author'],
+  };
   if (v.report !== undefined) return { mode: 'publish', ...common, report: checkedPath(v.report, 'input report', 'file') };
   return {
     mode: 'gate',

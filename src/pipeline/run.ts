@@ -4,7 +4,7 @@ import type { Config } from '../config/config';
 import type { QuantizeMode } from '../quantize/options';
 import { displayPath } from '../util/paths';
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
-import { CalibrationSet, calibrationFeeds, loadCalibration } from '../eval/calibration';
+import { CalibrationSet, calibrationFeeds, loadCalibration, tokenCount } from '../eval/calibration';
 import { Evaluation, Evaluator } from '../eval/evaluator';
 import { GateRule, MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
 import { SearchDeps, gradualSearch, stepRatios } from '../gate/search';
@@ -19,7 +19,7 @@ import { compactNames } from '../graph/compact';
 import type { PruneOptions, PruneResult } from '../prune/types';
 import { buildReport } from '../report/build';
 import { renderMarkdown } from '../report/markdown';
-import type { Report, ReportPullRequest, ReportQuantization } from '../report/schema';
+import type { Report, ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
 import { UserError } from '../errors';
 
 export type PruneFn = (model: OnnxModel, options: PruneOptions) => Promise<PruneResult>;
@@ -47,6 +47,8 @@ export interface RunOptions {
   log?: (line: string) => void;
   /** The pull request the run is for, recorded in report.json. */
   pullRequest?: ReportPullRequest;
+  /** The commit and the Actions run, recorded in report.json (the action sets it). */
+  run?: ReportRun;
 }
 
 export interface RunOutcome {
@@ -151,6 +153,8 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
     const report = buildReport({
       verdict,
       task: set.task,
+      configFile: config.file ?? null,
+      calibration: { path: config.calibration as string, samples: set.count, tokens: tokenCount(set) },
       target: config.prune.target,
       quantize: config.quantize,
       quantization: chosen.quantization,
@@ -164,6 +168,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
       skipped: result.skipped,
       allocation: result.allocation,
       pullRequest: options.pullRequest,
+      run: options.run,
       environment: currentEnvironment(),
       interface: evaluation.interface,
       examples: evaluation.examples,
@@ -293,6 +298,7 @@ export async function compareModels(options: {
   out?: string;
   log?: (line: string) => void;
   pullRequest?: ReportPullRequest;
+  run?: ReportRun;
 }): Promise<{ report: Report; markdown: string }> {
   return withSessionThreads(options.config?.device.threads, () => compareOnDevice(options));
 }
@@ -314,6 +320,8 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
     const report = buildReport({
       verdict: verdictOf(metrics),
       task: set.task,
+      configFile: options.config?.file ?? null,
+      calibration: { path: options.calibration, samples: set.count, tokens: tokenCount(set) },
       target: null,
       quantize: 'none',
       base: evaluation.base,
@@ -325,6 +333,7 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
       pruned: [],
       skipped: [],
       pullRequest: options.pullRequest,
+      run: options.run,
       environment: currentEnvironment(),
       interface: evaluation.interface,
       examples: evaluation.examples,

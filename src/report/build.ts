@@ -10,7 +10,7 @@ import type { AllocationResult, PrunedEntry, SkippedEntry } from '../prune/types
 import type { Environment } from '../eval/environment';
 import type { GenerationExample, InterfaceChange } from '../eval/generation';
 import { UserError } from '../errors';
-import { Report, ReportPullRequest, ReportQuantization, ReportSchema } from './schema';
+import { Report, ReportPullRequest, ReportQuantization, ReportRun, ReportSchema } from './schema';
 
 export interface ReportInput {
   verdict: Verdict;
@@ -31,6 +31,10 @@ export interface ReportInput {
   environment?: Environment;
   interface?: InterfaceChange[];
   examples?: GenerationExample[];
+  /** The config file (absolute), undefined on flags alone; the report records it relative to the working folder. */
+  configFile?: string | null;
+  calibration?: { path: string; samples: number; tokens: number | null };
+  run?: ReportRun;
 }
 
 /** NaN and infinities have no JSON form: an unmeasurable value is null. */
@@ -93,6 +97,9 @@ export function buildReport(input: ReportInput): Report {
     ...(input.environment ? { environment: input.environment } : {}),
     ...(input.interface?.length ? { interface: input.interface } : {}),
     ...(input.examples?.length ? { examples: input.examples.map(clipExample) } : {}),
+    ...(input.configFile !== undefined ? { config: input.configFile === null ? null : displayPath(path.resolve(input.configFile)) } : {}),
+    ...(input.calibration ? { calibration: { ...input.calibration, path: displayPath(path.resolve(input.calibration.path)) } } : {}),
+    ...(input.run ? { run: input.run } : {}),
     ...(input.pullRequest ? { pull_request: input.pullRequest } : {}),
   };
   const checked = ReportSchema.safeParse(report);

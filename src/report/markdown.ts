@@ -51,10 +51,22 @@ export function escapeMarkdown(s: string, max = MAX_NAME): string {
     .replace(/www\./gi, (m) => `${m.slice(0, 3)}&#46;`); // bare www. autolinks
 }
 
-/** The hidden marker that finds this model's comment again (one comment per model: docs/contracts.md). */
-export function stickyMarker(modelPath: string): string {
-  // Inside an HTML comment only "--" and ">" matter; keep the marker one token-ish line.
-  return `<!-- prune-gate:${modelPath.replace(/[^A-Za-z0-9._/@+-]/g, '_').replace(/-{2,}/g, '-')} -->`;
+/** What a marker may hold: inside an HTML comment only "--" and ">" matter; keep it one token-ish line. */
+function markerText(s: string): string {
+  return s.replace(/[^A-Za-z0-9._/@+-]/g, '_').replace(/-{2,}/g, '-');
+}
+
+/**
+ * The hidden marker that finds this config and model's comment again (one comment per config
+ * and model: docs/contracts.md), so two configs gating one model (int8 and int4) keep two.
+ */
+export function stickyMarker(modelPath: string, configPath: string | null | undefined): string {
+  return `<!-- prune-gate:model=${markerText(modelPath)} config=${markerText(configPath ?? '-')} -->`;
+}
+
+/** The marker of versions that kept one comment per model: their comments are adopted. */
+export function legacyMarker(modelPath: string): string {
+  return `<!-- prune-gate:${markerText(modelPath)} -->`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -334,6 +346,50 @@ function examplesSection(r: Report): string[] {
   );
 }
 
+/** A URL as a Markdown link target: characters that could end the link are percent-encoded. */
+function linkTarget(url: string): string {
+  return url.replace(/[^A-Za-z0-9\-._~:/?#@!$&*+,;=%]/g, (c) => encodeURIComponent(c));
+}
+
+/**
+ * A path as a shell word inside a code span: single-quoted when it holds a space. Characters
+ * outside letters, digits, space and ._/+,:- become _ (a report may be untrusted: nothing in it
+ * may read as markup, a mention or a link, even as code).
+ */
+function shellWord(p: string): string {
+  const clean = p.replace(/[^A-Za-z0-9._/+,: -]/g, '_');
+  return clean.includes(' ') ? `'${clean}'` : clean;
+}
+
+/** The command that reruns this gate (or comparison) locally, from the report's own fields. */
+export function reproduceCommand(r: Report): string | undefined {
+  if (!r.calibration) return undefined;
+  const config = r.config ? ['--config', shellWord(r.config)] : [];
+  const words =
+    r.target === null
+      ? ['prune-gate', 'eval', '--base', shellWord(r.base.path), '--candidate', shellWord(r.candidate.path), '--calibration', shellWord(r.calibration.path), ...config]
+      : ['prune-gate', 'run', ...config, '--model', shellWord(r.base.path), '--calibration', shellWord(r.calibration.path), '--target', String(r.target), '--quantize', r.quantize];
+  return words.join(' ');
+}
+
+/** Which commit and run the report judged, on what data, and how to reproduce it. */
+function provenanceSection(r: Report): string[] {
+  const parts: string[] = [];
+  if (r.run) {
+    parts.push(`commit \`${r.run.sha.slice(0, 12)}\``);
+    if (r.run.url) parts.push(`[the run](${linkTarget(r.run.url)})`);
+    if (r.run.artifacts_url) parts.push(`[its artifacts](${linkTarget(r.run.artifacts_url)})`);
+  }
+  if (r.calibration) {
+    const tokens = r.calibration.tokens !== null ? ` (${r.calibration.tokens.toLocaleString('en-US')} tokens)` : '';
+    parts.push(`${r.calibration.samples.toLocaleString('en-US')} calibration samples${tokens} from \`${shellWord(r.calibration.path)}\``);
+  }
+  const command = reproduceCommand(r);
+  const lines = parts.length ? [`<sub>Judged: ${parts.join(' · ')}.</sub>`] : [];
+  if (command) lines.push(`<sub>Reproduce locally: \`${command}\`</sub>`);
+  return lines.length ? [lines.join('\n\n')] : [];
+}
+
 /** What the figures were measured on: latency and memory are this machine's, not the device's. */
 function environmentSection(r: Report): string[] {
   const e = r.environment;
@@ -356,6 +412,7 @@ export function renderMarkdown(r: Report): string {
     allocationSection(r),
     skippedSection(r),
     examplesSection(r),
+    provenanceSection(r),
     environmentSection(r),
   ];
   return `${sections

@@ -53,6 +53,13 @@ export const QuantizationSchema = z.object({
   names_bytes_saved: count,
 });
 
+/** Where the run happened: the commit judged, and links to the run and its artifacts (https URLs on GitHub). */
+export const RunSchema = z.object({
+  sha: z.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/),
+  url: z.string().max(MAX_TEXT).regex(/^https:\/\/[^\s]+$/).optional(),
+  artifacts_url: z.string().max(MAX_TEXT).regex(/^https:\/\/[^\s]+$/).optional(),
+});
+
 /** The pull request a run was for: its number and the head commit it judged. */
 export const PullRequestSchema = z.object({ number: z.number().int().positive(), head_sha: z.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) });
 
@@ -141,6 +148,12 @@ export const ReportSchema = z.object({
     .array(z.object({ line: count, prompt: text, reference: text.optional(), base: text, candidate: text }))
     .max(20)
     .optional(),
+  /** The config file the gate ran with (a path relative to the working folder), or null on flags alone. */
+  config: text.nullable().optional(),
+  /** The calibration set: its path, samples and the tokens they hold (token inputs only). */
+  calibration: z.object({ path: text, samples: count, tokens: count.nullable() }).optional(),
+  /** The commit and the GitHub Actions run that produced the report (set by the action). */
+  run: RunSchema.optional(),
   /** Set when the run was on a pull_request event (the publish-only mode comments on it). */
   pull_request: PullRequestSchema.optional(),
 });
@@ -149,3 +162,4 @@ export type Report = z.output<typeof ReportSchema>;
 export type ReportStep = z.output<typeof StepSchema>;
 export type ReportQuantization = z.output<typeof QuantizationSchema>;
 export type ReportPullRequest = z.output<typeof PullRequestSchema>;
+export type ReportRun = z.output<typeof RunSchema>;

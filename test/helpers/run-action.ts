@@ -103,6 +103,10 @@ export function parseAnnotations(stdout: string): Annotation[] {
   return found;
 }
 
+/** The run the helper's steps belong to (GITHUB_RUN_ID), and the commit checked out (GITHUB_SHA). */
+export const RUN_ID = '8000000001';
+export const MERGE_SHA = 'e'.repeat(40);
+
 /** The environment a runner gives a step: nothing of this machine's GITHUB_*, INPUT_* or proxies. */
 function baseEnv(): Record<string, string> {
   const keep = ['PATH', 'HOME', 'TMPDIR', 'TEMP', 'TMP', 'SYSTEMROOT', 'LANG'];
@@ -140,6 +144,9 @@ export async function runAction(step: ActionStep): Promise<ActionRun> {
     GITHUB_REPOSITORY: step.repository ?? 'Codertocat/Hello-World',
     GITHUB_API_URL: step.apiUrl ?? 'http://127.0.0.1:9', // nothing listens there: an unexpected call fails
     GITHUB_SERVER_URL: 'https://github.com',
+    GITHUB_RUN_ID: RUN_ID,
+    GITHUB_RUN_ATTEMPT: '1',
+    GITHUB_SHA: MERGE_SHA, // on pull_request events, the merge commit; the action records the PR's head
     RUNNER_TEMP: runnerTemp,
     RUNNER_OS: 'Linux',
   };
