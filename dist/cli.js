@@ -37225,11 +37225,11 @@ function latencyStats(times) {
   return { p50_ms: percentile(times, 50), p95_ms: percentile(times, 95) };
 }
 var wallClock = () => Number(process.hrtime.bigint()) / 1e6;
-async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY, clock = wallClock) {
+async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY, clock2 = wallClock) {
   const timed = async (fn) => {
-    const start = clock();
+    const start = clock2();
     await fn();
-    return clock() - start;
+    return clock2() - start;
   };
   for (let i = 0; i < options.warmup; i++) {
     await base.run(feeds);
@@ -39650,10 +39650,12 @@ var SELF_COMPARISON = { agreement: 1, "kl-divergence": 0, cosine: 1 };
 async function greedyDecode(session, decoder, prompts, options) {
   const out = prompts.map(() => []);
   const layout = padsLeft(decoder) ? "left" : decoder.cache.length === 0 && await isCausal(session, decoder, prompts[0]) ? "right" : "equal";
-  for (const members2 of decodingBatches(prompts, options.batchSize, layout !== "equal")) {
+  const all = decodingBatches(prompts, options.batchSize, layout !== "equal");
+  for (const members2 of all) {
     const batch = members2.map((i) => prompts[i]);
     const generated = layout === "right" ? await decodeRightPadded(session, decoder, batch, options) : await decodeBatch(session, decoder, batch, options);
     members2.forEach((i, b) => out[i] = generated[b]);
+    options.onBatch?.(all.length);
   }
   return out;
 }
@@ -43377,6 +43379,9 @@ function tokenCount(set2) {
   if (!mask) return elementCount(set2.inputs[set2.tokens].dims);
   return toNumbers(mask).filter((v) => v !== 0).length;
 }
+function batchCount(set2, batchSize = set2.batchSize) {
+  return Math.ceil(set2.count / batchSize);
+}
 function calibrationFeeds(set2) {
   return function* () {
     for (const b of batches(set2)) yield b.feeds;
@@ -44779,6 +44784,53 @@ async function measureMacs(model, feeds) {
   return { ...estimateMacs(model, trace), inputShapes };
 }
 
+// src/util/progress.ts
+function clock(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const [h, m, r] = [Math.floor(s / 3600), Math.floor(s % 3600 / 60), s % 60];
+  const two = (n) => String(n).padStart(2, "0");
+  return h > 0 ? `${h}:${two(m)}:${two(r)}` : `${m}:${two(r)}`;
+}
+function withElapsed(log, now = Date.now) {
+  const start = now();
+  return (line) => log(`[${clock((now() - start) / 1e3)}] ${line}`);
+}
+var EVERY_MS = 1e4;
+var PassProgress = class {
+  constructor(what, total, log, options = {}) {
+    this.what = what;
+    this.total = total;
+    this.log = log;
+    this.options = options;
+    this.start = this.now();
+    this.last = this.start;
+  }
+  what;
+  total;
+  log;
+  options;
+  done = 0;
+  start;
+  last;
+  reported = false;
+  now() {
+    return (this.options.now ?? Date.now)();
+  }
+  /** One more batch done (`total`: the number of batches, when only the pass itself knows it). */
+  tick(total = this.total) {
+    this.total = total;
+    this.done++;
+    if (!this.log) return;
+    const t = this.now();
+    const finished = this.done >= this.total;
+    if (finished ? !this.reported : t - this.last < (this.options.everyMs ?? EVERY_MS)) return;
+    this.last = t;
+    this.reported = true;
+    const left = finished ? "done" : `about ${clock((t - this.start) / this.done * (this.total - this.done) / 1e3)} left`;
+    this.log(`${this.what}: ${this.done}/${this.total} batches, ${left}`);
+  }
+};
+
 // src/eval/sequence-metrics.ts
 function exactMatch(generated, reference) {
   return generated.length === reference.length && generated.every((t, i) => t === reference[i]) ? 1 : 0;
@@ -44831,15 +44883,15 @@ var GenerationRun = class _GenerationRun {
   forward;
   references;
   text;
-  static async start(session, set2) {
+  static async start(session, set2, log) {
     const spec = set2.generation;
-    const generations = await decode3(session, set2);
+    const generations = await decode3(session, set2, "generating with the base model", log);
     const text2 = spec.tokenizer ? tokenText(spec.tokenizer) : void 0;
     return new _GenerationRun(spec, generations, teacherForcedSet(spec, set2, generations), referenceSet(spec, set2), text2);
   }
   /** The generation metrics of the model in `session`, and its generations. */
-  async measure(session, isBase = false) {
-    const generations = isBase ? this.baseGenerations : await decode3(session, this.forward);
+  async measure(session, isBase = false, log) {
+    const generations = isBase ? this.baseGenerations : await decode3(session, this.forward, "generating with the candidate", log);
     const mean = (f) => generations.reduce((sum, g, i) => sum + f(g, i), 0) / generations.length;
     const values = { "sequence-agreement": mean((g, i) => exactMatch(g, this.baseGenerations[i])) };
     const references = this.spec.references;
@@ -44870,9 +44922,11 @@ var GenerationRun = class _GenerationRun {
     }));
   }
 };
-function decode3(session, set2) {
+function decode3(session, set2, what, log) {
   const spec = set2.generation;
-  return greedyDecode(session, spec.decoder, spec.prompts, { maxNewTokens: spec.maxNewTokens, eos: spec.eos, batchSize: set2.batchSize });
+  const options = { maxNewTokens: spec.maxNewTokens, eos: spec.eos, batchSize: set2.batchSize };
+  const progress = new PassProgress(what, 0, log);
+  return greedyDecode(session, spec.decoder, spec.prompts, { ...options, onBatch: (total) => progress.tick(total) });
 }
 function interfaceChanges(base, candidate) {
   const changes = [];
@@ -44916,7 +44970,7 @@ var Evaluator = class _Evaluator {
       let generation;
       if (loaded.generation) {
         opts.log?.(`generating up to ${loaded.generation.maxNewTokens} tokens for each of ${loaded.generation.prompts.length} prompts with the base model`);
-        generation = await GenerationRun.start(session, loaded).catch((e) => {
+        generation = await GenerationRun.start(session, loaded, opts.log).catch((e) => {
           throw baseFails(loaded, e, "decoding the prompts");
         });
         set2 = generation.forward;
@@ -44925,6 +44979,7 @@ var Evaluator = class _Evaluator {
       const task = new TaskAccumulator(set2.task);
       let cached2 = [];
       let cachedBytes = 0;
+      const progress = new PassProgress("evaluating the base model", batchCount(set2), opts.log);
       for (const batch of batches(set2)) {
         let out;
         try {
@@ -44936,6 +44991,7 @@ var Evaluator = class _Evaluator {
         cachedBytes += out.data.byteLength;
         if (cached2 && cachedBytes <= opts.cacheBytes) cached2.push(out);
         else cached2 = void 0;
+        progress.tick();
       }
       const baseTask = generation ? (await generation.measure(session, true)).values : task.values();
       return new _Evaluator(set2, session, stats, baseTask, cached2, opts, model, generation);
@@ -44955,6 +45011,7 @@ var Evaluator = class _Evaluator {
       const comparison = new ComparisonAccumulator();
       let index = 0;
       let latencyFeeds;
+      const progress = new PassProgress("evaluating the candidate", batchCount(this.set), this.options.log);
       for (const batch of batches(this.set)) {
         latencyFeeds ??= batch.feeds;
         const base = this.cached?.[index] ?? await runOutput(this.baseSession, batch.feeds, this.set);
@@ -44963,8 +45020,9 @@ var Evaluator = class _Evaluator {
         task.add(out, plan);
         comparison.add(base, out, plan);
         index++;
+        progress.tick();
       }
-      const generated = await this.generation?.measure(session);
+      const generated = await this.generation?.measure(session, false, this.options.log);
       const latency = await measureLatency(this.baseSession, session, latencyFeeds, this.options.latency);
       const stats = await modelStats(candidate, this.set, this.options.log);
       return {
@@ -45070,6 +45128,32 @@ function firstSample(set2) {
   return batches(set2, 1).next().value.feeds;
 }
 
+// src/gate/format.ts
+function sig(n, digits = 4) {
+  if (!Number.isFinite(n)) return "–";
+  if (n === 0) return "0";
+  const abs = Math.abs(n);
+  if (abs >= 1e4 || abs < 1e-3) return n.toPrecision(3);
+  return String(Number(n.toPrecision(digits)));
+}
+function formatValue(name, v) {
+  if (v === null || !Number.isFinite(v)) return "–";
+  switch (METRICS[name].unit) {
+    case "fraction":
+      return `${(v * 100).toFixed(2)} %`;
+    case "ms":
+      return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} ms`;
+    case "bytes":
+      return bytes(v);
+    case "count":
+      return si(v);
+    case "MiB":
+      return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} MiB`;
+    default:
+      return sig(v);
+  }
+}
+
 // src/gate/gate.ts
 function checkRulesFitTask(rules, set2, where) {
   const { task } = set2;
@@ -45132,6 +45216,9 @@ function passesQuality(results) {
 function failures(results) {
   return results.filter((r) => !r.pass).map((r) => `${r.name} (${r.rule})`);
 }
+function brokenBounds(results) {
+  return results.filter((r) => !r.pass).map((r) => `${r.name} ${formatValue(r.name, r.candidate)}, bound ${METRICS[r.name].higherIsBetter ? "≥" : "≤"} ${formatValue(r.name, r.bound)} (${r.rule})`);
+}
 
 // src/gate/search.ts
 function stepRatios(target, maxTarget, steps) {
@@ -45169,7 +45256,8 @@ async function gradualSearch(base, baseParams, mode, ratios, deps) {
     artifacts.push(evaluation.artifact);
     alive.add(i);
     results.push(result);
-    deps.log?.(`step ${step.index} of ${step.count}: ${outcome.pass ? "passes" : outcome.qualityPass ? "fails an efficiency bound" : "fails a quality bound"}`);
+    const verdict = outcome.pass ? "passes" : `${outcome.qualityPass ? "fails an efficiency bound" : "fails a quality bound"}: ${brokenBounds(outcome.metrics).join("; ")}`;
+    deps.log?.(`step ${step.index} of ${step.count}: ${verdict}`);
     await keepOnly(candidatesToKeep(steps, mode), alive, artifacts, deps);
     if (mode === "auto" && !outcome.qualityPass) break;
     current = evaluation.next ?? result.model;
@@ -45939,10 +46027,13 @@ function channelVariance(s) {
 function statsRequests(consumers2, gram) {
   return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
 }
-async function collectStats(model, requests, calibration) {
+async function collectStats(model, requests, calibration, progress) {
   const collector = await StatsCollector.create(model, requests);
   try {
-    for await (const feeds of calibration()) await collector.add(feeds);
+    for await (const feeds of calibration()) {
+      await collector.add(feeds);
+      progress?.tick();
+    }
     return collector.stats;
   } finally {
     await collector.release();
@@ -46624,7 +46715,8 @@ async function statsFor(input2, mode, removals) {
   if (mode !== "reconstruct" || !input2.calibration) return input2.stats;
   input2.log("collecting activation covariances for least-squares reconstruction");
   const chosen = removals.flatMap((r) => input2.consumers.get(r.group) ?? []);
-  return collectStats(input2.model, statsRequests(chosen, true), input2.calibration);
+  const progress = input2.calibrationBatches ? new PassProgress("activation covariances", input2.calibrationBatches, input2.log) : void 0;
+  return collectStats(input2.model, statsRequests(chosen, true), input2.calibration, progress);
 }
 
 // src/prune/score.ts
@@ -46922,7 +47014,8 @@ ${e.reason}`, e])).values()];
     let stats = /* @__PURE__ */ new Map();
     if (options.calibration && (options.importance === "activation" || options.compensate !== "none")) {
       log("collecting activation statistics on the calibration set");
-      stats = await collectStats(model, statsRequests([...consumers2.values()].flat(), false), options.calibration);
+      const progress = options.calibrationBatches ? new PassProgress("activation statistics", options.calibrationBatches, log) : void 0;
+      stats = await collectStats(model, statsRequests([...consumers2.values()].flat(), false), options.calibration, progress);
     }
     const scores = scoreGroups(analysis, groups, options.memory, options.importance === "activation" ? { consumers: consumers2, stats } : void 0);
     const choice = await chooseAllocation({
@@ -46945,6 +47038,7 @@ ${e.reason}`, e])).values()];
       compensate: options.compensate,
       damage: options.damage,
       calibration: options.calibration,
+      calibrationBatches: options.calibrationBatches,
       log
     });
     const { removals, compensate: mode } = choice;
@@ -47976,30 +48070,6 @@ function escapeMarkdown(s, max = MAX_NAME) {
   const clipped = oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
   return clipped.replace(/[&<>"'|\\`*_~[\]()!#$:={}]/g, (c) => ESCAPES[c]).replace(/@/g, "@​").replace(/www\./gi, (m) => `${m.slice(0, 3)}&#46;`);
 }
-function sig(n, digits = 4) {
-  if (!Number.isFinite(n)) return "–";
-  if (n === 0) return "0";
-  const abs = Math.abs(n);
-  if (abs >= 1e4 || abs < 1e-3) return n.toPrecision(3);
-  return String(Number(n.toPrecision(digits)));
-}
-function formatValue(name, v) {
-  if (v === null || !Number.isFinite(v)) return "–";
-  switch (METRICS[name].unit) {
-    case "fraction":
-      return `${(v * 100).toFixed(2)} %`;
-    case "ms":
-      return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} ms`;
-    case "bytes":
-      return bytes(v);
-    case "count":
-      return si(v);
-    case "MiB":
-      return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} MiB`;
-    default:
-      return sig(v);
-  }
-}
 function formatChange(name, base, cand) {
   if (base === null || cand === null || !Number.isFinite(base) || !Number.isFinite(cand)) return "–";
   const unit = METRICS[name].unit;
@@ -48380,6 +48450,7 @@ function searchDeps(c) {
       allocation: config2.prune.allocation,
       align: config2.prune.align,
       calibration: calibrationFeeds(c.evaluator.set),
+      calibrationBatches: batchCount(c.evaluator.set),
       damage: {
         name: c.evaluator.lossName,
         loss: (candidate, share) => c.evaluator.loss(candidate, share),
@@ -48487,8 +48558,8 @@ function register(program2, ctx) {
       calibration: flags.calibration,
       config: config2,
       out: flags.out,
-      log: (line) => ctx.stderr(`${line}
-`),
+      log: withElapsed((line) => ctx.stderr(`${line}
+`)),
       pullRequest: pullRequestOfRun()
     });
     ctx.stdout(flags.json ? `${JSON.stringify(report, null, 2)}
@@ -48636,9 +48707,10 @@ function register3(program2, ctx) {
         steps,
         align,
         calibration: evaluator ? calibrationFeeds(evaluator.set) : void 0,
+        calibrationBatches: evaluator ? batchCount(evaluator.set) : void 0,
         damage: evaluator ? { name: evaluator.lossName, loss: (candidate, share) => evaluator.loss(candidate, share), latency: (candidate) => evaluator.latencyRatio(candidate) } : void 0,
-        log: (line) => ctx.stderr(`${line}
-`)
+        log: withElapsed((line) => ctx.stderr(`${line}
+`))
       });
     } finally {
       await evaluator?.close();
@@ -48721,8 +48793,8 @@ function register4(program2, ctx) {
       flagName
     );
     const config2 = resolveConfig(flags.config, overrides, flagName);
-    const outcome = await runGate({ config: config2, out: flags.out, log: (line) => ctx.stderr(`${line}
-`), pullRequest: pullRequestOfRun() });
+    const outcome = await runGate({ config: config2, out: flags.out, log: withElapsed((line) => ctx.stderr(`${line}
+`)), pullRequest: pullRequestOfRun() });
     ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}
 ` : outcome.markdown);
     ctx.exitCode = outcome.report.verdict === "pass" ? 0 : 1;

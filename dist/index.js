@@ -71419,11 +71419,11 @@ function percentile(values, p) {
 function latencyStats(times) {
   return { p50_ms: percentile(times, 50), p95_ms: percentile(times, 95) };
 }
-async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY, clock = wallClock) {
+async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY, clock2 = wallClock) {
   const timed = async (fn) => {
-    const start = clock();
+    const start = clock2();
     await fn();
-    return clock() - start;
+    return clock2() - start;
   };
   for (let i = 0; i < options.warmup; i++) {
     await base.run(feeds);
@@ -79370,21 +79370,7 @@ var init_build = __esm({
   }
 });
 
-// src/report/markdown.ts
-function escapeMarkdown(s, max = MAX_NAME) {
-  const oneLine = s.replace(/[\r\n\t\u2028\u2029]+/g, " ");
-  const clipped = oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
-  return clipped.replace(/[&<>"'|\\`*_~[\]()!#$:={}]/g, (c) => ESCAPES[c]).replace(/@/g, "@​").replace(/www\./gi, (m) => `${m.slice(0, 3)}&#46;`);
-}
-function markerText(s) {
-  return s.replace(/[^A-Za-z0-9._/@+-]/g, "_").replace(/-{2,}/g, "-");
-}
-function stickyMarker(modelPath, configPath) {
-  return `<!-- prune-gate:model=${markerText(modelPath)} config=${markerText(configPath ?? "-")} -->`;
-}
-function legacyMarker(modelPath) {
-  return `<!-- prune-gate:${markerText(modelPath)} -->`;
-}
+// src/gate/format.ts
 function sig(n, digits = 4) {
   if (!Number.isFinite(n)) return "–";
   if (n === 0) return "0";
@@ -79408,6 +79394,29 @@ function formatValue(name, v) {
     default:
       return sig(v);
   }
+}
+var init_format2 = __esm({
+  "src/gate/format.ts"() {
+    "use strict";
+    init_format();
+    init_metrics();
+  }
+});
+
+// src/report/markdown.ts
+function escapeMarkdown(s, max = MAX_NAME) {
+  const oneLine = s.replace(/[\r\n\t\u2028\u2029]+/g, " ");
+  const clipped = oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
+  return clipped.replace(/[&<>"'|\\`*_~[\]()!#$:={}]/g, (c) => ESCAPES[c]).replace(/@/g, "@​").replace(/www\./gi, (m) => `${m.slice(0, 3)}&#46;`);
+}
+function markerText(s) {
+  return s.replace(/[^A-Za-z0-9._/@+-]/g, "_").replace(/-{2,}/g, "-");
+}
+function stickyMarker(modelPath, configPath) {
+  return `<!-- prune-gate:model=${markerText(modelPath)} config=${markerText(configPath ?? "-")} -->`;
+}
+function legacyMarker(modelPath) {
+  return `<!-- prune-gate:${markerText(modelPath)} -->`;
 }
 function formatChange(name, base, cand) {
   if (base === null || cand === null || !Number.isFinite(base) || !Number.isFinite(cand)) return "–";
@@ -79665,6 +79674,7 @@ var init_markdown = __esm({
     "use strict";
     init_format();
     init_metrics();
+    init_format2();
     ESCAPES = {
       "&": "&amp;",
       "<": "&lt;",
@@ -79694,6 +79704,59 @@ var init_markdown = __esm({
     };
     MAX_NAME = 300;
     MAX_ROWS = 200;
+  }
+});
+
+// src/util/progress.ts
+function clock(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const [h, m, r] = [Math.floor(s / 3600), Math.floor(s % 3600 / 60), s % 60];
+  const two = (n) => String(n).padStart(2, "0");
+  return h > 0 ? `${h}:${two(m)}:${two(r)}` : `${m}:${two(r)}`;
+}
+function withElapsed(log, now = Date.now) {
+  const start = now();
+  return (line) => log(`[${clock((now() - start) / 1e3)}] ${line}`);
+}
+var EVERY_MS, PassProgress;
+var init_progress = __esm({
+  "src/util/progress.ts"() {
+    "use strict";
+    EVERY_MS = 1e4;
+    PassProgress = class {
+      constructor(what, total, log, options = {}) {
+        this.what = what;
+        this.total = total;
+        this.log = log;
+        this.options = options;
+        this.start = this.now();
+        this.last = this.start;
+      }
+      what;
+      total;
+      log;
+      options;
+      done = 0;
+      start;
+      last;
+      reported = false;
+      now() {
+        return (this.options.now ?? Date.now)();
+      }
+      /** One more batch done (`total`: the number of batches, when only the pass itself knows it). */
+      tick(total = this.total) {
+        this.total = total;
+        this.done++;
+        if (!this.log) return;
+        const t = this.now();
+        const finished = this.done >= this.total;
+        if (finished ? !this.reported : t - this.last < (this.options.everyMs ?? EVERY_MS)) return;
+        this.last = t;
+        this.reported = true;
+        const left = finished ? "done" : `about ${clock((t - this.start) / this.done * (this.total - this.done) / 1e3)} left`;
+        this.log(`${this.what}: ${this.done}/${this.total} batches, ${left}`);
+      }
+    };
   }
 });
 
@@ -80905,10 +80968,12 @@ var init_metrics2 = __esm({
 async function greedyDecode(session, decoder, prompts, options) {
   const out = prompts.map(() => []);
   const layout = padsLeft(decoder) ? "left" : decoder.cache.length === 0 && await isCausal(session, decoder, prompts[0]) ? "right" : "equal";
-  for (const members2 of decodingBatches(prompts, options.batchSize, layout !== "equal")) {
+  const all = decodingBatches(prompts, options.batchSize, layout !== "equal");
+  for (const members2 of all) {
     const batch = members2.map((i) => prompts[i]);
     const generated = layout === "right" ? await decodeRightPadded(session, decoder, batch, options) : await decodeBatch(session, decoder, batch, options);
     members2.forEach((i, b) => out[i] = generated[b]);
+    options.onBatch?.(all.length);
   }
   return out;
 }
@@ -84648,6 +84713,9 @@ function tokenCount(set2) {
   if (!mask) return elementCount(set2.inputs[set2.tokens].dims);
   return toNumbers(mask).filter((v) => v !== 0).length;
 }
+function batchCount(set2, batchSize = set2.batchSize) {
+  return Math.ceil(set2.count / batchSize);
+}
 function calibrationFeeds(set2) {
   return function* () {
     for (const b of batches(set2)) yield b.feeds;
@@ -86181,9 +86249,11 @@ var init_sequence_metrics = __esm({
 });
 
 // src/eval/generation.ts
-function decode3(session, set2) {
+function decode3(session, set2, what, log) {
   const spec = set2.generation;
-  return greedyDecode(session, spec.decoder, spec.prompts, { maxNewTokens: spec.maxNewTokens, eos: spec.eos, batchSize: set2.batchSize });
+  const options = { maxNewTokens: spec.maxNewTokens, eos: spec.eos, batchSize: set2.batchSize };
+  const progress = new PassProgress(what, 0, log);
+  return greedyDecode(session, spec.decoder, spec.prompts, { ...options, onBatch: (total) => progress.tick(total) });
 }
 function interfaceChanges(base, candidate) {
   const changes = [];
@@ -86204,6 +86274,7 @@ var init_generation = __esm({
     init_runtime();
     init_calibration();
     init_generate();
+    init_progress();
     init_generation_set();
     init_metrics2();
     init_sequence_metrics();
@@ -86221,15 +86292,15 @@ var init_generation = __esm({
       forward;
       references;
       text;
-      static async start(session, set2) {
+      static async start(session, set2, log) {
         const spec = set2.generation;
-        const generations = await decode3(session, set2);
+        const generations = await decode3(session, set2, "generating with the base model", log);
         const text2 = spec.tokenizer ? tokenText(spec.tokenizer) : void 0;
         return new _GenerationRun(spec, generations, teacherForcedSet(spec, set2, generations), referenceSet(spec, set2), text2);
       }
       /** The generation metrics of the model in `session`, and its generations. */
-      async measure(session, isBase = false) {
-        const generations = isBase ? this.baseGenerations : await decode3(session, this.forward);
+      async measure(session, isBase = false, log) {
+        const generations = isBase ? this.baseGenerations : await decode3(session, this.forward, "generating with the candidate", log);
         const mean = (f) => generations.reduce((sum, g, i) => sum + f(g, i), 0) / generations.length;
         const values = { "sequence-agreement": mean((g, i) => exactMatch(g, this.baseGenerations[i])) };
         const references = this.spec.references;
@@ -86302,6 +86373,7 @@ var init_evaluator = __esm({
     init_runtime();
     init_memory();
     init_calibration();
+    init_progress();
     init_latency();
     init_generation();
     init_metrics2();
@@ -86333,7 +86405,7 @@ var init_evaluator = __esm({
           let generation;
           if (loaded.generation) {
             opts.log?.(`generating up to ${loaded.generation.maxNewTokens} tokens for each of ${loaded.generation.prompts.length} prompts with the base model`);
-            generation = await GenerationRun.start(session, loaded).catch((e) => {
+            generation = await GenerationRun.start(session, loaded, opts.log).catch((e) => {
               throw baseFails(loaded, e, "decoding the prompts");
             });
             set2 = generation.forward;
@@ -86342,6 +86414,7 @@ var init_evaluator = __esm({
           const task = new TaskAccumulator(set2.task);
           let cached2 = [];
           let cachedBytes = 0;
+          const progress = new PassProgress("evaluating the base model", batchCount(set2), opts.log);
           for (const batch of batches(set2)) {
             let out;
             try {
@@ -86353,6 +86426,7 @@ var init_evaluator = __esm({
             cachedBytes += out.data.byteLength;
             if (cached2 && cachedBytes <= opts.cacheBytes) cached2.push(out);
             else cached2 = void 0;
+            progress.tick();
           }
           const baseTask = generation ? (await generation.measure(session, true)).values : task.values();
           return new _Evaluator(set2, session, stats, baseTask, cached2, opts, model, generation);
@@ -86372,6 +86446,7 @@ var init_evaluator = __esm({
           const comparison = new ComparisonAccumulator();
           let index = 0;
           let latencyFeeds;
+          const progress = new PassProgress("evaluating the candidate", batchCount(this.set), this.options.log);
           for (const batch of batches(this.set)) {
             latencyFeeds ??= batch.feeds;
             const base = this.cached?.[index] ?? await runOutput(this.baseSession, batch.feeds, this.set);
@@ -86380,8 +86455,9 @@ var init_evaluator = __esm({
             task.add(out, plan);
             comparison.add(base, out, plan);
             index++;
+            progress.tick();
           }
-          const generated = await this.generation?.measure(session);
+          const generated = await this.generation?.measure(session, false, this.options.log);
           const latency = await measureLatency(this.baseSession, session, latencyFeeds, this.options.latency);
           const stats = await modelStats(candidate, this.set, this.options.log);
           return {
@@ -86522,12 +86598,16 @@ function passesQuality(results) {
 function failures(results) {
   return results.filter((r) => !r.pass).map((r) => `${r.name} (${r.rule})`);
 }
+function brokenBounds(results) {
+  return results.filter((r) => !r.pass).map((r) => `${r.name} ${formatValue(r.name, r.candidate)}, bound ${METRICS[r.name].higherIsBetter ? "≥" : "≤"} ${formatValue(r.name, r.bound)} (${r.rule})`);
+}
 var init_gate = __esm({
   "src/gate/gate.ts"() {
     "use strict";
     init_errors();
     init_metric_names();
     init_metrics();
+    init_format2();
   }
 });
 
@@ -86567,7 +86647,8 @@ async function gradualSearch(base, baseParams, mode, ratios, deps) {
     artifacts.push(evaluation.artifact);
     alive.add(i);
     results.push(result);
-    deps.log?.(`step ${step.index} of ${step.count}: ${outcome.pass ? "passes" : outcome.qualityPass ? "fails an efficiency bound" : "fails a quality bound"}`);
+    const verdict = outcome.pass ? "passes" : `${outcome.qualityPass ? "fails an efficiency bound" : "fails a quality bound"}: ${brokenBounds(outcome.metrics).join("; ")}`;
+    deps.log?.(`step ${step.index} of ${step.count}: ${verdict}`);
     await keepOnly(candidatesToKeep(steps, mode), alive, artifacts, deps);
     if (mode === "auto" && !outcome.qualityPass) break;
     current = evaluation.next ?? result.model;
@@ -87383,10 +87464,13 @@ function channelVariance(s) {
 function statsRequests(consumers2, gram) {
   return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
 }
-async function collectStats(model, requests, calibration) {
+async function collectStats(model, requests, calibration, progress) {
   const collector = await StatsCollector.create(model, requests);
   try {
-    for await (const feeds of calibration()) await collector.add(feeds);
+    for await (const feeds of calibration()) {
+      await collector.add(feeds);
+      progress?.tick();
+    }
     return collector.stats;
   } finally {
     await collector.release();
@@ -88088,7 +88172,8 @@ async function statsFor(input2, mode, removals) {
   if (mode !== "reconstruct" || !input2.calibration) return input2.stats;
   input2.log("collecting activation covariances for least-squares reconstruction");
   const chosen = removals.flatMap((r) => input2.consumers.get(r.group) ?? []);
-  return collectStats(input2.model, statsRequests(chosen, true), input2.calibration);
+  const progress = input2.calibrationBatches ? new PassProgress("activation covariances", input2.calibrationBatches, input2.log) : void 0;
+  return collectStats(input2.model, statsRequests(chosen, true), input2.calibration, progress);
 }
 var SEARCH_MAX_PARAMS, ALIGN_STEPS, MAX_TIMED, PROFILE_RATIOS;
 var init_allocate = __esm({
@@ -88098,6 +88183,7 @@ var init_allocate = __esm({
     init_compensate();
     init_plan();
     init_stats();
+    init_progress();
     SEARCH_MAX_PARAMS = 5e7;
     ALIGN_STEPS = [8, 16];
     MAX_TIMED = 6;
@@ -88424,7 +88510,8 @@ ${e.reason}`, e])).values()];
     let stats = /* @__PURE__ */ new Map();
     if (options.calibration && (options.importance === "activation" || options.compensate !== "none")) {
       log("collecting activation statistics on the calibration set");
-      stats = await collectStats(model, statsRequests([...consumers2.values()].flat(), false), options.calibration);
+      const progress = options.calibrationBatches ? new PassProgress("activation statistics", options.calibrationBatches, log) : void 0;
+      stats = await collectStats(model, statsRequests([...consumers2.values()].flat(), false), options.calibration, progress);
     }
     const scores = scoreGroups(analysis, groups, options.memory, options.importance === "activation" ? { consumers: consumers2, stats } : void 0);
     const choice2 = await chooseAllocation({
@@ -88447,6 +88534,7 @@ ${e.reason}`, e])).values()];
       compensate: options.compensate,
       damage: options.damage,
       calibration: options.calibration,
+      calibrationBatches: options.calibrationBatches,
       log
     });
     const { removals, compensate: mode } = choice2;
@@ -88622,6 +88710,7 @@ var init_prune = __esm({
     init_renorm();
     init_stats();
     init_verify();
+    init_progress();
     init_types();
     init_types();
     MAX_ATTEMPTS = 8;
@@ -89454,6 +89543,7 @@ function searchDeps(c) {
       allocation: config2.prune.allocation,
       align: config2.prune.align,
       calibration: calibrationFeeds(c.evaluator.set),
+      calibrationBatches: batchCount(c.evaluator.set),
       damage: {
         name: c.evaluator.lossName,
         loss: (candidate, share) => c.evaluator.loss(candidate, share),
@@ -90241,7 +90331,9 @@ function readInputs(get, env = process.env) {
 
 // src/main.ts
 init_build();
+init_format2();
 init_markdown();
+init_progress();
 async function run(deps = {}) {
   const env = deps.env ?? process.env;
   try {
@@ -90265,7 +90357,7 @@ async function gate(inputs2, ctx, deps) {
   core.startGroup(`prune-gate: pruning ${displayPath(config2.model)} and evaluating it on ${displayPath(config2.calibration)}`);
   try {
     const pullRequest = ctx.pullRequest && recordedPullRequest(ctx.pullRequest);
-    const outcome = await runGate2({ config: config2, out: inputs2.out, log: (line) => core.info(line), pullRequest, run: thisRun(ctx, inputs2.artifactUrl) });
+    const outcome = await runGate2({ config: config2, out: inputs2.out, log: withElapsed((line) => core.info(line)), pullRequest, run: thisRun(ctx, inputs2.artifactUrl) });
     return {
       report: outcome.report,
       markdown: outcome.markdown,

@@ -8,7 +8,9 @@ import { COMMENT_CUT_NOTE, COMMENT_LIMIT, SUMMARY_CUT_NOTE, SUMMARY_LIMIT_BYTES,
 import { ActionContext, publishedRun, readContext, recordedPullRequest, thisRun } from './github/event';
 import { GateInputs, Inputs, inputName, readInputs } from './github/inputs';
 import { readReport } from './report/build';
-import { formatValue, legacyMarker, renderMarkdown, stickyMarker } from './report/markdown';
+import { formatValue } from './gate/format';
+import { legacyMarker, renderMarkdown, stickyMarker } from './report/markdown';
+import { withElapsed } from './util/progress';
 import type { Report } from './report/schema';
 
 /**
@@ -63,7 +65,7 @@ async function gate(inputs: GateInputs, ctx: ActionContext, deps: ActionDeps): P
   core.startGroup(`prune-gate: pruning ${displayPath(config.model as string)} and evaluating it on ${displayPath(config.calibration as string)}`);
   try {
     const pullRequest = ctx.pullRequest && recordedPullRequest(ctx.pullRequest);
-    const outcome = await runGate({ config, out: inputs.out, log: (line) => core.info(line), pullRequest, run: thisRun(ctx, inputs.artifactUrl) });
+    const outcome = await runGate({ config, out: inputs.out, log: withElapsed((line) => core.info(line)), pullRequest, run: thisRun(ctx, inputs.artifactUrl) });
     return {
       report: outcome.report,
       markdown: outcome.markdown,

@@ -98,7 +98,7 @@ describe('gradual search', () => {
   const metric = (name: MetricName, pass: boolean): MetricResult => ({ name, base: 1, candidate: pass ? 1 : 0, bound: 0.5, rule: 'min 0.5', pass });
 
   /** Runs the search with a prune that removes exactly what it is asked and scripted outcomes per step. */
-  async function search(mode: 'auto' | 'fixed', outcomes: ('pass' | 'efficiency' | 'quality')[]) {
+  async function search(mode: 'auto' | 'fixed', outcomes: ('pass' | 'efficiency' | 'quality')[], lines: string[] = []) {
     const targets: number[] = [];
     const discarded: number[] = [];
     let params = 1000;
@@ -115,6 +115,7 @@ describe('gradual search', () => {
         return { metrics: [metric('accuracy', o !== 'quality'), metric('size', o === 'pass')], artifact: step.index };
       },
       discard: (a) => void discarded.push(a),
+      log: (line) => void lines.push(line),
     };
     const ratios = stepRatios('auto', 0.5, outcomes.length);
     const result = await gradualSearch(dummy, 1000, mode, ratios, deps);
@@ -135,7 +136,16 @@ describe('gradual search', () => {
   });
 
   test('a step failing only an efficiency bound does not stop the search', async () => {
-    const { result } = await search('auto', ['efficiency', 'efficiency', 'pass', 'pass', 'quality']);
+    const lines: string[] = [];
+    const { result } = await search('auto', ['efficiency', 'efficiency', 'pass', 'pass', 'quality'], lines);
+    // Each step's line names the bounds it broke, with the value and the bound.
+    expect(lines.filter((l) => / (passes|fails)/.test(l))).toEqual([
+      'step 1 of 5: fails an efficiency bound: size 0 B, bound ≤ 0.5 B (min 0.5)',
+      'step 2 of 5: fails an efficiency bound: size 0 B, bound ≤ 0.5 B (min 0.5)',
+      'step 3 of 5: passes',
+      'step 4 of 5: passes',
+      'step 5 of 5: fails a quality bound: accuracy 0.00 %, bound ≥ 50.00 % (min 0.5); size 0 B, bound ≤ 0.5 B (min 0.5)',
+    ]);
     expect(result.steps).toHaveLength(5);
     expect(result.chosen).toBe(3);
     expect(result.verdict).toBe('pass');

@@ -571,6 +571,11 @@ export function tokenCount(set: CalibrationSet): number | null {
   return toNumbers(mask).filter((v) => v !== 0).length;
 }
 
+/** How many batches `batches(set)` yields. */
+export function batchCount(set: CalibrationSet, batchSize = set.batchSize): number {
+  return Math.ceil(set.count / batchSize);
+}
+
 /** The set's batches as the pruning engine takes them (PruneOptions.calibration). */
 export function calibrationFeeds(set: CalibrationSet): () => Iterable<Feeds> {
   return function* () {

@@ -5,7 +5,8 @@ import { OnnxModel } from '../onnx/model';
 import { createSession, ort, sessionThreads } from '../onnx/runtime';
 import { measureMemory } from './memory';
 import type { Feeds } from '../onnx/runtime';
-import { Batch, CalibrationSet, batches } from './calibration';
+import { Batch, CalibrationSet, batchCount, batches } from './calibration';
+import { PassProgress } from '../util/progress';
 import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, measureLatency } from './latency';
 import { GenerationExample, GenerationRun, InterfaceChange, interfaceChanges } from './generation';
 import { ComparisonAccumulator, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';
@@ -70,7 +71,7 @@ export class Evaluator {
       let generation: GenerationRun | undefined;
       if (loaded.generation) {
         opts.log?.(`generating up to ${loaded.generation.maxNewTokens} tokens for each of ${loaded.generation.prompts.length} prompts with the base model`);
-        generation = await GenerationRun.start(session, loaded).catch((e: unknown) => {
+        generation = await GenerationRun.start(session, loaded, opts.log).catch((e: unknown) => {
           throw baseFails(loaded, e, 'decoding the prompts');
         });
         set = generation.forward;
@@ -79,6 +80,7 @@ export class Evaluator {
       const task = new TaskAccumulator(set.task);
       let cached: Rows[] | undefined = [];
       let cachedBytes = 0;
+      const progress = new PassProgress('evaluating the base model', batchCount(set), opts.log);
       for (const batch of batches(set)) {
         let out: Rows;
         try {
@@ -90,6 +92,7 @@ export class Evaluator {
         cachedBytes += out.data.byteLength;
         if (cached && cachedBytes <= opts.cacheBytes) cached.push(out);
         else cached = undefined;
+        progress.tick();
       }
       const baseTask = generation ? (await generation.measure(session, true)).values : task.values();
       return new Evaluator(set, session, stats, baseTask, cached, opts, model, generation);
@@ -111,6 +114,7 @@ export class Evaluator {
       const comparison = new ComparisonAccumulator();
       let index = 0;
       let latencyFeeds: Feeds | undefined;
+      const progress = new PassProgress('evaluating the candidate', batchCount(this.set), this.options.log);
       for (const batch of batches(this.set)) {
         latencyFeeds ??= batch.feeds;
         const base = this.cached?.[index] ?? (await runOutput(this.baseSession, batch.feeds, this.set));
@@ -119,8 +123,9 @@ export class Evaluator {
         task.add(out, plan);
         comparison.add(base, out, plan);
         index++;
+        progress.tick();
       }
-      const generated = await this.generation?.measure(session);
+      const generated = await this.generation?.measure(session, false, this.options.log);
       const latency = await measureLatency(this.baseSession, session, latencyFeeds as Feeds, this.options.latency);
       const stats = await modelStats(candidate, this.set, this.options.log);
       return {

@@ -32,16 +32,20 @@ export interface GreedyOptions {
   eos: readonly number[];
   /** Prompts decoded together at most. */
   batchSize: number;
+  /** Called after each batch of prompts is decoded, with the number of batches (progress lines). */
+  onBatch?: (total: number) => void;
 }
 
 /** Decodes every prompt greedily; the result lists each prompt's new tokens, without the end-of-sequence id. */
 export async function greedyDecode(session: ort.InferenceSession, decoder: DecoderInputs, prompts: readonly (readonly number[])[], options: GreedyOptions): Promise<number[][]> {
   const out: number[][] = prompts.map(() => []);
   const layout = padsLeft(decoder) ? 'left' : decoder.cache.length === 0 && (await isCausal(session, decoder, prompts[0])) ? 'right' : 'equal';
-  for (const members of decodingBatches(prompts, options.batchSize, layout !== 'equal')) {
+  const all = decodingBatches(prompts, options.batchSize, layout !== 'equal');
+  for (const members of all) {
     const batch = members.map((i) => prompts[i]);
     const generated = layout === 'right' ? await decodeRightPadded(session, decoder, batch, options) : await decodeBatch(session, decoder, batch, options);
     members.forEach((i, b) => (out[i] = generated[b]));
+    options.onBatch?.(all.length);
   }
   return out;
 }

@@ -2,6 +2,7 @@ import { OnnxModel } from '../onnx/model';
 import { InputSpec, graphInputs, graphOutputs, ort } from '../onnx/runtime';
 import { CalibrationSet, batches } from './calibration';
 import { greedyDecode } from './generate';
+import { Log, PassProgress } from '../util/progress';
 import { GenerationSpec, referenceSet, teacherForcedSet } from './generation-set';
 import type { MetricValues } from './metric-names';
 import { TaskAccumulator, outputRows, planRows } from './metrics';
@@ -26,16 +27,16 @@ export class GenerationRun {
     private readonly text: TokenText | undefined,
   ) {}
 
-  static async start(session: ort.InferenceSession, set: CalibrationSet): Promise<GenerationRun> {
+  static async start(session: ort.InferenceSession, set: CalibrationSet, log?: Log): Promise<GenerationRun> {
     const spec = set.generation as GenerationSpec;
-    const generations = await decode(session, set);
+    const generations = await decode(session, set, 'generating with the base model', log);
     const text = spec.tokenizer ? tokenText(spec.tokenizer) : undefined;
     return new GenerationRun(spec, generations, teacherForcedSet(spec, set, generations), referenceSet(spec, set), text);
   }
 
   /** The generation metrics of the model in `session`, and its generations. */
-  async measure(session: ort.InferenceSession, isBase = false): Promise<{ values: MetricValues; generations: number[][] }> {
-    const generations = isBase ? this.baseGenerations : await decode(session, this.forward);
+  async measure(session: ort.InferenceSession, isBase = false, log?: Log): Promise<{ values: MetricValues; generations: number[][] }> {
+    const generations = isBase ? this.baseGenerations : await decode(session, this.forward, 'generating with the candidate', log);
     const mean = (f: (g: number[], i: number) => number) => generations.reduce((sum, g, i) => sum + f(g, i), 0) / generations.length;
     const values: MetricValues = { 'sequence-agreement': mean((g, i) => exactMatch(g, this.baseGenerations[i])) };
     const references = this.spec.references;
@@ -77,9 +78,11 @@ export interface GenerationExample {
   candidate: string;
 }
 
-function decode(session: ort.InferenceSession, set: CalibrationSet): Promise<number[][]> {
+function decode(session: ort.InferenceSession, set: CalibrationSet, what: string, log: Log | undefined): Promise<number[][]> {
   const spec = set.generation as GenerationSpec;
-  return greedyDecode(session, spec.decoder, spec.prompts, { maxNewTokens: spec.maxNewTokens, eos: spec.eos, batchSize: set.batchSize });
+  const options = { maxNewTokens: spec.maxNewTokens, eos: spec.eos, batchSize: set.batchSize };
+  const progress = new PassProgress(what, 0, log);
+  return greedyDecode(session, spec.decoder, spec.prompts, { ...options, onBatch: (total) => progress.tick(total) });
 }
 
 /** An input or output whose declared shape the candidate changed (a KV cache's heads, say). */

@@ -1,6 +1,7 @@
 import { UserError } from '../errors';
 import { MetricName, MetricValues, REFERENCE_METRICS, Task, metricsOf } from '../eval/metric-names';
 import { BoundKind, METRICS, isQuality } from './metrics';
+import { formatValue } from './format';
 
 /** One bound of the gate, as written and as understood. */
 export interface GateRule {
@@ -107,4 +108,11 @@ export function passesQuality(results: readonly MetricResult[]): boolean {
 /** The bounded metrics that failed, for messages: "perplexity (max-increase 5%)". */
 export function failures(results: readonly MetricResult[]): string[] {
   return results.filter((r) => !r.pass).map((r) => `${r.name} (${r.rule})`);
+}
+
+/** The broken bounds with their values, for progress lines: "size 2.57 MiB, bound ≤ 2.38 MiB (max-ratio 0.75)". */
+export function brokenBounds(results: readonly MetricResult[]): string[] {
+  return results
+    .filter((r) => !r.pass)
+    .map((r) => `${r.name} ${formatValue(r.name, r.candidate)}, bound ${METRICS[r.name].higherIsBetter ? '≥' : '≤'} ${formatValue(r.name, r.bound)} (${r.rule})`);
 }

@@ -1,6 +1,6 @@
 import type { OnnxModel } from '../onnx/model';
 import type { AllocationResult, PruneResult, PrunedEntry, SkippedEntry } from '../prune/types';
-import { MetricResult, Verdict, passesQuality, verdictOf } from './gate';
+import { MetricResult, Verdict, brokenBounds, passesQuality, verdictOf } from './gate';
 
 /**
  * The gradual search (docs/contracts.md). Candidates at cumulative ratios (fractions of the ORIGINAL
@@ -111,7 +111,8 @@ export async function gradualSearch<A>(
     artifacts.push(evaluation.artifact);
     alive.add(i);
     results.push(result);
-    deps.log?.(`step ${step.index} of ${step.count}: ${outcome.pass ? 'passes' : outcome.qualityPass ? 'fails an efficiency bound' : 'fails a quality bound'}`);
+    const verdict = outcome.pass ? 'passes' : `${outcome.qualityPass ? 'fails an efficiency bound' : 'fails a quality bound'}: ${brokenBounds(outcome.metrics).join('; ')}`;
+    deps.log?.(`step ${step.index} of ${step.count}: ${verdict}`);
     await keepOnly(candidatesToKeep(steps, mode), alive, artifacts, deps);
     if (mode === 'auto' && !outcome.qualityPass) break;
     current = evaluation.next ?? result.model;

@@ -4,7 +4,7 @@ import type { Config } from '../config/config';
 import type { QuantizeMode } from '../quantize/options';
 import { displayPath } from '../util/paths';
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
-import { CalibrationSet, calibrationFeeds, loadCalibration, tokenCount } from '../eval/calibration';
+import { CalibrationSet, batchCount, calibrationFeeds, loadCalibration, tokenCount } from '../eval/calibration';
 import { Evaluation, Evaluator } from '../eval/evaluator';
 import { GateRule, MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
 import { SearchDeps, gradualSearch, stepRatios } from '../gate/search';
@@ -232,6 +232,7 @@ function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
         allocation: config.prune.allocation,
         align: config.prune.align,
         calibration: calibrationFeeds(c.evaluator.set),
+        calibrationBatches: batchCount(c.evaluator.set),
         damage: {
           name: c.evaluator.lossName,
           loss: (candidate, share) => c.evaluator.loss(candidate, share),

@@ -5,6 +5,7 @@ import { FixFailure, applyRemoval } from './apply';
 import { compensate } from './compensate';
 import { DamageCurve, PlanInput, Removal, alignRemovals, alignedPlan, planByCurves, planCounts, planRemoval, planUniform, rankedUnits } from './plan';
 import { ChannelStats, Consumer, collectStats, statsRequests } from './stats';
+import { PassProgress } from '../util/progress';
 import { Allocation, AllocationResult, Compensation, CompensationChoice, DamageMeasure } from './types';
 
 type Strategy = Exclude<Allocation, 'auto'>;
@@ -36,6 +37,7 @@ export interface AllocationInput {
   alignAuto?: boolean;
   damage?: DamageMeasure;
   calibration?: () => AsyncIterable<Feeds> | Iterable<Feeds>;
+  calibrationBatches?: number;
   log: (line: string) => void;
 }
 
@@ -226,5 +228,6 @@ async function statsFor(input: AllocationInput, mode: Compensation, removals: Re
   if (mode !== 'reconstruct' || !input.calibration) return input.stats;
   input.log('collecting activation covariances for least-squares reconstruction');
   const chosen = removals.flatMap((r) => input.consumers.get(r.group) ?? []);
-  return collectStats(input.model, statsRequests(chosen, true), input.calibration);
+  const progress = input.calibrationBatches ? new PassProgress('activation covariances', input.calibrationBatches, input.log) : undefined;
+  return collectStats(input.model, statsRequests(chosen, true), input.calibration, progress);
 }

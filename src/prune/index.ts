@@ -14,6 +14,7 @@ import { AxisNorms, magnitudeScores, scoreScale, standardize } from './score';
 import { applyNormRefits, measureNorms, normsToRefit } from './renorm';
 import { ChannelStats, Consumer, channelVariance, collectStats, findConsumers, statsRequests } from './stats';
 import { verifyPruned } from './verify';
+import { PassProgress } from '../util/progress';
 import { PruneMemory, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
 
 export * from './types';
@@ -80,7 +81,8 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
     let stats = new Map<string, ChannelStats>();
     if (options.calibration && (options.importance === 'activation' || options.compensate !== 'none')) {
       log('collecting activation statistics on the calibration set');
-      stats = await collectStats(model, statsRequests([...consumers.values()].flat(), false), options.calibration);
+      const progress = options.calibrationBatches ? new PassProgress('activation statistics', options.calibrationBatches, log) : undefined;
+      stats = await collectStats(model, statsRequests([...consumers.values()].flat(), false), options.calibration, progress);
     }
     const scores = scoreGroups(analysis, groups, options.memory, options.importance === 'activation' ? { consumers, stats } : undefined);
     const choice = await chooseAllocation({
@@ -103,6 +105,7 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       compensate: options.compensate,
       damage: options.damage,
       calibration: options.calibration,
+      calibrationBatches: options.calibrationBatches,
       log,
     });
     const { removals, compensate: mode } = choice;

@@ -4,6 +4,7 @@ import { Slot } from '../graph/atoms';
 import { Node } from '../graph/graph';
 import { WeightUse, ruleOf } from '../graph/rules';
 import { OnnxModel } from '../onnx/model';
+import { PassProgress } from '../util/progress';
 import { Feeds, ort, sessionForProto } from '../onnx/runtime';
 
 /**
@@ -89,10 +90,14 @@ export async function collectStats(
   model: OnnxModel,
   requests: StatsRequest[],
   calibration: () => AsyncIterable<Feeds> | Iterable<Feeds>,
+  progress?: PassProgress,
 ): Promise<Map<string, ChannelStats>> {
   const collector = await StatsCollector.create(model, requests);
   try {
-    for await (const feeds of calibration()) await collector.add(feeds);
+    for await (const feeds of calibration()) {
+      await collector.add(feeds);
+      progress?.tick();
+    }
     return collector.stats;
   } finally {
     await collector.release();

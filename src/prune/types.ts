@@ -72,6 +72,8 @@ export interface PruneOptions {
   steps?: number;
   /** Calibration batches, needed for activation importance and compensation. */
   calibration?: () => AsyncIterable<Feeds> | Iterable<Feeds>;
+  /** How many batches `calibration` yields, when known: passes over them report progress. */
+  calibrationBatches?: number;
   /**
    * Kept by a caller that prunes in steps (one object for the whole search): each group's score
    * scale from its first measurement, so a layer that already lost units is not cut again just

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { loadConfig } from '../../config/config';
 import { pullRequestOfRun } from '../../github/event';
 import { compareModels } from '../../pipeline/run';
+import { withElapsed } from '../../util/progress';
 import { CliContext } from '../context';
 
 interface EvalFlags {
@@ -35,7 +36,7 @@ export function register(program: Command, ctx: CliContext): void {
         calibration: flags.calibration,
         config,
         out: flags.out,
-        log: (line) => ctx.stderr(`${line}\n`),
+        log: withElapsed((line) => ctx.stderr(`${line}\n`)),
         pullRequest: pullRequestOfRun(),
       });
       ctx.stdout(flags.json ? `${JSON.stringify(report, null, 2)}\n` : markdown);

@@ -4,13 +4,14 @@ import { parseExternalData, parseTarget } from '../../config/config';
 import { UserError } from '../../errors';
 import { OnnxModel } from '../../onnx/model';
 import { writeModel } from '../../onnx/write';
-import { loadCalibration, calibrationFeeds } from '../../eval/calibration';
+import { batchCount, loadCalibration, calibrationFeeds } from '../../eval/calibration';
 import { STRUCTURES, Structure } from '../../graph/analysis';
 import { ALLOCATIONS, Allocation, CompensationChoice, Importance, PruneResult, pruneModel } from '../../prune';
 import { Evaluator } from '../../eval/evaluator';
 import { allocationLine } from '../../report/markdown';
 import { CliContext } from '../context';
 import { writeJsonAtomic } from '../../util/files';
+import { withElapsed } from '../../util/progress';
 import { grouped, table } from '../../util/format';
 
 interface PruneFlags {
@@ -78,10 +79,11 @@ export function register(program: Command, ctx: CliContext): void {
           steps,
           align,
           calibration: evaluator ? calibrationFeeds(evaluator.set) : undefined,
+          calibrationBatches: evaluator ? batchCount(evaluator.set) : undefined,
           damage: evaluator
             ? { name: evaluator.lossName, loss: (candidate, share) => evaluator.loss(candidate, share), latency: (candidate) => evaluator.latencyRatio(candidate) }
             : undefined,
-          log: (line) => ctx.stderr(`${line}\n`),
+          log: withElapsed((line) => ctx.stderr(`${line}\n`)),
         });
       } finally {
         await evaluator?.close();

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { OptionName, parseOverrides, resolveConfig } from '../../config/config';
 import { pullRequestOfRun } from '../../github/event';
 import { runGate } from '../../pipeline/run';
+import { withElapsed } from '../../util/progress';
 import { CliContext } from '../context';
 
 /** How messages name the command line's options. */
@@ -44,7 +45,7 @@ export function register(program: Command, ctx: CliContext): void {
         flagName,
       );
       const config = resolveConfig(flags.config, overrides, flagName);
-      const outcome = await runGate({ config, out: flags.out, log: (line) => ctx.stderr(`${line}\n`), pullRequest: pullRequestOfRun() });
+      const outcome = await runGate({ config, out: flags.out, log: withElapsed((line) => ctx.stderr(`${line}\n`)), pullRequest: pullRequestOfRun() });
       ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}\n` : outcome.markdown);
       ctx.exitCode = outcome.report.verdict === 'pass' ? 0 : 1;
     });
