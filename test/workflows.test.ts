@@ -1,0 +1,23 @@
+// The workflows (the repository's own and those the docs show) pass actionlint, the linter knows
+// the runner labels of .github/actionlint.yaml, and it catches what it should.
+import { Workflow, lintWorkflows, workflows } from '../tools/lint-workflows';
+
+const ci = (runsOn: string, step = 'run: echo ok'): Workflow => ({
+  where: 'test.yml',
+  firstLine: 1,
+  text: `on: push\njobs:\n  a:\n    runs-on: ${runsOn}\n    steps:\n      - ${step}\n`,
+});
+
+test('every workflow of .github/workflows and of the docs passes actionlint', async () => {
+  const all = workflows();
+  expect(all.map((w) => w.where)).toEqual(expect.arrayContaining(['.github/workflows/ci.yml', '.github/workflows/release.yml', 'README.md']));
+  expect(await lintWorkflows(all)).toEqual([]);
+}, 60_000);
+
+test('current hosted-runner labels pass; an unknown label and a bad expression are caught with their line', async () => {
+  expect(await lintWorkflows([ci('ubuntu-24.04'), ci('ubuntu-slim'), ci('macos-26'), ci('windows-11-arm')])).toEqual([]);
+  const problems = await lintWorkflows([ci('ubuntu-99'), ci('ubuntu-latest', 'run: echo ${{ github.no_such_field }}')]);
+  expect(problems).toHaveLength(2);
+  expect(problems[0]).toBe('test.yml:4:14: label "ubuntu-99" is unknown [runner-label]');
+  expect(problems[1]).toMatch(/^test\.yml:6:\d+: property "no_such_field" is not defined/);
+}, 60_000);
