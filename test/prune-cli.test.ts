@@ -49,7 +49,7 @@ test('with calibration data: activation importance, bias compensation, steps', a
 test.each([
   [['--target', '1.5'], /--target: expected a fraction of parameters between 0 and 1 \(e\.g\. 0\.3 or 30%\), found '1\.5'/],
   [['--target', 'half'], /--target: expected a fraction of parameters between 0 and 1 \(e\.g\. 0\.3 or 30%\), found 'half'/],
-  [['--target', 'auto'], /--target: expected a fraction of parameters between 0 and 1 \(e\.g\. 0\.3\), found 'auto'/],
+  [['--target', 'auto'], /--target: expected a fraction of parameters between 0 and 1 \(e\.g\. 0\.3 or 30%\), found 'auto'/],
   [['--structures', 'ffn,layers'], /--structures takes a list of ffn, heads, channels/],
   [['--importance', 'activation'], /needs --calibration/],
   [['--compensate', 'bias'], /needs --calibration/],

@@ -1,4 +1,5 @@
 import { spawn } from 'child_process';
+import * as crypto from 'crypto';
 import * as fs from 'fs';
 import { createRequire } from 'module';
 import * as path from 'path';
@@ -16,6 +17,10 @@ import { UserError } from '../errors';
 
 /** The version dist/ is built and tested against (test/action-runtime.test.ts checks it is the installed one). */
 export const ONNXRUNTIME_NODE_VERSION = '1.30.0';
+/** Its tarball's integrity, as the npm registry published it: a tarball that differs is refused. */
+export const ONNXRUNTIME_NODE_INTEGRITY = 'sha512-twhs1C2C/BFkz1yc5OY0KIU2GUq6DURO7hD4bx5Q2Qy3nAMJwRXW8xU3NVczE29VA9lolLOYepoD8fjTGOfIqw==';
+/** The whole install (download and unpack) must finish within this many seconds (PRUNE_GATE_INSTALL_TIMEOUT overrides it). */
+const INSTALL_TIMEOUT_S = 300;
 const PACKAGE = 'onnxruntime-node';
 const DONE = '.prune-gate-complete';
 
@@ -84,34 +89,53 @@ function npmCommand(): { command: string; args: string[]; shell: boolean } {
   return { command: process.platform === 'win32' ? 'npm.cmd' : 'npm', args: [], shell: process.platform === 'win32' };
 }
 
+/** The install's deadline in seconds: PRUNE_GATE_INSTALL_TIMEOUT, else the default. */
+function installTimeout(env: NodeJS.ProcessEnv): number {
+  const given = Number(env.PRUNE_GATE_INSTALL_TIMEOUT);
+  return Number.isFinite(given) && given > 0 ? given : INSTALL_TIMEOUT_S;
+}
+
+/** sha512-<base64> of a file, npm's integrity form. */
+function integrityOf(file: string): string {
+  return `sha512-${crypto.createHash('sha512').update(fs.readFileSync(file)).digest('base64')}`;
+}
+
 async function install(dir: string, env: NodeJS.ProcessEnv, log: (line: string) => void): Promise<void> {
   // Into a fresh folder, moved into place only when complete: a cancelled job or a concurrent
   // one never leaves a half-installed runtime that a later run would trust.
   fs.mkdirSync(path.dirname(dir), { recursive: true });
   const tmp = fs.mkdtempSync(`${dir}.partial-`);
+  const deadline = Date.now() + installTimeout(env) * 1000;
   try {
     fs.writeFileSync(path.join(tmp, 'package.json'), `${JSON.stringify({ private: true, description: 'prune-gate runtime' })}\n`);
     const npm = npmCommand();
+    const quiet = ['--no-audit', '--no-fund', '--loglevel=error', '--fetch-retries=1', '--fetch-retry-mintimeout=2000', '--fetch-timeout=30000'];
+    const childEnv = { ...env, ONNXRUNTIME_NODE_INSTALL: 'skip', npm_config_update_notifier: 'false' };
+    // 1. The tarball, checked against the pinned integrity before anything of it is unpacked.
+    const tarballs = path.join(tmp, 'tarball');
+    fs.mkdirSync(tarballs);
+    await runNpm(npm, ['pack', `${PACKAGE}@${ONNXRUNTIME_NODE_VERSION}`, '--pack-destination', tarballs, ...quiet], tmp, childEnv, deadline, 'download');
+    const tarball = path.join(tarballs, `${PACKAGE}-${ONNXRUNTIME_NODE_VERSION}.tgz`);
+    const integrity = fs.existsSync(tarball) ? integrityOf(tarball) : 'none (no tarball)';
+    if (integrity !== ONNXRUNTIME_NODE_INTEGRITY) {
+      throw new UserError(
+        `the ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} tarball from ${registryOf(env)} has integrity ${integrity.slice(0, 24)}…, not the pinned ${ONNXRUNTIME_NODE_INTEGRITY.slice(0, 24)}…: refusing to install it (a mirror serving another file?)`,
+      );
+    }
+    // 2. That tarball installed; its dependencies come from the registry, checked by npm.
     const args = [
-      ...npm.args,
       'install',
-      `${PACKAGE}@${ONNXRUNTIME_NODE_VERSION}`,
+      tarball,
       // onnxruntime-node's postinstall would download CUDA binaries on linux-x64; the CPU ones
       // are in the package.
       '--ignore-scripts',
       '--omit=dev',
       '--no-package-lock',
-      '--no-audit',
-      '--no-fund',
       '--prefer-offline',
-      '--loglevel=error',
+      ...quiet,
     ];
-    const childEnv = { ...env, ONNXRUNTIME_NODE_INSTALL: 'skip', npm_config_update_notifier: 'false' };
-    const { status, output } = await spawnCollect(npm.command, args, tmp, childEnv, npm.shell);
-    if (status !== 0) {
-      const last = output.trim().split('\n').filter(Boolean).slice(-3).join(' / ');
-      throw new UserError(`could not install ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} (npm exited with ${status}): ${last || 'no output'}`);
-    }
+    await runNpm(npm, args, tmp, childEnv, deadline, 'install');
+    fs.rmSync(tarballs, { recursive: true, force: true });
     trimPlatforms(path.join(tmp, 'node_modules', PACKAGE));
     fs.writeFileSync(path.join(tmp, DONE), `${ONNXRUNTIME_NODE_VERSION}\n`);
     try {
@@ -126,6 +150,27 @@ async function install(dir: string, env: NodeJS.ProcessEnv, log: (line: string) 
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** The registry npm uses here (the runner's npm config may point at a mirror). */
+function registryOf(env: NodeJS.ProcessEnv): string {
+  return env.npm_config_registry || env.NPM_CONFIG_REGISTRY || 'the npm registry';
+}
+
+/**
+ * Runs npm until `deadline`; a failure is one line that keeps npm's own error (its `npm error`
+ * lines: the code, the address it could not reach), and a timeout says how long it waited.
+ */
+async function runNpm(npm: { command: string; args: string[]; shell: boolean }, args: string[], cwd: string, env: NodeJS.ProcessEnv, deadline: number, what: string): Promise<void> {
+  const subject = `${what} of ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} from ${registryOf(env)}`;
+  const { status, output, timedOut } = await spawnCollect(npm.command, [...npm.args, ...args], cwd, env, npm.shell, Math.max(1, deadline - Date.now()));
+  const lines = output.split('\n').map((l) => l.trim()).filter(Boolean);
+  const errors = lines.filter((l) => /^npm (error|ERR!)/.test(l) && !/A complete log of this run|^npm (error|ERR!)\s*$/.test(l)).map((l) => l.replace(/^npm (error|ERR!)\s*/, ''));
+  const cause = (errors.length ? errors.slice(0, 4) : lines.slice(-3)).join(' / ') || 'no output';
+  if (timedOut) {
+    throw new UserError(`the ${subject} did not finish within ${installTimeout(env)} s (PRUNE_GATE_INSTALL_TIMEOUT): ${cause === 'no output' ? 'npm said nothing (a registry that does not answer?)' : cause}`);
+  }
+  if (status !== 0) throw new UserError(`the ${subject} failed (npm exited with ${status}): ${cause}`);
 }
 
 /** The package holds every platform's binaries (~290 MB); this one needs ~45 MB of them. */
@@ -145,13 +190,24 @@ function trimPlatforms(pkg: string): void {
   }
 }
 
-function spawnCollect(command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, shell: boolean): Promise<{ status: number; output: string }> {
+function spawnCollect(command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, shell: boolean, timeoutMs: number): Promise<{ status: number; output: string; timedOut: boolean }> {
   return new Promise((resolve) => {
     let output = '';
+    let timedOut = false;
     const child = spawn(command, args, { cwd, env, shell, stdio: ['ignore', 'pipe', 'pipe'] });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    child.on('error', (e) => resolve({ status: -1, output: `${command}: ${e.message}` }));
-    child.on('close', (code) => resolve({ status: code ?? -1, output }));
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      resolve({ status: -1, output: `${command}: ${e.message}`, timedOut });
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ status: code ?? -1, output, timedOut });
+    });
   });
 }
