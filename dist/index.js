@@ -211,7 +211,7 @@ var require_file_command = __commonJS({
     Object.defineProperty(exports2, "__esModule", { value: true });
     exports2.issueFileCommand = issueFileCommand;
     exports2.prepareKeyValueMessage = prepareKeyValueMessage;
-    var crypto3 = __importStar(require("crypto"));
+    var crypto2 = __importStar(require("crypto"));
     var fs18 = __importStar(require("fs"));
     var os6 = __importStar(require("os"));
     var utils_1 = require_utils();
@@ -228,7 +228,7 @@ var require_file_command = __commonJS({
       });
     }
     function prepareKeyValueMessage(key, value) {
-      const delimiter = `ghadelimiter_${crypto3.randomUUID()}`;
+      const delimiter = `ghadelimiter_${crypto2.randomUUID()}`;
       const convertedValue = (0, utils_1.toCommandValue)(value);
       if (key.includes(delimiter)) {
         throw new Error(`Unexpected input: name should not contain the delimiter "${delimiter}"`);
@@ -4374,11 +4374,11 @@ var require_util2 = __commonJS({
     var { isUint8Array } = require("node:util/types");
     var { webidl } = require_webidl();
     var supportedHashes = [];
-    var crypto3;
+    var crypto2;
     try {
-      crypto3 = require("node:crypto");
+      crypto2 = require("node:crypto");
       const possibleRelevantHashes = ["sha256", "sha384", "sha512"];
-      supportedHashes = crypto3.getHashes().filter((hash2) => possibleRelevantHashes.includes(hash2));
+      supportedHashes = crypto2.getHashes().filter((hash2) => possibleRelevantHashes.includes(hash2));
     } catch {
     }
     function responseURL(response) {
@@ -4651,7 +4651,7 @@ var require_util2 = __commonJS({
       }
     }
     function bytesMatch(bytes2, metadataList) {
-      if (crypto3 === void 0) {
+      if (crypto2 === void 0) {
         return true;
       }
       const parsedMetadata = parseMetadata(metadataList);
@@ -4666,7 +4666,7 @@ var require_util2 = __commonJS({
       for (const item of metadata) {
         const algorithm = item.algo;
         const expectedValue = item.hash;
-        let actualValue = crypto3.createHash(algorithm).update(bytes2).digest("base64");
+        let actualValue = crypto2.createHash(algorithm).update(bytes2).digest("base64");
         if (actualValue[actualValue.length - 1] === "=") {
           if (actualValue[actualValue.length - 2] === "=") {
             actualValue = actualValue.slice(0, -2);
@@ -5730,8 +5730,8 @@ var require_body = __commonJS({
     var { multipartFormDataParser } = require_formdata_parser();
     var random;
     try {
-      const crypto3 = require("node:crypto");
-      random = (max) => crypto3.randomInt(0, max);
+      const crypto2 = require("node:crypto");
+      random = (max) => crypto2.randomInt(0, max);
     } catch {
       random = (max) => Math.floor(Math.random(max));
     }
@@ -17370,13 +17370,13 @@ var require_frame = __commonJS({
     "use strict";
     var { maxUnsigned16Bit } = require_constants5();
     var BUFFER_SIZE = 16386;
-    var crypto3;
+    var crypto2;
     var buffer = null;
     var bufIdx = BUFFER_SIZE;
     try {
-      crypto3 = require("node:crypto");
+      crypto2 = require("node:crypto");
     } catch {
-      crypto3 = {
+      crypto2 = {
         // not full compatibility, but minimum.
         randomFillSync: function randomFillSync(buffer2, _offset, _size2) {
           for (let i = 0; i < buffer2.length; ++i) {
@@ -17389,7 +17389,7 @@ var require_frame = __commonJS({
     function generateMask() {
       if (bufIdx === BUFFER_SIZE) {
         bufIdx = 0;
-        crypto3.randomFillSync(buffer ??= Buffer.allocUnsafe(BUFFER_SIZE), 0, BUFFER_SIZE);
+        crypto2.randomFillSync(buffer ??= Buffer.allocUnsafe(BUFFER_SIZE), 0, BUFFER_SIZE);
       }
       return [buffer[bufIdx++], buffer[bufIdx++], buffer[bufIdx++], buffer[bufIdx++]];
     }
@@ -17461,9 +17461,9 @@ var require_connection = __commonJS({
     var { Headers, getHeadersList } = require_headers();
     var { getDecodeSplit } = require_util2();
     var { WebsocketFrameSend } = require_frame();
-    var crypto3;
+    var crypto2;
     try {
-      crypto3 = require("node:crypto");
+      crypto2 = require("node:crypto");
     } catch {
     }
     function establishWebSocketConnection(url2, protocols, client, ws, onEstablish, options) {
@@ -17483,7 +17483,7 @@ var require_connection = __commonJS({
         const headersList = getHeadersList(new Headers(options.headers));
         request.headersList = headersList;
       }
-      const keyValue = crypto3.randomBytes(16).toString("base64");
+      const keyValue = crypto2.randomBytes(16).toString("base64");
       request.headersList.append("sec-websocket-key", keyValue);
       request.headersList.append("sec-websocket-version", "13");
       for (const protocol of protocols) {
@@ -17513,7 +17513,7 @@ var require_connection = __commonJS({
             return;
           }
           const secWSAccept = response.headersList.get("Sec-WebSocket-Accept");
-          const digest = crypto3.createHash("sha1").update(keyValue + uid).digest("base64");
+          const digest = crypto2.createHash("sha1").update(keyValue + uid).digest("base64");
           if (secWSAccept !== digest) {
             failWebsocketConnection(ws, "Incorrect hash received in Sec-WebSocket-Accept header.");
             return;
@@ -25385,11 +25385,11 @@ var require_util10 = __commonJS({
     var assert2 = require("assert");
     var { isUint8Array } = require("util/types");
     var supportedHashes = [];
-    var crypto3;
+    var crypto2;
     try {
-      crypto3 = require("crypto");
+      crypto2 = require("crypto");
       const possibleRelevantHashes = ["sha256", "sha384", "sha512"];
-      supportedHashes = crypto3.getHashes().filter((hash2) => possibleRelevantHashes.includes(hash2));
+      supportedHashes = crypto2.getHashes().filter((hash2) => possibleRelevantHashes.includes(hash2));
     } catch {
     }
     function responseURL(response) {
@@ -25666,7 +25666,7 @@ var require_util10 = __commonJS({
       }
     }
     function bytesMatch(bytes2, metadataList) {
-      if (crypto3 === void 0) {
+      if (crypto2 === void 0) {
         return true;
       }
       const parsedMetadata = parseMetadata(metadataList);
@@ -25681,7 +25681,7 @@ var require_util10 = __commonJS({
       for (const item of metadata) {
         const algorithm = item.algo;
         const expectedValue = item.hash;
-        let actualValue = crypto3.createHash(algorithm).update(bytes2).digest("base64");
+        let actualValue = crypto2.createHash(algorithm).update(bytes2).digest("base64");
         if (actualValue[actualValue.length - 1] === "=") {
           if (actualValue[actualValue.length - 2] === "=") {
             actualValue = actualValue.slice(0, -2);
@@ -27027,8 +27027,8 @@ var require_body2 = __commonJS({
     var { parseMIMEType, serializeAMimeType } = require_dataURL();
     var random;
     try {
-      const crypto3 = require("node:crypto");
-      random = (max) => crypto3.randomInt(0, max);
+      const crypto2 = require("node:crypto");
+      random = (max) => crypto2.randomInt(0, max);
     } catch {
       random = (max) => Math.floor(Math.random(max));
     }
@@ -38078,9 +38078,9 @@ var require_connection2 = __commonJS({
     channels.open = diagnosticsChannel.channel("undici:websocket:open");
     channels.close = diagnosticsChannel.channel("undici:websocket:close");
     channels.socketError = diagnosticsChannel.channel("undici:websocket:socket_error");
-    var crypto3;
+    var crypto2;
     try {
-      crypto3 = require("crypto");
+      crypto2 = require("crypto");
     } catch {
     }
     function establishWebSocketConnection(url2, protocols, ws, onEstablish, options) {
@@ -38099,7 +38099,7 @@ var require_connection2 = __commonJS({
         const headersList = new Headers(options.headers)[kHeadersList];
         request.headersList = headersList;
       }
-      const keyValue = crypto3.randomBytes(16).toString("base64");
+      const keyValue = crypto2.randomBytes(16).toString("base64");
       request.headersList.append("sec-websocket-key", keyValue);
       request.headersList.append("sec-websocket-version", "13");
       for (const protocol of protocols) {
@@ -38128,7 +38128,7 @@ var require_connection2 = __commonJS({
             return;
           }
           const secWSAccept = response.headersList.get("Sec-WebSocket-Accept");
-          const digest = crypto3.createHash("sha1").update(keyValue + uid).digest("base64");
+          const digest = crypto2.createHash("sha1").update(keyValue + uid).digest("base64");
           if (secWSAccept !== digest) {
             failWebsocketConnection(ws, "Incorrect hash received in Sec-WebSocket-Accept header.");
             return;
@@ -38208,9 +38208,9 @@ var require_frame2 = __commonJS({
   "node_modules/undici/lib/websocket/frame.js"(exports2, module2) {
     "use strict";
     var { maxUnsigned16Bit } = require_constants10();
-    var crypto3;
+    var crypto2;
     try {
-      crypto3 = require("crypto");
+      crypto2 = require("crypto");
     } catch {
     }
     var WebsocketFrameSend = class {
@@ -38219,7 +38219,7 @@ var require_frame2 = __commonJS({
        */
       constructor(data) {
         this.frameData = data;
-        this.maskKey = crypto3.randomBytes(4);
+        this.maskKey = crypto2.randomBytes(4);
       }
       createFrame(opcode) {
         const bodyLength = this.frameData?.byteLength ?? 0;
@@ -80575,7 +80575,7 @@ async function sessionForProto(model, proto, options = {}) {
   const bytes2 = import_onnx_proto7.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
   if (files.size === 0) return openSession(bytes2, opts);
-  const tmp = path12.join(model.dir, `.prune-gate-session-${process.pid}-${crypto2.randomBytes(6).toString("hex")}.onnx`);
+  const tmp = path12.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
   try {
     fs12.writeFileSync(tmp, bytes2, { flag: "wx" });
   } catch {
@@ -80597,11 +80597,11 @@ async function sessionFromWrittenCopy(model, proto, opts) {
     fs12.rmSync(dir, { recursive: true, force: true });
   }
 }
-var crypto2, fs12, os4, path12, ort, import_onnx_proto7, ORT_TYPE, ZERO_ARRAY, deviceThreads;
+var crypto, fs12, os4, path12, ort, import_onnx_proto7, ORT_TYPE, ZERO_ARRAY, deviceThreads;
 var init_runtime = __esm({
   "src/onnx/runtime.ts"() {
     "use strict";
-    crypto2 = __toESM(require("crypto"));
+    crypto = __toESM(require("crypto"));
     fs12 = __toESM(require("fs"));
     os4 = __toESM(require("os"));
     path12 = __toESM(require("path"));
@@ -89677,7 +89677,6 @@ var path17 = __toESM(require("path"));
 
 // src/github/onnxruntime.ts
 var import_child_process = require("child_process");
-var crypto = __toESM(require("crypto"));
 var fs = __toESM(require("fs"));
 var import_module = require("module");
 var path = __toESM(require("path"));
@@ -89731,8 +89730,13 @@ function installTimeout(env) {
   const given = Number(env.PRUNE_GATE_INSTALL_TIMEOUT);
   return Number.isFinite(given) && given > 0 ? given : INSTALL_TIMEOUT_S;
 }
-function integrityOf(file2) {
-  return `sha512-${crypto.createHash("sha512").update(fs.readFileSync(file2)).digest("base64")}`;
+function installedIntegrity(folder) {
+  try {
+    const lock = JSON.parse(fs.readFileSync(path.join(folder, "node_modules", ".package-lock.json"), "utf8"));
+    return lock.packages?.[`node_modules/${PACKAGE}`]?.integrity ?? "none recorded";
+  } catch {
+    return "none recorded";
+  }
 }
 async function install(dir, env, log) {
   fs.mkdirSync(path.dirname(dir), { recursive: true });
@@ -89744,29 +89748,23 @@ async function install(dir, env, log) {
     const npm = npmCommand();
     const quiet = ["--no-audit", "--no-fund", "--loglevel=error", "--fetch-retries=1", "--fetch-retry-mintimeout=2000", "--fetch-timeout=30000"];
     const childEnv = { ...env, ONNXRUNTIME_NODE_INSTALL: "skip", npm_config_update_notifier: "false" };
-    const tarballs = path.join(tmp, "tarball");
-    fs.mkdirSync(tarballs);
-    await runNpm(npm, ["pack", `${PACKAGE}@${ONNXRUNTIME_NODE_VERSION}`, "--pack-destination", tarballs, ...quiet], tmp, childEnv, deadline, "download");
-    const tarball = path.join(tarballs, `${PACKAGE}-${ONNXRUNTIME_NODE_VERSION}.tgz`);
-    const integrity = fs.existsSync(tarball) ? integrityOf(tarball) : "none (no tarball)";
-    if (integrity !== ONNXRUNTIME_NODE_INTEGRITY) {
-      throw new UserError(
-        `the ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} tarball from ${registryOf(env)} has integrity ${integrity.slice(0, 24)}…, not the pinned ${ONNXRUNTIME_NODE_INTEGRITY.slice(0, 24)}…: refusing to install it (a mirror serving another file?)`
-      );
-    }
     const args = [
       "install",
-      tarball,
+      `${PACKAGE}@${ONNXRUNTIME_NODE_VERSION}`,
       // onnxruntime-node's postinstall would download CUDA binaries on linux-x64; the CPU ones
       // are in the package.
       "--ignore-scripts",
       "--omit=dev",
-      "--no-package-lock",
       "--prefer-offline",
       ...quiet
     ];
     await runNpm(npm, args, tmp, childEnv, deadline, "install");
-    fs.rmSync(tarballs, { recursive: true, force: true });
+    const integrity = installedIntegrity(tmp);
+    if (integrity !== ONNXRUNTIME_NODE_INTEGRITY) {
+      throw new UserError(
+        `the ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} tarball from ${registryOf(env)} has integrity ${integrity.slice(0, 24)}…, not the pinned ${ONNXRUNTIME_NODE_INTEGRITY.slice(0, 24)}…: refusing to use it (a mirror serving another file?)`
+      );
+    }
     trimPlatforms(path.join(tmp, "node_modules", PACKAGE));
     fs.writeFileSync(path.join(tmp, DONE), `${ONNXRUNTIME_NODE_VERSION}
 `);

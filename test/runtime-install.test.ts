@@ -1,6 +1,6 @@
 // The action's cold-start install of onnxruntime-node (src/github/onnxruntime.ts) against
 // stand-ins for the npm registry, with no network: a tarball that is not the pinned one is
-// refused before it is unpacked, an unreachable registry fails with npm's own reason, and a
+// refused before anything loads it, an unreachable registry fails with npm's own reason, and a
 // registry that never answers is cut off at the install timeout. Nothing half-installed is left.
 import * as fs from 'fs';
 import * as http from 'http';
@@ -63,7 +63,7 @@ function leftovers(dir: string): string[] {
   return fs.existsSync(parent) ? fs.readdirSync(parent) : [];
 }
 
-test('a tarball that is not the pinned one is refused before it is unpacked', async () => {
+test('a tarball that is not the pinned one is refused before anything loads it', async () => {
   const tgz = tarball();
   const crypto = await import('crypto');
   const integrity = `sha512-${crypto.createHash('sha512').update(tgz).digest('base64')}`;
@@ -82,7 +82,7 @@ test('a tarball that is not the pinned one is refused before it is unpacked', as
   try {
     const { run, dir } = install(registry.url);
     await expect(run()).rejects.toThrow(
-      new RegExp(`^the onnxruntime-node@${ONNXRUNTIME_NODE_VERSION.replace(/\./g, '\\.')} tarball from ${registry.url.replace(/[./]/g, '\\$&')} has integrity sha512-.*, not the pinned sha512-twhs1C2C.*: refusing to install it`),
+      new RegExp(`^the onnxruntime-node@${ONNXRUNTIME_NODE_VERSION.replace(/\./g, '\\.')} tarball from ${registry.url.replace(/[./]/g, '\\$&')} has integrity sha512-.*, not the pinned sha512-twhs1C2C.*: refusing to use it`),
     );
     expect(registry.requests.some((r) => r.endsWith('.tgz'))).toBe(true);
     expect(leftovers(dir)).toEqual([]);
@@ -100,7 +100,7 @@ test('an unreachable registry fails with npm\'s own reason, in one line', async 
     () => undefined,
     (e: Error) => e,
   );
-  expect(error?.message).toMatch(new RegExp(`^the download of onnxruntime-node@[\\d.]+ from ${url.replace(/[./]/g, '\\$&')} failed \\(npm exited with 1\\): .*ECONNREFUSED`));
+  expect(error?.message).toMatch(new RegExp(`^the install of onnxruntime-node@[\\d.]+ from ${url.replace(/[./]/g, '\\$&')} failed \\(npm exited with 1\\): .*ECONNREFUSED`));
   expect(error?.message).not.toContain('\n');
   expect(leftovers(dir)).toEqual([]);
 }, 60_000);
@@ -110,7 +110,7 @@ test('a registry that never answers is cut off at the install timeout', async ()
   try {
     const { run, dir } = install(silent.url, { PRUNE_GATE_INSTALL_TIMEOUT: '3' });
     const started = Date.now();
-    await expect(run()).rejects.toThrow(/^the download of onnxruntime-node@[\d.]+ from .* did not finish within 3 s \(PRUNE_GATE_INSTALL_TIMEOUT\)/);
+    await expect(run()).rejects.toThrow(/^the install of onnxruntime-node@[\d.]+ from .* did not finish within 3 s \(PRUNE_GATE_INSTALL_TIMEOUT\)/);
     expect(Date.now() - started).toBeLessThan(20_000);
     expect(silent.requests.length).toBeGreaterThan(0);
     expect(leftovers(dir)).toEqual([]);

@@ -1,5 +1,4 @@
 import { spawn } from 'child_process';
-import * as crypto from 'crypto';
 import * as fs from 'fs';
 import { createRequire } from 'module';
 import * as path from 'path';
@@ -95,9 +94,14 @@ function installTimeout(env: NodeJS.ProcessEnv): number {
   return Number.isFinite(given) && given > 0 ? given : INSTALL_TIMEOUT_S;
 }
 
-/** sha512-<base64> of a file, npm's integrity form. */
-function integrityOf(file: string): string {
-  return `sha512-${crypto.createHash('sha512').update(fs.readFileSync(file)).digest('base64')}`;
+/** The integrity npm recorded (node_modules/.package-lock.json) for the package it unpacked. */
+function installedIntegrity(folder: string): string {
+  try {
+    const lock = JSON.parse(fs.readFileSync(path.join(folder, 'node_modules', '.package-lock.json'), 'utf8')) as { packages?: Record<string, { integrity?: string }> };
+    return lock.packages?.[`node_modules/${PACKAGE}`]?.integrity ?? 'none recorded';
+  } catch {
+    return 'none recorded';
+  }
 }
 
 async function install(dir: string, env: NodeJS.ProcessEnv, log: (line: string) => void): Promise<void> {
@@ -111,31 +115,25 @@ async function install(dir: string, env: NodeJS.ProcessEnv, log: (line: string) 
     const npm = npmCommand();
     const quiet = ['--no-audit', '--no-fund', '--loglevel=error', '--fetch-retries=1', '--fetch-retry-mintimeout=2000', '--fetch-timeout=30000'];
     const childEnv = { ...env, ONNXRUNTIME_NODE_INSTALL: 'skip', npm_config_update_notifier: 'false' };
-    // 1. The tarball, checked against the pinned integrity before anything of it is unpacked.
-    const tarballs = path.join(tmp, 'tarball');
-    fs.mkdirSync(tarballs);
-    await runNpm(npm, ['pack', `${PACKAGE}@${ONNXRUNTIME_NODE_VERSION}`, '--pack-destination', tarballs, ...quiet], tmp, childEnv, deadline, 'download');
-    const tarball = path.join(tarballs, `${PACKAGE}-${ONNXRUNTIME_NODE_VERSION}.tgz`);
-    const integrity = fs.existsSync(tarball) ? integrityOf(tarball) : 'none (no tarball)';
-    if (integrity !== ONNXRUNTIME_NODE_INTEGRITY) {
-      throw new UserError(
-        `the ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} tarball from ${registryOf(env)} has integrity ${integrity.slice(0, 24)}…, not the pinned ${ONNXRUNTIME_NODE_INTEGRITY.slice(0, 24)}…: refusing to install it (a mirror serving another file?)`,
-      );
-    }
-    // 2. That tarball installed; its dependencies come from the registry, checked by npm.
     const args = [
       'install',
-      tarball,
+      `${PACKAGE}@${ONNXRUNTIME_NODE_VERSION}`,
       // onnxruntime-node's postinstall would download CUDA binaries on linux-x64; the CPU ones
       // are in the package.
       '--ignore-scripts',
       '--omit=dev',
-      '--no-package-lock',
       '--prefer-offline',
       ...quiet,
     ];
     await runNpm(npm, args, tmp, childEnv, deadline, 'install');
-    fs.rmSync(tarballs, { recursive: true, force: true });
+    // npm checked the tarball it unpacked against the integrity it records in the hidden
+    // lockfile; that must be the pinned one, else the folder is dropped before anything loads it.
+    const integrity = installedIntegrity(tmp);
+    if (integrity !== ONNXRUNTIME_NODE_INTEGRITY) {
+      throw new UserError(
+        `the ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} tarball from ${registryOf(env)} has integrity ${integrity.slice(0, 24)}…, not the pinned ${ONNXRUNTIME_NODE_INTEGRITY.slice(0, 24)}…: refusing to use it (a mirror serving another file?)`,
+      );
+    }
     trimPlatforms(path.join(tmp, 'node_modules', PACKAGE));
     fs.writeFileSync(path.join(tmp, DONE), `${ONNXRUNTIME_NODE_VERSION}\n`);
     try {
