@@ -8,7 +8,8 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { ONNXRUNTIME_NODE_VERSION, runtimeDir } from '../src/github/onnxruntime';
+import { ONNXRUNTIME_NODE_VERSION, runtimeCacheKey, runtimeDir } from '../src/github/onnxruntime';
+import { FakeCacheService } from './helpers/fake-cache';
 import { ReportSchema } from '../src/report/schema';
 import { ActionRun, ActionStep, runAction } from './helpers/run-action';
 import { ROOT, bundleInto } from './helpers/run-cli';
@@ -115,3 +116,45 @@ test('publishing a report needs no runtime: nothing is installed', async () => {
   expect(warm.stdout).toContain(`using onnxruntime-node@${ONNXRUNTIME_NODE_VERSION} from ${dir}`);
   expect(warm.stdout).not.toContain('installing');
 }, 300_000);
+
+(online ? test : test.skip)(
+  "on a new runner (empty tool cache) the runtime comes from the Actions cache service, with the npm registry unreachable",
+  async () => {
+    const service = new FakeCacheService('runtime-token');
+    const url = await service.listen();
+    const cacheEnv = { ACTIONS_CACHE_SERVICE_V2: 'true', ACTIONS_RESULTS_URL: url, ACTIONS_RUNTIME_TOKEN: 'runtime-token', GITHUB_SERVER_URL: 'https://github.com' };
+    const config = path.join(ROOT, 'test/action-configs/pass.yml');
+    const jobCache = path.join(tmp, 'job-toolcache');
+    const dir = runtimeDir(actionRoot, { RUNNER_TOOL_CACHE: jobCache });
+    try {
+      // Job 1: installs from the registry, then saves the runtime under its key.
+      const first = await runAction({ main: path.join(actionRoot, 'dist', 'index.js'), eventName: 'push', payload: push(), with: { config }, env: { ...cacheEnv, RUNNER_TOOL_CACHE: jobCache } });
+      temps.push(first.runnerTemp);
+      expect([first.status, first.stderr]).toEqual([0, '']);
+      expect(first.stdout).toMatch(/installed onnxruntime-node in [\d.]+ s/);
+      expect(first.stdout).toContain(`saved onnxruntime-node@${ONNXRUNTIME_NODE_VERSION} to the Actions cache (key ${runtimeCacheKey()})`);
+      expect(service.stored()).toEqual([{ key: runtimeCacheKey(), bytes: expect.any(Number) }]);
+
+      // Job 2, another VM: the tool cache is empty and npm's registry is a closed port.
+      fs.rmSync(jobCache, { recursive: true, force: true });
+      const second = await runAction({
+        main: path.join(actionRoot, 'dist', 'index.js'),
+        eventName: 'push',
+        payload: push(),
+        with: { config },
+        env: { ...cacheEnv, RUNNER_TOOL_CACHE: jobCache, npm_config_registry: 'http://127.0.0.1:9/', npm_config_cache: path.join(tmp, 'empty-npm-cache') },
+      });
+      temps.push(second.runnerTemp);
+      expect([second.status, second.stderr]).toEqual([0, '']);
+      expect(second.stdout).toContain(`restored onnxruntime-node@${ONNXRUNTIME_NODE_VERSION} from the Actions cache (key ${runtimeCacheKey()})`);
+      expect(second.stdout).not.toMatch(/installing onnxruntime-node/);
+      expect(ReportSchema.parse(JSON.parse(fs.readFileSync(second.outputs['report-path'], 'utf8'))).verdict).toBe('pass');
+      expect(fs.existsSync(path.join(dir, 'node_modules', 'onnxruntime-node', 'package.json'))).toBe(true);
+      expect(service.calls).toEqual(expect.arrayContaining(['GetCacheEntryDownloadURL', 'CreateCacheEntry', 'FinalizeCacheEntryUpload', 'GET blob']));
+      expect(service.problems).toEqual([]);
+    } finally {
+      await service.close();
+    }
+  },
+  300_000,
+);

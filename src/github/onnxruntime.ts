@@ -1,3 +1,4 @@
+import * as actionsCache from '@actions/cache';
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import { createRequire } from 'module';
@@ -35,7 +36,8 @@ export interface RuntimeOptions {
 export interface RuntimeInfo {
   /** Where onnxruntime-node's package.json is. */
   packageDir: string;
-  source: 'resolved' | 'cache' | 'installed';
+  /** cache: the runner's tool cache; actions-cache: restored from the Actions cache service. */
+  source: 'resolved' | 'cache' | 'actions-cache' | 'installed';
   seconds?: number;
 }
 
@@ -65,18 +67,59 @@ export async function ensureOnnxRuntime(o: RuntimeOptions): Promise<RuntimeInfo>
   const modules = path.join(dir, 'node_modules');
   let source: RuntimeInfo['source'] = 'cache';
   let seconds: number | undefined;
-  if (!fs.existsSync(path.join(dir, DONE))) {
+  if (!fs.existsSync(path.join(dir, DONE)) && (await restoreFromActionsCache(dir, log))) {
+    source = 'actions-cache';
+  } else if (!fs.existsSync(path.join(dir, DONE))) {
     source = 'installed';
     const started = Date.now();
     log(`installing ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} into ${dir} (once per runner: it is not bundled, it ships a native library)`);
     await install(dir, env, log);
     seconds = (Date.now() - started) / 1000;
     log(`installed ${PACKAGE} in ${seconds.toFixed(1)} s`);
+    await saveToActionsCache(dir, log);
   } else {
     log(`using ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} from ${dir}`);
   }
   if (!o.module.paths.includes(modules)) o.module.paths.unshift(modules);
   return { packageDir: path.join(modules, PACKAGE), source, seconds };
+}
+
+/** The Actions cache key of this runtime: the version, platform and architecture it is for. */
+export function runtimeCacheKey(): string {
+  return `prune-gate-${PACKAGE}-${ONNXRUNTIME_NODE_VERSION}-${process.platform}-${process.arch}`;
+}
+
+/**
+ * The runtime from the Actions cache service, when the runner offers one (a hosted runner's
+ * tool cache is empty on every new VM, the Actions cache is the repository's). A miss or an
+ * unreachable service is not an error: the install follows. The service is found, as
+ * @actions/cache finds it, from the runner's ACTIONS_* variables.
+ */
+async function restoreFromActionsCache(dir: string, log: (line: string) => void): Promise<boolean> {
+  if (!actionsCache.isFeatureAvailable()) return false;
+  try {
+    const hit = await actionsCache.restoreCache([dir], runtimeCacheKey());
+    if (hit && fs.existsSync(path.join(dir, DONE))) {
+      log(`restored ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} from the Actions cache (key ${hit})`);
+      return true;
+    }
+    if (hit) fs.rmSync(dir, { recursive: true, force: true }); // an incomplete entry: install instead
+    log(`${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} was not restored from the Actions cache (key ${runtimeCacheKey()}): installing it`);
+  } catch (e) {
+    log(`the Actions cache could not be read (${String((e as Error)?.message ?? e).split('\n')[0]}): installing instead`);
+  }
+  return false;
+}
+
+/** Saves a fresh install for the repository's next jobs; a failure only costs them the install. */
+async function saveToActionsCache(dir: string, log: (line: string) => void): Promise<void> {
+  if (!actionsCache.isFeatureAvailable()) return;
+  try {
+    await actionsCache.saveCache([dir], runtimeCacheKey());
+    log(`saved ${PACKAGE}@${ONNXRUNTIME_NODE_VERSION} to the Actions cache (key ${runtimeCacheKey()})`);
+  } catch (e) {
+    log(`${PACKAGE} was not saved to the Actions cache (${String((e as Error)?.message ?? e).split('\n')[0]}); the next job installs it again`);
+  }
 }
 
 /** npm-cli.js next to this node (the runner's node24 is a full Node.js layout), else npm on PATH. */

@@ -9,7 +9,8 @@
 //                whether pruned + quantized models load with their output shapes
 //   examples     the two examples as their configs gate them, and sweeps of every step
 //   generation   the example generation gate (its config, and target 0.6) and its decoding speed
-//   cold-start   the action's first run on a fresh runner (installs onnxruntime-node)
+//   cold-start   the action's first run (installs onnxruntime-node), the next, and a new runner
+//                that restores it from the Actions cache
 // Each section writes its raw rows to docs/results/<section>.json (with the commit measured) and
 // rewrites the tables between `<!-- bench:<block> -->` and `<!-- /bench:<block> -->` markers in
 // the repository's Markdown files, so the docs quote exactly what was measured.
@@ -413,25 +414,19 @@ function examples(): void {
 }
 
 function coldStart(): void {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'tools', 'action-cold-start.mjs')], { cwd: ROOT, encoding: 'utf8' });
-  const text = r.stdout ?? '';
-  const seconds = (label: string) => Number(new RegExp(`${label}: exit \\d+, ([\\d.]+) s wall`).exec(text)?.[1]);
-  const row = {
-    status: r.status,
-    coldSeconds: seconds('cold'),
-    installSeconds: Number(/installing onnxruntime-node ([\d.]+) s/.exec(text)?.[1]),
-    warmSeconds: seconds('warm'),
-    runtimeMiB: Number(/runtime on disk: ([\d.]+) MiB/.exec(text)?.[1]),
-    npmCacheMiB: Number(/npm cache \(discarded with the runner\): ([\d.]+) MiB/.exec(text)?.[1]),
-    output: text,
-  };
-  publish('cold-start', [row], {
+  const rows = child('cold-start.ts', []);
+  publish('cold-start', rows, {
     'cold-start': table(
-      ['run', 'wall time', 'of which installing onnxruntime-node', 'runtime on disk', 'npm cache downloaded'],
-      [
-        ['first (empty tool cache)', `${fmt(row.coldSeconds)} s`, `${fmt(row.installSeconds)} s`, `${fmt(row.runtimeMiB)} MiB`, `${fmt(row.npmCacheMiB)} MiB`],
-        ['second (same runner)', `${fmt(row.warmSeconds)} s`, '–', '', ''],
-      ],
+      ['run', 'onnxruntime-node from', 'wall time', 'of which installing', 'runtime on disk', 'npm cache downloaded', 'Actions cache entry'],
+      rows.map((r) => [
+        `${r.run as string}${r.status === 0 ? '' : ` (exit ${String(r.status)})`}`,
+        r.source as string,
+        `${fmt(r.seconds)} s`,
+        r.installSeconds === null ? '–' : `${fmt(r.installSeconds)} s`,
+        `${fmt(r.runtimeMiB)} MiB`,
+        r.source === 'npm registry' ? `${fmt(r.npmCacheMiB)} MiB` : '–',
+        `${fmt(r.cacheEntryMiB)} MiB`,
+      ]),
     ),
   });
 }
