@@ -39570,6 +39570,19 @@ function languageModelRows(set2, batch, out) {
   }
   return { compare, targets };
 }
+function taskValues(task, sums) {
+  const count2 = sums.count ?? 0;
+  const nll = sums.nll ?? 0;
+  const correct = sums.correct ?? 0;
+  if (task === "classification") return { accuracy: count2 ? correct / count2 : 0 };
+  if (task === "language-model") return { perplexity: count2 ? Math.exp(nll / count2) : NaN, "next-token-accuracy": count2 ? correct / count2 : 0 };
+  if (task === "generation" && count2) return { perplexity: Math.exp(nll / count2) };
+  return {};
+}
+function comparisonValues(sums) {
+  const c = sums.compared || 1;
+  return { agreement: (sums.agree ?? 0) / c, "kl-divergence": (sums.kl ?? 0) / c, cosine: (sums.cos ?? 0) / c };
+}
 var TaskAccumulator = class {
   constructor(task) {
     this.task = task;
@@ -39594,16 +39607,11 @@ var TaskAccumulator = class {
       this.count++;
     }
   }
+  sums() {
+    return { nll: this.nll, correct: this.correct, count: this.count };
+  }
   values() {
-    if (this.task === "classification") return { accuracy: this.count ? this.correct / this.count : 0 };
-    if (this.task === "language-model") {
-      return {
-        perplexity: this.count ? Math.exp(this.nll / this.count) : NaN,
-        "next-token-accuracy": this.count ? this.correct / this.count : 0
-      };
-    }
-    if (this.task === "generation" && this.count) return { perplexity: Math.exp(this.nll / this.count) };
-    return {};
+    return taskValues(this.task, this.sums());
   }
   /** Rows that counted (tokens predicted, samples classified). */
   get counted() {
@@ -39639,9 +39647,11 @@ var ComparisonAccumulator = class {
       this.count++;
     }
   }
+  sums() {
+    return { agree: this.agree, kl: this.kl, cos: this.cos, compared: this.count };
+  }
   values() {
-    const c = this.count || 1;
-    return { agreement: this.agree / c, "kl-divergence": this.kl / c, cosine: this.cos / c };
+    return comparisonValues(this.sums());
   }
 };
 var SELF_COMPARISON = { agreement: 1, "kl-divergence": 0, cosine: 1 };
@@ -44889,25 +44899,23 @@ var GenerationRun = class _GenerationRun {
     const text2 = spec.tokenizer ? tokenText(spec.tokenizer) : void 0;
     return new _GenerationRun(spec, generations, teacherForcedSet(spec, set2, generations), referenceSet(spec, set2), text2);
   }
-  /** The generation metrics of the model in `session`, and its generations. */
+  /** The generation metrics of the model in `session` as exact sums, and its generations. */
   async measure(session, isBase = false, log) {
     const generations = isBase ? this.baseGenerations : await decode3(session, this.forward, "generating with the candidate", log);
-    const mean = (f) => generations.reduce((sum, g, i) => sum + f(g, i), 0) / generations.length;
-    const values = { "sequence-agreement": mean((g, i) => exactMatch(g, this.baseGenerations[i])) };
+    const total = (f) => generations.reduce((sum, g, i) => sum + f(g, i), 0);
+    let sums = { sequence: total((g, i) => exactMatch(g, this.baseGenerations[i])), samples: generations.length };
     const references = this.spec.references;
     if (references && this.references) {
-      values["exact-match"] = mean((g, i) => exactMatch(g, references[i]));
-      values["token-f1"] = mean((g, i) => tokenF1(g, references[i]));
-      values["rouge-l"] = mean((g, i) => rougeL(g, references[i]));
+      sums = { ...sums, exact: total((g, i) => exactMatch(g, references[i])), f1: total((g, i) => tokenF1(g, references[i])), rouge: total((g, i) => rougeL(g, references[i])) };
       const task = new TaskAccumulator("generation");
       for (const batch of batches(this.references)) {
         const result = await session.run(batch.feeds, [this.references.output]);
         const out = outputRows(result[this.references.output]);
         task.add(out, planRows(this.references, batch, out));
       }
-      Object.assign(values, task.values());
+      sums = { ...sums, ...task.sums() };
     }
-    return { values, generations };
+    return { sums, values: generationValues(sums), generations };
   }
   /** The first `count` samples as text, base and candidate side by side, when the set names a tokenizer. */
   examples(candidate, count2 = 3) {
@@ -44922,6 +44930,12 @@ var GenerationRun = class _GenerationRun {
     }));
   }
 };
+function generationValues(sums) {
+  const n = sums.samples || 1;
+  const values = { "sequence-agreement": (sums.sequence ?? 0) / n };
+  if (sums.exact === void 0) return values;
+  return { ...values, "exact-match": sums.exact / n, "token-f1": (sums.f1 ?? 0) / n, "rouge-l": (sums.rouge ?? 0) / n, ...taskValues("generation", sums) };
+}
 function decode3(session, set2, what, log) {
   const spec = set2.generation;
   const options = { maxNewTokens: spec.maxNewTokens, eos: spec.eos, batchSize: set2.batchSize };
@@ -44944,11 +44958,12 @@ function interfaceChanges(base, candidate) {
 // src/eval/evaluator.ts
 var DEFAULT_CACHE_BYTES = 256 * 2 ** 20;
 var Evaluator = class _Evaluator {
-  constructor(set2, baseSession, base, baseTask, cached2, options, baseModel, generation) {
+  constructor(set2, baseSession, base, baseTask, baseSums, cached2, options, baseModel, generation) {
     this.set = set2;
     this.baseSession = baseSession;
     this.base = base;
     this.baseTask = baseTask;
+    this.baseSums = baseSums;
     this.cached = cached2;
     this.options = options;
     this.baseModel = baseModel;
@@ -44958,6 +44973,7 @@ var Evaluator = class _Evaluator {
   baseSession;
   base;
   baseTask;
+  baseSums;
   cached;
   options;
   baseModel;
@@ -44993,8 +45009,9 @@ var Evaluator = class _Evaluator {
         else cached2 = void 0;
         progress.tick();
       }
-      const baseTask = generation ? (await generation.measure(session, true)).values : task.values();
-      return new _Evaluator(set2, session, stats, baseTask, cached2, opts, model, generation);
+      const baseSums = generation ? (await generation.measure(session, true)).sums : task.sums();
+      const baseTask = generation ? generationValues(baseSums) : task.values();
+      return new _Evaluator(set2, session, stats, baseTask, baseSums, cached2, opts, model, generation);
     } catch (e) {
       await session.release();
       throw e;
@@ -45034,7 +45051,8 @@ var Evaluator = class _Evaluator {
         },
         latency,
         examples: generated && this.generation?.examples(generated.generations),
-        interface: interfaceChanges(this.baseModel, candidate)
+        interface: interfaceChanges(this.baseModel, candidate),
+        sums: { base: this.baseSums, candidate: { ...generated?.sums ?? task.sums(), ...comparison.sums() } }
       };
     } finally {
       await session.release();

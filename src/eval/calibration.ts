@@ -571,6 +571,29 @@ export function tokenCount(set: CalibrationSet): number | null {
   return toNumbers(mask).filter((v) => v !== 0).length;
 }
 
+/**
+ * Shard `index` of `count` (1-based) of a calibration set: samples [⌊(index-1)·S/count⌋,
+ * ⌊index·S/count⌋), whole samples, in order. A generation set is split by prompts, before any
+ * decoding. The shards of a set cover it exactly once.
+ */
+export function shardOf(set: CalibrationSet, index: number, count: number): CalibrationSet {
+  const lo = Math.floor(((index - 1) * set.count) / count);
+  const hi = Math.floor((index * set.count) / count);
+  if (set.generation) {
+    const g = set.generation;
+    const generation = { ...g, prompts: g.prompts.slice(lo, hi), lines: g.lines.slice(lo, hi), references: g.references?.slice(lo, hi) };
+    return promptSet(generation, { ...set, generation });
+  }
+  const inputs: Record<string, Tensor> = {};
+  for (const [name, t] of Object.entries(set.inputs)) inputs[name] = sliceRows(t, lo, hi);
+  const positions = set.positions && {
+    length: set.positions.length,
+    compare: set.positions.compare.slice(lo * set.positions.length, hi * set.positions.length),
+    targets: set.positions.targets?.slice(lo * set.positions.length, hi * set.positions.length),
+  };
+  return { ...set, inputs, count: hi - lo, labels: set.labels?.slice(lo, hi), positions };
+}
+
 /** How many batches `batches(set)` yields. */
 export function batchCount(set: CalibrationSet, batchSize = set.batchSize): number {
   return Math.ceil(set.count / batchSize);

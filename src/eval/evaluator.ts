@@ -8,8 +8,8 @@ import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batchCount, batches } from './calibration';
 import { PassProgress } from '../util/progress';
 import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, measureLatency } from './latency';
-import { GenerationExample, GenerationRun, InterfaceChange, interfaceChanges } from './generation';
-import { ComparisonAccumulator, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';
+import { GenerationExample, GenerationRun, InterfaceChange, generationValues, interfaceChanges } from './generation';
+import { ComparisonAccumulator, MetricSums, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';
 
 /** What report.json says about each model. */
 export interface ModelStats {
@@ -39,6 +39,8 @@ export interface Evaluation {
   examples?: GenerationExample[];
   /** Inputs and outputs whose declared shape the candidate changed; empty when none did. */
   interface: InterfaceChange[];
+  /** The exact sums the quality metrics are ratios of: parts of the set evaluated apart add up (metrics.ts). */
+  sums: { base: MetricSums; candidate: MetricSums };
 }
 
 const DEFAULT_CACHE_BYTES = 256 * 2 ** 20;
@@ -56,6 +58,8 @@ export class Evaluator {
     readonly base: ModelStats,
     /** The base model's own task metrics (accuracy, perplexity, ...). */
     readonly baseTask: MetricValues,
+    /** Their sums. */
+    private readonly baseSums: MetricSums,
     /** The base outputs per batch when they fit in memory, else undefined (recomputed). */
     private readonly cached: Rows[] | undefined,
     private readonly options: Required<Omit<EvaluatorOptions, 'log'>> & Pick<EvaluatorOptions, 'log'>,
@@ -94,8 +98,9 @@ export class Evaluator {
         else cached = undefined;
         progress.tick();
       }
-      const baseTask = generation ? (await generation.measure(session, true)).values : task.values();
-      return new Evaluator(set, session, stats, baseTask, cached, opts, model, generation);
+      const baseSums = generation ? (await generation.measure(session, true)).sums : task.sums();
+      const baseTask = generation ? generationValues(baseSums) : task.values();
+      return new Evaluator(set, session, stats, baseTask, baseSums, cached, opts, model, generation);
     } catch (e) {
       await session.release();
       throw e;
@@ -138,6 +143,7 @@ export class Evaluator {
         latency,
         examples: generated && this.generation?.examples(generated.generations),
         interface: interfaceChanges(this.baseModel, candidate),
+        sums: { base: this.baseSums, candidate: { ...(generated?.sums ?? task.sums()), ...comparison.sums() } },
       };
     } finally {
       await session.release();

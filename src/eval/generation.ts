@@ -5,7 +5,7 @@ import { greedyDecode } from './generate';
 import { Log, PassProgress } from '../util/progress';
 import { GenerationSpec, referenceSet, teacherForcedSet } from './generation-set';
 import type { MetricValues } from './metric-names';
-import { TaskAccumulator, outputRows, planRows } from './metrics';
+import { MetricSums, TaskAccumulator, outputRows, planRows, taskValues } from './metrics';
 import { exactMatch, rougeL, tokenF1 } from './sequence-metrics';
 import { TokenText, tokenText } from './token-text';
 
@@ -34,25 +34,23 @@ export class GenerationRun {
     return new GenerationRun(spec, generations, teacherForcedSet(spec, set, generations), referenceSet(spec, set), text);
   }
 
-  /** The generation metrics of the model in `session`, and its generations. */
-  async measure(session: ort.InferenceSession, isBase = false, log?: Log): Promise<{ values: MetricValues; generations: number[][] }> {
+  /** The generation metrics of the model in `session` as exact sums, and its generations. */
+  async measure(session: ort.InferenceSession, isBase = false, log?: Log): Promise<{ sums: MetricSums; values: MetricValues; generations: number[][] }> {
     const generations = isBase ? this.baseGenerations : await decode(session, this.forward, 'generating with the candidate', log);
-    const mean = (f: (g: number[], i: number) => number) => generations.reduce((sum, g, i) => sum + f(g, i), 0) / generations.length;
-    const values: MetricValues = { 'sequence-agreement': mean((g, i) => exactMatch(g, this.baseGenerations[i])) };
+    const total = (f: (g: number[], i: number) => number) => generations.reduce((sum, g, i) => sum + f(g, i), 0);
+    let sums: MetricSums = { sequence: total((g, i) => exactMatch(g, this.baseGenerations[i])), samples: generations.length };
     const references = this.spec.references;
     if (references && this.references) {
-      values['exact-match'] = mean((g, i) => exactMatch(g, references[i]));
-      values['token-f1'] = mean((g, i) => tokenF1(g, references[i]));
-      values['rouge-l'] = mean((g, i) => rougeL(g, references[i]));
+      sums = { ...sums, exact: total((g, i) => exactMatch(g, references[i])), f1: total((g, i) => tokenF1(g, references[i])), rouge: total((g, i) => rougeL(g, references[i])) };
       const task = new TaskAccumulator('generation');
       for (const batch of batches(this.references)) {
         const result = await session.run(batch.feeds, [this.references.output]);
         const out = outputRows(result[this.references.output]);
         task.add(out, planRows(this.references, batch, out));
       }
-      Object.assign(values, task.values());
+      sums = { ...sums, ...task.sums() };
     }
-    return { values, generations };
+    return { sums, values: generationValues(sums), generations };
   }
 
   /** The first `count` samples as text, base and candidate side by side, when the set names a tokenizer. */
@@ -67,6 +65,14 @@ export class GenerationRun {
       candidate: text(candidate[i]),
     }));
   }
+}
+
+/** The generation metrics from their sums (the references' only when the set has references). */
+export function generationValues(sums: MetricSums): MetricValues {
+  const n = sums.samples || 1;
+  const values: MetricValues = { 'sequence-agreement': (sums.sequence ?? 0) / n };
+  if (sums.exact === undefined) return values;
+  return { ...values, 'exact-match': sums.exact / n, 'token-f1': (sums.f1 ?? 0) / n, 'rouge-l': (sums.rouge ?? 0) / n, ...taskValues('generation', sums) };
 }
 
 export interface GenerationExample {

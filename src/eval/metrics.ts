@@ -168,6 +168,51 @@ function languageModelRows(set: CalibrationSet, batch: Batch, out: Rows): { comp
   return { compare, targets };
 }
 
+/**
+ * The exact sums a metric is a ratio of (negative log-likelihood and token counts, hits and
+ * counts, KL and cosine sums): sums from disjoint parts of a calibration set add up to the whole
+ * set's, so its metrics can be computed from parts evaluated apart.
+ */
+export type MetricSums = Partial<Record<SumName, number>>;
+export type SumName =
+  | 'nll'
+  | 'correct'
+  | 'count'
+  | 'agree'
+  | 'kl'
+  | 'cos'
+  | 'compared'
+  // generation: per-sample scores summed over `samples`
+  | 'exact'
+  | 'f1'
+  | 'rouge'
+  | 'sequence'
+  | 'samples';
+
+/** Key-wise sum of parts' sums. */
+export function addSums(...parts: MetricSums[]): MetricSums {
+  const total: MetricSums = {};
+  for (const part of parts) for (const [k, v] of Object.entries(part) as [SumName, number][]) total[k] = (total[k] ?? 0) + v;
+  return total;
+}
+
+/** The task's own metrics from its sums: accuracy (classification), perplexity and next-token accuracy (language model), perplexity (a generation set's references). */
+export function taskValues(task: CalibrationSet['task'], sums: MetricSums): MetricValues {
+  const count = sums.count ?? 0;
+  const nll = sums.nll ?? 0;
+  const correct = sums.correct ?? 0;
+  if (task === 'classification') return { accuracy: count ? correct / count : 0 };
+  if (task === 'language-model') return { perplexity: count ? Math.exp(nll / count) : NaN, 'next-token-accuracy': count ? correct / count : 0 };
+  if (task === 'generation' && count) return { perplexity: Math.exp(nll / count) };
+  return {};
+}
+
+/** agreement, kl-divergence and cosine from their sums. */
+export function comparisonValues(sums: MetricSums): MetricValues {
+  const c = sums.compared || 1;
+  return { agreement: (sums.agree ?? 0) / c, 'kl-divergence': (sums.kl ?? 0) / c, cosine: (sums.cos ?? 0) / c };
+}
+
 /** accuracy (classification) or perplexity and next-token-accuracy (language-model) of one model. */
 export class TaskAccumulator {
   private nll = 0;
@@ -193,16 +238,12 @@ export class TaskAccumulator {
     }
   }
 
+  sums(): MetricSums {
+    return { nll: this.nll, correct: this.correct, count: this.count };
+  }
+
   values(): MetricValues {
-    if (this.task === 'classification') return { accuracy: this.count ? this.correct / this.count : 0 };
-    if (this.task === 'language-model') {
-      return {
-        perplexity: this.count ? Math.exp(this.nll / this.count) : NaN,
-        'next-token-accuracy': this.count ? this.correct / this.count : 0,
-      };
-    }
-    if (this.task === 'generation' && this.count) return { perplexity: Math.exp(this.nll / this.count) };
-    return {};
+    return taskValues(this.task, this.sums());
   }
 
   /** Rows that counted (tokens predicted, samples classified). */
@@ -243,9 +284,12 @@ export class ComparisonAccumulator {
     }
   }
 
+  sums(): MetricSums {
+    return { agree: this.agree, kl: this.kl, cos: this.cos, compared: this.count };
+  }
+
   values(): MetricValues {
-    const c = this.count || 1;
-    return { agreement: this.agree / c, 'kl-divergence': this.kl / c, cosine: this.cos / c };
+    return comparisonValues(this.sums());
   }
 }
 
