@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { version } from '../../package.json';
 import * as evalCommand from './commands/eval';
 import * as inspect from './commands/inspect';
+import * as plan from './commands/plan';
 import * as prune from './commands/prune';
 import * as run from './commands/run';
 import { CliContext } from './context';
@@ -29,5 +30,6 @@ export function buildProgram(ctx: CliContext): Command {
   evalCommand.register(program, ctx);
   prune.register(program, ctx);
   inspect.register(program, ctx);
+  plan.register(program, ctx);
   return program;
 }

@@ -510,12 +510,15 @@ export class OnnxModel {
 
   /** Size of the model on disk: the .onnx file plus every external data file it references. */
   bytesOnDisk(): number {
-    if (!this.path) return 0;
-    let total = fs.statSync(this.path).size;
-    const files = new Set<string>();
-    for (const t of this.initializers) if (isExternal(t)) files.add(externalLocation(t, this.dir, this.origin).file);
-    for (const f of files) total += fs.statSync(f).size;
-    return total;
+    return this.files().reduce((total, f) => total + fs.statSync(f).size, 0);
+  }
+
+  /** The files the model is made of: the .onnx file, then its external data files (none for a model in memory). */
+  files(): string[] {
+    if (!this.path) return [];
+    const data = new Set<string>();
+    for (const t of this.initializers) if (isExternal(t)) data.add(externalLocation(t, this.dir, this.origin).file);
+    return [this.path, ...data];
   }
 }
 
