@@ -1197,7 +1197,7 @@ var require_command = __commonJS({
   "node_modules/commander/lib/command.js"(exports2) {
     var EventEmitter = require("node:events").EventEmitter;
     var childProcess = require("node:child_process");
-    var path17 = require("node:path");
+    var path18 = require("node:path");
     var fs17 = require("node:fs");
     var process2 = require("node:process");
     var { Argument: Argument2, humanReadableArgName } = require_argument();
@@ -2210,9 +2210,9 @@ Expecting one of '${allowedValues.join("', '")}'`);
         let launchWithNode = false;
         const sourceExt = [".js", ".ts", ".tsx", ".mjs", ".cjs"];
         function findFile(baseDir, baseName) {
-          const localBin = path17.resolve(baseDir, baseName);
+          const localBin = path18.resolve(baseDir, baseName);
           if (fs17.existsSync(localBin)) return localBin;
-          if (sourceExt.includes(path17.extname(baseName))) return void 0;
+          if (sourceExt.includes(path18.extname(baseName))) return void 0;
           const foundExt = sourceExt.find(
             (ext) => fs17.existsSync(`${localBin}${ext}`)
           );
@@ -2230,17 +2230,17 @@ Expecting one of '${allowedValues.join("', '")}'`);
           } catch {
             resolvedScriptPath = this._scriptPath;
           }
-          executableDir = path17.resolve(
-            path17.dirname(resolvedScriptPath),
+          executableDir = path18.resolve(
+            path18.dirname(resolvedScriptPath),
             executableDir
           );
         }
         if (executableDir) {
           let localFile = findFile(executableDir, executableFile);
           if (!localFile && !subcommand._executableFile && this._scriptPath) {
-            const legacyName = path17.basename(
+            const legacyName = path18.basename(
               this._scriptPath,
-              path17.extname(this._scriptPath)
+              path18.extname(this._scriptPath)
             );
             if (legacyName !== this._name) {
               localFile = findFile(
@@ -2251,7 +2251,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
           }
           executableFile = localFile || executableFile;
         }
-        launchWithNode = sourceExt.includes(path17.extname(executableFile));
+        launchWithNode = sourceExt.includes(path18.extname(executableFile));
         let proc;
         if (process2.platform !== "win32") {
           if (launchWithNode) {
@@ -3166,7 +3166,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @return {Command}
        */
       nameFromFilename(filename) {
-        this._name = path17.basename(filename, path17.extname(filename));
+        this._name = path18.basename(filename, path18.extname(filename));
         return this;
       }
       /**
@@ -3180,9 +3180,9 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @param {string} [path]
        * @return {(string|null|Command)}
        */
-      executableDir(path18) {
-        if (path18 === void 0) return this._executableDir;
-        this._executableDir = path18;
+      executableDir(path19) {
+        if (path19 === void 0) return this._executableDir;
+        this._executableDir = path19;
         return this;
       }
       /**
@@ -3537,17 +3537,17 @@ var require_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path17) {
-      const ctrl = callVisitor(key, node2, visitor, path17);
+    function visit_(key, node2, visitor, path18) {
+      const ctrl = callVisitor(key, node2, visitor, path18);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path17, ctrl);
-        return visit_(key, ctrl, visitor, path17);
+        replaceNode(key, path18, ctrl);
+        return visit_(key, ctrl, visitor, path18);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path17 = Object.freeze(path17.concat(node2));
+          path18 = Object.freeze(path18.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = visit_(i, node2.items[i], visitor, path17);
+            const ci = visit_(i, node2.items[i], visitor, path18);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -3558,13 +3558,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path17 = Object.freeze(path17.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path17);
+          path18 = Object.freeze(path18.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path18);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path17);
+          const cv = visit_("value", node2.value, visitor, path18);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -3585,17 +3585,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path17) {
-      const ctrl = await callVisitor(key, node2, visitor, path17);
+    async function visitAsync_(key, node2, visitor, path18) {
+      const ctrl = await callVisitor(key, node2, visitor, path18);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path17, ctrl);
-        return visitAsync_(key, ctrl, visitor, path17);
+        replaceNode(key, path18, ctrl);
+        return visitAsync_(key, ctrl, visitor, path18);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path17 = Object.freeze(path17.concat(node2));
+          path18 = Object.freeze(path18.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = await visitAsync_(i, node2.items[i], visitor, path17);
+            const ci = await visitAsync_(i, node2.items[i], visitor, path18);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -3606,13 +3606,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path17 = Object.freeze(path17.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path17);
+          path18 = Object.freeze(path18.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path18);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path17);
+          const cv = await visitAsync_("value", node2.value, visitor, path18);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -3639,23 +3639,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path17) {
+    function callVisitor(key, node2, visitor, path18) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path17);
+        return visitor(key, node2, path18);
       if (identity.isMap(node2))
-        return visitor.Map?.(key, node2, path17);
+        return visitor.Map?.(key, node2, path18);
       if (identity.isSeq(node2))
-        return visitor.Seq?.(key, node2, path17);
+        return visitor.Seq?.(key, node2, path18);
       if (identity.isPair(node2))
-        return visitor.Pair?.(key, node2, path17);
+        return visitor.Pair?.(key, node2, path18);
       if (identity.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path17);
+        return visitor.Scalar?.(key, node2, path18);
       if (identity.isAlias(node2))
-        return visitor.Alias?.(key, node2, path17);
+        return visitor.Alias?.(key, node2, path18);
       return void 0;
     }
-    function replaceNode(key, path17, node2) {
-      const parent = path17[path17.length - 1];
+    function replaceNode(key, path18, node2) {
+      const parent = path18[path18.length - 1];
       if (identity.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity.isPair(parent)) {
@@ -4267,10 +4267,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity = require_identity();
     var Node8 = require_Node();
-    function collectionFromPath(schema, path17, value) {
+    function collectionFromPath(schema, path18, value) {
       let v = value;
-      for (let i = path17.length - 1; i >= 0; --i) {
-        const k = path17[i];
+      for (let i = path18.length - 1; i >= 0; --i) {
+        const k = path18[i];
         if (typeof k === "number" && Number.isInteger(k) && k >= 0) {
           const a = [];
           a[k] = v;
@@ -4289,7 +4289,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path17) => path17 == null || typeof path17 === "object" && !!path17[Symbol.iterator]().next().done;
+    var isEmptyPath = (path18) => path18 == null || typeof path18 === "object" && !!path18[Symbol.iterator]().next().done;
     var Collection = class extends Node8.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -4319,11 +4319,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path17, value) {
-        if (isEmptyPath(path17))
+      addIn(path18, value) {
+        if (isEmptyPath(path18))
           this.add(value);
         else {
-          const [key, ...rest] = path17;
+          const [key, ...rest] = path18;
           const node2 = this.get(key, true);
           if (identity.isCollection(node2))
             node2.addIn(rest, value);
@@ -4337,8 +4337,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path17) {
-        const [key, ...rest] = path17;
+      deleteIn(path18) {
+        const [key, ...rest] = path18;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -4352,8 +4352,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path17, keepScalar) {
-        const [key, ...rest] = path17;
+      getIn(path18, keepScalar) {
+        const [key, ...rest] = path18;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity.isScalar(node2) ? node2.value : node2;
@@ -4371,8 +4371,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path17) {
-        const [key, ...rest] = path17;
+      hasIn(path18) {
+        const [key, ...rest] = path18;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -4382,8 +4382,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path17, value) {
-        const [key, ...rest] = path17;
+      setIn(path18, value) {
+        const [key, ...rest] = path18;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -6898,9 +6898,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path17, value) {
+      addIn(path18, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path17, value);
+          this.contents.addIn(path18, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -6975,14 +6975,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path17) {
-        if (Collection.isEmptyPath(path17)) {
+      deleteIn(path18) {
+        if (Collection.isEmptyPath(path18)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path17) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path18) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -6997,10 +6997,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path17, keepScalar) {
-        if (Collection.isEmptyPath(path17))
+      getIn(path18, keepScalar) {
+        if (Collection.isEmptyPath(path18))
           return !keepScalar && identity.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity.isCollection(this.contents) ? this.contents.getIn(path17, keepScalar) : void 0;
+        return identity.isCollection(this.contents) ? this.contents.getIn(path18, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -7011,10 +7011,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path17) {
-        if (Collection.isEmptyPath(path17))
+      hasIn(path18) {
+        if (Collection.isEmptyPath(path18))
           return this.contents !== void 0;
-        return identity.isCollection(this.contents) ? this.contents.hasIn(path17) : false;
+        return identity.isCollection(this.contents) ? this.contents.hasIn(path18) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -7031,13 +7031,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path17, value) {
-        if (Collection.isEmptyPath(path17)) {
+      setIn(path18, value) {
+        if (Collection.isEmptyPath(path18)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path17), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path18), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path17, value);
+          this.contents.setIn(path18, value);
         }
       }
       /**
@@ -8998,9 +8998,9 @@ var require_cst_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    visit2.itemAtPath = (cst, path17) => {
+    visit2.itemAtPath = (cst, path18) => {
       let item = cst;
-      for (const [field, index] of path17) {
+      for (const [field, index] of path18) {
         const tok = item?.[field];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -9009,23 +9009,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit2.parentCollection = (cst, path17) => {
-      const parent = visit2.itemAtPath(cst, path17.slice(0, -1));
-      const field = path17[path17.length - 1][0];
+    visit2.parentCollection = (cst, path18) => {
+      const parent = visit2.itemAtPath(cst, path18.slice(0, -1));
+      const field = path18[path18.length - 1][0];
       const coll = parent?.[field];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path17, item, visitor) {
-      let ctrl = visitor(item, path17);
+    function _visit(path18, item, visitor) {
+      let ctrl = visitor(item, path18);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field of ["key", "value"]) {
         const token = item[field];
         if (token && "items" in token) {
           for (let i = 0; i < token.items.length; ++i) {
-            const ci = _visit(Object.freeze(path17.concat([[field, i]])), token.items[i], visitor);
+            const ci = _visit(Object.freeze(path18.concat([[field, i]])), token.items[i], visitor);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -9036,10 +9036,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field === "key")
-            ctrl = ctrl(item, path17);
+            ctrl = ctrl(item, path18);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path17) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path18) : ctrl;
     }
     exports2.visit = visit2;
   }
@@ -10799,7 +10799,7 @@ var require_aspromise = __commonJS({
       var params = new Array(arguments.length - 1), offset = 0, index = 2, pending = true;
       while (index < arguments.length)
         params[offset++] = arguments[index++];
-      return new Promise(function executor(resolve13, reject) {
+      return new Promise(function executor(resolve14, reject) {
         params[offset] = function callback(err) {
           if (pending) {
             pending = false;
@@ -10809,7 +10809,7 @@ var require_aspromise = __commonJS({
               var params2 = new Array(arguments.length - 1), offset2 = 0;
               while (offset2 < params2.length)
                 params2[offset2++] = arguments[offset2];
-              resolve13.apply(null, params2);
+              resolve14.apply(null, params2);
             }
           }
         };
@@ -18311,10 +18311,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path17) {
-  if (!path17)
+function getElementAtPath(obj, path18) {
+  if (!path18)
     return obj;
-  return path17.reduce((acc, key) => acc?.[key], obj);
+  return path18.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -18654,11 +18654,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path17, issues) {
+function prefixIssues(path18, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path17);
+    iss.path.unshift(path18);
     return iss;
   });
 }
@@ -19120,16 +19120,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path17 = []) => {
+  const processError = (error63, path18 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path17, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path18, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path17, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path18, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path17, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path18, ...issue2.path]);
       } else {
-        const fullpath = [...path17, ...issue2.path];
+        const fullpath = [...path18, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -19168,17 +19168,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path17 = []) => {
+  const processError = (error63, path18 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path17, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path18, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path17, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path18, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path17, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path18, ...issue2.path]);
       } else {
-        const fullpath = [...path17, ...issue2.path];
+        const fullpath = [...path18, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -19217,8 +19217,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path17 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path17) {
+  const path18 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path18) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -22561,7 +22561,7 @@ var recursive = /* @__PURE__ */ new WeakMap();
 var NONE = 0;
 var ASSUMED = 1;
 var PROVEN = 2;
-function isRecursive(inst, stack, resolve13) {
+function isRecursive(inst, stack, resolve14) {
   const cached2 = recursive.get(inst);
   if (cached2 !== void 0)
     return cached2 ? PROVEN : NONE;
@@ -22571,7 +22571,7 @@ function isRecursive(inst, stack, resolve13) {
   let result = NONE;
   const check2 = (child) => {
     if (result !== PROVEN && child?._zod) {
-      const answer = isRecursive(child, stack, resolve13);
+      const answer = isRecursive(child, stack, resolve14);
       if (answer > result)
         result = answer;
     }
@@ -22582,7 +22582,7 @@ function isRecursive(inst, stack, resolve13) {
       const desc = Object.getOwnPropertyDescriptor(sh, key);
       if (spread && !desc.enumerable)
         continue;
-      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve13) : NONE;
+      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve14) : NONE;
       if (child > answer)
         answer = child;
     }
@@ -22646,7 +22646,7 @@ function isRecursive(inst, stack, resolve13) {
       break;
     // `$ZodLazy` caches its inner on the def, so a resolved edge is followed exactly
     case "lazy": {
-      const inner = def._cachedInner ?? (resolve13 ? inst._zod.innerType : void 0);
+      const inner = def._cachedInner ?? (resolve14 ? inst._zod.innerType : void 0);
       merge2(inner ? isRecursive(inner, stack, false) : ASSUMED);
       break;
     }
@@ -36356,13 +36356,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path17 = ref.slice(1).split("/").filter(Boolean);
-  if (path17.length === 0) {
+  const path18 = ref.slice(1).split("/").filter(Boolean);
+  if (path18.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path17[0] === defsKey) {
-    const key = path17[1] === void 0 ? void 0 : decodeJSONPointerSegment(path17[1]);
+  if (path18[0] === defsKey) {
+    const key = path18[1] === void 0 ? void 0 : decodeJSONPointerSegment(path18[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -37330,10 +37330,10 @@ async function measureMemory(modelFile, feeds, threads) {
     const feedsFile = path.join(dir, "feeds.json");
     writeFeeds(feeds, feedsFile);
     const [command, args] = memoryCommand(modelFile, feedsFile, threads);
-    const stdout = await new Promise((resolve13, reject) => {
+    const stdout = await new Promise((resolve14, reject) => {
       (0, import_child_process.execFile)(command, args, { maxBuffer: 1 << 20 }, (error62, out, err) => {
         if (error62) reject(new Error(`measuring the memory of ${modelFile} failed: ${err.trim() || error62.message}`));
-        else resolve13(out);
+        else resolve14(out);
       });
     });
     return JSON.parse(stdout).maxRssKb / 1024;
@@ -38707,9 +38707,9 @@ function decodeModelProto(bytes2) {
   return import_onnx_proto6.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
 var OnnxModel = class _OnnxModel {
-  constructor(proto, path17, origin = path17, hadExternalData) {
+  constructor(proto, path18, origin = path18, hadExternalData) {
     this.proto = proto;
-    this.path = path17;
+    this.path = path18;
     this.origin = origin;
     this.hadExternalData = hadExternalData ?? this.initializers.some(isExternal);
     this.reindexConstants();
@@ -39571,6 +39571,11 @@ function languageModelRows(set2, batch, out) {
     }
   }
   return { compare, targets };
+}
+function addSums(...parts) {
+  const total = {};
+  for (const part of parts) for (const [k, v] of Object.entries(part)) total[k] = (total[k] ?? 0) + v;
+  return total;
 }
 function taskValues(task, sums) {
   const count2 = sums.count ?? 0;
@@ -43390,6 +43395,23 @@ function tokenCount(set2) {
   const mask = set2.mask ? set2.inputs[set2.mask] : void 0;
   if (!mask) return elementCount(set2.inputs[set2.tokens].dims);
   return toNumbers(mask).filter((v) => v !== 0).length;
+}
+function shardOf(set2, index, count2) {
+  const lo = Math.floor((index - 1) * set2.count / count2);
+  const hi = Math.floor(index * set2.count / count2);
+  if (set2.generation) {
+    const g = set2.generation;
+    const generation = { ...g, prompts: g.prompts.slice(lo, hi), lines: g.lines.slice(lo, hi), references: g.references?.slice(lo, hi) };
+    return promptSet(generation, { ...set2, generation });
+  }
+  const inputs2 = {};
+  for (const [name, t] of Object.entries(set2.inputs)) inputs2[name] = sliceRows(t, lo, hi);
+  const positions = set2.positions && {
+    length: set2.positions.length,
+    compare: set2.positions.compare.slice(lo * set2.positions.length, hi * set2.positions.length),
+    targets: set2.positions.targets?.slice(lo * set2.positions.length, hi * set2.positions.length)
+  };
+  return { ...set2, inputs: inputs2, count: hi - lo, labels: set2.labels?.slice(lo, hi), positions };
 }
 function batchCount(set2, batchSize = set2.batchSize) {
   return Math.ceil(set2.count / batchSize);
@@ -48457,27 +48479,32 @@ async function measureMemoryIfBounded(evaluator, rules, evaluation, [base, candi
 function ratioText2(r) {
   return `${Math.round(r * 1e3) / 10} %`;
 }
+function pruneSettings(config2, set2, target, memory, log) {
+  return {
+    target,
+    structures: config2.prune.structures,
+    importance: config2.prune.importance,
+    compensate: config2.prune.compensate,
+    allocation: config2.prune.allocation,
+    align: config2.prune.align,
+    calibration: calibrationFeeds(set2),
+    calibrationBatches: batchCount(set2),
+    memory,
+    log
+  };
+}
 function searchDeps(c) {
   const { config: config2 } = c.options;
   const memory = newPruneMemory();
   const quantization = /* @__PURE__ */ new Map();
   return {
     prune: (model, target) => c.prune(model, {
-      target,
-      structures: config2.prune.structures,
-      importance: config2.prune.importance,
-      compensate: config2.prune.compensate,
-      allocation: config2.prune.allocation,
-      align: config2.prune.align,
-      calibration: calibrationFeeds(c.evaluator.set),
-      calibrationBatches: batchCount(c.evaluator.set),
+      ...pruneSettings(config2, c.evaluator.set, target, memory, c.log),
       damage: {
         name: c.evaluator.lossName,
         loss: (candidate, share) => c.evaluator.loss(candidate, share),
         latency: (candidate) => c.evaluator.latencyRatio(candidate)
-      },
-      memory,
-      log: c.log
+      }
     }),
     quantize: async (model, step) => {
       const quantized = await c.quantize(model, config2.quantize);
@@ -48744,17 +48771,226 @@ function planIdentity(config2, jobs) {
   for (const f of filesOf(calibration)) hashFile(hash2, f, calibrationRoot);
   return hash2.digest("hex");
 }
+var PARTIAL_JSON = "partial.json";
+function parseJob(text2, where) {
+  const m = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(text2);
+  const [index, count2] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
+  if (!(count2 >= 1 && count2 <= MAX_JOBS && index >= 1 && index <= count2)) {
+    throw new UserError(`${where}: expected K/N with 1 <= K <= N <= ${MAX_JOBS} (a job of the plan's matrix, e.g. 2/4), found '${text2}'`);
+  }
+  return { index, count: count2 };
+}
+async function runJob(config2, job, out, log = () => void 0) {
+  return withSessionThreads(config2.device.threads, async () => {
+    checkSplittable(config2);
+    const plan = planIdentity(config2, job.count);
+    const base = OnnxModel.read(config2.model);
+    const set2 = loadCalibration(config2.calibration, base);
+    if (set2.generation) throw new UserError(`${set2.source}: a generation set cannot be split yet: pruning needs the base's generations of every prompt; run the gate on one machine`);
+    checkRulesFitTask(config2.gate, set2, config2.file ? displayPath(config2.file) : "the gate");
+    const shard = shardOf(set2, job.index, job.count);
+    log(`job ${job.index}/${job.count} of plan ${plan.slice(0, 16)}: evaluating ${shard.count} of the ${set2.count} calibration samples`);
+    const evaluator = await Evaluator.create(base, shard, { latency: { warmup: 0, runs: 1 }, log });
+    const stepsDir = path15.join(path15.resolve(out), STEPS_DIR);
+    const steps = [];
+    let baseSums;
+    try {
+      const deps = candidateDeps(config2, set2, stepsDir, log, async (model, step) => {
+        const evaluation = await evaluator.evaluate(model);
+        baseSums ??= evaluation.sums.base;
+        steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: step.quantization });
+        return [];
+      });
+      await gradualSearch(base, countParams(base), "fixed", stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps), deps);
+      const partial2 = {
+        tool: "prune-gate",
+        kind: "partial",
+        plan,
+        job,
+        task: set2.task,
+        evaluated: { samples: shard.count, models: 1 + steps.length },
+        calibration: { samples: set2.count, tokens: tokenCount(set2) },
+        base: { stats: evaluator.base, sums: baseSums ?? {} },
+        steps
+      };
+      fs16.mkdirSync(path15.resolve(out), { recursive: true });
+      writeJsonAtomic(path15.join(path15.resolve(out), PARTIAL_JSON), partial2);
+      return partial2;
+    } finally {
+      await evaluator.close();
+      fs16.rmSync(stepsDir, { recursive: true, force: true });
+    }
+  });
+}
+function candidateDeps(config2, set2, stepsDir, log, score) {
+  const memory = newPruneMemory();
+  const quantize = quantizeWith(set2, config2.keepNames, log);
+  const quantization = /* @__PURE__ */ new Map();
+  return {
+    prune: (model, target) => pruneModel(model, {
+      ...pruneSettings(config2, set2, target, memory, log),
+      // The plan fixes every choice (checkSplittable); the loss report.json records for it needs the whole set.
+      damage: { name: "not measured: the gate was split over jobs, none of which evaluates the whole set", loss: async () => NaN, latency: async () => NaN }
+    }),
+    quantize: async (model, step) => {
+      const q = await quantize(model, config2.quantize);
+      quantization.set(step.index, q.quantization);
+      return q.model;
+    },
+    evaluate: async (candidate, step) => {
+      const dir = path15.join(stepsDir, `step-${step.index}`);
+      fs16.rmSync(dir, { recursive: true, force: true });
+      const written = writeModel(candidate, path15.join(dir, PRUNED_NAME), { externalData: config2.externalData });
+      const model = OnnxModel.read(written.path);
+      const metrics = await score(model, { ...step, quantization: quantization.get(step.index) });
+      const stats = { path: written.path, params: countParams(model), bytes: model.bytesOnDisk(), macs: null };
+      const evaluation = { base: stats, candidate: stats, values: { base: {}, candidate: {} }, latency: NO_LATENCY, interface: [], sums: { base: {}, candidate: {} } };
+      return {
+        metrics,
+        artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
+        next: config2.quantize === "none" ? model : void 0
+      };
+    },
+    discard: (artifact) => fs16.rmSync(artifact.dir, { recursive: true, force: true }),
+    log
+  };
+}
+var NO_LATENCY = { base: { p50_ms: 0, p95_ms: 0 }, candidate: { p50_ms: 0, p95_ms: 0 }, speedup: NaN };
+function readPartial(dir) {
+  const file2 = path15.join(dir, PARTIAL_JSON);
+  let data;
+  try {
+    data = JSON.parse(fs16.readFileSync(file2, "utf8"));
+  } catch (e) {
+    throw new UserError(`${displayPath(file2)}: not a readable partial result (${String(e.message).split("\n")[0]}); give the folders the jobs wrote with run --job`);
+  }
+  if (data?.tool !== "prune-gate" || data.kind !== "partial" || typeof data.plan !== "string" || !data.job || !Array.isArray(data.steps)) {
+    throw new UserError(`${displayPath(file2)}: not a partial result of prune-gate run --job`);
+  }
+  return { file: displayPath(file2), partial: data };
+}
+function collectPartials(dirs, plan) {
+  const read = dirs.map(readPartial);
+  for (const { file: file2, partial: partial2 } of read) {
+    if (partial2.plan !== plan) {
+      throw new UserError(`${file2}: from another plan (${partial2.plan.slice(0, 16)}, not ${plan.slice(0, 16)}): its config, model, calibration set or job count differ from this merge's`);
+    }
+  }
+  const count2 = read[0]?.partial.job.count ?? 0;
+  const byJob = /* @__PURE__ */ new Map();
+  for (const { file: file2, partial: partial2 } of read) {
+    const seen = byJob.get(partial2.job.index);
+    if (seen) throw new UserError(`job ${partial2.job.index}/${count2} appears twice: ${seen} and ${file2}; give each job's folder once`);
+    byJob.set(partial2.job.index, file2);
+  }
+  for (let k = 1; k <= count2; k++) {
+    if (!byJob.has(k)) throw new UserError(`job ${k}/${count2} is missing: no partial.json for it among the ${read.length} folders given; wait for every job, or rerun job ${k}`);
+  }
+  return read.map((r) => r.partial).sort((a, b) => a.job.index - b.job.index);
+}
+function sizeValues(stats) {
+  return { size: stats.bytes, params: stats.params, ...stats.macs !== null ? { macs: stats.macs } : {} };
+}
+async function mergeJobs(config2, dirs, out, log = () => void 0) {
+  return withSessionThreads(config2.device.threads, async () => {
+    if (dirs.length === 0) throw new UserError("merge: give the folders the jobs wrote (run --job K/N --out DIR)");
+    checkSplittable(config2);
+    const count2 = readPartial(dirs[0]).partial.job.count;
+    const plan = planIdentity(config2, count2);
+    const partials = collectPartials(dirs, plan);
+    const base = OnnxModel.read(config2.model);
+    const set2 = loadCalibration(config2.calibration, base);
+    const task = set2.task;
+    const rules = config2.gate;
+    const baseSums = addSums(...partials.map((p) => p.base.sums));
+    const baseStats = partials[0].base.stats;
+    const baseValues = { ...taskValues(task, baseSums), ...SELF_COMPARISON, ...sizeValues(baseStats) };
+    const stepValues = partials[0].steps.map((step, i) => {
+      const sums = addSums(...partials.map((p) => p.steps[i].sums));
+      return { base: baseValues, candidate: { ...taskValues(task, sums), ...comparisonValues(sums), ...sizeValues(step.candidate) } };
+    });
+    log(`merging ${partials.length} jobs of plan ${plan.slice(0, 16)}: ${partials.reduce((n, p) => n + p.evaluated.samples, 0)} samples evaluated per model`);
+    const outDir = path15.resolve(out);
+    const stepsDir = path15.join(outDir, STEPS_DIR);
+    try {
+      const deps = candidateDeps(config2, set2, stepsDir, log, async (model, step) => {
+        const recorded2 = partials[0].steps[step.index - 1];
+        const params = countParams(model);
+        if (params !== recorded2.candidate.params || model.bytesOnDisk() !== recorded2.candidate.bytes) {
+          throw new UserError(`step ${step.index}: the merge rebuilt a candidate of ${params} parameters and ${model.bytesOnDisk()} bytes, the jobs ${recorded2.candidate.params} and ${recorded2.candidate.bytes}: this machine builds other models (another onnxruntime or CPU?); merge on the jobs' runner type`);
+        }
+        return judge(stepValues[step.index - 1], rules.filter((r) => r.metric !== "memory"), task);
+      });
+      const mode = config2.prune.target === "auto" ? "auto" : "fixed";
+      const result = await gradualSearch(base, countParams(base), mode, stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps), deps);
+      const chosen = result.artifact;
+      const latency = await timeSideBySide(config2, set2, chosen.file);
+      const values = stepValues[result.chosen];
+      values.base = { ...values.base, "latency-p50": latency.base.p50_ms, "latency-p95": latency.base.p95_ms };
+      values.candidate = { ...values.candidate, "latency-p50": latency.candidate.p50_ms, "latency-p95": latency.candidate.p95_ms };
+      const metrics = judge(values, rules, task);
+      const verdict = verdictOf(metrics);
+      result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === "pass" };
+      const files = promote(chosen, outDir);
+      const recorded = partials[0].steps[result.chosen];
+      const report = buildReport({
+        verdict,
+        task,
+        configFile: config2.file ?? null,
+        calibration: { path: config2.calibration, samples: partials[0].calibration.samples, tokens: partials[0].calibration.tokens },
+        target: config2.prune.target,
+        quantize: config2.quantize,
+        quantization: recorded.quantization,
+        base: baseStats,
+        candidate: { ...recorded.candidate, path: files.model },
+        metrics,
+        latency,
+        steps: result.steps,
+        chosenStep: result.chosen,
+        pruned: result.pruned,
+        skipped: result.skipped,
+        allocation: result.allocation,
+        environment: currentEnvironment()
+      });
+      const outcome = writeReports(report, outDir, files);
+      log(verdict === "pass" ? `gate passed at step ${result.chosen + 1}` : `gate failed: ${failures(metrics).join(", ")}`);
+      return outcome;
+    } finally {
+      fs16.rmSync(stepsDir, { recursive: true, force: true });
+    }
+  });
+}
+async function timeSideBySide(config2, set2, candidateFile) {
+  const baseSession = await createSession(config2.model);
+  const candidate = await createSession(candidateFile);
+  try {
+    const first = batches(set2).next().value;
+    return await measureLatency(baseSession, candidate, first.feeds, config2.latency);
+  } finally {
+    await baseSession.release();
+    await candidate.release();
+  }
+}
 
 // src/cli/commands/run.ts
+var path16 = __toESM(require("path"));
 var flagName = (key) => `--${key}`;
 var DEFAULT_OUT = "out";
 function register3(program2, ctx) {
-  program2.command("run").description("prune the model step by step, evaluate it against the base on the calibration set, and gate it").option("-c, --config <file>", "the config file (default: prune-gate.yml in the current folder)").option("-m, --model <file>", "the .onnx model (overrides the config's model)").option("--calibration <dir>", "the calibration folder (overrides the config's calibration)").option("-o, --out <dir>", "where pruned.onnx, report.json and report.md are written", DEFAULT_OUT).option("-t, --target <ratio>", "fraction of parameters to remove (0.3), or auto for the gradual search").option("--quantize <mode>", "none, int8 or int4").option("--keep-names", "keep the exporter's intermediate tensor and node names in a quantized model (default: shortened)").option("--external-data <mode>", "where pruned.onnx keeps its weights: auto (as the input model did), always (in pruned.onnx.data) or never (inline, at most 2 GiB); overrides the config's external-data").option("--json", "print report.json instead of the Markdown report").action(async (flags) => {
+  program2.command("run").description("prune the model step by step, evaluate it against the base on the calibration set, and gate it").option("-c, --config <file>", "the config file (default: prune-gate.yml in the current folder)").option("-m, --model <file>", "the .onnx model (overrides the config's model)").option("--calibration <dir>", "the calibration folder (overrides the config's calibration)").option("-o, --out <dir>", "where pruned.onnx, report.json and report.md are written", DEFAULT_OUT).option("-t, --target <ratio>", "fraction of parameters to remove (0.3), or auto for the gradual search").option("--quantize <mode>", "none, int8 or int4").option("--keep-names", "keep the exporter's intermediate tensor and node names in a quantized model (default: shortened)").option("--external-data <mode>", "where pruned.onnx keeps its weights: auto (as the input model did), always (in pruned.onnx.data) or never (inline, at most 2 GiB); overrides the config's external-data").option("--json", "print report.json instead of the Markdown report").option("--job <K/N>", "job K of a plan's N (prune-gate plan): build every candidate, evaluate this job's shard, write OUT/partial.json for merge").action(async (flags) => {
     const overrides = parseOverrides(
       { model: flags.model, calibration: flags.calibration, target: flags.target, quantize: flags.quantize, keepNames: flags.keepNames, externalData: flags.externalData },
       flagName
     );
     const config2 = resolveConfig(flags.config, overrides, flagName);
+    if (flags.job !== void 0) {
+      const job = parseJob(flags.job, "--job");
+      const partial2 = await runJob(config2, job, flags.out, withElapsed((line) => ctx.stderr(`${line}
+`)));
+      ctx.stdout(`job ${job.index}/${job.count}: ${partial2.steps.length} steps evaluated on ${partial2.evaluated.samples} samples; ${path16.join(flags.out, PARTIAL_JSON)}
+`);
+      return;
+    }
     const outcome = await runGate({ config: config2, out: flags.out, log: withElapsed((line) => ctx.stderr(`${line}
 `)), pullRequest: pullRequestOfRun() });
     ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}
@@ -48763,8 +48999,20 @@ function register3(program2, ctx) {
   });
 }
 
-// src/cli/commands/plan.ts
+// src/cli/commands/merge.ts
 function register4(program2, ctx) {
+  program2.command("merge").description("combine the jobs' partial results (run --job K/N) into the report, verdict and pruned model one machine would give").argument("<dirs...>", "the folders the jobs wrote").option("-c, --config <file>", "the config file (default: prune-gate.yml in the current folder)").option("-m, --model <file>", "the .onnx model (overrides the config's model)").option("--calibration <dir>", "the calibration folder (overrides the config's calibration)").option("-t, --target <ratio>", "fraction of parameters to remove, or auto (as the plan had it)").option("-o, --out <dir>", "where pruned.onnx, report.json and report.md are written", DEFAULT_OUT).option("--json", "print report.json instead of the Markdown report").action(async (dirs, flags) => {
+    const config2 = resolveConfig(flags.config, parseOverrides({ model: flags.model, calibration: flags.calibration, target: flags.target }, flagName), flagName);
+    const outcome = await mergeJobs(config2, dirs, flags.out, withElapsed((line) => ctx.stderr(`${line}
+`)));
+    ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}
+` : outcome.markdown);
+    ctx.exitCode = outcome.report.verdict === "pass" ? 0 : 1;
+  });
+}
+
+// src/cli/commands/plan.ts
+function register5(program2, ctx) {
   program2.command("plan").description("print the GitHub Actions matrix that splits the gate over --jobs jobs").option("-c, --config <file>", "the config file (default: prune-gate.yml in the current folder)").option("-m, --model <file>", "the .onnx model (overrides the config's model)").option("--calibration <dir>", "the calibration folder (overrides the config's calibration)").option("-t, --target <ratio>", "fraction of parameters to remove (0.3 or 30%), or auto").option("-j, --jobs <n>", "how many jobs", "4").action((flags) => {
     if (!/^\d+$/.test(flags.jobs)) throw new UserError(`--jobs: expected a whole number of jobs from 1 to ${MAX_JOBS}, found '${flags.jobs}'`);
     const jobs = Number(flags.jobs);
@@ -48782,14 +49030,14 @@ function register4(program2, ctx) {
 }
 
 // src/cli/commands/prune.ts
-var path16 = __toESM(require("path"));
-function register5(program2, ctx) {
+var path17 = __toESM(require("path"));
+function register6(program2, ctx) {
   program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels", STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--compensate <how>", "auto, none, bias or reconstruct (default: auto with --calibration, which measures bias and reconstruct; else none)").option(
     "--allocation <how>",
     "how removals are shared between layers: auto (with --calibration: global, uniform, FFN-only and by measured damage, the least damaging kept; without: uniform), global, uniform, ffn-only or measured",
     "auto"
   ).option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--align <n>", "keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine", "auto").option("--report <file>", "also write what was removed as JSON").option("--external-data [mode]", "where the pruned model keeps its weights: auto (as the input model did), always (in <out>.data; the bare flag) or never (inline, at most 2 GiB)", "auto").action(async (flags) => {
-    if (path16.resolve(flags.out) === path16.resolve(flags.model)) {
+    if (path17.resolve(flags.out) === path17.resolve(flags.model)) {
       throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
     }
     const target = parseTarget(flags.target, "--target", { auto: false });
@@ -48903,8 +49151,9 @@ function buildProgram(ctx) {
   });
   register3(program2, ctx);
   register(program2, ctx);
-  register5(program2, ctx);
+  register6(program2, ctx);
   register2(program2, ctx);
+  register5(program2, ctx);
   register4(program2, ctx);
   return program2;
 }

@@ -60,3 +60,71 @@ test('plan refuses a job count outside 1 to 256', async () => {
     expect(r.stderr).toMatch(/^prune-gate: --jobs: expected a whole number of jobs from 1 to 256/);
   }
 });
+
+describe('a gradual search split over 4 jobs and merged', () => {
+  const jobs = ['1/4', '2/4', '3/4', '4/4'];
+  let cfg: string;
+  let one: Record<string, unknown> & { metrics: { name: string; base: number | null; candidate: number | null; pass: boolean }[] };
+  let oneStatus: number;
+  const dirOf = (job: string) => path.join(built.tmp, `job-${job.replace('/', '-of-')}`);
+
+  beforeAll(async () => {
+    cfg = config('split');
+    const r = await built.cli(['run', '--config', cfg, '--out', path.join(built.tmp, 'one'), '--json']);
+    oneStatus = r.status;
+    one = JSON.parse(r.stdout);
+    for (const job of jobs) {
+      const j = await built.cli(['run', '--config', cfg, '--job', job, '--out', dirOf(job)]);
+      expect([job, j.status, j.stderr.includes('internal error')]).toEqual([job, 0, false]);
+    }
+  }, 120_000);
+
+  test('the merged report equals the one-machine report: metrics within 1e-6 (latency aside), steps, verdict, exit status, the same pruned model', async () => {
+    const r = await built.cli(['merge', ...jobs.map(dirOf), '--config', cfg, '--out', path.join(built.tmp, 'merged'), '--json']);
+    expect(r.status).toBe(oneStatus);
+    const merged = JSON.parse(r.stdout) as typeof one;
+    for (const key of ['verdict', 'chosen_step', 'target', 'task', 'pruned', 'skipped']) expect([key, merged[key]]).toEqual([key, one[key]]);
+    // The same allocation; its loss on the whole set is not measured by any job.
+    const allocation = (rep: typeof one) => rep.allocation as { strategy: string; compensate: string; align: number; tried: { loss: number | null; params: number }[]; measure: string };
+    expect([allocation(merged).strategy, allocation(merged).compensate, allocation(merged).align]).toEqual([allocation(one).strategy, allocation(one).compensate, allocation(one).align]);
+    expect(allocation(merged).tried.map((t) => [t.params, t.loss])).toEqual(allocation(one).tried.map((t) => [t.params, null]));
+    expect(allocation(merged).measure).toMatch(/^not measured: the gate was split over jobs/);
+    const steps = (rep: typeof one) => (rep.steps as { ratio: number; pass: boolean; quality_pass: boolean }[]).map((s) => [s.ratio, s.pass, s.quality_pass]);
+    expect(steps(merged)).toEqual(steps(one));
+    expect((one.steps as unknown[]).length).toBeGreaterThan(1);
+    for (const m of one.metrics) {
+      if (m.name.startsWith('latency') || m.name === 'memory') continue;
+      const got = merged.metrics.find((x) => x.name === m.name)!;
+      for (const side of ['base', 'candidate'] as const) {
+        const [a, b] = [m[side] as number, got[side] as number];
+        expect([m.name, side, Math.abs(a - b) <= 1e-6 * Math.max(1, Math.abs(a))]).toEqual([m.name, side, true]);
+      }
+    }
+    expect(fs.readFileSync(path.join(built.tmp, 'merged', 'pruned.onnx')).equals(fs.readFileSync(path.join(built.tmp, 'one', 'pruned.onnx')))).toBe(true);
+  }, 120_000);
+
+  test('each job evaluated at most ⌈S/4⌉ samples per model, and every job built the same candidates', () => {
+    const partials = jobs.map((job) => JSON.parse(fs.readFileSync(path.join(dirOf(job), 'partial.json'), 'utf8')));
+    const samples = partials[0].calibration.samples as number;
+    for (const p of partials) expect(p.evaluated.samples).toBeLessThanOrEqual(Math.ceil(samples / 4));
+    expect(partials.reduce((n, p) => n + p.evaluated.samples, 0)).toBe(samples);
+    const builds = partials.map((p) => JSON.stringify(p.steps.map((s: { candidate: { params: number; bytes: number } }) => [s.candidate.params, s.candidate.bytes])));
+    expect(new Set(builds).size).toBe(1);
+  });
+
+  test('a merge refuses a missing job, a job given twice, and a partial result of another plan', async () => {
+    const three = await built.cli(['merge', ...jobs.slice(0, 3).map(dirOf), '--config', cfg, '--out', path.join(built.tmp, 'm1')]);
+    expect([three.status, three.stderr]).toEqual([2, 'prune-gate: job 4/4 is missing: no partial.json for it among the 3 folders given; wait for every job, or rerun job 4\n']);
+    const twice = await built.cli(['merge', ...jobs.map(dirOf), dirOf('2/4'), '--config', cfg, '--out', path.join(built.tmp, 'm2')]);
+    expect(twice.status).toBe(2);
+    expect(twice.stderr).toMatch(/^prune-gate: job 2\/4 appears twice: .*job-2-of-4\/partial\.json and .*job-2-of-4\/partial\.json; give each job's folder once\n$/);
+    // Another plan: the same data gated with another bound.
+    const other = config('other', '  cosine: { min: 0.1 }');
+    const stranger = path.join(built.tmp, 'stranger');
+    expect((await built.cli(['run', '--config', other, '--job', '3/4', '--out', stranger])).status).toBe(0);
+    const mixed = await built.cli(['merge', dirOf('1/4'), dirOf('2/4'), stranger, dirOf('4/4'), '--config', cfg, '--out', path.join(built.tmp, 'm3')]);
+    expect(mixed.status).toBe(2);
+    expect(mixed.stderr).toMatch(/^prune-gate: .*stranger\/partial\.json: from another plan \([0-9a-f]{16}, not [0-9a-f]{16}\): its config, model, calibration set or job count differ from this merge's\n$/);
+    expect(fs.existsSync(path.join(built.tmp, 'm3', 'report.json'))).toBe(false);
+  }, 120_000);
+});

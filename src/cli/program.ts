@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { version } from '../../package.json';
 import * as evalCommand from './commands/eval';
 import * as inspect from './commands/inspect';
+import * as merge from './commands/merge';
 import * as plan from './commands/plan';
 import * as prune from './commands/prune';
 import * as run from './commands/run';
@@ -31,5 +32,6 @@ export function buildProgram(ctx: CliContext): Command {
   prune.register(program, ctx);
   inspect.register(program, ctx);
   plan.register(program, ctx);
+  merge.register(program, ctx);
   return program;
 }

@@ -3,8 +3,24 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Config } from '../config/config';
 import { UserError } from '../errors';
+import { Batch, CalibrationSet, batches, loadCalibration, shardOf, tokenCount } from '../eval/calibration';
+import { currentEnvironment } from '../eval/environment';
+import { Evaluator, ModelStats } from '../eval/evaluator';
+import { LatencyResult, measureLatency } from '../eval/latency';
+import type { MetricValues, Task } from '../eval/metric-names';
+import { MetricSums, SELF_COMPARISON, addSums, comparisonValues, taskValues } from '../eval/metrics';
+import { MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
+import { SearchDeps, StepInfo, gradualSearch, stepRatios } from '../gate/search';
+import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
+import { createSession, withSessionThreads } from '../onnx/runtime';
+import { writeModel } from '../onnx/write';
+import { newPruneMemory, pruneModel } from '../prune';
+import { buildReport } from '../report/build';
+import type { ReportQuantization } from '../report/schema';
+import { writeJsonAtomic } from '../util/files';
 import { displayPath } from '../util/paths';
+import { PRUNED_NAME, RunOutcome, STEPS_DIR, StepArtifact, promote, pruneSettings, quantizeWith, writeReports } from './run';
 
 /**
  * Splitting the gate over a GitHub Actions matrix (docs/contracts.md, "Beyond one runner"):
@@ -77,4 +93,271 @@ export function planIdentity(config: Config, jobs: number): string {
   const calibrationRoot = fs.statSync(calibration as string).isDirectory() ? (calibration as string) : path.dirname(calibration as string);
   for (const f of filesOf(calibration as string)) hashFile(hash, f, calibrationRoot);
   return hash.digest('hex');
+}
+
+// ---------------------------------------------------------------------------------------------
+// A job: the whole search's candidates, its shard of the calibration set evaluated
+// ---------------------------------------------------------------------------------------------
+
+export const PARTIAL_JSON = 'partial.json';
+
+export interface Job {
+  index: number;
+  count: number;
+}
+
+/** "K/N" as a job, or a one-line error naming `where`. */
+export function parseJob(text: string, where: string): Job {
+  const m = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(text);
+  const [index, count] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
+  if (!(count >= 1 && count <= MAX_JOBS && index >= 1 && index <= count)) {
+    throw new UserError(`${where}: expected K/N with 1 <= K <= N <= ${MAX_JOBS} (a job of the plan's matrix, e.g. 2/4), found '${text}'`);
+  }
+  return { index, count };
+}
+
+/** What one step's candidate was, in one job: the same in every job but for the sums. */
+interface PartialStep {
+  ratio: number;
+  candidate: ModelStats;
+  sums: MetricSums;
+  quantization?: ReportQuantization;
+}
+
+/** partial.json: one job's share of the gate. */
+export interface Partial {
+  tool: 'prune-gate';
+  kind: 'partial';
+  plan: string;
+  job: Job;
+  task: Task;
+  /** Samples this job evaluated per model (the base and each step's candidate), and how many models. */
+  evaluated: { samples: number; models: number };
+  calibration: { samples: number; tokens: number | null };
+  base: { stats: ModelStats; sums: MetricSums };
+  steps: PartialStep[];
+}
+
+/** The search's steps as a matrix job builds them: every step, since only the merge knows where one machine would have stopped. */
+export async function runJob(config: Config, job: Job, out: string, log: (line: string) => void = () => undefined): Promise<Partial> {
+  return withSessionThreads(config.device.threads, async () => {
+    checkSplittable(config);
+    const plan = planIdentity(config, job.count);
+    const base = OnnxModel.read(config.model as string);
+    const set = loadCalibration(config.calibration as string, base);
+    if (set.generation) throw new UserError(`${set.source}: a generation set cannot be split yet: pruning needs the base's generations of every prompt; run the gate on one machine`);
+    checkRulesFitTask(config.gate, set, config.file ? displayPath(config.file) : 'the gate');
+    const shard = shardOf(set, job.index, job.count);
+    log(`job ${job.index}/${job.count} of plan ${plan.slice(0, 16)}: evaluating ${shard.count} of the ${set.count} calibration samples`);
+    const evaluator = await Evaluator.create(base, shard, { latency: { warmup: 0, runs: 1 }, log });
+    const stepsDir = path.join(path.resolve(out), STEPS_DIR);
+    const steps: PartialStep[] = [];
+    let baseSums: MetricSums | undefined;
+    try {
+      const deps = candidateDeps(config, set, stepsDir, log, async (model, step) => {
+        const evaluation = await evaluator.evaluate(model);
+        baseSums ??= evaluation.sums.base;
+        steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: step.quantization });
+        return [];
+      });
+      await gradualSearch(base, countParams(base), 'fixed', stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps), deps);
+      const partial: Partial = {
+        tool: 'prune-gate',
+        kind: 'partial',
+        plan,
+        job,
+        task: set.task,
+        evaluated: { samples: shard.count, models: 1 + steps.length },
+        calibration: { samples: set.count, tokens: tokenCount(set) },
+        base: { stats: evaluator.base, sums: baseSums ?? {} },
+        steps,
+      };
+      fs.mkdirSync(path.resolve(out), { recursive: true });
+      writeJsonAtomic(path.join(path.resolve(out), PARTIAL_JSON), partial);
+      return partial;
+    } finally {
+      await evaluator.close();
+      fs.rmSync(stepsDir, { recursive: true, force: true });
+    }
+  });
+}
+
+/**
+ * The search's dependencies for rebuilding candidates exactly as one machine builds them (the
+ * engine on the whole set's statistics, quantization, each candidate written and read back),
+ * with `score` deciding what a step's metrics are.
+ */
+function candidateDeps(
+  config: Config,
+  set: CalibrationSet,
+  stepsDir: string,
+  log: (line: string) => void,
+  score: (model: OnnxModel, step: StepInfo & { quantization?: ReportQuantization }) => Promise<MetricResult[]>,
+): SearchDeps<StepArtifact> {
+  const memory = newPruneMemory();
+  const quantize = quantizeWith(set, config.keepNames, log);
+  const quantization = new Map<number, ReportQuantization | undefined>();
+  return {
+    prune: (model, target) =>
+      pruneModel(model, {
+        ...pruneSettings(config, set, target, memory, log),
+        // The plan fixes every choice (checkSplittable); the loss report.json records for it needs the whole set.
+        damage: { name: 'not measured: the gate was split over jobs, none of which evaluates the whole set', loss: async () => NaN, latency: async () => NaN },
+      }),
+    quantize: async (model, step) => {
+      const q = await quantize(model, config.quantize);
+      quantization.set(step.index, q.quantization);
+      return q.model;
+    },
+    evaluate: async (candidate, step) => {
+      const dir = path.join(stepsDir, `step-${step.index}`);
+      fs.rmSync(dir, { recursive: true, force: true });
+      const written = writeModel(candidate, path.join(dir, PRUNED_NAME), { externalData: config.externalData });
+      const model = OnnxModel.read(written.path);
+      const metrics = await score(model, { ...step, quantization: quantization.get(step.index) });
+      const stats: ModelStats = { path: written.path, params: countParams(model), bytes: model.bytesOnDisk(), macs: null };
+      const evaluation = { base: stats, candidate: stats, values: { base: {}, candidate: {} }, latency: NO_LATENCY, interface: [], sums: { base: {}, candidate: {} } };
+      return {
+        metrics,
+        artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
+        next: config.quantize === 'none' ? model : undefined,
+      };
+    },
+    discard: (artifact) => fs.rmSync(artifact.dir, { recursive: true, force: true }),
+    log,
+  };
+}
+
+const NO_LATENCY: LatencyResult = { base: { p50_ms: 0, p95_ms: 0 }, candidate: { p50_ms: 0, p95_ms: 0 }, speedup: NaN }; // never reported: the merge times the chosen candidate itself
+
+// ---------------------------------------------------------------------------------------------
+// The merge: the jobs' sums added, the search replayed, the chosen candidate rebuilt and timed
+// ---------------------------------------------------------------------------------------------
+
+function readPartial(dir: string): { file: string; partial: Partial } {
+  const file = path.join(dir, PARTIAL_JSON);
+  let data: Partial;
+  try {
+    data = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial;
+  } catch (e) {
+    throw new UserError(`${displayPath(file)}: not a readable partial result (${String((e as Error).message).split('\n')[0]}); give the folders the jobs wrote with run --job`);
+  }
+  if (data?.tool !== 'prune-gate' || data.kind !== 'partial' || typeof data.plan !== 'string' || !data.job || !Array.isArray(data.steps)) {
+    throw new UserError(`${displayPath(file)}: not a partial result of prune-gate run --job`);
+  }
+  return { file: displayPath(file), partial: data };
+}
+
+/** The partial results of every job of one plan, once each, or a one-line refusal. */
+export function collectPartials(dirs: readonly string[], plan: string): Partial[] {
+  const read = dirs.map(readPartial);
+  for (const { file, partial } of read) {
+    if (partial.plan !== plan) {
+      throw new UserError(`${file}: from another plan (${partial.plan.slice(0, 16)}, not ${plan.slice(0, 16)}): its config, model, calibration set or job count differ from this merge's`);
+    }
+  }
+  const count = read[0]?.partial.job.count ?? 0;
+  const byJob = new Map<number, string>();
+  for (const { file, partial } of read) {
+    const seen = byJob.get(partial.job.index);
+    if (seen) throw new UserError(`job ${partial.job.index}/${count} appears twice: ${seen} and ${file}; give each job's folder once`);
+    byJob.set(partial.job.index, file);
+  }
+  for (let k = 1; k <= count; k++) {
+    if (!byJob.has(k)) throw new UserError(`job ${k}/${count} is missing: no partial.json for it among the ${read.length} folders given; wait for every job, or rerun job ${k}`);
+  }
+  return read.map((r) => r.partial).sort((a, b) => a.job.index - b.job.index);
+}
+
+/** Efficiency values of a model from its stats (latency is timed by the merge for the chosen candidate only). */
+function sizeValues(stats: ModelStats): MetricValues {
+  return { size: stats.bytes, params: stats.params, ...(stats.macs !== null ? { macs: stats.macs } : {}) };
+}
+
+/**
+ * `prune-gate merge`: the report, verdict and files one machine would have written, from the
+ * jobs' partial results: sums added, every step judged, the search's stop and choice replayed
+ * while the candidates are rebuilt, the chosen one timed side by side with the base.
+ */
+export async function mergeJobs(config: Config, dirs: readonly string[], out: string, log: (line: string) => void = () => undefined): Promise<RunOutcome> {
+  return withSessionThreads(config.device.threads, async () => {
+    if (dirs.length === 0) throw new UserError('merge: give the folders the jobs wrote (run --job K/N --out DIR)');
+    checkSplittable(config);
+    const count = readPartial(dirs[0]).partial.job.count;
+    const plan = planIdentity(config, count);
+    const partials = collectPartials(dirs, plan);
+    const base = OnnxModel.read(config.model as string);
+    const set = loadCalibration(config.calibration as string, base);
+    const task = set.task;
+    const rules = config.gate;
+    const baseSums = addSums(...partials.map((p) => p.base.sums));
+    const baseStats = partials[0].base.stats;
+    const baseValues: MetricValues = { ...taskValues(task, baseSums), ...SELF_COMPARISON, ...sizeValues(baseStats) };
+    const stepValues = partials[0].steps.map((step, i) => {
+      const sums = addSums(...partials.map((p) => p.steps[i].sums));
+      return { base: baseValues, candidate: { ...taskValues(task, sums), ...comparisonValues(sums), ...sizeValues(step.candidate) } };
+    });
+    log(`merging ${partials.length} jobs of plan ${plan.slice(0, 16)}: ${partials.reduce((n, p) => n + p.evaluated.samples, 0)} samples evaluated per model`);
+    const outDir = path.resolve(out);
+    const stepsDir = path.join(outDir, STEPS_DIR);
+    try {
+      const deps = candidateDeps(config, set, stepsDir, log, async (model, step) => {
+        const recorded = partials[0].steps[step.index - 1];
+        const params = countParams(model);
+        if (params !== recorded.candidate.params || model.bytesOnDisk() !== recorded.candidate.bytes) {
+          throw new UserError(`step ${step.index}: the merge rebuilt a candidate of ${params} parameters and ${model.bytesOnDisk()} bytes, the jobs ${recorded.candidate.params} and ${recorded.candidate.bytes}: this machine builds other models (another onnxruntime or CPU?); merge on the jobs' runner type`);
+        }
+        return judge(stepValues[step.index - 1], rules.filter((r) => r.metric !== 'memory'), task);
+      });
+      const mode = config.prune.target === 'auto' ? 'auto' : 'fixed';
+      const result = await gradualSearch(base, countParams(base), mode, stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps), deps);
+      const chosen = result.artifact;
+      const latency = await timeSideBySide(config, set, chosen.file);
+      const values = stepValues[result.chosen];
+      values.base = { ...values.base, 'latency-p50': latency.base.p50_ms, 'latency-p95': latency.base.p95_ms };
+      values.candidate = { ...values.candidate, 'latency-p50': latency.candidate.p50_ms, 'latency-p95': latency.candidate.p95_ms };
+      const metrics = judge(values, rules, task);
+      const verdict = verdictOf(metrics);
+      result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
+      const files = promote(chosen, outDir);
+      const recorded = partials[0].steps[result.chosen];
+      const report = buildReport({
+        verdict,
+        task,
+        configFile: config.file ?? null,
+        calibration: { path: config.calibration as string, samples: partials[0].calibration.samples, tokens: partials[0].calibration.tokens },
+        target: config.prune.target,
+        quantize: config.quantize,
+        quantization: recorded.quantization,
+        base: baseStats,
+        candidate: { ...recorded.candidate, path: files.model },
+        metrics,
+        latency,
+        steps: result.steps,
+        chosenStep: result.chosen,
+        pruned: result.pruned,
+        skipped: result.skipped,
+        allocation: result.allocation,
+        environment: currentEnvironment(),
+      });
+      const outcome = writeReports(report, outDir, files);
+      log(verdict === 'pass' ? `gate passed at step ${result.chosen + 1}` : `gate failed: ${failures(metrics).join(', ')}`);
+      return outcome;
+    } finally {
+      fs.rmSync(stepsDir, { recursive: true, force: true });
+    }
+  });
+}
+
+/** Latency of the base and the candidate file, runs alternated on this machine, on one calibration batch. */
+async function timeSideBySide(config: Config, set: CalibrationSet, candidateFile: string): Promise<LatencyResult> {
+  const baseSession = await createSession(config.model as string);
+  const candidate = await createSession(candidateFile);
+  try {
+    const first = batches(set).next().value as Batch;
+    return await measureLatency(baseSession, candidate, first.feeds, config.latency);
+  } finally {
+    await baseSession.release();
+    await candidate.release();
+  }
 }

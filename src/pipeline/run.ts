@@ -34,7 +34,7 @@ export type QuantizeFn = (model: OnnxModel, mode: QuantizeMode) => Promise<Quant
 export const PRUNED_NAME = 'pruned.onnx';
 export const REPORT_JSON = 'report.json';
 export const REPORT_MD = 'report.md';
-const STEPS_DIR = '.prune-gate-steps';
+export const STEPS_DIR = '.prune-gate-steps';
 
 export interface RunOptions {
   /** Resolved: model and calibration set (see resolveConfig). */
@@ -86,7 +86,7 @@ export async function quantizeArtifact(
   return { model: compact?.model ?? result.model, quantization };
 }
 
-function quantizeWith(set: CalibrationSet, keepNames: boolean, log: (line: string) => void): QuantizeFn {
+export function quantizeWith(set: CalibrationSet, keepNames: boolean, log: (line: string) => void): QuantizeFn {
   return async (model, mode) => {
     if (mode === 'none') return { model };
     log(`quantizing the candidate to ${mode}`);
@@ -95,7 +95,7 @@ function quantizeWith(set: CalibrationSet, keepNames: boolean, log: (line: strin
 }
 
 /** A written candidate: its folder (one per step) and the model read back lazily from it. */
-interface StepArtifact {
+export interface StepArtifact {
   dir: string;
   file: string;
   dataFile?: string;
@@ -217,6 +217,22 @@ interface DepsContext {
   log: (line: string) => void;
 }
 
+/** The engine's options for one step of the config's search, with statistics on `set`. */
+export function pruneSettings(config: Config, set: CalibrationSet, target: number, memory: PruneOptions['memory'], log: (line: string) => void): PruneOptions {
+  return {
+    target,
+    structures: config.prune.structures,
+    importance: config.prune.importance,
+    compensate: config.prune.compensate,
+    allocation: config.prune.allocation,
+    align: config.prune.align,
+    calibration: calibrationFeeds(set),
+    calibrationBatches: batchCount(set),
+    memory,
+    log,
+  };
+}
+
 /** The search's steps made real: prune with the engine, write each candidate, evaluate it. */
 function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
   const { config } = c.options;
@@ -225,21 +241,12 @@ function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
   return {
     prune: (model, target) =>
       c.prune(model, {
-        target,
-        structures: config.prune.structures,
-        importance: config.prune.importance,
-        compensate: config.prune.compensate,
-        allocation: config.prune.allocation,
-        align: config.prune.align,
-        calibration: calibrationFeeds(c.evaluator.set),
-        calibrationBatches: batchCount(c.evaluator.set),
+        ...pruneSettings(config, c.evaluator.set, target, memory, c.log),
         damage: {
           name: c.evaluator.lossName,
           loss: (candidate, share) => c.evaluator.loss(candidate, share),
           latency: (candidate) => c.evaluator.latencyRatio(candidate),
         },
-        memory,
-        log: c.log,
       }),
     quantize: async (model, step) => {
       const quantized = await c.quantize(model, config.quantize);
@@ -270,7 +277,7 @@ function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
  * Moves the chosen candidate's files to OUT/pruned.onnx (+ OUT/pruned.onnx.data). The external
  * data location inside the model is the file's base name, which stays the same.
  */
-function promote(artifact: StepArtifact, out: string): { model: string; data?: string } {
+export function promote(artifact: StepArtifact, out: string): { model: string; data?: string } {
   const model = path.join(out, PRUNED_NAME);
   const data = `${model}.data`;
   fs.mkdirSync(out, { recursive: true });

@@ -1,6 +1,8 @@
 import { Command } from 'commander';
 import { OptionName, parseOverrides, resolveConfig } from '../../config/config';
 import { pullRequestOfRun } from '../../github/event';
+import * as path from 'path';
+import { PARTIAL_JSON, parseJob, runJob } from '../../pipeline/matrix';
 import { runGate } from '../../pipeline/run';
 import { withElapsed } from '../../util/progress';
 import { CliContext } from '../context';
@@ -20,6 +22,7 @@ interface RunFlags {
   keepNames?: boolean;
   externalData?: string;
   json?: boolean;
+  job?: string;
 }
 
 /**
@@ -39,12 +42,19 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--keep-names', "keep the exporter's intermediate tensor and node names in a quantized model (default: shortened)")
     .option('--external-data <mode>', "where pruned.onnx keeps its weights: auto (as the input model did), always (in pruned.onnx.data) or never (inline, at most 2 GiB); overrides the config's external-data")
     .option('--json', 'print report.json instead of the Markdown report')
+    .option('--job <K/N>', "job K of a plan's N (prune-gate plan): build every candidate, evaluate this job's shard, write OUT/partial.json for merge")
     .action(async (flags: RunFlags) => {
       const overrides = parseOverrides(
         { model: flags.model, calibration: flags.calibration, target: flags.target, quantize: flags.quantize, keepNames: flags.keepNames, externalData: flags.externalData },
         flagName,
       );
       const config = resolveConfig(flags.config, overrides, flagName);
+      if (flags.job !== undefined) {
+        const job = parseJob(flags.job, '--job');
+        const partial = await runJob(config, job, flags.out, withElapsed((line) => ctx.stderr(`${line}\n`)));
+        ctx.stdout(`job ${job.index}/${job.count}: ${partial.steps.length} steps evaluated on ${partial.evaluated.samples} samples; ${path.join(flags.out, PARTIAL_JSON)}\n`);
+        return;
+      }
       const outcome = await runGate({ config, out: flags.out, log: withElapsed((line) => ctx.stderr(`${line}\n`)), pullRequest: pullRequestOfRun() });
       ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}\n` : outcome.markdown);
       ctx.exitCode = outcome.report.verdict === 'pass' ? 0 : 1;
