@@ -48723,7 +48723,20 @@ function formatInspection(ins) {
 var crypto2 = __toESM(require("crypto"));
 var fs16 = __toESM(require("fs"));
 var path15 = __toESM(require("path"));
+
+// src/pipeline/job.ts
 var MAX_JOBS = 256;
+var PARTIAL_JSON = "partial.json";
+function parseJob(text2, where) {
+  const m = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(text2);
+  const [index, count2] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
+  if (!(count2 >= 1 && count2 <= MAX_JOBS && index >= 1 && index <= count2)) {
+    throw new UserError(`${where}: expected K/N with 1 <= K <= N <= ${MAX_JOBS} (a job of the plan's matrix, e.g. 2/4), found '${text2}'`);
+  }
+  return { index, count: count2 };
+}
+
+// src/pipeline/matrix.ts
 function checkSplittable(config2) {
   const where = config2.file ? displayPath(config2.file) : "the config";
   const { prune } = config2;
@@ -48770,15 +48783,6 @@ function planIdentity(config2, jobs) {
   const calibrationRoot = fs16.statSync(calibration).isDirectory() ? calibration : path15.dirname(calibration);
   for (const f of filesOf(calibration)) hashFile(hash2, f, calibrationRoot);
   return hash2.digest("hex");
-}
-var PARTIAL_JSON = "partial.json";
-function parseJob(text2, where) {
-  const m = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(text2);
-  const [index, count2] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
-  if (!(count2 >= 1 && count2 <= MAX_JOBS && index >= 1 && index <= count2)) {
-    throw new UserError(`${where}: expected K/N with 1 <= K <= N <= ${MAX_JOBS} (a job of the plan's matrix, e.g. 2/4), found '${text2}'`);
-  }
-  return { index, count: count2 };
 }
 async function runJob(config2, job, out, log = () => void 0) {
   return withSessionThreads(config2.device.threads, async () => {
@@ -48891,7 +48895,7 @@ function collectPartials(dirs, plan) {
 function sizeValues(stats) {
   return { size: stats.bytes, params: stats.params, ...stats.macs !== null ? { macs: stats.macs } : {} };
 }
-async function mergeJobs(config2, dirs, out, log = () => void 0) {
+async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) {
   return withSessionThreads(config2.device.threads, async () => {
     if (dirs.length === 0) throw new UserError("merge: give the folders the jobs wrote (run --job K/N --out DIR)");
     checkSplittable(config2);
@@ -48913,13 +48917,13 @@ async function mergeJobs(config2, dirs, out, log = () => void 0) {
     const outDir = path15.resolve(out);
     const stepsDir = path15.join(outDir, STEPS_DIR);
     try {
-      const deps = candidateDeps(config2, set2, stepsDir, log, async (model, step) => {
-        const recorded2 = partials[0].steps[step.index - 1];
+      const deps = candidateDeps(config2, set2, stepsDir, log, async (model, step2) => {
+        const recorded2 = partials[0].steps[step2.index - 1];
         const params = countParams(model);
         if (params !== recorded2.candidate.params || model.bytesOnDisk() !== recorded2.candidate.bytes) {
-          throw new UserError(`step ${step.index}: the merge rebuilt a candidate of ${params} parameters and ${model.bytesOnDisk()} bytes, the jobs ${recorded2.candidate.params} and ${recorded2.candidate.bytes}: this machine builds other models (another onnxruntime or CPU?); merge on the jobs' runner type`);
+          throw new UserError(`step ${step2.index}: the merge rebuilt a candidate of ${params} parameters and ${model.bytesOnDisk()} bytes, the jobs ${recorded2.candidate.params} and ${recorded2.candidate.bytes}: this machine builds other models (another onnxruntime or CPU?); merge on the jobs' runner type`);
         }
-        return judge(stepValues[step.index - 1], rules.filter((r) => r.metric !== "memory"), task);
+        return judge(stepValues[step2.index - 1], rules.filter((r) => r.metric !== "memory"), task);
       });
       const mode = config2.prune.target === "auto" ? "auto" : "fixed";
       const result = await gradualSearch(base, countParams(base), mode, stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps), deps);
@@ -48932,7 +48936,7 @@ async function mergeJobs(config2, dirs, out, log = () => void 0) {
       const verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === "pass" };
       const files = promote(chosen, outDir);
-      const recorded = partials[0].steps[result.chosen];
+      const step = partials[0].steps[result.chosen];
       const report = buildReport({
         verdict,
         task,
@@ -48940,9 +48944,9 @@ async function mergeJobs(config2, dirs, out, log = () => void 0) {
         calibration: { path: config2.calibration, samples: partials[0].calibration.samples, tokens: partials[0].calibration.tokens },
         target: config2.prune.target,
         quantize: config2.quantize,
-        quantization: recorded.quantization,
+        quantization: step.quantization,
         base: baseStats,
-        candidate: { ...recorded.candidate, path: files.model },
+        candidate: { ...step.candidate, path: files.model },
         metrics,
         latency,
         steps: result.steps,
@@ -48950,7 +48954,9 @@ async function mergeJobs(config2, dirs, out, log = () => void 0) {
         pruned: result.pruned,
         skipped: result.skipped,
         allocation: result.allocation,
-        environment: currentEnvironment()
+        environment: currentEnvironment(),
+        pullRequest: recorded.pullRequest,
+        run: recorded.run
       });
       const outcome = writeReports(report, outDir, files);
       log(verdict === "pass" ? `gate passed at step ${result.chosen + 1}` : `gate failed: ${failures(metrics).join(", ")}`);

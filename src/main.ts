@@ -11,6 +11,8 @@ import { readReport } from './report/build';
 import { formatValue } from './gate/format';
 import { legacyMarker, renderMarkdown, stickyMarker } from './report/markdown';
 import { withElapsed } from './util/progress';
+import * as path from 'path';
+import { PARTIAL_JSON } from './pipeline/job';
 import type { Report } from './report/schema';
 
 /**
@@ -40,6 +42,10 @@ export async function run(deps: ActionDeps = {}): Promise<void> {
   try {
     const inputs = readInputs((name) => core.getInput(name), env);
     const ctx = readContext(env);
+    if (inputs.mode === 'gate' && inputs.job) {
+      await matrixJob(inputs, deps);
+      return;
+    }
     const published = inputs.mode === 'gate' ? await gate(inputs, ctx, deps) : publishOnly(inputs.report, ctx, inputs.artifactUrl);
     setOutputs(published);
     await writeSummary(published, inputs, env);
@@ -62,10 +68,14 @@ async function gate(inputs: GateInputs, ctx: ActionContext, deps: ActionDeps): P
   await (deps.ensureRuntime ?? (async () => undefined))();
   // Loaded only now: the pipeline requires onnxruntime-node, which ensureRuntime provides.
   const { runGate } = await import('./pipeline/run');
+  const { mergeJobs } = await import('./pipeline/matrix');
   core.startGroup(`prune-gate: pruning ${displayPath(config.model as string)} and evaluating it on ${displayPath(config.calibration as string)}`);
   try {
     const pullRequest = ctx.pullRequest && recordedPullRequest(ctx.pullRequest);
-    const outcome = await runGate({ config, out: inputs.out, log: withElapsed((line) => core.info(line)), pullRequest, run: thisRun(ctx, inputs.artifactUrl) });
+    const log = withElapsed((line) => core.info(line));
+    const outcome = inputs.merge
+      ? await mergeJobs(config, inputs.merge, inputs.out, log, { pullRequest, run: thisRun(ctx, inputs.artifactUrl) })
+      : await runGate({ config, out: inputs.out, log, pullRequest, run: thisRun(ctx, inputs.artifactUrl) });
     return {
       report: outcome.report,
       markdown: outcome.markdown,
@@ -76,6 +86,18 @@ async function gate(inputs: GateInputs, ctx: ActionContext, deps: ActionDeps): P
   } finally {
     core.endGroup();
   }
+}
+
+/** A matrix job (`job: K/N`): its share of the gate in partial.json, for the merge job; nothing is published. */
+async function matrixJob(inputs: GateInputs, deps: ActionDeps): Promise<void> {
+  const config = resolveConfig(inputs.config, inputs.overrides, inputName);
+  const job = inputs.job as NonNullable<GateInputs['job']>;
+  await (deps.ensureRuntime ?? (async () => undefined))();
+  const { runJob } = await import('./pipeline/matrix');
+  const partial = await runJob(config, job, inputs.out, withElapsed((line) => core.info(line)));
+  const file = path.join(inputs.out, PARTIAL_JSON);
+  core.setOutput('partial-path', file);
+  core.info(`job ${job.index}/${job.count}: ${partial.steps.length} steps evaluated on ${partial.evaluated.samples} samples; upload ${file} for the merge job`);
 }
 
 function publishOnly(file: string, ctx: ActionContext, artifactUrl: string | undefined): Published {

@@ -58,7 +58,7 @@ test('action.yml: node24, dist/index.js, and exactly the inputs the code reads a
   const yml = actionYml();
   expect(yml.runs).toEqual({ using: 'node24', main: 'dist/index.js' });
   expect(Object.keys(yml.inputs)).toEqual([...INPUT_NAMES]);
-  expect(Object.keys(yml.outputs).sort()).toEqual(['compression', 'pruned-model-path', 'report-path', 'speedup', 'verdict']);
+  expect(Object.keys(yml.outputs).sort()).toEqual(['compression', 'partial-path', 'pruned-model-path', 'report-path', 'speedup', 'verdict']);
   expect(yml.inputs['github-token'].default).toBe('${{ github.token }}');
   for (const [name, spec] of Object.entries(yml.inputs)) expect([name, spec.required ?? false]).toEqual([name, false]);
 });
@@ -226,6 +226,33 @@ test('a personal token: the action asks GET /user who it is and edits only that 
     const app = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: url, githubToken: 'ghs_app_token', with: { config: PASS, 'comment-author': 'my-app[bot]' } });
     expect(app.status).toBe(0);
     expect(gh.commentsOn(2).find((c) => c.user === 'my-app[bot]')?.body).toMatch(/### ✅ prune-gate passed/);
+    expect(gh.problems).toEqual([]);
+  } finally {
+    await gh.close();
+  }
+});
+
+test('a matrix: four jobs write partial results and publish nothing; the merge job publishes the report one machine would', async () => {
+  const { gh, url } = await fakeApi();
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-matrix-'));
+  temps.push(root);
+  try {
+    for (const job of ['1/4', '2/4', '3/4', '4/4']) {
+      const out = path.join(root, 'partials', `job-${job[0]}`);
+      const r = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: url, githubToken: WRITE, with: { config: 'test/action-configs/matrix.yml', job, out } });
+      expect([job, r.status, errors(r)]).toEqual([job, 0, []]);
+      expect(r.outputs['partial-path']).toBe(path.join(out, 'partial.json'));
+      expect(r.summary).toBe('');
+    }
+    expect(gh.requests).toEqual([]); // the jobs publish nothing
+    const merged = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: url, githubToken: WRITE, with: { config: 'test/action-configs/matrix.yml', merge: path.join(root, 'partials'), out: path.join(root, 'merged') } });
+    expect([merged.status, errors(merged)]).toEqual([0, []]);
+    expect(merged.outputs.verdict).toBe('pass');
+    const report = ReportSchema.parse(readJson(merged.outputs['report-path']));
+    expect(report.steps.map((s) => s.quality_pass)).toEqual([true, true, false]);
+    expect(fs.existsSync(merged.outputs['pruned-model-path'])).toBe(true);
+    expect(merged.summary).toMatch(/^### ✅ prune-gate passed/);
+    expect(gh.commentsOn(2).filter((c) => c.user === 'github-actions[bot]')).toHaveLength(1);
     expect(gh.problems).toEqual([]);
   } finally {
     await gh.close();

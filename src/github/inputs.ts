@@ -1,3 +1,4 @@
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { z } from 'zod';
@@ -5,6 +6,7 @@ import { DEFAULT_CONFIG, OptionName, Overrides, parseOverrides } from '../config
 import { UserError } from '../errors';
 import { quoted } from '../util/format';
 import { checkedPath } from '../util/paths';
+import { Job, PARTIAL_JSON, parseJob } from '../pipeline/job';
 
 /**
  * The action's inputs (action.yml), read once and validated into one typed object before
@@ -27,6 +29,8 @@ export const INPUT_NAMES = [
   'pr-number',
   'artifact-url',
   'comment-author',
+  'job',
+  'merge',
 ] as const;
 export type InputName = (typeof INPUT_NAMES)[number];
 
@@ -51,6 +55,10 @@ export interface GateInputs extends Common {
   /** The inputs that override the config's keys (model, calibration, target, quantize). */
   overrides: Overrides;
   out: string;
+  /** A matrix job (`job: K/N`): build every candidate, evaluate this job's shard, write partial.json; nothing published. */
+  job?: Job;
+  /** The merge (`merge: DIR`): the folders under DIR holding the jobs' partial.json, merged and published as a run. */
+  merge?: string[];
 }
 
 /** How messages name the action's inputs. */
@@ -123,11 +131,16 @@ const RawInputs = z
     'pr-number': prNumber,
     'artifact-url': httpsUrl,
     'comment-author': login,
+    job: optionalText,
+    merge: optionalText,
   })
   .superRefine((v, ctx) => {
+    if (v.job !== undefined && v.merge !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['merge'], message: 'merges the jobs of a plan; a matrix job sets job, the final job sets merge, not both' });
+    }
     if (v.report === undefined) return;
     // With report: nothing is pruned; settings of the pruning would silently do nothing.
-    const pruning = (['model', 'calibration', 'target', 'quantize', 'out'] as const).filter((k) => v[k] !== undefined);
+    const pruning = (['model', 'calibration', 'target', 'quantize', 'out', 'job', 'merge'] as const).filter((k) => v[k] !== undefined);
     if (pruning.length) {
       ctx.addIssue({
         code: 'custom',
@@ -167,5 +180,15 @@ export function readInputs(get: (name: InputName) => string, env: NodeJS.Process
     config: v.config === undefined || v.config === DEFAULT_CONFIG ? undefined : path.resolve(v.config),
     overrides: parseOverrides(v, inputName),
     out: path.resolve(v.out ?? path.join(env.RUNNER_TEMP || os.tmpdir(), 'prune-gate')),
+    ...(v.job !== undefined ? { job: parseJob(v.job, 'input job') } : {}),
+    ...(v.merge !== undefined ? { merge: partialFolders(v.merge) } : {}),
   };
+}
+
+/** The folders under `dir` (and `dir` itself) that hold a partial.json: what download-artifact leaves of the jobs' uploads. */
+function partialFolders(dir: string): string[] {
+  const root = checkedPath(dir, 'input merge', 'folder');
+  const found = [root, ...fs.readdirSync(root, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => path.join(root, e.name))].filter((d) => fs.existsSync(path.join(d, PARTIAL_JSON)));
+  if (found.length === 0) throw new UserError(`input merge: no ${PARTIAL_JSON} in ${dir} or the folders in it; download the jobs' artifacts there (actions/download-artifact, one folder each)`);
+  return found.sort();
 }

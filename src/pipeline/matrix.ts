@@ -17,9 +17,10 @@ import { createSession, withSessionThreads } from '../onnx/runtime';
 import { writeModel } from '../onnx/write';
 import { newPruneMemory, pruneModel } from '../prune';
 import { buildReport } from '../report/build';
-import type { ReportQuantization } from '../report/schema';
+import type { ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
 import { writeJsonAtomic } from '../util/files';
 import { displayPath } from '../util/paths';
+import { Job, MAX_JOBS, PARTIAL_JSON } from './job';
 import { PRUNED_NAME, RunOutcome, STEPS_DIR, StepArtifact, promote, pruneSettings, quantizeWith, writeReports } from './run';
 
 /**
@@ -29,8 +30,6 @@ import { PRUNED_NAME, RunOutcome, STEPS_DIR, StepArtifact, promote, pruneSetting
  * can refuse partial results of another plan.
  */
 
-/** The most jobs a plan splits into (GitHub's matrix allows 256 jobs). */
-export const MAX_JOBS = 256;
 
 /** The settings a plan cannot split: each makes a job's candidates or verdict depend on what only that job sees. */
 export function checkSplittable(config: Config): void {
@@ -98,23 +97,6 @@ export function planIdentity(config: Config, jobs: number): string {
 // ---------------------------------------------------------------------------------------------
 // A job: the whole search's candidates, its shard of the calibration set evaluated
 // ---------------------------------------------------------------------------------------------
-
-export const PARTIAL_JSON = 'partial.json';
-
-export interface Job {
-  index: number;
-  count: number;
-}
-
-/** "K/N" as a job, or a one-line error naming `where`. */
-export function parseJob(text: string, where: string): Job {
-  const m = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(text);
-  const [index, count] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
-  if (!(count >= 1 && count <= MAX_JOBS && index >= 1 && index <= count)) {
-    throw new UserError(`${where}: expected K/N with 1 <= K <= N <= ${MAX_JOBS} (a job of the plan's matrix, e.g. 2/4), found '${text}'`);
-  }
-  return { index, count };
-}
 
 /** What one step's candidate was, in one job: the same in every job but for the sums. */
 interface PartialStep {
@@ -279,7 +261,13 @@ function sizeValues(stats: ModelStats): MetricValues {
  * jobs' partial results: sums added, every step judged, the search's stop and choice replayed
  * while the candidates are rebuilt, the chosen one timed side by side with the base.
  */
-export async function mergeJobs(config: Config, dirs: readonly string[], out: string, log: (line: string) => void = () => undefined): Promise<RunOutcome> {
+export async function mergeJobs(
+  config: Config,
+  dirs: readonly string[],
+  out: string,
+  log: (line: string) => void = () => undefined,
+  recorded: { pullRequest?: ReportPullRequest; run?: ReportRun } = {},
+): Promise<RunOutcome> {
   return withSessionThreads(config.device.threads, async () => {
     if (dirs.length === 0) throw new UserError('merge: give the folders the jobs wrote (run --job K/N --out DIR)');
     checkSplittable(config);
@@ -320,7 +308,7 @@ export async function mergeJobs(config: Config, dirs: readonly string[], out: st
       const verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
       const files = promote(chosen, outDir);
-      const recorded = partials[0].steps[result.chosen];
+      const step = partials[0].steps[result.chosen];
       const report = buildReport({
         verdict,
         task,
@@ -328,9 +316,9 @@ export async function mergeJobs(config: Config, dirs: readonly string[], out: st
         calibration: { path: config.calibration as string, samples: partials[0].calibration.samples, tokens: partials[0].calibration.tokens },
         target: config.prune.target,
         quantize: config.quantize,
-        quantization: recorded.quantization,
+        quantization: step.quantization,
         base: baseStats,
-        candidate: { ...recorded.candidate, path: files.model },
+        candidate: { ...step.candidate, path: files.model },
         metrics,
         latency,
         steps: result.steps,
@@ -339,6 +327,8 @@ export async function mergeJobs(config: Config, dirs: readonly string[], out: st
         skipped: result.skipped,
         allocation: result.allocation,
         environment: currentEnvironment(),
+        pullRequest: recorded.pullRequest,
+        run: recorded.run,
       });
       const outcome = writeReports(report, outDir, files);
       log(verdict === 'pass' ? `gate passed at step ${result.chosen + 1}` : `gate failed: ${failures(metrics).join(', ')}`);

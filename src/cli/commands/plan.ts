@@ -3,7 +3,8 @@ import { parseOverrides, resolveConfig } from '../../config/config';
 import { UserError } from '../../errors';
 import { loadCalibration } from '../../eval/calibration';
 import { OnnxModel } from '../../onnx/model';
-import { MAX_JOBS, checkSplittable, matrixOf, planIdentity } from '../../pipeline/matrix';
+import { MAX_JOBS } from '../../pipeline/job';
+import { checkSplittable, matrixOf, planIdentity } from '../../pipeline/matrix';
 import { CliContext } from '../context';
 import { flagName } from './run';
 
