@@ -9,6 +9,7 @@
 //                whether pruned + quantized models load with their output shapes
 //   examples     the two examples as their configs gate them, and sweeps of every step
 //   generation   the example generation gate (its config, and target 0.6) and its decoding speed
+//   matrix       the example LLaMA's gate on one machine against 4 matrix jobs and their merge
 //   cold-start   the action's first run (installs onnxruntime-node), the next, and a new runner
 //                that restores it from the Actions cache
 // Each section writes its raw rows to docs/results/<section>.json (with the commit measured) and
@@ -278,6 +279,27 @@ function generation(): void {
   });
 }
 
+function matrix(): void {
+  const rows = child('matrix.ts', []);
+  const one = rows.find((r) => r.run === 'one machine') as Row;
+  const merge = rows.find((r) => r.run === 'merge') as Row;
+  publish('matrix', rows, {
+    matrix: [
+      table(
+        ['run (1 thread each)', 'wall time', 'samples evaluated per model', 'outcome'],
+        rows.map((r) => [
+          r.run as string,
+          `${fmt(r.seconds)} s`,
+          r.samples !== undefined ? `${String(r.samples)} (of 64), ${String(r.models)} models` : r.run === 'one machine' ? '64' : '–',
+          r.verdict !== undefined ? `${r.verdict as string}, step ${num(r.chosen) + 1} of ${String(r.steps)} kept${r.sameModel === undefined ? '' : r.sameModel ? ', the same pruned.onnx' : ', another pruned.onnx'}` : `exit ${String(r.status)}`,
+        ]),
+      ),
+      '',
+      `A matrix of 4 jobs takes its longest job plus the merge: ${fmt(num(merge.longestJob) + num(merge.seconds))} s, against ${fmt(one.seconds)} s on one machine (${x(num(one.seconds) / (num(merge.longestJob) + num(merge.seconds)))}).`,
+    ].join('\n'),
+  });
+}
+
 function quantization(): void {
   const example = path.join(ROOT, 'examples', 'fortunes-llama');
   const sets = [
@@ -431,7 +453,7 @@ function coldStart(): void {
   });
 }
 
-const sections: Record<string, () => void> = { quality, memory, 'memory-metric': memoryMetric, quantization, scale, exporters, examples, generation, 'cold-start': coldStart };
+const sections: Record<string, () => void> = { quality, memory, 'memory-metric': memoryMetric, quantization, scale, exporters, examples, generation, matrix, 'cold-start': coldStart };
 const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(sections);
 for (const name of wanted) if (!sections[name]) throw new Error(`unknown section ${name}: choose from ${Object.keys(sections).join(', ')}`);
 console.log(`# prune-gate benchmark (${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)})`);
