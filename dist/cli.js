@@ -46720,8 +46720,15 @@ async function chooseAllocation(input2) {
   }
   measured.sort((a, b) => a.loss - b.loss);
   if (measured.length === 0 || !Number.isFinite(measured[0].loss)) {
-    const fallback = planRemoval(plan);
-    return { removals: fallback.removals, compensate: fixedMode, stats: await statsFor(input2, fixedMode, fallback.removals), allocation: { strategy: "global", compensate: fixedMode, measure: damage.name, tried, align: 1 } };
+    const strategy = input2.allocation === "auto" || input2.allocation === "measured" ? "global" : input2.allocation;
+    const chosen = buildPlan(strategy);
+    const fallback = chosen ?? planRemoval(plan);
+    return {
+      removals: fallback.removals,
+      compensate: fixedMode,
+      stats: await statsFor(input2, fixedMode, fallback.removals),
+      allocation: { strategy: chosen ? strategy : "global", compensate: fixedMode, measure: damage.name, tried, align: plan.align ?? 1 }
+    };
   }
   let best = measured[0];
   let latency;

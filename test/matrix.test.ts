@@ -7,12 +7,9 @@ import { ROOT, useBuiltCli } from './helpers/run-cli';
 
 const built = useBuiltCli('matrix');
 
-function config(name: string, extra = '', calibration = path.join(ROOT, 'calibration', 'mlp')): string {
+function config(name: string, extra = '', calibration = path.join(ROOT, 'calibration', 'mlp'), model = 'mlp.onnx', prune = 'allocation: global, compensate: none, align: 1, importance: magnitude'): string {
   const file = path.join(built.tmp, `${name}.yml`);
-  fs.writeFileSync(
-    file,
-    [`model: ${path.join(ROOT, 'test', 'fixtures', 'mlp.onnx')}`, `calibration: ${calibration}`, 'prune: { target: auto, steps: 3, allocation: global, compensate: none, align: 1, importance: magnitude }', 'gate:', '  agreement: { min: 0.5 }', extra].join('\n'),
-  );
+  fs.writeFileSync(file, [`model: ${path.join(ROOT, 'test', 'fixtures', model)}`, `calibration: ${calibration}`, `prune: { target: auto, steps: 3, ${prune} }`, 'gate:', '  agreement: { min: 0.5 }', extra].join('\n'));
   return file;
 }
 
@@ -61,16 +58,21 @@ test('plan refuses a job count outside 1 to 256', async () => {
   }
 });
 
-describe('a gradual search split over 4 jobs and merged', () => {
+describe.each([
+  ['mlp, magnitude, global allocation', () => config('split')],
+  ['llama, activations, uniform allocation, least-squares reconstruction', () => config('split-llama', '', path.join(ROOT, 'calibration', 'llama'), 'llama.onnx', 'structures: [ffn], allocation: uniform, compensate: reconstruct, align: 1, importance: activation')],
+])('%s: a gradual search split over 4 jobs and merged', (name, makeConfig) => {
   const jobs = ['1/4', '2/4', '3/4', '4/4'];
   let cfg: string;
   let one: Record<string, unknown> & { metrics: { name: string; base: number | null; candidate: number | null; pass: boolean }[] };
   let oneStatus: number;
-  const dirOf = (job: string) => path.join(built.tmp, `job-${job.replace('/', '-of-')}`);
+  const tag = name.split(',')[0];
+  const dirOf = (job: string) => path.join(built.tmp, `${tag}-job-${job.replace('/', '-of-')}`);
+  const at = (leaf: string) => path.join(built.tmp, `${tag}-${leaf}`);
 
   beforeAll(async () => {
-    cfg = config('split');
-    const r = await built.cli(['run', '--config', cfg, '--out', path.join(built.tmp, 'one'), '--json']);
+    cfg = makeConfig();
+    const r = await built.cli(['run', '--config', cfg, '--out', at('one'), '--json']);
     oneStatus = r.status;
     one = JSON.parse(r.stdout);
     for (const job of jobs) {
@@ -80,7 +82,7 @@ describe('a gradual search split over 4 jobs and merged', () => {
   }, 120_000);
 
   test('the merged report equals the one-machine report: metrics within 1e-6 (latency aside), steps, verdict, exit status, the same pruned model', async () => {
-    const r = await built.cli(['merge', ...jobs.map(dirOf), '--config', cfg, '--out', path.join(built.tmp, 'merged'), '--json']);
+    const r = await built.cli(['merge', ...jobs.map(dirOf), '--config', cfg, '--out', at('merged'), '--json']);
     expect(r.status).toBe(oneStatus);
     const merged = JSON.parse(r.stdout) as typeof one;
     for (const key of ['verdict', 'chosen_step', 'target', 'task', 'pruned', 'skipped']) expect([key, merged[key]]).toEqual([key, one[key]]);
@@ -100,7 +102,7 @@ describe('a gradual search split over 4 jobs and merged', () => {
         expect([m.name, side, Math.abs(a - b) <= 1e-6 * Math.max(1, Math.abs(a))]).toEqual([m.name, side, true]);
       }
     }
-    expect(fs.readFileSync(path.join(built.tmp, 'merged', 'pruned.onnx')).equals(fs.readFileSync(path.join(built.tmp, 'one', 'pruned.onnx')))).toBe(true);
+    expect(fs.readFileSync(path.join(at('merged'), 'pruned.onnx')).equals(fs.readFileSync(path.join(at('one'), 'pruned.onnx')))).toBe(true);
   }, 120_000);
 
   test('each job evaluated at most ⌈S/4⌉ samples per model, and every job built the same candidates', () => {
@@ -113,18 +115,19 @@ describe('a gradual search split over 4 jobs and merged', () => {
   });
 
   test('a merge refuses a missing job, a job given twice, and a partial result of another plan', async () => {
-    const three = await built.cli(['merge', ...jobs.slice(0, 3).map(dirOf), '--config', cfg, '--out', path.join(built.tmp, 'm1')]);
+    const three = await built.cli(['merge', ...jobs.slice(0, 3).map(dirOf), '--config', cfg, '--out', at('m1')]);
     expect([three.status, three.stderr]).toEqual([2, 'prune-gate: job 4/4 is missing: no partial.json for it among the 3 folders given; wait for every job, or rerun job 4\n']);
-    const twice = await built.cli(['merge', ...jobs.map(dirOf), dirOf('2/4'), '--config', cfg, '--out', path.join(built.tmp, 'm2')]);
+    const twice = await built.cli(['merge', ...jobs.map(dirOf), dirOf('2/4'), '--config', cfg, '--out', at('m2')]);
     expect(twice.status).toBe(2);
     expect(twice.stderr).toMatch(/^prune-gate: job 2\/4 appears twice: .*job-2-of-4\/partial\.json and .*job-2-of-4\/partial\.json; give each job's folder once\n$/);
     // Another plan: the same data gated with another bound.
-    const other = config('other', '  cosine: { min: 0.1 }');
-    const stranger = path.join(built.tmp, 'stranger');
+    const other = `${cfg.slice(0, -4)}-other.yml`;
+    fs.writeFileSync(other, `${fs.readFileSync(cfg, 'utf8')}\n  cosine: { min: 0.1 }\n`);
+    const stranger = at('stranger');
     expect((await built.cli(['run', '--config', other, '--job', '3/4', '--out', stranger])).status).toBe(0);
-    const mixed = await built.cli(['merge', dirOf('1/4'), dirOf('2/4'), stranger, dirOf('4/4'), '--config', cfg, '--out', path.join(built.tmp, 'm3')]);
+    const mixed = await built.cli(['merge', dirOf('1/4'), dirOf('2/4'), stranger, dirOf('4/4'), '--config', cfg, '--out', at('m3')]);
     expect(mixed.status).toBe(2);
-    expect(mixed.stderr).toMatch(/^prune-gate: .*stranger\/partial\.json: from another plan \([0-9a-f]{16}, not [0-9a-f]{16}\): its config, model, calibration set or job count differ from this merge's\n$/);
-    expect(fs.existsSync(path.join(built.tmp, 'm3', 'report.json'))).toBe(false);
+    expect(mixed.stderr).toMatch(/^prune-gate: .*-stranger\/partial\.json: from another plan \([0-9a-f]{16}, not [0-9a-f]{16}\): its config, model, calibration set or job count differ from this merge's\n$/);
+    expect(fs.existsSync(path.join(at('m3'), 'report.json'))).toBe(false);
   }, 120_000);
 });

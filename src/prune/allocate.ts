@@ -187,8 +187,16 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
   }
   measured.sort((a, b) => a.loss - b.loss);
   if (measured.length === 0 || !Number.isFinite(measured[0].loss)) {
-    const fallback = planRemoval(plan);
-    return { removals: fallback.removals, compensate: fixedMode, stats: await statsFor(input, fixedMode, fallback.removals), allocation: { strategy: 'global', compensate: fixedMode, measure: damage.name, tried, align: 1 } };
+    // Nothing measurable: the strategy asked for (global for auto or measured), as without a measure.
+    const strategy: Strategy = input.allocation === 'auto' || input.allocation === 'measured' ? 'global' : input.allocation;
+    const chosen = buildPlan(strategy);
+    const fallback = chosen ?? planRemoval(plan);
+    return {
+      removals: fallback.removals,
+      compensate: fixedMode,
+      stats: await statsFor(input, fixedMode, fallback.removals),
+      allocation: { strategy: chosen ? strategy : 'global', compensate: fixedMode, measure: damage.name, tried, align: plan.align ?? 1 },
+    };
   }
   // The least damaging candidate that is not slower than the base here (align: auto), else the
   // fastest of those timed.
