@@ -15694,19 +15694,19 @@ var require_onnx = __commonJS({
           return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
         };
         TypeProto.Tensor = (function() {
-          function Tensor7(properties) {
+          function Tensor9(properties) {
             if (properties) {
               for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
                 if (properties[keys[i]] != null)
                   this[keys[i]] = properties[keys[i]];
             }
           }
-          Tensor7.prototype.elemType = 0;
-          Tensor7.prototype.shape = null;
-          Tensor7.create = function create(properties) {
-            return new Tensor7(properties);
+          Tensor9.prototype.elemType = 0;
+          Tensor9.prototype.shape = null;
+          Tensor9.create = function create(properties) {
+            return new Tensor9(properties);
           };
-          Tensor7.encode = function encode4(message, writer) {
+          Tensor9.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -15721,10 +15721,10 @@ var require_onnx = __commonJS({
               ).fork()).ldelim();
             return writer;
           };
-          Tensor7.encodeDelimited = function encodeDelimited(message, writer) {
+          Tensor9.encodeDelimited = function encodeDelimited(message, writer) {
             return this.encode(message, writer).ldelim();
           };
-          Tensor7.decode = function decode4(reader, length) {
+          Tensor9.decode = function decode4(reader, length) {
             if (!(reader instanceof $Reader))
               reader = $Reader.create(reader);
             var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TypeProto.Tensor();
@@ -15744,12 +15744,12 @@ var require_onnx = __commonJS({
             }
             return message;
           };
-          Tensor7.decodeDelimited = function decodeDelimited(reader) {
+          Tensor9.decodeDelimited = function decodeDelimited(reader) {
             if (!(reader instanceof $Reader))
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Tensor7.verify = function verify(message) {
+          Tensor9.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -15763,7 +15763,7 @@ var require_onnx = __commonJS({
             }
             return null;
           };
-          Tensor7.fromObject = function fromObject(object2) {
+          Tensor9.fromObject = function fromObject(object2) {
             if (object2 instanceof $root.onnx.TypeProto.Tensor)
               return object2;
             var message = new $root.onnx.TypeProto.Tensor();
@@ -15776,7 +15776,7 @@ var require_onnx = __commonJS({
             }
             return message;
           };
-          Tensor7.toObject = function toObject(message, options) {
+          Tensor9.toObject = function toObject(message, options) {
             if (!options)
               options = {};
             var object2 = {};
@@ -15790,10 +15790,10 @@ var require_onnx = __commonJS({
               object2.shape = $root.onnx.TensorShapeProto.toObject(message.shape, options);
             return object2;
           };
-          Tensor7.prototype.toJSON = function toJSON() {
+          Tensor9.prototype.toJSON = function toJSON() {
             return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
           };
-          return Tensor7;
+          return Tensor9;
         })();
         TypeProto.Sequence = (function() {
           function Sequence5(properties) {
@@ -39768,17 +39768,14 @@ function sequenceFeeds(decoder, rows, pads, start, end, lengths) {
   return feeds;
 }
 function integerTensor(spec, values, dims) {
-  const type = ortType(spec.dtype);
-  if (spec.dtype === DataType.INT64) return new ort.Tensor(type, BigInt64Array.from(values, (v) => BigInt(v)), dims);
-  const array2 = dtypeInfo(spec.dtype).array;
-  return new ort.Tensor(type, array2.from(values), dims);
+  return toOrtTensor(intTensor(values, spec.dtype, dims));
+}
+function emptyPast(past, batch) {
+  return { dtype: past.dtype, dims: cacheDims(past, batch, 0), data: new (dtypeInfo(past.dtype)).array(0) };
 }
 function emptyCache(decoder, batch) {
   const feeds = {};
-  for (const { past } of decoder.cache) {
-    const dims = cacheDims(past, batch, 0);
-    feeds[past.name] = new ort.Tensor(ortType(past.dtype), new (dtypeInfo(past.dtype)).array(0), dims);
-  }
+  for (const { past } of decoder.cache) feeds[past.name] = toOrtTensor(emptyPast(past, batch));
   return feeds;
 }
 function cacheDims(past, batch, length) {
@@ -42925,19 +42922,12 @@ function sequenceSet(spec, base, sequences, rule) {
       anyTarget = true;
     });
   });
-  const inputs2 = { [decoder.tokens.name]: integerData(decoder.tokens, ids, [count2, length]) };
-  if (decoder.mask) inputs2[decoder.mask.name] = integerData(decoder.mask, mask, [count2, length]);
-  if (decoder.positions) inputs2[decoder.positions.name] = integerData(decoder.positions, sequences.flatMap(() => Array.from({ length }, (_, j) => j)), [count2, length]);
-  for (const { past } of decoder.cache) inputs2[past.name] = { dtype: past.dtype, dims: cacheDims(past, count2, 0), data: new (dtypeInfo(past.dtype)).array(0) };
+  const inputs2 = { [decoder.tokens.name]: intTensor(ids, decoder.tokens.dtype, [count2, length]) };
+  if (decoder.mask) inputs2[decoder.mask.name] = intTensor(mask, decoder.mask.dtype, [count2, length]);
+  if (decoder.positions) inputs2[decoder.positions.name] = intTensor(sequences.flatMap(() => Array.from({ length }, (_, j) => j)), decoder.positions.dtype, [count2, length]);
+  for (const { past } of decoder.cache) inputs2[past.name] = emptyPast(past, count2);
   const positions = { length, compare, targets: anyTarget ? targets : void 0 };
   return { ...base, inputs: inputs2, count: count2, positions, output: decoder.logits, tokens: decoder.tokens.name };
-}
-function integerData(spec, values, dims) {
-  const info = dtypeInfo(spec.dtype);
-  const data = new info.array(values.length);
-  if (data instanceof BigInt64Array || data instanceof BigUint64Array) values.forEach((v, i) => data[i] = BigInt(v));
-  else data.set(values);
-  return { dtype: spec.dtype, dims, data };
 }
 function promptSet(spec, base) {
   return sequenceSet(spec, base, spec.prompts, (_, n) => ({ compare: [0, n - 1] }));
@@ -45146,9 +45136,10 @@ function baseFails(set2, e, where) {
   return new UserError(`${set2.source}: the base model fails on this calibration data (${where}): ${why}`);
 }
 function efficiencyValues(stats, latency) {
-  const v = { "latency-p50": latency.p50_ms, "latency-p95": latency.p95_ms, size: stats.bytes, params: stats.params };
-  if (stats.macs !== null) v.macs = stats.macs;
-  return v;
+  return { "latency-p50": latency.p50_ms, "latency-p95": latency.p95_ms, ...sizeValues(stats) };
+}
+function sizeValues(stats) {
+  return { size: stats.bytes, params: stats.params, ...stats.macs !== null ? { macs: stats.macs } : {} };
 }
 function sessionFor(model) {
   return model.path ? createSession(model.path) : createSession(model);
@@ -48427,7 +48418,25 @@ async function runOnDevice(options) {
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config2.keepNames, log);
   const stepsDir = path14.join(out, STEPS_DIR);
   try {
-    const deps = searchDeps({ options, set: set2, evaluator, stepsDir, prune, quantize, log });
+    const deps = candidateSteps(
+      config2,
+      stepsDir,
+      (model, target, memory) => prune(model, {
+        ...pruneSettings(config2, evaluator.set, target, memory, log),
+        damage: {
+          name: evaluator.lossName,
+          loss: (candidate, share) => evaluator.loss(candidate, share),
+          latency: (candidate) => evaluator.latencyRatio(candidate)
+        }
+      }),
+      quantize,
+      async (model, written) => {
+        const evaluation2 = await evaluator.evaluate(model);
+        const metrics2 = judge(evaluation2.values, config2.gate.filter((r) => !boundsMemory(r)), set2.task);
+        return { metrics: metrics2, artifact: { ...written, evaluation: evaluation2 } };
+      },
+      log
+    );
     const mode = config2.prune.target === "auto" ? "auto" : "fixed";
     const ratios = stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps);
     const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
@@ -48500,39 +48509,26 @@ function pruneSettings(config2, set2, target, memory, log) {
     log
   };
 }
-function searchDeps(c) {
-  const { config: config2 } = c.options;
+function candidateSteps(config2, stepsDir, prune, quantize, score, log) {
   const memory = newPruneMemory();
   const quantization = /* @__PURE__ */ new Map();
   return {
-    prune: (model, target) => c.prune(model, {
-      ...pruneSettings(config2, c.evaluator.set, target, memory, c.log),
-      damage: {
-        name: c.evaluator.lossName,
-        loss: (candidate, share) => c.evaluator.loss(candidate, share),
-        latency: (candidate) => c.evaluator.latencyRatio(candidate)
-      }
-    }),
+    prune: (model, target) => prune(model, target, memory),
     quantize: async (model, step) => {
-      const quantized = await c.quantize(model, config2.quantize);
+      const quantized = await quantize(model, config2.quantize);
       quantization.set(step.index, quantized.quantization);
       return quantized.model;
     },
     evaluate: async (candidate, step) => {
-      const dir = path14.join(c.stepsDir, `step-${step.index}`);
+      const dir = path14.join(stepsDir, `step-${step.index}`);
       fs15.rmSync(dir, { recursive: true, force: true });
       const written = writeModel(candidate, path14.join(dir, PRUNED_NAME), { externalData: config2.externalData });
       const model = OnnxModel.read(written.path);
-      const evaluation = await c.evaluator.evaluate(model);
-      const metrics = judge(evaluation.values, config2.gate.filter((r) => !boundsMemory(r)), c.set.task);
-      return {
-        metrics,
-        artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
-        next: config2.quantize === "none" ? model : void 0
-      };
+      const { metrics, artifact } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step);
+      return { metrics, artifact, next: config2.quantize === "none" ? model : void 0 };
     },
     discard: (artifact) => fs15.rmSync(artifact.dir, { recursive: true, force: true }),
-    log: c.log
+    log
   };
 }
 function promote(artifact, out) {
@@ -48806,10 +48802,10 @@ async function runJob(config2, job, out, log = () => void 0) {
     const steps = [];
     let baseSums;
     try {
-      const deps = candidateDeps(config2, set2, stepsDir, log, async (model, step) => {
+      const deps = rebuiltSteps(config2, set2, stepsDir, log, async (model, written, step) => {
         const evaluation = await evaluator.evaluate(model);
         baseSums ??= evaluation.sums.base;
-        steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: step.quantization });
+        steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: written.quantization });
         return [];
       });
       await gradualSearch(base, countParams(base), "fixed", stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps), deps);
@@ -48833,40 +48829,20 @@ async function runJob(config2, job, out, log = () => void 0) {
     }
   });
 }
-function candidateDeps(config2, set2, stepsDir, log, score) {
-  const memory = newPruneMemory();
-  const quantize = quantizeWith(set2, config2.keepNames, log);
-  const quantization = /* @__PURE__ */ new Map();
-  return {
-    prune: (model, target) => pruneModel(model, {
+function rebuiltSteps(config2, set2, stepsDir, log, score) {
+  return candidateSteps(
+    config2,
+    stepsDir,
+    (model, target, memory) => pruneModel(model, {
       ...pruneSettings(config2, set2, target, memory, log),
       // The plan fixes every choice (checkSplittable); the loss report.json records for it needs the whole set.
       damage: { name: "not measured: the gate was split over jobs, none of which evaluates the whole set", loss: async () => NaN, latency: async () => NaN }
     }),
-    quantize: async (model, step) => {
-      const q = await quantize(model, config2.quantize);
-      quantization.set(step.index, q.quantization);
-      return q.model;
-    },
-    evaluate: async (candidate, step) => {
-      const dir = path15.join(stepsDir, `step-${step.index}`);
-      fs16.rmSync(dir, { recursive: true, force: true });
-      const written = writeModel(candidate, path15.join(dir, PRUNED_NAME), { externalData: config2.externalData });
-      const model = OnnxModel.read(written.path);
-      const metrics = await score(model, { ...step, quantization: quantization.get(step.index) });
-      const stats = { path: written.path, params: countParams(model), bytes: model.bytesOnDisk(), macs: null };
-      const evaluation = { base: stats, candidate: stats, values: { base: {}, candidate: {} }, latency: NO_LATENCY, interface: [], sums: { base: {}, candidate: {} } };
-      return {
-        metrics,
-        artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
-        next: config2.quantize === "none" ? model : void 0
-      };
-    },
-    discard: (artifact) => fs16.rmSync(artifact.dir, { recursive: true, force: true }),
+    quantizeWith(set2, config2.keepNames, log),
+    async (model, written, step) => ({ metrics: await score(model, written, step), artifact: written }),
     log
-  };
+  );
 }
-var NO_LATENCY = { base: { p50_ms: 0, p95_ms: 0 }, candidate: { p50_ms: 0, p95_ms: 0 }, speedup: NaN };
 function readPartial(dir) {
   const file2 = path15.join(dir, PARTIAL_JSON);
   let data;
@@ -48899,9 +48875,6 @@ function collectPartials(dirs, plan) {
   }
   return read.map((r) => r.partial).sort((a, b) => a.job.index - b.job.index);
 }
-function sizeValues(stats) {
-  return { size: stats.bytes, params: stats.params, ...stats.macs !== null ? { macs: stats.macs } : {} };
-}
 async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) {
   return withSessionThreads(config2.device.threads, async () => {
     if (dirs.length === 0) throw new UserError("merge: give the folders the jobs wrote (run --job K/N --out DIR)");
@@ -48924,7 +48897,7 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
     const outDir = path15.resolve(out);
     const stepsDir = path15.join(outDir, STEPS_DIR);
     try {
-      const deps = candidateDeps(config2, set2, stepsDir, log, async (model, step2) => {
+      const deps = rebuiltSteps(config2, set2, stepsDir, log, async (model, _written, step2) => {
         const recorded2 = partials[0].steps[step2.index - 1];
         const params = countParams(model);
         if (params !== recorded2.candidate.params || model.bytesOnDisk() !== recorded2.candidate.bytes) {

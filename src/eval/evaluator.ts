@@ -221,9 +221,12 @@ function baseFails(set: CalibrationSet, e: unknown, where: string): Error {
 }
 
 function efficiencyValues(stats: ModelStats, latency: { p50_ms: number; p95_ms: number }): MetricValues {
-  const v: MetricValues = { 'latency-p50': latency.p50_ms, 'latency-p95': latency.p95_ms, size: stats.bytes, params: stats.params };
-  if (stats.macs !== null) v.macs = stats.macs;
-  return v;
+  return { 'latency-p50': latency.p50_ms, 'latency-p95': latency.p95_ms, ...sizeValues(stats) };
+}
+
+/** The efficiency values a model's stats give (size on disk, params, MACs when measured). */
+export function sizeValues(stats: ModelStats): MetricValues {
+  return { size: stats.bytes, params: stats.params, ...(stats.macs !== null ? { macs: stats.macs } : {}) };
 }
 
 /** From the file when there is one, so onnxruntime maps external data itself. */

@@ -1,5 +1,6 @@
-import { DataType, dtypeInfo } from '../onnx/dtype';
-import { Feeds, InputSpec, ort, ortType } from '../onnx/runtime';
+import { dtypeInfo } from '../onnx/dtype';
+import { Tensor, intTensor } from '../onnx/tensor';
+import { Feeds, InputSpec, ort, toOrtTensor } from '../onnx/runtime';
 import { argmax, outputRows } from './metrics';
 
 /**
@@ -164,25 +165,24 @@ function sequenceFeeds(decoder: DecoderInputs, rows: number[][], pads: number[],
 }
 
 /** Integer ids in the input's element type (int64 in most exports, int32 in some). */
-export function integerTensor(spec: InputSpec, values: readonly number[], dims: number[]): ort.Tensor {
-  const type = ortType(spec.dtype);
-  if (spec.dtype === DataType.INT64) return new ort.Tensor(type, BigInt64Array.from(values, (v) => BigInt(v)), dims);
-  const array = dtypeInfo(spec.dtype).array as unknown as { from(v: readonly number[]): ort.Tensor.DataType };
-  return new ort.Tensor(type, array.from(values), dims);
+function integerTensor(spec: InputSpec, values: number[], dims: number[]): ort.Tensor {
+  return toOrtTensor(intTensor(values, spec.dtype, dims));
 }
 
-/** Past tensors of length 0: [batch, heads, 0, head size] as the model declares them. */
-export function emptyCache(decoder: DecoderInputs, batch: number): Feeds {
+/** A past tensor of length 0: [batch, heads, 0, head size] as the model declares it. */
+export function emptyPast(past: InputSpec, batch: number): Tensor {
+  return { dtype: past.dtype, dims: cacheDims(past, batch, 0), data: new (dtypeInfo(past.dtype).array)(0) };
+}
+
+/** The empty cache of the first step. */
+function emptyCache(decoder: DecoderInputs, batch: number): Feeds {
   const feeds: Feeds = {};
-  for (const { past } of decoder.cache) {
-    const dims = cacheDims(past, batch, 0);
-    feeds[past.name] = new ort.Tensor(ortType(past.dtype), new (dtypeInfo(past.dtype).array)(0) as never, dims);
-  }
+  for (const { past } of decoder.cache) feeds[past.name] = toOrtTensor(emptyPast(past, batch));
   return feeds;
 }
 
 /** A cache input's dims: fixed ones as declared, batch at axis 0, the sequence at axis 2 (Hugging Face). */
-export function cacheDims(past: InputSpec, batch: number, length: number): number[] {
+function cacheDims(past: InputSpec, batch: number, length: number): number[] {
   return past.dims.map((d, axis) => (axis === 0 ? batch : axis === past.dims.length - 2 ? length : (d as number)));
 }
 

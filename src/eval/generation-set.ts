@@ -3,14 +3,14 @@ import * as path from 'path';
 import { z } from 'zod';
 import { UserError } from '../errors';
 import { POSITIONS_INPUT, maxSequenceLength, tablesIndexedBy } from '../graph/sequence-limits';
-import { DataType, dtypeInfo, dtypeName, isFloatDType } from '../onnx/dtype';
+import { DataType, dtypeName, isFloatDType } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { InputSpec, graphInputs, graphOutputs } from '../onnx/runtime';
-import type { Tensor } from '../onnx/tensor';
+import { Tensor, intTensor } from '../onnx/tensor';
 import { displayPath } from '../util/paths';
 import { parseWith } from '../util/validation';
 import type { CalibrationSet, RowsThatCount } from './calibration';
-import { DecoderInputs, cacheDims } from './generate';
+import { DecoderInputs, emptyPast } from './generate';
 import { readTokenizer } from './token-text';
 
 /**
@@ -228,21 +228,14 @@ export function sequenceSet(spec: GenerationSpec, base: CalibrationSet, sequence
       anyTarget = true;
     });
   });
-  const inputs: Record<string, Tensor> = { [decoder.tokens.name]: integerData(decoder.tokens, ids, [count, length]) };
-  if (decoder.mask) inputs[decoder.mask.name] = integerData(decoder.mask, mask, [count, length]);
-  if (decoder.positions) inputs[decoder.positions.name] = integerData(decoder.positions, sequences.flatMap(() => Array.from({ length }, (_, j) => j)), [count, length]);
-  for (const { past } of decoder.cache) inputs[past.name] = { dtype: past.dtype, dims: cacheDims(past, count, 0), data: new (dtypeInfo(past.dtype).array)(0) };
+  const inputs: Record<string, Tensor> = { [decoder.tokens.name]: intTensor(ids, decoder.tokens.dtype, [count, length]) };
+  if (decoder.mask) inputs[decoder.mask.name] = intTensor(mask, decoder.mask.dtype, [count, length]);
+  if (decoder.positions) inputs[decoder.positions.name] = intTensor(sequences.flatMap(() => Array.from({ length }, (_, j) => j)), decoder.positions.dtype, [count, length]);
+  for (const { past } of decoder.cache) inputs[past.name] = emptyPast(past, count);
   const positions: RowsThatCount = { length, compare, targets: anyTarget ? targets : undefined };
   return { ...base, inputs, count, positions, output: decoder.logits, tokens: decoder.tokens.name };
 }
 
-function integerData(spec: InputSpec, values: number[], dims: number[]): Tensor {
-  const info = dtypeInfo(spec.dtype);
-  const data = new info.array(values.length);
-  if (data instanceof BigInt64Array || data instanceof BigUint64Array) values.forEach((v, i) => (data[i] = BigInt(v)));
-  else (data as Int32Array).set(values);
-  return { dtype: spec.dtype, dims, data };
-}
 
 /** The prompts alone as a set: what tracing, statistics and MACs see before the base has generated. */
 export function promptSet(spec: GenerationSpec, base: CalibrationSet): CalibrationSet {

@@ -5,7 +5,7 @@ import type { Config } from '../config/config';
 import { UserError } from '../errors';
 import { Batch, CalibrationSet, batches, loadCalibration, shardOf, tokenCount } from '../eval/calibration';
 import { currentEnvironment } from '../eval/environment';
-import { Evaluator, ModelStats } from '../eval/evaluator';
+import { Evaluator, ModelStats, sizeValues } from '../eval/evaluator';
 import { LatencyResult, measureLatency } from '../eval/latency';
 import type { MetricValues, Task } from '../eval/metric-names';
 import { MetricSums, SELF_COMPARISON, addSums, comparisonValues, taskValues } from '../eval/metrics';
@@ -14,14 +14,13 @@ import { SearchDeps, StepInfo, gradualSearch, stepRatios } from '../gate/search'
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
 import { createSession, withSessionThreads } from '../onnx/runtime';
-import { writeModel } from '../onnx/write';
-import { newPruneMemory, pruneModel } from '../prune';
+import { pruneModel } from '../prune';
 import { buildReport } from '../report/build';
 import type { ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
 import { writeJsonAtomic } from '../util/files';
 import { displayPath } from '../util/paths';
 import { Job, MAX_JOBS, PARTIAL_JSON } from './job';
-import { PRUNED_NAME, RunOutcome, STEPS_DIR, StepArtifact, promote, pruneSettings, quantizeWith, writeReports } from './run';
+import { RunOutcome, STEPS_DIR, WrittenCandidate, candidateSteps, promote, pruneSettings, quantizeWith, writeReports } from './run';
 
 /**
  * Splitting the gate over a GitHub Actions matrix (docs/contracts.md, "Beyond one runner"):
@@ -136,10 +135,10 @@ export async function runJob(config: Config, job: Job, out: string, log: (line: 
     const steps: PartialStep[] = [];
     let baseSums: MetricSums | undefined;
     try {
-      const deps = candidateDeps(config, set, stepsDir, log, async (model, step) => {
+      const deps = rebuiltSteps(config, set, stepsDir, log, async (model, written, step) => {
         const evaluation = await evaluator.evaluate(model);
         baseSums ??= evaluation.sums.base;
-        steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: step.quantization });
+        steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: written.quantization });
         return [];
       });
       await gradualSearch(base, countParams(base), 'fixed', stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps), deps);
@@ -165,52 +164,30 @@ export async function runJob(config: Config, job: Job, out: string, log: (line: 
 }
 
 /**
- * The search's dependencies for rebuilding candidates exactly as one machine builds them (the
- * engine on the whole set's statistics, quantization, each candidate written and read back),
- * with `score` deciding what a step's metrics are.
+ * The search's steps rebuilt exactly as one machine builds them (the engine on the whole set's
+ * statistics), with `score` deciding what a step's metrics are.
  */
-function candidateDeps(
+function rebuiltSteps(
   config: Config,
   set: CalibrationSet,
   stepsDir: string,
   log: (line: string) => void,
-  score: (model: OnnxModel, step: StepInfo & { quantization?: ReportQuantization }) => Promise<MetricResult[]>,
-): SearchDeps<StepArtifact> {
-  const memory = newPruneMemory();
-  const quantize = quantizeWith(set, config.keepNames, log);
-  const quantization = new Map<number, ReportQuantization | undefined>();
-  return {
-    prune: (model, target) =>
+  score: (model: OnnxModel, written: WrittenCandidate, step: StepInfo) => Promise<MetricResult[]>,
+): SearchDeps<WrittenCandidate> {
+  return candidateSteps<WrittenCandidate>(
+    config,
+    stepsDir,
+    (model, target, memory) =>
       pruneModel(model, {
         ...pruneSettings(config, set, target, memory, log),
         // The plan fixes every choice (checkSplittable); the loss report.json records for it needs the whole set.
         damage: { name: 'not measured: the gate was split over jobs, none of which evaluates the whole set', loss: async () => NaN, latency: async () => NaN },
       }),
-    quantize: async (model, step) => {
-      const q = await quantize(model, config.quantize);
-      quantization.set(step.index, q.quantization);
-      return q.model;
-    },
-    evaluate: async (candidate, step) => {
-      const dir = path.join(stepsDir, `step-${step.index}`);
-      fs.rmSync(dir, { recursive: true, force: true });
-      const written = writeModel(candidate, path.join(dir, PRUNED_NAME), { externalData: config.externalData });
-      const model = OnnxModel.read(written.path);
-      const metrics = await score(model, { ...step, quantization: quantization.get(step.index) });
-      const stats: ModelStats = { path: written.path, params: countParams(model), bytes: model.bytesOnDisk(), macs: null };
-      const evaluation = { base: stats, candidate: stats, values: { base: {}, candidate: {} }, latency: NO_LATENCY, interface: [], sums: { base: {}, candidate: {} } };
-      return {
-        metrics,
-        artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
-        next: config.quantize === 'none' ? model : undefined,
-      };
-    },
-    discard: (artifact) => fs.rmSync(artifact.dir, { recursive: true, force: true }),
+    quantizeWith(set, config.keepNames, log),
+    async (model, written, step) => ({ metrics: await score(model, written, step), artifact: written }),
     log,
-  };
+  );
 }
-
-const NO_LATENCY: LatencyResult = { base: { p50_ms: 0, p95_ms: 0 }, candidate: { p50_ms: 0, p95_ms: 0 }, speedup: NaN }; // never reported: the merge times the chosen candidate itself
 
 // ---------------------------------------------------------------------------------------------
 // The merge: the jobs' sums added, the search replayed, the chosen candidate rebuilt and timed
@@ -251,11 +228,6 @@ export function collectPartials(dirs: readonly string[], plan: string): Partial[
   return read.map((r) => r.partial).sort((a, b) => a.job.index - b.job.index);
 }
 
-/** Efficiency values of a model from its stats (latency is timed by the merge for the chosen candidate only). */
-function sizeValues(stats: ModelStats): MetricValues {
-  return { size: stats.bytes, params: stats.params, ...(stats.macs !== null ? { macs: stats.macs } : {}) };
-}
-
 /**
  * `prune-gate merge`: the report, verdict and files one machine would have written, from the
  * jobs' partial results: sums added, every step judged, the search's stop and choice replayed
@@ -289,7 +261,7 @@ export async function mergeJobs(
     const outDir = path.resolve(out);
     const stepsDir = path.join(outDir, STEPS_DIR);
     try {
-      const deps = candidateDeps(config, set, stepsDir, log, async (model, step) => {
+      const deps = rebuiltSteps(config, set, stepsDir, log, async (model, _written, step) => {
         const recorded = partials[0].steps[step.index - 1];
         const params = countParams(model);
         if (params !== recorded.candidate.params || model.bytesOnDisk() !== recorded.candidate.bytes) {

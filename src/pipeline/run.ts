@@ -7,7 +7,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../util/files';
 import { CalibrationSet, batchCount, calibrationFeeds, loadCalibration, tokenCount } from '../eval/calibration';
 import { Evaluation, Evaluator } from '../eval/evaluator';
 import { GateRule, MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
-import { SearchDeps, gradualSearch, stepRatios } from '../gate/search';
+import { SearchDeps, StepInfo, gradualSearch, stepRatios } from '../gate/search';
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
 import { withSessionThreads } from '../onnx/runtime';
@@ -94,13 +94,17 @@ export function quantizeWith(set: CalibrationSet, keepNames: boolean, log: (line
   };
 }
 
-/** A written candidate: its folder (one per step) and the model read back lazily from it. */
-export interface StepArtifact {
+/** A written candidate: its folder (one per step), its files, and how it was quantized. */
+export interface WrittenCandidate {
   dir: string;
   file: string;
   dataFile?: string;
-  evaluation: Evaluation;
   quantization?: ReportQuantization;
+}
+
+/** A candidate of `run`: written, and evaluated against the base. */
+interface StepArtifact extends WrittenCandidate {
+  evaluation: Evaluation;
 }
 
 /**
@@ -134,7 +138,26 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log);
   const stepsDir = path.join(out, STEPS_DIR);
   try {
-    const deps = searchDeps({ options, set, evaluator, stepsDir, prune, quantize, log });
+    const deps = candidateSteps<StepArtifact>(
+      config,
+      stepsDir,
+      (model, target, memory) =>
+        prune(model, {
+          ...pruneSettings(config, evaluator.set, target, memory, log),
+          damage: {
+            name: evaluator.lossName,
+            loss: (candidate, share) => evaluator.loss(candidate, share),
+            latency: (candidate) => evaluator.latencyRatio(candidate),
+          },
+        }),
+      quantize,
+      async (model, written) => {
+        const evaluation = await evaluator.evaluate(model);
+        const metrics = judge(evaluation.values, config.gate.filter((r) => !boundsMemory(r)), set.task);
+        return { metrics, artifact: { ...written, evaluation } };
+      },
+      log,
+    );
     const mode = config.prune.target === 'auto' ? 'auto' : 'fixed';
     const ratios = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps);
     const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
@@ -207,16 +230,6 @@ function ratioText(r: number): string {
   return `${Math.round(r * 1000) / 10} %`;
 }
 
-interface DepsContext {
-  options: RunOptions;
-  set: CalibrationSet;
-  evaluator: Evaluator;
-  stepsDir: string;
-  prune: PruneFn;
-  quantize: QuantizeFn;
-  log: (line: string) => void;
-}
-
 /** The engine's options for one step of the config's search, with statistics on `set`. */
 export function pruneSettings(config: Config, set: CalibrationSet, target: number, memory: PruneOptions['memory'], log: (line: string) => void): PruneOptions {
   return {
@@ -233,43 +246,40 @@ export function pruneSettings(config: Config, set: CalibrationSet, target: numbe
   };
 }
 
-/** The search's steps made real: prune with the engine, write each candidate, evaluate it. */
-function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
-  const { config } = c.options;
-  const memory = newPruneMemory(); // one for the whole search: steps share each group's score scale
+/**
+ * The search's steps made real: prune with `prune` (one memory for the whole search: steps
+ * share each group's score scale), quantize as the config asks, write each candidate (its size
+ * on disk is a metric, and onnxruntime then maps its weights from the file) and read it back
+ * lazily, which is also what the next step prunes; `score` judges it. `run`, a matrix job and
+ * the merge differ only in `prune`'s damage measure and in `score`.
+ */
+export function candidateSteps<A extends WrittenCandidate>(
+  config: Config,
+  stepsDir: string,
+  prune: (model: OnnxModel, target: number, memory: PruneOptions['memory']) => Promise<PruneResult>,
+  quantize: QuantizeFn,
+  score: (model: OnnxModel, written: WrittenCandidate, step: StepInfo) => Promise<{ metrics: MetricResult[]; artifact: A }>,
+  log: (line: string) => void,
+): SearchDeps<A> {
+  const memory = newPruneMemory();
   const quantization = new Map<number, ReportQuantization | undefined>(); // by step, for its artifact
   return {
-    prune: (model, target) =>
-      c.prune(model, {
-        ...pruneSettings(config, c.evaluator.set, target, memory, c.log),
-        damage: {
-          name: c.evaluator.lossName,
-          loss: (candidate, share) => c.evaluator.loss(candidate, share),
-          latency: (candidate) => c.evaluator.latencyRatio(candidate),
-        },
-      }),
+    prune: (model, target) => prune(model, target, memory),
     quantize: async (model, step) => {
-      const quantized = await c.quantize(model, config.quantize);
+      const quantized = await quantize(model, config.quantize);
       quantization.set(step.index, quantized.quantization);
       return quantized.model;
     },
     evaluate: async (candidate, step) => {
-      // Each candidate is written (its size on disk is a metric, and onnxruntime then maps its
-      // weights from the file) and read back lazily, which is also what the next step prunes.
-      const dir = path.join(c.stepsDir, `step-${step.index}`);
+      const dir = path.join(stepsDir, `step-${step.index}`);
       fs.rmSync(dir, { recursive: true, force: true });
       const written = writeModel(candidate, path.join(dir, PRUNED_NAME), { externalData: config.externalData });
       const model = OnnxModel.read(written.path);
-      const evaluation = await c.evaluator.evaluate(model);
-      const metrics: MetricResult[] = judge(evaluation.values, config.gate.filter((r) => !boundsMemory(r)), c.set.task);
-      return {
-        metrics,
-        artifact: { dir, file: written.path, dataFile: written.dataPath, evaluation, quantization: quantization.get(step.index) },
-        next: config.quantize === 'none' ? model : undefined,
-      };
+      const { metrics, artifact } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step);
+      return { metrics, artifact, next: config.quantize === 'none' ? model : undefined };
     },
     discard: (artifact) => fs.rmSync(artifact.dir, { recursive: true, force: true }),
-    log: c.log,
+    log,
   };
 }
 
@@ -277,7 +287,7 @@ function searchDeps(c: DepsContext): SearchDeps<StepArtifact> {
  * Moves the chosen candidate's files to OUT/pruned.onnx (+ OUT/pruned.onnx.data). The external
  * data location inside the model is the file's base name, which stays the same.
  */
-export function promote(artifact: StepArtifact, out: string): { model: string; data?: string } {
+export function promote(artifact: WrittenCandidate, out: string): { model: string; data?: string } {
   const model = path.join(out, PRUNED_NAME);
   const data = `${model}.data`;
   fs.mkdirSync(out, { recursive: true });
