@@ -46060,6 +46060,9 @@ function channelVariance(s) {
 function statsRequests(consumers2, gram) {
   return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
 }
+function requestedTensors(requests) {
+  return requests.map((r) => `${r.tensor}[${r.axis}]`).join(", ");
+}
 async function collectStats(model, requests, calibration, progress) {
   const collector = await StatsCollector.create(model, requests);
   try {
@@ -46717,7 +46720,8 @@ async function chooseAllocation(input2) {
     return {
       removals: fallback.removals,
       compensate: fixedMode,
-      stats: await statsFor(input2, fixedMode, fallback.removals),
+      // The statistics already collected for every group serve (one pass, as when measured).
+      stats: statsByMode.get(fixedMode) ?? await statsFor(input2, fixedMode, fallback.removals),
       allocation: { strategy: chosen ? strategy : "global", compensate: fixedMode, measure: damage.name, tried, align: plan.align ?? 1 }
     };
   }
@@ -46753,10 +46757,14 @@ async function chooseAllocation(input2) {
 }
 async function statsFor(input2, mode, removals) {
   if (mode !== "reconstruct" || !input2.calibration) return input2.stats;
-  input2.log("collecting activation covariances for least-squares reconstruction");
   const chosen = removals.flatMap((r) => input2.consumers.get(r.group) ?? []);
-  const progress = input2.calibrationBatches ? new PassProgress("activation covariances", input2.calibrationBatches, input2.log) : void 0;
-  return collectStats(input2.model, statsRequests(chosen, true), input2.calibration, progress);
+  const requests = statsRequests(chosen, true);
+  const calibration = input2.calibration;
+  return input2.passes.pass(`activation covariances of ${requestedTensors(requests)}`, () => {
+    input2.log("collecting activation covariances for least-squares reconstruction");
+    const progress = input2.calibrationBatches ? new PassProgress("activation covariances", input2.calibrationBatches, input2.log) : void 0;
+    return collectStats(input2.model, requests, calibration, progress);
+  });
 }
 
 // src/prune/score.ts
@@ -46966,6 +46974,78 @@ function applyNormRefits(model, refits, sums) {
   return notes;
 }
 
+// src/prune/passes.ts
+var v8 = __toESM(require("v8"));
+var RUN_PASSES = { pass: (_what, run) => run() };
+var FORMAT = "prune-gate passes v1";
+var PassRecording = class {
+  constructor(maxBytes) {
+    this.maxBytes = maxBytes;
+  }
+  maxBytes;
+  passes = [];
+  bytes = 0;
+  async pass(what, run) {
+    const result = await run();
+    const data = v8.serialize(result);
+    if (this.bytes + data.length <= this.maxBytes) {
+      this.bytes += data.length;
+      this.passes.push({ what, result: data });
+    } else {
+      this.passes.push({ what });
+    }
+    return result;
+  }
+  /** How many passes ran, how many are kept, and the bytes kept. */
+  summary() {
+    return { passes: this.passes.length, kept: this.passes.filter((p) => p.result).length, bytes: this.bytes };
+  }
+  serialize() {
+    return v8.serialize({ format: FORMAT, passes: this.passes });
+  }
+};
+var PassReplay = class _PassReplay {
+  constructor(passes, source) {
+    this.passes = passes;
+    this.source = source;
+  }
+  passes;
+  source;
+  next = 0;
+  replayedCount = 0;
+  static parse(data, source) {
+    let parsed;
+    try {
+      parsed = v8.deserialize(data);
+    } catch (e) {
+      throw new UserError(`${source}: not a readable record of calibration passes (${e.message}); give the folder job 1 wrote, unchanged`);
+    }
+    if (parsed?.format !== FORMAT || !Array.isArray(parsed.passes)) {
+      throw new UserError(`${source}: not a record of calibration passes written by this prune-gate; give the folder job 1 wrote, unchanged`);
+    }
+    return new _PassReplay(parsed.passes, source);
+  }
+  async pass(what, run) {
+    const index = this.next++;
+    const recorded = this.passes[index];
+    if (!recorded || recorded.what !== what) {
+      throw new UserError(
+        `${this.source}: pass ${index + 1} here reads ${brief(what)}, but job 1 recorded ${recorded ? brief(recorded.what) : "no more passes"}: this machine builds other models than the jobs (another prune-gate or onnxruntime?); merge with the jobs' version on their runner type`
+      );
+    }
+    if (!recorded.result) return run();
+    this.replayedCount++;
+    return v8.deserialize(recorded.result);
+  }
+  /** Passes given back from the record, and passes run here because the record left them out. */
+  replayed() {
+    return { replayed: this.replayedCount, run: this.next - this.replayedCount };
+  }
+};
+function brief(what) {
+  return what.length > 120 ? `${what.slice(0, 117)}...` : what;
+}
+
 // src/prune/verify.ts
 var FULL_CHECK_MAX_BYTES = 256 * 2 ** 20;
 async function verifyPruned(model, baseTraces) {
@@ -47036,6 +47116,7 @@ async function pruneModel(model, options) {
 }
 async function pruneOnce(model, options) {
   const log = options.log ?? (() => void 0);
+  const passes = options.passes ?? RUN_PASSES;
   const paramsBefore = countParams(model);
   const traces = await traceTwice(model);
   const frozen = [];
@@ -47053,9 +47134,13 @@ ${e.reason}`, e])).values()];
     const consumers2 = new Map(groups.map((g) => [g, findConsumers(analysis, g)]));
     let stats = /* @__PURE__ */ new Map();
     if (options.calibration && (options.importance === "activation" || options.compensate !== "none")) {
-      log("collecting activation statistics on the calibration set");
-      const progress = options.calibrationBatches ? new PassProgress("activation statistics", options.calibrationBatches, log) : void 0;
-      stats = await collectStats(model, statsRequests([...consumers2.values()].flat(), false), options.calibration, progress);
+      const requests = statsRequests([...consumers2.values()].flat(), false);
+      const calibration = options.calibration;
+      stats = await passes.pass(`activation statistics of ${requestedTensors(requests)}`, () => {
+        log("collecting activation statistics on the calibration set");
+        const progress = options.calibrationBatches ? new PassProgress("activation statistics", options.calibrationBatches, log) : void 0;
+        return collectStats(model, requests, calibration, progress);
+      });
     }
     const scores = scoreGroups(analysis, groups, options.memory, options.importance === "activation" ? { consumers: consumers2, stats } : void 0);
     const choice = await chooseAllocation({
@@ -47079,6 +47164,7 @@ ${e.reason}`, e])).values()];
       damage: options.damage,
       calibration: options.calibration,
       calibrationBatches: options.calibrationBatches,
+      passes,
       log
     });
     const { removals, compensate: mode } = choice;
@@ -47087,7 +47173,10 @@ ${e.reason}`, e])).values()];
       return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore };
     }
     const refits = options.calibration && mode !== "none" ? normsToRefit(analysis, removals) : [];
-    const normSums = refits.length > 0 ? (log("measuring how the pruned widths change their normalizations"), await measureNorms(model, refits, options.calibration)) : [];
+    const normSums = refits.length > 0 ? await passes.pass(`normalization sums of ${refits.map((r) => nodeLabel(r.node)).join(", ")}`, () => {
+      log("measuring how the pruned widths change their normalizations");
+      return measureNorms(model, refits, options.calibration);
+    }) : [];
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     const prepare = (copy) => {
       for (const note of compensate(copy, analysis, removals, consumers2, stats, mode)) log(note);
@@ -48730,6 +48819,7 @@ var path15 = __toESM(require("path"));
 // src/pipeline/job.ts
 var MAX_JOBS = 256;
 var PARTIAL_JSON = "partial.json";
+var PASSES_FILE = "passes.bin";
 function parseJob(text2, where) {
   const m = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(text2);
   const [index, count2] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
@@ -48787,6 +48877,7 @@ function planIdentity(config2, jobs) {
   for (const f of filesOf(calibration)) hashFile(hash2, f, calibrationRoot);
   return hash2.digest("hex");
 }
+var MAX_RECORDED_BYTES = 1 << 30;
 async function runJob(config2, job, out, log = () => void 0) {
   return withSessionThreads(config2.device.threads, async () => {
     checkSplittable(config2);
@@ -48801,8 +48892,9 @@ async function runJob(config2, job, out, log = () => void 0) {
     const stepsDir = path15.join(path15.resolve(out), STEPS_DIR);
     const steps = [];
     let baseSums;
+    const recording = job.index === 1 ? new PassRecording(MAX_RECORDED_BYTES) : void 0;
     try {
-      const deps = rebuiltSteps(config2, set2, stepsDir, log, async (model, written, step) => {
+      const deps = rebuiltSteps(config2, set2, stepsDir, recording ?? RUN_PASSES, log, async (model, written, step) => {
         const evaluation = await evaluator.evaluate(model);
         baseSums ??= evaluation.sums.base;
         steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: written.quantization });
@@ -48821,6 +48913,13 @@ async function runJob(config2, job, out, log = () => void 0) {
         steps
       };
       fs16.mkdirSync(path15.resolve(out), { recursive: true });
+      if (recording) {
+        const data = recording.serialize();
+        writeFileAtomic(path15.join(path15.resolve(out), PASSES_FILE), data);
+        const { passes, kept } = recording.summary();
+        partial2.passes = { file: PASSES_FILE, sha256: crypto2.createHash("sha256").update(data).digest("hex"), bytes: data.length, passes, kept };
+        log(`recorded ${kept} of ${passes} passes over the calibration set for the merge (${PASSES_FILE}, ${(data.length / 2 ** 20).toFixed(1)} MiB)`);
+      }
       writeJsonAtomic(path15.join(path15.resolve(out), PARTIAL_JSON), partial2);
       return partial2;
     } finally {
@@ -48829,12 +48928,13 @@ async function runJob(config2, job, out, log = () => void 0) {
     }
   });
 }
-function rebuiltSteps(config2, set2, stepsDir, log, score) {
+function rebuiltSteps(config2, set2, stepsDir, passes, log, score) {
   return candidateSteps(
     config2,
     stepsDir,
     (model, target, memory) => pruneModel(model, {
       ...pruneSettings(config2, set2, target, memory, log),
+      passes,
       // The plan fixes every choice (checkSplittable); the loss report.json records for it needs the whole set.
       damage: { name: "not measured: the gate was split over jobs, none of which evaluates the whole set", loss: async () => NaN, latency: async () => NaN }
     }),
@@ -48893,11 +48993,12 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
       const sums = addSums(...partials.map((p) => p.steps[i].sums));
       return { base: baseValues, candidate: { ...taskValues(task, sums), ...comparisonValues(sums), ...sizeValues(step.candidate) } };
     });
+    const passes = recordedPasses(dirs, log);
     log(`merging ${partials.length} jobs of plan ${plan.slice(0, 16)}: ${partials.reduce((n, p) => n + p.evaluated.samples, 0)} samples evaluated per model`);
     const outDir = path15.resolve(out);
     const stepsDir = path15.join(outDir, STEPS_DIR);
     try {
-      const deps = rebuiltSteps(config2, set2, stepsDir, log, async (model, _written, step2) => {
+      const deps = rebuiltSteps(config2, set2, stepsDir, passes, log, async (model, _written, step2) => {
         const recorded2 = partials[0].steps[step2.index - 1];
         const params = countParams(model);
         if (params !== recorded2.candidate.params || model.bytesOnDisk() !== recorded2.candidate.bytes) {
@@ -48907,6 +49008,10 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
       });
       const mode = config2.prune.target === "auto" ? "auto" : "fixed";
       const result = await gradualSearch(base, countParams(base), mode, stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps), deps);
+      if (passes instanceof PassReplay && passes.replayed().replayed + passes.replayed().run > 0) {
+        const { replayed, run } = passes.replayed();
+        log(`rebuilt the candidates with ${replayed} passes over the calibration set replayed from job 1${run ? ` and ${run} run here` : ""}`);
+      }
       const chosen = result.artifact;
       const latency = await timeSideBySide(config2, set2, chosen.file);
       const values = stepValues[result.chosen];
@@ -48945,6 +49050,20 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
       fs16.rmSync(stepsDir, { recursive: true, force: true });
     }
   });
+}
+function recordedPasses(dirs, log) {
+  const dir = dirs.find((d) => readPartial(d).partial.job.index === 1);
+  const { passes } = readPartial(dir).partial;
+  const file2 = path15.join(dir, PASSES_FILE);
+  if (!passes || !fs16.existsSync(file2)) {
+    log(`no ${PASSES_FILE} beside job 1's partial.json: the merge runs the pruning's passes over the calibration set again`);
+    return RUN_PASSES;
+  }
+  const data = fs16.readFileSync(file2);
+  if (crypto2.createHash("sha256").update(data).digest("hex") !== passes.sha256) {
+    throw new UserError(`${displayPath(file2)}: not the record job 1's partial.json names (its sha256 differs); give the folder job 1 wrote, unchanged`);
+  }
+  return PassReplay.parse(data, displayPath(file2));
 }
 async function timeSideBySide(config2, set2, candidateFile) {
   const baseSession = await createSession(config2.model);

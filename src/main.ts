@@ -95,9 +95,9 @@ async function matrixJob(inputs: GateInputs, deps: ActionDeps): Promise<void> {
   await (deps.ensureRuntime ?? (async () => undefined))();
   const { runJob } = await import('./pipeline/matrix');
   const partial = await runJob(config, job, inputs.out, withElapsed((line) => core.info(line)));
-  const file = path.join(inputs.out, PARTIAL_JSON);
-  core.setOutput('partial-path', file);
-  core.info(`job ${job.index}/${job.count}: ${partial.steps.length} steps evaluated on ${partial.evaluated.samples} samples; upload ${file} for the merge job`);
+  core.setOutput('partial-path', inputs.out);
+  const files = [PARTIAL_JSON, ...(partial.passes ? [partial.passes.file] : [])].join(' and ');
+  core.info(`job ${job.index}/${job.count}: ${partial.steps.length} steps evaluated on ${partial.evaluated.samples} samples; upload ${inputs.out} (${files}) for the merge job`);
 }
 
 function publishOnly(file: string, ctx: ActionContext, artifactUrl: string | undefined): Published {

@@ -84,6 +84,9 @@ describe.each([
   test('the merged report equals the one-machine report: metrics within 1e-6 (latency aside), steps, verdict, exit status, the same pruned model', async () => {
     const r = await built.cli(['merge', ...jobs.map(dirOf), '--config', cfg, '--out', at('merged'), '--json']);
     expect(r.status).toBe(oneStatus);
+    // The merge rebuilt the candidates from job 1's recorded statistics, without a pass of its own.
+    expect(r.stderr).not.toMatch(/collecting activation/);
+    if (tag === 'llama') expect(r.stderr).toMatch(/rebuilt the candidates with \d+ passes over the calibration set replayed from job 1\n/);
     const merged = JSON.parse(r.stdout) as typeof one;
     for (const key of ['verdict', 'chosen_step', 'target', 'task', 'pruned', 'skipped']) expect([key, merged[key]]).toEqual([key, one[key]]);
     // The same allocation; its loss on the whole set is not measured by any job.
@@ -113,6 +116,24 @@ describe.each([
     const builds = partials.map((p) => JSON.stringify(p.steps.map((s: { candidate: { params: number; bytes: number } }) => [s.candidate.params, s.candidate.bytes])));
     expect(new Set(builds).size).toBe(1);
   });
+
+  test("without job 1's record of passes the merge runs them itself, to the same model; a record that is not job 1's is refused", async () => {
+    const bare = at('job-1-bare');
+    fs.cpSync(dirOf('1/4'), bare, { recursive: true });
+    fs.rmSync(path.join(bare, 'passes.bin'));
+    const r = await built.cli(['merge', bare, ...jobs.slice(1).map(dirOf), '--config', cfg, '--out', at('merged-bare')]);
+    expect(r.status).toBe(oneStatus);
+    if (tag === 'llama') expect(r.stderr).toMatch(/no passes\.bin beside job 1's partial\.json: the merge runs the pruning's passes over the calibration set again\n[^]*collecting activation statistics/);
+    expect(fs.readFileSync(path.join(at('merged-bare'), 'pruned.onnx')).equals(fs.readFileSync(path.join(at('one'), 'pruned.onnx')))).toBe(true);
+    const altered = at('job-1-altered');
+    fs.cpSync(dirOf('1/4'), altered, { recursive: true });
+    const record = fs.readFileSync(path.join(altered, 'passes.bin'));
+    record[record.length - 1] ^= 1;
+    fs.writeFileSync(path.join(altered, 'passes.bin'), record);
+    const refused = await built.cli(['merge', altered, ...jobs.slice(1).map(dirOf), '--config', cfg, '--out', at('merged-altered')]);
+    expect([refused.status, refused.stderr]).toEqual([2, expect.stringMatching(/^prune-gate: .*job-1-altered\/passes\.bin: not the record job 1's partial\.json names \(its sha256 differs\); give the folder job 1 wrote, unchanged\n$/)]);
+    expect(fs.existsSync(path.join(at('merged-altered'), 'report.json'))).toBe(false);
+  }, 120_000);
 
   test('a merge refuses a missing job, a job given twice, and a partial result of another plan', async () => {
     const three = await built.cli(['merge', ...jobs.slice(0, 3).map(dirOf), '--config', cfg, '--out', at('m1')]);

@@ -9,6 +9,8 @@ import { UserError } from '../errors';
 export const MAX_JOBS = 256;
 
 export const PARTIAL_JSON = 'partial.json';
+/** Job 1's record of the engine's passes over the calibration set, which the merge replays. */
+export const PASSES_FILE = 'passes.bin';
 
 export interface Job {
   index: number;

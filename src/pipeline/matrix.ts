@@ -14,12 +14,12 @@ import { SearchDeps, StepInfo, gradualSearch, stepRatios } from '../gate/search'
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
 import { createSession, withSessionThreads } from '../onnx/runtime';
-import { pruneModel } from '../prune';
+import { PassRecord, PassRecording, PassReplay, RUN_PASSES, pruneModel } from '../prune';
 import { buildReport } from '../report/build';
 import type { ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
-import { writeJsonAtomic } from '../util/files';
+import { writeFileAtomic, writeJsonAtomic } from '../util/files';
 import { displayPath } from '../util/paths';
-import { Job, MAX_JOBS, PARTIAL_JSON } from './job';
+import { Job, MAX_JOBS, PARTIAL_JSON, PASSES_FILE } from './job';
 import { RunOutcome, STEPS_DIR, WrittenCandidate, candidateSteps, promote, pruneSettings, quantizeWith, writeReports } from './run';
 
 /**
@@ -117,7 +117,17 @@ export interface Partial {
   calibration: { samples: number; tokens: number | null };
   base: { stats: ModelStats; sums: MetricSums };
   steps: PartialStep[];
+  /** Job 1's record of the engine's passes over the calibration set (PASSES_FILE beside it). */
+  passes?: { file: string; sha256: string; bytes: number; passes: number; kept: number };
 }
+
+/**
+ * At most this many bytes of pass results go into job 1's record (an artifact to upload): the
+ * statistics of activation importance and bias compensation are a few numbers per channel, but
+ * least-squares reconstruction's covariances grow with the square of a layer's width. A pass
+ * left out runs again in the merge.
+ */
+export const MAX_RECORDED_BYTES = 1 << 30;
 
 /** The search's steps as a matrix job builds them: every step, since only the merge knows where one machine would have stopped. */
 export async function runJob(config: Config, job: Job, out: string, log: (line: string) => void = () => undefined): Promise<Partial> {
@@ -134,8 +144,10 @@ export async function runJob(config: Config, job: Job, out: string, log: (line: 
     const stepsDir = path.join(path.resolve(out), STEPS_DIR);
     const steps: PartialStep[] = [];
     let baseSums: MetricSums | undefined;
+    // Every job runs the same passes; job 1 keeps their results for the merge.
+    const recording = job.index === 1 ? new PassRecording(MAX_RECORDED_BYTES) : undefined;
     try {
-      const deps = rebuiltSteps(config, set, stepsDir, log, async (model, written, step) => {
+      const deps = rebuiltSteps(config, set, stepsDir, recording ?? RUN_PASSES, log, async (model, written, step) => {
         const evaluation = await evaluator.evaluate(model);
         baseSums ??= evaluation.sums.base;
         steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: written.quantization });
@@ -154,6 +166,13 @@ export async function runJob(config: Config, job: Job, out: string, log: (line: 
         steps,
       };
       fs.mkdirSync(path.resolve(out), { recursive: true });
+      if (recording) {
+        const data = recording.serialize();
+        writeFileAtomic(path.join(path.resolve(out), PASSES_FILE), data);
+        const { passes, kept } = recording.summary();
+        partial.passes = { file: PASSES_FILE, sha256: crypto.createHash('sha256').update(data).digest('hex'), bytes: data.length, passes, kept };
+        log(`recorded ${kept} of ${passes} passes over the calibration set for the merge (${PASSES_FILE}, ${(data.length / 2 ** 20).toFixed(1)} MiB)`);
+      }
       writeJsonAtomic(path.join(path.resolve(out), PARTIAL_JSON), partial);
       return partial;
     } finally {
@@ -171,6 +190,7 @@ function rebuiltSteps(
   config: Config,
   set: CalibrationSet,
   stepsDir: string,
+  passes: PassRecord,
   log: (line: string) => void,
   score: (model: OnnxModel, written: WrittenCandidate, step: StepInfo) => Promise<MetricResult[]>,
 ): SearchDeps<WrittenCandidate> {
@@ -180,6 +200,7 @@ function rebuiltSteps(
     (model, target, memory) =>
       pruneModel(model, {
         ...pruneSettings(config, set, target, memory, log),
+        passes,
         // The plan fixes every choice (checkSplittable); the loss report.json records for it needs the whole set.
         damage: { name: 'not measured: the gate was split over jobs, none of which evaluates the whole set', loss: async () => NaN, latency: async () => NaN },
       }),
@@ -257,11 +278,12 @@ export async function mergeJobs(
       const sums = addSums(...partials.map((p) => p.steps[i].sums));
       return { base: baseValues, candidate: { ...taskValues(task, sums), ...comparisonValues(sums), ...sizeValues(step.candidate) } };
     });
+    const passes = recordedPasses(dirs, log);
     log(`merging ${partials.length} jobs of plan ${plan.slice(0, 16)}: ${partials.reduce((n, p) => n + p.evaluated.samples, 0)} samples evaluated per model`);
     const outDir = path.resolve(out);
     const stepsDir = path.join(outDir, STEPS_DIR);
     try {
-      const deps = rebuiltSteps(config, set, stepsDir, log, async (model, _written, step) => {
+      const deps = rebuiltSteps(config, set, stepsDir, passes, log, async (model, _written, step) => {
         const recorded = partials[0].steps[step.index - 1];
         const params = countParams(model);
         if (params !== recorded.candidate.params || model.bytesOnDisk() !== recorded.candidate.bytes) {
@@ -271,6 +293,10 @@ export async function mergeJobs(
       });
       const mode = config.prune.target === 'auto' ? 'auto' : 'fixed';
       const result = await gradualSearch(base, countParams(base), mode, stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps), deps);
+      if (passes instanceof PassReplay && passes.replayed().replayed + passes.replayed().run > 0) {
+        const { replayed, run } = passes.replayed();
+        log(`rebuilt the candidates with ${replayed} passes over the calibration set replayed from job 1${run ? ` and ${run} run here` : ''}`);
+      }
       const chosen = result.artifact;
       const latency = await timeSideBySide(config, set, chosen.file);
       const values = stepValues[result.chosen];
@@ -309,6 +335,25 @@ export async function mergeJobs(
       fs.rmSync(stepsDir, { recursive: true, force: true });
     }
   });
+}
+
+/**
+ * Job 1's record of the engine's passes, so the merge rebuilds the candidates without running
+ * the model over the calibration set again; without it (not uploaded), the passes run here.
+ */
+function recordedPasses(dirs: readonly string[], log: (line: string) => void): PassRecord {
+  const dir = dirs.find((d) => readPartial(d).partial.job.index === 1)!;
+  const { passes } = readPartial(dir).partial;
+  const file = path.join(dir, PASSES_FILE);
+  if (!passes || !fs.existsSync(file)) {
+    log(`no ${PASSES_FILE} beside job 1's partial.json: the merge runs the pruning's passes over the calibration set again`);
+    return RUN_PASSES;
+  }
+  const data = fs.readFileSync(file);
+  if (crypto.createHash('sha256').update(data).digest('hex') !== passes.sha256) {
+    throw new UserError(`${displayPath(file)}: not the record job 1's partial.json names (its sha256 differs); give the folder job 1 wrote, unchanged`);
+  }
+  return PassReplay.parse(data, displayPath(file));
 }
 
 /** Latency of the base and the candidate file, runs alternated on this machine, on one calibration batch. */

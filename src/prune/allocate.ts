@@ -4,7 +4,8 @@ import { Feeds } from '../onnx/runtime';
 import { FixFailure, applyRemoval } from './apply';
 import { compensate } from './compensate';
 import { DamageCurve, PlanInput, Removal, alignRemovals, alignedPlan, planByCurves, planCounts, planRemoval, planUniform, rankedUnits } from './plan';
-import { ChannelStats, Consumer, collectStats, statsRequests } from './stats';
+import type { PassRecord } from './passes';
+import { ChannelStats, Consumer, collectStats, requestedTensors, statsRequests } from './stats';
 import { PassProgress } from '../util/progress';
 import { Allocation, AllocationResult, Compensation, CompensationChoice, DamageMeasure } from './types';
 
@@ -38,6 +39,7 @@ export interface AllocationInput {
   damage?: DamageMeasure;
   calibration?: () => AsyncIterable<Feeds> | Iterable<Feeds>;
   calibrationBatches?: number;
+  passes: PassRecord;
   log: (line: string) => void;
 }
 
@@ -194,7 +196,8 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
     return {
       removals: fallback.removals,
       compensate: fixedMode,
-      stats: await statsFor(input, fixedMode, fallback.removals),
+      // The statistics already collected for every group serve (one pass, as when measured).
+      stats: statsByMode.get(fixedMode) ?? (await statsFor(input, fixedMode, fallback.removals)),
       allocation: { strategy: chosen ? strategy : 'global', compensate: fixedMode, measure: damage.name, tried, align: plan.align ?? 1 },
     };
   }
@@ -234,8 +237,12 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
 /** The statistics a compensation needs: reconstruction collects its consumers' covariances (one pass). */
 async function statsFor(input: AllocationInput, mode: Compensation, removals: Removal[]): Promise<Map<string, ChannelStats>> {
   if (mode !== 'reconstruct' || !input.calibration) return input.stats;
-  input.log('collecting activation covariances for least-squares reconstruction');
   const chosen = removals.flatMap((r) => input.consumers.get(r.group) ?? []);
-  const progress = input.calibrationBatches ? new PassProgress('activation covariances', input.calibrationBatches, input.log) : undefined;
-  return collectStats(input.model, statsRequests(chosen, true), input.calibration, progress);
+  const requests = statsRequests(chosen, true);
+  const calibration = input.calibration;
+  return input.passes.pass(`activation covariances of ${requestedTensors(requests)}`, () => {
+    input.log('collecting activation covariances for least-squares reconstruction');
+    const progress = input.calibrationBatches ? new PassProgress('activation covariances', input.calibrationBatches, input.log) : undefined;
+    return collectStats(input.model, requests, calibration, progress);
+  });
 }

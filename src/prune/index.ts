@@ -12,12 +12,14 @@ import { chooseAllocation } from './allocate';
 import { Removal } from './plan';
 import { AxisNorms, magnitudeScores, scoreScale, standardize } from './score';
 import { applyNormRefits, measureNorms, normsToRefit } from './renorm';
-import { ChannelStats, Consumer, channelVariance, collectStats, findConsumers, statsRequests } from './stats';
+import { RUN_PASSES } from './passes';
+import { ChannelStats, Consumer, channelVariance, collectStats, findConsumers, requestedTensors, statsRequests } from './stats';
 import { verifyPruned } from './verify';
 import { PassProgress } from '../util/progress';
 import { PruneMemory, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
 
 export * from './types';
+export { PassRecording, PassReplay, RUN_PASSES, type PassRecord } from './passes';
 
 /** Plans tried before giving up on making a valid pruned model (each failure freezes something). */
 const MAX_ATTEMPTS = 8;
@@ -62,6 +64,7 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
 
 async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<PruneResult> {
   const log = options.log ?? (() => undefined);
+  const passes = options.passes ?? RUN_PASSES;
   const paramsBefore = countParams(model);
   const traces = await traceTwice(model);
   const frozen: { tensor: string; axis: number; reason: string }[] = [];
@@ -80,9 +83,13 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
     const consumers = new Map(groups.map((g) => [g, findConsumers(analysis, g)]));
     let stats = new Map<string, ChannelStats>();
     if (options.calibration && (options.importance === 'activation' || options.compensate !== 'none')) {
-      log('collecting activation statistics on the calibration set');
-      const progress = options.calibrationBatches ? new PassProgress('activation statistics', options.calibrationBatches, log) : undefined;
-      stats = await collectStats(model, statsRequests([...consumers.values()].flat(), false), options.calibration, progress);
+      const requests = statsRequests([...consumers.values()].flat(), false);
+      const calibration = options.calibration;
+      stats = await passes.pass(`activation statistics of ${requestedTensors(requests)}`, () => {
+        log('collecting activation statistics on the calibration set');
+        const progress = options.calibrationBatches ? new PassProgress('activation statistics', options.calibrationBatches, log) : undefined;
+        return collectStats(model, requests, calibration, progress);
+      });
     }
     const scores = scoreGroups(analysis, groups, options.memory, options.importance === 'activation' ? { consumers, stats } : undefined);
     const choice = await chooseAllocation({
@@ -106,6 +113,7 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       damage: options.damage,
       calibration: options.calibration,
       calibrationBatches: options.calibrationBatches,
+      passes,
       log,
     });
     const { removals, compensate: mode } = choice;
@@ -115,7 +123,13 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
     }
     // Norms over a width that shrinks: their scale and bias refit to the remaining channels' statistics.
     const refits = options.calibration && mode !== 'none' ? normsToRefit(analysis, removals) : [];
-    const normSums = refits.length > 0 ? (log('measuring how the pruned widths change their normalizations'), await measureNorms(model, refits, options.calibration!)) : [];
+    const normSums =
+      refits.length > 0
+        ? await passes.pass(`normalization sums of ${refits.map((r) => nodeLabel(r.node)).join(', ')}`, () => {
+            log('measuring how the pruned widths change their normalizations');
+            return measureNorms(model, refits, options.calibration!);
+          })
+        : [];
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     const prepare = (copy: OnnxModel) => {
       for (const note of compensate(copy, analysis, removals, consumers, stats, mode)) log(note);

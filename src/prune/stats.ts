@@ -81,6 +81,11 @@ export function statsRequests(consumers: Consumer[], gram: boolean): StatsReques
   return consumers.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
 }
 
+/** The tensors (and axes) requests read, in order: what names a pass in a record of passes. */
+export function requestedTensors(requests: StatsRequest[]): string {
+  return requests.map((r) => `${r.tensor}[${r.axis}]`).join(', ');
+}
+
 /**
  * Runs the model over the calibration batches with the requested intermediate tensors added as
  * outputs and folds each batch into running sums per channel. Memory is the statistics plus one

@@ -2,6 +2,7 @@ import type { Structure } from '../graph/analysis';
 import type { OnnxModel } from '../onnx/model';
 import type { Feeds } from '../onnx/runtime';
 import type { SlicedEntries } from './apply';
+import type { PassRecord } from './passes';
 
 export type { Structure } from '../graph/analysis';
 export const IMPORTANCES = ['magnitude', 'activation'] as const;
@@ -80,6 +81,8 @@ export interface PruneOptions {
    * because its weakest remaining unit is, relative to its neighbours, still the weakest.
    */
   memory?: PruneMemory;
+  /** Runs the passes over `calibration`, or gives back recorded results (default: runs them). */
+  passes?: PassRecord;
   /** Progress lines (to stderr in the CLI). */
   log?: (line: string) => void;
 }
