@@ -48842,10 +48842,6 @@ function checkSplittable(config2) {
   if (prune.compensate === "auto") {
     throw new UserError(`${where}: prune.compensate: auto measures candidates on the whole calibration set, which no job holds; choose none, bias or reconstruct`);
   }
-  const unsplittable = config2.gate.find((r) => r.metric === "latency-p50" || r.metric === "latency-p95" || r.metric === "memory");
-  if (unsplittable) {
-    throw new UserError(`${where}: gate.${unsplittable.metric}: measured on one machine, side by side with the base, not per job; remove the bound to split the gate, or run it on one machine`);
-  }
 }
 function matrixOf(jobs) {
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_JOBS) throw new UserError(`--jobs: expected a whole number of jobs from 1 to ${MAX_JOBS}, found ${jobs}`);
@@ -48994,17 +48990,26 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
       return { base: baseValues, candidate: { ...taskValues(task, sums), ...comparisonValues(sums), ...sizeValues(step.candidate) } };
     });
     const passes = recordedPasses(dirs, log);
+    const timesSteps = rules.some(boundsLatency);
     log(`merging ${partials.length} jobs of plan ${plan.slice(0, 16)}: ${partials.reduce((n, p) => n + p.evaluated.samples, 0)} samples evaluated per model`);
     const outDir = path15.resolve(out);
     const stepsDir = path15.join(outDir, STEPS_DIR);
+    const timer = await SideBySide.create(config2, set2);
+    const latencies = /* @__PURE__ */ new Map();
     try {
-      const deps = rebuiltSteps(config2, set2, stepsDir, passes, log, async (model, _written, step2) => {
+      const deps = rebuiltSteps(config2, set2, stepsDir, passes, log, async (model, written, step2) => {
         const recorded2 = partials[0].steps[step2.index - 1];
         const params = countParams(model);
         if (params !== recorded2.candidate.params || model.bytesOnDisk() !== recorded2.candidate.bytes) {
           throw new UserError(`step ${step2.index}: the merge rebuilt a candidate of ${params} parameters and ${model.bytesOnDisk()} bytes, the jobs ${recorded2.candidate.params} and ${recorded2.candidate.bytes}: this machine builds other models (another onnxruntime or CPU?); merge on the jobs' runner type`);
         }
-        return judge(stepValues[step2.index - 1], rules.filter((r) => r.metric !== "memory"), task);
+        const values2 = stepValues[step2.index - 1];
+        if (timesSteps) {
+          const latency2 = await timer.time(written.file);
+          latencies.set(step2.index - 1, latency2);
+          withLatency(values2, latency2);
+        }
+        return judge(values2, rules.filter((r) => r.metric !== "memory"), task);
       });
       const mode = config2.prune.target === "auto" ? "auto" : "fixed";
       const result = await gradualSearch(base, countParams(base), mode, stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps), deps);
@@ -49013,10 +49018,13 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
         log(`rebuilt the candidates with ${replayed} passes over the calibration set replayed from job 1${run ? ` and ${run} run here` : ""}`);
       }
       const chosen = result.artifact;
-      const latency = await timeSideBySide(config2, set2, chosen.file);
-      const values = stepValues[result.chosen];
-      values.base = { ...values.base, "latency-p50": latency.base.p50_ms, "latency-p95": latency.base.p95_ms };
-      values.candidate = { ...values.candidate, "latency-p50": latency.candidate.p50_ms, "latency-p95": latency.candidate.p95_ms };
+      const latency = latencies.get(result.chosen) ?? await timer.time(chosen.file);
+      const values = withLatency(stepValues[result.chosen], latency);
+      if (rules.some((r) => r.metric === "memory")) {
+        log("measuring memory: a fresh process loads each model and runs one batch");
+        values.base.memory = await timer.memory(config2.model);
+        values.candidate.memory = await timer.memory(chosen.file);
+      }
       const metrics = judge(values, rules, task);
       const verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === "pass" };
@@ -49047,9 +49055,16 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
       log(verdict === "pass" ? `gate passed at step ${result.chosen + 1}` : `gate failed: ${failures(metrics).join(", ")}`);
       return outcome;
     } finally {
+      await timer.release();
       fs16.rmSync(stepsDir, { recursive: true, force: true });
     }
   });
+}
+var boundsLatency = (r) => r.metric === "latency-p50" || r.metric === "latency-p95";
+function withLatency(values, latency) {
+  values.base = { ...values.base, "latency-p50": latency.base.p50_ms, "latency-p95": latency.base.p95_ms };
+  values.candidate = { ...values.candidate, "latency-p50": latency.candidate.p50_ms, "latency-p95": latency.candidate.p95_ms };
+  return values;
 }
 function recordedPasses(dirs, log) {
   const dir = dirs.find((d) => readPartial(d).partial.job.index === 1);
@@ -49065,17 +49080,33 @@ function recordedPasses(dirs, log) {
   }
   return PassReplay.parse(data, displayPath(file2));
 }
-async function timeSideBySide(config2, set2, candidateFile) {
-  const baseSession = await createSession(config2.model);
-  const candidate = await createSession(candidateFile);
-  try {
-    const first = batches(set2).next().value;
-    return await measureLatency(baseSession, candidate, first.feeds, config2.latency);
-  } finally {
-    await baseSession.release();
-    await candidate.release();
+var SideBySide = class _SideBySide {
+  constructor(config2, base, feeds) {
+    this.config = config2;
+    this.base = base;
+    this.feeds = feeds;
   }
-}
+  config;
+  base;
+  feeds;
+  static async create(config2, set2) {
+    return new _SideBySide(config2, await createSession(config2.model), batches(set2).next().value.feeds);
+  }
+  async time(candidateFile) {
+    const candidate = await createSession(candidateFile);
+    try {
+      return await measureLatency(this.base, candidate, this.feeds, this.config.latency);
+    } finally {
+      await candidate.release();
+    }
+  }
+  memory(file2) {
+    return measureMemory(file2, this.feeds, sessionThreads());
+  }
+  release() {
+    return this.base.release();
+  }
+};
 
 // src/cli/commands/run.ts
 var path16 = __toESM(require("path"));

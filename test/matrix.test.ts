@@ -39,7 +39,6 @@ test.each([
   ['prune: { target: 0.2, align: auto }', /prune\.align: auto chooses widths by timing candidates on each machine/],
   ['prune: { target: 0.2, align: 1, allocation: measured, compensate: none }', /prune\.allocation: measured measures candidates on the whole calibration set, which no job holds; choose global, uniform or ffn-only/],
   ['prune: { target: 0.2, align: 1, allocation: global, compensate: auto }', /prune\.compensate: auto measures candidates/],
-  ['prune: { target: 0.2, align: 1, allocation: global, compensate: none }\ngate:\n  latency-p50: { min-speedup: 1.1 }', /gate\.latency-p50: measured on one machine, side by side with the base, not per job/],
 ])('plan refuses, in one line naming the key: %s', async (yml, message) => {
   const file = path.join(built.tmp, 'refused.yml');
   fs.writeFileSync(file, `model: ${path.join(ROOT, 'test', 'fixtures', 'mlp.onnx')}\ncalibration: ${path.join(ROOT, 'calibration', 'mlp')}\n${yml}\n`);
@@ -152,3 +151,26 @@ describe.each([
     expect(fs.existsSync(path.join(at('m3'), 'report.json'))).toBe(false);
   }, 120_000);
 });
+
+test('latency and memory bounds split too: the merge times every rebuilt step against the base on its machine, and measures memory for the chosen one', async () => {
+  // One bound no model can meet (a 100x speedup) and two every step meets: both machines judge
+  // every step the same, so the same steps, verdict and exit status, with latency and memory measured.
+  const cfg = config('timed', ['  latency-p50: { min-speedup: 100 }', '  latency-p95: { max-ratio: 50 }', '  memory: { max-ratio: 50 }'].join('\n'));
+  expect((await built.cli(['plan', '--config', cfg, '--jobs', '2'])).status).toBe(0);
+  const one = await built.cli(['run', '--config', cfg, '--out', path.join(built.tmp, 'timed-one'), '--json']);
+  const dirs = ['1/2', '2/2'].map((job) => path.join(built.tmp, `timed-${job[0]}`));
+  for (const [i, job] of ['1/2', '2/2'].entries()) expect((await built.cli(['run', '--config', cfg, '--job', job, '--out', dirs[i]])).status).toBe(0);
+  const merged = await built.cli(['merge', ...dirs, '--config', cfg, '--out', path.join(built.tmp, 'timed-merged'), '--json']);
+  expect([one.status, merged.status]).toEqual([1, 1]);
+  type Metric = { name: string; base: number | null; candidate: number | null; pass: boolean };
+  type Rep = { verdict: string; chosen_step: number; metrics: Metric[]; steps: { ratio: number; pass: boolean; quality_pass: boolean }[] };
+  const [a, b] = [JSON.parse(one.stdout) as Rep, JSON.parse(merged.stdout) as Rep];
+  expect([b.verdict, b.chosen_step, b.steps.map((s) => [s.ratio, s.pass, s.quality_pass])]).toEqual([a.verdict, a.chosen_step, a.steps.map((s) => [s.ratio, s.pass, s.quality_pass])]);
+  expect(b.steps.length).toBe(3);
+  for (const name of ['latency-p50', 'latency-p95', 'memory']) {
+    const m = b.metrics.find((x) => x.name === name)!;
+    expect([name, m.base! > 0, m.candidate! > 0, m.pass]).toEqual([name, true, true, name !== 'latency-p50']);
+  }
+  // Every step was judged on latency in the merge, as one machine judges it.
+  expect(merged.stderr.match(/step \d of 3: fails [^\n]*latency-p50 [\d.]+ ms, bound/g)?.length).toBe(3);
+}, 120_000);

@@ -13,7 +13,8 @@ import { MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../
 import { SearchDeps, StepInfo, gradualSearch, stepRatios } from '../gate/search';
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
-import { createSession, withSessionThreads } from '../onnx/runtime';
+import { createSession, sessionThreads, withSessionThreads } from '../onnx/runtime';
+import { measureMemory } from '../eval/memory';
 import { PassRecord, PassRecording, PassReplay, RUN_PASSES, pruneModel } from '../prune';
 import { buildReport } from '../report/build';
 import type { ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
@@ -30,7 +31,10 @@ import { RunOutcome, STEPS_DIR, WrittenCandidate, candidateSteps, promote, prune
  */
 
 
-/** The settings a plan cannot split: each makes a job's candidates or verdict depend on what only that job sees. */
+/**
+ * The settings a plan cannot split: each makes a job's candidates depend on what only that job
+ * sees. Latency and memory bounds can be split: the merge measures them on its one machine.
+ */
 export function checkSplittable(config: Config): void {
   const where = config.file ? displayPath(config.file) : 'the config';
   const { prune } = config;
@@ -42,10 +46,6 @@ export function checkSplittable(config: Config): void {
   }
   if (prune.compensate === 'auto') {
     throw new UserError(`${where}: prune.compensate: auto measures candidates on the whole calibration set, which no job holds; choose none, bias or reconstruct`);
-  }
-  const unsplittable = config.gate.find((r) => r.metric === 'latency-p50' || r.metric === 'latency-p95' || r.metric === 'memory');
-  if (unsplittable) {
-    throw new UserError(`${where}: gate.${unsplittable.metric}: measured on one machine, side by side with the base, not per job; remove the bound to split the gate, or run it on one machine`);
   }
 }
 
@@ -279,17 +279,27 @@ export async function mergeJobs(
       return { base: baseValues, candidate: { ...taskValues(task, sums), ...comparisonValues(sums), ...sizeValues(step.candidate) } };
     });
     const passes = recordedPasses(dirs, log);
+    const timesSteps = rules.some(boundsLatency);
     log(`merging ${partials.length} jobs of plan ${plan.slice(0, 16)}: ${partials.reduce((n, p) => n + p.evaluated.samples, 0)} samples evaluated per model`);
     const outDir = path.resolve(out);
     const stepsDir = path.join(outDir, STEPS_DIR);
+    const timer = await SideBySide.create(config, set);
+    // A latency bound judges every step, as on one machine: each rebuilt candidate is timed here.
+    const latencies = new Map<number, LatencyResult>();
     try {
-      const deps = rebuiltSteps(config, set, stepsDir, passes, log, async (model, _written, step) => {
+      const deps = rebuiltSteps(config, set, stepsDir, passes, log, async (model, written, step) => {
         const recorded = partials[0].steps[step.index - 1];
         const params = countParams(model);
         if (params !== recorded.candidate.params || model.bytesOnDisk() !== recorded.candidate.bytes) {
           throw new UserError(`step ${step.index}: the merge rebuilt a candidate of ${params} parameters and ${model.bytesOnDisk()} bytes, the jobs ${recorded.candidate.params} and ${recorded.candidate.bytes}: this machine builds other models (another onnxruntime or CPU?); merge on the jobs' runner type`);
         }
-        return judge(stepValues[step.index - 1], rules.filter((r) => r.metric !== 'memory'), task);
+        const values = stepValues[step.index - 1];
+        if (timesSteps) {
+          const latency = await timer.time(written.file);
+          latencies.set(step.index - 1, latency);
+          withLatency(values, latency);
+        }
+        return judge(values, rules.filter((r) => r.metric !== 'memory'), task);
       });
       const mode = config.prune.target === 'auto' ? 'auto' : 'fixed';
       const result = await gradualSearch(base, countParams(base), mode, stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps), deps);
@@ -298,10 +308,14 @@ export async function mergeJobs(
         log(`rebuilt the candidates with ${replayed} passes over the calibration set replayed from job 1${run ? ` and ${run} run here` : ''}`);
       }
       const chosen = result.artifact;
-      const latency = await timeSideBySide(config, set, chosen.file);
-      const values = stepValues[result.chosen];
-      values.base = { ...values.base, 'latency-p50': latency.base.p50_ms, 'latency-p95': latency.base.p95_ms };
-      values.candidate = { ...values.candidate, 'latency-p50': latency.candidate.p50_ms, 'latency-p95': latency.candidate.p95_ms };
+      const latency = latencies.get(result.chosen) ?? (await timer.time(chosen.file));
+      const values = withLatency(stepValues[result.chosen], latency);
+      // Memory takes a fresh process per model, for the base and the chosen candidate, as on one machine.
+      if (rules.some((r) => r.metric === 'memory')) {
+        log('measuring memory: a fresh process loads each model and runs one batch');
+        values.base.memory = await timer.memory(config.model as string);
+        values.candidate.memory = await timer.memory(chosen.file);
+      }
       const metrics = judge(values, rules, task);
       const verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
@@ -332,9 +346,19 @@ export async function mergeJobs(
       log(verdict === 'pass' ? `gate passed at step ${result.chosen + 1}` : `gate failed: ${failures(metrics).join(', ')}`);
       return outcome;
     } finally {
+      await timer.release();
       fs.rmSync(stepsDir, { recursive: true, force: true });
     }
   });
+}
+
+const boundsLatency = (r: { metric: string }) => r.metric === 'latency-p50' || r.metric === 'latency-p95';
+
+/** `values` with a side-by-side timing's medians and 95th percentiles, for the base and the candidate. */
+function withLatency(values: { base: MetricValues; candidate: MetricValues }, latency: LatencyResult): { base: MetricValues; candidate: MetricValues } {
+  values.base = { ...values.base, 'latency-p50': latency.base.p50_ms, 'latency-p95': latency.base.p95_ms };
+  values.candidate = { ...values.candidate, 'latency-p50': latency.candidate.p50_ms, 'latency-p95': latency.candidate.p95_ms };
+  return values;
 }
 
 /**
@@ -356,15 +380,35 @@ function recordedPasses(dirs: readonly string[], log: (line: string) => void): P
   return PassReplay.parse(data, displayPath(file));
 }
 
-/** Latency of the base and the candidate file, runs alternated on this machine, on one calibration batch. */
-async function timeSideBySide(config: Config, set: CalibrationSet, candidateFile: string): Promise<LatencyResult> {
-  const baseSession = await createSession(config.model as string);
-  const candidate = await createSession(candidateFile);
-  try {
-    const first = batches(set).next().value as Batch;
-    return await measureLatency(baseSession, candidate, first.feeds, config.latency);
-  } finally {
-    await baseSession.release();
-    await candidate.release();
+/**
+ * The merge's one machine: candidates timed against the base, runs alternated on the first
+ * calibration batch (as the evaluator times them on one machine), and the memory metric.
+ */
+class SideBySide {
+  private constructor(
+    private readonly config: Config,
+    private readonly base: Awaited<ReturnType<typeof createSession>>,
+    private readonly feeds: Batch['feeds'],
+  ) {}
+
+  static async create(config: Config, set: CalibrationSet): Promise<SideBySide> {
+    return new SideBySide(config, await createSession(config.model as string), (batches(set).next().value as Batch).feeds);
+  }
+
+  async time(candidateFile: string): Promise<LatencyResult> {
+    const candidate = await createSession(candidateFile);
+    try {
+      return await measureLatency(this.base, candidate, this.feeds, this.config.latency);
+    } finally {
+      await candidate.release();
+    }
+  }
+
+  memory(file: string): Promise<number> {
+    return measureMemory(file, this.feeds, sessionThreads());
+  }
+
+  release(): Promise<void> {
+    return this.base.release();
   }
 }
