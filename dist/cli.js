@@ -44971,6 +44971,7 @@ function interfaceChanges(base, candidate) {
 
 // src/eval/evaluator.ts
 var DEFAULT_CACHE_BYTES = 256 * 2 ** 20;
+var LOSS_NAME = "KL divergence from the base";
 var Evaluator = class _Evaluator {
   constructor(set2, baseSession, base, baseTask, baseSums, cached2, options, baseModel, generation) {
     this.set = set2;
@@ -45073,7 +45074,7 @@ var Evaluator = class _Evaluator {
     }
   }
   /** What `loss` measures. */
-  lossName = "KL divergence from the base";
+  lossName = LOSS_NAME;
   /**
    * The loss a pruning search minimizes, on the first `share` of the calibration batches: the
    * mean KL divergence from the base's outputs to the candidate's (the `kl-divergence` metric).
@@ -46662,14 +46663,15 @@ async function chooseAllocation(input2) {
   };
   const measure = async (removals, mode, stats, share2) => {
     const candidate = build(removals, mode, stats);
-    return candidate ? damage.loss(candidate, share2).catch(() => Infinity) : Infinity;
+    if (!candidate) return Infinity;
+    return input2.passes.pass(`${damage.name} of a candidate of ${countParams(candidate)} parameters (${mode}) on ${share2} of the set`, () => damage.loss(candidate, share2).catch(() => Infinity));
   };
   if (large && input2.allocation === "measured") {
     tried.push({ strategy: "measured", compensate: fixedMode, loss: null, params: 0, note: `not profiled: above ${SEARCH_MAX_PARAMS / 1e6} M parameters` });
   }
   if (!large && wanted("measured")) {
     log(`measuring each of ${plan.groups.length} groups' damage at ${PROFILE_RATIOS.length} ratios (${damage.name})`);
-    const baseLoss = await damage.loss(input2.model, 1);
+    const baseLoss = await input2.passes.pass(`${damage.name} of the model before this step`, () => damage.loss(input2.model, 1));
     for (const mode of modes) {
       const curves = /* @__PURE__ */ new Map();
       for (const g of plan.groups) {
@@ -48836,12 +48838,6 @@ function checkSplittable(config2) {
   if (prune.align === "auto") {
     throw new UserError(`${where}: prune.align: auto chooses widths by timing candidates on each machine, so jobs could build different models; set a number (1 keeps the widths as allocated, 8 rounds them)`);
   }
-  if (prune.allocation === "auto" || prune.allocation === "measured") {
-    throw new UserError(`${where}: prune.allocation: ${prune.allocation} measures candidates on the whole calibration set, which no job holds; choose global, uniform or ffn-only`);
-  }
-  if (prune.compensate === "auto") {
-    throw new UserError(`${where}: prune.compensate: auto measures candidates on the whole calibration set, which no job holds; choose none, bias or reconstruct`);
-  }
 }
 function matrixOf(jobs) {
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_JOBS) throw new UserError(`--jobs: expected a whole number of jobs from 1 to ${MAX_JOBS}, found ${jobs}`);
@@ -48889,8 +48885,9 @@ async function runJob(config2, job, out, log = () => void 0) {
     const steps = [];
     let baseSums;
     const recording = job.index === 1 ? new PassRecording(MAX_RECORDED_BYTES) : void 0;
+    const measure = wholeSetDamage(config2, base, set2, log);
     try {
-      const deps = rebuiltSteps(config2, set2, stepsDir, recording ?? RUN_PASSES, log, async (model, written, step) => {
+      const deps = rebuiltSteps(config2, set2, stepsDir, recording ?? RUN_PASSES, measure.damage, log, async (model, written, step) => {
         const evaluation = await evaluator.evaluate(model);
         baseSums ??= evaluation.sums.base;
         steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: written.quantization });
@@ -48920,19 +48917,35 @@ async function runJob(config2, job, out, log = () => void 0) {
       return partial2;
     } finally {
       await evaluator.close();
+      await measure.close();
       fs16.rmSync(stepsDir, { recursive: true, force: true });
     }
   });
 }
-function rebuiltSteps(config2, set2, stepsDir, passes, log, score) {
+function measuresChoices(config2) {
+  return config2.prune.allocation === "auto" || config2.prune.allocation === "measured" || config2.prune.compensate === "auto";
+}
+function wholeSetDamage(config2, base, set2, log) {
+  if (!measuresChoices(config2)) {
+    return { damage: { name: "not measured: the gate was split over jobs, none of which evaluates the whole set", loss: async () => NaN }, close: async () => void 0 };
+  }
+  let evaluator;
+  const whole = () => evaluator ??= Evaluator.create(base, set2, { latency: config2.latency, log });
+  return {
+    damage: { name: LOSS_NAME, loss: async (candidate, share) => (await whole()).loss(candidate, share) },
+    close: async () => {
+      if (evaluator) await (await evaluator).close();
+    }
+  };
+}
+function rebuiltSteps(config2, set2, stepsDir, passes, damage, log, score) {
   return candidateSteps(
     config2,
     stepsDir,
     (model, target, memory) => pruneModel(model, {
       ...pruneSettings(config2, set2, target, memory, log),
       passes,
-      // The plan fixes every choice (checkSplittable); the loss report.json records for it needs the whole set.
-      damage: { name: "not measured: the gate was split over jobs, none of which evaluates the whole set", loss: async () => NaN, latency: async () => NaN }
+      damage
     }),
     quantizeWith(set2, config2.keepNames, log),
     async (model, written, step) => ({ metrics: await score(model, written, step), artifact: written }),
@@ -48995,9 +49008,10 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
     const outDir = path15.resolve(out);
     const stepsDir = path15.join(outDir, STEPS_DIR);
     const timer = await SideBySide.create(config2, set2);
+    const measure = wholeSetDamage(config2, base, set2, log);
     const latencies = /* @__PURE__ */ new Map();
     try {
-      const deps = rebuiltSteps(config2, set2, stepsDir, passes, log, async (model, written, step2) => {
+      const deps = rebuiltSteps(config2, set2, stepsDir, passes, measure.damage, log, async (model, written, step2) => {
         const recorded2 = partials[0].steps[step2.index - 1];
         const params = countParams(model);
         if (params !== recorded2.candidate.params || model.bytesOnDisk() !== recorded2.candidate.bytes) {
@@ -49056,6 +49070,7 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
       return outcome;
     } finally {
       await timer.release();
+      await measure.close();
       fs16.rmSync(stepsDir, { recursive: true, force: true });
     }
   });

@@ -37,8 +37,6 @@ test('plan prints the matrix and names the plan by the config, the data and N', 
 
 test.each([
   ['prune: { target: 0.2, align: auto }', /prune\.align: auto chooses widths by timing candidates on each machine/],
-  ['prune: { target: 0.2, align: 1, allocation: measured, compensate: none }', /prune\.allocation: measured measures candidates on the whole calibration set, which no job holds; choose global, uniform or ffn-only/],
-  ['prune: { target: 0.2, align: 1, allocation: global, compensate: auto }', /prune\.compensate: auto measures candidates/],
 ])('plan refuses, in one line naming the key: %s', async (yml, message) => {
   const file = path.join(built.tmp, 'refused.yml');
   fs.writeFileSync(file, `model: ${path.join(ROOT, 'test', 'fixtures', 'mlp.onnx')}\ncalibration: ${path.join(ROOT, 'calibration', 'mlp')}\n${yml}\n`);
@@ -60,6 +58,7 @@ test('plan refuses a job count outside 1 to 256', async () => {
 describe.each([
   ['mlp, magnitude, global allocation', () => config('split')],
   ['llama, activations, uniform allocation, least-squares reconstruction', () => config('split-llama', '', path.join(ROOT, 'calibration', 'llama'), 'llama.onnx', 'structures: [ffn], allocation: uniform, compensate: reconstruct, align: 1, importance: activation')],
+  ['measured, llama, allocation and compensation auto (chosen by their losses on the whole set)', () => config('split-measured', '', path.join(ROOT, 'calibration', 'llama'), 'llama.onnx', 'structures: [ffn, heads], allocation: auto, compensate: auto, align: 1, importance: activation')],
 ])('%s: a gradual search split over 4 jobs and merged', (name, makeConfig) => {
   const jobs = ['1/4', '2/4', '3/4', '4/4'];
   let cfg: string;
@@ -85,14 +84,22 @@ describe.each([
     expect(r.status).toBe(oneStatus);
     // The merge rebuilt the candidates from job 1's recorded statistics, without a pass of its own.
     expect(r.stderr).not.toMatch(/collecting activation/);
-    if (tag === 'llama') expect(r.stderr).toMatch(/rebuilt the candidates with \d+ passes over the calibration set replayed from job 1\n/);
+    if (tag !== 'mlp') expect(r.stderr).toMatch(/rebuilt the candidates with \d+ passes over the calibration set replayed from job 1\n/);
+    expect(r.stderr).not.toMatch(/evaluating the base model/);
     const merged = JSON.parse(r.stdout) as typeof one;
     for (const key of ['verdict', 'chosen_step', 'target', 'task', 'pruned', 'skipped']) expect([key, merged[key]]).toEqual([key, one[key]]);
-    // The same allocation; its loss on the whole set is not measured by any job.
-    const allocation = (rep: typeof one) => rep.allocation as { strategy: string; compensate: string; align: number; tried: { loss: number | null; params: number }[]; measure: string };
+    // The same allocation. Measured choices: every job measured the same losses on the whole set,
+    // and the merge replayed job 1's. Fixed ones: no job measures their loss.
+    const allocation = (rep: typeof one) => rep.allocation as { strategy: string; compensate: string; align: number; tried: { strategy: string; compensate: string; loss: number | null; params: number }[]; measure: string };
     expect([allocation(merged).strategy, allocation(merged).compensate, allocation(merged).align]).toEqual([allocation(one).strategy, allocation(one).compensate, allocation(one).align]);
-    expect(allocation(merged).tried.map((t) => [t.params, t.loss])).toEqual(allocation(one).tried.map((t) => [t.params, null]));
-    expect(allocation(merged).measure).toMatch(/^not measured: the gate was split over jobs/);
+    if (tag === 'measured') {
+      expect(allocation(merged).tried).toEqual(allocation(one).tried);
+      expect(allocation(one).tried.length).toBeGreaterThan(2);
+      expect(allocation(merged).measure).toBe(allocation(one).measure);
+    } else {
+      expect(allocation(merged).tried.map((t) => [t.params, t.loss])).toEqual(allocation(one).tried.map((t) => [t.params, null]));
+      expect(allocation(merged).measure).toMatch(/^not measured: the gate was split over jobs/);
+    }
     const steps = (rep: typeof one) => (rep.steps as { ratio: number; pass: boolean; quality_pass: boolean }[]).map((s) => [s.ratio, s.pass, s.quality_pass]);
     expect(steps(merged)).toEqual(steps(one));
     expect((one.steps as unknown[]).length).toBeGreaterThan(1);
@@ -122,7 +129,7 @@ describe.each([
     fs.rmSync(path.join(bare, 'passes.bin'));
     const r = await built.cli(['merge', bare, ...jobs.slice(1).map(dirOf), '--config', cfg, '--out', at('merged-bare')]);
     expect(r.status).toBe(oneStatus);
-    if (tag === 'llama') expect(r.stderr).toMatch(/no passes\.bin beside job 1's partial\.json: the merge runs the pruning's passes over the calibration set again\n[^]*collecting activation statistics/);
+    if (tag !== 'mlp') expect(r.stderr).toMatch(/no passes\.bin beside job 1's partial\.json: the merge runs the pruning's passes over the calibration set again\n[^]*collecting activation statistics/);
     expect(fs.readFileSync(path.join(at('merged-bare'), 'pruned.onnx')).equals(fs.readFileSync(path.join(at('one'), 'pruned.onnx')))).toBe(true);
     const altered = at('job-1-altered');
     fs.cpSync(dirOf('1/4'), altered, { recursive: true });

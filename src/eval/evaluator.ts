@@ -45,6 +45,9 @@ export interface Evaluation {
 
 const DEFAULT_CACHE_BYTES = 256 * 2 ** 20;
 
+/** What Evaluator.loss measures. */
+export const LOSS_NAME = 'KL divergence from the base';
+
 /**
  * Runs the base model and candidates on the same calibration batches. The base session is
  * created once and reused for every candidate (onnxruntime-node leaks memory across session
@@ -151,7 +154,7 @@ export class Evaluator {
   }
 
   /** What `loss` measures. */
-  readonly lossName = 'KL divergence from the base';
+  readonly lossName = LOSS_NAME;
 
   /**
    * The loss a pruning search minimizes, on the first `share` of the calibration batches: the

@@ -5,7 +5,7 @@ import type { Config } from '../config/config';
 import { UserError } from '../errors';
 import { Batch, CalibrationSet, batches, loadCalibration, shardOf, tokenCount } from '../eval/calibration';
 import { currentEnvironment } from '../eval/environment';
-import { Evaluator, ModelStats, sizeValues } from '../eval/evaluator';
+import { Evaluator, LOSS_NAME, ModelStats, sizeValues } from '../eval/evaluator';
 import { LatencyResult, measureLatency } from '../eval/latency';
 import type { MetricValues, Task } from '../eval/metric-names';
 import { MetricSums, SELF_COMPARISON, addSums, comparisonValues, taskValues } from '../eval/metrics';
@@ -15,7 +15,7 @@ import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
 import { createSession, sessionThreads, withSessionThreads } from '../onnx/runtime';
 import { measureMemory } from '../eval/memory';
-import { PassRecord, PassRecording, PassReplay, RUN_PASSES, pruneModel } from '../prune';
+import { DamageMeasure, PassRecord, PassRecording, PassReplay, RUN_PASSES, pruneModel } from '../prune';
 import { buildReport } from '../report/build';
 import type { ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
@@ -33,19 +33,15 @@ import { RunOutcome, STEPS_DIR, WrittenCandidate, candidateSteps, promote, prune
 
 /**
  * The settings a plan cannot split: each makes a job's candidates depend on what only that job
- * sees. Latency and memory bounds can be split: the merge measures them on its one machine.
+ * sees. Measured choices (allocation auto or measured, compensation auto) split: every job
+ * measures the same losses on the whole set (wholeSetDamage). Latency and memory bounds split:
+ * the merge measures them on its one machine.
  */
 export function checkSplittable(config: Config): void {
   const where = config.file ? displayPath(config.file) : 'the config';
   const { prune } = config;
   if (prune.align === 'auto') {
     throw new UserError(`${where}: prune.align: auto chooses widths by timing candidates on each machine, so jobs could build different models; set a number (1 keeps the widths as allocated, 8 rounds them)`);
-  }
-  if (prune.allocation === 'auto' || prune.allocation === 'measured') {
-    throw new UserError(`${where}: prune.allocation: ${prune.allocation} measures candidates on the whole calibration set, which no job holds; choose global, uniform or ffn-only`);
-  }
-  if (prune.compensate === 'auto') {
-    throw new UserError(`${where}: prune.compensate: auto measures candidates on the whole calibration set, which no job holds; choose none, bias or reconstruct`);
   }
 }
 
@@ -146,8 +142,9 @@ export async function runJob(config: Config, job: Job, out: string, log: (line: 
     let baseSums: MetricSums | undefined;
     // Every job runs the same passes; job 1 keeps their results for the merge.
     const recording = job.index === 1 ? new PassRecording(MAX_RECORDED_BYTES) : undefined;
+    const measure = wholeSetDamage(config, base, set, log);
     try {
-      const deps = rebuiltSteps(config, set, stepsDir, recording ?? RUN_PASSES, log, async (model, written, step) => {
+      const deps = rebuiltSteps(config, set, stepsDir, recording ?? RUN_PASSES, measure.damage, log, async (model, written, step) => {
         const evaluation = await evaluator.evaluate(model);
         baseSums ??= evaluation.sums.base;
         steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: written.quantization });
@@ -177,9 +174,36 @@ export async function runJob(config: Config, job: Job, out: string, log: (line: 
       return partial;
     } finally {
       await evaluator.close();
+      await measure.close();
       fs.rmSync(stepsDir, { recursive: true, force: true });
     }
   });
+}
+
+/** Allocation or compensation chosen by measuring candidates (not fixed by the config). */
+function measuresChoices(config: Config): boolean {
+  return config.prune.allocation === 'auto' || config.prune.allocation === 'measured' || config.prune.compensate === 'auto';
+}
+
+/**
+ * The damage measure of one machine's search, on the whole calibration set, which `auto` and
+ * `measured` choices compare candidates by: every job measures the same losses on the same
+ * batches, so every job makes the same choice (job 1 records them for the merge). Its base pass
+ * runs at the first measurement. A config that fixes its choices measures nothing: report.json
+ * then has no loss for them.
+ */
+function wholeSetDamage(config: Config, base: OnnxModel, set: CalibrationSet, log: (line: string) => void): { damage: DamageMeasure; close(): Promise<void> } {
+  if (!measuresChoices(config)) {
+    return { damage: { name: 'not measured: the gate was split over jobs, none of which evaluates the whole set', loss: async () => NaN }, close: async () => undefined };
+  }
+  let evaluator: Promise<Evaluator> | undefined;
+  const whole = () => (evaluator ??= Evaluator.create(base, set, { latency: config.latency, log }));
+  return {
+    damage: { name: LOSS_NAME, loss: async (candidate, share) => (await whole()).loss(candidate, share) },
+    close: async () => {
+      if (evaluator) await (await evaluator).close();
+    },
+  };
 }
 
 /**
@@ -191,6 +215,7 @@ function rebuiltSteps(
   set: CalibrationSet,
   stepsDir: string,
   passes: PassRecord,
+  damage: DamageMeasure,
   log: (line: string) => void,
   score: (model: OnnxModel, written: WrittenCandidate, step: StepInfo) => Promise<MetricResult[]>,
 ): SearchDeps<WrittenCandidate> {
@@ -201,8 +226,7 @@ function rebuiltSteps(
       pruneModel(model, {
         ...pruneSettings(config, set, target, memory, log),
         passes,
-        // The plan fixes every choice (checkSplittable); the loss report.json records for it needs the whole set.
-        damage: { name: 'not measured: the gate was split over jobs, none of which evaluates the whole set', loss: async () => NaN, latency: async () => NaN },
+        damage,
       }),
     quantizeWith(set, config.keepNames, log),
     async (model, written, step) => ({ metrics: await score(model, written, step), artifact: written }),
@@ -284,10 +308,12 @@ export async function mergeJobs(
     const outDir = path.resolve(out);
     const stepsDir = path.join(outDir, STEPS_DIR);
     const timer = await SideBySide.create(config, set);
+    // Measured choices come from job 1's record; without it, measured here on the whole set.
+    const measure = wholeSetDamage(config, base, set, log);
     // A latency bound judges every step, as on one machine: each rebuilt candidate is timed here.
     const latencies = new Map<number, LatencyResult>();
     try {
-      const deps = rebuiltSteps(config, set, stepsDir, passes, log, async (model, written, step) => {
+      const deps = rebuiltSteps(config, set, stepsDir, passes, measure.damage, log, async (model, written, step) => {
         const recorded = partials[0].steps[step.index - 1];
         const params = countParams(model);
         if (params !== recorded.candidate.params || model.bytesOnDisk() !== recorded.candidate.bytes) {
@@ -347,6 +373,7 @@ export async function mergeJobs(
       return outcome;
     } finally {
       await timer.release();
+      await measure.close();
       fs.rmSync(stepsDir, { recursive: true, force: true });
     }
   });

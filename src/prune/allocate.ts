@@ -1,5 +1,6 @@
 import { Analysis, Group } from '../graph/analysis';
 import { OnnxModel } from '../onnx/model';
+import { countParams } from '../graph/cost';
 import { Feeds } from '../onnx/runtime';
 import { FixFailure, applyRemoval } from './apply';
 import { compensate } from './compensate';
@@ -124,7 +125,9 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
   /** A candidate's loss; Infinity for one onnxruntime rejects (never chosen; verification reports it). */
   const measure = async (removals: Removal[], mode: Compensation, stats: Map<string, ChannelStats>, share: number): Promise<number> => {
     const candidate = build(removals, mode, stats);
-    return candidate ? damage.loss(candidate, share).catch(() => Infinity) : Infinity;
+    if (!candidate) return Infinity;
+    // A pass like the statistics: recorded and replayed with them (passes.ts).
+    return input.passes.pass(`${damage.name} of a candidate of ${countParams(candidate)} parameters (${mode}) on ${share} of the set`, () => damage.loss(candidate, share).catch(() => Infinity));
   };
   if (large && input.allocation === 'measured') {
     tried.push({ strategy: 'measured', compensate: fixedMode, loss: null, params: 0, note: `not profiled: above ${SEARCH_MAX_PARAMS / 1e6} M parameters` });
@@ -133,7 +136,7 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
     // Damage profile: each group alone at a few ratios, then the cheapest units first; once per
     // compensation, since what a compensation repairs well differs from group to group.
     log(`measuring each of ${plan.groups.length} groups' damage at ${PROFILE_RATIOS.length} ratios (${damage.name})`);
-    const baseLoss = await damage.loss(input.model, 1);
+    const baseLoss = await input.passes.pass(`${damage.name} of the model before this step`, () => damage.loss(input.model, 1));
     for (const mode of modes) {
       const curves = new Map<Group, DamageCurve>();
       for (const g of plan.groups) {
