@@ -38023,6 +38023,78 @@ function writeAll(fd, data) {
   while (done < data.byteLength) done += fs5.writeSync(fd, data, done, data.byteLength - done);
 }
 
+// src/util/passes.ts
+var v8 = __toESM(require("v8"));
+var RUN_PASSES = { pass: (_what, run) => run() };
+var FORMAT = "prune-gate passes v1";
+var PassRecording = class {
+  constructor(maxBytes) {
+    this.maxBytes = maxBytes;
+  }
+  maxBytes;
+  passes = [];
+  bytes = 0;
+  async pass(what, run) {
+    const result = await run();
+    const data = v8.serialize(result);
+    if (this.bytes + data.length <= this.maxBytes) {
+      this.bytes += data.length;
+      this.passes.push({ what, result: data });
+    } else {
+      this.passes.push({ what });
+    }
+    return result;
+  }
+  /** How many passes ran, how many are kept, and the bytes kept. */
+  summary() {
+    return { passes: this.passes.length, kept: this.passes.filter((p) => p.result).length, bytes: this.bytes };
+  }
+  serialize() {
+    return v8.serialize({ format: FORMAT, passes: this.passes });
+  }
+};
+var PassReplay = class _PassReplay {
+  constructor(passes, source) {
+    this.passes = passes;
+    this.source = source;
+  }
+  passes;
+  source;
+  next = 0;
+  replayedCount = 0;
+  static parse(data, source) {
+    let parsed;
+    try {
+      parsed = v8.deserialize(data);
+    } catch (e) {
+      throw new UserError(`${source}: not a readable record of calibration passes (${e.message}); give the folder job 1 wrote, unchanged`);
+    }
+    if (parsed?.format !== FORMAT || !Array.isArray(parsed.passes)) {
+      throw new UserError(`${source}: not a record of calibration passes written by this prune-gate; give the folder job 1 wrote, unchanged`);
+    }
+    return new _PassReplay(parsed.passes, source);
+  }
+  async pass(what, run) {
+    const index = this.next++;
+    const recorded = this.passes[index];
+    if (!recorded || recorded.what !== what) {
+      throw new UserError(
+        `${this.source}: pass ${index + 1} here reads ${brief(what)}, but job 1 recorded ${recorded ? brief(recorded.what) : "no more passes"}: this machine builds other models than the jobs (another prune-gate or onnxruntime?); merge with the jobs' version on their runner type`
+      );
+    }
+    if (!recorded.result) return run();
+    this.replayedCount++;
+    return v8.deserialize(recorded.result);
+  }
+  /** Passes given back from the record, and passes run here because the record left them out. */
+  replayed() {
+    return { replayed: this.replayedCount, run: this.next - this.replayedCount };
+  }
+};
+function brief(what) {
+  return what.length > 120 ? `${what.slice(0, 117)}...` : what;
+}
+
 // src/quantize/options.ts
 var QUANTIZE_MODES = ["none", "int8", "int4"];
 var DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
@@ -38055,7 +38127,8 @@ function checkOptions(o) {
     conv: o.conv ?? "float",
     accuracyLevel: o.accuracyLevel ?? 4,
     exceptions: o.exceptions ?? "int8",
-    calibration: o.calibration
+    calibration: o.calibration,
+    passes: o.passes ?? RUN_PASSES
   };
 }
 
@@ -46976,78 +47049,6 @@ function applyNormRefits(model, refits, sums) {
   return notes;
 }
 
-// src/prune/passes.ts
-var v8 = __toESM(require("v8"));
-var RUN_PASSES = { pass: (_what, run) => run() };
-var FORMAT = "prune-gate passes v1";
-var PassRecording = class {
-  constructor(maxBytes) {
-    this.maxBytes = maxBytes;
-  }
-  maxBytes;
-  passes = [];
-  bytes = 0;
-  async pass(what, run) {
-    const result = await run();
-    const data = v8.serialize(result);
-    if (this.bytes + data.length <= this.maxBytes) {
-      this.bytes += data.length;
-      this.passes.push({ what, result: data });
-    } else {
-      this.passes.push({ what });
-    }
-    return result;
-  }
-  /** How many passes ran, how many are kept, and the bytes kept. */
-  summary() {
-    return { passes: this.passes.length, kept: this.passes.filter((p) => p.result).length, bytes: this.bytes };
-  }
-  serialize() {
-    return v8.serialize({ format: FORMAT, passes: this.passes });
-  }
-};
-var PassReplay = class _PassReplay {
-  constructor(passes, source) {
-    this.passes = passes;
-    this.source = source;
-  }
-  passes;
-  source;
-  next = 0;
-  replayedCount = 0;
-  static parse(data, source) {
-    let parsed;
-    try {
-      parsed = v8.deserialize(data);
-    } catch (e) {
-      throw new UserError(`${source}: not a readable record of calibration passes (${e.message}); give the folder job 1 wrote, unchanged`);
-    }
-    if (parsed?.format !== FORMAT || !Array.isArray(parsed.passes)) {
-      throw new UserError(`${source}: not a record of calibration passes written by this prune-gate; give the folder job 1 wrote, unchanged`);
-    }
-    return new _PassReplay(parsed.passes, source);
-  }
-  async pass(what, run) {
-    const index = this.next++;
-    const recorded = this.passes[index];
-    if (!recorded || recorded.what !== what) {
-      throw new UserError(
-        `${this.source}: pass ${index + 1} here reads ${brief(what)}, but job 1 recorded ${recorded ? brief(recorded.what) : "no more passes"}: this machine builds other models than the jobs (another prune-gate or onnxruntime?); merge with the jobs' version on their runner type`
-      );
-    }
-    if (!recorded.result) return run();
-    this.replayedCount++;
-    return v8.deserialize(recorded.result);
-  }
-  /** Passes given back from the record, and passes run here because the record left them out. */
-  replayed() {
-    return { replayed: this.replayedCount, run: this.next - this.replayedCount };
-  }
-};
-function brief(what) {
-  return what.length > 120 ? `${what.slice(0, 117)}...` : what;
-}
-
 // src/prune/verify.ts
 var FULL_CHECK_MAX_BYTES = 256 * 2 ** 20;
 async function verifyPruned(model, baseTraces) {
@@ -47718,7 +47719,14 @@ function medianOf(values) {
 }
 async function chooseExceptions(work, candidates, opts, calibration, log) {
   const keptFloat = [];
-  await measureErrors(work, candidates, calibration, log);
+  const measure = async (list) => {
+    const errors = await opts.passes.pass(`quantization errors of ${list.map((c) => c.label).join(", ")}`, async () => {
+      await measureErrors(work, list, calibration, log);
+      return list.map((c) => c.error);
+    });
+    list.forEach((c, i) => c.error = errors[i]);
+  };
+  await measure(candidates);
   const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
   const median = medianOf(ranked.map((c) => c.error ?? 0));
   const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
@@ -47727,7 +47735,7 @@ async function chooseExceptions(work, candidates, opts, calibration, log) {
     keep.map((c, rank2) => [c, `largest output error on the calibration data (${rank2 + 1} of ${measured}: ${formatError2(c.error)}, ${(c.error / median).toFixed(1)}x the median layer's)`])
   );
   const wider = new Map(opts.exceptions === "int8" ? keep.flatMap((c) => c.at8Bits ? [[c, c.at8Bits()]] : []) : []);
-  if (wider.size > 0) await measureErrors(work, [...wider.values()], calibration, log);
+  if (wider.size > 0) await measure([...wider.values()]);
   for (const c of keep) {
     const at8 = wider.get(c);
     if (at8 && (at8.error ?? Infinity) < KEEP_FLOAT_MIN_ERROR) {
@@ -48460,7 +48468,7 @@ var REPORT_MD = "report.md";
 var STEPS_DIR = ".prune-gate-steps";
 async function quantizeArtifact(model, mode, options = {}) {
   const log = options.log ?? (() => void 0);
-  const result = await quantizeModel(model, { bits: mode === "int8" ? 8 : 4, calibration: options.calibration, log });
+  const result = await quantizeModel(model, { bits: mode === "int8" ? 8 : 4, calibration: options.calibration, passes: options.passes, log });
   for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
   for (const q of result.quantized) if (q.exception) log(`kept at ${q.bits} bits: ${q.node} (${q.exception})`);
   const compact = options.keepNames ? void 0 : compactNames(result.model);
@@ -48477,11 +48485,11 @@ async function quantizeArtifact(model, mode, options = {}) {
   };
   return { model: compact?.model ?? result.model, quantization };
 }
-function quantizeWith(set2, keepNames, log) {
+function quantizeWith(set2, keepNames, log, passes) {
   return async (model, mode) => {
     if (mode === "none") return { model };
     log(`quantizing the candidate to ${mode}`);
-    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set2), keepNames, log });
+    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set2), keepNames, passes, log });
   };
 }
 async function runGate(options) {
@@ -48947,7 +48955,7 @@ function rebuiltSteps(config2, set2, stepsDir, passes, damage, log, score) {
       passes,
       damage
     }),
-    quantizeWith(set2, config2.keepNames, log),
+    quantizeWith(set2, config2.keepNames, log, passes),
     async (model, written, step) => ({ metrics: await score(model, written, step), artifact: written }),
     log
   );

@@ -181,3 +181,15 @@ test('latency and memory bounds split too: the merge times every rebuilt step ag
   // Every step was judged on latency in the merge, as one machine judges it.
   expect(merged.stderr.match(/step \d of 3: fails [^\n]*latency-p50 [\d.]+ ms, bound/g)?.length).toBe(3);
 }, 120_000);
+
+test('a quantized candidate splits too: the merge replays the quantizer\'s calibration passes from job 1 and writes the same model', async () => {
+  const cfg = config('quantized', 'quantize: int8');
+  const one = await built.cli(['run', '--config', cfg, '--out', path.join(built.tmp, 'quantized-one'), '--json']);
+  const dirs = ['1/2', '2/2'].map((job) => path.join(built.tmp, `quantized-${job[0]}`));
+  for (const [i, job] of ['1/2', '2/2'].entries()) expect((await built.cli(['run', '--config', cfg, '--job', job, '--out', dirs[i]])).status).toBe(0);
+  const merged = await built.cli(['merge', ...dirs, '--config', cfg, '--out', path.join(built.tmp, 'quantized-merged'), '--json']);
+  expect(merged.status).toBe(one.status);
+  expect((JSON.parse(merged.stdout) as { quantization: unknown }).quantization).toEqual((JSON.parse(one.stdout) as { quantization: unknown }).quantization);
+  expect(merged.stderr).toMatch(/rebuilt the candidates with [1-9]\d* passes over the calibration set replayed from job 1\n/);
+  expect(fs.readFileSync(path.join(built.tmp, 'quantized-merged', 'pruned.onnx')).equals(fs.readFileSync(path.join(built.tmp, 'quantized-one', 'pruned.onnx')))).toBe(true);
+}, 120_000);

@@ -1,7 +1,7 @@
-// The record of the engine's passes over the calibration set (src/prune/passes.ts): what a
+// The record of the engine's passes over the calibration set (src/util/passes.ts): what a
 // matrix job keeps for the merge is given back bit for bit, a pass left out for size runs again,
 // and a replay that reads other tensors than the record is refused in one line.
-import { PassRecording, PassReplay } from '../src/prune/passes';
+import { PassRecording, PassReplay } from '../src/util/passes';
 import { UserError } from '../src/errors';
 
 const stats = () => new Map([['/mlp/act', { count: 3, sum: Float64Array.of(0.1 + 0.2, -1e-300, Math.PI), sumSquares: Float64Array.of(1 / 3, 2, Number.MIN_VALUE) }]]);

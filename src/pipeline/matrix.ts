@@ -228,7 +228,7 @@ function rebuiltSteps(
         passes,
         damage,
       }),
-    quantizeWith(set, config.keepNames, log),
+    quantizeWith(set, config.keepNames, log, passes),
     async (model, written, step) => ({ metrics: await score(model, written, step), artifact: written }),
     log,
   );

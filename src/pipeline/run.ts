@@ -65,10 +65,10 @@ export interface RunOutcome {
 export async function quantizeArtifact(
   model: OnnxModel,
   mode: Exclude<QuantizeMode, 'none'>,
-  options: { calibration?: QuantizeOptions['calibration']; keepNames?: boolean; log?: (line: string) => void } = {},
+  options: { calibration?: QuantizeOptions['calibration']; keepNames?: boolean; passes?: QuantizeOptions['passes']; log?: (line: string) => void } = {},
 ): Promise<Required<QuantizedCandidate>> {
   const log = options.log ?? (() => undefined);
-  const result = await quantizeModel(model, { bits: mode === 'int8' ? 8 : 4, calibration: options.calibration, log });
+  const result = await quantizeModel(model, { bits: mode === 'int8' ? 8 : 4, calibration: options.calibration, passes: options.passes, log });
   for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
   for (const q of result.quantized) if (q.exception) log(`kept at ${q.bits} bits: ${q.node} (${q.exception})`);
   const compact = options.keepNames ? undefined : compactNames(result.model);
@@ -86,11 +86,11 @@ export async function quantizeArtifact(
   return { model: compact?.model ?? result.model, quantization };
 }
 
-export function quantizeWith(set: CalibrationSet, keepNames: boolean, log: (line: string) => void): QuantizeFn {
+export function quantizeWith(set: CalibrationSet, keepNames: boolean, log: (line: string) => void, passes?: QuantizeOptions['passes']): QuantizeFn {
   return async (model, mode) => {
     if (mode === 'none') return { model };
     log(`quantizing the candidate to ${mode}`);
-    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set), keepNames, log });
+    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set), keepNames, passes, log });
   };
 }
 

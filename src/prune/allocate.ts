@@ -5,7 +5,7 @@ import { Feeds } from '../onnx/runtime';
 import { FixFailure, applyRemoval } from './apply';
 import { compensate } from './compensate';
 import { DamageCurve, PlanInput, Removal, alignRemovals, alignedPlan, planByCurves, planCounts, planRemoval, planUniform, rankedUnits } from './plan';
-import type { PassRecord } from './passes';
+import type { PassRecord } from '../util/passes';
 import { ChannelStats, Consumer, collectStats, requestedTensors, statsRequests } from './stats';
 import { PassProgress } from '../util/progress';
 import { Allocation, AllocationResult, Compensation, CompensationChoice, DamageMeasure } from './types';

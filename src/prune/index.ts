@@ -12,14 +12,14 @@ import { chooseAllocation } from './allocate';
 import { Removal } from './plan';
 import { AxisNorms, magnitudeScores, scoreScale, standardize } from './score';
 import { applyNormRefits, measureNorms, normsToRefit } from './renorm';
-import { RUN_PASSES } from './passes';
+import { RUN_PASSES } from '../util/passes';
 import { ChannelStats, Consumer, channelVariance, collectStats, findConsumers, requestedTensors, statsRequests } from './stats';
 import { verifyPruned } from './verify';
 import { PassProgress } from '../util/progress';
 import { PruneMemory, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
 
 export * from './types';
-export { PassRecording, PassReplay, RUN_PASSES, type PassRecord } from './passes';
+export { PassRecording, PassReplay, RUN_PASSES, type PassRecord } from '../util/passes';
 
 /** Plans tried before giving up on making a valid pruned model (each failure freezes something). */
 const MAX_ATTEMPTS = 8;

@@ -2,7 +2,7 @@ import type { Structure } from '../graph/analysis';
 import type { OnnxModel } from '../onnx/model';
 import type { Feeds } from '../onnx/runtime';
 import type { SlicedEntries } from './apply';
-import type { PassRecord } from './passes';
+import type { PassRecord } from '../util/passes';
 
 export type { Structure } from '../graph/analysis';
 export const IMPORTANCES = ['magnitude', 'activation'] as const;

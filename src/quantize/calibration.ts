@@ -46,7 +46,15 @@ export async function chooseExceptions(
   log: (line: string) => void,
 ): Promise<KeptFloatLayer[]> {
   const keptFloat: KeptFloatLayer[] = [];
-  await measureErrors(work, candidates, calibration, log);
+  // Passes like the pruning's statistics: recorded and replayed with them (util/passes.ts).
+  const measure = async (list: Candidate[]) => {
+    const errors = await opts.passes.pass(`quantization errors of ${list.map((c) => c.label).join(', ')}`, async () => {
+      await measureErrors(work, list, calibration, log);
+      return list.map((c) => c.error);
+    });
+    list.forEach((c, i) => (c.error = errors[i]));
+  };
+  await measure(candidates);
   const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
   const median = medianOf(ranked.map((c) => c.error ?? 0));
   // An exception must stand out from the other layers and matter on its own: at int8 every
@@ -59,7 +67,7 @@ export async function chooseExceptions(
     keep.map((c, rank) => [c, `largest output error on the calibration data (${rank + 1} of ${measured}: ${formatError(c.error)}, ${(c.error! / median).toFixed(1)}x the median layer's)`]),
   );
   const wider = new Map(opts.exceptions === 'int8' ? keep.flatMap((c) => (c.at8Bits ? [[c, c.at8Bits()] as const] : [])) : []);
-  if (wider.size > 0) await measureErrors(work, [...wider.values()], calibration, log);
+  if (wider.size > 0) await measure([...wider.values()]);
   for (const c of keep) {
     const at8 = wider.get(c);
     if (at8 && (at8.error ?? Infinity) < KEEP_FLOAT_MIN_ERROR) {

@@ -1,4 +1,5 @@
 import { UserError } from '../errors';
+import { PassRecord, RUN_PASSES } from '../util/passes';
 import type { Feeds } from '../onnx/runtime';
 import type { Bits } from './pack';
 
@@ -58,6 +59,8 @@ export interface QuantizeOptions {
   exceptions?: 'int8' | 'float';
   /** MatMulNBits accuracy_level: 4 (int8 compute, the default) or 0 (compute in A's type). */
   accuracyLevel?: 0 | 4;
+  /** Runs the calibration passes, or gives back recorded results (default: runs them). */
+  passes?: PassRecord;
   log?: (line: string) => void;
 }
 
@@ -94,5 +97,6 @@ export function checkOptions(o: QuantizeOptions): CheckedOptions {
     accuracyLevel: o.accuracyLevel ?? 4,
     exceptions: o.exceptions ?? 'int8',
     calibration: o.calibration,
+    passes: o.passes ?? RUN_PASSES,
   };
 }

@@ -3,7 +3,7 @@ import { UserError } from '../errors';
 
 /**
  * Every pass the engine makes over the calibration set (activation statistics, covariances,
- * normalization sums) goes through one PassRecord. By default each pass runs the model. A
+ * normalization sums, the damage measure's losses) goes through one PassRecord. By default each pass runs the model. A
  * recording also keeps what each pass returned, in order; a replay gives those results back
  * without running the model, so another machine rebuilds the same pruned models, byte for byte,
  * from the same sums: the merge of an Actions matrix (docs/contracts.md, "Beyond one runner").
