@@ -187,7 +187,7 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
       const entry = { strategy: c.strategy, compensate: mode, loss: Number.isFinite(loss) ? loss : null, params: c.params, ...(c.align ? { align: c.align } : {}), ...(c.note ? { note: c.note } : {}) };
       tried.push(entry);
       measured.push({ c, mode, loss, entry });
-      log(`allocation ${label(c)}, compensation ${mode}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : 'not measurable'} (${c.params} parameters)`);
+      log(`allocation ${label(c)}, compensation ${mode}: ${damage.name}${Number.isNaN(loss) ? '' : Number.isFinite(loss) ? ` ${loss.toPrecision(4)}` : ' not measurable'} (${c.params} parameters)`);
     }
   }
   measured.sort((a, b) => a.loss - b.loss);

@@ -294,12 +294,17 @@ function largeCalibration(samples: number, tokens: number): string | undefined {
 }
 
 function matrix(): void {
-  // The example (5 steps, reconstruction), then a LLaMA-7B-shaped model of 2 layers (2.5 GB,
+  // The example (5 steps, reconstruction), the example's own prune-gate.yml (allocation and
+  // compensation measured: every job measures the losses), then a LLaMA-7B-shaped model of 2 layers (2.5 GB,
   // random weights, 32 × 128 random tokens; 4 steps, bias compensation: reconstruction's
   // covariances of 11008-wide layers do not fit a bench).
   const large = largeModel('llama7b-shape', 2);
   const tokens = large && largeCalibration(32, 128);
-  const rows = [...child('matrix.ts', []), ...(large && tokens ? child('matrix.ts', [large, tokens, '4', '0.4', 'bias']) : [])];
+  const rows = [
+    ...child('matrix.ts', []),
+    ...child('matrix.ts', [path.join(ROOT, 'prune-gate.yml')]),
+    ...(large && tokens ? child('matrix.ts', [large, tokens, '4', '0.4', 'bias']) : []),
+  ];
   const models = [...new Set(rows.map((r) => r.model as string))];
   const blocks = models.map((model) => {
     const of = rows.filter((r) => r.model === model);

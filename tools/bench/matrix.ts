@@ -1,8 +1,9 @@
 // `npm run bench -- matrix`: a gate on one machine against the same gate split over 4 jobs
 // (prune-gate run --job K/4, then merge), every process on 1 thread. The jobs run one after
 // another here (2 cores cannot show 4 at once): a matrix's wall time is its longest job plus the
-// merge. Usage: matrix.ts [MODEL CALIBRATION STEPS MAX-TARGET COMPENSATE]: without arguments the
-// repository's example; with them, that model (the larger generated one). Prints JSON lines.
+// merge. Usage: matrix.ts [MODEL CALIBRATION STEPS MAX-TARGET COMPENSATE | CONFIG.yml]: without
+// arguments the repository's example with every choice fixed; with them, that model (the larger
+// generated one), or a config as it is. Prints JSON lines.
 import { spawnSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
@@ -10,15 +11,18 @@ import * as os from 'os';
 import * as path from 'path';
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const [modelArg, calibrationArg, stepsArg, maxTargetArg, compensateArg] = process.argv.slice(2);
+const givenConfig = process.argv[2]?.endsWith('.yml') ? path.resolve(process.argv[2]) : undefined;
+const [modelArg, calibrationArg, stepsArg, maxTargetArg, compensateArg] = givenConfig ? [] : process.argv.slice(2);
 const model = modelArg ?? path.join(ROOT, 'examples/fortunes-llama/model.onnx');
 const calibration = calibrationArg ?? path.join(ROOT, 'calibration/fortunes-llama');
 // The temporary folders sit beside the model: a large one's candidates need the disk it is on.
 const tmp = fs.mkdtempSync(path.join(modelArg ? path.dirname(model) : os.tmpdir(), 'prune-gate-matrix-'));
-const config = path.join(tmp, 'matrix.yml');
+// A given config runs as committed but on 1 thread: a copy beside it (its paths stay relative).
+const config = givenConfig ? path.join(path.dirname(givenConfig), `.bench-matrix-${process.pid}.yml`) : path.join(tmp, 'matrix.yml');
+if (givenConfig) fs.writeFileSync(config, `${fs.readFileSync(givenConfig, 'utf8')}\ndevice: { threads: 1 }\n`);
 // The repository's example (prune-gate.yml) with the choices a plan needs fixed: the allocation
 // and compensation its own measurement picks there (docs/measured.md), widths as allocated.
-fs.writeFileSync(
+if (!givenConfig) fs.writeFileSync(
   config,
   [
     `model: ${model}`,
@@ -52,7 +56,7 @@ function digest(dir: string): string {
   return hash.digest('hex');
 }
 
-const label = path.basename(model);
+const label = givenConfig ? `${path.basename(model)}, ${path.relative(ROOT, givenConfig)} as committed` : path.basename(model);
 try {
   const one = timed(['run', '--config', config, '--out', path.join(tmp, 'one'), '--json']);
   const oneReport = JSON.parse(one.stdout) as { verdict: string; chosen_step: number; steps: unknown[]; calibration: { samples: number } };
@@ -92,4 +96,5 @@ try {
   console.log(JSON.stringify({ model: label, run: 'merge, passes run again', seconds: bare.seconds, status: bare.status, sameModel: digest(path.join(tmp, 'merged')) === oneDigest }));
 } finally {
   fs.rmSync(tmp, { recursive: true, force: true });
+  if (givenConfig) fs.rmSync(config, { force: true });
 }
