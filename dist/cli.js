@@ -48847,6 +48847,13 @@ function checkSplittable(config2) {
     throw new UserError(`${where}: prune.align: auto chooses widths by timing candidates on each machine, so jobs could build different models; set a number (1 keeps the widths as allocated, 8 rounds them)`);
   }
 }
+function splittableSet(config2, base) {
+  const set2 = loadCalibration(config2.calibration, base);
+  if (set2.generation) {
+    throw new UserError(`${set2.source}: a generation set cannot be split yet: its prompts are decoded in batches sorted by length over the whole set, which a job's share would not reproduce exactly; run the gate on one machine`);
+  }
+  return set2;
+}
 function matrixOf(jobs) {
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_JOBS) throw new UserError(`--jobs: expected a whole number of jobs from 1 to ${MAX_JOBS}, found ${jobs}`);
   return { include: Array.from({ length: jobs }, (_, i) => ({ job: `${i + 1}/${jobs}` })) };
@@ -48883,8 +48890,7 @@ async function runJob(config2, job, out, log = () => void 0) {
     checkSplittable(config2);
     const plan = planIdentity(config2, job.count);
     const base = OnnxModel.read(config2.model);
-    const set2 = loadCalibration(config2.calibration, base);
-    if (set2.generation) throw new UserError(`${set2.source}: a generation set cannot be split yet: pruning needs the base's generations of every prompt; run the gate on one machine`);
+    const set2 = splittableSet(config2, base);
     checkRulesFitTask(config2.gate, set2, config2.file ? displayPath(config2.file) : "the gate");
     const shard = shardOf(set2, job.index, job.count);
     log(`job ${job.index}/${job.count} of plan ${plan.slice(0, 16)}: evaluating ${shard.count} of the ${set2.count} calibration samples`);
@@ -49178,8 +49184,7 @@ function register5(program2, ctx) {
     const matrix = matrixOf(jobs);
     const config2 = resolveConfig(flags.config, parseOverrides({ model: flags.model, calibration: flags.calibration, target: flags.target }, flagName), flagName);
     checkSplittable(config2);
-    const set2 = loadCalibration(config2.calibration, OnnxModel.read(config2.model));
-    if (set2.generation) throw new UserError(`${set2.source}: a generation set cannot be split yet: pruning needs the base's generations of every prompt; run the gate on one machine`);
+    const set2 = splittableSet(config2, OnnxModel.read(config2.model));
     const id = planIdentity(config2, jobs);
     ctx.stderr(`plan ${id.slice(0, 16)}: ${jobs} jobs, each evaluating at most ${Math.ceil(set2.count / jobs)} of the ${set2.count} calibration samples
 `);

@@ -47,6 +47,12 @@ test.each([
   expect(r.stdout).toBe('');
 });
 
+test('plan refuses a generation set, in one line naming it and why', async () => {
+  const r = await built.cli(['plan', '--config', path.join(ROOT, 'examples', 'fortunes-llama', 'generation', 'prune-gate.yml')]);
+  expect([r.status, r.stdout]).toEqual([2, '']);
+  expect(r.stderr).toMatch(/^prune-gate: examples\/fortunes-llama\/generation\/calibration\.json: a generation set cannot be split yet: its prompts are decoded in batches sorted by length over the whole set, which a job's share would not reproduce exactly; run the gate on one machine\n$/);
+});
+
 test('plan refuses a job count outside 1 to 256', async () => {
   for (const jobs of ['0', '257', 'four']) {
     const r = await built.cli(['plan', '--config', config('d'), '--jobs', jobs]);

@@ -45,6 +45,19 @@ export function checkSplittable(config: Config): void {
   }
 }
 
+/**
+ * The config's calibration set, when jobs can split it. A generation set cannot be split yet:
+ * its prompts are decoded in batches sorted by length over the whole set, so a job's shard would
+ * decode in other batches, with other padding and rounding, than one machine (docs/contracts.md).
+ */
+export function splittableSet(config: Config, base: OnnxModel): CalibrationSet {
+  const set = loadCalibration(config.calibration as string, base);
+  if (set.generation) {
+    throw new UserError(`${set.source}: a generation set cannot be split yet: its prompts are decoded in batches sorted by length over the whole set, which a job's share would not reproduce exactly; run the gate on one machine`);
+  }
+  return set;
+}
+
 /** The matrix GitHub's `strategy.matrix` takes: one entry per job, "K/N". */
 export function matrixOf(jobs: number): { include: { job: string }[] } {
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_JOBS) throw new UserError(`--jobs: expected a whole number of jobs from 1 to ${MAX_JOBS}, found ${jobs}`);
@@ -131,8 +144,7 @@ export async function runJob(config: Config, job: Job, out: string, log: (line: 
     checkSplittable(config);
     const plan = planIdentity(config, job.count);
     const base = OnnxModel.read(config.model as string);
-    const set = loadCalibration(config.calibration as string, base);
-    if (set.generation) throw new UserError(`${set.source}: a generation set cannot be split yet: pruning needs the base's generations of every prompt; run the gate on one machine`);
+    const set = splittableSet(config, base);
     checkRulesFitTask(config.gate, set, config.file ? displayPath(config.file) : 'the gate');
     const shard = shardOf(set, job.index, job.count);
     log(`job ${job.index}/${job.count} of plan ${plan.slice(0, 16)}: evaluating ${shard.count} of the ${set.count} calibration samples`);

@@ -1,10 +1,9 @@
 import { Command } from 'commander';
 import { parseOverrides, resolveConfig } from '../../config/config';
 import { UserError } from '../../errors';
-import { loadCalibration } from '../../eval/calibration';
 import { OnnxModel } from '../../onnx/model';
 import { MAX_JOBS } from '../../pipeline/job';
-import { checkSplittable, matrixOf, planIdentity } from '../../pipeline/matrix';
+import { checkSplittable, matrixOf, planIdentity, splittableSet } from '../../pipeline/matrix';
 import { CliContext } from '../context';
 import { flagName } from './run';
 
@@ -36,8 +35,7 @@ export function register(program: Command, ctx: CliContext): void {
       const matrix = matrixOf(jobs);
       const config = resolveConfig(flags.config, parseOverrides({ model: flags.model, calibration: flags.calibration, target: flags.target }, flagName), flagName);
       checkSplittable(config);
-      const set = loadCalibration(config.calibration as string, OnnxModel.read(config.model as string));
-      if (set.generation) throw new UserError(`${set.source}: a generation set cannot be split yet: pruning needs the base's generations of every prompt; run the gate on one machine`);
+      const set = splittableSet(config, OnnxModel.read(config.model as string));
       const id = planIdentity(config, jobs);
       ctx.stderr(`plan ${id.slice(0, 16)}: ${jobs} jobs, each evaluating at most ${Math.ceil(set.count / jobs)} of the ${set.count} calibration samples\n`);
       ctx.stdout(`${JSON.stringify(matrix)}\n`);
