@@ -45210,7 +45210,10 @@ function baseFails(set2, e, where) {
   return new UserError(`${set2.source}: the base model fails on this calibration data (${where}): ${why}`);
 }
 function efficiencyValues(stats, latency) {
-  return { "latency-p50": latency.p50_ms, "latency-p95": latency.p95_ms, ...sizeValues(stats) };
+  return { ...latencyValues(latency), ...sizeValues(stats) };
+}
+function latencyValues(latency) {
+  return { "latency-p50": latency.p50_ms, "latency-p95": latency.p95_ms };
 }
 function sizeValues(stats) {
   return { size: stats.bytes, params: stats.params, ...stats.macs !== null ? { macs: stats.macs } : {} };
@@ -46701,17 +46704,19 @@ async function chooseAllocation(input2) {
         return void 0;
     }
   };
-  if (!damage || plan.targetParams <= 0) {
-    const strategy = input2.allocation === "auto" ? "global" : input2.allocation;
+  const asAsked = async (measure2, tried2, collected) => {
+    const strategy = input2.allocation === "auto" || input2.allocation === "measured" ? "global" : input2.allocation;
     const chosen = buildPlan(strategy);
     const fallback = chosen ?? planRemoval(plan);
-    const why2 = damage ? "nothing to remove" : "nothing measured: no calibration data to measure damage on";
     return {
       removals: fallback.removals,
       compensate: fixedMode,
-      stats: await statsFor(input2, fixedMode, fallback.removals),
-      allocation: { strategy: chosen ? strategy : "global", compensate: fixedMode, measure: why2, tried: [], align: plan.align ?? 1 }
+      stats: collected ?? await statsFor(input2, fixedMode, fallback.removals),
+      allocation: { strategy: chosen ? strategy : "global", compensate: fixedMode, measure: measure2, tried: tried2, align: plan.align ?? 1 }
     };
+  };
+  if (!damage || plan.targetParams <= 0) {
+    return asAsked(damage ? "nothing to remove" : "nothing measured: no calibration data to measure damage on", []);
   }
   const large = input2.params > SEARCH_MAX_PARAMS;
   const candidates = [];
@@ -46789,16 +46794,7 @@ async function chooseAllocation(input2) {
   }
   measured.sort((a, b) => a.loss - b.loss);
   if (measured.length === 0 || !Number.isFinite(measured[0].loss)) {
-    const strategy = input2.allocation === "auto" || input2.allocation === "measured" ? "global" : input2.allocation;
-    const chosen = buildPlan(strategy);
-    const fallback = chosen ?? planRemoval(plan);
-    return {
-      removals: fallback.removals,
-      compensate: fixedMode,
-      // The statistics already collected for every group serve (one pass, as when measured).
-      stats: statsByMode.get(fixedMode) ?? await statsFor(input2, fixedMode, fallback.removals),
-      allocation: { strategy: chosen ? strategy : "global", compensate: fixedMode, measure: damage.name, tried, align: plan.align ?? 1 }
-    };
+    return asAsked(damage.name, tried, statsByMode.get(fixedMode));
   }
   let best = measured[0];
   let latency;
@@ -48543,7 +48539,7 @@ async function runOnDevice(options) {
     const evaluation = chosen.evaluation;
     let metrics = result.steps[result.chosen].metrics;
     let verdict = result.verdict;
-    if (await measureMemoryIfBounded(evaluator, config2.gate, evaluation, [config2.model, chosen.file], log)) {
+    if (await measureMemoryIfBounded((file2) => evaluator.memory(file2), config2.gate, evaluation.values, [config2.model, chosen.file], log)) {
       metrics = judge(evaluation.values, config2.gate, set2.task);
       verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === "pass" };
@@ -48584,11 +48580,11 @@ async function runOnDevice(options) {
   }
 }
 var boundsMemory = (r) => r.metric === "memory";
-async function measureMemoryIfBounded(evaluator, rules, evaluation, [base, candidate], log) {
+async function measureMemoryIfBounded(memoryOf, rules, values, [base, candidate], log) {
   if (!rules.some(boundsMemory)) return false;
   log("measuring memory: a fresh process loads each model and runs one batch");
-  evaluation.values.base.memory = await evaluator.memory(base);
-  evaluation.values.candidate.memory = await evaluator.memory(candidate);
+  values.base.memory = await memoryOf(base);
+  values.candidate.memory = await memoryOf(candidate);
   return true;
 }
 function ratioText2(r) {
@@ -48662,7 +48658,7 @@ async function compareOnDevice(options) {
   try {
     log("evaluating the candidate");
     const evaluation = await evaluator.evaluate(candidate);
-    await measureMemoryIfBounded(evaluator, rules, evaluation, [options.base, options.candidate], log);
+    await measureMemoryIfBounded((file2) => evaluator.memory(file2), rules, evaluation.values, [options.base, options.candidate], log);
     const metrics = judge(evaluation.values, rules, set2.task);
     const report = buildReport({
       verdict: verdictOf(metrics),
@@ -48858,6 +48854,7 @@ function matrixOf(jobs) {
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_JOBS) throw new UserError(`--jobs: expected a whole number of jobs from 1 to ${MAX_JOBS}, found ${jobs}`);
   return { include: Array.from({ length: jobs }, (_, i) => ({ job: `${i + 1}/${jobs}` })) };
 }
+var sha256 = (data) => crypto2.createHash("sha256").update(data).digest("hex");
 function filesOf(location) {
   const stat = fs16.statSync(location);
   if (!stat.isDirectory()) return [location];
@@ -48895,7 +48892,8 @@ async function runJob(config2, job, out, log = () => void 0) {
     const shard = shardOf(set2, job.index, job.count);
     log(`job ${job.index}/${job.count} of plan ${plan.slice(0, 16)}: evaluating ${shard.count} of the ${set2.count} calibration samples`);
     const evaluator = await Evaluator.create(base, shard, { latency: { warmup: 0, runs: 1 }, log });
-    const stepsDir = path15.join(path15.resolve(out), STEPS_DIR);
+    const outDir = path15.resolve(out);
+    const stepsDir = path15.join(outDir, STEPS_DIR);
     const steps = [];
     let baseSums;
     const recording = job.index === 1 ? new PassRecording(MAX_RECORDED_BYTES) : void 0;
@@ -48919,15 +48917,15 @@ async function runJob(config2, job, out, log = () => void 0) {
         base: { stats: evaluator.base, sums: baseSums ?? {} },
         steps
       };
-      fs16.mkdirSync(path15.resolve(out), { recursive: true });
+      fs16.mkdirSync(outDir, { recursive: true });
       if (recording) {
         const data = recording.serialize();
-        writeFileAtomic(path15.join(path15.resolve(out), PASSES_FILE), data);
+        writeFileAtomic(path15.join(outDir, PASSES_FILE), data);
         const { passes, kept } = recording.summary();
-        partial2.passes = { file: PASSES_FILE, sha256: crypto2.createHash("sha256").update(data).digest("hex"), bytes: data.length, passes, kept };
+        partial2.passes = { file: PASSES_FILE, sha256: sha256(data), bytes: data.length, passes, kept };
         log(`recorded ${kept} of ${passes} passes over the calibration set for the merge (${PASSES_FILE}, ${(data.length / 2 ** 20).toFixed(1)} MiB)`);
       }
-      writeJsonAtomic(path15.join(path15.resolve(out), PARTIAL_JSON), partial2);
+      writeJsonAtomic(path15.join(outDir, PARTIAL_JSON), partial2);
       return partial2;
     } finally {
       await evaluator.close();
@@ -48977,10 +48975,11 @@ function readPartial(dir) {
   if (data?.tool !== "prune-gate" || data.kind !== "partial" || typeof data.plan !== "string" || !data.job || !Array.isArray(data.steps)) {
     throw new UserError(`${displayPath(file2)}: not a partial result of prune-gate run --job`);
   }
-  return { file: displayPath(file2), partial: data };
+  return { dir, file: displayPath(file2), partial: data };
 }
-function collectPartials(dirs, plan) {
+function collectPartials(dirs, planOf) {
   const read = dirs.map(readPartial);
+  const plan = planOf(read[0].partial.job.count);
   for (const { file: file2, partial: partial2 } of read) {
     if (partial2.plan !== plan) {
       throw new UserError(`${file2}: from another plan (${partial2.plan.slice(0, 16)}, not ${plan.slice(0, 16)}): its config, model, calibration set or job count differ from this merge's`);
@@ -48996,15 +48995,14 @@ function collectPartials(dirs, plan) {
   for (let k = 1; k <= count2; k++) {
     if (!byJob.has(k)) throw new UserError(`job ${k}/${count2} is missing: no partial.json for it among the ${read.length} folders given; wait for every job, or rerun job ${k}`);
   }
-  return read.map((r) => r.partial).sort((a, b) => a.job.index - b.job.index);
+  return { plan, read: read.sort((a, b) => a.partial.job.index - b.partial.job.index) };
 }
 async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) {
   return withSessionThreads(config2.device.threads, async () => {
     if (dirs.length === 0) throw new UserError("merge: give the folders the jobs wrote (run --job K/N --out DIR)");
     checkSplittable(config2);
-    const count2 = readPartial(dirs[0]).partial.job.count;
-    const plan = planIdentity(config2, count2);
-    const partials = collectPartials(dirs, plan);
+    const { plan, read } = collectPartials(dirs, (jobs) => planIdentity(config2, jobs));
+    const partials = read.map((r) => r.partial);
     const base = OnnxModel.read(config2.model);
     const set2 = loadCalibration(config2.calibration, base);
     const task = set2.task;
@@ -49016,7 +49014,7 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
       const sums = addSums(...partials.map((p) => p.steps[i].sums));
       return { base: baseValues, candidate: { ...taskValues(task, sums), ...comparisonValues(sums), ...sizeValues(step.candidate) } };
     });
-    const passes = recordedPasses(dirs, log);
+    const passes = recordedPasses(read[0], log);
     const timesSteps = rules.some(boundsLatency);
     log(`merging ${partials.length} jobs of plan ${plan.slice(0, 16)}: ${partials.reduce((n, p) => n + p.evaluated.samples, 0)} samples evaluated per model`);
     const outDir = path15.resolve(out);
@@ -49037,22 +49035,18 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
           latencies.set(step2.index - 1, latency2);
           withLatency(values2, latency2);
         }
-        return judge(values2, rules.filter((r) => r.metric !== "memory"), task);
+        return judge(values2, rules.filter((r) => !boundsMemory(r)), task);
       });
       const mode = config2.prune.target === "auto" ? "auto" : "fixed";
       const result = await gradualSearch(base, countParams(base), mode, stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps), deps);
-      if (passes instanceof PassReplay && passes.replayed().replayed + passes.replayed().run > 0) {
-        const { replayed, run } = passes.replayed();
+      const { replayed, run } = passes instanceof PassReplay ? passes.replayed() : { replayed: 0, run: 0 };
+      if (replayed + run > 0) {
         log(`rebuilt the candidates with ${replayed} passes over the calibration set replayed from job 1${run ? ` and ${run} run here` : ""}`);
       }
       const chosen = result.artifact;
       const latency = latencies.get(result.chosen) ?? await timer.time(chosen.file);
       const values = withLatency(stepValues[result.chosen], latency);
-      if (rules.some((r) => r.metric === "memory")) {
-        log("measuring memory: a fresh process loads each model and runs one batch");
-        values.base.memory = await timer.memory(config2.model);
-        values.candidate.memory = await timer.memory(chosen.file);
-      }
+      await measureMemoryIfBounded((file2) => timer.memory(file2), rules, values, [config2.model, chosen.file], log);
       const metrics = judge(values, rules, task);
       const verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === "pass" };
@@ -49091,20 +49085,18 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
 }
 var boundsLatency = (r) => r.metric === "latency-p50" || r.metric === "latency-p95";
 function withLatency(values, latency) {
-  values.base = { ...values.base, "latency-p50": latency.base.p50_ms, "latency-p95": latency.base.p95_ms };
-  values.candidate = { ...values.candidate, "latency-p50": latency.candidate.p50_ms, "latency-p95": latency.candidate.p95_ms };
+  values.base = { ...values.base, ...latencyValues(latency.base) };
+  values.candidate = { ...values.candidate, ...latencyValues(latency.candidate) };
   return values;
 }
-function recordedPasses(dirs, log) {
-  const dir = dirs.find((d) => readPartial(d).partial.job.index === 1);
-  const { passes } = readPartial(dir).partial;
+function recordedPasses({ dir, partial: { passes } }, log) {
   const file2 = path15.join(dir, PASSES_FILE);
   if (!passes || !fs16.existsSync(file2)) {
     log(`no ${PASSES_FILE} beside job 1's partial.json: the merge runs the pruning's passes over the calibration set again`);
     return RUN_PASSES;
   }
   const data = fs16.readFileSync(file2);
-  if (crypto2.createHash("sha256").update(data).digest("hex") !== passes.sha256) {
+  if (sha256(data) !== passes.sha256) {
     throw new UserError(`${displayPath(file2)}: not the record job 1's partial.json names (its sha256 differs); give the folder job 1 wrote, unchanged`);
   }
   return PassReplay.parse(data, displayPath(file2));

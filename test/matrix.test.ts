@@ -3,7 +3,7 @@
 // of the settings under which jobs could build different candidates.
 import * as fs from 'fs';
 import * as path from 'path';
-import { ROOT, useBuiltCli } from './helpers/run-cli';
+import { CliResult, ROOT, useBuiltCli } from './helpers/run-cli';
 
 const built = useBuiltCli('matrix');
 
@@ -167,15 +167,21 @@ describe.each([
   }, 120_000);
 });
 
+/** `cfg` run on one machine (TAG-one) and split over 2 jobs (TAG-1, TAG-2) then merged (TAG-merged); every job exits 0. */
+async function oneAndMerged(cfg: string, tag: string): Promise<{ one: CliResult; merged: CliResult }> {
+  const one = await built.cli(['run', '--config', cfg, '--out', path.join(built.tmp, `${tag}-one`), '--json']);
+  const dirs = ['1/2', '2/2'].map((job) => path.join(built.tmp, `${tag}-${job[0]}`));
+  for (const [i, job] of ['1/2', '2/2'].entries()) expect([job, (await built.cli(['run', '--config', cfg, '--job', job, '--out', dirs[i]])).status]).toEqual([job, 0]);
+  const merged = await built.cli(['merge', ...dirs, '--config', cfg, '--out', path.join(built.tmp, `${tag}-merged`), '--json']);
+  return { one, merged };
+}
+
 test('latency and memory bounds split too: the merge times every rebuilt step against the base on its machine, and measures memory for the chosen one', async () => {
   // One bound no model can meet (a 100x speedup) and two every step meets: both machines judge
   // every step the same, so the same steps, verdict and exit status, with latency and memory measured.
   const cfg = config('timed', ['  latency-p50: { min-speedup: 100 }', '  latency-p95: { max-ratio: 50 }', '  memory: { max-ratio: 50 }'].join('\n'));
   expect((await built.cli(['plan', '--config', cfg, '--jobs', '2'])).status).toBe(0);
-  const one = await built.cli(['run', '--config', cfg, '--out', path.join(built.tmp, 'timed-one'), '--json']);
-  const dirs = ['1/2', '2/2'].map((job) => path.join(built.tmp, `timed-${job[0]}`));
-  for (const [i, job] of ['1/2', '2/2'].entries()) expect((await built.cli(['run', '--config', cfg, '--job', job, '--out', dirs[i]])).status).toBe(0);
-  const merged = await built.cli(['merge', ...dirs, '--config', cfg, '--out', path.join(built.tmp, 'timed-merged'), '--json']);
+  const { one, merged } = await oneAndMerged(cfg, 'timed');
   expect([one.status, merged.status]).toEqual([1, 1]);
   type Metric = { name: string; base: number | null; candidate: number | null; pass: boolean };
   type Rep = { verdict: string; chosen_step: number; metrics: Metric[]; steps: { ratio: number; pass: boolean; quality_pass: boolean }[] };
@@ -192,10 +198,7 @@ test('latency and memory bounds split too: the merge times every rebuilt step ag
 
 test('a quantized candidate splits too: the merge replays the quantizer\'s calibration passes from job 1 and writes the same model', async () => {
   const cfg = config('quantized', 'quantize: int8');
-  const one = await built.cli(['run', '--config', cfg, '--out', path.join(built.tmp, 'quantized-one'), '--json']);
-  const dirs = ['1/2', '2/2'].map((job) => path.join(built.tmp, `quantized-${job[0]}`));
-  for (const [i, job] of ['1/2', '2/2'].entries()) expect((await built.cli(['run', '--config', cfg, '--job', job, '--out', dirs[i]])).status).toBe(0);
-  const merged = await built.cli(['merge', ...dirs, '--config', cfg, '--out', path.join(built.tmp, 'quantized-merged'), '--json']);
+  const { one, merged } = await oneAndMerged(cfg, 'quantized');
   expect(merged.status).toBe(one.status);
   expect((JSON.parse(merged.stdout) as { quantization: unknown }).quantization).toEqual((JSON.parse(one.stdout) as { quantization: unknown }).quantization);
   expect(merged.stderr).toMatch(/rebuilt the candidates with [1-9]\d* passes over the calibration set replayed from job 1\n/);

@@ -224,7 +224,12 @@ function baseFails(set: CalibrationSet, e: unknown, where: string): Error {
 }
 
 function efficiencyValues(stats: ModelStats, latency: { p50_ms: number; p95_ms: number }): MetricValues {
-  return { 'latency-p50': latency.p50_ms, 'latency-p95': latency.p95_ms, ...sizeValues(stats) };
+  return { ...latencyValues(latency), ...sizeValues(stats) };
+}
+
+/** One model's side of a timing as the latency metrics. */
+export function latencyValues(latency: { p50_ms: number; p95_ms: number }): MetricValues {
+  return { 'latency-p50': latency.p50_ms, 'latency-p95': latency.p95_ms };
 }
 
 /** The efficiency values a model's stats give (size on disk, params, MACs when measured). */

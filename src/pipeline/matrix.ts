@@ -5,7 +5,7 @@ import type { Config } from '../config/config';
 import { UserError } from '../errors';
 import { Batch, CalibrationSet, batches, loadCalibration, shardOf, tokenCount } from '../eval/calibration';
 import { currentEnvironment } from '../eval/environment';
-import { Evaluator, LOSS_NAME, ModelStats, sizeValues } from '../eval/evaluator';
+import { Evaluator, LOSS_NAME, ModelStats, latencyValues, sizeValues } from '../eval/evaluator';
 import { LatencyResult, measureLatency } from '../eval/latency';
 import type { MetricValues, Task } from '../eval/metric-names';
 import { MetricSums, SELF_COMPARISON, addSums, comparisonValues, taskValues } from '../eval/metrics';
@@ -21,7 +21,7 @@ import type { ReportPullRequest, ReportQuantization, ReportRun } from '../report
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
 import { displayPath } from '../util/paths';
 import { Job, MAX_JOBS, PARTIAL_JSON, PASSES_FILE } from './job';
-import { RunOutcome, STEPS_DIR, WrittenCandidate, candidateSteps, promote, pruneSettings, quantizeWith, writeReports } from './run';
+import { RunOutcome, STEPS_DIR, WrittenCandidate, boundsMemory, candidateSteps, measureMemoryIfBounded, promote, pruneSettings, quantizeWith, writeReports } from './run';
 
 /**
  * Splitting the gate over a GitHub Actions matrix (docs/contracts.md, "Beyond one runner"):
@@ -63,6 +63,8 @@ export function matrixOf(jobs: number): { include: { job: string }[] } {
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_JOBS) throw new UserError(`--jobs: expected a whole number of jobs from 1 to ${MAX_JOBS}, found ${jobs}`);
   return { include: Array.from({ length: jobs }, (_, i) => ({ job: `${i + 1}/${jobs}` })) };
 }
+
+const sha256 = (data: Buffer) => crypto.createHash('sha256').update(data).digest('hex');
 
 /** The files a path stands for: the file, or every file under the folder, in a stable order. */
 function filesOf(location: string): string[] {
@@ -149,7 +151,8 @@ export async function runJob(config: Config, job: Job, out: string, log: (line: 
     const shard = shardOf(set, job.index, job.count);
     log(`job ${job.index}/${job.count} of plan ${plan.slice(0, 16)}: evaluating ${shard.count} of the ${set.count} calibration samples`);
     const evaluator = await Evaluator.create(base, shard, { latency: { warmup: 0, runs: 1 }, log });
-    const stepsDir = path.join(path.resolve(out), STEPS_DIR);
+    const outDir = path.resolve(out);
+    const stepsDir = path.join(outDir, STEPS_DIR);
     const steps: PartialStep[] = [];
     let baseSums: MetricSums | undefined;
     // Every job runs the same passes; job 1 keeps their results for the merge.
@@ -174,15 +177,15 @@ export async function runJob(config: Config, job: Job, out: string, log: (line: 
         base: { stats: evaluator.base, sums: baseSums ?? {} },
         steps,
       };
-      fs.mkdirSync(path.resolve(out), { recursive: true });
+      fs.mkdirSync(outDir, { recursive: true });
       if (recording) {
         const data = recording.serialize();
-        writeFileAtomic(path.join(path.resolve(out), PASSES_FILE), data);
+        writeFileAtomic(path.join(outDir, PASSES_FILE), data);
         const { passes, kept } = recording.summary();
-        partial.passes = { file: PASSES_FILE, sha256: crypto.createHash('sha256').update(data).digest('hex'), bytes: data.length, passes, kept };
+        partial.passes = { file: PASSES_FILE, sha256: sha256(data), bytes: data.length, passes, kept };
         log(`recorded ${kept} of ${passes} passes over the calibration set for the merge (${PASSES_FILE}, ${(data.length / 2 ** 20).toFixed(1)} MiB)`);
       }
-      writeJsonAtomic(path.join(path.resolve(out), PARTIAL_JSON), partial);
+      writeJsonAtomic(path.join(outDir, PARTIAL_JSON), partial);
       return partial;
     } finally {
       await evaluator.close();
@@ -250,7 +253,14 @@ function rebuiltSteps(
 // The merge: the jobs' sums added, the search replayed, the chosen candidate rebuilt and timed
 // ---------------------------------------------------------------------------------------------
 
-function readPartial(dir: string): { file: string; partial: Partial } {
+/** A job's partial.json as read: the folder it is in, its name for messages, and what it holds. */
+interface PartialFile {
+  dir: string;
+  file: string;
+  partial: Partial;
+}
+
+function readPartial(dir: string): PartialFile {
   const file = path.join(dir, PARTIAL_JSON);
   let data: Partial;
   try {
@@ -261,12 +271,16 @@ function readPartial(dir: string): { file: string; partial: Partial } {
   if (data?.tool !== 'prune-gate' || data.kind !== 'partial' || typeof data.plan !== 'string' || !data.job || !Array.isArray(data.steps)) {
     throw new UserError(`${displayPath(file)}: not a partial result of prune-gate run --job`);
   }
-  return { file: displayPath(file), partial: data };
+  return { dir, file: displayPath(file), partial: data };
 }
 
-/** The partial results of every job of one plan, once each, or a one-line refusal. */
-export function collectPartials(dirs: readonly string[], plan: string): Partial[] {
+/**
+ * The partial results of every job of one plan, once each, in job order, or a one-line refusal.
+ * `planOf` gives the plan's identity for the job count the first folder names.
+ */
+function collectPartials(dirs: readonly string[], planOf: (jobs: number) => string): { plan: string; read: PartialFile[] } {
   const read = dirs.map(readPartial);
+  const plan = planOf(read[0].partial.job.count);
   for (const { file, partial } of read) {
     if (partial.plan !== plan) {
       throw new UserError(`${file}: from another plan (${partial.plan.slice(0, 16)}, not ${plan.slice(0, 16)}): its config, model, calibration set or job count differ from this merge's`);
@@ -282,7 +296,7 @@ export function collectPartials(dirs: readonly string[], plan: string): Partial[
   for (let k = 1; k <= count; k++) {
     if (!byJob.has(k)) throw new UserError(`job ${k}/${count} is missing: no partial.json for it among the ${read.length} folders given; wait for every job, or rerun job ${k}`);
   }
-  return read.map((r) => r.partial).sort((a, b) => a.job.index - b.job.index);
+  return { plan, read: read.sort((a, b) => a.partial.job.index - b.partial.job.index) };
 }
 
 /**
@@ -300,9 +314,8 @@ export async function mergeJobs(
   return withSessionThreads(config.device.threads, async () => {
     if (dirs.length === 0) throw new UserError('merge: give the folders the jobs wrote (run --job K/N --out DIR)');
     checkSplittable(config);
-    const count = readPartial(dirs[0]).partial.job.count;
-    const plan = planIdentity(config, count);
-    const partials = collectPartials(dirs, plan);
+    const { plan, read } = collectPartials(dirs, (jobs) => planIdentity(config, jobs));
+    const partials = read.map((r) => r.partial);
     const base = OnnxModel.read(config.model as string);
     const set = loadCalibration(config.calibration as string, base);
     const task = set.task;
@@ -314,7 +327,7 @@ export async function mergeJobs(
       const sums = addSums(...partials.map((p) => p.steps[i].sums));
       return { base: baseValues, candidate: { ...taskValues(task, sums), ...comparisonValues(sums), ...sizeValues(step.candidate) } };
     });
-    const passes = recordedPasses(dirs, log);
+    const passes = recordedPasses(read[0], log);
     const timesSteps = rules.some(boundsLatency);
     log(`merging ${partials.length} jobs of plan ${plan.slice(0, 16)}: ${partials.reduce((n, p) => n + p.evaluated.samples, 0)} samples evaluated per model`);
     const outDir = path.resolve(out);
@@ -337,23 +350,18 @@ export async function mergeJobs(
           latencies.set(step.index - 1, latency);
           withLatency(values, latency);
         }
-        return judge(values, rules.filter((r) => r.metric !== 'memory'), task);
+        return judge(values, rules.filter((r) => !boundsMemory(r)), task);
       });
       const mode = config.prune.target === 'auto' ? 'auto' : 'fixed';
       const result = await gradualSearch(base, countParams(base), mode, stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps), deps);
-      if (passes instanceof PassReplay && passes.replayed().replayed + passes.replayed().run > 0) {
-        const { replayed, run } = passes.replayed();
+      const { replayed, run } = passes instanceof PassReplay ? passes.replayed() : { replayed: 0, run: 0 };
+      if (replayed + run > 0) {
         log(`rebuilt the candidates with ${replayed} passes over the calibration set replayed from job 1${run ? ` and ${run} run here` : ''}`);
       }
       const chosen = result.artifact;
       const latency = latencies.get(result.chosen) ?? (await timer.time(chosen.file));
       const values = withLatency(stepValues[result.chosen], latency);
-      // Memory takes a fresh process per model, for the base and the chosen candidate, as on one machine.
-      if (rules.some((r) => r.metric === 'memory')) {
-        log('measuring memory: a fresh process loads each model and runs one batch');
-        values.base.memory = await timer.memory(config.model as string);
-        values.candidate.memory = await timer.memory(chosen.file);
-      }
+      await measureMemoryIfBounded((file) => timer.memory(file), rules, values, [config.model as string, chosen.file], log);
       const metrics = judge(values, rules, task);
       const verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
@@ -395,8 +403,8 @@ const boundsLatency = (r: { metric: string }) => r.metric === 'latency-p50' || r
 
 /** `values` with a side-by-side timing's medians and 95th percentiles, for the base and the candidate. */
 function withLatency(values: { base: MetricValues; candidate: MetricValues }, latency: LatencyResult): { base: MetricValues; candidate: MetricValues } {
-  values.base = { ...values.base, 'latency-p50': latency.base.p50_ms, 'latency-p95': latency.base.p95_ms };
-  values.candidate = { ...values.candidate, 'latency-p50': latency.candidate.p50_ms, 'latency-p95': latency.candidate.p95_ms };
+  values.base = { ...values.base, ...latencyValues(latency.base) };
+  values.candidate = { ...values.candidate, ...latencyValues(latency.candidate) };
   return values;
 }
 
@@ -404,16 +412,14 @@ function withLatency(values: { base: MetricValues; candidate: MetricValues }, la
  * Job 1's record of the engine's passes, so the merge rebuilds the candidates without running
  * the model over the calibration set again; without it (not uploaded), the passes run here.
  */
-function recordedPasses(dirs: readonly string[], log: (line: string) => void): PassRecord {
-  const dir = dirs.find((d) => readPartial(d).partial.job.index === 1)!;
-  const { passes } = readPartial(dir).partial;
+function recordedPasses({ dir, partial: { passes } }: PartialFile, log: (line: string) => void): PassRecord {
   const file = path.join(dir, PASSES_FILE);
   if (!passes || !fs.existsSync(file)) {
     log(`no ${PASSES_FILE} beside job 1's partial.json: the merge runs the pruning's passes over the calibration set again`);
     return RUN_PASSES;
   }
   const data = fs.readFileSync(file);
-  if (crypto.createHash('sha256').update(data).digest('hex') !== passes.sha256) {
+  if (sha256(data) !== passes.sha256) {
     throw new UserError(`${displayPath(file)}: not the record job 1's partial.json names (its sha256 differs); give the folder job 1 wrote, unchanged`);
   }
   return PassReplay.parse(data, displayPath(file));

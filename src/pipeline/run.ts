@@ -167,7 +167,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
     // only, after the search (an efficiency bound, it never stops it).
     let metrics = result.steps[result.chosen].metrics;
     let verdict = result.verdict;
-    if (await measureMemoryIfBounded(evaluator, config.gate, evaluation, [config.model as string, chosen.file], log)) {
+    if (await measureMemoryIfBounded((file) => evaluator.memory(file), config.gate, evaluation.values, [config.model as string, chosen.file], log)) {
       metrics = judge(evaluation.values, config.gate, set.task);
       verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
@@ -211,18 +211,24 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
 }
 
 
-const boundsMemory = (r: GateRule) => r.metric === 'memory';
+export const boundsMemory = (r: GateRule) => r.metric === 'memory';
 
 /**
  * The memory metric takes a fresh process per model, so it is measured only when a bound asks
- * for it: for the base and the candidate files, one after the other, into `evaluation`'s values.
- * Returns whether it was.
+ * for it: for the base and the candidate files, one after the other, into `values`. Returns
+ * whether it was.
  */
-async function measureMemoryIfBounded(evaluator: Evaluator, rules: readonly GateRule[], evaluation: Evaluation, [base, candidate]: [string, string], log: (line: string) => void): Promise<boolean> {
+export async function measureMemoryIfBounded(
+  memoryOf: (file: string) => Promise<number>,
+  rules: readonly GateRule[],
+  values: Evaluation['values'],
+  [base, candidate]: [string, string],
+  log: (line: string) => void,
+): Promise<boolean> {
   if (!rules.some(boundsMemory)) return false;
   log('measuring memory: a fresh process loads each model and runs one batch');
-  evaluation.values.base.memory = await evaluator.memory(base);
-  evaluation.values.candidate.memory = await evaluator.memory(candidate);
+  values.base.memory = await memoryOf(base);
+  values.candidate.memory = await memoryOf(candidate);
   return true;
 }
 
@@ -333,7 +339,7 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
   try {
     log('evaluating the candidate');
     const evaluation = await evaluator.evaluate(candidate);
-    await measureMemoryIfBounded(evaluator, rules, evaluation, [options.base, options.candidate], log);
+    await measureMemoryIfBounded((file) => evaluator.memory(file), rules, evaluation.values, [options.base, options.candidate], log);
     const metrics = judge(evaluation.values, rules, set.task);
     const report = buildReport({
       verdict: verdictOf(metrics),

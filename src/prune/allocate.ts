@@ -83,18 +83,25 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
     }
   };
 
-  // Without a measure nothing is searched: the strategy asked for (global for auto), as it is.
-  if (!damage || plan.targetParams <= 0) {
-    const strategy: Strategy = input.allocation === 'auto' ? 'global' : input.allocation;
+  /**
+   * The strategy asked for (global for auto or measured), as it is, with `fixedMode`: what is
+   * built when nothing is measured. `collected`: statistics already collected for every group.
+   */
+  const asAsked = async (measure: string, tried: AllocationResult['tried'], collected?: Map<string, ChannelStats>): Promise<AllocationChoice> => {
+    const strategy: Strategy = input.allocation === 'auto' || input.allocation === 'measured' ? 'global' : input.allocation;
     const chosen = buildPlan(strategy);
     const fallback = chosen ?? planRemoval(plan);
-    const why = damage ? 'nothing to remove' : 'nothing measured: no calibration data to measure damage on';
     return {
       removals: fallback.removals,
       compensate: fixedMode,
-      stats: await statsFor(input, fixedMode, fallback.removals),
-      allocation: { strategy: chosen ? strategy : 'global', compensate: fixedMode, measure: why, tried: [], align: plan.align ?? 1 },
+      stats: collected ?? (await statsFor(input, fixedMode, fallback.removals)),
+      allocation: { strategy: chosen ? strategy : 'global', compensate: fixedMode, measure, tried, align: plan.align ?? 1 },
     };
+  };
+
+  // Without a measure nothing is searched.
+  if (!damage || plan.targetParams <= 0) {
+    return asAsked(damage ? 'nothing to remove' : 'nothing measured: no calibration data to measure damage on', []);
   }
 
   const large = input.params > SEARCH_MAX_PARAMS;
@@ -126,7 +133,7 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
   const measure = async (removals: Removal[], mode: Compensation, stats: Map<string, ChannelStats>, share: number): Promise<number> => {
     const candidate = build(removals, mode, stats);
     if (!candidate) return Infinity;
-    // A pass like the statistics: recorded and replayed with them (passes.ts).
+    // A pass like the statistics: recorded and replayed with them (util/passes.ts).
     return input.passes.pass(`${damage.name} of a candidate of ${countParams(candidate)} parameters (${mode}) on ${share} of the set`, () => damage.loss(candidate, share).catch(() => Infinity));
   };
   if (large && input.allocation === 'measured') {
@@ -192,17 +199,8 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
   }
   measured.sort((a, b) => a.loss - b.loss);
   if (measured.length === 0 || !Number.isFinite(measured[0].loss)) {
-    // Nothing measurable: the strategy asked for (global for auto or measured), as without a measure.
-    const strategy: Strategy = input.allocation === 'auto' || input.allocation === 'measured' ? 'global' : input.allocation;
-    const chosen = buildPlan(strategy);
-    const fallback = chosen ?? planRemoval(plan);
-    return {
-      removals: fallback.removals,
-      compensate: fixedMode,
-      // The statistics already collected for every group serve (one pass, as when measured).
-      stats: statsByMode.get(fixedMode) ?? (await statsFor(input, fixedMode, fallback.removals)),
-      allocation: { strategy: chosen ? strategy : 'global', compensate: fixedMode, measure: damage.name, tried, align: plan.align ?? 1 },
-    };
+    // Nothing measurable: as without a measure, with the statistics already collected (one pass, as when measured).
+    return asAsked(damage.name, tried, statsByMode.get(fixedMode));
   }
   // The least damaging candidate that is not slower than the base here (align: auto), else the
   // fastest of those timed.
