@@ -1,4 +1,5 @@
 import { onnx } from 'onnx-proto';
+import { nodeOverAxes } from './axes';
 import { DataType, dtypeInfo, isFloatDType } from './dtype';
 import { OnnxModel } from './model';
 import { nodeReads } from './reads';
@@ -75,10 +76,9 @@ export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; repl
       const base = copy.uniqueName(`${node.output![0]}__shape_only`);
       const zerosD = `${base}_d`;
       kept.push(tensorToProto(zerosD, zeros(lookup.dtype, lookup.dims[1])));
-      const axes = lastAxis(base, opset, kept);
       rewritten.push(
         onnx.NodeProto.create({ opType: 'Cast', name: `${base}_cast`, input: [node.input![1]], output: [`${base}_c`], attribute: [onnx.AttributeProto.create({ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: lookup.dtype })] }),
-        onnx.NodeProto.create({ opType: 'Unsqueeze', name: `${base}_unsqueeze`, input: [`${base}_c`, ...axes.input], output: [`${base}_u`], attribute: axes.attribute }),
+        nodeOverAxes('Unsqueeze', `${base}_c`, `${base}_u`, [-1], opset, kept),
         onnx.NodeProto.create({ opType: 'Mul', name: `${base}_widen`, input: [`${base}_u`, zerosD], output: [node.output![0]] }),
       );
       continue;
@@ -93,16 +93,9 @@ export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; repl
     const zerosK = `${base}_k`;
     const zerosN = `${base}_n`;
     kept.push(tensorToProto(zerosK, zeros(w.dtype, k)), tensorToProto(zerosN, zeros(w.dtype, n)));
-    const axes = lastAxis(base, opset, kept);
     rewritten.push(
       onnx.NodeProto.create({ opType: 'Mul', name: `${base}_check`, input: [node.input![0], zerosK], output: [`${base}_a`] }),
-      onnx.NodeProto.create({
-        opType: 'ReduceSum',
-        name: `${base}_sum`,
-        input: [`${base}_a`, ...axes.input],
-        output: [`${base}_s`],
-        attribute: [onnx.AttributeProto.create({ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 1 }), ...axes.attribute],
-      }),
+      nodeOverAxes('ReduceSum', `${base}_a`, `${base}_s`, [-1], opset, kept, [onnx.AttributeProto.create({ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 1 })]),
       onnx.NodeProto.create({ opType: 'Mul', name: `${base}_widen`, input: [`${base}_s`, zerosN], output: [node.output![0]] }),
     );
   }
@@ -112,16 +105,6 @@ export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; repl
   // (read by the graph's nodes, If/Loop/Scan bodies included: a body reads weights of the outer scope.)
   graph.node = [...makers, ...rewritten].filter((n) => !made.has(n) || read.has(n.output![0]));
   return { proto: copy.proto, replaced };
-}
-
-/**
- * `axes = [-1]` for Unsqueeze and ReduceSum: an input from opset 13 (its constant added to
- * `initializers`), an attribute before.
- */
-function lastAxis(base: string, opset: number, initializers: onnx.ITensorProto[]): { input: string[]; attribute: onnx.AttributeProto[] } {
-  if (opset < 13) return { input: [], attribute: [onnx.AttributeProto.create({ name: 'axes', type: onnx.AttributeProto.AttributeType.INTS, ints: [-1] })] };
-  initializers.push(tensorToProto(`${base}_axes`, intTensor([-1])));
-  return { input: [`${base}_axes`], attribute: [] };
 }
 
 /** A Gather along axis 0 of a replaced 2-D weight (an embedding table), where Unsqueeze takes -1 (opset 11+). */
