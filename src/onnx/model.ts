@@ -283,11 +283,23 @@ export class OnnxModel {
 
   /** A tensor name not used anywhere in the graph yet. */
   uniqueName(base: string): string {
+    return this.uniqueNames()(base);
+  }
+
+  /**
+   * Names not used in the graph, for a caller that adds many: each one given is taken (the graph
+   * is read once), so names from one maker never collide, as long as only they are added.
+   */
+  uniqueNames(): (base: string) => string {
     const used = new Set<string>(this.constants.keys());
     for (const n of this.graph.node) for (const o of [...(n.input ?? []), ...(n.output ?? [])]) used.add(o);
     for (const v of [...this.graph.input, ...this.graph.output]) used.add(v.name ?? '');
-    if (!used.has(base)) return base;
-    for (let i = 1; ; i++) if (!used.has(`${base}_${i}`)) return `${base}_${i}`;
+    return (base) => {
+      let name = base;
+      for (let i = 1; used.has(name); i++) name = `${base}_${i}`;
+      used.add(name);
+      return name;
+    };
   }
 
   /**

@@ -21,7 +21,7 @@ export function setSpillMinBytes(bytes: number): void {
   spillThreshold = bytes;
 }
 
-interface SpillRange {
+export interface SpillRange {
   file: string;
   offset: number;
   length: number;
@@ -40,11 +40,30 @@ function openStore(): { file: string; fd: number; size: number } {
 }
 
 export function spillTensor(proto: onnx.ITensorProto, bytes: Uint8Array): void {
+  spilled.set(proto, spillBytes(bytes));
+}
+
+/** Appends `bytes` to the spill file (a matrix the engine reads again later), and says where. */
+export function spillBytes(bytes: Uint8Array): SpillRange {
   const s = openStore();
   let done = 0;
   while (done < bytes.byteLength) done += fs.writeSync(s.fd, bytes, done, bytes.byteLength - done, s.size + done);
-  spilled.set(proto, { file: s.file, offset: s.size, length: bytes.byteLength });
+  const range = { file: s.file, offset: s.size, length: bytes.byteLength };
   s.size += bytes.byteLength;
+  return range;
+}
+
+/** Bytes spilled by spillBytes, read back. */
+export function readSpilled(range: SpillRange): Uint8Array {
+  const out = new Uint8Array(range.length);
+  const fd = fs.openSync(range.file, 'r');
+  try {
+    let done = 0;
+    while (done < range.length) done += fs.readSync(fd, out, done, range.length - done, range.offset + done);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return out;
 }
 
 export function spilledRange(proto: onnx.ITensorProto): SpillRange | undefined {
