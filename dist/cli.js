@@ -11049,9 +11049,9 @@ var require_float3 = __commonJS({
         exports3.readFloatBE = readFloat_ieee754.bind(null, readUintBE);
       })();
       if (typeof Float64Array !== "undefined") (function() {
-        var f64 = new Float64Array([-0]), f8b = new Uint8Array(f64.buffer), le = f8b[7] === 128;
+        var f642 = new Float64Array([-0]), f8b = new Uint8Array(f642.buffer), le = f8b[7] === 128;
         function writeDouble_f64_cpy(val, buf, pos) {
-          f64[0] = val;
+          f642[0] = val;
           buf[pos] = f8b[0];
           buf[pos + 1] = f8b[1];
           buf[pos + 2] = f8b[2];
@@ -11062,7 +11062,7 @@ var require_float3 = __commonJS({
           buf[pos + 7] = f8b[7];
         }
         function writeDouble_f64_rev(val, buf, pos) {
-          f64[0] = val;
+          f642[0] = val;
           buf[pos] = f8b[7];
           buf[pos + 1] = f8b[6];
           buf[pos + 2] = f8b[5];
@@ -11083,7 +11083,7 @@ var require_float3 = __commonJS({
           f8b[5] = buf[pos + 5];
           f8b[6] = buf[pos + 6];
           f8b[7] = buf[pos + 7];
-          return f64[0];
+          return f642[0];
         }
         function readDouble_f64_rev(buf, pos) {
           f8b[7] = buf[pos];
@@ -11094,7 +11094,7 @@ var require_float3 = __commonJS({
           f8b[2] = buf[pos + 5];
           f8b[1] = buf[pos + 6];
           f8b[0] = buf[pos + 7];
-          return f64[0];
+          return f642[0];
         }
         exports3.readDoubleLE = le ? readDouble_f64_cpy : readDouble_f64_rev;
         exports3.readDoubleBE = le ? readDouble_f64_rev : readDouble_f64_cpy;
@@ -12172,8 +12172,8 @@ var require_onnx = __commonJS({
     var $util = $protobuf.util;
     var $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
     $root.onnx = (function() {
-      var onnx17 = {};
-      onnx17.Version = (function() {
+      var onnx20 = {};
+      onnx20.Version = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "_START_VERSION"] = 0;
         values[valuesById[1] = "IR_VERSION_2017_10_10"] = 1;
@@ -12186,7 +12186,7 @@ var require_onnx = __commonJS({
         values[valuesById[8] = "IR_VERSION"] = 8;
         return values;
       })();
-      onnx17.AttributeProto = (function() {
+      onnx20.AttributeProto = (function() {
         function AttributeProto(properties) {
           this.floats = [];
           this.ints = [];
@@ -12865,7 +12865,7 @@ var require_onnx = __commonJS({
         })();
         return AttributeProto;
       })();
-      onnx17.ValueInfoProto = (function() {
+      onnx20.ValueInfoProto = (function() {
         function ValueInfoProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -12985,7 +12985,7 @@ var require_onnx = __commonJS({
         };
         return ValueInfoProto;
       })();
-      onnx17.NodeProto = (function() {
+      onnx20.NodeProto = (function() {
         function NodeProto(properties) {
           this.input = [];
           this.output = [];
@@ -13225,7 +13225,7 @@ var require_onnx = __commonJS({
         };
         return NodeProto;
       })();
-      onnx17.TrainingInfoProto = (function() {
+      onnx20.TrainingInfoProto = (function() {
         function TrainingInfoProto(properties) {
           this.initializationBinding = [];
           this.updateBinding = [];
@@ -13409,7 +13409,7 @@ var require_onnx = __commonJS({
         };
         return TrainingInfoProto;
       })();
-      onnx17.ModelProto = (function() {
+      onnx20.ModelProto = (function() {
         function ModelProto(properties) {
           this.opsetImport = [];
           this.metadataProps = [];
@@ -13785,7 +13785,7 @@ var require_onnx = __commonJS({
         };
         return ModelProto;
       })();
-      onnx17.StringStringEntryProto = (function() {
+      onnx20.StringStringEntryProto = (function() {
         function StringStringEntryProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -13883,7 +13883,7 @@ var require_onnx = __commonJS({
         };
         return StringStringEntryProto;
       })();
-      onnx17.TensorAnnotation = (function() {
+      onnx20.TensorAnnotation = (function() {
         function TensorAnnotation(properties) {
           this.quantParameterTensorNames = [];
           if (properties) {
@@ -14001,7 +14001,7 @@ var require_onnx = __commonJS({
         };
         return TensorAnnotation;
       })();
-      onnx17.GraphProto = (function() {
+      onnx20.GraphProto = (function() {
         function GraphProto(properties) {
           this.node = [];
           this.initializer = [];
@@ -14367,7 +14367,7 @@ var require_onnx = __commonJS({
         };
         return GraphProto;
       })();
-      onnx17.TensorProto = (function() {
+      onnx20.TensorProto = (function() {
         function TensorProto(properties) {
           this.dims = [];
           this.floatData = [];
@@ -15070,7 +15070,7 @@ var require_onnx = __commonJS({
         })();
         return TensorProto;
       })();
-      onnx17.SparseTensorProto = (function() {
+      onnx20.SparseTensorProto = (function() {
         function SparseTensorProto(properties) {
           this.dims = [];
           if (properties) {
@@ -15228,7 +15228,7 @@ var require_onnx = __commonJS({
         };
         return SparseTensorProto;
       })();
-      onnx17.TensorShapeProto = (function() {
+      onnx20.TensorShapeProto = (function() {
         function TensorShapeProto(properties) {
           this.dim = [];
           if (properties) {
@@ -15467,7 +15467,7 @@ var require_onnx = __commonJS({
         })();
         return TensorShapeProto;
       })();
-      onnx17.TypeProto = (function() {
+      onnx20.TypeProto = (function() {
         function TypeProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16167,7 +16167,7 @@ var require_onnx = __commonJS({
         })();
         return TypeProto;
       })();
-      onnx17.OperatorSetIdProto = (function() {
+      onnx20.OperatorSetIdProto = (function() {
         function OperatorSetIdProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16280,13 +16280,13 @@ var require_onnx = __commonJS({
         };
         return OperatorSetIdProto;
       })();
-      onnx17.OperatorStatus = (function() {
+      onnx20.OperatorStatus = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "EXPERIMENTAL"] = 0;
         values[valuesById[1] = "STABLE"] = 1;
         return values;
       })();
-      onnx17.FunctionProto = (function() {
+      onnx20.FunctionProto = (function() {
         function FunctionProto(properties) {
           this.input = [];
           this.output = [];
@@ -16579,7 +16579,7 @@ var require_onnx = __commonJS({
         };
         return FunctionProto;
       })();
-      return onnx17;
+      return onnx20;
     })();
     module2.exports = $root;
   }
@@ -37227,9 +37227,9 @@ function latencyStats(times) {
 var wallClock = () => Number(process.hrtime.bigint()) / 1e6;
 async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY, clock2 = wallClock) {
   const timed = async (fn) => {
-    const start = clock2();
+    const start2 = clock2();
     await fn();
-    return clock2() - start;
+    return clock2() - start2;
   };
   for (let i = 0; i < options.warmup; i++) {
     await base.run(feeds);
@@ -37237,7 +37237,9 @@ async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY,
   }
   const baseTimes = [];
   const candTimes = [];
-  for (let i = 0; i < Math.max(1, options.runs); i++) {
+  const start = clock2();
+  const timeUp = (i) => options.seconds !== void 0 && i >= 5 && clock2() - start > options.seconds * 1e3;
+  for (let i = 0; i < Math.max(1, options.runs) && !timeUp(i); i++) {
     if (i % 2 === 0) {
       baseTimes.push(await timed(() => base.run(feeds)));
       candTimes.push(await timed(() => candidate.run(feeds)));
@@ -37584,11 +37586,26 @@ function openStore() {
   return store;
 }
 function spillTensor(proto, bytes2) {
+  spilled.set(proto, spillBytes(bytes2));
+}
+function spillBytes(bytes2) {
   const s = openStore();
   let done = 0;
   while (done < bytes2.byteLength) done += fs4.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
-  spilled.set(proto, { file: s.file, offset: s.size, length: bytes2.byteLength });
+  const range = { file: s.file, offset: s.size, length: bytes2.byteLength };
   s.size += bytes2.byteLength;
+  return range;
+}
+function readSpilled(range) {
+  const out = new Uint8Array(range.length);
+  const fd = fs4.openSync(range.file, "r");
+  try {
+    let done = 0;
+    while (done < range.length) done += fs4.readSync(fd, out, done, range.length - done, range.offset + done);
+  } finally {
+    fs4.closeSync(fd);
+  }
+  return out;
 }
 function spilledRange(proto) {
   return spilled.get(proto);
@@ -38135,7 +38152,7 @@ function checkOptions(o) {
 // src/prune/types.ts
 var ALLOCATIONS = ["auto", "global", "uniform", "ffn-only", "measured"];
 function newPruneMemory() {
-  return { scales: /* @__PURE__ */ new Map() };
+  return { scales: /* @__PURE__ */ new Map(), dampings: /* @__PURE__ */ new Map(), unchanged: /* @__PURE__ */ new Map(), sensitivities: /* @__PURE__ */ new Map() };
 }
 
 // src/util/format.ts
@@ -38280,6 +38297,7 @@ function parseWith(schema, data, file2) {
 
 // src/config/config.ts
 var DEFAULT_CONFIG = "prune-gate.yml";
+var DEFAULT_BUDGET = 600;
 var DEFAULT_PRUNE = {
   target: "auto",
   maxTarget: 0.5,
@@ -38316,6 +38334,7 @@ var ConfigFile = external_exports.strictObject({
   device: external_exports.strictObject({
     threads: external_exports.number({ error: "a whole number of threads >= 1" }).int({ error: "a whole number of threads >= 1" }).min(1, { error: "a whole number of threads >= 1" }).max(1024, { error: "at most 1024 threads" }).optional()
   }).optional(),
+  budget: external_exports.union([external_exports.number(), external_exports.string()], { error: (i) => budgetExpected(i.input) }).transform((v, ctx) => durationSeconds(v) ?? (ctx.addIssue({ code: "custom", message: budgetExpected(v) }), external_exports.NEVER)).optional(),
   latency: external_exports.strictObject({
     warmup: external_exports.number({ error: "a whole number >= 0" }).int({ error: "a whole number >= 0" }).min(0, { error: "a whole number >= 0" }).optional(),
     runs: external_exports.number({ error: "a whole number >= 1" }).int({ error: "a whole number >= 1" }).min(1, { error: "a whole number >= 1" }).optional()
@@ -38373,11 +38392,12 @@ function fromFile(raw, dir, shown) {
     externalData: raw["external-data"] ?? "auto",
     gate: parseGate(raw.gate ?? {}, shown),
     latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs },
-    device: { threads: raw.device?.threads }
+    device: { threads: raw.device?.threads },
+    budget: raw.budget ?? DEFAULT_BUDGET
   };
 }
 function defaultConfig() {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, externalData: "auto", gate: [], latency: { ...DEFAULT_LATENCY }, device: {} };
+  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, externalData: "auto", gate: [], latency: { ...DEFAULT_LATENCY }, device: {}, budget: DEFAULT_BUDGET };
 }
 function parseGate(gate, shown) {
   const rules = [];
@@ -38440,6 +38460,24 @@ function targetValue(value, auto) {
   const n = typeof value === "number" ? value : percent2 ?? (text2 !== void 0 && number4.test(text2) ? Number(text2) : NaN);
   return n >= 0 && n < 1 ? n : void 0;
 }
+function durationSeconds(value) {
+  if (typeof value === "number") return Number.isFinite(value) && value > 0 ? value : void 0;
+  if (typeof value !== "string") return void 0;
+  const text2 = value.trim();
+  if (/^\d+(\.\d+)?$/.test(text2)) return durationSeconds(Number(text2));
+  const m = /^(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?$/.exec(text2);
+  if (!m || !(m[1] || m[2] || m[3])) return void 0;
+  const seconds = Number(m[1] ?? 0) * 3600 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0);
+  return seconds > 0 ? seconds : void 0;
+}
+function budgetExpected(value) {
+  return `expected a duration such as 90s, 10m or 1h30m (a plain number is seconds), found ${quoted(value)}`;
+}
+function parseBudget(value, where) {
+  const seconds = durationSeconds(value);
+  if (seconds === void 0) throw new UserError(`${where}: ${budgetExpected(value)}`);
+  return seconds;
+}
 function targetExpected(auto, value) {
   return `expected a fraction of parameters between 0 and 1 (e.g. 0.3 or 30%)${auto ? " or auto" : ""}, found ${quoted(value)}`;
 }
@@ -38464,6 +38502,7 @@ function parseOverrides(raw, option) {
   if (raw.quantize !== void 0) o.quantize = parseQuantize(raw.quantize, option("quantize"));
   if (raw.keepNames) o.keepNames = true;
   if (raw.externalData !== void 0) o.externalData = parseExternalData(raw.externalData, option("external-data"));
+  if (raw.budget !== void 0) o.budget = parseBudget(raw.budget, option("budget"));
   return o;
 }
 function applyOverrides(config2, o) {
@@ -38474,6 +38513,7 @@ function applyOverrides(config2, o) {
   if (o.quantize !== void 0) out.quantize = o.quantize;
   if (o.keepNames) out.keepNames = true;
   if (o.externalData !== void 0) out.externalData = o.externalData;
+  if (o.budget !== void 0) out.budget = o.budget;
   return out;
 }
 function resolveConfig(file2, overrides, option) {
@@ -38981,11 +39021,22 @@ var OnnxModel = class _OnnxModel {
   }
   /** A tensor name not used anywhere in the graph yet. */
   uniqueName(base) {
+    return this.uniqueNames()(base);
+  }
+  /**
+   * Names not used in the graph, for a caller that adds many: each one given is taken (the graph
+   * is read once), so names from one maker never collide, as long as only they are added.
+   */
+  uniqueNames() {
     const used = new Set(this.constants.keys());
     for (const n of this.graph.node) for (const o of [...n.input ?? [], ...n.output ?? []]) used.add(o);
     for (const v of [...this.graph.input, ...this.graph.output]) used.add(v.name ?? "");
-    if (!used.has(base)) return base;
-    for (let i = 1; ; i++) if (!used.has(`${base}_${i}`)) return `${base}_${i}`;
+    return (base) => {
+      let name = base;
+      for (let i = 1; used.has(name); i++) name = `${base}_${i}`;
+      used.add(name);
+      return name;
+    };
   }
   /**
    * Where a tensor's bytes are, without reading them when they are in a file: writers copy file
@@ -44622,10 +44673,38 @@ function ruleOf(node2) {
 }
 
 // src/graph/trace.ts
-var import_onnx_proto9 = __toESM(require_onnx());
+var import_onnx_proto10 = __toESM(require_onnx());
 
 // src/onnx/skeleton.ts
+var import_onnx_proto9 = __toESM(require_onnx());
+
+// src/onnx/axes.ts
 var import_onnx_proto8 = __toESM(require_onnx());
+var AXES_INPUT_FROM = {
+  ReduceSum: 13,
+  Squeeze: 13,
+  Unsqueeze: 13,
+  ReduceMean: 18,
+  ReduceMax: 18,
+  ReduceMin: 18,
+  ReduceProd: 18,
+  ReduceSumSquare: 18,
+  ReduceL1: 18,
+  ReduceL2: 18,
+  ReduceLogSum: 18,
+  ReduceLogSumExp: 18
+};
+function nodeOverAxes(opType, input2, output2, axes, opset, initializers, attribute = []) {
+  if (opset >= (AXES_INPUT_FROM[opType] ?? Infinity)) {
+    const name = `${output2}_axes`;
+    initializers.push(import_onnx_proto8.onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [axes.length], int64Data: axes }));
+    return import_onnx_proto8.onnx.NodeProto.create({ opType, name: output2, input: [input2, name], output: [output2], attribute });
+  }
+  const list = import_onnx_proto8.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INTS, ints: axes });
+  return import_onnx_proto8.onnx.NodeProto.create({ opType, name: output2, input: [input2], output: [output2], attribute: [list, ...attribute] });
+}
+
+// src/onnx/skeleton.ts
 var SHAPE_ONLY_MIN_ELEMENTS = 4096;
 function shapeOnlyProto(model) {
   const copy = model.clone();
@@ -44683,11 +44762,10 @@ function shapeOnlyProto(model) {
       const base2 = copy.uniqueName(`${node2.output[0]}__shape_only`);
       const zerosD = `${base2}_d`;
       kept.push(tensorToProto(zerosD, zeros(lookup.dtype, lookup.dims[1])));
-      const axes2 = lastAxis(base2, opset, kept);
       rewritten.push(
-        import_onnx_proto8.onnx.NodeProto.create({ opType: "Cast", name: `${base2}_cast`, input: [node2.input[1]], output: [`${base2}_c`], attribute: [import_onnx_proto8.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INT, i: lookup.dtype })] }),
-        import_onnx_proto8.onnx.NodeProto.create({ opType: "Unsqueeze", name: `${base2}_unsqueeze`, input: [`${base2}_c`, ...axes2.input], output: [`${base2}_u`], attribute: axes2.attribute }),
-        import_onnx_proto8.onnx.NodeProto.create({ opType: "Mul", name: `${base2}_widen`, input: [`${base2}_u`, zerosD], output: [node2.output[0]] })
+        import_onnx_proto9.onnx.NodeProto.create({ opType: "Cast", name: `${base2}_cast`, input: [node2.input[1]], output: [`${base2}_c`], attribute: [import_onnx_proto9.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto9.onnx.AttributeProto.AttributeType.INT, i: lookup.dtype })] }),
+        nodeOverAxes("Unsqueeze", `${base2}_c`, `${base2}_u`, [-1], opset, kept),
+        import_onnx_proto9.onnx.NodeProto.create({ opType: "Mul", name: `${base2}_widen`, input: [`${base2}_u`, zerosD], output: [node2.output[0]] })
       );
       continue;
     }
@@ -44701,28 +44779,16 @@ function shapeOnlyProto(model) {
     const zerosK = `${base}_k`;
     const zerosN = `${base}_n`;
     kept.push(tensorToProto(zerosK, zeros(w.dtype, k)), tensorToProto(zerosN, zeros(w.dtype, n)));
-    const axes = lastAxis(base, opset, kept);
     rewritten.push(
-      import_onnx_proto8.onnx.NodeProto.create({ opType: "Mul", name: `${base}_check`, input: [node2.input[0], zerosK], output: [`${base}_a`] }),
-      import_onnx_proto8.onnx.NodeProto.create({
-        opType: "ReduceSum",
-        name: `${base}_sum`,
-        input: [`${base}_a`, ...axes.input],
-        output: [`${base}_s`],
-        attribute: [import_onnx_proto8.onnx.AttributeProto.create({ name: "keepdims", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INT, i: 1 }), ...axes.attribute]
-      }),
-      import_onnx_proto8.onnx.NodeProto.create({ opType: "Mul", name: `${base}_widen`, input: [`${base}_s`, zerosN], output: [node2.output[0]] })
+      import_onnx_proto9.onnx.NodeProto.create({ opType: "Mul", name: `${base}_check`, input: [node2.input[0], zerosK], output: [`${base}_a`] }),
+      nodeOverAxes("ReduceSum", `${base}_a`, `${base}_s`, [-1], opset, kept, [import_onnx_proto9.onnx.AttributeProto.create({ name: "keepdims", type: import_onnx_proto9.onnx.AttributeProto.AttributeType.INT, i: 1 })]),
+      import_onnx_proto9.onnx.NodeProto.create({ opType: "Mul", name: `${base}_widen`, input: [`${base}_s`, zerosN], output: [node2.output[0]] })
     );
   }
   const read = new Set(rewritten.flatMap((n) => nodeReads(n)));
   for (const o of graph.output) read.add(o.name ?? "");
   graph.node = [...makers, ...rewritten].filter((n) => !made.has(n) || read.has(n.output[0]));
   return { proto: copy.proto, replaced };
-}
-function lastAxis(base, opset, initializers) {
-  if (opset < 13) return { input: [], attribute: [import_onnx_proto8.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INTS, ints: [-1] })] };
-  initializers.push(tensorToProto(`${base}_axes`, intTensor([-1])));
-  return { input: [`${base}_axes`], attribute: [] };
 }
 function lookupRewrite(node2, weightOf, opset) {
   if (node2.opType !== "Gather" || (node2.domain ?? "") !== "" || opset < 11) return void 0;
@@ -44734,11 +44800,11 @@ function zeros(dtype, n) {
   return fromFloat32(new Float32Array(n), dtype, [n]);
 }
 function fillValue(dtype) {
-  const t = import_onnx_proto8.onnx.TensorProto.create({ dataType: dtype, dims: [1], rawData: new Uint8Array(dtypeInfo(dtype).bytes) });
-  return import_onnx_proto8.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.TENSOR, t });
+  const t = import_onnx_proto9.onnx.TensorProto.create({ dataType: dtype, dims: [1], rawData: new Uint8Array(dtypeInfo(dtype).bytes) });
+  return import_onnx_proto9.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto9.onnx.AttributeProto.AttributeType.TENSOR, t });
 }
 function constantOfShape(shape2, out, dtype) {
-  return import_onnx_proto8.onnx.NodeProto.create({ opType: "ConstantOfShape", name: `${out}__make`, input: [shape2], output: [out], attribute: [fillValue(dtype)] });
+  return import_onnx_proto9.onnx.NodeProto.create({ opType: "ConstantOfShape", name: `${out}__make`, input: [shape2], output: [out], attribute: [fillValue(dtype)] });
 }
 function floatWeightBytes(model) {
   let total = 0;
@@ -44757,7 +44823,7 @@ async function traceModel(model, feeds) {
   for (const node2 of graph.node) {
     for (const out of node2.output ?? []) {
       if (out && !seen.has(out)) {
-        graph.output.push(import_onnx_proto9.onnx.ValueInfoProto.create({ name: out }));
+        graph.output.push(import_onnx_proto10.onnx.ValueInfoProto.create({ name: out }));
         seen.add(out);
       }
     }
@@ -45046,7 +45112,7 @@ function interfaceChanges(base, candidate) {
 var DEFAULT_CACHE_BYTES = 256 * 2 ** 20;
 var LOSS_NAME = "KL divergence from the base";
 var Evaluator = class _Evaluator {
-  constructor(set2, baseSession, base, baseTask, baseSums, cached2, options, baseModel, generation) {
+  constructor(set2, baseSession, base, baseTask, baseSums, cached2, options, baseModel, generation, samplesLead) {
     this.set = set2;
     this.baseSession = baseSession;
     this.base = base;
@@ -45056,6 +45122,7 @@ var Evaluator = class _Evaluator {
     this.options = options;
     this.baseModel = baseModel;
     this.generation = generation;
+    this.samplesLead = samplesLead;
   }
   set;
   baseSession;
@@ -45066,6 +45133,7 @@ var Evaluator = class _Evaluator {
   options;
   baseModel;
   generation;
+  samplesLead;
   static async create(model, loaded, options = {}) {
     const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log };
     const session = await sessionFor(model);
@@ -45083,6 +45151,7 @@ var Evaluator = class _Evaluator {
       const task = new TaskAccumulator(set2.task);
       let cached2 = [];
       let cachedBytes = 0;
+      let samplesLead = true;
       const progress = new PassProgress("evaluating the base model", batchCount(set2), opts.log);
       for (const batch of batches(set2)) {
         let out;
@@ -45092,6 +45161,7 @@ var Evaluator = class _Evaluator {
           throw baseFails(set2, e, `samples ${batch.start} to ${batch.start + batch.size - 1}`);
         }
         task.add(out, planRows(set2, batch, out));
+        samplesLead &&= out.dims[0] === batch.size && out.rows % batch.size === 0;
         cachedBytes += out.data.byteLength;
         if (cached2 && cachedBytes <= opts.cacheBytes) cached2.push(out);
         else cached2 = void 0;
@@ -45099,7 +45169,7 @@ var Evaluator = class _Evaluator {
       }
       const baseSums = generation ? (await generation.measure(session, true)).sums : task.sums();
       const baseTask = generation ? generationValues(baseSums) : task.values();
-      return new _Evaluator(set2, session, stats, baseTask, baseSums, cached2, opts, model, generation);
+      return new _Evaluator(set2, session, stats, baseTask, baseSums, cached2, opts, model, generation, samplesLead);
     } catch (e) {
       await session.release();
       throw e;
@@ -45109,45 +45179,71 @@ var Evaluator = class _Evaluator {
   get baseQuality() {
     return { ...this.baseTask, ...SELF_COMPARISON, ...this.generation ? { "sequence-agreement": 1 } : {} };
   }
-  async evaluate(candidate) {
+  /**
+   * Every metric of `candidate` against the base. `sameAs`: a model with the same weights whose
+   * pass over the whole set `loss` already made (the pruning engine's confirmation of the
+   * candidate it kept); its sums are taken instead of a second pass. Without `efficiency`, the
+   * metrics that cost runs of their own (latency, timed; MACs, traced) are left out, to be
+   * measured by `withEfficiency` if this candidate is kept.
+   */
+  async evaluate(candidate, options = {}) {
     const session = await sessionFor(candidate);
     try {
-      const task = new TaskAccumulator(this.set.task);
-      const comparison = new ComparisonAccumulator();
-      let index = 0;
-      let latencyFeeds;
-      const progress = new PassProgress("evaluating the candidate", batchCount(this.set), this.options.log);
-      for (const batch of batches(this.set)) {
-        latencyFeeds ??= batch.feeds;
-        const base = this.cached?.[index] ?? await runOutput(this.baseSession, batch.feeds, this.set);
-        const out = await runOutput(session, batch.feeds, this.set);
-        const plan = planRows(this.set, batch, out);
-        task.add(out, plan);
-        comparison.add(base, out, plan);
-        index++;
-        progress.tick();
-      }
+      const forward = (options.sameAs && this.forward.get(options.sameAs)) ?? await this.forwardPass(session, "evaluating the candidate");
+      const { task, comparison } = forward;
       const generated = await this.generation?.measure(session, false, this.options.log);
-      const latency = await measureLatency(this.baseSession, session, latencyFeeds, this.options.latency);
-      const stats = await modelStats(candidate, this.set, this.options.log);
-      return {
+      const evaluation = {
         base: this.base,
-        candidate: stats,
+        candidate: { path: candidate.path, params: countParams(candidate), bytes: candidate.bytesOnDisk(), macs: null },
         values: {
-          base: { ...this.baseQuality, ...efficiencyValues(this.base, latency.base) },
-          candidate: { ...generated?.values ?? task.values(), ...comparison.values(), ...efficiencyValues(stats, latency.candidate) }
+          base: { ...this.baseQuality, ...sizeValues(this.base) },
+          candidate: { ...generated?.values ?? task.values(), ...comparison.values(), params: countParams(candidate), size: candidate.bytesOnDisk() }
         },
-        latency,
         examples: generated && this.generation?.examples(generated.generations),
         interface: interfaceChanges(this.baseModel, candidate),
         sums: { base: this.baseSums, candidate: { ...generated?.sums ?? task.sums(), ...comparison.sums() } }
       };
+      return options.efficiency === false ? evaluation : await this.measureEfficiency(candidate, evaluation, session);
     } finally {
       await session.release();
     }
   }
+  /** `evaluation` of `candidate` with latency (timed against the base) and MACs, if it lacks them. */
+  async withEfficiency(candidate, evaluation) {
+    if (evaluation.latency) return evaluation;
+    const session = await sessionFor(candidate);
+    try {
+      return await this.measureEfficiency(candidate, evaluation, session);
+    } finally {
+      await session.release();
+    }
+  }
+  async measureEfficiency(candidate, evaluation, session) {
+    const latencyFeeds = batches(this.set).next().value.feeds;
+    const latency = await measureLatency(this.baseSession, session, latencyFeeds, this.options.latency);
+    const stats = await modelStats(candidate, this.set, this.options.log);
+    return {
+      ...evaluation,
+      candidate: stats,
+      values: {
+        base: { ...evaluation.values.base, ...efficiencyValues(this.base, latency.base) },
+        candidate: { ...evaluation.values.candidate, ...efficiencyValues(stats, latency.candidate) }
+      },
+      latency
+    };
+  }
   /** What `loss` measures. */
   lossName = LOSS_NAME;
+  /** This evaluator as the pruning engine's damage measure: losses on its set, latency on this machine. */
+  damageMeasure() {
+    return {
+      name: this.lossName,
+      samples: this.set.count,
+      loss: (candidate, share) => this.loss(candidate, share),
+      sampleLosses: (candidate, extra, outputs2, batched) => this.sampleLosses(candidate, extra, outputs2, batched),
+      latency: (candidate) => this.latencyRatio(candidate)
+    };
+  }
   /**
    * The loss a pruning search minimizes, on the first `share` of the calibration batches: the
    * mean KL divergence from the base's outputs to the candidate's (the `kl-divergence` metric).
@@ -45158,33 +45254,103 @@ var Evaluator = class _Evaluator {
   async loss(candidate, share = 1) {
     const session = await sessionFor(candidate);
     try {
-      const acc = new ComparisonAccumulator();
-      const take = Math.max(1, Math.floor(share * Math.ceil(this.set.count / this.set.batchSize)));
-      let index = 0;
-      for (const batch of batches(this.set)) {
-        if (index >= take) break;
-        const base = this.cached?.[index] ?? await runOutput(this.baseSession, batch.feeds, this.set);
-        const out = await runOutput(session, batch.feeds, this.set);
-        acc.add(base, out, planRows(this.set, batch, out));
-        index++;
-      }
-      return acc.values()["kl-divergence"];
+      const total = batchCount(this.set);
+      const take = Math.max(1, Math.floor(share * total));
+      const forward = await this.forwardPass(session, void 0, take);
+      if (take >= total) this.forward.set(candidate, forward);
+      return forward.comparison.values()["kl-divergence"];
     } finally {
       await session.release();
     }
   }
+  /** Candidates' passes over the whole set, by the model measured (see `evaluate`). */
+  forward = /* @__PURE__ */ new WeakMap();
+  /** The candidate's task metrics and its comparison with the base over the set's first `take` batches. */
+  async forwardPass(session, what, take = batchCount(this.set)) {
+    const task = new TaskAccumulator(this.set.task);
+    const comparison = new ComparisonAccumulator();
+    let index = 0;
+    const progress = what ? new PassProgress(what, take, this.options.log) : void 0;
+    for (const batch of batches(this.set)) {
+      if (index >= take) break;
+      const base = this.cached?.[index] ?? await runOutput(this.baseSession, batch.feeds, this.set);
+      const out = await runOutput(session, batch.feeds, this.set);
+      const plan = planRows(this.set, batch, out);
+      task.add(out, plan);
+      comparison.add(base, out, plan);
+      index++;
+      progress?.tick();
+    }
+    return { task, comparison };
+  }
+  /**
+   * The KL divergence from the base's outputs of each sample of the set, the candidate run with
+   * `extra` feeds for each batch of samples (the sensitivity probe's masks: `extra(start, size)`)
+   * and the per-sample values of the `outputs` (one value per sample of a batch). One pass, in
+   * the set's batches, or one sample at a time when not `batched` or when the output does not
+   * lead with the samples; the base's outputs are the cached ones when they were kept.
+   */
+  async sampleLosses(candidate, extra, outputs2 = [], batched = true) {
+    const session = await sessionFor(candidate);
+    const losses = new Float64Array(this.set.count);
+    const values = outputs2.map(() => new Float64Array(this.set.count));
+    const size = batched && this.samplesLead ? this.set.batchSize : 1;
+    try {
+      const progress = new PassProgress("the sensitivity probe", batchCount(this.set, size), this.options.log);
+      let index = 0;
+      for (const batch of batches(this.set, size)) {
+        const base = (size === this.set.batchSize ? this.cached?.[index] : this.cachedSample(batch.start)) ?? await runOutput(this.baseSession, batch.feeds, this.set);
+        const result = await session.run({ ...batch.feeds, ...extra(batch.start, batch.size) }, [this.set.output, ...outputs2]);
+        const out = outputRows(result[this.set.output]);
+        const plan = planRows(this.set, batch, out);
+        const rows = out.rows / batch.size;
+        for (let i = 0; i < batch.size; i++) {
+          const acc = new ComparisonAccumulator();
+          const slice2 = (r) => ({ data: r.data.subarray(i * rows * r.width, (i + 1) * rows * r.width), rows, width: r.width, dims: [1, ...r.dims.slice(1)] });
+          acc.add(slice2(base), slice2(out), { ...plan, compare: plan.compare?.subarray(i * rows, (i + 1) * rows) });
+          losses[batch.start + i] = acc.values()["kl-divergence"];
+        }
+        outputs2.forEach((name, k) => {
+          const data = result[name].data;
+          for (let i = 0; i < batch.size; i++) values[k][batch.start + i] = Number(data[data.length === batch.size ? i : 0]);
+        });
+        index++;
+        progress.tick();
+      }
+      return { losses, outputs: values };
+    } finally {
+      await session.release();
+    }
+  }
+  /** The base's cached output rows of one sample, when the batch holding it was kept and its output's axis 0 is the batch. */
+  cachedSample(sample) {
+    const batch = this.cached?.[Math.floor(sample / this.set.batchSize)];
+    if (!batch) return void 0;
+    const size = Math.min(this.set.batchSize, this.set.count - Math.floor(sample / this.set.batchSize) * this.set.batchSize);
+    if (batch.dims[0] !== size || batch.rows % size !== 0) return void 0;
+    const per = batch.rows / size;
+    const at = sample % this.set.batchSize;
+    return { data: batch.data.subarray(at * per * batch.width, (at + 1) * per * batch.width), rows: per, width: batch.width, dims: [1, ...batch.dims.slice(1)] };
+  }
   /**
    * The candidate's latency over the base's on this machine: medians of runs alternated with the
-   * base's, at batch 1 and at a calibration batch; the worse of the two.
+   * base's, for at most about a quarter of a second each, at batch 1 and at a calibration batch (the latter
+   * when a base run of it takes under 100 ms: a model that large computes far longer than any
+   * width effect); the worse of the two.
    */
-  async latencyRatio(candidate, options = { warmup: 10, runs: 21 }) {
+  async latencyRatio(candidate) {
     const session = await sessionFor(candidate);
     try {
       let worst = 0;
       for (const size of [.../* @__PURE__ */ new Set([1, this.set.batchSize])]) {
         const first = batches(this.set, size).next();
         if (first.done) continue;
-        const l = await measureLatency(this.baseSession, session, first.value.feeds, options);
+        if (size > 1) {
+          const start = Date.now();
+          await this.baseSession.run(first.value.feeds);
+          if (Date.now() - start > 100) continue;
+        }
+        const l = await measureLatency(this.baseSession, session, first.value.feeds, { warmup: 2, runs: 201, seconds: 0.25 });
         worst = Math.max(worst, l.candidate.p50_ms / l.base.p50_ms);
       }
       return worst;
@@ -45350,7 +45516,8 @@ async function gradualSearch(base, baseParams, mode, ratios, deps) {
   let currentParams = baseParams;
   for (const [i, ratio] of ratios.entries()) {
     const step = { index: i + 1, count: ratios.length, ratio };
-    deps.log?.(`step ${step.index} of ${step.count}: pruning: ${percent(ratio)} of the parameters removed in total`);
+    const left = deps.remaining?.(i) ?? NaN;
+    deps.log?.(`step ${step.index} of ${step.count}: pruning: ${percent(ratio)} of the parameters removed in total${Number.isFinite(left) ? ` (the search: about ${clock(left)} left)` : ""}`);
     const target = incrementalTarget(baseParams, currentParams, ratio);
     const result = target > 1e-9 ? await deps.prune(current, target, step) : unchanged(current, currentParams);
     const candidate = await deps.quantize(result.model, step);
@@ -45365,7 +45532,7 @@ async function gradualSearch(base, baseParams, mode, ratios, deps) {
     steps.push(outcome);
     artifacts.push(evaluation.artifact);
     alive.add(i);
-    results.push(result);
+    results.push({ pruned: result.pruned, skipped: result.skipped, allocation: result.allocation });
     const verdict = outcome.pass ? "passes" : `${outcome.qualityPass ? "fails an efficiency bound" : "fails a quality bound"}: ${brokenBounds(outcome.metrics).join("; ")}`;
     deps.log?.(`step ${step.index} of ${step.count}: ${verdict}`);
     await keepOnly(candidatesToKeep(steps, mode), alive, artifacts, deps);
@@ -45433,6 +45600,79 @@ function mergeSkipped(steps) {
 function percent(r) {
   return `${Math.round(r * 1e3) / 10} %`;
 }
+
+// src/gate/budget.ts
+var LEVELS = [
+  { effort: { alternative: true, probe: true, share: 1 }, leaves: "" },
+  { effort: { alternative: false, probe: true, share: 1 }, leaves: "the confirmation of a second candidate" },
+  { effort: { alternative: false, probe: false, share: 1 }, leaves: "the sensitivity probe (each group's last measured sensitivity reused)" },
+  { effort: { alternative: false, probe: false, share: 0.5 }, leaves: "half of the calibration set in the statistics pass" }
+];
+var SearchBudget = class {
+  constructor(seconds, steps, now = Date.now) {
+    this.seconds = seconds;
+    this.steps = steps;
+    this.now = now;
+    this.start = now();
+  }
+  seconds;
+  steps;
+  now;
+  start;
+  costs = [];
+  /** What was left out at which steps: leaves -> step numbers. */
+  omitted = /* @__PURE__ */ new Map();
+  elapsed() {
+    return (this.now() - this.start) / 1e3;
+  }
+  /** The effort of step `index` (1-based): full, unless the steps left would not fit at it. */
+  effortFor(index) {
+    const last = this.costs[this.costs.length - 1];
+    if (!last) return LEVELS[0].effort;
+    const left = this.seconds - this.elapsed();
+    const steps = this.steps - index + 1;
+    let chosen = LEVELS.length - 1;
+    for (let level = 0; level < LEVELS.length; level++) {
+      if (steps * this.estimate(last, level) <= left) {
+        chosen = level;
+        break;
+      }
+    }
+    for (let level = 1; level <= chosen; level++) {
+      const at = this.omitted.get(LEVELS[level].leaves) ?? [];
+      this.omitted.set(LEVELS[level].leaves, [...at, index]);
+    }
+    return LEVELS[chosen].effort;
+  }
+  stepDone(cost) {
+    this.costs.push(cost);
+  }
+  /** Seconds the steps after `done` steps should take, at the effort the last one ran at. */
+  remaining(done) {
+    const last = this.costs[this.costs.length - 1];
+    return last ? Math.max(0, (this.steps - done) * last.total) : NaN;
+  }
+  /** For report.json: the budget, what was spent, and what was left out to keep to it. */
+  summary() {
+    const steps = (list) => list.length === 1 ? `step ${list[0]}` : `steps ${list.join(", ")}`;
+    return {
+      seconds: this.seconds,
+      spent: Math.round(this.elapsed() * 10) / 10,
+      left_out: [...this.omitted].map(([what, at]) => `${what} at ${steps(at)}`)
+    };
+  }
+  /**
+   * One step at `level`, from the last one's cost: what it always runs, plus each part the level
+   * keeps at its last measured cost (a part left out last time costs what it cost before).
+   */
+  estimate(cost, level) {
+    const { effort } = LEVELS[level];
+    const lastOf = (part) => [...this.costs].reverse().find((c) => c[part] > 0)?.[part] ?? 0;
+    const core = cost.total - cost.alternative - cost.probe - cost.statistics;
+    const statistics = cost.statistics / Math.max(cost.share, 1e-9) * effort.share;
+    return Math.max(0, core + statistics + (effort.alternative ? lastOf("alternative") : 0) + (effort.probe ? lastOf("probe") : 0));
+  }
+};
 
 // src/eval/environment.ts
 var os4 = __toESM(require("os"));
@@ -45858,7 +46098,7 @@ function listed(names) {
 }
 
 // src/prune/apply.ts
-var import_onnx_proto10 = __toESM(require_onnx());
+var import_onnx_proto11 = __toESM(require_onnx());
 var FixFailure = class extends Error {
   constructor(message, tensors) {
     super(message);
@@ -45968,7 +46208,7 @@ function tidy(model, changed, shrunk) {
     const dims = v.type?.tensorType?.shape?.dim;
     if (!dims || model.isConstant(v.name ?? "")) continue;
     for (const { axis, size } of shrunk(v.name ?? "")) {
-      if (dims[axis] && !dims[axis].dimParam) dims[axis] = import_onnx_proto10.onnx.TensorShapeProto.Dimension.create({ dimValue: size });
+      if (dims[axis] && !dims[axis].dimParam) dims[axis] = import_onnx_proto11.onnx.TensorShapeProto.Dimension.create({ dimValue: size });
     }
   }
   for (const v of graph.input) {
@@ -45976,7 +46216,7 @@ function tidy(model, changed, shrunk) {
     const dims = v.type?.tensorType?.shape?.dim;
     if (!info || !dims || !changed(v.name ?? "")) continue;
     info.dims.forEach((d, i) => {
-      if (dims[i]) dims[i] = import_onnx_proto10.onnx.TensorShapeProto.Dimension.create({ dimValue: d });
+      if (dims[i]) dims[i] = import_onnx_proto11.onnx.TensorShapeProto.Dimension.create({ dimValue: d });
     });
   }
   const interfaceNames = new Set(graph.input.map((v) => v.name ?? ""));
@@ -46080,8 +46320,8 @@ var ShapeFixer = class {
     graph.node.splice(
       graph.node.indexOf(node2),
       0,
-      import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${label}_shape_mask`, input: [shapeName, mask], output: [masked] }),
-      import_onnx_proto10.onnx.NodeProto.create({ opType: "Add", name: `${label}_shape_pin`, input: [masked, sizes], output: [shape2] })
+      import_onnx_proto11.onnx.NodeProto.create({ opType: "Mul", name: `${label}_shape_mask`, input: [shapeName, mask], output: [masked] }),
+      import_onnx_proto11.onnx.NodeProto.create({ opType: "Add", name: `${label}_shape_pin`, input: [masked, sizes], output: [shape2] })
     );
     node2.input[input2] = shape2;
     return true;
@@ -46102,10 +46342,10 @@ var ShapeFixer = class {
 };
 
 // src/prune/compensate.ts
-var import_onnx_proto12 = __toESM(require_onnx());
+var import_onnx_proto13 = __toESM(require_onnx());
 
 // src/prune/stats.ts
-var import_onnx_proto11 = __toESM(require_onnx());
+var import_onnx_proto12 = __toESM(require_onnx());
 function weightUse(node2, inputRank, weightRank) {
   return ruleOf(node2)?.weight?.(node2, inputRank, weightRank);
 }
@@ -46123,7 +46363,7 @@ function findConsumers(analysis, group) {
     const inputSlot = analysis.space.slot(x, use.inputAxis);
     const weightSlot = analysis.space.slot(w, use.weightIn);
     if (inputSlot && weightSlot && inGroup.has(inputSlot.id) && inGroup.has(weightSlot.id)) {
-      out.push({ node: node2, input: x, inputAxis: use.inputAxis, inputSlot, weight: w, weightSlot, use });
+      out.push({ node: node2, input: x, inputAxis: use.inputAxis, inputRank: xr, inputType: analysis.traces[0].get(x).type, inputSlot, weight: w, weightSlot, use });
     }
   }
   return out;
@@ -46134,20 +46374,21 @@ function channelMean(s) {
 function channelVariance(s) {
   return s.sumSquares.map((v, j) => Math.max(0, v / Math.max(1, s.count) - (s.sum[j] / Math.max(1, s.count)) ** 2));
 }
-function statsRequests(consumers2, gram) {
-  return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
+function statsRequests(consumers2, gram, half = () => gram) {
+  return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, rank: c.inputRank, channels: c.inputSlot.size, type: c.inputType, gram, half: gram && half(c) }));
 }
 function requestedTensors(requests) {
   return requests.map((r) => `${r.tensor}[${r.axis}]`).join(", ");
 }
-async function collectStats(model, requests, calibration, progress) {
-  const collector = await StatsCollector.create(model, requests);
+var KEPT_MAX_BYTES = 256 * 2 ** 20;
+async function collectStats(model, requests, calibration, progress, keep = []) {
+  const collector = await StatsCollector.create(model, requests, keep);
   try {
     for await (const feeds of calibration()) {
       await collector.add(feeds);
       progress?.tick();
     }
-    return collector.stats;
+    return { stats: collector.stats, rows: collector.rows };
   } finally {
     await collector.release();
   }
@@ -46156,94 +46397,123 @@ async function sessionExposing(model, names) {
   const proto = model.clone().proto;
   const graph = proto.graph;
   const outputs2 = new Set(graph.output.map((o) => o.name));
-  for (const name of names) if (!outputs2.has(name)) graph.output.push(import_onnx_proto11.onnx.ValueInfoProto.create({ name }));
+  for (const name of names) if (!outputs2.has(name)) graph.output.push(import_onnx_proto12.onnx.ValueInfoProto.create({ name }));
   return sessionForProto(model, proto);
 }
 var StatsCollector = class _StatsCollector {
-  constructor(session, wanted) {
+  constructor(session, wanted, outputs2, keep) {
     this.session = session;
     this.wanted = wanted;
+    this.outputs = outputs2;
+    this.keep = keep;
   }
   session;
   wanted;
+  outputs;
+  keep;
   stats = /* @__PURE__ */ new Map();
-  static async create(model, requests) {
+  rows = /* @__PURE__ */ new Map();
+  keptBytes = 0;
+  static async create(model, requests, keep = []) {
     const wanted = /* @__PURE__ */ new Map();
     for (const r of requests) {
       const prev = wanted.get(r.tensor);
-      wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram });
+      wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram, half: !!r.half || !!prev?.half });
     }
-    return new _StatsCollector(await sessionExposing(model, [...wanted.keys()]), wanted);
+    const proto = model.clone().proto;
+    const graph = proto.graph;
+    const outputs2 = /* @__PURE__ */ new Map();
+    let k = 0;
+    for (const r of wanted.values()) outputs2.set(r.tensor, addSums2(graph, r, `prune_gate_stats_${k++}`, model.defaultOpset ?? 13));
+    const listed2 = new Set(graph.output.map((o) => o.name));
+    graph.output.push(
+      ...[...[...outputs2.values()].flatMap((o) => Object.values(o)), ...keep.filter((k2) => !listed2.has(k2))].map((name) => import_onnx_proto12.onnx.ValueInfoProto.create({ name }))
+    );
+    return new _StatsCollector(await sessionForProto(model, proto, { enableCpuMemArena: false }), wanted, outputs2, keep);
   }
   batches = 0;
   async add(feeds) {
-    const result = await this.session.run(feeds, [...this.wanted.keys()]);
+    const names = [...[...this.outputs.values()].flatMap((o) => Object.values(o)), ...this.keep];
+    const result = await this.session.run(feeds, names);
     const odd = this.batches++ % 2 === 1;
-    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, result[name], odd);
+    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, this.outputs.get(name), result, odd);
+    for (const name of this.keep) {
+      if (this.keptBytes < 0) break;
+      if (result[name].type !== "float32") continue;
+      const data = Float32Array.from(result[name].data);
+      this.keptBytes += data.byteLength;
+      if (this.keptBytes > KEPT_MAX_BYTES) {
+        this.rows.clear();
+        this.keptBytes = -1;
+        break;
+      }
+      this.rows.set(name, [...this.rows.get(name) ?? [], data]);
+    }
   }
   release() {
     return this.session.release();
   }
 };
-function accumulate(stats, name, req, t, odd) {
-  const dims = t.dims;
-  const data = t.data;
-  const c = dims[req.axis];
-  const inner = dims.slice(req.axis + 1).reduce((a, b) => a * b, 1);
-  const outer = dims.slice(0, req.axis).reduce((a, b) => a * b, 1);
+function addSums2(graph, r, prefix, opset) {
+  const int64s = (name, values) => graph.initializer.push(import_onnx_proto12.onnx.TensorProto.create({ name, dataType: import_onnx_proto12.onnx.TensorProto.DataType.INT64, dims: [values.length], int64Data: values }));
+  const node2 = (opType, input2, output2, attribute = []) => graph.node.push(import_onnx_proto12.onnx.NodeProto.create({ opType, name: output2, input: input2, output: [output2], attribute }));
+  const ints = (name, values) => import_onnx_proto12.onnx.AttributeProto.create({ name, type: import_onnx_proto12.onnx.AttributeProto.AttributeType.INTS, ints: values });
+  const int3 = (name, i) => import_onnx_proto12.onnx.AttributeProto.create({ name, type: import_onnx_proto12.onnx.AttributeProto.AttributeType.INT, i });
+  let x = r.tensor;
+  if (r.axis !== r.rank - 1) {
+    const perm = [...Array(r.rank).keys()].filter((a) => a !== r.axis);
+    node2("Transpose", [x], `${prefix}_last`, [ints("perm", [...perm, r.axis])]);
+    x = `${prefix}_last`;
+  }
+  int64s(`${prefix}_shape`, [-1, r.channels]);
+  node2("Reshape", [x, `${prefix}_shape`], `${prefix}_rows`);
+  x = `${prefix}_rows`;
+  if (r.type !== "float32") {
+    node2("Cast", [x], `${prefix}_float`, [int3("to", import_onnx_proto12.onnx.TensorProto.DataType.FLOAT)]);
+    x = `${prefix}_float`;
+  }
+  graph.node.push(nodeOverAxes("ReduceSum", x, `${prefix}_sum`, [0], opset, graph.initializer, [int3("keepdims", 0)]));
+  node2("Mul", [x, x], `${prefix}_squares`);
+  graph.node.push(nodeOverAxes("ReduceSum", `${prefix}_squares`, `${prefix}_sumsq`, [0], opset, graph.initializer, [int3("keepdims", 0)]));
+  node2("Shape", [x], `${prefix}_count`);
+  const out = { count: `${prefix}_count`, sum: `${prefix}_sum`, sumSquares: `${prefix}_sumsq` };
+  if (r.gram) {
+    node2("Transpose", [x], `${prefix}_t`, [ints("perm", [1, 0])]);
+    node2("MatMul", [`${prefix}_t`, x], `${prefix}_gram`);
+    out.gram = `${prefix}_gram`;
+  }
+  return out;
+}
+function accumulate(stats, name, req, out, result, odd) {
+  const c = req.channels;
   let s = stats.get(name);
   if (!s) {
     s = { count: 0, sum: new Float64Array(c), sumSquares: new Float64Array(c) };
-    if (req.gram) {
-      s.gram = new Float64Array(c * c);
-      s.half = { count: 0, sum: new Float64Array(c), gram: new Float64Array(c * c) };
-    }
+    if (req.gram) s.gram = new Float32Array(c * c);
+    if (req.gram && req.half) s.half = { count: 0, sum: new Float64Array(c), gram: new Float32Array(c * c) };
     stats.set(name, s);
   }
-  for (let o = 0; o < outer; o++) {
-    const base = o * c * inner;
-    for (let j = 0; j < c; j++) {
-      let sum = 0;
-      let sq = 0;
-      const off = base + j * inner;
-      for (let k = 0; k < inner; k++) {
-        const v = data[off + k];
-        sum += v;
-        sq += v * v;
-      }
-      s.sum[j] += sum;
-      s.sumSquares[j] += sq;
-    }
+  const rows = Number(result[out.count].data[0]);
+  const sum = result[out.sum].data;
+  const sq = result[out.sumSquares].data;
+  for (let j = 0; j < c; j++) {
+    s.sum[j] += sum[j];
+    s.sumSquares[j] += sq[j];
   }
-  s.count += outer * inner;
-  if (s.gram) {
+  s.count += rows;
+  if (s.gram && out.gram) {
+    const g = result[out.gram].data;
     const half = odd ? s.half : void 0;
-    const g = s.gram;
-    const x = new Float64Array(c);
-    for (let o = 0; o < outer; o++) {
-      for (let k = 0; k < inner; k++) {
-        for (let j = 0; j < c; j++) x[j] = data[o * c * inner + j * inner + k];
-        for (let i = 0; i < c; i++) {
-          const xi = x[i];
-          if (xi === 0) continue;
-          const row2 = i * c;
-          for (let j = i; j < c; j++) g[row2 + j] += xi * x[j];
-          if (half) for (let j = i; j < c; j++) half.gram[row2 + j] += xi * x[j];
-        }
-        if (half) for (let j = 0; j < c; j++) half.sum[j] += x[j];
-      }
+    for (let i = 0; i < g.length; i++) s.gram[i] += g[i];
+    if (half) {
+      for (let i = 0; i < g.length; i++) half.gram[i] += g[i];
+      for (let j = 0; j < c; j++) half.sum[j] += sum[j];
+      half.count += rows;
     }
-    if (half) half.count += outer * inner;
   }
-}
-function symmetricGram(s) {
-  const c = s.sum.length;
-  const g = Float64Array.from(s.gram);
-  for (let i = 0; i < c; i++) for (let j = 0; j < i; j++) g[i * c + j] = g[j * c + i];
-  return g;
 }
 
-// src/prune/compensate.ts
+// src/prune/obs.ts
 var WeightMatrix = class {
   data;
   k;
@@ -46267,153 +46537,355 @@ var WeightMatrix = class {
     for (let w = 0; w < this.window; w++) s += this.data[base + w];
     return s / this.taps;
   }
-  /** Window 1 only (checked by the caller through `pointwise`). */
+  /** Window 1 only (see `pointwise`). */
   set(j, o, v) {
     this.data[j * this.strideIn + o * this.strideOut] = v;
   }
   get pointwise() {
     return this.window === 1 && this.taps === 1;
   }
+  /** The matrix as k x n float64, row j the weights of input channel j (pointwise only). */
+  dense() {
+    const out = new Float64Array(this.k * this.n);
+    for (let j = 0; j < this.k; j++) for (let o = 0; o < this.n; o++) out[j * this.n + o] = this.data[j * this.strideIn + o * this.strideOut];
+    return out;
+  }
 };
-function compensate(model, analysis, removals, consumers2, stats, mode) {
-  const notes = [];
-  if (mode === "none") return notes;
-  const copyOf = new Map(analysis.model.graph.node.map((n, i) => [n, model.graph.node[i]]));
-  for (const removal of removals) {
-    for (const found of consumers2.get(removal.group) ?? []) {
-      const c = { ...found, node: copyOf.get(found.node) };
-      const s = stats.get(c.input);
-      if (!s) continue;
-      const removed = /* @__PURE__ */ new Set();
-      for (const u of removal.units) for (const j of u.indices.get(c.inputSlot.id) ?? []) removed.add(j);
-      if (removed.size === 0) continue;
-      const shared = analysis.index.consumersOf(c.weight).length > 1;
-      compensateConsumer(model, c, s, removed, mode === "reconstruct" && !shared && !!s.gram, notes);
-    }
-  }
-  return notes;
-}
-function compensateConsumer(model, c, s, removed, reconstruct, notes) {
-  const wt = model.constant(c.weight);
-  const w = new WeightMatrix(wt.dims, toFloat32(wt), c.use);
-  const mean = channelMean(s);
-  const delta = new Float64Array(w.n);
-  if (reconstruct && w.pointwise) {
-    const kept = [];
-    for (let j = 0; j < w.k; j++) if (!removed.has(j)) kept.push(j);
-    const refit = ridgeRefit(w, s, kept);
-    if (refit) {
-      for (let o = 0; o < w.n; o++) {
-        let before = 0;
-        for (let j = 0; j < w.k; j++) before += mean[j] * w.get(j, o);
-        let after = 0;
-        kept.forEach((j, r) => after += mean[j] * refit[r * w.n + o]);
-        delta[o] = before - after;
-      }
-      kept.forEach((j, r) => {
-        for (let o = 0; o < w.n; o++) w.set(j, o, refit[r * w.n + o]);
-      });
-      model.setConstant(c.weight, fromFloat32(w.data, wt.dtype, wt.dims));
-    } else notes.push(`${c.node.name}: least squares was ill-conditioned; bias compensation only`);
-  }
-  if (!reconstruct || !w.pointwise || delta.every((d) => d === 0)) {
-    for (const j of removed) for (let o = 0; o < w.n; o++) delta[o] += mean[j] * w.get(j, o);
-  }
-  addToBias(model, c, delta, wt.dtype);
-}
-var DAMPINGS = [1e-8, 1e-6, 1e-4, 0.01, 0.1];
+var DAMPINGS = [1e-6, 1e-3, 1, null];
 var DEFAULT_DAMPING = 0.01;
-var CHECK_MAX_WORK = 2e8;
+var GREEDY_BLOCKS = 32;
+var consumerKey = (c) => `${c.node.name ?? ""}\0${c.weight}`;
+function refittable(c, model, readers) {
+  const dims = model.constantInfo(c.weight)?.dims;
+  if (!dims || readers(c.weight) > 1 || c.use.tapsPerOutput !== 1) return false;
+  return dims.slice(Math.max(c.use.weightIn, c.use.weightOut) + 1).every((d) => d === 1);
+}
 function covariance(count2, sum, gram) {
   const k = sum.length;
-  const g = symmetricGram({ sum, gram });
   const out = new Float64Array(k * k);
-  for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) out[i * k + j] = g[i * k + j] / count2 - sum[i] / count2 * (sum[j] / count2);
+  const n = Math.max(1, count2);
+  for (let i = 0; i < k; i++) {
+    const mi = sum[i] / n;
+    for (let j = 0; j < k; j++) out[i * k + j] = gram[i * k + j] / n - mi * (sum[j] / n);
+  }
   return out;
 }
-function solveRidge(w, cov, kept, damping) {
-  const k = w.k;
-  const m = kept.length;
-  const a = new Float64Array(m * m);
+function damped(cov, k, damping) {
   let trace = 0;
-  for (let r = 0; r < m; r++) for (let q = 0; q < m; q++) a[r * m + q] = cov[kept[r] * k + kept[q]];
-  for (let r = 0; r < m; r++) trace += a[r * m + r];
-  const lambda = damping * (trace / m) + 1e-12;
-  for (let r = 0; r < m; r++) a[r * m + r] += lambda;
-  const b = new Float64Array(m * w.n);
-  const col = new Float64Array(k);
-  for (let o = 0; o < w.n; o++) {
-    for (let j = 0; j < k; j++) col[j] = w.get(j, o);
-    for (let r = 0; r < m; r++) {
-      let acc = 0;
-      const row2 = kept[r] * k;
-      for (let j = 0; j < k; j++) acc += cov[row2 + j] * col[j];
-      b[r * w.n + o] = acc;
+  for (let i = 0; i < k; i++) trace += cov[i * k + i];
+  const lambda = damping * (trace / Math.max(1, k)) + 1e-12;
+  const out = Float64Array.from(cov);
+  for (let i = 0; i < k; i++) out[i * k + i] += lambda;
+  return out;
+}
+var InverseCovariances = class {
+  constructor(math, memoryBytes = 256 * 2 ** 20) {
+    this.math = math;
+    this.memoryBytes = memoryBytes;
+  }
+  math;
+  memoryBytes;
+  cache = /* @__PURE__ */ new Map();
+  bytes = 0;
+  /** Whether the inverse at this damping is at hand, or can be made (the covariance is still there). */
+  has(s, damping) {
+    return !!s.gram || !!this.cache.get(s)?.has(damping);
+  }
+  /**
+   * Lets every covariance go whose inverses are kept (the step's curves have made the ones its
+   * candidates read): a large model's covariances are then not held through its probe.
+   */
+  releaseCovariances(stats) {
+    for (const s of stats) {
+      if (!this.cache.has(s)) continue;
+      delete s.gram;
+      delete s.half;
     }
   }
-  return choleskySolve(a, m, b, w.n);
+  async of(s, damping) {
+    const hit = this.cache.get(s)?.get(damping);
+    if (hit) return hit instanceof Float64Array ? hit : new Float64Array(readSpilled(hit).buffer);
+    if (!s.gram) throw new Error("internal: the covariance was released before its inverse was made");
+    const k = s.sum.length;
+    const inverse = await this.math.inverse(damped(covariance(s.count, s.sum, s.gram), k, damping), k);
+    const byDamping = this.cache.get(s) ?? /* @__PURE__ */ new Map();
+    const fits = this.bytes + inverse.byteLength <= this.memoryBytes;
+    if (fits) this.bytes += inverse.byteLength;
+    byDamping.set(damping, fits ? inverse : spillBytes(new Uint8Array(inverse.buffer, inverse.byteOffset, inverse.byteLength)));
+    this.cache.set(s, byDamping);
+    return inverse;
+  }
+};
+async function damageCurves(model, norms, groups, consumers2, stats, inverses, options, shared) {
+  const curves = /* @__PURE__ */ new Map();
+  for (const group of groups) {
+    const problems = [];
+    for (const c of consumers2.get(group) ?? []) {
+      const s = stats.get(c.input);
+      if (!s) continue;
+      const problem = await consumerProblem(model, norms, group, c, s, inverses, options, shared(c.weight));
+      if (problem) problems.push(problem);
+    }
+    const reach2 = Math.min(group.units.length - 1, Math.max(1, Math.round(options.maxShare * group.units.length)));
+    curves.set(group, await greedyCurve(group, problems, inverses, reach2));
+  }
+  return curves;
 }
-function refitError(w, cov, kept, refit) {
-  const k = w.k;
-  const m = kept.length;
-  const d = new Float64Array(k);
-  let err = 0;
-  for (let o = 0; o < w.n; o++) {
-    for (let j = 0; j < k; j++) d[j] = w.get(j, o);
-    for (let r = 0; r < m; r++) d[kept[r]] -= refit[r * w.n + o];
-    for (let i = 0; i < k; i++) {
-      if (d[i] === 0) continue;
-      let acc = 0;
-      for (let j = 0; j < k; j++) acc += cov[i * k + j] * d[j];
-      err += d[i] * acc;
+async function consumerProblem(model, norms, group, c, s, inverses, options, shared) {
+  const channels = group.units.map((u) => u.indices.get(c.inputSlot.id) ?? []);
+  if (channels.every((ch) => ch.length === 0)) return void 0;
+  const even = channels.every((ch) => ch.length === channels[0].length);
+  const refits = options.compensate === "auto" || options.compensate === "reconstruct";
+  const wt = model.constant(c.weight);
+  if (refits && even && s.gram && !shared && wt) {
+    const matrix = new WeightMatrix(wt.dims, toFloat32(wt), c.use);
+    if (matrix.pointwise && matrix.k === s.sum.length) {
+      const [k, n] = [matrix.k, matrix.n];
+      const w = matrix.dense();
+      const key = consumerKey(c);
+      let damping = options.dampings.get(key);
+      if (damping === void 0) {
+        const removed = await cheapestUnits(s, w, k, n, channels, options.checkShare, inverses);
+        damping = await chooseDamping(s, w, k, n, removed, options.compensate === "auto", inverses.math);
+        options.dampings.set(key, damping);
+      }
+      if (damping !== null) return { consumer: c, channels, refit: { w, k, n, stats: s, damping } };
     }
   }
-  return err;
+  const variance = channelVariance(s);
+  const w2 = norms.sumSquares(c.weightSlot);
+  if (w2.length !== variance.length) return void 0;
+  return { consumer: c, channels, diagonal: variance.map((v, j) => v * w2[j]) };
 }
-function ridgeRefit(w, s, kept) {
-  const full = covariance(s.count, s.sum, s.gram);
+async function cheapestUnits(s, w, k, n, channels, share, inverses) {
+  const errors = await inverses.math.unitErrors(await inverses.of(s, DEFAULT_DAMPING), w, k, n, channels);
+  const units = Math.min(channels.length - 1, Math.max(1, Math.round(share * channels.length)));
+  return [...errors.keys()].sort((a, b) => errors[a] - errors[b]).slice(0, units).flatMap((u) => channels[u]);
+}
+async function chooseDamping(s, w, k, n, removed, noRefit, math) {
   const h = s.half;
-  let damping = DEFAULT_DAMPING;
-  if (h && h.count > 0 && h.count < s.count && w.k * w.k * w.n * DAMPINGS.length <= CHECK_MAX_WORK) {
-    const rest = { count: s.count - h.count, sum: s.sum.map((v, i) => v - h.sum[i]), gram: s.gram.map((v, i) => v - h.gram[i]) };
-    const [fitOn, checkOn] = [covariance(rest.count, rest.sum, rest.gram), covariance(h.count, h.sum, h.gram)];
-    let best = Infinity;
-    for (const d of DAMPINGS) {
-      const refit = solveRidge(w, fitOn, kept, d);
-      const err = refit ? refitError(w, checkOn, kept, refit) : Infinity;
-      if (err < best) [best, damping] = [err, d];
+  if (!h || h.count === 0 || h.count >= s.count || !s.gram) return DEFAULT_DAMPING;
+  const rest = { count: s.count - h.count, sum: s.sum.map((v, i) => v - h.sum[i]), gram: s.gram.map((v, i) => v - h.gram[i]) };
+  const [fitOn, checkOn] = [covariance(rest.count, rest.sum, rest.gram), covariance(h.count, h.sum, h.gram)];
+  const gone = new Set(removed);
+  const kept = [...Array(k).keys()].filter((j) => !gone.has(j));
+  let best;
+  for (const damping of DAMPINGS) {
+    if (damping === null && !noRefit) continue;
+    const change = new Float64Array(k * n);
+    for (const j of removed) for (let o = 0; o < n; o++) change[j * n + o] = -w[j * n + o];
+    if (damping !== null) {
+      const refit = await math.refit(await math.inverse(damped(fitOn, k, damping), k), w, k, n, removed, kept);
+      kept.forEach((j, r) => {
+        for (let o = 0; o < n; o++) change[j * n + o] = refit[r * n + o] - w[j * n + o];
+      });
     }
+    const error62 = await math.quadratic(checkOn, change, k, n);
+    if (Number.isFinite(error62) && (!best || error62 < best.error)) best = { damping, error: error62 };
   }
-  return solveRidge(w, full, kept, damping);
+  return best ? best.damping : DEFAULT_DAMPING;
 }
-function choleskySolve(a, m, b, n) {
+async function greedyCurve(group, problems, inverses, maxCount) {
+  const math = inverses.math;
+  const n = group.units.length;
+  const diagonal = new Float64Array(n);
+  for (const p of problems) {
+    if (!p.diagonal) continue;
+    p.channels.forEach((ch, u) => {
+      for (const j of ch) diagonal[u] += p.diagonal[j];
+    });
+  }
+  const refits = problems.filter((p) => p.refit);
+  const order = [];
+  const errors = [0];
+  let total = 0;
+  if (refits.length === 0) {
+    const sorted = [...Array(n).keys()].sort((a, b) => diagonal[a] - diagonal[b]).slice(0, maxCount);
+    for (const u of sorted) errors.push(total += diagonal[u]);
+    return { group, order: sorted.map((u) => group.units[u]), errors: Float64Array.from(errors) };
+  }
+  const state = await Promise.all(
+    refits.map(async (p) => {
+      const { w, k, n: outs, stats, damping } = p.refit;
+      return { p, hinv: await inverses.of(stats, damping), w, m: k, outs, row: new Map([...Array(k).keys()].map((j) => [j, j])) };
+    })
+  );
+  const remaining = /* @__PURE__ */ new Set([...Array(n).keys()]);
+  const block = Math.max(1, Math.ceil((n - 1) / GREEDY_BLOCKS));
+  const rowsOf = (s, units) => units.map((u) => s.p.channels[u].map((j) => s.row.get(j)));
+  const alone = await Promise.all(state.map((s) => math.unitErrors(s.hinv, s.w, s.m, s.outs, rowsOf(s, [...remaining]))));
+  while (order.length < maxCount) {
+    const live = [...remaining];
+    const score = live.map((u, i) => diagonal[u] + alone.reduce((t, e) => t + e[i], 0));
+    const picked = live.map((u, i) => ({ u, score: score[i] })).sort((a, b) => a.score - b.score).slice(0, Math.min(block, maxCount - order.length)).map((x) => x.u);
+    const gone = new Set(picked);
+    const next = live.filter((u) => !gone.has(u));
+    const increments = picked.map((u) => diagonal[u]);
+    for (const [k, s] of state.entries()) {
+      const removedChannels = new Set(picked.flatMap((u) => s.p.channels[u]));
+      const removedRows = picked.flatMap((u) => s.p.channels[u].map((j) => s.row.get(j)));
+      const keptChannels = [...s.row.keys()].filter((j) => !removedChannels.has(j));
+      const keptRows = keptChannels.map((j) => s.row.get(j));
+      const row2 = new Map(keptChannels.map((j, i) => [j, i]));
+      const r = await math.remove(s.hinv, s.w, s.m, s.outs, removedRows, keptRows, next.map((u) => s.p.channels[u].map((j) => row2.get(j))));
+      const nested = nestedErrors(r.hinvRemoved, r.wRemoved, removedRows.length, s.outs, picked.map((u) => s.p.channels[u].length));
+      nested.forEach((v, i) => increments[i] += v);
+      s.hinv = r.hinv;
+      s.w = r.w;
+      s.m = keptRows.length;
+      s.row = row2;
+      alone[k] = r.errors;
+    }
+    picked.forEach((u, i) => {
+      order.push(u);
+      remaining.delete(u);
+      errors.push(total += Math.max(0, increments[i]));
+    });
+  }
+  return { group, order: order.map((u) => group.units[u]), errors: Float64Array.from(errors) };
+}
+function nestedErrors(hpp, wp, m, n, sizes) {
   const l = new Float64Array(m * m);
   for (let i = 0; i < m; i++) {
     for (let j = 0; j <= i; j++) {
-      let sum = a[i * m + j];
-      for (let k = 0; k < j; k++) sum -= l[i * m + k] * l[j * m + k];
+      let sum = hpp[i * m + j];
+      for (let q = 0; q < j; q++) sum -= l[i * m + q] * l[j * m + q];
       if (i === j) {
-        if (!(sum > 0)) return void 0;
+        if (!(sum > 0)) return blockByUnit(hpp, wp, m, n, sizes);
         l[i * m + i] = Math.sqrt(sum);
       } else l[i * m + j] = sum / l[j * m + j];
     }
   }
-  const x = Float64Array.from(b);
-  for (let c = 0; c < n; c++) {
-    for (let i = 0; i < m; i++) {
-      let sum = x[i * n + c];
-      for (let k = 0; k < i; k++) sum -= l[i * m + k] * x[k * n + c];
-      x[i * n + c] = sum / l[i * m + i];
-    }
-    for (let i = m - 1; i >= 0; i--) {
-      let sum = x[i * n + c];
-      for (let k = i + 1; k < m; k++) sum -= l[k * m + i] * x[k * n + c];
-      x[i * n + c] = sum / l[i * m + i];
+  const v = new Float64Array(m * n);
+  const rowError = new Float64Array(m);
+  for (let i = 0; i < m; i++) {
+    for (let o = 0; o < n; o++) {
+      let sum = wp[i * n + o];
+      for (let q = 0; q < i; q++) sum -= l[i * m + q] * v[q * n + o];
+      const x = sum / l[i * m + i];
+      v[i * n + o] = x;
+      rowError[i] += x * x;
     }
   }
-  return x;
+  const out = new Float64Array(sizes.length);
+  let row2 = 0;
+  sizes.forEach((size, u) => {
+    for (let r = 0; r < size; r++) out[u] += rowError[row2++];
+  });
+  return out;
 }
-function addToBias(model, c, delta, dtype) {
+function blockByUnit(hpp, wp, m, n, sizes) {
+  const out = new Float64Array(sizes.length);
+  let row2 = 0;
+  sizes.forEach((size, u) => {
+    for (let r = row2; r < row2 + size; r++) {
+      const d = hpp[r * m + r];
+      if (d > 0) for (let o = 0; o < n; o++) out[u] += wp[r * n + o] * wp[r * n + o] / d;
+    }
+    row2 += size;
+  });
+  return out;
+}
+async function refitConsumer(matrix, s, removed, damping, inverses) {
+  const [k, n] = [matrix.k, matrix.n];
+  const gone = new Set(removed);
+  const kept = [...Array(k).keys()].filter((j) => !gone.has(j));
+  const w = matrix.dense();
+  if (!inverses.has(s, damping)) return void 0;
+  const weights = await inverses.math.refit(await inverses.of(s, damping), w, k, n, removed, kept);
+  if (!weights.every(Number.isFinite)) return void 0;
+  const mean = channelMean(s);
+  const biasDelta = new Float64Array(n);
+  for (let o = 0; o < n; o++) {
+    let before = 0;
+    for (let j = 0; j < k; j++) before += mean[j] * w[j * n + o];
+    let after = 0;
+    kept.forEach((j, r) => after += mean[j] * weights[r * n + o]);
+    biasDelta[o] = before - after;
+  }
+  return { kept, weights, biasDelta };
+}
+
+// src/prune/compensate.ts
+async function compensation(analysis, removals, consumers2, stats, mode, dampings, inverses) {
+  const notes = [];
+  const edits = [];
+  if (mode === "none") return { edits, notes };
+  for (const removal of removals) {
+    for (const c of consumers2.get(removal.group) ?? []) {
+      const s = stats.get(c.input);
+      const wt = analysis.model.constant(c.weight);
+      if (!s || !wt) continue;
+      const gone = /* @__PURE__ */ new Set();
+      for (const u of removal.units) for (const j of u.indices.get(c.inputSlot.id) ?? []) gone.add(j);
+      if (gone.size === 0) continue;
+      const removed = [...gone].sort((a, b) => a - b);
+      const matrix = new WeightMatrix(wt.dims, toFloat32(wt), c.use);
+      const shared = analysis.index.consumersOf(c.weight).length > 1;
+      let damping = null;
+      if ((mode === "reconstruct" || mode === "auto") && !shared && inverses.has(s, dampings.get(consumerKey(c)) ?? DEFAULT_DAMPING) && matrix.pointwise) {
+        const key = consumerKey(c);
+        const known = dampings.get(key);
+        damping = known !== void 0 ? known : await chooseDamping(s, matrix.dense(), matrix.k, matrix.n, removed, mode === "auto", inverses.math);
+        if (known === void 0) dampings.set(key, damping);
+      }
+      if (damping !== null) {
+        const refit = await refitConsumer(matrix, s, removed, damping, inverses);
+        if (refit) {
+          edits.push({ consumer: c, removed, refit: { kept: refit.kept, weights: refit.weights }, biasDelta: refit.biasDelta });
+          continue;
+        }
+        notes.push(`${c.node.name}: the least-squares refit was not finite; bias compensation only`);
+      }
+      const mean = channelMean(s);
+      const delta = new Float64Array(matrix.n);
+      for (const j of removed) for (let o = 0; o < matrix.n; o++) delta[o] += mean[j] * matrix.get(j, o);
+      edits.push({ consumer: c, removed, biasDelta: delta });
+    }
+  }
+  return { edits, notes };
+}
+function applyCompensation(copy, analysis, edits) {
+  const copyOf = new Map(analysis.model.graph.node.map((n, i) => [n, copy.graph.node[i]]));
+  const unique = copy.uniqueNames();
+  for (const e of edits) {
+    const c = { ...e.consumer, node: copyOf.get(e.consumer.node) };
+    const wt = analysis.model.constant(c.weight);
+    if (e.refit) {
+      const matrix = new WeightMatrix(wt.dims, toFloat32(wt), c.use);
+      const { kept, weights } = e.refit;
+      kept.forEach((j, r) => {
+        for (let o = 0; o < matrix.n; o++) matrix.set(j, o, weights[r * matrix.n + o]);
+      });
+      copy.setConstant(c.weight, fromFloat32(matrix.data, wt.dtype, wt.dims));
+    }
+    addToBias(copy, c, e.biasDelta, wt.dtype, unique);
+  }
+}
+function weightChange(analysis, e) {
+  const wt = analysis.model.constant(e.consumer.weight);
+  const before = toFloat32(wt);
+  const change = new Float32Array(before.length);
+  const use = e.consumer.use;
+  const dims = wt.dims;
+  const strides = dims.map((_, a) => dims.slice(a + 1).reduce((x, y) => x * y, 1));
+  const gone = new Set(e.removed);
+  for (let i = 0; i < before.length; i++) {
+    const j = Math.floor(i / strides[use.weightIn]) % dims[use.weightIn];
+    if (gone.has(j)) change[i] = -before[i];
+  }
+  if (e.refit) {
+    const n = dims[use.weightOut];
+    e.refit.kept.forEach((j, r) => {
+      for (let o = 0; o < n; o++) {
+        const at = j * strides[use.weightIn] + o * strides[use.weightOut];
+        change[at] = e.refit.weights[r * n + o] - before[at];
+      }
+    });
+  }
+  return { data: change, dims, dtype: wt.dtype };
+}
+function addToBias(model, c, delta, dtype, unique) {
   const node2 = c.node;
   const scale = c.use.biasScale ?? 1;
   const add = (name) => {
@@ -46430,7 +46902,7 @@ function addToBias(model, c, delta, dtype) {
     const bias = node2.input[biasAt];
     if (bias && model.isConstant(bias) && add(bias)) return;
     if (bias) return;
-    const name = model.uniqueName(`${node2.name || node2.output[0]}_bias`);
+    const name = unique(`${node2.name || node2.output[0]}_bias`);
     model.addInitializer(name, biasTensor());
     while (node2.input.length < biasAt) node2.input.push("");
     node2.input[biasAt] = name;
@@ -46445,12 +46917,234 @@ function addToBias(model, c, delta, dtype) {
     }
   }
   const graph = model.graph;
-  const biasName = model.uniqueName(`${node2.name || out}_bias`);
-  const before = model.uniqueName(`${out}_before_bias`);
+  const biasName = unique(`${node2.name || out}_bias`);
+  const before = unique(`${out}_before_bias`);
   model.addInitializer(biasName, biasTensor());
   node2.output[0] = before;
   const at = graph.node.indexOf(node2);
-  graph.node.splice(at + 1, 0, import_onnx_proto12.onnx.NodeProto.create({ opType: "Add", name: `${node2.name}_bias_add`, input: [before, biasName], output: [out] }));
+  graph.node.splice(at + 1, 0, import_onnx_proto13.onnx.NodeProto.create({ opType: "Add", name: `${node2.name}_bias_add`, input: [before, biasName], output: [out] }));
+}
+
+// src/onnx/linalg.ts
+var import_onnx_proto14 = __toESM(require_onnx());
+var DenseMath = class _DenseMath {
+  sessions = /* @__PURE__ */ new Map();
+  static instance;
+  static shared() {
+    return _DenseMath.instance ??= new _DenseMath();
+  }
+  /**
+   * The inverse of a symmetric positive definite n x n matrix (row-major). Above INVERSE_BASE
+   * rows the matrix is padded with the identity to a multiple of INVERSE_BASE (its inverse is
+   * the inverse padded the same way), so one session serves every size of a band.
+   */
+  async inverse(a, n) {
+    if (n === 0) return new Float64Array(0);
+    if (n <= INVERSE_BASE) {
+      const session2 = await this.session("inverse", () => inverseGraph(n));
+      return (await session2.run({ a: f64(a, [n, n]) })).out.data;
+    }
+    const size = Math.ceil(n / INVERSE_BASE) * INVERSE_BASE;
+    const padded = new Float64Array(size * size);
+    for (let i = 0; i < n; i++) padded.set(a.subarray(i * n, (i + 1) * n), i * size);
+    for (let i = n; i < size; i++) padded[i * size + i] = 1;
+    const session = await this.session(`inverse ${size}`, () => inverseGraph(size));
+    const out = (await session.run({ a: f64(padded, [size, size]) })).out.data;
+    const result = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) result.set(out.subarray(i * size, i * size + n), i * n);
+    return result;
+  }
+  /**
+   * One Optimal-Brain-Surgeon removal of the rows `removed` (indices into m) from a layer whose
+   * inverse Hessian is `hinv` (m x m) and weight `w` (m x n, one row per input channel): the
+   * kept rows of the weight absorb what the removed ones did, and both shrink to the `kept`
+   * rows (in that order). Also returns the removed block of the inverse Hessian and of the
+   * weight, from which the error of the removal is computed, and the unit errors (as
+   * `unitErrors`) of `units`, rows of the shrunk matrices, for the next removal.
+   */
+  async remove(hinv, w, m, n, removed, kept, units) {
+    const session = await this.session("remove", removeGraph);
+    const out = await session.run({ hinv: f64(hinv, [m, m]), w: f64(w, [m, n]), removed: i64(removed), kept: i64(kept), ...unitFeeds(units, kept.length) });
+    return {
+      hinv: out.hinvKept.data,
+      w: out.wKept.data,
+      hinvRemoved: out.hinvRemoved.data,
+      wRemoved: out.wRemoved.data,
+      errors: out.errors.data
+    };
+  }
+  /**
+   * The weight's kept rows after removing `removed` with the Optimal-Brain-Surgeon update
+   * W_k − Hinv_kP · (Hinv_PP)⁻¹ · W_P (the least-squares refit of the kept rows), in `kept` order.
+   */
+  async refit(hinv, w, m, n, removed, kept) {
+    const session = await this.session("refit", refitGraph);
+    const out = await session.run({ hinv: f64(hinv, [m, m]), w: f64(w, [m, n]), removed: i64(removed), kept: i64(kept) });
+    return out.wKept.data;
+  }
+  /**
+   * For each unit (a row of `units`: d channel indices), the error of removing it alone:
+   * tr(W_uᵀ · (Hinv_uu)⁻¹ · W_u).
+   */
+  async unitErrors(hinv, w, m, n, units) {
+    if (units.length === 0) return new Float64Array(0);
+    const session = await this.session("unit errors", unitErrorsGraph);
+    const out = await session.run({ hinv: f64(hinv, [m, m]), w: f64(w, [m, n]), ...unitFeeds(units, m) });
+    return out.errors.data;
+  }
+  /** tr(Dᵀ · C · D) for C (m x m) and D (m x n): the output error a weight change D makes under input covariance C. */
+  async quadratic(c, d, m, n) {
+    if (m === 0 || n === 0) return 0;
+    const session = await this.session("quadratic", quadraticGraph);
+    const out = await session.run({ c: f64(c, [m, m]), d: f64(d, [m, n]) });
+    return out.out.data[0];
+  }
+  session(key, build) {
+    let s = this.sessions.get(key);
+    if (!s) {
+      s = createSession(build(), { enableCpuMemArena: false });
+      this.sessions.set(key, s);
+    }
+    return s;
+  }
+};
+var f64 = (data, dims) => new ort.Tensor("float64", data, dims);
+function unitFeeds(units, m) {
+  const d = units[0]?.length ?? 1;
+  const blocks = new BigInt64Array(units.length * d * d);
+  units.forEach((u, k) => {
+    for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) blocks[(k * d + i) * d + j] = BigInt(u[i] * m + u[j]);
+  });
+  return { units: new ort.Tensor("int64", BigInt64Array.from(units.flat(), BigInt), [units.length, d]), blocks: new ort.Tensor("int64", blocks, [units.length, d, d]) };
+}
+var i64 = (values) => new ort.Tensor("int64", BigInt64Array.from(values, BigInt), [values.length]);
+var INVERSE_BASE = 256;
+var GraphBuilder = class {
+  nodes = [];
+  initializers = [];
+  count = 0;
+  op(opType, inputs2, attributes = {}, domain2) {
+    const output2 = `t${this.count++}`;
+    const attribute = Object.entries(attributes).map(
+      ([name, v]) => Array.isArray(v) ? import_onnx_proto14.onnx.AttributeProto.create({ name, type: import_onnx_proto14.onnx.AttributeProto.AttributeType.INTS, ints: v }) : import_onnx_proto14.onnx.AttributeProto.create({ name, type: import_onnx_proto14.onnx.AttributeProto.AttributeType.INT, i: v })
+    );
+    this.nodes.push(import_onnx_proto14.onnx.NodeProto.create({ opType, input: inputs2, output: [output2], attribute, ...domain2 ? { domain: domain2 } : {} }));
+    return output2;
+  }
+  ints(values) {
+    const name = `c${this.count++}`;
+    this.initializers.push(import_onnx_proto14.onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [values.length], int64Data: values }));
+    return name;
+  }
+  /** Names `value` as the graph output `name`. */
+  output(value, name) {
+    this.nodes.push(import_onnx_proto14.onnx.NodeProto.create({ opType: "Identity", input: [value], output: [name] }));
+  }
+  encode(inputs2, outputs2) {
+    const info = ([name, elemType]) => import_onnx_proto14.onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType } } });
+    const model = import_onnx_proto14.onnx.ModelProto.create({
+      irVersion: 8,
+      producerName: "prune-gate",
+      opsetImport: [
+        { domain: "", version: 17 },
+        { domain: "com.microsoft", version: 1 }
+      ],
+      graph: { name: "dense", node: this.nodes, initializer: this.initializers, input: inputs2.map(info), output: outputs2.map(info) }
+    });
+    return import_onnx_proto14.onnx.ModelProto.encode(model).finish();
+  }
+};
+function inverseGraph(n) {
+  const g = new GraphBuilder();
+  const block = (x, r0, r1, c0, c1) => g.op("Slice", [x, g.ints([r0, c0]), g.ints([r1, c1]), g.ints([0, 1])]);
+  const transpose2 = (x) => g.op("Transpose", [x], { perm: [1, 0] });
+  const inv = (x, size) => {
+    if (size <= INVERSE_BASE) return g.op("Inverse", [x], {}, "com.microsoft");
+    const h = size >> 1;
+    const ai = inv(block(x, 0, h, 0, h), h);
+    const b = block(x, 0, h, h, size);
+    const aib = g.op("MatMul", [ai, b]);
+    const si2 = inv(g.op("Sub", [block(x, h, size, h, size), g.op("MatMul", [transpose2(b), aib])]), size - h);
+    const upperRight = g.op("Neg", [g.op("MatMul", [aib, si2])]);
+    const upperLeft = g.op("Sub", [ai, g.op("MatMul", [upperRight, transpose2(aib)])]);
+    const top = g.op("Concat", [upperLeft, upperRight], { axis: 1 });
+    const bottom = g.op("Concat", [transpose2(upperRight), si2], { axis: 1 });
+    return g.op("Concat", [top, bottom], { axis: 0 });
+  };
+  g.output(inv("a", n), "out");
+  return g.encode([["a", DataType.DOUBLE]], [["out", DataType.DOUBLE]]);
+}
+function surgeon(g) {
+  const hp = g.op("Gather", ["hinv", "removed"], { axis: 1 });
+  const hpp = g.op("Gather", [hp, "removed"], { axis: 0 });
+  const wp = g.op("Gather", ["w", "removed"], { axis: 0 });
+  const tk = g.op("MatMul", [g.op("Gather", [hp, "kept"], { axis: 0 }), g.op("Inverse", [hpp], {}, "com.microsoft")]);
+  return { hp, hpp, wp, tk };
+}
+var SURGEON_INPUTS = [
+  ["hinv", DataType.DOUBLE],
+  ["w", DataType.DOUBLE],
+  ["removed", DataType.INT64],
+  ["kept", DataType.INT64]
+];
+function removeGraph() {
+  const g = new GraphBuilder();
+  const { hp, hpp, wp, tk } = surgeon(g);
+  const hkk = g.op("Gather", [g.op("Gather", ["hinv", "kept"], { axis: 0 }), "kept"], { axis: 1 });
+  const hpk = g.op("Gather", [hp, "kept"], { axis: 0 });
+  const hinvKept = g.op("Sub", [hkk, g.op("MatMul", [tk, g.op("Transpose", [hpk], { perm: [1, 0] })])]);
+  const wKept = g.op("Sub", [g.op("Gather", ["w", "kept"], { axis: 0 }), g.op("MatMul", [tk, wp])]);
+  g.output(hinvKept, "hinvKept");
+  g.output(wKept, "wKept");
+  g.output(hpp, "hinvRemoved");
+  g.output(wp, "wRemoved");
+  g.output(unitErrors(g, hinvKept, wKept), "errors");
+  return g.encode(
+    [...SURGEON_INPUTS, ["units", DataType.INT64], ["blocks", DataType.INT64]],
+    [
+      ["hinvKept", DataType.DOUBLE],
+      ["wKept", DataType.DOUBLE],
+      ["hinvRemoved", DataType.DOUBLE],
+      ["wRemoved", DataType.DOUBLE],
+      ["errors", DataType.DOUBLE]
+    ]
+  );
+}
+function refitGraph() {
+  const g = new GraphBuilder();
+  const { wp, tk } = surgeon(g);
+  g.output(g.op("Sub", [g.op("Gather", ["w", "kept"], { axis: 0 }), g.op("MatMul", [tk, wp])]), "wKept");
+  return g.encode(SURGEON_INPUTS, [["wKept", DataType.DOUBLE]]);
+}
+function unitErrors(g, hinv, w) {
+  const blocks = g.op("Gather", [g.op("Reshape", [hinv, g.ints([-1])]), "blocks"], { axis: 0 });
+  const wu = g.op("Gather", [w, "units"], { axis: 0 });
+  const solved = g.op("MatMul", [g.op("Inverse", [blocks], {}, "com.microsoft"), wu]);
+  return g.op("ReduceSum", [g.op("Mul", [wu, solved]), g.ints([1, 2])], { keepdims: 0 });
+}
+function unitErrorsGraph() {
+  const g = new GraphBuilder();
+  g.output(unitErrors(g, "hinv", "w"), "errors");
+  return g.encode(
+    [
+      ["hinv", DataType.DOUBLE],
+      ["w", DataType.DOUBLE],
+      ["units", DataType.INT64],
+      ["blocks", DataType.INT64]
+    ],
+    [["errors", DataType.DOUBLE]]
+  );
+}
+function quadraticGraph() {
+  const g = new GraphBuilder();
+  g.output(g.op("ReduceSum", [g.op("Mul", ["d", g.op("MatMul", ["c", "d"])]), g.ints([0, 1])], { keepdims: 0 }), "out");
+  return g.encode(
+    [
+      ["c", DataType.DOUBLE],
+      ["d", DataType.DOUBLE]
+    ],
+    [["out", DataType.DOUBLE]]
+  );
 }
 
 // src/prune/plan.ts
@@ -46610,232 +47304,228 @@ function planUniform(input2, ranked) {
   if (removed < input2.targetParams - input2.slack) return void 0;
   return planCounts(input2, ranked, chosen);
 }
-function planByCurves(input2, ranked, curves) {
-  const ledger = new ParamLedger(input2.slots, input2.paramDims);
-  const taken = /* @__PURE__ */ new Map();
-  let removed = 0;
-  const slope = (g, c) => {
-    const curve = curves.get(g);
-    if (!curve) return Infinity;
-    const found = curve.counts.findIndex((k) => k > c);
-    const i = found < 0 ? curve.counts.length - 1 : found;
-    if (i <= 0) return Infinity;
-    const perUnit = (curve.losses[i] - curve.losses[i - 1]) / (curve.counts[i] - curve.counts[i - 1]);
-    return perUnit / Math.max(1e-12, g.units[0].params);
-  };
-  const closed = /* @__PURE__ */ new Set();
-  while (removed < input2.targetParams) {
-    let best;
-    let bestSlope = Infinity;
-    for (const g of input2.groups) {
-      const c = taken.get(g)?.units.length ?? 0;
-      if (c >= g.units.length - 1 || closed.has(g)) continue;
-      const s = slope(g, c);
-      if (s < bestSlope) [best, bestSlope] = [g, s];
-    }
-    if (!best) break;
-    const entry = taken.get(best) ?? { group: best, units: [], params: 0 };
-    const unit = ranked.get(best)[entry.units.length];
-    if (removed + ledger.delta(unit) > input2.targetParams + input2.slack) {
-      closed.add(best);
-      continue;
-    }
-    const delta = ledger.take(unit);
-    entry.units.push(unit);
-    entry.params += delta;
-    removed += delta;
-    taken.set(best, entry);
-  }
-  return { removals: [...taken.values()], params: removed };
+var KERNEL_WIDTH = { channels: 8, ffn: 1, heads: 1 };
+function groupAlign(input2, group) {
+  if (group.kind === "heads") return 1;
+  const factor = input2.alignMinFactor ?? 4;
+  if (input2.alignAuto) return group.units.length >= factor * KERNEL_WIDTH[group.kind] ? KERNEL_WIDTH[group.kind] : 1;
+  const align = input2.align ?? 1;
+  return align > 1 && group.units.length >= factor * align ? align : 1;
 }
-function alignedPlan(input2, ranked, removals, align) {
-  const counts = new Map(input2.groups.map((g) => [g, 0]));
-  for (const r of removals) counts.set(r.group, r.units.length);
-  const eligible = input2.groups.filter((g) => g.kind !== "heads" && g.units.length >= align);
-  for (const g of eligible) {
-    const n = g.units.length;
-    const kept = Math.max(align, Math.round((n - counts.get(g)) / align) * align);
-    counts.set(g, n - Math.min(n, kept));
+function alignedWidth(input2, group, kept) {
+  const align = groupAlign(input2, group);
+  return align <= 1 || kept >= align && kept % align === 0;
+}
+function planByCurves(input2, curves) {
+  const groups = input2.groups.filter((g) => curves.has(g));
+  const ranked = new Map(groups.map((g) => [g, curves.get(g).order]));
+  const table3 = groups.map((g) => {
+    const curve = curves.get(g);
+    const ledger = new ParamLedger(input2.slots, input2.paramDims);
+    const params = [0];
+    for (const u of curve.order) params.push(params[params.length - 1] + ledger.take(u));
+    const allowed = [...Array(curve.order.length + 1).keys()].filter((c) => c === 0 || alignedWidth(input2, g, g.units.length - c));
+    return { g, cost: curve.cost, params, allowed };
+  });
+  const segments = [];
+  table3.forEach(({ cost, params, allowed }, k) => {
+    let at2 = 0;
+    for (; ; ) {
+      let best;
+      for (const c of allowed) {
+        if (c <= at2 || params[c] <= params[at2]) continue;
+        const slope = (cost[c] - cost[at2]) / (params[c] - params[at2]);
+        if (!best || slope < best.slope || slope === best.slope && c > best.to) best = { to: c, slope };
+      }
+      if (!best) break;
+      segments.push({ k, ...best });
+      at2 = best.to;
+    }
+  });
+  segments.sort((a, b) => a.slope - b.slope);
+  const at = table3.map(() => 0);
+  let approx = 0;
+  for (const s of segments) {
+    if (approx >= input2.targetParams) break;
+    const t = table3[s.k];
+    approx += t.params[s.to] - t.params[t.allowed[at[s.k]]];
+    at[s.k] = t.allowed.indexOf(s.to);
   }
-  const scoreOf = (g, u) => input2.scores.get(g)[g.units.indexOf(u)];
-  const blockScore = (g, from) => ranked.get(g).slice(from, from + align).reduce((sum, u) => sum + scoreOf(g, u), 0);
-  let plan = planCounts(input2, ranked, counts);
-  for (let guard = 0; guard < 4 * input2.groups.length + 16; guard++) {
-    if (plan.params < input2.targetParams - input2.slack) {
-      const open2 = eligible.filter((g2) => g2.units.length - counts.get(g2) - align >= align);
-      if (open2.length === 0) return void 0;
-      const g = open2.reduce((a, b) => blockScore(b, counts.get(b)) < blockScore(a, counts.get(a)) ? b : a);
-      counts.set(g, counts.get(g) + align);
-    } else if (plan.params > input2.targetParams + input2.slack) {
-      const open2 = eligible.filter((g2) => counts.get(g2) >= align);
-      if (open2.length === 0) return void 0;
-      const g = open2.reduce((a, b) => blockScore(b, counts.get(b) - align) > blockScore(a, counts.get(a) - align) ? b : a);
-      counts.set(g, counts.get(g) - align);
-    } else return plan;
-    plan = planCounts(input2, ranked, counts);
+  const countsOf = () => new Map(table3.map((t, k) => [t.g, t.allowed[at[k]]]));
+  const [lowest, highest] = [input2.targetParams - input2.slack, input2.targetParams + input2.slack];
+  const miss = (p) => p < lowest ? lowest - p : p > highest ? p - highest : 0;
+  let [low, high] = [lowest, highest];
+  let plan = planCounts(input2, ranked, countsOf());
+  let closest2 = plan;
+  for (let round = 0; round < 6 && miss(plan.params) > 0; round++) {
+    if (!intoWindow(table3, at, low, high)) {
+      let best;
+      table3.forEach((t, k) => {
+        const tables = table3.map((x, q) => q === k ? { ...t, allowed: [...Array(t.params.length).keys()] } : x);
+        const moved = at.map((i, q) => q === k ? t.allowed[i] : i);
+        if (!intoWindow(tables, moved, low, high)) return;
+        const cost = moved.reduce((c, i, q) => c + tables[q].cost[tables[q].allowed[i]], 0);
+        if (!best || cost < best.cost) best = { k, at: moved, cost };
+      });
+      if (best) {
+        const { k, at: moved } = best;
+        table3[k] = { ...table3[k], allowed: [...Array(table3[k].params.length).keys()] };
+        moved.forEach((i, q) => at[q] = i);
+      }
+    }
+    const next = planCounts(input2, ranked, countsOf());
+    const sum = table3.reduce((t, x, k) => t + x.params[x.allowed[at[k]]], 0);
+    [low, high] = [lowest + (sum - next.params), highest + (sum - next.params)];
+    plan = next;
+    if (miss(plan.params) < miss(closest2.params)) closest2 = plan;
   }
-  return void 0;
+  return miss(closest2.params) <= 3 * input2.slack ? closest2 : void 0;
+}
+function intoWindow(table3, at, low, high) {
+  const value = (k, i) => ({ params: table3[k].params[table3[k].allowed[i]], cost: table3[k].cost[table3[k].allowed[i]] });
+  const sum = () => at.reduce((t, i, k) => t + value(k, i).params, 0);
+  const cost = () => at.reduce((t, i, k) => t + value(k, i).cost, 0);
+  let best;
+  const seen = /* @__PURE__ */ new Set();
+  for (let guard = 0; guard < 4096; guard++) {
+    const total = sum();
+    if (total >= low && total <= high) {
+      const c = cost();
+      if (!best || c < best.cost) best = { at: [...at], cost: c };
+    }
+    const key = at.join(",");
+    if (seen.has(key)) break;
+    seen.add(key);
+    if (total >= low && total <= high) break;
+    const down = total > high;
+    let pick2;
+    for (let k = 0; k < table3.length; k++) {
+      const i = at[k] + (down ? -1 : 1);
+      if (i < 0 || i >= table3[k].allowed.length) continue;
+      const [now, next] = [value(k, at[k]), value(k, i)];
+      const dp = next.params - now.params;
+      if (dp === 0) continue;
+      const slope = (next.cost - now.cost) / dp;
+      const stays = !down || total + dp >= low;
+      const better = !pick2 || (down ? stays !== pick2.stays ? stays : slope > pick2.slope : slope < pick2.slope);
+      if (better) pick2 = { k, slope, stays };
+    }
+    if (!pick2) break;
+    at[pick2.k] += down ? -1 : 1;
+  }
+  if (best) best.at.forEach((i, k) => at[k] = i);
+  return !!best;
 }
 
-// src/prune/allocate.ts
-var SEARCH_MAX_PARAMS = 5e7;
-var ALIGN_STEPS = [8, 16];
-var MAX_TIMED = 6;
-var PROFILE_RATIOS = [0.25, 0.5, 0.75];
-async function chooseAllocation(input2) {
-  const { plan, damage, log } = input2;
-  const ranked = rankedUnits(plan.groups, plan.scores);
-  const fixedMode = input2.compensate === "auto" ? input2.calibration ? "bias" : "none" : input2.compensate;
-  const buildPlan = (strategy) => {
-    const reached = (p) => p.params >= plan.targetParams - plan.slack ? p : void 0;
-    switch (strategy) {
-      case "global":
-        return planRemoval(plan);
-      case "uniform": {
-        const p = planUniform(plan, ranked);
-        return p && reached(alignRemovals(plan, p.removals));
+// src/prune/probe.ts
+var import_onnx_proto15 = __toESM(require_onnx());
+function probeModel(analysis, cells) {
+  const model = analysis.model.clone();
+  const graph = model.graph;
+  const unique = model.uniqueNames();
+  const copyOf = new Map(analysis.model.graph.node.map((n, i) => [n, graph.node[i]]));
+  const masks = [];
+  const errors = [];
+  const dtype = cells.flatMap((c) => c.edits).map((e) => analysis.model.constantInfo(e.consumer.weight)?.dtype)[0] ?? import_onnx_proto15.onnx.TensorProto.DataType.FLOAT;
+  const float = import_onnx_proto15.onnx.TensorProto.DataType.FLOAT;
+  const int3 = (name, i) => import_onnx_proto15.onnx.AttributeProto.create({ name, type: import_onnx_proto15.onnx.AttributeProto.AttributeType.INT, i });
+  const node2 = (opType, input2, output2, attribute = []) => import_onnx_proto15.onnx.NodeProto.create({ opType, name: output2, input: input2, output: [output2], attribute });
+  const ints = (name, values) => graph.initializer.push(import_onnx_proto15.onnx.TensorProto.create({ name, dataType: import_onnx_proto15.onnx.TensorProto.DataType.INT64, dims: [values.length], int64Data: values }));
+  const [t0, t1] = analysis.traces;
+  const leadsWithBatch = (y) => t0.get(y)?.dims[0] === t0.sizes?.[0] && t1.get(y)?.dims[0] === t1.sizes?.[0];
+  let batched = true;
+  const opset = analysis.model.defaultOpset ?? 13;
+  cells.forEach((cell, k) => {
+    const mask = unique(`prune_gate_probe_${k}`);
+    graph.input.push(import_onnx_proto15.onnx.ValueInfoProto.create({ name: mask, type: { tensorType: { elemType: dtype, shape: { dim: [{ dimParam: "batch" }] } } } }));
+    masks.push(mask);
+    const parts = [];
+    for (const edit of cell.edits) {
+      const original = copyOf.get(edit.consumer.node);
+      const use = edit.consumer.use;
+      const y = original.output[0];
+      const rank2 = t0.get(edit.consumer.node.output[0])?.dims.length ?? 2;
+      if (!leadsWithBatch(edit.consumer.node.output[0])) batched = false;
+      const base = unique(`${y}_probe_base`);
+      const name = (what) => unique(`${y}_probe_${k}_${what}`);
+      const change = weightChange(analysis, edit);
+      const dw = name("dw");
+      model.addInitializer(dw, fromFloat32(change.data, change.dtype, change.dims));
+      const db = name("db");
+      model.addInitializer(db, fromFloat32(Array.from(edit.biasDelta, (d) => d * (use.biasScale ?? 1)), change.dtype, [edit.biasDelta.length]));
+      const delta = name("delta");
+      const inputs2 = [...original.input];
+      inputs2[1] = dw;
+      const added = [];
+      if (use.biasInput !== void 0) {
+        while (inputs2.length <= use.biasInput) inputs2.push("");
+        inputs2[use.biasInput] = db;
+        added.push(import_onnx_proto15.onnx.NodeProto.create({ ...original, name: name("op"), input: inputs2, output: [delta] }));
+      } else {
+        added.push(import_onnx_proto15.onnx.NodeProto.create({ ...original, name: name("op"), input: inputs2, output: [name("raw")] }));
+        added.push(node2("Add", [added[0].output[0], db], delta));
       }
-      case "ffn-only": {
-        const ffn = plan.groups.filter((g) => g.kind === "ffn");
-        if (ffn.length === 0 || ffn.length === plan.groups.length) return void 0;
-        return reached(planRemoval({ ...plan, groups: ffn }));
-      }
-      case "measured":
-        return void 0;
+      const shape2 = name("mask_shape");
+      ints(shape2, [-1, ...Array(rank2 - 1).fill(1)]);
+      const perSample = name("mask_rows");
+      added.push(node2("Reshape", [mask, shape2], perSample));
+      const masked = name("masked");
+      added.push(node2("Mul", [delta, perSample], masked));
+      added.push(node2("Add", [base, masked], y));
+      const sq = name("sq");
+      added.push(nodeOverAxes("ReduceSumSquare", delta, sq, [...Array(rank2).keys()].slice(1), opset, graph.initializer, [int3("keepdims", 0)]));
+      const sqF = name("sq_f");
+      added.push(node2("Cast", [sq], sqF, [int3("to", float)]));
+      const size = name("size");
+      added.push(node2("Size", [delta], size));
+      const shapeOf = name("shape");
+      added.push(node2("Shape", [delta], shapeOf));
+      const first = name("first");
+      ints(first, [0]);
+      const samples = name("samples");
+      added.push(node2("Gather", [shapeOf, first], samples));
+      const each = name("each");
+      added.push(node2("Div", [size, samples], each));
+      const eachF = name("each_f");
+      added.push(node2("Cast", [each], eachF, [int3("to", float)]));
+      const outs = name("outs");
+      model.addInitializer(outs, fromFloat32([change.dims[use.weightOut]], float, []));
+      const scaled = name("scaled");
+      added.push(node2("Mul", [sqF, outs], scaled));
+      const per = name("per");
+      added.push(node2("Div", [scaled, eachF], per));
+      original.output[0] = base;
+      graph.node.splice(graph.node.indexOf(original) + 1, 0, ...added);
+      parts.push(per);
     }
-  };
-  const asAsked = async (measure2, tried2, collected) => {
-    const strategy = input2.allocation === "auto" || input2.allocation === "measured" ? "global" : input2.allocation;
-    const chosen = buildPlan(strategy);
-    const fallback = chosen ?? planRemoval(plan);
-    return {
-      removals: fallback.removals,
-      compensate: fixedMode,
-      stats: collected ?? await statsFor(input2, fixedMode, fallback.removals),
-      allocation: { strategy: chosen ? strategy : "global", compensate: fixedMode, measure: measure2, tried: tried2, align: plan.align ?? 1 }
-    };
-  };
-  if (!damage || plan.targetParams <= 0) {
-    return asAsked(damage ? "nothing to remove" : "nothing measured: no calibration data to measure damage on", []);
-  }
-  const large = input2.params > SEARCH_MAX_PARAMS;
-  const candidates = [];
-  const tried = [];
-  const wanted = (s) => input2.allocation === "auto" || input2.allocation === s;
-  for (const strategy of ["global", "uniform", "ffn-only"].filter(wanted)) {
-    const p = buildPlan(strategy);
-    if (p) candidates.push({ strategy, ...p });
-    else if (strategy !== "ffn-only" || plan.groups.some((g) => g.kind === "ffn")) tried.push({ strategy, compensate: fixedMode, loss: null, params: 0, note: "cannot reach the target" });
-  }
-  const allGroups = plan.groups.map((group) => ({ group, units: [], params: 0 }));
-  const modes = input2.compensate === "auto" ? input2.calibration && !large ? ["bias", "reconstruct"] : [fixedMode] : [fixedMode];
-  const statsByMode = /* @__PURE__ */ new Map();
-  for (const m of modes) statsByMode.set(m, await statsFor(input2, m, allGroups));
-  const build = (removals, mode, stats) => {
-    try {
-      return applyRemoval(input2.analysis, removals, (copy) => void compensate(copy, input2.analysis, removals, input2.consumers, stats, mode)).model;
-    } catch (e) {
-      if (e instanceof FixFailure) return void 0;
-      throw e;
+    let total = parts[0];
+    for (const p of parts.slice(1)) {
+      const sum = unique(`prune_gate_probe_${k}_error`);
+      graph.node.push(node2("Add", [total, p], sum));
+      total = sum;
     }
-  };
-  const measure = async (removals, mode, stats, share2) => {
-    const candidate = build(removals, mode, stats);
-    if (!candidate) return Infinity;
-    return input2.passes.pass(`${damage.name} of a candidate of ${countParams(candidate)} parameters (${mode}) on ${share2} of the set`, () => damage.loss(candidate, share2).catch(() => Infinity));
-  };
-  if (large && input2.allocation === "measured") {
-    tried.push({ strategy: "measured", compensate: fixedMode, loss: null, params: 0, note: `not profiled: above ${SEARCH_MAX_PARAMS / 1e6} M parameters` });
-  }
-  if (!large && wanted("measured")) {
-    log(`measuring each of ${plan.groups.length} groups' damage at ${PROFILE_RATIOS.length} ratios (${damage.name})`);
-    const baseLoss = await input2.passes.pass(`${damage.name} of the model before this step`, () => damage.loss(input2.model, 1));
-    for (const mode of modes) {
-      const curves = /* @__PURE__ */ new Map();
-      for (const g of plan.groups) {
-        const counts = [...new Set(PROFILE_RATIOS.map((r) => Math.min(g.units.length - 1, Math.max(1, Math.round(r * g.units.length)))))];
-        const curve = { counts: [0], losses: [baseLoss] };
-        for (const count2 of counts) {
-          const { removals } = planCounts({ ...plan, groups: [g] }, ranked, /* @__PURE__ */ new Map([[g, count2]]));
-          curve.counts.push(count2);
-          curve.losses.push(await measure(removals, mode, statsByMode.get(mode), 1));
-        }
-        curves.set(g, curve);
-      }
-      const byCurves = alignRemovals(plan, planByCurves(plan, ranked, curves).removals);
-      if (byCurves.params >= plan.targetParams - plan.slack) candidates.push({ strategy: "measured", ...byCurves, note: `damage profiled with ${mode} compensation` });
-    }
-  }
-  const speed = !!input2.alignAuto && !!damage.latency && !large;
-  if (speed) {
-    for (const c of [...candidates]) {
-      for (const align2 of ALIGN_STEPS) {
-        const aligned = alignedPlan(plan, ranked, c.removals, align2);
-        if (aligned) candidates.push({ ...c, ...aligned, align: align2 });
-      }
-    }
-  }
-  const share = large ? Math.min(1, 2 / Math.max(1, candidates.length)) : 1;
-  const signature = (removals) => removals.map((r) => `${r.group.id}:${r.units.map((u) => r.group.units.indexOf(u)).join(",")}`).sort().join("|");
-  const label = (c) => `${c.strategy}${c.align ? ` aligned to ${c.align}` : ""}`;
-  const seen = /* @__PURE__ */ new Map();
-  const measured = [];
-  for (const c of candidates) {
-    for (const mode of modes) {
-      const key = `${mode} ${signature(c.removals)}`;
-      if (seen.has(key)) continue;
-      const loss = await measure(c.removals, mode, statsByMode.get(mode), share);
-      seen.set(key, loss);
-      const entry = { strategy: c.strategy, compensate: mode, loss: Number.isFinite(loss) ? loss : null, params: c.params, ...c.align ? { align: c.align } : {}, ...c.note ? { note: c.note } : {} };
-      tried.push(entry);
-      measured.push({ c, mode, loss, entry });
-      log(`allocation ${label(c)}, compensation ${mode}: ${damage.name}${Number.isNaN(loss) ? "" : Number.isFinite(loss) ? ` ${loss.toPrecision(4)}` : " not measurable"} (${c.params} parameters)`);
-    }
-  }
-  measured.sort((a, b) => a.loss - b.loss);
-  if (measured.length === 0 || !Number.isFinite(measured[0].loss)) {
-    return asAsked(damage.name, tried, statsByMode.get(fixedMode));
-  }
-  let best = measured[0];
-  let latency;
-  if (speed) {
-    let fastest;
-    let fast;
-    for (const m of measured.slice(0, MAX_TIMED).filter((x) => Number.isFinite(x.loss))) {
-      const model = build(m.c.removals, m.mode, statsByMode.get(m.mode));
-      const ratio = model ? await damage.latency(model) : Infinity;
-      m.entry.latency = ratio;
-      log(`latency of ${label(m.c)}/${m.mode}: ${ratio.toFixed(3)}x the base's`);
-      if (!fastest || ratio < fastest.ratio) fastest = { m, ratio };
-      if (ratio <= 1) {
-        fast = m;
-        break;
-      }
-    }
-    if (!fast && fastest) log(`no candidate timed ran as fast as the base here; keeping the fastest (${fastest.ratio.toFixed(3)}x)`);
-    best = fast ?? fastest?.m ?? best;
-    latency = best.entry.latency;
-  }
-  const align = best.c.align ?? plan.align ?? 1;
-  const why = latency === void 0 ? `least ${damage.name} on the calibration set` : latency <= 1 ? `least ${damage.name} on the calibration set, not slower than the base` : "the fastest timed";
-  log(`allocation: ${best.c.strategy}, compensation ${best.mode}${align > 1 ? `, widths multiples of ${align}` : ""} (${why})`);
-  return {
-    removals: best.c.removals,
-    compensate: best.mode,
-    stats: statsByMode.get(best.mode),
-    allocation: { strategy: best.c.strategy, compensate: best.mode, measure: damage.name, tried, align, ...latency !== void 0 ? { latency } : {} }
-  };
-}
-async function statsFor(input2, mode, removals) {
-  if (mode !== "reconstruct" || !input2.calibration) return input2.stats;
-  const chosen = removals.flatMap((r) => input2.consumers.get(r.group) ?? []);
-  const requests = statsRequests(chosen, true);
-  const calibration = input2.calibration;
-  return input2.passes.pass(`activation covariances of ${requestedTensors(requests)}`, () => {
-    input2.log("collecting activation covariances for least-squares reconstruction");
-    const progress = input2.calibrationBatches ? new PassProgress("activation covariances", input2.calibrationBatches, input2.log) : void 0;
-    return collectStats(input2.model, requests, calibration, progress);
+    const out = unique(`prune_gate_probe_${k}_error_out`);
+    graph.node.push(node2("Identity", [total], out));
+    graph.output.push(import_onnx_proto15.onnx.ValueInfoProto.create({ name: out }));
+    errors.push(out);
   });
+  return { model, cells, masks, errors, maskType: dtype === import_onnx_proto15.onnx.TensorProto.DataType.FLOAT16 ? "float16" : "float32", batched };
+}
+function probeAssignment(samples, cells) {
+  const out = Array.from({ length: samples }, () => []);
+  if (samples === 0) return out;
+  if (cells <= samples) for (let i = 0; i < samples; i++) out[i].push(i % cells);
+  else for (let c = 0; c < cells; c++) out[c % samples].push(c);
+  return out;
+}
+function probeFeeds(probe, assignment, start, size) {
+  return Object.fromEntries(
+    probe.masks.map((m, k) => {
+      const on = Array.from({ length: size }, (_, i) => assignment[start + i]?.includes(k) ? 1 : 0);
+      const tensor = probe.maskType === "float16" ? new ort.Tensor("float16", Uint16Array.from(on, (v) => v ? 15360 : 0), [size]) : new ort.Tensor("float32", Float32Array.from(on), [size]);
+      return [m, tensor];
+    })
+  );
 }
 
 // src/prune/score.ts
@@ -46854,8 +47544,8 @@ var AxisNorms = class {
     const sums = slots.map((s) => new Float64Array(s.size));
     const inner = slots.map((s) => dims.slice(s.axis + 1).reduce((a, b) => a * b, 1));
     const rowElements = dims[dims.length - 1] ?? 1;
-    const lastAxis2 = dims.length - 1;
-    const lastK = slots.findIndex((s) => s.axis === lastAxis2);
+    const lastAxis = dims.length - 1;
+    const lastK = slots.findIndex((s) => s.axis === lastAxis);
     let perRow = new Float64Array(0);
     model.forEachChunk(slot.tensor, rowElements, (values, first) => {
       const rows = values.length / rowElements;
@@ -46920,6 +47610,237 @@ function scoreScale(scores) {
   return { mean, std: Math.sqrt(variance) };
 }
 
+// src/prune/allocate.ts
+async function chooseAllocation(input2) {
+  const { plan, damage, log } = input2;
+  const ranked = rankedUnits(plan.groups, plan.scores);
+  const resolved = resolvedCompensation(input2);
+  const compensate = (removals) => compensation(input2.analysis, removals, input2.consumers, input2.stats, input2.compensate, input2.dampings, input2.inverses);
+  const tried = [];
+  const result = (strategy, removals, edits, measure) => ({
+    removals,
+    compensation: edits,
+    allocation: { strategy, compensate: resolved(edits), measure, tried, align: keptMultiple(plan, removals) }
+  });
+  if (plan.targetParams <= 0) return result("global", [], { edits: [], notes: [] }, "nothing to remove");
+  const byCurves = input2.measured && !!damage && (input2.allocation === "auto" || input2.allocation === "measured");
+  if (!byCurves) {
+    const strategy = input2.allocation === "auto" || input2.allocation === "measured" ? "global" : input2.allocation;
+    const asked = buildStrategy(plan, ranked, strategy);
+    const { removals } = asked ?? planRemoval(plan);
+    const measure = !damage ? "nothing measured: no calibration data to measure damage on" : !input2.measured ? "not measured: magnitude importance reads no activations, so there are no damage curves" : `as asked (allocation: ${input2.allocation})`;
+    if (!asked) tried.push({ strategy, compensate: "none", loss: null, params: 0, note: "cannot reach the target" });
+    return result(asked ? strategy : "global", removals, await compensate(removals), measure);
+  }
+  const norms = new AxisNorms(input2.analysis);
+  log(`damage curves of ${plan.groups.length} groups from the statistics (closed form)`);
+  const share = stepShare(plan, ranked);
+  const curves = await damageCurves(input2.model, norms, plan.groups, input2.consumers, input2.stats, input2.inverses, {
+    compensate: input2.compensate,
+    dampings: input2.dampings,
+    checkShare: share,
+    maxShare: reach(plan, ranked, share)
+  }, (w) => input2.analysis.index.consumersOf(w).length > 1);
+  input2.inverses.releaseCovariances(input2.stats.values());
+  const costs = await calibratedCosts(input2, curves, share);
+  const planned = planByCurves(plan, costs);
+  const candidates = [];
+  if (planned) candidates.push({ strategy: "measured", ...planned, note: "planned from the damage curves" });
+  else tried.push({ strategy: "measured", compensate: "bias", loss: null, params: 0, note: "cannot reach the target" });
+  if (planned && input2.allocation === "auto" && damage && input2.effort.alternative) {
+    const alternative = runnerUp(plan, costs, planned.removals);
+    if (alternative) candidates.push(alternative);
+  }
+  if (candidates.length === 0) {
+    const fallback = planRemoval(plan);
+    return result("global", fallback.removals, await compensate(fallback.removals), "no plan by the curves reaches the target");
+  }
+  if (candidates.length === 1 || !damage) {
+    const only = candidates[0];
+    const edits = await compensate(only.removals);
+    tried.push({ strategy: only.strategy, compensate: resolved(edits), loss: null, params: only.params, note: `${only.note}; not run before the step's evaluation` });
+    return notSlower(input2, costs, { ...result(only.strategy, only.removals, edits, damage?.name ?? "damage curves") });
+  }
+  let best;
+  for (const c of candidates) {
+    const edits = await compensate(c.removals);
+    const built = await buildOrNot(input2, c.removals, edits);
+    const why = candidates.length > 1 ? `which of ${candidates.length} candidates to keep (${c.note}); the one kept is the step's evaluation too` : "the step's evaluation";
+    const loss = built ? await input2.passes.pass("confirmation", why, damage.samples ?? 0, `${damage.name} of the ${c.strategy} candidate (${c.params} parameters)`, () => damage.loss(built.applied.model, 1)) : Infinity;
+    tried.push({ strategy: c.strategy, compensate: resolved(edits), loss: Number.isFinite(loss) ? loss : null, params: c.params, note: c.note });
+    log(`allocation ${c.strategy} (${c.note}), compensation ${resolved(edits)}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : "not measurable"} (${c.params} parameters)`);
+    if (!best || loss < best.loss) best = { c, edits, loss, built };
+  }
+  log(`allocation: ${best.c.strategy} (least ${damage.name} on the calibration set)`);
+  return notSlower(input2, costs, { ...result(best.c.strategy, best.c.removals, best.edits, damage.name), built: best.built });
+}
+var SLOWER = 1.02;
+async function notSlower(input2, costs, choice) {
+  const timer = input2.damage?.latency;
+  if (!input2.plan.alignAuto || !timer || !choice.allocation || choice.removals.length === 0) return choice;
+  const built = choice.built ?? await buildOrNot(input2, choice.removals, choice.compensation);
+  if (!built) return choice;
+  const ratio = await timer(built.applied.model);
+  const timed = { ...choice, built, allocation: { ...choice.allocation, latency: ratio } };
+  if (ratio <= SLOWER) return timed;
+  input2.log(`the kept candidate takes ${ratio.toFixed(3)}x the base's time here: planning its widths in multiples of 16`);
+  const wide = planByCurves({ ...input2.plan, alignAuto: false, align: 16, alignMinFactor: 2 }, costs);
+  if (!wide) return timed;
+  const edits = await compensation(input2.analysis, wide.removals, input2.consumers, input2.stats, input2.compensate, input2.dampings, input2.inverses);
+  const other = await buildOrNot(input2, wide.removals, edits);
+  const otherRatio = other ? await timer(other.applied.model) : Infinity;
+  input2.log(`widths in multiples of 16: ${otherRatio.toFixed(3)}x the base's time; keeping the ${otherRatio < ratio ? "aligned" : "first"} one`);
+  if (otherRatio >= ratio) return timed;
+  const allocation = { ...choice.allocation, latency: otherRatio, align: 16 };
+  allocation.tried = [...allocation.tried, { strategy: "measured", compensate: allocation.compensate, loss: null, params: wide.params, align: 16, latency: otherRatio, note: "widths in multiples of 16: the kept candidate was slower than the base" }];
+  return { removals: wide.removals, compensation: edits, built: other, allocation };
+}
+async function buildOrNot(input2, removals, edits) {
+  try {
+    return await input2.build(removals, edits);
+  } catch (e) {
+    if (e instanceof FixFailure) return void 0;
+    throw e;
+  }
+}
+function runnerUp(plan, costs, planned) {
+  const estimate = (removals) => removals.reduce((t, r) => t + (costs.get(r.group)?.cost[r.units.length] ?? 0), 0);
+  const options = [];
+  const global2 = planRemoval(plan);
+  if (global2.params >= plan.targetParams - plan.slack) options.push({ strategy: "global", ...global2, note: "FLAP's global ranking", estimate: estimate(global2.removals) });
+  for (const g of plan.groups) {
+    if (g.units.length > COARSE_UNITS || !costs.has(g)) continue;
+    const count2 = planned.find((r) => r.group === g)?.units.length ?? 0;
+    for (const pin of [count2 - 1, count2 + 1]) {
+      if (pin < 0 || pin >= g.units.length) continue;
+      const pinned = planCounts({ ...plan, groups: [g] }, /* @__PURE__ */ new Map([[g, costs.get(g).order]]), /* @__PURE__ */ new Map([[g, pin]]));
+      const rest = planByCurves({ ...plan, groups: plan.groups.filter((x) => x !== g), targetParams: plan.targetParams - pinned.params }, costs);
+      if (!rest) continue;
+      const removals = [...rest.removals, ...pinned.removals];
+      const what = g.kind === "heads" ? "heads" : "units";
+      options.push({ strategy: "measured", removals, params: rest.params + pinned.params, note: `${pin - count2 > 0 ? "one more" : "one fewer"} of ${g.where}'s ${what} removed`, estimate: estimate(removals) });
+    }
+  }
+  if (options.length === 0) return void 0;
+  const { estimate: _, ...best } = options.reduce((a, b) => b.estimate < a.estimate ? b : a);
+  return best;
+}
+function keptMultiple(plan, removals) {
+  const aligns = removals.map((r) => groupAlign(plan, r.group)).filter((a) => a > 1);
+  return aligns.length ? Math.min(...aligns) : 1;
+}
+function buildStrategy(input2, ranked, strategy) {
+  const plan = { ...input2, slack: 4 * input2.slack };
+  const reached = (p) => p.params >= plan.targetParams - plan.slack ? p : void 0;
+  switch (strategy) {
+    case "global":
+    case "measured":
+      return planRemoval(plan);
+    case "uniform": {
+      const p = planUniform(plan, ranked);
+      return p && reached(alignRemovals(plan, p.removals));
+    }
+    case "ffn-only": {
+      const ffn = plan.groups.filter((g) => g.kind === "ffn");
+      if (ffn.length === 0 || ffn.length === plan.groups.length) return void 0;
+      return reached(planRemoval({ ...plan, groups: ffn }));
+    }
+  }
+}
+function stepShare(plan, ranked) {
+  const all = planCounts(plan, ranked, new Map(plan.groups.map((g) => [g, g.units.length - 1]))).params;
+  return Math.min(0.5, Math.max(0.05, all > 0 ? plan.targetParams / all : 0.5));
+}
+function resolvedCompensation(input2) {
+  return (edits) => input2.compensate === "none" || edits.edits.length === 0 ? "none" : edits.edits.some((e) => e.refit) ? "reconstruct" : "bias";
+}
+var MAX_POWER = 4;
+var COARSE_UNITS = 8;
+function reach(plan, ranked, share) {
+  let r = Math.min(0.9, 2 * share);
+  const capped = (f) => planCounts(plan, ranked, new Map(plan.groups.map((g) => [g, Math.max(1, Math.round(f * g.units.length))]))).params;
+  while (r < 1 && capped(r) < plan.targetParams + plan.slack) r = Math.min(1, r + 0.1);
+  return r;
+}
+function probeCounts(n, available, share) {
+  const top = available;
+  if (n <= COARSE_UNITS) return [...Array(top).keys()].map((c) => c + 1);
+  const first = Math.min(available, Math.max(1, Math.round(share * n)));
+  return [.../* @__PURE__ */ new Set([first, Math.max(first, top)])];
+}
+async function calibratedCosts(input2, curves, share) {
+  const plain = new Map([...curves].map(([g, c]) => [g, { order: c.order, cost: c.errors }]));
+  const damage = input2.damage;
+  if (!damage?.sampleLosses || !damage.samples || curves.size < 2) return plain;
+  const remembered = [...curves.keys()].map((g) => input2.sensitivities.get(sensitivityKey(g)));
+  if (!input2.effort.probe && remembered.every(Boolean)) {
+    input2.log("sensitivity: each group as the last probe measured it (no probe at this step, to keep to the budget)");
+    return new Map([...curves].map(([g, c], i) => [g, { order: c.order, cost: c.errors.map((e) => remembered[i].a * e ** remembered[i].p) }]));
+  }
+  const planned = new Map([...curves].map(([g, c]) => [g, probeCounts(g.units.length, c.order.length, share).filter((count2) => c.errors[count2] > 0)]));
+  const cells = [];
+  for (let round = 0; round < Math.max(0, ...[...planned.values()].map((l) => l.length)); round++) {
+    for (const [g, counts] of planned) {
+      const count2 = counts[round];
+      if (count2 === void 0) continue;
+      const removal = planCounts({ ...input2.plan, groups: [g] }, /* @__PURE__ */ new Map([[g, curves.get(g).order]]), /* @__PURE__ */ new Map([[g, count2]])).removals;
+      const e = await compensation(input2.analysis, removal, input2.consumers, input2.stats, input2.compensate === "none" ? "bias" : input2.compensate, input2.dampings, input2.inverses);
+      if (e.edits.length) cells.push({ group: g, count: count2, edits: e.edits });
+    }
+  }
+  if (cells.length === 0) return plain;
+  const probe = probeModel(input2.analysis, cells);
+  const assignment = probeAssignment(damage.samples, cells.length);
+  const measured = await input2.passes.pass(
+    "probe",
+    "each group's loss for its damage curve's error, so that the curves of all groups are in one unit",
+    damage.samples,
+    `the sensitivity probe of ${cells.length} removals in ${new Set(cells.map((c) => c.group)).size} groups`,
+    () => damage.sampleLosses(probe.model, (start, size) => probeFeeds(probe, assignment, start, size), probe.errors, probe.batched)
+  );
+  const points = /* @__PURE__ */ new Map();
+  cells.forEach((cell, k) => {
+    const samples = assignment.flatMap((cellsOf, i) => cellsOf.includes(k) ? [i] : []);
+    const errors = measured.outputs[k];
+    let [loss, error62] = [0, 0];
+    for (const i of samples) {
+      const together = assignment[i].reduce((t, c) => t + measured.outputs[c][i], 0);
+      loss += together > 0 ? measured.losses[i] * errors[i] / together : 0;
+      error62 += errors[i];
+    }
+    const mean = errors.reduce((a, b) => a + b, 0) / errors.length;
+    if (error62 > 0 && samples.length > 0 && loss > 0) {
+      const list = points.get(cell.group) ?? [];
+      list.push({ error: curves.get(cell.group).errors[cell.count], loss: loss / error62 * mean });
+      points.set(cell.group, list);
+    }
+  });
+  const fits = /* @__PURE__ */ new Map();
+  for (const [g, list] of points) fits.set(g, powerFit(list));
+  for (const [g, fit] of fits) input2.sensitivities.set(sensitivityKey(g), fit);
+  const linear = [...fits.values()].filter((f) => f.p === 1).map((f) => f.a).sort((a, b) => a - b);
+  const median = linear.length ? linear[Math.floor(linear.length / 2)] : 1;
+  input2.log(`sensitivity of ${points.size} groups probed in one pass (${cells.length} removals)`);
+  if (process.env.PG_DEBUG) for (const [g, list] of points) console.error("FIT", g.where.slice(0, 40), g.units.length, JSON.stringify(list.map((x) => ({ e: x.error.toExponential(2), kl: x.loss.toExponential(2) }))), JSON.stringify(fits.get(g)));
+  return new Map(
+    [...curves].map(([g, c]) => {
+      const f = fits.get(g) ?? { a: median, p: 1 };
+      return [g, { order: c.order, cost: c.errors.map((e) => f.a * e ** f.p) }];
+    })
+  );
+}
+var sensitivityKey = (g) => `${g.kind} ${g.constantSlots.map((s) => s.tensor).sort()[0] ?? g.where}`;
+function powerFit(points) {
+  const xs = points.map((q) => Math.log(q.error));
+  const ys = points.map((q) => Math.log(q.loss));
+  const n = points.length;
+  const [mx, my] = [xs.reduce((a, b) => a + b, 0) / n, ys.reduce((a, b) => a + b, 0) / n];
+  const sxx = xs.reduce((t, x) => t + (x - mx) ** 2, 0);
+  const sxy = xs.reduce((t, x, i) => t + (x - mx) * (ys[i] - my), 0);
+  const p = n > 1 && sxx > 0 ? Math.min(MAX_POWER, Math.max(1, sxy / sxx)) : 1;
+  return { a: Math.exp(my - p * mx), p };
+}
+
 // src/prune/renorm.ts
 function normsToRefit(analysis, removals) {
   const removedBySlot = /* @__PURE__ */ new Map();
@@ -46956,11 +47877,21 @@ function normsToRefit(analysis, removals) {
   }
   return out;
 }
-async function measureNorms(model, refits, calibration) {
-  const sums = refits.map((r) => ({
+async function measureNorms(model, refits, calibration, kept, pass) {
+  const empty = () => refits.map((r) => ({
     count: 0,
     ...Object.fromEntries(["z", "p", "zz", "pp", "zp"].map((k) => [k, new Float64Array(r.keep.length)]))
   }));
+  if (refits.every((r) => kept.has(r.stats.input))) {
+    const sums = empty();
+    refits.forEach((r, k) => {
+      for (const data of kept.get(r.stats.input)) accumulate2(sums[k], r, data);
+    });
+    return sums;
+  }
+  return pass(() => normPass(model, refits, calibration, empty()));
+}
+async function normPass(model, refits, calibration, sums) {
   const names = [...new Set(refits.map((r) => r.stats.input))];
   const session = await sessionExposing(model, names);
   try {
@@ -47045,6 +47976,22 @@ function applyNormRefits(model, refits, sums) {
   return notes;
 }
 
+// src/prune/ledger.ts
+var PassLedger = class {
+  constructor(record2) {
+    this.record = record2;
+  }
+  record;
+  entries = [];
+  /** `what` names the pass for the record (the tensors it reads); `kind`, `why` and `samples` for the report. */
+  async pass(kind, why, samples, what, run) {
+    const start = Date.now();
+    const result = await this.record.pass(what, run);
+    this.entries.push({ what: kind, why, samples, seconds: (Date.now() - start) / 1e3 });
+    return result;
+  }
+};
+
 // src/prune/verify.ts
 var FULL_CHECK_MAX_BYTES = 256 * 2 ** 20;
 async function verifyPruned(model, baseTraces) {
@@ -47082,6 +48029,7 @@ function firstLine(e) {
 }
 
 // src/prune/index.ts
+var PLAN_SLACK = 25e-4;
 var MAX_ATTEMPTS = 8;
 async function pruneModel(model, options) {
   if (!(options.target >= 0 && options.target < 1)) {
@@ -47115,7 +48063,7 @@ async function pruneModel(model, options) {
 }
 async function pruneOnce(model, options) {
   const log = options.log ?? (() => void 0);
-  const passes = options.passes ?? RUN_PASSES;
+  const effort = options.effort ?? { alternative: true, probe: true, share: 1 };
   const paramsBefore = countParams(model);
   const traces = await traceTwice(model);
   const frozen = [];
@@ -47131,16 +48079,62 @@ ${e.reason}`, e])).values()];
       throw new UserError(nothingToPrune(model, skipped, options.structures));
     }
     const consumers2 = new Map(groups.map((g) => [g, findConsumers(analysis, g)]));
-    let stats = /* @__PURE__ */ new Map();
+    const passes = new PassLedger(options.passes ?? RUN_PASSES);
+    const samples = options.calibrationSamples ?? 0;
+    let collected = { stats: /* @__PURE__ */ new Map(), rows: /* @__PURE__ */ new Map() };
+    const measured = !!options.calibration && options.importance === "activation";
+    const renorms = !!options.calibration && options.compensate !== "none";
+    const normInputs = renorms ? [...new Set(normsToRefit(analysis, groups.map((g) => ({ group: g, units: g.units, params: 0 }))).map((r) => r.stats.input))] : [];
     if (options.calibration && (options.importance === "activation" || options.compensate !== "none")) {
-      const requests = statsRequests([...consumers2.values()].flat(), false);
-      const calibration = options.calibration;
-      stats = await passes.pass(`activation statistics of ${requestedTensors(requests)}`, () => {
-        log("collecting activation statistics on the calibration set");
-        const progress = options.calibrationBatches ? new PassProgress("activation statistics", options.calibrationBatches, log) : void 0;
-        return collectStats(model, requests, calibration, progress);
+      const refits = options.compensate === "auto" || options.compensate === "reconstruct";
+      const reused = /* @__PURE__ */ new Map();
+      const dampings = options.memory?.dampings;
+      const readers = (t) => analysis.index.consumersOf(t).length;
+      const all = [...consumers2.values()].flat();
+      const requests = [
+        ...statsRequests(all.filter((c) => refits && refittable(c, model, readers)), true, (c) => !dampings?.has(consumerKey(c))),
+        ...statsRequests(all.filter((c) => !refits || !refittable(c, model, readers)), false)
+      ].filter((r) => {
+        const known = options.memory?.unchanged.get(r.tensor);
+        if (!known || known.sum.length !== r.channels || r.gram && !known.gram) return true;
+        reused.set(r.tensor, known);
+        return false;
       });
+      const batches2 = options.calibrationBatches;
+      const read = effort.share < 1 && batches2 ? Math.max(1, Math.ceil(effort.share * batches2)) : void 0;
+      const calibration = read ? firstBatches(options.calibration, read) : options.calibration;
+      const why = `means and variances${requests.some((r) => r.gram) ? ", and the covariances of the damage curves and the least-squares refits" : ""}${normInputs.length ? ", and the inputs of normalizations whose width shrinks" : ""}`;
+      if (requests.length > 0 || normInputs.length > 0) {
+        const sharePart = read ? `, first ${read} batches` : "";
+        collected = await passes.pass("statistics", why, read && batches2 ? Math.round(samples * read / batches2) : samples, `activation statistics of ${requestedTensors(requests)}${normInputs.length ? `, kept whole: ${normInputs.join(", ")}` : ""}${sharePart}`, () => {
+          log(`collecting activation statistics on the calibration set${read ? ` (its first ${read} of ${batches2} batches, to keep to the budget)` : ""}${reused.size ? ` (${reused.size} of ${reused.size + new Set(requests.map((r) => r.tensor)).size} tensors as the last step left them)` : ""}`);
+          const progress = read ?? batches2 ? new PassProgress("activation statistics", read ?? batches2, log) : void 0;
+          return collectStats(model, requests, calibration, progress, normInputs);
+        });
+      } else log("activation statistics: every tensor is as the last step left it; no pass");
+      for (const [tensor, s] of reused) collected.stats.set(tensor, s);
     }
+    const stats = collected.stats;
+    const build = async (removals2, edits) => {
+      const refits = renorms ? normsToRefit(analysis, removals2) : [];
+      const normSums = refits.length ? await measureNorms(
+        model,
+        refits,
+        options.calibration,
+        collected.rows,
+        (run) => passes.pass("normalization sums", "the refit of normalizations whose width shrinks (their inputs did not fit in memory)", samples, `normalization sums of ${refits.map((r) => nodeLabel(r.node)).join(", ")}`, () => {
+          log("measuring how the pruned widths change their normalizations");
+          return run();
+        })
+      ) : [];
+      const notes = [...edits.notes];
+      const applied = applyRemoval(analysis, removals2, (copy) => {
+        applyCompensation(copy, analysis, edits.edits);
+        notes.push(...applyNormRefits(copy, refits, normSums));
+      });
+      const changed = [...edits.edits.map((e) => e.consumer.node.output[0]), ...refits.flatMap((r) => [r.stats.scale, r.stats.bias ?? ""])];
+      return { applied, notes, changed };
+    };
     const scores = scoreGroups(analysis, groups, options.memory, options.importance === "activation" ? { consumers: consumers2, stats } : void 0);
     const choice = await chooseAllocation({
       model,
@@ -47149,51 +48143,48 @@ ${e.reason}`, e])).values()];
         groups,
         scores,
         targetParams: options.target * paramsBefore,
-        slack: 0.01 * paramsBefore,
+        slack: PLAN_SLACK * paramsBefore,
         slots: analysis.space.slots,
         paramDims: (t) => analysis.model.constantInfo(t)?.dims,
-        align: typeof options.align === "number" ? options.align : 1
+        align: typeof options.align === "number" ? options.align : 1,
+        alignAuto: (options.align ?? "auto") === "auto"
       },
-      alignAuto: (options.align ?? "auto") === "auto",
       consumers: consumers2,
       stats,
-      params: paramsBefore,
       allocation: options.allocation ?? "auto",
       compensate: options.compensate,
       damage: options.damage,
-      calibration: options.calibration,
-      calibrationBatches: options.calibrationBatches,
+      measured,
       passes,
+      inverses: new InverseCovariances(DenseMath.shared()),
+      dampings: options.memory?.dampings ?? /* @__PURE__ */ new Map(),
+      sensitivities: options.memory?.sensitivities ?? /* @__PURE__ */ new Map(),
+      effort,
+      build,
       log
     });
-    const { removals, compensate: mode } = choice;
-    stats = choice.stats;
+    const { removals } = choice;
     if (removals.length === 0) {
       return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore };
     }
-    const refits = options.calibration && mode !== "none" ? normsToRefit(analysis, removals) : [];
-    const normSums = refits.length > 0 ? await passes.pass(`normalization sums of ${refits.map((r) => nodeLabel(r.node)).join(", ")}`, () => {
-      log("measuring how the pruned widths change their normalizations");
-      return measureNorms(model, refits, options.calibration);
-    }) : [];
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
-    const prepare = (copy) => {
-      for (const note of compensate(copy, analysis, removals, consumers2, stats, mode)) log(note);
-      for (const note of applyNormRefits(copy, refits, normSums)) log(note);
-    };
     let failure2;
-    let applied;
+    let built = choice.built;
     try {
-      applied = applyRemoval(analysis, removals, prepare);
+      built ??= await build(removals, choice.compensation);
     } catch (e) {
       if (!(e instanceof FixFailure)) throw e;
       failure2 = { message: e.message, groups: groupsTouching(removals, e.tensors) };
     }
-    if (applied) {
+    if (built) {
+      for (const note of built.notes) log(note);
+      const applied = built.applied;
       const problem = await verifyPruned(applied.model, traces);
       if (!problem) {
+        if (options.memory) options.memory.unchanged = unchangedStats(analysis, removals, built.changed, stats);
         const paramsAfter = countParams(applied.model);
-        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced, allocation: choice.allocation };
+        const allocation = choice.allocation && { ...choice.allocation, passes: passes.entries };
+        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced, allocation, passes: passes.entries };
       }
       const node2 = failingNode(analysis, problem);
       if (node2 && !frozenNodes.has(node2)) {
@@ -47221,6 +48212,25 @@ ${e.reason}`, e])).values()];
       for (const s of g.slots) frozen.push({ tensor: s.tensor, axis: s.axis, reason: failure2.message });
     }
   }
+}
+function firstBatches(calibration, count2) {
+  return async function* () {
+    let n = 0;
+    for await (const feeds of calibration()) {
+      if (n++ >= count2) return;
+      yield feeds;
+    }
+  };
+}
+function unchangedStats(analysis, removals, changed, stats) {
+  const touched = new Set(changed.filter(Boolean));
+  for (const r of removals) for (const u of r.units) for (const slot of u.indices.keys()) touched.add(analysis.space.slots[slot].tensor);
+  for (const node2 of analysis.index.nodes) {
+    if (nodeReads(node2).some((t) => touched.has(t))) {
+      for (const o of node2.output) if (o) touched.add(o);
+    }
+  }
+  return new Map([...stats].filter(([tensor]) => !touched.has(tensor)));
 }
 function failingNode(analysis, message) {
   const name = /Name:'([^']+)'/.exec(message)?.[1] ?? /Node \(([^)]+)\)/.exec(message)?.[1];
@@ -47343,13 +48353,13 @@ async function findPrunable(model) {
 }
 
 // src/quantize/calibration.ts
-var import_onnx_proto15 = __toESM(require_onnx());
+var import_onnx_proto18 = __toESM(require_onnx());
 
 // src/quantize/rewrite.ts
-var import_onnx_proto14 = __toESM(require_onnx());
+var import_onnx_proto17 = __toESM(require_onnx());
 
 // src/quantize/formats.ts
-var import_onnx_proto13 = __toESM(require_onnx());
+var import_onnx_proto16 = __toESM(require_onnx());
 
 // src/quantize/pack.ts
 function defaultZeroPoint(bits) {
@@ -47482,7 +48492,7 @@ function blockSizeFor(k, wanted, bits = 4, scaleBytes = 4) {
 
 // src/quantize/formats.ts
 var MS_DOMAIN = "com.microsoft";
-var int2 = (name, i) => import_onnx_proto13.onnx.AttributeProto.create({ name, type: import_onnx_proto13.onnx.AttributeProto.AttributeType.INT, i });
+var int2 = (name, i) => import_onnx_proto16.onnx.AttributeProto.create({ name, type: import_onnx_proto16.onnx.AttributeProto.AttributeType.INT, i });
 function storeBlocks(work, cache, key, weight, layout) {
   const cached2 = cache.get(key);
   if (cached2) return cached2;
@@ -47548,7 +48558,7 @@ function nbitsCandidate(work, node2, kind, weight, transposed, bias, opts, cache
     shared: [],
     at8Bits,
     build: (outputs2) => [
-      import_onnx_proto13.onnx.NodeProto.create({
+      import_onnx_proto16.onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : "",
         opType: "MatMulNBits",
         domain: MS_DOMAIN,
@@ -47574,7 +48584,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
     const sName = work.uniqueName(`${weight}_scale`);
     work.addInitializer(sName, scaleTensor(q.scales, info.dtype, [q.scales.length]));
     const out = work.uniqueName(`${weight}_dequantized`);
-    const dq = import_onnx_proto13.onnx.NodeProto.create({
+    const dq = import_onnx_proto16.onnx.NodeProto.create({
       name: `${out}_DequantizeLinear`,
       opType: "DequantizeLinear",
       input: [qName, sName],
@@ -47596,7 +48606,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
     bytesAfter: entry.bytes,
     shared: entry.shared,
     build: (outputs2) => {
-      const copy = import_onnx_proto13.onnx.NodeProto.decode(import_onnx_proto13.onnx.NodeProto.encode(node2).finish());
+      const copy = import_onnx_proto16.onnx.NodeProto.decode(import_onnx_proto16.onnx.NodeProto.encode(node2).finish());
       copy.name = node2.name ? `${node2.name}_Q8` : "";
       copy.input[1] = dequantized;
       copy.output = outputs2;
@@ -47631,7 +48641,7 @@ function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache)
     bytesAfter: entry.bytes,
     shared: [],
     build: (outputs2) => [
-      import_onnx_proto13.onnx.NodeProto.create({
+      import_onnx_proto16.onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : "",
         opType: "GatherBlockQuantized",
         domain: MS_DOMAIN,
@@ -47647,7 +48657,7 @@ function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache)
 function addMsOpset(model) {
   const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
   if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
-    model.proto.opsetImport.push(import_onnx_proto14.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
+    model.proto.opsetImport.push(import_onnx_proto17.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
   }
 }
 function applyCandidates(work, candidates, removable) {
@@ -47756,8 +48766,8 @@ async function measureErrors(work, candidates, calibration, log) {
       const twin = probe.uniqueName(`${y}__quantized`);
       for (const s of c.shared) shared.add(s);
       graph.node.push(...c.build([twin]));
-      graph.output.push(import_onnx_proto15.onnx.ValueInfoProto.create({ name: twin }));
-      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto15.onnx.ValueInfoProto.create({ name: y }));
+      graph.output.push(import_onnx_proto18.onnx.ValueInfoProto.create({ name: twin }));
+      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto18.onnx.ValueInfoProto.create({ name: y }));
       pairs.push([y, twin]);
     }
     graph.node = [...shared, ...graph.node];
@@ -47931,7 +48941,7 @@ function planCandidates(work, opts, keptFloat) {
 }
 
 // src/graph/compact.ts
-var import_onnx_proto16 = __toESM(require_onnx());
+var import_onnx_proto19 = __toESM(require_onnx());
 function compactNames(model) {
   const work = model.clone();
   const graph = work.graph;
@@ -47975,7 +48985,7 @@ function graphBytes(graph) {
   const initializers = graph.initializer;
   graph.initializer = [];
   try {
-    return import_onnx_proto16.onnx.GraphProto.encode(graph).finish().byteLength;
+    return import_onnx_proto19.onnx.GraphProto.encode(graph).finish().byteLength;
   } finally {
     graph.initializer = initializers;
   }
@@ -48075,7 +49085,22 @@ var ReportSchema = external_exports.object({
       })
     ).max(MAX_ITEMS),
     align: count,
-    latency: external_exports.number().nullable().optional()
+    latency: external_exports.number().nullable().optional(),
+    /** The passes over the calibration set the result's last step made: what each was, why it ran, what it read and cost. */
+    passes: external_exports.array(
+      external_exports.object({
+        what: external_exports.enum(["statistics", "probe", "confirmation", "normalization sums"]),
+        why: text,
+        samples: count,
+        seconds: external_exports.number().nonnegative()
+      })
+    ).max(MAX_ITEMS).optional()
+  }).optional(),
+  /** The search's budget (seconds), what the run spent, and what was left out to keep to it. */
+  budget: external_exports.object({
+    seconds: external_exports.number().positive(),
+    spent: external_exports.number().nonnegative(),
+    left_out: external_exports.array(text).max(MAX_ITEMS)
   }).optional(),
   /** What the figures were measured on: the CPU, its cores, onnxruntime's threads, the versions. */
   environment: external_exports.object({
@@ -48156,6 +49181,7 @@ function buildReport(input2) {
         }))
       }
     } : {},
+    ...input2.budget ? { budget: input2.budget } : {},
     ...input2.environment ? { environment: input2.environment } : {},
     ...input2.interface?.length ? { interface: input2.interface } : {},
     ...input2.examples?.length ? { examples: input2.examples.map(clipExample) } : {},
@@ -48364,11 +49390,13 @@ function prunedSection(r) {
 }
 function allocationLine(a) {
   const kept = `Allocation: ${a.strategy}, compensation ${a.compensate}${a.align > 1 ? `, widths multiples of ${a.align}` : ""}`;
-  const measured = a.tried.filter((t) => t.loss !== null);
-  if (measured.length === 0) return `${kept} (${a.measure})`;
-  const fmt = (t) => `${t.strategy}${t.align ? ` ×${t.align}` : ""}/${t.compensate} ${t.loss.toPrecision(4)}`;
-  const speed = a.latency === void 0 || a.latency === null ? "" : a.latency <= 1 ? ` not slower than the base here (${a.latency.toFixed(2)}x its latency)` : ` (none timed was as fast as the base here; this one ran at ${a.latency.toFixed(2)}x)`;
-  return `${kept}: the least ${a.measure} on the calibration set${speed}, of ${measured.map(fmt).join(", ")}`;
+  const measured = a.tried.filter((t) => t.loss !== null).sort((x, y) => x.loss - y.loss);
+  const speed = a.latency === void 0 || a.latency === null ? "" : `; ${a.latency.toFixed(2)}x the base's time here`;
+  if (measured.length === 0) return `${kept} (${a.measure})${speed}`;
+  const [best, ...others] = measured;
+  const why = (t) => t.note ?? `${t.strategy}/${t.compensate}`;
+  const against = others.length ? `, against ${others.map((t) => `${t.loss.toPrecision(4)} for ${why(t)}`).join(", ")}` : "";
+  return `${kept} (${why(best)}): ${a.measure} ${best.loss.toPrecision(4)} on the calibration set${against}${speed}`;
 }
 function allocationSection(r) {
   return r.allocation && r.pruned.length ? [allocationLine(r.allocation)] : [];
@@ -48508,42 +49536,46 @@ async function runOnDevice(options) {
   const base = OnnxModel.read(config2.model);
   const set2 = loadCalibration(config2.calibration, base);
   checkRulesFitTask(config2.gate, set2, config2.file ? displayPath(config2.file) : "the gate");
+  const budget = new SearchBudget(config2.budget, stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps).length);
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log });
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config2.keepNames, log);
   const stepsDir = path14.join(out, STEPS_DIR);
   try {
+    const mode = config2.prune.target === "auto" ? "auto" : "fixed";
+    const ratios = stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps);
+    let step;
     const deps = candidateSteps(
       config2,
       stepsDir,
-      (model, target, memory) => prune(model, {
-        ...pruneSettings(config2, evaluator.set, target, memory, log),
-        damage: {
-          name: evaluator.lossName,
-          loss: (candidate, share) => evaluator.loss(candidate, share),
-          latency: (candidate) => evaluator.latencyRatio(candidate)
-        }
-      }),
+      async (model, target, memory, info) => {
+        const effort = budget.effortFor(info.index);
+        step = { start: Date.now(), passes: [], share: effort.share };
+        const result2 = await prune(model, {
+          ...pruneSettings(config2, evaluator.set, target, memory, log),
+          damage: evaluator.damageMeasure(),
+          effort
+        });
+        step.passes = result2.passes ?? [];
+        return result2;
+      },
       quantize,
-      async (model, written) => {
-        const evaluation2 = await evaluator.evaluate(model);
+      async (model, written, _step, candidate) => {
+        const evaluation2 = await evaluator.evaluate(model, { sameAs: candidate, efficiency: config2.gate.some(boundsEfficiencyRuns) });
         const metrics2 = judge(evaluation2.values, config2.gate.filter((r) => !boundsMemory(r)), set2.task);
+        if (step) budget.stepDone(stepCost(step));
         return { metrics: metrics2, artifact: { ...written, evaluation: evaluation2 } };
       },
-      log
+      log,
+      (done) => budget.remaining(done)
     );
-    const mode = config2.prune.target === "auto" ? "auto" : "fixed";
-    const ratios = stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps);
     const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
     const chosen = result.artifact;
-    const evaluation = chosen.evaluation;
-    let metrics = result.steps[result.chosen].metrics;
-    let verdict = result.verdict;
-    if (await measureMemoryIfBounded((file2) => evaluator.memory(file2), config2.gate, evaluation.values, [config2.model, chosen.file], log)) {
-      metrics = judge(evaluation.values, config2.gate, set2.task);
-      verdict = verdictOf(metrics);
-      result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === "pass" };
-    }
+    const evaluation = await evaluator.withEfficiency(OnnxModel.read(chosen.file), chosen.evaluation);
+    await measureMemoryIfBounded((file2) => evaluator.memory(file2), config2.gate, evaluation.values, [config2.model, chosen.file], log);
+    const metrics = judge(evaluation.values, config2.gate, set2.task);
+    const verdict = verdictOf(metrics);
+    result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === "pass" };
     const files = promote(chosen, out);
     const report = buildReport({
       verdict,
@@ -48562,6 +49594,7 @@ async function runOnDevice(options) {
       pruned: result.pruned,
       skipped: result.skipped,
       allocation: result.allocation,
+      budget: budget.summary(),
       pullRequest: options.pullRequest,
       run: options.run,
       environment: currentEnvironment(),
@@ -48579,7 +49612,20 @@ async function runOnDevice(options) {
     fs15.rmSync(stepsDir, { recursive: true, force: true });
   }
 }
+function stepCost(step) {
+  const seconds = (what) => step.passes.filter((p) => p.what === what).reduce((t, p) => t + p.seconds, 0);
+  const confirmations = step.passes.filter((p) => p.what === "confirmation");
+  return {
+    total: (Date.now() - step.start) / 1e3,
+    // Of two confirmations, the one not kept is the alternative; they cost about the same.
+    alternative: confirmations.length > 1 ? Math.min(...confirmations.map((p) => p.seconds)) : 0,
+    probe: seconds("probe"),
+    statistics: seconds("statistics"),
+    share: step.share
+  };
+}
 var boundsMemory = (r) => r.metric === "memory";
+var boundsEfficiencyRuns = (r) => r.metric === "latency-p50" || r.metric === "latency-p95" || r.metric === "macs";
 async function measureMemoryIfBounded(memoryOf, rules, values, [base, candidate], log) {
   if (!rules.some(boundsMemory)) return false;
   log("measuring memory: a fresh process loads each model and runs one batch");
@@ -48600,15 +49646,16 @@ function pruneSettings(config2, set2, target, memory, log) {
     align: config2.prune.align,
     calibration: calibrationFeeds(set2),
     calibrationBatches: batchCount(set2),
+    calibrationSamples: set2.count,
     memory,
     log
   };
 }
-function candidateSteps(config2, stepsDir, prune, quantize, score, log) {
+function candidateSteps(config2, stepsDir, prune, quantize, score, log, remaining) {
   const memory = newPruneMemory();
   const quantization = /* @__PURE__ */ new Map();
   return {
-    prune: (model, target) => prune(model, target, memory),
+    prune: (model, target, step) => prune(model, target, memory, step),
     quantize: async (model, step) => {
       const quantized = await quantize(model, config2.quantize);
       quantization.set(step.index, quantized.quantization);
@@ -48619,11 +49666,12 @@ function candidateSteps(config2, stepsDir, prune, quantize, score, log) {
       fs15.rmSync(dir, { recursive: true, force: true });
       const written = writeModel(candidate, path14.join(dir, PRUNED_NAME), { externalData: config2.externalData });
       const model = OnnxModel.read(written.path);
-      const { metrics, artifact } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step);
+      const { metrics, artifact } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step, candidate);
       return { metrics, artifact, next: config2.quantize === "none" ? model : void 0 };
     },
     discard: (artifact) => fs15.rmSync(artifact.dir, { recursive: true, force: true }),
-    log
+    log,
+    remaining
   };
 }
 function promote(artifact, out) {
@@ -48944,7 +49992,12 @@ function wholeSetDamage(config2, base, set2, log) {
   let evaluator;
   const whole = () => evaluator ??= Evaluator.create(base, set2, { latency: config2.latency, log });
   return {
-    damage: { name: LOSS_NAME, loss: async (candidate, share) => (await whole()).loss(candidate, share) },
+    damage: {
+      name: LOSS_NAME,
+      samples: set2.count,
+      loss: async (candidate, share) => (await whole()).loss(candidate, share),
+      sampleLosses: async (candidate, extra, outputs2, batched) => (await whole()).sampleLosses(candidate, extra, outputs2, batched)
+    },
     close: async () => {
       if (evaluator) await (await evaluator).close();
     }
@@ -49134,9 +50187,9 @@ var path16 = __toESM(require("path"));
 var flagName = (key) => `--${key}`;
 var DEFAULT_OUT = "out";
 function register3(program2, ctx) {
-  program2.command("run").description("prune the model step by step, evaluate it against the base on the calibration set, and gate it").option("-c, --config <file>", "the config file (default: prune-gate.yml in the current folder)").option("-m, --model <file>", "the .onnx model (overrides the config's model)").option("--calibration <dir>", "the calibration folder (overrides the config's calibration)").option("-o, --out <dir>", "where pruned.onnx, report.json and report.md are written", DEFAULT_OUT).option("-t, --target <ratio>", "fraction of parameters to remove (0.3), or auto for the gradual search").option("--quantize <mode>", "none, int8 or int4").option("--keep-names", "keep the exporter's intermediate tensor and node names in a quantized model (default: shortened)").option("--external-data <mode>", "where pruned.onnx keeps its weights: auto (as the input model did), always (in pruned.onnx.data) or never (inline, at most 2 GiB); overrides the config's external-data").option("--json", "print report.json instead of the Markdown report").option("--job <K/N>", "job K of a plan's N (prune-gate plan): build every candidate, evaluate this job's shard, write OUT/partial.json for merge").action(async (flags) => {
+  program2.command("run").description("prune the model step by step, evaluate it against the base on the calibration set, and gate it").option("-c, --config <file>", "the config file (default: prune-gate.yml in the current folder)").option("-m, --model <file>", "the .onnx model (overrides the config's model)").option("--calibration <dir>", "the calibration folder (overrides the config's calibration)").option("-o, --out <dir>", "where pruned.onnx, report.json and report.md are written", DEFAULT_OUT).option("-t, --target <ratio>", "fraction of parameters to remove (0.3), or auto for the gradual search").option("--quantize <mode>", "none, int8 or int4").option("--keep-names", "keep the exporter's intermediate tensor and node names in a quantized model (default: shortened)").option("--external-data <mode>", "where pruned.onnx keeps its weights: auto (as the input model did), always (in pruned.onnx.data) or never (inline, at most 2 GiB); overrides the config's external-data").option("--budget <duration>", "the time the whole search may take (90s, 10m, 1h30m; default 10m); overrides the config's budget").option("--json", "print report.json instead of the Markdown report").option("--job <K/N>", "job K of a plan's N (prune-gate plan): build every candidate, evaluate this job's shard, write OUT/partial.json for merge").action(async (flags) => {
     const overrides = parseOverrides(
-      { model: flags.model, calibration: flags.calibration, target: flags.target, quantize: flags.quantize, keepNames: flags.keepNames, externalData: flags.externalData },
+      { model: flags.model, calibration: flags.calibration, target: flags.target, quantize: flags.quantize, keepNames: flags.keepNames, externalData: flags.externalData, budget: flags.budget },
       flagName
     );
     const config2 = resolveConfig(flags.config, overrides, flagName);
@@ -49199,7 +50252,7 @@ function register6(program2, ctx) {
     const target = parseTarget(flags.target, "--target", { auto: false });
     const structures = parseStructures(flags.structures);
     const importance = parseImportance(flags.importance, flags.calibration);
-    const compensate2 = parseCompensate(flags.compensate, flags.calibration);
+    const compensate = parseCompensate(flags.compensate, flags.calibration);
     const allocation = parseAllocation(flags.allocation, flags.calibration);
     const steps = Number(flags.steps);
     if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be a whole number of at least 1 (got '${flags.steps}')`);
@@ -49215,13 +50268,14 @@ function register6(program2, ctx) {
         target,
         structures,
         importance,
-        compensate: compensate2,
+        compensate,
         allocation,
         steps,
         align,
         calibration: evaluator ? calibrationFeeds(evaluator.set) : void 0,
         calibrationBatches: evaluator ? batchCount(evaluator.set) : void 0,
-        damage: evaluator ? { name: evaluator.lossName, loss: (candidate, share) => evaluator.loss(candidate, share), latency: (candidate) => evaluator.latencyRatio(candidate) } : void 0,
+        calibrationSamples: evaluator?.set.count,
+        damage: evaluator?.damageMeasure(),
         log: withElapsed((line) => ctx.stderr(`${line}
 `))
       });

@@ -55,8 +55,8 @@ describe.each(FIXTURES)('prune-gate run on the %s fixture', (name) => {
     expect(countParams(OnnxModel.read(path.join(out, 'pruned.onnx')))).toBe(report.candidate.params);
     expect(fs.readFileSync(path.join(out, 'report.md'), 'utf8')).toBe(r.stdout);
     expect(r.stdout).toMatch(/^### ✅ prune-gate passed/);
-    // How the removals were allocated, measured on the calibration set: said in both reports.
-    expect(report.allocation.tried.length).toBeGreaterThan(1);
+    // How the removals were allocated, and that magnitude importance measured nothing: said in both reports.
+    expect(report.allocation.measure).toMatch(/magnitude importance reads no activations/);
     expect(r.stdout).toContain(`Allocation: ${report.allocation.strategy}, compensation ${report.allocation.compensate}`);
     expect(fs.readdirSync(out).sort()).toEqual(['pruned.onnx', 'report.json', 'report.md']); // no step leftovers
   });

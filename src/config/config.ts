@@ -46,7 +46,12 @@ export interface Config {
   latency: LatencyOptions;
   /** The target device: onnxruntime's intra-op threads for every session (undefined: every core). */
   device: { threads?: number };
+  /** Seconds the whole search may take; the search plans its passes to fit (docs/pruning.md, "Cost"). */
+  budget: number;
 }
+
+/** The search's budget when none is given: ten minutes. */
+export const DEFAULT_BUDGET = 600;
 
 export const DEFAULT_PRUNE: PruneSettings = {
   target: 'auto',
@@ -98,6 +103,10 @@ const ConfigFile = z.strictObject({
     .strictObject({
       threads: z.number({ error: 'a whole number of threads >= 1' }).int({ error: 'a whole number of threads >= 1' }).min(1, { error: 'a whole number of threads >= 1' }).max(1024, { error: 'at most 1024 threads' }).optional(),
     })
+    .optional(),
+  budget: z
+    .union([z.number(), z.string()], { error: (i) => budgetExpected(i.input) })
+    .transform((v, ctx) => durationSeconds(v) ?? (ctx.addIssue({ code: 'custom', message: budgetExpected(v) }), z.NEVER))
     .optional(),
   latency: z
     .strictObject({
@@ -168,12 +177,13 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
     gate: parseGate(raw.gate ?? {}, shown),
     latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs },
     device: { threads: raw.device?.threads },
+    budget: raw.budget ?? DEFAULT_BUDGET,
   };
 }
 
 /** The configuration used when there is no config file: defaults, no bounds. */
 export function defaultConfig(): Config {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', keepNames: false, externalData: 'auto', gate: [], latency: { ...DEFAULT_LATENCY }, device: {} };
+  return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', keepNames: false, externalData: 'auto', gate: [], latency: { ...DEFAULT_LATENCY }, device: {}, budget: DEFAULT_BUDGET };
 }
 
 
@@ -256,6 +266,33 @@ function targetValue(value: unknown, auto: boolean): number | 'auto' | undefined
   return n >= 0 && n < 1 ? n : undefined;
 }
 
+/**
+ * A duration as a user writes it: seconds as a number, or text such as 90s, 10m, 1h30m, 2h
+ * (hours, minutes and seconds in that order, each optional). Undefined when it is not one, or
+ * not above zero.
+ */
+export function durationSeconds(value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) && value > 0 ? value : undefined;
+  if (typeof value !== 'string') return undefined;
+  const text = value.trim();
+  if (/^\d+(\.\d+)?$/.test(text)) return durationSeconds(Number(text));
+  const m = /^(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?$/.exec(text);
+  if (!m || !(m[1] || m[2] || m[3])) return undefined;
+  const seconds = Number(m[1] ?? 0) * 3600 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0);
+  return seconds > 0 ? seconds : undefined;
+}
+
+function budgetExpected(value: unknown): string {
+  return `expected a duration such as 90s, 10m or 1h30m (a plain number is seconds), found ${quoted(value)}`;
+}
+
+/** The one reading of a budget given as a flag or an input; `where` names it in the error. */
+export function parseBudget(value: unknown, where: string): number {
+  const seconds = durationSeconds(value);
+  if (seconds === undefined) throw new UserError(`${where}: ${budgetExpected(value)}`);
+  return seconds;
+}
+
 function targetExpected(auto: boolean, value: unknown): string {
   return `expected a fraction of parameters between 0 and 1 (e.g. 0.3 or 30%)${auto ? ' or auto' : ''}, found ${quoted(value)}`;
 }
@@ -285,14 +322,16 @@ export interface Overrides {
   quantize?: QuantizeMode;
   keepNames?: boolean;
   externalData?: ExternalDataMode;
+  /** Seconds (see parseBudget). */
+  budget?: number;
 }
 
 /** What a caller calls its options in messages: "--model" on the command line, "input model" in the action. */
-export type OptionName = (key: 'config' | 'model' | 'calibration' | 'target' | 'quantize' | 'external-data') => string;
+export type OptionName = (key: 'config' | 'model' | 'calibration' | 'target' | 'quantize' | 'external-data' | 'budget') => string;
 
 /** Overrides as written (flags, inputs), checked: paths exist, target and quantize parse. */
 export function parseOverrides(
-  raw: { model?: string; calibration?: string; target?: string; quantize?: string; keepNames?: boolean; externalData?: string },
+  raw: { model?: string; calibration?: string; target?: string; quantize?: string; keepNames?: boolean; externalData?: string; budget?: string },
   option: OptionName,
 ): Overrides {
   const o: Overrides = {};
@@ -302,6 +341,7 @@ export function parseOverrides(
   if (raw.quantize !== undefined) o.quantize = parseQuantize(raw.quantize, option('quantize'));
   if (raw.keepNames) o.keepNames = true;
   if (raw.externalData !== undefined) o.externalData = parseExternalData(raw.externalData, option('external-data'));
+  if (raw.budget !== undefined) o.budget = parseBudget(raw.budget, option('budget'));
   return o;
 }
 
@@ -313,6 +353,7 @@ export function applyOverrides(config: Config, o: Overrides): Config {
   if (o.quantize !== undefined) out.quantize = o.quantize;
   if (o.keepNames) out.keepNames = true;
   if (o.externalData !== undefined) out.externalData = o.externalData;
+  if (o.budget !== undefined) out.budget = o.budget;
   return out;
 }
 

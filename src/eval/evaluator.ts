@@ -2,6 +2,7 @@ import { UserError } from '../errors';
 import { countParams, measureMacs } from '../graph/cost';
 import type { MetricValues } from './metric-names';
 import { OnnxModel } from '../onnx/model';
+import type { DamageMeasure } from '../prune/types';
 import { createSession, ort, sessionThreads } from '../onnx/runtime';
 import { measureMemory } from './memory';
 import type { Feeds } from '../onnx/runtime';
@@ -32,9 +33,10 @@ export interface EvaluatorOptions {
 export interface Evaluation {
   base: ModelStats;
   candidate: ModelStats;
-  /** Every metric the task has, for both models (latency re-measured with each candidate). */
+  /** Every metric the task has, for both models (latency re-measured with each candidate, when measured). */
   values: { base: MetricValues; candidate: MetricValues };
-  latency: LatencyResult;
+  /** Latency timed against the base; absent until measured (Evaluator.evaluate without efficiency). */
+  latency?: LatencyResult;
   /** Generation sets with a tokenizer: a few samples decoded, base and candidate side by side. */
   examples?: GenerationExample[];
   /** Inputs and outputs whose declared shape the candidate changed; empty when none did. */
@@ -68,6 +70,8 @@ export class Evaluator {
     private readonly options: Required<Omit<EvaluatorOptions, 'log'>> & Pick<EvaluatorOptions, 'log'>,
     private readonly baseModel: OnnxModel,
     private readonly generation: GenerationRun | undefined,
+    /** Whether the output's first axis holds the batch's samples (so a batch's rows split by sample). */
+    private readonly samplesLead: boolean,
   ) {}
 
   static async create(model: OnnxModel, loaded: CalibrationSet, options: EvaluatorOptions = {}): Promise<Evaluator> {
@@ -87,6 +91,7 @@ export class Evaluator {
       const task = new TaskAccumulator(set.task);
       let cached: Rows[] | undefined = [];
       let cachedBytes = 0;
+      let samplesLead = true;
       const progress = new PassProgress('evaluating the base model', batchCount(set), opts.log);
       for (const batch of batches(set)) {
         let out: Rows;
@@ -96,6 +101,7 @@ export class Evaluator {
           throw baseFails(set, e, `samples ${batch.start} to ${batch.start + batch.size - 1}`);
         }
         task.add(out, planRows(set, batch, out));
+        samplesLead &&= out.dims[0] === batch.size && out.rows % batch.size === 0;
         cachedBytes += out.data.byteLength;
         if (cached && cachedBytes <= opts.cacheBytes) cached.push(out);
         else cached = undefined;
@@ -103,7 +109,7 @@ export class Evaluator {
       }
       const baseSums = generation ? (await generation.measure(session, true)).sums : task.sums();
       const baseTask = generation ? generationValues(baseSums) : task.values();
-      return new Evaluator(set, session, stats, baseTask, baseSums, cached, opts, model, generation);
+      return new Evaluator(set, session, stats, baseTask, baseSums, cached, opts, model, generation, samplesLead);
     } catch (e) {
       await session.release();
       throw e;
@@ -115,46 +121,75 @@ export class Evaluator {
     return { ...this.baseTask, ...SELF_COMPARISON, ...(this.generation ? { 'sequence-agreement': 1 } : {}) };
   }
 
-  async evaluate(candidate: OnnxModel): Promise<Evaluation> {
+  /**
+   * Every metric of `candidate` against the base. `sameAs`: a model with the same weights whose
+   * pass over the whole set `loss` already made (the pruning engine's confirmation of the
+   * candidate it kept); its sums are taken instead of a second pass. Without `efficiency`, the
+   * metrics that cost runs of their own (latency, timed; MACs, traced) are left out, to be
+   * measured by `withEfficiency` if this candidate is kept.
+   */
+  async evaluate(candidate: OnnxModel, options: { sameAs?: OnnxModel; efficiency?: boolean } = {}): Promise<Evaluation> {
     const session = await sessionFor(candidate);
     try {
-      const task = new TaskAccumulator(this.set.task);
-      const comparison = new ComparisonAccumulator();
-      let index = 0;
-      let latencyFeeds: Feeds | undefined;
-      const progress = new PassProgress('evaluating the candidate', batchCount(this.set), this.options.log);
-      for (const batch of batches(this.set)) {
-        latencyFeeds ??= batch.feeds;
-        const base = this.cached?.[index] ?? (await runOutput(this.baseSession, batch.feeds, this.set));
-        const out = await runOutput(session, batch.feeds, this.set);
-        const plan = planRows(this.set, batch, out);
-        task.add(out, plan);
-        comparison.add(base, out, plan);
-        index++;
-        progress.tick();
-      }
+      const forward = (options.sameAs && this.forward.get(options.sameAs)) ?? (await this.forwardPass(session, 'evaluating the candidate'));
+      const { task, comparison } = forward;
       const generated = await this.generation?.measure(session, false, this.options.log);
-      const latency = await measureLatency(this.baseSession, session, latencyFeeds as Feeds, this.options.latency);
-      const stats = await modelStats(candidate, this.set, this.options.log);
-      return {
+      const evaluation: Evaluation = {
         base: this.base,
-        candidate: stats,
+        candidate: { path: candidate.path, params: countParams(candidate), bytes: candidate.bytesOnDisk(), macs: null },
         values: {
-          base: { ...this.baseQuality, ...efficiencyValues(this.base, latency.base) },
-          candidate: { ...(generated?.values ?? task.values()), ...comparison.values(), ...efficiencyValues(stats, latency.candidate) },
+          base: { ...this.baseQuality, ...sizeValues(this.base) },
+          candidate: { ...(generated?.values ?? task.values()), ...comparison.values(), params: countParams(candidate), size: candidate.bytesOnDisk() },
         },
-        latency,
         examples: generated && this.generation?.examples(generated.generations),
         interface: interfaceChanges(this.baseModel, candidate),
         sums: { base: this.baseSums, candidate: { ...(generated?.sums ?? task.sums()), ...comparison.sums() } },
       };
+      return options.efficiency === false ? evaluation : await this.measureEfficiency(candidate, evaluation, session);
     } finally {
       await session.release();
     }
   }
 
+  /** `evaluation` of `candidate` with latency (timed against the base) and MACs, if it lacks them. */
+  async withEfficiency(candidate: OnnxModel, evaluation: Evaluation): Promise<Evaluation> {
+    if (evaluation.latency) return evaluation;
+    const session = await sessionFor(candidate);
+    try {
+      return await this.measureEfficiency(candidate, evaluation, session);
+    } finally {
+      await session.release();
+    }
+  }
+
+  private async measureEfficiency(candidate: OnnxModel, evaluation: Evaluation, session: ort.InferenceSession): Promise<Evaluation> {
+    const latencyFeeds = (batches(this.set).next().value as Batch).feeds;
+    const latency = await measureLatency(this.baseSession, session, latencyFeeds, this.options.latency);
+    const stats = await modelStats(candidate, this.set, this.options.log);
+    return {
+      ...evaluation,
+      candidate: stats,
+      values: {
+        base: { ...evaluation.values.base, ...efficiencyValues(this.base, latency.base) },
+        candidate: { ...evaluation.values.candidate, ...efficiencyValues(stats, latency.candidate) },
+      },
+      latency,
+    };
+  }
+
   /** What `loss` measures. */
   readonly lossName = LOSS_NAME;
+
+  /** This evaluator as the pruning engine's damage measure: losses on its set, latency on this machine. */
+  damageMeasure(): DamageMeasure {
+    return {
+      name: this.lossName,
+      samples: this.set.count,
+      loss: (candidate, share) => this.loss(candidate, share),
+      sampleLosses: (candidate, extra, outputs, batched) => this.sampleLosses(candidate, extra, outputs, batched),
+      latency: (candidate) => this.latencyRatio(candidate),
+    };
+  }
 
   /**
    * The loss a pruning search minimizes, on the first `share` of the calibration batches: the
@@ -166,34 +201,114 @@ export class Evaluator {
   async loss(candidate: OnnxModel, share = 1): Promise<number> {
     const session = await sessionFor(candidate);
     try {
-      const acc = new ComparisonAccumulator();
-      const take = Math.max(1, Math.floor(share * Math.ceil(this.set.count / this.set.batchSize)));
-      let index = 0;
-      for (const batch of batches(this.set)) {
-        if (index >= take) break;
-        const base = this.cached?.[index] ?? (await runOutput(this.baseSession, batch.feeds, this.set));
-        const out = await runOutput(session, batch.feeds, this.set);
-        acc.add(base, out, planRows(this.set, batch, out));
-        index++;
-      }
-      return acc.values()['kl-divergence'] as number;
+      const total = batchCount(this.set);
+      const take = Math.max(1, Math.floor(share * total));
+      const forward = await this.forwardPass(session, undefined, take);
+      // A pass over the whole set is the candidate's evaluation too, if it is the one kept.
+      if (take >= total) this.forward.set(candidate, forward);
+      return forward.comparison.values()['kl-divergence'] as number;
     } finally {
       await session.release();
     }
   }
 
+  /** Candidates' passes over the whole set, by the model measured (see `evaluate`). */
+  private readonly forward = new WeakMap<OnnxModel, { task: TaskAccumulator; comparison: ComparisonAccumulator }>();
+
+  /** The candidate's task metrics and its comparison with the base over the set's first `take` batches. */
+  private async forwardPass(session: ort.InferenceSession, what?: string, take = batchCount(this.set)): Promise<{ task: TaskAccumulator; comparison: ComparisonAccumulator }> {
+    const task = new TaskAccumulator(this.set.task);
+    const comparison = new ComparisonAccumulator();
+    let index = 0;
+    const progress = what ? new PassProgress(what, take, this.options.log) : undefined;
+    for (const batch of batches(this.set)) {
+      if (index >= take) break;
+      const base = this.cached?.[index] ?? (await runOutput(this.baseSession, batch.feeds, this.set));
+      const out = await runOutput(session, batch.feeds, this.set);
+      const plan = planRows(this.set, batch, out);
+      task.add(out, plan);
+      comparison.add(base, out, plan);
+      index++;
+      progress?.tick();
+    }
+    return { task, comparison };
+  }
+
+  /**
+   * The KL divergence from the base's outputs of each sample of the set, the candidate run with
+   * `extra` feeds for each batch of samples (the sensitivity probe's masks: `extra(start, size)`)
+   * and the per-sample values of the `outputs` (one value per sample of a batch). One pass, in
+   * the set's batches, or one sample at a time when not `batched` or when the output does not
+   * lead with the samples; the base's outputs are the cached ones when they were kept.
+   */
+  async sampleLosses(
+    candidate: OnnxModel,
+    extra: (start: number, size: number) => Feeds,
+    outputs: string[] = [],
+    batched = true,
+  ): Promise<{ losses: Float64Array; outputs: Float64Array[] }> {
+    const session = await sessionFor(candidate);
+    const losses = new Float64Array(this.set.count);
+    const values = outputs.map(() => new Float64Array(this.set.count));
+    const size = batched && this.samplesLead ? this.set.batchSize : 1;
+    try {
+      const progress = new PassProgress('the sensitivity probe', batchCount(this.set, size), this.options.log);
+      let index = 0;
+      for (const batch of batches(this.set, size)) {
+        const base = (size === this.set.batchSize ? this.cached?.[index] : this.cachedSample(batch.start)) ?? (await runOutput(this.baseSession, batch.feeds, this.set));
+        const result = await session.run({ ...batch.feeds, ...extra(batch.start, batch.size) }, [this.set.output, ...outputs]);
+        const out = outputRows(result[this.set.output]);
+        const plan = planRows(this.set, batch, out);
+        const rows = out.rows / batch.size;
+        for (let i = 0; i < batch.size; i++) {
+          const acc = new ComparisonAccumulator();
+          const slice = (r: Rows): Rows => ({ data: r.data.subarray(i * rows * r.width, (i + 1) * rows * r.width), rows, width: r.width, dims: [1, ...r.dims.slice(1)] });
+          acc.add(slice(base), slice(out), { ...plan, compare: plan.compare?.subarray(i * rows, (i + 1) * rows) });
+          losses[batch.start + i] = acc.values()['kl-divergence'] as number;
+        }
+        outputs.forEach((name, k) => {
+          const data = result[name].data as Float32Array;
+          for (let i = 0; i < batch.size; i++) values[k][batch.start + i] = Number(data[data.length === batch.size ? i : 0]);
+        });
+        index++;
+        progress.tick();
+      }
+      return { losses, outputs: values };
+    } finally {
+      await session.release();
+    }
+  }
+
+  /** The base's cached output rows of one sample, when the batch holding it was kept and its output's axis 0 is the batch. */
+  private cachedSample(sample: number): Rows | undefined {
+    const batch = this.cached?.[Math.floor(sample / this.set.batchSize)];
+    if (!batch) return undefined;
+    const size = Math.min(this.set.batchSize, this.set.count - Math.floor(sample / this.set.batchSize) * this.set.batchSize);
+    if (batch.dims[0] !== size || batch.rows % size !== 0) return undefined;
+    const per = batch.rows / size;
+    const at = sample % this.set.batchSize;
+    return { data: batch.data.subarray(at * per * batch.width, (at + 1) * per * batch.width), rows: per, width: batch.width, dims: [1, ...batch.dims.slice(1)] };
+  }
+
   /**
    * The candidate's latency over the base's on this machine: medians of runs alternated with the
-   * base's, at batch 1 and at a calibration batch; the worse of the two.
+   * base's, for at most about a quarter of a second each, at batch 1 and at a calibration batch (the latter
+   * when a base run of it takes under 100 ms: a model that large computes far longer than any
+   * width effect); the worse of the two.
    */
-  async latencyRatio(candidate: OnnxModel, options: LatencyOptions = { warmup: 10, runs: 21 }): Promise<number> {
+  async latencyRatio(candidate: OnnxModel): Promise<number> {
     const session = await sessionFor(candidate);
     try {
       let worst = 0;
       for (const size of [...new Set([1, this.set.batchSize])]) {
         const first = batches(this.set, size).next();
         if (first.done) continue;
-        const l = await measureLatency(this.baseSession, session, first.value.feeds, options);
+        if (size > 1) {
+          const start = Date.now();
+          await this.baseSession.run(first.value.feeds);
+          if (Date.now() - start > 100) continue;
+        }
+        const l = await measureLatency(this.baseSession, session, first.value.feeds, { warmup: 2, runs: 201, seconds: 0.25 });
         worst = Math.max(worst, l.candidate.p50_ms / l.base.p50_ms);
       }
       return worst;

@@ -6,6 +6,8 @@ export interface LatencyOptions {
   warmup: number;
   /** Timed runs of each model. */
   runs: number;
+  /** With this, runs stop once these seconds have passed (at least 5 of each model are timed). */
+  seconds?: number;
 }
 
 /** Olive's defaults are 10 and 20; a run here is a whole calibration batch, so fewer. */
@@ -63,7 +65,9 @@ export async function measureLatency(
   }
   const baseTimes: number[] = [];
   const candTimes: number[] = [];
-  for (let i = 0; i < Math.max(1, options.runs); i++) {
+  const start = clock();
+  const timeUp = (i: number) => options.seconds !== undefined && i >= 5 && clock() - start > options.seconds * 1000;
+  for (let i = 0; i < Math.max(1, options.runs) && !timeUp(i); i++) {
     if (i % 2 === 0) {
       baseTimes.push(await timed(() => base.run(feeds)));
       candTimes.push(await timed(() => candidate.run(feeds)));

@@ -1,6 +1,7 @@
 import type { OnnxModel } from '../onnx/model';
 import type { AllocationResult, PruneResult, PrunedEntry, SkippedEntry } from '../prune/types';
 import { MetricResult, Verdict, brokenBounds, passesQuality, verdictOf } from './gate';
+import { clock } from '../util/progress';
 
 /**
  * The gradual search (docs/contracts.md). Candidates at cumulative ratios (fractions of the ORIGINAL
@@ -47,6 +48,8 @@ export interface SearchDeps<A> {
   /** Drops a candidate that can no longer be the result (its files, say). */
   discard(artifact: A): Promise<void> | void;
   log?(line: string): void;
+  /** Seconds the search should still take after `done` steps (NaN when unknown): the progress lines' estimate. */
+  remaining?(done: number): number;
 }
 
 export interface SearchResult<A> {
@@ -89,13 +92,15 @@ export async function gradualSearch<A>(
 ): Promise<SearchResult<A>> {
   const steps: StepOutcome[] = [];
   const artifacts: A[] = [];
-  const results: PruneResult[] = [];
+  // What the report needs of each step's pruning (not its model: a step's model is let go once the next step is pruned from it).
+  const results: Pick<PruneResult, 'pruned' | 'skipped' | 'allocation'>[] = [];
   const alive = new Set<number>();
   let current = base;
   let currentParams = baseParams;
   for (const [i, ratio] of ratios.entries()) {
     const step: StepInfo = { index: i + 1, count: ratios.length, ratio };
-    deps.log?.(`step ${step.index} of ${step.count}: pruning: ${percent(ratio)} of the parameters removed in total`);
+    const left = deps.remaining?.(i) ?? NaN;
+    deps.log?.(`step ${step.index} of ${step.count}: pruning: ${percent(ratio)} of the parameters removed in total${Number.isFinite(left) ? ` (the search: about ${clock(left)} left)` : ''}`);
     const target = incrementalTarget(baseParams, currentParams, ratio);
     const result = target > 1e-9 ? await deps.prune(current, target, step) : unchanged(current, currentParams);
     const candidate = await deps.quantize(result.model, step);
@@ -110,7 +115,7 @@ export async function gradualSearch<A>(
     steps.push(outcome);
     artifacts.push(evaluation.artifact);
     alive.add(i);
-    results.push(result);
+    results.push({ pruned: result.pruned, skipped: result.skipped, allocation: result.allocation });
     const verdict = outcome.pass ? 'passes' : `${outcome.qualityPass ? 'fails an efficiency bound' : 'fails a quality bound'}: ${brokenBounds(outcome.metrics).join('; ')}`;
     deps.log?.(`step ${step.index} of ${step.count}: ${verdict}`);
     await keepOnly(candidatesToKeep(steps, mode), alive, artifacts, deps);

@@ -21,6 +21,7 @@ export const INPUT_NAMES = [
   'calibration',
   'target',
   'quantize',
+  'budget',
   'out',
   'github-token',
   'comment',
@@ -52,7 +53,7 @@ export interface GateInputs extends Common {
   mode: 'gate';
   /** The config file; undefined for the default (prune-gate.yml), which may be absent when model and calibration are given. */
   config?: string;
-  /** The inputs that override the config's keys (model, calibration, target, quantize). */
+  /** The inputs that override the config's keys (model, calibration, target, quantize, budget). */
   overrides: Overrides;
   out: string;
   /** A matrix job (`job: K/N`): build every candidate, evaluate this job's shard, write partial.json; nothing published. */
@@ -123,6 +124,7 @@ const RawInputs = z
     calibration: optionalText,
     target: optionalText,
     quantize: optionalText,
+    budget: optionalText,
     out: optionalText,
     'github-token': z.string(),
     comment: boolean(true),
@@ -140,7 +142,7 @@ const RawInputs = z
     }
     if (v.report === undefined) return;
     // With report: nothing is pruned; settings of the pruning would silently do nothing.
-    const pruning = (['model', 'calibration', 'target', 'quantize', 'out', 'job', 'merge'] as const).filter((k) => v[k] !== undefined);
+    const pruning = (['model', 'calibration', 'target', 'quantize', 'budget', 'out', 'job', 'merge'] as const).filter((k) => v[k] !== undefined);
     if (pruning.length) {
       ctx.addIssue({
         code: 'custom',

@@ -214,7 +214,12 @@ function wholeSetDamage(config: Config, base: OnnxModel, set: CalibrationSet, lo
   let evaluator: Promise<Evaluator> | undefined;
   const whole = () => (evaluator ??= Evaluator.create(base, set, { latency: config.latency, log }));
   return {
-    damage: { name: LOSS_NAME, loss: async (candidate, share) => (await whole()).loss(candidate, share) },
+    damage: {
+      name: LOSS_NAME,
+      samples: set.count,
+      loss: async (candidate, share) => (await whole()).loss(candidate, share),
+      sampleLosses: async (candidate, extra, outputs, batched) => (await whole()).sampleLosses(candidate, extra, outputs, batched),
+    },
     close: async () => {
       if (evaluator) await (await evaluator).close();
     },

@@ -8,6 +8,7 @@ import { CalibrationSet, batchCount, calibrationFeeds, loadCalibration, tokenCou
 import { Evaluation, Evaluator } from '../eval/evaluator';
 import { GateRule, MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
 import { SearchDeps, StepInfo, gradualSearch, stepRatios } from '../gate/search';
+import { SearchBudget, StepCost } from '../gate/budget';
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
 import { withSessionThreads } from '../onnx/runtime';
@@ -16,7 +17,7 @@ import { writeModel } from '../onnx/write';
 import { newPruneMemory, pruneModel } from '../prune';
 import { QuantizeOptions, quantizeModel } from '../quantize';
 import { compactNames } from '../graph/compact';
-import type { PruneOptions, PruneResult } from '../prune/types';
+import type { PassEntry, PruneOptions, PruneResult } from '../prune/types';
 import { buildReport } from '../report/build';
 import { renderMarkdown } from '../report/markdown';
 import type { Report, ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
@@ -132,46 +133,54 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const base = OnnxModel.read(config.model as string);
   const set = loadCalibration(config.calibration as string, base);
   checkRulesFitTask(config.gate, set, config.file ? displayPath(config.file) : 'the gate');
+  // The budget counts from here: the base model's evaluation is part of what a gate costs.
+  const budget = new SearchBudget(config.budget, stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps).length);
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
   const evaluator = await Evaluator.create(base, set, { latency: config.latency, log });
   // Generation: the passes run the prompts followed by the base's generations (evaluator.set).
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log);
   const stepsDir = path.join(out, STEPS_DIR);
   try {
+    const mode = config.prune.target === 'auto' ? 'auto' : 'fixed';
+    const ratios = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps);
+    // Each step's cost, by part, tells the budget what the next ones may spend.
+    let step: { start: number; passes: PassEntry[]; share: number } | undefined;
     const deps = candidateSteps<StepArtifact>(
       config,
       stepsDir,
-      (model, target, memory) =>
-        prune(model, {
+      async (model, target, memory, info) => {
+        const effort = budget.effortFor(info.index);
+        step = { start: Date.now(), passes: [], share: effort.share };
+        const result = await prune(model, {
           ...pruneSettings(config, evaluator.set, target, memory, log),
-          damage: {
-            name: evaluator.lossName,
-            loss: (candidate, share) => evaluator.loss(candidate, share),
-            latency: (candidate) => evaluator.latencyRatio(candidate),
-          },
-        }),
+          damage: evaluator.damageMeasure(),
+          effort,
+        });
+        step.passes = result.passes ?? [];
+        return result;
+      },
       quantize,
-      async (model, written) => {
-        const evaluation = await evaluator.evaluate(model);
+      async (model, written, _step, candidate) => {
+        // The engine's confirmation already ran this candidate over the set: its sums are reused.
+        // Latency and MACs cost runs of their own: measured for every step only when a bound
+        // needs them, else for the step kept, after the search.
+        const evaluation = await evaluator.evaluate(model, { sameAs: candidate, efficiency: config.gate.some(boundsEfficiencyRuns) });
         const metrics = judge(evaluation.values, config.gate.filter((r) => !boundsMemory(r)), set.task);
+        if (step) budget.stepDone(stepCost(step));
         return { metrics, artifact: { ...written, evaluation } };
       },
       log,
+      (done) => budget.remaining(done),
     );
-    const mode = config.prune.target === 'auto' ? 'auto' : 'fixed';
-    const ratios = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps);
     const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
     const chosen = result.artifact;
-    const evaluation = chosen.evaluation;
+    const evaluation = await evaluator.withEfficiency(OnnxModel.read(chosen.file), chosen.evaluation);
     // Memory takes a fresh process per model: measured for the base and the chosen candidate
     // only, after the search (an efficiency bound, it never stops it).
-    let metrics = result.steps[result.chosen].metrics;
-    let verdict = result.verdict;
-    if (await measureMemoryIfBounded((file) => evaluator.memory(file), config.gate, evaluation.values, [config.model as string, chosen.file], log)) {
-      metrics = judge(evaluation.values, config.gate, set.task);
-      verdict = verdictOf(metrics);
-      result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
-    }
+    await measureMemoryIfBounded((file) => evaluator.memory(file), config.gate, evaluation.values, [config.model as string, chosen.file], log);
+    const metrics = judge(evaluation.values, config.gate, set.task);
+    const verdict = verdictOf(metrics);
+    result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
     const files = promote(chosen, out);
     const report = buildReport({
       verdict,
@@ -184,12 +193,13 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
       base: evaluation.base,
       candidate: { ...evaluation.candidate, path: files.model },
       metrics,
-      latency: evaluation.latency,
+      latency: evaluation.latency!,
       steps: result.steps,
       chosenStep: result.chosen,
       pruned: result.pruned,
       skipped: result.skipped,
       allocation: result.allocation,
+      budget: budget.summary(),
       pullRequest: options.pullRequest,
       run: options.run,
       environment: currentEnvironment(),
@@ -211,7 +221,23 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
 }
 
 
+/** A step's cost by part, from its start and the engine's passes. */
+function stepCost(step: { start: number; passes: PassEntry[]; share: number }): StepCost {
+  const seconds = (what: PassEntry['what']) => step.passes.filter((p) => p.what === what).reduce((t, p) => t + p.seconds, 0);
+  const confirmations = step.passes.filter((p) => p.what === 'confirmation');
+  return {
+    total: (Date.now() - step.start) / 1000,
+    // Of two confirmations, the one not kept is the alternative; they cost about the same.
+    alternative: confirmations.length > 1 ? Math.min(...confirmations.map((p) => p.seconds)) : 0,
+    probe: seconds('probe'),
+    statistics: seconds('statistics'),
+    share: step.share,
+  };
+}
+
 export const boundsMemory = (r: GateRule) => r.metric === 'memory';
+/** A bound on a metric measured by runs of its own (latency timed, MACs traced). */
+const boundsEfficiencyRuns = (r: GateRule) => r.metric === 'latency-p50' || r.metric === 'latency-p95' || r.metric === 'macs';
 
 /**
  * The memory metric takes a fresh process per model, so it is measured only when a bound asks
@@ -247,6 +273,7 @@ export function pruneSettings(config: Config, set: CalibrationSet, target: numbe
     align: config.prune.align,
     calibration: calibrationFeeds(set),
     calibrationBatches: batchCount(set),
+    calibrationSamples: set.count,
     memory,
     log,
   };
@@ -262,15 +289,16 @@ export function pruneSettings(config: Config, set: CalibrationSet, target: numbe
 export function candidateSteps<A extends WrittenCandidate>(
   config: Config,
   stepsDir: string,
-  prune: (model: OnnxModel, target: number, memory: PruneOptions['memory']) => Promise<PruneResult>,
+  prune: (model: OnnxModel, target: number, memory: PruneOptions['memory'], step: StepInfo) => Promise<PruneResult>,
   quantize: QuantizeFn,
-  score: (model: OnnxModel, written: WrittenCandidate, step: StepInfo) => Promise<{ metrics: MetricResult[]; artifact: A }>,
+  score: (model: OnnxModel, written: WrittenCandidate, step: StepInfo, candidate: OnnxModel) => Promise<{ metrics: MetricResult[]; artifact: A }>,
   log: (line: string) => void,
+  remaining?: (done: number) => number,
 ): SearchDeps<A> {
   const memory = newPruneMemory();
   const quantization = new Map<number, ReportQuantization | undefined>(); // by step, for its artifact
   return {
-    prune: (model, target) => prune(model, target, memory),
+    prune: (model, target, step) => prune(model, target, memory, step),
     quantize: async (model, step) => {
       const quantized = await quantize(model, config.quantize);
       quantization.set(step.index, quantized.quantization);
@@ -281,11 +309,12 @@ export function candidateSteps<A extends WrittenCandidate>(
       fs.rmSync(dir, { recursive: true, force: true });
       const written = writeModel(candidate, path.join(dir, PRUNED_NAME), { externalData: config.externalData });
       const model = OnnxModel.read(written.path);
-      const { metrics, artifact } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step);
+      const { metrics, artifact } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step, candidate);
       return { metrics, artifact, next: config.quantize === 'none' ? model : undefined };
     },
     discard: (artifact) => fs.rmSync(artifact.dir, { recursive: true, force: true }),
     log,
+    remaining,
   };
 }
 
@@ -351,7 +380,7 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
       base: evaluation.base,
       candidate: evaluation.candidate,
       metrics,
-      latency: evaluation.latency,
+      latency: evaluation.latency!,
       steps: [],
       chosenStep: null,
       pruned: [],

@@ -7,19 +7,27 @@ import { ruleOf } from '../graph/rules';
 import { OnnxModel } from '../onnx/model';
 import { UserError } from '../errors';
 import { FixFailure, applyRemoval } from './apply';
-import { compensate } from './compensate';
+import type { BuiltCandidate } from './allocate';
+import { CompensationEdits, applyCompensation } from './compensate';
+import { InverseCovariances, consumerKey, refittable } from './obs';
+import { DenseMath } from '../onnx/linalg';
 import { chooseAllocation } from './allocate';
 import { Removal } from './plan';
 import { AxisNorms, magnitudeScores, scoreScale, standardize } from './score';
 import { applyNormRefits, measureNorms, normsToRefit } from './renorm';
 import { RUN_PASSES } from '../util/passes';
-import { ChannelStats, Consumer, channelVariance, collectStats, findConsumers, requestedTensors, statsRequests } from './stats';
+import { PassLedger } from './ledger';
+import type { Feeds } from '../onnx/runtime';
+import { ChannelStats, CollectedStats, Consumer, channelVariance, collectStats, findConsumers, requestedTensors, statsRequests } from './stats';
 import { verifyPruned } from './verify';
 import { PassProgress } from '../util/progress';
 import { PruneMemory, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
 
 export * from './types';
 export { PassRecording, PassReplay, RUN_PASSES, type PassRecord } from '../util/passes';
+
+/** How far a plan may land from its target: 0.25 % of the model's parameters (two candidates within 0.5 % of each other). */
+const PLAN_SLACK = 0.0025;
 
 /** Plans tried before giving up on making a valid pruned model (each failure freezes something). */
 const MAX_ATTEMPTS = 8;
@@ -64,7 +72,7 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
 
 async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<PruneResult> {
   const log = options.log ?? (() => undefined);
-  const passes = options.passes ?? RUN_PASSES;
+  const effort = options.effort ?? { alternative: true, probe: true, share: 1 };
   const paramsBefore = countParams(model);
   const traces = await traceTwice(model);
   const frozen: { tensor: string; axis: number; reason: string }[] = [];
@@ -81,16 +89,67 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       throw new UserError(nothingToPrune(model, skipped, options.structures));
     }
     const consumers = new Map(groups.map((g) => [g, findConsumers(analysis, g)]));
-    let stats = new Map<string, ChannelStats>();
+    const passes = new PassLedger(options.passes ?? RUN_PASSES);
+    const samples = options.calibrationSamples ?? 0;
+    let collected: CollectedStats = { stats: new Map(), rows: new Map() };
+    const measured = !!options.calibration && options.importance === 'activation';
+    // Normalizations over a width that may shrink: their scale and bias are refit (renorm.ts)
+    // from their inputs, which the statistics pass keeps.
+    const renorms = !!options.calibration && options.compensate !== 'none';
+    const normInputs = renorms ? [...new Set(normsToRefit(analysis, groups.map((g) => ({ group: g, units: g.units, params: 0 }))).map((r) => r.stats.input))] : [];
     if (options.calibration && (options.importance === 'activation' || options.compensate !== 'none')) {
-      const requests = statsRequests([...consumers.values()].flat(), false);
-      const calibration = options.calibration;
-      stats = await passes.pass(`activation statistics of ${requestedTensors(requests)}`, () => {
-        log('collecting activation statistics on the calibration set');
-        const progress = options.calibrationBatches ? new PassProgress('activation statistics', options.calibrationBatches, log) : undefined;
-        return collectStats(model, requests, calibration, progress);
+      // One pass: means and variances, with the covariances a least-squares refit needs.
+      const refits = options.compensate === 'auto' || options.compensate === 'reconstruct';
+      // What the last step left exactly as it was is not collected again.
+      const reused = new Map<string, ChannelStats>();
+      // Every other batch's sums too, for consumers whose damping is still to be chosen.
+      const dampings = options.memory?.dampings;
+      const readers = (t: string) => analysis.index.consumersOf(t).length;
+      const all = [...consumers.values()].flat();
+      const requests = [
+        ...statsRequests(all.filter((c) => refits && refittable(c, model, readers)), true, (c) => !dampings?.has(consumerKey(c))),
+        ...statsRequests(all.filter((c) => !refits || !refittable(c, model, readers)), false),
+      ].filter((r) => {
+        const known = options.memory?.unchanged.get(r.tensor);
+        if (!known || known.sum.length !== r.channels || (r.gram && !known.gram)) return true;
+        reused.set(r.tensor, known);
+        return false;
       });
+      // The budget may have this step read part of the set (its first batches).
+      const batches = options.calibrationBatches;
+      const read = effort.share < 1 && batches ? Math.max(1, Math.ceil(effort.share * batches)) : undefined;
+      const calibration = read ? firstBatches(options.calibration, read) : options.calibration;
+      const why = `means and variances${requests.some((r) => r.gram) ? ', and the covariances of the damage curves and the least-squares refits' : ''}${normInputs.length ? ", and the inputs of normalizations whose width shrinks" : ''}`;
+      if (requests.length > 0 || normInputs.length > 0) {
+        const sharePart = read ? `, first ${read} batches` : '';
+        collected = await passes.pass('statistics', why, read && batches ? Math.round((samples * read) / batches) : samples, `activation statistics of ${requestedTensors(requests)}${normInputs.length ? `, kept whole: ${normInputs.join(', ')}` : ''}${sharePart}`, () => {
+          log(`collecting activation statistics on the calibration set${read ? ` (its first ${read} of ${batches} batches, to keep to the budget)` : ''}${reused.size ? ` (${reused.size} of ${reused.size + new Set(requests.map((r) => r.tensor)).size} tensors as the last step left them)` : ''}`);
+          const progress = (read ?? batches) ? new PassProgress('activation statistics', (read ?? batches)!, log) : undefined;
+          return collectStats(model, requests, calibration, progress, normInputs);
+        });
+      } else log('activation statistics: every tensor is as the last step left it; no pass');
+      for (const [tensor, s] of reused) collected.stats.set(tensor, s);
     }
+    const stats = collected.stats;
+    /** A candidate: compensated as `edits` say, its normalizations refit, sliced (throws FixFailure). */
+    const build = async (removals: Removal[], edits: CompensationEdits): Promise<BuiltCandidate> => {
+      const refits = renorms ? normsToRefit(analysis, removals) : [];
+      const normSums = refits.length
+        ? await measureNorms(model, refits, options.calibration!, collected.rows, (run) =>
+            passes.pass('normalization sums', 'the refit of normalizations whose width shrinks (their inputs did not fit in memory)', samples, `normalization sums of ${refits.map((r) => nodeLabel(r.node)).join(', ')}`, () => {
+              log('measuring how the pruned widths change their normalizations');
+              return run();
+            }),
+          )
+        : [];
+      const notes = [...edits.notes];
+      const applied = applyRemoval(analysis, removals, (copy) => {
+        applyCompensation(copy, analysis, edits.edits);
+        notes.push(...applyNormRefits(copy, refits, normSums));
+      });
+      const changed = [...edits.edits.map((e) => e.consumer.node.output[0]), ...refits.flatMap((r) => [r.stats.scale, r.stats.bias ?? ''])];
+      return { applied, notes, changed };
+    };
     const scores = scoreGroups(analysis, groups, options.memory, options.importance === 'activation' ? { consumers, stats } : undefined);
     const choice = await chooseAllocation({
       model,
@@ -99,55 +158,48 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
         groups,
         scores,
         targetParams: options.target * paramsBefore,
-        slack: 0.01 * paramsBefore,
+        slack: PLAN_SLACK * paramsBefore,
         slots: analysis.space.slots,
         paramDims: (t) => analysis.model.constantInfo(t)?.dims,
         align: typeof options.align === 'number' ? options.align : 1,
+        alignAuto: (options.align ?? 'auto') === 'auto',
       },
-      alignAuto: (options.align ?? 'auto') === 'auto',
       consumers,
       stats,
-      params: paramsBefore,
       allocation: options.allocation ?? 'auto',
       compensate: options.compensate,
       damage: options.damage,
-      calibration: options.calibration,
-      calibrationBatches: options.calibrationBatches,
+      measured,
       passes,
+      inverses: new InverseCovariances(DenseMath.shared()),
+      dampings: options.memory?.dampings ?? new Map(),
+      sensitivities: options.memory?.sensitivities ?? new Map(),
+      effort,
+      build,
       log,
     });
-    const { removals, compensate: mode } = choice;
-    stats = choice.stats;
+    const { removals } = choice;
     if (removals.length === 0) {
       return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore };
     }
-    // Norms over a width that shrinks: their scale and bias refit to the remaining channels' statistics.
-    const refits = options.calibration && mode !== 'none' ? normsToRefit(analysis, removals) : [];
-    const normSums =
-      refits.length > 0
-        ? await passes.pass(`normalization sums of ${refits.map((r) => nodeLabel(r.node)).join(', ')}`, () => {
-            log('measuring how the pruned widths change their normalizations');
-            return measureNorms(model, refits, options.calibration!);
-          })
-        : [];
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
-    const prepare = (copy: OnnxModel) => {
-      for (const note of compensate(copy, analysis, removals, consumers, stats, mode)) log(note);
-      for (const note of applyNormRefits(copy, refits, normSums)) log(note);
-    };
     let failure: { message: string; groups: Group[] } | undefined;
-    let applied;
+    let built = choice.built;
     try {
-      applied = applyRemoval(analysis, removals, prepare);
+      built ??= await build(removals, choice.compensation);
     } catch (e) {
       if (!(e instanceof FixFailure)) throw e;
       failure = { message: e.message, groups: groupsTouching(removals, e.tensors) };
     }
-    if (applied) {
+    if (built) {
+      for (const note of built.notes) log(note);
+      const applied = built.applied;
       const problem = await verifyPruned(applied.model, traces);
       if (!problem) {
+        if (options.memory) options.memory.unchanged = unchangedStats(analysis, removals, built.changed, stats);
         const paramsAfter = countParams(applied.model);
-        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced, allocation: choice.allocation };
+        const allocation = choice.allocation && { ...choice.allocation, passes: passes.entries };
+        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced, allocation, passes: passes.entries };
       }
       // The node onnxruntime names is where the engine's understanding failed: leave that node
       // alone (one place, one reason), not every group that happens to pass through it.
@@ -179,6 +231,32 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       for (const s of g.slots) frozen.push({ tensor: s.tensor, axis: s.axis, reason: failure!.message });
     }
   }
+}
+
+/** The first `count` batches of a calibration set. */
+function firstBatches(calibration: () => AsyncIterable<Feeds> | Iterable<Feeds>, count: number): () => AsyncIterable<Feeds> {
+  return async function* () {
+    let n = 0;
+    for await (const feeds of calibration()) {
+      if (n++ >= count) return;
+      yield feeds;
+    }
+  };
+}
+
+/**
+ * The statistics of tensors this step's pruning leaves exactly as they were: none of the nodes
+ * that compute them reads a tensor that lost channels or a constant whose values changed
+ * (`changed`: refit weights, biases, normalization parameters, and the outputs of the ops
+ * whose bias changed).
+ */
+function unchangedStats(analysis: Analysis, removals: Removal[], changed: string[], stats: Map<string, ChannelStats>): Map<string, ChannelStats> {
+  const touched = new Set<string>(changed.filter(Boolean));
+  for (const r of removals) for (const u of r.units) for (const slot of u.indices.keys()) touched.add(analysis.space.slots[slot].tensor);
+  for (const node of analysis.index.nodes) {
+    if (nodeReads(node).some((t) => touched.has(t))) for (const o of node.output) if (o) touched.add(o);
+  }
+  return new Map([...stats].filter(([tensor]) => !touched.has(tensor)));
 }
 
 /** The node an onnxruntime error names ("... running Add node. Name:'p2o.Add.252' ..."), if it is in the graph. */

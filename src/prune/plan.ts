@@ -21,6 +21,13 @@ export interface PlanInput {
   paramDims: (tensor: string) => number[] | undefined;
   /** Keep a multiple of this many units in FFN and channel groups of at least 4·align units. */
   align?: number;
+  /**
+   * Widths from the kernel table instead (align: auto): convolution channels kept in multiples
+   * of 8 in groups of at least 32 (onnxruntime's convolutions take channels in blocks; an odd
+   * count measured up to a third slower at the same work), FFN widths and heads as planned
+   * (matrix products run as fast at any width: docs/pruning.md).
+   */
+  alignAuto?: boolean;
   /** Groups narrower than this many times `align` keep their width as planned (default 4). */
   alignMinFactor?: number;
 }
@@ -220,93 +227,154 @@ export function planUniform(input: PlanInput, ranked: Map<Group, Unit[]>): { rem
   return planCounts(input, ranked, chosen);
 }
 
-/** How much a group's removal costs, measured at a few unit counts (count 0: nothing removed). */
-export interface DamageCurve {
-  counts: number[];
-  losses: number[];
+/** A group's units in the order they go, and the cost (damage) after each count of them: cost[c], cost[0] = 0. */
+export interface CostCurve {
+  order: Unit[];
+  cost: Float64Array;
+}
+
+/** The kernel table (align: auto): the multiple kept per kind of group. */
+const KERNEL_WIDTH: Record<Group['kind'], number> = { channels: 8, ffn: 1, heads: 1 };
+
+/** The multiple a group's kept width keeps: 1 for heads and for groups too narrow to round without jumping far. */
+export function groupAlign(input: PlanInput, group: Group): number {
+  if (group.kind === 'heads') return 1;
+  const factor = input.alignMinFactor ?? 4;
+  if (input.alignAuto) return group.units.length >= factor * KERNEL_WIDTH[group.kind] ? KERNEL_WIDTH[group.kind] : 1;
+  const align = input.align ?? 1;
+  return align > 1 && group.units.length >= factor * align ? align : 1;
+}
+
+/** Whether keeping `kept` of a group's units respects its alignment. */
+export function alignedWidth(input: PlanInput, group: Group, kept: number): boolean {
+  const align = groupAlign(input, group);
+  return align <= 1 || (kept >= align && kept % align === 0);
 }
 
 /**
- * Allocation by measured damage: units are taken one at a time from the group whose curve
- * rises least per parameter at its current count (piecewise linear between the measured
- * counts), each group's lowest-ranked units first, until the target is met.
+ * Allocation by damage curves: how many units each group loses so that the summed cost is least
+ * for the parameters removed. Each group's curve is reduced to its lower convex hull over the
+ * counts it may stop at (aligned widths only), the hull's segments are taken cheapest per
+ * parameter first across groups until the target is met, and the counts are then moved, one
+ * group or two at a time (a coarse step down here, a fine one up there), to the cheapest
+ * combination within the slack of the target. Parameters are counted exactly at the end (a
+ * weight both of whose axes lose units counts once), and the window is corrected for what the
+ * per-group counts got wrong. Units go in each curve's order. Undefined when the target cannot
+ * be reached.
  */
-export function planByCurves(input: PlanInput, ranked: Map<Group, Unit[]>, curves: Map<Group, DamageCurve>): { removals: Removal[]; params: number } {
-  const ledger = new ParamLedger(input.slots, input.paramDims);
-  const taken = new Map<Group, Removal>();
-  let removed = 0;
-  const slope = (g: Group, c: number): number => {
-    const curve = curves.get(g);
-    if (!curve) return Infinity;
-    // The segment holding c; past the last measured count, the last segment continued.
-    const found = curve.counts.findIndex((k) => k > c);
-    const i = found < 0 ? curve.counts.length - 1 : found;
-    if (i <= 0) return Infinity;
-    const perUnit = (curve.losses[i] - curve.losses[i - 1]) / (curve.counts[i] - curve.counts[i - 1]);
-    return perUnit / Math.max(1e-12, g.units[0].params);
-  };
-  // A group whose next unit would overshoot the target by more than the slack (a head of a
-  // small model) is passed over from then on, as in planRemoval.
-  const closed = new Set<Group>();
-  while (removed < input.targetParams) {
-    let best: Group | undefined;
-    let bestSlope = Infinity;
-    for (const g of input.groups) {
-      const c = taken.get(g)?.units.length ?? 0;
-      if (c >= g.units.length - 1 || closed.has(g)) continue;
-      const s = slope(g, c);
-      if (s < bestSlope) [best, bestSlope] = [g, s];
+export function planByCurves(input: PlanInput, curves: Map<Group, CostCurve>): { removals: Removal[]; params: number } | undefined {
+  const groups = input.groups.filter((g) => curves.has(g));
+  const ranked = new Map(groups.map((g) => [g, curves.get(g)!.order]));
+  // Each group alone: parameters after each count, and the counts it may stop at.
+  const table = groups.map((g) => {
+    const curve = curves.get(g)!;
+    const ledger = new ParamLedger(input.slots, input.paramDims);
+    const params = [0];
+    for (const u of curve.order) params.push(params[params.length - 1] + ledger.take(u));
+    const allowed = [...Array(curve.order.length + 1).keys()].filter((c) => c === 0 || alignedWidth(input, g, g.units.length - c));
+    return { g, cost: curve.cost, params, allowed };
+  });
+  // Segments of every group's lower convex hull, cheapest per parameter first.
+  const segments: { k: number; to: number; slope: number }[] = [];
+  table.forEach(({ cost, params, allowed }, k) => {
+    let at = 0;
+    for (;;) {
+      let best: { to: number; slope: number } | undefined;
+      for (const c of allowed) {
+        if (c <= at || params[c] <= params[at]) continue;
+        const slope = (cost[c] - cost[at]) / (params[c] - params[at]);
+        if (!best || slope < best.slope || (slope === best.slope && c > best.to)) best = { to: c, slope };
+      }
+      if (!best) break;
+      segments.push({ k, ...best });
+      at = best.to;
     }
-    if (!best) break;
-    const entry = taken.get(best) ?? { group: best, units: [], params: 0 };
-    const unit = ranked.get(best)![entry.units.length];
-    if (removed + ledger.delta(unit) > input.targetParams + input.slack) {
-      closed.add(best);
-      continue;
-    }
-    const delta = ledger.take(unit);
-    entry.units.push(unit);
-    entry.params += delta;
-    removed += delta;
-    taken.set(best, entry);
+  });
+  segments.sort((a, b) => a.slope - b.slope);
+  // Index into each group's allowed counts.
+  const at = table.map(() => 0);
+  let approx = 0;
+  for (const s of segments) {
+    if (approx >= input.targetParams) break;
+    const t = table[s.k];
+    approx += t.params[s.to] - t.params[t.allowed[at[s.k]]];
+    at[s.k] = t.allowed.indexOf(s.to);
   }
-  return { removals: [...taken.values()], params: removed };
+  const countsOf = () => new Map(table.map((t, k) => [t.g, t.allowed[at[k]]]));
+  const [lowest, highest] = [input.targetParams - input.slack, input.targetParams + input.slack];
+  const miss = (p: number) => (p < lowest ? lowest - p : p > highest ? p - highest : 0);
+  let [low, high] = [lowest, highest];
+  let plan = planCounts(input, ranked, countsOf());
+  let closest = plan;
+  for (let round = 0; round < 6 && miss(plan.params) > 0; round++) {
+    if (!intoWindow(table, at, low, high)) {
+      // Aligned widths cannot land in the window (coarse blocks of a small model): one group,
+      // the one that gets there cheapest, keeps any width.
+      let best: { k: number; at: number[]; cost: number } | undefined;
+      table.forEach((t, k) => {
+        const tables = table.map((x, q) => (q === k ? { ...t, allowed: [...Array(t.params.length).keys()] } : x));
+        const moved = at.map((i, q) => (q === k ? t.allowed[i] : i));
+        if (!intoWindow(tables, moved, low, high)) return;
+        const cost = moved.reduce((c, i, q) => c + tables[q].cost[tables[q].allowed[i]], 0);
+        if (!best || cost < best.cost) best = { k, at: moved, cost };
+      });
+      if (best) {
+        const { k, at: moved } = best;
+        table[k] = { ...table[k], allowed: [...Array(table[k].params.length).keys()] };
+        moved.forEach((i, q) => (at[q] = i));
+      }
+    }
+    const next = planCounts(input, ranked, countsOf());
+    // Weights shared by two groups make the per-group sums overcount: shift the window by the error.
+    const sum = table.reduce((t, x, k) => t + x.params[x.allowed[at[k]]], 0);
+    [low, high] = [lowest + (sum - next.params), highest + (sum - next.params)];
+    plan = next;
+    if (miss(plan.params) < miss(closest.params)) closest = plan;
+  }
+  // As close as the units allow; a plan further than four slacks from the target is no plan.
+  return miss(closest.params) <= 3 * input.slack ? closest : undefined;
 }
 
 /**
- * A plan whose FFN and channel widths are multiples of `align` (heads, and groups narrower than
- * `align`, as planned), still meeting the target within the slack:
- * widths are rounded to the nearest multiple, then whole blocks of `align` units are taken from
- * (or given back to) the groups where they score lowest (highest) until the parameters fit.
- * Undefined when no such plan fits the target.
+ * Moves the counts (indices into each group's allowed counts) until their summed parameters lie
+ * in [low, high] (true when they do), a step of one group at a time: while above the window, the
+ * step down that saves most per parameter given back (one that stays at or above the window
+ * first); while below it, the step up that costs least per parameter. Of the counts that land in
+ * the window on the way, the cheapest is kept.
  */
-export function alignedPlan(input: PlanInput, ranked: Map<Group, Unit[]>, removals: Removal[], align: number): { removals: Removal[]; params: number } | undefined {
-  const counts = new Map(input.groups.map((g) => [g, 0]));
-  for (const r of removals) counts.set(r.group, r.units.length);
-  const eligible = input.groups.filter((g) => g.kind !== 'heads' && g.units.length >= align);
-  for (const g of eligible) {
-    const n = g.units.length;
-    const kept = Math.max(align, Math.round((n - counts.get(g)!) / align) * align);
-    counts.set(g, n - Math.min(n, kept));
+function intoWindow(table: { cost: Float64Array; params: number[]; allowed: number[] }[], at: number[], low: number, high: number): boolean {
+  const value = (k: number, i: number) => ({ params: table[k].params[table[k].allowed[i]], cost: table[k].cost[table[k].allowed[i]] });
+  const sum = () => at.reduce((t, i, k) => t + value(k, i).params, 0);
+  const cost = () => at.reduce((t, i, k) => t + value(k, i).cost, 0);
+  let best: { at: number[]; cost: number } | undefined;
+  const seen = new Set<string>();
+  for (let guard = 0; guard < 4096; guard++) {
+    const total = sum();
+    if (total >= low && total <= high) {
+      const c = cost();
+      if (!best || c < best.cost) best = { at: [...at], cost: c };
+    }
+    const key = at.join(',');
+    if (seen.has(key)) break;
+    seen.add(key);
+    if (total >= low && total <= high) break;
+    const down = total > high;
+    let pick: { k: number; slope: number; stays: boolean } | undefined;
+    for (let k = 0; k < table.length; k++) {
+      const i = at[k] + (down ? -1 : 1);
+      if (i < 0 || i >= table[k].allowed.length) continue;
+      const [now, next] = [value(k, at[k]), value(k, i)];
+      const dp = next.params - now.params;
+      if (dp === 0) continue;
+      const slope = (next.cost - now.cost) / dp;
+      const stays = !down || total + dp >= low;
+      // Down: prefer staying at or above the window, then the most saved per parameter; up: the least cost per parameter.
+      const better = !pick || (down ? (stays !== pick.stays ? stays : slope > pick.slope) : slope < pick.slope);
+      if (better) pick = { k, slope, stays };
+    }
+    if (!pick) break;
+    at[pick.k] += down ? -1 : 1;
   }
-  const scoreOf = (g: Group, u: Unit) => input.scores.get(g)![g.units.indexOf(u)];
-  const blockScore = (g: Group, from: number) => ranked.get(g)!.slice(from, from + align).reduce((sum, u) => sum + scoreOf(g, u), 0);
-  let plan = planCounts(input, ranked, counts);
-  for (let guard = 0; guard < 4 * input.groups.length + 16; guard++) {
-    if (plan.params < input.targetParams - input.slack) {
-      // One more block from the group whose next block scores lowest (a kept multiple of align remains).
-      const open = eligible.filter((g) => g.units.length - counts.get(g)! - align >= align);
-      if (open.length === 0) return undefined;
-      const g = open.reduce((a, b) => (blockScore(b, counts.get(b)!) < blockScore(a, counts.get(a)!) ? b : a));
-      counts.set(g, counts.get(g)! + align);
-    } else if (plan.params > input.targetParams + input.slack) {
-      // One block back to the group whose last removed block scores highest.
-      const open = eligible.filter((g) => counts.get(g)! >= align);
-      if (open.length === 0) return undefined;
-      const g = open.reduce((a, b) => (blockScore(b, counts.get(b)! - align) > blockScore(a, counts.get(a)! - align) ? b : a));
-      counts.set(g, counts.get(g)! - align);
-    } else return plan;
-    plan = planCounts(input, ranked, counts);
-  }
-  return undefined;
+  if (best) best.at.forEach((i, k) => (at[k] = i));
+  return !!best;
 }

@@ -24,7 +24,7 @@ export interface NormRefit {
 }
 
 /** Sums over the calibration vectors, per channel of the width: z, z', z², z'², z z'. */
-interface NormSums {
+export interface NormSums {
   count: number;
   z: Float64Array;
   p: Float64Array;
@@ -71,12 +71,34 @@ export function normsToRefit(analysis: Analysis, removals: Removal[]): NormRefit
   return out;
 }
 
-/** Runs the base model over the calibration set once, folding every refit norm's input into its sums. */
-export async function measureNorms(model: OnnxModel, refits: NormRefit[], calibration: () => AsyncIterable<Feeds> | Iterable<Feeds>): Promise<NormSums[]> {
-  const sums = refits.map((r) => ({
-    count: 0,
-    ...Object.fromEntries(['z', 'p', 'zz', 'pp', 'zp'].map((k) => [k, new Float64Array(r.keep.length)])),
-  })) as NormSums[];
+/**
+ * Every refit norm's input folded into its sums: from `kept`, the inputs the statistics pass kept
+ * whole, when it holds them all; else the base model runs over the calibration set once.
+ */
+export async function measureNorms(
+  model: OnnxModel,
+  refits: NormRefit[],
+  calibration: () => AsyncIterable<Feeds> | Iterable<Feeds>,
+  kept: Map<string, Float32Array[]>,
+  pass: (run: () => Promise<NormSums[]>) => Promise<NormSums[]>,
+): Promise<NormSums[]> {
+  const empty = () =>
+    refits.map((r) => ({
+      count: 0,
+      ...Object.fromEntries(['z', 'p', 'zz', 'pp', 'zp'].map((k) => [k, new Float64Array(r.keep.length)])),
+    })) as NormSums[];
+  if (refits.every((r) => kept.has(r.stats.input))) {
+    const sums = empty();
+    refits.forEach((r, k) => {
+      for (const data of kept.get(r.stats.input)!) accumulate(sums[k], r, data);
+    });
+    return sums;
+  }
+  return pass(() => normPass(model, refits, calibration, empty()));
+}
+
+/** The norms' inputs exposed and folded into `sums`, batch by batch. */
+async function normPass(model: OnnxModel, refits: NormRefit[], calibration: () => AsyncIterable<Feeds> | Iterable<Feeds>, sums: NormSums[]): Promise<NormSums[]> {
   const names = [...new Set(refits.map((r) => r.stats.input))];
   const session = await sessionExposing(model, names);
   try {

@@ -6,6 +6,7 @@ import { WeightUse, ruleOf } from '../graph/rules';
 import { OnnxModel } from '../onnx/model';
 import { PassProgress } from '../util/progress';
 import { Feeds, ort, sessionForProto } from '../onnx/runtime';
+import { nodeOverAxes } from '../onnx/axes';
 
 /**
  * A weight op that reads a group's channels: an op whose registry entry has a `weight` (MatMul,
@@ -16,6 +17,9 @@ export interface Consumer {
   node: Node;
   input: string;
   inputAxis: number;
+  /** The input's rank and element type, as traced. */
+  inputRank: number;
+  inputType: string;
   inputSlot: Slot;
   weight: string;
   weightSlot: Slot;
@@ -41,7 +45,7 @@ export function findConsumers(analysis: Analysis, group: Group): Consumer[] {
     const inputSlot = analysis.space.slot(x, use.inputAxis);
     const weightSlot = analysis.space.slot(w, use.weightIn);
     if (inputSlot && weightSlot && inGroup.has(inputSlot.id) && inGroup.has(weightSlot.id)) {
-      out.push({ node, input: x, inputAxis: use.inputAxis, inputSlot, weight: w, weightSlot, use });
+      out.push({ node, input: x, inputAxis: use.inputAxis, inputRank: xr, inputType: analysis.traces[0].get(x)!.type, inputSlot, weight: w, weightSlot, use });
     }
   }
   return out;
@@ -53,13 +57,17 @@ export interface ChannelStats {
   count: number;
   sum: Float64Array;
   sumSquares: Float64Array;
-  /** Σ x xᵀ over vectors (C x C, row-major), when asked for (least-squares reconstruction). */
-  gram?: Float64Array;
+  /**
+   * Σ x xᵀ over vectors (C x C, row-major, symmetric), when asked for (least-squares
+   * reconstruction); float32 like the activations it sums (a covariance needs no more digits,
+   * and a large layer's takes half the memory).
+   */
+  gram?: Float32Array;
   /**
    * The same sums over every other batch only (with gram), so reconstruction can fit on one
-   * half and check on the other: how much damping the data needs (see compensate.ts).
+   * half and check on the other: how much damping the data needs (see obs.ts).
    */
-  half?: { count: number; sum: Float64Array; gram: Float64Array };
+  half?: { count: number; sum: Float64Array; gram: Float32Array };
 }
 
 export function channelMean(s: ChannelStats): Float64Array {
@@ -73,12 +81,19 @@ export function channelVariance(s: ChannelStats): Float64Array {
 export interface StatsRequest {
   tensor: string;
   axis: number;
+  /** The tensor's rank and its channels (the size of `axis`), as traced. */
+  rank: number;
+  channels: number;
+  /** Its element type as traced (onnxruntime's name: float32, float16, ...). */
+  type: string;
   gram: boolean;
+  /** With the gram, the sums of every other batch (what a damping is checked with: obs.ts). */
+  half?: boolean;
 }
 
 /** What to collect for these consumers' inputs (with covariances for reconstruction). */
-export function statsRequests(consumers: Consumer[], gram: boolean): StatsRequest[] {
-  return consumers.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram }));
+export function statsRequests(consumers: Consumer[], gram: boolean, half: (c: Consumer) => boolean = () => gram): StatsRequest[] {
+  return consumers.map((c) => ({ tensor: c.input, axis: c.inputAxis, rank: c.inputRank, channels: c.inputSlot.size, type: c.inputType, gram, half: gram && half(c) }));
 }
 
 /** The tensors (and axes) requests read, in order: what names a pass in a record of passes. */
@@ -86,24 +101,37 @@ export function requestedTensors(requests: StatsRequest[]): string {
   return requests.map((r) => `${r.tensor}[${r.axis}]`).join(', ');
 }
 
+/** A statistics pass's results: per-channel sums, and the tensors kept whole (see collectStats). */
+export interface CollectedStats {
+  stats: Map<string, ChannelStats>;
+  /** Each kept tensor's values, batch by batch (only tensors that fit whole). */
+  rows: Map<string, Float32Array[]>;
+}
+
+/** Tensors kept whole (collectStats `keep`) hold at most this many bytes in all; past it, none is kept. */
+const KEPT_MAX_BYTES = 256 * 2 ** 20;
+
 /**
- * Runs the model over the calibration batches with the requested intermediate tensors added as
- * outputs and folds each batch into running sums per channel. Memory is the statistics plus one
- * batch's activations, whatever the number of samples.
+ * Runs the model over the calibration batches with the requested intermediate tensors reduced
+ * to running sums per channel. Memory is the statistics plus one batch's activations, whatever
+ * the number of samples. The tensors in `keep` (a normalization's input, which a refit of its
+ * scale and bias reads whole: renorm.ts) are also kept as they are, while they fit in
+ * KEPT_MAX_BYTES, so that no other pass needs to read them.
  */
 export async function collectStats(
   model: OnnxModel,
   requests: StatsRequest[],
   calibration: () => AsyncIterable<Feeds> | Iterable<Feeds>,
   progress?: PassProgress,
-): Promise<Map<string, ChannelStats>> {
-  const collector = await StatsCollector.create(model, requests);
+  keep: string[] = [],
+): Promise<CollectedStats> {
+  const collector = await StatsCollector.create(model, requests, keep);
   try {
     for await (const feeds of calibration()) {
       await collector.add(feeds);
       progress?.tick();
     }
-    return collector.stats;
+    return { stats: collector.stats, rows: collector.rows };
   } finally {
     await collector.release();
   }
@@ -118,30 +146,70 @@ export async function sessionExposing(model: OnnxModel, names: string[]): Promis
   return sessionForProto(model, proto);
 }
 
-/** One session over the model with the requested tensors exposed, fed batch by batch. */
+/** The graph outputs that carry one request's sums for a batch. */
+interface SumOutputs {
+  count: string;
+  sum: string;
+  sumSquares: string;
+  gram?: string;
+}
+
+/**
+ * One session over the model with each requested tensor reduced inside the graph to its
+ * per-channel sums (and Σ x xᵀ, a matrix product onnxruntime does far faster than a loop here),
+ * so only C or C x C numbers per tensor leave onnxruntime for each batch.
+ */
 export class StatsCollector {
   readonly stats = new Map<string, ChannelStats>();
+  readonly rows = new Map<string, Float32Array[]>();
+  private keptBytes = 0;
 
   private constructor(
     private readonly session: ort.InferenceSession,
     private readonly wanted: Map<string, StatsRequest>,
+    private readonly outputs: Map<string, SumOutputs>,
+    private readonly keep: string[],
   ) {}
 
-  static async create(model: OnnxModel, requests: StatsRequest[]): Promise<StatsCollector> {
+  static async create(model: OnnxModel, requests: StatsRequest[], keep: string[] = []): Promise<StatsCollector> {
     const wanted = new Map<string, StatsRequest>();
     for (const r of requests) {
       const prev = wanted.get(r.tensor);
-      wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram });
+      wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram, half: !!r.half || !!prev?.half });
     }
-    return new StatsCollector(await sessionExposing(model, [...wanted.keys()]), wanted);
+    const proto = model.clone().proto;
+    const graph = proto.graph as onnx.GraphProto;
+    const outputs = new Map<string, SumOutputs>();
+    let k = 0;
+    for (const r of wanted.values()) outputs.set(r.tensor, addSums(graph, r, `prune_gate_stats_${k++}`, model.defaultOpset ?? 13));
+    const listed = new Set(graph.output.map((o) => o.name));
+    graph.output.push(
+      ...[...[...outputs.values()].flatMap((o) => Object.values(o) as string[]), ...keep.filter((k) => !listed.has(k))].map((name) => onnx.ValueInfoProto.create({ name })),
+    );
+    // No memory arena: a pass's outputs (a covariance per tensor) are copied out at once, and an
+    // arena would keep their peak for the session's life.
+    return new StatsCollector(await sessionForProto(model, proto, { enableCpuMemArena: false }), wanted, outputs, keep);
   }
 
   private batches = 0;
 
   async add(feeds: Feeds): Promise<void> {
-    const result = await this.session.run(feeds, [...this.wanted.keys()]);
+    const names = [...[...this.outputs.values()].flatMap((o) => Object.values(o) as string[]), ...this.keep];
+    const result = await this.session.run(feeds, names);
     const odd = this.batches++ % 2 === 1;
-    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, result[name], odd);
+    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, this.outputs.get(name)!, result, odd);
+    for (const name of this.keep) {
+      if (this.keptBytes < 0) break;
+      if (result[name].type !== 'float32') continue; // read again by a pass of its own
+      const data = Float32Array.from(result[name].data as Float32Array);
+      this.keptBytes += data.byteLength;
+      if (this.keptBytes > KEPT_MAX_BYTES) {
+        this.rows.clear();
+        this.keptBytes = -1;
+        break;
+      }
+      this.rows.set(name, [...(this.rows.get(name) ?? []), data]);
+    }
   }
 
   release(): Promise<void> {
@@ -149,64 +217,67 @@ export class StatsCollector {
   }
 }
 
-function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRequest, t: ort.Tensor, odd: boolean): void {
-  const dims = t.dims;
-  const data = t.data as Float32Array;
-  const c = dims[req.axis];
-  const inner = dims.slice(req.axis + 1).reduce((a, b) => a * b, 1);
-  const outer = dims.slice(0, req.axis).reduce((a, b) => a * b, 1);
+/** Nodes that reduce `r.tensor` to its per-channel sums, named from `prefix`. */
+function addSums(graph: onnx.GraphProto, r: StatsRequest, prefix: string, opset: number): SumOutputs {
+  const int64s = (name: string, values: number[]) =>
+    graph.initializer.push(onnx.TensorProto.create({ name, dataType: onnx.TensorProto.DataType.INT64, dims: [values.length], int64Data: values }));
+  const node = (opType: string, input: string[], output: string, attribute: onnx.IAttributeProto[] = []) =>
+    graph.node.push(onnx.NodeProto.create({ opType, name: output, input, output: [output], attribute }));
+  const ints = (name: string, values: number[]) => onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INTS, ints: values });
+  const int = (name: string, i: number) => onnx.AttributeProto.create({ name, type: onnx.AttributeProto.AttributeType.INT, i });
+  let x = r.tensor;
+  if (r.axis !== r.rank - 1) {
+    // The channel axis last, so that every vector is a row.
+    const perm = [...Array(r.rank).keys()].filter((a) => a !== r.axis);
+    node('Transpose', [x], `${prefix}_last`, [ints('perm', [...perm, r.axis])]);
+    x = `${prefix}_last`;
+  }
+  int64s(`${prefix}_shape`, [-1, r.channels]);
+  node('Reshape', [x, `${prefix}_shape`], `${prefix}_rows`);
+  x = `${prefix}_rows`;
+  if (r.type !== 'float32') {
+    node('Cast', [x], `${prefix}_float`, [int('to', onnx.TensorProto.DataType.FLOAT)]);
+    x = `${prefix}_float`;
+  }
+  graph.node.push(nodeOverAxes('ReduceSum', x, `${prefix}_sum`, [0], opset, graph.initializer, [int('keepdims', 0)]));
+  node('Mul', [x, x], `${prefix}_squares`);
+  graph.node.push(nodeOverAxes('ReduceSum', `${prefix}_squares`, `${prefix}_sumsq`, [0], opset, graph.initializer, [int('keepdims', 0)]));
+  node('Shape', [x], `${prefix}_count`);
+  const out: SumOutputs = { count: `${prefix}_count`, sum: `${prefix}_sum`, sumSquares: `${prefix}_sumsq` };
+  if (r.gram) {
+    node('Transpose', [x], `${prefix}_t`, [ints('perm', [1, 0])]);
+    node('MatMul', [`${prefix}_t`, x], `${prefix}_gram`);
+    out.gram = `${prefix}_gram`;
+  }
+  return out;
+}
+
+function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRequest, out: SumOutputs, result: Record<string, ort.Tensor>, odd: boolean): void {
+  const c = req.channels;
   let s = stats.get(name);
   if (!s) {
     s = { count: 0, sum: new Float64Array(c), sumSquares: new Float64Array(c) };
-    if (req.gram) {
-      s.gram = new Float64Array(c * c);
-      s.half = { count: 0, sum: new Float64Array(c), gram: new Float64Array(c * c) };
-    }
+    if (req.gram) s.gram = new Float32Array(c * c);
+    if (req.gram && req.half) s.half = { count: 0, sum: new Float64Array(c), gram: new Float32Array(c * c) };
     stats.set(name, s);
   }
-  for (let o = 0; o < outer; o++) {
-    const base = o * c * inner;
-    for (let j = 0; j < c; j++) {
-      let sum = 0;
-      let sq = 0;
-      const off = base + j * inner;
-      for (let k = 0; k < inner; k++) {
-        const v = data[off + k];
-        sum += v;
-        sq += v * v;
-      }
-      s.sum[j] += sum;
-      s.sumSquares[j] += sq;
-    }
+  const rows = Number((result[out.count].data as BigInt64Array)[0]);
+  const sum = result[out.sum].data as Float32Array;
+  const sq = result[out.sumSquares].data as Float32Array;
+  for (let j = 0; j < c; j++) {
+    s.sum[j] += sum[j];
+    s.sumSquares[j] += sq[j];
   }
-  s.count += outer * inner;
-  if (s.gram) {
-    // Σ over vectors x (the channel values at one position) of x xᵀ; every other batch also
-    // into the half's sums.
+  s.count += rows;
+  if (s.gram && out.gram) {
+    // Every other batch also into the half's sums.
+    const g = result[out.gram].data as Float32Array;
     const half = odd ? s.half : undefined;
-    const g = s.gram;
-    const x = new Float64Array(c);
-    for (let o = 0; o < outer; o++) {
-      for (let k = 0; k < inner; k++) {
-        for (let j = 0; j < c; j++) x[j] = data[o * c * inner + j * inner + k];
-        for (let i = 0; i < c; i++) {
-          const xi = x[i];
-          if (xi === 0) continue;
-          const row = i * c;
-          for (let j = i; j < c; j++) g[row + j] += xi * x[j];
-          if (half) for (let j = i; j < c; j++) half.gram[row + j] += xi * x[j];
-        }
-        if (half) for (let j = 0; j < c; j++) half.sum[j] += x[j];
-      }
+    for (let i = 0; i < g.length; i++) s.gram[i] += g[i];
+    if (half) {
+      for (let i = 0; i < g.length; i++) half.gram[i] += g[i];
+      for (let j = 0; j < c; j++) half.sum[j] += sum[j];
+      half.count += rows;
     }
-    if (half) half.count += outer * inner;
   }
-}
-
-/** The full symmetric matrix from the upper triangle accumulated above (of `s`, or of its half). */
-export function symmetricGram(s: Pick<ChannelStats, 'sum' | 'gram'>): Float64Array {
-  const c = s.sum.length;
-  const g = Float64Array.from(s.gram!);
-  for (let i = 0; i < c; i++) for (let j = 0; j < i; j++) g[i * c + j] = g[j * c + i];
-  return g;
 }

@@ -3,6 +3,7 @@ import type { OnnxModel } from '../onnx/model';
 import type { Feeds } from '../onnx/runtime';
 import type { SlicedEntries } from './apply';
 import type { PassRecord } from '../util/passes';
+import type { ChannelStats } from './stats';
 
 export type { Structure } from '../graph/analysis';
 export const IMPORTANCES = ['magnitude', 'activation'] as const;
@@ -31,6 +32,19 @@ export interface DamageMeasure {
   name: string;
   loss(candidate: OnnxModel, share: number): Promise<number>;
   /**
+   * The loss of each sample of the set, the candidate run with `extra` feeds for each batch of
+   * samples (the sensitivity probe's masks, one value per sample) and the per-sample values of
+   * `outputs`: one pass, in batches when `batched`, else one sample at a time.
+   */
+  sampleLosses?(
+    candidate: OnnxModel,
+    extra: (start: number, size: number) => Feeds,
+    outputs: string[],
+    batched: boolean,
+  ): Promise<{ losses: Float64Array; outputs: Float64Array[] }>;
+  /** The samples `sampleLosses` runs. */
+  samples?: number;
+  /**
    * The candidate's latency over the base's (median of alternated runs, the worse of batch 1
    * and a calibration batch) on this machine: with `align: auto`, a pruned model slower than its
    * base here is not kept.
@@ -47,8 +61,10 @@ export interface AllocationResult {
   tried: { strategy: Exclude<Allocation, 'auto'>; compensate: Compensation; loss: number | null; params: number; align?: number; latency?: number; note?: string }[];
   /** Widths kept as multiples of this (1: as the allocation made them). */
   align: number;
-  /** The kept candidate's latency over the base's, when measured (align: auto). */
+  /** The kept candidate's latency over the base's, when measured. */
   latency?: number;
+  /** The passes over the calibration set the step made, in order. */
+  passes?: PassEntry[];
 }
 
 export interface PruneOptions {
@@ -75,6 +91,8 @@ export interface PruneOptions {
   calibration?: () => AsyncIterable<Feeds> | Iterable<Feeds>;
   /** How many batches `calibration` yields, when known: passes over them report progress. */
   calibrationBatches?: number;
+  /** How many samples they hold (for the report's list of passes). */
+  calibrationSamples?: number;
   /**
    * Kept by a caller that prunes in steps (one object for the whole search): each group's score
    * scale from its first measurement, so a layer that already lost units is not cut again just
@@ -83,8 +101,30 @@ export interface PruneOptions {
   memory?: PruneMemory;
   /** Runs the passes over `calibration`, or gives back recorded results (default: runs them). */
   passes?: PassRecord;
+  /** What this step may spend (default: everything; see SearchEffort). */
+  effort?: SearchEffort;
   /** Progress lines (to stderr in the CLI). */
   log?: (line: string) => void;
+}
+
+/** What a step may spend (the budget's plan, src/gate/budget.ts): passes it may leave out. */
+export interface SearchEffort {
+  /** Confirm a second candidate beside the one planned. */
+  alternative: boolean;
+  /** Probe the groups' sensitivity (else each group's last probed one is reused). */
+  probe: boolean;
+  /** The share of the calibration batches the statistics pass reads. */
+  share: number;
+}
+
+/** One pass over the calibration set a step made: what it was, why, and what it cost. */
+export interface PassEntry {
+  what: 'statistics' | 'probe' | 'confirmation' | 'normalization sums';
+  /** Why it ran: what its result was for. */
+  why: string;
+  /** The samples it read. */
+  samples: number;
+  seconds: number;
 }
 
 /** One place where structures were removed. */
@@ -119,13 +159,25 @@ export interface PruneResult {
   sliced?: SlicedEntries[];
   /** How the last step's removals were allocated (when anything was removed). */
   allocation?: AllocationResult;
+  /** The passes over the calibration set the last step made. */
+  passes?: PassEntry[];
 }
 
 /** State carried from one pruning step to the next (see PruneOptions.memory). */
 export interface PruneMemory {
   scales: Map<string, { mean: number; std: number }>;
+  /** Each consumer's damping, chosen the first time it is refit (obs.ts). */
+  dampings: Map<string, number | null>;
+  /**
+   * Statistics of the last step's tensors that its pruning left exactly as they were (nothing
+   * before them was removed or refit), by tensor: the next step reads them instead of
+   * collecting them again.
+   */
+  unchanged: Map<string, ChannelStats>;
+  /** Each group's measured loss for its curve's error (loss = a·E^p), by group, for a step that does not probe. */
+  sensitivities: Map<string, { a: number; p: number }>;
 }
 
 export function newPruneMemory(): PruneMemory {
-  return { scales: new Map() };
+  return { scales: new Map(), dampings: new Map(), unchanged: new Map(), sensitivities: new Map() };
 }

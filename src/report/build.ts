@@ -27,6 +27,8 @@ export interface ReportInput {
   pruned: PrunedEntry[];
   skipped: SkippedEntry[];
   allocation?: AllocationResult;
+  /** The search's budget and what it left out (run only). */
+  budget?: Report['budget'];
   pullRequest?: ReportPullRequest;
   environment?: Environment;
   interface?: InterfaceChange[];
@@ -94,6 +96,7 @@ export function buildReport(input: ReportInput): Report {
           },
         }
       : {}),
+    ...(input.budget ? { budget: input.budget } : {}),
     ...(input.environment ? { environment: input.environment } : {}),
     ...(input.interface?.length ? { interface: input.interface } : {}),
     ...(input.examples?.length ? { examples: input.examples.map(clipExample) } : {}),

@@ -269,16 +269,13 @@ function prunedSection(r: Report): string[] {
 /** Which allocation and compensation were kept, and what else was measured against them. */
 export function allocationLine(a: NonNullable<Report['allocation']>): string {
   const kept = `Allocation: ${a.strategy}, compensation ${a.compensate}${a.align > 1 ? `, widths multiples of ${a.align}` : ''}`;
-  const measured = a.tried.filter((t) => t.loss !== null);
-  if (measured.length === 0) return `${kept} (${a.measure})`;
-  const fmt = (t: (typeof measured)[number]) => `${t.strategy}${t.align ? ` ×${t.align}` : ''}/${t.compensate} ${t.loss!.toPrecision(4)}`;
-  const speed =
-    a.latency === undefined || a.latency === null
-      ? ''
-      : a.latency <= 1
-        ? ` not slower than the base here (${a.latency.toFixed(2)}x its latency)`
-        : ` (none timed was as fast as the base here; this one ran at ${a.latency.toFixed(2)}x)`;
-  return `${kept}: the least ${a.measure} on the calibration set${speed}, of ${measured.map(fmt).join(', ')}`;
+  const measured = a.tried.filter((t) => t.loss !== null).sort((x, y) => x.loss! - y.loss!);
+  const speed = a.latency === undefined || a.latency === null ? '' : `; ${a.latency.toFixed(2)}x the base's time here`;
+  if (measured.length === 0) return `${kept} (${a.measure})${speed}`;
+  const [best, ...others] = measured;
+  const why = (t: (typeof measured)[number]) => t.note ?? `${t.strategy}/${t.compensate}`;
+  const against = others.length ? `, against ${others.map((t) => `${t.loss!.toPrecision(4)} for ${why(t)}`).join(', ')}` : '';
+  return `${kept} (${why(best)}): ${a.measure} ${best.loss!.toPrecision(4)} on the calibration set${against}${speed}`;
 }
 
 function allocationSection(r: Report): string[] {

@@ -116,6 +116,26 @@ export const ReportSchema = z.object({
         .max(MAX_ITEMS),
       align: count,
       latency: z.number().nullable().optional(),
+      /** The passes over the calibration set the result's last step made: what each was, why it ran, what it read and cost. */
+      passes: z
+        .array(
+          z.object({
+            what: z.enum(['statistics', 'probe', 'confirmation', 'normalization sums']),
+            why: text,
+            samples: count,
+            seconds: z.number().nonnegative(),
+          }),
+        )
+        .max(MAX_ITEMS)
+        .optional(),
+    })
+    .optional(),
+  /** The search's budget (seconds), what the run spent, and what was left out to keep to it. */
+  budget: z
+    .object({
+      seconds: z.number().positive(),
+      spent: z.number().nonnegative(),
+      left_out: z.array(text).max(MAX_ITEMS),
     })
     .optional(),
   /** What the figures were measured on: the CPU, its cores, onnxruntime's threads, the versions. */

@@ -7,7 +7,7 @@ import { klFromLog, logSoftmax } from '../../src/eval/metrics';
 import { OnnxModel } from '../../src/onnx/model';
 import { writeModel } from '../../src/onnx/write';
 import { pruneModel } from '../../src/prune';
-import { StatsCollector, findConsumers } from '../../src/prune/stats';
+import { StatsCollector, findConsumers, statsRequests } from '../../src/prune/stats';
 import { analyze } from '../../src/graph/analysis';
 import { createSession, ort } from '../../src/onnx/runtime';
 import { floatWeightBytes } from '../../src/onnx/skeleton';
@@ -150,7 +150,7 @@ async function main() {
     } else {
       const analysis = await analyze(model);
       const consumers = analysis.groups.flatMap((g) => findConsumers(analysis, g));
-      const requests = consumers.map((c) => ({ tensor: c.input, axis: c.inputAxis, gram: false }));
+      const requests = statsRequests(consumers, false);
       // Same protocol as the plain run: session made and warmed up untimed, then the batches.
       const collector = await StatsCollector.create(model, requests);
       await collector.add(feeds[0]);

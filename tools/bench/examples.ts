@@ -46,7 +46,7 @@ async function gateWithHeldOut(label: string, ex: Example, config: Config, heldO
     perStep.push({
       heldout: ev.values.candidate[ex.metric],
       heldoutAgreement: ev.values.candidate.agreement,
-      speedup: ev.latency.speedup,
+      speedup: ev.latency!.speedup,
     });
     return candidate;
   };

@@ -32,7 +32,7 @@ async function main() {
     const metric = calibration.task === 'language-model' ? 'perplexity' : 'accuracy';
     const evaluator = await Evaluator.create(base, heldOut, { latency: { warmup: 0, runs: 1 } });
     const onCalibration = await Evaluator.create(base, calibration, { latency: { warmup: 0, runs: 1 } });
-    const damage = { name: onCalibration.lossName, loss: (m: OnnxModel, share: number) => onCalibration.loss(m, share), latency: (m: OnnxModel) => onCalibration.latencyRatio(m) };
+    const damage = onCalibration.damageMeasure();
     const baseSession = await createSession(base);
     const baseMacs = (await measureMacs(base)).total;
     try {

@@ -64,7 +64,7 @@ async function languageModels(sets: [string, string, string][], tmp: string) {
         ...(bytesNamesKept ? { bytesNamesKept, sizeRatioNamesKept: evaluator.base.bytes / bytesNamesKept } : {}),
         value: ev.values.candidate.perplexity,
         agreement: ev.values.candidate.agreement,
-        speedup: ev.latency.speedup,
+        speedup: ev.latency!.speedup,
         speedupGeneration: await speedupOn(base, candidate, tokens(1, 8)),
         exceptions: made.quantization?.exceptions ?? [],
       });
@@ -92,7 +92,7 @@ async function convWeights(tmp: string) {
       sizeRatio: evaluator.base.bytes / ev.candidate.bytes,
       value: ev.values.candidate.accuracy,
       agreement: ev.values.candidate.agreement,
-      speedup: ev.latency.speedup,
+      speedup: ev.latency!.speedup,
       exceptions: [],
     });
   }

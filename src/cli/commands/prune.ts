@@ -80,9 +80,8 @@ export function register(program: Command, ctx: CliContext): void {
           align,
           calibration: evaluator ? calibrationFeeds(evaluator.set) : undefined,
           calibrationBatches: evaluator ? batchCount(evaluator.set) : undefined,
-          damage: evaluator
-            ? { name: evaluator.lossName, loss: (candidate, share) => evaluator.loss(candidate, share), latency: (candidate) => evaluator.latencyRatio(candidate) }
-            : undefined,
+          calibrationSamples: evaluator?.set.count,
+          damage: evaluator?.damageMeasure(),
           log: withElapsed((line) => ctx.stderr(`${line}\n`)),
         });
       } finally {

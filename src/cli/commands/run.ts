@@ -22,6 +22,7 @@ interface RunFlags {
   quantize?: string;
   keepNames?: boolean;
   externalData?: string;
+  budget?: string;
   json?: boolean;
   job?: string;
 }
@@ -42,11 +43,12 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--quantize <mode>', 'none, int8 or int4')
     .option('--keep-names', "keep the exporter's intermediate tensor and node names in a quantized model (default: shortened)")
     .option('--external-data <mode>', "where pruned.onnx keeps its weights: auto (as the input model did), always (in pruned.onnx.data) or never (inline, at most 2 GiB); overrides the config's external-data")
+    .option('--budget <duration>', "the time the whole search may take (90s, 10m, 1h30m; default 10m); overrides the config's budget")
     .option('--json', 'print report.json instead of the Markdown report')
     .option('--job <K/N>', "job K of a plan's N (prune-gate plan): build every candidate, evaluate this job's shard, write OUT/partial.json for merge")
     .action(async (flags: RunFlags) => {
       const overrides = parseOverrides(
-        { model: flags.model, calibration: flags.calibration, target: flags.target, quantize: flags.quantize, keepNames: flags.keepNames, externalData: flags.externalData },
+        { model: flags.model, calibration: flags.calibration, target: flags.target, quantize: flags.quantize, keepNames: flags.keepNames, externalData: flags.externalData, budget: flags.budget },
         flagName,
       );
       const config = resolveConfig(flags.config, overrides, flagName);

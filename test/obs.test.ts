@@ -1,0 +1,254 @@
+// Damage from statistics (src/onnx/linalg.ts, src/prune/obs.ts, src/prune/probe.ts,
+// src/prune/plan.ts): the linear algebra onnxruntime does for the engine against plain
+// JavaScript, the Optimal-Brain-Surgeon error against a refit computed the long way, the probe
+// against the pruned model it stands for, and the planner against the windows it promises.
+import { DenseMath } from '../src/onnx/linalg';
+import { OnnxModel } from '../src/onnx/model';
+import { createSession, ort } from '../src/onnx/runtime';
+import { Group, analyze } from '../src/graph/analysis';
+import { applyRemoval } from '../src/prune/apply';
+import { applyCompensation, compensation } from '../src/prune/compensate';
+import { DEFAULT_DAMPING, InverseCovariances, damageCurves } from '../src/prune/obs';
+import { PlanInput, planByCurves, planCounts } from '../src/prune/plan';
+import { probeAssignment, probeFeeds, probeModel } from '../src/prune/probe';
+import { AxisNorms } from '../src/prune/score';
+import { collectStats, findConsumers, statsRequests } from '../src/prune/stats';
+import { T, encode, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
+
+const math = DenseMath.shared();
+
+/** A seeded symmetric positive definite matrix: XᵀX/m + 0.1 I of random X [m, n]. */
+function spd(n: number, seed = 3): Float64Array {
+  let s = seed;
+  const random = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
+  const m = n + 5;
+  const x = Array.from({ length: m * n }, random);
+  const a = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+    let acc = 0;
+    for (let r = 0; r < m; r++) acc += x[r * n + i] * x[r * n + j];
+    a[i * n + j] = acc / m + (i === j ? 0.1 : 0);
+  }
+  return a;
+}
+
+const product = (a: Float64Array, b: Float64Array, n: number) => {
+  const out = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let k = 0; k < n; k++) for (let j = 0; j < n; j++) out[i * n + j] += a[i * n + k] * b[k * n + j];
+  return out;
+};
+
+test.each([7, 300, 520])('the inverse of an n x n positive definite matrix, n = %i (onnxruntime; by blocks above 256 rows), times the matrix is the identity', async (n) => {
+  const a = spd(n);
+  const inverse = await math.inverse(a, n);
+  const eye = product(a, inverse, n);
+  let worst = 0;
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) worst = Math.max(worst, Math.abs(eye[i * n + j] - (i === j ? 1 : 0)));
+  expect(worst).toBeLessThan(1e-9);
+});
+
+test("an Optimal-Brain-Surgeon removal refits the kept rows to the least-squares solution, and its error is the refit's error", async () => {
+  const k = 9;
+  const n = 4;
+  const h = spd(k, 11);
+  const w = Float64Array.from({ length: k * n }, (_, i) => Math.sin(i * 1.3));
+  const removed = [2, 5, 6];
+  const kept = [0, 1, 3, 4, 7, 8];
+  const hinv = await math.inverse(h, k);
+  const r = await math.remove(hinv, w, k, n, removed, kept, kept.map((_, i) => [i]));
+  // The long way: W'_k = W_k + H_kk⁻¹ H_kP W_P, error tr(ΔWᵀ H ΔW) with ΔW the whole change.
+  const hkk = Float64Array.from(kept.flatMap((i) => kept.map((j) => h[i * k + j])));
+  const hkkInv = await math.inverse(hkk, kept.length);
+  const change = new Float64Array(k * n);
+  for (const j of removed) for (let o = 0; o < n; o++) change[j * n + o] = -w[j * n + o];
+  kept.forEach((i, ri) => {
+    for (let o = 0; o < n; o++) {
+      let delta = 0;
+      kept.forEach((_, rq) => {
+        let hkp = 0;
+        for (const p of removed) hkp += h[kept[rq] * k + p] * w[p * n + o];
+        delta += hkkInv[ri * kept.length + rq] * hkp;
+      });
+      expect(r.w[ri * n + o]).toBeCloseTo(w[i * n + o] + delta, 9);
+      change[i * n + o] = delta;
+    }
+  });
+  const error = await math.quadratic(h, change, k, n);
+  // The block's error as obs.ts reads it: tr(W_Pᵀ (Hinv_PP)⁻¹ W_P).
+  const hppInv = await math.inverse(r.hinvRemoved, removed.length);
+  let closed = 0;
+  for (let o = 0; o < n; o++) for (let a = 0; a < removed.length; a++) for (let b = 0; b < removed.length; b++) closed += r.wRemoved[a * n + o] * hppInv[a * removed.length + b] * r.wRemoved[b * n + o];
+  expect(closed).toBeCloseTo(error, 9);
+});
+
+/** x [B, 6] -> MatMul [6, 10] -> Relu -> MatMul [10, 3]: one FFN group of 10 neurons, its consumer the second MatMul. */
+function mlp(): OnnxModel {
+  const weights = (name: string, dims: number[], phase: number) => floatTensor(name, dims, Array.from({ length: dims[0] * dims[1] }, (_, i) => Math.sin(i * 0.37 + phase) * (0.3 + ((i * 7) % 11) / 10)));
+  const proto = model({
+    nodes: [node('MatMul', ['x', 'A'], ['a']), node('Relu', ['a'], ['h']), node('MatMul', ['h', 'B'], ['y'])],
+    inputs: [valueInfo('x', T.FLOAT, ['batch', 6])],
+    outputs: [valueInfo('y', T.FLOAT, ['batch', 3])],
+    initializers: [weights('A', [6, 10], 0), weights('B', [10, 3], 1)],
+  });
+  return OnnxModel.fromBytes(encode(proto), 'mlp.onnx');
+}
+
+function batches(count: number, rows: number, seed = 5): Record<string, ort.Tensor>[] {
+  let s = seed;
+  const random = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
+  return Array.from({ length: count }, () => ({ x: new ort.Tensor('float32', Float32Array.from({ length: rows * 6 }, random), [rows, 6]) }));
+}
+
+async function outputs(m: OnnxModel, feeds: Record<string, ort.Tensor>): Promise<Float32Array> {
+  const session = await createSession(m);
+  try {
+    const out = await session.run(feeds);
+    return out[session.outputNames[0]].data as Float32Array;
+  } finally {
+    await session.release();
+  }
+}
+
+describe('the damage curve of a group', () => {
+  test('its error after c units is the output error of the model pruned at c units and refit, measured on the calibration set', async () => {
+    const base = mlp();
+    const data = batches(4, 64);
+    const analysis = await analyze(base);
+    const [group] = analysis.groups;
+    const consumers = new Map([[group, findConsumers(analysis, group)]]);
+    const { stats } = await collectStats(base, statsRequests(consumers.get(group)!, true), () => data);
+    const dampings = new Map<string, number | null>();
+    const inverses = new InverseCovariances(math);
+    const curves = await damageCurves(base, new AxisNorms(analysis), [group], consumers, stats, inverses, { compensate: 'reconstruct', dampings, checkShare: 0.3, maxShare: 0.9 }, () => false);
+    const curve = curves.get(group)!;
+    expect(curve.errors[0]).toBe(0);
+    for (let c = 1; c < curve.errors.length; c++) expect(curve.errors[c]).toBeGreaterThanOrEqual(curve.errors[c - 1]);
+    const plan: PlanInput = { groups: [group], scores: new Map(), targetParams: 0, slack: 0, slots: analysis.space.slots, paramDims: (t) => analysis.model.constantInfo(t)?.dims };
+    const damping = [...dampings.values()][0]!;
+    for (const count of [2, 5]) {
+      const { removals } = planCounts(plan, new Map([[group, curve.order]]), new Map([[group, count]]));
+      const edits = await compensation(analysis, removals, consumers, stats, 'reconstruct', dampings, inverses);
+      const pruned = applyRemoval(analysis, removals, (copy) => applyCompensation(copy, analysis, edits.edits)).model;
+      // Mean over rows of the squared output change, centered (the bias took the mean), under
+      // the damped metric the curve is in: the measured part is at most the curve's value.
+      let sq = 0;
+      const mean = [0, 0, 0];
+      const diffs: number[][] = [];
+      for (const feeds of data) {
+        const [a, b] = [await outputs(base, feeds), await outputs(pruned, feeds)];
+        for (let r = 0; r < a.length / 3; r++) diffs.push([0, 1, 2].map((o) => b[r * 3 + o] - a[r * 3 + o]));
+      }
+      for (const d of diffs) d.forEach((v, o) => (mean[o] += v / diffs.length));
+      for (const d of diffs) for (let o = 0; o < 3; o++) sq += (d[o] - mean[o]) ** 2;
+      const measured = sq / diffs.length;
+      expect(measured).toBeLessThanOrEqual(curve.errors[count] * (1 + 1e-6));
+      // With a damping of at most 1 % the damped metric adds little: the two agree within it.
+      if (damping <= DEFAULT_DAMPING) expect(measured).toBeGreaterThan(curve.errors[count] * 0.8);
+    }
+  });
+
+  test('the probe model, on a sample that probes a removal, gives exactly what the model pruned that way gives', async () => {
+    const base = mlp();
+    const data = batches(2, 8);
+    const analysis = await analyze(base);
+    const [group] = analysis.groups;
+    const consumers = new Map([[group, findConsumers(analysis, group)]]);
+    const { stats } = await collectStats(base, statsRequests(consumers.get(group)!, true), () => data);
+    const dampings = new Map<string, number | null>();
+    const inverses = new InverseCovariances(math);
+    const plan: PlanInput = { groups: [group], scores: new Map(), targetParams: 0, slack: 0, slots: analysis.space.slots, paramDims: (t) => analysis.model.constantInfo(t)?.dims };
+    const order = group.units.slice().reverse();
+    const cells = [];
+    for (const count of [3, 6]) {
+      const { removals } = planCounts(plan, new Map([[group, order]]), new Map([[group, count]]));
+      cells.push({ group, count, edits: (await compensation(analysis, removals, consumers, stats, 'reconstruct', dampings, inverses)).edits, removals });
+    }
+    const probe = probeModel(analysis, cells);
+    expect(probe.batched).toBe(true);
+    const feeds = data[0];
+    const rows = feeds.x.dims[0];
+    // Rows 0..3 probe cell 0, 4..7 cell 1 (assigned in turn: 0, 1, 0, 1, ...).
+    const assignment = probeAssignment(rows, 2);
+    const session = await createSession(probe.model);
+    try {
+      const got = (await session.run({ ...feeds, ...probeFeeds(probe, assignment, 0, rows) }, [probe.model.graph.output[0].name!]))[probe.model.graph.output[0].name!].data as Float32Array;
+      for (const [k, cell] of cells.entries()) {
+        const pruned = applyRemoval(analysis, cell.removals, (copy) => applyCompensation(copy, analysis, cell.edits)).model;
+        const want = await outputs(pruned, feeds);
+        for (let r = 0; r < rows; r++) {
+          if (assignment[r][0] !== k) continue;
+          for (let o = 0; o < 3; o++) expect(got[r * 3 + o]).toBeCloseTo(want[r * 3 + o], 5);
+        }
+      }
+      const plain = await outputs(base, feeds);
+      const none = (await session.run({ ...feeds, ...probeFeeds(probe, [], 0, rows) }))[probe.model.graph.output[0].name!].data as Float32Array;
+      none.forEach((v, i) => expect(v).toBeCloseTo(plain[i], 6));
+    } finally {
+      await session.release();
+    }
+  });
+});
+
+describe('planning from damage curves', () => {
+  // Three groups of single-parameter-per-unit kinds: params = units x unit size.
+  const group = (id: number, units: number, size: number): Group => {
+    const slot = { id, tensor: `w${id}`, axis: 0, size: units, base: 0, constant: true };
+    return {
+      id,
+      kind: 'ffn',
+      where: `g${id}`,
+      units: Array.from({ length: units }, (_, i) => ({ indices: new Map([[id, [i]]]), params: size })),
+      constantSlots: [slot],
+      slots: [slot],
+    };
+  };
+  const groups = [group(0, 40, 10), group(1, 40, 10), group(2, 8, 100)];
+  const input = (target: number, extra: Partial<PlanInput> = {}): PlanInput => ({
+    groups,
+    scores: new Map(),
+    targetParams: target,
+    slack: 5,
+    slots: groups.map((g) => g.slots[0]),
+    paramDims: (t) => [Number(t.slice(1)) === 2 ? 8 : 40, Number(t.slice(1)) === 2 ? 100 : 10],
+    ...extra,
+  });
+  // A curve up to n - 1 units (a group keeps one), cost[c] after c units.
+  const curve = (g: Group, perUnit: (c: number) => number) => ({ order: g.units.slice(0, -1), cost: Float64Array.from({ length: g.units.length }, (_, c) => perUnit(c)) });
+
+  test('the cheapest groups go first, and the plan lands within the slack of the target', () => {
+    const curves = new Map([
+      [groups[0], curve(groups[0], (c) => c * 1)],
+      [groups[1], curve(groups[1], (c) => c * 3)],
+      [groups[2], curve(groups[2], (c) => c * 50)],
+    ]);
+    const plan = planByCurves(input(300), curves)!;
+    expect(Math.abs(plan.params - 300)).toBeLessThanOrEqual(5);
+    const counts = new Map(plan.removals.map((r) => [r.group.id, r.units.length]));
+    expect(counts.get(0)).toBe(30);
+    expect(counts.get(1) ?? 0).toBe(0);
+  });
+
+  test('a coarse group (units of 100 parameters) is combined with fine ones to land in the window', () => {
+    const curves = new Map([
+      [groups[0], curve(groups[0], (c) => c * 1)],
+      [groups[1], curve(groups[1], (c) => c * 1)],
+      [groups[2], curve(groups[2], (c) => c * 0.5)],
+    ]);
+    const plan = planByCurves(input(735), curves)!;
+    expect(Math.abs(plan.params - 735)).toBeLessThanOrEqual(5);
+    expect(plan.removals.find((r) => r.group.id === 2)!.units.length).toBe(7);
+  });
+
+  test('aligned widths: a group stops only where its kept width is a multiple of 8, unless no such plan lands in the window', () => {
+    const curves = new Map(groups.slice(0, 2).map((g, k) => [g, curve(g, (c) => c * (k + 1))]));
+    const aligned = planByCurves(input(160, { groups: groups.slice(0, 2), align: 8 }), curves)!;
+    for (const r of aligned.removals) expect((r.group.units.length - r.units.length) % 8).toBe(0);
+    const odd = planByCurves(input(150, { groups: groups.slice(0, 2), align: 8 }), curves)!;
+    expect(Math.abs(odd.params - 150)).toBeLessThanOrEqual(5);
+  });
+});
+
+test('the probe gives every sample one removal, in turn, and shares samples when removals outnumber them', () => {
+  expect(probeAssignment(5, 2)).toEqual([[0], [1], [0], [1], [0]]);
+  expect(probeAssignment(2, 5)).toEqual([[0, 2, 4], [1, 3]]);
+});
