@@ -38152,7 +38152,7 @@ function checkOptions(o) {
 // src/prune/types.ts
 var ALLOCATIONS = ["auto", "global", "uniform", "ffn-only", "measured"];
 function newPruneMemory() {
-  return { scales: /* @__PURE__ */ new Map(), dampings: /* @__PURE__ */ new Map(), unchanged: /* @__PURE__ */ new Map(), sensitivities: /* @__PURE__ */ new Map() };
+  return { scales: /* @__PURE__ */ new Map(), dampings: /* @__PURE__ */ new Map(), ready: { stats: /* @__PURE__ */ new Map(), rows: /* @__PURE__ */ new Map() }, sensitivities: /* @__PURE__ */ new Map() };
 }
 
 // src/util/format.ts
@@ -39400,11 +39400,23 @@ async function withSessionThreads(threads, fn) {
     deviceThreads = before;
   }
 }
+function convolutionBlock() {
+  if (process.arch !== "x64") return 8;
+  cpuBlock ??= (() => {
+    try {
+      return /^flags\s*:.*\bavx512f\b/m.test(fs10.readFileSync("/proc/cpuinfo", "utf8")) ? 16 : 8;
+    } catch {
+      return 8;
+    }
+  })();
+  return cpuBlock;
+}
+var cpuBlock;
 function sessionThreads() {
   return deviceThreads;
 }
 function withDefaults(options) {
-  return { logSeverityLevel: 4, ...options, ...deviceThreads ? { intraOpNumThreads: deviceThreads } : {} };
+  return { logSeverityLevel: 4, extra: { session: { "intra_op.allow_spinning": "0" } }, ...options, ...deviceThreads ? { intraOpNumThreads: deviceThreads } : {} };
 }
 async function openSession(model, options) {
   const session = typeof model === "string" ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
@@ -39587,26 +39599,30 @@ function outputRows(t) {
   else throw new UserError(`the model's output is ${t.type}; the metrics need floating-point scores (logits)`);
   return { data, rows: width ? data.length / width : 0, width, dims };
 }
-function logSoftmax(x, off, n, out) {
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) if (x[off + i] > max) max = x[off + i];
+function logSumExp(x, off, n, max) {
   let sum = 0;
   for (let i = 0; i < n; i++) sum += Math.exp(x[off + i] - max);
-  const lse = max + Math.log(sum);
-  for (let i = 0; i < n; i++) out[i] = x[off + i] - lse;
+  return max + Math.log(sum);
+}
+var summaries = /* @__PURE__ */ new WeakMap();
+function rowSummary(out) {
+  let s = summaries.get(out.data);
+  if (!s) {
+    s = { lse: new Float64Array(out.rows), top: new Int32Array(out.rows) };
+    for (let r = 0; r < out.rows; r++) {
+      const off = r * out.width;
+      const top = argmax(out.data, off, out.width);
+      s.top[r] = top;
+      s.lse[r] = logSumExp(out.data, off, out.width, out.data[off + top]);
+    }
+    summaries.set(out.data, s);
+  }
+  return s;
 }
 function argmax(x, off, n) {
   let best = 0;
   for (let i = 1; i < n; i++) if (x[off + i] > x[off + best]) best = i;
   return best;
-}
-function klFromLog(logP, logQ, n) {
-  let kl = 0;
-  for (let i = 0; i < n; i++) {
-    const p = Math.exp(logP[i]);
-    if (p > 0) kl += p * (logP[i] - logQ[i]);
-  }
-  return Math.max(0, kl);
 }
 function cosine(a, aOff, b, bOff, n) {
   let dot = 0;
@@ -39722,19 +39738,14 @@ var TaskAccumulator = class {
   nll = 0;
   correct = 0;
   count = 0;
-  buf = new Float64Array(0);
   add(out, plan) {
     if (!plan.targets) return;
-    if (this.buf.length < out.width) this.buf = new Float64Array(out.width);
+    const { lse, top } = rowSummary(out);
     for (let r = 0; r < out.rows; r++) {
       const target = plan.targets[r];
       if (target < 0) continue;
-      const off = r * out.width;
-      if (argmax(out.data, off, out.width) === target) this.correct++;
-      if (this.task === "language-model" || this.task === "generation") {
-        logSoftmax(out.data, off, out.width, this.buf);
-        this.nll -= this.buf[target];
-      }
+      if (top[r] === target) this.correct++;
+      if (this.task === "language-model" || this.task === "generation") this.nll += lse[r] - out.data[r * out.width + target];
       this.count++;
     }
   }
@@ -39754,27 +39765,25 @@ var ComparisonAccumulator = class {
   kl = 0;
   cos = 0;
   count = 0;
-  logP = new Float64Array(0);
-  logQ = new Float64Array(0);
-  add(base, cand, plan) {
+  /** Rows [from, to) of the outputs (default all): one sample's, say. */
+  add(base, cand, plan, from = 0, to = base.rows) {
     if (base.data.length !== cand.data.length || base.width !== cand.width) {
       throw new Error(
         `the candidate's output has shape [${cand.dims.join(", ")}], the base model's [${base.dims.join(", ")}]: pruning must not change the output shape`
       );
     }
     const n = base.width;
-    if (this.logP.length < n) {
-      this.logP = new Float64Array(n);
-      this.logQ = new Float64Array(n);
-    }
-    for (let r = 0; r < base.rows; r++) {
+    const [b, c] = [rowSummary(base), rowSummary(cand)];
+    const [x, y] = [base.data, cand.data];
+    for (let r = from; r < to; r++) {
       if (plan.compare && !plan.compare[r]) continue;
       const off = r * n;
-      if (argmax(base.data, off, n) === argmax(cand.data, off, n)) this.agree++;
-      logSoftmax(base.data, off, n, this.logP);
-      logSoftmax(cand.data, off, n, this.logQ);
-      this.kl += klFromLog(this.logP, this.logQ, n);
-      this.cos += cosine(base.data, off, cand.data, off, n);
+      if (b.top[r] === c.top[r]) this.agree++;
+      const lse = b.lse[r];
+      let kl = 0;
+      for (let i = off; i < off + n; i++) kl += Math.exp(x[i] - lse) * (x[i] - y[i]);
+      this.kl += Math.max(0, kl - lse + c.lse[r]);
+      this.cos += cosine(x, off, y, off, n);
       this.count++;
     }
   }
@@ -44673,6 +44682,7 @@ function ruleOf(node2) {
 }
 
 // src/graph/trace.ts
+var import_crypto = require("crypto");
 var import_onnx_proto10 = __toESM(require_onnx());
 
 // src/onnx/skeleton.ts
@@ -44709,6 +44719,7 @@ var SHAPE_ONLY_MIN_ELEMENTS = 4096;
 function shapeOnlyProto(model) {
   const copy = model.clone();
   const graph = copy.graph;
+  const uniqueName = copy.uniqueNames();
   const replaced = /* @__PURE__ */ new Map();
   const made = /* @__PURE__ */ new Set();
   const makers = [];
@@ -44717,7 +44728,7 @@ function shapeOnlyProto(model) {
     const dims = t.dims.map(Number);
     if (isFloatDType(t.dataType) && elementCount(dims) >= SHAPE_ONLY_MIN_ELEMENTS) {
       replaced.set(t.name, { dims, dtype: t.dataType });
-      const shapeName = copy.uniqueName(`${t.name}__shape`);
+      const shapeName = uniqueName(`${t.name}__shape`);
       kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
       const maker = constantOfShape(shapeName, t.name, t.dataType);
       makers.push(maker);
@@ -44732,7 +44743,7 @@ function shapeOnlyProto(model) {
     const dims = (value.dims ?? []).map(Number);
     if (elementCount(dims) < SHAPE_ONLY_MIN_ELEMENTS) continue;
     const out = node2.output[0];
-    const shapeName = copy.uniqueName(`${out}__shape`);
+    const shapeName = uniqueName(`${out}__shape`);
     kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
     node2.opType = "ConstantOfShape";
     node2.input = [shapeName];
@@ -44746,7 +44757,7 @@ function shapeOnlyProto(model) {
     if (node2.opType === "Cast" && weightOf.has(node2.input[0])) {
       const w = weightOf.get(node2.input[0]);
       const to = Number(node2.attribute.find((a) => a.name === "to").i);
-      const shapeName = copy.uniqueName(`${node2.output[0]}__shape`);
+      const shapeName = uniqueName(`${node2.output[0]}__shape`);
       kept.push(tensorToProto(shapeName, intTensor(w.dims, DataType.INT64, [w.dims.length])));
       node2.opType = "ConstantOfShape";
       node2.input = [shapeName];
@@ -44759,7 +44770,7 @@ function shapeOnlyProto(model) {
   for (const node2 of graph.node) {
     const lookup = lookupRewrite(node2, weightOf, opset);
     if (lookup) {
-      const base2 = copy.uniqueName(`${node2.output[0]}__shape_only`);
+      const base2 = uniqueName(`${node2.output[0]}__shape_only`);
       const zerosD = `${base2}_d`;
       kept.push(tensorToProto(zerosD, zeros(lookup.dtype, lookup.dims[1])));
       rewritten.push(
@@ -44775,7 +44786,7 @@ function shapeOnlyProto(model) {
       continue;
     }
     const [k, n] = w.dims;
-    const base = copy.uniqueName(`${node2.output[0]}__shape_only`);
+    const base = uniqueName(`${node2.output[0]}__shape_only`);
     const zerosK = `${base}_k`;
     const zerosN = `${base}_n`;
     kept.push(tensorToProto(zerosK, zeros(w.dtype, k)), tensorToProto(zerosN, zeros(w.dtype, n)));
@@ -44817,7 +44828,28 @@ function floatWeightBytes(model) {
 // src/graph/trace.ts
 var MAX_TRACED_INTS = 64;
 async function traceModel(model, feeds) {
+  return (await traceModelAt(model, [feeds ?? dummyFeeds(model)]))[0];
+}
+var recentTraces = [];
+var RECENT_TRACES = 2;
+function traceKey(proto, feedsList) {
+  const hash2 = (0, import_crypto.createHash)("sha256");
+  hash2.update(import_onnx_proto10.onnx.GraphProto.encode(proto.graph).finish());
+  hash2.update(JSON.stringify(proto.opsetImport));
+  for (const feeds of feedsList) {
+    for (const [name, t] of Object.entries(feeds)) {
+      hash2.update(`${name}:${t.type}:${t.dims.join(",")}`);
+      const data = t.data;
+      hash2.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
+  }
+  return hash2.digest("hex");
+}
+async function traceModelAt(model, feedsList) {
   const { proto, replaced } = shapeOnlyProto(model);
+  const key = traceKey(proto, feedsList);
+  const known = recentTraces.find((r) => r.key === key);
+  if (known) return known.traces.map((t) => new Map(t));
   const graph = proto.graph;
   const seen = /* @__PURE__ */ new Set([...graph.output.map((o) => o.name), ...replaced.keys()]);
   for (const node2 of graph.node) {
@@ -44829,22 +44861,27 @@ async function traceModel(model, feeds) {
     }
   }
   const session = await sessionForProto(model, proto, { graphOptimizationLevel: "disabled", enableCpuMemArena: false });
-  const inputs2 = feeds ?? dummyFeeds(model);
   try {
-    const results = await session.run(inputs2);
-    const trace = /* @__PURE__ */ new Map();
-    for (const [name, t] of Object.entries(results)) {
-      const entry = { dims: [...t.dims], type: t.type };
-      if ((t.type === "int64" || t.type === "int32") && t.size <= MAX_TRACED_INTS) {
-        entry.ints = toNumbers(t);
+    const traces = [];
+    for (const inputs2 of feedsList) {
+      const results = await session.run(inputs2);
+      const trace = /* @__PURE__ */ new Map();
+      for (const [name, t] of Object.entries(results)) {
+        const entry = { dims: [...t.dims], type: t.type };
+        if ((t.type === "int64" || t.type === "int32") && t.size <= MAX_TRACED_INTS) {
+          entry.ints = toNumbers(t);
+        }
+        trace.set(name, entry);
       }
-      trace.set(name, entry);
+      for (const [name, { dims }] of replaced) trace.set(name, { dims, type: "float32" });
+      for (const [name, t] of Object.entries(inputs2)) {
+        trace.set(name, { dims: [...t.dims], type: t.type });
+      }
+      traces.push(trace);
     }
-    for (const [name, { dims }] of replaced) trace.set(name, { dims, type: "float32" });
-    for (const [name, t] of Object.entries(inputs2)) {
-      trace.set(name, { dims: [...t.dims], type: t.type });
-    }
-    return trace;
+    recentTraces.unshift({ key, traces });
+    recentTraces.length = Math.min(recentTraces.length, RECENT_TRACES);
+    return traces.map((t) => new Map(t));
   } finally {
     await session.release();
   }
@@ -45110,11 +45147,12 @@ function interfaceChanges(base, candidate) {
 
 // src/eval/evaluator.ts
 var DEFAULT_CACHE_BYTES = 256 * 2 ** 20;
+var KEEP_BASE_BYTES = 256 * 2 ** 20;
 var LOSS_NAME = "KL divergence from the base";
 var Evaluator = class _Evaluator {
-  constructor(set2, baseSession, base, baseTask, baseSums, cached2, options, baseModel, generation, samplesLead) {
+  constructor(set2, baseSessionOpen, base, baseTask, baseSums, cached2, options, baseModel, generation, samplesLead) {
     this.set = set2;
-    this.baseSession = baseSession;
+    this.baseSessionOpen = baseSessionOpen;
     this.base = base;
     this.baseTask = baseTask;
     this.baseSums = baseSums;
@@ -45125,7 +45163,7 @@ var Evaluator = class _Evaluator {
     this.samplesLead = samplesLead;
   }
   set;
-  baseSession;
+  baseSessionOpen;
   base;
   baseTask;
   baseSums;
@@ -45136,7 +45174,8 @@ var Evaluator = class _Evaluator {
   samplesLead;
   static async create(model, loaded, options = {}) {
     const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log };
-    const session = await sessionFor(model);
+    const tap = loaded.generation ? void 0 : options.tap;
+    const session = await sessionFor(tap?.model ?? model);
     try {
       let set2 = loaded;
       let generation;
@@ -45156,7 +45195,11 @@ var Evaluator = class _Evaluator {
       for (const batch of batches(set2)) {
         let out;
         try {
-          out = await runOutput(session, batch.feeds, set2);
+          if (tap) {
+            const result = await session.run(batch.feeds, [set2.output, ...tap.outputs]);
+            tap.add(result);
+            out = outputRows(result[set2.output]);
+          } else out = await runOutput(session, batch.feeds, set2);
         } catch (e) {
           throw baseFails(set2, e, `samples ${batch.start} to ${batch.start + batch.size - 1}`);
         }
@@ -45169,10 +45212,29 @@ var Evaluator = class _Evaluator {
       }
       const baseSums = generation ? (await generation.measure(session, true)).sums : task.sums();
       const baseTask = generation ? generationValues(baseSums) : task.values();
-      return new _Evaluator(set2, session, stats, baseTask, baseSums, cached2, opts, model, generation, samplesLead);
+      const keep = !tap && (!cached2 || generation || model.bytesOnDisk() < KEEP_BASE_BYTES);
+      if (!keep) await session.release();
+      return new _Evaluator(set2, keep ? session : void 0, stats, baseTask, baseSums, cached2, opts, model, generation, samplesLead);
     } catch (e) {
       await session.release();
       throw e;
+    }
+  }
+  /** The base model's session, opened again if it was let go. */
+  async baseSession() {
+    this.baseSessionOpen ??= await sessionFor(this.baseModel);
+    return this.baseSessionOpen;
+  }
+  /** `fn` with the base model's session; one opened again for it is let go after. */
+  async withBase(fn) {
+    const open2 = !!this.baseSessionOpen;
+    try {
+      return await fn(await this.baseSession());
+    } finally {
+      if (!open2) {
+        await this.baseSessionOpen?.release();
+        this.baseSessionOpen = void 0;
+      }
     }
   }
   /** The base model's values of the quality metrics (comparisons with itself are exact). */
@@ -45187,11 +45249,12 @@ var Evaluator = class _Evaluator {
    * measured by `withEfficiency` if this candidate is kept.
    */
   async evaluate(candidate, options = {}) {
-    const session = await sessionFor(candidate);
+    let session;
+    const open2 = async () => session ??= await sessionFor(candidate);
     try {
-      const forward = (options.sameAs && this.forward.get(options.sameAs)) ?? await this.forwardPass(session, "evaluating the candidate");
+      const forward = (options.sameAs && this.forward.get(options.sameAs)) ?? await this.forwardPass(await open2(), "evaluating the candidate");
       const { task, comparison } = forward;
-      const generated = await this.generation?.measure(session, false, this.options.log);
+      const generated = this.generation ? await this.generation.measure(await open2(), false, this.options.log) : void 0;
       const evaluation = {
         base: this.base,
         candidate: { path: candidate.path, params: countParams(candidate), bytes: candidate.bytesOnDisk(), macs: null },
@@ -45203,9 +45266,9 @@ var Evaluator = class _Evaluator {
         interface: interfaceChanges(this.baseModel, candidate),
         sums: { base: this.baseSums, candidate: { ...generated?.sums ?? task.sums(), ...comparison.sums() } }
       };
-      return options.efficiency === false ? evaluation : await this.measureEfficiency(candidate, evaluation, session);
+      return options.efficiency === false ? evaluation : await this.measureEfficiency(candidate, evaluation, await open2());
     } finally {
-      await session.release();
+      await session?.release();
     }
   }
   /** `evaluation` of `candidate` with latency (timed against the base) and MACs, if it lacks them. */
@@ -45220,7 +45283,7 @@ var Evaluator = class _Evaluator {
   }
   async measureEfficiency(candidate, evaluation, session) {
     const latencyFeeds = batches(this.set).next().value.feeds;
-    const latency = await measureLatency(this.baseSession, session, latencyFeeds, this.options.latency);
+    const latency = await this.withBase((base) => measureLatency(base, session, latencyFeeds, this.options.latency));
     const stats = await modelStats(candidate, this.set, this.options.log);
     return {
       ...evaluation,
@@ -45239,7 +45302,7 @@ var Evaluator = class _Evaluator {
     return {
       name: this.lossName,
       samples: this.set.count,
-      loss: (candidate, share) => this.loss(candidate, share),
+      loss: (candidate, share, tap) => this.loss(candidate, share, tap),
       sampleLosses: (candidate, extra, outputs2, batched) => this.sampleLosses(candidate, extra, outputs2, batched),
       latency: (candidate) => this.latencyRatio(candidate)
     };
@@ -45251,30 +45314,39 @@ var Evaluator = class _Evaluator {
    * calibration sets where the labels' cross-entropy keeps the one that happens to fit them
    * (docs/pruning.md).
    */
-  async loss(candidate, share = 1) {
-    const session = await sessionFor(candidate);
+  async loss(candidate, share = 1, tap) {
+    const session = await sessionFor(tap?.model ?? candidate, PASS_ONLY);
     try {
       const total = batchCount(this.set);
       const take = Math.max(1, Math.floor(share * total));
-      const forward = await this.forwardPass(session, void 0, take);
+      const forward = await this.forwardPass(session, void 0, take, tap);
       if (take >= total) this.forward.set(candidate, forward);
       return forward.comparison.values()["kl-divergence"];
     } finally {
       await session.release();
     }
   }
+  /** Whether `loss` made a pass of `candidate` over the whole set, which `evaluate` with `sameAs` reuses. */
+  hasPassOf(candidate) {
+    return this.forward.has(candidate);
+  }
   /** Candidates' passes over the whole set, by the model measured (see `evaluate`). */
   forward = /* @__PURE__ */ new WeakMap();
   /** The candidate's task metrics and its comparison with the base over the set's first `take` batches. */
-  async forwardPass(session, what, take = batchCount(this.set)) {
+  async forwardPass(session, what, take = batchCount(this.set), tap) {
     const task = new TaskAccumulator(this.set.task);
     const comparison = new ComparisonAccumulator();
     let index = 0;
     const progress = what ? new PassProgress(what, take, this.options.log) : void 0;
     for (const batch of batches(this.set)) {
       if (index >= take) break;
-      const base = this.cached?.[index] ?? await runOutput(this.baseSession, batch.feeds, this.set);
-      const out = await runOutput(session, batch.feeds, this.set);
+      const base = this.cached?.[index] ?? await runOutput(await this.baseSession(), batch.feeds, this.set);
+      let out;
+      if (tap) {
+        const result = await session.run(batch.feeds, [this.set.output, ...tap.outputs]);
+        tap.add(result);
+        out = outputRows(result[this.set.output]);
+      } else out = await runOutput(session, batch.feeds, this.set);
       const plan = planRows(this.set, batch, out);
       task.add(out, plan);
       comparison.add(base, out, plan);
@@ -45291,7 +45363,7 @@ var Evaluator = class _Evaluator {
    * lead with the samples; the base's outputs are the cached ones when they were kept.
    */
   async sampleLosses(candidate, extra, outputs2 = [], batched = true) {
-    const session = await sessionFor(candidate);
+    const session = await sessionFor(candidate, PASS_ONLY);
     const losses = new Float64Array(this.set.count);
     const values = outputs2.map(() => new Float64Array(this.set.count));
     const size = batched && this.samplesLead ? this.set.batchSize : 1;
@@ -45299,15 +45371,14 @@ var Evaluator = class _Evaluator {
       const progress = new PassProgress("the sensitivity probe", batchCount(this.set, size), this.options.log);
       let index = 0;
       for (const batch of batches(this.set, size)) {
-        const base = (size === this.set.batchSize ? this.cached?.[index] : this.cachedSample(batch.start)) ?? await runOutput(this.baseSession, batch.feeds, this.set);
+        const base = (size === this.set.batchSize ? this.cached?.[index] : this.cachedSample(batch.start)) ?? await runOutput(await this.baseSession(), batch.feeds, this.set);
         const result = await session.run({ ...batch.feeds, ...extra(batch.start, batch.size) }, [this.set.output, ...outputs2]);
         const out = outputRows(result[this.set.output]);
         const plan = planRows(this.set, batch, out);
         const rows = out.rows / batch.size;
         for (let i = 0; i < batch.size; i++) {
           const acc = new ComparisonAccumulator();
-          const slice2 = (r) => ({ data: r.data.subarray(i * rows * r.width, (i + 1) * rows * r.width), rows, width: r.width, dims: [1, ...r.dims.slice(1)] });
-          acc.add(slice2(base), slice2(out), { ...plan, compare: plan.compare?.subarray(i * rows, (i + 1) * rows) });
+          acc.add(base, out, plan, i * rows, (i + 1) * rows);
           losses[batch.start + i] = acc.values()["kl-divergence"];
         }
         outputs2.forEach((name, k) => {
@@ -45333,27 +45404,18 @@ var Evaluator = class _Evaluator {
     return { data: batch.data.subarray(at * per * batch.width, (at + 1) * per * batch.width), rows: per, width: batch.width, dims: [1, ...batch.dims.slice(1)] };
   }
   /**
-   * The candidate's latency over the base's on this machine: medians of runs alternated with the
-   * base's, for at most about a quarter of a second each, at batch 1 and at a calibration batch (the latter
-   * when a base run of it takes under 100 ms: a model that large computes far longer than any
-   * width effect); the worse of the two.
+   * The candidate's latency over the base's on this machine: the median of runs of one sample
+   * alternated with the base's, for about a quarter of a second (at least 5 of each): where a
+   * width runs slower (a convolution's channel count off its kernel's block) it shows most.
    */
   async latencyRatio(candidate) {
     const session = await sessionFor(candidate);
     try {
-      let worst = 0;
-      for (const size of [.../* @__PURE__ */ new Set([1, this.set.batchSize])]) {
-        const first = batches(this.set, size).next();
-        if (first.done) continue;
-        if (size > 1) {
-          const start = Date.now();
-          await this.baseSession.run(first.value.feeds);
-          if (Date.now() - start > 100) continue;
-        }
-        const l = await measureLatency(this.baseSession, session, first.value.feeds, { warmup: 2, runs: 201, seconds: 0.25 });
-        worst = Math.max(worst, l.candidate.p50_ms / l.base.p50_ms);
-      }
-      return worst;
+      const first = batches(this.set, 1).next().value;
+      return await this.withBase(async (base) => {
+        const l = await measureLatency(base, session, first.feeds, { warmup: 2, runs: 201, seconds: 0.25 });
+        return l.candidate.p50_ms / l.base.p50_ms;
+      });
     } finally {
       await session.release();
     }
@@ -45367,7 +45429,8 @@ var Evaluator = class _Evaluator {
     return measureMemory(file2, first.value.feeds, sessionThreads());
   }
   async close() {
-    await this.baseSession.release();
+    await this.baseSessionOpen?.release();
+    this.baseSessionOpen = void 0;
   }
 };
 function baseFails(set2, e, where) {
@@ -45384,9 +45447,10 @@ function latencyValues(latency) {
 function sizeValues(stats) {
   return { size: stats.bytes, params: stats.params, ...stats.macs !== null ? { macs: stats.macs } : {} };
 }
-function sessionFor(model) {
-  return model.path ? createSession(model.path) : createSession(model);
+function sessionFor(model, options = {}) {
+  return model.path ? createSession(model.path, options) : createSession(model, options);
 }
+var PASS_ONLY = { enableCpuMemArena: false };
 async function runOutput(session, feeds, set2) {
   const result = await session.run(feeds, [set2.output]);
   return outputRows(result[set2.output]);
@@ -45527,7 +45591,8 @@ async function gradualSearch(base, baseParams, mode, ratios, deps) {
       ratio,
       metrics: evaluation.metrics,
       pass: verdictOf(evaluation.metrics) === "pass",
-      qualityPass: passesQuality(evaluation.metrics)
+      qualityPass: passesQuality(evaluation.metrics),
+      ...result.passes || evaluation.passes ? { passes: [...result.passes ?? [], ...evaluation.passes ?? []] } : {}
     };
     steps.push(outcome);
     artifacts.push(evaluation.artifact);
@@ -45622,6 +45687,8 @@ var SearchBudget = class {
   costs = [];
   /** What was left out at which steps: leaves -> step numbers. */
   omitted = /* @__PURE__ */ new Map();
+  /** The step effortFor planned last, and its level, until stepDone. */
+  planned;
   elapsed() {
     return (this.now() - this.start) / 1e3;
   }
@@ -45638,14 +45705,26 @@ var SearchBudget = class {
         break;
       }
     }
-    for (let level = 1; level <= chosen; level++) {
-      const at = this.omitted.get(LEVELS[level].leaves) ?? [];
-      this.omitted.set(LEVELS[level].leaves, [...at, index]);
-    }
+    this.planned = { index, level: chosen };
     return LEVELS[chosen].effort;
   }
+  /**
+   * What step `effortFor` planned cost. What its effort left out is recorded if the step would
+   * have run it: a probe when none ran, half of a statistics pass when one ran (statistics the
+   * last step's confirmation collected on the whole set leave nothing out).
+   */
   stepDone(cost) {
     this.costs.push(cost);
+    const planned = this.planned;
+    this.planned = void 0;
+    if (!planned) return;
+    const left = (level) => {
+      const at = this.omitted.get(LEVELS[level].leaves) ?? [];
+      this.omitted.set(LEVELS[level].leaves, [...at, planned.index]);
+    };
+    if (planned.level >= 1) left(1);
+    if (planned.level >= 2 && cost.probe === 0) left(2);
+    if (planned.level >= 3 && cost.statistics > 0 && cost.share < 1) left(3);
   }
   /** Seconds the steps after `done` steps should take, at the effort the last one ran at. */
   remaining(done) {
@@ -45808,12 +45887,8 @@ async function traceTwice(model) {
   let lastError;
   for (const pair of TRACE_SIZES) {
     try {
-      const traces = [];
-      for (const sizes of pair) {
-        const trace = await traceModel(model, dummyFeeds(model, ...sizes));
-        trace.sizes = sizes;
-        traces.push(trace);
-      }
+      const traces = await traceModelAt(model, pair.map((sizes) => dummyFeeds(model, ...sizes)));
+      traces.forEach((trace, i) => trace.sizes = pair[i]);
       return [traces[0], traces[1]];
     } catch (e) {
       lastError = String(e?.message ?? e).split("\n")[0];
@@ -46382,61 +46457,47 @@ function requestedTensors(requests) {
 }
 var KEPT_MAX_BYTES = 256 * 2 ** 20;
 async function collectStats(model, requests, calibration, progress, keep = []) {
-  const collector = await StatsCollector.create(model, requests, keep);
+  const tap = new StatsTap(model, requests, keep);
+  const session = await sessionForProto(tap.model, tap.model.proto, { enableCpuMemArena: false });
   try {
     for await (const feeds of calibration()) {
-      await collector.add(feeds);
+      tap.add(await session.run(feeds, tap.outputs));
       progress?.tick();
     }
-    return { stats: collector.stats, rows: collector.rows };
+    return tap.collected();
   } finally {
-    await collector.release();
+    await session.release();
   }
 }
-async function sessionExposing(model, names) {
-  const proto = model.clone().proto;
-  const graph = proto.graph;
-  const outputs2 = new Set(graph.output.map((o) => o.name));
-  for (const name of names) if (!outputs2.has(name)) graph.output.push(import_onnx_proto12.onnx.ValueInfoProto.create({ name }));
-  return sessionForProto(model, proto);
-}
-var StatsCollector = class _StatsCollector {
-  constructor(session, wanted, outputs2, keep) {
-    this.session = session;
-    this.wanted = wanted;
-    this.outputs = outputs2;
+var StatsTap = class {
+  constructor(source, requests, keep = []) {
     this.keep = keep;
+    for (const r of requests) {
+      const prev = this.wanted.get(r.tensor);
+      this.wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram, half: !!r.half || !!prev?.half });
+    }
+    this.model = source.clone();
+    const graph = this.model.graph;
+    let k = 0;
+    for (const r of this.wanted.values()) this.sums.set(r.tensor, addSums2(graph, r, `prune_gate_stats_${k++}`, source.defaultOpset ?? 13));
+    const listed2 = new Set(graph.output.map((o) => o.name));
+    const names = [...[...this.sums.values()].flatMap((o) => Object.values(o)), ...keep.filter((t) => !listed2.has(t))];
+    graph.output.push(...names.map((name) => import_onnx_proto12.onnx.ValueInfoProto.create({ name })));
+    this.outputs = [...[...this.sums.values()].flatMap((o) => Object.values(o)), ...keep];
   }
-  session;
-  wanted;
-  outputs;
   keep;
+  model;
+  /** The outputs to fetch from each run, besides the model's own. */
+  outputs;
   stats = /* @__PURE__ */ new Map();
   rows = /* @__PURE__ */ new Map();
+  wanted = /* @__PURE__ */ new Map();
+  sums = /* @__PURE__ */ new Map();
   keptBytes = 0;
-  static async create(model, requests, keep = []) {
-    const wanted = /* @__PURE__ */ new Map();
-    for (const r of requests) {
-      const prev = wanted.get(r.tensor);
-      wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram, half: !!r.half || !!prev?.half });
-    }
-    const proto = model.clone().proto;
-    const graph = proto.graph;
-    const outputs2 = /* @__PURE__ */ new Map();
-    let k = 0;
-    for (const r of wanted.values()) outputs2.set(r.tensor, addSums2(graph, r, `prune_gate_stats_${k++}`, model.defaultOpset ?? 13));
-    const listed2 = new Set(graph.output.map((o) => o.name));
-    graph.output.push(
-      ...[...[...outputs2.values()].flatMap((o) => Object.values(o)), ...keep.filter((k2) => !listed2.has(k2))].map((name) => import_onnx_proto12.onnx.ValueInfoProto.create({ name }))
-    );
-    return new _StatsCollector(await sessionForProto(model, proto, { enableCpuMemArena: false }), wanted, outputs2, keep);
-  }
   batches = 0;
-  async add(feeds) {
-    const names = [...[...this.outputs.values()].flatMap((o) => Object.values(o)), ...this.keep];
-    const result = await this.session.run(feeds, names);
+  add(result) {
     const odd = this.batches++ % 2 === 1;
-    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, this.outputs.get(name), result, odd);
+    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, this.sums.get(name), result, odd);
     for (const name of this.keep) {
       if (this.keptBytes < 0) break;
       if (result[name].type !== "float32") continue;
@@ -46450,10 +46511,17 @@ var StatsCollector = class _StatsCollector {
       this.rows.set(name, [...this.rows.get(name) ?? [], data]);
     }
   }
-  release() {
-    return this.session.release();
+  collected() {
+    return { stats: this.stats, rows: this.rows };
   }
 };
+async function sessionExposing(model, names) {
+  const proto = model.clone().proto;
+  const graph = proto.graph;
+  const outputs2 = new Set(graph.output.map((o) => o.name));
+  for (const name of names) if (!outputs2.has(name)) graph.output.push(import_onnx_proto12.onnx.ValueInfoProto.create({ name }));
+  return sessionForProto(model, proto);
+}
 function addSums2(graph, r, prefix, opset) {
   const int64s = (name, values) => graph.initializer.push(import_onnx_proto12.onnx.TensorProto.create({ name, dataType: import_onnx_proto12.onnx.TensorProto.DataType.INT64, dims: [values.length], int64Data: values }));
   const node2 = (opType, input2, output2, attribute = []) => graph.node.push(import_onnx_proto12.onnx.NodeProto.create({ opType, name: output2, input: input2, output: [output2], attribute }));
@@ -46553,7 +46621,7 @@ var WeightMatrix = class {
 };
 var DAMPINGS = [1e-6, 1e-3, 1, null];
 var DEFAULT_DAMPING = 0.01;
-var GREEDY_BLOCKS = 32;
+var GREEDY_BLOCKS = 16;
 var consumerKey = (c) => `${c.node.name ?? ""}\0${c.weight}`;
 function refittable(c, model, readers) {
   const dims = model.constantInfo(c.weight)?.dims;
@@ -46626,7 +46694,7 @@ async function damageCurves(model, norms, groups, consumers2, stats, inverses, o
       const problem = await consumerProblem(model, norms, group, c, s, inverses, options, shared(c.weight));
       if (problem) problems.push(problem);
     }
-    const reach2 = Math.min(group.units.length - 1, Math.max(1, Math.round(options.maxShare * group.units.length)));
+    const reach2 = Math.min(group.units.length - 1, Math.max(1, options.minReach?.(group) ?? 1, Math.round(options.maxShare * group.units.length)));
     curves.set(group, await greedyCurve(group, problems, inverses, reach2));
   }
   return curves;
@@ -46934,25 +47002,62 @@ var DenseMath = class _DenseMath {
     return _DenseMath.instance ??= new _DenseMath();
   }
   /**
-   * The inverse of a symmetric positive definite n x n matrix (row-major). Above INVERSE_BASE
-   * rows the matrix is padded with the identity to a multiple of INVERSE_BASE (its inverse is
-   * the inverse padded the same way), so one session serves every size of a band.
+   * The inverse of a symmetric positive definite n x n matrix (row-major; its lower triangle is
+   * read), through its Cholesky factor L: M⁻¹ = L⁻ᵀL⁻¹. An inverse by blocks of explicit inverses
+   * (Schur complements) squares the condition number and loses every digit on a covariance damped
+   * by 10⁻⁶; the factor does not. The factor is made by recursion over halves (cholesky), the
+   * matrix products by onnxruntime, blocks of at most LEAF rows here. A matrix that is not
+   * numerically positive definite gets the least diagonal jitter that makes it so (from 10⁻¹² of
+   * its mean diagonal); NaNs when even 10⁻⁴ does not.
    */
   async inverse(a, n) {
     if (n === 0) return new Float64Array(0);
-    if (n <= INVERSE_BASE) {
-      const session2 = await this.session("inverse", () => inverseGraph(n));
-      return (await session2.run({ a: f64(a, [n, n]) })).out.data;
+    let mean = 0;
+    for (let i = 0; i < n; i++) mean += a[i * n + i] / n;
+    for (const jitter of [0, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4]) {
+      let m = a;
+      if (jitter > 0) {
+        m = Float64Array.from(a);
+        for (let i = 0; i < n; i++) m[i * n + i] += jitter * Math.abs(mean);
+      }
+      const factor = await this.inverseFactor(m, n);
+      if (factor) return factor.gram;
     }
-    const size = Math.ceil(n / INVERSE_BASE) * INVERSE_BASE;
-    const padded = new Float64Array(size * size);
-    for (let i = 0; i < n; i++) padded.set(a.subarray(i * n, (i + 1) * n), i * size);
-    for (let i = n; i < size; i++) padded[i * size + i] = 1;
-    const session = await this.session(`inverse ${size}`, () => inverseGraph(size));
-    const out = (await session.run({ a: f64(padded, [size, size]) })).out.data;
-    const result = new Float64Array(n * n);
-    for (let i = 0; i < n; i++) result.set(out.subarray(i * size, i * size + n), i * n);
-    return result;
+    return new Float64Array(n * n).fill(NaN);
+  }
+  /**
+   * For M = LLᵀ (n x n): X = L⁻¹ and its gram XᵀX = M⁻¹, or undefined when a pivot is not
+   * positive. For M = [A Bᵀ; B D] with A = L₁L₁ᵀ: L's block under L₁ is C = B·X₁ᵀ, the rest
+   * factors S = D − CCᵀ, and X = [X₁ 0; −X₂CX₁ X₂].
+   */
+  async inverseFactor(m, n) {
+    if (n <= LEAF) {
+      const l = cholesky(m, n);
+      if (!l) return void 0;
+      const x = lowerInverse(l, n);
+      return { x, gram: lowerGram(x, n) };
+    }
+    const h = Math.ceil(n / 2 / LEAF) * LEAF;
+    const r = n - h;
+    const [top, b, d] = [new Float64Array(h * h), new Float64Array(r * h), new Float64Array(r * r)];
+    for (let i = 0; i < h; i++) top.set(m.subarray(i * n, i * n + h), i * h);
+    for (let i = 0; i < r; i++) {
+      b.set(m.subarray((h + i) * n, (h + i) * n + h), i * h);
+      d.set(m.subarray((h + i) * n + h, (h + i + 1) * n), i * r);
+    }
+    const first = await this.inverseFactor(top, h);
+    if (!first) return void 0;
+    const split3 = await (await this.session("cholesky split", choleskySplitGraph)).run({ x1: f64(first.x, [h, h]), b: f64(b, [r, h]), d: f64(d, [r, r]) });
+    const second = await this.inverseFactor(split3.s.data, r);
+    if (!second) return void 0;
+    const join9 = await (await this.session("cholesky join", choleskyJoinGraph)).run({
+      x1: f64(first.x, [h, h]),
+      g1: f64(first.gram, [h, h]),
+      c: split3.c,
+      x2: f64(second.x, [r, r]),
+      g2: f64(second.gram, [r, r])
+    });
+    return { x: join9.x.data, gram: join9.gram.data };
   }
   /**
    * One Optimal-Brain-Surgeon removal of the rows `removed` (indices into m) from a layer whose
@@ -47018,7 +47123,35 @@ function unitFeeds(units, m) {
   return { units: new ort.Tensor("int64", BigInt64Array.from(units.flat(), BigInt), [units.length, d]), blocks: new ort.Tensor("int64", blocks, [units.length, d, d]) };
 }
 var i64 = (values) => new ort.Tensor("int64", BigInt64Array.from(values, BigInt), [values.length]);
-var INVERSE_BASE = 256;
+var LEAF = 64;
+function cholesky(a, n) {
+  const l = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    let d = a[j * n + j];
+    for (let k = 0; k < j; k++) d -= l[j * n + k] * l[j * n + k];
+    if (!(d > 0)) return void 0;
+    const ljj = Math.sqrt(d);
+    l[j * n + j] = ljj;
+    for (let i = j + 1; i < n; i++) {
+      let v = a[i * n + j];
+      for (let k = 0; k < j; k++) v -= l[i * n + k] * l[j * n + k];
+      l[i * n + j] = v / ljj;
+    }
+  }
+  return l;
+}
+function lowerInverse(l, n) {
+  const x = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    x[j * n + j] = 1 / l[j * n + j];
+    for (let i = j + 1; i < n; i++) {
+      let v = 0;
+      for (let k = j; k < i; k++) v -= l[i * n + k] * x[k * n + j];
+      x[i * n + j] = v / l[i * n + i];
+    }
+  }
+  return x;
+}
 var GraphBuilder = class {
   nodes = [];
   initializers = [];
@@ -47054,25 +47187,59 @@ var GraphBuilder = class {
     return import_onnx_proto14.onnx.ModelProto.encode(model).finish();
   }
 };
-function inverseGraph(n) {
+function lowerGram(x, n) {
+  const g = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let v = 0;
+      for (let k = i; k < n; k++) v += x[k * n + i] * x[k * n + j];
+      g[i * n + j] = v;
+      g[j * n + i] = v;
+    }
+  }
+  return g;
+}
+function choleskySplitGraph() {
   const g = new GraphBuilder();
-  const block = (x, r0, r1, c0, c1) => g.op("Slice", [x, g.ints([r0, c0]), g.ints([r1, c1]), g.ints([0, 1])]);
-  const transpose2 = (x) => g.op("Transpose", [x], { perm: [1, 0] });
-  const inv = (x, size) => {
-    if (size <= INVERSE_BASE) return g.op("Inverse", [x], {}, "com.microsoft");
-    const h = size >> 1;
-    const ai = inv(block(x, 0, h, 0, h), h);
-    const b = block(x, 0, h, h, size);
-    const aib = g.op("MatMul", [ai, b]);
-    const si2 = inv(g.op("Sub", [block(x, h, size, h, size), g.op("MatMul", [transpose2(b), aib])]), size - h);
-    const upperRight = g.op("Neg", [g.op("MatMul", [aib, si2])]);
-    const upperLeft = g.op("Sub", [ai, g.op("MatMul", [upperRight, transpose2(aib)])]);
-    const top = g.op("Concat", [upperLeft, upperRight], { axis: 1 });
-    const bottom = g.op("Concat", [transpose2(upperRight), si2], { axis: 1 });
-    return g.op("Concat", [top, bottom], { axis: 0 });
-  };
-  g.output(inv("a", n), "out");
-  return g.encode([["a", DataType.DOUBLE]], [["out", DataType.DOUBLE]]);
+  const c = g.op("MatMul", ["b", g.op("Transpose", ["x1"], { perm: [1, 0] })]);
+  g.output(c, "c");
+  g.output(g.op("Sub", ["d", g.op("MatMul", [c, g.op("Transpose", [c], { perm: [1, 0] })])]), "s");
+  return g.encode(
+    [
+      ["x1", DataType.DOUBLE],
+      ["b", DataType.DOUBLE],
+      ["d", DataType.DOUBLE]
+    ],
+    [
+      ["c", DataType.DOUBLE],
+      ["s", DataType.DOUBLE]
+    ]
+  );
+}
+function choleskyJoinGraph() {
+  const g = new GraphBuilder();
+  const t = (x2) => g.op("Transpose", [x2], { perm: [1, 0] });
+  const e = g.op("Neg", [g.op("MatMul", ["x2", g.op("MatMul", ["c", "x1"])])]);
+  const zeros2 = g.op("Cast", [g.op("ConstantOfShape", [g.op("Shape", [t(e)])])], { to: DataType.DOUBLE });
+  const x = g.op("Concat", [g.op("Concat", ["x1", zeros2], { axis: 1 }), g.op("Concat", [e, "x2"], { axis: 1 })], { axis: 0 });
+  const ex2 = g.op("MatMul", [t(e), "x2"]);
+  const upper = g.op("Concat", [g.op("Add", ["g1", g.op("MatMul", [t(e), e])]), ex2], { axis: 1 });
+  const lower = g.op("Concat", [t(ex2), "g2"], { axis: 1 });
+  g.output(x, "x");
+  g.output(g.op("Concat", [upper, lower], { axis: 0 }), "gram");
+  return g.encode(
+    [
+      ["x1", DataType.DOUBLE],
+      ["g1", DataType.DOUBLE],
+      ["c", DataType.DOUBLE],
+      ["x2", DataType.DOUBLE],
+      ["g2", DataType.DOUBLE]
+    ],
+    [
+      ["x", DataType.DOUBLE],
+      ["gram", DataType.DOUBLE]
+    ]
+  );
 }
 function surgeon(g) {
   const hp = g.op("Gather", ["hinv", "removed"], { axis: 1 });
@@ -47148,6 +47315,7 @@ function quadraticGraph() {
 }
 
 // src/prune/plan.ts
+var ALIGN_MIN_FACTOR = 4;
 var ParamLedger = class {
   constructor(slots, paramDims) {
     this.slots = slots;
@@ -47221,7 +47389,7 @@ function alignWidths(input2, ranked, taken, align) {
   const order = new Map(ranked.map((r, i) => [r.unit, i]));
   for (const group of input2.groups) {
     const n = group.units.length;
-    if (group.kind === "heads" || n < (input2.alignMinFactor ?? 4) * align) continue;
+    if (group.kind === "heads" || n < ALIGN_MIN_FACTOR * align) continue;
     const entry = taken.get(group) ?? { group, units: [], params: 0 };
     const kept = n - entry.units.length;
     const goal = Math.max(align, Math.round(kept / align) * align);
@@ -47304,19 +47472,21 @@ function planUniform(input2, ranked) {
   if (removed < input2.targetParams - input2.slack) return void 0;
   return planCounts(input2, ranked, chosen);
 }
-var KERNEL_WIDTH = { channels: 8, ffn: 1, heads: 1 };
+var kernelWidth = (kind) => kind === "channels" ? convolutionBlock() : 1;
 function groupAlign(input2, group) {
   if (group.kind === "heads") return 1;
-  const factor = input2.alignMinFactor ?? 4;
-  if (input2.alignAuto) return group.units.length >= factor * KERNEL_WIDTH[group.kind] ? KERNEL_WIDTH[group.kind] : 1;
+  if (input2.alignAuto) {
+    const kernel = kernelWidth(group.kind);
+    return kernel > 1 && group.units.length % kernel === 0 ? kernel : 1;
+  }
   const align = input2.align ?? 1;
-  return align > 1 && group.units.length >= factor * align ? align : 1;
+  return align > 1 && group.units.length >= ALIGN_MIN_FACTOR * align ? align : 1;
 }
 function alignedWidth(input2, group, kept) {
   const align = groupAlign(input2, group);
   return align <= 1 || kept >= align && kept % align === 0;
 }
-function planByCurves(input2, curves) {
+function planByCurves(input2, curves, mayStopShort = input2.alignAuto && input2.groups.some((g) => curves.has(g) && groupAlign(input2, g) > 1)) {
   const groups = input2.groups.filter((g) => curves.has(g));
   const ranked = new Map(groups.map((g) => [g, curves.get(g).order]));
   const table3 = groups.map((g) => {
@@ -47352,39 +47522,115 @@ function planByCurves(input2, curves) {
     at[s.k] = t.allowed.indexOf(s.to);
   }
   const countsOf = () => new Map(table3.map((t, k) => [t.g, t.allowed[at[k]]]));
-  const [lowest, highest] = [input2.targetParams - input2.slack, input2.targetParams + input2.slack];
-  const miss = (p) => p < lowest ? lowest - p : p > highest ? p - highest : 0;
-  let [low, high] = [lowest, highest];
-  let plan = planCounts(input2, ranked, countsOf());
-  let closest2 = plan;
-  for (let round = 0; round < 6 && miss(plan.params) > 0; round++) {
-    if (!intoWindow(table3, at, low, high)) {
-      let best;
-      table3.forEach((t, k) => {
-        const tables = table3.map((x, q) => q === k ? { ...t, allowed: [...Array(t.params.length).keys()] } : x);
-        const moved = at.map((i, q) => q === k ? t.allowed[i] : i);
-        if (!intoWindow(tables, moved, low, high)) return;
-        const cost = moved.reduce((c, i, q) => c + tables[q].cost[tables[q].allowed[i]], 0);
-        if (!best || cost < best.cost) best = { k, at: moved, cost };
+  const exact = new ExactParams(table3.map((t) => curves.get(t.g).order), input2.slots, input2.paramDims);
+  const removed = (counts) => exact.of(counts.map((i, k) => table3[k].allowed[i]));
+  const [low, high] = [input2.targetParams - input2.slack, input2.targetParams + input2.slack];
+  if (!intoWindow(table3, at, low, high, removed) && !fillWindow(table3, at, low, high, removed)) {
+    let best;
+    table3.forEach((t, k) => {
+      if (groupAlign(input2, t.g) <= 1 || input2.alignAuto) return;
+      const tables = table3.map((x, q) => q === k ? { ...t, allowed: [...Array(t.params.length).keys()] } : x);
+      const moved = at.map((i, q) => q === k ? t.allowed[i] : i);
+      const freed = (counts) => exact.of(counts.map((i, q) => tables[q].allowed[i]));
+      if (!intoWindow(tables, moved, low, high, freed) && !fillWindow(tables, moved, low, high, freed)) return;
+      const cost = moved.reduce((c, i, q) => c + tables[q].cost[tables[q].allowed[i]], 0);
+      if (!best || cost < best.cost) best = { k, at: moved, cost };
+    });
+    if (best) {
+      const { k, at: moved } = best;
+      table3[k] = { ...table3[k], allowed: [...Array(table3[k].params.length).keys()] };
+      moved.forEach((i, q) => at[q] = i);
+    }
+  }
+  const plan = planCounts(input2, ranked, countsOf());
+  const miss = plan.params < low ? low - plan.params : plan.params > high ? plan.params - high : 0;
+  if (miss <= 3 * input2.slack) return plan;
+  if (!mayStopShort) return void 0;
+  const within = table3.map(() => 0);
+  for (const s of segments) {
+    const moved = [...within];
+    moved[s.k] = Math.max(moved[s.k], table3[s.k].allowed.indexOf(s.to));
+    if (removed(moved) <= high) moved.forEach((i, k) => within[k] = i);
+  }
+  const short = planCounts(input2, ranked, new Map(table3.map((t, k) => [t.g, t.allowed[within[k]]])));
+  if (short.params >= low) return short;
+  return short.params > 0 ? { ...short, short: true } : void 0;
+}
+var ExactParams = class {
+  /** [group][count]: parameters of the weights only that group cuts. */
+  solo;
+  /** Weights several groups cut: their dims, and per group and axis the indices removed by count. */
+  shared = [];
+  constructor(orders2, slots, paramDims) {
+    const cuts = /* @__PURE__ */ new Map();
+    orders2.forEach((order, k) => {
+      order.forEach((u, c) => {
+        for (const [slotId, indices] of u.indices) {
+          const slot = slots[slotId];
+          if (!slot.constant || !paramDims(slot.tensor)) continue;
+          const byGroup = cuts.get(slot.tensor) ?? /* @__PURE__ */ new Map();
+          cuts.set(slot.tensor, byGroup);
+          const byAxis = byGroup.get(k) ?? /* @__PURE__ */ new Map();
+          byGroup.set(k, byAxis);
+          const removed = byAxis.get(slot.axis) ?? new Int32Array(order.length + 1);
+          byAxis.set(slot.axis, removed);
+          removed[c + 1] += indices.length;
+        }
       });
-      if (best) {
-        const { k, at: moved } = best;
-        table3[k] = { ...table3[k], allowed: [...Array(table3[k].params.length).keys()] };
-        moved.forEach((i, q) => at[q] = i);
+    });
+    this.solo = orders2.map((order) => new Float64Array(order.length + 1));
+    for (const [tensor, byGroup] of cuts) {
+      const dims = paramDims(tensor);
+      for (const byAxis of byGroup.values()) for (const removed of byAxis.values()) for (let c = 1; c < removed.length; c++) removed[c] += removed[c - 1];
+      if (byGroup.size === 1) {
+        const [[k, byAxis]] = [...byGroup];
+        for (let c = 0; c < this.solo[k].length; c++) this.solo[k][c] = this.solo[k][c] + product(dims) - product(dims.map((d, axis) => d - (byAxis.get(axis)?.[c] ?? 0)));
+      } else {
+        this.shared.push({ dims, cuts: [...byGroup].flatMap(([k, byAxis]) => [...byAxis].map(([axis, removed]) => ({ k, axis, removed }))) });
       }
     }
-    const next = planCounts(input2, ranked, countsOf());
-    const sum = table3.reduce((t, x, k) => t + x.params[x.allowed[at[k]]], 0);
-    [low, high] = [lowest + (sum - next.params), highest + (sum - next.params)];
-    plan = next;
-    if (miss(plan.params) < miss(closest2.params)) closest2 = plan;
   }
-  return miss(closest2.params) <= 3 * input2.slack ? closest2 : void 0;
+  /** Parameters removed when group k loses its first counts[k] units. */
+  of(counts) {
+    let total = 0;
+    counts.forEach((c, k) => total += this.solo[k][c]);
+    for (const { dims, cuts } of this.shared) {
+      const kept = [...dims];
+      for (const { k, axis, removed } of cuts) kept[axis] -= removed[counts[k]];
+      total += product(dims) - product(kept);
+    }
+    return total;
+  }
+};
+function fillWindow(table3, at, low, high, removed) {
+  const cost = (k, i) => table3[k].cost[table3[k].allowed[i]];
+  const spent = at.reduce((t, i, k) => t + cost(k, i), 0);
+  let best;
+  for (let f = 0; f < table3.length; f++) {
+    const moves = [[-1, 0]];
+    for (let j = 0; j < table3.length; j++) if (j !== f) {
+      for (const d of [-1, 1]) if (at[j] + d >= 0 && at[j] + d < table3[j].allowed.length) moves.push([j, d]);
+    }
+    for (const [j, d] of moves) {
+      const next = [...at];
+      if (j >= 0) next[j] += d;
+      const movedCost = j < 0 ? 0 : cost(j, at[j] + d) - cost(j, at[j]);
+      for (let i = 0; i < table3[f].allowed.length; i++) {
+        const c = spent + movedCost - cost(f, at[f]) + cost(f, i);
+        if (best && c >= best.cost) continue;
+        next[f] = i;
+        const sum = removed(next);
+        if (sum >= low && sum <= high) best = { at: [...next], cost: c };
+      }
+    }
+  }
+  if (best) best.at.forEach((i, k) => at[k] = i);
+  return !!best;
 }
-function intoWindow(table3, at, low, high) {
-  const value = (k, i) => ({ params: table3[k].params[table3[k].allowed[i]], cost: table3[k].cost[table3[k].allowed[i]] });
-  const sum = () => at.reduce((t, i, k) => t + value(k, i).params, 0);
-  const cost = () => at.reduce((t, i, k) => t + value(k, i).cost, 0);
+function intoWindow(table3, at, low, high, removed) {
+  const costOf = (k, i) => table3[k].cost[table3[k].allowed[i]];
+  const sum = () => removed(at);
+  const cost = () => at.reduce((t, i, k) => t + costOf(k, i), 0);
   let best;
   const seen = /* @__PURE__ */ new Set();
   for (let guard = 0; guard < 4096; guard++) {
@@ -47402,10 +47648,11 @@ function intoWindow(table3, at, low, high) {
     for (let k = 0; k < table3.length; k++) {
       const i = at[k] + (down ? -1 : 1);
       if (i < 0 || i >= table3[k].allowed.length) continue;
-      const [now, next] = [value(k, at[k]), value(k, i)];
-      const dp = next.params - now.params;
+      const moved = [...at];
+      moved[k] = i;
+      const dp = removed(moved) - total;
       if (dp === 0) continue;
-      const slope = (next.cost - now.cost) / dp;
+      const slope = (costOf(k, i) - costOf(k, at[k])) / dp;
       const stays = !down || total + dp >= low;
       const better = !pick2 || (down ? stays !== pick2.stays ? stays : slope > pick2.slope : slope < pick2.slope);
       if (better) pick2 = { k, slope, stays };
@@ -47472,28 +47719,16 @@ function probeModel(analysis, cells) {
       const masked = name("masked");
       added.push(node2("Mul", [delta, perSample], masked));
       added.push(node2("Add", [base, masked], y));
+      const deltaF = dtype === float ? delta : name("delta_f");
+      if (deltaF !== delta) added.push(node2("Cast", [delta], deltaF, [int3("to", float)]));
       const sq = name("sq");
-      added.push(nodeOverAxes("ReduceSumSquare", delta, sq, [...Array(rank2).keys()].slice(1), opset, graph.initializer, [int3("keepdims", 0)]));
-      const sqF = name("sq_f");
-      added.push(node2("Cast", [sq], sqF, [int3("to", float)]));
-      const size = name("size");
-      added.push(node2("Size", [delta], size));
-      const shapeOf = name("shape");
-      added.push(node2("Shape", [delta], shapeOf));
-      const first = name("first");
-      ints(first, [0]);
-      const samples = name("samples");
-      added.push(node2("Gather", [shapeOf, first], samples));
-      const each = name("each");
-      added.push(node2("Div", [size, samples], each));
-      const eachF = name("each_f");
-      added.push(node2("Cast", [each], eachF, [int3("to", float)]));
+      added.push(node2("Mul", [deltaF, deltaF], sq));
+      const mean = name("mean");
+      added.push(nodeOverAxes("ReduceMean", sq, mean, [...Array(rank2).keys()].slice(1), opset, graph.initializer, [int3("keepdims", 0)]));
       const outs = name("outs");
       model.addInitializer(outs, fromFloat32([change.dims[use.weightOut]], float, []));
-      const scaled = name("scaled");
-      added.push(node2("Mul", [sqF, outs], scaled));
       const per = name("per");
-      added.push(node2("Div", [scaled, eachF], per));
+      added.push(node2("Mul", [mean, outs], per));
       original.output[0] = base;
       graph.node.splice(graph.node.indexOf(original) + 1, 0, ...added);
       parts.push(per);
@@ -47632,68 +47867,88 @@ async function chooseAllocation(input2) {
     if (!asked) tried.push({ strategy, compensate: "none", loss: null, params: 0, note: "cannot reach the target" });
     return result(asked ? strategy : "global", removals, await compensate(removals), measure);
   }
-  const norms = new AxisNorms(input2.analysis);
-  log(`damage curves of ${plan.groups.length} groups from the statistics (closed form)`);
-  const share = stepShare(plan, ranked);
-  const curves = await damageCurves(input2.model, norms, plan.groups, input2.consumers, input2.stats, input2.inverses, {
-    compensate: input2.compensate,
-    dampings: input2.dampings,
-    checkShare: share,
-    maxShare: reach(plan, ranked, share)
-  }, (w) => input2.analysis.index.consumersOf(w).length > 1);
-  input2.inverses.releaseCovariances(input2.stats.values());
-  const costs = await calibratedCosts(input2, curves, share);
+  const costs = await estimatedLosses(input2, ranked);
   const planned = planByCurves(plan, costs);
   const candidates = [];
-  if (planned) candidates.push({ strategy: "measured", ...planned, note: "planned from the damage curves" });
+  let notRun;
+  const listNotRun = (edits) => notRun && tried.push({ ...notRun, compensate: resolved(edits) });
+  if (planned?.short) log(`the target is out of reach at widths that keep the convolutions blocked: ${planned.params} parameters removed of the ${Math.round(plan.targetParams)} asked`);
+  if (planned) candidates.push({ strategy: "measured", removals: planned.removals, params: planned.params, note: planned.short ? "planned from the damage curves, as far as blocked convolution widths reach" : "planned from the damage curves" });
   else tried.push({ strategy: "measured", compensate: "bias", loss: null, params: 0, note: "cannot reach the target" });
   if (planned && input2.allocation === "auto" && damage && input2.effort.alternative) {
-    const alternative = runnerUp(plan, costs, planned.removals);
-    if (alternative) candidates.push(alternative);
+    const { candidate, left } = runnerUp(plan, costs, planned.removals);
+    if (candidate) candidates.push(candidate);
+    if (left) notRun = { strategy: left.strategy, loss: null, params: left.params, note: `${left.note}: estimated to lose ${left.ratio.toFixed(1)}x what the plan loses, not run` };
   }
   if (candidates.length === 0) {
     const fallback = planRemoval(plan);
     return result("global", fallback.removals, await compensate(fallback.removals), "no plan by the curves reaches the target");
   }
-  if (candidates.length === 1 || !damage) {
+  if (candidates.length === 1 && !damage.confirmationEvaluates) {
     const only = candidates[0];
     const edits = await compensate(only.removals);
     tried.push({ strategy: only.strategy, compensate: resolved(edits), loss: null, params: only.params, note: `${only.note}; not run before the step's evaluation` });
+    listNotRun(edits);
     return notSlower(input2, costs, { ...result(only.strategy, only.removals, edits, damage?.name ?? "damage curves") });
   }
   let best;
-  for (const c of candidates) {
+  for (const [k, c] of candidates.entries()) {
     const edits = await compensate(c.removals);
     const built = await buildOrNot(input2, c.removals, edits);
-    const why = candidates.length > 1 ? `which of ${candidates.length} candidates to keep (${c.note}); the one kept is the step's evaluation too` : "the step's evaluation";
-    const loss = built ? await input2.passes.pass("confirmation", why, damage.samples ?? 0, `${damage.name} of the ${c.strategy} candidate (${c.params} parameters)`, () => damage.loss(built.applied.model, 1)) : Infinity;
+    const next = k === 0 && built ? input2.nextStatistics?.(c.removals) : void 0;
+    const tap = next && built ? new StatsTap(built.applied.model, next.requests, next.keep) : void 0;
+    const why = `${candidates.length > 1 ? `which of ${candidates.length} candidates to keep (${c.note}); the one kept is the step's evaluation too` : "the step's evaluation"}${tap ? "; and the next step's statistics, on this candidate" : ""}`;
+    const what = `${damage.name} of the ${c.strategy} candidate (${c.params} parameters)${next ? `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(", ")}` : ""}` : ""}`;
+    const measured = built ? await input2.passes.pass("confirmation", why, damage.samples ?? 0, what, async () => ({ loss: await damage.loss(built.applied.model, 1, tap), next: tap?.collected() })) : { loss: Infinity, next: void 0 };
+    const loss = measured.loss;
     tried.push({ strategy: c.strategy, compensate: resolved(edits), loss: Number.isFinite(loss) ? loss : null, params: c.params, note: c.note });
     log(`allocation ${c.strategy} (${c.note}), compensation ${resolved(edits)}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : "not measurable"} (${c.params} parameters)`);
-    if (!best || loss < best.loss) best = { c, edits, loss, built };
+    if (!best || loss < best.loss) best = { c, edits, loss, built, next: measured.next };
   }
+  listNotRun(best.edits);
   log(`allocation: ${best.c.strategy} (least ${damage.name} on the calibration set)`);
-  return notSlower(input2, costs, { ...result(best.c.strategy, best.c.removals, best.edits, damage.name), built: best.built });
+  const chosen = await notSlower(input2, costs, { ...result(best.c.strategy, best.c.removals, best.edits, damage.name), built: best.built });
+  return chosen.built === best.built && best.next ? { ...chosen, next: best.next } : chosen;
 }
 var SLOWER = 1.02;
 async function notSlower(input2, costs, choice) {
   const timer = input2.damage?.latency;
-  if (!input2.plan.alignAuto || !timer || !choice.allocation || choice.removals.length === 0) return choice;
+  const convolutions = choice.removals.some((r) => r.group.kind === "channels");
+  if (!input2.plan.alignAuto || !timer || !convolutions || !choice.allocation || choice.removals.length === 0) return choice;
   const built = choice.built ?? await buildOrNot(input2, choice.removals, choice.compensation);
   if (!built) return choice;
   const ratio = await timer(built.applied.model);
   const timed = { ...choice, built, allocation: { ...choice.allocation, latency: ratio } };
   if (ratio <= SLOWER) return timed;
-  input2.log(`the kept candidate takes ${ratio.toFixed(3)}x the base's time here: planning its widths in multiples of 16`);
-  const wide = planByCurves({ ...input2.plan, alignAuto: false, align: 16, alignMinFactor: 2 }, costs);
-  if (!wide) return timed;
-  const edits = await compensation(input2.analysis, wide.removals, input2.consumers, input2.stats, input2.compensate, input2.dampings, input2.inverses);
-  const other = await buildOrNot(input2, wide.removals, edits);
+  input2.log(`the kept candidate takes ${ratio.toFixed(3)}x the base's time here: planning it again with every convolution as it is`);
+  const plain = planByCurves({ ...input2.plan, groups: input2.plan.groups.filter((g) => g.kind !== "channels") }, costs, true);
+  if (!plain) {
+    input2.log("without convolution channels nothing can be removed: keeping the first");
+    return timed;
+  }
+  const edits = await compensation(input2.analysis, plain.removals, input2.consumers, input2.stats, input2.compensate, input2.dampings, input2.inverses);
+  const other = await buildOrNot(input2, plain.removals, edits);
   const otherRatio = other ? await timer(other.applied.model) : Infinity;
-  input2.log(`widths in multiples of 16: ${otherRatio.toFixed(3)}x the base's time; keeping the ${otherRatio < ratio ? "aligned" : "first"} one`);
+  input2.log(`with every convolution as it is: ${otherRatio.toFixed(3)}x the base's time; keeping the ${otherRatio < ratio ? "second" : "first"} one`);
   if (otherRatio >= ratio) return timed;
-  const allocation = { ...choice.allocation, latency: otherRatio, align: 16 };
-  allocation.tried = [...allocation.tried, { strategy: "measured", compensate: allocation.compensate, loss: null, params: wide.params, align: 16, latency: otherRatio, note: "widths in multiples of 16: the kept candidate was slower than the base" }];
-  return { removals: wide.removals, compensation: edits, built: other, allocation };
+  const allocation = { ...choice.allocation, latency: otherRatio };
+  allocation.tried = [...allocation.tried, { strategy: "measured", compensate: allocation.compensate, loss: null, params: plain.params, latency: otherRatio, note: `every convolution as it is${plain.short ? " (short of the target)" : ""}: the kept candidate was slower than the base` }];
+  return { removals: plain.removals, compensation: edits, built: other, allocation };
+}
+async function estimatedLosses(input2, ranked = rankedUnits(input2.plan.groups, input2.plan.scores)) {
+  const { plan } = input2;
+  input2.log(`damage curves of ${plan.groups.length} groups from the statistics (closed form)`);
+  const share = stepShare(plan, ranked);
+  const curves = await damageCurves(input2.model, new AxisNorms(input2.analysis), plan.groups, input2.consumers, input2.stats, input2.inverses, {
+    compensate: input2.compensate,
+    dampings: input2.dampings,
+    checkShare: share,
+    maxShare: reach(plan, ranked, share),
+    // An aligned group's first stop is one multiple away, whatever the step's share.
+    minReach: (g) => groupAlign(plan, g)
+  }, (w) => input2.analysis.index.consumersOf(w).length > 1);
+  input2.inverses.releaseCovariances(input2.stats.values());
+  return calibratedCosts(input2, curves, share);
 }
 async function buildOrNot(input2, removals, edits) {
   try {
@@ -47703,27 +47958,32 @@ async function buildOrNot(input2, removals, edits) {
     throw e;
   }
 }
+var RACE_WITHIN = 1.5;
 function runnerUp(plan, costs, planned) {
   const estimate = (removals) => removals.reduce((t, r) => t + (costs.get(r.group)?.cost[r.units.length] ?? 0), 0);
   const options = [];
-  const global2 = planRemoval(plan);
-  if (global2.params >= plan.targetParams - plan.slack) options.push({ strategy: "global", ...global2, note: "FLAP's global ranking", estimate: estimate(global2.removals) });
   for (const g of plan.groups) {
     if (g.units.length > COARSE_UNITS || !costs.has(g)) continue;
     const count2 = planned.find((r) => r.group === g)?.units.length ?? 0;
-    for (const pin of [count2 - 1, count2 + 1]) {
-      if (pin < 0 || pin >= g.units.length) continue;
+    const step = groupAlign(plan, g);
+    for (const pin of [count2 - step, count2 + step]) {
+      if (pin < 0 || pin > costs.get(g).order.length || pin > 0 && !alignedWidth(plan, g, g.units.length - pin)) continue;
       const pinned = planCounts({ ...plan, groups: [g] }, /* @__PURE__ */ new Map([[g, costs.get(g).order]]), /* @__PURE__ */ new Map([[g, pin]]));
       const rest = planByCurves({ ...plan, groups: plan.groups.filter((x) => x !== g), targetParams: plan.targetParams - pinned.params }, costs);
       if (!rest) continue;
       const removals = [...rest.removals, ...pinned.removals];
       const what = g.kind === "heads" ? "heads" : "units";
-      options.push({ strategy: "measured", removals, params: rest.params + pinned.params, note: `${pin - count2 > 0 ? "one more" : "one fewer"} of ${g.where}'s ${what} removed`, estimate: estimate(removals) });
+      options.push({ strategy: "measured", removals, params: rest.params + pinned.params, note: `${step === 1 ? "one" : step} ${pin > count2 ? "more" : "fewer"} of ${g.where}'s ${what} removed`, estimate: estimate(removals) });
     }
   }
-  if (options.length === 0) return void 0;
-  const { estimate: _, ...best } = options.reduce((a, b) => b.estimate < a.estimate ? b : a);
-  return best;
+  if (options.length === 0) {
+    const global2 = planRemoval(plan);
+    if (global2.params >= plan.targetParams - plan.slack) options.push({ strategy: "global", ...global2, note: "FLAP's global ranking", estimate: estimate(global2.removals) });
+  }
+  if (options.length === 0) return {};
+  const { estimate: cost, ...best } = options.reduce((a, b) => b.estimate < a.estimate ? b : a);
+  const ratio = cost / Math.max(estimate(planned), Number.MIN_VALUE);
+  return ratio > RACE_WITHIN ? { left: { ...best, ratio } } : { candidate: best };
 }
 function keptMultiple(plan, removals) {
   const aligns = removals.map((r) => groupAlign(plan, r.group)).filter((a) => a > 1);
@@ -47821,7 +48081,6 @@ async function calibratedCosts(input2, curves, share) {
   const linear = [...fits.values()].filter((f) => f.p === 1).map((f) => f.a).sort((a, b) => a - b);
   const median = linear.length ? linear[Math.floor(linear.length / 2)] : 1;
   input2.log(`sensitivity of ${points.size} groups probed in one pass (${cells.length} removals)`);
-  if (process.env.PG_DEBUG) for (const [g, list] of points) console.error("FIT", g.where.slice(0, 40), g.units.length, JSON.stringify(list.map((x) => ({ e: x.error.toExponential(2), kl: x.loss.toExponential(2) }))), JSON.stringify(fits.get(g)));
   return new Map(
     [...curves].map(([g, c]) => {
       const f = fits.get(g) ?? { a: median, p: 1 };
@@ -47994,35 +48253,49 @@ var PassLedger = class {
 
 // src/prune/verify.ts
 var FULL_CHECK_MAX_BYTES = 256 * 2 ** 20;
-async function verifyPruned(model, baseTraces) {
+async function verifyPruned(model, baseTraces, ran = false) {
+  const feeds = baseTraces.map((t) => dummyFeeds(model, ...t.sizes));
+  if (ran || floatWeightBytes(model) > FULL_CHECK_MAX_BYTES) {
+    let traces;
+    try {
+      traces = await traceModelAt(model, feeds);
+    } catch (e) {
+      return `the pruned model fails to run: ${firstLine(e)}`;
+    }
+    return traces.map((t, k) => wrongOutput(model, baseTraces[k], (name) => t.get(name)?.dims)).find((p) => p);
+  }
   let session;
   try {
-    session = floatWeightBytes(model) > FULL_CHECK_MAX_BYTES ? await sessionForProto(model, shapeOnlyProto(model).proto, { graphOptimizationLevel: "disabled", enableCpuMemArena: false }) : await createSession(model);
+    session = await createSession(model);
   } catch (e) {
     return `onnxruntime rejects the pruned model: ${firstLine(e)}`;
   }
-  const cache = kvCacheTensors(model);
   try {
     for (const k of [0, 1]) {
       let out;
       try {
-        out = await session.run(dummyFeeds(model, ...baseTraces[k].sizes));
+        out = await session.run(feeds[k]);
       } catch (e) {
         return `the pruned model fails to run: ${firstLine(e)}`;
       }
-      for (const name of session.outputNames) {
-        const declared = cache.has(name) && model.graph.output.find((v) => v.name === name)?.type?.tensorType?.shape?.dim || [];
-        const want = baseTraces[k].get(name)?.dims.map((d, i) => declared[i]?.dimValue ? Number(declared[i].dimValue) : d);
-        const got = out[name]?.dims;
-        if (want && JSON.stringify(want) !== JSON.stringify(got)) {
-          return `output ${name} has shape [${got}] instead of [${want}]`;
-        }
-      }
+      const problem = wrongOutput(model, baseTraces[k], (name) => out[name]?.dims);
+      if (problem) return problem;
     }
     return void 0;
   } finally {
     await session.release();
   }
+}
+function wrongOutput(model, base, dimsOf) {
+  const cache = kvCacheTensors(model);
+  for (const output2 of model.graph.output) {
+    const name = output2.name ?? "";
+    const declared = cache.has(name) && output2.type?.tensorType?.shape?.dim || [];
+    const want = base.get(name)?.dims.map((d, i) => declared[i]?.dimValue ? Number(declared[i].dimValue) : d);
+    const got = dimsOf(name);
+    if (want && JSON.stringify(want) !== JSON.stringify(got)) return `output ${name} has shape [${got}] instead of [${want}]`;
+  }
+  return void 0;
 }
 function firstLine(e) {
   return String(e?.message ?? e).split("\n")[0];
@@ -48061,6 +48334,33 @@ async function pruneModel(model, options) {
   }
   return { ...result, pruned: mergePruned2(pruned), paramsBefore, paramsAfter: countParams(current) };
 }
+var readsStatistics = (options) => !!options.calibration && (options.importance === "activation" || options.compensate !== "none");
+function statisticsPlan(model, analysis, groups, options) {
+  const consumers2 = new Map(groups.map((g) => [g, findConsumers(analysis, g)]));
+  const renorms = !!options.calibration && options.compensate !== "none";
+  const normInputs = renorms ? [...new Set(normsToRefit(analysis, groups.map((g) => ({ group: g, units: g.units, params: 0 }))).map((r) => r.stats.input))] : [];
+  const refits = options.compensate === "auto" || options.compensate === "reconstruct";
+  const readers = (t) => analysis.index.consumersOf(t).length;
+  const dampings = options.memory?.dampings;
+  const requestsFor = (removed) => {
+    const gone = /* @__PURE__ */ new Map();
+    for (const r of removed) for (const u of r.units) for (const [slot, indices] of u.indices) gone.set(slot, (gone.get(slot) ?? 0) + indices.length);
+    return [...consumers2.values()].flat().map((c) => {
+      const [r] = statsRequests([c], refits && refittable(c, model, readers), () => !dampings?.has(consumerKey(c)));
+      return { ...r, channels: r.channels - (gone.get(c.inputSlot.id) ?? 0) };
+    });
+  };
+  return { consumers: consumers2, normInputs, requestsFor };
+}
+async function firstStatisticsTap(model, options) {
+  if (!readsStatistics(options) || !options.memory) return void 0;
+  const analysis = await analyze(model, { traces: await traceTwice(model) });
+  options.memory.analysed = { model, analysis };
+  const groups = analysis.groups.filter((g) => options.structures.includes(g.kind));
+  if (groups.length === 0) return void 0;
+  const { normInputs, requestsFor } = statisticsPlan(model, analysis, groups, options);
+  return new StatsTap(model, requestsFor([]), normInputs);
+}
 async function pruneOnce(model, options) {
   const log = options.log ?? (() => void 0);
   const effort = options.effort ?? { alternative: true, probe: true, share: 1 };
@@ -48071,48 +48371,45 @@ async function pruneOnce(model, options) {
   const extraSkipped = [];
   for (let attempt = 1; ; attempt++) {
     log(`analyzing the graph${attempt > 1 ? ` (attempt ${attempt})` : ""}`);
-    const analysis = await analyze(model, { traces, frozen });
+    const known = options.memory?.analysed;
+    const analysis = attempt === 1 && known?.model === model ? known.analysis : await analyze(model, { traces, frozen });
+    if (options.memory) options.memory.analysed = void 0;
     const groups = analysis.groups.filter((g) => options.structures.includes(g.kind));
     const skipped = [...new Map([...describeSkipped(analysis, options.structures), ...extraSkipped].map((e) => [`${e.where}
 ${e.reason}`, e])).values()];
     if (groups.length === 0 && attempt === 1 && options.target > 0 && options.memory?.scales.size === 0) {
       throw new UserError(nothingToPrune(model, skipped, options.structures));
     }
-    const consumers2 = new Map(groups.map((g) => [g, findConsumers(analysis, g)]));
+    const { consumers: consumers2, normInputs, requestsFor } = statisticsPlan(model, analysis, groups, options);
     const passes = new PassLedger(options.passes ?? RUN_PASSES);
     const samples = options.calibrationSamples ?? 0;
     let collected = { stats: /* @__PURE__ */ new Map(), rows: /* @__PURE__ */ new Map() };
     const measured = !!options.calibration && options.importance === "activation";
     const renorms = !!options.calibration && options.compensate !== "none";
-    const normInputs = renorms ? [...new Set(normsToRefit(analysis, groups.map((g) => ({ group: g, units: g.units, params: 0 }))).map((r) => r.stats.input))] : [];
-    if (options.calibration && (options.importance === "activation" || options.compensate !== "none")) {
-      const refits = options.compensate === "auto" || options.compensate === "reconstruct";
+    if (options.calibration && readsStatistics(options)) {
+      const ready = options.memory?.ready ?? { stats: /* @__PURE__ */ new Map(), rows: /* @__PURE__ */ new Map() };
       const reused = /* @__PURE__ */ new Map();
-      const dampings = options.memory?.dampings;
-      const readers = (t) => analysis.index.consumersOf(t).length;
-      const all = [...consumers2.values()].flat();
-      const requests = [
-        ...statsRequests(all.filter((c) => refits && refittable(c, model, readers)), true, (c) => !dampings?.has(consumerKey(c))),
-        ...statsRequests(all.filter((c) => !refits || !refittable(c, model, readers)), false)
-      ].filter((r) => {
-        const known = options.memory?.unchanged.get(r.tensor);
-        if (!known || known.sum.length !== r.channels || r.gram && !known.gram) return true;
-        reused.set(r.tensor, known);
+      const requests = requestsFor([]).filter((r) => {
+        const known2 = ready.stats.get(r.tensor);
+        if (!known2 || known2.sum.length !== r.channels || r.gram && !known2.gram || r.half && !known2.half) return true;
+        reused.set(r.tensor, known2);
         return false;
       });
+      const keep = normInputs.filter((t) => !ready.rows.has(t));
       const batches2 = options.calibrationBatches;
       const read = effort.share < 1 && batches2 ? Math.max(1, Math.ceil(effort.share * batches2)) : void 0;
       const calibration = read ? firstBatches(options.calibration, read) : options.calibration;
-      const why = `means and variances${requests.some((r) => r.gram) ? ", and the covariances of the damage curves and the least-squares refits" : ""}${normInputs.length ? ", and the inputs of normalizations whose width shrinks" : ""}`;
-      if (requests.length > 0 || normInputs.length > 0) {
+      const why = `means and variances${requests.some((r) => r.gram) ? ", and the covariances of the damage curves and the least-squares refits" : ""}${keep.length ? ", and the inputs of normalizations whose width shrinks" : ""}`;
+      if (requests.length > 0 || keep.length > 0) {
         const sharePart = read ? `, first ${read} batches` : "";
-        collected = await passes.pass("statistics", why, read && batches2 ? Math.round(samples * read / batches2) : samples, `activation statistics of ${requestedTensors(requests)}${normInputs.length ? `, kept whole: ${normInputs.join(", ")}` : ""}${sharePart}`, () => {
-          log(`collecting activation statistics on the calibration set${read ? ` (its first ${read} of ${batches2} batches, to keep to the budget)` : ""}${reused.size ? ` (${reused.size} of ${reused.size + new Set(requests.map((r) => r.tensor)).size} tensors as the last step left them)` : ""}`);
+        collected = await passes.pass("statistics", why, read && batches2 ? Math.round(samples * read / batches2) : samples, `activation statistics of ${requestedTensors(requests)}${keep.length ? `, kept whole: ${keep.join(", ")}` : ""}${sharePart}`, () => {
+          log(`collecting activation statistics on the calibration set${read ? ` (its first ${read} of ${batches2} batches, to keep to the budget)` : ""}${reused.size ? ` (${reused.size} of ${reused.size + new Set(requests.map((r) => r.tensor)).size} tensors known already)` : ""}`);
           const progress = read ?? batches2 ? new PassProgress("activation statistics", read ?? batches2, log) : void 0;
-          return collectStats(model, requests, calibration, progress, normInputs);
+          return collectStats(model, requests, calibration, progress, keep);
         });
-      } else log("activation statistics: every tensor is as the last step left it; no pass");
+      } else log("activation statistics: collected by an earlier pass over this model (the base model's evaluation, or the last step's confirmation); no pass");
       for (const [tensor, s] of reused) collected.stats.set(tensor, s);
+      for (const t of normInputs) if (!collected.rows.has(t) && ready.rows.has(t)) collected.rows.set(t, ready.rows.get(t));
     }
     const stats = collected.stats;
     const build = async (removals2, edits) => {
@@ -48161,6 +48458,9 @@ ${e.reason}`, e])).values()];
       sensitivities: options.memory?.sensitivities ?? /* @__PURE__ */ new Map(),
       effort,
       build,
+      // The next step's statistics, collected while the planned candidate is confirmed: on the
+      // very model the next step prunes, when that candidate is kept.
+      nextStatistics: options.calibration && options.memory && !options.final ? (removed) => ({ requests: requestsFor(removed).map((r) => ({ ...r, half: false })), keep: normInputs }) : void 0,
       log
     });
     const { removals } = choice;
@@ -48179,9 +48479,9 @@ ${e.reason}`, e])).values()];
     if (built) {
       for (const note of built.notes) log(note);
       const applied = built.applied;
-      const problem = await verifyPruned(applied.model, traces);
+      const problem = await verifyPruned(applied.model, traces, built === choice.built);
       if (!problem) {
-        if (options.memory) options.memory.unchanged = unchangedStats(analysis, removals, built.changed, stats);
+        if (options.memory) options.memory.ready = choice.next ?? { stats: unchangedStats(analysis, removals, built.changed, stats), rows: /* @__PURE__ */ new Map() };
         const paramsAfter = countParams(applied.model);
         const allocation = choice.allocation && { ...choice.allocation, passes: passes.entries };
         return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced, allocation, passes: passes.entries };
@@ -49015,12 +49315,20 @@ var MetricResultSchema = external_exports.object({
   pass: external_exports.boolean()
 });
 var LatencyStatsSchema = external_exports.object({ p50_ms: count, p95_ms: count });
+var PassSchema = external_exports.object({
+  what: external_exports.enum(["statistics", "probe", "confirmation", "normalization sums", "evaluation"]),
+  why: external_exports.string().max(2e3),
+  samples: external_exports.number().int().nonnegative(),
+  seconds: external_exports.number().nonnegative()
+});
 var StepSchema = external_exports.object({
   ratio: external_exports.number().min(0).max(1),
   metrics: external_exports.array(MetricResultSchema).max(METRIC_NAMES.length),
   pass: external_exports.boolean(),
   /** Passes every quality bound (the search goes on past such a step). */
-  quality_pass: external_exports.boolean()
+  quality_pass: external_exports.boolean(),
+  /** The step's passes over the calibration set (the pruning's; its evaluation is its kept confirmation's). */
+  passes: external_exports.array(PassSchema).max(16).optional()
 });
 var QuantizationSchema = external_exports.object({
   /** Layers whose weights were quantized, and those weights' bytes before and after. */
@@ -49087,14 +49395,7 @@ var ReportSchema = external_exports.object({
     align: count,
     latency: external_exports.number().nullable().optional(),
     /** The passes over the calibration set the result's last step made: what each was, why it ran, what it read and cost. */
-    passes: external_exports.array(
-      external_exports.object({
-        what: external_exports.enum(["statistics", "probe", "confirmation", "normalization sums"]),
-        why: text,
-        samples: count,
-        seconds: external_exports.number().nonnegative()
-      })
-    ).max(MAX_ITEMS).optional()
+    passes: external_exports.array(PassSchema).max(16).optional()
   }).optional(),
   /** The search's budget (seconds), what the run spent, and what was left out to keep to it. */
   budget: external_exports.object({
@@ -49166,7 +49467,7 @@ function buildReport(input2) {
       candidate: input2.latency.candidate,
       speedup: finiteOrNull(input2.latency.speedup)
     },
-    steps: input2.steps.map((s) => ({ ratio: s.ratio, metrics: s.metrics.map(metricJson), pass: s.pass, quality_pass: s.qualityPass })),
+    steps: input2.steps.map((s) => ({ ratio: s.ratio, metrics: s.metrics.map(metricJson), pass: s.pass, quality_pass: s.qualityPass, ...s.passes ? { passes: s.passes } : {} })),
     chosen_step: input2.chosenStep,
     pruned: input2.pruned.map((p) => ({ kind: p.kind, where: p.where, before: p.before, after: p.after, params: p.params })),
     skipped: input2.skipped.map((s) => ({ where: s.where, reason: s.reason })),
@@ -49538,7 +49839,11 @@ async function runOnDevice(options) {
   checkRulesFitTask(config2.gate, set2, config2.file ? displayPath(config2.file) : "the gate");
   const budget = new SearchBudget(config2.budget, stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps).length);
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
-  const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log });
+  const memory = newPruneMemory();
+  const firstTarget = stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps)[0];
+  const tap = !set2.generation && firstTarget > 0 && !options.prune ? await firstStatisticsTap(base, pruneSettings(config2, set2, firstTarget, memory, log)) : void 0;
+  const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log, tap });
+  if (tap) memory.ready = tap.collected();
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config2.keepNames, log);
   const stepsDir = path14.join(out, STEPS_DIR);
   try {
@@ -49548,26 +49853,32 @@ async function runOnDevice(options) {
     const deps = candidateSteps(
       config2,
       stepsDir,
-      async (model, target, memory, info) => {
+      async (model, target, memory2, info) => {
         const effort = budget.effortFor(info.index);
         step = { start: Date.now(), passes: [], share: effort.share };
         const result2 = await prune(model, {
-          ...pruneSettings(config2, evaluator.set, target, memory, log),
-          damage: evaluator.damageMeasure(),
-          effort
+          ...pruneSettings(config2, evaluator.set, target, memory2, log),
+          // Unquantized, the step's evaluation is the pass that confirmed its candidate.
+          damage: { ...evaluator.damageMeasure(), confirmationEvaluates: config2.quantize === "none" },
+          effort,
+          final: info.index === info.count
         });
         step.passes = result2.passes ?? [];
         return result2;
       },
       quantize,
       async (model, written, _step, candidate) => {
+        const confirmed = evaluator.hasPassOf(candidate);
+        const started = Date.now();
         const evaluation2 = await evaluator.evaluate(model, { sameAs: candidate, efficiency: config2.gate.some(boundsEfficiencyRuns) });
         const metrics2 = judge(evaluation2.values, config2.gate.filter((r) => !boundsMemory(r)), set2.task);
-        if (step) budget.stepDone(stepCost(step));
-        return { metrics: metrics2, artifact: { ...written, evaluation: evaluation2 } };
+        const passes = confirmed ? [] : [{ what: "evaluation", why: "the step's metrics (its candidate, as written, was not run before)", samples: set2.count, seconds: (Date.now() - started) / 1e3 }];
+        if (step) budget.stepDone(stepCost({ ...step, passes: [...step.passes, ...passes] }));
+        return { metrics: metrics2, artifact: { ...written, evaluation: evaluation2 }, passes };
       },
       log,
-      (done) => budget.remaining(done)
+      (done) => budget.remaining(done),
+      memory
     );
     const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
     const chosen = result.artifact;
@@ -49651,8 +49962,7 @@ function pruneSettings(config2, set2, target, memory, log) {
     log
   };
 }
-function candidateSteps(config2, stepsDir, prune, quantize, score, log, remaining) {
-  const memory = newPruneMemory();
+function candidateSteps(config2, stepsDir, prune, quantize, score, log, remaining, memory = newPruneMemory()) {
   const quantization = /* @__PURE__ */ new Map();
   return {
     prune: (model, target, step) => prune(model, target, memory, step),
@@ -49666,8 +49976,8 @@ function candidateSteps(config2, stepsDir, prune, quantize, score, log, remainin
       fs15.rmSync(dir, { recursive: true, force: true });
       const written = writeModel(candidate, path14.join(dir, PRUNED_NAME), { externalData: config2.externalData });
       const model = OnnxModel.read(written.path);
-      const { metrics, artifact } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step, candidate);
-      return { metrics, artifact, next: config2.quantize === "none" ? model : void 0 };
+      const { metrics, artifact, passes } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step, candidate);
+      return { metrics, artifact, passes, next: config2.quantize === "none" ? model : void 0 };
     },
     discard: (artifact) => fs15.rmSync(artifact.dir, { recursive: true, force: true }),
     log,
@@ -49888,7 +50198,7 @@ function checkSplittable(config2) {
   const where = config2.file ? displayPath(config2.file) : "the config";
   const { prune } = config2;
   if (prune.align === "auto") {
-    throw new UserError(`${where}: prune.align: auto chooses widths by timing candidates on each machine, so jobs could build different models; set a number (1 keeps the widths as allocated, 8 rounds them)`);
+    throw new UserError(`${where}: prune.align: auto takes widths from each runner's convolution kernels and checks them by timing there, so jobs could build different models; set a number (1 keeps the widths as allocated, 8 rounds them)`);
   }
 }
 function splittableSet(config2, base) {
@@ -49995,7 +50305,7 @@ function wholeSetDamage(config2, base, set2, log) {
     damage: {
       name: LOSS_NAME,
       samples: set2.count,
-      loss: async (candidate, share) => (await whole()).loss(candidate, share),
+      loss: async (candidate, share, tap) => (await whole()).loss(candidate, share, tap),
       sampleLosses: async (candidate, extra, outputs2, batched) => (await whole()).sampleLosses(candidate, extra, outputs2, batched)
     },
     close: async () => {
@@ -50007,10 +50317,11 @@ function rebuiltSteps(config2, set2, stepsDir, passes, damage, log, score) {
   return candidateSteps(
     config2,
     stepsDir,
-    (model, target, memory) => pruneModel(model, {
+    (model, target, memory, step) => pruneModel(model, {
       ...pruneSettings(config2, set2, target, memory, log),
       passes,
-      damage
+      damage,
+      final: step.index === step.count
     }),
     quantizeWith(set2, config2.keepNames, log, passes),
     async (model, written, step) => ({ metrics: await score(model, written, step), artifact: written }),

@@ -169,22 +169,22 @@ describe('allocation by damage curves', () => {
     }
   });
 
-  test('align auto: a kept candidate slower than its base here is planned again with widths in multiples of 16, and the faster one kept', async () => {
+  test('align auto: a kept candidate slower than its base here is planned again with every convolution as it is, and the faster one kept', async () => {
     const base = fixture('cnn');
     const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'cnn'), base);
     const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
     try {
-      // A machine where the first candidate timed is slower than the base, and one whose wide
-      // convolutions (32 output channels in the base) keep multiples of 16 is faster.
-      const wide = base.graph.node.filter((n) => n.opType === 'Conv' && base.constantInfo(n.input![1]!)!.dims[0] >= 32).map((n) => n.input![1]!);
-      let timings = 0;
-      const latency = async (m: OnnxModel) => (timings++ > 0 && wide.every((w) => m.constantInfo(w)!.dims[0] % 16 === 0) ? 0.95 : 1.4);
+      // A machine where any convolution that lost channels runs slower than the base.
+      const convolutions = base.graph.node.filter((n) => n.opType === 'Conv').map((n) => n.input![1]!);
+      const channels = (m: OnnxModel) => convolutions.map((w) => m.constantInfo(w)!.dims[0]).join();
+      const latency = async (m: OnnxModel) => (channels(m) === channels(base) ? 0.95 : 1.4);
       const damage = { ...evaluator.damageMeasure(), latency };
-      const result = await pruneModel(base, { target: 0.3, structures: ['ffn', 'channels'], importance: 'activation', compensate: 'auto', align: 'auto', damage, calibration: calibrationFeeds(set), calibrationSamples: set.count });
+      const result = await pruneModel(base, { target: 0.05, structures: ['ffn', 'channels'], importance: 'activation', compensate: 'auto', align: 'auto', damage, calibration: calibrationFeeds(set), calibrationSamples: set.count });
       const a = result.allocation!;
-      expect(a).toMatchObject({ latency: 0.95, align: 16 });
-      expect(a.tried[a.tried.length - 1]).toMatchObject({ align: 16, latency: 0.95 });
-      for (const p of result.pruned.filter((x) => x.kind === 'channels' && x.before >= 32)) expect(p.after % 16).toBe(0);
+      expect(a.latency).toBe(0.95);
+      expect(a.tried[a.tried.length - 1]).toMatchObject({ latency: 0.95, note: expect.stringContaining('every convolution as it is') });
+      expect(result.pruned.filter((x) => x.kind === 'channels')).toEqual([]);
+      expect(result.pruned.length).toBeGreaterThan(0);
     } finally {
       await evaluator.close();
     }

@@ -78,6 +78,16 @@ test('defaults for what is left out', () => {
   expect(parseConfig('model: models/m.onnx\ndevice: { threads: 2 }\n', path.resolve('prune-gate.yml')).device).toEqual({ threads: 2 });
   expect(c.gate).toEqual([]);
   expect(parseConfig('model: models/m.onnx\nexternal-data: never\n', path.resolve('prune-gate.yml')).externalData).toBe('never');
+  expect(c.budget).toBe(600);
+});
+
+test('the budget takes the usual duration forms, a plain number being seconds', () => {
+  const budget = (value: string) => parseConfig(`budget: ${value}\n`, path.resolve('prune-gate.yml')).budget;
+  expect([budget('90s'), budget('10m'), budget('1h30m'), budget('1h 5s'), budget('2.5m'), budget('45'), budget('"45"')]).toEqual([90, 600, 5400, 3605, 150, 45, 45]);
+  expect(configError('budget: ten minutes\n')).toBe("prune-gate.yml: budget: expected a duration such as 90s, 10m or 1h30m (a plain number is seconds), found 'ten minutes'");
+  expect(configError('budget: 0\n')).toBe('prune-gate.yml: budget: expected a duration such as 90s, 10m or 1h30m (a plain number is seconds), found 0');
+  expect(parseOverrides({ budget: '5m' }, (k) => `--${k}`).budget).toBe(300);
+  expect(() => parseOverrides({ budget: '5 minutes' }, (k) => `--${k}`)).toThrow("--budget: expected a duration such as 90s, 10m or 1h30m (a plain number is seconds), found '5 minutes'");
 });
 
 describe('mistakes name themselves', () => {

@@ -36,7 +36,7 @@ test('plan prints the matrix and names the plan by the config, the data and N', 
 }, 60_000);
 
 test.each([
-  ['prune: { target: 0.2, align: auto }', /prune\.align: auto chooses widths by timing candidates on each machine/],
+  ['prune: { target: 0.2, align: auto }', /prune\.align: auto takes widths from each runner's convolution kernels/],
 ])('plan refuses, in one line naming the key: %s', async (yml, message) => {
   const file = path.join(built.tmp, 'refused.yml');
   fs.writeFileSync(file, `model: ${path.join(ROOT, 'test', 'fixtures', 'mlp.onnx')}\ncalibration: ${path.join(ROOT, 'calibration', 'mlp')}\n${yml}\n`);

@@ -96,6 +96,40 @@ test('target auto picks the largest ratio that passes; the step that broke the b
   }
 });
 
+test('the default search lists each step\'s passes (at most 4); the first step\'s statistics ride along the base model\'s evaluation', async () => {
+  const out = path.join(tmp, 'passes');
+  const r = await cli(['run', '--config', config('gpt2', 'prune:\n  target: 0.3\n  steps: 3\ngate:\n  agreement: { min: 0 }\n'), '--out', out, '--json']);
+  expect(r.status).toBe(0);
+  const report = JSON.parse(r.stdout);
+  const passes: string[][] = report.steps.map((s: { passes: { what: string }[] }) => s.passes.map((p) => p.what));
+  expect(passes).toHaveLength(3);
+  for (const step of passes) expect(step.length).toBeLessThanOrEqual(4);
+  // The base model's evaluation collected step 1's statistics, and each kept candidate's
+  // confirmation the next step's: the only statistics pass is after a runner-up was kept.
+  expect(passes[0]).not.toContain('statistics');
+  expect(r.stderr).toMatch(/step 1 of 3: pruning[^\n]*\n[^\n]*analyzing the graph\n[^\n]*activation statistics: collected by an earlier pass over this model/);
+  for (const step of passes) expect(step).toContain('confirmation'); // the step's evaluation is its candidate's confirmation
+  expect(report.budget).toMatchObject({ seconds: 600, left_out: [] });
+});
+
+test('a budget too small for the search leaves passes out, says which and where, and still ends with a verdict', async () => {
+  const out = path.join(tmp, 'budget');
+  const r = await cli(['run', '--config', config('gpt2', 'prune:\n  target: 0.3\n  steps: 3\ngate:\n  agreement: { min: 0 }\n'), '--budget', '1s', '--out', out, '--json']);
+  expect(r.status).toBe(0);
+  const report = JSON.parse(r.stdout);
+  expect(report.budget.seconds).toBe(1);
+  expect(report.budget.spent).toBeGreaterThan(1);
+  // The statistics of steps 2 and 3 came whole with the confirmations before them: the budget
+  // left out the race and the probe only.
+  expect(report.budget.left_out).toEqual([
+    'the confirmation of a second candidate at steps 2, 3',
+    "the sensitivity probe (each group's last measured sensitivity reused) at steps 2, 3",
+  ]);
+  const later = report.steps.slice(1).map((s: { passes: { what: string }[] }) => s.passes.map((p) => p.what));
+  for (const step of later) expect(step).not.toContain('probe');
+  expect(r.stdout).toBe(JSON.stringify(report, null, 2) + '\n');
+});
+
 test('external-data: the config key and --external-data choose where pruned.onnx keeps its weights', async () => {
   const body = 'prune:\n  target: 0.2\n  steps: 1\n  importance: magnitude\ngate:\n  agreement: { min: 0 }\n';
   const out = path.join(tmp, 'out-external');

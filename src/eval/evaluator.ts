@@ -2,7 +2,7 @@ import { UserError } from '../errors';
 import { countParams, measureMacs } from '../graph/cost';
 import type { MetricValues } from './metric-names';
 import { OnnxModel } from '../onnx/model';
-import type { DamageMeasure } from '../prune/types';
+import type { DamageMeasure, PassTap } from '../prune/types';
 import { createSession, ort, sessionThreads } from '../onnx/runtime';
 import { measureMemory } from './memory';
 import type { Feeds } from '../onnx/runtime';
@@ -27,6 +27,12 @@ export interface EvaluatorOptions {
   log?: (line: string) => void;
   /** Base outputs up to this size are kept in memory instead of recomputed for each candidate. */
   cacheBytes?: number;
+  /**
+   * Outputs the base model's pass also fetches, and what takes them (the pruning's first
+   * statistics): its copy with those outputs is run instead of the base. Not for generation sets,
+   * whose pass follows the decoding.
+   */
+  tap?: PassTap;
 }
 
 /** One candidate compared with the base model. */
@@ -46,6 +52,8 @@ export interface Evaluation {
 }
 
 const DEFAULT_CACHE_BYTES = 256 * 2 ** 20;
+/** A base model smaller than this keeps its session open for the whole run (opening one costs more than it holds). */
+const KEEP_BASE_BYTES = 256 * 2 ** 20;
 
 /** What Evaluator.loss measures. */
 export const LOSS_NAME = 'KL divergence from the base';
@@ -59,7 +67,7 @@ export class Evaluator {
   private constructor(
     /** The set every pass runs: the calibration set, or for generation the prompts followed by the base's generations. */
     readonly set: CalibrationSet,
-    private readonly baseSession: ort.InferenceSession,
+    private baseSessionOpen: ort.InferenceSession | undefined,
     readonly base: ModelStats,
     /** The base model's own task metrics (accuracy, perplexity, ...). */
     readonly baseTask: MetricValues,
@@ -67,7 +75,7 @@ export class Evaluator {
     private readonly baseSums: MetricSums,
     /** The base outputs per batch when they fit in memory, else undefined (recomputed). */
     private readonly cached: Rows[] | undefined,
-    private readonly options: Required<Omit<EvaluatorOptions, 'log'>> & Pick<EvaluatorOptions, 'log'>,
+    private readonly options: Required<Omit<EvaluatorOptions, 'log' | 'tap'>> & Pick<EvaluatorOptions, 'log'>,
     private readonly baseModel: OnnxModel,
     private readonly generation: GenerationRun | undefined,
     /** Whether the output's first axis holds the batch's samples (so a batch's rows split by sample). */
@@ -76,7 +84,8 @@ export class Evaluator {
 
   static async create(model: OnnxModel, loaded: CalibrationSet, options: EvaluatorOptions = {}): Promise<Evaluator> {
     const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log };
-    const session = await sessionFor(model);
+    const tap = loaded.generation ? undefined : options.tap;
+    const session = await sessionFor(tap?.model ?? model);
     try {
       let set = loaded;
       let generation: GenerationRun | undefined;
@@ -96,7 +105,11 @@ export class Evaluator {
       for (const batch of batches(set)) {
         let out: Rows;
         try {
-          out = await runOutput(session, batch.feeds, set);
+          if (tap) {
+            const result = await session.run(batch.feeds, [set.output, ...tap.outputs]);
+            tap.add(result);
+            out = outputRows(result[set.output]);
+          } else out = await runOutput(session, batch.feeds, set);
         } catch (e) {
           throw baseFails(set, e, `samples ${batch.start} to ${batch.start + batch.size - 1}`);
         }
@@ -109,10 +122,34 @@ export class Evaluator {
       }
       const baseSums = generation ? (await generation.measure(session, true)).sums : task.sums();
       const baseTask = generation ? generationValues(baseSums) : task.values();
-      return new Evaluator(set, session, stats, baseTask, baseSums, cached, opts, model, generation, samplesLead);
+      // With every base output kept, a large base model's session is not needed until something
+      // is timed against it: let it go, so the search does not hold a second copy of the model.
+      // A tapped copy is not the base: the base's own session is opened when something needs it.
+      const keep = !tap && (!cached || generation || model.bytesOnDisk() < KEEP_BASE_BYTES);
+      if (!keep) await session.release();
+      return new Evaluator(set, keep ? session : undefined, stats, baseTask, baseSums, cached, opts, model, generation, samplesLead);
     } catch (e) {
       await session.release();
       throw e;
+    }
+  }
+
+  /** The base model's session, opened again if it was let go. */
+  private async baseSession(): Promise<ort.InferenceSession> {
+    this.baseSessionOpen ??= await sessionFor(this.baseModel);
+    return this.baseSessionOpen;
+  }
+
+  /** `fn` with the base model's session; one opened again for it is let go after. */
+  private async withBase<R>(fn: (base: ort.InferenceSession) => Promise<R>): Promise<R> {
+    const open = !!this.baseSessionOpen;
+    try {
+      return await fn(await this.baseSession());
+    } finally {
+      if (!open) {
+        await this.baseSessionOpen?.release();
+        this.baseSessionOpen = undefined;
+      }
     }
   }
 
@@ -129,11 +166,13 @@ export class Evaluator {
    * measured by `withEfficiency` if this candidate is kept.
    */
   async evaluate(candidate: OnnxModel, options: { sameAs?: OnnxModel; efficiency?: boolean } = {}): Promise<Evaluation> {
-    const session = await sessionFor(candidate);
+    // A session only when something runs: the pass (not made already), decoding, or timing.
+    let session: ort.InferenceSession | undefined;
+    const open = async () => (session ??= await sessionFor(candidate));
     try {
-      const forward = (options.sameAs && this.forward.get(options.sameAs)) ?? (await this.forwardPass(session, 'evaluating the candidate'));
+      const forward = (options.sameAs && this.forward.get(options.sameAs)) ?? (await this.forwardPass(await open(), 'evaluating the candidate'));
       const { task, comparison } = forward;
-      const generated = await this.generation?.measure(session, false, this.options.log);
+      const generated = this.generation ? await this.generation.measure(await open(), false, this.options.log) : undefined;
       const evaluation: Evaluation = {
         base: this.base,
         candidate: { path: candidate.path, params: countParams(candidate), bytes: candidate.bytesOnDisk(), macs: null },
@@ -145,9 +184,9 @@ export class Evaluator {
         interface: interfaceChanges(this.baseModel, candidate),
         sums: { base: this.baseSums, candidate: { ...(generated?.sums ?? task.sums()), ...comparison.sums() } },
       };
-      return options.efficiency === false ? evaluation : await this.measureEfficiency(candidate, evaluation, session);
+      return options.efficiency === false ? evaluation : await this.measureEfficiency(candidate, evaluation, await open());
     } finally {
-      await session.release();
+      await (session as ort.InferenceSession | undefined)?.release();
     }
   }
 
@@ -164,7 +203,7 @@ export class Evaluator {
 
   private async measureEfficiency(candidate: OnnxModel, evaluation: Evaluation, session: ort.InferenceSession): Promise<Evaluation> {
     const latencyFeeds = (batches(this.set).next().value as Batch).feeds;
-    const latency = await measureLatency(this.baseSession, session, latencyFeeds, this.options.latency);
+    const latency = await this.withBase((base) => measureLatency(base, session, latencyFeeds, this.options.latency));
     const stats = await modelStats(candidate, this.set, this.options.log);
     return {
       ...evaluation,
@@ -185,7 +224,7 @@ export class Evaluator {
     return {
       name: this.lossName,
       samples: this.set.count,
-      loss: (candidate, share) => this.loss(candidate, share),
+      loss: (candidate, share, tap) => this.loss(candidate, share, tap),
       sampleLosses: (candidate, extra, outputs, batched) => this.sampleLosses(candidate, extra, outputs, batched),
       latency: (candidate) => this.latencyRatio(candidate),
     };
@@ -198,12 +237,12 @@ export class Evaluator {
    * calibration sets where the labels' cross-entropy keeps the one that happens to fit them
    * (docs/pruning.md).
    */
-  async loss(candidate: OnnxModel, share = 1): Promise<number> {
-    const session = await sessionFor(candidate);
+  async loss(candidate: OnnxModel, share = 1, tap?: PassTap): Promise<number> {
+    const session = await sessionFor(tap?.model ?? candidate, PASS_ONLY);
     try {
       const total = batchCount(this.set);
       const take = Math.max(1, Math.floor(share * total));
-      const forward = await this.forwardPass(session, undefined, take);
+      const forward = await this.forwardPass(session, undefined, take, tap);
       // A pass over the whole set is the candidate's evaluation too, if it is the one kept.
       if (take >= total) this.forward.set(candidate, forward);
       return forward.comparison.values()['kl-divergence'] as number;
@@ -212,19 +251,29 @@ export class Evaluator {
     }
   }
 
+  /** Whether `loss` made a pass of `candidate` over the whole set, which `evaluate` with `sameAs` reuses. */
+  hasPassOf(candidate: OnnxModel): boolean {
+    return this.forward.has(candidate);
+  }
+
   /** Candidates' passes over the whole set, by the model measured (see `evaluate`). */
   private readonly forward = new WeakMap<OnnxModel, { task: TaskAccumulator; comparison: ComparisonAccumulator }>();
 
   /** The candidate's task metrics and its comparison with the base over the set's first `take` batches. */
-  private async forwardPass(session: ort.InferenceSession, what?: string, take = batchCount(this.set)): Promise<{ task: TaskAccumulator; comparison: ComparisonAccumulator }> {
+  private async forwardPass(session: ort.InferenceSession, what?: string, take = batchCount(this.set), tap?: PassTap): Promise<{ task: TaskAccumulator; comparison: ComparisonAccumulator }> {
     const task = new TaskAccumulator(this.set.task);
     const comparison = new ComparisonAccumulator();
     let index = 0;
     const progress = what ? new PassProgress(what, take, this.options.log) : undefined;
     for (const batch of batches(this.set)) {
       if (index >= take) break;
-      const base = this.cached?.[index] ?? (await runOutput(this.baseSession, batch.feeds, this.set));
-      const out = await runOutput(session, batch.feeds, this.set);
+      const base = this.cached?.[index] ?? (await runOutput(await this.baseSession(), batch.feeds, this.set));
+      let out: Rows;
+      if (tap) {
+        const result = await session.run(batch.feeds, [this.set.output, ...tap.outputs]);
+        tap.add(result);
+        out = outputRows(result[this.set.output]);
+      } else out = await runOutput(session, batch.feeds, this.set);
       const plan = planRows(this.set, batch, out);
       task.add(out, plan);
       comparison.add(base, out, plan);
@@ -247,7 +296,7 @@ export class Evaluator {
     outputs: string[] = [],
     batched = true,
   ): Promise<{ losses: Float64Array; outputs: Float64Array[] }> {
-    const session = await sessionFor(candidate);
+    const session = await sessionFor(candidate, PASS_ONLY);
     const losses = new Float64Array(this.set.count);
     const values = outputs.map(() => new Float64Array(this.set.count));
     const size = batched && this.samplesLead ? this.set.batchSize : 1;
@@ -255,15 +304,14 @@ export class Evaluator {
       const progress = new PassProgress('the sensitivity probe', batchCount(this.set, size), this.options.log);
       let index = 0;
       for (const batch of batches(this.set, size)) {
-        const base = (size === this.set.batchSize ? this.cached?.[index] : this.cachedSample(batch.start)) ?? (await runOutput(this.baseSession, batch.feeds, this.set));
+        const base = (size === this.set.batchSize ? this.cached?.[index] : this.cachedSample(batch.start)) ?? (await runOutput(await this.baseSession(), batch.feeds, this.set));
         const result = await session.run({ ...batch.feeds, ...extra(batch.start, batch.size) }, [this.set.output, ...outputs]);
         const out = outputRows(result[this.set.output]);
         const plan = planRows(this.set, batch, out);
         const rows = out.rows / batch.size;
         for (let i = 0; i < batch.size; i++) {
           const acc = new ComparisonAccumulator();
-          const slice = (r: Rows): Rows => ({ data: r.data.subarray(i * rows * r.width, (i + 1) * rows * r.width), rows, width: r.width, dims: [1, ...r.dims.slice(1)] });
-          acc.add(slice(base), slice(out), { ...plan, compare: plan.compare?.subarray(i * rows, (i + 1) * rows) });
+          acc.add(base, out, plan, i * rows, (i + 1) * rows);
           losses[batch.start + i] = acc.values()['kl-divergence'] as number;
         }
         outputs.forEach((name, k) => {
@@ -291,27 +339,18 @@ export class Evaluator {
   }
 
   /**
-   * The candidate's latency over the base's on this machine: medians of runs alternated with the
-   * base's, for at most about a quarter of a second each, at batch 1 and at a calibration batch (the latter
-   * when a base run of it takes under 100 ms: a model that large computes far longer than any
-   * width effect); the worse of the two.
+   * The candidate's latency over the base's on this machine: the median of runs of one sample
+   * alternated with the base's, for about a quarter of a second (at least 5 of each): where a
+   * width runs slower (a convolution's channel count off its kernel's block) it shows most.
    */
   async latencyRatio(candidate: OnnxModel): Promise<number> {
     const session = await sessionFor(candidate);
     try {
-      let worst = 0;
-      for (const size of [...new Set([1, this.set.batchSize])]) {
-        const first = batches(this.set, size).next();
-        if (first.done) continue;
-        if (size > 1) {
-          const start = Date.now();
-          await this.baseSession.run(first.value.feeds);
-          if (Date.now() - start > 100) continue;
-        }
-        const l = await measureLatency(this.baseSession, session, first.value.feeds, { warmup: 2, runs: 201, seconds: 0.25 });
-        worst = Math.max(worst, l.candidate.p50_ms / l.base.p50_ms);
-      }
-      return worst;
+      const first = batches(this.set, 1).next().value as Batch;
+      return await this.withBase(async (base) => {
+        const l = await measureLatency(base, session, first.feeds, { warmup: 2, runs: 201, seconds: 0.25 });
+        return l.candidate.p50_ms / l.base.p50_ms;
+      });
     } finally {
       await session.release();
     }
@@ -327,7 +366,8 @@ export class Evaluator {
   }
 
   async close(): Promise<void> {
-    await this.baseSession.release();
+    await this.baseSessionOpen?.release();
+    this.baseSessionOpen = undefined;
   }
 }
 
@@ -353,9 +393,15 @@ export function sizeValues(stats: ModelStats): MetricValues {
 }
 
 /** From the file when there is one, so onnxruntime maps external data itself. */
-function sessionFor(model: OnnxModel): Promise<ort.InferenceSession> {
-  return model.path ? createSession(model.path) : createSession(model);
+function sessionFor(model: OnnxModel, options: ort.InferenceSession.SessionOptions = {}): Promise<ort.InferenceSession> {
+  return model.path ? createSession(model.path, options) : createSession(model, options);
 }
+
+/**
+ * A session for one pass over the set, not timed: without a memory arena, which would keep its
+ * peak (a probe's added outputs, a candidate's activations) for the session's life.
+ */
+const PASS_ONLY: ort.InferenceSession.SessionOptions = { enableCpuMemArena: false };
 
 async function runOutput(session: ort.InferenceSession, feeds: Feeds, set: CalibrationSet): Promise<Rows> {
   const result = await session.run(feeds, [set.output]);

@@ -38,6 +38,40 @@ export function logSoftmax(x: Float32Array, off: number, n: number, out: Float64
   for (let i = 0; i < n; i++) out[i] = x[off + i] - lse;
 }
 
+/** log Σ exp(x[off, off+n)), shifted by the maximum. */
+function logSumExp(x: Float32Array, off: number, n: number, max: number): number {
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(x[off + i] - max);
+  return max + Math.log(sum);
+}
+
+/** Each row's log-sum-exp (its log softmax is x − lse) and argmax. */
+interface RowSummary {
+  lse: Float64Array;
+  top: Int32Array;
+}
+
+/**
+ * The rows' summaries, computed once per output array: a base's cached outputs are compared
+ * with every candidate's, and a candidate's rows serve its task metrics and its comparison.
+ */
+const summaries = new WeakMap<Float32Array, RowSummary>();
+
+function rowSummary(out: Rows): RowSummary {
+  let s = summaries.get(out.data);
+  if (!s) {
+    s = { lse: new Float64Array(out.rows), top: new Int32Array(out.rows) };
+    for (let r = 0; r < out.rows; r++) {
+      const off = r * out.width;
+      const top = argmax(out.data, off, out.width);
+      s.top[r] = top;
+      s.lse[r] = logSumExp(out.data, off, out.width, out.data[off + top]);
+    }
+    summaries.set(out.data, s);
+  }
+  return s;
+}
+
 /** Index of the largest value (the first one on ties, as numpy.argmax). */
 export function argmax(x: Float32Array, off: number, n: number): number {
   let best = 0;
@@ -218,22 +252,17 @@ export class TaskAccumulator {
   private nll = 0;
   private correct = 0;
   private count = 0;
-  private buf = new Float64Array(0);
 
   constructor(private readonly task: CalibrationSet['task']) {}
 
   add(out: Rows, plan: RowPlan): void {
     if (!plan.targets) return;
-    if (this.buf.length < out.width) this.buf = new Float64Array(out.width);
+    const { lse, top } = rowSummary(out);
     for (let r = 0; r < out.rows; r++) {
       const target = plan.targets[r];
       if (target < 0) continue;
-      const off = r * out.width;
-      if (argmax(out.data, off, out.width) === target) this.correct++;
-      if (this.task === 'language-model' || this.task === 'generation') {
-        logSoftmax(out.data, off, out.width, this.buf);
-        this.nll -= this.buf[target];
-      }
+      if (top[r] === target) this.correct++;
+      if (this.task === 'language-model' || this.task === 'generation') this.nll += lse[r] - out.data[r * out.width + target];
       this.count++;
     }
   }
@@ -258,28 +287,27 @@ export class ComparisonAccumulator {
   private kl = 0;
   private cos = 0;
   private count = 0;
-  private logP = new Float64Array(0);
-  private logQ = new Float64Array(0);
 
-  add(base: Rows, cand: Rows, plan: RowPlan): void {
+  /** Rows [from, to) of the outputs (default all): one sample's, say. */
+  add(base: Rows, cand: Rows, plan: RowPlan, from = 0, to = base.rows): void {
     if (base.data.length !== cand.data.length || base.width !== cand.width) {
       throw new Error(
         `the candidate's output has shape [${cand.dims.join(', ')}], the base model's [${base.dims.join(', ')}]: pruning must not change the output shape`,
       );
     }
     const n = base.width;
-    if (this.logP.length < n) {
-      this.logP = new Float64Array(n);
-      this.logQ = new Float64Array(n);
-    }
-    for (let r = 0; r < base.rows; r++) {
+    const [b, c] = [rowSummary(base), rowSummary(cand)];
+    const [x, y] = [base.data, cand.data];
+    for (let r = from; r < to; r++) {
       if (plan.compare && !plan.compare[r]) continue;
       const off = r * n;
-      if (argmax(base.data, off, n) === argmax(cand.data, off, n)) this.agree++;
-      logSoftmax(base.data, off, n, this.logP);
-      logSoftmax(cand.data, off, n, this.logQ);
-      this.kl += klFromLog(this.logP, this.logQ, n);
-      this.cos += cosine(base.data, off, cand.data, off, n);
+      if (b.top[r] === c.top[r]) this.agree++;
+      // KL(p‖q) = Σ p (log p − log q) = Σ p (x − y) − lse(x) + lse(y), as Σ p = 1.
+      const lse = b.lse[r];
+      let kl = 0;
+      for (let i = off; i < off + n; i++) kl += Math.exp(x[i] - lse) * (x[i] - y[i]);
+      this.kl += Math.max(0, kl - lse + c.lse[r]); // rounding can make identical rows a hair negative
+      this.cos += cosine(x, off, y, off, n);
       this.count++;
     }
   }

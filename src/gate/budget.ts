@@ -36,6 +36,8 @@ export class SearchBudget {
   private readonly costs: StepCost[] = [];
   /** What was left out at which steps: leaves -> step numbers. */
   private readonly omitted = new Map<string, number[]>();
+  /** The step effortFor planned last, and its level, until stepDone. */
+  private planned: { index: number; level: number } | undefined;
 
   constructor(
     readonly seconds: number,
@@ -62,15 +64,27 @@ export class SearchBudget {
         break;
       }
     }
-    for (let level = 1; level <= chosen; level++) {
-      const at = this.omitted.get(LEVELS[level].leaves) ?? [];
-      this.omitted.set(LEVELS[level].leaves, [...at, index]);
-    }
+    this.planned = { index, level: chosen };
     return LEVELS[chosen].effort;
   }
 
+  /**
+   * What step `effortFor` planned cost. What its effort left out is recorded if the step would
+   * have run it: a probe when none ran, half of a statistics pass when one ran (statistics the
+   * last step's confirmation collected on the whole set leave nothing out).
+   */
   stepDone(cost: StepCost): void {
     this.costs.push(cost);
+    const planned = this.planned;
+    this.planned = undefined;
+    if (!planned) return;
+    const left = (level: number) => {
+      const at = this.omitted.get(LEVELS[level].leaves) ?? [];
+      this.omitted.set(LEVELS[level].leaves, [...at, planned.index]);
+    };
+    if (planned.level >= 1) left(1);
+    if (planned.level >= 2 && cost.probe === 0) left(2);
+    if (planned.level >= 3 && cost.statistics > 0 && cost.share < 1) left(3);
   }
 
   /** Seconds the steps after `done` steps should take, at the effort the last one ran at. */

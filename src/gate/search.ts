@@ -1,5 +1,5 @@
 import type { OnnxModel } from '../onnx/model';
-import type { AllocationResult, PruneResult, PrunedEntry, SkippedEntry } from '../prune/types';
+import type { AllocationResult, PassEntry, PruneResult, PrunedEntry, SkippedEntry } from '../prune/types';
 import { MetricResult, Verdict, brokenBounds, passesQuality, verdictOf } from './gate';
 import { clock } from '../util/progress';
 
@@ -29,6 +29,8 @@ export interface StepOutcome {
   pass: boolean;
   /** Passes every quality bound. */
   qualityPass: boolean;
+  /** The step's passes over the calibration set, as its pruning listed them. */
+  passes?: PassEntry[];
 }
 
 export interface CandidateEvaluation<A> {
@@ -37,6 +39,8 @@ export interface CandidateEvaluation<A> {
   artifact: A;
   /** The model to prune the next step from, if not the pruned model in memory (e.g. re-read lazily). */
   next?: OnnxModel;
+  /** Passes over the calibration set the evaluation made (none when it reused the pruning's). */
+  passes?: PassEntry[];
 }
 
 export interface SearchDeps<A> {
@@ -111,6 +115,7 @@ export async function gradualSearch<A>(
       metrics: evaluation.metrics,
       pass: verdictOf(evaluation.metrics) === 'pass',
       qualityPass: passesQuality(evaluation.metrics),
+      ...(result.passes || evaluation.passes ? { passes: [...(result.passes ?? []), ...(evaluation.passes ?? [])] } : {}),
     };
     steps.push(outcome);
     artifacts.push(evaluation.artifact);

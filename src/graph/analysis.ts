@@ -2,7 +2,7 @@ import { AtomSpace, Slot } from './atoms';
 import { GraphIndex, Node, nodeLabel } from './graph';
 import { nodeReads } from '../onnx/reads';
 import { RuleContext, ruleOf } from './rules';
-import { Trace, traceModel } from './trace';
+import { Trace, traceModelAt } from './trace';
 import { OnnxModel } from '../onnx/model';
 import { dummyFeeds, ort } from '../onnx/runtime';
 import { isFloatDType } from '../onnx/dtype';
@@ -92,12 +92,9 @@ export async function traceTwice(model: OnnxModel): Promise<[Trace, Trace]> {
   let lastError: string | undefined;
   for (const pair of TRACE_SIZES) {
     try {
-      const traces: Trace[] = [];
-      for (const sizes of pair) {
-        const trace = await traceModel(model, dummyFeeds(model, ...sizes));
-        trace.sizes = sizes;
-        traces.push(trace);
-      }
+      // One session runs both sizes.
+      const traces = await traceModelAt(model, pair.map((sizes) => dummyFeeds(model, ...sizes)));
+      traces.forEach((trace, i) => (trace.sizes = pair[i]));
       return [traces[0], traces[1]];
     } catch (e) {
       lastError = String((e as Error)?.message ?? e).split('\n')[0];

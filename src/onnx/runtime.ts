@@ -149,6 +149,26 @@ export async function withSessionThreads<R>(threads: number | undefined, fn: () 
   }
 }
 
+/**
+ * The channel block of onnxruntime's blocked (NCHWc) convolutions on this machine: MLAS picks 16
+ * on x64 processors with AVX-512F, 8 on other x64 ones; a convolution whose channels are not a
+ * multiple of it runs unblocked, slower than the wider blocked one (docs/pruning.md, "Widths").
+ * Elsewhere 8, a width every SIMD unit divides. Read from /proc/cpuinfo on Linux; 8 where the
+ * processor's features cannot be read.
+ */
+export function convolutionBlock(): number {
+  if (process.arch !== 'x64') return 8;
+  cpuBlock ??= (() => {
+    try {
+      return /^flags\s*:.*\bavx512f\b/m.test(fs.readFileSync('/proc/cpuinfo', 'utf8')) ? 16 : 8;
+    } catch {
+      return 8;
+    }
+  })();
+  return cpuBlock;
+}
+let cpuBlock: number | undefined;
+
 export function sessionThreads(): number | undefined {
   return deviceThreads;
 }
@@ -159,7 +179,7 @@ export function sessionThreads(): number | undefined {
  * repeat it. The device's threads override any caller's.
  */
 function withDefaults(options: ort.InferenceSession.SessionOptions): ort.InferenceSession.SessionOptions {
-  return { logSeverityLevel: 4, ...options, ...(deviceThreads ? { intraOpNumThreads: deviceThreads } : {}) };
+  return { logSeverityLevel: 4, extra: { session: { 'intra_op.allow_spinning': '0' } }, ...options, ...(deviceThreads ? { intraOpNumThreads: deviceThreads } : {}) };
 }
 
 /**

@@ -17,6 +17,7 @@ const SHAPE_ONLY_MIN_ELEMENTS = 4096;
 export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; replaced: Map<string, { dims: number[]; dtype: number }> } {
   const copy = model.clone();
   const graph = copy.graph;
+  const uniqueName = copy.uniqueNames();
   const replaced = new Map<string, { dims: number[]; dtype: number }>();
   const made = new Set<onnx.INodeProto>(); // ConstantOfShape nodes standing in for weights
   const makers: onnx.NodeProto[] = [];
@@ -25,7 +26,7 @@ export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; repl
     const dims = t.dims.map(Number);
     if (isFloatDType(t.dataType) && elementCount(dims) >= SHAPE_ONLY_MIN_ELEMENTS) {
       replaced.set(t.name, { dims, dtype: t.dataType });
-      const shapeName = copy.uniqueName(`${t.name}__shape`);
+      const shapeName = uniqueName(`${t.name}__shape`);
       kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
       const maker = constantOfShape(shapeName, t.name, t.dataType);
       makers.push(maker);
@@ -40,7 +41,7 @@ export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; repl
     const dims = (value.dims ?? []).map(Number);
     if (elementCount(dims) < SHAPE_ONLY_MIN_ELEMENTS) continue;
     const out = node.output![0];
-    const shapeName = copy.uniqueName(`${out}__shape`);
+    const shapeName = uniqueName(`${out}__shape`);
     kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
     node.opType = 'ConstantOfShape';
     node.input = [shapeName];
@@ -58,7 +59,7 @@ export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; repl
     if (node.opType === 'Cast' && weightOf.has(node.input![0])) {
       const w = weightOf.get(node.input![0])!;
       const to = Number(node.attribute!.find((a) => a.name === 'to')!.i);
-      const shapeName = copy.uniqueName(`${node.output![0]}__shape`);
+      const shapeName = uniqueName(`${node.output![0]}__shape`);
       kept.push(tensorToProto(shapeName, intTensor(w.dims, DataType.INT64, [w.dims.length])));
       node.opType = 'ConstantOfShape';
       node.input = [shapeName];
@@ -73,7 +74,7 @@ export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; repl
     if (lookup) {
       // An embedding lookup only needs its output's shape, indices' shape + [D]: made from the
       // indices (cast, unsqueezed, times zeros[D]) without making the [V, D] table.
-      const base = copy.uniqueName(`${node.output![0]}__shape_only`);
+      const base = uniqueName(`${node.output![0]}__shape_only`);
       const zerosD = `${base}_d`;
       kept.push(tensorToProto(zerosD, zeros(lookup.dtype, lookup.dims[1])));
       rewritten.push(
@@ -89,7 +90,7 @@ export function shapeOnlyProto(model: OnnxModel): { proto: onnx.ModelProto; repl
       continue;
     }
     const [k, n] = w.dims;
-    const base = copy.uniqueName(`${node.output![0]}__shape_only`);
+    const base = uniqueName(`${node.output![0]}__shape_only`);
     const zerosK = `${base}_k`;
     const zerosN = `${base}_n`;
     kept.push(tensorToProto(zerosK, zeros(w.dtype, k)), tensorToProto(zerosN, zeros(w.dtype, n)));

@@ -41,7 +41,7 @@ export function checkSplittable(config: Config): void {
   const where = config.file ? displayPath(config.file) : 'the config';
   const { prune } = config;
   if (prune.align === 'auto') {
-    throw new UserError(`${where}: prune.align: auto chooses widths by timing candidates on each machine, so jobs could build different models; set a number (1 keeps the widths as allocated, 8 rounds them)`);
+    throw new UserError(`${where}: prune.align: auto takes widths from each runner's convolution kernels and checks them by timing there, so jobs could build different models; set a number (1 keeps the widths as allocated, 8 rounds them)`);
   }
 }
 
@@ -217,7 +217,7 @@ function wholeSetDamage(config: Config, base: OnnxModel, set: CalibrationSet, lo
     damage: {
       name: LOSS_NAME,
       samples: set.count,
-      loss: async (candidate, share) => (await whole()).loss(candidate, share),
+      loss: async (candidate, share, tap) => (await whole()).loss(candidate, share, tap),
       sampleLosses: async (candidate, extra, outputs, batched) => (await whole()).sampleLosses(candidate, extra, outputs, batched),
     },
     close: async () => {
@@ -242,11 +242,12 @@ function rebuiltSteps(
   return candidateSteps<WrittenCandidate>(
     config,
     stepsDir,
-    (model, target, memory) =>
+    (model, target, memory, step) =>
       pruneModel(model, {
         ...pruneSettings(config, set, target, memory, log),
         passes,
         damage,
+        final: step.index === step.count,
       }),
     quantizeWith(set, config.keepNames, log, passes),
     async (model, written, step) => ({ metrics: await score(model, written, step), artifact: written }),

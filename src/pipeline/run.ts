@@ -14,7 +14,7 @@ import { OnnxModel } from '../onnx/model';
 import { withSessionThreads } from '../onnx/runtime';
 import { currentEnvironment } from '../eval/environment';
 import { writeModel } from '../onnx/write';
-import { newPruneMemory, pruneModel } from '../prune';
+import { PruneMemory, firstStatisticsTap, newPruneMemory, pruneModel } from '../prune';
 import { QuantizeOptions, quantizeModel } from '../quantize';
 import { compactNames } from '../graph/compact';
 import type { PassEntry, PruneOptions, PruneResult } from '../prune/types';
@@ -136,7 +136,12 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   // The budget counts from here: the base model's evaluation is part of what a gate costs.
   const budget = new SearchBudget(config.budget, stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps).length);
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
-  const evaluator = await Evaluator.create(base, set, { latency: config.latency, log });
+  // The first step's statistics ride along the base model's evaluation (the same batches).
+  const memory = newPruneMemory();
+  const firstTarget = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps)[0];
+  const tap = !set.generation && firstTarget > 0 && !options.prune ? await firstStatisticsTap(base, pruneSettings(config, set, firstTarget, memory, log)) : undefined;
+  const evaluator = await Evaluator.create(base, set, { latency: config.latency, log, tap });
+  if (tap) memory.ready = tap.collected();
   // Generation: the passes run the prompts followed by the base's generations (evaluator.set).
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log);
   const stepsDir = path.join(out, STEPS_DIR);
@@ -153,8 +158,10 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
         step = { start: Date.now(), passes: [], share: effort.share };
         const result = await prune(model, {
           ...pruneSettings(config, evaluator.set, target, memory, log),
-          damage: evaluator.damageMeasure(),
+          // Unquantized, the step's evaluation is the pass that confirmed its candidate.
+          damage: { ...evaluator.damageMeasure(), confirmationEvaluates: config.quantize === 'none' },
           effort,
+          final: info.index === info.count,
         });
         step.passes = result.passes ?? [];
         return result;
@@ -164,13 +171,19 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
         // The engine's confirmation already ran this candidate over the set: its sums are reused.
         // Latency and MACs cost runs of their own: measured for every step only when a bound
         // needs them, else for the step kept, after the search.
+        const confirmed = evaluator.hasPassOf(candidate);
+        const started = Date.now();
         const evaluation = await evaluator.evaluate(model, { sameAs: candidate, efficiency: config.gate.some(boundsEfficiencyRuns) });
         const metrics = judge(evaluation.values, config.gate.filter((r) => !boundsMemory(r)), set.task);
-        if (step) budget.stepDone(stepCost(step));
-        return { metrics, artifact: { ...written, evaluation } };
+        const passes: PassEntry[] = confirmed
+          ? []
+          : [{ what: 'evaluation', why: "the step's metrics (its candidate, as written, was not run before)", samples: set.count, seconds: (Date.now() - started) / 1000 }];
+        if (step) budget.stepDone(stepCost({ ...step, passes: [...step.passes, ...passes] }));
+        return { metrics, artifact: { ...written, evaluation }, passes };
       },
       log,
       (done) => budget.remaining(done),
+      memory,
     );
     const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
     const chosen = result.artifact;
@@ -291,11 +304,11 @@ export function candidateSteps<A extends WrittenCandidate>(
   stepsDir: string,
   prune: (model: OnnxModel, target: number, memory: PruneOptions['memory'], step: StepInfo) => Promise<PruneResult>,
   quantize: QuantizeFn,
-  score: (model: OnnxModel, written: WrittenCandidate, step: StepInfo, candidate: OnnxModel) => Promise<{ metrics: MetricResult[]; artifact: A }>,
+  score: (model: OnnxModel, written: WrittenCandidate, step: StepInfo, candidate: OnnxModel) => Promise<{ metrics: MetricResult[]; artifact: A; passes?: PassEntry[] }>,
   log: (line: string) => void,
   remaining?: (done: number) => number,
+  memory: PruneMemory = newPruneMemory(),
 ): SearchDeps<A> {
-  const memory = newPruneMemory();
   const quantization = new Map<number, ReportQuantization | undefined>(); // by step, for its artifact
   return {
     prune: (model, target, step) => prune(model, target, memory, step),
@@ -309,8 +322,8 @@ export function candidateSteps<A extends WrittenCandidate>(
       fs.rmSync(dir, { recursive: true, force: true });
       const written = writeModel(candidate, path.join(dir, PRUNED_NAME), { externalData: config.externalData });
       const model = OnnxModel.read(written.path);
-      const { metrics, artifact } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step, candidate);
-      return { metrics, artifact, next: config.quantize === 'none' ? model : undefined };
+      const { metrics, artifact, passes } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step, candidate);
+      return { metrics, artifact, passes, next: config.quantize === 'none' ? model : undefined };
     },
     discard: (artifact) => fs.rmSync(artifact.dir, { recursive: true, force: true }),
     log,

@@ -3,11 +3,11 @@ import { OnnxModel } from '../onnx/model';
 import { Applied, FixFailure } from './apply';
 import { CompensationEdits, compensation } from './compensate';
 import { DamageCurve, Dampings, InverseCovariances, damageCurves } from './obs';
-import { CostCurve, PlanInput, groupAlign, Removal, alignRemovals, planByCurves, planCounts, planRemoval, planUniform, rankedUnits } from './plan';
+import { CostCurve, PlanInput, alignedWidth, groupAlign, Removal, alignRemovals, planByCurves, planCounts, planRemoval, planUniform, rankedUnits } from './plan';
 import { ProbeCell, probeAssignment, probeFeeds, probeModel } from './probe';
 import type { PassLedger } from './ledger';
 import { AxisNorms } from './score';
-import { ChannelStats, Consumer } from './stats';
+import { ChannelStats, CollectedStats, Consumer, StatsRequest, StatsTap, requestedTensors } from './stats';
 import { Allocation, AllocationResult, Compensation, CompensationChoice, DamageMeasure, SearchEffort } from './types';
 
 type Strategy = Exclude<Allocation, 'auto'>;
@@ -33,6 +33,8 @@ export interface AllocationInput {
   effort: SearchEffort;
   /** Builds a candidate: compensated, its normalizations refit, sliced (throws FixFailure when it cannot). */
   build(removals: Removal[], edits: CompensationEdits): Promise<BuiltCandidate>;
+  /** What the next step's statistics pass would read of the model these removals make (collected while the planned candidate is confirmed). */
+  nextStatistics?: (removals: Removal[]) => { requests: StatsRequest[]; keep: string[] };
   log: (line: string) => void;
 }
 
@@ -48,9 +50,11 @@ export interface AllocationChoice {
   removals: Removal[];
   /** How the consumers of the removed channels are repaired. */
   compensation: CompensationEdits;
-  /** The chosen candidate, when it was built (to be confirmed): this very model was measured. */
+  /** The chosen candidate, when it was built: this very model was loaded and run (confirmed or timed). */
   built?: BuiltCandidate;
   allocation?: AllocationResult;
+  /** The chosen candidate's statistics for the next step, when its confirmation collected them. */
+  next?: CollectedStats;
 }
 
 /**
@@ -89,55 +93,55 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
     return result(asked ? strategy : 'global', removals, await compensate(removals), measure);
   }
 
-  // Closed form: each group's curve.
-  const norms = new AxisNorms(input.analysis);
-  log(`damage curves of ${plan.groups.length} groups from the statistics (closed form)`);
-  const share = stepShare(plan, ranked);
-  const curves = await damageCurves(input.model, norms, plan.groups, input.consumers, input.stats, input.inverses, {
-    compensate: input.compensate,
-    dampings: input.dampings,
-    checkShare: share,
-    maxShare: reach(plan, ranked, share),
-  }, (w) => input.analysis.index.consumersOf(w).length > 1);
-
-  // Every consumer's damping is chosen and the inverses the candidates read are made: the
-  // covariances are not read again.
-  input.inverses.releaseCovariances(input.stats.values());
-
-  // One pass: each group's damage in the units of the loss.
-  const costs = await calibratedCosts(input, curves, share);
+  const costs = await estimatedLosses(input, ranked);
   const planned = planByCurves(plan, costs);
   const candidates: Candidate[] = [];
-  if (planned) candidates.push({ strategy: 'measured', ...planned, note: 'planned from the damage curves' });
+  // A runner-up estimated too far behind to race (listed, with the compensation the others got).
+  let notRun: Omit<AllocationResult['tried'][number], 'compensate'> | undefined;
+  const listNotRun = (edits: CompensationEdits) => notRun && tried.push({ ...notRun, compensate: resolved(edits) });
+  if (planned?.short) log(`the target is out of reach at widths that keep the convolutions blocked: ${planned.params} parameters removed of the ${Math.round(plan.targetParams)} asked`);
+  if (planned) candidates.push({ strategy: 'measured', removals: planned.removals, params: planned.params, note: planned.short ? 'planned from the damage curves, as far as blocked convolution widths reach' : 'planned from the damage curves' });
   else tried.push({ strategy: 'measured', compensate: 'bias', loss: null, params: 0, note: 'cannot reach the target' });
   // One alternative is confirmed beside it: the next best plan by the same estimate.
   if (planned && input.allocation === 'auto' && damage && input.effort.alternative) {
-    const alternative = runnerUp(plan, costs, planned.removals);
-    if (alternative) candidates.push(alternative);
+    const { candidate, left } = runnerUp(plan, costs, planned.removals);
+    if (candidate) candidates.push(candidate);
+    if (left) notRun = { strategy: left.strategy, loss: null, params: left.params, note: `${left.note}: estimated to lose ${left.ratio.toFixed(1)}x what the plan loses, not run` };
   }
   if (candidates.length === 0) {
     const fallback = planRemoval(plan);
     return result('global', fallback.removals, await compensate(fallback.removals), 'no plan by the curves reaches the target');
   }
-  if (candidates.length === 1 || !damage) {
+  if (candidates.length === 1 && !damage.confirmationEvaluates) {
     const only = candidates[0];
     const edits = await compensate(only.removals);
     tried.push({ strategy: only.strategy, compensate: resolved(edits), loss: null, params: only.params, note: `${only.note}; not run before the step's evaluation` });
+    listNotRun(edits);
     return notSlower(input, costs, { ...result(only.strategy, only.removals, edits, damage?.name ?? 'damage curves') });
   }
-  // Confirmation: each candidate built and run on the calibration set.
-  let best: { c: Candidate; edits: CompensationEdits; loss: number; built?: BuiltCandidate } | undefined;
-  for (const c of candidates) {
+  // Confirmation: each candidate built and run on the calibration set. The first (the plan) is
+  // usually kept: its pass also collects the next step's statistics on it.
+  let best: { c: Candidate; edits: CompensationEdits; loss: number; built?: BuiltCandidate; next?: CollectedStats } | undefined;
+  for (const [k, c] of candidates.entries()) {
     const edits = await compensate(c.removals);
     const built = await buildOrNot(input, c.removals, edits);
-    const why = candidates.length > 1 ? `which of ${candidates.length} candidates to keep (${c.note}); the one kept is the step's evaluation too` : "the step's evaluation";
-    const loss = built ? await input.passes.pass('confirmation', why, damage.samples ?? 0, `${damage.name} of the ${c.strategy} candidate (${c.params} parameters)`, () => damage.loss(built.applied.model, 1)) : Infinity;
+    const next = k === 0 && built ? input.nextStatistics?.(c.removals) : undefined;
+    const tap = next && built ? new StatsTap(built.applied.model, next.requests, next.keep) : undefined;
+    const why = `${candidates.length > 1 ? `which of ${candidates.length} candidates to keep (${c.note}); the one kept is the step's evaluation too` : "the step's evaluation"}${tap ? "; and the next step's statistics, on this candidate" : ''}`;
+    const what = `${damage.name} of the ${c.strategy} candidate (${c.params} parameters)${next ? `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(', ')}` : ''}` : ''}`;
+    const measured = built
+      ? await input.passes.pass('confirmation', why, damage.samples ?? 0, what, async () => ({ loss: await damage.loss(built.applied.model, 1, tap), next: tap?.collected() }))
+      : { loss: Infinity, next: undefined };
+    const loss = measured.loss;
     tried.push({ strategy: c.strategy, compensate: resolved(edits), loss: Number.isFinite(loss) ? loss : null, params: c.params, note: c.note });
     log(`allocation ${c.strategy} (${c.note}), compensation ${resolved(edits)}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : 'not measurable'} (${c.params} parameters)`);
-    if (!best || loss < best.loss) best = { c, edits, loss, built };
+    if (!best || loss < best.loss) best = { c, edits, loss, built, next: measured.next };
   }
+  listNotRun(best!.edits);
   log(`allocation: ${best!.c.strategy} (least ${damage.name} on the calibration set)`);
-  return notSlower(input, costs, { ...result(best!.c.strategy, best!.c.removals, best!.edits, damage.name), built: best!.built });
+  const chosen = await notSlower(input, costs, { ...result(best!.c.strategy, best!.c.removals, best!.edits, damage.name), built: best!.built });
+  // Statistics of the candidate confirmed, if that is still the one kept.
+  return chosen.built === best!.built && best!.next ? { ...chosen, next: best!.next } : chosen;
 }
 
 /** Above this ratio of its time to the base's (timed here), a candidate is slower than its base. */
@@ -145,29 +149,60 @@ const SLOWER = 1.02;
 
 /**
  * With widths from the kernel table (align: auto), "not slower than the base" is checked once,
- * on the kept candidate, timed against the base on this machine: if it is slower, the same
- * curves are planned again with every FFN and channel width a multiple of 16, and the faster of
- * the two is kept (the report gives its time over the base's).
+ * on the kept candidate, timed against the base on this machine, where a convolution lost
+ * channels (a matrix product runs as fast at any width: docs/pruning.md): if it is slower, the
+ * same curves are planned again with every convolution as it is, and that plan is kept if it
+ * is not slower (the report gives the time over the base of the one kept).
  */
 async function notSlower(input: AllocationInput, costs: Map<Group, CostCurve>, choice: AllocationChoice): Promise<AllocationChoice> {
   const timer = input.damage?.latency;
-  if (!input.plan.alignAuto || !timer || !choice.allocation || choice.removals.length === 0) return choice;
+  const convolutions = choice.removals.some((r) => r.group.kind === 'channels');
+  if (!input.plan.alignAuto || !timer || !convolutions || !choice.allocation || choice.removals.length === 0) return choice;
   const built = choice.built ?? (await buildOrNot(input, choice.removals, choice.compensation));
   if (!built) return choice;
   const ratio = await timer(built.applied.model);
   const timed = { ...choice, built, allocation: { ...choice.allocation, latency: ratio } };
   if (ratio <= SLOWER) return timed;
-  input.log(`the kept candidate takes ${ratio.toFixed(3)}x the base's time here: planning its widths in multiples of 16`);
-  const wide = planByCurves({ ...input.plan, alignAuto: false, align: 16, alignMinFactor: 2 }, costs);
-  if (!wide) return timed;
-  const edits = await compensation(input.analysis, wide.removals, input.consumers, input.stats, input.compensate, input.dampings, input.inverses);
-  const other = await buildOrNot(input, wide.removals, edits);
+  input.log(`the kept candidate takes ${ratio.toFixed(3)}x the base's time here: planning it again with every convolution as it is`);
+  // Short of the target if it must be (the report says what was removed): slower is no use.
+  const plain = planByCurves({ ...input.plan, groups: input.plan.groups.filter((g) => g.kind !== 'channels') }, costs, true);
+  if (!plain) {
+    input.log('without convolution channels nothing can be removed: keeping the first');
+    return timed;
+  }
+  const edits = await compensation(input.analysis, plain.removals, input.consumers, input.stats, input.compensate, input.dampings, input.inverses);
+  const other = await buildOrNot(input, plain.removals, edits);
   const otherRatio = other ? await timer(other.applied.model) : Infinity;
-  input.log(`widths in multiples of 16: ${otherRatio.toFixed(3)}x the base's time; keeping the ${otherRatio < ratio ? 'aligned' : 'first'} one`);
+  input.log(`with every convolution as it is: ${otherRatio.toFixed(3)}x the base's time; keeping the ${otherRatio < ratio ? 'second' : 'first'} one`);
   if (otherRatio >= ratio) return timed;
-  const allocation = { ...choice.allocation, latency: otherRatio, align: 16 };
-  allocation.tried = [...allocation.tried, { strategy: 'measured', compensate: allocation.compensate, loss: null, params: wide.params, align: 16, latency: otherRatio, note: 'widths in multiples of 16: the kept candidate was slower than the base' }];
-  return { removals: wide.removals, compensation: edits, built: other, allocation };
+  const allocation = { ...choice.allocation, latency: otherRatio };
+  allocation.tried = [...allocation.tried, { strategy: 'measured', compensate: allocation.compensate, loss: null, params: plain.params, latency: otherRatio, note: `every convolution as it is${plain.short ? ' (short of the target)' : ''}: the kept candidate was slower than the base` }];
+  return { removals: plain.removals, compensation: edits, built: other, allocation };
+}
+
+/**
+ * Each group's estimated loss at every unit count it may lose this step, units in the order they
+ * go: its damage curve in closed form (obs.ts), put in the units of the loss by one probe pass
+ * (calibratedCosts). What chooseAllocation plans from; `npm run bench -- quality` checks it
+ * against losses measured by running the model.
+ */
+export async function estimatedLosses(input: AllocationInput, ranked = rankedUnits(input.plan.groups, input.plan.scores)): Promise<Map<Group, CostCurve>> {
+  const { plan } = input;
+  input.log(`damage curves of ${plan.groups.length} groups from the statistics (closed form)`);
+  const share = stepShare(plan, ranked);
+  const curves = await damageCurves(input.model, new AxisNorms(input.analysis), plan.groups, input.consumers, input.stats, input.inverses, {
+    compensate: input.compensate,
+    dampings: input.dampings,
+    checkShare: share,
+    maxShare: reach(plan, ranked, share),
+    // An aligned group's first stop is one multiple away, whatever the step's share.
+    minReach: (g) => groupAlign(plan, g),
+  }, (w) => input.analysis.index.consumersOf(w).length > 1);
+  // Every consumer's damping is chosen and the inverses the candidates read are made: the
+  // covariances are not read again.
+  input.inverses.releaseCovariances(input.stats.values());
+  // One pass: each group's damage in the units of the loss.
+  return calibratedCosts(input, curves, share);
 }
 
 /** The candidate built, or undefined when the engine cannot make it (never chosen; verification reports it). */
@@ -188,35 +223,44 @@ interface Candidate {
   note: string;
 }
 
+/** A runner-up estimated to lose more than this many times what the plan loses is not worth a pass. */
+const RACE_WITHIN = 1.5;
+
 /**
- * The next best plan by the curves' own estimate, the one confirmation is worth most for: of
- * FLAP's global ranking and the plans that give one coarse group (at most COARSE_UNITS units, a
- * layer's heads) one unit more or fewer than planned, the rest planned again around it, the one
- * whose estimated loss is lowest. A coarse group's step is where the estimate's noise decides
- * most; FLAP's ranking is what remains when the estimate is wrong (normalizations over a pruned
- * width change statistics the estimate does not see).
+ * The next best plan by the curves' own estimate, the one a confirmation is worth most for: the
+ * plan that gives one coarse group (at most COARSE_UNITS units, a layer's heads) one unit more
+ * or fewer than planned, the rest planned again around it, whose estimated loss is lowest (a
+ * coarse group's step is where the probe's few samples per count decide most); in a model
+ * without coarse groups, FLAP's global ranking (what remains when the estimate misses what it
+ * does not see, such as normalizations over a pruned width; its estimate, from the curves'
+ * cheapest units, is a lower bound). Raced only when estimated within RACE_WITHIN of the plan.
  */
-function runnerUp(plan: PlanInput, costs: Map<Group, CostCurve>, planned: Removal[]): Candidate | undefined {
+function runnerUp(plan: PlanInput, costs: Map<Group, CostCurve>, planned: Removal[]): { candidate?: Candidate; left?: Candidate & { ratio: number } } {
   const estimate = (removals: Removal[]) => removals.reduce((t, r) => t + (costs.get(r.group)?.cost[r.units.length] ?? 0), 0);
   const options: (Candidate & { estimate: number })[] = [];
-  const global = planRemoval(plan);
-  if (global.params >= plan.targetParams - plan.slack) options.push({ strategy: 'global', ...global, note: "FLAP's global ranking", estimate: estimate(global.removals) });
   for (const g of plan.groups) {
     if (g.units.length > COARSE_UNITS || !costs.has(g)) continue;
     const count = planned.find((r) => r.group === g)?.units.length ?? 0;
-    for (const pin of [count - 1, count + 1]) {
-      if (pin < 0 || pin >= g.units.length) continue;
+    // One step of its width either way: a unit, or a block where the group keeps a multiple.
+    const step = groupAlign(plan, g);
+    for (const pin of [count - step, count + step]) {
+      if (pin < 0 || pin > costs.get(g)!.order.length || (pin > 0 && !alignedWidth(plan, g, g.units.length - pin))) continue;
       const pinned = planCounts({ ...plan, groups: [g] }, new Map([[g, costs.get(g)!.order]]), new Map([[g, pin]]));
       const rest = planByCurves({ ...plan, groups: plan.groups.filter((x) => x !== g), targetParams: plan.targetParams - pinned.params }, costs);
       if (!rest) continue;
       const removals = [...rest.removals, ...pinned.removals];
       const what = g.kind === 'heads' ? 'heads' : 'units';
-      options.push({ strategy: 'measured', removals, params: rest.params + pinned.params, note: `${pin - count > 0 ? 'one more' : 'one fewer'} of ${g.where}'s ${what} removed`, estimate: estimate(removals) });
+      options.push({ strategy: 'measured', removals, params: rest.params + pinned.params, note: `${step === 1 ? 'one' : step} ${pin > count ? 'more' : 'fewer'} of ${g.where}'s ${what} removed`, estimate: estimate(removals) });
     }
   }
-  if (options.length === 0) return undefined;
-  const { estimate: _, ...best } = options.reduce((a, b) => (b.estimate < a.estimate ? b : a));
-  return best;
+  if (options.length === 0) {
+    const global = planRemoval(plan);
+    if (global.params >= plan.targetParams - plan.slack) options.push({ strategy: 'global', ...global, note: "FLAP's global ranking", estimate: estimate(global.removals) });
+  }
+  if (options.length === 0) return {};
+  const { estimate: cost, ...best } = options.reduce((a, b) => (b.estimate < a.estimate ? b : a));
+  const ratio = cost / Math.max(estimate(planned), Number.MIN_VALUE);
+  return ratio > RACE_WITHIN ? { left: { ...best, ratio } } : { candidate: best };
 }
 
 /** The multiple every aligned group's kept width is (1 when no group was aligned). */
@@ -346,7 +390,6 @@ async function calibratedCosts(input: AllocationInput, curves: Map<Group, Damage
   const linear = [...fits.values()].filter((f) => f.p === 1).map((f) => f.a).sort((a, b) => a - b);
   const median = linear.length ? linear[Math.floor(linear.length / 2)] : 1;
   input.log(`sensitivity of ${points.size} groups probed in one pass (${cells.length} removals)`);
-  if (process.env.PG_DEBUG) for (const [g, list] of points) console.error('FIT', g.where.slice(0, 40), g.units.length, JSON.stringify(list.map((x) => ({ e: x.error.toExponential(2), kl: x.loss.toExponential(2) }))), JSON.stringify(fits.get(g)));
   return new Map(
     [...curves].map(([g, c]) => {
       const f = fits.get(g) ?? { a: median, p: 1 };

@@ -18,7 +18,7 @@ import { applyNormRefits, measureNorms, normsToRefit } from './renorm';
 import { RUN_PASSES } from '../util/passes';
 import { PassLedger } from './ledger';
 import type { Feeds } from '../onnx/runtime';
-import { ChannelStats, CollectedStats, Consumer, channelVariance, collectStats, findConsumers, requestedTensors, statsRequests } from './stats';
+import { ChannelStats, CollectedStats, Consumer, StatsRequest, StatsTap, channelVariance, collectStats, findConsumers, requestedTensors, statsRequests } from './stats';
 import { verifyPruned } from './verify';
 import { PassProgress } from '../util/progress';
 import { PruneMemory, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
@@ -70,6 +70,50 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
   return { ...result!, pruned: mergePruned(pruned), paramsBefore, paramsAfter: countParams(current) };
 }
 
+/** Whether a step reads activation statistics: for activation importance, or to compensate. */
+const readsStatistics = (options: PruneOptions) => !!options.calibration && (options.importance === 'activation' || options.compensate !== 'none');
+
+/**
+ * What a step's statistics pass reads of `model`: each group's consumers, the inputs of the
+ * normalizations over a width that may shrink (their scale and bias are refit from them,
+ * renorm.ts, so the pass keeps them whole), and `requestsFor(removed)`: every consumer's input,
+ * with its covariance where it can be refit (and every other batch's sums, for consumers whose
+ * damping is still to be chosen), channels as `removed` leaves them.
+ */
+function statisticsPlan(model: OnnxModel, analysis: Analysis, groups: Group[], options: PruneOptions) {
+  const consumers = new Map(groups.map((g) => [g, findConsumers(analysis, g)]));
+  const renorms = !!options.calibration && options.compensate !== 'none';
+  const normInputs = renorms ? [...new Set(normsToRefit(analysis, groups.map((g) => ({ group: g, units: g.units, params: 0 }))).map((r) => r.stats.input))] : [];
+  const refits = options.compensate === 'auto' || options.compensate === 'reconstruct';
+  const readers = (t: string) => analysis.index.consumersOf(t).length;
+  const dampings = options.memory?.dampings;
+  const requestsFor = (removed: Removal[]): StatsRequest[] => {
+    const gone = new Map<number, number>();
+    for (const r of removed) for (const u of r.units) for (const [slot, indices] of u.indices) gone.set(slot, (gone.get(slot) ?? 0) + indices.length);
+    return [...consumers.values()].flat().map((c) => {
+      const [r] = statsRequests([c], refits && refittable(c, model, readers), () => !dampings?.has(consumerKey(c)));
+      return { ...r, channels: r.channels - (gone.get(c.inputSlot.id) ?? 0) };
+    });
+  };
+  return { consumers, normInputs, requestsFor };
+}
+
+/**
+ * The first step's statistics, collected by a pass the caller makes anyway over the same
+ * batches of `options.calibration`, in order (the gate's evaluation of the base model): a tap for
+ * that pass, whose collection the first step then reads instead of a pass of its own
+ * (`options.memory.ready`). Undefined when the step reads no statistics.
+ */
+export async function firstStatisticsTap(model: OnnxModel, options: PruneOptions): Promise<StatsTap | undefined> {
+  if (!readsStatistics(options) || !options.memory) return undefined;
+  const analysis = await analyze(model, { traces: await traceTwice(model) });
+  options.memory.analysed = { model, analysis };
+  const groups = analysis.groups.filter((g) => options.structures.includes(g.kind));
+  if (groups.length === 0) return undefined;
+  const { normInputs, requestsFor } = statisticsPlan(model, analysis, groups, options);
+  return new StatsTap(model, requestsFor([]), normInputs);
+}
+
 async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<PruneResult> {
   const log = options.log ?? (() => undefined);
   const effort = options.effort ?? { alternative: true, probe: true, share: 1 };
@@ -81,54 +125,49 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
 
   for (let attempt = 1; ; attempt++) {
     log(`analyzing the graph${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
-    const analysis = await analyze(model, { traces, frozen });
+    const known = options.memory?.analysed;
+    const analysis = attempt === 1 && known?.model === model ? known.analysis : await analyze(model, { traces, frozen });
+    if (options.memory) options.memory.analysed = undefined;
     const groups = analysis.groups.filter((g) => options.structures.includes(g.kind));
     // One line per place and reason, however many attempts reached it.
     const skipped = [...new Map([...describeSkipped(analysis, options.structures), ...extraSkipped].map((e) => [`${e.where}\n${e.reason}`, e])).values()];
     if (groups.length === 0 && attempt === 1 && options.target > 0 && options.memory?.scales.size === 0) {
       throw new UserError(nothingToPrune(model, skipped, options.structures));
     }
-    const consumers = new Map(groups.map((g) => [g, findConsumers(analysis, g)]));
+    const { consumers, normInputs, requestsFor } = statisticsPlan(model, analysis, groups, options);
     const passes = new PassLedger(options.passes ?? RUN_PASSES);
     const samples = options.calibrationSamples ?? 0;
     let collected: CollectedStats = { stats: new Map(), rows: new Map() };
     const measured = !!options.calibration && options.importance === 'activation';
-    // Normalizations over a width that may shrink: their scale and bias are refit (renorm.ts)
-    // from their inputs, which the statistics pass keeps.
     const renorms = !!options.calibration && options.compensate !== 'none';
-    const normInputs = renorms ? [...new Set(normsToRefit(analysis, groups.map((g) => ({ group: g, units: g.units, params: 0 }))).map((r) => r.stats.input))] : [];
-    if (options.calibration && (options.importance === 'activation' || options.compensate !== 'none')) {
-      // One pass: means and variances, with the covariances a least-squares refit needs.
-      const refits = options.compensate === 'auto' || options.compensate === 'reconstruct';
-      // What the last step left exactly as it was is not collected again.
+    if (options.calibration && readsStatistics(options)) {
+      // One pass: means and variances, with the covariances a least-squares refit needs. What
+      // is known already (collected while the last step confirmed this model, or left as it was
+      // by the last step's pruning) is not collected again.
+      const ready = options.memory?.ready ?? { stats: new Map(), rows: new Map() };
       const reused = new Map<string, ChannelStats>();
-      // Every other batch's sums too, for consumers whose damping is still to be chosen.
-      const dampings = options.memory?.dampings;
-      const readers = (t: string) => analysis.index.consumersOf(t).length;
-      const all = [...consumers.values()].flat();
-      const requests = [
-        ...statsRequests(all.filter((c) => refits && refittable(c, model, readers)), true, (c) => !dampings?.has(consumerKey(c))),
-        ...statsRequests(all.filter((c) => !refits || !refittable(c, model, readers)), false),
-      ].filter((r) => {
-        const known = options.memory?.unchanged.get(r.tensor);
-        if (!known || known.sum.length !== r.channels || (r.gram && !known.gram)) return true;
+      const requests = requestsFor([]).filter((r) => {
+        const known = ready.stats.get(r.tensor);
+        if (!known || known.sum.length !== r.channels || (r.gram && !known.gram) || (r.half && !known.half)) return true;
         reused.set(r.tensor, known);
         return false;
       });
+      const keep = normInputs.filter((t) => !ready.rows.has(t));
       // The budget may have this step read part of the set (its first batches).
       const batches = options.calibrationBatches;
       const read = effort.share < 1 && batches ? Math.max(1, Math.ceil(effort.share * batches)) : undefined;
       const calibration = read ? firstBatches(options.calibration, read) : options.calibration;
-      const why = `means and variances${requests.some((r) => r.gram) ? ', and the covariances of the damage curves and the least-squares refits' : ''}${normInputs.length ? ", and the inputs of normalizations whose width shrinks" : ''}`;
-      if (requests.length > 0 || normInputs.length > 0) {
+      const why = `means and variances${requests.some((r) => r.gram) ? ', and the covariances of the damage curves and the least-squares refits' : ''}${keep.length ? ', and the inputs of normalizations whose width shrinks' : ''}`;
+      if (requests.length > 0 || keep.length > 0) {
         const sharePart = read ? `, first ${read} batches` : '';
-        collected = await passes.pass('statistics', why, read && batches ? Math.round((samples * read) / batches) : samples, `activation statistics of ${requestedTensors(requests)}${normInputs.length ? `, kept whole: ${normInputs.join(', ')}` : ''}${sharePart}`, () => {
-          log(`collecting activation statistics on the calibration set${read ? ` (its first ${read} of ${batches} batches, to keep to the budget)` : ''}${reused.size ? ` (${reused.size} of ${reused.size + new Set(requests.map((r) => r.tensor)).size} tensors as the last step left them)` : ''}`);
+        collected = await passes.pass('statistics', why, read && batches ? Math.round((samples * read) / batches) : samples, `activation statistics of ${requestedTensors(requests)}${keep.length ? `, kept whole: ${keep.join(', ')}` : ''}${sharePart}`, () => {
+          log(`collecting activation statistics on the calibration set${read ? ` (its first ${read} of ${batches} batches, to keep to the budget)` : ''}${reused.size ? ` (${reused.size} of ${reused.size + new Set(requests.map((r) => r.tensor)).size} tensors known already)` : ''}`);
           const progress = (read ?? batches) ? new PassProgress('activation statistics', (read ?? batches)!, log) : undefined;
-          return collectStats(model, requests, calibration, progress, normInputs);
+          return collectStats(model, requests, calibration, progress, keep);
         });
-      } else log('activation statistics: every tensor is as the last step left it; no pass');
+      } else log('activation statistics: collected by an earlier pass over this model (the base model\'s evaluation, or the last step\'s confirmation); no pass');
       for (const [tensor, s] of reused) collected.stats.set(tensor, s);
+      for (const t of normInputs) if (!collected.rows.has(t) && ready.rows.has(t)) collected.rows.set(t, ready.rows.get(t)!);
     }
     const stats = collected.stats;
     /** A candidate: compensated as `edits` say, its normalizations refit, sliced (throws FixFailure). */
@@ -176,6 +215,9 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       sensitivities: options.memory?.sensitivities ?? new Map(),
       effort,
       build,
+      // The next step's statistics, collected while the planned candidate is confirmed: on the
+      // very model the next step prunes, when that candidate is kept.
+      nextStatistics: options.calibration && options.memory && !options.final ? (removed) => ({ requests: requestsFor(removed).map((r) => ({ ...r, half: false })), keep: normInputs }) : undefined,
       log,
     });
     const { removals } = choice;
@@ -194,9 +236,9 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
     if (built) {
       for (const note of built.notes) log(note);
       const applied = built.applied;
-      const problem = await verifyPruned(applied.model, traces);
+      const problem = await verifyPruned(applied.model, traces, built === choice.built);
       if (!problem) {
-        if (options.memory) options.memory.unchanged = unchangedStats(analysis, removals, built.changed, stats);
+        if (options.memory) options.memory.ready = choice.next ?? { stats: unchangedStats(analysis, removals, built.changed, stats), rows: new Map() };
         const paramsAfter = countParams(applied.model);
         const allocation = choice.allocation && { ...choice.allocation, passes: passes.entries };
         return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced, allocation, passes: passes.entries };

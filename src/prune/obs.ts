@@ -72,7 +72,7 @@ const DAMPINGS: (number | null)[] = [1e-6, 1e-3, 1, null];
 /** The damping used where it cannot be checked (one calibration batch). */
 export const DEFAULT_DAMPING = 1e-2;
 /** Blocks of units removed at once in the greedy: at most about this many blocks per group. */
-const GREEDY_BLOCKS = 32;
+const GREEDY_BLOCKS = 16;
 
 /**
  * How each consumer is repaired, chosen by checking on the calibration batches a refit fitted on
@@ -192,6 +192,8 @@ export interface CurveOptions {
   checkShare: number;
   /** Share of a group's units the curve goes up to: what one step may take from a group. */
   maxShare: number;
+  /** Units the curve reaches at least (a width the group must keep a multiple of is one step away). */
+  minReach?: (group: Group) => number;
 }
 
 /**
@@ -217,7 +219,7 @@ export async function damageCurves(
       const problem = await consumerProblem(model, norms, group, c, s, inverses, options, shared(c.weight));
       if (problem) problems.push(problem);
     }
-    const reach = Math.min(group.units.length - 1, Math.max(1, Math.round(options.maxShare * group.units.length)));
+    const reach = Math.min(group.units.length - 1, Math.max(1, options.minReach?.(group) ?? 1, Math.round(options.maxShare * group.units.length)));
     curves.set(group, await greedyCurve(group, problems, inverses, reach));
   }
   return curves;

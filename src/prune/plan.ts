@@ -1,5 +1,6 @@
 import { Group, Unit } from '../graph/analysis';
 import { Slot } from '../graph/atoms';
+import { convolutionBlock } from '../onnx/runtime';
 
 export interface Removal {
   group: Group;
@@ -22,15 +23,17 @@ export interface PlanInput {
   /** Keep a multiple of this many units in FFN and channel groups of at least 4·align units. */
   align?: number;
   /**
-   * Widths from the kernel table instead (align: auto): convolution channels kept in multiples
-   * of 8 in groups of at least 32 (onnxruntime's convolutions take channels in blocks; an odd
-   * count measured up to a third slower at the same work), FFN widths and heads as planned
-   * (matrix products run as fast at any width: docs/pruning.md).
+   * Widths from the kernel table instead (align: auto): convolution channels that are a multiple
+   * of the runtime's convolution block (16 with AVX-512, else 8) keep one (its blocked kernels
+   * run a 16-channel convolution faster than the same one cut to 12, or to 8 where the block is
+   * 16), FFN widths and heads as planned (matrix products run as fast at any width:
+   * docs/pruning.md).
    */
   alignAuto?: boolean;
-  /** Groups narrower than this many times `align` keep their width as planned (default 4). */
-  alignMinFactor?: number;
 }
+
+/** With a multiple asked for (align: 8), groups narrower than this many times it keep their width as planned. */
+const ALIGN_MIN_FACTOR = 4;
 
 /**
  * Exact parameter accounting: a weight whose two axes both lose units (the middle matrix of an
@@ -131,7 +134,7 @@ function alignWidths(
   const order = new Map(ranked.map((r, i) => [r.unit, i]));
   for (const group of input.groups) {
     const n = group.units.length;
-    if (group.kind === 'heads' || n < (input.alignMinFactor ?? 4) * align) continue; // narrow layers would jump too far
+    if (group.kind === 'heads' || n < ALIGN_MIN_FACTOR * align) continue; // narrow layers would jump too far
     const entry = taken.get(group) ?? { group, units: [], params: 0 };
     const kept = n - entry.units.length;
     const goal = Math.max(align, Math.round(kept / align) * align);
@@ -233,16 +236,25 @@ export interface CostCurve {
   cost: Float64Array;
 }
 
-/** The kernel table (align: auto): the multiple kept per kind of group. */
-const KERNEL_WIDTH: Record<Group['kind'], number> = { channels: 8, ffn: 1, heads: 1 };
+/**
+ * The kernel table (align: auto): the multiple kept per kind of group. Convolution channels keep
+ * a multiple of the runtime's convolution block (blocked convolutions); a matrix product runs as
+ * fast at any width (docs/pruning.md, "Widths").
+ */
+const kernelWidth = (kind: Group['kind']): number => (kind === 'channels' ? convolutionBlock() : 1);
 
-/** The multiple a group's kept width keeps: 1 for heads and for groups too narrow to round without jumping far. */
+/** The multiple a group's kept width keeps: 1 for heads, and for groups too narrow to round without jumping far (an align asked for). */
 export function groupAlign(input: PlanInput, group: Group): number {
   if (group.kind === 'heads') return 1;
-  const factor = input.alignMinFactor ?? 4;
-  if (input.alignAuto) return group.units.length >= factor * KERNEL_WIDTH[group.kind] ? KERNEL_WIDTH[group.kind] : 1;
+  if (input.alignAuto) {
+    // A width already a multiple of the block keeps one, however narrow: leaving the blocked
+    // kernels costs more than the units save (a 16-channel convolution cut to 12, or to 8 where
+    // the block is 16, runs slower than at 16).
+    const kernel = kernelWidth(group.kind);
+    return kernel > 1 && group.units.length % kernel === 0 ? kernel : 1;
+  }
   const align = input.align ?? 1;
-  return align > 1 && group.units.length >= factor * align ? align : 1;
+  return align > 1 && group.units.length >= ALIGN_MIN_FACTOR * align ? align : 1;
 }
 
 /** Whether keeping `kept` of a group's units respects its alignment. */
@@ -257,12 +269,12 @@ export function alignedWidth(input: PlanInput, group: Group, kept: number): bool
  * counts it may stop at (aligned widths only), the hull's segments are taken cheapest per
  * parameter first across groups until the target is met, and the counts are then moved, one
  * group or two at a time (a coarse step down here, a fine one up there), to the cheapest
- * combination within the slack of the target. Parameters are counted exactly at the end (a
- * weight both of whose axes lose units counts once), and the window is corrected for what the
- * per-group counts got wrong. Units go in each curve's order. Undefined when the target cannot
- * be reached.
+ * combination within the slack of the target, parameters counted exactly (a weight both of
+ * whose axes lose units counts once). Units go in each curve's order. Undefined when the target
+ * cannot be reached; with widths from the kernel table (or `mayStopShort`), the most they reach,
+ * marked `short`.
  */
-export function planByCurves(input: PlanInput, curves: Map<Group, CostCurve>): { removals: Removal[]; params: number } | undefined {
+export function planByCurves(input: PlanInput, curves: Map<Group, CostCurve>, mayStopShort = input.alignAuto && input.groups.some((g) => curves.has(g) && groupAlign(input, g) > 1)): { removals: Removal[]; params: number; short?: boolean } | undefined {
   const groups = input.groups.filter((g) => curves.has(g));
   const ranked = new Map(groups.map((g) => [g, curves.get(g)!.order]));
   // Each group alone: parameters after each count, and the counts it may stop at.
@@ -301,38 +313,133 @@ export function planByCurves(input: PlanInput, curves: Map<Group, CostCurve>): {
     at[s.k] = t.allowed.indexOf(s.to);
   }
   const countsOf = () => new Map(table.map((t, k) => [t.g, t.allowed[at[k]]]));
-  const [lowest, highest] = [input.targetParams - input.slack, input.targetParams + input.slack];
-  const miss = (p: number) => (p < lowest ? lowest - p : p > highest ? p - highest : 0);
-  let [low, high] = [lowest, highest];
-  let plan = planCounts(input, ranked, countsOf());
-  let closest = plan;
-  for (let round = 0; round < 6 && miss(plan.params) > 0; round++) {
-    if (!intoWindow(table, at, low, high)) {
-      // Aligned widths cannot land in the window (coarse blocks of a small model): one group,
-      // the one that gets there cheapest, keeps any width.
-      let best: { k: number; at: number[]; cost: number } | undefined;
-      table.forEach((t, k) => {
-        const tables = table.map((x, q) => (q === k ? { ...t, allowed: [...Array(t.params.length).keys()] } : x));
-        const moved = at.map((i, q) => (q === k ? t.allowed[i] : i));
-        if (!intoWindow(tables, moved, low, high)) return;
-        const cost = moved.reduce((c, i, q) => c + tables[q].cost[tables[q].allowed[i]], 0);
-        if (!best || cost < best.cost) best = { k, at: moved, cost };
+  // Windows are judged by the exact count: a weight both of whose axes lose units counts once.
+  const exact = new ExactParams(table.map((t) => curves.get(t.g)!.order), input.slots, input.paramDims);
+  const removed = (counts: number[]) => exact.of(counts.map((i, k) => table[k].allowed[i]));
+  const [low, high] = [input.targetParams - input.slack, input.targetParams + input.slack];
+  if (!intoWindow(table, at, low, high, removed) && !fillWindow(table, at, low, high, removed)) {
+    // Aligned widths cannot land in the window (coarse blocks of a small model): one group, the
+    // one that gets there cheapest, keeps any width. Not a width the kernel table keeps (align:
+    // auto): that one is for speed, which a width off the table loses.
+    let best: { k: number; at: number[]; cost: number } | undefined;
+    table.forEach((t, k) => {
+      if (groupAlign(input, t.g) <= 1 || input.alignAuto) return;
+      const tables = table.map((x, q) => (q === k ? { ...t, allowed: [...Array(t.params.length).keys()] } : x));
+      const moved = at.map((i, q) => (q === k ? t.allowed[i] : i));
+      const freed = (counts: number[]) => exact.of(counts.map((i, q) => tables[q].allowed[i]));
+      if (!intoWindow(tables, moved, low, high, freed) && !fillWindow(tables, moved, low, high, freed)) return;
+      const cost = moved.reduce((c, i, q) => c + tables[q].cost[tables[q].allowed[i]], 0);
+      if (!best || cost < best.cost) best = { k, at: moved, cost };
+    });
+    if (best) {
+      const { k, at: moved } = best;
+      table[k] = { ...table[k], allowed: [...Array(table[k].params.length).keys()] };
+      moved.forEach((i, q) => (at[q] = i));
+    }
+  }
+  const plan = planCounts(input, ranked, countsOf());
+  // As close as the units allow; a plan further than four slacks from the target is no plan.
+  const miss = plan.params < low ? low - plan.params : plan.params > high ? plan.params - high : 0;
+  if (miss <= 3 * input.slack) return plan;
+  // Widths from the kernel table that cannot reach the target stop short of it: a model slower
+  // than its base is no use on the edge. The most they remove without passing the window: the
+  // hull's segments, cheapest per parameter first, each taken if it stays at or below the window.
+  if (!mayStopShort) return undefined;
+  const within = table.map(() => 0);
+  for (const s of segments) {
+    const moved = [...within];
+    moved[s.k] = Math.max(moved[s.k], table[s.k].allowed.indexOf(s.to));
+    if (removed(moved) <= high) moved.forEach((i, k) => (within[k] = i));
+  }
+  const short = planCounts(input, ranked, new Map(table.map((t, k) => [t.g, t.allowed[within[k]]])));
+  if (short.params >= low) return short;
+  return short.params > 0 ? { ...short, short: true } : undefined;
+}
+
+/**
+ * The parameters a combination of counts removes (each group's first units in its order), as
+ * planCounts counts them: every weight once, whichever groups cut its axes. From each group's
+ * removed indices per weight axis by count; weights one group cuts alone are summed per count
+ * ahead.
+ */
+class ExactParams {
+  /** [group][count]: parameters of the weights only that group cuts. */
+  private readonly solo: Float64Array[];
+  /** Weights several groups cut: their dims, and per group and axis the indices removed by count. */
+  private readonly shared: { dims: number[]; cuts: { k: number; axis: number; removed: Int32Array }[] }[] = [];
+
+  constructor(orders: Unit[][], slots: Slot[], paramDims: (tensor: string) => number[] | undefined) {
+    // Per tensor, per group: the indices removed on each axis after each count.
+    const cuts = new Map<string, Map<number, Map<number, Int32Array>>>();
+    orders.forEach((order, k) => {
+      order.forEach((u, c) => {
+        for (const [slotId, indices] of u.indices) {
+          const slot = slots[slotId];
+          if (!slot.constant || !paramDims(slot.tensor)) continue;
+          const byGroup = cuts.get(slot.tensor) ?? new Map<number, Map<number, Int32Array>>();
+          cuts.set(slot.tensor, byGroup);
+          const byAxis = byGroup.get(k) ?? new Map<number, Int32Array>();
+          byGroup.set(k, byAxis);
+          const removed = byAxis.get(slot.axis) ?? new Int32Array(order.length + 1);
+          byAxis.set(slot.axis, removed);
+          removed[c + 1] += indices.length;
+        }
       });
-      if (best) {
-        const { k, at: moved } = best;
-        table[k] = { ...table[k], allowed: [...Array(table[k].params.length).keys()] };
-        moved.forEach((i, q) => (at[q] = i));
+    });
+    this.solo = orders.map((order) => new Float64Array(order.length + 1));
+    for (const [tensor, byGroup] of cuts) {
+      const dims = paramDims(tensor)!;
+      for (const byAxis of byGroup.values()) for (const removed of byAxis.values()) for (let c = 1; c < removed.length; c++) removed[c] += removed[c - 1];
+      if (byGroup.size === 1) {
+        const [[k, byAxis]] = [...byGroup];
+        for (let c = 0; c < this.solo[k].length; c++) this.solo[k][c] = this.solo[k][c] + product(dims) - product(dims.map((d, axis) => d - (byAxis.get(axis)?.[c] ?? 0)));
+      } else {
+        this.shared.push({ dims, cuts: [...byGroup].flatMap(([k, byAxis]) => [...byAxis].map(([axis, removed]) => ({ k, axis, removed }))) });
       }
     }
-    const next = planCounts(input, ranked, countsOf());
-    // Weights shared by two groups make the per-group sums overcount: shift the window by the error.
-    const sum = table.reduce((t, x, k) => t + x.params[x.allowed[at[k]]], 0);
-    [low, high] = [lowest + (sum - next.params), highest + (sum - next.params)];
-    plan = next;
-    if (miss(plan.params) < miss(closest.params)) closest = plan;
   }
-  // As close as the units allow; a plan further than four slacks from the target is no plan.
-  return miss(closest.params) <= 3 * input.slack ? closest : undefined;
+
+  /** Parameters removed when group k loses its first counts[k] units. */
+  of(counts: number[]): number {
+    let total = 0;
+    counts.forEach((c, k) => (total += this.solo[k][c]));
+    for (const { dims, cuts } of this.shared) {
+      const kept = [...dims];
+      for (const { k, axis, removed } of cuts) kept[axis] -= removed[counts[k]];
+      total += product(dims) - product(kept);
+    }
+    return total;
+  }
+}
+
+/**
+ * Lands the counts in [low, high] when stepping one group at a time does not (coarse groups
+ * overshoot both ways): one group fills the gap, at the count that lands cheapest, the others as
+ * they are or with one of them a step up or down. Of these, the cheapest; false when none lands.
+ */
+function fillWindow(table: { cost: Float64Array; allowed: number[] }[], at: number[], low: number, high: number, removed: (at: number[]) => number): boolean {
+  const cost = (k: number, i: number) => table[k].cost[table[k].allowed[i]];
+  const spent = at.reduce((t, i, k) => t + cost(k, i), 0);
+  let best: { at: number[]; cost: number } | undefined;
+  for (let f = 0; f < table.length; f++) {
+    // One other group moved a step (or none), then the filler's count that lands cheapest.
+    const moves: [number, number][] = [[-1, 0]];
+    for (let j = 0; j < table.length; j++) if (j !== f) for (const d of [-1, 1]) if (at[j] + d >= 0 && at[j] + d < table[j].allowed.length) moves.push([j, d]);
+    for (const [j, d] of moves) {
+      const next = [...at];
+      if (j >= 0) next[j] += d;
+      const movedCost = j < 0 ? 0 : cost(j, at[j] + d) - cost(j, at[j]);
+      for (let i = 0; i < table[f].allowed.length; i++) {
+        const c = spent + movedCost - cost(f, at[f]) + cost(f, i);
+        if (best && c >= best.cost) continue;
+        next[f] = i;
+        const sum = removed(next);
+        if (sum >= low && sum <= high) best = { at: [...next], cost: c };
+      }
+    }
+  }
+  if (best) best.at.forEach((i, k) => (at[k] = i));
+  return !!best;
 }
 
 /**
@@ -342,10 +449,10 @@ export function planByCurves(input: PlanInput, curves: Map<Group, CostCurve>): {
  * first); while below it, the step up that costs least per parameter. Of the counts that land in
  * the window on the way, the cheapest is kept.
  */
-function intoWindow(table: { cost: Float64Array; params: number[]; allowed: number[] }[], at: number[], low: number, high: number): boolean {
-  const value = (k: number, i: number) => ({ params: table[k].params[table[k].allowed[i]], cost: table[k].cost[table[k].allowed[i]] });
-  const sum = () => at.reduce((t, i, k) => t + value(k, i).params, 0);
-  const cost = () => at.reduce((t, i, k) => t + value(k, i).cost, 0);
+function intoWindow(table: { cost: Float64Array; allowed: number[] }[], at: number[], low: number, high: number, removed: (at: number[]) => number): boolean {
+  const costOf = (k: number, i: number) => table[k].cost[table[k].allowed[i]];
+  const sum = () => removed(at);
+  const cost = () => at.reduce((t, i, k) => t + costOf(k, i), 0);
   let best: { at: number[]; cost: number } | undefined;
   const seen = new Set<string>();
   for (let guard = 0; guard < 4096; guard++) {
@@ -363,10 +470,11 @@ function intoWindow(table: { cost: Float64Array; params: number[]; allowed: numb
     for (let k = 0; k < table.length; k++) {
       const i = at[k] + (down ? -1 : 1);
       if (i < 0 || i >= table[k].allowed.length) continue;
-      const [now, next] = [value(k, at[k]), value(k, i)];
-      const dp = next.params - now.params;
+      const moved = [...at];
+      moved[k] = i;
+      const dp = removed(moved) - total;
       if (dp === 0) continue;
-      const slope = (next.cost - now.cost) / dp;
+      const slope = (costOf(k, i) - costOf(k, at[k])) / dp;
       const stays = !down || total + dp >= low;
       // Down: prefer staying at or above the window, then the most saved per parameter; up: the least cost per parameter.
       const better = !pick || (down ? (stays !== pick.stays ? stays : slope > pick.slope) : slope < pick.slope);

@@ -102,30 +102,19 @@ export function probeModel(analysis: Analysis, cells: ProbeCell[]): Probe {
       const masked = name('masked');
       added.push(node('Mul', [delta, perSample], masked));
       added.push(node('Add', [base, masked], y));
-      // Squared change per output vector of each sample: Σ change² x outputs / the sample's
-      // elements. Computed on every sample (the mask only decides whether it is added).
+      // Squared change per output vector of each sample: the mean of change² over the sample's
+      // elements, times the outputs per vector. Computed on every sample (the mask only decides
+      // whether it is added), in float32.
+      const deltaF = dtype === float ? delta : name('delta_f');
+      if (deltaF !== delta) added.push(node('Cast', [delta], deltaF, [int('to', float)]));
       const sq = name('sq');
-      added.push(nodeOverAxes('ReduceSumSquare', delta, sq, [...Array(rank).keys()].slice(1), opset, graph.initializer, [int('keepdims', 0)]));
-      const sqF = name('sq_f');
-      added.push(node('Cast', [sq], sqF, [int('to', float)]));
-      const size = name('size');
-      added.push(node('Size', [delta], size));
-      const shapeOf = name('shape');
-      added.push(node('Shape', [delta], shapeOf));
-      const first = name('first');
-      ints(first, [0]);
-      const samples = name('samples');
-      added.push(node('Gather', [shapeOf, first], samples));
-      const each = name('each');
-      added.push(node('Div', [size, samples], each));
-      const eachF = name('each_f');
-      added.push(node('Cast', [each], eachF, [int('to', float)]));
+      added.push(node('Mul', [deltaF, deltaF], sq));
+      const mean = name('mean');
+      added.push(nodeOverAxes('ReduceMean', sq, mean, [...Array(rank).keys()].slice(1), opset, graph.initializer, [int('keepdims', 0)]));
       const outs = name('outs');
       model.addInitializer(outs, fromFloat32([change.dims[use.weightOut]], float, []));
-      const scaled = name('scaled');
-      added.push(node('Mul', [sqF, outs], scaled));
       const per = name('per');
-      added.push(node('Div', [scaled, eachF], per));
+      added.push(node('Mul', [mean, outs], per));
       original.output![0] = base;
       graph.node.splice(graph.node.indexOf(original) + 1, 0, ...added);
       parts.push(per);

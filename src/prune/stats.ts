@@ -125,15 +125,77 @@ export async function collectStats(
   progress?: PassProgress,
   keep: string[] = [],
 ): Promise<CollectedStats> {
-  const collector = await StatsCollector.create(model, requests, keep);
+  const tap = new StatsTap(model, requests, keep);
+  // No memory arena: a pass's outputs (a covariance per tensor) are copied out at once, and an
+  // arena would keep their peak for the session's life.
+  const session = await sessionForProto(tap.model, tap.model.proto, { enableCpuMemArena: false });
   try {
     for await (const feeds of calibration()) {
-      await collector.add(feeds);
+      tap.add(await session.run(feeds, tap.outputs));
       progress?.tick();
     }
-    return { stats: collector.stats, rows: collector.rows };
+    return tap.collected();
   } finally {
-    await collector.release();
+    await session.release();
+  }
+}
+
+/**
+ * A copy of a model that also reduces the requested tensors to their per-channel sums (and
+ * Σ x xᵀ, a matrix product onnxruntime does far faster than a loop here), so that only C or
+ * C x C numbers per tensor leave onnxruntime for each batch, and keeps the `keep` tensors whole:
+ * run by a statistics pass, or riding along another pass over the same model (the confirmation
+ * of the candidate the next step will prune). `add` folds one batch's outputs in.
+ */
+export class StatsTap {
+  readonly model: OnnxModel;
+  /** The outputs to fetch from each run, besides the model's own. */
+  readonly outputs: string[];
+  private readonly stats = new Map<string, ChannelStats>();
+  private readonly rows = new Map<string, Float32Array[]>();
+  private readonly wanted = new Map<string, StatsRequest>();
+  private readonly sums = new Map<string, SumOutputs>();
+  private keptBytes = 0;
+  private batches = 0;
+
+  constructor(
+    source: OnnxModel,
+    requests: StatsRequest[],
+    private readonly keep: string[] = [],
+  ) {
+    for (const r of requests) {
+      const prev = this.wanted.get(r.tensor);
+      this.wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram, half: !!r.half || !!prev?.half });
+    }
+    this.model = source.clone();
+    const graph = this.model.graph as onnx.GraphProto;
+    let k = 0;
+    for (const r of this.wanted.values()) this.sums.set(r.tensor, addSums(graph, r, `prune_gate_stats_${k++}`, source.defaultOpset ?? 13));
+    const listed = new Set(graph.output.map((o) => o.name));
+    const names = [...[...this.sums.values()].flatMap((o) => Object.values(o) as string[]), ...keep.filter((t) => !listed.has(t))];
+    graph.output.push(...names.map((name) => onnx.ValueInfoProto.create({ name })));
+    this.outputs = [...[...this.sums.values()].flatMap((o) => Object.values(o) as string[]), ...keep];
+  }
+
+  add(result: Record<string, ort.Tensor>): void {
+    const odd = this.batches++ % 2 === 1;
+    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, this.sums.get(name)!, result, odd);
+    for (const name of this.keep) {
+      if (this.keptBytes < 0) break;
+      if (result[name].type !== 'float32') continue; // read again by a pass of its own
+      const data = Float32Array.from(result[name].data as Float32Array);
+      this.keptBytes += data.byteLength;
+      if (this.keptBytes > KEPT_MAX_BYTES) {
+        this.rows.clear();
+        this.keptBytes = -1;
+        break;
+      }
+      this.rows.set(name, [...(this.rows.get(name) ?? []), data]);
+    }
+  }
+
+  collected(): CollectedStats {
+    return { stats: this.stats, rows: this.rows };
   }
 }
 
@@ -152,69 +214,6 @@ interface SumOutputs {
   sum: string;
   sumSquares: string;
   gram?: string;
-}
-
-/**
- * One session over the model with each requested tensor reduced inside the graph to its
- * per-channel sums (and Σ x xᵀ, a matrix product onnxruntime does far faster than a loop here),
- * so only C or C x C numbers per tensor leave onnxruntime for each batch.
- */
-export class StatsCollector {
-  readonly stats = new Map<string, ChannelStats>();
-  readonly rows = new Map<string, Float32Array[]>();
-  private keptBytes = 0;
-
-  private constructor(
-    private readonly session: ort.InferenceSession,
-    private readonly wanted: Map<string, StatsRequest>,
-    private readonly outputs: Map<string, SumOutputs>,
-    private readonly keep: string[],
-  ) {}
-
-  static async create(model: OnnxModel, requests: StatsRequest[], keep: string[] = []): Promise<StatsCollector> {
-    const wanted = new Map<string, StatsRequest>();
-    for (const r of requests) {
-      const prev = wanted.get(r.tensor);
-      wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram, half: !!r.half || !!prev?.half });
-    }
-    const proto = model.clone().proto;
-    const graph = proto.graph as onnx.GraphProto;
-    const outputs = new Map<string, SumOutputs>();
-    let k = 0;
-    for (const r of wanted.values()) outputs.set(r.tensor, addSums(graph, r, `prune_gate_stats_${k++}`, model.defaultOpset ?? 13));
-    const listed = new Set(graph.output.map((o) => o.name));
-    graph.output.push(
-      ...[...[...outputs.values()].flatMap((o) => Object.values(o) as string[]), ...keep.filter((k) => !listed.has(k))].map((name) => onnx.ValueInfoProto.create({ name })),
-    );
-    // No memory arena: a pass's outputs (a covariance per tensor) are copied out at once, and an
-    // arena would keep their peak for the session's life.
-    return new StatsCollector(await sessionForProto(model, proto, { enableCpuMemArena: false }), wanted, outputs, keep);
-  }
-
-  private batches = 0;
-
-  async add(feeds: Feeds): Promise<void> {
-    const names = [...[...this.outputs.values()].flatMap((o) => Object.values(o) as string[]), ...this.keep];
-    const result = await this.session.run(feeds, names);
-    const odd = this.batches++ % 2 === 1;
-    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, this.outputs.get(name)!, result, odd);
-    for (const name of this.keep) {
-      if (this.keptBytes < 0) break;
-      if (result[name].type !== 'float32') continue; // read again by a pass of its own
-      const data = Float32Array.from(result[name].data as Float32Array);
-      this.keptBytes += data.byteLength;
-      if (this.keptBytes > KEPT_MAX_BYTES) {
-        this.rows.clear();
-        this.keptBytes = -1;
-        break;
-      }
-      this.rows.set(name, [...(this.rows.get(name) ?? []), data]);
-    }
-  }
-
-  release(): Promise<void> {
-    return this.session.release();
-  }
 }
 
 /** Nodes that reduce `r.tensor` to its per-channel sums, named from `prefix`. */

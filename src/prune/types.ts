@@ -1,9 +1,10 @@
-import type { Structure } from '../graph/analysis';
+import type { Analysis, Structure } from '../graph/analysis';
 import type { OnnxModel } from '../onnx/model';
 import type { Feeds } from '../onnx/runtime';
 import type { SlicedEntries } from './apply';
 import type { PassRecord } from '../util/passes';
-import type { ChannelStats } from './stats';
+import type { CollectedStats } from './stats';
+import type { ort } from '../onnx/runtime';
 
 export type { Structure } from '../graph/analysis';
 export const IMPORTANCES = ['magnitude', 'activation'] as const;
@@ -30,7 +31,8 @@ export type Allocation = (typeof ALLOCATIONS)[number];
 export interface DamageMeasure {
   /** What the loss is, for the report ("cross-entropy on the labels", "KL to the base"). */
   name: string;
-  loss(candidate: OnnxModel, share: number): Promise<number>;
+  /** `tap`: a copy of the candidate with outputs of its own, run instead, each batch's outputs handed to it. */
+  loss(candidate: OnnxModel, share: number, tap?: PassTap): Promise<number>;
   /**
    * The loss of each sample of the set, the candidate run with `extra` feeds for each batch of
    * samples (the sensitivity probe's masks, one value per sample) and the per-sample values of
@@ -45,11 +47,24 @@ export interface DamageMeasure {
   /** The samples `sampleLosses` runs. */
   samples?: number;
   /**
+   * The step's evaluation reuses the pass that confirmed the kept candidate (the candidate is
+   * evaluated as built, not quantized): a lone candidate is then confirmed too, for free, and its
+   * pass collects the next step's statistics.
+   */
+  confirmationEvaluates?: boolean;
+  /**
    * The candidate's latency over the base's (median of alternated runs, the worse of batch 1
    * and a calibration batch) on this machine: with `align: auto`, a pruned model slower than its
    * base here is not kept.
    */
   latency?(candidate: OnnxModel): Promise<number>;
+}
+
+/** Outputs a pass also fetches, and what takes them: statistics riding along a confirmation (stats.ts StatsTap). */
+export interface PassTap {
+  model: OnnxModel;
+  outputs: string[];
+  add(result: Record<string, ort.Tensor>): void;
 }
 
 /** What the allocation search tried, with each candidate's calibration loss, and what it kept. */
@@ -99,6 +114,8 @@ export interface PruneOptions {
    * because its weakest remaining unit is, relative to its neighbours, still the weakest.
    */
   memory?: PruneMemory;
+  /** No step follows this one: nothing is collected for a next one. */
+  final?: boolean;
   /** Runs the passes over `calibration`, or gives back recorded results (default: runs them). */
   passes?: PassRecord;
   /** What this step may spend (default: everything; see SearchEffort). */
@@ -119,7 +136,7 @@ export interface SearchEffort {
 
 /** One pass over the calibration set a step made: what it was, why, and what it cost. */
 export interface PassEntry {
-  what: 'statistics' | 'probe' | 'confirmation' | 'normalization sums';
+  what: 'statistics' | 'probe' | 'confirmation' | 'normalization sums' | 'evaluation';
   /** Why it ran: what its result was for. */
   why: string;
   /** The samples it read. */
@@ -169,15 +186,17 @@ export interface PruneMemory {
   /** Each consumer's damping, chosen the first time it is refit (obs.ts). */
   dampings: Map<string, number | null>;
   /**
-   * Statistics of the last step's tensors that its pruning left exactly as they were (nothing
-   * before them was removed or refit), by tensor: the next step reads them instead of
-   * collecting them again.
+   * Statistics of the next step's model known already, by tensor: collected while the last step
+   * confirmed the candidate it kept, or, for tensors its pruning left exactly as they were, the
+   * last step's own. The next step reads them instead of collecting them again.
    */
-  unchanged: Map<string, ChannelStats>;
+  ready: CollectedStats;
   /** Each group's measured loss for its curve's error (loss = a·E^p), by group, for a step that does not probe. */
   sensitivities: Map<string, { a: number; p: number }>;
+  /** The analysis firstStatisticsTap made, which the first step takes if it prunes that very model. */
+  analysed?: { model: OnnxModel; analysis: Analysis };
 }
 
 export function newPruneMemory(): PruneMemory {
-  return { scales: new Map(), dampings: new Map(), unchanged: new Map(), sensitivities: new Map() };
+  return { scales: new Map(), dampings: new Map(), ready: { stats: new Map(), rows: new Map() }, sensitivities: new Map() };
 }

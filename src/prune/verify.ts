@@ -1,8 +1,8 @@
 import { kvCacheTensors } from '../graph/analysis';
-import { Trace } from '../graph/trace';
+import { Trace, traceModelAt } from '../graph/trace';
 import { OnnxModel } from '../onnx/model';
-import { createSession, dummyFeeds, sessionForProto } from '../onnx/runtime';
-import { floatWeightBytes, shapeOnlyProto } from '../onnx/skeleton';
+import { createSession, dummyFeeds, ort } from '../onnx/runtime';
+import { floatWeightBytes } from '../onnx/skeleton';
 
 /** Above this, the pruned model is checked without loading its weights. */
 const FULL_CHECK_MAX_BYTES = 256 * 2 ** 20;
@@ -10,41 +10,57 @@ const FULL_CHECK_MAX_BYTES = 256 * 2 ** 20;
 /**
  * Runs the pruned model at both traced input sizes and checks that it loads and that every
  * output keeps the shape the base model had (a KV cache's present outputs: the heads it declares). Returns what went wrong, or undefined.
+ * `ran`: this very model was already loaded and run on the calibration set (a confirmation), so
+ * only its shapes at the traced sizes are left to check.
  */
-export async function verifyPruned(model: OnnxModel, baseTraces: [Trace, Trace]): Promise<string | undefined> {
+export async function verifyPruned(model: OnnxModel, baseTraces: [Trace, Trace], ran = false): Promise<string | undefined> {
+  const feeds = baseTraces.map((t) => dummyFeeds(model, ...(t.sizes as [number, number])));
+  // A big model, or one already run with its weights, is checked through its shape-only copy
+  // (same graph, same shapes, no weights held), traced: the next step analyses this very graph
+  // at these sizes, and takes the trace from here (trace.ts).
+  if (ran || floatWeightBytes(model) > FULL_CHECK_MAX_BYTES) {
+    let traces: Trace[];
+    try {
+      traces = await traceModelAt(model, feeds);
+    } catch (e) {
+      return `the pruned model fails to run: ${firstLine(e)}`;
+    }
+    return traces.map((t, k) => wrongOutput(model, baseTraces[k], (name) => t.get(name)?.dims)).find((p) => p);
+  }
   let session;
   try {
-    // A big model is checked through its shape-only copy: same graph, same shapes, no weights held.
-    session =
-      floatWeightBytes(model) > FULL_CHECK_MAX_BYTES
-        ? await sessionForProto(model, shapeOnlyProto(model).proto, { graphOptimizationLevel: 'disabled', enableCpuMemArena: false })
-        : await createSession(model);
+    session = await createSession(model);
   } catch (e) {
     return `onnxruntime rejects the pruned model: ${firstLine(e)}`;
   }
-  const cache = kvCacheTensors(model);
   try {
     for (const k of [0, 1] as const) {
-      let out;
+      let out: Record<string, ort.Tensor>;
       try {
-        out = await session.run(dummyFeeds(model, ...(baseTraces[k].sizes as [number, number])));
+        out = await session.run(feeds[k]);
       } catch (e) {
         return `the pruned model fails to run: ${firstLine(e)}`;
       }
-      for (const name of session.outputNames) {
-        // As the base had it, except the fixed sizes a KV cache's present output declares anew (its heads).
-        const declared = (cache.has(name) && model.graph.output.find((v) => v.name === name)?.type?.tensorType?.shape?.dim) || [];
-        const want = baseTraces[k].get(name)?.dims.map((d, i) => (declared[i]?.dimValue ? Number(declared[i].dimValue) : d));
-        const got = out[name]?.dims;
-        if (want && JSON.stringify(want) !== JSON.stringify(got)) {
-          return `output ${name} has shape [${got}] instead of [${want}]`;
-        }
-      }
+      const problem = wrongOutput(model, baseTraces[k], (name) => out[name]?.dims);
+      if (problem) return problem;
     }
     return undefined;
   } finally {
     await session.release();
   }
+}
+
+/** The first output whose shape is not the base's (a KV cache's present output: the heads it declares), described. */
+function wrongOutput(model: OnnxModel, base: Trace, dimsOf: (name: string) => readonly number[] | undefined): string | undefined {
+  const cache = kvCacheTensors(model);
+  for (const output of model.graph.output) {
+    const name = output.name ?? '';
+    const declared = (cache.has(name) && output.type?.tensorType?.shape?.dim) || [];
+    const want = base.get(name)?.dims.map((d, i) => (declared[i]?.dimValue ? Number(declared[i].dimValue) : d));
+    const got = dimsOf(name);
+    if (want && JSON.stringify(want) !== JSON.stringify(got)) return `output ${name} has shape [${got}] instead of [${want}]`;
+  }
+  return undefined;
 }
 
 function firstLine(e: unknown): string {

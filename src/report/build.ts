@@ -79,7 +79,7 @@ export function buildReport(input: ReportInput): Report {
       candidate: input.latency.candidate,
       speedup: finiteOrNull(input.latency.speedup),
     },
-    steps: input.steps.map((s) => ({ ratio: s.ratio, metrics: s.metrics.map(metricJson), pass: s.pass, quality_pass: s.qualityPass })),
+    steps: input.steps.map((s) => ({ ratio: s.ratio, metrics: s.metrics.map(metricJson), pass: s.pass, quality_pass: s.qualityPass, ...(s.passes ? { passes: s.passes } : {}) })),
     chosen_step: input.chosenStep,
     pruned: input.pruned.map((p) => ({ kind: p.kind, where: p.where, before: p.before, after: p.after, params: p.params })),
     skipped: input.skipped.map((s) => ({ where: s.where, reason: s.reason })),

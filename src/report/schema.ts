@@ -33,12 +33,22 @@ export const MetricResultSchema = z.object({
 
 export const LatencyStatsSchema = z.object({ p50_ms: count, p95_ms: count });
 
+/** One pass over the calibration set: what it was, why it ran, the samples it read and what it cost. */
+const PassSchema = z.object({
+  what: z.enum(['statistics', 'probe', 'confirmation', 'normalization sums', 'evaluation']),
+  why: z.string().max(2000),
+  samples: z.number().int().nonnegative(),
+  seconds: z.number().nonnegative(),
+});
+
 export const StepSchema = z.object({
   ratio: z.number().min(0).max(1),
   metrics: z.array(MetricResultSchema).max(METRIC_NAMES.length),
   pass: z.boolean(),
   /** Passes every quality bound (the search goes on past such a step). */
   quality_pass: z.boolean(),
+  /** The step's passes over the calibration set (the pruning's; its evaluation is its kept confirmation's). */
+  passes: z.array(PassSchema).max(16).optional(),
 });
 
 /** What quantization did to the chosen candidate (present when quantize is int8 or int4). */
@@ -117,17 +127,7 @@ export const ReportSchema = z.object({
       align: count,
       latency: z.number().nullable().optional(),
       /** The passes over the calibration set the result's last step made: what each was, why it ran, what it read and cost. */
-      passes: z
-        .array(
-          z.object({
-            what: z.enum(['statistics', 'probe', 'confirmation', 'normalization sums']),
-            why: text,
-            samples: count,
-            seconds: z.number().nonnegative(),
-          }),
-        )
-        .max(MAX_ITEMS)
-        .optional(),
+      passes: z.array(PassSchema).max(16).optional(),
     })
     .optional(),
   /** The search's budget (seconds), what the run spent, and what was left out to keep to it. */

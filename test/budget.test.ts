@@ -1,0 +1,64 @@
+// The search's budget (src/gate/budget.ts): each step planned from what the last one cost, the
+// passes that matter least left out first, and the report told which and where.
+import { SearchBudget } from '../src/gate/budget';
+
+/** A clock the test moves. */
+function clock() {
+  let t = 0;
+  return { now: () => t * 1000, advance: (seconds: number) => (t += seconds) };
+}
+
+// One step's cost: 10 s in all, of which 2 s the alternative's confirmation, 3 s the probe and
+// 4 s the statistics on the whole set (1 s of analysis and the kept candidate's confirmation).
+const STEP = { total: 10, alternative: 2, probe: 3, statistics: 4, share: 1 };
+
+test('every step runs at full effort while the steps left fit, and nothing is reported left out', () => {
+  const c = clock();
+  const budget = new SearchBudget(100, 5, c.now);
+  for (let step = 1; step <= 5; step++) {
+    expect(budget.effortFor(step)).toEqual({ alternative: true, probe: true, share: 1 });
+    c.advance(10);
+    budget.stepDone(STEP);
+  }
+  expect(budget.summary()).toEqual({ seconds: 100, spent: 50, left_out: [] });
+});
+
+test('when the steps left would not fit, the alternative goes first, then the probe, then half of the statistics', () => {
+  const c = clock();
+  // 5 steps of 10 s in 36 s: after step 1, 4 steps must fit in 26 s.
+  const budget = new SearchBudget(36, 5, c.now);
+  expect(budget.effortFor(1)).toEqual({ alternative: true, probe: true, share: 1 });
+  c.advance(10);
+  budget.stepDone(STEP);
+  // 4 x 10 = 40 > 26; without the alternative 4 x 8 = 32 > 26; without the probe 4 x 5 = 20 <= 26.
+  expect(budget.effortFor(2)).toEqual({ alternative: false, probe: false, share: 1 });
+  c.advance(5);
+  budget.stepDone({ total: 5, alternative: 0, probe: 0, statistics: 4, share: 1 });
+  // 3 steps in 21 s: at that effort 3 x 5 = 15 fits, and the probe would cost 3 s more a step
+  // (its last measured cost): 3 x 8 = 24 does not.
+  expect(budget.effortFor(3)).toEqual({ alternative: false, probe: false, share: 1 });
+  c.advance(14); // a slow step: 2 steps in 7 s
+  budget.stepDone({ total: 5, alternative: 0, probe: 0, statistics: 4, share: 1 });
+  expect(budget.effortFor(4)).toEqual({ alternative: false, probe: false, share: 0.5 });
+  c.advance(3);
+  budget.stepDone({ total: 3, alternative: 0, probe: 0, statistics: 2, share: 0.5 });
+  // Step 5 may read half the set too, but its statistics were known already (collected by step
+  // 4's confirmation, on the whole set): nothing of them was left out there.
+  expect(budget.effortFor(5)).toEqual({ alternative: false, probe: false, share: 0.5 });
+  budget.stepDone({ total: 1, alternative: 0, probe: 0, statistics: 0, share: 0.5 });
+  expect(budget.summary().left_out).toEqual([
+    'the confirmation of a second candidate at steps 2, 3, 4, 5',
+    "the sensitivity probe (each group's last measured sensitivity reused) at steps 2, 3, 4, 5",
+    'half of the calibration set in the statistics pass at step 4',
+  ]);
+});
+
+test("the estimate of the time left is the steps to go at the last step's cost", () => {
+  const c = clock();
+  const budget = new SearchBudget(600, 5, c.now);
+  expect(budget.remaining(0)).toBeNaN();
+  budget.stepDone(STEP);
+  expect(budget.remaining(1)).toBe(40);
+  budget.stepDone({ ...STEP, total: 6 });
+  expect(budget.remaining(2)).toBe(18);
+});
