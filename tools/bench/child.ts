@@ -7,7 +7,8 @@ import { klFromLog, logSoftmax } from '../../src/eval/metrics';
 import { OnnxModel } from '../../src/onnx/model';
 import { writeModel } from '../../src/onnx/write';
 import { pruneModel } from '../../src/prune';
-import { StatsCollector, findConsumers, statsRequests } from '../../src/prune/stats';
+import { StatsTap, findConsumers, statsRequests } from '../../src/prune/stats';
+import { sessionForProto } from '../../src/onnx/runtime';
 import { analyze } from '../../src/graph/analysis';
 import { createSession, ort } from '../../src/onnx/runtime';
 import { floatWeightBytes } from '../../src/onnx/skeleton';
@@ -152,12 +153,13 @@ async function main() {
       const consumers = analysis.groups.flatMap((g) => findConsumers(analysis, g));
       const requests = statsRequests(consumers, false);
       // Same protocol as the plain run: session made and warmed up untimed, then the batches.
-      const collector = await StatsCollector.create(model, requests);
-      await collector.add(feeds[0]);
+      const tap = new StatsTap(model, requests);
+      const stats = await sessionForProto(tap.model, tap.model.proto, { enableCpuMemArena: false });
+      tap.add(await stats.run(feeds[0], tap.outputs));
       const t0 = performance.now();
-      for (const f of feeds) await collector.add(f);
+      for (const f of feeds) tap.add(await stats.run(f, tap.outputs));
       seconds = (performance.now() - t0) / 1000;
-      await collector.release();
+      await stats.release();
     }
     console.log(JSON.stringify({ task, file, samples: batches * batch, seconds, peakRssMb: peakRssMb() }));
     return;

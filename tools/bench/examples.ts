@@ -117,7 +117,7 @@ async function main() {
       await gateWithHeldOut('gate, --target 0 --quantize int8', ex, { ...configured, prune: { ...configured.prune, target: 0 }, quantize: 'int8' }, heldOut, latencyRuns);
       await gateWithHeldOut('gate, --target 0 --quantize int4', ex, { ...configured, prune: { ...configured.prune, target: 0 }, quantize: 'int4' }, heldOut, latencyRuns);
     } else {
-      // The same sweep with any width, and with widths chosen by timing (align auto).
+      // The same sweep with any width, and with widths from the kernel table (align auto).
       await gateWithHeldOut('sweep, align 1', ex, sweep({ align: 1 }), heldOut, latencyRuns);
       await gateWithHeldOut('sweep, align auto', ex, sweep({ align: 'auto' }), heldOut, latencyRuns);
     }

@@ -12,6 +12,9 @@
 //   matrix       a gate on one machine against 4 matrix jobs and their merge: the example, a 7B-shaped model
 //   cold-start   the action's first run (installs onnxruntime-node), the next, and a new runner
 //                that restores it from the Actions cache
+//   cost         what a gate costs against one eval of the same model on the same set: the
+//                example, a 2 M GPT-2-shaped and a BERT-base-shaped model (generated), with
+//                the passes each step made and the peak RSS
 // Each section writes its raw rows to docs/results/<section>.json (with the commit measured) and
 // rewrites the tables between `<!-- bench:<block> -->` and `<!-- /bench:<block> -->` markers in
 // the repository's Markdown files, so the docs quote exactly what was measured.
@@ -100,22 +103,31 @@ function publish(section: string, rows: Row[], blocks: Record<string, string>): 
 
 function quality(): void {
   const rows = child('quality.ts', []);
-  const methods = [...new Set(rows.filter((r) => r.method !== 'base').map((r) => r.method as string))];
+  const methods = [...new Set(rows.filter((r) => r.method !== 'base' && r.method !== 'tracking').map((r) => r.method as string))];
   const lines: string[][] = [];
   const speed: string[][] = [];
+  const kl: string[][] = [];
+  const tracking: string[][] = [];
   for (const name of [...new Set(rows.map((r) => r.name as string))]) {
+    const tracked = rows.find((r) => r.name === name && r.method === 'tracking');
+    if (tracked) {
+      const points = tracked.points as { estimated: number; measured: number }[];
+      tracking.push([name, String(points.length), fmt(tracked.spearman, 3), `${fmt(Math.min(...points.map((p) => p.measured)), 2)} to ${fmt(Math.max(...points.map((p) => p.measured)), 2)}`]);
+    }
     const base = rows.find((r) => r.name === name && r.method === 'base')!;
     const value = (v: unknown) => (base.metric === 'accuracy' ? pct(v) : fmt(v));
     for (const ratio of [0.2, 0.4]) {
       const at = (m: string) => rows.find((r) => r.name === name && r.ratio === ratio && r.method === m)!;
       const cells = methods.map((m) => (at(m).applicable === false ? '—' : `${value(at(m).value)} (${pct(at(m).removed, 1)})`));
       lines.push([`${name} (${base.metric})`, value(base.value), `${ratio * 100} %`, ...cells]);
+      kl.push([name, `${ratio * 100} %`, ...methods.map((m) => (at(m).applicable === false ? '—' : fmt(at(m).kl, 3)))]);
       const ours = at('prune-gate');
       const a = ours.allocation as { strategy: string; compensate: string; align: number } | undefined;
       speed.push([
         name,
         `${ratio * 100} %`,
         a ? `${a.strategy}, ${a.compensate}${a.align > 1 ? `, widths × ${a.align}` : ''}` : '',
+        ((ours.passes as string[] | undefined) ?? []).length.toString(),
         x(ours.latencyB1),
         x(ours.latencyB16),
         ours.macs === null ? 'n/a' : x(ours.macs),
@@ -125,7 +137,9 @@ function quality(): void {
   }
   publish('quality', rows, {
     quality: table(['fixture (held-out)', 'base', 'asked', ...methods.map((m) => `${m} (removed)`)], lines),
-    'quality-speed': table(['fixture', 'asked', 'prune-gate kept', 'latency / base, batch 1', 'latency / base, batch 16', 'MACs / base', 'prune time'], speed),
+    'quality-kl': table(['fixture', 'asked', ...methods.map((m) => `${m}`)], kl),
+    'quality-speed': table(['fixture', 'asked', 'prune-gate kept', 'passes', 'latency / base, batch 1', 'latency / base, batch 16', 'MACs / base', 'prune time'], speed),
+    'quality-tracking': table(['fixture', 'points (group x count)', 'Spearman ρ, estimated vs measured loss', 'measured KL'], tracking),
   });
 }
 
@@ -333,6 +347,44 @@ function matrix(): void {
   publish('matrix', rows, { matrix: blocks.join('\n\n') });
 }
 
+/**
+ * The models of the cost section (tools/bench/make_cost_models.py, unless they are there), each
+ * with a config of defaults (target auto, every other key as it comes).
+ */
+function costConfigs(): [string, string][] {
+  const dir = path.join(LARGE, 'cost');
+  const models = ['gpt2-2m', 'bert-base'];
+  if (!models.every((m) => fs.existsSync(path.join(dir, `${m}.onnx`)))) {
+    console.log('generating the cost models with tools/bench/make_cost_models.py (needs Debian python3-torch, python3-onnx)...');
+    spawnSync('/usr/bin/python3', [path.join(__dirname, 'make_cost_models.py'), '--out', dir], { stdio: 'inherit' });
+  }
+  return models
+    .filter((m) => fs.existsSync(path.join(dir, `${m}.onnx`)))
+    .map((m) => {
+      const file = path.join(dir, `${m}.yml`);
+      fs.writeFileSync(file, `# defaults: target auto, 5 steps up to 50 %, budget 10m\nmodel: ${m}.onnx\ncalibration: ${m}-calibration\n`);
+      return [m, file];
+    });
+}
+
+function cost(): void {
+  const runs: [string, string][] = [['the example (npm start)', path.join(ROOT, 'prune-gate.yml')], ...costConfigs()];
+  const rows = runs.flatMap(([name, config]) => child('cost.ts', [name, config]));
+  const lines = rows.map((r) => [
+    r.name as string,
+    `${fmt(num(r.params) / 1e6, 3)} M`,
+    (r.evalSeconds as number[]).map((v) => `${fmt(v)} s`).join(', '),
+    `${fmt(r.gateSeconds)} s`,
+    x(r.ratio, 1),
+    (r.passesPerStep as number[]).join(', '),
+    `${fmt(r.gatePeakRssMb)} MB`,
+    `${r.verdict as string}, step ${num(r.chosen) + 1} of ${String(r.steps)} (${pct(r.removed)} removed)${(r.budget as { left_out: string[] } | undefined)?.left_out.length ? `; left out to keep to the budget: ${(r.budget as { left_out: string[] }).left_out.join('; ')}` : ''}`,
+  ]);
+  publish('cost', rows, {
+    cost: table(['model', 'parameters', 'one eval (twice)', 'the gate', 'gate / eval', 'passes per step', 'gate peak RSS', 'outcome'], lines),
+  });
+}
+
 function quantization(): void {
   const example = path.join(ROOT, 'examples', 'fortunes-llama');
   const sets = [
@@ -464,7 +516,7 @@ function examples(): void {
     'examples-report': ['````markdown', ...head, '...', '````'].join('\n'),
     'examples-summary': summary,
     'examples-llama-sweep': `${sweepTable(run('fortunes-llama', 'sweep'))}\n\n${alternativesTable}\n\n${quantizedTable}`,
-    'examples-digits-sweep': `Widths multiples of 8, as configured:\n\n${sweepTable(run('digits-cnn', 'sweep'))}\n\nAny width (align 1):\n\n${sweepTable(run('digits-cnn', 'sweep, align 1'))}\n\nWidths chosen by timing candidates on this machine (align auto, the default):\n\n${sweepTable(run('digits-cnn', 'sweep, align auto'))}`,
+    'examples-digits-sweep': `Widths multiples of 8, as configured:\n\n${sweepTable(run('digits-cnn', 'sweep'))}\n\nAny width (align 1):\n\n${sweepTable(run('digits-cnn', 'sweep, align 1'))}\n\nWidths from this machine's convolution kernels, checked not slower (align auto, the default):\n\n${sweepTable(run('digits-cnn', 'sweep, align auto'))}`,
   });
 }
 
@@ -486,7 +538,7 @@ function coldStart(): void {
   });
 }
 
-const sections: Record<string, () => void> = { quality, memory, 'memory-metric': memoryMetric, quantization, scale, exporters, examples, generation, matrix, 'cold-start': coldStart };
+const sections: Record<string, () => void> = { cost, quality, memory, 'memory-metric': memoryMetric, quantization, scale, exporters, examples, generation, matrix, 'cold-start': coldStart };
 const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(sections);
 for (const name of wanted) if (!sections[name]) throw new Error(`unknown section ${name}: choose from ${Object.keys(sections).join(', ')}`);
 console.log(`# prune-gate benchmark (${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)})`);

@@ -12,6 +12,7 @@ import { measureMacs } from '../../src/graph/cost';
 import { OnnxModel } from '../../src/onnx/model';
 import { createSession, dummyFeeds } from '../../src/onnx/runtime';
 import { PruneOptions, pruneModel } from '../../src/prune';
+import { damageTracking } from './tracking';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -45,6 +46,7 @@ async function main() {
             structures: ['ffn', 'heads', 'channels'],
             compensate: 'auto',
             calibration: calibrationFeeds(calibration),
+            calibrationSamples: calibration.count,
             ...(m.measured ? { damage } : {}),
             ...m.options,
           } as PruneOptions);
@@ -57,6 +59,7 @@ async function main() {
           const row: Record<string, unknown> = { name, metric, ratio, method: m.label, value: values[metric], kl: values['kl-divergence'], removed, applicable, seconds };
           if (m.measured) {
             row.allocation = result.allocation;
+            row.passes = result.passes?.map((p) => p.what);
             const session = await createSession(result.model);
             try {
               for (const batch of [1, 16]) {
@@ -73,6 +76,9 @@ async function main() {
           console.log(JSON.stringify(row));
         }
       }
+      // Does the closed form track the damage it stands for (tools/bench/tracking.ts)?
+      const tracked = await damageTracking(name);
+      console.log(JSON.stringify({ name, metric, method: 'tracking', spearman: tracked.spearman, points: tracked.points }));
     } finally {
       await evaluator.close();
       await onCalibration.close();
