@@ -6,6 +6,7 @@ import { onnx } from 'onnx-proto';
 import { calibrationFeeds, loadCalibration } from '../src/eval/calibration';
 import { Evaluator } from '../src/eval/evaluator';
 import { OnnxModel } from '../src/onnx/model';
+import * as runtime from '../src/onnx/runtime';
 import { createSession, ort } from '../src/onnx/runtime';
 import { pruneModel } from '../src/prune';
 import { sessionExposing } from '../src/prune/stats';
@@ -152,7 +153,8 @@ describe('allocation by damage curves', () => {
     }
   });
 
-  test('align auto: convolution channels kept in multiples of 8 where a group is wide enough (32 channels and more), other widths as planned', async () => {
+  test.each([8, 16])('align auto: a convolution whose width is a multiple of the kernel block (%i here) keeps a multiple of it, other widths as planned', async (block) => {
+    jest.spyOn(runtime, 'convolutionBlock').mockReturnValue(block);
     const base = fixture('cnn');
     const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'cnn'), base);
     const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
@@ -160,16 +162,18 @@ describe('allocation by damage curves', () => {
       // A machine where the candidate is never slower: the kernel table alone decides the widths.
       const damage = { ...evaluator.damageMeasure(), latency: async () => 0.9 };
       const result = await pruneModel(base, { target: 0.3, structures: ['ffn', 'channels'], importance: 'activation', compensate: 'auto', align: 'auto', damage, calibration: calibrationFeeds(set), calibrationSamples: set.count });
-      const wide = result.pruned.filter((p) => p.kind === 'channels' && p.before >= 32);
-      expect(wide.length).toBeGreaterThan(0);
-      for (const p of wide) expect(p.after % 8).toBe(0);
+      const blocked = result.pruned.filter((p) => p.kind === 'channels' && p.before % block === 0);
+      expect(blocked.length).toBeGreaterThan(0);
+      for (const p of blocked) expect(p.after % block).toBe(0);
       expect(result.allocation).toMatchObject({ latency: 0.9 });
     } finally {
+      jest.restoreAllMocks();
       await evaluator.close();
     }
   });
 
-  test('align auto: a kept candidate slower than its base here is planned again with every convolution as it is, and the faster one kept', async () => {
+  test.each([8, 16])('align auto (kernel block %i): a kept candidate slower than its base here is planned again with every convolution as it is, and the faster one kept', async (block) => {
+    jest.spyOn(runtime, 'convolutionBlock').mockReturnValue(block);
     const base = fixture('cnn');
     const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'cnn'), base);
     const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
@@ -179,13 +183,14 @@ describe('allocation by damage curves', () => {
       const channels = (m: OnnxModel) => convolutions.map((w) => m.constantInfo(w)!.dims[0]).join();
       const latency = async (m: OnnxModel) => (channels(m) === channels(base) ? 0.95 : 1.4);
       const damage = { ...evaluator.damageMeasure(), latency };
-      const result = await pruneModel(base, { target: 0.05, structures: ['ffn', 'channels'], importance: 'activation', compensate: 'auto', align: 'auto', damage, calibration: calibrationFeeds(set), calibrationSamples: set.count });
+      const result = await pruneModel(base, { target: block === 8 ? 0.2 : 0.05, structures: ['ffn', 'channels'], importance: 'activation', compensate: 'auto', align: 'auto', damage, calibration: calibrationFeeds(set), calibrationSamples: set.count });
       const a = result.allocation!;
       expect(a.latency).toBe(0.95);
       expect(a.tried[a.tried.length - 1]).toMatchObject({ latency: 0.95, note: expect.stringContaining('every convolution as it is') });
       expect(result.pruned.filter((x) => x.kind === 'channels')).toEqual([]);
       expect(result.pruned.length).toBeGreaterThan(0);
     } finally {
+      jest.restoreAllMocks();
       await evaluator.close();
     }
   });
