@@ -38152,7 +38152,7 @@ function checkOptions(o) {
 // src/prune/types.ts
 var ALLOCATIONS = ["auto", "global", "uniform", "ffn-only", "measured"];
 function newPruneMemory() {
-  return { scales: /* @__PURE__ */ new Map(), dampings: /* @__PURE__ */ new Map(), ready: { stats: /* @__PURE__ */ new Map(), rows: /* @__PURE__ */ new Map() }, sensitivities: /* @__PURE__ */ new Map() };
+  return { scales: /* @__PURE__ */ new Map(), dampings: /* @__PURE__ */ new Map(), choosing: { seconds: 0 }, ready: { stats: /* @__PURE__ */ new Map(), rows: /* @__PURE__ */ new Map() }, sensitivities: /* @__PURE__ */ new Map() };
 }
 
 // src/util/format.ts
@@ -45303,6 +45303,8 @@ var Evaluator = class _Evaluator {
       name: this.lossName,
       samples: this.set.count,
       loss: (candidate, share, tap) => this.loss(candidate, share, tap),
+      losses: (candidate, shares, tap) => this.losses(candidate, shares, tap),
+      batches: batchCount(this.set),
       sampleLosses: (candidate, extra, outputs2, batched) => this.sampleLosses(candidate, extra, outputs2, batched),
       latency: (candidate) => this.latencyRatio(candidate)
     };
@@ -45315,13 +45317,22 @@ var Evaluator = class _Evaluator {
    * (docs/pruning.md).
    */
   async loss(candidate, share = 1, tap) {
+    return (await this.losses(candidate, [share], tap))[0];
+  }
+  /** The loss on the first `shares[i]` of the batches, each, from one pass (as far as the largest share). */
+  async losses(candidate, shares, tap) {
     const session = await sessionFor(tap?.model ?? candidate, PASS_ONLY);
     try {
       const total = batchCount(this.set);
-      const take = Math.max(1, Math.floor(share * total));
-      const forward = await this.forwardPass(session, void 0, take, tap);
-      if (take >= total) this.forward.set(candidate, forward);
-      return forward.comparison.values()["kl-divergence"];
+      const takes = shares.map((share) => Math.max(1, Math.floor(share * total)));
+      const values = takes.map(() => NaN);
+      const forward = await this.forwardPass(session, void 0, Math.max(...takes), tap, (done, comparison) => {
+        takes.forEach((take, i) => {
+          if (take === done) values[i] = comparison.values()["kl-divergence"];
+        });
+      });
+      if (Math.max(...takes) >= total) this.forward.set(candidate, forward);
+      return values;
     } finally {
       await session.release();
     }
@@ -45333,7 +45344,7 @@ var Evaluator = class _Evaluator {
   /** Candidates' passes over the whole set, by the model measured (see `evaluate`). */
   forward = /* @__PURE__ */ new WeakMap();
   /** The candidate's task metrics and its comparison with the base over the set's first `take` batches. */
-  async forwardPass(session, what, take = batchCount(this.set), tap) {
+  async forwardPass(session, what, take = batchCount(this.set), tap, after) {
     const task = new TaskAccumulator(this.set.task);
     const comparison = new ComparisonAccumulator();
     let index = 0;
@@ -45351,6 +45362,7 @@ var Evaluator = class _Evaluator {
       task.add(out, plan);
       comparison.add(base, out, plan);
       index++;
+      after?.(index, comparison);
       progress?.tick();
     }
     return { task, comparison };
@@ -45747,7 +45759,7 @@ var SearchBudget = class {
   estimate(cost, level) {
     const { effort } = LEVELS[level];
     const lastOf = (part) => [...this.costs].reverse().find((c) => c[part] > 0)?.[part] ?? 0;
-    const core = cost.total - cost.alternative - cost.probe - cost.statistics;
+    const core = cost.total - cost.alternative - cost.probe - cost.statistics - cost.once;
     const statistics = cost.statistics / Math.max(cost.share, 1e-9) * effort.share;
     return Math.max(0, core + statistics + (effort.alternative ? lastOf("alternative") : 0) + (effort.probe ? lastOf("probe") : 0));
   }
@@ -46713,8 +46725,10 @@ async function consumerProblem(model, norms, group, c, s, inverses, options, sha
       const key = consumerKey(c);
       let damping = options.dampings.get(key);
       if (damping === void 0) {
+        const started = Date.now();
         const removed = await cheapestUnits(s, w, k, n, channels, options.checkShare, inverses);
         damping = await chooseDamping(s, w, k, n, removed, options.compensate === "auto", inverses.math);
+        if (options.choosing) options.choosing.seconds += (Date.now() - started) / 1e3;
         options.dampings.set(key, damping);
       }
       if (damping !== null) return { consumer: c, channels, refit: { w, k, n, stats: s, damping } };
@@ -46737,9 +46751,8 @@ async function chooseDamping(s, w, k, n, removed, noRefit, math) {
   const [fitOn, checkOn] = [covariance(rest.count, rest.sum, rest.gram), covariance(h.count, h.sum, h.gram)];
   const gone = new Set(removed);
   const kept = [...Array(k).keys()].filter((j) => !gone.has(j));
-  let best;
-  for (const damping of DAMPINGS) {
-    if (damping === null && !noRefit) continue;
+  const errors = /* @__PURE__ */ new Map();
+  const check2 = async (damping) => {
     const change = new Float64Array(k * n);
     for (const j of removed) for (let o = 0; o < n; o++) change[j * n + o] = -w[j * n + o];
     if (damping !== null) {
@@ -46749,8 +46762,11 @@ async function chooseDamping(s, w, k, n, removed, noRefit, math) {
       });
     }
     const error62 = await math.quadratic(checkOn, change, k, n);
-    if (Number.isFinite(error62) && (!best || error62 < best.error)) best = { damping, error: error62 };
-  }
+    if (Number.isFinite(error62)) errors.set(damping, error62);
+  };
+  for (const damping of DAMPINGS) if (damping !== null || noRefit) await check2(damping);
+  let best;
+  for (const [damping, error62] of errors) if (!best || error62 < best.error) best = { damping, error: error62 };
   return best ? best.damping : DEFAULT_DAMPING;
 }
 async function greedyCurve(group, problems, inverses, maxCount) {
@@ -47550,7 +47566,8 @@ function planByCurves(input2, curves, mayStopShort = input2.alignAuto && input2.
   for (const s of segments) {
     const moved = [...within];
     moved[s.k] = Math.max(moved[s.k], table3[s.k].allowed.indexOf(s.to));
-    if (removed(moved) <= high) moved.forEach((i, k) => within[k] = i);
+    if (removed(moved) > high) break;
+    moved.forEach((i, k) => within[k] = i);
   }
   const short = planCounts(input2, ranked, new Map(table3.map((t, k) => [t.g, t.allowed[within[k]]])));
   if (short.params >= low) return short;
@@ -47744,7 +47761,7 @@ function probeModel(analysis, cells) {
     graph.output.push(import_onnx_proto15.onnx.ValueInfoProto.create({ name: out }));
     errors.push(out);
   });
-  return { model, cells, masks, errors, maskType: dtype === import_onnx_proto15.onnx.TensorProto.DataType.FLOAT16 ? "float16" : "float32", batched };
+  return { model, masks, errors, maskType: dtype === import_onnx_proto15.onnx.TensorProto.DataType.FLOAT16 ? "float16" : "float32", batched };
 }
 function probeAssignment(samples, cells) {
   const out = Array.from({ length: samples }, () => []);
@@ -47891,23 +47908,46 @@ async function chooseAllocation(input2) {
     listNotRun(edits);
     return notSlower(input2, costs, { ...result(only.strategy, only.removals, edits, damage?.name ?? "damage curves") });
   }
+  const batches2 = damage.batches ?? 1;
+  const raceBatches = candidates.length > 1 && damage.losses ? Math.max(1, Math.floor(RACE_SHARE * batches2)) : batches2;
+  const race = raceBatches / batches2;
+  const raceSamples = Math.round((damage.samples ?? 0) * raceBatches / batches2);
+  const on = race < 1 ? `the first ${raceBatches} of ${batches2} calibration batches (the race)` : void 0;
   let best;
   for (const [k, c] of candidates.entries()) {
     const edits = await compensate(c.removals);
     const built = await buildOrNot(input2, c.removals, edits);
     const next = k === 0 && built ? input2.nextStatistics?.(c.removals) : void 0;
     const tap = next && built ? new StatsTap(built.applied.model, next.requests, next.keep) : void 0;
-    const why = `${candidates.length > 1 ? `which of ${candidates.length} candidates to keep (${c.note}); the one kept is the step's evaluation too` : "the step's evaluation"}${tap ? "; and the next step's statistics, on this candidate" : ""}`;
-    const what = `${damage.name} of the ${c.strategy} candidate (${c.params} parameters)${next ? `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(", ")}` : ""}` : ""}`;
-    const measured = built ? await input2.passes.pass("confirmation", why, damage.samples ?? 0, what, async () => ({ loss: await damage.loss(built.applied.model, 1, tap), next: tap?.collected() })) : { loss: Infinity, next: void 0 };
+    const whole = k === 0 || race >= 1;
+    const why = `${candidates.length > 1 ? `which of ${candidates.length} candidates to keep (${c.note})${whole ? "; the one kept is the step's evaluation too" : ", on the batches the race reads"}` : "the step's evaluation"}${tap ? "; and the next step's statistics, on this candidate" : ""}`;
+    const what = `${damage.name} of the ${c.strategy} candidate (${c.params} parameters)${whole ? "" : `, first ${raceBatches} of ${batches2} batches`}${next ? `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(", ")}` : ""}` : ""}`;
+    const measured = built ? await input2.passes.pass("confirmation", why, whole ? damage.samples ?? 0 : raceSamples, what, async () => {
+      const model = built.applied.model;
+      const loss2 = race < 1 && whole ? (await damage.losses(model, [race, 1], tap))[0] : await damage.loss(model, whole ? 1 : race, tap);
+      return { loss: loss2, next: tap?.collected() };
+    }) : { loss: Infinity, next: void 0 };
     const loss = measured.loss;
     tried.push({ strategy: c.strategy, compensate: resolved(edits), loss: Number.isFinite(loss) ? loss : null, params: c.params, note: c.note });
-    log(`allocation ${c.strategy} (${c.note}), compensation ${resolved(edits)}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : "not measurable"} (${c.params} parameters)`);
+    log(`allocation ${c.strategy} (${c.note}), compensation ${resolved(edits)}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : "not measurable"}${on ? ` on ${on}` : ""} (${c.params} parameters)`);
     if (!best || loss < best.loss) best = { c, edits, loss, built, next: measured.next };
+  }
+  if (race < 1 && best.c !== candidates[0] && best.built) {
+    const winner = best;
+    const next = input2.nextStatistics?.(winner.c.removals);
+    const tap = next ? new StatsTap(winner.built.applied.model, next.requests, next.keep) : void 0;
+    const why = `the race's winner over the whole set: the step's evaluation${tap ? ", and the next step's statistics, on this candidate" : ""}`;
+    const what = `${damage.name} of the ${winner.c.strategy} candidate (${winner.c.params} parameters), the whole set${next ? `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(", ")}` : ""}` : ""}`;
+    winner.next = await input2.passes.pass("confirmation", why, damage.samples ?? 0, what, async () => {
+      await damage.loss(winner.built.applied.model, 1, tap);
+      return tap?.collected();
+    });
   }
   listNotRun(best.edits);
   log(`allocation: ${best.c.strategy} (least ${damage.name} on the calibration set)`);
-  const chosen = await notSlower(input2, costs, { ...result(best.c.strategy, best.c.removals, best.edits, damage.name), built: best.built });
+  const raced = result(best.c.strategy, best.c.removals, best.edits, damage.name);
+  if (on) raced.allocation.on = on;
+  const chosen = await notSlower(input2, costs, { ...raced, built: best.built });
   return chosen.built === best.built && best.next ? { ...chosen, next: best.next } : chosen;
 }
 var SLOWER = 1.02;
@@ -47942,6 +47982,7 @@ async function estimatedLosses(input2, ranked = rankedUnits(input2.plan.groups, 
   const curves = await damageCurves(input2.model, new AxisNorms(input2.analysis), plan.groups, input2.consumers, input2.stats, input2.inverses, {
     compensate: input2.compensate,
     dampings: input2.dampings,
+    choosing: input2.choosing,
     checkShare: share,
     maxShare: reach(plan, ranked, share),
     // An aligned group's first stop is one multiple away, whatever the step's share.
@@ -47959,6 +48000,7 @@ async function buildOrNot(input2, removals, edits) {
   }
 }
 var RACE_WITHIN = 1.5;
+var RACE_SHARE = 0.5;
 function runnerUp(plan, costs, planned) {
   const estimate = (removals) => removals.reduce((t, r) => t + (costs.get(r.group)?.cost[r.units.length] ?? 0), 0);
   const options = [];
@@ -47978,7 +48020,8 @@ function runnerUp(plan, costs, planned) {
   }
   if (options.length === 0) {
     const global2 = planRemoval(plan);
-    if (global2.params >= plan.targetParams - plan.slack) options.push({ strategy: "global", ...global2, note: "FLAP's global ranking", estimate: estimate(global2.removals) });
+    const blocked = !plan.alignAuto || global2.removals.every((r) => alignedWidth(plan, r.group, r.group.units.length - r.units.length));
+    if (blocked && global2.params >= plan.targetParams - plan.slack) options.push({ strategy: "global", ...global2, note: "FLAP's global ranking", estimate: estimate(global2.removals) });
   }
   if (options.length === 0) return {};
   const { estimate: cost, ...best } = options.reduce((a, b) => b.estimate < a.estimate ? b : a);
@@ -48018,7 +48061,11 @@ var MAX_POWER = 4;
 var COARSE_UNITS = 8;
 function reach(plan, ranked, share) {
   let r = Math.min(0.9, 2 * share);
-  const capped = (f) => planCounts(plan, ranked, new Map(plan.groups.map((g) => [g, Math.max(1, Math.round(f * g.units.length))]))).params;
+  const stop = (g, f) => {
+    for (let c = Math.max(1, Math.round(f * g.units.length)); c > 0; c--) if (alignedWidth(plan, g, g.units.length - c)) return c;
+    return 0;
+  };
+  const capped = (f) => planCounts(plan, ranked, new Map(plan.groups.map((g) => [g, stop(g, f)]))).params;
   while (r < 1 && capped(r) < plan.targetParams + plan.slack) r = Math.min(1, r + 0.1);
   return r;
 }
@@ -48050,6 +48097,7 @@ async function calibratedCosts(input2, curves, share) {
   }
   if (cells.length === 0) return plain;
   const probe = probeModel(input2.analysis, cells);
+  for (const cell of cells) cell.edits = [];
   const assignment = probeAssignment(damage.samples, cells.length);
   const measured = await input2.passes.pass(
     "probe",
@@ -48455,6 +48503,7 @@ ${e.reason}`, e])).values()];
       passes,
       inverses: new InverseCovariances(DenseMath.shared()),
       dampings: options.memory?.dampings ?? /* @__PURE__ */ new Map(),
+      choosing: options.memory?.choosing,
       sensitivities: options.memory?.sensitivities ?? /* @__PURE__ */ new Map(),
       effort,
       build,
@@ -49381,6 +49430,8 @@ var ReportSchema = external_exports.object({
     strategy: external_exports.enum(["global", "uniform", "ffn-only", "measured"]),
     compensate: external_exports.enum(["none", "bias", "reconstruct"]),
     measure: text,
+    /** What the losses were measured on, when not the whole calibration set. */
+    on: text.optional(),
     tried: external_exports.array(
       external_exports.object({
         strategy: external_exports.enum(["global", "uniform", "ffn-only", "measured"]),
@@ -49697,7 +49748,7 @@ function allocationLine(a) {
   const [best, ...others] = measured;
   const why = (t) => t.note ?? `${t.strategy}/${t.compensate}`;
   const against = others.length ? `, against ${others.map((t) => `${t.loss.toPrecision(4)} for ${why(t)}`).join(", ")}` : "";
-  return `${kept} (${why(best)}): ${a.measure} ${best.loss.toPrecision(4)} on the calibration set${against}${speed}`;
+  return `${kept} (${why(best)}): ${a.measure} ${best.loss.toPrecision(4)} on ${a.on ?? "the calibration set"}${against}${speed}`;
 }
 function allocationSection(r) {
   return r.allocation && r.pruned.length ? [allocationLine(r.allocation)] : [];
@@ -49855,7 +49906,7 @@ async function runOnDevice(options) {
       stepsDir,
       async (model, target, memory2, info) => {
         const effort = budget.effortFor(info.index);
-        step = { start: Date.now(), passes: [], share: effort.share };
+        step = { start: Date.now(), passes: [], share: effort.share, once: -(memory2?.choosing.seconds ?? 0) };
         const result2 = await prune(model, {
           ...pruneSettings(config2, evaluator.set, target, memory2, log),
           // Unquantized, the step's evaluation is the pass that confirmed its candidate.
@@ -49864,6 +49915,7 @@ async function runOnDevice(options) {
           final: info.index === info.count
         });
         step.passes = result2.passes ?? [];
+        step.once += memory2?.choosing.seconds ?? 0;
         return result2;
       },
       quantize,
@@ -49932,7 +49984,8 @@ function stepCost(step) {
     alternative: confirmations.length > 1 ? Math.min(...confirmations.map((p) => p.seconds)) : 0,
     probe: seconds("probe"),
     statistics: seconds("statistics"),
-    share: step.share
+    share: step.share,
+    once: step.once
   };
 }
 var boundsMemory = (r) => r.metric === "memory";
@@ -50306,6 +50359,8 @@ function wholeSetDamage(config2, base, set2, log) {
       name: LOSS_NAME,
       samples: set2.count,
       loss: async (candidate, share, tap) => (await whole()).loss(candidate, share, tap),
+      losses: async (candidate, shares, tap) => (await whole()).losses(candidate, shares, tap),
+      batches: batchCount(set2),
       sampleLosses: async (candidate, extra, outputs2, batched) => (await whole()).sampleLosses(candidate, extra, outputs2, batched)
     },
     close: async () => {

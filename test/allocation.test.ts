@@ -138,16 +138,51 @@ describe('allocation by damage curves', () => {
       const result = await pruneModel(base, { target: 0.4, structures: ['ffn', 'heads', 'channels'], importance: 'activation', compensate: 'auto', align: 1, damage, calibration: calibrationFeeds(set), calibrationSamples: set.count });
       const a = result.allocation!;
       expect(a.tried).toHaveLength(2);
+      // The race is decided on the first half of the set's 4 batches, both candidates on the same ones.
       expect(a.tried[0]).toMatchObject({ strategy: 'measured', note: 'planned from the damage curves' });
+      expect(a.on).toBe('the first 2 of 4 calibration batches (the race)');
       const kept = a.tried.reduce((x, y) => (y.loss! < x.loss! ? y : x));
       expect([a.strategy, a.compensate]).toEqual([kept.strategy, kept.compensate]);
-      // The written model is the kept candidate: its loss is the one measured for it.
-      expect(await evaluator.loss(result.model, 1)).toBeCloseTo(kept.loss!, 6);
+      // The written model is the kept candidate: its loss on those batches is the one measured for it.
+      expect(await evaluator.loss(result.model, 0.5)).toBeCloseTo(kept.loss!, 6);
       // Candidates at equal removal: both within 0.25 % of the model of the target.
       for (const t of a.tried) expect(Math.abs(t.params / result.paramsBefore - 0.4)).toBeLessThanOrEqual(0.0025 + 1e-9);
-      // Four passes: statistics, the probe, two confirmations; what each read and why.
-      expect(a.passes!.map((p) => p.what)).toEqual(['statistics', 'probe', 'confirmation', 'confirmation']);
-      for (const p of a.passes!) expect([p.what, p.samples, p.why.length > 10]).toEqual([p.what, set.count, true]);
+      // Statistics, the probe, the plan's confirmation over the whole set (the step's evaluation)
+      // and the runner-up's over the race's half; the runner-up, if it won, then over the whole
+      // set. What each read and why.
+      expect(a.passes!.map((p) => [p.what, p.samples])).toEqual([
+        ['statistics', set.count],
+        ['probe', set.count],
+        ['confirmation', set.count],
+        ['confirmation', set.count / 2],
+        ...(kept === a.tried[0] ? [] : [['confirmation', set.count]]),
+      ]);
+      for (const p of a.passes!) expect(p.why.length).toBeGreaterThan(10);
+    } finally {
+      await evaluator.close();
+    }
+  });
+
+  test('a runner-up that wins the race on half the set is kept, and then runs over the whole set: the step needs no pass of its own to evaluate it', async () => {
+    const base = fixture('cnn');
+    const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'cnn'), base);
+    const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
+    try {
+      // A data set on which the runner-up (the only candidate run on part of the set alone) loses nothing.
+      const measure = evaluator.damageMeasure();
+      const damage = { ...measure, loss: async (m: OnnxModel, share: number, tap?: never) => (share < 1 ? 0 : measure.loss(m, share, tap)) };
+      const result = await pruneModel(base, { target: 0.4, structures: ['ffn', 'heads', 'channels'], importance: 'activation', compensate: 'auto', align: 1, damage, calibration: calibrationFeeds(set), calibrationSamples: set.count });
+      const a = result.allocation!;
+      expect(a.tried.map((t) => t.loss! > 0)).toEqual([true, false]);
+      expect(result.paramsBefore - result.paramsAfter).toBe(a.tried[1].params);
+      expect(evaluator.hasPassOf(result.model)).toBe(true);
+      expect(a.passes!.map((p) => [p.what, p.samples])).toEqual([
+        ['statistics', set.count],
+        ['probe', set.count],
+        ['confirmation', set.count],
+        ['confirmation', set.count / 2],
+        ['confirmation', set.count],
+      ]);
     } finally {
       await evaluator.close();
     }

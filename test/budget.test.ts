@@ -10,7 +10,7 @@ function clock() {
 
 // One step's cost: 10 s in all, of which 2 s the alternative's confirmation, 3 s the probe and
 // 4 s the statistics on the whole set (1 s of analysis and the kept candidate's confirmation).
-const STEP = { total: 10, alternative: 2, probe: 3, statistics: 4, share: 1 };
+const STEP = { total: 10, alternative: 2, probe: 3, statistics: 4, share: 1, once: 0 };
 
 test('every step runs at full effort while the steps left fit, and nothing is reported left out', () => {
   const c = clock();
@@ -33,19 +33,19 @@ test('when the steps left would not fit, the alternative goes first, then the pr
   // 4 x 10 = 40 > 26; without the alternative 4 x 8 = 32 > 26; without the probe 4 x 5 = 20 <= 26.
   expect(budget.effortFor(2)).toEqual({ alternative: false, probe: false, share: 1 });
   c.advance(5);
-  budget.stepDone({ total: 5, alternative: 0, probe: 0, statistics: 4, share: 1 });
+  budget.stepDone({ total: 5, alternative: 0, probe: 0, statistics: 4, share: 1, once: 0 });
   // 3 steps in 21 s: at that effort 3 x 5 = 15 fits, and the probe would cost 3 s more a step
   // (its last measured cost): 3 x 8 = 24 does not.
   expect(budget.effortFor(3)).toEqual({ alternative: false, probe: false, share: 1 });
   c.advance(14); // a slow step: 2 steps in 7 s
-  budget.stepDone({ total: 5, alternative: 0, probe: 0, statistics: 4, share: 1 });
+  budget.stepDone({ total: 5, alternative: 0, probe: 0, statistics: 4, share: 1, once: 0 });
   expect(budget.effortFor(4)).toEqual({ alternative: false, probe: false, share: 0.5 });
   c.advance(3);
-  budget.stepDone({ total: 3, alternative: 0, probe: 0, statistics: 2, share: 0.5 });
+  budget.stepDone({ total: 3, alternative: 0, probe: 0, statistics: 2, share: 0.5, once: 0 });
   // Step 5 may read half the set too, but its statistics were known already (collected by step
   // 4's confirmation, on the whole set): nothing of them was left out there.
   expect(budget.effortFor(5)).toEqual({ alternative: false, probe: false, share: 0.5 });
-  budget.stepDone({ total: 1, alternative: 0, probe: 0, statistics: 0, share: 0.5 });
+  budget.stepDone({ total: 1, alternative: 0, probe: 0, statistics: 0, share: 0.5, once: 0 });
   expect(budget.summary().left_out).toEqual([
     'the confirmation of a second candidate at steps 2, 3, 4, 5',
     "the sensitivity probe (each group's last measured sensitivity reused) at steps 2, 3, 4, 5",
@@ -61,4 +61,19 @@ test("the estimate of the time left is the steps to go at the last step's cost",
   expect(budget.remaining(1)).toBe(40);
   budget.stepDone({ ...STEP, total: 6 });
   expect(budget.remaining(2)).toBe(18);
+});
+
+test('work done once per search (the dampings chosen at the first step) is not expected of the steps after it', () => {
+  const c = clock();
+  // 5 steps in 75 s; the first takes 30 s, 20 of them choosing dampings no later step repeats.
+  const budget = new SearchBudget(75, 5, c.now);
+  budget.effortFor(1);
+  c.advance(30);
+  budget.stepDone({ ...STEP, total: 30, once: 20 });
+  // 4 steps of 10 s fit in the 45 s left, at full effort; counted again, the 20 s would make
+  // them 4 x 30 and leave everything out.
+  expect(budget.effortFor(2)).toEqual({ alternative: true, probe: true, share: 1 });
+  c.advance(10);
+  budget.stepDone(STEP);
+  expect(budget.summary().left_out).toEqual([]);
 });

@@ -225,6 +225,8 @@ export class Evaluator {
       name: this.lossName,
       samples: this.set.count,
       loss: (candidate, share, tap) => this.loss(candidate, share, tap),
+      losses: (candidate, shares, tap) => this.losses(candidate, shares, tap),
+      batches: batchCount(this.set),
       sampleLosses: (candidate, extra, outputs, batched) => this.sampleLosses(candidate, extra, outputs, batched),
       latency: (candidate) => this.latencyRatio(candidate),
     };
@@ -238,14 +240,24 @@ export class Evaluator {
    * (docs/pruning.md).
    */
   async loss(candidate: OnnxModel, share = 1, tap?: PassTap): Promise<number> {
+    return (await this.losses(candidate, [share], tap))[0];
+  }
+
+  /** The loss on the first `shares[i]` of the batches, each, from one pass (as far as the largest share). */
+  async losses(candidate: OnnxModel, shares: number[], tap?: PassTap): Promise<number[]> {
     const session = await sessionFor(tap?.model ?? candidate, PASS_ONLY);
     try {
       const total = batchCount(this.set);
-      const take = Math.max(1, Math.floor(share * total));
-      const forward = await this.forwardPass(session, undefined, take, tap);
+      const takes = shares.map((share) => Math.max(1, Math.floor(share * total)));
+      const values = takes.map(() => NaN);
+      const forward = await this.forwardPass(session, undefined, Math.max(...takes), tap, (done, comparison) => {
+        takes.forEach((take, i) => {
+          if (take === done) values[i] = comparison.values()['kl-divergence'] as number;
+        });
+      });
       // A pass over the whole set is the candidate's evaluation too, if it is the one kept.
-      if (take >= total) this.forward.set(candidate, forward);
-      return forward.comparison.values()['kl-divergence'] as number;
+      if (Math.max(...takes) >= total) this.forward.set(candidate, forward);
+      return values;
     } finally {
       await session.release();
     }
@@ -260,7 +272,13 @@ export class Evaluator {
   private readonly forward = new WeakMap<OnnxModel, { task: TaskAccumulator; comparison: ComparisonAccumulator }>();
 
   /** The candidate's task metrics and its comparison with the base over the set's first `take` batches. */
-  private async forwardPass(session: ort.InferenceSession, what?: string, take = batchCount(this.set), tap?: PassTap): Promise<{ task: TaskAccumulator; comparison: ComparisonAccumulator }> {
+  private async forwardPass(
+    session: ort.InferenceSession,
+    what?: string,
+    take = batchCount(this.set),
+    tap?: PassTap,
+    after?: (done: number, comparison: ComparisonAccumulator) => void,
+  ): Promise<{ task: TaskAccumulator; comparison: ComparisonAccumulator }> {
     const task = new TaskAccumulator(this.set.task);
     const comparison = new ComparisonAccumulator();
     let index = 0;
@@ -278,6 +296,7 @@ export class Evaluator {
       task.add(out, plan);
       comparison.add(base, out, plan);
       index++;
+      after?.(index, comparison);
       progress?.tick();
     }
     return { task, comparison };

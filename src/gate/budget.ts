@@ -22,6 +22,8 @@ export interface StepCost {
   /** The statistics pass, and the share of the calibration set it read. */
   statistics: number;
   share: number;
+  /** Work done once per search (each consumer's damping, chosen the first time it is seen), which later steps do not repeat. */
+  once: number;
 }
 
 const LEVELS: { effort: SearchEffort; leaves: string }[] = [
@@ -110,7 +112,7 @@ export class SearchBudget {
   private estimate(cost: StepCost, level: number): number {
     const { effort } = LEVELS[level];
     const lastOf = (part: 'alternative' | 'probe') => [...this.costs].reverse().find((c) => c[part] > 0)?.[part] ?? 0;
-    const core = cost.total - cost.alternative - cost.probe - cost.statistics;
+    const core = cost.total - cost.alternative - cost.probe - cost.statistics - cost.once;
     const statistics = (cost.statistics / Math.max(cost.share, 1e-9)) * effort.share;
     return Math.max(0, core + statistics + (effort.alternative ? lastOf('alternative') : 0) + (effort.probe ? lastOf('probe') : 0));
   }

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Config } from '../config/config';
 import { UserError } from '../errors';
-import { Batch, CalibrationSet, batches, loadCalibration, shardOf, tokenCount } from '../eval/calibration';
+import { Batch, CalibrationSet, batchCount, batches, loadCalibration, shardOf, tokenCount } from '../eval/calibration';
 import { currentEnvironment } from '../eval/environment';
 import { Evaluator, LOSS_NAME, ModelStats, latencyValues, sizeValues } from '../eval/evaluator';
 import { LatencyResult, measureLatency } from '../eval/latency';
@@ -218,6 +218,8 @@ function wholeSetDamage(config: Config, base: OnnxModel, set: CalibrationSet, lo
       name: LOSS_NAME,
       samples: set.count,
       loss: async (candidate, share, tap) => (await whole()).loss(candidate, share, tap),
+      losses: async (candidate, shares, tap) => (await whole()).losses(candidate, shares, tap),
+      batches: batchCount(set),
       sampleLosses: async (candidate, extra, outputs, batched) => (await whole()).sampleLosses(candidate, extra, outputs, batched),
     },
     close: async () => {

@@ -149,13 +149,13 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
     const mode = config.prune.target === 'auto' ? 'auto' : 'fixed';
     const ratios = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps);
     // Each step's cost, by part, tells the budget what the next ones may spend.
-    let step: { start: number; passes: PassEntry[]; share: number } | undefined;
+    let step: { start: number; passes: PassEntry[]; share: number; once: number } | undefined;
     const deps = candidateSteps<StepArtifact>(
       config,
       stepsDir,
       async (model, target, memory, info) => {
         const effort = budget.effortFor(info.index);
-        step = { start: Date.now(), passes: [], share: effort.share };
+        step = { start: Date.now(), passes: [], share: effort.share, once: -(memory?.choosing.seconds ?? 0) };
         const result = await prune(model, {
           ...pruneSettings(config, evaluator.set, target, memory, log),
           // Unquantized, the step's evaluation is the pass that confirmed its candidate.
@@ -164,6 +164,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
           final: info.index === info.count,
         });
         step.passes = result.passes ?? [];
+        step.once += memory?.choosing.seconds ?? 0;
         return result;
       },
       quantize,
@@ -235,7 +236,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
 
 
 /** A step's cost by part, from its start and the engine's passes. */
-function stepCost(step: { start: number; passes: PassEntry[]; share: number }): StepCost {
+function stepCost(step: { start: number; passes: PassEntry[]; share: number; once: number }): StepCost {
   const seconds = (what: PassEntry['what']) => step.passes.filter((p) => p.what === what).reduce((t, p) => t + p.seconds, 0);
   const confirmations = step.passes.filter((p) => p.what === 'confirmation');
   return {
@@ -245,6 +246,7 @@ function stepCost(step: { start: number; passes: PassEntry[]; share: number }): 
     probe: seconds('probe'),
     statistics: seconds('statistics'),
     share: step.share,
+    once: step.once,
   };
 }
 

@@ -27,6 +27,8 @@ export interface AllocationInput {
   passes: PassLedger;
   inverses: InverseCovariances;
   dampings: Dampings;
+  /** Seconds spent choosing dampings, added to (PruneMemory.choosing). */
+  choosing?: { seconds: number };
   /** Each group's last measured sensitivity (loss = a·E^p), by group: read when the step does not probe, written when it does. */
   sensitivities: Map<string, { a: number; p: number }>;
   /** What the step may spend. */
@@ -120,26 +122,55 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
     return notSlower(input, costs, { ...result(only.strategy, only.removals, edits, damage?.name ?? 'damage curves') });
   }
   // Confirmation: each candidate built and run on the calibration set. The first (the plan) is
-  // usually kept: its pass also collects the next step's statistics on it.
+  // usually kept: its pass over the whole set is the step's evaluation and collects the next
+  // step's statistics on it. A race is decided on the first half of the batches, which the
+  // runner-up reads alone (the plan's loss there comes from its own pass); a runner-up that wins
+  // then runs over the whole set.
+  const batches = damage.batches ?? 1;
+  const raceBatches = candidates.length > 1 && damage.losses ? Math.max(1, Math.floor(RACE_SHARE * batches)) : batches;
+  const race = raceBatches / batches;
+  const raceSamples = Math.round(((damage.samples ?? 0) * raceBatches) / batches);
+  const on = race < 1 ? `the first ${raceBatches} of ${batches} calibration batches (the race)` : undefined;
   let best: { c: Candidate; edits: CompensationEdits; loss: number; built?: BuiltCandidate; next?: CollectedStats } | undefined;
   for (const [k, c] of candidates.entries()) {
     const edits = await compensate(c.removals);
     const built = await buildOrNot(input, c.removals, edits);
     const next = k === 0 && built ? input.nextStatistics?.(c.removals) : undefined;
     const tap = next && built ? new StatsTap(built.applied.model, next.requests, next.keep) : undefined;
-    const why = `${candidates.length > 1 ? `which of ${candidates.length} candidates to keep (${c.note}); the one kept is the step's evaluation too` : "the step's evaluation"}${tap ? "; and the next step's statistics, on this candidate" : ''}`;
-    const what = `${damage.name} of the ${c.strategy} candidate (${c.params} parameters)${next ? `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(', ')}` : ''}` : ''}`;
+    const whole = k === 0 || race >= 1;
+    const why = `${candidates.length > 1 ? `which of ${candidates.length} candidates to keep (${c.note})${whole ? "; the one kept is the step's evaluation too" : ', on the batches the race reads'}` : "the step's evaluation"}${tap ? "; and the next step's statistics, on this candidate" : ''}`;
+    const what = `${damage.name} of the ${c.strategy} candidate (${c.params} parameters)${whole ? '' : `, first ${raceBatches} of ${batches} batches`}${next ? `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(', ')}` : ''}` : ''}`;
     const measured = built
-      ? await input.passes.pass('confirmation', why, damage.samples ?? 0, what, async () => ({ loss: await damage.loss(built.applied.model, 1, tap), next: tap?.collected() }))
+      ? await input.passes.pass('confirmation', why, whole ? (damage.samples ?? 0) : raceSamples, what, async () => {
+          const model = built.applied.model;
+          // The plan's pass goes on over the whole set; the loss compared is the race's.
+          const loss = race < 1 && whole ? (await damage.losses!(model, [race, 1], tap))[0] : await damage.loss(model, whole ? 1 : race, tap);
+          return { loss, next: tap?.collected() };
+        })
       : { loss: Infinity, next: undefined };
     const loss = measured.loss;
     tried.push({ strategy: c.strategy, compensate: resolved(edits), loss: Number.isFinite(loss) ? loss : null, params: c.params, note: c.note });
-    log(`allocation ${c.strategy} (${c.note}), compensation ${resolved(edits)}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : 'not measurable'} (${c.params} parameters)`);
+    log(`allocation ${c.strategy} (${c.note}), compensation ${resolved(edits)}: ${damage.name} ${Number.isFinite(loss) ? loss.toPrecision(4) : 'not measurable'}${on ? ` on ${on}` : ''} (${c.params} parameters)`);
     if (!best || loss < best.loss) best = { c, edits, loss, built, next: measured.next };
+  }
+  // A runner-up that won the race on part of the set runs over the whole of it: the step's
+  // evaluation, and the next step's statistics on it, as the plan's pass would have been.
+  if (race < 1 && best!.c !== candidates[0] && best!.built) {
+    const winner = best!;
+    const next = input.nextStatistics?.(winner.c.removals);
+    const tap = next ? new StatsTap(winner.built!.applied.model, next.requests, next.keep) : undefined;
+    const why = `the race's winner over the whole set: the step's evaluation${tap ? ", and the next step's statistics, on this candidate" : ''}`;
+    const what = `${damage.name} of the ${winner.c.strategy} candidate (${winner.c.params} parameters), the whole set${next ? `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(', ')}` : ''}` : ''}`;
+    winner.next = await input.passes.pass('confirmation', why, damage.samples ?? 0, what, async () => {
+      await damage.loss(winner.built!.applied.model, 1, tap);
+      return tap?.collected();
+    });
   }
   listNotRun(best!.edits);
   log(`allocation: ${best!.c.strategy} (least ${damage.name} on the calibration set)`);
-  const chosen = await notSlower(input, costs, { ...result(best!.c.strategy, best!.c.removals, best!.edits, damage.name), built: best!.built });
+  const raced = result(best!.c.strategy, best!.c.removals, best!.edits, damage.name);
+  if (on) raced.allocation!.on = on;
+  const chosen = await notSlower(input, costs, { ...raced, built: best!.built });
   // Statistics of the candidate confirmed, if that is still the one kept.
   return chosen.built === best!.built && best!.next ? { ...chosen, next: best!.next } : chosen;
 }
@@ -193,6 +224,7 @@ export async function estimatedLosses(input: AllocationInput, ranked = rankedUni
   const curves = await damageCurves(input.model, new AxisNorms(input.analysis), plan.groups, input.consumers, input.stats, input.inverses, {
     compensate: input.compensate,
     dampings: input.dampings,
+    choosing: input.choosing,
     checkShare: share,
     maxShare: reach(plan, ranked, share),
     // An aligned group's first stop is one multiple away, whatever the step's share.
@@ -225,6 +257,8 @@ interface Candidate {
 
 /** A runner-up estimated to lose more than this many times what the plan loses is not worth a pass. */
 const RACE_WITHIN = 1.5;
+/** The share of the calibration batches a race between the plan and its runner-up is decided on. */
+const RACE_SHARE = 0.5;
 
 /**
  * The next best plan by the curves' own estimate, the one a confirmation is worth most for: the
@@ -255,7 +289,10 @@ function runnerUp(plan: PlanInput, costs: Map<Group, CostCurve>, planned: Remova
   }
   if (options.length === 0) {
     const global = planRemoval(plan);
-    if (global.params >= plan.targetParams - plan.slack) options.push({ strategy: 'global', ...global, note: "FLAP's global ranking", estimate: estimate(global.removals) });
+    // With widths from the kernel table, a ranking that leaves a blocked width is no rival: it
+    // would be planned again for speed if it won.
+    const blocked = !plan.alignAuto || global.removals.every((r) => alignedWidth(plan, r.group, r.group.units.length - r.units.length));
+    if (blocked && global.params >= plan.targetParams - plan.slack) options.push({ strategy: 'global', ...global, note: "FLAP's global ranking", estimate: estimate(global.removals) });
   }
   if (options.length === 0) return {};
   const { estimate: cost, ...best } = options.reduce((a, b) => (b.estimate < a.estimate ? b : a));
@@ -308,12 +345,18 @@ const COARSE_UNITS = 8;
 
 /**
  * The share of its units a step may take from a group: twice the step's share (at most 90 %),
- * so that every count planned lies where the probe measured; more when the groups' units up to
- * that do not hold the target.
+ * so that every count planned lies where the probe measured; more when the counts the groups may
+ * stop at up to that (whole blocks, where a width keeps a multiple) do not hold the target.
  */
 function reach(plan: PlanInput, ranked: Map<Group, Unit[]>, share: number): number {
   let r = Math.min(0.9, 2 * share);
-  const capped = (f: number) => planCounts(plan, ranked, new Map(plan.groups.map((g) => [g, Math.max(1, Math.round(f * g.units.length))]))).params;
+  // Each group at the most it may stop at within the share: a group that keeps a multiple of a
+  // block may stop at none short of a whole block, so its reach counts nothing until then.
+  const stop = (g: Group, f: number) => {
+    for (let c = Math.max(1, Math.round(f * g.units.length)); c > 0; c--) if (alignedWidth(plan, g, g.units.length - c)) return c;
+    return 0;
+  };
+  const capped = (f: number) => planCounts(plan, ranked, new Map(plan.groups.map((g) => [g, stop(g, f)]))).params;
   while (r < 1 && capped(r) < plan.targetParams + plan.slack) r = Math.min(1, r + 0.1);
   return r;
 }
@@ -360,6 +403,9 @@ async function calibratedCosts(input: AllocationInput, curves: Map<Group, Damage
   }
   if (cells.length === 0) return plain;
   const probe = probeModel(input.analysis, cells);
+  // Each cell's refit weights (a dense matrix per removal, in float64) are in the probe model
+  // now: they go before its session is made, which on a large model is the step's peak memory.
+  for (const cell of cells) cell.edits = [];
   const assignment = probeAssignment(damage.samples, cells.length);
   const measured = await input.passes.pass('probe', "each group's loss for its damage curve's error, so that the curves of all groups are in one unit", damage.samples, `the sensitivity probe of ${cells.length} removals in ${new Set(cells.map((c) => c.group)).size} groups`, () =>
     damage.sampleLosses!(probe.model, (start, size) => probeFeeds(probe, assignment, start, size), probe.errors, probe.batched),

@@ -212,6 +212,7 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       passes,
       inverses: new InverseCovariances(DenseMath.shared()),
       dampings: options.memory?.dampings ?? new Map(),
+      choosing: options.memory?.choosing,
       sensitivities: options.memory?.sensitivities ?? new Map(),
       effort,
       build,

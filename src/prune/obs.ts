@@ -188,6 +188,8 @@ export interface CurveOptions {
   compensate: CompensationChoice;
   /** Dampings chosen so far (filled in for consumers seen the first time). */
   dampings: Dampings;
+  /** Seconds spent choosing them, added to. */
+  choosing?: { seconds: number };
   /** Share of a group's units at which a damping is checked (the step's share, say). */
   checkShare: number;
   /** Share of a group's units the curve goes up to: what one step may take from a group. */
@@ -248,8 +250,10 @@ async function consumerProblem(
       const key = consumerKey(c);
       let damping = options.dampings.get(key);
       if (damping === undefined) {
+        const started = Date.now();
         const removed = await cheapestUnits(s, w, k, n, channels, options.checkShare, inverses);
         damping = await chooseDamping(s, w, k, n, removed, options.compensate === 'auto', inverses.math);
+        if (options.choosing) options.choosing.seconds += (Date.now() - started) / 1000;
         options.dampings.set(key, damping);
       }
       if (damping !== null) return { consumer: c, channels, refit: { w, k, n, stats: s, damping } };
@@ -261,7 +265,13 @@ async function consumerProblem(
   return { consumer: c, channels, diagonal: variance.map((v, j) => v * w2[j]) };
 }
 
-/** The channels of the units that cost least alone under the default damping: `share` of the units, at least one, never all. */
+/**
+ * The channels of the units that cost least alone with a refit under the default damping:
+ * `share` of the units, at least one, never all. The removal a damping is checked on: units that
+ * are cheap because kept ones can stand in for them, where the refit and its damping matter
+ * (the units that are cheap without a refit, near-silent ones, would have every damping, and no
+ * refit, look alike).
+ */
 async function cheapestUnits(s: ChannelStats, w: Float64Array, k: number, n: number, channels: number[][], share: number, inverses: InverseCovariances): Promise<number[]> {
   const errors = await inverses.math.unitErrors(await inverses.of(s, DEFAULT_DAMPING), w, k, n, channels);
   const units = Math.min(channels.length - 1, Math.max(1, Math.round(share * channels.length)));
@@ -282,9 +292,8 @@ export async function chooseDamping(s: ChannelStats, w: Float64Array, k: number,
   const [fitOn, checkOn] = [covariance(rest.count, rest.sum, rest.gram), covariance(h.count, h.sum, h.gram)];
   const gone = new Set(removed);
   const kept = [...Array(k).keys()].filter((j) => !gone.has(j));
-  let best: { damping: number | null; error: number } | undefined;
-  for (const damping of DAMPINGS) {
-    if (damping === null && !noRefit) continue;
+  const errors = new Map<number | null, number>();
+  const check = async (damping: number | null) => {
     // The change of the weight: the removed rows go, the kept ones move by the refit.
     const change = new Float64Array(k * n);
     for (const j of removed) for (let o = 0; o < n; o++) change[j * n + o] = -w[j * n + o];
@@ -295,8 +304,13 @@ export async function chooseDamping(s: ChannelStats, w: Float64Array, k: number,
       });
     }
     const error = await math.quadratic(checkOn, change, k, n);
-    if (Number.isFinite(error) && (!best || error < best.error)) best = { damping, error };
-  }
+    if (Number.isFinite(error)) errors.set(damping, error);
+  };
+  // Every damping is checked: the error need not dip once (removed channels that are exact
+  // combinations of kept ones want almost none, where a middle damping may do worse than both).
+  for (const damping of DAMPINGS) if (damping !== null || noRefit) await check(damping);
+  let best: { damping: number | null; error: number } | undefined;
+  for (const [damping, error] of errors) if (!best || error < best.error) best = { damping, error };
   return best ? best.damping : DEFAULT_DAMPING;
 }
 

@@ -21,7 +21,6 @@ import { ConsumerEdit, weightChange } from './compensate';
  */
 export interface Probe {
   model: OnnxModel;
-  cells: ProbeCell[];
   /** Per cell: the graph input that switches it on, and the output that says how far its consumers' outputs moved on each sample. */
   masks: string[];
   errors: string[];
@@ -130,7 +129,7 @@ export function probeModel(analysis: Analysis, cells: ProbeCell[]): Probe {
     graph.output.push(onnx.ValueInfoProto.create({ name: out }));
     errors.push(out);
   });
-  return { model, cells, masks, errors, maskType: dtype === onnx.TensorProto.DataType.FLOAT16 ? 'float16' : 'float32', batched };
+  return { model, masks, errors, maskType: dtype === onnx.TensorProto.DataType.FLOAT16 ? 'float16' : 'float32', batched };
 }
 
 /**

@@ -33,6 +33,10 @@ export interface DamageMeasure {
   name: string;
   /** `tap`: a copy of the candidate with outputs of its own, run instead, each batch's outputs handed to it. */
   loss(candidate: OnnxModel, share: number, tap?: PassTap): Promise<number>;
+  /** The loss on the first `shares[i]` of the set's batches, each, from one pass as far as the largest. */
+  losses?(candidate: OnnxModel, shares: number[], tap?: PassTap): Promise<number[]>;
+  /** The batches the set is run in (what a share of it is rounded to). */
+  batches?: number;
   /**
    * The loss of each sample of the set, the candidate run with `extra` feeds for each batch of
    * samples (the sensitivity probe's masks, one value per sample) and the per-sample values of
@@ -73,6 +77,8 @@ export interface AllocationResult {
   compensate: Compensation;
   /** The damage measure the losses are in, or why nothing was measured. */
   measure: string;
+  /** What the losses were measured on, when not the whole calibration set (a race's first batches). */
+  on?: string;
   tried: { strategy: Exclude<Allocation, 'auto'>; compensate: Compensation; loss: number | null; params: number; align?: number; latency?: number; note?: string }[];
   /** Widths kept as multiples of this (1: as the allocation made them). */
   align: number;
@@ -185,6 +191,8 @@ export interface PruneMemory {
   scales: Map<string, { mean: number; std: number }>;
   /** Each consumer's damping, chosen the first time it is refit (obs.ts). */
   dampings: Map<string, number | null>;
+  /** Seconds spent choosing dampings so far: work done once per consumer, which later steps do not repeat (the budget leaves it out of their estimates). */
+  choosing: { seconds: number };
   /**
    * Statistics of the next step's model known already, by tensor: collected while the last step
    * confirmed the candidate it kept, or, for tensors its pruning left exactly as they were, the
@@ -198,5 +206,5 @@ export interface PruneMemory {
 }
 
 export function newPruneMemory(): PruneMemory {
-  return { scales: new Map(), dampings: new Map(), ready: { stats: new Map(), rows: new Map() }, sensitivities: new Map() };
+  return { scales: new Map(), dampings: new Map(), choosing: { seconds: 0 }, ready: { stats: new Map(), rows: new Map() }, sensitivities: new Map() };
 }

@@ -275,7 +275,7 @@ export function allocationLine(a: NonNullable<Report['allocation']>): string {
   const [best, ...others] = measured;
   const why = (t: (typeof measured)[number]) => t.note ?? `${t.strategy}/${t.compensate}`;
   const against = others.length ? `, against ${others.map((t) => `${t.loss!.toPrecision(4)} for ${why(t)}`).join(', ')}` : '';
-  return `${kept} (${why(best)}): ${a.measure} ${best.loss!.toPrecision(4)} on the calibration set${against}${speed}`;
+  return `${kept} (${why(best)}): ${a.measure} ${best.loss!.toPrecision(4)} on ${a.on ?? 'the calibration set'}${against}${speed}`;
 }
 
 function allocationSection(r: Report): string[] {

@@ -111,6 +111,8 @@ export const ReportSchema = z.object({
       strategy: z.enum(['global', 'uniform', 'ffn-only', 'measured']),
       compensate: z.enum(['none', 'bias', 'reconstruct']),
       measure: text,
+      /** What the losses were measured on, when not the whole calibration set. */
+      on: text.optional(),
       tried: z
         .array(
           z.object({
