@@ -188,6 +188,29 @@ describe('allocation by damage curves', () => {
     }
   });
 
+  test('align auto, where whole blocks cannot land on the target: the plan stops short rather than take a costly block that lands closer (digits CNN, 10 %)', async () => {
+    // Convolutions of 32 and 64 channels in blocks of 16: landing on 10 % would cut a
+    // 32-channel convolution to 16, which loses a quarter of the digits; blocks of the 64-channel
+    // ones overshoot. Stopping short costs nothing.
+    jest.spyOn(runtime, 'convolutionBlock').mockReturnValue(16);
+    const base = OnnxModel.read(path.join(__dirname, '..', 'examples', 'digits-cnn', 'model.onnx'));
+    const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'digits-cnn'), base);
+    const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
+    try {
+      const logs: string[] = [];
+      const damage = { ...evaluator.damageMeasure(), latency: async () => 0.9 };
+      const result = await pruneModel(base, { target: 0.1, structures: ['ffn', 'channels'], importance: 'activation', compensate: 'auto', align: 'auto', damage, calibration: calibrationFeeds(set), calibrationSamples: set.count, log: (line) => logs.push(line) });
+      expect(logs.some((l) => /the target is out of reach at widths that keep the convolutions blocked/.test(l))).toBe(true);
+      const removed = 1 - result.paramsAfter / result.paramsBefore;
+      expect(removed).toBeGreaterThan(0);
+      expect(removed).toBeLessThan(0.1);
+      expect(await evaluator.loss(result.model, 1)).toBeLessThan(0.01);
+    } finally {
+      jest.restoreAllMocks();
+      await evaluator.close();
+    }
+  });
+
   test.each([8, 16])('align auto: a convolution whose width is a multiple of the kernel block (%i here) keeps a multiple of it, other widths as planned', async (block) => {
     jest.spyOn(runtime, 'convolutionBlock').mockReturnValue(block);
     const base = fixture('cnn');
