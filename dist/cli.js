@@ -47563,11 +47563,13 @@ function planByCurves(input2, curves, mayStopShort = input2.alignAuto && input2.
   if (miss <= 3 * input2.slack) return plan;
   if (!mayStopShort) return void 0;
   const within = table3.map(() => 0);
+  const costOf = (at2) => at2.reduce((t, i, k) => t + table3[k].cost[table3[k].allowed[i]], 0);
+  let passing = Infinity;
   for (const s of segments) {
     const moved = [...within];
     moved[s.k] = Math.max(moved[s.k], table3[s.k].allowed.indexOf(s.to));
-    if (removed(moved) > high) break;
-    moved.forEach((i, k) => within[k] = i);
+    if (removed(moved) > high) passing = Math.min(passing, costOf(moved));
+    else if (costOf(moved) < passing) moved.forEach((i, k) => within[k] = i);
   }
   const short = planCounts(input2, ranked, new Map(table3.map((t, k) => [t.g, t.allowed[within[k]]])));
   if (short.params >= low) return short;
@@ -48061,11 +48063,7 @@ var MAX_POWER = 4;
 var COARSE_UNITS = 8;
 function reach(plan, ranked, share) {
   let r = Math.min(0.9, 2 * share);
-  const stop = (g, f) => {
-    for (let c = Math.max(1, Math.round(f * g.units.length)); c > 0; c--) if (alignedWidth(plan, g, g.units.length - c)) return c;
-    return 0;
-  };
-  const capped = (f) => planCounts(plan, ranked, new Map(plan.groups.map((g) => [g, stop(g, f)]))).params;
+  const capped = (f) => planCounts(plan, ranked, new Map(plan.groups.map((g) => [g, Math.max(1, Math.round(f * g.units.length))]))).params;
   while (r < 1 && capped(r) < plan.targetParams + plan.slack) r = Math.min(1, r + 0.1);
   return r;
 }

@@ -345,18 +345,12 @@ const COARSE_UNITS = 8;
 
 /**
  * The share of its units a step may take from a group: twice the step's share (at most 90 %),
- * so that every count planned lies where the probe measured; more when the counts the groups may
- * stop at up to that (whole blocks, where a width keeps a multiple) do not hold the target.
+ * so that every count planned lies where the probe measured; more when the groups' units up to
+ * that do not hold the target.
  */
 function reach(plan: PlanInput, ranked: Map<Group, Unit[]>, share: number): number {
   let r = Math.min(0.9, 2 * share);
-  // Each group at the most it may stop at within the share: a group that keeps a multiple of a
-  // block may stop at none short of a whole block, so its reach counts nothing until then.
-  const stop = (g: Group, f: number) => {
-    for (let c = Math.max(1, Math.round(f * g.units.length)); c > 0; c--) if (alignedWidth(plan, g, g.units.length - c)) return c;
-    return 0;
-  };
-  const capped = (f: number) => planCounts(plan, ranked, new Map(plan.groups.map((g) => [g, stop(g, f)]))).params;
+  const capped = (f: number) => planCounts(plan, ranked, new Map(plan.groups.map((g) => [g, Math.max(1, Math.round(f * g.units.length))]))).params;
   while (r < 1 && capped(r) < plan.targetParams + plan.slack) r = Math.min(1, r + 0.1);
   return r;
 }

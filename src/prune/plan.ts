@@ -342,16 +342,19 @@ export function planByCurves(input: PlanInput, curves: Map<Group, CostCurve>, ma
   const miss = plan.params < low ? low - plan.params : plan.params > high ? plan.params - high : 0;
   if (miss <= 3 * input.slack) return plan;
   // Widths from the kernel table that cannot reach the target stop short of it: a model slower
-  // than its base is no use on the edge. The hull's segments, cheapest per parameter first, up
-  // to the first that would pass the window: a costlier segment that lands closer is not taken
-  // (a block that overshoots cheaply is a later step's, and a costly one a quality bound's).
+  // than its base is no use on the edge. The hull's segments, cheapest per parameter first, each
+  // taken if it stays at or below the window and costs less in all than a combination that
+  // passes it: a plan that removes fewer parameters for more damage than one that removes more
+  // is not worth making (a block that overshoots cheaply is a later step's).
   if (!mayStopShort) return undefined;
   const within = table.map(() => 0);
+  const costOf = (at: number[]) => at.reduce((t, i, k) => t + table[k].cost[table[k].allowed[i]], 0);
+  let passing = Infinity;
   for (const s of segments) {
     const moved = [...within];
     moved[s.k] = Math.max(moved[s.k], table[s.k].allowed.indexOf(s.to));
-    if (removed(moved) > high) break;
-    moved.forEach((i, k) => (within[k] = i));
+    if (removed(moved) > high) passing = Math.min(passing, costOf(moved));
+    else if (costOf(moved) < passing) moved.forEach((i, k) => (within[k] = i));
   }
   const short = planCounts(input, ranked, new Map(table.map((t, k) => [t.g, t.allowed[within[k]]])));
   if (short.params >= low) return short;
