@@ -377,7 +377,7 @@ function cost(): void {
     `${fmt(r.gateSeconds)} s`,
     x(r.ratio, 1),
     (r.passesPerStep as number[]).join(', '),
-    `${fmt(r.gatePeakRssMb)} MB`,
+    `${fmt(r.gatePeakRssMb)} MiB`,
     `${r.verdict as string}, step ${num(r.chosen) + 1} of ${String(r.steps)} (${pct(r.removed)} removed)${(r.budget as { left_out: string[] } | undefined)?.left_out.length ? `; left out to keep to the budget: ${(r.budget as { left_out: string[] }).left_out.join('; ')}` : ''}`,
   ]);
   publish('cost', rows, {
