@@ -46635,6 +46635,17 @@ var DAMPINGS = [1e-6, 1e-3, 1, null];
 var DEFAULT_DAMPING = 0.01;
 var GREEDY_BLOCKS = 16;
 var consumerKey = (c) => `${c.node.name ?? ""}\0${c.weight}`;
+async function dampingOf(dampings, c, k, n, samples, choose) {
+  const key = consumerKey(c);
+  const own2 = dampings.get(key);
+  if (own2 !== void 0) return own2;
+  const like = `${c.node.opType} ${k}x${n} on ${samples}`;
+  const known = dampings.get(like);
+  const damping = known !== void 0 ? known : await choose();
+  dampings.set(key, damping);
+  if (known === void 0) dampings.set(like, damping);
+  return damping;
+}
 function refittable(c, model, readers) {
   const dims = model.constantInfo(c.weight)?.dims;
   if (!dims || readers(c.weight) > 1 || c.use.tapsPerOutput !== 1) return false;
@@ -46722,15 +46733,13 @@ async function consumerProblem(model, norms, group, c, s, inverses, options, sha
     if (matrix.pointwise && matrix.k === s.sum.length) {
       const [k, n] = [matrix.k, matrix.n];
       const w = matrix.dense();
-      const key = consumerKey(c);
-      let damping = options.dampings.get(key);
-      if (damping === void 0) {
+      const damping = await dampingOf(options.dampings, c, k, n, s.count, async () => {
         const started = Date.now();
         const removed = await cheapestUnits(s, w, k, n, channels, options.checkShare, inverses);
-        damping = await chooseDamping(s, w, k, n, removed, options.compensate === "auto", inverses.math);
+        const chosen = await chooseDamping(s, w, k, n, removed, options.compensate === "auto", inverses.math);
         if (options.choosing) options.choosing.seconds += (Date.now() - started) / 1e3;
-        options.dampings.set(key, damping);
-      }
+        return chosen;
+      });
       if (damping !== null) return { consumer: c, channels, refit: { w, k, n, stats: s, damping } };
     }
   }
@@ -46908,10 +46917,7 @@ async function compensation(analysis, removals, consumers2, stats, mode, damping
       const shared = analysis.index.consumersOf(c.weight).length > 1;
       let damping = null;
       if ((mode === "reconstruct" || mode === "auto") && !shared && inverses.has(s, dampings.get(consumerKey(c)) ?? DEFAULT_DAMPING) && matrix.pointwise) {
-        const key = consumerKey(c);
-        const known = dampings.get(key);
-        damping = known !== void 0 ? known : await chooseDamping(s, matrix.dense(), matrix.k, matrix.n, removed, mode === "auto", inverses.math);
-        if (known === void 0) dampings.set(key, damping);
+        damping = await dampingOf(dampings, c, matrix.k, matrix.n, s.count, () => chooseDamping(s, matrix.dense(), matrix.k, matrix.n, removed, mode === "auto", inverses.math));
       }
       if (damping !== null) {
         const refit = await refitConsumer(matrix, s, removed, damping, inverses);

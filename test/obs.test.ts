@@ -8,7 +8,7 @@ import { createSession, ort } from '../src/onnx/runtime';
 import { Group, analyze } from '../src/graph/analysis';
 import { applyRemoval } from '../src/prune/apply';
 import { applyCompensation, compensation } from '../src/prune/compensate';
-import { DEFAULT_DAMPING, InverseCovariances, damageCurves } from '../src/prune/obs';
+import { DEFAULT_DAMPING, Dampings, InverseCovariances, damageCurves, dampingOf } from '../src/prune/obs';
 import { PlanInput, planByCurves, planCounts } from '../src/prune/plan';
 import { probeAssignment, probeFeeds, probeModel } from '../src/prune/probe';
 import { AxisNorms } from '../src/prune/score';
@@ -283,4 +283,21 @@ test("the closed form tracks the damage it stands for: on the trained LLaMA fixt
   const { points, spearman } = await damageTracking('llama');
   expect(points.length).toBeGreaterThanOrEqual(6);
   expect(spearman).toBeGreaterThanOrEqual(0.9);
+});
+
+test("a damping is checked once per kind of consumer: the same op and weight shape, read on as many samples, takes the first one's", async () => {
+  const consumer = (name: string, opType = 'MatMul') => ({ node: { name, opType }, weight: `${name}.weight` }) as never;
+  const dampings: Dampings = new Map();
+  const checked: string[] = [];
+  const choose = (name: string, value: number | null) => async () => (checked.push(name), value);
+  expect(await dampingOf(dampings, consumer('layer0.down'), 3072, 768, 8192, choose('layer0.down', 1e-3))).toBe(1e-3);
+  // Another layer's down projection: no check of its own.
+  expect(await dampingOf(dampings, consumer('layer1.down'), 3072, 768, 8192, choose('layer1.down', 1))).toBe(1e-3);
+  // Another shape, another op, or another sample count: checked.
+  expect(await dampingOf(dampings, consumer('layer0.out'), 768, 768, 8192, choose('layer0.out', null))).toBeNull();
+  expect(await dampingOf(dampings, consumer('conv', 'Conv'), 3072, 768, 8192, choose('conv', 1))).toBe(1);
+  expect(await dampingOf(dampings, consumer('cls'), 3072, 768, 64, choose('cls', 1e-6))).toBe(1e-6);
+  // A consumer seen before keeps its own, whatever its shape now (a later step pruned it).
+  expect(await dampingOf(dampings, consumer('layer1.down'), 2048, 768, 8192, choose('again', 1))).toBe(1e-3);
+  expect(checked).toEqual(['layer0.down', 'layer0.out', 'conv', 'cls']);
 });

@@ -2,7 +2,7 @@ import { onnx } from 'onnx-proto';
 import { Analysis, Group } from '../graph/analysis';
 import { OnnxModel } from '../onnx/model';
 import { fromFloat32, toFloat32 } from '../onnx/tensor';
-import { DEFAULT_DAMPING, Dampings, InverseCovariances, WeightMatrix, chooseDamping, consumerKey, refitConsumer } from './obs';
+import { DEFAULT_DAMPING, Dampings, InverseCovariances, WeightMatrix, chooseDamping, consumerKey, dampingOf, refitConsumer } from './obs';
 import { Removal } from './plan';
 import { ChannelStats, Consumer, channelMean } from './stats';
 import { CompensationChoice } from './types';
@@ -62,10 +62,7 @@ export async function compensation(
       const shared = analysis.index.consumersOf(c.weight).length > 1;
       let damping: number | null = null;
       if ((mode === 'reconstruct' || mode === 'auto') && !shared && inverses.has(s, dampings.get(consumerKey(c)) ?? DEFAULT_DAMPING) && matrix.pointwise) {
-        const key = consumerKey(c);
-        const known = dampings.get(key);
-        damping = known !== undefined ? known : await chooseDamping(s, matrix.dense(), matrix.k, matrix.n, removed, mode === 'auto', inverses.math);
-        if (known === undefined) dampings.set(key, damping);
+        damping = await dampingOf(dampings, c, matrix.k, matrix.n, s.count, () => chooseDamping(s, matrix.dense(), matrix.k, matrix.n, removed, mode === 'auto', inverses.math));
       }
       if (damping !== null) {
         const refit = await refitConsumer(matrix, s, removed, damping, inverses);

@@ -85,6 +85,24 @@ export type Dampings = Map<string, number | null>;
 export const consumerKey = (c: Consumer) => `${c.node.name ?? ''}\u0000${c.weight}`;
 
 /**
+ * A consumer's damping: its own, else that of the consumers of the same op and weight shape
+ * whose input was read on as many samples (chosen on the first of them: the damping weighs the
+ * samples against the channels, which they share; every layer of a transformer is one such
+ * class, so a 12-layer model checks two dampings, not 24), else chosen now by `choose`.
+ */
+export async function dampingOf(dampings: Dampings, c: Consumer, k: number, n: number, samples: number, choose: () => Promise<number | null>): Promise<number | null> {
+  const key = consumerKey(c);
+  const own = dampings.get(key);
+  if (own !== undefined) return own;
+  const like = `\u0001${c.node.opType} ${k}x${n} on ${samples}`;
+  const known = dampings.get(like);
+  const damping = known !== undefined ? known : await choose();
+  dampings.set(key, damping);
+  if (known === undefined) dampings.set(like, damping);
+  return damping;
+}
+
+/**
  * Whether a consumer's kept rows can be refit by least squares: its weight is pointwise (a
  * MatMul, Gemm or 1x1 Conv: a kernel's taps would need the covariance of the unfolded input) and
  * no other op reads it. Only these need their input's covariance.
@@ -247,15 +265,13 @@ async function consumerProblem(
     if (matrix.pointwise && matrix.k === s.sum.length) {
       const [k, n] = [matrix.k, matrix.n];
       const w = matrix.dense();
-      const key = consumerKey(c);
-      let damping = options.dampings.get(key);
-      if (damping === undefined) {
+      const damping = await dampingOf(options.dampings, c, k, n, s.count, async () => {
         const started = Date.now();
         const removed = await cheapestUnits(s, w, k, n, channels, options.checkShare, inverses);
-        damping = await chooseDamping(s, w, k, n, removed, options.compensate === 'auto', inverses.math);
+        const chosen = await chooseDamping(s, w, k, n, removed, options.compensate === 'auto', inverses.math);
         if (options.choosing) options.choosing.seconds += (Date.now() - started) / 1000;
-        options.dampings.set(key, damping);
-      }
+        return chosen;
+      });
       if (damping !== null) return { consumer: c, channels, refit: { w, k, n, stats: s, damping } };
     }
   }
