@@ -44134,20 +44134,20 @@ var gemm = {
     if (c) linkBroadcast(ctx, [c], y);
   }
 };
-function convRule(transposed) {
-  const [inAxis, outAxis] = transposed ? [0, 1] : [1, 0];
+function convRule(transposed2) {
+  const [inAxis, outAxis] = transposed2 ? [0, 1] : [1, 0];
   return {
     // Conv: each output element reads Cin/group x k1 x k2 ... inputs. ConvTranspose: each input
     // element is scattered to Cout/group x k1 x k2 ... outputs.
     macs(node2, shapeOf) {
       const w = shapeOf(node2.input[1]);
-      const counted = shapeOf(transposed ? node2.input[0] : node2.output[0]);
+      const counted = shapeOf(transposed2 ? node2.input[0] : node2.output[0]);
       if (!w || !counted || w.length < 2) return void 0;
       return elementCount(counted) * elementCount(w.slice(1));
     },
     weight(node2) {
       if (attrInt(node2, "group", 1) !== 1) return void 0;
-      const taps = transposed ? (attrInts(node2, "strides") ?? []).reduce((a, b) => a * b, 1) : 1;
+      const taps = transposed2 ? (attrInts(node2, "strides") ?? []).reduce((a, b) => a * b, 1) : 1;
       return { inputAxis: 1, weightIn: inAxis, weightOut: outAxis, tapsPerOutput: taps, biasInput: 2 };
     },
     channels: true,
@@ -44172,8 +44172,8 @@ function convRule(transposed) {
         ctx.same(x, 1, y, 1);
         ctx.same(w, 0, y, 1);
       } else {
-        if (!transposed) ctx.same(w, 0, y, 1);
-        ctx.freeze(y, 1, `grouped ${transposed ? "transposed " : ""}convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
+        if (!transposed2) ctx.same(w, 0, y, 1);
+        ctx.freeze(y, 1, `grouped ${transposed2 ? "transposed " : ""}convolution ${ctx.node.name || ""} (group ${group})`.replace("  ", " "));
       }
     }
   };
@@ -46760,8 +46760,9 @@ async function chooseDamping(s, w, k, n, removed, noRefit, math) {
   const [fitOn, checkOn] = [covariance(rest.count, rest.sum, rest.gram), covariance(h.count, h.sum, h.gram)];
   const gone = new Set(removed);
   const kept = [...Array(k).keys()].filter((j) => !gone.has(j));
-  const errors = /* @__PURE__ */ new Map();
-  const check2 = async (damping) => {
+  let best;
+  for (const damping of DAMPINGS) {
+    if (damping === null && !noRefit) continue;
     const change = new Float64Array(k * n);
     for (const j of removed) for (let o = 0; o < n; o++) change[j * n + o] = -w[j * n + o];
     if (damping !== null) {
@@ -46771,11 +46772,8 @@ async function chooseDamping(s, w, k, n, removed, noRefit, math) {
       });
     }
     const error62 = await math.quadratic(checkOn, change, k, n);
-    if (Number.isFinite(error62)) errors.set(damping, error62);
-  };
-  for (const damping of DAMPINGS) if (damping !== null || noRefit) await check2(damping);
-  let best;
-  for (const [damping, error62] of errors) if (!best || error62 < best.error) best = { damping, error: error62 };
+    if (Number.isFinite(error62) && (!best || error62 < best.error)) best = { damping, error: error62 };
+  }
   return best ? best.damping : DEFAULT_DAMPING;
 }
 async function greedyCurve(group, problems, inverses, maxCount) {
@@ -47221,26 +47219,18 @@ function lowerGram(x, n) {
   }
   return g;
 }
+var doubles = (...names) => names.map((n) => [n, DataType.DOUBLE]);
+var transposed = (g, x) => g.op("Transpose", [x], { perm: [1, 0] });
 function choleskySplitGraph() {
   const g = new GraphBuilder();
-  const c = g.op("MatMul", ["b", g.op("Transpose", ["x1"], { perm: [1, 0] })]);
+  const c = g.op("MatMul", ["b", transposed(g, "x1")]);
   g.output(c, "c");
-  g.output(g.op("Sub", ["d", g.op("MatMul", [c, g.op("Transpose", [c], { perm: [1, 0] })])]), "s");
-  return g.encode(
-    [
-      ["x1", DataType.DOUBLE],
-      ["b", DataType.DOUBLE],
-      ["d", DataType.DOUBLE]
-    ],
-    [
-      ["c", DataType.DOUBLE],
-      ["s", DataType.DOUBLE]
-    ]
-  );
+  g.output(g.op("Sub", ["d", g.op("MatMul", [c, transposed(g, c)])]), "s");
+  return g.encode(doubles("x1", "b", "d"), doubles("c", "s"));
 }
 function choleskyJoinGraph() {
   const g = new GraphBuilder();
-  const t = (x2) => g.op("Transpose", [x2], { perm: [1, 0] });
+  const t = (x2) => transposed(g, x2);
   const e = g.op("Neg", [g.op("MatMul", ["x2", g.op("MatMul", ["c", "x1"])])]);
   const zeros2 = g.op("Cast", [g.op("ConstantOfShape", [g.op("Shape", [t(e)])])], { to: DataType.DOUBLE });
   const x = g.op("Concat", [g.op("Concat", ["x1", zeros2], { axis: 1 }), g.op("Concat", [e, "x2"], { axis: 1 })], { axis: 0 });
@@ -47249,19 +47239,7 @@ function choleskyJoinGraph() {
   const lower = g.op("Concat", [t(ex2), "g2"], { axis: 1 });
   g.output(x, "x");
   g.output(g.op("Concat", [upper, lower], { axis: 0 }), "gram");
-  return g.encode(
-    [
-      ["x1", DataType.DOUBLE],
-      ["g1", DataType.DOUBLE],
-      ["c", DataType.DOUBLE],
-      ["x2", DataType.DOUBLE],
-      ["g2", DataType.DOUBLE]
-    ],
-    [
-      ["x", DataType.DOUBLE],
-      ["gram", DataType.DOUBLE]
-    ]
-  );
+  return g.encode(doubles("x1", "g1", "c", "x2", "g2"), doubles("x", "gram"));
 }
 function surgeon(g) {
   const hp = g.op("Gather", ["hinv", "removed"], { axis: 1 });
@@ -47271,8 +47249,7 @@ function surgeon(g) {
   return { hp, hpp, wp, tk };
 }
 var SURGEON_INPUTS = [
-  ["hinv", DataType.DOUBLE],
-  ["w", DataType.DOUBLE],
+  ...doubles("hinv", "w"),
   ["removed", DataType.INT64],
   ["kept", DataType.INT64]
 ];
@@ -47281,29 +47258,20 @@ function removeGraph() {
   const { hp, hpp, wp, tk } = surgeon(g);
   const hkk = g.op("Gather", [g.op("Gather", ["hinv", "kept"], { axis: 0 }), "kept"], { axis: 1 });
   const hpk = g.op("Gather", [hp, "kept"], { axis: 0 });
-  const hinvKept = g.op("Sub", [hkk, g.op("MatMul", [tk, g.op("Transpose", [hpk], { perm: [1, 0] })])]);
+  const hinvKept = g.op("Sub", [hkk, g.op("MatMul", [tk, transposed(g, hpk)])]);
   const wKept = g.op("Sub", [g.op("Gather", ["w", "kept"], { axis: 0 }), g.op("MatMul", [tk, wp])]);
   g.output(hinvKept, "hinvKept");
   g.output(wKept, "wKept");
   g.output(hpp, "hinvRemoved");
   g.output(wp, "wRemoved");
   g.output(unitErrors(g, hinvKept, wKept), "errors");
-  return g.encode(
-    [...SURGEON_INPUTS, ["units", DataType.INT64], ["blocks", DataType.INT64]],
-    [
-      ["hinvKept", DataType.DOUBLE],
-      ["wKept", DataType.DOUBLE],
-      ["hinvRemoved", DataType.DOUBLE],
-      ["wRemoved", DataType.DOUBLE],
-      ["errors", DataType.DOUBLE]
-    ]
-  );
+  return g.encode([...SURGEON_INPUTS, ["units", DataType.INT64], ["blocks", DataType.INT64]], doubles("hinvKept", "wKept", "hinvRemoved", "wRemoved", "errors"));
 }
 function refitGraph() {
   const g = new GraphBuilder();
   const { wp, tk } = surgeon(g);
   g.output(g.op("Sub", [g.op("Gather", ["w", "kept"], { axis: 0 }), g.op("MatMul", [tk, wp])]), "wKept");
-  return g.encode(SURGEON_INPUTS, [["wKept", DataType.DOUBLE]]);
+  return g.encode(SURGEON_INPUTS, doubles("wKept"));
 }
 function unitErrors(g, hinv, w) {
   const blocks = g.op("Gather", [g.op("Reshape", [hinv, g.ints([-1])]), "blocks"], { axis: 0 });
@@ -47314,26 +47282,12 @@ function unitErrors(g, hinv, w) {
 function unitErrorsGraph() {
   const g = new GraphBuilder();
   g.output(unitErrors(g, "hinv", "w"), "errors");
-  return g.encode(
-    [
-      ["hinv", DataType.DOUBLE],
-      ["w", DataType.DOUBLE],
-      ["units", DataType.INT64],
-      ["blocks", DataType.INT64]
-    ],
-    [["errors", DataType.DOUBLE]]
-  );
+  return g.encode([...doubles("hinv", "w"), ["units", DataType.INT64], ["blocks", DataType.INT64]], doubles("errors"));
 }
 function quadraticGraph() {
   const g = new GraphBuilder();
   g.output(g.op("ReduceSum", [g.op("Mul", ["d", g.op("MatMul", ["c", "d"])]), g.ints([0, 1])], { keepdims: 0 }), "out");
-  return g.encode(
-    [
-      ["c", DataType.DOUBLE],
-      ["d", DataType.DOUBLE]
-    ],
-    [["out", DataType.DOUBLE]]
-  );
+  return g.encode(doubles("c", "d"), doubles("out"));
 }
 
 // src/prune/plan.ts
@@ -47555,7 +47509,7 @@ function planByCurves(input2, curves, mayStopShort = input2.alignAuto && input2.
       const moved = at.map((i, q) => q === k ? t.allowed[i] : i);
       const freed = (counts) => exact.of(counts.map((i, q) => tables[q].allowed[i]));
       if (!intoWindow(tables, moved, low, high, freed) && !fillWindow(tables, moved, low, high, freed)) return;
-      const cost = moved.reduce((c, i, q) => c + tables[q].cost[tables[q].allowed[i]], 0);
+      const cost = totalCost(tables, moved);
       if (!best || cost < best.cost) best = { k, at: moved, cost };
     });
     if (best) {
@@ -47569,13 +47523,12 @@ function planByCurves(input2, curves, mayStopShort = input2.alignAuto && input2.
   if (miss <= 3 * input2.slack) return plan;
   if (!mayStopShort) return void 0;
   const within = table3.map(() => 0);
-  const costOf = (at2) => at2.reduce((t, i, k) => t + table3[k].cost[table3[k].allowed[i]], 0);
   let passing = Infinity;
   for (const s of segments) {
     const moved = [...within];
     moved[s.k] = Math.max(moved[s.k], table3[s.k].allowed.indexOf(s.to));
-    if (removed(moved) > high) passing = Math.min(passing, costOf(moved));
-    else if (costOf(moved) < passing) moved.forEach((i, k) => within[k] = i);
+    if (removed(moved) > high) passing = Math.min(passing, totalCost(table3, moved));
+    else if (totalCost(table3, moved) < passing) moved.forEach((i, k) => within[k] = i);
   }
   const short = planCounts(input2, ranked, new Map(table3.map((t, k) => [t.g, t.allowed[within[k]]])));
   if (short.params >= low) return short;
@@ -47627,9 +47580,11 @@ var ExactParams = class {
     return total;
   }
 };
+var stopCost = (table3, k, i) => table3[k].cost[table3[k].allowed[i]];
+var totalCost = (table3, at) => at.reduce((t, i, k) => t + stopCost(table3, k, i), 0);
 function fillWindow(table3, at, low, high, removed) {
-  const cost = (k, i) => table3[k].cost[table3[k].allowed[i]];
-  const spent = at.reduce((t, i, k) => t + cost(k, i), 0);
+  const cost = (k, i) => stopCost(table3, k, i);
+  const spent = totalCost(table3, at);
   let best;
   for (let f = 0; f < table3.length; f++) {
     const moves = [[-1, 0]];
@@ -47653,9 +47608,9 @@ function fillWindow(table3, at, low, high, removed) {
   return !!best;
 }
 function intoWindow(table3, at, low, high, removed) {
-  const costOf = (k, i) => table3[k].cost[table3[k].allowed[i]];
+  const costOf = (k, i) => stopCost(table3, k, i);
   const sum = () => removed(at);
-  const cost = () => at.reduce((t, i, k) => t + costOf(k, i), 0);
+  const cost = () => totalCost(table3, at);
   let best;
   const seen = /* @__PURE__ */ new Set();
   for (let guard = 0; guard < 4096; guard++) {
@@ -47921,15 +47876,18 @@ async function chooseAllocation(input2) {
   const race = raceBatches / batches2;
   const raceSamples = Math.round((damage.samples ?? 0) * raceBatches / batches2);
   const on = race < 1 ? `the first ${raceBatches} of ${batches2} calibration batches (the race)` : void 0;
+  const nextStatisticsOn = (c, built) => {
+    const next = input2.nextStatistics?.(c.removals);
+    return next ? { tap: new StatsTap(built.applied.model, next.requests, next.keep), reads: `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(", ")}` : ""}` } : { tap: void 0, reads: "" };
+  };
   let best;
   for (const [k, c] of candidates.entries()) {
     const edits = await compensate(c.removals);
     const built = await buildOrNot(input2, c.removals, edits);
-    const next = k === 0 && built ? input2.nextStatistics?.(c.removals) : void 0;
-    const tap = next && built ? new StatsTap(built.applied.model, next.requests, next.keep) : void 0;
+    const { tap, reads } = k === 0 && built ? nextStatisticsOn(c, built) : { tap: void 0, reads: "" };
     const whole = k === 0 || race >= 1;
     const why = `${candidates.length > 1 ? `which of ${candidates.length} candidates to keep (${c.note})${whole ? "; the one kept is the step's evaluation too" : ", on the batches the race reads"}` : "the step's evaluation"}${tap ? "; and the next step's statistics, on this candidate" : ""}`;
-    const what = `${damage.name} of the ${c.strategy} candidate (${c.params} parameters)${whole ? "" : `, first ${raceBatches} of ${batches2} batches`}${next ? `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(", ")}` : ""}` : ""}`;
+    const what = `${damage.name} of the ${c.strategy} candidate (${c.params} parameters)${whole ? "" : `, first ${raceBatches} of ${batches2} batches`}${reads}`;
     const measured = built ? await input2.passes.pass("confirmation", why, whole ? damage.samples ?? 0 : raceSamples, what, async () => {
       const model = built.applied.model;
       const loss2 = race < 1 && whole ? (await damage.losses(model, [race, 1], tap))[0] : await damage.loss(model, whole ? 1 : race, tap);
@@ -47942,10 +47900,9 @@ async function chooseAllocation(input2) {
   }
   if (race < 1 && best.c !== candidates[0] && best.built) {
     const winner = best;
-    const next = input2.nextStatistics?.(winner.c.removals);
-    const tap = next ? new StatsTap(winner.built.applied.model, next.requests, next.keep) : void 0;
+    const { tap, reads } = nextStatisticsOn(winner.c, winner.built);
     const why = `the race's winner over the whole set: the step's evaluation${tap ? ", and the next step's statistics, on this candidate" : ""}`;
-    const what = `${damage.name} of the ${winner.c.strategy} candidate (${winner.c.params} parameters), the whole set${next ? `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(", ")}` : ""}` : ""}`;
+    const what = `${damage.name} of the ${winner.c.strategy} candidate (${winner.c.params} parameters), the whole set${reads}`;
     winner.next = await input2.passes.pass("confirmation", why, damage.samples ?? 0, what, async () => {
       await damage.loss(winner.built.applied.model, 1, tap);
       return tap?.collected();
@@ -48850,8 +48807,8 @@ function storeBlocks(work, cache, key, weight, layout) {
   const cached2 = cache.get(key);
   if (cached2) return cached2;
   const { dtype, dims } = work.constantInfo(weight);
-  const { bits, blockSize, transposed } = layout;
-  const quantizer = new BlockQuantizer(dims[0], dims[1], { bits, blockSize, transposed });
+  const { bits, blockSize, transposed: transposed2 } = layout;
+  const quantizer = new BlockQuantizer(dims[0], dims[1], { bits, blockSize, transposed: transposed2 });
   work.forEachChunk(weight, dims[1], (rows) => quantizer.add(rows));
   const q = quantizer.finish();
   const codes = work.uniqueName(`${weight}_Q${bits}`);
@@ -48881,14 +48838,14 @@ function channelCodes(work, name, dims, axis) {
 function scaleTensor(values, dtype, dims) {
   return dtype === DataType.FLOAT ? { dtype, dims, data: values } : fromFloat32(values, dtype, dims);
 }
-function nbitsCandidate(work, node2, kind, weight, transposed, bias, opts, cache) {
+function nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cache) {
   const info = work.constantInfo(weight);
-  const [k, n] = transposed ? [info.dims[1], info.dims[0]] : info.dims;
+  const [k, n] = transposed2 ? [info.dims[1], info.dims[0]] : info.dims;
   const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(info.dtype).bytes);
-  const entry = storeBlocks(work, cache, `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}`, weight, {
+  const entry = storeBlocks(work, cache, `nbits:${weight}:${transposed2}:${opts.bits}:${blockSize}`, weight, {
     bits: opts.bits,
     blockSize,
-    transposed,
+    transposed: transposed2,
     outputs: n,
     codesDims: (blocks) => [n, blocks, blockSize * opts.bits / 8]
   });
@@ -48897,7 +48854,7 @@ function nbitsCandidate(work, node2, kind, weight, transposed, bias, opts, cache
   const name = node2.name;
   const accuracy = opts.accuracyLevel;
   const bits = opts.bits;
-  const at8Bits = bits === 4 ? () => nbitsCandidate(work, node2, kind, weight, transposed, bias, { ...opts, bits: 8, blockSize: DEFAULT_BLOCK_SIZE[8] }, cache) : void 0;
+  const at8Bits = bits === 4 ? () => nbitsCandidate(work, node2, kind, weight, transposed2, bias, { ...opts, bits: 8, blockSize: DEFAULT_BLOCK_SIZE[8] }, cache) : void 0;
   return {
     node: node2,
     label: nodeLabel(node2),

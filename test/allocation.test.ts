@@ -3,7 +3,7 @@
 // and the search that measures candidates on calibration data and keeps the least damaging.
 import * as path from 'path';
 import { onnx } from 'onnx-proto';
-import { calibrationFeeds, loadCalibration } from '../src/eval/calibration';
+import { CalibrationSet, calibrationFeeds, loadCalibration } from '../src/eval/calibration';
 import { Evaluator } from '../src/eval/evaluator';
 import { OnnxModel } from '../src/onnx/model';
 import * as runtime from '../src/onnx/runtime';
@@ -29,6 +29,21 @@ async function run(m: OnnxModel, feeds: Record<string, ort.Tensor>, names?: stri
     return Object.fromEntries(Object.entries(out).map(([k, t]) => [k, t.data as Float32Array]));
   } finally {
     await session.release();
+  }
+}
+
+/**
+ * A model with its calibration set and an evaluator on it (latency timed once), for `use`; the
+ * evaluator is closed and every mock restored after it.
+ */
+async function withEvaluator(base: OnnxModel, calibration: string, use: (base: OnnxModel, set: CalibrationSet, evaluator: Evaluator) => Promise<void>): Promise<void> {
+  const set = loadCalibration(path.join(__dirname, '..', 'calibration', calibration), base);
+  const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
+  try {
+    await use(base, set, evaluator);
+  } finally {
+    jest.restoreAllMocks();
+    await evaluator.close();
   }
 }
 
@@ -130,10 +145,7 @@ describe('allocation by damage curves', () => {
   const fixture = (name: string) => OnnxModel.read(path.join(FIXTURES_DIR, `${name}.onnx`));
 
   test('the plan from the curves and one alternative are built at equal removal and run; the less damaging is kept, and it is the model written (CNN, 40 %)', async () => {
-    const base = fixture('cnn');
-    const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'cnn'), base);
-    const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
-    try {
+    await withEvaluator(fixture('cnn'), 'cnn', async (base, set, evaluator) => {
       const damage = evaluator.damageMeasure();
       const result = await pruneModel(base, { target: 0.4, structures: ['ffn', 'heads', 'channels'], importance: 'activation', compensate: 'auto', align: 1, damage, calibration: calibrationFeeds(set), calibrationSamples: set.count });
       const a = result.allocation!;
@@ -158,16 +170,11 @@ describe('allocation by damage curves', () => {
         ...(kept === a.tried[0] ? [] : [['confirmation', set.count]]),
       ]);
       for (const p of a.passes!) expect(p.why.length).toBeGreaterThan(10);
-    } finally {
-      await evaluator.close();
-    }
+    });
   });
 
   test('a runner-up that wins the race on half the set is kept, and then runs over the whole set: the step needs no pass of its own to evaluate it', async () => {
-    const base = fixture('cnn');
-    const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'cnn'), base);
-    const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
-    try {
+    await withEvaluator(fixture('cnn'), 'cnn', async (base, set, evaluator) => {
       // A data set on which the runner-up (the only candidate run on part of the set alone) loses nothing.
       const measure = evaluator.damageMeasure();
       const damage = { ...measure, loss: async (m: OnnxModel, share: number, tap?: never) => (share < 1 ? 0 : measure.loss(m, share, tap)) };
@@ -183,9 +190,7 @@ describe('allocation by damage curves', () => {
         ['confirmation', set.count / 2],
         ['confirmation', set.count],
       ]);
-    } finally {
-      await evaluator.close();
-    }
+    });
   });
 
   test('align auto, where whole blocks cannot land on the target: the plan stops short rather than take a costly block that lands closer (digits CNN, 10 %)', async () => {
@@ -193,10 +198,7 @@ describe('allocation by damage curves', () => {
     // 32-channel convolution to 16, which loses a quarter of the digits; blocks of the 64-channel
     // ones overshoot. Stopping short costs nothing.
     jest.spyOn(runtime, 'convolutionBlock').mockReturnValue(16);
-    const base = OnnxModel.read(path.join(__dirname, '..', 'examples', 'digits-cnn', 'model.onnx'));
-    const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'digits-cnn'), base);
-    const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
-    try {
+    await withEvaluator(OnnxModel.read(path.join(__dirname, '..', 'examples', 'digits-cnn', 'model.onnx')), 'digits-cnn', async (base, set, evaluator) => {
       const logs: string[] = [];
       const damage = { ...evaluator.damageMeasure(), latency: async () => 0.9 };
       const result = await pruneModel(base, { target: 0.1, structures: ['ffn', 'channels'], importance: 'activation', compensate: 'auto', align: 'auto', damage, calibration: calibrationFeeds(set), calibrationSamples: set.count, log: (line) => logs.push(line) });
@@ -205,18 +207,12 @@ describe('allocation by damage curves', () => {
       expect(removed).toBeGreaterThan(0);
       expect(removed).toBeLessThan(0.1);
       expect(await evaluator.loss(result.model, 1)).toBeLessThan(0.01);
-    } finally {
-      jest.restoreAllMocks();
-      await evaluator.close();
-    }
+    });
   });
 
   test.each([8, 16])('align auto: a convolution whose width is a multiple of the kernel block (%i here) keeps a multiple of it, other widths as planned', async (block) => {
     jest.spyOn(runtime, 'convolutionBlock').mockReturnValue(block);
-    const base = fixture('cnn');
-    const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'cnn'), base);
-    const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
-    try {
+    await withEvaluator(fixture('cnn'), 'cnn', async (base, set, evaluator) => {
       // A machine where the candidate is never slower: the kernel table alone decides the widths.
       const damage = { ...evaluator.damageMeasure(), latency: async () => 0.9 };
       const result = await pruneModel(base, { target: 0.3, structures: ['ffn', 'channels'], importance: 'activation', compensate: 'auto', align: 'auto', damage, calibration: calibrationFeeds(set), calibrationSamples: set.count });
@@ -224,18 +220,12 @@ describe('allocation by damage curves', () => {
       expect(blocked.length).toBeGreaterThan(0);
       for (const p of blocked) expect(p.after % block).toBe(0);
       expect(result.allocation).toMatchObject({ latency: 0.9 });
-    } finally {
-      jest.restoreAllMocks();
-      await evaluator.close();
-    }
+    });
   });
 
   test.each([8, 16])('align auto (kernel block %i): a kept candidate slower than its base here is planned again with every convolution as it is, and the faster one kept', async (block) => {
     jest.spyOn(runtime, 'convolutionBlock').mockReturnValue(block);
-    const base = fixture('cnn');
-    const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'cnn'), base);
-    const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
-    try {
+    await withEvaluator(fixture('cnn'), 'cnn', async (base, set, evaluator) => {
       // A machine where any convolution that lost channels runs slower than the base.
       const convolutions = base.graph.node.filter((n) => n.opType === 'Conv').map((n) => n.input![1]!);
       const channels = (m: OnnxModel) => convolutions.map((w) => m.constantInfo(w)!.dims[0]).join();
@@ -247,10 +237,7 @@ describe('allocation by damage curves', () => {
       expect(a.tried[a.tried.length - 1]).toMatchObject({ latency: 0.95, note: expect.stringContaining('every convolution as it is') });
       expect(result.pruned.filter((x) => x.kind === 'channels')).toEqual([]);
       expect(result.pruned.length).toBeGreaterThan(0);
-    } finally {
-      jest.restoreAllMocks();
-      await evaluator.close();
-    }
+    });
   });
 
   test('without a damage measure, the allocation asked for is used and the result says nothing was measured', async () => {
@@ -266,14 +253,9 @@ describe('allocation by damage curves', () => {
 });
 
 test('a strategy asked for is built as it is: no curves, no probe, no confirmation', async () => {
-  const base = OnnxModel.read(path.join(FIXTURES_DIR, 'cnn.onnx'));
-  const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'cnn'), base);
-  const evaluator = await Evaluator.create(base, set, { latency: { warmup: 0, runs: 1 } });
-  try {
+  await withEvaluator(OnnxModel.read(path.join(FIXTURES_DIR, 'cnn.onnx')), 'cnn', async (base, set, evaluator) => {
     const result = await pruneModel(base, { target: 0.3, structures: ['ffn', 'channels'], importance: 'activation', compensate: 'auto', allocation: 'uniform', damage: evaluator.damageMeasure(), calibration: calibrationFeeds(set), calibrationSamples: set.count });
     expect(result.allocation).toMatchObject({ strategy: 'uniform', measure: 'as asked (allocation: uniform)', tried: [] });
     expect(result.allocation!.passes!.map((p) => p.what)).toEqual(['statistics']);
-  } finally {
-    await evaluator.close();
-  }
+  });
 });

@@ -134,21 +134,25 @@ async function outputs(m: OnnxModel, feeds: Record<string, ort.Tensor>): Promise
   }
 }
 
+/** The MLP fixture's one group, its consumers' statistics on `data`, and a plan over it alone. */
+async function mlpGroup(data: Record<string, ort.Tensor>[]) {
+  const base = mlp();
+  const analysis = await analyze(base);
+  const [group] = analysis.groups;
+  const consumers = new Map([[group, findConsumers(analysis, group)]]);
+  const { stats } = await collectStats(base, statsRequests(consumers.get(group)!, true), () => data);
+  const plan: PlanInput = { groups: [group], scores: new Map(), targetParams: 0, slack: 0, slots: analysis.space.slots, paramDims: (t) => analysis.model.constantInfo(t)?.dims };
+  return { base, analysis, group, consumers, stats, plan, dampings: new Map<string, number | null>(), inverses: new InverseCovariances(math) };
+}
+
 describe('the damage curve of a group', () => {
   test('its error after c units is the output error of the model pruned at c units and refit, measured on the calibration set', async () => {
-    const base = mlp();
     const data = batches(4, 64);
-    const analysis = await analyze(base);
-    const [group] = analysis.groups;
-    const consumers = new Map([[group, findConsumers(analysis, group)]]);
-    const { stats } = await collectStats(base, statsRequests(consumers.get(group)!, true), () => data);
-    const dampings = new Map<string, number | null>();
-    const inverses = new InverseCovariances(math);
+    const { base, analysis, group, consumers, stats, plan, dampings, inverses } = await mlpGroup(data);
     const curves = await damageCurves(base, new AxisNorms(analysis), [group], consumers, stats, inverses, { compensate: 'reconstruct', dampings, checkShare: 0.3, maxShare: 0.9 }, () => false);
     const curve = curves.get(group)!;
     expect(curve.errors[0]).toBe(0);
     for (let c = 1; c < curve.errors.length; c++) expect(curve.errors[c]).toBeGreaterThanOrEqual(curve.errors[c - 1]);
-    const plan: PlanInput = { groups: [group], scores: new Map(), targetParams: 0, slack: 0, slots: analysis.space.slots, paramDims: (t) => analysis.model.constantInfo(t)?.dims };
     const damping = [...dampings.values()][0]!;
     for (const count of [2, 5]) {
       const { removals } = planCounts(plan, new Map([[group, curve.order]]), new Map([[group, count]]));
@@ -173,15 +177,8 @@ describe('the damage curve of a group', () => {
   });
 
   test('the probe model, on a sample that probes a removal, gives exactly what the model pruned that way gives', async () => {
-    const base = mlp();
     const data = batches(2, 8);
-    const analysis = await analyze(base);
-    const [group] = analysis.groups;
-    const consumers = new Map([[group, findConsumers(analysis, group)]]);
-    const { stats } = await collectStats(base, statsRequests(consumers.get(group)!, true), () => data);
-    const dampings = new Map<string, number | null>();
-    const inverses = new InverseCovariances(math);
-    const plan: PlanInput = { groups: [group], scores: new Map(), targetParams: 0, slack: 0, slots: analysis.space.slots, paramDims: (t) => analysis.model.constantInfo(t)?.dims };
+    const { base, analysis, group, consumers, stats, plan, dampings, inverses } = await mlpGroup(data);
     const order = group.units.slice().reverse();
     const cells = [];
     for (const count of [3, 6]) {

@@ -253,23 +253,18 @@ function lowerGram(x: Float64Array, n: number): Float64Array {
   return g;
 }
 
+/** Graph inputs or outputs, all float64 matrices. */
+const doubles = (...names: string[]): [string, DataType][] => names.map((n) => [n, DataType.DOUBLE]);
+/** xᵀ of a matrix. */
+const transposed = (g: GraphBuilder, x: string) => g.op('Transpose', [x], { perm: [1, 0] });
+
 /** The factor's block under the first half, C = B·X₁ᵀ, and what is left to factor, S = D − CCᵀ (any sizes). */
 function choleskySplitGraph(): Uint8Array {
   const g = new GraphBuilder();
-  const c = g.op('MatMul', ['b', g.op('Transpose', ['x1'], { perm: [1, 0] })]);
+  const c = g.op('MatMul', ['b', transposed(g, 'x1')]);
   g.output(c, 'c');
-  g.output(g.op('Sub', ['d', g.op('MatMul', [c, g.op('Transpose', [c], { perm: [1, 0] })])]), 's');
-  return g.encode(
-    [
-      ['x1', DataType.DOUBLE],
-      ['b', DataType.DOUBLE],
-      ['d', DataType.DOUBLE],
-    ],
-    [
-      ['c', DataType.DOUBLE],
-      ['s', DataType.DOUBLE],
-    ],
-  );
+  g.output(g.op('Sub', ['d', g.op('MatMul', [c, transposed(g, c)])]), 's');
+  return g.encode(doubles('x1', 'b', 'd'), doubles('c', 's'));
 }
 
 /**
@@ -278,7 +273,7 @@ function choleskySplitGraph(): Uint8Array {
  */
 function choleskyJoinGraph(): Uint8Array {
   const g = new GraphBuilder();
-  const t = (x: string) => g.op('Transpose', [x], { perm: [1, 0] });
+  const t = (x: string) => transposed(g, x);
   const e = g.op('Neg', [g.op('MatMul', ['x2', g.op('MatMul', ['c', 'x1'])])]);
   const zeros = g.op('Cast', [g.op('ConstantOfShape', [g.op('Shape', [t(e)])])], { to: DataType.DOUBLE });
   const x = g.op('Concat', [g.op('Concat', ['x1', zeros], { axis: 1 }), g.op('Concat', [e, 'x2'], { axis: 1 })], { axis: 0 });
@@ -287,19 +282,7 @@ function choleskyJoinGraph(): Uint8Array {
   const lower = g.op('Concat', [t(ex2), 'g2'], { axis: 1 });
   g.output(x, 'x');
   g.output(g.op('Concat', [upper, lower], { axis: 0 }), 'gram');
-  return g.encode(
-    [
-      ['x1', DataType.DOUBLE],
-      ['g1', DataType.DOUBLE],
-      ['c', DataType.DOUBLE],
-      ['x2', DataType.DOUBLE],
-      ['g2', DataType.DOUBLE],
-    ],
-    [
-      ['x', DataType.DOUBLE],
-      ['gram', DataType.DOUBLE],
-    ],
-  );
+  return g.encode(doubles('x1', 'g1', 'c', 'x2', 'g2'), doubles('x', 'gram'));
 }
 
 /** Gathers the removed columns of Hinv, the kept rows of them, and T = Hinv_kP · (Hinv_PP)⁻¹. */
@@ -312,8 +295,7 @@ function surgeon(g: GraphBuilder): { hp: string; hpp: string; wp: string; tk: st
 }
 
 const SURGEON_INPUTS: [string, DataType][] = [
-  ['hinv', DataType.DOUBLE],
-  ['w', DataType.DOUBLE],
+  ...doubles('hinv', 'w'),
   ['removed', DataType.INT64],
   ['kept', DataType.INT64],
 ];
@@ -323,30 +305,21 @@ function removeGraph(): Uint8Array {
   const { hp, hpp, wp, tk } = surgeon(g);
   const hkk = g.op('Gather', [g.op('Gather', ['hinv', 'kept'], { axis: 0 }), 'kept'], { axis: 1 });
   const hpk = g.op('Gather', [hp, 'kept'], { axis: 0 });
-  const hinvKept = g.op('Sub', [hkk, g.op('MatMul', [tk, g.op('Transpose', [hpk], { perm: [1, 0] })])]);
+  const hinvKept = g.op('Sub', [hkk, g.op('MatMul', [tk, transposed(g, hpk)])]);
   const wKept = g.op('Sub', [g.op('Gather', ['w', 'kept'], { axis: 0 }), g.op('MatMul', [tk, wp])]);
   g.output(hinvKept, 'hinvKept');
   g.output(wKept, 'wKept');
   g.output(hpp, 'hinvRemoved');
   g.output(wp, 'wRemoved');
   g.output(unitErrors(g, hinvKept, wKept), 'errors');
-  return g.encode(
-    [...SURGEON_INPUTS, ['units', DataType.INT64], ['blocks', DataType.INT64]],
-    [
-      ['hinvKept', DataType.DOUBLE],
-      ['wKept', DataType.DOUBLE],
-      ['hinvRemoved', DataType.DOUBLE],
-      ['wRemoved', DataType.DOUBLE],
-      ['errors', DataType.DOUBLE],
-    ],
-  );
+  return g.encode([...SURGEON_INPUTS, ['units', DataType.INT64], ['blocks', DataType.INT64]], doubles('hinvKept', 'wKept', 'hinvRemoved', 'wRemoved', 'errors'));
 }
 
 function refitGraph(): Uint8Array {
   const g = new GraphBuilder();
   const { wp, tk } = surgeon(g);
   g.output(g.op('Sub', [g.op('Gather', ['w', 'kept'], { axis: 0 }), g.op('MatMul', [tk, wp])]), 'wKept');
-  return g.encode(SURGEON_INPUTS, [['wKept', DataType.DOUBLE]]);
+  return g.encode(SURGEON_INPUTS, doubles('wKept'));
 }
 
 /** tr(W_uᵀ · (Hinv_uu)⁻¹ · W_u) for each unit (the `units` and `blocks` inputs, unitFeeds) of `hinv` and `w`. */
@@ -361,25 +334,11 @@ function unitErrors(g: GraphBuilder, hinv: string, w: string): string {
 function unitErrorsGraph(): Uint8Array {
   const g = new GraphBuilder();
   g.output(unitErrors(g, 'hinv', 'w'), 'errors');
-  return g.encode(
-    [
-      ['hinv', DataType.DOUBLE],
-      ['w', DataType.DOUBLE],
-      ['units', DataType.INT64],
-      ['blocks', DataType.INT64],
-    ],
-    [['errors', DataType.DOUBLE]],
-  );
+  return g.encode([...doubles('hinv', 'w'), ['units', DataType.INT64], ['blocks', DataType.INT64]], doubles('errors'));
 }
 
 function quadraticGraph(): Uint8Array {
   const g = new GraphBuilder();
   g.output(g.op('ReduceSum', [g.op('Mul', ['d', g.op('MatMul', ['c', 'd'])]), g.ints([0, 1])], { keepdims: 0 }), 'out');
-  return g.encode(
-    [
-      ['c', DataType.DOUBLE],
-      ['d', DataType.DOUBLE],
-    ],
-    [['out', DataType.DOUBLE]],
-  );
+  return g.encode(doubles('c', 'd'), doubles('out'));
 }

@@ -131,15 +131,22 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
   const race = raceBatches / batches;
   const raceSamples = Math.round(((damage.samples ?? 0) * raceBatches) / batches);
   const on = race < 1 ? `the first ${raceBatches} of ${batches} calibration batches (the race)` : undefined;
+  // The next step's statistics, collected on a candidate's pass over the whole set (the tap),
+  // and what the pass reads for them.
+  const nextStatisticsOn = (c: Candidate, built: BuiltCandidate) => {
+    const next = input.nextStatistics?.(c.removals);
+    return next
+      ? { tap: new StatsTap(built.applied.model, next.requests, next.keep), reads: `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(', ')}` : ''}` }
+      : { tap: undefined, reads: '' };
+  };
   let best: { c: Candidate; edits: CompensationEdits; loss: number; built?: BuiltCandidate; next?: CollectedStats } | undefined;
   for (const [k, c] of candidates.entries()) {
     const edits = await compensate(c.removals);
     const built = await buildOrNot(input, c.removals, edits);
-    const next = k === 0 && built ? input.nextStatistics?.(c.removals) : undefined;
-    const tap = next && built ? new StatsTap(built.applied.model, next.requests, next.keep) : undefined;
+    const { tap, reads } = k === 0 && built ? nextStatisticsOn(c, built) : { tap: undefined, reads: '' };
     const whole = k === 0 || race >= 1;
     const why = `${candidates.length > 1 ? `which of ${candidates.length} candidates to keep (${c.note})${whole ? "; the one kept is the step's evaluation too" : ', on the batches the race reads'}` : "the step's evaluation"}${tap ? "; and the next step's statistics, on this candidate" : ''}`;
-    const what = `${damage.name} of the ${c.strategy} candidate (${c.params} parameters)${whole ? '' : `, first ${raceBatches} of ${batches} batches`}${next ? `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(', ')}` : ''}` : ''}`;
+    const what = `${damage.name} of the ${c.strategy} candidate (${c.params} parameters)${whole ? '' : `, first ${raceBatches} of ${batches} batches`}${reads}`;
     const measured = built
       ? await input.passes.pass('confirmation', why, whole ? (damage.samples ?? 0) : raceSamples, what, async () => {
           const model = built.applied.model;
@@ -157,10 +164,9 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
   // evaluation, and the next step's statistics on it, as the plan's pass would have been.
   if (race < 1 && best!.c !== candidates[0] && best!.built) {
     const winner = best!;
-    const next = input.nextStatistics?.(winner.c.removals);
-    const tap = next ? new StatsTap(winner.built!.applied.model, next.requests, next.keep) : undefined;
+    const { tap, reads } = nextStatisticsOn(winner.c, winner.built!);
     const why = `the race's winner over the whole set: the step's evaluation${tap ? ", and the next step's statistics, on this candidate" : ''}`;
-    const what = `${damage.name} of the ${winner.c.strategy} candidate (${winner.c.params} parameters), the whole set${next ? `, with statistics of ${requestedTensors(next.requests)}${next.keep.length ? `, kept whole: ${next.keep.join(', ')}` : ''}` : ''}`;
+    const what = `${damage.name} of the ${winner.c.strategy} candidate (${winner.c.params} parameters), the whole set${reads}`;
     winner.next = await input.passes.pass('confirmation', why, damage.samples ?? 0, what, async () => {
       await damage.loss(winner.built!.applied.model, 1, tap);
       return tap?.collected();

@@ -308,8 +308,11 @@ export async function chooseDamping(s: ChannelStats, w: Float64Array, k: number,
   const [fitOn, checkOn] = [covariance(rest.count, rest.sum, rest.gram), covariance(h.count, h.sum, h.gram)];
   const gone = new Set(removed);
   const kept = [...Array(k).keys()].filter((j) => !gone.has(j));
-  const errors = new Map<number | null, number>();
-  const check = async (damping: number | null) => {
+  // Every damping is checked: the error need not dip once (removed channels that are exact
+  // combinations of kept ones want almost none, where a middle damping may do worse than both).
+  let best: { damping: number | null; error: number } | undefined;
+  for (const damping of DAMPINGS) {
+    if (damping === null && !noRefit) continue;
     // The change of the weight: the removed rows go, the kept ones move by the refit.
     const change = new Float64Array(k * n);
     for (const j of removed) for (let o = 0; o < n; o++) change[j * n + o] = -w[j * n + o];
@@ -320,13 +323,8 @@ export async function chooseDamping(s: ChannelStats, w: Float64Array, k: number,
       });
     }
     const error = await math.quadratic(checkOn, change, k, n);
-    if (Number.isFinite(error)) errors.set(damping, error);
-  };
-  // Every damping is checked: the error need not dip once (removed channels that are exact
-  // combinations of kept ones want almost none, where a middle damping may do worse than both).
-  for (const damping of DAMPINGS) if (damping !== null || noRefit) await check(damping);
-  let best: { damping: number | null; error: number } | undefined;
-  for (const [damping, error] of errors) if (!best || error < best.error) best = { damping, error };
+    if (Number.isFinite(error) && (!best || error < best.error)) best = { damping, error };
+  }
   return best ? best.damping : DEFAULT_DAMPING;
 }
 

@@ -328,7 +328,7 @@ export function planByCurves(input: PlanInput, curves: Map<Group, CostCurve>, ma
       const moved = at.map((i, q) => (q === k ? t.allowed[i] : i));
       const freed = (counts: number[]) => exact.of(counts.map((i, q) => tables[q].allowed[i]));
       if (!intoWindow(tables, moved, low, high, freed) && !fillWindow(tables, moved, low, high, freed)) return;
-      const cost = moved.reduce((c, i, q) => c + tables[q].cost[tables[q].allowed[i]], 0);
+      const cost = totalCost(tables, moved);
       if (!best || cost < best.cost) best = { k, at: moved, cost };
     });
     if (best) {
@@ -348,13 +348,12 @@ export function planByCurves(input: PlanInput, curves: Map<Group, CostCurve>, ma
   // is not worth making (a block that overshoots cheaply is a later step's).
   if (!mayStopShort) return undefined;
   const within = table.map(() => 0);
-  const costOf = (at: number[]) => at.reduce((t, i, k) => t + table[k].cost[table[k].allowed[i]], 0);
   let passing = Infinity;
   for (const s of segments) {
     const moved = [...within];
     moved[s.k] = Math.max(moved[s.k], table[s.k].allowed.indexOf(s.to));
-    if (removed(moved) > high) passing = Math.min(passing, costOf(moved));
-    else if (costOf(moved) < passing) moved.forEach((i, k) => (within[k] = i));
+    if (removed(moved) > high) passing = Math.min(passing, totalCost(table, moved));
+    else if (totalCost(table, moved) < passing) moved.forEach((i, k) => (within[k] = i));
   }
   const short = planCounts(input, ranked, new Map(table.map((t, k) => [t.g, t.allowed[within[k]]])));
   if (short.params >= low) return short;
@@ -417,14 +416,18 @@ class ExactParams {
   }
 }
 
+/** The cost of group k stopping at its i-th allowed count, and of every group at `at`. */
+const stopCost = (table: { cost: Float64Array; allowed: number[] }[], k: number, i: number) => table[k].cost[table[k].allowed[i]];
+const totalCost = (table: { cost: Float64Array; allowed: number[] }[], at: number[]) => at.reduce((t, i, k) => t + stopCost(table, k, i), 0);
+
 /**
  * Lands the counts in [low, high] when stepping one group at a time does not (coarse groups
  * overshoot both ways): one group fills the gap, at the count that lands cheapest, the others as
  * they are or with one of them a step up or down. Of these, the cheapest; false when none lands.
  */
 function fillWindow(table: { cost: Float64Array; allowed: number[] }[], at: number[], low: number, high: number, removed: (at: number[]) => number): boolean {
-  const cost = (k: number, i: number) => table[k].cost[table[k].allowed[i]];
-  const spent = at.reduce((t, i, k) => t + cost(k, i), 0);
+  const cost = (k: number, i: number) => stopCost(table, k, i);
+  const spent = totalCost(table, at);
   let best: { at: number[]; cost: number } | undefined;
   for (let f = 0; f < table.length; f++) {
     // One other group moved a step (or none), then the filler's count that lands cheapest.
@@ -455,9 +458,9 @@ function fillWindow(table: { cost: Float64Array; allowed: number[] }[], at: numb
  * the window on the way, the cheapest is kept.
  */
 function intoWindow(table: { cost: Float64Array; allowed: number[] }[], at: number[], low: number, high: number, removed: (at: number[]) => number): boolean {
-  const costOf = (k: number, i: number) => table[k].cost[table[k].allowed[i]];
+  const costOf = (k: number, i: number) => stopCost(table, k, i);
   const sum = () => removed(at);
-  const cost = () => at.reduce((t, i, k) => t + costOf(k, i), 0);
+  const cost = () => totalCost(table, at);
   let best: { at: number[]; cost: number } | undefined;
   const seen = new Set<string>();
   for (let guard = 0; guard < 4096; guard++) {
