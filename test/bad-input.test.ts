@@ -147,6 +147,15 @@ describe('a graph that is invalid on input, for inspect, prune and run', () => {
   });
 });
 
+test("a perplexity bound written as a plain number above the base's perplexity is refused once the base is measured", async () => {
+  // 15 meant 15 %: as written it allows perplexity 7.6 to reach 22.6 and the gate to pass.
+  const config = path.join(built.tmp, 'ppl.yml');
+  fs.writeFileSync(config, 'gate:\n  perplexity: { max-increase: 15 }\n');
+  const gpt2 = path.resolve('test/fixtures/gpt2.onnx');
+  const r = await cli(['eval', '--base', gpt2, '--candidate', gpt2, '--calibration', path.resolve('calibration/gpt2'), '--config', config]);
+  expectUsageError(r, /ppl\.yml: gate\.perplexity\.max-increase: 15 is above the base model's perplexity \(7\.6\d*\), so it allows more than doubling it; write 15% for 15 % of the base's/);
+});
+
 test('a model file that does not exist', async () => {
   expectUsageError(await inspect(path.join(built.tmp, 'nope.onnx')), /model file not found: .*nope\.onnx/);
 });

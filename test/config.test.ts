@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { applyOverrides, loadConfig, parseConfig, parseOverrides, resolveConfig } from '../src/config/config';
+import { applyOverrides, loadConfig, parseConfig, parseGate, parseOverrides, resolveConfig } from '../src/config/config';
 import { UserError } from '../src/errors';
 
 let tmp: string;
@@ -135,6 +135,25 @@ describe('mistakes name themselves', () => {
     );
     expect(configError('gate:\n  size: { max-ratio: 0 }\n')).toBe('prune-gate.yml: gate.size.max-ratio: must be greater than 0, found 0');
     expect(configError('gate:\n  accuracy: 0.01\n')).toBe('prune-gate.yml: gate.accuracy: expected a bound such as { max-drop: 0.01 }, found 0.01');
+  });
+
+  test('a bound written in the wrong unit is refused with the spelling it likely meant', () => {
+    // Each of these was accepted before and then failed every run or never checked anything.
+    expect(configError('gate:\n  agreement: { min: 99 }\n')).toBe("prune-gate.yml: gate.agreement.min: 99 is above 1, which agreement never reaches; write 0.99 or 99% (of the base model's)");
+    expect(configError('gate:\n  accuracy: { max-drop: 1 }\n')).toBe(
+      "prune-gate.yml: gate.accuracy.max-drop: 1 lets all of accuracy (a fraction) go, so it never fails; write 0.01 for 1 point or 1% (of the base model's)",
+    );
+    expect(configError('gate:\n  size: { max-ratio: 1.5 }\n')).toBe(
+      'prune-gate.yml: gate.size.max-ratio: 1.5 is above 1, and pruning only makes size smaller, so it never fails; write 0.666667 for 1.5x smaller (max-ratio is candidate / base)',
+    );
+    expect(configError('gate:\n  params: { max-ratio: 150% }\n')).toMatch(/^prune-gate\.yml: gate\.params\.max-ratio: 150% is above 1/);
+    expect(configError('gate:\n  cosine: { min: 95 }\n')).toMatch(/^prune-gate\.yml: gate\.cosine\.min: 95 is above 1/);
+    // The edges stay valid: all digits agreeing, a size that may not grow, points and percentages.
+    const ok = (gate: Record<string, unknown>) => parseGate(gate, 'prune-gate.yml');
+    expect(ok({ agreement: { min: 1 } })).toHaveLength(1);
+    expect(ok({ size: { 'max-ratio': 1 } })).toHaveLength(1);
+    expect(ok({ accuracy: { 'max-drop': 0.5 }, 'rouge-l': { 'max-drop': '10%' }, agreement: { min: '99%' } })).toHaveLength(3);
+    expect(ok({ memory: { 'max-ratio': 1.5 }, 'latency-p50': { 'max-ratio': 1.2 }, perplexity: { 'max-increase': 15 } })).toHaveLength(3);
   });
 
   test('YAML that does not parse names the line', () => {

@@ -248,7 +248,33 @@ export function parseRule(metric: MetricName, bound: BoundKind, value: unknown, 
   if ((bound !== 'min' && bound !== 'max' && number < 0) || (positive && number === 0)) {
     throw new UserError(`${where}: must be ${positive ? 'greater than 0' : '0 or more'}, found ${number}`);
   }
+  checkUnit(metric, bound, number, percent, where);
   return { metric, bound, value: number, percent, text: `${bound} ${percent ? `${number}%` : number}` };
+}
+
+/** A number shown without float noise: 0.15, not 0.15000000000000002. */
+const plain = (n: number) => String(Number(n.toPrecision(6)));
+
+/**
+ * A plain number that cannot be meant for its metric, refused with the likely spelling: a
+ * fraction metric's min or max-drop written in points (99 for 0.99), a ratio that pruning can
+ * only lower written above 1 (1.5 for "1.5x smaller"). Such a bound either fails every run,
+ * blaming the model, or never checks anything. Perplexity's max-increase depends on the base
+ * model's value: checkRulesAgainstBase (gate.ts) judges it once that is known.
+ */
+function checkUnit(metric: MetricName, bound: BoundKind, number: number, percent: boolean, where: string): void {
+  const atMostOne = METRICS[metric].unit === 'fraction' || metric === 'cosine';
+  if (!percent && atMostOne && bound === 'min' && number > 1) {
+    throw new UserError(`${where}: ${number} is above 1, which ${metric} never reaches; write ${plain(number / 100)} or ${number}% (of the base model's)`);
+  }
+  if (!percent && METRICS[metric].unit === 'fraction' && bound === 'max-drop' && number >= 1) {
+    throw new UserError(`${where}: ${number} lets all of ${metric} (a fraction) go, so it never fails; write ${plain(number / 100)} for ${number} ${number === 1 ? 'point' : 'points'} or ${number}% (of the base model's)`);
+  }
+  const shrinks = metric === 'size' || metric === 'params' || metric === 'macs';
+  const ratio = percent ? number / 100 : number;
+  if (shrinks && bound === 'max-ratio' && ratio > 1) {
+    throw new UserError(`${where}: ${percent ? `${number}%` : number} is above 1, and pruning only makes ${metric} smaller, so it never fails; write ${plain(1 / ratio)} for ${plain(ratio)}x smaller (max-ratio is candidate / base)`);
+  }
 }
 
 /**

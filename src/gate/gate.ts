@@ -45,6 +45,21 @@ export function checkRulesFitTask(rules: readonly GateRule[], set: { task: Task;
 }
 
 /**
+ * Bounds whose sense depends on the base model's value, judged once it is known (the plain-number
+ * checks that need no base are config.ts's): a perplexity max-increase above the base's own
+ * perplexity allows it to more than double, which is a percentage written without its sign.
+ */
+export function checkRulesAgainstBase(rules: readonly GateRule[], base: MetricValues, where: string): void {
+  for (const r of rules) {
+    const value = base[r.metric];
+    if (r.metric !== 'perplexity' || r.bound !== 'max-increase' || r.percent || value === undefined || !(r.value > value)) continue;
+    throw new UserError(
+      `${where}: gate.perplexity.max-increase: ${r.value} is above the base model's perplexity (${formatValue('perplexity', value)}), so it allows more than doubling it; write ${r.value}% for ${r.value} % of the base's, or a plain increase below ${formatValue('perplexity', value)}`,
+    );
+  }
+}
+
+/**
  * The number the candidate is held to. A plain value is in the metric's unit; a percentage is
  * relative to the base model's value (max-drop 1% = 1 % of base accuracy; max 90% = 0.9 x base).
  */

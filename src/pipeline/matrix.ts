@@ -9,7 +9,7 @@ import { Evaluator, LOSS_NAME, ModelStats, latencyValues, sizeValues } from '../
 import { LatencyResult, measureLatency } from '../eval/latency';
 import type { MetricValues, Task } from '../eval/metric-names';
 import { MetricSums, SELF_COMPARISON, addSums, comparisonValues, taskValues } from '../eval/metrics';
-import { MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
+import { MetricResult, checkRulesAgainstBase, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
 import { SearchDeps, StepInfo, gradualSearch, stepRatios } from '../gate/search';
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
@@ -331,6 +331,7 @@ export async function mergeJobs(
     const baseSums = addSums(...partials.map((p) => p.base.sums));
     const baseStats = partials[0].base.stats;
     const baseValues: MetricValues = { ...taskValues(task, baseSums), ...SELF_COMPARISON, ...sizeValues(baseStats) };
+    checkRulesAgainstBase(rules, baseValues, config.file ? displayPath(config.file) : 'the gate');
     const stepValues = partials[0].steps.map((step, i) => {
       const sums = addSums(...partials.map((p) => p.steps[i].sums));
       return { base: baseValues, candidate: { ...taskValues(task, sums), ...comparisonValues(sums), ...sizeValues(step.candidate) } };

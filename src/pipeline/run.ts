@@ -6,7 +6,7 @@ import { displayPath } from '../util/paths';
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
 import { CalibrationSet, batchCount, calibrationFeeds, loadCalibration, tokenCount } from '../eval/calibration';
 import { Evaluation, Evaluator } from '../eval/evaluator';
-import { GateRule, MetricResult, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
+import { GateRule, MetricResult, checkRulesAgainstBase, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
 import { SearchDeps, StepInfo, gradualSearch, stepRatios } from '../gate/search';
 import { SearchBudget, StepCost } from '../gate/budget';
 import { countParams } from '../graph/cost';
@@ -146,6 +146,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log);
   const stepsDir = path.join(out, STEPS_DIR);
   try {
+    checkRulesAgainstBase(config.gate, evaluator.baseQuality, config.file ? displayPath(config.file) : 'the gate');
     const mode = config.prune.target === 'auto' ? 'auto' : 'fixed';
     const ratios = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps);
     // Each step's cost, by part, tells the budget what the next ones may spend.
@@ -381,6 +382,7 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
   const evaluator = await Evaluator.create(base, set, { latency: options.config?.latency, log });
   try {
+    checkRulesAgainstBase(rules, evaluator.baseQuality, options.config?.file ? displayPath(options.config.file) : 'the gate');
     log('evaluating the candidate');
     const evaluation = await evaluator.evaluate(candidate);
     await measureMemoryIfBounded((file) => evaluator.memory(file), rules, evaluation.values, [options.base, options.candidate], log);
