@@ -153,7 +153,10 @@ test("a perplexity bound written as a plain number above the base's perplexity i
   fs.writeFileSync(config, 'gate:\n  perplexity: { max-increase: 15 }\n');
   const gpt2 = path.resolve('test/fixtures/gpt2.onnx');
   const r = await cli(['eval', '--base', gpt2, '--candidate', gpt2, '--calibration', path.resolve('calibration/gpt2'), '--config', config]);
-  expectUsageError(r, /ppl\.yml: gate\.perplexity\.max-increase: 15 is above the base model's perplexity \(7\.6\d*\), so it allows more than doubling it; write 15% for 15 % of the base's/);
+  // The progress lines of the base evaluation come first; the error is one line after them.
+  const lines = r.stderr.trimEnd().split('\n');
+  expect(lines.slice(0, -1).every((l) => l.startsWith('['))).toBe(true);
+  expectUsageError({ ...r, stderr: `${lines[lines.length - 1]}\n` }, /ppl\.yml: gate\.perplexity\.max-increase: 15 is above the base model's perplexity \(7\.6\d*\), so it allows more than doubling it; write 15% for 15 % of the base's/);
 });
 
 test('a model file that does not exist', async () => {
