@@ -38450,7 +38450,23 @@ function parseRule(metric, bound, value, where) {
   if (bound !== "min" && bound !== "max" && number4 < 0 || positive && number4 === 0) {
     throw new UserError(`${where}: must be ${positive ? "greater than 0" : "0 or more"}, found ${number4}`);
   }
+  checkUnit(metric, bound, number4, percent2, where);
   return { metric, bound, value: number4, percent: percent2, text: `${bound} ${percent2 ? `${number4}%` : number4}` };
+}
+var plain = (n) => String(Number(n.toPrecision(6)));
+function checkUnit(metric, bound, number4, percent2, where) {
+  const atMostOne = METRICS[metric].unit === "fraction" || metric === "cosine";
+  if (!percent2 && atMostOne && bound === "min" && number4 > 1) {
+    throw new UserError(`${where}: ${number4} is above 1, which ${metric} never reaches; write ${plain(number4 / 100)} or ${number4}% (of the base model's)`);
+  }
+  if (!percent2 && METRICS[metric].unit === "fraction" && bound === "max-drop" && number4 >= 1) {
+    throw new UserError(`${where}: ${number4} lets all of ${metric} (a fraction) go, so it never fails; write ${plain(number4 / 100)} for ${number4} ${number4 === 1 ? "point" : "points"} or ${number4}% (of the base model's)`);
+  }
+  const shrinks = metric === "size" || metric === "params" || metric === "macs";
+  const ratio = percent2 ? number4 / 100 : number4;
+  if (shrinks && bound === "max-ratio" && ratio > 1) {
+    throw new UserError(`${where}: ${percent2 ? `${number4}%` : number4} is above 1, and pruning only makes ${metric} smaller, so it never fails; write ${plain(1 / ratio)} for ${plain(ratio)}x smaller (max-ratio is candidate / base)`);
+  }
 }
 function targetValue(value, auto) {
   if (auto && typeof value === "string" && value.trim() === "auto") return "auto";
@@ -44256,8 +44272,8 @@ var fusedMatmul = {
     return elementCount(out) * a[a.length - (attrInt(node2, "transA", 0) ? 2 : 1)];
   },
   weight(node2, inputRank, weightRank) {
-    const plain = !attrInt(node2, "transA", 0) && !attrInt(node2, "transBatchA", 0) && !attrInt(node2, "transBatchB", 0) && attrFloat(node2, "alpha", 1) === 1;
-    if (!plain || weightRank !== 2) return void 0;
+    const plain2 = !attrInt(node2, "transA", 0) && !attrInt(node2, "transBatchA", 0) && !attrInt(node2, "transBatchB", 0) && attrFloat(node2, "alpha", 1) === 1;
+    if (!plain2 || weightRank !== 2) return void 0;
     return attrInt(node2, "transB", 0) ? { inputAxis: inputRank - 1, weightIn: 1, weightOut: 0, tapsPerOutput: 1 } : { inputAxis: inputRank - 1, weightIn: 0, weightOut: 1, tapsPerOutput: 1 };
   },
   link(ctx) {
@@ -45520,6 +45536,15 @@ function checkRulesFitTask(rules, set2, where) {
     }
   }
 }
+function checkRulesAgainstBase(rules, base, where) {
+  for (const r of rules) {
+    const value = base[r.metric];
+    if (r.metric !== "perplexity" || r.bound !== "max-increase" || r.percent || value === void 0 || !(r.value > value)) continue;
+    throw new UserError(
+      `${where}: gate.perplexity.max-increase: ${r.value} is above the base model's perplexity (${formatValue("perplexity", value)}), so it allows more than doubling it; write ${r.value}% for ${r.value} % of the base's, or a plain increase below ${formatValue("perplexity", value)}`
+    );
+  }
+}
 function resolveBound(rule, base) {
   const v = rule.value;
   const rel = v / 100 * base;
@@ -45593,14 +45618,19 @@ async function gradualSearch(base, baseParams, mode, ratios, deps) {
   for (const [i, ratio] of ratios.entries()) {
     const step = { index: i + 1, count: ratios.length, ratio };
     const left = deps.remaining?.(i) ?? NaN;
-    deps.log?.(`step ${step.index} of ${step.count}: pruning: ${percent(ratio)} of the parameters removed in total${Number.isFinite(left) ? ` (the search: about ${clock(left)} left)` : ""}`);
+    deps.log?.(`step ${step.index} of ${step.count}: pruning towards ${percent(ratio)} of the parameters in total${Number.isFinite(left) ? ` (the search: about ${clock(left)} left)` : ""}`);
     const target = incrementalTarget(baseParams, currentParams, ratio);
     const result = target > 1e-9 ? await deps.prune(current, target, step) : unchanged(current, currentParams);
+    const removed = baseParams > 0 ? (baseParams - result.paramsAfter) / baseParams : 0;
+    const short = removed < ratio - SHORT_OF_TARGET ? result.short ?? steps[i - 1]?.short ?? "the engine removed less than asked" : void 0;
+    deps.log?.(`step ${step.index} of ${step.count}: ${removedText(removed, ratio)} of the parameters removed${short ? `, short of the target: ${short}` : ""}`);
     const candidate = await deps.quantize(result.model, step);
     deps.log?.(`step ${step.index} of ${step.count}: evaluating`);
     const evaluation = await deps.evaluate(candidate, step);
     const outcome = {
       ratio,
+      removed,
+      ...short ? { short } : {},
       metrics: evaluation.metrics,
       pass: verdictOf(evaluation.metrics) === "pass",
       qualityPass: passesQuality(evaluation.metrics),
@@ -45619,6 +45649,11 @@ async function gradualSearch(base, baseParams, mode, ratios, deps) {
   }
   const chosen = chooseStep(steps, mode);
   await keepOnly(/* @__PURE__ */ new Set([chosen]), alive, artifacts, deps);
+  const kept = steps[chosen];
+  if (kept.ratio > 0 && kept.removed <= 0) {
+    const later = steps.length > chosen + 1 ? "; the steps after it failed their bounds" : "";
+    throw new UserError(`nothing was removed: step ${chosen + 1} (target ${percent(kept.ratio)}) removed no parameters: ${kept.short ?? "the engine removed nothing"}${later}`);
+  }
   return {
     steps,
     chosen,
@@ -45676,6 +45711,10 @@ function mergeSkipped(steps) {
 }
 function percent(r) {
   return `${Math.round(r * 1e3) / 10} %`;
+}
+var SHORT_OF_TARGET = 5e-3;
+function removedText(removed, target) {
+  return percent(removed) === percent(target) ? percent(removed) : `${percent(removed)} (target ${percent(target)})`;
 }
 
 // src/gate/budget.ts
@@ -47826,6 +47865,8 @@ function scoreScale(scores) {
 }
 
 // src/prune/allocate.ts
+var BLOCKED_SHORT = "alignment: convolution widths kept at multiples of the processor's kernel block (align: auto)";
+var SLOWER_SHORT = "convolutions kept whole: the candidate that reached the target ran slower than the base (align: auto)";
 async function chooseAllocation(input2) {
   const { plan, damage, log } = input2;
   const ranked = rankedUnits(plan.groups, plan.scores);
@@ -47869,7 +47910,7 @@ async function chooseAllocation(input2) {
     const edits = await compensate(only.removals);
     tried.push({ strategy: only.strategy, compensate: resolved(edits), loss: null, params: only.params, note: `${only.note}; not run before the step's evaluation` });
     listNotRun(edits);
-    return notSlower(input2, costs, { ...result(only.strategy, only.removals, edits, damage?.name ?? "damage curves") });
+    return notSlower(input2, costs, { ...result(only.strategy, only.removals, edits, damage?.name ?? "damage curves"), ...planned?.short ? { short: BLOCKED_SHORT } : {} });
   }
   const batches2 = damage.batches ?? 1;
   const raceBatches = candidates.length > 1 && damage.losses ? Math.max(1, Math.floor(RACE_SHARE * batches2)) : batches2;
@@ -47912,6 +47953,7 @@ async function chooseAllocation(input2) {
   log(`allocation: ${best.c.strategy} (least ${damage.name} on the calibration set)`);
   const raced = result(best.c.strategy, best.c.removals, best.edits, damage.name);
   if (on) raced.allocation.on = on;
+  if (planned?.short) raced.short = BLOCKED_SHORT;
   const chosen = await notSlower(input2, costs, { ...raced, built: best.built });
   return chosen.built === best.built && best.next ? { ...chosen, next: best.next } : chosen;
 }
@@ -47926,19 +47968,19 @@ async function notSlower(input2, costs, choice) {
   const timed = { ...choice, built, allocation: { ...choice.allocation, latency: ratio } };
   if (ratio <= SLOWER) return timed;
   input2.log(`the kept candidate takes ${ratio.toFixed(3)}x the base's time here: planning it again with every convolution as it is`);
-  const plain = planByCurves({ ...input2.plan, groups: input2.plan.groups.filter((g) => g.kind !== "channels") }, costs, true);
-  if (!plain) {
+  const plain2 = planByCurves({ ...input2.plan, groups: input2.plan.groups.filter((g) => g.kind !== "channels") }, costs, true);
+  if (!plain2) {
     input2.log("without convolution channels nothing can be removed: keeping the first");
     return timed;
   }
-  const edits = await compensation(input2.analysis, plain.removals, input2.consumers, input2.stats, input2.compensate, input2.dampings, input2.inverses);
-  const other = await buildOrNot(input2, plain.removals, edits);
+  const edits = await compensation(input2.analysis, plain2.removals, input2.consumers, input2.stats, input2.compensate, input2.dampings, input2.inverses);
+  const other = await buildOrNot(input2, plain2.removals, edits);
   const otherRatio = other ? await timer(other.applied.model) : Infinity;
   input2.log(`with every convolution as it is: ${otherRatio.toFixed(3)}x the base's time; keeping the ${otherRatio < ratio ? "second" : "first"} one`);
   if (otherRatio >= ratio) return timed;
   const allocation = { ...choice.allocation, latency: otherRatio };
-  allocation.tried = [...allocation.tried, { strategy: "measured", compensate: allocation.compensate, loss: null, params: plain.params, latency: otherRatio, note: `every convolution as it is${plain.short ? " (short of the target)" : ""}: the kept candidate was slower than the base` }];
-  return { removals: plain.removals, compensation: edits, built: other, allocation };
+  allocation.tried = [...allocation.tried, { strategy: "measured", compensate: allocation.compensate, loss: null, params: plain2.params, latency: otherRatio, note: `every convolution as it is${plain2.short ? " (short of the target)" : ""}: the kept candidate was slower than the base` }];
+  return { removals: plain2.removals, compensation: edits, built: other, allocation, short: SLOWER_SHORT };
 }
 async function estimatedLosses(input2, ranked = rankedUnits(input2.plan.groups, input2.plan.scores)) {
   const { plan } = input2;
@@ -48037,9 +48079,9 @@ function probeCounts(n, available, share) {
   return [.../* @__PURE__ */ new Set([first, Math.max(first, top)])];
 }
 async function calibratedCosts(input2, curves, share) {
-  const plain = new Map([...curves].map(([g, c]) => [g, { order: c.order, cost: c.errors }]));
+  const plain2 = new Map([...curves].map(([g, c]) => [g, { order: c.order, cost: c.errors }]));
   const damage = input2.damage;
-  if (!damage?.sampleLosses || !damage.samples || curves.size < 2) return plain;
+  if (!damage?.sampleLosses || !damage.samples || curves.size < 2) return plain2;
   const remembered = [...curves.keys()].map((g) => input2.sensitivities.get(sensitivityKey(g)));
   if (!input2.effort.probe && remembered.every(Boolean)) {
     input2.log("sensitivity: each group as the last probe measured it (no probe at this step, to keep to the budget)");
@@ -48056,7 +48098,7 @@ async function calibratedCosts(input2, curves, share) {
       if (e.edits.length) cells.push({ group: g, count: count2, edits: e.edits });
     }
   }
-  if (cells.length === 0) return plain;
+  if (cells.length === 0) return plain2;
   const probe = probeModel(input2.analysis, cells);
   for (const cell of cells) cell.edits = [];
   const assignment = probeAssignment(damage.samples, cells.length);
@@ -48474,8 +48516,9 @@ ${e.reason}`, e])).values()];
       log
     });
     const { removals } = choice;
+    const short = (removed) => removed < options.target * paramsBefore - 2 * PLAN_SLACK * paramsBefore ? { short: shortfall(analysis, groups, { removed, target: options.target * paramsBefore, of: paramsBefore }, options.align, choice.short) } : {};
     if (removals.length === 0) {
-      return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore };
+      return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore, ...short(0) };
     }
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     let failure2;
@@ -48494,7 +48537,7 @@ ${e.reason}`, e])).values()];
         if (options.memory) options.memory.ready = choice.next ?? { stats: unchangedStats(analysis, removals, built.changed, stats), rows: /* @__PURE__ */ new Map() };
         const paramsAfter = countParams(applied.model);
         const allocation = choice.allocation && { ...choice.allocation, passes: passes.entries };
-        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced, allocation, passes: passes.entries };
+        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced, allocation, passes: passes.entries, ...short(paramsBefore - paramsAfter) };
       }
       const node2 = failingNode(analysis, problem);
       if (node2 && !frozenNodes.has(node2)) {
@@ -48513,7 +48556,8 @@ ${e.reason}`, e])).values()];
         pruned: [],
         skipped: [...skipped, { where: "the whole model", reason: `no pruning plan gave a model onnxruntime accepts: ${failure2.message}` }],
         paramsBefore,
-        paramsAfter: paramsBefore
+        paramsAfter: paramsBefore,
+        short: `no valid model: no pruning plan gave a model onnxruntime accepts (${failure2.message})`
       };
     }
     for (const g of failure2.groups) {
@@ -48558,6 +48602,18 @@ function hasTopLevelWeights(model) {
   return index.nodes.some((n) => ruleOf(n)?.weight && n.input.slice(1).some((i) => i && isWeight(i)));
 }
 var modelName = (model) => model.origin ? path12.basename(model.origin) : "the model";
+function shortfall(analysis, groups, { removed, target, of }, align, known) {
+  const ledger = new ParamLedger(analysis.space.slots, (t) => analysis.model.constantInfo(t)?.dims);
+  let capacity = 0;
+  for (const g of groups) for (const u of g.units.slice(1)) capacity += ledger.take(u);
+  const n = (v) => Math.round(v).toLocaleString("en-US");
+  if (capacity < target - PLAN_SLACK * of) {
+    return capacity <= 0 ? "nothing more to remove: every prunable group is down to one unit" : `nothing more to remove: the prunable groups can lose ${n(capacity)} parameters (one unit each kept), ${n(target)} were asked; skipped says why the rest is left alone`;
+  }
+  if (known) return known;
+  if (typeof align === "number" && align > 1) return `alignment: widths kept at multiples of ${align} (align: ${align})`;
+  return `granularity: ${n(removed)} parameters removed of ${n(target)} asked; the next unit would overshoot the target`;
+}
 function nothingToPrune(model, skipped, structures) {
   const reasons = [...new Map(skipped.map((s) => [s.reason, s])).values()].slice(0, 3).map((s) => `${s.where}: ${s.reason}`);
   return `${modelName(model)}: nothing to prune: no ${structures.join(", ")} the engine can remove${reasons.length ? ` (${reasons.join("; ")})` : ""}; \`prune-gate inspect\` lists every place and why`;
@@ -49148,8 +49204,8 @@ var gemm2 = {
       const c = node2.input[2];
       const cInfo = c ? work.constantInfo(c) : void 0;
       const n = w.dims[transB ? 0 : 1];
-      const plain = attrInt(node2, "transA", 0) === 0 && attrFloat(node2, "alpha", 1) === 1 && (!c || attrFloat(node2, "beta", 1) === 1 && cInfo?.dims.length === 1 && cInfo.dims[0] === n && cInfo.dtype === w.dtype);
-      if (!plain) return { keptFloat: "Gemm with transA, alpha, beta or a bias that is not a [N] constant: left float" };
+      const plain2 = attrInt(node2, "transA", 0) === 0 && attrFloat(node2, "alpha", 1) === 1 && (!c || attrFloat(node2, "beta", 1) === 1 && cInfo?.dims.length === 1 && cInfo.dims[0] === n && cInfo.dtype === w.dtype);
+      if (!plain2) return { keptFloat: "Gemm with transA, alpha, beta or a bias that is not a [N] constant: left float" };
       return nbitsCandidate(work, node2, "gemm", w.name, transB, c || void 0, opts, cache);
     }
     return floatOr(dequantizeCandidate(work, node2, "gemm", w.name, transB ? 0 : 1, opset, cache));
@@ -49332,7 +49388,12 @@ var PassSchema = external_exports.object({
   seconds: external_exports.number().nonnegative()
 });
 var StepSchema = external_exports.object({
+  /** The step's target: the cumulative share of the base model's parameters asked to go. */
   ratio: external_exports.number().min(0).max(1),
+  /** The cumulative share of the base model's parameters actually removed (counted; absent in reports of older versions). */
+  removed: external_exports.number().finite().max(1).optional(),
+  /** Why removed falls short of ratio, when it does (alignment, nothing more to remove, …). */
+  short: text.optional(),
   metrics: external_exports.array(MetricResultSchema).max(METRIC_NAMES.length),
   pass: external_exports.boolean(),
   /** Passes every quality bound (the search goes on past such a step). */
@@ -49365,6 +49426,8 @@ var ReportSchema = external_exports.object({
   /** The prune settings of the run, or null for `eval` (two given models). */
   target: external_exports.union([external_exports.number().min(0).max(1), external_exports.literal("auto")]).nullable(),
   quantize: external_exports.enum(["none", "int8", "int4"]),
+  /** The share of the base model's parameters the candidate lacks, counted (run only; the target is `target`, or the chosen step's `ratio`). */
+  removed: external_exports.number().finite().max(1).optional(),
   quantization: QuantizationSchema.optional(),
   base: ModelStatsSchema,
   candidate: ModelStatsSchema,
@@ -49479,7 +49542,16 @@ function buildReport(input2) {
       candidate: input2.latency.candidate,
       speedup: finiteOrNull(input2.latency.speedup)
     },
-    steps: input2.steps.map((s) => ({ ratio: s.ratio, metrics: s.metrics.map(metricJson), pass: s.pass, quality_pass: s.qualityPass, ...s.passes ? { passes: s.passes } : {} })),
+    ...input2.target !== null && input2.base.params > 0 ? { removed: (input2.base.params - input2.candidate.params) / input2.base.params } : {},
+    steps: input2.steps.map((s) => ({
+      ratio: s.ratio,
+      removed: s.removed,
+      ...s.short ? { short: s.short } : {},
+      metrics: s.metrics.map(metricJson),
+      pass: s.pass,
+      quality_pass: s.qualityPass,
+      ...s.passes ? { passes: s.passes } : {}
+    })),
     chosen_step: input2.chosenStep,
     pruned: input2.pruned.map((p) => ({ kind: p.kind, where: p.where, before: p.before, after: p.after, params: p.params })),
     skipped: input2.skipped.map((s) => ({ where: s.where, reason: s.reason })),
@@ -49567,6 +49639,13 @@ function ratioText(base, cand) {
 function percentOf(r) {
   return `${Number((r * 100).toFixed(1))}%`;
 }
+function removedOf(s) {
+  return s.removed ?? s.ratio;
+}
+function removedWithTarget(s) {
+  const removed = percentOf(removedOf(s));
+  return removed === percentOf(s.ratio) ? removed : `${removed} (target ${percentOf(s.ratio)})`;
+}
 function row(cells) {
   return `| ${cells.join(" | ")} |`;
 }
@@ -49575,7 +49654,7 @@ function table2(header, rows) {
 }
 function verdictLine(r) {
   const model = `**${escapeMarkdown(r.base.path)}**`;
-  const what = r.target === null ? `compared with ${escapeMarkdown(r.candidate.path)}` : r.steps.length && r.chosen_step !== null ? r.steps[r.chosen_step].ratio === 0 ? `quantized to ${r.quantize}, nothing pruned` : `pruned ${percentOf(r.steps[r.chosen_step].ratio)} of the parameters${r.quantize === "none" ? "" : ` and quantized to ${r.quantize}`}` : "";
+  const what = r.target === null ? `compared with ${escapeMarkdown(r.candidate.path)}` : r.steps.length && r.chosen_step !== null ? r.steps[r.chosen_step].ratio === 0 ? `quantized to ${r.quantize}, nothing pruned` : `pruned ${removedWithTarget(r.steps[r.chosen_step])} of the parameters${r.quantize === "none" ? "" : ` and quantized to ${r.quantize}`}` : "";
   const failed = r.metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? "")})`);
   if (r.verdict === "pass") return `### ✅ prune-gate passed: ${model} ${what}`.trimEnd();
   return `### ❌ prune-gate failed: ${model} ${what}${failed.length ? ` — over the bound: ${failed.join(", ")}` : ""}`;
@@ -49659,22 +49738,24 @@ function stepsSection(r) {
   const main2 = mainMetric(r);
   const rows = r.steps.map((s, i) => [
     String(i + 1) + (i === r.chosen_step ? " ⬅" : ""),
-    percentOf(s.ratio),
+    removedWithTarget(s),
     formatValue("params", stepValue(s, "params", "candidate")),
     formatValue("size", stepValue(s, "size", "candidate")),
     formatValue(main2, stepValue(s, main2, "candidate")),
     s.pass ? "✅" : s.quality_pass ? "❌ efficiency" : "❌ quality"
   ]);
   const drawn = chart(r, main2);
+  const short = r.steps.flatMap((s, i) => s.short ? [`- Step ${i + 1} removed ${percentOf(removedOf(s))} of the ${percentOf(s.ratio)} asked: ${escapeMarkdown(s.short)}.`] : []);
   return [
     "#### Gradual search",
     "",
     ...table2(["step", "params removed", "params", "size", main2, "pass"], rows),
+    ...short.length ? ["", ...short] : [],
     ...drawn.length ? ["", ...drawn] : []
   ];
 }
 function chart(r, main2 = mainMetric(r)) {
-  const points = r.steps.map((s) => ({ x: percentOf(s.ratio), y: stepValue(s, main2, "candidate") }));
+  const points = r.steps.map((s) => ({ x: percentOf(removedOf(s)), y: stepValue(s, main2, "candidate") }));
   if (points.length < 2 || points.some((p) => p.y === null)) return [];
   const scale = METRICS[main2].unit === "fraction" ? 100 : 1;
   const y = (v) => String(Number((v * scale).toPrecision(6)));
@@ -49859,6 +49940,7 @@ async function runOnDevice(options) {
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config2.keepNames, log);
   const stepsDir = path14.join(out, STEPS_DIR);
   try {
+    checkRulesAgainstBase(config2.gate, evaluator.baseQuality, config2.file ? displayPath(config2.file) : "the gate");
     const mode = config2.prune.target === "auto" ? "auto" : "fixed";
     const ratios = stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps);
     let step;
@@ -49928,7 +50010,7 @@ async function runOnDevice(options) {
     const outcome = writeReports(report, out, files);
     const failed = failures(metrics);
     log(
-      verdict === "pass" ? `gate passed at ${ratioText2(result.steps[result.chosen].ratio)} of the parameters removed` : `gate failed: ${failed.join(", ")}`
+      verdict === "pass" ? `gate passed at ${removedText(result.steps[result.chosen].removed, result.steps[result.chosen].ratio)} of the parameters removed` : `gate failed: ${failed.join(", ")}`
     );
     return outcome;
   } finally {
@@ -49957,9 +50039,6 @@ async function measureMemoryIfBounded(memoryOf, rules, values, [base, candidate]
   values.base.memory = await memoryOf(base);
   values.candidate.memory = await memoryOf(candidate);
   return true;
-}
-function ratioText2(r) {
-  return `${Math.round(r * 1e3) / 10} %`;
 }
 function pruneSettings(config2, set2, target, memory, log) {
   return {
@@ -50028,6 +50107,7 @@ async function compareOnDevice(options) {
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const evaluator = await Evaluator.create(base, set2, { latency: options.config?.latency, log });
   try {
+    checkRulesAgainstBase(rules, evaluator.baseQuality, options.config?.file ? displayPath(options.config.file) : "the gate");
     log("evaluating the candidate");
     const evaluation = await evaluator.evaluate(candidate);
     await measureMemoryIfBounded((file2) => evaluator.memory(file2), rules, evaluation.values, [options.base, options.candidate], log);
@@ -50390,6 +50470,7 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
     const baseSums = addSums(...partials.map((p) => p.base.sums));
     const baseStats = partials[0].base.stats;
     const baseValues = { ...taskValues(task, baseSums), ...SELF_COMPARISON, ...sizeValues(baseStats) };
+    checkRulesAgainstBase(rules, baseValues, config2.file ? displayPath(config2.file) : "the gate");
     const stepValues = partials[0].steps.map((step, i) => {
       const sums = addSums(...partials.map((p) => p.steps[i].sums));
       return { base: baseValues, candidate: { ...taskValues(task, sums), ...comparisonValues(sums), ...sizeValues(step.candidate) } };
@@ -50650,6 +50731,7 @@ function pruneReport(input2, output2, r) {
     model: input2,
     pruned_model: output2,
     params: { before: r.paramsBefore, after: r.paramsAfter, removed_fraction: 1 - r.paramsAfter / r.paramsBefore },
+    ...r.short ? { short: r.short } : {},
     pruned: r.pruned,
     skipped: r.skipped,
     ...r.allocation ? { allocation: r.allocation } : {}
@@ -50659,6 +50741,7 @@ function formatPruned(r, out) {
   const removed = r.paramsBefore - r.paramsAfter;
   const pct = (100 * removed / r.paramsBefore).toFixed(1);
   const lines = [`Removed ${grouped(removed)} of ${grouped(r.paramsBefore)} parameters (${pct} %); wrote ${out}`];
+  if (r.short) lines.push(`Short of the target: ${r.short}`);
   if (r.pruned.length) {
     lines.push("", "Pruned:");
     lines.push(

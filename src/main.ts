@@ -132,6 +132,8 @@ function setOutputs(p: Published): void {
   core.setOutput('pruned-model-path', p.prunedModelPath);
   core.setOutput('compression', ratioOutput(report.candidate.bytes > 0 ? report.base.bytes / report.candidate.bytes : null));
   core.setOutput('speedup', ratioOutput(report.latency.speedup));
+  // The share counted in the written model (0.301), not the target; '' for eval and old reports.
+  core.setOutput('removed', report.removed === undefined ? '' : String(Number(report.removed.toFixed(4))));
 }
 
 function publishedFrom(report: Report): string {

@@ -58,7 +58,7 @@ test('action.yml: node24, dist/index.js, and exactly the inputs the code reads a
   const yml = actionYml();
   expect(yml.runs).toEqual({ using: 'node24', main: 'dist/index.js' });
   expect(Object.keys(yml.inputs)).toEqual([...INPUT_NAMES]);
-  expect(Object.keys(yml.outputs).sort()).toEqual(['compression', 'partial-path', 'pruned-model-path', 'report-path', 'speedup', 'verdict']);
+  expect(Object.keys(yml.outputs).sort()).toEqual(['compression', 'partial-path', 'pruned-model-path', 'removed', 'report-path', 'speedup', 'verdict']);
   expect(yml.inputs['github-token'].default).toBe('${{ github.token }}');
   for (const [name, spec] of Object.entries(yml.inputs)) expect([name, spec.required ?? false]).toEqual([name, false]);
 });
@@ -91,6 +91,7 @@ describe('on pull_request events, with a write token', () => {
     expect(path.basename(first.outputs['pruned-model-path'])).toBe('pruned.onnx');
     expect(Number(first.outputs.compression)).toBeCloseTo(report.base.bytes / report.candidate.bytes, 3);
     expect(Number(first.outputs.compression)).toBeGreaterThan(1);
+    expect(Number(first.outputs.removed)).toBeCloseTo((report.base.params - report.candidate.params) / report.base.params, 4);
     expect(Number(first.outputs.speedup)).toBeCloseTo(report.latency.speedup as number, 2);
 
     const md = fs.readFileSync(path.join(path.dirname(first.outputs['report-path']), 'report.md'), 'utf8');

@@ -34,11 +34,39 @@ test.each([
   expect(report.steps.map((s) => ({ ratio: s.ratio, pass: s.pass, failed: s.metrics.filter((m) => !m.pass).map((m) => m.name) }))).toEqual(
     doc.steps.map((s) => ({ ratio: s.ratio, pass: s.pass, failed: s.failed })),
   );
+  expectSharesCounted(out, report);
   report.steps.forEach((s, i) => {
     const value = s.metrics.find((m) => m.name === doc.metric)!.candidate as number;
     // Deterministic, but onnxruntime's kernels may round differently on another CPU.
     expect(Math.abs(value / doc.steps[i].calibration - 1)).toBeLessThan(1e-3);
   });
+});
+
+/** The headline's share and each step's share in report.md are the parameters counted in report.json, to 0.1 %. */
+function expectSharesCounted(out: string, report: Report): void {
+  const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
+  const share = (params: number) => (report.base.params - params) / report.base.params;
+  const headline = /pruned ([\d.]+)%/.exec(md.split('\n')[0]);
+  expect(headline).not.toBeNull();
+  expect(Math.abs(Number(headline![1]) / 100 - share(report.candidate.params))).toBeLessThan(0.001);
+  const rows = [...md.matchAll(/^\| (\d+)(?: ⬅)? \| ([\d.]+)%(?: \(target ([\d.]+)%\))? \|/gm)];
+  expect(rows).toHaveLength(report.steps.length);
+  rows.forEach((row, i) => {
+    const params = report.steps[i].metrics.find((m) => m.name === 'params')!.candidate as number;
+    expect(Math.abs(Number(row[2]) / 100 - share(params))).toBeLessThan(0.001);
+    // The target is shown beside the share exactly where the two differ as printed.
+    expect(row[3] === undefined ? Number(row[2]) : Number(row[3])).toBe(Number((report.steps[i].ratio * 100).toFixed(1)));
+  });
+}
+
+test('digits at --target 30%: the headline and the steps give the share removed as counted', () => {
+  const out = path.join(tmp, 'digits-30');
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'prune-gate.js'), 'run', '--config', 'examples/digits-cnn/prune-gate.yml', '--target', '30%', '--out', out, '--json'], { cwd: ROOT, encoding: 'utf8' });
+  expect(r.stderr).not.toMatch(/internal error/);
+  const report = JSON.parse(r.stdout) as Report;
+  expect(report.target).toBe(0.3);
+  expect(report.removed).toBeCloseTo((report.base.params - report.candidate.params) / report.base.params, 10);
+  expectSharesCounted(out, report);
 });
 
 test('the generation example fails at target 0.6, on agreement with the base generations (docs/measured.md)', () => {

@@ -2,6 +2,7 @@
 import * as path from 'path';
 import { parseRule } from '../src/config/config';
 import { GateRule } from '../src/gate/gate';
+import { UserError } from '../src/errors';
 import { MetricResult, checkRulesFitTask, judge, passesQuality, resolveBound, verdictOf } from '../src/gate/gate';
 import { MetricName, MetricValues } from '../src/eval/metric-names';
 import { SearchDeps, chooseStep, gradualSearch, incrementalTarget, mergePruned, stepRatios } from '../src/gate/search';
@@ -178,8 +179,37 @@ describe('gradual search', () => {
     expect(last.result).toMatchObject({ chosen: 2, verdict: 'fail' });
   });
 
+  test('each step records the share removed, counted, and why it fell short; a gate that removed nothing is refused', async () => {
+    // An engine that can remove at most 250 of 1000 parameters, for the reason it gives.
+    const engine = (limit: number): SearchDeps<number> => {
+      let params = 1000;
+      return {
+        prune: async (model, target) => {
+          const before = params;
+          params = Math.max(1000 - limit, Math.round(params * (1 - target)));
+          const short = 'nothing more to remove: every prunable group is down to one unit';
+          return { model, pruned: [], skipped: [], paramsBefore: before, paramsAfter: params, ...(params > Math.round(before * (1 - target)) ? { short } : {}) };
+        },
+        quantize: async (m) => m,
+        evaluate: async (_c, step) => ({ metrics: [metric('accuracy', true)], artifact: step.index }),
+        discard: () => undefined,
+      };
+    };
+    const lines: string[] = [];
+    const result = await gradualSearch(dummy, 1000, 'fixed', [0.1, 0.2, 0.3], { ...engine(250), log: (l) => void lines.push(l) });
+    expect(result.steps.map((s) => s.removed)).toEqual([0.1, 0.2, 0.25]);
+    expect(result.steps.map((s) => s.short)).toEqual([undefined, undefined, 'nothing more to remove: every prunable group is down to one unit']);
+    expect(lines).toContain('step 3 of 3: 25 % (target 30 %) of the parameters removed, short of the target: nothing more to remove: every prunable group is down to one unit');
+    expect(lines).toContain('step 1 of 3: 10 % of the parameters removed');
+    await expect(gradualSearch(dummy, 1000, 'fixed', [0.3], engine(0))).rejects.toThrow(
+      new UserError('nothing was removed: step 1 (target 30 %) removed no parameters: nothing more to remove: every prunable group is down to one unit'),
+    );
+    // Target 0 with quantization prunes nothing by design.
+    await expect(gradualSearch(dummy, 1000, 'fixed', [0], engine(0))).resolves.toMatchObject({ verdict: 'pass' });
+  });
+
   test('chooseStep on its own', () => {
-    const s = (pass: boolean, qualityPass: boolean) => ({ ratio: 0, metrics: [], pass, qualityPass });
+    const s = (pass: boolean, qualityPass: boolean) => ({ ratio: 0, removed: 0, metrics: [], pass, qualityPass });
     expect(chooseStep([s(true, true), s(false, true), s(true, true), s(false, false)], 'auto')).toBe(2);
     expect(chooseStep([s(false, false)], 'auto')).toBe(0);
     expect(chooseStep([s(true, true), s(false, false)], 'fixed')).toBe(1);

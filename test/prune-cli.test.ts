@@ -64,6 +64,15 @@ test.each([
   expect(fs.existsSync(path.join(built.tmp, 'x.onnx'))).toBe(false);
 });
 
+test('a target out of reach says so, with the reason: heads alone cannot give 60 % of a GPT-2', async () => {
+  const report = path.join(built.tmp, 'short.json');
+  const r = await cli(['prune', '--model', gpt2, '--out', path.join(built.tmp, 'short.onnx'), '--target', '0.6', '--structures', 'heads', '--report', report]);
+  expect(r.status).toBe(0);
+  // Every attention layer keeps one head; the rest of the model is not heads.
+  expect(r.stdout).toMatch(/^Removed 24,864 of 136,960 parameters \(18\.2 %\); wrote .*\nShort of the target: nothing more to remove: the prunable groups can lose 24,864 parameters \(one unit each kept\), 82,176 were asked/);
+  expect(JSON.parse(fs.readFileSync(report, 'utf8')).short).toMatch(/^nothing more to remove/);
+});
+
 test('refuses to overwrite the input model', async () => {
   const copy = path.join(built.tmp, 'mlp.onnx');
   fs.copyFileSync(path.join(FIXTURES_DIR, 'mlp.onnx'), copy);

@@ -32,9 +32,9 @@ function sample(extra: Partial<Parameters<typeof buildReport>[0]> = {}): Report 
     metrics: metrics(20.5, true),
     latency: { base: { p50_ms: 4, p95_ms: 5 }, candidate: { p50_ms: 2, p95_ms: 2.5 }, speedup: 2 },
     steps: [
-      { ratio: 0.2, metrics: metrics(20.2), pass: false, qualityPass: true },
-      { ratio: 0.4, metrics: metrics(20.5), pass: false, qualityPass: true },
-      { ratio: 0.6, metrics: metrics(30, false), pass: false, qualityPass: false },
+      { ratio: 0.2, removed: 0.2, metrics: metrics(20.2), pass: false, qualityPass: true },
+      { ratio: 0.4, removed: 0.4, metrics: metrics(20.5), pass: false, qualityPass: true },
+      { ratio: 0.6, removed: 0.52, short: 'alignment: widths kept at multiples of 64 (align: 64)', metrics: metrics(30, false), pass: false, qualityPass: false },
     ],
     chosenStep: 1,
     pruned: [{ kind: 'heads', where: HOSTILE, before: 4, after: 2, params: 200 }],
@@ -106,6 +106,14 @@ describe('report.md', () => {
     expect(md).toContain('Speedup (base p50 / candidate p50): **2.00x**');
   });
 
+  test('the steps give the share removed, counted, with the target and the reason where they differ', () => {
+    expect(md).toContain('| 2 ⬅ | 40% |');
+    expect(md).toContain('| 3 | 52% (target 60%) |');
+    expect(md).toMatch(/\n- Step 3 removed 52% of the 60% asked: alignment.*widths kept at multiples of 64/);
+    expect(sample().steps[2]).toMatchObject({ ratio: 0.6, removed: 0.52, short: expect.stringContaining('alignment') });
+    expect(sample().removed).toBeCloseTo(0.4);
+  });
+
   test('a Mermaid xychart of the main metric over the search steps, with its bound', () => {
     const block = md.slice(md.indexOf('```mermaid'), md.indexOf('```', md.indexOf('```mermaid') + 3) + 3);
     expect(block).toBe(
@@ -113,7 +121,7 @@ describe('report.md', () => {
         '```mermaid',
         'xychart-beta',
         '    title "perplexity by parameters removed"',
-        '    x-axis "parameters removed" ["20%", "40%", "60%"]',
+        '    x-axis "parameters removed" ["20%", "40%", "52%"]',
         '    y-axis "perplexity"',
         '    line [20.2, 20.5, 30]',
         '    line [21, 21, 21]',

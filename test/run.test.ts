@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { main } from '../src/cli/main';
+import { UserError } from '../src/errors';
 import { countParams } from '../src/graph/cost';
 import { OnnxModel } from '../src/onnx/model';
 import { writeModel } from '../src/onnx/write';
@@ -234,7 +235,9 @@ test('quantize: the gate judges the quantized candidate', async () => {
   expect(report.quantization.weight_bytes_after).toBeLessThan(report.quantization.weight_bytes_before / 3);
   expect(report.quantization.names_bytes_saved).toBeGreaterThan(10_000);
   const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
-  expect(md.split('\n')[0]).toMatch(/pruned 30% of the parameters and quantized to int4/);
+  // The headline gives the share counted in the written model, the target beside it where they differ.
+  const counted = `${Number((((report.base.params - report.candidate.params) / report.base.params) * 100).toFixed(1))}%`;
+  expect(md.split('\n')[0]).toMatch(new RegExp(`pruned ${counted.replace('.', '\\.')}( \\(target 30%\\))? of the parameters and quantized to int4`));
   expect(md).toContain('#### Quantization (int4)');
 
   const kept = path.join(tmp, 'quantized-names-kept');
@@ -291,30 +294,32 @@ describe('prune-gate eval', () => {
   });
 });
 
-test('runGate with an injected engine and quantize hook: the hook sees every step, an unchanged model agrees with itself', async () => {
+test('runGate with an injected engine and quantize hook: the hook sees every step; an engine that removed nothing fails the gate with one line, writing nothing', async () => {
   const { runGate } = await import('../src/pipeline/run');
   const { resolveConfig } = await import('../src/config/config');
   const file = config('mlp', 'prune:\n  target: 0.3\n  steps: 3\nquantize: int8\ngate:\n  agreement: { min: 1 }\n  kl-divergence: { max: 0 }\n');
   const targets: number[] = [];
   const modes: string[] = [];
-  const outcome = await runGate({
+  const out = path.join(tmp, 'injected');
+  const outcome = runGate({
     config: resolveConfig(file, {}, (k) => `--${k}`),
-    out: path.join(tmp, 'injected'),
+    out,
     prune: async (model, options) => {
       targets.push(options.target);
       expect(options.calibration).toBeDefined(); // the engine gets the calibration batches
       const n = countParams(model);
-      return { model, pruned: [], skipped: [], paramsBefore: n, paramsAfter: n };
+      return { model, pruned: [], skipped: [], paramsBefore: n, paramsAfter: n, short: 'nothing more to remove: every prunable group is down to one unit' };
     },
     quantize: async (model, mode) => {
       modes.push(mode);
       return { model };
     },
   });
+  // An unchanged model would agree with itself and pass every bound: it must not.
+  await expect(outcome).rejects.toThrow(new UserError('nothing was removed: step 3 (target 30 %) removed no parameters: nothing more to remove: every prunable group is down to one unit'));
   expect(modes).toEqual(['int8', 'int8', 'int8']);
   // Nothing was removed, so each step asks again for the whole cumulative ratio of the original.
   expect(targets.map((t) => Number(t.toFixed(6)))).toEqual([0.1, 0.2, 0.3]);
-  expect(outcome.report).toMatchObject({ verdict: 'pass', quantize: 'int8', chosen_step: 2 });
-  expect(outcome.report.metrics.find((m) => m.name === 'agreement')).toMatchObject({ candidate: 1, pass: true });
-  expect(outcome.files.model).toBe(path.join(tmp, 'injected', 'pruned.onnx'));
+  expect(fs.existsSync(path.join(out, 'pruned.onnx'))).toBe(false);
+  expect(fs.existsSync(path.join(out, 'report.json'))).toBe(false);
 });

@@ -2,6 +2,7 @@ import type { OnnxModel } from '../onnx/model';
 import type { AllocationResult, PassEntry, PruneResult, PrunedEntry, SkippedEntry } from '../prune/types';
 import { MetricResult, Verdict, brokenBounds, passesQuality, verdictOf } from './gate';
 import { clock } from '../util/progress';
+import { UserError } from '../errors';
 
 /**
  * The gradual search (docs/contracts.md). Candidates at cumulative ratios (fractions of the ORIGINAL
@@ -23,7 +24,12 @@ export interface StepInfo {
 }
 
 export interface StepOutcome {
+  /** The step's target: the cumulative fraction of the original model's parameters asked to go. */
   ratio: number;
+  /** The cumulative fraction of the original model's parameters actually removed (counted). */
+  removed: number;
+  /** Why `removed` falls short of `ratio` by more than the plans' window, when it does. */
+  short?: string;
   metrics: MetricResult[];
   /** Passes every bound. */
   pass: boolean;
@@ -104,14 +110,19 @@ export async function gradualSearch<A>(
   for (const [i, ratio] of ratios.entries()) {
     const step: StepInfo = { index: i + 1, count: ratios.length, ratio };
     const left = deps.remaining?.(i) ?? NaN;
-    deps.log?.(`step ${step.index} of ${step.count}: pruning: ${percent(ratio)} of the parameters removed in total${Number.isFinite(left) ? ` (the search: about ${clock(left)} left)` : ''}`);
+    deps.log?.(`step ${step.index} of ${step.count}: pruning towards ${percent(ratio)} of the parameters in total${Number.isFinite(left) ? ` (the search: about ${clock(left)} left)` : ''}`);
     const target = incrementalTarget(baseParams, currentParams, ratio);
     const result = target > 1e-9 ? await deps.prune(current, target, step) : unchanged(current, currentParams);
+    const removed = baseParams > 0 ? (baseParams - result.paramsAfter) / baseParams : 0;
+    const short = removed < ratio - SHORT_OF_TARGET ? (result.short ?? steps[i - 1]?.short ?? 'the engine removed less than asked') : undefined;
+    deps.log?.(`step ${step.index} of ${step.count}: ${removedText(removed, ratio)} of the parameters removed${short ? `, short of the target: ${short}` : ''}`);
     const candidate = await deps.quantize(result.model, step);
     deps.log?.(`step ${step.index} of ${step.count}: evaluating`);
     const evaluation = await deps.evaluate(candidate, step);
     const outcome: StepOutcome = {
       ratio,
+      removed,
+      ...(short ? { short } : {}),
       metrics: evaluation.metrics,
       pass: verdictOf(evaluation.metrics) === 'pass',
       qualityPass: passesQuality(evaluation.metrics),
@@ -130,6 +141,12 @@ export async function gradualSearch<A>(
   }
   const chosen = chooseStep(steps, mode);
   await keepOnly(new Set([chosen]), alive, artifacts, deps);
+  const kept = steps[chosen];
+  // A gate asked to prune that removed nothing has nothing to judge: never a pass.
+  if (kept.ratio > 0 && kept.removed <= 0) {
+    const later = steps.length > chosen + 1 ? '; the steps after it failed their bounds' : '';
+    throw new UserError(`nothing was removed: step ${chosen + 1} (target ${percent(kept.ratio)}) removed no parameters: ${kept.short ?? 'the engine removed nothing'}${later}`);
+  }
   return {
     steps,
     chosen,
@@ -200,4 +217,15 @@ export function mergeSkipped(steps: readonly SkippedEntry[][]): SkippedEntry[] {
 
 function percent(r: number): string {
   return `${Math.round(r * 1000) / 10} %`;
+}
+
+/**
+ * How far a step may land below its target without being called short: two of the plans'
+ * windows (0.25 % of the model each, prune/index.ts), as the candidates of a step may differ.
+ */
+export const SHORT_OF_TARGET = 0.005;
+
+/** The share removed, with the target beside it where the two differ as shown: "24.1 % (target 30 %)". */
+export function removedText(removed: number, target: number): string {
+  return percent(removed) === percent(target) ? percent(removed) : `${percent(removed)} (target ${percent(target)})`;
 }

@@ -7,7 +7,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../util/files';
 import { CalibrationSet, batchCount, calibrationFeeds, loadCalibration, tokenCount } from '../eval/calibration';
 import { Evaluation, Evaluator } from '../eval/evaluator';
 import { GateRule, MetricResult, checkRulesAgainstBase, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
-import { SearchDeps, StepInfo, gradualSearch, stepRatios } from '../gate/search';
+import { SearchDeps, StepInfo, gradualSearch, removedText, stepRatios } from '../gate/search';
 import { SearchBudget, StepCost } from '../gate/budget';
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
@@ -225,7 +225,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
     const failed = failures(metrics);
     log(
       verdict === 'pass'
-        ? `gate passed at ${ratioText(result.steps[result.chosen].ratio)} of the parameters removed`
+        ? `gate passed at ${removedText(result.steps[result.chosen].removed, result.steps[result.chosen].ratio)} of the parameters removed`
         : `gate failed: ${failed.join(', ')}`,
     );
     return outcome;
@@ -272,10 +272,6 @@ export async function measureMemoryIfBounded(
   values.base.memory = await memoryOf(base);
   values.candidate.memory = await memoryOf(candidate);
   return true;
-}
-
-function ratioText(r: number): string {
-  return `${Math.round(r * 1000) / 10} %`;
 }
 
 /** The engine's options for one step of the config's search, with statistics on `set`. */

@@ -57,7 +57,13 @@ export interface AllocationChoice {
   allocation?: AllocationResult;
   /** The chosen candidate's statistics for the next step, when its confirmation collected them. */
   next?: CollectedStats;
+  /** Why the plan may fall short of the target, when the allocation itself knows (widths kept blocked, convolutions kept whole). */
+  short?: string;
 }
+
+/** The reasons chooseAllocation gives for a plan short of its target. */
+const BLOCKED_SHORT = "alignment: convolution widths kept at multiples of the processor's kernel block (align: auto)";
+const SLOWER_SHORT = 'convolutions kept whole: the candidate that reached the target ran slower than the base (align: auto)';
 
 /**
  * Decides which units go (docs/pruning.md, "Allocation"). `measured` (and `auto`): each group's
@@ -119,7 +125,7 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
     const edits = await compensate(only.removals);
     tried.push({ strategy: only.strategy, compensate: resolved(edits), loss: null, params: only.params, note: `${only.note}; not run before the step's evaluation` });
     listNotRun(edits);
-    return notSlower(input, costs, { ...result(only.strategy, only.removals, edits, damage?.name ?? 'damage curves') });
+    return notSlower(input, costs, { ...result(only.strategy, only.removals, edits, damage?.name ?? 'damage curves'), ...(planned?.short ? { short: BLOCKED_SHORT } : {}) });
   }
   // Confirmation: each candidate built and run on the calibration set. The first (the plan) is
   // usually kept: its pass over the whole set is the step's evaluation and collects the next
@@ -176,6 +182,7 @@ export async function chooseAllocation(input: AllocationInput): Promise<Allocati
   log(`allocation: ${best!.c.strategy} (least ${damage.name} on the calibration set)`);
   const raced = result(best!.c.strategy, best!.c.removals, best!.edits, damage.name);
   if (on) raced.allocation!.on = on;
+  if (planned?.short) raced.short = BLOCKED_SHORT;
   const chosen = await notSlower(input, costs, { ...raced, built: best!.built });
   // Statistics of the candidate confirmed, if that is still the one kept.
   return chosen.built === best!.built && best!.next ? { ...chosen, next: best!.next } : chosen;
@@ -214,7 +221,7 @@ async function notSlower(input: AllocationInput, costs: Map<Group, CostCurve>, c
   if (otherRatio >= ratio) return timed;
   const allocation = { ...choice.allocation, latency: otherRatio };
   allocation.tried = [...allocation.tried, { strategy: 'measured', compensate: allocation.compensate, loss: null, params: plain.params, latency: otherRatio, note: `every convolution as it is${plain.short ? ' (short of the target)' : ''}: the kept candidate was slower than the base` }];
-  return { removals: plain.removals, compensation: edits, built: other, allocation };
+  return { removals: plain.removals, compensation: edits, built: other, allocation, short: SLOWER_SHORT };
 }
 
 /**

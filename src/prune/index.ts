@@ -12,7 +12,7 @@ import { CompensationEdits, applyCompensation } from './compensate';
 import { InverseCovariances, consumerKey, refittable } from './obs';
 import { DenseMath } from '../onnx/linalg';
 import { chooseAllocation } from './allocate';
-import { Removal } from './plan';
+import { ParamLedger, Removal } from './plan';
 import { AxisNorms, magnitudeScores, scoreScale, standardize } from './score';
 import { applyNormRefits, measureNorms, normsToRefit } from './renorm';
 import { RUN_PASSES } from '../util/passes';
@@ -222,8 +222,10 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       log,
     });
     const { removals } = choice;
+    const short = (removed: number) =>
+      removed < options.target * paramsBefore - 2 * PLAN_SLACK * paramsBefore ? { short: shortfall(analysis, groups, { removed, target: options.target * paramsBefore, of: paramsBefore }, options.align, choice.short) } : {};
     if (removals.length === 0) {
-      return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore };
+      return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore, ...short(0) };
     }
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     let failure: { message: string; groups: Group[] } | undefined;
@@ -242,7 +244,7 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
         if (options.memory) options.memory.ready = choice.next ?? { stats: unchangedStats(analysis, removals, built.changed, stats), rows: new Map() };
         const paramsAfter = countParams(applied.model);
         const allocation = choice.allocation && { ...choice.allocation, passes: passes.entries };
-        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced, allocation, passes: passes.entries };
+        return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced, allocation, passes: passes.entries, ...short(paramsBefore - paramsAfter) };
       }
       // The node onnxruntime names is where the engine's understanding failed: leave that node
       // alone (one place, one reason), not every group that happens to pass through it.
@@ -266,6 +268,7 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
         skipped: [...skipped, { where: 'the whole model', reason: `no pruning plan gave a model onnxruntime accepts: ${failure!.message}` }],
         paramsBefore,
         paramsAfter: paramsBefore,
+        short: `no valid model: no pruning plan gave a model onnxruntime accepts (${failure!.message})`,
       };
     }
     for (const g of failure!.groups) {
@@ -328,6 +331,28 @@ function hasTopLevelWeights(model: OnnxModel): boolean {
 }
 
 const modelName = (model: OnnxModel) => (model.origin ? path.basename(model.origin) : 'the model');
+
+/**
+ * Why a step removed `removed` parameters where `target` were asked, in a few words for the
+ * report: what the allocation knows (widths kept blocked), else the groups' capacity (each keeps
+ * one unit at least; the rest of the model is left alone, and skipped says why), else the
+ * multiple asked for, else the size of the units left.
+ */
+function shortfall(analysis: Analysis, groups: Group[], { removed, target, of }: { removed: number; target: number; of: number }, align: PruneOptions['align'], known: string | undefined): string {
+  const ledger = new ParamLedger(analysis.space.slots, (t) => analysis.model.constantInfo(t)?.dims);
+  let capacity = 0;
+  for (const g of groups) for (const u of g.units.slice(1)) capacity += ledger.take(u);
+  // Counts, not shares: a later step's target is a share of what the earlier ones left.
+  const n = (v: number) => Math.round(v).toLocaleString('en-US');
+  if (capacity < target - PLAN_SLACK * of) {
+    return capacity <= 0
+      ? 'nothing more to remove: every prunable group is down to one unit'
+      : `nothing more to remove: the prunable groups can lose ${n(capacity)} parameters (one unit each kept), ${n(target)} were asked; skipped says why the rest is left alone`;
+  }
+  if (known) return known;
+  if (typeof align === 'number' && align > 1) return `alignment: widths kept at multiples of ${align} (align: ${align})`;
+  return `granularity: ${n(removed)} parameters removed of ${n(target)} asked; the next unit would overshoot the target`;
+}
 
 /** Why a model asked to lose parameters has nothing the engine can remove: the places left alone and their reasons (the first few). */
 function nothingToPrune(model: OnnxModel, skipped: SkippedEntry[], structures: Structure[]): string {

@@ -184,6 +184,8 @@ export interface PruneResult {
   allocation?: AllocationResult;
   /** The passes over the calibration set the last step made. */
   passes?: PassEntry[];
+  /** Why the last step removed less than its target, when it did (alignment, nothing more to remove, …). */
+  short?: string;
 }
 
 /** State carried from one pruning step to the next (see PruneOptions.memory). */

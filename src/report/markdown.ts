@@ -103,6 +103,17 @@ function percentOf(r: number): string {
   return `${Number((r * 100).toFixed(1))}%`;
 }
 
+/** A step's share removed, counted (reports of older versions give only the target). */
+function removedOf(s: ReportStep): number {
+  return s.removed ?? s.ratio;
+}
+
+/** The share removed, with the target beside it where the two differ as shown. */
+function removedWithTarget(s: ReportStep): string {
+  const removed = percentOf(removedOf(s));
+  return removed === percentOf(s.ratio) ? removed : `${removed} (target ${percentOf(s.ratio)})`;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sections
 // ---------------------------------------------------------------------------------------------
@@ -124,7 +135,7 @@ function verdictLine(r: Report): string {
       : r.steps.length && r.chosen_step !== null
         ? r.steps[r.chosen_step].ratio === 0
           ? `quantized to ${r.quantize}, nothing pruned`
-          : `pruned ${percentOf(r.steps[r.chosen_step].ratio)} of the parameters${r.quantize === 'none' ? '' : ` and quantized to ${r.quantize}`}`
+          : `pruned ${removedWithTarget(r.steps[r.chosen_step])} of the parameters${r.quantize === 'none' ? '' : ` and quantized to ${r.quantize}`}`
         : '';
   const failed = r.metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? '')})`);
   if (r.verdict === 'pass') return `### ✅ prune-gate passed: ${model} ${what}`.trimEnd();
@@ -218,24 +229,27 @@ function stepsSection(r: Report): string[] {
   const main = mainMetric(r);
   const rows = r.steps.map((s, i) => [
     String(i + 1) + (i === r.chosen_step ? ' ⬅' : ''),
-    percentOf(s.ratio),
+    removedWithTarget(s),
     formatValue('params', stepValue(s, 'params', 'candidate')),
     formatValue('size', stepValue(s, 'size', 'candidate')),
     formatValue(main, stepValue(s, main, 'candidate')),
     s.pass ? '✅' : s.quality_pass ? '❌ efficiency' : '❌ quality',
   ]);
   const drawn = chart(r, main);
+  // A step short of its target says why, under the table (a reason is too long for a cell).
+  const short = r.steps.flatMap((s, i) => (s.short ? [`- Step ${i + 1} removed ${percentOf(removedOf(s))} of the ${percentOf(s.ratio)} asked: ${escapeMarkdown(s.short)}.`] : []));
   return [
     '#### Gradual search',
     '',
     ...table(['step', 'params removed', 'params', 'size', main, 'pass'], rows),
+    ...(short.length ? ['', ...short] : []),
     ...(drawn.length ? ['', ...drawn] : []),
   ];
 }
 
 /** A Mermaid xychart of the main metric (and its bound) against the ratio pruned. */
 export function chart(r: Report, main: MetricName = mainMetric(r)): string[] {
-  const points = r.steps.map((s) => ({ x: percentOf(s.ratio), y: stepValue(s, main, 'candidate') }));
+  const points = r.steps.map((s) => ({ x: percentOf(removedOf(s)), y: stepValue(s, main, 'candidate') }));
   if (points.length < 2 || points.some((p) => p.y === null)) return [];
   const scale = METRICS[main].unit === 'fraction' ? 100 : 1;
   const y = (v: number) => String(Number((v * scale).toPrecision(6)));

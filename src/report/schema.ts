@@ -42,7 +42,12 @@ const PassSchema = z.object({
 });
 
 export const StepSchema = z.object({
+  /** The step's target: the cumulative share of the base model's parameters asked to go. */
   ratio: z.number().min(0).max(1),
+  /** The cumulative share of the base model's parameters actually removed (counted; absent in reports of older versions). */
+  removed: z.number().finite().max(1).optional(),
+  /** Why removed falls short of ratio, when it does (alignment, nothing more to remove, …). */
+  short: text.optional(),
   metrics: z.array(MetricResultSchema).max(METRIC_NAMES.length),
   pass: z.boolean(),
   /** Passes every quality bound (the search goes on past such a step). */
@@ -82,6 +87,8 @@ export const ReportSchema = z.object({
   /** The prune settings of the run, or null for `eval` (two given models). */
   target: z.union([z.number().min(0).max(1), z.literal('auto')]).nullable(),
   quantize: z.enum(['none', 'int8', 'int4']),
+  /** The share of the base model's parameters the candidate lacks, counted (run only; the target is `target`, or the chosen step's `ratio`). */
+  removed: z.number().finite().max(1).optional(),
   quantization: QuantizationSchema.optional(),
   base: ModelStatsSchema,
   candidate: ModelStatsSchema,

@@ -134,6 +134,7 @@ function pruneReport(input: string, output: string, r: PruneResult) {
     model: input,
     pruned_model: output,
     params: { before: r.paramsBefore, after: r.paramsAfter, removed_fraction: 1 - r.paramsAfter / r.paramsBefore },
+    ...(r.short ? { short: r.short } : {}),
     pruned: r.pruned,
     skipped: r.skipped,
     ...(r.allocation ? { allocation: r.allocation } : {}),
@@ -144,6 +145,7 @@ export function formatPruned(r: PruneResult, out: string): string {
   const removed = r.paramsBefore - r.paramsAfter;
   const pct = ((100 * removed) / r.paramsBefore).toFixed(1);
   const lines = [`Removed ${grouped(removed)} of ${grouped(r.paramsBefore)} parameters (${pct} %); wrote ${out}`];
+  if (r.short) lines.push(`Short of the target: ${r.short}`);
   if (r.pruned.length) {
     lines.push('', 'Pruned:');
     lines.push(
