@@ -4,8 +4,8 @@ import { resolveConfig } from './config/config';
 import { displayPath } from './util/paths';
 import { UserError, isUserError } from './errors';
 import { METRICS } from './gate/metrics';
-import { COMMENT_CUT_NOTE, COMMENT_LIMIT, SUMMARY_CUT_NOTE, SUMMARY_LIMIT_BYTES, apiError, commentBody, cutToLimit, ownLogin, upsertComment, utf8Bytes } from './github/comment';
-import { ActionContext, publishedRun, readContext, recordedPullRequest, thisRun } from './github/event';
+import { COMMENT_CUT_NOTE, COMMENT_LIMIT, SUMMARY_CUT_NOTE, SUMMARY_LIMIT_BYTES, apiError, commentBody, cutToLimit, ownLogin, pullRequestHead, upsertComment, utf8Bytes } from './github/comment';
+import { ActionContext, measuredCommit, publishedRun, readContext, recordedPullRequest, thisRun } from './github/event';
 import { GateInputs, Inputs, inputName, readInputs } from './github/inputs';
 import { readReport } from './report/build';
 import { formatValue } from './gate/format';
@@ -18,8 +18,9 @@ import type { Report } from './report/schema';
 /**
  * The GitHub Action (action.yml runs dist/index.js, bundled from index.ts). It reads and
  * validates its inputs, then either runs the gate (the same pipeline as `prune-gate run`) or,
- * with `report:`, publishes an existing report.json; then it sets the outputs, writes the job
- * summary, comments on the pull request, and fails the step when the gate failed.
+ * with `report:`, publishes an existing report.json; then it sets the outputs, comments on the
+ * pull request, writes the job summary (saying when the comment was left alone), and fails the
+ * step when the gate failed.
  */
 
 export interface ActionDeps {
@@ -48,10 +49,10 @@ export async function run(deps: ActionDeps = {}): Promise<void> {
     }
     const published = inputs.mode === 'gate' ? await gate(inputs, ctx, deps) : publishOnly(inputs.report, ctx, inputs.artifactUrl);
     setOutputs(published);
-    await writeSummary(published, inputs, env);
-    const commentFailure = await comment(published.report, published.markdown, inputs, ctx);
+    const commented = await comment(published.report, published.markdown, inputs, ctx);
+    await writeSummary(published, inputs, env, commented.note);
     judge(published, inputs);
-    if (commentFailure) core.setFailed(commentFailure);
+    if (commented.failure) core.setFailed(commented.failure);
   } catch (e) {
     // A UserError is the user's to fix: its one-line message is enough. Anything else is a bug.
     if (isUserError(e)) core.setFailed(e.message);
@@ -142,12 +143,13 @@ function publishedFrom(report: Report): string {
   return pr ? `> Published from the report of pull request #${pr.number} (head ${pr.head_sha.slice(0, 12)}).\n\n` : '> Published from an existing report.\n\n';
 }
 
-async function writeSummary(p: Published, inputs: Inputs, env: NodeJS.ProcessEnv): Promise<void> {
+/** The job summary: the report, after `note` (one line about the comment, when there is one). */
+async function writeSummary(p: Published, inputs: Inputs, env: NodeJS.ProcessEnv, note: string | undefined): Promise<void> {
   if (!env.GITHUB_STEP_SUMMARY) {
     core.info('no GITHUB_STEP_SUMMARY (not on a runner): the report is in report.md');
     return;
   }
-  const text = (inputs.mode === 'publish' ? publishedFrom(p.report) : '') + p.markdown;
+  const text = (note ? `> ${note}\n\n` : '') + (inputs.mode === 'publish' ? publishedFrom(p.report) : '') + p.markdown;
   await core.summary.addRaw(cutToLimit(text, SUMMARY_LIMIT_BYTES - 1024, SUMMARY_CUT_NOTE, utf8Bytes)).write();
 }
 
@@ -178,18 +180,11 @@ function judge(p: Published, inputs: Inputs): void {
 // The pull-request comment
 // ---------------------------------------------------------------------------------------------
 
-interface Target {
-  number: number;
-  /** The run this report belongs to was for this commit: the PR's head must still be it. */
-  expectHead?: string;
-}
-
-/** Which pull request to comment on, or why none. */
-function commentTarget(report: Report, inputs: Inputs, ctx: ActionContext): Target | string {
+/** Which pull request to comment on (its number), or why none. */
+function commentTarget(report: Report, inputs: Inputs, ctx: ActionContext): number | string {
   const run = ctx.workflowRun;
-  const expectHead = run?.headSha;
-  if (inputs.prNumber !== undefined) return { number: inputs.prNumber, expectHead };
-  if (ctx.pullRequest) return { number: ctx.pullRequest.number };
+  if (inputs.prNumber !== undefined) return inputs.prNumber;
+  if (ctx.pullRequest) return ctx.pullRequest.number;
   if (inputs.mode === 'publish' && run) {
     // The report came from an untrusted run's artifact: the PR it names must be the one the
     // triggering run was for (GitHub's head SHA, not the report's), checked before commenting.
@@ -198,54 +193,65 @@ function commentTarget(report: Report, inputs: Inputs, ctx: ActionContext): Targ
       return `report.json records head ${recorded.head_sha.slice(0, 12)} but the workflow run was for ${run.headSha.slice(0, 12)}: not the report of this run`;
     }
     const number = recorded?.number ?? run.pullRequests[0];
-    if (number !== undefined) return { number, expectHead };
+    if (number !== undefined) return number;
     return 'the report records no pull request and the workflow_run event names none: set pr-number';
   }
   return ctx.eventName ? `a ${ctx.eventName} event has no pull request to comment on` : 'no GITHUB_EVENT_NAME (not on a runner), so no pull request to comment on';
 }
 
-/** Comments (or says why not). Returns a failure message for publish mode, whose job it is. */
-async function comment(report: Report, markdown: string, inputs: Inputs, ctx: ActionContext): Promise<string | undefined> {
+interface Commented {
+  /** Why the step fails: publish mode, whose only job is the comment, could not write it. */
+  failure?: string;
+  /** One line for the job summary when the comment was left alone. */
+  note?: string;
+}
+
+/** Comments (or says why not), only while the pull request's head is the measured commit. */
+async function comment(report: Report, markdown: string, inputs: Inputs, ctx: ActionContext): Promise<Commented> {
   if (!inputs.comment) {
     core.info('comment is false: no pull-request comment');
-    return undefined;
+    return {};
   }
   const target = commentTarget(report, inputs, ctx);
   const publish = inputs.mode === 'publish';
-  if (typeof target === 'string') {
-    if (publish) core.warning(`prune-gate: not commenting: ${target}`);
-    else core.info(`not commenting: ${target}`);
-    return undefined;
+  const measured = measuredCommit(ctx);
+  if (typeof target === 'string' || measured === undefined) {
+    const why = typeof target === 'string' ? target : 'no GITHUB_SHA, so the measured commit is unknown';
+    if (publish) core.warning(`prune-gate: not commenting: ${why}`);
+    else core.info(`not commenting: ${why}`);
+    return {};
   }
-  if (!ctx.repository) return publish ? 'prune-gate: cannot comment: GITHUB_REPOSITORY is not set' : undefined;
+  const number = target;
+  if (!ctx.repository) return publish ? { failure: 'prune-gate: cannot comment: GITHUB_REPOSITORY is not set' } : {};
   if (!inputs.token) {
-    core.warning(`prune-gate: no github-token: not commenting on pull request #${target.number}`);
-    return undefined;
+    core.warning(`prune-gate: no github-token: not commenting on pull request #${number}`);
+    return {};
   }
-  const { owner, repo } = ctx.repository;
+  const where = { ...ctx.repository, number };
   const octokit = github.getOctokit(inputs.token, { baseUrl: ctx.apiUrl });
   try {
-    if (target.expectHead) {
-      const pr = await octokit.rest.pulls.get({ owner, repo, pull_number: target.number });
-      if (pr.data.head.sha !== target.expectHead) {
-        core.warning(
-          `prune-gate: not commenting on pull request #${target.number}: its head is ${pr.data.head.sha.slice(0, 12)}, the workflow run was for ${target.expectHead.slice(0, 12)} (a newer push, or a report naming another pull request)`,
-        );
-        return undefined;
-      }
-    }
     const markers = { current: stickyMarker(report.base.path, report.config), legacy: legacyMarker(report.base.path) };
     const body = commentBody(markers.current, markdown);
     if (body.includes(COMMENT_CUT_NOTE)) core.info(`the report was cut to GitHub's ${COMMENT_LIMIT}-character limit for a comment`);
     const own = await ownLogin(octokit, inputs.token, inputs.commentAuthor);
     core.info(`updating only comments by ${own.login} (${own.how})`);
-    const r = await upsertComment(octokit, { owner, repo, number: target.number }, markers, body, own.login);
-    core.info(`${r.action} the comment on pull request #${target.number}: ${r.url}`);
-    return undefined;
+    // Asked last: a run that a newer push overtook must not overwrite the newer run's comment.
+    const head = await pullRequestHead(octokit, where);
+    if (head !== measured) {
+      const [was, now] = [measured.slice(0, 12), head.slice(0, 12)];
+      core.warning(
+        `prune-gate: not commenting on pull request #${number}: its head is now ${now}, not ${was}, the commit measured (a newer push, or a pull request other than the one measured); its comment is left as it was`,
+      );
+      // Both SHAs are hex (GitHub's): nothing here can carry markup.
+      return { note: `⏭️ Not commented: pull request #${number}'s head is now \`${now}\`, not \`${was}\`, the commit measured; its comment is left as it was.` };
+    }
+    const r = await upsertComment(octokit, where, markers, body, own.login);
+    core.info(`${r.action} the comment on pull request #${number}: ${r.url}`);
+    return {};
   } catch (e) {
     const { status, message } = apiError(e);
-    const what = `cannot comment on pull request #${target.number}: ${message}${status ? ` (HTTP ${status})` : ''}`;
-    if (publish) return `prune-gate: ${what}`;
+    const what = `cannot comment on pull request #${number}: ${message}${status ? ` (HTTP ${status})` : ''}`;
+    if (publish) return { failure: `prune-gate: ${what}` };
     if (status === 403) {
       const why = ctx.pullRequest?.fromFork
         ? 'the pull request comes from a fork, whose token is read-only: the report is in the job summary, and the README shows how a workflow_run workflow comments on fork pull requests'
@@ -254,6 +260,6 @@ async function comment(report: Report, markdown: string, inputs: Inputs, ctx: Ac
     } else {
       core.warning(`prune-gate: ${what}`);
     }
-    return undefined;
+    return {};
   }
 }

@@ -142,10 +142,11 @@ test('a report naming another pull request is not published there (its head is n
   expect(r.annotations.map((a) => [a.level, a.message])).toEqual([
     [
       'warning',
-      `prune-gate: not commenting on pull request #3: its head is ${OTHER_HEAD.slice(0, 12)}, the workflow run was for ${FORK_HEAD.slice(0, 12)} (a newer push, or a report naming another pull request)`,
+      `prune-gate: not commenting on pull request #3: its head is now ${OTHER_HEAD.slice(0, 12)}, not ${FORK_HEAD.slice(0, 12)}, the commit measured (a newer push, or a pull request other than the one measured); its comment is left as it was`,
     ],
   ]);
   expect(gh.commentsOn(3)).toHaveLength(0);
+  expect(r.summary.split('\n', 1)[0]).toBe(`> ⏭️ Not commented: pull request #3's head is now \`${OTHER_HEAD.slice(0, 12)}\`, not \`${FORK_HEAD.slice(0, 12)}\`, the commit measured; its comment is left as it was.`);
 });
 
 test("a report's own run links are not trusted: only a link to the triggering run's artifacts in this repository is kept", async () => {

@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { COMMENT_CUT_NOTE, COMMENT_LIMIT, commentBody, cutToLimit, utf8Bytes } from '../src/github/comment';
-import { isRunUrl, readContext, thisRun } from '../src/github/event';
+import { isRunUrl, measuredCommit, readContext, thisRun } from '../src/github/event';
 import { INPUT_NAMES, readInputs } from '../src/github/inputs';
 import { pullRequestFromFork, pullRequestOpened, push, workflowRunCompleted } from './helpers/webhooks';
 
@@ -183,6 +183,16 @@ describe('readContext', () => {
 
   test('workflow_run: the triggering run head and its pull requests', () => {
     expect(event('workflow_run', workflowRunCompleted('c'.repeat(40))).workflowRun).toEqual({ id: 1589141559, event: 'pull_request', headSha: 'c'.repeat(40), pullRequests: [] });
+  });
+
+  test('the measured commit: the triggering run head, else the pull request head (not the merge commit), else GITHUB_SHA', () => {
+    const run = event('workflow_run', workflowRunCompleted('c'.repeat(40)));
+    expect([measuredCommit(run), thisRun(run)?.sha]).toEqual(['c'.repeat(40), 'c'.repeat(40)]);
+    const pr = event('pull_request', pullRequestOpened());
+    expect(measuredCommit(pr)).toBe(pullRequestOpened().pull_request.head.sha);
+    expect(measuredCommit(pr)).not.toBe(pr.sha);
+    expect(measuredCommit(event('push', push()))).toBe('e'.repeat(40));
+    expect(measuredCommit(readContext({ GITHUB_EVENT_NAME: 'push' }))).toBeUndefined();
   });
 
   test('a payload that is not JSON is a one-line error', () => {

@@ -112,34 +112,12 @@ describe('on pull_request events, with a write token', () => {
     expect(md).toContain(`Reproduce locally: \`prune-gate run --config ${PASS} --model test/fixtures/mlp.onnx --calibration calibration/mlp --target ${report.target} --quantize none\``);
     expect(md).toMatch(/Measured on .*onnxruntime 1\.\d+\.\d+, prune-gate \d+\.\d+\.\d+/);
     expect(gh.requests.map((r) => `${r.operationId} ${r.status}`)).toEqual([
+      'pulls/get 200', // the PR's head is still the measured commit
       'issues/list-comments 200',
       'issues/list-comments 200',
       'issues/create-comment 201',
     ]);
-    expect(gh.requests[0].path).toMatch(/per_page=100/);
-  });
-
-  test('the second run (synchronize) updates the same comment in place', async () => {
-    expect(first).toBeDefined();
-    const before = gh.commentsOn(2).find((c) => c.body.startsWith(MARKER) && c.user === 'github-actions[bot]') as { id: number; body: string };
-    before.body = `${MARKER}\nstale text from an earlier push`;
-    const requestsBefore = gh.requests.length;
-    const newHead = 'a'.repeat(40);
-    const r = await step({ eventName: 'pull_request', payload: pullRequestSynchronize(newHead), apiUrl: api, githubToken: WRITE, with: { config: PASS } });
-    expect(r.status).toBe(0);
-    expect(gh.problems).toEqual([]);
-    const mine = gh.commentsOn(2).filter((c) => c.body.startsWith(MARKER) && c.user === 'github-actions[bot]');
-    expect(mine).toHaveLength(1); // still one comment for the config and model
-    expect(mine[0].id).toBe(before.id);
-    expect(mine[0].body).toMatch(/^<!-- prune-gate:model=test\/fixtures\/mlp\.onnx config=test\/action-configs\/pass\.yml -->\n### ✅ prune-gate passed/);
-    expect(mine[0].body).toContain(`commit \`${newHead.slice(0, 12)}\``);
-    expect(mine[0].body).not.toContain('stale text');
-    const calls = gh.requests.slice(requestsBefore);
-    expect(calls.map((c) => c.operationId)).toEqual(['issues/list-comments', 'issues/list-comments', 'issues/update-comment']);
-    expect(calls[2].path).toBe(`/repos/Codertocat/Hello-World/issues/comments/${before.id}`);
-    expect(ReportSchema.parse(readJson(r.outputs['report-path'])).pull_request?.head_sha).toBe(newHead);
-    expect(gh.commentsOn(2)).toHaveLength(4); // the three others untouched
-    expect(gh.commentsOn(2).find((c) => c.user === 'octocat' && c.body.startsWith(MARKER))?.body).toBe(`${MARKER}\nmy own notes, which only look like the action's`);
+    expect(gh.requests[1].path).toMatch(/per_page=100/);
   });
 
   test('a failing gate fails the step naming the metrics, one error annotation per metric, and still comments', async () => {
@@ -183,6 +161,57 @@ describe('on pull_request events, with a write token', () => {
     expect(gh.requests.length).toBe(n);
     expect(r.summary).toMatch(/^### ✅ prune-gate passed/);
   });
+
+  const OPENED_HEAD = pullRequestOpened().pull_request.head.sha as string;
+  const NEW_HEAD = 'a'.repeat(40);
+
+  test('the run after a push (synchronize) updates the same comment in place', async () => {
+    expect(first).toBeDefined();
+    gh.setHead(2, NEW_HEAD); // the push
+    const before = gh.commentsOn(2).find((c) => c.body.startsWith(MARKER) && c.user === 'github-actions[bot]') as { id: number; body: string };
+    before.body = `${MARKER}\nstale text from an earlier push`;
+    const requestsBefore = gh.requests.length;
+    const r = await step({ eventName: 'pull_request', payload: pullRequestSynchronize(NEW_HEAD), apiUrl: api, githubToken: WRITE, with: { config: PASS } });
+    expect(r.status).toBe(0);
+    expect(gh.problems).toEqual([]);
+    const mine = gh.commentsOn(2).filter((c) => c.body.startsWith(MARKER) && c.user === 'github-actions[bot]');
+    expect(mine).toHaveLength(1); // still one comment for the config and model
+    expect(mine[0].id).toBe(before.id);
+    expect(mine[0].body).toMatch(/^<!-- prune-gate:model=test\/fixtures\/mlp\.onnx config=test\/action-configs\/pass\.yml -->\n### ✅ prune-gate passed/);
+    expect(mine[0].body).toContain(`commit \`${NEW_HEAD.slice(0, 12)}\``);
+    expect(mine[0].body).not.toContain('stale text');
+    const calls = gh.requests.slice(requestsBefore);
+    expect(calls.map((c) => c.operationId)).toEqual(['pulls/get', 'issues/list-comments', 'issues/list-comments', 'issues/update-comment']);
+    expect(calls[3].path).toBe(`/repos/Codertocat/Hello-World/issues/comments/${before.id}`);
+    expect(ReportSchema.parse(readJson(r.outputs['report-path'])).pull_request?.head_sha).toBe(NEW_HEAD);
+    expect(gh.commentsOn(2)).toHaveLength(5); // the three others and the failing config's untouched
+    expect(gh.commentsOn(2).find((c) => c.user === 'octocat' && c.body.startsWith(MARKER))?.body).toBe(`${MARKER}\nmy own notes, which only look like the action's`);
+  });
+
+  test("the runs for the earlier head, finishing after that push, leave the comments alone, say so in the log and the summary, and still judge", async () => {
+    const before = gh.commentsOn(2).filter((c) => c.user === 'github-actions[bot]').map((c) => ({ ...c }));
+    expect(before.map((c) => c.body.split('\n', 1)[0])).toEqual([MARKER, FAIL_MARKER]);
+    const [was, now] = [OPENED_HEAD.slice(0, 12), NEW_HEAD.slice(0, 12)];
+    for (const [config, verdict, status] of [[PASS, 'pass', 0], [FAIL, 'fail', 1]] as const) {
+      const from = gh.requests.length;
+      const r = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: api, githubToken: WRITE, with: { config } });
+      expect(gh.problems).toEqual([]);
+      // The head is asked for, and nothing is written.
+      expect(gh.requests.slice(from).map((q) => `${q.method} ${q.operationId} ${q.status}`)).toEqual(['GET pulls/get 200']);
+      expect(warnings(r).map((a) => a.message)).toEqual([
+        `prune-gate: not commenting on pull request #2: its head is now ${now}, not ${was}, the commit measured (a newer push, or a pull request other than the one measured); its comment is left as it was`,
+      ]);
+      expect(r.summary.split('\n', 1)[0]).toBe(`> ⏭️ Not commented: pull request #2's head is now \`${now}\`, not \`${was}\`, the commit measured; its comment is left as it was.`);
+      expect(r.summary).toMatch(verdict === 'pass' ? /\n### ✅ prune-gate passed/ : /\n### ❌ prune-gate failed/);
+      // The check is the run's own: its verdict, outputs and exit status are as without the comment.
+      expect([r.status, r.outputs.verdict]).toEqual([status, verdict]);
+      expect(ReportSchema.parse(readJson(r.outputs['report-path'])).run?.sha).toBe(OPENED_HEAD);
+      expect(Number(r.outputs.compression)).toBeGreaterThan(1);
+      if (verdict === 'fail') expect(errors(r).map((a) => a.message)).toContain('prune-gate: the gate failed: agreement (min 0.9999), cosine (min 0.999) over the bound');
+    }
+    expect(gh.commentsOn(2).filter((c) => c.user === 'github-actions[bot]')).toEqual(before);
+    expect(before[0].body).toContain(`commit \`${now}\``); // the newer run's numbers stay
+  });
 });
 
 test("the action's comment from before markers had the config is adopted; another user's is not, on page 3 of 250 comments", async () => {
@@ -218,7 +247,7 @@ test('a personal token: the action asks GET /user who it is and edits only that 
     const first = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: url, githubToken: 'ghp_personal', with: { config: PASS } });
     expect(first.status).toBe(0);
     expect(gh.problems).toEqual([]);
-    expect(gh.requests.map((q) => `${q.operationId} ${q.status}`)).toEqual(['users/get-authenticated 200', 'issues/list-comments 200', 'issues/create-comment 201']);
+    expect(gh.requests.map((q) => `${q.operationId} ${q.status}`)).toEqual(['users/get-authenticated 200', 'pulls/get 200', 'issues/list-comments 200', 'issues/create-comment 201']);
     expect(gh.commentsOn(2).filter((c) => c.user === 'release-bot-user')).toHaveLength(1);
     expect(gh.commentsOn(2).find((c) => c.user === 'github-actions[bot]')?.body).toBe(`${MARKER}\nby the workflow bot`);
     // An app's installation token names its bot with comment-author.

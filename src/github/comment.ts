@@ -3,7 +3,8 @@ import * as github from '@actions/github';
 /**
  * The sticky PR comment: one per config and model, found again by its hidden marker (the body's
  * first line) among the comments the action's own identity wrote, and updated in place on every
- * push, else created. Bodies are cut to GitHub's limit.
+ * push, else created, only while the pull request's head is the measured commit. Bodies are cut
+ * to GitHub's limit.
  */
 
 export type Octokit = ReturnType<typeof github.getOctokit>;
@@ -81,6 +82,15 @@ export async function ownLogin(octokit: Octokit, token: string, configured?: str
   if (token.startsWith('ghs_')) return { login: WORKFLOW_BOT, how: "an installation token writes as the workflow's bot (set comment-author for another app)" };
   const me = await octokit.rest.users.getAuthenticated();
   return { login: me.data.login, how: 'GET /user' };
+}
+
+/**
+ * The pull request's head commit now. Asked right before a comment is written: a run that a
+ * newer push overtook must not overwrite the newer run's comment with older numbers.
+ */
+export async function pullRequestHead(octokit: Octokit, target: CommentTarget): Promise<string> {
+  const pr = await octokit.rest.pulls.get({ owner: target.owner, repo: target.repo, pull_number: target.number });
+  return pr.data.head.sha;
 }
 
 /**

@@ -165,12 +165,23 @@ export function isRunUrl(ctx: ActionContext, url: string): boolean {
 }
 
 /**
- * The commit and run a report made here records: the pull request's head (else GITHUB_SHA), this
- * run's page, and its artifacts (the `artifact-url` input the workflow passes from its upload
- * step, else the run page's artifacts list).
+ * The commit a run measured, as GitHub's event names it: the head of the run a workflow_run
+ * event follows, the pull request's head (a pull_request checkout is the merge of that head with
+ * the base; the head is what the pull request shows and what a push replaces), else the commit
+ * checked out (GITHUB_SHA). The report records it and the comment is written only while the pull
+ * request's head is still it (docs/contracts.md, "The action").
+ */
+export function measuredCommit(ctx: ActionContext): string | undefined {
+  return ctx.workflowRun?.headSha ?? ctx.pullRequest?.headSha ?? ctx.sha;
+}
+
+/**
+ * The commit and run a report made here records: the measured commit, this run's page, and its
+ * artifacts (the `artifact-url` input the workflow passes from its upload step, else the run
+ * page's artifacts list).
  */
 export function thisRun(ctx: ActionContext, artifactUrl?: string): ReportRun | undefined {
-  const sha = ctx.pullRequest?.headSha ?? ctx.sha;
+  const sha = measuredCommit(ctx);
   if (!sha) return undefined;
   const page = ctx.runId !== undefined ? runUrl(ctx, ctx.runId) : undefined;
   const url = page && ctx.runAttempt && ctx.runAttempt > 1 ? `${page}/attempts/${ctx.runAttempt}` : page;
