@@ -513,11 +513,35 @@ function examples(): void {
   const tableStart = report.findIndex((l) => l.startsWith('|'));
   const head = report.slice(0, report.findIndex((l, i) => i > tableStart && l === '')).filter((l) => !l.startsWith('| latency-'));
   publish('examples', rows, {
-    'examples-report': ['````markdown', ...head, '...', '````'].join('\n'),
+    'examples-report': ['````markdown', ...head, '...', '````', '', reportRest(llama)].join('\n'),
     'examples-summary': summary,
     'examples-llama-sweep': `${sweepTable(run('fortunes-llama', 'sweep'))}\n\n${alternativesTable}\n\n${quantizedTable}`,
     'examples-digits-sweep': `Widths multiples of 8, as configured:\n\n${sweepTable(run('digits-cnn', 'sweep'))}\n\nAny width (align 1):\n\n${sweepTable(run('digits-cnn', 'sweep, align 1'))}\n\nWidths from this machine's convolution kernels, checked not slower (align auto, the default):\n\n${sweepTable(run('digits-cnn', 'sweep, align auto'))}`,
   });
+}
+
+/**
+ * The README's sentence after the sample report: what the rest of that report holds, its steps
+ * as they went (each step's share counted, the bounds it broke), from the same run.
+ */
+function reportRest(r: Row): string {
+  const steps = r.steps as Row[];
+  const share = (s: Row) => pct(1 - num(s.paramsRatio), 0);
+  const and = (items: string[]) => (items.length < 2 ? items.join('') : `${items.slice(0, -1).join(', ')} and ${items[items.length - 1]}`);
+  // Steps that broke the same bounds, in order, then the one kept.
+  const broke = new Map<string, Row[]>();
+  steps.forEach((s, i) => {
+    if (i === num(r.chosenStep) || s.pass) return;
+    const key = `${s.qualityPass ? 'failed' : 'broke'} the ${and(s.failed as string[])} ${(s.failed as string[]).length > 1 ? 'bounds' : 'bound'}`;
+    broke.set(key, [...(broke.get(key) ?? []), s]);
+  });
+  const parts = [...broke].map(([what, ss]) => `${and(ss.map(share))} ${what}`);
+  parts.push(`${share(steps[num(r.chosenStep)])} was kept`);
+  return (
+    `The report goes on with compression (params, bytes, MACs), latency, the gradual search's steps\n` +
+    `(${parts.join(', ')}), a Mermaid chart of ${r.metric as string} against the share removed, and what was\n` +
+    'pruned per layer and what was left alone.'
+  );
 }
 
 function coldStart(): void {
