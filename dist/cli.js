@@ -45622,7 +45622,7 @@ async function gradualSearch(base, baseParams, mode, ratios, deps) {
     const target = incrementalTarget(baseParams, currentParams, ratio);
     const result = target > 1e-9 ? await deps.prune(current, target, step) : unchanged(current, currentParams);
     const removed = baseParams > 0 ? (baseParams - result.paramsAfter) / baseParams : 0;
-    const short = removed < ratio - SHORT_OF_TARGET ? result.short ?? steps[i - 1]?.short ?? "the engine removed less than asked" : void 0;
+    const short = removed < ratio - SHORT_OF_TARGET || ratio > 0 && removed <= 0 ? result.short ?? steps[i - 1]?.short ?? "the engine removed less than asked" : void 0;
     deps.log?.(`step ${step.index} of ${step.count}: ${removedText(removed, ratio)} of the parameters removed${short ? `, short of the target: ${short}` : ""}`);
     const candidate = await deps.quantize(result.model, step);
     deps.log?.(`step ${step.index} of ${step.count}: evaluating`);
@@ -48518,7 +48518,8 @@ ${e.reason}`, e])).values()];
     const { removals } = choice;
     const short = (removed) => removed < options.target * paramsBefore - 2 * PLAN_SLACK * paramsBefore ? { short: shortfall(analysis, groups, { removed, target: options.target * paramsBefore, of: paramsBefore }, options.align, choice.short) } : {};
     if (removals.length === 0) {
-      return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore, ...short(0) };
+      const why = options.target > 0 ? { short: shortfall(analysis, groups, { removed: 0, target: options.target * paramsBefore, of: paramsBefore }, options.align, choice.short) } : {};
+      return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore, ...why };
     }
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     let failure2;
@@ -50689,6 +50690,9 @@ function register6(program2, ctx) {
       });
     } finally {
       await evaluator?.close();
+    }
+    if (target > 0 && result.paramsAfter >= result.paramsBefore) {
+      throw new UserError(`nothing was removed from ${flags.model}: ${result.short ?? "the engine removed less than asked"}; nothing was written`);
     }
     const written = writeModel(result.model, flags.out, { externalData });
     if (flags.report) writeJsonAtomic(flags.report, pruneReport(flags.model, written.path, result));

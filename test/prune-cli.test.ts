@@ -71,6 +71,12 @@ test('a target out of reach says so, with the reason: heads alone cannot give 60
   // Every attention layer keeps one head; the rest of the model is not heads.
   expect(r.stdout).toMatch(/^Removed 24,864 of 136,960 parameters \(18\.2 %\); wrote .*\nShort of the target: nothing more to remove: the prunable groups can lose 24,864 parameters \(one unit each kept\), 82,176 were asked/);
   expect(JSON.parse(fs.readFileSync(report, 'utf8')).short).toMatch(/^nothing more to remove/);
+  // A target below one head removes nothing: exit 2, one line, no file.
+  const tiny = path.join(built.tmp, 'tiny.onnx');
+  const none = await cli(['prune', '--model', gpt2, '--out', tiny, '--target', '0.001', '--structures', 'heads', '--allocation', 'global']);
+  expect(none.status).toBe(2);
+  expect(none.stderr).toMatch(/\nprune-gate: nothing was removed from .*gpt2\.onnx: granularity: 0 parameters removed of 137 asked; the next unit would overshoot the target; nothing was written\n$/);
+  expect(fs.existsSync(tiny)).toBe(false);
 });
 
 test('refuses to overwrite the input model', async () => {

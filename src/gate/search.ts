@@ -114,7 +114,7 @@ export async function gradualSearch<A>(
     const target = incrementalTarget(baseParams, currentParams, ratio);
     const result = target > 1e-9 ? await deps.prune(current, target, step) : unchanged(current, currentParams);
     const removed = baseParams > 0 ? (baseParams - result.paramsAfter) / baseParams : 0;
-    const short = removed < ratio - SHORT_OF_TARGET ? (result.short ?? steps[i - 1]?.short ?? 'the engine removed less than asked') : undefined;
+    const short = removed < ratio - SHORT_OF_TARGET || (ratio > 0 && removed <= 0) ? (result.short ?? steps[i - 1]?.short ?? 'the engine removed less than asked') : undefined;
     deps.log?.(`step ${step.index} of ${step.count}: ${removedText(removed, ratio)} of the parameters removed${short ? `, short of the target: ${short}` : ''}`);
     const candidate = await deps.quantize(result.model, step);
     deps.log?.(`step ${step.index} of ${step.count}: evaluating`);

@@ -225,7 +225,9 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
     const short = (removed: number) =>
       removed < options.target * paramsBefore - 2 * PLAN_SLACK * paramsBefore ? { short: shortfall(analysis, groups, { removed, target: options.target * paramsBefore, of: paramsBefore }, options.align, choice.short) } : {};
     if (removals.length === 0) {
-      return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore, ...short(0) };
+      // Nothing at all is short of any target, however small.
+      const why = options.target > 0 ? { short: shortfall(analysis, groups, { removed: 0, target: options.target * paramsBefore, of: paramsBefore }, options.align, choice.short) } : {};
+      return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore, ...why };
     }
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     let failure: { message: string; groups: Group[] } | undefined;

@@ -87,6 +87,10 @@ export function register(program: Command, ctx: CliContext): void {
       } finally {
         await evaluator?.close();
       }
+      // An unchanged copy is not what was asked for: say why, and write nothing.
+      if (target > 0 && result.paramsAfter >= result.paramsBefore) {
+        throw new UserError(`nothing was removed from ${flags.model}: ${result.short ?? 'the engine removed less than asked'}; nothing was written`);
+      }
       const written = writeModel(result.model, flags.out, { externalData });
       if (flags.report) writeJsonAtomic(flags.report, pruneReport(flags.model, written.path, result));
       ctx.stdout(formatPruned(result, flags.out));
