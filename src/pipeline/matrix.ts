@@ -19,6 +19,8 @@ import { DamageMeasure, PassRecord, PassRecording, PassReplay, RUN_PASSES, prune
 import { buildReport } from '../report/build';
 import type { ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
+import { hashFileInto, sha256 } from '../util/hash';
+import { BaseOrigin, baseOrigin, gateModelSettings, modelSha256 } from './provenance';
 import { displayPath } from '../util/paths';
 import { Job, MAX_JOBS, PARTIAL_JSON, PASSES_FILE } from './job';
 import { RunOutcome, STEPS_DIR, WrittenCandidate, boundsMemory, candidateSteps, measureMemoryIfBounded, promote, pruneSettings, quantizeWith, writeReports } from './run';
@@ -64,8 +66,6 @@ export function matrixOf(jobs: number): { include: { job: string }[] } {
   return { include: Array.from({ length: jobs }, (_, i) => ({ job: `${i + 1}/${jobs}` })) };
 }
 
-const sha256 = (data: Buffer) => crypto.createHash('sha256').update(data).digest('hex');
-
 /** The files a path stands for: the file, or every file under the folder, in a stable order. */
 function filesOf(location: string): string[] {
   const stat = fs.statSync(location);
@@ -76,31 +76,22 @@ function filesOf(location: string): string[] {
     .flatMap((e) => (e.isDirectory() ? filesOf(path.join(location, e.name)) : e.isFile() ? [path.join(location, e.name)] : []));
 }
 
-/** Adds a file's name (relative to `root`) and bytes to the hash, streamed. */
-function hashFile(hash: crypto.Hash, file: string, root: string): void {
-  hash.update(`${path.relative(root, file)}\0${fs.statSync(file).size}\0`);
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buffer = Buffer.allocUnsafe(1 << 22);
-    for (let n; (n = fs.readSync(fd, buffer, 0, buffer.length, null)) > 0; ) hash.update(buffer.subarray(0, n));
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 /**
  * The plan's identity: a hash of the settings (the config as resolved, paths left out), the
- * model's bytes with its external data, the calibration set's files and the number of jobs.
+ * model's bytes with its external data (`baseSha256`, modelSha256 of the config's model), the
+ * calibration set's files and the number of jobs.
  */
-export function planIdentity(config: Config, jobs: number): string {
+export function planIdentity(config: Config, jobs: number, baseSha256: string): string {
   const hash = crypto.createHash('sha256');
-  const { file: _file, model, calibration, ...settings } = config;
+  const { file: _file, model: _model, calibration, ...settings } = config;
   hash.update(`prune-gate plan v1\0jobs ${jobs}\0`);
   hash.update(JSON.stringify(settings));
-  const modelFile = model as string;
-  for (const f of OnnxModel.read(modelFile).files()) hashFile(hash, f, path.dirname(modelFile));
+  hash.update(`\0model ${baseSha256}\0`);
   const calibrationRoot = fs.statSync(calibration as string).isDirectory() ? (calibration as string) : path.dirname(calibration as string);
-  for (const f of filesOf(calibration as string)) hashFile(hash, f, calibrationRoot);
+  for (const f of filesOf(calibration as string)) {
+    hash.update(`${path.relative(calibrationRoot, f)}\0${fs.statSync(f).size}\0`);
+    hashFileInto(hash, f);
+  }
   return hash.digest('hex');
 }
 
@@ -144,8 +135,9 @@ export const MAX_RECORDED_BYTES = 1 << 30;
 export async function runJob(config: Config, job: Job, out: string, log: (line: string) => void = () => undefined): Promise<Partial> {
   return withSessionThreads(config.device.threads, async () => {
     checkSplittable(config);
-    const plan = planIdentity(config, job.count);
     const base = OnnxModel.read(config.model as string);
+    const baseSha256 = modelSha256(base);
+    const plan = planIdentity(config, job.count, baseSha256);
     const set = splittableSet(config, base);
     checkRulesFitTask(config.gate, set, config.file ? displayPath(config.file) : 'the gate');
     const shard = shardOf(set, job.index, job.count);
@@ -159,7 +151,8 @@ export async function runJob(config: Config, job: Job, out: string, log: (line: 
     const recording = job.index === 1 ? new PassRecording(MAX_RECORDED_BYTES) : undefined;
     const measure = wholeSetDamage(config, base, set, log);
     try {
-      const deps = rebuiltSteps(config, set, stepsDir, recording ?? RUN_PASSES, measure.damage, log, async (model, written, step) => {
+      const origin = baseOrigin(base, gateModelSettings(config), baseSha256);
+      const deps = rebuiltSteps(config, origin, set, stepsDir, recording ?? RUN_PASSES, measure.damage, log, async (model, written, step) => {
         const evaluation = await evaluator.evaluate(model);
         baseSums ??= evaluation.sums.base;
         steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: written.quantization });
@@ -234,6 +227,7 @@ function wholeSetDamage(config: Config, base: OnnxModel, set: CalibrationSet, lo
  */
 function rebuiltSteps(
   config: Config,
+  origin: BaseOrigin,
   set: CalibrationSet,
   stepsDir: string,
   passes: PassRecord,
@@ -243,6 +237,7 @@ function rebuiltSteps(
 ): SearchDeps<WrittenCandidate> {
   return candidateSteps<WrittenCandidate>(
     config,
+    origin,
     stepsDir,
     (model, target, memory, step) =>
       pruneModel(model, {
@@ -322,9 +317,10 @@ export async function mergeJobs(
   return withSessionThreads(config.device.threads, async () => {
     if (dirs.length === 0) throw new UserError('merge: give the folders the jobs wrote (run --job K/N --out DIR)');
     checkSplittable(config);
-    const { plan, read } = collectPartials(dirs, (jobs) => planIdentity(config, jobs));
-    const partials = read.map((r) => r.partial);
     const base = OnnxModel.read(config.model as string);
+    const baseSha256 = modelSha256(base);
+    const { plan, read } = collectPartials(dirs, (jobs) => planIdentity(config, jobs, baseSha256));
+    const partials = read.map((r) => r.partial);
     const set = loadCalibration(config.calibration as string, base);
     const task = set.task;
     const rules = config.gate;
@@ -346,7 +342,8 @@ export async function mergeJobs(
     // A latency bound judges every step, as on one machine: each rebuilt candidate is timed here.
     const latencies = new Map<number, LatencyResult>();
     try {
-      const deps = rebuiltSteps(config, set, stepsDir, passes, measure.damage, log, async (model, written, step) => {
+      const origin = baseOrigin(base, gateModelSettings(config), baseSha256);
+      const deps = rebuiltSteps(config, origin, set, stepsDir, passes, measure.damage, log, async (model, written, step) => {
         const recorded = partials[0].steps[step.index - 1];
         const params = countParams(model);
         if (params !== recorded.candidate.params || model.bytesOnDisk() !== recorded.candidate.bytes) {
