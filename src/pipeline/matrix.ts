@@ -84,7 +84,8 @@ function filesOf(location: string): string[] {
 export function planIdentity(config: Config, jobs: number, baseSha256: string): string {
   const hash = crypto.createHash('sha256');
   const { file: _file, model: _model, calibration, ...settings } = config;
-  hash.update(`prune-gate plan v1\0jobs ${jobs}\0`);
+  // v2: partial.json names each step's candidate by its sha256, which a merge checks.
+  hash.update(`prune-gate plan v2\0jobs ${jobs}\0`);
   hash.update(JSON.stringify(settings));
   hash.update(`\0model ${baseSha256}\0`);
   const calibrationRoot = fs.statSync(calibration as string).isDirectory() ? (calibration as string) : path.dirname(calibration as string);
@@ -102,6 +103,8 @@ export function planIdentity(config: Config, jobs: number, baseSha256: string): 
 /** What one step's candidate was, in one job: the same in every job but for the sums. */
 interface PartialStep {
   ratio: number;
+  /** The candidate's written bytes (model file, then external data), as modelSha256 hashes them: what the merge checks its rebuild against. */
+  sha256: string;
   candidate: ModelStats;
   sums: MetricSums;
   quantization?: ReportQuantization;
@@ -155,7 +158,7 @@ export async function runJob(config: Config, job: Job, out: string, log: (line: 
       const deps = rebuiltSteps(config, origin, set, stepsDir, recording ?? RUN_PASSES, measure.damage, log, async (model, written, step) => {
         const evaluation = await evaluator.evaluate(model);
         baseSums ??= evaluation.sums.base;
-        steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: written.quantization });
+        steps.push({ ratio: step.ratio, sha256: modelSha256(model), candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: written.quantization });
         return [];
       });
       await gradualSearch(base, countParams(base), 'fixed', stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps), deps);
@@ -299,7 +302,13 @@ function collectPartials(dirs: readonly string[], planOf: (jobs: number) => stri
   for (let k = 1; k <= count; k++) {
     if (!byJob.has(k)) throw new UserError(`job ${k}/${count} is missing: no partial.json for it among the ${read.length} folders given; wait for every job, or rerun job ${k}`);
   }
-  return { plan, read: read.sort((a, b) => a.partial.job.index - b.partial.job.index) };
+  read.sort((a, b) => a.partial.job.index - b.partial.job.index);
+  for (const { file, partial } of read) {
+    if (partial.steps.length !== read[0].partial.steps.length) {
+      throw new UserError(`${file}: job ${partial.job.index}/${count} lists ${partial.steps.length} steps, job 1 ${read[0].partial.steps.length}: not a result of this plan's search; give the folders the jobs wrote, unchanged`);
+    }
+  }
+  return { plan, read };
 }
 
 /**
@@ -344,11 +353,7 @@ export async function mergeJobs(
     try {
       const origin = baseOrigin(base, gateModelSettings(config), baseSha256);
       const deps = rebuiltSteps(config, origin, set, stepsDir, passes, measure.damage, log, async (model, written, step) => {
-        const recorded = partials[0].steps[step.index - 1];
-        const params = countParams(model);
-        if (params !== recorded.candidate.params || model.bytesOnDisk() !== recorded.candidate.bytes) {
-          throw new UserError(`step ${step.index}: the merge rebuilt a candidate of ${params} parameters and ${model.bytesOnDisk()} bytes, the jobs ${recorded.candidate.params} and ${recorded.candidate.bytes}: this machine builds other models (another onnxruntime or CPU?); merge on the jobs' runner type`);
-        }
+        checkSameCandidate(read, step.index, modelSha256(model));
         const values = stepValues[step.index - 1];
         if (timesSteps) {
           const latency = await timer.time(written.file);
@@ -402,6 +407,29 @@ export async function mergeJobs(
       fs.rmSync(stepsDir, { recursive: true, force: true });
     }
   });
+}
+
+/**
+ * Refuses, in one line, the merge of jobs that evaluated another candidate at step `index` than
+ * the one the merge rebuilt (`rebuilt`, its sha256): their sums are of another model. Parameter
+ * counts and sizes can agree while the weights differ (two CPUs under one runner label round
+ * differently), so the check is on the written bytes.
+ */
+function checkSameCandidate(read: readonly PartialFile[], index: number, rebuilt: string): void {
+  const built = (p: Partial) => p.steps[index - 1]?.sha256;
+  const name = (p: Partial) => `job ${p.job.index}/${p.job.count}`;
+  const same = read.filter((r) => built(r.partial) === rebuilt);
+  const other = read.find((r) => built(r.partial) !== rebuilt);
+  if (!other) return;
+  const short = (sha: string | undefined) => (sha ? sha.slice(0, 16) : 'none');
+  if (same.length === 0) {
+    throw new UserError(
+      `step ${index}: the merge rebuilt a candidate (sha256 ${short(rebuilt)}) that no job built (${name(other.partial)}: ${short(built(other.partial))}): this machine builds other models than the jobs' runners (another onnxruntime or CPU?); merge on the jobs' runner type`,
+    );
+  }
+  throw new UserError(
+    `${other.file}: ${name(other.partial)} evaluated another step ${index} candidate (sha256 ${short(built(other.partial))}) than the merge rebuilt and ${same.map((r) => name(r.partial)).join(', ')} built (${short(rebuilt)}): its runner built another model (another CPU under the same runner label?), so its sums are not of this one; rerun it on the runner type of ${same.map((r) => name(r.partial)).join(', ')}`,
+  );
 }
 
 const boundsLatency = (r: { metric: string }) => r.metric === 'latency-p50' || r.metric === 'latency-p95';
