@@ -1,8 +1,10 @@
 // `prune-gate plan` (issue 19, the Actions matrix): the matrix for N jobs, a plan identity that
 // follows the config, the model's and the calibration set's bytes and N, and one-line refusals
 // of the settings under which jobs could build different candidates.
+import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
+import { OnnxModel } from '../src/onnx/model';
 import { CliResult, ROOT, useBuiltCli } from './helpers/run-cli';
 
 const built = useBuiltCli('matrix');
@@ -121,8 +123,10 @@ describe.each([
     const samples = partials[0].calibration.samples as number;
     for (const p of partials) expect(p.evaluated.samples).toBeLessThanOrEqual(Math.ceil(samples / 4));
     expect(partials.reduce((n, p) => n + p.evaluated.samples, 0)).toBe(samples);
-    const builds = partials.map((p) => JSON.stringify(p.steps.map((s: { candidate: { params: number; bytes: number } }) => [s.candidate.params, s.candidate.bytes])));
+    // The same bytes: each step's candidate has one sha256 in every job.
+    const builds = partials.map((p) => JSON.stringify(p.steps.map((s: { sha256: string }) => s.sha256)));
     expect(new Set(builds).size).toBe(1);
+    expect(partials[0].steps.every((s: { sha256: string }) => /^[0-9a-f]{64}$/.test(s.sha256))).toBe(true);
   });
 
   // A merge without job 1's record, where the record holds statistics and losses.
@@ -199,4 +203,60 @@ test('a quantized candidate splits too: the merge replays the quantizer\'s calib
   expect((JSON.parse(merged.stdout) as { quantization: unknown }).quantization).toEqual((JSON.parse(one.stdout) as { quantization: unknown }).quantization);
   expect(merged.stderr).toMatch(/rebuilt the candidates with [1-9]\d* passes over the calibration set replayed from job 1\n/);
   expect(fs.readFileSync(path.join(built.tmp, 'quantized-merged', 'pruned.onnx')).equals(fs.readFileSync(path.join(built.tmp, 'quantized-one', 'pruned.onnx')))).toBe(true);
+}, 120_000);
+
+test('a job that evaluated another candidate than the merge rebuilt is refused, naming the job and the step: candidates are compared by their bytes', async () => {
+  // Activation statistics and bias compensation: the candidates' weights follow the data.
+  const prune = 'allocation: global, compensate: bias, align: 1, importance: activation';
+  const cfg = config('checked', '', path.join(ROOT, 'calibration', 'mlp'), 'mlp.onnx', prune);
+  const dirs = ['1/2', '2/2'].map((job) => path.join(built.tmp, `checked-${job[0]}`));
+  for (const [i, job] of ['1/2', '2/2'].entries()) expect([job, (await built.cli(['run', '--config', cfg, '--job', job, '--out', dirs[i]])).status]).toEqual([job, 0]);
+  const merged = await built.cli(['merge', ...dirs, '--config', cfg, '--out', path.join(built.tmp, 'checked-merged'), '--json']);
+  expect(merged.status).not.toBe(2);
+  type Step = { sha256: string; candidate: { params: number; bytes: number } };
+  const partial = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, 'partial.json'), 'utf8')) as { plan: string; steps: Step[] };
+  // Each job names every step's candidate by the sha256 of its written bytes: the merge wrote the chosen one.
+  const chosen = (JSON.parse(merged.stdout) as { chosen_step: number }).chosen_step;
+  const written = crypto.createHash('sha256').update(fs.readFileSync(path.join(built.tmp, 'checked-merged', 'pruned.onnx'))).digest('hex');
+  for (const dir of dirs) expect(partial(dir).steps[chosen].sha256).toBe(written);
+  // The bundled CLI stamps the package's version.
+  const version = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+  const stamped = OnnxModel.read(path.join(built.tmp, 'checked-merged', 'pruned.onnx')).proto;
+  expect([stamped.producerName, stamped.producerVersion]).toEqual(['prune-gate', version]);
+
+  // Job 2 again, on a runner whose arithmetic differs (simulated by a perturbed calibration file:
+  // its last sample's features scaled by 1.5) under the same plan: its first candidate has the
+  // same parameter count and size as the others', but other weights.
+  const copy = path.join(built.tmp, 'checked-calibration');
+  fs.cpSync(path.join(ROOT, 'calibration', 'mlp'), copy, { recursive: true });
+  const features = fs.readFileSync(path.join(copy, 'features.npy'));
+  const last = new DataView(features.buffer, features.byteOffset + features.length - 64 * 4, 64 * 4);
+  for (let i = 0; i < 64; i++) last.setFloat32(i * 4, last.getFloat32(i * 4, true) * 1.5, true);
+  fs.writeFileSync(path.join(copy, 'features.npy'), features);
+  const perturbed = path.join(built.tmp, 'checked-perturbed-2');
+  expect((await built.cli(['run', '--config', config('checked-perturbed', '', copy, 'mlp.onnx', prune), '--job', '2/2', '--out', perturbed])).status).toBe(0);
+  const forged = { ...partial(perturbed), plan: partial(dirs[1]).plan };
+  fs.writeFileSync(path.join(perturbed, 'partial.json'), JSON.stringify(forged));
+  const sizes = (p: { steps: Step[] }) => p.steps.map((s) => [s.candidate.params, s.candidate.bytes]);
+  expect(sizes(forged)[0]).toEqual(sizes(partial(dirs[1]))[0]);
+  expect(forged.steps[0].sha256).not.toBe(partial(dirs[1]).steps[0].sha256);
+  const refused = await built.cli(['merge', dirs[0], perturbed, '--config', cfg, '--out', path.join(built.tmp, 'checked-refused')]);
+  // After the progress lines of the step it refused, one line, no stack trace.
+  expect([refused.status, refused.stdout]).toEqual([2, '']);
+  expect(refused.stderr).toMatch(
+    /\nprune-gate: [^\n]*checked-perturbed-2\/partial\.json: job 2\/2 evaluated another step 1 candidate \(sha256 [0-9a-f]{16}\) than the merge rebuilt and job 1\/2 built \([0-9a-f]{16}\): its runner built another model \(another CPU under the same runner label\?\), so its sums are not of this one; rerun it on the runner type of job 1\/2\n$/,
+  );
+  expect(fs.existsSync(path.join(built.tmp, 'checked-refused', 'report.json'))).toBe(false);
+
+  // Both jobs on that other arithmetic, and no record of job 1's passes: the merge runs them on
+  // its own machine and rebuilds a candidate no job built; it names itself.
+  const perturbed1 = path.join(built.tmp, 'checked-perturbed-1');
+  expect((await built.cli(['run', '--config', config('checked-perturbed', '', copy, 'mlp.onnx', prune), '--job', '1/2', '--out', perturbed1])).status).toBe(0);
+  fs.writeFileSync(path.join(perturbed1, 'partial.json'), JSON.stringify({ ...partial(perturbed1), plan: forged.plan }));
+  fs.rmSync(path.join(perturbed1, 'passes.bin'));
+  const alone = await built.cli(['merge', perturbed1, perturbed, '--config', cfg, '--out', path.join(built.tmp, 'checked-alone')]);
+  expect([alone.status, alone.stdout]).toEqual([2, '']);
+  expect(alone.stderr).toMatch(
+    /\nprune-gate: step 1: the merge rebuilt a candidate \(sha256 [0-9a-f]{16}\) that no job built \(job 1\/2: [0-9a-f]{16}\): this machine builds other models than the jobs' runners \(another onnxruntime or CPU\?\); merge on the jobs' runner type\n$/,
+  );
 }, 120_000);

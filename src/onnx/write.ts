@@ -28,6 +28,15 @@ export interface WriteOptions {
    * refused above 2 GiB.
    */
   externalData?: ExternalDataMode;
+  /** Written in place of the model's own producer and metadata_props (the model is not changed). */
+  producer?: ProducerStamp;
+}
+
+/** Who wrote a model and what it says about itself: ModelProto's producer_name, producer_version and metadata_props. */
+export interface ProducerStamp {
+  name: string;
+  version: string;
+  metadata: { key: string; value: string }[];
 }
 
 export interface WriteResult {
@@ -67,7 +76,7 @@ export function writeModel(model: OnnxModel, file: string, options: WriteOptions
   let inline: { entries: Entry[]; layout: MessageLayout } | undefined;
   if (mode === 'never' || (mode === 'auto' && !model.hadExternalData)) {
     const entries = model.initializers.map((t) => entryFor(model, t, false));
-    inline = { entries, layout: messageLayout(model, entries) };
+    inline = { entries, layout: messageLayout(model, entries, options.producer) };
     if (mode === 'never' && inline.layout.size > PROTOBUF_LIMIT) {
       throw new UserError(
         `${file}: with its weights inline the model would be ${gib(inline.layout.size)}, above protobuf's 2 GiB limit; write it with external data (external-data: auto or always)`,
@@ -113,7 +122,7 @@ export function writeModel(model: OnnxModel, file: string, options: WriteOptions
       });
       data.close();
       dataBytes = data.position;
-      written = { entries, layout: messageLayout(model, entries) };
+      written = { entries, layout: messageLayout(model, entries, options.producer) };
     }
     const { entries, layout } = written!;
     const sink = new FileSink(tmpModel);
@@ -198,8 +207,13 @@ interface MessageLayout {
 }
 
 /** The encoded pieces of the model around its initializers, and every length, before writing. */
-function messageLayout(model: OnnxModel, entries: Entry[]): MessageLayout {
+function messageLayout(model: OnnxModel, entries: Entry[], producer: ProducerStamp | undefined): MessageLayout {
   const [modelFields, modelRest] = split(model.proto, MODEL_BEFORE_GRAPH, 'graph');
+  if (producer) {
+    modelFields.producerName = producer.name;
+    modelFields.producerVersion = producer.version;
+    modelRest.metadataProps = producer.metadata.map((p) => onnx.StringStringEntryProto.create(p));
+  }
   const [graphFields, graphRest] = split(model.graph, GRAPH_BEFORE_INITIALIZERS, 'initializer');
   if (graphFields.node) graphFields.node = withNestedDataInline(model, graphFields.node);
   const tensors = entries.map((e): TensorLayout => {

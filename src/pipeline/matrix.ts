@@ -19,6 +19,8 @@ import { DamageMeasure, PassRecord, PassRecording, PassReplay, RUN_PASSES, prune
 import { buildReport } from '../report/build';
 import type { ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
+import { hashFileInto, sha256 } from '../util/hash';
+import { BaseOrigin, baseOrigin, gateModelSettings, modelSha256 } from './provenance';
 import { displayPath } from '../util/paths';
 import { Job, MAX_JOBS, PARTIAL_JSON, PASSES_FILE } from './job';
 import { RunOutcome, STEPS_DIR, WrittenCandidate, boundsMemory, candidateSteps, measureMemoryIfBounded, promote, pruneSettings, quantizeWith, writeReports } from './run';
@@ -64,8 +66,6 @@ export function matrixOf(jobs: number): { include: { job: string }[] } {
   return { include: Array.from({ length: jobs }, (_, i) => ({ job: `${i + 1}/${jobs}` })) };
 }
 
-const sha256 = (data: Buffer) => crypto.createHash('sha256').update(data).digest('hex');
-
 /** The files a path stands for: the file, or every file under the folder, in a stable order. */
 function filesOf(location: string): string[] {
   const stat = fs.statSync(location);
@@ -76,31 +76,23 @@ function filesOf(location: string): string[] {
     .flatMap((e) => (e.isDirectory() ? filesOf(path.join(location, e.name)) : e.isFile() ? [path.join(location, e.name)] : []));
 }
 
-/** Adds a file's name (relative to `root`) and bytes to the hash, streamed. */
-function hashFile(hash: crypto.Hash, file: string, root: string): void {
-  hash.update(`${path.relative(root, file)}\0${fs.statSync(file).size}\0`);
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buffer = Buffer.allocUnsafe(1 << 22);
-    for (let n; (n = fs.readSync(fd, buffer, 0, buffer.length, null)) > 0; ) hash.update(buffer.subarray(0, n));
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 /**
  * The plan's identity: a hash of the settings (the config as resolved, paths left out), the
- * model's bytes with its external data, the calibration set's files and the number of jobs.
+ * model's bytes with its external data (`baseSha256`, modelSha256 of the config's model), the
+ * calibration set's files and the number of jobs.
  */
-export function planIdentity(config: Config, jobs: number): string {
+export function planIdentity(config: Config, jobs: number, baseSha256: string): string {
   const hash = crypto.createHash('sha256');
-  const { file: _file, model, calibration, ...settings } = config;
-  hash.update(`prune-gate plan v1\0jobs ${jobs}\0`);
+  const { file: _file, model: _model, calibration, ...settings } = config;
+  // v2: partial.json names each step's candidate by its sha256, which a merge checks.
+  hash.update(`prune-gate plan v2\0jobs ${jobs}\0`);
   hash.update(JSON.stringify(settings));
-  const modelFile = model as string;
-  for (const f of OnnxModel.read(modelFile).files()) hashFile(hash, f, path.dirname(modelFile));
+  hash.update(`\0model ${baseSha256}\0`);
   const calibrationRoot = fs.statSync(calibration as string).isDirectory() ? (calibration as string) : path.dirname(calibration as string);
-  for (const f of filesOf(calibration as string)) hashFile(hash, f, calibrationRoot);
+  for (const f of filesOf(calibration as string)) {
+    hash.update(`${path.relative(calibrationRoot, f)}\0${fs.statSync(f).size}\0`);
+    hashFileInto(hash, f);
+  }
   return hash.digest('hex');
 }
 
@@ -111,6 +103,8 @@ export function planIdentity(config: Config, jobs: number): string {
 /** What one step's candidate was, in one job: the same in every job but for the sums. */
 interface PartialStep {
   ratio: number;
+  /** The candidate's written bytes (model file, then external data), as modelSha256 hashes them: what the merge checks its rebuild against. */
+  sha256: string;
   candidate: ModelStats;
   sums: MetricSums;
   quantization?: ReportQuantization;
@@ -144,8 +138,9 @@ export const MAX_RECORDED_BYTES = 1 << 30;
 export async function runJob(config: Config, job: Job, out: string, log: (line: string) => void = () => undefined): Promise<Partial> {
   return withSessionThreads(config.device.threads, async () => {
     checkSplittable(config);
-    const plan = planIdentity(config, job.count);
     const base = OnnxModel.read(config.model as string);
+    const baseSha256 = modelSha256(base);
+    const plan = planIdentity(config, job.count, baseSha256);
     const set = splittableSet(config, base);
     checkRulesFitTask(config.gate, set, config.file ? displayPath(config.file) : 'the gate');
     const shard = shardOf(set, job.index, job.count);
@@ -159,10 +154,11 @@ export async function runJob(config: Config, job: Job, out: string, log: (line: 
     const recording = job.index === 1 ? new PassRecording(MAX_RECORDED_BYTES) : undefined;
     const measure = wholeSetDamage(config, base, set, log);
     try {
-      const deps = rebuiltSteps(config, set, stepsDir, recording ?? RUN_PASSES, measure.damage, log, async (model, written, step) => {
+      const origin = baseOrigin(base, gateModelSettings(config), baseSha256);
+      const deps = rebuiltSteps(config, origin, set, stepsDir, recording ?? RUN_PASSES, measure.damage, log, async (model, written, step) => {
         const evaluation = await evaluator.evaluate(model);
         baseSums ??= evaluation.sums.base;
-        steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: written.quantization });
+        steps.push({ ratio: step.ratio, sha256: modelSha256(model), candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: written.quantization });
         return [];
       });
       await gradualSearch(base, countParams(base), 'fixed', stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps), deps);
@@ -234,6 +230,7 @@ function wholeSetDamage(config: Config, base: OnnxModel, set: CalibrationSet, lo
  */
 function rebuiltSteps(
   config: Config,
+  origin: BaseOrigin,
   set: CalibrationSet,
   stepsDir: string,
   passes: PassRecord,
@@ -243,6 +240,7 @@ function rebuiltSteps(
 ): SearchDeps<WrittenCandidate> {
   return candidateSteps<WrittenCandidate>(
     config,
+    origin,
     stepsDir,
     (model, target, memory, step) =>
       pruneModel(model, {
@@ -304,7 +302,13 @@ function collectPartials(dirs: readonly string[], planOf: (jobs: number) => stri
   for (let k = 1; k <= count; k++) {
     if (!byJob.has(k)) throw new UserError(`job ${k}/${count} is missing: no partial.json for it among the ${read.length} folders given; wait for every job, or rerun job ${k}`);
   }
-  return { plan, read: read.sort((a, b) => a.partial.job.index - b.partial.job.index) };
+  read.sort((a, b) => a.partial.job.index - b.partial.job.index);
+  for (const { file, partial } of read) {
+    if (partial.steps.length !== read[0].partial.steps.length) {
+      throw new UserError(`${file}: job ${partial.job.index}/${count} lists ${partial.steps.length} steps, job 1 ${read[0].partial.steps.length}: not a result of this plan's search; give the folders the jobs wrote, unchanged`);
+    }
+  }
+  return { plan, read };
 }
 
 /**
@@ -322,9 +326,10 @@ export async function mergeJobs(
   return withSessionThreads(config.device.threads, async () => {
     if (dirs.length === 0) throw new UserError('merge: give the folders the jobs wrote (run --job K/N --out DIR)');
     checkSplittable(config);
-    const { plan, read } = collectPartials(dirs, (jobs) => planIdentity(config, jobs));
-    const partials = read.map((r) => r.partial);
     const base = OnnxModel.read(config.model as string);
+    const baseSha256 = modelSha256(base);
+    const { plan, read } = collectPartials(dirs, (jobs) => planIdentity(config, jobs, baseSha256));
+    const partials = read.map((r) => r.partial);
     const set = loadCalibration(config.calibration as string, base);
     const task = set.task;
     const rules = config.gate;
@@ -347,12 +352,9 @@ export async function mergeJobs(
     // A latency bound judges every step, as on one machine: each rebuilt candidate is timed here.
     const latencies = new Map<number, LatencyResult>();
     try {
-      const deps = rebuiltSteps(config, set, stepsDir, passes, measure.damage, log, async (model, written, step) => {
-        const recorded = partials[0].steps[step.index - 1];
-        const params = countParams(model);
-        if (params !== recorded.candidate.params || model.bytesOnDisk() !== recorded.candidate.bytes) {
-          throw new UserError(`step ${step.index}: the merge rebuilt a candidate of ${params} parameters and ${model.bytesOnDisk()} bytes, the jobs ${recorded.candidate.params} and ${recorded.candidate.bytes}: this machine builds other models (another onnxruntime or CPU?); merge on the jobs' runner type`);
-        }
+      const origin = baseOrigin(base, gateModelSettings(config), baseSha256);
+      const deps = rebuiltSteps(config, origin, set, stepsDir, passes, measure.damage, log, async (model, written, step) => {
+        checkSameCandidate(read, step.index, modelSha256(model));
         const values = stepValues[step.index - 1];
         if (timesSteps) {
           const latency = await timer.time(written.file);
@@ -406,6 +408,29 @@ export async function mergeJobs(
       fs.rmSync(stepsDir, { recursive: true, force: true });
     }
   });
+}
+
+/**
+ * Refuses, in one line, the merge of jobs that evaluated another candidate at step `index` than
+ * the one the merge rebuilt (`rebuilt`, its sha256): their sums are of another model. Parameter
+ * counts and sizes can agree while the weights differ (two CPUs under one runner label round
+ * differently), so the check is on the written bytes.
+ */
+function checkSameCandidate(read: readonly PartialFile[], index: number, rebuilt: string): void {
+  const built = (p: Partial) => p.steps[index - 1]?.sha256;
+  const name = (p: Partial) => `job ${p.job.index}/${p.job.count}`;
+  const same = read.filter((r) => built(r.partial) === rebuilt);
+  const other = read.find((r) => built(r.partial) !== rebuilt);
+  if (!other) return;
+  const short = (sha: string | undefined) => (sha ? sha.slice(0, 16) : 'none');
+  if (same.length === 0) {
+    throw new UserError(
+      `step ${index}: the merge rebuilt a candidate (sha256 ${short(rebuilt)}) that no job built (${name(other.partial)}: ${short(built(other.partial))}): this machine builds other models than the jobs' runners (another onnxruntime or CPU?); merge on the jobs' runner type`,
+    );
+  }
+  throw new UserError(
+    `${other.file}: ${name(other.partial)} evaluated another step ${index} candidate (sha256 ${short(built(other.partial))}) than the merge rebuilt and ${same.map((r) => name(r.partial)).join(', ')} built (${short(rebuilt)}): its runner built another model (another CPU under the same runner label?), so its sums are not of this one; rerun it on the runner type of ${same.map((r) => name(r.partial)).join(', ')}`,
+  );
 }
 
 const boundsLatency = (r: { metric: string }) => r.metric === 'latency-p50' || r.metric === 'latency-p95';

@@ -22,6 +22,7 @@ import { buildReport } from '../report/build';
 import { renderMarkdown } from '../report/markdown';
 import type { Report, ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
 import { UserError } from '../errors';
+import { BaseOrigin, PruningSteps, baseOrigin, gateModelSettings, producerStamp } from './provenance';
 
 export type PruneFn = (model: OnnxModel, options: PruneOptions) => Promise<PruneResult>;
 /** A candidate after the quantize step, with what quantization did (for the report). */
@@ -133,6 +134,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const base = OnnxModel.read(config.model as string);
   const set = loadCalibration(config.calibration as string, base);
   checkRulesFitTask(config.gate, set, config.file ? displayPath(config.file) : 'the gate');
+  const origin = baseOrigin(base, gateModelSettings(config));
   // The budget counts from here: the base model's evaluation is part of what a gate costs.
   const budget = new SearchBudget(config.budget, stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps).length);
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
@@ -153,6 +155,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
     let step: { start: number; passes: PassEntry[]; share: number; once: number } | undefined;
     const deps = candidateSteps<StepArtifact>(
       config,
+      origin,
       stepsDir,
       async (model, target, memory, info) => {
         const effort = budget.effortFor(info.index);
@@ -294,12 +297,14 @@ export function pruneSettings(config: Config, set: CalibrationSet, target: numbe
 /**
  * The search's steps made real: prune with `prune` (one memory for the whole search: steps
  * share each group's score scale), quantize as the config asks, write each candidate (its size
- * on disk is a metric, and onnxruntime then maps its weights from the file) and read it back
- * lazily, which is also what the next step prunes; `score` judges it. `run`, a matrix job and
- * the merge differ only in `prune`'s damage measure and in `score`.
+ * on disk is a metric, and onnxruntime then maps its weights from the file), saying what it is
+ * and that it came from `origin`, and read it back lazily, which is also what the next step
+ * prunes; `score` judges it. `run`, a matrix job and the merge differ only in `prune`'s damage
+ * measure and in `score`.
  */
 export function candidateSteps<A extends WrittenCandidate>(
   config: Config,
+  origin: BaseOrigin,
   stepsDir: string,
   prune: (model: OnnxModel, target: number, memory: PruneOptions['memory'], step: StepInfo) => Promise<PruneResult>,
   quantize: QuantizeFn,
@@ -309,8 +314,13 @@ export function candidateSteps<A extends WrittenCandidate>(
   memory: PruneMemory = newPruneMemory(),
 ): SearchDeps<A> {
   const quantization = new Map<number, ReportQuantization | undefined>(); // by step, for its artifact
+  const pruning = new Map<number, PruningSteps[number]>(); // by step: what its pruning did, for the candidates' metadata
   return {
-    prune: (model, target, step) => prune(model, target, memory, step),
+    prune: async (model, target, step) => {
+      const result = await prune(model, target, memory, step);
+      pruning.set(step.index, { pruned: result.pruned, compensations: result.compensations }); // not its model, which the search lets go
+      return result;
+    },
     quantize: async (model, step) => {
       const quantized = await quantize(model, config.quantize);
       quantization.set(step.index, quantized.quantization);
@@ -319,7 +329,9 @@ export function candidateSteps<A extends WrittenCandidate>(
     evaluate: async (candidate, step) => {
       const dir = path.join(stepsDir, `step-${step.index}`);
       fs.rmSync(dir, { recursive: true, force: true });
-      const written = writeModel(candidate, path.join(dir, PRUNED_NAME), { externalData: config.externalData });
+      // A step's candidate is pruned from the step before's: what it is comes from every step up to it.
+      const steps = [...pruning].filter(([index]) => index <= step.index).map(([, done]) => done);
+      const written = writeModel(candidate, path.join(dir, PRUNED_NAME), { externalData: config.externalData, producer: producerStamp(origin, candidate, steps) });
       const model = OnnxModel.read(written.path);
       const { metrics, artifact, passes } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step, candidate);
       return { metrics, artifact, passes, next: config.quantize === 'none' ? model : undefined };

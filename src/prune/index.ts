@@ -21,7 +21,7 @@ import type { Feeds } from '../onnx/runtime';
 import { ChannelStats, CollectedStats, Consumer, StatsRequest, StatsTap, channelVariance, collectStats, findConsumers, requestedTensors, statsRequests } from './stats';
 import { verifyPruned } from './verify';
 import { PassProgress } from '../util/progress';
-import { PruneMemory, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
+import { Compensation, PruneMemory, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
 
 export * from './types';
 export { PassRecording, PassReplay, RUN_PASSES, type PassRecord } from '../util/passes';
@@ -57,6 +57,7 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
   let current = model;
   let result: PruneResult | undefined;
   const pruned: PrunedEntry[] = [];
+  const compensations: Compensation[] = [];
   for (let k = 1; k <= steps; k++) {
     // Each step removes its share of the base's parameters from what is left.
     const goal = (options.target * k) / steps;
@@ -65,9 +66,10 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
     if (steps > 1) options.log?.(`pruning step ${k} of ${steps}: towards ${(goal * 100).toFixed(1)} % of the parameters`);
     result = await pruneOnce(current, { ...options, target: stepTarget });
     pruned.push(...result.pruned);
+    if (result.pruned.length > 0 && result.allocation) compensations.push(result.allocation.compensate);
     current = result.model;
   }
-  return { ...result!, pruned: mergePruned(pruned), paramsBefore, paramsAfter: countParams(current) };
+  return { ...result!, pruned: mergePruned(pruned), compensations, paramsBefore, paramsAfter: countParams(current) };
 }
 
 /** Whether a step reads activation statistics: for activation importance, or to compensate. */

@@ -182,6 +182,8 @@ export interface PruneResult {
   sliced?: SlicedEntries[];
   /** How the last step's removals were allocated (when anything was removed). */
   allocation?: AllocationResult;
+  /** The compensation each step that removed units applied, in step order. */
+  compensations?: Compensation[];
   /** The passes over the calibration set the last step made. */
   passes?: PassEntry[];
   /** Why the last step removed less than its target, when it did (alignment, nothing more to remove, …). */

@@ -4,6 +4,7 @@ import { UserError } from '../../errors';
 import { OnnxModel } from '../../onnx/model';
 import { MAX_JOBS } from '../../pipeline/job';
 import { checkSplittable, matrixOf, planIdentity, splittableSet } from '../../pipeline/matrix';
+import { modelSha256 } from '../../pipeline/provenance';
 import { CliContext } from '../context';
 import { flagName } from './run';
 
@@ -35,8 +36,9 @@ export function register(program: Command, ctx: CliContext): void {
       const matrix = matrixOf(jobs);
       const config = resolveConfig(flags.config, parseOverrides({ model: flags.model, calibration: flags.calibration, target: flags.target }, flagName), flagName);
       checkSplittable(config);
-      const set = splittableSet(config, OnnxModel.read(config.model as string));
-      const id = planIdentity(config, jobs);
+      const model = OnnxModel.read(config.model as string);
+      const set = splittableSet(config, model);
+      const id = planIdentity(config, jobs, modelSha256(model));
       ctx.stderr(`plan ${id.slice(0, 16)}: ${jobs} jobs, each evaluating at most ${Math.ceil(set.count / jobs)} of the ${set.count} calibration samples\n`);
       ctx.stdout(`${JSON.stringify(matrix)}\n`);
     });

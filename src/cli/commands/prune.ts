@@ -10,6 +10,7 @@ import { ALLOCATIONS, Allocation, CompensationChoice, Importance, PruneResult, p
 import { Evaluator } from '../../eval/evaluator';
 import { allocationLine } from '../../report/markdown';
 import { CliContext } from '../context';
+import { baseOrigin, producerStamp } from '../../pipeline/provenance';
 import { writeJsonAtomic } from '../../util/files';
 import { withElapsed } from '../../util/progress';
 import { grouped, table } from '../../util/format';
@@ -65,6 +66,8 @@ export function register(program: Command, ctx: CliContext): void {
       const align = flags.align === 'auto' ? 'auto' : Number(flags.align);
       if (align !== 'auto' && (!Number.isInteger(align) || align < 1)) throw new UserError(`--align must be auto or a whole number of at least 1 (got '${flags.align}')`);
       const model = OnnxModel.read(flags.model);
+      // The flags as resolved are the settings config-sha256 covers (docs/contracts.md, "What a written model says").
+      const origin = baseOrigin(model, { prune: { target, structures, importance, compensate, allocation, steps, align }, externalData });
       const set = flags.calibration ? loadCalibration(flags.calibration, model) : undefined;
       // With data, candidates are measured on it against the base (the damage measure).
       const evaluator = set ? await Evaluator.create(model, set, { latency: { warmup: 0, runs: 1 } }) : undefined;
@@ -91,7 +94,7 @@ export function register(program: Command, ctx: CliContext): void {
       if (target > 0 && result.paramsAfter >= result.paramsBefore) {
         throw new UserError(`nothing was removed from ${flags.model}: ${result.short ?? 'the engine removed less than asked'}; nothing was written`);
       }
-      const written = writeModel(result.model, flags.out, { externalData });
+      const written = writeModel(result.model, flags.out, { externalData, producer: producerStamp(origin, result.model, [result]) });
       if (flags.report) writeJsonAtomic(flags.report, pruneReport(flags.model, written.path, result));
       ctx.stdout(formatPruned(result, flags.out));
     });
