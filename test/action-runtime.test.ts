@@ -16,6 +16,7 @@ import { ReportSchema } from '../src/report/schema';
 import { ActionRun, ActionStep, runAction } from './helpers/run-action';
 import { ROOT, bundleInto } from './helpers/run-cli';
 import { push } from './helpers/webhooks';
+import { npmErrorReason } from '../tools/npm-error';
 
 /**
  * Whether npm can reach its registry (with the user's npm config: registry, proxy), asked up to
@@ -32,9 +33,7 @@ function probeRegistry(): string | undefined {
       shell: process.platform === 'win32',
     });
     if (r.status === 0 && r.stdout.trim() === ONNXRUNTIME_NODE_VERSION) return undefined;
-    // npm's first error line is its code; the FetchError line says which request failed how.
-    const errors = r.stderr.split('\n').filter((l) => l.startsWith('npm error ')).map((l) => l.slice(10).trim());
-    why = r.error?.message ?? errors.find((l) => l.startsWith('FetchError')) ?? errors[0] ?? `exit ${r.status}, printed ${JSON.stringify(r.stdout.trim())}`;
+    why = r.error?.message ?? npmErrorReason(r.stderr) ?? `exit ${r.status}, printed ${JSON.stringify(r.stdout.trim())}`;
   }
   return `npm view onnxruntime-node@${ONNXRUNTIME_NODE_VERSION} failed 3 times (last: ${why})`;
 }

@@ -9,6 +9,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { npmErrorReason } from './npm-error';
 
 const ROOT = path.resolve(__dirname, '..');
 export const CORPUS_CACHE = path.resolve(process.env.PRUNE_GATE_CORPUS_CACHE || path.join(ROOT, '.cache', 'corpus'));
@@ -132,16 +133,12 @@ function fetchPackage(pkg: Manifest['packages'][number], dir: string, files: str
   }
 }
 
-/** `npm pack SPEC` into `dir`; on failure, throws with npm's own reason (its FetchError line, or its first error line). */
+/** `npm pack SPEC` into `dir`; on failure, throws with npm's own reason. */
 function npmPack(spec: string, dir: string): string {
   try {
     return execFileSync('npm', ['pack', spec, '--pack-destination', dir, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
-    const errors = String((e as { stderr?: unknown }).stderr ?? '')
-      .split('\n')
-      .filter((l) => l.startsWith('npm error '))
-      .map((l) => l.slice(10).trim());
-    throw new Error(`npm pack ${spec} failed: ${errors.find((l) => l.startsWith('FetchError')) ?? errors[0] ?? (e as Error).message.split('\n')[0]}`);
+    throw new Error(`npm pack ${spec} failed: ${npmErrorReason(String((e as { stderr?: unknown }).stderr ?? '')) ?? (e as Error).message.split('\n')[0]}`);
   }
 }
 
