@@ -1,7 +1,9 @@
-// Every fixture pruned at 10, 30 and 50 % of its parameters loads in onnxruntime,
-// runs at other batch sizes and sequence lengths, keeps its output shapes, and loses the
-// requested share of parameters; heads (KV groups for GQA), FFN neurons and conv channels are
-// really removed; an op the engine does not know is left alone, and the rest is still pruned.
+// Every fixture pruned at 10, 30 and 50 % of its parameters passes the ONNX checker, loads in
+// onnxruntime, runs at other batch sizes and sequence lengths, keeps its output shapes, computes
+// what the base computes with the removed entries zeroed (token ids drawn over the whole
+// vocabulary), and loses the requested share of parameters; heads (KV groups for GQA), FFN
+// neurons and conv channels are really removed; an op the engine does not know is left alone,
+// and the rest is still pruned.
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -16,7 +18,8 @@ import { writeModel } from '../src/onnx/write';
 import { setSpillMinBytes } from '../src/onnx/spill';
 import { UserError } from '../src/errors';
 import { PruneResult, findPrunable, pruneModel } from '../src/prune';
-import { FIXTURES_DIR, outputBytes, sampleFeeds } from './helpers/fixtures';
+import { expectCheckerAccepts } from './helpers/checker';
+import { FIXTURES_DIR, outputBytes, sampleFeeds, withVariedTokens } from './helpers/fixtures';
 import { expectZeroedEqual, outputsAt } from './helpers/zeroed';
 
 const FIXTURES = ['mlp', 'cnn', 'gpt2', 'llama', 'bert'];
@@ -55,7 +58,7 @@ describe.each(FIXTURES)('%s', (name) => {
   const base = OnnxModel.read(file);
   const before = sha(file);
 
-  test.each([0.1, 0.3, 0.5])('pruned at %p: loads, runs at other sizes, keeps output shapes', async (target) => {
+  test.each([0.1, 0.3, 0.5])('pruned at %p: a valid model that runs at other sizes and computes the base with the removed entries zeroed', async (target) => {
     const result = await prune(base, target);
     const removed = 1 - result.paramsAfter / result.paramsBefore;
     expect(Math.abs(removed - target)).toBeLessThanOrEqual(0.02);
@@ -63,14 +66,18 @@ describe.each(FIXTURES)('%s', (name) => {
 
     const out = path.join(tmp, `${name}-${target}.onnx`);
     writeModel(result.model, out);
+    expectCheckerAccepts(out);
     for (const [batch, length] of [[1, 3], [4, 16]]) {
-      const feeds = sampleFeeds(base, batch, length);
+      const feeds = withVariedTokens(base, sampleFeeds(base, batch, length));
       const want = await run(base, feeds);
       const got = await run(out, feeds);
       for (const [k, t] of Object.entries(want)) {
         expect(got[k].dims).toEqual(t.dims);
         expect(Array.from(got[k].data as Float32Array).every(Number.isFinite)).toBe(true);
       }
+      // Magnitude importance without compensation claims exactness: removing a unit is zeroing it
+      // (checked at the larger size, where every row of the batch and position counts).
+      if (batch > 1) await expectZeroedEqual(base, result, feeds, got);
     }
     expect(sha(file)).toBe(before); // the input model is never modified
   });
@@ -351,7 +358,7 @@ describe('op fixtures (tools/fixtures/export_ops.py)', () => {
     expect((await run(result.model, feeds)).logits.dims).toEqual([2, 5, 128]);
   });
 
-  test('spatial padding passes channels through: every conv layer of pad-cnn is pruned, and it runs', async () => {
+  test('spatial padding passes channels through: every conv layer of pad-cnn is pruned, exactly', async () => {
     // ZeroPad2d and a reflect pad of the right/bottom edge, with pads computed by torch's export.
     const base = OnnxModel.read(path.join(ops, 'pad-cnn.onnx'));
     const result = await prune(base, 0.3);
@@ -360,7 +367,9 @@ describe('op fixtures (tools/fixtures/export_ops.py)', () => {
     expect(result.skipped.filter((s) => /Pad/.test(s.reason))).toEqual([]);
     for (const batch of [1, 3]) {
       const feeds = sampleFeeds(base, batch, 1);
-      expect((await run(result.model, feeds)).logits.dims).toEqual([batch, 10]);
+      const got = await run(result.model, feeds);
+      expect(got.logits.dims).toEqual([batch, 10]);
+      await expectZeroedEqual(base, result, feeds, got);
     }
   });
 
@@ -393,7 +402,7 @@ test('large weights are sliced lazily (streamed when read, twice over in two ste
   }
 });
 
-test('align 8 keeps every wide FFN and channel layer a multiple of 8 wide, and the model runs', async () => {
+test('align 8 keeps every wide FFN and channel layer a multiple of 8 wide, and the model computes the base with the removed entries zeroed', async () => {
   for (const name of ['gpt2', 'llama', 'cnn']) {
     const base = OnnxModel.read(path.join(FIXTURES_DIR, `${name}.onnx`));
     const result = await pruneModel(base, { target: 0.3, structures: [...ALL], importance: 'magnitude', compensate: 'none', align: 8 });
@@ -404,8 +413,9 @@ test('align 8 keeps every wide FFN and channel layer a multiple of 8 wide, and t
     // Rounding moves the total by up to half a block per layer: little on transformer FFNs, more
     // on the fixture CNN whose layers are 32 and 64 wide.
     expect(Math.abs(removed - 0.3)).toBeLessThan(name === 'cnn' ? 0.1 : 0.02);
-    const feeds = sampleFeeds(base, 2, 5);
+    const feeds = withVariedTokens(base, sampleFeeds(base, 2, 5));
     const out = await run(result.model, feeds);
     for (const [k, t] of Object.entries(await run(base, feeds))) expect(out[k].dims).toEqual(t.dims);
+    await expectZeroedEqual(base, result, feeds, out);
   }
 });

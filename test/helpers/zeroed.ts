@@ -1,4 +1,4 @@
-import { isFloatDType } from '../../src/onnx/dtype';
+import { halfToFloat, isFloatDType } from '../../src/onnx/dtype';
 import { OnnxModel } from '../../src/onnx/model';
 import { createSession, ort } from '../../src/onnx/runtime';
 import { fromFloat32, toFloat32 } from '../../src/onnx/tensor';
@@ -11,6 +11,12 @@ export async function outputsAt(m: OnnxModel, feeds: Record<string, ort.Tensor>)
   } finally {
     await session.release();
   }
+}
+
+/** An output's values as numbers (float16 outputs are raw 16-bit patterns in onnxruntime's tensors). */
+export function outputValues(t: ort.Tensor): number[] {
+  if (t.type === 'float16') return Array.from(t.data as Uint16Array, halfToFloat);
+  return Array.from(t.data as Float32Array, Number);
 }
 
 /** The base with the entries the prune removed zeroed computes what the pruned model does (within 1e-4 relative). */
@@ -27,7 +33,7 @@ export async function expectZeroedEqual(base: OnnxModel, result: PruneResult, fe
   }
   const reference = await outputsAt(zeroed, feeds);
   for (const [name, t] of Object.entries(reference)) {
-    const [a, b] = [Array.from(t.data as Float32Array, Number), Array.from(got[name].data as Float32Array, Number)];
+    const [a, b] = [outputValues(t), outputValues(got[name])];
     const scale = Math.max(1e-6, ...a.map(Math.abs));
     const worst = Math.max(...a.map((v, i) => Math.abs(v - b[i])));
     expect([name, worst / scale <= 1e-4]).toEqual([name, true]);

@@ -14,7 +14,7 @@ import { createSession, dummyFeeds } from '../../src/onnx/runtime';
 import { writeModel } from '../../src/onnx/write';
 import { quantizeArtifact } from '../../src/pipeline/run';
 import { findPrunable, pruneModel } from '../../src/prune';
-import { CORPUS_CACHE, fetchCorpus, optimizedCorpus } from '../corpus';
+import { CORPUS_CACHE, corpusSource, fetchCorpus, optimizedCorpus } from '../corpus';
 import { checkModel, checkerAvailable } from '../onnx-checker';
 
 async function shapesOf(file: string | OnnxModel, feeds: ReturnType<typeof dummyFeeds>): Promise<string> {
@@ -32,7 +32,7 @@ async function inputs(): Promise<{ name: string; file: string; source: string }[
   const args = process.argv.slice(2);
   const files = args.filter((a) => a !== '--corpus').map((file) => ({ name: path.basename(file, '.onnx'), file, source: 'torch.onnx (export_sweep.py)' }));
   if (!args.includes('--corpus')) return files;
-  const corpus = fetchCorpus().map((m) => ({ name: m.id, file: m.file, source: `${m.toolchain} (${m.package})` }));
+  const corpus = fetchCorpus().map((m) => ({ name: m.id, file: m.file, source: `${m.toolchain} (${corpusSource(m)})` }));
   const optimized = (await optimizedCorpus()).map((m) => ({ name: m.id, file: m.file, source: m.file.startsWith(CORPUS_CACHE) ? "onnxruntime's optimizer (extended)" : "onnxruntime's fused attention" }));
   return [...files, ...corpus, ...optimized];
 }
