@@ -161,7 +161,7 @@ async function main() {
       const mib = (bytes: number) => bytes / 2 ** 20;
       const net = runs.map((r) => r.net).sort((a, b) => a - b)[1];
       console.log(JSON.stringify({
-        task, file: path.basename(measured), form: form ?? 'as stored', batch: feeds[Object.keys(feeds)[0]].dims[0], inputShapes: Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.dims])),
+        task, file: path.relative(process.cwd(), file), form: form ?? 'as stored', batch: feeds[Object.keys(feeds)[0]].dims[0], inputShapes: Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.dims])),
         modelMib: mib(model.bytesOnDisk()), nodes: estimate.nodes, runtimeMib: runs[0].runtime, peakMib: runs.map((r) => r.peak), netMib: runs.map((r) => r.net),
         movingPeakMib: movingPeaks, codeMib: withModel.code - without.code, restMib: withModel.rest - without.rest, weightsMib: mib(estimate.weights), activationsMib: mib(estimate.activations),
         storedMib: mib(estimate.stored), foldedMib: mib(estimate.folded), estimateMib: mib(estimate.total), ratio: net / mib(estimate.total),

@@ -282,7 +282,7 @@ function memoryMetric(): void {
         const estimate = load > num(r.weightsMib) + num(r.activationsMib) ? `making the session: ${fmt(r.storedMib)} + ${fmt(r.foldedMib)} = ${mib(load)}` : `running: ${fmt(r.weightsMib)} + ${fmt(r.activationsMib)} = ${mib(r.estimateMib)}`;
         const leftOver = net - num(r.estimateMib);
         return [
-          path.basename(r.file as string),
+          `${r.file as string}${r.form === 'fp16' ? ' (a copy)' : ''}`,
           `${r.form === 'fp16' ? 'float16' : 'float32'}, ${mib(r.modelMib)}`,
           inputs(r),
           String(r.nodes),
