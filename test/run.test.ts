@@ -173,7 +173,8 @@ test('device threads: every onnxruntime session of the run gets them, and the re
 
 test('memory: each model\'s own peak RSS, net of the same process without a model, bounded in MiB or GiB; an efficiency bound that fails the gate but not the search', async () => {
   const out = path.join(tmp, 'out-memory');
-  const memoryOf = (report: { metrics: { name: string }[] }) => report.metrics.find((m) => m.name === 'memory') as { base: number; candidate: number; bound: number; rule: string; pass: boolean };
+  type Row = { name: string; base: number; candidate: number; bound: number; rule: string; pass: boolean };
+  const memoryOf = (report: { metrics: Row[] }) => report.metrics.find((m) => m.name === 'memory')!;
   const tight = await cli(['run', '--config', config('cnn', 'device: { threads: 1 }\nprune:\n  target: 0.2\n  steps: 2\n  importance: magnitude\ngate:\n  memory: { max: 0.5 MiB }\n'), '--out', out]);
   expect(tight.status).toBe(1);
   expect(tight.stderr).toContain('measuring memory: fresh processes load each model and run one batch, and the same process without a model');
