@@ -56,7 +56,7 @@ const ARRAYS = { float32: Float32Array, float64: Float64Array, float16: Uint16Ar
 /**
  * glibc raises its mmap threshold each time a large block is freed, so whether the buffers
  * onnxruntime frees while loading return to the system or stay in the heap depends on the order
- * of allocations between threads: BERT-base's peak was 605 MiB in one run and 805 MiB in the next
+ * of allocations between threads: BERT-base's peak was anywhere from 607 to 802 MiB on identical runs
  * (docs/measured.md, "The memory metric"). Held at its default starting value (128 KiB), large
  * blocks are always mapped and unmapped, and the peak is what onnxruntime holds, the same on every
  * run. Other C libraries ignore the variable.
