@@ -334,7 +334,7 @@ test('device threads and a memory bound work through the action: the report says
     expect(r.status).toBe(1);
     const report = ReportSchema.parse(readJson(r.outputs['report-path']));
     expect(report.environment?.threads).toBe(1);
-    expect(report.metrics.find((m) => m.name === 'memory')).toMatchObject({ rule: 'max 1 MiB', pass: false });
+    expect(report.metrics.find((m) => m.name === 'memory')).toMatchObject({ rule: 'max 0.5 MiB', pass: false });
     expect(errors(r).map((a) => a.properties.title).filter(Boolean)).toEqual(['prune-gate: memory over its bound']);
     expect(r.summary).toContain(`onnxruntime on 1 of ${os.cpus().length} cores`);
   } finally {

@@ -179,7 +179,7 @@ async function oneAndMerged(cfg: string, tag: string): Promise<{ one: CliResult;
 test('latency and memory bounds split too: the merge times every rebuilt step against the base on its machine, and measures memory for the chosen one', async () => {
   // One bound no model can meet (a 100x speedup) and two every step meets: both machines judge
   // every step the same, so the same steps, verdict and exit status, with latency and memory measured.
-  const cfg = config('timed', ['  latency-p50: { min-speedup: 100 }', '  latency-p95: { max-ratio: 50 }', '  memory: { max-ratio: 50 }'].join('\n'));
+  const cfg = config('timed', ['  latency-p50: { min-speedup: 100 }', '  latency-p95: { max-ratio: 50 }', '  memory: { max: 1 GiB }'].join('\n'));
   expect((await built.cli(['plan', '--config', cfg, '--jobs', '2'])).status).toBe(0);
   const { one, merged } = await oneAndMerged(cfg, 'timed');
   expect([one.status, merged.status]).toEqual([1, 1]);
@@ -188,9 +188,12 @@ test('latency and memory bounds split too: the merge times every rebuilt step ag
   const [a, b] = [JSON.parse(one.stdout) as Rep, JSON.parse(merged.stdout) as Rep];
   expect([b.verdict, b.chosen_step, b.steps.map((s) => [s.ratio, s.pass, s.quality_pass])]).toEqual([a.verdict, a.chosen_step, a.steps.map((s) => [s.ratio, s.pass, s.quality_pass])]);
   expect(b.steps.length).toBe(3);
+  // Memory is the MLP's own, net of the process without a model: a few KiB of weights, which may
+  // measure as 0.
+  const measured = (name: string, v: number | null) => v !== null && (name === 'memory' ? v >= 0 : v > 0);
   for (const name of ['latency-p50', 'latency-p95', 'memory']) {
     const m = b.metrics.find((x) => x.name === name)!;
-    expect([name, m.base! > 0, m.candidate! > 0, m.pass]).toEqual([name, true, true, name !== 'latency-p50']);
+    expect([name, measured(name, m.base), measured(name, m.candidate), m.pass]).toEqual([name, true, true, name !== 'latency-p50']);
   }
   // Every step was judged on latency in the merge, as one machine judges it.
   expect(merged.stderr.match(/step \d of 3: fails [^\n]*latency-p50 [\d.]+ ms, bound/g)?.length).toBe(3);

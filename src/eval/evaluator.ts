@@ -4,7 +4,7 @@ import type { MetricValues } from './metric-names';
 import { OnnxModel } from '../onnx/model';
 import type { DamageMeasure, PassTap } from '../prune/types';
 import { createSession, ort, sessionThreads } from '../onnx/runtime';
-import { measureMemory } from './memory';
+import { ModelMemory, measureMemory } from './memory';
 import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batchCount, batches } from './calibration';
 import { PassProgress } from '../util/progress';
@@ -376,10 +376,10 @@ export class Evaluator {
   }
 
   /**
-   * The memory metric of the model in `file`: peak RSS (MiB) of a fresh process that loads it and
-   * runs one calibration batch, on the device's threads.
+   * The memory metric of the model in `file`: the peak RSS (MiB) of a fresh process that loads it
+   * and runs one calibration batch on the device's threads, net of the same process without it.
    */
-  async memory(file: string): Promise<number> {
+  async memory(file: string): Promise<ModelMemory> {
     const first = batches(this.set, this.set.batchSize).next();
     return measureMemory(file, (first.value as Batch).feeds, sessionThreads());
   }

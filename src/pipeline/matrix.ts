@@ -14,7 +14,7 @@ import { SearchDeps, StepInfo, gradualSearch, stepRatios } from '../gate/search'
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
 import { createSession, sessionThreads, withSessionThreads } from '../onnx/runtime';
-import { measureMemory } from '../eval/memory';
+import { ModelMemory, measureMemory } from '../eval/memory';
 import { DamageMeasure, PassRecord, PassRecording, PassReplay, RUN_PASSES, pruneModel } from '../prune';
 import { buildReport } from '../report/build';
 import type { ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
@@ -372,7 +372,7 @@ export async function mergeJobs(
       const chosen = result.artifact;
       const latency = latencies.get(result.chosen) ?? (await timer.time(chosen.file));
       const values = withLatency(stepValues[result.chosen], latency);
-      await measureMemoryIfBounded((file) => timer.memory(file), rules, values, [config.model as string, chosen.file], log);
+      const memoryPeaks = await measureMemoryIfBounded((file) => timer.memory(file), rules, values, [config.model as string, chosen.file], log);
       const metrics = judge(values, rules, task);
       const verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
@@ -396,6 +396,7 @@ export async function mergeJobs(
         skipped: result.skipped,
         allocation: result.allocation,
         environment: currentEnvironment(),
+        memory: memoryPeaks,
         pullRequest: recorded.pullRequest,
         run: recorded.run,
       });
@@ -483,7 +484,7 @@ class SideBySide {
     }
   }
 
-  memory(file: string): Promise<number> {
+  memory(file: string): Promise<ModelMemory> {
     return measureMemory(file, this.feeds, sessionThreads());
   }
 

@@ -13,6 +13,7 @@ import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
 import { withSessionThreads } from '../onnx/runtime';
 import { currentEnvironment } from '../eval/environment';
+import { MemoryPeaks, ModelMemory, checkRatioMeasurable } from '../eval/memory';
 import { writeModel } from '../onnx/write';
 import { PruneMemory, firstStatisticsTap, newPruneMemory, pruneModel } from '../prune';
 import { QuantizeOptions, quantizeModel } from '../quantize';
@@ -195,7 +196,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
     const evaluation = await evaluator.withEfficiency(OnnxModel.read(chosen.file), chosen.evaluation);
     // Memory takes a fresh process per model: measured for the base and the chosen candidate
     // only, after the search (an efficiency bound, it never stops it).
-    await measureMemoryIfBounded((file) => evaluator.memory(file), config.gate, evaluation.values, [config.model as string, chosen.file], log);
+    const memoryPeaks = await measureMemoryIfBounded((file) => evaluator.memory(file), config.gate, evaluation.values, [config.model as string, chosen.file], log);
     const metrics = judge(evaluation.values, config.gate, set.task);
     const verdict = verdictOf(metrics);
     result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
@@ -221,6 +222,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
       pullRequest: options.pullRequest,
       run: options.run,
       environment: currentEnvironment(),
+      memory: memoryPeaks,
       interface: evaluation.interface,
       examples: evaluation.examples,
     });
@@ -259,22 +261,26 @@ export const boundsMemory = (r: GateRule) => r.metric === 'memory';
 const boundsEfficiencyRuns = (r: GateRule) => r.metric === 'latency-p50' || r.metric === 'latency-p95' || r.metric === 'macs';
 
 /**
- * The memory metric takes a fresh process per model, so it is measured only when a bound asks
- * for it: for the base and the candidate files, one after the other, into `values`. Returns
- * whether it was.
+ * The memory metric takes fresh processes per model, so it is measured only when a bound asks
+ * for it: for the base and the candidate files, one after the other, into `values` (each model's
+ * own memory, net of the process without a model). Returns the peaks they are net of, for the
+ * report, or undefined when nothing bounds memory.
  */
 export async function measureMemoryIfBounded(
-  memoryOf: (file: string) => Promise<number>,
+  memoryOf: (file: string) => Promise<ModelMemory>,
   rules: readonly GateRule[],
   values: Evaluation['values'],
   [base, candidate]: [string, string],
   log: (line: string) => void,
-): Promise<boolean> {
-  if (!rules.some(boundsMemory)) return false;
-  log('measuring memory: a fresh process loads each model and runs one batch');
-  values.base.memory = await memoryOf(base);
-  values.candidate.memory = await memoryOf(candidate);
-  return true;
+): Promise<MemoryPeaks | undefined> {
+  if (!rules.some(boundsMemory)) return undefined;
+  log('measuring memory: fresh processes load each model and run one batch, and the same process without a model');
+  const b = await memoryOf(base);
+  if (rules.some((r) => boundsMemory(r) && r.bound === 'max-ratio')) checkRatioMeasurable(b, base);
+  const c = await memoryOf(candidate);
+  values.base.memory = b.net;
+  values.candidate.memory = c.net;
+  return { runtime: b.runtime, spread: b.spread, base: b.peak, candidate: c.peak };
 }
 
 /** The engine's options for one step of the config's search, with statistics on `set`. */
@@ -393,7 +399,7 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
     checkRulesAgainstBase(rules, evaluator.baseQuality, options.config?.file ? displayPath(options.config.file) : 'the gate');
     log('evaluating the candidate');
     const evaluation = await evaluator.evaluate(candidate);
-    await measureMemoryIfBounded((file) => evaluator.memory(file), rules, evaluation.values, [options.base, options.candidate], log);
+    const memoryPeaks = await measureMemoryIfBounded((file) => evaluator.memory(file), rules, evaluation.values, [options.base, options.candidate], log);
     const metrics = judge(evaluation.values, rules, set.task);
     const report = buildReport({
       verdict: verdictOf(metrics),
@@ -413,6 +419,7 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
       pullRequest: options.pullRequest,
       run: options.run,
       environment: currentEnvironment(),
+      memory: memoryPeaks,
       interface: evaluation.interface,
       examples: evaluation.examples,
     });

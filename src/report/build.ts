@@ -8,6 +8,7 @@ import type { MetricResult, Verdict } from '../gate/gate';
 import type { StepOutcome } from '../gate/search';
 import type { AllocationResult, PrunedEntry, SkippedEntry } from '../prune/types';
 import type { Environment } from '../eval/environment';
+import type { MemoryPeaks } from '../eval/memory';
 import type { GenerationExample, InterfaceChange } from '../eval/generation';
 import { UserError } from '../errors';
 import { Report, ReportPullRequest, ReportQuantization, ReportRun, ReportSchema } from './schema';
@@ -31,6 +32,8 @@ export interface ReportInput {
   budget?: Report['budget'];
   pullRequest?: ReportPullRequest;
   environment?: Environment;
+  /** The peaks the memory metric is net of, when it was measured. */
+  memory?: MemoryPeaks;
   interface?: InterfaceChange[];
   examples?: GenerationExample[];
   /** The config file (absolute), undefined on flags alone; the report records it relative to the working folder. */
@@ -107,6 +110,7 @@ export function buildReport(input: ReportInput): Report {
       : {}),
     ...(input.budget ? { budget: input.budget } : {}),
     ...(input.environment ? { environment: input.environment } : {}),
+    ...(input.memory ? { memory: { runtime_mib: input.memory.runtime, spread_mib: input.memory.spread, base_peak_mib: input.memory.base, candidate_peak_mib: input.memory.candidate } } : {}),
     ...(input.interface?.length ? { interface: input.interface } : {}),
     ...(input.examples?.length ? { examples: input.examples.map(clipExample) } : {}),
     ...(input.configFile !== undefined ? { config: input.configFile === null ? null : displayPath(path.resolve(input.configFile)) } : {}),

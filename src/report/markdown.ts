@@ -306,6 +306,16 @@ function skippedSection(r: Report): string[] {
 }
 
 /** Inputs or outputs the candidate changed: the app must feed it differently, so it leads, not hides. */
+/** What the memory row is net of: the figures are each model's own, not the process's. */
+function memoryNote(r: Report): string[] {
+  const m = r.memory;
+  if (!m) return [];
+  const mib = (v: number) => formatValue('memory', v);
+  return [
+    `<sub>memory: each model's own peak RSS, net of the ${mib(m.runtime_mib)} the same process (Node.js, onnxruntime, the batch's inputs) peaks at without a model (its runs differ by ${mib(m.spread_mib)}); with the base it peaked at ${mib(m.base_peak_mib)}, with the candidate at ${mib(m.candidate_peak_mib)}.</sub>`,
+  ];
+}
+
 function interfaceSection(r: Report): string[] {
   if (!r.interface?.length) return [];
   const dims = (d: (number | string | null)[]) => `[${d.map((x) => (x === null ? '?' : escapeMarkdown(String(x)))).join(', ')}]`;
@@ -388,6 +398,7 @@ export function renderMarkdown(r: Report): string {
   const sections: string[][] = [
     [verdictLine(r)],
     metricsTable(r),
+    memoryNote(r),
     interfaceSection(r),
     compressionTable(r),
     quantizationSection(r),

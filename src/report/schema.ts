@@ -158,6 +158,12 @@ export const ReportSchema = z.object({
     })
     .optional(),
   /**
+   * Present when memory was measured: the peaks (MiB) the metric's figures are net of. Each
+   * model's `memory` in metrics[] is its process's peak less `runtime_mib`, the peak of the same
+   * process without a model (0 when not more); `spread_mib` is how much runs of the latter differ.
+   */
+  memory: z.object({ runtime_mib: count, spread_mib: count, base_peak_mib: count, candidate_peak_mib: count }).optional(),
+  /**
    * Graph inputs and outputs whose declared shape the candidate changed (a KV cache's heads after
    * head pruning): the app that feeds the model must follow. Absent when none changed.
    */

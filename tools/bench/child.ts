@@ -13,6 +13,11 @@ import { analyze } from '../../src/graph/analysis';
 import { createSession, ort } from '../../src/onnx/runtime';
 import { floatWeightBytes } from '../../src/onnx/skeleton';
 import { measureMemory, memoryCommand, writeFeeds } from '../../src/eval/memory';
+import { Batch, batches, loadCalibration } from '../../src/eval/calibration';
+import { DataType } from '../../src/onnx/dtype';
+import { elementCount, fromFloat32, toFloat32 } from '../../src/onnx/tensor';
+import { onnx } from 'onnx-proto';
+import { estimateRunMemory, traceAtBatch, withRows } from './memory-estimate';
 import { spawnSync } from 'child_process';
 import { measureMacs } from '../../src/graph/cost';
 import type { Feeds } from '../../src/onnx/runtime';
@@ -40,6 +45,55 @@ function tokenFeeds(batches: number, batch: number, seq: number, vocab: number):
     out.push({ input_ids: new ort.Tensor('int64', ids, [batch, seq]) });
   }
   return out;
+}
+
+/**
+ * Resident MiB at exit of the gate's measuring process (the model, or none), read from
+ * /proc/self/smaps by a module node preloads: shared libraries' and node's code, and the rest.
+ */
+function residentAtExit(modelFile: string | undefined, feedsFile: string, dir: string): { code: number; rest: number } {
+  const preload = path.join(dir, 'resident.js');
+  const out = path.join(dir, 'resident.json');
+  fs.writeFileSync(
+    preload,
+    `process.on('exit', () => {
+      let code = 0, rest = 0, lib = false;
+      for (const line of require('fs').readFileSync('/proc/self/smaps', 'utf8').split('\\n')) {
+        const m = /^[0-9a-f]+-[0-9a-f]+ \\S+ \\S+ \\S+ \\S+\\s*(.*)$/.exec(line);
+        if (m) lib = /\\.so(\\.|$)|\\.node$|\\/node$/.test(m[1]);
+        else if (line.startsWith('Rss:')) { const kb = Number(line.split(/\\s+/)[1]); if (lib) code += kb; else rest += kb; }
+      }
+      require('fs').writeFileSync(${JSON.stringify(out)}, JSON.stringify({ code: code / 1024, rest: rest / 1024 }));
+    });`,
+  );
+  const { command, args, env } = memoryCommand(modelFile, feedsFile, undefined);
+  const r = spawnSync(command, ['-r', preload, ...args], { encoding: 'utf8', env });
+  if (r.status !== 0) throw new Error(`resident memory of ${modelFile ?? 'no model'}: ${r.stderr}`);
+  return JSON.parse(fs.readFileSync(out, 'utf8')) as { code: number; rest: number };
+}
+
+/**
+ * A copy of `model` with its float32 weights (4096 elements and more) stored in float16, each
+ * behind a Cast to float32, as tools/bench/make_large.py writes its float16 model.
+ */
+function float16Copy(model: OnnxModel): OnnxModel {
+  const copy = model.clone();
+  const name = copy.uniqueNames();
+  const casts: onnx.NodeProto[] = [];
+  for (const t of [...copy.initializers]) {
+    const dims = t.dims.map(Number);
+    if (t.dataType !== DataType.FLOAT || elementCount(dims) < 4096) continue;
+    const half = name(`${t.name}_fp16`);
+    copy.addInitializer(half, fromFloat32(toFloat32(copy.constant(t.name)!), DataType.FLOAT16, dims));
+    const to = onnx.AttributeProto.create({ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: DataType.FLOAT });
+    casts.push(onnx.NodeProto.create({ opType: 'Cast', name: `${half}_cast`, input: [half], output: [t.name], attribute: [to] }));
+  }
+  const cast = new Set(casts.map((c) => c.output[0]));
+  copy.graph.initializer = copy.initializers.filter((t) => !cast.has(t.name));
+  copy.graph.input = copy.graph.input.filter((v) => !cast.has(v.name ?? ''));
+  copy.graph.node = [...casts, ...copy.graph.node];
+  copy.reindexConstants();
+  return copy;
 }
 
 async function main() {
@@ -75,18 +129,46 @@ async function main() {
     return;
   }
   if (task === 'memory') {
-    // The memory metric against GNU time's maximum resident set size for the same load-and-run.
-    const [file, vocab = '32000'] = args;
-    const [feeds] = tokenFeeds(1, 1, 64, Number(vocab));
-    const measured = await measureMemory(file, feeds, undefined);
+    // The gate's memory metric against an estimate made without any memory counter
+    // (memory-estimate.ts), on the calibration set's first batch as the gate measures it (or a
+    // batch of `batch` samples); `fp16` measures a copy with its weights stored in float16.
+    const [file, calibration, batch, form] = args;
+    const source = OnnxModel.read(file);
+    const set = loadCalibration(calibration, source);
+    const first = (batches(set).next().value as Batch).feeds;
+    const feeds = batch ? withRows(first, Number(batch)) : first;
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-bench-'));
-    writeFeeds(feeds, path.join(dir, 'feeds.json'));
-    const [command, commandArgs] = memoryCommand(file, path.join(dir, 'feeds.json'), undefined);
-    const timed = spawnSync('/usr/bin/time', ['-v', command, ...commandArgs], { encoding: 'utf8' });
-    fs.rmSync(dir, { recursive: true, force: true });
-    const kb = /Maximum resident set size \(kbytes\): (\d+)/.exec(timed.stderr ?? '');
-    const gnuTime = kb ? Number(kb[1]) / 1024 : null;
-    console.log(JSON.stringify({ task, file, modelMb: OnnxModel.read(file).bytesOnDisk() / 2 ** 20, measuredMib: measured, gnuTimeMib: gnuTime, ratio: gnuTime ? measured / gnuTime : null }));
+    try {
+      const measured = form === 'fp16' ? writeModel(float16Copy(source), path.join(dir, `${path.basename(file, '.onnx')}-fp16.onnx`)).path : file;
+      const model = OnnxModel.read(measured);
+      // Three measurements as the gate makes them (the process without a model is measured once).
+      const runs = [];
+      for (let i = 0; i < 3; i++) runs.push(await measureMemory(measured, feeds, undefined));
+      // The same process with glibc's own, moving mmap threshold (src/eval/memory.ts says why the
+      // gate holds it fixed).
+      const feedsFile = path.join(dir, 'feeds.json');
+      writeFeeds(feeds, feedsFile);
+      const { command, args: commandArgs, env } = memoryCommand(measured, feedsFile, undefined);
+      const movingPeaks = [];
+      for (let i = 0; i < 3; i++) {
+        const r = spawnSync(command, commandArgs, { encoding: 'utf8', env: { ...env, GLIBC_TUNABLES: process.env.GLIBC_TUNABLES ?? '' } });
+        movingPeaks.push((JSON.parse(r.stdout) as { peakKb: number }).peakKb / 1024);
+      }
+      // Where the process with the model holds more than the one without, at exit: shared
+      // libraries' code (onnxruntime's kernels paged in) and the rest.
+      const [withModel, without] = [residentAtExit(measured, feedsFile, dir), residentAtExit(undefined, feedsFile, dir)];
+      const estimate = estimateRunMemory(model, await traceAtBatch(model, feeds));
+      const mib = (bytes: number) => bytes / 2 ** 20;
+      const net = runs.map((r) => r.net).sort((a, b) => a - b)[1];
+      console.log(JSON.stringify({
+        task, file: path.relative(process.cwd(), file), form: form ?? 'as stored', batch: feeds[Object.keys(feeds)[0]].dims[0], inputShapes: Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.dims])),
+        modelMib: mib(model.bytesOnDisk()), nodes: estimate.nodes, runtimeMib: runs[0].runtime, peakMib: runs.map((r) => r.peak), netMib: runs.map((r) => r.net),
+        movingPeakMib: movingPeaks, codeMib: withModel.code - without.code, restMib: withModel.rest - without.rest, weightsMib: mib(estimate.weights), activationsMib: mib(estimate.activations),
+        storedMib: mib(estimate.stored), foldedMib: mib(estimate.folded), estimateMib: mib(estimate.total), ratio: net / mib(estimate.total),
+      }));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
     return;
   }
   if (task === 'search') {
