@@ -150,6 +150,8 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const stepsDir = path.join(out, STEPS_DIR);
   try {
     checkRulesAgainstBase(config.gate, evaluator.baseQuality, config.file ? displayPath(config.file) : 'the gate');
+    // A memory max-ratio the base model cannot support is refused before the search, not after it.
+    const baseMemory = config.gate.some((r) => boundsMemory(r) && r.bound === 'max-ratio') ? await baseMemoryFor((file) => evaluator.memory(file), config.gate, config.model as string) : undefined;
     const mode = config.prune.target === 'auto' ? 'auto' : 'fixed';
     const ratios = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps);
     // Each step's cost, by part, tells the budget what the next ones may spend.
@@ -196,7 +198,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
     const evaluation = await evaluator.withEfficiency(OnnxModel.read(chosen.file), chosen.evaluation);
     // Memory takes a fresh process per model: measured for the base and the chosen candidate
     // only, after the search (an efficiency bound, it never stops it).
-    const memoryPeaks = await measureMemoryIfBounded((file) => evaluator.memory(file), config.gate, evaluation.values, [config.model as string, chosen.file], log);
+    const memoryPeaks = await measureMemoryIfBounded((file) => evaluator.memory(file), config.gate, evaluation.values, [config.model as string, chosen.file], log, baseMemory);
     const metrics = judge(evaluation.values, config.gate, set.task);
     const verdict = verdictOf(metrics);
     result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
@@ -272,15 +274,22 @@ export async function measureMemoryIfBounded(
   values: Evaluation['values'],
   [base, candidate]: [string, string],
   log: (line: string) => void,
+  measuredBase?: ModelMemory,
 ): Promise<MemoryPeaks | undefined> {
   if (!rules.some(boundsMemory)) return undefined;
   log('measuring memory: fresh processes load each model and run one batch, and the same process without a model');
-  const b = await memoryOf(base);
-  if (rules.some((r) => boundsMemory(r) && r.bound === 'max-ratio')) checkRatioMeasurable(b, base);
+  const b = measuredBase ?? (await baseMemoryFor(memoryOf, rules, base));
   const c = await memoryOf(candidate);
   values.base.memory = b.net;
   values.candidate.memory = c.net;
   return { runtime: b.runtime, spread: b.spread, base: b.peak, candidate: c.peak };
+}
+
+/** The base model's memory, refused in one line when a max-ratio bound on it would be a ratio of noise. */
+export async function baseMemoryFor(memoryOf: (file: string) => Promise<ModelMemory>, rules: readonly GateRule[], base: string): Promise<ModelMemory> {
+  const b = await memoryOf(base);
+  if (rules.some((r) => boundsMemory(r) && r.bound === 'max-ratio')) checkRatioMeasurable(b, base);
+  return b;
 }
 
 /** The engine's options for one step of the config's search, with statistics on `set`. */
