@@ -31,8 +31,9 @@ export interface LatencyOptions {
 
 /**
  * Ten seconds at most per candidate: a small model is done when its interval is narrow (well
- * before), a large one gets what fits. Noise 3 %: gates repeated on a shared 2-core machine
- * measured ratios up to that far apart (docs/measured.md, "Latency, repeated").
+ * before), a large one gets what fits. Noise 3 %: gates repeated minutes apart on a shared
+ * 2-core machine measured the same models' speedup about that far apart (docs/measured.md,
+ * "Latency, repeated").
  */
 export const DEFAULT_LATENCY = { warmup: 3, time: 10, noise: 0.03 } satisfies LatencyOptions;
 
@@ -92,9 +93,10 @@ const wallClock: Clock = () => Number(process.hrtime.bigint()) / 1e6;
 /**
  * Times base and candidate on the same batch, alternating them run by run (and which goes first)
  * so that drift of the machine (frequency scaling, a noisy neighbour) hits both alike. Runs go on
- * until the speedup's bootstrap interval is within PRECISION (or the noise floor) of it and `settled` agrees, or `time` is up
- * (at least MIN_RUNS of each, unless `runs` allows fewer); the figures are looked at once a fifth
- * of `time` has passed and STEADY_RUNS are made, then each time the runs have grown by half.
+ * until the speedup's bootstrap interval is within PRECISION (or the noise floor) of it and
+ * `settled` agrees, or `time` is up (at least MIN_RUNS of each, unless `runs` allows fewer); the
+ * figures are looked at once a fifth of `time` has passed and STEADY_RUNS are made, then each
+ * time the runs have grown by half.
  */
 export async function measureLatency(
   base: Pick<ort.InferenceSession, 'run'>,

@@ -141,7 +141,7 @@ const isLatency = (name: MetricName) => name === 'latency-p50' || name === 'late
  * interval excludes 1 (the candidate is measurably faster or slower). Otherwise the rows would
  * change on every push with nothing to say. A report without an interval (an older one) shows them.
  */
-export function showsLatency(r: Report): boolean {
+function showsLatency(r: Report): boolean {
   const interval = r.latency.interval;
   return r.metrics.some((m) => isLatency(m.name) && m.rule !== null) || interval === undefined || (interval !== null && (interval[0] > 1 || interval[1] < 1));
 }
