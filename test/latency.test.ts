@@ -1,7 +1,13 @@
 // Latency as a measurement with its uncertainty: how many runs are made (by time, with an
 // injected clock: no test here waits for anything), the 95 % interval of the speedup, and a
 // latency bound judged pass, fail or inconclusive by where the whole interval lies.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { main } from '../src/cli/main';
 import type { ort } from '../src/onnx/runtime';
+import { renderMarkdown } from '../src/report/markdown';
+import type { Report } from '../src/report/schema';
 import { pairedBootstrap, percentile, percentileInPlace, seededRandom } from '../src/eval/bootstrap';
 import { LatencyOptions, LatencyResult, MIN_RUNS, STEADY_RUNS, latencyIntervals, latencyValues, measureLatency, summarize } from '../src/eval/latency';
 import { parseRule } from '../src/config/config';
@@ -201,5 +207,36 @@ describe('a latency bound: pass, fail or inconclusive by the whole interval', ()
     const rows = judge({ base: { 'latency-p50': 4 }, candidate: { 'latency-p50': 2 } }, [rule('latency-p50', 'min-speedup', 1.9)], 'generic').filter((m) => m.rule);
     expect(rows[0]).toMatchObject({ pass: true });
     expect(rows[0].inconclusive).toBeUndefined();
+  });
+});
+
+describe('on-inconclusive, through `prune-gate eval`', () => {
+  // Three runs of each model give no interval, so a latency bound is inconclusive whatever the
+  // machine does: the config alone decides the verdict, and the report says which way.
+  const ROOT = path.resolve(__dirname, '..');
+  let tmp: string;
+  beforeAll(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-latency-'));
+  });
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  test.each([
+    ['', 'fail', 1, /^### ❌ prune-gate failed: .* — over the bound: latency-p50 \(min-speedup 1, inconclusive\)$/],
+    ['on-inconclusive: pass, ', 'pass', 0, /^### ✅ prune-gate passed: .* — inconclusive, counted as passing: latency-p50 \(min-speedup 1\)$/],
+  ])('latency: { %sruns: 3 }', async (setting, verdict, status, headline) => {
+    const file = path.join(tmp, `${verdict}.yml`);
+    fs.writeFileSync(file, `gate:\n  latency-p50: { min-speedup: 1 }\nlatency: { ${setting}runs: 3, warmup: 0 }\n`);
+    const model = path.join(ROOT, 'test', 'fixtures', 'mlp.onnx');
+    let stdout = '';
+    const code = await main(['eval', '--base', model, '--candidate', model, '--calibration', path.join(ROOT, 'calibration', 'mlp'), '--config', file, '--json'], {
+      stdout: (s) => void (stdout += s),
+      stderr: () => undefined,
+    });
+    const report = JSON.parse(stdout) as Report;
+    expect([code, report.verdict]).toEqual([status, verdict]);
+    expect(report.latency).toMatchObject({ runs: 3, interval: null });
+    expect(report.latency.warnings![0]).toBe('3 runs of each model, too few for an interval (6 at least): latency.runs (3) allows no more');
+    expect(report.metrics.find((m) => m.name === 'latency-p50')).toMatchObject({ rule: 'min-speedup 1', inconclusive: true, pass: verdict === 'pass' });
+    expect(renderMarkdown(report).split('\n')[0]).toMatch(headline);
   });
 });
