@@ -48,7 +48,7 @@ gate:
   agreement: { min: 0.97 }
   latency-p50: { min-speedup: 1.2 }
   size: { max-ratio: 0.5 }
-latency: { warmup: 2, runs: 5 }
+latency: { warmup: 2, time: 30s, noise: 2%, on-inconclusive: pass }
 `;
 
 test('the example of docs/contracts.md parses, with paths relative to the config file', () => {
@@ -58,7 +58,7 @@ test('the example of docs/contracts.md parses, with paths relative to the config
   expect(c.model).toBe(path.resolve('models/m.onnx'));
   expect(c.calibration).toBe(path.resolve('calib'));
   expect(c.prune).toEqual({ target: 'auto', maxTarget: 0.6, structures: ['ffn', 'heads'], importance: 'magnitude', compensate: 'none', allocation: 'auto', steps: 3, align: 'auto' });
-  expect(c.latency).toEqual({ warmup: 2, runs: 5 });
+  expect(c.latency).toEqual({ warmup: 2, time: 30, noise: 0.02, onInconclusive: 'pass' });
   expect(c.gate.map((r) => r.text)).toEqual(['max-drop 0.01', 'max-increase 5%', 'min 0.97', 'min-speedup 1.2', 'max-ratio 0.5']);
   expect(c.gate[1]).toMatchObject({ metric: 'perplexity', bound: 'max-increase', value: 5, percent: true });
 });
@@ -79,6 +79,17 @@ test('defaults for what is left out', () => {
   expect(c.gate).toEqual([]);
   expect(parseConfig('model: models/m.onnx\nexternal-data: never\n', path.resolve('prune-gate.yml')).externalData).toBe('never');
   expect(c.budget).toBe(600);
+});
+
+test('latency: timed by time (10 s at most, 3 % noise, inconclusive fails by default); runs, when given, caps the runs', () => {
+  const latency = (yml: string) => parseConfig(`latency: ${yml}\n`, path.resolve('prune-gate.yml')).latency;
+  expect(parseConfig('model: models/m.onnx\n', path.resolve('prune-gate.yml')).latency).toEqual({ warmup: 3, time: 10, noise: 0.03, onInconclusive: 'fail' });
+  expect(latency('{ time: 1m, noise: 0, runs: 200 }')).toEqual({ warmup: 3, time: 60, noise: 0, runs: 200, onInconclusive: 'fail' });
+  expect(latency('{ time: 2.5, noise: 0.05 }')).toMatchObject({ time: 2.5, noise: 0.05 });
+  expect(configError('latency: { time: soon }\n')).toBe("prune-gate.yml: latency.time: expected the most time timing one candidate may take, such as 10s or 1m (a plain number is seconds), found 'soon'");
+  expect(configError('latency: { noise: 60% }\n')).toBe("prune-gate.yml: latency.noise: expected how far repeated measurements differ, as a share such as 3% or 0.03 (0 to 50%), found '60%'");
+  expect(configError('latency: { on-inconclusive: retry }\n')).toBe("prune-gate.yml: latency.on-inconclusive: 'retry' is not one of fail, pass");
+  expect(configError('latency: { tme: 5s }\n')).toBe('prune-gate.yml: latency.tme: unknown key (did you mean time?)');
 });
 
 test('the budget takes the usual duration forms, a plain number being seconds', () => {

@@ -184,3 +184,63 @@ describe('report.md', () => {
     expect(text).not.toContain('<details>');
   });
 });
+
+describe('latency in the report: the interval, the runs, and rows only where they say something', () => {
+  /** A timing of `runs` runs each with the speedup's interval `interval` (the candidate at 2 ms, the base at 2 x speedup). */
+  const timing = (speedup: number, interval: [number, number], warnings: string[] = []) => ({
+    base: { p50_ms: 2 * speedup, p95_ms: 2.5 * speedup },
+    candidate: { p50_ms: 2, p95_ms: 2.5 },
+    speedup,
+    runs: 412,
+    seconds: 2.04,
+    noise: 0.03,
+    intervals: { p50: { speedup: interval, candidate: [1.9, 2.1] as [number, number] }, p95: { speedup: interval, candidate: [2.4, 2.6] as [number, number] } },
+    warnings,
+  });
+  const latencyRow = (over: Partial<MetricResult> = {}): MetricResult => ({ name: 'latency-p50', base: 2.02, candidate: 2, bound: null, rule: null, pass: true, ...over });
+  const withLatency = (latency: ReturnType<typeof timing>, rows: MetricResult[], verdict: 'pass' | 'fail' = 'pass') =>
+    sample({ verdict, latency, metrics: [metrics(20.5)[0], ...rows, { name: 'latency-p95', base: 2.6, candidate: 2.5, bound: null, rule: null, pass: true }] });
+
+  test('report.json: latency.ratio, latency.interval and latency.runs beside the medians; a judged row keeps its interval and says inconclusive', () => {
+    const bounded = latencyRow({ bound: 1.68, rule: 'min-speedup 1.2', pass: false, interval: [1.94, 2.06], inconclusive: true });
+    const json = JSON.parse(JSON.stringify(withLatency(timing(1.01, [0.98, 1.04], ['the machine was busy']), [bounded], 'fail')));
+    expect(ReportSchema.safeParse(json).success).toBe(true);
+    expect(json.latency).toEqual({
+      base: { p50_ms: 2.02, p95_ms: 2.525 },
+      candidate: { p50_ms: 2, p95_ms: 2.5 },
+      speedup: 1.01,
+      ratio: 1.01,
+      interval: [0.98, 1.04],
+      runs: 412,
+      seconds: 2.04,
+      noise: 0.03,
+      warnings: ['the machine was busy'],
+    });
+    expect(json.metrics[1]).toEqual({ name: 'latency-p50', base: 2.02, candidate: 2, bound: 1.68, rule: 'min-speedup 1.2', pass: false, interval: [1.94, 2.06], inconclusive: true });
+  });
+
+  test('no latency bound and an interval holding 1: no latency rows, one line saying the two were not told apart', () => {
+    const md = renderMarkdown(withLatency(timing(1.01, [0.98, 1.04]), [latencyRow()]));
+    expect(md).not.toMatch(/^\| latency-p/m);
+    expect(md).not.toContain('#### Latency');
+    expect(md).toContain("Latency: not told apart from the base's on this machine (95 % interval 0.98x to 1.04x, 412 runs of each model in 2 s).");
+  });
+
+  test('an interval excluding 1: the rows and the latency section, with the interval and the run count', () => {
+    const md = renderMarkdown(withLatency(timing(1.4, [1.33, 1.47], ['the runs varied by 23 % around their median (robust standard deviation): the machine was busy']), [latencyRow({ base: 2.8 })]));
+    expect(md).toMatch(/^\| latency-p50 \| 2\.80 ms \| 2\.00 ms \|/m);
+    expect(md).toMatch(/^\| latency-p95 \|/m);
+    expect(md).toContain('Speedup (base p50 / candidate p50): **1.40x** (95 % interval 1.33x to 1.47x, 412 runs of each model in 2 s)');
+    expect(md).toContain('> ⚠️ the runs varied by 23 % around their median &#40;robust standard deviation&#41;&#58; the machine was busy');
+  });
+
+  test('a latency bound the interval straddles: inconclusive in the verdict line and the row, counted as the config says', () => {
+    const row = latencyRow({ bound: 1.68, rule: 'min-speedup 1.2', pass: false, interval: [1.6, 1.75], inconclusive: true });
+    const failed = renderMarkdown(withLatency(timing(1.2, [1.15, 1.26]), [row], 'fail'));
+    expect(failed.split('\n')[0]).toMatch(/ — over the bound: latency-p50 \(min-speedup 1\.2, inconclusive\)$/);
+    expect(failed).toContain('| latency-p50 | 2.02 ms | 2.00 ms (95 % 1.60 ms to 1.75 ms) | −1.0 % | ≤ 1.68 ms (min-speedup 1.2) | ❔ inconclusive (counted as a fail) |');
+    const passed = renderMarkdown(withLatency(timing(1.2, [1.15, 1.26]), [{ ...row, pass: true }], 'pass'));
+    expect(passed.split('\n')[0]).toMatch(/^### ✅ prune-gate passed: .* — inconclusive, counted as passing: latency-p50 \(min-speedup 1\.2\)$/);
+    expect(passed).toContain('❔ inconclusive (counted as a pass) |');
+  });
+});

@@ -6,7 +6,7 @@ import { UserError } from '../errors';
 import { DEFAULT_LATENCY, LatencyOptions } from '../eval/latency';
 import { METRIC_NAMES, MetricName } from '../eval/metric-names';
 import { parseMebibytes } from '../eval/memory';
-import { GateRule } from '../gate/gate';
+import { GateRule, OnInconclusive } from '../gate/gate';
 import { BOUND_KINDS, BoundKind, METRICS } from '../gate/metrics';
 import { EXTERNAL_DATA_MODES, ExternalDataMode } from '../onnx/write';
 import { QUANTIZE_MODES, QuantizeMode } from '../quantize/options';
@@ -43,12 +43,17 @@ export interface Config {
   /** Where written models keep their weights (auto: as the input model did). */
   externalData: ExternalDataMode;
   gate: GateRule[];
-  latency: LatencyOptions;
+  /** How latency is timed, and what a latency bound the timing cannot decide counts as. */
+  latency: LatencySettings;
   /** The target device: onnxruntime's intra-op threads for every session (undefined: every core). */
   device: { threads?: number };
   /** Seconds the whole search may take; the search plans its passes to fit (docs/pruning.md, "Cost"). */
   budget: number;
 }
+
+export type LatencySettings = Omit<LatencyOptions, 'settled'> & { time: number; noise: number; onInconclusive: OnInconclusive };
+
+export const DEFAULT_LATENCY_SETTINGS: LatencySettings = { ...DEFAULT_LATENCY, onInconclusive: 'fail' };
 
 /** The search's budget when none is given: ten minutes. */
 export const DEFAULT_BUDGET = 600;
@@ -111,7 +116,17 @@ const ConfigFile = z.strictObject({
   latency: z
     .strictObject({
       warmup: z.number({ error: 'a whole number >= 0' }).int({ error: 'a whole number >= 0' }).min(0, { error: 'a whole number >= 0' }).optional(),
-      runs: z.number({ error: 'a whole number >= 1' }).int({ error: 'a whole number >= 1' }).min(1, { error: 'a whole number >= 1' }).optional(),
+      // The most timed runs of each model; how many is chosen by `time` (docs/contracts.md, "Latency").
+      runs: z.number({ error: 'a whole number >= 1 (the most timed runs of each model)' }).int({ error: 'a whole number >= 1' }).min(1, { error: 'a whole number >= 1' }).optional(),
+      time: z
+        .union([z.number(), z.string()], { error: (i) => latencyTimeExpected(i.input) })
+        .transform((v, ctx) => durationSeconds(v) ?? (ctx.addIssue({ code: 'custom', message: latencyTimeExpected(v) }), z.NEVER))
+        .optional(),
+      noise: z
+        .union([z.number(), z.string()], { error: (i) => noiseExpected(i.input) })
+        .transform((v, ctx) => noiseShare(v) ?? (ctx.addIssue({ code: 'custom', message: noiseExpected(v) }), z.NEVER))
+        .optional(),
+      'on-inconclusive': z.enum(['fail', 'pass']).optional(),
     })
     .optional(),
 });
@@ -175,7 +190,13 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
     keepNames: raw['keep-names'] ?? false,
     externalData: raw['external-data'] ?? 'auto',
     gate: parseGate(raw.gate ?? {}, shown),
-    latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs },
+    latency: {
+      warmup: raw.latency?.warmup ?? DEFAULT_LATENCY_SETTINGS.warmup,
+      time: raw.latency?.time ?? DEFAULT_LATENCY_SETTINGS.time,
+      noise: raw.latency?.noise ?? DEFAULT_LATENCY_SETTINGS.noise,
+      ...(raw.latency?.runs !== undefined ? { runs: raw.latency.runs } : {}),
+      onInconclusive: raw.latency?.['on-inconclusive'] ?? DEFAULT_LATENCY_SETTINGS.onInconclusive,
+    },
     device: { threads: raw.device?.threads },
     budget: raw.budget ?? DEFAULT_BUDGET,
   };
@@ -183,7 +204,7 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
 
 /** The configuration used when there is no config file: defaults, no bounds. */
 export function defaultConfig(): Config {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', keepNames: false, externalData: 'auto', gate: [], latency: { ...DEFAULT_LATENCY }, device: {}, budget: DEFAULT_BUDGET };
+  return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', keepNames: false, externalData: 'auto', gate: [], latency: { ...DEFAULT_LATENCY_SETTINGS }, device: {}, budget: DEFAULT_BUDGET };
 }
 
 
@@ -306,6 +327,22 @@ export function durationSeconds(value: unknown): number | undefined {
   if (!m || !(m[1] || m[2] || m[3])) return undefined;
   const seconds = Number(m[1] ?? 0) * 3600 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0);
   return seconds > 0 ? seconds : undefined;
+}
+
+/** A share written as a fraction (0.03) or a percentage (3%), from 0 up to a half. */
+function noiseShare(value: unknown): number | undefined {
+  const text = typeof value === 'string' ? value.trim() : undefined;
+  const percent = text?.endsWith('%') ? Number(text.slice(0, -1).trim()) / 100 : undefined;
+  const share = typeof value === 'number' ? value : percent ?? (text !== undefined && text !== '' ? Number(text) : NaN);
+  return share >= 0 && share <= 0.5 ? share : undefined;
+}
+
+function noiseExpected(value: unknown): string {
+  return `expected how far repeated measurements differ, as a share such as 3% or 0.03 (0 to 50%), found ${quoted(value)}`;
+}
+
+function latencyTimeExpected(value: unknown): string {
+  return `expected the most time timing one candidate may take, such as 10s or 1m (a plain number is seconds), found ${quoted(value)}`;
 }
 
 function budgetExpected(value: unknown): string {

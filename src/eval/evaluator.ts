@@ -1,6 +1,6 @@
 import { UserError } from '../errors';
 import { countParams, measureMacs } from '../graph/cost';
-import type { MetricValues } from './metric-names';
+import type { MetricIntervals, MetricValues } from './metric-names';
 import { OnnxModel } from '../onnx/model';
 import type { DamageMeasure, PassTap } from '../prune/types';
 import { createSession, ort, sessionThreads } from '../onnx/runtime';
@@ -8,7 +8,7 @@ import { ModelMemory, measureMemory } from './memory';
 import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batchCount, batches } from './calibration';
 import { PassProgress } from '../util/progress';
-import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, measureLatency } from './latency';
+import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, latencyIntervals, latencyLine, latencyValues, measureLatency } from './latency';
 import { GenerationExample, GenerationRun, InterfaceChange, generationValues, interfaceChanges } from './generation';
 import { ComparisonAccumulator, MetricSums, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';
 
@@ -39,8 +39,8 @@ export interface EvaluatorOptions {
 export interface Evaluation {
   base: ModelStats;
   candidate: ModelStats;
-  /** Every metric the task has, for both models (latency re-measured with each candidate, when measured). */
-  values: { base: MetricValues; candidate: MetricValues };
+  /** Every metric the task has, for both models (latency re-measured with each candidate, when measured), and the timed ones' intervals. */
+  values: { base: MetricValues; candidate: MetricValues; intervals?: MetricIntervals };
   /** Latency timed against the base; absent until measured (Evaluator.evaluate without efficiency). */
   latency?: LatencyResult;
   /** Generation sets with a tokenizer: a few samples decoded, base and candidate side by side. */
@@ -204,6 +204,7 @@ export class Evaluator {
   private async measureEfficiency(candidate: OnnxModel, evaluation: Evaluation, session: ort.InferenceSession): Promise<Evaluation> {
     const latencyFeeds = (batches(this.set).next().value as Batch).feeds;
     const latency = await this.withBase((base) => measureLatency(base, session, latencyFeeds, this.options.latency));
+    this.options.log?.(latencyLine(latency));
     const stats = await modelStats(candidate, this.set, this.options.log);
     return {
       ...evaluation,
@@ -211,6 +212,7 @@ export class Evaluator {
       values: {
         base: { ...evaluation.values.base, ...efficiencyValues(this.base, latency.base) },
         candidate: { ...evaluation.values.candidate, ...efficiencyValues(stats, latency.candidate) },
+        intervals: { ...evaluation.values.intervals, ...latencyIntervals(latency) },
       },
       latency,
     };
@@ -367,7 +369,7 @@ export class Evaluator {
     try {
       const first = batches(this.set, 1).next().value as Batch;
       return await this.withBase(async (base) => {
-        const l = await measureLatency(base, session, first.feeds, { warmup: 2, runs: 201, seconds: 0.25 });
+        const l = await measureLatency(base, session, first.feeds, { warmup: 2, runs: 201, time: 0.25, settled: () => false });
         return l.candidate.p50_ms / l.base.p50_ms;
       });
     } finally {
@@ -399,11 +401,6 @@ function baseFails(set: CalibrationSet, e: unknown, where: string): Error {
 
 function efficiencyValues(stats: ModelStats, latency: { p50_ms: number; p95_ms: number }): MetricValues {
   return { ...latencyValues(latency), ...sizeValues(stats) };
-}
-
-/** One model's side of a timing as the latency metrics. */
-export function latencyValues(latency: { p50_ms: number; p95_ms: number }): MetricValues {
-  return { 'latency-p50': latency.p50_ms, 'latency-p95': latency.p95_ms };
 }
 
 /** The efficiency values a model's stats give (size on disk, params, MACs when measured). */

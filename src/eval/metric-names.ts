@@ -29,6 +29,16 @@ export type MetricName = (typeof METRIC_NAMES)[number];
 
 export type MetricValues = Partial<Record<MetricName, number>>;
 
+/**
+ * How sure a measured value is (latency, timed): 95 % intervals of the candidate's own value and
+ * of its ratio to the base's (candidate / base), from runs made side by side with the base.
+ */
+export interface MetricInterval {
+  candidate: [number, number];
+  ratio: [number, number];
+}
+export type MetricIntervals = Partial<Record<MetricName, MetricInterval>>;
+
 /** Which metrics a calibration task can produce (the rest of the quality metrics need labels or tokens). */
 export const TASK_METRICS: Record<Task, readonly MetricName[]> = {
   'language-model': ['perplexity', 'next-token-accuracy'],

@@ -1,5 +1,6 @@
 import { UserError } from '../errors';
-import { MetricName, MetricValues, REFERENCE_METRICS, Task, metricsOf } from '../eval/metric-names';
+import { MetricInterval, MetricIntervals, MetricName, MetricValues, REFERENCE_METRICS, Task, metricsOf } from '../eval/metric-names';
+import { LatencyResult, latencyIntervals, latencyValues } from '../eval/latency';
 import { BoundKind, METRICS, isQuality } from './metrics';
 import { formatValue } from './format';
 
@@ -24,9 +25,23 @@ export interface MetricResult {
   /** The bound as written, e.g. "max-increase 5%"; null when the metric has no bound. */
   rule: string | null;
   pass: boolean;
+  /** A timed metric's 95 % interval, in the metric's unit, that the bound judged (absent when the value is exact). */
+  interval?: [number, number];
+  /** The interval straddled the bound: `pass` is then what latency.on-inconclusive says. */
+  inconclusive?: boolean;
 }
 
 export type Verdict = 'pass' | 'fail';
+
+/** What a bound that the measurement cannot decide counts as (latency.on-inconclusive). */
+export type OnInconclusive = 'pass' | 'fail';
+
+/** The values judge compares: each model's, and for timed metrics the intervals of the candidate's. */
+export interface JudgedValues {
+  base: MetricValues;
+  candidate: MetricValues;
+  intervals?: MetricIntervals;
+}
 
 /** A bound on a metric the calibration set cannot produce is a config mistake: say so up front. */
 export function checkRulesFitTask(rules: readonly GateRule[], set: { task: Task; generation?: { references?: unknown } }, where: string): void {
@@ -88,8 +103,12 @@ export function withinBound(metric: MetricName, candidate: number, bound: number
   return METRICS[metric].higherIsBetter ? candidate >= bound - eps : candidate <= bound + eps;
 }
 
-/** Every metric of the task, each judged against its bound when the config sets one. */
-export function judge(values: { base: MetricValues; candidate: MetricValues }, rules: readonly GateRule[], task: Task): MetricResult[] {
+/**
+ * Every metric of the task, each judged against its bound when the config sets one. A metric
+ * with an interval (timed) passes only when its whole interval is within the bound, fails only
+ * when its whole interval is beyond it, and is otherwise inconclusive, counted as `onInconclusive`.
+ */
+export function judge(values: JudgedValues, rules: readonly GateRule[], task: Task, onInconclusive: OnInconclusive = 'fail'): MetricResult[] {
   // memory is measured only when a bound asks for it (a fresh process per model): unasked, no row;
   // likewise the reference metrics of a generation set without references.
   const listed = metricsOf(task).filter(
@@ -102,9 +121,55 @@ export function judge(values: { base: MetricValues; candidate: MetricValues }, r
     if (!rule) return { name, base, candidate, bound: null, rule: null, pass: true };
     // A relative bound needs the base value; an unknown value (e.g. MACs not measured) fails.
     const bound = base === null && needsBase(rule) ? null : resolveBound(rule, base ?? NaN);
-    const pass = bound !== null && candidate !== null && withinBound(name, candidate, bound);
-    return { name, base, candidate, bound: bound !== null && Number.isFinite(bound) ? bound : null, rule: rule.text, pass };
+    const interval = bound === null ? undefined : judgedInterval(rule, base, values.intervals?.[name]);
+    const outcome = bound === null || candidate === null ? 'fail' : outcomeOf(name, candidate, bound, interval);
+    return {
+      name,
+      base,
+      candidate,
+      bound: bound !== null && Number.isFinite(bound) ? bound : null,
+      rule: rule.text,
+      pass: outcome === 'pass' || (outcome === 'inconclusive' && onInconclusive === 'pass'),
+      ...(interval && interval.every(Number.isFinite) ? { interval } : {}),
+      ...(outcome === 'inconclusive' ? { inconclusive: true } : {}),
+    };
   });
+}
+
+/**
+ * The interval a bound judges, in the metric's unit: a bound relative to the base (min-speedup,
+ * max-ratio, a percentage) judges the ratio measured side by side with the base, put in the
+ * base's unit (both move together on a busy machine, the ratio much less); an absolute one the
+ * candidate's own value.
+ */
+function judgedInterval(rule: GateRule, base: number | null, measured: MetricInterval | undefined): [number, number] | undefined {
+  if (!measured) return undefined;
+  if (!needsBase(rule)) return measured.candidate;
+  return base === null ? undefined : [base * measured.ratio[0], base * measured.ratio[1]];
+}
+
+function outcomeOf(metric: MetricName, candidate: number, bound: number, interval: [number, number] | undefined): 'pass' | 'fail' | 'inconclusive' {
+  if (!interval) return withinBound(metric, candidate, bound) ? 'pass' : 'fail';
+  const [worst, best] = METRICS[metric].higherIsBetter ? interval : [interval[1], interval[0]];
+  if (withinBound(metric, worst, bound)) return 'pass';
+  return withinBound(metric, best, bound) ? 'inconclusive' : 'fail';
+}
+
+/** The gate's bounds on the timed metrics. */
+export function latencyRules(rules: readonly GateRule[]): GateRule[] {
+  return rules.filter((r) => r.metric === 'latency-p50' || r.metric === 'latency-p95');
+}
+
+/**
+ * Whether a timing decides every latency bound of `rules` (each interval wholly on one side of
+ * its bound): what measureLatency runs until, within its time.
+ */
+export function latencySettled(rules: readonly GateRule[]): (latency: LatencyResult) => boolean {
+  const timed = latencyRules(rules);
+  return (latency) => {
+    const values = { base: latencyValues(latency.base), candidate: latencyValues(latency.candidate), intervals: latencyIntervals(latency) };
+    return judge(values, timed, 'generic').every((m) => !m.inconclusive);
+  };
 }
 
 function needsBase(rule: GateRule): boolean {
@@ -122,12 +187,17 @@ export function passesQuality(results: readonly MetricResult[]): boolean {
 
 /** The bounded metrics that failed, for messages: "perplexity (max-increase 5%)". */
 export function failures(results: readonly MetricResult[]): string[] {
-  return results.filter((r) => !r.pass).map((r) => `${r.name} (${r.rule})`);
+  return results.filter((r) => !r.pass).map((r) => `${r.name} (${r.rule}${r.inconclusive ? ', inconclusive' : ''})`);
 }
 
 /** The broken bounds with their values, for progress lines: "size 2.57 MiB, bound ≤ 2.38 MiB (max-ratio 0.75)". */
 export function brokenBounds(results: readonly MetricResult[]): string[] {
   return results
     .filter((r) => !r.pass)
-    .map((r) => `${r.name} ${formatValue(r.name, r.candidate)}, bound ${METRICS[r.name].higherIsBetter ? '≥' : '≤'} ${formatValue(r.name, r.bound)} (${r.rule})`);
+    .map(
+      (r) =>
+        `${r.name} ${formatValue(r.name, r.candidate)}, bound ${METRICS[r.name].higherIsBetter ? '≥' : '≤'} ${formatValue(r.name, r.bound)} (${r.rule})` +
+        (r.interval ? `, 95 % interval ${formatValue(r.name, r.interval[0])} to ${formatValue(r.name, r.interval[1])}` : '') +
+        (r.inconclusive ? ': inconclusive' : ''),
+    );
 }

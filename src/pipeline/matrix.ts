@@ -5,11 +5,11 @@ import type { Config } from '../config/config';
 import { UserError } from '../errors';
 import { Batch, CalibrationSet, batchCount, batches, loadCalibration, shardOf, tokenCount } from '../eval/calibration';
 import { currentEnvironment } from '../eval/environment';
-import { Evaluator, LOSS_NAME, ModelStats, latencyValues, sizeValues } from '../eval/evaluator';
-import { LatencyResult, measureLatency } from '../eval/latency';
+import { Evaluator, LOSS_NAME, ModelStats, sizeValues } from '../eval/evaluator';
+import { LatencyResult, latencyIntervals, latencyValues, measureLatency } from '../eval/latency';
 import type { MetricValues, Task } from '../eval/metric-names';
 import { MetricSums, SELF_COMPARISON, addSums, comparisonValues, taskValues } from '../eval/metrics';
-import { MetricResult, checkRulesAgainstBase, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
+import { JudgedValues, MetricResult, checkRulesAgainstBase, checkRulesFitTask, failures, judge, latencySettled, verdictOf } from '../gate/gate';
 import { SearchDeps, StepInfo, gradualSearch, stepRatios } from '../gate/search';
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
@@ -361,7 +361,7 @@ export async function mergeJobs(
           latencies.set(step.index - 1, latency);
           withLatency(values, latency);
         }
-        return judge(values, rules.filter((r) => !boundsMemory(r)), task);
+        return judge(values, rules.filter((r) => !boundsMemory(r)), task, config.latency.onInconclusive);
       });
       const mode = config.prune.target === 'auto' ? 'auto' : 'fixed';
       const result = await gradualSearch(base, countParams(base), mode, stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps), deps);
@@ -373,7 +373,7 @@ export async function mergeJobs(
       const latency = latencies.get(result.chosen) ?? (await timer.time(chosen.file));
       const values = withLatency(stepValues[result.chosen], latency);
       const memoryPeaks = await measureMemoryIfBounded((file) => timer.memory(file), rules, values, [config.model as string, chosen.file], log);
-      const metrics = judge(values, rules, task);
+      const metrics = judge(values, rules, task, config.latency.onInconclusive);
       const verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
       const files = promote(chosen, outDir);
@@ -437,9 +437,10 @@ function checkSameCandidate(read: readonly PartialFile[], index: number, rebuilt
 const boundsLatency = (r: { metric: string }) => r.metric === 'latency-p50' || r.metric === 'latency-p95';
 
 /** `values` with a side-by-side timing's medians and 95th percentiles, for the base and the candidate. */
-function withLatency(values: { base: MetricValues; candidate: MetricValues }, latency: LatencyResult): { base: MetricValues; candidate: MetricValues } {
+function withLatency(values: JudgedValues, latency: LatencyResult): JudgedValues {
   values.base = { ...values.base, ...latencyValues(latency.base) };
   values.candidate = { ...values.candidate, ...latencyValues(latency.candidate) };
+  values.intervals = { ...values.intervals, ...latencyIntervals(latency) };
   return values;
 }
 
@@ -478,7 +479,7 @@ class SideBySide {
   async time(candidateFile: string): Promise<LatencyResult> {
     const candidate = await createSession(candidateFile);
     try {
-      return await measureLatency(this.base, candidate, this.feeds, this.config.latency);
+      return await measureLatency(this.base, candidate, this.feeds, { ...this.config.latency, settled: latencySettled(this.config.gate) });
     } finally {
       await candidate.release();
     }

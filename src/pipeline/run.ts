@@ -6,7 +6,7 @@ import { displayPath } from '../util/paths';
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
 import { CalibrationSet, batchCount, calibrationFeeds, loadCalibration, tokenCount } from '../eval/calibration';
 import { Evaluation, Evaluator } from '../eval/evaluator';
-import { GateRule, MetricResult, checkRulesAgainstBase, checkRulesFitTask, failures, judge, verdictOf } from '../gate/gate';
+import { GateRule, MetricResult, checkRulesAgainstBase, checkRulesFitTask, failures, judge, latencySettled, verdictOf } from '../gate/gate';
 import { SearchDeps, StepInfo, gradualSearch, removedText, stepRatios } from '../gate/search';
 import { SearchBudget, StepCost } from '../gate/budget';
 import { countParams } from '../graph/cost';
@@ -143,7 +143,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const memory = newPruneMemory();
   const firstTarget = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps)[0];
   const tap = !set.generation && firstTarget > 0 && !options.prune ? await firstStatisticsTap(base, pruneSettings(config, set, firstTarget, memory, log)) : undefined;
-  const evaluator = await Evaluator.create(base, set, { latency: config.latency, log, tap });
+  const evaluator = await Evaluator.create(base, set, { latency: { ...config.latency, settled: latencySettled(config.gate) }, log, tap });
   if (tap) memory.ready = tap.collected();
   // Generation: the passes run the prompts followed by the base's generations (evaluator.set).
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log);
@@ -182,7 +182,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
         const confirmed = evaluator.hasPassOf(candidate);
         const started = Date.now();
         const evaluation = await evaluator.evaluate(model, { sameAs: candidate, efficiency: config.gate.some(boundsEfficiencyRuns) });
-        const metrics = judge(evaluation.values, config.gate.filter((r) => !boundsMemory(r)), set.task);
+        const metrics = judge(evaluation.values, config.gate.filter((r) => !boundsMemory(r)), set.task, config.latency.onInconclusive);
         const passes: PassEntry[] = confirmed
           ? []
           : [{ what: 'evaluation', why: "the step's metrics (its candidate, as written, was not run before)", samples: set.count, seconds: (Date.now() - started) / 1000 }];
@@ -199,7 +199,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
     // Memory takes a fresh process per model: measured for the base and the chosen candidate
     // only, after the search (an efficiency bound, it never stops it).
     const memoryPeaks = await measureMemoryIfBounded((file) => evaluator.memory(file), config.gate, evaluation.values, [config.model as string, chosen.file], log, baseMemory);
-    const metrics = judge(evaluation.values, config.gate, set.task);
+    const metrics = judge(evaluation.values, config.gate, set.task, config.latency.onInconclusive);
     const verdict = verdictOf(metrics);
     result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === 'pass' };
     const files = promote(chosen, out);
@@ -403,13 +403,14 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
   const rules = options.config?.gate ?? [];
   checkRulesFitTask(rules, set, options.config?.file ? displayPath(options.config.file) : 'the gate');
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
-  const evaluator = await Evaluator.create(base, set, { latency: options.config?.latency, log });
+  const latency = options.config ? { ...options.config.latency, settled: latencySettled(rules) } : undefined;
+  const evaluator = await Evaluator.create(base, set, { latency, log });
   try {
     checkRulesAgainstBase(rules, evaluator.baseQuality, options.config?.file ? displayPath(options.config.file) : 'the gate');
     log('evaluating the candidate');
     const evaluation = await evaluator.evaluate(candidate);
     const memoryPeaks = await measureMemoryIfBounded((file) => evaluator.memory(file), rules, evaluation.values, [options.base, options.candidate], log);
-    const metrics = judge(evaluation.values, rules, set.task);
+    const metrics = judge(evaluation.values, rules, set.task, options.config?.latency.onInconclusive);
     const report = buildReport({
       verdict: verdictOf(metrics),
       task: set.task,

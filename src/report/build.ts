@@ -22,7 +22,8 @@ export interface ReportInput {
   base: ModelStats;
   candidate: ModelStats;
   metrics: MetricResult[];
-  latency: LatencyResult;
+  /** The chosen candidate's timing against the base (tests may give only the medians and the speedup). */
+  latency: Pick<LatencyResult, 'base' | 'candidate' | 'speedup'> & Partial<LatencyResult>;
   steps: StepOutcome[];
   chosenStep: number | null;
   pruned: PrunedEntry[];
@@ -48,7 +49,28 @@ function finiteOrNull(v: number | null): number | null {
 }
 
 function metricJson(m: MetricResult): MetricResult {
-  return { ...m, base: finiteOrNull(m.base), candidate: finiteOrNull(m.candidate), bound: finiteOrNull(m.bound) };
+  const { interval, ...rest } = m;
+  return { ...rest, base: finiteOrNull(m.base), candidate: finiteOrNull(m.candidate), bound: finiteOrNull(m.bound), ...(interval?.every(Number.isFinite) ? { interval } : {}) };
+}
+
+function latencyJson(l: ReportInput['latency']): Report['latency'] {
+  const speedup = finiteOrNull(l.speedup);
+  const interval = l.intervals?.p50.speedup;
+  return {
+    base: l.base,
+    candidate: l.candidate,
+    speedup,
+    ...(l.runs !== undefined
+      ? {
+          ratio: speedup,
+          interval: interval?.every(Number.isFinite) ? interval : null,
+          runs: l.runs,
+          seconds: l.seconds ?? 0,
+          ...(l.noise !== undefined ? { noise: l.noise } : {}),
+          warnings: l.warnings ?? [],
+        }
+      : {}),
+  };
 }
 
 /** Paths as the repository sees them (relative to the working folder), not the runner's absolute paths. */
@@ -77,11 +99,7 @@ export function buildReport(input: ReportInput): Report {
     base: statsJson(input.base),
     candidate: statsJson(input.candidate),
     metrics: input.metrics.map(metricJson),
-    latency: {
-      base: input.latency.base,
-      candidate: input.latency.candidate,
-      speedup: finiteOrNull(input.latency.speedup),
-    },
+    latency: latencyJson(input.latency),
     ...(input.target !== null && input.base.params > 0 ? { removed: (input.base.params - input.candidate.params) / input.base.params } : {}),
     steps: input.steps.map((s) => ({
       ratio: s.ratio,

@@ -137,22 +137,46 @@ function verdictLine(r: Report): string {
           ? `quantized to ${r.quantize}, nothing pruned`
           : `pruned ${removedWithTarget(r.steps[r.chosen_step])} of the parameters${r.quantize === 'none' ? '' : ` and quantized to ${r.quantize}`}`
         : '';
-  const failed = r.metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? '')})`);
-  if (r.verdict === 'pass') return `### ✅ prune-gate passed: ${model} ${what}`.trimEnd();
+  const failed = r.metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? '')}${m.inconclusive ? ', inconclusive' : ''})`);
+  if (r.verdict === 'pass') {
+    const unsure = r.metrics.filter((m) => m.inconclusive).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? '')})`);
+    return `### ✅ prune-gate passed: ${model} ${what}${unsure.length ? ` — inconclusive, counted as passing: ${unsure.join(', ')}` : ''}`.trimEnd();
+  }
   return `### ❌ prune-gate failed: ${model} ${what}${failed.length ? ` — over the bound: ${failed.join(', ')}` : ''}`;
 }
 
+const isLatency = (name: MetricName) => name === 'latency-p50' || name === 'latency-p95';
+
+/**
+ * Latency has rows only where it means something: a latency bound is set, or the speedup's
+ * interval excludes 1 (the candidate is measurably faster or slower). Otherwise the rows would
+ * change on every push with nothing to say. A report without an interval (an older one) shows them.
+ */
+function showsLatency(r: Report): boolean {
+  const interval = r.latency.interval;
+  return r.metrics.some((m) => isLatency(m.name) && m.rule !== null) || interval === undefined || (interval !== null && (interval[0] > 1 || interval[1] < 1));
+}
+
+function passCell(m: Report['metrics'][number]): string {
+  if (m.rule === null) return '';
+  if (m.inconclusive) return `❔ inconclusive (counted as ${m.pass ? 'a pass' : 'a fail'})`;
+  return m.pass ? '✅' : '❌';
+}
+
 function metricsTable(r: Report): string[] {
+  const shown = showsLatency(r);
   return table(
     ['metric', 'base', 'candidate', 'change', 'bound', 'pass'],
-    r.metrics.map((m) => [
-      m.name,
-      formatValue(m.name, m.base),
-      formatValue(m.name, m.candidate),
-      formatChange(m.name, m.base, m.candidate),
-      formatBound(m.name, m.bound, m.rule),
-      m.rule === null ? '' : m.pass ? '✅' : '❌',
-    ]),
+    r.metrics
+      .filter((m) => shown || !isLatency(m.name))
+      .map((m) => [
+        m.name,
+        formatValue(m.name, m.base),
+        formatValue(m.name, m.candidate) + (m.interval ? ` (95 % ${formatValue(m.name, m.interval[0])} to ${formatValue(m.name, m.interval[1])})` : ''),
+        formatChange(m.name, m.base, m.candidate),
+        formatBound(m.name, m.bound, m.rule),
+        passCell(m),
+      ]),
   );
 }
 
@@ -196,9 +220,14 @@ function quantizationSection(r: Report): string[] {
 
 function latencyTable(r: Report): string[] {
   const l = r.latency;
+  const x = (v: number) => `${v.toFixed(2)}x`;
+  const runs = l.runs !== undefined ? `${l.runs} ${l.runs === 1 ? 'run' : 'runs'} of each model${l.seconds !== undefined ? ` in ${Number(l.seconds.toPrecision(2))} s` : ''}` : '';
+  const interval = l.interval ? `95 % interval ${x(l.interval[0])} to ${x(l.interval[1])}` : l.interval === null ? 'too few runs for an interval' : '';
+  const about = [interval, runs].filter(Boolean).join(', ');
+  if (!showsLatency(r)) return [`Latency: not told apart from the base's on this machine (${about}).`];
   const ms = (v: number) => formatValue('latency-p50', v);
   return [
-    '#### Latency (one calibration batch, base and candidate runs interleaved)',
+    '#### Latency (one calibration batch, base and candidate runs alternated)',
     '',
     ...table(
       ['', 'p50', 'p95'],
@@ -208,7 +237,9 @@ function latencyTable(r: Report): string[] {
       ],
     ),
     '',
-    `Speedup (base p50 / candidate p50): **${l.speedup === null ? '–' : `${l.speedup.toFixed(2)}x`}**`,
+    `Speedup (base p50 / candidate p50): **${l.speedup === null ? '–' : x(l.speedup)}**${about ? ` (${about})` : ''}`,
+    // The warnings are the tool's own words and numbers, but the report may be untrusted: escaped.
+    ...(l.warnings ?? []).map((w) => `\n> ⚠️ ${escapeMarkdown(w, 500)}`),
   ];
 }
 

@@ -29,6 +29,10 @@ export const MetricResultSchema = z.object({
   bound: num.nullable(),
   rule: text.nullable(),
   pass: z.boolean(),
+  /** A timed metric's 95 % interval, in its unit, that the bound judged. */
+  interval: z.tuple([num, num]).optional(),
+  /** The interval straddled the bound: `pass` is what latency.on-inconclusive says. */
+  inconclusive: z.boolean().optional(),
 });
 
 export const LatencyStatsSchema = z.object({ p50_ms: count, p95_ms: count });
@@ -93,7 +97,22 @@ export const ReportSchema = z.object({
   base: ModelStatsSchema,
   candidate: ModelStatsSchema,
   metrics: z.array(MetricResultSchema).max(METRIC_NAMES.length),
-  latency: z.object({ base: LatencyStatsSchema, candidate: LatencyStatsSchema, speedup: count.nullable() }),
+  latency: z.object({
+    base: LatencyStatsSchema,
+    candidate: LatencyStatsSchema,
+    /** base p50 / candidate p50 (the same number as `ratio`, kept for readers of format 1). */
+    speedup: count.nullable(),
+    /** The median ratio base / candidate, its 95 % bootstrap interval (null with too few runs), and the timed runs of each model. */
+    ratio: count.nullable().optional(),
+    interval: z.tuple([count, count]).nullable().optional(),
+    runs: z.number().int().nonnegative().optional(),
+    /** Seconds the timed runs took. */
+    seconds: count.optional(),
+    /** The intervals' least half-width, as a share of their figure (latency.noise). */
+    noise: count.optional(),
+    /** What makes the figures less sure (a busy machine, too little time), in words. */
+    warnings: z.array(text).max(10).optional(),
+  }),
   steps: z.array(StepSchema).max(100),
   /** Index into steps of the model that was written, or null without a search. */
   chosen_step: z.number().int().nonnegative().nullable(),

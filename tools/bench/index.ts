@@ -13,13 +13,16 @@
 //   matrix       a gate on one machine against 4 matrix jobs and their merge: the example, a 7B-shaped model
 //   cold-start   the action's first run (installs onnxruntime-node), the next, and a new runner
 //                that restores it from the Actions cache
+//   latency      the digits example's gate with a latency bound (one it meets, one it does not), 5
+//                times each on the machine as it is and 5 times beside a CPU burner: each one's
+//                latency verdict, speedup and interval, against an independent 50-run harness
 //   cost         what a gate costs against one eval of the same model on the same set: the
 //                example, a 2 M GPT-2-shaped and a BERT-base-shaped model (generated), with
 //                the passes each step made and the peak RSS
 // Each section writes its raw rows to docs/results/<section>.json (with the commit measured) and
 // rewrites the tables between `<!-- bench:<block> -->` and `<!-- /bench:<block> -->` markers in
 // the repository's Markdown files, so the docs quote exactly what was measured.
-import { execFileSync, spawnSync } from 'child_process';
+import { execFileSync, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -596,7 +599,94 @@ function coldStart(): void {
   });
 }
 
-const sections: Record<string, () => void> = { cost, quality, memory, 'memory-metric': memoryMetric, quantization, scale, exporters, examples, generation, matrix, 'cold-start': coldStart };
+/**
+ * The bounds the latency section adds to the digits example's gate, one at a time: one its pruned
+ * model meets (not more than 10 % slower than the base) and the docs' example bound, which it
+ * does not (20 % faster); neither within a few % of the speedups this machine measures.
+ */
+const LATENCY_BOUNDS = ['max-ratio: 1.1', 'min-speedup: 1.2'];
+const REPEATS = 5;
+
+/**
+ * The same gate, repeated: the digits example's config with a latency bound, run REPEATS times
+ * per bound in fresh processes on the machine as it is (its other users' work only), then again
+ * with a process burning one core beside it. After each gate, an independent harness
+ * (tools/bench/latency.ts, its own timing code) times the base and the kept model with 50
+ * alternated runs, and the rows say whether the gate's interval holds its ratio.
+ */
+function latency(): void {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-latency-'));
+  const example = path.join(ROOT, 'examples', 'digits-cnn');
+  const text = fs
+    .readFileSync(path.join(example, 'prune-gate.yml'), 'utf8')
+    .replace(/^model: .*$/m, `model: ${path.join(example, 'model.onnx')}`)
+    .replace(/^calibration: .*$/m, `calibration: ${path.join(ROOT, 'calibration', 'digits-cnn')}`);
+  const rows: Row[] = [];
+  const repeat = (condition: string) => {
+    for (const [b, bound] of LATENCY_BOUNDS.entries()) {
+      const config = path.join(dir, `bound-${b}.yml`);
+      fs.writeFileSync(config, `${text.trimEnd()}\n  latency-p50: { ${bound} }\n`);
+      for (let i = 1; i <= REPEATS; i++) {
+        const load = os.loadavg()[0];
+        const out = path.join(dir, `${condition}-${b}-${i}`);
+        const gate = child('latency.ts', ['gate', config, out])[0];
+        const harness = child('latency.ts', ['harness', path.join(example, 'model.onnx'), path.join(out, 'pruned.onnx'), path.join(ROOT, 'calibration', 'digits-cnn'), '50'])[0];
+        const interval = gate.interval as [number, number] | null;
+        const inside = interval !== null && num(harness.ratio) >= interval[0] && num(harness.ratio) <= interval[1];
+        rows.push({ condition, bound, run: i, ...gate, harness: harness.ratio, inside, load });
+      }
+    }
+  };
+  try {
+    repeat('as shared');
+    const burner = spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' });
+    try {
+      repeat('CPU burner beside it');
+    } finally {
+      burner.kill();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const lines = rows.map((r) => {
+    const interval = r.interval as [number, number] | null;
+    return [
+      r.run === 1 ? `${r.condition as string}, \`${r.bound as string}\`` : '',
+      String(r.run),
+      fmt(r.load, 2),
+      r.verdict as string,
+      `${r.latencyVerdict as string} (${(r.steps as string[]).join(', ')})`,
+      x(r.ratio, 3),
+      interval ? `${x(interval[0], 3)} to ${x(interval[1], 3)}` : '–',
+      `${String(r.runs)} in ${fmt(r.seconds, 2)} s`,
+      x(r.harness, 3),
+      r.inside ? 'yes' : 'no',
+    ];
+  });
+  const groups = [...new Set(rows.map((r) => `${r.condition as string}\u0000${r.bound as string}`))].map((k) => k.split('\u0000'));
+  const verdictLines = groups.map(([condition, bound]) => {
+    const of = rows.filter((r) => r.condition === condition && r.bound === bound);
+    const verdicts = [...new Set(of.map((r) => `${r.verdict as string}, latency ${r.latencyVerdict as string}`))];
+    return `- ${condition}, \`${bound}\`: ${verdicts.length === 1 ? `the same verdict all ${of.length} times (${verdicts[0]})` : `different verdicts (${verdicts.join('; ')})`}.`;
+  });
+  const harnessLines = [...new Set(rows.map((r) => r.condition as string))].map((condition) => {
+    const of = rows.filter((r) => r.condition === condition);
+    const ratios = of.map((r) => num(r.ratio));
+    const harness = of.map((r) => num(r.harness));
+    const mean = harness.reduce((t, v) => t + v, 0) / harness.length;
+    const sd = Math.sqrt(harness.reduce((t, v) => t + (v - mean) ** 2, 0) / (harness.length - 1));
+    const holdMean = of.filter((r) => r.interval !== null && mean >= (r.interval as number[])[0] && mean <= (r.interval as number[])[1]).length;
+    return (
+      `- ${condition}: the kept model's speedups ${x(Math.min(...ratios), 3)} to ${x(Math.max(...ratios), 3)}; each harness's ratio inside its gate's interval ${of.filter((r) => r.inside).length} of ${of.length} times. ` +
+      `The harness's own 50-run ratios spread by ${pct(sd / mean)} (standard deviation) about their mean, ${x(mean, 3)}, which ${holdMean} of the ${of.length} intervals hold.`
+    );
+  });
+  publish('latency', rows, {
+    latency: `${table(['condition, bound', 'gate', 'load', 'verdict', 'latency: kept step (each step)', 'speedup', '95 % interval', 'runs of each', 'harness, 50 runs', 'inside'], lines)}\n\n${[...verdictLines, ...harnessLines].join('\n')}`,
+  });
+}
+
+const sections: Record<string, () => void> = { cost, latency, quality, memory, 'memory-metric': memoryMetric, quantization, scale, exporters, examples, generation, matrix, 'cold-start': coldStart };
 const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(sections);
 for (const name of wanted) if (!sections[name]) throw new Error(`unknown section ${name}: choose from ${Object.keys(sections).join(', ')}`);
 console.log(`# prune-gate benchmark (${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)})`);
