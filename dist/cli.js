@@ -1198,7 +1198,7 @@ var require_command = __commonJS({
     var EventEmitter = require("node:events").EventEmitter;
     var childProcess = require("node:child_process");
     var path18 = require("node:path");
-    var fs17 = require("node:fs");
+    var fs18 = require("node:fs");
     var process2 = require("node:process");
     var { Argument: Argument2, humanReadableArgName } = require_argument();
     var { CommanderError: CommanderError2 } = require_error();
@@ -2192,7 +2192,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @param {string} subcommandName
        */
       _checkForMissingExecutable(executableFile, executableDir, subcommandName) {
-        if (fs17.existsSync(executableFile)) return;
+        if (fs18.existsSync(executableFile)) return;
         const executableDirMessage = executableDir ? `searched for local subcommand relative to directory '${executableDir}'` : "no directory for search for local subcommand, use .executableDir() to supply a custom directory";
         const executableMissing = `'${executableFile}' does not exist
  - if '${subcommandName}' is not meant to be an executable command, remove description parameter from '.command()' and use '.description()' instead
@@ -2211,10 +2211,10 @@ Expecting one of '${allowedValues.join("', '")}'`);
         const sourceExt = [".js", ".ts", ".tsx", ".mjs", ".cjs"];
         function findFile(baseDir, baseName) {
           const localBin = path18.resolve(baseDir, baseName);
-          if (fs17.existsSync(localBin)) return localBin;
+          if (fs18.existsSync(localBin)) return localBin;
           if (sourceExt.includes(path18.extname(baseName))) return void 0;
           const foundExt = sourceExt.find(
-            (ext) => fs17.existsSync(`${localBin}${ext}`)
+            (ext) => fs18.existsSync(`${localBin}${ext}`)
           );
           if (foundExt) return `${localBin}${foundExt}`;
           return void 0;
@@ -2226,7 +2226,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
         if (this._scriptPath) {
           let resolvedScriptPath;
           try {
-            resolvedScriptPath = fs17.realpathSync(this._scriptPath);
+            resolvedScriptPath = fs18.realpathSync(this._scriptPath);
           } catch {
             resolvedScriptPath = this._scriptPath;
           }
@@ -10341,14 +10341,14 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs17 = this.flowScalar(this.type);
+              const fs18 = this.flowScalar(this.type);
               if (atNextItem || it.value) {
-                map2.items.push({ start, key: fs17, sep: [] });
+                map2.items.push({ start, key: fs18, sep: [] });
                 this.onKeyLine = true;
               } else if (it.sep) {
-                this.stack.push(fs17);
+                this.stack.push(fs18);
               } else {
-                Object.assign(it, { key: fs17, sep: [] });
+                Object.assign(it, { key: fs18, sep: [] });
                 this.onKeyLine = true;
               }
               return;
@@ -10476,13 +10476,13 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs17 = this.flowScalar(this.type);
+              const fs18 = this.flowScalar(this.type);
               if (!it || it.value)
-                fc.items.push({ start: [], key: fs17, sep: [] });
+                fc.items.push({ start: [], key: fs18, sep: [] });
               else if (it.sep)
-                this.stack.push(fs17);
+                this.stack.push(fs18);
               else
-                Object.assign(it, { key: fs17, sep: [] });
+                Object.assign(it, { key: fs18, sep: [] });
               return;
             }
             case "flow-map-end":
@@ -12172,8 +12172,8 @@ var require_onnx = __commonJS({
     var $util = $protobuf.util;
     var $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
     $root.onnx = (function() {
-      var onnx20 = {};
-      onnx20.Version = (function() {
+      var onnx21 = {};
+      onnx21.Version = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "_START_VERSION"] = 0;
         values[valuesById[1] = "IR_VERSION_2017_10_10"] = 1;
@@ -12186,7 +12186,7 @@ var require_onnx = __commonJS({
         values[valuesById[8] = "IR_VERSION"] = 8;
         return values;
       })();
-      onnx20.AttributeProto = (function() {
+      onnx21.AttributeProto = (function() {
         function AttributeProto(properties) {
           this.floats = [];
           this.ints = [];
@@ -12865,7 +12865,7 @@ var require_onnx = __commonJS({
         })();
         return AttributeProto;
       })();
-      onnx20.ValueInfoProto = (function() {
+      onnx21.ValueInfoProto = (function() {
         function ValueInfoProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -12985,7 +12985,7 @@ var require_onnx = __commonJS({
         };
         return ValueInfoProto;
       })();
-      onnx20.NodeProto = (function() {
+      onnx21.NodeProto = (function() {
         function NodeProto(properties) {
           this.input = [];
           this.output = [];
@@ -13225,7 +13225,7 @@ var require_onnx = __commonJS({
         };
         return NodeProto;
       })();
-      onnx20.TrainingInfoProto = (function() {
+      onnx21.TrainingInfoProto = (function() {
         function TrainingInfoProto(properties) {
           this.initializationBinding = [];
           this.updateBinding = [];
@@ -13409,7 +13409,7 @@ var require_onnx = __commonJS({
         };
         return TrainingInfoProto;
       })();
-      onnx20.ModelProto = (function() {
+      onnx21.ModelProto = (function() {
         function ModelProto(properties) {
           this.opsetImport = [];
           this.metadataProps = [];
@@ -13785,7 +13785,7 @@ var require_onnx = __commonJS({
         };
         return ModelProto;
       })();
-      onnx20.StringStringEntryProto = (function() {
+      onnx21.StringStringEntryProto = (function() {
         function StringStringEntryProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -13883,7 +13883,7 @@ var require_onnx = __commonJS({
         };
         return StringStringEntryProto;
       })();
-      onnx20.TensorAnnotation = (function() {
+      onnx21.TensorAnnotation = (function() {
         function TensorAnnotation(properties) {
           this.quantParameterTensorNames = [];
           if (properties) {
@@ -14001,7 +14001,7 @@ var require_onnx = __commonJS({
         };
         return TensorAnnotation;
       })();
-      onnx20.GraphProto = (function() {
+      onnx21.GraphProto = (function() {
         function GraphProto(properties) {
           this.node = [];
           this.initializer = [];
@@ -14367,7 +14367,7 @@ var require_onnx = __commonJS({
         };
         return GraphProto;
       })();
-      onnx20.TensorProto = (function() {
+      onnx21.TensorProto = (function() {
         function TensorProto(properties) {
           this.dims = [];
           this.floatData = [];
@@ -15070,7 +15070,7 @@ var require_onnx = __commonJS({
         })();
         return TensorProto;
       })();
-      onnx20.SparseTensorProto = (function() {
+      onnx21.SparseTensorProto = (function() {
         function SparseTensorProto(properties) {
           this.dims = [];
           if (properties) {
@@ -15228,7 +15228,7 @@ var require_onnx = __commonJS({
         };
         return SparseTensorProto;
       })();
-      onnx20.TensorShapeProto = (function() {
+      onnx21.TensorShapeProto = (function() {
         function TensorShapeProto(properties) {
           this.dim = [];
           if (properties) {
@@ -15467,7 +15467,7 @@ var require_onnx = __commonJS({
         })();
         return TensorShapeProto;
       })();
-      onnx20.TypeProto = (function() {
+      onnx21.TypeProto = (function() {
         function TypeProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16167,7 +16167,7 @@ var require_onnx = __commonJS({
         })();
         return TypeProto;
       })();
-      onnx20.OperatorSetIdProto = (function() {
+      onnx21.OperatorSetIdProto = (function() {
         function OperatorSetIdProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16280,13 +16280,13 @@ var require_onnx = __commonJS({
         };
         return OperatorSetIdProto;
       })();
-      onnx20.OperatorStatus = (function() {
+      onnx21.OperatorStatus = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "EXPERIMENTAL"] = 0;
         values[valuesById[1] = "STABLE"] = 1;
         return values;
       })();
-      onnx20.FunctionProto = (function() {
+      onnx21.FunctionProto = (function() {
         function FunctionProto(properties) {
           this.input = [];
           this.output = [];
@@ -16579,7 +16579,7 @@ var require_onnx = __commonJS({
         };
         return FunctionProto;
       })();
-      return onnx20;
+      return onnx21;
     })();
     module2.exports = $root;
   }
@@ -37211,25 +37211,95 @@ function date4(params) {
   return _coercedDate(ZodDate, params);
 }
 
-// src/eval/latency.ts
-var DEFAULT_LATENCY = { warmup: 3, runs: 10 };
-function percentile(values, p) {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const pos = p / 100 * (sorted.length - 1);
+// src/eval/bootstrap.ts
+function percentileInPlace(values, p) {
+  const n = values.length;
+  if (n === 0) return NaN;
+  const pos = p / 100 * (n - 1);
   const lo = Math.floor(pos);
-  const hi = Math.ceil(pos);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+  const below = select(values, lo);
+  if (pos === lo) return below;
+  let above = Infinity;
+  for (let i = lo + 1; i < n; i++) if (values[i] < above) above = values[i];
+  return below + (above - below) * (pos - lo);
 }
-function latencyStats(times) {
-  return { p50_ms: percentile(times, 50), p95_ms: percentile(times, 95) };
+function select(a, k) {
+  let left = 0;
+  let right = a.length - 1;
+  while (right > left) {
+    const mid = left + right >> 1;
+    if (a[mid] < a[left]) swap(a, mid, left);
+    if (a[right] < a[left]) swap(a, right, left);
+    if (a[right] < a[mid]) swap(a, right, mid);
+    const pivot = a[mid];
+    let i = left;
+    let j = right;
+    while (i <= j) {
+      while (a[i] < pivot) i++;
+      while (a[j] > pivot) j--;
+      if (i <= j) swap(a, i++, j--);
+    }
+    if (k <= j) right = j;
+    else if (k >= i) left = i;
+    else break;
+  }
+  return a[k];
 }
+function swap(a, i, j) {
+  const t = a[i];
+  a[i] = a[j];
+  a[j] = t;
+}
+function seededRandom(seed) {
+  let s = seed >>> 0;
+  return () => {
+    s = s + 1831565813 >>> 0;
+    let t = s;
+    t = Math.imul(t ^ t >>> 15, t | 1);
+    t ^= t + Math.imul(t ^ t >>> 7, t | 61);
+    return ((t ^ t >>> 14) >>> 0) / 4294967296;
+  };
+}
+var RESAMPLES = 1e3;
+var SEED = 27;
+var BLOCKS = 20;
+function pairedBootstrap(samples, statistics, blocks = BLOCKS) {
+  const n = samples[0]?.length ?? 0;
+  const block = Math.max(1, Math.ceil(n / blocks));
+  const random = seededRandom(SEED);
+  const drawn = samples.map(() => new Float64Array(n));
+  const at = new Int32Array(n);
+  const figures = [];
+  for (let r = 0; r < RESAMPLES; r++) {
+    for (let i = 0; i < n; i += block) {
+      const start = Math.floor(random() * n);
+      for (let j = 0; j < block && i + j < n; j++) at[i + j] = (start + j) % n;
+    }
+    samples.forEach((sample, s) => {
+      const out = drawn[s];
+      for (let i = 0; i < n; i++) out[i] = sample[at[i]];
+    });
+    statistics(drawn).forEach((v, f) => {
+      figures[f] ??= new Float64Array(RESAMPLES);
+      figures[f][r] = v;
+    });
+  }
+  return figures.map((values) => [percentileInPlace(values, 2.5), percentileInPlace(values, 97.5)]);
+}
+
+// src/eval/latency.ts
+var DEFAULT_LATENCY = { warmup: 3, time: 10, noise: 0.03 };
+var MIN_RUNS = 6;
+var PRECISION = 0.01;
+var FIRST_LOOK = 0.2;
+var STEADY_RUNS = 20;
+var LOOK_GROWTH = 1.5;
 var wallClock = () => Number(process.hrtime.bigint()) / 1e6;
 async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY, clock2 = wallClock) {
-  const timed = async (fn) => {
+  const timed = async (session, into) => {
     const start2 = clock2();
-    await fn();
-    return clock2() - start2;
+    await session.run(feeds);
+    into.push(clock2() - start2);
   };
   for (let i = 0; i < options.warmup; i++) {
     await base.run(feeds);
@@ -37237,20 +37307,106 @@ async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY,
   }
   const baseTimes = [];
   const candTimes = [];
+  const most = Math.max(1, options.runs ?? Infinity);
+  const time3 = options.time ?? DEFAULT_LATENCY.time;
+  const noise = options.noise ?? DEFAULT_LATENCY.noise;
   const start = clock2();
-  const timeUp = (i) => options.seconds !== void 0 && i >= 5 && clock2() - start > options.seconds * 1e3;
-  for (let i = 0; i < Math.max(1, options.runs) && !timeUp(i); i++) {
-    if (i % 2 === 0) {
-      baseTimes.push(await timed(() => base.run(feeds)));
-      candTimes.push(await timed(() => candidate.run(feeds)));
+  let look = STEADY_RUNS;
+  for (let n = 1; ; n++) {
+    if (n % 2 === 1) {
+      await timed(base, baseTimes);
+      await timed(candidate, candTimes);
     } else {
-      candTimes.push(await timed(() => candidate.run(feeds)));
-      baseTimes.push(await timed(() => base.run(feeds)));
+      await timed(candidate, candTimes);
+      await timed(base, baseTimes);
     }
+    const seconds2 = (clock2() - start) / 1e3;
+    const timeUp = n >= most || n >= MIN_RUNS && seconds2 >= time3;
+    if (!timeUp && (n < look || seconds2 < FIRST_LOOK * time3)) continue;
+    const { result, halfWidth } = summarize(baseTimes, candTimes, seconds2, noise);
+    const stable = halfWidth <= Math.max(PRECISION, noise);
+    if (timeUp || stable && (options.settled?.(result) ?? true)) {
+      return { ...result, warnings: warnings(baseTimes, candTimes, result, stable, { ...options, noise }) };
+    }
+    look = Math.ceil(n * LOOK_GROWTH);
   }
-  const b = latencyStats(baseTimes);
-  const c = latencyStats(candTimes);
-  return { base: b, candidate: c, speedup: c.p50_ms > 0 ? b.p50_ms / c.p50_ms : NaN };
+}
+function summarize(baseTimes, candTimes, seconds2, noise) {
+  const b = Float64Array.from(baseTimes);
+  const c = Float64Array.from(candTimes);
+  const base = stats(b);
+  const candidate = stats(c);
+  const speedup = candidate.p50_ms > 0 ? base.p50_ms / candidate.p50_ms : NaN;
+  const measured = b.length >= MIN_RUNS ? bootstrapIntervals(b, c) : null;
+  const halfWidth = measured ? (measured.p50.speedup[1] - measured.p50.speedup[0]) / 2 / speedup : Infinity;
+  const floor = (i, v) => [Math.min(i[0], v * (1 - noise)), Math.max(i[1], v * (1 + noise))];
+  const intervals = measured && {
+    p50: { speedup: floor(measured.p50.speedup, speedup), candidate: floor(measured.p50.candidate, candidate.p50_ms) },
+    p95: { speedup: floor(measured.p95.speedup, base.p95_ms / candidate.p95_ms), candidate: floor(measured.p95.candidate, candidate.p95_ms) }
+  };
+  return { result: { base, candidate, speedup, runs: b.length, seconds: seconds2, intervals, noise, warnings: [] }, halfWidth };
+}
+function stats(times) {
+  return { p50_ms: percentileInPlace(times, 50), p95_ms: percentileInPlace(times, 95) };
+}
+function bootstrapIntervals(base, candidate) {
+  const [p50, p95, c50, c95] = pairedBootstrap([base, candidate], ([b, c]) => {
+    const cand = stats(c);
+    const own2 = stats(b);
+    return [own2.p50_ms / cand.p50_ms, own2.p95_ms / cand.p95_ms, cand.p50_ms, cand.p95_ms];
+  });
+  return { p50: { speedup: p50, candidate: c50 }, p95: { speedup: p95, candidate: c95 } };
+}
+var UNSTABLE_SPREAD = 0.1;
+var OUTLIER_SCORE = 10 * 1.4826;
+var OUTLIER_SHARE = 0.01;
+function warnings(baseTimes, candTimes, result, stable, options) {
+  const out = [];
+  const limit = options.runs !== void 0 && result.runs >= options.runs ? `latency.runs (${options.runs}) allows no more` : `no more fit in latency.time (${seconds(options.time ?? DEFAULT_LATENCY.time)})`;
+  if (!result.intervals) {
+    out.push(`${result.runs} ${result.runs === 1 ? "run" : "runs"} of each model, too few for an interval (${MIN_RUNS} at least): ${limit}`);
+  } else if (result.runs < STEADY_RUNS) {
+    out.push(`only ${result.runs} runs of each model, so the interval is rough: ${limit}`);
+  } else if (!stable) {
+    out.push(`the interval is wider than ±${Number((Math.max(PRECISION, options.noise ?? 0) * 100).toPrecision(3))} % of the speedup: ${limit}`);
+  }
+  const spread = Math.max(robustSpread(baseTimes), robustSpread(candTimes));
+  if (spread > UNSTABLE_SPREAD) out.push(`the runs varied by ${Math.round(spread * 100)} % around their median (robust standard deviation): the machine was busy`);
+  const outliers = outlierCount(baseTimes) + outlierCount(candTimes);
+  if (outliers > OUTLIER_SHARE * 2 * result.runs) {
+    out.push(`${outliers} of ${2 * result.runs} runs were outliers (over 10 standard deviations from the median): other work interrupted them`);
+  }
+  return out;
+}
+function seconds(s) {
+  return `${Number(s.toPrecision(3))} s`;
+}
+function robustSpread(times) {
+  const { median: median2, mad } = medianAndMad(times);
+  return median2 > 0 ? 1.4826 * mad / median2 : 0;
+}
+function outlierCount(times) {
+  const { median: median2, mad } = medianAndMad(times);
+  if (!(mad > 0)) return 0;
+  return times.filter((t) => Math.abs(t - median2) / mad > OUTLIER_SCORE).length;
+}
+function medianAndMad(times) {
+  const median2 = percentileInPlace(Float64Array.from(times), 50);
+  return { median: median2, mad: percentileInPlace(Float64Array.from(times, (t) => Math.abs(t - median2)), 50) };
+}
+function latencyLine(latency) {
+  const x = (v) => `${v.toFixed(2)}x`;
+  const interval = latency.intervals ? ` (95 % ${x(latency.intervals.p50.speedup[0])} to ${x(latency.intervals.p50.speedup[1])})` : "";
+  const warned = latency.warnings.length ? `; ${latency.warnings.join("; ")}` : "";
+  return `latency: ${latency.runs} runs of each model in ${seconds(latency.seconds)}, speedup ${x(latency.speedup)}${interval}${warned}`;
+}
+function latencyValues(latency) {
+  return { "latency-p50": latency.p50_ms, "latency-p95": latency.p95_ms };
+}
+function latencyIntervals(latency) {
+  const anything = { candidate: [0, Infinity], ratio: [0, Infinity] };
+  const of = (i) => i ? { candidate: i.candidate, ratio: [1 / i.speedup[1], 1 / i.speedup[0]] } : anything;
+  return { "latency-p50": of(latency.intervals?.p50), "latency-p95": of(latency.intervals?.p95) };
 }
 
 // src/eval/metric-names.ts
@@ -37289,11 +37445,34 @@ function metricsOf(task) {
 
 // src/eval/memory.ts
 var import_child_process = require("child_process");
-var fs = __toESM(require("fs"));
+var import_crypto = require("crypto");
+var fs2 = __toESM(require("fs"));
 var os = __toESM(require("os"));
+var path2 = __toESM(require("path"));
+var import_onnx_proto = __toESM(require_onnx());
+
+// src/util/paths.ts
+var fs = __toESM(require("fs"));
 var path = __toESM(require("path"));
+function displayPath(file2) {
+  const rel = path.relative(process.cwd(), file2);
+  return rel && !rel.startsWith("..") && !path.isAbsolute(rel) ? rel : file2;
+}
+function checkedPath(file2, where, kind, base) {
+  const abs = base ? path.resolve(base, file2) : path.resolve(file2);
+  let stat;
+  try {
+    stat = fs.statSync(abs);
+  } catch {
+    throw new UserError(`${where}: ${kind} not found: ${displayPath(abs)}`);
+  }
+  if (kind === "file" && !stat.isFile() || kind === "folder" && !stat.isDirectory()) throw new UserError(`${where}: not a ${kind}: ${displayPath(abs)}`);
+  return abs;
+}
+
+// src/eval/memory.ts
 var CHILD = `
-const [ortPath, model, feedsFile, threads] = process.argv.slice(1);
+const [ortPath, model, feedsFile, threads, trivial] = process.argv.slice(1);
 const fs = require('fs');
 const ort = require(ortPath);
 const ARRAYS = { float32: Float32Array, float64: Float64Array, float16: Uint16Array, int64: BigInt64Array, uint64: BigUint64Array,
@@ -37301,7 +37480,7 @@ const ARRAYS = { float32: Float32Array, float64: Float64Array, float16: Uint16Ar
 (async () => {
   const options = { logSeverityLevel: 4 };
   if (Number(threads) > 0) options.intraOpNumThreads = Number(threads);
-  const session = await ort.InferenceSession.create(model, options);
+  const session = await ort.InferenceSession.create(model || Buffer.from(trivial, 'base64'), options);
   const feeds = {};
   for (const f of JSON.parse(fs.readFileSync(feedsFile, 'utf8'))) {
     const bytes = Buffer.from(f.data, 'base64');
@@ -37309,38 +37488,101 @@ const ARRAYS = { float32: Float32Array, float64: Float64Array, float16: Uint16Ar
     const data = new Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
     feeds[f.name] = new ort.Tensor(f.type, data, f.dims);
   }
-  await session.run(feeds);
-  process.stdout.write(JSON.stringify({ maxRssKb: process.resourceUsage().maxRSS }));
+  await session.run(model ? feeds : { x: new ort.Tensor('float32', new Float32Array(1), [1]) });
+  let status = '';
+  try { status = fs.readFileSync('/proc/self/status', 'utf8'); } catch {}
+  const hwm = /VmHWM:\\s+(\\d+) kB/.exec(status);
+  process.stdout.write(JSON.stringify({ peakKb: hwm ? Number(hwm[1]) : process.resourceUsage().maxRSS }));
 })().catch((e) => {
   process.stderr.write(String((e && e.message) || e).split('\\n')[0]);
   process.exit(1);
 });
 `;
+var FIXED_MMAP_THRESHOLD = "glibc.malloc.mmap_threshold=131072";
+var RUNTIME_RUNS = 5;
+var REPEAT_BELOW_MIB = 64;
 function writeFeeds(feeds, file2) {
   const spec = Object.entries(feeds).map(([name, t]) => {
     const data = t.data;
     return { name, type: t.type, dims: t.dims, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("base64") };
   });
-  fs.writeFileSync(file2, JSON.stringify(spec));
+  const text2 = JSON.stringify(spec);
+  fs2.writeFileSync(file2, text2);
+  return (0, import_crypto.createHash)("sha256").update(text2).digest("hex");
+}
+function trivialModel() {
+  const value = (name) => ({ name, type: { tensorType: { elemType: import_onnx_proto.onnx.TensorProto.DataType.FLOAT, shape: { dim: [{ dimValue: 1 }] } } } });
+  const proto = import_onnx_proto.onnx.ModelProto.create({
+    irVersion: 8,
+    opsetImport: [{ domain: "", version: 13 }],
+    graph: { name: "no model", node: [{ opType: "Identity", input: ["x"], output: ["y"] }], input: [value("x")], output: [value("y")] }
+  });
+  return Buffer.from(import_onnx_proto.onnx.ModelProto.encode(proto).finish()).toString("base64");
 }
 function memoryCommand(modelFile, feedsFile, threads) {
-  return [process.execPath, ["-e", CHILD, require.resolve("onnxruntime-node"), path.resolve(modelFile), feedsFile, String(threads ?? 0)]];
+  const tunables = [process.env.GLIBC_TUNABLES, FIXED_MMAP_THRESHOLD].filter(Boolean).join(":");
+  return {
+    command: process.execPath,
+    args: ["-e", CHILD, require.resolve("onnxruntime-node"), modelFile ? path2.resolve(modelFile) : "", feedsFile, String(threads ?? 0), modelFile ? "" : trivialModel()],
+    env: { ...process.env, GLIBC_TUNABLES: tunables }
+  };
+}
+async function peakOnce(modelFile, feedsFile, threads) {
+  const { command, args, env } = memoryCommand(modelFile, feedsFile, threads);
+  const stdout = await new Promise((resolve14, reject) => {
+    (0, import_child_process.execFile)(command, args, { maxBuffer: 1 << 20, env }, (error62, out, err) => {
+      if (error62) reject(new Error(`measuring the memory of ${modelFile ?? "onnxruntime without a model"} failed: ${err.trim() || error62.message}`));
+      else resolve14(out);
+    });
+  });
+  return JSON.parse(stdout).peakKb / 1024;
+}
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+function netMemory(modelPeaks, runtimePeaks2) {
+  if (modelPeaks.length === 0 || runtimePeaks2.length === 0) throw new Error("internal: no memory runs to compare");
+  const peak = median(modelPeaks);
+  const runtime = median(runtimePeaks2);
+  return { net: Math.max(0, peak - runtime), peak, runtime, spread: Math.max(...runtimePeaks2) - Math.min(...runtimePeaks2) };
+}
+function checkRatioMeasurable(base, file2) {
+  if (base.net > base.spread) return;
+  const mib = (v) => `${v.toFixed(2)} MiB`;
+  throw new UserError(
+    `gate.memory: max-ratio is a ratio of the base model's own memory, and ${displayPath(file2)} peaked at ${mib(base.peak)} against ${mib(base.runtime)} without a model, within the ${mib(base.spread)} that runs without a model differ by: the ratio would be noise; bound memory with max instead`
+  );
+}
+var runtimePeaks = /* @__PURE__ */ new Map();
+async function runtimeRuns(feedsFile, digest, threads) {
+  const key = `${threads ?? 0}:${digest}`;
+  let runs = runtimePeaks.get(key);
+  if (!runs) {
+    runs = (async () => {
+      const peaks = [];
+      for (let i = 0; i < RUNTIME_RUNS; i++) peaks.push(await peakOnce(void 0, feedsFile, threads));
+      return peaks;
+    })();
+    runtimePeaks.set(key, runs);
+    runs.catch(() => runtimePeaks.delete(key));
+  }
+  return runs;
 }
 async function measureMemory(modelFile, feeds, threads) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "prune-gate-memory-"));
+  const dir = fs2.mkdtempSync(path2.join(os.tmpdir(), "prune-gate-memory-"));
   try {
-    const feedsFile = path.join(dir, "feeds.json");
-    writeFeeds(feeds, feedsFile);
-    const [command, args] = memoryCommand(modelFile, feedsFile, threads);
-    const stdout = await new Promise((resolve14, reject) => {
-      (0, import_child_process.execFile)(command, args, { maxBuffer: 1 << 20 }, (error62, out, err) => {
-        if (error62) reject(new Error(`measuring the memory of ${modelFile} failed: ${err.trim() || error62.message}`));
-        else resolve14(out);
-      });
-    });
-    return JSON.parse(stdout).maxRssKb / 1024;
+    const feedsFile = path2.join(dir, "feeds.json");
+    const digest = writeFeeds(feeds, feedsFile);
+    const runtime = await runtimeRuns(feedsFile, digest, threads);
+    const peaks = [await peakOnce(modelFile, feedsFile, threads)];
+    if (peaks[0] - median(runtime) < REPEAT_BELOW_MIB) {
+      while (peaks.length < RUNTIME_RUNS) peaks.push(await peakOnce(modelFile, feedsFile, threads));
+    }
+    return netMemory(peaks, runtime);
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    fs2.rmSync(dir, { recursive: true, force: true });
   }
 }
 function parseMebibytes(value) {
@@ -37376,24 +37618,24 @@ function isQuality(name) {
 }
 
 // src/onnx/write.ts
-var fs5 = __toESM(require("fs"));
-var path5 = __toESM(require("path"));
-var import_onnx_proto4 = __toESM(require_onnx());
+var fs6 = __toESM(require("fs"));
+var path6 = __toESM(require("path"));
+var import_onnx_proto5 = __toESM(require_onnx());
 
 // src/util/files.ts
-var fs2 = __toESM(require("fs"));
-var path2 = __toESM(require("path"));
+var fs3 = __toESM(require("fs"));
+var path3 = __toESM(require("path"));
 function temporaryName(file2) {
   return `${file2}.tmp-${process.pid}-${Date.now()}`;
 }
 function writeFileAtomic(file2, data) {
-  fs2.mkdirSync(path2.dirname(path2.resolve(file2)), { recursive: true });
+  fs3.mkdirSync(path3.dirname(path3.resolve(file2)), { recursive: true });
   const tmp = temporaryName(file2);
   try {
-    fs2.writeFileSync(tmp, data);
-    fs2.renameSync(tmp, file2);
+    fs3.writeFileSync(tmp, data);
+    fs3.renameSync(tmp, file2);
   } catch (e) {
-    fs2.rmSync(tmp, { force: true });
+    fs3.rmSync(tmp, { force: true });
     throw e;
   }
 }
@@ -37403,8 +37645,8 @@ function writeJsonAtomic(file2, value) {
 }
 
 // src/onnx/dtype.ts
-var import_onnx_proto = __toESM(require_onnx());
-var DataType = import_onnx_proto.onnx.TensorProto.DataType;
+var import_onnx_proto2 = __toESM(require_onnx());
+var DataType = import_onnx_proto2.onnx.TensorProto.DataType;
 var INFO = {
   [DataType.FLOAT]: { name: "float32", bytes: 4, array: Float32Array },
   [DataType.DOUBLE]: { name: "float64", bytes: 8, array: Float64Array },
@@ -37480,25 +37722,25 @@ function floatToBfloat16(v) {
 }
 
 // src/onnx/external.ts
-var fs3 = __toESM(require("fs"));
-var path3 = __toESM(require("path"));
-var import_onnx_proto2 = __toESM(require_onnx());
+var fs4 = __toESM(require("fs"));
+var path4 = __toESM(require("path"));
+var import_onnx_proto3 = __toESM(require_onnx());
 function isExternal(t) {
-  return t.dataLocation === import_onnx_proto2.onnx.TensorProto.DataLocation.EXTERNAL;
+  return t.dataLocation === import_onnx_proto3.onnx.TensorProto.DataLocation.EXTERNAL;
 }
 function externalLocation(t, modelDir, modelPath) {
   const entries = new Map((t.externalData ?? []).map((e) => [e.key ?? "", e.value ?? ""]));
   const location = entries.get("location");
   if (!location) throw new UserError(`${modelPath}: tensor '${t.name}' is marked external but has no location`);
   const normalized = location.replace(/\\/g, "/");
-  if (path3.isAbsolute(location) || path3.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
+  if (path4.isAbsolute(location) || path4.posix.isAbsolute(normalized) || /^[a-zA-Z]:/.test(location)) {
     throw new UserError(
       `${modelPath}: tensor '${t.name}' has an absolute external data location '${location}'; refusing to read outside the model's folder (re-save the model with a relative location)`
     );
   }
-  const root = path3.resolve(modelDir);
-  const file2 = path3.resolve(root, normalized);
-  if (file2 !== root && !file2.startsWith(root + path3.sep)) {
+  const root = path4.resolve(modelDir);
+  const file2 = path4.resolve(root, normalized);
+  if (file2 !== root && !file2.startsWith(root + path4.sep)) {
     throw new UserError(
       `${modelPath}: tensor '${t.name}' has external data location '${location}' that escapes the model's folder; refusing to read it`
     );
@@ -37513,7 +37755,7 @@ function externalLocation(t, modelDir, modelPath) {
 function checkExternal(t, loc, modelPath, expectedBytes) {
   let size;
   try {
-    size = fs3.statSync(loc.file).size;
+    size = fs4.statSync(loc.file).size;
   } catch {
     throw new UserError(
       `${modelPath}: external data file '${loc.location}' (tensor '${t.name}') not found next to the model; copy it beside the .onnx file (with Git LFS, set lfs: true on actions/checkout)`
@@ -37536,16 +37778,16 @@ function readTensorData(dtype, file2, offset, length) {
   if (length % info.bytes !== 0) throw new Error(`${file2}: ${length} bytes is not a whole number of ${info.name} elements`);
   const buffer = new ArrayBuffer(length);
   const bytes2 = new Uint8Array(buffer);
-  const fd = fs3.openSync(file2, "r");
+  const fd = fs4.openSync(file2, "r");
   try {
     let done = 0;
     while (done < length) {
-      const n = fs3.readSync(fd, bytes2, done, length - done, offset + done);
+      const n = fs4.readSync(fd, bytes2, done, length - done, offset + done);
       if (n === 0) throw new Error(`unexpected end of ${file2}`);
       done += n;
     }
   } finally {
-    fs3.closeSync(fd);
+    fs4.closeSync(fd);
   }
   return new info.array(buffer, 0, length / info.bytes);
 }
@@ -37568,9 +37810,9 @@ function withScratch(bytes2, fn) {
 }
 
 // src/onnx/spill.ts
-var fs4 = __toESM(require("fs"));
+var fs5 = __toESM(require("fs"));
 var os2 = __toESM(require("os"));
-var path4 = __toESM(require("path"));
+var path5 = __toESM(require("path"));
 var spillThreshold = 8 * 2 ** 20;
 function spillMinBytes() {
   return spillThreshold;
@@ -37579,10 +37821,10 @@ var spilled = /* @__PURE__ */ new WeakMap();
 var store;
 function openStore() {
   if (store) return store;
-  const dir = fs4.mkdtempSync(path4.join(os2.tmpdir(), "prune-gate-spill-"));
-  const file2 = path4.join(dir, "tensors.bin");
-  store = { file: file2, fd: fs4.openSync(file2, "w+"), size: 0 };
-  process.once("exit", () => fs4.rmSync(dir, { recursive: true, force: true }));
+  const dir = fs5.mkdtempSync(path5.join(os2.tmpdir(), "prune-gate-spill-"));
+  const file2 = path5.join(dir, "tensors.bin");
+  store = { file: file2, fd: fs5.openSync(file2, "w+"), size: 0 };
+  process.once("exit", () => fs5.rmSync(dir, { recursive: true, force: true }));
   return store;
 }
 function spillTensor(proto, bytes2) {
@@ -37591,19 +37833,19 @@ function spillTensor(proto, bytes2) {
 function spillBytes(bytes2) {
   const s = openStore();
   let done = 0;
-  while (done < bytes2.byteLength) done += fs4.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
+  while (done < bytes2.byteLength) done += fs5.writeSync(s.fd, bytes2, done, bytes2.byteLength - done, s.size + done);
   const range = { file: s.file, offset: s.size, length: bytes2.byteLength };
   s.size += bytes2.byteLength;
   return range;
 }
 function readSpilled(range) {
   const out = new Uint8Array(range.length);
-  const fd = fs4.openSync(range.file, "r");
+  const fd = fs5.openSync(range.file, "r");
   try {
     let done = 0;
-    while (done < range.length) done += fs4.readSync(fd, out, done, range.length - done, range.offset + done);
+    while (done < range.length) done += fs5.readSync(fd, out, done, range.length - done, range.offset + done);
   } finally {
-    fs4.closeSync(fd);
+    fs5.closeSync(fd);
   }
   return out;
 }
@@ -37623,7 +37865,7 @@ function isSpilled(proto) {
 
 // src/onnx/tensor.ts
 var import_long = __toESM(require_long());
-var import_onnx_proto3 = __toESM(require_onnx());
+var import_onnx_proto4 = __toESM(require_onnx());
 function toNumber(v) {
   if (v === null || v === void 0) return 0;
   return typeof v === "number" ? v : import_long.default.fromValue(v).toNumber();
@@ -37774,7 +38016,7 @@ function takeAlongAxis(t, axis, keep) {
   return { dtype: t.dtype, dims: newDims, data: out };
 }
 function tensorToProto(name, t) {
-  return import_onnx_proto3.onnx.TensorProto.create({
+  return import_onnx_proto4.onnx.TensorProto.create({
     name,
     dataType: t.dtype,
     dims: [...t.dims],
@@ -37788,15 +38030,15 @@ var PROTOBUF_LIMIT = 2 ** 31 - 1;
 var EXTERNAL_MIN_BYTES = 1024;
 var DATA_ALIGN = 4096;
 function writeModel(model, file2, options = {}) {
-  const out = path5.resolve(file2);
-  if (model.origin && path5.resolve(model.origin) === out) {
+  const out = path6.resolve(file2);
+  if (model.origin && path6.resolve(model.origin) === out) {
     throw new UserError(`refusing to overwrite the input model ${file2}: choose another output path`);
   }
   const mode = options.externalData ?? "auto";
   let inline;
   if (mode === "never" || mode === "auto" && !model.hadExternalData) {
     const entries = model.initializers.map((t) => entryFor(model, t, false));
-    inline = { entries, layout: messageLayout(model, entries) };
+    inline = { entries, layout: messageLayout(model, entries, options.producer) };
     if (mode === "never" && inline.layout.size > PROTOBUF_LIMIT) {
       throw new UserError(
         `${file2}: with its weights inline the model would be ${gib(inline.layout.size)}, above protobuf's 2 GiB limit; write it with external data (external-data: auto or always)`
@@ -37804,8 +38046,8 @@ function writeModel(model, file2, options = {}) {
     }
   }
   const external = !inline || inline.layout.size > PROTOBUF_LIMIT;
-  const dataName = `${path5.basename(out)}.data`;
-  const dataPath = path5.join(path5.dirname(out), dataName);
+  const dataName = `${path6.basename(out)}.data`;
+  const dataPath = path6.join(path6.dirname(out), dataName);
   if (external) {
     for (const t of model.initializers) {
       if (isExternal(t) && externalLocation(t, model.dir, model.origin).file === dataPath) {
@@ -37813,7 +38055,7 @@ function writeModel(model, file2, options = {}) {
       }
     }
   }
-  fs5.mkdirSync(path5.dirname(out), { recursive: true });
+  fs6.mkdirSync(path6.dirname(out), { recursive: true });
   const tmpModel = temporaryName(out);
   const tmpData = external ? temporaryName(dataPath) : void 0;
   const sinks = [];
@@ -37828,9 +38070,9 @@ function writeModel(model, file2, options = {}) {
         data.pad(DATA_ALIGN);
         const offset = data.position;
         data.copy(e.source, e.length, e.proto.name ?? "");
-        const proto = import_onnx_proto4.onnx.TensorProto.create({
+        const proto = import_onnx_proto5.onnx.TensorProto.create({
           ...e.proto,
-          dataLocation: import_onnx_proto4.onnx.TensorProto.DataLocation.EXTERNAL,
+          dataLocation: import_onnx_proto5.onnx.TensorProto.DataLocation.EXTERNAL,
           externalData: [
             { key: "location", value: dataName },
             { key: "offset", value: String(offset) },
@@ -37841,7 +38083,7 @@ function writeModel(model, file2, options = {}) {
       });
       data.close();
       dataBytes = data.position;
-      written = { entries: entries2, layout: messageLayout(model, entries2) };
+      written = { entries: entries2, layout: messageLayout(model, entries2, options.producer) };
     }
     const { entries, layout } = written;
     const sink = new FileSink(tmpModel);
@@ -37849,12 +38091,12 @@ function writeModel(model, file2, options = {}) {
     writeMessage(sink, layout, entries);
     sink.close();
     if (sink.position !== layout.size) throw new Error(`internal: wrote ${sink.position} bytes of a ${layout.size}-byte model`);
-    if (tmpData) fs5.renameSync(tmpData, dataPath);
-    fs5.renameSync(tmpModel, out);
+    if (tmpData) fs6.renameSync(tmpData, dataPath);
+    fs6.renameSync(tmpModel, out);
     return { path: out, dataPath: external ? dataPath : void 0, bytes: layout.size + dataBytes };
   } catch (e) {
     for (const s of sinks) s.close();
-    for (const f of [tmpModel, tmpData]) if (f) fs5.rmSync(f, { force: true });
+    for (const f of [tmpModel, tmpData]) if (f) fs6.rmSync(f, { force: true });
     throw e;
   }
 }
@@ -37869,9 +38111,9 @@ function entryFor(model, t, external) {
   return { proto: withoutData(t), source: model.tensorSource(t), length };
 }
 function withoutData(t) {
-  const copy = import_onnx_proto4.onnx.TensorProto.create({ ...t, floatData: [], int32Data: [], int64Data: [], doubleData: [], uint64Data: [], externalData: [] });
+  const copy = import_onnx_proto5.onnx.TensorProto.create({ ...t, floatData: [], int32Data: [], int64Data: [], doubleData: [], uint64Data: [], externalData: [] });
   delete copy.rawData;
-  if (isExternal(t)) copy.dataLocation = import_onnx_proto4.onnx.TensorProto.DataLocation.DEFAULT;
+  if (isExternal(t)) copy.dataLocation = import_onnx_proto5.onnx.TensorProto.DataLocation.DEFAULT;
   return copy;
 }
 var MODEL_BEFORE_GRAPH = ["irVersion", "producerName", "producerVersion", "domain", "modelVersion", "docString"];
@@ -37889,25 +38131,30 @@ function split(message, before, field) {
   }
   return [head, tail];
 }
-function messageLayout(model, entries) {
+function messageLayout(model, entries, producer) {
   const [modelFields, modelRest] = split(model.proto, MODEL_BEFORE_GRAPH, "graph");
+  if (producer) {
+    modelFields.producerName = producer.name;
+    modelFields.producerVersion = producer.version;
+    modelRest.metadataProps = producer.metadata.map((p) => import_onnx_proto5.onnx.StringStringEntryProto.create(p));
+  }
   const [graphFields, graphRest] = split(model.graph, GRAPH_BEFORE_INITIALIZERS, "initializer");
   if (graphFields.node) graphFields.node = withNestedDataInline(model, graphFields.node);
   const tensors = entries.map((e) => {
     if (!e.source) {
-      const head2 = import_onnx_proto4.onnx.TensorProto.encode(e.proto).finish();
+      const head2 = import_onnx_proto5.onnx.TensorProto.encode(e.proto).finish();
       return { head: head2, tail: new Uint8Array(0), size: head2.byteLength };
     }
     const [before, after] = split(e.proto, TENSOR_BEFORE_RAW_DATA, "rawData");
-    const head = import_onnx_proto4.onnx.TensorProto.encode(import_onnx_proto4.onnx.TensorProto.create(before)).finish();
-    const tail = import_onnx_proto4.onnx.TensorProto.encode(import_onnx_proto4.onnx.TensorProto.create(after)).finish();
+    const head = import_onnx_proto5.onnx.TensorProto.encode(import_onnx_proto5.onnx.TensorProto.create(before)).finish();
+    const tail = import_onnx_proto5.onnx.TensorProto.encode(import_onnx_proto5.onnx.TensorProto.create(after)).finish();
     return { head, tail, size: head.byteLength + fieldBytes(e.length) + tail.byteLength };
   });
-  const graphHead = import_onnx_proto4.onnx.GraphProto.encode(import_onnx_proto4.onnx.GraphProto.create(graphFields)).finish();
-  const graphTail = import_onnx_proto4.onnx.GraphProto.encode(import_onnx_proto4.onnx.GraphProto.create(graphRest)).finish();
+  const graphHead = import_onnx_proto5.onnx.GraphProto.encode(import_onnx_proto5.onnx.GraphProto.create(graphFields)).finish();
+  const graphTail = import_onnx_proto5.onnx.GraphProto.encode(import_onnx_proto5.onnx.GraphProto.create(graphRest)).finish();
   const graphSize = graphHead.byteLength + tensors.reduce((sum, t) => sum + fieldBytes(t.size), 0) + graphTail.byteLength;
-  const modelHead = import_onnx_proto4.onnx.ModelProto.encode(import_onnx_proto4.onnx.ModelProto.create(modelFields)).finish();
-  const modelTail = import_onnx_proto4.onnx.ModelProto.encode(import_onnx_proto4.onnx.ModelProto.create(modelRest)).finish();
+  const modelHead = import_onnx_proto5.onnx.ModelProto.encode(import_onnx_proto5.onnx.ModelProto.create(modelFields)).finish();
+  const modelTail = import_onnx_proto5.onnx.ModelProto.encode(import_onnx_proto5.onnx.ModelProto.create(modelRest)).finish();
   const size = modelHead.byteLength + fieldBytes(graphSize) + modelTail.byteLength;
   return { modelHead, graphHead, tensors, graphTail, modelTail, graphSize, size };
 }
@@ -37918,15 +38165,15 @@ function withNestedDataInline(model, nodes) {
   if (!nodes.some(hasExternal)) return nodes;
   const inline = (t) => {
     if (!isExternal(t)) return t;
-    const copy = import_onnx_proto4.onnx.TensorProto.create({ ...t, externalData: [], rawData: dataAsBytes(model.readTensorProto(t).data) });
-    copy.dataLocation = import_onnx_proto4.onnx.TensorProto.DataLocation.DEFAULT;
+    const copy = import_onnx_proto5.onnx.TensorProto.create({ ...t, externalData: [], rawData: dataAsBytes(model.readTensorProto(t).data) });
+    copy.dataLocation = import_onnx_proto5.onnx.TensorProto.DataLocation.DEFAULT;
     return copy;
   };
-  const graph = (g) => import_onnx_proto4.onnx.GraphProto.create({ ...g, initializer: (g.initializer ?? []).map(inline), node: (g.node ?? []).map(node2) });
-  const node2 = (n) => !hasExternal(n) ? n : import_onnx_proto4.onnx.NodeProto.create({
+  const graph = (g) => import_onnx_proto5.onnx.GraphProto.create({ ...g, initializer: (g.initializer ?? []).map(inline), node: (g.node ?? []).map(node2) });
+  const node2 = (n) => !hasExternal(n) ? n : import_onnx_proto5.onnx.NodeProto.create({
     ...n,
     attribute: (n.attribute ?? []).map(
-      (a) => import_onnx_proto4.onnx.AttributeProto.create({ ...a, t: a.t ? inline(a.t) : a.t, tensors: (a.tensors ?? []).map(inline), g: a.g ? graph(a.g) : a.g, graphs: (a.graphs ?? []).map(graph) })
+      (a) => import_onnx_proto5.onnx.AttributeProto.create({ ...a, t: a.t ? inline(a.t) : a.t, tensors: (a.tensors ?? []).map(inline), g: a.g ? graph(a.g) : a.g, graphs: (a.graphs ?? []).map(graph) })
     )
   });
   return nodes.map(node2);
@@ -37973,7 +38220,7 @@ var FileSink = class {
   buffer = Buffer.allocUnsafe(BUFFER_BYTES);
   buffered = 0;
   constructor(file2) {
-    this.fd = fs5.openSync(file2, "w");
+    this.fd = fs6.openSync(file2, "w");
   }
   write(bytes2) {
     if (bytes2.byteLength >= BUFFER_BYTES / 4) {
@@ -38002,18 +38249,18 @@ var FileSink = class {
   /** Copies a file range through one reused buffer: memory stays at one chunk. */
   copyRange(file2, from, length) {
     this.flush();
-    const src = fs5.openSync(file2, "r");
+    const src = fs6.openSync(file2, "r");
     try {
       withScratch(Math.min(COPY_BYTES, length), (buffer) => {
         for (let done = 0; done < length; ) {
-          const n = fs5.readSync(src, buffer, 0, Math.min(buffer.byteLength, length - done), from + done);
+          const n = fs6.readSync(src, buffer, 0, Math.min(buffer.byteLength, length - done), from + done);
           if (n === 0) throw new Error(`unexpected end of ${file2}`);
           writeAll(this.fd, buffer.subarray(0, n));
           done += n;
         }
       });
     } finally {
-      fs5.closeSync(src);
+      fs6.closeSync(src);
     }
     this.position += length;
   }
@@ -38031,13 +38278,13 @@ var FileSink = class {
       if (this.buffered) writeAll(fd, this.buffer.subarray(0, this.buffered));
       this.buffered = 0;
     } finally {
-      fs5.closeSync(fd);
+      fs6.closeSync(fd);
     }
   }
 };
 function writeAll(fd, data) {
   let done = 0;
-  while (done < data.byteLength) done += fs5.writeSync(fd, data, done, data.byteLength - done);
+  while (done < data.byteLength) done += fs6.writeSync(fd, data, done, data.byteLength - done);
 }
 
 // src/util/passes.ts
@@ -38196,25 +38443,6 @@ function quoted(v) {
   return `'${s.slice(1, -1)}'`;
 }
 
-// src/util/paths.ts
-var fs6 = __toESM(require("fs"));
-var path6 = __toESM(require("path"));
-function displayPath(file2) {
-  const rel = path6.relative(process.cwd(), file2);
-  return rel && !rel.startsWith("..") && !path6.isAbsolute(rel) ? rel : file2;
-}
-function checkedPath(file2, where, kind, base) {
-  const abs = base ? path6.resolve(base, file2) : path6.resolve(file2);
-  let stat;
-  try {
-    stat = fs6.statSync(abs);
-  } catch {
-    throw new UserError(`${where}: ${kind} not found: ${displayPath(abs)}`);
-  }
-  if (kind === "file" && !stat.isFile() || kind === "folder" && !stat.isDirectory()) throw new UserError(`${where}: not a ${kind}: ${displayPath(abs)}`);
-  return abs;
-}
-
 // src/util/validation.ts
 function keyPath(parts) {
   let out = "";
@@ -38297,6 +38525,7 @@ function parseWith(schema, data, file2) {
 
 // src/config/config.ts
 var DEFAULT_CONFIG = "prune-gate.yml";
+var DEFAULT_LATENCY_SETTINGS = { ...DEFAULT_LATENCY, onInconclusive: "fail" };
 var DEFAULT_BUDGET = 600;
 var DEFAULT_PRUNE = {
   target: "auto",
@@ -38337,7 +38566,11 @@ var ConfigFile = external_exports.strictObject({
   budget: external_exports.union([external_exports.number(), external_exports.string()], { error: (i) => budgetExpected(i.input) }).transform((v, ctx) => durationSeconds(v) ?? (ctx.addIssue({ code: "custom", message: budgetExpected(v) }), external_exports.NEVER)).optional(),
   latency: external_exports.strictObject({
     warmup: external_exports.number({ error: "a whole number >= 0" }).int({ error: "a whole number >= 0" }).min(0, { error: "a whole number >= 0" }).optional(),
-    runs: external_exports.number({ error: "a whole number >= 1" }).int({ error: "a whole number >= 1" }).min(1, { error: "a whole number >= 1" }).optional()
+    // The most timed runs of each model; how many is chosen by `time` (docs/contracts.md, "Latency").
+    runs: external_exports.number({ error: "a whole number >= 1 (the most timed runs of each model)" }).int({ error: "a whole number >= 1" }).min(1, { error: "a whole number >= 1" }).optional(),
+    time: external_exports.union([external_exports.number(), external_exports.string()], { error: (i) => latencyTimeExpected(i.input) }).transform((v, ctx) => durationSeconds(v) ?? (ctx.addIssue({ code: "custom", message: latencyTimeExpected(v) }), external_exports.NEVER)).optional(),
+    noise: external_exports.union([external_exports.number(), external_exports.string()], { error: (i) => noiseExpected(i.input) }).transform((v, ctx) => noiseShare(v) ?? (ctx.addIssue({ code: "custom", message: noiseExpected(v) }), external_exports.NEVER)).optional(),
+    "on-inconclusive": external_exports.enum(["fail", "pass"]).optional()
   }).optional()
 });
 function loadConfig(file2) {
@@ -38391,13 +38624,19 @@ function fromFile(raw, dir, shown) {
     keepNames: raw["keep-names"] ?? false,
     externalData: raw["external-data"] ?? "auto",
     gate: parseGate(raw.gate ?? {}, shown),
-    latency: { warmup: raw.latency?.warmup ?? DEFAULT_LATENCY.warmup, runs: raw.latency?.runs ?? DEFAULT_LATENCY.runs },
+    latency: {
+      warmup: raw.latency?.warmup ?? DEFAULT_LATENCY_SETTINGS.warmup,
+      time: raw.latency?.time ?? DEFAULT_LATENCY_SETTINGS.time,
+      noise: raw.latency?.noise ?? DEFAULT_LATENCY_SETTINGS.noise,
+      ...raw.latency?.runs !== void 0 ? { runs: raw.latency.runs } : {},
+      onInconclusive: raw.latency?.["on-inconclusive"] ?? DEFAULT_LATENCY_SETTINGS.onInconclusive
+    },
     device: { threads: raw.device?.threads },
     budget: raw.budget ?? DEFAULT_BUDGET
   };
 }
 function defaultConfig() {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, externalData: "auto", gate: [], latency: { ...DEFAULT_LATENCY }, device: {}, budget: DEFAULT_BUDGET };
+  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, externalData: "auto", gate: [], latency: { ...DEFAULT_LATENCY_SETTINGS }, device: {}, budget: DEFAULT_BUDGET };
 }
 function parseGate(gate, shown) {
   const rules = [];
@@ -38483,16 +38722,28 @@ function durationSeconds(value) {
   if (/^\d+(\.\d+)?$/.test(text2)) return durationSeconds(Number(text2));
   const m = /^(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?$/.exec(text2);
   if (!m || !(m[1] || m[2] || m[3])) return void 0;
-  const seconds = Number(m[1] ?? 0) * 3600 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0);
-  return seconds > 0 ? seconds : void 0;
+  const seconds2 = Number(m[1] ?? 0) * 3600 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0);
+  return seconds2 > 0 ? seconds2 : void 0;
+}
+function noiseShare(value) {
+  const text2 = typeof value === "string" ? value.trim() : void 0;
+  const percent2 = text2?.endsWith("%") ? Number(text2.slice(0, -1).trim()) / 100 : void 0;
+  const share = typeof value === "number" ? value : percent2 ?? (text2 !== void 0 && text2 !== "" ? Number(text2) : NaN);
+  return share >= 0 && share <= 0.5 ? share : void 0;
+}
+function noiseExpected(value) {
+  return `expected how far repeated measurements differ, as a share such as 3% or 0.03 (0 to 50%), found ${quoted(value)}`;
+}
+function latencyTimeExpected(value) {
+  return `expected the most time timing one candidate may take, such as 10s or 1m (a plain number is seconds), found ${quoted(value)}`;
 }
 function budgetExpected(value) {
   return `expected a duration such as 90s, 10m or 1h30m (a plain number is seconds), found ${quoted(value)}`;
 }
 function parseBudget(value, where) {
-  const seconds = durationSeconds(value);
-  if (seconds === void 0) throw new UserError(`${where}: ${budgetExpected(value)}`);
-  return seconds;
+  const seconds2 = durationSeconds(value);
+  if (seconds2 === void 0) throw new UserError(`${where}: ${budgetExpected(value)}`);
+  return seconds2;
 }
 function targetExpected(auto, value) {
   return `expected a fraction of parameters between 0 and 1 (e.g. 0.3 or 30%)${auto ? " or auto" : ""}, found ${quoted(value)}`;
@@ -38616,7 +38867,7 @@ function recordedPullRequest(pr) {
 }
 
 // src/pipeline/run.ts
-var fs15 = __toESM(require("fs"));
+var fs16 = __toESM(require("fs"));
 var path14 = __toESM(require("path"));
 
 // src/eval/calibration.ts
@@ -38625,7 +38876,7 @@ var path11 = __toESM(require("path"));
 var import_yaml2 = __toESM(require_dist());
 
 // src/graph/graph.ts
-var import_onnx_proto5 = __toESM(require_onnx());
+var import_onnx_proto6 = __toESM(require_onnx());
 
 // src/onnx/reads.ts
 function nodeReads(node2) {
@@ -38698,14 +38949,14 @@ function setAttrInts(node2, name, values) {
   if (a) a.ints = values;
   else
     (node2.attribute ??= []).push(
-      import_onnx_proto5.onnx.AttributeProto.create({ name, type: import_onnx_proto5.onnx.AttributeProto.AttributeType.INTS, ints: values })
+      import_onnx_proto6.onnx.AttributeProto.create({ name, type: import_onnx_proto6.onnx.AttributeProto.AttributeType.INTS, ints: values })
     );
 }
 function setAttrInt(node2, name, value) {
   const a = attr(node2, name);
   if (a) a.i = value;
   else
-    (node2.attribute ??= []).push(import_onnx_proto5.onnx.AttributeProto.create({ name, type: import_onnx_proto5.onnx.AttributeProto.AttributeType.INT, i: value }));
+    (node2.attribute ??= []).push(import_onnx_proto6.onnx.AttributeProto.create({ name, type: import_onnx_proto6.onnx.AttributeProto.AttributeType.INT, i: value }));
 }
 function nodeLabel(node2) {
   return node2.name || `${node2.opType}(${node2.output?.[0] ?? ""})`;
@@ -38824,16 +39075,16 @@ var fs10 = __toESM(require("fs"));
 var os3 = __toESM(require("os"));
 var path9 = __toESM(require("path"));
 var ort = __toESM(require("onnxruntime-node"));
-var import_onnx_proto7 = __toESM(require_onnx());
+var import_onnx_proto8 = __toESM(require_onnx());
 
 // src/onnx/model.ts
 var fs9 = __toESM(require("fs"));
 var path8 = __toESM(require("path"));
-var import_onnx_proto6 = __toESM(require_onnx());
+var import_onnx_proto7 = __toESM(require_onnx());
 var CHUNK_BYTES = 32 * 2 ** 20;
 var LFS_POINTER = "version https://git-lfs.github.com/spec/v1";
 function decodeModelProto(bytes2) {
-  return import_onnx_proto6.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
+  return import_onnx_proto7.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
 var OnnxModel = class _OnnxModel {
   constructor(proto, path18, origin = path18, hadExternalData) {
@@ -38988,7 +39239,7 @@ var OnnxModel = class _OnnxModel {
     } else {
       proto.name = "";
       src.node.attribute = [
-        import_onnx_proto6.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto6.onnx.AttributeProto.AttributeType.TENSOR, t: proto })
+        import_onnx_proto7.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto7.onnx.AttributeProto.AttributeType.TENSOR, t: proto })
       ];
     }
   }
@@ -39170,7 +39421,7 @@ var OnnxModel = class _OnnxModel {
     const columns = keptColumns && !(keptColumns.length === dims[last] && keptColumns.every((c, i) => c === i)) ? Int32Array.from(keptColumns) : void 0;
     const gather3 = columns && { columns, runs: runsOf(columns) };
     const source = proto;
-    const sliced = import_onnx_proto6.onnx.TensorProto.create({ name, dataType: info.dtype, dims: dims.map((d, a) => keep.get(a)?.length ?? d) });
+    const sliced = import_onnx_proto7.onnx.TensorProto.create({ name, dataType: info.dtype, dims: dims.map((d, a) => keep.get(a)?.length ?? d) });
     deferTensor(sliced, (fn) => {
       const index = new Array(last).fill(0);
       this.forEachRawChunkOf(source, rowBytes, (bytes2) => {
@@ -39249,7 +39500,7 @@ var OnnxModel = class _OnnxModel {
     const initializers = graph.initializer;
     graph.initializer = [];
     try {
-      const copy = decodeModelProto(import_onnx_proto6.onnx.ModelProto.encode(this.proto).finish());
+      const copy = decodeModelProto(import_onnx_proto7.onnx.ModelProto.encode(this.proto).finish());
       copy.graph.initializer = initializers.slice();
       return new _OnnxModel(copy, "", this.origin, this.hadExternalData);
     } finally {
@@ -39462,7 +39713,7 @@ async function createSession(model, options = {}) {
 async function sessionForProto(model, proto, options = {}) {
   const opts = withDefaults(options);
   if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
-  const bytes2 = import_onnx_proto7.onnx.ModelProto.encode(proto).finish();
+  const bytes2 = import_onnx_proto8.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
   if (files.size === 0) return openSession(bytes2, opts);
   const tmp = path9.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
@@ -44698,14 +44949,14 @@ function ruleOf(node2) {
 }
 
 // src/graph/trace.ts
-var import_crypto = require("crypto");
-var import_onnx_proto10 = __toESM(require_onnx());
+var import_crypto2 = require("crypto");
+var import_onnx_proto11 = __toESM(require_onnx());
 
 // src/onnx/skeleton.ts
-var import_onnx_proto9 = __toESM(require_onnx());
+var import_onnx_proto10 = __toESM(require_onnx());
 
 // src/onnx/axes.ts
-var import_onnx_proto8 = __toESM(require_onnx());
+var import_onnx_proto9 = __toESM(require_onnx());
 var AXES_INPUT_FROM = {
   ReduceSum: 13,
   Squeeze: 13,
@@ -44723,11 +44974,11 @@ var AXES_INPUT_FROM = {
 function nodeOverAxes(opType, input2, output2, axes, opset, initializers, attribute = []) {
   if (opset >= (AXES_INPUT_FROM[opType] ?? Infinity)) {
     const name = `${output2}_axes`;
-    initializers.push(import_onnx_proto8.onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [axes.length], int64Data: axes }));
-    return import_onnx_proto8.onnx.NodeProto.create({ opType, name: output2, input: [input2, name], output: [output2], attribute });
+    initializers.push(import_onnx_proto9.onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [axes.length], int64Data: axes }));
+    return import_onnx_proto9.onnx.NodeProto.create({ opType, name: output2, input: [input2, name], output: [output2], attribute });
   }
-  const list = import_onnx_proto8.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto8.onnx.AttributeProto.AttributeType.INTS, ints: axes });
-  return import_onnx_proto8.onnx.NodeProto.create({ opType, name: output2, input: [input2], output: [output2], attribute: [list, ...attribute] });
+  const list = import_onnx_proto9.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto9.onnx.AttributeProto.AttributeType.INTS, ints: axes });
+  return import_onnx_proto9.onnx.NodeProto.create({ opType, name: output2, input: [input2], output: [output2], attribute: [list, ...attribute] });
 }
 
 // src/onnx/skeleton.ts
@@ -44790,9 +45041,9 @@ function shapeOnlyProto(model) {
       const zerosD = `${base2}_d`;
       kept.push(tensorToProto(zerosD, zeros(lookup.dtype, lookup.dims[1])));
       rewritten.push(
-        import_onnx_proto9.onnx.NodeProto.create({ opType: "Cast", name: `${base2}_cast`, input: [node2.input[1]], output: [`${base2}_c`], attribute: [import_onnx_proto9.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto9.onnx.AttributeProto.AttributeType.INT, i: lookup.dtype })] }),
+        import_onnx_proto10.onnx.NodeProto.create({ opType: "Cast", name: `${base2}_cast`, input: [node2.input[1]], output: [`${base2}_c`], attribute: [import_onnx_proto10.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.INT, i: lookup.dtype })] }),
         nodeOverAxes("Unsqueeze", `${base2}_c`, `${base2}_u`, [-1], opset, kept),
-        import_onnx_proto9.onnx.NodeProto.create({ opType: "Mul", name: `${base2}_widen`, input: [`${base2}_u`, zerosD], output: [node2.output[0]] })
+        import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base2}_widen`, input: [`${base2}_u`, zerosD], output: [node2.output[0]] })
       );
       continue;
     }
@@ -44807,9 +45058,9 @@ function shapeOnlyProto(model) {
     const zerosN = `${base}_n`;
     kept.push(tensorToProto(zerosK, zeros(w.dtype, k)), tensorToProto(zerosN, zeros(w.dtype, n)));
     rewritten.push(
-      import_onnx_proto9.onnx.NodeProto.create({ opType: "Mul", name: `${base}_check`, input: [node2.input[0], zerosK], output: [`${base}_a`] }),
-      nodeOverAxes("ReduceSum", `${base}_a`, `${base}_s`, [-1], opset, kept, [import_onnx_proto9.onnx.AttributeProto.create({ name: "keepdims", type: import_onnx_proto9.onnx.AttributeProto.AttributeType.INT, i: 1 })]),
-      import_onnx_proto9.onnx.NodeProto.create({ opType: "Mul", name: `${base}_widen`, input: [`${base}_s`, zerosN], output: [node2.output[0]] })
+      import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base}_check`, input: [node2.input[0], zerosK], output: [`${base}_a`] }),
+      nodeOverAxes("ReduceSum", `${base}_a`, `${base}_s`, [-1], opset, kept, [import_onnx_proto10.onnx.AttributeProto.create({ name: "keepdims", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.INT, i: 1 })]),
+      import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base}_widen`, input: [`${base}_s`, zerosN], output: [node2.output[0]] })
     );
   }
   const read = new Set(rewritten.flatMap((n) => nodeReads(n)));
@@ -44827,11 +45078,11 @@ function zeros(dtype, n) {
   return fromFloat32(new Float32Array(n), dtype, [n]);
 }
 function fillValue(dtype) {
-  const t = import_onnx_proto9.onnx.TensorProto.create({ dataType: dtype, dims: [1], rawData: new Uint8Array(dtypeInfo(dtype).bytes) });
-  return import_onnx_proto9.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto9.onnx.AttributeProto.AttributeType.TENSOR, t });
+  const t = import_onnx_proto10.onnx.TensorProto.create({ dataType: dtype, dims: [1], rawData: new Uint8Array(dtypeInfo(dtype).bytes) });
+  return import_onnx_proto10.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.TENSOR, t });
 }
 function constantOfShape(shape2, out, dtype) {
-  return import_onnx_proto9.onnx.NodeProto.create({ opType: "ConstantOfShape", name: `${out}__make`, input: [shape2], output: [out], attribute: [fillValue(dtype)] });
+  return import_onnx_proto10.onnx.NodeProto.create({ opType: "ConstantOfShape", name: `${out}__make`, input: [shape2], output: [out], attribute: [fillValue(dtype)] });
 }
 function floatWeightBytes(model) {
   let total = 0;
@@ -44849,8 +45100,8 @@ async function traceModel(model, feeds) {
 var recentTraces = [];
 var RECENT_TRACES = 2;
 function traceKey(proto, feedsList) {
-  const hash2 = (0, import_crypto.createHash)("sha256");
-  hash2.update(import_onnx_proto10.onnx.GraphProto.encode(proto.graph).finish());
+  const hash2 = (0, import_crypto2.createHash)("sha256");
+  hash2.update(import_onnx_proto11.onnx.GraphProto.encode(proto.graph).finish());
   hash2.update(JSON.stringify(proto.opsetImport));
   for (const feeds of feedsList) {
     for (const [name, t] of Object.entries(feeds)) {
@@ -44871,7 +45122,7 @@ async function traceModelAt(model, feedsList) {
   for (const node2 of graph.node) {
     for (const out of node2.output ?? []) {
       if (out && !seen.has(out)) {
-        graph.output.push(import_onnx_proto10.onnx.ValueInfoProto.create({ name: out }));
+        graph.output.push(import_onnx_proto11.onnx.ValueInfoProto.create({ name: out }));
         seen.add(out);
       }
     }
@@ -45001,8 +45252,8 @@ async function measureMacs(model, feeds) {
 }
 
 // src/util/progress.ts
-function clock(seconds) {
-  const s = Math.max(0, Math.floor(seconds));
+function clock(seconds2) {
+  const s = Math.max(0, Math.floor(seconds2));
   const [h, m, r] = [Math.floor(s / 3600), Math.floor(s % 3600 / 60), s % 60];
   const two = (n) => String(n).padStart(2, "0");
   return h > 0 ? `${h}:${two(m)}:${two(r)}` : `${m}:${two(r)}`;
@@ -45202,7 +45453,7 @@ var Evaluator = class _Evaluator {
         });
         set2 = generation.forward;
       }
-      const stats = await modelStats(model, set2, opts.log);
+      const stats2 = await modelStats(model, set2, opts.log);
       const task = new TaskAccumulator(set2.task);
       let cached2 = [];
       let cachedBytes = 0;
@@ -45230,7 +45481,7 @@ var Evaluator = class _Evaluator {
       const baseTask = generation ? generationValues(baseSums) : task.values();
       const keep = !tap && (!cached2 || generation || model.bytesOnDisk() < KEEP_BASE_BYTES);
       if (!keep) await session.release();
-      return new _Evaluator(set2, keep ? session : void 0, stats, baseTask, baseSums, cached2, opts, model, generation, samplesLead);
+      return new _Evaluator(set2, keep ? session : void 0, stats2, baseTask, baseSums, cached2, opts, model, generation, samplesLead);
     } catch (e) {
       await session.release();
       throw e;
@@ -45300,13 +45551,15 @@ var Evaluator = class _Evaluator {
   async measureEfficiency(candidate, evaluation, session) {
     const latencyFeeds = batches(this.set).next().value.feeds;
     const latency = await this.withBase((base) => measureLatency(base, session, latencyFeeds, this.options.latency));
-    const stats = await modelStats(candidate, this.set, this.options.log);
+    this.options.log?.(latencyLine(latency));
+    const stats2 = await modelStats(candidate, this.set, this.options.log);
     return {
       ...evaluation,
-      candidate: stats,
+      candidate: stats2,
       values: {
         base: { ...evaluation.values.base, ...efficiencyValues(this.base, latency.base) },
-        candidate: { ...evaluation.values.candidate, ...efficiencyValues(stats, latency.candidate) }
+        candidate: { ...evaluation.values.candidate, ...efficiencyValues(stats2, latency.candidate) },
+        intervals: { ...evaluation.values.intervals, ...latencyIntervals(latency) }
       },
       latency
     };
@@ -45441,7 +45694,7 @@ var Evaluator = class _Evaluator {
     try {
       const first = batches(this.set, 1).next().value;
       return await this.withBase(async (base) => {
-        const l = await measureLatency(base, session, first.feeds, { warmup: 2, runs: 201, seconds: 0.25 });
+        const l = await measureLatency(base, session, first.feeds, { warmup: 2, runs: 201, time: 0.25, settled: () => false });
         return l.candidate.p50_ms / l.base.p50_ms;
       });
     } finally {
@@ -45449,8 +45702,8 @@ var Evaluator = class _Evaluator {
     }
   }
   /**
-   * The memory metric of the model in `file`: peak RSS (MiB) of a fresh process that loads it and
-   * runs one calibration batch, on the device's threads.
+   * The memory metric of the model in `file`: the peak RSS (MiB) of a fresh process that loads it
+   * and runs one calibration batch on the device's threads, net of the same process without it.
    */
   async memory(file2) {
     const first = batches(this.set, this.set.batchSize).next();
@@ -45466,14 +45719,11 @@ function baseFails(set2, e, where) {
   const why = String(e?.message ?? e).split("\n")[0];
   return new UserError(`${set2.source}: the base model fails on this calibration data (${where}): ${why}`);
 }
-function efficiencyValues(stats, latency) {
-  return { ...latencyValues(latency), ...sizeValues(stats) };
+function efficiencyValues(stats2, latency) {
+  return { ...latencyValues(latency), ...sizeValues(stats2) };
 }
-function latencyValues(latency) {
-  return { "latency-p50": latency.p50_ms, "latency-p95": latency.p95_ms };
-}
-function sizeValues(stats) {
-  return { size: stats.bytes, params: stats.params, ...stats.macs !== null ? { macs: stats.macs } : {} };
+function sizeValues(stats2) {
+  return { size: stats2.bytes, params: stats2.params, ...stats2.macs !== null ? { macs: stats2.macs } : {} };
 }
 function sessionFor(model, options = {}) {
   return model.path ? createSession(model.path, options) : createSession(model, options);
@@ -45567,7 +45817,7 @@ function withinBound(metric, candidate, bound) {
   const eps = 1e-9 * Math.max(1, Math.abs(bound));
   return METRICS[metric].higherIsBetter ? candidate >= bound - eps : candidate <= bound + eps;
 }
-function judge(values, rules, task) {
+function judge(values, rules, task, onInconclusive = "fail") {
   const listed2 = metricsOf(task).filter(
     (name) => !(name === "memory" || task === "generation" && REFERENCE_METRICS.includes(name)) || rules.some((r) => r.metric === name) || values.candidate[name] !== void 0
   );
@@ -45577,9 +45827,40 @@ function judge(values, rules, task) {
     const rule = rules.find((r) => r.metric === name);
     if (!rule) return { name, base, candidate, bound: null, rule: null, pass: true };
     const bound = base === null && needsBase(rule) ? null : resolveBound(rule, base ?? NaN);
-    const pass = bound !== null && candidate !== null && withinBound(name, candidate, bound);
-    return { name, base, candidate, bound: bound !== null && Number.isFinite(bound) ? bound : null, rule: rule.text, pass };
+    const interval = bound === null ? void 0 : judgedInterval(rule, base, values.intervals?.[name]);
+    const outcome = bound === null || candidate === null ? "fail" : outcomeOf(name, candidate, bound, interval);
+    return {
+      name,
+      base,
+      candidate,
+      bound: bound !== null && Number.isFinite(bound) ? bound : null,
+      rule: rule.text,
+      pass: outcome === "pass" || outcome === "inconclusive" && onInconclusive === "pass",
+      ...interval && interval.every(Number.isFinite) ? { interval } : {},
+      ...outcome === "inconclusive" ? { inconclusive: true } : {}
+    };
   });
+}
+function judgedInterval(rule, base, measured) {
+  if (!measured) return void 0;
+  if (!needsBase(rule)) return measured.candidate;
+  return base === null ? void 0 : [base * measured.ratio[0], base * measured.ratio[1]];
+}
+function outcomeOf(metric, candidate, bound, interval) {
+  if (!interval) return withinBound(metric, candidate, bound) ? "pass" : "fail";
+  const [worst, best] = METRICS[metric].higherIsBetter ? interval : [interval[1], interval[0]];
+  if (withinBound(metric, worst, bound)) return "pass";
+  return withinBound(metric, best, bound) ? "inconclusive" : "fail";
+}
+function latencyRules(rules) {
+  return rules.filter((r) => r.metric === "latency-p50" || r.metric === "latency-p95");
+}
+function latencySettled(rules) {
+  const timed = latencyRules(rules);
+  return (latency) => {
+    const values = { base: latencyValues(latency.base), candidate: latencyValues(latency.candidate), intervals: latencyIntervals(latency) };
+    return judge(values, timed, "generic").every((m) => !m.inconclusive);
+  };
 }
 function needsBase(rule) {
   return rule.percent || rule.bound === "max-drop" || rule.bound === "max-increase" || rule.bound === "max-ratio" || rule.bound === "min-speedup";
@@ -45591,10 +45872,12 @@ function passesQuality(results) {
   return results.every((r) => r.pass || !isQuality(r.name));
 }
 function failures(results) {
-  return results.filter((r) => !r.pass).map((r) => `${r.name} (${r.rule})`);
+  return results.filter((r) => !r.pass).map((r) => `${r.name} (${r.rule}${r.inconclusive ? ", inconclusive" : ""})`);
 }
 function brokenBounds(results) {
-  return results.filter((r) => !r.pass).map((r) => `${r.name} ${formatValue(r.name, r.candidate)}, bound ${METRICS[r.name].higherIsBetter ? "≥" : "≤"} ${formatValue(r.name, r.bound)} (${r.rule})`);
+  return results.filter((r) => !r.pass).map(
+    (r) => `${r.name} ${formatValue(r.name, r.candidate)}, bound ${METRICS[r.name].higherIsBetter ? "≥" : "≤"} ${formatValue(r.name, r.bound)} (${r.rule})` + (r.interval ? `, 95 % interval ${formatValue(r.name, r.interval[0])} to ${formatValue(r.name, r.interval[1])}` : "") + (r.inconclusive ? ": inconclusive" : "")
+  );
 }
 
 // src/gate/search.ts
@@ -45725,8 +46008,8 @@ var LEVELS = [
   { effort: { alternative: false, probe: false, share: 0.5 }, leaves: "half of the calibration set in the statistics pass" }
 ];
 var SearchBudget = class {
-  constructor(seconds, steps, now = Date.now) {
-    this.seconds = seconds;
+  constructor(seconds2, steps, now = Date.now) {
+    this.seconds = seconds2;
     this.steps = steps;
     this.now = now;
     this.start = now();
@@ -46224,7 +46507,7 @@ function listed(names) {
 }
 
 // src/prune/apply.ts
-var import_onnx_proto11 = __toESM(require_onnx());
+var import_onnx_proto12 = __toESM(require_onnx());
 var FixFailure = class extends Error {
   constructor(message, tensors) {
     super(message);
@@ -46334,7 +46617,7 @@ function tidy(model, changed, shrunk) {
     const dims = v.type?.tensorType?.shape?.dim;
     if (!dims || model.isConstant(v.name ?? "")) continue;
     for (const { axis, size } of shrunk(v.name ?? "")) {
-      if (dims[axis] && !dims[axis].dimParam) dims[axis] = import_onnx_proto11.onnx.TensorShapeProto.Dimension.create({ dimValue: size });
+      if (dims[axis] && !dims[axis].dimParam) dims[axis] = import_onnx_proto12.onnx.TensorShapeProto.Dimension.create({ dimValue: size });
     }
   }
   for (const v of graph.input) {
@@ -46342,7 +46625,7 @@ function tidy(model, changed, shrunk) {
     const dims = v.type?.tensorType?.shape?.dim;
     if (!info || !dims || !changed(v.name ?? "")) continue;
     info.dims.forEach((d, i) => {
-      if (dims[i]) dims[i] = import_onnx_proto11.onnx.TensorShapeProto.Dimension.create({ dimValue: d });
+      if (dims[i]) dims[i] = import_onnx_proto12.onnx.TensorShapeProto.Dimension.create({ dimValue: d });
     });
   }
   const interfaceNames = new Set(graph.input.map((v) => v.name ?? ""));
@@ -46446,8 +46729,8 @@ var ShapeFixer = class {
     graph.node.splice(
       graph.node.indexOf(node2),
       0,
-      import_onnx_proto11.onnx.NodeProto.create({ opType: "Mul", name: `${label}_shape_mask`, input: [shapeName, mask], output: [masked] }),
-      import_onnx_proto11.onnx.NodeProto.create({ opType: "Add", name: `${label}_shape_pin`, input: [masked, sizes], output: [shape2] })
+      import_onnx_proto12.onnx.NodeProto.create({ opType: "Mul", name: `${label}_shape_mask`, input: [shapeName, mask], output: [masked] }),
+      import_onnx_proto12.onnx.NodeProto.create({ opType: "Add", name: `${label}_shape_pin`, input: [masked, sizes], output: [shape2] })
     );
     node2.input[input2] = shape2;
     return true;
@@ -46468,10 +46751,10 @@ var ShapeFixer = class {
 };
 
 // src/prune/compensate.ts
-var import_onnx_proto13 = __toESM(require_onnx());
+var import_onnx_proto14 = __toESM(require_onnx());
 
 // src/prune/stats.ts
-var import_onnx_proto12 = __toESM(require_onnx());
+var import_onnx_proto13 = __toESM(require_onnx());
 function weightUse(node2, inputRank, weightRank) {
   return ruleOf(node2)?.weight?.(node2, inputRank, weightRank);
 }
@@ -46533,7 +46816,7 @@ var StatsTap = class {
     for (const r of this.wanted.values()) this.sums.set(r.tensor, addSums2(graph, r, `prune_gate_stats_${k++}`, source.defaultOpset ?? 13));
     const listed2 = new Set(graph.output.map((o) => o.name));
     const names = [...[...this.sums.values()].flatMap((o) => Object.values(o)), ...keep.filter((t) => !listed2.has(t))];
-    graph.output.push(...names.map((name) => import_onnx_proto12.onnx.ValueInfoProto.create({ name })));
+    graph.output.push(...names.map((name) => import_onnx_proto13.onnx.ValueInfoProto.create({ name })));
     this.outputs = [...[...this.sums.values()].flatMap((o) => Object.values(o)), ...keep];
   }
   keep;
@@ -46570,14 +46853,14 @@ async function sessionExposing(model, names) {
   const proto = model.clone().proto;
   const graph = proto.graph;
   const outputs2 = new Set(graph.output.map((o) => o.name));
-  for (const name of names) if (!outputs2.has(name)) graph.output.push(import_onnx_proto12.onnx.ValueInfoProto.create({ name }));
+  for (const name of names) if (!outputs2.has(name)) graph.output.push(import_onnx_proto13.onnx.ValueInfoProto.create({ name }));
   return sessionForProto(model, proto);
 }
 function addSums2(graph, r, prefix, opset) {
-  const int64s = (name, values) => graph.initializer.push(import_onnx_proto12.onnx.TensorProto.create({ name, dataType: import_onnx_proto12.onnx.TensorProto.DataType.INT64, dims: [values.length], int64Data: values }));
-  const node2 = (opType, input2, output2, attribute = []) => graph.node.push(import_onnx_proto12.onnx.NodeProto.create({ opType, name: output2, input: input2, output: [output2], attribute }));
-  const ints = (name, values) => import_onnx_proto12.onnx.AttributeProto.create({ name, type: import_onnx_proto12.onnx.AttributeProto.AttributeType.INTS, ints: values });
-  const int3 = (name, i) => import_onnx_proto12.onnx.AttributeProto.create({ name, type: import_onnx_proto12.onnx.AttributeProto.AttributeType.INT, i });
+  const int64s = (name, values) => graph.initializer.push(import_onnx_proto13.onnx.TensorProto.create({ name, dataType: import_onnx_proto13.onnx.TensorProto.DataType.INT64, dims: [values.length], int64Data: values }));
+  const node2 = (opType, input2, output2, attribute = []) => graph.node.push(import_onnx_proto13.onnx.NodeProto.create({ opType, name: output2, input: input2, output: [output2], attribute }));
+  const ints = (name, values) => import_onnx_proto13.onnx.AttributeProto.create({ name, type: import_onnx_proto13.onnx.AttributeProto.AttributeType.INTS, ints: values });
+  const int3 = (name, i) => import_onnx_proto13.onnx.AttributeProto.create({ name, type: import_onnx_proto13.onnx.AttributeProto.AttributeType.INT, i });
   let x = r.tensor;
   if (r.axis !== r.rank - 1) {
     const perm = [...Array(r.rank).keys()].filter((a) => a !== r.axis);
@@ -46588,7 +46871,7 @@ function addSums2(graph, r, prefix, opset) {
   node2("Reshape", [x, `${prefix}_shape`], `${prefix}_rows`);
   x = `${prefix}_rows`;
   if (r.type !== "float32") {
-    node2("Cast", [x], `${prefix}_float`, [int3("to", import_onnx_proto12.onnx.TensorProto.DataType.FLOAT)]);
+    node2("Cast", [x], `${prefix}_float`, [int3("to", import_onnx_proto13.onnx.TensorProto.DataType.FLOAT)]);
     x = `${prefix}_float`;
   }
   graph.node.push(nodeOverAxes("ReduceSum", x, `${prefix}_sum`, [0], opset, graph.initializer, [int3("keepdims", 0)]));
@@ -46603,14 +46886,14 @@ function addSums2(graph, r, prefix, opset) {
   }
   return out;
 }
-function accumulate(stats, name, req, out, result, odd) {
+function accumulate(stats2, name, req, out, result, odd) {
   const c = req.channels;
-  let s = stats.get(name);
+  let s = stats2.get(name);
   if (!s) {
     s = { count: 0, sum: new Float64Array(c), sumSquares: new Float64Array(c) };
     if (req.gram) s.gram = new Float32Array(c * c);
     if (req.gram && req.half) s.half = { count: 0, sum: new Float64Array(c), gram: new Float32Array(c * c) };
-    stats.set(name, s);
+    stats2.set(name, s);
   }
   const rows = Number(result[out.count].data[0]);
   const sum = result[out.sum].data;
@@ -46725,8 +47008,8 @@ var InverseCovariances = class {
    * Lets every covariance go whose inverses are kept (the step's curves have made the ones its
    * candidates read): a large model's covariances are then not held through its probe.
    */
-  releaseCovariances(stats) {
-    for (const s of stats) {
+  releaseCovariances(stats2) {
+    for (const s of stats2) {
       if (!this.cache.has(s)) continue;
       delete s.gram;
       delete s.half;
@@ -46746,12 +47029,12 @@ var InverseCovariances = class {
     return inverse;
   }
 };
-async function damageCurves(model, norms, groups, consumers2, stats, inverses, options, shared) {
+async function damageCurves(model, norms, groups, consumers2, stats2, inverses, options, shared) {
   const curves = /* @__PURE__ */ new Map();
   for (const group of groups) {
     const problems = [];
     for (const c of consumers2.get(group) ?? []) {
-      const s = stats.get(c.input);
+      const s = stats2.get(c.input);
       if (!s) continue;
       const problem = await consumerProblem(model, norms, group, c, s, inverses, options, shared(c.weight));
       if (problem) problems.push(problem);
@@ -46836,8 +47119,8 @@ async function greedyCurve(group, problems, inverses, maxCount) {
   }
   const state = await Promise.all(
     refits.map(async (p) => {
-      const { w, k, n: outs, stats, damping } = p.refit;
-      return { p, hinv: await inverses.of(stats, damping), w, m: k, outs, row: new Map([...Array(k).keys()].map((j) => [j, j])) };
+      const { w, k, n: outs, stats: stats2, damping } = p.refit;
+      return { p, hinv: await inverses.of(stats2, damping), w, m: k, outs, row: new Map([...Array(k).keys()].map((j) => [j, j])) };
     })
   );
   const remaining = /* @__PURE__ */ new Set([...Array(n).keys()]);
@@ -46937,13 +47220,13 @@ async function refitConsumer(matrix, s, removed, damping, inverses) {
 }
 
 // src/prune/compensate.ts
-async function compensation(analysis, removals, consumers2, stats, mode, dampings, inverses) {
+async function compensation(analysis, removals, consumers2, stats2, mode, dampings, inverses) {
   const notes = [];
   const edits = [];
   if (mode === "none") return { edits, notes };
   for (const removal of removals) {
     for (const c of consumers2.get(removal.group) ?? []) {
-      const s = stats.get(c.input);
+      const s = stats2.get(c.input);
       const wt = analysis.model.constant(c.weight);
       if (!s || !wt) continue;
       const gone = /* @__PURE__ */ new Set();
@@ -47049,11 +47332,11 @@ function addToBias(model, c, delta, dtype, unique) {
   model.addInitializer(biasName, biasTensor());
   node2.output[0] = before;
   const at = graph.node.indexOf(node2);
-  graph.node.splice(at + 1, 0, import_onnx_proto13.onnx.NodeProto.create({ opType: "Add", name: `${node2.name}_bias_add`, input: [before, biasName], output: [out] }));
+  graph.node.splice(at + 1, 0, import_onnx_proto14.onnx.NodeProto.create({ opType: "Add", name: `${node2.name}_bias_add`, input: [before, biasName], output: [out] }));
 }
 
 // src/onnx/linalg.ts
-var import_onnx_proto14 = __toESM(require_onnx());
+var import_onnx_proto15 = __toESM(require_onnx());
 var DenseMath = class _DenseMath {
   sessions = /* @__PURE__ */ new Map();
   static instance;
@@ -47218,23 +47501,23 @@ var GraphBuilder = class {
   op(opType, inputs2, attributes = {}, domain2) {
     const output2 = `t${this.count++}`;
     const attribute = Object.entries(attributes).map(
-      ([name, v]) => Array.isArray(v) ? import_onnx_proto14.onnx.AttributeProto.create({ name, type: import_onnx_proto14.onnx.AttributeProto.AttributeType.INTS, ints: v }) : import_onnx_proto14.onnx.AttributeProto.create({ name, type: import_onnx_proto14.onnx.AttributeProto.AttributeType.INT, i: v })
+      ([name, v]) => Array.isArray(v) ? import_onnx_proto15.onnx.AttributeProto.create({ name, type: import_onnx_proto15.onnx.AttributeProto.AttributeType.INTS, ints: v }) : import_onnx_proto15.onnx.AttributeProto.create({ name, type: import_onnx_proto15.onnx.AttributeProto.AttributeType.INT, i: v })
     );
-    this.nodes.push(import_onnx_proto14.onnx.NodeProto.create({ opType, input: inputs2, output: [output2], attribute, ...domain2 ? { domain: domain2 } : {} }));
+    this.nodes.push(import_onnx_proto15.onnx.NodeProto.create({ opType, input: inputs2, output: [output2], attribute, ...domain2 ? { domain: domain2 } : {} }));
     return output2;
   }
   ints(values) {
     const name = `c${this.count++}`;
-    this.initializers.push(import_onnx_proto14.onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [values.length], int64Data: values }));
+    this.initializers.push(import_onnx_proto15.onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [values.length], int64Data: values }));
     return name;
   }
   /** Names `value` as the graph output `name`. */
   output(value, name) {
-    this.nodes.push(import_onnx_proto14.onnx.NodeProto.create({ opType: "Identity", input: [value], output: [name] }));
+    this.nodes.push(import_onnx_proto15.onnx.NodeProto.create({ opType: "Identity", input: [value], output: [name] }));
   }
   encode(inputs2, outputs2) {
-    const info = ([name, elemType]) => import_onnx_proto14.onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType } } });
-    const model = import_onnx_proto14.onnx.ModelProto.create({
+    const info = ([name, elemType]) => import_onnx_proto15.onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType } } });
+    const model = import_onnx_proto15.onnx.ModelProto.create({
       irVersion: 8,
       producerName: "prune-gate",
       opsetImport: [
@@ -47243,7 +47526,7 @@ var GraphBuilder = class {
       ],
       graph: { name: "dense", node: this.nodes, initializer: this.initializers, input: inputs2.map(info), output: outputs2.map(info) }
     });
-    return import_onnx_proto14.onnx.ModelProto.encode(model).finish();
+    return import_onnx_proto15.onnx.ModelProto.encode(model).finish();
   }
 };
 function lowerGram(x, n) {
@@ -47684,7 +47967,7 @@ function intoWindow(table3, at, low, high, removed) {
 }
 
 // src/prune/probe.ts
-var import_onnx_proto15 = __toESM(require_onnx());
+var import_onnx_proto16 = __toESM(require_onnx());
 function probeModel(analysis, cells) {
   const model = analysis.model.clone();
   const graph = model.graph;
@@ -47692,18 +47975,18 @@ function probeModel(analysis, cells) {
   const copyOf = new Map(analysis.model.graph.node.map((n, i) => [n, graph.node[i]]));
   const masks = [];
   const errors = [];
-  const dtype = cells.flatMap((c) => c.edits).map((e) => analysis.model.constantInfo(e.consumer.weight)?.dtype)[0] ?? import_onnx_proto15.onnx.TensorProto.DataType.FLOAT;
-  const float = import_onnx_proto15.onnx.TensorProto.DataType.FLOAT;
-  const int3 = (name, i) => import_onnx_proto15.onnx.AttributeProto.create({ name, type: import_onnx_proto15.onnx.AttributeProto.AttributeType.INT, i });
-  const node2 = (opType, input2, output2, attribute = []) => import_onnx_proto15.onnx.NodeProto.create({ opType, name: output2, input: input2, output: [output2], attribute });
-  const ints = (name, values) => graph.initializer.push(import_onnx_proto15.onnx.TensorProto.create({ name, dataType: import_onnx_proto15.onnx.TensorProto.DataType.INT64, dims: [values.length], int64Data: values }));
+  const dtype = cells.flatMap((c) => c.edits).map((e) => analysis.model.constantInfo(e.consumer.weight)?.dtype)[0] ?? import_onnx_proto16.onnx.TensorProto.DataType.FLOAT;
+  const float = import_onnx_proto16.onnx.TensorProto.DataType.FLOAT;
+  const int3 = (name, i) => import_onnx_proto16.onnx.AttributeProto.create({ name, type: import_onnx_proto16.onnx.AttributeProto.AttributeType.INT, i });
+  const node2 = (opType, input2, output2, attribute = []) => import_onnx_proto16.onnx.NodeProto.create({ opType, name: output2, input: input2, output: [output2], attribute });
+  const ints = (name, values) => graph.initializer.push(import_onnx_proto16.onnx.TensorProto.create({ name, dataType: import_onnx_proto16.onnx.TensorProto.DataType.INT64, dims: [values.length], int64Data: values }));
   const [t0, t1] = analysis.traces;
   const leadsWithBatch = (y) => t0.get(y)?.dims[0] === t0.sizes?.[0] && t1.get(y)?.dims[0] === t1.sizes?.[0];
   let batched = true;
   const opset = analysis.model.defaultOpset ?? 13;
   cells.forEach((cell, k) => {
     const mask = unique(`prune_gate_probe_${k}`);
-    graph.input.push(import_onnx_proto15.onnx.ValueInfoProto.create({ name: mask, type: { tensorType: { elemType: dtype, shape: { dim: [{ dimParam: "batch" }] } } } }));
+    graph.input.push(import_onnx_proto16.onnx.ValueInfoProto.create({ name: mask, type: { tensorType: { elemType: dtype, shape: { dim: [{ dimParam: "batch" }] } } } }));
     masks.push(mask);
     const parts = [];
     for (const edit of cell.edits) {
@@ -47726,9 +48009,9 @@ function probeModel(analysis, cells) {
       if (use.biasInput !== void 0) {
         while (inputs2.length <= use.biasInput) inputs2.push("");
         inputs2[use.biasInput] = db;
-        added.push(import_onnx_proto15.onnx.NodeProto.create({ ...original, name: name("op"), input: inputs2, output: [delta] }));
+        added.push(import_onnx_proto16.onnx.NodeProto.create({ ...original, name: name("op"), input: inputs2, output: [delta] }));
       } else {
-        added.push(import_onnx_proto15.onnx.NodeProto.create({ ...original, name: name("op"), input: inputs2, output: [name("raw")] }));
+        added.push(import_onnx_proto16.onnx.NodeProto.create({ ...original, name: name("op"), input: inputs2, output: [name("raw")] }));
         added.push(node2("Add", [added[0].output[0], db], delta));
       }
       const shape2 = name("mask_shape");
@@ -47760,10 +48043,10 @@ function probeModel(analysis, cells) {
     }
     const out = unique(`prune_gate_probe_${k}_error_out`);
     graph.node.push(node2("Identity", [total], out));
-    graph.output.push(import_onnx_proto15.onnx.ValueInfoProto.create({ name: out }));
+    graph.output.push(import_onnx_proto16.onnx.ValueInfoProto.create({ name: out }));
     errors.push(out);
   });
-  return { model, masks, errors, maskType: dtype === import_onnx_proto15.onnx.TensorProto.DataType.FLOAT16 ? "float16" : "float32", batched };
+  return { model, masks, errors, maskType: dtype === import_onnx_proto16.onnx.TensorProto.DataType.FLOAT16 ? "float16" : "float32", batched };
 }
 function probeAssignment(samples, cells) {
   const out = Array.from({ length: samples }, () => []);
@@ -48130,11 +48413,11 @@ async function calibratedCosts(input2, curves, share) {
   for (const [g, list] of points) fits.set(g, powerFit(list));
   for (const [g, fit] of fits) input2.sensitivities.set(sensitivityKey(g), fit);
   const linear = [...fits.values()].filter((f) => f.p === 1).map((f) => f.a).sort((a, b) => a - b);
-  const median = linear.length ? linear[Math.floor(linear.length / 2)] : 1;
+  const median2 = linear.length ? linear[Math.floor(linear.length / 2)] : 1;
   input2.log(`sensitivity of ${points.size} groups probed in one pass (${cells.length} removals)`);
   return new Map(
     [...curves].map(([g, c]) => {
-      const f = fits.get(g) ?? { a: median, p: 1 };
+      const f = fits.get(g) ?? { a: median2, p: 1 };
       return [g, { order: c.order, cost: c.errors.map((e) => f.a * e ** f.p) }];
     })
   );
@@ -48176,14 +48459,14 @@ function normsToRefit(analysis, removals) {
   };
   const out = [];
   for (const node2 of index.nodes) {
-    const stats = ruleOf(node2)?.statistics?.(node2, graph);
-    const slot = stats && analysis.space.slot(stats.input, stats.axis);
+    const stats2 = ruleOf(node2)?.statistics?.(node2, graph);
+    const slot = stats2 && analysis.space.slot(stats2.input, stats2.axis);
     const removed = slot && removedBySlot.get(slot.id);
-    if (!stats || !slot || !removed || removed.size === 0) continue;
-    if ([stats.scale, stats.bias].some((p) => p && (!model.isConstant(p) || index.consumersOf(p).length !== 1))) continue;
+    if (!stats2 || !slot || !removed || removed.size === 0) continue;
+    if ([stats2.scale, stats2.bias].some((p) => p && (!model.isConstant(p) || index.consumersOf(p).length !== 1))) continue;
     const keep = new Uint8Array(slot.size).fill(1);
     for (const i of removed) keep[i] = 0;
-    out.push({ node: node2, stats, keep });
+    out.push({ node: node2, stats: stats2, keep });
   }
   return out;
 }
@@ -48374,6 +48657,7 @@ async function pruneModel(model, options) {
   let current = model;
   let result;
   const pruned = [];
+  const compensations = [];
   for (let k = 1; k <= steps; k++) {
     const goal = options.target * k / steps;
     const have = countParams(current);
@@ -48381,9 +48665,10 @@ async function pruneModel(model, options) {
     if (steps > 1) options.log?.(`pruning step ${k} of ${steps}: towards ${(goal * 100).toFixed(1)} % of the parameters`);
     result = await pruneOnce(current, { ...options, target: stepTarget });
     pruned.push(...result.pruned);
+    if (result.pruned.length > 0 && result.allocation) compensations.push(result.allocation.compensate);
     current = result.model;
   }
-  return { ...result, pruned: mergePruned2(pruned), paramsBefore, paramsAfter: countParams(current) };
+  return { ...result, pruned: mergePruned2(pruned), compensations, paramsBefore, paramsAfter: countParams(current) };
 }
 var readsStatistics = (options) => !!options.calibration && (options.importance === "activation" || options.compensate !== "none");
 function statisticsPlan(model, analysis, groups, options) {
@@ -48462,7 +48747,7 @@ ${e.reason}`, e])).values()];
       for (const [tensor, s] of reused) collected.stats.set(tensor, s);
       for (const t of normInputs) if (!collected.rows.has(t) && ready.rows.has(t)) collected.rows.set(t, ready.rows.get(t));
     }
-    const stats = collected.stats;
+    const stats2 = collected.stats;
     const build = async (removals2, edits) => {
       const refits = renorms ? normsToRefit(analysis, removals2) : [];
       const normSums = refits.length ? await measureNorms(
@@ -48483,7 +48768,7 @@ ${e.reason}`, e])).values()];
       const changed = [...edits.edits.map((e) => e.consumer.node.output[0]), ...refits.flatMap((r) => [r.stats.scale, r.stats.bias ?? ""])];
       return { applied, notes, changed };
     };
-    const scores = scoreGroups(analysis, groups, options.memory, options.importance === "activation" ? { consumers: consumers2, stats } : void 0);
+    const scores = scoreGroups(analysis, groups, options.memory, options.importance === "activation" ? { consumers: consumers2, stats: stats2 } : void 0);
     const choice = await chooseAllocation({
       model,
       analysis,
@@ -48498,7 +48783,7 @@ ${e.reason}`, e])).values()];
         alignAuto: (options.align ?? "auto") === "auto"
       },
       consumers: consumers2,
-      stats,
+      stats: stats2,
       allocation: options.allocation ?? "auto",
       compensate: options.compensate,
       damage: options.damage,
@@ -48535,7 +48820,7 @@ ${e.reason}`, e])).values()];
       const applied = built.applied;
       const problem = await verifyPruned(applied.model, traces, built === choice.built);
       if (!problem) {
-        if (options.memory) options.memory.ready = choice.next ?? { stats: unchangedStats(analysis, removals, built.changed, stats), rows: /* @__PURE__ */ new Map() };
+        if (options.memory) options.memory.ready = choice.next ?? { stats: unchangedStats(analysis, removals, built.changed, stats2), rows: /* @__PURE__ */ new Map() };
         const paramsAfter = countParams(applied.model);
         const allocation = choice.allocation && { ...choice.allocation, passes: passes.entries };
         return { model: applied.model, pruned: describePruned(removals), skipped, paramsBefore, paramsAfter, sliced: applied.sliced, allocation, passes: passes.entries, ...short(paramsBefore - paramsAfter) };
@@ -48577,7 +48862,7 @@ function firstBatches(calibration, count2) {
     }
   };
 }
-function unchangedStats(analysis, removals, changed, stats) {
+function unchangedStats(analysis, removals, changed, stats2) {
   const touched = new Set(changed.filter(Boolean));
   for (const r of removals) for (const u of r.units) for (const slot of u.indices.keys()) touched.add(analysis.space.slots[slot].tensor);
   for (const node2 of analysis.index.nodes) {
@@ -48585,7 +48870,7 @@ function unchangedStats(analysis, removals, changed, stats) {
       for (const o of node2.output) if (o) touched.add(o);
     }
   }
-  return new Map([...stats].filter(([tensor]) => !touched.has(tensor)));
+  return new Map([...stats2].filter(([tensor]) => !touched.has(tensor)));
 }
 function failingNode(analysis, message) {
   const name = /Name:'([^']+)'/.exec(message)?.[1] ?? /Node \(([^)]+)\)/.exec(message)?.[1];
@@ -48720,13 +49005,13 @@ async function findPrunable(model) {
 }
 
 // src/quantize/calibration.ts
-var import_onnx_proto18 = __toESM(require_onnx());
+var import_onnx_proto19 = __toESM(require_onnx());
 
 // src/quantize/rewrite.ts
-var import_onnx_proto17 = __toESM(require_onnx());
+var import_onnx_proto18 = __toESM(require_onnx());
 
 // src/quantize/formats.ts
-var import_onnx_proto16 = __toESM(require_onnx());
+var import_onnx_proto17 = __toESM(require_onnx());
 
 // src/quantize/pack.ts
 function defaultZeroPoint(bits) {
@@ -48859,7 +49144,7 @@ function blockSizeFor(k, wanted, bits = 4, scaleBytes = 4) {
 
 // src/quantize/formats.ts
 var MS_DOMAIN = "com.microsoft";
-var int2 = (name, i) => import_onnx_proto16.onnx.AttributeProto.create({ name, type: import_onnx_proto16.onnx.AttributeProto.AttributeType.INT, i });
+var int2 = (name, i) => import_onnx_proto17.onnx.AttributeProto.create({ name, type: import_onnx_proto17.onnx.AttributeProto.AttributeType.INT, i });
 function storeBlocks(work, cache, key, weight, layout) {
   const cached2 = cache.get(key);
   if (cached2) return cached2;
@@ -48925,7 +49210,7 @@ function nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cach
     shared: [],
     at8Bits,
     build: (outputs2) => [
-      import_onnx_proto16.onnx.NodeProto.create({
+      import_onnx_proto17.onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : "",
         opType: "MatMulNBits",
         domain: MS_DOMAIN,
@@ -48951,7 +49236,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
     const sName = work.uniqueName(`${weight}_scale`);
     work.addInitializer(sName, scaleTensor(q.scales, info.dtype, [q.scales.length]));
     const out = work.uniqueName(`${weight}_dequantized`);
-    const dq = import_onnx_proto16.onnx.NodeProto.create({
+    const dq = import_onnx_proto17.onnx.NodeProto.create({
       name: `${out}_DequantizeLinear`,
       opType: "DequantizeLinear",
       input: [qName, sName],
@@ -48973,7 +49258,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
     bytesAfter: entry.bytes,
     shared: entry.shared,
     build: (outputs2) => {
-      const copy = import_onnx_proto16.onnx.NodeProto.decode(import_onnx_proto16.onnx.NodeProto.encode(node2).finish());
+      const copy = import_onnx_proto17.onnx.NodeProto.decode(import_onnx_proto17.onnx.NodeProto.encode(node2).finish());
       copy.name = node2.name ? `${node2.name}_Q8` : "";
       copy.input[1] = dequantized;
       copy.output = outputs2;
@@ -49008,7 +49293,7 @@ function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache)
     bytesAfter: entry.bytes,
     shared: [],
     build: (outputs2) => [
-      import_onnx_proto16.onnx.NodeProto.create({
+      import_onnx_proto17.onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : "",
         opType: "GatherBlockQuantized",
         domain: MS_DOMAIN,
@@ -49024,7 +49309,7 @@ function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache)
 function addMsOpset(model) {
   const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
   if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
-    model.proto.opsetImport.push(import_onnx_proto17.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
+    model.proto.opsetImport.push(import_onnx_proto18.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
   }
 }
 function applyCandidates(work, candidates, removable) {
@@ -49101,11 +49386,11 @@ async function chooseExceptions(work, candidates, opts, calibration, log) {
   };
   await measure(candidates);
   const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
-  const median = medianOf(ranked.map((c) => c.error ?? 0));
-  const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
+  const median2 = medianOf(ranked.map((c) => c.error ?? 0));
+  const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median2 && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
   const measured = candidates.length;
   const reasons = new Map(
-    keep.map((c, rank2) => [c, `largest output error on the calibration data (${rank2 + 1} of ${measured}: ${formatError2(c.error)}, ${(c.error / median).toFixed(1)}x the median layer's)`])
+    keep.map((c, rank2) => [c, `largest output error on the calibration data (${rank2 + 1} of ${measured}: ${formatError2(c.error)}, ${(c.error / median2).toFixed(1)}x the median layer's)`])
   );
   const wider = new Map(opts.exceptions === "int8" ? keep.flatMap((c) => c.at8Bits ? [[c, c.at8Bits()]] : []) : []);
   if (wider.size > 0) await measure([...wider.values()]);
@@ -49133,8 +49418,8 @@ async function measureErrors(work, candidates, calibration, log) {
       const twin = probe.uniqueName(`${y}__quantized`);
       for (const s of c.shared) shared.add(s);
       graph.node.push(...c.build([twin]));
-      graph.output.push(import_onnx_proto18.onnx.ValueInfoProto.create({ name: twin }));
-      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto18.onnx.ValueInfoProto.create({ name: y }));
+      graph.output.push(import_onnx_proto19.onnx.ValueInfoProto.create({ name: twin }));
+      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto19.onnx.ValueInfoProto.create({ name: y }));
       pairs.push([y, twin]);
     }
     graph.node = [...shared, ...graph.node];
@@ -49308,7 +49593,7 @@ function planCandidates(work, opts, keptFloat) {
 }
 
 // src/graph/compact.ts
-var import_onnx_proto19 = __toESM(require_onnx());
+var import_onnx_proto20 = __toESM(require_onnx());
 function compactNames(model) {
   const work = model.clone();
   const graph = work.graph;
@@ -49352,7 +49637,7 @@ function graphBytes(graph) {
   const initializers = graph.initializer;
   graph.initializer = [];
   try {
-    return import_onnx_proto19.onnx.GraphProto.encode(graph).finish().byteLength;
+    return import_onnx_proto20.onnx.GraphProto.encode(graph).finish().byteLength;
   } finally {
     graph.initializer = initializers;
   }
@@ -49379,7 +49664,11 @@ var MetricResultSchema = external_exports.object({
   candidate: num.nullable(),
   bound: num.nullable(),
   rule: text.nullable(),
-  pass: external_exports.boolean()
+  pass: external_exports.boolean(),
+  /** A timed metric's 95 % interval, in its unit, that the bound judged. */
+  interval: external_exports.tuple([num, num]).optional(),
+  /** The interval straddled the bound: `pass` is what latency.on-inconclusive says. */
+  inconclusive: external_exports.boolean().optional()
 });
 var LatencyStatsSchema = external_exports.object({ p50_ms: count, p95_ms: count });
 var PassSchema = external_exports.object({
@@ -49433,7 +49722,22 @@ var ReportSchema = external_exports.object({
   base: ModelStatsSchema,
   candidate: ModelStatsSchema,
   metrics: external_exports.array(MetricResultSchema).max(METRIC_NAMES.length),
-  latency: external_exports.object({ base: LatencyStatsSchema, candidate: LatencyStatsSchema, speedup: count.nullable() }),
+  latency: external_exports.object({
+    base: LatencyStatsSchema,
+    candidate: LatencyStatsSchema,
+    /** base p50 / candidate p50 (the same number as `ratio`, kept for readers of format 1). */
+    speedup: count.nullable(),
+    /** The median ratio base / candidate, its 95 % bootstrap interval (null with too few runs), and the timed runs of each model. */
+    ratio: count.nullable().optional(),
+    interval: external_exports.tuple([count, count]).nullable().optional(),
+    runs: external_exports.number().int().nonnegative().optional(),
+    /** Seconds the timed runs took. */
+    seconds: count.optional(),
+    /** The intervals' least half-width, as a share of their figure (latency.noise). */
+    noise: count.optional(),
+    /** What makes the figures less sure (a busy machine, too little time), in words. */
+    warnings: external_exports.array(text).max(10).optional()
+  }),
   steps: external_exports.array(StepSchema).max(100),
   /** Index into steps of the model that was written, or null without a search. */
   chosen_step: external_exports.number().int().nonnegative().nullable(),
@@ -49488,6 +49792,12 @@ var ReportSchema = external_exports.object({
     "prune-gate": text
   }).optional(),
   /**
+   * Present when memory was measured: the peaks (MiB) the metric's figures are net of. Each
+   * model's `memory` in metrics[] is its process's peak less `runtime_mib`, the peak of the same
+   * process without a model (0 when not more); `spread_mib` is how much runs of the latter differ.
+   */
+  memory: external_exports.object({ runtime_mib: count, spread_mib: count, base_peak_mib: count, candidate_peak_mib: count }).optional(),
+  /**
    * Graph inputs and outputs whose declared shape the candidate changed (a KV cache's heads after
    * head pruning): the app that feeds the model must follow. Absent when none changed.
    */
@@ -49516,7 +49826,25 @@ function finiteOrNull(v) {
   return v !== null && Number.isFinite(v) ? v : null;
 }
 function metricJson(m) {
-  return { ...m, base: finiteOrNull(m.base), candidate: finiteOrNull(m.candidate), bound: finiteOrNull(m.bound) };
+  const { interval, ...rest } = m;
+  return { ...rest, base: finiteOrNull(m.base), candidate: finiteOrNull(m.candidate), bound: finiteOrNull(m.bound), ...interval?.every(Number.isFinite) ? { interval } : {} };
+}
+function latencyJson(l) {
+  const speedup = finiteOrNull(l.speedup);
+  const interval = l.intervals?.p50.speedup;
+  return {
+    base: l.base,
+    candidate: l.candidate,
+    speedup,
+    ...l.runs !== void 0 ? {
+      ratio: speedup,
+      interval: interval?.every(Number.isFinite) ? interval : null,
+      runs: l.runs,
+      seconds: l.seconds ?? 0,
+      ...l.noise !== void 0 ? { noise: l.noise } : {},
+      warnings: l.warnings ?? []
+    } : {}
+  };
 }
 function statsJson(s) {
   return { ...s, path: s.path ? displayPath(path13.resolve(s.path)) : "" };
@@ -49538,11 +49866,7 @@ function buildReport(input2) {
     base: statsJson(input2.base),
     candidate: statsJson(input2.candidate),
     metrics: input2.metrics.map(metricJson),
-    latency: {
-      base: input2.latency.base,
-      candidate: input2.latency.candidate,
-      speedup: finiteOrNull(input2.latency.speedup)
-    },
+    latency: latencyJson(input2.latency),
     ...input2.target !== null && input2.base.params > 0 ? { removed: (input2.base.params - input2.candidate.params) / input2.base.params } : {},
     steps: input2.steps.map((s) => ({
       ratio: s.ratio,
@@ -49569,6 +49893,7 @@ function buildReport(input2) {
     } : {},
     ...input2.budget ? { budget: input2.budget } : {},
     ...input2.environment ? { environment: input2.environment } : {},
+    ...input2.memory ? { memory: { runtime_mib: input2.memory.runtime, spread_mib: input2.memory.spread, base_peak_mib: input2.memory.base, candidate_peak_mib: input2.memory.candidate } } : {},
     ...input2.interface?.length ? { interface: input2.interface } : {},
     ...input2.examples?.length ? { examples: input2.examples.map(clipExample) } : {},
     ...input2.configFile !== void 0 ? { config: input2.configFile === null ? null : displayPath(path13.resolve(input2.configFile)) } : {},
@@ -49656,20 +49981,34 @@ function table2(header, rows) {
 function verdictLine(r) {
   const model = `**${escapeMarkdown(r.base.path)}**`;
   const what = r.target === null ? `compared with ${escapeMarkdown(r.candidate.path)}` : r.steps.length && r.chosen_step !== null ? r.steps[r.chosen_step].ratio === 0 ? `quantized to ${r.quantize}, nothing pruned` : `pruned ${removedWithTarget(r.steps[r.chosen_step])} of the parameters${r.quantize === "none" ? "" : ` and quantized to ${r.quantize}`}` : "";
-  const failed = r.metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? "")})`);
-  if (r.verdict === "pass") return `### ✅ prune-gate passed: ${model} ${what}`.trimEnd();
+  const failed = r.metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? "")}${m.inconclusive ? ", inconclusive" : ""})`);
+  if (r.verdict === "pass") {
+    const unsure = r.metrics.filter((m) => m.inconclusive).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? "")})`);
+    return `### ✅ prune-gate passed: ${model} ${what}${unsure.length ? ` — inconclusive, counted as passing: ${unsure.join(", ")}` : ""}`.trimEnd();
+  }
   return `### ❌ prune-gate failed: ${model} ${what}${failed.length ? ` — over the bound: ${failed.join(", ")}` : ""}`;
 }
+var isLatency = (name) => name === "latency-p50" || name === "latency-p95";
+function showsLatency(r) {
+  const interval = r.latency.interval;
+  return r.metrics.some((m) => isLatency(m.name) && m.rule !== null) || interval === void 0 || interval !== null && (interval[0] > 1 || interval[1] < 1);
+}
+function passCell(m) {
+  if (m.rule === null) return "";
+  if (m.inconclusive) return `❔ inconclusive (counted as ${m.pass ? "a pass" : "a fail"})`;
+  return m.pass ? "✅" : "❌";
+}
 function metricsTable(r) {
+  const shown = showsLatency(r);
   return table2(
     ["metric", "base", "candidate", "change", "bound", "pass"],
-    r.metrics.map((m) => [
+    r.metrics.filter((m) => shown || !isLatency(m.name)).map((m) => [
       m.name,
       formatValue(m.name, m.base),
-      formatValue(m.name, m.candidate),
+      formatValue(m.name, m.candidate) + (m.interval ? ` (95 % ${formatValue(m.name, m.interval[0])} to ${formatValue(m.name, m.interval[1])})` : ""),
       formatChange(m.name, m.base, m.candidate),
       formatBound(m.name, m.bound, m.rule),
-      m.rule === null ? "" : m.pass ? "✅" : "❌"
+      passCell(m)
     ])
   );
 }
@@ -49710,9 +50049,14 @@ function quantizationSection(r) {
 }
 function latencyTable(r) {
   const l = r.latency;
+  const x = (v) => `${v.toFixed(2)}x`;
+  const runs = l.runs !== void 0 ? `${l.runs} ${l.runs === 1 ? "run" : "runs"} of each model${l.seconds !== void 0 ? ` in ${Number(l.seconds.toPrecision(2))} s` : ""}` : "";
+  const interval = l.interval ? `95 % interval ${x(l.interval[0])} to ${x(l.interval[1])}` : l.interval === null ? "too few runs for an interval" : "";
+  const about = [interval, runs].filter(Boolean).join(", ");
+  if (!showsLatency(r)) return [`Latency: not told apart from the base's on this machine (${about}).`];
   const ms = (v) => formatValue("latency-p50", v);
   return [
-    "#### Latency (one calibration batch, base and candidate runs interleaved)",
+    "#### Latency (one calibration batch, base and candidate runs alternated)",
     "",
     ...table2(
       ["", "p50", "p95"],
@@ -49722,7 +50066,10 @@ function latencyTable(r) {
       ]
     ),
     "",
-    `Speedup (base p50 / candidate p50): **${l.speedup === null ? "–" : `${l.speedup.toFixed(2)}x`}**`
+    `Speedup (base p50 / candidate p50): **${l.speedup === null ? "–" : x(l.speedup)}**${about ? ` (${about})` : ""}`,
+    // The warnings are the tool's own words and numbers, but the report may be untrusted: escaped.
+    ...(l.warnings ?? []).map((w) => `
+> ⚠️ ${escapeMarkdown(w, 500)}`)
   ];
 }
 function mainMetric(r) {
@@ -49803,6 +50150,14 @@ function skippedSection(r) {
     r.skipped.map((s) => [escapeMarkdown(s.where), escapeMarkdown(s.reason, 500)])
   );
 }
+function memoryNote(r) {
+  const m = r.memory;
+  if (!m) return [];
+  const mib = (v) => formatValue("memory", v);
+  return [
+    `<sub>memory: each model's own peak RSS, net of the ${mib(m.runtime_mib)} the same process (Node.js, onnxruntime, the batch's inputs) peaks at without a model (its runs differ by ${mib(m.spread_mib)}); with the base it peaked at ${mib(m.base_peak_mib)}, with the candidate at ${mib(m.candidate_peak_mib)}.</sub>`
+  ];
+}
 function interfaceSection(r) {
   if (!r.interface?.length) return [];
   const dims = (d) => `[${d.map((x) => x === null ? "?" : escapeMarkdown(String(x))).join(", ")}]`;
@@ -49864,6 +50219,7 @@ function renderMarkdown(r) {
   const sections = [
     [verdictLine(r)],
     metricsTable(r),
+    memoryNote(r),
     interfaceSection(r),
     compressionTable(r),
     quantizationSection(r),
@@ -49878,6 +50234,73 @@ function renderMarkdown(r) {
   ];
   return `${sections.filter((s) => s.length > 0).map((s) => s.join("\n")).join("\n\n")}
 `;
+}
+
+// src/util/hash.ts
+var crypto2 = __toESM(require("crypto"));
+var fs15 = __toESM(require("fs"));
+var sha256 = (data) => crypto2.createHash("sha256").update(data).digest("hex");
+function hashFileInto(hash2, file2) {
+  const fd = fs15.openSync(file2, "r");
+  try {
+    const buffer = Buffer.allocUnsafe(1 << 22);
+    for (let n; (n = fs15.readSync(fd, buffer, 0, buffer.length, null)) > 0; ) hash2.update(buffer.subarray(0, n));
+  } finally {
+    fs15.closeSync(fd);
+  }
+}
+function sha256OfFiles(files) {
+  const hash2 = crypto2.createHash("sha256");
+  for (const f of files) hashFileInto(hash2, f);
+  return hash2.digest("hex");
+}
+function canonicalJson(value) {
+  if (Array.isArray(value)) return `[${value.map((v) => v === void 0 ? "null" : canonicalJson(v)).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const members2 = Object.keys(value).sort().filter((k) => value[k] !== void 0).map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`);
+    return `{${members2.join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+// src/pipeline/provenance.ts
+var PRODUCER_NAME = "prune-gate";
+var KEY_PREFIX = "prune-gate.";
+function modelSha256(model) {
+  const files = model.files();
+  if (files.length === 0) throw new Error("internal: a model built in memory has no bytes to hash");
+  return sha256OfFiles(files);
+}
+function baseOrigin(base, settings, baseSha256 = modelSha256(base)) {
+  const { producerName, producerVersion, metadataProps } = base.proto;
+  return {
+    sha256: baseSha256,
+    params: countParams(base),
+    producer: [producerName, producerVersion].filter(Boolean).join(" ") || "unknown",
+    metadata: (metadataProps ?? []).filter((p) => !(p.key ?? "").startsWith(KEY_PREFIX)).map((p) => ({ key: p.key ?? "", value: p.value ?? "" })),
+    configSha256: sha256(canonicalJson(settings))
+  };
+}
+function gateModelSettings(config2) {
+  return { prune: config2.prune, quantize: config2.quantize, keepNames: config2.keepNames, externalData: config2.externalData, budget: config2.budget };
+}
+function producerStamp(origin, model, steps) {
+  const kinds = new Set(steps.flatMap((s) => s.pruned.map((p) => p.kind)));
+  const compensations = [...new Set(steps.flatMap((s) => s.compensations ?? []).filter((c) => c !== "none"))];
+  const removed = origin.params > 0 ? (origin.params - countParams(model)) / origin.params : 0;
+  const ours = [
+    ["base-sha256", origin.sha256],
+    ["removed", removed.toFixed(4)],
+    ["structures", STRUCTURES.filter((k) => kinds.has(k)).join(",") || "none"],
+    ["compensation", compensations.join(",") || "none"],
+    ["config-sha256", origin.configSha256],
+    ["source-producer", origin.producer]
+  ];
+  return {
+    name: PRODUCER_NAME,
+    version,
+    metadata: [...origin.metadata, ...ours.map(([key, value]) => ({ key: `${KEY_PREFIX}${key}`, value }))]
+  };
 }
 
 // src/pipeline/run.ts
@@ -49931,22 +50354,25 @@ async function runOnDevice(options) {
   const base = OnnxModel.read(config2.model);
   const set2 = loadCalibration(config2.calibration, base);
   checkRulesFitTask(config2.gate, set2, config2.file ? displayPath(config2.file) : "the gate");
+  const origin = baseOrigin(base, gateModelSettings(config2));
   const budget = new SearchBudget(config2.budget, stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps).length);
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const memory = newPruneMemory();
   const firstTarget = stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps)[0];
   const tap = !set2.generation && firstTarget > 0 && !options.prune ? await firstStatisticsTap(base, pruneSettings(config2, set2, firstTarget, memory, log)) : void 0;
-  const evaluator = await Evaluator.create(base, set2, { latency: config2.latency, log, tap });
+  const evaluator = await Evaluator.create(base, set2, { latency: { ...config2.latency, settled: latencySettled(config2.gate) }, log, tap });
   if (tap) memory.ready = tap.collected();
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config2.keepNames, log);
   const stepsDir = path14.join(out, STEPS_DIR);
   try {
     checkRulesAgainstBase(config2.gate, evaluator.baseQuality, config2.file ? displayPath(config2.file) : "the gate");
+    const baseMemory = config2.gate.some((r) => boundsMemory(r) && r.bound === "max-ratio") ? await baseMemoryFor((file2) => evaluator.memory(file2), config2.gate, config2.model) : void 0;
     const mode = config2.prune.target === "auto" ? "auto" : "fixed";
     const ratios = stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps);
     let step;
     const deps = candidateSteps(
       config2,
+      origin,
       stepsDir,
       async (model, target, memory2, info) => {
         const effort = budget.effortFor(info.index);
@@ -49967,7 +50393,7 @@ async function runOnDevice(options) {
         const confirmed = evaluator.hasPassOf(candidate);
         const started = Date.now();
         const evaluation2 = await evaluator.evaluate(model, { sameAs: candidate, efficiency: config2.gate.some(boundsEfficiencyRuns) });
-        const metrics2 = judge(evaluation2.values, config2.gate.filter((r) => !boundsMemory(r)), set2.task);
+        const metrics2 = judge(evaluation2.values, config2.gate.filter((r) => !boundsMemory(r)), set2.task, config2.latency.onInconclusive);
         const passes = confirmed ? [] : [{ what: "evaluation", why: "the step's metrics (its candidate, as written, was not run before)", samples: set2.count, seconds: (Date.now() - started) / 1e3 }];
         if (step) budget.stepDone(stepCost({ ...step, passes: [...step.passes, ...passes] }));
         return { metrics: metrics2, artifact: { ...written, evaluation: evaluation2 }, passes };
@@ -49979,8 +50405,8 @@ async function runOnDevice(options) {
     const result = await gradualSearch(base, countParams(base), mode, ratios, deps);
     const chosen = result.artifact;
     const evaluation = await evaluator.withEfficiency(OnnxModel.read(chosen.file), chosen.evaluation);
-    await measureMemoryIfBounded((file2) => evaluator.memory(file2), config2.gate, evaluation.values, [config2.model, chosen.file], log);
-    const metrics = judge(evaluation.values, config2.gate, set2.task);
+    const memoryPeaks = await measureMemoryIfBounded((file2) => evaluator.memory(file2), config2.gate, evaluation.values, [config2.model, chosen.file], log, baseMemory);
+    const metrics = judge(evaluation.values, config2.gate, set2.task, config2.latency.onInconclusive);
     const verdict = verdictOf(metrics);
     result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === "pass" };
     const files = promote(chosen, out);
@@ -50005,6 +50431,7 @@ async function runOnDevice(options) {
       pullRequest: options.pullRequest,
       run: options.run,
       environment: currentEnvironment(),
+      memory: memoryPeaks,
       interface: evaluation.interface,
       examples: evaluation.examples
     });
@@ -50016,30 +50443,37 @@ async function runOnDevice(options) {
     return outcome;
   } finally {
     await evaluator.close();
-    fs15.rmSync(stepsDir, { recursive: true, force: true });
+    fs16.rmSync(stepsDir, { recursive: true, force: true });
   }
 }
 function stepCost(step) {
-  const seconds = (what) => step.passes.filter((p) => p.what === what).reduce((t, p) => t + p.seconds, 0);
+  const seconds2 = (what) => step.passes.filter((p) => p.what === what).reduce((t, p) => t + p.seconds, 0);
   const confirmations = step.passes.filter((p) => p.what === "confirmation");
   return {
     total: (Date.now() - step.start) / 1e3,
     // Of two confirmations, the one not kept is the alternative; they cost about the same.
     alternative: confirmations.length > 1 ? Math.min(...confirmations.map((p) => p.seconds)) : 0,
-    probe: seconds("probe"),
-    statistics: seconds("statistics"),
+    probe: seconds2("probe"),
+    statistics: seconds2("statistics"),
     share: step.share,
     once: step.once
   };
 }
 var boundsMemory = (r) => r.metric === "memory";
 var boundsEfficiencyRuns = (r) => r.metric === "latency-p50" || r.metric === "latency-p95" || r.metric === "macs";
-async function measureMemoryIfBounded(memoryOf, rules, values, [base, candidate], log) {
-  if (!rules.some(boundsMemory)) return false;
-  log("measuring memory: a fresh process loads each model and runs one batch");
-  values.base.memory = await memoryOf(base);
-  values.candidate.memory = await memoryOf(candidate);
-  return true;
+async function measureMemoryIfBounded(memoryOf, rules, values, [base, candidate], log, measuredBase) {
+  if (!rules.some(boundsMemory)) return void 0;
+  log("measuring memory: fresh processes load each model and run one batch, and the same process without a model");
+  const b = measuredBase ?? await baseMemoryFor(memoryOf, rules, base);
+  const c = await memoryOf(candidate);
+  values.base.memory = b.net;
+  values.candidate.memory = c.net;
+  return { runtime: b.runtime, spread: b.spread, base: b.peak, candidate: c.peak };
+}
+async function baseMemoryFor(memoryOf, rules, base) {
+  const b = await memoryOf(base);
+  if (rules.some((r) => boundsMemory(r) && r.bound === "max-ratio")) checkRatioMeasurable(b, base);
+  return b;
 }
 function pruneSettings(config2, set2, target, memory, log) {
   return {
@@ -50056,10 +50490,15 @@ function pruneSettings(config2, set2, target, memory, log) {
     log
   };
 }
-function candidateSteps(config2, stepsDir, prune, quantize, score, log, remaining, memory = newPruneMemory()) {
+function candidateSteps(config2, origin, stepsDir, prune, quantize, score, log, remaining, memory = newPruneMemory()) {
   const quantization = /* @__PURE__ */ new Map();
+  const pruning = /* @__PURE__ */ new Map();
   return {
-    prune: (model, target, step) => prune(model, target, memory, step),
+    prune: async (model, target, step) => {
+      const result = await prune(model, target, memory, step);
+      pruning.set(step.index, { pruned: result.pruned, compensations: result.compensations });
+      return result;
+    },
     quantize: async (model, step) => {
       const quantized = await quantize(model, config2.quantize);
       quantization.set(step.index, quantized.quantization);
@@ -50067,13 +50506,14 @@ function candidateSteps(config2, stepsDir, prune, quantize, score, log, remainin
     },
     evaluate: async (candidate, step) => {
       const dir = path14.join(stepsDir, `step-${step.index}`);
-      fs15.rmSync(dir, { recursive: true, force: true });
-      const written = writeModel(candidate, path14.join(dir, PRUNED_NAME), { externalData: config2.externalData });
+      fs16.rmSync(dir, { recursive: true, force: true });
+      const steps = [...pruning].filter(([index]) => index <= step.index).map(([, done]) => done);
+      const written = writeModel(candidate, path14.join(dir, PRUNED_NAME), { externalData: config2.externalData, producer: producerStamp(origin, candidate, steps) });
       const model = OnnxModel.read(written.path);
       const { metrics, artifact, passes } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step, candidate);
       return { metrics, artifact, passes, next: config2.quantize === "none" ? model : void 0 };
     },
-    discard: (artifact) => fs15.rmSync(artifact.dir, { recursive: true, force: true }),
+    discard: (artifact) => fs16.rmSync(artifact.dir, { recursive: true, force: true }),
     log,
     remaining
   };
@@ -50081,10 +50521,10 @@ function candidateSteps(config2, stepsDir, prune, quantize, score, log, remainin
 function promote(artifact, out) {
   const model = path14.join(out, PRUNED_NAME);
   const data = `${model}.data`;
-  fs15.mkdirSync(out, { recursive: true });
-  if (artifact.dataFile) fs15.renameSync(artifact.dataFile, data);
-  else fs15.rmSync(data, { force: true });
-  fs15.renameSync(artifact.file, model);
+  fs16.mkdirSync(out, { recursive: true });
+  if (artifact.dataFile) fs16.renameSync(artifact.dataFile, data);
+  else fs16.rmSync(data, { force: true });
+  fs16.renameSync(artifact.file, model);
   return { model, data: artifact.dataFile ? data : void 0 };
 }
 function writeReports(report, out, files) {
@@ -50106,13 +50546,14 @@ async function compareOnDevice(options) {
   const rules = options.config?.gate ?? [];
   checkRulesFitTask(rules, set2, options.config?.file ? displayPath(options.config.file) : "the gate");
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
-  const evaluator = await Evaluator.create(base, set2, { latency: options.config?.latency, log });
+  const latency = options.config ? { ...options.config.latency, settled: latencySettled(rules) } : void 0;
+  const evaluator = await Evaluator.create(base, set2, { latency, log });
   try {
     checkRulesAgainstBase(rules, evaluator.baseQuality, options.config?.file ? displayPath(options.config.file) : "the gate");
     log("evaluating the candidate");
     const evaluation = await evaluator.evaluate(candidate);
-    await measureMemoryIfBounded((file2) => evaluator.memory(file2), rules, evaluation.values, [options.base, options.candidate], log);
-    const metrics = judge(evaluation.values, rules, set2.task);
+    const memoryPeaks = await measureMemoryIfBounded((file2) => evaluator.memory(file2), rules, evaluation.values, [options.base, options.candidate], log);
+    const metrics = judge(evaluation.values, rules, set2.task, options.config?.latency.onInconclusive);
     const report = buildReport({
       verdict: verdictOf(metrics),
       task: set2.task,
@@ -50131,6 +50572,7 @@ async function compareOnDevice(options) {
       pullRequest: options.pullRequest,
       run: options.run,
       environment: currentEnvironment(),
+      memory: memoryPeaks,
       interface: evaluation.interface,
       examples: evaluation.examples
     });
@@ -50271,8 +50713,8 @@ function formatInspection(ins) {
 }
 
 // src/pipeline/matrix.ts
-var crypto2 = __toESM(require("crypto"));
-var fs16 = __toESM(require("fs"));
+var crypto3 = __toESM(require("crypto"));
+var fs17 = __toESM(require("fs"));
 var path15 = __toESM(require("path"));
 
 // src/pipeline/job.ts
@@ -50307,39 +50749,31 @@ function matrixOf(jobs) {
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_JOBS) throw new UserError(`--jobs: expected a whole number of jobs from 1 to ${MAX_JOBS}, found ${jobs}`);
   return { include: Array.from({ length: jobs }, (_, i) => ({ job: `${i + 1}/${jobs}` })) };
 }
-var sha256 = (data) => crypto2.createHash("sha256").update(data).digest("hex");
 function filesOf(location) {
-  const stat = fs16.statSync(location);
+  const stat = fs17.statSync(location);
   if (!stat.isDirectory()) return [location];
-  return fs16.readdirSync(location, { withFileTypes: true }).sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0).flatMap((e) => e.isDirectory() ? filesOf(path15.join(location, e.name)) : e.isFile() ? [path15.join(location, e.name)] : []);
+  return fs17.readdirSync(location, { withFileTypes: true }).sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0).flatMap((e) => e.isDirectory() ? filesOf(path15.join(location, e.name)) : e.isFile() ? [path15.join(location, e.name)] : []);
 }
-function hashFile(hash2, file2, root) {
-  hash2.update(`${path15.relative(root, file2)}\0${fs16.statSync(file2).size}\0`);
-  const fd = fs16.openSync(file2, "r");
-  try {
-    const buffer = Buffer.allocUnsafe(1 << 22);
-    for (let n; (n = fs16.readSync(fd, buffer, 0, buffer.length, null)) > 0; ) hash2.update(buffer.subarray(0, n));
-  } finally {
-    fs16.closeSync(fd);
-  }
-}
-function planIdentity(config2, jobs) {
-  const hash2 = crypto2.createHash("sha256");
-  const { file: _file2, model, calibration, ...settings } = config2;
-  hash2.update(`prune-gate plan v1\0jobs ${jobs}\0`);
+function planIdentity(config2, jobs, baseSha256) {
+  const hash2 = crypto3.createHash("sha256");
+  const { file: _file2, model: _model, calibration, ...settings } = config2;
+  hash2.update(`prune-gate plan v2\0jobs ${jobs}\0`);
   hash2.update(JSON.stringify(settings));
-  const modelFile = model;
-  for (const f of OnnxModel.read(modelFile).files()) hashFile(hash2, f, path15.dirname(modelFile));
-  const calibrationRoot = fs16.statSync(calibration).isDirectory() ? calibration : path15.dirname(calibration);
-  for (const f of filesOf(calibration)) hashFile(hash2, f, calibrationRoot);
+  hash2.update(`\0model ${baseSha256}\0`);
+  const calibrationRoot = fs17.statSync(calibration).isDirectory() ? calibration : path15.dirname(calibration);
+  for (const f of filesOf(calibration)) {
+    hash2.update(`${path15.relative(calibrationRoot, f)}\0${fs17.statSync(f).size}\0`);
+    hashFileInto(hash2, f);
+  }
   return hash2.digest("hex");
 }
 var MAX_RECORDED_BYTES = 1 << 30;
 async function runJob(config2, job, out, log = () => void 0) {
   return withSessionThreads(config2.device.threads, async () => {
     checkSplittable(config2);
-    const plan = planIdentity(config2, job.count);
     const base = OnnxModel.read(config2.model);
+    const baseSha256 = modelSha256(base);
+    const plan = planIdentity(config2, job.count, baseSha256);
     const set2 = splittableSet(config2, base);
     checkRulesFitTask(config2.gate, set2, config2.file ? displayPath(config2.file) : "the gate");
     const shard = shardOf(set2, job.index, job.count);
@@ -50352,10 +50786,11 @@ async function runJob(config2, job, out, log = () => void 0) {
     const recording = job.index === 1 ? new PassRecording(MAX_RECORDED_BYTES) : void 0;
     const measure = wholeSetDamage(config2, base, set2, log);
     try {
-      const deps = rebuiltSteps(config2, set2, stepsDir, recording ?? RUN_PASSES, measure.damage, log, async (model, written, step) => {
+      const origin = baseOrigin(base, gateModelSettings(config2), baseSha256);
+      const deps = rebuiltSteps(config2, origin, set2, stepsDir, recording ?? RUN_PASSES, measure.damage, log, async (model, written, step) => {
         const evaluation = await evaluator.evaluate(model);
         baseSums ??= evaluation.sums.base;
-        steps.push({ ratio: step.ratio, candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: written.quantization });
+        steps.push({ ratio: step.ratio, sha256: modelSha256(model), candidate: evaluation.candidate, sums: evaluation.sums.candidate, quantization: written.quantization });
         return [];
       });
       await gradualSearch(base, countParams(base), "fixed", stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps), deps);
@@ -50370,7 +50805,7 @@ async function runJob(config2, job, out, log = () => void 0) {
         base: { stats: evaluator.base, sums: baseSums ?? {} },
         steps
       };
-      fs16.mkdirSync(outDir, { recursive: true });
+      fs17.mkdirSync(outDir, { recursive: true });
       if (recording) {
         const data = recording.serialize();
         writeFileAtomic(path15.join(outDir, PASSES_FILE), data);
@@ -50383,7 +50818,7 @@ async function runJob(config2, job, out, log = () => void 0) {
     } finally {
       await evaluator.close();
       await measure.close();
-      fs16.rmSync(stepsDir, { recursive: true, force: true });
+      fs17.rmSync(stepsDir, { recursive: true, force: true });
     }
   });
 }
@@ -50410,9 +50845,10 @@ function wholeSetDamage(config2, base, set2, log) {
     }
   };
 }
-function rebuiltSteps(config2, set2, stepsDir, passes, damage, log, score) {
+function rebuiltSteps(config2, origin, set2, stepsDir, passes, damage, log, score) {
   return candidateSteps(
     config2,
+    origin,
     stepsDir,
     (model, target, memory, step) => pruneModel(model, {
       ...pruneSettings(config2, set2, target, memory, log),
@@ -50429,7 +50865,7 @@ function readPartial(dir) {
   const file2 = path15.join(dir, PARTIAL_JSON);
   let data;
   try {
-    data = JSON.parse(fs16.readFileSync(file2, "utf8"));
+    data = JSON.parse(fs17.readFileSync(file2, "utf8"));
   } catch (e) {
     throw new UserError(`${displayPath(file2)}: not a readable partial result (${String(e.message).split("\n")[0]}); give the folders the jobs wrote with run --job`);
   }
@@ -50456,15 +50892,22 @@ function collectPartials(dirs, planOf) {
   for (let k = 1; k <= count2; k++) {
     if (!byJob.has(k)) throw new UserError(`job ${k}/${count2} is missing: no partial.json for it among the ${read.length} folders given; wait for every job, or rerun job ${k}`);
   }
-  return { plan, read: read.sort((a, b) => a.partial.job.index - b.partial.job.index) };
+  read.sort((a, b) => a.partial.job.index - b.partial.job.index);
+  for (const { file: file2, partial: partial2 } of read) {
+    if (partial2.steps.length !== read[0].partial.steps.length) {
+      throw new UserError(`${file2}: job ${partial2.job.index}/${count2} lists ${partial2.steps.length} steps, job 1 ${read[0].partial.steps.length}: not a result of this plan's search; give the folders the jobs wrote, unchanged`);
+    }
+  }
+  return { plan, read };
 }
 async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) {
   return withSessionThreads(config2.device.threads, async () => {
     if (dirs.length === 0) throw new UserError("merge: give the folders the jobs wrote (run --job K/N --out DIR)");
     checkSplittable(config2);
-    const { plan, read } = collectPartials(dirs, (jobs) => planIdentity(config2, jobs));
-    const partials = read.map((r) => r.partial);
     const base = OnnxModel.read(config2.model);
+    const baseSha256 = modelSha256(base);
+    const { plan, read } = collectPartials(dirs, (jobs) => planIdentity(config2, jobs, baseSha256));
+    const partials = read.map((r) => r.partial);
     const set2 = loadCalibration(config2.calibration, base);
     const task = set2.task;
     const rules = config2.gate;
@@ -50485,19 +50928,16 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
     const measure = wholeSetDamage(config2, base, set2, log);
     const latencies = /* @__PURE__ */ new Map();
     try {
-      const deps = rebuiltSteps(config2, set2, stepsDir, passes, measure.damage, log, async (model, written, step2) => {
-        const recorded2 = partials[0].steps[step2.index - 1];
-        const params = countParams(model);
-        if (params !== recorded2.candidate.params || model.bytesOnDisk() !== recorded2.candidate.bytes) {
-          throw new UserError(`step ${step2.index}: the merge rebuilt a candidate of ${params} parameters and ${model.bytesOnDisk()} bytes, the jobs ${recorded2.candidate.params} and ${recorded2.candidate.bytes}: this machine builds other models (another onnxruntime or CPU?); merge on the jobs' runner type`);
-        }
+      const origin = baseOrigin(base, gateModelSettings(config2), baseSha256);
+      const deps = rebuiltSteps(config2, origin, set2, stepsDir, passes, measure.damage, log, async (model, written, step2) => {
+        checkSameCandidate(read, step2.index, modelSha256(model));
         const values2 = stepValues[step2.index - 1];
         if (timesSteps) {
           const latency2 = await timer.time(written.file);
           latencies.set(step2.index - 1, latency2);
           withLatency(values2, latency2);
         }
-        return judge(values2, rules.filter((r) => !boundsMemory(r)), task);
+        return judge(values2, rules.filter((r) => !boundsMemory(r)), task, config2.latency.onInconclusive);
       });
       const mode = config2.prune.target === "auto" ? "auto" : "fixed";
       const result = await gradualSearch(base, countParams(base), mode, stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps), deps);
@@ -50508,8 +50948,8 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
       const chosen = result.artifact;
       const latency = latencies.get(result.chosen) ?? await timer.time(chosen.file);
       const values = withLatency(stepValues[result.chosen], latency);
-      await measureMemoryIfBounded((file2) => timer.memory(file2), rules, values, [config2.model, chosen.file], log);
-      const metrics = judge(values, rules, task);
+      const memoryPeaks = await measureMemoryIfBounded((file2) => timer.memory(file2), rules, values, [config2.model, chosen.file], log);
+      const metrics = judge(values, rules, task, config2.latency.onInconclusive);
       const verdict = verdictOf(metrics);
       result.steps[result.chosen] = { ...result.steps[result.chosen], metrics, pass: verdict === "pass" };
       const files = promote(chosen, outDir);
@@ -50532,6 +50972,7 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
         skipped: result.skipped,
         allocation: result.allocation,
         environment: currentEnvironment(),
+        memory: memoryPeaks,
         pullRequest: recorded.pullRequest,
         run: recorded.run
       });
@@ -50541,23 +50982,40 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
     } finally {
       await timer.release();
       await measure.close();
-      fs16.rmSync(stepsDir, { recursive: true, force: true });
+      fs17.rmSync(stepsDir, { recursive: true, force: true });
     }
   });
+}
+function checkSameCandidate(read, index, rebuilt) {
+  const built = (p) => p.steps[index - 1]?.sha256;
+  const name = (p) => `job ${p.job.index}/${p.job.count}`;
+  const same = read.filter((r) => built(r.partial) === rebuilt);
+  const other = read.find((r) => built(r.partial) !== rebuilt);
+  if (!other) return;
+  const short = (sha) => sha ? sha.slice(0, 16) : "none";
+  if (same.length === 0) {
+    throw new UserError(
+      `step ${index}: the merge rebuilt a candidate (sha256 ${short(rebuilt)}) that no job built (${name(other.partial)}: ${short(built(other.partial))}): this machine builds other models than the jobs' runners (another onnxruntime or CPU?); merge on the jobs' runner type`
+    );
+  }
+  throw new UserError(
+    `${other.file}: ${name(other.partial)} evaluated another step ${index} candidate (sha256 ${short(built(other.partial))}) than the merge rebuilt and ${same.map((r) => name(r.partial)).join(", ")} built (${short(rebuilt)}): its runner built another model (another CPU under the same runner label?), so its sums are not of this one; rerun it on the runner type of ${same.map((r) => name(r.partial)).join(", ")}`
+  );
 }
 var boundsLatency = (r) => r.metric === "latency-p50" || r.metric === "latency-p95";
 function withLatency(values, latency) {
   values.base = { ...values.base, ...latencyValues(latency.base) };
   values.candidate = { ...values.candidate, ...latencyValues(latency.candidate) };
+  values.intervals = { ...values.intervals, ...latencyIntervals(latency) };
   return values;
 }
 function recordedPasses({ dir, partial: { passes } }, log) {
   const file2 = path15.join(dir, PASSES_FILE);
-  if (!passes || !fs16.existsSync(file2)) {
+  if (!passes || !fs17.existsSync(file2)) {
     log(`no ${PASSES_FILE} beside job 1's partial.json: the merge runs the pruning's passes over the calibration set again`);
     return RUN_PASSES;
   }
-  const data = fs16.readFileSync(file2);
+  const data = fs17.readFileSync(file2);
   if (sha256(data) !== passes.sha256) {
     throw new UserError(`${displayPath(file2)}: not the record job 1's partial.json names (its sha256 differs); give the folder job 1 wrote, unchanged`);
   }
@@ -50578,7 +51036,7 @@ var SideBySide = class _SideBySide {
   async time(candidateFile) {
     const candidate = await createSession(candidateFile);
     try {
-      return await measureLatency(this.base, candidate, this.feeds, this.config.latency);
+      return await measureLatency(this.base, candidate, this.feeds, { ...this.config.latency, settled: latencySettled(this.config.gate) });
     } finally {
       await candidate.release();
     }
@@ -50638,8 +51096,9 @@ function register5(program2, ctx) {
     const matrix = matrixOf(jobs);
     const config2 = resolveConfig(flags.config, parseOverrides({ model: flags.model, calibration: flags.calibration, target: flags.target }, flagName), flagName);
     checkSplittable(config2);
-    const set2 = splittableSet(config2, OnnxModel.read(config2.model));
-    const id = planIdentity(config2, jobs);
+    const model = OnnxModel.read(config2.model);
+    const set2 = splittableSet(config2, model);
+    const id = planIdentity(config2, jobs, modelSha256(model));
     ctx.stderr(`plan ${id.slice(0, 16)}: ${jobs} jobs, each evaluating at most ${Math.ceil(set2.count / jobs)} of the ${set2.count} calibration samples
 `);
     ctx.stdout(`${JSON.stringify(matrix)}
@@ -50669,6 +51128,7 @@ function register6(program2, ctx) {
     const align = flags.align === "auto" ? "auto" : Number(flags.align);
     if (align !== "auto" && (!Number.isInteger(align) || align < 1)) throw new UserError(`--align must be auto or a whole number of at least 1 (got '${flags.align}')`);
     const model = OnnxModel.read(flags.model);
+    const origin = baseOrigin(model, { prune: { target, structures, importance, compensate, allocation, steps, align }, externalData });
     const set2 = flags.calibration ? loadCalibration(flags.calibration, model) : void 0;
     const evaluator = set2 ? await Evaluator.create(model, set2, { latency: { warmup: 0, runs: 1 } }) : void 0;
     let result;
@@ -50694,7 +51154,7 @@ function register6(program2, ctx) {
     if (target > 0 && result.paramsAfter >= result.paramsBefore) {
       throw new UserError(`nothing was removed from ${flags.model}: ${result.short ?? "the engine removed less than asked"}; nothing was written`);
     }
-    const written = writeModel(result.model, flags.out, { externalData });
+    const written = writeModel(result.model, flags.out, { externalData, producer: producerStamp(origin, result.model, [result]) });
     if (flags.report) writeJsonAtomic(flags.report, pruneReport(flags.model, written.path, result));
     ctx.stdout(formatPruned(result, flags.out));
   });
