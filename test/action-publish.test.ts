@@ -120,6 +120,7 @@ test('workflow 2 (workflow_run, write token, report:): publishes the summary and
     verdict: 'pass',
     'report-path': path.join(ws, 'prune-gate-report', 'report.json'),
     'pruned-model-path': '',
+    removed: workflow1.outputs.removed,
     compression: workflow1.outputs.compression,
     speedup: workflow1.outputs.speedup,
   });

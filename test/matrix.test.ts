@@ -11,7 +11,9 @@ const built = useBuiltCli('matrix');
 
 function config(name: string, extra = '', calibration = path.join(ROOT, 'calibration', 'mlp'), model = 'mlp.onnx', prune = 'allocation: global, compensate: none, align: 1, importance: magnitude'): string {
   const file = path.join(built.tmp, `${name}.yml`);
-  fs.writeFileSync(file, [`model: ${path.join(ROOT, 'test', 'fixtures', model)}`, `calibration: ${calibration}`, `prune: { target: auto, steps: 3, ${prune} }`, 'gate:', '  agreement: { min: 0.5 }', extra].join('\n'));
+  // One timed run unless the test times on purpose: latency is not what most of these test.
+  const latency = extra.includes('latency:') ? [] : ['latency: { warmup: 0, runs: 1 }'];
+  fs.writeFileSync(file, [`model: ${path.join(ROOT, 'test', 'fixtures', model)}`, `calibration: ${calibration}`, `prune: { target: auto, steps: 3, ${prune} }`, ...latency, 'gate:', '  agreement: { min: 0.5 }', extra].join('\n'));
   return file;
 }
 
