@@ -212,7 +212,9 @@ describe('prune-gate inspect', () => {
     expect(heads.length === LAYERS || attentionSkipped).toBe(true);
   });
 
-  test.each(['llama-genai-kvdim.onnx', 'external/model.onnx', INT4])('%s: runs and describes the model', async (file) => {
+  // The external layout holds the kv_cache_dim graph: one of the two is enough here (each takes
+  // inspect's every dummy size before its note, about 9 s, until the engine sizes that axis).
+  test.each(['external/model.onnx', INT4])('%s: runs and describes the model', async (file) => {
     const ins = await inspect(file);
     expect(ins.ops['com.microsoft::GroupQueryAttention']).toBe(LAYERS);
     expect(ins.inputs.map((i) => i.name)).toEqual(['input_ids', 'attention_mask', 'past_key_values.0.key', 'past_key_values.0.value', 'past_key_values.1.key', 'past_key_values.1.value']);
