@@ -2,6 +2,7 @@ import { AtomSpace, Slot } from './atoms';
 import { GraphIndex, Node, nodeLabel } from './graph';
 import { nodeReads } from '../onnx/reads';
 import { RuleContext, ruleOf } from './rules';
+import { QUANTIZED_NOT_PRUNABLE, quantizedOpReason, quantizedWeightOf } from './quantized';
 import { Trace, traceModelAt } from './trace';
 import { OnnxModel } from '../onnx/model';
 import { dummyFeeds, ort } from '../onnx/runtime';
@@ -236,9 +237,12 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
     const link = ruleOf(node)?.link;
     if (link) link(ctx);
     // Whatever the rule did not account for is fixed in size: freeze it.
+    const quantized = link ? undefined : quantizedWeightOf(model, node);
     const reason = link
       ? `fixed by ${node.opType} ${nodeLabel(node)}`
-      : `${node.domain ? node.domain + '.' : ''}${node.opType} ${nodeLabel(node)} is not understood by the engine`;
+      : quantized
+        ? quantizedOpReason(quantized)
+        : `${node.domain ? node.domain + '.' : ''}${node.opType} ${nodeLabel(node)} ${NOT_UNDERSTOOD}`;
     for (const name of [...nodeReads(node), ...node.output]) {
       for (const s of name ? space.slotsOf(name) : []) {
         if (!touched.has(s.id)) {
@@ -348,7 +352,7 @@ function collectGroups(
     if (info.frozen) {
       // A lone weight axis coupled to nothing (a conv kernel's spatial axis) is not a channel
       // space; only an op we do not understand makes it worth a line.
-      if (info.slots.length === 1 && !info.frozen.includes('not understood')) continue;
+      if (info.slots.length === 1 && !stopsAnalysis(info.frozen)) continue;
       skipped.push({ where, reason: info.frozen, params: Math.round(unitParams * roots.length) });
       continue;
     }
@@ -421,9 +425,14 @@ function graphOrder(index: GraphIndex): Map<Node, number> {
   return order;
 }
 
+const NOT_UNDERSTOOD = 'is not understood by the engine';
+
+/** A reason given by an op the engine has no rule for (one reading a quantized weight included). */
+const stopsAnalysis = (reason: string) => reason.includes(NOT_UNDERSTOOD) || reason.includes(QUANTIZED_NOT_PRUNABLE);
+
 /** Unknown ops and normalizations explain a skip better than "fixed by Reshape". */
 function reasonRank(reason: string): number {
-  if (reason.includes('not understood')) return 5;
+  if (stopsAnalysis(reason)) return 5;
   if (/normaliz|reduces over/.test(reason)) return 4;
   if (reason === 'model output' || reason === 'model input') return 3;
   if (reason.includes('Gather')) return 2;

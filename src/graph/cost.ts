@@ -3,7 +3,8 @@ import { DataType, isFloatDType } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { dummyFeeds, ort } from '../onnx/runtime';
 import { elementCount, toNumber } from '../onnx/tensor';
-import { Node, attrInt, nodeLabel } from './graph';
+import { Node, nodeLabel } from './graph';
+import { quantizedWeights } from './quantized';
 import { ruleOf } from './rules';
 import { Trace, traceModel } from './trace';
 
@@ -15,12 +16,12 @@ import { Trace, traceModel } from './trace';
  *
  * Quantization does not change the number of weights, only their storage: a quantized weight
  * counts as its logical elements (K·N for com.microsoft MatMulNBits, from its K and N
- * attributes; V·D for GatherBlockQuantized; the integer tensor a DequantizeLinear reads), and
- * its scales and zero points count as nothing. So a quantized model has the params of its float
+ * attributes; V·D for GatherBlockQuantized; the integer tensor a DequantizeLinear, QLinearMatMul,
+ * MatMulInteger or the like reads), and its scales and zero points count as nothing. So a quantized model has the params of its float
  * original.
  */
 export function countParams(model: OnnxModel): number {
-  const { auxiliary, logical } = quantizedWeights(model);
+  const { auxiliary, logical } = quantizedParams(model);
   let total = logical;
   for (const t of model.initializers) {
     if (isFloatDType(t.dataType) && !auxiliary.has(t.name)) total += elementCount(t.dims.map(toNumber));
@@ -36,35 +37,19 @@ export function countParams(model: OnnxModel): number {
 }
 
 /**
- * Weights stored quantized: their logical element count (each stored tensor counted once, however
- * many ops read it), and the names of their scales and zero points, which are not parameters.
+ * Weights stored quantized (./quantized.ts): their logical element count (each stored tensor
+ * counted once, however many ops read it), and the names of their scales and zero points, which
+ * are not parameters.
  */
-function quantizedWeights(model: OnnxModel): { auxiliary: Set<string>; logical: number } {
+function quantizedParams(model: OnnxModel): { auxiliary: Set<string>; logical: number } {
   const auxiliary = new Set<string>();
   const counted = new Set<string>();
   let logical = 0;
-  const add = (name: string | undefined, count: number) => {
-    if (!name || counted.has(name) || !model.isConstant(name)) return;
-    counted.add(name);
-    logical += count;
-  };
-  for (const node of model.graph.node) {
-    const inputs = node.input ?? [];
-    const domain = node.domain ?? '';
-    if (domain === 'com.microsoft' && node.opType === 'MatMulNBits') {
-      add(inputs[1], attrInt(node, 'K', 0) * attrInt(node, 'N', 0));
-      for (const i of [2, 3]) if (inputs[i]) auxiliary.add(inputs[i]);
-    } else if (domain === 'com.microsoft' && node.opType === 'GatherBlockQuantized') {
-      const dims = model.constantInfo(inputs[0] ?? '')?.dims ?? [];
-      const bits = attrInt(node, 'bits', 4);
-      const packed = model.constantInfo(inputs[0] ?? '')?.dtype === DataType.UINT8 ? 8 / bits : 1;
-      add(inputs[0], elementCount(dims) * packed);
-      for (const i of [2, 3]) if (inputs[i]) auxiliary.add(inputs[i]);
-    } else if ((domain === '' || domain === 'ai.onnx') && node.opType === 'DequantizeLinear') {
-      const info = model.constantInfo(inputs[0] ?? '');
-      if (info && !isFloatDType(info.dtype)) add(inputs[0], elementCount(info.dims));
-      for (const i of [1, 2]) if (inputs[i]) auxiliary.add(inputs[i]);
-    }
+  for (const q of quantizedWeights(model)) {
+    for (const a of q.auxiliary) auxiliary.add(a);
+    if (counted.has(q.codes)) continue;
+    counted.add(q.codes);
+    logical += q.elements;
   }
   return { auxiliary, logical };
 }

@@ -4,6 +4,8 @@ import { GraphIndex, Node, nodeLabel } from '../graph/graph';
 import { nodeReads } from '../onnx/reads';
 import { countParams } from '../graph/cost';
 import { ruleOf } from '../graph/rules';
+import { QUANTIZED_NOT_PRUNABLE, QuantizedWeight, quantizedWeights } from '../graph/quantized';
+import { isFloatDType } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { UserError } from '../errors';
 import { FixFailure, applyRemoval } from './apply';
@@ -48,9 +50,8 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
       `importance "${options.importance}" with compensation "${options.compensate}" needs calibration data: give a calibration set, or use magnitude importance without compensation`,
     );
   }
-  if (options.target > 0 && !hasTopLevelWeights(model)) {
-    throw new UserError(`${modelName(model)}: nothing to prune: ${CONTROL_FLOW_ONLY}`);
-  }
+  const nothing = options.target > 0 ? noFloatWeights(model) : undefined;
+  if (nothing) throw new UserError(`${modelName(model)}: nothing to prune: ${nothing}`);
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
   options = { ...options, memory: options.memory ?? newPruneMemory() };
   const paramsBefore = countParams(model);
@@ -317,21 +318,41 @@ function failingNode(analysis: Analysis, message: string): Node | undefined {
 
 const CONTROL_FLOW_ONLY = 'its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit';
 
-/** Ops a weight passes through on its way to its op (a float16 model's Cast, a transposed copy). */
-const WEIGHT_PATH = new Set(['Cast', 'Identity', 'Transpose', 'Reshape', 'DequantizeLinear']);
+/** Ops a float weight passes through on its way to its op (a float16 model's Cast, a transposed copy). */
+const WEIGHT_PATH = new Set(['Cast', 'Identity', 'Transpose', 'Reshape']);
 
 /**
- * Some weight op (MatMul, Gemm, Conv, ...) of the top-level graph, outside If/Loop/Scan bodies,
- * reads a constant weight, directly or through a Cast or the like.
+ * The weights of the top-level graph, outside If/Loop/Scan bodies: whether some weight op
+ * (MatMul, Gemm, Conv, ...) reads a float constant, directly or through a Cast or the like, and
+ * the quantized weights (MatMulNBits, DequantizeLinear, ...: src/graph/quantized.ts).
  */
-function hasTopLevelWeights(model: OnnxModel): boolean {
+function topLevelWeights(model: OnnxModel): { float: boolean; quantized: QuantizedWeight[] } {
   const index = new GraphIndex(model);
   const isWeight = (name: string, depth = 0): boolean => {
-    if ((model.constantInfo(name)?.dims.length ?? 0) >= 2) return true;
+    const info = model.constantInfo(name);
+    if (info) return info.dims.length >= 2 && isFloatDType(info.dtype);
     const p = index.producer.get(name);
     return !!p && depth < 4 && WEIGHT_PATH.has(p.opType) && !!p.input[0] && isWeight(p.input[0], depth + 1);
   };
-  return index.nodes.some((n) => ruleOf(n)?.weight && n.input.slice(1).some((i) => i && isWeight(i)));
+  const float = index.nodes.some((n) => ruleOf(n)?.weight && n.input.slice(1).some((i) => i && isWeight(i)));
+  return { float, quantized: quantizedWeights(model) };
+}
+
+/**
+ * Why the engine can prune nothing of `model` without looking further, or undefined when it has
+ * a float weight outside control flow to analyse: its weights are all quantized, or all inside
+ * If/Loop/Scan bodies, or it has none.
+ */
+function noFloatWeights(model: OnnxModel): string | undefined {
+  const { float, quantized } = topLevelWeights(model);
+  if (float) return undefined;
+  if (quantized.length > 0) {
+    const formats = [...new Set(quantized.map((q) => q.format))];
+    const mode = quantized.some((q) => q.bits <= 4) ? 'int4' : 'int8';
+    return `the weights are ${formats.join(' and ')}: ${QUANTIZED_NOT_PRUNABLE}; prune the float model, then quantize (quantize: ${mode})`;
+  }
+  const controlFlow = model.graph.node.some((n) => (n.attribute ?? []).some((a) => a.g || (a.graphs?.length ?? 0) > 0));
+  return controlFlow ? CONTROL_FLOW_ONLY : 'it has no weights: no MatMul, Gemm, Conv or other weight op reads a constant';
 }
 
 const modelName = (model: OnnxModel) => (model.origin ? path.basename(model.origin) : 'the model');
@@ -497,8 +518,13 @@ export interface PrunableGroup {
 
 /** Every prunable group of the model and every place left alone, with why. */
 export async function findPrunable(model: OnnxModel): Promise<{ prunable: PrunableGroup[]; skipped: SkippedEntry[] }> {
-  // Said before tracing: such a model often runs only on real inputs (a sample rate, a state).
-  if (!hasTopLevelWeights(model)) return { prunable: [], skipped: [{ where: 'the whole model', reason: CONTROL_FLOW_ONLY }] };
+  // Said before tracing: a model of control flow often runs only on real inputs (a sample rate,
+  // a state). A quantized model's places are the ops that read its quantized weights.
+  const nothing = noFloatWeights(model);
+  if (nothing) {
+    const places = [...new Map(quantizedWeights(model).map((q) => [nodeLabel(q.node), `${q.format}: ${QUANTIZED_NOT_PRUNABLE}`])).entries()];
+    return { prunable: [], skipped: [{ where: 'the whole model', reason: nothing }, ...places.map(([where, reason]) => ({ where, reason }))] };
+  }
   const analysis = await analyze(model);
   return {
     prunable: analysis.groups.map((g) => ({
