@@ -43812,6 +43812,70 @@ function calibrationFeeds(set2) {
   };
 }
 
+// src/graph/quantized.ts
+var QUANTIZED_NOT_PRUNABLE = "pruning quantized weights is not supported yet";
+function quantizedOpReason(q) {
+  const { node: node2 } = q;
+  return `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} reads a quantized weight (${q.detail}): ${QUANTIZED_NOT_PRUNABLE}`;
+}
+var FORMATS = {
+  "com.microsoft::MatMulNBits": {
+    codes: 1,
+    auxiliary: [2, 3],
+    elements: (node2) => attrInt(node2, "K", 0) * attrInt(node2, "N", 0),
+    bits: (node2) => attrInt(node2, "bits", 4),
+    detail: (node2) => `${attrInt(node2, "bits", 4)}-bit, block ${attrInt(node2, "block_size", 0)}`
+  },
+  "com.microsoft::GatherBlockQuantized": {
+    codes: 0,
+    auxiliary: [2, 3],
+    // Codes packed two to a byte at 4 bits when stored as uint8.
+    elements: (node2, dims, dtype) => elementCount(dims) * (dtype === DataType.UINT8 ? 8 / attrInt(node2, "bits", 4) : 1),
+    bits: (node2) => attrInt(node2, "bits", 4),
+    detail: (node2) => `${attrInt(node2, "bits", 4)}-bit, block ${attrInt(node2, "block_size", 128)}`
+  },
+  "com.microsoft::DynamicQuantizeMatMul": { codes: 1, auxiliary: [2, 3] },
+  DequantizeLinear: { codes: 0, auxiliary: [1, 2] },
+  QLinearMatMul: { codes: 3, auxiliary: [1, 2, 4, 5, 6, 7] },
+  QLinearConv: { codes: 3, auxiliary: [1, 2, 4, 5, 6, 7] },
+  MatMulInteger: { codes: 1, auxiliary: [3] },
+  ConvInteger: { codes: 1, auxiliary: [3] }
+};
+function formatOf(node2) {
+  const domain2 = node2.domain ?? "";
+  const key = domain2 === "" || domain2 === "ai.onnx" ? node2.opType ?? "" : `${domain2}::${node2.opType}`;
+  return Object.prototype.hasOwnProperty.call(FORMATS, key) ? FORMATS[key] : void 0;
+}
+function quantizedWeightOf(model, node2) {
+  const format = formatOf(node2);
+  const inputs2 = node2.input ?? [];
+  const codes = format ? inputs2[format.codes] : void 0;
+  const info = codes && model.isConstant(codes) ? model.constantInfo(codes) : void 0;
+  if (!format || !codes || !info || isFloatDType(info.dtype)) return void 0;
+  const detail = format.detail ? format.detail(node2) : codeTypeName(info.dtype);
+  return {
+    node: node2,
+    codes,
+    elements: format.elements ? format.elements(node2, info.dims, info.dtype) : elementCount(info.dims),
+    auxiliary: format.auxiliary.map((i) => inputs2[i]).filter((name) => !!name),
+    bits: format.bits ? format.bits(node2) : codeBits(info.dtype),
+    detail,
+    format: `${node2.opType} (${detail})`
+  };
+}
+var UINT4 = 21;
+var INT4 = 22;
+function codeBits(dtype) {
+  if (dtype === UINT4 || dtype === INT4) return 4;
+  return Number(/\d+$/.exec(dtypeName(dtype))?.[0] ?? 8);
+}
+function codeTypeName(dtype) {
+  return dtype === UINT4 ? "uint4" : dtype === INT4 ? "int4" : dtypeName(dtype);
+}
+function quantizedWeights(model) {
+  return model.graph.node.map((n) => quantizedWeightOf(model, n)).filter((q) => !!q);
+}
+
 // src/graph/shape-eval.ts
 var Unevaluable = class extends Error {
 };
@@ -45156,7 +45220,7 @@ async function traceModelAt(model, feedsList) {
 
 // src/graph/cost.ts
 function countParams(model) {
-  const { auxiliary, logical } = quantizedWeights(model);
+  const { auxiliary, logical } = quantizedParams(model);
   let total = logical;
   for (const t of model.initializers) {
     if (isFloatDType(t.dataType) && !auxiliary.has(t.name)) total += elementCount(t.dims.map(toNumber));
@@ -45168,32 +45232,15 @@ function countParams(model) {
   }
   return total;
 }
-function quantizedWeights(model) {
+function quantizedParams(model) {
   const auxiliary = /* @__PURE__ */ new Set();
   const counted = /* @__PURE__ */ new Set();
   let logical = 0;
-  const add = (name, count2) => {
-    if (!name || counted.has(name) || !model.isConstant(name)) return;
-    counted.add(name);
-    logical += count2;
-  };
-  for (const node2 of model.graph.node) {
-    const inputs2 = node2.input ?? [];
-    const domain2 = node2.domain ?? "";
-    if (domain2 === "com.microsoft" && node2.opType === "MatMulNBits") {
-      add(inputs2[1], attrInt(node2, "K", 0) * attrInt(node2, "N", 0));
-      for (const i of [2, 3]) if (inputs2[i]) auxiliary.add(inputs2[i]);
-    } else if (domain2 === "com.microsoft" && node2.opType === "GatherBlockQuantized") {
-      const dims = model.constantInfo(inputs2[0] ?? "")?.dims ?? [];
-      const bits = attrInt(node2, "bits", 4);
-      const packed = model.constantInfo(inputs2[0] ?? "")?.dtype === DataType.UINT8 ? 8 / bits : 1;
-      add(inputs2[0], elementCount(dims) * packed);
-      for (const i of [2, 3]) if (inputs2[i]) auxiliary.add(inputs2[i]);
-    } else if ((domain2 === "" || domain2 === "ai.onnx") && node2.opType === "DequantizeLinear") {
-      const info = model.constantInfo(inputs2[0] ?? "");
-      if (info && !isFloatDType(info.dtype)) add(inputs2[0], elementCount(info.dims));
-      for (const i of [1, 2]) if (inputs2[i]) auxiliary.add(inputs2[i]);
-    }
+  for (const q of quantizedWeights(model)) {
+    for (const a of q.auxiliary) auxiliary.add(a);
+    if (counted.has(q.codes)) continue;
+    counted.add(q.codes);
+    logical += q.elements;
   }
   return { auxiliary, logical };
 }
@@ -46349,7 +46396,8 @@ async function analyze(model, options = {}) {
     };
     const link = ruleOf(node2)?.link;
     if (link) link(ctx);
-    const reason = link ? `fixed by ${node2.opType} ${nodeLabel(node2)}` : `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} is not understood by the engine`;
+    const quantized = link ? void 0 : quantizedWeightOf(model, node2);
+    const reason = link ? `fixed by ${node2.opType} ${nodeLabel(node2)}` : quantized ? quantizedOpReason(quantized) : `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} ${NOT_UNDERSTOOD}`;
     for (const name of [...nodeReads(node2), ...node2.output]) {
       for (const s of name ? space.slotsOf(name) : []) {
         if (!touched.has(s.id)) {
@@ -46429,7 +46477,7 @@ function collectGroups(model, index, space, heads, isFloatConst, residual) {
     const unitParams = info.slots.reduce((sum, s, i) => sum + (isParamSlot.has(s) ? slotParams(s, info.counts[i]) : 0), 0);
     const where = describeWeights(constantSlots, index);
     if (info.frozen) {
-      if (info.slots.length === 1 && !info.frozen.includes("not understood")) continue;
+      if (info.slots.length === 1 && !stopsAnalysis(info.frozen)) continue;
       skipped.push({ where, reason: info.frozen, params: Math.round(unitParams * roots.length) });
       continue;
     }
@@ -46483,8 +46531,10 @@ function graphOrder(index) {
   if (!order) orders.set(index, order = new Map(index.nodes.map((n, i) => [n, i])));
   return order;
 }
+var NOT_UNDERSTOOD = "is not understood by the engine";
+var stopsAnalysis = (reason) => reason.includes(NOT_UNDERSTOOD) || reason.includes(QUANTIZED_NOT_PRUNABLE);
 function reasonRank(reason) {
-  if (reason.includes("not understood")) return 5;
+  if (stopsAnalysis(reason)) return 5;
   if (/normaliz|reduces over/.test(reason)) return 4;
   if (reason === "model output" || reason === "model input") return 3;
   if (reason.includes("Gather")) return 2;
@@ -48648,9 +48698,8 @@ async function pruneModel(model, options) {
       `importance "${options.importance}" with compensation "${options.compensate}" needs calibration data: give a calibration set, or use magnitude importance without compensation`
     );
   }
-  if (options.target > 0 && !hasTopLevelWeights(model)) {
-    throw new UserError(`${modelName(model)}: nothing to prune: ${CONTROL_FLOW_ONLY}`);
-  }
+  const nothing = options.target > 0 ? noFloatWeights(model) : void 0;
+  if (nothing) throw new UserError(`${modelName(model)}: nothing to prune: ${nothing}`);
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
   options = { ...options, memory: options.memory ?? newPruneMemory() };
   const paramsBefore = countParams(model);
@@ -48877,15 +48926,28 @@ function failingNode(analysis, message) {
   return name ? analysis.index.nodes.find((n) => n.name === name) : void 0;
 }
 var CONTROL_FLOW_ONLY = "its weights are all inside If/Loop/Scan bodies, which the engine leaves alone as a unit";
-var WEIGHT_PATH = /* @__PURE__ */ new Set(["Cast", "Identity", "Transpose", "Reshape", "DequantizeLinear"]);
-function hasTopLevelWeights(model) {
+var WEIGHT_PATH = /* @__PURE__ */ new Set(["Cast", "Identity", "Transpose", "Reshape"]);
+function topLevelWeights(model) {
   const index = new GraphIndex(model);
   const isWeight = (name, depth = 0) => {
-    if ((model.constantInfo(name)?.dims.length ?? 0) >= 2) return true;
+    const info = model.constantInfo(name);
+    if (info) return info.dims.length >= 2 && isFloatDType(info.dtype);
     const p = index.producer.get(name);
     return !!p && depth < 4 && WEIGHT_PATH.has(p.opType) && !!p.input[0] && isWeight(p.input[0], depth + 1);
   };
-  return index.nodes.some((n) => ruleOf(n)?.weight && n.input.slice(1).some((i) => i && isWeight(i)));
+  const float = index.nodes.some((n) => ruleOf(n)?.weight && n.input.slice(1).some((i) => i && isWeight(i)));
+  return { float, quantized: quantizedWeights(model) };
+}
+function noFloatWeights(model) {
+  const { float, quantized } = topLevelWeights(model);
+  if (float) return void 0;
+  if (quantized.length > 0) {
+    const formats = [...new Set(quantized.map((q) => q.format))];
+    const mode = quantized.some((q) => q.bits <= 4) ? "int4" : "int8";
+    return `the weights are ${formats.join(" and ")}: ${QUANTIZED_NOT_PRUNABLE}; prune the float model, then quantize (quantize: ${mode})`;
+  }
+  const controlFlow = model.graph.node.some((n) => (n.attribute ?? []).some((a) => a.g || (a.graphs?.length ?? 0) > 0));
+  return controlFlow ? CONTROL_FLOW_ONLY : "it has no weights: no MatMul, Gemm, Conv or other weight op reads a constant";
 }
 var modelName = (model) => model.origin ? path12.basename(model.origin) : "the model";
 function shortfall(analysis, groups, { removed, target, of }, align, known) {
@@ -48991,7 +49053,11 @@ function describeSkipped(analysis, structures) {
   return [...merged.values()];
 }
 async function findPrunable(model) {
-  if (!hasTopLevelWeights(model)) return { prunable: [], skipped: [{ where: "the whole model", reason: CONTROL_FLOW_ONLY }] };
+  const nothing = noFloatWeights(model);
+  if (nothing) {
+    const places = [...new Map(quantizedWeights(model).map((q) => [nodeLabel(q.node), `${q.format}: ${QUANTIZED_NOT_PRUNABLE}`])).entries()];
+    return { prunable: [], skipped: [{ where: "the whole model", reason: nothing }, ...places.map(([where, reason]) => ({ where, reason }))] };
+  }
   const analysis = await analyze(model);
   return {
     prunable: analysis.groups.map((g) => ({
