@@ -9,6 +9,7 @@ import { batches, loadCalibration } from '../src/eval/calibration';
 import { encodeNpy } from '../src/eval/npy';
 import { DataType } from '../src/onnx/dtype';
 import { OnnxModel } from '../src/onnx/model';
+import type { Tensor } from '../src/onnx/tensor';
 import { createSession, ort } from '../src/onnx/runtime';
 import { writeModel } from '../src/onnx/write';
 import type { Report } from '../src/report/schema';
@@ -24,14 +25,14 @@ beforeAll(() => (tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-kvcal-'
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 const ids = Array.from({ length: SAMPLES * LENGTH }, (_, i) => (i * 37 + 11) % 64);
-const int64 = (values: number[], dims: number[]) => ({ dtype: DataType.INT64, dims, data: BigInt64Array.from(values.map(BigInt)) });
+const int64 = (values: number[], dims: number[]): Tensor => ({ dtype: DataType.INT64, dims, data: BigInt64Array.from(values.map(BigInt)) });
 const positions = Array.from({ length: SAMPLES * LENGTH }, (_, i) => i % LENGTH);
 
 /** A set of .npy files in its own folder: input_ids and position_ids, plus `extra` inputs. */
-function npySet(name: string, task: string, extra: Record<string, ReturnType<typeof int64>> = {}, keys: Record<string, unknown> = {}): string {
+function npySet(name: string, task: string, extra: Record<string, Tensor> = {}, keys: Record<string, unknown> = {}): string {
   const dir = path.join(tmp, name);
   fs.mkdirSync(dir);
-  const tensors = { input_ids: int64(ids, [SAMPLES, LENGTH]), position_ids: int64(positions, [SAMPLES, LENGTH]), ...extra };
+  const tensors: Record<string, Tensor> = { input_ids: int64(ids, [SAMPLES, LENGTH]), position_ids: int64(positions, [SAMPLES, LENGTH]), ...extra };
   for (const [input, t] of Object.entries(tensors)) fs.writeFileSync(path.join(dir, `${input}.npy`), encodeNpy(t));
   const inputs = Object.fromEntries(Object.keys(tensors).map((input) => [input, `${input}.npy`]));
   fs.writeFileSync(path.join(dir, 'calibration.json'), JSON.stringify({ task, inputs, batch_size: 2, ...keys }));
@@ -133,6 +134,12 @@ test("a symbolic head size is taken from the present output's declaration, and r
   expect(refused.stderr.trim().split('\n').at(-1)).toBe(
     `prune-gate: ${path.join(tmp, 'lm-symbolic', 'calibration.json')}: cache input 'past_key_values.0.key' is [batch, 2, past_sequence, kv_cache_dim]: the size of 'kv_cache_dim' (axis 3) is fixed neither by the model's declarations, its output 'present.0.key' nor another input; give the empty past in the set ("past_key_values.0.key": an .npy of shape [N, 2, 0, <size>]) or export the model with that size fixed`,
   );
+  // As the line says: the set gives the empty past itself, and the model is measured as the plain one.
+  const empty: Tensor = { dtype: DataType.FLOAT, dims: [SAMPLES, 2, 0, 8], data: new Float32Array(0) };
+  const pasts = Object.fromEntries([0, 1].flatMap((l) => ['key', 'value'].map((kv) => [`past_key_values.${l}.${kv}`, empty])));
+  const given = await evalCli(symbolic, symbolic, npySet('lm-given-past', 'language-model', pasts));
+  expect(given.code).toBe(0);
+  expect(metric(given.report, 'perplexity')).toBeCloseTo(metric(resolved.report, 'perplexity'), 6);
 });
 
 test("run: a language-model set gates a cache model whose heads are pruned, each candidate fed an empty past of its own shape", async () => {
