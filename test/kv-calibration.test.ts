@@ -24,7 +24,13 @@ let tmp = '';
 beforeAll(() => (tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-kvcal-'))));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-const ids = Array.from({ length: SAMPLES * LENGTH }, (_, i) => (i * 37 + 11) % 64);
+// The fixture's prompts followed by the base's own greedy generations: text the model predicts in part.
+const reference = JSON.parse(fs.readFileSync(path.join(FIXTURES_DIR, 'kv', 'llama-kv.json'), 'utf8')) as { prompts: number[][]; generations: number[][] };
+const ids = reference.prompts
+  .map((p, i) => [...p, ...reference.generations[i]])
+  .filter((s) => s.length >= LENGTH)
+  .slice(0, SAMPLES)
+  .flatMap((s) => s.slice(0, LENGTH));
 const int64 = (values: number[], dims: number[]): Tensor => ({ dtype: DataType.INT64, dims, data: BigInt64Array.from(values.map(BigInt)) });
 const positions = Array.from({ length: SAMPLES * LENGTH }, (_, i) => i % LENGTH);
 
@@ -70,7 +76,9 @@ test("a language-model set gives a cache model the perplexity of its twin withou
   const perplexity = metric(cached.report, 'perplexity');
   expect(perplexity).toBeGreaterThan(1);
   expect(perplexity).toBeCloseTo(metric(plain.report, 'perplexity'), 4);
-  expect(metric(cached.report, 'next-token-accuracy')).toBeCloseTo(metric(plain.report, 'next-token-accuracy'), 10);
+  const accuracy = metric(cached.report, 'next-token-accuracy');
+  expect(accuracy).toBeGreaterThan(0.2);
+  expect(accuracy).toBe(metric(plain.report, 'next-token-accuracy'));
 });
 
 test('the set is fed an empty past of the declared sizes and a mask as long as the tokens; outputs equal the plain run', async () => {
