@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { displayPath } from '../util/paths';
 import { parseWith } from '../util/validation';
 import { UserError } from '../errors';
-import { tablesIndexedBy } from '../graph/sequence-limits';
+import { POSITIONS_INPUT, tablesIndexedBy } from '../graph/sequence-limits';
 import { DataType, dtypeInfo, dtypeName, floatToHalf, isFloatDType } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { InputSpec, graphInputs, graphOutputs, toOrtTensor } from '../onnx/runtime';
@@ -14,6 +14,7 @@ import type { Feeds } from '../onnx/runtime';
 import { readNpy } from './npy';
 import { TASKS, Task } from './metric-names';
 import { GenerationKeys, GenerationSpec, loadGenerationSpec, promptSet } from './generation-set';
+import { emptyPast, isPastInput, pastWithSizes } from './kv-cache';
 
 
 export const DEFAULT_BATCH_SIZE = 16;
@@ -99,7 +100,7 @@ export function loadCalibration(location: string, model: OnnxModel, options: { b
     if (spec.task === 'generation') return loadGeneration(spec, specFile, model, options);
     raw = readTensors(spec, specFile, specs);
   }
-  const inputs = fitInputs(raw.inputs, specs, shown);
+  const inputs = fitInputs(raw.inputs, model, shown);
   checkIndices(inputs, model, shown);
   const count = sampleCount(inputs, shown);
   const output = chooseOutput(spec.output, outputs, shown);
@@ -321,8 +322,13 @@ function numbersToTensor(values: number[], dtype: DataType, dims: number[], wher
 // Checking against the model
 // ---------------------------------------------------------------------------------------------
 
-/** Every model input present, in the model's element type, with a shape that fits. */
-function fitInputs(given: Record<string, Tensor>, specs: InputSpec[], shown: string): Record<string, Tensor> {
+/**
+ * Every model input present, in the model's element type, with a shape that fits. What a set
+ * may leave out is filled: an attention_mask of ones, and a KV cache's past, empty (every task
+ * starts from an empty cache, docs/contracts.md "Calibration data").
+ */
+function fitInputs(given: Record<string, Tensor>, model: OnnxModel, shown: string): Record<string, Tensor> {
+  const specs = graphInputs(model);
   const names = specs.map((s) => s.name);
   for (const name of Object.keys(given)) {
     if (!names.includes(name)) {
@@ -335,9 +341,15 @@ function fitInputs(given: Record<string, Tensor>, specs: InputSpec[], shown: str
     if (t) out[spec.name] = convertDType(t, spec, shown);
   }
   // attention_mask is usually all ones for unpadded sets: fill it rather than insist on a file.
+  // With an empty past, a mask of past + current positions is as long as the tokens.
   const mask = specs.find((s) => s.name === MASK_INPUT);
-  const reference = Object.values(out)[0];
+  const reference = Object.entries(out).find(([name]) => !isPastInput(name))?.[1];
   if (mask && !out[MASK_INPUT] && reference) out[MASK_INPUT] = onesLike(mask, reference);
+  const missingPast = specs.filter((s) => isPastInput(s.name) && !out[s.name]);
+  if (missingPast.length && reference) {
+    const named = namedSizes(out, specs);
+    for (const past of missingPast) out[past.name] = emptyPast(pastWithSizes(model, past, named, shown), reference.dims[0]);
+  }
   for (const spec of specs) {
     if (!out[spec.name]) {
       throw new UserError(`${shown}: inputs: no data for the model input '${spec.name}'; add "${spec.name}": "<file>.npy" to inputs`);
@@ -345,6 +357,18 @@ function fitInputs(given: Record<string, Tensor>, specs: InputSpec[], shown: str
   }
   checkShapes(out, specs, shown);
   return out;
+}
+
+/** The size of each named axis in the inputs given, from the first input that has it. */
+function namedSizes(inputs: Record<string, Tensor>, specs: InputSpec[]): Map<string, number> {
+  const named = new Map<string, number>();
+  for (const spec of specs) {
+    const t = inputs[spec.name];
+    spec.dims.forEach((d, i) => {
+      if (t && typeof d === 'string' && !named.has(d) && t.dims.length === spec.dims.length) named.set(d, t.dims[i]);
+    });
+  }
+  return named;
 }
 
 /**
@@ -472,6 +496,21 @@ function checkShapes(inputs: Record<string, Tensor>, specs: InputSpec[], shown: 
       }
     });
   }
+  // An axis named as a sum ('past_sequence + sequence', a cache model's mask) is the sum of its parts.
+  for (const spec of specs) {
+    spec.dims.forEach((d, i) => {
+      if (i === 0 || typeof d !== 'string' || !d.includes('+')) return;
+      const parts = d.split('+').map((p) => p.trim());
+      const sizes = parts.map((p) => (/^\d+$/.test(p) ? Number(p) : named.get(p)?.size));
+      if (sizes.some((n) => n === undefined)) return;
+      const sum = (sizes as number[]).reduce((a, b) => a + b, 0);
+      const t = inputs[spec.name];
+      if (t.dims[i] !== sum) {
+        const from = parts.map((p, k) => (/^\d+$/.test(p) ? p : `${p} = ${sizes[k]} (input '${named.get(p)?.input}')`)).join(' + ');
+        throw new UserError(`${shown}: ${sourceOf(t, spec.name)} has ${d} = ${t.dims[i]} (axis ${i}) but ${from} is ${sum}; they must match`);
+      }
+    });
+  }
 }
 
 function sampleCount(inputs: Record<string, Tensor>, shown: string): number {
@@ -505,7 +544,8 @@ function chooseOutput(wanted: string | undefined, outputs: string[], shown: stri
 }
 
 function chooseTokens(wanted: string | undefined, specs: InputSpec[], shown: string): string {
-  const integer = specs.filter((s) => !isFloatDType(s.dtype) && s.dtype !== DataType.BOOL && s.name !== MASK_INPUT);
+  // The mask and the positions are integers too, but never the tokens (as generation sets find them).
+  const integer = specs.filter((s) => !isFloatDType(s.dtype) && s.dtype !== DataType.BOOL && s.name !== MASK_INPUT && s.name !== POSITIONS_INPUT);
   if (wanted !== undefined) {
     const spec = specs.find((s) => s.name === wanted);
     if (!spec) throw new UserError(`${shown}: tokens: the model has no input '${wanted}' (its inputs: ${specs.map((s) => s.name).join(', ')})`);

@@ -1,7 +1,7 @@
-import { dtypeInfo } from '../onnx/dtype';
-import { Tensor, intTensor } from '../onnx/tensor';
+import { intTensor } from '../onnx/tensor';
 import { Feeds, InputSpec, ort, toOrtTensor } from '../onnx/runtime';
 import { argmax, outputRows } from './metrics';
+import { emptyPast } from './kv-cache';
 
 /**
  * Greedy decoding for `task: generation` (docs/contracts.md, "Generation sets"). A model with
@@ -21,7 +21,7 @@ export interface DecoderInputs {
   tokens: InputSpec;
   mask?: InputSpec;
   positions?: InputSpec;
-  /** One entry per cache tensor: the past input, the present output that feeds it next step. */
+  /** One entry per cache tensor: the past input (its sizes resolved: kv-cache.ts), the present output that feeds it next step. */
   cache: { past: InputSpec; present: string }[];
   /** The output of next-token scores [batch, sequence, vocabulary]. */
   logits: string;
@@ -169,21 +169,11 @@ function integerTensor(spec: InputSpec, values: number[], dims: number[]): ort.T
   return toOrtTensor(intTensor(values, spec.dtype, dims));
 }
 
-/** A past tensor of length 0: [batch, heads, 0, head size] as the model declares it. */
-export function emptyPast(past: InputSpec, batch: number): Tensor {
-  return { dtype: past.dtype, dims: cacheDims(past, batch, 0), data: new (dtypeInfo(past.dtype).array)(0) };
-}
-
 /** The empty cache of the first step. */
 function emptyCache(decoder: DecoderInputs, batch: number): Feeds {
   const feeds: Feeds = {};
   for (const { past } of decoder.cache) feeds[past.name] = toOrtTensor(emptyPast(past, batch));
   return feeds;
-}
-
-/** A cache input's dims: fixed ones as declared, batch at axis 0, the sequence at axis 2 (Hugging Face). */
-function cacheDims(past: InputSpec, batch: number, length: number): number[] {
-  return past.dims.map((d, axis) => (axis === 0 ? batch : axis === past.dims.length - 2 ? length : (d as number)));
 }
 
 function nextCache(decoder: DecoderInputs, result: ort.InferenceSession.OnnxValueMapType): Feeds {

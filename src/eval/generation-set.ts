@@ -10,7 +10,8 @@ import { Tensor, intTensor } from '../onnx/tensor';
 import { displayPath } from '../util/paths';
 import { parseWith } from '../util/validation';
 import type { CalibrationSet, RowsThatCount } from './calibration';
-import { DecoderInputs, emptyPast } from './generate';
+import { DecoderInputs } from './generate';
+import { PAST_PREFIX, PRESENT_PREFIX, emptyPast, isPastInput, pastWithSizes, presentOf } from './kv-cache';
 import { readTokenizer } from './token-text';
 
 /**
@@ -153,8 +154,6 @@ function vocabularySize(model: OnnxModel, decoder: DecoderInputs): { size: numbe
   return typeof width === 'number' ? { size: width, why: `the width of output '${decoder.logits}'` } : undefined;
 }
 
-const PAST_PREFIX = 'past_key_values';
-const PRESENT_PREFIX = 'present';
 const MASK = 'attention_mask';
 
 /** The model's inputs by role: token ids, mask, positions and the cache's past/present pairs. */
@@ -162,14 +161,14 @@ function decoderInputs(model: OnnxModel, tokensName: string | undefined, outputN
   const specs = graphInputs(model);
   const outputs = graphOutputs(model).map((o) => o.name);
   const cache = specs
-    .filter((s) => s.name.startsWith(PAST_PREFIX))
-    .map((past) => {
-      const present = PRESENT_PREFIX + past.name.slice(PAST_PREFIX.length);
-      if (!outputs.includes(present)) throw new UserError(`${shown}: the model takes '${past.name}' but has no output '${present}' to carry the cache to the next step`);
-      const fixed = past.dims.length === 4 && typeof past.dims[1] === 'number' && typeof past.dims[3] === 'number';
-      if (!fixed || !isFloatDType(past.dtype)) {
-        throw new UserError(`${shown}: cache input '${past.name}' is [${past.dims.join(', ')}] ${dtypeName(past.dtype)}; a Hugging Face cache is float [batch, heads, past_sequence, head_size] with fixed heads and head size`);
+    .filter((s) => isPastInput(s.name))
+    .map((declared) => {
+      const present = presentOf(model, declared.name);
+      if (!present) throw new UserError(`${shown}: the model takes '${declared.name}' but has no output '${PRESENT_PREFIX + declared.name.slice(PAST_PREFIX.length)}' to carry the cache to the next step`);
+      if (!isFloatDType(declared.dtype)) {
+        throw new UserError(`${shown}: cache input '${declared.name}' is ${dtypeName(declared.dtype)}; a Hugging Face cache is float [batch, heads, past_sequence, head_size]`);
       }
+      const past = pastWithSizes(model, declared, new Map(), shown);
       return { past, present };
     });
   const roles = new Set([MASK, POSITIONS_INPUT, ...cache.map((c) => c.past.name)]);
