@@ -15694,19 +15694,19 @@ var require_onnx = __commonJS({
           return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
         };
         TypeProto.Tensor = (function() {
-          function Tensor9(properties) {
+          function Tensor8(properties) {
             if (properties) {
               for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
                 if (properties[keys[i]] != null)
                   this[keys[i]] = properties[keys[i]];
             }
           }
-          Tensor9.prototype.elemType = 0;
-          Tensor9.prototype.shape = null;
-          Tensor9.create = function create(properties) {
-            return new Tensor9(properties);
+          Tensor8.prototype.elemType = 0;
+          Tensor8.prototype.shape = null;
+          Tensor8.create = function create(properties) {
+            return new Tensor8(properties);
           };
-          Tensor9.encode = function encode4(message, writer) {
+          Tensor8.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -15721,10 +15721,10 @@ var require_onnx = __commonJS({
               ).fork()).ldelim();
             return writer;
           };
-          Tensor9.encodeDelimited = function encodeDelimited(message, writer) {
+          Tensor8.encodeDelimited = function encodeDelimited(message, writer) {
             return this.encode(message, writer).ldelim();
           };
-          Tensor9.decode = function decode4(reader, length) {
+          Tensor8.decode = function decode4(reader, length) {
             if (!(reader instanceof $Reader))
               reader = $Reader.create(reader);
             var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TypeProto.Tensor();
@@ -15744,12 +15744,12 @@ var require_onnx = __commonJS({
             }
             return message;
           };
-          Tensor9.decodeDelimited = function decodeDelimited(reader) {
+          Tensor8.decodeDelimited = function decodeDelimited(reader) {
             if (!(reader instanceof $Reader))
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Tensor9.verify = function verify(message) {
+          Tensor8.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -15763,7 +15763,7 @@ var require_onnx = __commonJS({
             }
             return null;
           };
-          Tensor9.fromObject = function fromObject(object2) {
+          Tensor8.fromObject = function fromObject(object2) {
             if (object2 instanceof $root.onnx.TypeProto.Tensor)
               return object2;
             var message = new $root.onnx.TypeProto.Tensor();
@@ -15776,7 +15776,7 @@ var require_onnx = __commonJS({
             }
             return message;
           };
-          Tensor9.toObject = function toObject(message, options) {
+          Tensor8.toObject = function toObject(message, options) {
             if (!options)
               options = {};
             var object2 = {};
@@ -15790,10 +15790,10 @@ var require_onnx = __commonJS({
               object2.shape = $root.onnx.TensorShapeProto.toObject(message.shape, options);
             return object2;
           };
-          Tensor9.prototype.toJSON = function toJSON() {
+          Tensor8.prototype.toJSON = function toJSON() {
             return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
           };
-          return Tensor9;
+          return Tensor8;
         })();
         TypeProto.Sequence = (function() {
           function Sequence5(properties) {
@@ -39855,336 +39855,44 @@ function swapBytes(bytes2, size) {
 var fs13 = __toESM(require("fs"));
 var path10 = __toESM(require("path"));
 
-// src/eval/metrics.ts
-function outputRows(t) {
-  const dims = [...t.dims];
-  const width = dims.length ? dims[dims.length - 1] : 1;
-  let data;
-  if (t.type === "float32") data = t.data;
-  else if (t.type === "float16") data = Float32Array.from(t.data, halfToFloat);
-  else if (t.type === "float64") data = Float32Array.from(t.data);
-  else throw new UserError(`the model's output is ${t.type}; the metrics need floating-point scores (logits)`);
-  return { data, rows: width ? data.length / width : 0, width, dims };
+// src/eval/kv-cache.ts
+var PAST_PREFIX = "past_key_values";
+var PRESENT_PREFIX = "present";
+function isPastInput(name) {
+  return name.startsWith(PAST_PREFIX);
 }
-function logSumExp(x, off, n, max) {
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += Math.exp(x[off + i] - max);
-  return max + Math.log(sum);
+function presentOf(model, past) {
+  const outputs2 = graphOutputs(model).map((o) => o.name);
+  const named = PRESENT_PREFIX + past.slice(PAST_PREFIX.length);
+  if (outputs2.includes(named)) return named;
+  return model.graph.node.find((n) => n.opType === "Concat" && n.input?.includes(past) && outputs2.includes(n.output?.[0] ?? ""))?.output?.[0] ?? void 0;
 }
-var summaries = /* @__PURE__ */ new WeakMap();
-function rowSummary(out) {
-  let s = summaries.get(out.data);
-  if (!s) {
-    s = { lse: new Float64Array(out.rows), top: new Int32Array(out.rows) };
-    for (let r = 0; r < out.rows; r++) {
-      const off = r * out.width;
-      const top = argmax(out.data, off, out.width);
-      s.top[r] = top;
-      s.lse[r] = logSumExp(out.data, off, out.width, out.data[off + top]);
-    }
-    summaries.set(out.data, s);
+function pastWithSizes(model, past, named, shown) {
+  const rank2 = past.dims.length;
+  const shape2 = `[${past.dims.map((d) => d ?? "?").join(", ")}]`;
+  if (rank2 < 3) {
+    throw new UserError(`${shown}: cache input '${past.name}' is ${shape2}; a Hugging Face cache is [batch, heads, past_sequence, head_size]: give it in the set ("${past.name}": "<file>.npy")`);
   }
-  return s;
-}
-function argmax(x, off, n) {
-  let best = 0;
-  for (let i = 1; i < n; i++) if (x[off + i] > x[off + best]) best = i;
-  return best;
-}
-function cosine(a, aOff, b, bOff, n) {
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < n; i++) {
-    dot += a[aOff + i] * b[bOff + i];
-    na += a[aOff + i] * a[aOff + i];
-    nb += b[bOff + i] * b[bOff + i];
-  }
-  if (na === 0 && nb === 0) return 1;
-  if (na === 0 || nb === 0) return 0;
-  return dot / Math.sqrt(na * nb);
-}
-function intValues(t) {
-  return t.data;
-}
-function planRows(set2, batch, out) {
-  const mask = set2.mask ? batch.feeds[set2.mask] : void 0;
-  const sameAsMask = mask !== void 0 && out.dims.length === mask.dims.length + 1 && mask.dims.every((d, i) => d === out.dims[i]);
-  const compare = sameAsMask ? Uint8Array.from(intValues(mask), (v) => Number(v) !== 0 ? 1 : 0) : void 0;
-  if (set2.positions) return { width: out.width, ...positionRows(set2, batch, out) };
-  if (set2.task === "classification") return { width: out.width, compare, targets: classificationTargets(set2, batch, out) };
-  if (set2.task === "language-model") return { width: out.width, ...languageModelRows(set2, batch, out) };
-  return { width: out.width, compare };
-}
-function positionRows(set2, batch, out) {
-  const positions = set2.positions;
-  const { length } = positions;
-  if (out.dims.length !== 3 || out.dims[0] !== batch.size || out.dims[1] !== length) {
-    throw new UserError(
-      `${set2.source}: task ${set2.task} needs output '${set2.output}' of shape [batch, sequence, vocabulary] ([${batch.size}, ${length}, ...] here); the model gives [${out.dims.join(", ")}]`
-    );
-  }
-  const from = batch.start * length;
-  const to = from + batch.size * length;
-  const targets = positions.targets?.subarray(from, to);
-  const outside = targets?.findIndex((t) => t >= out.width) ?? -1;
-  if (targets && outside >= 0) {
-    throw new UserError(`${set2.source}: token ${targets[outside]} (sample ${batch.start + Math.floor(outside / length)}) is outside the vocabulary of output '${set2.output}' (${out.width} logits)`);
-  }
-  return { compare: positions.compare.subarray(from, to), targets };
-}
-function classificationTargets(set2, batch, out) {
-  const labels = batch.labels;
-  if (out.rows !== batch.size) {
-    throw new UserError(
-      `${set2.source}: task classification needs output '${set2.output}' of shape [batch, classes]; the model gives [${out.dims.join(", ")}] for ${batch.size} samples`
-    );
-  }
-  labels.forEach((label, i) => {
-    if (label >= out.width) {
+  const present = presentOf(model, past.name);
+  const others = [present, ...(model.graph.node.find((n) => n.opType === "Concat" && n.output?.[0] === present)?.input ?? []).filter((i) => i && i !== past.name)];
+  const infos = [...graphOutputs(model).filter((o) => o.name === present).map((o) => o.dims), ...(model.graph.valueInfo ?? []).filter((v) => others.includes(v.name ?? "")).map(valueDims)];
+  const dims = past.dims.map((d, axis) => {
+    if (axis === 0 || axis === rank2 - 2 || typeof d === "number") return d;
+    const size = (d !== null ? named.get(d) : void 0) ?? infos.map((dims2) => dims2.length === rank2 ? dims2[axis] : null).find((s) => typeof s === "number");
+    if (size === void 0) {
+      const what = d === null ? `axis ${axis}` : `'${d}' (axis ${axis})`;
+      const example = past.dims.map((x, i) => i === 0 ? "N" : i === rank2 - 2 ? 0 : i === axis ? "<size>" : x ?? "?").join(", ");
       throw new UserError(
-        `${set2.source}: label ${label} of sample ${batch.start + i} is not a class of output '${set2.output}' (${out.width} classes: 0..${out.width - 1})`
+        `${shown}: cache input '${past.name}' is ${shape2}: the size of ${what} is fixed neither by the model's declarations${present ? `, its output '${present}'` : ""} nor another input; give the empty past in the set ("${past.name}": an .npy of shape [${example}]) or export the model with that size fixed`
       );
     }
+    return size;
   });
-  return labels;
-}
-function languageModelRows(set2, batch, out) {
-  const tokens = batch.feeds[set2.tokens];
-  const [b, s] = tokens.dims;
-  if (out.dims.length !== 3 || out.dims[0] !== b || out.dims[1] !== s) {
-    throw new UserError(
-      `${set2.source}: task language-model needs output '${set2.output}' of shape [batch, sequence, vocabulary] matching '${set2.tokens}' [${b}, ${s}]; the model gives [${out.dims.join(", ")}]`
-    );
-  }
-  const ids = intValues(tokens);
-  const mask = set2.mask ? intValues(batch.feeds[set2.mask]) : void 0;
-  const real = (i) => !mask || Number(mask[i]) !== 0;
-  const compare = new Uint8Array(b * s);
-  const targets = new Int32Array(b * s).fill(-1);
-  for (let r = 0; r < b; r++) {
-    for (let t = 0; t < s; t++) {
-      const i = r * s + t;
-      compare[i] = real(i) ? 1 : 0;
-      if (t + 1 < s && real(i) && real(i + 1)) {
-        const next = Number(ids[i + 1]);
-        if (next < 0 || next >= out.width) {
-          throw new UserError(
-            `${set2.source}: token ${next} (sample ${batch.start + r}, position ${t + 1}) is outside the vocabulary of output '${set2.output}' (${out.width} logits)`
-          );
-        }
-        targets[i] = next;
-      }
-    }
-  }
-  return { compare, targets };
-}
-function addSums(...parts) {
-  const total = {};
-  for (const part of parts) for (const [k, v] of Object.entries(part)) total[k] = (total[k] ?? 0) + v;
-  return total;
-}
-function taskValues(task, sums) {
-  const count2 = sums.count ?? 0;
-  const nll = sums.nll ?? 0;
-  const correct = sums.correct ?? 0;
-  if (task === "classification") return { accuracy: count2 ? correct / count2 : 0 };
-  if (task === "language-model") return { perplexity: count2 ? Math.exp(nll / count2) : NaN, "next-token-accuracy": count2 ? correct / count2 : 0 };
-  if (task === "generation" && count2) return { perplexity: Math.exp(nll / count2) };
-  return {};
-}
-function comparisonValues(sums) {
-  const c = sums.compared || 1;
-  return { agreement: (sums.agree ?? 0) / c, "kl-divergence": (sums.kl ?? 0) / c, cosine: (sums.cos ?? 0) / c };
-}
-var TaskAccumulator = class {
-  constructor(task) {
-    this.task = task;
-  }
-  task;
-  nll = 0;
-  correct = 0;
-  count = 0;
-  add(out, plan) {
-    if (!plan.targets) return;
-    const { lse, top } = rowSummary(out);
-    for (let r = 0; r < out.rows; r++) {
-      const target = plan.targets[r];
-      if (target < 0) continue;
-      if (top[r] === target) this.correct++;
-      if (this.task === "language-model" || this.task === "generation") this.nll += lse[r] - out.data[r * out.width + target];
-      this.count++;
-    }
-  }
-  sums() {
-    return { nll: this.nll, correct: this.correct, count: this.count };
-  }
-  values() {
-    return taskValues(this.task, this.sums());
-  }
-  /** Rows that counted (tokens predicted, samples classified). */
-  get counted() {
-    return this.count;
-  }
-};
-var ComparisonAccumulator = class {
-  agree = 0;
-  kl = 0;
-  cos = 0;
-  count = 0;
-  /** Rows [from, to) of the outputs (default all): one sample's, say. */
-  add(base, cand, plan, from = 0, to = base.rows) {
-    if (base.data.length !== cand.data.length || base.width !== cand.width) {
-      throw new Error(
-        `the candidate's output has shape [${cand.dims.join(", ")}], the base model's [${base.dims.join(", ")}]: pruning must not change the output shape`
-      );
-    }
-    const n = base.width;
-    const [b, c] = [rowSummary(base), rowSummary(cand)];
-    const [x, y] = [base.data, cand.data];
-    for (let r = from; r < to; r++) {
-      if (plan.compare && !plan.compare[r]) continue;
-      const off = r * n;
-      if (b.top[r] === c.top[r]) this.agree++;
-      const lse = b.lse[r];
-      let kl = 0;
-      for (let i = off; i < off + n; i++) kl += Math.exp(x[i] - lse) * (x[i] - y[i]);
-      this.kl += Math.max(0, kl - lse + c.lse[r]);
-      this.cos += cosine(x, off, y, off, n);
-      this.count++;
-    }
-  }
-  sums() {
-    return { agree: this.agree, kl: this.kl, cos: this.cos, compared: this.count };
-  }
-  values() {
-    return comparisonValues(this.sums());
-  }
-};
-var SELF_COMPARISON = { agreement: 1, "kl-divergence": 0, cosine: 1 };
-
-// src/eval/generate.ts
-async function greedyDecode(session, decoder, prompts, options) {
-  const out = prompts.map(() => []);
-  const layout = padsLeft(decoder) ? "left" : decoder.cache.length === 0 && await isCausal(session, decoder, prompts[0]) ? "right" : "equal";
-  const all = decodingBatches(prompts, options.batchSize, layout !== "equal");
-  for (const members2 of all) {
-    const batch = members2.map((i) => prompts[i]);
-    const generated = layout === "right" ? await decodeRightPadded(session, decoder, batch, options) : await decodeBatch(session, decoder, batch, options);
-    members2.forEach((i, b) => out[i] = generated[b]);
-    options.onBatch?.(all.length);
-  }
-  return out;
-}
-function padsLeft(decoder) {
-  return decoder.mask !== void 0 && decoder.positions !== void 0;
-}
-function decodingBatches(prompts, batchSize, mixed) {
-  const order = prompts.map((_, i) => i).sort((a, b) => prompts[a].length - prompts[b].length || a - b);
-  const batches2 = [];
-  for (const i of order) {
-    const last = batches2[batches2.length - 1];
-    const fits = last && last.length < batchSize && (mixed || prompts[last[0]].length === prompts[i].length);
-    if (fits) last.push(i);
-    else batches2.push([i]);
-  }
-  return batches2;
-}
-var PROBE_TAIL = 4;
-async function isCausal(session, decoder, prompt) {
-  const scores = async (filler) => {
-    const row2 = [...prompt, ...new Array(PROBE_TAIL).fill(filler)];
-    const result = await session.run(sequenceFeeds(decoder, [row2], [0], 0, row2.length));
-    return outputRows(result[decoder.logits]);
-  };
-  const a = await scores(0);
-  const b = await scores(1);
-  const n = prompt.length * a.width;
-  for (let i = 0; i < n; i++) if (a.data[i] !== b.data[i]) return false;
-  return true;
-}
-async function decodeRightPadded(session, decoder, prompts, options) {
-  const rows = prompts.map((p) => [...p]);
-  const out = prompts.map(() => []);
-  const done = prompts.map(() => false);
-  for (let step = 0; step < options.maxNewTokens && done.some((d) => !d); step++) {
-    const live = rows.filter((_, b) => !done[b]);
-    const liveIndex = rows.map((_, b) => b).filter((b) => !done[b]);
-    const width = Math.max(...live.map((r) => r.length));
-    const padded = live.map((r) => [...r, ...new Array(width - r.length).fill(r[r.length - 1])]);
-    const feeds = sequenceFeeds(decoder, padded, padded.map(() => 0), 0, width, live.map((r) => r.length));
-    const logits = outputRows((await session.run(feeds))[decoder.logits]);
-    liveIndex.forEach((b, k) => {
-      const next = argmax(logits.data, (k * width + rows[b].length - 1) * logits.width, logits.width);
-      rows[b].push(next);
-      if (options.eos.includes(next)) done[b] = true;
-      else out[b].push(next);
-    });
-  }
-  return out;
-}
-async function decodeBatch(session, decoder, prompts, options) {
-  const batch = prompts.length;
-  const width = Math.max(...prompts.map((p) => p.length));
-  const pads = prompts.map((p) => width - p.length);
-  const rows = prompts.map((p, b) => [...new Array(pads[b]).fill(p[0]), ...p]);
-  const out = prompts.map(() => []);
-  const done = prompts.map(() => false);
-  let past = decoder.cache.length ? emptyCache(decoder, batch) : void 0;
-  for (let step = 0; step < options.maxNewTokens && done.some((d) => !d); step++) {
-    const total = width + step;
-    const start = past && step > 0 ? total - 1 : 0;
-    const feeds = { ...past, ...sequenceFeeds(decoder, rows, pads, start, total) };
-    const result = await session.run(feeds);
-    const logits = outputRows(result[decoder.logits]);
-    const length = total - start;
-    if (past) past = nextCache(decoder, result);
-    for (let b = 0; b < batch; b++) {
-      const next = done[b] ? rows[b][total - 1] : argmax(logits.data, (b * length + length - 1) * logits.width, logits.width);
-      rows[b].push(next);
-      if (done[b]) continue;
-      if (options.eos.includes(next)) done[b] = true;
-      else out[b].push(next);
-    }
-  }
-  return out;
-}
-function sequenceFeeds(decoder, rows, pads, start, end, lengths) {
-  const batch = rows.length;
-  const length = end - start;
-  const ids = [];
-  for (const row2 of rows) for (let j = start; j < end; j++) ids.push(row2[j]);
-  const feeds = { [decoder.tokens.name]: integerTensor(decoder.tokens, ids, [batch, length]) };
-  if (decoder.mask) {
-    const mask = [];
-    for (let b = 0; b < batch; b++) for (let j = 0; j < end; j++) mask.push(j < pads[b] || lengths !== void 0 && j >= lengths[b] ? 0 : 1);
-    feeds[decoder.mask.name] = integerTensor(decoder.mask, mask, [batch, end]);
-  }
-  if (decoder.positions) {
-    const positions = [];
-    for (let b = 0; b < batch; b++) for (let j = start; j < end; j++) positions.push(j < pads[b] ? 1 : j - pads[b]);
-    feeds[decoder.positions.name] = integerTensor(decoder.positions, positions, [batch, length]);
-  }
-  return feeds;
-}
-function integerTensor(spec, values, dims) {
-  return toOrtTensor(intTensor(values, spec.dtype, dims));
+  return { ...past, dims };
 }
 function emptyPast(past, batch) {
-  return { dtype: past.dtype, dims: cacheDims(past, batch, 0), data: new (dtypeInfo(past.dtype)).array(0) };
-}
-function emptyCache(decoder, batch) {
-  const feeds = {};
-  for (const { past } of decoder.cache) feeds[past.name] = toOrtTensor(emptyPast(past, batch));
-  return feeds;
-}
-function cacheDims(past, batch, length) {
-  return past.dims.map((d, axis) => axis === 0 ? batch : axis === past.dims.length - 2 ? length : d);
-}
-function nextCache(decoder, result) {
-  const feeds = {};
-  for (const { past, present } of decoder.cache) feeds[past.name] = result[present];
-  return feeds;
+  const dims = past.dims.map((d, axis) => axis === 0 ? batch : axis === past.dims.length - 2 ? 0 : d);
+  return { dtype: past.dtype, dims, data: new (dtypeInfo(past.dtype)).array(0) };
 }
 
 // src/eval/token-text.ts
@@ -43261,19 +42969,17 @@ function vocabularySize(model, decoder) {
   const width = graphOutputs(model).find((o) => o.name === decoder.logits)?.dims.at(-1);
   return typeof width === "number" ? { size: width, why: `the width of output '${decoder.logits}'` } : void 0;
 }
-var PAST_PREFIX = "past_key_values";
-var PRESENT_PREFIX = "present";
 var MASK = "attention_mask";
 function decoderInputs(model, tokensName, outputName, shown) {
   const specs = graphInputs(model);
   const outputs2 = graphOutputs(model).map((o) => o.name);
-  const cache = specs.filter((s) => s.name.startsWith(PAST_PREFIX)).map((past) => {
-    const present = PRESENT_PREFIX + past.name.slice(PAST_PREFIX.length);
-    if (!outputs2.includes(present)) throw new UserError(`${shown}: the model takes '${past.name}' but has no output '${present}' to carry the cache to the next step`);
-    const fixed = past.dims.length === 4 && typeof past.dims[1] === "number" && typeof past.dims[3] === "number";
-    if (!fixed || !isFloatDType(past.dtype)) {
-      throw new UserError(`${shown}: cache input '${past.name}' is [${past.dims.join(", ")}] ${dtypeName(past.dtype)}; a Hugging Face cache is float [batch, heads, past_sequence, head_size] with fixed heads and head size`);
+  const cache = specs.filter((s) => isPastInput(s.name)).map((declared) => {
+    const present = presentOf(model, declared.name);
+    if (!present) throw new UserError(`${shown}: the model takes '${declared.name}' but has no output '${PRESENT_PREFIX + declared.name.slice(PAST_PREFIX.length)}' to carry the cache to the next step`);
+    if (!isFloatDType(declared.dtype)) {
+      throw new UserError(`${shown}: cache input '${declared.name}' is ${dtypeName(declared.dtype)}; a Hugging Face cache is float [batch, heads, past_sequence, head_size]`);
     }
+    const past = pastWithSizes(model, declared, /* @__PURE__ */ new Map(), shown);
     return { past, present };
   });
   const roles = /* @__PURE__ */ new Set([MASK, POSITIONS_INPUT, ...cache.map((c) => c.past.name)]);
@@ -43388,7 +43094,7 @@ function loadCalibration(location, model, options = {}) {
     if (spec.task === "generation") return loadGeneration(spec, specFile, model, options);
     raw = readTensors(spec, specFile, specs);
   }
-  const inputs2 = fitInputs(raw.inputs, specs, shown);
+  const inputs2 = fitInputs(raw.inputs, model, shown);
   checkIndices(inputs2, model, shown);
   const count2 = sampleCount(inputs2, shown);
   const output2 = chooseOutput(spec.output, outputs2, shown);
@@ -43578,7 +43284,8 @@ function numbersToTensor(values, dtype, dims, where) {
   }
   return { dtype, dims, data };
 }
-function fitInputs(given, specs, shown) {
+function fitInputs(given, model, shown) {
+  const specs = graphInputs(model);
   const names = specs.map((s) => s.name);
   for (const name of Object.keys(given)) {
     if (!names.includes(name)) {
@@ -43591,8 +43298,13 @@ function fitInputs(given, specs, shown) {
     if (t) out[spec.name] = convertDType(t, spec, shown);
   }
   const mask = specs.find((s) => s.name === MASK_INPUT);
-  const reference = Object.values(out)[0];
+  const reference = Object.entries(out).find(([name]) => !isPastInput(name))?.[1];
   if (mask && !out[MASK_INPUT] && reference) out[MASK_INPUT] = onesLike(mask, reference);
+  const missingPast = specs.filter((s) => isPastInput(s.name) && !out[s.name]);
+  if (missingPast.length && reference) {
+    const named = namedSizes(out, specs);
+    for (const past of missingPast) out[past.name] = emptyPast(pastWithSizes(model, past, named, shown), reference.dims[0]);
+  }
   for (const spec of specs) {
     if (!out[spec.name]) {
       throw new UserError(`${shown}: inputs: no data for the model input '${spec.name}'; add "${spec.name}": "<file>.npy" to inputs`);
@@ -43600,6 +43312,16 @@ function fitInputs(given, specs, shown) {
   }
   checkShapes(out, specs, shown);
   return out;
+}
+function namedSizes(inputs2, specs) {
+  const named = /* @__PURE__ */ new Map();
+  for (const spec of specs) {
+    const t = inputs2[spec.name];
+    spec.dims.forEach((d, i) => {
+      if (t && typeof d === "string" && !named.has(d) && t.dims.length === spec.dims.length) named.set(d, t.dims[i]);
+    });
+  }
+  return named;
 }
 function checkIndices(inputs2, model, shown) {
   for (const [name, t] of Object.entries(inputs2)) {
@@ -43707,6 +43429,20 @@ function checkShapes(inputs2, specs, shown) {
       }
     });
   }
+  for (const spec of specs) {
+    spec.dims.forEach((d, i) => {
+      if (i === 0 || typeof d !== "string" || !d.includes("+")) return;
+      const parts = d.split("+").map((p) => p.trim());
+      const sizes = parts.map((p) => /^\d+$/.test(p) ? Number(p) : named.get(p)?.size);
+      if (sizes.some((n) => n === void 0)) return;
+      const sum = sizes.reduce((a, b) => a + b, 0);
+      const t = inputs2[spec.name];
+      if (t.dims[i] !== sum) {
+        const from = parts.map((p, k) => /^\d+$/.test(p) ? p : `${p} = ${sizes[k]} (input '${named.get(p)?.input}')`).join(" + ");
+        throw new UserError(`${shown}: ${sourceOf(t, spec.name)} has ${d} = ${t.dims[i]} (axis ${i}) but ${from} is ${sum}; they must match`);
+      }
+    });
+  }
 }
 function sampleCount(inputs2, shown) {
   const entries = Object.entries(inputs2);
@@ -43735,7 +43471,7 @@ function chooseOutput(wanted, outputs2, shown) {
   return outputs2.includes("logits") ? "logits" : outputs2[0];
 }
 function chooseTokens(wanted, specs, shown) {
-  const integer2 = specs.filter((s) => !isFloatDType(s.dtype) && s.dtype !== DataType.BOOL && s.name !== MASK_INPUT);
+  const integer2 = specs.filter((s) => !isFloatDType(s.dtype) && s.dtype !== DataType.BOOL && s.name !== MASK_INPUT && s.name !== POSITIONS_INPUT);
   if (wanted !== void 0) {
     const spec = specs.find((s) => s.name === wanted);
     if (!spec) throw new UserError(`${shown}: tokens: the model has no input '${wanted}' (its inputs: ${specs.map((s) => s.name).join(", ")})`);
@@ -45344,6 +45080,332 @@ var PassProgress = class {
     this.log(`${this.what}: ${this.done}/${this.total} batches, ${left}`);
   }
 };
+
+// src/eval/metrics.ts
+function outputRows(t) {
+  const dims = [...t.dims];
+  const width = dims.length ? dims[dims.length - 1] : 1;
+  let data;
+  if (t.type === "float32") data = t.data;
+  else if (t.type === "float16") data = Float32Array.from(t.data, halfToFloat);
+  else if (t.type === "float64") data = Float32Array.from(t.data);
+  else throw new UserError(`the model's output is ${t.type}; the metrics need floating-point scores (logits)`);
+  return { data, rows: width ? data.length / width : 0, width, dims };
+}
+function logSumExp(x, off, n, max) {
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(x[off + i] - max);
+  return max + Math.log(sum);
+}
+var summaries = /* @__PURE__ */ new WeakMap();
+function rowSummary(out) {
+  let s = summaries.get(out.data);
+  if (!s) {
+    s = { lse: new Float64Array(out.rows), top: new Int32Array(out.rows) };
+    for (let r = 0; r < out.rows; r++) {
+      const off = r * out.width;
+      const top = argmax(out.data, off, out.width);
+      s.top[r] = top;
+      s.lse[r] = logSumExp(out.data, off, out.width, out.data[off + top]);
+    }
+    summaries.set(out.data, s);
+  }
+  return s;
+}
+function argmax(x, off, n) {
+  let best = 0;
+  for (let i = 1; i < n; i++) if (x[off + i] > x[off + best]) best = i;
+  return best;
+}
+function cosine(a, aOff, b, bOff, n) {
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < n; i++) {
+    dot += a[aOff + i] * b[bOff + i];
+    na += a[aOff + i] * a[aOff + i];
+    nb += b[bOff + i] * b[bOff + i];
+  }
+  if (na === 0 && nb === 0) return 1;
+  if (na === 0 || nb === 0) return 0;
+  return dot / Math.sqrt(na * nb);
+}
+function intValues(t) {
+  return t.data;
+}
+function planRows(set2, batch, out) {
+  const mask = set2.mask ? batch.feeds[set2.mask] : void 0;
+  const sameAsMask = mask !== void 0 && out.dims.length === mask.dims.length + 1 && mask.dims.every((d, i) => d === out.dims[i]);
+  const compare = sameAsMask ? Uint8Array.from(intValues(mask), (v) => Number(v) !== 0 ? 1 : 0) : void 0;
+  if (set2.positions) return { width: out.width, ...positionRows(set2, batch, out) };
+  if (set2.task === "classification") return { width: out.width, compare, targets: classificationTargets(set2, batch, out) };
+  if (set2.task === "language-model") return { width: out.width, ...languageModelRows(set2, batch, out) };
+  return { width: out.width, compare };
+}
+function positionRows(set2, batch, out) {
+  const positions = set2.positions;
+  const { length } = positions;
+  if (out.dims.length !== 3 || out.dims[0] !== batch.size || out.dims[1] !== length) {
+    throw new UserError(
+      `${set2.source}: task ${set2.task} needs output '${set2.output}' of shape [batch, sequence, vocabulary] ([${batch.size}, ${length}, ...] here); the model gives [${out.dims.join(", ")}]`
+    );
+  }
+  const from = batch.start * length;
+  const to = from + batch.size * length;
+  const targets = positions.targets?.subarray(from, to);
+  const outside = targets?.findIndex((t) => t >= out.width) ?? -1;
+  if (targets && outside >= 0) {
+    throw new UserError(`${set2.source}: token ${targets[outside]} (sample ${batch.start + Math.floor(outside / length)}) is outside the vocabulary of output '${set2.output}' (${out.width} logits)`);
+  }
+  return { compare: positions.compare.subarray(from, to), targets };
+}
+function classificationTargets(set2, batch, out) {
+  const labels = batch.labels;
+  if (out.rows !== batch.size) {
+    throw new UserError(
+      `${set2.source}: task classification needs output '${set2.output}' of shape [batch, classes]; the model gives [${out.dims.join(", ")}] for ${batch.size} samples`
+    );
+  }
+  labels.forEach((label, i) => {
+    if (label >= out.width) {
+      throw new UserError(
+        `${set2.source}: label ${label} of sample ${batch.start + i} is not a class of output '${set2.output}' (${out.width} classes: 0..${out.width - 1})`
+      );
+    }
+  });
+  return labels;
+}
+function languageModelRows(set2, batch, out) {
+  const tokens = batch.feeds[set2.tokens];
+  const [b, s] = tokens.dims;
+  if (out.dims.length !== 3 || out.dims[0] !== b || out.dims[1] !== s) {
+    throw new UserError(
+      `${set2.source}: task language-model needs output '${set2.output}' of shape [batch, sequence, vocabulary] matching '${set2.tokens}' [${b}, ${s}]; the model gives [${out.dims.join(", ")}]`
+    );
+  }
+  const ids = intValues(tokens);
+  const mask = set2.mask ? intValues(batch.feeds[set2.mask]) : void 0;
+  const real = (i) => !mask || Number(mask[i]) !== 0;
+  const compare = new Uint8Array(b * s);
+  const targets = new Int32Array(b * s).fill(-1);
+  for (let r = 0; r < b; r++) {
+    for (let t = 0; t < s; t++) {
+      const i = r * s + t;
+      compare[i] = real(i) ? 1 : 0;
+      if (t + 1 < s && real(i) && real(i + 1)) {
+        const next = Number(ids[i + 1]);
+        if (next < 0 || next >= out.width) {
+          throw new UserError(
+            `${set2.source}: token ${next} (sample ${batch.start + r}, position ${t + 1}) is outside the vocabulary of output '${set2.output}' (${out.width} logits)`
+          );
+        }
+        targets[i] = next;
+      }
+    }
+  }
+  return { compare, targets };
+}
+function addSums(...parts) {
+  const total = {};
+  for (const part of parts) for (const [k, v] of Object.entries(part)) total[k] = (total[k] ?? 0) + v;
+  return total;
+}
+function taskValues(task, sums) {
+  const count2 = sums.count ?? 0;
+  const nll = sums.nll ?? 0;
+  const correct = sums.correct ?? 0;
+  if (task === "classification") return { accuracy: count2 ? correct / count2 : 0 };
+  if (task === "language-model") return { perplexity: count2 ? Math.exp(nll / count2) : NaN, "next-token-accuracy": count2 ? correct / count2 : 0 };
+  if (task === "generation" && count2) return { perplexity: Math.exp(nll / count2) };
+  return {};
+}
+function comparisonValues(sums) {
+  const c = sums.compared || 1;
+  return { agreement: (sums.agree ?? 0) / c, "kl-divergence": (sums.kl ?? 0) / c, cosine: (sums.cos ?? 0) / c };
+}
+var TaskAccumulator = class {
+  constructor(task) {
+    this.task = task;
+  }
+  task;
+  nll = 0;
+  correct = 0;
+  count = 0;
+  add(out, plan) {
+    if (!plan.targets) return;
+    const { lse, top } = rowSummary(out);
+    for (let r = 0; r < out.rows; r++) {
+      const target = plan.targets[r];
+      if (target < 0) continue;
+      if (top[r] === target) this.correct++;
+      if (this.task === "language-model" || this.task === "generation") this.nll += lse[r] - out.data[r * out.width + target];
+      this.count++;
+    }
+  }
+  sums() {
+    return { nll: this.nll, correct: this.correct, count: this.count };
+  }
+  values() {
+    return taskValues(this.task, this.sums());
+  }
+  /** Rows that counted (tokens predicted, samples classified). */
+  get counted() {
+    return this.count;
+  }
+};
+var ComparisonAccumulator = class {
+  agree = 0;
+  kl = 0;
+  cos = 0;
+  count = 0;
+  /** Rows [from, to) of the outputs (default all): one sample's, say. */
+  add(base, cand, plan, from = 0, to = base.rows) {
+    if (base.data.length !== cand.data.length || base.width !== cand.width) {
+      throw new Error(
+        `the candidate's output has shape [${cand.dims.join(", ")}], the base model's [${base.dims.join(", ")}]: pruning must not change the output shape`
+      );
+    }
+    const n = base.width;
+    const [b, c] = [rowSummary(base), rowSummary(cand)];
+    const [x, y] = [base.data, cand.data];
+    for (let r = from; r < to; r++) {
+      if (plan.compare && !plan.compare[r]) continue;
+      const off = r * n;
+      if (b.top[r] === c.top[r]) this.agree++;
+      const lse = b.lse[r];
+      let kl = 0;
+      for (let i = off; i < off + n; i++) kl += Math.exp(x[i] - lse) * (x[i] - y[i]);
+      this.kl += Math.max(0, kl - lse + c.lse[r]);
+      this.cos += cosine(x, off, y, off, n);
+      this.count++;
+    }
+  }
+  sums() {
+    return { agree: this.agree, kl: this.kl, cos: this.cos, compared: this.count };
+  }
+  values() {
+    return comparisonValues(this.sums());
+  }
+};
+var SELF_COMPARISON = { agreement: 1, "kl-divergence": 0, cosine: 1 };
+
+// src/eval/generate.ts
+async function greedyDecode(session, decoder, prompts, options) {
+  const out = prompts.map(() => []);
+  const layout = padsLeft(decoder) ? "left" : decoder.cache.length === 0 && await isCausal(session, decoder, prompts[0]) ? "right" : "equal";
+  const all = decodingBatches(prompts, options.batchSize, layout !== "equal");
+  for (const members2 of all) {
+    const batch = members2.map((i) => prompts[i]);
+    const generated = layout === "right" ? await decodeRightPadded(session, decoder, batch, options) : await decodeBatch(session, decoder, batch, options);
+    members2.forEach((i, b) => out[i] = generated[b]);
+    options.onBatch?.(all.length);
+  }
+  return out;
+}
+function padsLeft(decoder) {
+  return decoder.mask !== void 0 && decoder.positions !== void 0;
+}
+function decodingBatches(prompts, batchSize, mixed) {
+  const order = prompts.map((_, i) => i).sort((a, b) => prompts[a].length - prompts[b].length || a - b);
+  const batches2 = [];
+  for (const i of order) {
+    const last = batches2[batches2.length - 1];
+    const fits = last && last.length < batchSize && (mixed || prompts[last[0]].length === prompts[i].length);
+    if (fits) last.push(i);
+    else batches2.push([i]);
+  }
+  return batches2;
+}
+var PROBE_TAIL = 4;
+async function isCausal(session, decoder, prompt) {
+  const scores = async (filler) => {
+    const row2 = [...prompt, ...new Array(PROBE_TAIL).fill(filler)];
+    const result = await session.run(sequenceFeeds(decoder, [row2], [0], 0, row2.length));
+    return outputRows(result[decoder.logits]);
+  };
+  const a = await scores(0);
+  const b = await scores(1);
+  const n = prompt.length * a.width;
+  for (let i = 0; i < n; i++) if (a.data[i] !== b.data[i]) return false;
+  return true;
+}
+async function decodeRightPadded(session, decoder, prompts, options) {
+  const rows = prompts.map((p) => [...p]);
+  const out = prompts.map(() => []);
+  const done = prompts.map(() => false);
+  for (let step = 0; step < options.maxNewTokens && done.some((d) => !d); step++) {
+    const live = rows.filter((_, b) => !done[b]);
+    const liveIndex = rows.map((_, b) => b).filter((b) => !done[b]);
+    const width = Math.max(...live.map((r) => r.length));
+    const padded = live.map((r) => [...r, ...new Array(width - r.length).fill(r[r.length - 1])]);
+    const feeds = sequenceFeeds(decoder, padded, padded.map(() => 0), 0, width, live.map((r) => r.length));
+    const logits = outputRows((await session.run(feeds))[decoder.logits]);
+    liveIndex.forEach((b, k) => {
+      const next = argmax(logits.data, (k * width + rows[b].length - 1) * logits.width, logits.width);
+      rows[b].push(next);
+      if (options.eos.includes(next)) done[b] = true;
+      else out[b].push(next);
+    });
+  }
+  return out;
+}
+async function decodeBatch(session, decoder, prompts, options) {
+  const batch = prompts.length;
+  const width = Math.max(...prompts.map((p) => p.length));
+  const pads = prompts.map((p) => width - p.length);
+  const rows = prompts.map((p, b) => [...new Array(pads[b]).fill(p[0]), ...p]);
+  const out = prompts.map(() => []);
+  const done = prompts.map(() => false);
+  let past = decoder.cache.length ? emptyCache(decoder, batch) : void 0;
+  for (let step = 0; step < options.maxNewTokens && done.some((d) => !d); step++) {
+    const total = width + step;
+    const start = past && step > 0 ? total - 1 : 0;
+    const feeds = { ...past, ...sequenceFeeds(decoder, rows, pads, start, total) };
+    const result = await session.run(feeds);
+    const logits = outputRows(result[decoder.logits]);
+    const length = total - start;
+    if (past) past = nextCache(decoder, result);
+    for (let b = 0; b < batch; b++) {
+      const next = done[b] ? rows[b][total - 1] : argmax(logits.data, (b * length + length - 1) * logits.width, logits.width);
+      rows[b].push(next);
+      if (done[b]) continue;
+      if (options.eos.includes(next)) done[b] = true;
+      else out[b].push(next);
+    }
+  }
+  return out;
+}
+function sequenceFeeds(decoder, rows, pads, start, end, lengths) {
+  const batch = rows.length;
+  const length = end - start;
+  const ids = [];
+  for (const row2 of rows) for (let j = start; j < end; j++) ids.push(row2[j]);
+  const feeds = { [decoder.tokens.name]: integerTensor(decoder.tokens, ids, [batch, length]) };
+  if (decoder.mask) {
+    const mask = [];
+    for (let b = 0; b < batch; b++) for (let j = 0; j < end; j++) mask.push(j < pads[b] || lengths !== void 0 && j >= lengths[b] ? 0 : 1);
+    feeds[decoder.mask.name] = integerTensor(decoder.mask, mask, [batch, end]);
+  }
+  if (decoder.positions) {
+    const positions = [];
+    for (let b = 0; b < batch; b++) for (let j = start; j < end; j++) positions.push(j < pads[b] ? 1 : j - pads[b]);
+    feeds[decoder.positions.name] = integerTensor(decoder.positions, positions, [batch, length]);
+  }
+  return feeds;
+}
+function integerTensor(spec, values, dims) {
+  return toOrtTensor(intTensor(values, spec.dtype, dims));
+}
+function emptyCache(decoder, batch) {
+  const feeds = {};
+  for (const { past } of decoder.cache) feeds[past.name] = toOrtTensor(emptyPast(past, batch));
+  return feeds;
+}
+function nextCache(decoder, result) {
+  const feeds = {};
+  for (const { past, present } of decoder.cache) feeds[past.name] = result[present];
+  return feeds;
+}
 
 // src/eval/sequence-metrics.ts
 function exactMatch(generated, reference) {
