@@ -14,7 +14,8 @@ import type { Feeds } from '../onnx/runtime';
 import { readNpy } from './npy';
 import { TASKS, Task } from './metric-names';
 import { GenerationKeys, GenerationSpec, loadGenerationSpec, promptSet } from './generation-set';
-import { emptyPast, isPastInput, pastWithSizes } from './kv-cache';
+import { emptyPast, isPastInput } from '../onnx/kv-cache';
+import { pastWithSizes } from './kv-cache';
 
 
 export const DEFAULT_BATCH_SIZE = 16;

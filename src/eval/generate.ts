@@ -1,7 +1,7 @@
 import { intTensor } from '../onnx/tensor';
 import { Feeds, InputSpec, ort, toOrtTensor } from '../onnx/runtime';
 import { argmax, outputRows } from './metrics';
-import { emptyPast } from './kv-cache';
+import { emptyPast } from '../onnx/kv-cache';
 
 /**
  * Greedy decoding for `task: generation` (docs/contracts.md, "Generation sets"). A model with

@@ -11,7 +11,8 @@ import { displayPath } from '../util/paths';
 import { parseWith } from '../util/validation';
 import type { CalibrationSet, RowsThatCount } from './calibration';
 import { DecoderInputs } from './generate';
-import { PAST_PREFIX, PRESENT_PREFIX, emptyPast, isPastInput, pastWithSizes, presentOf } from './kv-cache';
+import { PAST_PREFIX, PRESENT_PREFIX, emptyPast, isPastInput, presentOf } from '../onnx/kv-cache';
+import { pastWithSizes } from './kv-cache';
 import { readTokenizer } from './token-text';
 
 /**
