@@ -5,6 +5,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Inspection } from '../src/cli/commands/inspect';
 import { halfToFloat } from '../src/onnx/dtype';
+import { cacheSizes } from '../src/graph/cache-sizes';
+import { traceTwice } from '../src/graph/analysis';
 import { OnnxModel } from '../src/onnx/model';
 import { ort } from '../src/onnx/runtime';
 import { useBuiltCli } from './helpers/run-cli';
@@ -197,14 +199,16 @@ describe('prune-gate inspect', () => {
     return JSON.parse(r.stdout) as Inspection;
   };
 
-  // Today (before the engine has rules for GroupQueryAttention) the FFNs are found where the
-  // analysis runs, and the attention is said not to be understood. The kv_cache_dim variants do
-  // not run on inspect's dummy inputs (GQA checks the cache's last dim against head_size, and the
-  // dummy inputs size every symbolic axis alike), so their analysis is a note.
-  test.each(['llama-genai-qkv.onnx', 'llama-genai-packed.onnx', 'llama-genai-fp16.onnx'])('%s: both FFNs are found, the attention is reported', async (file) => {
+  // Before the engine has rules for GroupQueryAttention the FFNs are found and the attention is
+  // said not to be understood. GQA checks the past's last dim against head_size even when the past
+  // is empty; the kv_cache_dim variants declare it nowhere, so the dummy inputs take it from a run
+  // without the pasts (src/graph/cache-sizes.ts), with the external layout like any other.
+  test.each(['llama-genai-qkv.onnx', 'llama-genai-packed.onnx', 'llama-genai-fp16.onnx', 'llama-genai-kvdim.onnx', 'external/model.onnx'])('%s: both FFNs are found, the attention is reported', async (file) => {
     const ins = await inspect(file);
     expect(ins.ops['com.microsoft::GroupQueryAttention']).toBe(LAYERS);
+    expect(ins.prunableNote).toBeUndefined();
     expect(ins.macs).toBeGreaterThan(0);
+    expect(ins.macsInputShapes['past_key_values.1.value']).toEqual([1, KV_HEADS, 16, HEAD_SIZE]);
     const ffn = ins.prunable.filter((g) => g.kind === 'ffn');
     expect(ffn.map((g) => g.units)).toEqual([176, 176]);
     const heads = ins.prunable.filter((g) => g.kind === 'heads');
@@ -212,13 +216,26 @@ describe('prune-gate inspect', () => {
     expect(heads.length === LAYERS || attentionSkipped).toBe(true);
   });
 
-  // The external layout holds the kv_cache_dim graph: one of the two is enough here (each takes
-  // inspect's every dummy size before its note, about 9 s, until the engine sizes that axis).
   test.each(['external/model.onnx', INT4])('%s: runs and describes the model', async (file) => {
     const ins = await inspect(file);
     expect(ins.ops['com.microsoft::GroupQueryAttention']).toBe(LAYERS);
     expect(ins.inputs.map((i) => i.name)).toEqual(['input_ids', 'attention_mask', 'past_key_values.0.key', 'past_key_values.0.value', 'past_key_values.1.key', 'past_key_values.1.value']);
     expect(ins.externalData).toEqual(file.startsWith('external/') ? ['model.onnx.data'] : []);
     if (ins.prunableNote !== undefined) expect(ins.prunableNote).toContain('GroupQueryAttention');
+  });
+});
+
+describe("the analysis's dummy inputs size a cache axis nothing declares", () => {
+  test('from the present outputs of a run without the pasts: the head size GQA checks', async () => {
+    const kvdim = OnnxModel.read(path.join(GENAI, 'llama-genai-kvdim.onnx'));
+    const sizes = Object.fromEntries(['key', 'value'].flatMap((kind) => [0, 1].map((i) => [`past_key_values.${i}.${kind}`, { 3: HEAD_SIZE }])));
+    expect(await cacheSizes(kvdim)).toEqual(sizes);
+    const [t1, t2] = await traceTwice(kvdim);
+    expect([t1.sizes, t1.get('past_key_values.0.key')!.dims, t2.get('present.1.value')!.dims]).toEqual([[2, 7], [2, KV_HEADS, 7, HEAD_SIZE], [3, KV_HEADS, 5, HEAD_SIZE]]);
+  });
+
+  test('no run where the declarations fix every size', async () => {
+    expect(await cacheSizes(OnnxModel.read(path.join(GENAI, 'llama-genai-packed.onnx')))).toEqual({});
+    expect(await cacheSizes(OnnxModel.read(path.join(FIXTURES, 'kv', 'llama-kv.onnx')))).toEqual({});
   });
 });

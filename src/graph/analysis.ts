@@ -4,6 +4,7 @@ import { nodeReads } from '../onnx/reads';
 import { RuleContext, ruleOf } from './rules';
 import { QUANTIZED_NOT_PRUNABLE, quantizedOpReason, quantizedWeightOf } from './quantized';
 import { Trace, traceModelAt } from './trace';
+import { cacheSizes } from './cache-sizes';
 import { OnnxModel } from '../onnx/model';
 import { dummyFeeds, ort } from '../onnx/runtime';
 import { isFloatDType } from '../onnx/dtype';
@@ -91,11 +92,12 @@ export interface AnalyzeOptions {
  */
 export async function traceTwice(model: OnnxModel): Promise<[Trace, Trace]> {
   let lastError: string | undefined;
+  const fixed = await cacheSizes(model);
   for (const pair of TRACE_SIZES) {
     try {
       // One session runs both sizes.
-      const traces = await traceModelAt(model, pair.map((sizes) => dummyFeeds(model, ...sizes)));
-      traces.forEach((trace, i) => (trace.sizes = pair[i]));
+      const traces = await traceModelAt(model, pair.map((sizes) => dummyFeeds(model, ...sizes, fixed)));
+      traces.forEach((trace, i) => Object.assign(trace, { sizes: pair[i], fixed }));
       return [traces[0], traces[1]];
     } catch (e) {
       lastError = String((e as Error)?.message ?? e).split('\n')[0];

@@ -2,6 +2,7 @@ import { onnx } from 'onnx-proto';
 import { DataType, isFloatDType } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { dummyFeeds, ort } from '../onnx/runtime';
+import { cacheSizes } from './cache-sizes';
 import { elementCount, toNumber } from '../onnx/tensor';
 import { Node, nodeLabel } from './graph';
 import { quantizedWeights } from './quantized';
@@ -147,7 +148,7 @@ export async function measureMacs(
   model: OnnxModel,
   feeds?: Record<string, ort.Tensor>,
 ): Promise<MacEstimate & { inputShapes: InputShapes }> {
-  const inputs = feeds ?? dummyFeeds(model, DUMMY_BATCH, DUMMY_SEQUENCE);
+  const inputs = feeds ?? dummyFeeds(model, DUMMY_BATCH, DUMMY_SEQUENCE, await cacheSizes(model));
   const trace = await traceModel(model, inputs);
   const inputShapes: InputShapes = {};
   for (const [name, t] of Object.entries(inputs)) inputShapes[name] = [...t.dims];

@@ -2,7 +2,7 @@ import { createHash } from 'crypto';
 import { onnx } from 'onnx-proto';
 import { OnnxModel } from '../onnx/model';
 import { shapeOnlyProto } from '../onnx/skeleton';
-import { dummyFeeds, ort, sessionForProto } from '../onnx/runtime';
+import { FixedSizes, dummyFeeds, ort, sessionForProto } from '../onnx/runtime';
 import { toNumbers } from '../onnx/tensor';
 
 /** What a run of the model showed about one tensor. */
@@ -13,8 +13,12 @@ export interface TracedValue {
   ints?: number[];
 }
 
-/** Every tensor's traced value, and the (axis 0, other dynamic axes) sizes of the dummy inputs. */
-export type Trace = Map<string, TracedValue> & { sizes?: [number, number] };
+/**
+ * Every tensor's traced value, and the (axis 0, other dynamic axes) sizes of the dummy inputs
+ * with the cache sizes they were given (dummyFeeds' `fixed`): dummyFeeds(model, ...sizes, fixed)
+ * makes them again.
+ */
+export type Trace = Map<string, TracedValue> & { sizes?: [number, number]; fixed?: FixedSizes };
 
 const MAX_TRACED_INTS = 64;
 

@@ -10,6 +10,7 @@ import { writeModel } from './write';
 import { externalLocation, isExternal } from './external';
 import { OnnxModel } from './model';
 import { Tensor, elementCount, toNumber } from './tensor';
+import { isPastInput, pastWithDeclaredSizes } from './kv-cache';
 
 /** A batch of model inputs, keyed by graph input name (axis 0 is the sample axis). */
 export type Feeds = Record<string, ort.Tensor>;
@@ -68,6 +69,9 @@ export function valueDims(v: onnx.IValueInfoProto): (number | string | null)[] {
   );
 }
 
+/** Sizes given to some axes of some inputs, by input name and axis, over what the model declares. */
+export type FixedSizes = Readonly<Record<string, Readonly<Record<number, number | undefined>>>>;
+
 const ZERO_ARRAY: Partial<Record<ort.Tensor.Type, { new (n: number): ort.Tensor.DataType }>> = {
   float64: Float64Array,
   int8: Int8Array,
@@ -82,12 +86,17 @@ const ZERO_ARRAY: Partial<Record<ort.Tensor.Type, { new (n: number): ort.Tensor.
  * Dummy inputs for running a model when no data is given: dynamic axes get `axis0` on the
  * first axis (the batch) and `otherAxes` elsewhere; an axis named like one that is first in
  * some input gets `axis0` wherever it is (a recurrent state [layers, batch, hidden] follows the
- * input's batch), and an axis named as a sum of axes the sum of their sizes. Integer inputs are 1 (a valid token id, a full attention mask), float inputs
- * small deterministic values.
+ * input's batch), and an axis named as a sum of axes the sum of their sizes. A KV cache's past
+ * takes the sizes the model's declarations give it (kv-cache.ts: a head size declared only on the
+ * present output), then those `fixed` gives (by input and axis: sizes found by running the model,
+ * graph/cache-sizes.ts). Integer inputs are 1 (a valid token id, a full attention mask), float
+ * inputs small deterministic values.
  */
-export function dummyFeeds(model: OnnxModel, axis0 = 2, otherAxes = 7): Record<string, ort.Tensor> {
+export function dummyFeeds(model: OnnxModel, axis0 = 2, otherAxes = 7, fixed: FixedSizes = {}): Record<string, ort.Tensor> {
   const feeds: Record<string, ort.Tensor> = {};
-  const specs = graphInputs(model);
+  const specs = graphInputs(model)
+    .map((spec) => (isPastInput(spec.name) && spec.dims.length >= 3 ? pastWithDeclaredSizes(model, spec, new Map()) : spec))
+    .map((spec): InputSpec => ({ ...spec, dims: spec.dims.map((d, axis) => fixed[spec.name]?.[axis] ?? d) }));
   const batchNames = new Set(specs.map((s) => s.dims[0]).filter((d): d is string => typeof d === 'string'));
   for (const spec of specs) {
     const size = (d: string | null, i: number): number => (i === 0 || (d !== null && batchNames.has(d)) ? axis0 : otherAxes);

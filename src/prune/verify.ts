@@ -14,7 +14,7 @@ const FULL_CHECK_MAX_BYTES = 256 * 2 ** 20;
  * only its shapes at the traced sizes are left to check.
  */
 export async function verifyPruned(model: OnnxModel, baseTraces: [Trace, Trace], ran = false): Promise<string | undefined> {
-  const feeds = baseTraces.map((t) => dummyFeeds(model, ...(t.sizes as [number, number])));
+  const feeds = baseTraces.map((t) => dummyFeeds(model, ...(t.sizes as [number, number]), t.fixed));
   // A big model, or one already run with its weights, is checked through its shape-only copy
   // (same graph, same shapes, no weights held), traced: the next step analyses this very graph
   // at these sizes, and takes the trace from here (trace.ts).

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { DUMMY_BATCH, DUMMY_SEQUENCE, countParams, estimateMacs } from '../../graph/cost';
 import { Trace, traceModel } from '../../graph/trace';
+import { cacheSizes } from '../../graph/cache-sizes';
 import { dtypeName } from '../../onnx/dtype';
 import { externalLocation, isExternal } from '../../onnx/external';
 import { OnnxModel } from '../../onnx/model';
@@ -71,7 +72,7 @@ export async function inspectModel(file: string): Promise<Inspection> {
 
   // One run of the model with dummy inputs gives every tensor's shape: the MACs follow from it
   // (and the pruning engine's analysis will reuse the same trace).
-  const feeds = dummyFeeds(model, DUMMY_BATCH, DUMMY_SEQUENCE);
+  const feeds = dummyFeeds(model, DUMMY_BATCH, DUMMY_SEQUENCE, await cacheSizes(model));
   const macsInputShapes: Record<string, number[]> = {};
   for (const [name, t] of Object.entries(feeds)) macsInputShapes[name] = [...t.dims];
   let trace: Trace | undefined;
