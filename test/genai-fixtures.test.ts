@@ -4,12 +4,16 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import type { Inspection } from '../src/cli/commands/inspect';
+import { interfaceChanges } from '../src/eval/generation';
+import { attrInt } from '../src/graph/graph';
 import { halfToFloat } from '../src/onnx/dtype';
 import { cacheSizes } from '../src/graph/cache-sizes';
 import { traceTwice } from '../src/graph/analysis';
 import { OnnxModel } from '../src/onnx/model';
-import { ort } from '../src/onnx/runtime';
+import { createSession, ort } from '../src/onnx/runtime';
+import { pruneModel } from '../src/prune';
 import { useBuiltCli } from './helpers/run-cli';
+import { zeroedCopy } from './helpers/zeroed';
 
 const FIXTURES = path.join(__dirname, 'fixtures');
 const GENAI = path.join(FIXTURES, 'genai');
@@ -51,8 +55,11 @@ function floats(t: ort.Tensor): Float32Array {
 
 type Cache = Record<string, ort.Tensor>;
 
-/** One run of a builder-style model: `ids` after `past` (the previous run's present.* or empty). */
-async function runGenai(session: ort.InferenceSession, fp16: boolean, ids: number[][], past?: Cache) {
+/**
+ * One run of a builder-style model: `ids` after `past` (the previous run's present.* or empty
+ * caches of `kvHeads[layer]` heads: fewer once heads are pruned).
+ */
+async function runGenai(session: ort.InferenceSession, fp16: boolean, ids: number[][], past?: Cache, kvHeads = [KV_HEADS, KV_HEADS]) {
   const batch = ids.length;
   const pastLength = past ? past['present.0.key'].dims[2] : 0;
   const feeds: Record<string, ort.Tensor> = {
@@ -62,7 +69,7 @@ async function runGenai(session: ort.InferenceSession, fp16: boolean, ids: numbe
   for (let i = 0; i < LAYERS; i++) {
     for (const kind of ['key', 'value']) {
       feeds[`past_key_values.${i}.${kind}`] =
-        past?.[`present.${i}.${kind}`] ?? new ort.Tensor(fp16 ? 'float16' : 'float32', fp16 ? new Uint16Array(0) : new Float32Array(0), [batch, KV_HEADS, 0, HEAD_SIZE]);
+        past?.[`present.${i}.${kind}`] ?? new ort.Tensor(fp16 ? 'float16' : 'float32', fp16 ? new Uint16Array(0) : new Float32Array(0), [batch, kvHeads[i], 0, HEAD_SIZE]);
     }
   }
   const out = await session.run(feeds);
@@ -190,8 +197,9 @@ describe('int4 (MatMulNBits, 4 bits, block 32, symmetric)', () => {
   });
 });
 
+const built = useBuiltCli('genai');
+
 describe('prune-gate inspect', () => {
-  const built = useBuiltCli('genai');
   const inspect = async (file: string) => {
     const r = await built.cli(['inspect', '--model', path.join(GENAI, file), '--json']);
     expect(r.stderr).toBe('');
@@ -199,11 +207,11 @@ describe('prune-gate inspect', () => {
     return JSON.parse(r.stdout) as Inspection;
   };
 
-  // Before the engine has rules for GroupQueryAttention the FFNs are found and the attention is
-  // said not to be understood. GQA checks the past's last dim against head_size even when the past
-  // is empty; the kv_cache_dim variants declare it nowhere, so the dummy inputs take it from a run
-  // without the pasts (src/graph/cache-sizes.ts), with the external layout like any other.
-  test.each(['llama-genai-qkv.onnx', 'llama-genai-packed.onnx', 'llama-genai-fp16.onnx', 'llama-genai-kvdim.onnx', 'external/model.onnx'])('%s: both FFNs are found, the attention is reported', async (file) => {
+  // Each layer's GroupQueryAttention is a heads group of kv_num_heads units (a KV group with its
+  // query heads), and its FFN a group of 176 neurons. The kv_cache_dim variants declare the
+  // cache's last dim nowhere: the dummy inputs take it from a run without the pasts
+  // (src/graph/cache-sizes.ts), with the external layout like any other.
+  test.each(['llama-genai-qkv.onnx', 'llama-genai-packed.onnx', 'llama-genai-fp16.onnx', 'llama-genai-kvdim.onnx', 'external/model.onnx'])('%s: both FFNs and both attentions (KV groups) are found', async (file) => {
     const ins = await inspect(file);
     expect(ins.ops['com.microsoft::GroupQueryAttention']).toBe(LAYERS);
     expect(ins.prunableNote).toBeUndefined();
@@ -212,8 +220,8 @@ describe('prune-gate inspect', () => {
     const ffn = ins.prunable.filter((g) => g.kind === 'ffn');
     expect(ffn.map((g) => g.units)).toEqual([176, 176]);
     const heads = ins.prunable.filter((g) => g.kind === 'heads');
-    const attentionSkipped = ins.skipped.some((s) => s.reason.includes('GroupQueryAttention'));
-    expect(heads.length === LAYERS || attentionSkipped).toBe(true);
+    expect(heads.map((g) => g.units)).toEqual([KV_HEADS, KV_HEADS]);
+    expect(ins.skipped.filter((s) => s.reason.includes('GroupQueryAttention'))).toEqual([]);
   });
 
   test.each(['external/model.onnx', INT4])('%s: runs and describes the model', async (file) => {
@@ -237,5 +245,114 @@ describe("the analysis's dummy inputs size a cache axis nothing declares", () =>
   test('no run where the declarations fix every size', async () => {
     expect(await cacheSizes(OnnxModel.read(path.join(GENAI, 'llama-genai-packed.onnx')))).toEqual({});
     expect(await cacheSizes(OnnxModel.read(path.join(FIXTURES, 'kv', 'llama-kv.onnx')))).toEqual({});
+  });
+});
+
+/** Each layer's kv heads as its past key input declares them. */
+function cacheHeads(m: OnnxModel): number[] {
+  return Array.from({ length: LAYERS }, (_, i) => {
+    const past = m.graph.input!.find((v) => v.name === `past_key_values.${i}.key`)!;
+    return Number(past.type!.tensorType!.shape!.dim![1].dimValue);
+  });
+}
+
+// Pruned with magnitude importance and no compensation, removing a unit is zeroing it: the pruned
+// model computes what the base computes with the removed entries zeroed, and decodes on its own
+// (smaller) cache. A removed KV group takes its kv head's k and v columns and cache entry, and its
+// query heads' q columns and o_proj rows; num_heads and kv_num_heads follow.
+describe.each(['llama-genai-qkv.onnx', 'llama-genai-packed.onnx', 'llama-genai-fp16.onnx'])('%s pruned (heads and ffn, 0.3, magnitude)', (file) => {
+  const fp16 = file.includes('fp16');
+  // float32: float noise; float16: its resolution at |logit| ~ 20, as for the fixtures themselves
+  // (the zeroed base and the pruned model measured equal to the bit on all three).
+  const tolerance = fp16 ? 0.06 : 1e-4;
+  const base = OnnxModel.read(path.join(GENAI, file));
+  let result: Awaited<ReturnType<typeof pruneModel>>;
+  let pruned: ort.InferenceSession;
+  let zeroed: ort.InferenceSession;
+  let kvHeads: number[];
+  beforeAll(async () => {
+    result = await pruneModel(base, { target: 0.3, structures: ['heads', 'ffn'], importance: 'magnitude', compensate: 'none' });
+    pruned = await createSession(result.model);
+    zeroed = await createSession(zeroedCopy(base, result));
+    kvHeads = cacheHeads(result.model);
+  });
+  afterAll(async () => {
+    await pruned.release();
+    await zeroed.release();
+  });
+
+  test('whole KV groups go; num_heads, kv_num_heads, the projections and the declared cache agree', () => {
+    const heads = result.pruned.filter((p) => p.kind === 'heads');
+    expect(heads.map((p) => p.before)).toEqual([KV_HEADS, KV_HEADS].slice(0, heads.length));
+    expect(heads.some((p) => p.after < p.before)).toBe(true);
+    expect(kvHeads.some((h) => h < KV_HEADS)).toBe(true);
+    const nodes = result.model.graph.node!.filter((n) => n.opType === 'GroupQueryAttention');
+    const width = (tensor: string) => result.model.constantInfo(tensor)!.dims;
+    const weight = (name: string) => width(result.model.graph.node!.find((n) => n.name === name)!.input![1]);
+    for (const [i, n] of nodes.entries()) {
+      const [h, kv] = [attrInt(n, 'num_heads', 0), attrInt(n, 'kv_num_heads', 0)];
+      expect([h, kv]).toEqual([2 * kvHeads[i], kvHeads[i]]); // 2 query heads per KV head, as before
+      const layer = `/model/layers.${i}/attn`;
+      if (file.includes('qkv')) {
+        expect(weight(`${layer}/q_proj/MatMul`)).toEqual([64, h * HEAD_SIZE]);
+        expect(weight(`${layer}/k_proj/MatMul`)).toEqual([64, kv * HEAD_SIZE]);
+        expect(weight(`${layer}/v_proj/MatMul`)).toEqual([64, kv * HEAD_SIZE]);
+      } else expect(weight(`${layer}/qkv_proj/MatMul`)).toEqual([64, (h + 2 * kv) * HEAD_SIZE]);
+      expect(weight(`${layer}/o_proj/MatMul`)).toEqual([h * HEAD_SIZE, 64]);
+    }
+    // The cache's declared shape follows, and is what the app is told to feed (report.json's `interface`).
+    const changes = interfaceChanges(base, result.model);
+    const changed = kvHeads.flatMap((h, i) => (h < KV_HEADS ? [`past_key_values.${i}.key`, `past_key_values.${i}.value`, `present.${i}.key`, `present.${i}.value`] : []));
+    expect(changes.map((c) => c.name).sort()).toEqual(changed.sort());
+    for (const c of changes) expect(c.candidate[1]).toBeLessThan(c.base[1] as number);
+  });
+
+  test('the CLI writes a pruned model that onnxruntime loads: attributes, cache and a decode step agree', async () => {
+    const out = path.join(built.tmp, `pruned-${path.basename(file)}`);
+    const r = await built.cli(['prune', '--model', path.join(GENAI, file), '--out', out, '--structures', 'heads,ffn', '--target', '0.3']);
+    expect([r.status, r.stderr]).toEqual([0, expect.stringContaining('removing')]);
+    const written = OnnxModel.read(out);
+    const heads = cacheHeads(written);
+    expect(heads.some((h) => h < KV_HEADS)).toBe(true);
+    const attrs = written.graph.node!.filter((n) => n.opType === 'GroupQueryAttention').map((n) => [attrInt(n, 'num_heads', 0), attrInt(n, 'kv_num_heads', 0)]);
+    expect(attrs).toEqual(heads.map((h) => [2 * h, h]));
+    const session = await ort.InferenceSession.create(out, { logSeverityLevel: 3 });
+    try {
+      const prompt = tokens(2, 5, 41);
+      const next = tokens(2, 1, 43);
+      const first = await runGenai(session, fp16, prompt, undefined, heads);
+      expect(first.dims).toEqual([2, 5, VOCAB]);
+      const step = await runGenai(session, fp16, next, first.present, heads);
+      const rerun = await runGenai(session, fp16, prompt.map((row, b) => [...row, ...next[b]]), undefined, heads);
+      expect(maxDiff(step.logits, lastPosition(rerun.logits, 2, 6))).toBeLessThan(tolerance);
+    } finally {
+      await session.release();
+    }
+  });
+
+  test('computes what the base computes with the removed entries zeroed, at the logits', async () => {
+    for (const [batch, length, seed] of [
+      [1, 3, 23],
+      [3, 12, 29],
+    ]) {
+      const ids = tokens(batch, length, seed);
+      const got = await runGenai(pruned, fp16, ids, undefined, kvHeads);
+      const want = await runGenai(zeroed, fp16, ids);
+      expect(got.dims).toEqual(want.dims);
+      // What was removed mattered: the base's logits are further away than the tolerance.
+      expect(maxDiff(got.logits, (await runGenai(await sessionOf(file), fp16, ids)).logits)).toBeGreaterThan(10 * tolerance);
+      for (let i = 0; i < LAYERS; i++) expect(got.present[`present.${i}.key`].dims).toEqual([batch, kvHeads[i], length, HEAD_SIZE]);
+      expect(maxDiff(got.logits, want.logits)).toBeLessThan(tolerance);
+    }
+  });
+
+  test('one decode step on its smaller cache gives the logits of re-running the whole sequence', async () => {
+    const prompt = tokens(2, 8, 31);
+    const next = tokens(2, 1, 37);
+    const first = await runGenai(pruned, fp16, prompt, undefined, kvHeads);
+    const step = await runGenai(pruned, fp16, next, first.present, kvHeads);
+    expect(step.dims).toEqual([2, 1, VOCAB]);
+    const rerun = await runGenai(pruned, fp16, prompt.map((row, b) => [...row, ...next[b]]), undefined, kvHeads);
+    expect(maxDiff(step.logits, lastPosition(rerun.logits, 2, 9))).toBeLessThan(tolerance);
   });
 });

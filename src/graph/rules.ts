@@ -817,6 +817,58 @@ const multiHeadAttention: OpRule = {
   },
 };
 
+/**
+ * com.microsoft GroupQueryAttention (onnxruntime-genai's attention): query [B, S, num_heads x
+ * size] and key, value [B, S, kv_num_heads x size] (or query holding q|k|v packed, key and value
+ * empty), caches [B, kv_num_heads, L, size]; query head h reads kv head h / (num_heads /
+ * kv_num_heads) (docs/contracts.md, "What is prunable"). A unit is a KV group: its kv head's
+ * columns of k and v and cache entry, its query heads' columns of q and of the output. The
+ * rotary caches [L, size / 2] are per head size, which does not change.
+ */
+const groupQueryAttention: OpRule = {
+  macs(node, shapeOf) {
+    const [y, present] = [shapeOf(node.output[0]), shapeOf(node.output[1])];
+    if (!y || !present || y.length !== 3 || present.length !== 4) return undefined;
+    // Scores and weighted values: each query column against the T = past + S keys of the cache.
+    return 2 * y[0] * y[1] * present[2] * y[2];
+  },
+  resize({ node, newDims, oldDims }) {
+    const y = node.output[0];
+    const [before, after] = [oldDims(y)?.[2], newDims(y, 0)?.[2]];
+    const [heads, kvHeads] = [attrInt(node, 'num_heads', 0), attrInt(node, 'kv_num_heads', 0)];
+    if (!before || !after || before === after || heads <= 0 || kvHeads <= 0) return;
+    const kept = after / (before / kvHeads);
+    setAttrInt(node, 'num_heads', (heads / kvHeads) * kept);
+    setAttrInt(node, 'kv_num_heads', kept);
+  },
+  link(ctx) {
+    const n = ctx.node;
+    const [q, k, v, pastKey, pastValue] = inputs(n);
+    const [y, presentKey, presentValue] = outputs(n);
+    const [heads, kvHeads] = [attrInt(n, 'num_heads', 0), attrInt(n, 'kv_num_heads', 0)];
+    const [qd, yd] = [ctx.dims(q), ctx.dims(y)];
+    if (!qd || !yd || qd.length !== 3 || yd.length !== 3 || kvHeads <= 0 || heads % kvHeads !== 0 || yd[2] % heads !== 0) return;
+    const size = yd[2] / heads;
+    const group = (heads / kvHeads) * size;
+    const packed = !k && !v;
+    if (packed ? qd[2] !== (heads + 2 * kvHeads) * size : rank(ctx, k) !== 3 || rank(ctx, v) !== 3) return;
+    ctx.heads(kvHeads, [
+      { tensor: q, axis: 2, size: group },
+      ...(packed
+        ? [
+            { tensor: q, axis: 2, size, offset: heads * size },
+            { tensor: q, axis: 2, size, offset: (heads + kvHeads) * size },
+          ]
+        : [
+            { tensor: k, axis: 2, size },
+            { tensor: v, axis: 2, size },
+          ]),
+      { tensor: y, axis: 2, size: group },
+      ...[pastKey, pastValue, presentKey, presentValue].flatMap((t) => perHead(ctx, t, 1, kvHeads)),
+    ]);
+  },
+};
+
 /** Split and Concat: the split axis is laid out piece after piece; other axes are shared. */
 function piecewise(whole: string, parts: string[], axis: number, ctx: RuleContext): void {
   const r = rank(ctx, whole);
@@ -1065,6 +1117,7 @@ export const OP_RULES: Record<string, OpRule> = {
   'com.microsoft::SkipSimplifiedLayerNormalization': skipNorm('SkipSimplifiedLayerNormalization'),
   'com.microsoft::Attention': attention,
   'com.microsoft::MultiHeadAttention': multiHeadAttention,
+  'com.microsoft::GroupQueryAttention': groupQueryAttention,
   // counted, not understood by the engine (quantized models)
   MatMulInteger: { macs: matmulMacs },
   'com.microsoft::MatMulNBits': {

@@ -19,8 +19,8 @@ export function outputValues(t: ort.Tensor): number[] {
   return Array.from(t.data as Float32Array, Number);
 }
 
-/** The base with the entries the prune removed zeroed computes what the pruned model does (within 1e-4 relative). */
-export async function expectZeroedEqual(base: OnnxModel, result: PruneResult, feeds: Record<string, ort.Tensor>, got: Record<string, ort.Tensor>): Promise<void> {
+/** A copy of the base with the entries the prune removed set to zero. */
+export function zeroedCopy(base: OnnxModel, result: PruneResult): OnnxModel {
   const zeroed = base.clone();
   for (const { tensor, axis, indices } of result.sliced ?? []) {
     const t = zeroed.constant(tensor)!;
@@ -31,7 +31,12 @@ export async function expectZeroedEqual(base: OnnxModel, result: PruneResult, fe
     for (let i = 0; i < values.length; i++) if (indices.includes(Math.floor(i / inner) % size)) values[i] = 0;
     zeroed.setConstant(tensor, fromFloat32(values, t.dtype, t.dims));
   }
-  const reference = await outputsAt(zeroed, feeds);
+  return zeroed;
+}
+
+/** The base with the entries the prune removed zeroed computes what the pruned model does (within 1e-4 relative). */
+export async function expectZeroedEqual(base: OnnxModel, result: PruneResult, feeds: Record<string, ort.Tensor>, got: Record<string, ort.Tensor>): Promise<void> {
+  const reference = await outputsAt(zeroedCopy(base, result), feeds);
   for (const [name, t] of Object.entries(reference)) {
     const [a, b] = [outputValues(t), outputValues(got[name])];
     const scale = Math.max(1e-6, ...a.map(Math.abs));
