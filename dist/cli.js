@@ -39573,6 +39573,37 @@ function runsOf(indices) {
   return runs;
 }
 
+// src/onnx/kv-cache.ts
+var PAST_PREFIX = "past_key_values";
+var PRESENT_PREFIX = "present";
+function isPastInput(name) {
+  return name.startsWith(PAST_PREFIX);
+}
+function presentOf(model, past) {
+  const outputs2 = graphOutputs(model).map((o) => o.name);
+  const named = PRESENT_PREFIX + past.slice(PAST_PREFIX.length);
+  if (outputs2.includes(named)) return named;
+  return model.graph.node.find((n) => n.opType === "Concat" && n.input?.includes(past) && outputs2.includes(n.output?.[0] ?? ""))?.output?.[0] ?? void 0;
+}
+function isSizedPastAxis(axis, rank2) {
+  return axis !== 0 && axis !== rank2 - 2;
+}
+function pastWithDeclaredSizes(model, past, named) {
+  const rank2 = past.dims.length;
+  const present = presentOf(model, past.name);
+  const others = [present, ...(model.graph.node.find((n) => n.opType === "Concat" && n.output?.[0] === present)?.input ?? []).filter((i) => i && i !== past.name)];
+  const infos = [...graphOutputs(model).filter((o) => o.name === present).map((o) => o.dims), ...(model.graph.valueInfo ?? []).filter((v) => others.includes(v.name ?? "")).map(valueDims)];
+  const dims = past.dims.map((d, axis) => {
+    if (!isSizedPastAxis(axis, rank2) || typeof d === "number") return d;
+    return (d !== null ? named.get(d) : void 0) ?? infos.map((dims2) => dims2.length === rank2 ? dims2[axis] : null).find((s) => typeof s === "number") ?? d;
+  });
+  return { ...past, dims };
+}
+function emptyPast(past, batch) {
+  const dims = past.dims.map((d, axis) => axis === 0 ? batch : axis === past.dims.length - 2 ? 0 : d);
+  return { dtype: past.dtype, dims, data: new (dtypeInfo(past.dtype)).array(0) };
+}
+
 // src/onnx/runtime.ts
 var ORT_TYPE = {
   [DataType.FLOAT]: "float32",
@@ -39620,9 +39651,9 @@ var ZERO_ARRAY = {
   uint32: Uint32Array,
   uint64: BigUint64Array
 };
-function dummyFeeds(model, axis0 = 2, otherAxes = 7) {
+function dummyFeeds(model, axis0 = 2, otherAxes = 7, fixed = {}) {
   const feeds = {};
-  const specs = graphInputs(model);
+  const specs = graphInputs(model).map((spec) => isPastInput(spec.name) && spec.dims.length >= 3 ? pastWithDeclaredSizes(model, spec, /* @__PURE__ */ new Map()) : spec).map((spec) => ({ ...spec, dims: spec.dims.map((d, axis) => fixed[spec.name]?.[axis] ?? d) }));
   const batchNames = new Set(specs.map((s) => s.dims[0]).filter((d) => typeof d === "string"));
   for (const spec of specs) {
     const size = (d, i) => i === 0 || d !== null && batchNames.has(d) ? axis0 : otherAxes;
@@ -39856,43 +39887,24 @@ var fs13 = __toESM(require("fs"));
 var path10 = __toESM(require("path"));
 
 // src/eval/kv-cache.ts
-var PAST_PREFIX = "past_key_values";
-var PRESENT_PREFIX = "present";
-function isPastInput(name) {
-  return name.startsWith(PAST_PREFIX);
-}
-function presentOf(model, past) {
-  const outputs2 = graphOutputs(model).map((o) => o.name);
-  const named = PRESENT_PREFIX + past.slice(PAST_PREFIX.length);
-  if (outputs2.includes(named)) return named;
-  return model.graph.node.find((n) => n.opType === "Concat" && n.input?.includes(past) && outputs2.includes(n.output?.[0] ?? ""))?.output?.[0] ?? void 0;
-}
 function pastWithSizes(model, past, named, shown) {
   const rank2 = past.dims.length;
   const shape2 = `[${past.dims.map((d) => d ?? "?").join(", ")}]`;
   if (rank2 < 3) {
     throw new UserError(`${shown}: cache input '${past.name}' is ${shape2}; a Hugging Face cache is [batch, heads, past_sequence, head_size]: give it in the set ("${past.name}": "<file>.npy")`);
   }
-  const present = presentOf(model, past.name);
-  const others = [present, ...(model.graph.node.find((n) => n.opType === "Concat" && n.output?.[0] === present)?.input ?? []).filter((i) => i && i !== past.name)];
-  const infos = [...graphOutputs(model).filter((o) => o.name === present).map((o) => o.dims), ...(model.graph.valueInfo ?? []).filter((v) => others.includes(v.name ?? "")).map(valueDims)];
-  const dims = past.dims.map((d, axis) => {
-    if (axis === 0 || axis === rank2 - 2 || typeof d === "number") return d;
-    const size = (d !== null ? named.get(d) : void 0) ?? infos.map((dims2) => dims2.length === rank2 ? dims2[axis] : null).find((s) => typeof s === "number");
-    if (size === void 0) {
-      const what = d === null ? `axis ${axis}` : `'${d}' (axis ${axis})`;
-      const example = past.dims.map((x, i) => i === 0 ? "N" : i === rank2 - 2 ? 0 : i === axis ? "<size>" : x ?? "?").join(", ");
-      throw new UserError(
-        `${shown}: cache input '${past.name}' is ${shape2}: the size of ${what} is fixed neither by the model's declarations${present ? `, its output '${present}'` : ""} nor another input; give the empty past in the set ("${past.name}": an .npy of shape [${example}]) or export the model with that size fixed`
-      );
-    }
-    return size;
-  });
-  return { ...past, dims };
-}
-function emptyPast(past, batch) {
-  const dims = past.dims.map((d, axis) => axis === 0 ? batch : axis === past.dims.length - 2 ? 0 : d);
-  return { dtype: past.dtype, dims, data: new (dtypeInfo(past.dtype)).array(0) };
+  const sized = pastWithDeclaredSizes(model, past, named);
+  const axis = sized.dims.findIndex((d, i) => isSizedPastAxis(i, rank2) && typeof d !== "number");
+  if (axis >= 0) {
+    const d = past.dims[axis];
+    const present = presentOf(model, past.name);
+    const what = d === null ? `axis ${axis}` : `'${d}' (axis ${axis})`;
+    const example = past.dims.map((x, i) => i === 0 ? "N" : i === rank2 - 2 ? 0 : i === axis ? "<size>" : x ?? "?").join(", ");
+    throw new UserError(
+      `${shown}: cache input '${past.name}' is ${shape2}: the size of ${what} is fixed neither by the model's declarations${present ? `, its output '${present}'` : ""} nor another input; give the empty past in the set ("${past.name}": an .npy of shape [${example}]) or export the model with that size fixed`
+    );
+  }
+  return sized;
 }
 
 // src/eval/token-text.ts
@@ -43548,6 +43560,185 @@ function calibrationFeeds(set2) {
   };
 }
 
+// src/onnx/skeleton.ts
+var import_onnx_proto10 = __toESM(require_onnx());
+
+// src/onnx/axes.ts
+var import_onnx_proto9 = __toESM(require_onnx());
+var AXES_INPUT_FROM = {
+  ReduceSum: 13,
+  Squeeze: 13,
+  Unsqueeze: 13,
+  ReduceMean: 18,
+  ReduceMax: 18,
+  ReduceMin: 18,
+  ReduceProd: 18,
+  ReduceSumSquare: 18,
+  ReduceL1: 18,
+  ReduceL2: 18,
+  ReduceLogSum: 18,
+  ReduceLogSumExp: 18
+};
+function nodeOverAxes(opType, input2, output2, axes, opset, initializers, attribute = []) {
+  if (opset >= (AXES_INPUT_FROM[opType] ?? Infinity)) {
+    const name = `${output2}_axes`;
+    initializers.push(import_onnx_proto9.onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [axes.length], int64Data: axes }));
+    return import_onnx_proto9.onnx.NodeProto.create({ opType, name: output2, input: [input2, name], output: [output2], attribute });
+  }
+  const list = import_onnx_proto9.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto9.onnx.AttributeProto.AttributeType.INTS, ints: axes });
+  return import_onnx_proto9.onnx.NodeProto.create({ opType, name: output2, input: [input2], output: [output2], attribute: [list, ...attribute] });
+}
+
+// src/onnx/skeleton.ts
+var SHAPE_ONLY_MIN_ELEMENTS = 4096;
+function shapeOnlyProto(model) {
+  const copy = model.clone();
+  const graph = copy.graph;
+  const uniqueName = copy.uniqueNames();
+  const replaced = /* @__PURE__ */ new Map();
+  const made = /* @__PURE__ */ new Set();
+  const makers = [];
+  const kept = [];
+  for (const t of copy.initializers) {
+    const dims = t.dims.map(Number);
+    if (isFloatDType(t.dataType) && elementCount(dims) >= SHAPE_ONLY_MIN_ELEMENTS) {
+      replaced.set(t.name, { dims, dtype: t.dataType });
+      const shapeName = uniqueName(`${t.name}__shape`);
+      kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
+      const maker = constantOfShape(shapeName, t.name, t.dataType);
+      makers.push(maker);
+      made.add(maker);
+    } else kept.push(t);
+  }
+  graph.initializer = kept;
+  graph.input = graph.input.filter((v) => !replaced.has(v.name ?? ""));
+  for (const node2 of graph.node) {
+    const value = node2.opType === "Constant" && (node2.domain ?? "") === "" ? node2.attribute?.find((a) => a.name === "value")?.t : void 0;
+    if (!value || !isFloatDType(value.dataType ?? 0)) continue;
+    const dims = (value.dims ?? []).map(Number);
+    if (elementCount(dims) < SHAPE_ONLY_MIN_ELEMENTS) continue;
+    const out = node2.output[0];
+    const shapeName = uniqueName(`${out}__shape`);
+    kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
+    node2.opType = "ConstantOfShape";
+    node2.input = [shapeName];
+    node2.attribute = [fillValue(value.dataType ?? DataType.FLOAT)];
+    replaced.set(out, { dims, dtype: value.dataType ?? DataType.FLOAT });
+    made.add(node2);
+  }
+  const opset = copy.defaultOpset ?? 13;
+  const weightOf = replaced;
+  for (const node2 of graph.node) {
+    if (node2.opType === "Cast" && weightOf.has(node2.input[0])) {
+      const w = weightOf.get(node2.input[0]);
+      const to = Number(node2.attribute.find((a) => a.name === "to").i);
+      const shapeName = uniqueName(`${node2.output[0]}__shape`);
+      kept.push(tensorToProto(shapeName, intTensor(w.dims, DataType.INT64, [w.dims.length])));
+      node2.opType = "ConstantOfShape";
+      node2.input = [shapeName];
+      node2.attribute = [fillValue(to)];
+      weightOf.set(node2.output[0], { dims: w.dims, dtype: to });
+      made.add(node2);
+    }
+  }
+  const rewritten = [];
+  for (const node2 of graph.node) {
+    const lookup = lookupRewrite(node2, weightOf, opset);
+    if (lookup) {
+      const base2 = uniqueName(`${node2.output[0]}__shape_only`);
+      const zerosD = `${base2}_d`;
+      kept.push(tensorToProto(zerosD, zeros(lookup.dtype, lookup.dims[1])));
+      rewritten.push(
+        import_onnx_proto10.onnx.NodeProto.create({ opType: "Cast", name: `${base2}_cast`, input: [node2.input[1]], output: [`${base2}_c`], attribute: [import_onnx_proto10.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.INT, i: lookup.dtype })] }),
+        nodeOverAxes("Unsqueeze", `${base2}_c`, `${base2}_u`, [-1], opset, kept),
+        import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base2}_widen`, input: [`${base2}_u`, zerosD], output: [node2.output[0]] })
+      );
+      continue;
+    }
+    const w = node2.opType === "MatMul" && (node2.domain ?? "") === "" ? weightOf.get(node2.input[1]) : void 0;
+    if (!w || w.dims.length !== 2) {
+      rewritten.push(node2);
+      continue;
+    }
+    const [k, n] = w.dims;
+    const base = uniqueName(`${node2.output[0]}__shape_only`);
+    const zerosK = `${base}_k`;
+    const zerosN = `${base}_n`;
+    kept.push(tensorToProto(zerosK, zeros(w.dtype, k)), tensorToProto(zerosN, zeros(w.dtype, n)));
+    rewritten.push(
+      import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base}_check`, input: [node2.input[0], zerosK], output: [`${base}_a`] }),
+      nodeOverAxes("ReduceSum", `${base}_a`, `${base}_s`, [-1], opset, kept, [import_onnx_proto10.onnx.AttributeProto.create({ name: "keepdims", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.INT, i: 1 })]),
+      import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base}_widen`, input: [`${base}_s`, zerosN], output: [node2.output[0]] })
+    );
+  }
+  const read = new Set(rewritten.flatMap((n) => nodeReads(n)));
+  for (const o of graph.output) read.add(o.name ?? "");
+  graph.node = [...makers, ...rewritten].filter((n) => !made.has(n) || read.has(n.output[0]));
+  return { proto: copy.proto, replaced };
+}
+function lookupRewrite(node2, weightOf, opset) {
+  if (node2.opType !== "Gather" || (node2.domain ?? "") !== "" || opset < 11) return void 0;
+  const w = weightOf.get(node2.input[0]);
+  const axis = Number(node2.attribute?.find((a) => a.name === "axis")?.i ?? 0);
+  return w && w.dims.length === 2 && (axis === 0 || axis === -2) ? w : void 0;
+}
+function zeros(dtype, n) {
+  return fromFloat32(new Float32Array(n), dtype, [n]);
+}
+function fillValue(dtype) {
+  const t = import_onnx_proto10.onnx.TensorProto.create({ dataType: dtype, dims: [1], rawData: new Uint8Array(dtypeInfo(dtype).bytes) });
+  return import_onnx_proto10.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.TENSOR, t });
+}
+function constantOfShape(shape2, out, dtype) {
+  return import_onnx_proto10.onnx.NodeProto.create({ opType: "ConstantOfShape", name: `${out}__make`, input: [shape2], output: [out], attribute: [fillValue(dtype)] });
+}
+function floatWeightBytes(model) {
+  let total = 0;
+  for (const t of model.initializers) {
+    if (isFloatDType(t.dataType)) total += protoBytes(t);
+  }
+  return total;
+}
+
+// src/graph/cache-sizes.ts
+async function cacheSizes(model) {
+  const unsized = /* @__PURE__ */ new Map();
+  for (const spec of graphInputs(model)) {
+    if (!isPastInput(spec.name) || spec.dims.length < 3) continue;
+    const { dims } = pastWithDeclaredSizes(model, spec, /* @__PURE__ */ new Map());
+    const axes = dims.flatMap((d, axis) => isSizedPastAxis(axis, dims.length) && typeof d !== "number" ? [axis] : []);
+    if (axes.length && presentOf(model, spec.name)) unsized.set(spec.name, axes);
+  }
+  if (unsized.size === 0) return {};
+  const { proto } = shapeOnlyProto(model);
+  const graph = proto.graph;
+  graph.input = graph.input.filter((v) => !unsized.has(v.name ?? ""));
+  for (const node2 of graph.node) {
+    const inputs2 = node2.input ?? [];
+    node2.input = node2.opType === "Concat" ? inputs2.filter((i) => !unsized.has(i)) : inputs2.map((i) => unsized.has(i) ? "" : i);
+  }
+  const feeds = dummyFeeds(model);
+  for (const name of unsized.keys()) delete feeds[name];
+  let out;
+  try {
+    const session = await sessionForProto(model, proto, { graphOptimizationLevel: "disabled", enableCpuMemArena: false });
+    try {
+      out = await session.run(feeds);
+    } finally {
+      await session.release();
+    }
+  } catch {
+    return {};
+  }
+  const sizes = {};
+  for (const [past, axes] of unsized) {
+    const present = out[presentOf(model, past) ?? ""];
+    if (present?.dims.length !== graphInputs(model).find((s) => s.name === past)?.dims.length) continue;
+    sizes[past] = Object.fromEntries(axes.map((axis) => [axis, present.dims[axis]]));
+  }
+  return sizes;
+}
+
 // src/graph/quantized.ts
 var QUANTIZED_NOT_PRUNABLE = "pruning quantized weights is not supported yet";
 function quantizedOpReason(q) {
@@ -44448,6 +44639,46 @@ var multiHeadAttention = {
     ]);
   }
 };
+var groupQueryAttention = {
+  macs(node2, shapeOf) {
+    const [y, present] = [shapeOf(node2.output[0]), shapeOf(node2.output[1])];
+    if (!y || !present || y.length !== 3 || present.length !== 4) return void 0;
+    return 2 * y[0] * y[1] * present[2] * y[2];
+  },
+  resize({ node: node2, newDims, oldDims }) {
+    const y = node2.output[0];
+    const [before, after] = [oldDims(y)?.[2], newDims(y, 0)?.[2]];
+    const [heads, kvHeads] = [attrInt(node2, "num_heads", 0), attrInt(node2, "kv_num_heads", 0)];
+    if (!before || !after || before === after || heads <= 0 || kvHeads <= 0) return;
+    const kept = after / (before / kvHeads);
+    setAttrInt(node2, "num_heads", heads / kvHeads * kept);
+    setAttrInt(node2, "kv_num_heads", kept);
+  },
+  link(ctx) {
+    const n = ctx.node;
+    const [q, k, v, pastKey, pastValue] = inputs(n);
+    const [y, presentKey, presentValue] = outputs(n);
+    const [heads, kvHeads] = [attrInt(n, "num_heads", 0), attrInt(n, "kv_num_heads", 0)];
+    const [qd, yd] = [ctx.dims(q), ctx.dims(y)];
+    if (!qd || !yd || qd.length !== 3 || yd.length !== 3 || kvHeads <= 0 || heads % kvHeads !== 0 || yd[2] % heads !== 0) return;
+    const size = yd[2] / heads;
+    const group = heads / kvHeads * size;
+    const packed = !k && !v;
+    if (packed ? qd[2] !== (heads + 2 * kvHeads) * size : rank(ctx, k) !== 3 || rank(ctx, v) !== 3) return;
+    ctx.heads(kvHeads, [
+      { tensor: q, axis: 2, size: group },
+      ...packed ? [
+        { tensor: q, axis: 2, size, offset: heads * size },
+        { tensor: q, axis: 2, size, offset: (heads + kvHeads) * size }
+      ] : [
+        { tensor: k, axis: 2, size },
+        { tensor: v, axis: 2, size }
+      ],
+      { tensor: y, axis: 2, size: group },
+      ...[pastKey, pastValue, presentKey, presentValue].flatMap((t) => perHead(ctx, t, 1, kvHeads))
+    ]);
+  }
+};
 function piecewise(whole, parts, axis, ctx) {
   const r = rank(ctx, whole);
   const ax = normAxis(axis, r);
@@ -44731,6 +44962,7 @@ var OP_RULES = {
   "com.microsoft::SkipSimplifiedLayerNormalization": skipNorm("SkipSimplifiedLayerNormalization"),
   "com.microsoft::Attention": attention,
   "com.microsoft::MultiHeadAttention": multiHeadAttention,
+  "com.microsoft::GroupQueryAttention": groupQueryAttention,
   // counted, not understood by the engine (quantized models)
   MatMulInteger: { macs: matmulMacs },
   "com.microsoft::MatMulNBits": {
@@ -44751,148 +44983,6 @@ function ruleOf(node2) {
 // src/graph/trace.ts
 var import_crypto2 = require("crypto");
 var import_onnx_proto11 = __toESM(require_onnx());
-
-// src/onnx/skeleton.ts
-var import_onnx_proto10 = __toESM(require_onnx());
-
-// src/onnx/axes.ts
-var import_onnx_proto9 = __toESM(require_onnx());
-var AXES_INPUT_FROM = {
-  ReduceSum: 13,
-  Squeeze: 13,
-  Unsqueeze: 13,
-  ReduceMean: 18,
-  ReduceMax: 18,
-  ReduceMin: 18,
-  ReduceProd: 18,
-  ReduceSumSquare: 18,
-  ReduceL1: 18,
-  ReduceL2: 18,
-  ReduceLogSum: 18,
-  ReduceLogSumExp: 18
-};
-function nodeOverAxes(opType, input2, output2, axes, opset, initializers, attribute = []) {
-  if (opset >= (AXES_INPUT_FROM[opType] ?? Infinity)) {
-    const name = `${output2}_axes`;
-    initializers.push(import_onnx_proto9.onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [axes.length], int64Data: axes }));
-    return import_onnx_proto9.onnx.NodeProto.create({ opType, name: output2, input: [input2, name], output: [output2], attribute });
-  }
-  const list = import_onnx_proto9.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto9.onnx.AttributeProto.AttributeType.INTS, ints: axes });
-  return import_onnx_proto9.onnx.NodeProto.create({ opType, name: output2, input: [input2], output: [output2], attribute: [list, ...attribute] });
-}
-
-// src/onnx/skeleton.ts
-var SHAPE_ONLY_MIN_ELEMENTS = 4096;
-function shapeOnlyProto(model) {
-  const copy = model.clone();
-  const graph = copy.graph;
-  const uniqueName = copy.uniqueNames();
-  const replaced = /* @__PURE__ */ new Map();
-  const made = /* @__PURE__ */ new Set();
-  const makers = [];
-  const kept = [];
-  for (const t of copy.initializers) {
-    const dims = t.dims.map(Number);
-    if (isFloatDType(t.dataType) && elementCount(dims) >= SHAPE_ONLY_MIN_ELEMENTS) {
-      replaced.set(t.name, { dims, dtype: t.dataType });
-      const shapeName = uniqueName(`${t.name}__shape`);
-      kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
-      const maker = constantOfShape(shapeName, t.name, t.dataType);
-      makers.push(maker);
-      made.add(maker);
-    } else kept.push(t);
-  }
-  graph.initializer = kept;
-  graph.input = graph.input.filter((v) => !replaced.has(v.name ?? ""));
-  for (const node2 of graph.node) {
-    const value = node2.opType === "Constant" && (node2.domain ?? "") === "" ? node2.attribute?.find((a) => a.name === "value")?.t : void 0;
-    if (!value || !isFloatDType(value.dataType ?? 0)) continue;
-    const dims = (value.dims ?? []).map(Number);
-    if (elementCount(dims) < SHAPE_ONLY_MIN_ELEMENTS) continue;
-    const out = node2.output[0];
-    const shapeName = uniqueName(`${out}__shape`);
-    kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
-    node2.opType = "ConstantOfShape";
-    node2.input = [shapeName];
-    node2.attribute = [fillValue(value.dataType ?? DataType.FLOAT)];
-    replaced.set(out, { dims, dtype: value.dataType ?? DataType.FLOAT });
-    made.add(node2);
-  }
-  const opset = copy.defaultOpset ?? 13;
-  const weightOf = replaced;
-  for (const node2 of graph.node) {
-    if (node2.opType === "Cast" && weightOf.has(node2.input[0])) {
-      const w = weightOf.get(node2.input[0]);
-      const to = Number(node2.attribute.find((a) => a.name === "to").i);
-      const shapeName = uniqueName(`${node2.output[0]}__shape`);
-      kept.push(tensorToProto(shapeName, intTensor(w.dims, DataType.INT64, [w.dims.length])));
-      node2.opType = "ConstantOfShape";
-      node2.input = [shapeName];
-      node2.attribute = [fillValue(to)];
-      weightOf.set(node2.output[0], { dims: w.dims, dtype: to });
-      made.add(node2);
-    }
-  }
-  const rewritten = [];
-  for (const node2 of graph.node) {
-    const lookup = lookupRewrite(node2, weightOf, opset);
-    if (lookup) {
-      const base2 = uniqueName(`${node2.output[0]}__shape_only`);
-      const zerosD = `${base2}_d`;
-      kept.push(tensorToProto(zerosD, zeros(lookup.dtype, lookup.dims[1])));
-      rewritten.push(
-        import_onnx_proto10.onnx.NodeProto.create({ opType: "Cast", name: `${base2}_cast`, input: [node2.input[1]], output: [`${base2}_c`], attribute: [import_onnx_proto10.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.INT, i: lookup.dtype })] }),
-        nodeOverAxes("Unsqueeze", `${base2}_c`, `${base2}_u`, [-1], opset, kept),
-        import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base2}_widen`, input: [`${base2}_u`, zerosD], output: [node2.output[0]] })
-      );
-      continue;
-    }
-    const w = node2.opType === "MatMul" && (node2.domain ?? "") === "" ? weightOf.get(node2.input[1]) : void 0;
-    if (!w || w.dims.length !== 2) {
-      rewritten.push(node2);
-      continue;
-    }
-    const [k, n] = w.dims;
-    const base = uniqueName(`${node2.output[0]}__shape_only`);
-    const zerosK = `${base}_k`;
-    const zerosN = `${base}_n`;
-    kept.push(tensorToProto(zerosK, zeros(w.dtype, k)), tensorToProto(zerosN, zeros(w.dtype, n)));
-    rewritten.push(
-      import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base}_check`, input: [node2.input[0], zerosK], output: [`${base}_a`] }),
-      nodeOverAxes("ReduceSum", `${base}_a`, `${base}_s`, [-1], opset, kept, [import_onnx_proto10.onnx.AttributeProto.create({ name: "keepdims", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.INT, i: 1 })]),
-      import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base}_widen`, input: [`${base}_s`, zerosN], output: [node2.output[0]] })
-    );
-  }
-  const read = new Set(rewritten.flatMap((n) => nodeReads(n)));
-  for (const o of graph.output) read.add(o.name ?? "");
-  graph.node = [...makers, ...rewritten].filter((n) => !made.has(n) || read.has(n.output[0]));
-  return { proto: copy.proto, replaced };
-}
-function lookupRewrite(node2, weightOf, opset) {
-  if (node2.opType !== "Gather" || (node2.domain ?? "") !== "" || opset < 11) return void 0;
-  const w = weightOf.get(node2.input[0]);
-  const axis = Number(node2.attribute?.find((a) => a.name === "axis")?.i ?? 0);
-  return w && w.dims.length === 2 && (axis === 0 || axis === -2) ? w : void 0;
-}
-function zeros(dtype, n) {
-  return fromFloat32(new Float32Array(n), dtype, [n]);
-}
-function fillValue(dtype) {
-  const t = import_onnx_proto10.onnx.TensorProto.create({ dataType: dtype, dims: [1], rawData: new Uint8Array(dtypeInfo(dtype).bytes) });
-  return import_onnx_proto10.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.TENSOR, t });
-}
-function constantOfShape(shape2, out, dtype) {
-  return import_onnx_proto10.onnx.NodeProto.create({ opType: "ConstantOfShape", name: `${out}__make`, input: [shape2], output: [out], attribute: [fillValue(dtype)] });
-}
-function floatWeightBytes(model) {
-  let total = 0;
-  for (const t of model.initializers) {
-    if (isFloatDType(t.dataType)) total += protoBytes(t);
-  }
-  return total;
-}
-
-// src/graph/trace.ts
 var MAX_TRACED_INTS = 64;
 async function traceModel(model, feeds) {
   return (await traceModelAt(model, [feeds ?? dummyFeeds(model)]))[0];
@@ -45027,7 +45117,7 @@ function estimateMacs(model, trace, options = {}) {
 var DUMMY_BATCH = 1;
 var DUMMY_SEQUENCE = 16;
 async function measureMacs(model, feeds) {
-  const inputs2 = feeds ?? dummyFeeds(model, DUMMY_BATCH, DUMMY_SEQUENCE);
+  const inputs2 = feeds ?? dummyFeeds(model, DUMMY_BATCH, DUMMY_SEQUENCE, await cacheSizes(model));
   const trace = await traceModel(model, inputs2);
   const inputShapes = {};
   for (const [name, t] of Object.entries(inputs2)) inputShapes[name] = [...t.dims];
@@ -46328,10 +46418,11 @@ var TRACE_SIZES = [
 ];
 async function traceTwice(model) {
   let lastError;
+  const fixed = await cacheSizes(model);
   for (const pair of TRACE_SIZES) {
     try {
-      const traces = await traceModelAt(model, pair.map((sizes) => dummyFeeds(model, ...sizes)));
-      traces.forEach((trace, i) => trace.sizes = pair[i]);
+      const traces = await traceModelAt(model, pair.map((sizes) => dummyFeeds(model, ...sizes, fixed)));
+      traces.forEach((trace, i) => Object.assign(trace, { sizes: pair[i], fixed }));
       return [traces[0], traces[1]];
     } catch (e) {
       lastError = String(e?.message ?? e).split("\n")[0];
@@ -46486,7 +46577,13 @@ async function analyze(model, options = {}) {
 }
 function kvCacheTensors(model) {
   const inputs2 = new Set(model.graph.input.map((v) => v.name ?? "").filter((n) => n && !model.isInitializer(n)));
+  const outputs2 = new Set(model.graph.output.map((v) => v.name ?? ""));
   const tensors = /* @__PURE__ */ new Set();
+  for (const n of model.graph.node) {
+    if (n.opType !== "GroupQueryAttention" || n.domain !== "com.microsoft") continue;
+    for (const i of (n.input ?? []).slice(3, 5)) if (inputs2.has(i)) tensors.add(i);
+    for (const o of (n.output ?? []).slice(1, 3)) if (outputs2.has(o)) tensors.add(o);
+  }
   for (const v of model.graph.output) {
     const producer = model.graph.node.find((n) => n.output?.includes(v.name ?? ""));
     if (producer?.opType !== "Concat") continue;
@@ -48700,7 +48797,7 @@ var PassLedger = class {
 // src/prune/verify.ts
 var FULL_CHECK_MAX_BYTES = 256 * 2 ** 20;
 async function verifyPruned(model, baseTraces, ran = false) {
-  const feeds = baseTraces.map((t) => dummyFeeds(model, ...t.sizes));
+  const feeds = baseTraces.map((t) => dummyFeeds(model, ...t.sizes, t.fixed));
   if (ran || floatWeightBytes(model) > FULL_CHECK_MAX_BYTES) {
     let traces;
     try {
@@ -50753,7 +50850,7 @@ async function inspectModel(file2) {
     const key = `${domain2}${node2.opType}`;
     ops[key] = (ops[key] ?? 0) + 1;
   }
-  const feeds = dummyFeeds(model, DUMMY_BATCH, DUMMY_SEQUENCE);
+  const feeds = dummyFeeds(model, DUMMY_BATCH, DUMMY_SEQUENCE, await cacheSizes(model));
   const macsInputShapes = {};
   for (const [name, t] of Object.entries(feeds)) macsInputShapes[name] = [...t.dims];
   let trace;
