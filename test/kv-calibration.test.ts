@@ -49,7 +49,10 @@ function npySet(name: string, task: string, extra: Record<string, Tensor> = {}, 
 async function evalCli(base: string, candidate: string, calibration: string): Promise<{ code: number; report?: Report; stderr: string }> {
   let stdout = '';
   let stderr = '';
-  const code = await main(['eval', '--base', base, '--candidate', candidate, '--calibration', calibration, '--json'], { stdout: (s) => void (stdout += s), stderr: (s) => void (stderr += s) });
+  // One timed run: latency is not what these test (a config without bounds only reports).
+  const config = path.join(tmp, 'one-timed-run.yml');
+  fs.writeFileSync(config, 'latency: { warmup: 0, runs: 1 }\n');
+  const code = await main(['eval', '--base', base, '--candidate', candidate, '--calibration', calibration, '--config', config, '--json'], { stdout: (s) => void (stdout += s), stderr: (s) => void (stderr += s) });
   return { code, report: code === 0 ? (JSON.parse(stdout) as Report) : undefined, stderr };
 }
 
