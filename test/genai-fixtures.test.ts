@@ -5,10 +5,10 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Inspection } from '../src/cli/commands/inspect';
 import { interfaceChanges } from '../src/eval/generation';
-import { attrInt } from '../src/graph/graph';
+import { attrInt, setAttrInt } from '../src/graph/graph';
 import { halfToFloat } from '../src/onnx/dtype';
 import { cacheSizes } from '../src/graph/cache-sizes';
-import { traceTwice } from '../src/graph/analysis';
+import { analyze, traceTwice } from '../src/graph/analysis';
 import { OnnxModel } from '../src/onnx/model';
 import { createSession, ort } from '../src/onnx/runtime';
 import { pruneModel } from '../src/prune';
@@ -66,6 +66,8 @@ async function runGenai(session: ort.InferenceSession, fp16: boolean, ids: numbe
     input_ids: int64(ids),
     attention_mask: int64(ids.map(() => new Array(pastLength + ids[0].length).fill(1))),
   };
+  // The MultiHeadAttention form takes the rotary's positions as an input: those after the past.
+  if (session.inputNames.includes('position_ids')) feeds.position_ids = int64(ids.map((row) => row.map((_, s) => pastLength + s)));
   for (let i = 0; i < LAYERS; i++) {
     for (const kind of ['key', 'value']) {
       feeds[`past_key_values.${i}.${kind}`] =
@@ -354,5 +356,131 @@ describe.each(['llama-genai-qkv.onnx', 'llama-genai-packed.onnx', 'llama-genai-f
     expect(step.dims).toEqual([2, 1, VOCAB]);
     const rerun = await runGenai(pruned, fp16, prompt.map((row, b) => [...row, ...next[b]]), undefined, kvHeads);
     expect(maxDiff(step.logits, lastPosition(rerun.logits, 2, 9))).toBeLessThan(tolerance);
+  });
+});
+
+// The builder's MultiHeadAttention form (llama-genai-mha.onnx): RotaryEmbedding nodes on q and k,
+// then MultiHeadAttention with the cache, k and v widened to the 4 query heads (the function of
+// the builder's repeat_kv). Each layer's attention is a heads group of 4 heads, through the
+// rotaries; a removed head takes its q, k and v columns, its o_proj rows and its cache entry.
+describe('llama-genai-mha.onnx (RotaryEmbedding, MultiHeadAttention)', () => {
+  const MHA = 'llama-genai-mha.onnx';
+  const HEADS = 4;
+  const base = OnnxModel.read(path.join(GENAI, MHA));
+
+  test('is written as the builder writes MultiHeadAttention: rotaries on q and k, position_ids an input, the cache through the attention', () => {
+    const ops = base.graph.node.map((n) => `${n.domain ? `${n.domain}::` : ''}${n.opType}`);
+    expect(ops.filter((o) => o === 'com.microsoft::RotaryEmbedding')).toHaveLength(2 * LAYERS);
+    expect(ops.filter((o) => o === 'com.microsoft::MultiHeadAttention')).toHaveLength(LAYERS);
+    expect(ops.filter((o) => o.includes('GroupQueryAttention'))).toEqual([]);
+    const mha = base.graph.node.find((n) => n.opType === 'MultiHeadAttention')!;
+    expect(mha.input).toEqual(['/model/layers.0/attn/q_rotary/RotaryEmbedding/output_0', '/model/layers.0/attn/k_rotary/RotaryEmbedding/output_0', '/model/layers.0/attn/v_proj/MatMul/output_0', '', '', '', 'past_key_values.0.key', 'past_key_values.0.value']);
+    expect([attrInt(mha, 'num_heads', 0), attrInt(mha, 'unidirectional', 0)]).toEqual([HEADS, 1]);
+    expect(base.graph.input!.map((i) => i.name).slice(0, 3)).toEqual(['input_ids', 'attention_mask', 'position_ids']);
+    expect(cacheHeads(base)).toEqual([HEADS, HEADS]);
+  });
+
+  test('gives the logits of llama.onnx with an empty cache, and one decode step those of re-running the sequence', async () => {
+    const session = await sessionOf(MHA);
+    for (const [batch, length, seed] of [
+      [1, 1, 7],
+      [3, 20, 13],
+    ]) {
+      const ids = tokens(batch, length, seed);
+      const got = await runGenai(session, false, ids, undefined, [HEADS, HEADS]);
+      expect(got.present['present.1.value'].dims).toEqual([batch, HEADS, length, HEAD_SIZE]);
+      expect(maxDiff(got.logits, await llamaLogits(ids))).toBeLessThan(1e-4);
+    }
+    const prompt = tokens(2, 8, 17);
+    const next = tokens(2, 1, 19);
+    const first = await runGenai(session, false, prompt, undefined, [HEADS, HEADS]);
+    const step = await runGenai(session, false, next, first.present);
+    expect(maxDiff(step.logits, lastPosition(await llamaLogits(prompt.map((row, b) => [...row, ...next[b]])), 2, 9))).toBeLessThan(1e-4);
+  });
+
+  test('prune-gate inspect finds both attentions (4 heads, through the rotaries) and both FFNs', async () => {
+    const r = await built.cli(['inspect', '--model', path.join(GENAI, MHA), '--json']);
+    expect([r.status, r.stderr]).toEqual([0, '']);
+    const ins = JSON.parse(r.stdout) as Inspection;
+    expect(ins.ops['com.microsoft::RotaryEmbedding']).toBe(2 * LAYERS);
+    expect(ins.prunable.filter((g) => g.kind === 'heads').map((g) => g.units)).toEqual([HEADS, HEADS]);
+    expect(ins.prunable.filter((g) => g.kind === 'ffn').map((g) => g.units)).toEqual([176, 176]);
+    expect(ins.skipped.filter((s) => /RotaryEmbedding|MultiHeadAttention/.test(s.reason))).toEqual([]);
+  });
+
+  // For a full rotary the builder writes num_heads and rotary_embedding_dim 0, and the kernel
+  // takes the head size from the caches [L, size / 2]: the same heads, and the attribute stays 0.
+  test('with num_heads 0 on the rotaries (the builder for a full rotary) the head size comes from the caches', async () => {
+    const full = base.clone();
+    for (const n of full.graph.node) {
+      if (n.opType !== 'RotaryEmbedding') continue;
+      setAttrInt(n, 'num_heads', 0);
+      setAttrInt(n, 'rotary_embedding_dim', 0);
+    }
+    const { groups } = await analyze(full);
+    expect(groups.filter((g) => g.kind === 'heads').map((g) => g.units.length)).toEqual([HEADS, HEADS]);
+    const result = await pruneModel(full, { target: 0.3, structures: ['heads'], importance: 'magnitude', compensate: 'none' });
+    expect(result.model.graph.node.filter((n) => n.opType === 'RotaryEmbedding').map((n) => attrInt(n, 'num_heads', -1))).toEqual([0, 0, 0, 0]);
+    const heads = cacheHeads(result.model);
+    expect(heads.some((h) => h < HEADS)).toBe(true);
+    const [pruned, zeroed] = [await createSession(result.model), await createSession(zeroedCopy(full, result))];
+    try {
+      const ids = tokens(2, 7, 47);
+      const got = await runGenai(pruned, false, ids, undefined, heads);
+      expect(maxDiff(got.logits, (await runGenai(zeroed, false, ids, undefined, [HEADS, HEADS])).logits)).toBeLessThan(1e-4);
+    } finally {
+      await pruned.release();
+      await zeroed.release();
+    }
+  });
+
+  describe('pruned (heads and ffn, 0.3, magnitude, no compensation)', () => {
+    let result: Awaited<ReturnType<typeof pruneModel>>;
+    let pruned: ort.InferenceSession;
+    let zeroed: ort.InferenceSession;
+    let heads: number[];
+    beforeAll(async () => {
+      result = await pruneModel(base, { target: 0.3, structures: ['heads', 'ffn'], importance: 'magnitude', compensate: 'none' });
+      pruned = await createSession(result.model);
+      zeroed = await createSession(zeroedCopy(base, result));
+      heads = cacheHeads(result.model);
+    });
+    afterAll(async () => {
+      await pruned.release();
+      await zeroed.release();
+    });
+
+    test('whole heads go; num_heads of the attention and of both rotaries, the projections and the cache agree', () => {
+      expect(heads.some((h) => h < HEADS)).toBe(true);
+      const width = (name: string) => result.model.constantInfo(result.model.graph.node!.find((n) => n.name === name)!.input![1])!.dims;
+      for (let i = 0; i < LAYERS; i++) {
+        const layer = `/model/layers.${i}/attn`;
+        const numHeads = (name: string) => attrInt(result.model.graph.node!.find((n) => n.name === name)!, 'num_heads', 0);
+        expect([`${layer}/MultiHeadAttention`, `${layer}/q_rotary/RotaryEmbedding`, `${layer}/k_rotary/RotaryEmbedding`].map(numHeads)).toEqual([heads[i], heads[i], heads[i]]);
+        for (const proj of ['q_proj', 'k_proj', 'v_proj']) expect(width(`${layer}/${proj}/MatMul`)).toEqual([64, heads[i] * HEAD_SIZE]);
+        expect(width(`${layer}/o_proj/MatMul`)).toEqual([heads[i] * HEAD_SIZE, 64]);
+      }
+      // The cos/sin caches are per head size, which does not change.
+      expect(result.model.constantInfo('cos_cache')!.dims).toEqual([128, HEAD_SIZE / 2]);
+    });
+
+    test('computes what the base computes with the removed entries zeroed, and decodes on its smaller cache', async () => {
+      for (const [batch, length, seed] of [
+        [1, 3, 23],
+        [3, 12, 29],
+      ]) {
+        const ids = tokens(batch, length, seed);
+        const got = await runGenai(pruned, false, ids, undefined, heads);
+        const want = await runGenai(zeroed, false, ids, undefined, [HEADS, HEADS]);
+        expect(maxDiff(got.logits, (await runGenai(await sessionOf(MHA), false, ids, undefined, [HEADS, HEADS])).logits)).toBeGreaterThan(1e-3);
+        expect(maxDiff(got.logits, want.logits)).toBeLessThan(1e-4);
+      }
+      const prompt = tokens(2, 8, 31);
+      const next = tokens(2, 1, 37);
+      const first = await runGenai(pruned, false, prompt, undefined, heads);
+      const step = await runGenai(pruned, false, next, first.present);
+      const rerun = await runGenai(pruned, false, prompt.map((row, b) => [...row, ...next[b]]), undefined, heads);
+      expect(maxDiff(step.logits, lastPosition(rerun.logits, 2, 9))).toBeLessThan(1e-4);
+    });
   });
 });

@@ -278,16 +278,18 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
 /**
  * A KV cache's tensors: each graph output made by a Concat of a graph input (the past) and the
  * step's new keys or values (the present, fed back as that input on the next step), and that input;
- * and a com.microsoft GroupQueryAttention's past and present (inputs 3, 4 and outputs 1, 2), which
- * it concatenates inside.
+ * and a com.microsoft GroupQueryAttention's past and present (inputs 3, 4 and outputs 1, 2) or a
+ * MultiHeadAttention's (inputs 6, 7 and outputs 1, 2), which it concatenates inside.
  */
 export function kvCacheTensors(model: OnnxModel): Set<string> {
   const inputs = new Set(model.graph.input.map((v) => v.name ?? '').filter((n) => n && !model.isInitializer(n)));
   const outputs = new Set(model.graph.output.map((v) => v.name ?? ''));
   const tensors = new Set<string>();
+  const pastAt: Record<string, number> = { GroupQueryAttention: 3, MultiHeadAttention: 6 };
   for (const n of model.graph.node) {
-    if (n.opType !== 'GroupQueryAttention' || n.domain !== 'com.microsoft') continue;
-    for (const i of (n.input ?? []).slice(3, 5)) if (inputs.has(i)) tensors.add(i);
+    const at = pastAt[n.opType ?? ''];
+    if (at === undefined || n.domain !== 'com.microsoft') continue;
+    for (const i of (n.input ?? []).slice(at, at + 2)) if (inputs.has(i)) tensors.add(i);
     for (const o of (n.output ?? []).slice(1, 3)) if (outputs.has(o)) tensors.add(o);
   }
   for (const v of model.graph.output) {

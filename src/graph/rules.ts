@@ -818,6 +818,38 @@ const multiHeadAttention: OpRule = {
 };
 
 /**
+ * com.microsoft RotaryEmbedding (onnxruntime-genai's rotary on q and k before a
+ * MultiHeadAttention): input [B, S, num_heads x size] or [B, num_heads, S, size], the output the
+ * same. It rotates column pairs within each head, so only whole heads may go; num_heads, when
+ * set, counts them (0: the kernel takes size from the caches [L, size / 2], which do not change).
+ */
+const rotaryEmbedding: OpRule = {
+  resize: resizeHeads,
+  link(ctx) {
+    const n = ctx.node;
+    const [x, , cos] = inputs(n);
+    const y = outputs(n)[0];
+    const [xd, cd] = [ctx.dims(x), ctx.dims(cos)];
+    if (!xd || rank(ctx, y) !== xd.length) return;
+    linkAllAxes(ctx, x, y);
+    if (xd.length === 4) {
+      ctx.freeze(x, 3, `${nodeLabel(n)} (RotaryEmbedding) rotates within a head`);
+      return;
+    }
+    const rotaryDim = attrInt(n, 'rotary_embedding_dim', 0);
+    const heads = attrInt(n, 'num_heads', 0) || (rotaryDim === 0 && cd?.length === 2 ? xd[2] / (2 * cd[1]) : 0);
+    if (xd.length !== 3 || !Number.isInteger(heads) || heads <= 0) {
+      if (xd.length === 3) ctx.freeze(x, 2, `${nodeLabel(n)} (RotaryEmbedding): its head count is unknown`);
+      return;
+    }
+    ctx.heads(heads, [
+      { tensor: x, axis: 2, size: xd[2] / heads },
+      { tensor: y, axis: 2, size: xd[2] / heads },
+    ]);
+  },
+};
+
+/**
  * com.microsoft GroupQueryAttention (onnxruntime-genai's attention): query [B, S, num_heads x
  * size] and key, value [B, S, kv_num_heads x size] (or query holding q|k|v packed, key and value
  * empty), caches [B, kv_num_heads, L, size]; query head h reads kv head h / (num_heads /
@@ -1118,6 +1150,7 @@ export const OP_RULES: Record<string, OpRule> = {
   'com.microsoft::Attention': attention,
   'com.microsoft::MultiHeadAttention': multiHeadAttention,
   'com.microsoft::GroupQueryAttention': groupQueryAttention,
+  'com.microsoft::RotaryEmbedding': rotaryEmbedding,
   // counted, not understood by the engine (quantized models)
   MatMulInteger: { macs: matmulMacs },
   'com.microsoft::MatMulNBits': {
