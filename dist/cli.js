@@ -44639,6 +44639,31 @@ var multiHeadAttention = {
     ]);
   }
 };
+var rotaryEmbedding = {
+  resize: resizeHeads,
+  link(ctx) {
+    const n = ctx.node;
+    const [x, , cos] = inputs(n);
+    const y = outputs(n)[0];
+    const [xd, cd] = [ctx.dims(x), ctx.dims(cos)];
+    if (!xd || rank(ctx, y) !== xd.length) return;
+    linkAllAxes(ctx, x, y);
+    if (xd.length === 4) {
+      ctx.freeze(x, 3, `${nodeLabel(n)} (RotaryEmbedding) rotates within a head`);
+      return;
+    }
+    const rotaryDim = attrInt(n, "rotary_embedding_dim", 0);
+    const heads = attrInt(n, "num_heads", 0) || (rotaryDim === 0 && cd?.length === 2 ? xd[2] / (2 * cd[1]) : 0);
+    if (xd.length !== 3 || !Number.isInteger(heads) || heads <= 0) {
+      if (xd.length === 3) ctx.freeze(x, 2, `${nodeLabel(n)} (RotaryEmbedding): its head count is unknown`);
+      return;
+    }
+    ctx.heads(heads, [
+      { tensor: x, axis: 2, size: xd[2] / heads },
+      { tensor: y, axis: 2, size: xd[2] / heads }
+    ]);
+  }
+};
 var groupQueryAttention = {
   macs(node2, shapeOf) {
     const [y, present] = [shapeOf(node2.output[0]), shapeOf(node2.output[1])];
@@ -44963,6 +44988,7 @@ var OP_RULES = {
   "com.microsoft::Attention": attention,
   "com.microsoft::MultiHeadAttention": multiHeadAttention,
   "com.microsoft::GroupQueryAttention": groupQueryAttention,
+  "com.microsoft::RotaryEmbedding": rotaryEmbedding,
   // counted, not understood by the engine (quantized models)
   MatMulInteger: { macs: matmulMacs },
   "com.microsoft::MatMulNBits": {
@@ -46579,9 +46605,11 @@ function kvCacheTensors(model) {
   const inputs2 = new Set(model.graph.input.map((v) => v.name ?? "").filter((n) => n && !model.isInitializer(n)));
   const outputs2 = new Set(model.graph.output.map((v) => v.name ?? ""));
   const tensors = /* @__PURE__ */ new Set();
+  const pastAt = { GroupQueryAttention: 3, MultiHeadAttention: 6 };
   for (const n of model.graph.node) {
-    if (n.opType !== "GroupQueryAttention" || n.domain !== "com.microsoft") continue;
-    for (const i of (n.input ?? []).slice(3, 5)) if (inputs2.has(i)) tensors.add(i);
+    const at = pastAt[n.opType ?? ""];
+    if (at === void 0 || n.domain !== "com.microsoft") continue;
+    for (const i of (n.input ?? []).slice(at, at + 2)) if (inputs2.has(i)) tensors.add(i);
     for (const o of (n.output ?? []).slice(1, 3)) if (outputs2.has(o)) tensors.add(o);
   }
   for (const v of model.graph.output) {
