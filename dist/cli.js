@@ -37616,6 +37616,9 @@ var METRICS = {
 function isQuality(name) {
   return METRICS[name].kind === "quality";
 }
+function isLatency(name) {
+  return METRICS[name].unit === "ms";
+}
 
 // src/onnx/write.ts
 var fs6 = __toESM(require("fs"));
@@ -43707,7 +43710,8 @@ async function cacheSizes(model) {
     if (!isPastInput(spec.name) || spec.dims.length < 3) continue;
     const { dims } = pastWithDeclaredSizes(model, spec, /* @__PURE__ */ new Map());
     const axes = dims.flatMap((d, axis) => isSizedPastAxis(axis, dims.length) && typeof d !== "number" ? [axis] : []);
-    if (axes.length && presentOf(model, spec.name)) unsized.set(spec.name, axes);
+    const present = presentOf(model, spec.name);
+    if (axes.length && present) unsized.set(spec.name, { present, rank: dims.length, axes });
   }
   if (unsized.size === 0) return {};
   const { proto } = shapeOnlyProto(model);
@@ -43731,10 +43735,10 @@ async function cacheSizes(model) {
     return {};
   }
   const sizes = {};
-  for (const [past, axes] of unsized) {
-    const present = out[presentOf(model, past) ?? ""];
-    if (present?.dims.length !== graphInputs(model).find((s) => s.name === past)?.dims.length) continue;
-    sizes[past] = Object.fromEntries(axes.map((axis) => [axis, present.dims[axis]]));
+  for (const [past, { present, rank: rank2, axes }] of unsized) {
+    const value = out[present];
+    if (value?.dims.length !== rank2) continue;
+    sizes[past] = Object.fromEntries(axes.map((axis) => [axis, value.dims[axis]]));
   }
   return sizes;
 }
@@ -46078,7 +46082,7 @@ function outcomeOf(metric, candidate, bound, interval) {
   return withinBound(metric, best, bound) ? "inconclusive" : "fail";
 }
 function latencyRules(rules) {
-  return rules.filter((r) => r.metric === "latency-p50" || r.metric === "latency-p95");
+  return rules.filter((r) => isLatency(r.metric));
 }
 function latencySettled(rules) {
   const timed = latencyRules(rules);
@@ -49037,10 +49041,10 @@ ${e.reason}`, e])).values()];
       log
     });
     const { removals } = choice;
-    const short = (removed) => removed < options.target * paramsBefore - 2 * PLAN_SLACK * paramsBefore ? { short: shortfall(analysis, groups, { removed, target: options.target * paramsBefore, of: paramsBefore }, options.align, choice.short) } : {};
+    const targetParams = options.target * paramsBefore;
+    const short = (removed, always = false) => always || removed < targetParams - 2 * PLAN_SLACK * paramsBefore ? { short: shortfall(analysis, groups, { removed, target: targetParams, of: paramsBefore }, options.align, choice.short) } : {};
     if (removals.length === 0) {
-      const why = options.target > 0 ? { short: shortfall(analysis, groups, { removed: 0, target: options.target * paramsBefore, of: paramsBefore }, options.align, choice.short) } : {};
-      return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore, ...why };
+      return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore, ...targetParams > 0 ? short(0, true) : {} };
     }
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     let failure2;
@@ -50241,7 +50245,6 @@ function verdictLine(r) {
   }
   return `### ❌ prune-gate failed: ${model} ${what}${failed.length ? ` — over the bound: ${failed.join(", ")}` : ""}`;
 }
-var isLatency = (name) => name === "latency-p50" || name === "latency-p95";
 function showsLatency(r) {
   const interval = r.latency.interval;
   return r.metrics.some((m) => isLatency(m.name) && m.rule !== null) || interval === void 0 || interval !== null && (interval[0] > 1 || interval[1] < 1);
@@ -50713,7 +50716,7 @@ function stepCost(step) {
   };
 }
 var boundsMemory = (r) => r.metric === "memory";
-var boundsEfficiencyRuns = (r) => r.metric === "latency-p50" || r.metric === "latency-p95" || r.metric === "macs";
+var boundsEfficiencyRuns = (r) => isLatency(r.metric) || r.metric === "macs";
 async function measureMemoryIfBounded(memoryOf, rules, values, [base, candidate], log, measuredBase) {
   if (!rules.some(boundsMemory)) return void 0;
   log("measuring memory: fresh processes load each model and run one batch, and the same process without a model");
@@ -51255,7 +51258,7 @@ function checkSameCandidate(read, index, rebuilt) {
     `${other.file}: ${name(other.partial)} evaluated another step ${index} candidate (sha256 ${short(built(other.partial))}) than the merge rebuilt and ${same.map((r) => name(r.partial)).join(", ")} built (${short(rebuilt)}): its runner built another model (another CPU under the same runner label?), so its sums are not of this one; rerun it on the runner type of ${same.map((r) => name(r.partial)).join(", ")}`
   );
 }
-var boundsLatency = (r) => r.metric === "latency-p50" || r.metric === "latency-p95";
+var boundsLatency = (r) => isLatency(r.metric);
 function withLatency(values, latency) {
   values.base = { ...values.base, ...latencyValues(latency.base) };
   values.candidate = { ...values.candidate, ...latencyValues(latency.candidate) };

@@ -4,7 +4,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { main } from '../src/cli/main';
+import { runMain } from './helpers/in-process';
 import { batches, loadCalibration } from '../src/eval/calibration';
 import { encodeNpy } from '../src/eval/npy';
 import { DataType } from '../src/onnx/dtype';
@@ -47,13 +47,11 @@ function npySet(name: string, task: string, extra: Record<string, Tensor> = {}, 
 
 /** `prune-gate eval` in-process, as the command line runs it: exit status, report.json, stderr. */
 async function evalCli(base: string, candidate: string, calibration: string): Promise<{ code: number; report?: Report; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
   // One timed run: latency is not what these test (a config without bounds only reports).
   const config = path.join(tmp, 'one-timed-run.yml');
   fs.writeFileSync(config, 'latency: { warmup: 0, runs: 1 }\n');
-  const code = await main(['eval', '--base', base, '--candidate', candidate, '--calibration', calibration, '--config', config, '--json'], { stdout: (s) => void (stdout += s), stderr: (s) => void (stderr += s) });
-  return { code, report: code === 0 ? (JSON.parse(stdout) as Report) : undefined, stderr };
+  const { status, stdout, stderr } = await runMain(['eval', '--base', base, '--candidate', candidate, '--calibration', calibration, '--config', config, '--json']);
+  return { code: status, report: status === 0 ? (JSON.parse(stdout) as Report) : undefined, stderr };
 }
 
 const metric = (report: Report | undefined, name: string) => report?.metrics.find((m) => m.name === name)?.base as number;
@@ -158,8 +156,7 @@ test("run: a language-model set gates a cache model whose heads are pruned, each
   const config = path.join(tmp, 'pg.yml');
   fs.writeFileSync(config, ['prune: { target: 0.2, steps: 1, structures: [heads], allocation: global, compensate: none }', 'gate:', '  perplexity: { max-increase: 1000% }', 'latency: { runs: 1, warmup: 0 }'].join('\n'));
   const out = path.join(tmp, 'run-out');
-  let stderr = '';
-  const code = await main(['run', '--config', config, '--model', KV, '--calibration', dir, '--out', out], { stdout: () => undefined, stderr: (s) => void (stderr += s) });
+  const { status: code, stderr } = await runMain(['run', '--config', config, '--model', KV, '--calibration', dir, '--out', out]);
   expect([code, stderr.split('\n').filter((l) => l.startsWith('prune-gate:'))]).toEqual([0, []]);
   const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as Report;
   const perplexity = report.metrics.find((m) => m.name === 'perplexity')!;

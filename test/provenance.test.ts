@@ -6,7 +6,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { main } from '../src/cli/main';
+import { runMain as cli } from './helpers/in-process';
 import { countParams } from '../src/graph/cost';
 import { OnnxModel } from '../src/onnx/model';
 import { writeModel } from '../src/onnx/write';
@@ -31,12 +31,6 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-async function cli(args: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const status = await main(args, { stdout: (s) => void (stdout += s), stderr: (s) => void (stderr += s) });
-  return { status, stdout, stderr };
-}
 
 const sha256 = (...files: string[]) => {
   const hash = crypto.createHash('sha256');

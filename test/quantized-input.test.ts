@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { onnx } from 'onnx-proto';
-import { main } from '../src/cli/main';
+import { runMain as cli } from './helpers/in-process';
 import { countParams } from '../src/graph/cost';
 import { OnnxModel } from '../src/onnx/model';
 import { writeModel } from '../src/onnx/write';
@@ -31,12 +31,6 @@ beforeAll(async () => {
 }, 120_000);
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-async function cli(args: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const status = await main(args, { stdout: (s) => void (stdout += s), stderr: (s) => void (stderr += s) });
-  return { status, stdout, stderr };
-}
 
 test('the int4 model is what the builder writes: every weight MatMul a 4-bit MatMulNBits, and no control flow', () => {
   const m = OnnxModel.read(int4);

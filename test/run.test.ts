@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { main } from '../src/cli/main';
+import { runMain as cli } from './helpers/in-process';
 import { UserError } from '../src/errors';
 import { countParams } from '../src/graph/cost';
 import { OnnxModel } from '../src/onnx/model';
@@ -22,12 +22,6 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-async function cli(args: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const status = await main(args, { stdout: (s) => void (stdout += s), stderr: (s) => void (stderr += s) });
-  return { status, stdout, stderr };
-}
 
 function config(name: string, body: string): string {
   const file = path.join(tmp, `${name}.yml`);

@@ -1,7 +1,7 @@
 import { UserError } from '../errors';
 import { MetricInterval, MetricIntervals, MetricName, MetricValues, REFERENCE_METRICS, Task, metricsOf } from '../eval/metric-names';
 import { LatencyResult, latencyIntervals, latencyValues } from '../eval/latency';
-import { BoundKind, METRICS, isQuality } from './metrics';
+import { BoundKind, METRICS, isLatency, isQuality } from './metrics';
 import { formatValue } from './format';
 
 /** One bound of the gate, as written and as understood. */
@@ -157,7 +157,7 @@ function outcomeOf(metric: MetricName, candidate: number, bound: number, interva
 
 /** The gate's bounds on the timed metrics. */
 export function latencyRules(rules: readonly GateRule[]): GateRule[] {
-  return rules.filter((r) => r.metric === 'latency-p50' || r.metric === 'latency-p95');
+  return rules.filter((r) => isLatency(r.metric));
 }
 
 /**

@@ -40,3 +40,8 @@ export const METRICS: Record<MetricName, MetricInfo> = {
 export function isQuality(name: MetricName): boolean {
   return METRICS[name].kind === 'quality';
 }
+
+/** The timed metrics (latency-p50, latency-p95): measured with an interval, by runs of their own. */
+export function isLatency(name: MetricName): boolean {
+  return METRICS[name].unit === 'ms';
+}

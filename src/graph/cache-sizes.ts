@@ -15,12 +15,14 @@ import { shapeOnlyProto } from '../onnx/skeleton';
  * those axes as any other).
  */
 export async function cacheSizes(model: OnnxModel): Promise<FixedSizes> {
-  const unsized = new Map<string, number[]>();
+  // By past input: its present output, its rank and the axes to size.
+  const unsized = new Map<string, { present: string; rank: number; axes: number[] }>();
   for (const spec of graphInputs(model)) {
     if (!isPastInput(spec.name) || spec.dims.length < 3) continue;
     const { dims } = pastWithDeclaredSizes(model, spec, new Map());
     const axes = dims.flatMap((d, axis) => (isSizedPastAxis(axis, dims.length) && typeof d !== 'number' ? [axis] : []));
-    if (axes.length && presentOf(model, spec.name)) unsized.set(spec.name, axes);
+    const present = presentOf(model, spec.name);
+    if (axes.length && present) unsized.set(spec.name, { present, rank: dims.length, axes });
   }
   if (unsized.size === 0) return {};
   const { proto } = shapeOnlyProto(model);
@@ -45,10 +47,10 @@ export async function cacheSizes(model: OnnxModel): Promise<FixedSizes> {
     return {}; // something reads the past itself (its Shape, say): the declarations were all there was
   }
   const sizes: Record<string, Record<number, number>> = {};
-  for (const [past, axes] of unsized) {
-    const present = out[presentOf(model, past) ?? ''];
-    if (present?.dims.length !== graphInputs(model).find((s) => s.name === past)?.dims.length) continue;
-    sizes[past] = Object.fromEntries(axes.map((axis) => [axis, present.dims[axis]]));
+  for (const [past, { present, rank, axes }] of unsized) {
+    const value = out[present];
+    if (value?.dims.length !== rank) continue;
+    sizes[past] = Object.fromEntries(axes.map((axis) => [axis, value.dims[axis]]));
   }
   return sizes;
 }

@@ -9,7 +9,8 @@ import { Evaluator, LOSS_NAME, ModelStats, sizeValues } from '../eval/evaluator'
 import { LatencyResult, latencyIntervals, latencyValues, measureLatency } from '../eval/latency';
 import type { MetricValues, Task } from '../eval/metric-names';
 import { MetricSums, SELF_COMPARISON, addSums, comparisonValues, taskValues } from '../eval/metrics';
-import { JudgedValues, MetricResult, checkRulesAgainstBase, checkRulesFitTask, failures, judge, latencySettled, verdictOf } from '../gate/gate';
+import { GateRule, JudgedValues, MetricResult, checkRulesAgainstBase, checkRulesFitTask, failures, judge, latencySettled, verdictOf } from '../gate/gate';
+import { isLatency } from '../gate/metrics';
 import { SearchDeps, StepInfo, gradualSearch, stepRatios } from '../gate/search';
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
@@ -434,7 +435,7 @@ function checkSameCandidate(read: readonly PartialFile[], index: number, rebuilt
   );
 }
 
-const boundsLatency = (r: { metric: string }) => r.metric === 'latency-p50' || r.metric === 'latency-p95';
+const boundsLatency = (r: GateRule) => isLatency(r.metric);
 
 /** `values` with a side-by-side timing's medians and 95th percentiles, for the base and the candidate. */
 function withLatency(values: JudgedValues, latency: LatencyResult): JudgedValues {

@@ -7,6 +7,7 @@ import { writeFileAtomic, writeJsonAtomic } from '../util/files';
 import { CalibrationSet, batchCount, calibrationFeeds, loadCalibration, tokenCount } from '../eval/calibration';
 import { Evaluation, Evaluator } from '../eval/evaluator';
 import { GateRule, MetricResult, checkRulesAgainstBase, checkRulesFitTask, failures, judge, latencySettled, verdictOf } from '../gate/gate';
+import { isLatency } from '../gate/metrics';
 import { SearchDeps, StepInfo, gradualSearch, removedText, stepRatios } from '../gate/search';
 import { SearchBudget, StepCost } from '../gate/budget';
 import { countParams } from '../graph/cost';
@@ -260,7 +261,7 @@ function stepCost(step: { start: number; passes: PassEntry[]; share: number; onc
 
 export const boundsMemory = (r: GateRule) => r.metric === 'memory';
 /** A bound on a metric measured by runs of its own (latency timed, MACs traced). */
-const boundsEfficiencyRuns = (r: GateRule) => r.metric === 'latency-p50' || r.metric === 'latency-p95' || r.metric === 'macs';
+const boundsEfficiencyRuns = (r: GateRule) => isLatency(r.metric) || r.metric === 'macs';
 
 /**
  * The memory metric takes fresh processes per model, so it is measured only when a bound asks

@@ -225,12 +225,13 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       log,
     });
     const { removals } = choice;
-    const short = (removed: number) =>
-      removed < options.target * paramsBefore - 2 * PLAN_SLACK * paramsBefore ? { short: shortfall(analysis, groups, { removed, target: options.target * paramsBefore, of: paramsBefore }, options.align, choice.short) } : {};
+    const targetParams = options.target * paramsBefore;
+    // Short by more than two plans' windows (`always`: short of any target, however small).
+    const short = (removed: number, always = false) =>
+      always || removed < targetParams - 2 * PLAN_SLACK * paramsBefore ? { short: shortfall(analysis, groups, { removed, target: targetParams, of: paramsBefore }, options.align, choice.short) } : {};
     if (removals.length === 0) {
-      // Nothing at all is short of any target, however small.
-      const why = options.target > 0 ? { short: shortfall(analysis, groups, { removed: 0, target: options.target * paramsBefore, of: paramsBefore }, options.align, choice.short) } : {};
-      return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore, ...why };
+      // Nothing at all is short of any target.
+      return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore, ...(targetParams > 0 ? short(0, true) : {}) };
     }
     log(`removing ${removals.reduce((n, r) => n + r.units.length, 0)} units from ${removals.length} groups`);
     let failure: { message: string; groups: Group[] } | undefined;

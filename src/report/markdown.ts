@@ -1,6 +1,6 @@
 import { bytes as formatBytes, si } from '../util/format';
 import type { MetricName } from '../eval/metric-names';
-import { METRICS } from '../gate/metrics';
+import { METRICS, isLatency } from '../gate/metrics';
 import { formatValue } from '../gate/format';
 import type { Report, ReportStep } from './schema';
 
@@ -144,8 +144,6 @@ function verdictLine(r: Report): string {
   }
   return `### ❌ prune-gate failed: ${model} ${what}${failed.length ? ` — over the bound: ${failed.join(', ')}` : ''}`;
 }
-
-const isLatency = (name: MetricName) => name === 'latency-p50' || name === 'latency-p95';
 
 /**
  * Latency has rows only where it means something: a latency bound is set, or the speedup's
@@ -336,7 +334,6 @@ function skippedSection(r: Report): string[] {
   );
 }
 
-/** Inputs or outputs the candidate changed: the app must feed it differently, so it leads, not hides. */
 /** What the memory row is net of: the figures are each model's own, not the process's. */
 function memoryNote(r: Report): string[] {
   const m = r.memory;
@@ -347,6 +344,7 @@ function memoryNote(r: Report): string[] {
   ];
 }
 
+/** Inputs or outputs the candidate changed: the app must feed it differently, so it leads, not hides. */
 function interfaceSection(r: Report): string[] {
   if (!r.interface?.length) return [];
   const dims = (d: (number | string | null)[]) => `[${d.map((x) => (x === null ? '?' : escapeMarkdown(String(x)))).join(', ')}]`;
