@@ -262,7 +262,7 @@ function cacheHeads(m: OnnxModel): number[] {
 // model computes what the base computes with the removed entries zeroed, and decodes on its own
 // (smaller) cache. A removed KV group takes its kv head's k and v columns and cache entry, and its
 // query heads' q columns and o_proj rows; num_heads and kv_num_heads follow.
-describe.each(['llama-genai-qkv.onnx', 'llama-genai-packed.onnx', 'llama-genai-fp16.onnx'])('%s pruned (heads and ffn, 0.3, magnitude)', (file) => {
+describe.each(['llama-genai-qkv.onnx', 'llama-genai-packed.onnx', 'llama-genai-fp16.onnx', 'llama-genai-kvdim.onnx', 'external/model.onnx'])('%s pruned (heads and ffn, 0.3, magnitude)', (file) => {
   const fp16 = file.includes('fp16');
   // float32: float noise; float16: its resolution at |logit| ~ 20, as for the fixtures themselves
   // (the zeroed base and the pruned model measured equal to the bit on all three).

@@ -141,7 +141,7 @@ test("a symbolic head size is taken from the present output's declaration, and r
   const refused = await evalCli(symbolic, symbolic, npySet('lm-symbolic', 'language-model'));
   expect(refused.code).toBe(2);
   expect(refused.stderr.trim().split('\n').at(-1)).toBe(
-    `prune-gate: ${path.join(tmp, 'lm-symbolic', 'calibration.json')}: cache input 'past_key_values.0.key' is [batch, 2, past_sequence, kv_cache_dim]: the size of 'kv_cache_dim' (axis 3) is fixed neither by the model's declarations, its output 'present.0.key' nor another input; give the empty past in the set ("past_key_values.0.key": an .npy of shape [N, 2, 0, <size>]) or export the model with that size fixed`,
+    `prune-gate: ${path.join(tmp, 'lm-symbolic', 'calibration.json')}: cache input 'past_key_values.0.key' is [batch, 2, past_sequence, kv_cache_dim]: the size of 'kv_cache_dim' (axis 3) is fixed neither by the model's declarations, its output 'present.0.key', another input nor a run of the model without its pasts; give the empty past in the set ("past_key_values.0.key": an .npy of shape [N, 2, 0, <size>]) or export the model with that size fixed`,
   );
   // As the line says: the set gives the empty past itself, and the model is measured as the plain one.
   const empty: Tensor = { dtype: DataType.FLOAT, dims: [SAMPLES, 2, 0, 8], data: new Float32Array(0) };
@@ -164,4 +164,38 @@ test("run: a language-model set gates a cache model whose heads are pruned, each
   expect(perplexity.candidate).not.toBe(perplexity.base);
   // The pruned cache is smaller: the candidate ran with a past of fewer heads than the set's.
   expect(report.interface?.map((c) => c.name)).toContain('past_key_values.0.key');
+});
+
+// onnxruntime-genai's recent builders declare the cache's head size as 'kv_cache_dim' on past and
+// present alike: nothing declares it, so it is found by running the model once without its pasts
+// (graph/cache-sizes.ts). llama-genai-qkv.onnx is the same model with the size declared.
+describe("the builder's kv_cache_dim model (test/fixtures/genai)", () => {
+  const genai = (file: string) => path.join(FIXTURES_DIR, 'genai', file);
+  const bytes = Array.from(Buffer.from('Q: What is the square root of 4b^2? A: 2b. Q: Who wrote it? A: a monk.'));
+
+  test('a language-model set gives it the perplexity of the declared model', async () => {
+    const dir = path.join(tmp, 'genai-lm');
+    fs.mkdirSync(dir);
+    const rows = 4;
+    const length = 16;
+    fs.writeFileSync(path.join(dir, 'input_ids.npy'), encodeNpy(int64(bytes.slice(0, rows * length), [rows, length])));
+    fs.writeFileSync(path.join(dir, 'calibration.json'), JSON.stringify({ task: 'language-model', inputs: { input_ids: 'input_ids.npy' }, batch_size: 2 }));
+    const symbolic = await evalCli(genai('llama-genai-kvdim.onnx'), genai('llama-genai-kvdim.onnx'), dir);
+    expect([symbolic.code, symbolic.stderr.split('\n').filter((l) => l.startsWith('prune-gate:'))]).toEqual([0, []]);
+    const declared = await evalCli(genai('llama-genai-qkv.onnx'), genai('llama-genai-qkv.onnx'), dir);
+    expect(metric(symbolic.report, 'perplexity')).toBeGreaterThan(1);
+    expect(metric(symbolic.report, 'perplexity')).toBeCloseTo(metric(declared.report, 'perplexity'), 4);
+  });
+
+  test('a generation set decodes on its cache the tokens the declared model decodes', async () => {
+    const dir = path.join(tmp, 'genai-generation');
+    fs.mkdirSync(dir);
+    const prompts = [bytes.slice(0, 12), bytes.slice(20, 27), bytes.slice(40, 50)];
+    fs.writeFileSync(path.join(dir, 'prompts.jsonl'), prompts.map((prompt) => JSON.stringify({ prompt })).join('\n') + '\n');
+    fs.writeFileSync(path.join(dir, 'calibration.json'), JSON.stringify({ task: 'generation', samples: 'prompts.jsonl', 'max-new-tokens': 6, tokenizer: 'bytes' }));
+    const symbolic = await evalCli(genai('llama-genai-kvdim.onnx'), genai('llama-genai-qkv.onnx'), dir);
+    expect([symbolic.code, symbolic.stderr.split('\n').filter((l) => l.startsWith('prune-gate:'))]).toEqual([0, []]);
+    // The same weights: every generation agrees with the declared model's, token for token.
+    expect(symbolic.report?.metrics.find((m) => m.name === 'sequence-agreement')?.candidate).toBe(1);
+  });
 });

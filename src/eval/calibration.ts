@@ -15,6 +15,8 @@ import { readNpy } from './npy';
 import { TASKS, Task } from './metric-names';
 import { GenerationKeys, GenerationSpec, loadGenerationSpec, promptSet } from './generation-set';
 import { emptyPast, isPastInput } from '../onnx/kv-cache';
+import { cacheSizes } from '../graph/cache-sizes';
+import type { FixedSizes } from '../onnx/runtime';
 import { pastWithSizes } from './kv-cache';
 
 
@@ -81,11 +83,17 @@ export interface Batch {
   labels?: Int32Array;
 }
 
+export interface LoadOptions {
+  batchSize?: number;
+  /** Sizes of the KV-cache axes the model leaves symbolic, found by running it (readCalibration). */
+  cacheSizes?: FixedSizes;
+}
+
 /**
  * Loads the calibration set at `location` (a folder holding calibration.json/.yml or
  * samples.jsonl, or one of those files) and checks it against the model's inputs and outputs.
  */
-export function loadCalibration(location: string, model: OnnxModel, options: { batchSize?: number } = {}): CalibrationSet {
+export function loadCalibration(location: string, model: OnnxModel, options: LoadOptions = {}): CalibrationSet {
   const specFile = findSpecFile(location);
   const shown = displayPath(specFile);
   const specs = graphInputs(model);
@@ -101,7 +109,7 @@ export function loadCalibration(location: string, model: OnnxModel, options: { b
     if (spec.task === 'generation') return loadGeneration(spec, specFile, model, options);
     raw = readTensors(spec, specFile, specs);
   }
-  const inputs = fitInputs(raw.inputs, model, shown);
+  const inputs = fitInputs(raw.inputs, model, shown, options.cacheSizes);
   checkIndices(inputs, model, shown);
   const count = sampleCount(inputs, shown);
   const output = chooseOutput(spec.output, outputs, shown);
@@ -121,8 +129,8 @@ export function loadCalibration(location: string, model: OnnxModel, options: { b
 }
 
 /** A generation set: its prompts checked against the model, as a set of the prompts alone until the base has generated. */
-function loadGeneration(spec: CalibrationFile, specFile: string, model: OnnxModel, options: { batchSize?: number }): CalibrationSet {
-  const generation = loadGenerationSpec(spec, specFile, model);
+function loadGeneration(spec: CalibrationFile, specFile: string, model: OnnxModel, options: LoadOptions): CalibrationSet {
+  const generation = loadGenerationSpec(spec, specFile, model, options.cacheSizes);
   const empty: CalibrationSet = {
     source: displayPath(specFile),
     task: 'generation',
@@ -134,6 +142,15 @@ function loadGeneration(spec: CalibrationFile, specFile: string, model: OnnxMode
     generation,
   };
   return promptSet(generation, empty);
+}
+
+/**
+ * loadCalibration for a model whose cache may leave an axis symbolic (onnxruntime-genai's
+ * `kv_cache_dim`): its size is found by running the model once without its pasts
+ * (graph/cache-sizes.ts; no run when the declarations fix every size).
+ */
+export async function readCalibration(location: string, model: OnnxModel, options: Omit<LoadOptions, 'cacheSizes'> = {}): Promise<CalibrationSet> {
+  return loadCalibration(location, model, { ...options, cacheSizes: await cacheSizes(model) });
 }
 
 function findSpecFile(location: string): string {
@@ -328,7 +345,7 @@ function numbersToTensor(values: number[], dtype: DataType, dims: number[], wher
  * may leave out is filled: an attention_mask of ones, and a KV cache's past, empty (every task
  * starts from an empty cache, docs/contracts.md "Calibration data").
  */
-function fitInputs(given: Record<string, Tensor>, model: OnnxModel, shown: string): Record<string, Tensor> {
+function fitInputs(given: Record<string, Tensor>, model: OnnxModel, shown: string, found: FixedSizes = {}): Record<string, Tensor> {
   const specs = graphInputs(model);
   const names = specs.map((s) => s.name);
   for (const name of Object.keys(given)) {
@@ -349,7 +366,7 @@ function fitInputs(given: Record<string, Tensor>, model: OnnxModel, shown: strin
   const missingPast = specs.filter((s) => isPastInput(s.name) && !out[s.name]);
   if (missingPast.length && reference) {
     const named = namedSizes(out, specs);
-    for (const past of missingPast) out[past.name] = emptyPast(pastWithSizes(model, past, named, shown), reference.dims[0]);
+    for (const past of missingPast) out[past.name] = emptyPast(pastWithSizes(model, past, named, shown, found), reference.dims[0]);
   }
   for (const spec of specs) {
     if (!out[spec.name]) {

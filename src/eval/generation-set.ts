@@ -5,7 +5,7 @@ import { UserError } from '../errors';
 import { POSITIONS_INPUT, maxSequenceLength, tablesIndexedBy } from '../graph/sequence-limits';
 import { DataType, dtypeName, isFloatDType } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
-import { InputSpec, graphInputs, graphOutputs } from '../onnx/runtime';
+import { FixedSizes, InputSpec, graphInputs, graphOutputs } from '../onnx/runtime';
 import { Tensor, intTensor } from '../onnx/tensor';
 import { displayPath } from '../util/paths';
 import { parseWith } from '../util/validation';
@@ -64,7 +64,7 @@ interface GenerationFileKeys {
 }
 
 /** Reads a generation set named by calibration.json at `specFile` and checks it against the model. */
-export function loadGenerationSpec(spec: GenerationFileKeys, specFile: string, model: OnnxModel): GenerationSpec {
+export function loadGenerationSpec(spec: GenerationFileKeys, specFile: string, model: OnnxModel, cacheSizes: FixedSizes = {}): GenerationSpec {
   const shown = displayPath(specFile);
   if (spec.inputs !== undefined || spec.labels !== undefined) {
     throw new UserError(`${shown}: task generation reads "samples" (a .jsonl file of prompts); remove "${spec.inputs !== undefined ? 'inputs' : 'labels'}"`);
@@ -73,7 +73,7 @@ export function loadGenerationSpec(spec: GenerationFileKeys, specFile: string, m
   if (spec['max-new-tokens'] === undefined) throw new UserError(`${shown}: max-new-tokens: missing: the most tokens to generate per prompt (e.g. 32)`);
   const samplesFile = path.resolve(path.dirname(specFile), spec.samples);
   if (!fs.existsSync(samplesFile)) throw new UserError(`${shown}: samples: file not found: ${displayPath(samplesFile)}`);
-  const decoder = decoderInputs(model, spec.tokens, spec.output, shown);
+  const decoder = decoderInputs(model, spec.tokens, spec.output, shown, cacheSizes);
   const eosIds = spec['eos-token-id'];
   const eos = eosIds === undefined ? [] : Array.isArray(eosIds) ? eosIds : [eosIds];
   const tokenizer = spec.tokenizer === undefined || spec.tokenizer === 'bytes' ? spec.tokenizer : path.resolve(path.dirname(specFile), spec.tokenizer);
@@ -158,7 +158,7 @@ function vocabularySize(model: OnnxModel, decoder: DecoderInputs): { size: numbe
 const MASK = 'attention_mask';
 
 /** The model's inputs by role: token ids, mask, positions and the cache's past/present pairs. */
-function decoderInputs(model: OnnxModel, tokensName: string | undefined, outputName: string | undefined, shown: string): DecoderInputs {
+function decoderInputs(model: OnnxModel, tokensName: string | undefined, outputName: string | undefined, shown: string, cacheSizes: FixedSizes): DecoderInputs {
   const specs = graphInputs(model);
   const outputs = graphOutputs(model).map((o) => o.name);
   const cache = specs
@@ -169,7 +169,7 @@ function decoderInputs(model: OnnxModel, tokensName: string | undefined, outputN
       if (!isFloatDType(declared.dtype)) {
         throw new UserError(`${shown}: cache input '${declared.name}' is ${dtypeName(declared.dtype)}; a Hugging Face cache is float [batch, heads, past_sequence, head_size]`);
       }
-      const past = pastWithSizes(model, declared, new Map(), shown);
+      const past = pastWithSizes(model, declared, new Map(), shown, cacheSizes);
       return { past, present };
     });
   const roles = new Set([MASK, POSITIONS_INPUT, ...cache.map((c) => c.past.name)]);

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Config } from '../config/config';
 import { UserError } from '../errors';
-import { Batch, CalibrationSet, batchCount, batches, loadCalibration, shardOf, tokenCount } from '../eval/calibration';
+import { Batch, CalibrationSet, batchCount, batches, readCalibration, shardOf, tokenCount } from '../eval/calibration';
 import { currentEnvironment } from '../eval/environment';
 import { Evaluator, LOSS_NAME, ModelStats, sizeValues } from '../eval/evaluator';
 import { LatencyResult, latencyIntervals, latencyValues, measureLatency } from '../eval/latency';
@@ -53,8 +53,8 @@ export function checkSplittable(config: Config): void {
  * its prompts are decoded in batches sorted by length over the whole set, so a job's shard would
  * decode in other batches, with other padding and rounding, than one machine (docs/contracts.md).
  */
-export function splittableSet(config: Config, base: OnnxModel): CalibrationSet {
-  const set = loadCalibration(config.calibration as string, base);
+export async function splittableSet(config: Config, base: OnnxModel): Promise<CalibrationSet> {
+  const set = await readCalibration(config.calibration as string, base);
   if (set.generation) {
     throw new UserError(`${set.source}: a generation set cannot be split yet: its prompts are decoded in batches sorted by length over the whole set, which a job's share would not reproduce exactly; run the gate on one machine`);
   }
@@ -142,7 +142,7 @@ export async function runJob(config: Config, job: Job, out: string, log: (line: 
     const base = OnnxModel.read(config.model as string);
     const baseSha256 = modelSha256(base);
     const plan = planIdentity(config, job.count, baseSha256);
-    const set = splittableSet(config, base);
+    const set = await splittableSet(config, base);
     checkRulesFitTask(config.gate, set, config.file ? displayPath(config.file) : 'the gate');
     const shard = shardOf(set, job.index, job.count);
     log(`job ${job.index}/${job.count} of plan ${plan.slice(0, 16)}: evaluating ${shard.count} of the ${set.count} calibration samples`);
@@ -331,7 +331,7 @@ export async function mergeJobs(
     const baseSha256 = modelSha256(base);
     const { plan, read } = collectPartials(dirs, (jobs) => planIdentity(config, jobs, baseSha256));
     const partials = read.map((r) => r.partial);
-    const set = loadCalibration(config.calibration as string, base);
+    const set = await readCalibration(config.calibration as string, base);
     const task = set.task;
     const rules = config.gate;
     const baseSums = addSums(...partials.map((p) => p.base.sums));

@@ -4,7 +4,7 @@ import type { Config } from '../config/config';
 import type { QuantizeMode } from '../quantize/options';
 import { displayPath } from '../util/paths';
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
-import { CalibrationSet, batchCount, calibrationFeeds, loadCalibration, tokenCount } from '../eval/calibration';
+import { CalibrationSet, batchCount, calibrationFeeds, readCalibration, tokenCount } from '../eval/calibration';
 import { Evaluation, Evaluator } from '../eval/evaluator';
 import { GateRule, MetricResult, checkRulesAgainstBase, checkRulesFitTask, failures, judge, latencySettled, verdictOf } from '../gate/gate';
 import { isLatency } from '../gate/metrics';
@@ -134,7 +134,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   }
   log(`reading ${displayPath(config.model as string)}`);
   const base = OnnxModel.read(config.model as string);
-  const set = loadCalibration(config.calibration as string, base);
+  const set = await readCalibration(config.calibration as string, base);
   checkRulesFitTask(config.gate, set, config.file ? displayPath(config.file) : 'the gate');
   const origin = baseOrigin(base, gateModelSettings(config));
   // The budget counts from here: the base model's evaluation is part of what a gate costs.
@@ -400,7 +400,7 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
   const log = options.log ?? (() => undefined);
   const base = OnnxModel.read(options.base);
   const candidate = OnnxModel.read(options.candidate);
-  const set = loadCalibration(options.calibration, base);
+  const set = await readCalibration(options.calibration, base);
   const rules = options.config?.gate ?? [];
   checkRulesFitTask(rules, set, options.config?.file ? displayPath(options.config.file) : 'the gate');
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);

@@ -30,14 +30,14 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--calibration <dir>', "the calibration folder (overrides the config's calibration)")
     .option('-t, --target <ratio>', 'fraction of parameters to remove (0.3 or 30%), or auto')
     .option('-j, --jobs <n>', 'how many jobs', '4')
-    .action((flags: PlanFlags) => {
+    .action(async (flags: PlanFlags) => {
       if (!/^\d+$/.test(flags.jobs)) throw new UserError(`--jobs: expected a whole number of jobs from 1 to ${MAX_JOBS}, found '${flags.jobs}'`);
       const jobs = Number(flags.jobs);
       const matrix = matrixOf(jobs);
       const config = resolveConfig(flags.config, parseOverrides({ model: flags.model, calibration: flags.calibration, target: flags.target }, flagName), flagName);
       checkSplittable(config);
       const model = OnnxModel.read(config.model as string);
-      const set = splittableSet(config, model);
+      const set = await splittableSet(config, model);
       const id = planIdentity(config, jobs, modelSha256(model));
       ctx.stderr(`plan ${id.slice(0, 16)}: ${jobs} jobs, each evaluating at most ${Math.ceil(set.count / jobs)} of the ${set.count} calibration samples\n`);
       ctx.stdout(`${JSON.stringify(matrix)}\n`);

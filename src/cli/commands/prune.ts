@@ -4,7 +4,7 @@ import { parseExternalData, parseTarget } from '../../config/config';
 import { UserError } from '../../errors';
 import { OnnxModel } from '../../onnx/model';
 import { writeModel } from '../../onnx/write';
-import { batchCount, loadCalibration, calibrationFeeds } from '../../eval/calibration';
+import { batchCount, readCalibration, calibrationFeeds } from '../../eval/calibration';
 import { STRUCTURES, Structure } from '../../graph/analysis';
 import { ALLOCATIONS, Allocation, CompensationChoice, Importance, PruneResult, pruneModel } from '../../prune';
 import { Evaluator } from '../../eval/evaluator';
@@ -68,7 +68,7 @@ export function register(program: Command, ctx: CliContext): void {
       const model = OnnxModel.read(flags.model);
       // The flags as resolved are the settings config-sha256 covers (docs/contracts.md, "What a written model says").
       const origin = baseOrigin(model, { prune: { target, structures, importance, compensate, allocation, steps, align }, externalData });
-      const set = flags.calibration ? loadCalibration(flags.calibration, model) : undefined;
+      const set = flags.calibration ? await readCalibration(flags.calibration, model) : undefined;
       // With data, candidates are measured on it against the base (the damage measure).
       const evaluator = set ? await Evaluator.create(model, set, { latency: { warmup: 0, runs: 1 } }) : undefined;
       let result: PruneResult;
