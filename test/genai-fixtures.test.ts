@@ -221,7 +221,9 @@ describe('prune-gate inspect', () => {
     expect(ins.ops['com.microsoft::GroupQueryAttention']).toBe(LAYERS);
     expect(ins.prunableNote).toBeUndefined();
     expect(ins.macs).toBeGreaterThan(0);
-    expect(ins.macsInputShapes['past_key_values.1.value']).toEqual([1, KV_HEADS, 16, HEAD_SIZE]);
+    // Measured on a first step: the past empty, the mask as long as the tokens.
+    expect(ins.macsInputShapes['past_key_values.1.value']).toEqual([1, KV_HEADS, 0, HEAD_SIZE]);
+    expect(ins.macsInputShapes.attention_mask).toEqual(ins.macsInputShapes.input_ids);
     const ffn = ins.prunable.filter((g) => g.kind === 'ffn');
     expect(ffn.map((g) => g.units)).toEqual([176, 176]);
     const heads = ins.prunable.filter((g) => g.kind === 'heads');
@@ -244,7 +246,7 @@ describe("the analysis's dummy inputs size a cache axis nothing declares", () =>
     const sizes = Object.fromEntries(['key', 'value'].flatMap((kind) => [0, 1].map((i) => [`past_key_values.${i}.${kind}`, { 3: HEAD_SIZE }])));
     expect(await cacheSizes(kvdim)).toEqual(sizes);
     const [t1, t2] = await traceTwice(kvdim);
-    expect([t1.sizes, t1.get('past_key_values.0.key')!.dims, t2.get('present.1.value')!.dims]).toEqual([[2, 7], [2, KV_HEADS, 7, HEAD_SIZE], [3, KV_HEADS, 5, HEAD_SIZE]]);
+    expect([t1.sizes, t1.get('past_key_values.0.key')!.dims, t2.get('present.1.value')!.dims]).toEqual([[2, 7], [2, KV_HEADS, 0, HEAD_SIZE], [3, KV_HEADS, 5, HEAD_SIZE]]);
   });
 
   test('no run where the declarations fix every size', async () => {
@@ -488,10 +490,68 @@ describe('llama-genai-mha.onnx (RotaryEmbedding, MultiHeadAttention)', () => {
   });
 });
 
+// The MultiHeadAttention form as the builder writes it for grouped KV heads (llama-genai-mha-repeat.onnx):
+// the cache holds the 2 KV heads, made outside the attention (past Concat new = present) and repeated
+// to the 4 query heads by make_repeat_kv's subgraph, whose shapes come from the present's Shape; the
+// Reshapes to [0, 0, KV, -1] and [0, 0, N * H] read shared constants. A KV group (its kv head and its
+// 2 query heads) goes whole: the constants are rewritten per layer, the rotaries' num_heads follow.
+describe('llama-genai-mha-repeat.onnx (make_repeat_kv, the cache outside MultiHeadAttention)', () => {
+  const REPEAT = 'llama-genai-mha-repeat.onnx';
+  const base = OnnxModel.read(path.join(GENAI, REPEAT));
+
+  test('gives the logits of llama.onnx with an empty cache, and one decode step those of re-running the sequence', async () => {
+    const session = await sessionOf(REPEAT);
+    expect(base.graph.node.filter((n) => n.opType === 'Expand')).toHaveLength(2 * LAYERS);
+    expect(base.graph.node.find((n) => n.opType === 'MultiHeadAttention')!.input).toHaveLength(6); // no cache inside
+    const ids = tokens(3, 20, 13);
+    const got = await runGenai(session, false, ids);
+    expect(got.present['present.1.value'].dims).toEqual([3, KV_HEADS, 20, HEAD_SIZE]);
+    expect(maxDiff(got.logits, await llamaLogits(ids))).toBeLessThan(1e-4);
+    const prompt = tokens(2, 8, 17);
+    const next = tokens(2, 1, 19);
+    const step = await runGenai(session, false, next, (await runGenai(session, false, prompt)).present);
+    expect(maxDiff(step.logits, lastPosition(await llamaLogits(prompt.map((row, b) => [...row, ...next[b]])), 2, 9))).toBeLessThan(1e-4);
+  });
+
+  test('prune-gate inspect finds both attentions (2 KV groups, through the repeat) and both FFNs', async () => {
+    const r = await built.cli(['inspect', '--model', path.join(GENAI, REPEAT), '--json']);
+    expect([r.status, r.stderr]).toEqual([0, '']);
+    const ins = JSON.parse(r.stdout) as Inspection;
+    expect(ins.prunable.filter((g) => g.kind === 'heads').map((g) => g.units)).toEqual([KV_HEADS, KV_HEADS]);
+    expect(ins.prunable.filter((g) => g.kind === 'ffn').map((g) => g.units)).toEqual([176, 176]);
+  });
+
+  test('pruned (heads and ffn, 0.3, magnitude): what the zeroed base computes, decoding on its smaller cache', async () => {
+    const result = await pruneModel(base, { target: 0.3, structures: ['heads', 'ffn'], importance: 'magnitude', compensate: 'none' });
+    const heads = cacheHeads(result.model);
+    expect(heads.some((h) => h < KV_HEADS)).toBe(true);
+    const numHeads = (name: string) => attrInt(result.model.graph.node.find((n) => n.name === name)!, 'num_heads', 0);
+    for (const [i, kv] of heads.entries()) {
+      const layer = `/model/layers.${i}/attn`;
+      expect([`${layer}/MultiHeadAttention`, `${layer}/q_rotary/RotaryEmbedding`, `${layer}/k_rotary/RotaryEmbedding`].map(numHeads)).toEqual([2 * kv, 2 * kv, kv]);
+    }
+    const [pruned, zeroed] = [await createSession(result.model), await createSession(zeroedCopy(base, result))];
+    try {
+      const ids = tokens(3, 12, 29);
+      const got = await runGenai(pruned, false, ids, undefined, heads);
+      expect(maxDiff(got.logits, (await runGenai(await sessionOf(REPEAT), false, ids)).logits)).toBeGreaterThan(1e-3);
+      expect(maxDiff(got.logits, (await runGenai(zeroed, false, ids)).logits)).toBeLessThan(1e-4);
+      const prompt = tokens(2, 8, 31);
+      const next = tokens(2, 1, 37);
+      const step = await runGenai(pruned, false, next, (await runGenai(pruned, false, prompt, undefined, heads)).present);
+      const rerun = await runGenai(pruned, false, prompt.map((row, b) => [...row, ...next[b]]), undefined, heads);
+      expect(maxDiff(step.logits, lastPosition(rerun.logits, 2, 9))).toBeLessThan(1e-4);
+    } finally {
+      await pruned.release();
+      await zeroed.release();
+    }
+  });
+});
+
 // A float16 model stays float16 through a whole gate with statistics: activations are read and
 // accumulated in float32 (importance, the reconstruction's covariances), the compensated weights
 // written back in float16, and the model evaluated as given. The float32 fixture of the same form
-// weights, gated the same way, removes the same units and lands at the same perplexity.
+// and weights, gated the same way, removes the same units and lands at the same perplexity.
 describe('a float16 gate with calibration data (activation importance, reconstruction)', () => {
   const run = async (file: string) => {
     const dir = path.join(built.tmp, `gate-${path.basename(file, '.onnx')}`);

@@ -10,7 +10,7 @@ import { writeModel } from './write';
 import { externalLocation, isExternal } from './external';
 import { OnnxModel } from './model';
 import { Tensor, elementCount, toNumber } from './tensor';
-import { isPastInput, pastWithDeclaredSizes } from './kv-cache';
+import { isPastInput, pastWithDeclaredSizes, presentOf } from './kv-cache';
 
 /** A batch of model inputs, keyed by graph input name (axis 0 is the sample axis). */
 export type Feeds = Record<string, ort.Tensor>;
@@ -98,8 +98,14 @@ export function dummyFeeds(model: OnnxModel, axis0 = 2, otherAxes = 7, fixed: Fi
     .map((spec) => (isPastInput(spec.name) && spec.dims.length >= 3 ? pastWithDeclaredSizes(model, spec, new Map()) : spec))
     .map((spec): InputSpec => ({ ...spec, dims: spec.dims.map((d, axis) => fixed[spec.name]?.[axis] ?? d) }));
   const batchNames = new Set(specs.map((s) => s.dims[0]).filter((d): d is string => typeof d === 'string'));
+  // A first step: every past with a present is empty. An attention op may refuse a past of
+  // several tokens beside several new ones at batch 2 (GroupQueryAttention on CPU), and a mask
+  // over past and new tokens (`past_sequence + sequence`, or the present's `total_sequence_length`
+  // as onnxruntime-genai names it) is then as long as the new tokens, as every other axis is.
+  const isEmptyAxis = (spec: InputSpec, i: number) => isPastInput(spec.name) && spec.dims.length >= 3 && i === spec.dims.length - 2 && !!presentOf(model, spec.name);
+  const empty = new Set(specs.flatMap((s) => s.dims.filter((d, i): d is string => typeof d === 'string' && isEmptyAxis(s, i))));
   for (const spec of specs) {
-    const size = (d: string | null, i: number): number => (i === 0 || (d !== null && batchNames.has(d)) ? axis0 : otherAxes);
+    const size = (d: string | null, i: number): number => (i === 0 || (d !== null && batchNames.has(d)) ? axis0 : (d !== null && empty.has(d)) || isEmptyAxis(spec, i) ? 0 : otherAxes);
     // A sum of named axes ('past_sequence + sequence', as exporters name a cache's mask) is the sum of their sizes.
     const sum = (d: string, i: number) => d.split('+').reduce((total, part) => total + (/^\s*\d+\s*$/.test(part) ? Number(part) : size(part.trim(), i)), 0);
     const dims = spec.dims.map((d, i) => (typeof d === 'number' ? d : typeof d === 'string' && d.includes('+') ? sum(d, i) : size(d, i)));
