@@ -9,6 +9,7 @@ import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batchCount, batches } from './calibration';
 import { PassProgress } from '../util/progress';
 import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, latencyIntervals, latencyLine, latencyValues, measureLatency } from './latency';
+import { DecodeSettled, DecodeSpeed, decodeSpeedLine, decodeSpeedValues, measureDecodeSpeed } from './decode-speed';
 import { GenerationExample, GenerationRun, InterfaceChange, generationValues, interfaceChanges } from './generation';
 import { ComparisonAccumulator, MetricSums, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';
 
@@ -24,6 +25,8 @@ export interface ModelStats {
 
 export interface EvaluatorOptions {
   latency?: LatencyOptions;
+  /** Whether a decode speed timing decides the gate's bounds on it (generation sets; `latency`'s other settings time it). */
+  decode?: DecodeSettled;
   log?: (line: string) => void;
   /** Base outputs up to this size are kept in memory instead of recomputed for each candidate. */
   cacheBytes?: number;
@@ -43,6 +46,8 @@ export interface Evaluation {
   values: { base: MetricValues; candidate: MetricValues; intervals?: MetricIntervals };
   /** Latency timed against the base; absent until measured (Evaluator.evaluate without efficiency). */
   latency?: LatencyResult;
+  /** Generation sets: decode speed at batch 1 timed against the base, measured with latency. */
+  decode?: DecodeSpeed;
   /** Generation sets with a tokenizer: a few samples decoded, base and candidate side by side. */
   examples?: GenerationExample[];
   /** Inputs and outputs whose declared shape the candidate changed; empty when none did. */
@@ -75,7 +80,7 @@ export class Evaluator {
     private readonly baseSums: MetricSums,
     /** The base outputs per batch when they fit in memory, else undefined (recomputed). */
     private readonly cached: Rows[] | undefined,
-    private readonly options: Required<Omit<EvaluatorOptions, 'log' | 'tap'>> & Pick<EvaluatorOptions, 'log'>,
+    private readonly options: Required<Omit<EvaluatorOptions, 'log' | 'tap' | 'decode'>> & Pick<EvaluatorOptions, 'log' | 'decode'>,
     private readonly baseModel: OnnxModel,
     private readonly generation: GenerationRun | undefined,
     /** Whether the output's first axis holds the batch's samples (so a batch's rows split by sample). */
@@ -83,7 +88,7 @@ export class Evaluator {
   ) {}
 
   static async create(model: OnnxModel, loaded: CalibrationSet, options: EvaluatorOptions = {}): Promise<Evaluator> {
-    const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log };
+    const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log, decode: options.decode };
     const tap = loaded.generation ? undefined : options.tap;
     const session = await sessionFor(tap?.model ?? model);
     try {
@@ -203,18 +208,27 @@ export class Evaluator {
 
   private async measureEfficiency(candidate: OnnxModel, evaluation: Evaluation, session: ort.InferenceSession): Promise<Evaluation> {
     const latencyFeeds = (batches(this.set).next().value as Batch).feeds;
-    const latency = await this.withBase((base) => measureLatency(base, session, latencyFeeds, this.options.latency));
-    this.options.log?.(latencyLine(latency));
+    const { latency, decode } = await this.withBase(async (base) => {
+      const latency = await measureLatency(base, session, latencyFeeds, this.options.latency);
+      this.options.log?.(latencyLine(latency));
+      const generation = this.generation;
+      if (!generation) return { latency };
+      const decode = await measureDecodeSpeed(base, session, generation.decodeInput(), this.options.latency, this.options.decode);
+      this.options.log?.(decodeSpeedLine(decode));
+      return { latency, decode };
+    });
+    const decoded = decode && decodeSpeedValues(decode);
     const stats = await modelStats(candidate, this.set, this.options.log);
     return {
       ...evaluation,
       candidate: stats,
       values: {
-        base: { ...evaluation.values.base, ...efficiencyValues(this.base, latency.base) },
-        candidate: { ...evaluation.values.candidate, ...efficiencyValues(stats, latency.candidate) },
-        intervals: { ...evaluation.values.intervals, ...latencyIntervals(latency) },
+        base: { ...evaluation.values.base, ...efficiencyValues(this.base, latency.base), ...decoded?.base },
+        candidate: { ...evaluation.values.candidate, ...efficiencyValues(stats, latency.candidate), ...decoded?.candidate },
+        intervals: { ...evaluation.values.intervals, ...latencyIntervals(latency), ...decoded?.intervals },
       },
       latency,
+      ...(decode ? { decode } : {}),
     };
   }
 

@@ -1,0 +1,120 @@
+import type { ort } from '../onnx/runtime';
+import { DecoderInputs, emptyCache, nextCache, rowFeeds } from './generate';
+import { Clock, DEFAULT_LATENCY, LatencyOptions, LatencyResult, PercentileIntervals, Trial, measureTrials, timedRun } from './latency';
+import type { MetricInterval, MetricIntervals, MetricValues } from './metric-names';
+
+/**
+ * A generation set's decode speed (docs/contracts.md, "Decode speed"): how an edge user feels an
+ * LLM, at batch 1. Time to first token is the prompt's run; decode speed the steps after it, on
+ * the KV cache when the model has one, else re-running the growing sequence (as decoding it
+ * does). Base and candidate are timed alternately with the statistics of latency (latency.ts),
+ * each of the two on its own `time`.
+ */
+
+type Session = Pick<ort.InferenceSession, 'run'>;
+
+/** What is timed: one prompt, and the tokens fed after it, one per step. */
+export interface DecodeInput {
+  decoder: DecoderInputs;
+  prompt: readonly number[];
+  tokens: readonly number[];
+}
+
+export interface DecodeSpeed {
+  /** The steps ran on the model's KV cache (else each re-ran the whole sequence). */
+  cache: boolean;
+  promptTokens: number;
+  /** Tokens decoded after the first, each one step. */
+  steps: number;
+  /** The prompt's run, in ms. */
+  firstToken: LatencyResult;
+  /** The steps after the first token, in ms per token. */
+  decode: LatencyResult;
+}
+
+/** Whether a timing decides the gate's bounds on what it measures (gate.ts's decodeSettled). */
+export interface DecodeSettled {
+  firstToken?: (timing: LatencyResult) => boolean;
+  decode?: (timing: LatencyResult) => boolean;
+}
+
+/** The timing of the prompt's run, then that of the steps after it, base and candidate alternated. */
+export async function measureDecodeSpeed(
+  base: Session,
+  candidate: Session,
+  input: DecodeInput,
+  options: LatencyOptions = DEFAULT_LATENCY,
+  settled: DecodeSettled = {},
+  clock?: Clock,
+): Promise<DecodeSpeed> {
+  const { decoder, prompt } = input;
+  const cache = decoder.cache.length > 0;
+  const promptFeeds = rowFeeds(decoder, [...prompt], cache ? emptyCache(decoder, 1) : undefined);
+  const firstToken = await measureTrials(timedRun(base, promptFeeds), timedRun(candidate, promptFeeds), { ...options, settled: settled.firstToken }, clock);
+  const decode = await measureTrials(steps(base, input), steps(candidate, input), { ...options, settled: settled.decode }, clock);
+  return { cache, promptTokens: prompt.length, steps: input.tokens.length, firstToken, decode };
+}
+
+/** A trial of the steps after the prompt: ms per token (the prompt's run, which fills the cache, untimed). */
+function steps(session: Session, { decoder, prompt, tokens }: DecodeInput): Trial {
+  return async (clock) => {
+    const row = [...prompt];
+    let past = decoder.cache.length ? nextCache(decoder, await session.run(rowFeeds(decoder, row, emptyCache(decoder, 1)))) : undefined;
+    const start = clock();
+    for (const token of tokens) {
+      row.push(token);
+      const result = await session.run(rowFeeds(decoder, row, past, row.length - 1));
+      if (past) past = nextCache(decoder, result);
+    }
+    return (clock() - start) / tokens.length;
+  };
+}
+
+/**
+ * The decode speed metrics of both models, and their intervals as the gate judges them: the
+ * candidate's own value and its ratio to the base's (candidate / base). Too few runs for an
+ * interval bound nothing: every value is in it.
+ */
+export function decodeSpeedValues(d: DecodeSpeed): { base: MetricValues; candidate: MetricValues; intervals: MetricIntervals } {
+  return {
+    base: { ...firstTokenValues(d.firstToken, 'base'), ...tokensPerSecondValues(d.decode, 'base') },
+    candidate: { ...firstTokenValues(d.firstToken, 'candidate'), ...tokensPerSecondValues(d.decode, 'candidate') },
+    intervals: { ...firstTokenIntervals(d.firstToken), ...tokensPerSecondIntervals(d.decode) },
+  };
+}
+
+const anything: MetricInterval = { candidate: [0, Infinity], ratio: [0, Infinity] };
+
+export function firstTokenValues(t: LatencyResult, model: 'base' | 'candidate'): MetricValues {
+  return { 'time-to-first-token': t[model].p50_ms };
+}
+
+/** The candidate's time, and candidate / base (the speedup's reciprocal). */
+export function firstTokenIntervals(t: LatencyResult): MetricIntervals {
+  const i: PercentileIntervals | undefined = t.intervals?.p50;
+  return { 'time-to-first-token': i ? { candidate: i.candidate, ratio: [1 / i.speedup[1], 1 / i.speedup[0]] } : anything };
+}
+
+/** Tokens per second from the median ms per token. */
+export function tokensPerSecondValues(t: LatencyResult, model: 'base' | 'candidate'): MetricValues {
+  return { 'decode-tokens-per-second': 1000 / t[model].p50_ms };
+}
+
+/** The candidate's tokens per second, and candidate / base: the speedup itself (base ms / candidate ms). */
+export function tokensPerSecondIntervals(t: LatencyResult): MetricIntervals {
+  const i = t.intervals?.p50;
+  return { 'decode-tokens-per-second': i ? { candidate: [1000 / i.candidate[1], 1000 / i.candidate[0]], ratio: i.speedup } : anything };
+}
+
+/** A progress line: "decode speed (KV cache): 412 → 530 tokens/s, 1.29x (95 % 1.25x to 1.33x); first token 1.02x (…)". */
+export function decodeSpeedLine(d: DecodeSpeed): string {
+  const x = (v: number) => `${v.toFixed(2)}x`;
+  const speedup = (t: LatencyResult) => `${x(t.speedup)}${t.intervals ? ` (95 % ${x(t.intervals.p50.speedup[0])} to ${x(t.intervals.p50.speedup[1])})` : ''}`;
+  const tps = (m: 'base' | 'candidate') => (1000 / d.decode[m].p50_ms).toPrecision(3);
+  const warned = [...d.firstToken.warnings, ...d.decode.warnings];
+  return (
+    `decode speed (batch 1, ${d.cache ? 'KV cache' : 'no KV cache: each step re-runs the sequence'}; ${d.promptTokens}-token prompt, ${d.steps} steps): ` +
+    `${tps('base')} → ${tps('candidate')} tokens/s, ${speedup(d.decode)}; time to first token ${speedup(d.firstToken)} faster` +
+    (warned.length ? `; ${warned.join('; ')}` : '')
+  );
+}
