@@ -144,12 +144,15 @@ describe('what is timed', () => {
       const candidate = recorded(session);
       const prompt = reference.prompts[1];
       const tokens = reference.generations[1].slice(0, 4);
-      const d = await measureDecodeSpeed(base, candidate, { decoder: set.generation!.decoder, prompt, tokens }, { warmup: 0, runs: 1 });
+      const d = await measureDecodeSpeed(base, candidate, { decoder: set.generation!.decoder, prompt, tokens }, { warmup: 0, runs: 6 });
       expect(d).toMatchObject({ cache: cached, promptTokens: prompt.length, steps: 4 });
-      // One prompt run (time to first token), then one decoding trial: its prompt run fills the cache (untimed).
+      expect([d.firstToken.runs, d.decode.runs]).toEqual([6, 6]);
+      // Six prompt runs (time to first token), then six steps cycling through the four after the
+      // prompt; with a cache each cycle starts with the prompt's run that fills it (untimed).
       const shapes = candidate.runs.map((r) => r.ids[1]);
       const p = prompt.length;
-      expect(shapes).toEqual(cached ? [p, p, 1, 1, 1, 1] : [p, p + 1, p + 2, p + 3, p + 4]);
+      const prompts = new Array<number>(6).fill(p);
+      expect(shapes).toEqual(cached ? [...prompts, p, 1, 1, 1, 1, p, 1, 1] : [...prompts, p + 1, p + 2, p + 3, p + 4, p + 1, p + 2]);
       expect(candidate.runs.every((r) => r.inputs.some((i) => i.startsWith('past_key_values')) === cached)).toBe(true);
       expect(base.runs.map((r) => r.ids[1])).toEqual(shapes); // the base does the same work
     } finally {

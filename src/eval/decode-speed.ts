@@ -1,4 +1,4 @@
-import type { ort } from '../onnx/runtime';
+import type { Feeds, ort } from '../onnx/runtime';
 import { DecoderInputs, emptyCache, nextCache, rowFeeds } from './generate';
 import { Clock, DEFAULT_LATENCY, LatencyOptions, LatencyResult, PercentileIntervals, Trial, measureTrials, timedRun } from './latency';
 import type { MetricInterval, MetricIntervals, MetricValues } from './metric-names';
@@ -8,7 +8,7 @@ import type { MetricInterval, MetricIntervals, MetricValues } from './metric-nam
  * LLM, at batch 1. Time to first token is the prompt's run; decode speed the steps after it, on
  * the KV cache when the model has one, else re-running the growing sequence (as decoding it
  * does). Base and candidate are timed alternately with the statistics of latency (latency.ts),
- * each of the two on its own `time`.
+ * each of the two on its own `time`; tokens per second is 1000 over the median step's ms.
  */
 
 type Session = Pick<ort.InferenceSession, 'run'>;
@@ -24,11 +24,11 @@ export interface DecodeSpeed {
   /** The steps ran on the model's KV cache (else each re-ran the whole sequence). */
   cache: boolean;
   promptTokens: number;
-  /** Tokens decoded after the first, each one step. */
+  /** Tokens decoded after the first, each one step (a cycle of the decode timing). */
   steps: number;
   /** The prompt's run, in ms. */
   firstToken: LatencyResult;
-  /** The steps after the first token, in ms per token. */
+  /** One step after the first token, in ms (runs: the steps timed). */
   decode: LatencyResult;
 }
 
@@ -47,26 +47,35 @@ export async function measureDecodeSpeed(
   settled: DecodeSettled = {},
   clock?: Clock,
 ): Promise<DecodeSpeed> {
-  const { decoder, prompt } = input;
+  const { decoder, prompt, tokens } = input;
   const cache = decoder.cache.length > 0;
   const promptFeeds = rowFeeds(decoder, [...prompt], cache ? emptyCache(decoder, 1) : undefined);
   const firstToken = await measureTrials(timedRun(base, promptFeeds), timedRun(candidate, promptFeeds), { ...options, settled: settled.firstToken }, clock);
-  const decode = await measureTrials(steps(base, input), steps(candidate, input), { ...options, settled: settled.decode }, clock);
-  return { cache, promptTokens: prompt.length, steps: input.tokens.length, firstToken, decode };
+  // Warming up goes through a whole cycle of steps, so every step's shapes have run once.
+  const warmup = options.warmup > 0 ? Math.max(options.warmup, tokens.length) : 0;
+  const decode = await measureTrials(decodingStep(base, input), decodingStep(candidate, input), { ...options, warmup, settled: settled.decode }, clock);
+  return { cache, promptTokens: prompt.length, steps: tokens.length, firstToken, decode };
 }
 
-/** A trial of the steps after the prompt: ms per token (the prompt's run, which fills the cache, untimed). */
-function steps(session: Session, { decoder, prompt, tokens }: DecodeInput): Trial {
+/**
+ * A trial of one decoding step (ms), the trials cycling through the steps after the prompt; a
+ * cycle starts with the prompt's run, untimed, which fills the cache. One step a trial, base and
+ * candidate at the same step in each pair: many pairs in little time, each of equal work.
+ */
+function decodingStep(session: Session, { decoder, prompt, tokens }: DecodeInput): Trial {
+  let row: number[] = [];
+  let past: Feeds | undefined;
   return async (clock) => {
-    const row = [...prompt];
-    let past = decoder.cache.length ? nextCache(decoder, await session.run(rowFeeds(decoder, row, emptyCache(decoder, 1)))) : undefined;
-    const start = clock();
-    for (const token of tokens) {
-      row.push(token);
-      const result = await session.run(rowFeeds(decoder, row, past, row.length - 1));
-      if (past) past = nextCache(decoder, result);
+    if (row.length === 0 || row.length === prompt.length + tokens.length) {
+      row = [...prompt];
+      past = decoder.cache.length ? nextCache(decoder, await session.run(rowFeeds(decoder, row, emptyCache(decoder, 1)))) : undefined;
     }
-    return (clock() - start) / tokens.length;
+    row.push(tokens[row.length - prompt.length]);
+    const start = clock();
+    const result = await session.run(rowFeeds(decoder, row, past, row.length - 1));
+    const ms = clock() - start;
+    if (past) past = nextCache(decoder, result);
+    return ms;
   };
 }
 
@@ -95,7 +104,7 @@ export function firstTokenIntervals(t: LatencyResult): MetricIntervals {
   return { 'time-to-first-token': i ? { candidate: i.candidate, ratio: [1 / i.speedup[1], 1 / i.speedup[0]] } : anything };
 }
 
-/** Tokens per second from the median ms per token. */
+/** Tokens per second from the median step's ms. */
 export function tokensPerSecondValues(t: LatencyResult, model: 'base' | 'candidate'): MetricValues {
   return { 'decode-tokens-per-second': 1000 / t[model].p50_ms };
 }
