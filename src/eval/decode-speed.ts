@@ -120,7 +120,7 @@ export function decodeSpeedLine(d: DecodeSpeed): string {
   const x = (v: number) => `${v.toFixed(2)}x`;
   const speedup = (t: LatencyResult) => `${x(t.speedup)}${t.intervals ? ` (95 % ${x(t.intervals.p50.speedup[0])} to ${x(t.intervals.p50.speedup[1])})` : ''}`;
   const tps = (m: 'base' | 'candidate') => (1000 / d.decode[m].p50_ms).toPrecision(3);
-  const warned = [...d.firstToken.warnings, ...d.decode.warnings];
+  const warned = [...d.firstToken.warnings.map((w) => `first token: ${w}`), ...d.decode.warnings.map((w) => `decode: ${w}`)];
   return (
     `decode speed (batch 1, ${d.cache ? 'KV cache' : 'no KV cache: each step re-runs the sequence'}; ${d.promptTokens}-token prompt, ${d.steps} steps): ` +
     `${tps('base')} → ${tps('candidate')} tokens/s, ${speedup(d.decode)}; time to first token ${speedup(d.firstToken)} faster` +

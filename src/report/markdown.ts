@@ -266,7 +266,7 @@ function decodeSection(r: Report): string[] {
     ),
     '',
     `Decode speedup (candidate / base tokens per second): **${about(d.tokens_per_second)}**; time to first token, base / candidate: ${about(d.time_to_first_token)}`,
-    ...[...d.time_to_first_token.warnings, ...d.tokens_per_second.warnings].map((w) => `\n> ⚠️ ${escapeMarkdown(w, 500)}`),
+    ...[...d.time_to_first_token.warnings.map((w) => `time to first token: ${w}`), ...d.tokens_per_second.warnings.map((w) => `decode: ${w}`)].map((w) => `\n> ⚠️ ${escapeMarkdown(w, 500)}`),
   ];
 }
 
