@@ -187,6 +187,9 @@ describe('a generation gate reports decode speed with its intervals', () => {
     expect(report.verdict).toBe('fail');
     expect(markdown).toContain('#### Decode speed (batch 1, a 1-token prompt then 9 steps; each step one token on the KV cache)');
     expect(markdown).toMatch(/\| decode-tokens-per-second \| [\d.]+ tokens\/s \| [\d.]+ tokens\/s \(95 % [\d.]+ tokens\/s to [\d.]+ tokens\/s\) \|/);
+    expect(markdown).toMatch(/Decode speedup \(candidate \/ base tokens per second\): \*\*[\d.]+x \(95 % [\d.]+x to [\d.]+x, 6 steps of each model in [\d.e-]+ s\)\*\*; time to first token, base \/ candidate: [\d.]+x \(95 % [\d.]+x to [\d.]+x, 6 runs of each model/);
+    expect(markdown).toContain('### ❌ prune-gate failed: **');
+    expect(markdown).toContain('over the bound: decode-tokens-per-second (min-speedup 5)');
   });
 
   test('a model without a cache says so, and unbounded rows show the interval too', async () => {

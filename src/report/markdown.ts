@@ -251,8 +251,8 @@ function decodeSection(r: Report): string[] {
   const d = r.decode;
   if (!d) return [];
   const x = (v: number | null) => (v === null ? '–' : `${v.toFixed(2)}x`);
-  const about = (t: typeof d.tokens_per_second) =>
-    `${x(t.speedup)} (${t.interval ? `95 % ${x(t.interval[0])} to ${x(t.interval[1])}` : 'too few runs for an interval'}, ${t.runs} ${t.runs === 1 ? 'run' : 'runs'} of each model in ${Number(t.seconds.toPrecision(2))} s)`;
+  const about = (t: typeof d.tokens_per_second, run: string) =>
+    `${x(t.speedup)} (${t.interval ? `95 % ${x(t.interval[0])} to ${x(t.interval[1])}` : `too few ${run}s for an interval`}, ${t.runs} ${t.runs === 1 ? run : `${run}s`} of each model in ${Number(t.seconds.toPrecision(2))} s)`;
   const how = d.cache ? 'each step one token on the KV cache' : 'the model has no KV cache: each step re-runs the whole sequence, as decoding it does';
   return [
     `#### Decode speed (batch 1, a ${d.prompt_tokens}-token prompt then ${d.steps} steps; ${how})`,
@@ -265,7 +265,7 @@ function decodeSection(r: Report): string[] {
       ],
     ),
     '',
-    `Decode speedup (candidate / base tokens per second): **${about(d.tokens_per_second)}**; time to first token, base / candidate: ${about(d.time_to_first_token)}`,
+    `Decode speedup (candidate / base tokens per second): **${about(d.tokens_per_second, 'step')}**; time to first token, base / candidate: ${about(d.time_to_first_token, 'run')}`,
     ...[...d.time_to_first_token.warnings.map((w) => `time to first token: ${w}`), ...d.tokens_per_second.warnings.map((w) => `decode: ${w}`)].map((w) => `\n> ⚠️ ${escapeMarkdown(w, 500)}`),
   ];
 }
