@@ -115,15 +115,16 @@ export function tokensPerSecondIntervals(t: LatencyResult): MetricIntervals {
   return { 'decode-tokens-per-second': i ? { candidate: [1000 / i.candidate[1], 1000 / i.candidate[0]], ratio: i.speedup } : anything };
 }
 
-/** A progress line: "decode speed (KV cache): 412 → 530 tokens/s, 1.29x (95 % 1.25x to 1.33x); first token 1.02x (…)". */
+/** A progress line: "decode speed (batch 1, KV cache; 12-token prompt, 31 steps): 412 → 530 tokens/s, speedup 1.29x (95 % 1.25x to 1.33x); time to first token 2.61 → 2.18 ms, speedup 1.20x (…)". */
 export function decodeSpeedLine(d: DecodeSpeed): string {
   const x = (v: number) => `${v.toFixed(2)}x`;
-  const speedup = (t: LatencyResult) => `${x(t.speedup)}${t.intervals ? ` (95 % ${x(t.intervals.p50.speedup[0])} to ${x(t.intervals.p50.speedup[1])})` : ''}`;
+  const speedup = (t: LatencyResult) => `speedup ${x(t.speedup)}${t.intervals ? ` (95 % ${x(t.intervals.p50.speedup[0])} to ${x(t.intervals.p50.speedup[1])})` : ''}`;
   const tps = (m: 'base' | 'candidate') => (1000 / d.decode[m].p50_ms).toPrecision(3);
+  const ms = (m: 'base' | 'candidate') => d.firstToken[m].p50_ms.toPrecision(3);
   const warned = [...d.firstToken.warnings.map((w) => `first token: ${w}`), ...d.decode.warnings.map((w) => `decode: ${w}`)];
   return (
     `decode speed (batch 1, ${d.cache ? 'KV cache' : 'no KV cache: each step re-runs the sequence'}; ${d.promptTokens}-token prompt, ${d.steps} steps): ` +
-    `${tps('base')} → ${tps('candidate')} tokens/s, ${speedup(d.decode)}; time to first token ${speedup(d.firstToken)} faster` +
+    `${tps('base')} → ${tps('candidate')} tokens/s, ${speedup(d.decode)}; time to first token ${ms('base')} → ${ms('candidate')} ms, ${speedup(d.firstToken)}` +
     (warned.length ? `; ${warned.join('; ')}` : '')
   );
 }
