@@ -65,7 +65,7 @@ describe('config: the decode speed bounds', () => {
 
   test('a factor that cannot be meant is refused with the likely spelling, on latency too', () => {
     expect(errorOf(() => rule('decode-tokens-per-second', 'min-speedup', 20))).toBe(
-      'pg.yml: gate: 20 asks the candidate to be 20x as fast as the base, which pruning does not reach, so it always fails; write 1.2 for 20 % faster',
+      'pg.yml: gate: 20 asks the candidate to be 20x as fast as the base, which pruning and quantization do not reach, so it always fails; write 1.2 for 20 % faster',
     );
     expect(errorOf(() => rule('time-to-first-token', 'max-ratio', 90))).toBe("pg.yml: gate: 90 lets the candidate take 90x the base's time, so it never fails; write 0.9 or 90% (of the base model's)");
     expect(errorOf(() => rule('latency-p50', 'max-ratio', 80))).toContain('write 0.8 or 80%');

@@ -296,11 +296,11 @@ function checkUnit(metric: MetricName, bound: BoundKind, number: number, percent
   if (shrinks && bound === 'max-ratio' && ratio > 1) {
     throw new UserError(`${where}: ${percent ? `${number}%` : number} is above 1, and pruning only makes ${metric} smaller, so it never fails; write ${plain(1 / ratio)} for ${plain(ratio)}x smaller (max-ratio is candidate / base)`);
   }
-  // A timed metric's ratio is a factor near 1 (pruning half a model's weights speeds it up less
-  // than twofold): a factor this large is a percentage written without its sign.
+  // A timed metric's ratio is a factor of a few at most (pruning and quantization change a
+  // model's speed that much): a factor this large is a percentage written without its sign.
   if (isTimed(metric) && !percent && number >= TIMED_FACTOR_LIMIT) {
     if (bound === 'min-speedup') {
-      throw new UserError(`${where}: ${number} asks the candidate to be ${number}x as fast as the base, which pruning does not reach, so it always fails; write ${plain(1 + number / 100)} for ${number} % faster`);
+      throw new UserError(`${where}: ${number} asks the candidate to be ${number}x as fast as the base, which pruning and quantization do not reach, so it always fails; write ${plain(1 + number / 100)} for ${number} % faster`);
     }
     if (bound === 'max-ratio') {
       throw new UserError(`${where}: ${number} lets the candidate take ${number}x the base's time, so it never fails; write ${plain(number / 100)} or ${number}% (of the base model's)`);
