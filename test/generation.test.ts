@@ -39,6 +39,9 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
+/** One timed run of each model: latency and decode speed are not what these test (test/decode-speed.test.ts). */
+const oneRun = () => parseConfig('latency: { warmup: 0, runs: 1 }\n', path.join(tmp, 'one-run.yml'));
+
 let counter = 0;
 /** A generation set folder: calibration.json with `spec`, prompts.jsonl with `lines` (objects or raw text). */
 function generationSet(lines: (object | string)[], spec: object = {}): string {
@@ -147,7 +150,7 @@ describe('a generation gate on a KV-cache model', () => {
 
   test('eval of the model against itself: every comparison exact, decoded examples from tokenizer.json', async () => {
     const dir = generationSet(lines, { 'max-new-tokens': 10, 'eos-token-id': kvReference.eos, tokenizer: path.join(KV_DIR, 'tokenizer.json') });
-    const { report, markdown } = await compareModels({ base: KV, candidate: KV, calibration: dir });
+    const { report, markdown } = await compareModels({ base: KV, candidate: KV, calibration: dir, config: oneRun() });
     const values = Object.fromEntries(report.metrics.map((m) => [m.name, [m.base, m.candidate]]));
     expect(report.task).toBe('generation');
     expect(values['sequence-agreement']).toEqual([1, 1]);
@@ -168,7 +171,7 @@ describe('a generation gate on a KV-cache model', () => {
     // The references are the base's own generations: its rouge-l is 1.
     const dir = generationSet(kvReference.prompts.map((prompt, i) => ({ prompt, reference: kvReference.generations[i] })), { 'max-new-tokens': 10, 'eos-token-id': kvReference.eos });
     const config = parseConfig(
-      [`model: ${KV}`, `calibration: ${path.resolve(dir)}`, 'prune: { target: 0.3, steps: 1, structures: [ffn], allocation: uniform, compensate: reconstruct }', 'gate:', '  rouge-l: { min: 0.99 }', '  agreement: { min: 0.1 }'].join('\n'),
+      [`model: ${KV}`, `calibration: ${path.resolve(dir)}`, 'prune: { target: 0.3, steps: 1, structures: [ffn], allocation: uniform, compensate: reconstruct }', 'gate:', '  rouge-l: { min: 0.99 }', '  agreement: { min: 0.1 }', 'latency: { warmup: 0, runs: 1 }'].join('\n'),
       path.join(tmp, 'pg.yml'),
     );
     const outcome = await runGate({ config, out: path.join(tmp, 'run-out') });
@@ -207,7 +210,7 @@ test('teacher forcing compares the rows that chose each generated token, and the
 test("the references' perplexity is the one a plain run of the same weights without a cache gives", async () => {
   const lines = kvReference.prompts.map((prompt, i) => ({ prompt, reference: [...kvReference.generations[i]].reverse().slice(0, 5) }));
   const dir = generationSet(lines, { 'max-new-tokens': 3 });
-  const { report } = await compareModels({ base: KV, candidate: KV, calibration: dir });
+  const { report } = await compareModels({ base: KV, candidate: KV, calibration: dir, config: oneRun() });
   const measured = report.metrics.find((m) => m.name === 'perplexity')!.base as number;
   // By hand, one sequence at a time, on the model exported without a cache.
   const session = await createSession(path.join(KV_DIR, 'llama-kv-nocache.onnx'));

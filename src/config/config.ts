@@ -7,7 +7,7 @@ import { DEFAULT_LATENCY, LatencyOptions } from '../eval/latency';
 import { METRIC_NAMES, MetricName } from '../eval/metric-names';
 import { parseMebibytes } from '../eval/memory';
 import { GateRule, OnInconclusive } from '../gate/gate';
-import { BOUND_KINDS, BoundKind, METRICS } from '../gate/metrics';
+import { BOUND_KINDS, BoundKind, METRICS, isTimed } from '../gate/metrics';
 import { EXTERNAL_DATA_MODES, ExternalDataMode } from '../onnx/write';
 import { QUANTIZE_MODES, QuantizeMode } from '../quantize/options';
 import { ALLOCATIONS } from '../prune/types';
@@ -296,7 +296,20 @@ function checkUnit(metric: MetricName, bound: BoundKind, number: number, percent
   if (shrinks && bound === 'max-ratio' && ratio > 1) {
     throw new UserError(`${where}: ${percent ? `${number}%` : number} is above 1, and pruning only makes ${metric} smaller, so it never fails; write ${plain(1 / ratio)} for ${plain(ratio)}x smaller (max-ratio is candidate / base)`);
   }
+  // A timed metric's ratio is a factor of a few at most (pruning and quantization change a
+  // model's speed that much): a factor this large is a percentage written without its sign.
+  if (isTimed(metric) && !percent && number >= TIMED_FACTOR_LIMIT) {
+    if (bound === 'min-speedup') {
+      throw new UserError(`${where}: ${number} asks the candidate to be ${number}x as fast as the base, which pruning and quantization do not reach, so it always fails; write ${plain(1 + number / 100)} for ${number} % faster`);
+    }
+    if (bound === 'max-ratio') {
+      throw new UserError(`${where}: ${number} lets the candidate take ${number}x the base's time, so it never fails; write ${plain(number / 100)} or ${number}% (of the base model's)`);
+    }
+  }
 }
+
+/** A speedup or time ratio from this up is refused (checkUnit). */
+const TIMED_FACTOR_LIMIT = 10;
 
 /**
  * A target as a user writes it (a number in the config file; text on the command line and in the

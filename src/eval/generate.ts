@@ -169,14 +169,23 @@ function integerTensor(spec: InputSpec, values: number[], dims: number[]): ort.T
   return toOrtTensor(intTensor(values, spec.dtype, dims));
 }
 
+/**
+ * One row's feeds at batch 1, as decoding makes them: with `past` (the cache of the row's first
+ * `pastLength` tokens, or an empty one at 0), the tokens after those; without, the whole row.
+ */
+export function rowFeeds(decoder: DecoderInputs, row: number[], past?: Feeds, pastLength = 0): Feeds {
+  return { ...past, ...sequenceFeeds(decoder, [row], [0], past ? pastLength : 0, row.length) };
+}
+
 /** The empty cache of the first step. */
-function emptyCache(decoder: DecoderInputs, batch: number): Feeds {
+export function emptyCache(decoder: DecoderInputs, batch: number): Feeds {
   const feeds: Feeds = {};
   for (const { past } of decoder.cache) feeds[past.name] = toOrtTensor(emptyPast(past, batch));
   return feeds;
 }
 
-function nextCache(decoder: DecoderInputs, result: ort.InferenceSession.OnnxValueMapType): Feeds {
+/** The cache a run's present outputs carry to the next step. */
+export function nextCache(decoder: DecoderInputs, result: ort.InferenceSession.OnnxValueMapType): Feeds {
   const feeds: Feeds = {};
   for (const { past, present } of decoder.cache) feeds[past.name] = result[present] as ort.Tensor;
   return feeds;

@@ -2,6 +2,7 @@ import { OnnxModel } from '../onnx/model';
 import { InputSpec, graphInputs, graphOutputs, ort } from '../onnx/runtime';
 import { CalibrationSet, batches } from './calibration';
 import { greedyDecode } from './generate';
+import type { DecodeInput } from './decode-speed';
 import { Log, PassProgress } from '../util/progress';
 import { GenerationSpec, referenceSet, teacherForcedSet } from './generation-set';
 import type { MetricValues } from './metric-names';
@@ -51,6 +52,20 @@ export class GenerationRun {
       sums = { ...sums, ...task.sums() };
     }
     return { sums, values: generationValues(sums), generations };
+  }
+
+  /**
+   * What decode speed times (decode-speed.ts): the first prompt, then max-new-tokens - 1 steps (at
+   * least 1) fed the base's generation for it, its last token repeated past its end. Both models
+   * decode the same tokens, so do the same work whatever each would choose, and every step the
+   * set allows is timed (the first token is the prompt's run).
+   */
+  decodeInput(): DecodeInput {
+    const prompt = this.spec.prompts[0];
+    const generated = this.baseGenerations[0];
+    const last = generated.at(-1) ?? (prompt.at(-1) as number);
+    const tokens = Array.from({ length: Math.max(1, this.spec.maxNewTokens - 1) }, (_, i) => generated[i] ?? last);
+    return { decoder: this.spec.decoder, prompt, tokens };
   }
 
   /** The first `count` samples as text, base and candidate side by side, when the set names a tokenizer. */

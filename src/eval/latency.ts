@@ -90,29 +90,41 @@ export interface LatencyResult {
 export type Clock = () => number;
 const wallClock: Clock = () => Number(process.hrtime.bigint()) / 1e6;
 
-/**
- * Times base and candidate on the same batch, alternating them run by run (and which goes first)
- * so that drift of the machine (frequency scaling, a noisy neighbour) hits both alike. Runs go on
- * until the speedup's bootstrap interval is within PRECISION (or the noise floor) of it and
- * `settled` agrees, or `time` is up (at least MIN_RUNS of each, unless `runs` allows fewer); the
- * figures are looked at once a fifth of `time` has passed and STEADY_RUNS are made, then each
- * time the runs have grown by half.
- */
-export async function measureLatency(
+/** One timed run of a model: its time in ms by `clock` (what the run needs first, untimed, inside). */
+export type Trial = (clock: Clock) => Promise<number>;
+
+/** A trial that times one run of `session` on `feeds`. */
+export function timedRun(session: Pick<ort.InferenceSession, 'run'>, feeds: Feeds): Trial {
+  return async (clock) => {
+    const start = clock();
+    await session.run(feeds);
+    return clock() - start;
+  };
+}
+
+/** Times base and candidate on the same batch (measureTrials of one run each). */
+export function measureLatency(
   base: Pick<ort.InferenceSession, 'run'>,
   candidate: Pick<ort.InferenceSession, 'run'>,
   feeds: Feeds,
   options: LatencyOptions = DEFAULT_LATENCY,
   clock: Clock = wallClock,
 ): Promise<LatencyResult> {
-  const timed = async (session: Pick<ort.InferenceSession, 'run'>, into: number[]) => {
-    const start = clock();
-    await session.run(feeds);
-    into.push(clock() - start);
-  };
+  return measureTrials(timedRun(base, feeds), timedRun(candidate, feeds), options, clock);
+}
+
+/**
+ * Times base and candidate trials alternately, run by run (and which goes first), so that drift
+ * of the machine (frequency scaling, a noisy neighbour) hits both alike. Runs go on until the
+ * speedup's bootstrap interval is within PRECISION (or the noise floor) of it and `settled`
+ * agrees, or `time` is up (at least MIN_RUNS of each, unless `runs` allows fewer); the figures
+ * are looked at once a fifth of `time` has passed and STEADY_RUNS are made, then each time the
+ * runs have grown by half.
+ */
+export async function measureTrials(base: Trial, candidate: Trial, options: LatencyOptions = DEFAULT_LATENCY, clock: Clock = wallClock): Promise<LatencyResult> {
   for (let i = 0; i < options.warmup; i++) {
-    await base.run(feeds);
-    await candidate.run(feeds);
+    await base(clock);
+    await candidate(clock);
   }
   const baseTimes: number[] = [];
   const candTimes: number[] = [];
@@ -123,11 +135,11 @@ export async function measureLatency(
   let look = STEADY_RUNS;
   for (let n = 1; ; n++) {
     if (n % 2 === 1) {
-      await timed(base, baseTimes);
-      await timed(candidate, candTimes);
+      baseTimes.push(await base(clock));
+      candTimes.push(await candidate(clock));
     } else {
-      await timed(candidate, candTimes);
-      await timed(base, baseTimes);
+      candTimes.push(await candidate(clock));
+      baseTimes.push(await base(clock));
     }
     const seconds = (clock() - start) / 1000;
     const timeUp = n >= most || (n >= MIN_RUNS && seconds >= time);

@@ -20,6 +20,8 @@ export const METRIC_NAMES = [
   'cosine',
   'latency-p50',
   'latency-p95',
+  'decode-tokens-per-second',
+  'time-to-first-token',
   'size',
   'params',
   'macs',
@@ -44,8 +46,11 @@ export const TASK_METRICS: Record<Task, readonly MetricName[]> = {
   'language-model': ['perplexity', 'next-token-accuracy'],
   classification: ['accuracy'],
   generic: [],
-  generation: ['exact-match', 'token-f1', 'rouge-l', 'sequence-agreement', 'perplexity'],
+  generation: ['exact-match', 'token-f1', 'rouge-l', 'sequence-agreement', 'perplexity', 'decode-tokens-per-second', 'time-to-first-token'],
 };
+
+/** A generation set's decode speed at batch 1 (eval/decode-speed.ts): timed, like latency. */
+export const DECODE_SPEED_METRICS: readonly MetricName[] = ['decode-tokens-per-second', 'time-to-first-token'];
 
 /** The generation metrics that compare with a reference: absent when the set gives none. */
 export const REFERENCE_METRICS: readonly MetricName[] = ['exact-match', 'token-f1', 'rouge-l', 'perplexity'];

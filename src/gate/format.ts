@@ -19,6 +19,8 @@ export function formatValue(name: MetricName, v: number | null): string {
       return `${(v * 100).toFixed(2)} %`;
     case 'ms':
       return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} ms`;
+    case 'tokens/s':
+      return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} tokens/s`;
     case 'bytes':
       return formatBytes(v);
     case 'count':

@@ -1,7 +1,8 @@
 import { UserError } from '../errors';
 import { MetricInterval, MetricIntervals, MetricName, MetricValues, REFERENCE_METRICS, Task, metricsOf } from '../eval/metric-names';
 import { LatencyResult, latencyIntervals, latencyValues } from '../eval/latency';
-import { BoundKind, METRICS, isLatency, isQuality } from './metrics';
+import { DecodeSettled, firstTokenIntervals, firstTokenValues, tokensPerSecondIntervals, tokensPerSecondValues } from '../eval/decode-speed';
+import { BoundKind, METRICS, isQuality } from './metrics';
 import { formatValue } from './format';
 
 /** One bound of the gate, as written and as understood. */
@@ -92,7 +93,8 @@ export function resolveBound(rule: GateRule, base: number): number {
     case 'max-ratio':
       return base * (rule.percent ? v / 100 : v);
     case 'min-speedup':
-      return base / v;
+      // A speedup is faster: a time divided by it, a rate (tokens per second) multiplied.
+      return METRICS[rule.metric].higherIsBetter ? base * v : base / v;
   }
 }
 
@@ -155,20 +157,29 @@ function outcomeOf(metric: MetricName, candidate: number, bound: number, interva
   return withinBound(metric, best, bound) ? 'inconclusive' : 'fail';
 }
 
-/** The gate's bounds on the timed metrics. */
-export function latencyRules(rules: readonly GateRule[]): GateRule[] {
-  return rules.filter((r) => isLatency(r.metric));
+/**
+ * Whether a timing decides every bound of `rules` on what it measures (each interval wholly on
+ * one side of its bound): what measureTrials runs until, within its time. `valuesOf` gives the
+ * timing's metrics; bounds on other metrics are not its to decide.
+ */
+function timingSettled(rules: readonly GateRule[], valuesOf: (timing: LatencyResult) => JudgedValues): (timing: LatencyResult) => boolean {
+  return (timing) => {
+    const values = valuesOf(timing);
+    const own = rules.filter((r) => values.candidate[r.metric] !== undefined);
+    return own.length === 0 || judge(values, own, 'generation').every((m) => !m.inconclusive);
+  };
 }
 
-/**
- * Whether a timing decides every latency bound of `rules` (each interval wholly on one side of
- * its bound): what measureLatency runs until, within its time.
- */
+/** Latency's timing: decided when every latency bound is. */
 export function latencySettled(rules: readonly GateRule[]): (latency: LatencyResult) => boolean {
-  const timed = latencyRules(rules);
-  return (latency) => {
-    const values = { base: latencyValues(latency.base), candidate: latencyValues(latency.candidate), intervals: latencyIntervals(latency) };
-    return judge(values, timed, 'generic').every((m) => !m.inconclusive);
+  return timingSettled(rules, (l) => ({ base: latencyValues(l.base), candidate: latencyValues(l.candidate), intervals: latencyIntervals(l) }));
+}
+
+/** Decode speed's two timings, each decided when its metric's bound is. */
+export function decodeSettled(rules: readonly GateRule[]): DecodeSettled {
+  return {
+    firstToken: timingSettled(rules, (t) => ({ base: firstTokenValues(t, 'base'), candidate: firstTokenValues(t, 'candidate'), intervals: firstTokenIntervals(t) })),
+    decode: timingSettled(rules, (t) => ({ base: tokensPerSecondValues(t, 'base'), candidate: tokensPerSecondValues(t, 'candidate'), intervals: tokensPerSecondIntervals(t) })),
   };
 }
 

@@ -1,4 +1,4 @@
-import type { MetricName } from '../eval/metric-names';
+import { DECODE_SPEED_METRICS, MetricName } from '../eval/metric-names';
 
 /**
  * How the gate judges each metric (docs/contracts.md, "Config file"): which way is better, which
@@ -15,7 +15,7 @@ export interface MetricInfo {
   higherIsBetter: boolean;
   bounds: readonly BoundKind[];
   /** For the Markdown report. */
-  unit: 'fraction' | 'ratio' | 'nats' | 'ms' | 'bytes' | 'count' | 'MiB';
+  unit: 'fraction' | 'ratio' | 'nats' | 'ms' | 'tokens/s' | 'bytes' | 'count' | 'MiB';
 }
 
 export const METRICS: Record<MetricName, MetricInfo> = {
@@ -31,6 +31,8 @@ export const METRICS: Record<MetricName, MetricInfo> = {
   'kl-divergence': { kind: 'quality', higherIsBetter: false, bounds: ['max-increase', 'max'], unit: 'nats' },
   'latency-p50': { kind: 'efficiency', higherIsBetter: false, bounds: ['min-speedup', 'max-ratio', 'max'], unit: 'ms' },
   'latency-p95': { kind: 'efficiency', higherIsBetter: false, bounds: ['min-speedup', 'max-ratio', 'max'], unit: 'ms' },
+  'decode-tokens-per-second': { kind: 'efficiency', higherIsBetter: true, bounds: ['min-speedup', 'min'], unit: 'tokens/s' },
+  'time-to-first-token': { kind: 'efficiency', higherIsBetter: false, bounds: ['max-ratio', 'min-speedup', 'max'], unit: 'ms' },
   size: { kind: 'efficiency', higherIsBetter: false, bounds: ['max-ratio', 'max'], unit: 'bytes' },
   params: { kind: 'efficiency', higherIsBetter: false, bounds: ['max-ratio', 'max'], unit: 'count' },
   macs: { kind: 'efficiency', higherIsBetter: false, bounds: ['max-ratio', 'max'], unit: 'count' },
@@ -41,7 +43,17 @@ export function isQuality(name: MetricName): boolean {
   return METRICS[name].kind === 'quality';
 }
 
-/** The timed metrics (latency-p50, latency-p95): measured with an interval, by runs of their own. */
+/** Latency (latency-p50, latency-p95): one calibration batch's run, timed. */
 export function isLatency(name: MetricName): boolean {
-  return METRICS[name].unit === 'ms';
+  return METRICS[name].unit === 'ms' && !isDecodeSpeed(name);
+}
+
+/** A generation set's decode speed (decode-tokens-per-second, time-to-first-token), timed at batch 1. */
+export function isDecodeSpeed(name: MetricName): boolean {
+  return DECODE_SPEED_METRICS.includes(name);
+}
+
+/** The timed metrics: measured with an interval, by runs of their own. */
+export function isTimed(name: MetricName): boolean {
+  return isLatency(name) || isDecodeSpeed(name);
 }

@@ -6,8 +6,8 @@ import { displayPath } from '../util/paths';
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
 import { CalibrationSet, batchCount, calibrationFeeds, readCalibration, tokenCount } from '../eval/calibration';
 import { Evaluation, Evaluator } from '../eval/evaluator';
-import { GateRule, MetricResult, checkRulesAgainstBase, checkRulesFitTask, failures, judge, latencySettled, verdictOf } from '../gate/gate';
-import { isLatency } from '../gate/metrics';
+import { GateRule, MetricResult, checkRulesAgainstBase, checkRulesFitTask, decodeSettled, failures, judge, latencySettled, verdictOf } from '../gate/gate';
+import { isTimed } from '../gate/metrics';
 import { SearchDeps, StepInfo, gradualSearch, removedText, stepRatios } from '../gate/search';
 import { SearchBudget, StepCost } from '../gate/budget';
 import { countParams } from '../graph/cost';
@@ -144,7 +144,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const memory = newPruneMemory();
   const firstTarget = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps)[0];
   const tap = !set.generation && firstTarget > 0 && !options.prune ? await firstStatisticsTap(base, pruneSettings(config, set, firstTarget, memory, log)) : undefined;
-  const evaluator = await Evaluator.create(base, set, { latency: { ...config.latency, settled: latencySettled(config.gate) }, log, tap });
+  const evaluator = await Evaluator.create(base, set, { latency: { ...config.latency, settled: latencySettled(config.gate) }, decode: decodeSettled(config.gate), log, tap });
   if (tap) memory.ready = tap.collected();
   // Generation: the passes run the prompts followed by the base's generations (evaluator.set).
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log);
@@ -216,6 +216,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
       candidate: { ...evaluation.candidate, path: files.model },
       metrics,
       latency: evaluation.latency!,
+      decode: evaluation.decode,
       steps: result.steps,
       chosenStep: result.chosen,
       pruned: result.pruned,
@@ -260,8 +261,8 @@ function stepCost(step: { start: number; passes: PassEntry[]; share: number; onc
 }
 
 export const boundsMemory = (r: GateRule) => r.metric === 'memory';
-/** A bound on a metric measured by runs of its own (latency timed, MACs traced). */
-const boundsEfficiencyRuns = (r: GateRule) => isLatency(r.metric) || r.metric === 'macs';
+/** A bound on a metric measured by runs of its own (latency and decode speed timed, MACs traced). */
+const boundsEfficiencyRuns = (r: GateRule) => isTimed(r.metric) || r.metric === 'macs';
 
 /**
  * The memory metric takes fresh processes per model, so it is measured only when a bound asks
@@ -405,7 +406,7 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
   checkRulesFitTask(rules, set, options.config?.file ? displayPath(options.config.file) : 'the gate');
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
   const latency = options.config ? { ...options.config.latency, settled: latencySettled(rules) } : undefined;
-  const evaluator = await Evaluator.create(base, set, { latency, log });
+  const evaluator = await Evaluator.create(base, set, { latency, decode: decodeSettled(rules), log });
   try {
     checkRulesAgainstBase(rules, evaluator.baseQuality, options.config?.file ? displayPath(options.config.file) : 'the gate');
     log('evaluating the candidate');
@@ -423,6 +424,7 @@ async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Pr
       candidate: evaluation.candidate,
       metrics,
       latency: evaluation.latency!,
+      decode: evaluation.decode,
       steps: [],
       chosenStep: null,
       pruned: [],

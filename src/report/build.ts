@@ -4,6 +4,7 @@ import { displayPath } from '../util/paths';
 import type { QuantizeMode } from '../quantize/options';
 import type { ModelStats } from '../eval/evaluator';
 import type { LatencyResult } from '../eval/latency';
+import { DecodeSpeed, decodeSpeedValues } from '../eval/decode-speed';
 import type { MetricResult, Verdict } from '../gate/gate';
 import type { StepOutcome } from '../gate/search';
 import type { AllocationResult, PrunedEntry, SkippedEntry } from '../prune/types';
@@ -24,6 +25,8 @@ export interface ReportInput {
   metrics: MetricResult[];
   /** The chosen candidate's timing against the base (tests may give only the medians and the speedup). */
   latency: Pick<LatencyResult, 'base' | 'candidate' | 'speedup'> & Partial<LatencyResult>;
+  /** Generation sets: the chosen candidate's decode speed against the base. */
+  decode?: DecodeSpeed;
   steps: StepOutcome[];
   chosenStep: number | null;
   pruned: PrunedEntry[];
@@ -73,6 +76,28 @@ function latencyJson(l: ReportInput['latency']): Report['latency'] {
   };
 }
 
+function decodeJson(d: DecodeSpeed): NonNullable<Report['decode']> {
+  const values = decodeSpeedValues(d);
+  const finite = (i: [number, number] | undefined) => (i?.every(Number.isFinite) ? i : null);
+  const timing = (name: 'time-to-first-token' | 'decode-tokens-per-second', t: LatencyResult) => ({
+    base: finiteOrNull(values.base[name] ?? null),
+    candidate: finiteOrNull(values.candidate[name] ?? null),
+    speedup: finiteOrNull(t.speedup),
+    interval: finite(t.intervals?.p50.speedup),
+    candidate_interval: t.intervals ? finite(values.intervals[name]?.candidate) : null,
+    runs: t.runs,
+    seconds: t.seconds,
+    warnings: t.warnings,
+  });
+  return {
+    cache: d.cache,
+    prompt_tokens: d.promptTokens,
+    steps: d.steps,
+    time_to_first_token: timing('time-to-first-token', d.firstToken),
+    tokens_per_second: timing('decode-tokens-per-second', d.decode),
+  };
+}
+
 /** Paths as the repository sees them (relative to the working folder), not the runner's absolute paths. */
 function statsJson(s: ModelStats): ModelStats {
   return { ...s, path: s.path ? displayPath(path.resolve(s.path)) : '' };
@@ -100,6 +125,7 @@ export function buildReport(input: ReportInput): Report {
     candidate: statsJson(input.candidate),
     metrics: input.metrics.map(metricJson),
     latency: latencyJson(input.latency),
+    ...(input.decode ? { decode: decodeJson(input.decode) } : {}),
     ...(input.target !== null && input.base.params > 0 ? { removed: (input.base.params - input.candidate.params) / input.base.params } : {}),
     steps: input.steps.map((s) => ({
       ratio: s.ratio,

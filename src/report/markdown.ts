@@ -161,16 +161,22 @@ function passCell(m: Report['metrics'][number]): string {
   return m.pass ? '✅' : '❌';
 }
 
+/** Decode speed's timing of a metric, in report.json's `decode`. */
+function decodeTiming(r: Report, name: MetricName): NonNullable<Report['decode']>['tokens_per_second'] | undefined {
+  return name === 'decode-tokens-per-second' ? r.decode?.tokens_per_second : name === 'time-to-first-token' ? r.decode?.time_to_first_token : undefined;
+}
+
 function metricsTable(r: Report): string[] {
   const shown = showsLatency(r);
   return table(
     ['metric', 'base', 'candidate', 'change', 'bound', 'pass'],
     r.metrics
       .filter((m) => shown || !isLatency(m.name))
-      .map((m) => [
+      .map((m) => [m, m.interval ?? decodeTiming(r, m.name)?.candidate_interval] as const)
+      .map(([m, interval]) => [
         m.name,
         formatValue(m.name, m.base),
-        formatValue(m.name, m.candidate) + (m.interval ? ` (95 % ${formatValue(m.name, m.interval[0])} to ${formatValue(m.name, m.interval[1])})` : ''),
+        formatValue(m.name, m.candidate) + (interval ? ` (95 % ${formatValue(m.name, interval[0])} to ${formatValue(m.name, interval[1])})` : ''),
         formatChange(m.name, m.base, m.candidate),
         formatBound(m.name, m.bound, m.rule),
         passCell(m),
@@ -238,6 +244,29 @@ function latencyTable(r: Report): string[] {
     `Speedup (base p50 / candidate p50): **${l.speedup === null ? '–' : x(l.speedup)}**${about ? ` (${about})` : ''}`,
     // The warnings are the tool's own words and numbers, but the report may be untrusted: escaped.
     ...(l.warnings ?? []).map((w) => `\n> ⚠️ ${escapeMarkdown(w, 500)}`),
+  ];
+}
+
+function decodeSection(r: Report): string[] {
+  const d = r.decode;
+  if (!d) return [];
+  const x = (v: number | null) => (v === null ? '–' : `${v.toFixed(2)}x`);
+  const about = (t: typeof d.tokens_per_second, run: string) =>
+    `${x(t.speedup)} (${t.interval ? `95 % ${x(t.interval[0])} to ${x(t.interval[1])}` : `too few ${run}s for an interval`}, ${t.runs} ${t.runs === 1 ? run : `${run}s`} of each model in ${Number(t.seconds.toPrecision(2))} s)`;
+  const how = d.cache ? 'each step one token on the KV cache' : 'the model has no KV cache: each step re-runs the whole sequence, as decoding it does';
+  return [
+    `#### Decode speed (batch 1, a ${d.prompt_tokens}-token prompt then ${d.steps} steps; ${how})`,
+    '',
+    ...table(
+      ['', 'time to first token', 'decode'],
+      [
+        ['base', formatValue('time-to-first-token', d.time_to_first_token.base), formatValue('decode-tokens-per-second', d.tokens_per_second.base)],
+        ['candidate', formatValue('time-to-first-token', d.time_to_first_token.candidate), formatValue('decode-tokens-per-second', d.tokens_per_second.candidate)],
+      ],
+    ),
+    '',
+    `Decode speedup (candidate / base tokens per second): **${about(d.tokens_per_second, 'step')}**; time to first token, base / candidate: ${about(d.time_to_first_token, 'run')}`,
+    ...[...d.time_to_first_token.warnings.map((w) => `time to first token: ${w}`), ...d.tokens_per_second.warnings.map((w) => `decode: ${w}`)].map((w) => `\n> ⚠️ ${escapeMarkdown(w, 500)}`),
   ];
 }
 
@@ -432,6 +461,7 @@ export function renderMarkdown(r: Report): string {
     compressionTable(r),
     quantizationSection(r),
     latencyTable(r),
+    decodeSection(r),
     stepsSection(r),
     prunedSection(r),
     allocationSection(r),

@@ -37,6 +37,22 @@ export const MetricResultSchema = z.object({
 
 export const LatencyStatsSchema = z.object({ p50_ms: count, p95_ms: count });
 
+/**
+ * One of decode speed's two timings, in its metric's unit (time-to-first-token ms, tokens/s):
+ * each model's median, the speedup (above 1: the candidate is faster) with its 95 % interval, the
+ * candidate's own 95 % interval (null with too few runs), and the timing's runs, seconds and warnings.
+ */
+const DecodeTimingSchema = z.object({
+  base: count.nullable(),
+  candidate: count.nullable(),
+  speedup: count.nullable(),
+  interval: z.tuple([count, count]).nullable(),
+  candidate_interval: z.tuple([count, count]).nullable(),
+  runs: z.number().int().nonnegative(),
+  seconds: count,
+  warnings: z.array(text).max(10),
+});
+
 /** One pass over the calibration set: what it was, why it ran, the samples it read and what it cost. */
 const PassSchema = z.object({
   what: z.enum(['statistics', 'probe', 'confirmation', 'normalization sums', 'evaluation']),
@@ -113,6 +129,19 @@ export const ReportSchema = z.object({
     /** What makes the figures less sure (a busy machine, too little time), in words. */
     warnings: z.array(text).max(10).optional(),
   }),
+  /**
+   * Generation sets: decode speed at batch 1, base and candidate alternated (`cache`: on the KV
+   * cache, else each step re-ran the sequence), on a prompt of `prompt_tokens` then `steps` tokens.
+   */
+  decode: z
+    .object({
+      cache: z.boolean(),
+      prompt_tokens: z.number().int().positive(),
+      steps: z.number().int().positive(),
+      time_to_first_token: DecodeTimingSchema,
+      tokens_per_second: DecodeTimingSchema,
+    })
+    .optional(),
   steps: z.array(StepSchema).max(100),
   /** Index into steps of the model that was written, or null without a search. */
   chosen_step: z.number().int().nonnegative().nullable(),

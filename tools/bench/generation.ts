@@ -1,6 +1,6 @@
 // `npm run bench -- generation`: the example generation gate (examples/fortunes-llama/generation)
-// as its config runs it and at target 0.6, timed as a user runs it (bin/prune-gate.js), and the
-// base model's greedy decoding of the 105 prompts batched and one prompt at a time. Prints JSON lines.
+// as its config runs it and at targets 0.4 and 0.6, timed as a user runs it (bin/prune-gate.js),
+// with the decode speed each gate reports (report.json `decode`), and the base model's greedy decoding of the 105 prompts batched and one prompt at a time. Prints JSON lines.
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -18,7 +18,7 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-generation-'));
 const emit = (row: Record<string, unknown>) => console.log(JSON.stringify(row));
 
 async function main(): Promise<void> {
-  for (const target of [undefined, '0.6']) {
+  for (const target of [undefined, '0.4', '0.6']) {
     const out = path.join(tmp, `gate-${target ?? 'config'}`);
     const args = [path.join(ROOT, 'bin', 'prune-gate.js'), 'run', '--config', path.join(SET, 'prune-gate.yml'), '--out', out, ...(target ? ['--target', target] : [])];
     const start = process.hrtime.bigint();
@@ -35,6 +35,7 @@ async function main(): Promise<void> {
       failed: report.metrics.filter((m) => !m.pass).map((m) => m.name),
       metrics: Object.fromEntries(['rouge-l', 'token-f1', 'exact-match', 'sequence-agreement', 'agreement', 'perplexity'].map((n) => [n, { base: metric(n)?.base, candidate: metric(n)?.candidate }])),
       params: { base: report.base.params, candidate: report.candidate.params },
+      decode: report.decode,
     });
   }
   const set = loadCalibration(SET, OnnxModel.read(MODEL));

@@ -9,7 +9,7 @@
 //   exporters    architectures outside the fixtures at opsets 11/13/17: what is prunable, and
 //                whether pruned + quantized models load with their output shapes
 //   examples     the two examples as their configs gate them, and sweeps of every step
-//   generation   the example generation gate (its config, and target 0.6) and its decoding speed
+//   generation   the example generation gate (its config, targets 0.4 and 0.6), its reported decode speed, and its decoding
 //   matrix       a gate on one machine against 4 matrix jobs and their merge: the example, a 7B-shaped model
 //   cold-start   the action's first run (installs onnxruntime-node), the next, and a new runner
 //                that restores it from the Actions cache
@@ -26,6 +26,7 @@ import { execFileSync, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import type { Report } from '../../src/report/schema';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const LARGE = path.join(ROOT, 'bench', 'large');
@@ -320,6 +321,27 @@ function generation(): void {
           `${pct(m(r, 'token-f1').base)} → ${pct(m(r, 'token-f1').candidate)}`,
           `${fmt(m(r, 'perplexity').base)} → ${fmt(m(r, 'perplexity').candidate)} (${change(m(r, 'perplexity').candidate, m(r, 'perplexity').base)})`,
         ]),
+      ),
+      '',
+      table(
+        ['target', 'decode, batch 1', 'tokens/s', 'speedup (95 %)', 'time to first token', 'speedup (95 %)', 'runs'],
+        gates
+          .filter((r) => r.decode)
+          .map((r) => {
+            const d = r.decode as NonNullable<Report['decode']>;
+            const t = d.tokens_per_second;
+            const f = d.time_to_first_token;
+            const speedup = (s: typeof t) => `${fmt(num(s.speedup))}x${s.interval ? ` (${fmt(s.interval[0])}x to ${fmt(s.interval[1])}x)` : ''}`;
+            return [
+              pct(r.target, 0),
+              `${d.prompt_tokens}-token prompt, ${d.steps} steps ${d.cache ? 'on the KV cache' : 're-running the sequence (no KV cache)'}`,
+              `${fmt(num(t.base))} → ${fmt(num(t.candidate))}`,
+              speedup(t),
+              `${fmt(num(f.base))} → ${fmt(num(f.candidate))} ms`,
+              speedup(f),
+              `${t.runs} / ${f.runs}`,
+            ];
+          }),
       ),
       '',
       table(
