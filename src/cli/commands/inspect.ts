@@ -9,7 +9,8 @@ import { InputSpec, dummyFeeds, graphInputs, graphOutputs } from '../../onnx/run
 import { toNumber } from '../../onnx/tensor';
 import { CliContext } from '../context';
 import { isUserError } from '../../errors';
-import { PrunableGroup, SkippedEntry, findPrunable } from '../../prune';
+import { PrunableGroup, SkippedEntry } from '../../prune';
+import { findPrunableInFormat } from '../../pipeline/quantized-inputs';
 import { bytes, grouped, shape, si, table } from '../../util/format';
 
 export interface ValueSummary {
@@ -114,7 +115,7 @@ export async function inspectModel(file: string): Promise<Inspection> {
     skipped: [],
   };
   try {
-    Object.assign(inspection, await findPrunable(model));
+    Object.assign(inspection, await findPrunableInFormat(model));
   } catch (e) {
     // The description above stands; only the analysis could not be made (a model that does not
     // run on dummy inputs, say).

@@ -6,9 +6,10 @@ import { OnnxModel } from '../../onnx/model';
 import { writeModel } from '../../onnx/write';
 import { batchCount, loadCalibration, calibrationFeeds } from '../../eval/calibration';
 import { STRUCTURES, Structure } from '../../graph/analysis';
-import { ALLOCATIONS, Allocation, CompensationChoice, Importance, PruneResult, pruneModel } from '../../prune';
+import { ALLOCATIONS, Allocation, CompensationChoice, Importance } from '../../prune';
+import { PruneInFormatResult, pruneInFormat } from '../../pipeline/quantized-inputs';
 import { Evaluator } from '../../eval/evaluator';
-import { allocationLine } from '../../report/markdown';
+import { allocationLine, quantizedInputsLines } from '../../report/markdown';
 import { CliContext } from '../context';
 import { baseOrigin, producerStamp } from '../../pipeline/provenance';
 import { writeJsonAtomic } from '../../util/files';
@@ -71,9 +72,9 @@ export function register(program: Command, ctx: CliContext): void {
       const set = flags.calibration ? loadCalibration(flags.calibration, model) : undefined;
       // With data, candidates are measured on it against the base (the damage measure).
       const evaluator = set ? await Evaluator.create(model, set, { latency: { warmup: 0, runs: 1 } }) : undefined;
-      let result: PruneResult;
+      let result: PruneInFormatResult;
       try {
-        result = await pruneModel(model, {
+        result = await pruneInFormat(model, {
           target,
           structures,
           importance,
@@ -136,7 +137,7 @@ function parseAllocation(text: string, calibration: string | undefined): Allocat
   return text === 'auto' && !calibration ? 'uniform' : (text as Allocation);
 }
 
-function pruneReport(input: string, output: string, r: PruneResult) {
+function pruneReport(input: string, output: string, r: PruneInFormatResult) {
   return {
     model: input,
     pruned_model: output,
@@ -145,10 +146,11 @@ function pruneReport(input: string, output: string, r: PruneResult) {
     pruned: r.pruned,
     skipped: r.skipped,
     ...(r.allocation ? { allocation: r.allocation } : {}),
+    ...(r.quantizedInputs ? { quantized_inputs: r.quantizedInputs } : {}),
   };
 }
 
-export function formatPruned(r: PruneResult, out: string): string {
+export function formatPruned(r: PruneInFormatResult, out: string): string {
   const removed = r.paramsBefore - r.paramsAfter;
   const pct = ((100 * removed) / r.paramsBefore).toFixed(1);
   const lines = [`Removed ${grouped(removed)} of ${grouped(r.paramsBefore)} parameters (${pct} %); wrote ${out}`];
@@ -163,6 +165,7 @@ export function formatPruned(r: PruneResult, out: string): string {
     );
   } else lines.push('', 'Nothing was removed.');
   if (r.allocation && r.pruned.length) lines.push('', allocationLine(r.allocation));
+  if (r.quantizedInputs) lines.push('', ...quantizedInputsLines(r.quantizedInputs));
   if (r.skipped.length) {
     lines.push('', 'Left alone:');
     for (const s of r.skipped) lines.push(`  ${s.where}: ${s.reason}`);

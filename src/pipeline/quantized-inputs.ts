@@ -1,0 +1,52 @@
+import { OnnxModel } from '../onnx/model';
+import { PrunableGroup, PruneOptions, PruneResult, SkippedEntry, findPrunable, pruneModel } from '../prune';
+import { QuantizedInputsReport, liftQuantized, lowerQuantized } from '../quantize/inputs';
+
+/** A pruning result, with what became of the model's quantized weights when it had some. */
+export type PruneInFormatResult = PruneResult & { quantizedInputs?: QuantizedInputsReport };
+
+/**
+ * Prunes `model` and gives it back in its own format: its MatMulNBits and DequantizeLinear
+ * weights are lifted to float for the engine (statistics, scores, compensation and candidates
+ * all see the dequantized weights) and each surviving weight is lowered back into its format
+ * (src/quantize/inputs.ts). A model without such weights is pruned as it is.
+ */
+export async function pruneInFormat(model: OnnxModel, options: PruneOptions): Promise<PruneInFormatResult> {
+  const lifted = liftQuantized(model);
+  if (!lifted) return pruneModel(model, options);
+  const formats = [...new Set(lifted.weights.map((w) => w.format))].join(', ');
+  options.log?.(`pruning ${lifted.weights.length} quantized weights (${formats}) as float; each is written back in its format`);
+  const result = await pruneModel(lifted.model, options);
+  const removed = new Map((result.sliced ?? []).map((e) => [`${e.tensor}\0${e.axis}`, e.indices]));
+  const { model: lowered, report } = lowerQuantized(lifted, result.model, (name, axis) => removed.get(`${name}\0${axis}`));
+  if (report.requantized.length > 0) {
+    options.log?.(`requantized ${report.requantized.length} weights (input columns removed or refit), worst relative weight error ${report.worst.toPrecision(3)}; ${report.exact} kept their bytes`);
+  }
+  const liftedNames = new Set(lifted.weights.map((w) => w.name));
+  // `sliced` speaks of the input model's constants: the lifted weights are not among them.
+  return { ...result, model: lowered, sliced: result.sliced?.filter((e) => !liftedNames.has(e.tensor)), quantizedInputs: report };
+}
+
+/** `inspect`'s prunable groups of `model` as pruneInFormat prunes it: quantized weights lifted. */
+export async function findPrunableInFormat(model: OnnxModel): Promise<{ prunable: PrunableGroup[]; skipped: SkippedEntry[] }> {
+  return findPrunable(liftQuantized(model)?.model ?? model);
+}
+
+/**
+ * One report of what a gate's steps up to the chosen one did to the quantized weights: a weight
+ * requantized by any step is listed with its worst error.
+ */
+export function mergeQuantizedInputs(reports: (QuantizedInputsReport | undefined)[]): QuantizedInputsReport | undefined {
+  const given = reports.filter((r): r is QuantizedInputsReport => !!r);
+  if (given.length === 0) return undefined;
+  const byWhere = new Map<string, QuantizedInputsReport['requantized'][number]>();
+  for (const r of given) {
+    for (const w of r.requantized) {
+      const prev = byWhere.get(w.where);
+      if (!prev || w.error > prev.error) byWhere.set(w.where, w);
+    }
+  }
+  const requantized = [...byWhere.values()].sort((a, b) => b.error - a.error);
+  const weights = given[given.length - 1].exact + given[given.length - 1].requantized.length;
+  return { exact: weights - requantized.length, requantized, worst: requantized[0]?.error ?? 0 };
+}
