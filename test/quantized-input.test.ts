@@ -194,6 +194,65 @@ describe('with calibration data (activation importance, compensation and allocat
   }, 120_000);
 });
 
+/** Perplexity of a builder-style model on calibration/llama (64 rows of 32 byte tokens), empty cache: exp of the mean next-token NLL. */
+async function perplexity(file: string): Promise<number> {
+  const ids = npyInt64(path.join(LLAMA_CALIBRATION, 'input_ids.npy'));
+  const m = OnnxModel.read(file);
+  const session = await ort.InferenceSession.create(file, { logSeverityLevel: 3 });
+  let nll = 0;
+  let count = 0;
+  try {
+    for (let at = 0; at < ids.length; at += 16) {
+      const rows = ids.slice(at, at + 16);
+      const { logits } = await runGenai(session, rows, cacheHeads(m));
+      const length = rows[0].length;
+      rows.forEach((row, b) => {
+        for (let t = 0; t + 1 < length; t++) {
+          const z = logits.subarray((b * length + t) * VOCAB, (b * length + t + 1) * VOCAB);
+          const max = Math.max(...z);
+          const logSum = Math.log(z.reduce((a, v) => a + Math.exp(v - max), 0)) + max;
+          nll += logSum - z[row[t + 1]];
+          count++;
+        }
+      });
+    }
+  } finally {
+    await session.release();
+  }
+  return Math.exp(nll / count);
+}
+
+/** The rows of a 2-D int64 .npy file. */
+function npyInt64(file: string): number[][] {
+  const bytes = fs.readFileSync(file);
+  const headerLength = bytes.readUInt16LE(8);
+  const header = bytes.subarray(10, 10 + headerLength).toString('latin1');
+  const [rows, cols] = /'shape': \((\d+), (\d+)\)/.exec(header)!.slice(1).map(Number);
+  const data = new BigInt64Array(bytes.buffer.slice(bytes.byteOffset + 10 + headerLength, bytes.byteOffset + 10 + headerLength + rows * cols * 8));
+  return Array.from({ length: rows }, (_, r) => Array.from(data.subarray(r * cols, (r + 1) * cols), Number));
+}
+
+// docs/quantization.md, "Pruning a quantized model": the int4 model pruned in its format against
+// its float form pruned with the same settings, then quantized to int4 (block 32, symmetric).
+test('a builder-style int4 model pruned at 30 % with calibration data stays MatMulNBits, its perplexity within 2 % of its float form pruned, then quantized', async () => {
+  const int4 = path.join(tmp, 'ppl-int4.onnx');
+  const float = path.join(tmp, 'ppl-float.onnx');
+  for (const [input, out] of [
+    ['llama-genai-int4.onnx', int4],
+    ['llama-genai-qkv.onnx', float],
+  ]) {
+    const r = await cli(['prune', '-m', path.join(GENAI, input), '--calibration', LLAMA_CALIBRATION, '--target', '0.3', '--structures', 'heads,ffn', '-o', out]);
+    expect(r.status).toBe(0);
+  }
+  const quantized = path.join(tmp, 'ppl-float-int4.onnx');
+  writeModel((await quantizeModel(OnnxModel.read(float), { bits: 4, blockSize: 32, embeddings: false })).model, quantized);
+  expect(nodesOf(OnnxModel.read(int4)).filter((n) => n.opType === 'MatMulNBits')).toHaveLength(11);
+  const [got, want, unpruned] = [await perplexity(int4), await perplexity(quantized), await perplexity(path.join(GENAI, 'llama-genai-int4.onnx'))];
+  // Pruning cost something (so the comparison is about the pruned models), and the two agree.
+  expect(got).toBeGreaterThan(unpruned * 1.05);
+  expect(Math.abs(got / want - 1)).toBeLessThan(0.02);
+}, 120_000);
+
 /** x [batch, 16] -> MatMul(DequantizeLinear(W1 uint8 [16, 32], one scale, zero point)) -> Relu -> MatMul(DequantizeLinear(W2)) -> y [batch, 8]. */
 function uint8Mlp(): OnnxModel {
   const codes = (name: string, dims: number[], seed: number) => {
