@@ -428,3 +428,25 @@ describe('what is left alone, and why', () => {
     for (const s of json.skipped as { reason: string }[]) expect(s.reason).not.toMatch(/quantized|If\/Loop\/Scan/);
   });
 });
+
+describe('prune-gate run on the int4 model', () => {
+  test('the gate prunes it, writes MatMulNBits, and report.json and report.md give the requantization error', async () => {
+    const config = path.join(tmp, 'run.yml');
+    fs.writeFileSync(config, `model: ${path.join(GENAI, 'llama-genai-int4.onnx')}\ncalibration: ${LLAMA_CALIBRATION}\nlatency: { warmup: 0, runs: 1 }\nbudget: 90s\nprune:\n  target: 0.2\n  structures: [heads, ffn]\n  importance: magnitude\n  compensate: none\n`);
+    const out = path.join(tmp, 'run');
+    const r = await cli(['run', '--config', config, '--out', out]);
+    expect([r.status, r.stderr.split('\n').filter((l) => l.startsWith('prune-gate'))]).toEqual([0, []]);
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
+    const q = report.quantized_inputs;
+    expect(q.exact + q.requantized.length).toBe(11);
+    expect(q.requantized.length).toBeGreaterThan(0);
+    expect(q.worst).toBe(q.requantized[0].error);
+    expect(q.worst).toBeGreaterThan(0);
+    const markdown = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
+    expect(markdown).toContain(`Quantized weights: ${q.exact} of 11 kept their original codes`);
+    expect(markdown).toContain(`worst relative weight error ${q.worst.toPrecision(3)}`);
+    const written = OnnxModel.read(path.join(out, 'pruned.onnx'));
+    expect(nodesOf(written).filter((n) => n.opType === 'MatMulNBits')).toHaveLength(11);
+    expect(report.removed).toBeGreaterThan(0.15);
+  }, 120_000);
+});

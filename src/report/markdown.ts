@@ -326,21 +326,22 @@ function allocationSection(r: Report): string[] {
   return r.allocation && r.pruned.length ? [allocationLine(r.allocation)] : [];
 }
 
-/** What became of a quantized input's weights: kept bytes, and the requantized ones with their errors. */
-export function quantizedInputsLines(q: NonNullable<Report['quantized_inputs']>): string[] {
+/**
+ * What became of a quantized input's weights: kept bytes, and the requantized ones with their
+ * errors, a line each (`name` shows a node name: the markdown escapes it, the terminal not).
+ */
+export function quantizedInputsLines(q: NonNullable<Report['quantized_inputs']>, name: (where: string) => string = (w) => w, bullet = '  '): string[] {
   const total = q.exact + q.requantized.length;
   const head = `Quantized weights: ${q.exact} of ${total} kept their original codes (only output rows removed)`;
   if (q.requantized.length === 0) return [`${head}.`];
-  const rows = q.requantized.slice(0, 10).map((w) => `  ${w.where}: ${w.format}, ${w.how}, relative weight error ${w.error.toPrecision(3)}`);
-  const more = q.requantized.length > 10 ? [`  … and ${q.requantized.length - 10} more`] : [];
+  const rows = q.requantized.slice(0, 10).map((w) => `${bullet}${name(w.where)}: ${w.format}, ${w.how}, relative weight error ${w.error.toPrecision(3)}`);
+  const more = q.requantized.length > 10 ? [`${bullet}… and ${q.requantized.length - 10} more`] : [];
   return [`${head}; ${q.requantized.length} requantized in the same scheme, worst relative weight error ${q.worst.toPrecision(3)}:`, ...rows, ...more];
 }
 
 function quantizedInputsSection(r: Report): string[] {
-  const q = r.quantized_inputs;
-  if (!q) return [];
-  const [head, ...rows] = quantizedInputsLines(q);
-  return [escapeMarkdown(head), ...(rows.length ? ['', ...rows.map((l) => `- ${escapeMarkdown(l.trim())}`)] : [])];
+  // The engine's own words and numbers, but for the node names.
+  return r.quantized_inputs ? quantizedInputsLines(r.quantized_inputs, (w) => escapeMarkdown(w), '- ') : [];
 }
 
 function skippedSection(r: Report): string[] {
