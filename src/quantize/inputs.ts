@@ -150,21 +150,34 @@ function nbitsParts(model: OnnxModel, node: onnx.NodeProto) {
   return { k, n, bits, blockSize, blocks, codes, scales, zeroPoints };
 }
 
+/**
+ * The parts of the weight read last: a lifted weight is read a chunk at a time, weight after
+ * weight, so one weight's codes are in memory at a time, not the model's.
+ */
+let lastRead: { key: object; parts: unknown } | undefined;
+function readOnce<P>(key: object, read: () => P): P {
+  if (lastRead?.key !== key) lastRead = { key, parts: read() };
+  return lastRead.parts as P;
+}
+
 function liftNBits(model: OnnxModel, node: onnx.NodeProto, name: string): LiftedWeight {
-  const parts = nbitsParts(model, node);
-  const { k, n, bits, blockSize, blocks, codes, scales, zeroPoints } = parts;
+  const [k, n] = [attrInt(node, 'K', 0), attrInt(node, 'N', 0)];
+  const bits = attrInt(node, 'bits', 4);
+  const blockSize = attrInt(node, 'block_size', 0);
   const blob = (blockSize * bits) / 8;
   const dtype = model.constantInfo(node.input[2])!.dtype;
   const round = roundTo(dtype);
   const zp = 1 << (bits - 1);
+  const key = {};
   return {
     name,
     node,
-    format: `MatMulNBits (${bits}-bit, block ${blockSize}${zeroPoints ? ', zero points' : ''})`,
+    format: `MatMulNBits (${bits}-bit, block ${blockSize}${node.input[3] ? ', zero points' : ''})`,
     dims: [k, n],
     dtype,
     // Element (kk, col) of [K, N] is value kk of output row col: codes [col, kk / block, ...].
     values(first, count) {
+      const { blocks, codes, scales, zeroPoints } = readOnce(key, () => nbitsParts(model, node));
       const out = new Float32Array(count);
       for (let i = 0; i < count; i++) {
         const kk = Math.floor((first + i) / n);
@@ -189,9 +202,13 @@ function dequantizeAxis(model: OnnxModel, node: onnx.NodeProto): number | undefi
 
 function liftDequantize(model: OnnxModel, node: onnx.NodeProto): LiftedWeight {
   const codesInfo = model.constantInfo(node.input[0])!;
-  const codes = model.constant(node.input[0])!.data as Int8Array | Uint8Array;
-  const scales = toFloat32(model.constant(node.input[1])!);
-  const zeroPoints = node.input[2] ? (model.constant(node.input[2])!.data as Int8Array | Uint8Array) : undefined;
+  const key = {};
+  const parts = () =>
+    readOnce(key, () => ({
+      codes: model.constant(node.input[0])!.data as Int8Array | Uint8Array,
+      scales: toFloat32(model.constant(node.input[1])!),
+      zeroPoints: node.input[2] ? (model.constant(node.input[2])!.data as Int8Array | Uint8Array) : undefined,
+    }));
   const axis = dequantizeAxis(model, node);
   const dims = codesInfo.dims;
   const inner = axis === undefined ? 1 : elementCount(dims.slice(axis + 1));
@@ -205,6 +222,7 @@ function liftDequantize(model: OnnxModel, node: onnx.NodeProto): LiftedWeight {
     dims,
     dtype,
     values(first, count) {
+      const { codes, scales, zeroPoints } = parts();
       const out = new Float32Array(count);
       for (let i = 0; i < count; i++) {
         const c = axis === undefined ? 0 : Math.floor((first + i) / inner) % channels;
