@@ -1,5 +1,6 @@
 import { OnnxModel } from '../onnx/model';
-import { PrunableGroup, PruneOptions, PruneResult, SkippedEntry, findPrunable, pruneModel } from '../prune';
+import { PrunableGroup, PruneOptions, PruneResult, SkippedEntry, findPrunable, firstStatisticsTap, pruneModel } from '../prune';
+import type { StatsTap } from '../prune/stats';
 import { QuantizedInputsReport, liftQuantized, lowerQuantized } from '../quantize/inputs';
 
 /** A pruning result, with what became of the model's quantized weights when it had some. */
@@ -25,6 +26,16 @@ export async function pruneInFormat(model: OnnxModel, options: PruneOptions): Pr
   const liftedNames = new Set(lifted.weights.map((w) => w.name));
   // `sliced` speaks of the input model's constants: the lifted weights are not among them.
   return { ...result, model: lowered, sliced: result.sliced?.filter((e) => !liftedNames.has(e.tensor)), quantizedInputs: report };
+}
+
+/**
+ * The first step's statistics tap on the gate's evaluation of `base` (prune's firstStatisticsTap):
+ * for a quantized model, planned on its lifted form and run on the model as given, whose
+ * activations have the same names.
+ */
+export async function statisticsTapInFormat(base: OnnxModel, options: PruneOptions): Promise<StatsTap | undefined> {
+  const lifted = liftQuantized(base);
+  return lifted ? firstStatisticsTap(lifted.model, options, base) : firstStatisticsTap(base, options);
 }
 
 /** `inspect`'s prunable groups of `model` as pruneInFormat prunes it: quantized weights lifted. */

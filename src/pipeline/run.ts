@@ -16,8 +16,8 @@ import { withSessionThreads } from '../onnx/runtime';
 import { currentEnvironment } from '../eval/environment';
 import { MemoryPeaks, ModelMemory, checkRatioMeasurable } from '../eval/memory';
 import { writeModel } from '../onnx/write';
-import { PruneMemory, firstStatisticsTap, newPruneMemory } from '../prune';
-import { PruneInFormatResult, mergeQuantizedInputs, pruneInFormat } from './quantized-inputs';
+import { PruneMemory, newPruneMemory } from '../prune';
+import { PruneInFormatResult, mergeQuantizedInputs, pruneInFormat, statisticsTapInFormat } from './quantized-inputs';
 import type { QuantizedInputsReport } from '../quantize/inputs';
 import { QuantizeOptions, quantizeModel } from '../quantize';
 import { compactNames } from '../graph/compact';
@@ -147,7 +147,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   // The first step's statistics ride along the base model's evaluation (the same batches).
   const memory = newPruneMemory();
   const firstTarget = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps)[0];
-  const tap = !set.generation && firstTarget > 0 && !options.prune ? await firstStatisticsTap(base, pruneSettings(config, set, firstTarget, memory, log)) : undefined;
+  const tap = !set.generation && firstTarget > 0 && !options.prune ? await statisticsTapInFormat(base, pruneSettings(config, set, firstTarget, memory, log)) : undefined;
   const evaluator = await Evaluator.create(base, set, { latency: { ...config.latency, settled: latencySettled(config.gate) }, log, tap });
   if (tap) memory.ready = tap.collected();
   // Generation: the passes run the prompts followed by the base's generations (evaluator.set).

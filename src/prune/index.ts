@@ -129,16 +129,24 @@ function statisticsPlan(model: OnnxModel, analysis: Analysis, groups: Group[], o
  * The first step's statistics, collected by a pass the caller makes anyway over the same
  * batches of `options.calibration`, in order (the gate's evaluation of the base model): a tap for
  * that pass, whose collection the first step then reads instead of a pass of its own
- * (`options.memory.ready`). Undefined when the step reads no statistics.
+ * (`options.memory.ready`). Undefined when the step reads no statistics. `runs`: the model that
+ * pass runs, when it is not `model` itself but computes the same activations under the same
+ * names (a quantized model, whose weights `model` holds as float); undefined too when it lacks
+ * one of the tensors the step reads.
  */
-export async function firstStatisticsTap(model: OnnxModel, options: PruneOptions): Promise<StatsTap | undefined> {
+export async function firstStatisticsTap(model: OnnxModel, options: PruneOptions, runs: OnnxModel = model): Promise<StatsTap | undefined> {
   if (!readsStatistics(options) || !options.memory) return undefined;
   const analysis = await analyze(model, { traces: await traceTwice(model) });
   options.memory.analysed = { model, analysis };
   const groups = analysis.groups.filter((g) => options.structures.includes(g.kind));
   if (groups.length === 0) return undefined;
   const { normInputs, requestsFor } = statisticsPlan(model, analysis, groups, options);
-  return new StatsTap(model, requestsFor([]), normInputs);
+  const requests = requestsFor([]);
+  if (runs !== model) {
+    const computed = new Set([...runs.graph.input.map((v) => v.name), ...runs.graph.node.flatMap((n) => n.output ?? [])]);
+    if (![...requests.map((r) => r.tensor), ...normInputs].every((t) => computed.has(t))) return undefined;
+  }
+  return new StatsTap(runs, requests, normInputs);
 }
 
 async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<PruneResult> {

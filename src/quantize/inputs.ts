@@ -74,12 +74,22 @@ function roundTo(dtype: DataType): (v: number) => number {
   return dtype === DataType.FLOAT16 ? (v) => halfToFloat(floatToHalf(v)) : Math.fround;
 }
 
+/** Each model's lifted form, made once: the gate's statistics tap on the base and its first step share it (and its analysis). */
+const liftedForms = new WeakMap<OnnxModel, Lifted | null>();
+
 /**
  * The model with every MatMulNBits and DequantizeLinear weight whose form src/graph/quantized.ts
  * `liftBlocker` accepts as a float constant; undefined when it has none. Others stay as they are
- * (the analysis names them with the reason).
+ * (the analysis names them with the reason). The same object for the same model: nothing edits
+ * either (pruning works on copies).
  */
 export function liftQuantized(source: OnnxModel): Lifted | undefined {
+  let lifted = liftedForms.get(source);
+  if (lifted === undefined) liftedForms.set(source, (lifted = lift(source) ?? null));
+  return lifted ?? undefined;
+}
+
+function lift(source: OnnxModel): Lifted | undefined {
   const liftable = nodesOf(source).filter((n) => quantizedWeightOf(source, n) && !liftBlocker(source, n));
   if (liftable.length === 0) return undefined;
   const model = source.clone();
