@@ -176,6 +176,18 @@ describe.each([
   });
 });
 
+test('--quantized float writes the pruned weights as float MatMuls instead (what quantize: int8 would then requantize); a wrong value is refused', async () => {
+  const out = path.join(tmp, 'int4-as-float.onnx');
+  const r = await cli(['prune', '-m', path.join(GENAI, 'llama-genai-int4.onnx'), '--target', '0.3', '--structures', 'heads,ffn', '--quantized', 'float', '-o', out]);
+  expect(r.status).toBe(0);
+  expect(r.stdout).not.toContain('Quantized weights');
+  const m = OnnxModel.read(out);
+  expect(nodesOf(m).filter((n) => n.opType === 'MatMulNBits')).toEqual([]);
+  expect(nodesOf(m).filter((n) => n.opType === 'MatMul' && m.isConstant(n.input[1]))).toHaveLength(11);
+  const bad = await cli(['prune', '-m', path.join(GENAI, 'llama-genai-int4.onnx'), '--quantized', 'int8', '-o', path.join(tmp, 'bad.onnx')]);
+  expect([bad.status, bad.stderr.trim()]).toEqual([2, "prune-gate: --quantized must be keep or float (got 'int8')"]);
+});
+
 describe('with calibration data (activation importance, compensation and allocation chosen by measurement)', () => {
   test('the int4 model is pruned on its statistics; refit weights are requantized and say so', async () => {
     const out = path.join(tmp, 'int4-calibrated.onnx');

@@ -245,12 +245,16 @@ function rebuiltSteps(
     origin,
     stepsDir,
     (model, target, memory, step) =>
-      pruneInFormat(model, {
-        ...pruneSettings(config, set, target, memory, log),
-        passes,
-        damage,
-        final: step.index === step.count,
-      }),
+      pruneInFormat(
+        model,
+        {
+          ...pruneSettings(config, set, target, memory, log),
+          passes,
+          damage,
+          final: step.index === step.count,
+        },
+        config.prune.quantized,
+      ),
     quantizeWith(set, config.keepNames, log, passes),
     async (model, written, step) => ({ metrics: await score(model, written, step), artifact: written }),
     log,

@@ -10,20 +10,22 @@ export type PruneInFormatResult = PruneResult & { quantizedInputs?: QuantizedInp
  * Prunes `model` and gives it back in its own format: its MatMulNBits and DequantizeLinear
  * weights are lifted to float for the engine (statistics, scores, compensation and candidates
  * all see the dequantized weights) and each surviving weight is lowered back into its format
- * (src/quantize/inputs.ts). A model without such weights is pruned as it is.
+ * (src/quantize/inputs.ts), or, with `written: 'float'` (the config's `prune.quantized: float`),
+ * left float. A model without such weights is pruned as it is.
  */
-export async function pruneInFormat(model: OnnxModel, options: PruneOptions): Promise<PruneInFormatResult> {
+export async function pruneInFormat(model: OnnxModel, options: PruneOptions, written: 'keep' | 'float' = 'keep'): Promise<PruneInFormatResult> {
   const lifted = liftQuantized(model);
   if (!lifted) return pruneModel(model, options);
   const formats = [...new Set(lifted.weights.map((w) => w.format))].join(', ');
-  options.log?.(`pruning ${lifted.weights.length} quantized weights (${formats}) as float; each is written back in its format`);
+  options.log?.(`pruning ${lifted.weights.length} quantized weights (${formats}) as float; ${written === 'float' ? 'they stay float (prune.quantized: float)' : 'each is written back in its format'}`);
   const result = await pruneModel(lifted.model, options);
+  const liftedNames = new Set(lifted.weights.map((w) => w.name));
+  if (written === 'float') return { ...result, sliced: result.sliced?.filter((e) => !liftedNames.has(e.tensor)) };
   const removed = new Map((result.sliced ?? []).map((e) => [`${e.tensor}\0${e.axis}`, e.indices]));
   const { model: lowered, report } = lowerQuantized(lifted, result.model, (name, axis) => removed.get(`${name}\0${axis}`));
   if (report.requantized.length > 0) {
     options.log?.(`requantized ${report.requantized.length} weights (input columns removed or refit), worst relative weight error ${report.worst.toPrecision(3)}; ${report.exact} kept their bytes`);
   }
-  const liftedNames = new Set(lifted.weights.map((w) => w.name));
   // `sliced` speaks of the input model's constants: the lifted weights are not among them.
   return { ...result, model: lowered, sliced: result.sliced?.filter((e) => !liftedNames.has(e.tensor)), quantizedInputs: report };
 }

@@ -126,7 +126,7 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
 async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const { config } = options;
   const log = options.log ?? (() => undefined);
-  const prune = options.prune ?? pruneInFormat;
+  const prune = options.prune ?? ((model: OnnxModel, settings: PruneOptions) => pruneInFormat(model, settings, config.prune.quantized));
   const out = path.resolve(options.out);
   if (path.resolve(config.model as string) === path.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);

@@ -29,6 +29,7 @@ interface PruneFlags {
   align: string;
   report?: string;
   externalData: string | true;
+  quantized: string;
 }
 
 /** `prune-gate prune`: prune only; prints what was removed where, and why places were skipped. */
@@ -50,6 +51,7 @@ export function register(program: Command, ctx: CliContext): void {
     )
     .option('--steps <n>', 'reach the target in n increments, re-measuring in between', '1')
     .option('--align <n>', 'keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine', 'auto')
+    .option('--quantized <form>', "a quantized model's weights after pruning: keep (in their format: MatMulNBits, DequantizeLinear) or float", 'keep')
     .option('--report <file>', 'also write what was removed as JSON')
     .option('--external-data [mode]', 'where the pruned model keeps its weights: auto (as the input model did), always (in <out>.data; the bare flag) or never (inline, at most 2 GiB)', 'auto')
     .action(async (flags: PruneFlags) => {
@@ -66,9 +68,11 @@ export function register(program: Command, ctx: CliContext): void {
       const externalData = parseExternalData(flags.externalData === true ? 'always' : flags.externalData, '--external-data');
       const align = flags.align === 'auto' ? 'auto' : Number(flags.align);
       if (align !== 'auto' && (!Number.isInteger(align) || align < 1)) throw new UserError(`--align must be auto or a whole number of at least 1 (got '${flags.align}')`);
+      if (flags.quantized !== 'keep' && flags.quantized !== 'float') throw new UserError(`--quantized must be keep or float (got '${flags.quantized}')`);
+      const quantized = flags.quantized;
       const model = OnnxModel.read(flags.model);
       // The flags as resolved are the settings config-sha256 covers (docs/contracts.md, "What a written model says").
-      const origin = baseOrigin(model, { prune: { target, structures, importance, compensate, allocation, steps, align }, externalData });
+      const origin = baseOrigin(model, { prune: { target, structures, importance, compensate, allocation, steps, align, ...(quantized === 'float' ? { quantized } : {}) }, externalData });
       const set = flags.calibration ? loadCalibration(flags.calibration, model) : undefined;
       // With data, candidates are measured on it against the base (the damage measure).
       const evaluator = set ? await Evaluator.create(model, set, { latency: { warmup: 0, runs: 1 } }) : undefined;
@@ -87,7 +91,7 @@ export function register(program: Command, ctx: CliContext): void {
           calibrationSamples: evaluator?.set.count,
           damage: evaluator?.damageMeasure(),
           log: withElapsed((line) => ctx.stderr(`${line}\n`)),
-        });
+        }, quantized);
       } finally {
         await evaluator?.close();
       }
