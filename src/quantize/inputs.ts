@@ -267,8 +267,10 @@ export function lowerQuantized(lifted: Lifted, pruned: OnnxModel, removed: (name
     if (kept.some((k, axis) => k.length !== info.dims[axis])) throw new Error(`internal: ${w.name} is ${info.dims.join('x')}, its kept indices say ${kept.map((k) => k.length).join('x')}`);
     const values = toFloat32(model.constant(w.name)!);
     const unchanged = sameValues(w, kept, values);
-    const how = !unchanged ? 'values refit by compensation' : w.node.opType === 'MatMulNBits' && kept[0].length < w.dims[0] ? 'input columns removed' : 'exact';
-    const error = w.node.opType === 'MatMulNBits' ? lowerNBits(lifted.source, model, w, kept, values, how === 'exact') : lowerDequantize(lifted.source, model, w, kept, values, how === 'exact', front);
+    let how: LoweredWeight['how'] = !unchanged ? 'values refit by compensation' : w.node.opType === 'MatMulNBits' && kept[0].length < w.dims[0] ? 'input columns removed' : 'exact';
+    // Input columns that went as whole blocks leave every kept block's bytes as they were.
+    if (how === 'input columns removed' && wholeBlocks(kept[0], attrInt(w.node, 'block_size', 0), w.dims[0]).length === Math.ceil(kept[0].length / attrInt(w.node, 'block_size', 0))) how = 'exact';
+    const error = w.node.opType === 'MatMulNBits' ? lowerNBits(lifted.source, model, w, kept, values, how) : lowerDequantize(lifted.source, model, w, kept, values, how === 'exact', front);
     lowered.push({ where: nodeLabel(w.node), format: w.format, how, error });
   }
   model.graph.node = [...front, ...model.graph.node];
@@ -320,10 +322,14 @@ function setOrAdd(model: OnnxModel, name: string, value: Tensor): void {
 /**
  * A lifted MatMulNBits weight back as MatMulNBits, K and N its new sizes: the kept output rows'
  * bytes when `exact`, else `values` ([K', N']) requantized with the same bits, block size and
- * zero points or none. Every MatMul that reads the lifted weight becomes one. Returns the
- * requantization error.
+ * zero points or none, except, when only input columns went, the blocks that are whole original
+ * blocks (heads of a multiple of the block size removed from an output projection take whole
+ * blocks): those keep their bytes. Every MatMul that reads the lifted weight becomes one.
+ * Returns the requantization error.
  */
-function lowerNBits(source: OnnxModel, model: OnnxModel, w: LiftedWeight, kept: number[][], values: Float32Array, exact: boolean): number {
+function lowerNBits(source: OnnxModel, model: OnnxModel, w: LiftedWeight, kept: number[][], values: Float32Array, how: LoweredWeight['how']): number {
+  // Whole rows, zero points' bytes included; else block by block.
+  const rowsOnly = how === 'exact' && kept[0].length === w.dims[0];
   const { node } = w;
   const { bits, blockSize, blocks, codes, scales, zeroPoints } = nbitsParts(source, node);
   const [k, n] = [kept[0].length, kept[1].length];
@@ -332,7 +338,7 @@ function lowerNBits(source: OnnxModel, model: OnnxModel, w: LiftedWeight, kept: 
   const zpRow = (b: number) => Math.ceil((b * bits) / 8);
   const [, codesName, scalesName, zpName] = node.input;
   let error = 0;
-  if (exact) {
+  if (rowsOnly) {
     const rows = kept[1];
     const zpBytes = zpName ? (source.constant(zpName)!.data as Uint8Array) : undefined;
     const newCodes = new Uint8Array(n * blocks * blob);
@@ -349,6 +355,15 @@ function lowerNBits(source: OnnxModel, model: OnnxModel, w: LiftedWeight, kept: 
     const quantizer = new BlockQuantizer(k, n, { bits, blockSize, zeroPoints: !!zeroPoints });
     quantizer.add(values);
     const q = quantizer.finish();
+    if (how !== 'values refit by compensation') {
+      for (const [to, from] of wholeBlocks(kept[0], blockSize, readAttr(node, 'K'))) {
+        kept[1].forEach((row, col) => {
+          q.packed.set(codes.subarray((row * blocks + from) * blob, (row * blocks + from + 1) * blob), (col * q.blocks + to) * blob);
+          q.scales[col * q.blocks + to] = scales[row * blocks + from];
+          if (q.zeroPoints) q.zeroPoints[col * q.blocks + to] = zeroPoints![row * blocks + from];
+        });
+      }
+    }
     let packedZp: Uint8Array | undefined;
     if (q.zeroPoints) {
       packedZp = new Uint8Array(n * zpRow(q.blocks));
@@ -393,6 +408,26 @@ function lowerNBits(source: OnnxModel, model: OnnxModel, w: LiftedWeight, kept: 
     model.graph.node.splice(model.graph.node.indexOf(matmul), 1, copy);
   }
   return error;
+}
+
+const readAttr = (node: onnx.NodeProto, name: string) => attrInt(node, name, 0);
+
+/**
+ * The new blocks that are whole original blocks, as [new block, original block]: the kept
+ * indices along K (`kept`, of `k`) that fill new block b are exactly original block c's, in
+ * order (a last, shorter block counts when it is the last of both).
+ */
+function wholeBlocks(kept: number[], blockSize: number, k: number): [number, number][] {
+  const pairs: [number, number][] = [];
+  for (let b = 0; b * blockSize < kept.length; b++) {
+    const run = kept.slice(b * blockSize, (b + 1) * blockSize);
+    const c = run[0] / blockSize;
+    const length = Math.min(blockSize, k - run[0]);
+    const isLast = (b + 1) * blockSize >= kept.length;
+    if (!Number.isInteger(c) || run.length !== length || (run.length < blockSize && !isLast)) continue;
+    if (run.every((v, i) => v === run[0] + i)) pairs.push([b, c]);
+  }
+  return pairs;
 }
 
 /** The scales' shape as the input had it: [N, blocks], or flat [N · blocks] as the builder writes it. */

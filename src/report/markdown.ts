@@ -332,7 +332,7 @@ function allocationSection(r: Report): string[] {
  */
 export function quantizedInputsLines(q: NonNullable<Report['quantized_inputs']>, name: (where: string) => string = (w) => w, bullet = '  '): string[] {
   const total = q.exact + q.requantized.length;
-  const head = `Quantized weights: ${q.exact} of ${total} kept their original codes (only output rows removed)`;
+  const head = `Quantized weights: ${q.exact} of ${total} kept their original codes (output rows removed, or input columns in whole blocks)`;
   if (q.requantized.length === 0) return [`${head}.`];
   const rows = q.requantized.slice(0, 10).map((w) => `${bullet}${name(w.where)}: ${w.format}, ${w.how}, relative weight error ${w.error.toPrecision(3)}`);
   const more = q.requantized.length > 10 ? [`${bullet}… and ${q.requantized.length - 10} more`] : [];
