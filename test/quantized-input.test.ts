@@ -509,6 +509,11 @@ describe('what is left alone, and why', () => {
     const json = JSON.parse(r.stdout);
     expect(new Set(json.prunable.map((g: { kind: string }) => g.kind))).toEqual(new Set(['heads', 'ffn']));
     for (const s of json.skipped as { reason: string }[]) expect(s.reason).not.toMatch(/quantized|If\/Loop\/Scan/);
+    expect(json.quantized).toBe(
+      '11 MatMulNBits (4-bit, block 32): pruned in their format; output rows and whole blocks removed keep their bytes, other input columns are requantized (report: quantized_inputs)',
+    );
+    const text = await cli(['inspect', '--model', path.join(GENAI, 'llama-genai-int4.onnx')]);
+    expect(text.stdout).toContain(`\nQuantized weights\n  ${json.quantized}\n`);
   });
 });
 

@@ -40,9 +40,18 @@ export async function statisticsTapInFormat(base: OnnxModel, options: PruneOptio
   return lifted ? firstStatisticsTap(lifted.model, options, base) : firstStatisticsTap(base, options);
 }
 
-/** `inspect`'s prunable groups of `model` as pruneInFormat prunes it: quantized weights lifted. */
-export async function findPrunableInFormat(model: OnnxModel): Promise<{ prunable: PrunableGroup[]; skipped: SkippedEntry[] }> {
-  return findPrunable(liftQuantized(model)?.model ?? model);
+/**
+ * `inspect`'s prunable groups of `model` as pruneInFormat prunes it: quantized weights lifted,
+ * and `quantized` saying so, when it has such weights.
+ */
+export async function findPrunableInFormat(model: OnnxModel): Promise<{ prunable: PrunableGroup[]; skipped: SkippedEntry[]; quantized?: string }> {
+  const lifted = liftQuantized(model);
+  if (!lifted) return findPrunable(model);
+  const counts = new Map<string, number>();
+  for (const w of lifted.weights) counts.set(w.format, (counts.get(w.format) ?? 0) + 1);
+  const formats = [...counts].map(([format, n]) => `${n} ${format}`).join(', ');
+  const quantized = `${formats}: pruned in their format; output rows and whole blocks removed keep their bytes, other input columns are requantized (report: quantized_inputs)`;
+  return { ...(await findPrunable(lifted.model)), quantized };
 }
 
 /**

@@ -47,6 +47,8 @@ export interface Inspection {
   skipped: SkippedEntry[];
   /** Why the analysis could not run (the model does not run with dummy inputs). */
   prunableNote?: string;
+  /** The quantized weights pruned in their format (MatMulNBits, DequantizeLinear), and how. */
+  quantized?: string;
 }
 
 export function register(program: Command, ctx: CliContext): void {
@@ -165,6 +167,7 @@ export function formatInspection(ins: Inspection): string {
         '  ',
       ),
     );
+  if (ins.quantized) lines.push('', 'Quantized weights', `  ${ins.quantized}`);
   lines.push('', 'Left alone');
   if (ins.skipped.length === 0) lines.push('  nothing');
   for (const s of ins.skipped) lines.push(`  ${s.where}: ${s.reason}`);
