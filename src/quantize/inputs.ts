@@ -3,11 +3,12 @@
  * as com.microsoft `MatMulNBits` or default-domain `DequantizeLinear` codes are "lifted" into
  * float constants the pruning engine treats like any MatMul/Gemm/Conv weight, and each weight
  * that survives is "lowered" back into its own format:
- * - kept exactly when only whole rows of its codes went (a MatMulNBits' output rows N, any axis of
- *   a DequantizeLinear's codes): the kept codes, scales and zero points are the original bytes;
- * - else (input columns K of a MatMulNBits removed, or values refit by compensation) requantized
- *   with the original scheme: bits, block size, symmetric or with zero points, per tensor or per
- *   axis. The relative error of that requantization is reported per weight.
+ * - kept exactly when only whole rows of its codes went (a MatMulNBits' output rows N, or its
+ *   input columns K in whole blocks; any axis of a DequantizeLinear's codes): the kept codes,
+ *   scales and zero points are the original bytes;
+ * - else (other input columns K of a MatMulNBits removed, or values refit by compensation)
+ *   requantized with the original scheme: bits, block size, symmetric or with zero points, per
+ *   tensor or per axis. The relative error of that requantization is reported per weight.
  * A lifted weight is computed from its codes whenever it is read (a deferred tensor, spill.ts):
  * lifting copies no weight.
  */
@@ -54,7 +55,7 @@ export interface LoweredWeight {
   error: number;
 }
 
-/** The report of pruning a quantized model (report.json `quantizedInputs`). */
+/** The report of pruning a quantized model (report.json `quantized_inputs`). */
 export interface QuantizedInputsReport {
   /** Weights kept in their format with their original bytes. */
   exact: number;
@@ -189,14 +190,16 @@ function liftNBits(model: OnnxModel, node: onnx.NodeProto, name: string): Lifted
     values(first, count) {
       const { blocks, codes, scales, zeroPoints } = readOnce(key, () => nbitsParts(model, node));
       const out = new Float32Array(count);
-      for (let i = 0; i < count; i++) {
-        const kk = Math.floor((first + i) / n);
-        const col = (first + i) % n;
+      // Row kk of [K, N] at a time: one block index and one byte offset within it for the row.
+      for (let i = 0, col = first % n, kk = Math.floor(first / n); i < count; kk++, col = 0) {
         const b = Math.floor(kk / blockSize);
         const j = kk % blockSize;
-        const at = (col * blocks + b) * blob;
-        const code = bits === 8 ? codes[at + j] : (codes[at + (j >> 1)] >> ((j & 1) * 4)) & 0xf;
-        out[i] = round((code - (zeroPoints ? zeroPoints[col * blocks + b] : zp)) * scales[col * blocks + b]);
+        const [offset, shift] = bits === 8 ? [j, 0] : [j >> 1, (j & 1) * 4];
+        for (; col < n && i < count; col++, i++) {
+          const block = col * blocks + b;
+          const code = (codes[block * blob + offset] >> shift) & (bits === 8 ? 0xff : 0xf);
+          out[i] = round((code - (zeroPoints ? zeroPoints[block] : zp)) * scales[block]);
+        }
       }
       return out;
     },
@@ -394,8 +397,10 @@ function lowerNBits(source: OnnxModel, model: OnnxModel, w: LiftedWeight, kept: 
     error = relativeError(dequantized, values);
   }
   for (const matmul of nodesOf(model).filter((m) => m.opType === 'MatMul' && m.input[1] === w.name)) {
-    const bias = nodesOf(model).find((m) => m.name === `${node.name}_bias` && m.opType === 'Add' && m.input[0] === matmul.output[0]);
+    // Each lifted MatMul carries the name of the MatMulNBits it stands for (lift).
+    const bias = nodesOf(model).find((m) => m.name === `${matmul.name}_bias` && m.opType === 'Add' && m.input[0] === matmul.output[0]);
     const copy = onnx.NodeProto.decode(onnx.NodeProto.encode(node).finish());
+    copy.name = matmul.name;
     setAttrInt(copy, 'K', k);
     setAttrInt(copy, 'N', n);
     copy.input = [matmul.input[0], ...copy.input.slice(1)];
