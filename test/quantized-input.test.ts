@@ -259,6 +259,22 @@ test('float16 scales and a bias: lifted as float16, lowered with float16 scales 
   expect((await run(m)).dims).toEqual([3, 8]);
 });
 
+test("our own int4 output (quantize: int4: MatMulNBits with accuracy_level 4, the embedding GatherBlockQuantized) is pruned again in its format", async () => {
+  const q = (await quantizeModel(OnnxModel.read(path.join(ROOT, 'test/fixtures/llama.onnx')), { bits: 4, blockSize: 32 })).model;
+  const before = nodesOf(q).filter((n) => n.opType === 'MatMulNBits');
+  const result = await pruneInFormat(q, { target: 0.2, structures: ['heads', 'ffn'], ...MAGNITUDE });
+  expect(result.pruned.some((p) => p.after < p.before)).toBe(true);
+  const m = result.model;
+  expect(nodesOf(m).filter((n) => n.opType === 'MatMulNBits').map((n) => [n.name, readAttr(n, 'accuracy_level', 0)])).toEqual(before.map((n) => [n.name, 4]));
+  expect(nodesOf(m).filter((n) => n.opType === 'GatherBlockQuantized')).toHaveLength(1);
+  // The embedding table is not lifted, and says so where it stops the analysis.
+  for (const s of result.skipped.filter((s) => /GatherBlockQuantized/.test(s.reason))) expect(s.reason).toContain('pruning this quantized form is not supported');
+  const session = await createSession(m);
+  const out = await session.run({ input_ids: int64(tokens(2, 5, 7)) });
+  await session.release();
+  expect(out.logits.dims).toEqual([2, 5, VOCAB]);
+});
+
 describe('with calibration data (activation importance, compensation and allocation chosen by measurement)', () => {
   test('the int4 model is pruned on its statistics; refit weights are requantized and say so', async () => {
     const out = path.join(tmp, 'int4-calibrated.onnx');

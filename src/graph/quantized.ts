@@ -77,6 +77,8 @@ export function liftBlocker(model: OnnxModel, node: onnx.INodeProto): string | u
     if (perAxis && (scale.dims.length !== 1 || axis < -rank || axis >= rank || scale.dims[0] !== codes.dims[(axis + rank) % rank])) return 'its scale is neither one value nor one per index of its axis';
     const zp = inputs[2] ? model.constantInfo(inputs[2]) : undefined;
     if (inputs[2] && (!zp || zp.dtype !== codes.dtype || elementCount(zp.dims) !== elementCount(scale.dims))) return 'its zero point is not a constant shaped like its scale';
+    // Lowered back, its codes take the shape its own output was pruned to.
+    if ((model.graph.node ?? []).some((other) => other !== node && (other.input ?? []).includes(inputs[0]))) return 'its codes are read by another op too';
     return undefined;
   }
   return NOT_LIFTED_FORMAT;
