@@ -353,7 +353,7 @@ function lowerNBits(source: OnnxModel, model: OnnxModel, w: LiftedWeight, kept: 
       newZp?.set(zpBytes!.subarray(r * zpRow(blocks), (r + 1) * zpRow(blocks)), i * zpRow(blocks));
     });
     // Scales go back in their own type: float16 values are read from it and written exactly.
-    writeNBits(model, node, n, newCodes, fromFloat32(newScales, scaleType, scaleDims(source, scalesName, n, blocks)), newZp && { dtype: DataType.UINT8, dims: [newZp.length], data: newZp });
+    writeNBits(model, node, n, newCodes, fromFloat32(newScales, scaleType, scaleDims(source, scalesName, n, blocks)), newZp && { dtype: DataType.UINT8, dims: sameRank(source, zpName, n, newZp.length), data: newZp });
   } else {
     const quantizer = new BlockQuantizer(k, n, { bits, blockSize, zeroPoints: !!zeroPoints });
     quantizer.add(values);
@@ -379,7 +379,7 @@ function lowerNBits(source: OnnxModel, model: OnnxModel, w: LiftedWeight, kept: 
       }
     }
     const scaleTensor = fromFloat32(q.scales, scaleType, scaleDims(source, scalesName, n, q.blocks));
-    writeNBits(model, node, n, q.packed, scaleTensor, packedZp && { dtype: DataType.UINT8, dims: [packedZp.length], data: packedZp });
+    writeNBits(model, node, n, q.packed, scaleTensor, packedZp && { dtype: DataType.UINT8, dims: sameRank(source, zpName, n, packedZp.length), data: packedZp });
     // The error of what onnxruntime will compute with: the scales as stored.
     const stored = toFloat32(scaleTensor);
     const round = roundTo(w.dtype);
@@ -403,13 +403,13 @@ function lowerNBits(source: OnnxModel, model: OnnxModel, w: LiftedWeight, kept: 
     copy.name = matmul.name;
     setAttrInt(copy, 'K', k);
     setAttrInt(copy, 'N', n);
-    copy.input = [matmul.input[0], ...copy.input.slice(1)];
+    // The bias, sliced with the output rows, back in its slot (input 5); its Add gone, nowhere:
+    // never added twice.
+    const rest = copy.input.slice(1, 5);
+    if (bias) rest.push(...new Array<string>(4 - rest.length).fill(''), bias.input[1]);
+    copy.input = [matmul.input[0], ...rest];
     copy.output = [bias ? bias.output[0] : matmul.output[0]];
-    if (bias) {
-      // The bias, sliced with the output rows, back in its slot.
-      copy.input[5] = bias.input[1];
-      model.graph.node.splice(model.graph.node.indexOf(bias), 1);
-    }
+    if (bias) model.graph.node.splice(model.graph.node.indexOf(bias), 1);
     model.graph.node.splice(model.graph.node.indexOf(matmul), 1, copy);
   }
   return error;
@@ -433,6 +433,11 @@ function wholeBlocks(kept: number[], blockSize: number, k: number): [number, num
     if (run.every((v, i) => v === run[0] + i)) pairs.push([b, c]);
   }
   return pairs;
+}
+
+/** A [N, ...] tensor's shape of `length` elements as the input had it: [N, length / N], or flat. */
+function sameRank(source: OnnxModel, name: string, n: number, length: number): number[] {
+  return source.constantInfo(name)!.dims.length === 1 ? [length] : [n, length / n];
 }
 
 /** The scales' shape as the input had it: [N, blocks], or flat [N · blocks] as the builder writes it. */
