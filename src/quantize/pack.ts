@@ -188,7 +188,7 @@ function scale4(values: Float32Array, search: boolean): number {
  * with 0 exact: the affine scheme of asymmetric weights (blocks with zero points, and
  * DequantizeLinear with a zero point).
  */
-export function affine(low: number, high: number, qmin: number, qmax: number): { scale: number; zeroPoint: number } {
+function affine(low: number, high: number, qmin: number, qmax: number): { scale: number; zeroPoint: number } {
   const scale = Math.fround((high - low) / (qmax - qmin));
   if (!(scale > 0)) return { scale: 1, zeroPoint: Math.min(qmax, Math.max(qmin, 0)) };
   return { scale, zeroPoint: Math.min(qmax, Math.max(qmin, Math.round(qmin - low / scale))) };
