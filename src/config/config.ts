@@ -28,6 +28,8 @@ export interface PruneSettings {
   compensate: CompensationChoice;
   allocation: Allocation;
   steps: number;
+  /** A quantized input's weights after pruning: in their format (keep, the default) or float (docs/quantization.md). */
+  quantized?: 'keep' | 'float';
 }
 
 export interface Config {
@@ -98,6 +100,7 @@ const ConfigFile = z.strictObject({
         })
         .optional(),
       steps: z.number({ error: 'a whole number of steps >= 1' }).int({ error: 'a whole number of steps >= 1' }).min(1, { error: 'a whole number of steps >= 1' }).max(100, { error: 'at most 100 steps' }).optional(),
+      quantized: z.enum(['keep', 'float']).optional(),
     })
     .optional(),
   quantize: z.enum(QUANTIZE_MODES).optional(),
@@ -185,6 +188,7 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
       compensate: p.compensate ?? DEFAULT_PRUNE.compensate,
       allocation: p.allocation ?? DEFAULT_PRUNE.allocation,
       steps: p.steps ?? DEFAULT_PRUNE.steps,
+      ...(p.quantized ? { quantized: p.quantized } : {}),
     },
     quantize: raw.quantize ?? 'none',
     keepNames: raw['keep-names'] ?? false,

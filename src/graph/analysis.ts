@@ -243,7 +243,7 @@ export async function analyze(model: OnnxModel, options: AnalyzeOptions = {}): P
     const reason = link
       ? `fixed by ${node.opType} ${nodeLabel(node)}`
       : quantized
-        ? quantizedOpReason(quantized)
+        ? quantizedOpReason(quantized, model)
         : `${node.domain ? node.domain + '.' : ''}${node.opType} ${nodeLabel(node)} ${NOT_UNDERSTOOD}`;
     for (const name of [...nodeReads(node), ...node.output]) {
       for (const s of name ? space.slotsOf(name) : []) {

@@ -22,14 +22,70 @@ export interface QuantizedWeight {
   format: string;
 }
 
-/** Why the engine leaves a quantized weight alone (docs/contracts.md, "What is prunable and what is left alone"). */
-export const QUANTIZED_NOT_PRUNABLE = 'pruning quantized weights is not supported yet';
+/**
+ * Why the engine leaves a quantized weight alone (docs/contracts.md, "What is prunable and what
+ * is left alone"): it prunes MatMulNBits and DequantizeLinear weights (src/quantize/inputs.ts
+ * lifts them to float and lowers them back), no other quantized format.
+ */
+export const QUANTIZED_NOT_PRUNABLE = 'pruning this quantized form is not supported (MatMulNBits of 4 or 8 bits and DequantizeLinear of int8/uint8 weights are)';
 
 /** The reason an op that reads a quantized weight stops the analysis of every axis it touches. */
-export function quantizedOpReason(q: QuantizedWeight): string {
+export function quantizedOpReason(q: QuantizedWeight, model?: OnnxModel): string {
   const { node } = q;
-  return `${node.domain ? node.domain + '.' : ''}${node.opType} ${nodeLabel(node)} reads a quantized weight (${q.detail}): ${QUANTIZED_NOT_PRUNABLE}`;
+  const blocker = model ? liftBlocker(model, node) : undefined;
+  const why = blocker === NOT_LIFTED_FORMAT ? undefined : blocker;
+  return `${node.domain ? node.domain + '.' : ''}${node.opType} ${nodeLabel(node)} reads a quantized weight (${q.detail}): ${why ? `${why}: ` : ''}${QUANTIZED_NOT_PRUNABLE}`;
 }
+
+const isConstantOf = (model: OnnxModel, name: string | undefined, dtypes: number[]) => {
+  const info = name ? model.constantInfo(name) : undefined;
+  return !!info && dtypes.includes(info.dtype);
+};
+
+/**
+ * Why the weight `node` reads cannot be lifted to float and lowered back in its format
+ * (src/quantize/inputs.ts), or undefined when it can: a com.microsoft MatMulNBits of 4 or 8 bits
+ * with constant codes, scales and uint8 zero points, no g_idx; a DequantizeLinear of constant
+ * int8/uint8 codes, per tensor or per axis. Other nodes: 'not MatMulNBits or DequantizeLinear'.
+ */
+export function liftBlocker(model: OnnxModel, node: onnx.INodeProto): string | undefined {
+  const inputs = node.input ?? [];
+  const floats = [DataType.FLOAT, DataType.FLOAT16];
+  if (node.domain === 'com.microsoft' && node.opType === 'MatMulNBits') {
+    const bits = attrInt(node, 'bits', 4);
+    const block = attrInt(node, 'block_size', 0);
+    const [k, n] = [attrInt(node, 'K', 0), attrInt(node, 'N', 0)];
+    const codes = inputs[1] ? model.constantInfo(inputs[1]) : undefined;
+    if (bits !== 4 && bits !== 8) return `${bits}-bit codes`;
+    if (!(block >= 16 && (block & (block - 1)) === 0)) return `block size ${block}`;
+    if (!codes || codes.dtype !== DataType.UINT8 || elementCount(codes.dims) !== n * Math.ceil(k / block) * ((block * bits) / 8)) return 'its codes are not a constant of N × blocks × block·bits/8 bytes';
+    if (!isConstantOf(model, inputs[2], floats)) return 'its scales are not a float constant';
+    if (inputs[3] && !isConstantOf(model, inputs[3], [DataType.UINT8])) return 'its zero points are not uint8 constants';
+    if (inputs[4]) return 'it has a g_idx (act-order) input';
+    if (inputs[5] && !isConstantOf(model, inputs[5], floats)) return 'its bias is not a float constant';
+    return undefined;
+  }
+  if ((node.domain ?? '') === '' && node.opType === 'DequantizeLinear') {
+    const codes = inputs[0] ? model.constantInfo(inputs[0]) : undefined;
+    if (!codes || (codes.dtype !== DataType.INT8 && codes.dtype !== DataType.UINT8)) return 'its codes are not int8 or uint8 constants';
+    const scale = inputs[1] ? model.constantInfo(inputs[1]) : undefined;
+    if (!scale || !floats.includes(scale.dtype)) return 'its scale is not a float constant';
+    if (attrInt(node, 'block_size', 0) > 0) return 'it is blocked (block_size)';
+    const rank = codes.dims.length;
+    const axis = attrInt(node, 'axis', 1);
+    const perAxis = elementCount(scale.dims) !== 1;
+    if (perAxis && (scale.dims.length !== 1 || axis < -rank || axis >= rank || scale.dims[0] !== codes.dims[(axis + rank) % rank])) return 'its scale is neither one value nor one per index of its axis';
+    const zp = inputs[2] ? model.constantInfo(inputs[2]) : undefined;
+    if (inputs[2] && (!zp || zp.dtype !== codes.dtype || elementCount(zp.dims) !== elementCount(scale.dims))) return 'its zero point is not a constant shaped like its scale';
+    // Lowered back, its codes take the shape its own output was pruned to.
+    if ((model.graph.node ?? []).some((other) => other !== node && (other.input ?? []).includes(inputs[0]))) return 'its codes are read by another op too';
+    return undefined;
+  }
+  return NOT_LIFTED_FORMAT;
+}
+
+/** liftBlocker's answer for a format other than MatMulNBits and DequantizeLinear. */
+export const NOT_LIFTED_FORMAT = 'not MatMulNBits or DequantizeLinear';
 
 /**
  * Where an op of each quantized format reads its weight: the codes' input, its scales' and zero

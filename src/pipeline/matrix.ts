@@ -16,7 +16,8 @@ import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
 import { createSession, sessionThreads, withSessionThreads } from '../onnx/runtime';
 import { ModelMemory, measureMemory } from '../eval/memory';
-import { DamageMeasure, PassRecord, PassRecording, PassReplay, RUN_PASSES, pruneModel } from '../prune';
+import { DamageMeasure, PassRecord, PassRecording, PassReplay, RUN_PASSES } from '../prune';
+import { pruneInFormat } from './quantized-inputs';
 import { buildReport } from '../report/build';
 import type { ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
@@ -244,12 +245,16 @@ function rebuiltSteps(
     origin,
     stepsDir,
     (model, target, memory, step) =>
-      pruneModel(model, {
-        ...pruneSettings(config, set, target, memory, log),
-        passes,
-        damage,
-        final: step.index === step.count,
-      }),
+      pruneInFormat(
+        model,
+        {
+          ...pruneSettings(config, set, target, memory, log),
+          passes,
+          damage,
+          final: step.index === step.count,
+        },
+        config.prune.quantized,
+      ),
     quantizeWith(set, config.keepNames, log, passes),
     async (model, written, step) => ({ metrics: await score(model, written, step), artifact: written }),
     log,

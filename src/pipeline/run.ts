@@ -16,7 +16,9 @@ import { withSessionThreads } from '../onnx/runtime';
 import { currentEnvironment } from '../eval/environment';
 import { MemoryPeaks, ModelMemory, checkRatioMeasurable } from '../eval/memory';
 import { writeModel } from '../onnx/write';
-import { PruneMemory, firstStatisticsTap, newPruneMemory, pruneModel } from '../prune';
+import { PruneMemory, newPruneMemory } from '../prune';
+import { PruneInFormatResult, mergeQuantizedInputs, pruneInFormat, statisticsTapInFormat } from './quantized-inputs';
+import type { QuantizedInputsReport } from '../quantize/inputs';
 import { QuantizeOptions, quantizeModel } from '../quantize';
 import { compactNames } from '../graph/compact';
 import type { PassEntry, PruneOptions, PruneResult } from '../prune/types';
@@ -104,6 +106,8 @@ export interface WrittenCandidate {
   file: string;
   dataFile?: string;
   quantization?: ReportQuantization;
+  /** What the steps up to this one did to the input's quantized weights. */
+  quantizedInputs?: QuantizedInputsReport;
 }
 
 /** A candidate of `run`: written, and evaluated against the base. */
@@ -122,7 +126,7 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
 async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const { config } = options;
   const log = options.log ?? (() => undefined);
-  const prune = options.prune ?? pruneModel;
+  const prune = options.prune ?? ((model: OnnxModel, settings: PruneOptions) => pruneInFormat(model, settings, config.prune.quantized));
   const out = path.resolve(options.out);
   if (path.resolve(config.model as string) === path.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
@@ -143,7 +147,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   // The first step's statistics ride along the base model's evaluation (the same batches).
   const memory = newPruneMemory();
   const firstTarget = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps)[0];
-  const tap = !set.generation && firstTarget > 0 && !options.prune ? await firstStatisticsTap(base, pruneSettings(config, set, firstTarget, memory, log)) : undefined;
+  const tap = !set.generation && firstTarget > 0 && !options.prune ? await statisticsTapInFormat(base, pruneSettings(config, set, firstTarget, memory, log)) : undefined;
   const evaluator = await Evaluator.create(base, set, { latency: { ...config.latency, settled: latencySettled(config.gate) }, decode: decodeSettled(config.gate), log, tap });
   if (tap) memory.ready = tap.collected();
   // Generation: the passes run the prompts followed by the base's generations (evaluator.set).
@@ -221,6 +225,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
       chosenStep: result.chosen,
       pruned: result.pruned,
       skipped: result.skipped,
+      quantizedInputs: chosen.quantizedInputs,
       allocation: result.allocation,
       budget: budget.summary(),
       pullRequest: options.pullRequest,
@@ -323,7 +328,7 @@ export function candidateSteps<A extends WrittenCandidate>(
   config: Config,
   origin: BaseOrigin,
   stepsDir: string,
-  prune: (model: OnnxModel, target: number, memory: PruneOptions['memory'], step: StepInfo) => Promise<PruneResult>,
+  prune: (model: OnnxModel, target: number, memory: PruneOptions['memory'], step: StepInfo) => Promise<PruneInFormatResult>,
   quantize: QuantizeFn,
   score: (model: OnnxModel, written: WrittenCandidate, step: StepInfo, candidate: OnnxModel) => Promise<{ metrics: MetricResult[]; artifact: A; passes?: PassEntry[] }>,
   log: (line: string) => void,
@@ -332,10 +337,12 @@ export function candidateSteps<A extends WrittenCandidate>(
 ): SearchDeps<A> {
   const quantization = new Map<number, ReportQuantization | undefined>(); // by step, for its artifact
   const pruning = new Map<number, PruningSteps[number]>(); // by step: what its pruning did, for the candidates' metadata
+  const requantized = new Map<number, QuantizedInputsReport | undefined>(); // by step: its quantized weights' lowering
   return {
     prune: async (model, target, step) => {
       const result = await prune(model, target, memory, step);
       pruning.set(step.index, { pruned: result.pruned, compensations: result.compensations }); // not its model, which the search lets go
+      requantized.set(step.index, result.quantizedInputs);
       return result;
     },
     quantize: async (model, step) => {
@@ -350,7 +357,8 @@ export function candidateSteps<A extends WrittenCandidate>(
       const steps = [...pruning].filter(([index]) => index <= step.index).map(([, done]) => done);
       const written = writeModel(candidate, path.join(dir, PRUNED_NAME), { externalData: config.externalData, producer: producerStamp(origin, candidate, steps) });
       const model = OnnxModel.read(written.path);
-      const { metrics, artifact, passes } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step, candidate);
+      const quantizedInputs = mergeQuantizedInputs([...requantized].filter(([index]) => index <= step.index).map(([, r]) => r));
+      const { metrics, artifact, passes } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index), ...(quantizedInputs ? { quantizedInputs } : {}) }, step, candidate);
       return { metrics, artifact, passes, next: config.quantize === 'none' ? model : undefined };
     },
     discard: (artifact) => fs.rmSync(artifact.dir, { recursive: true, force: true }),

@@ -4,11 +4,11 @@ import { GraphIndex, Node, nodeLabel } from '../graph/graph';
 import { nodeReads } from '../onnx/reads';
 import { countParams } from '../graph/cost';
 import { ruleOf } from '../graph/rules';
-import { QUANTIZED_NOT_PRUNABLE, QuantizedWeight, quantizedWeights } from '../graph/quantized';
+import { NOT_LIFTED_FORMAT, QUANTIZED_NOT_PRUNABLE, QuantizedWeight, liftBlocker, quantizedWeights } from '../graph/quantized';
 import { isFloatDType } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { UserError } from '../errors';
-import { FixFailure, applyRemoval } from './apply';
+import { FixFailure, SlicedEntries, applyRemoval } from './apply';
 import type { BuiltCandidate } from './allocate';
 import { CompensationEdits, applyCompensation } from './compensate';
 import { InverseCovariances, consumerKey, refittable } from './obs';
@@ -59,6 +59,7 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
   let result: PruneResult | undefined;
   const pruned: PrunedEntry[] = [];
   const compensations: Compensation[] = [];
+  let sliced: SlicedEntries[] = [];
   for (let k = 1; k <= steps; k++) {
     // Each step removes its share of the base's parameters from what is left.
     const goal = (options.target * k) / steps;
@@ -68,9 +69,32 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
     result = await pruneOnce(current, { ...options, target: stepTarget });
     pruned.push(...result.pruned);
     if (result.pruned.length > 0 && result.allocation) compensations.push(result.allocation.compensate);
+    sliced = composeSliced(sliced, result.sliced ?? [], model);
     current = result.model;
   }
-  return { ...result!, pruned: mergePruned(pruned), compensations, paramsBefore, paramsAfter: countParams(current) };
+  return { ...result!, pruned: mergePruned(pruned), compensations, sliced, paramsBefore, paramsAfter: countParams(current) };
+}
+
+/**
+ * What the steps sliced out of the input model's constants: a later step's indices (of its own
+ * input, what the earlier steps kept) mapped back to the input's.
+ */
+function composeSliced(earlier: SlicedEntries[], step: SlicedEntries[], input: OnnxModel): SlicedEntries[] {
+  const byKey = new Map(earlier.map((e) => [`${e.tensor}\0${e.axis}`, e]));
+  for (const e of step) {
+    const key = `${e.tensor}\0${e.axis}`;
+    const before = byKey.get(key);
+    const size = input.constantInfo(e.tensor)?.dims[e.axis];
+    if (!before || size === undefined) {
+      byKey.set(key, e);
+      continue;
+    }
+    const gone = new Set(before.indices);
+    const kept: number[] = [];
+    for (let i = 0; i < size; i++) if (!gone.has(i)) kept.push(i);
+    byKey.set(key, { ...e, indices: [...before.indices, ...e.indices.map((i) => kept[i])].sort((a, b) => a - b) });
+  }
+  return [...byKey.values()];
 }
 
 /** Whether a step reads activation statistics: for activation importance, or to compensate. */
@@ -105,16 +129,24 @@ function statisticsPlan(model: OnnxModel, analysis: Analysis, groups: Group[], o
  * The first step's statistics, collected by a pass the caller makes anyway over the same
  * batches of `options.calibration`, in order (the gate's evaluation of the base model): a tap for
  * that pass, whose collection the first step then reads instead of a pass of its own
- * (`options.memory.ready`). Undefined when the step reads no statistics.
+ * (`options.memory.ready`). Undefined when the step reads no statistics. `runs`: the model that
+ * pass runs, when it is not `model` itself but computes the same activations under the same
+ * names (a quantized model, whose weights `model` holds as float); undefined too when it lacks
+ * one of the tensors the step reads.
  */
-export async function firstStatisticsTap(model: OnnxModel, options: PruneOptions): Promise<StatsTap | undefined> {
+export async function firstStatisticsTap(model: OnnxModel, options: PruneOptions, runs: OnnxModel = model): Promise<StatsTap | undefined> {
   if (!readsStatistics(options) || !options.memory) return undefined;
   const analysis = await analyze(model, { traces: await traceTwice(model) });
   options.memory.analysed = { model, analysis };
   const groups = analysis.groups.filter((g) => options.structures.includes(g.kind));
   if (groups.length === 0) return undefined;
   const { normInputs, requestsFor } = statisticsPlan(model, analysis, groups, options);
-  return new StatsTap(model, requestsFor([]), normInputs);
+  const requests = requestsFor([]);
+  if (runs !== model) {
+    const computed = new Set([...runs.graph.input.map((v) => v.name), ...runs.graph.node.flatMap((n) => n.output ?? [])]);
+    if (![...requests.map((r) => r.tensor), ...normInputs].every((t) => computed.has(t))) return undefined;
+  }
+  return new StatsTap(runs, requests, normInputs);
 }
 
 async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<PruneResult> {
@@ -356,6 +388,12 @@ function noFloatWeights(model: OnnxModel): string | undefined {
   return controlFlow ? CONTROL_FLOW_ONLY : 'it has no weights: no MatMul, Gemm, Conv or other weight op reads a constant';
 }
 
+/** What in a quantized weight's form the engine does not lift, before the general reason. */
+function whyLeft(model: OnnxModel, q: QuantizedWeight): string {
+  const why = liftBlocker(model, q.node);
+  return why && why !== NOT_LIFTED_FORMAT ? `${why}: ` : '';
+}
+
 const modelName = (model: OnnxModel) => (model.origin ? path.basename(model.origin) : 'the model');
 
 /**
@@ -523,7 +561,7 @@ export async function findPrunable(model: OnnxModel): Promise<{ prunable: Prunab
   // a state). A quantized model's places are the ops that read its quantized weights.
   const nothing = noFloatWeights(model);
   if (nothing) {
-    const places = [...new Map(quantizedWeights(model).map((q) => [nodeLabel(q.node), `${q.format}: ${QUANTIZED_NOT_PRUNABLE}`])).entries()];
+    const places = [...new Map(quantizedWeights(model).map((q) => [nodeLabel(q.node), `${q.format}: ${whyLeft(model, q)}${QUANTIZED_NOT_PRUNABLE}`])).entries()];
     return { prunable: [], skipped: [{ where: 'the whole model', reason: nothing }, ...places.map(([where, reason]) => ({ where, reason }))] };
   }
   const analysis = await analyze(model);

@@ -175,9 +175,9 @@ export interface PruneResult {
   paramsBefore: number;
   paramsAfter: number;
   /**
-   * What was sliced out of each constant, by the last step (with one step: indices of the input
-   * model's constants). Zeroing these entries in the input gives what the pruned model computes
-   * wherever no normalization's statistics span a pruned width.
+   * What was sliced out of each of the input model's constants, by all the steps (indices of the
+   * input's). Zeroing these entries in the input gives what the pruned model computes wherever
+   * no normalization's statistics span a pruned width.
    */
   sliced?: SlicedEntries[];
   /** How the last step's removals were allocated (when anything was removed). */

@@ -10,7 +10,11 @@
  * no `zero_points` input the zero point is 2^(bits-1) (8 for 4 bits, 128 for 8 bits). K is padded
  * with zeros to a whole number of blocks.
  *
- * Codes are symmetric around that default zero point, so no zero points are stored:
+ * With `zeroPoints` (asymmetric, as onnxruntime's quantizer writes a weight with zero points), each
+ * block spans [min(0, min w), max(0, max w)]: scale = span / (2^bits - 1), zero point
+ * round(-low / scale), code = round(w / scale) + zero point, clamped to [0, 2^bits - 1].
+ *
+ * Otherwise codes are symmetric around that default zero point, so no zero points are stored:
  * - 8 bits: q = round(w / s) in [-127, 127] with s = max|w| / 127, stored as q + 128.
  * - 4 bits: q in [-8, 7] with s = m / -8, m the block's value of largest magnitude (the sign
  *   trick of llama.cpp's Q4_0: the extreme value lands exactly on -8, so all 16 codes are used;
@@ -25,6 +29,8 @@ export interface BlockQuantized {
   packed: Uint8Array;
   /** [N, blocks], row-major. */
   scales: Float32Array;
+  /** [N, blocks], one code per block (unpacked), when asymmetric; else the default zero point. */
+  zeroPoints?: Uint8Array;
   n: number;
   k: number;
   blocks: number;
@@ -42,15 +48,20 @@ export function defaultZeroPoint(bits: Bits): number {
  * `transposed` false: w is [K, N] (MatMul's B; K = rows); true: w is [N, K] (Gemm transB=1, an
  * embedding table [V, D] quantized along D; K = cols).
  */
-export function quantizeBlocks(
-  w: Float32Array,
-  rows: number,
-  cols: number,
-  options: { bits: Bits; blockSize: number; transposed?: boolean; search?: boolean },
-): BlockQuantized {
+export function quantizeBlocks(w: Float32Array, rows: number, cols: number, options: BlockOptions): BlockQuantized {
   const q = new BlockQuantizer(rows, cols, options);
   q.add(w);
   return q.finish();
+}
+
+export interface BlockOptions {
+  bits: Bits;
+  blockSize: number;
+  transposed?: boolean;
+  /** Refine 4-bit symmetric scales by a small search (default true). */
+  search?: boolean;
+  /** Asymmetric codes with a zero point per block. */
+  zeroPoints?: boolean;
 }
 
 /**
@@ -70,12 +81,13 @@ export class BlockQuantizer {
   constructor(
     private readonly rows: number,
     private readonly cols: number,
-    private readonly options: { bits: Bits; blockSize: number; transposed?: boolean; search?: boolean },
+    private readonly options: BlockOptions,
   ) {
     const { bits, blockSize } = options;
     const [k, n] = options.transposed ? [cols, rows] : [rows, cols];
     const blocks = Math.ceil(k / blockSize);
     this.result = { packed: new Uint8Array((n * blocks * blockSize * bits) / 8), scales: new Float32Array(n * blocks), n, k, blocks, blockSize, bits };
+    if (options.zeroPoints) this.result.zeroPoints = new Uint8Array(n * blocks);
     this.pending = new Float32Array(options.transposed ? 0 : blockSize * cols);
     this.values = new Float32Array(blockSize);
     this.codes = new Int32Array(blockSize);
@@ -120,13 +132,23 @@ export class BlockQuantizer {
     const { bits, blockSize } = this.options;
     const values = this.values;
     for (let i = 0; i < blockSize; i++) values[i] = at(i);
-    const scale = bits === 8 ? scale8(values) : scale4(values, this.options.search ?? true);
-    const { blocks, packed, scales } = this.result;
-    scales[col * blocks + b] = scale;
+    const { blocks, packed, scales, zeroPoints } = this.result;
     const codes = this.codes;
-    encode(values, scale, bits, codes);
+    let scale: number;
+    let zp = defaultZeroPoint(bits);
+    if (zeroPoints) {
+      let [low, high] = [0, 0];
+      for (const v of values) [low, high] = [Math.min(low, v), Math.max(high, v)];
+      ({ scale, zeroPoint: zp } = affine(low, high, 0, (1 << bits) - 1));
+      zeroPoints[col * blocks + b] = zp;
+      encodeAffine(values, scale, zp, 0, (1 << bits) - 1, codes);
+      zp = 0; // the codes are stored as they are
+    } else {
+      scale = bits === 8 ? scale8(values) : scale4(values, this.options.search ?? true);
+      encode(values, scale, bits, codes);
+    }
+    scales[col * blocks + b] = scale;
     const out = (col * blocks + b) * ((blockSize * bits) / 8);
-    const zp = defaultZeroPoint(bits);
     if (bits === 8) for (let i = 0; i < blockSize; i++) packed[out + i] = codes[i] + zp;
     else for (let i = 0; i < blockSize; i += 2) packed[out + i / 2] = (codes[i] + zp) | ((codes[i + 1] + zp) << 4);
   }
@@ -161,6 +183,21 @@ function scale4(values: Float32Array, search: boolean): number {
   return best;
 }
 
+/**
+ * The scale and zero point that map [low, high] (low <= 0 <= high) onto the codes [qmin, qmax]
+ * with 0 exact: the affine scheme of asymmetric weights (blocks with zero points, and
+ * DequantizeLinear with a zero point).
+ */
+function affine(low: number, high: number, qmin: number, qmax: number): { scale: number; zeroPoint: number } {
+  const scale = Math.fround((high - low) / (qmax - qmin));
+  if (!(scale > 0)) return { scale: 1, zeroPoint: Math.min(qmax, Math.max(qmin, 0)) };
+  return { scale, zeroPoint: Math.min(qmax, Math.max(qmin, Math.round(qmin - low / scale))) };
+}
+
+function encodeAffine(values: ArrayLike<number>, scale: number, zeroPoint: number, qmin: number, qmax: number, out: Int32Array): void {
+  for (let i = 0; i < values.length; i++) out[i] = Math.min(qmax, Math.max(qmin, Math.round(values[i] / scale) + zeroPoint));
+}
+
 function encode(values: Float32Array, scale: number, bits: Bits, out: Int32Array): void {
   const [lo, hi] = bits === 8 ? [-127, 127] : [-8, 7];
   for (let i = 0; i < values.length; i++) out[i] = scale === 0 ? 0 : Math.min(hi, Math.max(lo, Math.round(values[i] / scale)));
@@ -173,11 +210,11 @@ function encode(values: Float32Array, scale: number, bits: Bits, out: Int32Array
 export function dequantizeBlocks(q: BlockQuantized): Float32Array {
   const { n, k, blocks, blockSize, bits } = q;
   const blob = (blockSize * bits) / 8;
-  const zp = defaultZeroPoint(bits);
   const out = new Float32Array(k * n);
   for (let col = 0; col < n; col++) {
     for (let b = 0; b < blocks; b++) {
       const scale = q.scales[col * blocks + b];
+      const zp = q.zeroPoints ? q.zeroPoints[col * blocks + b] : defaultZeroPoint(bits);
       const base = (col * blocks + b) * blob;
       for (let i = 0; i < blockSize; i++) {
         const kk = b * blockSize + i;
@@ -214,6 +251,39 @@ export function quantizePerChannel(w: Float32Array, dims: readonly number[], axi
     }
   }
   return { codes, scales };
+}
+
+/** Codes with a scale and a zero point per slice along `axis`, in [qmin, qmax]. */
+export interface AffineQuantized {
+  codes: Int32Array;
+  scales: Float32Array;
+  zeroPoints: Int32Array;
+}
+
+/**
+ * Quantizes `w` of shape `dims` to codes in [qmin, qmax] with one scale and zero point per index
+ * along `axis` (the affine scheme: see `affine`); `axis` undefined: one for the whole tensor.
+ */
+export function quantizeAffine(w: Float32Array, dims: readonly number[], axis: number | undefined, qmin: number, qmax: number): AffineQuantized {
+  const channels = axis === undefined ? 1 : dims[axis];
+  const inner = axis === undefined ? w.length : dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const channelOf = (i: number) => Math.floor(i / inner) % channels;
+  const low = new Float64Array(channels);
+  const high = new Float64Array(channels);
+  for (let i = 0; i < w.length; i++) {
+    const c = channelOf(i);
+    low[c] = Math.min(low[c], w[i]);
+    high[c] = Math.max(high[c], w[i]);
+  }
+  const scales = new Float32Array(channels);
+  const zeroPoints = new Int32Array(channels);
+  for (let c = 0; c < channels; c++) ({ scale: scales[c], zeroPoint: zeroPoints[c] } = affine(low[c], high[c], qmin, qmax));
+  const codes = new Int32Array(w.length);
+  for (let i = 0; i < w.length; i++) {
+    const c = channelOf(i);
+    codes[i] = Math.min(qmax, Math.max(qmin, Math.round(w[i] / scales[c]) + zeroPoints[c]));
+  }
+  return { codes, scales, zeroPoints };
 }
 
 /**

@@ -9,6 +9,7 @@ import type { MetricResult, Verdict } from '../gate/gate';
 import type { StepOutcome } from '../gate/search';
 import type { AllocationResult, PrunedEntry, SkippedEntry } from '../prune/types';
 import type { Environment } from '../eval/environment';
+import type { QuantizedInputsReport } from '../quantize/inputs';
 import type { MemoryPeaks } from '../eval/memory';
 import type { GenerationExample, InterfaceChange } from '../eval/generation';
 import { UserError } from '../errors';
@@ -31,6 +32,8 @@ export interface ReportInput {
   chosenStep: number | null;
   pruned: PrunedEntry[];
   skipped: SkippedEntry[];
+  /** What became of a quantized input's weights (src/quantize/inputs.ts). */
+  quantizedInputs?: QuantizedInputsReport;
   allocation?: AllocationResult;
   /** The search's budget and what it left out (run only). */
   budget?: Report['budget'];
@@ -139,6 +142,7 @@ export function buildReport(input: ReportInput): Report {
     chosen_step: input.chosenStep,
     pruned: input.pruned.map((p) => ({ kind: p.kind, where: p.where, before: p.before, after: p.after, params: p.params })),
     skipped: input.skipped.map((s) => ({ where: s.where, reason: s.reason })),
+    ...(input.quantizedInputs ? { quantized_inputs: input.quantizedInputs } : {}),
     ...(input.allocation
       ? {
           allocation: {

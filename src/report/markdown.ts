@@ -355,6 +355,24 @@ function allocationSection(r: Report): string[] {
   return r.allocation && r.pruned.length ? [allocationLine(r.allocation)] : [];
 }
 
+/**
+ * What became of a quantized input's weights: kept bytes, and the requantized ones with their
+ * errors, a line each (`name` shows a node name: the markdown escapes it, the terminal not).
+ */
+export function quantizedInputsLines(q: NonNullable<Report['quantized_inputs']>, name: (where: string) => string = (w) => w, bullet = '  '): string[] {
+  const total = q.exact + q.requantized.length;
+  const head = `Quantized weights: ${q.exact} of ${total} kept their original codes (output rows removed, or input columns in whole blocks)`;
+  if (q.requantized.length === 0) return [`${head}.`];
+  const rows = q.requantized.slice(0, 10).map((w) => `${bullet}${name(w.where)}: ${w.format}, ${w.how}, relative weight error ${w.error.toPrecision(3)}`);
+  const more = q.requantized.length > 10 ? [`${bullet}… and ${q.requantized.length - 10} more`] : [];
+  return [`${head}; ${q.requantized.length} requantized in the same scheme, worst relative weight error ${q.worst.toPrecision(3)}:`, ...rows, ...more];
+}
+
+function quantizedInputsSection(r: Report): string[] {
+  // The engine's own words and numbers, but for the node names.
+  return r.quantized_inputs ? quantizedInputsLines(r.quantized_inputs, (w) => escapeMarkdown(w), '- ') : [];
+}
+
 function skippedSection(r: Report): string[] {
   return details(
     `Left alone (${r.skipped.length} ${r.skipped.length === 1 ? 'place' : 'places'})`,
@@ -465,6 +483,7 @@ export function renderMarkdown(r: Report): string {
     stepsSection(r),
     prunedSection(r),
     allocationSection(r),
+    quantizedInputsSection(r),
     skippedSection(r),
     examplesSection(r),
     provenanceSection(r),

@@ -158,6 +158,18 @@ export const ReportSchema = z.object({
     .max(MAX_ITEMS),
   skipped: z.array(z.object({ where: text, reason: text })).max(MAX_ITEMS),
   /**
+   * A quantized input's weights (MatMulNBits, DequantizeLinear) after pruning, in their format:
+   * how many kept their original bytes, and each one requantized (input columns removed or
+   * values refit) with its relative weight error ‖requantized − pruned float‖ / ‖pruned float‖.
+   */
+  quantized_inputs: z
+    .object({
+      exact: count,
+      requantized: z.array(z.object({ where: text, format: text, how: text, error: count })).max(MAX_ITEMS),
+      worst: count,
+    })
+    .optional(),
+  /**
    * How the removals were shared between layers and kinds, and which compensation repaired
    * them: the strategy kept and every one tried with its calibration loss (null: not measurable).
    */

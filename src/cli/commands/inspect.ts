@@ -9,7 +9,8 @@ import { InputSpec, dummyFeeds, graphInputs, graphOutputs } from '../../onnx/run
 import { toNumber } from '../../onnx/tensor';
 import { CliContext } from '../context';
 import { isUserError } from '../../errors';
-import { PrunableGroup, SkippedEntry, findPrunable } from '../../prune';
+import { PrunableGroup, SkippedEntry } from '../../prune';
+import { findPrunableInFormat } from '../../pipeline/quantized-inputs';
 import { bytes, grouped, shape, si, table } from '../../util/format';
 
 export interface ValueSummary {
@@ -46,6 +47,8 @@ export interface Inspection {
   skipped: SkippedEntry[];
   /** Why the analysis could not run (the model does not run with dummy inputs). */
   prunableNote?: string;
+  /** The quantized weights pruned in their format (MatMulNBits, DequantizeLinear), and how. */
+  quantized?: string;
 }
 
 export function register(program: Command, ctx: CliContext): void {
@@ -114,7 +117,7 @@ export async function inspectModel(file: string): Promise<Inspection> {
     skipped: [],
   };
   try {
-    Object.assign(inspection, await findPrunable(model));
+    Object.assign(inspection, await findPrunableInFormat(model));
   } catch (e) {
     // The description above stands; only the analysis could not be made (a model that does not
     // run on dummy inputs, say).
@@ -164,6 +167,7 @@ export function formatInspection(ins: Inspection): string {
         '  ',
       ),
     );
+  if (ins.quantized) lines.push('', 'Quantized weights', `  ${ins.quantized}`);
   lines.push('', 'Left alone');
   if (ins.skipped.length === 0) lines.push('  nothing');
   for (const s of ins.skipped) lines.push(`  ${s.where}: ${s.reason}`);

@@ -6,9 +6,10 @@ import { OnnxModel } from '../../onnx/model';
 import { writeModel } from '../../onnx/write';
 import { batchCount, readCalibration, calibrationFeeds } from '../../eval/calibration';
 import { STRUCTURES, Structure } from '../../graph/analysis';
-import { ALLOCATIONS, Allocation, CompensationChoice, Importance, PruneResult, pruneModel } from '../../prune';
+import { ALLOCATIONS, Allocation, CompensationChoice, Importance } from '../../prune';
+import { PruneInFormatResult, pruneInFormat } from '../../pipeline/quantized-inputs';
 import { Evaluator } from '../../eval/evaluator';
-import { allocationLine } from '../../report/markdown';
+import { allocationLine, quantizedInputsLines } from '../../report/markdown';
 import { CliContext } from '../context';
 import { baseOrigin, producerStamp } from '../../pipeline/provenance';
 import { writeJsonAtomic } from '../../util/files';
@@ -28,6 +29,7 @@ interface PruneFlags {
   align: string;
   report?: string;
   externalData: string | true;
+  quantized: string;
 }
 
 /** `prune-gate prune`: prune only; prints what was removed where, and why places were skipped. */
@@ -49,6 +51,7 @@ export function register(program: Command, ctx: CliContext): void {
     )
     .option('--steps <n>', 'reach the target in n increments, re-measuring in between', '1')
     .option('--align <n>', 'keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine', 'auto')
+    .option('--quantized <form>', "a quantized model's weights after pruning: keep (in their format: MatMulNBits, DequantizeLinear) or float", 'keep')
     .option('--report <file>', 'also write what was removed as JSON')
     .option('--external-data [mode]', 'where the pruned model keeps its weights: auto (as the input model did), always (in <out>.data; the bare flag) or never (inline, at most 2 GiB)', 'auto')
     .action(async (flags: PruneFlags) => {
@@ -65,15 +68,17 @@ export function register(program: Command, ctx: CliContext): void {
       const externalData = parseExternalData(flags.externalData === true ? 'always' : flags.externalData, '--external-data');
       const align = flags.align === 'auto' ? 'auto' : Number(flags.align);
       if (align !== 'auto' && (!Number.isInteger(align) || align < 1)) throw new UserError(`--align must be auto or a whole number of at least 1 (got '${flags.align}')`);
+      if (flags.quantized !== 'keep' && flags.quantized !== 'float') throw new UserError(`--quantized must be keep or float (got '${flags.quantized}')`);
+      const quantized = flags.quantized;
       const model = OnnxModel.read(flags.model);
       // The flags as resolved are the settings config-sha256 covers (docs/contracts.md, "What a written model says").
-      const origin = baseOrigin(model, { prune: { target, structures, importance, compensate, allocation, steps, align }, externalData });
+      const origin = baseOrigin(model, { prune: { target, structures, importance, compensate, allocation, steps, align, ...(quantized === 'float' ? { quantized } : {}) }, externalData });
       const set = flags.calibration ? await readCalibration(flags.calibration, model) : undefined;
       // With data, candidates are measured on it against the base (the damage measure).
       const evaluator = set ? await Evaluator.create(model, set, { latency: { warmup: 0, runs: 1 } }) : undefined;
-      let result: PruneResult;
+      let result: PruneInFormatResult;
       try {
-        result = await pruneModel(model, {
+        result = await pruneInFormat(model, {
           target,
           structures,
           importance,
@@ -86,7 +91,7 @@ export function register(program: Command, ctx: CliContext): void {
           calibrationSamples: evaluator?.set.count,
           damage: evaluator?.damageMeasure(),
           log: withElapsed((line) => ctx.stderr(`${line}\n`)),
-        });
+        }, quantized);
       } finally {
         await evaluator?.close();
       }
@@ -136,7 +141,7 @@ function parseAllocation(text: string, calibration: string | undefined): Allocat
   return text === 'auto' && !calibration ? 'uniform' : (text as Allocation);
 }
 
-function pruneReport(input: string, output: string, r: PruneResult) {
+function pruneReport(input: string, output: string, r: PruneInFormatResult) {
   return {
     model: input,
     pruned_model: output,
@@ -145,10 +150,11 @@ function pruneReport(input: string, output: string, r: PruneResult) {
     pruned: r.pruned,
     skipped: r.skipped,
     ...(r.allocation ? { allocation: r.allocation } : {}),
+    ...(r.quantizedInputs ? { quantized_inputs: r.quantizedInputs } : {}),
   };
 }
 
-export function formatPruned(r: PruneResult, out: string): string {
+export function formatPruned(r: PruneInFormatResult, out: string): string {
   const removed = r.paramsBefore - r.paramsAfter;
   const pct = ((100 * removed) / r.paramsBefore).toFixed(1);
   const lines = [`Removed ${grouped(removed)} of ${grouped(r.paramsBefore)} parameters (${pct} %); wrote ${out}`];
@@ -163,6 +169,7 @@ export function formatPruned(r: PruneResult, out: string): string {
     );
   } else lines.push('', 'Nothing was removed.');
   if (r.allocation && r.pruned.length) lines.push('', allocationLine(r.allocation));
+  if (r.quantizedInputs) lines.push('', ...quantizedInputsLines(r.quantizedInputs));
   if (r.skipped.length) {
     lines.push('', 'Left alone:');
     for (const s of r.skipped) lines.push(`  ${s.where}: ${s.reason}`);
