@@ -17,6 +17,7 @@ import { createSession, ort } from '../src/onnx/runtime';
 import { compareModels } from '../src/pipeline/run';
 import { renderMarkdown } from '../src/report/markdown';
 import { FIXTURES_DIR } from './helpers/fixtures';
+import { errorOf } from './helpers/user-error';
 
 const KV_DIR = path.join(FIXTURES_DIR, 'kv');
 const KV = path.join(KV_DIR, 'llama-kv.onnx');
@@ -36,17 +37,6 @@ function generationSet(name: string): string {
   fs.writeFileSync(path.join(dir, 'calibration.json'), JSON.stringify({ task: 'generation', samples: 'prompts.jsonl', 'max-new-tokens': 10, 'eos-token-id': reference.eos }));
   fs.writeFileSync(path.join(dir, 'prompts.jsonl'), reference.prompts.map((prompt) => JSON.stringify({ prompt })).join('\n') + '\n');
   return dir;
-}
-
-function errorOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(UserError);
-    expect((e as Error).message).not.toContain('\n');
-    return (e as Error).message;
-  }
-  throw new Error('expected a UserError');
 }
 
 const rule = (metric: MetricName, bound: GateRule['bound'], value: number | string): GateRule => parseRule(metric, bound, value, 'pg.yml: gate');

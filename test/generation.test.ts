@@ -19,6 +19,7 @@ import { compareModels, runGate } from '../src/pipeline/run';
 import { buildReport } from '../src/report/build';
 import { renderMarkdown } from '../src/report/markdown';
 import { FIXTURES_DIR } from './helpers/fixtures';
+import { errorOf } from './helpers/user-error';
 
 const ROOT = path.resolve(__dirname, '..');
 const KV_DIR = path.join(FIXTURES_DIR, 'kv');
@@ -50,17 +51,6 @@ function generationSet(lines: (object | string)[], spec: object = {}): string {
   fs.writeFileSync(path.join(dir, 'calibration.json'), JSON.stringify({ task: 'generation', samples: 'prompts.jsonl', 'max-new-tokens': 4, ...spec }));
   fs.writeFileSync(path.join(dir, 'prompts.jsonl'), lines.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n') + '\n');
   return dir;
-}
-
-function errorOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(UserError);
-    expect((e as Error).message).not.toContain('\n');
-    return (e as Error).message;
-  }
-  throw new Error('expected a UserError');
 }
 
 describe('bad generation sets are refused with the file and the line', () => {
