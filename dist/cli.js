@@ -12172,8 +12172,8 @@ var require_onnx = __commonJS({
     var $util = $protobuf.util;
     var $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
     $root.onnx = (function() {
-      var onnx21 = {};
-      onnx21.Version = (function() {
+      var onnx22 = {};
+      onnx22.Version = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "_START_VERSION"] = 0;
         values[valuesById[1] = "IR_VERSION_2017_10_10"] = 1;
@@ -12186,7 +12186,7 @@ var require_onnx = __commonJS({
         values[valuesById[8] = "IR_VERSION"] = 8;
         return values;
       })();
-      onnx21.AttributeProto = (function() {
+      onnx22.AttributeProto = (function() {
         function AttributeProto(properties) {
           this.floats = [];
           this.ints = [];
@@ -12865,7 +12865,7 @@ var require_onnx = __commonJS({
         })();
         return AttributeProto;
       })();
-      onnx21.ValueInfoProto = (function() {
+      onnx22.ValueInfoProto = (function() {
         function ValueInfoProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -12985,7 +12985,7 @@ var require_onnx = __commonJS({
         };
         return ValueInfoProto;
       })();
-      onnx21.NodeProto = (function() {
+      onnx22.NodeProto = (function() {
         function NodeProto(properties) {
           this.input = [];
           this.output = [];
@@ -13225,7 +13225,7 @@ var require_onnx = __commonJS({
         };
         return NodeProto;
       })();
-      onnx21.TrainingInfoProto = (function() {
+      onnx22.TrainingInfoProto = (function() {
         function TrainingInfoProto(properties) {
           this.initializationBinding = [];
           this.updateBinding = [];
@@ -13409,7 +13409,7 @@ var require_onnx = __commonJS({
         };
         return TrainingInfoProto;
       })();
-      onnx21.ModelProto = (function() {
+      onnx22.ModelProto = (function() {
         function ModelProto(properties) {
           this.opsetImport = [];
           this.metadataProps = [];
@@ -13785,7 +13785,7 @@ var require_onnx = __commonJS({
         };
         return ModelProto;
       })();
-      onnx21.StringStringEntryProto = (function() {
+      onnx22.StringStringEntryProto = (function() {
         function StringStringEntryProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -13883,7 +13883,7 @@ var require_onnx = __commonJS({
         };
         return StringStringEntryProto;
       })();
-      onnx21.TensorAnnotation = (function() {
+      onnx22.TensorAnnotation = (function() {
         function TensorAnnotation(properties) {
           this.quantParameterTensorNames = [];
           if (properties) {
@@ -14001,7 +14001,7 @@ var require_onnx = __commonJS({
         };
         return TensorAnnotation;
       })();
-      onnx21.GraphProto = (function() {
+      onnx22.GraphProto = (function() {
         function GraphProto(properties) {
           this.node = [];
           this.initializer = [];
@@ -14367,7 +14367,7 @@ var require_onnx = __commonJS({
         };
         return GraphProto;
       })();
-      onnx21.TensorProto = (function() {
+      onnx22.TensorProto = (function() {
         function TensorProto(properties) {
           this.dims = [];
           this.floatData = [];
@@ -15070,7 +15070,7 @@ var require_onnx = __commonJS({
         })();
         return TensorProto;
       })();
-      onnx21.SparseTensorProto = (function() {
+      onnx22.SparseTensorProto = (function() {
         function SparseTensorProto(properties) {
           this.dims = [];
           if (properties) {
@@ -15228,7 +15228,7 @@ var require_onnx = __commonJS({
         };
         return SparseTensorProto;
       })();
-      onnx21.TensorShapeProto = (function() {
+      onnx22.TensorShapeProto = (function() {
         function TensorShapeProto(properties) {
           this.dim = [];
           if (properties) {
@@ -15467,7 +15467,7 @@ var require_onnx = __commonJS({
         })();
         return TensorShapeProto;
       })();
-      onnx21.TypeProto = (function() {
+      onnx22.TypeProto = (function() {
         function TypeProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -15694,19 +15694,19 @@ var require_onnx = __commonJS({
           return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
         };
         TypeProto.Tensor = (function() {
-          function Tensor8(properties) {
+          function Tensor9(properties) {
             if (properties) {
               for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
                 if (properties[keys[i]] != null)
                   this[keys[i]] = properties[keys[i]];
             }
           }
-          Tensor8.prototype.elemType = 0;
-          Tensor8.prototype.shape = null;
-          Tensor8.create = function create(properties) {
-            return new Tensor8(properties);
+          Tensor9.prototype.elemType = 0;
+          Tensor9.prototype.shape = null;
+          Tensor9.create = function create(properties) {
+            return new Tensor9(properties);
           };
-          Tensor8.encode = function encode4(message, writer) {
+          Tensor9.encode = function encode4(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -15721,10 +15721,10 @@ var require_onnx = __commonJS({
               ).fork()).ldelim();
             return writer;
           };
-          Tensor8.encodeDelimited = function encodeDelimited(message, writer) {
+          Tensor9.encodeDelimited = function encodeDelimited(message, writer) {
             return this.encode(message, writer).ldelim();
           };
-          Tensor8.decode = function decode4(reader, length) {
+          Tensor9.decode = function decode4(reader, length) {
             if (!(reader instanceof $Reader))
               reader = $Reader.create(reader);
             var end = length === void 0 ? reader.len : reader.pos + length, message = new $root.onnx.TypeProto.Tensor();
@@ -15744,12 +15744,12 @@ var require_onnx = __commonJS({
             }
             return message;
           };
-          Tensor8.decodeDelimited = function decodeDelimited(reader) {
+          Tensor9.decodeDelimited = function decodeDelimited(reader) {
             if (!(reader instanceof $Reader))
               reader = new $Reader(reader);
             return this.decode(reader, reader.uint32());
           };
-          Tensor8.verify = function verify(message) {
+          Tensor9.verify = function verify(message) {
             if (typeof message !== "object" || message === null)
               return "object expected";
             if (message.elemType != null && message.hasOwnProperty("elemType")) {
@@ -15763,7 +15763,7 @@ var require_onnx = __commonJS({
             }
             return null;
           };
-          Tensor8.fromObject = function fromObject(object2) {
+          Tensor9.fromObject = function fromObject(object2) {
             if (object2 instanceof $root.onnx.TypeProto.Tensor)
               return object2;
             var message = new $root.onnx.TypeProto.Tensor();
@@ -15776,7 +15776,7 @@ var require_onnx = __commonJS({
             }
             return message;
           };
-          Tensor8.toObject = function toObject(message, options) {
+          Tensor9.toObject = function toObject(message, options) {
             if (!options)
               options = {};
             var object2 = {};
@@ -15790,10 +15790,10 @@ var require_onnx = __commonJS({
               object2.shape = $root.onnx.TensorShapeProto.toObject(message.shape, options);
             return object2;
           };
-          Tensor8.prototype.toJSON = function toJSON() {
+          Tensor9.prototype.toJSON = function toJSON() {
             return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
           };
-          return Tensor8;
+          return Tensor9;
         })();
         TypeProto.Sequence = (function() {
           function Sequence5(properties) {
@@ -16167,7 +16167,7 @@ var require_onnx = __commonJS({
         })();
         return TypeProto;
       })();
-      onnx21.OperatorSetIdProto = (function() {
+      onnx22.OperatorSetIdProto = (function() {
         function OperatorSetIdProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16280,13 +16280,13 @@ var require_onnx = __commonJS({
         };
         return OperatorSetIdProto;
       })();
-      onnx21.OperatorStatus = (function() {
+      onnx22.OperatorStatus = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "EXPERIMENTAL"] = 0;
         values[valuesById[1] = "STABLE"] = 1;
         return values;
       })();
-      onnx21.FunctionProto = (function() {
+      onnx22.FunctionProto = (function() {
         function FunctionProto(properties) {
           this.input = [];
           this.output = [];
@@ -16579,7 +16579,7 @@ var require_onnx = __commonJS({
         };
         return FunctionProto;
       })();
-      return onnx21;
+      return onnx22;
     })();
     module2.exports = $root;
   }
@@ -37295,15 +37295,20 @@ var FIRST_LOOK = 0.2;
 var STEADY_RUNS = 20;
 var LOOK_GROWTH = 1.5;
 var wallClock = () => Number(process.hrtime.bigint()) / 1e6;
-async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY, clock2 = wallClock) {
-  const timed = async (session, into) => {
-    const start2 = clock2();
+function timedRun(session, feeds) {
+  return async (clock2) => {
+    const start = clock2();
     await session.run(feeds);
-    into.push(clock2() - start2);
+    return clock2() - start;
   };
+}
+function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY, clock2 = wallClock) {
+  return measureTrials(timedRun(base, feeds), timedRun(candidate, feeds), options, clock2);
+}
+async function measureTrials(base, candidate, options = DEFAULT_LATENCY, clock2 = wallClock) {
   for (let i = 0; i < options.warmup; i++) {
-    await base.run(feeds);
-    await candidate.run(feeds);
+    await base(clock2);
+    await candidate(clock2);
   }
   const baseTimes = [];
   const candTimes = [];
@@ -37314,11 +37319,11 @@ async function measureLatency(base, candidate, feeds, options = DEFAULT_LATENCY,
   let look = STEADY_RUNS;
   for (let n = 1; ; n++) {
     if (n % 2 === 1) {
-      await timed(base, baseTimes);
-      await timed(candidate, candTimes);
+      baseTimes.push(await base(clock2));
+      candTimes.push(await candidate(clock2));
     } else {
-      await timed(candidate, candTimes);
-      await timed(base, baseTimes);
+      candTimes.push(await candidate(clock2));
+      baseTimes.push(await base(clock2));
     }
     const seconds2 = (clock2() - start) / 1e3;
     const timeUp = n >= most || n >= MIN_RUNS && seconds2 >= time3;
@@ -37404,8 +37409,8 @@ function latencyValues(latency) {
   return { "latency-p50": latency.p50_ms, "latency-p95": latency.p95_ms };
 }
 function latencyIntervals(latency) {
-  const anything = { candidate: [0, Infinity], ratio: [0, Infinity] };
-  const of = (i) => i ? { candidate: i.candidate, ratio: [1 / i.speedup[1], 1 / i.speedup[0]] } : anything;
+  const anything2 = { candidate: [0, Infinity], ratio: [0, Infinity] };
+  const of = (i) => i ? { candidate: i.candidate, ratio: [1 / i.speedup[1], 1 / i.speedup[0]] } : anything2;
   return { "latency-p50": of(latency.intervals?.p50), "latency-p95": of(latency.intervals?.p95) };
 }
 
@@ -37424,6 +37429,8 @@ var METRIC_NAMES = [
   "cosine",
   "latency-p50",
   "latency-p95",
+  "decode-tokens-per-second",
+  "time-to-first-token",
   "size",
   "params",
   "macs",
@@ -37433,8 +37440,9 @@ var TASK_METRICS = {
   "language-model": ["perplexity", "next-token-accuracy"],
   classification: ["accuracy"],
   generic: [],
-  generation: ["exact-match", "token-f1", "rouge-l", "sequence-agreement", "perplexity"]
+  generation: ["exact-match", "token-f1", "rouge-l", "sequence-agreement", "perplexity", "decode-tokens-per-second", "time-to-first-token"]
 };
+var DECODE_SPEED_METRICS = ["decode-tokens-per-second", "time-to-first-token"];
 var REFERENCE_METRICS = ["exact-match", "token-f1", "rouge-l", "perplexity"];
 var COMMON_METRICS = METRIC_NAMES.filter(
   (m) => !Object.values(TASK_METRICS).some((own2) => own2.includes(m))
@@ -37608,6 +37616,8 @@ var METRICS = {
   "kl-divergence": { kind: "quality", higherIsBetter: false, bounds: ["max-increase", "max"], unit: "nats" },
   "latency-p50": { kind: "efficiency", higherIsBetter: false, bounds: ["min-speedup", "max-ratio", "max"], unit: "ms" },
   "latency-p95": { kind: "efficiency", higherIsBetter: false, bounds: ["min-speedup", "max-ratio", "max"], unit: "ms" },
+  "decode-tokens-per-second": { kind: "efficiency", higherIsBetter: true, bounds: ["min-speedup", "min"], unit: "tokens/s" },
+  "time-to-first-token": { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "min-speedup", "max"], unit: "ms" },
   size: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "bytes" },
   params: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "count" },
   macs: { kind: "efficiency", higherIsBetter: false, bounds: ["max-ratio", "max"], unit: "count" },
@@ -37617,7 +37627,13 @@ function isQuality(name) {
   return METRICS[name].kind === "quality";
 }
 function isLatency(name) {
-  return METRICS[name].unit === "ms";
+  return METRICS[name].unit === "ms" && !isDecodeSpeed(name);
+}
+function isDecodeSpeed(name) {
+  return DECODE_SPEED_METRICS.includes(name);
+}
+function isTimed(name) {
+  return isLatency(name) || isDecodeSpeed(name);
 }
 
 // src/onnx/write.ts
@@ -38557,7 +38573,8 @@ var ConfigFile = external_exports.strictObject({
     align: external_exports.union([external_exports.literal("auto"), external_exports.number({ error: "auto, or a whole number of units >= 1 (8 keeps widths multiples of 8)" }).int({ error: "a whole number of units >= 1" }).min(1, { error: "a whole number of units >= 1" }).max(256, { error: "at most 256" })], {
       error: "auto, or a whole number of units >= 1 (8 keeps widths multiples of 8)"
     }).optional(),
-    steps: external_exports.number({ error: "a whole number of steps >= 1" }).int({ error: "a whole number of steps >= 1" }).min(1, { error: "a whole number of steps >= 1" }).max(100, { error: "at most 100 steps" }).optional()
+    steps: external_exports.number({ error: "a whole number of steps >= 1" }).int({ error: "a whole number of steps >= 1" }).min(1, { error: "a whole number of steps >= 1" }).max(100, { error: "at most 100 steps" }).optional(),
+    quantized: external_exports.enum(["keep", "float"]).optional()
   }).optional(),
   quantize: external_exports.enum(QUANTIZE_MODES).optional(),
   "keep-names": external_exports.boolean({ error: "true or false" }).optional(),
@@ -38621,7 +38638,8 @@ function fromFile(raw, dir, shown) {
       align: p.align ?? DEFAULT_PRUNE.align,
       compensate: p.compensate ?? DEFAULT_PRUNE.compensate,
       allocation: p.allocation ?? DEFAULT_PRUNE.allocation,
-      steps: p.steps ?? DEFAULT_PRUNE.steps
+      steps: p.steps ?? DEFAULT_PRUNE.steps,
+      ...p.quantized ? { quantized: p.quantized } : {}
     },
     quantize: raw.quantize ?? "none",
     keepNames: raw["keep-names"] ?? false,
@@ -38709,7 +38727,16 @@ function checkUnit(metric, bound, number4, percent2, where) {
   if (shrinks && bound === "max-ratio" && ratio > 1) {
     throw new UserError(`${where}: ${percent2 ? `${number4}%` : number4} is above 1, and pruning only makes ${metric} smaller, so it never fails; write ${plain(1 / ratio)} for ${plain(ratio)}x smaller (max-ratio is candidate / base)`);
   }
+  if (isTimed(metric) && !percent2 && number4 >= TIMED_FACTOR_LIMIT) {
+    if (bound === "min-speedup") {
+      throw new UserError(`${where}: ${number4} asks the candidate to be ${number4}x as fast as the base, which pruning and quantization do not reach, so it always fails; write ${plain(1 + number4 / 100)} for ${number4} % faster`);
+    }
+    if (bound === "max-ratio") {
+      throw new UserError(`${where}: ${number4} lets the candidate take ${number4}x the base's time, so it never fails; write ${plain(number4 / 100)} or ${number4}% (of the base model's)`);
+    }
+  }
 }
+var TIMED_FACTOR_LIMIT = 10;
 function targetValue(value, auto) {
   if (auto && typeof value === "string" && value.trim() === "auto") return "auto";
   const text2 = typeof value === "string" ? value.trim() : void 0;
@@ -39658,8 +39685,10 @@ function dummyFeeds(model, axis0 = 2, otherAxes = 7, fixed = {}) {
   const feeds = {};
   const specs = graphInputs(model).map((spec) => isPastInput(spec.name) && spec.dims.length >= 3 ? pastWithDeclaredSizes(model, spec, /* @__PURE__ */ new Map()) : spec).map((spec) => ({ ...spec, dims: spec.dims.map((d, axis) => fixed[spec.name]?.[axis] ?? d) }));
   const batchNames = new Set(specs.map((s) => s.dims[0]).filter((d) => typeof d === "string"));
+  const isEmptyAxis = (spec, i) => isPastInput(spec.name) && spec.dims.length >= 3 && i === spec.dims.length - 2 && !!presentOf(model, spec.name);
+  const empty = new Set(specs.flatMap((s) => s.dims.filter((d, i) => typeof d === "string" && isEmptyAxis(s, i))));
   for (const spec of specs) {
-    const size = (d, i) => i === 0 || d !== null && batchNames.has(d) ? axis0 : otherAxes;
+    const size = (d, i) => i === 0 || d !== null && batchNames.has(d) ? axis0 : d !== null && empty.has(d) || isEmptyAxis(spec, i) ? 0 : otherAxes;
     const sum = (d, i) => d.split("+").reduce((total, part) => total + (/^\s*\d+\s*$/.test(part) ? Number(part) : size(part.trim(), i)), 0);
     const dims = spec.dims.map((d, i) => typeof d === "number" ? d : typeof d === "string" && d.includes("+") ? sum(d, i) : size(d, i));
     const n = elementCount(dims);
@@ -39890,13 +39919,14 @@ var fs13 = __toESM(require("fs"));
 var path10 = __toESM(require("path"));
 
 // src/eval/kv-cache.ts
-function pastWithSizes(model, past, named, shown) {
+function pastWithSizes(model, past, named, shown, found = {}) {
   const rank2 = past.dims.length;
   const shape2 = `[${past.dims.map((d) => d ?? "?").join(", ")}]`;
   if (rank2 < 3) {
     throw new UserError(`${shown}: cache input '${past.name}' is ${shape2}; a Hugging Face cache is [batch, heads, past_sequence, head_size]: give it in the set ("${past.name}": "<file>.npy")`);
   }
-  const sized = pastWithDeclaredSizes(model, past, named);
+  const declared = pastWithDeclaredSizes(model, past, named);
+  const sized = { ...declared, dims: declared.dims.map((d, axis2) => found[past.name]?.[axis2] ?? d) };
   const axis = sized.dims.findIndex((d, i) => isSizedPastAxis(i, rank2) && typeof d !== "number");
   if (axis >= 0) {
     const d = past.dims[axis];
@@ -39904,7 +39934,7 @@ function pastWithSizes(model, past, named, shown) {
     const what = d === null ? `axis ${axis}` : `'${d}' (axis ${axis})`;
     const example = past.dims.map((x, i) => i === 0 ? "N" : i === rank2 - 2 ? 0 : i === axis ? "<size>" : x ?? "?").join(", ");
     throw new UserError(
-      `${shown}: cache input '${past.name}' is ${shape2}: the size of ${what} is fixed neither by the model's declarations${present ? `, its output '${present}'` : ""} nor another input; give the empty past in the set ("${past.name}": an .npy of shape [${example}]) or export the model with that size fixed`
+      `${shown}: cache input '${past.name}' is ${shape2}: the size of ${what} is fixed neither by the model's declarations${present ? `, its output '${present}'` : ""}, another input nor a run of the model without its pasts; give the empty past in the set ("${past.name}": an .npy of shape [${example}]) or export the model with that size fixed`
     );
   }
   return sized;
@@ -42901,7 +42931,7 @@ var PromptLine = external_exports.strictObject({
   prompt: external_exports.array(external_exports.number({ error: "a token id" }).int({ error: "a whole token id" }), { error: "a list of token ids" }),
   reference: external_exports.array(external_exports.number({ error: "a token id" }).int({ error: "a whole token id" }), { error: "a list of token ids" }).optional()
 });
-function loadGenerationSpec(spec, specFile, model) {
+function loadGenerationSpec(spec, specFile, model, cacheSizes2 = {}) {
   const shown = displayPath(specFile);
   if (spec.inputs !== void 0 || spec.labels !== void 0) {
     throw new UserError(`${shown}: task generation reads "samples" (a .jsonl file of prompts); remove "${spec.inputs !== void 0 ? "inputs" : "labels"}"`);
@@ -42910,7 +42940,7 @@ function loadGenerationSpec(spec, specFile, model) {
   if (spec["max-new-tokens"] === void 0) throw new UserError(`${shown}: max-new-tokens: missing: the most tokens to generate per prompt (e.g. 32)`);
   const samplesFile = path10.resolve(path10.dirname(specFile), spec.samples);
   if (!fs13.existsSync(samplesFile)) throw new UserError(`${shown}: samples: file not found: ${displayPath(samplesFile)}`);
-  const decoder = decoderInputs(model, spec.tokens, spec.output, shown);
+  const decoder = decoderInputs(model, spec.tokens, spec.output, shown, cacheSizes2);
   const eosIds = spec["eos-token-id"];
   const eos = eosIds === void 0 ? [] : Array.isArray(eosIds) ? eosIds : [eosIds];
   const tokenizer = spec.tokenizer === void 0 || spec.tokenizer === "bytes" ? spec.tokenizer : path10.resolve(path10.dirname(specFile), spec.tokenizer);
@@ -42985,7 +43015,7 @@ function vocabularySize(model, decoder) {
   return typeof width === "number" ? { size: width, why: `the width of output '${decoder.logits}'` } : void 0;
 }
 var MASK = "attention_mask";
-function decoderInputs(model, tokensName, outputName, shown) {
+function decoderInputs(model, tokensName, outputName, shown, cacheSizes2) {
   const specs = graphInputs(model);
   const outputs2 = graphOutputs(model).map((o) => o.name);
   const cache = specs.filter((s) => isPastInput(s.name)).map((declared) => {
@@ -42994,7 +43024,7 @@ function decoderInputs(model, tokensName, outputName, shown) {
     if (!isFloatDType(declared.dtype)) {
       throw new UserError(`${shown}: cache input '${declared.name}' is ${dtypeName(declared.dtype)}; a Hugging Face cache is float [batch, heads, past_sequence, head_size]`);
     }
-    const past = pastWithSizes(model, declared, /* @__PURE__ */ new Map(), shown);
+    const past = pastWithSizes(model, declared, /* @__PURE__ */ new Map(), shown, cacheSizes2);
     return { past, present };
   });
   const roles = /* @__PURE__ */ new Set([MASK, POSITIONS_INPUT, ...cache.map((c) => c.past.name)]);
@@ -43072,6 +43102,186 @@ function referenceSet(spec, base) {
   });
 }
 
+// src/onnx/skeleton.ts
+var import_onnx_proto10 = __toESM(require_onnx());
+
+// src/onnx/axes.ts
+var import_onnx_proto9 = __toESM(require_onnx());
+var AXES_INPUT_FROM = {
+  ReduceSum: 13,
+  Squeeze: 13,
+  Unsqueeze: 13,
+  ReduceMean: 18,
+  ReduceMax: 18,
+  ReduceMin: 18,
+  ReduceProd: 18,
+  ReduceSumSquare: 18,
+  ReduceL1: 18,
+  ReduceL2: 18,
+  ReduceLogSum: 18,
+  ReduceLogSumExp: 18
+};
+function nodeOverAxes(opType, input2, output2, axes, opset, initializers, attribute = []) {
+  if (opset >= (AXES_INPUT_FROM[opType] ?? Infinity)) {
+    const name = `${output2}_axes`;
+    initializers.push(import_onnx_proto9.onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [axes.length], int64Data: axes }));
+    return import_onnx_proto9.onnx.NodeProto.create({ opType, name: output2, input: [input2, name], output: [output2], attribute });
+  }
+  const list = import_onnx_proto9.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto9.onnx.AttributeProto.AttributeType.INTS, ints: axes });
+  return import_onnx_proto9.onnx.NodeProto.create({ opType, name: output2, input: [input2], output: [output2], attribute: [list, ...attribute] });
+}
+
+// src/onnx/skeleton.ts
+var SHAPE_ONLY_MIN_ELEMENTS = 4096;
+function shapeOnlyProto(model) {
+  const copy = model.clone();
+  const graph = copy.graph;
+  const uniqueName = copy.uniqueNames();
+  const replaced = /* @__PURE__ */ new Map();
+  const made = /* @__PURE__ */ new Set();
+  const makers = [];
+  const kept = [];
+  for (const t of copy.initializers) {
+    const dims = t.dims.map(Number);
+    if (isFloatDType(t.dataType) && elementCount(dims) >= SHAPE_ONLY_MIN_ELEMENTS) {
+      replaced.set(t.name, { dims, dtype: t.dataType });
+      const shapeName = uniqueName(`${t.name}__shape`);
+      kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
+      const maker = constantOfShape(shapeName, t.name, t.dataType);
+      makers.push(maker);
+      made.add(maker);
+    } else kept.push(t);
+  }
+  graph.initializer = kept;
+  graph.input = graph.input.filter((v) => !replaced.has(v.name ?? ""));
+  for (const node2 of graph.node) {
+    const value = node2.opType === "Constant" && (node2.domain ?? "") === "" ? node2.attribute?.find((a) => a.name === "value")?.t : void 0;
+    if (!value || !isFloatDType(value.dataType ?? 0)) continue;
+    const dims = (value.dims ?? []).map(Number);
+    if (elementCount(dims) < SHAPE_ONLY_MIN_ELEMENTS) continue;
+    const out = node2.output[0];
+    const shapeName = uniqueName(`${out}__shape`);
+    kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
+    node2.opType = "ConstantOfShape";
+    node2.input = [shapeName];
+    node2.attribute = [fillValue(value.dataType ?? DataType.FLOAT)];
+    replaced.set(out, { dims, dtype: value.dataType ?? DataType.FLOAT });
+    made.add(node2);
+  }
+  const opset = copy.defaultOpset ?? 13;
+  const weightOf = replaced;
+  for (const node2 of graph.node) {
+    if (node2.opType === "Cast" && weightOf.has(node2.input[0])) {
+      const w = weightOf.get(node2.input[0]);
+      const to = Number(node2.attribute.find((a) => a.name === "to").i);
+      const shapeName = uniqueName(`${node2.output[0]}__shape`);
+      kept.push(tensorToProto(shapeName, intTensor(w.dims, DataType.INT64, [w.dims.length])));
+      node2.opType = "ConstantOfShape";
+      node2.input = [shapeName];
+      node2.attribute = [fillValue(to)];
+      weightOf.set(node2.output[0], { dims: w.dims, dtype: to });
+      made.add(node2);
+    }
+  }
+  const rewritten = [];
+  for (const node2 of graph.node) {
+    const lookup = lookupRewrite(node2, weightOf, opset);
+    if (lookup) {
+      const base2 = uniqueName(`${node2.output[0]}__shape_only`);
+      const zerosD = `${base2}_d`;
+      kept.push(tensorToProto(zerosD, zeros(lookup.dtype, lookup.dims[1])));
+      rewritten.push(
+        import_onnx_proto10.onnx.NodeProto.create({ opType: "Cast", name: `${base2}_cast`, input: [node2.input[1]], output: [`${base2}_c`], attribute: [import_onnx_proto10.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.INT, i: lookup.dtype })] }),
+        nodeOverAxes("Unsqueeze", `${base2}_c`, `${base2}_u`, [-1], opset, kept),
+        import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base2}_widen`, input: [`${base2}_u`, zerosD], output: [node2.output[0]] })
+      );
+      continue;
+    }
+    const w = node2.opType === "MatMul" && (node2.domain ?? "") === "" ? weightOf.get(node2.input[1]) : void 0;
+    if (!w || w.dims.length !== 2) {
+      rewritten.push(node2);
+      continue;
+    }
+    const [k, n] = w.dims;
+    const base = uniqueName(`${node2.output[0]}__shape_only`);
+    const zerosK = `${base}_k`;
+    const zerosN = `${base}_n`;
+    kept.push(tensorToProto(zerosK, zeros(w.dtype, k)), tensorToProto(zerosN, zeros(w.dtype, n)));
+    rewritten.push(
+      import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base}_check`, input: [node2.input[0], zerosK], output: [`${base}_a`] }),
+      nodeOverAxes("ReduceSum", `${base}_a`, `${base}_s`, [-1], opset, kept, [import_onnx_proto10.onnx.AttributeProto.create({ name: "keepdims", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.INT, i: 1 })]),
+      import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base}_widen`, input: [`${base}_s`, zerosN], output: [node2.output[0]] })
+    );
+  }
+  const read = new Set(rewritten.flatMap((n) => nodeReads(n)));
+  for (const o of graph.output) read.add(o.name ?? "");
+  graph.node = [...makers, ...rewritten].filter((n) => !made.has(n) || read.has(n.output[0]));
+  return { proto: copy.proto, replaced };
+}
+function lookupRewrite(node2, weightOf, opset) {
+  if (node2.opType !== "Gather" || (node2.domain ?? "") !== "" || opset < 11) return void 0;
+  const w = weightOf.get(node2.input[0]);
+  const axis = Number(node2.attribute?.find((a) => a.name === "axis")?.i ?? 0);
+  return w && w.dims.length === 2 && (axis === 0 || axis === -2) ? w : void 0;
+}
+function zeros(dtype, n) {
+  return fromFloat32(new Float32Array(n), dtype, [n]);
+}
+function fillValue(dtype) {
+  const t = import_onnx_proto10.onnx.TensorProto.create({ dataType: dtype, dims: [1], rawData: new Uint8Array(dtypeInfo(dtype).bytes) });
+  return import_onnx_proto10.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.TENSOR, t });
+}
+function constantOfShape(shape2, out, dtype) {
+  return import_onnx_proto10.onnx.NodeProto.create({ opType: "ConstantOfShape", name: `${out}__make`, input: [shape2], output: [out], attribute: [fillValue(dtype)] });
+}
+function floatWeightBytes(model) {
+  let total = 0;
+  for (const t of model.initializers) {
+    if (isFloatDType(t.dataType)) total += protoBytes(t);
+  }
+  return total;
+}
+
+// src/graph/cache-sizes.ts
+async function cacheSizes(model) {
+  const unsized = /* @__PURE__ */ new Map();
+  for (const spec of graphInputs(model)) {
+    if (!isPastInput(spec.name) || spec.dims.length < 3) continue;
+    const { dims } = pastWithDeclaredSizes(model, spec, /* @__PURE__ */ new Map());
+    const axes = dims.flatMap((d, axis) => isSizedPastAxis(axis, dims.length) && typeof d !== "number" ? [axis] : []);
+    const present = presentOf(model, spec.name);
+    if (axes.length && present) unsized.set(spec.name, { present, rank: dims.length, axes });
+  }
+  if (unsized.size === 0) return {};
+  const { proto } = shapeOnlyProto(model);
+  const graph = proto.graph;
+  graph.input = graph.input.filter((v) => !unsized.has(v.name ?? ""));
+  for (const node2 of graph.node) {
+    const inputs2 = node2.input ?? [];
+    node2.input = node2.opType === "Concat" ? inputs2.filter((i) => !unsized.has(i)) : inputs2.map((i) => unsized.has(i) ? "" : i);
+  }
+  const feeds = dummyFeeds(model);
+  for (const name of unsized.keys()) delete feeds[name];
+  let out;
+  try {
+    const session = await sessionForProto(model, proto, { graphOptimizationLevel: "disabled", enableCpuMemArena: false });
+    try {
+      out = await session.run(feeds);
+    } finally {
+      await session.release();
+    }
+  } catch {
+    return {};
+  }
+  const sizes = {};
+  for (const [past, { present, rank: rank2, axes }] of unsized) {
+    const value = out[present];
+    if (value?.dims.length !== rank2) continue;
+    sizes[past] = Object.fromEntries(axes.map((axis) => [axis, value.dims[axis]]));
+  }
+  return sizes;
+}
+
 // src/eval/calibration.ts
 var DEFAULT_BATCH_SIZE = 16;
 var SPEC_NAMES = ["calibration.json", "calibration.yml", "calibration.yaml"];
@@ -43109,7 +43319,7 @@ function loadCalibration(location, model, options = {}) {
     if (spec.task === "generation") return loadGeneration(spec, specFile, model, options);
     raw = readTensors(spec, specFile, specs);
   }
-  const inputs2 = fitInputs(raw.inputs, model, shown);
+  const inputs2 = fitInputs(raw.inputs, model, shown, options.cacheSizes);
   checkIndices(inputs2, model, shown);
   const count2 = sampleCount(inputs2, shown);
   const output2 = chooseOutput(spec.output, outputs2, shown);
@@ -43128,7 +43338,7 @@ function loadCalibration(location, model, options = {}) {
   return set2;
 }
 function loadGeneration(spec, specFile, model, options) {
-  const generation = loadGenerationSpec(spec, specFile, model);
+  const generation = loadGenerationSpec(spec, specFile, model, options.cacheSizes);
   const empty = {
     source: displayPath(specFile),
     task: "generation",
@@ -43140,6 +43350,9 @@ function loadGeneration(spec, specFile, model, options) {
     generation
   };
   return promptSet(generation, empty);
+}
+async function readCalibration(location, model, options = {}) {
+  return loadCalibration(location, model, { ...options, cacheSizes: await cacheSizes(model) });
 }
 function findSpecFile(location) {
   let stat;
@@ -43299,7 +43512,7 @@ function numbersToTensor(values, dtype, dims, where) {
   }
   return { dtype, dims, data };
 }
-function fitInputs(given, model, shown) {
+function fitInputs(given, model, shown, found = {}) {
   const specs = graphInputs(model);
   const names = specs.map((s) => s.name);
   for (const name of Object.keys(given)) {
@@ -43318,7 +43531,7 @@ function fitInputs(given, model, shown) {
   const missingPast = specs.filter((s) => isPastInput(s.name) && !out[s.name]);
   if (missingPast.length && reference) {
     const named = namedSizes(out, specs);
-    for (const past of missingPast) out[past.name] = emptyPast(pastWithSizes(model, past, named, shown), reference.dims[0]);
+    for (const past of missingPast) out[past.name] = emptyPast(pastWithSizes(model, past, named, shown, found), reference.dims[0]);
   }
   for (const spec of specs) {
     if (!out[spec.name]) {
@@ -43563,192 +43776,53 @@ function calibrationFeeds(set2) {
   };
 }
 
-// src/onnx/skeleton.ts
-var import_onnx_proto10 = __toESM(require_onnx());
-
-// src/onnx/axes.ts
-var import_onnx_proto9 = __toESM(require_onnx());
-var AXES_INPUT_FROM = {
-  ReduceSum: 13,
-  Squeeze: 13,
-  Unsqueeze: 13,
-  ReduceMean: 18,
-  ReduceMax: 18,
-  ReduceMin: 18,
-  ReduceProd: 18,
-  ReduceSumSquare: 18,
-  ReduceL1: 18,
-  ReduceL2: 18,
-  ReduceLogSum: 18,
-  ReduceLogSumExp: 18
-};
-function nodeOverAxes(opType, input2, output2, axes, opset, initializers, attribute = []) {
-  if (opset >= (AXES_INPUT_FROM[opType] ?? Infinity)) {
-    const name = `${output2}_axes`;
-    initializers.push(import_onnx_proto9.onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [axes.length], int64Data: axes }));
-    return import_onnx_proto9.onnx.NodeProto.create({ opType, name: output2, input: [input2, name], output: [output2], attribute });
-  }
-  const list = import_onnx_proto9.onnx.AttributeProto.create({ name: "axes", type: import_onnx_proto9.onnx.AttributeProto.AttributeType.INTS, ints: axes });
-  return import_onnx_proto9.onnx.NodeProto.create({ opType, name: output2, input: [input2], output: [output2], attribute: [list, ...attribute] });
-}
-
-// src/onnx/skeleton.ts
-var SHAPE_ONLY_MIN_ELEMENTS = 4096;
-function shapeOnlyProto(model) {
-  const copy = model.clone();
-  const graph = copy.graph;
-  const uniqueName = copy.uniqueNames();
-  const replaced = /* @__PURE__ */ new Map();
-  const made = /* @__PURE__ */ new Set();
-  const makers = [];
-  const kept = [];
-  for (const t of copy.initializers) {
-    const dims = t.dims.map(Number);
-    if (isFloatDType(t.dataType) && elementCount(dims) >= SHAPE_ONLY_MIN_ELEMENTS) {
-      replaced.set(t.name, { dims, dtype: t.dataType });
-      const shapeName = uniqueName(`${t.name}__shape`);
-      kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
-      const maker = constantOfShape(shapeName, t.name, t.dataType);
-      makers.push(maker);
-      made.add(maker);
-    } else kept.push(t);
-  }
-  graph.initializer = kept;
-  graph.input = graph.input.filter((v) => !replaced.has(v.name ?? ""));
-  for (const node2 of graph.node) {
-    const value = node2.opType === "Constant" && (node2.domain ?? "") === "" ? node2.attribute?.find((a) => a.name === "value")?.t : void 0;
-    if (!value || !isFloatDType(value.dataType ?? 0)) continue;
-    const dims = (value.dims ?? []).map(Number);
-    if (elementCount(dims) < SHAPE_ONLY_MIN_ELEMENTS) continue;
-    const out = node2.output[0];
-    const shapeName = uniqueName(`${out}__shape`);
-    kept.push(tensorToProto(shapeName, intTensor(dims, DataType.INT64, [dims.length])));
-    node2.opType = "ConstantOfShape";
-    node2.input = [shapeName];
-    node2.attribute = [fillValue(value.dataType ?? DataType.FLOAT)];
-    replaced.set(out, { dims, dtype: value.dataType ?? DataType.FLOAT });
-    made.add(node2);
-  }
-  const opset = copy.defaultOpset ?? 13;
-  const weightOf = replaced;
-  for (const node2 of graph.node) {
-    if (node2.opType === "Cast" && weightOf.has(node2.input[0])) {
-      const w = weightOf.get(node2.input[0]);
-      const to = Number(node2.attribute.find((a) => a.name === "to").i);
-      const shapeName = uniqueName(`${node2.output[0]}__shape`);
-      kept.push(tensorToProto(shapeName, intTensor(w.dims, DataType.INT64, [w.dims.length])));
-      node2.opType = "ConstantOfShape";
-      node2.input = [shapeName];
-      node2.attribute = [fillValue(to)];
-      weightOf.set(node2.output[0], { dims: w.dims, dtype: to });
-      made.add(node2);
-    }
-  }
-  const rewritten = [];
-  for (const node2 of graph.node) {
-    const lookup = lookupRewrite(node2, weightOf, opset);
-    if (lookup) {
-      const base2 = uniqueName(`${node2.output[0]}__shape_only`);
-      const zerosD = `${base2}_d`;
-      kept.push(tensorToProto(zerosD, zeros(lookup.dtype, lookup.dims[1])));
-      rewritten.push(
-        import_onnx_proto10.onnx.NodeProto.create({ opType: "Cast", name: `${base2}_cast`, input: [node2.input[1]], output: [`${base2}_c`], attribute: [import_onnx_proto10.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.INT, i: lookup.dtype })] }),
-        nodeOverAxes("Unsqueeze", `${base2}_c`, `${base2}_u`, [-1], opset, kept),
-        import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base2}_widen`, input: [`${base2}_u`, zerosD], output: [node2.output[0]] })
-      );
-      continue;
-    }
-    const w = node2.opType === "MatMul" && (node2.domain ?? "") === "" ? weightOf.get(node2.input[1]) : void 0;
-    if (!w || w.dims.length !== 2) {
-      rewritten.push(node2);
-      continue;
-    }
-    const [k, n] = w.dims;
-    const base = uniqueName(`${node2.output[0]}__shape_only`);
-    const zerosK = `${base}_k`;
-    const zerosN = `${base}_n`;
-    kept.push(tensorToProto(zerosK, zeros(w.dtype, k)), tensorToProto(zerosN, zeros(w.dtype, n)));
-    rewritten.push(
-      import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base}_check`, input: [node2.input[0], zerosK], output: [`${base}_a`] }),
-      nodeOverAxes("ReduceSum", `${base}_a`, `${base}_s`, [-1], opset, kept, [import_onnx_proto10.onnx.AttributeProto.create({ name: "keepdims", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.INT, i: 1 })]),
-      import_onnx_proto10.onnx.NodeProto.create({ opType: "Mul", name: `${base}_widen`, input: [`${base}_s`, zerosN], output: [node2.output[0]] })
-    );
-  }
-  const read = new Set(rewritten.flatMap((n) => nodeReads(n)));
-  for (const o of graph.output) read.add(o.name ?? "");
-  graph.node = [...makers, ...rewritten].filter((n) => !made.has(n) || read.has(n.output[0]));
-  return { proto: copy.proto, replaced };
-}
-function lookupRewrite(node2, weightOf, opset) {
-  if (node2.opType !== "Gather" || (node2.domain ?? "") !== "" || opset < 11) return void 0;
-  const w = weightOf.get(node2.input[0]);
-  const axis = Number(node2.attribute?.find((a) => a.name === "axis")?.i ?? 0);
-  return w && w.dims.length === 2 && (axis === 0 || axis === -2) ? w : void 0;
-}
-function zeros(dtype, n) {
-  return fromFloat32(new Float32Array(n), dtype, [n]);
-}
-function fillValue(dtype) {
-  const t = import_onnx_proto10.onnx.TensorProto.create({ dataType: dtype, dims: [1], rawData: new Uint8Array(dtypeInfo(dtype).bytes) });
-  return import_onnx_proto10.onnx.AttributeProto.create({ name: "value", type: import_onnx_proto10.onnx.AttributeProto.AttributeType.TENSOR, t });
-}
-function constantOfShape(shape2, out, dtype) {
-  return import_onnx_proto10.onnx.NodeProto.create({ opType: "ConstantOfShape", name: `${out}__make`, input: [shape2], output: [out], attribute: [fillValue(dtype)] });
-}
-function floatWeightBytes(model) {
-  let total = 0;
-  for (const t of model.initializers) {
-    if (isFloatDType(t.dataType)) total += protoBytes(t);
-  }
-  return total;
-}
-
-// src/graph/cache-sizes.ts
-async function cacheSizes(model) {
-  const unsized = /* @__PURE__ */ new Map();
-  for (const spec of graphInputs(model)) {
-    if (!isPastInput(spec.name) || spec.dims.length < 3) continue;
-    const { dims } = pastWithDeclaredSizes(model, spec, /* @__PURE__ */ new Map());
-    const axes = dims.flatMap((d, axis) => isSizedPastAxis(axis, dims.length) && typeof d !== "number" ? [axis] : []);
-    const present = presentOf(model, spec.name);
-    if (axes.length && present) unsized.set(spec.name, { present, rank: dims.length, axes });
-  }
-  if (unsized.size === 0) return {};
-  const { proto } = shapeOnlyProto(model);
-  const graph = proto.graph;
-  graph.input = graph.input.filter((v) => !unsized.has(v.name ?? ""));
-  for (const node2 of graph.node) {
-    const inputs2 = node2.input ?? [];
-    node2.input = node2.opType === "Concat" ? inputs2.filter((i) => !unsized.has(i)) : inputs2.map((i) => unsized.has(i) ? "" : i);
-  }
-  const feeds = dummyFeeds(model);
-  for (const name of unsized.keys()) delete feeds[name];
-  let out;
-  try {
-    const session = await sessionForProto(model, proto, { graphOptimizationLevel: "disabled", enableCpuMemArena: false });
-    try {
-      out = await session.run(feeds);
-    } finally {
-      await session.release();
-    }
-  } catch {
-    return {};
-  }
-  const sizes = {};
-  for (const [past, { present, rank: rank2, axes }] of unsized) {
-    const value = out[present];
-    if (value?.dims.length !== rank2) continue;
-    sizes[past] = Object.fromEntries(axes.map((axis) => [axis, value.dims[axis]]));
-  }
-  return sizes;
-}
-
 // src/graph/quantized.ts
-var QUANTIZED_NOT_PRUNABLE = "pruning quantized weights is not supported yet";
-function quantizedOpReason(q) {
+var QUANTIZED_NOT_PRUNABLE = "pruning this quantized form is not supported (MatMulNBits of 4 or 8 bits and DequantizeLinear of int8/uint8 weights are)";
+function quantizedOpReason(q, model) {
   const { node: node2 } = q;
-  return `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} reads a quantized weight (${q.detail}): ${QUANTIZED_NOT_PRUNABLE}`;
+  const blocker = model ? liftBlocker(model, node2) : void 0;
+  const why = blocker === NOT_LIFTED_FORMAT ? void 0 : blocker;
+  return `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} reads a quantized weight (${q.detail}): ${why ? `${why}: ` : ""}${QUANTIZED_NOT_PRUNABLE}`;
 }
+var isConstantOf = (model, name, dtypes) => {
+  const info = name ? model.constantInfo(name) : void 0;
+  return !!info && dtypes.includes(info.dtype);
+};
+function liftBlocker(model, node2) {
+  const inputs2 = node2.input ?? [];
+  const floats = [DataType.FLOAT, DataType.FLOAT16];
+  if (node2.domain === "com.microsoft" && node2.opType === "MatMulNBits") {
+    const bits = attrInt(node2, "bits", 4);
+    const block = attrInt(node2, "block_size", 0);
+    const [k, n] = [attrInt(node2, "K", 0), attrInt(node2, "N", 0)];
+    const codes = inputs2[1] ? model.constantInfo(inputs2[1]) : void 0;
+    if (bits !== 4 && bits !== 8) return `${bits}-bit codes`;
+    if (!(block >= 16 && (block & block - 1) === 0)) return `block size ${block}`;
+    if (!codes || codes.dtype !== DataType.UINT8 || elementCount(codes.dims) !== n * Math.ceil(k / block) * (block * bits / 8)) return "its codes are not a constant of N × blocks × block·bits/8 bytes";
+    if (!isConstantOf(model, inputs2[2], floats)) return "its scales are not a float constant";
+    if (inputs2[3] && !isConstantOf(model, inputs2[3], [DataType.UINT8])) return "its zero points are not uint8 constants";
+    if (inputs2[4]) return "it has a g_idx (act-order) input";
+    if (inputs2[5] && !isConstantOf(model, inputs2[5], floats)) return "its bias is not a float constant";
+    return void 0;
+  }
+  if ((node2.domain ?? "") === "" && node2.opType === "DequantizeLinear") {
+    const codes = inputs2[0] ? model.constantInfo(inputs2[0]) : void 0;
+    if (!codes || codes.dtype !== DataType.INT8 && codes.dtype !== DataType.UINT8) return "its codes are not int8 or uint8 constants";
+    const scale = inputs2[1] ? model.constantInfo(inputs2[1]) : void 0;
+    if (!scale || !floats.includes(scale.dtype)) return "its scale is not a float constant";
+    if (attrInt(node2, "block_size", 0) > 0) return "it is blocked (block_size)";
+    const rank2 = codes.dims.length;
+    const axis = attrInt(node2, "axis", 1);
+    const perAxis = elementCount(scale.dims) !== 1;
+    if (perAxis && (scale.dims.length !== 1 || axis < -rank2 || axis >= rank2 || scale.dims[0] !== codes.dims[(axis + rank2) % rank2])) return "its scale is neither one value nor one per index of its axis";
+    const zp = inputs2[2] ? model.constantInfo(inputs2[2]) : void 0;
+    if (inputs2[2] && (!zp || zp.dtype !== codes.dtype || elementCount(zp.dims) !== elementCount(scale.dims))) return "its zero point is not a constant shaped like its scale";
+    if ((model.graph.node ?? []).some((other) => other !== node2 && (other.input ?? []).includes(inputs2[0]))) return "its codes are read by another op too";
+    return void 0;
+  }
+  return NOT_LIFTED_FORMAT;
+}
+var NOT_LIFTED_FORMAT = "not MatMulNBits or DequantizeLinear";
 var FORMATS = {
   "com.microsoft::MatMulNBits": {
     codes: 1,
@@ -45516,6 +45590,9 @@ function sequenceFeeds(decoder, rows, pads, start, end, lengths) {
 function integerTensor(spec, values, dims) {
   return toOrtTensor(intTensor(values, spec.dtype, dims));
 }
+function rowFeeds(decoder, row2, past, pastLength = 0) {
+  return { ...past, ...sequenceFeeds(decoder, [row2], [0], past ? pastLength : 0, row2.length) };
+}
 function emptyCache(decoder, batch) {
   const feeds = {};
   for (const { past } of decoder.cache) feeds[past.name] = toOrtTensor(emptyPast(past, batch));
@@ -45525,6 +45602,65 @@ function nextCache(decoder, result) {
   const feeds = {};
   for (const { past, present } of decoder.cache) feeds[past.name] = result[present];
   return feeds;
+}
+
+// src/eval/decode-speed.ts
+async function measureDecodeSpeed(base, candidate, input2, options = DEFAULT_LATENCY, settled = {}, clock2) {
+  const { decoder, prompt, tokens } = input2;
+  const cache = decoder.cache.length > 0;
+  const promptFeeds = rowFeeds(decoder, [...prompt], cache ? emptyCache(decoder, 1) : void 0);
+  const firstToken = await measureTrials(timedRun(base, promptFeeds), timedRun(candidate, promptFeeds), { ...options, settled: settled.firstToken }, clock2);
+  const warmup = options.warmup > 0 ? Math.max(options.warmup, tokens.length) : 0;
+  const decode4 = await measureTrials(decodingStep(base, input2), decodingStep(candidate, input2), { ...options, warmup, settled: settled.decode }, clock2);
+  return { cache, promptTokens: prompt.length, steps: tokens.length, firstToken, decode: decode4 };
+}
+function decodingStep(session, { decoder, prompt, tokens }) {
+  let row2 = [];
+  let past;
+  return async (clock2) => {
+    if (row2.length === 0 || row2.length === prompt.length + tokens.length) {
+      row2 = [...prompt];
+      past = decoder.cache.length ? nextCache(decoder, await session.run(rowFeeds(decoder, row2, emptyCache(decoder, 1)))) : void 0;
+    }
+    row2.push(tokens[row2.length - prompt.length]);
+    const start = clock2();
+    const result = await session.run(rowFeeds(decoder, row2, past, row2.length - 1));
+    const ms = clock2() - start;
+    if (past) past = nextCache(decoder, result);
+    return ms;
+  };
+}
+
+// src/eval/decode-values.ts
+function decodeSpeedValues(d) {
+  return {
+    base: { ...firstTokenValues(d.firstToken, "base"), ...tokensPerSecondValues(d.decode, "base") },
+    candidate: { ...firstTokenValues(d.firstToken, "candidate"), ...tokensPerSecondValues(d.decode, "candidate") },
+    intervals: { ...firstTokenIntervals(d.firstToken), ...tokensPerSecondIntervals(d.decode) }
+  };
+}
+var anything = { candidate: [0, Infinity], ratio: [0, Infinity] };
+function firstTokenValues(t, model) {
+  return { "time-to-first-token": t[model].p50_ms };
+}
+function firstTokenIntervals(t) {
+  const i = t.intervals?.p50;
+  return { "time-to-first-token": i ? { candidate: i.candidate, ratio: [1 / i.speedup[1], 1 / i.speedup[0]] } : anything };
+}
+function tokensPerSecondValues(t, model) {
+  return { "decode-tokens-per-second": 1e3 / t[model].p50_ms };
+}
+function tokensPerSecondIntervals(t) {
+  const i = t.intervals?.p50;
+  return { "decode-tokens-per-second": i ? { candidate: [1e3 / i.candidate[1], 1e3 / i.candidate[0]], ratio: i.speedup } : anything };
+}
+function decodeSpeedLine(d) {
+  const x = (v) => `${v.toFixed(2)}x`;
+  const speedup = (t) => `speedup ${x(t.speedup)}${t.intervals ? ` (95 % ${x(t.intervals.p50.speedup[0])} to ${x(t.intervals.p50.speedup[1])})` : ""}`;
+  const tps = (m) => (1e3 / d.decode[m].p50_ms).toPrecision(3);
+  const ms = (m) => d.firstToken[m].p50_ms.toPrecision(3);
+  const warned = [...d.firstToken.warnings.map((w) => `first token: ${w}`), ...d.decode.warnings.map((w) => `decode: ${w}`)];
+  return `decode speed (batch 1, ${d.cache ? "KV cache" : "no KV cache: each step re-runs the sequence"}; ${d.promptTokens}-token prompt, ${d.steps} steps): ${tps("base")} → ${tps("candidate")} tokens/s, ${speedup(d.decode)}; time to first token ${ms("base")} → ${ms("candidate")} ms, ${speedup(d.firstToken)}` + (warned.length ? `; ${warned.join("; ")}` : "");
 }
 
 // src/eval/sequence-metrics.ts
@@ -45603,6 +45739,19 @@ var GenerationRun = class _GenerationRun {
     }
     return { sums, values: generationValues(sums), generations };
   }
+  /**
+   * What decode speed times (decode-speed.ts): the first prompt, then max-new-tokens - 1 steps (at
+   * least 1) fed the base's generation for it, its last token repeated past its end. Both models
+   * decode the same tokens, so do the same work whatever each would choose, and every step the
+   * set allows is timed (the first token is the prompt's run).
+   */
+  decodeInput() {
+    const prompt = this.spec.prompts[0];
+    const generated = this.baseGenerations[0];
+    const last = generated.at(-1) ?? prompt.at(-1);
+    const tokens = Array.from({ length: Math.max(1, this.spec.maxNewTokens - 1) }, (_, i) => generated[i] ?? last);
+    return { decoder: this.spec.decoder, prompt, tokens };
+  }
   /** The first `count` samples as text, base and candidate side by side, when the set names a tokenizer. */
   examples(candidate, count2 = 3) {
     const text2 = this.text;
@@ -45669,7 +45818,7 @@ var Evaluator = class _Evaluator {
   generation;
   samplesLead;
   static async create(model, loaded, options = {}) {
-    const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log };
+    const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log, decode: options.decode };
     const tap = loaded.generation ? void 0 : options.tap;
     const session = await sessionFor(tap?.model ?? model);
     try {
@@ -45747,11 +45896,12 @@ var Evaluator = class _Evaluator {
   async evaluate(candidate, options = {}) {
     let session;
     const open2 = async () => session ??= await sessionFor(candidate);
+    let evaluation;
     try {
       const forward = (options.sameAs && this.forward.get(options.sameAs)) ?? await this.forwardPass(await open2(), "evaluating the candidate");
       const { task, comparison } = forward;
       const generated = this.generation ? await this.generation.measure(await open2(), false, this.options.log) : void 0;
-      const evaluation = {
+      evaluation = {
         base: this.base,
         candidate: { path: candidate.path, params: countParams(candidate), bytes: candidate.bytesOnDisk(), macs: null },
         values: {
@@ -45762,12 +45912,14 @@ var Evaluator = class _Evaluator {
         interface: interfaceChanges(this.baseModel, candidate),
         sums: { base: this.baseSums, candidate: { ...generated?.sums ?? task.sums(), ...comparison.sums() } }
       };
-      return options.efficiency === false ? evaluation : await this.measureEfficiency(candidate, evaluation, await open2());
+      if (options.efficiency === false) return evaluation;
+      if (!this.generation) return await this.measureEfficiency(candidate, evaluation, await open2());
     } finally {
       await session?.release();
     }
+    return this.withEfficiency(candidate, evaluation);
   }
-  /** `evaluation` of `candidate` with latency (timed against the base) and MACs, if it lacks them. */
+  /** `evaluation` of `candidate` with latency (and on a generation set decode speed), timed against the base, and MACs, if it lacks them. */
   async withEfficiency(candidate, evaluation) {
     if (evaluation.latency) return evaluation;
     const session = await sessionFor(candidate);
@@ -45779,19 +45931,39 @@ var Evaluator = class _Evaluator {
   }
   async measureEfficiency(candidate, evaluation, session) {
     const latencyFeeds = batches(this.set).next().value.feeds;
-    const latency = await this.withBase((base) => measureLatency(base, session, latencyFeeds, this.options.latency));
+    const { latency, decode: decode4 } = this.generation ? await this.timeGeneration(this.generation, session, latencyFeeds) : { latency: await this.withBase((base) => measureLatency(base, session, latencyFeeds, this.options.latency)), decode: void 0 };
     this.options.log?.(latencyLine(latency));
+    if (decode4) this.options.log?.(decodeSpeedLine(decode4));
+    const decoded = decode4 && decodeSpeedValues(decode4);
     const stats2 = await modelStats(candidate, this.set, this.options.log);
     return {
       ...evaluation,
       candidate: stats2,
       values: {
-        base: { ...evaluation.values.base, ...efficiencyValues(this.base, latency.base) },
-        candidate: { ...evaluation.values.candidate, ...efficiencyValues(stats2, latency.candidate) },
-        intervals: { ...evaluation.values.intervals, ...latencyIntervals(latency) }
+        base: { ...evaluation.values.base, ...efficiencyValues(this.base, latency.base), ...decoded?.base },
+        candidate: { ...evaluation.values.candidate, ...efficiencyValues(stats2, latency.candidate), ...decoded?.candidate },
+        intervals: { ...evaluation.values.intervals, ...latencyIntervals(latency), ...decoded?.intervals }
       },
-      latency
+      latency,
+      ...decode4 ? { decode: decode4 } : {}
     };
+  }
+  /**
+   * Decode speed, then latency, of a generation set's candidate in `session`, opened for this and
+   * not run yet, against a base session opened likewise. Sessions that have run the set's batches
+   * (and latency's) time the small runs of decoding unlike an app that only decodes, by as much as
+   * 1.9x where fresh ones measure 1.2x (docs/measured.md, "Decode speed"); the base's kept
+   * session is let go first, so each model is loaded once.
+   */
+  async timeGeneration(generation, session, latencyFeeds) {
+    await this.close();
+    const base = await sessionFor(this.baseModel);
+    try {
+      const decode4 = await measureDecodeSpeed(base, session, generation.decodeInput(), this.options.latency, this.options.decode);
+      return { latency: await measureLatency(base, session, latencyFeeds, this.options.latency), decode: decode4 };
+    } finally {
+      await base.release();
+    }
   }
   /** What `loss` measures. */
   lossName = LOSS_NAME;
@@ -45990,6 +46162,8 @@ function formatValue(name, v) {
       return `${(v * 100).toFixed(2)} %`;
     case "ms":
       return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} ms`;
+    case "tokens/s":
+      return `${v >= 100 ? v.toFixed(0) : v.toPrecision(3)} tokens/s`;
     case "bytes":
       return bytes(v);
     case "count":
@@ -46038,7 +46212,7 @@ function resolveBound(rule, base) {
     case "max-ratio":
       return base * (rule.percent ? v / 100 : v);
     case "min-speedup":
-      return base / v;
+      return METRICS[rule.metric].higherIsBetter ? base * v : base / v;
   }
 }
 function withinBound(metric, candidate, bound) {
@@ -46081,14 +46255,20 @@ function outcomeOf(metric, candidate, bound, interval) {
   if (withinBound(metric, worst, bound)) return "pass";
   return withinBound(metric, best, bound) ? "inconclusive" : "fail";
 }
-function latencyRules(rules) {
-  return rules.filter((r) => isLatency(r.metric));
+function timingSettled(rules, valuesOf) {
+  return (timing) => {
+    const values = valuesOf(timing);
+    const own2 = rules.filter((r) => values.candidate[r.metric] !== void 0);
+    return own2.length === 0 || judge(values, own2, "generation").every((m) => !m.inconclusive);
+  };
 }
 function latencySettled(rules) {
-  const timed = latencyRules(rules);
-  return (latency) => {
-    const values = { base: latencyValues(latency.base), candidate: latencyValues(latency.candidate), intervals: latencyIntervals(latency) };
-    return judge(values, timed, "generic").every((m) => !m.inconclusive);
+  return timingSettled(rules, (l) => ({ base: latencyValues(l.base), candidate: latencyValues(l.candidate), intervals: latencyIntervals(l) }));
+}
+function decodeSettled(rules) {
+  return {
+    firstToken: timingSettled(rules, (t) => ({ base: firstTokenValues(t, "base"), candidate: firstTokenValues(t, "candidate"), intervals: firstTokenIntervals(t) })),
+    decode: timingSettled(rules, (t) => ({ base: tokensPerSecondValues(t, "base"), candidate: tokensPerSecondValues(t, "candidate"), intervals: tokensPerSecondIntervals(t) }))
   };
 }
 function needsBase(rule) {
@@ -46580,7 +46760,7 @@ async function analyze(model, options = {}) {
     const link = ruleOf(node2)?.link;
     if (link) link(ctx);
     const quantized = link ? void 0 : quantizedWeightOf(model, node2);
-    const reason = link ? `fixed by ${node2.opType} ${nodeLabel(node2)}` : quantized ? quantizedOpReason(quantized) : `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} ${NOT_UNDERSTOOD}`;
+    const reason = link ? `fixed by ${node2.opType} ${nodeLabel(node2)}` : quantized ? quantizedOpReason(quantized, model) : `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} ${NOT_UNDERSTOOD}`;
     for (const name of [...nodeReads(node2), ...node2.output]) {
       for (const s of name ? space.slotsOf(name) : []) {
         if (!touched.has(s.id)) {
@@ -48898,6 +49078,7 @@ async function pruneModel(model, options) {
   let result;
   const pruned = [];
   const compensations = [];
+  let sliced = [];
   for (let k = 1; k <= steps; k++) {
     const goal = options.target * k / steps;
     const have = countParams(current);
@@ -48906,9 +49087,27 @@ async function pruneModel(model, options) {
     result = await pruneOnce(current, { ...options, target: stepTarget });
     pruned.push(...result.pruned);
     if (result.pruned.length > 0 && result.allocation) compensations.push(result.allocation.compensate);
+    sliced = composeSliced(sliced, result.sliced ?? [], model);
     current = result.model;
   }
-  return { ...result, pruned: mergePruned2(pruned), compensations, paramsBefore, paramsAfter: countParams(current) };
+  return { ...result, pruned: mergePruned2(pruned), compensations, sliced, paramsBefore, paramsAfter: countParams(current) };
+}
+function composeSliced(earlier, step, input2) {
+  const byKey = new Map(earlier.map((e) => [`${e.tensor}\0${e.axis}`, e]));
+  for (const e of step) {
+    const key = `${e.tensor}\0${e.axis}`;
+    const before = byKey.get(key);
+    const size = input2.constantInfo(e.tensor)?.dims[e.axis];
+    if (!before || size === void 0) {
+      byKey.set(key, e);
+      continue;
+    }
+    const gone = new Set(before.indices);
+    const kept = [];
+    for (let i = 0; i < size; i++) if (!gone.has(i)) kept.push(i);
+    byKey.set(key, { ...e, indices: [...before.indices, ...e.indices.map((i) => kept[i])].sort((a, b) => a - b) });
+  }
+  return [...byKey.values()];
 }
 var readsStatistics = (options) => !!options.calibration && (options.importance === "activation" || options.compensate !== "none");
 function statisticsPlan(model, analysis, groups, options) {
@@ -48928,14 +49127,19 @@ function statisticsPlan(model, analysis, groups, options) {
   };
   return { consumers: consumers2, normInputs, requestsFor };
 }
-async function firstStatisticsTap(model, options) {
+async function firstStatisticsTap(model, options, runs = model) {
   if (!readsStatistics(options) || !options.memory) return void 0;
   const analysis = await analyze(model, { traces: await traceTwice(model) });
   options.memory.analysed = { model, analysis };
   const groups = analysis.groups.filter((g) => options.structures.includes(g.kind));
   if (groups.length === 0) return void 0;
   const { normInputs, requestsFor } = statisticsPlan(model, analysis, groups, options);
-  return new StatsTap(model, requestsFor([]), normInputs);
+  const requests = requestsFor([]);
+  if (runs !== model) {
+    const computed = /* @__PURE__ */ new Set([...runs.graph.input.map((v) => v.name), ...runs.graph.node.flatMap((n) => n.output ?? [])]);
+    if (![...requests.map((r) => r.tensor), ...normInputs].every((t) => computed.has(t))) return void 0;
+  }
+  return new StatsTap(runs, requests, normInputs);
 }
 async function pruneOnce(model, options) {
   const log = options.log ?? (() => void 0);
@@ -49140,6 +49344,10 @@ function noFloatWeights(model) {
   const controlFlow = model.graph.node.some((n) => (n.attribute ?? []).some((a) => a.g || (a.graphs?.length ?? 0) > 0));
   return controlFlow ? CONTROL_FLOW_ONLY : "it has no weights: no MatMul, Gemm, Conv or other weight op reads a constant";
 }
+function whyLeft(model, q) {
+  const why = liftBlocker(model, q.node);
+  return why && why !== NOT_LIFTED_FORMAT ? `${why}: ` : "";
+}
 var modelName = (model) => model.origin ? path12.basename(model.origin) : "the model";
 function shortfall(analysis, groups, { removed, target, of }, align, known) {
   const ledger = new ParamLedger(analysis.space.slots, (t) => analysis.model.constantInfo(t)?.dims);
@@ -49246,7 +49454,7 @@ function describeSkipped(analysis, structures) {
 async function findPrunable(model) {
   const nothing = noFloatWeights(model);
   if (nothing) {
-    const places = [...new Map(quantizedWeights(model).map((q) => [nodeLabel(q.node), `${q.format}: ${QUANTIZED_NOT_PRUNABLE}`])).entries()];
+    const places = [...new Map(quantizedWeights(model).map((q) => [nodeLabel(q.node), `${q.format}: ${whyLeft(model, q)}${QUANTIZED_NOT_PRUNABLE}`])).entries()];
     return { prunable: [], skipped: [{ where: "the whole model", reason: nothing }, ...places.map(([where, reason]) => ({ where, reason }))] };
   }
   const analysis = await analyze(model);
@@ -49261,13 +49469,7 @@ async function findPrunable(model) {
   };
 }
 
-// src/quantize/calibration.ts
-var import_onnx_proto19 = __toESM(require_onnx());
-
-// src/quantize/rewrite.ts
-var import_onnx_proto18 = __toESM(require_onnx());
-
-// src/quantize/formats.ts
+// src/quantize/inputs.ts
 var import_onnx_proto17 = __toESM(require_onnx());
 
 // src/quantize/pack.ts
@@ -49283,6 +49485,7 @@ var BlockQuantizer = class {
     const [k, n] = options.transposed ? [cols, rows] : [rows, cols];
     const blocks = Math.ceil(k / blockSize);
     this.result = { packed: new Uint8Array(n * blocks * blockSize * bits / 8), scales: new Float32Array(n * blocks), n, k, blocks, blockSize, bits };
+    if (options.zeroPoints) this.result.zeroPoints = new Uint8Array(n * blocks);
     this.pending = new Float32Array(options.transposed ? 0 : blockSize * cols);
     this.values = new Float32Array(blockSize);
     this.codes = new Int32Array(blockSize);
@@ -49331,13 +49534,23 @@ var BlockQuantizer = class {
     const { bits, blockSize } = this.options;
     const values = this.values;
     for (let i = 0; i < blockSize; i++) values[i] = at(i);
-    const scale = bits === 8 ? scale8(values) : scale4(values, this.options.search ?? true);
-    const { blocks, packed, scales } = this.result;
-    scales[col * blocks + b] = scale;
+    const { blocks, packed, scales, zeroPoints } = this.result;
     const codes = this.codes;
-    encode3(values, scale, bits, codes);
+    let scale;
+    let zp = defaultZeroPoint(bits);
+    if (zeroPoints) {
+      let [low, high] = [0, 0];
+      for (const v of values) [low, high] = [Math.min(low, v), Math.max(high, v)];
+      ({ scale, zeroPoint: zp } = affine(low, high, 0, (1 << bits) - 1));
+      zeroPoints[col * blocks + b] = zp;
+      encodeAffine(values, scale, zp, 0, (1 << bits) - 1, codes);
+      zp = 0;
+    } else {
+      scale = bits === 8 ? scale8(values) : scale4(values, this.options.search ?? true);
+      encode3(values, scale, bits, codes);
+    }
+    scales[col * blocks + b] = scale;
     const out = (col * blocks + b) * (blockSize * bits / 8);
-    const zp = defaultZeroPoint(bits);
     if (bits === 8) for (let i = 0; i < blockSize; i++) packed[out + i] = codes[i] + zp;
     else for (let i = 0; i < blockSize; i += 2) packed[out + i / 2] = codes[i] + zp | codes[i + 1] + zp << 4;
   }
@@ -49367,6 +49580,14 @@ function scale4(values, search) {
   }
   return best;
 }
+function affine(low, high, qmin, qmax) {
+  const scale = Math.fround((high - low) / (qmax - qmin));
+  if (!(scale > 0)) return { scale: 1, zeroPoint: Math.min(qmax, Math.max(qmin, 0)) };
+  return { scale, zeroPoint: Math.min(qmax, Math.max(qmin, Math.round(qmin - low / scale))) };
+}
+function encodeAffine(values, scale, zeroPoint, qmin, qmax, out) {
+  for (let i = 0; i < values.length; i++) out[i] = Math.min(qmax, Math.max(qmin, Math.round(values[i] / scale) + zeroPoint));
+}
 function encode3(values, scale, bits, out) {
   const [lo, hi] = bits === 8 ? [-127, 127] : [-8, 7];
   for (let i = 0; i < values.length; i++) out[i] = scale === 0 ? 0 : Math.min(hi, Math.max(lo, Math.round(values[i] / scale)));
@@ -49389,6 +49610,27 @@ function quantizePerChannel(w, dims, axis) {
   }
   return { codes, scales };
 }
+function quantizeAffine(w, dims, axis, qmin, qmax) {
+  const channels = axis === void 0 ? 1 : dims[axis];
+  const inner = axis === void 0 ? w.length : dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const channelOf = (i) => Math.floor(i / inner) % channels;
+  const low = new Float64Array(channels);
+  const high = new Float64Array(channels);
+  for (let i = 0; i < w.length; i++) {
+    const c = channelOf(i);
+    low[c] = Math.min(low[c], w[i]);
+    high[c] = Math.max(high[c], w[i]);
+  }
+  const scales = new Float32Array(channels);
+  const zeroPoints = new Int32Array(channels);
+  for (let c = 0; c < channels; c++) ({ scale: scales[c], zeroPoint: zeroPoints[c] } = affine(low[c], high[c], qmin, qmax));
+  const codes = new Int32Array(w.length);
+  for (let i = 0; i < w.length; i++) {
+    const c = channelOf(i);
+    codes[i] = Math.min(qmax, Math.max(qmin, Math.round(w[i] / scales[c]) + zeroPoints[c]));
+  }
+  return { codes, scales, zeroPoints };
+}
 function blockSizeFor(k, wanted, bits = 4, scaleBytes = 4) {
   let best = 16;
   let bestBytes = Infinity;
@@ -49399,9 +49641,429 @@ function blockSizeFor(k, wanted, bits = 4, scaleBytes = 4) {
   return best;
 }
 
+// src/quantize/inputs.ts
+var nodesOf = (model) => model.graph.node;
+var CHUNK_BYTES2 = 8 * 2 ** 20;
+function roundTo(dtype) {
+  return dtype === DataType.FLOAT16 ? (v) => halfToFloat(floatToHalf(v)) : Math.fround;
+}
+var liftedForms = /* @__PURE__ */ new WeakMap();
+function liftQuantized(source) {
+  let lifted = liftedForms.get(source);
+  if (lifted === void 0) liftedForms.set(source, lifted = lift(source) ?? null);
+  return lifted ?? void 0;
+}
+function lift(source) {
+  const liftable = nodesOf(source).filter((n) => quantizedWeightOf(source, n) && !liftBlocker(source, n));
+  if (liftable.length === 0) return void 0;
+  const model = source.clone();
+  const names = model.uniqueNames();
+  const weights = [];
+  const replaced = /* @__PURE__ */ new Map();
+  const byKey = /* @__PURE__ */ new Map();
+  const copies = nodesOf(model);
+  for (const node2 of liftable) {
+    const copy = copies[nodesOf(source).indexOf(node2)];
+    if (node2.opType === "MatMulNBits") {
+      const key = node2.input.slice(1, 4).join("\0") + `\0${attrInt(node2, "block_size", 0)}\0${attrInt(node2, "bits", 4)}`;
+      let weight = byKey.get(key);
+      if (!weight) byKey.set(key, weight = liftNBits(source, node2, names(`${node2.input[1]}_float`)));
+      const [a, , , , , bias] = node2.input;
+      const matmul3 = import_onnx_proto17.onnx.NodeProto.create({ name: node2.name, opType: "MatMul", input: [a, weight.name], output: bias ? [names(`${node2.output[0]}_nobias`)] : [node2.output[0]] });
+      const add = bias ? [import_onnx_proto17.onnx.NodeProto.create({ name: `${node2.name}_bias`, opType: "Add", input: [matmul3.output[0], bias], output: [node2.output[0]] })] : [];
+      replaced.set(copy, [matmul3, ...add]);
+      weights.push(weight);
+    } else {
+      weights.push(liftDequantize(source, node2));
+      replaced.set(copy, []);
+    }
+  }
+  model.graph.node = copies.flatMap((n) => replaced.get(n) ?? [n]);
+  for (const w of new Set(weights)) {
+    const proto = import_onnx_proto17.onnx.TensorProto.create({ name: w.name, dataType: w.dtype, dims: w.dims });
+    deferTensor(proto, (fn) => streamValues(w, fn));
+    model.graph.initializer.push(proto);
+  }
+  model.reindexConstants();
+  const lifted = new Set(liftable.flatMap((n) => n.input.filter(Boolean)));
+  model.dropUnread((name) => lifted.has(name));
+  return { model, source, weights: [...new Set(weights)] };
+}
+function streamValues(w, fn) {
+  const row2 = w.dims[w.dims.length - 1] ?? 1;
+  const total = elementCount(w.dims);
+  const bytesPer = w.dtype === DataType.FLOAT16 ? 2 : 4;
+  const step = Math.max(1, Math.floor(CHUNK_BYTES2 / (row2 * bytesPer))) * row2;
+  for (let first = 0; first < total; first += step) {
+    const values = w.values(first, Math.min(step, total - first));
+    const data = w.dtype === DataType.FLOAT16 ? fromFloat32(values, DataType.FLOAT16, [values.length]).data : values;
+    fn(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+}
+function nbitsParts(model, node2) {
+  const [k, n] = [attrInt(node2, "K", 0), attrInt(node2, "N", 0)];
+  const bits = attrInt(node2, "bits", 4);
+  const blockSize = attrInt(node2, "block_size", 0);
+  const blocks = Math.ceil(k / blockSize);
+  const codes = model.constant(node2.input[1]).data;
+  const scales = toFloat32(model.constant(node2.input[2]));
+  const zpBytes = node2.input[3] ? model.constant(node2.input[3]).data : void 0;
+  let zeroPoints;
+  if (zpBytes) {
+    const perRow = Math.ceil(blocks * bits / 8);
+    zeroPoints = new Uint8Array(n * blocks);
+    for (let r = 0; r < n; r++) {
+      for (let b = 0; b < blocks; b++) zeroPoints[r * blocks + b] = bits === 8 ? zpBytes[r * perRow + b] : zpBytes[r * perRow + (b >> 1)] >> (b & 1) * 4 & 15;
+    }
+  }
+  return { k, n, bits, blockSize, blocks, codes, scales, zeroPoints };
+}
+var lastRead;
+function readOnce(key, read) {
+  if (lastRead?.key !== key) lastRead = { key, parts: read() };
+  return lastRead.parts;
+}
+function liftNBits(model, node2, name) {
+  const [k, n] = [attrInt(node2, "K", 0), attrInt(node2, "N", 0)];
+  const bits = attrInt(node2, "bits", 4);
+  const blockSize = attrInt(node2, "block_size", 0);
+  const blob = blockSize * bits / 8;
+  const dtype = model.constantInfo(node2.input[2]).dtype;
+  const round = roundTo(dtype);
+  const zp = 1 << bits - 1;
+  const key = {};
+  return {
+    name,
+    node: node2,
+    format: `MatMulNBits (${bits}-bit, block ${blockSize}${node2.input[3] ? ", zero points" : ""})`,
+    dims: [k, n],
+    dtype,
+    // Element (kk, col) of [K, N] is value kk of output row col: codes [col, kk / block, ...].
+    values(first, count2) {
+      const { blocks, codes, scales, zeroPoints } = readOnce(key, () => nbitsParts(model, node2));
+      const out = new Float32Array(count2);
+      for (let i = 0, col = first % n, kk = Math.floor(first / n); i < count2; kk++, col = 0) {
+        const b = Math.floor(kk / blockSize);
+        const j = kk % blockSize;
+        const [offset, shift] = bits === 8 ? [j, 0] : [j >> 1, (j & 1) * 4];
+        for (; col < n && i < count2; col++, i++) {
+          const block = col * blocks + b;
+          const code = codes[block * blob + offset] >> shift & (bits === 8 ? 255 : 15);
+          out[i] = round((code - (zeroPoints ? zeroPoints[block] : zp)) * scales[block]);
+        }
+      }
+      return out;
+    }
+  };
+}
+function dequantizeAxis(model, node2) {
+  const rank2 = model.constantInfo(node2.input[0]).dims.length;
+  const scale = model.constantInfo(node2.input[1]);
+  return elementCount(scale.dims) === 1 ? void 0 : (attrInt(node2, "axis", 1) + rank2) % rank2;
+}
+function liftDequantize(model, node2) {
+  const codesInfo = model.constantInfo(node2.input[0]);
+  const key = {};
+  const parts = () => readOnce(key, () => ({
+    codes: model.constant(node2.input[0]).data,
+    scales: toFloat32(model.constant(node2.input[1])),
+    zeroPoints: node2.input[2] ? model.constant(node2.input[2]).data : void 0
+  }));
+  const axis = dequantizeAxis(model, node2);
+  const dims = codesInfo.dims;
+  const inner = axis === void 0 ? 1 : elementCount(dims.slice(axis + 1));
+  const channels = axis === void 0 ? 1 : dims[axis];
+  const dtype = model.constantInfo(node2.input[1]).dtype;
+  const round = roundTo(dtype);
+  return {
+    name: node2.output[0],
+    node: node2,
+    format: `DequantizeLinear (${codesInfo.dtype === DataType.INT8 ? "int8" : "uint8"}, ${axis === void 0 ? "per tensor" : "per axis"})`,
+    dims,
+    dtype,
+    values(first, count2) {
+      const { codes, scales, zeroPoints } = parts();
+      const out = new Float32Array(count2);
+      for (let i = 0; i < count2; i++) {
+        const c = axis === void 0 ? 0 : Math.floor((first + i) / inner) % channels;
+        out[i] = round((codes[first + i] - (zeroPoints ? zeroPoints[c] : 0)) * scales[c]);
+      }
+      return out;
+    }
+  };
+}
+function keptIndices(size, removed) {
+  const gone = new Set(removed ?? []);
+  const kept = [];
+  for (let i = 0; i < size; i++) if (!gone.has(i)) kept.push(i);
+  return kept;
+}
+function lowerQuantized(lifted, pruned, removed) {
+  const model = pruned.clone();
+  const lowered = [];
+  const front = [];
+  for (const w of lifted.weights) {
+    const info = model.constantInfo(w.name);
+    if (!info) continue;
+    const kept = w.dims.map((size, axis) => keptIndices(size, removed(w.name, axis)));
+    if (kept.some((k, axis) => k.length !== info.dims[axis])) throw new Error(`internal: ${w.name} is ${info.dims.join("x")}, its kept indices say ${kept.map((k) => k.length).join("x")}`);
+    const values = toFloat32(model.constant(w.name));
+    const unchanged2 = sameValues2(w, kept, values);
+    let how = !unchanged2 ? "values refit by compensation" : w.node.opType === "MatMulNBits" && kept[0].length < w.dims[0] ? "input columns removed" : "exact";
+    if (how === "input columns removed" && wholeBlocks(kept[0], attrInt(w.node, "block_size", 0), w.dims[0]).length === Math.ceil(kept[0].length / attrInt(w.node, "block_size", 0))) how = "exact";
+    const error62 = w.node.opType === "MatMulNBits" ? lowerNBits(lifted.source, model, w, kept, values, how) : lowerDequantize(lifted.source, model, w, kept, values, how === "exact", front);
+    lowered.push({ where: nodeLabel(w.node), format: w.format, how, error: error62 });
+  }
+  model.graph.node = [...front, ...model.graph.node];
+  model.reindexConstants();
+  model.dropUnread((name) => lifted.weights.some((w) => w.name === name));
+  const requantized = lowered.filter((l) => l.how !== "exact").sort((a, b) => b.error - a.error);
+  return { model, report: { exact: lowered.length - requantized.length, requantized, worst: requantized[0]?.error ?? 0 } };
+}
+function sameValues2(w, kept, values) {
+  const dims = w.dims;
+  const rowLength = dims[dims.length - 1];
+  const lastKept = kept[kept.length - 1];
+  let at = 0;
+  const leading = kept.slice(0, -1);
+  const index = new Array(leading.length).fill(0);
+  const rows = leading.reduce((a, k) => a * k.length, 1);
+  for (let r = 0; r < rows; r++) {
+    let row2 = 0;
+    for (let a = 0; a < leading.length; a++) row2 = row2 * dims[a] + leading[a][index[a]];
+    const original = w.values(row2 * rowLength, rowLength);
+    for (const c of lastKept) if (original[c] !== values[at++]) return false;
+    for (let a = leading.length - 1; a >= 0; a--) {
+      if (++index[a] < leading[a].length) break;
+      index[a] = 0;
+    }
+  }
+  return true;
+}
+function relativeError(q, w) {
+  let num2 = 0;
+  let den = 0;
+  for (let i = 0; i < w.length; i++) {
+    num2 += (q[i] - w[i]) ** 2;
+    den += w[i] ** 2;
+  }
+  return den > 0 ? Math.sqrt(num2 / den) : 0;
+}
+function setOrAdd(model, name, value) {
+  if (model.isConstant(name)) model.setConstant(name, value);
+  else model.addInitializer(name, value);
+}
+function lowerNBits(source, model, w, kept, values, how) {
+  const rowsOnly = how === "exact" && kept[0].length === w.dims[0];
+  const { node: node2 } = w;
+  const { bits, blockSize, blocks, codes, scales, zeroPoints } = nbitsParts(source, node2);
+  const [k, n] = [kept[0].length, kept[1].length];
+  const scaleType = source.constantInfo(node2.input[2]).dtype;
+  const blob = blockSize * bits / 8;
+  const zpRow = (b) => Math.ceil(b * bits / 8);
+  const [, codesName, scalesName, zpName] = node2.input;
+  let error62 = 0;
+  if (rowsOnly) {
+    const rows = kept[1];
+    const zpBytes = zpName ? source.constant(zpName).data : void 0;
+    const newCodes = new Uint8Array(n * blocks * blob);
+    const newScales = new Float32Array(n * blocks);
+    const newZp = zpBytes && new Uint8Array(n * zpRow(blocks));
+    rows.forEach((r, i) => {
+      newCodes.set(codes.subarray(r * blocks * blob, (r + 1) * blocks * blob), i * blocks * blob);
+      newScales.set(scales.subarray(r * blocks, (r + 1) * blocks), i * blocks);
+      newZp?.set(zpBytes.subarray(r * zpRow(blocks), (r + 1) * zpRow(blocks)), i * zpRow(blocks));
+    });
+    writeNBits(model, node2, n, newCodes, fromFloat32(newScales, scaleType, scaleDims(source, scalesName, n, blocks)), newZp && { dtype: DataType.UINT8, dims: sameRank(source, zpName, n, newZp.length), data: newZp });
+  } else {
+    const quantizer = new BlockQuantizer(k, n, { bits, blockSize, zeroPoints: !!zeroPoints });
+    quantizer.add(values);
+    const q = quantizer.finish();
+    if (how !== "values refit by compensation") {
+      for (const [to, from] of wholeBlocks(kept[0], blockSize, readAttr(node2, "K"))) {
+        kept[1].forEach((row2, col) => {
+          q.packed.set(codes.subarray((row2 * blocks + from) * blob, (row2 * blocks + from + 1) * blob), (col * q.blocks + to) * blob);
+          q.scales[col * q.blocks + to] = scales[row2 * blocks + from];
+          if (q.zeroPoints) q.zeroPoints[col * q.blocks + to] = zeroPoints[row2 * blocks + from];
+        });
+      }
+    }
+    let packedZp;
+    if (q.zeroPoints) {
+      packedZp = new Uint8Array(n * zpRow(q.blocks));
+      for (let r = 0; r < n; r++) {
+        for (let b = 0; b < q.blocks; b++) {
+          const z2 = q.zeroPoints[r * q.blocks + b];
+          if (bits === 8) packedZp[r * zpRow(q.blocks) + b] = z2;
+          else packedZp[r * zpRow(q.blocks) + (b >> 1)] |= z2 << (b & 1) * 4;
+        }
+      }
+    }
+    const scaleTensor2 = fromFloat32(q.scales, scaleType, scaleDims(source, scalesName, n, q.blocks));
+    writeNBits(model, node2, n, q.packed, scaleTensor2, packedZp && { dtype: DataType.UINT8, dims: sameRank(source, zpName, n, packedZp.length), data: packedZp });
+    const stored = toFloat32(scaleTensor2);
+    const round = roundTo(w.dtype);
+    const dequantized = new Float32Array(k * n);
+    for (let col = 0; col < n; col++) {
+      for (let kk = 0; kk < k; kk++) {
+        const b = Math.floor(kk / blockSize);
+        const j = kk % blockSize;
+        const at = (col * q.blocks + b) * blob;
+        const code = bits === 8 ? q.packed[at + j] : q.packed[at + (j >> 1)] >> (j & 1) * 4 & 15;
+        const z2 = q.zeroPoints ? q.zeroPoints[col * q.blocks + b] : 1 << bits - 1;
+        dequantized[kk * n + col] = round((code - z2) * stored[col * q.blocks + b]);
+      }
+    }
+    error62 = relativeError(dequantized, values);
+  }
+  for (const matmul3 of nodesOf(model).filter((m) => m.opType === "MatMul" && m.input[1] === w.name)) {
+    const bias = nodesOf(model).find((m) => m.name === `${matmul3.name}_bias` && m.opType === "Add" && m.input[0] === matmul3.output[0]);
+    const copy = import_onnx_proto17.onnx.NodeProto.decode(import_onnx_proto17.onnx.NodeProto.encode(node2).finish());
+    copy.name = matmul3.name;
+    setAttrInt(copy, "K", k);
+    setAttrInt(copy, "N", n);
+    const rest = copy.input.slice(1, 5);
+    if (bias) rest.push(...new Array(4 - rest.length).fill(""), bias.input[1]);
+    copy.input = [matmul3.input[0], ...rest];
+    copy.output = [bias ? bias.output[0] : matmul3.output[0]];
+    if (bias) model.graph.node.splice(model.graph.node.indexOf(bias), 1);
+    model.graph.node.splice(model.graph.node.indexOf(matmul3), 1, copy);
+  }
+  return error62;
+}
+var readAttr = (node2, name) => attrInt(node2, name, 0);
+function wholeBlocks(kept, blockSize, k) {
+  const pairs = [];
+  for (let b = 0; b * blockSize < kept.length; b++) {
+    const run = kept.slice(b * blockSize, (b + 1) * blockSize);
+    const c = run[0] / blockSize;
+    const length = Math.min(blockSize, k - run[0]);
+    const isLast = (b + 1) * blockSize >= kept.length;
+    if (!Number.isInteger(c) || run.length !== length || run.length < blockSize && !isLast) continue;
+    if (run.every((v, i) => v === run[0] + i)) pairs.push([b, c]);
+  }
+  return pairs;
+}
+function sameRank(source, name, n, length) {
+  return source.constantInfo(name).dims.length === 1 ? [length] : [n, length / n];
+}
+function scaleDims(source, name, n, blocks) {
+  return source.constantInfo(name).dims.length === 1 ? [n * blocks] : [n, blocks];
+}
+function writeNBits(model, node2, n, codes, scales, zeroPoints) {
+  const [, codesName, scalesName, zpName] = node2.input;
+  const blob = attrInt(node2, "block_size", 0) * attrInt(node2, "bits", 4) / 8;
+  setOrAdd(model, codesName, { dtype: DataType.UINT8, dims: [n, codes.length / n / blob, blob], data: codes });
+  setOrAdd(model, scalesName, scales);
+  if (zpName && zeroPoints) setOrAdd(model, zpName, zeroPoints);
+}
+function lowerDequantize(source, model, w, kept, values, exact, front) {
+  const { node: node2 } = w;
+  const [codesName, scaleName, zpName] = node2.input;
+  const axis = dequantizeAxis(source, node2);
+  const codes = source.constant(codesName);
+  const scale = source.constant(scaleName);
+  const zp = zpName ? source.constant(zpName) : void 0;
+  const dims = kept.map((k) => k.length);
+  let error62 = 0;
+  let newCodes;
+  let newScale = scale;
+  let newZp = zp;
+  if (exact) {
+    newCodes = kept.reduce((t, k, a) => k.length === codes.dims[a] ? t : takeAlongAxis(t, a, k), codes);
+    if (axis !== void 0 && kept[axis].length !== codes.dims[axis]) {
+      newScale = takeAlongAxis(scale, 0, kept[axis]);
+      newZp = zp && takeAlongAxis(zp, 0, kept[axis]);
+    }
+  } else {
+    const signed2 = codes.dtype === DataType.INT8;
+    const symmetric = signed2 && (!zp || zp.data.every((z2) => z2 === 0));
+    let scales;
+    let codeValues;
+    let zeroPoints;
+    if (symmetric) {
+      const q = axis === void 0 ? quantizePerChannel(values, [1, values.length], 0) : quantizePerChannel(values, dims, axis);
+      [scales, codeValues] = [q.scales, q.codes];
+      zeroPoints = zp && new Array(q.scales.length).fill(0);
+    } else {
+      const q = quantizeAffine(values, dims, axis, signed2 ? -128 : 0, signed2 ? 127 : 255);
+      [scales, codeValues, zeroPoints] = [q.scales, q.codes, q.zeroPoints];
+    }
+    newCodes = { dtype: codes.dtype, dims, data: signed2 ? Int8Array.from(codeValues) : Uint8Array.from(codeValues) };
+    newScale = fromFloat32(scales, scale.dtype, scale.dims.length === 0 ? [] : [scales.length]);
+    newZp = zp && zeroPoints && { dtype: zp.dtype, dims: zp.dims.length === 0 ? [] : [scales.length], data: signed2 ? Int8Array.from(zeroPoints) : Uint8Array.from(zeroPoints) };
+    const stored = toFloat32(newScale);
+    const round = roundTo(w.dtype);
+    const inner = axis === void 0 ? 1 : elementCount(dims.slice(axis + 1));
+    const dequantized = Float32Array.from(codeValues, (c, i) => {
+      const ch = axis === void 0 ? 0 : Math.floor(i / inner) % dims[axis];
+      return round((c - (zeroPoints ? zeroPoints[ch] : 0)) * stored[ch]);
+    });
+    error62 = relativeError(dequantized, values);
+  }
+  model.graph.initializer = model.graph.initializer.filter((t) => t.name !== w.name);
+  model.reindexConstants();
+  setOrAdd(model, codesName, newCodes);
+  setOrAdd(model, scaleName, newScale);
+  if (zpName && newZp) setOrAdd(model, zpName, newZp);
+  front.push(import_onnx_proto17.onnx.NodeProto.decode(import_onnx_proto17.onnx.NodeProto.encode(node2).finish()));
+  return error62;
+}
+
+// src/pipeline/quantized-inputs.ts
+async function pruneInFormat(model, options, written = "keep") {
+  const lifted = liftQuantized(model);
+  if (!lifted) return pruneModel(model, options);
+  const formats = [...new Set(lifted.weights.map((w) => w.format))].join(", ");
+  options.log?.(`pruning ${lifted.weights.length} quantized weights (${formats}) as float; ${written === "float" ? "they stay float (prune.quantized: float)" : "each is written back in its format"}`);
+  const result = await pruneModel(lifted.model, options);
+  const liftedNames = new Set(lifted.weights.map((w) => w.name));
+  if (written === "float") return { ...result, sliced: result.sliced?.filter((e) => !liftedNames.has(e.tensor)) };
+  const removed = new Map((result.sliced ?? []).map((e) => [`${e.tensor}\0${e.axis}`, e.indices]));
+  const { model: lowered, report } = lowerQuantized(lifted, result.model, (name, axis) => removed.get(`${name}\0${axis}`));
+  if (report.requantized.length > 0) {
+    options.log?.(`requantized ${report.requantized.length} weights (input columns removed or refit), worst relative weight error ${report.worst.toPrecision(3)}; ${report.exact} kept their bytes`);
+  }
+  return { ...result, model: lowered, sliced: result.sliced?.filter((e) => !liftedNames.has(e.tensor)), quantizedInputs: report };
+}
+async function statisticsTapInFormat(base, options) {
+  const lifted = liftQuantized(base);
+  return lifted ? firstStatisticsTap(lifted.model, options, base) : firstStatisticsTap(base, options);
+}
+async function findPrunableInFormat(model) {
+  const lifted = liftQuantized(model);
+  if (!lifted) return findPrunable(model);
+  const counts = /* @__PURE__ */ new Map();
+  for (const w of lifted.weights) counts.set(w.format, (counts.get(w.format) ?? 0) + 1);
+  const formats = [...counts].map(([format, n]) => `${n} ${format}`).join(", ");
+  const quantized = `${formats}: pruned in their format; output rows and whole blocks removed keep their bytes, other input columns are requantized (report: quantized_inputs)`;
+  return { ...await findPrunable(lifted.model), quantized };
+}
+function mergeQuantizedInputs(reports) {
+  const given = reports.filter((r) => !!r);
+  if (given.length === 0) return void 0;
+  const byWhere = /* @__PURE__ */ new Map();
+  for (const r of given) {
+    for (const w of r.requantized) {
+      const prev = byWhere.get(w.where);
+      if (!prev || w.error > prev.error) byWhere.set(w.where, w);
+    }
+  }
+  const requantized = [...byWhere.values()].sort((a, b) => b.error - a.error);
+  const weights = given[given.length - 1].exact + given[given.length - 1].requantized.length;
+  return { exact: weights - requantized.length, requantized, worst: requantized[0]?.error ?? 0 };
+}
+
+// src/quantize/calibration.ts
+var import_onnx_proto20 = __toESM(require_onnx());
+
+// src/quantize/rewrite.ts
+var import_onnx_proto19 = __toESM(require_onnx());
+
 // src/quantize/formats.ts
+var import_onnx_proto18 = __toESM(require_onnx());
 var MS_DOMAIN = "com.microsoft";
-var int2 = (name, i) => import_onnx_proto17.onnx.AttributeProto.create({ name, type: import_onnx_proto17.onnx.AttributeProto.AttributeType.INT, i });
+var int2 = (name, i) => import_onnx_proto18.onnx.AttributeProto.create({ name, type: import_onnx_proto18.onnx.AttributeProto.AttributeType.INT, i });
 function storeBlocks(work, cache, key, weight, layout) {
   const cached2 = cache.get(key);
   if (cached2) return cached2;
@@ -49467,7 +50129,7 @@ function nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cach
     shared: [],
     at8Bits,
     build: (outputs2) => [
-      import_onnx_proto17.onnx.NodeProto.create({
+      import_onnx_proto18.onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : "",
         opType: "MatMulNBits",
         domain: MS_DOMAIN,
@@ -49493,7 +50155,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
     const sName = work.uniqueName(`${weight}_scale`);
     work.addInitializer(sName, scaleTensor(q.scales, info.dtype, [q.scales.length]));
     const out = work.uniqueName(`${weight}_dequantized`);
-    const dq = import_onnx_proto17.onnx.NodeProto.create({
+    const dq = import_onnx_proto18.onnx.NodeProto.create({
       name: `${out}_DequantizeLinear`,
       opType: "DequantizeLinear",
       input: [qName, sName],
@@ -49515,7 +50177,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
     bytesAfter: entry.bytes,
     shared: entry.shared,
     build: (outputs2) => {
-      const copy = import_onnx_proto17.onnx.NodeProto.decode(import_onnx_proto17.onnx.NodeProto.encode(node2).finish());
+      const copy = import_onnx_proto18.onnx.NodeProto.decode(import_onnx_proto18.onnx.NodeProto.encode(node2).finish());
       copy.name = node2.name ? `${node2.name}_Q8` : "";
       copy.input[1] = dequantized;
       copy.output = outputs2;
@@ -49550,7 +50212,7 @@ function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache)
     bytesAfter: entry.bytes,
     shared: [],
     build: (outputs2) => [
-      import_onnx_proto17.onnx.NodeProto.create({
+      import_onnx_proto18.onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : "",
         opType: "GatherBlockQuantized",
         domain: MS_DOMAIN,
@@ -49566,7 +50228,7 @@ function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache)
 function addMsOpset(model) {
   const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
   if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
-    model.proto.opsetImport.push(import_onnx_proto18.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
+    model.proto.opsetImport.push(import_onnx_proto19.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
   }
 }
 function applyCandidates(work, candidates, removable) {
@@ -49675,8 +50337,8 @@ async function measureErrors(work, candidates, calibration, log) {
       const twin = probe.uniqueName(`${y}__quantized`);
       for (const s of c.shared) shared.add(s);
       graph.node.push(...c.build([twin]));
-      graph.output.push(import_onnx_proto19.onnx.ValueInfoProto.create({ name: twin }));
-      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto19.onnx.ValueInfoProto.create({ name: y }));
+      graph.output.push(import_onnx_proto20.onnx.ValueInfoProto.create({ name: twin }));
+      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto20.onnx.ValueInfoProto.create({ name: y }));
       pairs.push([y, twin]);
     }
     graph.node = [...shared, ...graph.node];
@@ -49850,7 +50512,7 @@ function planCandidates(work, opts, keptFloat) {
 }
 
 // src/graph/compact.ts
-var import_onnx_proto20 = __toESM(require_onnx());
+var import_onnx_proto21 = __toESM(require_onnx());
 function compactNames(model) {
   const work = model.clone();
   const graph = work.graph;
@@ -49894,7 +50556,7 @@ function graphBytes(graph) {
   const initializers = graph.initializer;
   graph.initializer = [];
   try {
-    return import_onnx_proto20.onnx.GraphProto.encode(graph).finish().byteLength;
+    return import_onnx_proto21.onnx.GraphProto.encode(graph).finish().byteLength;
   } finally {
     graph.initializer = initializers;
   }
@@ -49928,6 +50590,16 @@ var MetricResultSchema = external_exports.object({
   inconclusive: external_exports.boolean().optional()
 });
 var LatencyStatsSchema = external_exports.object({ p50_ms: count, p95_ms: count });
+var DecodeTimingSchema = external_exports.object({
+  base: count.nullable(),
+  candidate: count.nullable(),
+  speedup: count.nullable(),
+  interval: external_exports.tuple([count, count]).nullable(),
+  candidate_interval: external_exports.tuple([count, count]).nullable(),
+  runs: external_exports.number().int().nonnegative(),
+  seconds: count,
+  warnings: external_exports.array(text).max(10)
+});
 var PassSchema = external_exports.object({
   what: external_exports.enum(["statistics", "probe", "confirmation", "normalization sums", "evaluation"]),
   why: external_exports.string().max(2e3),
@@ -49995,6 +50667,17 @@ var ReportSchema = external_exports.object({
     /** What makes the figures less sure (a busy machine, too little time), in words. */
     warnings: external_exports.array(text).max(10).optional()
   }),
+  /**
+   * Generation sets: decode speed at batch 1, base and candidate alternated (`cache`: on the KV
+   * cache, else each step re-ran the sequence), on a prompt of `prompt_tokens` then `steps` tokens.
+   */
+  decode: external_exports.object({
+    cache: external_exports.boolean(),
+    prompt_tokens: external_exports.number().int().positive(),
+    steps: external_exports.number().int().positive(),
+    time_to_first_token: DecodeTimingSchema,
+    tokens_per_second: DecodeTimingSchema
+  }).optional(),
   steps: external_exports.array(StepSchema).max(100),
   /** Index into steps of the model that was written, or null without a search. */
   chosen_step: external_exports.number().int().nonnegative().nullable(),
@@ -50008,6 +50691,16 @@ var ReportSchema = external_exports.object({
     })
   ).max(MAX_ITEMS),
   skipped: external_exports.array(external_exports.object({ where: text, reason: text })).max(MAX_ITEMS),
+  /**
+   * A quantized input's weights (MatMulNBits, DequantizeLinear) after pruning, in their format:
+   * how many kept their original bytes, and each one requantized (input columns removed or
+   * values refit) with its relative weight error ‖requantized − pruned float‖ / ‖pruned float‖.
+   */
+  quantized_inputs: external_exports.object({
+    exact: count,
+    requantized: external_exports.array(external_exports.object({ where: text, format: text, how: text, error: count })).max(MAX_ITEMS),
+    worst: count
+  }).optional(),
   /**
    * How the removals were shared between layers and kinds, and which compensation repaired
    * them: the strategy kept and every one tried with its calibration loss (null: not measurable).
@@ -50103,6 +50796,27 @@ function latencyJson(l) {
     } : {}
   };
 }
+function decodeJson(d) {
+  const values = decodeSpeedValues(d);
+  const finite = (i) => i?.every(Number.isFinite) ? i : null;
+  const timing = (name, t) => ({
+    base: finiteOrNull(values.base[name] ?? null),
+    candidate: finiteOrNull(values.candidate[name] ?? null),
+    speedup: finiteOrNull(t.speedup),
+    interval: finite(t.intervals?.p50.speedup),
+    candidate_interval: t.intervals ? finite(values.intervals[name]?.candidate) : null,
+    runs: t.runs,
+    seconds: t.seconds,
+    warnings: t.warnings
+  });
+  return {
+    cache: d.cache,
+    prompt_tokens: d.promptTokens,
+    steps: d.steps,
+    time_to_first_token: timing("time-to-first-token", d.firstToken),
+    tokens_per_second: timing("decode-tokens-per-second", d.decode)
+  };
+}
 function statsJson(s) {
   return { ...s, path: s.path ? displayPath(path13.resolve(s.path)) : "" };
 }
@@ -50124,6 +50838,7 @@ function buildReport(input2) {
     candidate: statsJson(input2.candidate),
     metrics: input2.metrics.map(metricJson),
     latency: latencyJson(input2.latency),
+    ...input2.decode ? { decode: decodeJson(input2.decode) } : {},
     ...input2.target !== null && input2.base.params > 0 ? { removed: (input2.base.params - input2.candidate.params) / input2.base.params } : {},
     steps: input2.steps.map((s) => ({
       ratio: s.ratio,
@@ -50137,6 +50852,7 @@ function buildReport(input2) {
     chosen_step: input2.chosenStep,
     pruned: input2.pruned.map((p) => ({ kind: p.kind, where: p.where, before: p.before, after: p.after, params: p.params })),
     skipped: input2.skipped.map((s) => ({ where: s.where, reason: s.reason })),
+    ...input2.quantizedInputs ? { quantized_inputs: input2.quantizedInputs } : {},
     ...input2.allocation ? {
       allocation: {
         ...input2.allocation,
@@ -50254,14 +50970,17 @@ function passCell(m) {
   if (m.inconclusive) return `❔ inconclusive (counted as ${m.pass ? "a pass" : "a fail"})`;
   return m.pass ? "✅" : "❌";
 }
+function decodeTiming(r, name) {
+  return name === "decode-tokens-per-second" ? r.decode?.tokens_per_second : name === "time-to-first-token" ? r.decode?.time_to_first_token : void 0;
+}
 function metricsTable(r) {
   const shown = showsLatency(r);
   return table2(
     ["metric", "base", "candidate", "change", "bound", "pass"],
-    r.metrics.filter((m) => shown || !isLatency(m.name)).map((m) => [
+    r.metrics.filter((m) => shown || !isLatency(m.name)).map((m) => [m, m.interval ?? decodeTiming(r, m.name)?.candidate_interval]).map(([m, interval]) => [
       m.name,
       formatValue(m.name, m.base),
-      formatValue(m.name, m.candidate) + (m.interval ? ` (95 % ${formatValue(m.name, m.interval[0])} to ${formatValue(m.name, m.interval[1])})` : ""),
+      formatValue(m.name, m.candidate) + (interval ? ` (95 % ${formatValue(m.name, interval[0])} to ${formatValue(m.name, interval[1])})` : ""),
       formatChange(m.name, m.base, m.candidate),
       formatBound(m.name, m.bound, m.rule),
       passCell(m)
@@ -50325,6 +51044,28 @@ function latencyTable(r) {
     `Speedup (base p50 / candidate p50): **${l.speedup === null ? "–" : x(l.speedup)}**${about ? ` (${about})` : ""}`,
     // The warnings are the tool's own words and numbers, but the report may be untrusted: escaped.
     ...(l.warnings ?? []).map((w) => `
+> ⚠️ ${escapeMarkdown(w, 500)}`)
+  ];
+}
+function decodeSection(r) {
+  const d = r.decode;
+  if (!d) return [];
+  const x = (v) => v === null ? "–" : `${v.toFixed(2)}x`;
+  const about = (t, run) => `${x(t.speedup)} (${t.interval ? `95 % ${x(t.interval[0])} to ${x(t.interval[1])}` : `too few ${run}s for an interval`}, ${t.runs} ${t.runs === 1 ? run : `${run}s`} of each model in ${Number(t.seconds.toPrecision(2))} s)`;
+  const how = d.cache ? "each step one token on the KV cache" : "the model has no KV cache: each step re-runs the whole sequence, as decoding it does";
+  return [
+    `#### Decode speed (batch 1, a ${d.prompt_tokens}-token prompt then ${d.steps} steps; ${how})`,
+    "",
+    ...table2(
+      ["", "time to first token", "decode"],
+      [
+        ["base", formatValue("time-to-first-token", d.time_to_first_token.base), formatValue("decode-tokens-per-second", d.tokens_per_second.base)],
+        ["candidate", formatValue("time-to-first-token", d.time_to_first_token.candidate), formatValue("decode-tokens-per-second", d.tokens_per_second.candidate)]
+      ]
+    ),
+    "",
+    `Decode speedup (candidate / base tokens per second): **${about(d.tokens_per_second, "step")}**; time to first token, base / candidate: ${about(d.time_to_first_token, "run")}`,
+    ...[...d.time_to_first_token.warnings.map((w) => `time to first token: ${w}`), ...d.tokens_per_second.warnings.map((w) => `decode: ${w}`)].map((w) => `
 > ⚠️ ${escapeMarkdown(w, 500)}`)
   ];
 }
@@ -50398,6 +51139,17 @@ function allocationLine(a) {
 }
 function allocationSection(r) {
   return r.allocation && r.pruned.length ? [allocationLine(r.allocation)] : [];
+}
+function quantizedInputsLines(q, name = (w) => w, bullet = "  ") {
+  const total = q.exact + q.requantized.length;
+  const head = `Quantized weights: ${q.exact} of ${total} kept their original codes (output rows removed, or input columns in whole blocks)`;
+  if (q.requantized.length === 0) return [`${head}.`];
+  const rows = q.requantized.slice(0, 10).map((w) => `${bullet}${name(w.where)}: ${w.format}, ${w.how}, relative weight error ${w.error.toPrecision(3)}`);
+  const more = q.requantized.length > 10 ? [`${bullet}… and ${q.requantized.length - 10} more`] : [];
+  return [`${head}; ${q.requantized.length} requantized in the same scheme, worst relative weight error ${q.worst.toPrecision(3)}:`, ...rows, ...more];
+}
+function quantizedInputsSection(r) {
+  return r.quantized_inputs ? quantizedInputsLines(r.quantized_inputs, (w) => escapeMarkdown(w), "- ") : [];
 }
 function skippedSection(r) {
   return details(
@@ -50480,9 +51232,11 @@ function renderMarkdown(r) {
     compressionTable(r),
     quantizationSection(r),
     latencyTable(r),
+    decodeSection(r),
     stepsSection(r),
     prunedSection(r),
     allocationSection(r),
+    quantizedInputsSection(r),
     skippedSection(r),
     examplesSection(r),
     provenanceSection(r),
@@ -50596,7 +51350,7 @@ async function runGate(options) {
 async function runOnDevice(options) {
   const { config: config2 } = options;
   const log = options.log ?? (() => void 0);
-  const prune = options.prune ?? pruneModel;
+  const prune = options.prune ?? ((model, settings) => pruneInFormat(model, settings, config2.prune.quantized));
   const out = path14.resolve(options.out);
   if (path14.resolve(config2.model) === path14.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
@@ -50608,15 +51362,15 @@ async function runOnDevice(options) {
   }
   log(`reading ${displayPath(config2.model)}`);
   const base = OnnxModel.read(config2.model);
-  const set2 = loadCalibration(config2.calibration, base);
+  const set2 = await readCalibration(config2.calibration, base);
   checkRulesFitTask(config2.gate, set2, config2.file ? displayPath(config2.file) : "the gate");
   const origin = baseOrigin(base, gateModelSettings(config2));
   const budget = new SearchBudget(config2.budget, stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps).length);
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const memory = newPruneMemory();
   const firstTarget = stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps)[0];
-  const tap = !set2.generation && firstTarget > 0 && !options.prune ? await firstStatisticsTap(base, pruneSettings(config2, set2, firstTarget, memory, log)) : void 0;
-  const evaluator = await Evaluator.create(base, set2, { latency: { ...config2.latency, settled: latencySettled(config2.gate) }, log, tap });
+  const tap = !set2.generation && firstTarget > 0 && !options.prune ? await statisticsTapInFormat(base, pruneSettings(config2, set2, firstTarget, memory, log)) : void 0;
+  const evaluator = await Evaluator.create(base, set2, { latency: { ...config2.latency, settled: latencySettled(config2.gate) }, decode: decodeSettled(config2.gate), log, tap });
   if (tap) memory.ready = tap.collected();
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config2.keepNames, log);
   const stepsDir = path14.join(out, STEPS_DIR);
@@ -50678,10 +51432,12 @@ async function runOnDevice(options) {
       candidate: { ...evaluation.candidate, path: files.model },
       metrics,
       latency: evaluation.latency,
+      decode: evaluation.decode,
       steps: result.steps,
       chosenStep: result.chosen,
       pruned: result.pruned,
       skipped: result.skipped,
+      quantizedInputs: chosen.quantizedInputs,
       allocation: result.allocation,
       budget: budget.summary(),
       pullRequest: options.pullRequest,
@@ -50716,7 +51472,7 @@ function stepCost(step) {
   };
 }
 var boundsMemory = (r) => r.metric === "memory";
-var boundsEfficiencyRuns = (r) => isLatency(r.metric) || r.metric === "macs";
+var boundsEfficiencyRuns = (r) => isTimed(r.metric) || r.metric === "macs";
 async function measureMemoryIfBounded(memoryOf, rules, values, [base, candidate], log, measuredBase) {
   if (!rules.some(boundsMemory)) return void 0;
   log("measuring memory: fresh processes load each model and run one batch, and the same process without a model");
@@ -50749,10 +51505,12 @@ function pruneSettings(config2, set2, target, memory, log) {
 function candidateSteps(config2, origin, stepsDir, prune, quantize, score, log, remaining, memory = newPruneMemory()) {
   const quantization = /* @__PURE__ */ new Map();
   const pruning = /* @__PURE__ */ new Map();
+  const requantized = /* @__PURE__ */ new Map();
   return {
     prune: async (model, target, step) => {
       const result = await prune(model, target, memory, step);
       pruning.set(step.index, { pruned: result.pruned, compensations: result.compensations });
+      requantized.set(step.index, result.quantizedInputs);
       return result;
     },
     quantize: async (model, step) => {
@@ -50766,7 +51524,8 @@ function candidateSteps(config2, origin, stepsDir, prune, quantize, score, log, 
       const steps = [...pruning].filter(([index]) => index <= step.index).map(([, done]) => done);
       const written = writeModel(candidate, path14.join(dir, PRUNED_NAME), { externalData: config2.externalData, producer: producerStamp(origin, candidate, steps) });
       const model = OnnxModel.read(written.path);
-      const { metrics, artifact, passes } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index) }, step, candidate);
+      const quantizedInputs = mergeQuantizedInputs([...requantized].filter(([index]) => index <= step.index).map(([, r]) => r));
+      const { metrics, artifact, passes } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index), ...quantizedInputs ? { quantizedInputs } : {} }, step, candidate);
       return { metrics, artifact, passes, next: config2.quantize === "none" ? model : void 0 };
     },
     discard: (artifact) => fs16.rmSync(artifact.dir, { recursive: true, force: true }),
@@ -50798,12 +51557,12 @@ async function compareOnDevice(options) {
   const log = options.log ?? (() => void 0);
   const base = OnnxModel.read(options.base);
   const candidate = OnnxModel.read(options.candidate);
-  const set2 = loadCalibration(options.calibration, base);
+  const set2 = await readCalibration(options.calibration, base);
   const rules = options.config?.gate ?? [];
   checkRulesFitTask(rules, set2, options.config?.file ? displayPath(options.config.file) : "the gate");
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const latency = options.config ? { ...options.config.latency, settled: latencySettled(rules) } : void 0;
-  const evaluator = await Evaluator.create(base, set2, { latency, log });
+  const evaluator = await Evaluator.create(base, set2, { latency, decode: decodeSettled(rules), log });
   try {
     checkRulesAgainstBase(rules, evaluator.baseQuality, options.config?.file ? displayPath(options.config.file) : "the gate");
     log("evaluating the candidate");
@@ -50821,6 +51580,7 @@ async function compareOnDevice(options) {
       candidate: evaluation.candidate,
       metrics,
       latency: evaluation.latency,
+      decode: evaluation.decode,
       steps: [],
       chosenStep: null,
       pruned: [],
@@ -50922,7 +51682,7 @@ async function inspectModel(file2) {
     skipped: []
   };
   try {
-    Object.assign(inspection, await findPrunable(model));
+    Object.assign(inspection, await findPrunableInFormat(model));
   } catch (e) {
     inspection.prunableNote = `the graph could not be analysed: ${String(e.message ?? e).split("\n")[0]}`;
   }
@@ -50961,6 +51721,7 @@ function formatInspection(ins) {
         "  "
       )
     );
+  if (ins.quantized) lines.push("", "Quantized weights", `  ${ins.quantized}`);
   lines.push("", "Left alone");
   if (ins.skipped.length === 0) lines.push("  nothing");
   for (const s of ins.skipped) lines.push(`  ${s.where}: ${s.reason}`);
@@ -50994,8 +51755,8 @@ function checkSplittable(config2) {
     throw new UserError(`${where}: prune.align: auto takes widths from each runner's convolution kernels and checks them by timing there, so jobs could build different models; set a number (1 keeps the widths as allocated, 8 rounds them)`);
   }
 }
-function splittableSet(config2, base) {
-  const set2 = loadCalibration(config2.calibration, base);
+async function splittableSet(config2, base) {
+  const set2 = await readCalibration(config2.calibration, base);
   if (set2.generation) {
     throw new UserError(`${set2.source}: a generation set cannot be split yet: its prompts are decoded in batches sorted by length over the whole set, which a job's share would not reproduce exactly; run the gate on one machine`);
   }
@@ -51030,7 +51791,7 @@ async function runJob(config2, job, out, log = () => void 0) {
     const base = OnnxModel.read(config2.model);
     const baseSha256 = modelSha256(base);
     const plan = planIdentity(config2, job.count, baseSha256);
-    const set2 = splittableSet(config2, base);
+    const set2 = await splittableSet(config2, base);
     checkRulesFitTask(config2.gate, set2, config2.file ? displayPath(config2.file) : "the gate");
     const shard = shardOf(set2, job.index, job.count);
     log(`job ${job.index}/${job.count} of plan ${plan.slice(0, 16)}: evaluating ${shard.count} of the ${set2.count} calibration samples`);
@@ -51106,12 +51867,16 @@ function rebuiltSteps(config2, origin, set2, stepsDir, passes, damage, log, scor
     config2,
     origin,
     stepsDir,
-    (model, target, memory, step) => pruneModel(model, {
-      ...pruneSettings(config2, set2, target, memory, log),
-      passes,
-      damage,
-      final: step.index === step.count
-    }),
+    (model, target, memory, step) => pruneInFormat(
+      model,
+      {
+        ...pruneSettings(config2, set2, target, memory, log),
+        passes,
+        damage,
+        final: step.index === step.count
+      },
+      config2.prune.quantized
+    ),
     quantizeWith(set2, config2.keepNames, log, passes),
     async (model, written, step) => ({ metrics: await score(model, written, step), artifact: written }),
     log
@@ -51164,7 +51929,7 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
     const baseSha256 = modelSha256(base);
     const { plan, read } = collectPartials(dirs, (jobs) => planIdentity(config2, jobs, baseSha256));
     const partials = read.map((r) => r.partial);
-    const set2 = loadCalibration(config2.calibration, base);
+    const set2 = await readCalibration(config2.calibration, base);
     const task = set2.task;
     const rules = config2.gate;
     const baseSums = addSums(...partials.map((p) => p.base.sums));
@@ -51346,14 +52111,14 @@ function register4(program2, ctx) {
 
 // src/cli/commands/plan.ts
 function register5(program2, ctx) {
-  program2.command("plan").description("print the GitHub Actions matrix that splits the gate over --jobs jobs").option("-c, --config <file>", "the config file (default: prune-gate.yml in the current folder)").option("-m, --model <file>", "the .onnx model (overrides the config's model)").option("--calibration <dir>", "the calibration folder (overrides the config's calibration)").option("-t, --target <ratio>", "fraction of parameters to remove (0.3 or 30%), or auto").option("-j, --jobs <n>", "how many jobs", "4").action((flags) => {
+  program2.command("plan").description("print the GitHub Actions matrix that splits the gate over --jobs jobs").option("-c, --config <file>", "the config file (default: prune-gate.yml in the current folder)").option("-m, --model <file>", "the .onnx model (overrides the config's model)").option("--calibration <dir>", "the calibration folder (overrides the config's calibration)").option("-t, --target <ratio>", "fraction of parameters to remove (0.3 or 30%), or auto").option("-j, --jobs <n>", "how many jobs", "4").action(async (flags) => {
     if (!/^\d+$/.test(flags.jobs)) throw new UserError(`--jobs: expected a whole number of jobs from 1 to ${MAX_JOBS}, found '${flags.jobs}'`);
     const jobs = Number(flags.jobs);
     const matrix = matrixOf(jobs);
     const config2 = resolveConfig(flags.config, parseOverrides({ model: flags.model, calibration: flags.calibration, target: flags.target }, flagName), flagName);
     checkSplittable(config2);
     const model = OnnxModel.read(config2.model);
-    const set2 = splittableSet(config2, model);
+    const set2 = await splittableSet(config2, model);
     const id = planIdentity(config2, jobs, modelSha256(model));
     ctx.stderr(`plan ${id.slice(0, 16)}: ${jobs} jobs, each evaluating at most ${Math.ceil(set2.count / jobs)} of the ${set2.count} calibration samples
 `);
@@ -51369,7 +52134,7 @@ function register6(program2, ctx) {
     "--allocation <how>",
     "how removals are shared between layers: auto (with --calibration: global, uniform, FFN-only and by measured damage, the least damaging kept; without: uniform), global, uniform, ffn-only or measured",
     "auto"
-  ).option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--align <n>", "keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine", "auto").option("--report <file>", "also write what was removed as JSON").option("--external-data [mode]", "where the pruned model keeps its weights: auto (as the input model did), always (in <out>.data; the bare flag) or never (inline, at most 2 GiB)", "auto").action(async (flags) => {
+  ).option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--align <n>", "keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine", "auto").option("--quantized <form>", "a quantized model's weights after pruning: keep (in their format: MatMulNBits, DequantizeLinear) or float", "keep").option("--report <file>", "also write what was removed as JSON").option("--external-data [mode]", "where the pruned model keeps its weights: auto (as the input model did), always (in <out>.data; the bare flag) or never (inline, at most 2 GiB)", "auto").action(async (flags) => {
     if (path17.resolve(flags.out) === path17.resolve(flags.model)) {
       throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
     }
@@ -51383,13 +52148,15 @@ function register6(program2, ctx) {
     const externalData = parseExternalData(flags.externalData === true ? "always" : flags.externalData, "--external-data");
     const align = flags.align === "auto" ? "auto" : Number(flags.align);
     if (align !== "auto" && (!Number.isInteger(align) || align < 1)) throw new UserError(`--align must be auto or a whole number of at least 1 (got '${flags.align}')`);
+    if (flags.quantized !== "keep" && flags.quantized !== "float") throw new UserError(`--quantized must be keep or float (got '${flags.quantized}')`);
+    const quantized = flags.quantized;
     const model = OnnxModel.read(flags.model);
-    const origin = baseOrigin(model, { prune: { target, structures, importance, compensate, allocation, steps, align }, externalData });
-    const set2 = flags.calibration ? loadCalibration(flags.calibration, model) : void 0;
+    const origin = baseOrigin(model, { prune: { target, structures, importance, compensate, allocation, steps, align, ...quantized === "float" ? { quantized } : {} }, externalData });
+    const set2 = flags.calibration ? await readCalibration(flags.calibration, model) : void 0;
     const evaluator = set2 ? await Evaluator.create(model, set2, { latency: { warmup: 0, runs: 1 } }) : void 0;
     let result;
     try {
-      result = await pruneModel(model, {
+      result = await pruneInFormat(model, {
         target,
         structures,
         importance,
@@ -51403,7 +52170,7 @@ function register6(program2, ctx) {
         damage: evaluator?.damageMeasure(),
         log: withElapsed((line) => ctx.stderr(`${line}
 `))
-      });
+      }, quantized);
     } finally {
       await evaluator?.close();
     }
@@ -51454,7 +52221,8 @@ function pruneReport(input2, output2, r) {
     ...r.short ? { short: r.short } : {},
     pruned: r.pruned,
     skipped: r.skipped,
-    ...r.allocation ? { allocation: r.allocation } : {}
+    ...r.allocation ? { allocation: r.allocation } : {},
+    ...r.quantizedInputs ? { quantized_inputs: r.quantizedInputs } : {}
   };
 }
 function formatPruned(r, out) {
@@ -51472,6 +52240,7 @@ function formatPruned(r, out) {
     );
   } else lines.push("", "Nothing was removed.");
   if (r.allocation && r.pruned.length) lines.push("", allocationLine(r.allocation));
+  if (r.quantizedInputs) lines.push("", ...quantizedInputsLines(r.quantizedInputs));
   if (r.skipped.length) {
     lines.push("", "Left alone:");
     for (const s of r.skipped) lines.push(`  ${s.where}: ${s.reason}`);

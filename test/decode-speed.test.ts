@@ -6,7 +6,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { parseConfig, parseRule } from '../src/config/config';
-import { DecodeSpeed, decodeSpeedValues, measureDecodeSpeed } from '../src/eval/decode-speed';
+import { measureDecodeSpeed } from '../src/eval/decode-speed';
+import { DecodeSpeed, decodeSpeedValues } from '../src/eval/decode-values';
 import { loadCalibration } from '../src/eval/calibration';
 import { summarize } from '../src/eval/latency';
 import type { MetricName } from '../src/eval/metric-names';
@@ -154,7 +155,7 @@ describe('what is timed', () => {
 describe('a generation gate reports decode speed with its intervals', () => {
   const config = (name: string) =>
     parseConfig(
-      ['gate:', '  decode-tokens-per-second: { min-speedup: 5 }', '  time-to-first-token: { max-ratio: 9 }', 'latency: { warmup: 0, runs: 6 }'].join('\n'),
+      ['gate:', '  decode-tokens-per-second: { min-speedup: 5 }', '  time-to-first-token: { max-ratio: 9 }', 'latency: { warmup: 0, runs: 6, on-inconclusive: fail }'].join('\n'),
       path.join(tmp, `${name}.yml`),
     );
 
@@ -169,9 +170,10 @@ describe('a generation gate reports decode speed with its intervals', () => {
       expect(timing.candidate_interval![0]).toBeLessThanOrEqual(timing.candidate!);
     }
     const row = (name: MetricName) => report.metrics.find((m) => m.name === name)!;
-    // The same model: no five-fold speedup, and a first token nowhere near nine times as slow.
+    // The same model: no five-fold speedup, and a first token nowhere near nine times as slow. Six
+    // runs on a loaded machine may leave the interval wide enough to be inconclusive: counted as a
+    // fail here (on-inconclusive), so the verdict is the same either way.
     expect(row('decode-tokens-per-second')).toMatchObject({ base: decode.tokens_per_second.base, candidate: decode.tokens_per_second.candidate, pass: false, rule: 'min-speedup 5' });
-    expect(row('decode-tokens-per-second').inconclusive).toBeUndefined();
     expect(row('decode-tokens-per-second').interval).toHaveLength(2);
     expect(row('time-to-first-token')).toMatchObject({ pass: true, rule: 'max-ratio 9' });
     expect(report.verdict).toBe('fail');
@@ -179,7 +181,7 @@ describe('a generation gate reports decode speed with its intervals', () => {
     expect(markdown).toMatch(/\| decode-tokens-per-second \| [\d.]+ tokens\/s \| [\d.]+ tokens\/s \(95 % [\d.]+ tokens\/s to [\d.]+ tokens\/s\) \|/);
     expect(markdown).toMatch(/Decode speedup \(candidate \/ base tokens per second\): \*\*[\d.]+x \(95 % [\d.]+x to [\d.]+x, 6 steps of each model in [\d.e-]+ s\)\*\*; time to first token, base \/ candidate: [\d.]+x \(95 % [\d.]+x to [\d.]+x, 6 runs of each model/);
     expect(markdown).toContain('### ❌ prune-gate failed: **');
-    expect(markdown).toContain('over the bound: decode-tokens-per-second (min-speedup 5)');
+    expect(markdown).toMatch(/over the bound: decode-tokens-per-second \(min-speedup 5(, inconclusive)?\)/);
   });
 
   test('a model without a cache says so, and unbounded rows show the interval too', async () => {

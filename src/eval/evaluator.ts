@@ -9,7 +9,8 @@ import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batchCount, batches } from './calibration';
 import { PassProgress } from '../util/progress';
 import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, latencyIntervals, latencyLine, latencyValues, measureLatency } from './latency';
-import { DecodeSettled, DecodeSpeed, decodeSpeedLine, decodeSpeedValues, measureDecodeSpeed } from './decode-speed';
+import { measureDecodeSpeed } from './decode-speed';
+import { DecodeSettled, DecodeSpeed, decodeSpeedLine, decodeSpeedValues } from './decode-values';
 import { GenerationExample, GenerationRun, InterfaceChange, generationValues, interfaceChanges } from './generation';
 import { ComparisonAccumulator, MetricSums, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';
 

@@ -1,7 +1,7 @@
 import { UserError } from '../errors';
 import { MetricInterval, MetricIntervals, MetricName, MetricValues, REFERENCE_METRICS, Task, metricsOf } from '../eval/metric-names';
 import { LatencyResult, latencyIntervals, latencyValues } from '../eval/latency';
-import { DecodeSettled, firstTokenIntervals, firstTokenValues, tokensPerSecondIntervals, tokensPerSecondValues } from '../eval/decode-speed';
+import { DecodeSettled, firstTokenIntervals, firstTokenValues, tokensPerSecondIntervals, tokensPerSecondValues } from '../eval/decode-values';
 import { BoundKind, METRICS, isQuality } from './metrics';
 import { formatValue } from './format';
 

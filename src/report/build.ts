@@ -4,7 +4,7 @@ import { displayPath } from '../util/paths';
 import type { QuantizeMode } from '../quantize/options';
 import type { ModelStats } from '../eval/evaluator';
 import type { LatencyResult } from '../eval/latency';
-import { DecodeSpeed, decodeSpeedValues } from '../eval/decode-speed';
+import { DecodeSpeed, decodeSpeedValues } from '../eval/decode-values';
 import type { MetricResult, Verdict } from '../gate/gate';
 import type { StepOutcome } from '../gate/search';
 import type { AllocationResult, PrunedEntry, SkippedEntry } from '../prune/types';
