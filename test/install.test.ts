@@ -66,9 +66,11 @@ installTest(
       fs.mkdirSync(cache);
       fs.symlinkSync(path.join(userCache, '_cacache'), path.join(cache, '_cacache'), 'junction');
       // Nothing of the npm that may be running jest (its config, e.g. the project's
-      // ignore-scripts, reaches child processes as npm_config_*): only the command decides.
+      // ignore-scripts, reaches child processes as npm_config_*), and scripts on unless the
+      // command's own flag turns them off.
       const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)));
       Object.assign(env, {
+        npm_config_ignore_scripts: 'false',
         npm_config_cache: cache,
         npm_config_prefer_offline: 'true',
         npm_config_update_notifier: 'false',
