@@ -3,9 +3,8 @@
 // so nothing resolves onnxruntime-node. Publishing a report needs no runtime; the first gate run
 // installs the pinned version with npm into RUNNER_TOOL_CACHE, keeping only this platform's
 // binaries; the next run reuses it. That install needs the npm registry (npm ci does not cache
-// the package's metadata). The registry is asked three times before it counts as unreachable;
-// then the two tests that install fail under CI=true (a CI run must exercise them) and are
-// skipped elsewhere, their names saying why.
+// the package's metadata): test/helpers/registry.ts says what the two tests that install do
+// when it is unreachable.
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -16,40 +15,9 @@ import { ReportSchema } from '../src/report/schema';
 import { ActionRun, ActionStep, runAction } from './helpers/run-action';
 import { ROOT, bundleInto } from './helpers/run-cli';
 import { push } from './helpers/webhooks';
-import { npmErrorReason } from '../tools/npm-error';
+import { registryTests } from './helpers/registry';
 
-/**
- * Whether npm can reach its registry (with the user's npm config: registry, proxy), asked up to
- * three times 2 s and 4 s apart (one dropped request is not an outage); if not, why not.
- */
-function probeRegistry(): string | undefined {
-  let why = '';
-  for (const wait of [0, 2000, 4000]) {
-    if (wait) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, wait);
-    const r = spawnSync(process.platform === 'win32' ? 'npm.cmd' : 'npm', ['view', `onnxruntime-node@${ONNXRUNTIME_NODE_VERSION}`, 'version', '--prefer-online', '--fetch-retries=0', '--fetch-timeout=8000'], {
-      cwd: os.tmpdir(),
-      encoding: 'utf8',
-      timeout: 20_000,
-      shell: process.platform === 'win32',
-    });
-    if (r.status === 0 && r.stdout.trim() === ONNXRUNTIME_NODE_VERSION) return undefined;
-    why = r.error?.message ?? npmErrorReason(r.stderr) ?? `exit ${r.status}, printed ${JSON.stringify(r.stdout.trim())}`;
-  }
-  return `npm view onnxruntime-node@${ONNXRUNTIME_NODE_VERSION} failed 3 times (last: ${why})`;
-}
-const unreachable = probeRegistry();
-if (unreachable && process.env.CI !== 'true') console.warn(`the npm registry is unreachable, so the two install tests are skipped: ${unreachable}`);
-
-/** A test that installs from the registry: run when it is reachable, failed under CI=true when not, else skipped saying why. */
-function installTest(name: string, fn: () => Promise<void>, timeout: number): void {
-  if (!unreachable) return test(name, fn, timeout);
-  if (process.env.CI === 'true') {
-    return test(name, () => {
-      throw new Error(`CI=true, and the npm registry is unreachable: ${unreachable}`);
-    });
-  }
-  test.skip(`${name} [skipped: the npm registry is unreachable: ${unreachable}]`, fn);
-}
+const installTest = registryTests('the two install tests are');
 
 let tmp: string;
 let actionRoot: string;

@@ -9,6 +9,7 @@ import * as path from 'path';
 import { INPUT_NAMES } from '../src/github/inputs';
 import { ReportSchema } from '../src/report/schema';
 import { legacyMarker, stickyMarker } from '../src/report/markdown';
+import { CLI_COMMAND } from '../src/util/install';
 import { FakeGitHub } from './helpers/fake-github';
 import { ActionRun, ActionStep, RUN_ID, actionYml, runAction } from './helpers/run-action';
 import { ROOT, bundleInto } from './helpers/run-cli';
@@ -109,7 +110,7 @@ describe('on pull_request events, with a write token', () => {
     expect(report.config).toBe(PASS);
     expect(report.calibration).toEqual({ path: 'calibration/mlp', samples: expect.any(Number), tokens: null });
     expect(md).toContain(`Judged: commit \`${head.slice(0, 12)}\` · [the run](${runPage}) · [its artifacts](${runPage}#artifacts) · ${report.calibration!.samples} calibration samples from \`calibration/mlp\`.`);
-    expect(md).toContain(`Reproduce locally: \`prune-gate run --config ${PASS} --model test/fixtures/mlp.onnx --calibration calibration/mlp --target ${report.target} --quantize none\``);
+    expect(md).toContain(`Reproduce locally: \`${CLI_COMMAND} run --config ${PASS} --model test/fixtures/mlp.onnx --calibration calibration/mlp --target ${report.target} --quantize none\``);
     expect(md).toMatch(/Measured on .*onnxruntime 1\.\d+\.\d+, prune-gate \d+\.\d+\.\d+/);
     expect(gh.requests.map((r) => `${r.operationId} ${r.status}`)).toEqual([
       'pulls/get 200', // the PR's head is still the measured commit

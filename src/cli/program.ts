@@ -6,6 +6,7 @@ import * as merge from './commands/merge';
 import * as plan from './commands/plan';
 import * as prune from './commands/prune';
 import * as run from './commands/run';
+import { CLI_COMMAND } from '../util/install';
 import { CliContext } from './context';
 
 /**
@@ -18,6 +19,7 @@ export function buildProgram(ctx: CliContext): Command {
     .description('Structured pruning of ONNX models as a gated pull-request check')
     .version(version, '-V, --version')
     .showSuggestionAfterError()
+    .addHelpText('after', `\nIn any repository, without installing: ${CLI_COMMAND} <command>\n`)
     // Throw instead of calling process.exit, so main() decides the exit status (usage errors: 2).
     .exitOverride()
     .configureOutput({

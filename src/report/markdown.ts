@@ -1,4 +1,5 @@
 import { bytes as formatBytes, si } from '../util/format';
+import { CLI_COMMAND } from '../util/install';
 import type { MetricName } from '../eval/metric-names';
 import { METRICS, isLatency } from '../gate/metrics';
 import { formatValue } from '../gate/format';
@@ -432,14 +433,14 @@ function shellWord(p: string): string {
   return clean.includes(' ') ? `'${clean}'` : clean;
 }
 
-/** The command that reruns this gate (or comparison) locally, from the report's own fields. */
+/** The command that reruns this gate (or comparison) in the user's repository, from the report's own fields. */
 export function reproduceCommand(r: Report): string | undefined {
   if (!r.calibration) return undefined;
   const config = r.config ? ['--config', shellWord(r.config)] : [];
   const words =
     r.target === null
-      ? ['prune-gate', 'eval', '--base', shellWord(r.base.path), '--candidate', shellWord(r.candidate.path), '--calibration', shellWord(r.calibration.path), ...config]
-      : ['prune-gate', 'run', ...config, '--model', shellWord(r.base.path), '--calibration', shellWord(r.calibration.path), '--target', String(r.target), '--quantize', r.quantize];
+      ? [CLI_COMMAND, 'eval', '--base', shellWord(r.base.path), '--candidate', shellWord(r.candidate.path), '--calibration', shellWord(r.calibration.path), ...config]
+      : [CLI_COMMAND, 'run', ...config, '--model', shellWord(r.base.path), '--calibration', shellWord(r.calibration.path), '--target', String(r.target), '--quantize', r.quantize];
   return words.join(' ');
 }
 
