@@ -1,4 +1,4 @@
-// dist/ is what GitHub runs (actions do not build): it must be exactly what `npm run bundle`
+// dist/ is what GitHub runs (actions do not build): it must be exactly what `npm run build`
 // makes from the current sources. Rebuilding into a temporary folder must give the same bytes.
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -17,7 +17,7 @@ test('check-dist (the CI job) passes on dist/ and names the file of a stale copy
     fs.appendFileSync(path.join(stale, 'index.js'), '\n// an edit made by hand\n');
     const r = check(['--dist', stale]);
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/is not what the sources build \(differs: index\.js\): run npm run bundle and commit dist\//);
+    expect(r.stderr).toMatch(/is not what the sources build \(differs: index\.js\): run npm run build and commit dist\//);
   } finally {
     fs.rmSync(stale, { recursive: true, force: true });
   }

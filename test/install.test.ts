@@ -87,10 +87,7 @@ installTest(
       expect(r.stdout).toMatch(/^Usage: prune-gate /);
       expect(r.stdout).toContain(`In any repository, without installing: ${CLI_COMMAND} <command>`);
       expect(fs.readdirSync(empty)).toEqual([]);
-      // One npm process: a git dependency with a build or prepare script would have been
-      // prepared by a second `npm install` of all its devDependencies in a clone.
-      expect(fs.readdirSync(path.join(cache, '_logs')).filter((f) => f.endsWith('.log'))).toHaveLength(1);
-      // Only onnxruntime-node and what it needs: the rest is bundled into dist/cli.js.
+      // Only onnxruntime-node and what it needs beside the CLI: the rest is bundled into dist/cli.js.
       const [installDir] = fs.readdirSync(path.join(cache, '_npx'));
       const installed = fs.readdirSync(path.join(cache, '_npx', installDir, 'node_modules'));
       expect(installed).toEqual(expect.arrayContaining(['prune-gate', 'onnxruntime-node']));

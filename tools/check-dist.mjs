@@ -1,5 +1,5 @@
 // `npm run check-dist`: dist/ (what GitHub runs: actions are not built on the runner) must be
-// exactly what `npm run bundle` makes from the sources. Builds into a temporary folder and
+// exactly what `npm run build` makes from the sources. Builds into a temporary folder and
 // compares byte for byte; names every file that differs and exits 1 when any does.
 //   node tools/check-dist.mjs [--dist DIR]     (default: dist/)
 import * as fs from 'fs';
@@ -19,7 +19,7 @@ try {
   const same = (f) => committed.includes(f) && fs.readFileSync(path.join(dist, f)).equals(fs.readFileSync(path.join(fresh, f)));
   const stale = [...built.filter((f) => !same(f)), ...committed.filter((f) => !built.includes(f))];
   if (stale.length) {
-    console.error(`${path.relative(root, dist) || dist}/ is not what the sources build (differs: ${stale.join(', ')}): run npm run bundle and commit dist/`);
+    console.error(`${path.relative(root, dist) || dist}/ is not what the sources build (differs: ${stale.join(', ')}): run npm run build and commit dist/`);
     process.exitCode = 1;
   } else {
     console.log(`${path.relative(root, dist) || dist}/ is current (${built.join(', ')})`);

@@ -1,7 +1,7 @@
 // Runs the real CLI as a child process, so tests see its true exit status, stdout and stderr.
 // The CLI is bundled from the current sources into a temporary folder under build/ (not dist/,
 // which may be stale while developing; test/dist.test.ts checks dist/ separately) with the same
-// script as `npm run bundle`. build/ sits inside the project so `onnxruntime-node` resolves.
+// script as `npm run build`. build/ sits inside the project so `onnxruntime-node` resolves.
 import { execFile, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
