@@ -247,6 +247,9 @@ async function comment(report: Report, markdown: string, inputs: Inputs, ctx: Ac
     }
     const r = await upsertComment(octokit, where, markers, body, own.login);
     core.info(`${r.action} the comment on pull request #${number}: ${r.url}`);
+    // As peter-evans/create-or-update-comment names them: for a later step that links or reacts to it.
+    core.setOutput('comment-id', String(r.id));
+    core.setOutput('comment-url', r.url);
     return {};
   } catch (e) {
     const { status, message } = apiError(e);

@@ -123,6 +123,8 @@ test('workflow 2 (workflow_run, write token, report:): publishes the summary and
     removed: workflow1.outputs.removed,
     compression: workflow1.outputs.compression,
     speedup: workflow1.outputs.speedup,
+    'comment-id': String(comments[0].id),
+    'comment-url': `https://github.com/Codertocat/Hello-World/pull/2#issuecomment-${comments[0].id}`,
   });
   expect(r.stdout).toMatch(/nothing is pruned/);
 
