@@ -109,8 +109,9 @@ function publishOnly(file: string, ctx: ActionContext, artifactUrl: string | und
     if (isUserError(e)) throw new UserError(`input report: ${e.message}`);
     throw e;
   }
-  // The report is untrusted: its commit and links come from the workflow_run event instead.
-  const run = publishedRun(ctx, artifactUrl ?? report.run?.artifacts_url);
+  // The report is untrusted: its commit and links come from the workflow_run event instead, or,
+  // published by the run that gated (after an upload step, for its artifact-url), from this run.
+  const run = ctx.workflowRun ? publishedRun(ctx, artifactUrl ?? report.run?.artifacts_url) : thisRun(ctx, artifactUrl);
   const { run: _untrusted, ...rest } = report;
   report = run ? { ...rest, run } : rest;
   core.info(`publishing ${displayPath(file)} (verdict: ${report.verdict}); nothing is pruned`);
