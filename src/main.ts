@@ -1,7 +1,7 @@
 import * as core from '@actions/core';
 import * as github from '@actions/github';
 import { resolveConfig } from './config/config';
-import { displayPath } from './util/paths';
+import { checkOutputFolder, displayPath } from './util/paths';
 import { UserError, isUserError } from './errors';
 import { METRICS } from './gate/metrics';
 import { COMMENT_CUT_NOTE, COMMENT_LIMIT, SUMMARY_CUT_NOTE, SUMMARY_LIMIT_BYTES, apiError, commentBody, cutToLimit, ownLogin, pullRequestHead, upsertComment, utf8Bytes } from './github/comment';
@@ -66,6 +66,7 @@ export async function run(deps: ActionDeps = {}): Promise<void> {
 
 async function gate(inputs: GateInputs, ctx: ActionContext, deps: ActionDeps): Promise<Published> {
   const config = resolveConfig(inputs.config, inputs.overrides, inputName);
+  checkOutputFolder(inputs.out, 'input out');
   await (deps.ensureRuntime ?? (async () => undefined))();
   // Loaded only now: the pipeline requires onnxruntime-node, which ensureRuntime provides.
   const { runGate } = await import('./pipeline/run');
@@ -93,6 +94,7 @@ async function gate(inputs: GateInputs, ctx: ActionContext, deps: ActionDeps): P
 async function matrixJob(inputs: GateInputs, deps: ActionDeps): Promise<void> {
   const config = resolveConfig(inputs.config, inputs.overrides, inputName);
   const job = inputs.job as NonNullable<GateInputs['job']>;
+  checkOutputFolder(inputs.out, 'input out');
   await (deps.ensureRuntime ?? (async () => undefined))();
   const { runJob } = await import('./pipeline/matrix');
   const partial = await runJob(config, job, inputs.out, withElapsed((line) => core.info(line)));

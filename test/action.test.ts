@@ -359,6 +359,7 @@ test('a bad input fails the step with one line naming the input, before any work
     [{ config: 'ci/prune-gate.yml' }, 'input config: file not found: ci/prune-gate.yml'],
     [{ report: 'prune-gate.yml', target: '0.3' }, 'input report: publishes an existing report and prunes nothing: remove target (they apply only when the action prunes)'],
     [{ report: 'prune-gate.yml' }, /^input report: prune-gate\.yml: not a readable JSON report: /],
+    [{ out: 'package.json' }, 'input out: package.json is a file, not a folder; name a folder (it is created when missing)'],
   ];
   // Independent runs: in parallel, each checked on its own.
   const runs = await Promise.all(cases.map(([inputs]) => step({ eventName: 'pull_request', payload: pullRequestOpened(), with: { config: PASS, ...inputs } })));
