@@ -50,7 +50,21 @@ function calibration(name: string, json: string, files: string[] = ['features.np
 
 /** `run` with this config file, writing into the scratch folder. */
 const gate = (file: string) => ['run', '--config', file, '--out', path.join(tmp, 'out')];
-const run = (extra: string[]) => ['run', '--model', MLP, '--calibration', MLP_SET, '--out', path.join(tmp, 'out'), ...extra];
+/** An .npy file (version 1.0, C order) of float32 values or int64 ones. */
+function npy(file: string, dtype: '<f4' | '<i8', shape: number[]): string {
+  const count = shape.reduce((a, b) => a * b, 1);
+  let header = `{'descr': '${dtype}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
+  header += ' '.repeat(64 - ((10 + header.length + 1) % 64)) + '\n';
+  const data = dtype === '<f4' ? Buffer.from(new Float32Array(count).fill(0.5).buffer) : Buffer.from(new BigInt64Array(count).buffer);
+  const prefix = Buffer.alloc(10);
+  Buffer.from([0x93, ...Buffer.from('NUMPY'), 1, 0]).copy(prefix);
+  prefix.writeUInt16LE(header.length, 8);
+  fs.writeFileSync(file, Buffer.concat([prefix, Buffer.from(header, 'latin1'), data]));
+  return file;
+}
+
+/** `run` on the mlp fixture (a config of its own: not the working folder's prune-gate.yml), then `extra`. */
+const run = (extra: string[]) => ['run', '--config', config('mlp.yml', ''), '--out', path.join(tmp, 'out'), ...extra];
 
 type Case = [string, () => string[], RegExp];
 
@@ -96,6 +110,17 @@ const CASES: Case[] = [
   ['a task that does not exist', () => run(['--calibration', calibration('task', '{"task": "regression", "inputs": {"features": "features.npy"}}')]), /task/],
   ['a .npy file that is not there', () => run(['--calibration', calibration('nonpy', '{"task": "generic", "inputs": {"features": "feature.npy"}}')]), /feature\.npy/],
   ['a classification set without labels', () => run(['--calibration', calibration('nolabels', '{"task": "classification", "inputs": {"features": "features.npy"}}')]), /labels/],
+  ['a calibration folder without calibration.json', () => run(['--calibration', path.join(tmp, 'a-folder.onnx')]), /a-folder\.onnx/],
+  ['float data for token ids', () => {
+    const dir = calibration('floats', '{"task": "language-model", "inputs": {"input_ids": "ids.npy"}}', []);
+    npy(path.join(dir, 'ids.npy'), '<f4', [4, 8]);
+    return ['run', '--model', GPT2, '--calibration', dir, '--out', path.join(tmp, 'out')];
+  }, /floats.*input_ids.*ids\.npy.*float32/],
+  ['labels for fewer samples than the inputs', () => {
+    const dir = calibration('fewlabels', '{"task": "classification", "inputs": {"features": "features.npy"}, "labels": "few.npy"}', ['features.npy']);
+    npy(path.join(dir, 'few.npy'), '<i8', [3]);
+    return run(['--calibration', dir]);
+  }, /fewlabels.*labels/],
   ['a model and a calibration set that do not match (language model, tabular data)', () => ['run', '--model', GPT2, '--calibration', MLP_SET, '--out', path.join(tmp, 'out')], /input_ids|features/],
   ['a model and a calibration set that do not match (CNN, token ids)', () => ['run', '--model', CNN, '--calibration', GPT2_SET, '--out', path.join(tmp, 'out')], /pixels|input_ids|input/],
   ['an accuracy bound on a language model', () => ['eval', '--base', GPT2, '--candidate', GPT2, '--calibration', GPT2_SET, '--config', config('lm.yml', 'gate: { accuracy: { max-drop: 0.01 } }\n', '')], /lm\.yml.*accuracy/],
@@ -112,6 +137,9 @@ const CASES: Case[] = [
   ['prune --importance that does not exist', () => ['prune', '--model', MLP, '--out', path.join(tmp, 'p.onnx'), '--importance', 'random'], /--importance/],
   ['plan --jobs 0', () => ['plan', '--model', MLP, '--calibration', MLP_SET, '--jobs', '0'], /--jobs/],
   ['run --job 5/4', () => run(['--job', '5/4']), /--job/],
+  ['merge of a folder no job wrote', () => ['merge', path.join(tmp, 'a-folder.onnx'), '--model', MLP, '--calibration', MLP_SET, '--out', path.join(tmp, 'merged')], /a-folder\.onnx.*partial/],
+  ['target 0 without quantize', () => run(['--target', '0']), /mlp\.yml: target 0 prunes nothing/],
+  ["a config's model that is not a path", () => gate(config('num.yml', '', `model: 3\ncalibration: ${MLP_SET}\n`)), /num\.yml: model/],
   ['merge without folders', () => ['merge', '--model', MLP, '--calibration', MLP_SET, '--out', path.join(tmp, 'merged')], /missing required argument 'dirs'/],
   ['an unknown option', () => run(['--targe', '0.3']), /unknown option '--targe'/],
   ['an unknown command', () => ['prun', '--model', MLP], /unknown command 'prun'/],
