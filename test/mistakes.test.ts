@@ -1,10 +1,11 @@
-// The mistakes a user makes, as a table, each run through the CLI's `main` exactly as
-// bin/prune-gate.js runs it (in this process, for speed; a handful go through the built CLI at the
-// end): config typos, wrong units, missing paths, paths that are folders or files, a model and a
-// calibration set that do not match, two models that do not match, bad flags and values,
-// malformed YAML and JSON, an empty config. Every one exits 2 with exactly one line on stderr,
-// naming the file, field or flag, and no stack; none gets as far as a search (tiny fixtures,
-// latency pinned to one run where anything runs).
+// The mistakes a user makes, as a table, each run through the CLI's `main`, which
+// bin/prune-gate.js runs (in this process, for speed; a handful also go through bin/prune-gate.js
+// itself at the end): config typos, wrong units, missing paths, paths that are folders or files,
+// a model and a calibration set that do not match, two models that do not match, bad flags and
+// values, malformed YAML and JSON, an empty config. Every one exits 2 with exactly one line on
+// stderr, naming the file, field or flag, and no stack; none gets as far as a search (tiny
+// fixtures, latency pinned to one run where anything runs). Then the other side: a bug planted
+// where a catch-all once turned every error into a mistake exits 3 with its stack.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
