@@ -1,7 +1,7 @@
 import * as core from '@actions/core';
 import * as github from '@actions/github';
 import { resolveConfig } from './config/config';
-import { displayPath } from './util/paths';
+import { checkOutputFolder, displayPath } from './util/paths';
 import { UserError, isUserError } from './errors';
 import { METRICS } from './gate/metrics';
 import { COMMENT_CUT_NOTE, COMMENT_LIMIT, SUMMARY_CUT_NOTE, SUMMARY_LIMIT_BYTES, apiError, commentBody, cutToLimit, ownLogin, pullRequestHead, upsertComment, utf8Bytes } from './github/comment';
@@ -66,6 +66,7 @@ export async function run(deps: ActionDeps = {}): Promise<void> {
 
 async function gate(inputs: GateInputs, ctx: ActionContext, deps: ActionDeps): Promise<Published> {
   const config = resolveConfig(inputs.config, inputs.overrides, inputName);
+  checkOutputFolder(inputs.out, 'input out');
   await (deps.ensureRuntime ?? (async () => undefined))();
   // Loaded only now: the pipeline requires onnxruntime-node, which ensureRuntime provides.
   const { runGate } = await import('./pipeline/run');
@@ -93,6 +94,7 @@ async function gate(inputs: GateInputs, ctx: ActionContext, deps: ActionDeps): P
 async function matrixJob(inputs: GateInputs, deps: ActionDeps): Promise<void> {
   const config = resolveConfig(inputs.config, inputs.overrides, inputName);
   const job = inputs.job as NonNullable<GateInputs['job']>;
+  checkOutputFolder(inputs.out, 'input out');
   await (deps.ensureRuntime ?? (async () => undefined))();
   const { runJob } = await import('./pipeline/matrix');
   const partial = await runJob(config, job, inputs.out, withElapsed((line) => core.info(line)));
@@ -109,8 +111,9 @@ function publishOnly(file: string, ctx: ActionContext, artifactUrl: string | und
     if (isUserError(e)) throw new UserError(`input report: ${e.message}`);
     throw e;
   }
-  // The report is untrusted: its commit and links come from the workflow_run event instead.
-  const run = publishedRun(ctx, artifactUrl ?? report.run?.artifacts_url);
+  // The report is untrusted: its commit and links come from the workflow_run event instead, or,
+  // published by the run that gated (after an upload step, for its artifact-url), from this run.
+  const run = ctx.workflowRun ? publishedRun(ctx, artifactUrl ?? report.run?.artifacts_url) : thisRun(ctx, artifactUrl);
   const { run: _untrusted, ...rest } = report;
   report = run ? { ...rest, run } : rest;
   core.info(`publishing ${displayPath(file)} (verdict: ${report.verdict}); nothing is pruned`);
@@ -247,6 +250,9 @@ async function comment(report: Report, markdown: string, inputs: Inputs, ctx: Ac
     }
     const r = await upsertComment(octokit, where, markers, body, own.login);
     core.info(`${r.action} the comment on pull request #${number}: ${r.url}`);
+    // As peter-evans/create-or-update-comment names them: for a later step that links or reacts to it.
+    core.setOutput('comment-id', String(r.id));
+    core.setOutput('comment-url', r.url);
     return {};
   } catch (e) {
     const { status, message } = apiError(e);

@@ -12,7 +12,7 @@ import { COMMENT_CUT_NOTE, COMMENT_LIMIT } from '../src/github/comment';
 import { renderMarkdown, stickyMarker } from '../src/report/markdown';
 import { Report, ReportSchema } from '../src/report/schema';
 import { FakeGitHub } from './helpers/fake-github';
-import { ActionRun, ActionStep, runAction } from './helpers/run-action';
+import { ActionRun, ActionStep, RUN_ID, runAction } from './helpers/run-action';
 import { bundleInto } from './helpers/run-cli';
 import { pullRequestFromFork, pullRequestOpened, workflowRunCompleted } from './helpers/webhooks';
 
@@ -123,6 +123,8 @@ test('workflow 2 (workflow_run, write token, report:): publishes the summary and
     removed: workflow1.outputs.removed,
     compression: workflow1.outputs.compression,
     speedup: workflow1.outputs.speedup,
+    'comment-id': String(comments[0].id),
+    'comment-url': `https://github.com/Codertocat/Hello-World/pull/2#issuecomment-${comments[0].id}`,
   });
   expect(r.stdout).toMatch(/nothing is pruned/);
 
@@ -240,4 +242,26 @@ test('publish mode fails the step when it cannot comment (its only job), naming 
   expect(r.status).toBe(1);
   expect(r.annotations.map((a) => a.message)).toEqual(['prune-gate: cannot comment on pull request #99: Not Found (HTTP 404)']);
   expect(r.summary).toContain('### ✅ prune-gate passed'); // the summary is still written
+});
+
+test('one job links the artifact (docs/action.md): the gate (comment false, fail-on never), the upload, then publishing with its artifact-url comments with that link and fails on a failed gate', async () => {
+  // PR #3 (not a fork) on a pull_request event; its head is the commit measured.
+  const event = pullRequestOpened();
+  event.number = 3;
+  event.pull_request.number = 3;
+  event.pull_request.head.sha = OTHER_HEAD;
+  const gated = await step({ eventName: 'pull_request', payload: event, githubToken: WRITE, with: { config: 'test/action-configs/fail.yml', comment: 'false', 'fail-on': 'never' } });
+  expect([gated.status, gated.outputs.verdict]).toEqual([0, 'fail']);
+  expect(gh.commentsOn(3)).toHaveLength(0);
+  // What actions/upload-artifact's artifact-url output looks like: this run's artifact page.
+  const artifact = `https://github.com/Codertocat/Hello-World/actions/runs/${RUN_ID}/artifacts/4242`;
+  const published = await step({ eventName: 'pull_request', payload: event, githubToken: WRITE, with: { report: gated.outputs['report-path'], 'artifact-url': artifact } });
+  expect(gh.problems).toEqual([]);
+  const comments = gh.commentsOn(3);
+  expect(comments).toHaveLength(1);
+  expect(comments[0].body).toContain(`Judged: commit \`${OTHER_HEAD.slice(0, 12)}\` · [the run](https://github.com/Codertocat/Hello-World/actions/runs/${RUN_ID}) · [its artifacts](${artifact})`);
+  expect(published.outputs['comment-url']).toBe(`https://github.com/Codertocat/Hello-World/pull/3#issuecomment-${comments[0].id}`);
+  // The check is the publishing step's: it fails on the failed gate.
+  expect(published.status).toBe(1);
+  expect(published.annotations.filter((a) => !a.properties.title).map((a) => a.message)).toEqual(['prune-gate: the gate failed: agreement (min 0.9999), cosine (min 0.999) over the bound']);
 });

@@ -59,7 +59,7 @@ test('action.yml: node24, dist/index.js, and exactly the inputs the code reads a
   const yml = actionYml();
   expect(yml.runs).toEqual({ using: 'node24', main: 'dist/index.js' });
   expect(Object.keys(yml.inputs)).toEqual([...INPUT_NAMES]);
-  expect(Object.keys(yml.outputs).sort()).toEqual(['compression', 'partial-path', 'pruned-model-path', 'removed', 'report-path', 'speedup', 'verdict']);
+  expect(Object.keys(yml.outputs).sort()).toEqual(['comment-id', 'comment-url', 'compression', 'partial-path', 'pruned-model-path', 'removed', 'report-path', 'speedup', 'verdict']);
   expect(yml.inputs['github-token'].default).toBe('${{ github.token }}');
   for (const [name, spec] of Object.entries(yml.inputs)) expect([name, spec.required ?? false]).toEqual([name, false]);
 });
@@ -102,6 +102,9 @@ describe('on pull_request events, with a write token', () => {
     const mine = gh.commentsOn(2).filter((c) => c.user === 'github-actions[bot]');
     expect(mine).toHaveLength(1);
     expect(mine[0].body).toBe(`${MARKER}\n${md}`);
+    // The comment written, for a later step: its id and its page, as GitHub answered them.
+    expect(first.outputs['comment-id']).toBe(String(mine[0].id));
+    expect(first.outputs['comment-url']).toBe(`https://github.com/Codertocat/Hello-World/pull/2#issuecomment-${mine[0].id}`);
     // Provenance: the commit judged (the PR's head, not the merge commit), the run and its
     // artifacts, the calibration set, the command that reproduces it, versions and machine.
     const head = pullRequestOpened().pull_request.head.sha;
@@ -161,6 +164,7 @@ describe('on pull_request events, with a write token', () => {
     expect(r.status).toBe(0);
     expect(gh.requests.length).toBe(n);
     expect(r.summary).toMatch(/^### ✅ prune-gate passed/);
+    expect([r.outputs['comment-id'], r.outputs['comment-url']]).toEqual([undefined, undefined]);
   });
 
   const OPENED_HEAD = pullRequestOpened().pull_request.head.sha as string;
@@ -184,6 +188,7 @@ describe('on pull_request events, with a write token', () => {
     const calls = gh.requests.slice(requestsBefore);
     expect(calls.map((c) => c.operationId)).toEqual(['pulls/get', 'issues/list-comments', 'issues/list-comments', 'issues/update-comment']);
     expect(calls[3].path).toBe(`/repos/Codertocat/Hello-World/issues/comments/${before.id}`);
+    expect([r.outputs['comment-id'], r.outputs['comment-url']]).toEqual([String(before.id), expect.stringMatching(new RegExp(`#issuecomment-${before.id}$`))]);
     expect(ReportSchema.parse(readJson(r.outputs['report-path'])).pull_request?.head_sha).toBe(NEW_HEAD);
     expect(gh.commentsOn(2)).toHaveLength(5); // the three others and the failing config's untouched
     expect(gh.commentsOn(2).find((c) => c.user === 'octocat' && c.body.startsWith(MARKER))?.body).toBe(`${MARKER}\nmy own notes, which only look like the action's`);
@@ -355,6 +360,7 @@ test('a bad input fails the step with one line naming the input, before any work
     [{ config: 'ci/prune-gate.yml' }, 'input config: file not found: ci/prune-gate.yml'],
     [{ report: 'prune-gate.yml', target: '0.3' }, 'input report: publishes an existing report and prunes nothing: remove target (they apply only when the action prunes)'],
     [{ report: 'prune-gate.yml' }, /^input report: prune-gate\.yml: not a readable JSON report: /],
+    [{ out: 'package.json' }, 'input out: package.json is a file, not a folder; name a folder (it is created when missing)'],
   ];
   // Independent runs: in parallel, each checked on its own.
   const runs = await Promise.all(cases.map(([inputs]) => step({ eventName: 'pull_request', payload: pullRequestOpened(), with: { config: PASS, ...inputs } })));

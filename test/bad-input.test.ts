@@ -138,7 +138,7 @@ describe('a graph that is invalid on input, for inspect, prune and run', () => {
     fs.writeFileSync(file, encode(graphs[kind]));
     expectUsageError(await inspect(file), messages[kind]);
     expectUsageError(await cli(['prune', '--model', file, '--out', path.join(built.tmp, `${kind}-pruned.onnx`)]), messages[kind]);
-    // run prints its progress first ("reading ..."): the error is its last line.
+    // run prints its progress first (the model and set fit; the graph is analysed later): the error is its last line.
     const run = await cli(['run', '--model', file, '--calibration', path.resolve('calibration/mlp'), '--out', path.join(built.tmp, kind)]);
     expect(run.status).toBe(2);
     expect(run.stderr.trimEnd().split('\n').pop()).toMatch(new RegExp(`^prune-gate: .*${messages[kind].source}`));

@@ -148,6 +148,7 @@ export function loadConfig(file: string): Config {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new UserError(`config file not found: ${shown}`);
+    if (code === 'EISDIR') throw new UserError(`config file ${shown} is a folder: name the .yml file in it`);
     throw new UserError(`cannot read config file ${shown}: ${(e as Error).message}`);
   }
   return parseConfig(text, abs);

@@ -3,7 +3,7 @@ import { countParams, measureMacs } from '../graph/cost';
 import type { MetricIntervals, MetricValues } from './metric-names';
 import { OnnxModel } from '../onnx/model';
 import type { DamageMeasure, PassTap } from '../prune/types';
-import { createSession, ort, sessionThreads } from '../onnx/runtime';
+import { RuntimeFailure, createSession, ort, sessionThreads } from '../onnx/runtime';
 import { ModelMemory, measureMemory } from './memory';
 import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batchCount, batches } from './calibration';
@@ -427,7 +427,8 @@ export class Evaluator {
 
 /** The base model is the reference: if it cannot run on the data, the data does not fit it. */
 function baseFails(set: CalibrationSet, e: unknown, where: string): Error {
-  if (e instanceof UserError) return e;
+  // Only onnxruntime's refusal is the data's fault; an error of our own code is a bug (exit 3).
+  if (!(e instanceof RuntimeFailure)) return e as Error;
   const why = String((e as Error)?.message ?? e).split('\n')[0];
   return new UserError(`${set.source}: the base model fails on this calibration data (${where}): ${why}`);
 }

@@ -6,10 +6,10 @@ import { QUANTIZED_NOT_PRUNABLE, quantizedOpReason, quantizedWeightOf } from './
 import { Trace, traceModelAt } from './trace';
 import { cacheSizes } from './cache-sizes';
 import { OnnxModel } from '../onnx/model';
-import { dummyFeeds, ort } from '../onnx/runtime';
+import { RuntimeFailure, dummyFeeds, ort } from '../onnx/runtime';
 import { isFloatDType } from '../onnx/dtype';
 import { toNumbers } from '../onnx/tensor';
-import { UserError } from '../errors';
+import { UserError, isUserError } from '../errors';
 
 /** What can be removed: FFN/hidden neurons, attention heads (or KV groups), conv channels. */
 export const STRUCTURES = ['ffn', 'heads', 'channels'] as const;
@@ -100,7 +100,9 @@ export async function traceTwice(model: OnnxModel): Promise<[Trace, Trace]> {
       traces.forEach((trace, i) => Object.assign(trace, { sizes: pair[i], fixed }));
       return [traces[0], traces[1]];
     } catch (e) {
-      lastError = String((e as Error)?.message ?? e).split('\n')[0];
+      // Only onnxruntime's refusal means "try another size"; anything else is a bug (exit 3).
+      if (!(e instanceof RuntimeFailure) && !isUserError(e)) throw e;
+      lastError = e.message.split('\n')[0];
     }
   }
   const tried = TRACE_SIZES.map((pair) => pair.map(([a, b]) => `${a}x${b}`).join(' and ')).join(', ');

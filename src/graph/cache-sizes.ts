@@ -1,7 +1,7 @@
 import { onnx } from 'onnx-proto';
 import { isPastInput, isSizedPastAxis, pastWithDeclaredSizes, presentOf } from '../onnx/kv-cache';
 import { OnnxModel } from '../onnx/model';
-import { FixedSizes, dummyFeeds, graphInputs, sessionForProto } from '../onnx/runtime';
+import { FixedSizes, RuntimeFailure, dummyFeeds, graphInputs, sessionForProto } from '../onnx/runtime';
 import { shapeOnlyProto } from '../onnx/skeleton';
 
 /**
@@ -43,7 +43,8 @@ export async function cacheSizes(model: OnnxModel): Promise<FixedSizes> {
     } finally {
       await session.release();
     }
-  } catch {
+  } catch (e) {
+    if (!(e instanceof RuntimeFailure)) throw e;
     return {}; // something reads the past itself (its Shape, say): the declarations were all there was
   }
   const sizes: Record<string, Record<number, number>> = {};

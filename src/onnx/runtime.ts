@@ -198,13 +198,32 @@ function withDefaults(options: ort.InferenceSession.SessionOptions): ort.Inferen
 }
 
 /**
+ * onnxruntime refused a model or a run: its own message, the cause kept. Code that treats a model
+ * onnxruntime cannot run as the user's (a trace size tried, a plan rejected) catches only this
+ * (and UserError): a TypeError from our own code is a bug and must keep its stack (exit 3).
+ */
+export class RuntimeFailure extends Error {
+  constructor(cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause });
+  }
+}
+
+async function refusedAs<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (e) {
+    throw new RuntimeFailure(e);
+  }
+}
+
+/**
  * An onnxruntime session whose runs take empty inputs of any fixed sizes: an input with no
  * elements (a KV cache's past on the first step) is given the sizes the model declares, since
  * it carries no values. A pruned model's cache has fewer heads than the base's, and the
  * calibration batches are made once, for the base.
  */
 async function openSession(model: string | Uint8Array, options: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
-  const session = typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
+  const session = await refusedAs(() => (typeof model === 'string' ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options)));
   const declared = new Map<string, readonly (number | string)[]>();
   for (const m of session.inputMetadata ?? []) if (m.isTensor) declared.set(m.name, m.shape);
   const run = session.run.bind(session) as (feeds: Feeds, ...rest: unknown[]) => Promise<ort.InferenceSession.ReturnType>;
@@ -220,7 +239,10 @@ async function openSession(model: string | Uint8Array, options: ort.InferenceSes
     }
     return out ?? feeds;
   };
-  (session as { run: unknown }).run = (feeds: Feeds, ...rest: unknown[]) => run(fitted(feeds), ...rest);
+  (session as { run: unknown }).run = (feeds: Feeds, ...rest: unknown[]) => {
+    const given = fitted(feeds);
+    return refusedAs(() => run(given, ...rest));
+  };
   return session;
 }
 

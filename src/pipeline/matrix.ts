@@ -23,7 +23,7 @@ import type { ReportPullRequest, ReportQuantization, ReportRun } from '../report
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
 import { hashFileInto, sha256 } from '../util/hash';
 import { BaseOrigin, baseOrigin, gateModelSettings, modelSha256 } from './provenance';
-import { displayPath } from '../util/paths';
+import { checkOutputFolder, displayPath } from '../util/paths';
 import { Job, MAX_JOBS, PARTIAL_JSON, PASSES_FILE } from './job';
 import { RunOutcome, STEPS_DIR, WrittenCandidate, boundsMemory, candidateSteps, measureMemoryIfBounded, promote, pruneSettings, quantizeWith, writeReports } from './run';
 
@@ -140,6 +140,7 @@ export const MAX_RECORDED_BYTES = 1 << 30;
 export async function runJob(config: Config, job: Job, out: string, log: (line: string) => void = () => undefined): Promise<Partial> {
   return withSessionThreads(config.device.threads, async () => {
     checkSplittable(config);
+    checkOutputFolder(out, '--out');
     const base = OnnxModel.read(config.model as string);
     const baseSha256 = modelSha256(base);
     const plan = planIdentity(config, job.count, baseSha256);
@@ -332,6 +333,7 @@ export async function mergeJobs(
   return withSessionThreads(config.device.threads, async () => {
     if (dirs.length === 0) throw new UserError('merge: give the folders the jobs wrote (run --job K/N --out DIR)');
     checkSplittable(config);
+    checkOutputFolder(out, '--out');
     const base = OnnxModel.read(config.model as string);
     const baseSha256 = modelSha256(base);
     const { plan, read } = collectPartials(dirs, (jobs) => planIdentity(config, jobs, baseSha256));

@@ -2,7 +2,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Config } from '../config/config';
 import type { QuantizeMode } from '../quantize/options';
-import { displayPath } from '../util/paths';
+import { checkOutputFolder, checkedPath, displayPath } from '../util/paths';
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
 import { CalibrationSet, batchCount, calibrationFeeds, readCalibration, tokenCount } from '../eval/calibration';
 import { Evaluation, Evaluator } from '../eval/evaluator';
@@ -12,7 +12,7 @@ import { SearchDeps, StepInfo, gradualSearch, removedText, stepRatios } from '..
 import { SearchBudget, StepCost } from '../gate/budget';
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
-import { withSessionThreads } from '../onnx/runtime';
+import { graphInputs, withSessionThreads } from '../onnx/runtime';
 import { currentEnvironment } from '../eval/environment';
 import { MemoryPeaks, ModelMemory, checkRatioMeasurable } from '../eval/memory';
 import { writeModel } from '../onnx/write';
@@ -128,6 +128,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const log = options.log ?? (() => undefined);
   const prune = options.prune ?? ((model: OnnxModel, settings: PruneOptions) => pruneInFormat(model, settings, config.prune.quantized));
   const out = path.resolve(options.out);
+  checkOutputFolder(options.out, '--out');
   if (path.resolve(config.model as string) === path.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
   }
@@ -136,10 +137,11 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
       `${config.file ? `${displayPath(config.file)}: ` : ''}target 0 prunes nothing and quantize is none, so there is nothing to gate: set quantize to int8 or int4, or a target above 0`,
     );
   }
-  log(`reading ${displayPath(config.model as string)}`);
   const base = OnnxModel.read(config.model as string);
   const set = await readCalibration(config.calibration as string, base);
   checkRulesFitTask(config.gate, set, config.file ? displayPath(config.file) : 'the gate');
+  // Logged once what the user gave is known to fit: a mistake stays one line on stderr.
+  log(`read ${displayPath(config.model as string)} and its calibration set ${displayPath(config.calibration as string)}`);
   const origin = baseOrigin(base, gateModelSettings(config));
   // The budget counts from here: the base model's evaluation is part of what a gate costs.
   const budget = new SearchBudget(config.budget, stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps).length);
@@ -405,11 +407,36 @@ export async function compareModels(options: {
   return withSessionThreads(options.config?.device.threads, () => compareOnDevice(options));
 }
 
+/**
+ * The candidate is fed the base's calibration inputs and read at the same output: two models
+ * whose inputs differ (another export, another model) cannot be compared, which is the user's to
+ * fix, named here before any work (onnxruntime would refuse the run with its own words).
+ */
+function checkSameInterface(base: OnnxModel, candidate: OnnxModel, output: string): void {
+  const names = (m: OnnxModel) => new Set(graphInputs(m).map((i) => i.name));
+  const [b, c] = [names(base), names(candidate)];
+  const quoted = (xs: string[]) => xs.map((x) => `'${x}'`).join(', ');
+  const lacks = [...b].filter((n) => !c.has(n));
+  const extra = [...c].filter((n) => !b.has(n));
+  const what = base.origin ? displayPath(base.origin) : 'the base';
+  const cand = candidate.origin ? displayPath(candidate.origin) : 'the candidate';
+  if (lacks.length || extra.length) {
+    const diff = [lacks.length ? `lacks input ${quoted(lacks)}` : '', extra.length ? `has input ${quoted(extra)} that ${what} lacks` : ''].filter(Boolean).join(' and ');
+    throw new UserError(`--candidate ${cand}: ${diff}; eval compares two models with the same inputs (a pruned copy of --base ${what})`);
+  }
+  const outputs = candidate.graph.output.map((o) => o.name);
+  if (!outputs.includes(output)) throw new UserError(`--candidate ${cand}: has no output '${output}', the one compared (outputs: ${quoted(outputs.map((o) => o ?? ''))}); eval compares two models with the same outputs`);
+}
+
 async function compareOnDevice(options: Parameters<typeof compareModels>[0]): Promise<{ report: Report; markdown: string }> {
   const log = options.log ?? (() => undefined);
+  if (options.out !== undefined) checkOutputFolder(options.out, '--out');
+  checkedPath(options.base, '--base', 'file');
+  checkedPath(options.candidate, '--candidate', 'file');
   const base = OnnxModel.read(options.base);
   const candidate = OnnxModel.read(options.candidate);
   const set = await readCalibration(options.calibration, base);
+  checkSameInterface(base, candidate, set.output);
   const rules = options.config?.gate ?? [];
   checkRulesFitTask(rules, set, options.config?.file ? displayPath(options.config.file) : 'the gate');
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);

@@ -15,6 +15,7 @@ import { baseOrigin, producerStamp } from '../../pipeline/provenance';
 import { writeJsonAtomic } from '../../util/files';
 import { withElapsed } from '../../util/progress';
 import { grouped, table } from '../../util/format';
+import { checkOutputFile } from '../../util/paths';
 
 interface PruneFlags {
   model: string;
@@ -55,6 +56,8 @@ export function register(program: Command, ctx: CliContext): void {
     .option('--report <file>', 'also write what was removed as JSON')
     .option('--external-data [mode]', 'where the pruned model keeps its weights: auto (as the input model did), always (in <out>.data; the bare flag) or never (inline, at most 2 GiB)', 'auto')
     .action(async (flags: PruneFlags) => {
+      checkOutputFile(flags.out, '--out');
+      if (flags.report !== undefined) checkOutputFile(flags.report, '--report');
       if (path.resolve(flags.out) === path.resolve(flags.model)) {
         throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
       }
