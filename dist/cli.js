@@ -17487,7 +17487,11 @@ function isUserError(e) {
 }
 
 // package.json
-var version = "0.1.0";
+var version = "1.0.0";
+var repository = {
+  type: "git",
+  url: "git+https://github.com/OWNER/prune-gate.git"
+};
 
 // src/config/config.ts
 var fs7 = __toESM(require("fs"));
@@ -37477,6 +37481,38 @@ function checkedPath(file2, where, kind, base) {
   if (kind === "file" && !stat.isFile() || kind === "folder" && !stat.isDirectory()) throw new UserError(`${where}: not a ${kind}: ${displayPath(abs)}`);
   return abs;
 }
+function checkOutputFolder(dir, where) {
+  const abs = path.resolve(dir);
+  let at = abs;
+  for (; ; ) {
+    let stat;
+    try {
+      stat = fs.statSync(at);
+    } catch (e) {
+      if (!["ENOENT", "ENOTDIR"].includes(e.code ?? "")) throw e;
+    }
+    if (stat) {
+      if (!stat.isDirectory()) {
+        const what = at === abs ? "is a file" : `cannot be made: ${displayPath(at)} is a file`;
+        throw new UserError(`${where}: ${displayPath(abs)} ${what}, not a folder; name a folder (it is created when missing)`);
+      }
+      try {
+        fs.accessSync(at, fs.constants.W_OK | fs.constants.X_OK);
+      } catch {
+        throw new UserError(`${where}: cannot write in ${displayPath(at)} (permission denied); name a folder you can write to`);
+      }
+      return;
+    }
+    const up = path.dirname(at);
+    if (up === at) return;
+    at = up;
+  }
+}
+function checkOutputFile(file2, where) {
+  const abs = path.resolve(file2);
+  if (fs.existsSync(abs) && fs.statSync(abs).isDirectory()) throw new UserError(`${where}: ${displayPath(abs)} is a folder; name the file to write`);
+  checkOutputFolder(path.dirname(abs), where);
+}
 
 // src/eval/memory.ts
 var CHILD = `
@@ -38602,6 +38638,7 @@ function loadConfig(file2) {
   } catch (e) {
     const code = e.code;
     if (code === "ENOENT") throw new UserError(`config file not found: ${shown}`);
+    if (code === "EISDIR") throw new UserError(`config file ${shown} is a folder: name the .yml file in it`);
     throw new UserError(`cannot read config file ${shown}: ${e.message}`);
   }
   return parseConfig(text2, abs);
@@ -38869,12 +38906,12 @@ function readPayload(file2) {
     throw new UserError(`GITHUB_EVENT_PATH ${file2}: not JSON: ${e.message.split("\n")[0]}`);
   }
 }
-function pullRequestOf(eventName, payload, repository) {
+function pullRequestOf(eventName, payload, repository2) {
   if (!PULL_REQUEST_EVENTS.includes(eventName)) return void 0;
   const pr = PullRequestPayload.safeParse(payload);
   if (!pr.success) return void 0;
   const head = pr.data.pull_request.head.repo;
-  const base = pr.data.pull_request.base?.repo.full_name ?? repository;
+  const base = pr.data.pull_request.base?.repo.full_name ?? repository2;
   return {
     number: pr.data.pull_request.number,
     headSha: pr.data.pull_request.head.sha,
@@ -39748,8 +39785,20 @@ function sessionThreads() {
 function withDefaults(options) {
   return { logSeverityLevel: 4, extra: { session: { "intra_op.allow_spinning": "0" } }, ...options, ...deviceThreads ? { intraOpNumThreads: deviceThreads } : {} };
 }
+var RuntimeFailure = class extends Error {
+  constructor(cause) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause });
+  }
+};
+async function refusedAs(call) {
+  try {
+    return await call();
+  } catch (e) {
+    throw new RuntimeFailure(e);
+  }
+}
 async function openSession(model, options) {
-  const session = typeof model === "string" ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
+  const session = await refusedAs(() => typeof model === "string" ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options));
   const declared = /* @__PURE__ */ new Map();
   for (const m of session.inputMetadata ?? []) if (m.isTensor) declared.set(m.name, m.shape);
   const run = session.run.bind(session);
@@ -39765,7 +39814,10 @@ async function openSession(model, options) {
     }
     return out ?? feeds;
   };
-  session.run = (feeds, ...rest) => run(fitted(feeds), ...rest);
+  session.run = (feeds, ...rest) => {
+    const given = fitted(feeds);
+    return refusedAs(() => run(given, ...rest));
+  };
   return session;
 }
 async function createSession(model, options = {}) {
@@ -43270,7 +43322,8 @@ async function cacheSizes(model) {
     } finally {
       await session.release();
     }
-  } catch {
+  } catch (e) {
+    if (!(e instanceof RuntimeFailure)) throw e;
     return {};
   }
   const sizes = {};
@@ -46116,7 +46169,7 @@ var Evaluator = class _Evaluator {
   }
 };
 function baseFails(set2, e, where) {
-  if (e instanceof UserError) return e;
+  if (!(e instanceof RuntimeFailure)) return e;
   const why = String(e?.message ?? e).split("\n")[0];
   return new UserError(`${set2.source}: the base model fails on this calibration data (${where}): ${why}`);
 }
@@ -46635,7 +46688,8 @@ async function traceTwice(model) {
       traces.forEach((trace, i) => Object.assign(trace, { sizes: pair[i], fixed }));
       return [traces[0], traces[1]];
     } catch (e) {
-      lastError = String(e?.message ?? e).split("\n")[0];
+      if (!(e instanceof RuntimeFailure) && !isUserError(e)) throw e;
+      lastError = e.message.split("\n")[0];
     }
   }
   const tried = TRACE_SIZES.map((pair) => pair.map(([a, b]) => `${a}x${b}`).join(" and ")).join(", ");
@@ -49015,6 +49069,7 @@ async function verifyPruned(model, baseTraces, ran = false) {
     try {
       traces = await traceModelAt(model, feeds);
     } catch (e) {
+      if (!(e instanceof RuntimeFailure)) throw e;
       return `the pruned model fails to run: ${firstLine(e)}`;
     }
     return traces.map((t, k) => wrongOutput(model, baseTraces[k], (name) => t.get(name)?.dims)).find((p) => p);
@@ -50881,6 +50936,14 @@ function buildReport(input2) {
   return checked.data;
 }
 
+// src/util/install.ts
+var CLI_COMMAND = `npx --yes --ignore-scripts github:${githubRepository(repository.url)}#v${version.split(".")[0]}`;
+function githubRepository(url2) {
+  const m = /github\.com[/:]([^/]+\/[^/]+?)(\.git)?$/.exec(url2);
+  if (!m) throw new Error(`package.json: repository.url ${url2} is not a GitHub repository`);
+  return m[1];
+}
+
 // src/report/markdown.ts
 var ESCAPES = {
   "&": "&amp;",
@@ -51198,7 +51261,7 @@ function shellWord(p) {
 function reproduceCommand(r) {
   if (!r.calibration) return void 0;
   const config2 = r.config ? ["--config", shellWord(r.config)] : [];
-  const words = r.target === null ? ["prune-gate", "eval", "--base", shellWord(r.base.path), "--candidate", shellWord(r.candidate.path), "--calibration", shellWord(r.calibration.path), ...config2] : ["prune-gate", "run", ...config2, "--model", shellWord(r.base.path), "--calibration", shellWord(r.calibration.path), "--target", String(r.target), "--quantize", r.quantize];
+  const words = r.target === null ? [CLI_COMMAND, "eval", "--base", shellWord(r.base.path), "--candidate", shellWord(r.candidate.path), "--calibration", shellWord(r.calibration.path), ...config2] : [CLI_COMMAND, "run", ...config2, "--model", shellWord(r.base.path), "--calibration", shellWord(r.calibration.path), "--target", String(r.target), "--quantize", r.quantize];
   return words.join(" ");
 }
 function provenanceSection(r) {
@@ -51352,6 +51415,7 @@ async function runOnDevice(options) {
   const log = options.log ?? (() => void 0);
   const prune = options.prune ?? ((model, settings) => pruneInFormat(model, settings, config2.prune.quantized));
   const out = path14.resolve(options.out);
+  checkOutputFolder(options.out, "--out");
   if (path14.resolve(config2.model) === path14.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
   }
@@ -51360,10 +51424,10 @@ async function runOnDevice(options) {
       `${config2.file ? `${displayPath(config2.file)}: ` : ""}target 0 prunes nothing and quantize is none, so there is nothing to gate: set quantize to int8 or int4, or a target above 0`
     );
   }
-  log(`reading ${displayPath(config2.model)}`);
   const base = OnnxModel.read(config2.model);
   const set2 = await readCalibration(config2.calibration, base);
   checkRulesFitTask(config2.gate, set2, config2.file ? displayPath(config2.file) : "the gate");
+  log(`read ${displayPath(config2.model)} and its calibration set ${displayPath(config2.calibration)}`);
   const origin = baseOrigin(base, gateModelSettings(config2));
   const budget = new SearchBudget(config2.budget, stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps).length);
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
@@ -51553,11 +51617,30 @@ function writeReports(report, out, files) {
 async function compareModels(options) {
   return withSessionThreads(options.config?.device.threads, () => compareOnDevice(options));
 }
+function checkSameInterface(base, candidate, output2) {
+  const names = (m) => new Set(graphInputs(m).map((i) => i.name));
+  const [b, c] = [names(base), names(candidate)];
+  const quoted2 = (xs) => xs.map((x) => `'${x}'`).join(", ");
+  const lacks = [...b].filter((n) => !c.has(n));
+  const extra = [...c].filter((n) => !b.has(n));
+  const what = base.origin ? displayPath(base.origin) : "the base";
+  const cand = candidate.origin ? displayPath(candidate.origin) : "the candidate";
+  if (lacks.length || extra.length) {
+    const diff = [lacks.length ? `lacks input ${quoted2(lacks)}` : "", extra.length ? `has input ${quoted2(extra)} that ${what} lacks` : ""].filter(Boolean).join(" and ");
+    throw new UserError(`--candidate ${cand}: ${diff}; eval compares two models with the same inputs (a pruned copy of --base ${what})`);
+  }
+  const outputs2 = candidate.graph.output.map((o) => o.name);
+  if (!outputs2.includes(output2)) throw new UserError(`--candidate ${cand}: has no output '${output2}', the one compared (outputs: ${quoted2(outputs2.map((o) => o ?? ""))}); eval compares two models with the same outputs`);
+}
 async function compareOnDevice(options) {
   const log = options.log ?? (() => void 0);
+  if (options.out !== void 0) checkOutputFolder(options.out, "--out");
+  checkedPath(options.base, "--base", "file");
+  checkedPath(options.candidate, "--candidate", "file");
   const base = OnnxModel.read(options.base);
   const candidate = OnnxModel.read(options.candidate);
   const set2 = await readCalibration(options.calibration, base);
+  checkSameInterface(base, candidate, set2.output);
   const rules = options.config?.gate ?? [];
   checkRulesFitTask(rules, set2, options.config?.file ? displayPath(options.config.file) : "the gate");
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
@@ -51788,6 +51871,7 @@ var MAX_RECORDED_BYTES = 1 << 30;
 async function runJob(config2, job, out, log = () => void 0) {
   return withSessionThreads(config2.device.threads, async () => {
     checkSplittable(config2);
+    checkOutputFolder(out, "--out");
     const base = OnnxModel.read(config2.model);
     const baseSha256 = modelSha256(base);
     const plan = planIdentity(config2, job.count, baseSha256);
@@ -51925,6 +52009,7 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
   return withSessionThreads(config2.device.threads, async () => {
     if (dirs.length === 0) throw new UserError("merge: give the folders the jobs wrote (run --job K/N --out DIR)");
     checkSplittable(config2);
+    checkOutputFolder(out, "--out");
     const base = OnnxModel.read(config2.model);
     const baseSha256 = modelSha256(base);
     const { plan, read } = collectPartials(dirs, (jobs) => planIdentity(config2, jobs, baseSha256));
@@ -52135,6 +52220,8 @@ function register6(program2, ctx) {
     "how removals are shared between layers: auto (with --calibration: global, uniform, FFN-only and by measured damage, the least damaging kept; without: uniform), global, uniform, ffn-only or measured",
     "auto"
   ).option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--align <n>", "keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine", "auto").option("--quantized <form>", "a quantized model's weights after pruning: keep (in their format: MatMulNBits, DequantizeLinear) or float", "keep").option("--report <file>", "also write what was removed as JSON").option("--external-data [mode]", "where the pruned model keeps its weights: auto (as the input model did), always (in <out>.data; the bare flag) or never (inline, at most 2 GiB)", "auto").action(async (flags) => {
+    checkOutputFile(flags.out, "--out");
+    if (flags.report !== void 0) checkOutputFile(flags.report, "--report");
     if (path17.resolve(flags.out) === path17.resolve(flags.model)) {
       throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
     }
@@ -52251,7 +52338,9 @@ function formatPruned(r, out) {
 
 // src/cli/program.ts
 function buildProgram(ctx) {
-  const program2 = new Command("prune-gate").description("Structured pruning of ONNX models as a gated pull-request check").version(version, "-V, --version").showSuggestionAfterError().exitOverride().configureOutput({
+  const program2 = new Command("prune-gate").description("Structured pruning of ONNX models as a gated pull-request check").version(version, "-V, --version").showSuggestionAfterError().addHelpText("after", `
+In any repository, without installing: ${CLI_COMMAND} <command>
+`).exitOverride().configureOutput({
     writeOut: (s) => ctx.stdout(s),
     writeErr: (s) => ctx.stderr(s),
     // One line, in the same form as every other error: "prune-gate: <what is wrong>".
