@@ -22,6 +22,7 @@ import { PassLedger } from './ledger';
 import type { Feeds } from '../onnx/runtime';
 import { ChannelStats, CollectedStats, Consumer, StatsRequest, StatsTap, channelVariance, collectStats, findConsumers, requestedTensors, statsRequests } from './stats';
 import { verifyPruned } from './verify';
+import { pruneWithBlocks } from './depth';
 import { PassProgress } from '../util/progress';
 import { Compensation, PruneMemory, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
 
@@ -52,6 +53,8 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
   }
   const nothing = options.target > 0 ? noFloatWeights(model) : undefined;
   if (nothing) throw new UserError(`${modelName(model)}: nothing to prune: ${nothing}`);
+  // Whole blocks first (depth.ts), then the widths asked for, by this same function.
+  if (options.structures.includes('blocks')) return pruneWithBlocks(model, options, pruneModel);
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
   options = { ...options, memory: options.memory ?? newPruneMemory() };
   const paramsBefore = countParams(model);

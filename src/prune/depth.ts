@@ -1,0 +1,159 @@
+import { ResidualBlock, findBlocks, paramsOfBlocks, removeBlocks } from '../graph/blocks';
+import { countParams } from '../graph/cost';
+import { OnnxModel } from '../onnx/model';
+import type { Feeds, ort } from '../onnx/runtime';
+import { toFloat32 } from '../onnx/tensor';
+import { DataType } from '../onnx/dtype';
+import { UserError } from '../errors';
+import { sessionExposing } from './stats';
+import { DepthSearch, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
+
+/** How far under its target a candidate's blocks may stop for width to make up the rest (as the width plan's slack). */
+const PLAN_SLACK = 0.0025;
+
+/**
+ * Depth pruning (docs/pruning.md, "Depth"): whole residual blocks removed, the least
+ * influential first. A block's influence is ShortGPT's block influence (Men et al. 2024,
+ * docs/pruning.md): 1 − the mean cosine similarity between its input x and the residual sum
+ * x + f(x), per token (per pixel of a feature map), over the calibration set.
+ *
+ * With `blocks` alone, as many blocks go as bring the removal closest to the target. With width
+ * structures too, blocks go as far as the target allows and width pruning (`prune`, the engine's
+ * width step) removes the rest; with a damage measure, none, half and all of those blocks are
+ * tried and the candidate with the lowest calibration loss is kept.
+ */
+export async function pruneWithBlocks(model: OnnxModel, options: PruneOptions, prune: (model: OnnxModel, options: PruneOptions) => Promise<PruneResult>): Promise<PruneResult> {
+  const log = options.log ?? (() => undefined);
+  if (!options.calibration) {
+    throw new UserError('structures: blocks needs calibration data (each block\'s influence is measured on it): give a calibration set, or leave blocks out of structures');
+  }
+  const width = options.structures.filter((s): s is Exclude<Structure, 'blocks'> => s !== 'blocks');
+  const paramsBefore = countParams(model);
+  const found = await findBlocks(model);
+  const blockSkipped: SkippedEntry[] = found.skipped.map((s) => ({ where: s.where, reason: `block left whole: ${s.reason}` }));
+  const influence = found.blocks.length ? await blockInfluence(model, found.blocks, options.calibration) : [];
+  const order = found.blocks.map((b, i) => ({ block: b, influence: influence[i] })).sort((a, b) => a.influence - b.influence);
+  const target = options.target * paramsBefore;
+  // Parameters freed by the first k blocks of the order, together.
+  const freed = [0];
+  for (let k = 1; k <= order.length; k++) freed.push(paramsOfBlocks(model, order.slice(0, k).map((o) => o.block)));
+  let counts: number[];
+  if (width.length === 0) {
+    let best = 0;
+    for (let k = 1; k < freed.length; k++) if (Math.abs(freed[k] - target) < Math.abs(freed[best] - target)) best = k;
+    counts = [best];
+  } else {
+    let most = 0;
+    while (most + 1 < freed.length && freed[most + 1] <= target + PLAN_SLACK * paramsBefore) most++;
+    counts = options.damage && most > 0 ? [...new Set([0, Math.ceil(most / 2), most])] : [most];
+  }
+  log(`blocks: ${order.length} removable, influence ${order.map((o) => o.influence.toFixed(4)).join(', ')}; trying ${counts.join(', ')} removed`);
+
+  const tried: DepthSearch['tried'] = [];
+  let kept: { result: PruneResult; count: number; loss: number | null } | undefined;
+  for (const count of counts) {
+    const removed = order.slice(0, count).map((o) => o.block);
+    const shallow = count > 0 ? removeBlocks(model, removed) : model;
+    const have = countParams(shallow);
+    const rest = have > 0 ? Math.max(0, (have - (paramsBefore - target)) / have) : 0;
+    const widthResult: PruneResult =
+      width.length > 0 && rest > 0
+        ? await prune(shallow, { ...options, structures: width, target: rest, memory: counts.length > 1 ? newPruneMemory() : options.memory })
+        : { model: shallow, pruned: [], skipped: [], paramsBefore: have, paramsAfter: have };
+    const loss = counts.length > 1 && options.damage ? await options.damage.loss(widthResult.model, 1) : null;
+    const params = paramsBefore - countParams(widthResult.model);
+    tried.push({ blocks: count, loss, params });
+    log(`blocks: ${count} removed, then width: ${(params / paramsBefore * 100).toFixed(1)} % of the parameters${loss === null ? '' : `, loss ${loss.toPrecision(4)}`}`);
+    if (!kept || (loss !== null && kept.loss !== null && loss < kept.loss)) kept = { result: widthResult, count, loss };
+  }
+  const { result, count } = kept!;
+  const went = new Set(order.slice(0, count).map((o) => o.block));
+  const blockEntries: PrunedEntry[] = found.blocks.filter((b) => went.has(b)).map((b) => ({ kind: 'blocks', where: blockWhere(b), before: 1, after: 0, params: b.params }));
+  const depth: DepthSearch = {
+    measure: 'block influence: 1 − mean cosine of x and x + f(x) on the calibration set',
+    blocks: order.map((o) => ({ where: o.block.where, influence: o.influence, params: o.block.params, removed: went.has(o.block) })),
+    tried,
+    removed: count,
+  };
+  const paramsAfter = countParams(result.model);
+  const short = width.length === 0 && Math.abs(paramsBefore - paramsAfter - target) > PLAN_SLACK * paramsBefore
+    ? `granularity: whole blocks remove ${((paramsBefore - paramsAfter) / paramsBefore * 100).toFixed(1)} % of the parameters, the closest to the ${(options.target * 100).toFixed(1)} % asked`
+    : result.short;
+  return {
+    ...result,
+    pruned: [...blockEntries, ...result.pruned],
+    skipped: [...blockSkipped, ...result.skipped],
+    paramsBefore,
+    paramsAfter,
+    // `sliced` speaks of slicing only: a model without some of its blocks is not the input with entries zeroed.
+    sliced: count > 0 ? undefined : result.sliced,
+    depth,
+    ...(short ? { short } : {}),
+  };
+}
+
+function blockWhere(b: ResidualBlock): string {
+  const kept = b.keptFor.length ? `; kept what computes ${b.keptFor.join(', ')}` : '';
+  return `${b.where}: ${b.weights.join(', ')}${kept}`;
+}
+
+/**
+ * Each block's influence, 1 − E[cos(x, x + f(x))] over every position of every calibration
+ * sample, the cosine taken along the block's feature axis (one pass with x and f(x) exposed).
+ */
+export async function blockInfluence(model: OnnxModel, blocks: ResidualBlock[], calibration: () => AsyncIterable<Feeds> | Iterable<Feeds>): Promise<number[]> {
+  const names = [...new Set(blocks.flatMap((b) => [b.input, b.output]))];
+  const session = await sessionExposing(model, names);
+  const sums = blocks.map(() => ({ cos: 0, count: 0 }));
+  try {
+    for await (const feeds of calibration()) {
+      const out = await session.run(feeds, names);
+      blocks.forEach((b, i) => {
+        const s = cosineSum(out[b.input], out[b.output], b.featureAxis);
+        sums[i].cos += s.cos;
+        sums[i].count += s.count;
+      });
+    }
+  } finally {
+    await session.release();
+  }
+  return sums.map((s) => (s.count > 0 ? 1 - s.cos / s.count : 0));
+}
+
+/** The sum of cos(x, x + y) along `axis` over every other index, and how many were summed (zero vectors left out). */
+export function cosineSum(x: ort.Tensor, y: ort.Tensor, axis: number): { cos: number; count: number } {
+  const xs = floats(x);
+  const ys = floats(y);
+  const dims = x.dims.map(Number);
+  const n = dims[axis];
+  const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const outer = dims.slice(0, axis).reduce((a, b) => a * b, 1);
+  let cos = 0;
+  let count = 0;
+  for (let o = 0; o < outer; o++) {
+    for (let j = 0; j < inner; j++) {
+      let dot = 0;
+      let xx = 0;
+      let ss = 0;
+      for (let k = 0, at = o * n * inner + j; k < n; k++, at += inner) {
+        const a = xs[at];
+        const s = a + ys[at];
+        dot += a * s;
+        xx += a * a;
+        ss += s * s;
+      }
+      if (xx > 0 && ss > 0) {
+        cos += dot / Math.sqrt(xx * ss);
+        count++;
+      }
+    }
+  }
+  return { cos, count };
+}
+
+function floats(t: ort.Tensor): Float32Array {
+  if (t.type === 'float32') return t.data as Float32Array;
+  if (t.type === 'float64') return Float32Array.from(t.data as Float64Array);
+  if (t.type === 'float16') return toFloat32({ dtype: DataType.FLOAT16, dims: t.dims.map(Number), data: t.data as Uint16Array });
+  throw new Error(`block influence: ${t.type} activations are not floating point`);
+}
