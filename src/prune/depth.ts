@@ -32,46 +32,47 @@ export async function pruneWithBlocks(model: OnnxModel, options: PruneOptions, p
   const found = await findBlocks(model);
   const blockSkipped: SkippedEntry[] = found.skipped.map((s) => ({ where: s.where, reason: `block left whole: ${s.reason}` }));
   const influence = found.blocks.length ? await blockInfluence(model, found.blocks, options.calibration) : [];
-  const order = found.blocks.map((b, i) => ({ block: b, influence: influence[i] })).sort((a, b) => a.influence - b.influence);
+  const scored = found.blocks.map((b, i) => ({ block: b, influence: influence[i] }));
   const target = options.target * paramsBefore;
-  // Parameters freed by the first k blocks of the order, together.
-  const freed = [0];
-  for (let k = 1; k <= order.length; k++) freed.push(paramsOfBlocks(model, order.slice(0, k).map((o) => o.block)));
-  let counts: number[];
+  const slack = PLAN_SLACK * paramsBefore;
+  const front = leastInfluence(scored, paramsBefore);
+  let sets: Scored[][];
   if (width.length === 0) {
-    let best = 0;
-    for (let k = 1; k < freed.length; k++) if (Math.abs(freed[k] - target) < Math.abs(freed[best] - target)) best = k;
-    counts = [best];
+    // Whole blocks rarely add up to the target: the set closest to it, the least influential of those.
+    const best = front.reduce((a, b) => (Math.abs(b.params - target) < Math.abs(a.params - target) ? b : a), front[0]);
+    sets = [best.set];
   } else {
-    let most = 0;
-    while (most + 1 < freed.length && freed[most + 1] <= target + PLAN_SLACK * paramsBefore) most++;
-    counts = options.damage && most > 0 ? [...new Set([0, Math.ceil(most / 2), most])] : [most];
+    // Blocks up to the target, width the rest: with a damage measure, no blocks, the most that
+    // fit and two sets between are each measured; without one, the most that fit.
+    const fits = front.filter((f) => f.params <= target + slack);
+    const picks = options.damage ? [0, Math.round((fits.length - 1) / 3), Math.round((2 * (fits.length - 1)) / 3), fits.length - 1] : [fits.length - 1];
+    sets = [...new Set(picks)].map((i) => fits[i].set);
   }
-  log(`blocks: ${order.length} removable, influence ${order.map((o) => o.influence.toFixed(4)).join(', ')}; trying ${counts.join(', ')} removed`);
+  log(`blocks: ${scored.length} removable, influence ${scored.map((o) => o.influence.toFixed(4)).join(', ')}; trying ${sets.map((s) => s.length).join(', ')} removed`);
 
   const tried: DepthSearch['tried'] = [];
-  let kept: { result: PruneResult; count: number; loss: number | null } | undefined;
-  for (const count of counts) {
-    const removed = order.slice(0, count).map((o) => o.block);
-    const shallow = count > 0 ? removeBlocks(model, removed) : model;
+  let kept: { result: PruneResult; set: Scored[]; loss: number | null } | undefined;
+  for (const set of sets) {
+    const shallow = set.length > 0 ? removeBlocks(model, set.map((o) => o.block)) : model;
     const have = countParams(shallow);
     const rest = have > 0 ? Math.max(0, (have - (paramsBefore - target)) / have) : 0;
     const widthResult: PruneResult =
       width.length > 0 && rest > 0
-        ? await prune(shallow, { ...options, structures: width, target: rest, memory: counts.length > 1 ? newPruneMemory() : options.memory })
+        ? await prune(shallow, { ...options, structures: width, target: rest, memory: sets.length > 1 ? newPruneMemory() : options.memory })
         : { model: shallow, pruned: [], skipped: [], paramsBefore: have, paramsAfter: have };
-    const loss = counts.length > 1 && options.damage ? await options.damage.loss(widthResult.model, 1) : null;
+    const loss = sets.length > 1 && options.damage ? await options.damage.loss(widthResult.model, 1) : null;
     const params = paramsBefore - countParams(widthResult.model);
-    tried.push({ blocks: count, loss, params });
-    log(`blocks: ${count} removed, then width: ${(params / paramsBefore * 100).toFixed(1)} % of the parameters${loss === null ? '' : `, loss ${loss.toPrecision(4)}`}`);
-    if (!kept || (loss !== null && kept.loss !== null && loss < kept.loss)) kept = { result: widthResult, count, loss };
+    tried.push({ blocks: set.length, loss, params });
+    log(`blocks: ${set.length} removed, then width: ${((params / paramsBefore) * 100).toFixed(1)} % of the parameters${loss === null ? '' : `, loss ${loss.toPrecision(4)}`}`);
+    if (!kept || (loss !== null && kept.loss !== null && loss < kept.loss)) kept = { result: widthResult, set, loss };
   }
-  const { result, count } = kept!;
-  const went = new Set(order.slice(0, count).map((o) => o.block));
+  const { result, set } = kept!;
+  const count = set.length;
+  const went = new Set(set.map((o) => o.block));
   const blockEntries: PrunedEntry[] = found.blocks.filter((b) => went.has(b)).map((b) => ({ kind: 'blocks', where: blockWhere(b), before: 1, after: 0, params: b.params }));
   const depth: DepthSearch = {
     measure: 'block influence: 1 − mean cosine of x and x + f(x) on the calibration set',
-    blocks: order.map((o) => ({ where: o.block.where, influence: o.influence, params: o.block.params, removed: went.has(o.block) })),
+    blocks: [...scored].sort((a, b) => a.influence - b.influence).map((o) => ({ where: o.block.where, influence: o.influence, params: o.block.params, removed: went.has(o.block) })),
     tried,
     removed: count,
   };
@@ -90,6 +91,56 @@ export async function pruneWithBlocks(model: OnnxModel, options: PruneOptions, p
     depth,
     ...(short ? { short } : {}),
   };
+}
+
+interface Scored {
+  block: ResidualBlock;
+  influence: number;
+}
+
+/** Parameter counts are binned this finely for the knapsack below (of the model's parameters). */
+const BINS = 2000;
+
+/**
+ * For each number of parameters whole blocks can free (in bins of the model's size), the set of
+ * blocks freeing it with the least summed influence, keeping only sets that no set freeing
+ * more with less influence beats: ascending in parameters and in influence, the empty set first.
+ * Blocks' weights are disjoint, so their parameters add up (0/1 knapsack).
+ */
+export function leastInfluence(blocks: Scored[], modelParams: number): { set: Scored[]; params: number; influence: number }[] {
+  const unit = Math.max(1, modelParams / BINS);
+  const sizes = blocks.map((b) => Math.max(1, Math.round(b.block.params / unit)));
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const best = new Float64Array(total + 1).fill(Infinity);
+  best[0] = 0;
+  // taken[i][j]: block i is in the best set of size j over the first i + 1 blocks.
+  const taken: Uint8Array[] = [];
+  blocks.forEach((b, i) => {
+    const row = new Uint8Array(total + 1);
+    for (let j = total; j >= sizes[i]; j--) {
+      const withIt = best[j - sizes[i]] + b.influence;
+      if (withIt < best[j]) {
+        best[j] = withIt;
+        row[j] = 1;
+      }
+    }
+    taken.push(row);
+  });
+  const front: { set: Scored[]; params: number; influence: number }[] = [];
+  // From the most parameters down: a set is kept when every set freeing more is more influential.
+  for (let j = total, least = Infinity; j >= 0; j--) {
+    if (!(best[j] < least)) continue;
+    least = best[j];
+    const set: Scored[] = [];
+    for (let i = blocks.length - 1, at = j; i >= 0; i--) {
+      if (taken[i][at]) {
+        set.push(blocks[i]);
+        at -= sizes[i];
+      }
+    }
+    front.push({ set, params: set.reduce((a, b) => a + b.block.params, 0), influence: best[j] });
+  }
+  return front.reverse();
 }
 
 function blockWhere(b: ResidualBlock): string {
