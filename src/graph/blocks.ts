@@ -66,7 +66,7 @@ export async function findBlocks(model: OnnxModel, trace?: Trace): Promise<Block
       continue;
     }
     if (index.graphOutputs.has(fx)) {
-      skipped.push({ where, reason: `its output ${fx} is a graph output` });
+      skipped.push({ where, reason: `its output ${fx} is also a graph output` });
       continue;
     }
     if (skipNorm) {
