@@ -17,10 +17,12 @@ const PLAN_SLACK = 0.0025;
  * docs/pruning.md): 1 − the mean cosine similarity between its input x and the residual sum
  * x + f(x), per token (per pixel of a feature map), over the calibration set.
  *
- * With `blocks` alone, as many blocks go as bring the removal closest to the target. With width
- * structures too, blocks go as far as the target allows and width pruning (`prune`, the engine's
- * width step) removes the rest; with a damage measure, none, half and all of those blocks are
- * tried and the candidate with the lowest calibration loss is kept.
+ * Sets of blocks are compared by their summed influence (leastInfluence). With `blocks` alone,
+ * the least influential set whose parameters come closest to the target goes. With width
+ * structures too, a set of blocks within the target goes and width pruning (`prune`, the
+ * engine's width step) removes the rest: with a damage measure, no blocks, the largest set that
+ * fits and two between (of the sets no larger set beats on influence) are each built and the
+ * candidate with the lowest calibration loss is kept; without one, the largest set that fits.
  */
 export async function pruneWithBlocks(model: OnnxModel, options: PruneOptions, prune: (model: OnnxModel, options: PruneOptions) => Promise<PruneResult>): Promise<PruneResult> {
   const log = options.log ?? (() => undefined);
@@ -35,16 +37,16 @@ export async function pruneWithBlocks(model: OnnxModel, options: PruneOptions, p
   const scored = found.blocks.map((b, i) => ({ block: b, influence: influence[i] }));
   const target = options.target * paramsBefore;
   const slack = PLAN_SLACK * paramsBefore;
-  const front = leastInfluence(scored, paramsBefore);
+  const reachable = leastInfluence(scored, paramsBefore);
   let sets: Scored[][];
   if (width.length === 0) {
     // Whole blocks rarely add up to the target: the set closest to it, the least influential of those.
-    const best = front.reduce((a, b) => (Math.abs(b.params - target) < Math.abs(a.params - target) ? b : a), front[0]);
+    const best = reachable.reduce((a, b) => (Math.abs(b.params - target) < Math.abs(a.params - target) ? b : a), reachable[0]);
     sets = [best.set];
   } else {
     // Blocks up to the target, width the rest: with a damage measure, no blocks, the most that
     // fit and two sets between are each measured; without one, the most that fit.
-    const fits = front.filter((f) => f.params <= target + slack);
+    const fits = paretoFront(reachable).filter((f) => f.params <= target + slack);
     const picks = options.damage ? [0, Math.round((fits.length - 1) / 3), Math.round((2 * (fits.length - 1)) / 3), fits.length - 1] : [fits.length - 1];
     sets = [...new Set(picks)].map((i) => fits[i].set);
   }
@@ -62,7 +64,7 @@ export async function pruneWithBlocks(model: OnnxModel, options: PruneOptions, p
         : { model: shallow, pruned: [], skipped: [], paramsBefore: have, paramsAfter: have };
     const loss = sets.length > 1 && options.damage ? await options.damage.loss(widthResult.model, 1) : null;
     const params = paramsBefore - countParams(widthResult.model);
-    tried.push({ blocks: set.length, loss, params });
+    tried.push({ blocks: set.length, blockParams: paramsBefore - have, loss, params });
     log(`blocks: ${set.length} removed, then width: ${((params / paramsBefore) * 100).toFixed(1)} % of the parameters${loss === null ? '' : `, loss ${loss.toPrecision(4)}`}`);
     if (!kept || (loss !== null && kept.loss !== null && loss < kept.loss)) kept = { result: widthResult, set, loss };
   }
@@ -103,11 +105,10 @@ const BINS = 2000;
 
 /**
  * For each number of parameters whole blocks can free (in bins of the model's size), the set of
- * blocks freeing it with the least summed influence, keeping only sets that no set freeing
- * more with less influence beats: ascending in parameters and in influence, the empty set first.
- * Blocks' weights are disjoint, so their parameters add up (0/1 knapsack).
+ * blocks freeing it with the least summed influence, ascending in parameters, the empty set
+ * first. Blocks' weights are disjoint, so their parameters add up (0/1 knapsack).
  */
-export function leastInfluence(blocks: Scored[], modelParams: number): { set: Scored[]; params: number; influence: number }[] {
+export function leastInfluence(blocks: Scored[], modelParams: number): BlockSet[] {
   const unit = Math.max(1, modelParams / BINS);
   const sizes = blocks.map((b) => Math.max(1, Math.round(b.block.params / unit)));
   const total = sizes.reduce((a, b) => a + b, 0);
@@ -126,11 +127,9 @@ export function leastInfluence(blocks: Scored[], modelParams: number): { set: Sc
     }
     taken.push(row);
   });
-  const front: { set: Scored[]; params: number; influence: number }[] = [];
-  // From the most parameters down: a set is kept when every set freeing more is more influential.
-  for (let j = total, least = Infinity; j >= 0; j--) {
-    if (!(best[j] < least)) continue;
-    least = best[j];
+  const sets: BlockSet[] = [];
+  for (let j = 0; j <= total; j++) {
+    if (!Number.isFinite(best[j])) continue;
     const set: Scored[] = [];
     for (let i = blocks.length - 1, at = j; i >= 0; i--) {
       if (taken[i][at]) {
@@ -138,7 +137,26 @@ export function leastInfluence(blocks: Scored[], modelParams: number): { set: Sc
         at -= sizes[i];
       }
     }
-    front.push({ set, params: set.reduce((a, b) => a + b.block.params, 0), influence: best[j] });
+    sets.push({ set, params: set.reduce((a, b) => a + b.block.params, 0), influence: best[j] });
+  }
+  return sets;
+}
+
+interface BlockSet {
+  set: Scored[];
+  params: number;
+  influence: number;
+}
+
+/** The sets no set freeing more parameters beats on influence: ascending in both. */
+function paretoFront(sets: BlockSet[]): BlockSet[] {
+  const front: BlockSet[] = [];
+  let least = Infinity;
+  for (let k = sets.length - 1; k >= 0; k--) {
+    if (sets[k].influence < least) {
+      least = sets[k].influence;
+      front.push(sets[k]);
+    }
   }
   return front.reverse();
 }

@@ -196,8 +196,8 @@ export interface PruneResult {
 export interface DepthSearch {
   measure: string;
   blocks: { where: string; influence: number; params: number; removed: boolean }[];
-  /** Each candidate: how many of the least influential blocks went before width pruning, its calibration loss (when measured) and the parameters removed. */
-  tried: { blocks: number; loss: number | null; params: number }[];
+  /** Each candidate: how many blocks went before width pruning and their parameters, its calibration loss (when measured) and all the parameters it removed. */
+  tried: { blocks: number; blockParams: number; loss: number | null; params: number }[];
   /** Blocks removed in the kept candidate. */
   removed: number;
 }

@@ -62,6 +62,7 @@ async function quality(name: string): Promise<void> {
           method: m.label,
           ratio,
           removed: 1 - result.paramsAfter / result.paramsBefore,
+          params: result.paramsBefore,
           perplexity: values.perplexity,
           kl: values['kl-divergence'],
           macs: (await measureMacs(result.model)).total / baseMacs,

@@ -157,7 +157,7 @@ function depth(): void {
     const base = rows.find((r) => r.part === 'quality' && r.name === name && r.method === 'base')!;
     for (const r of rows.filter((r) => r.part === 'quality' && r.name === name && r.method !== 'base')) {
       const blocks = (r.blocks as string[]).length;
-      const tried = (r.tried as { blocks: number; loss: number | null }[] | undefined) ?? [];
+      const tried = (r.tried as { blocks: number; blockParams: number; loss: number | null }[] | undefined) ?? [];
       const measured = tried.filter((t) => t.loss !== null);
       quality.push([
         name,
@@ -167,7 +167,7 @@ function depth(): void {
         `${fmt(r.perplexity)} (${change(r.perplexity, base.perplexity)})`,
         x(r.macs),
         blocks ? (r.blocks as string[]).join(', ') : '–',
-        measured.length > 1 ? measured.map((t) => `${t.blocks}: ${fmt(t.loss, 3)}`).join('; ') : '',
+        measured.length > 1 ? measured.map((t) => `${t.blocks} (${pct(t.blockParams / num(r.params))}): ${fmt(t.loss, 3)}`).join('; ') : '',
       ]);
     }
   }
@@ -188,7 +188,7 @@ function depth(): void {
     });
   const base = (name: string) => fmt(rows.find((r) => r.part === 'quality' && r.name === name && r.method === 'base')?.perplexity);
   publish('depth', rows, {
-    'depth-quality': `Base held-out perplexity: llama ${base('llama')}, fortunes-llama ${base('fortunes-llama')}.\n\n${table(['model', 'asked', 'method', 'removed', 'held-out perplexity', 'MACs / base', 'blocks removed', 'calibration loss by blocks removed (mixed)'], quality)}`,
+    'depth-quality': `Base held-out perplexity: llama ${base('llama')}, fortunes-llama ${base('fortunes-llama')}.\n\n${table(['model', 'asked', 'method', 'removed', 'held-out perplexity', 'MACs / base', 'blocks removed', 'mixed: calibration loss by blocks removed (their share of the parameters)'], quality)}`,
     'depth-decode': table(['asked', 'method', 'removed', 'blocks removed', 'decode tokens/s, batch 1, KV cache', 'speedup (95 % interval)', 'time to first token, speedup', 'MACs / base'], decode),
   });
 }
