@@ -8,6 +8,9 @@ import { UserError } from '../errors';
 import { sessionExposing } from './stats';
 import { DepthSearch, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
 
+/** Sets of blocks alone measured with a damage measure: those whose parameters come nearest the target. */
+const DEPTH_CANDIDATES = 4;
+
 /** How far under its target a candidate's blocks may stop for width to make up the rest (as the width plan's slack). */
 const PLAN_SLACK = 0.0025;
 
@@ -18,7 +21,8 @@ const PLAN_SLACK = 0.0025;
  * x + f(x), per token (per pixel of a feature map), over the calibration set.
  *
  * Sets of blocks are compared by their summed influence (leastInfluence). With `blocks` alone,
- * the least influential set whose parameters come closest to the target goes. With width
+ * the least influential set whose parameters come closest to the target goes; with a damage
+ * measure, the four sets nearest the target are built and the lowest calibration loss kept. With width
  * structures too, a set of blocks within the target goes and width pruning (`prune`, the
  * engine's width step) removes the rest: with a damage measure, no blocks, the largest set that
  * fits and two between (of the sets no larger set beats on influence) are each built and the
@@ -40,9 +44,12 @@ export async function pruneWithBlocks(model: OnnxModel, options: PruneOptions, p
   const reachable = leastInfluence(scored, paramsBefore);
   let sets: Scored[][];
   if (width.length === 0) {
-    // Whole blocks rarely add up to the target: the set closest to it, the least influential of those.
-    const best = reachable.reduce((a, b) => (Math.abs(b.params - target) < Math.abs(a.params - target) ? b : a), reachable[0]);
-    sets = [best.set];
+    // Whole blocks rarely add up to the target: the sets closest to it, each the least influential
+    // of its size. Summed influence misjudges blocks that matter together (every attention block
+    // of a model: nothing mixes tokens any more), so with a damage measure the nearest few are
+    // built and measured.
+    const nearest = [...reachable].sort((a, b) => Math.abs(a.params - target) - Math.abs(b.params - target));
+    sets = nearest.slice(0, options.damage ? DEPTH_CANDIDATES : 1).map((c) => c.set);
   } else {
     // Blocks up to the target, width the rest: with a damage measure, no blocks, the most that
     // fit and two sets between are each measured; without one, the most that fit.
@@ -80,7 +87,7 @@ export async function pruneWithBlocks(model: OnnxModel, options: PruneOptions, p
   };
   const paramsAfter = countParams(result.model);
   const short = width.length === 0 && Math.abs(paramsBefore - paramsAfter - target) > PLAN_SLACK * paramsBefore
-    ? `granularity: whole blocks remove ${((paramsBefore - paramsAfter) / paramsBefore * 100).toFixed(1)} % of the parameters, the closest to the ${(options.target * 100).toFixed(1)} % asked`
+    ? `granularity: the whole blocks kept remove ${(((paramsBefore - paramsAfter) / paramsBefore) * 100).toFixed(1)} % of the parameters, ${(options.target * 100).toFixed(1)} % were asked`
     : result.short;
   return {
     ...result,

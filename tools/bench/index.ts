@@ -188,7 +188,7 @@ function depth(): void {
     });
   const base = (name: string) => fmt(rows.find((r) => r.part === 'quality' && r.name === name && r.method === 'base')?.perplexity);
   publish('depth', rows, {
-    'depth-quality': `Base held-out perplexity: llama ${base('llama')}, fortunes-llama ${base('fortunes-llama')}.\n\n${table(['model', 'asked', 'method', 'removed', 'held-out perplexity', 'MACs / base', 'blocks removed', 'mixed: calibration loss by blocks removed (their share of the parameters)'], quality)}`,
+    'depth-quality': `Base held-out perplexity: llama ${base('llama')}, fortunes-llama ${base('fortunes-llama')}.\n\n${table(['model', 'asked', 'method', 'removed', 'held-out perplexity', 'MACs / base', 'blocks removed', 'candidates: blocks removed (their share of the parameters): calibration loss'], quality)}`,
     'depth-decode': table(['asked', 'method', 'removed', 'blocks removed', 'decode tokens/s, batch 1, KV cache', 'speedup (95 % interval)', 'time to first token, speedup', 'MACs / base'], decode),
   });
 }
