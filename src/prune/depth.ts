@@ -8,8 +8,12 @@ import { UserError } from '../errors';
 import { sessionExposing } from './stats';
 import { DepthSearch, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
 
-/** Sets of blocks alone measured with a damage measure: those whose parameters come nearest the target. */
+/**
+ * Sets of blocks alone measured with a damage measure: at most this many, each at most NEAR (of
+ * the model's parameters) farther from the target than the nearest set.
+ */
 const DEPTH_CANDIDATES = 4;
+const NEAR = 0.025;
 
 /** How far under its target a candidate's blocks may stop for width to make up the rest (as the width plan's slack). */
 const PLAN_SLACK = 0.0025;
@@ -22,7 +26,8 @@ const PLAN_SLACK = 0.0025;
  *
  * Sets of blocks are compared by their summed influence (leastInfluence). With `blocks` alone,
  * the least influential set whose parameters come closest to the target goes; with a damage
- * measure, the four sets nearest the target are built and the lowest calibration loss kept. With width
+ * measure, up to four sets about as near the target (within 2.5 % of the parameters of the
+ * nearest) are built and the lowest calibration loss kept. With width
  * structures too, a set of blocks within the target goes and width pruning (`prune`, the
  * engine's width step) removes the rest: with a damage measure, no blocks, the largest set that
  * fits and two between (of the sets no larger set beats on influence) are each built and the
@@ -48,8 +53,11 @@ export async function pruneWithBlocks(model: OnnxModel, options: PruneOptions, p
     // of its size. Summed influence misjudges blocks that matter together (every attention block
     // of a model: nothing mixes tokens any more), so with a damage measure the nearest few are
     // built and measured.
-    const nearest = [...reachable].sort((a, b) => Math.abs(a.params - target) - Math.abs(b.params - target));
-    sets = nearest.slice(0, options.damage ? DEPTH_CANDIDATES : 1).map((c) => c.set);
+    // Only sets about as near as the nearest compete: a loss is lower for removing less.
+    const distance = (c: BlockSet) => Math.abs(c.params - target);
+    const nearest = [...reachable].sort((a, b) => distance(a) - distance(b));
+    const near = nearest.filter((c) => distance(c) <= distance(nearest[0]) + NEAR * paramsBefore);
+    sets = near.slice(0, options.damage ? DEPTH_CANDIDATES : 1).map((c) => c.set);
   } else {
     // Blocks up to the target, width the rest: with a damage measure, no blocks, the most that
     // fit and two sets between are each measured; without one, the most that fit.
