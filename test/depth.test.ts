@@ -20,6 +20,8 @@ import { expectCheckerAccepts } from './helpers/checker';
 import { FIXTURES_DIR, withVariedTokens } from './helpers/fixtures';
 import { T, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
 import { outputValues, outputsAt } from './helpers/zeroed';
+import { runMain } from './helpers/in-process';
+import type { Inspection } from '../src/cli/commands/inspect';
 
 let tmp: string;
 beforeAll(() => {
@@ -189,5 +191,27 @@ describe('structures: blocks', () => {
     expect(parseConfig('prune:\n  target: 0.3\n', file).prune.structures).toEqual(['ffn', 'heads', 'channels']);
     expect(parseStructures('ffn,blocks')).toEqual(['ffn', 'blocks']);
     expect(() => parseStructures('layers')).toThrow('--structures takes a list of ffn, heads, channels, blocks');
+  });
+});
+
+describe('the CLI says which blocks went', () => {
+  const llama = path.join(FIXTURES_DIR, 'llama.onnx');
+
+  test('prune --structures blocks lists each block removed, 1 -> 0, with its weights', async () => {
+    const out = path.join(tmp, 'llama-depth.onnx');
+    const r = await runMain(['prune', '--model', llama, '--out', out, '--target', '0.25', '--calibration', path.join(FIXTURES_DIR, '..', '..', 'calibration', 'llama'), '--structures', 'blocks']);
+    expect([r.status, r.stderr.split('\n').filter((l) => /error/i.test(l))]).toEqual([0, []]);
+    const rows = r.stdout.split('\n').filter((l) => /^\s*blocks\s/.test(l));
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatch(/1 -> 0 .*\/model\/layers\.\d\/Add_1 .*mlp\/down_proj\/MatMul/);
+    expect(fs.existsSync(out)).toBe(true);
+  });
+
+  test('inspect lists the removable blocks apart from the width groups', async () => {
+    const r = await runMain(['inspect', '--model', llama, '--json']);
+    const ins = JSON.parse(r.stdout) as Inspection;
+    expect(ins.blocks?.removable.map((b) => b.where.split(' ')[0])).toEqual(['/model/layers.0/Add', '/model/layers.0/Add_1', '/model/layers.1/Add', '/model/layers.1/Add_1']);
+    expect(ins.prunable.every((g) => g.kind !== 'blocks')).toBe(true);
+    expect((await runMain(['inspect', '--model', llama])).stdout).toContain('Residual blocks (structures: blocks, off by default)');
   });
 });
