@@ -193,11 +193,6 @@ function freedBy(model: OnnxModel, index: GraphIndex, cut: Map<Node, string>): {
   return { params, nodes: removed, keptFor: [...keptFor] };
 }
 
-/** Parameters the removal of all these blocks together frees. */
-export function paramsOfBlocks(model: OnnxModel, blocks: ResidualBlock[]): number {
-  return freedBy(model, new GraphIndex(model), new Map(blocks.map((b) => [b.node, b.output]))).params;
-}
-
 /**
  * A copy of the model without these blocks: each adding node replaced by what it computes from
  * x alone (an Add by an Identity of x; a skip normalization by the plain one of x, its residual

@@ -1,4 +1,4 @@
-import { ResidualBlock, findBlocks, paramsOfBlocks, removeBlocks } from '../graph/blocks';
+import { ResidualBlock, findBlocks, removeBlocks } from '../graph/blocks';
 import { countParams } from '../graph/cost';
 import { OnnxModel } from '../onnx/model';
 import type { Feeds, ort } from '../onnx/runtime';
@@ -80,7 +80,7 @@ export async function pruneWithBlocks(model: OnnxModel, options: PruneOptions, p
     const loss = sets.length > 1 && options.damage ? await options.damage.loss(widthResult.model, 1) : null;
     const params = paramsBefore - countParams(widthResult.model);
     tried.push({ blocks: set.length, blockParams: paramsBefore - have, loss, params });
-    log(`blocks: ${set.length} removed, then width: ${((params / paramsBefore) * 100).toFixed(1)} % of the parameters${loss === null ? '' : `, loss ${loss.toPrecision(4)}`}`);
+    log(`blocks: ${set.length} removed${width.length ? ', then width' : ''}: ${((params / paramsBefore) * 100).toFixed(1)} % of this model's parameters${loss === null ? '' : `, loss ${loss.toPrecision(4)}`}`);
     if (!kept || (loss !== null && kept.loss !== null && loss < kept.loss)) kept = { result: widthResult, set, loss };
   }
   const { result, set } = kept!;
@@ -123,7 +123,7 @@ const BINS = 2000;
  * blocks freeing it with the least summed influence, ascending in parameters, the empty set
  * first. Blocks' weights are disjoint, so their parameters add up (0/1 knapsack).
  */
-export function leastInfluence(blocks: Scored[], modelParams: number): BlockSet[] {
+function leastInfluence(blocks: Scored[], modelParams: number): BlockSet[] {
   const unit = Math.max(1, modelParams / BINS);
   const sizes = blocks.map((b) => Math.max(1, Math.round(b.block.params / unit)));
   const total = sizes.reduce((a, b) => a + b, 0);
@@ -205,7 +205,7 @@ export async function blockInfluence(model: OnnxModel, blocks: ResidualBlock[], 
 }
 
 /** The sum of cos(x, x + y) along `axis` over every other index, and how many were summed (zero vectors left out). */
-export function cosineSum(x: ort.Tensor, y: ort.Tensor, axis: number): { cos: number; count: number } {
+function cosineSum(x: ort.Tensor, y: ort.Tensor, axis: number): { cos: number; count: number } {
   const xs = floats(x);
   const ys = floats(y);
   const dims = x.dims.map(Number);
