@@ -120,7 +120,7 @@ describe('mistakes name themselves', () => {
     expect(configError('gate:\n  memory: { max: 2 GB }\n')).toBe('prune-gate.yml: gate.memory.max: expected an amount of memory such as 512 MiB or 1 GiB (a plain number is MiB), found "2 GB"');
     expect(configError('device: { threads: 0 }\n')).toBe('prune-gate.yml: device.threads: a whole number of threads >= 1 (found 0)');
     expect(configError('device: { thread: 2 }\n')).toBe('prune-gate.yml: device.thread: unknown key (did you mean threads?)');
-    expect(configError('prune:\n  structures: [ffn, neurons]\n')).toBe("prune-gate.yml: prune.structures[1]: unknown structure 'neurons' (expected ffn, heads, channels)");
+    expect(configError('prune:\n  structures: [ffn, neurons]\n')).toBe("prune-gate.yml: prune.structures[1]: unknown structure 'neurons' (expected ffn, heads, channels, blocks)");
     expect(configError('model: 3\n')).toBe('prune-gate.yml: model: expected a path to an .onnx file, found 3');
   });
 

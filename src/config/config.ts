@@ -86,10 +86,10 @@ const ConfigFile = z.strictObject({
         .optional(),
       'max-target': fraction('a fraction of parameters between 0 and 1 (0.6)').optional(),
       structures: z
-        .array(z.enum(['ffn', 'heads', 'channels'], { error: (i) => `unknown structure '${String(i.input)}' (expected ffn, heads, channels)` }), {
-          error: 'a list of ffn, heads, channels',
+        .array(z.enum(['ffn', 'heads', 'channels', 'blocks'], { error: (i) => `unknown structure '${String(i.input)}' (expected ffn, heads, channels, blocks)` }), {
+          error: 'a list of ffn, heads, channels, blocks',
         })
-        .min(1, { error: 'at least one of ffn, heads, channels' })
+        .min(1, { error: 'at least one of ffn, heads, channels, blocks' })
         .optional(),
       importance: z.enum(['activation', 'magnitude']).optional(),
       compensate: z.enum(['auto', 'none', 'bias', 'reconstruct']).optional(),

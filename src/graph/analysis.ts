@@ -11,8 +11,11 @@ import { isFloatDType } from '../onnx/dtype';
 import { toNumbers } from '../onnx/tensor';
 import { UserError, isUserError } from '../errors';
 
-/** What can be removed: FFN/hidden neurons, attention heads (or KV groups), conv channels. */
-export const STRUCTURES = ['ffn', 'heads', 'channels'] as const;
+/** What can be made narrower: FFN/hidden neurons, attention heads (or KV groups), conv channels. */
+export const WIDTH_STRUCTURES = ['ffn', 'heads', 'channels'] as const;
+export type WidthStructure = (typeof WIDTH_STRUCTURES)[number];
+/** What can be removed: the widths, and whole residual blocks (`blocks`, graph/blocks.ts; off by default). */
+export const STRUCTURES = [...WIDTH_STRUCTURES, 'blocks'] as const;
 export type Structure = (typeof STRUCTURES)[number];
 
 /** One removable unit: an FFN neuron, a head (or KV group), a conv channel. */
@@ -26,7 +29,7 @@ export interface Unit {
 /** Units that share the same slots: one layer's neurons, heads or channels. */
 export interface Group {
   id: number;
-  kind: Structure;
+  kind: WidthStructure;
   where: string;
   units: Unit[];
   /** Constant slots (weights, biases, norm parameters) sliced when units go. */
@@ -389,7 +392,7 @@ function collectGroups(
     // Units in layout order (first index of their first slot), so unit k reads naturally.
     const first = info.slots[0];
     units.sort((a, b) => a.indices.get(first)![0] - b.indices.get(first)![0]);
-    const kind: Structure = constantSlots.some((s) => consumers(index, s.tensor).some((n) => ruleOf(n)?.channels))
+    const kind: WidthStructure = constantSlots.some((s) => consumers(index, s.tensor).some((n) => ruleOf(n)?.channels))
       ? 'channels'
       : info.slots.some((s) => heads.has(s))
         ? 'heads'

@@ -1,5 +1,5 @@
 import { OnnxModel } from '../onnx/model';
-import { PrunableGroup, PruneOptions, PruneResult, SkippedEntry, findPrunable, firstStatisticsTap, pruneModel } from '../prune';
+import { PrunableBlocks, PrunableGroup, PruneOptions, PruneResult, SkippedEntry, findPrunable, firstStatisticsTap, pruneModel } from '../prune';
 import type { StatsTap } from '../prune/stats';
 import { QuantizedInputsReport, liftQuantized, lowerQuantized } from '../quantize/inputs';
 
@@ -44,7 +44,7 @@ export async function statisticsTapInFormat(base: OnnxModel, options: PruneOptio
  * `inspect`'s prunable groups of `model` as pruneInFormat prunes it: quantized weights lifted,
  * and `quantized` saying so, when it has such weights.
  */
-export async function findPrunableInFormat(model: OnnxModel): Promise<{ prunable: PrunableGroup[]; skipped: SkippedEntry[]; quantized?: string }> {
+export async function findPrunableInFormat(model: OnnxModel): Promise<{ prunable: PrunableGroup[]; skipped: SkippedEntry[]; blocks?: PrunableBlocks; quantized?: string }> {
   const lifted = liftQuantized(model);
   if (!lifted) return findPrunable(model);
   const counts = new Map<string, number>();

@@ -22,6 +22,8 @@ import { PassLedger } from './ledger';
 import type { Feeds } from '../onnx/runtime';
 import { ChannelStats, CollectedStats, Consumer, StatsRequest, StatsTap, channelVariance, collectStats, findConsumers, requestedTensors, statsRequests } from './stats';
 import { verifyPruned } from './verify';
+import { pruneWithBlocks } from './depth';
+import { findBlocks } from '../graph/blocks';
 import { PassProgress } from '../util/progress';
 import { Compensation, PruneMemory, PruneOptions, PruneResult, PrunedEntry, SkippedEntry, Structure, newPruneMemory } from './types';
 
@@ -52,6 +54,8 @@ export async function pruneModel(model: OnnxModel, options: PruneOptions): Promi
   }
   const nothing = options.target > 0 ? noFloatWeights(model) : undefined;
   if (nothing) throw new UserError(`${modelName(model)}: nothing to prune: ${nothing}`);
+  // Whole blocks first (depth.ts), then the widths asked for, by this same function.
+  if (options.structures.includes('blocks')) return pruneWithBlocks(model, options, pruneModel);
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
   options = { ...options, memory: options.memory ?? newPruneMemory() };
   const paramsBefore = countParams(model);
@@ -555,8 +559,14 @@ export interface PrunableGroup {
   unitParams: number;
 }
 
-/** Every prunable group of the model and every place left alone, with why. */
-export async function findPrunable(model: OnnxModel): Promise<{ prunable: PrunableGroup[]; skipped: SkippedEntry[] }> {
+/** Whole residual blocks `structures: blocks` could remove (graph/blocks.ts), and those it would leave, with why. */
+export interface PrunableBlocks {
+  removable: { where: string; params: number }[];
+  leftAlone: SkippedEntry[];
+}
+
+/** Every prunable group of the model and every place left alone, with why; and its removable residual blocks. */
+export async function findPrunable(model: OnnxModel): Promise<{ prunable: PrunableGroup[]; skipped: SkippedEntry[]; blocks?: PrunableBlocks }> {
   // Said before tracing: a model of control flow often runs only on real inputs (a sample rate,
   // a state). A quantized model's places are the ops that read its quantized weights.
   const nothing = noFloatWeights(model);
@@ -565,6 +575,7 @@ export async function findPrunable(model: OnnxModel): Promise<{ prunable: Prunab
     return { prunable: [], skipped: [{ where: 'the whole model', reason: nothing }, ...places.map(([where, reason]) => ({ where, reason }))] };
   }
   const analysis = await analyze(model);
+  const blocks = await findBlocks(model, analysis.traces[0]);
   return {
     prunable: analysis.groups.map((g) => ({
       kind: g.kind,
@@ -573,5 +584,7 @@ export async function findPrunable(model: OnnxModel): Promise<{ prunable: Prunab
       unitParams: Math.round(g.units[0].params),
     })),
     skipped: describeSkipped(analysis, ['ffn', 'heads', 'channels']),
+    blocks: { removable: blocks.blocks.map((b) => ({ where: b.where, params: b.params })), leftAlone: blocks.skipped },
   };
+
 }

@@ -188,6 +188,18 @@ export interface PruneResult {
   passes?: PassEntry[];
   /** Why the last step removed less than its target, when it did (alignment, nothing more to remove, …). */
   short?: string;
+  /** With `blocks` among the structures: each removable block's influence, and which went (depth.ts). */
+  depth?: DepthSearch;
+}
+
+/** The depth search: the removable residual blocks by influence, lowest first, and the candidates tried. */
+export interface DepthSearch {
+  measure: string;
+  blocks: { where: string; influence: number; params: number; removed: boolean }[];
+  /** Each candidate: how many blocks went before width pruning and their parameters, its calibration loss (when measured) and all the parameters it removed. */
+  tried: { blocks: number; blockParams: number; loss: number | null; params: number }[];
+  /** Blocks removed in the kept candidate. */
+  removed: number;
 }
 
 /** State carried from one pruning step to the next (see PruneOptions.memory). */

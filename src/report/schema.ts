@@ -148,7 +148,7 @@ export const ReportSchema = z.object({
   pruned: z
     .array(
       z.object({
-        kind: z.enum(['ffn', 'heads', 'channels']),
+        kind: z.enum(['ffn', 'heads', 'channels', 'blocks']),
         where: text,
         before: count,
         after: count,

@@ -1,5 +1,7 @@
 // `npm run bench [-- section...]`: the measured figures of docs/, made on this machine. Sections:
 //   quality      held-out quality of each trained fixture at 20/40 % by importance/compensation
+//   depth        width, depth (whole residual blocks) and mixed pruning at 25/40 %: held-out perplexity
+//                and MACs on the trained LLaMAs, decode tokens/s at batch 1 on the KV-cache LLaMA
 //   memory       peak RSS of statistics collection as the number of calibration samples grows
 //   memory-metric the gate's memory metric (net of the process without a model) against an estimate
 //                from the graph: weights as onnxruntime holds them plus the activations of the batch
@@ -145,6 +147,49 @@ function quality(): void {
     'quality-kl': table(['fixture', 'asked', ...methods.map((m) => `${m}`)], kl),
     'quality-speed': table(['fixture', 'asked', 'prune-gate kept', 'passes', 'latency / base, batch 1', 'latency / base, batch 16', 'MACs / base', 'prune time'], speed),
     'quality-tracking': table(['fixture', 'points (group x count)', 'Spearman ρ, estimated vs measured loss', 'measured KL'], tracking),
+  });
+}
+
+function depth(): void {
+  const rows = child('depth.ts', []);
+  const quality: string[][] = [];
+  for (const name of [...new Set(rows.filter((r) => r.part === 'quality').map((r) => r.name as string))]) {
+    const base = rows.find((r) => r.part === 'quality' && r.name === name && r.method === 'base')!;
+    for (const r of rows.filter((r) => r.part === 'quality' && r.name === name && r.method !== 'base')) {
+      const blocks = (r.blocks as string[]).length;
+      const tried = (r.tried as { blocks: number; blockParams: number; loss: number | null }[] | undefined) ?? [];
+      const measured = tried.filter((t) => t.loss !== null);
+      quality.push([
+        name,
+        `${num(r.ratio) * 100} %`,
+        r.method as string,
+        pct(r.removed),
+        `${fmt(r.perplexity)} (${change(r.perplexity, base.perplexity)})`,
+        x(r.macs),
+        blocks ? (r.blocks as string[]).join(', ') : '–',
+        measured.length > 1 ? measured.map((t) => `${t.blocks} (${pct(t.blockParams / num(r.params))}): ${fmt(t.loss, 3)}`).join('; ') : '',
+      ]);
+    }
+  }
+  const decode = rows
+    .filter((r) => r.part === 'decode')
+    .map((r) => {
+      const interval = r.interval as number[] | null;
+      return [
+        `${num(r.ratio) * 100} %`,
+        r.method as string,
+        pct(r.removed),
+        (r.blocks as string[]).length ? (r.blocks as string[]).join(', ') : '–',
+        `${fmt(r.tokensPerSecond, 4)} (base ${fmt(r.baseTokensPerSecond, 4)})`,
+        `${x(r.speedup)}${interval ? ` (${x(interval[0])} to ${x(interval[1])})` : ''}`,
+        x(r.firstTokenSpeedup),
+        x(r.macs),
+      ];
+    });
+  const base = (name: string) => fmt(rows.find((r) => r.part === 'quality' && r.name === name && r.method === 'base')?.perplexity);
+  publish('depth', rows, {
+    'depth-quality': `Base held-out perplexity: llama ${base('llama')}, fortunes-llama ${base('fortunes-llama')}.\n\n${table(['model', 'asked', 'method', 'removed', 'held-out perplexity', 'MACs / base', 'blocks removed', 'candidates: blocks removed (their share of the parameters): calibration loss'], quality)}`,
+    'depth-decode': table(['asked', 'method', 'removed', 'blocks removed', 'decode tokens/s, batch 1, KV cache', 'speedup (95 % interval)', 'time to first token, speedup', 'MACs / base'], decode),
   });
 }
 
@@ -708,7 +753,7 @@ function latency(): void {
   });
 }
 
-const sections: Record<string, () => void> = { cost, latency, quality, memory, 'memory-metric': memoryMetric, quantization, scale, exporters, examples, generation, matrix, 'cold-start': coldStart };
+const sections: Record<string, () => void> = { cost, latency, quality, depth, memory, 'memory-metric': memoryMetric, quantization, scale, exporters, examples, generation, matrix, 'cold-start': coldStart };
 const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(sections);
 for (const name of wanted) if (!sections[name]) throw new Error(`unknown section ${name}: choose from ${Object.keys(sections).join(', ')}`);
 console.log(`# prune-gate benchmark (${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)})`);

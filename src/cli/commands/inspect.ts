@@ -9,7 +9,7 @@ import { InputSpec, dummyFeeds, graphInputs, graphOutputs } from '../../onnx/run
 import { toNumber } from '../../onnx/tensor';
 import { CliContext } from '../context';
 import { isUserError } from '../../errors';
-import { PrunableGroup, SkippedEntry } from '../../prune';
+import { PrunableBlocks, PrunableGroup, SkippedEntry } from '../../prune';
 import { findPrunableInFormat } from '../../pipeline/quantized-inputs';
 import { bytes, grouped, shape, si, table } from '../../util/format';
 
@@ -45,6 +45,8 @@ export interface Inspection {
   /** The groups the engine can prune, and the places it leaves alone with the reason. */
   prunable: PrunableGroup[];
   skipped: SkippedEntry[];
+  /** Whole residual blocks `structures: blocks` could remove, and those it would leave with the reason. */
+  blocks?: PrunableBlocks;
   /** Why the analysis could not run (the model does not run with dummy inputs). */
   prunableNote?: string;
   /** The quantized weights pruned in their format (MatMulNBits, DequantizeLinear), and how. */
@@ -167,6 +169,11 @@ export function formatInspection(ins: Inspection): string {
         '  ',
       ),
     );
+  if (ins.blocks && ins.blocks.removable.length + ins.blocks.leftAlone.length > 0) {
+    lines.push('', 'Residual blocks (structures: blocks, off by default)');
+    if (ins.blocks.removable.length) lines.push(...table([['params', 'where'], ...ins.blocks.removable.map((b) => [grouped(b.params), b.where])], '  '));
+    for (const s of ins.blocks.leftAlone) lines.push(`  left whole: ${s.where}: ${s.reason}`);
+  }
   if (ins.quantized) lines.push('', 'Quantized weights', `  ${ins.quantized}`);
   lines.push('', 'Left alone');
   if (ins.skipped.length === 0) lines.push('  nothing');

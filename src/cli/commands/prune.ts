@@ -5,7 +5,7 @@ import { UserError } from '../../errors';
 import { OnnxModel } from '../../onnx/model';
 import { writeModel } from '../../onnx/write';
 import { batchCount, readCalibration, calibrationFeeds } from '../../eval/calibration';
-import { STRUCTURES, Structure } from '../../graph/analysis';
+import { STRUCTURES, Structure, WIDTH_STRUCTURES } from '../../graph/analysis';
 import { ALLOCATIONS, Allocation, CompensationChoice, Importance } from '../../prune';
 import { PruneInFormatResult, pruneInFormat } from '../../pipeline/quantized-inputs';
 import { Evaluator } from '../../eval/evaluator';
@@ -42,7 +42,7 @@ export function register(program: Command, ctx: CliContext): void {
     .requiredOption('-o, --out <file>', 'where the pruned .onnx is written')
     .option('--calibration <dir>', 'calibration data, for activation importance')
     .option('-t, --target <ratio>', 'fraction of the parameters to remove', '0.2')
-    .option('--structures <list>', 'what may be removed: any of ffn,heads,channels', STRUCTURES.join(','))
+    .option('--structures <list>', 'what may be removed: any of ffn,heads,channels,blocks (whole residual blocks, off by default)', WIDTH_STRUCTURES.join(','))
     .option('--importance <how>', 'magnitude or activation (default: activation with --calibration, else magnitude)')
     .option('--compensate <how>', 'auto, none, bias or reconstruct (default: auto with --calibration, which measures bias and reconstruct; else none)')
     .option(
