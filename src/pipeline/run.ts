@@ -19,7 +19,7 @@ import { writeModel } from '../onnx/write';
 import { PruneMemory, newPruneMemory } from '../prune';
 import { PruneInFormatResult, mergeQuantizedInputs, pruneInFormat, statisticsTapInFormat } from './quantized-inputs';
 import type { QuantizedInputsReport } from '../quantize/inputs';
-import { QuantizeOptions, quantizeModel } from '../quantize';
+import { QuantizeOptions, methodUsed, quantizeModel } from '../quantize';
 import { compactNames } from '../graph/compact';
 import type { PassEntry, PruneOptions, PruneResult } from '../prune/types';
 import { buildReport } from '../report/build';
@@ -71,10 +71,17 @@ export interface RunOutcome {
 export async function quantizeArtifact(
   model: OnnxModel,
   mode: Exclude<QuantizeMode, 'none'>,
-  options: { calibration?: QuantizeOptions['calibration']; keepNames?: boolean; passes?: QuantizeOptions['passes']; log?: (line: string) => void } = {},
+  options: {
+    calibration?: QuantizeOptions['calibration'];
+    method?: QuantizeOptions['method'];
+    keepNames?: boolean;
+    passes?: QuantizeOptions['passes'];
+    log?: (line: string) => void;
+  } = {},
 ): Promise<Required<QuantizedCandidate>> {
   const log = options.log ?? (() => undefined);
-  const result = await quantizeModel(model, { bits: mode === 'int8' ? 8 : 4, calibration: options.calibration, passes: options.passes, log });
+  const result = await quantizeModel(model, { bits: mode === 'int8' ? 8 : 4, method: options.method, calibration: options.calibration, passes: options.passes, log });
+  const m = result.method;
   for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
   for (const q of result.quantized) if (q.exception) log(`kept at ${q.bits} bits: ${q.node} (${q.exception})`);
   const compact = options.keepNames ? undefined : compactNames(result.model);
@@ -88,6 +95,9 @@ export async function quantizeArtifact(
       ...result.keptFloat.map((k) => ({ where: k.node, stored: 'float' as const, reason: k.reason })),
     ],
     names_bytes_saved: compact?.bytesSaved ?? 0,
+    ...(m
+      ? { method: { asked: m.asked, used: methodUsed(m), layers: m.layers, gptq_layers: m.gptqLayers, calibration_error: m.error, rtn_calibration_error: m.rtnError } }
+      : {}),
   };
   return { model: compact?.model ?? result.model, quantization };
 }
