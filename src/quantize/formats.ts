@@ -13,7 +13,8 @@ import { OnnxModel } from '../onnx/model';
 import { Tensor, fromFloat32, tensorBytes, toFloat32 } from '../onnx/tensor';
 import { CheckedOptions, DEFAULT_BLOCK_SIZE } from './options';
 import { Bits, BlockQuantized, BlockQuantizer, ChannelQuantized, blockSizeFor, quantizePerChannel } from './pack';
-import { gptqBlocks } from './gptq';
+import { gptqWithDampening } from './gptq';
+import type { Hessian } from './hessian';
 import type { QuantizeMethod } from './options';
 
 export const MS_DOMAIN = 'com.microsoft';
@@ -50,7 +51,7 @@ export interface Candidate {
    * The same layer with GPTQ's codes (MatMulNBits layers): the input whose Hessian it needs
    * (read with its last axis of K channels) and how it is made from that Hessian.
    */
-  gptq?: { input: string; channels: number; float16: boolean; make: (hessian: Float64Array) => Promise<Candidate> };
+  gptq?: { input: string; channels: number; float16: boolean; make: (hessian: Hessian) => Promise<Candidate> };
 }
 
 /**
@@ -171,9 +172,9 @@ export function nbitsCandidate(
         input: a,
         channels: k,
         float16: info.dtype === DataType.FLOAT16,
-        make: async (hessian: Float64Array) => {
+        make: async (hessian: Hessian) => {
           const w = toFloat32(work.constant(weight)!);
-          const codes = await gptqBlocks(transposed ? transpose(w, n, k) : w, k, n, hessian, { bits, blockSize });
+          const codes = await gptqWithDampening(transposed ? transpose(w, n, k) : w, k, n, hessian, { bits, blockSize });
           return nbitsCandidate(work, node, kind, weight, transposed, bias, opts, cache, codes);
         },
       };

@@ -13,10 +13,17 @@
  * how it is chosen against round-to-nearest.
  */
 import { DenseMath } from '../onnx/linalg';
-import { Bits, BlockQuantized, defaultZeroPoint, emptyBlocks, putBlock, symmetricScale } from './pack';
+import type { Hessian } from './hessian';
+import { Bits, BlockQuantized, defaultZeroPoint, dequantizeBlocks, emptyBlocks, putBlock, symmetricScale } from './pack';
 
-/** Dampening: this fraction of H's mean diagonal is added to its diagonal (the paper's 1 %). */
+/** Dampening: this fraction of H's mean diagonal is added to its diagonal (the paper's 1 %)... */
 export const GPTQ_DAMP = 0.01;
+/**
+ * ...where it cannot be checked (one calibration batch); else the one of these whose codes, made
+ * from every other batch, have the lowest output error on the batches they did not see (as the
+ * pruning engine chooses its dampings: src/prune/obs.ts). A small calibration set overfits at 1 %.
+ */
+export const GPTQ_DAMPINGS = [0.01, 0.1, 1];
 /** Rows per lazy batch (the paper's 128), rounded up to whole blocks. */
 export const GPTQ_BATCH = 128;
 
@@ -29,6 +36,41 @@ export interface GptqSettings {
 }
 
 /**
+ * GPTQ's codes of `w` ([K, N] row-major) from the layer's Hessian, at the dampening of
+ * GPTQ_DAMPINGS that generalizes best between the two halves of the calibration batches.
+ */
+export async function gptqWithDampening(w: Float32Array, k: number, n: number, hessian: Hessian, settings: GptqSettings): Promise<BlockQuantized> {
+  const fit = hessian.full.map((v, i) => v - hessian.half[i]);
+  let damp = GPTQ_DAMP;
+  if (hessian.half.some((v) => v !== 0) && fit.some((v) => v !== 0)) {
+    let best = Infinity;
+    for (const d of GPTQ_DAMPINGS) {
+      const error = outputError(dequantizeBlocks(await gptqBlocks(w, k, n, fit, { ...settings, damp: d })), w, hessian.half, k, n);
+      if (error < best) [best, damp] = [error, d];
+    }
+  }
+  return gptqBlocks(w, k, n, hessian.full, { ...settings, damp });
+}
+
+/** tr((W − Q)ᵀ H (W − Q)): the squared output error of codes Q on inputs whose Σ x xᵀ is H. */
+function outputError(q: Float32Array, w: Float32Array, h: Float64Array, k: number, n: number): number {
+  const d = new Float64Array(k * n);
+  for (let i = 0; i < d.length; i++) d[i] = w[i] - q[i];
+  let total = 0;
+  const hd = new Float64Array(n);
+  for (let i = 0; i < k; i++) {
+    hd.fill(0);
+    for (let j = 0; j < k; j++) {
+      const f = h[i * k + j];
+      if (f === 0) continue;
+      for (let col = 0; col < n; col++) hd[col] += f * d[j * n + col];
+    }
+    for (let col = 0; col < n; col++) total += d[i * n + col] * hd[col];
+  }
+  return total;
+}
+
+/**
  * The codes of `w` ([K, N] row-major: K input rows, N outputs) that GPTQ chooses for the
  * Hessian `hessian` (K x K, Σ x xᵀ of the layer's inputs), in MatMulNBits' layout.
  */
@@ -36,12 +78,14 @@ export async function gptqBlocks(w: Float32Array, k: number, n: number, hessian:
   const { bits, blockSize } = settings;
   const search = settings.search ?? true;
   const weight = Float64Array.from(w);
+  const original = Float64Array.from(w);
   const h = Float64Array.from(hessian);
   // An input never active on the calibration data: its rows do nothing there, and are zero (as the paper's code).
   for (let i = 0; i < k; i++) {
     if (h[i * k + i] !== 0) continue;
     h[i * k + i] = 1;
     weight.fill(0, i * n, (i + 1) * n);
+    original.fill(0, i * n, (i + 1) * n);
   }
   let mean = 0;
   for (let i = 0; i < k; i++) mean += h[i * k + i] / k;
@@ -51,6 +95,7 @@ export async function gptqBlocks(w: Float32Array, k: number, n: number, hessian:
   if (!u || u.some((v) => !Number.isFinite(v))) throw new Error('internal: the dampened Hessian is not positive definite');
 
   const q = emptyBlocks(k, n, bits, blockSize);
+  const all = new Int8Array(k * n);
   const batch = blockSize * Math.max(1, Math.ceil(GPTQ_BATCH / blockSize));
   const errors = new Float64Array(batch * n);
   const scales = new Float32Array(n);
@@ -78,6 +123,7 @@ export async function gptqBlocks(w: Float32Array, k: number, n: number, hessian:
         const s = scales[col];
         const code = s === 0 ? 0 : Math.min(hi, Math.max(lo, Math.round(weight[row + col] / s)));
         codes[col * blockSize + r] = code;
+        all[i * n + col] = code;
         errors[err + col] = (weight[row + col] - code * s) / d;
       }
       // Feedback within the batch, row by row.
@@ -102,5 +148,68 @@ export async function gptqBlocks(w: Float32Array, k: number, n: number, hessian:
       }
     }
   }
+  refitScales(q, all, original, h, k, n);
   return q;
+}
+
+/**
+ * With the codes fixed, each column's block scales s minimizing its output error
+ * (w − Ds)ᵀH(w − Ds), D the K x blocks matrix of the column's codes: s = (DᵀHD)⁻¹DᵀHw.
+ */
+function refitScales(q: BlockQuantized, codes: Int8Array, w: Float64Array, h: Float64Array, k: number, n: number): void {
+  const { blocks, blockSize } = q;
+  const hw = new Float64Array(k);
+  const m = new Float64Array(blocks * blocks);
+  const r = new Float64Array(blocks);
+  for (let col = 0; col < n; col++) {
+    for (let i = 0; i < k; i++) {
+      let s = 0;
+      for (let j = 0; j < k; j++) s += h[i * k + j] * w[j * n + col];
+      hw[i] = s;
+    }
+    m.fill(0);
+    r.fill(0);
+    for (let i = 0; i < k; i++) {
+      const ci = codes[i * n + col];
+      if (ci === 0) continue;
+      const bi = Math.floor(i / blockSize);
+      r[bi] += ci * hw[i];
+      for (let j = 0; j < k; j++) {
+        const cj = codes[j * n + col];
+        if (cj !== 0) m[bi * blocks + Math.floor(j / blockSize)] += ci * h[i * k + j] * cj;
+      }
+    }
+    const s = solve(m, r, blocks);
+    if (!s) continue;
+    for (let b = 0; b < blocks; b++) if (m[b * blocks + b] > 0 && Number.isFinite(s[b])) q.scales[col * blocks + b] = Math.fround(s[b]);
+  }
+}
+
+/** Solves the small symmetric system a x = b by Gaussian elimination; undefined when singular. */
+function solve(a: Float64Array, b: Float64Array, n: number): Float64Array | undefined {
+  const m = Float64Array.from(a);
+  const x = Float64Array.from(b);
+  // Blocks with no code (all zero) have an empty row: pin their scale (unused) to 0.
+  for (let i = 0; i < n; i++) if (m[i * n + i] === 0) m[i * n + i] = 1;
+  for (let c = 0; c < n; c++) {
+    let p = c;
+    for (let i = c + 1; i < n; i++) if (Math.abs(m[i * n + c]) > Math.abs(m[p * n + c])) p = i;
+    if (m[p * n + c] === 0) return undefined;
+    if (p !== c) {
+      for (let j = 0; j < n; j++) [m[c * n + j], m[p * n + j]] = [m[p * n + j], m[c * n + j]];
+      [x[c], x[p]] = [x[p], x[c]];
+    }
+    for (let i = c + 1; i < n; i++) {
+      const f = m[i * n + c] / m[c * n + c];
+      if (f === 0) continue;
+      for (let j = c; j < n; j++) m[i * n + j] -= f * m[c * n + j];
+      x[i] -= f * x[c];
+    }
+  }
+  for (let i = n - 1; i >= 0; i--) {
+    let s = x[i];
+    for (let j = i + 1; j < n; j++) s -= m[i * n + j] * x[j];
+    x[i] = s / m[i * n + i];
+  }
+  return x;
 }

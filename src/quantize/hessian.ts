@@ -19,11 +19,17 @@ export interface HessianRequest {
   float16: boolean;
 }
 
+/** Σ x xᵀ over every calibration batch, and over every other batch only (what a dampening is checked on: ./gptq.ts). */
+export interface Hessian {
+  full: Float64Array;
+  half: Float64Array;
+}
+
 export async function collectHessians(
   model: OnnxModel,
   requests: HessianRequest[],
   calibration: () => Iterable<Feeds> | AsyncIterable<Feeds>,
-): Promise<Map<string, Float64Array>> {
+): Promise<Map<string, Hessian>> {
   const wanted = new Map(requests.map((r) => [r.tensor, r]));
   const probe = model.clone();
   const graph = probe.graph;
@@ -44,17 +50,20 @@ export async function collectHessians(
     graph.output.push(onnx.ValueInfoProto.create({ name: gram }));
     outputs.set(r.tensor, gram);
   }
-  const sums = new Map([...wanted.values()].map((r) => [r.tensor, new Float64Array(r.channels * r.channels)]));
+  const sums = new Map([...wanted.values()].map((r) => [r.tensor, { full: new Float64Array(r.channels * r.channels), half: new Float64Array(r.channels * r.channels) }]));
   // No memory arena: as the pruning's statistics pass, the K x K outputs are copied out at once.
   const session = await sessionForProto(probe, probe.proto, { enableCpuMemArena: false });
   try {
     const fetches = [...outputs.values()];
+    let batch = 0;
     for await (const feeds of calibration()) {
       const out = await session.run(feeds, fetches);
+      const odd = batch++ % 2 === 1;
       for (const [tensor, name] of outputs) {
-        const sum = sums.get(tensor)!;
+        const { full, half } = sums.get(tensor)!;
         const g = out[name].data as Float32Array;
-        for (let i = 0; i < g.length; i++) sum[i] += g[i];
+        for (let i = 0; i < g.length; i++) full[i] += g[i];
+        if (odd) for (let i = 0; i < g.length; i++) half[i] += g[i];
       }
     }
   } finally {
