@@ -102,11 +102,17 @@ export async function quantizeArtifact(
   return { model: compact?.model ?? result.model, quantization };
 }
 
-export function quantizeWith(set: CalibrationSet, keepNames: boolean, log: (line: string) => void, passes?: QuantizeOptions['passes']): QuantizeFn {
+export function quantizeWith(
+  set: CalibrationSet,
+  keepNames: boolean,
+  log: (line: string) => void,
+  passes?: QuantizeOptions['passes'],
+  method?: QuantizeOptions['method'],
+): QuantizeFn {
   return async (model, mode) => {
     if (mode === 'none') return { model };
     log(`quantizing the candidate to ${mode}`);
-    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set), keepNames, passes, log });
+    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set), method, keepNames, passes, log });
   };
 }
 
@@ -161,7 +167,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const evaluator = await Evaluator.create(base, set, { latency: { ...config.latency, settled: latencySettled(config.gate) }, decode: decodeSettled(config.gate), log, tap });
   if (tap) memory.ready = tap.collected();
   // Generation: the passes run the prompts followed by the base's generations (evaluator.set).
-  const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log);
+  const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log, undefined, config.quantizeMethod);
   const stepsDir = path.join(out, STEPS_DIR);
   try {
     checkRulesAgainstBase(config.gate, evaluator.baseQuality, config.file ? displayPath(config.file) : 'the gate');
