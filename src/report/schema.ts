@@ -55,7 +55,7 @@ const DecodeTimingSchema = z.object({
 
 /** One pass over the calibration set: what it was, why it ran, the samples it read and what it cost. */
 const PassSchema = z.object({
-  what: z.enum(['statistics', 'probe', 'confirmation', 'normalization sums', 'evaluation']),
+  what: z.enum(['statistics', 'probe', 'confirmation', 'normalization sums', 'evaluation', 'quantization']),
   why: z.string().max(2000),
   samples: z.number().int().nonnegative(),
   seconds: z.number().nonnegative(),
