@@ -51,7 +51,7 @@ export interface Candidate {
    * The same layer with GPTQ's codes (MatMulNBits layers): the input whose Hessian it needs
    * (read with its last axis of K channels) and how it is made from that Hessian.
    */
-  gptq?: { input: string; channels: number; float16: boolean; make: (hessian: Hessian) => Promise<Candidate> };
+  gptq?: { input: string; channels: number; outputs: number; float16: boolean; make: (hessian: Hessian) => Promise<Candidate> };
 }
 
 /**
@@ -171,6 +171,7 @@ export function nbitsCandidate(
     : {
         input: a,
         channels: k,
+        outputs: n,
         float16: info.dtype === DataType.FLOAT16,
         make: async (hessian: Hessian) => {
           const w = toFloat32(work.constant(weight)!);

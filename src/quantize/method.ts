@@ -11,15 +11,29 @@ import { formatError, measureCandidates } from './calibration';
 import { Candidate } from './formats';
 import { HessianRequest, collectHessians } from './hessian';
 import { CheckedOptions, QuantizeMethod } from './options';
+import { GPTQ_DAMPINGS } from './gptq';
+
+/**
+ * GPTQ runs in JavaScript and holds each distinct input's Hessian (and its half) in float64 at
+ * once: layers past these bounds, in graph order, keep round-to-nearest's codes (the report counts
+ * them, and the log says why). About a minute of arithmetic and 256 MiB: a GPT-2-small-sized model
+ * fits whole; a 7B model's first few layers would.
+ */
+export const GPTQ_MAX_HESSIAN_BYTES = 256 * 2 ** 20;
+export const GPTQ_MAX_WORK = 4e10;
 
 export interface MethodChoice {
   /** The method asked. */
   asked: QuantizeMethod;
-  /** MatMulNBits layers the method chose codes for, and those stored with GPTQ's codes. */
+  /**
+   * MatMulNBits layers, and those stored with GPTQ's codes (the others rounded to nearest: by
+   * measurement, or past GPTQ's bounds).
+   */
   layers: number;
   gptqLayers: number;
   /**
-   * Mean relative output error ||Y − Ŷ|| / ||Y|| on the calibration data over those layers, with
+   * Mean relative output error ||Y − Ŷ|| / ||Y|| on the calibration data over the layers GPTQ was
+   * tried on (all within its bounds), with
    * the codes stored and with round-to-nearest's (each layer's error is its own: both read the
    * float model's activation).
    */
@@ -37,7 +51,7 @@ export function methodUsed(m: MethodChoice): string {
 /**
  * Replaces, in `candidates`, each MatMulNBits layer by its GPTQ form where `opts.method` asks for
  * it (gptq) or where it measures better (auto); leaves every such layer's `error` measured.
- * Undefined when there is no such layer.
+ * Undefined when there is no such layer, or none within GPTQ's bounds.
  */
 export async function chooseMethod(
   work: OnnxModel,
@@ -46,7 +60,26 @@ export async function chooseMethod(
   calibration: () => Iterable<Feeds> | AsyncIterable<Feeds>,
   log: (line: string) => void,
 ): Promise<MethodChoice | undefined> {
-  const rtn = candidates.filter((c) => c.gptq);
+  const eligible = candidates.filter((c) => c.gptq);
+  if (eligible.length === 0) return undefined;
+  // Within the bounds, in graph order (each layer's GPTQ runs once per dampening tried, and once more).
+  const seen = new Set<string>();
+  let [bytes, arithmetic] = [0, 0];
+  let within = true;
+  const rtn = eligible.filter((c) => {
+    const { input, channels: k, outputs: n } = c.gptq!;
+    const more = seen.has(input) ? 0 : 2 * k * k * 8;
+    const cost = k * k * n * (GPTQ_DAMPINGS.length + 1);
+    within &&= bytes + more <= GPTQ_MAX_HESSIAN_BYTES && arithmetic + cost <= GPTQ_MAX_WORK;
+    if (!within) return false;
+    seen.add(input);
+    bytes += more;
+    arithmetic += cost;
+    return true;
+  });
+  if (rtn.length < eligible.length) {
+    log(`quantize: gptq on the first ${rtn.length} of ${eligible.length} layers; the others, past ${GPTQ_MAX_HESSIAN_BYTES / 2 ** 20} MiB of Hessians or ${GPTQ_MAX_WORK.toExponential(0)} multiply-adds, are rounded to nearest`);
+  }
   if (rtn.length === 0) return undefined;
   const requests = new Map<string, HessianRequest>(rtn.map((c) => [c.gptq!.input, { tensor: c.gptq!.input, channels: c.gptq!.channels, float16: c.gptq!.float16 }]));
   // Recorded and replayed like the pruning's statistics (util/passes.ts).
@@ -69,7 +102,7 @@ export async function chooseMethod(
     error += (chosen.error ?? 0) / rtn.length;
     rtnError += (r.error ?? 0) / rtn.length;
   });
-  const choice: MethodChoice = { asked: opts.method, layers: rtn.length, gptqLayers, error, rtnError };
+  const choice: MethodChoice = { asked: opts.method, layers: eligible.length, gptqLayers, error, rtnError };
   log(`quantize: method ${opts.method} -> ${methodUsed(choice)}: mean output ${formatError(error)} (round to nearest: ${formatError(rtnError)})`);
   return choice;
 }
