@@ -431,10 +431,15 @@ describe('calibration-aware exceptions', () => {
     const calibration = function* () {
       for (let b = 0; b < 3; b++) yield { x: new ort.Tensor('float32', random(16 * K, 10 + b, 0.5).map((v) => v + 3), [16, K]) };
     };
-    const result = await quantizeModel(OnnxModel.fromProto(proto), { bits: 4, calibration });
+    // Rounded to nearest (GPTQ's feedback, which the default auto chooses, repairs the offset term: below).
+    const result = await quantizeModel(OnnxModel.fromProto(proto), { bits: 4, calibration, method: 'rtn' });
     expect(result.keptFloat.map((k) => k.node)).toEqual(['layer1']);
     expect(result.quantized.map((q) => q.node)).toEqual(['layer2', 'layer3']);
     expect(result.keptFloat[0].error!).toBeGreaterThan(1.5 * Math.max(...result.quantized.map((q) => q.error!)));
+    const calibrated = await quantizeModel(OnnxModel.fromProto(proto), { bits: 4, calibration });
+    expect(calibrated.keptFloat).toEqual([]);
+    expect(calibrated.quantized[0]).toMatchObject({ node: 'layer1', method: 'gptq' });
+    expect(calibrated.quantized[0].error!).toBeLessThan(result.keptFloat[0].error! / 2);
     // Without calibration data nothing is measured and nothing stays float.
     const blind = await quantizeModel(OnnxModel.fromProto(proto), { bits: 4 });
     expect(blind.keptFloat).toEqual([]);

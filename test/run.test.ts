@@ -237,6 +237,16 @@ test('quantize: the gate judges the quantized candidate', async () => {
   const counted = `${Number((((report.base.params - report.candidate.params) / report.base.params) * 100).toFixed(1))}%`;
   expect(md.split('\n')[0]).toMatch(new RegExp(`pruned ${counted.replace('.', '\\.')}( \\(target 30%\\))? of the parameters and quantized to int4`));
   expect(md).toContain('#### Quantization (int4)');
+  // The default method (auto) is named, with its calibration error against round-to-nearest's,
+  // and the quantizer's passes are listed with the step's.
+  expect(report.quantization.method).toMatchObject({ asked: 'auto', used: expect.any(String), layers: expect.any(Number) });
+  expect(report.quantization.method.calibration_error).toBeLessThanOrEqual(report.quantization.method.rtn_calibration_error);
+  expect(md).toMatch(/Codes chosen by .+ \(quantize-method auto\): mean relative output error on the calibration data [\d.]+, against [\d.]+ rounded to nearest\./);
+  const passes = report.steps[report.steps.length - 1].passes.filter((p: { what: string }) => p.what === 'quantization');
+  // The Hessians, both methods' output errors, and (when a layer stands out) its errors at 8 bits.
+  expect(passes.length).toBeGreaterThanOrEqual(2);
+  expect(passes.map((p: { why: string }) => p.why)).toEqual([expect.stringMatching(/^GPTQ's Hessians/), ...passes.slice(1).map(() => expect.stringMatching(/output errors/))]);
+  expect(passes.every((p: { samples: number }) => p.samples > 0)).toBe(true);
 
   const kept = path.join(tmp, 'quantized-names-kept');
   const k = await cli(['run', '--config', config('gpt2', 'prune:\n  steps: 1\n'), '--target', '0.3', '--quantize', 'int4', '--keep-names', '--out', kept, '--json']);

@@ -9,7 +9,7 @@ import { parseMebibytes } from '../eval/memory';
 import { GateRule, OnInconclusive } from '../gate/gate';
 import { BOUND_KINDS, BoundKind, METRICS, isTimed } from '../gate/metrics';
 import { EXTERNAL_DATA_MODES, ExternalDataMode } from '../onnx/write';
-import { QUANTIZE_MODES, QuantizeMode } from '../quantize/options';
+import { QUANTIZE_METHODS, QUANTIZE_MODES, QuantizeMethod, QuantizeMode } from '../quantize/options';
 import { ALLOCATIONS } from '../prune/types';
 import type { Allocation, CompensationChoice, Importance, Structure } from '../prune/types';
 import { quoted } from '../util/format';
@@ -40,6 +40,8 @@ export interface Config {
   calibration?: string;
   prune: PruneSettings;
   quantize: QuantizeMode;
+  /** How int4/int8 MatMulNBits codes are chosen (docs/quantization.md); undefined: auto. */
+  quantizeMethod?: QuantizeMethod;
   /** Keep the exporter's intermediate tensor and node names in a quantized artifact (default: shortened). */
   keepNames: boolean;
   /** Where written models keep their weights (auto: as the input model did). */
@@ -104,6 +106,7 @@ const ConfigFile = z.strictObject({
     })
     .optional(),
   quantize: z.enum(QUANTIZE_MODES).optional(),
+  'quantize-method': z.enum(QUANTIZE_METHODS).optional(),
   'keep-names': z.boolean({ error: 'true or false' }).optional(),
   'external-data': z.enum(EXTERNAL_DATA_MODES).optional(),
   gate: z.record(z.string(), z.unknown(), { error: 'a mapping of metric names to bounds' }).optional(),
@@ -192,6 +195,7 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
       ...(p.quantized ? { quantized: p.quantized } : {}),
     },
     quantize: raw.quantize ?? 'none',
+    ...(raw['quantize-method'] ? { quantizeMethod: raw['quantize-method'] } : {}),
     keepNames: raw['keep-names'] ?? false,
     externalData: raw['external-data'] ?? 'auto',
     gate: parseGate(raw.gate ?? {}, shown),

@@ -44,6 +44,23 @@ export class DenseMath {
   }
 
   /**
+   * The upper triangular U with M⁻¹ = UᵀU, M symmetric positive definite (n x n): the factor
+   * GPTQ's error feedback reads (docs/quantization.md). With R the reversal of rows and columns,
+   * RMR = LLᵀ gives M⁻¹ = (RL⁻¹R)ᵀ(RL⁻¹R), and RL⁻¹R is upper triangular. Undefined when M is not
+   * numerically positive definite (the caller dampens it first).
+   */
+  async inverseUpperFactor(a: Float64Array, n: number): Promise<Float64Array | undefined> {
+    const reversed = (m: Float64Array) => {
+      const r = new Float64Array(n * n);
+      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) r[i * n + j] = m[(n - 1 - i) * n + (n - 1 - j)];
+      return r;
+    };
+    if (n === 0) return new Float64Array(0);
+    const factor = await this.inverseFactor(reversed(a), n);
+    return factor && reversed(factor.x);
+  }
+
+  /**
    * For M = LLᵀ (n x n): X = L⁻¹ and its gram XᵀX = M⁻¹, or undefined when a pivot is not
    * positive. For M = [A Bᵀ; B D] with A = L₁L₁ᵀ: L's block under L₁ is C = B·X₁ᵀ, the rest
    * factors S = D − CCᵀ, and X = [X₁ 0; −X₂CX₁ X₂].

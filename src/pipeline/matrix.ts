@@ -256,7 +256,7 @@ function rebuiltSteps(
         },
         config.prune.quantized,
       ),
-    quantizeWith(set, config.keepNames, log, passes),
+    quantizeWith(set, config.keepNames, log, passes, config.quantizeMethod),
     async (model, written, step) => ({ metrics: await score(model, written, step), artifact: written }),
     log,
   );

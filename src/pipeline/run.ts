@@ -3,6 +3,7 @@ import * as path from 'path';
 import type { Config } from '../config/config';
 import type { QuantizeMode } from '../quantize/options';
 import { checkOutputFolder, checkedPath, displayPath } from '../util/paths';
+import { PassRecord, RUN_PASSES } from '../util/passes';
 import { writeFileAtomic, writeJsonAtomic } from '../util/files';
 import { CalibrationSet, batchCount, calibrationFeeds, readCalibration, tokenCount } from '../eval/calibration';
 import { Evaluation, Evaluator } from '../eval/evaluator';
@@ -19,7 +20,7 @@ import { writeModel } from '../onnx/write';
 import { PruneMemory, newPruneMemory } from '../prune';
 import { PruneInFormatResult, mergeQuantizedInputs, pruneInFormat, statisticsTapInFormat } from './quantized-inputs';
 import type { QuantizedInputsReport } from '../quantize/inputs';
-import { QuantizeOptions, quantizeModel } from '../quantize';
+import { QuantizeOptions, methodUsed, quantizeModel } from '../quantize';
 import { compactNames } from '../graph/compact';
 import type { PassEntry, PruneOptions, PruneResult } from '../prune/types';
 import { buildReport } from '../report/build';
@@ -33,6 +34,8 @@ export type PruneFn = (model: OnnxModel, options: PruneOptions) => Promise<Prune
 export interface QuantizedCandidate {
   model: OnnxModel;
   quantization?: ReportQuantization;
+  /** The quantizer's passes over the calibration set (what: quantization), as the step lists them. */
+  passes?: PassEntry[];
 }
 /** Turns a pruned model into its quantized form (quantize: int8 / int4); 'none' is the identity. */
 export type QuantizeFn = (model: OnnxModel, mode: QuantizeMode) => Promise<QuantizedCandidate>;
@@ -71,10 +74,32 @@ export interface RunOutcome {
 export async function quantizeArtifact(
   model: OnnxModel,
   mode: Exclude<QuantizeMode, 'none'>,
-  options: { calibration?: QuantizeOptions['calibration']; keepNames?: boolean; passes?: QuantizeOptions['passes']; log?: (line: string) => void } = {},
+  options: {
+    calibration?: QuantizeOptions['calibration'];
+    method?: QuantizeOptions['method'];
+    keepNames?: boolean;
+    passes?: QuantizeOptions['passes'];
+    /** Calibration samples each pass reads (for the passes listed). */
+    samples?: number;
+    log?: (line: string) => void;
+  } = {},
 ): Promise<Required<QuantizedCandidate>> {
   const log = options.log ?? (() => undefined);
-  const result = await quantizeModel(model, { bits: mode === 'int8' ? 8 : 4, calibration: options.calibration, passes: options.passes, log });
+  const passes: PassEntry[] = [];
+  const recorded = options.passes ?? RUN_PASSES;
+  // Each pass that runs (not one given back from a record) is listed, timed.
+  const timed: PassRecord = {
+    pass: (what, run) =>
+      recorded.pass(what, async () => {
+        const started = Date.now();
+        const result = await run();
+        const why = what.startsWith('gptq hessians') ? "GPTQ's Hessians: Σ x xᵀ of the quantized layers' inputs" : "the quantized layers' output errors (the method per layer, the exceptions)";
+        passes.push({ what: 'quantization', why, samples: options.samples ?? 0, seconds: (Date.now() - started) / 1000 });
+        return result;
+      }),
+  };
+  const result = await quantizeModel(model, { bits: mode === 'int8' ? 8 : 4, method: options.method, calibration: options.calibration, passes: timed, log });
+  const m = result.method;
   for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
   for (const q of result.quantized) if (q.exception) log(`kept at ${q.bits} bits: ${q.node} (${q.exception})`);
   const compact = options.keepNames ? undefined : compactNames(result.model);
@@ -88,15 +113,24 @@ export async function quantizeArtifact(
       ...result.keptFloat.map((k) => ({ where: k.node, stored: 'float' as const, reason: k.reason })),
     ],
     names_bytes_saved: compact?.bytesSaved ?? 0,
+    ...(m
+      ? { method: { asked: m.asked, used: methodUsed(m), layers: m.layers, gptq_layers: m.gptqLayers, calibration_error: m.error, rtn_calibration_error: m.rtnError } }
+      : {}),
   };
-  return { model: compact?.model ?? result.model, quantization };
+  return { model: compact?.model ?? result.model, quantization, passes };
 }
 
-export function quantizeWith(set: CalibrationSet, keepNames: boolean, log: (line: string) => void, passes?: QuantizeOptions['passes']): QuantizeFn {
+export function quantizeWith(
+  set: CalibrationSet,
+  keepNames: boolean,
+  log: (line: string) => void,
+  passes?: QuantizeOptions['passes'],
+  method?: QuantizeOptions['method'],
+): QuantizeFn {
   return async (model, mode) => {
     if (mode === 'none') return { model };
     log(`quantizing the candidate to ${mode}`);
-    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set), keepNames, passes, log });
+    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set), method, keepNames, passes, samples: set.count, log });
   };
 }
 
@@ -153,7 +187,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const evaluator = await Evaluator.create(base, set, { latency: { ...config.latency, settled: latencySettled(config.gate) }, decode: decodeSettled(config.gate), log, tap });
   if (tap) memory.ready = tap.collected();
   // Generation: the passes run the prompts followed by the base's generations (evaluator.set).
-  const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log);
+  const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log, undefined, config.quantizeMethod);
   const stepsDir = path.join(out, STEPS_DIR);
   try {
     checkRulesAgainstBase(config.gate, evaluator.baseQuality, config.file ? displayPath(config.file) : 'the gate');
@@ -338,6 +372,7 @@ export function candidateSteps<A extends WrittenCandidate>(
   memory: PruneMemory = newPruneMemory(),
 ): SearchDeps<A> {
   const quantization = new Map<number, ReportQuantization | undefined>(); // by step, for its artifact
+  const quantizerPasses = new Map<number, PassEntry[]>(); // by step: listed with its passes
   const pruning = new Map<number, PruningSteps[number]>(); // by step: what its pruning did, for the candidates' metadata
   const requantized = new Map<number, QuantizedInputsReport | undefined>(); // by step: its quantized weights' lowering
   return {
@@ -350,6 +385,7 @@ export function candidateSteps<A extends WrittenCandidate>(
     quantize: async (model, step) => {
       const quantized = await quantize(model, config.quantize);
       quantization.set(step.index, quantized.quantization);
+      quantizerPasses.set(step.index, quantized.passes ?? []);
       return quantized.model;
     },
     evaluate: async (candidate, step) => {
@@ -361,7 +397,8 @@ export function candidateSteps<A extends WrittenCandidate>(
       const model = OnnxModel.read(written.path);
       const quantizedInputs = mergeQuantizedInputs([...requantized].filter(([index]) => index <= step.index).map(([, r]) => r));
       const { metrics, artifact, passes } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index), ...(quantizedInputs ? { quantizedInputs } : {}) }, step, candidate);
-      return { metrics, artifact, passes, next: config.quantize === 'none' ? model : undefined };
+      const listed = [...(quantizerPasses.get(step.index) ?? []), ...(passes ?? [])];
+      return { metrics, artifact, passes: listed.length ? listed : undefined, next: config.quantize === 'none' ? model : undefined };
     },
     discard: (artifact) => fs.rmSync(artifact.dir, { recursive: true, force: true }),
     log,

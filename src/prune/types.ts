@@ -142,7 +142,7 @@ export interface SearchEffort {
 
 /** One pass over the calibration set a step made: what it was, why, and what it cost. */
 export interface PassEntry {
-  what: 'statistics' | 'probe' | 'confirmation' | 'normalization sums' | 'evaluation';
+  what: 'statistics' | 'probe' | 'confirmation' | 'normalization sums' | 'evaluation' | 'quantization';
   /** Why it ran: what its result was for. */
   why: string;
   /** The samples it read. */

@@ -46,17 +46,14 @@ export async function chooseExceptions(
   log: (line: string) => void,
 ): Promise<KeptFloatLayer[]> {
   const keptFloat: KeptFloatLayer[] = [];
-  // Passes like the pruning's statistics: recorded and replayed with them (util/passes.ts).
-  const measure = async (list: Candidate[]) => {
-    const errors = await opts.passes.pass(`quantization errors of ${list.map((c) => c.label).join(', ')}`, async () => {
-      await measureErrors(work, list, calibration, log);
-      return list.map((c) => c.error);
-    });
-    list.forEach((c, i) => (c.error = errors[i]));
-  };
-  await measure(candidates);
+  const measure = (list: Candidate[]) => measureCandidates(work, list, opts, calibration, log);
+  // Layers whose method was chosen by measurement (./method.ts) are measured already.
+  await measure(candidates.filter((c) => c.error === undefined));
   const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
-  const median = medianOf(ranked.map((c) => c.error ?? 0));
+  // The median at round-to-nearest's errors: what 4 bits cost this model's layers. Against GPTQ's
+  // lower median, a layer it improved less than the others would become an exception, stored in
+  // more bytes than round-to-nearest's file (docs/quantization.md).
+  const median = medianOf(ranked.map((c) => c.rtnError ?? c.error ?? 0));
   // An exception must stand out from the other layers and matter on its own: at int8 every
   // layer's error is a fraction of a percent, and a float layer would cost bytes for nothing.
   const keep = ranked
@@ -64,7 +61,7 @@ export async function chooseExceptions(
     .filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
   const measured = candidates.length;
   const reasons = new Map(
-    keep.map((c, rank) => [c, `largest output error on the calibration data (${rank + 1} of ${measured}: ${formatError(c.error)}, ${(c.error! / median).toFixed(1)}x the median layer's)`]),
+    keep.map((c, rank) => [c, `largest output error on the calibration data (${rank + 1} of ${measured}: ${formatError(c.error)}, ${(c.error! / median).toFixed(1)}x the median layer's${candidates.some((o) => o.rtnError !== undefined) ? ' rounded to nearest' : ''})`]),
   );
   const wider = new Map(opts.exceptions === 'int8' ? keep.flatMap((c) => (c.at8Bits ? [[c, c.at8Bits()] as const] : [])) : []);
   if (wider.size > 0) await measure([...wider.values()]);
@@ -79,6 +76,25 @@ export async function chooseExceptions(
     candidates.splice(candidates.indexOf(c), 1);
   }
   return keptFloat;
+}
+
+/**
+ * Measures `list`'s output errors in one pass (see measureErrors), recorded and replayed like the
+ * pruning's statistics (util/passes.ts). An empty list costs nothing.
+ */
+export async function measureCandidates(
+  work: OnnxModel,
+  list: Candidate[],
+  opts: CheckedOptions,
+  calibration: () => Iterable<Feeds> | AsyncIterable<Feeds>,
+  log: (line: string) => void,
+): Promise<void> {
+  if (list.length === 0) return;
+  const errors = await opts.passes.pass(`quantization errors of ${list.map((c) => `${c.label}${c.method === 'gptq' ? ' (gptq)' : ''}`).join(', ')}`, async () => {
+    await measureErrors(work, list, calibration, log);
+    return list.map((c) => c.error);
+  });
+  list.forEach((c, i) => (c.error = errors[i]));
 }
 
 /**
@@ -134,7 +150,7 @@ async function measureErrors(
     }
     chunk.forEach((c, i) => {
       c.error = sums[i].ref > 0 ? Math.sqrt(sums[i].diff / sums[i].ref) : sums[i].diff > 0 ? Infinity : 0;
-      log(`quantize: ${c.label} at ${c.bits} bits: output ${formatError(c.error)}`);
+      log(`quantize: ${c.label} at ${c.bits} bits${c.method === 'gptq' ? ' (gptq)' : ''}: output ${formatError(c.error)}`);
     });
   }
 }

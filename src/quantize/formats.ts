@@ -12,7 +12,10 @@ import { DataType, dtypeInfo } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
 import { Tensor, fromFloat32, tensorBytes, toFloat32 } from '../onnx/tensor';
 import { CheckedOptions, DEFAULT_BLOCK_SIZE } from './options';
-import { Bits, BlockQuantizer, ChannelQuantized, blockSizeFor, quantizePerChannel } from './pack';
+import { Bits, BlockQuantized, BlockQuantizer, ChannelQuantized, blockSizeFor, quantizePerChannel } from './pack';
+import { gptqWithDampening } from './gptq';
+import type { Hessian } from './hessian';
+import type { QuantizeMethod } from './options';
 
 export const MS_DOMAIN = 'com.microsoft';
 
@@ -36,10 +39,19 @@ export interface Candidate {
   shared: onnx.NodeProto[];
   /** Relative output error on the calibration data, when measured. */
   error?: number;
+  /** The same layer's error with round-to-nearest codes, when GPTQ's were chosen by measurement. */
+  rtnError?: number;
   /** The same layer at 8 bits, for a 4-bit MatMulNBits layer (see QuantizeOptions.exceptions). */
   at8Bits?: () => Candidate;
   /** Why this layer has more bits than asked. */
   exception?: string;
+  /** How a MatMulNBits layer's codes were chosen: round-to-nearest or GPTQ (./gptq.ts). */
+  method?: Exclude<QuantizeMethod, 'auto'>;
+  /**
+   * The same layer with GPTQ's codes (MatMulNBits layers): the input whose Hessian it needs
+   * (read with its last axis of K channels) and how it is made from that Hessian.
+   */
+  gptq?: { input: string; channels: number; outputs: number; float16: boolean; make: (hessian: Hessian) => Promise<Candidate> };
 }
 
 /**
@@ -53,7 +65,7 @@ const int = (name: string, i: number) => onnx.AttributeProto.create({ name, type
 
 /**
  * The block-wise codes and scales of `weight` (see ./pack.ts), stored once per `key` as two
- * initializers, `<weight>_Q<bits>` shaped by `codesDims(blocks)` and `<weight>_scales` [rows of
+ * initializers, `<weight>_Q<bits>` (GPTQ's: `_G<bits>`) shaped by `codesDims(blocks)` and `<weight>_scales` (`_Gscale`) [rows of
  * the result, blocks] in the weight's float type.
  */
 function storeBlocks(
@@ -62,18 +74,24 @@ function storeBlocks(
   key: string,
   weight: string,
   layout: { bits: Bits; blockSize: number; transposed: boolean; outputs: number; codesDims: (blocks: number) => number[] },
+  chosen?: BlockQuantized,
 ): CacheEntry {
   const cached = cache.get(key);
   if (cached) return cached;
   const { dtype, dims } = work.constantInfo(weight)!;
   const { bits, blockSize, transposed } = layout;
-  // Rows stream from where the weight lies (its file, or the slice of a pruned weight).
-  const quantizer = new BlockQuantizer(dims[0], dims[1], { bits, blockSize, transposed });
-  work.forEachChunk(weight, dims[1], (rows) => quantizer.add(rows));
-  const q = quantizer.finish();
-  const codes = work.uniqueName(`${weight}_Q${bits}`);
+  let q = chosen;
+  if (!q) {
+    // Round to nearest. Rows stream from where the weight lies (its file, or the slice of a pruned weight).
+    const quantizer = new BlockQuantizer(dims[0], dims[1], { bits, blockSize, transposed });
+    work.forEachChunk(weight, dims[1], (rows) => quantizer.add(rows));
+    q = quantizer.finish();
+  }
+  // GPTQ's codes sit beside round-to-nearest's while both are measured: names of their own, as
+  // long (a suffixed name would cost the shipped file bytes).
+  const codes = work.uniqueName(`${weight}_${chosen ? 'G' : 'Q'}${bits}`);
   work.addInitializer(codes, { dtype: DataType.UINT8, dims: layout.codesDims(q.blocks), data: q.packed });
-  const scales = work.uniqueName(`${weight}_scales`);
+  const scales = work.uniqueName(`${weight}_${chosen ? 'Gscale' : 'scales'}`);
   work.addInitializer(scales, scaleTensor(q.scales, dtype, [layout.outputs, q.blocks]));
   const entry = { names: [codes, scales], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(dtype).bytes, blockSize, shared: [] };
   cache.set(key, entry);
@@ -103,11 +121,21 @@ function channelCodes(work: OnnxModel, name: string, dims: number[], axis: numbe
   return { codes, scales };
 }
 
+/** [rows, cols] row-major -> [cols, rows]. */
+function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(w.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = w[r * cols + c];
+  return out;
+}
+
 function scaleTensor(values: Float32Array, dtype: DataType, dims: number[]): Tensor {
   return dtype === DataType.FLOAT ? { dtype, dims, data: values } : fromFloat32(values, dtype, dims);
 }
 
-/** MatMul (B [K, N]) or Gemm (B [K, N], or [N, K] with transB) -> MatMulNBits. */
+/**
+ * MatMul (B [K, N]) or Gemm (B [K, N], or [N, K] with transB) -> MatMulNBits, its codes rounded to
+ * nearest, or `chosen` (GPTQ's, for the same bits and block).
+ */
 export function nbitsCandidate(
   work: OnnxModel,
   node: onnx.NodeProto,
@@ -117,17 +145,20 @@ export function nbitsCandidate(
   bias: string | undefined,
   opts: CheckedOptions,
   cache: Cache,
+  chosen?: BlockQuantized,
 ): Candidate {
   const info = work.constantInfo(weight)!;
   const [k, n] = transposed ? [info.dims[1], info.dims[0]] : info.dims;
   const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(info.dtype).bytes);
-  const entry = storeBlocks(work, cache, `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}`, weight, {
-    bits: opts.bits,
-    blockSize,
-    transposed,
-    outputs: n,
-    codesDims: (blocks) => [n, blocks, (blockSize * opts.bits) / 8],
-  });
+  const method = chosen ? 'gptq' : 'rtn';
+  const entry = storeBlocks(
+    work,
+    cache,
+    `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}:${method}`,
+    weight,
+    { bits: opts.bits, blockSize, transposed, outputs: n, codesDims: (blocks) => [n, blocks, (blockSize * opts.bits) / 8] },
+    chosen,
+  );
   const [bName, sName] = entry.names;
   const a = node.input[0];
   const name = node.name;
@@ -135,6 +166,19 @@ export function nbitsCandidate(
   const bits = opts.bits;
   const at8Bits =
     bits === 4 ? () => nbitsCandidate(work, node, kind, weight, transposed, bias, { ...opts, bits: 8, blockSize: DEFAULT_BLOCK_SIZE[8] }, cache) : undefined;
+  const gptq = chosen
+    ? undefined
+    : {
+        input: a,
+        channels: k,
+        outputs: n,
+        float16: info.dtype === DataType.FLOAT16,
+        make: async (hessian: Hessian) => {
+          const w = toFloat32(work.constant(weight)!);
+          const codes = await gptqWithDampening(transposed ? transpose(w, n, k) : w, k, n, hessian, { bits, blockSize });
+          return nbitsCandidate(work, node, kind, weight, transposed, bias, opts, cache, codes);
+        },
+      };
   return {
     node,
     label: nodeLabel(node),
@@ -147,9 +191,12 @@ export function nbitsCandidate(
     bytesAfter: entry.bytes,
     shared: [],
     at8Bits,
+    method,
+    ...(gptq ? { gptq } : {}),
     build: (outputs) => [
       onnx.NodeProto.create({
-        name: name ? `${name}_Q${bits}` : '',
+        // Both methods' twins sit in one graph while their errors are measured: names of their own.
+        name: name ? `${name}_Q${bits}${chosen ? '_GPTQ' : ''}` : '',
         opType: 'MatMulNBits',
         domain: MS_DOMAIN,
         input: bias ? [a, bName, sName, '', '', bias] : [a, bName, sName],

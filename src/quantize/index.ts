@@ -42,12 +42,15 @@ import { nodeLabel } from '../graph/graph';
 import { OnnxModel } from '../onnx/model';
 import { KeptFloatLayer, chooseExceptions } from './calibration';
 import { Cache, Candidate, LayerKind, QuantFormat } from './formats';
+import { MethodChoice, chooseMethod } from './method';
 import { QuantizeOptions, checkOptions } from './options';
 import { quantRuleOf } from './registry';
 import { applyCandidates, verifyQuantized } from './rewrite';
 
 export { blockSizeFor, dequantizeBlocks, quantizeBlocks } from './pack';
 export type { QuantizeOptions } from './options';
+export { methodUsed } from './method';
+export type { MethodChoice } from './method';
 
 export interface QuantizedLayer {
   /** The node's name, else its op and first output. */
@@ -64,6 +67,8 @@ export interface QuantizedLayer {
   error?: number;
   /** Why this layer has more bits than asked (a calibration exception stored at 8 bits). */
   exception?: string;
+  /** How its MatMulNBits codes were chosen. */
+  method?: 'rtn' | 'gptq';
 }
 
 export interface QuantizeResult {
@@ -73,6 +78,8 @@ export interface QuantizeResult {
   /** The quantized layers' weights: float bytes, and bytes of what replaced them. */
   weightBytesBefore: number;
   weightBytesAfter: number;
+  /** With calibration and method gptq or auto: what the method chose, and its error against round-to-nearest's. */
+  method?: MethodChoice;
 }
 
 /**
@@ -86,6 +93,7 @@ export async function quantizeModel(model: OnnxModel, options: QuantizeOptions):
   const keptFloat: KeptFloatLayer[] = [];
   const candidates = planCandidates(work, opts, keptFloat);
   log(`quantize: ${candidates.length} layers to quantize (${opts.bits} bits, blocks up to ${opts.blockSize})`);
+  const method = opts.calibration && opts.method !== 'rtn' ? await chooseMethod(work, candidates, opts, opts.calibration, log) : undefined;
   if (opts.calibration && candidates.length > 0) keptFloat.push(...(await chooseExceptions(work, candidates, opts, opts.calibration, log)));
 
   const original = new Set(model.constantNames());
@@ -103,12 +111,13 @@ export async function quantizeModel(model: OnnxModel, options: QuantizeOptions):
       bytesAfter: c.bytesAfter,
       ...(c.error !== undefined ? { error: c.error } : {}),
       ...(c.exception ? { exception: c.exception } : {}),
+      ...(c.method ? { method: c.method } : {}),
     }),
   );
   const weightBytesBefore = quantized.reduce((s, q) => s + q.bytesBefore, 0);
   const weightBytesAfter = quantized.reduce((s, q) => s + q.bytesAfter, 0);
   log(`quantize: ${quantized.length} layers quantized, weights ${weightBytesBefore} -> ${weightBytesAfter} bytes; ${keptFloat.length} kept float`);
-  return { model: work, quantized, keptFloat, weightBytesBefore, weightBytesAfter };
+  return { model: work, quantized, keptFloat, weightBytesBefore, weightBytesAfter, ...(method ? { method } : {}) };
 }
 
 /**

@@ -8,6 +8,14 @@ export const QUANTIZE_MODES = ['none', 'int8', 'int4'] as const;
 export type QuantizeMode = (typeof QUANTIZE_MODES)[number];
 
 /**
+ * How MatMulNBits codes are chosen: round to nearest, GPTQ (./gptq.ts: error feedback over the
+ * calibration inputs' Hessian), or auto (the default): per layer, whichever of the two has the
+ * lower output error on the calibration data, measured. Without calibration data: round to nearest.
+ */
+export const QUANTIZE_METHODS = ['auto', 'rtn', 'gptq'] as const;
+export type QuantizeMethod = (typeof QUANTIZE_METHODS)[number];
+
+/**
  * Block length along K when none is given: 128 for 8 bits (scales cost 3 % of the codes, and the
  * error is already small), 32 for 4 bits (the usual Q4 block: 4-bit error grows quickly with the
  * block). Measured on the fixtures: see docs/quantization.md.
@@ -29,7 +37,9 @@ export interface QuantizeOptions {
    * may take a shorter one when that stores it in fewer bytes (K not a multiple of the block).
    */
   blockSize?: number;
-  /** Calibration batches: enables calibration-aware exceptions (`keepFloat`). */
+  /** How MatMulNBits codes are chosen (default auto; round to nearest without calibration). */
+  method?: QuantizeMethod;
+  /** Calibration batches: enables calibration-aware exceptions (`keepFloat`) and GPTQ. */
   calibration?: () => Iterable<Feeds> | AsyncIterable<Feeds>;
   /** With calibration: at most this many layers, those with the largest output error, stay float (default 2). */
   keepFloat?: number;
@@ -77,6 +87,8 @@ export function checkOptions(o: QuantizeOptions): CheckedOptions {
   if (!Number.isInteger(blockSize) || blockSize < 16 || blockSize > 256 || (blockSize & (blockSize - 1)) !== 0) {
     throw new UserError(`quantize: block size must be a power of two from 16 to 256 (got ${blockSize})`);
   }
+  const method = o.method ?? 'auto';
+  if (!QUANTIZE_METHODS.includes(method)) throw new UserError(`quantize: method must be one of ${QUANTIZE_METHODS.join(', ')} (got ${String(o.method)})`);
   const keepFloat = o.keepFloat ?? DEFAULT_KEEP_FLOAT;
   if (!Number.isInteger(keepFloat) || keepFloat < 0) throw new UserError(`quantize: keepFloat must be a whole number >= 0 (got ${keepFloat})`);
   const keepFloatRatio = o.keepFloatRatio ?? DEFAULT_KEEP_FLOAT_RATIO;
@@ -87,6 +99,7 @@ export function checkOptions(o: QuantizeOptions): CheckedOptions {
   }
   return {
     bits: o.bits,
+    method,
     blockSize,
     keepFloat,
     keepFloatRatio,

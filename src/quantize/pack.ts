@@ -85,9 +85,8 @@ export class BlockQuantizer {
   ) {
     const { bits, blockSize } = options;
     const [k, n] = options.transposed ? [cols, rows] : [rows, cols];
-    const blocks = Math.ceil(k / blockSize);
-    this.result = { packed: new Uint8Array((n * blocks * blockSize * bits) / 8), scales: new Float32Array(n * blocks), n, k, blocks, blockSize, bits };
-    if (options.zeroPoints) this.result.zeroPoints = new Uint8Array(n * blocks);
+    this.result = emptyBlocks(k, n, bits, blockSize);
+    if (options.zeroPoints) this.result.zeroPoints = new Uint8Array(n * this.result.blocks);
     this.pending = new Float32Array(options.transposed ? 0 : blockSize * cols);
     this.values = new Float32Array(blockSize);
     this.codes = new Int32Array(blockSize);
@@ -132,7 +131,7 @@ export class BlockQuantizer {
     const { bits, blockSize } = this.options;
     const values = this.values;
     for (let i = 0; i < blockSize; i++) values[i] = at(i);
-    const { blocks, packed, scales, zeroPoints } = this.result;
+    const { blocks, zeroPoints } = this.result;
     const codes = this.codes;
     let scale: number;
     let zp = defaultZeroPoint(bits);
@@ -144,14 +143,31 @@ export class BlockQuantizer {
       encodeAffine(values, scale, zp, 0, (1 << bits) - 1, codes);
       zp = 0; // the codes are stored as they are
     } else {
-      scale = bits === 8 ? scale8(values) : scale4(values, this.options.search ?? true);
-      encode(values, scale, bits, codes);
+      scale = symmetricScale(values, bits, this.options.search ?? true);
+      encodeSymmetric(values, scale, bits, codes);
     }
-    scales[col * blocks + b] = scale;
-    const out = (col * blocks + b) * ((blockSize * bits) / 8);
-    if (bits === 8) for (let i = 0; i < blockSize; i++) packed[out + i] = codes[i] + zp;
-    else for (let i = 0; i < blockSize; i += 2) packed[out + i / 2] = (codes[i] + zp) | ((codes[i + 1] + zp) << 4);
+    putBlock(this.result, col, b, codes, scale, zp);
   }
+}
+
+/** Codes of K x N all zero, to be filled block by block (putBlock). */
+export function emptyBlocks(k: number, n: number, bits: Bits, blockSize: number): BlockQuantized {
+  const blocks = Math.ceil(k / blockSize);
+  return { packed: new Uint8Array((n * blocks * blockSize * bits) / 8), scales: new Float32Array(n * blocks), n, k, blocks, blockSize, bits };
+}
+
+/** Writes block `b` of column `col`: its scale and its `codes` plus `offset` (the zero point of symmetric codes, 0 for stored ones). */
+export function putBlock(q: BlockQuantized, col: number, b: number, codes: ArrayLike<number>, scale: number, offset: number): void {
+  const { blocks, blockSize, bits, packed } = q;
+  q.scales[col * blocks + b] = scale;
+  const out = (col * blocks + b) * ((blockSize * bits) / 8);
+  if (bits === 8) for (let i = 0; i < blockSize; i++) packed[out + i] = codes[i] + offset;
+  else for (let i = 0; i < blockSize; i += 2) packed[out + i / 2] = (codes[i] + offset) | ((codes[i + 1] + offset) << 4);
+}
+
+/** The symmetric scale of one block (8 bits: max|w| / 127; 4 bits: the extreme on −8, refined by `search`). */
+export function symmetricScale(values: Float32Array, bits: Bits, search: boolean): number {
+  return bits === 8 ? scale8(values) : scale4(values, search);
 }
 
 function scale8(values: Float32Array): number {
@@ -198,7 +214,8 @@ function encodeAffine(values: ArrayLike<number>, scale: number, zeroPoint: numbe
   for (let i = 0; i < values.length; i++) out[i] = Math.min(qmax, Math.max(qmin, Math.round(values[i] / scale) + zeroPoint));
 }
 
-function encode(values: Float32Array, scale: number, bits: Bits, out: Int32Array): void {
+/** Symmetric codes of `values` at `scale`: [−127, 127] at 8 bits, [−8, 7] at 4. */
+export function encodeSymmetric(values: ArrayLike<number>, scale: number, bits: Bits, out: Int32Array): void {
   const [lo, hi] = bits === 8 ? [-127, 127] : [-8, 7];
   for (let i = 0; i < values.length; i++) out[i] = scale === 0 ? 0 : Math.min(hi, Math.max(lo, Math.round(values[i] / scale)));
 }

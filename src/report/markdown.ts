@@ -214,6 +214,12 @@ function quantizationSection(r: Report): string[] {
     '',
     `Weights of ${q.layers} ${q.layers === 1 ? 'layer' : 'layers'} quantized: ${formatBytes(q.weight_bytes_before)} → ${formatBytes(q.weight_bytes_after)}, ${ratioText(q.weight_bytes_before, q.weight_bytes_after)}.` +
       (q.names_bytes_saved > 0 ? ` Intermediate tensor names shortened: ${formatBytes(q.names_bytes_saved)} fewer.` : ''),
+    ...(q.method
+      ? [
+          '',
+          `Codes chosen by ${q.method.used} (quantize-method ${q.method.asked}): mean relative output error on the calibration data ${q.method.calibration_error.toPrecision(3)}, against ${q.method.rtn_calibration_error.toPrecision(3)} rounded to nearest.`,
+        ]
+      : []),
   ];
   const exceptions = details(
     `Stored with more bits than ${r.quantize} (${q.exceptions.length} ${q.exceptions.length === 1 ? 'layer' : 'layers'})`,

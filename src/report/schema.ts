@@ -55,7 +55,7 @@ const DecodeTimingSchema = z.object({
 
 /** One pass over the calibration set: what it was, why it ran, the samples it read and what it cost. */
 const PassSchema = z.object({
-  what: z.enum(['statistics', 'probe', 'confirmation', 'normalization sums', 'evaluation']),
+  what: z.enum(['statistics', 'probe', 'confirmation', 'normalization sums', 'evaluation', 'quantization']),
   why: z.string().max(2000),
   samples: z.number().int().nonnegative(),
   seconds: z.number().nonnegative(),
@@ -86,6 +86,22 @@ export const QuantizationSchema = z.object({
   exceptions: z.array(z.object({ where: text, stored: z.enum(['float', 'int8']), reason: text })).max(MAX_ITEMS),
   /** Bytes saved by shortening intermediate tensor names (0 with keep-names). */
   names_bytes_saved: count,
+  /**
+   * How MatMulNBits codes were chosen, when calibration data chose them (quantize-method gptq or
+   * auto): the method asked, what was used ('gptq', 'rtn', or both with how many layers each),
+   * and the mean relative output error on the calibration data over those layers, with the codes
+   * stored and with round-to-nearest's.
+   */
+  method: z
+    .object({
+      asked: z.enum(['auto', 'rtn', 'gptq']),
+      used: text,
+      layers: count,
+      gptq_layers: count,
+      calibration_error: z.number().nonnegative(),
+      rtn_calibration_error: z.number().nonnegative(),
+    })
+    .optional(),
 });
 
 /** Where the run happened: the commit judged, and links to the run and its artifacts (https URLs on GitHub). */

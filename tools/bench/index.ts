@@ -6,6 +6,8 @@
 //   memory-metric the gate's memory metric (net of the process without a model) against an estimate
 //                from the graph: weights as onnxruntime holds them plus the activations of the batch
 //   quantization size, latency and held-out perplexity: pruned, int8, int4, both
+//   int4-methods the LM fixtures pruned 30 % then int4 by round-to-nearest, GPTQ and auto: held-out
+//                perplexity, file size, calibration error; and int8 against float
 //   scale        a generated LLaMA-7B-shaped model: prune speed and peak RSS (fp32, fp16),
 //                statistics cost against plain inference, latency ratio against MAC ratio
 //   exporters    architectures outside the fixtures at opsets 11/13/17: what is prunable, and
@@ -524,6 +526,36 @@ function quantization(): void {
   publish('quantization', rows, { quantization: `${lmTable}\n\n${convTable}`, 'quantization-exceptions': exceptionsTable });
 }
 
+/** Issue 29's calibrated int4: what each method adds to the pruned model's held-out perplexity. */
+function int4Methods(): void {
+  const rows = child('int4-methods.ts', []);
+  const of = (model: unknown, variant: string) => rows.find((r) => r.model === model && r.variant === variant)!;
+  const models = [...new Set(rows.map((r) => r.model))];
+  const lines = models.flatMap((model) => {
+    const pruned = num(of(model, 'pruned 30 %').perplexity);
+    const rtnAdded = num(of(model, 'pruned 30 % + int4 rtn').perplexity) - pruned;
+    return rows
+      .filter((r) => r.model === model)
+      .map((r) => {
+        const added = num(r.perplexity) - pruned;
+        const quantized = String(r.variant).startsWith('pruned 30 % + int4');
+        const float = num(of(model, 'float').perplexity);
+        return [
+          String(model),
+          String(r.variant),
+          fmt(r.perplexity, 4),
+          quantized ? `${added >= 0 ? '+' : ''}${fmt(added, 3)} (${pct(added / pruned, 2)})` : r.variant === 'int8' ? `${pct(num(r.perplexity) / float - 1, 2)} over float` : '',
+          quantized ? x(added / rtnAdded) : '',
+          r.calibrationError !== undefined ? `${fmt(r.calibrationError)} (rtn ${fmt(r.rtnCalibrationError)}), ${String(r.used)}` : '',
+          `${num(r.bytes)} B`,
+        ];
+      });
+  });
+  publish('int4-methods', rows, {
+    'int4-methods': table(['model', 'variant', 'held-out perplexity', 'added to pruned', 'of what rtn adds', 'calibration error (mean relative, per layer)', 'file'], lines),
+  });
+}
+
 function exporters(): void {
   const dir = path.join(ROOT, 'bench', 'sweep');
   if (!fs.existsSync(dir) || fs.readdirSync(dir).length === 0) {
@@ -753,7 +785,7 @@ function latency(): void {
   });
 }
 
-const sections: Record<string, () => void> = { cost, latency, quality, depth, memory, 'memory-metric': memoryMetric, quantization, scale, exporters, examples, generation, matrix, 'cold-start': coldStart };
+const sections: Record<string, () => void> = { cost, latency, quality, depth, memory, 'memory-metric': memoryMetric, quantization, 'int4-methods': int4Methods, scale, exporters, examples, generation, matrix, 'cold-start': coldStart };
 const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(sections);
 for (const name of wanted) if (!sections[name]) throw new Error(`unknown section ${name}: choose from ${Object.keys(sections).join(', ')}`);
 console.log(`# prune-gate benchmark (${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)})`);
