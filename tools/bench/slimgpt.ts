@@ -25,7 +25,7 @@ import { ChannelStats, Consumer, collectStats, findConsumers, statsRequests } fr
 import type { Structure } from '../../src/prune/types';
 
 /** The reference's dampening: this fraction of the Hessian's mean diagonal. */
-export const PERCDAMP = 0.01;
+const PERCDAMP = 0.01;
 /** The Incremental Pruning Ratio's last layer over its first (the reference's defaults, 0.3 / 0.06). */
 const LAST_OVER_FIRST = 5;
 /** The FFN width the reference's group sizes (512, 64, 1024 columns) were set for (LLaMA-7B's). */
@@ -42,7 +42,7 @@ export interface ObsConsumer {
 }
 
 /** Lower Cholesky factor of a symmetric positive definite m x m matrix, or undefined. */
-export function cholesky(a: Float64Array, m: number): Float64Array | undefined {
+function cholesky(a: Float64Array, m: number): Float64Array | undefined {
   const l = new Float64Array(m * m);
   for (let i = 0; i < m; i++) {
     for (let j = 0; j <= i; j++) {
@@ -58,7 +58,7 @@ export function cholesky(a: Float64Array, m: number): Float64Array | undefined {
 }
 
 /** The inverse of a symmetric positive definite matrix through its Cholesky factor (L⁻ᵀL⁻¹). */
-export function inverseSpd(a: Float64Array, m: number): Float64Array {
+function inverseSpd(a: Float64Array, m: number): Float64Array {
   const l = cholesky(a, m);
   if (!l) throw new Error('internal: the dampened Hessian is not positive definite');
   const x = new Float64Array(m * m); // L⁻¹, lower
@@ -81,7 +81,7 @@ export function inverseSpd(a: Float64Array, m: number): Float64Array {
 }
 
 /** H with the reference's treatment: dead inputs (zero diagonal) get 1 and their weights 0; percdamp x mean diagonal added. */
-export function dampened(c: ObsConsumer, percdamp = PERCDAMP): { h: Float64Array; w: Float64Array } {
+function dampened(c: ObsConsumer, percdamp = PERCDAMP): { h: Float64Array; w: Float64Array } {
   const { k, n } = c;
   const h = Float64Array.from(c.h);
   const w = Float64Array.from(c.w);
@@ -155,7 +155,7 @@ export function slimgptLayer(consumers: ObsConsumer[], count: number, percdamp =
  * E_i = W_i / U_ii is taken out of the columns after it (W_t −= E_i U_it), the removed columns
  * zeroed; then H loses them (their rows and columns 0, their diagonal 1).
  */
-export function obsRemove(s: { c: ObsConsumer; h: Float64Array; w: Float64Array }, hinv: Float64Array, cols: number[]): void {
+function obsRemove(s: { c: ObsConsumer; h: Float64Array; w: Float64Array }, hinv: Float64Array, cols: number[]): void {
   const { k, n } = s.c;
   const first = new Set(cols);
   const order = [...cols, ...[...Array(k).keys()].filter((j) => !first.has(j))];
