@@ -70,7 +70,7 @@ async function main() {
           // FFN-only where the FFN cannot hold the target (or is the only kind) falls back to global: not a baseline there.
           const applicable = !asked || asked === 'auto' || ('allocation' in result && result.allocation?.strategy === asked);
           const row: Record<string, unknown> = { name, metric, ratio, method: m.label, value: values[metric], kl: values['kl-divergence'], removed, applicable, seconds };
-          if ('layers' in result) row.layers = result.layers.map((l) => `${l.kind} ${l.before}-${l.removed}`);
+          if ('layers' in result) row.layers = result.layers.map((l) => `${l.kind} ${l.before}-${l.removed}${l.consumers ? '' : ' (unmeasured)'}`);
           if (m.measured && 'allocation' in result) {
             row.allocation = result.allocation;
             row.passes = result.passes?.map((p) => p.what);

@@ -244,7 +244,7 @@ export interface SlimgptResult {
   paramsBefore: number;
   paramsAfter: number;
   /** Units removed per group, in the order the layers were pruned. */
-  layers: { where: string; kind: Structure; before: number; removed: number }[];
+  layers: { where: string; kind: Structure; before: number; removed: number; consumers: number }[];
 }
 
 /**
@@ -286,7 +286,7 @@ export async function slimgptPrune(base: OnnxModel, target: number, structures: 
     let removedUnits: number[];
     let weights: Float64Array[] = [];
     if (problems.length > 0) ({ removed: removedUnits, weights } = slimgptLayer(problems.map((p) => p.o), count));
-    else removedUnits = [...g.units.keys()].slice(0, count); // no consumer to measure: the first units (never on the fixtures)
+    else removedUnits = [...g.units.keys()].slice(0, count); // no consumer to measure: the first units (`consumers: 0` in `layers`)
     const ledger = new ParamLedger(analysis.space.slots, (t) => analysis.model.constantInfo(t)?.dims);
     const units = removedUnits.map((u) => g.units[u]);
     const removal: Removal = { group: g, units, params: units.reduce((sum, u) => sum + ledger.take(u), 0) };
@@ -299,7 +299,7 @@ export async function slimgptPrune(base: OnnxModel, target: number, structures: 
       });
     });
     model = applied.model;
-    layers.push({ where: g.where, kind: g.kind, before: g.units.length, removed: units.length });
+    layers.push({ where: g.where, kind: g.kind, before: g.units.length, removed: units.length, consumers: problems.length });
   }
   return { model, paramsBefore, paramsAfter: countParams(model), layers };
 }
