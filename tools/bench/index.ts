@@ -1,5 +1,5 @@
 // `npm run bench [-- section...]`: the measured figures of docs/, made on this machine. Sections:
-//   quality      held-out quality of each trained fixture at 20/40 % by importance/compensation
+//   quality      held-out quality of each trained fixture at 20/40/50 % by importance/compensation, beside SlimGPT
 //   depth        width, depth (whole residual blocks) and mixed pruning at 25/40 %: held-out perplexity
 //                and MACs on the trained LLaMAs, decode tokens/s at batch 1 on the KV-cache LLaMA
 //   memory       peak RSS of statistics collection as the number of calibration samples grows
@@ -125,7 +125,7 @@ function quality(): void {
     }
     const base = rows.find((r) => r.name === name && r.method === 'base')!;
     const value = (v: unknown) => (base.metric === 'accuracy' ? pct(v) : fmt(v));
-    for (const ratio of [0.2, 0.4]) {
+    for (const ratio of [0.2, 0.4, 0.5]) {
       const at = (m: string) => rows.find((r) => r.name === name && r.ratio === ratio && r.method === m)!;
       const cells = methods.map((m) => (at(m).applicable === false ? '—' : `${value(at(m).value)} (${pct(at(m).removed, 1)})`));
       lines.push([`${name} (${base.metric})`, value(base.value), `${ratio * 100} %`, ...cells]);
