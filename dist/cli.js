@@ -4044,9 +4044,9 @@ var require_Alias = __commonJS({
     var anchors = require_anchors();
     var visit2 = require_visit();
     var identity = require_identity();
-    var Node8 = require_Node();
+    var Node9 = require_Node();
     var toJS = require_toJS();
-    var Alias = class extends Node8.NodeBase {
+    var Alias = class extends Node9.NodeBase {
       constructor(source) {
         super(identity.ALIAS);
         this.source = source;
@@ -4160,10 +4160,10 @@ var require_Scalar = __commonJS({
   "node_modules/yaml/dist/nodes/Scalar.js"(exports2) {
     "use strict";
     var identity = require_identity();
-    var Node8 = require_Node();
+    var Node9 = require_Node();
     var toJS = require_toJS();
     var isScalarValue = (value) => !value || typeof value !== "function" && typeof value !== "object";
-    var Scalar = class extends Node8.NodeBase {
+    var Scalar = class extends Node9.NodeBase {
       constructor(value) {
         super(identity.SCALAR);
         this.value = value;
@@ -4266,7 +4266,7 @@ var require_Collection = __commonJS({
     "use strict";
     var createNode = require_createNode();
     var identity = require_identity();
-    var Node8 = require_Node();
+    var Node9 = require_Node();
     function collectionFromPath(schema, path18, value) {
       let v = value;
       for (let i = path18.length - 1; i >= 0; --i) {
@@ -4290,7 +4290,7 @@ var require_Collection = __commonJS({
       });
     }
     var isEmptyPath = (path18) => path18 == null || typeof path18 === "object" && !!path18[Symbol.iterator]().next().done;
-    var Collection = class extends Node8.NodeBase {
+    var Collection = class extends Node9.NodeBase {
       constructor(type, schema) {
         super(type);
         Object.defineProperty(this, "schema", {
@@ -10845,7 +10845,7 @@ var require_base64 = __commonJS({
     for (i = 0; i < 64; )
       s64[b64[i] = i < 26 ? i + 65 : i < 52 ? i + 71 : i < 62 ? i - 4 : i - 59 | 43] = i++;
     var i;
-    base643.encode = function encode4(buffer, start, end) {
+    base643.encode = function encode3(buffer, start, end) {
       var parts = null, chunk = [];
       var i2 = 0, j = 0, t;
       while (start < end) {
@@ -12172,8 +12172,8 @@ var require_onnx = __commonJS({
     var $util = $protobuf.util;
     var $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
     $root.onnx = (function() {
-      var onnx22 = {};
-      onnx22.Version = (function() {
+      var onnx24 = {};
+      onnx24.Version = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "_START_VERSION"] = 0;
         values[valuesById[1] = "IR_VERSION_2017_10_10"] = 1;
@@ -12186,7 +12186,7 @@ var require_onnx = __commonJS({
         values[valuesById[8] = "IR_VERSION"] = 8;
         return values;
       })();
-      onnx22.AttributeProto = (function() {
+      onnx24.AttributeProto = (function() {
         function AttributeProto(properties) {
           this.floats = [];
           this.ints = [];
@@ -12222,7 +12222,7 @@ var require_onnx = __commonJS({
         AttributeProto.create = function create(properties) {
           return new AttributeProto(properties);
         };
-        AttributeProto.encode = function encode4(message, writer) {
+        AttributeProto.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.name != null && Object.hasOwnProperty.call(message, "name"))
@@ -12865,7 +12865,7 @@ var require_onnx = __commonJS({
         })();
         return AttributeProto;
       })();
-      onnx22.ValueInfoProto = (function() {
+      onnx24.ValueInfoProto = (function() {
         function ValueInfoProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -12879,7 +12879,7 @@ var require_onnx = __commonJS({
         ValueInfoProto.create = function create(properties) {
           return new ValueInfoProto(properties);
         };
-        ValueInfoProto.encode = function encode4(message, writer) {
+        ValueInfoProto.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.name != null && Object.hasOwnProperty.call(message, "name"))
@@ -12985,7 +12985,7 @@ var require_onnx = __commonJS({
         };
         return ValueInfoProto;
       })();
-      onnx22.NodeProto = (function() {
+      onnx24.NodeProto = (function() {
         function NodeProto(properties) {
           this.input = [];
           this.output = [];
@@ -13006,7 +13006,7 @@ var require_onnx = __commonJS({
         NodeProto.create = function create(properties) {
           return new NodeProto(properties);
         };
-        NodeProto.encode = function encode4(message, writer) {
+        NodeProto.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.input != null && message.input.length)
@@ -13225,7 +13225,7 @@ var require_onnx = __commonJS({
         };
         return NodeProto;
       })();
-      onnx22.TrainingInfoProto = (function() {
+      onnx24.TrainingInfoProto = (function() {
         function TrainingInfoProto(properties) {
           this.initializationBinding = [];
           this.updateBinding = [];
@@ -13242,7 +13242,7 @@ var require_onnx = __commonJS({
         TrainingInfoProto.create = function create(properties) {
           return new TrainingInfoProto(properties);
         };
-        TrainingInfoProto.encode = function encode4(message, writer) {
+        TrainingInfoProto.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.initialization != null && Object.hasOwnProperty.call(message, "initialization"))
@@ -13409,7 +13409,7 @@ var require_onnx = __commonJS({
         };
         return TrainingInfoProto;
       })();
-      onnx22.ModelProto = (function() {
+      onnx24.ModelProto = (function() {
         function ModelProto(properties) {
           this.opsetImport = [];
           this.metadataProps = [];
@@ -13435,7 +13435,7 @@ var require_onnx = __commonJS({
         ModelProto.create = function create(properties) {
           return new ModelProto(properties);
         };
-        ModelProto.encode = function encode4(message, writer) {
+        ModelProto.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.irVersion != null && Object.hasOwnProperty.call(message, "irVersion"))
@@ -13785,7 +13785,7 @@ var require_onnx = __commonJS({
         };
         return ModelProto;
       })();
-      onnx22.StringStringEntryProto = (function() {
+      onnx24.StringStringEntryProto = (function() {
         function StringStringEntryProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -13798,7 +13798,7 @@ var require_onnx = __commonJS({
         StringStringEntryProto.create = function create(properties) {
           return new StringStringEntryProto(properties);
         };
-        StringStringEntryProto.encode = function encode4(message, writer) {
+        StringStringEntryProto.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.key != null && Object.hasOwnProperty.call(message, "key"))
@@ -13883,7 +13883,7 @@ var require_onnx = __commonJS({
         };
         return StringStringEntryProto;
       })();
-      onnx22.TensorAnnotation = (function() {
+      onnx24.TensorAnnotation = (function() {
         function TensorAnnotation(properties) {
           this.quantParameterTensorNames = [];
           if (properties) {
@@ -13897,7 +13897,7 @@ var require_onnx = __commonJS({
         TensorAnnotation.create = function create(properties) {
           return new TensorAnnotation(properties);
         };
-        TensorAnnotation.encode = function encode4(message, writer) {
+        TensorAnnotation.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.tensorName != null && Object.hasOwnProperty.call(message, "tensorName"))
@@ -14001,7 +14001,7 @@ var require_onnx = __commonJS({
         };
         return TensorAnnotation;
       })();
-      onnx22.GraphProto = (function() {
+      onnx24.GraphProto = (function() {
         function GraphProto(properties) {
           this.node = [];
           this.initializer = [];
@@ -14028,7 +14028,7 @@ var require_onnx = __commonJS({
         GraphProto.create = function create(properties) {
           return new GraphProto(properties);
         };
-        GraphProto.encode = function encode4(message, writer) {
+        GraphProto.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.node != null && message.node.length)
@@ -14367,7 +14367,7 @@ var require_onnx = __commonJS({
         };
         return GraphProto;
       })();
-      onnx22.TensorProto = (function() {
+      onnx24.TensorProto = (function() {
         function TensorProto(properties) {
           this.dims = [];
           this.floatData = [];
@@ -14400,7 +14400,7 @@ var require_onnx = __commonJS({
         TensorProto.create = function create(properties) {
           return new TensorProto(properties);
         };
-        TensorProto.encode = function encode4(message, writer) {
+        TensorProto.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.dims != null && message.dims.length) {
@@ -14947,7 +14947,7 @@ var require_onnx = __commonJS({
           Segment.create = function create(properties) {
             return new Segment(properties);
           };
-          Segment.encode = function encode4(message, writer) {
+          Segment.encode = function encode3(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.begin != null && Object.hasOwnProperty.call(message, "begin"))
@@ -15070,7 +15070,7 @@ var require_onnx = __commonJS({
         })();
         return TensorProto;
       })();
-      onnx22.SparseTensorProto = (function() {
+      onnx24.SparseTensorProto = (function() {
         function SparseTensorProto(properties) {
           this.dims = [];
           if (properties) {
@@ -15085,7 +15085,7 @@ var require_onnx = __commonJS({
         SparseTensorProto.create = function create(properties) {
           return new SparseTensorProto(properties);
         };
-        SparseTensorProto.encode = function encode4(message, writer) {
+        SparseTensorProto.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.values != null && Object.hasOwnProperty.call(message, "values"))
@@ -15228,7 +15228,7 @@ var require_onnx = __commonJS({
         };
         return SparseTensorProto;
       })();
-      onnx22.TensorShapeProto = (function() {
+      onnx24.TensorShapeProto = (function() {
         function TensorShapeProto(properties) {
           this.dim = [];
           if (properties) {
@@ -15241,7 +15241,7 @@ var require_onnx = __commonJS({
         TensorShapeProto.create = function create(properties) {
           return new TensorShapeProto(properties);
         };
-        TensorShapeProto.encode = function encode4(message, writer) {
+        TensorShapeProto.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.dim != null && message.dim.length)
@@ -15344,7 +15344,7 @@ var require_onnx = __commonJS({
           Dimension.create = function create(properties) {
             return new Dimension(properties);
           };
-          Dimension.encode = function encode4(message, writer) {
+          Dimension.encode = function encode3(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.dimValue != null && Object.hasOwnProperty.call(message, "dimValue"))
@@ -15467,7 +15467,7 @@ var require_onnx = __commonJS({
         })();
         return TensorShapeProto;
       })();
-      onnx22.TypeProto = (function() {
+      onnx24.TypeProto = (function() {
         function TypeProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -15489,7 +15489,7 @@ var require_onnx = __commonJS({
         TypeProto.create = function create(properties) {
           return new TypeProto(properties);
         };
-        TypeProto.encode = function encode4(message, writer) {
+        TypeProto.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.tensorType != null && Object.hasOwnProperty.call(message, "tensorType"))
@@ -15706,7 +15706,7 @@ var require_onnx = __commonJS({
           Tensor9.create = function create(properties) {
             return new Tensor9(properties);
           };
-          Tensor9.encode = function encode4(message, writer) {
+          Tensor9.encode = function encode3(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -15807,7 +15807,7 @@ var require_onnx = __commonJS({
           Sequence5.create = function create(properties) {
             return new Sequence5(properties);
           };
-          Sequence5.encode = function encode4(message, writer) {
+          Sequence5.encode = function encode3(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -15891,7 +15891,7 @@ var require_onnx = __commonJS({
           Map2.create = function create(properties) {
             return new Map2(properties);
           };
-          Map2.encode = function encode4(message, writer) {
+          Map2.encode = function encode3(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.keyType != null && Object.hasOwnProperty.call(message, "keyType"))
@@ -15992,7 +15992,7 @@ var require_onnx = __commonJS({
           Optional.create = function create(properties) {
             return new Optional(properties);
           };
-          Optional.encode = function encode4(message, writer) {
+          Optional.encode = function encode3(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -16076,7 +16076,7 @@ var require_onnx = __commonJS({
           SparseTensor.create = function create(properties) {
             return new SparseTensor(properties);
           };
-          SparseTensor.encode = function encode4(message, writer) {
+          SparseTensor.encode = function encode3(message, writer) {
             if (!writer)
               writer = $Writer.create();
             if (message.elemType != null && Object.hasOwnProperty.call(message, "elemType"))
@@ -16167,7 +16167,7 @@ var require_onnx = __commonJS({
         })();
         return TypeProto;
       })();
-      onnx22.OperatorSetIdProto = (function() {
+      onnx24.OperatorSetIdProto = (function() {
         function OperatorSetIdProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16180,7 +16180,7 @@ var require_onnx = __commonJS({
         OperatorSetIdProto.create = function create(properties) {
           return new OperatorSetIdProto(properties);
         };
-        OperatorSetIdProto.encode = function encode4(message, writer) {
+        OperatorSetIdProto.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.domain != null && Object.hasOwnProperty.call(message, "domain"))
@@ -16280,13 +16280,13 @@ var require_onnx = __commonJS({
         };
         return OperatorSetIdProto;
       })();
-      onnx22.OperatorStatus = (function() {
+      onnx24.OperatorStatus = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "EXPERIMENTAL"] = 0;
         values[valuesById[1] = "STABLE"] = 1;
         return values;
       })();
-      onnx22.FunctionProto = (function() {
+      onnx24.FunctionProto = (function() {
         function FunctionProto(properties) {
           this.input = [];
           this.output = [];
@@ -16310,7 +16310,7 @@ var require_onnx = __commonJS({
         FunctionProto.create = function create(properties) {
           return new FunctionProto(properties);
         };
-        FunctionProto.encode = function encode4(message, writer) {
+        FunctionProto.encode = function encode3(message, writer) {
           if (!writer)
             writer = $Writer.create();
           if (message.name != null && Object.hasOwnProperty.call(message, "name"))
@@ -16579,7 +16579,7 @@ var require_onnx = __commonJS({
         };
         return FunctionProto;
       })();
-      return onnx22;
+      return onnx24;
     })();
     module2.exports = $root;
   }
@@ -38416,6 +38416,7 @@ function brief(what) {
 
 // src/quantize/options.ts
 var QUANTIZE_MODES = ["none", "int8", "int4"];
+var QUANTIZE_METHODS = ["auto", "rtn", "gptq"];
 var DEFAULT_BLOCK_SIZE = { 8: 128, 4: 32 };
 var DEFAULT_KEEP_FLOAT = 2;
 var DEFAULT_KEEP_FLOAT_RATIO = 1.5;
@@ -38427,6 +38428,8 @@ function checkOptions(o) {
   if (!Number.isInteger(blockSize) || blockSize < 16 || blockSize > 256 || (blockSize & blockSize - 1) !== 0) {
     throw new UserError(`quantize: block size must be a power of two from 16 to 256 (got ${blockSize})`);
   }
+  const method = o.method ?? "auto";
+  if (!QUANTIZE_METHODS.includes(method)) throw new UserError(`quantize: method must be one of ${QUANTIZE_METHODS.join(", ")} (got ${String(o.method)})`);
   const keepFloat = o.keepFloat ?? DEFAULT_KEEP_FLOAT;
   if (!Number.isInteger(keepFloat) || keepFloat < 0) throw new UserError(`quantize: keepFloat must be a whole number >= 0 (got ${keepFloat})`);
   const keepFloatRatio = o.keepFloatRatio ?? DEFAULT_KEEP_FLOAT_RATIO;
@@ -38437,6 +38440,7 @@ function checkOptions(o) {
   }
   return {
     bits: o.bits,
+    method,
     blockSize,
     keepFloat,
     keepFloatRatio,
@@ -38600,9 +38604,9 @@ var ConfigFile = external_exports.strictObject({
     // 0 prunes nothing: with quantize, the gate judges the quantized base model.
     target: external_exports.union([external_exports.number(), external_exports.string()], { error: (i) => targetExpected(true, i.input) }).transform((v, ctx) => targetValue(v, true) ?? (ctx.addIssue({ code: "custom", message: targetExpected(true, v) }), external_exports.NEVER)).optional(),
     "max-target": fraction("a fraction of parameters between 0 and 1 (0.6)").optional(),
-    structures: external_exports.array(external_exports.enum(["ffn", "heads", "channels"], { error: (i) => `unknown structure '${String(i.input)}' (expected ffn, heads, channels)` }), {
-      error: "a list of ffn, heads, channels"
-    }).min(1, { error: "at least one of ffn, heads, channels" }).optional(),
+    structures: external_exports.array(external_exports.enum(["ffn", "heads", "channels", "blocks"], { error: (i) => `unknown structure '${String(i.input)}' (expected ffn, heads, channels, blocks)` }), {
+      error: "a list of ffn, heads, channels, blocks"
+    }).min(1, { error: "at least one of ffn, heads, channels, blocks" }).optional(),
     importance: external_exports.enum(["activation", "magnitude"]).optional(),
     compensate: external_exports.enum(["auto", "none", "bias", "reconstruct"]).optional(),
     allocation: external_exports.enum(ALLOCATIONS).optional(),
@@ -38613,6 +38617,7 @@ var ConfigFile = external_exports.strictObject({
     quantized: external_exports.enum(["keep", "float"]).optional()
   }).optional(),
   quantize: external_exports.enum(QUANTIZE_MODES).optional(),
+  "quantize-method": external_exports.enum(QUANTIZE_METHODS).optional(),
   "keep-names": external_exports.boolean({ error: "true or false" }).optional(),
   "external-data": external_exports.enum(EXTERNAL_DATA_MODES).optional(),
   gate: external_exports.record(external_exports.string(), external_exports.unknown(), { error: "a mapping of metric names to bounds" }).optional(),
@@ -38679,6 +38684,7 @@ function fromFile(raw, dir, shown) {
       ...p.quantized ? { quantized: p.quantized } : {}
     },
     quantize: raw.quantize ?? "none",
+    ...raw["quantize-method"] ? { quantizeMethod: raw["quantize-method"] } : {},
     keepNames: raw["keep-names"] ?? false,
     externalData: raw["external-data"] ?? "auto",
     gate: parseGate(raw.gate ?? {}, shown),
@@ -40248,10 +40254,10 @@ var rewrite_character_class_escape = (regex, index, operand) => {
         index
       );
     } else {
-      const replacement2 = kind === "x" ? `\\u{${body}}` : kind === "p" && body === "Word" ? UNICODE_WORD_CHARS_IN_CLASS : text2;
+      const replacement22 = kind === "x" ? `\\u{${body}}` : kind === "p" && body === "Word" ? UNICODE_WORD_CHARS_IN_CLASS : text2;
       append_character_class_fragment(
         operand,
-        replacement2,
+        replacement22,
         kind === "p" || kind === "P",
         index
       );
@@ -40281,19 +40287,19 @@ var rewrite_character_class_escape = (regex, index, operand) => {
     return next_end;
   }
   const rewrite = CLASS_ESCAPE_REWRITES.get(next);
-  let replacement;
+  let replacement2;
   let set_valued = false;
   if (rewrite !== void 0) {
-    replacement = rewrite;
+    replacement2 = rewrite;
     set_valued = next !== "a" && next !== "e";
   } else if (/[A-Za-z0-9]/.test(next)) {
-    replacement = `\\${next}`;
+    replacement2 = `\\${next}`;
   } else if (JS_SYNTAX_CHARS.includes(next) || next === "-") {
-    replacement = `\\${next}`;
+    replacement2 = `\\${next}`;
   } else {
-    replacement = next;
+    replacement2 = next;
   }
-  append_character_class_fragment(operand, replacement, set_valued, index);
+  append_character_class_fragment(operand, replacement2, set_valued, index);
   return next_end;
 };
 var compile_character_set_union = (pieces) => {
@@ -40494,22 +40500,22 @@ var rewrite_oniguruma_to_js = (regex) => {
       const braced = BRACED_ESCAPE_RE.exec(regex.slice(i));
       if (braced) {
         const [text2, kind, body] = braced;
-        let replacement2 = text2;
+        let replacement22 = text2;
         if (kind === "x") {
           const code_point_escape = `\\u{${body}}`;
-          replacement2 = ascii_fold ? get_ascii_folded_hex_atom(body) ?? code_point_escape : code_point_escape;
+          replacement22 = ascii_fold ? get_ascii_folded_hex_atom(body) ?? code_point_escape : code_point_escape;
         } else if (body === "Word") {
-          replacement2 = kind === "p" ? UNICODE_WORD_CLASS : UNICODE_NON_WORD_CLASS;
+          replacement22 = kind === "p" ? UNICODE_WORD_CLASS : UNICODE_NON_WORD_CLASS;
         }
-        emit_atom(replacement2);
+        emit_atom(replacement22);
         i += text2.length;
         continue;
       }
       const fixed_width = FIXED_WIDTH_ESCAPE_RE.exec(regex.slice(i));
       if (fixed_width) {
         const text2 = fixed_width[0];
-        const replacement2 = ascii_fold && text2[1] !== "c" ? get_ascii_folded_hex_atom(text2.slice(2)) ?? text2 : text2;
-        emit_atom(replacement2);
+        const replacement22 = ascii_fold && text2[1] !== "c" ? get_ascii_folded_hex_atom(text2.slice(2)) ?? text2 : text2;
+        emit_atom(replacement22);
         i += text2.length;
         continue;
       }
@@ -40528,17 +40534,17 @@ var rewrite_oniguruma_to_js = (regex) => {
         continue;
       }
       const rewrite = ESCAPE_REWRITES.get(next);
-      let replacement;
+      let replacement2;
       if (rewrite !== void 0) {
-        replacement = rewrite;
+        replacement2 = rewrite;
       } else if (/[A-Za-z0-9]/.test(next)) {
-        replacement = `\\${next}`;
+        replacement2 = `\\${next}`;
       } else if (JS_SYNTAX_CHARS.includes(next)) {
-        replacement = `\\${next}`;
+        replacement2 = `\\${next}`;
       } else {
-        replacement = next;
+        replacement2 = next;
       }
-      emit_atom(replacement);
+      emit_atom(replacement2);
       continue;
     }
     switch (char) {
@@ -43843,7 +43849,7 @@ var isConstantOf = (model, name, dtypes) => {
 };
 function liftBlocker(model, node2) {
   const inputs2 = node2.input ?? [];
-  const floats = [DataType.FLOAT, DataType.FLOAT16];
+  const floats2 = [DataType.FLOAT, DataType.FLOAT16];
   if (node2.domain === "com.microsoft" && node2.opType === "MatMulNBits") {
     const bits = attrInt(node2, "bits", 4);
     const block = attrInt(node2, "block_size", 0);
@@ -43852,17 +43858,17 @@ function liftBlocker(model, node2) {
     if (bits !== 4 && bits !== 8) return `${bits}-bit codes`;
     if (!(block >= 16 && (block & block - 1) === 0)) return `block size ${block}`;
     if (!codes || codes.dtype !== DataType.UINT8 || elementCount(codes.dims) !== n * Math.ceil(k / block) * (block * bits / 8)) return "its codes are not a constant of N × blocks × block·bits/8 bytes";
-    if (!isConstantOf(model, inputs2[2], floats)) return "its scales are not a float constant";
+    if (!isConstantOf(model, inputs2[2], floats2)) return "its scales are not a float constant";
     if (inputs2[3] && !isConstantOf(model, inputs2[3], [DataType.UINT8])) return "its zero points are not uint8 constants";
     if (inputs2[4]) return "it has a g_idx (act-order) input";
-    if (inputs2[5] && !isConstantOf(model, inputs2[5], floats)) return "its bias is not a float constant";
+    if (inputs2[5] && !isConstantOf(model, inputs2[5], floats2)) return "its bias is not a float constant";
     return void 0;
   }
   if ((node2.domain ?? "") === "" && node2.opType === "DequantizeLinear") {
     const codes = inputs2[0] ? model.constantInfo(inputs2[0]) : void 0;
     if (!codes || codes.dtype !== DataType.INT8 && codes.dtype !== DataType.UINT8) return "its codes are not int8 or uint8 constants";
     const scale = inputs2[1] ? model.constantInfo(inputs2[1]) : void 0;
-    if (!scale || !floats.includes(scale.dtype)) return "its scale is not a float constant";
+    if (!scale || !floats2.includes(scale.dtype)) return "its scale is not a float constant";
     if (attrInt(node2, "block_size", 0) > 0) return "it is blocked (block_size)";
     const rank2 = codes.dims.length;
     const axis = attrInt(node2, "axis", 1);
@@ -46656,7 +46662,8 @@ var AtomSpace = class {
 };
 
 // src/graph/analysis.ts
-var STRUCTURES = ["ffn", "heads", "channels"];
+var WIDTH_STRUCTURES = ["ffn", "heads", "channels"];
+var STRUCTURES = [...WIDTH_STRUCTURES, "blocks"];
 var TRACE_SIZES = [
   [
     [2, 7],
@@ -47841,6 +47848,22 @@ var DenseMath = class _DenseMath {
       if (factor) return factor.gram;
     }
     return new Float64Array(n * n).fill(NaN);
+  }
+  /**
+   * The upper triangular U with M⁻¹ = UᵀU, M symmetric positive definite (n x n): the factor
+   * GPTQ's error feedback reads (docs/quantization.md). With R the reversal of rows and columns,
+   * RMR = LLᵀ gives M⁻¹ = (RL⁻¹R)ᵀ(RL⁻¹R), and RL⁻¹R is upper triangular. Undefined when M is not
+   * numerically positive definite (the caller dampens it first).
+   */
+  async inverseUpperFactor(a, n) {
+    const reversed = (m) => {
+      const r = new Float64Array(n * n);
+      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) r[i * n + j] = m[(n - 1 - i) * n + (n - 1 - j)];
+      return r;
+    };
+    if (n === 0) return new Float64Array(0);
+    const factor = await this.inverseFactor(reversed(a), n);
+    return factor && reversed(factor.x);
   }
   /**
    * For M = LLᵀ (n x n): X = L⁻¹ and its gram XᵀX = M⁻¹, or undefined when a pivot is not
@@ -49111,8 +49134,345 @@ function firstLine(e) {
   return String(e?.message ?? e).split("\n")[0];
 }
 
-// src/prune/index.ts
+// src/graph/blocks.ts
+var import_onnx_proto17 = __toESM(require_onnx());
+var SKIP_NORMS = /* @__PURE__ */ new Set(["SkipSimplifiedLayerNormalization", "SkipLayerNormalization"]);
+async function findBlocks(model, trace) {
+  const index = new GraphIndex(model);
+  trace ??= await traceModel(model);
+  const order = new Map(index.nodes.map((n, i) => [n, i]));
+  const blocks = [];
+  const skipped = [];
+  for (const node2 of index.nodes) {
+    const skipNorm2 = node2.domain === "com.microsoft" && SKIP_NORMS.has(node2.opType);
+    if (!(node2.opType === "Add" && (node2.domain ?? "") === "") && !skipNorm2) continue;
+    const [a, b] = node2.input;
+    if (!a || !b || model.isConstant(a) || model.isConstant(b)) continue;
+    const sides = upstreamOf(index, b, a, order) ? [a, b] : upstreamOf(index, a, b, order) ? [b, a] : void 0;
+    if (!sides) continue;
+    const [x, fx] = sides;
+    const dims = (t) => trace.get(t)?.dims.join(",");
+    if (dims(x) === void 0 || dims(x) !== dims(fx)) continue;
+    const cone = coneBetween(index, fx, x);
+    const weighty = [...cone].filter((n) => nodeReads(n).some((i) => isParameter(model, i)));
+    if (weighty.length === 0) continue;
+    const where = `${nodeLabel(node2)} (${x} + f(x))`;
+    const otherReaders = index.consumersOf(fx).filter((n) => n !== node2);
+    if (otherReaders.length > 0) {
+      skipped.push({ where, reason: `its output ${fx} is also read by ${nodeLabel(otherReaders[0])}: removing the block would change more than the residual sum` });
+      continue;
+    }
+    if (index.graphOutputs.has(fx)) {
+      skipped.push({ where, reason: `its output ${fx} is also a graph output` });
+      continue;
+    }
+    if (skipNorm2) {
+      const why = skipNormBlocker(model, index, node2);
+      if (why) {
+        skipped.push({ where, reason: why });
+        continue;
+      }
+    }
+    const freed = freedBy(model, index, /* @__PURE__ */ new Map([[node2, fx]]));
+    if (freed.params === 0) {
+      skipped.push({ where, reason: `removing it frees no weights: ${freed.keptFor.length ? `the graph outputs ${freed.keptFor.join(", ")} still need them` : "other nodes read them"}` });
+      continue;
+    }
+    const featureAxis = weighty.some((n) => ruleOf(n)?.channels) ? 1 : trace.get(x).dims.length - 1;
+    blocks.push({ node: node2, where, input: x, output: fx, params: freed.params, weights: weighty.filter((n) => freed.nodes.has(n)).map(nodeLabel), featureAxis, keptFor: freed.keptFor });
+  }
+  return { blocks, skipped };
+}
+function upstreamOf(index, to, from, order) {
+  const source = index.producerOf(from);
+  const seen = /* @__PURE__ */ new Set();
+  const stack = [to];
+  while (stack.length) {
+    const t = stack.pop();
+    if (t === from) return true;
+    if (seen.has(t)) continue;
+    seen.add(t);
+    const p = index.producerOf(t);
+    if (!p) continue;
+    if (p === source) return true;
+    if (source && order.get(p) < order.get(source)) continue;
+    for (const i of nodeReads(p)) if (i) stack.push(i);
+  }
+  return false;
+}
+function coneBetween(index, fx, x) {
+  const source = index.producerOf(x);
+  const cone = /* @__PURE__ */ new Set();
+  const stack = [fx];
+  const seen = /* @__PURE__ */ new Set();
+  while (stack.length) {
+    const t = stack.pop();
+    if (t === x || seen.has(t)) continue;
+    seen.add(t);
+    const p = index.producerOf(t);
+    if (!p || p === source) continue;
+    cone.add(p);
+    for (const i of nodeReads(p)) if (i) stack.push(i);
+  }
+  return cone;
+}
+function isParameter(model, name) {
+  const info = name ? model.constantInfo(name) : void 0;
+  return !!info && info.dims.length >= 2 && isFloatDType(info.dtype);
+}
+function skipNormBlocker(model, index, node2) {
+  const simplified = node2.opType === "SkipSimplifiedLayerNormalization";
+  const bias = simplified ? node2.input[3] : node2.input[4];
+  if (bias) return `its bias input ${bias} is added with the block's output: removing the block would drop it`;
+  if (node2.output.slice(1, 3).some((o) => o && (index.consumersOf(o).length > 0 || index.graphOutputs.has(o)))) {
+    return "its mean or inverse standard deviation output is read: the plain normalization left in its place does not give them";
+  }
+  if (!simplified && !(model.proto.opsetImport ?? []).some((o) => (o.domain ?? "") === "" && Number(o.version) >= 17)) {
+    return "the model imports ONNX opset 16 or lower: the LayerNormalization left in its place needs opset 17";
+  }
+  return void 0;
+}
+function freedBy(model, index, cut) {
+  const live = /* @__PURE__ */ new Set();
+  const needed = /* @__PURE__ */ new Set();
+  const stack = [...index.graphOutputs];
+  while (stack.length) {
+    const t = stack.pop();
+    if (needed.has(t)) continue;
+    needed.add(t);
+    const p = index.producerOf(t);
+    if (!p) continue;
+    live.add(p);
+    const dropped = cut.get(p);
+    for (const i of nodeReads(p)) {
+      if (!i || dropped && i === dropped) continue;
+      stack.push(i);
+    }
+  }
+  const removed = new Set(index.nodes.filter((n) => !live.has(n) && !cut.has(n)));
+  const liveReads = /* @__PURE__ */ new Set();
+  for (const n of live) for (const i of nodeReads(n)) liveReads.add(i);
+  let params = 0;
+  const counted = /* @__PURE__ */ new Set();
+  for (const n of removed) {
+    for (const i of nodeReads(n)) {
+      if (!i || counted.has(i) || liveReads.has(i) || index.graphOutputs.has(i)) continue;
+      const info = model.constantInfo(i);
+      if (!info || !isFloatDType(info.dtype)) continue;
+      counted.add(i);
+      const elements = info.dims.reduce((a, b) => a * b, 1);
+      if (elements > 1) params += elements;
+    }
+  }
+  const keptFor = /* @__PURE__ */ new Set();
+  for (const [add, fx] of cut) {
+    for (const n of coneBetween(index, fx, add.input.find((i) => i && i !== fx))) {
+      for (const o of n.output) if (o && index.graphOutputs.has(o)) keptFor.add(o);
+    }
+  }
+  return { params, nodes: removed, keptFor: [...keptFor] };
+}
+function removeBlocks(model, blocks) {
+  const positions = blocks.map((b) => model.graph.node.indexOf(b.node));
+  if (positions.some((p) => p < 0)) throw new Error("removeBlocks: a block is not in this model");
+  const copy = model.clone();
+  const graph = copy.graph;
+  const replaced = /* @__PURE__ */ new Map();
+  const name = copy.uniqueNames();
+  blocks.forEach((b, k) => replaced.set(positions[k], replacement(graph.node[positions[k]], b.input, name)));
+  graph.node = graph.node.flatMap((n, i) => replaced.get(i) ?? [n]);
+  copy.dropUnread();
+  return copy;
+}
+function replacement(node2, x, name) {
+  const inputs2 = node2.input ?? [];
+  const outputs2 = node2.output ?? [];
+  const identity = (output2) => import_onnx_proto17.onnx.NodeProto.create({ opType: "Identity", name: name(`${node2.name || "residual"}_without_block`), input: [x], output: [output2] });
+  if (node2.opType === "Add") return [identity(outputs2[0])];
+  const simplified = node2.opType === "SkipSimplifiedLayerNormalization";
+  const epsilon = import_onnx_proto17.onnx.AttributeProto.create({ name: "epsilon", type: import_onnx_proto17.onnx.AttributeProto.AttributeType.FLOAT, f: attrFloat(node2, "epsilon", 1e-5) });
+  const norm = import_onnx_proto17.onnx.NodeProto.create({
+    opType: simplified ? "SimplifiedLayerNormalization" : "LayerNormalization",
+    domain: "",
+    name: node2.name ?? "",
+    input: simplified ? [x, inputs2[2]] : [x, inputs2[2], ...inputs2[3] ? [inputs2[3]] : []],
+    output: [outputs2[0]],
+    attribute: [epsilon, import_onnx_proto17.onnx.AttributeProto.create({ name: "axis", type: import_onnx_proto17.onnx.AttributeProto.AttributeType.INT, i: -1 })]
+  });
+  return outputs2[3] ? [norm, identity(outputs2[3])] : [norm];
+}
+
+// src/prune/depth.ts
+var DEPTH_CANDIDATES = 4;
+var NEAR = 0.025;
 var PLAN_SLACK = 25e-4;
+async function pruneWithBlocks(model, options, prune) {
+  const log = options.log ?? (() => void 0);
+  if (!options.calibration) {
+    throw new UserError("structures: blocks needs calibration data (each block's influence is measured on it): give a calibration set, or leave blocks out of structures");
+  }
+  const width = options.structures.filter((s) => s !== "blocks");
+  const paramsBefore = countParams(model);
+  const found = await findBlocks(model);
+  const blockSkipped = found.skipped.map((s) => ({ where: s.where, reason: `block left whole: ${s.reason}` }));
+  const influence = found.blocks.length ? await blockInfluence(model, found.blocks, options.calibration) : [];
+  const scored = found.blocks.map((b, i) => ({ block: b, influence: influence[i] }));
+  const target = options.target * paramsBefore;
+  const slack = PLAN_SLACK * paramsBefore;
+  const reachable = leastInfluence(scored, paramsBefore);
+  let sets;
+  if (width.length === 0) {
+    const distance2 = (c) => Math.abs(c.params - target);
+    const nearest = [...reachable].sort((a, b) => distance2(a) - distance2(b));
+    const near = nearest.filter((c) => distance2(c) <= distance2(nearest[0]) + NEAR * paramsBefore);
+    sets = near.slice(0, options.damage ? DEPTH_CANDIDATES : 1).map((c) => c.set);
+  } else {
+    const fits = paretoFront(reachable).filter((f) => f.params <= target + slack);
+    const picks = options.damage ? [0, Math.round((fits.length - 1) / 3), Math.round(2 * (fits.length - 1) / 3), fits.length - 1] : [fits.length - 1];
+    sets = [...new Set(picks)].map((i) => fits[i].set);
+  }
+  log(`blocks: ${scored.length} removable, influence ${scored.map((o) => o.influence.toFixed(4)).join(", ")}; trying ${sets.map((s) => s.length).join(", ")} removed`);
+  const tried = [];
+  let kept;
+  for (const set3 of sets) {
+    const shallow = set3.length > 0 ? removeBlocks(model, set3.map((o) => o.block)) : model;
+    const have = countParams(shallow);
+    const rest = have > 0 ? Math.max(0, (have - (paramsBefore - target)) / have) : 0;
+    const widthResult = width.length > 0 && rest > 0 ? await prune(shallow, { ...options, structures: width, target: rest, memory: sets.length > 1 ? newPruneMemory() : options.memory }) : { model: shallow, pruned: [], skipped: [], paramsBefore: have, paramsAfter: have };
+    const loss = sets.length > 1 && options.damage ? await options.damage.loss(widthResult.model, 1) : null;
+    const params = paramsBefore - countParams(widthResult.model);
+    tried.push({ blocks: set3.length, blockParams: paramsBefore - have, loss, params });
+    log(`blocks: ${set3.length} removed${width.length ? ", then width" : ""}: ${(params / paramsBefore * 100).toFixed(1)} % of this model's parameters${loss === null ? "" : `, loss ${loss.toPrecision(4)}`}`);
+    if (!kept || loss !== null && kept.loss !== null && loss < kept.loss) kept = { result: widthResult, set: set3, loss };
+  }
+  const { result, set: set2 } = kept;
+  const count2 = set2.length;
+  const went = new Set(set2.map((o) => o.block));
+  const blockEntries = found.blocks.filter((b) => went.has(b)).map((b) => ({ kind: "blocks", where: blockWhere(b), before: 1, after: 0, params: b.params }));
+  const depth = {
+    measure: "block influence: 1 − mean cosine of x and x + f(x) on the calibration set",
+    blocks: [...scored].sort((a, b) => a.influence - b.influence).map((o) => ({ where: o.block.where, influence: o.influence, params: o.block.params, removed: went.has(o.block) })),
+    tried,
+    removed: count2
+  };
+  const paramsAfter = countParams(result.model);
+  const short = width.length === 0 && Math.abs(paramsBefore - paramsAfter - target) > PLAN_SLACK * paramsBefore ? `granularity: the whole blocks kept remove ${((paramsBefore - paramsAfter) / paramsBefore * 100).toFixed(1)} % of the parameters, ${(options.target * 100).toFixed(1)} % were asked` : result.short;
+  return {
+    ...result,
+    pruned: [...blockEntries, ...result.pruned],
+    skipped: [...blockSkipped, ...result.skipped],
+    paramsBefore,
+    paramsAfter,
+    // `sliced` speaks of slicing only: a model without some of its blocks is not the input with entries zeroed.
+    sliced: count2 > 0 ? void 0 : result.sliced,
+    depth,
+    ...short ? { short } : {}
+  };
+}
+var BINS = 2e3;
+function leastInfluence(blocks, modelParams) {
+  const unit = Math.max(1, modelParams / BINS);
+  const sizes = blocks.map((b) => Math.max(1, Math.round(b.block.params / unit)));
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const best = new Float64Array(total + 1).fill(Infinity);
+  best[0] = 0;
+  const taken = [];
+  blocks.forEach((b, i) => {
+    const row2 = new Uint8Array(total + 1);
+    for (let j = total; j >= sizes[i]; j--) {
+      const withIt = best[j - sizes[i]] + b.influence;
+      if (withIt < best[j]) {
+        best[j] = withIt;
+        row2[j] = 1;
+      }
+    }
+    taken.push(row2);
+  });
+  const sets = [];
+  for (let j = 0; j <= total; j++) {
+    if (!Number.isFinite(best[j])) continue;
+    const set2 = [];
+    for (let i = blocks.length - 1, at = j; i >= 0; i--) {
+      if (taken[i][at]) {
+        set2.push(blocks[i]);
+        at -= sizes[i];
+      }
+    }
+    sets.push({ set: set2, params: set2.reduce((a, b) => a + b.block.params, 0), influence: best[j] });
+  }
+  return sets;
+}
+function paretoFront(sets) {
+  const front = [];
+  let least = Infinity;
+  for (let k = sets.length - 1; k >= 0; k--) {
+    if (sets[k].influence < least) {
+      least = sets[k].influence;
+      front.push(sets[k]);
+    }
+  }
+  return front.reverse();
+}
+function blockWhere(b) {
+  const kept = b.keptFor.length ? `; kept what computes ${b.keptFor.join(", ")}` : "";
+  return `${b.where}: ${b.weights.join(", ")}${kept}`;
+}
+async function blockInfluence(model, blocks, calibration) {
+  const names = [...new Set(blocks.flatMap((b) => [b.input, b.output]))];
+  const session = await sessionExposing(model, names);
+  const sums = blocks.map(() => ({ cos: 0, count: 0 }));
+  try {
+    for await (const feeds of calibration()) {
+      const out = await session.run(feeds, names);
+      blocks.forEach((b, i) => {
+        const s = cosineSum(out[b.input], out[b.output], b.featureAxis);
+        sums[i].cos += s.cos;
+        sums[i].count += s.count;
+      });
+    }
+  } finally {
+    await session.release();
+  }
+  return sums.map((s) => s.count > 0 ? 1 - s.cos / s.count : 0);
+}
+function cosineSum(x, y, axis) {
+  const xs = floats(x);
+  const ys = floats(y);
+  const dims = x.dims.map(Number);
+  const n = dims[axis];
+  const inner = dims.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const outer = dims.slice(0, axis).reduce((a, b) => a * b, 1);
+  let cos = 0;
+  let count2 = 0;
+  for (let o = 0; o < outer; o++) {
+    for (let j = 0; j < inner; j++) {
+      let dot = 0;
+      let xx = 0;
+      let ss = 0;
+      for (let k = 0, at = o * n * inner + j; k < n; k++, at += inner) {
+        const a = xs[at];
+        const s = a + ys[at];
+        dot += a * s;
+        xx += a * a;
+        ss += s * s;
+      }
+      if (xx > 0 && ss > 0) {
+        cos += dot / Math.sqrt(xx * ss);
+        count2++;
+      }
+    }
+  }
+  return { cos, count: count2 };
+}
+function floats(t) {
+  if (t.type === "float32") return t.data;
+  if (t.type === "float64") return Float32Array.from(t.data);
+  if (t.type === "float16") return toFloat32({ dtype: DataType.FLOAT16, dims: t.dims.map(Number), data: t.data });
+  throw new Error(`block influence: ${t.type} activations are not floating point`);
+}
+
+// src/prune/index.ts
+var PLAN_SLACK2 = 25e-4;
 var MAX_ATTEMPTS = 8;
 async function pruneModel(model, options) {
   if (!(options.target >= 0 && options.target < 1)) {
@@ -49126,6 +49486,7 @@ async function pruneModel(model, options) {
   }
   const nothing = options.target > 0 ? noFloatWeights(model) : void 0;
   if (nothing) throw new UserError(`${modelName(model)}: nothing to prune: ${nothing}`);
+  if (options.structures.includes("blocks")) return pruneWithBlocks(model, options, pruneModel);
   const steps = Math.max(1, Math.floor(options.steps ?? 1));
   options = { ...options, memory: options.memory ?? newPruneMemory() };
   const paramsBefore = countParams(model);
@@ -49275,7 +49636,7 @@ ${e.reason}`, e])).values()];
         groups,
         scores,
         targetParams: options.target * paramsBefore,
-        slack: PLAN_SLACK * paramsBefore,
+        slack: PLAN_SLACK2 * paramsBefore,
         slots: analysis.space.slots,
         paramDims: (t) => analysis.model.constantInfo(t)?.dims,
         align: typeof options.align === "number" ? options.align : 1,
@@ -49301,7 +49662,7 @@ ${e.reason}`, e])).values()];
     });
     const { removals } = choice;
     const targetParams = options.target * paramsBefore;
-    const short = (removed, always = false) => always || removed < targetParams - 2 * PLAN_SLACK * paramsBefore ? { short: shortfall(analysis, groups, { removed, target: targetParams, of: paramsBefore }, options.align, choice.short) } : {};
+    const short = (removed, always = false) => always || removed < targetParams - 2 * PLAN_SLACK2 * paramsBefore ? { short: shortfall(analysis, groups, { removed, target: targetParams, of: paramsBefore }, options.align, choice.short) } : {};
     if (removals.length === 0) {
       return { model: model.clone(), pruned: [], skipped, paramsBefore, paramsAfter: paramsBefore, ...targetParams > 0 ? short(0, true) : {} };
     }
@@ -49409,7 +49770,7 @@ function shortfall(analysis, groups, { removed, target, of }, align, known) {
   let capacity = 0;
   for (const g of groups) for (const u of g.units.slice(1)) capacity += ledger.take(u);
   const n = (v) => Math.round(v).toLocaleString("en-US");
-  if (capacity < target - PLAN_SLACK * of) {
+  if (capacity < target - PLAN_SLACK2 * of) {
     return capacity <= 0 ? "nothing more to remove: every prunable group is down to one unit" : `nothing more to remove: the prunable groups can lose ${n(capacity)} parameters (one unit each kept), ${n(target)} were asked; skipped says why the rest is left alone`;
   }
   if (known) return known;
@@ -49513,6 +49874,7 @@ async function findPrunable(model) {
     return { prunable: [], skipped: [{ where: "the whole model", reason: nothing }, ...places.map(([where, reason]) => ({ where, reason }))] };
   }
   const analysis = await analyze(model);
+  const blocks = await findBlocks(model, analysis.traces[0]);
   return {
     prunable: analysis.groups.map((g) => ({
       kind: g.kind,
@@ -49520,12 +49882,13 @@ async function findPrunable(model) {
       units: g.units.length,
       unitParams: Math.round(g.units[0].params)
     })),
-    skipped: describeSkipped(analysis, ["ffn", "heads", "channels"])
+    skipped: describeSkipped(analysis, ["ffn", "heads", "channels"]),
+    blocks: { removable: blocks.blocks.map((b) => ({ where: b.where, params: b.params })), leftAlone: blocks.skipped }
   };
 }
 
 // src/quantize/inputs.ts
-var import_onnx_proto17 = __toESM(require_onnx());
+var import_onnx_proto18 = __toESM(require_onnx());
 
 // src/quantize/pack.ts
 function defaultZeroPoint(bits) {
@@ -49538,9 +49901,8 @@ var BlockQuantizer = class {
     this.options = options;
     const { bits, blockSize } = options;
     const [k, n] = options.transposed ? [cols, rows] : [rows, cols];
-    const blocks = Math.ceil(k / blockSize);
-    this.result = { packed: new Uint8Array(n * blocks * blockSize * bits / 8), scales: new Float32Array(n * blocks), n, k, blocks, blockSize, bits };
-    if (options.zeroPoints) this.result.zeroPoints = new Uint8Array(n * blocks);
+    this.result = emptyBlocks(k, n, bits, blockSize);
+    if (options.zeroPoints) this.result.zeroPoints = new Uint8Array(n * this.result.blocks);
     this.pending = new Float32Array(options.transposed ? 0 : blockSize * cols);
     this.values = new Float32Array(blockSize);
     this.codes = new Int32Array(blockSize);
@@ -49589,7 +49951,7 @@ var BlockQuantizer = class {
     const { bits, blockSize } = this.options;
     const values = this.values;
     for (let i = 0; i < blockSize; i++) values[i] = at(i);
-    const { blocks, packed, scales, zeroPoints } = this.result;
+    const { blocks, zeroPoints } = this.result;
     const codes = this.codes;
     let scale;
     let zp = defaultZeroPoint(bits);
@@ -49601,15 +49963,26 @@ var BlockQuantizer = class {
       encodeAffine(values, scale, zp, 0, (1 << bits) - 1, codes);
       zp = 0;
     } else {
-      scale = bits === 8 ? scale8(values) : scale4(values, this.options.search ?? true);
-      encode3(values, scale, bits, codes);
+      scale = symmetricScale(values, bits, this.options.search ?? true);
+      encodeSymmetric(values, scale, bits, codes);
     }
-    scales[col * blocks + b] = scale;
-    const out = (col * blocks + b) * (blockSize * bits / 8);
-    if (bits === 8) for (let i = 0; i < blockSize; i++) packed[out + i] = codes[i] + zp;
-    else for (let i = 0; i < blockSize; i += 2) packed[out + i / 2] = codes[i] + zp | codes[i + 1] + zp << 4;
+    putBlock(this.result, col, b, codes, scale, zp);
   }
 };
+function emptyBlocks(k, n, bits, blockSize) {
+  const blocks = Math.ceil(k / blockSize);
+  return { packed: new Uint8Array(n * blocks * blockSize * bits / 8), scales: new Float32Array(n * blocks), n, k, blocks, blockSize, bits };
+}
+function putBlock(q, col, b, codes, scale, offset) {
+  const { blocks, blockSize, bits, packed } = q;
+  q.scales[col * blocks + b] = scale;
+  const out = (col * blocks + b) * (blockSize * bits / 8);
+  if (bits === 8) for (let i = 0; i < blockSize; i++) packed[out + i] = codes[i] + offset;
+  else for (let i = 0; i < blockSize; i += 2) packed[out + i / 2] = codes[i] + offset | codes[i + 1] + offset << 4;
+}
+function symmetricScale(values, bits, search) {
+  return bits === 8 ? scale8(values) : scale4(values, search);
+}
 function scale8(values) {
   let max = 0;
   for (const v of values) max = Math.max(max, Math.abs(v));
@@ -49643,9 +50016,28 @@ function affine(low, high, qmin, qmax) {
 function encodeAffine(values, scale, zeroPoint, qmin, qmax, out) {
   for (let i = 0; i < values.length; i++) out[i] = Math.min(qmax, Math.max(qmin, Math.round(values[i] / scale) + zeroPoint));
 }
-function encode3(values, scale, bits, out) {
+function encodeSymmetric(values, scale, bits, out) {
   const [lo, hi] = bits === 8 ? [-127, 127] : [-8, 7];
   for (let i = 0; i < values.length; i++) out[i] = scale === 0 ? 0 : Math.min(hi, Math.max(lo, Math.round(values[i] / scale)));
+}
+function dequantizeBlocks(q) {
+  const { n, k, blocks, blockSize, bits } = q;
+  const blob = blockSize * bits / 8;
+  const out = new Float32Array(k * n);
+  for (let col = 0; col < n; col++) {
+    for (let b = 0; b < blocks; b++) {
+      const scale = q.scales[col * blocks + b];
+      const zp = q.zeroPoints ? q.zeroPoints[col * blocks + b] : defaultZeroPoint(bits);
+      const base = (col * blocks + b) * blob;
+      for (let i = 0; i < blockSize; i++) {
+        const kk = b * blockSize + i;
+        if (kk >= k) break;
+        const code = bits === 8 ? q.packed[base + i] : q.packed[base + (i >> 1)] >> (i & 1) * 4 & 15;
+        out[kk * n + col] = (code - zp) * scale;
+      }
+    }
+  }
+  return out;
 }
 function quantizePerChannel(w, dims, axis) {
   const channels = dims[axis];
@@ -49724,8 +50116,8 @@ function lift(source) {
       let weight = byKey.get(key);
       if (!weight) byKey.set(key, weight = liftNBits(source, node2, names(`${node2.input[1]}_float`)));
       const [a, , , , , bias] = node2.input;
-      const matmul3 = import_onnx_proto17.onnx.NodeProto.create({ name: node2.name, opType: "MatMul", input: [a, weight.name], output: bias ? [names(`${node2.output[0]}_nobias`)] : [node2.output[0]] });
-      const add = bias ? [import_onnx_proto17.onnx.NodeProto.create({ name: `${node2.name}_bias`, opType: "Add", input: [matmul3.output[0], bias], output: [node2.output[0]] })] : [];
+      const matmul3 = import_onnx_proto18.onnx.NodeProto.create({ name: node2.name, opType: "MatMul", input: [a, weight.name], output: bias ? [names(`${node2.output[0]}_nobias`)] : [node2.output[0]] });
+      const add = bias ? [import_onnx_proto18.onnx.NodeProto.create({ name: `${node2.name}_bias`, opType: "Add", input: [matmul3.output[0], bias], output: [node2.output[0]] })] : [];
       replaced.set(copy, [matmul3, ...add]);
       weights.push(weight);
     } else {
@@ -49735,7 +50127,7 @@ function lift(source) {
   }
   model.graph.node = copies.flatMap((n) => replaced.get(n) ?? [n]);
   for (const w of new Set(weights)) {
-    const proto = import_onnx_proto17.onnx.TensorProto.create({ name: w.name, dataType: w.dtype, dims: w.dims });
+    const proto = import_onnx_proto18.onnx.TensorProto.create({ name: w.name, dataType: w.dtype, dims: w.dims });
     deferTensor(proto, (fn) => streamValues(w, fn));
     model.graph.initializer.push(proto);
   }
@@ -49973,7 +50365,7 @@ function lowerNBits(source, model, w, kept, values, how) {
   }
   for (const matmul3 of nodesOf(model).filter((m) => m.opType === "MatMul" && m.input[1] === w.name)) {
     const bias = nodesOf(model).find((m) => m.name === `${matmul3.name}_bias` && m.opType === "Add" && m.input[0] === matmul3.output[0]);
-    const copy = import_onnx_proto17.onnx.NodeProto.decode(import_onnx_proto17.onnx.NodeProto.encode(node2).finish());
+    const copy = import_onnx_proto18.onnx.NodeProto.decode(import_onnx_proto18.onnx.NodeProto.encode(node2).finish());
     copy.name = matmul3.name;
     setAttrInt(copy, "K", k);
     setAttrInt(copy, "N", n);
@@ -50061,7 +50453,7 @@ function lowerDequantize(source, model, w, kept, values, exact, front) {
   setOrAdd(model, codesName, newCodes);
   setOrAdd(model, scaleName, newScale);
   if (zpName && newZp) setOrAdd(model, zpName, newZp);
-  front.push(import_onnx_proto17.onnx.NodeProto.decode(import_onnx_proto17.onnx.NodeProto.encode(node2).finish()));
+  front.push(import_onnx_proto18.onnx.NodeProto.decode(import_onnx_proto18.onnx.NodeProto.encode(node2).finish()));
   return error62;
 }
 
@@ -50110,26 +50502,190 @@ function mergeQuantizedInputs(reports) {
 }
 
 // src/quantize/calibration.ts
-var import_onnx_proto20 = __toESM(require_onnx());
+var import_onnx_proto21 = __toESM(require_onnx());
 
 // src/quantize/rewrite.ts
-var import_onnx_proto19 = __toESM(require_onnx());
+var import_onnx_proto20 = __toESM(require_onnx());
 
 // src/quantize/formats.ts
-var import_onnx_proto18 = __toESM(require_onnx());
+var import_onnx_proto19 = __toESM(require_onnx());
+
+// src/quantize/gptq.ts
+var GPTQ_DAMP = 0.01;
+var GPTQ_DAMPINGS = [0.01, 0.1, 1];
+var GPTQ_BATCH = 128;
+async function gptqWithDampening(w, k, n, hessian, settings) {
+  const fit = hessian.full.map((v, i) => v - hessian.half[i]);
+  let damp = GPTQ_DAMP;
+  if (hessian.half.some((v) => v !== 0) && fit.some((v) => v !== 0)) {
+    let best = Infinity;
+    for (const d of GPTQ_DAMPINGS) {
+      const error62 = outputError(dequantizeBlocks(await gptqBlocks(w, k, n, fit, { ...settings, damp: d })), w, hessian.half, k, n);
+      if (error62 < best) [best, damp] = [error62, d];
+    }
+  }
+  return gptqBlocks(w, k, n, hessian.full, { ...settings, damp });
+}
+function outputError(q, w, h, k, n) {
+  const d = new Float64Array(k * n);
+  for (let i = 0; i < d.length; i++) d[i] = w[i] - q[i];
+  let total = 0;
+  const hd = new Float64Array(n);
+  for (let i = 0; i < k; i++) {
+    hd.fill(0);
+    for (let j = 0; j < k; j++) {
+      const f = h[i * k + j];
+      if (f === 0) continue;
+      for (let col = 0; col < n; col++) hd[col] += f * d[j * n + col];
+    }
+    for (let col = 0; col < n; col++) total += d[i * n + col] * hd[col];
+  }
+  return total;
+}
+async function gptqBlocks(w, k, n, hessian, settings) {
+  const { bits, blockSize } = settings;
+  const search = settings.search ?? true;
+  const weight = Float64Array.from(w);
+  const original = Float64Array.from(w);
+  const h = Float64Array.from(hessian);
+  for (let i = 0; i < k; i++) {
+    if (h[i * k + i] !== 0) continue;
+    h[i * k + i] = 1;
+    weight.fill(0, i * n, (i + 1) * n);
+    original.fill(0, i * n, (i + 1) * n);
+  }
+  let mean = 0;
+  for (let i = 0; i < k; i++) mean += h[i * k + i] / k;
+  const damp = (settings.damp ?? GPTQ_DAMP) * mean;
+  for (let i = 0; i < k; i++) h[i * k + i] += damp;
+  const u = await DenseMath.shared().inverseUpperFactor(h, k);
+  if (!u || u.some((v) => !Number.isFinite(v))) throw new Error("internal: the dampened Hessian is not positive definite");
+  const q = emptyBlocks(k, n, bits, blockSize);
+  const all = new Int8Array(k * n);
+  const batch = blockSize * Math.max(1, Math.ceil(GPTQ_BATCH / blockSize));
+  const errors = new Float64Array(batch * n);
+  const scales = new Float32Array(n);
+  const codes = new Int32Array(n * blockSize);
+  const values = new Float32Array(blockSize);
+  const [lo, hi] = bits === 8 ? [-127, 127] : [-8, 7];
+  const zp = defaultZeroPoint(bits);
+  for (let i1 = 0; i1 < k; i1 += batch) {
+    const i2 = Math.min(k, i1 + batch);
+    for (let i = i1; i < i2; i++) {
+      const b = Math.floor(i / blockSize);
+      const r = i - b * blockSize;
+      if (r === 0) {
+        codes.fill(0);
+        for (let col = 0; col < n; col++) {
+          for (let t = 0; t < blockSize; t++) values[t] = i + t < k ? weight[(i + t) * n + col] : 0;
+          scales[col] = symmetricScale(values, bits, search);
+        }
+      }
+      const d = u[i * k + i];
+      const row2 = i * n;
+      const err = (i - i1) * n;
+      for (let col = 0; col < n; col++) {
+        const s = scales[col];
+        const code = s === 0 ? 0 : Math.min(hi, Math.max(lo, Math.round(weight[row2 + col] / s)));
+        codes[col * blockSize + r] = code;
+        all[i * n + col] = code;
+        errors[err + col] = (weight[row2 + col] - code * s) / d;
+      }
+      for (let j = i + 1; j < i2; j++) {
+        const f = u[i * k + j];
+        if (f === 0) continue;
+        const target = j * n;
+        for (let col = 0; col < n; col++) weight[target + col] -= errors[err + col] * f;
+      }
+      if (r === blockSize - 1 || i === k - 1) {
+        for (let col = 0; col < n; col++) putBlock(q, col, b, codes.subarray(col * blockSize, (col + 1) * blockSize), scales[col], zp);
+      }
+    }
+    for (let j = i2; j < k; j++) {
+      const target = j * n;
+      for (let i = i1; i < i2; i++) {
+        const f = u[i * k + j];
+        if (f === 0) continue;
+        const err = (i - i1) * n;
+        for (let col = 0; col < n; col++) weight[target + col] -= errors[err + col] * f;
+      }
+    }
+  }
+  refitScales(q, all, original, h, k, n);
+  return q;
+}
+function refitScales(q, codes, w, h, k, n) {
+  const { blocks, blockSize } = q;
+  const hw = new Float64Array(k);
+  const m = new Float64Array(blocks * blocks);
+  const r = new Float64Array(blocks);
+  for (let col = 0; col < n; col++) {
+    for (let i = 0; i < k; i++) {
+      let s2 = 0;
+      for (let j = 0; j < k; j++) s2 += h[i * k + j] * w[j * n + col];
+      hw[i] = s2;
+    }
+    m.fill(0);
+    r.fill(0);
+    for (let i = 0; i < k; i++) {
+      const ci = codes[i * n + col];
+      if (ci === 0) continue;
+      const bi = Math.floor(i / blockSize);
+      r[bi] += ci * hw[i];
+      for (let j = 0; j < k; j++) {
+        const cj = codes[j * n + col];
+        if (cj !== 0) m[bi * blocks + Math.floor(j / blockSize)] += ci * h[i * k + j] * cj;
+      }
+    }
+    const s = solve(m, r, blocks);
+    if (!s) continue;
+    for (let b = 0; b < blocks; b++) if (m[b * blocks + b] > 0 && Number.isFinite(s[b])) q.scales[col * blocks + b] = Math.fround(s[b]);
+  }
+}
+function solve(a, b, n) {
+  const m = Float64Array.from(a);
+  const x = Float64Array.from(b);
+  for (let i = 0; i < n; i++) if (m[i * n + i] === 0) m[i * n + i] = 1;
+  for (let c = 0; c < n; c++) {
+    let p = c;
+    for (let i = c + 1; i < n; i++) if (Math.abs(m[i * n + c]) > Math.abs(m[p * n + c])) p = i;
+    if (m[p * n + c] === 0) return void 0;
+    if (p !== c) {
+      for (let j = 0; j < n; j++) [m[c * n + j], m[p * n + j]] = [m[p * n + j], m[c * n + j]];
+      [x[c], x[p]] = [x[p], x[c]];
+    }
+    for (let i = c + 1; i < n; i++) {
+      const f = m[i * n + c] / m[c * n + c];
+      if (f === 0) continue;
+      for (let j = c; j < n; j++) m[i * n + j] -= f * m[c * n + j];
+      x[i] -= f * x[c];
+    }
+  }
+  for (let i = n - 1; i >= 0; i--) {
+    let s = x[i];
+    for (let j = i + 1; j < n; j++) s -= m[i * n + j] * x[j];
+    x[i] = s / m[i * n + i];
+  }
+  return x;
+}
+
+// src/quantize/formats.ts
 var MS_DOMAIN = "com.microsoft";
-var int2 = (name, i) => import_onnx_proto18.onnx.AttributeProto.create({ name, type: import_onnx_proto18.onnx.AttributeProto.AttributeType.INT, i });
-function storeBlocks(work, cache, key, weight, layout) {
+var int2 = (name, i) => import_onnx_proto19.onnx.AttributeProto.create({ name, type: import_onnx_proto19.onnx.AttributeProto.AttributeType.INT, i });
+function storeBlocks(work, cache, key, weight, layout, chosen) {
   const cached2 = cache.get(key);
   if (cached2) return cached2;
   const { dtype, dims } = work.constantInfo(weight);
   const { bits, blockSize, transposed: transposed2 } = layout;
-  const quantizer = new BlockQuantizer(dims[0], dims[1], { bits, blockSize, transposed: transposed2 });
-  work.forEachChunk(weight, dims[1], (rows) => quantizer.add(rows));
-  const q = quantizer.finish();
-  const codes = work.uniqueName(`${weight}_Q${bits}`);
+  let q = chosen;
+  if (!q) {
+    const quantizer = new BlockQuantizer(dims[0], dims[1], { bits, blockSize, transposed: transposed2 });
+    work.forEachChunk(weight, dims[1], (rows) => quantizer.add(rows));
+    q = quantizer.finish();
+  }
+  const codes = work.uniqueName(`${weight}_${chosen ? "G" : "Q"}${bits}`);
   work.addInitializer(codes, { dtype: DataType.UINT8, dims: layout.codesDims(q.blocks), data: q.packed });
-  const scales = work.uniqueName(`${weight}_scales`);
+  const scales = work.uniqueName(`${weight}_${chosen ? "Gscale" : "scales"}`);
   work.addInitializer(scales, scaleTensor(q.scales, dtype, [layout.outputs, q.blocks]));
   const entry = { names: [codes, scales], bytes: q.packed.byteLength + q.scales.length * dtypeInfo(dtype).bytes, blockSize, shared: [] };
   cache.set(key, entry);
@@ -50151,26 +50707,44 @@ function channelCodes(work, name, dims, axis) {
   });
   return { codes, scales };
 }
+function transpose2(w, rows, cols) {
+  const out = new Float32Array(w.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = w[r * cols + c];
+  return out;
+}
 function scaleTensor(values, dtype, dims) {
   return dtype === DataType.FLOAT ? { dtype, dims, data: values } : fromFloat32(values, dtype, dims);
 }
-function nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cache) {
+function nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cache, chosen) {
   const info = work.constantInfo(weight);
   const [k, n] = transposed2 ? [info.dims[1], info.dims[0]] : info.dims;
   const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(info.dtype).bytes);
-  const entry = storeBlocks(work, cache, `nbits:${weight}:${transposed2}:${opts.bits}:${blockSize}`, weight, {
-    bits: opts.bits,
-    blockSize,
-    transposed: transposed2,
-    outputs: n,
-    codesDims: (blocks) => [n, blocks, blockSize * opts.bits / 8]
-  });
+  const method = chosen ? "gptq" : "rtn";
+  const entry = storeBlocks(
+    work,
+    cache,
+    `nbits:${weight}:${transposed2}:${opts.bits}:${blockSize}:${method}`,
+    weight,
+    { bits: opts.bits, blockSize, transposed: transposed2, outputs: n, codesDims: (blocks) => [n, blocks, blockSize * opts.bits / 8] },
+    chosen
+  );
   const [bName, sName] = entry.names;
   const a = node2.input[0];
   const name = node2.name;
   const accuracy = opts.accuracyLevel;
   const bits = opts.bits;
   const at8Bits = bits === 4 ? () => nbitsCandidate(work, node2, kind, weight, transposed2, bias, { ...opts, bits: 8, blockSize: DEFAULT_BLOCK_SIZE[8] }, cache) : void 0;
+  const gptq = chosen ? void 0 : {
+    input: a,
+    channels: k,
+    outputs: n,
+    float16: info.dtype === DataType.FLOAT16,
+    make: async (hessian) => {
+      const w = toFloat32(work.constant(weight));
+      const codes = await gptqWithDampening(transposed2 ? transpose2(w, n, k) : w, k, n, hessian, { bits, blockSize });
+      return nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cache, codes);
+    }
+  };
   return {
     node: node2,
     label: nodeLabel(node2),
@@ -50183,9 +50757,12 @@ function nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cach
     bytesAfter: entry.bytes,
     shared: [],
     at8Bits,
+    method,
+    ...gptq ? { gptq } : {},
     build: (outputs2) => [
-      import_onnx_proto18.onnx.NodeProto.create({
-        name: name ? `${name}_Q${bits}` : "",
+      import_onnx_proto19.onnx.NodeProto.create({
+        // Both methods' twins sit in one graph while their errors are measured: names of their own.
+        name: name ? `${name}_Q${bits}${chosen ? "_GPTQ" : ""}` : "",
         opType: "MatMulNBits",
         domain: MS_DOMAIN,
         input: bias ? [a, bName, sName, "", "", bias] : [a, bName, sName],
@@ -50210,7 +50787,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
     const sName = work.uniqueName(`${weight}_scale`);
     work.addInitializer(sName, scaleTensor(q.scales, info.dtype, [q.scales.length]));
     const out = work.uniqueName(`${weight}_dequantized`);
-    const dq = import_onnx_proto18.onnx.NodeProto.create({
+    const dq = import_onnx_proto19.onnx.NodeProto.create({
       name: `${out}_DequantizeLinear`,
       opType: "DequantizeLinear",
       input: [qName, sName],
@@ -50232,7 +50809,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
     bytesAfter: entry.bytes,
     shared: entry.shared,
     build: (outputs2) => {
-      const copy = import_onnx_proto18.onnx.NodeProto.decode(import_onnx_proto18.onnx.NodeProto.encode(node2).finish());
+      const copy = import_onnx_proto19.onnx.NodeProto.decode(import_onnx_proto19.onnx.NodeProto.encode(node2).finish());
       copy.name = node2.name ? `${node2.name}_Q8` : "";
       copy.input[1] = dequantized;
       copy.output = outputs2;
@@ -50267,7 +50844,7 @@ function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache)
     bytesAfter: entry.bytes,
     shared: [],
     build: (outputs2) => [
-      import_onnx_proto18.onnx.NodeProto.create({
+      import_onnx_proto19.onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : "",
         opType: "GatherBlockQuantized",
         domain: MS_DOMAIN,
@@ -50283,7 +50860,7 @@ function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache)
 function addMsOpset(model) {
   const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
   if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
-    model.proto.opsetImport.push(import_onnx_proto19.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
+    model.proto.opsetImport.push(import_onnx_proto20.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
   }
 }
 function applyCandidates(work, candidates, removable) {
@@ -50351,20 +50928,14 @@ function medianOf(values) {
 }
 async function chooseExceptions(work, candidates, opts, calibration, log) {
   const keptFloat = [];
-  const measure = async (list) => {
-    const errors = await opts.passes.pass(`quantization errors of ${list.map((c) => c.label).join(", ")}`, async () => {
-      await measureErrors(work, list, calibration, log);
-      return list.map((c) => c.error);
-    });
-    list.forEach((c, i) => c.error = errors[i]);
-  };
-  await measure(candidates);
+  const measure = (list) => measureCandidates(work, list, opts, calibration, log);
+  await measure(candidates.filter((c) => c.error === void 0));
   const ranked = [...candidates].sort((a, b) => (b.error ?? 0) - (a.error ?? 0));
-  const median2 = medianOf(ranked.map((c) => c.error ?? 0));
+  const median2 = medianOf(ranked.map((c) => c.rtnError ?? c.error ?? 0));
   const keep = ranked.slice(0, opts.keepFloat).filter((c) => (c.error ?? 0) > 0 && (c.error ?? 0) >= opts.keepFloatRatio * median2 && (c.error ?? 0) >= KEEP_FLOAT_MIN_ERROR);
   const measured = candidates.length;
   const reasons = new Map(
-    keep.map((c, rank2) => [c, `largest output error on the calibration data (${rank2 + 1} of ${measured}: ${formatError2(c.error)}, ${(c.error / median2).toFixed(1)}x the median layer's)`])
+    keep.map((c, rank2) => [c, `largest output error on the calibration data (${rank2 + 1} of ${measured}: ${formatError2(c.error)}, ${(c.error / median2).toFixed(1)}x the median layer's${candidates.some((o) => o.rtnError !== void 0) ? " rounded to nearest" : ""})`])
   );
   const wider = new Map(opts.exceptions === "int8" ? keep.flatMap((c) => c.at8Bits ? [[c, c.at8Bits()]] : []) : []);
   if (wider.size > 0) await measure([...wider.values()]);
@@ -50380,6 +50951,14 @@ async function chooseExceptions(work, candidates, opts, calibration, log) {
   }
   return keptFloat;
 }
+async function measureCandidates(work, list, opts, calibration, log) {
+  if (list.length === 0) return;
+  const errors = await opts.passes.pass(`quantization errors of ${list.map((c) => `${c.label}${c.method === "gptq" ? " (gptq)" : ""}`).join(", ")}`, async () => {
+    await measureErrors(work, list, calibration, log);
+    return list.map((c) => c.error);
+  });
+  list.forEach((c, i) => c.error = errors[i]);
+}
 async function measureErrors(work, candidates, calibration, log) {
   for (let start = 0; start < candidates.length; start += PROBE_CHUNK) {
     const chunk = candidates.slice(start, start + PROBE_CHUNK);
@@ -50392,8 +50971,8 @@ async function measureErrors(work, candidates, calibration, log) {
       const twin = probe.uniqueName(`${y}__quantized`);
       for (const s of c.shared) shared.add(s);
       graph.node.push(...c.build([twin]));
-      graph.output.push(import_onnx_proto20.onnx.ValueInfoProto.create({ name: twin }));
-      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto20.onnx.ValueInfoProto.create({ name: y }));
+      graph.output.push(import_onnx_proto21.onnx.ValueInfoProto.create({ name: twin }));
+      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto21.onnx.ValueInfoProto.create({ name: y }));
       pairs.push([y, twin]);
     }
     graph.node = [...shared, ...graph.node];
@@ -50422,13 +51001,111 @@ async function measureErrors(work, candidates, calibration, log) {
     }
     chunk.forEach((c, i) => {
       c.error = sums[i].ref > 0 ? Math.sqrt(sums[i].diff / sums[i].ref) : sums[i].diff > 0 ? Infinity : 0;
-      log(`quantize: ${c.label} at ${c.bits} bits: output ${formatError2(c.error)}`);
+      log(`quantize: ${c.label} at ${c.bits} bits${c.method === "gptq" ? " (gptq)" : ""}: output ${formatError2(c.error)}`);
     });
   }
 }
 function floatData(t) {
   if (t.type === "float16") return Float32Array.from(t.data, halfToFloat);
   return t.data;
+}
+
+// src/quantize/hessian.ts
+var import_onnx_proto22 = __toESM(require_onnx());
+async function collectHessians(model, requests, calibration) {
+  const wanted = new Map(requests.map((r) => [r.tensor, r]));
+  const probe = model.clone();
+  const graph = probe.graph;
+  const names = probe.uniqueNames();
+  const outputs2 = /* @__PURE__ */ new Map();
+  const node2 = (opType, input2, attribute = []) => {
+    const out = names("prune_gate_hessian");
+    graph.node.push(import_onnx_proto22.onnx.NodeProto.create({ opType, name: out, input: input2, output: [out], attribute }));
+    return out;
+  };
+  for (const r of wanted.values()) {
+    const shape2 = names("prune_gate_hessian_shape");
+    probe.addInitializer(shape2, { dtype: DataType.INT64, dims: [2], data: BigInt64Array.from([-1n, BigInt(r.channels)]) });
+    let x = node2("Reshape", [r.tensor, shape2]);
+    if (r.float16) x = node2("Cast", [x], [import_onnx_proto22.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto22.onnx.AttributeProto.AttributeType.INT, i: DataType.FLOAT })]);
+    const t = node2("Transpose", [x], [import_onnx_proto22.onnx.AttributeProto.create({ name: "perm", type: import_onnx_proto22.onnx.AttributeProto.AttributeType.INTS, ints: [1, 0] })]);
+    const gram = node2("MatMul", [t, x]);
+    graph.output.push(import_onnx_proto22.onnx.ValueInfoProto.create({ name: gram }));
+    outputs2.set(r.tensor, gram);
+  }
+  const sums = new Map([...wanted.values()].map((r) => [r.tensor, { full: new Float64Array(r.channels * r.channels), half: new Float64Array(r.channels * r.channels) }]));
+  const session = await sessionForProto(probe, probe.proto, { enableCpuMemArena: false });
+  try {
+    const fetches = [...outputs2.values()];
+    let batch = 0;
+    for await (const feeds of calibration()) {
+      const out = await session.run(feeds, fetches);
+      const odd = batch++ % 2 === 1;
+      for (const [tensor, name] of outputs2) {
+        const { full, half } = sums.get(tensor);
+        const g = out[name].data;
+        for (let i = 0; i < g.length; i++) full[i] += g[i];
+        if (odd) for (let i = 0; i < g.length; i++) half[i] += g[i];
+      }
+    }
+  } finally {
+    await session.release();
+  }
+  return sums;
+}
+
+// src/quantize/method.ts
+var GPTQ_MAX_HESSIAN_BYTES = 256 * 2 ** 20;
+var GPTQ_MAX_WORK = 4e10;
+function methodUsed(m) {
+  if (m.gptqLayers === m.layers) return "gptq";
+  if (m.gptqLayers === 0) return "rtn";
+  return `gptq on ${m.gptqLayers} of ${m.layers} layers, rtn on the others`;
+}
+async function chooseMethod(work, candidates, opts, calibration, log) {
+  const eligible = candidates.filter((c) => c.gptq);
+  if (eligible.length === 0) return void 0;
+  const seen = /* @__PURE__ */ new Set();
+  let [bytes2, arithmetic] = [0, 0];
+  let within = true;
+  const rtn = eligible.filter((c) => {
+    const { input: input2, channels: k, outputs: n } = c.gptq;
+    const more = seen.has(input2) ? 0 : 2 * k * k * 8;
+    const cost = k * k * n * (GPTQ_DAMPINGS.length + 1);
+    within &&= bytes2 + more <= GPTQ_MAX_HESSIAN_BYTES && arithmetic + cost <= GPTQ_MAX_WORK;
+    if (!within) return false;
+    seen.add(input2);
+    bytes2 += more;
+    arithmetic += cost;
+    return true;
+  });
+  if (rtn.length < eligible.length) {
+    log(`quantize: gptq on the first ${rtn.length} of ${eligible.length} layers; the others, past ${GPTQ_MAX_HESSIAN_BYTES / 2 ** 20} MiB of Hessians or ${GPTQ_MAX_WORK.toExponential(0)} multiply-adds, are rounded to nearest`);
+  }
+  if (rtn.length === 0) return void 0;
+  const requests = new Map(rtn.map((c) => [c.gptq.input, { tensor: c.gptq.input, channels: c.gptq.channels, float16: c.gptq.float16 }]));
+  const hessians = await opts.passes.pass(`gptq hessians of ${[...requests.keys()].join(", ")}`, () => collectHessians(work, [...requests.values()], calibration));
+  log(`quantize: gptq on ${rtn.length} layers (Hessians of ${requests.size} inputs)`);
+  const gptq = [];
+  for (const c of rtn) gptq.push(await c.gptq.make(hessians.get(c.gptq.input)));
+  await measureCandidates(work, [...rtn, ...gptq], opts, calibration, log);
+  let gptqLayers = 0;
+  let [error62, rtnError] = [0, 0];
+  rtn.forEach((r, i) => {
+    const g = gptq[i];
+    const useGptq = opts.method === "gptq" || (g.error ?? Infinity) < (r.error ?? Infinity);
+    const chosen = useGptq ? g : r;
+    if (useGptq) {
+      gptqLayers++;
+      g.rtnError = r.error;
+    }
+    candidates[candidates.indexOf(r)] = chosen;
+    error62 += (chosen.error ?? 0) / rtn.length;
+    rtnError += (r.error ?? 0) / rtn.length;
+  });
+  const choice = { asked: opts.method, layers: eligible.length, gptqLayers, error: error62, rtnError };
+  log(`quantize: method ${opts.method} -> ${methodUsed(choice)}: mean output ${formatError2(error62)} (round to nearest: ${formatError2(rtnError)})`);
+  return choice;
 }
 
 // src/quantize/registry.ts
@@ -50527,6 +51204,7 @@ async function quantizeModel(model, options) {
   const keptFloat = [];
   const candidates = planCandidates(work, opts, keptFloat);
   log(`quantize: ${candidates.length} layers to quantize (${opts.bits} bits, blocks up to ${opts.blockSize})`);
+  const method = opts.calibration && opts.method !== "rtn" ? await chooseMethod(work, candidates, opts, opts.calibration, log) : void 0;
   if (opts.calibration && candidates.length > 0) keptFloat.push(...await chooseExceptions(work, candidates, opts, opts.calibration, log));
   const original = new Set(model.constantNames());
   const weights = new Set(candidates.map((c) => c.weight));
@@ -50542,13 +51220,14 @@ async function quantizeModel(model, options) {
       bytesBefore: c.bytesBefore,
       bytesAfter: c.bytesAfter,
       ...c.error !== void 0 ? { error: c.error } : {},
-      ...c.exception ? { exception: c.exception } : {}
+      ...c.exception ? { exception: c.exception } : {},
+      ...c.method ? { method: c.method } : {}
     })
   );
   const weightBytesBefore = quantized.reduce((s, q) => s + q.bytesBefore, 0);
   const weightBytesAfter = quantized.reduce((s, q) => s + q.bytesAfter, 0);
   log(`quantize: ${quantized.length} layers quantized, weights ${weightBytesBefore} -> ${weightBytesAfter} bytes; ${keptFloat.length} kept float`);
-  return { model: work, quantized, keptFloat, weightBytesBefore, weightBytesAfter };
+  return { model: work, quantized, keptFloat, weightBytesBefore, weightBytesAfter, ...method ? { method } : {} };
 }
 function planCandidates(work, opts, keptFloat) {
   const ctx = { work, opts, cache: /* @__PURE__ */ new Map(), opset: work.defaultOpset ?? 1 };
@@ -50567,7 +51246,7 @@ function planCandidates(work, opts, keptFloat) {
 }
 
 // src/graph/compact.ts
-var import_onnx_proto21 = __toESM(require_onnx());
+var import_onnx_proto23 = __toESM(require_onnx());
 function compactNames(model) {
   const work = model.clone();
   const graph = work.graph;
@@ -50611,7 +51290,7 @@ function graphBytes(graph) {
   const initializers = graph.initializer;
   graph.initializer = [];
   try {
-    return import_onnx_proto21.onnx.GraphProto.encode(graph).finish().byteLength;
+    return import_onnx_proto23.onnx.GraphProto.encode(graph).finish().byteLength;
   } finally {
     graph.initializer = initializers;
   }
@@ -50656,7 +51335,7 @@ var DecodeTimingSchema = external_exports.object({
   warnings: external_exports.array(text).max(10)
 });
 var PassSchema = external_exports.object({
-  what: external_exports.enum(["statistics", "probe", "confirmation", "normalization sums", "evaluation"]),
+  what: external_exports.enum(["statistics", "probe", "confirmation", "normalization sums", "evaluation", "quantization"]),
   why: external_exports.string().max(2e3),
   samples: external_exports.number().int().nonnegative(),
   seconds: external_exports.number().nonnegative()
@@ -50683,7 +51362,21 @@ var QuantizationSchema = external_exports.object({
   /** Layers stored with more bits than asked: float, or 8 bits in an int4 model; and why. */
   exceptions: external_exports.array(external_exports.object({ where: text, stored: external_exports.enum(["float", "int8"]), reason: text })).max(MAX_ITEMS),
   /** Bytes saved by shortening intermediate tensor names (0 with keep-names). */
-  names_bytes_saved: count
+  names_bytes_saved: count,
+  /**
+   * How MatMulNBits codes were chosen, when calibration data chose them (quantize-method gptq or
+   * auto): the method asked, what was used ('gptq', 'rtn', or both with how many layers each),
+   * and the mean relative output error on the calibration data over those layers, with the codes
+   * stored and with round-to-nearest's.
+   */
+  method: external_exports.object({
+    asked: external_exports.enum(["auto", "rtn", "gptq"]),
+    used: text,
+    layers: count,
+    gptq_layers: count,
+    calibration_error: external_exports.number().nonnegative(),
+    rtn_calibration_error: external_exports.number().nonnegative()
+  }).optional()
 });
 var RunSchema = external_exports.object({
   sha: external_exports.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/),
@@ -50738,7 +51431,7 @@ var ReportSchema = external_exports.object({
   chosen_step: external_exports.number().int().nonnegative().nullable(),
   pruned: external_exports.array(
     external_exports.object({
-      kind: external_exports.enum(["ffn", "heads", "channels"]),
+      kind: external_exports.enum(["ffn", "heads", "channels", "blocks"]),
       where: text,
       before: count,
       after: count,
@@ -51076,7 +51769,11 @@ function quantizationSection(r) {
   const lines = [
     `#### Quantization (${r.quantize})`,
     "",
-    `Weights of ${q.layers} ${q.layers === 1 ? "layer" : "layers"} quantized: ${bytes(q.weight_bytes_before)} → ${bytes(q.weight_bytes_after)}, ${ratioText(q.weight_bytes_before, q.weight_bytes_after)}.` + (q.names_bytes_saved > 0 ? ` Intermediate tensor names shortened: ${bytes(q.names_bytes_saved)} fewer.` : "")
+    `Weights of ${q.layers} ${q.layers === 1 ? "layer" : "layers"} quantized: ${bytes(q.weight_bytes_before)} → ${bytes(q.weight_bytes_after)}, ${ratioText(q.weight_bytes_before, q.weight_bytes_after)}.` + (q.names_bytes_saved > 0 ? ` Intermediate tensor names shortened: ${bytes(q.names_bytes_saved)} fewer.` : ""),
+    ...q.method ? [
+      "",
+      `Codes chosen by ${q.method.used} (quantize-method ${q.method.asked}): mean relative output error on the calibration data ${q.method.calibration_error.toPrecision(3)}, against ${q.method.rtn_calibration_error.toPrecision(3)} rounded to nearest.`
+    ] : []
   ];
   const exceptions = details(
     `Stored with more bits than ${r.quantize} (${q.exceptions.length} ${q.exceptions.length === 1 ? "layer" : "layers"})`,
@@ -51383,7 +52080,19 @@ var REPORT_MD = "report.md";
 var STEPS_DIR = ".prune-gate-steps";
 async function quantizeArtifact(model, mode, options = {}) {
   const log = options.log ?? (() => void 0);
-  const result = await quantizeModel(model, { bits: mode === "int8" ? 8 : 4, calibration: options.calibration, passes: options.passes, log });
+  const passes = [];
+  const recorded = options.passes ?? RUN_PASSES;
+  const timed = {
+    pass: (what, run) => recorded.pass(what, async () => {
+      const started = Date.now();
+      const result2 = await run();
+      const why = what.startsWith("gptq hessians") ? "GPTQ's Hessians: Σ x xᵀ of the quantized layers' inputs" : "the quantized layers' output errors (the method per layer, the exceptions)";
+      passes.push({ what: "quantization", why, samples: options.samples ?? 0, seconds: (Date.now() - started) / 1e3 });
+      return result2;
+    })
+  };
+  const result = await quantizeModel(model, { bits: mode === "int8" ? 8 : 4, method: options.method, calibration: options.calibration, passes: timed, log });
+  const m = result.method;
   for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
   for (const q of result.quantized) if (q.exception) log(`kept at ${q.bits} bits: ${q.node} (${q.exception})`);
   const compact = options.keepNames ? void 0 : compactNames(result.model);
@@ -51396,15 +52105,16 @@ async function quantizeArtifact(model, mode, options = {}) {
       ...result.quantized.flatMap((q) => q.exception ? [{ where: q.node, stored: "int8", reason: q.exception }] : []),
       ...result.keptFloat.map((k) => ({ where: k.node, stored: "float", reason: k.reason }))
     ],
-    names_bytes_saved: compact?.bytesSaved ?? 0
+    names_bytes_saved: compact?.bytesSaved ?? 0,
+    ...m ? { method: { asked: m.asked, used: methodUsed(m), layers: m.layers, gptq_layers: m.gptqLayers, calibration_error: m.error, rtn_calibration_error: m.rtnError } } : {}
   };
-  return { model: compact?.model ?? result.model, quantization };
+  return { model: compact?.model ?? result.model, quantization, passes };
 }
-function quantizeWith(set2, keepNames, log, passes) {
+function quantizeWith(set2, keepNames, log, passes, method) {
   return async (model, mode) => {
     if (mode === "none") return { model };
     log(`quantizing the candidate to ${mode}`);
-    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set2), keepNames, passes, log });
+    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set2), method, keepNames, passes, samples: set2.count, log });
   };
 }
 async function runGate(options) {
@@ -51436,7 +52146,7 @@ async function runOnDevice(options) {
   const tap = !set2.generation && firstTarget > 0 && !options.prune ? await statisticsTapInFormat(base, pruneSettings(config2, set2, firstTarget, memory, log)) : void 0;
   const evaluator = await Evaluator.create(base, set2, { latency: { ...config2.latency, settled: latencySettled(config2.gate) }, decode: decodeSettled(config2.gate), log, tap });
   if (tap) memory.ready = tap.collected();
-  const quantize = options.quantize ?? quantizeWith(evaluator.set, config2.keepNames, log);
+  const quantize = options.quantize ?? quantizeWith(evaluator.set, config2.keepNames, log, void 0, config2.quantizeMethod);
   const stepsDir = path14.join(out, STEPS_DIR);
   try {
     checkRulesAgainstBase(config2.gate, evaluator.baseQuality, config2.file ? displayPath(config2.file) : "the gate");
@@ -51568,6 +52278,7 @@ function pruneSettings(config2, set2, target, memory, log) {
 }
 function candidateSteps(config2, origin, stepsDir, prune, quantize, score, log, remaining, memory = newPruneMemory()) {
   const quantization = /* @__PURE__ */ new Map();
+  const quantizerPasses = /* @__PURE__ */ new Map();
   const pruning = /* @__PURE__ */ new Map();
   const requantized = /* @__PURE__ */ new Map();
   return {
@@ -51580,6 +52291,7 @@ function candidateSteps(config2, origin, stepsDir, prune, quantize, score, log, 
     quantize: async (model, step) => {
       const quantized = await quantize(model, config2.quantize);
       quantization.set(step.index, quantized.quantization);
+      quantizerPasses.set(step.index, quantized.passes ?? []);
       return quantized.model;
     },
     evaluate: async (candidate, step) => {
@@ -51590,7 +52302,8 @@ function candidateSteps(config2, origin, stepsDir, prune, quantize, score, log, 
       const model = OnnxModel.read(written.path);
       const quantizedInputs = mergeQuantizedInputs([...requantized].filter(([index]) => index <= step.index).map(([, r]) => r));
       const { metrics, artifact, passes } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index), ...quantizedInputs ? { quantizedInputs } : {} }, step, candidate);
-      return { metrics, artifact, passes, next: config2.quantize === "none" ? model : void 0 };
+      const listed2 = [...quantizerPasses.get(step.index) ?? [], ...passes ?? []];
+      return { metrics, artifact, passes: listed2.length ? listed2 : void 0, next: config2.quantize === "none" ? model : void 0 };
     },
     discard: (artifact) => fs16.rmSync(artifact.dir, { recursive: true, force: true }),
     log,
@@ -51804,6 +52517,11 @@ function formatInspection(ins) {
         "  "
       )
     );
+  if (ins.blocks && ins.blocks.removable.length + ins.blocks.leftAlone.length > 0) {
+    lines.push("", "Residual blocks (structures: blocks, off by default)");
+    if (ins.blocks.removable.length) lines.push(...table([["params", "where"], ...ins.blocks.removable.map((b) => [grouped(b.params), b.where])], "  "));
+    for (const s of ins.blocks.leftAlone) lines.push(`  left whole: ${s.where}: ${s.reason}`);
+  }
   if (ins.quantized) lines.push("", "Quantized weights", `  ${ins.quantized}`);
   lines.push("", "Left alone");
   if (ins.skipped.length === 0) lines.push("  nothing");
@@ -51961,7 +52679,7 @@ function rebuiltSteps(config2, origin, set2, stepsDir, passes, damage, log, scor
       },
       config2.prune.quantized
     ),
-    quantizeWith(set2, config2.keepNames, log, passes),
+    quantizeWith(set2, config2.keepNames, log, passes, config2.quantizeMethod),
     async (model, written, step) => ({ metrics: await score(model, written, step), artifact: written }),
     log
   );
@@ -52215,7 +52933,7 @@ function register5(program2, ctx) {
 // src/cli/commands/prune.ts
 var path17 = __toESM(require("path"));
 function register6(program2, ctx) {
-  program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels", STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--compensate <how>", "auto, none, bias or reconstruct (default: auto with --calibration, which measures bias and reconstruct; else none)").option(
+  program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels,blocks (whole residual blocks, off by default)", WIDTH_STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--compensate <how>", "auto, none, bias or reconstruct (default: auto with --calibration, which measures bias and reconstruct; else none)").option(
     "--allocation <how>",
     "how removals are shared between layers: auto (with --calibration: global, uniform, FFN-only and by measured damage, the least damaging kept; without: uniform), global, uniform, ffn-only or measured",
     "auto"
