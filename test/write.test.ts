@@ -10,7 +10,7 @@ import { externalLocation, isExternal } from '../src/onnx/external';
 import { OnnxModel, decodeModelProto } from '../src/onnx/model';
 import { setSpillMinBytes } from '../src/onnx/spill';
 import { writeModel } from '../src/onnx/write';
-import { STRUCTURES } from '../src/graph/analysis';
+import { WIDTH_STRUCTURES } from '../src/graph/analysis';
 import { pruneModel } from '../src/prune';
 import { quantizeModel } from '../src/quantize';
 import { expectSameOutputs, fixtureFiles, runFile } from './helpers/fixtures';
@@ -28,7 +28,7 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-const prune = (m: OnnxModel) => pruneModel(m, { target: 0.3, structures: [...STRUCTURES], importance: 'magnitude', compensate: 'none' });
+const prune = (m: OnnxModel) => pruneModel(m, { target: 0.3, structures: [...WIDTH_STRUCTURES], importance: 'magnitude', compensate: 'none' });
 
 /** Runs `fn` with the spill threshold so low that every weight is sliced by streaming. */
 async function streaming<R>(fn: () => Promise<R>): Promise<R> {
