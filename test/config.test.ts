@@ -124,9 +124,9 @@ describe('mistakes name themselves', () => {
     expect(configError('external-data: yes\n')).toBe("prune-gate.yml: external-data: 'yes' is not one of auto, always, never");
     expect(configError('gate:\n  memory: { max: 2 GB }\n')).toBe('prune-gate.yml: gate.memory.max: expected an amount of memory such as 512 MiB or 1 GiB (a plain number is MiB), found "2 GB"');
     expect(configError('device: { threads: 0 }\n')).toBe('prune-gate.yml: device.threads: a whole number of threads >= 1 (found 0)');
-    expect(configError('device: { memory: 16 }\n')).toBe('prune-gate.yml: device.memory: a memory size with its unit, e.g. 16GB or 12GiB (MB, GB, TB, MiB, GiB, TiB; at least 64MiB), found 16');
-    expect(configError('device: { memory: 16 gigs }\n')).toBe("prune-gate.yml: device.memory: a memory size with its unit, e.g. 16GB or 12GiB (MB, GB, TB, MiB, GiB, TiB; at least 64MiB), found '16 gigs'");
-    expect(configError('device: { memory: 1MB }\n')).toBe("prune-gate.yml: device.memory: a memory size with its unit, e.g. 16GB or 12GiB (MB, GB, TB, MiB, GiB, TiB; at least 64MiB), found '1MB'");
+    expect(configError('device: { memory: 16 }\n')).toBe('prune-gate.yml: device.memory: a memory size with its unit, e.g. 16GB or 12GiB (KB, MB, GB, TB, KiB, MiB, GiB, TiB), found 16');
+    expect(configError('device: { memory: 16 gigs }\n')).toBe("prune-gate.yml: device.memory: a memory size with its unit, e.g. 16GB or 12GiB (KB, MB, GB, TB, KiB, MiB, GiB, TiB), found '16 gigs'");
+    expect(configError('device: { memory: 0GB }\n')).toBe("prune-gate.yml: device.memory: a memory size with its unit, e.g. 16GB or 12GiB (KB, MB, GB, TB, KiB, MiB, GiB, TiB), found '0GB'");
     expect(configError('device: { thread: 2 }\n')).toBe('prune-gate.yml: device.thread: unknown key (did you mean threads?)');
     expect(configError('prune:\n  structures: [ffn, neurons]\n')).toBe("prune-gate.yml: prune.structures[1]: unknown structure 'neurons' (expected ffn, heads, channels)");
     expect(configError('model: 3\n')).toBe('prune-gate.yml: model: expected a path to an .onnx file, found 3');

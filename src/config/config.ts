@@ -210,19 +210,19 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
   };
 }
 
-const BYTE_UNITS: Record<string, number> = { mb: 1e6, gb: 1e9, tb: 1e12, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+const BYTE_UNITS: Record<string, number> = { kb: 1e3, kib: 2 ** 10, mb: 1e6, gb: 1e9, tb: 1e12, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
 
-/** `device.memory`: a size with its unit (16GB, 12 GiB, 512MiB), in bytes; at least 64 MiB. */
+/** `device.memory`: a size with its unit (16GB, 12 GiB, 512MiB), in bytes. */
 export function byteSize(value: unknown): number | undefined {
   const m = typeof value === 'string' ? /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]+)\s*$/i.exec(value) : null;
   const unit = m ? BYTE_UNITS[m[2].toLowerCase()] : undefined;
   if (!m || !unit) return undefined;
   const bytes = Math.round(Number(m[1]) * unit);
-  return bytes >= 64 * 2 ** 20 ? bytes : undefined;
+  return bytes > 0 ? bytes : undefined;
 }
 
 function memoryExpected(value: unknown): string {
-  return `a memory size with its unit, e.g. 16GB or 12GiB (MB, GB, TB, MiB, GiB, TiB; at least 64MiB), found ${quoted(value)}`;
+  return `a memory size with its unit, e.g. 16GB or 12GiB (KB, MB, GB, TB, KiB, MiB, GiB, TiB), found ${quoted(value)}`;
 }
 
 /** The configuration used when there is no config file: defaults, no bounds. */

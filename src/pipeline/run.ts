@@ -22,8 +22,9 @@ import { compactNames } from '../graph/compact';
 import type { PassEntry, PruneOptions, PruneResult } from '../prune/types';
 import { buildReport } from '../report/build';
 import { renderMarkdown } from '../report/markdown';
-import type { Report, ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
+import type { Report, ReportEvaluationForm, ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
 import { UserError } from '../errors';
+import { withDeviceMemory } from './device-memory';
 import { BaseOrigin, PruningSteps, baseOrigin, gateModelSettings, producerStamp } from './provenance';
 
 export type PruneFn = (model: OnnxModel, options: PruneOptions) => Promise<PruneResult>;
@@ -122,7 +123,6 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
 async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const { config } = options;
   const log = options.log ?? (() => undefined);
-  const prune = options.prune ?? pruneModel;
   const out = path.resolve(options.out);
   if (path.resolve(config.model as string) === path.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
@@ -137,6 +137,21 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const set = loadCalibration(config.calibration as string, base);
   checkRulesFitTask(config.gate, set, config.file ? displayPath(config.file) : 'the gate');
   const origin = baseOrigin(base, gateModelSettings(config));
+  return withDeviceMemory(base, set, config.device.memory, log, (evaluationForm, outputBytes) => gateOnDevice(options, base, set, origin, { evaluationForm, outputBytes }));
+}
+
+/** The gate past reading its inputs, in the form the device's memory allows (device-memory.ts). */
+async function gateOnDevice(
+  options: RunOptions,
+  base: OnnxModel,
+  set: CalibrationSet,
+  origin: BaseOrigin,
+  device: { evaluationForm?: ReportEvaluationForm; outputBytes?: number },
+): Promise<RunOutcome> {
+  const { config } = options;
+  const log = options.log ?? (() => undefined);
+  const prune = options.prune ?? pruneModel;
+  const out = path.resolve(options.out);
   // The budget counts from here: the base model's evaluation is part of what a gate costs.
   const budget = new SearchBudget(config.budget, stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps).length);
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
@@ -144,7 +159,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const memory = newPruneMemory();
   const firstTarget = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps)[0];
   const tap = !set.generation && firstTarget > 0 && !options.prune ? await firstStatisticsTap(base, pruneSettings(config, set, firstTarget, memory, log)) : undefined;
-  const evaluator = await Evaluator.create(base, set, { latency: { ...config.latency, settled: latencySettled(config.gate) }, log, tap });
+  const evaluator = await Evaluator.create(base, set, { latency: { ...config.latency, settled: latencySettled(config.gate) }, log, tap, cacheBytes: device.outputBytes });
   if (tap) memory.ready = tap.collected();
   // Generation: the passes run the prompts followed by the base's generations (evaluator.set).
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log);
@@ -226,6 +241,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
       run: options.run,
       environment: currentEnvironment(),
       memory: memoryPeaks,
+      evaluationForm: device.evaluationForm,
       interface: evaluation.interface,
       examples: evaluation.examples,
     });
