@@ -8,7 +8,7 @@ import { ModelMemory, measureMemory } from './memory';
 import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batchCount, batches } from './calibration';
 import { PassProgress } from '../util/progress';
-import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, latencyIntervals, latencyLine, latencyValues, measureLatency } from './latency';
+import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, latencyIntervals, latencyLine, latencyValues, measureLatency, measureLatencyApart } from './latency';
 import { GenerationExample, GenerationRun, InterfaceChange, generationValues, interfaceChanges } from './generation';
 import { ComparisonAccumulator, MetricSums, Rows, SELF_COMPARISON, TaskAccumulator, outputRows, planRows } from './metrics';
 
@@ -33,6 +33,8 @@ export interface EvaluatorOptions {
    * whose pass follows the decoding.
    */
   tap?: PassTap;
+  /** Base and candidate sessions one at a time, never both open (they do not fit device.memory together): latency is timed apart. */
+  apart?: boolean;
 }
 
 /** One candidate compared with the base model. */
@@ -83,7 +85,7 @@ export class Evaluator {
   ) {}
 
   static async create(model: OnnxModel, loaded: CalibrationSet, options: EvaluatorOptions = {}): Promise<Evaluator> {
-    const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log };
+    const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log, apart: options.apart ?? false };
     const tap = loaded.generation ? undefined : options.tap;
     const session = await sessionFor(tap?.model ?? model);
     try {
@@ -184,7 +186,13 @@ export class Evaluator {
         interface: interfaceChanges(this.baseModel, candidate),
         sums: { base: this.baseSums, candidate: { ...(generated?.sums ?? task.sums()), ...comparison.sums() } },
       };
-      return options.efficiency === false ? evaluation : await this.measureEfficiency(candidate, evaluation, await open());
+      if (options.efficiency === false) return evaluation;
+      if (this.options.apart) {
+        await (session as ort.InferenceSession | undefined)?.release();
+        session = undefined;
+        return await this.measureEfficiency(candidate, evaluation);
+      }
+      return await this.measureEfficiency(candidate, evaluation, await open());
     } finally {
       await (session as ort.InferenceSession | undefined)?.release();
     }
@@ -193,6 +201,7 @@ export class Evaluator {
   /** `evaluation` of `candidate` with latency (timed against the base) and MACs, if it lacks them. */
   async withEfficiency(candidate: OnnxModel, evaluation: Evaluation): Promise<Evaluation> {
     if (evaluation.latency) return evaluation;
+    if (this.options.apart) return this.measureEfficiency(candidate, evaluation);
     const session = await sessionFor(candidate);
     try {
       return await this.measureEfficiency(candidate, evaluation, session);
@@ -201,9 +210,13 @@ export class Evaluator {
     }
   }
 
-  private async measureEfficiency(candidate: OnnxModel, evaluation: Evaluation, session: ort.InferenceSession): Promise<Evaluation> {
+  /** Latency and MACs of `candidate`; without `session`, latency is timed apart (options.apart), each model's session opened for its own runs. */
+  private async measureEfficiency(candidate: OnnxModel, evaluation: Evaluation, session?: ort.InferenceSession): Promise<Evaluation> {
     const latencyFeeds = (batches(this.set).next().value as Batch).feeds;
-    const latency = await this.withBase((base) => measureLatency(base, session, latencyFeeds, this.options.latency));
+    if (!session) await this.close(); // the base's session, if it was kept, is opened again for its own block
+    const latency = session
+      ? await this.withBase((base) => measureLatency(base, session, latencyFeeds, this.options.latency))
+      : await measureLatencyApart(() => sessionFor(this.baseModel), () => sessionFor(candidate), latencyFeeds, this.options.latency);
     this.options.log?.(latencyLine(latency));
     const stats = await modelStats(candidate, this.set, this.options.log);
     return {

@@ -5,6 +5,7 @@ import { OnnxModel } from '../onnx/model';
 import { withSessionForm } from '../onnx/runtime';
 import { EVAL_FORM_BITS, EVAL_FORM_BLOCK, Int8Form, heldWeightBytes } from '../quantize/eval-form';
 import type { ReportEvaluationForm } from '../report/schema';
+import type { CompensationChoice } from '../prune/types';
 import { displayPath } from '../util/paths';
 
 /**
@@ -34,14 +35,17 @@ export async function withDeviceMemory<R>(
   base: OnnxModel,
   set: CalibrationSet,
   memory: number,
+  compensate: CompensationChoice,
   log: (line: string) => void,
-  fn: (form: ReportEvaluationForm | undefined, outputBytes: number | undefined) => Promise<R>,
+  fn: (device: { form?: ReportEvaluationForm; outputBytes?: number; compensate: CompensationChoice }) => Promise<R>,
 ): Promise<R> {
   const need = heldWeightBytes(base);
   const allowed = WEIGHT_SHARE * memory;
-  if (need <= allowed) return fn(undefined, undefined);
-  const formNeed = heldWeightBytes(base, true);
   const name = displayPath(base.origin || base.path);
+  const fits = need <= allowed;
+  const formNeed = fits ? need : heldWeightBytes(base, true);
+  const chosen = compensationThatFits(base, compensate, formNeed, allowed, memory, name, log);
+  if (fits) return fn({ compensate: chosen });
   if (formNeed > allowed) {
     throw new UserError(
       `${name}: its weights need ${gib(need)} as onnxruntime holds them and ${gib(formNeed)} even in int8, more than ${Math.round(WEIGHT_SHARE * 100)} % of device.memory (${gib(memory)}): give the gate a machine with more memory and set device.memory to it`,
@@ -74,10 +78,45 @@ export async function withDeviceMemory<R>(
         seconds: gap.seconds,
       },
     };
-    return await withSessionForm(apply, () => fn(report, Math.max(KEPT_OUTPUTS_FLOOR, Math.floor(OUTPUTS_SHARE * memory))));
+    return await withSessionForm(apply, () => fn({ form: report, outputBytes: Math.max(KEPT_OUTPUTS_FLOOR, Math.floor(OUTPUTS_SHARE * memory)), compensate: chosen }));
   } finally {
     form.close();
   }
+}
+
+/**
+ * An upper bound of the bytes reconstruction's statistics hold: the covariance of every MatMul
+ * or Gemm input that reads a weight (each input once, float32, twice: all batches and every
+ * other one, stats.ts), K² values each. A 7B LLaMA's 32 layers: about 44 GB.
+ */
+export function covarianceBytes(model: OnnxModel): number {
+  const inputs = new Map<string, number>();
+  for (const n of model.graph.node) {
+    if ((n.opType !== 'MatMul' && n.opType !== 'Gemm') || (n.domain ?? '') !== '') continue;
+    const [a, b] = n.input ?? [];
+    if (!a || !b) continue;
+    const producer = model.graph.node.find((p) => p.output?.[0] === b && p.opType === 'Cast');
+    const weight = model.constantInfo(b) ?? (producer?.input?.[0] ? model.constantInfo(producer.input[0]) : undefined);
+    if (!weight || weight.dims.length !== 2 || model.isConstant(a)) continue;
+    const k = n.opType === 'Gemm' && n.attribute?.some((x) => x.name === 'transB' && Number(x.i) === 1) ? weight.dims[1] : weight.dims[0];
+    inputs.set(a, k);
+  }
+  return [...inputs.values()].reduce((t, k) => t + k * k * 4 * 2, 0);
+}
+
+/**
+ * The compensation the run can afford: reconstruction's covariances must fit beside the weights
+ * in WEIGHT_SHARE of device.memory. `auto` falls back to bias, said in one line; `reconstruct`
+ * asked for and not affordable is refused.
+ */
+function compensationThatFits(model: OnnxModel, asked: CompensationChoice, weights: number, allowed: number, memory: number, name: string, log: (line: string) => void): CompensationChoice {
+  if (asked !== 'auto' && asked !== 'reconstruct') return asked;
+  const covariances = covarianceBytes(model);
+  if (weights + covariances <= allowed) return asked;
+  const why = `reconstruction's covariances of ${name} need up to ${gib(covariances)}, which with its weights (${gib(weights)}) is more than ${Math.round(WEIGHT_SHARE * 100)} % of device.memory (${gib(memory)})`;
+  if (asked === 'reconstruct') throw new UserError(`prune.compensate: reconstruct: ${why}; use compensate: bias, or a larger device.memory on a machine that has it`);
+  log(`compensation bias: ${why}`);
+  return 'bias';
 }
 
 const fmt = (v: number | undefined) => (v === undefined ? '?' : v.toPrecision(4));

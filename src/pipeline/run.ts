@@ -137,7 +137,9 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const set = loadCalibration(config.calibration as string, base);
   checkRulesFitTask(config.gate, set, config.file ? displayPath(config.file) : 'the gate');
   const origin = baseOrigin(base, gateModelSettings(config));
-  return withDeviceMemory(base, set, config.device.memory, log, (evaluationForm, outputBytes) => gateOnDevice(options, base, set, origin, { evaluationForm, outputBytes }));
+  return withDeviceMemory(base, set, config.device.memory, config.prune.compensate, log, ({ form, outputBytes, compensate }) =>
+    gateOnDevice({ ...options, config: { ...config, prune: { ...config.prune, compensate } } }, base, set, origin, { evaluationForm: form, outputBytes }),
+  );
 }
 
 /** The gate past reading its inputs, in the form the device's memory allows (device-memory.ts). */
@@ -159,7 +161,7 @@ async function gateOnDevice(
   const memory = newPruneMemory();
   const firstTarget = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps)[0];
   const tap = !set.generation && firstTarget > 0 && !options.prune ? await firstStatisticsTap(base, pruneSettings(config, set, firstTarget, memory, log)) : undefined;
-  const evaluator = await Evaluator.create(base, set, { latency: { ...config.latency, settled: latencySettled(config.gate) }, log, tap, cacheBytes: device.outputBytes });
+  const evaluator = await Evaluator.create(base, set, { latency: { ...config.latency, settled: latencySettled(config.gate) }, log, tap, cacheBytes: device.outputBytes, apart: !!device.evaluationForm });
   if (tap) memory.ready = tap.collected();
   // Generation: the passes run the prompts followed by the base's generations (evaluator.set).
   const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log);

@@ -121,7 +121,7 @@ export class Int8Form {
       replaced.set(
         w.node,
         onnx.NodeProto.create({
-          name: `${w.node.name ?? ''}_int8form`,
+          name: `${w.node.name || w.node.output![0]}_int8form`, // unique: an output has one producer
           opType: 'MatMulNBits',
           domain: MS_DOMAIN,
           input: [w.node.input![0], t.codes.name, t.scales.name],

@@ -61,11 +61,12 @@ function storeBlocks(
   cache: Cache,
   key: string,
   weight: string,
-  layout: { bits: Bits; blockSize: number; transposed: boolean; outputs: number; codesDims: (blocks: number) => number[] },
+  layout: { bits: Bits; blockSize: number; transposed: boolean; outputs: number; codesDims: (blocks: number) => number[]; scaleType?: DataType },
 ): CacheEntry {
   const cached = cache.get(key);
   if (cached) return cached;
-  const { dtype, dims } = work.constantInfo(weight)!;
+  const { dtype: stored, dims } = work.constantInfo(weight)!;
+  const dtype = layout.scaleType ?? stored;
   const { bits, blockSize, transposed } = layout;
   // Rows stream from where the weight lies (its file, or the slice of a pruned weight).
   const quantizer = new BlockQuantizer(dims[0], dims[1], { bits, blockSize, transposed });
@@ -117,11 +118,14 @@ export function nbitsCandidate(
   bias: string | undefined,
   opts: CheckedOptions,
   cache: Cache,
+  /** The float type the layer computes in, when not the weight's own (a float16 weight behind a Cast to float32). */
+  compute?: DataType,
 ): Candidate {
   const info = work.constantInfo(weight)!;
   const [k, n] = transposed ? [info.dims[1], info.dims[0]] : info.dims;
-  const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(info.dtype).bytes);
-  const entry = storeBlocks(work, cache, `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}`, weight, {
+  const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(compute ?? info.dtype).bytes);
+  const entry = storeBlocks(work, cache, `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}:${compute ?? ''}`, weight, {
+    scaleType: compute,
     bits: opts.bits,
     blockSize,
     transposed,
@@ -134,7 +138,7 @@ export function nbitsCandidate(
   const accuracy = opts.accuracyLevel;
   const bits = opts.bits;
   const at8Bits =
-    bits === 4 ? () => nbitsCandidate(work, node, kind, weight, transposed, bias, { ...opts, bits: 8, blockSize: DEFAULT_BLOCK_SIZE[8] }, cache) : undefined;
+    bits === 4 ? () => nbitsCandidate(work, node, kind, weight, transposed, bias, { ...opts, bits: 8, blockSize: DEFAULT_BLOCK_SIZE[8] }, cache, compute) : undefined;
   return {
     node,
     label: nodeLabel(node),
