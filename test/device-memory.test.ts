@@ -61,6 +61,8 @@ test('below the model\'s need, the gate runs on the int8 form, says so with its 
   expect(opTypes(path.join(out, 'pruned.onnx')).filter((t) => t === 'MatMul').length).toBe(opTypes(MODEL).filter((t) => t === 'MatMul').length);
   expect(pruned.initializers.every((t) => t.dataType === 1 || t.dataType === 7)).toBe(true);
   expect(report.candidate.params).toBeLessThan(report.base.params);
+  // Base and candidate never open together: latency timed apart, and said so.
+  expect(report.latency.warnings.join('\n')).toMatch(/base and candidate timed apart, one session at a time/);
   expect(fs.readdirSync(out).sort()).toEqual(['pruned.onnx', 'report.json', 'report.md']);
 }, 120_000);
 
@@ -69,7 +71,9 @@ test('a model that fits is evaluated as written: no int8 form, in the logs or th
   const r = await cli(['run', '--config', config('fits', 'device: { memory: 1GB }\n'), '--out', out]);
   expect(r.status).toBe(0);
   expect(r.stderr).not.toMatch(/int8 form/);
-  expect(readJson(path.join(out, 'report.json')).evaluation_form).toBeUndefined();
+  const report = readJson(path.join(out, 'report.json'));
+  expect(report.evaluation_form).toBeUndefined();
+  expect(report.latency.warnings.join('\n')).not.toMatch(/timed apart/);
   expect(fs.readFileSync(path.join(out, 'report.md'), 'utf8')).not.toMatch(/int8 form/);
 }, 120_000);
 
