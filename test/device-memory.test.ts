@@ -9,6 +9,7 @@ import * as path from 'path';
 import { runMain as cli } from './helpers/in-process';
 import { OnnxModel } from '../src/onnx/model';
 import { runInPieces } from '../src/onnx/pieces';
+import { writeModel } from '../src/onnx/write';
 import { createSession, ort } from '../src/onnx/runtime';
 import { Int8Form } from '../src/quantize/eval-form';
 import { ReportSchema } from '../src/report/schema';
@@ -64,6 +65,18 @@ test('below the model\'s need, the gate runs on the int8 form, says so with its 
   // Base and candidate never open together: latency timed apart, and said so.
   expect(report.latency.warnings.join('\n')).toMatch(/base and candidate timed apart, one session at a time/);
   expect(fs.readdirSync(out).sort()).toEqual(['pruned.onnx', 'report.json', 'report.md']);
+}, 120_000);
+
+test('a model with external data: the form\'s codes wait in a file beside it, removed when the run ends', async () => {
+  const dir = path.join(tmp, 'external');
+  fs.mkdirSync(dir);
+  writeModel(OnnxModel.read(MODEL), path.join(dir, 'model.onnx'), { externalData: 'always' });
+  const file = path.join(tmp, 'external.yml');
+  fs.writeFileSync(file, fs.readFileSync(config('base', 'device: { memory: 400KB }\n'), 'utf8').replace(MODEL, path.join(dir, 'model.onnx')));
+  const r = await cli(['run', '--config', file, '--out', path.join(tmp, 'external-out')]);
+  expect(r.status).toBe(0);
+  expect(readJson(path.join(tmp, 'external-out', 'report.json')).evaluation_form.gap.samples).toBe(16);
+  expect(fs.readdirSync(dir).sort()).toEqual(['model.onnx', 'model.onnx.data']);
 }, 120_000);
 
 test('a model that fits is evaluated as written: no int8 form, in the logs or the reports', async () => {

@@ -80,7 +80,7 @@ export async function withDeviceMemory<R>(
     };
     return await withSessionForm(apply, () => fn({ form: report, outputBytes: Math.max(KEPT_OUTPUTS_FLOOR, Math.floor(OUTPUTS_SHARE * memory)), compensate: chosen }));
   } finally {
-    form.close();
+    form.close(); // its data files go now, not only when the process exits
   }
 }
 

@@ -163,24 +163,36 @@ export class Int8Form {
     const scaleValues = w.compute === DataType.FLOAT ? q.scales : fromFloat32(q.scales, w.compute, [q.n, q.blocks]).data;
     const codes = { name: `${base}_codes`, dtype: DataType.UINT8, dims: [q.n, q.blocks, EVAL_FORM_BLOCK], data: q.packed };
     const scales = { name: `${base}_scales`, dtype: w.compute, dims: [q.n, q.blocks], data: scaleValues };
-    const made: FormTensors = loc
-      ? { codes: this.external(model.dir, codes), scales: this.external(model.dir, scales) }
+    // Beside the model when its folder takes a file (onnxruntime then maps the codes from there);
+    // else in the spill file, and the session is opened from a written copy (runtime.ts).
+    const beside = loc ? this.fileIn(model.dir) : undefined;
+    const made: FormTensors = beside
+      ? { codes: this.external(beside, codes), scales: this.external(beside, scales) }
       : { codes: inMemory(codes), scales: inMemory(scales) };
     if (key) this.byLocation.set(key, made);
     else this.byProto.set(source, made);
     return made;
   }
 
-  /** A tensor appended to the form's data file in `dir`, the model's folder (where onnxruntime resolves its locations). */
-  private external(dir: string, t: { name: string; dtype: DataType; dims: number[]; data: ArrayBufferView }): onnx.TensorProto {
-    let f = this.files.get(dir);
-    if (!f) {
-      const file = path.join(dir, `.prune-gate-int8-${process.pid}-${crypto.randomBytes(4).toString('hex')}.data`);
-      f = { file, fd: fs.openSync(file, 'wx'), size: 0 };
-      this.files.set(dir, f);
-      const made = f;
-      process.once('exit', () => fs.rmSync(made.file, { force: true }));
+  /** The form's data file in `dir`, the model's folder (where onnxruntime resolves its locations); undefined if the folder takes no file. */
+  private fileIn(dir: string): { file: string; fd: number; size: number } | undefined {
+    const open = this.files.get(dir);
+    if (open) return open;
+    const file = path.join(dir, `.prune-gate-int8-${process.pid}-${crypto.randomBytes(4).toString('hex')}.data`);
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'wx');
+    } catch {
+      return undefined;
     }
+    const made = { file, fd, size: 0 };
+    this.files.set(dir, made);
+    process.once('exit', () => fs.rmSync(made.file, { force: true }));
+    return made;
+  }
+
+  /** A tensor appended to the form's data file `f`. */
+  private external(f: { file: string; fd: number; size: number }, t: { name: string; dtype: DataType; dims: number[]; data: ArrayBufferView }): onnx.TensorProto {
     const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
     const offset = Math.ceil(f.size / ALIGN) * ALIGN;
     let done = 0;
