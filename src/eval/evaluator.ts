@@ -87,6 +87,10 @@ export class Evaluator {
   static async create(model: OnnxModel, loaded: CalibrationSet, options: EvaluatorOptions = {}): Promise<Evaluator> {
     const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log, apart: options.apart ?? false };
     const tap = loaded.generation ? undefined : options.tap;
+    // MACs are traced (every intermediate of one sample, 8.6 GB for a 7B model at 128 tokens)
+    // before the base's session exists, so the two never add up (docs/measured.md, "A 7B gate on
+    // a 16 GB runner"). A generation set's forward samples exist only after decoding.
+    const early = loaded.generation ? undefined : await modelStats(model, loaded, opts.log);
     const session = await sessionFor(tap?.model ?? model);
     try {
       let set = loaded;
@@ -98,7 +102,7 @@ export class Evaluator {
         });
         set = generation.forward;
       }
-      const stats = await modelStats(model, set, opts.log);
+      const stats = early ?? (await modelStats(model, set, opts.log));
       const task = new TaskAccumulator(set.task);
       let cached: Rows[] | undefined = [];
       let cachedBytes = 0;
