@@ -79,6 +79,19 @@ test('a model with external data: the form\'s codes wait in a file beside it, re
   expect(fs.readdirSync(dir).sort()).toEqual(['model.onnx', 'model.onnx.data']);
 }, 120_000);
 
+test('quantize: int4 under the form: the output is int4 made from the float weights, its layers\' errors measured on the first batch', async () => {
+  const out = path.join(tmp, 'int4');
+  const r = await cli(['run', '--config', config('int4', 'device: { memory: 400KB }\nquantize: int4\n'), '--out', out]);
+  expect(r.status).toBe(0);
+  expect(r.stderr).toMatch(/quantizing the candidate to int4 \(the layers' errors measured on the first 1 calibration batch: each of their passes is one of the whole model\)/);
+  const bits = OnnxModel.read(path.join(out, 'pruned.onnx'))
+    .graph.node.filter((n) => n.opType === 'MatMulNBits')
+    .map((n) => Number(n.attribute.find((a) => a.name === 'bits')!.i));
+  expect(bits.length).toBeGreaterThan(0);
+  expect(bits.filter((b) => b === 4).length).toBeGreaterThan(bits.length / 2);
+  expect(readJson(path.join(out, 'report.json')).evaluation_form.form).toBe('int8');
+}, 120_000);
+
 test('a model that fits is evaluated as written: no int8 form, in the logs or the reports', async () => {
   const out = path.join(tmp, 'fits');
   const r = await cli(['run', '--config', config('fits', 'device: { memory: 1GB }\n'), '--out', out]);

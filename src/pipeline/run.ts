@@ -91,11 +91,20 @@ export async function quantizeArtifact(
   return { model: compact?.model ?? result.model, quantization };
 }
 
-export function quantizeWith(set: CalibrationSet, keepNames: boolean, log: (line: string) => void, passes?: QuantizeOptions['passes']): QuantizeFn {
+/** `firstBatches`: the layers' quantization errors are measured on that many of the set's batches only. */
+export function quantizeWith(set: CalibrationSet, keepNames: boolean, log: (line: string) => void, passes?: QuantizeOptions['passes'], firstBatches?: number): QuantizeFn {
+  const all = calibrationFeeds(set);
+  const calibration = firstBatches === undefined ? all : function* () {
+    let n = 0;
+    for (const feeds of all()) {
+      if (n++ >= firstBatches) return;
+      yield feeds;
+    }
+  };
   return async (model, mode) => {
     if (mode === 'none') return { model };
-    log(`quantizing the candidate to ${mode}`);
-    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set), keepNames, passes, log });
+    log(`quantizing the candidate to ${mode}${firstBatches === undefined ? '' : ` (the layers' errors measured on the first ${firstBatches} calibration batch${firstBatches === 1 ? '' : 'es'}: each of their passes is one of the whole model)`}`);
+    return quantizeArtifact(model, mode, { calibration, keepNames, passes, log });
   };
 }
 
@@ -164,7 +173,9 @@ async function gateOnDevice(
   const evaluator = await Evaluator.create(base, set, { latency: { ...config.latency, settled: latencySettled(config.gate) }, log, tap, cacheBytes: device.outputBytes, apart: !!device.evaluationForm });
   if (tap) memory.ready = tap.collected();
   // Generation: the passes run the prompts followed by the base's generations (evaluator.set).
-  const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log);
+  // In the int8 form (a model too large for the device) a pass costs a pass of the whole model,
+  // and the quantizer makes one per 32 layers: their errors are measured on the first batch.
+  const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log, undefined, device.evaluationForm ? 1 : undefined);
   const stepsDir = path.join(out, STEPS_DIR);
   try {
     checkRulesAgainstBase(config.gate, evaluator.baseQuality, config.file ? displayPath(config.file) : 'the gate');
