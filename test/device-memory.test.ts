@@ -86,7 +86,7 @@ test('quantize: int4 under the form: the output is int4 made from the float weig
   expect(r.stderr).toMatch(/quantizing the candidate to int4 \(the layers' errors measured on the first 1 calibration batch: each of their passes is one of the whole model\)/);
   const bits = OnnxModel.read(path.join(out, 'pruned.onnx'))
     .graph.node.filter((n) => n.opType === 'MatMulNBits')
-    .map((n) => Number(n.attribute.find((a) => a.name === 'bits')!.i));
+    .map((n) => Number(n.attribute!.find((a) => a.name === 'bits')!.i));
   expect(bits.length).toBeGreaterThan(0);
   expect(bits.filter((b) => b === 4).length).toBeGreaterThan(bits.length / 2);
   expect(readJson(path.join(out, 'report.json')).evaluation_form.form).toBe('int8');
