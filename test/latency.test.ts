@@ -9,7 +9,7 @@ import type { ort } from '../src/onnx/runtime';
 import { renderMarkdown } from '../src/report/markdown';
 import type { Report } from '../src/report/schema';
 import { pairedBootstrap, percentile, percentileInPlace, seededRandom } from '../src/eval/bootstrap';
-import { LatencyOptions, LatencyResult, MIN_RUNS, STEADY_RUNS, latencyIntervals, latencyValues, measureLatency, summarize } from '../src/eval/latency';
+import { LatencyOptions, LatencyResult, MIN_RUNS, STEADY_RUNS, latencyIntervals, latencyValues, measureLatency, measureLatencyApart, summarize } from '../src/eval/latency';
 import { parseRule } from '../src/config/config';
 import { GateRule, OnInconclusive, judge, latencySettled } from '../src/gate/gate';
 import type { MetricName } from '../src/eval/metric-names';
@@ -239,4 +239,20 @@ describe('on-inconclusive, through `prune-gate eval`', () => {
     expect(report.metrics.find((m) => m.name === 'latency-p50')).toMatchObject({ rule: 'min-speedup 1', inconclusive: true, pass: verdict === 'pass' });
     expect(renderMarkdown(report).split('\n')[0]).toMatch(headline);
   });
+});
+
+test('timed apart (models that do not fit together): one session open at a time, the same runs of each, and a warning that drift is not cancelled', async () => {
+  const m = fakeModels((model) => (model === 'base' ? 100 : 50));
+  const events: string[] = [];
+  const opener = (name: 'base' | 'candidate') => async () => {
+    events.push(`open ${name}`);
+    return { run: (feeds: Record<string, never>) => (events.push(`run ${name}`), m[name].run(feeds)), release: async () => void events.push(`release ${name}`) } as never;
+  };
+  const r = await measureLatencyApart(opener('base'), opener('candidate'), {}, { warmup: 1, time: 1 }, m.clock);
+  // Each model's block: opened, warmed up, timed, let go before the other opens.
+  expect(events.indexOf('release base')).toBeLessThan(events.indexOf('open candidate'));
+  expect(events.filter((e) => e === 'run base').length).toBe(events.filter((e) => e === 'run candidate').length);
+  expect(r.runs).toBeGreaterThanOrEqual(MIN_RUNS);
+  expect(r.speedup).toBeCloseTo(2, 5);
+  expect(r.warnings.join('\n')).toMatch(/timed apart, one session at a time .*drift between the two blocks is not cancelled/);
 });

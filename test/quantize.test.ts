@@ -334,6 +334,24 @@ describe('MatMulNBits built here', () => {
     expect(relError(Array.from(y, halfToFloat), exact)).toBeLessThan(0.02);
   });
 
+  test('float16 weights behind a Cast to float (half-precision exports computing in float32): float32 scales, the Cast and the float16 weight gone', async () => {
+    const half = Uint16Array.from(w, floatToHalf);
+    const proto = model({
+      nodes: [node('Cast', ['w16'], ['w'], [attrInt('to', T.FLOAT)]), node('MatMul', ['a', 'w'], ['y'])],
+      inputs: [valueInfo('a', T.FLOAT, ['m', K])],
+      outputs: [valueInfo('y', T.FLOAT, ['m', N])],
+      initializers: [onnx.TensorProto.create({ name: 'w16', dataType: T.FLOAT16, dims: [K, N], rawData: new Uint8Array(half.buffer) })],
+    });
+    const { model: q, quantized } = await quantizeModel(OnnxModel.fromProto(proto), { bits: 4 });
+    expect(quantized.length).toBe(1);
+    const nb = nodesOf(q).find((n) => n.opType === 'MatMulNBits')!;
+    expect(q.constantInfo(nb.input[2])!.dtype).toBe(DataType.FLOAT);
+    expect(nodesOf(q).map((n) => n.opType)).toEqual(['MatMulNBits']);
+    expect(q.isConstant('w16')).toBe(false);
+    const y = (await run(q, { a: new ort.Tensor('float32', Float32Array.from(a), [M, K]) })).y.data as Float32Array;
+    expect(relError(Array.from(y), exact)).toBeLessThan(0.2);
+  });
+
   test('a weight read by two MatMuls is stored once; one also read by another op keeps its float copy', async () => {
     const proto = model({
       nodes: [node('MatMul', ['a', 'w'], ['y1']), node('MatMul', ['a', 'w'], ['y2']), node('MatMul', ['a', 'v'], ['y3']), node('ReduceSum', ['v'], ['s'], [attrInt('keepdims', 0)])],

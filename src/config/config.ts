@@ -1,4 +1,5 @@
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import YAML from 'yaml';
 import { z } from 'zod';
@@ -49,8 +50,11 @@ export interface Config {
   gate: GateRule[];
   /** How latency is timed, and what a latency bound the timing cannot decide counts as. */
   latency: LatencySettings;
-  /** The target device: onnxruntime's intra-op threads for every session (undefined: every core). */
-  device: { threads?: number };
+  /**
+   * The target device: onnxruntime's intra-op threads for every session (undefined: every core),
+   * and the bytes of memory the gate may use (default: this machine's RAM).
+   */
+  device: { threads?: number; memory: number };
   /** Seconds the whole search may take; the search plans its passes to fit (docs/pruning.md, "Cost"). */
   budget: number;
 }
@@ -113,6 +117,10 @@ const ConfigFile = z.strictObject({
   device: z
     .strictObject({
       threads: z.number({ error: 'a whole number of threads >= 1' }).int({ error: 'a whole number of threads >= 1' }).min(1, { error: 'a whole number of threads >= 1' }).max(1024, { error: 'at most 1024 threads' }).optional(),
+      memory: z
+        .union([z.number(), z.string()], { error: (i) => memoryExpected(i.input) })
+        .transform((v, ctx) => byteSize(v) ?? (ctx.addIssue({ code: 'custom', message: memoryExpected(v) }), z.NEVER))
+        .optional(),
     })
     .optional(),
   budget: z
@@ -206,14 +214,29 @@ function fromFile(raw: ConfigFile, dir: string, shown: string): Config {
       ...(raw.latency?.runs !== undefined ? { runs: raw.latency.runs } : {}),
       onInconclusive: raw.latency?.['on-inconclusive'] ?? DEFAULT_LATENCY_SETTINGS.onInconclusive,
     },
-    device: { threads: raw.device?.threads },
+    device: { threads: raw.device?.threads, memory: raw.device?.memory ?? os.totalmem() },
     budget: raw.budget ?? DEFAULT_BUDGET,
   };
 }
 
+const BYTE_UNITS: Record<string, number> = { kb: 1e3, kib: 2 ** 10, mb: 1e6, gb: 1e9, tb: 1e12, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+
+/** `device.memory`: a size with its unit (16GB, 12 GiB, 512MiB), in bytes. */
+export function byteSize(value: unknown): number | undefined {
+  const m = typeof value === 'string' ? /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]+)\s*$/i.exec(value) : null;
+  const unit = m ? BYTE_UNITS[m[2].toLowerCase()] : undefined;
+  if (!m || !unit) return undefined;
+  const bytes = Math.round(Number(m[1]) * unit);
+  return bytes > 0 ? bytes : undefined;
+}
+
+function memoryExpected(value: unknown): string {
+  return `a memory size with its unit, e.g. 16GB or 12GiB (KB, MB, GB, TB, KiB, MiB, GiB, TiB), found ${quoted(value)}`;
+}
+
 /** The configuration used when there is no config file: defaults, no bounds. */
 export function defaultConfig(): Config {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', keepNames: false, externalData: 'auto', gate: [], latency: { ...DEFAULT_LATENCY_SETTINGS }, device: {}, budget: DEFAULT_BUDGET };
+  return { prune: { ...DEFAULT_PRUNE }, quantize: 'none', keepNames: false, externalData: 'auto', gate: [], latency: { ...DEFAULT_LATENCY_SETTINGS }, device: { memory: os.totalmem() }, budget: DEFAULT_BUDGET };
 }
 
 

@@ -8,7 +8,7 @@ import { ModelMemory, measureMemory } from './memory';
 import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batchCount, batches } from './calibration';
 import { PassProgress } from '../util/progress';
-import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, latencyIntervals, latencyLine, latencyValues, measureLatency } from './latency';
+import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, latencyIntervals, latencyLine, latencyValues, measureLatency, measureLatencyApart } from './latency';
 import { measureDecodeSpeed } from './decode-speed';
 import { DecodeSettled, DecodeSpeed, decodeSpeedLine, decodeSpeedValues } from './decode-values';
 import { GenerationExample, GenerationRun, InterfaceChange, generationValues, interfaceChanges } from './generation';
@@ -37,6 +37,8 @@ export interface EvaluatorOptions {
    * whose pass follows the decoding.
    */
   tap?: PassTap;
+  /** Base and candidate sessions one at a time, never both open (they do not fit device.memory together): latency is timed apart. */
+  apart?: boolean;
 }
 
 /** One candidate compared with the base model. */
@@ -89,8 +91,12 @@ export class Evaluator {
   ) {}
 
   static async create(model: OnnxModel, loaded: CalibrationSet, options: EvaluatorOptions = {}): Promise<Evaluator> {
-    const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log, decode: options.decode };
+    const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log, decode: options.decode, apart: options.apart ?? false };
     const tap = loaded.generation ? undefined : options.tap;
+    // MACs are traced (every intermediate of one sample, 8.6 GB for a 7B model at 128 tokens)
+    // before the base's session exists, so the two never add up (docs/measured.md, "A 7B gate on
+    // a 16 GB runner"). A generation set's forward samples exist only after decoding.
+    const early = loaded.generation ? undefined : await modelStats(model, loaded, opts.log);
     const session = await sessionFor(tap?.model ?? model);
     try {
       let set = loaded;
@@ -102,7 +108,7 @@ export class Evaluator {
         });
         set = generation.forward;
       }
-      const stats = await modelStats(model, set, opts.log);
+      const stats = early ?? (await modelStats(model, set, opts.log));
       const task = new TaskAccumulator(set.task);
       let cached: Rows[] | undefined = [];
       let cachedBytes = 0;
@@ -192,6 +198,11 @@ export class Evaluator {
         sums: { base: this.baseSums, candidate: { ...(generated?.sums ?? task.sums()), ...comparison.sums() } },
       };
       if (options.efficiency === false) return evaluation;
+      if (this.options.apart) {
+        await (session as ort.InferenceSession | undefined)?.release();
+        session = undefined;
+        return await this.measureEfficiency(candidate, evaluation);
+      }
       // Decode speed is timed on fresh sessions (timeGeneration): this one has run the set.
       if (!this.generation) return await this.measureEfficiency(candidate, evaluation, await open());
     } finally {
@@ -203,6 +214,7 @@ export class Evaluator {
   /** `evaluation` of `candidate` with latency (and on a generation set decode speed), timed against the base, and MACs, if it lacks them. */
   async withEfficiency(candidate: OnnxModel, evaluation: Evaluation): Promise<Evaluation> {
     if (evaluation.latency) return evaluation;
+    if (this.options.apart) return this.measureEfficiency(candidate, evaluation);
     const session = await sessionFor(candidate);
     try {
       return await this.measureEfficiency(candidate, evaluation, session);
@@ -211,11 +223,16 @@ export class Evaluator {
     }
   }
 
-  private async measureEfficiency(candidate: OnnxModel, evaluation: Evaluation, session: ort.InferenceSession): Promise<Evaluation> {
+  /** Latency and MACs of `candidate`; without `session`, latency is timed apart (options.apart), each model's session opened for its own runs. */
+  private async measureEfficiency(candidate: OnnxModel, evaluation: Evaluation, session?: ort.InferenceSession): Promise<Evaluation> {
     const latencyFeeds = (batches(this.set).next().value as Batch).feeds;
-    const { latency, decode } = this.generation
-      ? await this.timeGeneration(this.generation, session, latencyFeeds)
-      : { latency: await this.withBase((base) => measureLatency(base, session, latencyFeeds, this.options.latency)), decode: undefined };
+    if (!session) await this.close(); // the base's session, if it was kept, is opened again for its own block
+    // Apart (one model's session at a time), decode speed is not timed: it alternates the two.
+    const { latency, decode } = !session
+      ? { latency: await measureLatencyApart(() => sessionFor(this.baseModel), () => sessionFor(candidate), latencyFeeds, this.options.latency), decode: undefined }
+      : this.generation
+        ? await this.timeGeneration(this.generation, session, latencyFeeds)
+        : { latency: await this.withBase((base) => measureLatency(base, session, latencyFeeds, this.options.latency)), decode: undefined };
     this.options.log?.(latencyLine(latency));
     if (decode) this.options.log?.(decodeSpeedLine(decode));
     const decoded = decode && decodeSpeedValues(decode);

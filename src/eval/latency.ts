@@ -153,6 +153,47 @@ export async function measureTrials(base: Trial, candidate: Trial, options: Late
   }
 }
 
+/** A session opened for a block of timed runs, and let go after. */
+export type SessionOpener = () => Promise<Pick<ort.InferenceSession, 'run' | 'release'>>;
+
+/**
+ * Latency when base and candidate do not fit in memory together (a model evaluated in the int8
+ * form, docs/contracts.md, "The target device's memory"): each model's runs in a block of their
+ * own, its session opened for them and let go, the candidate's block as many runs as the base's
+ * (half of `time`, at least MIN_RUNS unless `runs` allows fewer). Drift between the two blocks is
+ * not cancelled as alternation cancels it; a warning says so.
+ */
+export async function measureLatencyApart(base: SessionOpener, candidate: SessionOpener, feeds: Feeds, options: LatencyOptions = DEFAULT_LATENCY, clock: Clock = wallClock): Promise<LatencyResult> {
+  const most = Math.max(1, options.runs ?? Infinity);
+  const time = options.time ?? DEFAULT_LATENCY.time;
+  const noise = options.noise ?? DEFAULT_LATENCY.noise;
+  const start = clock();
+  const block = async (open: SessionOpener, count?: number): Promise<number[]> => {
+    const session = await open();
+    try {
+      for (let i = 0; i < options.warmup; i++) await session.run(feeds);
+      const times: number[] = [];
+      const began = clock();
+      while (count !== undefined ? times.length < count : times.length < most && (times.length < Math.min(MIN_RUNS, most) || (clock() - began) / 1000 < time / 2)) {
+        const t = clock();
+        await session.run(feeds);
+        times.push(clock() - t);
+      }
+      return times;
+    } finally {
+      await session.release();
+    }
+  };
+  const baseTimes = await block(base);
+  const candTimes = await block(candidate, baseTimes.length);
+  const { result, halfWidth } = summarize(baseTimes, candTimes, (clock() - start) / 1000, noise);
+  const stable = halfWidth <= Math.max(PRECISION, noise);
+  return {
+    ...result,
+    warnings: [...warnings(baseTimes, candTimes, result, stable, { ...options, noise }), 'base and candidate timed apart, one session at a time (together they do not fit device.memory): drift between the two blocks is not cancelled'],
+  };
+}
+
 /**
  * The figures of alternated runs (base and candidate times in ms, the i-th of each made
  * together), with intervals at least `noise` wide on each side, and the speedup's bootstrap

@@ -184,6 +184,25 @@ export function convolutionBlock(): number {
 }
 let cpuBlock: number | undefined;
 
+/**
+ * The form every session's model takes (a copy of its proto), or undefined for the model as
+ * written: a model too large for the device runs in a weight-only int8 form (docs/contracts.md,
+ * "The target device"). The quantizing layer supplies it; this layer only applies it.
+ */
+export type SessionForm = (model: OnnxModel, proto: onnx.IModelProto) => onnx.IModelProto;
+let sessionForm: SessionForm | undefined;
+
+/** Runs `fn` with every session it makes (evaluation, statistics, traces) opened in `form`. */
+export async function withSessionForm<R>(form: SessionForm | undefined, fn: () => Promise<R>): Promise<R> {
+  const before = sessionForm;
+  sessionForm = form;
+  try {
+    return await fn();
+  } finally {
+    sessionForm = before;
+  }
+}
+
 export function sessionThreads(): number | undefined {
   return deviceThreads;
 }
@@ -251,6 +270,10 @@ export async function createSession(
   options: ort.InferenceSession.SessionOptions = {},
 ): Promise<ort.InferenceSession> {
   if (model instanceof OnnxModel) return sessionForProto(model, model.proto, options);
+  if (sessionForm) {
+    const read = typeof model === 'string' ? OnnxModel.read(model) : OnnxModel.fromBytes(model, '');
+    return sessionForProto(read, read.proto, options);
+  }
   const opts = withDefaults(options);
   return typeof model === 'string' ? openSession(model, opts) : openSession(model, opts);
 }
@@ -270,6 +293,7 @@ export async function sessionForProto(
   options: ort.InferenceSession.SessionOptions = {},
 ): Promise<ort.InferenceSession> {
   const opts = withDefaults(options);
+  if (sessionForm) proto = sessionForm(model, proto);
   if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
   const bytes = onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);

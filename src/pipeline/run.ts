@@ -25,8 +25,9 @@ import { compactNames } from '../graph/compact';
 import type { PassEntry, PruneOptions, PruneResult } from '../prune/types';
 import { buildReport } from '../report/build';
 import { renderMarkdown } from '../report/markdown';
-import type { Report, ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
+import type { Report, ReportEvaluationForm, ReportPullRequest, ReportQuantization, ReportRun } from '../report/schema';
 import { UserError } from '../errors';
+import { withDeviceMemory } from './device-memory';
 import { BaseOrigin, PruningSteps, baseOrigin, gateModelSettings, producerStamp } from './provenance';
 
 export type PruneFn = (model: OnnxModel, options: PruneOptions) => Promise<PruneResult>;
@@ -120,17 +121,34 @@ export async function quantizeArtifact(
   return { model: compact?.model ?? result.model, quantization, passes };
 }
 
+/**
+ * `method`: how int4's codes are chosen (quantization.md); `firstBatches`: the layers'
+ * quantization errors are measured on that many of the set's batches only.
+ */
 export function quantizeWith(
   set: CalibrationSet,
   keepNames: boolean,
   log: (line: string) => void,
   passes?: QuantizeOptions['passes'],
   method?: QuantizeOptions['method'],
+  firstBatches?: number,
 ): QuantizeFn {
+  const all = calibrationFeeds(set);
+  const calibration =
+    firstBatches === undefined
+      ? all
+      : function* () {
+          let n = 0;
+          for (const feeds of all()) {
+            if (n++ >= firstBatches) return;
+            yield feeds;
+          }
+        };
+  const samples = firstBatches === undefined ? set.count : Math.min(set.count, firstBatches * set.batchSize);
   return async (model, mode) => {
     if (mode === 'none') return { model };
-    log(`quantizing the candidate to ${mode}`);
-    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set), method, keepNames, passes, samples: set.count, log });
+    log(`quantizing the candidate to ${mode}${firstBatches === undefined ? '' : ` (the layers' errors measured on the first ${firstBatches} calibration batch${firstBatches === 1 ? '' : 'es'}: each of their passes is one of the whole model)`}`);
+    return quantizeArtifact(model, mode, { calibration, method, keepNames, passes, samples, log });
   };
 }
 
@@ -160,7 +178,6 @@ export async function runGate(options: RunOptions): Promise<RunOutcome> {
 async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const { config } = options;
   const log = options.log ?? (() => undefined);
-  const prune = options.prune ?? ((model: OnnxModel, settings: PruneOptions) => pruneInFormat(model, settings, config.prune.quantized));
   const out = path.resolve(options.out);
   checkOutputFolder(options.out, '--out');
   if (path.resolve(config.model as string) === path.join(out, PRUNED_NAME)) {
@@ -177,6 +194,23 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   // Logged once what the user gave is known to fit: a mistake stays one line on stderr.
   log(`read ${displayPath(config.model as string)} and its calibration set ${displayPath(config.calibration as string)}`);
   const origin = baseOrigin(base, gateModelSettings(config));
+  return withDeviceMemory(base, set, config.device.memory, config.prune.compensate, log, ({ form, outputBytes, compensate }) =>
+    gateOnDevice({ ...options, config: { ...config, prune: { ...config.prune, compensate } } }, base, set, origin, { evaluationForm: form, outputBytes }),
+  );
+}
+
+/** The gate past reading its inputs, in the form the device's memory allows (device-memory.ts). */
+async function gateOnDevice(
+  options: RunOptions,
+  base: OnnxModel,
+  set: CalibrationSet,
+  origin: BaseOrigin,
+  device: { evaluationForm?: ReportEvaluationForm; outputBytes?: number },
+): Promise<RunOutcome> {
+  const { config } = options;
+  const log = options.log ?? (() => undefined);
+  const prune = options.prune ?? ((model: OnnxModel, settings: PruneOptions) => pruneInFormat(model, settings, config.prune.quantized));
+  const out = path.resolve(options.out);
   // The budget counts from here: the base model's evaluation is part of what a gate costs.
   const budget = new SearchBudget(config.budget, stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps).length);
   log(`evaluating the base model on ${set.count} calibration samples (${set.task})`);
@@ -184,10 +218,19 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   const memory = newPruneMemory();
   const firstTarget = stepRatios(config.prune.target, config.prune.maxTarget, config.prune.steps)[0];
   const tap = !set.generation && firstTarget > 0 && !options.prune ? await statisticsTapInFormat(base, pruneSettings(config, set, firstTarget, memory, log)) : undefined;
-  const evaluator = await Evaluator.create(base, set, { latency: { ...config.latency, settled: latencySettled(config.gate) }, decode: decodeSettled(config.gate), log, tap });
+  const evaluator = await Evaluator.create(base, set, {
+    latency: { ...config.latency, settled: latencySettled(config.gate) },
+    decode: decodeSettled(config.gate),
+    log,
+    tap,
+    cacheBytes: device.outputBytes,
+    apart: !!device.evaluationForm,
+  });
   if (tap) memory.ready = tap.collected();
   // Generation: the passes run the prompts followed by the base's generations (evaluator.set).
-  const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log, undefined, config.quantizeMethod);
+  // In the int8 form (a model too large for the device) a pass costs a pass of the whole model,
+  // and the quantizer makes one per 32 layers: their errors are measured on the first batch.
+  const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log, undefined, config.quantizeMethod, device.evaluationForm ? 1 : undefined);
   const stepsDir = path.join(out, STEPS_DIR);
   try {
     checkRulesAgainstBase(config.gate, evaluator.baseQuality, config.file ? displayPath(config.file) : 'the gate');
@@ -268,6 +311,7 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
       run: options.run,
       environment: currentEnvironment(),
       memory: memoryPeaks,
+      evaluationForm: device.evaluationForm,
       interface: evaluation.interface,
       examples: evaluation.examples,
     });

@@ -73,12 +73,13 @@ function storeBlocks(
   cache: Cache,
   key: string,
   weight: string,
-  layout: { bits: Bits; blockSize: number; transposed: boolean; outputs: number; codesDims: (blocks: number) => number[] },
+  layout: { bits: Bits; blockSize: number; transposed: boolean; outputs: number; codesDims: (blocks: number) => number[]; scaleType?: DataType },
   chosen?: BlockQuantized,
 ): CacheEntry {
   const cached = cache.get(key);
   if (cached) return cached;
-  const { dtype, dims } = work.constantInfo(weight)!;
+  const { dtype: stored, dims } = work.constantInfo(weight)!;
+  const dtype = layout.scaleType ?? stored;
   const { bits, blockSize, transposed } = layout;
   let q = chosen;
   if (!q) {
@@ -146,17 +147,19 @@ export function nbitsCandidate(
   opts: CheckedOptions,
   cache: Cache,
   chosen?: BlockQuantized,
+  /** The float type the layer computes in, when not the weight's own (a float16 weight behind a Cast to float32). */
+  compute?: DataType,
 ): Candidate {
   const info = work.constantInfo(weight)!;
   const [k, n] = transposed ? [info.dims[1], info.dims[0]] : info.dims;
-  const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(info.dtype).bytes);
+  const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(compute ?? info.dtype).bytes);
   const method = chosen ? 'gptq' : 'rtn';
   const entry = storeBlocks(
     work,
     cache,
-    `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}:${method}`,
+    `nbits:${weight}:${transposed}:${opts.bits}:${blockSize}:${method}:${compute ?? ''}`,
     weight,
-    { bits: opts.bits, blockSize, transposed, outputs: n, codesDims: (blocks) => [n, blocks, (blockSize * opts.bits) / 8] },
+    { scaleType: compute, bits: opts.bits, blockSize, transposed, outputs: n, codesDims: (blocks) => [n, blocks, (blockSize * opts.bits) / 8] },
     chosen,
   );
   const [bName, sName] = entry.names;
@@ -165,7 +168,7 @@ export function nbitsCandidate(
   const accuracy = opts.accuracyLevel;
   const bits = opts.bits;
   const at8Bits =
-    bits === 4 ? () => nbitsCandidate(work, node, kind, weight, transposed, bias, { ...opts, bits: 8, blockSize: DEFAULT_BLOCK_SIZE[8] }, cache) : undefined;
+    bits === 4 ? () => nbitsCandidate(work, node, kind, weight, transposed, bias, { ...opts, bits: 8, blockSize: DEFAULT_BLOCK_SIZE[8] }, cache, undefined, compute) : undefined;
   const gptq = chosen
     ? undefined
     : {
@@ -176,7 +179,7 @@ export function nbitsCandidate(
         make: async (hessian: Hessian) => {
           const w = toFloat32(work.constant(weight)!);
           const codes = await gptqWithDampening(transposed ? transpose(w, n, k) : w, k, n, hessian, { bits, blockSize });
-          return nbitsCandidate(work, node, kind, weight, transposed, bias, opts, cache, codes);
+          return nbitsCandidate(work, node, kind, weight, transposed, bias, opts, cache, codes, compute);
         },
       };
   return {

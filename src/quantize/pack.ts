@@ -122,8 +122,30 @@ export class BlockQuantizer {
   private flushBlock(): void {
     const { cols, pending, pendingRows } = this;
     const b = Math.floor((this.row - 1) / this.options.blockSize);
-    for (let col = 0; col < cols; col++) this.encodeBlock(col, b, (i) => (i < pendingRows ? pending[i * cols + col] : 0));
+    if (this.options.bits === 8) this.flushBlock8(b);
+    else for (let col = 0; col < cols; col++) this.encodeBlock(col, b, (i) => (i < pendingRows ? pending[i * cols + col] : 0));
     this.pendingRows = 0;
+  }
+
+  /**
+   * encodeBlock's 8-bit codes (scale8, encode) for every column of the pending rows, without a
+   * call per value: a 7B model's int8 evaluation form quantizes 6.5 G values with it.
+   */
+  private flushBlock8(b: number): void {
+    const { cols, pending, pendingRows } = this;
+    const { blockSize } = this.options;
+    const { blocks, packed, scales } = this.result;
+    for (let col = 0; col < cols; col++) {
+      let max = 0;
+      for (let i = 0; i < pendingRows; i++) max = Math.max(max, Math.abs(pending[i * cols + col]));
+      const scale = Math.fround(max / 127);
+      scales[col * blocks + b] = scale;
+      const out = (col * blocks + b) * blockSize;
+      for (let i = 0; i < blockSize; i++) {
+        const v = i < pendingRows ? pending[i * cols + col] : 0;
+        packed[out + i] = (scale === 0 ? 0 : Math.min(127, Math.max(-127, Math.round(v / scale)))) + 128;
+      }
+    }
   }
 
   /** Block `b` of column `col`, whose i-th value is `at(i)`. */

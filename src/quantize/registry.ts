@@ -33,11 +33,25 @@ function isFloatWeight(dtype: number): boolean {
 }
 
 /** The op's 2-D float weight at input 1, read by a data (non-constant) input 0. */
-function matrixWeight(node: onnx.NodeProto, work: OnnxModel): { name: string; dims: number[]; dtype: number } | undefined {
+function matrixWeight(node: onnx.NodeProto, work: OnnxModel): { name: string; dims: number[]; dtype: number; compute?: DataType } | undefined {
   const w = node.input[1];
-  const info = w ? work.constantInfo(w) : undefined;
+  const widened = w && !work.isConstant(w) ? widenedWeight(w, work) : undefined;
+  const name = widened ?? w;
+  const info = name ? work.constantInfo(name) : undefined;
   if (!info || info.dims.length !== 2 || !isFloatWeight(info.dtype) || work.isConstant(node.input[0])) return undefined;
-  return { name: w, ...info };
+  return { name, ...info, ...(widened ? { compute: DataType.FLOAT } : {}) };
+}
+
+/**
+ * The float16 initializer behind `name` when `name` is its Cast to float32: how half-precision
+ * exports store weights for float32 compute (tools/bench/make_large.py --fp16). The quantized
+ * layer then reads the float16 values and computes in float32, as the Cast did.
+ */
+function widenedWeight(name: string, work: OnnxModel): string | undefined {
+  const cast = work.graph.node.find((n) => n.opType === 'Cast' && (n.domain ?? '') === '' && n.output?.[0] === name);
+  const source = cast?.input?.[0];
+  if (!cast || !source || attrInt(cast, 'to', 0) !== DataType.FLOAT || !work.isInitializer(source)) return undefined;
+  return work.constantInfo(source)?.dtype === DataType.FLOAT16 ? source : undefined;
 }
 
 /** The node reads a float constant of two or more axes: a weight. */
@@ -54,7 +68,7 @@ const floatOr = (answer: Candidate | string): QuantAnswer => (typeof answer === 
 const matmul: QuantRule = {
   candidate(node, { work, opts, cache }) {
     const w = matrixWeight(node, work);
-    return w && nbitsCandidate(work, node, 'matmul', w.name, false, undefined, opts, cache);
+    return w && nbitsCandidate(work, node, 'matmul', w.name, false, undefined, opts, cache, undefined, w.compute);
   },
 };
 

@@ -13,7 +13,7 @@ import type { QuantizedInputsReport } from '../quantize/inputs';
 import type { MemoryPeaks } from '../eval/memory';
 import type { GenerationExample, InterfaceChange } from '../eval/generation';
 import { UserError } from '../errors';
-import { Report, ReportPullRequest, ReportQuantization, ReportRun, ReportSchema } from './schema';
+import { Report, ReportEvaluationForm, ReportPullRequest, ReportQuantization, ReportRun, ReportSchema } from './schema';
 
 export interface ReportInput {
   verdict: Verdict;
@@ -41,6 +41,8 @@ export interface ReportInput {
   environment?: Environment;
   /** The peaks the memory metric is net of, when it was measured. */
   memory?: MemoryPeaks;
+  /** The int8 form the models were evaluated in, when they did not fit device.memory as written. */
+  evaluationForm?: ReportEvaluationForm;
   interface?: InterfaceChange[];
   examples?: GenerationExample[];
   /** The config file (absolute), undefined on flags alone; the report records it relative to the working folder. */
@@ -159,6 +161,7 @@ export function buildReport(input: ReportInput): Report {
     ...(input.budget ? { budget: input.budget } : {}),
     ...(input.environment ? { environment: input.environment } : {}),
     ...(input.memory ? { memory: { runtime_mib: input.memory.runtime, spread_mib: input.memory.spread, base_peak_mib: input.memory.base, candidate_peak_mib: input.memory.candidate } } : {}),
+    ...(input.evaluationForm ? { evaluation_form: input.evaluationForm } : {}),
     ...(input.interface?.length ? { interface: input.interface } : {}),
     ...(input.examples?.length ? { examples: input.examples.map(clipExample) } : {}),
     ...(input.configFile !== undefined ? { config: input.configFile === null ? null : displayPath(path.resolve(input.configFile)) } : {}),

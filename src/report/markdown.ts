@@ -398,6 +398,19 @@ function memoryNote(r: Report): string[] {
   ];
 }
 
+/** The int8 form the figures come from, when the model did not fit device.memory: said before them, with what it costs. */
+function evaluationFormNote(r: Report): string[] {
+  const f = r.evaluation_form;
+  if (!f) return [];
+  const g = f.gap;
+  const task = Object.keys(g.float).filter((k) => k in g.int8);
+  const pct = (v: number | null) => (v === null ? 'not measured' : `${(v * 100).toFixed(2)} %`);
+  return [
+    `**Evaluated in a weight-only int8 form**: ${f.reason}, so the base and the candidates ran, and the statistics were collected, with every float MatMul weight as MatMulNBits (${f.bits} bits, block ${f.block_size}; ${(f.form_bytes / 2 ** 30).toFixed(1)} GiB instead of ${(f.model_bytes / 2 ** 30).toFixed(1)} GiB). The pruned model is written from the float weights.`,
+    `That form against the float model on the first ${g.samples} samples: top-1 agreement ${pct(g.agreement)}, KL divergence ${g.kl_divergence === null ? 'not measured' : g.kl_divergence.toPrecision(3)}${task.map((k) => `, ${k} ${formatValue(k as never, g.float[k])} (float) and ${formatValue(k as never, g.int8[k])} (int8)`).join('')}.`,
+  ];
+}
+
 /** Inputs or outputs the candidate changed: the app must feed it differently, so it leads, not hides. */
 function interfaceSection(r: Report): string[] {
   if (!r.interface?.length) return [];
@@ -480,6 +493,7 @@ function environmentSection(r: Report): string[] {
 export function renderMarkdown(r: Report): string {
   const sections: string[][] = [
     [verdictLine(r)],
+    evaluationFormNote(r),
     metricsTable(r),
     memoryNote(r),
     interfaceSection(r),

@@ -112,6 +112,29 @@ export const RunSchema = z.object({
 });
 
 /** The pull request a run was for: its number and the head commit it judged. */
+/**
+ * Present when the model as written did not fit `device.memory`: the base and the candidates
+ * were evaluated, and statistics collected, in a weight-only int8 form (MatMulNBits), and `gap`
+ * is that form's own distance from the float model on the set's first batch.
+ */
+export const EvaluationFormSchema = z.object({
+  form: z.literal('int8'),
+  reason: text,
+  device_memory_bytes: count,
+  model_bytes: count,
+  form_bytes: count,
+  bits: count,
+  block_size: count,
+  gap: z.object({
+    samples: count,
+    float: z.record(z.string(), num),
+    int8: z.record(z.string(), num),
+    agreement: num.nullable(),
+    kl_divergence: num.nullable(),
+    seconds: count,
+  }),
+});
+
 export const PullRequestSchema = z.object({ number: z.number().int().positive(), head_sha: z.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) });
 
 export const ReportSchema = z.object({
@@ -239,6 +262,7 @@ export const ReportSchema = z.object({
    * process without a model (0 when not more); `spread_mib` is how much runs of the latter differ.
    */
   memory: z.object({ runtime_mib: count, spread_mib: count, base_peak_mib: count, candidate_peak_mib: count }).optional(),
+  evaluation_form: EvaluationFormSchema.optional(),
   /**
    * Graph inputs and outputs whose declared shape the candidate changed (a KV cache's heads after
    * head pruning): the app that feeds the model must follow. Absent when none changed.
@@ -274,3 +298,4 @@ export type ReportStep = z.output<typeof StepSchema>;
 export type ReportQuantization = z.output<typeof QuantizationSchema>;
 export type ReportPullRequest = z.output<typeof PullRequestSchema>;
 export type ReportRun = z.output<typeof RunSchema>;
+export type ReportEvaluationForm = z.output<typeof EvaluationFormSchema>;
