@@ -23,12 +23,10 @@ const ESCAPES: Record<string, string> = {
   '\\': '&#92;',
   '`': '&#96;',
   '*': '&#42;',
-  _: '&#95;',
+  _: '\\_', // a backslash escape: two fifths of the bytes of &#95;, and names are full of underscores
   '~': '&#126;',
-  '[': '&#91;',
+  '[': '&#91;', // with ] escaped, ( and ) cannot make a link: left as they are (the comment's bytes: docs/contracts.md)
   ']': '&#93;',
-  '(': '&#40;',
-  ')': '&#41;',
   '!': '&#33;',
   '#': '&#35;',
   $: '&#36;', // math
@@ -48,7 +46,7 @@ export function escapeMarkdown(s: string, max = MAX_NAME): string {
   const oneLine = s.replace(/[\r\n\t\u2028\u2029]+/g, ' ');
   const clipped = oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
   return clipped
-    .replace(/[&<>"'|\\`*_~[\]()!#$:={}]/g, (c) => ESCAPES[c])
+    .replace(/[&<>"'|\\`*_~[\]!#$:={}]/g, (c) => ESCAPES[c])
     .replace(/@/g, '@\u200b') // a zero-width space after @ stops a mention
     .replace(/www\./gi, (m) => `${m.slice(0, 3)}&#46;`); // bare www. autolinks
 }
@@ -287,7 +285,7 @@ function latencyTable(r: Report): string[] {
   return [
     ...heading,
     ...rows,
-    `${rows.length ? 'Speedup (base p50 / candidate p50)' : 'Latency speedup (base p50 / candidate p50, one calibration batch, runs alternated)'}: **${l.speedup === null ? '–' : x(l.speedup)}**${about ? ` (${about})` : ''}`,
+    `${rows.length ? 'Speedup (base p50 / candidate p50)' : 'Latency speedup (base p50 / candidate p50)'}: **${l.speedup === null ? '–' : x(l.speedup)}**${about ? ` (${about})` : ''}`,
     // The warnings are the tool's own words and numbers, but the report may be untrusted: escaped.
     ...(l.warnings ?? []).map((w) => `\n> ⚠️ ${escapeMarkdown(w, 500)}`),
   ];
@@ -412,20 +410,21 @@ const COMPENSATION_WORDS: Record<NonNullable<Report['allocation']>['compensate']
  * alternatives are counted (report.json lists each with its loss: their losses were measured on
  * different shares of the data, so a list beside the kept one's would compare unlike figures).
  */
-export function allocationLine(a: NonNullable<Report['allocation']>): string {
+export function allocationLine(a: NonNullable<Report['allocation']>, withLoss = true): string {
   const kept = `Allocation by ${ALLOCATION_WORDS[a.strategy]}, ${COMPENSATION_WORDS[a.compensate]}${a.align > 1 ? `, widths multiples of ${a.align}` : ''}`;
   const speed = a.latency === undefined || a.latency === null ? '' : `; ${a.latency.toFixed(2)}x the base's time here`;
   const same = (t: (typeof a.tried)[number]) => t.strategy === a.strategy && t.compensate === a.compensate;
   const mine = a.tried.filter((t) => same(t) && t.loss !== null).sort((x, y) => x.loss! - y.loss!)[0];
   const others = a.tried.length - (mine ? 1 : 0);
   const alternatives = others > 0 ? `; ${others} ${others === 1 ? 'alternative' : 'alternatives'} tried, see report.json` : '';
-  if (!mine) return `${kept} (${a.measure})${alternatives}${speed}`;
+  if (!mine || !withLoss) return `${kept}${mine ? '' : ` (${a.measure})`}${alternatives}${speed}`;
   return `${kept}: ${a.measure} ${mine.loss!.toPrecision(4)} on ${a.on ?? 'the calibration set'}${alternatives}${speed}`;
 }
 
 function allocationSection(r: Report): string[] {
   // Every part of the line is the engine's own words and numbers: nothing to escape.
-  return r.allocation && r.pruned.length ? [allocationLine(r.allocation)] : [];
+  // The loss it was chosen on stays in report.json: a figure without its alternatives' beside it says little.
+  return r.allocation && r.pruned.length ? [allocationLine(r.allocation, false)] : [];
 }
 
 /**
@@ -446,14 +445,24 @@ function quantizedInputsSection(r: Report): string[] {
   return r.quantized_inputs ? quantizedInputsLines(r.quantized_inputs, (w) => escapeMarkdown(w), '- ') : [];
 }
 
-const MAX_WHERE = 160;
+const MAX_WHERE = 120;
 
-/** The places of one reason in one cell: as many as fit, then how many more (report.json lists each). */
+/**
+ * The places of one reason in one cell: as many as fit, then how many more (report.json lists
+ * each). An entry the engine already cut ("A, B and 38 more") counts as its names and the rest.
+ */
 function placesCell(wheres: string[]): string {
+  const names: string[] = [];
+  let more = 0;
+  for (const where of wheres) {
+    const cut = /^(.+) and (\d+) more$/.exec(where);
+    names.push(...(cut ? cut[1].split(', ') : [where]));
+    more += cut ? Number(cut[2]) : 0;
+  }
   let shown = 1;
-  while (shown < wheres.length && wheres.slice(0, shown + 1).join(', ').length <= MAX_WHERE) shown++;
-  const more = wheres.length - shown;
-  return escapeMarkdown(wheres.slice(0, shown).join(', ')) + (more ? ` and ${more} more with the same reason` : '');
+  while (shown < names.length && names.slice(0, shown + 1).join(', ').length <= MAX_WHERE) shown++;
+  more += names.length - shown;
+  return escapeMarkdown(names.slice(0, shown).join(', ')) + (more ? ` and ${more} more` : '');
 }
 
 function skippedSection(r: Report): string[] {
@@ -596,7 +605,7 @@ export function plainText(markdown: string): string {
     .replace(/<\/?(?:sub|details)>\n?/g, '')
     .replace(/<summary>(.*?)<\/summary>/g, '#### $1')
     .replace(/<\/?code>/g, '`')
-    .replace(/&(?:amp|lt|gt|quot|#\d+);/g, (ref) => REFERENCES[ref] ?? ref)
+    .replace(/&(?:amp|lt|gt|quot|#\d+);|\\_/g, (ref) => REFERENCES[ref] ?? ref)
     .replace(/@\u200b/g, '@')
     .replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, '');
 }
