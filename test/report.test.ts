@@ -300,7 +300,7 @@ describe('a report that reads at a glance', () => {
     expect(md).toContain('\nAllocation by measured damage, reconstructed; 2 alternatives tried, see report.json\n');
     expect(md).not.toContain('0.1300');
     // The prune command's terminal keeps the loss it was chosen on.
-    expect(allocationLine(allocation)).toBe('Allocation by measured damage, reconstructed: KL divergence from the base 0.1100 on the calibration set; 2 alternatives tried, see report.json');
+    expect(allocationLine(allocation)).toBe('Allocation by measured damage, reconstructed: KL divergence from the base 0.1100 on the calibration set; 2 alternatives tried');
   });
 
   test('left alone: one row per reason, the places that fit and how many more', () => {

@@ -140,11 +140,12 @@ function brokenBounds(metrics: Report['metrics']): string {
 export function whyLine(r: Report): string | undefined {
   if (r.target === null || r.chosen_step === null || !r.steps[r.chosen_step]) return undefined;
   const kept = r.steps[r.chosen_step];
-  const at = percentOf(removedOf(kept));
+  const nothing = kept.ratio === 0; // quantized only: no ratio to explain
+  const at = nothing ? `the ${r.quantize} model, nothing pruned` : percentOf(removedOf(kept));
   const next = r.steps[r.chosen_step + 1];
   const nextBroke = next && !next.pass ? `; ${percentOf(removedOf(next))} broke ${brokenBounds(next.metrics)}` : '';
   if (r.target !== 'auto') {
-    const target = `${at} (the target)`;
+    const target = nothing ? at : `${at} (the target)`;
     return kept.pass ? `Kept ${target}: within every bound.` : `Failed at ${target}: it broke ${brokenBounds(kept.metrics)}.`;
   }
   if (!kept.pass) return `No step kept every bound: ${at} broke ${brokenBounds(kept.metrics)}${nextBroke}.`;
@@ -406,25 +407,26 @@ const ALLOCATION_WORDS: Record<NonNullable<Report['allocation']>['strategy'], st
 const COMPENSATION_WORDS: Record<NonNullable<Report['allocation']>['compensate'], string> = { none: 'not compensated', bias: 'bias-compensated', reconstruct: 'reconstructed' };
 
 /**
- * Which allocation and compensation were kept, in words, with the loss it was chosen on; the
- * alternatives are counted (report.json lists each with its loss: their losses were measured on
- * different shares of the data, so a list beside the kept one's would compare unlike figures).
+ * Which allocation and compensation were kept, in words; the alternatives are counted, not listed
+ * (report.json lists each with its loss: measured on different shares of the data, a list beside
+ * the kept one's would compare unlike figures). In a report the line points there; elsewhere (the
+ * prune command) it gives the loss the kept one was chosen on instead.
  */
-export function allocationLine(a: NonNullable<Report['allocation']>, withLoss = true): string {
+export function allocationLine(a: NonNullable<Report['allocation']>, inReport = false): string {
   const kept = `Allocation by ${ALLOCATION_WORDS[a.strategy]}, ${COMPENSATION_WORDS[a.compensate]}${a.align > 1 ? `, widths multiples of ${a.align}` : ''}`;
   const speed = a.latency === undefined || a.latency === null ? '' : `; ${a.latency.toFixed(2)}x the base's time here`;
   const same = (t: (typeof a.tried)[number]) => t.strategy === a.strategy && t.compensate === a.compensate;
   const mine = a.tried.filter((t) => same(t) && t.loss !== null).sort((x, y) => x.loss! - y.loss!)[0];
   const others = a.tried.length - (mine ? 1 : 0);
-  const alternatives = others > 0 ? `; ${others} ${others === 1 ? 'alternative' : 'alternatives'} tried, see report.json` : '';
-  if (!mine || !withLoss) return `${kept}${mine ? '' : ` (${a.measure})`}${alternatives}${speed}`;
+  const alternatives = others > 0 ? `; ${others} ${others === 1 ? 'alternative' : 'alternatives'} tried${inReport ? ', see report.json' : ''}` : '';
+  if (!mine || inReport) return `${kept}${mine ? '' : ` (${a.measure})`}${alternatives}${speed}`;
   return `${kept}: ${a.measure} ${mine.loss!.toPrecision(4)} on ${a.on ?? 'the calibration set'}${alternatives}${speed}`;
 }
 
 function allocationSection(r: Report): string[] {
   // Every part of the line is the engine's own words and numbers: nothing to escape.
   // The loss it was chosen on stays in report.json: a figure without its alternatives' beside it says little.
-  return r.allocation && r.pruned.length ? [allocationLine(r.allocation, false)] : [];
+  return r.allocation && r.pruned.length ? [allocationLine(r.allocation, true)] : [];
 }
 
 /**
