@@ -124,7 +124,7 @@ describe('report.md', () => {
       [
         '```mermaid',
         'xychart-beta',
-        '    title "perplexity by parameters removed; second line: the bound ≤ 21 (max-increase 5%)"',
+        '    title "perplexity by parameters removed; 2nd line: the bound ≤ 21 (max-increase 5%)"',
         '    x-axis "parameters removed" ["20%", "40%", "52%"]',
         '    y-axis "perplexity"',
         '    line [20.2, 20.5, 30]',

@@ -288,7 +288,7 @@ function latencyTable(r: Report): string[] {
     ...rows,
     `${rows.length ? 'Speedup (base p50 / candidate p50)' : 'Latency speedup (base p50 / candidate p50)'}: **${l.speedup === null ? '–' : x(l.speedup)}**${about ? ` (${about})` : ''}`,
     // The warnings are the tool's own words and numbers, but the report may be untrusted: escaped.
-    ...(l.warnings ?? []).map((w) => `\n> ⚠️ ${escapeMarkdown(w, 500)}`),
+    ...(l.warnings?.length ? [`\n> ⚠️ ${l.warnings.map((w) => escapeMarkdown(w, 500)).join('; ')}`] : []),
   ];
 }
 
@@ -363,7 +363,7 @@ export function chart(r: Report, main: MetricName = mainMetric(r)): string[] {
   const y = (v: number) => String(Number((v * scale).toPrecision(4))); // a chart's resolution
   const bounds = r.steps.map((s) => stepValue(s, main, 'bound'));
   const drawn = bounds.every((b) => b !== null);
-  const lines = ['```mermaid', 'xychart-beta', `    title "${main} by parameters removed${drawn ? `; second line: ${boundLabel(r, main, bounds as number[])}` : ''}"`];
+  const lines = ['```mermaid', 'xychart-beta', `    title "${main} by parameters removed${drawn ? `; 2nd line: ${boundLabel(r, main, bounds as number[])}` : ''}"`];
   lines.push(`    x-axis "parameters removed" [${points.map((p) => `"${p.x}"`).join(', ')}]`);
   lines.push(`    y-axis "${main}${scale === 100 ? ' (%)' : ''}"`);
   lines.push(`    line [${points.map((p) => y(p.y as number)).join(', ')}]`);
@@ -447,7 +447,7 @@ function quantizedInputsSection(r: Report): string[] {
   return r.quantized_inputs ? quantizedInputsLines(r.quantized_inputs, (w) => escapeMarkdown(w), '- ') : [];
 }
 
-const MAX_WHERE = 120;
+const MAX_WHERE = 80;
 
 /**
  * The places of one reason in one cell: as many as fit, then how many more (report.json lists
