@@ -113,7 +113,7 @@ test('workflow 2 (workflow_run, write token, report:): publishes the summary and
   // Rendered again from report.json, with the triggering run's commit and links from the event.
   const published = renderMarkdown(asPublished(report));
   expect(comments[0].body).toBe(`${MARKER}\n${published}`);
-  expect(published).toContain(`Judged: commit \`${FORK_HEAD.slice(0, 12)}\` · [the run](${TRIGGERING_RUN}) · [its artifacts](${TRIGGERING_RUN}#artifacts)`);
+  expect(published).toContain(`Judged: [commit \`${FORK_HEAD.slice(0, 12)}\`](https://github.com/Codertocat/Hello-World/commit/${FORK_HEAD}) · [the run](${TRIGGERING_RUN}) · [its artifacts](${TRIGGERING_RUN}#artifacts)`);
   expect(reportMd.replace(/<sub>Judged: [^\n]*<\/sub>/, '')).toBe(published.replace(/<sub>Judged: [^\n]*<\/sub>/, ''));
   expect(r.summary).toBe(`> Published from the report of pull request #2 (head ${FORK_HEAD.slice(0, 12)}).\n\n${published}`);
   expect(r.outputs).toEqual({
@@ -166,7 +166,7 @@ test("a report's own run links are not trusted: only a link to the triggering ru
   };
   const evil = await posted(links({ sha: OTHER_HEAD, url: 'https://evil.example/phish', artifacts_url: 'https://github.com/other/repo/actions/runs/1589141559#artifacts' }));
   expect(evil).not.toMatch(/evil\.example|other\/repo|bebebebe/);
-  expect(evil).toContain(`commit \`${FORK_HEAD.slice(0, 12)}\` · [the run](${TRIGGERING_RUN}) · [its artifacts](${TRIGGERING_RUN}#artifacts)`);
+  expect(evil).toContain(`[commit \`${FORK_HEAD.slice(0, 12)}\`](https://github.com/Codertocat/Hello-World/commit/${FORK_HEAD}) · [the run](${TRIGGERING_RUN}) · [its artifacts](${TRIGGERING_RUN}#artifacts)`);
   const artifact = `${TRIGGERING_RUN}/artifacts/123456`;
   expect(await posted(links({ sha: FORK_HEAD, artifacts_url: artifact }))).toContain(`[its artifacts](${artifact})`);
   const otherRun = 'https://github.com/Codertocat/Hello-World/actions/runs/99/artifacts/1';
@@ -259,7 +259,7 @@ test('one job links the artifact (docs/action.md): the gate (comment false, fail
   expect(gh.problems).toEqual([]);
   const comments = gh.commentsOn(3);
   expect(comments).toHaveLength(1);
-  expect(comments[0].body).toContain(`Judged: commit \`${OTHER_HEAD.slice(0, 12)}\` · [the run](https://github.com/Codertocat/Hello-World/actions/runs/${RUN_ID}) · [its artifacts](${artifact})`);
+  expect(comments[0].body).toContain(`Judged: [commit \`${OTHER_HEAD.slice(0, 12)}\`](https://github.com/Codertocat/Hello-World/commit/${OTHER_HEAD}) · [the run](https://github.com/Codertocat/Hello-World/actions/runs/${RUN_ID}) · [its artifacts](${artifact})`);
   expect(published.outputs['comment-url']).toBe(`https://github.com/Codertocat/Hello-World/pull/3#issuecomment-${comments[0].id}`);
   // The check is the publishing step's: it fails on the failed gate.
   expect(published.status).toBe(1);

@@ -112,7 +112,7 @@ describe('on pull_request events, with a write token', () => {
     expect(report.run).toEqual({ sha: head, url: runPage, artifacts_url: `${runPage}#artifacts` });
     expect(report.config).toBe(PASS);
     expect(report.calibration).toEqual({ path: 'calibration/mlp', samples: expect.any(Number), tokens: null });
-    expect(md).toContain(`Judged: commit \`${head.slice(0, 12)}\` · [the run](${runPage}) · [its artifacts](${runPage}#artifacts) · ${report.calibration!.samples} calibration samples from \`calibration/mlp\`.`);
+    expect(md).toContain(`Judged: [commit \`${head.slice(0, 12)}\`](https://github.com/Codertocat/Hello-World/commit/${head}) · [the run](${runPage}) · [its artifacts](${runPage}#artifacts) · ${report.calibration!.samples} calibration samples from \`calibration/mlp\`.`);
     expect(md).toContain(`Reproduce locally: \`${CLI_COMMAND} run --config ${PASS} --model test/fixtures/mlp.onnx --calibration calibration/mlp --target ${report.target} --quantize none\``);
     expect(md).toMatch(/Measured on .*onnxruntime 1\.\d+\.\d+, prune-gate \d+\.\d+\.\d+/);
     expect(gh.requests.map((r) => `${r.operationId} ${r.status}`)).toEqual([
