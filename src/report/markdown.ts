@@ -137,7 +137,7 @@ function brokenBounds(metrics: Report['metrics']): string {
  * Why this ratio, in one line (a run's report only): the largest step that kept every bound and
  * what broke the next one; for a fixed target, whether it kept them; for a failure, what broke.
  */
-export function whyLine(r: Report): string | undefined {
+function whyLine(r: Report): string | undefined {
   if (r.target === null || r.chosen_step === null || !r.steps[r.chosen_step]) return undefined;
   const kept = r.steps[r.chosen_step];
   const nothing = kept.ratio === 0; // quantized only: no ratio to explain
@@ -167,9 +167,8 @@ function verdictLine(r: Report): string {
   const why = whyLine(r);
   const mark = r.verdict === 'pass' ? '✅' : '❌';
   // With a why line on top, the verdict line under it names the model; without one it is the heading.
-  const head = why ? `### ${mark} ${why}
-
-prune-gate ${r.verdict === 'pass' ? 'passed' : 'failed'}: ` : `### ${mark} prune-gate ${r.verdict === 'pass' ? 'passed' : 'failed'}: `;
+  const verdict = `prune-gate ${r.verdict === 'pass' ? 'passed' : 'failed'}: `;
+  const head = why ? `### ${mark} ${why}\n\n${verdict}` : `### ${mark} ${verdict}`;
   if (r.verdict === 'pass') {
     const unsure = r.metrics.filter((m) => m.inconclusive).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? '')})`);
     return `${head}${model} ${what}${unsure.length ? ` — inconclusive, counted as passing: ${unsure.join(', ')}` : ''}`.trimEnd();
