@@ -674,9 +674,8 @@ function reportRest(r: Row): string {
   const parts = [...broke].map(([what, ss]) => `${and(ss.map(share))} ${what}`);
   parts.push(`${share(steps[num(r.chosenStep)])} was kept`);
   return (
-    `The report goes on with the latency speedup, the gradual search's steps with every gated metric\n` +
-    `(${parts.join(', ')}), a Mermaid chart of ${r.metric as string} and its bound against the share removed,\n` +
-    'what was pruned per layer, the allocation in words and what was left alone.'
+    `The report goes on with latency, the steps with every gated metric (${parts.join(', ')}),\n` +
+    `a chart of ${r.metric as string} and its bound, what was pruned and what was left alone.`
   );
 }
 
