@@ -113,7 +113,7 @@ test('workflow 2 (workflow_run, write token, report:): publishes the summary and
   // Rendered again from report.json, with the triggering run's commit and links from the event.
   const published = renderMarkdown(asPublished(report));
   expect(comments[0].body).toBe(`${MARKER}\n${published}`);
-  expect(published).toContain(`Judged: commit \`${FORK_HEAD.slice(0, 12)}\` · [the run](${TRIGGERING_RUN}) · [its artifacts](${TRIGGERING_RUN}#artifacts)`);
+  expect(published).toContain(`Judged: [commit \`${FORK_HEAD.slice(0, 12)}\`](https://github.com/Codertocat/Hello-World/commit/${FORK_HEAD}) · [the run](${TRIGGERING_RUN}) · [its artifacts](${TRIGGERING_RUN}#artifacts)`);
   expect(reportMd.replace(/<sub>Judged: [^\n]*<\/sub>/, '')).toBe(published.replace(/<sub>Judged: [^\n]*<\/sub>/, ''));
   expect(r.summary).toBe(`> Published from the report of pull request #2 (head ${FORK_HEAD.slice(0, 12)}).\n\n${published}`);
   expect(r.outputs).toEqual({
@@ -166,7 +166,7 @@ test("a report's own run links are not trusted: only a link to the triggering ru
   };
   const evil = await posted(links({ sha: OTHER_HEAD, url: 'https://evil.example/phish', artifacts_url: 'https://github.com/other/repo/actions/runs/1589141559#artifacts' }));
   expect(evil).not.toMatch(/evil\.example|other\/repo|bebebebe/);
-  expect(evil).toContain(`commit \`${FORK_HEAD.slice(0, 12)}\` · [the run](${TRIGGERING_RUN}) · [its artifacts](${TRIGGERING_RUN}#artifacts)`);
+  expect(evil).toContain(`[commit \`${FORK_HEAD.slice(0, 12)}\`](https://github.com/Codertocat/Hello-World/commit/${FORK_HEAD}) · [the run](${TRIGGERING_RUN}) · [its artifacts](${TRIGGERING_RUN}#artifacts)`);
   const artifact = `${TRIGGERING_RUN}/artifacts/123456`;
   expect(await posted(links({ sha: FORK_HEAD, artifacts_url: artifact }))).toContain(`[its artifacts](${artifact})`);
   const otherRun = 'https://github.com/Codertocat/Hello-World/actions/runs/99/artifacts/1';
@@ -229,9 +229,9 @@ test('a hostile report: every string is escaped, the marker stays one HTML comme
     expect(s).not.toMatch(/<img|<script|<\/details><script|\]\(javascript|@octocat|https:\/\/evil|onerror=/);
     expect(s.split('\n').slice(1).join('\n')).not.toContain('-->');
   }
-  expect(body).toContain('&lt;img src&#61;x onerror&#61;alert&#40;1&#41;&gt;');
+  expect(body).toContain('&lt;img src&#61;x onerror&#61;alert(1)&gt;');
   expect(body).toContain('@\u200boctocat');
-  expect(body).toContain('(min 0.25 &lt;img src&#61;x onerror&#61;alert&#40;2&#41;&gt; @\u200boctocat)'); // a rule, in the metrics table
+  expect(body).toContain('(min 0.25 &lt;img src&#61;x onerror&#61;alert(2)&gt; @\u200boctocat)'); // a rule, in the metrics table
   // The summary (1 MiB limit) holds all of it.
   expect(Buffer.byteLength(r.summary)).toBeLessThan(1024 * 1024);
   expect(r.summary).toContain('… and 200 more (see report.json)');
@@ -241,7 +241,7 @@ test('publish mode fails the step when it cannot comment (its only job), naming 
   const r = await publishStep(artifactWorkspace(report), { 'pr-number': '99' });
   expect(r.status).toBe(1);
   expect(r.annotations.map((a) => a.message)).toEqual(['prune-gate: cannot comment on pull request #99: Not Found (HTTP 404)']);
-  expect(r.summary).toContain('### ✅ prune-gate passed'); // the summary is still written
+  expect(r.summary).toMatch(/### ✅ Kept [^\n]*\n\nprune-gate passed/); // the summary is still written
 });
 
 test('one job links the artifact (docs/action.md): the gate (comment false, fail-on never), the upload, then publishing with its artifact-url comments with that link and fails on a failed gate', async () => {
@@ -259,7 +259,7 @@ test('one job links the artifact (docs/action.md): the gate (comment false, fail
   expect(gh.problems).toEqual([]);
   const comments = gh.commentsOn(3);
   expect(comments).toHaveLength(1);
-  expect(comments[0].body).toContain(`Judged: commit \`${OTHER_HEAD.slice(0, 12)}\` · [the run](https://github.com/Codertocat/Hello-World/actions/runs/${RUN_ID}) · [its artifacts](${artifact})`);
+  expect(comments[0].body).toContain(`Judged: [commit \`${OTHER_HEAD.slice(0, 12)}\`](https://github.com/Codertocat/Hello-World/commit/${OTHER_HEAD}) · [the run](https://github.com/Codertocat/Hello-World/actions/runs/${RUN_ID}) · [its artifacts](${artifact})`);
   expect(published.outputs['comment-url']).toBe(`https://github.com/Codertocat/Hello-World/pull/3#issuecomment-${comments[0].id}`);
   // The check is the publishing step's: it fails on the failed gate.
   expect(published.status).toBe(1);

@@ -79,7 +79,7 @@ test('publishing a report needs no runtime: nothing is installed', async () => {
   expect(r.stderr).toBe('');
   expect(r.status).toBe(0);
   expect(r.outputs.verdict).toBe('pass');
-  expect(r.summary).toMatch(/^> Published from an existing report\.\n\n### ✅ prune-gate passed/);
+  expect(r.summary).toMatch(/^> Published from an existing report\.\n\n### ✅ Kept [^\n]*\n\nprune-gate passed/);
   expect(r.stdout).not.toMatch(/onnxruntime-node/);
   expect(fs.existsSync(toolCache)).toBe(false);
 });

@@ -97,7 +97,7 @@ describe('on pull_request events, with a write token', () => {
 
     const md = fs.readFileSync(path.join(path.dirname(first.outputs['report-path']), 'report.md'), 'utf8');
     expect(first.summary).toContain(md.trim());
-    expect(first.summary).toMatch(/^### ✅ prune-gate passed/);
+    expect(first.summary).toMatch(/^### ✅ Kept [^\n]*\n\nprune-gate passed/);
 
     const mine = gh.commentsOn(2).filter((c) => c.user === 'github-actions[bot]');
     expect(mine).toHaveLength(1);
@@ -112,7 +112,7 @@ describe('on pull_request events, with a write token', () => {
     expect(report.run).toEqual({ sha: head, url: runPage, artifacts_url: `${runPage}#artifacts` });
     expect(report.config).toBe(PASS);
     expect(report.calibration).toEqual({ path: 'calibration/mlp', samples: expect.any(Number), tokens: null });
-    expect(md).toContain(`Judged: commit \`${head.slice(0, 12)}\` · [the run](${runPage}) · [its artifacts](${runPage}#artifacts) · ${report.calibration!.samples} calibration samples from \`calibration/mlp\`.`);
+    expect(md).toContain(`Judged: [commit \`${head.slice(0, 12)}\`](https://github.com/Codertocat/Hello-World/commit/${head}) · [the run](${runPage}) · [its artifacts](${runPage}#artifacts) · ${report.calibration!.samples} calibration samples from \`calibration/mlp\`.`);
     expect(md).toContain(`Reproduce locally: \`${CLI_COMMAND} run --config ${PASS} --model test/fixtures/mlp.onnx --calibration calibration/mlp --target ${report.target} --quantize none\``);
     expect(md).toMatch(/Measured on .*onnxruntime 1\.\d+\.\d+, prune-gate \d+\.\d+\.\d+/);
     expect(gh.requests.map((r) => `${r.operationId} ${r.status}`)).toEqual([
@@ -139,12 +139,12 @@ describe('on pull_request events, with a write token', () => {
     expect(failed).toHaveLength(1);
     expect(failed[0].message).toBe('prune-gate: the gate failed: agreement (min 0.9999), cosine (min 0.999) over the bound');
     expect(r.stdout).toMatch(/^::error title=prune-gate%3A agreement over its bound,file=test\/action-configs\/fail\.yml::agreement: /m);
-    expect(r.summary).toMatch(/^### ❌ prune-gate failed/);
+    expect(r.summary).toMatch(/^### ❌ (?:Failed at|No step kept)[^\n]*\n\nprune-gate failed/);
     // Another config gating the same model keeps its own comment; the passing config's stays.
     const bot = gh.commentsOn(2).filter((c) => c.user === 'github-actions[bot]');
     expect(bot.map((c) => c.body.split('\n', 1)[0])).toEqual([MARKER, FAIL_MARKER]);
-    expect(bot[0].body).toMatch(/### ✅ prune-gate passed/);
-    expect(bot[1].body).toMatch(/### ❌ prune-gate failed/);
+    expect(bot[0].body).toMatch(/### ✅ Kept [^\n]*\n\nprune-gate passed/);
+    expect(bot[1].body).toMatch(/### ❌ (?:Failed at|No step kept)[^\n]*\n\nprune-gate failed/);
   });
 
   test('fail-on: never reports the failed gate without failing the step', async () => {
@@ -155,7 +155,7 @@ describe('on pull_request events, with a write token', () => {
     expect(r.annotations.filter((a) => a.level === 'notice').map((a) => a.message)).toEqual([
       'prune-gate: the gate failed: agreement (min 0.9999), cosine (min 0.999) over the bound; fail-on is never, so the step passes',
     ]);
-    expect(r.summary).toMatch(/^### ❌ prune-gate failed/);
+    expect(r.summary).toMatch(/^### ❌ (?:Failed at|No step kept)[^\n]*\n\nprune-gate failed/);
   });
 
   test('comment: false makes no API call', async () => {
@@ -163,7 +163,7 @@ describe('on pull_request events, with a write token', () => {
     const r = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: api, githubToken: WRITE, with: { config: PASS, comment: 'false' } });
     expect(r.status).toBe(0);
     expect(gh.requests.length).toBe(n);
-    expect(r.summary).toMatch(/^### ✅ prune-gate passed/);
+    expect(r.summary).toMatch(/^### ✅ Kept [^\n]*\n\nprune-gate passed/);
     expect([r.outputs['comment-id'], r.outputs['comment-url']]).toEqual([undefined, undefined]);
   });
 
@@ -182,7 +182,7 @@ describe('on pull_request events, with a write token', () => {
     const mine = gh.commentsOn(2).filter((c) => c.body.startsWith(MARKER) && c.user === 'github-actions[bot]');
     expect(mine).toHaveLength(1); // still one comment for the config and model
     expect(mine[0].id).toBe(before.id);
-    expect(mine[0].body).toMatch(/^<!-- prune-gate:model=test\/fixtures\/mlp\.onnx config=test\/action-configs\/pass\.yml -->\n### ✅ prune-gate passed/);
+    expect(mine[0].body).toMatch(/^<!-- prune-gate:model=test\/fixtures\/mlp\.onnx config=test\/action-configs\/pass\.yml -->\n### ✅ Kept [^\n]*\n\nprune-gate passed/);
     expect(mine[0].body).toContain(`commit \`${NEW_HEAD.slice(0, 12)}\``);
     expect(mine[0].body).not.toContain('stale text');
     const calls = gh.requests.slice(requestsBefore);
@@ -208,7 +208,7 @@ describe('on pull_request events, with a write token', () => {
         `prune-gate: not commenting on pull request #2: its head is now ${now}, not ${was}, the commit measured (a newer push, or a pull request other than the one measured); its comment is left as it was`,
       ]);
       expect(r.summary.split('\n', 1)[0]).toBe(`> ⏭️ Not commented: pull request #2's head is now \`${now}\`, not \`${was}\`, the commit measured; its comment is left as it was.`);
-      expect(r.summary).toMatch(verdict === 'pass' ? /\n### ✅ prune-gate passed/ : /\n### ❌ prune-gate failed/);
+      expect(r.summary).toMatch(verdict === 'pass' ? /\n### ✅ Kept [^\n]*\n\nprune-gate passed/ : /\n### ❌ (?:Failed at|No step kept)[^\n]*\n\nprune-gate failed/);
       // The check is the run's own: its verdict, outputs and exit status are as without the comment.
       expect([r.status, r.outputs.verdict]).toEqual([status, verdict]);
       expect(ReportSchema.parse(readJson(r.outputs['report-path'])).run?.sha).toBe(OPENED_HEAD);
@@ -261,7 +261,7 @@ test('a personal token: the action asks GET /user who it is and edits only that 
     gh.addComment(2, `${MARKER}\nthe app's earlier report`, 'my-app[bot]');
     const app = await step({ eventName: 'pull_request', payload: pullRequestOpened(), apiUrl: url, githubToken: 'ghs_app_token', with: { config: PASS, 'comment-author': 'my-app[bot]' } });
     expect(app.status).toBe(0);
-    expect(gh.commentsOn(2).find((c) => c.user === 'my-app[bot]')?.body).toMatch(/### ✅ prune-gate passed/);
+    expect(gh.commentsOn(2).find((c) => c.user === 'my-app[bot]')?.body).toMatch(/### ✅ Kept [^\n]*\n\nprune-gate passed/);
     expect(gh.problems).toEqual([]);
   } finally {
     await gh.close();
@@ -289,7 +289,7 @@ test('a matrix: four jobs write partial results and publish nothing; the merge j
     const report = ReportSchema.parse(readJson(merged.outputs['report-path']));
     expect(report.steps.map((s) => s.quality_pass)).toEqual([true, true, false]);
     expect(fs.existsSync(merged.outputs['pruned-model-path'])).toBe(true);
-    expect(merged.summary).toMatch(/^### ✅ prune-gate passed/);
+    expect(merged.summary).toMatch(/^### ✅ Kept [^\n]*\n\nprune-gate passed/);
     expect(gh.commentsOn(2).filter((c) => c.user === 'github-actions[bot]')).toHaveLength(1);
     expect(gh.problems).toEqual([]);
   } finally {
@@ -310,7 +310,7 @@ test('a pull request from a fork (read-only token, 403): a warning, the summary,
     expect(w).toHaveLength(1);
     expect(w[0].message).toMatch(/^prune-gate: cannot comment on pull request #2: Resource not accessible by integration \(HTTP 403\); the pull request comes from a fork/);
     expect(w[0].message).not.toContain('\n');
-    expect(r.summary).toMatch(/^### ✅ prune-gate passed/);
+    expect(r.summary).toMatch(/^### ✅ Kept [^\n]*\n\nprune-gate passed/);
     expect(r.outputs.verdict).toBe('pass');
   } finally {
     await gh.close();

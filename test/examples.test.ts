@@ -46,7 +46,8 @@ test.each([
 function expectSharesCounted(out: string, report: Report): void {
   const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
   const share = (params: number) => (report.base.params - params) / report.base.params;
-  const headline = /pruned ([\d.]+)%/.exec(md.split('\n')[0]);
+  // The verdict line (under the why-this-ratio line) names the share pruned.
+  const headline = /^(?:### [✅❌] )?prune-gate (?:passed|failed): .* pruned ([\d.]+)%/m.exec(md);
   expect(headline).not.toBeNull();
   expect(Math.abs(Number(headline![1]) / 100 - share(report.candidate.params))).toBeLessThan(0.001);
   const rows = [...md.matchAll(/^\| (\d+)(?: ⬅)? \| ([\d.]+)%(?: \(target ([\d.]+)%\))? \|/gm)];

@@ -298,5 +298,5 @@ test("a candidate whose inputs or outputs changed shape is recorded in report.js
   });
   expect(report.interface).toEqual(changes);
   expect(renderMarkdown(report)).toContain("**The model's interface changed**: 2 inputs and outputs have a new shape");
-  expect(renderMarkdown(report)).toContain('| output | `present.0.key` | [batch, 2, past&#95;sequence + sequence, 8] | [batch, 1, past&#95;sequence + sequence, 8] |');
+  expect(renderMarkdown(report)).toContain('| output | `present.0.key` | [batch, 2, past\\_sequence + sequence, 8] | [batch, 1, past\\_sequence + sequence, 8] |');
 });

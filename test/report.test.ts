@@ -1,12 +1,13 @@
-// Report.json follows its schema; report.md has the verdict, the metrics table,
-// compression, latency, the search chart, and escapes every string from the model or report.
+// Report.json follows its schema; report.md has why this ratio, the verdict, the metrics table,
+// compression and latency not said twice, the search chart, and escapes every string from the
+// model or report (the CLI's plain text undoes the escapes).
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { MetricResult } from '../src/gate/gate';
 import { buildReport, parseReport, readReport } from '../src/report/build';
 import { pullRequestOfRun } from '../src/github/event';
-import { escapeMarkdown, renderMarkdown, stickyMarker } from '../src/report/markdown';
+import { allocationLine, escapeMarkdown, plainText, renderMarkdown, stickyMarker } from '../src/report/markdown';
 import { Report, ReportSchema } from '../src/report/schema';
 
 const HOSTILE = '<img src=x onerror=alert(1)>|**x**';
@@ -94,14 +95,17 @@ describe('report.json', () => {
 describe('report.md', () => {
   const md = renderMarkdown(sample());
 
-  test('verdict line, metrics table with change / bound / pass, compression and latency', () => {
-    expect(md.split('\n')[0]).toMatch(/^### ❌ prune-gate failed: \*\*models\/lm\.onnx\*\* pruned 40% of the parameters — over the bound: size \(max-ratio 0\.5\)$/);
+  test('why this ratio, verdict line, metrics table with change / bound / pass, compression and latency', () => {
+    expect(md.split('\n')[0]).toBe('### ❌ No step kept every bound: 40% broke size (max-ratio 0.5); 52% broke perplexity (max-increase 5%), size (max-ratio 0.5).');
+    expect(md.split('\n')[2]).toMatch(/^prune-gate failed: \*\*models\/lm\.onnx\*\* pruned 40% of the parameters — over the bound: size \(max-ratio 0\.5\)$/);
     expect(md).toContain('| metric | base | candidate | change | bound | pass |');
     expect(md).toContain('| perplexity | 20 | 20.5 | +2.5 % | ≤ 21 (max-increase 5%) | ✅ |');
     expect(md).toContain('| next-token-accuracy | 40.00 % | 38.00 % | −2.00 pts |  |  |');
     expect(md).toContain('| size | 1.95 KiB | 1.17 KiB | −40.0 % | ≤ 1000 B (max-ratio 0.5) | ❌ |');
     expect(md).toContain('| params | 1.00 K | 600 | 1.67x smaller (−40.0 %) |');
     expect(md).toContain('| MACs per sample | 5.00 K | – | – |');
+    // The size row of the metrics table is the bytes on disk: not said twice.
+    expect(md).not.toContain('| bytes on disk |');
     expect(md).toContain('| candidate | 2.00 ms | 2.50 ms |');
     expect(md).toContain('Speedup (base p50 / candidate p50): **2.00x**');
   });
@@ -120,7 +124,7 @@ describe('report.md', () => {
       [
         '```mermaid',
         'xychart-beta',
-        '    title "perplexity by parameters removed"',
+        '    title "perplexity by parameters removed; 2nd line: the bound ≤ 21 (max-increase 5%)"',
         '    x-axis "parameters removed" ["20%", "40%", "52%"]',
         '    y-axis "perplexity"',
         '    line [20.2, 20.5, 30]',
@@ -128,8 +132,12 @@ describe('report.md', () => {
         '```',
       ].join('\n'),
     );
-    expect(md).toContain('| 2 ⬅ | 40% |');
-    expect(md).toContain('❌ quality');
+  });
+
+  test('the steps table shows every gated metric and names the bounds a failing step broke', () => {
+    expect(md).toContain('| step | params removed | perplexity | size | pass |');
+    expect(md).toContain('| 2 ⬅ | 40% | 20.5 | 1.17 KiB | ❌ size (max-ratio 0.5) |');
+    expect(md).toContain('| 3 | 52% (target 60%) | 30 | 1.17 KiB | ❌ perplexity (max-increase 5%), size (max-ratio 0.5) |');
   });
 
   test('what was pruned and what was skipped are in collapsed sections', () => {
@@ -150,7 +158,7 @@ describe('report.md', () => {
         },
       }),
     );
-    expect(q.split('\n')[0]).toMatch(/ pruned 40% of the parameters and quantized to int4 — over the bound/);
+    expect(q.split('\n')[2]).toMatch(/ pruned 40% of the parameters and quantized to int4 — over the bound/);
     expect(q).toContain('#### Quantization (int4)\n\nWeights of 30 layers quantized: 2.11 MiB → 354 KiB, 6.10x smaller (−83.6 %). Intermediate tensor names shortened: 116 KiB fewer.');
     expect(q).toMatch(/<summary>Stored with more bits than int4 \(1 layer\)<\/summary>\n\n\| where \| stored \| why \|/);
     expect(q).not.toContain('<img');
@@ -161,7 +169,7 @@ describe('report.md', () => {
   test('a hostile tensor name cannot inject HTML, Markdown or table cells', () => {
     expect(md).not.toContain('<img');
     expect(md).not.toContain('**x**');
-    expect(md).toContain('&lt;img src&#61;x onerror&#61;alert&#40;1&#41;&gt;&#124;&#42;&#42;x&#42;&#42;');
+    expect(md).toContain('&lt;img src&#61;x onerror&#61;alert(1)&gt;&#124;&#42;&#42;x&#42;&#42;');
     // every table row of the pruned section still has exactly its 5 cells
     const row = md.split('\n').find((l) => l.startsWith('| heads |')) as string;
     expect(row.split('|').length - 2).toBe(5);
@@ -169,7 +177,9 @@ describe('report.md', () => {
 
   test('escapeMarkdown: mentions, links, code, newlines, length', () => {
     expect(escapeMarkdown('@octocat')).toBe('@\u200boctocat');
-    expect(escapeMarkdown('[a](javascript:x)')).toBe('&#91;a&#93;&#40;javascript&#58;x&#41;');
+    // With the brackets escaped the parentheses cannot make a link: they stay as they are.
+    expect(escapeMarkdown('[a](javascript:x)')).toBe('&#91;a&#93;(javascript&#58;x)');
+    expect(escapeMarkdown('_a_b')).toBe('\\_a\\_b');
     expect(escapeMarkdown('see www.evil.com')).toBe('see www&#46;evil.com');
     expect(escapeMarkdown('`x`\n# h')).toBe('&#96;x&#96; &#35; h');
     expect(escapeMarkdown('a'.repeat(400))).toHaveLength(300);
@@ -230,17 +240,87 @@ describe('latency in the report: the interval, the runs, and rows only where the
     const md = renderMarkdown(withLatency(timing(1.4, [1.33, 1.47], ['the runs varied by 23 % around their median (robust standard deviation): the machine was busy']), [latencyRow({ base: 2.8 })]));
     expect(md).toMatch(/^\| latency-p50 \| 2\.80 ms \| 2\.00 ms \|/m);
     expect(md).toMatch(/^\| latency-p95 \|/m);
-    expect(md).toContain('Speedup (base p50 / candidate p50): **1.40x** (95 % interval 1.33x to 1.47x, 412 runs of each model in 2 s)');
-    expect(md).toContain('> ⚠️ the runs varied by 23 % around their median &#40;robust standard deviation&#41;&#58; the machine was busy');
+    // The medians are the metrics table's rows: the latency section is the speedup, not a second table.
+    expect(md).toContain('Latency speedup (base p50 / candidate p50): **1.40x** (95 % interval 1.33x to 1.47x, 412 runs of each model in 2 s)');
+    expect(md).not.toContain('| base | 2.80 ms |');
+    expect(md).toContain('> ⚠️ the runs varied by 23 % around their median (robust standard deviation)&#58; the machine was busy');
   });
 
   test('a latency bound the interval straddles: inconclusive in the verdict line and the row, counted as the config says', () => {
     const row = latencyRow({ bound: 1.68, rule: 'min-speedup 1.2', pass: false, interval: [1.6, 1.75], inconclusive: true });
     const failed = renderMarkdown(withLatency(timing(1.2, [1.15, 1.26]), [row], 'fail'));
-    expect(failed.split('\n')[0]).toMatch(/ — over the bound: latency-p50 \(min-speedup 1\.2, inconclusive\)$/);
+    expect(failed.split('\n')[2]).toMatch(/ — over the bound: latency-p50 \(min-speedup 1\.2, inconclusive\)$/);
     expect(failed).toContain('| latency-p50 | 2.02 ms | 2.00 ms (95 % 1.60 ms to 1.75 ms) | −1.0 % | ≤ 1.68 ms (min-speedup 1.2) | ❔ inconclusive (counted as a fail) |');
     const passed = renderMarkdown(withLatency(timing(1.2, [1.15, 1.26]), [{ ...row, pass: true }], 'pass'));
-    expect(passed.split('\n')[0]).toMatch(/^### ✅ prune-gate passed: .* — inconclusive, counted as passing: latency-p50 \(min-speedup 1\.2\)$/);
+    expect(passed.split('\n')[2]).toMatch(/^prune-gate passed: .* — inconclusive, counted as passing: latency-p50 \(min-speedup 1\.2\)$/);
     expect(passed).toContain('❔ inconclusive (counted as a pass) |');
+  });
+});
+
+describe('a report that reads at a glance', () => {
+  const pass = (ppl: number) => metrics(ppl).map((m) => (m.name === 'size' ? { ...m, bound: 1500, rule: 'max-ratio 0.75', pass: true } : m));
+  const step = (ratio: number, ppl: number, ok: boolean) => ({ ratio, removed: ratio, metrics: ok ? pass(ppl) : metrics(ppl, false).map((m) => (m.name === 'size' ? { ...m, pass: true, bound: 1500, rule: 'max-ratio 0.75' } : m)), pass: ok, qualityPass: ok });
+  const first = (r: Report) => renderMarkdown(r).split('\n')[0];
+
+  test('why this ratio: the largest step within every bound, and what broke the next one', () => {
+    const r = sample({ verdict: 'pass', metrics: pass(20.5), steps: [step(0.2, 20.2, true), step(0.4, 20.5, true), step(0.6, 30, false)], chosenStep: 1 });
+    expect(first(r)).toBe('### ✅ Kept 40%: the largest step within every bound; 60% broke perplexity (max-increase 5%).');
+  });
+
+  test('why this ratio: the last step tried, and a fixed target kept or broken', () => {
+    const last = sample({ verdict: 'pass', metrics: pass(20.5), steps: [step(0.2, 20.2, true), step(0.4, 20.5, true)], chosenStep: 1 });
+    expect(first(last)).toBe('### ✅ Kept 40%: the last step tried, within every bound.');
+    const fixed = sample({ target: 0.4, verdict: 'pass', metrics: pass(20.5), steps: [step(0.4, 20.5, true)], chosenStep: 0 });
+    expect(first(fixed)).toBe('### ✅ Kept 40% (the target): within every bound.');
+    const broken = sample({ target: 0.6, verdict: 'fail', metrics: metrics(30, false), steps: [step(0.6, 30, false)], chosenStep: 0 });
+    expect(first(broken)).toBe('### ❌ Failed at 60% (the target): it broke perplexity (max-increase 5%).');
+    expect(renderMarkdown(broken).split('\n')[2]).toMatch(/^prune-gate failed: \*\*models\/lm\.onnx\*\* pruned 60% of the parameters — over the bound: perplexity/);
+  });
+
+  test('the commit is a link to its page when the report knows the repository (from its run), plain otherwise', () => {
+    const sha = 'a'.repeat(40);
+    const linked = renderMarkdown(sample({ run: { sha, url: 'https://github.com/octo/repo/actions/runs/42' } }));
+    expect(linked).toContain(`Judged: [commit \`${sha.slice(0, 12)}\`](https://github.com/octo/repo/commit/${sha}) · [the run](https://github.com/octo/repo/actions/runs/42)`);
+    expect(renderMarkdown(sample({ run: { sha } }))).toContain(`Judged: commit \`${sha.slice(0, 12)}\`.`);
+  });
+
+  test('the allocation in words, its alternatives counted (report.json lists them)', () => {
+    const allocation = {
+      strategy: 'measured' as const,
+      compensate: 'reconstruct' as const,
+      measure: 'KL divergence from the base',
+      align: 1,
+      tried: [
+        { strategy: 'measured' as const, compensate: 'reconstruct' as const, loss: 0.11, params: 400 },
+        { strategy: 'measured' as const, compensate: 'bias' as const, loss: 0.13, params: 400 },
+        { strategy: 'global' as const, compensate: 'reconstruct' as const, loss: 0.17, params: 400, note: "FLAP's global ranking" },
+      ],
+    };
+    const md = renderMarkdown(sample({ allocation }));
+    expect(md).toContain('\nAllocation by measured damage, reconstructed; 2 alternatives tried, see report.json\n');
+    expect(md).not.toContain('0.1300');
+    // The prune command's terminal keeps the loss it was chosen on.
+    expect(allocationLine(allocation)).toBe('Allocation by measured damage, reconstructed: KL divergence from the base 0.1100 on the calibration set; 2 alternatives tried');
+  });
+
+  test('left alone: one row per reason, the places that fit and how many more', () => {
+    const reason = 'heads not in the structures asked for';
+    const skipped = [0, 1, 2, 3].map((i) => ({ where: `/model/layers.${i}/self_attn (q_proj/MatMul, k_proj/MatMul, v_proj/MatMul, o_proj/MatMul)`, reason }));
+    const cut = { where: '/a/Gather, /b/Mul, /c/MatMul and 38 more', reason: 'ReduceMean reduces over it' };
+    const md = renderMarkdown(sample({ skipped: [...skipped, cut] }));
+    expect(md).toContain('<summary>Left alone (5 places)</summary>');
+    expect(md).toContain(`| /model/layers.0/self\\_attn (q\\_proj/MatMul, k\\_proj/MatMul, v\\_proj/MatMul, o\\_proj/MatMul) and 3 more | ${reason} |`);
+    expect(md).toContain('| /a/Gather, /b/Mul, /c/MatMul and 38 more | ReduceMean reduces over it |');
+  });
+
+  test("plain text for the terminal: names as they are, no character references or HTML tags, and no terminal control", () => {
+    const r = sample({ skipped: [{ where: '/m/gate_proj (x:y) \u001b[31mred', reason: 'a & b <c>' }] });
+    const md = renderMarkdown(r);
+    expect(md).toContain('/m/gate\\_proj (x&#58;y)');
+    const text = plainText(md);
+    expect(text).toContain('| /m/gate_proj (x:y) [31mred | a & b <c> |');
+    expect(text).toContain(`| heads | ${HOSTILE} |`);
+    expect(text).not.toMatch(/&#\d+;|&(amp|lt|gt|quot);|<\/?(sub|details|summary)>|\\_|\u001b/);
+    expect(text).toContain('#### Left alone (1 place)');
   });
 });

@@ -12,6 +12,7 @@ import { OnnxModel } from '../src/onnx/model';
 import { writeModel } from '../src/onnx/write';
 import { pruneModel } from '../src/prune';
 import { ReportSchema } from '../src/report/schema';
+import { allocationLine, plainText } from '../src/report/markdown';
 
 const ROOT = path.resolve(__dirname, '..');
 const FIXTURES = ['mlp', 'cnn', 'gpt2', 'llama', 'bert'];
@@ -48,11 +49,14 @@ describe.each(FIXTURES)('prune-gate run on the %s fixture', (name) => {
     expect(report.verdict).toBe('pass');
     expect(report.candidate.params).toBeLessThan(report.base.params);
     expect(countParams(OnnxModel.read(path.join(out, 'pruned.onnx')))).toBe(report.candidate.params);
-    expect(fs.readFileSync(path.join(out, 'report.md'), 'utf8')).toBe(r.stdout);
-    expect(r.stdout).toMatch(/^### ✅ prune-gate passed/);
+    // report.md is Markdown for GitHub; the terminal gets the same report as plain text.
+    expect(plainText(fs.readFileSync(path.join(out, 'report.md'), 'utf8'))).toBe(r.stdout);
+    expect(r.stdout).not.toMatch(/&#\d+;|<\/?sub>/);
+    expect(r.stdout).toMatch(/^### ✅ Kept [\d.]+% \(the target\): within every bound\.\n\nprune-gate passed/);
     // How the removals were allocated, and that magnitude importance measured nothing: said in both reports.
     expect(report.allocation.measure).toMatch(/magnitude importance reads no activations/);
-    expect(r.stdout).toContain(`Allocation: ${report.allocation.strategy}, compensation ${report.allocation.compensate}`);
+    expect(r.stdout).toMatch(/^Allocation by (a global ranking|the same share in every layer|FFN widths only|measured damage), (not compensated|bias-compensated|reconstructed)/m);
+    expect(r.stdout).toContain(allocationLine(report.allocation, true));
     expect(fs.readdirSync(out).sort()).toEqual(['pruned.onnx', 'report.json', 'report.md']); // no step leftovers
   });
 });
@@ -180,7 +184,7 @@ test('memory: each model\'s own peak RSS, net of the same process without a mode
   expect(memoryOf(report)).toMatchObject({ bound: 0.5, rule: 'max 0.5 MiB', pass: false });
   expect(report.steps.length).toBe(2);
   expect(tight.stdout).toMatch(/\| memory \| [\d.]+ MiB \| [\d.]+ MiB \|/);
-  expect(tight.stdout).toContain("<sub>memory: each model's own peak RSS, net of the ");
+  expect(tight.stdout).toContain("\nmemory: each model's own peak RSS, net of the ");
   // max-ratio: relative to the base's own memory, net of the process without a model, which
   // report.json gives with both peaks.
   const ratio = await cli(['run', '--config', config('cnn', 'prune:\n  target: 0.2\n  steps: 1\n  importance: magnitude\ngate:\n  memory: { max-ratio: 1.5 }\n'), '--out', out]);
@@ -233,9 +237,10 @@ test('quantize: the gate judges the quantized candidate', async () => {
   expect(report.quantization.weight_bytes_after).toBeLessThan(report.quantization.weight_bytes_before / 3);
   expect(report.quantization.names_bytes_saved).toBeGreaterThan(10_000);
   const md = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
-  // The headline gives the share counted in the written model, the target beside it where they differ.
+  // The why line and the headline give the share counted in the written model, the target beside it where they differ.
   const counted = `${Number((((report.base.params - report.candidate.params) / report.base.params) * 100).toFixed(1))}%`;
-  expect(md.split('\n')[0]).toMatch(new RegExp(`pruned ${counted.replace('.', '\\.')}( \\(target 30%\\))? of the parameters and quantized to int4`));
+  expect(md.split('\n')[0]).toBe(`### ✅ Kept ${counted} (the target): within every bound.`);
+  expect(md.split('\n')[2]).toMatch(new RegExp(`pruned ${counted.replace('.', '\\.')}( \\(target 30%\\))? of the parameters and quantized to int4`));
   expect(md).toContain('#### Quantization (int4)');
   // The default method (auto) is named, with its calibration error against round-to-nearest's,
   // and the quantizer's passes are listed with the step's.
@@ -262,7 +267,8 @@ test('target 0 with quantize: the gate judges the quantized base; without quanti
   const r = await cli(['run', '--config', config('gpt2', 'gate:\n  perplexity: { max-increase: 2% }\n'), '--target', '0', '--quantize', 'int8', '--out', out]);
   expect(r.stderr).not.toMatch(/internal error/);
   expect(r.status).toBe(0);
-  expect(r.stdout.split('\n')[0]).toMatch(/^### ✅ prune-gate passed: \*\*[^*]*gpt2\.onnx\*\* quantized to int8, nothing pruned$/);
+  expect(r.stdout.split('\n')[0]).toBe('### ✅ Kept the int8 model, nothing pruned: within every bound.');
+  expect(r.stdout.split('\n')[2]).toMatch(/^prune-gate passed: \*\*[^*]*gpt2\.onnx\*\* quantized to int8, nothing pruned$/);
   const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
   expect(report.steps).toHaveLength(1);
   expect(report.pruned).toEqual([]);

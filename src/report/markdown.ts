@@ -23,12 +23,10 @@ const ESCAPES: Record<string, string> = {
   '\\': '&#92;',
   '`': '&#96;',
   '*': '&#42;',
-  _: '&#95;',
+  _: '\\_', // a backslash escape: two fifths of the bytes of &#95;, and names are full of underscores
   '~': '&#126;',
-  '[': '&#91;',
+  '[': '&#91;', // with ] escaped, ( and ) cannot make a link: left as they are (the comment's bytes: docs/contracts.md)
   ']': '&#93;',
-  '(': '&#40;',
-  ')': '&#41;',
   '!': '&#33;',
   '#': '&#35;',
   $: '&#36;', // math
@@ -48,7 +46,7 @@ export function escapeMarkdown(s: string, max = MAX_NAME): string {
   const oneLine = s.replace(/[\r\n\t\u2028\u2029]+/g, ' ');
   const clipped = oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
   return clipped
-    .replace(/[&<>"'|\\`*_~[\]()!#$:={}]/g, (c) => ESCAPES[c])
+    .replace(/[&<>"'|\\`*_~[\]!#$:={}]/g, (c) => ESCAPES[c])
     .replace(/@/g, '@\u200b') // a zero-width space after @ stops a mention
     .replace(/www\./gi, (m) => `${m.slice(0, 3)}&#46;`); // bare www. autolinks
 }
@@ -127,6 +125,34 @@ function table(header: string[], rows: string[][]): string[] {
   return [row(header), row(header.map(() => '---')), ...rows.map(row)];
 }
 
+/** The bounds a step or candidate broke, each with its rule: "perplexity (max-increase 15%)". */
+function brokenBounds(metrics: Report['metrics']): string {
+  return metrics
+    .filter((m) => !m.pass)
+    .map((m) => `${m.name} (${escapeMarkdown(m.rule ?? '')}${m.inconclusive ? ', inconclusive' : ''})`)
+    .join(', ');
+}
+
+/**
+ * Why this ratio, in one line (a run's report only): the largest step that kept every bound and
+ * what broke the next one; for a fixed target, whether it kept them; for a failure, what broke.
+ */
+function whyLine(r: Report): string | undefined {
+  if (r.target === null || r.chosen_step === null || !r.steps[r.chosen_step]) return undefined;
+  const kept = r.steps[r.chosen_step];
+  const nothing = kept.ratio === 0; // quantized only: no ratio to explain
+  const at = nothing ? `the ${r.quantize} model, nothing pruned` : percentOf(removedOf(kept));
+  const next = r.steps[r.chosen_step + 1];
+  const nextBroke = next && !next.pass ? `; ${percentOf(removedOf(next))} broke ${brokenBounds(next.metrics)}` : '';
+  if (r.target !== 'auto') {
+    const target = nothing ? at : `${at} (the target)`;
+    return kept.pass ? `Kept ${target}: within every bound.` : `Failed at ${target}: it broke ${brokenBounds(kept.metrics)}.`;
+  }
+  if (!kept.pass) return `No step kept every bound: ${at} broke ${brokenBounds(kept.metrics)}${nextBroke}.`;
+  if (next) return `Kept ${at}: the largest step within every bound${nextBroke}.`;
+  return r.steps.length === 1 ? `Kept ${at}: within every bound.` : `Kept ${at}: the last step tried, within every bound.`;
+}
+
 function verdictLine(r: Report): string {
   // Not a code span: character references are not decoded inside one.
   const model = `**${escapeMarkdown(r.base.path)}**`;
@@ -138,12 +164,17 @@ function verdictLine(r: Report): string {
           ? `quantized to ${r.quantize}, nothing pruned`
           : `pruned ${removedWithTarget(r.steps[r.chosen_step])} of the parameters${r.quantize === 'none' ? '' : ` and quantized to ${r.quantize}`}`
         : '';
-  const failed = r.metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? '')}${m.inconclusive ? ', inconclusive' : ''})`);
+  const why = whyLine(r);
+  const mark = r.verdict === 'pass' ? '✅' : '❌';
+  // With a why line on top, the verdict line under it names the model; without one it is the heading.
+  const verdict = `prune-gate ${r.verdict === 'pass' ? 'passed' : 'failed'}: `;
+  const head = why ? `### ${mark} ${why}\n\n${verdict}` : `### ${mark} ${verdict}`;
   if (r.verdict === 'pass') {
     const unsure = r.metrics.filter((m) => m.inconclusive).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? '')})`);
-    return `### ✅ prune-gate passed: ${model} ${what}${unsure.length ? ` — inconclusive, counted as passing: ${unsure.join(', ')}` : ''}`.trimEnd();
+    return `${head}${model} ${what}${unsure.length ? ` — inconclusive, counted as passing: ${unsure.join(', ')}` : ''}`.trimEnd();
   }
-  return `### ❌ prune-gate failed: ${model} ${what}${failed.length ? ` — over the bound: ${failed.join(', ')}` : ''}`;
+  const failed = brokenBounds(r.metrics);
+  return `${head}${model} ${what}${failed ? ` — over the bound: ${failed}` : ''}`;
 }
 
 /**
@@ -185,25 +216,25 @@ function metricsTable(r: Report): string[] {
   );
 }
 
+/** Params, bytes and MACs, each only where the metrics table lacks its row (no row said twice). */
 function compressionTable(r: Report): string[] {
   const macs = r.base.macs !== null && r.candidate.macs !== null;
-  return [
-    '#### Compression',
-    '',
-    ...table(
-      ['', 'base', 'candidate', 'change'],
+  const listed = new Set<string>(r.metrics.map((m) => m.name));
+  const rows: [MetricName, string[]][] = [
+    ['params', ['params', si(r.base.params), si(r.candidate.params), ratioText(r.base.params, r.candidate.params)]],
+    ['size', ['bytes on disk', formatBytes(r.base.bytes), formatBytes(r.candidate.bytes), ratioText(r.base.bytes, r.candidate.bytes)]],
+    [
+      'macs',
       [
-        ['params', si(r.base.params), si(r.candidate.params), ratioText(r.base.params, r.candidate.params)],
-        ['bytes on disk', formatBytes(r.base.bytes), formatBytes(r.candidate.bytes), ratioText(r.base.bytes, r.candidate.bytes)],
-        [
-          'MACs per sample',
-          r.base.macs === null ? '–' : si(r.base.macs),
-          r.candidate.macs === null ? '–' : si(r.candidate.macs),
-          macs ? ratioText(r.base.macs as number, r.candidate.macs as number) : '–',
-        ],
+        'MACs per sample',
+        r.base.macs === null ? '–' : si(r.base.macs),
+        r.candidate.macs === null ? '–' : si(r.candidate.macs),
+        macs ? ratioText(r.base.macs as number, r.candidate.macs as number) : '–',
       ],
-    ),
+    ],
   ];
+  const missing = rows.filter(([name]) => !listed.has(name)).map(([, cells]) => cells);
+  return missing.length ? ['#### Compression', '', ...table(['', 'base', 'candidate', 'change'], missing)] : [];
 }
 
 function quantizationSection(r: Report): string[] {
@@ -237,20 +268,26 @@ function latencyTable(r: Report): string[] {
   const about = [interval, runs].filter(Boolean).join(', ');
   if (!showsLatency(r)) return [`Latency: not told apart from the base's on this machine (${about}).`];
   const ms = (v: number) => formatValue('latency-p50', v);
+  // The medians are rows of the metrics table when it has them: not said twice.
+  const rows = r.metrics.some((m) => m.name === 'latency-p50')
+    ? []
+    : [
+        ...table(
+          ['', 'p50', 'p95'],
+          [
+            ['base', ms(l.base.p50_ms), ms(l.base.p95_ms)],
+            ['candidate', ms(l.candidate.p50_ms), ms(l.candidate.p95_ms)],
+          ],
+        ),
+        '',
+      ];
+  const heading = rows.length ? ['#### Latency (one calibration batch, base and candidate runs alternated)', ''] : [];
   return [
-    '#### Latency (one calibration batch, base and candidate runs alternated)',
-    '',
-    ...table(
-      ['', 'p50', 'p95'],
-      [
-        ['base', ms(l.base.p50_ms), ms(l.base.p95_ms)],
-        ['candidate', ms(l.candidate.p50_ms), ms(l.candidate.p95_ms)],
-      ],
-    ),
-    '',
-    `Speedup (base p50 / candidate p50): **${l.speedup === null ? '–' : x(l.speedup)}**${about ? ` (${about})` : ''}`,
+    ...heading,
+    ...rows,
+    `${rows.length ? 'Speedup (base p50 / candidate p50)' : 'Latency speedup (base p50 / candidate p50)'}: **${l.speedup === null ? '–' : x(l.speedup)}**${about ? ` (${about})` : ''}`,
     // The warnings are the tool's own words and numbers, but the report may be untrusted: escaped.
-    ...(l.warnings ?? []).map((w) => `\n> ⚠️ ${escapeMarkdown(w, 500)}`),
+    ...(l.warnings?.length ? [`\n> ⚠️ ${l.warnings.map((w) => escapeMarkdown(w, 500)).join('; ')}`] : []),
   ];
 }
 
@@ -289,16 +326,21 @@ function stepValue(step: ReportStep, name: MetricName, field: 'candidate' | 'bou
   return step.metrics.find((m) => m.name === name)?.[field] ?? null;
 }
 
+/** The metrics a step was judged on: every bounded one (in the metrics table's order), else the main one. */
+function gatedMetrics(r: Report): MetricName[] {
+  const gated = r.metrics.filter((m) => m.rule !== null && r.steps.some((s) => s.metrics.some((x) => x.name === m.name))).map((m) => m.name);
+  return gated.length ? gated : [mainMetric(r)];
+}
+
 function stepsSection(r: Report): string[] {
   if (r.steps.length === 0) return [];
   const main = mainMetric(r);
+  const gated = gatedMetrics(r);
   const rows = r.steps.map((s, i) => [
     String(i + 1) + (i === r.chosen_step ? ' ⬅' : ''),
     removedWithTarget(s),
-    formatValue('params', stepValue(s, 'params', 'candidate')),
-    formatValue('size', stepValue(s, 'size', 'candidate')),
-    formatValue(main, stepValue(s, main, 'candidate')),
-    s.pass ? '✅' : s.quality_pass ? '❌ efficiency' : '❌ quality',
+    ...gated.map((name) => formatValue(name, stepValue(s, name, 'candidate'))),
+    s.pass ? '✅' : `❌ ${brokenBounds(s.metrics) || (s.quality_pass ? 'efficiency' : 'quality')}`,
   ]);
   const drawn = chart(r, main);
   // A step short of its target says why, under the table (a reason is too long for a cell).
@@ -306,7 +348,7 @@ function stepsSection(r: Report): string[] {
   return [
     '#### Gradual search',
     '',
-    ...table(['step', 'params removed', 'params', 'size', main, 'pass'], rows),
+    ...table(['step', 'params removed', ...gated, 'pass'], rows),
     ...(short.length ? ['', ...short] : []),
     ...(drawn.length ? ['', ...drawn] : []),
   ];
@@ -317,15 +359,25 @@ export function chart(r: Report, main: MetricName = mainMetric(r)): string[] {
   const points = r.steps.map((s) => ({ x: percentOf(removedOf(s)), y: stepValue(s, main, 'candidate') }));
   if (points.length < 2 || points.some((p) => p.y === null)) return [];
   const scale = METRICS[main].unit === 'fraction' ? 100 : 1;
-  const y = (v: number) => String(Number((v * scale).toPrecision(6)));
+  const y = (v: number) => String(Number((v * scale).toPrecision(4))); // a chart's resolution
   const bounds = r.steps.map((s) => stepValue(s, main, 'bound'));
-  const lines = ['```mermaid', 'xychart-beta', `    title "${main} by parameters removed"`];
+  const drawn = bounds.every((b) => b !== null);
+  const lines = ['```mermaid', 'xychart-beta', `    title "${main} by parameters removed${drawn ? `; 2nd line: ${boundLabel(r, main, bounds as number[])}` : ''}"`];
   lines.push(`    x-axis "parameters removed" [${points.map((p) => `"${p.x}"`).join(', ')}]`);
   lines.push(`    y-axis "${main}${scale === 100 ? ' (%)' : ''}"`);
   lines.push(`    line [${points.map((p) => y(p.y as number)).join(', ')}]`);
-  if (bounds.every((b) => b !== null)) lines.push(`    line [${bounds.map((b) => y(b as number)).join(', ')}]`);
+  if (drawn) lines.push(`    line [${bounds.map((b) => y(b as number)).join(', ')}]`);
   lines.push('```');
   return lines;
+}
+
+/** The bound line's label: its value when the same at every step, and its rule, as chart text. */
+function boundLabel(r: Report, main: MetricName, bounds: number[]): string {
+  const rule = r.metrics.find((m) => m.name === main)?.rule ?? r.steps.flatMap((s) => s.metrics).find((m) => m.name === main)?.rule ?? '';
+  const op = METRICS[main].higherIsBetter ? '≥' : '≤';
+  const value = bounds.every((b) => b === bounds[0]) ? ` ${op} ${formatValue(main, bounds[0])}` : '';
+  // Inside a quoted Mermaid string: nothing that could close it or read as markup.
+  return `the bound${value}${rule ? ` (${rule})` : ''}`.replace(/[^A-Za-z0-9 .,%+()≤≥–-]/g, '');
 }
 
 const MAX_ROWS = 200;
@@ -345,21 +397,35 @@ function prunedSection(r: Report): string[] {
   );
 }
 
-/** Which allocation and compensation were kept, and what else was measured against them. */
-export function allocationLine(a: NonNullable<Report['allocation']>): string {
-  const kept = `Allocation: ${a.strategy}, compensation ${a.compensate}${a.align > 1 ? `, widths multiples of ${a.align}` : ''}`;
-  const measured = a.tried.filter((t) => t.loss !== null).sort((x, y) => x.loss! - y.loss!);
+const ALLOCATION_WORDS: Record<NonNullable<Report['allocation']>['strategy'], string> = {
+  global: 'a global ranking',
+  uniform: 'the same share in every layer',
+  'ffn-only': 'FFN widths only',
+  measured: 'measured damage',
+};
+const COMPENSATION_WORDS: Record<NonNullable<Report['allocation']>['compensate'], string> = { none: 'not compensated', bias: 'bias-compensated', reconstruct: 'reconstructed' };
+
+/**
+ * Which allocation and compensation were kept, in words; the alternatives are counted, not listed
+ * (report.json lists each with its loss: measured on different shares of the data, a list beside
+ * the kept one's would compare unlike figures). In a report the line points there; elsewhere (the
+ * prune command) it gives the loss the kept one was chosen on instead.
+ */
+export function allocationLine(a: NonNullable<Report['allocation']>, inReport = false): string {
+  const kept = `Allocation by ${ALLOCATION_WORDS[a.strategy]}, ${COMPENSATION_WORDS[a.compensate]}${a.align > 1 ? `, widths multiples of ${a.align}` : ''}`;
   const speed = a.latency === undefined || a.latency === null ? '' : `; ${a.latency.toFixed(2)}x the base's time here`;
-  if (measured.length === 0) return `${kept} (${a.measure})${speed}`;
-  const [best, ...others] = measured;
-  const why = (t: (typeof measured)[number]) => t.note ?? `${t.strategy}/${t.compensate}`;
-  const against = others.length ? `, against ${others.map((t) => `${t.loss!.toPrecision(4)} for ${why(t)}`).join(', ')}` : '';
-  return `${kept} (${why(best)}): ${a.measure} ${best.loss!.toPrecision(4)} on ${a.on ?? 'the calibration set'}${against}${speed}`;
+  const same = (t: (typeof a.tried)[number]) => t.strategy === a.strategy && t.compensate === a.compensate;
+  const mine = a.tried.filter((t) => same(t) && t.loss !== null).sort((x, y) => x.loss! - y.loss!)[0];
+  const others = a.tried.length - (mine ? 1 : 0);
+  const alternatives = others > 0 ? `; ${others} ${others === 1 ? 'alternative' : 'alternatives'} tried${inReport ? ', see report.json' : ''}` : '';
+  if (!mine || inReport) return `${kept}${mine ? '' : ` (${a.measure})`}${alternatives}${speed}`;
+  return `${kept}: ${a.measure} ${mine.loss!.toPrecision(4)} on ${a.on ?? 'the calibration set'}${alternatives}${speed}`;
 }
 
 function allocationSection(r: Report): string[] {
   // Every part of the line is the engine's own words and numbers: nothing to escape.
-  return r.allocation && r.pruned.length ? [allocationLine(r.allocation)] : [];
+  // The loss it was chosen on stays in report.json: a figure without its alternatives' beside it says little.
+  return r.allocation && r.pruned.length ? [allocationLine(r.allocation, true)] : [];
 }
 
 /**
@@ -380,11 +446,34 @@ function quantizedInputsSection(r: Report): string[] {
   return r.quantized_inputs ? quantizedInputsLines(r.quantized_inputs, (w) => escapeMarkdown(w), '- ') : [];
 }
 
+const MAX_WHERE = 80;
+
+/**
+ * The places of one reason in one cell: as many as fit, then how many more (report.json lists
+ * each). An entry the engine already cut ("A, B and 38 more") counts as its names and the rest.
+ */
+function placesCell(wheres: string[]): string {
+  const names: string[] = [];
+  let more = 0;
+  for (const where of wheres) {
+    const cut = /^(.+) and (\d+) more$/.exec(where);
+    names.push(...(cut ? cut[1].split(', ') : [where]));
+    more += cut ? Number(cut[2]) : 0;
+  }
+  let shown = 1;
+  while (shown < names.length && names.slice(0, shown + 1).join(', ').length <= MAX_WHERE) shown++;
+  more += names.length - shown;
+  return escapeMarkdown(names.slice(0, shown).join(', ')) + (more ? ` and ${more} more` : '');
+}
+
 function skippedSection(r: Report): string[] {
+  // One row per reason: four layers' heads left alone for one reason are one row, not four.
+  const byReason = new Map<string, string[]>();
+  for (const s of r.skipped) byReason.set(s.reason, [...(byReason.get(s.reason) ?? []), s.where]);
   return details(
     `Left alone (${r.skipped.length} ${r.skipped.length === 1 ? 'place' : 'places'})`,
     ['where', 'why'],
-    r.skipped.map((s) => [escapeMarkdown(s.where), escapeMarkdown(s.reason, 500)]),
+    [...byReason].map(([reason, wheres]) => [placesCell(wheres), escapeMarkdown(reason, 500)]),
   );
 }
 
@@ -467,7 +556,9 @@ export function reproduceCommand(r: Report): string | undefined {
 function provenanceSection(r: Report): string[] {
   const parts: string[] = [];
   if (r.run) {
-    parts.push(`commit \`${r.run.sha.slice(0, 12)}\``);
+    const repository = r.run.url ? /^(https:\/\/[^/]+\/[^/]+\/[^/]+)\/actions\/runs\/\d+/.exec(r.run.url)?.[1] : undefined;
+    const commit = `commit \`${r.run.sha.slice(0, 12)}\``;
+    parts.push(repository ? `[${commit}](${linkTarget(`${repository}/commit/${r.run.sha}`)})` : commit);
     if (r.run.url) parts.push(`[the run](${linkTarget(r.run.url)})`);
     if (r.run.artifacts_url) parts.push(`[its artifacts](${linkTarget(r.run.artifacts_url)})`);
   }
@@ -514,4 +605,22 @@ export function renderMarkdown(r: Report): string {
     .filter((s) => s.length > 0)
     .map((s) => s.join('\n'))
     .join('\n\n')}\n`;
+}
+
+const REFERENCES: Record<string, string> = Object.fromEntries([...Object.entries(ESCAPES).map(([c, ref]) => [ref, c]), ['&#46;', '.']]);
+
+/**
+ * The report as plain text for a terminal (the CLI's stdout): the character references and
+ * HTML tags the Markdown needs undone, so names read as they are (`gate_proj`, not
+ * `gate&#95;proj`). Only the references escapeMarkdown writes are decoded, and control
+ * characters go, so an untrusted name cannot drive the terminal.
+ */
+export function plainText(markdown: string): string {
+  return markdown
+    .replace(/<\/?(?:sub|details)>\n?/g, '')
+    .replace(/<summary>(.*?)<\/summary>/g, '#### $1')
+    .replace(/<\/?code>/g, '`')
+    .replace(/&(?:amp|lt|gt|quot|#\d+);|\\_/g, (ref) => REFERENCES[ref] ?? ref)
+    .replace(/@\u200b/g, '@')
+    .replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, '');
 }

@@ -676,9 +676,8 @@ function reportRest(r: Row): string {
   const parts = [...broke].map(([what, ss]) => `${and(ss.map(share))} ${what}`);
   parts.push(`${share(steps[num(r.chosenStep)])} was kept`);
   return (
-    `The report goes on with compression (params, bytes, MACs), latency, the gradual search's steps\n` +
-    `(${parts.join(', ')}), a Mermaid chart of ${r.metric as string} against the share removed, and what was\n` +
-    'pruned per layer and what was left alone.'
+    `The report goes on with latency, the steps with every gated metric (${parts.join(', ')}),\n` +
+    `a chart of ${r.metric as string} and its bound, what was pruned and what was left alone.`
   );
 }
 

@@ -4,6 +4,7 @@ import { pullRequestOfRun } from '../../github/event';
 import { compareModels } from '../../pipeline/run';
 import { withElapsed } from '../../util/progress';
 import { CliContext } from '../context';
+import { plainText } from '../../report/markdown';
 
 interface EvalFlags {
   base: string;
@@ -39,7 +40,7 @@ export function register(program: Command, ctx: CliContext): void {
         log: withElapsed((line) => ctx.stderr(`${line}\n`)),
         pullRequest: pullRequestOfRun(),
       });
-      ctx.stdout(flags.json ? `${JSON.stringify(report, null, 2)}\n` : markdown);
+      ctx.stdout(flags.json ? `${JSON.stringify(report, null, 2)}\n` : plainText(markdown));
       ctx.exitCode = config && report.verdict === 'fail' ? 1 : 0;
     });
 }

@@ -4,6 +4,7 @@ import { mergeJobs } from '../../pipeline/matrix';
 import { withElapsed } from '../../util/progress';
 import { CliContext } from '../context';
 import { DEFAULT_OUT, flagName } from './run';
+import { plainText } from '../../report/markdown';
 
 interface MergeFlags {
   config?: string;
@@ -33,7 +34,7 @@ export function register(program: Command, ctx: CliContext): void {
     .action(async (dirs: string[], flags: MergeFlags) => {
       const config = resolveConfig(flags.config, parseOverrides({ model: flags.model, calibration: flags.calibration, target: flags.target }, flagName), flagName);
       const outcome = await mergeJobs(config, dirs, flags.out, withElapsed((line) => ctx.stderr(`${line}\n`)));
-      ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}\n` : outcome.markdown);
+      ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}\n` : plainText(outcome.markdown));
       ctx.exitCode = outcome.report.verdict === 'pass' ? 0 : 1;
     });
 }

@@ -7,6 +7,7 @@ import { runJob } from '../../pipeline/matrix';
 import { runGate } from '../../pipeline/run';
 import { withElapsed } from '../../util/progress';
 import { CliContext } from '../context';
+import { plainText } from '../../report/markdown';
 
 /** How messages name the command line's options. */
 export const flagName: OptionName = (key) => `--${key}`;
@@ -28,7 +29,7 @@ interface RunFlags {
 }
 
 /**
- * `prune-gate run`: the whole gate. Prints report.md (or report.json with --json) on stdout and
+ * `prune-gate run`: the whole gate. Prints report.md as plain text (or report.json with --json) on stdout and
  * progress on stderr; exit status 0 when the gate passes, 1 when it fails (2 for bad input, from main).
  */
 export function register(program: Command, ctx: CliContext): void {
@@ -59,7 +60,7 @@ export function register(program: Command, ctx: CliContext): void {
         return;
       }
       const outcome = await runGate({ config, out: flags.out, log: withElapsed((line) => ctx.stderr(`${line}\n`)), pullRequest: pullRequestOfRun() });
-      ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}\n` : outcome.markdown);
+      ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}\n` : plainText(outcome.markdown));
       ctx.exitCode = outcome.report.verdict === 'pass' ? 0 : 1;
     });
 }
