@@ -1197,8 +1197,8 @@ var require_command = __commonJS({
   "node_modules/commander/lib/command.js"(exports2) {
     var EventEmitter = require("node:events").EventEmitter;
     var childProcess = require("node:child_process");
-    var path18 = require("node:path");
-    var fs18 = require("node:fs");
+    var path19 = require("node:path");
+    var fs19 = require("node:fs");
     var process2 = require("node:process");
     var { Argument: Argument2, humanReadableArgName } = require_argument();
     var { CommanderError: CommanderError2 } = require_error();
@@ -2192,7 +2192,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @param {string} subcommandName
        */
       _checkForMissingExecutable(executableFile, executableDir, subcommandName) {
-        if (fs18.existsSync(executableFile)) return;
+        if (fs19.existsSync(executableFile)) return;
         const executableDirMessage = executableDir ? `searched for local subcommand relative to directory '${executableDir}'` : "no directory for search for local subcommand, use .executableDir() to supply a custom directory";
         const executableMissing = `'${executableFile}' does not exist
  - if '${subcommandName}' is not meant to be an executable command, remove description parameter from '.command()' and use '.description()' instead
@@ -2210,11 +2210,11 @@ Expecting one of '${allowedValues.join("', '")}'`);
         let launchWithNode = false;
         const sourceExt = [".js", ".ts", ".tsx", ".mjs", ".cjs"];
         function findFile(baseDir, baseName) {
-          const localBin = path18.resolve(baseDir, baseName);
-          if (fs18.existsSync(localBin)) return localBin;
-          if (sourceExt.includes(path18.extname(baseName))) return void 0;
+          const localBin = path19.resolve(baseDir, baseName);
+          if (fs19.existsSync(localBin)) return localBin;
+          if (sourceExt.includes(path19.extname(baseName))) return void 0;
           const foundExt = sourceExt.find(
-            (ext) => fs18.existsSync(`${localBin}${ext}`)
+            (ext) => fs19.existsSync(`${localBin}${ext}`)
           );
           if (foundExt) return `${localBin}${foundExt}`;
           return void 0;
@@ -2226,21 +2226,21 @@ Expecting one of '${allowedValues.join("', '")}'`);
         if (this._scriptPath) {
           let resolvedScriptPath;
           try {
-            resolvedScriptPath = fs18.realpathSync(this._scriptPath);
+            resolvedScriptPath = fs19.realpathSync(this._scriptPath);
           } catch {
             resolvedScriptPath = this._scriptPath;
           }
-          executableDir = path18.resolve(
-            path18.dirname(resolvedScriptPath),
+          executableDir = path19.resolve(
+            path19.dirname(resolvedScriptPath),
             executableDir
           );
         }
         if (executableDir) {
           let localFile = findFile(executableDir, executableFile);
           if (!localFile && !subcommand._executableFile && this._scriptPath) {
-            const legacyName = path18.basename(
+            const legacyName = path19.basename(
               this._scriptPath,
-              path18.extname(this._scriptPath)
+              path19.extname(this._scriptPath)
             );
             if (legacyName !== this._name) {
               localFile = findFile(
@@ -2251,7 +2251,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
           }
           executableFile = localFile || executableFile;
         }
-        launchWithNode = sourceExt.includes(path18.extname(executableFile));
+        launchWithNode = sourceExt.includes(path19.extname(executableFile));
         let proc;
         if (process2.platform !== "win32") {
           if (launchWithNode) {
@@ -3166,7 +3166,7 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @return {Command}
        */
       nameFromFilename(filename) {
-        this._name = path18.basename(filename, path18.extname(filename));
+        this._name = path19.basename(filename, path19.extname(filename));
         return this;
       }
       /**
@@ -3180,9 +3180,9 @@ Expecting one of '${allowedValues.join("', '")}'`);
        * @param {string} [path]
        * @return {(string|null|Command)}
        */
-      executableDir(path19) {
-        if (path19 === void 0) return this._executableDir;
-        this._executableDir = path19;
+      executableDir(path20) {
+        if (path20 === void 0) return this._executableDir;
+        this._executableDir = path20;
         return this;
       }
       /**
@@ -3537,17 +3537,17 @@ var require_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path18) {
-      const ctrl = callVisitor(key, node2, visitor, path18);
+    function visit_(key, node2, visitor, path19) {
+      const ctrl = callVisitor(key, node2, visitor, path19);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path18, ctrl);
-        return visit_(key, ctrl, visitor, path18);
+        replaceNode(key, path19, ctrl);
+        return visit_(key, ctrl, visitor, path19);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path18 = Object.freeze(path18.concat(node2));
+          path19 = Object.freeze(path19.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = visit_(i, node2.items[i], visitor, path18);
+            const ci = visit_(i, node2.items[i], visitor, path19);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -3558,13 +3558,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path18 = Object.freeze(path18.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path18);
+          path19 = Object.freeze(path19.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path19);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path18);
+          const cv = visit_("value", node2.value, visitor, path19);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -3585,17 +3585,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path18) {
-      const ctrl = await callVisitor(key, node2, visitor, path18);
+    async function visitAsync_(key, node2, visitor, path19) {
+      const ctrl = await callVisitor(key, node2, visitor, path19);
       if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
-        replaceNode(key, path18, ctrl);
-        return visitAsync_(key, ctrl, visitor, path18);
+        replaceNode(key, path19, ctrl);
+        return visitAsync_(key, ctrl, visitor, path19);
       }
       if (typeof ctrl !== "symbol") {
         if (identity.isCollection(node2)) {
-          path18 = Object.freeze(path18.concat(node2));
+          path19 = Object.freeze(path19.concat(node2));
           for (let i = 0; i < node2.items.length; ++i) {
-            const ci = await visitAsync_(i, node2.items[i], visitor, path18);
+            const ci = await visitAsync_(i, node2.items[i], visitor, path19);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -3606,13 +3606,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity.isPair(node2)) {
-          path18 = Object.freeze(path18.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path18);
+          path19 = Object.freeze(path19.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path19);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path18);
+          const cv = await visitAsync_("value", node2.value, visitor, path19);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -3639,23 +3639,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path18) {
+    function callVisitor(key, node2, visitor, path19) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path18);
+        return visitor(key, node2, path19);
       if (identity.isMap(node2))
-        return visitor.Map?.(key, node2, path18);
+        return visitor.Map?.(key, node2, path19);
       if (identity.isSeq(node2))
-        return visitor.Seq?.(key, node2, path18);
+        return visitor.Seq?.(key, node2, path19);
       if (identity.isPair(node2))
-        return visitor.Pair?.(key, node2, path18);
+        return visitor.Pair?.(key, node2, path19);
       if (identity.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path18);
+        return visitor.Scalar?.(key, node2, path19);
       if (identity.isAlias(node2))
-        return visitor.Alias?.(key, node2, path18);
+        return visitor.Alias?.(key, node2, path19);
       return void 0;
     }
-    function replaceNode(key, path18, node2) {
-      const parent = path18[path18.length - 1];
+    function replaceNode(key, path19, node2) {
+      const parent = path19[path19.length - 1];
       if (identity.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity.isPair(parent)) {
@@ -4267,10 +4267,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity = require_identity();
     var Node9 = require_Node();
-    function collectionFromPath(schema, path18, value) {
+    function collectionFromPath(schema, path19, value) {
       let v = value;
-      for (let i = path18.length - 1; i >= 0; --i) {
-        const k = path18[i];
+      for (let i = path19.length - 1; i >= 0; --i) {
+        const k = path19[i];
         if (typeof k === "number" && Number.isInteger(k) && k >= 0) {
           const a = [];
           a[k] = v;
@@ -4289,7 +4289,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path18) => path18 == null || typeof path18 === "object" && !!path18[Symbol.iterator]().next().done;
+    var isEmptyPath = (path19) => path19 == null || typeof path19 === "object" && !!path19[Symbol.iterator]().next().done;
     var Collection = class extends Node9.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -4319,11 +4319,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path18, value) {
-        if (isEmptyPath(path18))
+      addIn(path19, value) {
+        if (isEmptyPath(path19))
           this.add(value);
         else {
-          const [key, ...rest] = path18;
+          const [key, ...rest] = path19;
           const node2 = this.get(key, true);
           if (identity.isCollection(node2))
             node2.addIn(rest, value);
@@ -4337,8 +4337,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path18) {
-        const [key, ...rest] = path18;
+      deleteIn(path19) {
+        const [key, ...rest] = path19;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -4352,8 +4352,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path18, keepScalar) {
-        const [key, ...rest] = path18;
+      getIn(path19, keepScalar) {
+        const [key, ...rest] = path19;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity.isScalar(node2) ? node2.value : node2;
@@ -4371,8 +4371,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path18) {
-        const [key, ...rest] = path18;
+      hasIn(path19) {
+        const [key, ...rest] = path19;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -4382,8 +4382,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path18, value) {
-        const [key, ...rest] = path18;
+      setIn(path19, value) {
+        const [key, ...rest] = path19;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -6898,9 +6898,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path18, value) {
+      addIn(path19, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path18, value);
+          this.contents.addIn(path19, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -6975,14 +6975,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path18) {
-        if (Collection.isEmptyPath(path18)) {
+      deleteIn(path19) {
+        if (Collection.isEmptyPath(path19)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path18) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path19) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -6997,10 +6997,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path18, keepScalar) {
-        if (Collection.isEmptyPath(path18))
+      getIn(path19, keepScalar) {
+        if (Collection.isEmptyPath(path19))
           return !keepScalar && identity.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity.isCollection(this.contents) ? this.contents.getIn(path18, keepScalar) : void 0;
+        return identity.isCollection(this.contents) ? this.contents.getIn(path19, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -7011,10 +7011,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path18) {
-        if (Collection.isEmptyPath(path18))
+      hasIn(path19) {
+        if (Collection.isEmptyPath(path19))
           return this.contents !== void 0;
-        return identity.isCollection(this.contents) ? this.contents.hasIn(path18) : false;
+        return identity.isCollection(this.contents) ? this.contents.hasIn(path19) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -7031,13 +7031,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path18, value) {
-        if (Collection.isEmptyPath(path18)) {
+      setIn(path19, value) {
+        if (Collection.isEmptyPath(path19)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path18), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path19), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path18, value);
+          this.contents.setIn(path19, value);
         }
       }
       /**
@@ -8998,9 +8998,9 @@ var require_cst_visit = __commonJS({
     visit2.BREAK = BREAK;
     visit2.SKIP = SKIP;
     visit2.REMOVE = REMOVE;
-    visit2.itemAtPath = (cst, path18) => {
+    visit2.itemAtPath = (cst, path19) => {
       let item = cst;
-      for (const [field, index] of path18) {
+      for (const [field, index] of path19) {
         const tok = item?.[field];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -9009,23 +9009,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit2.parentCollection = (cst, path18) => {
-      const parent = visit2.itemAtPath(cst, path18.slice(0, -1));
-      const field = path18[path18.length - 1][0];
+    visit2.parentCollection = (cst, path19) => {
+      const parent = visit2.itemAtPath(cst, path19.slice(0, -1));
+      const field = path19[path19.length - 1][0];
       const coll = parent?.[field];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path18, item, visitor) {
-      let ctrl = visitor(item, path18);
+    function _visit(path19, item, visitor) {
+      let ctrl = visitor(item, path19);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field of ["key", "value"]) {
         const token = item[field];
         if (token && "items" in token) {
           for (let i = 0; i < token.items.length; ++i) {
-            const ci = _visit(Object.freeze(path18.concat([[field, i]])), token.items[i], visitor);
+            const ci = _visit(Object.freeze(path19.concat([[field, i]])), token.items[i], visitor);
             if (typeof ci === "number")
               i = ci - 1;
             else if (ci === BREAK)
@@ -9036,10 +9036,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field === "key")
-            ctrl = ctrl(item, path18);
+            ctrl = ctrl(item, path19);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path18) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path19) : ctrl;
     }
     exports2.visit = visit2;
   }
@@ -10341,14 +10341,14 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs18 = this.flowScalar(this.type);
+              const fs19 = this.flowScalar(this.type);
               if (atNextItem || it.value) {
-                map2.items.push({ start, key: fs18, sep: [] });
+                map2.items.push({ start, key: fs19, sep: [] });
                 this.onKeyLine = true;
               } else if (it.sep) {
-                this.stack.push(fs18);
+                this.stack.push(fs19);
               } else {
-                Object.assign(it, { key: fs18, sep: [] });
+                Object.assign(it, { key: fs19, sep: [] });
                 this.onKeyLine = true;
               }
               return;
@@ -10476,13 +10476,13 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs18 = this.flowScalar(this.type);
+              const fs19 = this.flowScalar(this.type);
               if (!it || it.value)
-                fc.items.push({ start: [], key: fs18, sep: [] });
+                fc.items.push({ start: [], key: fs19, sep: [] });
               else if (it.sep)
-                this.stack.push(fs18);
+                this.stack.push(fs19);
               else
-                Object.assign(it, { key: fs18, sep: [] });
+                Object.assign(it, { key: fs19, sep: [] });
               return;
             }
             case "flow-map-end":
@@ -12172,8 +12172,8 @@ var require_onnx = __commonJS({
     var $util = $protobuf.util;
     var $root = $protobuf.roots["default"] || ($protobuf.roots["default"] = {});
     $root.onnx = (function() {
-      var onnx24 = {};
-      onnx24.Version = (function() {
+      var onnx26 = {};
+      onnx26.Version = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "_START_VERSION"] = 0;
         values[valuesById[1] = "IR_VERSION_2017_10_10"] = 1;
@@ -12186,7 +12186,7 @@ var require_onnx = __commonJS({
         values[valuesById[8] = "IR_VERSION"] = 8;
         return values;
       })();
-      onnx24.AttributeProto = (function() {
+      onnx26.AttributeProto = (function() {
         function AttributeProto(properties) {
           this.floats = [];
           this.ints = [];
@@ -12865,7 +12865,7 @@ var require_onnx = __commonJS({
         })();
         return AttributeProto;
       })();
-      onnx24.ValueInfoProto = (function() {
+      onnx26.ValueInfoProto = (function() {
         function ValueInfoProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -12985,7 +12985,7 @@ var require_onnx = __commonJS({
         };
         return ValueInfoProto;
       })();
-      onnx24.NodeProto = (function() {
+      onnx26.NodeProto = (function() {
         function NodeProto(properties) {
           this.input = [];
           this.output = [];
@@ -13225,7 +13225,7 @@ var require_onnx = __commonJS({
         };
         return NodeProto;
       })();
-      onnx24.TrainingInfoProto = (function() {
+      onnx26.TrainingInfoProto = (function() {
         function TrainingInfoProto(properties) {
           this.initializationBinding = [];
           this.updateBinding = [];
@@ -13409,7 +13409,7 @@ var require_onnx = __commonJS({
         };
         return TrainingInfoProto;
       })();
-      onnx24.ModelProto = (function() {
+      onnx26.ModelProto = (function() {
         function ModelProto(properties) {
           this.opsetImport = [];
           this.metadataProps = [];
@@ -13785,7 +13785,7 @@ var require_onnx = __commonJS({
         };
         return ModelProto;
       })();
-      onnx24.StringStringEntryProto = (function() {
+      onnx26.StringStringEntryProto = (function() {
         function StringStringEntryProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -13883,7 +13883,7 @@ var require_onnx = __commonJS({
         };
         return StringStringEntryProto;
       })();
-      onnx24.TensorAnnotation = (function() {
+      onnx26.TensorAnnotation = (function() {
         function TensorAnnotation(properties) {
           this.quantParameterTensorNames = [];
           if (properties) {
@@ -14001,7 +14001,7 @@ var require_onnx = __commonJS({
         };
         return TensorAnnotation;
       })();
-      onnx24.GraphProto = (function() {
+      onnx26.GraphProto = (function() {
         function GraphProto(properties) {
           this.node = [];
           this.initializer = [];
@@ -14367,7 +14367,7 @@ var require_onnx = __commonJS({
         };
         return GraphProto;
       })();
-      onnx24.TensorProto = (function() {
+      onnx26.TensorProto = (function() {
         function TensorProto(properties) {
           this.dims = [];
           this.floatData = [];
@@ -15070,7 +15070,7 @@ var require_onnx = __commonJS({
         })();
         return TensorProto;
       })();
-      onnx24.SparseTensorProto = (function() {
+      onnx26.SparseTensorProto = (function() {
         function SparseTensorProto(properties) {
           this.dims = [];
           if (properties) {
@@ -15228,7 +15228,7 @@ var require_onnx = __commonJS({
         };
         return SparseTensorProto;
       })();
-      onnx24.TensorShapeProto = (function() {
+      onnx26.TensorShapeProto = (function() {
         function TensorShapeProto(properties) {
           this.dim = [];
           if (properties) {
@@ -15467,7 +15467,7 @@ var require_onnx = __commonJS({
         })();
         return TensorShapeProto;
       })();
-      onnx24.TypeProto = (function() {
+      onnx26.TypeProto = (function() {
         function TypeProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16167,7 +16167,7 @@ var require_onnx = __commonJS({
         })();
         return TypeProto;
       })();
-      onnx24.OperatorSetIdProto = (function() {
+      onnx26.OperatorSetIdProto = (function() {
         function OperatorSetIdProto(properties) {
           if (properties) {
             for (var keys = Object.keys(properties), i = 0; i < keys.length; ++i)
@@ -16280,13 +16280,13 @@ var require_onnx = __commonJS({
         };
         return OperatorSetIdProto;
       })();
-      onnx24.OperatorStatus = (function() {
+      onnx26.OperatorStatus = (function() {
         var valuesById = {}, values = Object.create(valuesById);
         values[valuesById[0] = "EXPERIMENTAL"] = 0;
         values[valuesById[1] = "STABLE"] = 1;
         return values;
       })();
-      onnx24.FunctionProto = (function() {
+      onnx26.FunctionProto = (function() {
         function FunctionProto(properties) {
           this.input = [];
           this.output = [];
@@ -16579,7 +16579,7 @@ var require_onnx = __commonJS({
         };
         return FunctionProto;
       })();
-      return onnx24;
+      return onnx26;
     })();
     module2.exports = $root;
   }
@@ -17495,6 +17495,7 @@ var repository = {
 
 // src/config/config.ts
 var fs7 = __toESM(require("fs"));
+var os3 = __toESM(require("os"));
 var path7 = __toESM(require("path"));
 var import_yaml = __toESM(require_dist());
 
@@ -18315,10 +18316,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path18) {
-  if (!path18)
+function getElementAtPath(obj, path19) {
+  if (!path19)
     return obj;
-  return path18.reduce((acc, key) => acc?.[key], obj);
+  return path19.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -18658,11 +18659,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path18, issues) {
+function prefixIssues(path19, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path18);
+    iss.path.unshift(path19);
     return iss;
   });
 }
@@ -19124,16 +19125,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path18 = []) => {
+  const processError = (error63, path19 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path18, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path19, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path18, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path19, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path18, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path19, ...issue2.path]);
       } else {
-        const fullpath = [...path18, ...issue2.path];
+        const fullpath = [...path19, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -19172,17 +19173,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path18 = []) => {
+  const processError = (error63, path19 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path18, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path19, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path18, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path19, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path18, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path19, ...issue2.path]);
       } else {
-        const fullpath = [...path18, ...issue2.path];
+        const fullpath = [...path19, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -19221,8 +19222,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path18 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path18) {
+  const path19 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path19) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -30902,45 +30903,45 @@ var PATTERN_IS_COMPLETE = /* @__PURE__ */ new Set([
   "xid"
 ]);
 function generateStringFormatCheck(doc, ctx, def, accessor, needsValue = true) {
-  const fmt = def.format;
-  if (fmt === "base64") {
+  const fmt2 = def.format;
+  if (fmt2 === "base64") {
     const validator = addConstant(ctx, isValidBase64);
     doc.write(`if (!${validator}(${accessor})) return INVALID;`);
     return accessor;
   }
-  if (fmt === "base64url") {
+  if (fmt2 === "base64url") {
     const validator = addConstant(ctx, isValidBase64URL);
     doc.write(`if (!${validator}(${accessor})) return INVALID;`);
     return accessor;
   }
-  if (fmt === "jwt") {
+  if (fmt2 === "jwt") {
     const validator = addConstant(ctx, isValidJWT);
     const alg = addConstant(ctx, def.alg ?? null);
     doc.write(`if (!${validator}(${accessor}, ${alg})) return INVALID;`);
     return accessor;
   }
-  if (fmt === "ipv6") {
+  if (fmt2 === "ipv6") {
     const validator = addConstant(ctx, isValidIPv6);
     doc.write(`if (!${validator}(${accessor})) return INVALID;`);
     return accessor;
   }
-  if (fmt === "cidrv6") {
+  if (fmt2 === "cidrv6") {
     const validator = addConstant(ctx, isValidCIDRv6);
     doc.write(`if (!${validator}(${accessor})) return INVALID;`);
     return accessor;
   }
-  if (fmt === "credit_card") {
+  if (fmt2 === "credit_card") {
     const validator = addConstant(ctx, isValidCreditCard);
     doc.write(`if (!${validator}(${accessor})) return INVALID;`);
     return accessor;
   }
-  if (fmt === "iban") {
+  if (fmt2 === "iban") {
     const validator = addConstant(ctx, isValidIBAN);
     doc.write(`if (!${validator}(${accessor})) return INVALID;`);
     return accessor;
   }
   const formatDef = def;
-  if (fmt === "url" || fmt === "httpurl" || formatDef.normalize || formatDef.hostname !== void 0 || formatDef.protocol !== void 0) {
+  if (fmt2 === "url" || fmt2 === "httpurl" || formatDef.normalize || formatDef.hostname !== void 0 || formatDef.protocol !== void 0) {
     const parseConst = addConstant(ctx, validateURL);
     const defConst = addConstant(ctx, def);
     const trimVar = newVar(ctx);
@@ -30966,12 +30967,12 @@ function generateStringFormatCheck(doc, ctx, def, accessor, needsValue = true) {
   const customFn = def.fn;
   if (customFn) {
     if (isAsyncFunction(customFn))
-      throw new ZodCompileUnsupportedError(`async string format ${fmt}`);
+      throw new ZodCompileUnsupportedError(`async string format ${fmt2}`);
     const fnConst = addConstant(ctx, customFn);
     doc.write(`if (!${fnConst}(${accessor})) return INVALID;`);
     return accessor;
   }
-  if (PATTERN_IS_COMPLETE.has(fmt) && def.pattern) {
+  if (PATTERN_IS_COMPLETE.has(fmt2) && def.pattern) {
     const patternConst = addConstant(ctx, def.pattern);
     doc.write(`${patternConst}.lastIndex = 0;`);
     doc.write(`if (!${patternConst}.test(${accessor})) return INVALID;`);
@@ -36360,13 +36361,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path18 = ref.slice(1).split("/").filter(Boolean);
-  if (path18.length === 0) {
+  const path19 = ref.slice(1).split("/").filter(Boolean);
+  if (path19.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path18[0] === defsKey) {
-    const key = path18[1] === void 0 ? void 0 : decodeJSONPointerSegment(path18[1]);
+  if (path19[0] === defsKey) {
+    const key = path19[1] === void 0 ? void 0 : decodeJSONPointerSegment(path19[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -37340,6 +37341,36 @@ async function measureTrials(base, candidate, options = DEFAULT_LATENCY, clock2 
     look = Math.ceil(n * LOOK_GROWTH);
   }
 }
+async function measureLatencyApart(base, candidate, feeds, options = DEFAULT_LATENCY, clock2 = wallClock) {
+  const most = Math.max(1, options.runs ?? Infinity);
+  const time3 = options.time ?? DEFAULT_LATENCY.time;
+  const noise = options.noise ?? DEFAULT_LATENCY.noise;
+  const start = clock2();
+  const block = async (open2, count2) => {
+    const session = await open2();
+    try {
+      for (let i = 0; i < options.warmup; i++) await session.run(feeds);
+      const times = [];
+      const began = clock2();
+      while (count2 !== void 0 ? times.length < count2 : times.length < most && (times.length < Math.min(MIN_RUNS, most) || (clock2() - began) / 1e3 < time3 / 2)) {
+        const t = clock2();
+        await session.run(feeds);
+        times.push(clock2() - t);
+      }
+      return times;
+    } finally {
+      await session.release();
+    }
+  };
+  const baseTimes = await block(base);
+  const candTimes = await block(candidate, baseTimes.length);
+  const { result, halfWidth } = summarize(baseTimes, candTimes, (clock2() - start) / 1e3, noise);
+  const stable = halfWidth <= Math.max(PRECISION, noise);
+  return {
+    ...result,
+    warnings: [...warnings(baseTimes, candTimes, result, stable, { ...options, noise }), "base and candidate timed apart, one session at a time (together they do not fit device.memory): drift between the two blocks is not cancelled"]
+  };
+}
 function summarize(baseTimes, candTimes, seconds2, noise) {
   const b = Float64Array.from(baseTimes);
   const c = Float64Array.from(candTimes);
@@ -38161,8 +38192,8 @@ function gib(bytes2) {
 function entryFor(model, t, external) {
   if (!isSupportedDType(t.dataType)) return { proto: t, length: 0 };
   const length = protoBytes(t);
-  const inMemory = !isExternal(t) && !isSpilled(t);
-  if (inMemory && (external ? length < EXTERNAL_MIN_BYTES : !(t.rawData?.byteLength > 0))) return { proto: t, length: 0 };
+  const inMemory2 = !isExternal(t) && !isSpilled(t);
+  if (inMemory2 && (external ? length < EXTERNAL_MIN_BYTES : !(t.rawData?.byteLength > 0))) return { proto: t, length: 0 };
   return { proto: withoutData(t), source: model.tensorSource(t), length };
 }
 function withoutData(t) {
@@ -38622,7 +38653,8 @@ var ConfigFile = external_exports.strictObject({
   "external-data": external_exports.enum(EXTERNAL_DATA_MODES).optional(),
   gate: external_exports.record(external_exports.string(), external_exports.unknown(), { error: "a mapping of metric names to bounds" }).optional(),
   device: external_exports.strictObject({
-    threads: external_exports.number({ error: "a whole number of threads >= 1" }).int({ error: "a whole number of threads >= 1" }).min(1, { error: "a whole number of threads >= 1" }).max(1024, { error: "at most 1024 threads" }).optional()
+    threads: external_exports.number({ error: "a whole number of threads >= 1" }).int({ error: "a whole number of threads >= 1" }).min(1, { error: "a whole number of threads >= 1" }).max(1024, { error: "at most 1024 threads" }).optional(),
+    memory: external_exports.union([external_exports.number(), external_exports.string()], { error: (i) => memoryExpected(i.input) }).transform((v, ctx) => byteSize(v) ?? (ctx.addIssue({ code: "custom", message: memoryExpected(v) }), external_exports.NEVER)).optional()
   }).optional(),
   budget: external_exports.union([external_exports.number(), external_exports.string()], { error: (i) => budgetExpected(i.input) }).transform((v, ctx) => durationSeconds(v) ?? (ctx.addIssue({ code: "custom", message: budgetExpected(v) }), external_exports.NEVER)).optional(),
   latency: external_exports.strictObject({
@@ -38695,12 +38727,23 @@ function fromFile(raw, dir, shown) {
       ...raw.latency?.runs !== void 0 ? { runs: raw.latency.runs } : {},
       onInconclusive: raw.latency?.["on-inconclusive"] ?? DEFAULT_LATENCY_SETTINGS.onInconclusive
     },
-    device: { threads: raw.device?.threads },
+    device: { threads: raw.device?.threads, memory: raw.device?.memory ?? os3.totalmem() },
     budget: raw.budget ?? DEFAULT_BUDGET
   };
 }
+var BYTE_UNITS = { kb: 1e3, kib: 2 ** 10, mb: 1e6, gb: 1e9, tb: 1e12, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+function byteSize(value) {
+  const m = typeof value === "string" ? /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]+)\s*$/i.exec(value) : null;
+  const unit = m ? BYTE_UNITS[m[2].toLowerCase()] : void 0;
+  if (!m || !unit) return void 0;
+  const bytes2 = Math.round(Number(m[1]) * unit);
+  return bytes2 > 0 ? bytes2 : void 0;
+}
+function memoryExpected(value) {
+  return `a memory size with its unit, e.g. 16GB or 12GiB (KB, MB, GB, TB, KiB, MiB, GiB, TiB), found ${quoted(value)}`;
+}
 function defaultConfig() {
-  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, externalData: "auto", gate: [], latency: { ...DEFAULT_LATENCY_SETTINGS }, device: {}, budget: DEFAULT_BUDGET };
+  return { prune: { ...DEFAULT_PRUNE }, quantize: "none", keepNames: false, externalData: "auto", gate: [], latency: { ...DEFAULT_LATENCY_SETTINGS }, device: { memory: os3.totalmem() }, budget: DEFAULT_BUDGET };
 }
 function parseGate(gate, shown) {
   const rules = [];
@@ -38940,8 +38983,8 @@ function recordedPullRequest(pr) {
 }
 
 // src/pipeline/run.ts
-var fs16 = __toESM(require("fs"));
-var path14 = __toESM(require("path"));
+var fs17 = __toESM(require("fs"));
+var path15 = __toESM(require("path"));
 
 // src/eval/calibration.ts
 var fs14 = __toESM(require("fs"));
@@ -39145,7 +39188,7 @@ function maxSequenceLength(model, tokens) {
 // src/onnx/runtime.ts
 var crypto = __toESM(require("crypto"));
 var fs10 = __toESM(require("fs"));
-var os3 = __toESM(require("os"));
+var os4 = __toESM(require("os"));
 var path9 = __toESM(require("path"));
 var ort = __toESM(require("onnxruntime-node"));
 var import_onnx_proto8 = __toESM(require_onnx());
@@ -39160,9 +39203,9 @@ function decodeModelProto(bytes2) {
   return import_onnx_proto7.onnx.ModelProto.decode(new Uint8Array(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength));
 }
 var OnnxModel = class _OnnxModel {
-  constructor(proto, path18, origin = path18, hadExternalData) {
+  constructor(proto, path19, origin = path19, hadExternalData) {
     this.proto = proto;
-    this.path = path18;
+    this.path = path19;
     this.origin = origin;
     this.hadExternalData = hadExternalData ?? this.initializers.some(isExternal);
     this.reindexConstants();
@@ -39785,6 +39828,16 @@ function convolutionBlock() {
   return cpuBlock;
 }
 var cpuBlock;
+var sessionForm;
+async function withSessionForm(form, fn) {
+  const before = sessionForm;
+  sessionForm = form;
+  try {
+    return await fn();
+  } finally {
+    sessionForm = before;
+  }
+}
 function sessionThreads() {
   return deviceThreads;
 }
@@ -39828,11 +39881,16 @@ async function openSession(model, options) {
 }
 async function createSession(model, options = {}) {
   if (model instanceof OnnxModel) return sessionForProto(model, model.proto, options);
+  if (sessionForm) {
+    const read = typeof model === "string" ? OnnxModel.read(model) : OnnxModel.fromBytes(model, "");
+    return sessionForProto(read, read.proto, options);
+  }
   const opts = withDefaults(options);
   return typeof model === "string" ? openSession(model, opts) : openSession(model, opts);
 }
 async function sessionForProto(model, proto, options = {}) {
   const opts = withDefaults(options);
+  if (sessionForm) proto = sessionForm(model, proto);
   if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
   const bytes2 = import_onnx_proto8.onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
@@ -39850,7 +39908,7 @@ async function sessionForProto(model, proto, options = {}) {
   }
 }
 async function sessionFromWrittenCopy(model, proto, opts) {
-  const dir = fs10.mkdtempSync(path9.join(os3.tmpdir(), "prune-gate-session-"));
+  const dir = fs10.mkdtempSync(path9.join(os4.tmpdir(), "prune-gate-session-"));
   try {
     const file2 = path9.join(dir, "model.onnx");
     writeModel(OnnxModel.fromProto(proto, "", model.origin), file2, { externalData: "always" });
@@ -45877,8 +45935,9 @@ var Evaluator = class _Evaluator {
   generation;
   samplesLead;
   static async create(model, loaded, options = {}) {
-    const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log, decode: options.decode };
+    const opts = { latency: options.latency ?? DEFAULT_LATENCY, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_BYTES, log: options.log, decode: options.decode, apart: options.apart ?? false };
     const tap = loaded.generation ? void 0 : options.tap;
+    const early = loaded.generation ? void 0 : await modelStats(model, loaded, opts.log);
     const session = await sessionFor(tap?.model ?? model);
     try {
       let set2 = loaded;
@@ -45890,7 +45949,7 @@ var Evaluator = class _Evaluator {
         });
         set2 = generation.forward;
       }
-      const stats2 = await modelStats(model, set2, opts.log);
+      const stats2 = early ?? await modelStats(model, set2, opts.log);
       const task = new TaskAccumulator(set2.task);
       let cached2 = [];
       let cachedBytes = 0;
@@ -45972,6 +46031,11 @@ var Evaluator = class _Evaluator {
         sums: { base: this.baseSums, candidate: { ...generated?.sums ?? task.sums(), ...comparison.sums() } }
       };
       if (options.efficiency === false) return evaluation;
+      if (this.options.apart) {
+        await session?.release();
+        session = void 0;
+        return await this.measureEfficiency(candidate, evaluation);
+      }
       if (!this.generation) return await this.measureEfficiency(candidate, evaluation, await open2());
     } finally {
       await session?.release();
@@ -45981,6 +46045,7 @@ var Evaluator = class _Evaluator {
   /** `evaluation` of `candidate` with latency (and on a generation set decode speed), timed against the base, and MACs, if it lacks them. */
   async withEfficiency(candidate, evaluation) {
     if (evaluation.latency) return evaluation;
+    if (this.options.apart) return this.measureEfficiency(candidate, evaluation);
     const session = await sessionFor(candidate);
     try {
       return await this.measureEfficiency(candidate, evaluation, session);
@@ -45988,9 +46053,11 @@ var Evaluator = class _Evaluator {
       await session.release();
     }
   }
+  /** Latency and MACs of `candidate`; without `session`, latency is timed apart (options.apart), each model's session opened for its own runs. */
   async measureEfficiency(candidate, evaluation, session) {
     const latencyFeeds = batches(this.set).next().value.feeds;
-    const { latency, decode: decode4 } = this.generation ? await this.timeGeneration(this.generation, session, latencyFeeds) : { latency: await this.withBase((base) => measureLatency(base, session, latencyFeeds, this.options.latency)), decode: void 0 };
+    if (!session) await this.close();
+    const { latency, decode: decode4 } = !session ? { latency: await measureLatencyApart(() => sessionFor(this.baseModel), () => sessionFor(candidate), latencyFeeds, this.options.latency), decode: void 0 } : this.generation ? await this.timeGeneration(this.generation, session, latencyFeeds) : { latency: await this.withBase((base) => measureLatency(base, session, latencyFeeds, this.options.latency)), decode: void 0 };
     this.options.log?.(latencyLine(latency));
     if (decode4) this.options.log?.(decodeSpeedLine(decode4));
     const decoded = decode4 && decodeSpeedValues(decode4);
@@ -46556,12 +46623,12 @@ var SearchBudget = class {
 };
 
 // src/eval/environment.ts
-var os4 = __toESM(require("os"));
+var os5 = __toESM(require("os"));
 function currentEnvironment() {
-  const cpus2 = os4.cpus();
+  const cpus2 = os5.cpus();
   const cores = cpus2.length;
   return {
-    cpu: cpus2[0]?.model.trim() || os4.arch(),
+    cpu: cpus2[0]?.model.trim() || os5.arch(),
     cores,
     threads: sessionThreads() ?? cores,
     onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
@@ -47890,14 +47957,14 @@ var DenseMath = class _DenseMath {
     const split3 = await (await this.session("cholesky split", choleskySplitGraph)).run({ x1: f64(first.x, [h, h]), b: f64(b, [r, h]), d: f64(d, [r, r]) });
     const second = await this.inverseFactor(split3.s.data, r);
     if (!second) return void 0;
-    const join9 = await (await this.session("cholesky join", choleskyJoinGraph)).run({
+    const join10 = await (await this.session("cholesky join", choleskyJoinGraph)).run({
       x1: f64(first.x, [h, h]),
       g1: f64(first.gram, [h, h]),
       c: split3.c,
       x2: f64(second.x, [r, r]),
       g2: f64(second.gram, [r, r])
     });
-    return { x: join9.x.data, gram: join9.gram.data };
+    return { x: join10.x.data, gram: join10.gram.data };
   }
   /**
    * One Optimal-Brain-Surgeon removal of the rows `removed` (indices into m) from a layer whose
@@ -49943,8 +50010,29 @@ var BlockQuantizer = class {
   flushBlock() {
     const { cols, pending, pendingRows } = this;
     const b = Math.floor((this.row - 1) / this.options.blockSize);
-    for (let col = 0; col < cols; col++) this.encodeBlock(col, b, (i) => i < pendingRows ? pending[i * cols + col] : 0);
+    if (this.options.bits === 8) this.flushBlock8(b);
+    else for (let col = 0; col < cols; col++) this.encodeBlock(col, b, (i) => i < pendingRows ? pending[i * cols + col] : 0);
     this.pendingRows = 0;
+  }
+  /**
+   * encodeBlock's 8-bit codes (scale8, encode) for every column of the pending rows, without a
+   * call per value: a 7B model's int8 evaluation form quantizes 6.5 G values with it.
+   */
+  flushBlock8(b) {
+    const { cols, pending, pendingRows } = this;
+    const { blockSize } = this.options;
+    const { blocks, packed, scales } = this.result;
+    for (let col = 0; col < cols; col++) {
+      let max = 0;
+      for (let i = 0; i < pendingRows; i++) max = Math.max(max, Math.abs(pending[i * cols + col]));
+      const scale = Math.fround(max / 127);
+      scales[col * blocks + b] = scale;
+      const out = (col * blocks + b) * blockSize;
+      for (let i = 0; i < blockSize; i++) {
+        const v = i < pendingRows ? pending[i * cols + col] : 0;
+        packed[out + i] = (scale === 0 ? 0 : Math.min(127, Math.max(-127, Math.round(v / scale)))) + 128;
+      }
+    }
   }
   /** Block `b` of column `col`, whose i-th value is `at(i)`. */
   encodeBlock(col, b, at) {
@@ -50675,7 +50763,8 @@ var int2 = (name, i) => import_onnx_proto19.onnx.AttributeProto.create({ name, t
 function storeBlocks(work, cache, key, weight, layout, chosen) {
   const cached2 = cache.get(key);
   if (cached2) return cached2;
-  const { dtype, dims } = work.constantInfo(weight);
+  const { dtype: stored, dims } = work.constantInfo(weight);
+  const dtype = layout.scaleType ?? stored;
   const { bits, blockSize, transposed: transposed2 } = layout;
   let q = chosen;
   if (!q) {
@@ -50715,17 +50804,17 @@ function transpose2(w, rows, cols) {
 function scaleTensor(values, dtype, dims) {
   return dtype === DataType.FLOAT ? { dtype, dims, data: values } : fromFloat32(values, dtype, dims);
 }
-function nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cache, chosen) {
+function nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cache, chosen, compute) {
   const info = work.constantInfo(weight);
   const [k, n] = transposed2 ? [info.dims[1], info.dims[0]] : info.dims;
-  const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(info.dtype).bytes);
+  const blockSize = blockSizeFor(k, opts.blockSize, opts.bits, dtypeInfo(compute ?? info.dtype).bytes);
   const method = chosen ? "gptq" : "rtn";
   const entry = storeBlocks(
     work,
     cache,
-    `nbits:${weight}:${transposed2}:${opts.bits}:${blockSize}:${method}`,
+    `nbits:${weight}:${transposed2}:${opts.bits}:${blockSize}:${method}:${compute ?? ""}`,
     weight,
-    { bits: opts.bits, blockSize, transposed: transposed2, outputs: n, codesDims: (blocks) => [n, blocks, blockSize * opts.bits / 8] },
+    { scaleType: compute, bits: opts.bits, blockSize, transposed: transposed2, outputs: n, codesDims: (blocks) => [n, blocks, blockSize * opts.bits / 8] },
     chosen
   );
   const [bName, sName] = entry.names;
@@ -50733,7 +50822,7 @@ function nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cach
   const name = node2.name;
   const accuracy = opts.accuracyLevel;
   const bits = opts.bits;
-  const at8Bits = bits === 4 ? () => nbitsCandidate(work, node2, kind, weight, transposed2, bias, { ...opts, bits: 8, blockSize: DEFAULT_BLOCK_SIZE[8] }, cache) : void 0;
+  const at8Bits = bits === 4 ? () => nbitsCandidate(work, node2, kind, weight, transposed2, bias, { ...opts, bits: 8, blockSize: DEFAULT_BLOCK_SIZE[8] }, cache, void 0, compute) : void 0;
   const gptq = chosen ? void 0 : {
     input: a,
     channels: k,
@@ -50742,7 +50831,7 @@ function nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cach
     make: async (hessian) => {
       const w = toFloat32(work.constant(weight));
       const codes = await gptqWithDampening(transposed2 ? transpose2(w, n, k) : w, k, n, hessian, { bits, blockSize });
-      return nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cache, codes);
+      return nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cache, codes, compute);
     }
   };
   return {
@@ -51114,9 +51203,17 @@ function isFloatWeight(dtype) {
 }
 function matrixWeight(node2, work) {
   const w = node2.input[1];
-  const info = w ? work.constantInfo(w) : void 0;
+  const widened = w && !work.isConstant(w) ? widenedWeight(w, work) : void 0;
+  const name = widened ?? w;
+  const info = name ? work.constantInfo(name) : void 0;
   if (!info || info.dims.length !== 2 || !isFloatWeight(info.dtype) || work.isConstant(node2.input[0])) return void 0;
-  return { name: w, ...info };
+  return { name, ...info, ...widened ? { compute: DataType.FLOAT } : {} };
+}
+function widenedWeight(name, work) {
+  const cast = work.graph.node.find((n) => n.opType === "Cast" && (n.domain ?? "") === "" && n.output?.[0] === name);
+  const source = cast?.input?.[0];
+  if (!cast || !source || attrInt(cast, "to", 0) !== DataType.FLOAT || !work.isInitializer(source)) return void 0;
+  return work.constantInfo(source)?.dtype === DataType.FLOAT16 ? source : void 0;
 }
 function readsFloatWeight(node2, work) {
   return node2.input.some((i) => {
@@ -51128,7 +51225,7 @@ var floatOr = (answer) => typeof answer === "string" ? { keptFloat: answer } : a
 var matmul2 = {
   candidate(node2, { work, opts, cache }) {
     const w = matrixWeight(node2, work);
-    return w && nbitsCandidate(work, node2, "matmul", w.name, false, void 0, opts, cache);
+    return w && nbitsCandidate(work, node2, "matmul", w.name, false, void 0, opts, cache, void 0, w.compute);
   }
 };
 var gemm2 = {
@@ -51383,6 +51480,23 @@ var RunSchema = external_exports.object({
   url: external_exports.string().max(MAX_TEXT).regex(/^https:\/\/[^\s]+$/).optional(),
   artifacts_url: external_exports.string().max(MAX_TEXT).regex(/^https:\/\/[^\s]+$/).optional()
 });
+var EvaluationFormSchema = external_exports.object({
+  form: external_exports.literal("int8"),
+  reason: text,
+  device_memory_bytes: count,
+  model_bytes: count,
+  form_bytes: count,
+  bits: count,
+  block_size: count,
+  gap: external_exports.object({
+    samples: count,
+    float: external_exports.record(external_exports.string(), num),
+    int8: external_exports.record(external_exports.string(), num),
+    agreement: num.nullable(),
+    kl_divergence: num.nullable(),
+    seconds: count
+  })
+});
 var PullRequestSchema = external_exports.object({ number: external_exports.number().int().positive(), head_sha: external_exports.string().regex(/^[0-9a-f]{40}([0-9a-f]{24})?$/) });
 var ReportSchema = external_exports.object({
   tool: external_exports.literal("prune-gate"),
@@ -51495,6 +51609,7 @@ var ReportSchema = external_exports.object({
    * process without a model (0 when not more); `spread_mib` is how much runs of the latter differ.
    */
   memory: external_exports.object({ runtime_mib: count, spread_mib: count, base_peak_mib: count, candidate_peak_mib: count }).optional(),
+  evaluation_form: EvaluationFormSchema.optional(),
   /**
    * Graph inputs and outputs whose declared shape the candidate changed (a KV cache's heads after
    * head pruning): the app that feeds the model must follow. Absent when none changed.
@@ -51546,13 +51661,13 @@ function latencyJson(l) {
 }
 function decodeJson(d) {
   const values = decodeSpeedValues(d);
-  const finite = (i) => i?.every(Number.isFinite) ? i : null;
+  const finite2 = (i) => i?.every(Number.isFinite) ? i : null;
   const timing = (name, t) => ({
     base: finiteOrNull(values.base[name] ?? null),
     candidate: finiteOrNull(values.candidate[name] ?? null),
     speedup: finiteOrNull(t.speedup),
-    interval: finite(t.intervals?.p50.speedup),
-    candidate_interval: t.intervals ? finite(values.intervals[name]?.candidate) : null,
+    interval: finite2(t.intervals?.p50.speedup),
+    candidate_interval: t.intervals ? finite2(values.intervals[name]?.candidate) : null,
     runs: t.runs,
     seconds: t.seconds,
     warnings: t.warnings
@@ -51615,6 +51730,7 @@ function buildReport(input2) {
     ...input2.budget ? { budget: input2.budget } : {},
     ...input2.environment ? { environment: input2.environment } : {},
     ...input2.memory ? { memory: { runtime_mib: input2.memory.runtime, spread_mib: input2.memory.spread, base_peak_mib: input2.memory.base, candidate_peak_mib: input2.memory.candidate } } : {},
+    ...input2.evaluationForm ? { evaluation_form: input2.evaluationForm } : {},
     ...input2.interface?.length ? { interface: input2.interface } : {},
     ...input2.examples?.length ? { examples: input2.examples.map(clipExample) } : {},
     ...input2.configFile !== void 0 ? { config: input2.configFile === null ? null : displayPath(path13.resolve(input2.configFile)) } : {},
@@ -51649,12 +51765,12 @@ var ESCAPES = {
   "\\": "&#92;",
   "`": "&#96;",
   "*": "&#42;",
-  _: "&#95;",
+  _: "\\_",
+  // a backslash escape: two fifths of the bytes of &#95;, and names are full of underscores
   "~": "&#126;",
   "[": "&#91;",
+  // with ] escaped, ( and ) cannot make a link: left as they are (the comment's bytes: docs/contracts.md)
   "]": "&#93;",
-  "(": "&#40;",
-  ")": "&#41;",
   "!": "&#33;",
   "#": "&#35;",
   $: "&#36;",
@@ -51669,7 +51785,7 @@ var MAX_NAME = 300;
 function escapeMarkdown(s, max = MAX_NAME) {
   const oneLine = s.replace(/[\r\n\t\u2028\u2029]+/g, " ");
   const clipped = oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
-  return clipped.replace(/[&<>"'|\\`*_~[\]()!#$:={}]/g, (c) => ESCAPES[c]).replace(/@/g, "@​").replace(/www\./gi, (m) => `${m.slice(0, 3)}&#46;`);
+  return clipped.replace(/[&<>"'|\\`*_~[\]!#$:={}]/g, (c) => ESCAPES[c]).replace(/@/g, "@​").replace(/www\./gi, (m) => `${m.slice(0, 3)}&#46;`);
 }
 function formatChange(name, base, cand) {
   if (base === null || cand === null || !Number.isFinite(base) || !Number.isFinite(cand)) return "–";
@@ -51707,15 +51823,39 @@ function row(cells) {
 function table2(header, rows) {
   return [row(header), row(header.map(() => "---")), ...rows.map(row)];
 }
+function brokenBounds2(metrics) {
+  return metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? "")}${m.inconclusive ? ", inconclusive" : ""})`).join(", ");
+}
+function whyLine(r) {
+  if (r.target === null || r.chosen_step === null || !r.steps[r.chosen_step]) return void 0;
+  const kept = r.steps[r.chosen_step];
+  const nothing = kept.ratio === 0;
+  const at = nothing ? `the ${r.quantize} model, nothing pruned` : percentOf(removedOf(kept));
+  const next = r.steps[r.chosen_step + 1];
+  const nextBroke = next && !next.pass ? `; ${percentOf(removedOf(next))} broke ${brokenBounds2(next.metrics)}` : "";
+  if (r.target !== "auto") {
+    const target = nothing ? at : `${at} (the target)`;
+    return kept.pass ? `Kept ${target}: within every bound.` : `Failed at ${target}: it broke ${brokenBounds2(kept.metrics)}.`;
+  }
+  if (!kept.pass) return `No step kept every bound: ${at} broke ${brokenBounds2(kept.metrics)}${nextBroke}.`;
+  if (next) return `Kept ${at}: the largest step within every bound${nextBroke}.`;
+  return r.steps.length === 1 ? `Kept ${at}: within every bound.` : `Kept ${at}: the last step tried, within every bound.`;
+}
 function verdictLine(r) {
   const model = `**${escapeMarkdown(r.base.path)}**`;
   const what = r.target === null ? `compared with ${escapeMarkdown(r.candidate.path)}` : r.steps.length && r.chosen_step !== null ? r.steps[r.chosen_step].ratio === 0 ? `quantized to ${r.quantize}, nothing pruned` : `pruned ${removedWithTarget(r.steps[r.chosen_step])} of the parameters${r.quantize === "none" ? "" : ` and quantized to ${r.quantize}`}` : "";
-  const failed = r.metrics.filter((m) => !m.pass).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? "")}${m.inconclusive ? ", inconclusive" : ""})`);
+  const why = whyLine(r);
+  const mark = r.verdict === "pass" ? "✅" : "❌";
+  const verdict = `prune-gate ${r.verdict === "pass" ? "passed" : "failed"}: `;
+  const head = why ? `### ${mark} ${why}
+
+${verdict}` : `### ${mark} ${verdict}`;
   if (r.verdict === "pass") {
     const unsure = r.metrics.filter((m) => m.inconclusive).map((m) => `${m.name} (${escapeMarkdown(m.rule ?? "")})`);
-    return `### ✅ prune-gate passed: ${model} ${what}${unsure.length ? ` — inconclusive, counted as passing: ${unsure.join(", ")}` : ""}`.trimEnd();
+    return `${head}${model} ${what}${unsure.length ? ` — inconclusive, counted as passing: ${unsure.join(", ")}` : ""}`.trimEnd();
   }
-  return `### ❌ prune-gate failed: ${model} ${what}${failed.length ? ` — over the bound: ${failed.join(", ")}` : ""}`;
+  const failed = brokenBounds2(r.metrics);
+  return `${head}${model} ${what}${failed ? ` — over the bound: ${failed}` : ""}`;
 }
 function showsLatency(r) {
   const interval = r.latency.interval;
@@ -51745,23 +51885,22 @@ function metricsTable(r) {
 }
 function compressionTable(r) {
   const macs = r.base.macs !== null && r.candidate.macs !== null;
-  return [
-    "#### Compression",
-    "",
-    ...table2(
-      ["", "base", "candidate", "change"],
+  const listed2 = new Set(r.metrics.map((m) => m.name));
+  const rows = [
+    ["params", ["params", si(r.base.params), si(r.candidate.params), ratioText(r.base.params, r.candidate.params)]],
+    ["size", ["bytes on disk", bytes(r.base.bytes), bytes(r.candidate.bytes), ratioText(r.base.bytes, r.candidate.bytes)]],
+    [
+      "macs",
       [
-        ["params", si(r.base.params), si(r.candidate.params), ratioText(r.base.params, r.candidate.params)],
-        ["bytes on disk", bytes(r.base.bytes), bytes(r.candidate.bytes), ratioText(r.base.bytes, r.candidate.bytes)],
-        [
-          "MACs per sample",
-          r.base.macs === null ? "–" : si(r.base.macs),
-          r.candidate.macs === null ? "–" : si(r.candidate.macs),
-          macs ? ratioText(r.base.macs, r.candidate.macs) : "–"
-        ]
+        "MACs per sample",
+        r.base.macs === null ? "–" : si(r.base.macs),
+        r.candidate.macs === null ? "–" : si(r.candidate.macs),
+        macs ? ratioText(r.base.macs, r.candidate.macs) : "–"
       ]
-    )
+    ]
   ];
+  const missing = rows.filter(([name]) => !listed2.has(name)).map(([, cells]) => cells);
+  return missing.length ? ["#### Compression", "", ...table2(["", "base", "candidate", "change"], missing)] : [];
 }
 function quantizationSection(r) {
   const q = r.quantization;
@@ -51790,9 +51929,7 @@ function latencyTable(r) {
   const about = [interval, runs].filter(Boolean).join(", ");
   if (!showsLatency(r)) return [`Latency: not told apart from the base's on this machine (${about}).`];
   const ms = (v) => formatValue("latency-p50", v);
-  return [
-    "#### Latency (one calibration batch, base and candidate runs alternated)",
-    "",
+  const rows = r.metrics.some((m) => m.name === "latency-p50") ? [] : [
     ...table2(
       ["", "p50", "p95"],
       [
@@ -51800,11 +51937,16 @@ function latencyTable(r) {
         ["candidate", ms(l.candidate.p50_ms), ms(l.candidate.p95_ms)]
       ]
     ),
-    "",
-    `Speedup (base p50 / candidate p50): **${l.speedup === null ? "–" : x(l.speedup)}**${about ? ` (${about})` : ""}`,
+    ""
+  ];
+  const heading = rows.length ? ["#### Latency (one calibration batch, base and candidate runs alternated)", ""] : [];
+  return [
+    ...heading,
+    ...rows,
+    `${rows.length ? "Speedup (base p50 / candidate p50)" : "Latency speedup (base p50 / candidate p50)"}: **${l.speedup === null ? "–" : x(l.speedup)}**${about ? ` (${about})` : ""}`,
     // The warnings are the tool's own words and numbers, but the report may be untrusted: escaped.
-    ...(l.warnings ?? []).map((w) => `
-> ⚠️ ${escapeMarkdown(w, 500)}`)
+    ...l.warnings?.length ? [`
+> ⚠️ ${l.warnings.map((w) => escapeMarkdown(w, 500)).join("; ")}`] : []
   ];
 }
 function decodeSection(r) {
@@ -51838,23 +51980,26 @@ function mainMetric(r) {
 function stepValue(step, name, field) {
   return step.metrics.find((m) => m.name === name)?.[field] ?? null;
 }
+function gatedMetrics(r) {
+  const gated = r.metrics.filter((m) => m.rule !== null && r.steps.some((s) => s.metrics.some((x) => x.name === m.name))).map((m) => m.name);
+  return gated.length ? gated : [mainMetric(r)];
+}
 function stepsSection(r) {
   if (r.steps.length === 0) return [];
   const main2 = mainMetric(r);
+  const gated = gatedMetrics(r);
   const rows = r.steps.map((s, i) => [
     String(i + 1) + (i === r.chosen_step ? " ⬅" : ""),
     removedWithTarget(s),
-    formatValue("params", stepValue(s, "params", "candidate")),
-    formatValue("size", stepValue(s, "size", "candidate")),
-    formatValue(main2, stepValue(s, main2, "candidate")),
-    s.pass ? "✅" : s.quality_pass ? "❌ efficiency" : "❌ quality"
+    ...gated.map((name) => formatValue(name, stepValue(s, name, "candidate"))),
+    s.pass ? "✅" : `❌ ${brokenBounds2(s.metrics) || (s.quality_pass ? "efficiency" : "quality")}`
   ]);
   const drawn = chart(r, main2);
   const short = r.steps.flatMap((s, i) => s.short ? [`- Step ${i + 1} removed ${percentOf(removedOf(s))} of the ${percentOf(s.ratio)} asked: ${escapeMarkdown(s.short)}.`] : []);
   return [
     "#### Gradual search",
     "",
-    ...table2(["step", "params removed", "params", "size", main2, "pass"], rows),
+    ...table2(["step", "params removed", ...gated, "pass"], rows),
     ...short.length ? ["", ...short] : [],
     ...drawn.length ? ["", ...drawn] : []
   ];
@@ -51863,15 +52008,22 @@ function chart(r, main2 = mainMetric(r)) {
   const points = r.steps.map((s) => ({ x: percentOf(removedOf(s)), y: stepValue(s, main2, "candidate") }));
   if (points.length < 2 || points.some((p) => p.y === null)) return [];
   const scale = METRICS[main2].unit === "fraction" ? 100 : 1;
-  const y = (v) => String(Number((v * scale).toPrecision(6)));
+  const y = (v) => String(Number((v * scale).toPrecision(4)));
   const bounds = r.steps.map((s) => stepValue(s, main2, "bound"));
-  const lines = ["```mermaid", "xychart-beta", `    title "${main2} by parameters removed"`];
+  const drawn = bounds.every((b) => b !== null);
+  const lines = ["```mermaid", "xychart-beta", `    title "${main2} by parameters removed${drawn ? `; 2nd line: ${boundLabel(r, main2, bounds)}` : ""}"`];
   lines.push(`    x-axis "parameters removed" [${points.map((p) => `"${p.x}"`).join(", ")}]`);
   lines.push(`    y-axis "${main2}${scale === 100 ? " (%)" : ""}"`);
   lines.push(`    line [${points.map((p) => y(p.y)).join(", ")}]`);
-  if (bounds.every((b) => b !== null)) lines.push(`    line [${bounds.map((b) => y(b)).join(", ")}]`);
+  if (drawn) lines.push(`    line [${bounds.map((b) => y(b)).join(", ")}]`);
   lines.push("```");
   return lines;
+}
+function boundLabel(r, main2, bounds) {
+  const rule = r.metrics.find((m) => m.name === main2)?.rule ?? r.steps.flatMap((s) => s.metrics).find((m) => m.name === main2)?.rule ?? "";
+  const op = METRICS[main2].higherIsBetter ? "≥" : "≤";
+  const value = bounds.every((b) => b === bounds[0]) ? ` ${op} ${formatValue(main2, bounds[0])}` : "";
+  return `the bound${value}${rule ? ` (${rule})` : ""}`.replace(/[^A-Za-z0-9 .,%+()≤≥–-]/g, "");
 }
 var MAX_ROWS = 200;
 function details(summary, header, rows) {
@@ -51887,18 +52039,25 @@ function prunedSection(r) {
     r.pruned.map((p) => [p.kind, escapeMarkdown(p.where), String(p.before), String(p.after), si(p.params)])
   );
 }
-function allocationLine(a) {
-  const kept = `Allocation: ${a.strategy}, compensation ${a.compensate}${a.align > 1 ? `, widths multiples of ${a.align}` : ""}`;
-  const measured = a.tried.filter((t) => t.loss !== null).sort((x, y) => x.loss - y.loss);
+var ALLOCATION_WORDS = {
+  global: "a global ranking",
+  uniform: "the same share in every layer",
+  "ffn-only": "FFN widths only",
+  measured: "measured damage"
+};
+var COMPENSATION_WORDS = { none: "not compensated", bias: "bias-compensated", reconstruct: "reconstructed" };
+function allocationLine(a, inReport = false) {
+  const kept = `Allocation by ${ALLOCATION_WORDS[a.strategy]}, ${COMPENSATION_WORDS[a.compensate]}${a.align > 1 ? `, widths multiples of ${a.align}` : ""}`;
   const speed = a.latency === void 0 || a.latency === null ? "" : `; ${a.latency.toFixed(2)}x the base's time here`;
-  if (measured.length === 0) return `${kept} (${a.measure})${speed}`;
-  const [best, ...others] = measured;
-  const why = (t) => t.note ?? `${t.strategy}/${t.compensate}`;
-  const against = others.length ? `, against ${others.map((t) => `${t.loss.toPrecision(4)} for ${why(t)}`).join(", ")}` : "";
-  return `${kept} (${why(best)}): ${a.measure} ${best.loss.toPrecision(4)} on ${a.on ?? "the calibration set"}${against}${speed}`;
+  const same = (t) => t.strategy === a.strategy && t.compensate === a.compensate;
+  const mine = a.tried.filter((t) => same(t) && t.loss !== null).sort((x, y) => x.loss - y.loss)[0];
+  const others = a.tried.length - (mine ? 1 : 0);
+  const alternatives = others > 0 ? `; ${others} ${others === 1 ? "alternative" : "alternatives"} tried${inReport ? ", see report.json" : ""}` : "";
+  if (!mine || inReport) return `${kept}${mine ? "" : ` (${a.measure})`}${alternatives}${speed}`;
+  return `${kept}: ${a.measure} ${mine.loss.toPrecision(4)} on ${a.on ?? "the calibration set"}${alternatives}${speed}`;
 }
 function allocationSection(r) {
-  return r.allocation && r.pruned.length ? [allocationLine(r.allocation)] : [];
+  return r.allocation && r.pruned.length ? [allocationLine(r.allocation, true)] : [];
 }
 function quantizedInputsLines(q, name = (w) => w, bullet = "  ") {
   const total = q.exact + q.requantized.length;
@@ -51911,11 +52070,27 @@ function quantizedInputsLines(q, name = (w) => w, bullet = "  ") {
 function quantizedInputsSection(r) {
   return r.quantized_inputs ? quantizedInputsLines(r.quantized_inputs, (w) => escapeMarkdown(w), "- ") : [];
 }
+var MAX_WHERE = 80;
+function placesCell(wheres) {
+  const names = [];
+  let more = 0;
+  for (const where of wheres) {
+    const cut = /^(.+) and (\d+) more$/.exec(where);
+    names.push(...cut ? cut[1].split(", ") : [where]);
+    more += cut ? Number(cut[2]) : 0;
+  }
+  let shown = 1;
+  while (shown < names.length && names.slice(0, shown + 1).join(", ").length <= MAX_WHERE) shown++;
+  more += names.length - shown;
+  return escapeMarkdown(names.slice(0, shown).join(", ")) + (more ? ` and ${more} more` : "");
+}
 function skippedSection(r) {
+  const byReason = /* @__PURE__ */ new Map();
+  for (const s of r.skipped) byReason.set(s.reason, [...byReason.get(s.reason) ?? [], s.where]);
   return details(
     `Left alone (${r.skipped.length} ${r.skipped.length === 1 ? "place" : "places"})`,
     ["where", "why"],
-    r.skipped.map((s) => [escapeMarkdown(s.where), escapeMarkdown(s.reason, 500)])
+    [...byReason].map(([reason, wheres]) => [placesCell(wheres), escapeMarkdown(reason, 500)])
   );
 }
 function memoryNote(r) {
@@ -51924,6 +52099,17 @@ function memoryNote(r) {
   const mib = (v) => formatValue("memory", v);
   return [
     `<sub>memory: each model's own peak RSS, net of the ${mib(m.runtime_mib)} the same process (Node.js, onnxruntime, the batch's inputs) peaks at without a model (its runs differ by ${mib(m.spread_mib)}); with the base it peaked at ${mib(m.base_peak_mib)}, with the candidate at ${mib(m.candidate_peak_mib)}.</sub>`
+  ];
+}
+function evaluationFormNote(r) {
+  const f = r.evaluation_form;
+  if (!f) return [];
+  const g = f.gap;
+  const task = Object.keys(g.float).filter((k) => k in g.int8);
+  const pct = (v) => v === null ? "not measured" : `${(v * 100).toFixed(2)} %`;
+  return [
+    `**Evaluated in a weight-only int8 form**: ${f.reason}, so the base and the candidates ran, and the statistics were collected, with every float MatMul weight as MatMulNBits (${f.bits} bits, block ${f.block_size}; ${(f.form_bytes / 2 ** 30).toFixed(1)} GiB instead of ${(f.model_bytes / 2 ** 30).toFixed(1)} GiB). The pruned model is written from the float weights.`,
+    `That form against the float model on the first ${g.samples} samples: top-1 agreement ${pct(g.agreement)}, KL divergence ${g.kl_divergence === null ? "not measured" : g.kl_divergence.toPrecision(3)}${task.map((k) => `, ${k} ${formatValue(k, g.float[k])} (float) and ${formatValue(k, g.int8[k])} (int8)`).join("")}.`
   ];
 }
 function interfaceSection(r) {
@@ -51964,7 +52150,9 @@ function reproduceCommand(r) {
 function provenanceSection(r) {
   const parts = [];
   if (r.run) {
-    parts.push(`commit \`${r.run.sha.slice(0, 12)}\``);
+    const repository2 = r.run.url ? /^(https:\/\/[^/]+\/[^/]+\/[^/]+)\/actions\/runs\/\d+/.exec(r.run.url)?.[1] : void 0;
+    const commit = `commit \`${r.run.sha.slice(0, 12)}\``;
+    parts.push(repository2 ? `[${commit}](${linkTarget(`${repository2}/commit/${r.run.sha}`)})` : commit);
     if (r.run.url) parts.push(`[the run](${linkTarget(r.run.url)})`);
     if (r.run.artifacts_url) parts.push(`[its artifacts](${linkTarget(r.run.artifacts_url)})`);
   }
@@ -51986,6 +52174,7 @@ function environmentSection(r) {
 function renderMarkdown(r) {
   const sections = [
     [verdictLine(r)],
+    evaluationFormNote(r),
     metricsTable(r),
     memoryNote(r),
     interfaceSection(r),
@@ -52005,22 +52194,398 @@ function renderMarkdown(r) {
   return `${sections.filter((s) => s.length > 0).map((s) => s.join("\n")).join("\n\n")}
 `;
 }
+var REFERENCES = Object.fromEntries([...Object.entries(ESCAPES).map(([c, ref]) => [ref, c]), ["&#46;", "."]]);
+function plainText(markdown) {
+  return markdown.replace(/<\/?(?:sub|details)>\n?/g, "").replace(/<summary>(.*?)<\/summary>/g, "#### $1").replace(/<\/?code>/g, "`").replace(/&(?:amp|lt|gt|quot|#\d+);|\\_/g, (ref) => REFERENCES[ref] ?? ref).replace(/@\u200b/g, "@").replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, "");
+}
 
-// src/util/hash.ts
+// src/onnx/pieces.ts
+var import_onnx_proto24 = __toESM(require_onnx());
+var ONNX_TYPE = {
+  float32: DataType.FLOAT,
+  float16: DataType.FLOAT16,
+  float64: DataType.DOUBLE,
+  int8: DataType.INT8,
+  uint8: DataType.UINT8,
+  int16: DataType.INT16,
+  uint16: DataType.UINT16,
+  int32: DataType.INT32,
+  uint32: DataType.UINT32,
+  int64: DataType.INT64,
+  uint64: DataType.UINT64,
+  bool: DataType.BOOL
+};
+async function runInPieces(model, feeds, outputs2, maxWeightBytes, log) {
+  const nodes = model.graph.node;
+  const constant2 = new Set(model.constantNames());
+  const folding = /* @__PURE__ */ new Map();
+  const computing = [];
+  for (const n of nodes) {
+    const inputs2 = (n.input ?? []).filter(Boolean);
+    const hasBody = (n.attribute ?? []).some((a) => a.g || a.graphs?.length);
+    if (n.opType === "Constant" && (n.domain ?? "") === "") continue;
+    if (inputs2.length > 0 && !hasBody && inputs2.every((i) => constant2.has(i))) {
+      for (const o of n.output ?? []) {
+        constant2.add(o);
+        folding.set(o, n);
+      }
+    } else computing.push(n);
+  }
+  const needs = (name, into) => {
+    if (into.names.has(name)) return 0;
+    into.names.add(name);
+    const node2 = folding.get(name);
+    if (!node2) {
+      const info = model.constantInfo(name);
+      return info ? elementCount(info.dims) * Math.max(4, dtypeInfo(info.dtype)?.bytes ?? 4) : 0;
+    }
+    into.nodes.add(node2);
+    return (node2.input ?? []).filter(Boolean).reduce((t, i) => t + needs(i, into), 0);
+  };
+  const pieces = [];
+  let bytes2 = 0;
+  for (const n of computing) {
+    const probe = { nodes: /* @__PURE__ */ new Set(), names: /* @__PURE__ */ new Set() };
+    const cost = nodeReads(n).filter((i) => i && constant2.has(i)).reduce((t, i) => t + needs(i, probe), 0);
+    let piece = pieces[pieces.length - 1];
+    if (!piece || bytes2 + cost > maxWeightBytes && piece.nodes.length > 0) {
+      piece = { nodes: [], folded: /* @__PURE__ */ new Set(), names: /* @__PURE__ */ new Set() };
+      pieces.push(piece);
+      bytes2 = 0;
+    }
+    piece.nodes.push(n);
+    for (const i of nodeReads(n)) if (i && constant2.has(i)) bytes2 += needs(i, { nodes: piece.folded, names: piece.names });
+  }
+  const lastReader = /* @__PURE__ */ new Map();
+  pieces.forEach((p, k) => p.nodes.forEach((n) => nodeReads(n).forEach((i) => i && !constant2.has(i) && lastReader.set(i, k))));
+  const wanted = new Set(outputs2);
+  const live = { ...feeds };
+  const initializers = new Map(model.initializers.map((t) => [t.name, t]));
+  const constantNodes = nodes.filter((n) => n.opType === "Constant" && (n.domain ?? "") === "");
+  await withSessionForm(void 0, async () => {
+    for (const [k, piece] of pieces.entries()) {
+      const made = new Set(piece.nodes.flatMap((n) => n.output ?? []));
+      const reads = [...new Set(piece.nodes.flatMap((n) => nodeReads(n)).filter((i) => i && !constant2.has(i) && !made.has(i)))];
+      const outs = [...made].filter((o) => o && (wanted.has(o) || (lastReader.get(o) ?? -1) > k));
+      const valueInfo = (name, t) => import_onnx_proto24.onnx.ValueInfoProto.create({ name, ...t ? { type: { tensorType: { elemType: ONNX_TYPE[t.type], shape: { dim: t.dims.map((d) => ({ dimValue: d })) } } } } : {} });
+      const graph = import_onnx_proto24.onnx.GraphProto.create({
+        name: `${model.graph.name ?? "graph"}-piece-${k + 1}`,
+        node: [...constantNodes.filter((n) => piece.names.has(n.output[0])), ...nodes.filter((n) => piece.folded.has(n)), ...piece.nodes],
+        initializer: [...piece.names].flatMap((name) => initializers.has(name) ? [initializers.get(name)] : []),
+        input: reads.map((name) => valueInfo(name, live[name])),
+        output: outs.map((name) => valueInfo(name))
+      });
+      const session = await sessionForProto(model, import_onnx_proto24.onnx.ModelProto.create({ ...model.proto, graph }), { enableCpuMemArena: false });
+      try {
+        const fed = {};
+        for (const name of reads) fed[name] = live[name];
+        Object.assign(live, await session.run(fed, outs));
+      } finally {
+        await session.release();
+      }
+      for (const name of Object.keys(live)) if (!wanted.has(name) && (lastReader.get(name) ?? -1) <= k) delete live[name];
+      log?.(`float piece ${k + 1} of ${pieces.length} run`);
+    }
+  });
+  const result = {};
+  for (const name of outputs2) result[name] = live[name];
+  return result;
+}
+
+// src/eval/form-gap.ts
+async function measureFormGap(model, set2, form, pieceBytes, log) {
+  const started = Date.now();
+  const batch = batches(set2).next().value;
+  const floatOut = outputRows((await runInPieces(model, batch.feeds, [set2.output], pieceBytes, log))[set2.output]);
+  const formOut = await withSessionForm(form, async () => {
+    const session = await createSession(model, { enableCpuMemArena: false });
+    try {
+      return outputRows((await session.run(batch.feeds, [set2.output]))[set2.output]);
+    } finally {
+      await session.release();
+    }
+  });
+  const floatTask = new TaskAccumulator(set2.task);
+  const formTask = new TaskAccumulator(set2.task);
+  const comparison = new ComparisonAccumulator();
+  const plan = planRows(set2, batch, floatOut);
+  floatTask.add(floatOut, plan);
+  formTask.add(formOut, plan);
+  comparison.add(floatOut, formOut, plan);
+  const compared = comparison.values();
+  return {
+    samples: batch.size,
+    float: floatTask.values(),
+    form: formTask.values(),
+    agreement: compared.agreement ?? NaN,
+    klDivergence: compared["kl-divergence"] ?? NaN,
+    seconds: (Date.now() - started) / 1e3
+  };
+}
+
+// src/quantize/eval-form.ts
 var crypto2 = __toESM(require("crypto"));
 var fs15 = __toESM(require("fs"));
-var sha256 = (data) => crypto2.createHash("sha256").update(data).digest("hex");
+var path14 = __toESM(require("path"));
+var import_onnx_proto25 = __toESM(require_onnx());
+var EVAL_FORM_BITS = 8;
+var EVAL_FORM_BLOCK = 32;
+var MIN_ELEMENTS = 4096;
+var INT8_BYTES_PER_ELEMENT = 1 + 4 / EVAL_FORM_BLOCK;
+var ALIGN = 4096;
+function formWeights(model, proto) {
+  const nodes = proto.graph?.node ?? [];
+  const producer = /* @__PURE__ */ new Map();
+  for (const n of nodes) for (const o of n.output ?? []) if (o) producer.set(o, n);
+  const out = [];
+  for (const node2 of nodes) {
+    if (node2.opType !== "MatMul" || (node2.domain ?? "") !== "" || !node2.input?.[1]) continue;
+    let weight = node2.input[1];
+    let cast;
+    const from = producer.get(weight);
+    if (from?.opType === "Cast" && (from.domain ?? "") === "" && from.input?.[0] && model.isInitializer(from.input[0])) {
+      const to = from.attribute?.find((a) => a.name === "to");
+      if (to && Number(to.i) !== DataType.FLOAT) continue;
+      cast = from;
+      weight = from.input[0];
+    } else if (from) continue;
+    const info = model.isInitializer(weight) ? model.constantInfo(weight) : void 0;
+    if (!info || info.dims.length !== 2 || elementCount(info.dims) < MIN_ELEMENTS) continue;
+    if (cast ? info.dtype !== DataType.FLOAT16 : info.dtype !== DataType.FLOAT && info.dtype !== DataType.FLOAT16) continue;
+    out.push({ node: node2, weight, cast, k: info.dims[0], n: info.dims[1], compute: cast ? DataType.FLOAT : info.dtype });
+  }
+  return out;
+}
+function heldWeightBytes(model, int8 = false) {
+  const quantized = new Set(int8 ? formWeights(model, model.proto).map((w) => w.weight) : []);
+  let bytes2 = 0;
+  for (const name of model.constantNames()) {
+    const info = model.constantInfo(name);
+    if (!info) continue;
+    const count2 = elementCount(info.dims);
+    if (quantized.has(name)) bytes2 += count2 * INT8_BYTES_PER_ELEMENT;
+    else if (info.dtype === DataType.FLOAT16 || info.dtype === DataType.BFLOAT16) bytes2 += count2 * (4 + 2);
+    else bytes2 += count2 * (dtypeInfo(info.dtype)?.bytes ?? 4);
+  }
+  return bytes2;
+}
+var Int8Form = class {
+  /** By where the weight's bytes lie (file and offset), or by its proto for one held in memory. */
+  byLocation = /* @__PURE__ */ new Map();
+  byProto = /* @__PURE__ */ new WeakMap();
+  /** One data file per folder of models, removed at exit. */
+  files = /* @__PURE__ */ new Map();
+  /** Weights quantized so far, and their float bytes read. */
+  made = { weights: 0, elements: 0 };
+  apply(model, proto) {
+    const found = formWeights(model, proto);
+    if (found.length === 0) return proto;
+    const graph = import_onnx_proto25.onnx.GraphProto.create({ ...proto.graph });
+    const replaced = /* @__PURE__ */ new Map();
+    const added = [];
+    for (const w of found) {
+      const t = this.tensors(model, w);
+      added.push(t.codes, t.scales);
+      replaced.set(
+        w.node,
+        import_onnx_proto25.onnx.NodeProto.create({
+          name: `${w.node.name || w.node.output[0]}_int8form`,
+          // unique: an output has one producer
+          opType: "MatMulNBits",
+          domain: MS_DOMAIN,
+          input: [w.node.input[0], t.codes.name, t.scales.name],
+          output: w.node.output,
+          attribute: [
+            intAttribute("K", w.k),
+            intAttribute("N", w.n),
+            intAttribute("bits", EVAL_FORM_BITS),
+            intAttribute("block_size", EVAL_FORM_BLOCK),
+            intAttribute("accuracy_level", 4)
+          ]
+        })
+      );
+    }
+    const nodes = (graph.node ?? []).map((n) => replaced.get(n) ?? n);
+    const read = new Set((graph.output ?? []).map((o) => o.name ?? ""));
+    for (const n of nodes) if (!found.some((w) => w.cast === n)) for (const i of nodeReads(n)) read.add(i);
+    const dropped = new Set(found.flatMap((w) => read.has(w.node.input[1]) ? [] : [w.node.input[1], ...w.cast && !read.has(w.weight) ? [w.weight] : []]));
+    graph.node = nodes.filter((n) => !(n.opType === "Cast" && (n.output ?? []).every((o) => dropped.has(o))));
+    graph.initializer = [...(graph.initializer ?? []).filter((t) => !dropped.has(t.name ?? "")), ...uniqueByName(added)];
+    graph.input = (graph.input ?? []).filter((v) => !dropped.has(v.name ?? ""));
+    const opsetImport = (proto.opsetImport ?? []).some((o) => o.domain === MS_DOMAIN) ? proto.opsetImport : [...proto.opsetImport ?? [], { domain: MS_DOMAIN, version: 1 }];
+    return import_onnx_proto25.onnx.ModelProto.create({ ...proto, graph, opsetImport });
+  }
+  tensors(model, w) {
+    const source = model.initializerProto(w.weight);
+    const loc = isExternal(source) ? externalLocation(source, model.dir, model.origin) : void 0;
+    const key = loc && `${loc.file}:${loc.offset}:${loc.length ?? ""}:${w.compute}`;
+    const cached2 = key ? this.byLocation.get(key) : this.byProto.get(source);
+    if (cached2) return cached2;
+    const quantizer = new BlockQuantizer(w.k, w.n, { bits: EVAL_FORM_BITS, blockSize: EVAL_FORM_BLOCK });
+    model.forEachChunk(w.weight, w.n, (rows) => quantizer.add(rows));
+    const q = quantizer.finish();
+    this.made.weights++;
+    this.made.elements += w.k * w.n;
+    const base = `${w.weight}_int8form`;
+    const scaleValues = w.compute === DataType.FLOAT ? q.scales : fromFloat32(q.scales, w.compute, [q.n, q.blocks]).data;
+    const codes = { name: `${base}_codes`, dtype: DataType.UINT8, dims: [q.n, q.blocks, EVAL_FORM_BLOCK], data: q.packed };
+    const scales = { name: `${base}_scales`, dtype: w.compute, dims: [q.n, q.blocks], data: scaleValues };
+    const beside = loc ? this.fileIn(model.dir) : void 0;
+    const made = beside ? { codes: this.external(beside, codes), scales: this.external(beside, scales) } : { codes: inMemory(codes), scales: inMemory(scales) };
+    if (key) this.byLocation.set(key, made);
+    else this.byProto.set(source, made);
+    return made;
+  }
+  /** The form's data file in `dir`, the model's folder (where onnxruntime resolves its locations); undefined if the folder takes no file. */
+  fileIn(dir) {
+    const open2 = this.files.get(dir);
+    if (open2) return open2;
+    const file2 = path14.join(dir, `.prune-gate-int8-${process.pid}-${crypto2.randomBytes(4).toString("hex")}.data`);
+    let fd;
+    try {
+      fd = fs15.openSync(file2, "wx");
+    } catch {
+      return void 0;
+    }
+    const made = { file: file2, fd, size: 0 };
+    this.files.set(dir, made);
+    process.once("exit", () => fs15.rmSync(made.file, { force: true }));
+    return made;
+  }
+  /** A tensor appended to the form's data file `f`. */
+  external(f, t) {
+    const bytes2 = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    const offset = Math.ceil(f.size / ALIGN) * ALIGN;
+    let done = 0;
+    while (done < bytes2.byteLength) done += fs15.writeSync(f.fd, bytes2, done, bytes2.byteLength - done, offset + done);
+    f.size = offset + bytes2.byteLength;
+    const entry = (key, value) => import_onnx_proto25.onnx.StringStringEntryProto.create({ key, value });
+    return import_onnx_proto25.onnx.TensorProto.create({
+      name: t.name,
+      dataType: t.dtype,
+      dims: t.dims,
+      dataLocation: import_onnx_proto25.onnx.TensorProto.DataLocation.EXTERNAL,
+      externalData: [entry("location", path14.basename(f.file)), entry("offset", String(offset)), entry("length", String(bytes2.byteLength))]
+    });
+  }
+  /** Removes the form's data files (they are also removed when the process exits). */
+  close() {
+    for (const f of this.files.values()) {
+      fs15.closeSync(f.fd);
+      fs15.rmSync(f.file, { force: true });
+    }
+    this.files.clear();
+    this.byLocation.clear();
+  }
+};
+function inMemory(t) {
+  const proto = tensorToProto(t.name, { dtype: t.dtype, dims: t.dims, data: t.data });
+  if (proto.rawData.byteLength >= spillMinBytes()) {
+    spillTensor(proto, proto.rawData);
+    proto.rawData = new Uint8Array(0);
+  }
+  return proto;
+}
+function uniqueByName(tensors) {
+  const seen = /* @__PURE__ */ new Set();
+  return tensors.filter((t) => !seen.has(t.name) && !!seen.add(t.name));
+}
+var intAttribute = (name, i) => import_onnx_proto25.onnx.AttributeProto.create({ name, type: import_onnx_proto25.onnx.AttributeProto.AttributeType.INT, i });
+
+// src/pipeline/device-memory.ts
+var WEIGHT_SHARE = 0.75;
+var OUTPUTS_SHARE = 0.1;
+var KEPT_OUTPUTS_FLOOR = 256 * 2 ** 20;
+var PIECE_SHARE = 0.3;
+var gib2 = (bytes2) => `${(bytes2 / 2 ** 30).toFixed(1)} GiB`;
+async function withDeviceMemory(base, set2, memory, compensate, log, fn) {
+  const need = heldWeightBytes(base);
+  const allowed = WEIGHT_SHARE * memory;
+  const name = displayPath(base.origin || base.path);
+  const fits = need <= allowed;
+  const formNeed = fits ? need : heldWeightBytes(base, true);
+  const chosen = compensationThatFits(base, compensate, formNeed, allowed, memory, name, log);
+  if (fits) return fn({ compensate: chosen });
+  if (formNeed > allowed) {
+    throw new UserError(
+      `${name}: its weights need ${gib2(need)} as onnxruntime holds them and ${gib2(formNeed)} even in int8, more than ${Math.round(WEIGHT_SHARE * 100)} % of device.memory (${gib2(memory)}): give the gate a machine with more memory and set device.memory to it`
+    );
+  }
+  log(`${name} needs ${gib2(need)} of weights as onnxruntime holds them, more than ${Math.round(WEIGHT_SHARE * 100)} % of device.memory (${gib2(memory)}): evaluating it and collecting statistics in a weight-only int8 form (MatMulNBits, ${EVAL_FORM_BITS} bits, block ${EVAL_FORM_BLOCK}; ${gib2(formNeed)}), made on the fly; the pruned model is written from the float weights`);
+  const form = new Int8Form();
+  const apply = form.apply.bind(form);
+  try {
+    log(`measuring the int8 form's gap to float on the first ${set2.batchSize} samples (the float model run one piece at a time)`);
+    const gap = await measureFormGap(base, set2, apply, PIECE_SHARE * memory, log);
+    const metric = Object.keys(gap.float)[0];
+    log(
+      `the int8 form against float on ${gap.samples} samples: agreement ${(gap.agreement * 100).toFixed(2)} %, KL divergence ${gap.klDivergence.toPrecision(3)}${metric ? `, ${metric} ${fmt(gap.float[metric])} (float) and ${fmt(gap.form[metric])} (int8)` : ""} (${gap.seconds.toFixed(0)} s)`
+    );
+    const report = {
+      form: "int8",
+      reason: `the model's weights need ${gib2(need)} as onnxruntime holds them, more than ${Math.round(WEIGHT_SHARE * 100)} % of device.memory (${gib2(memory)})`,
+      device_memory_bytes: memory,
+      model_bytes: need,
+      form_bytes: formNeed,
+      bits: EVAL_FORM_BITS,
+      block_size: EVAL_FORM_BLOCK,
+      gap: {
+        samples: gap.samples,
+        float: finite(gap.float),
+        int8: finite(gap.form),
+        agreement: Number.isFinite(gap.agreement) ? gap.agreement : null,
+        kl_divergence: Number.isFinite(gap.klDivergence) ? gap.klDivergence : null,
+        seconds: gap.seconds
+      }
+    };
+    return await withSessionForm(apply, () => fn({ form: report, outputBytes: Math.max(KEPT_OUTPUTS_FLOOR, Math.floor(OUTPUTS_SHARE * memory)), compensate: chosen }));
+  } finally {
+    form.close();
+  }
+}
+function covarianceBytes(model) {
+  const inputs2 = /* @__PURE__ */ new Map();
+  for (const n of model.graph.node) {
+    if (n.opType !== "MatMul" && n.opType !== "Gemm" || (n.domain ?? "") !== "") continue;
+    const [a, b] = n.input ?? [];
+    if (!a || !b) continue;
+    const producer = model.graph.node.find((p) => p.output?.[0] === b && p.opType === "Cast");
+    const weight = model.constantInfo(b) ?? (producer?.input?.[0] ? model.constantInfo(producer.input[0]) : void 0);
+    if (!weight || weight.dims.length !== 2 || model.isConstant(a)) continue;
+    const k = n.opType === "Gemm" && n.attribute?.some((x) => x.name === "transB" && Number(x.i) === 1) ? weight.dims[1] : weight.dims[0];
+    inputs2.set(a, k);
+  }
+  return [...inputs2.values()].reduce((t, k) => t + k * k * 4 * 2, 0);
+}
+function compensationThatFits(model, asked, weights, allowed, memory, name, log) {
+  if (asked !== "auto" && asked !== "reconstruct") return asked;
+  const covariances = covarianceBytes(model);
+  if (weights + covariances <= allowed) return asked;
+  const why = `reconstruction's covariances of ${name} need up to ${gib2(covariances)}, which with its weights (${gib2(weights)}) is more than ${Math.round(WEIGHT_SHARE * 100)} % of device.memory (${gib2(memory)})`;
+  if (asked === "reconstruct") throw new UserError(`prune.compensate: reconstruct: ${why}; use compensate: bias, or a larger device.memory on a machine that has it`);
+  log(`compensation bias: ${why}`);
+  return "bias";
+}
+var fmt = (v) => v === void 0 ? "?" : v.toPrecision(4);
+function finite(values) {
+  return Object.fromEntries(Object.entries(values).filter((e) => Number.isFinite(e[1])));
+}
+
+// src/util/hash.ts
+var crypto3 = __toESM(require("crypto"));
+var fs16 = __toESM(require("fs"));
+var sha256 = (data) => crypto3.createHash("sha256").update(data).digest("hex");
 function hashFileInto(hash2, file2) {
-  const fd = fs15.openSync(file2, "r");
+  const fd = fs16.openSync(file2, "r");
   try {
     const buffer = Buffer.allocUnsafe(1 << 22);
-    for (let n; (n = fs15.readSync(fd, buffer, 0, buffer.length, null)) > 0; ) hash2.update(buffer.subarray(0, n));
+    for (let n; (n = fs16.readSync(fd, buffer, 0, buffer.length, null)) > 0; ) hash2.update(buffer.subarray(0, n));
   } finally {
-    fs15.closeSync(fd);
+    fs16.closeSync(fd);
   }
 }
 function sha256OfFiles(files) {
-  const hash2 = crypto2.createHash("sha256");
+  const hash2 = crypto3.createHash("sha256");
   for (const f of files) hashFileInto(hash2, f);
   return hash2.digest("hex");
 }
@@ -52110,11 +52675,20 @@ async function quantizeArtifact(model, mode, options = {}) {
   };
   return { model: compact?.model ?? result.model, quantization, passes };
 }
-function quantizeWith(set2, keepNames, log, passes, method) {
+function quantizeWith(set2, keepNames, log, passes, method, firstBatches2) {
+  const all = calibrationFeeds(set2);
+  const calibration = firstBatches2 === void 0 ? all : function* () {
+    let n = 0;
+    for (const feeds of all()) {
+      if (n++ >= firstBatches2) return;
+      yield feeds;
+    }
+  };
+  const samples = firstBatches2 === void 0 ? set2.count : Math.min(set2.count, firstBatches2 * set2.batchSize);
   return async (model, mode) => {
     if (mode === "none") return { model };
-    log(`quantizing the candidate to ${mode}`);
-    return quantizeArtifact(model, mode, { calibration: calibrationFeeds(set2), method, keepNames, passes, samples: set2.count, log });
+    log(`quantizing the candidate to ${mode}${firstBatches2 === void 0 ? "" : ` (the layers' errors measured on the first ${firstBatches2} calibration batch${firstBatches2 === 1 ? "" : "es"}: each of their passes is one of the whole model)`}`);
+    return quantizeArtifact(model, mode, { calibration, method, keepNames, passes, samples, log });
   };
 }
 async function runGate(options) {
@@ -52123,10 +52697,9 @@ async function runGate(options) {
 async function runOnDevice(options) {
   const { config: config2 } = options;
   const log = options.log ?? (() => void 0);
-  const prune = options.prune ?? ((model, settings) => pruneInFormat(model, settings, config2.prune.quantized));
-  const out = path14.resolve(options.out);
+  const out = path15.resolve(options.out);
   checkOutputFolder(options.out, "--out");
-  if (path14.resolve(config2.model) === path14.join(out, PRUNED_NAME)) {
+  if (path15.resolve(config2.model) === path15.join(out, PRUNED_NAME)) {
     throw new UserError(`--out ${options.out}: ${PRUNED_NAME} there is the input model itself; choose another output folder`);
   }
   if (config2.prune.target === 0 && config2.quantize === "none") {
@@ -52139,15 +52712,36 @@ async function runOnDevice(options) {
   checkRulesFitTask(config2.gate, set2, config2.file ? displayPath(config2.file) : "the gate");
   log(`read ${displayPath(config2.model)} and its calibration set ${displayPath(config2.calibration)}`);
   const origin = baseOrigin(base, gateModelSettings(config2));
+  return withDeviceMemory(
+    base,
+    set2,
+    config2.device.memory,
+    config2.prune.compensate,
+    log,
+    ({ form, outputBytes, compensate }) => gateOnDevice({ ...options, config: { ...config2, prune: { ...config2.prune, compensate } } }, base, set2, origin, { evaluationForm: form, outputBytes })
+  );
+}
+async function gateOnDevice(options, base, set2, origin, device) {
+  const { config: config2 } = options;
+  const log = options.log ?? (() => void 0);
+  const prune = options.prune ?? ((model, settings) => pruneInFormat(model, settings, config2.prune.quantized));
+  const out = path15.resolve(options.out);
   const budget = new SearchBudget(config2.budget, stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps).length);
   log(`evaluating the base model on ${set2.count} calibration samples (${set2.task})`);
   const memory = newPruneMemory();
   const firstTarget = stepRatios(config2.prune.target, config2.prune.maxTarget, config2.prune.steps)[0];
   const tap = !set2.generation && firstTarget > 0 && !options.prune ? await statisticsTapInFormat(base, pruneSettings(config2, set2, firstTarget, memory, log)) : void 0;
-  const evaluator = await Evaluator.create(base, set2, { latency: { ...config2.latency, settled: latencySettled(config2.gate) }, decode: decodeSettled(config2.gate), log, tap });
+  const evaluator = await Evaluator.create(base, set2, {
+    latency: { ...config2.latency, settled: latencySettled(config2.gate) },
+    decode: decodeSettled(config2.gate),
+    log,
+    tap,
+    cacheBytes: device.outputBytes,
+    apart: !!device.evaluationForm
+  });
   if (tap) memory.ready = tap.collected();
-  const quantize = options.quantize ?? quantizeWith(evaluator.set, config2.keepNames, log, void 0, config2.quantizeMethod);
-  const stepsDir = path14.join(out, STEPS_DIR);
+  const quantize = options.quantize ?? quantizeWith(evaluator.set, config2.keepNames, log, void 0, config2.quantizeMethod, device.evaluationForm ? 1 : void 0);
+  const stepsDir = path15.join(out, STEPS_DIR);
   try {
     checkRulesAgainstBase(config2.gate, evaluator.baseQuality, config2.file ? displayPath(config2.file) : "the gate");
     const baseMemory = config2.gate.some((r) => boundsMemory(r) && r.bound === "max-ratio") ? await baseMemoryFor((file2) => evaluator.memory(file2), config2.gate, config2.model) : void 0;
@@ -52218,6 +52812,7 @@ async function runOnDevice(options) {
       run: options.run,
       environment: currentEnvironment(),
       memory: memoryPeaks,
+      evaluationForm: device.evaluationForm,
       interface: evaluation.interface,
       examples: evaluation.examples
     });
@@ -52229,7 +52824,7 @@ async function runOnDevice(options) {
     return outcome;
   } finally {
     await evaluator.close();
-    fs16.rmSync(stepsDir, { recursive: true, force: true });
+    fs17.rmSync(stepsDir, { recursive: true, force: true });
   }
 }
 function stepCost(step) {
@@ -52295,34 +52890,34 @@ function candidateSteps(config2, origin, stepsDir, prune, quantize, score, log, 
       return quantized.model;
     },
     evaluate: async (candidate, step) => {
-      const dir = path14.join(stepsDir, `step-${step.index}`);
-      fs16.rmSync(dir, { recursive: true, force: true });
+      const dir = path15.join(stepsDir, `step-${step.index}`);
+      fs17.rmSync(dir, { recursive: true, force: true });
       const steps = [...pruning].filter(([index]) => index <= step.index).map(([, done]) => done);
-      const written = writeModel(candidate, path14.join(dir, PRUNED_NAME), { externalData: config2.externalData, producer: producerStamp(origin, candidate, steps) });
+      const written = writeModel(candidate, path15.join(dir, PRUNED_NAME), { externalData: config2.externalData, producer: producerStamp(origin, candidate, steps) });
       const model = OnnxModel.read(written.path);
       const quantizedInputs = mergeQuantizedInputs([...requantized].filter(([index]) => index <= step.index).map(([, r]) => r));
       const { metrics, artifact, passes } = await score(model, { dir, file: written.path, dataFile: written.dataPath, quantization: quantization.get(step.index), ...quantizedInputs ? { quantizedInputs } : {} }, step, candidate);
       const listed2 = [...quantizerPasses.get(step.index) ?? [], ...passes ?? []];
       return { metrics, artifact, passes: listed2.length ? listed2 : void 0, next: config2.quantize === "none" ? model : void 0 };
     },
-    discard: (artifact) => fs16.rmSync(artifact.dir, { recursive: true, force: true }),
+    discard: (artifact) => fs17.rmSync(artifact.dir, { recursive: true, force: true }),
     log,
     remaining
   };
 }
 function promote(artifact, out) {
-  const model = path14.join(out, PRUNED_NAME);
+  const model = path15.join(out, PRUNED_NAME);
   const data = `${model}.data`;
-  fs16.mkdirSync(out, { recursive: true });
-  if (artifact.dataFile) fs16.renameSync(artifact.dataFile, data);
-  else fs16.rmSync(data, { force: true });
-  fs16.renameSync(artifact.file, model);
+  fs17.mkdirSync(out, { recursive: true });
+  if (artifact.dataFile) fs17.renameSync(artifact.dataFile, data);
+  else fs17.rmSync(data, { force: true });
+  fs17.renameSync(artifact.file, model);
   return { model, data: artifact.dataFile ? data : void 0 };
 }
 function writeReports(report, out, files) {
   const markdown = renderMarkdown(report);
-  const json2 = path14.join(out, REPORT_JSON);
-  const md = path14.join(out, REPORT_MD);
+  const json2 = path15.join(out, REPORT_JSON);
+  const md = path15.join(out, REPORT_MD);
   writeJsonAtomic(json2, report);
   writeFileAtomic(md, markdown);
   return { report, markdown, files: { ...files, json: json2, markdown: md } };
@@ -52390,9 +52985,9 @@ async function compareOnDevice(options) {
     });
     const markdown = renderMarkdown(report);
     if (options.out) {
-      const out = path14.resolve(options.out);
-      writeJsonAtomic(path14.join(out, REPORT_JSON), report);
-      writeFileAtomic(path14.join(out, REPORT_MD), markdown);
+      const out = path15.resolve(options.out);
+      writeJsonAtomic(path15.join(out, REPORT_JSON), report);
+      writeFileAtomic(path15.join(out, REPORT_MD), markdown);
     }
     return { report, markdown };
   } finally {
@@ -52415,7 +53010,7 @@ function register(program2, ctx) {
       pullRequest: pullRequestOfRun()
     });
     ctx.stdout(flags.json ? `${JSON.stringify(report, null, 2)}
-` : markdown);
+` : plainText(markdown));
     ctx.exitCode = config2 && report.verdict === "fail" ? 1 : 0;
   });
 }
@@ -52531,9 +53126,9 @@ function formatInspection(ins) {
 }
 
 // src/pipeline/matrix.ts
-var crypto3 = __toESM(require("crypto"));
-var fs17 = __toESM(require("fs"));
-var path15 = __toESM(require("path"));
+var crypto4 = __toESM(require("crypto"));
+var fs18 = __toESM(require("fs"));
+var path16 = __toESM(require("path"));
 
 // src/pipeline/job.ts
 var MAX_JOBS = 256;
@@ -52568,19 +53163,19 @@ function matrixOf(jobs) {
   return { include: Array.from({ length: jobs }, (_, i) => ({ job: `${i + 1}/${jobs}` })) };
 }
 function filesOf(location) {
-  const stat = fs17.statSync(location);
+  const stat = fs18.statSync(location);
   if (!stat.isDirectory()) return [location];
-  return fs17.readdirSync(location, { withFileTypes: true }).sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0).flatMap((e) => e.isDirectory() ? filesOf(path15.join(location, e.name)) : e.isFile() ? [path15.join(location, e.name)] : []);
+  return fs18.readdirSync(location, { withFileTypes: true }).sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0).flatMap((e) => e.isDirectory() ? filesOf(path16.join(location, e.name)) : e.isFile() ? [path16.join(location, e.name)] : []);
 }
 function planIdentity(config2, jobs, baseSha256) {
-  const hash2 = crypto3.createHash("sha256");
+  const hash2 = crypto4.createHash("sha256");
   const { file: _file2, model: _model, calibration, ...settings } = config2;
   hash2.update(`prune-gate plan v2\0jobs ${jobs}\0`);
   hash2.update(JSON.stringify(settings));
   hash2.update(`\0model ${baseSha256}\0`);
-  const calibrationRoot = fs17.statSync(calibration).isDirectory() ? calibration : path15.dirname(calibration);
+  const calibrationRoot = fs18.statSync(calibration).isDirectory() ? calibration : path16.dirname(calibration);
   for (const f of filesOf(calibration)) {
-    hash2.update(`${path15.relative(calibrationRoot, f)}\0${fs17.statSync(f).size}\0`);
+    hash2.update(`${path16.relative(calibrationRoot, f)}\0${fs18.statSync(f).size}\0`);
     hashFileInto(hash2, f);
   }
   return hash2.digest("hex");
@@ -52598,8 +53193,8 @@ async function runJob(config2, job, out, log = () => void 0) {
     const shard = shardOf(set2, job.index, job.count);
     log(`job ${job.index}/${job.count} of plan ${plan.slice(0, 16)}: evaluating ${shard.count} of the ${set2.count} calibration samples`);
     const evaluator = await Evaluator.create(base, shard, { latency: { warmup: 0, runs: 1 }, log });
-    const outDir = path15.resolve(out);
-    const stepsDir = path15.join(outDir, STEPS_DIR);
+    const outDir = path16.resolve(out);
+    const stepsDir = path16.join(outDir, STEPS_DIR);
     const steps = [];
     let baseSums;
     const recording = job.index === 1 ? new PassRecording(MAX_RECORDED_BYTES) : void 0;
@@ -52624,20 +53219,20 @@ async function runJob(config2, job, out, log = () => void 0) {
         base: { stats: evaluator.base, sums: baseSums ?? {} },
         steps
       };
-      fs17.mkdirSync(outDir, { recursive: true });
+      fs18.mkdirSync(outDir, { recursive: true });
       if (recording) {
         const data = recording.serialize();
-        writeFileAtomic(path15.join(outDir, PASSES_FILE), data);
+        writeFileAtomic(path16.join(outDir, PASSES_FILE), data);
         const { passes, kept } = recording.summary();
         partial2.passes = { file: PASSES_FILE, sha256: sha256(data), bytes: data.length, passes, kept };
         log(`recorded ${kept} of ${passes} passes over the calibration set for the merge (${PASSES_FILE}, ${(data.length / 2 ** 20).toFixed(1)} MiB)`);
       }
-      writeJsonAtomic(path15.join(outDir, PARTIAL_JSON), partial2);
+      writeJsonAtomic(path16.join(outDir, PARTIAL_JSON), partial2);
       return partial2;
     } finally {
       await evaluator.close();
       await measure.close();
-      fs17.rmSync(stepsDir, { recursive: true, force: true });
+      fs18.rmSync(stepsDir, { recursive: true, force: true });
     }
   });
 }
@@ -52685,10 +53280,10 @@ function rebuiltSteps(config2, origin, set2, stepsDir, passes, damage, log, scor
   );
 }
 function readPartial(dir) {
-  const file2 = path15.join(dir, PARTIAL_JSON);
+  const file2 = path16.join(dir, PARTIAL_JSON);
   let data;
   try {
-    data = JSON.parse(fs17.readFileSync(file2, "utf8"));
+    data = JSON.parse(fs18.readFileSync(file2, "utf8"));
   } catch (e) {
     throw new UserError(`${displayPath(file2)}: not a readable partial result (${String(e.message).split("\n")[0]}); give the folders the jobs wrote with run --job`);
   }
@@ -52746,8 +53341,8 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
     const passes = recordedPasses(read[0], log);
     const timesSteps = rules.some(boundsLatency);
     log(`merging ${partials.length} jobs of plan ${plan.slice(0, 16)}: ${partials.reduce((n, p) => n + p.evaluated.samples, 0)} samples evaluated per model`);
-    const outDir = path15.resolve(out);
-    const stepsDir = path15.join(outDir, STEPS_DIR);
+    const outDir = path16.resolve(out);
+    const stepsDir = path16.join(outDir, STEPS_DIR);
     const timer = await SideBySide.create(config2, set2);
     const measure = wholeSetDamage(config2, base, set2, log);
     const latencies = /* @__PURE__ */ new Map();
@@ -52806,7 +53401,7 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
     } finally {
       await timer.release();
       await measure.close();
-      fs17.rmSync(stepsDir, { recursive: true, force: true });
+      fs18.rmSync(stepsDir, { recursive: true, force: true });
     }
   });
 }
@@ -52834,12 +53429,12 @@ function withLatency(values, latency) {
   return values;
 }
 function recordedPasses({ dir, partial: { passes } }, log) {
-  const file2 = path15.join(dir, PASSES_FILE);
-  if (!passes || !fs17.existsSync(file2)) {
+  const file2 = path16.join(dir, PASSES_FILE);
+  if (!passes || !fs18.existsSync(file2)) {
     log(`no ${PASSES_FILE} beside job 1's partial.json: the merge runs the pruning's passes over the calibration set again`);
     return RUN_PASSES;
   }
-  const data = fs17.readFileSync(file2);
+  const data = fs18.readFileSync(file2);
   if (sha256(data) !== passes.sha256) {
     throw new UserError(`${displayPath(file2)}: not the record job 1's partial.json names (its sha256 differs); give the folder job 1 wrote, unchanged`);
   }
@@ -52874,7 +53469,7 @@ var SideBySide = class _SideBySide {
 };
 
 // src/cli/commands/run.ts
-var path16 = __toESM(require("path"));
+var path17 = __toESM(require("path"));
 var flagName = (key) => `--${key}`;
 var DEFAULT_OUT = "out";
 function register3(program2, ctx) {
@@ -52888,14 +53483,14 @@ function register3(program2, ctx) {
       const job = parseJob(flags.job, "--job");
       const partial2 = await runJob(config2, job, flags.out, withElapsed((line) => ctx.stderr(`${line}
 `)));
-      ctx.stdout(`job ${job.index}/${job.count}: ${partial2.steps.length} steps evaluated on ${partial2.evaluated.samples} samples; ${path16.join(flags.out, PARTIAL_JSON)}
+      ctx.stdout(`job ${job.index}/${job.count}: ${partial2.steps.length} steps evaluated on ${partial2.evaluated.samples} samples; ${path17.join(flags.out, PARTIAL_JSON)}
 `);
       return;
     }
     const outcome = await runGate({ config: config2, out: flags.out, log: withElapsed((line) => ctx.stderr(`${line}
 `)), pullRequest: pullRequestOfRun() });
     ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}
-` : outcome.markdown);
+` : plainText(outcome.markdown));
     ctx.exitCode = outcome.report.verdict === "pass" ? 0 : 1;
   });
 }
@@ -52907,7 +53502,7 @@ function register4(program2, ctx) {
     const outcome = await mergeJobs(config2, dirs, flags.out, withElapsed((line) => ctx.stderr(`${line}
 `)));
     ctx.stdout(flags.json ? `${JSON.stringify(outcome.report, null, 2)}
-` : outcome.markdown);
+` : plainText(outcome.markdown));
     ctx.exitCode = outcome.report.verdict === "pass" ? 0 : 1;
   });
 }
@@ -52931,7 +53526,7 @@ function register5(program2, ctx) {
 }
 
 // src/cli/commands/prune.ts
-var path17 = __toESM(require("path"));
+var path18 = __toESM(require("path"));
 function register6(program2, ctx) {
   program2.command("prune").description("remove whole FFN neurons, attention heads and conv channels from a model").requiredOption("-m, --model <file>", "the .onnx model to prune (never modified)").requiredOption("-o, --out <file>", "where the pruned .onnx is written").option("--calibration <dir>", "calibration data, for activation importance").option("-t, --target <ratio>", "fraction of the parameters to remove", "0.2").option("--structures <list>", "what may be removed: any of ffn,heads,channels,blocks (whole residual blocks, off by default)", WIDTH_STRUCTURES.join(",")).option("--importance <how>", "magnitude or activation (default: activation with --calibration, else magnitude)").option("--compensate <how>", "auto, none, bias or reconstruct (default: auto with --calibration, which measures bias and reconstruct; else none)").option(
     "--allocation <how>",
@@ -52940,7 +53535,7 @@ function register6(program2, ctx) {
   ).option("--steps <n>", "reach the target in n increments, re-measuring in between", "1").option("--align <n>", "keep FFN and conv widths multiples of n (8 or 16 for fast kernels); auto: with --calibration, the widths that are not slower than the base on this machine", "auto").option("--quantized <form>", "a quantized model's weights after pruning: keep (in their format: MatMulNBits, DequantizeLinear) or float", "keep").option("--report <file>", "also write what was removed as JSON").option("--external-data [mode]", "where the pruned model keeps its weights: auto (as the input model did), always (in <out>.data; the bare flag) or never (inline, at most 2 GiB)", "auto").action(async (flags) => {
     checkOutputFile(flags.out, "--out");
     if (flags.report !== void 0) checkOutputFile(flags.report, "--report");
-    if (path17.resolve(flags.out) === path17.resolve(flags.model)) {
+    if (path18.resolve(flags.out) === path18.resolve(flags.model)) {
       throw new UserError(`refusing to overwrite the input model ${flags.model}: choose another --out`);
     }
     const target = parseTarget(flags.target, "--target", { auto: false });
