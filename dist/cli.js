@@ -53118,7 +53118,7 @@ function formatInspection(ins) {
     for (const s of ins.blocks.leftAlone) lines.push(`  left whole: ${s.where}: ${s.reason}`);
   }
   if (ins.quantized) lines.push("", "Quantized weights", `  ${ins.quantized}`);
-  lines.push("", "Left alone");
+  lines.push("", "Left alone (widths kept whole; the weights listed may still lose other axes above)");
   if (ins.skipped.length === 0) lines.push("  nothing");
   for (const s of ins.skipped) lines.push(`  ${s.where}: ${s.reason}`);
   return `${lines.join("\n")}
@@ -53642,7 +53642,7 @@ function formatPruned(r, out) {
   if (r.allocation && r.pruned.length) lines.push("", allocationLine(r.allocation));
   if (r.quantizedInputs) lines.push("", ...quantizedInputsLines(r.quantizedInputs));
   if (r.skipped.length) {
-    lines.push("", "Left alone:");
+    lines.push("", "Left alone (widths kept whole; the weights listed may have lost other axes above):");
     for (const s of r.skipped) lines.push(`  ${s.where}: ${s.reason}`);
   }
   return `${lines.join("\n")}

@@ -175,7 +175,9 @@ export function formatInspection(ins: Inspection): string {
     for (const s of ins.blocks.leftAlone) lines.push(`  left whole: ${s.where}: ${s.reason}`);
   }
   if (ins.quantized) lines.push('', 'Quantized weights', `  ${ins.quantized}`);
-  lines.push('', 'Left alone');
+  // A place is a width (a channel axis) the listed weights share; their other axes may still be
+  // pruned above (q_proj's heads, say, while its input width, the residual stream, stays).
+  lines.push('', 'Left alone (widths kept whole; the weights listed may still lose other axes above)');
   if (ins.skipped.length === 0) lines.push('  nothing');
   for (const s of ins.skipped) lines.push(`  ${s.where}: ${s.reason}`);
   return `${lines.join('\n')}\n`;

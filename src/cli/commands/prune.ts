@@ -174,7 +174,7 @@ export function formatPruned(r: PruneInFormatResult, out: string): string {
   if (r.allocation && r.pruned.length) lines.push('', allocationLine(r.allocation));
   if (r.quantizedInputs) lines.push('', ...quantizedInputsLines(r.quantizedInputs));
   if (r.skipped.length) {
-    lines.push('', 'Left alone:');
+    lines.push('', 'Left alone (widths kept whole; the weights listed may have lost other axes above):');
     for (const s of r.skipped) lines.push(`  ${s.where}: ${s.reason}`);
   }
   return `${lines.join('\n')}\n`;
