@@ -122,13 +122,13 @@ export class BlockQuantizer {
   private flushBlock(): void {
     const { cols, pending, pendingRows } = this;
     const b = Math.floor((this.row - 1) / this.options.blockSize);
-    if (this.options.bits === 8) this.flushBlock8(b);
+    if (this.options.bits === 8 && !this.result.zeroPoints) this.flushBlock8(b);
     else for (let col = 0; col < cols; col++) this.encodeBlock(col, b, (i) => (i < pendingRows ? pending[i * cols + col] : 0));
     this.pendingRows = 0;
   }
 
   /**
-   * encodeBlock's 8-bit codes (scale8, encode) for every column of the pending rows, without a
+   * encodeBlock's symmetric 8-bit codes (scale8, encode) for every column of the pending rows, without a
    * call per value: a 7B model's int8 evaluation form quantizes 6.5 G values with it.
    */
   private flushBlock8(b: number): void {
