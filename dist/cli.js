@@ -50010,12 +50010,12 @@ var BlockQuantizer = class {
   flushBlock() {
     const { cols, pending, pendingRows } = this;
     const b = Math.floor((this.row - 1) / this.options.blockSize);
-    if (this.options.bits === 8) this.flushBlock8(b);
+    if (this.options.bits === 8 && !this.result.zeroPoints) this.flushBlock8(b);
     else for (let col = 0; col < cols; col++) this.encodeBlock(col, b, (i) => i < pendingRows ? pending[i * cols + col] : 0);
     this.pendingRows = 0;
   }
   /**
-   * encodeBlock's 8-bit codes (scale8, encode) for every column of the pending rows, without a
+   * encodeBlock's symmetric 8-bit codes (scale8, encode) for every column of the pending rows, without a
    * call per value: a 7B model's int8 evaluation form quantizes 6.5 G values with it.
    */
   flushBlock8(b) {
@@ -51945,8 +51945,10 @@ function latencyTable(r) {
     ...rows,
     `${rows.length ? "Speedup (base p50 / candidate p50)" : "Latency speedup (base p50 / candidate p50)"}: **${l.speedup === null ? "–" : x(l.speedup)}**${about ? ` (${about})` : ""}`,
     // The warnings are the tool's own words and numbers, but the report may be untrusted: escaped.
+    // The first says why the figure may be off; the rest stay in report.json, so a busy machine
+    // does not push the comment past a glance.
     ...l.warnings?.length ? [`
-> ⚠️ ${l.warnings.map((w) => escapeMarkdown(w, 500)).join("; ")}`] : []
+> ⚠️ ${escapeMarkdown(l.warnings[0], 500)}${l.warnings.length > 1 ? ` (${l.warnings.length - 1} more in report.json's latency.warnings)` : ""}`] : []
   ];
 }
 function decodeSection(r) {

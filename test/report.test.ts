@@ -246,6 +246,12 @@ describe('latency in the report: the interval, the runs, and rows only where the
     expect(md).toContain('> ⚠️ the runs varied by 23 % around their median (robust standard deviation)&#58; the machine was busy');
   });
 
+  test("of several latency warnings the comment gives the first and points to report.json for the rest", () => {
+    const md = renderMarkdown(withLatency(timing(1.4, [1.2, 1.6], ['the interval is wider than ±3 % of the speedup: no more fit in latency.time (2 s)', 'the runs varied by 23 % around their median']), [latencyRow({ base: 2.8 })]));
+    expect(md).toContain("> ⚠️ the interval is wider than ±3 % of the speedup&#58; no more fit in latency.time (2 s) (1 more in report.json's latency.warnings)");
+    expect(md).not.toContain('the runs varied by 23 %');
+  });
+
   test('a latency bound the interval straddles: inconclusive in the verdict line and the row, counted as the config says', () => {
     const row = latencyRow({ bound: 1.68, rule: 'min-speedup 1.2', pass: false, interval: [1.6, 1.75], inconclusive: true });
     const failed = renderMarkdown(withLatency(timing(1.2, [1.15, 1.26]), [row], 'fail'));

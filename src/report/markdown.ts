@@ -287,7 +287,11 @@ function latencyTable(r: Report): string[] {
     ...rows,
     `${rows.length ? 'Speedup (base p50 / candidate p50)' : 'Latency speedup (base p50 / candidate p50)'}: **${l.speedup === null ? '–' : x(l.speedup)}**${about ? ` (${about})` : ''}`,
     // The warnings are the tool's own words and numbers, but the report may be untrusted: escaped.
-    ...(l.warnings?.length ? [`\n> ⚠️ ${l.warnings.map((w) => escapeMarkdown(w, 500)).join('; ')}`] : []),
+    // The first says why the figure may be off; the rest stay in report.json, so a busy machine
+    // does not push the comment past a glance.
+    ...(l.warnings?.length
+      ? [`\n> ⚠️ ${escapeMarkdown(l.warnings[0], 500)}${l.warnings.length > 1 ? ` (${l.warnings.length - 1} more in report.json's latency.warnings)` : ''}`]
+      : []),
   ];
 }
 
