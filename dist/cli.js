@@ -43887,9 +43887,13 @@ function shardOf(set2, index, count2) {
 function batchCount(set2, batchSize = set2.batchSize) {
   return Math.ceil(set2.count / batchSize);
 }
-function calibrationFeeds(set2) {
+function calibrationFeeds(set2, count2 = Infinity) {
   return function* () {
-    for (const b of batches(set2)) yield b.feeds;
+    let n = 0;
+    for (const b of batches(set2)) {
+      if (n++ >= count2) return;
+      yield b.feeds;
+    }
   };
 }
 
@@ -52678,14 +52682,7 @@ async function quantizeArtifact(model, mode, options = {}) {
   return { model: compact?.model ?? result.model, quantization, passes };
 }
 function quantizeWith(set2, keepNames, log, passes, method, firstBatches2) {
-  const all = calibrationFeeds(set2);
-  const calibration = firstBatches2 === void 0 ? all : function* () {
-    let n = 0;
-    for (const feeds of all()) {
-      if (n++ >= firstBatches2) return;
-      yield feeds;
-    }
-  };
+  const calibration = calibrationFeeds(set2, firstBatches2);
   const samples = firstBatches2 === void 0 ? set2.count : Math.min(set2.count, firstBatches2 * set2.batchSize);
   return async (model, mode) => {
     if (mode === "none") return { model };

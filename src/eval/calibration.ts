@@ -657,9 +657,13 @@ export function batchCount(set: CalibrationSet, batchSize = set.batchSize): numb
   return Math.ceil(set.count / batchSize);
 }
 
-/** The set's batches as the pruning engine takes them (PruneOptions.calibration). */
-export function calibrationFeeds(set: CalibrationSet): () => Iterable<Feeds> {
+/** The set's batches as the pruning engine takes them (PruneOptions.calibration); the first `count` only, when given. */
+export function calibrationFeeds(set: CalibrationSet, count = Infinity): () => Iterable<Feeds> {
   return function* () {
-    for (const b of batches(set)) yield b.feeds;
+    let n = 0;
+    for (const b of batches(set)) {
+      if (n++ >= count) return;
+      yield b.feeds;
+    }
   };
 }

@@ -133,17 +133,7 @@ export function quantizeWith(
   method?: QuantizeOptions['method'],
   firstBatches?: number,
 ): QuantizeFn {
-  const all = calibrationFeeds(set);
-  const calibration =
-    firstBatches === undefined
-      ? all
-      : function* () {
-          let n = 0;
-          for (const feeds of all()) {
-            if (n++ >= firstBatches) return;
-            yield feeds;
-          }
-        };
+  const calibration = calibrationFeeds(set, firstBatches);
   const samples = firstBatches === undefined ? set.count : Math.min(set.count, firstBatches * set.batchSize);
   return async (model, mode) => {
     if (mode === 'none') return { model };

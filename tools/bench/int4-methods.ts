@@ -14,19 +14,12 @@ import { writeModel } from '../../src/onnx/write';
 import { pruneModel } from '../../src/prune';
 import { quantizeArtifact } from '../../src/pipeline/run';
 import type { QuantizeMethod } from '../../src/quantize/options';
+import { languageModelSets } from './lm-sets';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const emit = (row: Record<string, unknown>) => console.log(JSON.stringify(row));
 
 async function main() {
-  const args = process.argv.slice(2);
-  const sets: [string, string, string][] = [];
-  for (let i = 0; i + 2 < args.length; i += 3) sets.push([args[i], args[i + 1], args[i + 2]]);
-  if (sets.length === 0) {
-    for (const name of ['gpt2', 'llama']) {
-      sets.push([path.join(ROOT, 'test/fixtures', `${name}.onnx`), path.join(ROOT, 'calibration', name), path.join(ROOT, 'bench/heldout', name)]);
-    }
-  }
+  const sets = languageModelSets(process.argv.slice(2));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-int4-'));
   try {
     for (const [file, cal, held] of sets) {

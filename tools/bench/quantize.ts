@@ -18,6 +18,7 @@ import { pruneModel } from '../../src/prune';
 import { quantizeModel } from '../../src/quantize';
 import { quantizeArtifact } from '../../src/pipeline/run';
 import type { ReportQuantization } from '../../src/report/schema';
+import { languageModelSets } from './lm-sets';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const emit = (row: Record<string, unknown>) => console.log(JSON.stringify(row));
@@ -116,14 +117,7 @@ async function speedupOn(base: OnnxModel, candidate: OnnxModel, feeds: Record<st
 }
 
 async function main() {
-  const args = process.argv.slice(2);
-  const sets: [string, string, string][] = [];
-  for (let i = 0; i + 2 < args.length; i += 3) sets.push([args[i], args[i + 1], args[i + 2]]);
-  if (sets.length === 0) {
-    for (const name of ['gpt2', 'llama']) {
-      sets.push([path.join(ROOT, 'test/fixtures', `${name}.onnx`), path.join(ROOT, 'calibration', name), path.join(ROOT, 'bench/heldout', name)]);
-    }
-  }
+  const sets = languageModelSets(process.argv.slice(2));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-qbench-'));
   try {
     await languageModels(sets, tmp);
