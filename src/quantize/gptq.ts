@@ -14,7 +14,7 @@
  */
 import { DenseMath } from '../onnx/linalg';
 import type { Hessian } from './hessian';
-import { Bits, BlockQuantized, defaultZeroPoint, dequantizeBlocks, emptyBlocks, putBlock, symmetricScale } from './pack';
+import { Bits, BlockQuantized, defaultZeroPoint, dequantizeBlocks, emptyBlocks, putBlock, roundCode, symmetricScale } from './pack';
 
 /** Dampening: this fraction of H's mean diagonal is added to its diagonal (the paper's 1 %)... */
 export const GPTQ_DAMP = 0.01;
@@ -121,7 +121,7 @@ export async function gptqBlocks(w: Float32Array, k: number, n: number, hessian:
       const err = (i - i1) * n;
       for (let col = 0; col < n; col++) {
         const s = scales[col];
-        const code = s === 0 ? 0 : Math.min(hi, Math.max(lo, Math.round(weight[row + col] / s)));
+        const code = s === 0 ? 0 : Math.min(hi, Math.max(lo, roundCode(weight[row + col] / s)));
         codes[col * blockSize + r] = code;
         all[i * n + col] = code;
         errors[err + col] = (weight[row + col] - code * s) / d;

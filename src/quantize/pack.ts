@@ -38,6 +38,16 @@ export interface BlockQuantized {
   bits: Bits;
 }
 
+/**
+ * Math.round for a code: halves up like it, and the same integer except where x + 0.5 itself
+ * rounds up (x = 0.49999999999999994), about three times faster in V8, which calls out for
+ * Math.round of a double. The 4-bit scale search rounds each value of
+ * a 7B model eight times.
+ */
+export function roundCode(x: number): number {
+  return Math.floor(x + 0.5);
+}
+
 /** The zero point onnxruntime assumes when `zero_points` is absent. */
 export function defaultZeroPoint(bits: Bits): number {
   return 1 << (bits - 1);
@@ -123,7 +133,16 @@ export class BlockQuantizer {
     const { cols, pending, pendingRows } = this;
     const b = Math.floor((this.row - 1) / this.options.blockSize);
     if (this.options.bits === 8 && !this.result.zeroPoints) this.flushBlock8(b);
-    else for (let col = 0; col < cols; col++) this.encodeBlock(col, b, (i) => (i < pendingRows ? pending[i * cols + col] : 0));
+    else {
+      // One column's block gathered by plain loops, not a call per value: the 4-bit codes of a
+      // 7B model are 5 G values (docs/measured.md).
+      const { values } = this;
+      values.fill(0);
+      for (let col = 0; col < cols; col++) {
+        for (let i = 0; i < pendingRows; i++) values[i] = pending[i * cols + col];
+        this.encodeValues(col, b);
+      }
+    }
     this.pendingRows = 0;
   }
 
@@ -143,16 +162,23 @@ export class BlockQuantizer {
       const out = (col * blocks + b) * blockSize;
       for (let i = 0; i < blockSize; i++) {
         const v = i < pendingRows ? pending[i * cols + col] : 0;
-        packed[out + i] = (scale === 0 ? 0 : Math.min(127, Math.max(-127, Math.round(v / scale)))) + 128;
+        packed[out + i] = (scale === 0 ? 0 : Math.min(127, Math.max(-127, roundCode(v / scale)))) + 128;
       }
     }
   }
 
   /** Block `b` of column `col`, whose i-th value is `at(i)`. */
   private encodeBlock(col: number, b: number, at: (i: number) => number): void {
-    const { bits, blockSize } = this.options;
+    const { blockSize } = this.options;
     const values = this.values;
     for (let i = 0; i < blockSize; i++) values[i] = at(i);
+    this.encodeValues(col, b);
+  }
+
+  /** Block `b` of column `col` from `this.values`. */
+  private encodeValues(col: number, b: number): void {
+    const { bits } = this.options;
+    const values = this.values;
     const { blocks, zeroPoints } = this.result;
     const codes = this.codes;
     let scale: number;
@@ -202,21 +228,29 @@ function scale8(values: Float32Array): number {
 const SEARCH = [1, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79];
 
 function scale4(values: Float32Array, search: boolean): number {
+  // Indexed loops and no destructuring: this runs once per block of a 7B model's weights.
+  const n = values.length;
   let m = 0;
-  for (const v of values) if (Math.abs(v) > Math.abs(m)) m = v;
+  for (let i = 0; i < n; i++) if (Math.abs(values[i]) > Math.abs(m)) m = values[i];
   if (m === 0) return 0;
   const base = m / -8;
   if (!search) return Math.fround(base);
   let best = Math.fround(base);
   let bestError = Infinity;
-  for (const f of SEARCH) {
-    const s = Math.fround(base * f);
+  for (let c = 0; c < SEARCH.length; c++) {
+    const s = Math.fround(base * SEARCH[c]);
     let err = 0;
-    for (const v of values) {
-      const q = Math.min(7, Math.max(-8, Math.round(v / s)));
-      err += (v - q * s) ** 2;
+    for (let i = 0; i < n; i++) {
+      const v = values[i];
+      const r = roundCode(v / s);
+      const q = r > 7 ? 7 : r < -8 ? -8 : r;
+      const d = v - q * s;
+      err += d * d;
     }
-    if (err < bestError) [best, bestError] = [s, err];
+    if (err < bestError) {
+      best = s;
+      bestError = err;
+    }
   }
   return best;
 }
@@ -233,13 +267,13 @@ function affine(low: number, high: number, qmin: number, qmax: number): { scale:
 }
 
 function encodeAffine(values: ArrayLike<number>, scale: number, zeroPoint: number, qmin: number, qmax: number, out: Int32Array): void {
-  for (let i = 0; i < values.length; i++) out[i] = Math.min(qmax, Math.max(qmin, Math.round(values[i] / scale) + zeroPoint));
+  for (let i = 0; i < values.length; i++) out[i] = Math.min(qmax, Math.max(qmin, roundCode(values[i] / scale) + zeroPoint));
 }
 
 /** Symmetric codes of `values` at `scale`: [−127, 127] at 8 bits, [−8, 7] at 4. */
 export function encodeSymmetric(values: ArrayLike<number>, scale: number, bits: Bits, out: Int32Array): void {
   const [lo, hi] = bits === 8 ? [-127, 127] : [-8, 7];
-  for (let i = 0; i < values.length; i++) out[i] = scale === 0 ? 0 : Math.min(hi, Math.max(lo, Math.round(values[i] / scale)));
+  for (let i = 0; i < values.length; i++) out[i] = scale === 0 ? 0 : Math.min(hi, Math.max(lo, roundCode(values[i] / scale)));
 }
 
 /**
@@ -286,7 +320,7 @@ export function quantizePerChannel(w: Float32Array, dims: readonly number[], axi
     for (let c = 0; c < channels; c++) {
       const s = scales[c];
       const base = (o * channels + c) * inner;
-      for (let i = 0; i < inner; i++) codes[base + i] = s === 0 ? 0 : Math.max(-127, Math.min(127, Math.round(w[base + i] / s)));
+      for (let i = 0; i < inner; i++) codes[base + i] = s === 0 ? 0 : Math.max(-127, Math.min(127, roundCode(w[base + i] / s)));
     }
   }
   return { codes, scales };
@@ -320,7 +354,7 @@ export function quantizeAffine(w: Float32Array, dims: readonly number[], axis: n
   const codes = new Int32Array(w.length);
   for (let i = 0; i < w.length; i++) {
     const c = channelOf(i);
-    codes[i] = Math.min(qmax, Math.max(qmin, Math.round(w[i] / scales[c]) + zeroPoints[c]));
+    codes[i] = Math.min(qmax, Math.max(qmin, roundCode(w[i] / scales[c]) + zeroPoints[c]));
   }
   return { codes, scales, zeroPoints };
 }

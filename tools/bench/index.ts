@@ -850,21 +850,32 @@ function llama7b(): void {
   const peakKb = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(fs.existsSync(timing) ? fs.readFileSync(timing, 'utf8') : '')?.[1] ?? NaN);
   const report = (() => {
     try {
-      return JSON.parse(r.stdout) as Row & { evaluation_form?: Row & { gap: Row }; steps: Row[]; verdict: string };
+      return JSON.parse(r.stdout) as Row & { evaluation_form?: Row & { gap: Row }; steps: (Row & { passes?: { what: string; samples: number; seconds: number }[] })[]; verdict: string };
     } catch {
       return undefined;
     }
   })();
   fs.rmSync(out, { recursive: true, force: true });
   const peakGb = (peakKb * 1024) / 1e9;
-  const row: Row = { layers, deviceMemoryGb: memoryGb, status: r.status, seconds, peakRssGb: peakGb, passes: peakGb <= 12 && r.status !== null && r.status <= 1, verdict: report?.verdict, removed: report?.steps?.[0]?.removed, evaluationForm: report?.evaluation_form };
+  // The passes over the calibration set the step made (statistics, quantization's errors, …).
+  const calibrationPasses = report?.steps?.[0]?.passes ?? [];
+  const row: Row = { layers, deviceMemoryGb: memoryGb, status: r.status, seconds, peakRssGb: peakGb, passes: peakGb <= 12 && r.status !== null && r.status <= 1, verdict: report?.verdict, removed: report?.steps?.[0]?.removed, calibrationPasses, evaluationForm: report?.evaluation_form };
   console.log(JSON.stringify(row));
   const gap = report?.evaluation_form?.gap as { samples: number; agreement: number; kl_divergence: number; float: Record<string, number>; int8: Record<string, number>; seconds: number } | undefined;
   publish('llama7b', [row], {
     llama7b: [
       table(
-        ['model', 'gate', 'wall time', 'peak RSS', 'at most 12 GB'],
-        [[`LLaMA-2-7B-shaped, ${layers} layers, float16, random weights; device.memory ${memoryGb} GB`, `exit ${String(r.status)}, ${String(report?.verdict ?? 'no report')}, ${report ? pct(report.steps[0].removed) : '–'} removed, int4`, `${(seconds / 60).toFixed(1)} min`, `${peakGb.toFixed(2)} GB`, row.passes ? 'yes' : 'no']],
+        ['model', 'gate', 'wall time', 'passes over the calibration set', 'peak RSS', 'at most 12 GB'],
+        [
+          [
+            `LLaMA-2-7B-shaped, ${layers} layers, float16, random weights; device.memory ${memoryGb} GB`,
+            `exit ${String(r.status)}, ${String(report?.verdict ?? 'no report')}, ${report ? pct(report.steps[0].removed) : '–'} removed, int4`,
+            `${(seconds / 60).toFixed(1)} min`,
+            calibrationPasses.length > 0 ? calibrationPasses.map((p) => `${p.what} (${p.samples} samples, ${(p.seconds / 60).toFixed(1)} min)`).join(', ') : '–',
+            `${peakGb.toFixed(2)} GB`,
+            row.passes ? 'yes' : 'no',
+          ],
+        ],
       ),
       '',
       gap
