@@ -2,6 +2,8 @@
 // src/prune/plan.ts): the linear algebra onnxruntime does for the engine against plain
 // JavaScript, the Optimal-Brain-Surgeon error against a refit computed the long way, the probe
 // against the pruned model it stands for, and the planner against the windows it promises.
+import * as path from 'path';
+import { calibrationFeeds, loadCalibration } from '../src/eval/calibration';
 import { DenseMath } from '../src/onnx/linalg';
 import { OnnxModel } from '../src/onnx/model';
 import { createSession, ort } from '../src/onnx/runtime';
@@ -13,6 +15,8 @@ import { PlanInput, planByCurves, planCounts } from '../src/prune/plan';
 import { probeAssignment, probeFeeds, probeModel } from '../src/prune/probe';
 import { AxisNorms } from '../src/prune/score';
 import { collectStats, findConsumers, statsRequests } from '../src/prune/stats';
+import { firstStatisticsTap } from '../src/prune';
+import { newPruneMemory } from '../src/prune/types';
 import { T, encode, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
 import { damageTracking } from '../tools/bench/tracking';
 
@@ -297,4 +301,21 @@ test("a damping is checked once per kind of consumer: the same op and weight sha
   // A consumer seen before keeps its own, whatever its shape now (a later step pruned it).
   expect(await dampingOf(dampings, consumer('layer1.down'), 2048, 768, 8192, choose('again', 1))).toBe(1e-3);
   expect(checked).toEqual(['layer0.down', 'layer0.out', 'conv', 'cls']);
+});
+
+test("a pass collects every other batch's sums (a second covariance per input) only for the first consumer of each kind, whose damping the others take", async () => {
+  const base = OnnxModel.read(path.join(__dirname, 'fixtures', 'gpt2.onnx'));
+  const set = loadCalibration(path.join(__dirname, '..', 'calibration', 'gpt2'), base);
+  const tap = await firstStatisticsTap(base, { target: 0.2, structures: ['ffn', 'heads'], importance: 'activation', compensate: 'reconstruct', allocation: 'auto', calibration: calibrationFeeds(set), memory: newPruneMemory() });
+  const session = await createSession(tap!.model);
+  try {
+    for (const feeds of calibrationFeeds(set, 2)()) tap!.add(await session.run(feeds, tap!.outputs));
+  } finally {
+    await session.release();
+  }
+  const stats = [...tap!.collected().stats.values()].filter((s) => s.gram);
+  // Each layer's attention output and FFN down projection: two kinds, one of each per layer.
+  expect(stats.length).toBeGreaterThanOrEqual(4);
+  const widths = stats.filter((s) => s.half).map((s) => s.sum.length);
+  expect(widths.sort((a, b) => a - b)).toEqual([...new Set(stats.map((s) => s.sum.length))].sort((a, b) => a - b));
 });

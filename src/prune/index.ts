@@ -11,7 +11,7 @@ import { UserError } from '../errors';
 import { FixFailure, SlicedEntries, applyRemoval } from './apply';
 import type { BuiltCandidate } from './allocate';
 import { CompensationEdits, applyCompensation } from './compensate';
-import { InverseCovariances, consumerKey, refittable } from './obs';
+import { InverseCovariances, consumerKey, dampingKind, refittable } from './obs';
 import { DenseMath } from '../onnx/linalg';
 import { chooseAllocation } from './allocate';
 import { ParamLedger, Removal } from './plan';
@@ -121,9 +121,20 @@ function statisticsPlan(model: OnnxModel, analysis: Analysis, groups: Group[], o
   const requestsFor = (removed: Removal[]): StatsRequest[] => {
     const gone = new Map<number, number>();
     for (const r of removed) for (const u of r.units) for (const [slot, indices] of u.indices) gone.set(slot, (gone.get(slot) ?? 0) + indices.length);
+    // Every other batch's sums (a second C x C covariance) only for the consumer whose damping
+    // its kind will take (obs.ts dampingOf): on BERT-base the other eleven FFN projections' would
+    // hold 440 MB through the pass for nothing.
+    const kinds = new Set<string>();
+    const known = [...(dampings?.keys() ?? [])];
     return [...consumers.values()].flat().map((c) => {
-      const [r] = statsRequests([c], refits && refittable(c, model, readers), () => !dampings?.has(consumerKey(c)));
-      return { ...r, channels: r.channels - (gone.get(c.inputSlot.id) ?? 0) };
+      const channels = c.inputSlot.size - (gone.get(c.inputSlot.id) ?? 0);
+      const outputs = Number(model.constantInfo(c.weight)?.dims[c.use.weightOut] ?? 0);
+      const kind = dampingKind(c.node.opType, channels, outputs);
+      const gram = refits && refittable(c, model, readers);
+      const chooses = gram && !dampings?.has(consumerKey(c)) && !kinds.has(kind) && !known.some((key) => key.startsWith(`${kind} on `));
+      if (gram) kinds.add(kind);
+      const [r] = statsRequests([c], gram, () => chooses);
+      return { ...r, channels };
     });
   };
   return { consumers, normInputs, requestsFor };

@@ -90,11 +90,17 @@ export const consumerKey = (c: Consumer) => `${c.node.name ?? ''}\u0000${c.weigh
  * samples against the channels, which they share; every layer of a transformer is one such
  * class, so a 12-layer model checks two dampings, not 24), else chosen now by `choose`.
  */
+/**
+ * Consumers of one kind (op and weight shape) share the damping chosen for the first of them
+ * (dampingOf): only that one needs every other batch's sums to choose it with.
+ */
+export const dampingKind = (opType: string, k: number, n: number) => `\u0001${opType} ${k}x${n}`;
+
 export async function dampingOf(dampings: Dampings, c: Consumer, k: number, n: number, samples: number, choose: () => Promise<number | null>): Promise<number | null> {
   const key = consumerKey(c);
   const own = dampings.get(key);
   if (own !== undefined) return own;
-  const like = `\u0001${c.node.opType} ${k}x${n} on ${samples}`;
+  const like = `${dampingKind(c.node.opType, k, n)} on ${samples}`;
   const known = dampings.get(like);
   const damping = known !== undefined ? known : await choose();
   dampings.set(key, damping);
