@@ -8,6 +8,7 @@ import { ModelMemory, measureMemory } from './memory';
 import type { Feeds } from '../onnx/runtime';
 import { Batch, CalibrationSet, batchCount, batches } from './calibration';
 import { PassProgress } from '../util/progress';
+import { runFolding } from '../prune/stats';
 import { DEFAULT_LATENCY, LatencyOptions, LatencyResult, latencyIntervals, latencyLine, latencyValues, measureLatency, measureLatencyApart } from './latency';
 import { measureDecodeSpeed } from './decode-speed';
 import { DecodeSettled, DecodeSpeed, decodeSpeedLine, decodeSpeedValues } from './decode-values';
@@ -117,11 +118,7 @@ export class Evaluator {
       for (const batch of batches(set)) {
         let out: Rows;
         try {
-          if (tap) {
-            const result = await session.run(batch.feeds, [set.output, ...tap.outputs]);
-            tap.add(result);
-            out = outputRows(result[set.output]);
-          } else out = await runOutput(session, batch.feeds, set);
+          out = tap ? await runTapped(session, batch.feeds, set, tap) : await runOutput(session, batch.feeds, set);
         } catch (e) {
           throw baseFails(set, e, `samples ${batch.start} to ${batch.start + batch.size - 1}`);
         }
@@ -339,11 +336,8 @@ export class Evaluator {
       if (index >= take) break;
       const base = this.cached?.[index] ?? (await runOutput(await this.baseSession(), batch.feeds, this.set));
       let out: Rows;
-      if (tap) {
-        const result = await session.run(batch.feeds, [this.set.output, ...tap.outputs]);
-        tap.add(result);
-        out = outputRows(result[this.set.output]);
-      } else out = await runOutput(session, batch.feeds, this.set);
+      if (tap) out = await runTapped(session, batch.feeds, this.set, tap);
+      else out = await runOutput(session, batch.feeds, this.set);
       const plan = planRows(this.set, batch, out);
       task.add(out, plan);
       comparison.add(base, out, plan);
@@ -473,6 +467,11 @@ const PASS_ONLY: ort.InferenceSession.SessionOptions = { enableCpuMemArena: fals
 async function runOutput(session: ort.InferenceSession, feeds: Feeds, set: CalibrationSet): Promise<Rows> {
   const result = await session.run(feeds, [set.output]);
   return outputRows(result[set.output]);
+}
+
+/** One run that also feeds `tap`: the model's output rows. */
+async function runTapped(session: ort.InferenceSession, feeds: Feeds, set: CalibrationSet, tap: PassTap): Promise<Rows> {
+  return outputRows((await runFolding(session, feeds, tap, [set.output]))[set.output]);
 }
 
 /** Parameters, bytes on disk and MACs per sample (measured on the set's first sample). */

@@ -11,6 +11,7 @@ import { externalLocation, isExternal } from './external';
 import { OnnxModel } from './model';
 import { Tensor, elementCount, toNumber } from './tensor';
 import { isPastInput, pastWithDeclaredSizes, presentOf } from './kv-cache';
+import { releaseGarbage } from '../util/gc';
 
 /** A batch of model inputs, keyed by graph input name (axis 0 is the sample axis). */
 export type Feeds = Record<string, ort.Tensor>;
@@ -242,7 +243,15 @@ async function refusedAs<T>(call: () => Promise<T>): Promise<T> {
  * calibration batches are made once, for the base.
  */
 async function openSession(model: string | Uint8Array, options: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
-  const session = await refusedAs(() => (typeof model === 'string' ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options)));
+  return withFittedFeeds(await refusedAs(() => (typeof model === 'string' ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options))));
+}
+
+/**
+ * The session's run, given empty tensors where the model declares a fixed size (see fitted).
+ * Apart from openSession so that the run's closure does not share a scope with the model's
+ * bytes: it would keep them alive as long as the session (418 MB on BERT-base).
+ */
+function withFittedFeeds(session: ort.InferenceSession): ort.InferenceSession {
   const declared = new Map<string, readonly (number | string)[]>();
   for (const m of session.inputMetadata ?? []) if (m.isTensor) declared.set(m.name, m.shape);
   const run = session.run.bind(session) as (feeds: Feeds, ...rest: unknown[]) => Promise<ort.InferenceSession.ReturnType>;
@@ -295,9 +304,9 @@ export async function sessionForProto(
   const opts = withDefaults(options);
   if (sessionForm) proto = sessionForm(model, proto);
   if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
-  const bytes = onnx.ModelProto.encode(proto).finish();
   const files = externalFileMap(model);
-  if (files.size === 0) return openSession(bytes, opts);
+  if (files.size === 0) return openSessionReleasing(() => onnx.ModelProto.encode(proto).finish(), opts);
+  const bytes = onnx.ModelProto.encode(proto).finish();
   const tmp = path.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString('hex')}.onnx`);
   try {
     fs.writeFileSync(tmp, bytes, { flag: 'wx' });
@@ -309,6 +318,19 @@ export async function sessionForProto(
   } finally {
     fs.rmSync(tmp, { force: true });
   }
+}
+
+/**
+ * A session from bytes that are garbage once it exists: collected then, not beside the next
+ * large buffer (util/gc.ts).
+ */
+async function openSessionReleasing(encode: () => Uint8Array, opts: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+  let bytes: Uint8Array | undefined = encode();
+  const size = bytes.byteLength;
+  const session = await openSession(bytes, opts);
+  bytes = undefined;
+  releaseGarbage(size);
+  return session;
 }
 
 /**
