@@ -319,3 +319,36 @@ test("a pass collects every other batch's sums (a second covariance per input) o
   const widths = stats.filter((s) => s.half).map((s) => s.sum.length);
   expect(widths.sort((a, b) => a - b)).toEqual([...new Set(stats.map((s) => s.sum.length))].sort((a, b) => a - b));
 });
+
+test('covariances of wide inputs are summed by blocks on and above the diagonal, and equal Σ x xᵀ computed whole', async () => {
+  // 1700 channels: three blocks a side, the last narrower; two batches of 40 rows.
+  const c = 1700;
+  const base = OnnxModel.fromBytes(encode(
+    model({
+      nodes: [node('MatMul', ['x', 'w'], ['y'])],
+      inputs: [valueInfo('x', T.FLOAT, ['n', c])],
+      outputs: [valueInfo('y', T.FLOAT, ['n', 2])],
+      initializers: [floatTensor('w', [c, 2])],
+    }),
+  ), 'wide.onnx');
+  const rows = (seed: number) => Float32Array.from({ length: 40 * c }, (_, i) => Math.sin(i * 0.37 + seed) * (1 + (i % c) / c));
+  const data = [rows(1), rows(2)].map((x) => ({ x: new ort.Tensor('float32', x, [40, c]) }));
+  const request = { tensor: 'x', axis: 1, rank: 2, channels: c, type: 'float32', gram: true, half: true } as const;
+  const { stats } = await collectStats(base, [request], () => data);
+  const s = stats.get('x')!;
+  const expected = new Float64Array(c * c);
+  for (const batch of data) {
+    const x = batch.x.data as Float32Array;
+    for (let r = 0; r < 40; r++) for (let i = 0; i < c; i++) for (let j = 0; j < c; j++) expected[i * c + j] += x[r * c + i] * x[r * c + j];
+  }
+  let worst = 0;
+  for (let i = 0; i < c * c; i++) worst = Math.max(worst, Math.abs(s.gram![i] - expected[i]) / (1 + Math.abs(expected[i])));
+  expect(worst).toBeLessThan(1e-4);
+  // The half holds the second batch alone, symmetric like the whole.
+  const x2 = data[1].x.data as Float32Array;
+  for (const [i, j] of [[0, 1699], [1699, 0], [800, 5], [1200, 1650]]) {
+    let v = 0;
+    for (let r = 0; r < 40; r++) v += x2[r * c + i] * x2[r * c + j];
+    expect(s.half!.gram[i * c + j]).toBeCloseTo(v, 3);
+  }
+});

@@ -174,9 +174,9 @@ export class StatsTap {
     let k = 0;
     for (const r of this.wanted.values()) this.sums.set(r.tensor, addSums(graph, r, `prune_gate_stats_${k++}`, source.defaultOpset ?? 13));
     const listed = new Set(graph.output.map((o) => o.name));
-    const names = [...[...this.sums.values()].flatMap((o) => Object.values(o) as string[]), ...keep.filter((t) => !listed.has(t))];
+    const names = [...[...this.sums.values()].flatMap(outputNames), ...keep.filter((t) => !listed.has(t))];
     graph.output.push(...names.map((name) => onnx.ValueInfoProto.create({ name })));
-    this.outputs = [...[...this.sums.values()].flatMap((o) => Object.values(o) as string[]), ...keep];
+    this.outputs = [...[...this.sums.values()].flatMap(outputNames), ...keep];
   }
 
   add(result: Record<string, ort.Tensor>): void {
@@ -234,8 +234,30 @@ interface SumOutputs {
   count: string;
   sum: string;
   sumSquares: string;
-  gram?: string;
+  /** Σ x xᵀ by blocks: the blocks on and above the diagonal (the others are their transposes). */
+  gram?: GramBlock[];
 }
+
+/** The block of Σ x xᵀ in rows [row, row + rows) and columns [col, col + cols), as output `name`. */
+interface GramBlock {
+  name: string;
+  row: number;
+  rows: number;
+  col: number;
+  cols: number;
+}
+
+/** The names of a request's outputs. */
+const outputNames = (o: SumOutputs): string[] => [o.count, o.sum, o.sumSquares, ...(o.gram ?? []).map((b) => b.name)];
+
+/**
+ * Channels per block of Σ x xᵀ. The covariance is symmetric, so only the blocks on and above the
+ * diagonal are computed: with k blocks a side, (k + 1) / 2k of the multiply-adds, 62 % for
+ * BERT-base's 3072-wide FFN inputs, whose covariances cost more than the model's own forward
+ * pass. A block of 768 rows by thousands of samples keeps onnxruntime's GEMM at full speed
+ * (docs/measured.md, "What a gate costs").
+ */
+const GRAM_BLOCK = 768;
 
 /** Nodes that reduce `r.tensor` to its per-channel sums, named from `prefix`. */
 function addSums(graph: onnx.GraphProto, r: StatsRequest, prefix: string, opset: number): SumOutputs {
@@ -265,11 +287,44 @@ function addSums(graph: onnx.GraphProto, r: StatsRequest, prefix: string, opset:
   node('Shape', [x], `${prefix}_count`);
   const out: SumOutputs = { count: `${prefix}_count`, sum: `${prefix}_sum`, sumSquares: `${prefix}_sumsq` };
   if (r.gram) {
-    node('Transpose', [x], `${prefix}_t`, [ints('perm', [1, 0])]);
-    node('MatMul', [`${prefix}_t`, x], `${prefix}_gram`);
-    out.gram = `${prefix}_gram`;
+    const k = Math.ceil(r.channels / GRAM_BLOCK);
+    const size = Math.ceil(r.channels / k);
+    const bounds = [...Array(k).keys()].map((i) => [i * size, Math.min(r.channels, (i + 1) * size)]);
+    const columns = bounds.map(([start, end], i) => {
+      if (k === 1) return x;
+      const name = `${prefix}_columns_${i}`;
+      if (opset >= 10) {
+        int64s(`${name}_starts`, [start]);
+        int64s(`${name}_ends`, [end]);
+        int64s(`${name}_axes`, [1]);
+        node('Slice', [x, `${name}_starts`, `${name}_ends`, `${name}_axes`], name);
+      } else node('Slice', [x], name, [ints('starts', [start]), ints('ends', [end]), ints('axes', [1])]);
+      return name;
+    });
+    out.gram = [];
+    for (let i = 0; i < k; i++) {
+      for (let j = i; j < k; j++) {
+        const name = k === 1 ? `${prefix}_gram` : `${prefix}_gram_${i}_${j}`;
+        // Gemm with transA: xᵢᵀ xⱼ without a transposed copy of the activations.
+        node('Gemm', [columns[i], columns[j]], name, [int('transA', 1)]);
+        out.gram.push({ name, row: bounds[i][0], rows: bounds[i][1] - bounds[i][0], col: bounds[j][0], cols: bounds[j][1] - bounds[j][0] });
+      }
+    }
   }
   return out;
+}
+
+/** Adds each block of Σ x xᵀ into `gram` (c x c), and its transpose below the diagonal. */
+function addGram(gram: Float32Array, c: number, blocks: GramBlock[], result: Record<string, ort.Tensor>): void {
+  for (const b of blocks) {
+    const g = result[b.name].data as Float32Array;
+    for (let i = 0; i < b.rows; i++) {
+      const at = (b.row + i) * c + b.col;
+      for (let j = 0; j < b.cols; j++) gram[at + j] += g[i * b.cols + j];
+    }
+    if (b.row === b.col) continue;
+    for (let i = 0; i < b.rows; i++) for (let j = 0; j < b.cols; j++) gram[(b.col + j) * c + b.row + i] += g[i * b.cols + j];
+  }
 }
 
 function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRequest, out: SumOutputs, result: Record<string, ort.Tensor>, odd: boolean): void {
@@ -291,11 +346,10 @@ function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRe
   s.count += rows;
   if (s.gram && out.gram) {
     // Every other batch also into the half's sums.
-    const g = result[out.gram].data as Float32Array;
     const half = odd ? s.half : undefined;
-    for (let i = 0; i < g.length; i++) s.gram[i] += g[i];
+    addGram(s.gram, c, out.gram, result);
     if (half) {
-      for (let i = 0; i < g.length; i++) half.gram[i] += g[i];
+      addGram(half.gram, c, out.gram, result);
       for (let j = 0; j < c; j++) half.sum[j] += sum[j];
       half.count += rows;
     }
