@@ -10,7 +10,7 @@ import { OnnxModel } from '../src/onnx/model';
 import { createSession, ort } from '../src/onnx/runtime';
 import { toFloat32 } from '../src/onnx/tensor';
 import { dequantizeBlocks, quantizeBlocks, quantizeModel } from '../src/quantize';
-import { GPTQ_DAMP, gptqBlocks } from '../src/quantize/gptq';
+import { GPTQ_DAMP, GptqSettings, gptqBlocks } from '../src/quantize/gptq';
 import { FIXTURES_DIR } from './helpers/fixtures';
 import { T, floatTensor, model, node, valueInfo } from './helpers/onnx-builders';
 
@@ -23,7 +23,8 @@ const outputError = (w: number[], q: ArrayLike<number>, h: number[][]) =>
 describe('GPTQ', () => {
   test('a hand-worked step: the first row’s rounding error moves the second row onto another code, and the scale is refit', async () => {
     // W = [0.26, 0.36, -0.8] (K = 3 rows, one output), one block of 4 (the 4th row is padding);
-    // inputs 0 and 1 are correlated: H = [[2, 1, 0], [1, 2, 0], [0, 0, 1]].
+    // inputs 0 and 1 are correlated: H = [[2, 1, 0], [1, 2, 0], [0, 0, 1]]. Rows 0 and 1 tie on
+    // H's diagonal, so act-order keeps them in order, and the block's scale is the same either way.
     const w = [0.26, 0.36, -0.8];
     const h = [
       [2, 1, 0],
@@ -45,6 +46,81 @@ describe('GPTQ', () => {
     // dᵀHd = 0.0096; GPTQ's codes and scale about 0.0053.
     expect(outputError(w, rtn, h)).toBeCloseTo(0.0096, 6);
     expect(outputError(w, got, h)).toBeLessThan(0.0056);
+  });
+});
+
+describe('GPTQ act-order with static groups', () => {
+  const quantize = (w: number[], h: number[][], order: 'activation' | 'rows', groups: 'static' | 'dynamic') =>
+    gptqBlocks(Float32Array.from(w), w.length, 1, Float64Array.from(h.flat()), { bits: 4, blockSize: 4, search: false, damp: 0, order, groups });
+
+  test('a hand-worked step: the input with the largest H diagonal goes first, and its error moves an earlier row onto another code', async () => {
+    // W = [0.36, 0.27, -0.8], one block of 4; inputs 0 and 1 correlated, input 1 the strongest:
+    // H = [[1, 0.5, 0], [0.5, 2, 0], [0, 0, 1]], so act-order takes the rows as 1, 0, 2.
+    const w = [0.36, 0.27, -0.8];
+    const h = [
+      [1, 0.5, 0],
+      [0.5, 2, 0],
+      [0, 0, 1],
+    ];
+    // The block's scale from the original weights: -0.8 on code -8, s = 0.1. Row 1: 0.27 -> code 3,
+    // error -0.03. Permuted, H's first two rows are [[2, 0.5], [0.5, 1]], H⁻¹ ∝ [[1, -0.5], [-0.5, 2]]:
+    // row 0 takes -0.5 · 0.03 = -0.015: 0.36 -> 0.345 -> code 3, where rounding gives 4. Row 2:
+    // code -8. Codes [3, 3, -8]; the scale refit to cᵀHw / cᵀHc = 10.045 / 100.
+    const act = dequantizeBlocks(await quantize(w, h, 'activation', 'static'));
+    expect(Array.from(act)).toEqual([3, 3, -8].map((c) => expect.closeTo(c * 0.10045, 6)));
+    // In row order, row 0 goes first: 0.36 -> code 4, and row 1 (0.27 - 0.01) stays on 3:
+    // codes [4, 3, -8], scale 10.54 / 110.
+    const rows = dequantizeBlocks(await quantize(w, h, 'rows', 'dynamic'));
+    expect(Array.from(rows)).toEqual([4, 3, -8].map((c) => expect.closeTo((c * 10.54) / 110, 6)));
+  });
+
+  test('with uncorrelated inputs nothing is fed back: the codes are round-to-nearest’s, each in its own row’s block, whatever the order', async () => {
+    const [k, n, blockSize] = [64, 8, 16];
+    let seed = 11;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;
+    const w = Float32Array.from({ length: k * n }, random);
+    // A diagonal H whose order interleaves the blocks (act-order takes rows from all four in turn).
+    const diagonal = Array.from({ length: k }, () => Math.exp(3 * random()));
+    const h = new Float64Array(k * k);
+    diagonal.forEach((v, i) => (h[i * k + i] = v));
+    const q = await gptqBlocks(w, k, n, h, { bits: 4, blockSize, damp: 0 });
+    const rtn = quantizeBlocks(w, k, n, { bits: 4, blockSize });
+    expect(Array.from(q.packed)).toEqual(Array.from(rtn.packed));
+    // Each block's scale refit by least squares with its codes c, H diagonal: Σ hcw / Σ hc².
+    const codes = dequantizeBlocks({ ...rtn, scales: new Float32Array(rtn.scales.length).fill(1) });
+    for (let col = 0; col < n; col++) {
+      for (let b = 0; b < k / blockSize; b++) {
+        let [hcw, hcc] = [0, 0];
+        for (let i = b * blockSize; i < (b + 1) * blockSize; i++) {
+          const c = codes[i * n + col];
+          hcw += diagonal[i] * c * w[i * n + col];
+          hcc += diagonal[i] * c * c;
+        }
+        expect(q.scales[col * q.blocks + b]).toBeCloseTo(hcw / hcc, 6);
+      }
+    }
+  });
+
+  test('on a layer whose inputs differ in strength, act-order’s output error is lower than in row order', async () => {
+    const [k, n, rows] = [128, 16, 256];
+    let seed = 3;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;
+    const w = Float32Array.from({ length: k * n }, random);
+    // Each input the sum of two neighbours' noise (correlated), scaled by a gain from 1/e² to e².
+    const gain = Array.from({ length: k }, () => Math.exp(2 * random()));
+    const noise = Array.from({ length: rows * (k + 1) }, random);
+    const x = Float64Array.from({ length: rows * k }, (_, i) => gain[i % k] * (noise[i + Math.floor(i / k)] + noise[i + Math.floor(i / k) + 1]));
+    const h = new Float64Array(k * k);
+    for (let r = 0; r < rows; r++) for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) h[i * k + j] += x[r * k + i] * x[r * k + j];
+    const error = async (settings: Partial<GptqSettings>) => {
+      const q = dequantizeBlocks(await gptqBlocks(w, k, n, h, { bits: 4, blockSize: 32, ...settings }));
+      let total = 0;
+      for (let col = 0; col < n; col++) total += outputError(Array.from({ length: k }, (_, i) => w[i * n + col]), Array.from({ length: k }, (_, i) => q[i * n + col]), Array.from({ length: k }, (_, i) => Array.from(h.subarray(i * k, (i + 1) * k))));
+      return total;
+    };
+    const [byDefault, act, inOrder] = [await error({}), await error({ order: 'activation', groups: 'static' }), await error({ order: 'rows', groups: 'dynamic' })];
+    expect(byDefault).toBe(act);
+    expect(act).toBeLessThan(0.9 * inOrder);
   });
 });
 
@@ -102,9 +178,11 @@ describe('a GPTQ MatMulNBits in onnxruntime', () => {
     let seed = 7;
     const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;
     const w = Float32Array.from({ length: k * n }, random);
-    // Correlated inputs (each the sum of two neighbours' noise), so the feedback matters.
+    // Correlated inputs (each the sum of two neighbours' noise), so the feedback matters, of
+    // different strengths, so act-order takes the rows out of order, across both blocks.
     const noise = Array.from({ length: rows * (k + 1) }, random);
-    const x = Float32Array.from({ length: rows * k }, (_, i) => noise[i + Math.floor(i / k)] + noise[i + Math.floor(i / k) + 1]);
+    const gain = Array.from({ length: k }, () => Math.exp(random()));
+    const x = Float32Array.from({ length: rows * k }, (_, i) => gain[i % k] * (noise[i + Math.floor(i / k)] + noise[i + Math.floor(i / k) + 1]));
     const float = OnnxModel.fromProto(
       model({ nodes: [node('MatMul', ['x', 'w'], ['y'])], inputs: [valueInfo('x', T.FLOAT, ['rows', k])], outputs: [valueInfo('y', T.FLOAT, ['rows', n])], initializers: [floatTensor('w', [k, n], w)] }),
     );

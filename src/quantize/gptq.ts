@@ -5,12 +5,15 @@
  * calibration data, not its weights, stays close. H = Σ x xᵀ over the layer's calibration inputs
  * (./hessian.ts) is the Hessian of that output error; the feedback reads the upper triangular
  * Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU) after dampening H by 1 % of its mean diagonal, as the
- * paper. The rows go in their order (no act-order: onnxruntime's MatMulNBits would need a
- * `g_idx`), in lazy batches of 128 rows whose feedback to later rows is applied once per batch.
- * Each block's scale is chosen when the block's first row is reached, from the weights as the
- * feedback has left them, by the same symmetric rule as round-to-nearest (./pack.ts), so the
- * codes land in the same MatMulNBits layout with the same bytes. docs/quantization.md describes
- * how it is chosen against round-to-nearest.
+ * paper. The rows go in order of decreasing H diagonal, the inputs with the most energy first
+ * (the paper's act-order, with "static groups" as AutoGPTQ's `static_groups`): every block's scale
+ * is chosen up front from the original weights by the same symmetric rule as round-to-nearest
+ * (./pack.ts), each row is quantized with the scale of the block it belongs to in storage, and its
+ * codes go back to its own place. So the codes land in MatMulNBits' contiguous blocks with the same
+ * bytes, and onnxruntime needs no `g_idx`. They go in lazy batches of 128 rows (in that order)
+ * whose feedback to later rows is applied once per batch; once all codes are fixed, each column's
+ * block scales are refit in the same output metric. docs/quantization.md says what act-order bought
+ * and how GPTQ is chosen against round-to-nearest.
  */
 import { DenseMath } from '../onnx/linalg';
 import type { Hessian } from './hessian';
@@ -24,7 +27,10 @@ export const GPTQ_DAMP = 0.01;
  * pruning engine chooses its dampings: src/prune/obs.ts). A small calibration set overfits at 1 %.
  */
 export const GPTQ_DAMPINGS = [0.01, 0.1, 1];
-/** Rows per lazy batch (the paper's 128), rounded up to whole blocks. */
+/**
+ * Rows per lazy batch (the paper's 128), rounded up to whole blocks: a dynamic block's scale reads
+ * its rows with all feedback so far applied (in row order, a block never straddles two batches).
+ */
 export const GPTQ_BATCH = 128;
 
 export interface GptqSettings {
@@ -33,6 +39,14 @@ export interface GptqSettings {
   /** Refine 4-bit scales by pack.ts's small search (default true, as round-to-nearest). */
   search?: boolean;
   damp?: number;
+  /** Rows by decreasing H diagonal (act-order: default), or in their order (the paper's plain GPTQ). */
+  order?: 'activation' | 'rows';
+  /**
+   * Each block's scales from the original weights up front (static: default), or when the block's
+   * first row is reached, from its rows as the feedback has left them (dynamic: the paper's, in row
+   * order). docs/quantization.md has both measured.
+   */
+  groups?: 'static' | 'dynamic';
 }
 
 /**
@@ -77,75 +91,106 @@ function outputError(q: Float32Array, w: Float32Array, h: Float64Array, k: numbe
 export async function gptqBlocks(w: Float32Array, k: number, n: number, hessian: ArrayLike<number>, settings: GptqSettings): Promise<BlockQuantized> {
   const { bits, blockSize } = settings;
   const search = settings.search ?? true;
-  const weight = Float64Array.from(w);
   const original = Float64Array.from(w);
   const h = Float64Array.from(hessian);
   // An input never active on the calibration data: its rows do nothing there, and are zero (as the paper's code).
   for (let i = 0; i < k; i++) {
     if (h[i * k + i] !== 0) continue;
     h[i * k + i] = 1;
-    weight.fill(0, i * n, (i + 1) * n);
     original.fill(0, i * n, (i + 1) * n);
   }
   let mean = 0;
   for (let i = 0; i < k; i++) mean += h[i * k + i] / k;
   const damp = (settings.damp ?? GPTQ_DAMP) * mean;
   for (let i = 0; i < k; i++) h[i * k + i] += damp;
-  const u = await DenseMath.shared().inverseUpperFactor(h, k);
+
+  const order = settings.order ?? 'activation';
+  const groups = settings.groups ?? 'static';
+  // perm[p]: the row quantized p-th. Act-order: by decreasing H diagonal, ties in row order.
+  const perm = Int32Array.from({ length: k }, (_, i) => i);
+  if (order === 'activation') perm.sort((a, b) => h[b * k + b] - h[a * k + a] || a - b);
+  const hp = new Float64Array(k * k);
+  for (let p = 0; p < k; p++) for (let t = 0; t < k; t++) hp[p * k + t] = h[perm[p] * k + perm[t]];
+  const u = await DenseMath.shared().inverseUpperFactor(hp, k);
   if (!u || u.some((v) => !Number.isFinite(v))) throw new Error('internal: the dampened Hessian is not positive definite');
+  // The weight in the order its rows are quantized.
+  const weight = new Float64Array(k * n);
+  for (let p = 0; p < k; p++) weight.set(original.subarray(perm[p] * n, (perm[p] + 1) * n), p * n);
 
   const q = emptyBlocks(k, n, bits, blockSize);
+  const { blocks } = q;
   const all = new Int8Array(k * n);
+  const scales = new Float32Array(blocks * n);
+  const values = new Float32Array(blockSize);
+  // position[i]: where storage row i is in `weight`.
+  const position = new Int32Array(k);
+  for (let p = 0; p < k; p++) position[perm[p]] = p;
+  // Block b's scales, from its storage rows' values in `from` (rowOf: a storage row's place there).
+  const scaled = new Uint8Array(blocks);
+  const blockScales = (b: number, rowOf: (i: number) => number, from: Float64Array) => {
+    for (let col = 0; col < n; col++) {
+      for (let t = 0; t < blockSize; t++) {
+        const i = b * blockSize + t;
+        values[t] = i < k ? from[rowOf(i) * n + col] : 0;
+      }
+      scales[b * n + col] = symmetricScale(values, bits, search);
+    }
+    scaled[b] = 1;
+  };
+  // Static groups: every block's scales up front, from the weights before any feedback.
+  if (groups === 'static') for (let b = 0; b < blocks; b++) blockScales(b, (i) => i, original);
+
   const batch = blockSize * Math.max(1, Math.ceil(GPTQ_BATCH / blockSize));
   const errors = new Float64Array(batch * n);
-  const scales = new Float32Array(n);
-  const codes = new Int32Array(n * blockSize);
-  const values = new Float32Array(blockSize);
   const [lo, hi] = bits === 8 ? [-127, 127] : [-8, 7];
-  const zp = defaultZeroPoint(bits);
-  for (let i1 = 0; i1 < k; i1 += batch) {
-    const i2 = Math.min(k, i1 + batch);
-    for (let i = i1; i < i2; i++) {
+  for (let p1 = 0; p1 < k; p1 += batch) {
+    const p2 = Math.min(k, p1 + batch);
+    for (let p = p1; p < p2; p++) {
+      const i = perm[p];
       const b = Math.floor(i / blockSize);
-      const r = i - b * blockSize;
-      if (r === 0) {
-        // The block's scales, from its rows as the feedback so far has left them.
-        codes.fill(0);
-        for (let col = 0; col < n; col++) {
-          for (let t = 0; t < blockSize; t++) values[t] = i + t < k ? weight[(i + t) * n + col] : 0;
-          scales[col] = symmetricScale(values, bits, search);
-        }
-      }
-      const d = u[i * k + i];
-      const row = i * n;
-      const err = (i - i1) * n;
+      // Dynamic groups: the block's scales when its first row is reached, from its rows (none
+      // quantized yet) as the feedback so far has left them (out of order, rows past this batch
+      // lack its lazy feedback).
+      if (!scaled[b]) blockScales(b, (row) => position[row], weight);
+      const d = u[p * k + p];
+      const row = p * n;
+      const err = (p - p1) * n;
+      const s0 = b * n;
       for (let col = 0; col < n; col++) {
-        const s = scales[col];
+        const s = scales[s0 + col];
         const code = s === 0 ? 0 : Math.min(hi, Math.max(lo, roundCode(weight[row + col] / s)));
-        codes[col * blockSize + r] = code;
         all[i * n + col] = code;
         errors[err + col] = (weight[row + col] - code * s) / d;
       }
       // Feedback within the batch, row by row.
-      for (let j = i + 1; j < i2; j++) {
-        const f = u[i * k + j];
+      for (let t = p + 1; t < p2; t++) {
+        const f = u[p * k + t];
         if (f === 0) continue;
-        const target = j * n;
+        const target = t * n;
         for (let col = 0; col < n; col++) weight[target + col] -= errors[err + col] * f;
-      }
-      if (r === blockSize - 1 || i === k - 1) {
-        for (let col = 0; col < n; col++) putBlock(q, col, b, codes.subarray(col * blockSize, (col + 1) * blockSize), scales[col], zp);
       }
     }
     // The batch's feedback to every later row at once (the paper's lazy batch update).
-    for (let j = i2; j < k; j++) {
-      const target = j * n;
-      for (let i = i1; i < i2; i++) {
-        const f = u[i * k + j];
+    for (let t = p2; t < k; t++) {
+      const target = t * n;
+      for (let p = p1; p < p2; p++) {
+        const f = u[p * k + t];
         if (f === 0) continue;
-        const err = (i - i1) * n;
+        const err = (p - p1) * n;
         for (let col = 0; col < n; col++) weight[target + col] -= errors[err + col] * f;
       }
+    }
+  }
+  // Every code back in its row's storage block, with that block's scale.
+  const zp = defaultZeroPoint(bits);
+  const codes = new Int32Array(blockSize);
+  for (let col = 0; col < n; col++) {
+    for (let b = 0; b < blocks; b++) {
+      for (let t = 0; t < blockSize; t++) {
+        const i = b * blockSize + t;
+        codes[t] = i < k ? all[i * n + col] : 0;
+      }
+      putBlock(q, col, b, codes, scales[b * n + col], zp);
     }
   }
   refitScales(q, all, original, h, k, n);
