@@ -301,36 +301,34 @@ export async function sessionForProto(
   proto: onnx.IModelProto,
   options: ort.InferenceSession.SessionOptions = {},
 ): Promise<ort.InferenceSession> {
-  const opts = withDefaults(options);
+  const { session, garbage } = await openForProto(model, proto, withDefaults(options));
+  releaseGarbage(garbage);
+  return session;
+}
+
+/**
+ * sessionForProto's session, and the bytes it leaves as garbage (the protobuf encoded, and the
+ * evaluation form made for it): out of reach once this returns, so they are collected then
+ * (util/gc.ts), not beside the next large buffer. A 7B model's int8 form is 7 GB.
+ */
+async function openForProto(model: OnnxModel, proto: onnx.IModelProto, opts: ort.InferenceSession.SessionOptions): Promise<{ session: ort.InferenceSession; garbage: number }> {
   if (sessionForm) proto = sessionForm(model, proto);
-  if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
-  const files = externalFileMap(model);
-  if (files.size === 0) return openSessionReleasing(() => onnx.ModelProto.encode(proto).finish(), opts);
+  if ((proto.graph?.initializer ?? []).some(isSpilled)) return { session: await sessionFromWrittenCopy(model, proto, opts), garbage: 0 };
   const bytes = onnx.ModelProto.encode(proto).finish();
+  const garbage = bytes.byteLength;
+  const files = externalFileMap(model);
+  if (files.size === 0) return { session: await openSession(bytes, opts), garbage };
   const tmp = path.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString('hex')}.onnx`);
   try {
     fs.writeFileSync(tmp, bytes, { flag: 'wx' });
   } catch {
-    return openSession(bytes, { ...opts, externalData: externalDataFiles(model) });
+    return { session: await openSession(bytes, { ...opts, externalData: externalDataFiles(model) }), garbage };
   }
   try {
-    return await openSession(tmp, opts);
+    return { session: await openSession(tmp, opts), garbage };
   } finally {
     fs.rmSync(tmp, { force: true });
   }
-}
-
-/**
- * A session from bytes that are garbage once it exists: collected then, not beside the next
- * large buffer (util/gc.ts).
- */
-async function openSessionReleasing(encode: () => Uint8Array, opts: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
-  let bytes: Uint8Array | undefined = encode();
-  const size = bytes.byteLength;
-  const session = await openSession(bytes, opts);
-  bytes = undefined;
-  releaseGarbage(size);
-  return session;
 }
 
 /**
