@@ -13,6 +13,7 @@ import { calibrationFeeds, loadCalibration } from '../src/eval/calibration';
 import { countParams } from '../src/graph/cost';
 import { OP_RULES } from '../src/graph/rules';
 import { DataType, floatToHalf, halfToFloat } from '../src/onnx/dtype';
+import * as piecesModule from '../src/onnx/pieces';
 import { OnnxModel } from '../src/onnx/model';
 import { createSession, ort } from '../src/onnx/runtime';
 import { toFloat32, toNumber } from '../src/onnx/tensor';
@@ -379,6 +380,23 @@ describe('MatMulNBits built here', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('calibration-aware exceptions', () => {
+  test('a model too large for the device has its layers\' errors measured one piece at a time: the same errors, no session of the whole model', async () => {
+    const float = read('gpt2');
+    const set = loadCalibration(path.join(ROOT, 'calibration', 'gpt2'), float);
+    const calibration = calibrationFeeds(set, 1);
+    const options: QuantizeOptions = { bits: 4, calibration, method: 'rtn' };
+    const whole = await quantizeModel(float, options);
+    // Pieces of at most 64 KiB of weights: every MatMul of the model in a piece of its own.
+    const piecewise = jest.spyOn(piecesModule, 'runInPieces');
+    const pieces = await quantizeModel(float, { ...options, pieceBytes: 64 * 2 ** 10 });
+    expect(piecewise).toHaveBeenCalled();
+    piecewise.mockRestore();
+    const errors = (r: QuantizeResult) => new Map(r.quantized.map((q) => [q.node, q.error!]));
+    expect([...errors(pieces).keys()]).toEqual([...errors(whole).keys()]);
+    for (const [node, e] of errors(whole)) expect(errors(pieces).get(node)).toBeCloseTo(e, 5);
+    expect(digest(pieces.model)).toBe(digest(whole.model));
+  });
+
   test('gpt2: the layer with the largest calibration error is reported, and stays float (exceptions: float) or goes to 8 bits (default)', async () => {
     const float = read('gpt2');
     const set = loadCalibration(path.join(ROOT, 'calibration', 'gpt2'), float);

@@ -19,7 +19,7 @@ export const WEIGHT_SHARE = 0.75;
 const OUTPUTS_SHARE = 0.1;
 /** The evaluator keeps this much in any case (its default). */
 const KEPT_OUTPUTS_FLOOR = 256 * 2 ** 20;
-/** The float pieces the gap is measured with hold at most this share of device.memory in weights each. */
+/** The float pieces the gap (and the quantizer's layer errors) are measured with hold at most this share of device.memory in weights each. */
 const PIECE_SHARE = 0.3;
 
 const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
@@ -37,7 +37,7 @@ export async function withDeviceMemory<R>(
   memory: number,
   compensate: CompensationChoice,
   log: (line: string) => void,
-  fn: (device: { form?: ReportEvaluationForm; outputBytes?: number; compensate: CompensationChoice }) => Promise<R>,
+  fn: (device: { form?: ReportEvaluationForm; outputBytes?: number; compensate: CompensationChoice; pieceBytes?: number }) => Promise<R>,
 ): Promise<R> {
   const need = heldWeightBytes(base);
   const allowed = WEIGHT_SHARE * memory;
@@ -78,7 +78,7 @@ export async function withDeviceMemory<R>(
         seconds: gap.seconds,
       },
     };
-    return await withSessionForm(apply, () => fn({ form: report, outputBytes: Math.max(KEPT_OUTPUTS_FLOOR, Math.floor(OUTPUTS_SHARE * memory)), compensate: chosen }));
+    return await withSessionForm(apply, () => fn({ form: report, outputBytes: Math.max(KEPT_OUTPUTS_FLOOR, Math.floor(OUTPUTS_SHARE * memory)), compensate: chosen, pieceBytes: PIECE_SHARE * memory }));
   } finally {
     form.close(); // its data files go now, not only when the process exits
   }

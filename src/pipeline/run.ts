@@ -82,6 +82,8 @@ export async function quantizeArtifact(
     passes?: QuantizeOptions['passes'];
     /** Calibration samples each pass reads (for the passes listed). */
     samples?: number;
+    /** The layers' errors measured with the model run in float pieces of at most this many bytes of weights. */
+    pieceBytes?: number;
     log?: (line: string) => void;
   } = {},
 ): Promise<Required<QuantizedCandidate>> {
@@ -99,7 +101,7 @@ export async function quantizeArtifact(
         return result;
       }),
   };
-  const result = await quantizeModel(model, { bits: mode === 'int8' ? 8 : 4, method: options.method, calibration: options.calibration, passes: timed, log });
+  const result = await quantizeModel(model, { bits: mode === 'int8' ? 8 : 4, method: options.method, calibration: options.calibration, passes: timed, pieceBytes: options.pieceBytes, log });
   const m = result.method;
   for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
   for (const q of result.quantized) if (q.exception) log(`kept at ${q.bits} bits: ${q.node} (${q.exception})`);
@@ -122,8 +124,9 @@ export async function quantizeArtifact(
 }
 
 /**
- * `method`: how int4's codes are chosen (quantization.md); `firstBatches`: the layers'
- * quantization errors are measured on that many of the set's batches only.
+ * `method`: how int4's codes are chosen (quantization.md); `limited` (a model too large for the
+ * device): the layers' quantization errors are measured on the set's first `batches` only, the
+ * model run one piece of at most `pieceBytes` of weights at a time.
  */
 export function quantizeWith(
   set: CalibrationSet,
@@ -131,14 +134,16 @@ export function quantizeWith(
   log: (line: string) => void,
   passes?: QuantizeOptions['passes'],
   method?: QuantizeOptions['method'],
-  firstBatches?: number,
+  limited?: { batches: number; pieceBytes?: number },
 ): QuantizeFn {
-  const calibration = calibrationFeeds(set, firstBatches);
-  const samples = firstBatches === undefined ? set.count : Math.min(set.count, firstBatches * set.batchSize);
+  const calibration = calibrationFeeds(set, limited?.batches);
+  const samples = limited === undefined ? set.count : Math.min(set.count, limited.batches * set.batchSize);
   return async (model, mode) => {
     if (mode === 'none') return { model };
-    log(`quantizing the candidate to ${mode}${firstBatches === undefined ? '' : ` (the layers' errors measured on the first ${firstBatches} calibration batch${firstBatches === 1 ? '' : 'es'}: each of their passes is one of the whole model)`}`);
-    return quantizeArtifact(model, mode, { calibration, method, keepNames, passes, samples, log });
+    log(
+      `quantizing the candidate to ${mode}${limited === undefined ? '' : ` (the layers' errors measured on the first ${limited.batches} calibration batch${limited.batches === 1 ? '' : 'es'}${limited.pieceBytes ? ', in float, one piece of the model at a time' : ''}: each of their passes is one of the whole model)`}`,
+    );
+    return quantizeArtifact(model, mode, { calibration, method, keepNames, passes, samples, log, pieceBytes: limited?.pieceBytes });
   };
 }
 
@@ -184,8 +189,8 @@ async function runOnDevice(options: RunOptions): Promise<RunOutcome> {
   // Logged once what the user gave is known to fit: a mistake stays one line on stderr.
   log(`read ${displayPath(config.model as string)} and its calibration set ${displayPath(config.calibration as string)}`);
   const origin = baseOrigin(base, gateModelSettings(config));
-  return withDeviceMemory(base, set, config.device.memory, config.prune.compensate, log, ({ form, outputBytes, compensate }) =>
-    gateOnDevice({ ...options, config: { ...config, prune: { ...config.prune, compensate } } }, base, set, origin, { evaluationForm: form, outputBytes }),
+  return withDeviceMemory(base, set, config.device.memory, config.prune.compensate, log, ({ form, outputBytes, compensate, pieceBytes }) =>
+    gateOnDevice({ ...options, config: { ...config, prune: { ...config.prune, compensate } } }, base, set, origin, { evaluationForm: form, outputBytes, pieceBytes }),
   );
 }
 
@@ -195,7 +200,7 @@ async function gateOnDevice(
   base: OnnxModel,
   set: CalibrationSet,
   origin: BaseOrigin,
-  device: { evaluationForm?: ReportEvaluationForm; outputBytes?: number },
+  device: { evaluationForm?: ReportEvaluationForm; outputBytes?: number; pieceBytes?: number },
 ): Promise<RunOutcome> {
   const { config } = options;
   const log = options.log ?? (() => undefined);
@@ -219,8 +224,10 @@ async function gateOnDevice(
   if (tap) memory.ready = tap.collected();
   // Generation: the passes run the prompts followed by the base's generations (evaluator.set).
   // In the int8 form (a model too large for the device) a pass costs a pass of the whole model,
-  // and the quantizer makes one per 32 layers: their errors are measured on the first batch.
-  const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log, undefined, config.quantizeMethod, device.evaluationForm ? 1 : undefined);
+  // and the quantizer makes one per 32 layers: their errors are measured on the first batch, in
+  // float, one piece of the model at a time (a session of the whole candidate with the layers'
+  // twins held 14.9 GB on a 7B, docs/measured.md).
+  const quantize = options.quantize ?? quantizeWith(evaluator.set, config.keepNames, log, undefined, config.quantizeMethod, device.evaluationForm ? { batches: 1, pieceBytes: device.pieceBytes } : undefined);
   const stepsDir = path.join(out, STEPS_DIR);
   try {
     checkRulesAgainstBase(config.gate, evaluator.baseQuality, config.file ? displayPath(config.file) : 'the gate');

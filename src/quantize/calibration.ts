@@ -5,6 +5,7 @@
 import { onnx } from 'onnx-proto';
 import { halfToFloat } from '../onnx/dtype';
 import { OnnxModel } from '../onnx/model';
+import { runInPieces } from '../onnx/pieces';
 import { Feeds, ort, sessionForProto } from '../onnx/runtime';
 import { Candidate } from './formats';
 import { CheckedOptions, KEEP_FLOAT_MIN_ERROR } from './options';
@@ -91,7 +92,7 @@ export async function measureCandidates(
 ): Promise<void> {
   if (list.length === 0) return;
   const errors = await opts.passes.pass(`quantization errors of ${list.map((c) => `${c.label}${c.method === 'gptq' ? ' (gptq)' : ''}`).join(', ')}`, async () => {
-    await measureErrors(work, list, calibration, log);
+    await measureErrors(work, list, calibration, log, opts.pieceBytes);
     return list.map((c) => c.error);
   });
   list.forEach((c, i) => (c.error = errors[i]));
@@ -101,13 +102,16 @@ export async function measureCandidates(
  * Sets `error` on every candidate: ||Y - Ŷ|| / ||Y|| over the calibration batches, Y the float
  * layer's output and Ŷ its quantized twin's, both computed in one run from the same input (the
  * float model's activation), so each layer's error is its own, not accumulated from upstream.
- * Layers are probed `PROBE_CHUNK` at a time to bound the activations held per run.
+ * Layers are probed `PROBE_CHUNK` at a time to bound the activations held per run. With
+ * `pieceBytes`, each run is the model in float one piece at a time (onnx/pieces.ts), so no session
+ * holds more than a piece's weights.
  */
 async function measureErrors(
   work: OnnxModel,
   candidates: Candidate[],
   calibration: () => Iterable<Feeds> | AsyncIterable<Feeds>,
   log: (line: string) => void,
+  pieceBytes?: number,
 ): Promise<void> {
   for (let start = 0; start < candidates.length; start += PROBE_CHUNK) {
     const chunk = candidates.slice(start, start + PROBE_CHUNK);
@@ -126,12 +130,13 @@ async function measureErrors(
     }
     graph.node = [...shared, ...graph.node];
     addMsOpset(probe);
-    const session = await sessionForProto(work, probe.proto);
+    const fetches = [...new Set(pairs.flat())];
+    const session = pieceBytes ? undefined : await sessionForProto(work, probe.proto);
+    const run = (feeds: Feeds) => (session ? session.run(feeds, fetches) : runInPieces(probe, feeds, fetches, pieceBytes!));
     const sums = chunk.map(() => ({ diff: 0, ref: 0 }));
     try {
-      const fetches = [...new Set(pairs.flat())];
       for await (const feeds of calibration()) {
-        const out = await session.run(feeds, fetches);
+        const out = await run(feeds);
         pairs.forEach(([y, twin], i) => {
           const a = floatData(out[y]);
           const b = floatData(out[twin]);
@@ -146,7 +151,7 @@ async function measureErrors(
         });
       }
     } finally {
-      await session.release();
+      await session?.release();
     }
     chunk.forEach((c, i) => {
       c.error = sums[i].ref > 0 ? Math.sqrt(sums[i].diff / sums[i].ref) : sums[i].diff > 0 ? Infinity : 0;

@@ -71,10 +71,17 @@ export interface QuantizeOptions {
   accuracyLevel?: 0 | 4;
   /** Runs the calibration passes, or gives back recorded results (default: runs them). */
   passes?: PassRecord;
+  /**
+   * The layers' errors measured with the model run in float one piece at a time, pieces of at
+   * most this many bytes of weights (a model too large for the device: a session of all of it
+   * with the layers' quantized twins would not fit). Default: one session of the whole model.
+   */
+  pieceBytes?: number;
   log?: (line: string) => void;
 }
 
-export type CheckedOptions = Required<Omit<QuantizeOptions, 'calibration' | 'log' | 'embeddings'>> & {
+export type CheckedOptions = Required<Omit<QuantizeOptions, 'calibration' | 'log' | 'embeddings' | 'pieceBytes'>> & {
+  pieceBytes?: number;
   calibration?: QuantizeOptions['calibration'];
   embeddings: Bits | false;
   /** Longest block of the embedding tables (their bits may differ from `bits`). */
@@ -111,5 +118,6 @@ export function checkOptions(o: QuantizeOptions): CheckedOptions {
     exceptions: o.exceptions ?? 'int8',
     calibration: o.calibration,
     passes: o.passes ?? RUN_PASSES,
+    pieceBytes: o.pieceBytes,
   };
 }
