@@ -83,7 +83,7 @@ test('quantize: int4 under the form: the output is int4 made from the float weig
   const out = path.join(tmp, 'int4');
   const r = await cli(['run', '--config', config('int4', 'device: { memory: 400KB }\nquantize: int4\n'), '--out', out]);
   expect(r.status).toBe(0);
-  expect(r.stderr).toMatch(/quantizing the candidate to int4 \(the layers' errors measured on the first 1 calibration batch: each of their passes is one of the whole model\)/);
+  expect(r.stderr).toMatch(/quantizing the candidate to int4 \(the layers' errors measured on the first 1 calibration batch, in float, one piece of the model at a time: each of their passes is one of the whole model\)/);
   const bits = OnnxModel.read(path.join(out, 'pruned.onnx'))
     .graph.node.filter((n) => n.opType === 'MatMulNBits')
     .map((n) => Number(n.attribute!.find((a) => a.name === 'bits')!.i));

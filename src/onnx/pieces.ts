@@ -57,6 +57,16 @@ export async function runInPieces(model: OnnxModel, feeds: Feeds, outputs: strin
     into.nodes.add(node);
     return (node.input ?? []).filter(Boolean).reduce((t, i) => t + needs(i, into), 0);
   };
+  // Only the nodes the outputs asked for depend on run (a probe of the first layers stops there).
+  const needed = new Set(outputs);
+  const used = new Set<onnx.INodeProto>();
+  for (let i = computing.length - 1; i >= 0; i--) {
+    const n = computing[i];
+    if (!(n.output ?? []).some((o) => needed.has(o))) continue;
+    used.add(n);
+    for (const r of nodeReads(n)) if (r && !constant.has(r)) needed.add(r);
+  }
+  computing.splice(0, computing.length, ...computing.filter((n) => used.has(n)));
   // Cut: a piece ends before the node whose weights would take it past the budget.
   const pieces: { nodes: onnx.INodeProto[]; folded: Set<onnx.INodeProto>; names: Set<string> }[] = [];
   let bytes = 0;
