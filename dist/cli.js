@@ -4517,16 +4517,16 @@ var require_foldFlowLines = __commonJS({
         onFold();
       let res = text2.slice(0, folds[0]);
       for (let i2 = 0; i2 < folds.length; ++i2) {
-        const fold = folds[i2];
+        const fold2 = folds[i2];
         const end2 = folds[i2 + 1] || text2.length;
-        if (fold === 0)
+        if (fold2 === 0)
           res = `
 ${indent}${text2.slice(0, end2)}`;
         else {
-          if (mode === FOLD_QUOTED && escapedFolds[fold])
-            res += `${text2[fold]}\\`;
+          if (mode === FOLD_QUOTED && escapedFolds[fold2])
+            res += `${text2[fold2]}\\`;
           res += `
-${indent}${text2.slice(fold + 1, end2)}`;
+${indent}${text2.slice(fold2 + 1, end2)}`;
         }
       }
       return res;
@@ -8165,8 +8165,8 @@ var require_resolve_flow_scalar = __commonJS({
         if (ch === "\r" && source[i + 1] === "\n")
           continue;
         if (ch === "\n") {
-          const { fold, offset } = foldNewline(source, i);
-          res += fold;
+          const { fold: fold2, offset } = foldNewline(source, i);
+          res += fold2;
           i = offset;
         } else if (ch === "\\") {
           let next = source[++i];
@@ -8206,19 +8206,19 @@ var require_resolve_flow_scalar = __commonJS({
       return res;
     }
     function foldNewline(source, offset) {
-      let fold = "";
+      let fold2 = "";
       let ch = source[offset + 1];
       while (ch === " " || ch === "	" || ch === "\n" || ch === "\r") {
         if (ch === "\r" && source[offset + 2] !== "\n")
           break;
         if (ch === "\n")
-          fold += "\n";
+          fold2 += "\n";
         offset += 1;
         ch = source[offset + 1];
       }
-      if (!fold)
-        fold = " ";
-      return { fold, offset };
+      if (!fold2)
+        fold2 = " ";
+      return { fold: fold2, offset };
     }
     var escapeCodes = {
       "0": "\0",
@@ -21519,7 +21519,7 @@ function handleIntersectionResults(result, left, right) {
   const unrecKeys = /* @__PURE__ */ new Map();
   let unrecIssue;
   const keyIssues = /* @__PURE__ */ new Map();
-  const collect = (iss, side) => {
+  const collect2 = (iss, side) => {
     let keys;
     if (iss.code === "unrecognized_keys" && !iss.path?.length) {
       unrecIssue ?? (unrecIssue = iss);
@@ -21540,11 +21540,11 @@ function handleIntersectionResults(result, left, right) {
     return true;
   };
   for (const iss of left.issues) {
-    if (!collect(iss, "l"))
+    if (!collect2(iss, "l"))
       result.issues.push(iss);
   }
   for (const iss of right.issues) {
-    if (!collect(iss, "r"))
+    if (!collect2(iss, "r"))
       result.issues.push(iss);
   }
   const bothKeys = [...unrecKeys].filter(([, f]) => f.l && f.r).map(([k]) => k);
@@ -38482,7 +38482,8 @@ function checkOptions(o) {
     accuracyLevel: o.accuracyLevel ?? 4,
     exceptions: o.exceptions ?? "int8",
     calibration: o.calibration,
-    passes: o.passes ?? RUN_PASSES
+    passes: o.passes ?? RUN_PASSES,
+    pieceBytes: o.pieceBytes
   };
 }
 
@@ -39720,6 +39721,20 @@ function emptyPast(past, batch) {
   return { dtype: past.dtype, dims, data: new (dtypeInfo(past.dtype)).array(0) };
 }
 
+// src/util/gc.ts
+var v82 = __toESM(require("v8"));
+var vm = __toESM(require("vm"));
+var WORTH_COLLECTING = 64 * 2 ** 20;
+var collect;
+function releaseGarbage(bytes2) {
+  if (bytes2 < WORTH_COLLECTING) return;
+  if (!collect) {
+    v82.setFlagsFromString("--expose-gc");
+    collect = vm.runInNewContext("gc");
+  }
+  collect();
+}
+
 // src/onnx/runtime.ts
 var ORT_TYPE = {
   [DataType.FLOAT]: "float32",
@@ -39857,7 +39872,9 @@ async function refusedAs(call) {
   }
 }
 async function openSession(model, options) {
-  const session = await refusedAs(() => typeof model === "string" ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options));
+  return withFittedFeeds(await refusedAs(() => typeof model === "string" ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options)));
+}
+function withFittedFeeds(session) {
   const declared = /* @__PURE__ */ new Map();
   for (const m of session.inputMetadata ?? []) if (m.isTensor) declared.set(m.name, m.shape);
   const run = session.run.bind(session);
@@ -39889,20 +39906,25 @@ async function createSession(model, options = {}) {
   return typeof model === "string" ? openSession(model, opts) : openSession(model, opts);
 }
 async function sessionForProto(model, proto, options = {}) {
-  const opts = withDefaults(options);
+  const { session, garbage } = await openForProto(model, proto, withDefaults(options));
+  releaseGarbage(garbage);
+  return session;
+}
+async function openForProto(model, proto, opts) {
   if (sessionForm) proto = sessionForm(model, proto);
-  if ((proto.graph?.initializer ?? []).some(isSpilled)) return sessionFromWrittenCopy(model, proto, opts);
+  if ((proto.graph?.initializer ?? []).some(isSpilled)) return { session: await sessionFromWrittenCopy(model, proto, opts), garbage: 0 };
   const bytes2 = import_onnx_proto8.onnx.ModelProto.encode(proto).finish();
+  const garbage = bytes2.byteLength;
   const files = externalFileMap(model);
-  if (files.size === 0) return openSession(bytes2, opts);
+  if (files.size === 0) return { session: await openSession(bytes2, opts), garbage };
   const tmp = path9.join(model.dir, `.prune-gate-session-${process.pid}-${crypto.randomBytes(6).toString("hex")}.onnx`);
   try {
     fs10.writeFileSync(tmp, bytes2, { flag: "wx" });
   } catch {
-    return openSession(bytes2, { ...opts, externalData: externalDataFiles(model) });
+    return { session: await openSession(bytes2, { ...opts, externalData: externalDataFiles(model) }), garbage };
   }
   try {
-    return await openSession(tmp, opts);
+    return { session: await openSession(tmp, opts), garbage };
   } finally {
     fs10.rmSync(tmp, { force: true });
   }
@@ -45396,6 +45418,210 @@ var PassProgress = class {
   }
 };
 
+// src/prune/stats.ts
+var import_onnx_proto12 = __toESM(require_onnx());
+function weightUse(node2, inputRank, weightRank) {
+  return ruleOf(node2)?.weight?.(node2, inputRank, weightRank);
+}
+function findConsumers(analysis, group) {
+  const inGroup = new Set(group.slots.map((s) => s.id));
+  const out = [];
+  for (const node2 of analysis.index.nodes) {
+    const [x, w] = node2.input;
+    if (!w || !analysis.model.isConstant(w)) continue;
+    const xr = analysis.traces[0].get(x)?.dims.length;
+    const wr = analysis.model.constantInfo(w)?.dims.length;
+    if (xr === void 0 || wr === void 0) continue;
+    const use = weightUse(node2, xr, wr);
+    if (!use) continue;
+    const inputSlot = analysis.space.slot(x, use.inputAxis);
+    const weightSlot = analysis.space.slot(w, use.weightIn);
+    if (inputSlot && weightSlot && inGroup.has(inputSlot.id) && inGroup.has(weightSlot.id)) {
+      out.push({ node: node2, input: x, inputAxis: use.inputAxis, inputRank: xr, inputType: analysis.traces[0].get(x).type, inputSlot, weight: w, weightSlot, use });
+    }
+  }
+  return out;
+}
+function channelMean(s) {
+  return s.sum.map((v) => v / Math.max(1, s.count));
+}
+function channelVariance(s) {
+  return s.sumSquares.map((v, j) => Math.max(0, v / Math.max(1, s.count) - (s.sum[j] / Math.max(1, s.count)) ** 2));
+}
+function statsRequests(consumers2, gram, half = () => gram) {
+  return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, rank: c.inputRank, channels: c.inputSlot.size, type: c.inputType, gram, half: gram && half(c) }));
+}
+function requestedTensors(requests) {
+  return requests.map((r) => `${r.tensor}[${r.axis}]`).join(", ");
+}
+var KEPT_MAX_BYTES = 256 * 2 ** 20;
+async function collectStats(model, requests, calibration, progress, keep = []) {
+  const tap = new StatsTap(model, requests, keep);
+  const session = await sessionForProto(tap.model, tap.model.proto, { enableCpuMemArena: false });
+  try {
+    for await (const feeds of calibration()) {
+      await runFolding(session, feeds, tap, []);
+      progress?.tick();
+    }
+    return tap.collected();
+  } finally {
+    await session.release();
+  }
+}
+var StatsTap = class {
+  constructor(source, requests, keep = []) {
+    this.keep = keep;
+    for (const r of requests) {
+      const prev = this.wanted.get(r.tensor);
+      this.wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram, half: !!r.half || !!prev?.half });
+    }
+    this.model = source.clone();
+    const graph = this.model.graph;
+    let k = 0;
+    for (const r of this.wanted.values()) this.sums.set(r.tensor, addSums(graph, r, `prune_gate_stats_${k++}`, source.defaultOpset ?? 13));
+    const listed2 = new Set(graph.output.map((o) => o.name));
+    const names = [...[...this.sums.values()].flatMap(outputNames), ...keep.filter((t) => !listed2.has(t))];
+    graph.output.push(...names.map((name) => import_onnx_proto12.onnx.ValueInfoProto.create({ name })));
+    this.outputs = [...[...this.sums.values()].flatMap(outputNames), ...keep];
+  }
+  keep;
+  model;
+  /** The outputs to fetch from each run, besides the model's own. */
+  outputs;
+  stats = /* @__PURE__ */ new Map();
+  rows = /* @__PURE__ */ new Map();
+  wanted = /* @__PURE__ */ new Map();
+  sums = /* @__PURE__ */ new Map();
+  keptBytes = 0;
+  batches = 0;
+  add(result) {
+    const odd = this.batches++ % 2 === 1;
+    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, this.sums.get(name), result, odd);
+    for (const name of this.keep) {
+      if (this.keptBytes < 0) break;
+      if (result[name].type !== "float32") continue;
+      const data = Float32Array.from(result[name].data);
+      this.keptBytes += data.byteLength;
+      if (this.keptBytes > KEPT_MAX_BYTES) {
+        this.rows.clear();
+        this.keptBytes = -1;
+        break;
+      }
+      this.rows.set(name, [...this.rows.get(name) ?? [], data]);
+    }
+  }
+  collected() {
+    return { stats: this.stats, rows: this.rows };
+  }
+};
+async function runFolding(session, feeds, tap, own2) {
+  const { kept, folded } = await fold(session, feeds, tap, own2);
+  releaseGarbage(folded);
+  return kept;
+}
+async function fold(session, feeds, tap, own2) {
+  const result = await session.run(feeds, [...own2, ...tap.outputs]);
+  tap.add(result);
+  const folded = tap.outputs.reduce((n, name) => n + (result[name]?.data?.byteLength ?? 0), 0);
+  return { kept: Object.fromEntries(own2.map((name) => [name, result[name]])), folded };
+}
+async function sessionExposing(model, names) {
+  const proto = model.clone().proto;
+  const graph = proto.graph;
+  const outputs2 = new Set(graph.output.map((o) => o.name));
+  for (const name of names) if (!outputs2.has(name)) graph.output.push(import_onnx_proto12.onnx.ValueInfoProto.create({ name }));
+  return sessionForProto(model, proto);
+}
+var outputNames = (o) => [o.count, o.sum, o.sumSquares, ...(o.gram ?? []).map((b) => b.name)];
+var GRAM_BLOCK = 768;
+function addSums(graph, r, prefix, opset) {
+  const int64s = (name, values) => graph.initializer.push(import_onnx_proto12.onnx.TensorProto.create({ name, dataType: import_onnx_proto12.onnx.TensorProto.DataType.INT64, dims: [values.length], int64Data: values }));
+  const node2 = (opType, input2, output2, attribute = []) => graph.node.push(import_onnx_proto12.onnx.NodeProto.create({ opType, name: output2, input: input2, output: [output2], attribute }));
+  const ints = (name, values) => import_onnx_proto12.onnx.AttributeProto.create({ name, type: import_onnx_proto12.onnx.AttributeProto.AttributeType.INTS, ints: values });
+  const int3 = (name, i) => import_onnx_proto12.onnx.AttributeProto.create({ name, type: import_onnx_proto12.onnx.AttributeProto.AttributeType.INT, i });
+  let x = r.tensor;
+  if (r.axis !== r.rank - 1) {
+    const perm = [...Array(r.rank).keys()].filter((a) => a !== r.axis);
+    node2("Transpose", [x], `${prefix}_last`, [ints("perm", [...perm, r.axis])]);
+    x = `${prefix}_last`;
+  }
+  int64s(`${prefix}_shape`, [-1, r.channels]);
+  node2("Reshape", [x, `${prefix}_shape`], `${prefix}_rows`);
+  x = `${prefix}_rows`;
+  if (r.type !== "float32") {
+    node2("Cast", [x], `${prefix}_float`, [int3("to", import_onnx_proto12.onnx.TensorProto.DataType.FLOAT)]);
+    x = `${prefix}_float`;
+  }
+  graph.node.push(nodeOverAxes("ReduceSum", x, `${prefix}_sum`, [0], opset, graph.initializer, [int3("keepdims", 0)]));
+  node2("Mul", [x, x], `${prefix}_squares`);
+  graph.node.push(nodeOverAxes("ReduceSum", `${prefix}_squares`, `${prefix}_sumsq`, [0], opset, graph.initializer, [int3("keepdims", 0)]));
+  node2("Shape", [x], `${prefix}_count`);
+  const out = { count: `${prefix}_count`, sum: `${prefix}_sum`, sumSquares: `${prefix}_sumsq` };
+  if (r.gram) {
+    const k = Math.ceil(r.channels / GRAM_BLOCK);
+    const size = Math.ceil(r.channels / k);
+    const bounds = [...Array(k).keys()].map((i) => [i * size, Math.min(r.channels, (i + 1) * size)]);
+    const columns = bounds.map(([start, end], i) => {
+      if (k === 1) return x;
+      const name = `${prefix}_columns_${i}`;
+      if (opset >= 10) {
+        int64s(`${name}_starts`, [start]);
+        int64s(`${name}_ends`, [end]);
+        int64s(`${name}_axes`, [1]);
+        node2("Slice", [x, `${name}_starts`, `${name}_ends`, `${name}_axes`], name);
+      } else node2("Slice", [x], name, [ints("starts", [start]), ints("ends", [end]), ints("axes", [1])]);
+      return name;
+    });
+    out.gram = [];
+    for (let i = 0; i < k; i++) {
+      for (let j = i; j < k; j++) {
+        const name = k === 1 ? `${prefix}_gram` : `${prefix}_gram_${i}_${j}`;
+        node2("Gemm", [columns[i], columns[j]], name, [int3("transA", 1)]);
+        out.gram.push({ name, row: bounds[i][0], rows: bounds[i][1] - bounds[i][0], col: bounds[j][0], cols: bounds[j][1] - bounds[j][0] });
+      }
+    }
+  }
+  return out;
+}
+function addGram(gram, c, blocks, result) {
+  for (const b of blocks) {
+    const g = result[b.name].data;
+    for (let i = 0; i < b.rows; i++) {
+      const at = (b.row + i) * c + b.col;
+      for (let j = 0; j < b.cols; j++) gram[at + j] += g[i * b.cols + j];
+    }
+    if (b.row === b.col) continue;
+    for (let i = 0; i < b.rows; i++) for (let j = 0; j < b.cols; j++) gram[(b.col + j) * c + b.row + i] += g[i * b.cols + j];
+  }
+}
+function accumulate(stats2, name, req, out, result, odd) {
+  const c = req.channels;
+  let s = stats2.get(name);
+  if (!s) {
+    s = { count: 0, sum: new Float64Array(c), sumSquares: new Float64Array(c) };
+    if (req.gram) s.gram = new Float32Array(c * c);
+    if (req.gram && req.half) s.half = { count: 0, sum: new Float64Array(c), gram: new Float32Array(c * c) };
+    stats2.set(name, s);
+  }
+  const rows = Number(result[out.count].data[0]);
+  const sum = result[out.sum].data;
+  const sq = result[out.sumSquares].data;
+  for (let j = 0; j < c; j++) {
+    s.sum[j] += sum[j];
+    s.sumSquares[j] += sq[j];
+  }
+  s.count += rows;
+  if (s.gram && out.gram) {
+    const half = odd ? s.half : void 0;
+    addGram(s.gram, c, out.gram, result);
+    if (half) {
+      addGram(half.gram, c, out.gram, result);
+      for (let j = 0; j < c; j++) half.sum[j] += sum[j];
+      half.count += rows;
+    }
+  }
+}
+
 // src/eval/metrics.ts
 function outputRows(t) {
   const dims = [...t.dims];
@@ -45520,7 +45746,7 @@ function languageModelRows(set2, batch, out) {
   }
   return { compare, targets };
 }
-function addSums(...parts) {
+function addSums2(...parts) {
   const total = {};
   for (const part of parts) for (const [k, v] of Object.entries(part)) total[k] = (total[k] ?? 0) + v;
   return total;
@@ -45962,11 +46188,7 @@ var Evaluator = class _Evaluator {
       for (const batch of batches(set2)) {
         let out;
         try {
-          if (tap) {
-            const result = await session.run(batch.feeds, [set2.output, ...tap.outputs]);
-            tap.add(result);
-            out = outputRows(result[set2.output]);
-          } else out = await runOutput(session, batch.feeds, set2);
+          out = tap ? await runTapped(session, batch.feeds, set2, tap) : await runOutput(session, batch.feeds, set2);
         } catch (e) {
           throw baseFails(set2, e, `samples ${batch.start} to ${batch.start + batch.size - 1}`);
         }
@@ -46153,11 +46375,8 @@ var Evaluator = class _Evaluator {
       if (index >= take) break;
       const base = this.cached?.[index] ?? await runOutput(await this.baseSession(), batch.feeds, this.set);
       let out;
-      if (tap) {
-        const result = await session.run(batch.feeds, [this.set.output, ...tap.outputs]);
-        tap.add(result);
-        out = outputRows(result[this.set.output]);
-      } else out = await runOutput(session, batch.feeds, this.set);
+      if (tap) out = await runTapped(session, batch.feeds, this.set, tap);
+      else out = await runOutput(session, batch.feeds, this.set);
       const plan = planRows(this.set, batch, out);
       task.add(out, plan);
       comparison.add(base, out, plan);
@@ -46263,6 +46482,9 @@ var PASS_ONLY = { enableCpuMemArena: false };
 async function runOutput(session, feeds, set2) {
   const result = await session.run(feeds, [set2.output]);
   return outputRows(result[set2.output]);
+}
+async function runTapped(session, feeds, set2, tap) {
+  return outputRows((await runFolding(session, feeds, tap, [set2.output]))[set2.output]);
 }
 async function modelStats(model, set2, log) {
   let macs = null;
@@ -47060,7 +47282,7 @@ function listed(names) {
 }
 
 // src/prune/apply.ts
-var import_onnx_proto12 = __toESM(require_onnx());
+var import_onnx_proto13 = __toESM(require_onnx());
 var FixFailure = class extends Error {
   constructor(message, tensors) {
     super(message);
@@ -47170,7 +47392,7 @@ function tidy(model, changed, shrunk) {
     const dims = v.type?.tensorType?.shape?.dim;
     if (!dims || model.isConstant(v.name ?? "")) continue;
     for (const { axis, size } of shrunk(v.name ?? "")) {
-      if (dims[axis] && !dims[axis].dimParam) dims[axis] = import_onnx_proto12.onnx.TensorShapeProto.Dimension.create({ dimValue: size });
+      if (dims[axis] && !dims[axis].dimParam) dims[axis] = import_onnx_proto13.onnx.TensorShapeProto.Dimension.create({ dimValue: size });
     }
   }
   for (const v of graph.input) {
@@ -47178,7 +47400,7 @@ function tidy(model, changed, shrunk) {
     const dims = v.type?.tensorType?.shape?.dim;
     if (!info || !dims || !changed(v.name ?? "")) continue;
     info.dims.forEach((d, i) => {
-      if (dims[i]) dims[i] = import_onnx_proto12.onnx.TensorShapeProto.Dimension.create({ dimValue: d });
+      if (dims[i]) dims[i] = import_onnx_proto13.onnx.TensorShapeProto.Dimension.create({ dimValue: d });
     });
   }
   const interfaceNames = new Set(graph.input.map((v) => v.name ?? ""));
@@ -47282,8 +47504,8 @@ var ShapeFixer = class {
     graph.node.splice(
       graph.node.indexOf(node2),
       0,
-      import_onnx_proto12.onnx.NodeProto.create({ opType: "Mul", name: `${label}_shape_mask`, input: [shapeName, mask], output: [masked] }),
-      import_onnx_proto12.onnx.NodeProto.create({ opType: "Add", name: `${label}_shape_pin`, input: [masked, sizes], output: [shape2] })
+      import_onnx_proto13.onnx.NodeProto.create({ opType: "Mul", name: `${label}_shape_mask`, input: [shapeName, mask], output: [masked] }),
+      import_onnx_proto13.onnx.NodeProto.create({ opType: "Add", name: `${label}_shape_pin`, input: [masked, sizes], output: [shape2] })
     );
     node2.input[input2] = shape2;
     return true;
@@ -47305,168 +47527,6 @@ var ShapeFixer = class {
 
 // src/prune/compensate.ts
 var import_onnx_proto14 = __toESM(require_onnx());
-
-// src/prune/stats.ts
-var import_onnx_proto13 = __toESM(require_onnx());
-function weightUse(node2, inputRank, weightRank) {
-  return ruleOf(node2)?.weight?.(node2, inputRank, weightRank);
-}
-function findConsumers(analysis, group) {
-  const inGroup = new Set(group.slots.map((s) => s.id));
-  const out = [];
-  for (const node2 of analysis.index.nodes) {
-    const [x, w] = node2.input;
-    if (!w || !analysis.model.isConstant(w)) continue;
-    const xr = analysis.traces[0].get(x)?.dims.length;
-    const wr = analysis.model.constantInfo(w)?.dims.length;
-    if (xr === void 0 || wr === void 0) continue;
-    const use = weightUse(node2, xr, wr);
-    if (!use) continue;
-    const inputSlot = analysis.space.slot(x, use.inputAxis);
-    const weightSlot = analysis.space.slot(w, use.weightIn);
-    if (inputSlot && weightSlot && inGroup.has(inputSlot.id) && inGroup.has(weightSlot.id)) {
-      out.push({ node: node2, input: x, inputAxis: use.inputAxis, inputRank: xr, inputType: analysis.traces[0].get(x).type, inputSlot, weight: w, weightSlot, use });
-    }
-  }
-  return out;
-}
-function channelMean(s) {
-  return s.sum.map((v) => v / Math.max(1, s.count));
-}
-function channelVariance(s) {
-  return s.sumSquares.map((v, j) => Math.max(0, v / Math.max(1, s.count) - (s.sum[j] / Math.max(1, s.count)) ** 2));
-}
-function statsRequests(consumers2, gram, half = () => gram) {
-  return consumers2.map((c) => ({ tensor: c.input, axis: c.inputAxis, rank: c.inputRank, channels: c.inputSlot.size, type: c.inputType, gram, half: gram && half(c) }));
-}
-function requestedTensors(requests) {
-  return requests.map((r) => `${r.tensor}[${r.axis}]`).join(", ");
-}
-var KEPT_MAX_BYTES = 256 * 2 ** 20;
-async function collectStats(model, requests, calibration, progress, keep = []) {
-  const tap = new StatsTap(model, requests, keep);
-  const session = await sessionForProto(tap.model, tap.model.proto, { enableCpuMemArena: false });
-  try {
-    for await (const feeds of calibration()) {
-      tap.add(await session.run(feeds, tap.outputs));
-      progress?.tick();
-    }
-    return tap.collected();
-  } finally {
-    await session.release();
-  }
-}
-var StatsTap = class {
-  constructor(source, requests, keep = []) {
-    this.keep = keep;
-    for (const r of requests) {
-      const prev = this.wanted.get(r.tensor);
-      this.wanted.set(r.tensor, { ...r, gram: r.gram || !!prev?.gram, half: !!r.half || !!prev?.half });
-    }
-    this.model = source.clone();
-    const graph = this.model.graph;
-    let k = 0;
-    for (const r of this.wanted.values()) this.sums.set(r.tensor, addSums2(graph, r, `prune_gate_stats_${k++}`, source.defaultOpset ?? 13));
-    const listed2 = new Set(graph.output.map((o) => o.name));
-    const names = [...[...this.sums.values()].flatMap((o) => Object.values(o)), ...keep.filter((t) => !listed2.has(t))];
-    graph.output.push(...names.map((name) => import_onnx_proto13.onnx.ValueInfoProto.create({ name })));
-    this.outputs = [...[...this.sums.values()].flatMap((o) => Object.values(o)), ...keep];
-  }
-  keep;
-  model;
-  /** The outputs to fetch from each run, besides the model's own. */
-  outputs;
-  stats = /* @__PURE__ */ new Map();
-  rows = /* @__PURE__ */ new Map();
-  wanted = /* @__PURE__ */ new Map();
-  sums = /* @__PURE__ */ new Map();
-  keptBytes = 0;
-  batches = 0;
-  add(result) {
-    const odd = this.batches++ % 2 === 1;
-    for (const [name, req] of this.wanted) accumulate(this.stats, name, req, this.sums.get(name), result, odd);
-    for (const name of this.keep) {
-      if (this.keptBytes < 0) break;
-      if (result[name].type !== "float32") continue;
-      const data = Float32Array.from(result[name].data);
-      this.keptBytes += data.byteLength;
-      if (this.keptBytes > KEPT_MAX_BYTES) {
-        this.rows.clear();
-        this.keptBytes = -1;
-        break;
-      }
-      this.rows.set(name, [...this.rows.get(name) ?? [], data]);
-    }
-  }
-  collected() {
-    return { stats: this.stats, rows: this.rows };
-  }
-};
-async function sessionExposing(model, names) {
-  const proto = model.clone().proto;
-  const graph = proto.graph;
-  const outputs2 = new Set(graph.output.map((o) => o.name));
-  for (const name of names) if (!outputs2.has(name)) graph.output.push(import_onnx_proto13.onnx.ValueInfoProto.create({ name }));
-  return sessionForProto(model, proto);
-}
-function addSums2(graph, r, prefix, opset) {
-  const int64s = (name, values) => graph.initializer.push(import_onnx_proto13.onnx.TensorProto.create({ name, dataType: import_onnx_proto13.onnx.TensorProto.DataType.INT64, dims: [values.length], int64Data: values }));
-  const node2 = (opType, input2, output2, attribute = []) => graph.node.push(import_onnx_proto13.onnx.NodeProto.create({ opType, name: output2, input: input2, output: [output2], attribute }));
-  const ints = (name, values) => import_onnx_proto13.onnx.AttributeProto.create({ name, type: import_onnx_proto13.onnx.AttributeProto.AttributeType.INTS, ints: values });
-  const int3 = (name, i) => import_onnx_proto13.onnx.AttributeProto.create({ name, type: import_onnx_proto13.onnx.AttributeProto.AttributeType.INT, i });
-  let x = r.tensor;
-  if (r.axis !== r.rank - 1) {
-    const perm = [...Array(r.rank).keys()].filter((a) => a !== r.axis);
-    node2("Transpose", [x], `${prefix}_last`, [ints("perm", [...perm, r.axis])]);
-    x = `${prefix}_last`;
-  }
-  int64s(`${prefix}_shape`, [-1, r.channels]);
-  node2("Reshape", [x, `${prefix}_shape`], `${prefix}_rows`);
-  x = `${prefix}_rows`;
-  if (r.type !== "float32") {
-    node2("Cast", [x], `${prefix}_float`, [int3("to", import_onnx_proto13.onnx.TensorProto.DataType.FLOAT)]);
-    x = `${prefix}_float`;
-  }
-  graph.node.push(nodeOverAxes("ReduceSum", x, `${prefix}_sum`, [0], opset, graph.initializer, [int3("keepdims", 0)]));
-  node2("Mul", [x, x], `${prefix}_squares`);
-  graph.node.push(nodeOverAxes("ReduceSum", `${prefix}_squares`, `${prefix}_sumsq`, [0], opset, graph.initializer, [int3("keepdims", 0)]));
-  node2("Shape", [x], `${prefix}_count`);
-  const out = { count: `${prefix}_count`, sum: `${prefix}_sum`, sumSquares: `${prefix}_sumsq` };
-  if (r.gram) {
-    node2("Transpose", [x], `${prefix}_t`, [ints("perm", [1, 0])]);
-    node2("MatMul", [`${prefix}_t`, x], `${prefix}_gram`);
-    out.gram = `${prefix}_gram`;
-  }
-  return out;
-}
-function accumulate(stats2, name, req, out, result, odd) {
-  const c = req.channels;
-  let s = stats2.get(name);
-  if (!s) {
-    s = { count: 0, sum: new Float64Array(c), sumSquares: new Float64Array(c) };
-    if (req.gram) s.gram = new Float32Array(c * c);
-    if (req.gram && req.half) s.half = { count: 0, sum: new Float64Array(c), gram: new Float32Array(c * c) };
-    stats2.set(name, s);
-  }
-  const rows = Number(result[out.count].data[0]);
-  const sum = result[out.sum].data;
-  const sq = result[out.sumSquares].data;
-  for (let j = 0; j < c; j++) {
-    s.sum[j] += sum[j];
-    s.sumSquares[j] += sq[j];
-  }
-  s.count += rows;
-  if (s.gram && out.gram) {
-    const g = result[out.gram].data;
-    const half = odd ? s.half : void 0;
-    for (let i = 0; i < g.length; i++) s.gram[i] += g[i];
-    if (half) {
-      for (let i = 0; i < g.length; i++) half.gram[i] += g[i];
-      for (let j = 0; j < c; j++) half.sum[j] += sum[j];
-      half.count += rows;
-    }
-  }
-}
 
 // src/prune/obs.ts
 var WeightMatrix = class {
@@ -47510,11 +47570,12 @@ var DAMPINGS = [1e-6, 1e-3, 1, null];
 var DEFAULT_DAMPING = 0.01;
 var GREEDY_BLOCKS = 16;
 var consumerKey = (c) => `${c.node.name ?? ""}\0${c.weight}`;
+var dampingKind = (opType, k, n) => `${opType} ${k}x${n}`;
 async function dampingOf(dampings, c, k, n, samples, choose) {
   const key = consumerKey(c);
   const own2 = dampings.get(key);
   if (own2 !== void 0) return own2;
-  const like = `${c.node.opType} ${k}x${n} on ${samples}`;
+  const like = `${dampingKind(c.node.opType, k, n)} on ${samples}`;
   const known = dampings.get(like);
   const damping = known !== void 0 ? known : await choose();
   dampings.set(key, damping);
@@ -49607,9 +49668,17 @@ function statisticsPlan(model, analysis, groups, options) {
   const requestsFor = (removed) => {
     const gone = /* @__PURE__ */ new Map();
     for (const r of removed) for (const u of r.units) for (const [slot, indices] of u.indices) gone.set(slot, (gone.get(slot) ?? 0) + indices.length);
+    const kinds = /* @__PURE__ */ new Set();
+    const known = [...dampings?.keys() ?? []];
     return [...consumers2.values()].flat().map((c) => {
-      const [r] = statsRequests([c], refits && refittable(c, model, readers), () => !dampings?.has(consumerKey(c)));
-      return { ...r, channels: r.channels - (gone.get(c.inputSlot.id) ?? 0) };
+      const channels = c.inputSlot.size - (gone.get(c.inputSlot.id) ?? 0);
+      const outputs2 = Number(model.constantInfo(c.weight)?.dims[c.use.weightOut] ?? 0);
+      const kind = dampingKind(c.node.opType, channels, outputs2);
+      const gram = refits && refittable(c, model, readers);
+      const chooses = gram && !dampings?.has(consumerKey(c)) && !kinds.has(kind) && !known.some((key) => key.startsWith(`${kind} on `));
+      if (gram) kinds.add(kind);
+      const [r] = statsRequests([c], gram, () => chooses);
+      return { ...r, channels };
     });
   };
   return { consumers: consumers2, normInputs, requestsFor };
@@ -49962,6 +50031,9 @@ async function findPrunable(model) {
 var import_onnx_proto18 = __toESM(require_onnx());
 
 // src/quantize/pack.ts
+function roundCode(x) {
+  return Math.floor(x + 0.5);
+}
 function defaultZeroPoint(bits) {
   return 1 << bits - 1;
 }
@@ -50015,7 +50087,14 @@ var BlockQuantizer = class {
     const { cols, pending, pendingRows } = this;
     const b = Math.floor((this.row - 1) / this.options.blockSize);
     if (this.options.bits === 8 && !this.result.zeroPoints) this.flushBlock8(b);
-    else for (let col = 0; col < cols; col++) this.encodeBlock(col, b, (i) => i < pendingRows ? pending[i * cols + col] : 0);
+    else {
+      const { values } = this;
+      values.fill(0);
+      for (let col = 0; col < cols; col++) {
+        for (let i = 0; i < pendingRows; i++) values[i] = pending[i * cols + col];
+        this.encodeValues(col, b);
+      }
+    }
     this.pendingRows = 0;
   }
   /**
@@ -50034,15 +50113,21 @@ var BlockQuantizer = class {
       const out = (col * blocks + b) * blockSize;
       for (let i = 0; i < blockSize; i++) {
         const v = i < pendingRows ? pending[i * cols + col] : 0;
-        packed[out + i] = (scale === 0 ? 0 : Math.min(127, Math.max(-127, Math.round(v / scale)))) + 128;
+        packed[out + i] = (scale === 0 ? 0 : Math.min(127, Math.max(-127, roundCode(v / scale)))) + 128;
       }
     }
   }
   /** Block `b` of column `col`, whose i-th value is `at(i)`. */
   encodeBlock(col, b, at) {
-    const { bits, blockSize } = this.options;
+    const { blockSize } = this.options;
     const values = this.values;
     for (let i = 0; i < blockSize; i++) values[i] = at(i);
+    this.encodeValues(col, b);
+  }
+  /** Block `b` of column `col` from `this.values`. */
+  encodeValues(col, b) {
+    const { bits } = this.options;
+    const values = this.values;
     const { blocks, zeroPoints } = this.result;
     const codes = this.codes;
     let scale;
@@ -50082,21 +50167,28 @@ function scale8(values) {
 }
 var SEARCH = [1, 0.97, 0.94, 0.91, 0.88, 0.85, 0.82, 0.79];
 function scale4(values, search) {
+  const n = values.length;
   let m = 0;
-  for (const v of values) if (Math.abs(v) > Math.abs(m)) m = v;
+  for (let i = 0; i < n; i++) if (Math.abs(values[i]) > Math.abs(m)) m = values[i];
   if (m === 0) return 0;
   const base = m / -8;
   if (!search) return Math.fround(base);
   let best = Math.fround(base);
   let bestError = Infinity;
-  for (const f of SEARCH) {
-    const s = Math.fround(base * f);
+  for (let c = 0; c < SEARCH.length; c++) {
+    const s = Math.fround(base * SEARCH[c]);
     let err = 0;
-    for (const v of values) {
-      const q = Math.min(7, Math.max(-8, Math.round(v / s)));
-      err += (v - q * s) ** 2;
+    for (let i = 0; i < n; i++) {
+      const v = values[i];
+      const r = roundCode(v / s);
+      const q = r > 7 ? 7 : r < -8 ? -8 : r;
+      const d = v - q * s;
+      err += d * d;
     }
-    if (err < bestError) [best, bestError] = [s, err];
+    if (err < bestError) {
+      best = s;
+      bestError = err;
+    }
   }
   return best;
 }
@@ -50106,11 +50198,11 @@ function affine(low, high, qmin, qmax) {
   return { scale, zeroPoint: Math.min(qmax, Math.max(qmin, Math.round(qmin - low / scale))) };
 }
 function encodeAffine(values, scale, zeroPoint, qmin, qmax, out) {
-  for (let i = 0; i < values.length; i++) out[i] = Math.min(qmax, Math.max(qmin, Math.round(values[i] / scale) + zeroPoint));
+  for (let i = 0; i < values.length; i++) out[i] = Math.min(qmax, Math.max(qmin, roundCode(values[i] / scale) + zeroPoint));
 }
 function encodeSymmetric(values, scale, bits, out) {
   const [lo, hi] = bits === 8 ? [-127, 127] : [-8, 7];
-  for (let i = 0; i < values.length; i++) out[i] = scale === 0 ? 0 : Math.min(hi, Math.max(lo, Math.round(values[i] / scale)));
+  for (let i = 0; i < values.length; i++) out[i] = scale === 0 ? 0 : Math.min(hi, Math.max(lo, roundCode(values[i] / scale)));
 }
 function dequantizeBlocks(q) {
   const { n, k, blocks, blockSize, bits } = q;
@@ -50144,7 +50236,7 @@ function quantizePerChannel(w, dims, axis) {
     for (let c = 0; c < channels; c++) {
       const s = scales[c];
       const base = (o * channels + c) * inner;
-      for (let i = 0; i < inner; i++) codes[base + i] = s === 0 ? 0 : Math.max(-127, Math.min(127, Math.round(w[base + i] / s)));
+      for (let i = 0; i < inner; i++) codes[base + i] = s === 0 ? 0 : Math.max(-127, Math.min(127, roundCode(w[base + i] / s)));
     }
   }
   return { codes, scales };
@@ -50166,7 +50258,7 @@ function quantizeAffine(w, dims, axis, qmin, qmax) {
   const codes = new Int32Array(w.length);
   for (let i = 0; i < w.length; i++) {
     const c = channelOf(i);
-    codes[i] = Math.min(qmax, Math.max(qmin, Math.round(w[i] / scales[c]) + zeroPoints[c]));
+    codes[i] = Math.min(qmax, Math.max(qmin, roundCode(w[i] / scales[c]) + zeroPoints[c]));
   }
   return { codes, scales, zeroPoints };
 }
@@ -50594,13 +50686,115 @@ function mergeQuantizedInputs(reports) {
 }
 
 // src/quantize/calibration.ts
-var import_onnx_proto21 = __toESM(require_onnx());
+var import_onnx_proto22 = __toESM(require_onnx());
+
+// src/onnx/pieces.ts
+var import_onnx_proto19 = __toESM(require_onnx());
+var ONNX_TYPE = {
+  float32: DataType.FLOAT,
+  float16: DataType.FLOAT16,
+  float64: DataType.DOUBLE,
+  int8: DataType.INT8,
+  uint8: DataType.UINT8,
+  int16: DataType.INT16,
+  uint16: DataType.UINT16,
+  int32: DataType.INT32,
+  uint32: DataType.UINT32,
+  int64: DataType.INT64,
+  uint64: DataType.UINT64,
+  bool: DataType.BOOL
+};
+async function runInPieces(model, feeds, outputs2, maxWeightBytes, log) {
+  const nodes = model.graph.node;
+  const constant2 = new Set(model.constantNames());
+  const folding = /* @__PURE__ */ new Map();
+  const computing = [];
+  for (const n of nodes) {
+    const inputs2 = (n.input ?? []).filter(Boolean);
+    const hasBody = (n.attribute ?? []).some((a) => a.g || a.graphs?.length);
+    if (n.opType === "Constant" && (n.domain ?? "") === "") continue;
+    if (inputs2.length > 0 && !hasBody && inputs2.every((i) => constant2.has(i))) {
+      for (const o of n.output ?? []) {
+        constant2.add(o);
+        folding.set(o, n);
+      }
+    } else computing.push(n);
+  }
+  const needs = (name, into) => {
+    if (into.names.has(name)) return 0;
+    into.names.add(name);
+    const node2 = folding.get(name);
+    if (!node2) {
+      const info = model.constantInfo(name);
+      return info ? elementCount(info.dims) * Math.max(4, dtypeInfo(info.dtype)?.bytes ?? 4) : 0;
+    }
+    into.nodes.add(node2);
+    return (node2.input ?? []).filter(Boolean).reduce((t, i) => t + needs(i, into), 0);
+  };
+  const needed = new Set(outputs2);
+  const used = /* @__PURE__ */ new Set();
+  for (let i = computing.length - 1; i >= 0; i--) {
+    const n = computing[i];
+    if (!(n.output ?? []).some((o) => needed.has(o))) continue;
+    used.add(n);
+    for (const r of nodeReads(n)) if (r && !constant2.has(r)) needed.add(r);
+  }
+  computing.splice(0, computing.length, ...computing.filter((n) => used.has(n)));
+  const pieces = [];
+  let bytes2 = 0;
+  for (const n of computing) {
+    const probe = { nodes: /* @__PURE__ */ new Set(), names: /* @__PURE__ */ new Set() };
+    const cost = nodeReads(n).filter((i) => i && constant2.has(i)).reduce((t, i) => t + needs(i, probe), 0);
+    let piece = pieces[pieces.length - 1];
+    if (!piece || bytes2 + cost > maxWeightBytes && piece.nodes.length > 0) {
+      piece = { nodes: [], folded: /* @__PURE__ */ new Set(), names: /* @__PURE__ */ new Set() };
+      pieces.push(piece);
+      bytes2 = 0;
+    }
+    piece.nodes.push(n);
+    for (const i of nodeReads(n)) if (i && constant2.has(i)) bytes2 += needs(i, { nodes: piece.folded, names: piece.names });
+  }
+  const lastReader = /* @__PURE__ */ new Map();
+  pieces.forEach((p, k) => p.nodes.forEach((n) => nodeReads(n).forEach((i) => i && !constant2.has(i) && lastReader.set(i, k))));
+  const wanted = new Set(outputs2);
+  const live = { ...feeds };
+  const initializers = new Map(model.initializers.map((t) => [t.name, t]));
+  const constantNodes = nodes.filter((n) => n.opType === "Constant" && (n.domain ?? "") === "");
+  await withSessionForm(void 0, async () => {
+    for (const [k, piece] of pieces.entries()) {
+      const made = new Set(piece.nodes.flatMap((n) => n.output ?? []));
+      const reads = [...new Set(piece.nodes.flatMap((n) => nodeReads(n)).filter((i) => i && !constant2.has(i) && !made.has(i)))];
+      const outs = [...made].filter((o) => o && (wanted.has(o) || (lastReader.get(o) ?? -1) > k));
+      const valueInfo = (name, t) => import_onnx_proto19.onnx.ValueInfoProto.create({ name, ...t ? { type: { tensorType: { elemType: ONNX_TYPE[t.type], shape: { dim: t.dims.map((d) => ({ dimValue: d })) } } } } : {} });
+      const graph = import_onnx_proto19.onnx.GraphProto.create({
+        name: `${model.graph.name ?? "graph"}-piece-${k + 1}`,
+        node: [...constantNodes.filter((n) => piece.names.has(n.output[0])), ...nodes.filter((n) => piece.folded.has(n)), ...piece.nodes],
+        initializer: [...piece.names].flatMap((name) => initializers.has(name) ? [initializers.get(name)] : []),
+        input: reads.map((name) => valueInfo(name, live[name])),
+        output: outs.map((name) => valueInfo(name))
+      });
+      const session = await sessionForProto(model, import_onnx_proto19.onnx.ModelProto.create({ ...model.proto, graph }), { enableCpuMemArena: false });
+      try {
+        const fed = {};
+        for (const name of reads) fed[name] = live[name];
+        Object.assign(live, await session.run(fed, outs));
+      } finally {
+        await session.release();
+      }
+      for (const name of Object.keys(live)) if (!wanted.has(name) && (lastReader.get(name) ?? -1) <= k) delete live[name];
+      log?.(`float piece ${k + 1} of ${pieces.length} run`);
+    }
+  });
+  const result = {};
+  for (const name of outputs2) result[name] = live[name];
+  return result;
+}
 
 // src/quantize/rewrite.ts
-var import_onnx_proto20 = __toESM(require_onnx());
+var import_onnx_proto21 = __toESM(require_onnx());
 
 // src/quantize/formats.ts
-var import_onnx_proto19 = __toESM(require_onnx());
+var import_onnx_proto20 = __toESM(require_onnx());
 
 // src/quantize/gptq.ts
 var GPTQ_DAMP = 0.01;
@@ -50637,70 +50831,91 @@ function outputError(q, w, h, k, n) {
 async function gptqBlocks(w, k, n, hessian, settings) {
   const { bits, blockSize } = settings;
   const search = settings.search ?? true;
-  const weight = Float64Array.from(w);
   const original = Float64Array.from(w);
   const h = Float64Array.from(hessian);
   for (let i = 0; i < k; i++) {
     if (h[i * k + i] !== 0) continue;
     h[i * k + i] = 1;
-    weight.fill(0, i * n, (i + 1) * n);
     original.fill(0, i * n, (i + 1) * n);
   }
   let mean = 0;
   for (let i = 0; i < k; i++) mean += h[i * k + i] / k;
   const damp = (settings.damp ?? GPTQ_DAMP) * mean;
   for (let i = 0; i < k; i++) h[i * k + i] += damp;
-  const u = await DenseMath.shared().inverseUpperFactor(h, k);
+  const order = settings.order ?? "activation";
+  const groups = settings.groups ?? "static";
+  const perm = Int32Array.from({ length: k }, (_, i) => i);
+  if (order === "activation") perm.sort((a, b) => h[b * k + b] - h[a * k + a] || a - b);
+  const hp = new Float64Array(k * k);
+  for (let p = 0; p < k; p++) for (let t = 0; t < k; t++) hp[p * k + t] = h[perm[p] * k + perm[t]];
+  const u = await DenseMath.shared().inverseUpperFactor(hp, k);
   if (!u || u.some((v) => !Number.isFinite(v))) throw new Error("internal: the dampened Hessian is not positive definite");
+  const weight = new Float64Array(k * n);
+  for (let p = 0; p < k; p++) weight.set(original.subarray(perm[p] * n, (perm[p] + 1) * n), p * n);
   const q = emptyBlocks(k, n, bits, blockSize);
+  const { blocks } = q;
   const all = new Int8Array(k * n);
+  const scales = new Float32Array(blocks * n);
+  const values = new Float32Array(blockSize);
+  const position = new Int32Array(k);
+  for (let p = 0; p < k; p++) position[perm[p]] = p;
+  const scaled = new Uint8Array(blocks);
+  const blockScales = (b, rowOf, from) => {
+    for (let col = 0; col < n; col++) {
+      for (let t = 0; t < blockSize; t++) {
+        const i = b * blockSize + t;
+        values[t] = i < k ? from[rowOf(i) * n + col] : 0;
+      }
+      scales[b * n + col] = symmetricScale(values, bits, search);
+    }
+    scaled[b] = 1;
+  };
+  if (groups === "static") for (let b = 0; b < blocks; b++) blockScales(b, (i) => i, original);
   const batch = blockSize * Math.max(1, Math.ceil(GPTQ_BATCH / blockSize));
   const errors = new Float64Array(batch * n);
-  const scales = new Float32Array(n);
-  const codes = new Int32Array(n * blockSize);
-  const values = new Float32Array(blockSize);
   const [lo, hi] = bits === 8 ? [-127, 127] : [-8, 7];
-  const zp = defaultZeroPoint(bits);
-  for (let i1 = 0; i1 < k; i1 += batch) {
-    const i2 = Math.min(k, i1 + batch);
-    for (let i = i1; i < i2; i++) {
+  for (let p1 = 0; p1 < k; p1 += batch) {
+    const p2 = Math.min(k, p1 + batch);
+    for (let p = p1; p < p2; p++) {
+      const i = perm[p];
       const b = Math.floor(i / blockSize);
-      const r = i - b * blockSize;
-      if (r === 0) {
-        codes.fill(0);
-        for (let col = 0; col < n; col++) {
-          for (let t = 0; t < blockSize; t++) values[t] = i + t < k ? weight[(i + t) * n + col] : 0;
-          scales[col] = symmetricScale(values, bits, search);
-        }
-      }
-      const d = u[i * k + i];
-      const row2 = i * n;
-      const err = (i - i1) * n;
+      if (!scaled[b]) blockScales(b, (row3) => position[row3], weight);
+      const d = u[p * k + p];
+      const row2 = p * n;
+      const err = (p - p1) * n;
+      const s0 = b * n;
       for (let col = 0; col < n; col++) {
-        const s = scales[col];
-        const code = s === 0 ? 0 : Math.min(hi, Math.max(lo, Math.round(weight[row2 + col] / s)));
-        codes[col * blockSize + r] = code;
+        const s = scales[s0 + col];
+        const code = s === 0 ? 0 : Math.min(hi, Math.max(lo, roundCode(weight[row2 + col] / s)));
         all[i * n + col] = code;
         errors[err + col] = (weight[row2 + col] - code * s) / d;
       }
-      for (let j = i + 1; j < i2; j++) {
-        const f = u[i * k + j];
+      for (let t = p + 1; t < p2; t++) {
+        const f = u[p * k + t];
         if (f === 0) continue;
-        const target = j * n;
+        const target = t * n;
         for (let col = 0; col < n; col++) weight[target + col] -= errors[err + col] * f;
-      }
-      if (r === blockSize - 1 || i === k - 1) {
-        for (let col = 0; col < n; col++) putBlock(q, col, b, codes.subarray(col * blockSize, (col + 1) * blockSize), scales[col], zp);
       }
     }
-    for (let j = i2; j < k; j++) {
-      const target = j * n;
-      for (let i = i1; i < i2; i++) {
-        const f = u[i * k + j];
+    for (let t = p2; t < k; t++) {
+      const target = t * n;
+      for (let p = p1; p < p2; p++) {
+        const f = u[p * k + t];
         if (f === 0) continue;
-        const err = (i - i1) * n;
+        const err = (p - p1) * n;
         for (let col = 0; col < n; col++) weight[target + col] -= errors[err + col] * f;
       }
+    }
+  }
+  const zp = defaultZeroPoint(bits);
+  const codes = new Int32Array(blockSize);
+  for (let col = 0; col < n; col++) {
+    for (let b = 0; b < blocks; b++) {
+      for (let t = 0; t < blockSize; t++) {
+        const i = b * blockSize + t;
+        codes[t] = i < k ? all[i * n + col] : 0;
+      }
+      putBlock(q, col, b, codes, scales[b * n + col], zp);
     }
   }
   refitScales(q, all, original, h, k, n);
@@ -50763,7 +50978,7 @@ function solve(a, b, n) {
 
 // src/quantize/formats.ts
 var MS_DOMAIN = "com.microsoft";
-var int2 = (name, i) => import_onnx_proto19.onnx.AttributeProto.create({ name, type: import_onnx_proto19.onnx.AttributeProto.AttributeType.INT, i });
+var int2 = (name, i) => import_onnx_proto20.onnx.AttributeProto.create({ name, type: import_onnx_proto20.onnx.AttributeProto.AttributeType.INT, i });
 function storeBlocks(work, cache, key, weight, layout, chosen) {
   const cached2 = cache.get(key);
   if (cached2) return cached2;
@@ -50853,7 +51068,7 @@ function nbitsCandidate(work, node2, kind, weight, transposed2, bias, opts, cach
     method,
     ...gptq ? { gptq } : {},
     build: (outputs2) => [
-      import_onnx_proto19.onnx.NodeProto.create({
+      import_onnx_proto20.onnx.NodeProto.create({
         // Both methods' twins sit in one graph while their errors are measured: names of their own.
         name: name ? `${name}_Q${bits}${chosen ? "_GPTQ" : ""}` : "",
         opType: "MatMulNBits",
@@ -50880,7 +51095,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
     const sName = work.uniqueName(`${weight}_scale`);
     work.addInitializer(sName, scaleTensor(q.scales, info.dtype, [q.scales.length]));
     const out = work.uniqueName(`${weight}_dequantized`);
-    const dq = import_onnx_proto19.onnx.NodeProto.create({
+    const dq = import_onnx_proto20.onnx.NodeProto.create({
       name: `${out}_DequantizeLinear`,
       opType: "DequantizeLinear",
       input: [qName, sName],
@@ -50902,7 +51117,7 @@ function dequantizeCandidate(work, node2, kind, weight, axis, opset, cache) {
     bytesAfter: entry.bytes,
     shared: entry.shared,
     build: (outputs2) => {
-      const copy = import_onnx_proto19.onnx.NodeProto.decode(import_onnx_proto19.onnx.NodeProto.encode(node2).finish());
+      const copy = import_onnx_proto20.onnx.NodeProto.decode(import_onnx_proto20.onnx.NodeProto.encode(node2).finish());
       copy.name = node2.name ? `${node2.name}_Q8` : "";
       copy.input[1] = dequantized;
       copy.output = outputs2;
@@ -50937,7 +51152,7 @@ function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache)
     bytesAfter: entry.bytes,
     shared: [],
     build: (outputs2) => [
-      import_onnx_proto19.onnx.NodeProto.create({
+      import_onnx_proto20.onnx.NodeProto.create({
         name: name ? `${name}_Q${bits}` : "",
         opType: "GatherBlockQuantized",
         domain: MS_DOMAIN,
@@ -50953,7 +51168,7 @@ function embeddingCandidate(work, node2, table3, dims, bits, wantedBlock, cache)
 function addMsOpset(model) {
   const uses = model.graph.node.some((n) => n.domain === MS_DOMAIN);
   if (uses && !model.proto.opsetImport.some((o) => o.domain === MS_DOMAIN)) {
-    model.proto.opsetImport.push(import_onnx_proto20.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
+    model.proto.opsetImport.push(import_onnx_proto21.onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
   }
 }
 function applyCandidates(work, candidates, removable) {
@@ -51047,12 +51262,12 @@ async function chooseExceptions(work, candidates, opts, calibration, log) {
 async function measureCandidates(work, list, opts, calibration, log) {
   if (list.length === 0) return;
   const errors = await opts.passes.pass(`quantization errors of ${list.map((c) => `${c.label}${c.method === "gptq" ? " (gptq)" : ""}`).join(", ")}`, async () => {
-    await measureErrors(work, list, calibration, log);
+    await measureErrors(work, list, calibration, log, opts.pieceBytes);
     return list.map((c) => c.error);
   });
   list.forEach((c, i) => c.error = errors[i]);
 }
-async function measureErrors(work, candidates, calibration, log) {
+async function measureErrors(work, candidates, calibration, log, pieceBytes) {
   for (let start = 0; start < candidates.length; start += PROBE_CHUNK) {
     const chunk = candidates.slice(start, start + PROBE_CHUNK);
     const probe = work.clone();
@@ -51064,18 +51279,19 @@ async function measureErrors(work, candidates, calibration, log) {
       const twin = probe.uniqueName(`${y}__quantized`);
       for (const s of c.shared) shared.add(s);
       graph.node.push(...c.build([twin]));
-      graph.output.push(import_onnx_proto21.onnx.ValueInfoProto.create({ name: twin }));
-      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto21.onnx.ValueInfoProto.create({ name: y }));
+      graph.output.push(import_onnx_proto22.onnx.ValueInfoProto.create({ name: twin }));
+      if (!graph.output.some((o) => o.name === y)) graph.output.push(import_onnx_proto22.onnx.ValueInfoProto.create({ name: y }));
       pairs.push([y, twin]);
     }
     graph.node = [...shared, ...graph.node];
     addMsOpset(probe);
-    const session = await sessionForProto(work, probe.proto);
+    const fetches = [...new Set(pairs.flat())];
+    const session = pieceBytes ? void 0 : await sessionForProto(work, probe.proto);
+    const run = (feeds) => session ? session.run(feeds, fetches) : runInPieces(probe, feeds, fetches, pieceBytes);
     const sums = chunk.map(() => ({ diff: 0, ref: 0 }));
     try {
-      const fetches = [...new Set(pairs.flat())];
       for await (const feeds of calibration()) {
-        const out = await session.run(feeds, fetches);
+        const out = await run(feeds);
         pairs.forEach(([y, twin], i) => {
           const a = floatData(out[y]);
           const b = floatData(out[twin]);
@@ -51090,7 +51306,7 @@ async function measureErrors(work, candidates, calibration, log) {
         });
       }
     } finally {
-      await session.release();
+      await session?.release();
     }
     chunk.forEach((c, i) => {
       c.error = sums[i].ref > 0 ? Math.sqrt(sums[i].diff / sums[i].ref) : sums[i].diff > 0 ? Infinity : 0;
@@ -51104,7 +51320,7 @@ function floatData(t) {
 }
 
 // src/quantize/hessian.ts
-var import_onnx_proto22 = __toESM(require_onnx());
+var import_onnx_proto23 = __toESM(require_onnx());
 async function collectHessians(model, requests, calibration) {
   const wanted = new Map(requests.map((r) => [r.tensor, r]));
   const probe = model.clone();
@@ -51113,17 +51329,17 @@ async function collectHessians(model, requests, calibration) {
   const outputs2 = /* @__PURE__ */ new Map();
   const node2 = (opType, input2, attribute = []) => {
     const out = names("prune_gate_hessian");
-    graph.node.push(import_onnx_proto22.onnx.NodeProto.create({ opType, name: out, input: input2, output: [out], attribute }));
+    graph.node.push(import_onnx_proto23.onnx.NodeProto.create({ opType, name: out, input: input2, output: [out], attribute }));
     return out;
   };
   for (const r of wanted.values()) {
     const shape2 = names("prune_gate_hessian_shape");
     probe.addInitializer(shape2, { dtype: DataType.INT64, dims: [2], data: BigInt64Array.from([-1n, BigInt(r.channels)]) });
     let x = node2("Reshape", [r.tensor, shape2]);
-    if (r.float16) x = node2("Cast", [x], [import_onnx_proto22.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto22.onnx.AttributeProto.AttributeType.INT, i: DataType.FLOAT })]);
-    const t = node2("Transpose", [x], [import_onnx_proto22.onnx.AttributeProto.create({ name: "perm", type: import_onnx_proto22.onnx.AttributeProto.AttributeType.INTS, ints: [1, 0] })]);
+    if (r.float16) x = node2("Cast", [x], [import_onnx_proto23.onnx.AttributeProto.create({ name: "to", type: import_onnx_proto23.onnx.AttributeProto.AttributeType.INT, i: DataType.FLOAT })]);
+    const t = node2("Transpose", [x], [import_onnx_proto23.onnx.AttributeProto.create({ name: "perm", type: import_onnx_proto23.onnx.AttributeProto.AttributeType.INTS, ints: [1, 0] })]);
     const gram = node2("MatMul", [t, x]);
-    graph.output.push(import_onnx_proto22.onnx.ValueInfoProto.create({ name: gram }));
+    graph.output.push(import_onnx_proto23.onnx.ValueInfoProto.create({ name: gram }));
     outputs2.set(r.tensor, gram);
   }
   const sums = new Map([...wanted.values()].map((r) => [r.tensor, { full: new Float64Array(r.channels * r.channels), half: new Float64Array(r.channels * r.channels) }]));
@@ -51347,7 +51563,7 @@ function planCandidates(work, opts, keptFloat) {
 }
 
 // src/graph/compact.ts
-var import_onnx_proto23 = __toESM(require_onnx());
+var import_onnx_proto24 = __toESM(require_onnx());
 function compactNames(model) {
   const work = model.clone();
   const graph = work.graph;
@@ -51391,7 +51607,7 @@ function graphBytes(graph) {
   const initializers = graph.initializer;
   graph.initializer = [];
   try {
-    return import_onnx_proto23.onnx.GraphProto.encode(graph).finish().byteLength;
+    return import_onnx_proto24.onnx.GraphProto.encode(graph).finish().byteLength;
   } finally {
     graph.initializer = initializers;
   }
@@ -52205,99 +52421,6 @@ function plainText(markdown) {
   return markdown.replace(/<\/?(?:sub|details)>\n?/g, "").replace(/<summary>(.*?)<\/summary>/g, "#### $1").replace(/<\/?code>/g, "`").replace(/&(?:amp|lt|gt|quot|#\d+);|\\_/g, (ref) => REFERENCES[ref] ?? ref).replace(/@\u200b/g, "@").replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, "");
 }
 
-// src/onnx/pieces.ts
-var import_onnx_proto24 = __toESM(require_onnx());
-var ONNX_TYPE = {
-  float32: DataType.FLOAT,
-  float16: DataType.FLOAT16,
-  float64: DataType.DOUBLE,
-  int8: DataType.INT8,
-  uint8: DataType.UINT8,
-  int16: DataType.INT16,
-  uint16: DataType.UINT16,
-  int32: DataType.INT32,
-  uint32: DataType.UINT32,
-  int64: DataType.INT64,
-  uint64: DataType.UINT64,
-  bool: DataType.BOOL
-};
-async function runInPieces(model, feeds, outputs2, maxWeightBytes, log) {
-  const nodes = model.graph.node;
-  const constant2 = new Set(model.constantNames());
-  const folding = /* @__PURE__ */ new Map();
-  const computing = [];
-  for (const n of nodes) {
-    const inputs2 = (n.input ?? []).filter(Boolean);
-    const hasBody = (n.attribute ?? []).some((a) => a.g || a.graphs?.length);
-    if (n.opType === "Constant" && (n.domain ?? "") === "") continue;
-    if (inputs2.length > 0 && !hasBody && inputs2.every((i) => constant2.has(i))) {
-      for (const o of n.output ?? []) {
-        constant2.add(o);
-        folding.set(o, n);
-      }
-    } else computing.push(n);
-  }
-  const needs = (name, into) => {
-    if (into.names.has(name)) return 0;
-    into.names.add(name);
-    const node2 = folding.get(name);
-    if (!node2) {
-      const info = model.constantInfo(name);
-      return info ? elementCount(info.dims) * Math.max(4, dtypeInfo(info.dtype)?.bytes ?? 4) : 0;
-    }
-    into.nodes.add(node2);
-    return (node2.input ?? []).filter(Boolean).reduce((t, i) => t + needs(i, into), 0);
-  };
-  const pieces = [];
-  let bytes2 = 0;
-  for (const n of computing) {
-    const probe = { nodes: /* @__PURE__ */ new Set(), names: /* @__PURE__ */ new Set() };
-    const cost = nodeReads(n).filter((i) => i && constant2.has(i)).reduce((t, i) => t + needs(i, probe), 0);
-    let piece = pieces[pieces.length - 1];
-    if (!piece || bytes2 + cost > maxWeightBytes && piece.nodes.length > 0) {
-      piece = { nodes: [], folded: /* @__PURE__ */ new Set(), names: /* @__PURE__ */ new Set() };
-      pieces.push(piece);
-      bytes2 = 0;
-    }
-    piece.nodes.push(n);
-    for (const i of nodeReads(n)) if (i && constant2.has(i)) bytes2 += needs(i, { nodes: piece.folded, names: piece.names });
-  }
-  const lastReader = /* @__PURE__ */ new Map();
-  pieces.forEach((p, k) => p.nodes.forEach((n) => nodeReads(n).forEach((i) => i && !constant2.has(i) && lastReader.set(i, k))));
-  const wanted = new Set(outputs2);
-  const live = { ...feeds };
-  const initializers = new Map(model.initializers.map((t) => [t.name, t]));
-  const constantNodes = nodes.filter((n) => n.opType === "Constant" && (n.domain ?? "") === "");
-  await withSessionForm(void 0, async () => {
-    for (const [k, piece] of pieces.entries()) {
-      const made = new Set(piece.nodes.flatMap((n) => n.output ?? []));
-      const reads = [...new Set(piece.nodes.flatMap((n) => nodeReads(n)).filter((i) => i && !constant2.has(i) && !made.has(i)))];
-      const outs = [...made].filter((o) => o && (wanted.has(o) || (lastReader.get(o) ?? -1) > k));
-      const valueInfo = (name, t) => import_onnx_proto24.onnx.ValueInfoProto.create({ name, ...t ? { type: { tensorType: { elemType: ONNX_TYPE[t.type], shape: { dim: t.dims.map((d) => ({ dimValue: d })) } } } } : {} });
-      const graph = import_onnx_proto24.onnx.GraphProto.create({
-        name: `${model.graph.name ?? "graph"}-piece-${k + 1}`,
-        node: [...constantNodes.filter((n) => piece.names.has(n.output[0])), ...nodes.filter((n) => piece.folded.has(n)), ...piece.nodes],
-        initializer: [...piece.names].flatMap((name) => initializers.has(name) ? [initializers.get(name)] : []),
-        input: reads.map((name) => valueInfo(name, live[name])),
-        output: outs.map((name) => valueInfo(name))
-      });
-      const session = await sessionForProto(model, import_onnx_proto24.onnx.ModelProto.create({ ...model.proto, graph }), { enableCpuMemArena: false });
-      try {
-        const fed = {};
-        for (const name of reads) fed[name] = live[name];
-        Object.assign(live, await session.run(fed, outs));
-      } finally {
-        await session.release();
-      }
-      for (const name of Object.keys(live)) if (!wanted.has(name) && (lastReader.get(name) ?? -1) <= k) delete live[name];
-      log?.(`float piece ${k + 1} of ${pieces.length} run`);
-    }
-  });
-  const result = {};
-  for (const name of outputs2) result[name] = live[name];
-  return result;
-}
-
 // src/eval/form-gap.ts
 async function measureFormGap(model, set2, form, pieceBytes, log) {
   const started = Date.now();
@@ -52544,7 +52667,7 @@ async function withDeviceMemory(base, set2, memory, compensate, log, fn) {
         seconds: gap.seconds
       }
     };
-    return await withSessionForm(apply, () => fn({ form: report, outputBytes: Math.max(KEPT_OUTPUTS_FLOOR, Math.floor(OUTPUTS_SHARE * memory)), compensate: chosen }));
+    return await withSessionForm(apply, () => fn({ form: report, outputBytes: Math.max(KEPT_OUTPUTS_FLOOR, Math.floor(OUTPUTS_SHARE * memory)), compensate: chosen, pieceBytes: PIECE_SHARE * memory }));
   } finally {
     form.close();
   }
@@ -52662,7 +52785,7 @@ async function quantizeArtifact(model, mode, options = {}) {
       return result2;
     })
   };
-  const result = await quantizeModel(model, { bits: mode === "int8" ? 8 : 4, method: options.method, calibration: options.calibration, passes: timed, log });
+  const result = await quantizeModel(model, { bits: mode === "int8" ? 8 : 4, method: options.method, calibration: options.calibration, passes: timed, pieceBytes: options.pieceBytes, log });
   const m = result.method;
   for (const k of result.keptFloat) log(`kept in float: ${k.node} (${k.reason})`);
   for (const q of result.quantized) if (q.exception) log(`kept at ${q.bits} bits: ${q.node} (${q.exception})`);
@@ -52681,13 +52804,15 @@ async function quantizeArtifact(model, mode, options = {}) {
   };
   return { model: compact?.model ?? result.model, quantization, passes };
 }
-function quantizeWith(set2, keepNames, log, passes, method, firstBatches2) {
-  const calibration = calibrationFeeds(set2, firstBatches2);
-  const samples = firstBatches2 === void 0 ? set2.count : Math.min(set2.count, firstBatches2 * set2.batchSize);
+function quantizeWith(set2, keepNames, log, passes, method, limited) {
+  const calibration = calibrationFeeds(set2, limited?.batches);
+  const samples = limited === void 0 ? set2.count : Math.min(set2.count, limited.batches * set2.batchSize);
   return async (model, mode) => {
     if (mode === "none") return { model };
-    log(`quantizing the candidate to ${mode}${firstBatches2 === void 0 ? "" : ` (the layers' errors measured on the first ${firstBatches2} calibration batch${firstBatches2 === 1 ? "" : "es"}: each of their passes is one of the whole model)`}`);
-    return quantizeArtifact(model, mode, { calibration, method, keepNames, passes, samples, log });
+    log(
+      `quantizing the candidate to ${mode}${limited === void 0 ? "" : ` (the layers' errors measured on the first ${limited.batches} calibration batch${limited.batches === 1 ? "" : "es"}${limited.pieceBytes ? ", in float, one piece of the model at a time" : ""}: each of their passes is one of the whole model)`}`
+    );
+    return quantizeArtifact(model, mode, { calibration, method, keepNames, passes, samples, log, pieceBytes: limited?.pieceBytes });
   };
 }
 async function runGate(options) {
@@ -52717,7 +52842,7 @@ async function runOnDevice(options) {
     config2.device.memory,
     config2.prune.compensate,
     log,
-    ({ form, outputBytes, compensate }) => gateOnDevice({ ...options, config: { ...config2, prune: { ...config2.prune, compensate } } }, base, set2, origin, { evaluationForm: form, outputBytes })
+    ({ form, outputBytes, compensate, pieceBytes }) => gateOnDevice({ ...options, config: { ...config2, prune: { ...config2.prune, compensate } } }, base, set2, origin, { evaluationForm: form, outputBytes, pieceBytes })
   );
 }
 async function gateOnDevice(options, base, set2, origin, device) {
@@ -52739,7 +52864,7 @@ async function gateOnDevice(options, base, set2, origin, device) {
     apart: !!device.evaluationForm
   });
   if (tap) memory.ready = tap.collected();
-  const quantize = options.quantize ?? quantizeWith(evaluator.set, config2.keepNames, log, void 0, config2.quantizeMethod, device.evaluationForm ? 1 : void 0);
+  const quantize = options.quantize ?? quantizeWith(evaluator.set, config2.keepNames, log, void 0, config2.quantizeMethod, device.evaluationForm ? { batches: 1, pieceBytes: device.pieceBytes } : void 0);
   const stepsDir = path15.join(out, STEPS_DIR);
   try {
     checkRulesAgainstBase(config2.gate, evaluator.baseQuality, config2.file ? displayPath(config2.file) : "the gate");
@@ -53329,12 +53454,12 @@ async function mergeJobs(config2, dirs, out, log = () => void 0, recorded = {}) 
     const set2 = await readCalibration(config2.calibration, base);
     const task = set2.task;
     const rules = config2.gate;
-    const baseSums = addSums(...partials.map((p) => p.base.sums));
+    const baseSums = addSums2(...partials.map((p) => p.base.sums));
     const baseStats = partials[0].base.stats;
     const baseValues = { ...taskValues(task, baseSums), ...SELF_COMPARISON, ...sizeValues(baseStats) };
     checkRulesAgainstBase(rules, baseValues, config2.file ? displayPath(config2.file) : "the gate");
     const stepValues = partials[0].steps.map((step, i) => {
-      const sums = addSums(...partials.map((p) => p.steps[i].sums));
+      const sums = addSums2(...partials.map((p) => p.steps[i].sums));
       return { base: baseValues, candidate: { ...taskValues(task, sums), ...comparisonValues(sums), ...sizeValues(step.candidate) } };
     });
     const passes = recordedPasses(read[0], log);
