@@ -45249,6 +45249,20 @@ function traceKey(proto, feedsList) {
   }
   return hash2.digest("hex");
 }
+async function traceOnce(session, inputs2) {
+  const results = await session.run(inputs2);
+  const trace = /* @__PURE__ */ new Map();
+  let bytes2 = 0;
+  for (const [name, t] of Object.entries(results)) {
+    const entry = { dims: [...t.dims], type: t.type };
+    if ((t.type === "int64" || t.type === "int32") && t.size <= MAX_TRACED_INTS) {
+      entry.ints = toNumbers(t);
+    }
+    bytes2 += t.data.byteLength ?? 0;
+    trace.set(name, entry);
+  }
+  return { trace, bytes: bytes2 };
+}
 async function traceModelAt(model, feedsList) {
   const { proto, replaced } = shapeOnlyProto(model);
   const key = traceKey(proto, feedsList);
@@ -45268,15 +45282,8 @@ async function traceModelAt(model, feedsList) {
   try {
     const traces = [];
     for (const inputs2 of feedsList) {
-      const results = await session.run(inputs2);
-      const trace = /* @__PURE__ */ new Map();
-      for (const [name, t] of Object.entries(results)) {
-        const entry = { dims: [...t.dims], type: t.type };
-        if ((t.type === "int64" || t.type === "int32") && t.size <= MAX_TRACED_INTS) {
-          entry.ints = toNumbers(t);
-        }
-        trace.set(name, entry);
-      }
+      const { trace, bytes: bytes2 } = await traceOnce(session, inputs2);
+      releaseGarbage(bytes2);
       for (const [name, { dims }] of replaced) trace.set(name, { dims, type: "float32" });
       for (const [name, t] of Object.entries(inputs2)) {
         trace.set(name, { dims: [...t.dims], type: t.type });
