@@ -5,7 +5,9 @@ import * as core from '@actions/core';
 import * as path from 'path';
 import { ensureOnnxRuntime } from './github/onnxruntime';
 import { run } from './main';
+import { exitCleanlyOnSignals } from './util/signals';
 
+exitCleanlyOnSignals();
 void run({
   ensureRuntime: async () => {
     await ensureOnnxRuntime({ module, actionRoot: path.resolve(__dirname, '..'), log: (line) => core.info(line) });

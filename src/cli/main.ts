@@ -2,6 +2,7 @@ import { CommanderError } from 'commander';
 import { isUserError } from '../errors';
 import { CliContext } from './context';
 import { buildProgram } from './program';
+import { exitCleanlyOnSignals } from '../util/signals';
 
 /** Exit statuses (docs/contracts.md): 0 passed, 1 gate failed, 2 bad input or usage; 3 is a bug of ours. */
 export const EXIT_USAGE = 2;
@@ -39,6 +40,7 @@ const processIO = {
 
 /** Runs the CLI on the process's arguments and sets its exit status (bin/prune-gate.js calls this). */
 export function runCli(): void {
+  exitCleanlyOnSignals();
   // Piping into `head` closes stdout early: that is not an error worth a stack trace.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code !== 'EPIPE') throw e;

@@ -324,10 +324,14 @@ async function openForProto(model: OnnxModel, proto: onnx.IModelProto, opts: ort
   } catch {
     return { session: await openSession(bytes, { ...opts, externalData: externalDataFiles(model) }), garbage };
   }
+  // Removed at exit too: a run ended by a signal while the session is made (util/signals.ts).
+  const remove = () => fs.rmSync(tmp, { force: true });
+  process.once('exit', remove);
   try {
     return { session: await openSession(tmp, opts), garbage };
   } finally {
-    fs.rmSync(tmp, { force: true });
+    remove();
+    process.removeListener('exit', remove);
   }
 }
 
@@ -341,11 +345,14 @@ async function sessionFromWrittenCopy(
   opts: ort.InferenceSession.SessionOptions,
 ): Promise<ort.InferenceSession> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-session-'));
+  const remove = () => fs.rmSync(dir, { recursive: true, force: true });
+  process.once('exit', remove); // a run ended by a signal meanwhile (util/signals.ts)
   try {
     const file = path.join(dir, 'model.onnx');
     writeModel(OnnxModel.fromProto(proto as onnx.ModelProto, '', model.origin), file, { externalData: 'always' });
     return await openSession(file, opts);
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    remove();
+    process.removeListener('exit', remove);
   }
 }
