@@ -39923,20 +39923,26 @@ async function openForProto(model, proto, opts) {
   } catch {
     return { session: await openSession(bytes2, { ...opts, externalData: externalDataFiles(model) }), garbage };
   }
+  const remove = () => fs10.rmSync(tmp, { force: true });
+  process.once("exit", remove);
   try {
     return { session: await openSession(tmp, opts), garbage };
   } finally {
-    fs10.rmSync(tmp, { force: true });
+    remove();
+    process.removeListener("exit", remove);
   }
 }
 async function sessionFromWrittenCopy(model, proto, opts) {
   const dir = fs10.mkdtempSync(path9.join(os4.tmpdir(), "prune-gate-session-"));
+  const remove = () => fs10.rmSync(dir, { recursive: true, force: true });
+  process.once("exit", remove);
   try {
     const file2 = path9.join(dir, "model.onnx");
     writeModel(OnnxModel.fromProto(proto, "", model.origin), file2, { externalData: "always" });
     return await openSession(file2, opts);
   } finally {
-    fs10.rmSync(dir, { recursive: true, force: true });
+    remove();
+    process.removeListener("exit", remove);
   }
 }
 
@@ -53800,6 +53806,17 @@ In any repository, without installing: ${CLI_COMMAND} <command>
   return program2;
 }
 
+// src/util/signals.ts
+function exitCleanlyOnSignals() {
+  for (const [signal, code] of [
+    ["SIGINT", 130],
+    ["SIGTERM", 143],
+    ["SIGHUP", 129]
+  ]) {
+    process.once(signal, () => process.exit(code));
+  }
+}
+
 // src/cli/main.ts
 var EXIT_USAGE = 2;
 var EXIT_INTERNAL = 3;
@@ -53829,6 +53846,7 @@ var processIO = {
   stderr: (s) => void process.stderr.write(s)
 };
 function runCli() {
+  exitCleanlyOnSignals();
   process.stdout.on("error", (e) => {
     if (e.code !== "EPIPE") throw e;
   });
