@@ -39750,6 +39750,10 @@ var ORT_TYPE = {
   [DataType.INT64]: "int64",
   [DataType.UINT64]: "uint64"
 };
+function onnxType(type) {
+  const found = Object.entries(ORT_TYPE).find(([, t]) => t === type);
+  return found ? Number(found[0]) : void 0;
+}
 function ortType(dtype) {
   const t = ORT_TYPE[dtype];
   if (!t) throw new Error(`onnxruntime has no tensor type for ONNX data type ${dtype}`);
@@ -39923,27 +39927,31 @@ async function openForProto(model, proto, opts) {
   } catch {
     return { session: await openSession(bytes2, { ...opts, externalData: externalDataFiles(model) }), garbage };
   }
-  const remove = () => fs10.rmSync(tmp, { force: true });
-  process.once("exit", remove);
+  const removeTmp = removedAtExitToo(tmp);
   try {
     return { session: await openSession(tmp, opts), garbage };
   } finally {
-    remove();
-    process.removeListener("exit", remove);
+    removeTmp();
   }
 }
 async function sessionFromWrittenCopy(model, proto, opts) {
   const dir = fs10.mkdtempSync(path9.join(os4.tmpdir(), "prune-gate-session-"));
-  const remove = () => fs10.rmSync(dir, { recursive: true, force: true });
-  process.once("exit", remove);
+  const removeDir = removedAtExitToo(dir);
   try {
     const file2 = path9.join(dir, "model.onnx");
     writeModel(OnnxModel.fromProto(proto, "", model.origin), file2, { externalData: "always" });
     return await openSession(file2, opts);
   } finally {
+    removeDir();
+  }
+}
+function removedAtExitToo(target) {
+  const remove = () => fs10.rmSync(target, { recursive: true, force: true });
+  process.once("exit", remove);
+  return () => {
     remove();
     process.removeListener("exit", remove);
-  }
+  };
 }
 
 // src/eval/npy.ts
@@ -47584,6 +47592,7 @@ var DEFAULT_DAMPING = 0.01;
 var GREEDY_BLOCKS = 16;
 var consumerKey = (c) => `${c.node.name ?? ""}\0${c.weight}`;
 var dampingKind = (opType, k, n) => `${opType} ${k}x${n}`;
+var kindHasDamping = (dampings, kind) => [...dampings.keys()].some((key) => key.startsWith(`${kind} on `));
 async function dampingOf(dampings, c, k, n, samples, choose) {
   const key = consumerKey(c);
   const own2 = dampings.get(key);
@@ -49682,13 +49691,12 @@ function statisticsPlan(model, analysis, groups, options) {
     const gone = /* @__PURE__ */ new Map();
     for (const r of removed) for (const u of r.units) for (const [slot, indices] of u.indices) gone.set(slot, (gone.get(slot) ?? 0) + indices.length);
     const kinds = /* @__PURE__ */ new Set();
-    const known = [...dampings?.keys() ?? []];
     return [...consumers2.values()].flat().map((c) => {
       const channels = c.inputSlot.size - (gone.get(c.inputSlot.id) ?? 0);
       const outputs2 = Number(model.constantInfo(c.weight)?.dims[c.use.weightOut] ?? 0);
       const kind = dampingKind(c.node.opType, channels, outputs2);
       const gram = refits && refittable(c, model, readers);
-      const chooses = gram && !dampings?.has(consumerKey(c)) && !kinds.has(kind) && !known.some((key) => key.startsWith(`${kind} on `));
+      const chooses = gram && !dampings?.has(consumerKey(c)) && !kinds.has(kind) && !(dampings && kindHasDamping(dampings, kind));
       if (gram) kinds.add(kind);
       const [r] = statsRequests([c], gram, () => chooses);
       return { ...r, channels };
@@ -50703,20 +50711,6 @@ var import_onnx_proto22 = __toESM(require_onnx());
 
 // src/onnx/pieces.ts
 var import_onnx_proto19 = __toESM(require_onnx());
-var ONNX_TYPE = {
-  float32: DataType.FLOAT,
-  float16: DataType.FLOAT16,
-  float64: DataType.DOUBLE,
-  int8: DataType.INT8,
-  uint8: DataType.UINT8,
-  int16: DataType.INT16,
-  uint16: DataType.UINT16,
-  int32: DataType.INT32,
-  uint32: DataType.UINT32,
-  int64: DataType.INT64,
-  uint64: DataType.UINT64,
-  bool: DataType.BOOL
-};
 async function runInPieces(model, feeds, outputs2, maxWeightBytes, log) {
   const nodes = model.graph.node;
   const constant2 = new Set(model.constantNames());
@@ -50778,7 +50772,7 @@ async function runInPieces(model, feeds, outputs2, maxWeightBytes, log) {
       const made = new Set(piece.nodes.flatMap((n) => n.output ?? []));
       const reads = [...new Set(piece.nodes.flatMap((n) => nodeReads(n)).filter((i) => i && !constant2.has(i) && !made.has(i)))];
       const outs = [...made].filter((o) => o && (wanted.has(o) || (lastReader.get(o) ?? -1) > k));
-      const valueInfo = (name, t) => import_onnx_proto19.onnx.ValueInfoProto.create({ name, ...t ? { type: { tensorType: { elemType: ONNX_TYPE[t.type], shape: { dim: t.dims.map((d) => ({ dimValue: d })) } } } } : {} });
+      const valueInfo = (name, t) => import_onnx_proto19.onnx.ValueInfoProto.create({ name, ...t ? { type: { tensorType: { elemType: onnxType(t.type), shape: { dim: t.dims.map((d) => ({ dimValue: d })) } } } } : {} });
       const graph = import_onnx_proto19.onnx.GraphProto.create({
         name: `${model.graph.name ?? "graph"}-piece-${k + 1}`,
         node: [...constantNodes.filter((n) => piece.names.has(n.output[0])), ...nodes.filter((n) => piece.folded.has(n)), ...piece.nodes],

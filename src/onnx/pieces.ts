@@ -1,24 +1,9 @@
 import { onnx } from 'onnx-proto';
-import { DataType, dtypeInfo } from './dtype';
+import { dtypeInfo } from './dtype';
 import { OnnxModel } from './model';
 import { nodeReads } from './reads';
-import { Feeds, ort, sessionForProto, withSessionForm } from './runtime';
+import { Feeds, onnxType, ort, sessionForProto, withSessionForm } from './runtime';
 import { elementCount } from './tensor';
-
-const ONNX_TYPE: Record<string, DataType> = {
-  float32: DataType.FLOAT,
-  float16: DataType.FLOAT16,
-  float64: DataType.DOUBLE,
-  int8: DataType.INT8,
-  uint8: DataType.UINT8,
-  int16: DataType.INT16,
-  uint16: DataType.UINT16,
-  int32: DataType.INT32,
-  uint32: DataType.UINT32,
-  int64: DataType.INT64,
-  uint64: DataType.UINT64,
-  bool: DataType.BOOL,
-};
 
 /**
  * Runs `model` as written (no session form) on `feeds` one piece at a time, so a model whose
@@ -95,7 +80,7 @@ export async function runInPieces(model: OnnxModel, feeds: Feeds, outputs: strin
       const reads = [...new Set(piece.nodes.flatMap((n) => nodeReads(n)).filter((i) => i && !constant.has(i) && !made.has(i)))];
       const outs = [...made].filter((o) => o && (wanted.has(o) || (lastReader.get(o) ?? -1) > k));
       const valueInfo = (name: string, t?: ort.Tensor) =>
-        onnx.ValueInfoProto.create({ name, ...(t ? { type: { tensorType: { elemType: ONNX_TYPE[t.type], shape: { dim: t.dims.map((d) => ({ dimValue: d })) } } } } : {}) });
+        onnx.ValueInfoProto.create({ name, ...(t ? { type: { tensorType: { elemType: onnxType(t.type), shape: { dim: t.dims.map((d) => ({ dimValue: d })) } } } } : {}) });
       const graph = onnx.GraphProto.create({
         name: `${model.graph.name ?? 'graph'}-piece-${k + 1}`,
         node: [...constantNodes.filter((n) => piece.names.has(n.output![0])), ...nodes.filter((n) => piece.folded.has(n)), ...piece.nodes],

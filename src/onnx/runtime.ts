@@ -33,6 +33,12 @@ const ORT_TYPE: Partial<Record<number, ort.Tensor.Type>> = {
   [DataType.UINT64]: 'uint64',
 };
 
+/** The ONNX data type of an onnxruntime tensor type (ORT_TYPE read backwards). */
+export function onnxType(type: ort.Tensor.Type): DataType | undefined {
+  const found = Object.entries(ORT_TYPE).find(([, t]) => t === type);
+  return found ? (Number(found[0]) as DataType) : undefined;
+}
+
 export function ortType(dtype: number): ort.Tensor.Type {
   const t = ORT_TYPE[dtype];
   if (!t) throw new Error(`onnxruntime has no tensor type for ONNX data type ${dtype}`);
@@ -324,14 +330,11 @@ async function openForProto(model: OnnxModel, proto: onnx.IModelProto, opts: ort
   } catch {
     return { session: await openSession(bytes, { ...opts, externalData: externalDataFiles(model) }), garbage };
   }
-  // Removed at exit too: a run ended by a signal while the session is made (util/signals.ts).
-  const remove = () => fs.rmSync(tmp, { force: true });
-  process.once('exit', remove);
+  const removeTmp = removedAtExitToo(tmp);
   try {
     return { session: await openSession(tmp, opts), garbage };
   } finally {
-    remove();
-    process.removeListener('exit', remove);
+    removeTmp();
   }
 }
 
@@ -345,14 +348,25 @@ async function sessionFromWrittenCopy(
   opts: ort.InferenceSession.SessionOptions,
 ): Promise<ort.InferenceSession> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prune-gate-session-'));
-  const remove = () => fs.rmSync(dir, { recursive: true, force: true });
-  process.once('exit', remove); // a run ended by a signal meanwhile (util/signals.ts)
+  const removeDir = removedAtExitToo(dir);
   try {
     const file = path.join(dir, 'model.onnx');
     writeModel(OnnxModel.fromProto(proto as onnx.ModelProto, '', model.origin), file, { externalData: 'always' });
     return await openSession(file, opts);
   } finally {
+    removeDir();
+  }
+}
+
+/**
+ * A temporary file or folder that a session is made from: the function returned removes it; so
+ * does the process's exit until then, for a run ended by a signal meanwhile (util/signals.ts).
+ */
+function removedAtExitToo(target: string): () => void {
+  const remove = () => fs.rmSync(target, { recursive: true, force: true });
+  process.once('exit', remove);
+  return () => {
     remove();
     process.removeListener('exit', remove);
-  }
+  };
 }

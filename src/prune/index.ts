@@ -11,7 +11,7 @@ import { UserError } from '../errors';
 import { FixFailure, SlicedEntries, applyRemoval } from './apply';
 import type { BuiltCandidate } from './allocate';
 import { CompensationEdits, applyCompensation } from './compensate';
-import { InverseCovariances, consumerKey, dampingKind, refittable } from './obs';
+import { InverseCovariances, consumerKey, dampingKind, kindHasDamping, refittable } from './obs';
 import { DenseMath } from '../onnx/linalg';
 import { chooseAllocation } from './allocate';
 import { ParamLedger, Removal } from './plan';
@@ -125,13 +125,12 @@ function statisticsPlan(model: OnnxModel, analysis: Analysis, groups: Group[], o
     // its kind will take (obs.ts dampingOf): on BERT-base the other eleven FFN projections' would
     // hold 440 MB through the pass for nothing.
     const kinds = new Set<string>();
-    const known = [...(dampings?.keys() ?? [])];
     return [...consumers.values()].flat().map((c) => {
       const channels = c.inputSlot.size - (gone.get(c.inputSlot.id) ?? 0);
       const outputs = Number(model.constantInfo(c.weight)?.dims[c.use.weightOut] ?? 0);
       const kind = dampingKind(c.node.opType, channels, outputs);
       const gram = refits && refittable(c, model, readers);
-      const chooses = gram && !dampings?.has(consumerKey(c)) && !kinds.has(kind) && !known.some((key) => key.startsWith(`${kind} on `));
+      const chooses = gram && !dampings?.has(consumerKey(c)) && !kinds.has(kind) && !(dampings && kindHasDamping(dampings, kind));
       if (gram) kinds.add(kind);
       const [r] = statsRequests([c], gram, () => chooses);
       return { ...r, channels };
@@ -597,5 +596,4 @@ export async function findPrunable(model: OnnxModel): Promise<{ prunable: Prunab
     skipped: describeSkipped(analysis, ['ffn', 'heads', 'channels']),
     blocks: { removable: blocks.blocks.map((b) => ({ where: b.where, params: b.params })), leftAlone: blocks.skipped },
   };
-
 }

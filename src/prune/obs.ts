@@ -85,17 +85,20 @@ export type Dampings = Map<string, number | null>;
 export const consumerKey = (c: Consumer) => `${c.node.name ?? ''}\u0000${c.weight}`;
 
 /**
- * A consumer's damping: its own, else that of the consumers of the same op and weight shape
- * whose input was read on as many samples (chosen on the first of them: the damping weighs the
- * samples against the channels, which they share; every layer of a transformer is one such
- * class, so a 12-layer model checks two dampings, not 24), else chosen now by `choose`.
- */
-/**
  * Consumers of one kind (op and weight shape) share the damping chosen for the first of them
  * (dampingOf): only that one needs every other batch's sums to choose it with.
  */
 export const dampingKind = (opType: string, k: number, n: number) => `\u0001${opType} ${k}x${n}`;
 
+/** Whether a damping of this kind is known already (chosen on some number of samples). */
+export const kindHasDamping = (dampings: Dampings, kind: string) => [...dampings.keys()].some((key) => key.startsWith(`${kind} on `));
+
+/**
+ * A consumer's damping: its own, else that of the consumers of the same op and weight shape
+ * whose input was read on as many samples (chosen on the first of them: the damping weighs the
+ * samples against the channels, which they share; every layer of a transformer is one such
+ * class, so a 12-layer model checks two dampings, not 24), else chosen now by `choose`.
+ */
 export async function dampingOf(dampings: Dampings, c: Consumer, k: number, n: number, samples: number, choose: () => Promise<number | null>): Promise<number | null> {
   const key = consumerKey(c);
   const own = dampings.get(key);
