@@ -12,13 +12,15 @@ function clock() {
 // 4 s the statistics on the whole set (1 s of analysis and the kept candidate's confirmation).
 const STEP = { total: 10, alternative: 2, probe: 3, statistics: 4, share: 1, once: 0 };
 
-test('every step runs at full effort while the steps left fit, and nothing is reported left out', () => {
+test('every step runs at full effort while the steps left fit, a probe every other step, and nothing is reported left out', () => {
   const c = clock();
   const budget = new SearchBudget(100, 5, c.now);
   for (let step = 1; step <= 5; step++) {
-    expect(budget.effortFor(step)).toEqual({ alternative: true, probe: true, share: 1 });
+    // Between probes, each group's sensitivity is the one measured a step before.
+    const probe = step % 2 === 1;
+    expect(budget.effortFor(step)).toEqual({ alternative: true, probe, share: 1 });
     c.advance(10);
-    budget.stepDone(STEP);
+    budget.stepDone({ ...STEP, probe: probe ? STEP.probe : 0 });
   }
   expect(budget.summary()).toEqual({ seconds: 100, spent: 50, left_out: [] });
 });
@@ -30,26 +32,27 @@ test('when the steps left would not fit, the alternative goes first, then the pr
   expect(budget.effortFor(1)).toEqual({ alternative: true, probe: true, share: 1 });
   c.advance(10);
   budget.stepDone(STEP);
-  // 4 x 10 = 40 > 26; without the alternative 4 x 8 = 32 > 26; without the probe 4 x 5 = 20 <= 26.
+  // No probe is due at step 2. 4 steps of 7 s and the probes of steps 3 and 5 (3 s each) make
+  // 34 > 26; without the alternative 4 x 5 + 6 = 26 <= 26.
   expect(budget.effortFor(2)).toEqual({ alternative: false, probe: false, share: 1 });
   c.advance(5);
   budget.stepDone({ total: 5, alternative: 0, probe: 0, statistics: 4, share: 1, once: 0 });
-  // 3 steps in 21 s: at that effort 3 x 5 = 15 fits, and the probe would cost 3 s more a step
-  // (its last measured cost): 3 x 8 = 24 does not.
-  expect(budget.effortFor(3)).toEqual({ alternative: false, probe: false, share: 1 });
+  // 3 steps in 21 s, probes due at steps 3 and 5: 3 x 5 + 6 = 21 fits.
+  expect(budget.effortFor(3)).toEqual({ alternative: false, probe: true, share: 1 });
   c.advance(14); // a slow step: 2 steps in 7 s
-  budget.stepDone({ total: 5, alternative: 0, probe: 0, statistics: 4, share: 1, once: 0 });
+  budget.stepDone({ total: 8, alternative: 0, probe: 3, statistics: 4, share: 1, once: 0 });
+  // 2 x 5 + step 5's probe = 13 > 7, without it 10 > 7; with half the statistics 2 x 3 = 6 <= 7.
   expect(budget.effortFor(4)).toEqual({ alternative: false, probe: false, share: 0.5 });
   c.advance(3);
   budget.stepDone({ total: 3, alternative: 0, probe: 0, statistics: 2, share: 0.5, once: 0 });
   // Step 5 may read half the set too, but its statistics were known already (collected by step
-  // 4's confirmation, on the whole set): nothing of them was left out there.
+  // 4's confirmation, on the whole set): nothing of them was left out there. Its probe, due, was.
   expect(budget.effortFor(5)).toEqual({ alternative: false, probe: false, share: 0.5 });
   budget.stepDone({ total: 1, alternative: 0, probe: 0, statistics: 0, share: 0.5, once: 0 });
   expect(budget.summary().left_out).toEqual([
     'the confirmation of a second candidate at steps 2, 3, 4, 5',
-    "the sensitivity probe (each group's last measured sensitivity reused) at steps 2, 3, 4, 5",
     'half of the calibration set in the statistics pass at step 4',
+    "the sensitivity probe (each group's last measured sensitivity reused) at step 5",
   ]);
 });
 
@@ -70,10 +73,10 @@ test('work done once per search (the dampings chosen at the first step) is not e
   budget.effortFor(1);
   c.advance(30);
   budget.stepDone({ ...STEP, total: 30, once: 20 });
-  // 4 steps of 10 s fit in the 45 s left, at full effort; counted again, the 20 s would make
-  // them 4 x 30 and leave everything out.
-  expect(budget.effortFor(2)).toEqual({ alternative: true, probe: true, share: 1 });
+  // 4 steps of 7 s and two probes of 3 s fit in the 45 s left, at full effort; counted again,
+  // the 20 s would make them 4 x 27 and leave everything out.
+  expect(budget.effortFor(2)).toEqual({ alternative: true, probe: false, share: 1 });
   c.advance(10);
-  budget.stepDone(STEP);
+  budget.stepDone({ ...STEP, probe: 0 });
   expect(budget.summary().left_out).toEqual([]);
 });

@@ -12,6 +12,13 @@ import type { SearchEffort } from '../prune/types';
  * the report then says by how much it was exceeded.
  */
 
+/**
+ * A probe runs at the first step and then every PROBE_EVERY steps: between, each group's
+ * sensitivity is the one measured a step before (docs/pruning.md, "What a run costs"; on the
+ * trained fixtures a probe every step gave no better models than one every other step).
+ */
+const PROBE_EVERY = 2;
+
 /** What one step cost, by part (seconds). */
 export interface StepCost {
   total: number;
@@ -38,8 +45,10 @@ export class SearchBudget {
   private readonly costs: StepCost[] = [];
   /** What was left out at which steps: leaves -> step numbers. */
   private readonly omitted = new Map<string, number[]>();
-  /** The step effortFor planned last, and its level, until stepDone. */
-  private planned: { index: number; level: number } | undefined;
+  /** The step effortFor planned last, its level, and whether a probe was due there, until stepDone. */
+  private planned: { index: number; level: number; probeDue: boolean } | undefined;
+  /** The last step that ran a probe. */
+  private lastProbed: number | undefined;
 
   constructor(
     readonly seconds: number,
@@ -53,21 +62,30 @@ export class SearchBudget {
     return (this.now() - this.start) / 1000;
   }
 
-  /** The effort of step `index` (1-based): full, unless the steps left would not fit at it. */
+  /**
+   * The effort of step `index` (1-based): full, unless the steps left would not fit at it; a
+   * probe only where one is due (PROBE_EVERY).
+   */
   effortFor(index: number): SearchEffort {
+    const probeDue = this.lastProbed === undefined || index - this.lastProbed >= PROBE_EVERY;
     const last = this.costs[this.costs.length - 1];
-    if (!last) return LEVELS[0].effort;
-    const left = this.seconds - this.elapsed();
-    const steps = this.steps - index + 1;
-    let chosen = LEVELS.length - 1;
-    for (let level = 0; level < LEVELS.length; level++) {
-      if (steps * this.estimate(last, level) <= left) {
-        chosen = level;
-        break;
+    let chosen = 0;
+    if (last) {
+      const left = this.seconds - this.elapsed();
+      const steps = this.steps - index + 1;
+      // The probes the steps left run at full effort: this one if due, then every PROBE_EVERY.
+      const probes = Math.ceil((steps - (probeDue ? 0 : 1)) / PROBE_EVERY);
+      chosen = LEVELS.length - 1;
+      for (let level = 0; level < LEVELS.length; level++) {
+        if (steps * this.estimate(last, level) + (LEVELS[level].effort.probe ? probes * this.lastOf('probe') : 0) <= left) {
+          chosen = level;
+          break;
+        }
       }
     }
-    this.planned = { index, level: chosen };
-    return LEVELS[chosen].effort;
+    this.planned = { index, level: chosen, probeDue };
+    const effort = LEVELS[chosen].effort;
+    return { ...effort, probe: effort.probe && probeDue };
   }
 
   /**
@@ -77,6 +95,7 @@ export class SearchBudget {
    */
   stepDone(cost: StepCost): void {
     this.costs.push(cost);
+    if (cost.probe > 0 && this.planned) this.lastProbed = this.planned.index;
     const planned = this.planned;
     this.planned = undefined;
     if (!planned) return;
@@ -85,7 +104,7 @@ export class SearchBudget {
       this.omitted.set(LEVELS[level].leaves, [...at, planned.index]);
     };
     if (planned.level >= 1) left(1);
-    if (planned.level >= 2 && cost.probe === 0) left(2);
+    if (planned.level >= 2 && planned.probeDue && cost.probe === 0) left(2);
     if (planned.level >= 3 && cost.statistics > 0 && cost.share < 1) left(3);
   }
 
@@ -105,15 +124,19 @@ export class SearchBudget {
     };
   }
 
+  /** A part's last measured cost (a part left out last time costs what it cost before). */
+  private lastOf(part: 'alternative' | 'probe'): number {
+    return [...this.costs].reverse().find((c) => c[part] > 0)?.[part] ?? 0;
+  }
+
   /**
-   * One step at `level`, from the last one's cost: what it always runs, plus each part the level
-   * keeps at its last measured cost (a part left out last time costs what it cost before).
+   * One step at `level`, from the last one's cost, without its probe (effortFor counts the
+   * probes due): what it always runs, plus the alternative's confirmation if the level keeps it.
    */
   private estimate(cost: StepCost, level: number): number {
     const { effort } = LEVELS[level];
-    const lastOf = (part: 'alternative' | 'probe') => [...this.costs].reverse().find((c) => c[part] > 0)?.[part] ?? 0;
     const core = cost.total - cost.alternative - cost.probe - cost.statistics - cost.once;
     const statistics = (cost.statistics / Math.max(cost.share, 1e-9)) * effort.share;
-    return Math.max(0, core + statistics + (effort.alternative ? lastOf('alternative') : 0) + (effort.probe ? lastOf('probe') : 0));
+    return Math.max(0, core + statistics + (effort.alternative ? this.lastOf('alternative') : 0));
   }
 }

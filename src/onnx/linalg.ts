@@ -144,6 +144,14 @@ export class DenseMath {
     return out.errors.data as Float64Array;
   }
 
+  /** The product A · B of A (m x k) and B (k x n). */
+  async product(a: Float64Array, b: Float64Array, m: number, k: number, n: number): Promise<Float64Array> {
+    if (m === 0 || n === 0) return new Float64Array(m * n);
+    const session = await this.session('product', productGraph);
+    const out = await session.run({ a: f64(a, [m, k]), b: f64(b, [k, n]) });
+    return out.out.data as Float64Array;
+  }
+
   /** tr(Dᵀ · C · D) for C (m x m) and D (m x n): the output error a weight change D makes under input covariance C. */
   async quadratic(c: Float64Array, d: Float64Array, m: number, n: number): Promise<number> {
     if (m === 0 || n === 0) return 0;
@@ -200,7 +208,7 @@ function cholesky(a: Float64Array, n: number): Float64Array | undefined {
 }
 
 /** The inverse of an n x n lower triangular matrix with a positive diagonal (lower triangular too). */
-function lowerInverse(l: Float64Array, n: number): Float64Array {
+export function lowerInverse(l: Float64Array, n: number): Float64Array {
   const x = new Float64Array(n * n);
   for (let j = 0; j < n; j++) {
     x[j * n + j] = 1 / l[j * n + j];
@@ -332,10 +340,17 @@ function removeGraph(): Uint8Array {
   return g.encode([...SURGEON_INPUTS, ['units', DataType.INT64], ['blocks', DataType.INT64]], doubles('hinvKept', 'wKept', 'hinvRemoved', 'wRemoved', 'errors'));
 }
 
+/**
+ * W_k − Hinv_kP · ((Hinv_PP)⁻¹ · W_P): the product in this order costs p²n + (m−p)pn
+ * multiply-adds against (m−p)p² + (m−p)pn for T·W_P (removeGraph needs T for the inverse).
+ */
 function refitGraph(): Uint8Array {
   const g = new GraphBuilder();
-  const { wp, tk } = surgeon(g);
-  g.output(g.op('Sub', [g.op('Gather', ['w', 'kept'], { axis: 0 }), g.op('MatMul', [tk, wp])]), 'wKept');
+  const hp = g.op('Gather', ['hinv', 'removed'], { axis: 1 });
+  const hpp = g.op('Gather', [hp, 'removed'], { axis: 0 });
+  const wp = g.op('Gather', ['w', 'removed'], { axis: 0 });
+  const solved = g.op('MatMul', [g.op('Inverse', [hpp], {}, 'com.microsoft'), wp]);
+  g.output(g.op('Sub', [g.op('Gather', ['w', 'kept'], { axis: 0 }), g.op('MatMul', [g.op('Gather', [hp, 'kept'], { axis: 0 }), solved])]), 'wKept');
   return g.encode(SURGEON_INPUTS, doubles('wKept'));
 }
 
@@ -352,6 +367,12 @@ function unitErrorsGraph(): Uint8Array {
   const g = new GraphBuilder();
   g.output(unitErrors(g, 'hinv', 'w'), 'errors');
   return g.encode([...doubles('hinv', 'w'), ['units', DataType.INT64], ['blocks', DataType.INT64]], doubles('errors'));
+}
+
+function productGraph(): Uint8Array {
+  const g = new GraphBuilder();
+  g.output(g.op('MatMul', ['a', 'b']), 'out');
+  return g.encode(doubles('a', 'b'), doubles('out'));
 }
 
 function quadraticGraph(): Uint8Array {

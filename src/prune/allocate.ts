@@ -393,7 +393,7 @@ async function calibratedCosts(input: AllocationInput, curves: Map<Group, Damage
   if (!damage?.sampleLosses || !damage.samples || curves.size < 2) return plain;
   const remembered = [...curves.keys()].map((g) => input.sensitivities.get(sensitivityKey(g)));
   if (!input.effort.probe && remembered.every(Boolean)) {
-    input.log('sensitivity: each group as the last probe measured it (no probe at this step, to keep to the budget)');
+    input.log('sensitivity: each group as the last probe measured it (no probe at this step: one runs every other step, and the budget may leave one out)');
     return new Map([...curves].map(([g, c], i) => [g, { order: c.order, cost: c.errors.map((e) => remembered[i]!.a * e ** remembered[i]!.p) }]));
   }
   const planned = new Map([...curves].map(([g, c]) => [g, probeCounts(g.units.length, c.order.length, share).filter((count) => c.errors[count] > 0)]));

@@ -1,6 +1,6 @@
 import { Group, Unit } from '../graph/analysis';
 import type { WeightUse } from '../graph/rules';
-import { DenseMath } from '../onnx/linalg';
+import { DenseMath, lowerInverse } from '../onnx/linalg';
 import { SpillRange, readSpilled, spillBytes } from '../onnx/spill';
 import { OnnxModel } from '../onnx/model';
 import { toFloat32 } from '../onnx/tensor';
@@ -388,15 +388,22 @@ async function greedyCurve(group: Group, problems: ConsumerProblem[], inverses: 
     const gone = new Set(picked);
     const next = live.filter((u) => !gone.has(u));
     const increments = picked.map((u) => diagonal[u]);
+    // After the last block nothing reads the updated matrices: only the removed block's errors.
+    const last = order.length + picked.length >= maxCount;
     for (const [k, s] of state.entries()) {
       const removedChannels = new Set(picked.flatMap((u) => s.p.channels[u]));
       const removedRows = picked.flatMap((u) => s.p.channels[u].map((j) => s.row.get(j)!));
+      const sizes = picked.map((u) => s.p.channels[u].length);
+      if (last) {
+        const { hpp, wp } = removedBlock(s.hinv, s.w, s.m, s.outs, removedRows);
+        (await nestedErrors(math, hpp, wp, removedRows.length, s.outs, sizes)).forEach((v, i) => (increments[i] += v));
+        continue;
+      }
       const keptChannels = [...s.row.keys()].filter((j) => !removedChannels.has(j));
       const keptRows = keptChannels.map((j) => s.row.get(j)!);
       const row = new Map(keptChannels.map((j, i) => [j, i]));
       const r = await math.remove(s.hinv, s.w, s.m, s.outs, removedRows, keptRows, next.map((u) => s.p.channels[u].map((j) => row.get(j)!)));
-      const nested = nestedErrors(r.hinvRemoved, r.wRemoved, removedRows.length, s.outs, picked.map((u) => s.p.channels[u].length));
-      nested.forEach((v, i) => (increments[i] += v));
+      (await nestedErrors(math, r.hinvRemoved, r.wRemoved, removedRows.length, s.outs, sizes)).forEach((v, i) => (increments[i] += v));
       s.hinv = r.hinv;
       s.w = r.w;
       s.m = keptRows.length;
@@ -412,12 +419,26 @@ async function greedyCurve(group: Group, problems: ConsumerProblem[], inverses: 
   return { group, order: order.map((u) => group.units[u]), errors: Float64Array.from(errors) };
 }
 
+/** The rows (and columns) `rows` of an m x m inverse covariance, and those rows of the m x n weight. */
+function removedBlock(hinv: Float64Array, w: Float64Array, m: number, n: number, rows: number[]): { hpp: Float64Array; wp: Float64Array } {
+  const p = rows.length;
+  const hpp = new Float64Array(p * p);
+  const wp = new Float64Array(p * n);
+  rows.forEach((r, i) => {
+    rows.forEach((c, j) => (hpp[i * p + j] = hinv[r * m + c]));
+    wp.set(w.subarray(r * n, r * n + n), i * n);
+  });
+  return { hpp, wp };
+}
+
 /**
  * The error added by each unit of a removed block given those before it: with the removed block
  * of the inverse covariance H_PP = L·Lᵀ, the error of removing its first r rows is
- * Σ_{i<r} ||(L⁻¹ W_P)_i||², so each unit adds the squared norms of its own rows. `sizes`: rows per unit, in order.
+ * Σ_{i<r} ||(L⁻¹ W_P)_i||², so each unit adds the squared norms of its own rows. `sizes`: rows per
+ * unit, in order. L and its inverse are made here (m is a block of units, a few hundred rows at
+ * most); the product with W_P, m²n multiply-adds, by onnxruntime.
  */
-function nestedErrors(hpp: Float64Array, wp: Float64Array, m: number, n: number, sizes: number[]): Float64Array {
+async function nestedErrors(math: DenseMath, hpp: Float64Array, wp: Float64Array, m: number, n: number, sizes: number[]): Promise<Float64Array> {
   const l = new Float64Array(m * m);
   for (let i = 0; i < m; i++) {
     for (let j = 0; j <= i; j++) {
@@ -429,22 +450,11 @@ function nestedErrors(hpp: Float64Array, wp: Float64Array, m: number, n: number,
       } else l[i * m + j] = sum / l[j * m + j];
     }
   }
-  // V = L⁻¹ W_P, row by row (forward substitution).
-  const v = new Float64Array(m * n);
-  const rowError = new Float64Array(m);
-  for (let i = 0; i < m; i++) {
-    for (let o = 0; o < n; o++) {
-      let sum = wp[i * n + o];
-      for (let q = 0; q < i; q++) sum -= l[i * m + q] * v[q * n + o];
-      const x = sum / l[i * m + i];
-      v[i * n + o] = x;
-      rowError[i] += x * x;
-    }
-  }
+  const v = await math.product(lowerInverse(l, m), wp, m, m, n);
   const out = new Float64Array(sizes.length);
   let row = 0;
   sizes.forEach((size, u) => {
-    for (let r = 0; r < size; r++) out[u] += rowError[row++];
+    for (let r = 0; r < size; r++, row++) for (let o = 0; o < n; o++) out[u] += v[row * n + o] ** 2;
   });
   return out;
 }
@@ -484,13 +494,15 @@ export async function refitConsumer(
   const weights = await inverses.math.refit(await inverses.of(s, damping), w, k, n, removed, kept);
   if (!weights.every(Number.isFinite)) return undefined;
   const mean = channelMean(s);
+  // Row by row (the matrices are row-major): Σ_j μ_j W[j, o] − Σ_r μ_kept[r] W'[r, o].
   const biasDelta = new Float64Array(n);
-  for (let o = 0; o < n; o++) {
-    let before = 0;
-    for (let j = 0; j < k; j++) before += mean[j] * w[j * n + o];
-    let after = 0;
-    kept.forEach((j, r) => (after += mean[j] * weights[r * n + o]));
-    biasDelta[o] = before - after;
+  for (let j = 0; j < k; j++) {
+    const [mu, at] = [mean[j], j * n];
+    for (let o = 0; o < n; o++) biasDelta[o] += mu * w[at + o];
   }
+  kept.forEach((j, r) => {
+    const [mu, at] = [mean[j], r * n];
+    for (let o = 0; o < n; o++) biasDelta[o] -= mu * weights[at + o];
+  });
   return { kept, weights, biasDelta };
 }

@@ -323,9 +323,21 @@ function addGram(gram: Float32Array, c: number, blocks: GramBlock[], result: Rec
       for (let j = 0; j < b.cols; j++) gram[at + j] += g[i * b.cols + j];
     }
     if (b.row === b.col) continue;
-    for (let i = 0; i < b.rows; i++) for (let j = 0; j < b.cols; j++) gram[(b.col + j) * c + b.row + i] += g[i * b.cols + j];
+    // The transposed block, in tiles: a plain loop would write one row of the gram per element.
+    for (let i0 = 0; i0 < b.rows; i0 += TILE) {
+      for (let j0 = 0; j0 < b.cols; j0 += TILE) {
+        const [i1, j1] = [Math.min(b.rows, i0 + TILE), Math.min(b.cols, j0 + TILE)];
+        for (let j = j0; j < j1; j++) {
+          const at = (b.col + j) * c + b.row;
+          for (let i = i0; i < i1; i++) gram[at + i] += g[i * b.cols + j];
+        }
+      }
+    }
   }
 }
+
+/** Rows and columns of the tiles a transposed block is added in. */
+const TILE = 32;
 
 function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRequest, out: SumOutputs, result: Record<string, ort.Tensor>, odd: boolean): void {
   const c = req.channels;
