@@ -45612,9 +45612,18 @@ function addGram(gram, c, blocks, result) {
       for (let j = 0; j < b.cols; j++) gram[at + j] += g[i * b.cols + j];
     }
     if (b.row === b.col) continue;
-    for (let i = 0; i < b.rows; i++) for (let j = 0; j < b.cols; j++) gram[(b.col + j) * c + b.row + i] += g[i * b.cols + j];
+    for (let i0 = 0; i0 < b.rows; i0 += TILE) {
+      for (let j0 = 0; j0 < b.cols; j0 += TILE) {
+        const [i1, j1] = [Math.min(b.rows, i0 + TILE), Math.min(b.cols, j0 + TILE)];
+        for (let j = j0; j < j1; j++) {
+          const at = (b.col + j) * c + b.row;
+          for (let i = i0; i < i1; i++) gram[at + i] += g[i * b.cols + j];
+        }
+      }
+    }
   }
 }
+var TILE = 32;
 function accumulate(stats2, name, req, out, result, odd) {
   const c = req.channels;
   let s = stats2.get(name);
@@ -46783,6 +46792,7 @@ function removedText(removed, target) {
 }
 
 // src/gate/budget.ts
+var PROBE_EVERY = 2;
 var LEVELS = [
   { effort: { alternative: true, probe: true, share: 1 }, leaves: "" },
   { effort: { alternative: false, probe: true, share: 1 }, leaves: "the confirmation of a second candidate" },
@@ -46803,26 +46813,36 @@ var SearchBudget = class {
   costs = [];
   /** What was left out at which steps: leaves -> step numbers. */
   omitted = /* @__PURE__ */ new Map();
-  /** The step effortFor planned last, and its level, until stepDone. */
+  /** The step effortFor planned last, its level, and whether a probe was due there, until stepDone. */
   planned;
+  /** The last step that ran a probe. */
+  lastProbed;
   elapsed() {
     return (this.now() - this.start) / 1e3;
   }
-  /** The effort of step `index` (1-based): full, unless the steps left would not fit at it. */
+  /**
+   * The effort of step `index` (1-based): full, unless the steps left would not fit at it; a
+   * probe only where one is due (PROBE_EVERY).
+   */
   effortFor(index) {
+    const probeDue = this.lastProbed === void 0 || index - this.lastProbed >= PROBE_EVERY;
     const last = this.costs[this.costs.length - 1];
-    if (!last) return LEVELS[0].effort;
-    const left = this.seconds - this.elapsed();
-    const steps = this.steps - index + 1;
-    let chosen = LEVELS.length - 1;
-    for (let level = 0; level < LEVELS.length; level++) {
-      if (steps * this.estimate(last, level) <= left) {
-        chosen = level;
-        break;
+    let chosen = 0;
+    if (last) {
+      const left = this.seconds - this.elapsed();
+      const steps = this.steps - index + 1;
+      const probes = Math.ceil((steps - (probeDue ? 0 : 1)) / PROBE_EVERY);
+      chosen = LEVELS.length - 1;
+      for (let level = 0; level < LEVELS.length; level++) {
+        if (steps * this.estimate(last, level) + (LEVELS[level].effort.probe ? probes * this.lastOf("probe") : 0) <= left) {
+          chosen = level;
+          break;
+        }
       }
     }
-    this.planned = { index, level: chosen };
-    return LEVELS[chosen].effort;
+    this.planned = { index, level: chosen, probeDue };
+    const effort = LEVELS[chosen].effort;
+    return { ...effort, probe: effort.probe && probeDue };
   }
   /**
    * What step `effortFor` planned cost. What its effort left out is recorded if the step would
@@ -46831,6 +46851,7 @@ var SearchBudget = class {
    */
   stepDone(cost) {
     this.costs.push(cost);
+    if (cost.probe > 0 && this.planned) this.lastProbed = this.planned.index;
     const planned = this.planned;
     this.planned = void 0;
     if (!planned) return;
@@ -46839,7 +46860,7 @@ var SearchBudget = class {
       this.omitted.set(LEVELS[level].leaves, [...at, planned.index]);
     };
     if (planned.level >= 1) left(1);
-    if (planned.level >= 2 && cost.probe === 0) left(2);
+    if (planned.level >= 2 && planned.probeDue && cost.probe === 0) left(2);
     if (planned.level >= 3 && cost.statistics > 0 && cost.share < 1) left(3);
   }
   /** Seconds the steps after `done` steps should take, at the effort the last one ran at. */
@@ -46856,16 +46877,19 @@ var SearchBudget = class {
       left_out: [...this.omitted].map(([what, at]) => `${what} at ${steps(at)}`)
     };
   }
+  /** A part's last measured cost (a part left out last time costs what it cost before). */
+  lastOf(part) {
+    return [...this.costs].reverse().find((c) => c[part] > 0)?.[part] ?? 0;
+  }
   /**
-   * One step at `level`, from the last one's cost: what it always runs, plus each part the level
-   * keeps at its last measured cost (a part left out last time costs what it cost before).
+   * One step at `level`, from the last one's cost, without its probe (effortFor counts the
+   * probes due): what it always runs, plus the alternative's confirmation if the level keeps it.
    */
   estimate(cost, level) {
     const { effort } = LEVELS[level];
-    const lastOf = (part) => [...this.costs].reverse().find((c) => c[part] > 0)?.[part] ?? 0;
     const core = cost.total - cost.alternative - cost.probe - cost.statistics - cost.once;
     const statistics = cost.statistics / Math.max(cost.share, 1e-9) * effort.share;
-    return Math.max(0, core + statistics + (effort.alternative ? lastOf("alternative") : 0) + (effort.probe ? lastOf("probe") : 0));
+    return Math.max(0, core + statistics + (effort.alternative ? this.lastOf("alternative") : 0));
   }
 };
 
@@ -47547,7 +47571,315 @@ var ShapeFixer = class {
 };
 
 // src/prune/compensate.ts
+var import_onnx_proto15 = __toESM(require_onnx());
+
+// src/onnx/linalg.ts
 var import_onnx_proto14 = __toESM(require_onnx());
+var DenseMath = class _DenseMath {
+  sessions = /* @__PURE__ */ new Map();
+  static instance;
+  static shared() {
+    return _DenseMath.instance ??= new _DenseMath();
+  }
+  /**
+   * The inverse of a symmetric positive definite n x n matrix (row-major; its lower triangle is
+   * read), through its Cholesky factor L: M⁻¹ = L⁻ᵀL⁻¹. An inverse by blocks of explicit inverses
+   * (Schur complements) squares the condition number and loses every digit on a covariance damped
+   * by 10⁻⁶; the factor does not. The factor is made by recursion over halves (cholesky), the
+   * matrix products by onnxruntime, blocks of at most LEAF rows here. A matrix that is not
+   * numerically positive definite gets the least diagonal jitter that makes it so (from 10⁻¹² of
+   * its mean diagonal); NaNs when even 10⁻⁴ does not.
+   */
+  async inverse(a, n) {
+    if (n === 0) return new Float64Array(0);
+    let mean = 0;
+    for (let i = 0; i < n; i++) mean += a[i * n + i] / n;
+    for (const jitter of [0, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4]) {
+      let m = a;
+      if (jitter > 0) {
+        m = Float64Array.from(a);
+        for (let i = 0; i < n; i++) m[i * n + i] += jitter * Math.abs(mean);
+      }
+      const factor = await this.inverseFactor(m, n);
+      if (factor) return factor.gram;
+    }
+    return new Float64Array(n * n).fill(NaN);
+  }
+  /**
+   * The upper triangular U with M⁻¹ = UᵀU, M symmetric positive definite (n x n): the factor
+   * GPTQ's error feedback reads (docs/quantization.md). With R the reversal of rows and columns,
+   * RMR = LLᵀ gives M⁻¹ = (RL⁻¹R)ᵀ(RL⁻¹R), and RL⁻¹R is upper triangular. Undefined when M is not
+   * numerically positive definite (the caller dampens it first).
+   */
+  async inverseUpperFactor(a, n) {
+    const reversed = (m) => {
+      const r = new Float64Array(n * n);
+      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) r[i * n + j] = m[(n - 1 - i) * n + (n - 1 - j)];
+      return r;
+    };
+    if (n === 0) return new Float64Array(0);
+    const factor = await this.inverseFactor(reversed(a), n);
+    return factor && reversed(factor.x);
+  }
+  /**
+   * For M = LLᵀ (n x n): X = L⁻¹ and its gram XᵀX = M⁻¹, or undefined when a pivot is not
+   * positive. For M = [A Bᵀ; B D] with A = L₁L₁ᵀ: L's block under L₁ is C = B·X₁ᵀ, the rest
+   * factors S = D − CCᵀ, and X = [X₁ 0; −X₂CX₁ X₂].
+   */
+  async inverseFactor(m, n) {
+    if (n <= LEAF) {
+      const l = cholesky(m, n);
+      if (!l) return void 0;
+      const x = lowerInverse(l, n);
+      return { x, gram: lowerGram(x, n) };
+    }
+    const h = Math.ceil(n / 2 / LEAF) * LEAF;
+    const r = n - h;
+    const [top, b, d] = [new Float64Array(h * h), new Float64Array(r * h), new Float64Array(r * r)];
+    for (let i = 0; i < h; i++) top.set(m.subarray(i * n, i * n + h), i * h);
+    for (let i = 0; i < r; i++) {
+      b.set(m.subarray((h + i) * n, (h + i) * n + h), i * h);
+      d.set(m.subarray((h + i) * n + h, (h + i + 1) * n), i * r);
+    }
+    const first = await this.inverseFactor(top, h);
+    if (!first) return void 0;
+    const split3 = await (await this.session("cholesky split", choleskySplitGraph)).run({ x1: f64(first.x, [h, h]), b: f64(b, [r, h]), d: f64(d, [r, r]) });
+    const second = await this.inverseFactor(split3.s.data, r);
+    if (!second) return void 0;
+    const join10 = await (await this.session("cholesky join", choleskyJoinGraph)).run({
+      x1: f64(first.x, [h, h]),
+      g1: f64(first.gram, [h, h]),
+      c: split3.c,
+      x2: f64(second.x, [r, r]),
+      g2: f64(second.gram, [r, r])
+    });
+    return { x: join10.x.data, gram: join10.gram.data };
+  }
+  /**
+   * One Optimal-Brain-Surgeon removal of the rows `removed` (indices into m) from a layer whose
+   * inverse Hessian is `hinv` (m x m) and weight `w` (m x n, one row per input channel): the
+   * kept rows of the weight absorb what the removed ones did, and both shrink to the `kept`
+   * rows (in that order). Also returns the removed block of the inverse Hessian and of the
+   * weight, from which the error of the removal is computed, and the unit errors (as
+   * `unitErrors`) of `units`, rows of the shrunk matrices, for the next removal.
+   */
+  async remove(hinv, w, m, n, removed, kept, units) {
+    const session = await this.session("remove", removeGraph);
+    const out = await session.run({ hinv: f64(hinv, [m, m]), w: f64(w, [m, n]), removed: i64(removed), kept: i64(kept), ...unitFeeds(units, kept.length) });
+    return {
+      hinv: out.hinvKept.data,
+      w: out.wKept.data,
+      hinvRemoved: out.hinvRemoved.data,
+      wRemoved: out.wRemoved.data,
+      errors: out.errors.data
+    };
+  }
+  /**
+   * The weight's kept rows after removing `removed` with the Optimal-Brain-Surgeon update
+   * W_k − Hinv_kP · (Hinv_PP)⁻¹ · W_P (the least-squares refit of the kept rows), in `kept` order.
+   */
+  async refit(hinv, w, m, n, removed, kept) {
+    const session = await this.session("refit", refitGraph);
+    const out = await session.run({ hinv: f64(hinv, [m, m]), w: f64(w, [m, n]), removed: i64(removed), kept: i64(kept) });
+    return out.wKept.data;
+  }
+  /**
+   * For each unit (a row of `units`: d channel indices), the error of removing it alone:
+   * tr(W_uᵀ · (Hinv_uu)⁻¹ · W_u).
+   */
+  async unitErrors(hinv, w, m, n, units) {
+    if (units.length === 0) return new Float64Array(0);
+    const session = await this.session("unit errors", unitErrorsGraph);
+    const out = await session.run({ hinv: f64(hinv, [m, m]), w: f64(w, [m, n]), ...unitFeeds(units, m) });
+    return out.errors.data;
+  }
+  /** The product A · B of A (m x k) and B (k x n). */
+  async product(a, b, m, k, n) {
+    if (m === 0 || n === 0) return new Float64Array(m * n);
+    const session = await this.session("product", productGraph);
+    const out = await session.run({ a: f64(a, [m, k]), b: f64(b, [k, n]) });
+    return out.out.data;
+  }
+  /** tr(Dᵀ · C · D) for C (m x m) and D (m x n): the output error a weight change D makes under input covariance C. */
+  async quadratic(c, d, m, n) {
+    if (m === 0 || n === 0) return 0;
+    const session = await this.session("quadratic", quadraticGraph);
+    const out = await session.run({ c: f64(c, [m, m]), d: f64(d, [m, n]) });
+    return out.out.data[0];
+  }
+  session(key, build) {
+    let s = this.sessions.get(key);
+    if (!s) {
+      s = createSession(build(), { enableCpuMemArena: false });
+      this.sessions.set(key, s);
+    }
+    return s;
+  }
+};
+var f64 = (data, dims) => new ort.Tensor("float64", data, dims);
+function unitFeeds(units, m) {
+  const d = units[0]?.length ?? 1;
+  const blocks = new BigInt64Array(units.length * d * d);
+  units.forEach((u, k) => {
+    for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) blocks[(k * d + i) * d + j] = BigInt(u[i] * m + u[j]);
+  });
+  return { units: new ort.Tensor("int64", BigInt64Array.from(units.flat(), BigInt), [units.length, d]), blocks: new ort.Tensor("int64", blocks, [units.length, d, d]) };
+}
+var i64 = (values) => new ort.Tensor("int64", BigInt64Array.from(values, BigInt), [values.length]);
+var LEAF = 64;
+function cholesky(a, n) {
+  const l = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    let d = a[j * n + j];
+    for (let k = 0; k < j; k++) d -= l[j * n + k] * l[j * n + k];
+    if (!(d > 0)) return void 0;
+    const ljj = Math.sqrt(d);
+    l[j * n + j] = ljj;
+    for (let i = j + 1; i < n; i++) {
+      let v = a[i * n + j];
+      for (let k = 0; k < j; k++) v -= l[i * n + k] * l[j * n + k];
+      l[i * n + j] = v / ljj;
+    }
+  }
+  return l;
+}
+function lowerInverse(l, n) {
+  const x = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    x[j * n + j] = 1 / l[j * n + j];
+    for (let i = j + 1; i < n; i++) {
+      let v = 0;
+      for (let k = j; k < i; k++) v -= l[i * n + k] * x[k * n + j];
+      x[i * n + j] = v / l[i * n + i];
+    }
+  }
+  return x;
+}
+var GraphBuilder = class {
+  nodes = [];
+  initializers = [];
+  count = 0;
+  op(opType, inputs2, attributes = {}, domain2) {
+    const output2 = `t${this.count++}`;
+    const attribute = Object.entries(attributes).map(
+      ([name, v]) => Array.isArray(v) ? import_onnx_proto14.onnx.AttributeProto.create({ name, type: import_onnx_proto14.onnx.AttributeProto.AttributeType.INTS, ints: v }) : import_onnx_proto14.onnx.AttributeProto.create({ name, type: import_onnx_proto14.onnx.AttributeProto.AttributeType.INT, i: v })
+    );
+    this.nodes.push(import_onnx_proto14.onnx.NodeProto.create({ opType, input: inputs2, output: [output2], attribute, ...domain2 ? { domain: domain2 } : {} }));
+    return output2;
+  }
+  ints(values) {
+    const name = `c${this.count++}`;
+    this.initializers.push(import_onnx_proto14.onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [values.length], int64Data: values }));
+    return name;
+  }
+  /** Names `value` as the graph output `name`. */
+  output(value, name) {
+    this.nodes.push(import_onnx_proto14.onnx.NodeProto.create({ opType: "Identity", input: [value], output: [name] }));
+  }
+  encode(inputs2, outputs2) {
+    const info = ([name, elemType]) => import_onnx_proto14.onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType } } });
+    const model = import_onnx_proto14.onnx.ModelProto.create({
+      irVersion: 8,
+      producerName: "prune-gate",
+      opsetImport: [
+        { domain: "", version: 17 },
+        { domain: "com.microsoft", version: 1 }
+      ],
+      graph: { name: "dense", node: this.nodes, initializer: this.initializers, input: inputs2.map(info), output: outputs2.map(info) }
+    });
+    return import_onnx_proto14.onnx.ModelProto.encode(model).finish();
+  }
+};
+function lowerGram(x, n) {
+  const g = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let v = 0;
+      for (let k = i; k < n; k++) v += x[k * n + i] * x[k * n + j];
+      g[i * n + j] = v;
+      g[j * n + i] = v;
+    }
+  }
+  return g;
+}
+var doubles = (...names) => names.map((n) => [n, DataType.DOUBLE]);
+var transposed = (g, x) => g.op("Transpose", [x], { perm: [1, 0] });
+function choleskySplitGraph() {
+  const g = new GraphBuilder();
+  const c = g.op("MatMul", ["b", transposed(g, "x1")]);
+  g.output(c, "c");
+  g.output(g.op("Sub", ["d", g.op("MatMul", [c, transposed(g, c)])]), "s");
+  return g.encode(doubles("x1", "b", "d"), doubles("c", "s"));
+}
+function choleskyJoinGraph() {
+  const g = new GraphBuilder();
+  const t = (x2) => transposed(g, x2);
+  const e = g.op("Neg", [g.op("MatMul", ["x2", g.op("MatMul", ["c", "x1"])])]);
+  const zeros2 = g.op("Cast", [g.op("ConstantOfShape", [g.op("Shape", [t(e)])])], { to: DataType.DOUBLE });
+  const x = g.op("Concat", [g.op("Concat", ["x1", zeros2], { axis: 1 }), g.op("Concat", [e, "x2"], { axis: 1 })], { axis: 0 });
+  const ex2 = g.op("MatMul", [t(e), "x2"]);
+  const upper = g.op("Concat", [g.op("Add", ["g1", g.op("MatMul", [t(e), e])]), ex2], { axis: 1 });
+  const lower = g.op("Concat", [t(ex2), "g2"], { axis: 1 });
+  g.output(x, "x");
+  g.output(g.op("Concat", [upper, lower], { axis: 0 }), "gram");
+  return g.encode(doubles("x1", "g1", "c", "x2", "g2"), doubles("x", "gram"));
+}
+function surgeon(g) {
+  const hp = g.op("Gather", ["hinv", "removed"], { axis: 1 });
+  const hpp = g.op("Gather", [hp, "removed"], { axis: 0 });
+  const wp = g.op("Gather", ["w", "removed"], { axis: 0 });
+  const tk = g.op("MatMul", [g.op("Gather", [hp, "kept"], { axis: 0 }), g.op("Inverse", [hpp], {}, "com.microsoft")]);
+  return { hp, hpp, wp, tk };
+}
+var SURGEON_INPUTS = [
+  ...doubles("hinv", "w"),
+  ["removed", DataType.INT64],
+  ["kept", DataType.INT64]
+];
+function removeGraph() {
+  const g = new GraphBuilder();
+  const { hp, hpp, wp, tk } = surgeon(g);
+  const hkk = g.op("Gather", [g.op("Gather", ["hinv", "kept"], { axis: 0 }), "kept"], { axis: 1 });
+  const hpk = g.op("Gather", [hp, "kept"], { axis: 0 });
+  const hinvKept = g.op("Sub", [hkk, g.op("MatMul", [tk, transposed(g, hpk)])]);
+  const wKept = g.op("Sub", [g.op("Gather", ["w", "kept"], { axis: 0 }), g.op("MatMul", [tk, wp])]);
+  g.output(hinvKept, "hinvKept");
+  g.output(wKept, "wKept");
+  g.output(hpp, "hinvRemoved");
+  g.output(wp, "wRemoved");
+  g.output(unitErrors(g, hinvKept, wKept), "errors");
+  return g.encode([...SURGEON_INPUTS, ["units", DataType.INT64], ["blocks", DataType.INT64]], doubles("hinvKept", "wKept", "hinvRemoved", "wRemoved", "errors"));
+}
+function refitGraph() {
+  const g = new GraphBuilder();
+  const hp = g.op("Gather", ["hinv", "removed"], { axis: 1 });
+  const hpp = g.op("Gather", [hp, "removed"], { axis: 0 });
+  const wp = g.op("Gather", ["w", "removed"], { axis: 0 });
+  const solved = g.op("MatMul", [g.op("Inverse", [hpp], {}, "com.microsoft"), wp]);
+  g.output(g.op("Sub", [g.op("Gather", ["w", "kept"], { axis: 0 }), g.op("MatMul", [g.op("Gather", [hp, "kept"], { axis: 0 }), solved])]), "wKept");
+  return g.encode(SURGEON_INPUTS, doubles("wKept"));
+}
+function unitErrors(g, hinv, w) {
+  const blocks = g.op("Gather", [g.op("Reshape", [hinv, g.ints([-1])]), "blocks"], { axis: 0 });
+  const wu = g.op("Gather", [w, "units"], { axis: 0 });
+  const solved = g.op("MatMul", [g.op("Inverse", [blocks], {}, "com.microsoft"), wu]);
+  return g.op("ReduceSum", [g.op("Mul", [wu, solved]), g.ints([1, 2])], { keepdims: 0 });
+}
+function unitErrorsGraph() {
+  const g = new GraphBuilder();
+  g.output(unitErrors(g, "hinv", "w"), "errors");
+  return g.encode([...doubles("hinv", "w"), ["units", DataType.INT64], ["blocks", DataType.INT64]], doubles("errors"));
+}
+function productGraph() {
+  const g = new GraphBuilder();
+  g.output(g.op("MatMul", ["a", "b"]), "out");
+  return g.encode(doubles("a", "b"), doubles("out"));
+}
+function quadraticGraph() {
+  const g = new GraphBuilder();
+  g.output(g.op("ReduceSum", [g.op("Mul", ["d", g.op("MatMul", ["c", "d"])]), g.ints([0, 1])], { keepdims: 0 }), "out");
+  return g.encode(doubles("c", "d"), doubles("out"));
+}
 
 // src/prune/obs.ts
 var WeightMatrix = class {
@@ -47770,15 +48102,21 @@ async function greedyCurve(group, problems, inverses, maxCount) {
     const gone = new Set(picked);
     const next = live.filter((u) => !gone.has(u));
     const increments = picked.map((u) => diagonal[u]);
+    const last = order.length + picked.length >= maxCount;
     for (const [k, s] of state.entries()) {
       const removedChannels = new Set(picked.flatMap((u) => s.p.channels[u]));
       const removedRows = picked.flatMap((u) => s.p.channels[u].map((j) => s.row.get(j)));
+      const sizes = picked.map((u) => s.p.channels[u].length);
+      if (last) {
+        const { hpp, wp } = removedBlock(s.hinv, s.w, s.m, s.outs, removedRows);
+        (await nestedErrors(math, hpp, wp, removedRows.length, s.outs, sizes)).forEach((v, i) => increments[i] += v);
+        continue;
+      }
       const keptChannels = [...s.row.keys()].filter((j) => !removedChannels.has(j));
       const keptRows = keptChannels.map((j) => s.row.get(j));
       const row2 = new Map(keptChannels.map((j, i) => [j, i]));
       const r = await math.remove(s.hinv, s.w, s.m, s.outs, removedRows, keptRows, next.map((u) => s.p.channels[u].map((j) => row2.get(j))));
-      const nested = nestedErrors(r.hinvRemoved, r.wRemoved, removedRows.length, s.outs, picked.map((u) => s.p.channels[u].length));
-      nested.forEach((v, i) => increments[i] += v);
+      (await nestedErrors(math, r.hinvRemoved, r.wRemoved, removedRows.length, s.outs, sizes)).forEach((v, i) => increments[i] += v);
       s.hinv = r.hinv;
       s.w = r.w;
       s.m = keptRows.length;
@@ -47793,7 +48131,17 @@ async function greedyCurve(group, problems, inverses, maxCount) {
   }
   return { group, order: order.map((u) => group.units[u]), errors: Float64Array.from(errors) };
 }
-function nestedErrors(hpp, wp, m, n, sizes) {
+function removedBlock(hinv, w, m, n, rows) {
+  const p = rows.length;
+  const hpp = new Float64Array(p * p);
+  const wp = new Float64Array(p * n);
+  rows.forEach((r, i) => {
+    rows.forEach((c, j) => hpp[i * p + j] = hinv[r * m + c]);
+    wp.set(w.subarray(r * n, r * n + n), i * n);
+  });
+  return { hpp, wp };
+}
+async function nestedErrors(math, hpp, wp, m, n, sizes) {
   const l = new Float64Array(m * m);
   for (let i = 0; i < m; i++) {
     for (let j = 0; j <= i; j++) {
@@ -47805,21 +48153,11 @@ function nestedErrors(hpp, wp, m, n, sizes) {
       } else l[i * m + j] = sum / l[j * m + j];
     }
   }
-  const v = new Float64Array(m * n);
-  const rowError = new Float64Array(m);
-  for (let i = 0; i < m; i++) {
-    for (let o = 0; o < n; o++) {
-      let sum = wp[i * n + o];
-      for (let q = 0; q < i; q++) sum -= l[i * m + q] * v[q * n + o];
-      const x = sum / l[i * m + i];
-      v[i * n + o] = x;
-      rowError[i] += x * x;
-    }
-  }
+  const v = await math.product(lowerInverse(l, m), wp, m, m, n);
   const out = new Float64Array(sizes.length);
   let row2 = 0;
   sizes.forEach((size, u) => {
-    for (let r = 0; r < size; r++) out[u] += rowError[row2++];
+    for (let r = 0; r < size; r++, row2++) for (let o = 0; o < n; o++) out[u] += v[row2 * n + o] ** 2;
   });
   return out;
 }
@@ -47845,13 +48183,14 @@ async function refitConsumer(matrix, s, removed, damping, inverses) {
   if (!weights.every(Number.isFinite)) return void 0;
   const mean = channelMean(s);
   const biasDelta = new Float64Array(n);
-  for (let o = 0; o < n; o++) {
-    let before = 0;
-    for (let j = 0; j < k; j++) before += mean[j] * w[j * n + o];
-    let after = 0;
-    kept.forEach((j, r) => after += mean[j] * weights[r * n + o]);
-    biasDelta[o] = before - after;
+  for (let j = 0; j < k; j++) {
+    const [mu, at] = [mean[j], j * n];
+    for (let o = 0; o < n; o++) biasDelta[o] += mu * w[at + o];
   }
+  kept.forEach((j, r) => {
+    const [mu, at] = [mean[j], r * n];
+    for (let o = 0; o < n; o++) biasDelta[o] -= mu * weights[at + o];
+  });
   return { kept, weights, biasDelta };
 }
 
@@ -47968,300 +48307,7 @@ function addToBias(model, c, delta, dtype, unique) {
   model.addInitializer(biasName, biasTensor());
   node2.output[0] = before;
   const at = graph.node.indexOf(node2);
-  graph.node.splice(at + 1, 0, import_onnx_proto14.onnx.NodeProto.create({ opType: "Add", name: `${node2.name}_bias_add`, input: [before, biasName], output: [out] }));
-}
-
-// src/onnx/linalg.ts
-var import_onnx_proto15 = __toESM(require_onnx());
-var DenseMath = class _DenseMath {
-  sessions = /* @__PURE__ */ new Map();
-  static instance;
-  static shared() {
-    return _DenseMath.instance ??= new _DenseMath();
-  }
-  /**
-   * The inverse of a symmetric positive definite n x n matrix (row-major; its lower triangle is
-   * read), through its Cholesky factor L: M⁻¹ = L⁻ᵀL⁻¹. An inverse by blocks of explicit inverses
-   * (Schur complements) squares the condition number and loses every digit on a covariance damped
-   * by 10⁻⁶; the factor does not. The factor is made by recursion over halves (cholesky), the
-   * matrix products by onnxruntime, blocks of at most LEAF rows here. A matrix that is not
-   * numerically positive definite gets the least diagonal jitter that makes it so (from 10⁻¹² of
-   * its mean diagonal); NaNs when even 10⁻⁴ does not.
-   */
-  async inverse(a, n) {
-    if (n === 0) return new Float64Array(0);
-    let mean = 0;
-    for (let i = 0; i < n; i++) mean += a[i * n + i] / n;
-    for (const jitter of [0, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4]) {
-      let m = a;
-      if (jitter > 0) {
-        m = Float64Array.from(a);
-        for (let i = 0; i < n; i++) m[i * n + i] += jitter * Math.abs(mean);
-      }
-      const factor = await this.inverseFactor(m, n);
-      if (factor) return factor.gram;
-    }
-    return new Float64Array(n * n).fill(NaN);
-  }
-  /**
-   * The upper triangular U with M⁻¹ = UᵀU, M symmetric positive definite (n x n): the factor
-   * GPTQ's error feedback reads (docs/quantization.md). With R the reversal of rows and columns,
-   * RMR = LLᵀ gives M⁻¹ = (RL⁻¹R)ᵀ(RL⁻¹R), and RL⁻¹R is upper triangular. Undefined when M is not
-   * numerically positive definite (the caller dampens it first).
-   */
-  async inverseUpperFactor(a, n) {
-    const reversed = (m) => {
-      const r = new Float64Array(n * n);
-      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) r[i * n + j] = m[(n - 1 - i) * n + (n - 1 - j)];
-      return r;
-    };
-    if (n === 0) return new Float64Array(0);
-    const factor = await this.inverseFactor(reversed(a), n);
-    return factor && reversed(factor.x);
-  }
-  /**
-   * For M = LLᵀ (n x n): X = L⁻¹ and its gram XᵀX = M⁻¹, or undefined when a pivot is not
-   * positive. For M = [A Bᵀ; B D] with A = L₁L₁ᵀ: L's block under L₁ is C = B·X₁ᵀ, the rest
-   * factors S = D − CCᵀ, and X = [X₁ 0; −X₂CX₁ X₂].
-   */
-  async inverseFactor(m, n) {
-    if (n <= LEAF) {
-      const l = cholesky(m, n);
-      if (!l) return void 0;
-      const x = lowerInverse(l, n);
-      return { x, gram: lowerGram(x, n) };
-    }
-    const h = Math.ceil(n / 2 / LEAF) * LEAF;
-    const r = n - h;
-    const [top, b, d] = [new Float64Array(h * h), new Float64Array(r * h), new Float64Array(r * r)];
-    for (let i = 0; i < h; i++) top.set(m.subarray(i * n, i * n + h), i * h);
-    for (let i = 0; i < r; i++) {
-      b.set(m.subarray((h + i) * n, (h + i) * n + h), i * h);
-      d.set(m.subarray((h + i) * n + h, (h + i + 1) * n), i * r);
-    }
-    const first = await this.inverseFactor(top, h);
-    if (!first) return void 0;
-    const split3 = await (await this.session("cholesky split", choleskySplitGraph)).run({ x1: f64(first.x, [h, h]), b: f64(b, [r, h]), d: f64(d, [r, r]) });
-    const second = await this.inverseFactor(split3.s.data, r);
-    if (!second) return void 0;
-    const join10 = await (await this.session("cholesky join", choleskyJoinGraph)).run({
-      x1: f64(first.x, [h, h]),
-      g1: f64(first.gram, [h, h]),
-      c: split3.c,
-      x2: f64(second.x, [r, r]),
-      g2: f64(second.gram, [r, r])
-    });
-    return { x: join10.x.data, gram: join10.gram.data };
-  }
-  /**
-   * One Optimal-Brain-Surgeon removal of the rows `removed` (indices into m) from a layer whose
-   * inverse Hessian is `hinv` (m x m) and weight `w` (m x n, one row per input channel): the
-   * kept rows of the weight absorb what the removed ones did, and both shrink to the `kept`
-   * rows (in that order). Also returns the removed block of the inverse Hessian and of the
-   * weight, from which the error of the removal is computed, and the unit errors (as
-   * `unitErrors`) of `units`, rows of the shrunk matrices, for the next removal.
-   */
-  async remove(hinv, w, m, n, removed, kept, units) {
-    const session = await this.session("remove", removeGraph);
-    const out = await session.run({ hinv: f64(hinv, [m, m]), w: f64(w, [m, n]), removed: i64(removed), kept: i64(kept), ...unitFeeds(units, kept.length) });
-    return {
-      hinv: out.hinvKept.data,
-      w: out.wKept.data,
-      hinvRemoved: out.hinvRemoved.data,
-      wRemoved: out.wRemoved.data,
-      errors: out.errors.data
-    };
-  }
-  /**
-   * The weight's kept rows after removing `removed` with the Optimal-Brain-Surgeon update
-   * W_k − Hinv_kP · (Hinv_PP)⁻¹ · W_P (the least-squares refit of the kept rows), in `kept` order.
-   */
-  async refit(hinv, w, m, n, removed, kept) {
-    const session = await this.session("refit", refitGraph);
-    const out = await session.run({ hinv: f64(hinv, [m, m]), w: f64(w, [m, n]), removed: i64(removed), kept: i64(kept) });
-    return out.wKept.data;
-  }
-  /**
-   * For each unit (a row of `units`: d channel indices), the error of removing it alone:
-   * tr(W_uᵀ · (Hinv_uu)⁻¹ · W_u).
-   */
-  async unitErrors(hinv, w, m, n, units) {
-    if (units.length === 0) return new Float64Array(0);
-    const session = await this.session("unit errors", unitErrorsGraph);
-    const out = await session.run({ hinv: f64(hinv, [m, m]), w: f64(w, [m, n]), ...unitFeeds(units, m) });
-    return out.errors.data;
-  }
-  /** tr(Dᵀ · C · D) for C (m x m) and D (m x n): the output error a weight change D makes under input covariance C. */
-  async quadratic(c, d, m, n) {
-    if (m === 0 || n === 0) return 0;
-    const session = await this.session("quadratic", quadraticGraph);
-    const out = await session.run({ c: f64(c, [m, m]), d: f64(d, [m, n]) });
-    return out.out.data[0];
-  }
-  session(key, build) {
-    let s = this.sessions.get(key);
-    if (!s) {
-      s = createSession(build(), { enableCpuMemArena: false });
-      this.sessions.set(key, s);
-    }
-    return s;
-  }
-};
-var f64 = (data, dims) => new ort.Tensor("float64", data, dims);
-function unitFeeds(units, m) {
-  const d = units[0]?.length ?? 1;
-  const blocks = new BigInt64Array(units.length * d * d);
-  units.forEach((u, k) => {
-    for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) blocks[(k * d + i) * d + j] = BigInt(u[i] * m + u[j]);
-  });
-  return { units: new ort.Tensor("int64", BigInt64Array.from(units.flat(), BigInt), [units.length, d]), blocks: new ort.Tensor("int64", blocks, [units.length, d, d]) };
-}
-var i64 = (values) => new ort.Tensor("int64", BigInt64Array.from(values, BigInt), [values.length]);
-var LEAF = 64;
-function cholesky(a, n) {
-  const l = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    let d = a[j * n + j];
-    for (let k = 0; k < j; k++) d -= l[j * n + k] * l[j * n + k];
-    if (!(d > 0)) return void 0;
-    const ljj = Math.sqrt(d);
-    l[j * n + j] = ljj;
-    for (let i = j + 1; i < n; i++) {
-      let v = a[i * n + j];
-      for (let k = 0; k < j; k++) v -= l[i * n + k] * l[j * n + k];
-      l[i * n + j] = v / ljj;
-    }
-  }
-  return l;
-}
-function lowerInverse(l, n) {
-  const x = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    x[j * n + j] = 1 / l[j * n + j];
-    for (let i = j + 1; i < n; i++) {
-      let v = 0;
-      for (let k = j; k < i; k++) v -= l[i * n + k] * x[k * n + j];
-      x[i * n + j] = v / l[i * n + i];
-    }
-  }
-  return x;
-}
-var GraphBuilder = class {
-  nodes = [];
-  initializers = [];
-  count = 0;
-  op(opType, inputs2, attributes = {}, domain2) {
-    const output2 = `t${this.count++}`;
-    const attribute = Object.entries(attributes).map(
-      ([name, v]) => Array.isArray(v) ? import_onnx_proto15.onnx.AttributeProto.create({ name, type: import_onnx_proto15.onnx.AttributeProto.AttributeType.INTS, ints: v }) : import_onnx_proto15.onnx.AttributeProto.create({ name, type: import_onnx_proto15.onnx.AttributeProto.AttributeType.INT, i: v })
-    );
-    this.nodes.push(import_onnx_proto15.onnx.NodeProto.create({ opType, input: inputs2, output: [output2], attribute, ...domain2 ? { domain: domain2 } : {} }));
-    return output2;
-  }
-  ints(values) {
-    const name = `c${this.count++}`;
-    this.initializers.push(import_onnx_proto15.onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [values.length], int64Data: values }));
-    return name;
-  }
-  /** Names `value` as the graph output `name`. */
-  output(value, name) {
-    this.nodes.push(import_onnx_proto15.onnx.NodeProto.create({ opType: "Identity", input: [value], output: [name] }));
-  }
-  encode(inputs2, outputs2) {
-    const info = ([name, elemType]) => import_onnx_proto15.onnx.ValueInfoProto.create({ name, type: { tensorType: { elemType } } });
-    const model = import_onnx_proto15.onnx.ModelProto.create({
-      irVersion: 8,
-      producerName: "prune-gate",
-      opsetImport: [
-        { domain: "", version: 17 },
-        { domain: "com.microsoft", version: 1 }
-      ],
-      graph: { name: "dense", node: this.nodes, initializer: this.initializers, input: inputs2.map(info), output: outputs2.map(info) }
-    });
-    return import_onnx_proto15.onnx.ModelProto.encode(model).finish();
-  }
-};
-function lowerGram(x, n) {
-  const g = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) {
-      let v = 0;
-      for (let k = i; k < n; k++) v += x[k * n + i] * x[k * n + j];
-      g[i * n + j] = v;
-      g[j * n + i] = v;
-    }
-  }
-  return g;
-}
-var doubles = (...names) => names.map((n) => [n, DataType.DOUBLE]);
-var transposed = (g, x) => g.op("Transpose", [x], { perm: [1, 0] });
-function choleskySplitGraph() {
-  const g = new GraphBuilder();
-  const c = g.op("MatMul", ["b", transposed(g, "x1")]);
-  g.output(c, "c");
-  g.output(g.op("Sub", ["d", g.op("MatMul", [c, transposed(g, c)])]), "s");
-  return g.encode(doubles("x1", "b", "d"), doubles("c", "s"));
-}
-function choleskyJoinGraph() {
-  const g = new GraphBuilder();
-  const t = (x2) => transposed(g, x2);
-  const e = g.op("Neg", [g.op("MatMul", ["x2", g.op("MatMul", ["c", "x1"])])]);
-  const zeros2 = g.op("Cast", [g.op("ConstantOfShape", [g.op("Shape", [t(e)])])], { to: DataType.DOUBLE });
-  const x = g.op("Concat", [g.op("Concat", ["x1", zeros2], { axis: 1 }), g.op("Concat", [e, "x2"], { axis: 1 })], { axis: 0 });
-  const ex2 = g.op("MatMul", [t(e), "x2"]);
-  const upper = g.op("Concat", [g.op("Add", ["g1", g.op("MatMul", [t(e), e])]), ex2], { axis: 1 });
-  const lower = g.op("Concat", [t(ex2), "g2"], { axis: 1 });
-  g.output(x, "x");
-  g.output(g.op("Concat", [upper, lower], { axis: 0 }), "gram");
-  return g.encode(doubles("x1", "g1", "c", "x2", "g2"), doubles("x", "gram"));
-}
-function surgeon(g) {
-  const hp = g.op("Gather", ["hinv", "removed"], { axis: 1 });
-  const hpp = g.op("Gather", [hp, "removed"], { axis: 0 });
-  const wp = g.op("Gather", ["w", "removed"], { axis: 0 });
-  const tk = g.op("MatMul", [g.op("Gather", [hp, "kept"], { axis: 0 }), g.op("Inverse", [hpp], {}, "com.microsoft")]);
-  return { hp, hpp, wp, tk };
-}
-var SURGEON_INPUTS = [
-  ...doubles("hinv", "w"),
-  ["removed", DataType.INT64],
-  ["kept", DataType.INT64]
-];
-function removeGraph() {
-  const g = new GraphBuilder();
-  const { hp, hpp, wp, tk } = surgeon(g);
-  const hkk = g.op("Gather", [g.op("Gather", ["hinv", "kept"], { axis: 0 }), "kept"], { axis: 1 });
-  const hpk = g.op("Gather", [hp, "kept"], { axis: 0 });
-  const hinvKept = g.op("Sub", [hkk, g.op("MatMul", [tk, transposed(g, hpk)])]);
-  const wKept = g.op("Sub", [g.op("Gather", ["w", "kept"], { axis: 0 }), g.op("MatMul", [tk, wp])]);
-  g.output(hinvKept, "hinvKept");
-  g.output(wKept, "wKept");
-  g.output(hpp, "hinvRemoved");
-  g.output(wp, "wRemoved");
-  g.output(unitErrors(g, hinvKept, wKept), "errors");
-  return g.encode([...SURGEON_INPUTS, ["units", DataType.INT64], ["blocks", DataType.INT64]], doubles("hinvKept", "wKept", "hinvRemoved", "wRemoved", "errors"));
-}
-function refitGraph() {
-  const g = new GraphBuilder();
-  const { wp, tk } = surgeon(g);
-  g.output(g.op("Sub", [g.op("Gather", ["w", "kept"], { axis: 0 }), g.op("MatMul", [tk, wp])]), "wKept");
-  return g.encode(SURGEON_INPUTS, doubles("wKept"));
-}
-function unitErrors(g, hinv, w) {
-  const blocks = g.op("Gather", [g.op("Reshape", [hinv, g.ints([-1])]), "blocks"], { axis: 0 });
-  const wu = g.op("Gather", [w, "units"], { axis: 0 });
-  const solved = g.op("MatMul", [g.op("Inverse", [blocks], {}, "com.microsoft"), wu]);
-  return g.op("ReduceSum", [g.op("Mul", [wu, solved]), g.ints([1, 2])], { keepdims: 0 });
-}
-function unitErrorsGraph() {
-  const g = new GraphBuilder();
-  g.output(unitErrors(g, "hinv", "w"), "errors");
-  return g.encode([...doubles("hinv", "w"), ["units", DataType.INT64], ["blocks", DataType.INT64]], doubles("errors"));
-}
-function quadraticGraph() {
-  const g = new GraphBuilder();
-  g.output(g.op("ReduceSum", [g.op("Mul", ["d", g.op("MatMul", ["c", "d"])]), g.ints([0, 1])], { keepdims: 0 }), "out");
-  return g.encode(doubles("c", "d"), doubles("out"));
+  graph.node.splice(at + 1, 0, import_onnx_proto15.onnx.NodeProto.create({ opType: "Add", name: `${node2.name}_bias_add`, input: [before, biasName], output: [out] }));
 }
 
 // src/prune/plan.ts
@@ -49019,7 +49065,7 @@ async function calibratedCosts(input2, curves, share) {
   if (!damage?.sampleLosses || !damage.samples || curves.size < 2) return plain2;
   const remembered = [...curves.keys()].map((g) => input2.sensitivities.get(sensitivityKey(g)));
   if (!input2.effort.probe && remembered.every(Boolean)) {
-    input2.log("sensitivity: each group as the last probe measured it (no probe at this step, to keep to the budget)");
+    input2.log("sensitivity: each group as the last probe measured it (no probe at this step: one runs every other step, and the budget may leave one out)");
     return new Map([...curves].map(([g, c], i) => [g, { order: c.order, cost: c.errors.map((e) => remembered[i].a * e ** remembered[i].p) }]));
   }
   const planned = new Map([...curves].map(([g, c]) => [g, probeCounts(g.units.length, c.order.length, share).filter((count2) => c.errors[count2] > 0)]));
