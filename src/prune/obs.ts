@@ -156,7 +156,7 @@ export class InverseCovariances {
 
   constructor(
     readonly math: DenseMath,
-    private readonly memoryBytes = 256 * 2 ** 20,
+    private readonly memoryBytes = 128 * 2 ** 20,
   ) {}
 
   /** Whether the inverse at this damping is at hand, or can be made (the covariance is still there). */
