@@ -47960,7 +47960,7 @@ function damped(cov, k, damping) {
   return out;
 }
 var InverseCovariances = class {
-  constructor(math, memoryBytes = 256 * 2 ** 20) {
+  constructor(math, memoryBytes = 128 * 2 ** 20) {
     this.math = math;
     this.memoryBytes = memoryBytes;
   }
