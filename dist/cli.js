@@ -38490,7 +38490,7 @@ function checkOptions(o) {
 // src/prune/types.ts
 var ALLOCATIONS = ["auto", "global", "uniform", "ffn-only", "measured"];
 function newPruneMemory() {
-  return { scales: /* @__PURE__ */ new Map(), dampings: /* @__PURE__ */ new Map(), choosing: { seconds: 0 }, ready: { stats: /* @__PURE__ */ new Map(), rows: /* @__PURE__ */ new Map() }, sensitivities: /* @__PURE__ */ new Map() };
+  return { scales: /* @__PURE__ */ new Map(), dampings: /* @__PURE__ */ new Map(), choosing: { seconds: 0 }, ready: { stats: /* @__PURE__ */ new Map(), rows: /* @__PURE__ */ new Map() }, sensitivities: /* @__PURE__ */ new Map(), probed: {} };
 }
 
 // src/util/format.ts
@@ -46791,541 +46791,6 @@ function removedText(removed, target) {
   return percent(removed) === percent(target) ? percent(removed) : `${percent(removed)} (target ${percent(target)})`;
 }
 
-// src/gate/budget.ts
-var PROBE_EVERY = 2;
-var LEVELS = [
-  { effort: { alternative: true, probe: true, share: 1 }, leaves: "" },
-  { effort: { alternative: false, probe: true, share: 1 }, leaves: "the confirmation of a second candidate" },
-  { effort: { alternative: false, probe: false, share: 1 }, leaves: "the sensitivity probe (each group's last measured sensitivity reused)" },
-  { effort: { alternative: false, probe: false, share: 0.5 }, leaves: "half of the calibration set in the statistics pass" }
-];
-var SearchBudget = class {
-  constructor(seconds2, steps, now = Date.now) {
-    this.seconds = seconds2;
-    this.steps = steps;
-    this.now = now;
-    this.start = now();
-  }
-  seconds;
-  steps;
-  now;
-  start;
-  costs = [];
-  /** What was left out at which steps: leaves -> step numbers. */
-  omitted = /* @__PURE__ */ new Map();
-  /** The step effortFor planned last, its level, and whether a probe was due there, until stepDone. */
-  planned;
-  /** The last step that ran a probe. */
-  lastProbed;
-  elapsed() {
-    return (this.now() - this.start) / 1e3;
-  }
-  /**
-   * The effort of step `index` (1-based): full, unless the steps left would not fit at it; a
-   * probe only where one is due (PROBE_EVERY).
-   */
-  effortFor(index) {
-    const probeDue = this.lastProbed === void 0 || index - this.lastProbed >= PROBE_EVERY;
-    const last = this.costs[this.costs.length - 1];
-    let chosen = 0;
-    if (last) {
-      const left = this.seconds - this.elapsed();
-      const steps = this.steps - index + 1;
-      const probes = Math.ceil((steps - (probeDue ? 0 : 1)) / PROBE_EVERY);
-      chosen = LEVELS.length - 1;
-      for (let level = 0; level < LEVELS.length; level++) {
-        if (steps * this.estimate(last, level) + (LEVELS[level].effort.probe ? probes * this.lastOf("probe") : 0) <= left) {
-          chosen = level;
-          break;
-        }
-      }
-    }
-    this.planned = { index, level: chosen, probeDue };
-    const effort = LEVELS[chosen].effort;
-    return { ...effort, probe: effort.probe && probeDue };
-  }
-  /**
-   * What step `effortFor` planned cost. What its effort left out is recorded if the step would
-   * have run it: a probe when none ran, half of a statistics pass when one ran (statistics the
-   * last step's confirmation collected on the whole set leave nothing out).
-   */
-  stepDone(cost) {
-    this.costs.push(cost);
-    if (cost.probe > 0 && this.planned) this.lastProbed = this.planned.index;
-    const planned = this.planned;
-    this.planned = void 0;
-    if (!planned) return;
-    const left = (level) => {
-      const at = this.omitted.get(LEVELS[level].leaves) ?? [];
-      this.omitted.set(LEVELS[level].leaves, [...at, planned.index]);
-    };
-    if (planned.level >= 1) left(1);
-    if (planned.level >= 2 && planned.probeDue && cost.probe === 0) left(2);
-    if (planned.level >= 3 && cost.statistics > 0 && cost.share < 1) left(3);
-  }
-  /** Seconds the steps after `done` steps should take, at the effort the last one ran at. */
-  remaining(done) {
-    const last = this.costs[this.costs.length - 1];
-    return last ? Math.max(0, (this.steps - done) * last.total) : NaN;
-  }
-  /** For report.json: the budget, what was spent, and what was left out to keep to it. */
-  summary() {
-    const steps = (list) => list.length === 1 ? `step ${list[0]}` : `steps ${list.join(", ")}`;
-    return {
-      seconds: this.seconds,
-      spent: Math.round(this.elapsed() * 10) / 10,
-      left_out: [...this.omitted].map(([what, at]) => `${what} at ${steps(at)}`)
-    };
-  }
-  /** A part's last measured cost (a part left out last time costs what it cost before). */
-  lastOf(part) {
-    return [...this.costs].reverse().find((c) => c[part] > 0)?.[part] ?? 0;
-  }
-  /**
-   * One step at `level`, from the last one's cost, without its probe (effortFor counts the
-   * probes due): what it always runs, plus the alternative's confirmation if the level keeps it.
-   */
-  estimate(cost, level) {
-    const { effort } = LEVELS[level];
-    const core = cost.total - cost.alternative - cost.probe - cost.statistics - cost.once;
-    const statistics = cost.statistics / Math.max(cost.share, 1e-9) * effort.share;
-    return Math.max(0, core + statistics + (effort.alternative ? this.lastOf("alternative") : 0));
-  }
-};
-
-// src/eval/environment.ts
-var os5 = __toESM(require("os"));
-function currentEnvironment() {
-  const cpus2 = os5.cpus();
-  const cores = cpus2.length;
-  return {
-    cpu: cpus2[0]?.model.trim() || os5.arch(),
-    cores,
-    threads: sessionThreads() ?? cores,
-    onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
-    "prune-gate": version
-  };
-}
-
-// src/prune/index.ts
-var path12 = __toESM(require("path"));
-
-// src/graph/atoms.ts
-var AtomSpace = class {
-  slots = [];
-  byKey = /* @__PURE__ */ new Map();
-  parent = new Int32Array(0);
-  rank = new Uint8Array(0);
-  atoms = 0;
-  /** Why a slot may not shrink; the first reason given wins. */
-  frozen = /* @__PURE__ */ new Map();
-  /**
-   * Slots a normalization computes its statistics over (LayerNorm, a ReduceMean): they may
-   * shrink, unless their class is also a residual stream (see analysis.ts).
-   */
-  normalized = /* @__PURE__ */ new Map();
-  addSlot(tensor, axis, size, constant2) {
-    const key = `${axis}:${tensor}`;
-    const existing = this.byKey.get(key);
-    if (existing) return existing;
-    const slot = { id: this.slots.length, tensor, axis, size, base: this.atoms, constant: constant2 };
-    this.atoms += size;
-    this.slots.push(slot);
-    this.byKey.set(key, slot);
-    return slot;
-  }
-  /** Call once every slot exists, before any union. */
-  seal() {
-    this.parent = new Int32Array(this.atoms);
-    for (let i = 0; i < this.atoms; i++) this.parent[i] = i;
-    this.rank = new Uint8Array(this.atoms);
-  }
-  get atomCount() {
-    return this.atoms;
-  }
-  slot(tensor, axis) {
-    return this.byKey.get(`${axis}:${tensor}`);
-  }
-  slotsOf(tensor) {
-    return this.slots.filter((s) => s.tensor === tensor);
-  }
-  find(a) {
-    const p = this.parent;
-    while (p[a] !== a) {
-      p[a] = p[p[a]];
-      a = p[a];
-    }
-    return a;
-  }
-  union(a, b) {
-    let ra = this.find(a);
-    let rb = this.find(b);
-    if (ra === rb) return;
-    if (this.rank[ra] < this.rank[rb]) [ra, rb] = [rb, ra];
-    this.parent[rb] = ra;
-    if (this.rank[ra] === this.rank[rb]) this.rank[ra]++;
-  }
-  freeze(slot, reason) {
-    if (!this.frozen.has(slot.id)) this.frozen.set(slot.id, reason);
-  }
-  normalize(slot, reason) {
-    if (!this.normalized.has(slot.id)) this.normalized.set(slot.id, reason);
-  }
-  /** Atom i of `a` is atom i of `b`. */
-  same(a, b) {
-    const n = Math.min(a.size, b.size);
-    for (let i = 0; i < n; i++) this.union(a.base + i, b.base + i);
-  }
-  /** Atom i of `part` is atom offset+i of `whole` (Split, Concat). */
-  offset(whole, part, offset) {
-    for (let i = 0; i < part.size && offset + i < whole.size; i++) this.union(whole.base + offset + i, part.base + i);
-  }
-  /**
-   * Atom o*inner+k of `merged` belongs to atom o of `outer` (a reshape split into heads). When
-   * `merged` is a multiple of outer x inner, its leading factor selects among copies (q, k, v of
-   * a fused projection): atom s*outer*inner + o*inner + k belongs to o as well.
-   */
-  outer(merged, outer, inner) {
-    for (let i = 0; i < merged.size; i++) this.union(merged.base + i, outer.base + Math.floor(i / inner) % outer.size);
-  }
-  /** Atoms offset + h*size + k of each part (k < size) are one unit, head h: see RuleContext.heads. */
-  heads(count2, parts) {
-    const first = parts[0];
-    for (const { slot, size, offset } of parts) {
-      for (let h = 0; h < count2; h++) {
-        for (let k = 0; k < size; k++) this.union(first.slot.base + first.offset + h * first.size, slot.base + offset + h * size + k);
-      }
-    }
-  }
-};
-
-// src/graph/analysis.ts
-var WIDTH_STRUCTURES = ["ffn", "heads", "channels"];
-var STRUCTURES = [...WIDTH_STRUCTURES, "blocks"];
-var TRACE_SIZES = [
-  [
-    [2, 7],
-    [3, 5]
-  ],
-  [
-    [2, 32],
-    [3, 64]
-  ],
-  [
-    [2, 96],
-    [3, 128]
-  ],
-  [
-    [1, 512],
-    [2, 640]
-  ],
-  [
-    [1, 1600],
-    [2, 2048]
-  ]
-];
-async function traceTwice(model) {
-  let lastError;
-  const fixed = await cacheSizes(model);
-  for (const pair of TRACE_SIZES) {
-    try {
-      const traces = await traceModelAt(model, pair.map((sizes) => dummyFeeds(model, ...sizes, fixed)));
-      traces.forEach((trace, i) => Object.assign(trace, { sizes: pair[i], fixed }));
-      return [traces[0], traces[1]];
-    } catch (e) {
-      if (!(e instanceof RuntimeFailure) && !isUserError(e)) throw e;
-      lastError = e.message.split("\n")[0];
-    }
-  }
-  const tried = TRACE_SIZES.map((pair) => pair.map(([a, b]) => `${a}x${b}`).join(" and ")).join(", ");
-  throw new UserError(
-    `${model.origin || "the model"}: onnxruntime does not run it on dummy inputs at any size tried (axis 0 x other dynamic axes: ${tried}), so its graph cannot be analysed (at the last): ${lastError}`
-  );
-}
-var INT_TYPES = /* @__PURE__ */ new Set(["int64", "int32", "uint64", "uint32", "int16", "uint16", "int8", "uint8"]);
-async function analyze(model, options = {}) {
-  const index = new GraphIndex(model);
-  const traces = options.traces ?? await traceTwice(model);
-  const [t1, t2] = traces;
-  const space = new AtomSpace();
-  const dimsOf = (name, which) => {
-    const traced = (which === 0 ? t1 : t2).get(name);
-    if (traced) return traced.dims;
-    return model.constantInfo(name)?.dims;
-  };
-  const isFloatConst = (name) => {
-    const info = model.constantInfo(name);
-    return !!info && isFloatDType(info.dtype);
-  };
-  const addSlots = (name) => {
-    if (!name) return;
-    const d1 = dimsOf(name, 0);
-    const d2 = dimsOf(name, 1);
-    if (!d1 || !d2 || d1.length !== d2.length) return;
-    const type = t1.get(name)?.type;
-    const constInfo = model.constantInfo(name);
-    const isInt = type ? INT_TYPES.has(type) : constInfo ? !isFloatDType(constInfo.dtype) && constInfo.dtype !== 9 : false;
-    if (isInt && d1.length <= 1) return;
-    d1.forEach((size, axis) => {
-      if (size > 1 && size === d2[axis]) space.addSlot(name, axis, size, model.isConstant(name));
-    });
-  };
-  for (const name of model.constantNames()) if (index.consumersOf(name).length > 0 || index.graphOutputs.has(name)) addSlots(name);
-  for (const name of t1.keys()) addSlots(name);
-  space.seal();
-  const headAxes = /* @__PURE__ */ new Set();
-  const opset = model.defaultOpset ?? 13;
-  for (const node2 of index.nodes) {
-    const touched = /* @__PURE__ */ new Set();
-    const mark = (s) => s && touched.add(s.id);
-    const slotOf = (name, axis) => {
-      if (!name) return void 0;
-      const r = dimsOf(name, 0)?.length ?? 0;
-      return space.slot(name, axis < 0 ? axis + r : axis);
-    };
-    const ctx = {
-      node: node2,
-      opset,
-      dims: (n) => dimsOf(n, 0),
-      dims2: (n) => dimsOf(n, 1),
-      ints: (n) => {
-        const info = model.constantInfo(n);
-        if (info && isFloatDType(info.dtype)) return void 0;
-        const c = info && model.constant(n);
-        if (c) return toNumbers(c);
-        const v1 = t1.get(n)?.ints;
-        const v2 = t2.get(n)?.ints;
-        return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : void 0;
-      },
-      isConstant: (n) => model.isConstant(n),
-      consumers: (n) => index.consumersOf(n),
-      slot: slotOf,
-      same(a, axA, b, axB) {
-        const sa = slotOf(a, axA);
-        const sb = slotOf(b, axB);
-        mark(sa);
-        mark(sb);
-        if (sa && sb && sa.size === sb.size) space.same(sa, sb);
-        else if (sa && sb) {
-          space.freeze(sa, `${nodeLabel(node2)}: axis sizes differ`);
-          space.freeze(sb, `${nodeLabel(node2)}: axis sizes differ`);
-        } else if (sa || sb) {
-          space.freeze(sa ?? sb, `${nodeLabel(node2)} (${node2.opType}) broadcasts or resizes it`);
-        }
-      },
-      offset(whole, axW, part, axP, off) {
-        const sw = slotOf(whole, axW);
-        const sp = slotOf(part, axP);
-        mark(sw);
-        mark(sp);
-        if (sw && sp) space.offset(sw, sp, off);
-        else if (sw || sp) space.freeze(sw ?? sp, `${nodeLabel(node2)} (${node2.opType}) cuts it`);
-      },
-      outer(merged, axM, outer, axO, inner) {
-        const sm = slotOf(merged, axM);
-        const so = slotOf(outer, axO);
-        mark(sm);
-        mark(so);
-        if (sm && so && Number.isInteger(inner) && sm.size % (so.size * inner) === 0) {
-          space.outer(sm, so, inner);
-          headAxes.add(so.id);
-        } else if (sm || so) space.freeze(sm ?? so, `${nodeLabel(node2)} (${node2.opType}) mixes it with a dynamic axis`);
-      },
-      heads(count2, parts, asHeads = true) {
-        const found = parts.map((p) => ({ slot: slotOf(p.tensor, p.axis), size: p.size, offset: p.offset ?? 0 }));
-        for (const f of found) mark(f.slot);
-        const fits = (f) => f.slot && Number.isInteger(f.size) && f.size > 0 && f.offset + count2 * f.size <= f.slot.size;
-        if (count2 > 0 && found.every(fits)) {
-          space.heads(count2, found);
-          if (asHeads) for (const f of found) headAxes.add(f.slot.id);
-        } else {
-          for (const f of found) if (f.slot) space.freeze(f.slot, `${nodeLabel(node2)} (${node2.opType}): its heads do not fit the shapes seen`);
-        }
-      },
-      freeze(name, axis, reason2) {
-        const s = slotOf(name, axis);
-        mark(s);
-        if (s) space.freeze(s, reason2);
-      },
-      normalizedOver(name, axis, reason2) {
-        const s = slotOf(name, axis);
-        mark(s);
-        if (s) space.normalize(s, reason2);
-      },
-      keep(name, axis) {
-        mark(slotOf(name, axis));
-      }
-    };
-    const link = ruleOf(node2)?.link;
-    if (link) link(ctx);
-    const quantized = link ? void 0 : quantizedWeightOf(model, node2);
-    const reason = link ? `fixed by ${node2.opType} ${nodeLabel(node2)}` : quantized ? quantizedOpReason(quantized, model) : `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} ${NOT_UNDERSTOOD}`;
-    for (const name of [...nodeReads(node2), ...node2.output]) {
-      for (const s of name ? space.slotsOf(name) : []) {
-        if (!touched.has(s.id)) {
-          space.freeze(s, reason);
-        }
-      }
-    }
-  }
-  const cache = kvCacheTensors(model);
-  for (const v of model.graph.input) {
-    if (model.isInitializer(v.name ?? "") || cache.has(v.name ?? "")) continue;
-    for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model input");
-  }
-  for (const v of model.graph.output) {
-    if (cache.has(v.name ?? "")) continue;
-    for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model output");
-  }
-  for (const f of options.frozen ?? []) {
-    const s = space.slot(f.tensor, f.axis);
-    if (s) space.freeze(s, f.reason);
-  }
-  const { groups, skipped } = collectGroups(model, index, space, headAxes, isFloatConst, residualRoots(model, index, space));
-  return { model, index, space, traces, groups, skipped };
-}
-function kvCacheTensors(model) {
-  const inputs2 = new Set(model.graph.input.map((v) => v.name ?? "").filter((n) => n && !model.isInitializer(n)));
-  const outputs2 = new Set(model.graph.output.map((v) => v.name ?? ""));
-  const tensors = /* @__PURE__ */ new Set();
-  const pastAt = { GroupQueryAttention: 3, MultiHeadAttention: 6 };
-  for (const n of model.graph.node) {
-    const at = pastAt[n.opType ?? ""];
-    if (at === void 0 || n.domain !== "com.microsoft") continue;
-    for (const i of (n.input ?? []).slice(at, at + 2)) if (inputs2.has(i)) tensors.add(i);
-    for (const o of (n.output ?? []).slice(1, 3)) if (outputs2.has(o)) tensors.add(o);
-  }
-  for (const v of model.graph.output) {
-    const producer = model.graph.node.find((n) => n.output?.includes(v.name ?? ""));
-    if (producer?.opType !== "Concat") continue;
-    const past = (producer.input ?? []).filter((i) => inputs2.has(i));
-    if (past.length !== 1) continue;
-    tensors.add(past[0]);
-    tensors.add(v.name ?? "");
-  }
-  return tensors;
-}
-function collectGroups(model, index, space, heads, isFloatConst, residual) {
-  const classes = /* @__PURE__ */ new Map();
-  const rootOf = new Int32Array(space.atomCount);
-  for (const slot of space.slots) {
-    const hard = space.frozen.get(slot.id);
-    const normalized = space.normalized.get(slot.id);
-    for (let i = 0; i < slot.size; i++) {
-      const root = space.find(slot.base + i);
-      rootOf[slot.base + i] = root;
-      let info = classes.get(root);
-      if (!info) classes.set(root, info = { slots: [], counts: [] });
-      if (info.slots[info.slots.length - 1] === slot.id) info.counts[info.counts.length - 1]++;
-      else {
-        info.slots.push(slot.id);
-        info.counts.push(1);
-      }
-      const frozen = hard ?? (normalized && residual.has(root) ? normalized : void 0);
-      if (frozen && (!info.frozen || reasonRank(frozen) > reasonRank(info.frozen))) info.frozen = frozen;
-    }
-  }
-  const paramSlots = space.slots.filter((s) => s.constant && isFloatConst(s.tensor));
-  const isParamSlot = new Set(paramSlots.map((s) => s.id));
-  const bySignature = /* @__PURE__ */ new Map();
-  for (const [root, info] of classes) {
-    if (!info.slots.some((s) => isParamSlot.has(s))) continue;
-    const key = `${info.frozen ? "F" : "P"}|${info.slots.join(",")}|${info.counts.join(",")}`;
-    const entry = bySignature.get(key);
-    if (entry) entry.roots.push(root);
-    else bySignature.set(key, { roots: [root], info });
-  }
-  const groups = [];
-  const skipped = [];
-  const slotParams = (slotId, count2) => {
-    const s = space.slots[slotId];
-    const dims = model.constantInfo(s.tensor)?.dims ?? [];
-    return count2 * dims.reduce((a, b) => a * b, 1) / s.size;
-  };
-  for (const { roots, info } of bySignature.values()) {
-    const constantSlots = info.slots.filter((s) => isParamSlot.has(s)).map((s) => space.slots[s]);
-    const unitParams = info.slots.reduce((sum, s, i) => sum + (isParamSlot.has(s) ? slotParams(s, info.counts[i]) : 0), 0);
-    const where = describeWeights(constantSlots, index);
-    if (info.frozen) {
-      if (info.slots.length === 1 && !stopsAnalysis(info.frozen)) continue;
-      skipped.push({ where, reason: info.frozen, params: Math.round(unitParams * roots.length) });
-      continue;
-    }
-    if (roots.length < 2) {
-      skipped.push({ where, reason: "a single unit: removing it would empty the layer", params: Math.round(unitParams) });
-      continue;
-    }
-    const rootSet = new Map(roots.map((r, i) => [r, i]));
-    const units = roots.map(() => ({ indices: /* @__PURE__ */ new Map(), params: unitParams }));
-    for (const slotId of info.slots) {
-      const slot = space.slots[slotId];
-      for (let i = 0; i < slot.size; i++) {
-        const u = rootSet.get(rootOf[slot.base + i]);
-        if (u === void 0) continue;
-        const list = units[u].indices.get(slotId);
-        if (list) list.push(i);
-        else units[u].indices.set(slotId, [i]);
-      }
-    }
-    const first = info.slots[0];
-    units.sort((a, b) => a.indices.get(first)[0] - b.indices.get(first)[0]);
-    const kind = constantSlots.some((s) => consumers(index, s.tensor).some((n) => ruleOf(n)?.channels)) ? "channels" : info.slots.some((s) => heads.has(s)) ? "heads" : "ffn";
-    groups.push({ id: groups.length, kind, where, units, constantSlots, slots: info.slots.map((s) => space.slots[s]) });
-  }
-  const order = graphOrder(index);
-  const position = (g) => Math.min(...g.constantSlots.flatMap((s) => consumers(index, s.tensor).map((n) => order.get(n) ?? Infinity)));
-  groups.sort((a, b) => position(a) - position(b));
-  groups.forEach((g, i) => g.id = i);
-  return { groups, skipped };
-}
-function residualRoots(model, index, space) {
-  const roots = /* @__PURE__ */ new Set();
-  const rootsOf = (t) => new Set(space.slotsOf(t).flatMap((s) => Array.from({ length: s.size }, (_, i) => space.find(s.base + i))));
-  for (const node2 of index.nodes) {
-    const summed = ruleOf(node2)?.sums?.(node2).filter((i) => i && !model.isConstant(i));
-    if (!summed || summed.length < 2) continue;
-    const sets = summed.map(rootsOf);
-    for (let a = 0; a < sets.length; a++) {
-      for (let b = a + 1; b < sets.length; b++) for (const r of sets[a]) if (sets[b].has(r)) roots.add(r);
-    }
-  }
-  return roots;
-}
-function consumers(index, tensor) {
-  const direct = index.consumersOf(tensor);
-  return direct.flatMap((n) => ["Cast", "Transpose", "Identity"].includes(n.opType) ? index.consumersOf(n.output[0]) : [n]);
-}
-var orders = /* @__PURE__ */ new WeakMap();
-function graphOrder(index) {
-  let order = orders.get(index);
-  if (!order) orders.set(index, order = new Map(index.nodes.map((n, i) => [n, i])));
-  return order;
-}
-var NOT_UNDERSTOOD = "is not understood by the engine";
-var stopsAnalysis = (reason) => reason.includes(NOT_UNDERSTOOD) || reason.includes(QUANTIZED_NOT_PRUNABLE);
-function reasonRank(reason) {
-  if (stopsAnalysis(reason)) return 5;
-  if (/normaliz|reduces over/.test(reason)) return 4;
-  if (reason === "model output" || reason === "model input") return 3;
-  if (reason.includes("Gather")) return 2;
-  return 1;
-}
-function describeWeights(slots, index) {
-  const order = graphOrder(index);
-  const ops = [...new Set(slots.flatMap((s) => consumers(index, s.tensor)))].sort((a, b) => order.get(a) - order.get(b));
-  const names = [...new Set(ops.map((n) => nodeLabel(n)))];
-  if (names.length === 0) return listed(slots.map((s) => s.tensor));
-  if (names.length === 1) return names[0];
-  let prefix = names[0];
-  for (const n of names) while (!n.startsWith(prefix)) prefix = prefix.slice(0, -1);
-  prefix = prefix.slice(0, prefix.lastIndexOf("/") + 1);
-  if (prefix.length < 2) return listed(names);
-  return `${prefix.replace(/\/$/, "")} (${listed(names.map((n) => n.slice(prefix.length)))})`;
-}
-function listed(names) {
-  return names.length <= 6 ? names.join(", ") : `${names.slice(0, 5).join(", ")} and ${names.length - 5} more`;
-}
-
 // src/prune/apply.ts
 var import_onnx_proto13 = __toESM(require_onnx());
 var FixFailure = class extends Error {
@@ -49045,6 +48510,7 @@ function stepShare(plan, ranked) {
 function resolvedCompensation(input2) {
   return (edits) => input2.compensate === "none" || edits.edits.length === 0 ? "none" : edits.edits.some((e) => e.refit) ? "reconstruct" : "bias";
 }
+var PROBE_EVERY = 2;
 var MAX_POWER = 4;
 var COARSE_UNITS = 8;
 function reach(plan, ranked, share) {
@@ -49064,8 +48530,11 @@ async function calibratedCosts(input2, curves, share) {
   const damage = input2.damage;
   if (!damage?.sampleLosses || !damage.samples || curves.size < 2) return plain2;
   const remembered = [...curves.keys()].map((g) => input2.sensitivities.get(sensitivityKey(g)));
-  if (!input2.effort.probe && remembered.every(Boolean)) {
-    input2.log("sensitivity: each group as the last probe measured it (no probe at this step: one runs every other step, and the budget may leave one out)");
+  const { probed } = input2;
+  const due = probed.stepsAgo === void 0 || probed.stepsAgo + 1 >= PROBE_EVERY;
+  if ((!due || !input2.effort.probe) && remembered.every(Boolean)) {
+    probed.stepsAgo = (probed.stepsAgo ?? 0) + 1;
+    input2.log(`sensitivity: each group as the last probe measured it (${due ? "no probe at this step, to keep to the budget" : `a probe runs every ${PROBE_EVERY} steps`})`);
     return new Map([...curves].map(([g, c], i) => [g, { order: c.order, cost: c.errors.map((e) => remembered[i].a * e ** remembered[i].p) }]));
   }
   const planned = new Map([...curves].map(([g, c]) => [g, probeCounts(g.units.length, c.order.length, share).filter((count2) => c.errors[count2] > 0)]));
@@ -49083,6 +48552,7 @@ async function calibratedCosts(input2, curves, share) {
   const probe = probeModel(input2.analysis, cells);
   for (const cell of cells) cell.edits = [];
   const assignment = probeAssignment(damage.samples, cells.length);
+  probed.stepsAgo = 0;
   const measured = await input2.passes.pass(
     "probe",
     "each group's loss for its damage curve's error, so that the curves of all groups are in one unit",
@@ -49130,6 +48600,540 @@ function powerFit(points) {
   const sxy = xs.reduce((t, x, i) => t + (x - mx) * (ys[i] - my), 0);
   const p = n > 1 && sxx > 0 ? Math.min(MAX_POWER, Math.max(1, sxy / sxx)) : 1;
   return { a: Math.exp(my - p * mx), p };
+}
+
+// src/gate/budget.ts
+var LEVELS = [
+  { effort: { alternative: true, probe: true, share: 1 }, leaves: "" },
+  { effort: { alternative: false, probe: true, share: 1 }, leaves: "the confirmation of a second candidate" },
+  { effort: { alternative: false, probe: false, share: 1 }, leaves: "the sensitivity probe (each group's last measured sensitivity reused)" },
+  { effort: { alternative: false, probe: false, share: 0.5 }, leaves: "half of the calibration set in the statistics pass" }
+];
+var SearchBudget = class {
+  constructor(seconds2, steps, now = Date.now) {
+    this.seconds = seconds2;
+    this.steps = steps;
+    this.now = now;
+    this.start = now();
+  }
+  seconds;
+  steps;
+  now;
+  start;
+  costs = [];
+  /** What was left out at which steps: leaves -> step numbers. */
+  omitted = /* @__PURE__ */ new Map();
+  /** The step effortFor planned last, its level, and whether a probe was due there, until stepDone. */
+  planned;
+  /** The last step that ran a probe. */
+  lastProbed;
+  elapsed() {
+    return (this.now() - this.start) / 1e3;
+  }
+  /**
+   * The effort of step `index` (1-based): full, unless the steps left would not fit at it. The
+   * engine probes only where a probe is due (every PROBE_EVERY steps), so the estimate counts
+   * the probes due.
+   */
+  effortFor(index) {
+    const probeDue = this.lastProbed === void 0 || index - this.lastProbed >= PROBE_EVERY;
+    const last = this.costs[this.costs.length - 1];
+    let chosen = 0;
+    if (last) {
+      const left = this.seconds - this.elapsed();
+      const steps = this.steps - index + 1;
+      const probes = Math.ceil((steps - (probeDue ? 0 : 1)) / PROBE_EVERY);
+      chosen = LEVELS.length - 1;
+      for (let level = 0; level < LEVELS.length; level++) {
+        if (steps * this.estimate(last, level) + (LEVELS[level].effort.probe ? probes * this.lastOf("probe") : 0) <= left) {
+          chosen = level;
+          break;
+        }
+      }
+    }
+    this.planned = { index, level: chosen, probeDue };
+    return LEVELS[chosen].effort;
+  }
+  /**
+   * What step `effortFor` planned cost. What its effort left out is recorded if the step would
+   * have run it: a probe when none ran, half of a statistics pass when one ran (statistics the
+   * last step's confirmation collected on the whole set leave nothing out).
+   */
+  stepDone(cost) {
+    this.costs.push(cost);
+    if (cost.probe > 0 && this.planned) this.lastProbed = this.planned.index;
+    const planned = this.planned;
+    this.planned = void 0;
+    if (!planned) return;
+    const left = (level) => {
+      const at = this.omitted.get(LEVELS[level].leaves) ?? [];
+      this.omitted.set(LEVELS[level].leaves, [...at, planned.index]);
+    };
+    if (planned.level >= 1) left(1);
+    if (planned.level >= 2 && planned.probeDue && cost.probe === 0) left(2);
+    if (planned.level >= 3 && cost.statistics > 0 && cost.share < 1) left(3);
+  }
+  /** Seconds the steps after `done` steps should take, at the effort the last one ran at. */
+  remaining(done) {
+    const last = this.costs[this.costs.length - 1];
+    return last ? Math.max(0, (this.steps - done) * last.total) : NaN;
+  }
+  /** For report.json: the budget, what was spent, and what was left out to keep to it. */
+  summary() {
+    const steps = (list) => list.length === 1 ? `step ${list[0]}` : `steps ${list.join(", ")}`;
+    return {
+      seconds: this.seconds,
+      spent: Math.round(this.elapsed() * 10) / 10,
+      left_out: [...this.omitted].map(([what, at]) => `${what} at ${steps(at)}`)
+    };
+  }
+  /** A part's last measured cost (a part left out last time costs what it cost before). */
+  lastOf(part) {
+    return [...this.costs].reverse().find((c) => c[part] > 0)?.[part] ?? 0;
+  }
+  /**
+   * One step at `level`, from the last one's cost, without its probe (effortFor counts the
+   * probes due): what it always runs, plus the alternative's confirmation if the level keeps it.
+   */
+  estimate(cost, level) {
+    const { effort } = LEVELS[level];
+    const core = cost.total - cost.alternative - cost.probe - cost.statistics - cost.once;
+    const statistics = cost.statistics / Math.max(cost.share, 1e-9) * effort.share;
+    return Math.max(0, core + statistics + (effort.alternative ? this.lastOf("alternative") : 0));
+  }
+};
+
+// src/eval/environment.ts
+var os5 = __toESM(require("os"));
+function currentEnvironment() {
+  const cpus2 = os5.cpus();
+  const cores = cpus2.length;
+  return {
+    cpu: cpus2[0]?.model.trim() || os5.arch(),
+    cores,
+    threads: sessionThreads() ?? cores,
+    onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
+    "prune-gate": version
+  };
+}
+
+// src/prune/index.ts
+var path12 = __toESM(require("path"));
+
+// src/graph/atoms.ts
+var AtomSpace = class {
+  slots = [];
+  byKey = /* @__PURE__ */ new Map();
+  parent = new Int32Array(0);
+  rank = new Uint8Array(0);
+  atoms = 0;
+  /** Why a slot may not shrink; the first reason given wins. */
+  frozen = /* @__PURE__ */ new Map();
+  /**
+   * Slots a normalization computes its statistics over (LayerNorm, a ReduceMean): they may
+   * shrink, unless their class is also a residual stream (see analysis.ts).
+   */
+  normalized = /* @__PURE__ */ new Map();
+  addSlot(tensor, axis, size, constant2) {
+    const key = `${axis}:${tensor}`;
+    const existing = this.byKey.get(key);
+    if (existing) return existing;
+    const slot = { id: this.slots.length, tensor, axis, size, base: this.atoms, constant: constant2 };
+    this.atoms += size;
+    this.slots.push(slot);
+    this.byKey.set(key, slot);
+    return slot;
+  }
+  /** Call once every slot exists, before any union. */
+  seal() {
+    this.parent = new Int32Array(this.atoms);
+    for (let i = 0; i < this.atoms; i++) this.parent[i] = i;
+    this.rank = new Uint8Array(this.atoms);
+  }
+  get atomCount() {
+    return this.atoms;
+  }
+  slot(tensor, axis) {
+    return this.byKey.get(`${axis}:${tensor}`);
+  }
+  slotsOf(tensor) {
+    return this.slots.filter((s) => s.tensor === tensor);
+  }
+  find(a) {
+    const p = this.parent;
+    while (p[a] !== a) {
+      p[a] = p[p[a]];
+      a = p[a];
+    }
+    return a;
+  }
+  union(a, b) {
+    let ra = this.find(a);
+    let rb = this.find(b);
+    if (ra === rb) return;
+    if (this.rank[ra] < this.rank[rb]) [ra, rb] = [rb, ra];
+    this.parent[rb] = ra;
+    if (this.rank[ra] === this.rank[rb]) this.rank[ra]++;
+  }
+  freeze(slot, reason) {
+    if (!this.frozen.has(slot.id)) this.frozen.set(slot.id, reason);
+  }
+  normalize(slot, reason) {
+    if (!this.normalized.has(slot.id)) this.normalized.set(slot.id, reason);
+  }
+  /** Atom i of `a` is atom i of `b`. */
+  same(a, b) {
+    const n = Math.min(a.size, b.size);
+    for (let i = 0; i < n; i++) this.union(a.base + i, b.base + i);
+  }
+  /** Atom i of `part` is atom offset+i of `whole` (Split, Concat). */
+  offset(whole, part, offset) {
+    for (let i = 0; i < part.size && offset + i < whole.size; i++) this.union(whole.base + offset + i, part.base + i);
+  }
+  /**
+   * Atom o*inner+k of `merged` belongs to atom o of `outer` (a reshape split into heads). When
+   * `merged` is a multiple of outer x inner, its leading factor selects among copies (q, k, v of
+   * a fused projection): atom s*outer*inner + o*inner + k belongs to o as well.
+   */
+  outer(merged, outer, inner) {
+    for (let i = 0; i < merged.size; i++) this.union(merged.base + i, outer.base + Math.floor(i / inner) % outer.size);
+  }
+  /** Atoms offset + h*size + k of each part (k < size) are one unit, head h: see RuleContext.heads. */
+  heads(count2, parts) {
+    const first = parts[0];
+    for (const { slot, size, offset } of parts) {
+      for (let h = 0; h < count2; h++) {
+        for (let k = 0; k < size; k++) this.union(first.slot.base + first.offset + h * first.size, slot.base + offset + h * size + k);
+      }
+    }
+  }
+};
+
+// src/graph/analysis.ts
+var WIDTH_STRUCTURES = ["ffn", "heads", "channels"];
+var STRUCTURES = [...WIDTH_STRUCTURES, "blocks"];
+var TRACE_SIZES = [
+  [
+    [2, 7],
+    [3, 5]
+  ],
+  [
+    [2, 32],
+    [3, 64]
+  ],
+  [
+    [2, 96],
+    [3, 128]
+  ],
+  [
+    [1, 512],
+    [2, 640]
+  ],
+  [
+    [1, 1600],
+    [2, 2048]
+  ]
+];
+async function traceTwice(model) {
+  let lastError;
+  const fixed = await cacheSizes(model);
+  for (const pair of TRACE_SIZES) {
+    try {
+      const traces = await traceModelAt(model, pair.map((sizes) => dummyFeeds(model, ...sizes, fixed)));
+      traces.forEach((trace, i) => Object.assign(trace, { sizes: pair[i], fixed }));
+      return [traces[0], traces[1]];
+    } catch (e) {
+      if (!(e instanceof RuntimeFailure) && !isUserError(e)) throw e;
+      lastError = e.message.split("\n")[0];
+    }
+  }
+  const tried = TRACE_SIZES.map((pair) => pair.map(([a, b]) => `${a}x${b}`).join(" and ")).join(", ");
+  throw new UserError(
+    `${model.origin || "the model"}: onnxruntime does not run it on dummy inputs at any size tried (axis 0 x other dynamic axes: ${tried}), so its graph cannot be analysed (at the last): ${lastError}`
+  );
+}
+var INT_TYPES = /* @__PURE__ */ new Set(["int64", "int32", "uint64", "uint32", "int16", "uint16", "int8", "uint8"]);
+async function analyze(model, options = {}) {
+  const index = new GraphIndex(model);
+  const traces = options.traces ?? await traceTwice(model);
+  const [t1, t2] = traces;
+  const space = new AtomSpace();
+  const dimsOf = (name, which) => {
+    const traced = (which === 0 ? t1 : t2).get(name);
+    if (traced) return traced.dims;
+    return model.constantInfo(name)?.dims;
+  };
+  const isFloatConst = (name) => {
+    const info = model.constantInfo(name);
+    return !!info && isFloatDType(info.dtype);
+  };
+  const addSlots = (name) => {
+    if (!name) return;
+    const d1 = dimsOf(name, 0);
+    const d2 = dimsOf(name, 1);
+    if (!d1 || !d2 || d1.length !== d2.length) return;
+    const type = t1.get(name)?.type;
+    const constInfo = model.constantInfo(name);
+    const isInt = type ? INT_TYPES.has(type) : constInfo ? !isFloatDType(constInfo.dtype) && constInfo.dtype !== 9 : false;
+    if (isInt && d1.length <= 1) return;
+    d1.forEach((size, axis) => {
+      if (size > 1 && size === d2[axis]) space.addSlot(name, axis, size, model.isConstant(name));
+    });
+  };
+  for (const name of model.constantNames()) if (index.consumersOf(name).length > 0 || index.graphOutputs.has(name)) addSlots(name);
+  for (const name of t1.keys()) addSlots(name);
+  space.seal();
+  const headAxes = /* @__PURE__ */ new Set();
+  const opset = model.defaultOpset ?? 13;
+  for (const node2 of index.nodes) {
+    const touched = /* @__PURE__ */ new Set();
+    const mark = (s) => s && touched.add(s.id);
+    const slotOf = (name, axis) => {
+      if (!name) return void 0;
+      const r = dimsOf(name, 0)?.length ?? 0;
+      return space.slot(name, axis < 0 ? axis + r : axis);
+    };
+    const ctx = {
+      node: node2,
+      opset,
+      dims: (n) => dimsOf(n, 0),
+      dims2: (n) => dimsOf(n, 1),
+      ints: (n) => {
+        const info = model.constantInfo(n);
+        if (info && isFloatDType(info.dtype)) return void 0;
+        const c = info && model.constant(n);
+        if (c) return toNumbers(c);
+        const v1 = t1.get(n)?.ints;
+        const v2 = t2.get(n)?.ints;
+        return v1 && v2 && JSON.stringify(v1) === JSON.stringify(v2) ? v1 : void 0;
+      },
+      isConstant: (n) => model.isConstant(n),
+      consumers: (n) => index.consumersOf(n),
+      slot: slotOf,
+      same(a, axA, b, axB) {
+        const sa = slotOf(a, axA);
+        const sb = slotOf(b, axB);
+        mark(sa);
+        mark(sb);
+        if (sa && sb && sa.size === sb.size) space.same(sa, sb);
+        else if (sa && sb) {
+          space.freeze(sa, `${nodeLabel(node2)}: axis sizes differ`);
+          space.freeze(sb, `${nodeLabel(node2)}: axis sizes differ`);
+        } else if (sa || sb) {
+          space.freeze(sa ?? sb, `${nodeLabel(node2)} (${node2.opType}) broadcasts or resizes it`);
+        }
+      },
+      offset(whole, axW, part, axP, off) {
+        const sw = slotOf(whole, axW);
+        const sp = slotOf(part, axP);
+        mark(sw);
+        mark(sp);
+        if (sw && sp) space.offset(sw, sp, off);
+        else if (sw || sp) space.freeze(sw ?? sp, `${nodeLabel(node2)} (${node2.opType}) cuts it`);
+      },
+      outer(merged, axM, outer, axO, inner) {
+        const sm = slotOf(merged, axM);
+        const so = slotOf(outer, axO);
+        mark(sm);
+        mark(so);
+        if (sm && so && Number.isInteger(inner) && sm.size % (so.size * inner) === 0) {
+          space.outer(sm, so, inner);
+          headAxes.add(so.id);
+        } else if (sm || so) space.freeze(sm ?? so, `${nodeLabel(node2)} (${node2.opType}) mixes it with a dynamic axis`);
+      },
+      heads(count2, parts, asHeads = true) {
+        const found = parts.map((p) => ({ slot: slotOf(p.tensor, p.axis), size: p.size, offset: p.offset ?? 0 }));
+        for (const f of found) mark(f.slot);
+        const fits = (f) => f.slot && Number.isInteger(f.size) && f.size > 0 && f.offset + count2 * f.size <= f.slot.size;
+        if (count2 > 0 && found.every(fits)) {
+          space.heads(count2, found);
+          if (asHeads) for (const f of found) headAxes.add(f.slot.id);
+        } else {
+          for (const f of found) if (f.slot) space.freeze(f.slot, `${nodeLabel(node2)} (${node2.opType}): its heads do not fit the shapes seen`);
+        }
+      },
+      freeze(name, axis, reason2) {
+        const s = slotOf(name, axis);
+        mark(s);
+        if (s) space.freeze(s, reason2);
+      },
+      normalizedOver(name, axis, reason2) {
+        const s = slotOf(name, axis);
+        mark(s);
+        if (s) space.normalize(s, reason2);
+      },
+      keep(name, axis) {
+        mark(slotOf(name, axis));
+      }
+    };
+    const link = ruleOf(node2)?.link;
+    if (link) link(ctx);
+    const quantized = link ? void 0 : quantizedWeightOf(model, node2);
+    const reason = link ? `fixed by ${node2.opType} ${nodeLabel(node2)}` : quantized ? quantizedOpReason(quantized, model) : `${node2.domain ? node2.domain + "." : ""}${node2.opType} ${nodeLabel(node2)} ${NOT_UNDERSTOOD}`;
+    for (const name of [...nodeReads(node2), ...node2.output]) {
+      for (const s of name ? space.slotsOf(name) : []) {
+        if (!touched.has(s.id)) {
+          space.freeze(s, reason);
+        }
+      }
+    }
+  }
+  const cache = kvCacheTensors(model);
+  for (const v of model.graph.input) {
+    if (model.isInitializer(v.name ?? "") || cache.has(v.name ?? "")) continue;
+    for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model input");
+  }
+  for (const v of model.graph.output) {
+    if (cache.has(v.name ?? "")) continue;
+    for (const s of space.slotsOf(v.name ?? "")) space.freeze(s, "model output");
+  }
+  for (const f of options.frozen ?? []) {
+    const s = space.slot(f.tensor, f.axis);
+    if (s) space.freeze(s, f.reason);
+  }
+  const { groups, skipped } = collectGroups(model, index, space, headAxes, isFloatConst, residualRoots(model, index, space));
+  return { model, index, space, traces, groups, skipped };
+}
+function kvCacheTensors(model) {
+  const inputs2 = new Set(model.graph.input.map((v) => v.name ?? "").filter((n) => n && !model.isInitializer(n)));
+  const outputs2 = new Set(model.graph.output.map((v) => v.name ?? ""));
+  const tensors = /* @__PURE__ */ new Set();
+  const pastAt = { GroupQueryAttention: 3, MultiHeadAttention: 6 };
+  for (const n of model.graph.node) {
+    const at = pastAt[n.opType ?? ""];
+    if (at === void 0 || n.domain !== "com.microsoft") continue;
+    for (const i of (n.input ?? []).slice(at, at + 2)) if (inputs2.has(i)) tensors.add(i);
+    for (const o of (n.output ?? []).slice(1, 3)) if (outputs2.has(o)) tensors.add(o);
+  }
+  for (const v of model.graph.output) {
+    const producer = model.graph.node.find((n) => n.output?.includes(v.name ?? ""));
+    if (producer?.opType !== "Concat") continue;
+    const past = (producer.input ?? []).filter((i) => inputs2.has(i));
+    if (past.length !== 1) continue;
+    tensors.add(past[0]);
+    tensors.add(v.name ?? "");
+  }
+  return tensors;
+}
+function collectGroups(model, index, space, heads, isFloatConst, residual) {
+  const classes = /* @__PURE__ */ new Map();
+  const rootOf = new Int32Array(space.atomCount);
+  for (const slot of space.slots) {
+    const hard = space.frozen.get(slot.id);
+    const normalized = space.normalized.get(slot.id);
+    for (let i = 0; i < slot.size; i++) {
+      const root = space.find(slot.base + i);
+      rootOf[slot.base + i] = root;
+      let info = classes.get(root);
+      if (!info) classes.set(root, info = { slots: [], counts: [] });
+      if (info.slots[info.slots.length - 1] === slot.id) info.counts[info.counts.length - 1]++;
+      else {
+        info.slots.push(slot.id);
+        info.counts.push(1);
+      }
+      const frozen = hard ?? (normalized && residual.has(root) ? normalized : void 0);
+      if (frozen && (!info.frozen || reasonRank(frozen) > reasonRank(info.frozen))) info.frozen = frozen;
+    }
+  }
+  const paramSlots = space.slots.filter((s) => s.constant && isFloatConst(s.tensor));
+  const isParamSlot = new Set(paramSlots.map((s) => s.id));
+  const bySignature = /* @__PURE__ */ new Map();
+  for (const [root, info] of classes) {
+    if (!info.slots.some((s) => isParamSlot.has(s))) continue;
+    const key = `${info.frozen ? "F" : "P"}|${info.slots.join(",")}|${info.counts.join(",")}`;
+    const entry = bySignature.get(key);
+    if (entry) entry.roots.push(root);
+    else bySignature.set(key, { roots: [root], info });
+  }
+  const groups = [];
+  const skipped = [];
+  const slotParams = (slotId, count2) => {
+    const s = space.slots[slotId];
+    const dims = model.constantInfo(s.tensor)?.dims ?? [];
+    return count2 * dims.reduce((a, b) => a * b, 1) / s.size;
+  };
+  for (const { roots, info } of bySignature.values()) {
+    const constantSlots = info.slots.filter((s) => isParamSlot.has(s)).map((s) => space.slots[s]);
+    const unitParams = info.slots.reduce((sum, s, i) => sum + (isParamSlot.has(s) ? slotParams(s, info.counts[i]) : 0), 0);
+    const where = describeWeights(constantSlots, index);
+    if (info.frozen) {
+      if (info.slots.length === 1 && !stopsAnalysis(info.frozen)) continue;
+      skipped.push({ where, reason: info.frozen, params: Math.round(unitParams * roots.length) });
+      continue;
+    }
+    if (roots.length < 2) {
+      skipped.push({ where, reason: "a single unit: removing it would empty the layer", params: Math.round(unitParams) });
+      continue;
+    }
+    const rootSet = new Map(roots.map((r, i) => [r, i]));
+    const units = roots.map(() => ({ indices: /* @__PURE__ */ new Map(), params: unitParams }));
+    for (const slotId of info.slots) {
+      const slot = space.slots[slotId];
+      for (let i = 0; i < slot.size; i++) {
+        const u = rootSet.get(rootOf[slot.base + i]);
+        if (u === void 0) continue;
+        const list = units[u].indices.get(slotId);
+        if (list) list.push(i);
+        else units[u].indices.set(slotId, [i]);
+      }
+    }
+    const first = info.slots[0];
+    units.sort((a, b) => a.indices.get(first)[0] - b.indices.get(first)[0]);
+    const kind = constantSlots.some((s) => consumers(index, s.tensor).some((n) => ruleOf(n)?.channels)) ? "channels" : info.slots.some((s) => heads.has(s)) ? "heads" : "ffn";
+    groups.push({ id: groups.length, kind, where, units, constantSlots, slots: info.slots.map((s) => space.slots[s]) });
+  }
+  const order = graphOrder(index);
+  const position = (g) => Math.min(...g.constantSlots.flatMap((s) => consumers(index, s.tensor).map((n) => order.get(n) ?? Infinity)));
+  groups.sort((a, b) => position(a) - position(b));
+  groups.forEach((g, i) => g.id = i);
+  return { groups, skipped };
+}
+function residualRoots(model, index, space) {
+  const roots = /* @__PURE__ */ new Set();
+  const rootsOf = (t) => new Set(space.slotsOf(t).flatMap((s) => Array.from({ length: s.size }, (_, i) => space.find(s.base + i))));
+  for (const node2 of index.nodes) {
+    const summed = ruleOf(node2)?.sums?.(node2).filter((i) => i && !model.isConstant(i));
+    if (!summed || summed.length < 2) continue;
+    const sets = summed.map(rootsOf);
+    for (let a = 0; a < sets.length; a++) {
+      for (let b = a + 1; b < sets.length; b++) for (const r of sets[a]) if (sets[b].has(r)) roots.add(r);
+    }
+  }
+  return roots;
+}
+function consumers(index, tensor) {
+  const direct = index.consumersOf(tensor);
+  return direct.flatMap((n) => ["Cast", "Transpose", "Identity"].includes(n.opType) ? index.consumersOf(n.output[0]) : [n]);
+}
+var orders = /* @__PURE__ */ new WeakMap();
+function graphOrder(index) {
+  let order = orders.get(index);
+  if (!order) orders.set(index, order = new Map(index.nodes.map((n, i) => [n, i])));
+  return order;
+}
+var NOT_UNDERSTOOD = "is not understood by the engine";
+var stopsAnalysis = (reason) => reason.includes(NOT_UNDERSTOOD) || reason.includes(QUANTIZED_NOT_PRUNABLE);
+function reasonRank(reason) {
+  if (stopsAnalysis(reason)) return 5;
+  if (/normaliz|reduces over/.test(reason)) return 4;
+  if (reason === "model output" || reason === "model input") return 3;
+  if (reason.includes("Gather")) return 2;
+  return 1;
+}
+function describeWeights(slots, index) {
+  const order = graphOrder(index);
+  const ops = [...new Set(slots.flatMap((s) => consumers(index, s.tensor)))].sort((a, b) => order.get(a) - order.get(b));
+  const names = [...new Set(ops.map((n) => nodeLabel(n)))];
+  if (names.length === 0) return listed(slots.map((s) => s.tensor));
+  if (names.length === 1) return names[0];
+  let prefix = names[0];
+  for (const n of names) while (!n.startsWith(prefix)) prefix = prefix.slice(0, -1);
+  prefix = prefix.slice(0, prefix.lastIndexOf("/") + 1);
+  if (prefix.length < 2) return listed(names);
+  return `${prefix.replace(/\/$/, "")} (${listed(names.map((n) => n.slice(prefix.length)))})`;
+}
+function listed(names) {
+  return names.length <= 6 ? names.join(", ") : `${names.slice(0, 5).join(", ")} and ${names.length - 5} more`;
 }
 
 // src/prune/renorm.ts
@@ -49860,6 +49864,7 @@ ${e.reason}`, e])).values()];
       dampings: options.memory?.dampings ?? /* @__PURE__ */ new Map(),
       choosing: options.memory?.choosing,
       sensitivities: options.memory?.sensitivities ?? /* @__PURE__ */ new Map(),
+      probed: options.memory?.probed ?? {},
       effort,
       build,
       // The next step's statistics, collected while the planned candidate is confirmed: on the

@@ -16,9 +16,9 @@ test('every step runs at full effort while the steps left fit, a probe every oth
   const c = clock();
   const budget = new SearchBudget(100, 5, c.now);
   for (let step = 1; step <= 5; step++) {
-    // Between probes, each group's sensitivity is the one measured a step before.
+    // The probe is allowed at every step; the engine runs one where it is due (every other step).
     const probe = step % 2 === 1;
-    expect(budget.effortFor(step)).toEqual({ alternative: true, probe, share: 1 });
+    expect(budget.effortFor(step)).toEqual({ alternative: true, probe: true, share: 1 });
     c.advance(10);
     budget.stepDone({ ...STEP, probe: probe ? STEP.probe : 0 });
   }
@@ -33,8 +33,8 @@ test('when the steps left would not fit, the alternative goes first, then the pr
   c.advance(10);
   budget.stepDone(STEP);
   // No probe is due at step 2. 4 steps of 7 s and the probes of steps 3 and 5 (3 s each) make
-  // 34 > 26; without the alternative 4 x 5 + 6 = 26 <= 26.
-  expect(budget.effortFor(2)).toEqual({ alternative: false, probe: false, share: 1 });
+  // 34 > 26; without the alternative 4 x 5 + 6 = 26 <= 26 (the probe allowed where due).
+  expect(budget.effortFor(2)).toEqual({ alternative: false, probe: true, share: 1 });
   c.advance(5);
   budget.stepDone({ total: 5, alternative: 0, probe: 0, statistics: 4, share: 1, once: 0 });
   // 3 steps in 21 s, probes due at steps 3 and 5: 3 x 5 + 6 = 21 fits.
@@ -75,7 +75,7 @@ test('work done once per search (the dampings chosen at the first step) is not e
   budget.stepDone({ ...STEP, total: 30, once: 20 });
   // 4 steps of 7 s and two probes of 3 s fit in the 45 s left, at full effort; counted again,
   // the 20 s would make them 4 x 27 and leave everything out.
-  expect(budget.effortFor(2)).toEqual({ alternative: true, probe: false, share: 1 });
+  expect(budget.effortFor(2)).toEqual({ alternative: true, probe: true, share: 1 });
   c.advance(10);
   budget.stepDone({ ...STEP, probe: 0 });
   expect(budget.summary().left_out).toEqual([]);

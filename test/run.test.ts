@@ -119,10 +119,10 @@ test('a budget too small for the search leaves passes out, says which and where,
   expect(report.budget.seconds).toBe(1);
   expect(report.budget.spent).toBeGreaterThan(1);
   // The statistics of steps 2 and 3 came whole with the confirmations before them: the budget
-  // left out the race and the probe only.
+  // left out the race and the probe only (the probe of step 3: step 2 had none due).
   expect(report.budget.left_out).toEqual([
     'the confirmation of a second candidate at steps 2, 3',
-    "the sensitivity probe (each group's last measured sensitivity reused) at steps 2, 3",
+    "the sensitivity probe (each group's last measured sensitivity reused) at step 3",
   ]);
   const later = report.steps.slice(1).map((s: { passes: { what: string }[] }) => s.passes.map((p) => p.what));
   for (const step of later) expect(step).not.toContain('probe');

@@ -1,3 +1,4 @@
+import { PROBE_EVERY } from '../prune/allocate';
 import type { SearchEffort } from '../prune/types';
 
 /**
@@ -11,13 +12,6 @@ import type { SearchEffort } from '../prune/types';
  * What cannot be left out (the statistics, the step's own evaluation) runs even past the budget;
  * the report then says by how much it was exceeded.
  */
-
-/**
- * A probe runs at the first step and then every PROBE_EVERY steps: between, each group's
- * sensitivity is the one measured a step before (docs/pruning.md, "What a run costs"; on the
- * trained fixtures a probe every step gave no better models than one every other step).
- */
-const PROBE_EVERY = 2;
 
 /** What one step cost, by part (seconds). */
 export interface StepCost {
@@ -63,8 +57,9 @@ export class SearchBudget {
   }
 
   /**
-   * The effort of step `index` (1-based): full, unless the steps left would not fit at it; a
-   * probe only where one is due (PROBE_EVERY).
+   * The effort of step `index` (1-based): full, unless the steps left would not fit at it. The
+   * engine probes only where a probe is due (every PROBE_EVERY steps), so the estimate counts
+   * the probes due.
    */
   effortFor(index: number): SearchEffort {
     const probeDue = this.lastProbed === undefined || index - this.lastProbed >= PROBE_EVERY;
@@ -84,8 +79,7 @@ export class SearchBudget {
       }
     }
     this.planned = { index, level: chosen, probeDue };
-    const effort = LEVELS[chosen].effort;
-    return { ...effort, probe: effort.probe && probeDue };
+    return LEVELS[chosen].effort;
   }
 
   /**

@@ -31,6 +31,8 @@ export interface AllocationInput {
   choosing?: { seconds: number };
   /** Each group's last measured sensitivity (loss = a·E^p), by group: read when the step does not probe, written when it does. */
   sensitivities: Map<string, { a: number; p: number }>;
+  /** Steps since the last probe (PruneMemory.probed), counted here. */
+  probed: { stepsAgo?: number };
   /** What the step may spend. */
   effort: SearchEffort;
   /** Builds a candidate: compensated, its normalizations refit, sliced (throws FixFailure when it cannot). */
@@ -351,6 +353,13 @@ function resolvedCompensation(input: AllocationInput): (edits: CompensationEdits
   return (edits) => (input.compensate === 'none' || edits.edits.length === 0 ? 'none' : edits.edits.some((e) => e.refit) ? 'reconstruct' : 'bias');
 }
 
+/**
+ * A search probes at its first step and then every PROBE_EVERY steps; the steps between plan
+ * with each group's sensitivity as the last probe measured it (docs/pruning.md, "Making layers
+ * comparable": on the trained fixtures a probe every step gave no better models).
+ */
+export const PROBE_EVERY = 2;
+
 /** The largest power a group's loss may grow with its consumers' error (a convolution stack's damage compounds). */
 const MAX_POWER = 4;
 /** Groups of at most this many units (heads, a small block) are probed at every count up to twice the step's share. */
@@ -392,8 +401,11 @@ async function calibratedCosts(input: AllocationInput, curves: Map<Group, Damage
   const damage = input.damage;
   if (!damage?.sampleLosses || !damage.samples || curves.size < 2) return plain;
   const remembered = [...curves.keys()].map((g) => input.sensitivities.get(sensitivityKey(g)));
-  if (!input.effort.probe && remembered.every(Boolean)) {
-    input.log('sensitivity: each group as the last probe measured it (no probe at this step: one runs every other step, and the budget may leave one out)');
+  const { probed } = input;
+  const due = probed.stepsAgo === undefined || probed.stepsAgo + 1 >= PROBE_EVERY;
+  if ((!due || !input.effort.probe) && remembered.every(Boolean)) {
+    probed.stepsAgo = (probed.stepsAgo ?? 0) + 1;
+    input.log(`sensitivity: each group as the last probe measured it (${due ? 'no probe at this step, to keep to the budget' : `a probe runs every ${PROBE_EVERY} steps`})`);
     return new Map([...curves].map(([g, c], i) => [g, { order: c.order, cost: c.errors.map((e) => remembered[i]!.a * e ** remembered[i]!.p) }]));
   }
   const planned = new Map([...curves].map(([g, c]) => [g, probeCounts(g.units.length, c.order.length, share).filter((count) => c.errors[count] > 0)]));
@@ -414,6 +426,7 @@ async function calibratedCosts(input: AllocationInput, curves: Map<Group, Damage
   // now: they go before its session is made, which on a large model is the step's peak memory.
   for (const cell of cells) cell.edits = [];
   const assignment = probeAssignment(damage.samples, cells.length);
+  probed.stepsAgo = 0;
   const measured = await input.passes.pass('probe', "each group's loss for its damage curve's error, so that the curves of all groups are in one unit", damage.samples, `the sensitivity probe of ${cells.length} removals in ${new Set(cells.map((c) => c.group)).size} groups`, () =>
     damage.sampleLosses!(probe.model, (start, size) => probeFeeds(probe, assignment, start, size), probe.errors, probe.batched),
   );

@@ -263,6 +263,7 @@ async function pruneOnce(model: OnnxModel, options: PruneOptions): Promise<Prune
       dampings: options.memory?.dampings ?? new Map(),
       choosing: options.memory?.choosing,
       sensitivities: options.memory?.sensitivities ?? new Map(),
+      probed: options.memory?.probed ?? {},
       effort,
       build,
       // The next step's statistics, collected while the planned candidate is confirmed: on the

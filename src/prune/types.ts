@@ -217,10 +217,12 @@ export interface PruneMemory {
   ready: CollectedStats;
   /** Each group's measured loss for its curve's error (loss = a·E^p), by group, for a step that does not probe. */
   sensitivities: Map<string, { a: number; p: number }>;
+  /** Steps since the last sensitivity probe (undefined: none yet): a probe is due every PROBE_EVERY steps (allocate.ts). */
+  probed: { stepsAgo?: number };
   /** The analysis firstStatisticsTap made, which the first step takes if it prunes that very model. */
   analysed?: { model: OnnxModel; analysis: Analysis };
 }
 
 export function newPruneMemory(): PruneMemory {
-  return { scales: new Map(), dampings: new Map(), choosing: { seconds: 0 }, ready: { stats: new Map(), rows: new Map() }, sensitivities: new Map() };
+  return { scales: new Map(), dampings: new Map(), choosing: { seconds: 0 }, ready: { stats: new Map(), rows: new Map() }, sensitivities: new Map(), probed: {} };
 }

@@ -93,6 +93,7 @@ export async function damageTracking(fixture: string, target = 0.3, shares = [0.
       inverses,
       dampings,
       sensitivities: new Map(),
+      probed: {},
       effort: { alternative: true, probe: true, share: 1 },
       build: () => Promise.reject(new Error('not built here')),
       log: () => undefined,
