@@ -45579,6 +45579,9 @@ function addSums(graph, r, prefix, opset) {
   node2("Shape", [x], `${prefix}_count`);
   const out = { count: `${prefix}_count`, sum: `${prefix}_sum`, sumSquares: `${prefix}_sumsq` };
   if (r.gram) {
+    graph.node.push(nodeOverAxes("ReduceMean", x, `${prefix}_mean`, [0], opset, graph.initializer, [int3("keepdims", 1)]));
+    node2("Sub", [x, `${prefix}_mean`], `${prefix}_centered`);
+    x = `${prefix}_centered`;
     const k = Math.ceil(r.channels / GRAM_BLOCK);
     const size = Math.ceil(r.channels / k);
     const bounds = [...Array(k).keys()].map((i) => [i * size, Math.min(r.channels, (i + 1) * size)]);
@@ -45636,19 +45639,32 @@ function accumulate(stats2, name, req, out, result, odd) {
   const rows = Number(result[out.count].data[0]);
   const sum = result[out.sum].data;
   const sq = result[out.sumSquares].data;
+  if (s.gram && out.gram) {
+    mergeCentered(s.gram, s.count, s.sum, rows, sum);
+    addGram(s.gram, c, out.gram, result);
+    const half = odd ? s.half : void 0;
+    if (half) {
+      mergeCentered(half.gram, half.count, half.sum, rows, sum);
+      addGram(half.gram, c, out.gram, result);
+      for (let j = 0; j < c; j++) half.sum[j] += sum[j];
+      half.count += rows;
+    }
+  }
   for (let j = 0; j < c; j++) {
     s.sum[j] += sum[j];
     s.sumSquares[j] += sq[j];
   }
   s.count += rows;
-  if (s.gram && out.gram) {
-    const half = odd ? s.half : void 0;
-    addGram(s.gram, c, out.gram, result);
-    if (half) {
-      addGram(half.gram, c, out.gram, result);
-      for (let j = 0; j < c; j++) half.sum[j] += sum[j];
-      half.count += rows;
-    }
+}
+function mergeCentered(gram, count2, sum, rows, batchSum) {
+  if (count2 === 0 || rows === 0) return;
+  const c = sum.length;
+  const delta = new Float64Array(c);
+  for (let j = 0; j < c; j++) delta[j] = batchSum[j] / rows - sum[j] / count2;
+  const f = count2 * rows / (count2 + rows);
+  for (let i = 0; i < c; i++) {
+    const [di, at] = [f * delta[i], i * c];
+    if (di !== 0) for (let j = 0; j < c; j++) gram[at + j] += di * delta[j];
   }
 }
 
@@ -47406,14 +47422,10 @@ function refittable(c, model, readers) {
   if (!dims || readers(c.weight) > 1 || c.use.tapsPerOutput !== 1) return false;
   return dims.slice(Math.max(c.use.weightIn, c.use.weightOut) + 1).every((d) => d === 1);
 }
-function covariance(count2, sum, gram) {
-  const k = sum.length;
-  const out = new Float64Array(k * k);
+function covariance(count2, gram) {
   const n = Math.max(1, count2);
-  for (let i = 0; i < k; i++) {
-    const mi = sum[i] / n;
-    for (let j = 0; j < k; j++) out[i * k + j] = gram[i * k + j] / n - mi * (sum[j] / n);
-  }
+  const out = new Float64Array(gram.length);
+  for (let i = 0; i < gram.length; i++) out[i] = gram[i] / n;
   return out;
 }
 function damped(cov, k, damping) {
@@ -47453,7 +47465,7 @@ var InverseCovariances = class {
     if (hit) return hit instanceof Float64Array ? hit : new Float64Array(readSpilled(hit).buffer);
     if (!s.gram) throw new Error("internal: the covariance was released before its inverse was made");
     const k = s.sum.length;
-    const inverse = await this.math.inverse(damped(covariance(s.count, s.sum, s.gram), k, damping), k);
+    const inverse = await this.math.inverse(damped(covariance(s.count, s.gram), k, damping), k);
     const byDamping = this.cache.get(s) ?? /* @__PURE__ */ new Map();
     const fits = this.bytes + inverse.byteLength <= this.memoryBytes;
     if (fits) this.bytes += inverse.byteLength;
@@ -47511,8 +47523,12 @@ async function cheapestUnits(s, w, k, n, channels, share, inverses) {
 async function chooseDamping(s, w, k, n, removed, noRefit, math) {
   const h = s.half;
   if (!h || h.count === 0 || h.count >= s.count || !s.gram) return DEFAULT_DAMPING;
-  const rest = { count: s.count - h.count, sum: s.sum.map((v, i) => v - h.sum[i]), gram: s.gram.map((v, i) => v - h.gram[i]) };
-  const [fitOn, checkOn] = [covariance(rest.count, rest.sum, rest.gram), covariance(h.count, h.sum, h.gram)];
+  const rest = { count: s.count - h.count, sum: s.sum.map((v, i) => v - h.sum[i]) };
+  const restGram = Float32Array.from(s.gram);
+  const cross = new Float32Array(k * k);
+  mergeCentered(cross, rest.count, rest.sum, h.count, h.sum);
+  for (let i = 0; i < k * k; i++) restGram[i] -= h.gram[i] + cross[i];
+  const [fitOn, checkOn] = [covariance(rest.count, restGram), covariance(h.count, h.gram)];
   const gone = new Set(removed);
   const kept = [...Array(k).keys()].filter((j) => !gone.has(j));
   let best;

@@ -10,7 +10,7 @@ import { createSession, ort } from '../src/onnx/runtime';
 import { Group, analyze } from '../src/graph/analysis';
 import { applyRemoval } from '../src/prune/apply';
 import { applyCompensation, compensation } from '../src/prune/compensate';
-import { DEFAULT_DAMPING, Dampings, InverseCovariances, damageCurves, dampingOf } from '../src/prune/obs';
+import { DEFAULT_DAMPING, Dampings, InverseCovariances, covariance, damageCurves, dampingOf } from '../src/prune/obs';
 import { PlanInput, planByCurves, planCounts } from '../src/prune/plan';
 import { probeAssignment, probeFeeds, probeModel } from '../src/prune/probe';
 import { AxisNorms } from '../src/prune/score';
@@ -320,7 +320,7 @@ test("a pass collects every other batch's sums (a second covariance per input) o
   expect(widths.sort((a, b) => a - b)).toEqual([...new Set(stats.map((s) => s.sum.length))].sort((a, b) => a - b));
 });
 
-test('covariances of wide inputs are summed by blocks on and above the diagonal, and equal Σ x xᵀ computed whole', async () => {
+test('covariances of wide inputs are summed by blocks on and above the diagonal, centered batch by batch, and equal Σ (x − μ)(x − μ)ᵀ computed whole', async () => {
   // 1700 channels: three blocks a side, the last narrower; two batches of 40 rows.
   const c = 1700;
   const base = OnnxModel.fromBytes(encode(
@@ -336,19 +336,53 @@ test('covariances of wide inputs are summed by blocks on and above the diagonal,
   const request = { tensor: 'x', axis: 1, rank: 2, channels: c, type: 'float32', gram: true, half: true } as const;
   const { stats } = await collectStats(base, [request], () => data);
   const s = stats.get('x')!;
+  const meanOf = (batches: Float32Array[]) => {
+    const mean = new Float64Array(c);
+    for (const x of batches) for (let r = 0; r < 40; r++) for (let i = 0; i < c; i++) mean[i] += x[r * c + i] / (40 * batches.length);
+    return mean;
+  };
+  const all = data.map((b) => b.x.data as Float32Array);
+  const mean = meanOf(all);
   const expected = new Float64Array(c * c);
-  for (const batch of data) {
-    const x = batch.x.data as Float32Array;
-    for (let r = 0; r < 40; r++) for (let i = 0; i < c; i++) for (let j = 0; j < c; j++) expected[i * c + j] += x[r * c + i] * x[r * c + j];
+  for (const x of all) {
+    for (let r = 0; r < 40; r++) for (let i = 0; i < c; i++) for (let j = 0; j < c; j++) expected[i * c + j] += (x[r * c + i] - mean[i]) * (x[r * c + j] - mean[j]);
   }
   let worst = 0;
   for (let i = 0; i < c * c; i++) worst = Math.max(worst, Math.abs(s.gram![i] - expected[i]) / (1 + Math.abs(expected[i])));
   expect(worst).toBeLessThan(1e-4);
-  // The half holds the second batch alone, symmetric like the whole.
-  const x2 = data[1].x.data as Float32Array;
+  // The half holds the second batch alone, centered on its own mean, symmetric like the whole.
+  const x2 = all[1];
+  const mean2 = meanOf([x2]);
   for (const [i, j] of [[0, 1699], [1699, 0], [800, 5], [1200, 1650]]) {
     let v = 0;
-    for (let r = 0; r < 40; r++) v += x2[r * c + i] * x2[r * c + j];
+    for (let r = 0; r < 40; r++) v += (x2[r * c + i] - mean2[i]) * (x2[r * c + j] - mean2[j]);
     expect(s.half!.gram[i * c + j]).toBeCloseTo(v, 3);
+  }
+});
+
+test('a covariance of values far from zero keeps its small variances: its rows are centered before they are summed', async () => {
+  // 64 channels around 5, with spreads down to 10⁻³ (variance 10⁻⁶), in 4 batches of 256 rows,
+  // the batches' means apart: Σ x xᵀ less μμᵀ in float32 loses these variances entirely.
+  const c = 64;
+  const base = OnnxModel.fromBytes(encode(
+    model({
+      nodes: [node('MatMul', ['x', 'w'], ['y'])],
+      inputs: [valueInfo('x', T.FLOAT, ['n', c])],
+      outputs: [valueInfo('y', T.FLOAT, ['n', 2])],
+      initializers: [floatTensor('w', [c, 2])],
+    }),
+  ), 'far.onnx');
+  const spread = (j: number) => 10 ** (-3 + (2 * j) / c);
+  const batch = (b: number) => Float32Array.from({ length: 256 * c }, (_, i) => 5 + 0.01 * b + spread(i % c) * Math.sin(i * 0.61 + b));
+  const data = [0, 1, 2, 3].map((b) => ({ x: new ort.Tensor('float32', batch(b), [256, c]) }));
+  const { stats } = await collectStats(base, [{ tensor: 'x', axis: 1, rank: 2, channels: c, type: 'float32', gram: true, half: false }], () => data);
+  const s = stats.get('x')!;
+  const cov = covariance(s.count, s.gram!);
+  // Each channel's variance as computed in float64 from the rows themselves.
+  const rows = data.flatMap((d) => [...Array(256).keys()].map((r) => (d.x.data as Float32Array).subarray(r * c, (r + 1) * c)));
+  for (const j of [0, 17, 40, 63]) {
+    const m = rows.reduce((t, r) => t + r[j], 0) / rows.length;
+    const v = rows.reduce((t, r) => t + (r[j] - m) ** 2, 0) / rows.length;
+    expect(Math.abs(cov[j * c + j] / v - 1)).toBeLessThan(1e-3);
   }
 });

@@ -5,7 +5,7 @@ import { SpillRange, readSpilled, spillBytes } from '../onnx/spill';
 import { OnnxModel } from '../onnx/model';
 import { toFloat32 } from '../onnx/tensor';
 import { AxisNorms } from './score';
-import { ChannelStats, Consumer, channelMean, channelVariance } from './stats';
+import { ChannelStats, Consumer, channelMean, channelVariance, mergeCentered } from './stats';
 import { CompensationChoice } from './types';
 
 /**
@@ -122,15 +122,11 @@ export function refittable(c: Consumer, model: OnnxModel, readers: (tensor: stri
   return dims.slice(Math.max(c.use.weightIn, c.use.weightOut) + 1).every((d) => d === 1);
 }
 
-/** The centered covariance (k x k) of vectors with these sums. */
-export function covariance(count: number, sum: Float64Array, gram: Float32Array): Float64Array {
-  const k = sum.length;
-  const out = new Float64Array(k * k);
+/** The covariance (k x k) of `count` vectors whose centered sums of products are `gram` (ChannelStats.gram). */
+export function covariance(count: number, gram: Float32Array): Float64Array {
   const n = Math.max(1, count);
-  for (let i = 0; i < k; i++) {
-    const mi = sum[i] / n;
-    for (let j = 0; j < k; j++) out[i * k + j] = gram[i * k + j] / n - mi * (sum[j] / n);
-  }
+  const out = new Float64Array(gram.length);
+  for (let i = 0; i < gram.length; i++) out[i] = gram[i] / n;
   return out;
 }
 
@@ -181,7 +177,7 @@ export class InverseCovariances {
     if (hit) return hit instanceof Float64Array ? hit : new Float64Array(readSpilled(hit).buffer);
     if (!s.gram) throw new Error('internal: the covariance was released before its inverse was made');
     const k = s.sum.length;
-    const inverse = await this.math.inverse(damped(covariance(s.count, s.sum, s.gram!), k, damping), k);
+    const inverse = await this.math.inverse(damped(covariance(s.count, s.gram!), k, damping), k);
     const byDamping = this.cache.get(s) ?? new Map<number, Float64Array | SpillRange>();
     const fits = this.bytes + inverse.byteLength <= this.memoryBytes;
     if (fits) this.bytes += inverse.byteLength;
@@ -313,8 +309,14 @@ async function cheapestUnits(s: ChannelStats, w: Float64Array, k: number, n: num
 export async function chooseDamping(s: ChannelStats, w: Float64Array, k: number, n: number, removed: number[], noRefit: boolean, math: DenseMath): Promise<number | null> {
   const h = s.half;
   if (!h || h.count === 0 || h.count >= s.count || !s.gram) return DEFAULT_DAMPING;
-  const rest = { count: s.count - h.count, sum: s.sum.map((v, i) => v - h.sum[i]), gram: s.gram.map((v, i) => v - h.gram[i]) };
-  const [fitOn, checkOn] = [covariance(rest.count, rest.sum, rest.gram), covariance(h.count, h.sum, h.gram)];
+  // The other batches' centered sums: the whole's less the half's and less the parallel
+  // formula's cross term between the two (mergeCentered, taken out).
+  const rest = { count: s.count - h.count, sum: s.sum.map((v, i) => v - h.sum[i]) };
+  const restGram = Float32Array.from(s.gram);
+  const cross = new Float32Array(k * k);
+  mergeCentered(cross, rest.count, rest.sum, h.count, h.sum);
+  for (let i = 0; i < k * k; i++) restGram[i] -= h.gram[i] + cross[i];
+  const [fitOn, checkOn] = [covariance(rest.count, restGram), covariance(h.count, h.gram)];
   const gone = new Set(removed);
   const kept = [...Array(k).keys()].filter((j) => !gone.has(j));
   // Every damping is checked: the error need not dip once (removed channels that are exact

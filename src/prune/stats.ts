@@ -60,9 +60,12 @@ export interface ChannelStats {
   sum: Float64Array;
   sumSquares: Float64Array;
   /**
-   * Σ x xᵀ over vectors (C x C, row-major, symmetric), when asked for (least-squares
-   * reconstruction); float32 like the activations it sums (a covariance needs no more digits,
-   * and a large layer's takes half the memory).
+   * Σ (x − μ)(x − μ)ᵀ over vectors, μ their mean (C x C, row-major, symmetric), when asked for
+   * (least-squares reconstruction): each batch's rows are centered on the batch's own mean before
+   * their product, and batches are merged by the parallel formula (mergeCentered). Float32, like
+   * the activations it sums: centered, it needs no more digits, and a large layer's takes half
+   * the memory. A raw Σ x xᵀ less μμᵀ did not: on BERT-base's FFN inputs deep in a search
+   * (channels of mean 5 and variance 10⁻⁵) the difference came out indefinite, past any damping.
    */
   gram?: Float32Array;
   /**
@@ -287,6 +290,10 @@ function addSums(graph: onnx.GraphProto, r: StatsRequest, prefix: string, opset:
   node('Shape', [x], `${prefix}_count`);
   const out: SumOutputs = { count: `${prefix}_count`, sum: `${prefix}_sum`, sumSquares: `${prefix}_sumsq` };
   if (r.gram) {
+    // The rows centered on the batch's mean: the products are of deviations, not of raw values.
+    graph.node.push(nodeOverAxes('ReduceMean', x, `${prefix}_mean`, [0], opset, graph.initializer, [int('keepdims', 1)]));
+    node('Sub', [x, `${prefix}_mean`], `${prefix}_centered`);
+    x = `${prefix}_centered`;
     const k = Math.ceil(r.channels / GRAM_BLOCK);
     const size = Math.ceil(r.channels / k);
     const bounds = [...Array(k).keys()].map((i) => [i * size, Math.min(r.channels, (i + 1) * size)]);
@@ -351,19 +358,40 @@ function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRe
   const rows = Number((result[out.count].data as BigInt64Array)[0]);
   const sum = result[out.sum].data as Float32Array;
   const sq = result[out.sumSquares].data as Float32Array;
+  if (s.gram && out.gram) {
+    // Before the sums take the batch in: the merge reads the mean of the batches before it.
+    mergeCentered(s.gram, s.count, s.sum, rows, sum);
+    addGram(s.gram, c, out.gram, result);
+    // Every other batch also into the half's sums.
+    const half = odd ? s.half : undefined;
+    if (half) {
+      mergeCentered(half.gram, half.count, half.sum, rows, sum);
+      addGram(half.gram, c, out.gram, result);
+      for (let j = 0; j < c; j++) half.sum[j] += sum[j];
+      half.count += rows;
+    }
+  }
   for (let j = 0; j < c; j++) {
     s.sum[j] += sum[j];
     s.sumSquares[j] += sq[j];
   }
   s.count += rows;
-  if (s.gram && out.gram) {
-    // Every other batch also into the half's sums.
-    const half = odd ? s.half : undefined;
-    addGram(s.gram, c, out.gram, result);
-    if (half) {
-      addGram(half.gram, c, out.gram, result);
-      for (let j = 0; j < c; j++) half.sum[j] += sum[j];
-      half.count += rows;
-    }
+}
+
+/**
+ * The parallel formula's cross term (Chan, Golub and LeVeque): two sets' centered sums of
+ * products, merged, are their sum plus nₐn_b/(nₐ + n_b)·δδᵀ, δ the difference of their means.
+ * Adds that term to `gram` for a set of `count` vectors summing to `sum` and a batch of `rows`
+ * summing to `batchSum`; the caller adds the batch's own centered gram.
+ */
+export function mergeCentered(gram: Float32Array, count: number, sum: ArrayLike<number>, rows: number, batchSum: ArrayLike<number>): void {
+  if (count === 0 || rows === 0) return;
+  const c = sum.length;
+  const delta = new Float64Array(c);
+  for (let j = 0; j < c; j++) delta[j] = batchSum[j] / rows - sum[j] / count;
+  const f = (count * rows) / (count + rows);
+  for (let i = 0; i < c; i++) {
+    const [di, at] = [f * delta[i], i * c];
+    if (di !== 0) for (let j = 0; j < c; j++) gram[at + j] += di * delta[j];
   }
 }
