@@ -280,7 +280,11 @@ export async function slimgptPrune(base: OnnxModel, target: number, structures: 
       const values = toFloat32(wt);
       const w = new Float64Array(total);
       for (let i = 0; i < total; i++) w[at(i)] = values[i];
-      const h = Float64Array.from(s.gram, (v) => v / Math.max(1, s.count));
+      // SlimGPT's Hessian is the raw 2XᵀX/n (its scale does not matter): the centered sums
+      // collectStats gives (ChannelStats.gram) plus the mean's outer product.
+      const count = Math.max(1, s.count);
+      const h = new Float64Array(s.gram.length);
+      for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) h[i * k + j] = s.gram[i * k + j] / count + (s.sum[i] / count) * (s.sum[j] / count);
       problems.push({ c, o: { w, k, n, h, units: g.units.map((u) => u.indices.get(c.inputSlot.id) ?? []) }, dims: wt.dims, dtype: wt.dtype });
     }
     let removedUnits: number[];
