@@ -45656,12 +45656,12 @@ function accumulate(stats2, name, req, out, result, odd) {
   }
   s.count += rows;
 }
-function mergeCentered(gram, count2, sum, rows, batchSum) {
+function mergeCentered(gram, count2, sum, rows, batchSum, sign = 1) {
   if (count2 === 0 || rows === 0) return;
   const c = sum.length;
   const delta = new Float64Array(c);
   for (let j = 0; j < c; j++) delta[j] = batchSum[j] / rows - sum[j] / count2;
-  const f = count2 * rows / (count2 + rows);
+  const f = sign * count2 * rows / (count2 + rows);
   for (let i = 0; i < c; i++) {
     const [di, at] = [f * delta[i], i * c];
     if (di !== 0) for (let j = 0; j < c; j++) gram[at + j] += di * delta[j];
@@ -47140,20 +47140,13 @@ var DenseMath = class _DenseMath {
    * One Optimal-Brain-Surgeon removal of the rows `removed` (indices into m) from a layer whose
    * inverse Hessian is `hinv` (m x m) and weight `w` (m x n, one row per input channel): the
    * kept rows of the weight absorb what the removed ones did, and both shrink to the `kept`
-   * rows (in that order). Also returns the removed block of the inverse Hessian and of the
-   * weight, from which the error of the removal is computed, and the unit errors (as
-   * `unitErrors`) of `units`, rows of the shrunk matrices, for the next removal.
+   * rows (in that order). Also returns the unit errors (as `unitErrors`) of `units`, rows of
+   * the shrunk matrices, for the next removal.
    */
   async remove(hinv, w, m, n, removed, kept, units) {
     const session = await this.session("remove", removeGraph);
     const out = await session.run({ hinv: f64(hinv, [m, m]), w: f64(w, [m, n]), removed: i64(removed), kept: i64(kept), ...unitFeeds(units, kept.length) });
-    return {
-      hinv: out.hinvKept.data,
-      w: out.wKept.data,
-      hinvRemoved: out.hinvRemoved.data,
-      wRemoved: out.wRemoved.data,
-      errors: out.errors.data
-    };
+    return { hinv: out.hinvKept.data, w: out.wKept.data, errors: out.errors.data };
   }
   /**
    * The weight's kept rows after removing `removed` with the Optimal-Brain-Surgeon update
@@ -47307,10 +47300,11 @@ function choleskyJoinGraph() {
 }
 function surgeon(g) {
   const hp = g.op("Gather", ["hinv", "removed"], { axis: 1 });
-  const hpp = g.op("Gather", [hp, "removed"], { axis: 0 });
-  const wp = g.op("Gather", ["w", "removed"], { axis: 0 });
-  const tk = g.op("MatMul", [g.op("Gather", [hp, "kept"], { axis: 0 }), g.op("Inverse", [hpp], {}, "com.microsoft")]);
-  return { hp, hpp, wp, tk };
+  return {
+    hpp: g.op("Gather", [hp, "removed"], { axis: 0 }),
+    hkp: g.op("Gather", [hp, "kept"], { axis: 0 }),
+    wp: g.op("Gather", ["w", "removed"], { axis: 0 })
+  };
 }
 var SURGEON_INPUTS = [
   ...doubles("hinv", "w"),
@@ -47319,25 +47313,21 @@ var SURGEON_INPUTS = [
 ];
 function removeGraph() {
   const g = new GraphBuilder();
-  const { hp, hpp, wp, tk } = surgeon(g);
+  const { hpp, hkp, wp } = surgeon(g);
+  const tk = g.op("MatMul", [hkp, g.op("Inverse", [hpp], {}, "com.microsoft")]);
   const hkk = g.op("Gather", [g.op("Gather", ["hinv", "kept"], { axis: 0 }), "kept"], { axis: 1 });
-  const hpk = g.op("Gather", [hp, "kept"], { axis: 0 });
-  const hinvKept = g.op("Sub", [hkk, g.op("MatMul", [tk, transposed(g, hpk)])]);
+  const hinvKept = g.op("Sub", [hkk, g.op("MatMul", [tk, transposed(g, hkp)])]);
   const wKept = g.op("Sub", [g.op("Gather", ["w", "kept"], { axis: 0 }), g.op("MatMul", [tk, wp])]);
   g.output(hinvKept, "hinvKept");
   g.output(wKept, "wKept");
-  g.output(hpp, "hinvRemoved");
-  g.output(wp, "wRemoved");
   g.output(unitErrors(g, hinvKept, wKept), "errors");
-  return g.encode([...SURGEON_INPUTS, ["units", DataType.INT64], ["blocks", DataType.INT64]], doubles("hinvKept", "wKept", "hinvRemoved", "wRemoved", "errors"));
+  return g.encode([...SURGEON_INPUTS, ["units", DataType.INT64], ["blocks", DataType.INT64]], doubles("hinvKept", "wKept", "errors"));
 }
 function refitGraph() {
   const g = new GraphBuilder();
-  const hp = g.op("Gather", ["hinv", "removed"], { axis: 1 });
-  const hpp = g.op("Gather", [hp, "removed"], { axis: 0 });
-  const wp = g.op("Gather", ["w", "removed"], { axis: 0 });
+  const { hpp, hkp, wp } = surgeon(g);
   const solved = g.op("MatMul", [g.op("Inverse", [hpp], {}, "com.microsoft"), wp]);
-  g.output(g.op("Sub", [g.op("Gather", ["w", "kept"], { axis: 0 }), g.op("MatMul", [g.op("Gather", [hp, "kept"], { axis: 0 }), solved])]), "wKept");
+  g.output(g.op("Sub", [g.op("Gather", ["w", "kept"], { axis: 0 }), g.op("MatMul", [hkp, solved])]), "wKept");
   return g.encode(SURGEON_INPUTS, doubles("wKept"));
 }
 function unitErrors(g, hinv, w) {
@@ -47524,10 +47514,9 @@ async function chooseDamping(s, w, k, n, removed, noRefit, math) {
   const h = s.half;
   if (!h || h.count === 0 || h.count >= s.count || !s.gram) return DEFAULT_DAMPING;
   const rest = { count: s.count - h.count, sum: s.sum.map((v, i) => v - h.sum[i]) };
-  const restGram = Float32Array.from(s.gram);
-  const cross = new Float32Array(k * k);
-  mergeCentered(cross, rest.count, rest.sum, h.count, h.sum);
-  for (let i = 0; i < k * k; i++) restGram[i] -= h.gram[i] + cross[i];
+  const restGram = new Float32Array(k * k);
+  for (let i = 0; i < k * k; i++) restGram[i] = s.gram[i] - h.gram[i];
+  mergeCentered(restGram, rest.count, rest.sum, h.count, h.sum, -1);
   const [fitOn, checkOn] = [covariance(rest.count, restGram), covariance(h.count, h.gram)];
   const gone = new Set(removed);
   const kept = [...Array(k).keys()].filter((j) => !gone.has(j));
@@ -47587,17 +47576,14 @@ async function greedyCurve(group, problems, inverses, maxCount) {
     for (const [k, s] of state.entries()) {
       const removedChannels = new Set(picked.flatMap((u) => s.p.channels[u]));
       const removedRows = picked.flatMap((u) => s.p.channels[u].map((j) => s.row.get(j)));
-      const sizes = picked.map((u) => s.p.channels[u].length);
-      if (last) {
-        const { hpp, wp } = removedBlock(s.hinv, s.w, s.m, s.outs, removedRows);
-        (await nestedErrors(math, hpp, wp, removedRows.length, s.outs, sizes)).forEach((v, i) => increments[i] += v);
-        continue;
-      }
+      const { hpp, wp } = removedBlock(s.hinv, s.w, s.m, s.outs, removedRows);
+      const nested = await nestedErrors(math, hpp, wp, removedRows.length, s.outs, picked.map((u) => s.p.channels[u].length));
+      nested.forEach((v, i) => increments[i] += v);
+      if (last) continue;
       const keptChannels = [...s.row.keys()].filter((j) => !removedChannels.has(j));
       const keptRows = keptChannels.map((j) => s.row.get(j));
       const row2 = new Map(keptChannels.map((j, i) => [j, i]));
       const r = await math.remove(s.hinv, s.w, s.m, s.outs, removedRows, keptRows, next.map((u) => s.p.channels[u].map((j) => row2.get(j))));
-      (await nestedErrors(math, r.hinvRemoved, r.wRemoved, removedRows.length, s.outs, sizes)).forEach((v, i) => increments[i] += v);
       s.hinv = r.hinv;
       s.w = r.w;
       s.m = keptRows.length;
@@ -48527,6 +48513,7 @@ function resolvedCompensation(input2) {
   return (edits) => input2.compensate === "none" || edits.edits.length === 0 ? "none" : edits.edits.some((e) => e.refit) ? "reconstruct" : "bias";
 }
 var PROBE_EVERY = 2;
+var probeDue = (probed) => probed.stepsAgo === void 0 || probed.stepsAgo + 1 >= PROBE_EVERY;
 var MAX_POWER = 4;
 var COARSE_UNITS = 8;
 function reach(plan, ranked, share) {
@@ -48547,7 +48534,7 @@ async function calibratedCosts(input2, curves, share) {
   if (!damage?.sampleLosses || !damage.samples || curves.size < 2) return plain2;
   const remembered = [...curves.keys()].map((g) => input2.sensitivities.get(sensitivityKey(g)));
   const { probed } = input2;
-  const due = probed.stepsAgo === void 0 || probed.stepsAgo + 1 >= PROBE_EVERY;
+  const due = probeDue(probed);
   if ((!due || !input2.effort.probe) && remembered.every(Boolean)) {
     probed.stepsAgo = (probed.stepsAgo ?? 0) + 1;
     input2.log(`sensitivity: each group as the last probe measured it (${due ? "no probe at this step, to keep to the budget" : `a probe runs every ${PROBE_EVERY} steps`})`);
@@ -48641,24 +48628,21 @@ var SearchBudget = class {
   omitted = /* @__PURE__ */ new Map();
   /** The step effortFor planned last, its level, and whether a probe was due there, until stepDone. */
   planned;
-  /** The last step that ran a probe. */
-  lastProbed;
   elapsed() {
     return (this.now() - this.start) / 1e3;
   }
   /**
    * The effort of step `index` (1-based): full, unless the steps left would not fit at it. The
-   * engine probes only where a probe is due (every PROBE_EVERY steps), so the estimate counts
-   * the probes due.
+   * engine probes only where a probe is due (`probeDue`, as the engine counts it: prune's
+   * probeDue), then every PROBE_EVERY steps, so the estimate counts the probes due.
    */
-  effortFor(index) {
-    const probeDue = this.lastProbed === void 0 || index - this.lastProbed >= PROBE_EVERY;
+  effortFor(index, probeDue2 = true) {
     const last = this.costs[this.costs.length - 1];
     let chosen = 0;
     if (last) {
       const left = this.seconds - this.elapsed();
       const steps = this.steps - index + 1;
-      const probes = Math.ceil((steps - (probeDue ? 0 : 1)) / PROBE_EVERY);
+      const probes = Math.ceil((steps - (probeDue2 ? 0 : 1)) / PROBE_EVERY);
       chosen = LEVELS.length - 1;
       for (let level = 0; level < LEVELS.length; level++) {
         if (steps * this.estimate(last, level) + (LEVELS[level].effort.probe ? probes * this.lastOf("probe") : 0) <= left) {
@@ -48667,7 +48651,7 @@ var SearchBudget = class {
         }
       }
     }
-    this.planned = { index, level: chosen, probeDue };
+    this.planned = { index, level: chosen, probeDue: probeDue2 };
     return LEVELS[chosen].effort;
   }
   /**
@@ -48677,7 +48661,6 @@ var SearchBudget = class {
    */
   stepDone(cost) {
     this.costs.push(cost);
-    if (cost.probe > 0 && this.planned) this.lastProbed = this.planned.index;
     const planned = this.planned;
     this.planned = void 0;
     if (!planned) return;
@@ -52951,7 +52934,7 @@ async function gateOnDevice(options, base, set2, origin, device) {
       origin,
       stepsDir,
       async (model, target, memory2, info) => {
-        const effort = budget.effortFor(info.index);
+        const effort = budget.effortFor(info.index, probeDue(memory2?.probed ?? {}));
         step = { start: Date.now(), passes: [], share: effort.share, once: -(memory2?.choosing.seconds ?? 0) };
         const result2 = await prune(model, {
           ...pruneSettings(config2, evaluator.set, target, memory2, log),

@@ -18,7 +18,7 @@ test('every step runs at full effort while the steps left fit, a probe every oth
   for (let step = 1; step <= 5; step++) {
     // The probe is allowed at every step; the engine runs one where it is due (every other step).
     const probe = step % 2 === 1;
-    expect(budget.effortFor(step)).toEqual({ alternative: true, probe: true, share: 1 });
+    expect(budget.effortFor(step, probe)).toEqual({ alternative: true, probe: true, share: 1 });
     c.advance(10);
     budget.stepDone({ ...STEP, probe: probe ? STEP.probe : 0 });
   }
@@ -34,20 +34,20 @@ test('when the steps left would not fit, the alternative goes first, then the pr
   budget.stepDone(STEP);
   // No probe is due at step 2. 4 steps of 7 s and the probes of steps 3 and 5 (3 s each) make
   // 34 > 26; without the alternative 4 x 5 + 6 = 26 <= 26 (the probe allowed where due).
-  expect(budget.effortFor(2)).toEqual({ alternative: false, probe: true, share: 1 });
+  expect(budget.effortFor(2, false)).toEqual({ alternative: false, probe: true, share: 1 });
   c.advance(5);
   budget.stepDone({ total: 5, alternative: 0, probe: 0, statistics: 4, share: 1, once: 0 });
   // 3 steps in 21 s, probes due at steps 3 and 5: 3 x 5 + 6 = 21 fits.
-  expect(budget.effortFor(3)).toEqual({ alternative: false, probe: true, share: 1 });
+  expect(budget.effortFor(3, true)).toEqual({ alternative: false, probe: true, share: 1 });
   c.advance(14); // a slow step: 2 steps in 7 s
   budget.stepDone({ total: 8, alternative: 0, probe: 3, statistics: 4, share: 1, once: 0 });
   // 2 x 5 + step 5's probe = 13 > 7, without it 10 > 7; with half the statistics 2 x 3 = 6 <= 7.
-  expect(budget.effortFor(4)).toEqual({ alternative: false, probe: false, share: 0.5 });
+  expect(budget.effortFor(4, false)).toEqual({ alternative: false, probe: false, share: 0.5 });
   c.advance(3);
   budget.stepDone({ total: 3, alternative: 0, probe: 0, statistics: 2, share: 0.5, once: 0 });
   // Step 5 may read half the set too, but its statistics were known already (collected by step
   // 4's confirmation, on the whole set): nothing of them was left out there. Its probe, due, was.
-  expect(budget.effortFor(5)).toEqual({ alternative: false, probe: false, share: 0.5 });
+  expect(budget.effortFor(5, true)).toEqual({ alternative: false, probe: false, share: 0.5 });
   budget.stepDone({ total: 1, alternative: 0, probe: 0, statistics: 0, share: 0.5, once: 0 });
   expect(budget.summary().left_out).toEqual([
     'the confirmation of a second candidate at steps 2, 3, 4, 5',
@@ -75,7 +75,7 @@ test('work done once per search (the dampings chosen at the first step) is not e
   budget.stepDone({ ...STEP, total: 30, once: 20 });
   // 4 steps of 7 s and two probes of 3 s fit in the 45 s left, at full effort; counted again,
   // the 20 s would make them 4 x 27 and leave everything out.
-  expect(budget.effortFor(2)).toEqual({ alternative: true, probe: true, share: 1 });
+  expect(budget.effortFor(2, false)).toEqual({ alternative: true, probe: true, share: 1 });
   c.advance(10);
   budget.stepDone({ ...STEP, probe: 0 });
   expect(budget.summary().left_out).toEqual([]);

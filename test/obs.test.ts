@@ -10,7 +10,7 @@ import { createSession, ort } from '../src/onnx/runtime';
 import { Group, analyze } from '../src/graph/analysis';
 import { applyRemoval } from '../src/prune/apply';
 import { applyCompensation, compensation } from '../src/prune/compensate';
-import { DEFAULT_DAMPING, Dampings, InverseCovariances, covariance, damageCurves, dampingOf } from '../src/prune/obs';
+import { DEFAULT_DAMPING, Dampings, InverseCovariances, covariance, damageCurves, dampingOf, removedBlock } from '../src/prune/obs';
 import { PlanInput, planByCurves, planCounts } from '../src/prune/plan';
 import { probeAssignment, probeFeeds, probeModel } from '../src/prune/probe';
 import { AxisNorms } from '../src/prune/score';
@@ -104,9 +104,10 @@ test("an Optimal-Brain-Surgeon removal refits the kept rows to the least-squares
   });
   const error = await math.quadratic(h, change, k, n);
   // The block's error as obs.ts reads it: tr(W_Pᵀ (Hinv_PP)⁻¹ W_P).
-  const hppInv = await math.inverse(r.hinvRemoved, removed.length);
+  const { hpp, wp } = removedBlock(hinv, w, k, n, removed);
+  const hppInv = await math.inverse(hpp, removed.length);
   let closed = 0;
-  for (let o = 0; o < n; o++) for (let a = 0; a < removed.length; a++) for (let b = 0; b < removed.length; b++) closed += r.wRemoved[a * n + o] * hppInv[a * removed.length + b] * r.wRemoved[b * n + o];
+  for (let o = 0; o < n; o++) for (let a = 0; a < removed.length; a++) for (let b = 0; b < removed.length; b++) closed += wp[a * n + o] * hppInv[a * removed.length + b] * wp[b * n + o];
   expect(closed).toBeCloseTo(error, 9);
 });
 
@@ -320,17 +321,22 @@ test("a pass collects every other batch's sums (a second covariance per input) o
   expect(widths.sort((a, b) => a - b)).toEqual([...new Set(stats.map((s) => s.sum.length))].sort((a, b) => a - b));
 });
 
-test('covariances of wide inputs are summed by blocks on and above the diagonal, centered batch by batch, and equal Σ (x − μ)(x − μ)ᵀ computed whole', async () => {
-  // 1700 channels: three blocks a side, the last narrower; two batches of 40 rows.
-  const c = 1700;
-  const base = OnnxModel.fromBytes(encode(
+/** y = x · w, x [n, c] and w [c, 2]: a consumer whose input covariance is x's. */
+function matMulOf(c: number): OnnxModel {
+  return OnnxModel.fromBytes(encode(
     model({
       nodes: [node('MatMul', ['x', 'w'], ['y'])],
       inputs: [valueInfo('x', T.FLOAT, ['n', c])],
       outputs: [valueInfo('y', T.FLOAT, ['n', 2])],
       initializers: [floatTensor('w', [c, 2])],
     }),
-  ), 'wide.onnx');
+  ), `matmul-${c}.onnx`);
+}
+
+test('covariances of wide inputs are summed by blocks on and above the diagonal, centered batch by batch, and equal Σ (x − μ)(x − μ)ᵀ computed whole', async () => {
+  // 1700 channels: three blocks a side, the last narrower; two batches of 40 rows.
+  const c = 1700;
+  const base = matMulOf(c);
   const rows = (seed: number) => Float32Array.from({ length: 40 * c }, (_, i) => Math.sin(i * 0.37 + seed) * (1 + (i % c) / c));
   const data = [rows(1), rows(2)].map((x) => ({ x: new ort.Tensor('float32', x, [40, c]) }));
   const request = { tensor: 'x', axis: 1, rank: 2, channels: c, type: 'float32', gram: true, half: true } as const;
@@ -364,14 +370,7 @@ test('a covariance of values far from zero keeps its small variances: its rows a
   // 64 channels around 5, with spreads down to 10⁻³ (variance 10⁻⁶), in 4 batches of 256 rows,
   // the batches' means apart: Σ x xᵀ less μμᵀ in float32 loses these variances entirely.
   const c = 64;
-  const base = OnnxModel.fromBytes(encode(
-    model({
-      nodes: [node('MatMul', ['x', 'w'], ['y'])],
-      inputs: [valueInfo('x', T.FLOAT, ['n', c])],
-      outputs: [valueInfo('y', T.FLOAT, ['n', 2])],
-      initializers: [floatTensor('w', [c, 2])],
-    }),
-  ), 'far.onnx');
+  const base = matMulOf(c);
   const spread = (j: number) => 10 ** (-3 + (2 * j) / c);
   const batch = (b: number) => Float32Array.from({ length: 256 * c }, (_, i) => 5 + 0.01 * b + spread(i % c) * Math.sin(i * 0.61 + b));
   const data = [0, 1, 2, 3].map((b) => ({ x: new ort.Tensor('float32', batch(b), [256, c]) }));

@@ -41,8 +41,6 @@ export class SearchBudget {
   private readonly omitted = new Map<string, number[]>();
   /** The step effortFor planned last, its level, and whether a probe was due there, until stepDone. */
   private planned: { index: number; level: number; probeDue: boolean } | undefined;
-  /** The last step that ran a probe. */
-  private lastProbed: number | undefined;
 
   constructor(
     readonly seconds: number,
@@ -58,11 +56,10 @@ export class SearchBudget {
 
   /**
    * The effort of step `index` (1-based): full, unless the steps left would not fit at it. The
-   * engine probes only where a probe is due (every PROBE_EVERY steps), so the estimate counts
-   * the probes due.
+   * engine probes only where a probe is due (`probeDue`, as the engine counts it: prune's
+   * probeDue), then every PROBE_EVERY steps, so the estimate counts the probes due.
    */
-  effortFor(index: number): SearchEffort {
-    const probeDue = this.lastProbed === undefined || index - this.lastProbed >= PROBE_EVERY;
+  effortFor(index: number, probeDue = true): SearchEffort {
     const last = this.costs[this.costs.length - 1];
     let chosen = 0;
     if (last) {
@@ -89,7 +86,6 @@ export class SearchBudget {
    */
   stepDone(cost: StepCost): void {
     this.costs.push(cost);
-    if (cost.probe > 0 && this.planned) this.lastProbed = this.planned.index;
     const planned = this.planned;
     this.planned = undefined;
     if (!planned) return;

@@ -99,9 +99,8 @@ export class DenseMath {
    * One Optimal-Brain-Surgeon removal of the rows `removed` (indices into m) from a layer whose
    * inverse Hessian is `hinv` (m x m) and weight `w` (m x n, one row per input channel): the
    * kept rows of the weight absorb what the removed ones did, and both shrink to the `kept`
-   * rows (in that order). Also returns the removed block of the inverse Hessian and of the
-   * weight, from which the error of the removal is computed, and the unit errors (as
-   * `unitErrors`) of `units`, rows of the shrunk matrices, for the next removal.
+   * rows (in that order). Also returns the unit errors (as `unitErrors`) of `units`, rows of
+   * the shrunk matrices, for the next removal.
    */
   async remove(
     hinv: Float64Array,
@@ -111,16 +110,10 @@ export class DenseMath {
     removed: number[],
     kept: number[],
     units: number[][],
-  ): Promise<{ hinv: Float64Array; w: Float64Array; hinvRemoved: Float64Array; wRemoved: Float64Array; errors: Float64Array }> {
+  ): Promise<{ hinv: Float64Array; w: Float64Array; errors: Float64Array }> {
     const session = await this.session('remove', removeGraph);
     const out = await session.run({ hinv: f64(hinv, [m, m]), w: f64(w, [m, n]), removed: i64(removed), kept: i64(kept), ...unitFeeds(units, kept.length) });
-    return {
-      hinv: out.hinvKept.data as Float64Array,
-      w: out.wKept.data as Float64Array,
-      hinvRemoved: out.hinvRemoved.data as Float64Array,
-      wRemoved: out.wRemoved.data as Float64Array,
-      errors: out.errors.data as Float64Array,
-    };
+    return { hinv: out.hinvKept.data as Float64Array, w: out.wKept.data as Float64Array, errors: out.errors.data as Float64Array };
   }
 
   /**
@@ -310,13 +303,14 @@ function choleskyJoinGraph(): Uint8Array {
   return g.encode(doubles('x1', 'g1', 'c', 'x2', 'g2'), doubles('x', 'gram'));
 }
 
-/** Gathers the removed columns of Hinv, the kept rows of them, and T = Hinv_kP · (Hinv_PP)⁻¹. */
-function surgeon(g: GraphBuilder): { hp: string; hpp: string; wp: string; tk: string } {
+/** Gathers Hinv's removed columns in its removed rows (Hinv_PP) and in its kept rows (Hinv_kP), and W's removed rows (W_P). */
+function surgeon(g: GraphBuilder): { hpp: string; hkp: string; wp: string } {
   const hp = g.op('Gather', ['hinv', 'removed'], { axis: 1 });
-  const hpp = g.op('Gather', [hp, 'removed'], { axis: 0 });
-  const wp = g.op('Gather', ['w', 'removed'], { axis: 0 });
-  const tk = g.op('MatMul', [g.op('Gather', [hp, 'kept'], { axis: 0 }), g.op('Inverse', [hpp], {}, 'com.microsoft')]);
-  return { hp, hpp, wp, tk };
+  return {
+    hpp: g.op('Gather', [hp, 'removed'], { axis: 0 }),
+    hkp: g.op('Gather', [hp, 'kept'], { axis: 0 }),
+    wp: g.op('Gather', ['w', 'removed'], { axis: 0 }),
+  };
 }
 
 const SURGEON_INPUTS: [string, DataType][] = [
@@ -325,19 +319,18 @@ const SURGEON_INPUTS: [string, DataType][] = [
   ['kept', DataType.INT64],
 ];
 
+/** With T = Hinv_kP · (Hinv_PP)⁻¹: Hinv_kk − T · Hinv_kPᵀ and W_k − T · W_P, and the unit errors of the result. */
 function removeGraph(): Uint8Array {
   const g = new GraphBuilder();
-  const { hp, hpp, wp, tk } = surgeon(g);
+  const { hpp, hkp, wp } = surgeon(g);
+  const tk = g.op('MatMul', [hkp, g.op('Inverse', [hpp], {}, 'com.microsoft')]);
   const hkk = g.op('Gather', [g.op('Gather', ['hinv', 'kept'], { axis: 0 }), 'kept'], { axis: 1 });
-  const hpk = g.op('Gather', [hp, 'kept'], { axis: 0 });
-  const hinvKept = g.op('Sub', [hkk, g.op('MatMul', [tk, transposed(g, hpk)])]);
+  const hinvKept = g.op('Sub', [hkk, g.op('MatMul', [tk, transposed(g, hkp)])]);
   const wKept = g.op('Sub', [g.op('Gather', ['w', 'kept'], { axis: 0 }), g.op('MatMul', [tk, wp])]);
   g.output(hinvKept, 'hinvKept');
   g.output(wKept, 'wKept');
-  g.output(hpp, 'hinvRemoved');
-  g.output(wp, 'wRemoved');
   g.output(unitErrors(g, hinvKept, wKept), 'errors');
-  return g.encode([...SURGEON_INPUTS, ['units', DataType.INT64], ['blocks', DataType.INT64]], doubles('hinvKept', 'wKept', 'hinvRemoved', 'wRemoved', 'errors'));
+  return g.encode([...SURGEON_INPUTS, ['units', DataType.INT64], ['blocks', DataType.INT64]], doubles('hinvKept', 'wKept', 'errors'));
 }
 
 /**
@@ -346,11 +339,9 @@ function removeGraph(): Uint8Array {
  */
 function refitGraph(): Uint8Array {
   const g = new GraphBuilder();
-  const hp = g.op('Gather', ['hinv', 'removed'], { axis: 1 });
-  const hpp = g.op('Gather', [hp, 'removed'], { axis: 0 });
-  const wp = g.op('Gather', ['w', 'removed'], { axis: 0 });
+  const { hpp, hkp, wp } = surgeon(g);
   const solved = g.op('MatMul', [g.op('Inverse', [hpp], {}, 'com.microsoft'), wp]);
-  g.output(g.op('Sub', [g.op('Gather', ['w', 'kept'], { axis: 0 }), g.op('MatMul', [g.op('Gather', [hp, 'kept'], { axis: 0 }), solved])]), 'wKept');
+  g.output(g.op('Sub', [g.op('Gather', ['w', 'kept'], { axis: 0 }), g.op('MatMul', [hkp, solved])]), 'wKept');
   return g.encode(SURGEON_INPUTS, doubles('wKept'));
 }
 

@@ -18,6 +18,7 @@ import { currentEnvironment } from '../eval/environment';
 import { MemoryPeaks, ModelMemory, checkRatioMeasurable } from '../eval/memory';
 import { writeModel } from '../onnx/write';
 import { PruneMemory, newPruneMemory } from '../prune';
+import { probeDue } from '../prune/allocate';
 import { PruneInFormatResult, mergeQuantizedInputs, pruneInFormat, statisticsTapInFormat } from './quantized-inputs';
 import type { QuantizedInputsReport } from '../quantize/inputs';
 import { QuantizeOptions, methodUsed, quantizeModel } from '../quantize';
@@ -242,7 +243,7 @@ async function gateOnDevice(
       origin,
       stepsDir,
       async (model, target, memory, info) => {
-        const effort = budget.effortFor(info.index);
+        const effort = budget.effortFor(info.index, probeDue(memory?.probed ?? {}));
         step = { start: Date.now(), passes: [], share: effort.share, once: -(memory?.choosing.seconds ?? 0) };
         const result = await prune(model, {
           ...pruneSettings(config, evaluator.set, target, memory, log),

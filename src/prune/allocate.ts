@@ -360,6 +360,9 @@ function resolvedCompensation(input: AllocationInput): (edits: CompensationEdits
  */
 export const PROBE_EVERY = 2;
 
+/** Whether the step after the one `probed` (PruneMemory.probed) counts to is due a probe. */
+export const probeDue = (probed: { stepsAgo?: number }) => probed.stepsAgo === undefined || probed.stepsAgo + 1 >= PROBE_EVERY;
+
 /** The largest power a group's loss may grow with its consumers' error (a convolution stack's damage compounds). */
 const MAX_POWER = 4;
 /** Groups of at most this many units (heads, a small block) are probed at every count up to twice the step's share. */
@@ -402,7 +405,7 @@ async function calibratedCosts(input: AllocationInput, curves: Map<Group, Damage
   if (!damage?.sampleLosses || !damage.samples || curves.size < 2) return plain;
   const remembered = [...curves.keys()].map((g) => input.sensitivities.get(sensitivityKey(g)));
   const { probed } = input;
-  const due = probed.stepsAgo === undefined || probed.stepsAgo + 1 >= PROBE_EVERY;
+  const due = probeDue(probed);
   if ((!due || !input.effort.probe) && remembered.every(Boolean)) {
     probed.stepsAgo = (probed.stepsAgo ?? 0) + 1;
     input.log(`sensitivity: each group as the last probe measured it (${due ? 'no probe at this step, to keep to the budget' : `a probe runs every ${PROBE_EVERY} steps`})`);

@@ -312,10 +312,9 @@ export async function chooseDamping(s: ChannelStats, w: Float64Array, k: number,
   // The other batches' centered sums: the whole's less the half's and less the parallel
   // formula's cross term between the two (mergeCentered, taken out).
   const rest = { count: s.count - h.count, sum: s.sum.map((v, i) => v - h.sum[i]) };
-  const restGram = Float32Array.from(s.gram);
-  const cross = new Float32Array(k * k);
-  mergeCentered(cross, rest.count, rest.sum, h.count, h.sum);
-  for (let i = 0; i < k * k; i++) restGram[i] -= h.gram[i] + cross[i];
+  const restGram = new Float32Array(k * k);
+  for (let i = 0; i < k * k; i++) restGram[i] = s.gram[i] - h.gram[i];
+  mergeCentered(restGram, rest.count, rest.sum, h.count, h.sum, -1);
   const [fitOn, checkOn] = [covariance(rest.count, restGram), covariance(h.count, h.gram)];
   const gone = new Set(removed);
   const kept = [...Array(k).keys()].filter((j) => !gone.has(j));
@@ -395,17 +394,14 @@ async function greedyCurve(group: Group, problems: ConsumerProblem[], inverses: 
     for (const [k, s] of state.entries()) {
       const removedChannels = new Set(picked.flatMap((u) => s.p.channels[u]));
       const removedRows = picked.flatMap((u) => s.p.channels[u].map((j) => s.row.get(j)!));
-      const sizes = picked.map((u) => s.p.channels[u].length);
-      if (last) {
-        const { hpp, wp } = removedBlock(s.hinv, s.w, s.m, s.outs, removedRows);
-        (await nestedErrors(math, hpp, wp, removedRows.length, s.outs, sizes)).forEach((v, i) => (increments[i] += v));
-        continue;
-      }
+      const { hpp, wp } = removedBlock(s.hinv, s.w, s.m, s.outs, removedRows);
+      const nested = await nestedErrors(math, hpp, wp, removedRows.length, s.outs, picked.map((u) => s.p.channels[u].length));
+      nested.forEach((v, i) => (increments[i] += v));
+      if (last) continue;
       const keptChannels = [...s.row.keys()].filter((j) => !removedChannels.has(j));
       const keptRows = keptChannels.map((j) => s.row.get(j)!);
       const row = new Map(keptChannels.map((j, i) => [j, i]));
       const r = await math.remove(s.hinv, s.w, s.m, s.outs, removedRows, keptRows, next.map((u) => s.p.channels[u].map((j) => row.get(j)!)));
-      (await nestedErrors(math, r.hinvRemoved, r.wRemoved, removedRows.length, s.outs, sizes)).forEach((v, i) => (increments[i] += v));
       s.hinv = r.hinv;
       s.w = r.w;
       s.m = keptRows.length;
@@ -422,7 +418,7 @@ async function greedyCurve(group: Group, problems: ConsumerProblem[], inverses: 
 }
 
 /** The rows (and columns) `rows` of an m x m inverse covariance, and those rows of the m x n weight. */
-function removedBlock(hinv: Float64Array, w: Float64Array, m: number, n: number, rows: number[]): { hpp: Float64Array; wp: Float64Array } {
+export function removedBlock(hinv: Float64Array, w: Float64Array, m: number, n: number, rows: number[]): { hpp: Float64Array; wp: Float64Array } {
   const p = rows.length;
   const hpp = new Float64Array(p * p);
   const wp = new Float64Array(p * n);

@@ -237,7 +237,7 @@ interface SumOutputs {
   count: string;
   sum: string;
   sumSquares: string;
-  /** Σ x xᵀ by blocks: the blocks on and above the diagonal (the others are their transposes). */
+  /** The batch's centered Σ x xᵀ by blocks: the blocks on and above the diagonal (the others are their transposes). */
   gram?: GramBlock[];
 }
 
@@ -321,7 +321,7 @@ function addSums(graph: onnx.GraphProto, r: StatsRequest, prefix: string, opset:
   return out;
 }
 
-/** Adds each block of Σ x xᵀ into `gram` (c x c), and its transpose below the diagonal. */
+/** Adds each block of a batch's centered Σ x xᵀ into `gram` (c x c), and its transpose below the diagonal. */
 function addGram(gram: Float32Array, c: number, blocks: GramBlock[], result: Record<string, ort.Tensor>): void {
   for (const b of blocks) {
     const g = result[b.name].data as Float32Array;
@@ -381,15 +381,16 @@ function accumulate(stats: Map<string, ChannelStats>, name: string, req: StatsRe
 /**
  * The parallel formula's cross term (Chan, Golub and LeVeque): two sets' centered sums of
  * products, merged, are their sum plus nₐn_b/(nₐ + n_b)·δδᵀ, δ the difference of their means.
- * Adds that term to `gram` for a set of `count` vectors summing to `sum` and a batch of `rows`
- * summing to `batchSum`; the caller adds the batch's own centered gram.
+ * Adds that term (`sign` -1: takes it out, splitting a merge) to `gram` for a set of `count`
+ * vectors summing to `sum` and a batch of `rows` summing to `batchSum`; the caller adds (or
+ * takes out) the batch's own centered gram.
  */
-export function mergeCentered(gram: Float32Array, count: number, sum: ArrayLike<number>, rows: number, batchSum: ArrayLike<number>): void {
+export function mergeCentered(gram: Float32Array, count: number, sum: ArrayLike<number>, rows: number, batchSum: ArrayLike<number>, sign: 1 | -1 = 1): void {
   if (count === 0 || rows === 0) return;
   const c = sum.length;
   const delta = new Float64Array(c);
   for (let j = 0; j < c; j++) delta[j] = batchSum[j] / rows - sum[j] / count;
-  const f = (count * rows) / (count + rows);
+  const f = (sign * count * rows) / (count + rows);
   for (let i = 0; i < c; i++) {
     const [di, at] = [f * delta[i], i * c];
     if (di !== 0) for (let j = 0; j < c; j++) gram[at + j] += di * delta[j];
